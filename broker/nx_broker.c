@@ -1,0 +1,773 @@
+/*  =========================================================================
+    nx_broker - nexusd's loop: stamping proxy, group commit, control plane.
+
+    One turn of the loop:
+      1. poll the sockets (timeout: the next housekeeping tick);
+      2. read what is ready: events from XSUB (up to batch_max events or
+         batch_bytes payload bytes) and requests from the ROUTER (up to
+         requests_per_turn); events are stamped and appended to the store,
+         write ops stage their writes in the same batch;
+      3. commit the batch (one fsync under sync=full);
+      4. forward the events on XPUB, send the replies in arrival order,
+         running read ops now, against the committed state.
+    Bounding both reads in step 2 is what keeps a flood on one plane from
+    starving the other.
+    =========================================================================
+*/
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "nx_broker.h"
+#include "nx_log.h"
+#include "nx_topic.h"
+
+/*  Control clients may send at most this multiple of max_request before
+    ZeroMQ drops the connection: a request up to max_request gets an error
+    reply, a far larger one is not worth reading into memory.              */
+#define S_MAXMSG_FACTOR 4
+#define S_TICK_US       1000000
+
+static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
+
+/*  ---- Setup ------------------------------------------------------------ */
+
+static bool s_is_loopback(const char *endpoint)
+{
+    if (strncmp(endpoint, "tcp://", 6) != 0)
+        return true; /* ipc:// and inproc:// never leave the machine */
+    const char *host = endpoint + 6;
+    return strncmp(host, "127.", 4) == 0 || strncmp(host, "localhost:", 10) == 0
+           || strncmp(host, "[::1]:", 6) == 0 || strncmp(host, "lo:", 3) == 0;
+}
+
+/*  Binds sock to every comma-separated endpoint in list.                   */
+static int s_bind_all(zsock_t *sock, const char *list, const char *what, char *err_buf,
+                      size_t err_size)
+{
+    char *copy = strdup(list);
+    if (!copy) {
+        snprintf(err_buf, err_size, "out of memory");
+        return -1;
+    }
+    int rc = 0, bound = 0;
+    char *save = NULL;
+    for (char *ep = strtok_r(copy, ", ", &save); ep; ep = strtok_r(NULL, ", ", &save)) {
+        if (zsock_bind(sock, "%s", ep) == -1) {
+            snprintf(err_buf, err_size, "cannot bind %s endpoint '%s': %s", what, ep,
+                     zmq_strerror(zmq_errno()));
+            rc = -1;
+            break;
+        }
+        bound++;
+        const char *real = zsock_endpoint(sock);
+        nx_info("%s bound on %s", what, real ? real : ep);
+        if (!s_is_loopback(ep))
+            nx_warn("%s endpoint %s is not loopback: anyone who can reach it can use the "
+                    "fabric unless CURVE or tokens are configured",
+                    what, ep);
+    }
+    if (rc == 0 && bound == 0) {
+        snprintf(err_buf, err_size, "no %s endpoint configured", what);
+        rc = -1;
+    }
+    free(copy);
+    return rc;
+}
+
+static char *s_strdup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void s_free_config(nx_broker_config_t *cfg)
+{
+    free(cfg->data_dir);
+    free(cfg->control_endpoints);
+    free(cfg->events_in_endpoints);
+    free(cfg->events_out_endpoints);
+    free(cfg->log_level);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t err_size)
+{
+    nx_broker_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(err_buf, err_size, "out of memory");
+        return NULL;
+    }
+    self->cfg = *cfg;
+    self->cfg.data_dir = s_strdup_or_null(cfg->data_dir);
+    self->cfg.control_endpoints = s_strdup_or_null(cfg->control_endpoints);
+    self->cfg.events_in_endpoints = s_strdup_or_null(cfg->events_in_endpoints);
+    self->cfg.events_out_endpoints = s_strdup_or_null(cfg->events_out_endpoints);
+    self->cfg.log_level = s_strdup_or_null(cfg->log_level);
+    self->start_us = nx_now_us();
+    self->start_mono = nx_mono_us();
+    self->next_tick = self->start_mono + S_TICK_US;
+
+    nx_store_config_t scfg = {
+        .path = self->cfg.data_dir,
+        .sync = self->cfg.sync == NX_SYNC_FULL,
+        .map_size = self->cfg.map_size,
+        .map_max = self->cfg.map_max < self->cfg.map_size ? self->cfg.map_size : self->cfg.map_max,
+        .retain_events = self->cfg.retain_events,
+        .retain_bytes = self->cfg.retain_bytes,
+        .retain_age_us = self->cfg.retain_age * 1000,
+        .trim_batch = self->cfg.trim_batch,
+    };
+    nexus_err_t err = NEXUS_OK;
+    self->store = nx_store_new(&scfg, &err, err_buf, err_size);
+    if (!self->store)
+        goto fail;
+    self->last_seq = nx_store_last_seq(self->store);
+    self->last_ts = nx_store_last_ts(self->store);
+
+    size_t event_slots = self->cfg.batch_max + 4 * self->cfg.requests_per_turn;
+    self->events = calloc(event_slots, sizeof *self->events);
+    self->replies = calloc(self->cfg.requests_per_turn, sizeof *self->replies);
+    self->subscriptions = zhashx_new();
+    if (!self->events || !self->replies || !self->subscriptions) {
+        snprintf(err_buf, err_size, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < self->cfg.requests_per_turn; i++) {
+        msgpack_sbuffer_init(&self->replies[i].reply);
+        msgpack_sbuffer_init(&self->replies[i].id);
+        msgpack_zone_init(&self->replies[i].zone, 2048);
+    }
+
+    int64_t max_in = (int64_t)(self->cfg.max_payload + 64 * 1024) * S_MAXMSG_FACTOR;
+    int64_t max_ctl = (int64_t)self->cfg.max_request * S_MAXMSG_FACTOR;
+
+    self->xsub = zsock_new(ZMQ_XSUB);
+    self->xpub = zsock_new(ZMQ_XPUB);
+    self->router = zsock_new(ZMQ_ROUTER);
+    if (!self->xsub || !self->xpub || !self->router) {
+        snprintf(err_buf, err_size, "cannot create ZeroMQ sockets");
+        goto fail;
+    }
+    zsock_set_rcvhwm(self->xsub, (int)self->cfg.in_hwm);
+    zsock_set_maxmsgsize(self->xsub, max_in);
+    zsock_set_sndhwm(self->xpub, (int)self->cfg.out_hwm);
+    zsock_set_rcvhwm(self->router, (int)self->cfg.control_hwm);
+    zsock_set_sndhwm(self->router, (int)self->cfg.control_hwm);
+    zsock_set_maxmsgsize(self->router, max_ctl);
+    zsock_set_rcvtimeo(self->router, 0);
+    zsock_set_linger(self->xpub, 0);
+    zsock_set_linger(self->router, 0);
+    zsock_set_linger(self->xsub, 0);
+
+    if (s_bind_all(self->router, self->cfg.control_endpoints, "control", err_buf, err_size)
+        || s_bind_all(self->xsub, self->cfg.events_in_endpoints, "events-in", err_buf, err_size)
+        || s_bind_all(self->xpub, self->cfg.events_out_endpoints, "events-out", err_buf,
+                      err_size))
+        goto fail;
+
+    /*  The broker keeps every event, so its XSUB subscribes to everything
+        and the subscribers' own filters stay on the XPUB side.             */
+    uint8_t subscribe_all = 1;
+    if (zmq_send(zsock_resolve(self->xsub), &subscribe_all, 1, 0) != 1) {
+        snprintf(err_buf, err_size, "cannot subscribe the XSUB socket");
+        goto fail;
+    }
+    self->h_xsub = zsock_resolve(self->xsub);
+    self->h_xpub = zsock_resolve(self->xpub);
+    self->h_router = zsock_resolve(self->router);
+
+    char ep[128];
+    snprintf(ep, sizeof ep, "inproc://nexusd-monitor-xpub-%p", (void *)self);
+    if (zmq_socket_monitor(self->h_xpub, ep, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) == 0)
+        self->mon_xpub = zsock_new_pair(ep);
+    snprintf(ep, sizeof ep, "inproc://nexusd-monitor-xsub-%p", (void *)self);
+    if (zmq_socket_monitor(self->h_xsub, ep, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) == 0)
+        self->mon_xsub = zsock_new_pair(ep);
+
+    nx_store_stats_t st;
+    nx_store_stats(self->store, &st);
+    nx_info("store %s: %" PRIu64 " events (seq %" PRIu64 "..%" PRIu64 "), %" PRIu64
+            " bytes, sync=%s",
+            self->cfg.data_dir, st.count, st.first_seq, st.last_seq, st.bytes,
+            self->cfg.sync == NX_SYNC_FULL ? "full" : "none");
+    return self;
+
+fail:
+    nx_broker_destroy(&self);
+    return NULL;
+}
+
+void nx_broker_destroy(nx_broker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    nx_broker_t *self = *self_p;
+    zsock_destroy(&self->mon_xpub);
+    zsock_destroy(&self->mon_xsub);
+    if (self->h_xpub)
+        zmq_socket_monitor(self->h_xpub, NULL, 0);
+    if (self->h_xsub)
+        zmq_socket_monitor(self->h_xsub, NULL, 0);
+    zsock_destroy(&self->xsub);
+    zsock_destroy(&self->xpub);
+    zsock_destroy(&self->router);
+    if (self->replies) {
+        for (size_t i = 0; i < self->cfg.requests_per_turn; i++) {
+            msgpack_sbuffer_destroy(&self->replies[i].reply);
+            msgpack_sbuffer_destroy(&self->replies[i].id);
+            msgpack_zone_destroy(&self->replies[i].zone);
+            zmsg_destroy(&self->replies[i].envelope);
+            zframe_destroy(&self->replies[i].body);
+        }
+        free(self->replies);
+    }
+    if (self->events) {
+        for (size_t i = 0; i < self->n_events; i++) {
+            zmq_msg_close(&self->events[i].topic);
+            zmq_msg_close(&self->events[i].payload);
+        }
+        free(self->events);
+    }
+    zhashx_destroy(&self->subscriptions);
+    nx_store_destroy(&self->store);
+    s_free_config(&self->cfg);
+    free(self);
+    *self_p = NULL;
+}
+
+void nx_broker_stop(nx_broker_t *self)
+{
+    self->stop = 1;
+}
+
+/*  ---- Stamping --------------------------------------------------------- */
+
+static size_t s_event_slots(nx_broker_t *self)
+{
+    return self->cfg.batch_max + 4 * self->cfg.requests_per_turn;
+}
+
+/*  Gives ev the next seq and a timestamp that never goes backwards (the
+    wall clock may), and appends it to the batch.                           */
+static nexus_err_t s_stage(nx_broker_t *self, nx_pending_event_t *ev)
+{
+    uint64_t now = nx_now_us();
+    ev->ts = now > self->last_ts ? now : self->last_ts;
+    ev->seq = self->last_seq + 1;
+    nexus_err_t rc = nx_store_append(
+        self->store, ev->seq, ev->ts, zmq_msg_data(&ev->topic), zmq_msg_size(&ev->topic),
+        ev->source, ev->source_len, zmq_msg_data(&ev->payload), zmq_msg_size(&ev->payload));
+    if (rc == NEXUS_OK) {
+        self->last_seq = ev->seq;
+        self->last_ts = ev->ts;
+    }
+    return rc;
+}
+
+nexus_err_t nx_broker_emit(nx_broker_t *self, const char *topic, size_t topic_len,
+                           const char *source, size_t source_len, const void *payload,
+                           size_t payload_len, uint64_t *seq, char *err_msg)
+{
+    if (!nx_topic_valid(topic, topic_len)) {
+        snprintf(err_msg, NX_ERRMSG_MAX, "invalid topic (dot-separated non-empty tokens, "
+                                         "no spaces or wildcards, at most %d bytes)",
+                 NX_TOPIC_MAX);
+        return NEXUS_ERR_BAD_TOPIC;
+    }
+    if (payload_len > self->cfg.max_payload) {
+        snprintf(err_msg, NX_ERRMSG_MAX, "payload of %zu bytes is over max_payload (%" PRIu64 ")",
+                 payload_len, self->cfg.max_payload);
+        return NEXUS_ERR_TOO_LARGE;
+    }
+    if (source_len > NX_SOURCE_MAX) {
+        snprintf(err_msg, NX_ERRMSG_MAX, "source is over %d bytes", NX_SOURCE_MAX);
+        return NEXUS_ERR_BAD_REQUEST;
+    }
+    if (self->n_events >= s_event_slots(self)) {
+        snprintf(err_msg, NX_ERRMSG_MAX, "batch full, try again");
+        return NEXUS_ERR_BUSY;
+    }
+    nx_pending_event_t *ev = &self->events[self->n_events];
+    if (zmq_msg_init_size(&ev->topic, topic_len) || zmq_msg_init_size(&ev->payload, payload_len)) {
+        snprintf(err_msg, NX_ERRMSG_MAX, "out of memory");
+        return NEXUS_ERR_NOMEM;
+    }
+    memcpy(zmq_msg_data(&ev->topic), topic, topic_len);
+    if (payload_len)
+        memcpy(zmq_msg_data(&ev->payload), payload, payload_len);
+    memcpy(ev->source, source, source_len);
+    ev->source_len = (uint8_t)source_len;
+    nexus_err_t rc = s_stage(self, ev);
+    if (rc != NEXUS_OK && rc != NEXUS_ERR_STORE_FULL) {
+        zmq_msg_close(&ev->topic);
+        zmq_msg_close(&ev->payload);
+        snprintf(err_msg, NX_ERRMSG_MAX, "store: %s", nx_store_errmsg(self->store));
+        return rc;
+    }
+    /*  STORE_FULL keeps the event: the commit step makes room and stages
+        the whole batch again.                                              */
+    self->n_events++;
+    self->batch_payload += payload_len;
+    *seq = ev->seq;
+    self->count.events_in++;
+    return NEXUS_OK;
+}
+
+/*  Remembers what a dropped event looked like, for the once-a-second log.  */
+static void s_note_drop(nx_broker_t *self, const char *why, zmq_msg_t *topic, size_t size)
+{
+    size_t tlen = zmq_msg_size(topic);
+    if (tlen > 64)
+        tlen = 64;
+    char shown[65];
+    for (size_t i = 0; i < tlen; i++) {
+        char c = ((char *)zmq_msg_data(topic))[i];
+        shown[i] = (c >= 0x20 && c < 0x7f) ? c : '?';
+    }
+    shown[tlen] = 0;
+    snprintf(self->last_drop, sizeof self->last_drop, "%s: topic '%s', %zu payload bytes", why,
+             shown, size);
+}
+
+/*  Reads one multipart event from XSUB into the next slot. Returns 1 when
+    an event was staged, 0 when one was dropped, -1 when nothing is ready.  */
+static int s_read_event(nx_broker_t *self)
+{
+    nx_pending_event_t *ev = &self->events[self->n_events];
+    zmq_msg_init(&ev->topic);
+    if (zmq_msg_recv(&ev->topic, self->h_xsub, ZMQ_DONTWAIT) == -1) {
+        zmq_msg_close(&ev->topic);
+        return -1;
+    }
+    zmq_msg_init(&ev->payload);
+    ev->source_len = 0;
+    const char *user_id = zmq_msg_gets(&ev->topic, "User-Id");
+    int frames = 1;
+    if (zmq_msg_more(&ev->topic)) {
+        zmq_msg_recv(&ev->payload, self->h_xsub, 0);
+        frames = 2;
+        bool more = zmq_msg_more(&ev->payload);
+        while (more) {
+            /*  Optional third frame: the source the publisher claims. An
+                authenticated identity (CURVE) overrides it below.          */
+            zmq_msg_t extra;
+            zmq_msg_init(&extra);
+            zmq_msg_recv(&extra, self->h_xsub, 0);
+            frames++;
+            if (frames == 3 && zmq_msg_size(&extra) <= NX_SOURCE_MAX) {
+                ev->source_len = (uint8_t)zmq_msg_size(&extra);
+                memcpy(ev->source, zmq_msg_data(&extra), ev->source_len);
+            } else if (frames == 3)
+                frames = 99; /* a source over NX_SOURCE_MAX is malformed */
+            more = zmq_msg_more(&extra);
+            zmq_msg_close(&extra);
+        }
+    }
+    const char *why = NULL;
+    uint64_t *counter = NULL;
+    if (frames < 2 || frames > 3) {
+        why = "malformed (need 2 or 3 frames, source at most 128 bytes)";
+        counter = &self->count.drop_malformed;
+    } else if (!nx_topic_valid(zmq_msg_data(&ev->topic), zmq_msg_size(&ev->topic))) {
+        why = "invalid topic";
+        counter = &self->count.drop_bad_topic;
+    } else if (zmq_msg_size(&ev->payload) > self->cfg.max_payload) {
+        why = "payload over max_payload";
+        counter = &self->count.drop_oversize;
+    }
+    if (why) {
+        (*counter)++;
+        s_note_drop(self, why, &ev->topic, zmq_msg_size(&ev->payload));
+        zmq_msg_close(&ev->topic);
+        zmq_msg_close(&ev->payload);
+        return 0;
+    }
+    if (user_id && *user_id) {
+        size_t len = strlen(user_id);
+        ev->source_len = (uint8_t)(len > NX_SOURCE_MAX ? NX_SOURCE_MAX : len);
+        memcpy(ev->source, user_id, ev->source_len);
+    }
+    nexus_err_t rc = s_stage(self, ev);
+    if (rc != NEXUS_OK && rc != NEXUS_ERR_STORE_FULL) {
+        self->count.drop_store++;
+        s_note_drop(self, "store error", &ev->topic, zmq_msg_size(&ev->payload));
+        zmq_msg_close(&ev->topic);
+        zmq_msg_close(&ev->payload);
+        return 0;
+    }
+    self->batch_payload += zmq_msg_size(&ev->payload);
+    self->n_events++;
+    self->count.events_in++;
+    return 1;
+}
+
+/*  ---- Control plane ---------------------------------------------------- */
+
+static void s_pack_head(msgpack_packer *pk, nx_pending_reply_t *pr, bool ok, uint32_t fields)
+{
+    msgpack_pack_map(pk, fields + 2);
+    nx_pack_str(pk, "id");
+    if (pr->id.size)
+        msgpack_sbuffer_write(pk->data, pr->id.data, pr->id.size);
+    else
+        msgpack_pack_nil(pk);
+    nx_pack_str(pk, "ok");
+    if (ok)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+}
+
+static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg)
+{
+    pr->failed = true;
+    msgpack_sbuffer_clear(&pr->reply);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &pr->reply, msgpack_sbuffer_write);
+    s_pack_head(&pk, pr, false, 2);
+    nx_pack_kv_str(&pk, "error", nexus_err_name(err));
+    nx_pack_kv_str(&pk, "message", msg && *msg ? msg : nexus_strerror(err));
+}
+
+/*  Runs the handler of pr->op and packs the reply. The handler packs into a
+    scratch buffer first because a msgpack map needs its size up front.    */
+static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
+{
+    const nx_op_t *op = nx_ops_get(pr->op);
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init(&body);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &body, msgpack_sbuffer_write);
+    nexus_err_t err = NEXUS_OK;
+    char err_msg[NX_ERRMSG_MAX] = "";
+    int fields = op->fn(self, &pr->request, &pk, &err, err_msg);
+    if (fields < 0) {
+        s_reply_error(pr, err, err_msg);
+    } else {
+        msgpack_sbuffer_clear(&pr->reply);
+        msgpack_packer rpk;
+        msgpack_packer_init(&rpk, &pr->reply, msgpack_sbuffer_write);
+        s_pack_head(&rpk, pr, true, (uint32_t)fields);
+        msgpack_sbuffer_write(&pr->reply, body.data, body.size);
+    }
+    msgpack_sbuffer_destroy(&body);
+    pr->op = -1;
+}
+
+/*  Reads one request. Returns 0 when one was taken, -1 when none is ready.*/
+static int s_read_request(nx_broker_t *self)
+{
+    zmsg_t *msg = zmsg_recv(self->router);
+    if (!msg)
+        return -1;
+    self->count.requests++;
+    nx_pending_reply_t *pr = &self->replies[self->n_replies++];
+    pr->body = zmsg_last(msg);
+    zmsg_remove(msg, pr->body);
+    pr->envelope = msg;
+    pr->op = -1;
+    pr->is_write = false;
+    pr->failed = false;
+    msgpack_sbuffer_clear(&pr->id);
+    msgpack_zone_clear(&pr->zone);
+
+    size_t size = zframe_size(pr->body);
+    if (zmsg_size(msg) == 0) {
+        /*  ROUTER always adds the identity; nothing to reply to.           */
+        zmsg_destroy(&pr->envelope);
+        zframe_destroy(&pr->body);
+        self->n_replies--;
+        return 0;
+    }
+    if (size > self->cfg.max_request) {
+        char text[NX_ERRMSG_MAX];
+        snprintf(text, sizeof text, "request of %zu bytes is over max_request (%" PRIu64 ")",
+                 size, self->cfg.max_request);
+        s_reply_error(pr, NEXUS_ERR_TOO_LARGE, text);
+        return 0;
+    }
+    size_t off = 0;
+    msgpack_unpack_return ur = msgpack_unpack((const char *)zframe_data(pr->body), size, &off,
+                                              &pr->zone, &pr->request);
+    if (ur != MSGPACK_UNPACK_SUCCESS) {
+        const char *text = ur == MSGPACK_UNPACK_EXTRA_BYTES ? "trailing bytes after the request map"
+                           : ur == MSGPACK_UNPACK_CONTINUE  ? "truncated msgpack"
+                           : ur == MSGPACK_UNPACK_NOMEM_ERROR
+                               ? "request too deeply nested or too large to decode"
+                               : "not valid msgpack";
+        s_reply_error(pr, NEXUS_ERR_BAD_MSGPACK, text);
+        return 0;
+    }
+    if (pr->request.type != MSGPACK_OBJECT_MAP) {
+        s_reply_error(pr, NEXUS_ERR_BAD_MSGPACK, "request must be a msgpack map");
+        return 0;
+    }
+    const msgpack_object *id = nx_map_get(&pr->request, "id");
+    if (id) {
+        msgpack_packer ipk;
+        msgpack_packer_init(&ipk, &pr->id, msgpack_sbuffer_write);
+        msgpack_pack_object(&ipk, *id);
+    }
+    const char *name = NULL;
+    size_t name_len = 0;
+    char err_msg[NX_ERRMSG_MAX] = "";
+    if (nx_map_str_req(&pr->request, "op", &name, &name_len, err_msg) != NEXUS_OK) {
+        s_reply_error(pr, NEXUS_ERR_BAD_REQUEST, err_msg);
+        return 0;
+    }
+    pr->op = nx_ops_find(name, name_len);
+    if (pr->op < 0) {
+        char text[NX_ERRMSG_MAX];
+        int shown = name_len > 64 ? 64 : (int)name_len;
+        snprintf(text, sizeof text, "unknown op '%.*s'", shown, name);
+        for (char *c = text; *c; c++)
+            if ((unsigned char)*c < 0x20)
+                *c = '?';
+        s_reply_error(pr, NEXUS_ERR_UNKNOWN_OP, text);
+        return 0;
+    }
+    if (nx_ops_get(pr->op)->is_write) {
+        pr->is_write = true;
+        s_run_op(self, pr);
+    }
+    return 0;
+}
+
+static void s_send_reply(nx_broker_t *self, nx_pending_reply_t *pr)
+{
+    if (pr->op >= 0)
+        s_run_op(self, pr);
+    if (pr->failed)
+        self->count.request_errors++;
+    zmsg_t *out = pr->envelope;
+    pr->envelope = NULL;
+    zmsg_addmem(out, pr->reply.data, pr->reply.size);
+    if (zmsg_send(&out, self->router) == -1)
+        zmsg_destroy(&out);
+    zframe_destroy(&pr->body);
+}
+
+/*  ---- The turn --------------------------------------------------------- */
+
+/*  Forwards the committed events, moving their frames to the XPUB.         */
+static void s_forward(nx_broker_t *self)
+{
+    for (size_t i = 0; i < self->n_events; i++) {
+        nx_pending_event_t *ev = &self->events[i];
+        zmq_msg_t stamp;
+        zmq_msg_init_size(&stamp, NX_STAMP_HEAD + ev->source_len);
+        nx_stamp_encode(zmq_msg_data(&stamp), ev->seq, ev->ts, ev->source, ev->source_len);
+        if (zmq_msg_send(&ev->topic, self->h_xpub, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1
+            || zmq_msg_send(&stamp, self->h_xpub, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1
+            || zmq_msg_send(&ev->payload, self->h_xpub, ZMQ_DONTWAIT) == -1)
+            self->count.drop_send++;
+        else
+            self->count.events_out++;
+        zmq_msg_close(&ev->topic);
+        zmq_msg_close(&stamp);
+        zmq_msg_close(&ev->payload);
+    }
+}
+
+/*  Drops every event of the failed batch and turns write replies into
+    errors: nothing of it was stored, so nothing of it may be seen.         */
+static void s_fail_batch(nx_broker_t *self, nexus_err_t err)
+{
+    nx_error("commit of %zu events failed: %s", self->n_events, nx_store_errmsg(self->store));
+    for (size_t i = 0; i < self->n_events; i++) {
+        zmq_msg_close(&self->events[i].topic);
+        zmq_msg_close(&self->events[i].payload);
+    }
+    self->count.drop_store += self->n_events;
+    self->count.events_in -= self->n_events;
+    self->n_events = 0;
+    self->last_seq = nx_store_last_seq(self->store);
+    self->last_ts = nx_store_last_ts(self->store);
+    for (size_t i = 0; i < self->n_replies; i++)
+        if (self->replies[i].is_write)
+            s_reply_error(&self->replies[i], err,
+                          err == NEXUS_ERR_STORE_FULL
+                              ? "store is full and retention cannot make room"
+                              : "the store failed; nothing was written");
+}
+
+/*  Commits the batch; on a full map, makes room and stages it once more.   */
+static void s_commit(nx_broker_t *self)
+{
+    nexus_err_t rc = nx_store_commit(self->store, nx_now_us());
+    if (rc == NEXUS_ERR_STORE_FULL) {
+        int action = 0;
+        nx_store_abort(self->store);
+        self->last_seq = nx_store_last_seq(self->store);
+        self->last_ts = nx_store_last_ts(self->store);
+        rc = nx_store_make_room(self->store, self->batch_payload * 2 + (1 << 20), &action);
+        nx_warn("store full while committing %zu events: %s", self->n_events,
+                action == 1   ? "grew the map"
+                : action == 2 ? "trimmed the oldest events"
+                              : "could not make room");
+        if (rc == NEXUS_OK) {
+            for (size_t i = 0; i < self->n_events && rc == NEXUS_OK; i++)
+                rc = s_stage(self, &self->events[i]);
+            /*  Write ops other than publish cannot be staged again here:
+                their replies become errors below if anything failed.      */
+            if (rc == NEXUS_OK)
+                rc = nx_store_commit(self->store, nx_now_us());
+        }
+    }
+    if (rc != NEXUS_OK) {
+        nx_store_abort(self->store);
+        s_fail_batch(self, rc);
+    } else
+        self->count.batches++;
+}
+
+static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready)
+{
+    self->n_events = 0;
+    self->n_replies = 0;
+    self->batch_payload = 0;
+
+    if (events_ready)
+        while (self->n_events < self->cfg.batch_max
+               && self->batch_payload < self->cfg.batch_bytes && s_read_event(self) >= 0)
+            ;
+    if (requests_ready)
+        while (self->n_replies < self->cfg.requests_per_turn && s_read_request(self) == 0)
+            ;
+    if (nx_store_in_batch(self->store) || self->n_events)
+        s_commit(self);
+
+    nx_rate_add(&self->rate_in, nx_mono_us(), self->n_events);
+    s_forward(self);
+    self->n_events = 0;
+    for (size_t i = 0; i < self->n_replies; i++) {
+        nx_pending_reply_t *pr = &self->replies[i];
+        s_send_reply(self, pr);
+    }
+    self->n_replies = 0;
+}
+
+/*  XPUB hands us subscribe (1) and unsubscribe (0) messages; we keep the
+    set of active prefixes for `state`. They must be read or libzmq queues
+    them without bound.                                                     */
+static void s_read_subscriptions(nx_broker_t *self)
+{
+    for (int i = 0; i < 10000; i++) {
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, self->h_xpub, ZMQ_DONTWAIT) == -1) {
+            zmq_msg_close(&msg);
+            return;
+        }
+        size_t size = zmq_msg_size(&msg);
+        const uint8_t *data = zmq_msg_data(&msg);
+        if (size >= 1 && (data[0] == 0 || data[0] == 1)) {
+            char key[NX_TOPIC_MAX * 4 + 2];
+            size_t n = size - 1 > NX_TOPIC_MAX ? NX_TOPIC_MAX : size - 1;
+            /*  Hex keeps arbitrary prefix bytes usable as a hash key.       */
+            key[0] = 'p';
+            for (size_t k = 0; k < n; k++)
+                snprintf(key + 1 + 2 * k, 3, "%02x", data[1 + k]);
+            key[1 + 2 * n] = 0;
+            uintptr_t refs = (uintptr_t)zhashx_lookup(self->subscriptions, key);
+            if (data[0] == 1)
+                refs++;
+            else if (refs > 0)
+                refs--;
+            if (refs)
+                zhashx_update(self->subscriptions, key, (void *)refs);
+            else
+                zhashx_delete(self->subscriptions, key);
+            self->count.subscriptions = zhashx_size(self->subscriptions);
+        }
+        zmq_msg_close(&msg);
+    }
+}
+
+static void s_read_monitor(zsock_t *mon, uint64_t *connected)
+{
+    if (!mon)
+        return;
+    for (int i = 0; i < 1000; i++) {
+        zmsg_t *msg = NULL;
+        zsock_set_rcvtimeo(mon, 0);
+        msg = zmsg_recv(mon);
+        if (!msg)
+            return;
+        zframe_t *head = zmsg_first(msg);
+        if (head && zframe_size(head) >= 2) {
+            uint16_t event;
+            memcpy(&event, zframe_data(head), 2);
+            if (event == ZMQ_EVENT_ACCEPTED)
+                (*connected)++;
+            else if (event == ZMQ_EVENT_DISCONNECTED && *connected > 0)
+                (*connected)--;
+        }
+        zmsg_destroy(&msg);
+    }
+}
+
+/*  Once a second: report drops (at most one line a second, however many),
+    and trim by retention when the event plane is idle.                     */
+static void s_housekeeping(nx_broker_t *self)
+{
+    nx_counters_t *c = &self->count;
+    uint64_t dropped = c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store;
+    if (dropped != self->dropped_logged) {
+        nx_warn("dropped %" PRIu64 " events in the last second (%" PRIu64 " in all: %" PRIu64
+                " invalid topic, %" PRIu64 " oversize, %" PRIu64 " malformed, %" PRIu64
+                " store); last: %s",
+                dropped - self->dropped_logged, dropped, c->drop_bad_topic, c->drop_oversize,
+                c->drop_malformed, c->drop_store, self->last_drop);
+        self->dropped_logged = dropped;
+    }
+    int64_t trimmed = nx_store_trim(self->store, nx_now_us(), self->cfg.trim_batch);
+    if (trimmed > 0)
+        nx_debug("retention trimmed %" PRId64 " events", trimmed);
+    int action = 0;
+    if (nx_store_make_room(self->store, self->cfg.batch_bytes, &action) == NEXUS_OK && action)
+        nx_info("store: %s", action == 1 ? "grew the LMDB map" : "trimmed the oldest events to "
+                                                                 "make room (map at map_max)");
+}
+
+int nx_broker_run(nx_broker_t *self)
+{
+    void *mon_xpub = self->mon_xpub ? zsock_resolve(self->mon_xpub) : NULL;
+    void *mon_xsub = self->mon_xsub ? zsock_resolve(self->mon_xsub) : NULL;
+    nx_info("nexusd %s ready: last seq %" PRIu64, NEXUS_VERSION_STRING, self->last_seq);
+    while (!self->stop && !zsys_interrupted) {
+        zmq_pollitem_t items[] = {
+            {self->h_xsub, 0, ZMQ_POLLIN, 0},   {self->h_router, 0, ZMQ_POLLIN, 0},
+            {self->h_xpub, 0, ZMQ_POLLIN, 0},   {mon_xpub, 0, mon_xpub ? ZMQ_POLLIN : 0, 0},
+            {mon_xsub, 0, mon_xsub ? ZMQ_POLLIN : 0, 0},
+        };
+        uint64_t now = nx_mono_us();
+        long timeout = now >= self->next_tick ? 0 : (long)((self->next_tick - now) / 1000) + 1;
+        int rc = zmq_poll(items, mon_xsub ? 5 : (mon_xpub ? 4 : 3), timeout);
+        if (rc == -1) {
+            if (zmq_errno() == EINTR)
+                continue;
+            nx_error("poll failed: %s", zmq_strerror(zmq_errno()));
+            break;
+        }
+        if (items[2].revents & ZMQ_POLLIN)
+            s_read_subscriptions(self);
+        if (mon_xpub && (items[3].revents & ZMQ_POLLIN))
+            s_read_monitor(self->mon_xpub, &self->count.subscribers);
+        if (mon_xsub && (items[4].revents & ZMQ_POLLIN))
+            s_read_monitor(self->mon_xsub, &self->count.publishers);
+        bool ev = items[0].revents & ZMQ_POLLIN, rq = items[1].revents & ZMQ_POLLIN;
+        if (ev || rq)
+            s_turn(self, ev, rq);
+        if (nx_mono_us() >= self->next_tick) {
+            s_housekeeping(self);
+            self->next_tick = nx_mono_us() + S_TICK_US;
+        }
+    }
+    /*  Every turn commits before it ends, so there is nothing left to
+        flush: stopping here loses no acknowledged write.                    */
+    nx_info("stopping: last seq %" PRIu64 ", %" PRIu64 " events in, %" PRIu64 " out",
+            self->last_seq, self->count.events_in, self->count.events_out);
+    return 0;
+}

@@ -1,0 +1,150 @@
+/*  =========================================================================
+    nx_broker - nexusd's server: one thread, one poll loop, three planes.
+
+    Event plane: publishers send [topic][payload] (optionally [source]) to
+    the XSUB socket; the broker stamps each event with the next seq, a
+    timestamp and the source, appends it to the store and, after the commit
+    that holds it, forwards [topic][stamp][payload] on the XPUB socket.
+    Payload bytes are moved, never decoded or copied on the way out.
+
+    Control plane: a ROUTER socket speaking msgpack request/reply; each op is
+    one function in the table of nx_ops.c.
+
+    Every loop turn is one batch: what is ready on the event plane (up to
+    batch_max events) and on the control plane (up to requests_per_turn
+    requests) goes into one write transaction; after the commit, events are
+    forwarded, write replies sent, then read ops run against the committed
+    state. So a reply that says "done" always follows the commit, and a
+    subscriber that has seen seq N finds every event <= N in the history.
+
+    This header is internal to the broker (nx_broker.c, nx_ops.c).
+    =========================================================================
+*/
+
+#ifndef NX_BROKER_H_INCLUDED
+#define NX_BROKER_H_INCLUDED
+
+#include <czmq.h>
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "nexus.h"
+#include "nx_broker_config.h"
+#include "nx_codec.h"
+#include "nx_stats.h"
+#include "nx_store.h"
+
+typedef struct _nx_broker_t nx_broker_t;
+
+/*  Creates the broker: opens the store and binds every endpoint. Returns
+    NULL on failure with a message in err_buf. Copies what it needs from
+    cfg; the caller keeps cfg.                                              */
+nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t err_size);
+
+/*  Runs the loop until SIGINT/SIGTERM (zsys_interrupted) or
+    nx_broker_stop. Commits the last batch before it returns. Returns 0 on a
+    clean stop, -1 when the store failed beyond repair.                      */
+int nx_broker_run(nx_broker_t *self);
+
+/*  Asks a running loop to stop at the end of its turn (signal-safe).       */
+void nx_broker_stop(nx_broker_t *self);
+
+void nx_broker_destroy(nx_broker_t **self_p);
+
+/*  ---- Internal: shared with nx_ops.c ------------------------------------ */
+
+/*  An event read in this turn, waiting for its commit to be forwarded.     */
+typedef struct {
+    zmq_msg_t topic;                 /* frame 1, moved to the XPUB on send  */
+    zmq_msg_t payload;               /* frame 3, moved to the XPUB on send  */
+    uint64_t seq;                    /* stamped sequence number             */
+    uint64_t ts;                     /* stamped time, us since epoch        */
+    uint8_t source_len;              /* bytes in source                     */
+    char source[NX_SOURCE_MAX];      /* stamped source                      */
+} nx_pending_event_t;
+
+/*  A control request of this turn whose reply waits for the commit.        */
+typedef struct {
+    zmsg_t *envelope;      /* routing frames to send the reply back         */
+    msgpack_sbuffer reply; /* the packed reply, ready to send               */
+    msgpack_sbuffer id;    /* the request's packed id, to build an error    */
+    bool is_write;         /* fails with the batch if the commit fails      */
+    bool failed;           /* the reply is an error                         */
+    zframe_t *body;        /* the request bytes; the parsed request points in */
+    msgpack_zone zone;     /* holds the parsed request (reads run later)    */
+    msgpack_object request;/* the parsed request map                        */
+    int op;                /* index into the op table; -1: reply is ready   */
+} nx_pending_reply_t;
+
+/*  Counters reported by `state`.                                           */
+typedef struct {
+    uint64_t events_in;         /* events accepted since start              */
+    uint64_t events_out;        /* events forwarded on the XPUB             */
+    uint64_t drop_bad_topic;    /* dropped: topic breaks the grammar        */
+    uint64_t drop_oversize;     /* dropped: payload over max_payload        */
+    uint64_t drop_malformed;    /* dropped: wrong frame count or source     */
+    uint64_t drop_store;        /* dropped: the store could not take them   */
+    uint64_t drop_send;         /* dropped: XPUB refused the send           */
+    uint64_t requests;          /* control requests received                */
+    uint64_t request_errors;    /* control replies that carried an error    */
+    uint64_t batches;           /* loop turns that committed something      */
+    uint64_t subscribers;       /* connected XPUB peers                     */
+    uint64_t publishers;        /* connected XSUB peers                     */
+    uint64_t subscriptions;     /* distinct subscription prefixes active    */
+} nx_counters_t;
+
+struct _nx_broker_t {
+    nx_broker_config_t cfg;   /* own copy of the settings (strings owned)   */
+    nx_store_t *store;        /* the LMDB store                             */
+    zsock_t *xsub;            /* events in                                  */
+    zsock_t *xpub;            /* events out                                 */
+    zsock_t *router;          /* control plane                              */
+    zsock_t *mon_xpub;        /* socket monitor of xpub (connections)       */
+    zsock_t *mon_xsub;        /* socket monitor of xsub                     */
+    void *h_xsub, *h_xpub, *h_router; /* raw libzmq handles for the hot path */
+    volatile int stop;        /* set by nx_broker_stop                      */
+    uint64_t last_seq;        /* last seq stamped                           */
+    uint64_t last_ts;         /* last ts stamped, keeps ts non-decreasing   */
+    uint64_t start_us;        /* wall clock at start                        */
+    uint64_t start_mono;      /* monotonic clock at start                   */
+    nx_pending_event_t *events; /* batch_max slots                          */
+    size_t n_events;          /* slots used this turn                       */
+    uint64_t batch_payload;   /* payload bytes this turn                    */
+    nx_pending_reply_t *replies; /* requests_per_turn slots                 */
+    size_t n_replies;         /* slots used this turn                       */
+    nx_counters_t count;      /* counters for `state`                       */
+    nx_rate_t rate_in;        /* events accepted per second                 */
+    zhashx_t *subscriptions;  /* prefix -> refcount, for `state`            */
+    uint64_t dropped_logged;  /* drops already reported in the log          */
+    uint64_t next_tick;       /* monotonic us of the next housekeeping      */
+    char last_drop[160];      /* what the last dropped event looked like    */
+};
+
+/*  ---- The op table (nx_ops.c) ------------------------------------------- */
+
+/*  A handler packs the reply's own fields (not id/ok) into pk and returns
+    the number of key/value pairs it packed, or -1 with *err and err_msg set
+    (then nothing it packed is sent). Write ops stage their writes in the
+    open batch; the reply goes out after the commit.                        */
+typedef int(nx_op_fn)(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                      nexus_err_t *err, char *err_msg);
+
+typedef struct {
+    const char *name; /* the "op" string                                    */
+    nx_op_fn *fn;     /* the handler                                        */
+    bool is_write;    /* runs before the commit, reply after it             */
+} nx_op_t;
+
+/*  Returns the index of op name in the table, or -1.                       */
+int nx_ops_find(const char *name, size_t len);
+const nx_op_t *nx_ops_get(int index);
+
+/*  Stamps and stages one event from the control plane (publish op, and
+    events the broker itself emits). Returns NEXUS_OK and *seq, or an error
+    with err_msg set.                                                        */
+nexus_err_t nx_broker_emit(nx_broker_t *self, const char *topic, size_t topic_len,
+                           const char *source, size_t source_len, const void *payload,
+                           size_t payload_len, uint64_t *seq, char *err_msg);
+
+#endif

@@ -1,0 +1,60 @@
+/*  =========================================================================
+    nx_broker_config - the table of nexusd's settings. Defaults are chosen
+    for one machine on loopback: a VPN deployment sets the endpoints to the
+    VPN address (deploy/nexusd.conf).
+    =========================================================================
+*/
+
+#include <stddef.h>
+
+#include "nx_broker_config.h"
+
+#define S_KEY(name, type, dflt, min, max, choices, help)                                           \
+    {#name, type, offsetof(nx_broker_config_t, name), dflt, min, max, choices, help}
+
+const nx_conf_key_t nx_broker_conf_keys[] = {
+    S_KEY(data_dir, NX_CONF_STRING, "./nexus-data", 0, 0, NULL,
+          "directory of the LMDB store (created if missing)"),
+    S_KEY(control_endpoints, NX_CONF_STRING, "tcp://127.0.0.1:8451", 0, 0, NULL,
+          "control plane ROUTER binds, comma-separated (tcp:// or ipc://)"),
+    S_KEY(events_in_endpoints, NX_CONF_STRING, "tcp://127.0.0.1:8452", 0, 0, NULL,
+          "event plane XSUB binds where publishers connect, comma-separated"),
+    S_KEY(events_out_endpoints, NX_CONF_STRING, "tcp://127.0.0.1:8453", 0, 0, NULL,
+          "event plane XPUB binds where subscribers connect, comma-separated"),
+    S_KEY(sync, NX_CONF_ENUM, "full", 0, 0, "full|none",
+          "full: fsync every commit before replying; none: leave it to the OS"),
+    S_KEY(max_payload, NX_CONF_SIZE, "1M", 0, 64ull << 20, NULL,
+          "largest event payload; larger events are dropped and counted"),
+    S_KEY(max_request, NX_CONF_SIZE, "2M", 1024, 128ull << 20, NULL,
+          "largest control-plane request"),
+    S_KEY(retain_events, NX_CONF_U64, "0", 0, 0, NULL, "keep at most this many events (0: no limit)"),
+    S_KEY(retain_bytes, NX_CONF_SIZE, "1G", 0, 0, NULL,
+          "keep at most this many bytes of events (0: no limit)"),
+    S_KEY(retain_age, NX_CONF_DURATION, "30d", 0, 0, NULL,
+          "drop events older than this (0: no limit)"),
+    S_KEY(trim_batch, NX_CONF_U64, "2000", 1, 1000000, NULL,
+          "events deleted by retention per commit at most (keeps commits short)"),
+    S_KEY(map_size, NX_CONF_SIZE, "1G", 1ull << 20, 0, NULL,
+          "initial LMDB map size (virtual; the file grows as used)"),
+    S_KEY(map_max, NX_CONF_SIZE, "64G", 1ull << 20, 0, NULL,
+          "the LMDB map may grow up to this; then the oldest events are trimmed"),
+    S_KEY(out_hwm, NX_CONF_U64, "100000", 1, 100000000, NULL,
+          "messages queued per subscriber before the broker drops for it"),
+    S_KEY(in_hwm, NX_CONF_U64, "100000", 1, 100000000, NULL,
+          "messages queued per publisher before ZeroMQ pushes back"),
+    S_KEY(control_hwm, NX_CONF_U64, "10000", 1, 100000000, NULL,
+          "control messages queued per client, each way"),
+    S_KEY(batch_max, NX_CONF_U64, "8192", 1, 1000000, NULL,
+          "events in one write transaction at most (group commit)"),
+    S_KEY(batch_bytes, NX_CONF_SIZE, "64M", 64 << 10, 1ull << 32, NULL,
+          "payload bytes in one write transaction at most"),
+    S_KEY(requests_per_turn, NX_CONF_U64, "1024", 1, 1000000, NULL,
+          "control requests handled per loop turn, so events are never starved"),
+    S_KEY(history_limit, NX_CONF_U64, "10000", 1, 1000000, NULL,
+          "largest page a history query may ask for"),
+    S_KEY(history_scan, NX_CONF_U64, "100000", 100, 100000000, NULL,
+          "records one history page may scan before it returns a cursor"),
+    S_KEY(log_level, NX_CONF_STRING, "info", 0, 0, NULL, "error, warn, info or debug (-v: debug)"),
+};
+
+const size_t nx_broker_conf_count = sizeof(nx_broker_conf_keys) / sizeof(nx_broker_conf_keys[0]);

@@ -1,0 +1,47 @@
+/*  =========================================================================
+    nx_broker_config - nexusd's settings: the struct and its one table of
+    keys (name, type, bounds, default, help). docs/operations.md lists the
+    same keys; `nexusd --help` prints them from this table.
+    =========================================================================
+*/
+
+#ifndef NX_BROKER_CONFIG_H_INCLUDED
+#define NX_BROKER_CONFIG_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nx_conf.h"
+
+typedef enum { NX_SYNC_FULL = 0, NX_SYNC_NONE = 1 } nx_sync_mode_t;
+
+typedef struct {
+    char *data_dir;             /* LMDB environment lives here               */
+    char *control_endpoints;    /* ROUTER binds, comma-separated             */
+    char *events_in_endpoints;  /* XSUB binds (publishers connect)           */
+    char *events_out_endpoints; /* XPUB binds (subscribers connect)          */
+    int sync;                   /* nx_sync_mode_t                            */
+    uint64_t max_payload;       /* largest event payload, bytes              */
+    uint64_t max_request;       /* largest control request, bytes            */
+    uint64_t retain_events;     /* history limit by count, 0 = none          */
+    uint64_t retain_bytes;      /* history limit by bytes, 0 = none          */
+    uint64_t retain_age;        /* history limit by age, ms, 0 = none        */
+    uint64_t trim_batch;        /* events trimmed per commit at most         */
+    uint64_t map_size;          /* initial LMDB map size                     */
+    uint64_t map_max;           /* LMDB map may grow up to this              */
+    uint64_t out_hwm;           /* XPUB send HWM per subscriber, messages    */
+    uint64_t in_hwm;            /* XSUB receive HWM per publisher, messages  */
+    uint64_t control_hwm;       /* ROUTER HWMs per client, messages          */
+    uint64_t batch_max;         /* events per write transaction at most      */
+    uint64_t batch_bytes;       /* payload bytes per write transaction       */
+    uint64_t requests_per_turn; /* control requests handled per loop turn    */
+    uint64_t history_limit;     /* largest `limit` a history query may ask   */
+    uint64_t history_scan;      /* records one history page may scan         */
+    char *log_level;            /* error|warn|info|debug                     */
+} nx_broker_config_t;
+
+extern const nx_conf_key_t nx_broker_conf_keys[];
+extern const size_t nx_broker_conf_count;
+
+#endif

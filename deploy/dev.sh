@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# deploy/dev.sh - the two entry points of the README, for a fresh Debian 12:
+#   run   install what is missing, build, run the fabric with data in ./nexus-data
+#   test  install what is missing, build with ASan+UBSan, run the whole suite
+# Each step says what it does; nothing is downloaded but Debian and npm packages.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+
+build_pkgs=(build-essential cmake pkg-config libzmq3-dev libczmq-dev libmsgpack-dev
+            liblmdb-dev lmdb-utils libwebsockets-dev libjansson-dev libsodium-dev)
+test_pkgs=(python3 python3-zmq python3-msgpack)
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs the Debian packages in "$@" that are not installed yet.
+install_missing() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "dev.sh: installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        as_root apt-get update -qq
+        as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+build() {
+    local dir=$1; shift
+    cmake -S . -B "$dir" "$@" >/dev/null
+    cmake --build "$dir" -j "$(nproc)"
+}
+
+case "${1:-}" in
+run)
+    shift
+    install_missing "${build_pkgs[@]}"
+    build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    mkdir -p nexus-data
+    echo "dev.sh: starting nexusd (data in $here/nexus-data); Ctrl-C stops it"
+    exec ./build/broker/nexusd --data-dir "$here/nexus-data" "$@"
+    ;;
+test)
+    shift
+    install_missing "${build_pkgs[@]}" "${test_pkgs[@]}"
+    # CI runs the sanitizer build: every test runs under ASan + UBSan.
+    build build-asan -DCMAKE_BUILD_TYPE=Debug -DNEXUS_SANITIZE=ON
+    cd build-asan
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ctest --output-on-failure -j 2 "$@"
+    ;;
+*)
+    echo "usage: deploy/dev.sh run|test [args]" >&2
+    exit 2
+    ;;
+esac

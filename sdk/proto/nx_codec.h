@@ -1,0 +1,140 @@
+/*  =========================================================================
+    nx_codec - the wire formats of nexus, in one place:
+
+    1. The stamp frame the broker puts between topic and payload on the
+       event plane, and the stored event record in LMDB.
+    2. Helpers over msgpack-c to read request maps and build reply maps on
+       the control plane.
+
+    docs/protocol.md describes the same formats byte by byte.
+    =========================================================================
+*/
+
+#ifndef NX_CODEC_H_INCLUDED
+#define NX_CODEC_H_INCLUDED
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nexus.h"
+#include "nx_topic.h"
+
+/*  ---- Event stamp frame (event plane, XPUB -> subscriber) ---------------
+    Frame 2 of the 3 frames [topic][stamp][payload]:
+        byte 0       version, NX_STAMP_VERSION
+        bytes 1..8   seq, u64 big-endian
+        bytes 9..16  ts, u64 big-endian, microseconds since the Unix epoch
+        bytes 17..   source, 0..NX_SOURCE_MAX bytes of UTF-8, no terminator
+*/
+#define NX_STAMP_VERSION 1
+#define NX_STAMP_HEAD    17
+#define NX_SOURCE_MAX    128
+#define NX_STAMP_MAX     (NX_STAMP_HEAD + NX_SOURCE_MAX)
+
+typedef struct {
+    uint64_t seq;       /* sequence number, from 1                          */
+    uint64_t ts;        /* broker time, microseconds since the epoch        */
+    const char *source; /* points into the decoded buffer; NOT terminated   */
+    size_t source_len;  /* bytes in source                                  */
+} nx_stamp_t;
+
+/*  Writes the stamp into buf (at least NX_STAMP_HEAD + source_len bytes) and
+    returns the number of bytes written. source_len must be <= NX_SOURCE_MAX.*/
+size_t nx_stamp_encode(uint8_t *buf, uint64_t seq, uint64_t ts, const char *source,
+                       size_t source_len);
+
+/*  Parses a stamp frame. Returns 0, or -1 when the frame is too short, too
+    long or of another version. stamp->source points into buf.              */
+int nx_stamp_decode(const uint8_t *buf, size_t len, nx_stamp_t *stamp);
+
+/*  ---- Stored event record (LMDB value; the key is seq as u64 big-endian) --
+        byte 0       version, NX_RECORD_VERSION
+        bytes 1..8   ts, u64 big-endian
+        bytes 9..10  topic length, u16 big-endian
+        byte  11     source length, u8
+        bytes 12..   topic, then source, then payload (the rest)
+*/
+#define NX_RECORD_VERSION 1
+#define NX_RECORD_HEAD    12
+
+typedef struct {
+    uint64_t ts;
+    const char *topic; /* all three point into the record; not terminated  */
+    size_t topic_len;
+    const char *source;
+    size_t source_len;
+    const uint8_t *payload;
+    size_t payload_len;
+} nx_record_t;
+
+/*  Returns the size of the record that nx_record_encode will write.        */
+size_t nx_record_size(size_t topic_len, size_t source_len, size_t payload_len);
+
+/*  Writes a record into buf (nx_record_size bytes) and returns its size.
+    topic_len <= NX_TOPIC_MAX, source_len <= NX_SOURCE_MAX.                 */
+size_t nx_record_encode(uint8_t *buf, uint64_t ts, const char *topic, size_t topic_len,
+                        const char *source, size_t source_len, const uint8_t *payload,
+                        size_t payload_len);
+
+/*  Parses a record; returns 0, or -1 when it is truncated or of another
+    version. Pointers in rec point into buf.                                */
+int nx_record_decode(const uint8_t *buf, size_t len, nx_record_t *rec);
+
+/*  Big-endian u64 helpers for keys and frames.                             */
+void nx_put_u64(uint8_t *buf, uint64_t value);
+uint64_t nx_get_u64(const uint8_t *buf);
+
+/*  ---- Reading msgpack request maps --------------------------------------
+    A request is one msgpack map with string keys. These helpers look a key
+    up and check its type. Each returns NEXUS_OK, or:
+      NEXUS_ERR_BAD_REQUEST when the key is present with the wrong type or an
+      out-of-range value. When the key is absent they return NEXUS_OK and
+      leave *out untouched (a caller sets the default first), unless the
+      _req variant is used, which returns NEXUS_ERR_BAD_REQUEST for absent.
+    On error, when err_buf is not NULL, a message naming the field and the
+    expected type is written to it (NX_ERRMSG_MAX bytes).                  */
+#define NX_ERRMSG_MAX 256
+
+/*  Returns the value for key in map, or NULL when absent (or map is not a
+    map).                                                                   */
+const msgpack_object *nx_map_get(const msgpack_object *map, const char *key);
+
+nexus_err_t nx_map_str(const msgpack_object *map, const char *key, const char **out,
+                       size_t *out_len, char *err_buf);
+nexus_err_t nx_map_str_req(const msgpack_object *map, const char *key, const char **out,
+                           size_t *out_len, char *err_buf);
+/*  Accepts positive integers only (and 0).                                 */
+nexus_err_t nx_map_u64(const msgpack_object *map, const char *key, uint64_t *out,
+                       char *err_buf);
+nexus_err_t nx_map_u64_req(const msgpack_object *map, const char *key, uint64_t *out,
+                           char *err_buf);
+nexus_err_t nx_map_bool(const msgpack_object *map, const char *key, bool *out, char *err_buf);
+/*  Bytes: accepts bin or str.                                              */
+nexus_err_t nx_map_bytes(const msgpack_object *map, const char *key, const uint8_t **out,
+                         size_t *out_len, char *err_buf);
+/*  Array of strings: *out is the array object (every item checked to be a
+    str).                                                                   */
+nexus_err_t nx_map_str_array(const msgpack_object *map, const char *key,
+                             const msgpack_object_array **out, char *err_buf);
+
+/*  ---- Building msgpack maps ---------------------------------------------
+    Thin helpers over msgpack_packer so that op handlers read as plain
+    lists of fields.                                                        */
+void nx_pack_str(msgpack_packer *pk, const char *str);
+void nx_pack_strn(msgpack_packer *pk, const char *str, size_t len);
+void nx_pack_kv_str(msgpack_packer *pk, const char *key, const char *value);
+void nx_pack_kv_strn(msgpack_packer *pk, const char *key, const char *value, size_t len);
+void nx_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t value);
+void nx_pack_kv_i64(msgpack_packer *pk, const char *key, int64_t value);
+void nx_pack_kv_double(msgpack_packer *pk, const char *key, double value);
+void nx_pack_kv_bool(msgpack_packer *pk, const char *key, bool value);
+void nx_pack_kv_bin(msgpack_packer *pk, const char *key, const void *data, size_t len);
+void nx_pack_kv_nil(msgpack_packer *pk, const char *key);
+
+/*  Packs one event as the map {seq, ts, topic, source, payload(bin)} that
+    history replies carry.                                                  */
+void nx_pack_event(msgpack_packer *pk, uint64_t seq, const nx_record_t *rec);
+
+#endif

@@ -1,0 +1,157 @@
+/*  =========================================================================
+    nx_log - leveled logging to stderr for the nexus programs.
+
+    Several threads log at once (broker, store, gateway loop), so each
+    message is built whole in a stack buffer and handed to the kernel in one
+    write: lines never interleave, and no lock is needed. A line longer
+    than the buffer is cut and ends in "...". Newlines inside a message are
+    turned into spaces so that one message is always one line, even when
+    it quotes client input.
+    =========================================================================
+*/
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nx_log.h"
+
+/*  One write of up to PIPE_BUF bytes to a pipe is atomic, so this is also
+    the longest line that cannot interleave when stderr is a pipe.          */
+#define S_LINE_MAX 4096
+
+/*  Set once by nx_log_init, before the program starts threads.            */
+static char s_program[64] = "nexus";
+
+/*  Read by every thread on every log call, changed at any time.           */
+static atomic_int s_level = NX_LOG_INFO;
+
+void nx_log_init(const char *program, nx_log_level_t level)
+{
+    if(program) {
+        //  argv[0] may be a path; the line only needs the program's name.
+        const char *slash = strrchr(program, '/');
+        if(slash && slash[1])
+            program = slash + 1;
+        snprintf(s_program, sizeof s_program, "%s", program);
+    }
+    nx_log_set_level(level);
+}
+
+void nx_log_set_level(nx_log_level_t level)
+{
+    atomic_store(&s_level, (int)level);
+}
+
+nx_log_level_t nx_log_level(void)
+{
+    return (nx_log_level_t)atomic_load(&s_level);
+}
+
+int nx_log_level_parse(const char *name)
+{
+    if(!name)
+        return -1;
+    if(strcasecmp(name, "error") == 0)
+        return NX_LOG_ERROR;
+    if(strcasecmp(name, "warn") == 0 || strcasecmp(name, "warning") == 0)
+        return NX_LOG_WARN;
+    if(strcasecmp(name, "info") == 0)
+        return NX_LOG_INFO;
+    if(strcasecmp(name, "debug") == 0)
+        return NX_LOG_DEBUG;
+    return -1;
+}
+
+/*  Writes all of buf, retrying after signals and short writes. Logging
+    has nowhere to report its own failure, so a failed write is dropped.   */
+static void s_write_all(const char *buf, size_t len)
+{
+    while(len > 0) {
+        ssize_t n = write(STDERR_FILENO, buf, len);
+        if(n < 0) {
+            if(errno == EINTR)
+                continue;
+            return;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+}
+
+void nx_log(nx_log_level_t level, const char *fmt, ...)
+{
+    if((int)level > atomic_load(&s_level))
+        return;
+    static const char letters[] = "EWID";
+    char letter = (int)level >= 0 && (int)level < 4 ? letters[level] : '?';
+
+    //  errno is part of what a caller may want to log after us.
+    int saved_errno = errno;
+    char line[S_LINE_MAX];
+    char stamp[32];
+    int head =
+        snprintf(line, sizeof line, "%s %s %c ", nx_iso8601(nx_now_us(), stamp), s_program, letter);
+    if(head < 0)
+        head = 0;
+    //  Leave room for the newline; "..." marks a message that was cut.
+    size_t room = sizeof line - 1 - (size_t)head;
+    va_list args;
+    va_start(args, fmt);
+    int body = vsnprintf(line + head, room + 1, fmt, args);
+    va_end(args);
+    if(body < 0)
+        body = 0;
+    size_t len = (size_t)head + ((size_t)body < room ? (size_t)body : room);
+    if((size_t)body > room)
+        memcpy(line + len - 3, "...", 3);
+    while(len > (size_t)head && line[len - 1] == '\n')
+        len--;
+    for(size_t i = (size_t)head; i < len; i++)
+        if(line[i] == '\n' || line[i] == '\r')
+            line[i] = ' ';
+    line[len++] = '\n';
+    s_write_all(line, len);
+    errno = saved_errno;
+}
+
+uint64_t nx_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t nx_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+char *nx_iso8601(uint64_t us, char *buf)
+{
+    time_t secs = (time_t)(us / 1000000u);
+    unsigned micros = (unsigned)(us % 1000000u);
+    struct tm tm;
+    if(!gmtime_r(&secs, &tm)) {
+        snprintf(buf, 32, "invalid-time");
+        return buf;
+    }
+    //  Formatted into a roomy buffer first: the compiler cannot know that
+    //  struct tm fields are in range, and years past 9999 need more digits.
+    char text[96];
+    snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%06uZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, micros);
+    size_t len = strlen(text);
+    if(len > 31)
+        len = 31;
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    return buf;
+}

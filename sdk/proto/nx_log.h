@@ -1,0 +1,43 @@
+/*  =========================================================================
+    nx_log - leveled logging to stderr for the nexus programs (nexusd,
+    nexus-gateway, nexus). Library code (libnexus) never logs: it returns
+    errors. One line per message:
+        2026-11-21T23:59:01.123456Z nexusd I listening on tcp://...
+    =========================================================================
+*/
+
+#ifndef NX_LOG_H_INCLUDED
+#define NX_LOG_H_INCLUDED
+
+#include <stdint.h>
+
+typedef enum { NX_LOG_ERROR = 0, NX_LOG_WARN, NX_LOG_INFO, NX_LOG_DEBUG } nx_log_level_t;
+
+void nx_log_init(const char *program, nx_log_level_t level);
+void nx_log_set_level(nx_log_level_t level);
+nx_log_level_t nx_log_level(void);
+
+/*  Parses "error|warn|info|debug"; returns -1 when unknown.                */
+int nx_log_level_parse(const char *name);
+
+void nx_log(nx_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define nx_error(...) nx_log(NX_LOG_ERROR, __VA_ARGS__)
+#define nx_warn(...)  nx_log(NX_LOG_WARN, __VA_ARGS__)
+#define nx_info(...)  nx_log(NX_LOG_INFO, __VA_ARGS__)
+#define nx_debug(...)                                                                              \
+    do {                                                                                           \
+        if (nx_log_level() >= NX_LOG_DEBUG)                                                        \
+            nx_log(NX_LOG_DEBUG, __VA_ARGS__);                                                     \
+    } while (0)
+
+/*  Wall clock in microseconds since the epoch, and a monotonic clock in
+    microseconds for intervals.                                             */
+uint64_t nx_now_us(void);
+uint64_t nx_mono_us(void);
+
+/*  Formats us-since-epoch as ISO-8601 UTC with microseconds into buf (at
+    least 32 bytes); returns buf.                                           */
+char *nx_iso8601(uint64_t us, char *buf);
+
+#endif

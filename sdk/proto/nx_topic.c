@@ -1,0 +1,224 @@
+/*  =========================================================================
+    nx_topic - topic grammar and pattern matching.
+
+    Everything here works on (pointer, length) pairs that are NOT
+    NUL-terminated, never reads past the length and never allocates: the
+    matcher runs once per event in every subscriber.
+
+    nx_pattern_match does not validate topic and pattern first and then
+    match; it validates while it matches, in one walk. That is safe because a
+    match consumes every byte of both: literal pattern tokens are compared
+    byte for byte with topic tokens that were validated, and wildcard tokens
+    consume whole validated topic tokens. A mismatch returns false without
+    looking at the rest, which is fine since false is also the answer for
+    invalid input.
+    =========================================================================
+*/
+
+#include <string.h>
+
+#include "nx_topic.h"
+
+#define S_BROADCAST     "broadcast"
+#define S_BROADCAST_LEN (sizeof(S_BROADCAST) - 1)
+
+/*  Returns the length of the valid UTF-8 sequence that starts at s[i] with a
+    non-ASCII lead byte, or 0 when it is invalid: a stray continuation byte,
+    C0/C1 or F5..FF leads, overlong forms, surrogates (ED A0..BF), code
+    points above U+10FFFF, or a sequence cut short by len. The ranges are
+    those of Unicode table 3-7, so no decoding is needed.                   */
+static size_t s_utf8_seq(const unsigned char *s, size_t len, size_t i)
+{
+    unsigned char c = s[i];
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the 2nd byte     */
+
+    if(c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if(c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if(c == 0xe0)
+            lo = 0xa0; /* below is overlong                                  */
+        else if(c == 0xed)
+            hi = 0x9f; /* above is a UTF-16 surrogate                         */
+    } else if(c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if(c == 0xf0)
+            lo = 0x90; /* below is overlong                                  */
+        else if(c == 0xf4)
+            hi = 0x8f; /* above is past U+10FFFF                              */
+    } else
+        return 0;
+
+    if(len - i < n)
+        return 0;
+    if(s[i + 1] < lo || s[i + 1] > hi)
+        return 0;
+    for(size_t k = 2; k < n; k++)
+        if((s[i + k] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+/*  Scans one literal token starting at s[i]. Returns false when it is empty
+    or holds a byte the grammar forbids; otherwise sets *end to the index of
+    the '.' that ends it, or to len.                                        */
+static bool s_token(const unsigned char *s, size_t len, size_t i, size_t *end)
+{
+    size_t start = i;
+    while(i < len) {
+        unsigned char c = s[i];
+        if(c == '.')
+            break;
+        if(c < 0x80) {
+            if(c <= 0x20 || c == 0x7f || c == '*' || c == '>')
+                return false;
+            i++;
+        } else {
+            size_t n = s_utf8_seq(s, len, i);
+            if(n == 0)
+                return false;
+            i += n;
+        }
+    }
+    if(i == start)
+        return false;
+    *end = i;
+    return true;
+}
+
+/*  True when the token at s[i] is exactly the one-byte token c.            */
+static bool s_is_wild(const char *s, size_t len, size_t i, char c)
+{
+    return s[i] == c && (i + 1 == len || s[i + 1] == '.');
+}
+
+static bool s_is_broadcast(const char *s, size_t len)
+{
+    return len == S_BROADCAST_LEN && memcmp(s, S_BROADCAST, S_BROADCAST_LEN) == 0;
+}
+
+/*  Validates a whole topic or pattern. In a pattern a token may be "*", and
+    the last token may be ">".                                              */
+static bool s_valid(const char *str, size_t len, bool pattern)
+{
+    if(!str || len == 0 || len > NX_TOPIC_MAX)
+        return false;
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    size_t tokens = 0;
+    while(true) {
+        size_t end;
+        if(++tokens > NX_TOKENS_MAX)
+            return false;
+        if(pattern && i < len && s_is_wild(str, len, i, '*'))
+            end = i + 1;
+        else if(pattern && i < len && s_is_wild(str, len, i, '>')) {
+            end = i + 1;
+            if(end != len)
+                return false; /* '>' only as the last token                  */
+        } else if(!s_token(s, len, i, &end))
+            return false;
+        if(end == len)
+            return true;
+        i = end + 1; /* skip the '.'; an empty token after it fails above */
+    }
+}
+
+bool nx_topic_valid(const char *topic, size_t len)
+{
+    return s_valid(topic, len, false);
+}
+
+bool nx_pattern_valid(const char *pattern, size_t len)
+{
+    if(pattern && s_is_broadcast(pattern, len))
+        return true;
+    return s_valid(pattern, len, true);
+}
+
+bool nx_pattern_match(const char *pattern, size_t plen, const char *topic, size_t tlen)
+{
+    if(!pattern || !topic || plen == 0 || tlen == 0 || plen > NX_TOPIC_MAX || tlen > NX_TOPIC_MAX)
+        return false;
+    if(s_is_broadcast(pattern, plen))
+        return nx_topic_valid(topic, tlen);
+
+    const unsigned char *t = (const unsigned char *)topic;
+    size_t pi = 0, ti = 0;
+    size_t tokens = 0;
+    while(true) {
+        size_t tend;
+        /* Both sides must have a token here; an empty pattern token (from
+           "a..b", ".a" or "a.") never matches.                            */
+        if(pi >= plen || pattern[pi] == '.' || ti >= tlen)
+            return false;
+        if(++tokens > NX_TOKENS_MAX)
+            return false;
+        if(s_is_wild(pattern, plen, pi, '>')) {
+            if(pi + 1 != plen)
+                return false; /* '>' that is not last: invalid pattern      */
+            /* One or more tokens, all valid, make up the rest of the topic. */
+            while(true) {
+                if(!s_token(t, tlen, ti, &tend))
+                    return false;
+                if(tend == tlen)
+                    return true;
+                ti = tend + 1;
+                if(++tokens > NX_TOKENS_MAX)
+                    return false;
+            }
+        }
+        if(!s_token(t, tlen, ti, &tend))
+            return false;
+        if(s_is_wild(pattern, plen, pi, '*'))
+            pi++;
+        else {
+            size_t n = tend - ti;
+            if(plen - pi < n || memcmp(pattern + pi, topic + ti, n) != 0)
+                return false;
+            pi += n;
+            if(pi < plen && pattern[pi] != '.')
+                return false; /* pattern token is longer than topic token  */
+        }
+        ti = tend;
+        /* Both now sit on a '.' or at their end; they must agree.         */
+        if(pi == plen || ti == tlen)
+            return pi == plen && ti == tlen;
+        pi++;
+        ti++;
+    }
+}
+
+bool nx_pattern_matches(const char *pattern, const char *topic)
+{
+    if(!pattern || !topic)
+        return false;
+    return nx_pattern_match(pattern, strlen(pattern), topic, strlen(topic));
+}
+
+/*  An invalid pattern gets prefix 0: it matches nothing, and 0 is the one
+    prefix that cannot make a subscriber miss anything it should see.       */
+size_t nx_pattern_prefix(const char *pattern, size_t len)
+{
+    if(!nx_pattern_valid(pattern, len) || s_is_broadcast(pattern, len))
+        return 0;
+    size_t i = 0;
+    while(i < len) {
+        if(s_is_wild(pattern, len, i, '*') || s_is_wild(pattern, len, i, '>'))
+            return i;
+        const char *dot = memchr(pattern + i, '.', len - i);
+        if(!dot)
+            break;
+        i = (size_t)(dot - pattern) + 1;
+    }
+    return len;
+}
+
+/*  An invalid pattern is not literal: it matches no topic at all.          */
+bool nx_pattern_is_literal(const char *pattern, size_t len)
+{
+    if(!nx_pattern_valid(pattern, len) || s_is_broadcast(pattern, len))
+        return false;
+    return nx_pattern_prefix(pattern, len) == len;
+}

@@ -1,0 +1,52 @@
+/*  =========================================================================
+    nx_topic - topic grammar and pattern matching, shared by broker, SDK and
+    gateway so that all three agree on what matches what.
+
+    A topic is 1..NX_TOPIC_MAX bytes of valid UTF-8 made of tokens separated
+    by '.'. A token is non-empty and holds no ASCII control character, no
+    space, and none of '*', '>'. Non-ASCII (UTF-8) tokens are allowed.
+
+    A pattern has the same shape, except that a token may be '*' (exactly one
+    token) and the last token may be '>' (one or more trailing tokens). The
+    patterns ">" and "broadcast" (the seed protocol's word) match every topic.
+
+    ZeroMQ filters subscriptions by byte prefix only, so a subscriber sends
+    nx_pattern_prefix () to ZeroMQ and checks nx_pattern_match () itself.
+    =========================================================================
+*/
+
+#ifndef NX_TOPIC_H_INCLUDED
+#define NX_TOPIC_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define NX_TOPIC_MAX  255 /* bytes in a topic or pattern                     */
+#define NX_TOKENS_MAX 32  /* tokens in a topic or pattern                    */
+
+/*  Returns true when topic[0..len) is a valid topic (no wildcards).        */
+bool nx_topic_valid(const char *topic, size_t len);
+
+/*  Returns true when pattern[0..len) is a valid pattern. "broadcast" and
+    ">" are valid and match everything.                                     */
+bool nx_pattern_valid(const char *pattern, size_t len);
+
+/*  Returns true when topic matches pattern. Both are taken as given: an
+    invalid pattern or topic never matches (returns false), it never crashes.
+    Matching is by bytes, token by token.                                   */
+bool nx_pattern_match(const char *pattern, size_t plen, const char *topic, size_t tlen);
+
+/*  Same, for NUL-terminated strings.                                       */
+bool nx_pattern_matches(const char *pattern, const char *topic);
+
+/*  Returns the length of the literal byte prefix of pattern that every
+    matching topic starts with: the tokens before the first wildcard,
+    including the '.' after them. "work.*" -> 5 ("work."), "a.b" -> 3 (the
+    whole pattern: a literal pattern still needs the full match check since
+    "a.bc" shares the prefix), ">" and "broadcast" -> 0.                    */
+size_t nx_pattern_prefix(const char *pattern, size_t len);
+
+/*  Returns true when the pattern has no wildcard (matches one topic only). */
+bool nx_pattern_is_literal(const char *pattern, size_t len);
+
+#endif

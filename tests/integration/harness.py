@@ -1,0 +1,257 @@
+"""Integration test harness: starts the real nexusd on free loopback ports
+with a temporary data directory, and speaks to it over real ZeroMQ sockets.
+
+Every wait here is bounded in time; a test that cannot reach the broker
+fails instead of hanging.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import msgpack
+import zmq
+
+NEXUSD = os.environ.get("NEXUSD") or os.path.join(
+    os.environ.get("NEXUS_BUILD_DIR", "build"), "broker", "nexusd")
+
+STAMP_HEAD = 17
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def decode_stamp(frame):
+    """Returns (seq, ts, source) from a stamp frame (docs/protocol.md)."""
+    assert len(frame) >= STAMP_HEAD and frame[0] == 1, frame
+    seq, ts = struct.unpack(">QQ", frame[1:17])
+    return seq, ts, frame[17:].decode()
+
+
+class Broker:
+    """One nexusd process. Use as a context manager or call stop()."""
+
+    def __init__(self, data_dir=None, extra=None, env=None, keep_dir=False):
+        self.owns_dir = data_dir is None and not keep_dir
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="nexus-test-")
+        self.extra = list(extra or [])
+        self.env = env
+        self.proc = None
+        self.log_path = os.path.join(tempfile.gettempdir(),
+                                     "nexusd-%d-%d.log" % (os.getpid(), free_port()))
+        self.ports = None
+        self.ctx = zmq.Context.instance()
+
+    @property
+    def control(self):
+        return "tcp://127.0.0.1:%d" % self.ports[0]
+
+    @property
+    def events_in(self):
+        return "tcp://127.0.0.1:%d" % self.ports[1]
+
+    @property
+    def events_out(self):
+        return "tcp://127.0.0.1:%d" % self.ports[2]
+
+    def start(self, timeout=10.0):
+        if self.ports is None:
+            self.ports = (free_port(), free_port(), free_port())
+        args = [NEXUSD, "--data-dir", self.data_dir,
+                "--control-endpoints", self.control,
+                "--events-in-endpoints", self.events_in,
+                "--events-out-endpoints", self.events_out,
+                "--sync", "none"] + self.extra
+        env = dict(os.environ)
+        if self.env:
+            env.update(self.env)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, env=env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("nexusd exited with %s:\n%s" % (self.proc.returncode, self.logs()))
+            try:
+                with Client(self) as c:
+                    if c.request({"op": "ping"}, timeout=0.3).get("ok"):
+                        return self
+            except TimeoutError:
+                pass
+        raise RuntimeError("nexusd did not answer ping:\n" + self.logs())
+
+    def logs(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def kill(self):
+        """SIGKILL: no chance to flush anything."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        rc = None
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise
+        elif self.proc:
+            rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def cleanup(self):
+        self.stop()
+        if self.owns_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        try:
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        if exc[0] is not None:
+            sys.stderr.write("---- nexusd log ----\n" + self.logs())
+        self.cleanup()
+
+
+class Client:
+    """A DEALER on the control plane: msgpack maps in, msgpack maps out."""
+
+    def __init__(self, broker, endpoint=None):
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect(endpoint or broker.control)
+        self.next_id = 1
+
+    def send_raw(self, data):
+        self.sock.send(data)
+
+    def recv(self, timeout=5.0):
+        if not self.sock.poll(int(timeout * 1000)):
+            raise TimeoutError("no reply within %.1fs" % timeout)
+        return msgpack.unpackb(self.sock.recv(), raw=False, strict_map_key=False)
+
+    def request(self, req, timeout=5.0):
+        if "id" not in req:
+            req = dict(req, id=self.next_id)
+            self.next_id += 1
+        self.sock.send(msgpack.packb(req, use_bin_type=True))
+        while True:
+            rep = self.recv(timeout)
+            if rep.get("id") == req["id"]:
+                return rep
+
+    def close(self):
+        self.sock.close(0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def subscriber(broker, *prefixes):
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.linger = 0
+    sub.rcvhwm = 0
+    for p in prefixes:
+        sub.setsockopt(zmq.SUBSCRIBE, p.encode() if isinstance(p, str) else p)
+    sub.connect(broker.events_out)
+    return sub
+
+
+def publisher(broker):
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.linger = 1000
+    pub.sndhwm = 0
+    pub.connect(broker.events_in)
+    return pub
+
+
+def recv_event(sub, timeout=5.0):
+    """Returns (topic, seq, ts, source, payload) or raises TimeoutError."""
+    if not sub.poll(int(timeout * 1000)):
+        raise TimeoutError("no event within %.1fs" % timeout)
+    frames = sub.recv_multipart()
+    assert len(frames) == 3, frames
+    seq, ts, source = decode_stamp(frames[1])
+    return frames[0].decode(), seq, ts, source, frames[2]
+
+
+def wait_until(fn, timeout=5.0, step=0.02):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(step)
+    return fn()
+
+
+def drain(sub, quiet_ms=100):
+    """Discards what sub has queued until it is quiet for quiet_ms."""
+    n = 0
+    while sub.poll(quiet_ms) and n < 1000000:
+        sub.recv_multipart()
+        n += 1
+    return n
+
+
+def settle_subscription(broker, sub, topic="nexus.test.settle", timeout=5.0):
+    """Publishes acknowledged probe events until sub sees one: a SUB's
+    subscription reaches the broker asynchronously, so a test that starts
+    publishing at once may lose its first events (the ZeroMQ slow joiner)."""
+    with Client(broker) as c:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            c.request({"op": "publish", "topic": topic, "payload": b""})
+            if sub.poll(100):
+                while sub.poll(50):
+                    sub.recv_multipart()
+                return
+    raise TimeoutError("subscription never settled")
+
+
+class Checks:
+    """Counts checks; the test exits non-zero if any failed."""
+
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, cond, what):
+        if cond:
+            self.passed += 1
+        else:
+            self.failed += 1
+            sys.stderr.write("FAIL: %s\n" % what)
+        return cond
+
+    def eq(self, a, b, what):
+        return self.check(a == b, "%s: %.300r != %.300r" % (what, a, b))
+
+    def done(self):
+        print("%d passed, %d failed" % (self.passed, self.failed))
+        sys.exit(1 if self.failed else 0)

@@ -1,0 +1,350 @@
+/*  =========================================================================
+    test_topic - the topic grammar, the matcher and pattern prefixes, as
+    tables of cases so that a new edge case is one line.
+    =========================================================================
+*/
+
+#include <stdlib.h>
+
+#include "nx_test.h"
+#include "nx_topic.h"
+
+typedef struct {
+    const char *str; /* topic or pattern, NUL-terminated for the table     */
+    bool valid;      /* expected validity                                  */
+} s_valid_case_t;
+
+typedef struct {
+    const char *pattern;
+    const char *topic;
+    bool match;
+} s_match_case_t;
+
+typedef struct {
+    const char *pattern;
+    size_t prefix; /* expected nx_pattern_prefix                          */
+    bool literal;  /* expected nx_pattern_is_literal                      */
+} s_prefix_case_t;
+
+static const s_valid_case_t s_topics[] = {
+    {"a", true},
+    {"work.claimed", true},
+    {"a.b.c.d", true},
+    {"broadcast", true},
+    {"caf\xc3\xa9.\xc3\xbc", true},          /* café.ü                       */
+    {"\xe2\x82\xac.\xf0\x9f\x98\x80", true}, /* €.😀 (3- and 4-byte forms)  */
+    {"\xf4\x8f\xbf\xbf", true},              /* U+10FFFF, the last one       */
+    {"a-b_c:d/e", true},
+    {"", false},
+    {".", false},
+    {"a..b", false},
+    {".a", false},
+    {"a.", false},
+    {"a b", false},
+    {" ", false},
+    {"a\tb", false},
+    {"a\x01", false},
+    {"a\x1f", false},
+    {"a\x7f", false},
+    {"*", false},
+    {">", false},
+    {"a.*", false},
+    {"a.>", false},
+    {"a*", false},
+    {"a>b", false},
+    {"\xff", false},             /* never valid in UTF-8                  */
+    {"a\xc3", false},            /* truncated 2-byte sequence             */
+    {"\xc3.a", false},           /* truncated by a '.'                    */
+    {"\xc0\xaf", false},         /* overlong '/'                          */
+    {"\xc1\xbf", false},         /* overlong                              */
+    {"\xe0\x80\xaf", false},     /* overlong 3-byte                       */
+    {"\xf0\x80\x80\xaf", false}, /* overlong 4-byte                       */
+    {"\xed\xa0\x80", false},     /* surrogate U+D800                      */
+    {"\xed\xbf\xbf", false},     /* surrogate U+DFFF                      */
+    {"\xf4\x90\x80\x80", false}, /* above U+10FFFF                        */
+    {"\xf5\x80\x80\x80", false}, /* lead byte above F4                    */
+    {"\x80", false},             /* stray continuation byte               */
+    {"\xe2\x82", false},         /* truncated 3-byte sequence             */
+    {"\xf0\x9f\x98", false},     /* truncated 4-byte sequence             */
+    {"\xe2\x28\xa1", false},     /* bad continuation                      */
+};
+
+static const s_valid_case_t s_patterns[] = {
+    {"a", true},
+    {"a.b", true},
+    {"*", true},
+    {">", true},
+    {"broadcast", true},
+    {"work.*", true},
+    {"*.b", true},
+    {"a.*.c", true},
+    {"*.*", true},
+    {"a.>", true},
+    {"*.>", true},
+    {"caf\xc3\xa9.*", true},
+    {"broadcast.*", true},
+    {"", false},
+    {".", false},
+    {"a..b", false},
+    {".a", false},
+    {"a.", false},
+    {"a*", false},
+    {"*b", false},
+    {"**", false},
+    {">x", false},
+    {"x>", false},
+    {">>", false},
+    {">.a", false},
+    {"a.>.b", false},
+    {"*.>.*", false},
+    {"a b.*", false},
+    {"a.\x01", false},
+    {"\xff.*", false},
+    {"\xed\xa0\x80.>", false},
+    {"*.", false},
+    {".>", false},
+};
+
+static const s_match_case_t s_matches[] = {
+    /* exact                                                              */
+    {"a", "a", true},
+    {"a.b", "a.b", true},
+    {"a.b", "a.bc", false},
+    {"a.bc", "a.b", false},
+    {"a.b", "a", false},
+    {"a", "a.b", false},
+    {"a.b", "a.c", false},
+    {"caf\xc3\xa9.\xc3\xbc", "caf\xc3\xa9.\xc3\xbc", true},
+    /* '*': exactly one token                                             */
+    {"work.*", "work.claimed", true},
+    {"work.*", "work.a.b", false},
+    {"work.*", "work", false},
+    {"work.*", "worker.claimed", false},
+    {"*", "a", true},
+    {"*", "a.b", false},
+    {"*.b", "a.b", true},
+    {"*.b", "x.b", true},
+    {"*.b", "a.c", false},
+    {"*.b", "b", false},
+    {"*.b", "a.b.c", false},
+    {"a.*.c", "a.x.c", true},
+    {"a.*.c", "a.x.y.c", false},
+    {"*.*", "a.b", true},
+    {"*.*", "a", false},
+    {"*", "caf\xc3\xa9", true},
+    /* '>': one or more trailing tokens                                   */
+    {">", "a", true},
+    {">", "a.b.c", true},
+    {"a.>", "a", false},
+    {"a.>", "a.b", true},
+    {"a.>", "a.b.c", true},
+    {"a.>", "b.c", false},
+    {"a.>", "ab.c", false},
+    {"*.>", "a.b", true},
+    {"*.>", "a", false},
+    /* broadcast                                                          */
+    {"broadcast", "a", true},
+    {"broadcast", "a.b.c", true},
+    {"broadcast", "broadcast", true},
+    {"broadcast.*", "broadcast.x", true},
+    {"broadcast.*", "a.x", false},
+    /* invalid topic never matches, whatever the pattern                  */
+    {">", "", false},
+    {">", "a..b", false},
+    {">", ".a", false},
+    {">", "a.", false},
+    {"broadcast", "a b", false},
+    {"broadcast", "\xff", false},
+    {"*", "\xc3", false},
+    {"*", "*", false},
+    {">", "a.>", false},
+    {"a.*", "a.*", false},
+    {"a.>", "a.\xed\xa0\x80", false},
+    {"a.>", "a.b.\xc0\xaf", false},
+    {"*", "a\x7f", false},
+    /* invalid pattern never matches                                      */
+    {"", "a", false},
+    {"a..b", "a..b", false},
+    {"a.", "a.b", false},
+    {".a", "a", false},
+    {">.a", "x.a", false},
+    {"a*", "a", false},
+    {"*b", "b", false},
+    {">x", "a", false},
+};
+
+static const s_prefix_case_t s_prefixes[] = {
+    {"work.*", 5, false},
+    {"a.b", 3, true},
+    {"a", 1, true},
+    {"a.>", 2, false},
+    {"a.b.*.d", 4, false},
+    {"*", 0, false},
+    {"*.b", 0, false},
+    {">", 0, false},
+    {"broadcast", 0, false},
+    {"broadcast.x", 11, true},
+    {"caf\xc3\xa9.>", 6, false},
+    /* invalid patterns: prefix 0, never literal                          */
+    {"", 0, false},
+    {"a..b", 0, false},
+    {"a*", 0, false},
+};
+
+#define S_COUNT(table) (sizeof(table) / sizeof((table)[0]))
+
+static void s_test_tables(void)
+{
+    for(size_t i = 0; i < S_COUNT(s_topics); i++) {
+        const s_valid_case_t *c = &s_topics[i];
+        bool got = nx_topic_valid(c->str, strlen(c->str));
+        if(got != c->valid)
+            fprintf(stderr, "topic case %zu\n", i);
+        CHECK(got == c->valid);
+    }
+    for(size_t i = 0; i < S_COUNT(s_patterns); i++) {
+        const s_valid_case_t *c = &s_patterns[i];
+        bool got = nx_pattern_valid(c->str, strlen(c->str));
+        if(got != c->valid)
+            fprintf(stderr, "pattern case %zu\n", i);
+        CHECK(got == c->valid);
+    }
+    /* Every valid topic is a valid (literal) pattern.                     */
+    for(size_t i = 0; i < S_COUNT(s_topics); i++)
+        if(s_topics[i].valid)
+            CHECK(nx_pattern_valid(s_topics[i].str, strlen(s_topics[i].str)));
+
+    for(size_t i = 0; i < S_COUNT(s_matches); i++) {
+        const s_match_case_t *c = &s_matches[i];
+        bool got = nx_pattern_matches(c->pattern, c->topic);
+        if(got != c->match)
+            fprintf(stderr, "match case %zu: '%s' vs '%s'\n", i, c->pattern, c->topic);
+        CHECK(got == c->match);
+        /* The (ptr, len) form must agree, on a copy with no terminator.   */
+        size_t plen = strlen(c->pattern), tlen = strlen(c->topic);
+        char *p = malloc(plen ? plen : 1), *t = malloc(tlen ? tlen : 1);
+        memcpy(p, c->pattern, plen);
+        memcpy(t, c->topic, tlen);
+        CHECK(nx_pattern_match(p, plen, t, tlen) == c->match);
+        free(p);
+        free(t);
+    }
+    for(size_t i = 0; i < S_COUNT(s_prefixes); i++) {
+        const s_prefix_case_t *c = &s_prefixes[i];
+        size_t len = strlen(c->pattern);
+        if(nx_pattern_prefix(c->pattern, len) != c->prefix)
+            fprintf(stderr, "prefix case %zu: '%s'\n", i, c->pattern);
+        CHECK_EQ_U64(nx_pattern_prefix(c->pattern, len), c->prefix);
+        CHECK(nx_pattern_is_literal(c->pattern, len) == c->literal);
+    }
+}
+
+/*  A literal pattern matches exactly the topic it spells; every valid topic
+    is matched by '>' and by "broadcast".                                   */
+static void s_test_self_match(void)
+{
+    for(size_t i = 0; i < S_COUNT(s_topics); i++) {
+        const s_valid_case_t *c = &s_topics[i];
+        CHECK(nx_pattern_matches(c->str, c->str) == c->valid);
+        CHECK(nx_pattern_matches(">", c->str) == c->valid);
+        CHECK(nx_pattern_matches("broadcast", c->str) == c->valid);
+    }
+}
+
+/*  Length limits: 255 bytes and 32 tokens are fine, one more is not.        */
+static void s_test_limits(void)
+{
+    char buf[NX_TOPIC_MAX + 2];
+
+    memset(buf, 'x', sizeof(buf));
+    CHECK(nx_topic_valid(buf, NX_TOPIC_MAX));
+    CHECK(!nx_topic_valid(buf, NX_TOPIC_MAX + 1));
+    CHECK(nx_pattern_valid(buf, NX_TOPIC_MAX));
+    CHECK(!nx_pattern_valid(buf, NX_TOPIC_MAX + 1));
+    CHECK(nx_pattern_match(buf, NX_TOPIC_MAX, buf, NX_TOPIC_MAX));
+    CHECK(!nx_pattern_match(buf, NX_TOPIC_MAX + 1, buf, NX_TOPIC_MAX + 1));
+    CHECK(nx_pattern_match(">", 1, buf, NX_TOPIC_MAX));
+    CHECK(!nx_pattern_match(">", 1, buf, NX_TOPIC_MAX + 1));
+    CHECK(!nx_pattern_match("broadcast", 9, buf, NX_TOPIC_MAX + 1));
+    CHECK_EQ_U64(nx_pattern_prefix(buf, NX_TOPIC_MAX), NX_TOPIC_MAX);
+    CHECK_EQ_U64(nx_pattern_prefix(buf, NX_TOPIC_MAX + 1), 0);
+
+    /* "x.x.x...": 32 tokens take 63 bytes, 33 take 65.                     */
+    for(size_t i = 0; i < sizeof(buf); i++)
+        buf[i] = (i % 2) ? '.' : 'x';
+    size_t len32 = 2 * NX_TOKENS_MAX - 1, len33 = len32 + 2;
+    CHECK(nx_topic_valid(buf, len32));
+    CHECK(!nx_topic_valid(buf, len33));
+    CHECK(nx_pattern_valid(buf, len32));
+    CHECK(!nx_pattern_valid(buf, len33));
+    CHECK(nx_pattern_match(buf, len32, buf, len32));
+    CHECK(!nx_pattern_match(buf, len33, buf, len33));
+    CHECK(nx_pattern_match(">", 1, buf, len32));
+    CHECK(!nx_pattern_match(">", 1, buf, len33));
+    CHECK(!nx_pattern_match("x.>", 3, buf, len33));
+    CHECK(!nx_pattern_match("broadcast", 9, buf, len33));
+
+    /* 32 wildcard tokens are a valid pattern; 33 are not.                   */
+    for(size_t i = 0; i < sizeof(buf); i++)
+        buf[i] = (i % 2) ? '.' : '*';
+    CHECK(nx_pattern_valid(buf, len32));
+    CHECK(!nx_pattern_valid(buf, len33));
+
+    /* A 255-byte topic of 2-byte characters plus one ASCII byte.           */
+    for(size_t i = 0; i + 1 < NX_TOPIC_MAX; i += 2) {
+        buf[i] = (char)0xc3;
+        buf[i + 1] = (char)0xa9;
+    }
+    buf[NX_TOPIC_MAX - 1] = 'x';
+    CHECK(nx_topic_valid(buf, NX_TOPIC_MAX));
+    /* Cut in the middle of a character: truncated sequence.               */
+    CHECK(!nx_topic_valid(buf, NX_TOPIC_MAX - 2));
+}
+
+/*  The (ptr, len) forms must read only len bytes: bytes after len that
+    would change the answer are ignored, and a buffer sized exactly len (on
+    the heap, so ASan sees an overread) is safe.                            */
+static void s_test_bounds(void)
+{
+    CHECK(nx_topic_valid("a.b garbage", 3));
+    CHECK(nx_pattern_valid("a.* garbage", 3));
+    CHECK(nx_pattern_match("a.*xx", 3, "a.byy", 3));
+    CHECK(!nx_pattern_match("a.b", 3, "a.b.c", 4)); /* topic "a.b." is bad */
+    CHECK(nx_pattern_match(">.a", 1, "a", 1));
+    CHECK(nx_topic_valid("\xc3\xa9", 2));
+    CHECK(!nx_topic_valid("\xc3\xa9", 1));
+
+    const char *src[] = {"\xc3", "\xe2\x82", "\xf0\x9f\x98", "a.", "a.*", "a.>", "*", ">"};
+    for(size_t i = 0; i < S_COUNT(src); i++) {
+        size_t len = strlen(src[i]);
+        char *p = malloc(len);
+        memcpy(p, src[i], len);
+        (void)nx_topic_valid(p, len);
+        (void)nx_pattern_valid(p, len);
+        (void)nx_pattern_match(p, len, p, len);
+        (void)nx_pattern_match("a.>", 3, p, len);
+        (void)nx_pattern_prefix(p, len);
+        (void)nx_pattern_is_literal(p, len);
+        free(p);
+    }
+
+    /* NULL and zero lengths are just invalid.                              */
+    CHECK(!nx_topic_valid(NULL, 3));
+    CHECK(!nx_pattern_valid(NULL, 3));
+    CHECK(!nx_pattern_match(NULL, 1, "a", 1));
+    CHECK(!nx_pattern_match("a", 1, NULL, 1));
+    CHECK(!nx_pattern_match("a", 0, "a", 1));
+    CHECK(!nx_pattern_matches(NULL, "a"));
+    CHECK(!nx_pattern_matches("a", NULL));
+    CHECK_EQ_U64(nx_pattern_prefix(NULL, 3), 0);
+    CHECK(!nx_pattern_is_literal(NULL, 3));
+}
+
+int main(void)
+{
+    s_test_tables();
+    s_test_self_match();
+    s_test_limits();
+    s_test_bounds();
+    NX_TEST_DONE();
+}
