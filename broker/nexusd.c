@@ -61,8 +61,8 @@ int main(int argc, char **argv)
     memset(&cfg, 0, sizeof cfg);
     char err[512] = "";
     static const char *const passthrough[] = {"-v", "--verbose", "--print-config", NULL};
-    nexus_err_t rc = nx_conf_defaults(nx_broker_conf_keys, nx_broker_conf_count, &cfg, err,
-                                      sizeof err);
+    nexus_err_t rc =
+        nx_conf_defaults(nx_broker_conf_keys, nx_broker_conf_count, &cfg, err, sizeof err);
     if (!rc && config_file)
         rc = nx_conf_load_file(nx_broker_conf_keys, nx_broker_conf_count, &cfg, config_file, err,
                                sizeof err);

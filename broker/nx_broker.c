@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "nx_auth.h"
 #include "nx_broker.h"
+#include "nx_coord.h"
 #include "nx_log.h"
 #include "nx_topic.h"
 
@@ -38,8 +40,8 @@ static bool s_is_loopback(const char *endpoint)
     if (strncmp(endpoint, "tcp://", 6) != 0)
         return true; /* ipc:// and inproc:// never leave the machine */
     const char *host = endpoint + 6;
-    return strncmp(host, "127.", 4) == 0 || strncmp(host, "localhost:", 10) == 0
-           || strncmp(host, "[::1]:", 6) == 0 || strncmp(host, "lo:", 3) == 0;
+    return strncmp(host, "127.", 4) == 0 || strncmp(host, "localhost:", 10) == 0 ||
+           strncmp(host, "[::1]:", 6) == 0 || strncmp(host, "lo:", 3) == 0;
 }
 
 /*  Binds sock to every comma-separated endpoint in list.                   */
@@ -88,6 +90,9 @@ static void s_free_config(nx_broker_config_t *cfg)
     free(cfg->events_in_endpoints);
     free(cfg->events_out_endpoints);
     free(cfg->log_level);
+    free(cfg->token);
+    free(cfg->tokens_file);
+    free(cfg->snapshot_file);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -104,6 +109,9 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->cfg.events_in_endpoints = s_strdup_or_null(cfg->events_in_endpoints);
     self->cfg.events_out_endpoints = s_strdup_or_null(cfg->events_out_endpoints);
     self->cfg.log_level = s_strdup_or_null(cfg->log_level);
+    self->cfg.token = s_strdup_or_null(cfg->token);
+    self->cfg.tokens_file = s_strdup_or_null(cfg->tokens_file);
+    self->cfg.snapshot_file = s_strdup_or_null(cfg->snapshot_file);
     self->start_us = nx_now_us();
     self->start_mono = nx_mono_us();
     self->next_tick = self->start_mono + S_TICK_US;
@@ -124,6 +132,8 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         goto fail;
     self->last_seq = nx_store_last_seq(self->store);
     self->last_ts = nx_store_last_ts(self->store);
+    if (nx_coord_start(self, err_buf, err_size))
+        goto fail;
 
     size_t event_slots = self->cfg.batch_max + 4 * self->cfg.requests_per_turn;
     self->events = calloc(event_slots, sizeof *self->events);
@@ -160,10 +170,9 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     zsock_set_linger(self->router, 0);
     zsock_set_linger(self->xsub, 0);
 
-    if (s_bind_all(self->router, self->cfg.control_endpoints, "control", err_buf, err_size)
-        || s_bind_all(self->xsub, self->cfg.events_in_endpoints, "events-in", err_buf, err_size)
-        || s_bind_all(self->xpub, self->cfg.events_out_endpoints, "events-out", err_buf,
-                      err_size))
+    if (s_bind_all(self->router, self->cfg.control_endpoints, "control", err_buf, err_size) ||
+        s_bind_all(self->xsub, self->cfg.events_in_endpoints, "events-in", err_buf, err_size) ||
+        s_bind_all(self->xpub, self->cfg.events_out_endpoints, "events-out", err_buf, err_size))
         goto fail;
 
     /*  The broker keeps every event, so its XSUB subscribes to everything
@@ -230,6 +239,7 @@ void nx_broker_destroy(nx_broker_t **self_p)
         free(self->events);
     }
     zhashx_destroy(&self->subscriptions);
+    nx_coord_stop(self);
     nx_store_destroy(&self->store);
     s_free_config(&self->cfg);
     free(self);
@@ -255,13 +265,22 @@ static nexus_err_t s_stage(nx_broker_t *self, nx_pending_event_t *ev)
     uint64_t now = nx_now_us();
     ev->ts = now > self->last_ts ? now : self->last_ts;
     ev->seq = self->last_seq + 1;
-    nexus_err_t rc = nx_store_append(
-        self->store, ev->seq, ev->ts, zmq_msg_data(&ev->topic), zmq_msg_size(&ev->topic),
-        ev->source, ev->source_len, zmq_msg_data(&ev->payload), zmq_msg_size(&ev->payload));
-    if (rc == NEXUS_OK) {
+    if (self->batch_failed) {
+        /*  The store aborted this batch: stamp in memory only; the commit
+            step makes room and stages the batch again, or fails it.       */
+        self->last_seq = ev->seq;
+        self->last_ts = ev->ts;
+        return NEXUS_ERR_STORE_FULL;
+    }
+    nexus_err_t rc = nx_store_append(self->store, ev->seq, ev->ts, zmq_msg_data(&ev->topic),
+                                     zmq_msg_size(&ev->topic), ev->source, ev->source_len,
+                                     zmq_msg_data(&ev->payload), zmq_msg_size(&ev->payload));
+    if (rc == NEXUS_OK || rc == NEXUS_ERR_STORE_FULL) {
         self->last_seq = ev->seq;
         self->last_ts = ev->ts;
     }
+    if (rc == NEXUS_ERR_STORE_FULL)
+        self->batch_failed = true;
     return rc;
 }
 
@@ -270,8 +289,9 @@ nexus_err_t nx_broker_emit(nx_broker_t *self, const char *topic, size_t topic_le
                            size_t payload_len, uint64_t *seq, char *err_msg)
 {
     if (!nx_topic_valid(topic, topic_len)) {
-        snprintf(err_msg, NX_ERRMSG_MAX, "invalid topic (dot-separated non-empty tokens, "
-                                         "no spaces or wildcards, at most %d bytes)",
+        snprintf(err_msg, NX_ERRMSG_MAX,
+                 "invalid topic (dot-separated non-empty tokens, "
+                 "no spaces or wildcards, at most %d bytes)",
                  NX_TOPIC_MAX);
         return NEXUS_ERR_BAD_TOPIC;
     }
@@ -430,11 +450,59 @@ static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *m
     nx_pack_kv_str(&pk, "message", msg && *msg ? msg : nexus_strerror(err));
 }
 
+/*  Packs the reply: head (id, ok, field count), then the fields that the
+    handler packed (on error: error, message, then its extra fields).       */
+static void s_pack_reply(nx_pending_reply_t *pr, bool ok, nexus_err_t err, const char *err_msg,
+                         uint32_t fields, const char *body, size_t len)
+{
+    msgpack_sbuffer_clear(&pr->reply);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &pr->reply, msgpack_sbuffer_write);
+    s_pack_head(&pk, pr, ok, fields + (ok ? 0 : 2));
+    if (!ok) {
+        pr->failed = true;
+        nx_pack_kv_str(&pk, "error", nexus_err_name(err));
+        nx_pack_kv_str(&pk, "message", err_msg && *err_msg ? err_msg : nexus_strerror(err));
+    }
+    msgpack_sbuffer_write(&pr->reply, body, len);
+}
+
 /*  Runs the handler of pr->op and packs the reply. The handler packs into a
-    scratch buffer first because a msgpack map needs its size up front.    */
+    scratch buffer first because a msgpack map needs its size up front. A
+    dedup op repeated by the same session with the same id gets the stored
+    first answer, and a fresh answer is stored in the batch with the change
+    it describes.                                                           */
 static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
 {
     const nx_op_t *op = nx_ops_get(pr->op);
+    zframe_t *peer = zmsg_first(pr->envelope);
+    self->peer = peer ? zframe_data(peer) : NULL;
+    self->peer_len = peer ? zframe_size(peer) : 0;
+    self->auth_handle = pr->auth;
+    pr->op = -1;
+
+    const char *session = NULL;
+    size_t session_len = 0;
+    bool dedup = op->dedup && pr->id.size &&
+                 nx_map_str(&pr->request, "session", &session, &session_len, NULL) == NEXUS_OK &&
+                 session;
+    if (dedup) {
+        bool ok;
+        uint32_t fields;
+        size_t len;
+        const uint8_t *body =
+            nx_dedup_find(self, session, session_len, pr->id.data, pr->id.size, &ok, &fields, &len);
+        if (body) {
+            /*  The stored fields of an error already hold error+message.  */
+            msgpack_sbuffer_clear(&pr->reply);
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &pr->reply, msgpack_sbuffer_write);
+            s_pack_head(&pk, pr, ok, fields);
+            msgpack_sbuffer_write(&pr->reply, (const char *)body, len);
+            pr->failed = !ok;
+            return;
+        }
+    }
     msgpack_sbuffer body;
     msgpack_sbuffer_init(&body);
     msgpack_packer pk;
@@ -442,17 +510,34 @@ static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
     nexus_err_t err = NEXUS_OK;
     char err_msg[NX_ERRMSG_MAX] = "";
     int fields = op->fn(self, &pr->request, &pk, &err, err_msg);
+    bool ok = err == NEXUS_OK && fields >= 0;
+    if (!ok && err == NEXUS_OK)
+        err = NEXUS_ERR_INTERNAL;
     if (fields < 0) {
-        s_reply_error(pr, err, err_msg);
-    } else {
-        msgpack_sbuffer_clear(&pr->reply);
-        msgpack_packer rpk;
-        msgpack_packer_init(&rpk, &pr->reply, msgpack_sbuffer_write);
-        s_pack_head(&rpk, pr, true, (uint32_t)fields);
-        msgpack_sbuffer_write(&pr->reply, body.data, body.size);
+        fields = 0;
+        msgpack_sbuffer_clear(&body);
+    }
+    s_pack_reply(pr, ok, err, err_msg, (uint32_t)fields, body.data, body.size);
+    if (dedup && err != NEXUS_ERR_STORE_FULL && err != NEXUS_ERR_STORE && err != NEXUS_ERR_BUSY) {
+        /*  Store what follows the head, so a retry gets the same fields.   */
+        size_t head = pr->reply.size - body.size;
+        if (!ok) {
+            /*  For an error the stored fields include error and message.   */
+            msgpack_sbuffer tail;
+            msgpack_sbuffer_init(&tail);
+            msgpack_packer tpk;
+            msgpack_packer_init(&tpk, &tail, msgpack_sbuffer_write);
+            nx_pack_kv_str(&tpk, "error", nexus_err_name(err));
+            nx_pack_kv_str(&tpk, "message", err_msg[0] ? err_msg : nexus_strerror(err));
+            msgpack_sbuffer_write(&tail, body.data, body.size);
+            nx_dedup_store(self, session, session_len, pr->id.data, pr->id.size, false,
+                           (uint32_t)fields + 2, tail.data, tail.size, nx_now_us());
+            msgpack_sbuffer_destroy(&tail);
+        } else
+            nx_dedup_store(self, session, session_len, pr->id.data, pr->id.size, true,
+                           (uint32_t)fields, pr->reply.data + head, body.size, nx_now_us());
     }
     msgpack_sbuffer_destroy(&body);
-    pr->op = -1;
 }
 
 /*  Reads one request. Returns 0 when one was taken, -1 when none is ready.*/
@@ -482,14 +567,14 @@ static int s_read_request(nx_broker_t *self)
     }
     if (size > self->cfg.max_request) {
         char text[NX_ERRMSG_MAX];
-        snprintf(text, sizeof text, "request of %zu bytes is over max_request (%" PRIu64 ")",
-                 size, self->cfg.max_request);
+        snprintf(text, sizeof text, "request of %zu bytes is over max_request (%" PRIu64 ")", size,
+                 self->cfg.max_request);
         s_reply_error(pr, NEXUS_ERR_TOO_LARGE, text);
         return 0;
     }
     size_t off = 0;
-    msgpack_unpack_return ur = msgpack_unpack((const char *)zframe_data(pr->body), size, &off,
-                                              &pr->zone, &pr->request);
+    msgpack_unpack_return ur =
+        msgpack_unpack((const char *)zframe_data(pr->body), size, &off, &pr->zone, &pr->request);
     if (ur != MSGPACK_UNPACK_SUCCESS) {
         const char *text = ur == MSGPACK_UNPACK_EXTRA_BYTES ? "trailing bytes after the request map"
                            : ur == MSGPACK_UNPACK_CONTINUE  ? "truncated msgpack"
@@ -527,6 +612,20 @@ static int s_read_request(nx_broker_t *self)
         s_reply_error(pr, NEXUS_ERR_UNKNOWN_OP, text);
         return 0;
     }
+    /*  ping and health stay open so that monitors need no secret.         */
+    pr->auth = NULL;
+    if (nx_auth_enabled(self->auth) && strcmp(nx_ops_get(pr->op)->name, "ping") != 0 &&
+        strcmp(nx_ops_get(pr->op)->name, "health") != 0) {
+        const char *token = NULL;
+        size_t token_len = 0;
+        nx_map_str(&pr->request, "token", &token, &token_len, NULL);
+        if (nx_auth_check(self->auth, token, token_len, &pr->auth) != NEXUS_OK) {
+            pr->op = -1;
+            s_reply_error(pr, NEXUS_ERR_UNAUTHORIZED,
+                          token ? "wrong token" : "this fabric requires a token");
+            return 0;
+        }
+    }
     if (nx_ops_get(pr->op)->is_write) {
         pr->is_write = true;
         s_run_op(self, pr);
@@ -558,9 +657,9 @@ static void s_forward(nx_broker_t *self)
         zmq_msg_t stamp;
         zmq_msg_init_size(&stamp, NX_STAMP_HEAD + ev->source_len);
         nx_stamp_encode(zmq_msg_data(&stamp), ev->seq, ev->ts, ev->source, ev->source_len);
-        if (zmq_msg_send(&ev->topic, self->h_xpub, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1
-            || zmq_msg_send(&stamp, self->h_xpub, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1
-            || zmq_msg_send(&ev->payload, self->h_xpub, ZMQ_DONTWAIT) == -1)
+        if (zmq_msg_send(&ev->topic, self->h_xpub, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1 ||
+            zmq_msg_send(&stamp, self->h_xpub, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1 ||
+            zmq_msg_send(&ev->payload, self->h_xpub, ZMQ_DONTWAIT) == -1)
             self->count.drop_send++;
         else
             self->count.events_out++;
@@ -595,12 +694,21 @@ static void s_fail_batch(nx_broker_t *self, nexus_err_t err)
 /*  Commits the batch; on a full map, makes room and stages it once more.   */
 static void s_commit(nx_broker_t *self)
 {
-    nexus_err_t rc = nx_store_commit(self->store, nx_now_us());
-    if (rc == NEXUS_ERR_STORE_FULL) {
+    nexus_err_t rc =
+        self->batch_failed ? NEXUS_ERR_STORE_FULL : nx_store_commit(self->store, nx_now_us());
+    if (rc == NEXUS_ERR_STORE_FULL && self->batch_kv) {
+        /*  Sessions and claims changed in memory as they were staged; they
+            cannot be staged again, so the batch fails and memory is
+            reloaded from what the store holds.                             */
+        nx_store_abort(self->store);
+        int action = 0;
+        nx_store_make_room(self->store, self->batch_payload * 2 + (1 << 20), &action);
+    } else if (rc == NEXUS_ERR_STORE_FULL) {
         int action = 0;
         nx_store_abort(self->store);
         self->last_seq = nx_store_last_seq(self->store);
         self->last_ts = nx_store_last_ts(self->store);
+        self->batch_failed = false;
         rc = nx_store_make_room(self->store, self->batch_payload * 2 + (1 << 20), &action);
         nx_warn("store full while committing %zu events: %s", self->n_events,
                 action == 1   ? "grew the map"
@@ -618,19 +726,28 @@ static void s_commit(nx_broker_t *self)
     if (rc != NEXUS_OK) {
         nx_store_abort(self->store);
         s_fail_batch(self, rc);
+        if (self->batch_kv)
+            nx_coord_reload(self);
     } else
         self->count.batches++;
 }
 
-static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready)
+static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bool timers,
+                   bool housekeeping)
 {
     self->n_events = 0;
     self->n_replies = 0;
     self->batch_payload = 0;
+    self->batch_kv = false;
+    self->batch_failed = false;
+    if (timers)
+        self->next_coord = nx_coord_tick(self, nx_now_us());
+    if (housekeeping)
+        nx_coord_housekeeping(self, nx_now_us());
 
     if (events_ready)
-        while (self->n_events < self->cfg.batch_max
-               && self->batch_payload < self->cfg.batch_bytes && s_read_event(self) >= 0)
+        while (self->n_events < self->cfg.batch_max &&
+               self->batch_payload < self->cfg.batch_bytes && s_read_event(self) >= 0)
             ;
     if (requests_ready)
         while (self->n_replies < self->cfg.requests_per_turn && s_read_request(self) == 0)
@@ -727,8 +844,9 @@ static void s_housekeeping(nx_broker_t *self)
         nx_debug("retention trimmed %" PRId64 " events", trimmed);
     int action = 0;
     if (nx_store_make_room(self->store, self->cfg.batch_bytes, &action) == NEXUS_OK && action)
-        nx_info("store: %s", action == 1 ? "grew the LMDB map" : "trimmed the oldest events to "
-                                                                 "make room (map at map_max)");
+        nx_info("store: %s", action == 1 ? "grew the LMDB map"
+                                         : "trimmed the oldest events to "
+                                           "make room (map at map_max)");
 }
 
 int nx_broker_run(nx_broker_t *self)
@@ -738,12 +856,18 @@ int nx_broker_run(nx_broker_t *self)
     nx_info("nexusd %s ready: last seq %" PRIu64, NEXUS_VERSION_STRING, self->last_seq);
     while (!self->stop && !zsys_interrupted) {
         zmq_pollitem_t items[] = {
-            {self->h_xsub, 0, ZMQ_POLLIN, 0},   {self->h_router, 0, ZMQ_POLLIN, 0},
-            {self->h_xpub, 0, ZMQ_POLLIN, 0},   {mon_xpub, 0, mon_xpub ? ZMQ_POLLIN : 0, 0},
+            {self->h_xsub, 0, ZMQ_POLLIN, 0},
+            {self->h_router, 0, ZMQ_POLLIN, 0},
+            {self->h_xpub, 0, ZMQ_POLLIN, 0},
+            {mon_xpub, 0, mon_xpub ? ZMQ_POLLIN : 0, 0},
             {mon_xsub, 0, mon_xsub ? ZMQ_POLLIN : 0, 0},
         };
-        uint64_t now = nx_mono_us();
+        uint64_t now = nx_mono_us(), wall = nx_now_us();
         long timeout = now >= self->next_tick ? 0 : (long)((self->next_tick - now) / 1000) + 1;
+        if (self->next_coord <= wall)
+            timeout = 0;
+        else if ((self->next_coord - wall) / 1000 + 1 < (uint64_t)timeout)
+            timeout = (long)((self->next_coord - wall) / 1000) + 1;
         int rc = zmq_poll(items, mon_xsub ? 5 : (mon_xpub ? 4 : 3), timeout);
         if (rc == -1) {
             if (zmq_errno() == EINTR)
@@ -758,9 +882,11 @@ int nx_broker_run(nx_broker_t *self)
         if (mon_xsub && (items[4].revents & ZMQ_POLLIN))
             s_read_monitor(self->mon_xsub, &self->count.publishers);
         bool ev = items[0].revents & ZMQ_POLLIN, rq = items[1].revents & ZMQ_POLLIN;
-        if (ev || rq)
-            s_turn(self, ev, rq);
-        if (nx_mono_us() >= self->next_tick) {
+        bool timers = nx_now_us() >= self->next_coord;
+        bool house = nx_mono_us() >= self->next_tick;
+        if (ev || rq || timers || house)
+            s_turn(self, ev, rq, timers, house);
+        if (house) {
             s_housekeeping(self);
             self->next_tick = nx_mono_us() + S_TICK_US;
         }

@@ -56,77 +56,90 @@ void nx_broker_destroy(nx_broker_t **self_p);
 
 /*  An event read in this turn, waiting for its commit to be forwarded.     */
 typedef struct {
-    zmq_msg_t topic;                 /* frame 1, moved to the XPUB on send  */
-    zmq_msg_t payload;               /* frame 3, moved to the XPUB on send  */
-    uint64_t seq;                    /* stamped sequence number             */
-    uint64_t ts;                     /* stamped time, us since epoch        */
-    uint8_t source_len;              /* bytes in source                     */
-    char source[NX_SOURCE_MAX];      /* stamped source                      */
+    zmq_msg_t topic;            /* frame 1, moved to the XPUB on send  */
+    zmq_msg_t payload;          /* frame 3, moved to the XPUB on send  */
+    uint64_t seq;               /* stamped sequence number             */
+    uint64_t ts;                /* stamped time, us since epoch        */
+    uint8_t source_len;         /* bytes in source                     */
+    char source[NX_SOURCE_MAX]; /* stamped source                      */
 } nx_pending_event_t;
 
 /*  A control request of this turn whose reply waits for the commit.        */
 typedef struct {
-    zmsg_t *envelope;      /* routing frames to send the reply back         */
-    msgpack_sbuffer reply; /* the packed reply, ready to send               */
-    msgpack_sbuffer id;    /* the request's packed id, to build an error    */
-    bool is_write;         /* fails with the batch if the commit fails      */
-    bool failed;           /* the reply is an error                         */
-    zframe_t *body;        /* the request bytes; the parsed request points in */
-    msgpack_zone zone;     /* holds the parsed request (reads run later)    */
-    msgpack_object request;/* the parsed request map                        */
-    int op;                /* index into the op table; -1: reply is ready   */
+    zmsg_t *envelope;       /* routing frames to send the reply back         */
+    msgpack_sbuffer reply;  /* the packed reply, ready to send               */
+    msgpack_sbuffer id;     /* the request's packed id, to build an error    */
+    bool is_write;          /* fails with the batch if the commit fails      */
+    bool failed;            /* the reply is an error                         */
+    zframe_t *body;         /* the request bytes; the parsed request points in */
+    msgpack_zone zone;      /* holds the parsed request (reads run later)    */
+    msgpack_object request; /* the parsed request map                        */
+    int op;                 /* index into the op table; -1: reply is ready   */
+    const void *auth;       /* the request's token (nx_auth handle)          */
 } nx_pending_reply_t;
 
 /*  Counters reported by `state`.                                           */
 typedef struct {
-    uint64_t events_in;         /* events accepted since start              */
-    uint64_t events_out;        /* events forwarded on the XPUB             */
-    uint64_t drop_bad_topic;    /* dropped: topic breaks the grammar        */
-    uint64_t drop_oversize;     /* dropped: payload over max_payload        */
-    uint64_t drop_malformed;    /* dropped: wrong frame count or source     */
-    uint64_t drop_store;        /* dropped: the store could not take them   */
-    uint64_t drop_send;         /* dropped: XPUB refused the send           */
-    uint64_t requests;          /* control requests received                */
-    uint64_t request_errors;    /* control replies that carried an error    */
-    uint64_t batches;           /* loop turns that committed something      */
-    uint64_t subscribers;       /* connected XPUB peers                     */
-    uint64_t publishers;        /* connected XSUB peers                     */
-    uint64_t subscriptions;     /* distinct subscription prefixes active    */
+    uint64_t events_in;      /* events accepted since start              */
+    uint64_t events_out;     /* events forwarded on the XPUB             */
+    uint64_t drop_bad_topic; /* dropped: topic breaks the grammar        */
+    uint64_t drop_oversize;  /* dropped: payload over max_payload        */
+    uint64_t drop_malformed; /* dropped: wrong frame count or source     */
+    uint64_t drop_store;     /* dropped: the store could not take them   */
+    uint64_t drop_send;      /* dropped: XPUB refused the send           */
+    uint64_t requests;       /* control requests received                */
+    uint64_t request_errors; /* control replies that carried an error    */
+    uint64_t batches;        /* loop turns that committed something      */
+    uint64_t subscribers;    /* connected XPUB peers                     */
+    uint64_t publishers;     /* connected XSUB peers                     */
+    uint64_t subscriptions;  /* distinct subscription prefixes active    */
 } nx_counters_t;
 
 struct _nx_broker_t {
-    nx_broker_config_t cfg;   /* own copy of the settings (strings owned)   */
-    nx_store_t *store;        /* the LMDB store                             */
-    zsock_t *xsub;            /* events in                                  */
-    zsock_t *xpub;            /* events out                                 */
-    zsock_t *router;          /* control plane                              */
-    zsock_t *mon_xpub;        /* socket monitor of xpub (connections)       */
-    zsock_t *mon_xsub;        /* socket monitor of xsub                     */
+    nx_broker_config_t cfg;           /* own copy of the settings (strings owned)   */
+    nx_store_t *store;                /* the LMDB store                             */
+    zsock_t *xsub;                    /* events in                                  */
+    zsock_t *xpub;                    /* events out                                 */
+    zsock_t *router;                  /* control plane                              */
+    zsock_t *mon_xpub;                /* socket monitor of xpub (connections)       */
+    zsock_t *mon_xsub;                /* socket monitor of xsub                     */
     void *h_xsub, *h_xpub, *h_router; /* raw libzmq handles for the hot path */
-    volatile int stop;        /* set by nx_broker_stop                      */
-    uint64_t last_seq;        /* last seq stamped                           */
-    uint64_t last_ts;         /* last ts stamped, keeps ts non-decreasing   */
-    uint64_t start_us;        /* wall clock at start                        */
-    uint64_t start_mono;      /* monotonic clock at start                   */
-    nx_pending_event_t *events; /* batch_max slots                          */
-    size_t n_events;          /* slots used this turn                       */
-    uint64_t batch_payload;   /* payload bytes this turn                    */
-    nx_pending_reply_t *replies; /* requests_per_turn slots                 */
-    size_t n_replies;         /* slots used this turn                       */
-    nx_counters_t count;      /* counters for `state`                       */
-    nx_rate_t rate_in;        /* events accepted per second                 */
-    zhashx_t *subscriptions;  /* prefix -> refcount, for `state`            */
-    uint64_t dropped_logged;  /* drops already reported in the log          */
-    uint64_t next_tick;       /* monotonic us of the next housekeeping      */
-    char last_drop[160];      /* what the last dropped event looked like    */
+    volatile int stop;                /* set by nx_broker_stop                      */
+    uint64_t last_seq;                /* last seq stamped                           */
+    uint64_t last_ts;                 /* last ts stamped, keeps ts non-decreasing   */
+    uint64_t start_us;                /* wall clock at start                        */
+    uint64_t start_mono;              /* monotonic clock at start                   */
+    nx_pending_event_t *events;       /* batch_max slots                          */
+    size_t n_events;                  /* slots used this turn                       */
+    uint64_t batch_payload;           /* payload bytes this turn                    */
+    nx_pending_reply_t *replies;      /* requests_per_turn slots                 */
+    size_t n_replies;                 /* slots used this turn                       */
+    nx_counters_t count;              /* counters for `state`                       */
+    nx_rate_t rate_in;                /* events accepted per second                 */
+    zhashx_t *subscriptions;          /* prefix -> refcount, for `state`            */
+    uint64_t dropped_logged;          /* drops already reported in the log          */
+    uint64_t next_tick;               /* monotonic us of the next housekeeping      */
+    char last_drop[160];              /* what the last dropped event looked like    */
+    const uint8_t *peer;              /* routing id of the request being handled    */
+    size_t peer_len;                  /* bytes in peer                              */
+    bool batch_kv;                    /* this batch wrote sessions/claims/requests  */
+    bool batch_failed;                /* a write of this batch failed: it is lost   */
+    const void *auth_handle;          /* token of the request being handled         */
+    uint64_t next_coord;              /* wall us of the next lease/session deadline */
+    struct _nx_sessions_t *sessions;  /* session table (nx_sessions.c)       */
+    struct _nx_claims_t *claims;      /* claim table (nx_claims.c)           */
+    struct _nx_auth_t *auth;          /* tokens (nx_auth.c)                  */
+    struct _nx_dedup_t *dedup;        /* retry cache (nx_dedup.c)            */
+    bool snapshot_dirty;              /* sessions or claims changed since written   */
 };
 
 /*  ---- The op table (nx_ops.c) ------------------------------------------- */
 
 /*  A handler packs the reply's own fields (not id/ok) into pk and returns
-    the number of key/value pairs it packed, or -1 with *err and err_msg set
-    (then nothing it packed is sent). Write ops stage their writes in the
-    open batch; the reply goes out after the commit.                        */
+    how many key/value pairs it packed. To fail it sets *err (and err_msg)
+    and returns -1, or returns the number of extra fields it packed to go
+    with the error (a denied claim names the holder). Write ops stage their
+    writes in the open batch; the reply goes out after the commit.          */
 typedef int(nx_op_fn)(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
                       nexus_err_t *err, char *err_msg);
 
@@ -134,6 +147,8 @@ typedef struct {
     const char *name; /* the "op" string                                    */
     nx_op_fn *fn;     /* the handler                                        */
     bool is_write;    /* runs before the commit, reply after it             */
+    bool dedup;       /* a retry with the same session and id gets the
+                         first answer (mutating session/work ops)           */
 } nx_op_t;
 
 /*  Returns the index of op name in the table, or -1.                       */

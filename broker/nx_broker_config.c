@@ -10,7 +10,9 @@
 #include "nx_broker_config.h"
 
 #define S_KEY(name, type, dflt, min, max, choices, help)                                           \
-    {#name, type, offsetof(nx_broker_config_t, name), dflt, min, max, choices, help}
+    {                                                                                              \
+#name, type, offsetof(nx_broker_config_t, name), dflt, min, max, choices, help             \
+    }
 
 const nx_conf_key_t nx_broker_conf_keys[] = {
     S_KEY(data_dir, NX_CONF_STRING, "./nexus-data", 0, 0, NULL,
@@ -27,7 +29,8 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
           "largest event payload; larger events are dropped and counted"),
     S_KEY(max_request, NX_CONF_SIZE, "2M", 1024, 128ull << 20, NULL,
           "largest control-plane request"),
-    S_KEY(retain_events, NX_CONF_U64, "0", 0, 0, NULL, "keep at most this many events (0: no limit)"),
+    S_KEY(retain_events, NX_CONF_U64, "0", 0, 0, NULL,
+          "keep at most this many events (0: no limit)"),
     S_KEY(retain_bytes, NX_CONF_SIZE, "1G", 0, 0, NULL,
           "keep at most this many bytes of events (0: no limit)"),
     S_KEY(retain_age, NX_CONF_DURATION, "30d", 0, 0, NULL,
@@ -55,6 +58,29 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
     S_KEY(history_scan, NX_CONF_U64, "100000", 100, 100000000, NULL,
           "records one history page may scan before it returns a cursor"),
     S_KEY(log_level, NX_CONF_STRING, "info", 0, 0, NULL, "error, warn, info or debug (-v: debug)"),
+    S_KEY(heartbeat, NX_CONF_DURATION, "5s", 100, 3600000, NULL,
+          "default session heartbeat interval (a client may ask for its own)"),
+    S_KEY(heartbeat_misses, NX_CONF_U64, "3", 1, 100, NULL,
+          "missed heartbeats after which a session is gone"),
+    S_KEY(claims_on_disconnect, NX_CONF_ENUM, "release", 0, 0, "release|keep",
+          "what happens to a gone session's claims: release now, or keep until the lease ends"),
+    S_KEY(claim_ttl, NX_CONF_DURATION, "30s", 100, 0, NULL, "default lease of a claim"),
+    S_KEY(claim_ttl_max, NX_CONF_DURATION, "1d", 100, 0, NULL, "longest lease a claim may ask for"),
+    S_KEY(session_retain, NX_CONF_DURATION, "1h", 0, 0, NULL,
+          "gone sessions stay listed (session.list all) this long"),
+    S_KEY(claims_retain, NX_CONF_DURATION, "7d", 0, 0, NULL,
+          "released, expired and completed work items are remembered this long"),
+    S_KEY(sessions_max, NX_CONF_U64, "100000", 1, 100000000, NULL, "sessions known at most"),
+    S_KEY(claims_max, NX_CONF_U64, "1000000", 1, 1000000000, NULL, "work items known at most"),
+    S_KEY(dedup_window, NX_CONF_DURATION, "10m", 0, 0, NULL,
+          "a retried request (same session and id) within this gets the first answer"),
+    S_KEY(dedup_max, NX_CONF_U64, "100000", 0, 100000000, NULL, "answers kept for retries at most"),
+    S_KEY(token, NX_CONF_STRING, "", 0, 0, NULL,
+          "shared fabric token every control request must carry (empty: open)"),
+    S_KEY(tokens_file, NX_CONF_STRING, "", 0, 0, NULL,
+          "file of 'TOKEN SESSION[,SESSION...]' lines ('*' = any session); empty: none"),
+    S_KEY(snapshot_file, NX_CONF_STRING, "", 0, 0, NULL,
+          "JSON file of active sessions and claims, rewritten within 1 s of a change"),
 };
 
 const size_t nx_broker_conf_count = sizeof(nx_broker_conf_keys) / sizeof(nx_broker_conf_keys[0]);

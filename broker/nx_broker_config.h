@@ -39,6 +39,20 @@ typedef struct {
     uint64_t history_limit;     /* largest `limit` a history query may ask   */
     uint64_t history_scan;      /* records one history page may scan         */
     char *log_level;            /* error|warn|info|debug                     */
+    uint64_t heartbeat;         /* default session heartbeat interval, ms    */
+    uint64_t heartbeat_misses;  /* missed heartbeats before a session is gone*/
+    int claims_on_disconnect;   /* 0 release, 1 keep (until the lease ends)  */
+    uint64_t claim_ttl;         /* default lease, ms                         */
+    uint64_t claim_ttl_max;     /* longest lease a claim may ask for, ms     */
+    uint64_t session_retain;    /* gone sessions are listed this long, ms    */
+    uint64_t claims_retain;     /* closed work items are kept this long, ms  */
+    uint64_t sessions_max;      /* sessions known at most                    */
+    uint64_t claims_max;        /* work items known at most                  */
+    uint64_t dedup_window;      /* retries within this get the first answer  */
+    uint64_t dedup_max;         /* answers kept for retries at most          */
+    char *token;                /* shared fabric token ("" = none)           */
+    char *tokens_file;          /* token -> allowed session ids ("" = none)  */
+    char *snapshot_file;        /* JSON snapshot of sessions/claims ("" = no)*/
 } nx_broker_config_t;
 
 extern const nx_conf_key_t nx_broker_conf_keys[];

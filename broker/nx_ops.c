@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "nx_broker.h"
+#include "nx_coord.h"
 #include "nx_log.h"
 #include "nx_topic.h"
 
@@ -89,8 +90,9 @@ static int s_op_state(nx_broker_t *self, const msgpack_object *req, msgpack_pack
     nx_pack_kv_u64(pk, "malformed", c->drop_malformed);
     nx_pack_kv_u64(pk, "store", c->drop_store);
     nx_pack_kv_u64(pk, "send", c->drop_send);
-    nx_pack_kv_u64(pk, "total", c->drop_bad_topic + c->drop_oversize + c->drop_malformed
-                                    + c->drop_store + c->drop_send);
+    nx_pack_kv_u64(pk, "total",
+                   c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store +
+                       c->drop_send);
 
     nx_pack_kv_str(pk, "timestamp", nx_iso8601(now, iso));
     return 18;
@@ -169,8 +171,8 @@ static int s_read_patterns(const msgpack_object *req, s_patterns_t *p, nexus_err
     const char *one = NULL;
     size_t one_len = 0;
     const msgpack_object_array *many = NULL;
-    if ((*err = nx_map_str(req, "pattern", &one, &one_len, err_msg))
-        || (*err = nx_map_str_array(req, "patterns", &many, err_msg)))
+    if ((*err = nx_map_str(req, "pattern", &one, &one_len, err_msg)) ||
+        (*err = nx_map_str_array(req, "patterns", &many, err_msg)))
         return -1;
     if (one) {
         p->ptr[0] = one;
@@ -194,8 +196,8 @@ static int s_read_patterns(const msgpack_object *req, s_patterns_t *p, nexus_err
             return -1;
         }
         /*  A pattern that matches everything makes the filter moot.       */
-        if (nx_pattern_prefix(p->ptr[i], p->len[i]) == 0
-            && (p->len[i] == 1 || (p->len[i] == 9 && memcmp(p->ptr[i], "broadcast", 9) == 0))) {
+        if (nx_pattern_prefix(p->ptr[i], p->len[i]) == 0 &&
+            (p->len[i] == 1 || (p->len[i] == 9 && memcmp(p->ptr[i], "broadcast", 9) == 0))) {
             p->count = 0;
             break;
         }
@@ -213,13 +215,13 @@ static int s_op_history(nx_broker_t *self, const msgpack_object *req, msgpack_pa
     uint64_t limit = 100, cursor = 0;
     const char *order = "asc";
     size_t order_len = 3;
-    if ((*err = nx_map_u64(req, "since_seq", &since_seq, err_msg))
-        || (*err = nx_map_u64(req, "since_time", &since_time, err_msg))
-        || (*err = nx_map_u64(req, "until_seq", &until_seq, err_msg))
-        || (*err = nx_map_u64(req, "until_time", &until_time, err_msg))
-        || (*err = nx_map_u64(req, "limit", &limit, err_msg))
-        || (*err = nx_map_u64(req, "cursor", &cursor, err_msg))
-        || (*err = nx_map_str(req, "order", &order, &order_len, err_msg)))
+    if ((*err = nx_map_u64(req, "since_seq", &since_seq, err_msg)) ||
+        (*err = nx_map_u64(req, "since_time", &since_time, err_msg)) ||
+        (*err = nx_map_u64(req, "until_seq", &until_seq, err_msg)) ||
+        (*err = nx_map_u64(req, "until_time", &until_time, err_msg)) ||
+        (*err = nx_map_u64(req, "limit", &limit, err_msg)) ||
+        (*err = nx_map_u64(req, "cursor", &cursor, err_msg)) ||
+        (*err = nx_map_str(req, "order", &order, &order_len, err_msg)))
         return -1;
     bool desc;
     if (order_len == 3 && memcmp(order, "asc", 3) == 0)
@@ -247,8 +249,9 @@ static int s_op_history(nx_broker_t *self, const msgpack_object *req, msgpack_pa
             lo = at;
     }
     if (until_time != UINT64_MAX) {
-        uint64_t after = until_time == UINT64_MAX ? UINT64_MAX
-                                                  : nx_store_reader_seq_at_time(reader, until_time + 1);
+        uint64_t after = until_time == UINT64_MAX
+                             ? UINT64_MAX
+                             : nx_store_reader_seq_at_time(reader, until_time + 1);
         if (after == 0)
             hi = 0;
         else if (after - 1 < hi)
@@ -313,11 +316,25 @@ static int s_op_history(nx_broker_t *self, const msgpack_object *req, msgpack_pa
 /*  ---- The table -------------------------------------------------------- */
 
 static const nx_op_t s_ops[] = {
-    {"ping", s_op_ping, false},
-    {"health", s_op_health, false},
-    {"state", s_op_state, false},
-    {"publish", s_op_publish, true},
-    {"history", s_op_history, false},
+    {"ping", s_op_ping, false, false},
+    {"health", s_op_health, false, false},
+    {"state", s_op_state, false, false},
+    {"publish", s_op_publish, true, false},
+    {"history", s_op_history, false, false},
+    {"session.register", nx_op_session_register, true, false},
+    {"session.heartbeat", nx_op_session_heartbeat, true, false},
+    {"session.status", nx_op_session_status, true, true},
+    {"session.unregister", nx_op_session_unregister, true, true},
+    {"session.get", nx_op_session_get, false, false},
+    {"session.list", nx_op_session_list, false, false},
+    {"session.find", nx_op_session_find, false, false},
+    {"work.claim", nx_op_work_claim, true, true},
+    {"work.renew", nx_op_work_renew, true, true},
+    {"work.release", nx_op_work_release, true, true},
+    {"work.complete", nx_op_work_complete, true, true},
+    {"work.reopen", nx_op_work_reopen, true, true},
+    {"work.get", nx_op_work_get, false, false},
+    {"work.list", nx_op_work_list, false, false},
 };
 
 int nx_ops_find(const char *name, size_t len)

@@ -18,6 +18,10 @@
     thread only one read transaction at a time, and the broker may have a
     history reader open while it calls nx_store_get / nx_store_foreach or
     nx_store_reader_new again (MDB_BAD_RSLOT otherwise).
+
+    make_room measures the map by walking LMDB's free list (see
+    s_map_used), so the keyed databases and LMDB's own overhead count too,
+    not only the event bytes we keep in 'bytes'.
     =========================================================================
 */
 
@@ -36,7 +40,8 @@
 #define S_MAXDBS             8     /* five used; room for a few more         */
 #define S_TRIM_BATCH_DEFAULT 10000 /* trim_batch 0 in the config means this   */
 #define S_ROOM_TRIM_BATCH    10000 /* events per transaction in make_room     */
-#define S_ERRMSG_MAX         256
+#define S_ERRMSG_MAX         256   /* bytes of errmsg                         */
+#define S_SPARE_PAGES        32    /* see s_spare                             */
 
 /*  Reserved keys of NX_DB_META. Values are u64 big-endian.                 */
 #define S_META_LAST_SEQ "last_seq"
@@ -61,24 +66,24 @@ typedef struct {
 } s_counters_t;
 
 struct _nx_store_t {
-    MDB_env *env;                  /* the environment                        */
-    MDB_dbi events;                /* seq -> record                          */
-    MDB_dbi dbs[NX_DB__COUNT];     /* the keyed databases, by nx_db_t        */
-    MDB_txn *txn;                  /* the open batch, NULL when none         */
-    MDB_cursor *append_cur;        /* events cursor of txn, for MDB_APPEND;
-                                      LMDB frees it when txn ends            */
-    s_counters_t cur;              /* live counters, open batch included     */
-    s_counters_t saved;            /* counters as of the last commit         */
-    nx_store_config_t cfg;         /* copy of the config; path points below  */
-    char *path;                    /* our copy of cfg->path                  */
-    char *data_file;               /* path of data.mdb, for disk_bytes       */
-    uint64_t psize;                /* LMDB page size                         */
-    uint64_t map_size;             /* current map size                       */
-    uint64_t grows;                /* times make_room grew the map           */
-    uint64_t commits;              /* write transactions committed           */
-    size_t max_key;                /* LMDB's key size limit                  */
-    int readers;                   /* live readers: make_room refuses if > 0 */
-    char errmsg[S_ERRMSG_MAX];     /* text of the last error                 */
+    MDB_env *env;              /* the environment                        */
+    MDB_dbi events;            /* seq -> record                          */
+    MDB_dbi dbs[NX_DB__COUNT]; /* the keyed databases, by nx_db_t        */
+    MDB_txn *txn;              /* the open batch, NULL when none         */
+    MDB_cursor *append_cur;    /* events cursor of txn, for MDB_APPEND;
+                                  LMDB frees it when txn ends            */
+    s_counters_t cur;          /* live counters, open batch included     */
+    s_counters_t saved;        /* counters as of the last commit         */
+    nx_store_config_t cfg;     /* copy of the config; path points below  */
+    char *path;                /* our copy of cfg->path                  */
+    char *data_file;           /* path of data.mdb, for disk_bytes       */
+    uint64_t psize;            /* LMDB page size                         */
+    uint64_t map_size;         /* current map size                       */
+    uint64_t grows;            /* times make_room grew the map           */
+    uint64_t commits;          /* write transactions committed           */
+    size_t max_key;            /* LMDB's key size limit                  */
+    int readers;               /* live readers: make_room refuses if > 0 */
+    char errmsg[S_ERRMSG_MAX]; /* text of the last error                 */
 };
 
 /*  Where a reader is, so that next knows whether to step first.            */
@@ -512,8 +517,8 @@ nexus_err_t nx_store_append(nx_store_t *self, uint64_t seq, uint64_t ts, const c
         (source_len && !source) || (payload_len && !payload))
         return s_fail(self, NEXUS_ERR_INVALID, "append: bad topic, source or payload");
     if (seq <= self->cur.last_seq)
-        return s_fail(self, NEXUS_ERR_INVALID, "append: seq %" PRIu64 " not above %" PRIu64,
-                      seq, self->cur.last_seq);
+        return s_fail(self, NEXUS_ERR_INVALID, "append: seq %" PRIu64 " not above %" PRIu64, seq,
+                      self->cur.last_seq);
     int rc = s_batch_begin(self);
     if (rc)
         return s_mdb_fail(self, "begin batch", rc);
@@ -726,12 +731,16 @@ int64_t nx_store_trim(nx_store_t *self, uint64_t now_us, uint64_t max)
 
 /*  ---- Making room -------------------------------------------------------*/
 
-/*  Bytes of the map in use: pages up to the last one LMDB has touched,
-    minus the pages on its free list (which it reuses before it extends the
-    file; LMDB never shrinks the file). The free list is LMDB's database 0,
-    each value a page-number list whose first element is its length -- the
-    same walk `mdb_stat -f` does.                                           */
-static int s_map_used(nx_store_t *self, uint64_t *used)
+/*  Measures the map. LMDB reuses free pages before it extends the file (it
+    never shrinks it), so what is in use is the pages up to the last one
+    touched minus the pages on its free list. The free list is LMDB's
+    database 0: key the id of the transaction that freed the pages, value a
+    page-number list whose first element is its length -- the same walk as
+    `mdb_stat -f`. Pages freed by the last commit are not reusable by the
+    next transaction (the previous snapshot still needs them), only by the
+    one after: they are counted as in use in *used and reported in
+    *pending. Assumes no reader is open (make_room's precondition).         */
+static int s_map_used(nx_store_t *self, uint64_t *used, uint64_t *pending)
 {
     MDB_envinfo info;
     int rc = mdb_env_info(self->env, &info);
@@ -747,15 +756,19 @@ static int s_map_used(nx_store_t *self, uint64_t *used)
         mdb_txn_abort(txn);
         return rc;
     }
-    uint64_t free_pages = 0;
+    uint64_t free_pages = 0, pending_pages = 0;
     MDB_val k, v;
     while ((rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) == 0) {
-        size_t n;
-        if (v.mv_size < sizeof n)
+        size_t n, txnid;
+        if (v.mv_size < sizeof n || k.mv_size != sizeof txnid)
             continue;
         /*  memcpy: LMDB node data is only 2-byte aligned.                 */
         memcpy(&n, v.mv_data, sizeof n);
-        free_pages += n;
+        memcpy(&txnid, k.mv_data, sizeof txnid);
+        if (txnid >= info.me_last_txnid)
+            pending_pages += n;
+        else
+            free_pages += n;
     }
     mdb_cursor_close(cursor);
     mdb_txn_abort(txn);
@@ -763,6 +776,7 @@ static int s_map_used(nx_store_t *self, uint64_t *used)
         return rc;
     uint64_t pages = (uint64_t)info.me_last_pgno + 1;
     *used = (pages > free_pages ? pages - free_pages : 0) * self->psize;
+    *pending = pending_pages * self->psize;
     return 0;
 }
 
@@ -771,6 +785,45 @@ static bool s_fits(uint64_t map_size, uint64_t used, uint64_t need)
 {
     uint64_t limit = map_size / 4 * 3;
     return used <= limit && need <= limit - used;
+}
+
+/*  A transaction that deletes also needs a few fresh pages (copy-on-write
+    of the path to the leaf, the free list record). In a map filled to the
+    last page, with nothing reusable, it cannot run, and the store would be
+    stuck for good. So make_room may, once, extend the map this far beyond
+    map_max to let its deletes through; it shrinks the map back afterwards
+    (LMDB keeps it at least as large as the pages in use), so the map ends
+    at most S_SPARE_PAGES over map_max.                                    */
+static nexus_err_t s_spare(nx_store_t *self, bool *spare_used)
+{
+    if (*spare_used)
+        return s_fail(self, NEXUS_ERR_STORE_FULL, "make_room: map full, cannot even delete");
+    *spare_used = true;
+    MDB_envinfo info;
+    int rc = mdb_env_set_mapsize(self->env, self->map_size + S_SPARE_PAGES * self->psize);
+    if (!rc)
+        rc = mdb_env_info(self->env, &info);
+    if (rc)
+        return s_mdb_fail(self, "make_room: spare pages", rc);
+    self->map_size = info.me_mapsize;
+    return NEXUS_OK;
+}
+
+/*  Commits a small transaction (it rewrites the meta counters) so that the
+    pages the last commit freed become reusable by the next batch.         */
+static nexus_err_t s_release(nx_store_t *self, bool *spare_used)
+{
+    for (;;) {
+        int rc = s_batch_begin(self);
+        if (rc)
+            return s_mdb_fail(self, "make_room: begin", rc);
+        nexus_err_t err = s_batch_finish(self, true);
+        if (err != NEXUS_ERR_STORE_FULL)
+            return err;
+        err = s_spare(self, spare_used);
+        if (err)
+            return err;
+    }
 }
 
 nexus_err_t nx_store_make_room(nx_store_t *self, uint64_t need_bytes, int *action)
@@ -782,79 +835,107 @@ nexus_err_t nx_store_make_room(nx_store_t *self, uint64_t need_bytes, int *actio
     if (!self)
         return NEXUS_ERR_INVALID;
     /*  Resizing the map with a transaction open in this process is
-        undefined behaviour in LMDB, so refuse rather than risk it.        */
+        undefined behaviour in LMDB, and a reader would hold pages.        */
     if (self->txn || self->readers > 0)
         return s_fail(self, NEXUS_ERR_INVALID, "make_room: a batch or a reader is open");
-    uint64_t used;
-    int rc = s_map_used(self, &used);
+    uint64_t used, pending;
+    int rc = s_map_used(self, &used, &pending);
     if (rc)
         return s_mdb_fail(self, "make_room", rc);
     if (s_fits(self->map_size, used, need_bytes))
         return NEXUS_OK;
+    /*  A need that no map within map_max could take: say so before any
+        history is deleted for nothing.                                    */
+    if (!s_fits(self->cfg.map_max, 0, need_bytes))
+        return s_fail(self, NEXUS_ERR_STORE_FULL,
+                      "make_room: %" PRIu64 " bytes do not fit a map of %" PRIu64, need_bytes,
+                      self->cfg.map_max);
+    bool spare_used = false;
+    nexus_err_t err;
+    if (pending > 0) {
+        /*  A large delete was just committed: release its pages first.   */
+        err = s_release(self, &spare_used);
+        if (!err && s_map_used(self, &used, &pending) != 0)
+            err = s_fail(self, NEXUS_ERR_STORE, "make_room: cannot measure the map");
+        if (err)
+            return err;
+    }
 
-    if (self->map_size < self->cfg.map_max) {
-        uint64_t size = self->map_size;
-        while (size < self->cfg.map_max && !s_fits(size, used, need_bytes))
-            size = size > self->cfg.map_max / 2 ? self->cfg.map_max : size * 2;
-        rc = mdb_env_set_mapsize(self->env, size);
+    uint64_t map = self->map_size;
+    if (map < self->cfg.map_max && !s_fits(map, used, need_bytes)) {
+        while (map < self->cfg.map_max && !s_fits(map, used, need_bytes))
+            map = map > self->cfg.map_max / 2 ? self->cfg.map_max : map * 2;
         MDB_envinfo info;
+        rc = mdb_env_set_mapsize(self->env, map);
         if (!rc)
             rc = mdb_env_info(self->env, &info);
         if (rc)
             return s_mdb_fail(self, "make_room: grow map", rc);
-        self->map_size = info.me_mapsize;
+        self->map_size = map = info.me_mapsize;
         self->grows++;
         *action = 1;
-        if (s_fits(self->map_size, used, need_bytes))
-            return NEXUS_OK;
     }
+    if (s_fits(map, used, need_bytes))
+        return NEXUS_OK;
 
     /*  At map_max: delete the oldest events until at most half the map is
-        in use (so that this does not run again at the next batch). A
-        delete also needs a few fresh pages (copy-on-write of the path to
-        the leaf); if even that does not fit, retry with fewer events.     */
+        in use (so that this does not run again at the next batch).        */
+    uint64_t target = map / 2;
+    uint64_t fit = map / 4 * 3 - need_bytes; /* need fits map_max, checked */
+    if (fit < target)
+        target = fit;
     uint64_t batch = S_ROOM_TRIM_BATCH;
     bool trimmed = false;
-    while (self->cur.count > 0 &&
-           (used > self->map_size / 2 || !s_fits(self->map_size, used, need_bytes))) {
+    while (self->cur.count > 0 && used > target) {
+        /*  How many: the excess at the average footprint of an event
+            (record, key, node header, page index slot). An underestimate
+            takes another round; the pages freed are counted right after
+            the commit, as pending.                                        */
+        uint64_t per_event = self->cur.bytes / self->cur.count + 18;
+        uint64_t n = (used - target) / per_event + 1;
+        if (n > batch)
+            n = batch;
         rc = s_batch_begin(self);
         if (rc)
             return s_mdb_fail(self, "make_room: begin", rc);
         uint64_t deleted;
-        rc = s_trim_txn(self, 0, batch, false, &deleted);
-        nexus_err_t err =
-            rc ? s_batch_fail(self, "make_room: trim", rc) : s_batch_finish(self, false);
-        if (err == NEXUS_ERR_STORE_FULL && batch > 1) {
-            batch /= 2;
+        rc = s_trim_txn(self, 0, n, false, &deleted);
+        err = rc ? s_batch_fail(self, "make_room: trim", rc) : s_batch_finish(self, false);
+        if (err == NEXUS_ERR_STORE_FULL && !spare_used)
+            err = s_spare(self, &spare_used);
+        else if (err == NEXUS_ERR_STORE_FULL && batch > 1) {
+            batch = n > 1 ? n / 2 : 1;
             continue;
         }
         if (err)
             return err;
         trimmed = true;
-        rc = s_map_used(self, &used);
+        rc = s_map_used(self, &used, &pending);
         if (rc)
             return s_mdb_fail(self, "make_room", rc);
+        used -= pending < used ? pending : used;
     }
     if (trimmed) {
-        /*  LMDB reuses the pages a transaction freed only from the second
-            transaction after it (the previous snapshot still needs them
-            until the next commit). Commit one small transaction now so
-            that the next batch can use everything just freed.             */
-        rc = s_batch_begin(self);
-        if (rc)
-            return s_mdb_fail(self, "make_room: begin", rc);
-        nexus_err_t err = s_batch_finish(self, true);
+        *action = 2;
+        err = s_release(self, &spare_used);
+        if (!err && s_map_used(self, &used, &pending) != 0)
+            err = s_fail(self, NEXUS_ERR_STORE, "make_room: cannot measure the map");
         if (err)
             return err;
-        *action = 2;
-        rc = s_map_used(self, &used);
-        if (rc)
-            return s_mdb_fail(self, "make_room", rc);
     }
-    if (!s_fits(self->map_size, used, need_bytes))
+    if (spare_used) {
+        MDB_envinfo info;
+        rc = mdb_env_set_mapsize(self->env, map);
+        if (!rc)
+            rc = mdb_env_info(self->env, &info);
+        if (rc)
+            return s_mdb_fail(self, "make_room: shrink map", rc);
+        self->map_size = info.me_mapsize;
+    }
+    if (!s_fits(map, used, need_bytes))
         return s_fail(self, NEXUS_ERR_STORE_FULL,
-                      "make_room: %" PRIu64 " of %" PRIu64 " bytes in use, no events to trim",
-                      used, self->map_size);
+                      "make_room: %" PRIu64 " of %" PRIu64 " bytes in use, no events to trim", used,
+                      map);
     return NEXUS_OK;
 }
 

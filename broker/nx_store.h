@@ -106,8 +106,8 @@ nexus_err_t nx_store_get(nx_store_t *self, nx_db_t db, const void *key, size_t k
 /*  Calls fn for every key in db in key order (outside of any batch, in a
     read transaction; key and value are valid during the call only). Stops
     early when fn returns non-zero. Returns NEXUS_OK or NEXUS_ERR_STORE.     */
-typedef int(nx_store_each_fn)(const void *key, size_t key_len, const void *value,
-                              size_t value_len, void *arg);
+typedef int(nx_store_each_fn)(const void *key, size_t key_len, const void *value, size_t value_len,
+                              void *arg);
 nexus_err_t nx_store_foreach(nx_store_t *self, nx_db_t db, nx_store_each_fn *fn, void *arg);
 
 /*  True when a batch is open (something was written since the last commit).*/

@@ -22,10 +22,10 @@
 extern "C" {
 #endif
 
-#define NEXUS_VERSION_MAJOR 0
-#define NEXUS_VERSION_MINOR 1
-#define NEXUS_VERSION_PATCH 0
-#define NEXUS_MAKE_VERSION(major, minor, patch) ((major) * 10000 + (minor) * 100 + (patch))
+#define NEXUS_VERSION_MAJOR                     0
+#define NEXUS_VERSION_MINOR                     1
+#define NEXUS_VERSION_PATCH                     0
+#define NEXUS_MAKE_VERSION(major, minor, patch) ((major)*10000 + (minor)*100 + (patch))
 #define NEXUS_VERSION                                                                              \
     NEXUS_MAKE_VERSION(NEXUS_VERSION_MAJOR, NEXUS_VERSION_MINOR, NEXUS_VERSION_PATCH)
 #define NEXUS_VERSION_STRING "0.1.0"
@@ -79,6 +79,423 @@ NEXUS_EXPORT nexus_err_t nexus_err_from_name(const char *name);
 
 /*  Returns the library version as NEXUS_MAKE_VERSION would build it.        */
 NEXUS_EXPORT int nexus_version(void);
+
+/*  =========================================================================
+    The client API.
+
+    Thread-safety, once for all: every nexus_client_* and the functions
+    taking a client may be called from any thread, concurrently. Control
+    calls (acknowledged publish, history, sessions, claims) are serialized
+    per client: one waits while another is in flight. nexus_recv may be
+    called from several threads; each event goes to exactly one of them.
+    Event, history, records and reply objects are NOT thread-safe: use each
+    from one thread at a time. Nothing here keeps global state besides what
+    CZMQ keeps (its zsys context).
+
+    Errors: functions returning nexus_err_t set a detail text that
+    nexus_client_errmsg () returns (per client, last error of the calling
+    client, not per thread). The codes any control call can return besides
+    those listed with it: NEXUS_ERR_INVALID (bad argument, nothing sent),
+    NEXUS_ERR_TIMEOUT (no reply in time: the outcome is unknown),
+    NEXUS_ERR_UNREACHABLE (the client has not reached the broker yet),
+    NEXUS_ERR_CLOSED (client destroyed or never connected),
+    NEXUS_ERR_UNAUTHORIZED (the broker wants a token), NEXUS_ERR_BUSY,
+    NEXUS_ERR_INTERNAL, NEXUS_ERR_NOMEM.
+    =========================================================================
+*/
+
+/*  Largest session id, work id holder name etc. the SDK copies into the
+    fixed-size fields of nexus_claim_result_t, including the terminator.   */
+#define NEXUS_ID_MAX 257
+
+/*  The default control endpoint when neither the configuration nor the
+    NEXUS_ENDPOINT environment variable gives one.                          */
+#define NEXUS_DEFAULT_ENDPOINT "tcp://127.0.0.1:8451"
+
+struct msgpack_object;
+typedef struct _nexus_client_t nexus_client_t;
+typedef struct _nexus_event_t nexus_event_t;
+typedef struct _nexus_history_t nexus_history_t;
+typedef struct _nexus_records_t nexus_records_t;
+
+/*  ---- Client: life cycle and configuration -----------------------------
+    A client is created unconnected, configured with the setters, then
+    started with nexus_client_connect (). Setters return NEXUS_ERR_INVALID
+    for bad values and NEXUS_ERR_CLOSED once the client is connected (the
+    configuration is fixed from then on). Strings are copied.              */
+
+/*  Creates an unconnected client with defaults: endpoint from the
+    NEXUS_ENDPOINT environment variable or NEXUS_DEFAULT_ENDPOINT, token
+    from NEXUS_TOKEN, no session. Returns NULL when out of memory. Caller
+    owns the client and destroys it with nexus_client_destroy.             */
+NEXUS_EXPORT nexus_client_t *nexus_client_new(void);
+
+/*  Stops the background thread, closes the sockets (pending fire-and-forget
+    events get up to 200 ms to leave), frees queued events, sets *self_p to
+    NULL. Safe with NULL or an already destroyed client. Does NOT unregister
+    the session (call nexus_session_unregister first for a clean goodbye).
+    Must not be called from the client's own callback, nor while another
+    thread is inside a call on the same client.                           */
+NEXUS_EXPORT void nexus_client_destroy(nexus_client_t **self_p);
+
+/*  The control endpoint, "tcp://host:port". The event endpoints derive from
+    it (port+1: events in, port+2: events out) unless set explicitly.
+    "ipc://path" gives path-in and path-out for the event endpoints.       */
+NEXUS_EXPORT nexus_err_t nexus_client_set_endpoint(nexus_client_t *self, const char *endpoint);
+
+/*  Explicit event endpoints: where to publish (the broker's XSUB) and where
+    to subscribe (its XPUB). Either may be NULL to keep the derived one.   */
+NEXUS_EXPORT nexus_err_t nexus_client_set_event_endpoints(nexus_client_t *self,
+                                                          const char *events_in,
+                                                          const char *events_out);
+
+/*  The session this client acts as: its id (NULL: the broker assigns one
+    at nexus_session_register) and, to act as a session registered by some
+    other process (a script's earlier call), its secret (may be NULL).     */
+NEXUS_EXPORT nexus_err_t nexus_client_set_session(nexus_client_t *self, const char *session_id,
+                                                  const char *secret);
+
+/*  Human-readable name of the session (shown by `nexus sessions`).        */
+NEXUS_EXPORT nexus_err_t nexus_client_set_name(nexus_client_t *self, const char *name);
+
+/*  Capabilities as a comma-separated list ("build,test"); replaces any
+    list set before. NULL or "" clears it.                                  */
+NEXUS_EXPORT nexus_err_t nexus_client_set_capabilities(nexus_client_t *self, const char *csv);
+
+/*  Session metadata as JSON object text ('{"host":"a"}'). NEXUS_ERR_INVALID
+    when it does not parse or is not an object.                             */
+NEXUS_EXPORT nexus_err_t nexus_client_set_metadata_json(nexus_client_t *self, const char *json);
+
+/*  Session metadata as one msgpack-encoded map.                            */
+NEXUS_EXPORT nexus_err_t nexus_client_set_metadata_msgpack(nexus_client_t *self, const void *data,
+                                                           size_t size);
+
+/*  The access token sent with every request (NULL clears it).             */
+NEXUS_EXPORT nexus_err_t nexus_client_set_token(nexus_client_t *self, const char *token);
+
+/*  Session heartbeat interval (default 5000 ms; 100..3600000) and session
+    ttl (0: none; keeps the session alive this long without heartbeats).   */
+NEXUS_EXPORT nexus_err_t nexus_client_set_heartbeat(nexus_client_t *self, uint32_t heartbeat_ms,
+                                                    uint64_t ttl_ms);
+
+/*  Reconnection backoff bounds: the first retry waits about min_ms, each
+    failure doubles it up to max_ms, each wait is randomized to 50..100 %
+    (jitter). Defaults 100 and 5000 ms. Requires 1 <= min_ms <= max_ms.    */
+NEXUS_EXPORT nexus_err_t nexus_client_set_reconnect(nexus_client_t *self, uint32_t min_ms,
+                                                    uint32_t max_ms);
+
+/*  How long a control call waits for its reply (default 5000 ms).         */
+NEXUS_EXPORT nexus_err_t nexus_client_set_timeout(nexus_client_t *self, uint32_t timeout_ms);
+
+/*  Largest number of events waiting for nexus_recv (default 10000,
+    1..10000000). When the application does not keep up, the client stops
+    taking events and later fetches the missed ones from the history, so
+    memory stays bounded and nothing is skipped while retention covers it. */
+NEXUS_EXPORT nexus_err_t nexus_client_set_queue_max(nexus_client_t *self, size_t max_events);
+
+/*  Callback mode: every event (and gap event) is handed to fn on the
+    client's background thread instead of being queued for nexus_recv. The
+    event is borrowed: valid only during the call (copy what you keep).
+    fn must not call nexus_client_destroy on this client; it may call any
+    other function, but a control call from fn stalls delivery until it
+    returns. Set before connect.                                            */
+typedef void(nexus_event_fn)(nexus_event_t *event, void *arg);
+NEXUS_EXPORT nexus_err_t nexus_client_set_callback(nexus_client_t *self, nexus_event_fn *fn,
+                                                   void *arg);
+
+/*  Connects the sockets, starts the background thread and pings the
+    broker. Returns NEXUS_OK when the broker answered within the timeout;
+    NEXUS_ERR_UNREACHABLE when it did not: the client is still usable and
+    keeps trying in the background, so a service may start before its
+    broker. NEXUS_ERR_CLOSED when already connected; NEXUS_ERR_INVALID for
+    a bad endpoint.                                                         */
+NEXUS_EXPORT nexus_err_t nexus_client_connect(nexus_client_t *self);
+
+/*  True when the last exchange with the broker succeeded.                  */
+NEXUS_EXPORT int nexus_client_is_connected(nexus_client_t *self);
+
+/*  Detail text of the last error this client returned (the broker's
+    message when the broker refused). Never NULL; valid until the next call
+    on this client from any thread. Use it right after the failing call.   */
+NEXUS_EXPORT const char *nexus_client_errmsg(nexus_client_t *self);
+
+/*  The control endpoint in use. Valid while the client lives.             */
+NEXUS_EXPORT const char *nexus_client_endpoint(nexus_client_t *self);
+
+/*  The session id, or NULL before one is known; and its secret (NULL when
+    unknown). Copied into buf (size bytes); returns buf or NULL.            */
+NEXUS_EXPORT const char *nexus_client_session_id(nexus_client_t *self, char *buf, size_t size);
+NEXUS_EXPORT const char *nexus_client_session_secret(nexus_client_t *self, char *buf, size_t size);
+
+/*  Counters since connect: reconnects seen (the link went down and came
+    back), history pages fetched to fill gaps, events dropped locally
+    because the queue was full (later fetched again from the history).      */
+typedef struct {
+    uint64_t reconnects;     /* times the broker was lost and found again   */
+    uint64_t history_pages;  /* history pages the resume logic fetched       */
+    uint64_t live_events;    /* events delivered straight from the stream   */
+    uint64_t history_events; /* events delivered from the history            */
+    uint64_t queue_drops;    /* stream events not taken (queue full)         */
+    uint64_t gaps;           /* gap events delivered                         */
+    uint64_t last_seq;       /* last seq delivered or examined               */
+} nexus_client_stats_t;
+NEXUS_EXPORT void nexus_client_stats(nexus_client_t *self, nexus_client_stats_t *stats);
+
+/*  ---- Publishing -------------------------------------------------------
+    topic: a valid topic (dot-separated tokens, no wildcards, <= 255 bytes);
+    NEXUS_ERR_BAD_TOPIC otherwise. The event's source is the session id
+    when known, else the name, else empty (CURVE identities override it).  */
+
+/*  Fire-and-forget: queues the event to the broker and returns. The bytes
+    of payload are copied. Returns NEXUS_OK, NEXUS_ERR_BAD_TOPIC,
+    NEXUS_ERR_TOO_LARGE (over 64 MiB), NEXUS_ERR_CLOSED, NEXUS_ERR_BUSY
+    (the send queue to the broker is full: the broker is away or slow; the
+    event was not sent). Events sent while the link is down are lost:
+    use nexus_publish_acked when that matters. Thread-safe.                 */
+NEXUS_EXPORT nexus_err_t nexus_publish(nexus_client_t *self, const char *topic, const void *payload,
+                                       size_t size);
+
+/*  Acknowledged: returns once the event is durable in the broker's store;
+    *seq (may be NULL) receives its sequence number, *ts (may be NULL) its
+    broker timestamp (microseconds since the epoch). Errors: those of any
+    control call, NEXUS_ERR_BAD_TOPIC, NEXUS_ERR_TOO_LARGE,
+    NEXUS_ERR_STORE_FULL, NEXUS_ERR_STORE. After NEXUS_ERR_TIMEOUT the event
+    may or may not have been stored.                                        */
+NEXUS_EXPORT nexus_err_t nexus_publish_acked(nexus_client_t *self, const char *topic,
+                                             const void *payload, size_t size, uint64_t *seq,
+                                             uint64_t *ts);
+
+/*  The same two with a JSON text payload, sent as msgpack (the fabric's
+    payload encoding); {"$base64":"..."} becomes msgpack bin. NULL or ""
+    sends an empty payload. NEXUS_ERR_INVALID when json does not parse.    */
+NEXUS_EXPORT nexus_err_t nexus_publish_json(nexus_client_t *self, const char *topic,
+                                            const char *json);
+NEXUS_EXPORT nexus_err_t nexus_publish_json_acked(nexus_client_t *self, const char *topic,
+                                                  const char *json, uint64_t *seq);
+
+/*  ---- Subscribing and receiving ----------------------------------------
+    Patterns: tokens separated by '.', '*' matches one token, a final '>'
+    one or more; ">" (or "broadcast") matches every topic.
+
+    Delivery guarantee: events matching any pattern arrive once each, in
+    seq order, across broker restarts, SIGKILL and network cuts: after any
+    doubt (reconnect, unanswered request, a hole in the seq sequence, a full
+    queue) the client reads the missed range from the broker's history
+    before it delivers anything newer. When the history no longer holds
+    part of the range (retention), a gap event (NEXUS_EVENT_GAP) gives the
+    missing seq range instead, in its place in the order.                   */
+
+/*  Adds a pattern. Delivery starts from the broker's current last seq
+    unless nexus_client_resume_from () set an earlier starting point.
+    Returns NEXUS_OK, NEXUS_ERR_BAD_PATTERN, NEXUS_ERR_CLOSED (not
+    connected), NEXUS_ERR_INVALID (more than 64 patterns).                  */
+NEXUS_EXPORT nexus_err_t nexus_subscribe(nexus_client_t *self, const char *pattern);
+
+/*  Removes a pattern added before; NEXUS_ERR_NOT_FOUND when it was not.    */
+NEXUS_EXPORT nexus_err_t nexus_unsubscribe(nexus_client_t *self, const char *pattern);
+
+/*  Sets the point to deliver from: the next event delivered is the first
+    matching one with seq > seq (0: from the oldest retained event). Meant
+    for start-up, after connect: call it again later and events after seq
+    are delivered again. Returns NEXUS_OK or NEXUS_ERR_CLOSED.              */
+NEXUS_EXPORT nexus_err_t nexus_client_resume_from(nexus_client_t *self, uint64_t seq);
+
+/*  Waits up to timeout_ms (-1: forever, 0: poll) for the next event.
+    Returns NEXUS_OK with *event set (caller owns it: nexus_event_destroy),
+    NEXUS_ERR_GAP with *event set to a gap event (caller owns it; see
+    nexus_event_gap), NEXUS_ERR_TIMEOUT with *event NULL, NEXUS_ERR_CLOSED
+    (client destroyed while waiting, or never connected), NEXUS_ERR_INVALID
+    (callback mode has no queue).                                           */
+NEXUS_EXPORT nexus_err_t nexus_recv(nexus_client_t *self, int timeout_ms, nexus_event_t **event);
+
+/*  ---- Events -----------------------------------------------------------
+    An event is immutable. Strings returned are NUL-terminated and valid as
+    long as the event lives.                                                */
+typedef enum {
+    NEXUS_EVENT_MESSAGE = 0, /* an event from the fabric                    */
+    NEXUS_EVENT_GAP = 1      /* events [from, to] are lost (retention)       */
+} nexus_event_kind_t;
+
+NEXUS_EXPORT void nexus_event_destroy(nexus_event_t **self_p);
+/*  Returns a copy (caller owns it) or NULL when out of memory.             */
+NEXUS_EXPORT nexus_event_t *nexus_event_dup(const nexus_event_t *self);
+NEXUS_EXPORT nexus_event_kind_t nexus_event_kind(const nexus_event_t *self);
+/*  Seq of the event (for a gap: the last missing seq).                     */
+NEXUS_EXPORT uint64_t nexus_event_seq(const nexus_event_t *self);
+/*  Broker time, microseconds since the Unix epoch (0 for a gap).           */
+NEXUS_EXPORT uint64_t nexus_event_ts(const nexus_event_t *self);
+/*  Topic ("" for a gap) and source ("" when none).                         */
+NEXUS_EXPORT const char *nexus_event_topic(const nexus_event_t *self);
+NEXUS_EXPORT const char *nexus_event_source(const nexus_event_t *self);
+/*  Payload bytes exactly as published; *size receives the length.         */
+NEXUS_EXPORT const void *nexus_event_payload(const nexus_event_t *self, size_t *size);
+/*  For a gap event: the missing range, inclusive. Returns 0, or -1 (and
+    leaves from/to alone) when the event is not a gap.                      */
+NEXUS_EXPORT int nexus_event_gap(const nexus_event_t *self, uint64_t *from, uint64_t *to);
+/*  The payload decoded as one msgpack object (msgpack-c's msgpack_object),
+    or NULL when the payload is empty or not exactly one msgpack value. The
+    object lives as long as the event. Decoded once, then cached.           */
+NEXUS_EXPORT const struct msgpack_object *nexus_event_msgpack(nexus_event_t *self);
+/*  The payload as compact JSON text: msgpack converted to JSON (bin and
+    non-UTF-8 str become {"$base64":"..."}, ext {"$ext":type,"$base64":..},
+    non-string map keys their JSON text); a payload that is not msgpack
+    becomes {"$base64":"..."}; empty gives "null". NULL only when out of
+    memory. Converted once, then cached.                                    */
+NEXUS_EXPORT const char *nexus_event_payload_json(nexus_event_t *self);
+/*  The whole event as one JSON object line:
+    {"seq":N,"ts":N,"topic":"..","source":"..","payload":<payload json>}
+    or for a gap {"gap":{"from":N,"to":N}}. Cached; NULL when out of memory.*/
+NEXUS_EXPORT const char *nexus_event_json(nexus_event_t *self);
+
+/*  ---- History ----------------------------------------------------------
+    An iterator over the broker's history, one page (one request) at a
+    time. Configure, then call nexus_history_next until it gives NULL.      */
+
+/*  Creates a query on client (which must outlive it). Returns NULL when out
+    of memory. Caller owns it.                                              */
+NEXUS_EXPORT nexus_history_t *nexus_history_new(nexus_client_t *client);
+NEXUS_EXPORT void nexus_history_destroy(nexus_history_t **self_p);
+/*  Adds a pattern (none: every topic); at most 64. NEXUS_ERR_BAD_PATTERN,
+    NEXUS_ERR_INVALID.                                                      */
+NEXUS_EXPORT nexus_err_t nexus_history_add_pattern(nexus_history_t *self, const char *pattern);
+/*  Only events with seq > since_seq (0: all) and seq <= until_seq (0: no
+    bound).                                                                 */
+NEXUS_EXPORT void nexus_history_set_seq_range(nexus_history_t *self, uint64_t since_seq,
+                                              uint64_t until_seq);
+/*  Only events with since_us <= ts <= until_us (0: no bound), microseconds
+    since the epoch.                                                        */
+NEXUS_EXPORT void nexus_history_set_time_range(nexus_history_t *self, uint64_t since_us,
+                                               uint64_t until_us);
+/*  Events per page (1..10000, default 1000), newest first when desc != 0.  */
+NEXUS_EXPORT nexus_err_t nexus_history_set_page(nexus_history_t *self, uint32_t page_size,
+                                                int desc);
+/*  Stops after max_events in all (0: no limit).                            */
+NEXUS_EXPORT void nexus_history_set_max(nexus_history_t *self, uint64_t max_events);
+/*  Next event: NEXUS_OK with *event set (caller owns it), or NEXUS_OK with
+    *event NULL at the end; fetches the next page when needed (errors of any
+    control call, NEXUS_ERR_BAD_PATTERN). After an error the iterator may be
+    called again to retry the same page.                                    */
+NEXUS_EXPORT nexus_err_t nexus_history_next(nexus_history_t *self, nexus_event_t **event);
+/*  Fetches the next page now; *count receives its number of events (which
+    nexus_history_next then returns one by one). 0 with *more false: end.   */
+NEXUS_EXPORT nexus_err_t nexus_history_fetch(nexus_history_t *self, size_t *count, int *more);
+/*  Oldest and newest seq the broker held at the last page.                 */
+NEXUS_EXPORT void nexus_history_bounds(nexus_history_t *self, uint64_t *first_seq,
+                                       uint64_t *last_seq);
+/*  Seq to resume from: every event <= this has been returned or did not
+    match (store it to continue later with set_seq_range (cursor, 0)).      */
+NEXUS_EXPORT uint64_t nexus_history_position(nexus_history_t *self);
+
+/*  ---- Records: lists of sessions and claims ----------------------------
+    A read-only list of msgpack maps (session or claim records as
+    docs/coordination-protocol.md describes). Not thread-safe.              */
+NEXUS_EXPORT void nexus_records_destroy(nexus_records_t **self_p);
+NEXUS_EXPORT size_t nexus_records_count(const nexus_records_t *self);
+/*  Field of record index as a string; NULL when absent or not a string.
+    Valid while the records live.                                           */
+NEXUS_EXPORT const char *nexus_records_str(nexus_records_t *self, size_t index, const char *field);
+/*  Field as an unsigned integer (bools give 0/1); 0 when absent.           */
+NEXUS_EXPORT uint64_t nexus_records_u64(const nexus_records_t *self, size_t index,
+                                        const char *field);
+/*  Record index as one compact JSON object; NULL when out of range or out
+    of memory. Valid while the records live.                                */
+NEXUS_EXPORT const char *nexus_records_json(nexus_records_t *self, size_t index);
+/*  The record as msgpack-c object; NULL when out of range.                 */
+NEXUS_EXPORT const struct msgpack_object *nexus_records_msgpack(const nexus_records_t *self,
+                                                                size_t index);
+
+/*  ---- Sessions ---------------------------------------------------------
+    Ops acting as the session send its id and, when known, its secret.     */
+
+/*  Registers (or takes back, with the secret) the configured session with
+    its name, capabilities, metadata, heartbeat and ttl. From then on the
+    background thread sends heartbeats and registers again after losing
+    the broker. The id and secret are then available through
+    nexus_client_session_id/secret. *resumed (may be NULL) tells whether an
+    existing session was taken back. Errors: those of any control call,
+    NEXUS_ERR_BAD_REQUEST, NEXUS_ERR_FORBIDDEN (the id is taken by another
+    owner and no/wrong secret).                                             */
+NEXUS_EXPORT nexus_err_t nexus_session_register(nexus_client_t *self, int *resumed);
+
+/*  Sets the session's state: "available", "busy" or "away"; current_work
+    and text may be NULL. Errors: NEXUS_ERR_NOT_FOUND, NEXUS_ERR_FORBIDDEN,
+    NEXUS_ERR_BAD_REQUEST, NEXUS_ERR_INVALID (no session configured).       */
+NEXUS_EXPORT nexus_err_t nexus_session_status(nexus_client_t *self, const char *state,
+                                              const char *current_work, const char *text);
+
+/*  Ends the session (its claims are released; heartbeats stop).
+ *released (may be NULL) receives the number of claims released.        */
+NEXUS_EXPORT nexus_err_t nexus_session_unregister(nexus_client_t *self, uint64_t *released);
+
+/*  One session record by id (NEXUS_ERR_NOT_FOUND). *out: caller owns.     */
+NEXUS_EXPORT nexus_err_t nexus_session_get(nexus_client_t *self, const char *session_id,
+                                           nexus_records_t **out);
+
+/*  Sessions the broker knows; all != 0 includes gone ones seen recently.  */
+NEXUS_EXPORT nexus_err_t nexus_sessions_list(nexus_client_t *self, int all, nexus_records_t **out);
+
+/*  Sessions having every capability of the comma-separated list csv;
+    available != 0 keeps only those in state "available".                  */
+NEXUS_EXPORT nexus_err_t nexus_sessions_find(nexus_client_t *self, const char *csv, int available,
+                                             nexus_records_t **out);
+
+/*  ---- Claims -----------------------------------------------------------
+    Work items are claimed by the client's session (configure one and
+    register it, or give the id and secret of a registered one). Every
+    mutating call carries the fencing token the claim returned: a holder
+    whose lease expired gets NEXUS_ERR_STALE_TOKEN, never silently wins.    */
+typedef struct {
+    uint64_t token;            /* fencing token when granted, else 0         */
+    uint64_t expires_at;       /* lease end, microseconds since the epoch    */
+    char holder[NEXUS_ID_MAX]; /* session holding the item                   */
+    char state[16];            /* on NEXUS_ERR_DENIED: claimed or completed  */
+} nexus_claim_result_t;
+
+/*  Claims work_id (1..256 bytes) for ttl_ms (0: broker default 30 s) with
+    an optional description. NEXUS_OK: granted, result->token is the fencing
+    token. NEXUS_ERR_DENIED: someone else holds it (or it is completed);
+    result->holder, ->expires_at and ->state tell who and until when.
+    result may be NULL. Other errors: NEXUS_ERR_INVALID (no session),
+    NEXUS_ERR_FORBIDDEN, NEXUS_ERR_NOT_FOUND (session unknown),
+    NEXUS_ERR_BAD_REQUEST.                                                  */
+NEXUS_EXPORT nexus_err_t nexus_claim(nexus_client_t *self, const char *work_id, uint64_t ttl_ms,
+                                     const char *description, nexus_claim_result_t *result);
+
+/*  Extends the lease; *expires_at (may be NULL) receives the new end.
+    Errors: NEXUS_ERR_STALE_TOKEN, NEXUS_ERR_FORBIDDEN, NEXUS_ERR_CONFLICT
+    (lease already expired or item not claimed), NEXUS_ERR_NOT_FOUND.      */
+NEXUS_EXPORT nexus_err_t nexus_renew(nexus_client_t *self, const char *work_id, uint64_t token,
+                                     uint64_t ttl_ms, uint64_t *expires_at);
+
+/*  Gives the item back (reason may be NULL). Errors as nexus_renew.       */
+NEXUS_EXPORT nexus_err_t nexus_release(nexus_client_t *self, const char *work_id, uint64_t token,
+                                       const char *reason);
+
+/*  Closes the item for good, with an optional result as JSON text (NULL:
+    none). Errors as nexus_renew, and NEXUS_ERR_INVALID for bad JSON.       */
+NEXUS_EXPORT nexus_err_t nexus_complete(nexus_client_t *self, const char *work_id, uint64_t token,
+                                        const char *result_json);
+
+/*  Claim records, filtered by holder session, state and work id prefix
+    (each may be NULL); limit 0 means the broker default (1000).           */
+NEXUS_EXPORT nexus_err_t nexus_claims_list(nexus_client_t *self, const char *holder,
+                                           const char *state, const char *prefix, uint32_t limit,
+                                           nexus_records_t **out);
+
+/*  ---- Raw requests ------------------------------------------------------
+    Sends one control request given as a JSON object with an "op" (the
+    client adds id, token and, unless present, session and secret for ops
+    that start with "session." or "work."), and returns the whole reply as
+    compact JSON text in *reply_json (caller frees it with free ()), also
+    when the broker refused (then the return value is the error code).
+    For ops this header has no function for (health, state, ...).          */
+NEXUS_EXPORT nexus_err_t nexus_request_json(nexus_client_t *self, const char *request_json,
+                                            char **reply_json);
+
+/*  Converts one msgpack value (data, size) to compact JSON text as
+    nexus_event_payload_json does; caller frees the result with free ().
+    NULL when out of memory.                                                */
+NEXUS_EXPORT char *nexus_msgpack_to_json(const void *data, size_t size);
 
 #ifdef __cplusplus
 }

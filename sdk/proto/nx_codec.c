@@ -18,7 +18,7 @@
 
 void nx_put_u64(uint8_t *buf, uint64_t value)
 {
-    for(int i = 7; i >= 0; i--) {
+    for (int i = 7; i >= 0; i--) {
         buf[i] = (uint8_t)(value & 0xff);
         value >>= 8;
     }
@@ -27,7 +27,7 @@ void nx_put_u64(uint8_t *buf, uint64_t value)
 uint64_t nx_get_u64(const uint8_t *buf)
 {
     uint64_t value = 0;
-    for(int i = 0; i < 8; i++)
+    for (int i = 0; i < 8; i++)
         value = (value << 8) | buf[i];
     return value;
 }
@@ -37,19 +37,19 @@ uint64_t nx_get_u64(const uint8_t *buf)
 size_t nx_stamp_encode(uint8_t *buf, uint64_t seq, uint64_t ts, const char *source,
                        size_t source_len)
 {
-    if(source_len > NX_SOURCE_MAX || (source_len && !source))
+    if (source_len > NX_SOURCE_MAX || (source_len && !source))
         return 0;
     buf[0] = NX_STAMP_VERSION;
     nx_put_u64(buf + 1, seq);
     nx_put_u64(buf + 9, ts);
-    if(source_len)
+    if (source_len)
         memcpy(buf + NX_STAMP_HEAD, source, source_len);
     return NX_STAMP_HEAD + source_len;
 }
 
 int nx_stamp_decode(const uint8_t *buf, size_t len, nx_stamp_t *stamp)
 {
-    if(!buf || len < NX_STAMP_HEAD || len > NX_STAMP_MAX || buf[0] != NX_STAMP_VERSION)
+    if (!buf || len < NX_STAMP_HEAD || len > NX_STAMP_MAX || buf[0] != NX_STAMP_VERSION)
         return -1;
     stamp->seq = nx_get_u64(buf + 1);
     stamp->ts = nx_get_u64(buf + 9);
@@ -69,8 +69,8 @@ size_t nx_record_encode(uint8_t *buf, uint64_t ts, const char *topic, size_t top
                         const char *source, size_t source_len, const uint8_t *payload,
                         size_t payload_len)
 {
-    if(topic_len > NX_TOPIC_MAX || source_len > NX_SOURCE_MAX || (topic_len && !topic) ||
-       (source_len && !source) || (payload_len && !payload))
+    if (topic_len > NX_TOPIC_MAX || source_len > NX_SOURCE_MAX || (topic_len && !topic) ||
+        (source_len && !source) || (payload_len && !payload))
         return 0;
     buf[0] = NX_RECORD_VERSION;
     nx_put_u64(buf + 1, ts);
@@ -79,28 +79,28 @@ size_t nx_record_encode(uint8_t *buf, uint64_t ts, const char *topic, size_t top
     buf[11] = (uint8_t)source_len;
     size_t off = NX_RECORD_HEAD;
     /* memcpy with a NULL source is undefined even for 0 bytes.             */
-    if(topic_len)
+    if (topic_len)
         memcpy(buf + off, topic, topic_len);
     off += topic_len;
-    if(source_len)
+    if (source_len)
         memcpy(buf + off, source, source_len);
     off += source_len;
-    if(payload_len)
+    if (payload_len)
         memcpy(buf + off, payload, payload_len);
     return off + payload_len;
 }
 
 int nx_record_decode(const uint8_t *buf, size_t len, nx_record_t *rec)
 {
-    if(!buf || len < NX_RECORD_HEAD || buf[0] != NX_RECORD_VERSION)
+    if (!buf || len < NX_RECORD_HEAD || buf[0] != NX_RECORD_VERSION)
         return -1;
     size_t topic_len = ((size_t)buf[9] << 8) | buf[10];
     size_t source_len = buf[11];
     /* The encoder never writes longer fields, so longer ones mean a
        corrupt record.                                                      */
-    if(topic_len > NX_TOPIC_MAX || source_len > NX_SOURCE_MAX)
+    if (topic_len > NX_TOPIC_MAX || source_len > NX_SOURCE_MAX)
         return -1;
-    if(len - NX_RECORD_HEAD < topic_len + source_len)
+    if (len - NX_RECORD_HEAD < topic_len + source_len)
         return -1;
     rec->ts = nx_get_u64(buf + 1);
     rec->topic = (const char *)buf + NX_RECORD_HEAD;
@@ -116,14 +116,14 @@ int nx_record_decode(const uint8_t *buf, size_t len, nx_record_t *rec)
 
 const msgpack_object *nx_map_get(const msgpack_object *map, const char *key)
 {
-    if(!map || !key || map->type != MSGPACK_OBJECT_MAP)
+    if (!map || !key || map->type != MSGPACK_OBJECT_MAP)
         return NULL;
     size_t key_len = strlen(key);
-    for(uint32_t i = 0; i < map->via.map.size; i++) {
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object_kv *kv = &map->via.map.ptr[i];
-        if(kv->key.type != MSGPACK_OBJECT_STR || kv->key.via.str.size != key_len)
+        if (kv->key.type != MSGPACK_OBJECT_STR || kv->key.via.str.size != key_len)
             continue;
-        if(key_len == 0 || memcmp(kv->key.via.str.ptr, key, key_len) == 0)
+        if (key_len == 0 || memcmp(kv->key.via.str.ptr, key, key_len) == 0)
             return &kv->val;
     }
     return NULL;
@@ -132,14 +132,14 @@ const msgpack_object *nx_map_get(const msgpack_object *map, const char *key)
 /*  Writes "field 'key' must be <what>" and returns BAD_REQUEST.            */
 static nexus_err_t s_bad_type(const char *key, const char *what, char *err_buf)
 {
-    if(err_buf)
+    if (err_buf)
         snprintf(err_buf, NX_ERRMSG_MAX, "field '%s' must be %s", key, what);
     return NEXUS_ERR_BAD_REQUEST;
 }
 
 static nexus_err_t s_missing(const char *key, char *err_buf)
 {
-    if(err_buf)
+    if (err_buf)
         snprintf(err_buf, NX_ERRMSG_MAX, "missing field '%s'", key ? key : "");
     return NEXUS_ERR_BAD_REQUEST;
 }
@@ -148,13 +148,13 @@ nexus_err_t nx_map_str(const msgpack_object *map, const char *key, const char **
                        size_t *out_len, char *err_buf)
 {
     const msgpack_object *val = nx_map_get(map, key);
-    if(!val)
+    if (!val)
         return NEXUS_OK;
-    if(val->type != MSGPACK_OBJECT_STR)
+    if (val->type != MSGPACK_OBJECT_STR)
         return s_bad_type(key, "a string", err_buf);
-    if(out)
+    if (out)
         *out = val->via.str.ptr;
-    if(out_len)
+    if (out_len)
         *out_len = val->via.str.size;
     return NEXUS_OK;
 }
@@ -162,7 +162,7 @@ nexus_err_t nx_map_str(const msgpack_object *map, const char *key, const char **
 nexus_err_t nx_map_str_req(const msgpack_object *map, const char *key, const char **out,
                            size_t *out_len, char *err_buf)
 {
-    if(!nx_map_get(map, key))
+    if (!nx_map_get(map, key))
         return s_missing(key, err_buf);
     return nx_map_str(map, key, out, out_len, err_buf);
 }
@@ -170,20 +170,20 @@ nexus_err_t nx_map_str_req(const msgpack_object *map, const char *key, const cha
 nexus_err_t nx_map_u64(const msgpack_object *map, const char *key, uint64_t *out, char *err_buf)
 {
     const msgpack_object *val = nx_map_get(map, key);
-    if(!val)
+    if (!val)
         return NEXUS_OK;
     /* msgpack-c unpacks every integer >= 0 as POSITIVE_INTEGER, so this
        rejects negatives, floats and everything else.                      */
-    if(val->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+    if (val->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return s_bad_type(key, "a non-negative integer", err_buf);
-    if(out)
+    if (out)
         *out = val->via.u64;
     return NEXUS_OK;
 }
 
 nexus_err_t nx_map_u64_req(const msgpack_object *map, const char *key, uint64_t *out, char *err_buf)
 {
-    if(!nx_map_get(map, key))
+    if (!nx_map_get(map, key))
         return s_missing(key, err_buf);
     return nx_map_u64(map, key, out, err_buf);
 }
@@ -191,11 +191,11 @@ nexus_err_t nx_map_u64_req(const msgpack_object *map, const char *key, uint64_t 
 nexus_err_t nx_map_bool(const msgpack_object *map, const char *key, bool *out, char *err_buf)
 {
     const msgpack_object *val = nx_map_get(map, key);
-    if(!val)
+    if (!val)
         return NEXUS_OK;
-    if(val->type != MSGPACK_OBJECT_BOOLEAN)
+    if (val->type != MSGPACK_OBJECT_BOOLEAN)
         return s_bad_type(key, "a boolean", err_buf);
-    if(out)
+    if (out)
         *out = val->via.boolean;
     return NEXUS_OK;
 }
@@ -204,21 +204,21 @@ nexus_err_t nx_map_bytes(const msgpack_object *map, const char *key, const uint8
                          size_t *out_len, char *err_buf)
 {
     const msgpack_object *val = nx_map_get(map, key);
-    if(!val)
+    if (!val)
         return NEXUS_OK;
     const void *ptr;
     size_t size;
-    if(val->type == MSGPACK_OBJECT_BIN) {
+    if (val->type == MSGPACK_OBJECT_BIN) {
         ptr = val->via.bin.ptr;
         size = val->via.bin.size;
-    } else if(val->type == MSGPACK_OBJECT_STR) {
+    } else if (val->type == MSGPACK_OBJECT_STR) {
         ptr = val->via.str.ptr;
         size = val->via.str.size;
     } else
         return s_bad_type(key, "bytes (bin or str)", err_buf);
-    if(out)
+    if (out)
         *out = (const uint8_t *)ptr;
-    if(out_len)
+    if (out_len)
         *out_len = size;
     return NEXUS_OK;
 }
@@ -227,14 +227,14 @@ nexus_err_t nx_map_str_array(const msgpack_object *map, const char *key,
                              const msgpack_object_array **out, char *err_buf)
 {
     const msgpack_object *val = nx_map_get(map, key);
-    if(!val)
+    if (!val)
         return NEXUS_OK;
-    if(val->type != MSGPACK_OBJECT_ARRAY)
+    if (val->type != MSGPACK_OBJECT_ARRAY)
         return s_bad_type(key, "an array of strings", err_buf);
-    for(uint32_t i = 0; i < val->via.array.size; i++)
-        if(val->via.array.ptr[i].type != MSGPACK_OBJECT_STR)
+    for (uint32_t i = 0; i < val->via.array.size; i++)
+        if (val->via.array.ptr[i].type != MSGPACK_OBJECT_STR)
             return s_bad_type(key, "an array of strings", err_buf);
-    if(out)
+    if (out)
         *out = &val->via.array;
     return NEXUS_OK;
 }
@@ -245,7 +245,7 @@ nexus_err_t nx_map_str_array(const msgpack_object *map, const char *key,
     wire instead of crashing the packer.                                    */
 void nx_pack_str(msgpack_packer *pk, const char *str)
 {
-    if(!str)
+    if (!str)
         msgpack_pack_nil(pk);
     else
         msgpack_pack_str_with_body(pk, str, strlen(str));
@@ -253,7 +253,7 @@ void nx_pack_str(msgpack_packer *pk, const char *str)
 
 void nx_pack_strn(msgpack_packer *pk, const char *str, size_t len)
 {
-    if(!str && len)
+    if (!str && len)
         msgpack_pack_nil(pk);
     else
         msgpack_pack_str_with_body(pk, str ? str : "", len);
@@ -292,7 +292,7 @@ void nx_pack_kv_double(msgpack_packer *pk, const char *key, double value)
 void nx_pack_kv_bool(msgpack_packer *pk, const char *key, bool value)
 {
     nx_pack_str(pk, key);
-    if(value)
+    if (value)
         msgpack_pack_true(pk);
     else
         msgpack_pack_false(pk);
@@ -301,7 +301,7 @@ void nx_pack_kv_bool(msgpack_packer *pk, const char *key, bool value)
 void nx_pack_kv_bin(msgpack_packer *pk, const char *key, const void *data, size_t len)
 {
     nx_pack_str(pk, key);
-    if(!data && len)
+    if (!data && len)
         msgpack_pack_nil(pk);
     else
         msgpack_pack_bin_with_body(pk, data ? data : "", len);

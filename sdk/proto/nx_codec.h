@@ -106,8 +106,7 @@ nexus_err_t nx_map_str(const msgpack_object *map, const char *key, const char **
 nexus_err_t nx_map_str_req(const msgpack_object *map, const char *key, const char **out,
                            size_t *out_len, char *err_buf);
 /*  Accepts positive integers only (and 0).                                 */
-nexus_err_t nx_map_u64(const msgpack_object *map, const char *key, uint64_t *out,
-                       char *err_buf);
+nexus_err_t nx_map_u64(const msgpack_object *map, const char *key, uint64_t *out, char *err_buf);
 nexus_err_t nx_map_u64_req(const msgpack_object *map, const char *key, uint64_t *out,
                            char *err_buf);
 nexus_err_t nx_map_bool(const msgpack_object *map, const char *key, bool *out, char *err_buf);

@@ -89,7 +89,7 @@ static void s_err(char *err_buf, size_t err_size, const char *fmt, ...)
 
 static void s_err(char *err_buf, size_t err_size, const char *fmt, ...)
 {
-    if(!err_buf || err_size == 0)
+    if (!err_buf || err_size == 0)
         return;
     va_list args;
     va_start(args, fmt);
@@ -107,15 +107,15 @@ static void s_err(char *err_buf, size_t err_size, const char *fmt, ...)
        an error rather than a silently wrapped limit.                      */
 static int s_parse_scaled(const char *text, const s_unit_t *units, uint64_t *out)
 {
-    if(!text)
+    if (!text)
         return -1;
     const char *p = text;
-    if(!isdigit((unsigned char)*p))
+    if (!isdigit((unsigned char)*p))
         return -1;
     uint64_t whole = 0;
-    while(isdigit((unsigned char)*p)) {
+    while (isdigit((unsigned char)*p)) {
         unsigned digit = (unsigned)(*p - '0');
-        if(whole > (UINT64_MAX - digit) / 10)
+        if (whole > (UINT64_MAX - digit) / 10)
             return -1;
         whole = whole * 10 + digit;
         p++;
@@ -123,14 +123,14 @@ static int s_parse_scaled(const char *text, const s_unit_t *units, uint64_t *out
     uint64_t frac = 0;
     uint64_t frac_div = 1;
     bool has_frac = false;
-    if(*p == '.') {
+    if (*p == '.') {
         p++;
-        if(!isdigit((unsigned char)*p))
+        if (!isdigit((unsigned char)*p))
             return -1;
         has_frac = true;
         int kept = 0;
-        while(isdigit((unsigned char)*p)) {
-            if(kept < S_FRAC_DIGITS) {
+        while (isdigit((unsigned char)*p)) {
+            if (kept < S_FRAC_DIGITS) {
                 frac = frac * 10 + (uint64_t)(*p - '0');
                 frac_div *= 10;
                 kept++;
@@ -139,17 +139,17 @@ static int s_parse_scaled(const char *text, const s_unit_t *units, uint64_t *out
         }
     }
     const s_unit_t *unit = units;
-    while(unit->suffix && strcmp(unit->suffix, p) != 0)
+    while (unit->suffix && strcmp(unit->suffix, p) != 0)
         unit++;
-    if(!unit->suffix)
+    if (!unit->suffix)
         return -1;
-    if(has_frac && unit->scale == 1)
+    if (has_frac && unit->scale == 1)
         return -1;
-    if(whole > UINT64_MAX / unit->scale)
+    if (whole > UINT64_MAX / unit->scale)
         return -1;
     uint64_t value = whole * unit->scale;
     uint64_t part = frac * unit->scale / frac_div;
-    if(value > UINT64_MAX - part)
+    if (value > UINT64_MAX - part)
         return -1;
     *out = value + part;
     return 0;
@@ -158,9 +158,9 @@ static int s_parse_scaled(const char *text, const s_unit_t *units, uint64_t *out
 int nx_conf_parse_size(const char *text, uint64_t *bytes)
 {
     uint64_t value;
-    if(s_parse_scaled(text, s_size_units, &value) != 0)
+    if (s_parse_scaled(text, s_size_units, &value) != 0)
         return -1;
-    if(bytes)
+    if (bytes)
         *bytes = value;
     return 0;
 }
@@ -168,9 +168,9 @@ int nx_conf_parse_size(const char *text, uint64_t *bytes)
 int nx_conf_parse_duration(const char *text, uint64_t *ms)
 {
     uint64_t value;
-    if(s_parse_scaled(text, s_duration_units, &value) != 0)
+    if (s_parse_scaled(text, s_duration_units, &value) != 0)
         return -1;
-    if(ms)
+    if (ms)
         *ms = value;
     return 0;
 }
@@ -179,8 +179,8 @@ int nx_conf_parse_duration(const char *text, uint64_t *ms)
     parses back to the same number ("1M", "90s"; "1025" stays bytes).      */
 static void s_format_unit(uint64_t value, const s_unit_t *units, const char *base, char *buf)
 {
-    for(const s_unit_t *unit = units; value && unit->suffix; unit++) {
-        if(value % unit->scale == 0) {
+    for (const s_unit_t *unit = units; value && unit->suffix; unit++) {
+        if (value % unit->scale == 0) {
             snprintf(buf, S_NUM_MAX, "%" PRIu64 "%s", value / unit->scale, unit->suffix);
             return;
         }
@@ -191,9 +191,9 @@ static void s_format_unit(uint64_t value, const s_unit_t *units, const char *bas
 /*  Formats a numeric value in the unit its type is written in.            */
 static void s_format_number(nx_conf_type_t type, uint64_t value, char *buf)
 {
-    if(type == NX_CONF_SIZE)
+    if (type == NX_CONF_SIZE)
         s_format_unit(value, s_size_out, "", buf);
-    else if(type == NX_CONF_DURATION)
+    else if (type == NX_CONF_DURATION)
         s_format_unit(value, s_duration_out, "ms", buf);
     else
         snprintf(buf, S_NUM_MAX, "%" PRIu64, value);
@@ -209,7 +209,7 @@ static void s_format_bounds(const nx_conf_key_t *key, char *buf, size_t size)
 {
     char lo[S_NUM_MAX], hi[S_NUM_MAX];
     s_format_number(key->type, key->min, lo);
-    if(key->max) {
+    if (key->max) {
         s_format_number(key->type, key->max, hi);
         snprintf(buf, size, "%s..%s", lo, hi);
     } else
@@ -221,10 +221,10 @@ static void s_format_bounds(const nx_conf_key_t *key, char *buf, size_t size)
 static bool s_name_eq(const char *table_name, const char *name, size_t len)
 {
     size_t i;
-    for(i = 0; i < len && table_name[i]; i++) {
+    for (i = 0; i < len && table_name[i]; i++) {
         char a = table_name[i] == '-' ? '_' : table_name[i];
         char b = name[i] == '-' ? '_' : name[i];
-        if(a != b)
+        if (a != b)
             return false;
     }
     return i == len && table_name[i] == '\0';
@@ -233,8 +233,8 @@ static bool s_name_eq(const char *table_name, const char *name, size_t len)
 static const nx_conf_key_t *s_find(const nx_conf_key_t *table, size_t count, const char *name,
                                    size_t len)
 {
-    for(size_t i = 0; i < count; i++)
-        if(s_name_eq(table[i].name, name, len))
+    for (size_t i = 0; i < count; i++)
+        if (s_name_eq(table[i].name, name, len))
             return &table[i];
     return NULL;
 }
@@ -243,17 +243,17 @@ static const nx_conf_key_t *s_find(const nx_conf_key_t *table, size_t count, con
     for booleans, because environment values are often upper-case.        */
 static int s_choice_index(const char *choices, const char *value)
 {
-    if(!choices)
+    if (!choices)
         return -1;
     size_t len = strlen(value);
     int index = 0;
     const char *start = choices;
-    while(true) {
+    while (true) {
         const char *end = strchr(start, '|');
         size_t item = end ? (size_t)(end - start) : strlen(start);
-        if(item == len && strncasecmp(start, value, len) == 0)
+        if (item == len && strncasecmp(start, value, len) == 0)
             return index;
-        if(!end)
+        if (!end)
             return -1;
         start = end + 1;
         index++;
@@ -264,12 +264,12 @@ static int s_choice_index(const char *choices, const char *value)
 static const char *s_choice_name(const char *choices, int index, char *buf, size_t size)
 {
     const char *start = choices;
-    for(int i = 0; start && i < index; i++) {
+    for (int i = 0; start && i < index; i++) {
         start = strchr(start, '|');
-        if(start)
+        if (start)
             start++;
     }
-    if(!start || index < 0) {
+    if (!start || index < 0) {
         snprintf(buf, size, "?");
         return buf;
     }
@@ -283,12 +283,12 @@ static int s_parse_bool(const char *value, bool *out)
 {
     static const char *const yes[] = {"true", "yes", "on", "1", NULL};
     static const char *const no[] = {"false", "no", "off", "0", NULL};
-    for(int i = 0; yes[i]; i++) {
-        if(strcasecmp(value, yes[i]) == 0) {
+    for (int i = 0; yes[i]; i++) {
+        if (strcasecmp(value, yes[i]) == 0) {
             *out = true;
             return 0;
         }
-        if(strcasecmp(value, no[i]) == 0) {
+        if (strcasecmp(value, no[i]) == 0) {
             *out = false;
             return 0;
         }
@@ -299,16 +299,16 @@ static int s_parse_bool(const char *value, bool *out)
 /*  Plain unsigned decimal, no sign, no suffix, no overflow.               */
 static int s_parse_u64(const char *text, uint64_t *out)
 {
-    if(!isdigit((unsigned char)*text))
+    if (!isdigit((unsigned char)*text))
         return -1;
     uint64_t value = 0;
-    for(; isdigit((unsigned char)*text); text++) {
+    for (; isdigit((unsigned char)*text); text++) {
         unsigned digit = (unsigned)(*text - '0');
-        if(value > (UINT64_MAX - digit) / 10)
+        if (value > (UINT64_MAX - digit) / 10)
             return -1;
         value = value * 10 + digit;
     }
-    if(*text)
+    if (*text)
         return -1;
     *out = value;
     return 0;
@@ -320,14 +320,14 @@ static nexus_err_t s_set_key(const nx_conf_key_t *key, void *settings, const cha
                              char *err_buf, size_t err_size)
 {
     char *field = (char *)settings + key->offset;
-    if(!value) {
+    if (!value) {
         s_err(err_buf, err_size, "%s: missing value", key->name);
         return NEXUS_ERR_INVALID;
     }
-    switch(key->type) {
+    switch (key->type) {
     case NX_CONF_STRING: {
         char *copy = strdup(value);
-        if(!copy) {
+        if (!copy) {
             s_err(err_buf, err_size, "%s: out of memory", key->name);
             return NEXUS_ERR_NOMEM;
         }
@@ -342,21 +342,21 @@ static nexus_err_t s_set_key(const nx_conf_key_t *key, void *settings, const cha
         uint64_t number;
         int rc;
         const char *expect;
-        if(key->type == NX_CONF_U64) {
+        if (key->type == NX_CONF_U64) {
             rc = s_parse_u64(value, &number);
             expect = "an unsigned integer";
-        } else if(key->type == NX_CONF_SIZE) {
+        } else if (key->type == NX_CONF_SIZE) {
             rc = nx_conf_parse_size(value, &number);
             expect = "a size such as 1024, 64k, 1M or 1.5G";
         } else {
             rc = nx_conf_parse_duration(value, &number);
             expect = "a duration such as 250ms, 10s, 5m, 2h or 7d";
         }
-        if(rc != 0) {
+        if (rc != 0) {
             s_err(err_buf, err_size, "%s: '%s' is not %s", key->name, value, expect);
             return NEXUS_ERR_INVALID;
         }
-        if(number < key->min || (key->max && number > key->max)) {
+        if (number < key->min || (key->max && number > key->max)) {
             char bounds[2 * S_NUM_MAX + 16];
             s_format_bounds(key, bounds, sizeof bounds);
             s_err(err_buf, err_size, "%s: '%s' is out of bounds (%s)", key->name, value, bounds);
@@ -367,7 +367,7 @@ static nexus_err_t s_set_key(const nx_conf_key_t *key, void *settings, const cha
     }
     case NX_CONF_BOOL: {
         bool flag;
-        if(s_parse_bool(value, &flag) != 0) {
+        if (s_parse_bool(value, &flag) != 0) {
             s_err(err_buf, err_size, "%s: '%s' is not a boolean (true/false/yes/no/on/off/1/0)",
                   key->name, value);
             return NEXUS_ERR_INVALID;
@@ -377,7 +377,7 @@ static nexus_err_t s_set_key(const nx_conf_key_t *key, void *settings, const cha
     }
     case NX_CONF_ENUM: {
         int index = s_choice_index(key->choices, value);
-        if(index < 0) {
+        if (index < 0) {
             s_err(err_buf, err_size, "%s: '%s' is not one of %s", key->name, value,
                   key->choices ? key->choices : "(no choices)");
             return NEXUS_ERR_INVALID;
@@ -395,7 +395,7 @@ static nexus_err_t s_set_key(const nx_conf_key_t *key, void *settings, const cha
 static void s_clear_key(const nx_conf_key_t *key, void *settings)
 {
     char *field = (char *)settings + key->offset;
-    switch(key->type) {
+    switch (key->type) {
     case NX_CONF_STRING: {
         char **slot = (char **)field;
         free(*slot);
@@ -419,14 +419,14 @@ static void s_clear_key(const nx_conf_key_t *key, void *settings)
 nexus_err_t nx_conf_defaults(const nx_conf_key_t *table, size_t count, void *settings,
                              char *err_buf, size_t err_size)
 {
-    for(size_t i = 0; i < count; i++) {
-        if(!table[i].dflt) {
+    for (size_t i = 0; i < count; i++) {
+        if (!table[i].dflt) {
             s_clear_key(&table[i], settings);
             continue;
         }
         char detail[256];
         nexus_err_t rc = s_set_key(&table[i], settings, table[i].dflt, detail, sizeof detail);
-        if(rc != NEXUS_OK) {
+        if (rc != NEXUS_OK) {
             s_err(err_buf, err_size, "bad default: %s", detail);
             return rc;
         }
@@ -437,12 +437,12 @@ nexus_err_t nx_conf_defaults(const nx_conf_key_t *table, size_t count, void *set
 nexus_err_t nx_conf_set(const nx_conf_key_t *table, size_t count, void *settings, const char *name,
                         const char *value, char *err_buf, size_t err_size)
 {
-    if(!name) {
+    if (!name) {
         s_err(err_buf, err_size, "missing key name");
         return NEXUS_ERR_INVALID;
     }
     const nx_conf_key_t *key = s_find(table, count, name, strlen(name));
-    if(!key) {
+    if (!key) {
         s_err(err_buf, err_size, "unknown key '%s'", name);
         return NEXUS_ERR_NOT_FOUND;
     }
@@ -452,30 +452,30 @@ nexus_err_t nx_conf_set(const nx_conf_key_t *table, size_t count, void *settings
 nexus_err_t nx_conf_load_file(const nx_conf_key_t *table, size_t count, void *settings,
                               const char *path, char *err_buf, size_t err_size)
 {
-    if(!path) {
+    if (!path) {
         s_err(err_buf, err_size, "missing config file name");
         return NEXUS_ERR_INVALID;
     }
     //  zconfig_load returns NULL both for a missing file and for bad syntax;
     //  opening the file first tells the two apart for the operator.
     FILE *probe = fopen(path, "r");
-    if(!probe) {
+    if (!probe) {
         int err = errno;
         s_err(err_buf, err_size, "%s: %s", path, strerror(err));
         return err == ENOENT ? NEXUS_ERR_NOT_FOUND : NEXUS_ERR_INVALID;
     }
     fclose(probe);
     zconfig_t *root = zconfig_load(path);
-    if(!root) {
+    if (!root) {
         s_err(err_buf, err_size, "%s: not a valid ZPL file", path);
         return NEXUS_ERR_INVALID;
     }
     nexus_err_t rc = NEXUS_OK;
-    for(zconfig_t *item = zconfig_child(root); item; item = zconfig_next(item)) {
+    for (zconfig_t *item = zconfig_child(root); item; item = zconfig_next(item)) {
         const char *name = zconfig_name(item);
         const char *value = zconfig_value(item);
         char detail[256];
-        if(zconfig_child(item)) {
+        if (zconfig_child(item)) {
             //  Our settings are flat; a section is a typo or a file meant
             //  for another program, and silently ignoring it would hide that.
             s_err(err_buf, err_size, "%s: '%s' has nested keys; settings are top-level only", path,
@@ -484,7 +484,7 @@ nexus_err_t nx_conf_load_file(const nx_conf_key_t *table, size_t count, void *se
             break;
         }
         rc = nx_conf_set(table, count, settings, name, value ? value : "", detail, sizeof detail);
-        if(rc != NEXUS_OK) {
+        if (rc != NEXUS_OK) {
             s_err(err_buf, err_size, "%s: %s", path, detail);
             break;
         }
@@ -497,11 +497,11 @@ nexus_err_t nx_conf_load_file(const nx_conf_key_t *table, size_t count, void *se
 static int s_env_name(const char *name, char *buf, size_t size)
 {
     size_t prefix = strlen("NEXUS_");
-    if(prefix + strlen(name) + 1 > size)
+    if (prefix + strlen(name) + 1 > size)
         return -1;
     memcpy(buf, "NEXUS_", prefix);
     size_t i;
-    for(i = 0; name[i]; i++)
+    for (i = 0; name[i]; i++)
         buf[prefix + i] = name[i] == '-' ? '_' : (char)toupper((unsigned char)name[i]);
     buf[prefix + i] = '\0';
     return 0;
@@ -510,18 +510,18 @@ static int s_env_name(const char *name, char *buf, size_t size)
 nexus_err_t nx_conf_load_env(const nx_conf_key_t *table, size_t count, void *settings,
                              char *err_buf, size_t err_size)
 {
-    for(size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < count; i++) {
         char env_name[S_NAME_MAX + 8];
-        if(s_env_name(table[i].name, env_name, sizeof env_name) != 0)
+        if (s_env_name(table[i].name, env_name, sizeof env_name) != 0)
             continue;
         //  A variable set to the empty string counts as set: that is how an
         //  operator clears a string setting from the environment.
         const char *value = getenv(env_name);
-        if(!value)
+        if (!value)
             continue;
         char detail[256];
         nexus_err_t rc = s_set_key(&table[i], settings, value, detail, sizeof detail);
-        if(rc != NEXUS_OK) {
+        if (rc != NEXUS_OK) {
             s_err(err_buf, err_size, "environment %s: %s", env_name, detail);
             return rc;
         }
@@ -531,8 +531,8 @@ nexus_err_t nx_conf_load_env(const nx_conf_key_t *table, size_t count, void *set
 
 static bool s_is_passthrough(const char *arg, const char *const *passthrough)
 {
-    for(size_t i = 0; passthrough && passthrough[i]; i++)
-        if(strcmp(arg, passthrough[i]) == 0)
+    for (size_t i = 0; passthrough && passthrough[i]; i++)
+        if (strcmp(arg, passthrough[i]) == 0)
             return true;
     return false;
 }
@@ -549,14 +549,14 @@ nexus_err_t nx_conf_load_args(const nx_conf_key_t *table, size_t count, void *se
                               char **argv, int first, const char *const *passthrough, char *err_buf,
                               size_t err_size)
 {
-    for(int i = first < 0 ? 0 : first; i < argc; i++) {
+    for (int i = first < 0 ? 0 : first; i < argc; i++) {
         const char *arg = argv[i];
-        if(!arg)
+        if (!arg)
             continue;
-        if(s_is_passthrough(arg, passthrough))
+        if (s_is_passthrough(arg, passthrough))
             continue;
-        if(strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
-            if(arg[0] == '-' && arg[1] != '\0' && arg[1] != '-') {
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+            if (arg[0] == '-' && arg[1] != '\0' && arg[1] != '-') {
                 s_err(err_buf, err_size, "unknown flag '%s'", arg);
                 return NEXUS_ERR_NOT_FOUND;
             }
@@ -567,15 +567,15 @@ nexus_err_t nx_conf_load_args(const nx_conf_key_t *table, size_t count, void *se
         const char *equals = strchr(name, '=');
         size_t name_len = equals ? (size_t)(equals - name) : strlen(name);
         const nx_conf_key_t *key = s_find(table, count, name, name_len);
-        if(!key) {
+        if (!key) {
             s_err(err_buf, err_size, "unknown flag '--%.*s'", (int)name_len, name);
             return NEXUS_ERR_NOT_FOUND;
         }
         const char *value;
-        if(equals)
+        if (equals)
             value = equals + 1;
         else {
-            if(i + 1 >= argc || !argv[i + 1] || strncmp(argv[i + 1], "--", 2) == 0) {
+            if (i + 1 >= argc || !argv[i + 1] || strncmp(argv[i + 1], "--", 2) == 0) {
                 s_err(err_buf, err_size, "flag '--%.*s' needs a value", (int)name_len, name);
                 return NEXUS_ERR_INVALID;
             }
@@ -583,7 +583,7 @@ nexus_err_t nx_conf_load_args(const nx_conf_key_t *table, size_t count, void *se
         }
         char detail[256];
         nexus_err_t rc = s_set_key(key, settings, value, detail, sizeof detail);
-        if(rc != NEXUS_OK) {
+        if (rc != NEXUS_OK) {
             s_err(err_buf, err_size, "--%.*s: %s", (int)name_len, name, detail);
             return rc;
         }
@@ -594,7 +594,7 @@ nexus_err_t nx_conf_load_args(const nx_conf_key_t *table, size_t count, void *se
 /*  What --help shows after the flag name.                                 */
 static const char *s_metavar(const nx_conf_key_t *key)
 {
-    switch(key->type) {
+    switch (key->type) {
     case NX_CONF_STRING:
         return "TEXT";
     case NX_CONF_U64:
@@ -616,8 +616,8 @@ static void s_flag_text(const nx_conf_key_t *key, char *buf, size_t size)
 {
     int n = snprintf(buf, size, "--%s %s", key->name, s_metavar(key));
     size_t end = n < 0 ? 0 : ((size_t)n < size ? (size_t)n : size - 1);
-    for(size_t i = 2; i < end && buf[i] != ' '; i++)
-        if(buf[i] == '_')
+    for (size_t i = 2; i < end && buf[i] != ' '; i++)
+        if (buf[i] == '_')
             buf[i] = '-';
 }
 
@@ -625,23 +625,23 @@ void nx_conf_print_help(const nx_conf_key_t *table, size_t count, FILE *out)
 {
     char flag[S_NAME_MAX + 64];
     size_t width = 0;
-    for(size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < count; i++) {
         s_flag_text(&table[i], flag, sizeof flag);
-        if(strlen(flag) > width)
+        if (strlen(flag) > width)
             width = strlen(flag);
     }
-    for(size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < count; i++) {
         const nx_conf_key_t *key = &table[i];
         s_flag_text(key, flag, sizeof flag);
         fprintf(out, "  %-*s  %s", (int)width, flag, key->help ? key->help : "");
         char bounds[2 * S_NUM_MAX + 16] = "";
-        if(s_is_numeric(key->type) && (key->min || key->max))
+        if (s_is_numeric(key->type) && (key->min || key->max))
             s_format_bounds(key, bounds, sizeof bounds);
-        if(key->dflt && *bounds)
+        if (key->dflt && *bounds)
             fprintf(out, " (default %s, %s)", key->dflt, bounds);
-        else if(key->dflt)
+        else if (key->dflt)
             fprintf(out, " (default %s)", key->dflt);
-        else if(*bounds)
+        else if (*bounds)
             fprintf(out, " (%s)", bounds);
         fputc('\n', out);
     }
@@ -658,16 +658,16 @@ static void s_print_string(FILE *out, const char *name, const char *value)
 
 void nx_conf_print(const nx_conf_key_t *table, size_t count, const void *settings, FILE *out)
 {
-    for(size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < count; i++) {
         const nx_conf_key_t *key = &table[i];
         const char *field = (const char *)settings + key->offset;
-        if(key->help)
+        if (key->help)
             fprintf(out, "#   %s\n", key->help);
-        switch(key->type) {
+        switch (key->type) {
         case NX_CONF_STRING: {
             const char *value;
             memcpy(&value, field, sizeof value);
-            if(value)
+            if (value)
                 s_print_string(out, key->name, value);
             else
                 fprintf(out, "#%s =\n", key->name);
@@ -703,8 +703,8 @@ void nx_conf_print(const nx_conf_key_t *table, size_t count, const void *setting
 
 void nx_conf_free(const nx_conf_key_t *table, size_t count, void *settings)
 {
-    for(size_t i = 0; i < count; i++) {
-        if(table[i].type != NX_CONF_STRING)
+    for (size_t i = 0; i < count; i++) {
+        if (table[i].type != NX_CONF_STRING)
             continue;
         char **slot = (char **)((char *)settings + table[i].offset);
         free(*slot);

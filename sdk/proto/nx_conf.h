@@ -52,8 +52,8 @@ nexus_err_t nx_conf_defaults(const nx_conf_key_t *table, size_t count, void *set
     stores it. Returns NEXUS_OK, NEXUS_ERR_NOT_FOUND for an unknown key, or
     NEXUS_ERR_INVALID for a value that does not parse or is out of bounds;
     err_buf then says what and why.                                         */
-nexus_err_t nx_conf_set(const nx_conf_key_t *table, size_t count, void *settings,
-                        const char *name, const char *value, char *err_buf, size_t err_size);
+nexus_err_t nx_conf_set(const nx_conf_key_t *table, size_t count, void *settings, const char *name,
+                        const char *value, char *err_buf, size_t err_size);
 
 /*  Loads a ZPL file. Every top-level key must be in the table. Returns
     NEXUS_OK, NEXUS_ERR_NOT_FOUND (no such file / unknown key) or
@@ -69,9 +69,9 @@ nexus_err_t nx_conf_load_env(const nx_conf_key_t *table, size_t count, void *set
     Flags that are not in the table are an error (NEXUS_ERR_NOT_FOUND),
     except the ones listed in passthrough (a NULL-terminated list of exact
     arguments such as "-v", which are skipped).                             */
-nexus_err_t nx_conf_load_args(const nx_conf_key_t *table, size_t count, void *settings,
-                              int argc, char **argv, int first, const char *const *passthrough,
-                              char *err_buf, size_t err_size);
+nexus_err_t nx_conf_load_args(const nx_conf_key_t *table, size_t count, void *settings, int argc,
+                              char **argv, int first, const char *const *passthrough, char *err_buf,
+                              size_t err_size);
 
 /*  Prints one line per key: --name VALUE, the help, the default and bounds.*/
 void nx_conf_print_help(const nx_conf_key_t *table, size_t count, FILE *out);

@@ -33,10 +33,10 @@ static atomic_int s_level = NX_LOG_INFO;
 
 void nx_log_init(const char *program, nx_log_level_t level)
 {
-    if(program) {
+    if (program) {
         //  argv[0] may be a path; the line only needs the program's name.
         const char *slash = strrchr(program, '/');
-        if(slash && slash[1])
+        if (slash && slash[1])
             program = slash + 1;
         snprintf(s_program, sizeof s_program, "%s", program);
     }
@@ -55,15 +55,15 @@ nx_log_level_t nx_log_level(void)
 
 int nx_log_level_parse(const char *name)
 {
-    if(!name)
+    if (!name)
         return -1;
-    if(strcasecmp(name, "error") == 0)
+    if (strcasecmp(name, "error") == 0)
         return NX_LOG_ERROR;
-    if(strcasecmp(name, "warn") == 0 || strcasecmp(name, "warning") == 0)
+    if (strcasecmp(name, "warn") == 0 || strcasecmp(name, "warning") == 0)
         return NX_LOG_WARN;
-    if(strcasecmp(name, "info") == 0)
+    if (strcasecmp(name, "info") == 0)
         return NX_LOG_INFO;
-    if(strcasecmp(name, "debug") == 0)
+    if (strcasecmp(name, "debug") == 0)
         return NX_LOG_DEBUG;
     return -1;
 }
@@ -72,10 +72,10 @@ int nx_log_level_parse(const char *name)
     has nowhere to report its own failure, so a failed write is dropped.   */
 static void s_write_all(const char *buf, size_t len)
 {
-    while(len > 0) {
+    while (len > 0) {
         ssize_t n = write(STDERR_FILENO, buf, len);
-        if(n < 0) {
-            if(errno == EINTR)
+        if (n < 0) {
+            if (errno == EINTR)
                 continue;
             return;
         }
@@ -86,7 +86,7 @@ static void s_write_all(const char *buf, size_t len)
 
 void nx_log(nx_log_level_t level, const char *fmt, ...)
 {
-    if((int)level > atomic_load(&s_level))
+    if ((int)level > atomic_load(&s_level))
         return;
     static const char letters[] = "EWID";
     char letter = (int)level >= 0 && (int)level < 4 ? letters[level] : '?';
@@ -97,7 +97,7 @@ void nx_log(nx_log_level_t level, const char *fmt, ...)
     char stamp[32];
     int head =
         snprintf(line, sizeof line, "%s %s %c ", nx_iso8601(nx_now_us(), stamp), s_program, letter);
-    if(head < 0)
+    if (head < 0)
         head = 0;
     //  Leave room for the newline; "..." marks a message that was cut.
     size_t room = sizeof line - 1 - (size_t)head;
@@ -105,15 +105,15 @@ void nx_log(nx_log_level_t level, const char *fmt, ...)
     va_start(args, fmt);
     int body = vsnprintf(line + head, room + 1, fmt, args);
     va_end(args);
-    if(body < 0)
+    if (body < 0)
         body = 0;
     size_t len = (size_t)head + ((size_t)body < room ? (size_t)body : room);
-    if((size_t)body > room)
+    if ((size_t)body > room)
         memcpy(line + len - 3, "...", 3);
-    while(len > (size_t)head && line[len - 1] == '\n')
+    while (len > (size_t)head && line[len - 1] == '\n')
         len--;
-    for(size_t i = (size_t)head; i < len; i++)
-        if(line[i] == '\n' || line[i] == '\r')
+    for (size_t i = (size_t)head; i < len; i++)
+        if (line[i] == '\n' || line[i] == '\r')
             line[i] = ' ';
     line[len++] = '\n';
     s_write_all(line, len);
@@ -139,7 +139,7 @@ char *nx_iso8601(uint64_t us, char *buf)
     time_t secs = (time_t)(us / 1000000u);
     unsigned micros = (unsigned)(us % 1000000u);
     struct tm tm;
-    if(!gmtime_r(&secs, &tm)) {
+    if (!gmtime_r(&secs, &tm)) {
         snprintf(buf, 32, "invalid-time");
         return buf;
     }
@@ -149,7 +149,7 @@ char *nx_iso8601(uint64_t us, char *buf)
     snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%06uZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, micros);
     size_t len = strlen(text);
-    if(len > 31)
+    if (len > 31)
         len = 31;
     memcpy(buf, text, len);
     buf[len] = '\0';

@@ -33,29 +33,29 @@ static size_t s_utf8_seq(const unsigned char *s, size_t len, size_t i)
     size_t n;
     unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the 2nd byte     */
 
-    if(c >= 0xc2 && c <= 0xdf)
+    if (c >= 0xc2 && c <= 0xdf)
         n = 2;
-    else if(c >= 0xe0 && c <= 0xef) {
+    else if (c >= 0xe0 && c <= 0xef) {
         n = 3;
-        if(c == 0xe0)
+        if (c == 0xe0)
             lo = 0xa0; /* below is overlong                                  */
-        else if(c == 0xed)
+        else if (c == 0xed)
             hi = 0x9f; /* above is a UTF-16 surrogate                         */
-    } else if(c >= 0xf0 && c <= 0xf4) {
+    } else if (c >= 0xf0 && c <= 0xf4) {
         n = 4;
-        if(c == 0xf0)
+        if (c == 0xf0)
             lo = 0x90; /* below is overlong                                  */
-        else if(c == 0xf4)
+        else if (c == 0xf4)
             hi = 0x8f; /* above is past U+10FFFF                              */
     } else
         return 0;
 
-    if(len - i < n)
+    if (len - i < n)
         return 0;
-    if(s[i + 1] < lo || s[i + 1] > hi)
+    if (s[i + 1] < lo || s[i + 1] > hi)
         return 0;
-    for(size_t k = 2; k < n; k++)
-        if((s[i + k] & 0xc0) != 0x80)
+    for (size_t k = 2; k < n; k++)
+        if ((s[i + k] & 0xc0) != 0x80)
             return 0;
     return n;
 }
@@ -66,22 +66,22 @@ static size_t s_utf8_seq(const unsigned char *s, size_t len, size_t i)
 static bool s_token(const unsigned char *s, size_t len, size_t i, size_t *end)
 {
     size_t start = i;
-    while(i < len) {
+    while (i < len) {
         unsigned char c = s[i];
-        if(c == '.')
+        if (c == '.')
             break;
-        if(c < 0x80) {
-            if(c <= 0x20 || c == 0x7f || c == '*' || c == '>')
+        if (c < 0x80) {
+            if (c <= 0x20 || c == 0x7f || c == '*' || c == '>')
                 return false;
             i++;
         } else {
             size_t n = s_utf8_seq(s, len, i);
-            if(n == 0)
+            if (n == 0)
                 return false;
             i += n;
         }
     }
-    if(i == start)
+    if (i == start)
         return false;
     *end = i;
     return true;
@@ -102,24 +102,24 @@ static bool s_is_broadcast(const char *s, size_t len)
     the last token may be ">".                                              */
 static bool s_valid(const char *str, size_t len, bool pattern)
 {
-    if(!str || len == 0 || len > NX_TOPIC_MAX)
+    if (!str || len == 0 || len > NX_TOPIC_MAX)
         return false;
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
     size_t tokens = 0;
-    while(true) {
+    while (true) {
         size_t end;
-        if(++tokens > NX_TOKENS_MAX)
+        if (++tokens > NX_TOKENS_MAX)
             return false;
-        if(pattern && i < len && s_is_wild(str, len, i, '*'))
+        if (pattern && i < len && s_is_wild(str, len, i, '*'))
             end = i + 1;
-        else if(pattern && i < len && s_is_wild(str, len, i, '>')) {
+        else if (pattern && i < len && s_is_wild(str, len, i, '>')) {
             end = i + 1;
-            if(end != len)
+            if (end != len)
                 return false; /* '>' only as the last token                  */
-        } else if(!s_token(s, len, i, &end))
+        } else if (!s_token(s, len, i, &end))
             return false;
-        if(end == len)
+        if (end == len)
             return true;
         i = end + 1; /* skip the '.'; an empty token after it fails above */
     }
@@ -132,58 +132,58 @@ bool nx_topic_valid(const char *topic, size_t len)
 
 bool nx_pattern_valid(const char *pattern, size_t len)
 {
-    if(pattern && s_is_broadcast(pattern, len))
+    if (pattern && s_is_broadcast(pattern, len))
         return true;
     return s_valid(pattern, len, true);
 }
 
 bool nx_pattern_match(const char *pattern, size_t plen, const char *topic, size_t tlen)
 {
-    if(!pattern || !topic || plen == 0 || tlen == 0 || plen > NX_TOPIC_MAX || tlen > NX_TOPIC_MAX)
+    if (!pattern || !topic || plen == 0 || tlen == 0 || plen > NX_TOPIC_MAX || tlen > NX_TOPIC_MAX)
         return false;
-    if(s_is_broadcast(pattern, plen))
+    if (s_is_broadcast(pattern, plen))
         return nx_topic_valid(topic, tlen);
 
     const unsigned char *t = (const unsigned char *)topic;
     size_t pi = 0, ti = 0;
     size_t tokens = 0;
-    while(true) {
+    while (true) {
         size_t tend;
         /* Both sides must have a token here; an empty pattern token (from
            "a..b", ".a" or "a.") never matches.                            */
-        if(pi >= plen || pattern[pi] == '.' || ti >= tlen)
+        if (pi >= plen || pattern[pi] == '.' || ti >= tlen)
             return false;
-        if(++tokens > NX_TOKENS_MAX)
+        if (++tokens > NX_TOKENS_MAX)
             return false;
-        if(s_is_wild(pattern, plen, pi, '>')) {
-            if(pi + 1 != plen)
+        if (s_is_wild(pattern, plen, pi, '>')) {
+            if (pi + 1 != plen)
                 return false; /* '>' that is not last: invalid pattern      */
             /* One or more tokens, all valid, make up the rest of the topic. */
-            while(true) {
-                if(!s_token(t, tlen, ti, &tend))
+            while (true) {
+                if (!s_token(t, tlen, ti, &tend))
                     return false;
-                if(tend == tlen)
+                if (tend == tlen)
                     return true;
                 ti = tend + 1;
-                if(++tokens > NX_TOKENS_MAX)
+                if (++tokens > NX_TOKENS_MAX)
                     return false;
             }
         }
-        if(!s_token(t, tlen, ti, &tend))
+        if (!s_token(t, tlen, ti, &tend))
             return false;
-        if(s_is_wild(pattern, plen, pi, '*'))
+        if (s_is_wild(pattern, plen, pi, '*'))
             pi++;
         else {
             size_t n = tend - ti;
-            if(plen - pi < n || memcmp(pattern + pi, topic + ti, n) != 0)
+            if (plen - pi < n || memcmp(pattern + pi, topic + ti, n) != 0)
                 return false;
             pi += n;
-            if(pi < plen && pattern[pi] != '.')
+            if (pi < plen && pattern[pi] != '.')
                 return false; /* pattern token is longer than topic token  */
         }
         ti = tend;
         /* Both now sit on a '.' or at their end; they must agree.         */
-        if(pi == plen || ti == tlen)
+        if (pi == plen || ti == tlen)
             return pi == plen && ti == tlen;
         pi++;
         ti++;
@@ -192,7 +192,7 @@ bool nx_pattern_match(const char *pattern, size_t plen, const char *topic, size_
 
 bool nx_pattern_matches(const char *pattern, const char *topic)
 {
-    if(!pattern || !topic)
+    if (!pattern || !topic)
         return false;
     return nx_pattern_match(pattern, strlen(pattern), topic, strlen(topic));
 }
@@ -201,14 +201,14 @@ bool nx_pattern_matches(const char *pattern, const char *topic)
     prefix that cannot make a subscriber miss anything it should see.       */
 size_t nx_pattern_prefix(const char *pattern, size_t len)
 {
-    if(!nx_pattern_valid(pattern, len) || s_is_broadcast(pattern, len))
+    if (!nx_pattern_valid(pattern, len) || s_is_broadcast(pattern, len))
         return 0;
     size_t i = 0;
-    while(i < len) {
-        if(s_is_wild(pattern, len, i, '*') || s_is_wild(pattern, len, i, '>'))
+    while (i < len) {
+        if (s_is_wild(pattern, len, i, '*') || s_is_wild(pattern, len, i, '>'))
             return i;
         const char *dot = memchr(pattern + i, '.', len - i);
-        if(!dot)
+        if (!dot)
             break;
         i = (size_t)(dot - pattern) + 1;
     }
@@ -218,7 +218,7 @@ size_t nx_pattern_prefix(const char *pattern, size_t len)
 /*  An invalid pattern is not literal: it matches no topic at all.          */
 bool nx_pattern_is_literal(const char *pattern, size_t len)
 {
-    if(!nx_pattern_valid(pattern, len) || s_is_broadcast(pattern, len))
+    if (!nx_pattern_valid(pattern, len) || s_is_broadcast(pattern, len))
         return false;
     return nx_pattern_prefix(pattern, len) == len;
 }

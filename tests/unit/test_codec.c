@@ -16,7 +16,7 @@
 static uint8_t *s_dup(const uint8_t *src, size_t len)
 {
     uint8_t *copy = malloc(len ? len : 1);
-    if(len)
+    if (len)
         memcpy(copy, src, len);
     return copy;
 }
@@ -52,7 +52,7 @@ static void s_test_stamp(void)
     CHECK(memcmp(st.source, "svc", 3) == 0);
     CHECK(st.source == (const char *)copy + NX_STAMP_HEAD);
     /* Every shorter length is rejected.                                   */
-    for(size_t len = 0; len < NX_STAMP_HEAD; len++) {
+    for (size_t len = 0; len < NX_STAMP_HEAD; len++) {
         uint8_t *cut = s_dup(buf, len);
         CHECK(nx_stamp_decode(cut, len, &st) == -1);
         free(cut);
@@ -117,10 +117,10 @@ static void s_record_round_trip(uint64_t ts, const char *topic, size_t topic_len
 
     /* Shorter than head + topic + source: rejected at every length.
        Cutting only the payload gives a valid record with less payload.    */
-    for(size_t len = 0; len < size; len++) {
+    for (size_t len = 0; len < size; len++) {
         uint8_t *cut = s_dup(buf, len);
         int rc = nx_record_decode(cut, len, &rec);
-        if(len < NX_RECORD_HEAD + topic_len + source_len)
+        if (len < NX_RECORD_HEAD + topic_len + source_len)
             CHECK(rc == -1);
         else {
             CHECK(rc == 0);
@@ -239,7 +239,7 @@ static void s_test_map_get(void)
         CHECK((call) == NEXUS_ERR_BAD_REQUEST);                                                    \
         CHECK_EQ_STR(err, text);                                                                   \
         CHECK(strstr(err, "'" field "'") != NULL);                                                 \
-    } while(0)
+    } while (0)
 
 static void s_test_map_helpers(void)
 {
@@ -335,7 +335,7 @@ static void s_test_map_helpers(void)
     const msgpack_object_array *arr = NULL;
     CHECK(nx_map_str_array(map, "arr", &arr, err) == NEXUS_OK);
     CHECK(arr && arr->size == 2);
-    if(arr && arr->size == 2) {
+    if (arr && arr->size == 2) {
         CHECK(arr->ptr[0].via.str.size == 3 && memcmp(arr->ptr[0].via.str.ptr, "a.*", 3) == 0);
         CHECK(arr->ptr[1].via.str.size == 3 && memcmp(arr->ptr[1].via.str.ptr, "b.>", 3) == 0);
     }
@@ -391,7 +391,7 @@ static void s_check_event(uint64_t seq, const nx_record_t *rec)
     CHECK(len == rec->source_len && (len == 0 || memcmp(s, rec->source, len) == 0));
     const msgpack_object *payload = nx_map_get(map, "payload");
     CHECK(payload && payload->type == MSGPACK_OBJECT_BIN);
-    if(payload) {
+    if (payload) {
         CHECK_EQ_U64(payload->via.bin.size, rec->payload_len);
         CHECK(rec->payload_len == 0 ||
               memcmp(payload->via.bin.ptr, rec->payload, rec->payload_len) == 0);

@@ -69,7 +69,7 @@ static void s_write_temp(char *path, const char *text)
     strcpy(path, "/tmp/nx_test_conf_XXXXXX");
     int fd = mkstemp(path);
     CHECK(fd >= 0);
-    if(fd < 0)
+    if (fd < 0)
         return;
     size_t len = strlen(text);
     CHECK(write(fd, text, len) == (ssize_t)len);
@@ -131,9 +131,9 @@ static void test_sizes(void)
                          "18446744073709551616",
                          "99999999999999999999T",
                          NULL};
-    for(int i = 0; bad[i]; i++) {
+    for (int i = 0; bad[i]; i++) {
         s_size(bad[i], &rc);
-        if(rc != -1)
+        if (rc != -1)
             fprintf(stderr, "size '%s' was accepted\n", bad[i]);
         CHECK(rc == -1);
     }
@@ -166,9 +166,9 @@ static void test_durations(void)
                          "99999999999999999999d",
                          "999999999999999999d",
                          NULL};
-    for(int i = 0; bad[i]; i++) {
+    for (int i = 0; bad[i]; i++) {
         s_duration(bad[i], &rc);
-        if(rc != -1)
+        if (rc != -1)
             fprintf(stderr, "duration '%s' was accepted\n", bad[i]);
         CHECK(rc == -1);
     }
@@ -202,12 +202,12 @@ static void test_defaults_and_set(void)
 
     const char *truthy[] = {"true", "yes", "on", "1", "TRUE", "Yes", NULL};
     const char *falsy[] = {"false", "no", "off", "0", "OFF", NULL};
-    for(int i = 0; truthy[i]; i++) {
+    for (int i = 0; truthy[i]; i++) {
         s.foreground = false;
         CHECK(s_set(&s, "foreground", truthy[i]) == NEXUS_OK);
         CHECK(s.foreground == true);
     }
-    for(int i = 0; falsy[i]; i++) {
+    for (int i = 0; falsy[i]; i++) {
         s.foreground = true;
         CHECK(s_set(&s, "foreground", falsy[i]) == NEXUS_OK);
         CHECK(s.foreground == false);
@@ -454,14 +454,14 @@ static void test_print_roundtrip(void)
     s_write_temp(path, "");
     FILE *out = fopen(path, "w");
     CHECK(out != NULL);
-    if(!out)
+    if (!out)
         return;
     nx_conf_print(s_table, S_COUNT, &a, out);
     fclose(out);
 
     s_defaults(&b);
     CHECK(nx_conf_load_file(s_table, S_COUNT, &b, path, s_err, sizeof s_err) == NEXUS_OK);
-    if(s_err[0])
+    if (s_err[0])
         fprintf(stderr, "reload: %s\n", s_err);
     CHECK_EQ_STR(b.data_dir, a.data_dir);
     CHECK(b.token == NULL);
@@ -475,13 +475,13 @@ static void test_print_roundtrip(void)
     s_defaults(&a);
     out = fopen(path, "w");
     CHECK(out != NULL);
-    if(out) {
+    if (out) {
         nx_conf_print(s_table, S_COUNT, &a, out);
         fclose(out);
     }
     FILE *in = fopen(path, "r");
     char text[2048] = "";
-    if(in) {
+    if (in) {
         size_t n = fread(text, 1, sizeof text - 1, in);
         text[n] = '\0';
         fclose(in);
@@ -501,7 +501,7 @@ static void test_help(void)
     size_t size = 0;
     FILE *out = open_memstream(&text, &size);
     CHECK(out != NULL);
-    if(!out)
+    if (!out)
         return;
     nx_conf_print_help(s_table, S_COUNT, out);
     fclose(out);
@@ -515,9 +515,9 @@ static void test_help(void)
     const char *a = strstr(text, "largest event payload");
     const char *b = strstr(text, "worker threads");
     const char *line_a = a, *line_b = b;
-    while(line_a > text && line_a[-1] != '\n')
+    while (line_a > text && line_a[-1] != '\n')
         line_a--;
-    while(line_b > text && line_b[-1] != '\n')
+    while (line_b > text && line_b[-1] != '\n')
         line_b--;
     CHECK(a && b && a - line_a == b - line_b);
     free(text);

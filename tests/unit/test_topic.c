@@ -195,29 +195,29 @@ static const s_prefix_case_t s_prefixes[] = {
 
 static void s_test_tables(void)
 {
-    for(size_t i = 0; i < S_COUNT(s_topics); i++) {
+    for (size_t i = 0; i < S_COUNT(s_topics); i++) {
         const s_valid_case_t *c = &s_topics[i];
         bool got = nx_topic_valid(c->str, strlen(c->str));
-        if(got != c->valid)
+        if (got != c->valid)
             fprintf(stderr, "topic case %zu\n", i);
         CHECK(got == c->valid);
     }
-    for(size_t i = 0; i < S_COUNT(s_patterns); i++) {
+    for (size_t i = 0; i < S_COUNT(s_patterns); i++) {
         const s_valid_case_t *c = &s_patterns[i];
         bool got = nx_pattern_valid(c->str, strlen(c->str));
-        if(got != c->valid)
+        if (got != c->valid)
             fprintf(stderr, "pattern case %zu\n", i);
         CHECK(got == c->valid);
     }
     /* Every valid topic is a valid (literal) pattern.                     */
-    for(size_t i = 0; i < S_COUNT(s_topics); i++)
-        if(s_topics[i].valid)
+    for (size_t i = 0; i < S_COUNT(s_topics); i++)
+        if (s_topics[i].valid)
             CHECK(nx_pattern_valid(s_topics[i].str, strlen(s_topics[i].str)));
 
-    for(size_t i = 0; i < S_COUNT(s_matches); i++) {
+    for (size_t i = 0; i < S_COUNT(s_matches); i++) {
         const s_match_case_t *c = &s_matches[i];
         bool got = nx_pattern_matches(c->pattern, c->topic);
-        if(got != c->match)
+        if (got != c->match)
             fprintf(stderr, "match case %zu: '%s' vs '%s'\n", i, c->pattern, c->topic);
         CHECK(got == c->match);
         /* The (ptr, len) form must agree, on a copy with no terminator.   */
@@ -229,10 +229,10 @@ static void s_test_tables(void)
         free(p);
         free(t);
     }
-    for(size_t i = 0; i < S_COUNT(s_prefixes); i++) {
+    for (size_t i = 0; i < S_COUNT(s_prefixes); i++) {
         const s_prefix_case_t *c = &s_prefixes[i];
         size_t len = strlen(c->pattern);
-        if(nx_pattern_prefix(c->pattern, len) != c->prefix)
+        if (nx_pattern_prefix(c->pattern, len) != c->prefix)
             fprintf(stderr, "prefix case %zu: '%s'\n", i, c->pattern);
         CHECK_EQ_U64(nx_pattern_prefix(c->pattern, len), c->prefix);
         CHECK(nx_pattern_is_literal(c->pattern, len) == c->literal);
@@ -243,7 +243,7 @@ static void s_test_tables(void)
     is matched by '>' and by "broadcast".                                   */
 static void s_test_self_match(void)
 {
-    for(size_t i = 0; i < S_COUNT(s_topics); i++) {
+    for (size_t i = 0; i < S_COUNT(s_topics); i++) {
         const s_valid_case_t *c = &s_topics[i];
         CHECK(nx_pattern_matches(c->str, c->str) == c->valid);
         CHECK(nx_pattern_matches(">", c->str) == c->valid);
@@ -270,7 +270,7 @@ static void s_test_limits(void)
     CHECK_EQ_U64(nx_pattern_prefix(buf, NX_TOPIC_MAX + 1), 0);
 
     /* "x.x.x...": 32 tokens take 63 bytes, 33 take 65.                     */
-    for(size_t i = 0; i < sizeof(buf); i++)
+    for (size_t i = 0; i < sizeof(buf); i++)
         buf[i] = (i % 2) ? '.' : 'x';
     size_t len32 = 2 * NX_TOKENS_MAX - 1, len33 = len32 + 2;
     CHECK(nx_topic_valid(buf, len32));
@@ -285,13 +285,13 @@ static void s_test_limits(void)
     CHECK(!nx_pattern_match("broadcast", 9, buf, len33));
 
     /* 32 wildcard tokens are a valid pattern; 33 are not.                   */
-    for(size_t i = 0; i < sizeof(buf); i++)
+    for (size_t i = 0; i < sizeof(buf); i++)
         buf[i] = (i % 2) ? '.' : '*';
     CHECK(nx_pattern_valid(buf, len32));
     CHECK(!nx_pattern_valid(buf, len33));
 
     /* A 255-byte topic of 2-byte characters plus one ASCII byte.           */
-    for(size_t i = 0; i + 1 < NX_TOPIC_MAX; i += 2) {
+    for (size_t i = 0; i + 1 < NX_TOPIC_MAX; i += 2) {
         buf[i] = (char)0xc3;
         buf[i + 1] = (char)0xa9;
     }
@@ -315,7 +315,7 @@ static void s_test_bounds(void)
     CHECK(!nx_topic_valid("\xc3\xa9", 1));
 
     const char *src[] = {"\xc3", "\xe2\x82", "\xf0\x9f\x98", "a.", "a.*", "a.>", "*", ">"};
-    for(size_t i = 0; i < S_COUNT(src); i++) {
+    for (size_t i = 0; i < S_COUNT(src); i++) {
         size_t len = strlen(src[i]);
         char *p = malloc(len);
         memcpy(p, src[i], len);

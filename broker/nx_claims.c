@@ -1,0 +1,731 @@
+/*  =========================================================================
+    nx_claims - leased, exclusive claims on units of work, with fencing.
+
+    A claim names a work id, a holder session and a lease. Granting it
+    takes the next value of the fabric-wide fencing counter (stored in
+    meta, it only grows), so anyone downstream can tell a holder whose lease
+    ran out (lower token) from the one that replaced it.
+
+        open/released/expired --claim--> claimed --release--> released
+                                          |  |---lease ends--> expired
+                                          |---complete-----> completed
+        completed --reopen--> open
+
+    Lease deadlines sit in a binary min-heap so that the loop can sleep
+    until the next one and expire it at most a few ms late. The heap may
+    hold outdated entries (renewed or closed claims): each entry carries the
+    token and deadline it was pushed with and is ignored when those no
+    longer match.
+    =========================================================================
+*/
+
+#include <string.h>
+
+#include "nx_coord.h"
+#include "nx_log.h"
+
+typedef enum { S_CLAIMED, S_RELEASED, S_EXPIRED, S_COMPLETED, S_OPEN } s_state_t;
+static const char *s_state_names[] = {"claimed", "released", "expired", "completed", "open"};
+
+typedef struct {
+    char *work_id;              /* the key                                      */
+    s_state_t state;            /* see the diagram above                        */
+    char holder[NX_ID_MAX + 1]; /* session that holds or last held it      */
+    uint64_t token;             /* fencing token of the current/last grant      */
+    uint64_t expires_at;        /* us; lease end while claimed                  */
+    uint64_t claimed_at;        /* us; last grant                               */
+    uint64_t updated_at;        /* us; last change                              */
+    char *description;          /* free text or NULL                            */
+    uint8_t *metadata;          /* packed msgpack map or NULL                   */
+    size_t metadata_len;
+    uint8_t *result; /* packed msgpack value given at complete       */
+    size_t result_len;
+} s_claim_t;
+
+typedef struct {
+    uint64_t expires_at; /* deadline the entry was pushed with             */
+    uint64_t token;      /* token it was pushed with                       */
+    char *work_id;       /* owned copy                                     */
+} s_heap_item_t;
+
+struct _nx_claims_t {
+    zhashx_t *items;     /* work id -> s_claim_t*, owned                  */
+    s_heap_item_t *heap; /* min-heap by expires_at                        */
+    size_t heap_len, heap_cap;
+    uint64_t fence; /* last fencing token handed out                 */
+    zhashx_t *held; /* session -> count of claimed items             */
+};
+
+#define S_META_FENCE "fence"
+
+static struct _nx_claims_t *s_self(nx_broker_t *b)
+{
+    return b->claims;
+}
+
+static void s_claim_free(void **item)
+{
+    s_claim_t *c = *item;
+    if (!c)
+        return;
+    free(c->work_id);
+    free(c->description);
+    free(c->metadata);
+    free(c->result);
+    free(c);
+    *item = NULL;
+}
+
+/*  ---- Heap -------------------------------------------------------------- */
+
+static void s_heap_swap(s_heap_item_t *a, s_heap_item_t *b)
+{
+    s_heap_item_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static void s_heap_push(struct _nx_claims_t *cs, const char *work_id, uint64_t at, uint64_t token)
+{
+    if (cs->heap_len == cs->heap_cap) {
+        size_t cap = cs->heap_cap ? cs->heap_cap * 2 : 1024;
+        s_heap_item_t *h = realloc(cs->heap, cap * sizeof *h);
+        if (!h)
+            return; /* the sweep in nx_claims_sweep still expires it */
+        cs->heap = h;
+        cs->heap_cap = cap;
+    }
+    size_t i = cs->heap_len++;
+    cs->heap[i] = (s_heap_item_t){at, token, strdup(work_id)};
+    while (i > 0 && cs->heap[(i - 1) / 2].expires_at > cs->heap[i].expires_at) {
+        s_heap_swap(&cs->heap[i], &cs->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+}
+
+static void s_heap_pop(struct _nx_claims_t *cs)
+{
+    free(cs->heap[0].work_id);
+    cs->heap[0] = cs->heap[--cs->heap_len];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < cs->heap_len && cs->heap[l].expires_at < cs->heap[m].expires_at)
+            m = l;
+        if (r < cs->heap_len && cs->heap[r].expires_at < cs->heap[m].expires_at)
+            m = r;
+        if (m == i)
+            break;
+        s_heap_swap(&cs->heap[i], &cs->heap[m]);
+        i = m;
+    }
+}
+
+/*  ---- Holder counts ------------------------------------------------------ */
+
+static void s_held_add(struct _nx_claims_t *cs, const char *session, int delta)
+{
+    uintptr_t n = (uintptr_t)zhashx_lookup(cs->held, session);
+    n = delta > 0 ? n + 1 : (n ? n - 1 : 0);
+    if (n)
+        zhashx_update(cs->held, session, (void *)n);
+    else
+        zhashx_delete(cs->held, session);
+}
+
+size_t nx_claims_held(nx_broker_t *self, const char *session)
+{
+    return s_self(self) ? (uintptr_t)zhashx_lookup(s_self(self)->held, session) : 0;
+}
+
+/*  ---- Persistence -------------------------------------------------------- */
+
+static void s_pack_claim(msgpack_packer *pk, const s_claim_t *c)
+{
+    msgpack_pack_map(pk, 10);
+    nx_pack_kv_str(pk, "work_id", c->work_id);
+    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
+    nx_pack_kv_str(pk, "holder", c->holder);
+    nx_pack_kv_u64(pk, "token", c->token);
+    nx_pack_kv_u64(pk, "expires_at", c->expires_at);
+    nx_pack_kv_u64(pk, "claimed_at", c->claimed_at);
+    nx_pack_kv_u64(pk, "updated_at", c->updated_at);
+    if (c->description)
+        nx_pack_kv_str(pk, "description", c->description);
+    else
+        nx_pack_kv_nil(pk, "description");
+    nx_pack_str(pk, "metadata");
+    if (c->metadata)
+        msgpack_sbuffer_write(pk->data, (const char *)c->metadata, c->metadata_len);
+    else
+        msgpack_pack_map(pk, 0);
+    nx_pack_str(pk, "result");
+    if (c->result)
+        msgpack_sbuffer_write(pk->data, (const char *)c->result, c->result_len);
+    else
+        msgpack_pack_nil(pk);
+}
+
+static nexus_err_t s_save(nx_broker_t *self, s_claim_t *c)
+{
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    s_pack_claim(&pk, c);
+    nexus_err_t rc =
+        nx_coord_put(self, NX_DB_CLAIMS, c->work_id, strlen(c->work_id), buf.data, buf.size);
+    msgpack_sbuffer_destroy(&buf);
+    self->snapshot_dirty = true;
+    return rc;
+}
+
+static nexus_err_t s_save_fence(nx_broker_t *self)
+{
+    uint8_t v[8];
+    nx_put_u64(v, s_self(self)->fence);
+    return nx_coord_put(self, NX_DB_META, S_META_FENCE, strlen(S_META_FENCE), v, 8);
+}
+
+static uint8_t *s_pack_object(const msgpack_object *o, size_t *len)
+{
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, *o);
+    *len = b.size;
+    return (uint8_t *)b.data;
+}
+
+static int s_load_one(const void *key, size_t key_len, const void *value, size_t value_len,
+                      void *arg)
+{
+    nx_broker_t *self = arg;
+    struct _nx_claims_t *cs = s_self(self);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, value, value_len, NULL) != MSGPACK_UNPACK_SUCCESS ||
+        u.data.type != MSGPACK_OBJECT_MAP) {
+        nx_warn("claims: skipping a record that does not decode");
+        msgpack_unpacked_destroy(&u);
+        return 0;
+    }
+    const msgpack_object *m = &u.data;
+    s_claim_t *c = calloc(1, sizeof *c);
+    c->work_id = nx_coord_strdup(key, key_len);
+    const char *p = NULL;
+    size_t n = 0;
+    nx_map_str(m, "state", &p, &n, NULL);
+    for (int i = 0; p && i < 5; i++)
+        if (strlen(s_state_names[i]) == n && memcmp(s_state_names[i], p, n) == 0)
+            c->state = (s_state_t)i;
+    p = NULL;
+    if (nx_map_str(m, "holder", &p, &n, NULL) == NEXUS_OK && p && n <= NX_ID_MAX)
+        memcpy(c->holder, p, n);
+    nx_map_u64(m, "token", &c->token, NULL);
+    nx_map_u64(m, "expires_at", &c->expires_at, NULL);
+    nx_map_u64(m, "claimed_at", &c->claimed_at, NULL);
+    nx_map_u64(m, "updated_at", &c->updated_at, NULL);
+    p = NULL;
+    if (nx_map_str(m, "description", &p, &n, NULL) == NEXUS_OK && p)
+        c->description = nx_coord_strdup(p, n);
+    const msgpack_object *md = nx_map_get(m, "metadata");
+    if (md && md->type == MSGPACK_OBJECT_MAP && md->via.map.size)
+        c->metadata = s_pack_object(md, &c->metadata_len);
+    const msgpack_object *res = nx_map_get(m, "result");
+    if (res && res->type != MSGPACK_OBJECT_NIL)
+        c->result = s_pack_object(res, &c->result_len);
+    zhashx_update(cs->items, c->work_id, c);
+    if (c->state == S_CLAIMED) {
+        s_held_add(cs, c->holder, +1);
+        /*  Leases that ran out while the broker was down expire in the
+            first tick, with their event.                                  */
+        s_heap_push(cs, c->work_id, c->expires_at, c->token);
+    }
+    if (c->token > cs->fence)
+        cs->fence = c->token;
+    msgpack_unpacked_destroy(&u);
+    return 0;
+}
+
+int nx_claims_load(nx_broker_t *self)
+{
+    struct _nx_claims_t *cs = calloc(1, sizeof *cs);
+    if (!cs)
+        return -1;
+    cs->items = zhashx_new();
+    cs->held = zhashx_new();
+    zhashx_set_destructor(cs->items, s_claim_free);
+    self->claims = cs;
+    void *v = NULL;
+    size_t len = 0;
+    if (nx_store_get(self->store, NX_DB_META, S_META_FENCE, strlen(S_META_FENCE), &v, &len) ==
+            NEXUS_OK &&
+        len == 8)
+        cs->fence = nx_get_u64(v);
+    free(v);
+    return nx_store_foreach(self->store, NX_DB_CLAIMS, s_load_one, self) == NEXUS_OK ? 0 : -1;
+}
+
+void nx_claims_unload(nx_broker_t *self)
+{
+    struct _nx_claims_t *cs = s_self(self);
+    if (!cs)
+        return;
+    zhashx_destroy(&cs->items);
+    zhashx_destroy(&cs->held);
+    for (size_t i = 0; i < cs->heap_len; i++)
+        free(cs->heap[i].work_id);
+    free(cs->heap);
+    free(cs);
+    self->claims = NULL;
+}
+
+/*  ---- Events ------------------------------------------------------------ */
+
+static void s_emit(nx_broker_t *self, const char *topic, const s_claim_t *c, const char *reason,
+                   const char *by)
+{
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    bool claimed = strcmp(topic, "work.claimed") == 0;
+    bool completed = strcmp(topic, "work.completed") == 0;
+    bool reopened = strcmp(topic, "work.reopened") == 0;
+    msgpack_pack_map(&pk, 3 + (claimed ? 2 : 0) + (completed ? 1 : 0) + (reason ? 1 : 0) +
+                              (reopened ? 1 : 0));
+    nx_pack_kv_str(&pk, "work_id", c->work_id);
+    nx_pack_kv_str(&pk, "holder", c->holder);
+    nx_pack_kv_u64(&pk, "token", c->token);
+    if (claimed) {
+        nx_pack_kv_u64(&pk, "expires_at", c->expires_at);
+        if (c->description)
+            nx_pack_kv_str(&pk, "description", c->description);
+        else
+            nx_pack_kv_nil(&pk, "description");
+    }
+    if (completed) {
+        nx_pack_str(&pk, "result");
+        if (c->result)
+            msgpack_sbuffer_write(&buf, (const char *)c->result, c->result_len);
+        else
+            msgpack_pack_nil(&pk);
+    }
+    if (reason)
+        nx_pack_kv_str(&pk, "reason", reason);
+    if (reopened)
+        nx_pack_kv_str(&pk, "by", by);
+    nx_coord_emit(self, topic, by ? by : "nexusd", &buf);
+    msgpack_sbuffer_destroy(&buf);
+}
+
+/*  Ends a claimed item's lease: state released or expired, event, store.   */
+static void s_end(nx_broker_t *self, s_claim_t *c, s_state_t state, const char *reason,
+                  const char *by, uint64_t now)
+{
+    s_held_add(s_self(self), c->holder, -1);
+    c->state = state;
+    c->updated_at = now;
+    s_save(self, c);
+    s_emit(self, "work.released", c, reason, by);
+}
+
+/*  ---- Ops ---------------------------------------------------------------- */
+
+static int s_fail(nexus_err_t *err, nexus_err_t code, char *err_msg, const char *fmt,
+                  const char *arg)
+{
+    *err = code;
+    snprintf(err_msg, NX_ERRMSG_MAX, fmt, arg);
+    return -1;
+}
+
+/*  Reads work_id and finds the item (NULL when it does not exist; *key gets
+    the id as a string).                                                    */
+static int s_work_id(const msgpack_object *req, char *key, nexus_err_t *err, char *err_msg)
+{
+    const char *id = NULL;
+    size_t len = 0;
+    if ((*err = nx_map_str_req(req, "work_id", &id, &len, err_msg)))
+        return -1;
+    if (len == 0 || len > NX_WORK_ID_MAX || memchr(id, 0, len)) {
+        *err = NEXUS_ERR_BAD_REQUEST;
+        snprintf(err_msg, NX_ERRMSG_MAX, "field 'work_id' must be 1..%d bytes, no NUL",
+                 NX_WORK_ID_MAX);
+        return -1;
+    }
+    memcpy(key, id, len);
+    key[len] = 0;
+    return 0;
+}
+
+static int s_ttl(nx_broker_t *self, const msgpack_object *req, uint64_t *ttl, nexus_err_t *err,
+                 char *err_msg)
+{
+    *ttl = self->cfg.claim_ttl;
+    if ((*err = nx_map_u64(req, "ttl_ms", ttl, err_msg)))
+        return -1;
+    if (*ttl < 100 || *ttl > self->cfg.claim_ttl_max) {
+        *err = NEXUS_ERR_BAD_REQUEST;
+        snprintf(err_msg, NX_ERRMSG_MAX, "field 'ttl_ms' must be 100..%" PRIu64,
+                 self->cfg.claim_ttl_max);
+        return -1;
+    }
+    return 0;
+}
+
+/*  Packs the denied answer's extra fields.                                 */
+static int s_denied(const s_claim_t *c, msgpack_packer *pk, nexus_err_t *err, char *err_msg)
+{
+    *err = NEXUS_ERR_DENIED;
+    if (c->state == S_COMPLETED)
+        snprintf(err_msg, NX_ERRMSG_MAX, "'%.120s' is completed (reopen it to claim again)",
+                 c->work_id);
+    else
+        snprintf(err_msg, NX_ERRMSG_MAX, "'%.120s' is claimed by %s", c->work_id, c->holder);
+    nx_pack_kv_str(pk, "holder", c->holder);
+    nx_pack_kv_u64(pk, "expires_at", c->expires_at);
+    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
+    return 3;
+}
+
+int nx_op_work_claim(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                     nexus_err_t *err, char *err_msg)
+{
+    struct _nx_claims_t *cs = s_self(self);
+    char key[NX_WORK_ID_MAX + 1];
+    uint64_t ttl;
+    const char *desc = NULL;
+    size_t desc_len = 0;
+    if (s_work_id(req, key, err, err_msg) || s_ttl(self, req, &ttl, err, err_msg) ||
+        (*err = nx_map_str(req, "description", &desc, &desc_len, err_msg)))
+        return -1;
+    if (desc_len > NX_TEXT_MAX)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'description' is over %s bytes",
+                      "4096");
+    const msgpack_object *md = nx_map_get(req, "metadata");
+    if (md && md->type != MSGPACK_OBJECT_MAP && md->type != MSGPACK_OBJECT_NIL)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'metadata' must be a %s", "map");
+    nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
+    if (!s)
+        return -1;
+    uint64_t now = nx_now_us();
+    s_claim_t *c = zhashx_lookup(cs->items, key);
+    if (c && (c->state == S_COMPLETED || (c->state == S_CLAIMED && c->expires_at > now))) {
+        if (c->state == S_CLAIMED && strcmp(c->holder, s->id) == 0) {
+            /*  Claiming what you already hold is not a double grant: say
+                so, with your token, rather than deny yourself.            */
+            *err = NEXUS_ERR_CONFLICT;
+            snprintf(err_msg, NX_ERRMSG_MAX,
+                     "'%.120s' is already held by you (token %" PRIu64 "); renew it instead", key,
+                     c->token);
+            nx_pack_kv_u64(pk, "token", c->token);
+            nx_pack_kv_u64(pk, "expires_at", c->expires_at);
+            return 2;
+        }
+        return s_denied(c, pk, err, err_msg);
+    }
+    if (c && c->state == S_CLAIMED) /* lease over, not yet swept: expire now */
+        s_end(self, c, S_EXPIRED, "expired", NULL, now);
+    if (!c) {
+        if (zhashx_size(cs->items) >= self->cfg.claims_max)
+            return s_fail(err, NEXUS_ERR_BUSY, err_msg, "too many work items (%s)", "claims_max");
+        c = calloc(1, sizeof *c);
+        if (!c)
+            return s_fail(err, NEXUS_ERR_NOMEM, err_msg, "out of %s", "memory");
+        c->work_id = strdup(key);
+        zhashx_update(cs->items, c->work_id, c);
+    }
+    c->state = S_CLAIMED;
+    memcpy(c->holder, s->id, strlen(s->id) + 1);
+    c->token = ++cs->fence;
+    c->claimed_at = c->updated_at = now;
+    c->expires_at = now + ttl * 1000;
+    free(c->description);
+    c->description = desc ? nx_coord_strdup(desc, desc_len) : NULL;
+    free(c->metadata);
+    c->metadata = NULL;
+    c->metadata_len = 0;
+    if (md && md->type == MSGPACK_OBJECT_MAP)
+        c->metadata = s_pack_object(md, &c->metadata_len);
+    free(c->result);
+    c->result = NULL;
+    c->result_len = 0;
+    s_held_add(cs, s->id, +1);
+    s_heap_push(cs, c->work_id, c->expires_at, c->token);
+    nx_coord_wake(self, c->expires_at);
+    if ((*err = s_save(self, c)) || (*err = s_save_fence(self)))
+        return s_fail(err, *err, err_msg, "the store could not take the %s", "claim");
+    s_emit(self, "work.claimed", c, NULL, s->id);
+    nx_pack_kv_str(pk, "work_id", c->work_id);
+    nx_pack_kv_u64(pk, "token", c->token);
+    nx_pack_kv_u64(pk, "expires_at", c->expires_at);
+    nx_pack_kv_str(pk, "holder", c->holder);
+    return 4;
+}
+
+/*  The common checks of renew, release and complete: the item exists, is
+    claimed, the token is current and the caller is its holder.             */
+static s_claim_t *s_held_item(nx_broker_t *self, const msgpack_object *req, nx_session_t **sp,
+                              nexus_err_t *err, char *err_msg)
+{
+    char key[NX_WORK_ID_MAX + 1];
+    uint64_t token = 0;
+    if (s_work_id(req, key, err, err_msg) || (*err = nx_map_u64_req(req, "token", &token, err_msg)))
+        return NULL;
+    nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
+    if (!s)
+        return NULL;
+    *sp = s;
+    s_claim_t *c = zhashx_lookup(s_self(self)->items, key);
+    if (!c) {
+        s_fail(err, NEXUS_ERR_NOT_FOUND, err_msg, "no work item '%.120s'", key);
+        return NULL;
+    }
+    if (token != c->token) {
+        *err = NEXUS_ERR_STALE_TOKEN;
+        snprintf(err_msg, NX_ERRMSG_MAX,
+                 "token %" PRIu64 " is stale: '%.100s' is now at token %" PRIu64 " (%s by %.64s)",
+                 token, key, c->token, s_state_names[c->state], c->holder);
+        return NULL;
+    }
+    if (strcmp(c->holder, s->id) != 0) {
+        *err = NEXUS_ERR_FORBIDDEN;
+        snprintf(err_msg, NX_ERRMSG_MAX, "'%.100s' is held by %.64s, not %.64s", key, c->holder,
+                 s->id);
+        return NULL;
+    }
+    uint64_t now = nx_now_us();
+    if (c->state == S_CLAIMED && c->expires_at <= now)
+        s_end(self, c, S_EXPIRED, "expired", NULL, now);
+    if (c->state != S_CLAIMED) {
+        *err = NEXUS_ERR_CONFLICT;
+        snprintf(err_msg, NX_ERRMSG_MAX, "'%.120s' is %s, not claimed", key,
+                 s_state_names[c->state]);
+        return NULL;
+    }
+    return c;
+}
+
+int nx_op_work_renew(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                     nexus_err_t *err, char *err_msg)
+{
+    uint64_t ttl;
+    if (s_ttl(self, req, &ttl, err, err_msg))
+        return -1;
+    nx_session_t *s = NULL;
+    s_claim_t *c = s_held_item(self, req, &s, err, err_msg);
+    if (!c)
+        return -1;
+    uint64_t now = nx_now_us();
+    c->expires_at = now + ttl * 1000;
+    c->updated_at = now;
+    s_heap_push(s_self(self), c->work_id, c->expires_at, c->token);
+    nx_coord_wake(self, c->expires_at);
+    if ((*err = s_save(self, c)))
+        return s_fail(err, *err, err_msg, "the store could not take the %s", "renewal");
+    nx_pack_kv_str(pk, "work_id", c->work_id);
+    nx_pack_kv_u64(pk, "token", c->token);
+    nx_pack_kv_u64(pk, "expires_at", c->expires_at);
+    return 3;
+}
+
+int nx_op_work_release(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                       nexus_err_t *err, char *err_msg)
+{
+    const char *reason = NULL;
+    size_t reason_len = 0;
+    if ((*err = nx_map_str(req, "reason", &reason, &reason_len, err_msg)))
+        return -1;
+    nx_session_t *s = NULL;
+    s_claim_t *c = s_held_item(self, req, &s, err, err_msg);
+    if (!c)
+        return -1;
+    s_end(self, c, S_RELEASED, "released", s->id, nx_now_us());
+    nx_pack_kv_str(pk, "work_id", c->work_id);
+    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
+    return 2;
+}
+
+int nx_op_work_complete(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                        nexus_err_t *err, char *err_msg)
+{
+    nx_session_t *s = NULL;
+    s_claim_t *c = s_held_item(self, req, &s, err, err_msg);
+    if (!c)
+        return -1;
+    uint64_t now = nx_now_us();
+    const msgpack_object *result = nx_map_get(req, "result");
+    free(c->result);
+    c->result = result ? s_pack_object(result, &c->result_len) : NULL;
+    if (!result)
+        c->result_len = 0;
+    s_held_add(s_self(self), c->holder, -1);
+    c->state = S_COMPLETED;
+    c->updated_at = now;
+    if ((*err = s_save(self, c)))
+        return s_fail(err, *err, err_msg, "the store could not take the %s", "completion");
+    s_emit(self, "work.completed", c, NULL, s->id);
+    nx_pack_kv_str(pk, "work_id", c->work_id);
+    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
+    return 2;
+}
+
+int nx_op_work_reopen(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                      nexus_err_t *err, char *err_msg)
+{
+    char key[NX_WORK_ID_MAX + 1];
+    if (s_work_id(req, key, err, err_msg))
+        return -1;
+    nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
+    if (!s)
+        return -1;
+    s_claim_t *c = zhashx_lookup(s_self(self)->items, key);
+    if (!c)
+        return s_fail(err, NEXUS_ERR_NOT_FOUND, err_msg, "no work item '%.120s'", key);
+    if (c->state != S_COMPLETED) {
+        *err = NEXUS_ERR_CONFLICT;
+        snprintf(err_msg, NX_ERRMSG_MAX, "'%.120s' is %s; only a completed item can be reopened",
+                 key, s_state_names[c->state]);
+        return -1;
+    }
+    c->state = S_OPEN;
+    c->updated_at = nx_now_us();
+    if ((*err = s_save(self, c)))
+        return s_fail(err, *err, err_msg, "the store could not take the %s", "reopen");
+    s_emit(self, "work.reopened", c, NULL, s->id);
+    nx_pack_kv_str(pk, "work_id", c->work_id);
+    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
+    return 2;
+}
+
+int nx_op_work_get(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                   nexus_err_t *err, char *err_msg)
+{
+    char key[NX_WORK_ID_MAX + 1];
+    if (s_work_id(req, key, err, err_msg))
+        return -1;
+    s_claim_t *c = zhashx_lookup(s_self(self)->items, key);
+    if (!c)
+        return s_fail(err, NEXUS_ERR_NOT_FOUND, err_msg, "no work item '%.120s'", key);
+    nx_pack_str(pk, "claim");
+    s_pack_claim(pk, c);
+    return 1;
+}
+
+int nx_op_work_list(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                    nexus_err_t *err, char *err_msg)
+{
+    const char *holder = NULL, *state = NULL, *prefix = NULL;
+    size_t holder_len = 0, state_len = 0, prefix_len = 0;
+    uint64_t limit = 1000;
+    if ((*err = nx_map_str(req, "holder", &holder, &holder_len, err_msg)) ||
+        (*err = nx_map_str(req, "state", &state, &state_len, err_msg)) ||
+        (*err = nx_map_str(req, "prefix", &prefix, &prefix_len, err_msg)) ||
+        (*err = nx_map_u64(req, "limit", &limit, err_msg)))
+        return -1;
+    int want = -1;
+    for (int i = 0; state && i < 5; i++)
+        if (strlen(s_state_names[i]) == state_len &&
+            memcmp(s_state_names[i], state, state_len) == 0)
+            want = i;
+    if (state && want < 0)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'state' must be one of %s",
+                      "claimed, released, expired, completed, open");
+    if (limit == 0 || limit > 100000)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'limit' must be %s", "1..100000");
+    zlistx_t *keys = zhashx_keys(s_self(self)->items);
+    zlistx_set_comparator(keys, (zlistx_comparator_fn *)strcmp);
+    zlistx_sort(keys);
+    msgpack_sbuffer items;
+    msgpack_sbuffer_init(&items);
+    msgpack_packer ipk;
+    msgpack_packer_init(&ipk, &items, msgpack_sbuffer_write);
+    uint32_t count = 0;
+    bool truncated = false;
+    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+        s_claim_t *c = zhashx_lookup(s_self(self)->items, k);
+        if (want >= 0 && (int)c->state != want)
+            continue;
+        if (holder && (strlen(c->holder) != holder_len || memcmp(c->holder, holder, holder_len)))
+            continue;
+        if (prefix && strncmp(c->work_id, prefix, prefix_len) != 0)
+            continue;
+        if (count == limit) {
+            truncated = true;
+            break;
+        }
+        s_pack_claim(&ipk, c);
+        count++;
+    }
+    zlistx_destroy(&keys);
+    nx_pack_str(pk, "claims");
+    msgpack_pack_array(pk, count);
+    msgpack_sbuffer_write(pk->data, items.data, items.size);
+    msgpack_sbuffer_destroy(&items);
+    nx_pack_kv_bool(pk, "truncated", truncated);
+    return 2;
+}
+
+/*  ---- Timers and session ends ------------------------------------------- */
+
+uint64_t nx_claims_tick(nx_broker_t *self, uint64_t now)
+{
+    struct _nx_claims_t *cs = s_self(self);
+    /*  Bounded per call so that a mass expiry cannot hold the loop; the
+        rest go in the next turn, which comes at once.                      */
+    for (int i = 0; i < 10000 && cs->heap_len && cs->heap[0].expires_at <= now; i++) {
+        s_heap_item_t top = cs->heap[0];
+        s_claim_t *c = zhashx_lookup(cs->items, top.work_id);
+        if (c && c->state == S_CLAIMED && c->token == top.token && c->expires_at == top.expires_at)
+            s_end(self, c, S_EXPIRED, "expired", NULL, now);
+        s_heap_pop(cs);
+    }
+    return cs->heap_len ? cs->heap[0].expires_at : UINT64_MAX;
+}
+
+size_t nx_claims_on_session_gone(nx_broker_t *self, const char *session, bool release)
+{
+    struct _nx_claims_t *cs = s_self(self);
+    if (!release || !zhashx_lookup(cs->held, session))
+        return 0;
+    size_t n = 0;
+    uint64_t now = nx_now_us();
+    for (s_claim_t *c = zhashx_first(cs->items); c; c = zhashx_next(cs->items))
+        if (c->state == S_CLAIMED && strcmp(c->holder, session) == 0) {
+            s_end(self, c, S_RELEASED, "holder_gone", NULL, now);
+            n++;
+        }
+    return n;
+}
+
+void nx_claims_prune(nx_broker_t *self, uint64_t now)
+{
+    struct _nx_claims_t *cs = s_self(self);
+    if (!self->cfg.claims_retain)
+        return;
+    zlistx_t *drop = zlistx_new();
+    for (s_claim_t *c = zhashx_first(cs->items); c; c = zhashx_next(cs->items))
+        if (c->state != S_CLAIMED && c->updated_at + self->cfg.claims_retain * 1000 < now)
+            zlistx_add_end(drop, c->work_id);
+    for (char *id = zlistx_first(drop); id; id = zlistx_next(drop)) {
+        nx_coord_del(self, NX_DB_CLAIMS, id, strlen(id));
+        zhashx_delete(cs->items, id);
+    }
+    zlistx_destroy(&drop);
+}
+
+/*  For the snapshot: packs every claimed item as a msgpack array.          */
+void nx_claims_pack_active(nx_broker_t *self, msgpack_packer *pk)
+{
+    struct _nx_claims_t *cs = s_self(self);
+    uint32_t n = 0;
+    for (s_claim_t *c = zhashx_first(cs->items); c; c = zhashx_next(cs->items))
+        n += c->state == S_CLAIMED;
+    msgpack_pack_array(pk, n);
+    for (s_claim_t *c = zhashx_first(cs->items); c; c = zhashx_next(cs->items))
+        if (c->state == S_CLAIMED)
+            s_pack_claim(pk, c);
+}

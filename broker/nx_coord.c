@@ -1,0 +1,124 @@
+/*  =========================================================================
+    nx_coord - ties sessions, claims, retries and the snapshot to the
+    broker's loop: start-up load, the timers, housekeeping, and the write
+    path into the open batch.
+    =========================================================================
+*/
+
+#include <string.h>
+
+#include "nx_auth.h"
+#include "nx_coord.h"
+#include "nx_log.h"
+
+int nx_sessions_load(nx_broker_t *self);
+void nx_sessions_unload(nx_broker_t *self);
+uint64_t nx_sessions_tick(nx_broker_t *self, uint64_t now);
+void nx_sessions_prune(nx_broker_t *self, uint64_t now);
+int nx_claims_load(nx_broker_t *self);
+void nx_claims_unload(nx_broker_t *self);
+uint64_t nx_claims_tick(nx_broker_t *self, uint64_t now);
+void nx_claims_prune(nx_broker_t *self, uint64_t now);
+
+static int s_load(nx_broker_t *self)
+{
+    /*  Claims first: sessions count the claims they hold when they load.  */
+    if (nx_claims_load(self) || nx_sessions_load(self))
+        return -1;
+    self->dedup = nx_dedup_new();
+    if (!self->dedup)
+        return -1;
+    nx_dedup_load(self, nx_now_us());
+    return 0;
+}
+
+static void s_unload(nx_broker_t *self)
+{
+    nx_sessions_unload(self);
+    nx_claims_unload(self);
+    nx_dedup_destroy(&self->dedup);
+}
+
+int nx_coord_start(nx_broker_t *self, char *err_buf, size_t err_size)
+{
+    self->auth = nx_auth_new(self->cfg.token, self->cfg.tokens_file, err_buf, err_size);
+    if (!self->auth)
+        return -1;
+    if (s_load(self)) {
+        snprintf(err_buf, err_size, "cannot load sessions and claims: %s",
+                 nx_store_errmsg(self->store));
+        return -1;
+    }
+    nx_info("coordination: %zu sessions, %zu work items known; tokens %s",
+            zhashx_size((zhashx_t *)self->sessions), (size_t)0,
+            nx_auth_enabled(self->auth) ? "required" : "not configured (open)");
+    self->snapshot_dirty = true;
+    return 0;
+}
+
+void nx_coord_stop(nx_broker_t *self)
+{
+    if (self->sessions || self->claims)
+        s_unload(self);
+    nx_auth_destroy(&self->auth);
+}
+
+void nx_coord_reload(nx_broker_t *self)
+{
+    s_unload(self);
+    if (s_load(self))
+        nx_error("coordination: reload from the store failed: %s", nx_store_errmsg(self->store));
+    else
+        nx_warn("coordination: state reloaded from the store after a failed batch");
+}
+
+uint64_t nx_coord_tick(nx_broker_t *self, uint64_t now)
+{
+    uint64_t a = nx_claims_tick(self, now);
+    uint64_t b = nx_sessions_tick(self, now);
+    return a < b ? a : b;
+}
+
+void nx_coord_housekeeping(nx_broker_t *self, uint64_t now)
+{
+    nx_sessions_prune(self, now);
+    nx_claims_prune(self, now);
+    nx_dedup_prune(self, now);
+    if (self->snapshot_dirty && self->cfg.snapshot_file && *self->cfg.snapshot_file) {
+        if (nx_snapshot_write(self, self->cfg.snapshot_file) == 0)
+            self->snapshot_dirty = false;
+    }
+}
+
+nexus_err_t nx_coord_put(nx_broker_t *self, nx_db_t db, const char *key, size_t key_len,
+                         const void *value, size_t value_len)
+{
+    if (self->batch_failed)
+        return NEXUS_ERR_STORE_FULL;
+    self->batch_kv = true;
+    nexus_err_t rc = nx_store_put(self->store, db, key, key_len, value, value_len);
+    if (rc == NEXUS_ERR_STORE_FULL || rc == NEXUS_ERR_STORE)
+        self->batch_failed = true;
+    return rc;
+}
+
+nexus_err_t nx_coord_del(nx_broker_t *self, nx_db_t db, const char *key, size_t key_len)
+{
+    if (self->batch_failed)
+        return NEXUS_ERR_STORE_FULL;
+    self->batch_kv = true;
+    nexus_err_t rc = nx_store_del(self->store, db, key, key_len);
+    if (rc == NEXUS_ERR_STORE_FULL || rc == NEXUS_ERR_STORE)
+        self->batch_failed = true;
+    return rc == NEXUS_ERR_NOT_FOUND ? NEXUS_OK : rc;
+}
+
+void nx_coord_emit(nx_broker_t *self, const char *topic, const char *source, msgpack_sbuffer *buf)
+{
+    uint64_t seq;
+    char err_msg[NX_ERRMSG_MAX];
+    nexus_err_t rc = nx_broker_emit(self, topic, strlen(topic), source, strlen(source), buf->data,
+                                    buf->size, &seq, err_msg);
+    if (rc != NEXUS_OK)
+        nx_warn("cannot emit %s: %s", topic, err_msg);
+}

@@ -1,0 +1,138 @@
+/*  =========================================================================
+    nx_coord - work coordination in the broker: sessions (presence,
+    capabilities, status) in nx_sessions.c, leased claims with fencing
+    tokens in nx_claims.c, the retry cache in nx_dedup.c and the JSON
+    snapshot in nx_snapshot.c. docs/coordination.md explains the model and
+    docs/protocol.md every op.
+
+    All of it runs on the broker's one thread. State lives in memory (hash
+    tables) and is written through to LMDB in the open batch, so a change
+    is durable when the batch commits, before its reply is sent. When a
+    batch fails, the tables are reloaded from the store (nx_coord_reload),
+    so memory never holds what the store does not.
+    =========================================================================
+*/
+
+#ifndef NX_COORD_H_INCLUDED
+#define NX_COORD_H_INCLUDED
+
+#include "nx_broker.h"
+
+#define NX_ID_MAX      64   /* bytes in a session id                        */
+#define NX_WORK_ID_MAX 256  /* bytes in a work id                           */
+#define NX_SECRET_LEN  32   /* hex characters in a session secret           */
+#define NX_TEXT_MAX    4096 /* bytes in names, descriptions, status text   */
+
+typedef enum { NX_SESSION_ACTIVE, NX_SESSION_STALE, NX_SESSION_GONE } nx_session_status_t;
+
+typedef struct {
+    char id[NX_ID_MAX + 1];         /* the session id                      */
+    char secret[NX_SECRET_LEN + 1]; /* proves ownership across connections */
+    char *name;                     /* free text                           */
+    char **caps;                    /* capabilities                        */
+    size_t n_caps;                  /* entries in caps                     */
+    uint8_t *metadata;              /* packed msgpack map, or NULL         */
+    size_t metadata_len;            /* bytes in metadata                   */
+    int state;                      /* 0 available, 1 busy, 2 away         */
+    char *current_work;             /* free text, or NULL                  */
+    char *text;                     /* free text, or NULL                  */
+    nx_session_status_t status;     /* active, stale (after restart), gone */
+    uint64_t registered_at;         /* us since epoch                      */
+    uint64_t last_seen;             /* us, last heartbeat or action        */
+    uint64_t heartbeat_ms;          /* expected heartbeat interval         */
+    uint64_t ttl_ms;                /* alive this long without heartbeats  */
+    uint64_t timeout_at;            /* us; gone when this passes           */
+    uint64_t gone_at;               /* us; when it went, 0 while alive     */
+    uint8_t peer[256];              /* routing id of the owning connection */
+    size_t peer_len;                /* 0: no connection owns it now        */
+    size_t claims;                  /* claims it holds                     */
+} nx_session_t;
+
+/*  ---- Lifecycle (called by nx_broker.c) --------------------------------- */
+
+/*  Creates the tables and loads them from the store. Sessions come back
+    stale; leases that ran out while the broker was down expire in the next
+    nx_coord_tick. Returns 0 or -1 with err_buf set.                         */
+int nx_coord_start(nx_broker_t *self, char *err_buf, size_t err_size);
+void nx_coord_stop(nx_broker_t *self);
+
+/*  Drops the tables and loads them again from the store: after a failed
+    batch, memory must match what was committed.                            */
+void nx_coord_reload(nx_broker_t *self);
+
+/*  Expires leases and sessions due at now (us). Stages writes and events
+    in the open batch. Returns the monotonic-free wall time (us) of the next
+    deadline, or UINT64_MAX when none.                                      */
+uint64_t nx_coord_tick(nx_broker_t *self, uint64_t now);
+
+/*  Makes the loop wake by at (wall us) for a new lease or session deadline.*/
+static inline void nx_coord_wake(nx_broker_t *self, uint64_t at)
+{
+    if (at < self->next_coord)
+        self->next_coord = at;
+}
+
+/*  Once a second: prune gone sessions, closed items and old retry answers;
+    write the snapshot file when something changed.                        */
+void nx_coord_housekeeping(nx_broker_t *self, uint64_t now);
+
+/*  ---- Shared between the coordination files ---------------------------- */
+
+/*  Finds the session a request acts as ("session" field) and checks the
+    caller may act as it: same connection, matching "secret", and the
+    request's token allows it. Marks the session seen. Returns NULL with
+    *err and err_msg set.                                                   */
+nx_session_t *nx_sessions_authorize(nx_broker_t *self, const msgpack_object *req, nexus_err_t *err,
+                                    char *err_msg);
+nx_session_t *nx_sessions_lookup(nx_broker_t *self, const char *id);
+void nx_sessions_pack(msgpack_packer *pk, const nx_session_t *s);
+
+/*  Releases (reason "holder_gone") or keeps the claims of a session that
+    went. Returns how many were released.                                   */
+size_t nx_claims_on_session_gone(nx_broker_t *self, const char *session, bool release);
+/*  Number of active claims held by session.                                */
+size_t nx_claims_held(nx_broker_t *self, const char *session);
+
+/*  Writes key -> value in db in the batch and marks the batch as touching
+    coordination state. Returns NEXUS_OK or the store's error.              */
+nexus_err_t nx_coord_put(nx_broker_t *self, nx_db_t db, const char *key, size_t key_len,
+                         const void *value, size_t value_len);
+nexus_err_t nx_coord_del(nx_broker_t *self, nx_db_t db, const char *key, size_t key_len);
+
+/*  Emits an event whose payload is the msgpack map in buf.                 */
+void nx_coord_emit(nx_broker_t *self, const char *topic, const char *source, msgpack_sbuffer *buf);
+
+/*  Copies a msgpack str object into a fresh NUL-terminated string, or NULL.*/
+char *nx_coord_strdup(const char *ptr, size_t len);
+
+/*  The op handlers, listed in nx_ops.c's table.                            */
+nx_op_fn nx_op_session_register, nx_op_session_heartbeat, nx_op_session_status,
+    nx_op_session_unregister, nx_op_session_get, nx_op_session_list, nx_op_session_find;
+nx_op_fn nx_op_work_claim, nx_op_work_renew, nx_op_work_release, nx_op_work_complete,
+    nx_op_work_reopen, nx_op_work_get, nx_op_work_list;
+
+/*  ---- Retry cache (nx_dedup.c) ----------------------------------------- */
+
+typedef struct _nx_dedup_t nx_dedup_t;
+nx_dedup_t *nx_dedup_new(void);
+void nx_dedup_destroy(nx_dedup_t **self_p);
+/*  Loads answers younger than window_us from the store.                    */
+void nx_dedup_load(nx_broker_t *self, uint64_t now);
+/*  Returns the stored answer for session + packed id, or NULL. *ok says if
+    it was a success; *fields how many fields follow in the bytes.          */
+const uint8_t *nx_dedup_find(nx_broker_t *self, const char *session, size_t session_len,
+                             const void *id, size_t id_len, bool *ok, uint32_t *fields,
+                             size_t *len);
+/*  Stores an answer in the batch.                                          */
+void nx_dedup_store(nx_broker_t *self, const char *session, size_t session_len, const void *id,
+                    size_t id_len, bool ok, uint32_t fields, const void *body, size_t len,
+                    uint64_t now);
+void nx_dedup_prune(nx_broker_t *self, uint64_t now);
+
+/*  ---- Snapshot (nx_snapshot.c) ----------------------------------------- */
+
+/*  Writes the JSON snapshot atomically (temp file + rename). Returns 0 or
+    -1 (logged).                                                            */
+int nx_snapshot_write(nx_broker_t *self, const char *path);
+
+#endif

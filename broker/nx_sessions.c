@@ -1,0 +1,790 @@
+/*  =========================================================================
+    nx_sessions - who is on the fabric: registration, heartbeats, status,
+    capabilities, and the timeout that declares a silent session gone.
+
+    Ownership: a session belongs to the connection that registered it. Any
+    other connection may act as it only with the session's secret (returned
+    by register; the CLI keeps it in a state file so a shell script can be
+    one session across many short calls). With tokens configured, the token
+    must also allow the session id.
+    =========================================================================
+*/
+
+#include <string.h>
+#include <sys/random.h>
+
+#include "nx_auth.h"
+#include "nx_coord.h"
+#include "nx_log.h"
+
+static const char *s_states[] = {"available", "busy", "away"};
+static const char *s_statuses[] = {"active", "stale", "gone"};
+
+/*  The table: id -> nx_session_t*, owned.                                  */
+static zhashx_t *s_table(nx_broker_t *self)
+{
+    return (zhashx_t *)self->sessions;
+}
+
+static void s_session_free(void **item)
+{
+    nx_session_t *s = *item;
+    if (!s)
+        return;
+    free(s->name);
+    for (size_t i = 0; i < s->n_caps; i++)
+        free(s->caps[i]);
+    free(s->caps);
+    free(s->metadata);
+    free(s->current_work);
+    free(s->text);
+    free(s);
+    *item = NULL;
+}
+
+char *nx_coord_strdup(const char *ptr, size_t len)
+{
+    char *s = malloc(len + 1);
+    if (s) {
+        memcpy(s, ptr, len);
+        s[len] = 0;
+    }
+    return s;
+}
+
+/*  Session ids become topic tokens (session.<id>.direct), so they hold no
+    dots, spaces or wildcards.                                              */
+static bool s_id_valid(const char *id, size_t len)
+{
+    if (len == 0 || len > NX_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == ':' || c == '@'))
+            return false;
+    }
+    return true;
+}
+
+static uint64_t s_timeout_ms(nx_broker_t *self, const nx_session_t *s)
+{
+    uint64_t t = s->heartbeat_ms * self->cfg.heartbeat_misses;
+    return s->ttl_ms > t ? s->ttl_ms : t;
+}
+
+/*  ---- Persistence -------------------------------------------------------- */
+
+static void s_pack_strs(msgpack_packer *pk, char **strs, size_t n)
+{
+    msgpack_pack_array(pk, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+        nx_pack_str(pk, strs[i]);
+}
+
+static void s_pack_opt_str(msgpack_packer *pk, const char *key, const char *value)
+{
+    if (value)
+        nx_pack_kv_str(pk, key, value);
+    else
+        nx_pack_kv_nil(pk, key);
+}
+
+static void s_pack_metadata(msgpack_packer *pk, const nx_session_t *s)
+{
+    nx_pack_str(pk, "metadata");
+    if (s->metadata)
+        msgpack_sbuffer_write(pk->data, (const char *)s->metadata, s->metadata_len);
+    else
+        msgpack_pack_map(pk, 0);
+}
+
+/*  The public record (never the secret).                                   */
+void nx_sessions_pack(msgpack_packer *pk, const nx_session_t *s)
+{
+    msgpack_pack_map(pk, 14);
+    nx_pack_kv_str(pk, "session", s->id);
+    s_pack_opt_str(pk, "name", s->name);
+    nx_pack_str(pk, "capabilities");
+    s_pack_strs(pk, s->caps, s->n_caps);
+    s_pack_metadata(pk, s);
+    nx_pack_kv_str(pk, "state", s_states[s->state]);
+    s_pack_opt_str(pk, "current_work", s->current_work);
+    s_pack_opt_str(pk, "text", s->text);
+    nx_pack_kv_str(pk, "status", s_statuses[s->status]);
+    nx_pack_kv_u64(pk, "registered_at", s->registered_at);
+    nx_pack_kv_u64(pk, "last_seen", s->last_seen);
+    nx_pack_kv_u64(pk, "heartbeat_ms", s->heartbeat_ms);
+    nx_pack_kv_u64(pk, "ttl_ms", s->ttl_ms);
+    nx_pack_kv_u64(pk, "timeout_at", s->timeout_at);
+    nx_pack_kv_u64(pk, "claims", s->claims);
+}
+
+static nexus_err_t s_save(nx_broker_t *self, nx_session_t *s)
+{
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    /*  The stored record is the public one plus what must survive: the
+        secret and when it went.                                            */
+    msgpack_pack_array(&pk, 3);
+    nx_sessions_pack(&pk, s);
+    nx_pack_str(&pk, s->secret);
+    msgpack_pack_uint64(&pk, s->gone_at);
+    nexus_err_t rc = nx_coord_put(self, NX_DB_SESSIONS, s->id, strlen(s->id), buf.data, buf.size);
+    msgpack_sbuffer_destroy(&buf);
+    self->snapshot_dirty = true;
+    return rc;
+}
+
+static char *s_get_str(const msgpack_object *map, const char *key)
+{
+    const char *p = NULL;
+    size_t n = 0;
+    if (nx_map_str(map, key, &p, &n, NULL) != NEXUS_OK || !p)
+        return NULL;
+    return nx_coord_strdup(p, n);
+}
+
+static uint64_t s_get_u64(const msgpack_object *map, const char *key)
+{
+    uint64_t v = 0;
+    nx_map_u64(map, key, &v, NULL);
+    return v;
+}
+
+static int s_index_of(const char **names, int count, const char *value)
+{
+    for (int i = 0; value && i < count; i++)
+        if (strcmp(names[i], value) == 0)
+            return i;
+    return 0;
+}
+
+static int s_load_one(const void *key, size_t key_len, const void *value, size_t value_len,
+                      void *arg)
+{
+    nx_broker_t *self = arg;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, value, value_len, NULL) != MSGPACK_UNPACK_SUCCESS ||
+        u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size != 3 ||
+        u.data.via.array.ptr[0].type != MSGPACK_OBJECT_MAP || key_len > NX_ID_MAX) {
+        nx_warn("sessions: skipping a record that does not decode");
+        msgpack_unpacked_destroy(&u);
+        return 0;
+    }
+    const msgpack_object *rec = &u.data.via.array.ptr[0];
+    nx_session_t *s = calloc(1, sizeof *s);
+    memcpy(s->id, key, key_len);
+    const msgpack_object *secret = &u.data.via.array.ptr[1];
+    if (secret->type == MSGPACK_OBJECT_STR && secret->via.str.size == NX_SECRET_LEN)
+        memcpy(s->secret, secret->via.str.ptr, NX_SECRET_LEN);
+    if (u.data.via.array.ptr[2].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        s->gone_at = u.data.via.array.ptr[2].via.u64;
+    s->name = s_get_str(rec, "name");
+    const msgpack_object_array *caps = NULL;
+    if (nx_map_str_array(rec, "capabilities", &caps, NULL) == NEXUS_OK && caps && caps->size) {
+        s->caps = calloc(caps->size, sizeof(char *));
+        for (uint32_t i = 0; i < caps->size; i++)
+            s->caps[s->n_caps++] =
+                nx_coord_strdup(caps->ptr[i].via.str.ptr, caps->ptr[i].via.str.size);
+    }
+    const msgpack_object *md = nx_map_get(rec, "metadata");
+    if (md && md->type == MSGPACK_OBJECT_MAP && md->via.map.size) {
+        msgpack_sbuffer b;
+        msgpack_sbuffer_init(&b);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
+        msgpack_pack_object(&pk, *md);
+        s->metadata = (uint8_t *)b.data;
+        s->metadata_len = b.size;
+    }
+    char *state = s_get_str(rec, "state");
+    s->state = s_index_of(s_states, 3, state);
+    free(state);
+    s->current_work = s_get_str(rec, "current_work");
+    s->text = s_get_str(rec, "text");
+    char *status = s_get_str(rec, "status");
+    s->status = (nx_session_status_t)s_index_of(s_statuses, 3, status);
+    free(status);
+    s->registered_at = s_get_u64(rec, "registered_at");
+    s->last_seen = s_get_u64(rec, "last_seen");
+    s->heartbeat_ms = s_get_u64(rec, "heartbeat_ms");
+    s->ttl_ms = s_get_u64(rec, "ttl_ms");
+    if (!s->heartbeat_ms)
+        s->heartbeat_ms = self->cfg.heartbeat;
+    /*  No connection survives a restart: a live session becomes stale and
+        gets one full timeout from now to heartbeat (with its secret).     */
+    if (s->status != NX_SESSION_GONE) {
+        s->status = NX_SESSION_STALE;
+        s->timeout_at = nx_now_us() + s_timeout_ms(self, s) * 1000;
+        nx_coord_wake(self, s->timeout_at);
+    }
+    zhashx_update(s_table(self), s->id, s);
+    msgpack_unpacked_destroy(&u);
+    return 0;
+}
+
+int nx_sessions_load(nx_broker_t *self)
+{
+    zhashx_t *table = zhashx_new();
+    if (!table)
+        return -1;
+    zhashx_set_destructor(table, s_session_free);
+    self->sessions = (struct _nx_sessions_t *)table;
+    return nx_store_foreach(self->store, NX_DB_SESSIONS, s_load_one, self) == NEXUS_OK ? 0 : -1;
+}
+
+void nx_sessions_unload(nx_broker_t *self)
+{
+    zhashx_t *table = s_table(self);
+    zhashx_destroy(&table);
+    self->sessions = NULL;
+}
+
+nx_session_t *nx_sessions_lookup(nx_broker_t *self, const char *id)
+{
+    return zhashx_lookup(s_table(self), id);
+}
+
+/*  ---- Identity ------------------------------------------------------------ */
+
+static bool s_same_peer(nx_broker_t *self, const nx_session_t *s)
+{
+    return s->peer_len && s->peer_len == self->peer_len &&
+           memcmp(s->peer, self->peer, s->peer_len) == 0;
+}
+
+static bool s_secret_ok(const nx_session_t *s, const char *secret, size_t len)
+{
+    if (!secret || len != NX_SECRET_LEN)
+        return false;
+    unsigned char diff = 0;
+    for (size_t i = 0; i < NX_SECRET_LEN; i++)
+        diff |= (unsigned char)s->secret[i] ^ (unsigned char)secret[i];
+    return diff == 0;
+}
+
+static void s_bind_peer(nx_broker_t *self, nx_session_t *s)
+{
+    if (self->peer_len <= sizeof s->peer) {
+        memcpy(s->peer, self->peer, self->peer_len);
+        s->peer_len = self->peer_len;
+    }
+}
+
+/*  Marks s seen now; a stale session becomes active again.                 */
+static void s_touch(nx_broker_t *self, nx_session_t *s, uint64_t now)
+{
+    s->last_seen = now;
+    s->timeout_at = now + s_timeout_ms(self, s) * 1000;
+    nx_coord_wake(self, s->timeout_at);
+    if (s->status == NX_SESSION_STALE)
+        s->status = NX_SESSION_ACTIVE;
+}
+
+nx_session_t *nx_sessions_authorize(nx_broker_t *self, const msgpack_object *req, nexus_err_t *err,
+                                    char *err_msg)
+{
+    const char *id = NULL, *secret = NULL;
+    size_t id_len = 0, secret_len = 0;
+    if ((*err = nx_map_str_req(req, "session", &id, &id_len, err_msg)) ||
+        (*err = nx_map_str(req, "secret", &secret, &secret_len, err_msg)))
+        return NULL;
+    char key[NX_ID_MAX + 1];
+    nx_session_t *s = NULL;
+    if (s_id_valid(id, id_len)) {
+        memcpy(key, id, id_len);
+        key[id_len] = 0;
+        s = nx_sessions_lookup(self, key);
+    }
+    if (!s || s->status == NX_SESSION_GONE) {
+        *err = NEXUS_ERR_NOT_FOUND;
+        snprintf(err_msg, NX_ERRMSG_MAX, "no active session '%.*s' (register first)",
+                 (int)(id_len > NX_ID_MAX ? NX_ID_MAX : id_len), id);
+        return NULL;
+    }
+    if (!nx_auth_allows(self->auth, self->auth_handle, s->id, strlen(s->id))) {
+        *err = NEXUS_ERR_FORBIDDEN;
+        snprintf(err_msg, NX_ERRMSG_MAX, "this token may not act as session '%s'", s->id);
+        return NULL;
+    }
+    if (!s_same_peer(self, s)) {
+        if (!s_secret_ok(s, secret, secret_len)) {
+            *err = NEXUS_ERR_FORBIDDEN;
+            snprintf(err_msg, NX_ERRMSG_MAX,
+                     "session '%s' belongs to another connection; send its secret to act as it",
+                     s->id);
+            return NULL;
+        }
+        /*  A session without a live connection (stale after a restart, or
+            a script's TTL session) is taken over by whoever has the secret,
+            so that heartbeats from that connection work without it.        */
+        if (s->status == NX_SESSION_STALE || !s->peer_len)
+            s_bind_peer(self, s);
+    }
+    s_touch(self, s, nx_now_us());
+    return s;
+}
+
+/*  ---- Events ------------------------------------------------------------ */
+
+static void s_emit_connected(nx_broker_t *self, nx_session_t *s, bool resumed)
+{
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5);
+    nx_pack_kv_str(&pk, "session", s->id);
+    s_pack_opt_str(&pk, "name", s->name);
+    nx_pack_str(&pk, "capabilities");
+    s_pack_strs(&pk, s->caps, s->n_caps);
+    s_pack_metadata(&pk, s);
+    nx_pack_kv_bool(&pk, "resumed", resumed);
+    nx_coord_emit(self, "session.connected", s->id, &buf);
+    msgpack_sbuffer_destroy(&buf);
+}
+
+/*  Declares s gone: event, claims, record. reason: timeout | unregistered
+    | replaced.                                                             */
+static size_t s_gone(nx_broker_t *self, nx_session_t *s, const char *reason, uint64_t now)
+{
+    size_t released = nx_claims_on_session_gone(
+        self, s->id, self->cfg.claims_on_disconnect == 0 || strcmp(reason, "unregistered") == 0);
+    s->status = NX_SESSION_GONE;
+    s->gone_at = now;
+    s->peer_len = 0;
+    s->claims = nx_claims_held(self, s->id);
+    s_save(self, s);
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    nx_pack_kv_str(&pk, "session", s->id);
+    nx_pack_kv_str(&pk, "reason", reason);
+    nx_pack_kv_u64(&pk, "released", released);
+    nx_coord_emit(self, "session.disconnected", s->id, &buf);
+    msgpack_sbuffer_destroy(&buf);
+    nx_info("session %s gone (%s), %zu claims released", s->id, reason, released);
+    return released;
+}
+
+/*  ---- Ops ---------------------------------------------------------------- */
+
+static int s_fail(nexus_err_t *err, nexus_err_t code, char *err_msg, const char *text)
+{
+    *err = code;
+    snprintf(err_msg, NX_ERRMSG_MAX, "%s", text);
+    return -1;
+}
+
+/*  Reads and checks an optional free-text field.                           */
+static int s_text_field(const msgpack_object *req, const char *key, char **out, bool *present,
+                        nexus_err_t *err, char *err_msg)
+{
+    const char *p = NULL;
+    size_t n = 0;
+    *present = false;
+    const msgpack_object *o = nx_map_get(req, key);
+    if (o && o->type == MSGPACK_OBJECT_NIL) {
+        *present = true;
+        *out = NULL;
+        return 0;
+    }
+    if ((*err = nx_map_str(req, key, &p, &n, err_msg)))
+        return -1;
+    if (!p)
+        return 0;
+    if (n > NX_TEXT_MAX) {
+        *err = NEXUS_ERR_BAD_REQUEST;
+        snprintf(err_msg, NX_ERRMSG_MAX, "field '%s' is over %d bytes", key, NX_TEXT_MAX);
+        return -1;
+    }
+    *present = true;
+    *out = nx_coord_strdup(p, n);
+    return 0;
+}
+
+int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                           nexus_err_t *err, char *err_msg)
+{
+    const char *id = NULL, *secret = NULL;
+    size_t id_len = 0, secret_len = 0;
+    const msgpack_object_array *caps = NULL;
+    uint64_t heartbeat = self->cfg.heartbeat, ttl = 0;
+    if ((*err = nx_map_str(req, "session", &id, &id_len, err_msg)) ||
+        (*err = nx_map_str(req, "secret", &secret, &secret_len, err_msg)) ||
+        (*err = nx_map_str_array(req, "capabilities", &caps, err_msg)) ||
+        (*err = nx_map_u64(req, "heartbeat_ms", &heartbeat, err_msg)) ||
+        (*err = nx_map_u64(req, "ttl_ms", &ttl, err_msg)))
+        return -1;
+    const msgpack_object *md = nx_map_get(req, "metadata");
+    if (md && md->type != MSGPACK_OBJECT_MAP && md->type != MSGPACK_OBJECT_NIL)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'metadata' must be a map");
+    if (id && !s_id_valid(id, id_len))
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
+                      "field 'session' must be 1..64 of [A-Za-z0-9_:@-]");
+    if (heartbeat < 100 || heartbeat > 3600000)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
+                      "field 'heartbeat_ms' must be 100..3600000");
+    if (ttl > 30ull * 86400000)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
+                      "field 'ttl_ms' must be at most 30 days");
+    if (caps && caps->size > 256)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "at most 256 capabilities");
+    char *name = NULL;
+    bool has_name;
+    if (s_text_field(req, "name", &name, &has_name, err, err_msg))
+        return -1;
+
+    char key[NX_ID_MAX + 1];
+    if (id) {
+        memcpy(key, id, id_len);
+        key[id_len] = 0;
+    } else {
+        uint8_t rnd[6];
+        if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd)
+            memset(rnd, 0, sizeof rnd);
+        snprintf(key, sizeof key, "s-%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
+                 rnd[4], rnd[5]);
+    }
+    if (!nx_auth_allows(self->auth, self->auth_handle, key, strlen(key))) {
+        free(name);
+        *err = NEXUS_ERR_FORBIDDEN;
+        snprintf(err_msg, NX_ERRMSG_MAX, "this token may not register session '%s'", key);
+        return -1;
+    }
+    uint64_t now = nx_now_us();
+    nx_session_t *s = nx_sessions_lookup(self, key);
+    bool resumed = false;
+    if (s && s->status != NX_SESSION_GONE) {
+        /*  Taking back a live session needs its connection or its secret;
+            a token that names the session may replace it outright.        */
+        if (s_same_peer(self, s) || s_secret_ok(s, secret, secret_len))
+            resumed = true;
+        else if (self->auth_handle &&
+                 nx_auth_allows(self->auth, self->auth_handle, key, strlen(key))) {
+            s_gone(self, s, "replaced", now);
+            s = NULL;
+        } else {
+            free(name);
+            *err = NEXUS_ERR_FORBIDDEN;
+            snprintf(err_msg, NX_ERRMSG_MAX,
+                     "session '%s' is active on another connection; send its secret to take it "
+                     "back",
+                     key);
+            return -1;
+        }
+    }
+    if (!s || s->status == NX_SESSION_GONE) {
+        if (!s && zhashx_size(s_table(self)) >= self->cfg.sessions_max) {
+            free(name);
+            return s_fail(err, NEXUS_ERR_BUSY, err_msg, "too many sessions (sessions_max)");
+        }
+        if (!s) {
+            s = calloc(1, sizeof *s);
+            if (!s) {
+                free(name);
+                return s_fail(err, NEXUS_ERR_NOMEM, err_msg, "out of memory");
+            }
+            memcpy(s->id, key, strlen(key) + 1);
+            zhashx_update(s_table(self), s->id, s);
+        }
+        uint8_t rnd[NX_SECRET_LEN / 2];
+        if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd)
+            return s_fail(err, NEXUS_ERR_INTERNAL, err_msg, "no randomness for the secret");
+        for (size_t i = 0; i < sizeof rnd; i++)
+            snprintf(s->secret + 2 * i, 3, "%02x", rnd[i]);
+        s->registered_at = now;
+        s->gone_at = 0;
+        s->state = 0;
+    }
+    /*  Fields given replace the old ones; fields absent stay (a resume may
+        send only the id and secret).                                       */
+    if (has_name || !resumed) {
+        free(s->name);
+        s->name = name;
+    } else
+        free(name);
+    if (caps || !resumed) {
+        for (size_t i = 0; i < s->n_caps; i++)
+            free(s->caps[i]);
+        free(s->caps);
+        s->caps = NULL;
+        s->n_caps = 0;
+        if (caps && caps->size) {
+            s->caps = calloc(caps->size, sizeof(char *));
+            for (uint32_t i = 0; i < caps->size; i++)
+                s->caps[s->n_caps++] =
+                    nx_coord_strdup(caps->ptr[i].via.str.ptr, caps->ptr[i].via.str.size);
+        }
+    }
+    if (md || !resumed) {
+        free(s->metadata);
+        s->metadata = NULL;
+        s->metadata_len = 0;
+        if (md && md->type == MSGPACK_OBJECT_MAP) {
+            msgpack_sbuffer b;
+            msgpack_sbuffer_init(&b);
+            msgpack_packer mpk;
+            msgpack_packer_init(&mpk, &b, msgpack_sbuffer_write);
+            msgpack_pack_object(&mpk, *md);
+            s->metadata = (uint8_t *)b.data;
+            s->metadata_len = b.size;
+        }
+    }
+    s->heartbeat_ms = heartbeat;
+    s->ttl_ms = ttl;
+    s->status = NX_SESSION_ACTIVE;
+    s_bind_peer(self, s);
+    s_touch(self, s, now);
+    s->claims = nx_claims_held(self, s->id);
+    if ((*err = s_save(self, s)))
+        return s_fail(err, *err, err_msg, "the store could not take the session");
+    s_emit_connected(self, s, resumed);
+
+    nx_pack_kv_str(pk, "session", s->id);
+    nx_pack_kv_str(pk, "secret", s->secret);
+    nx_pack_kv_u64(pk, "heartbeat_ms", s->heartbeat_ms);
+    nx_pack_kv_u64(pk, "timeout_ms", s_timeout_ms(self, s));
+    nx_pack_kv_bool(pk, "resumed", resumed);
+    return 5;
+}
+
+int nx_op_session_heartbeat(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                            nexus_err_t *err, char *err_msg)
+{
+    nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
+    if (!s)
+        return -1;
+    /*  Heartbeats are not written through: a restart gives every session a
+        fresh timeout anyway, and an fsync per heartbeat would be waste.    */
+    nx_pack_kv_u64(pk, "timeout_at", s->timeout_at);
+    nx_pack_kv_str(pk, "status", s_statuses[s->status]);
+    return 2;
+}
+
+int nx_op_session_status(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                         nexus_err_t *err, char *err_msg)
+{
+    const char *state = NULL;
+    size_t state_len = 0;
+    if ((*err = nx_map_str(req, "state", &state, &state_len, err_msg)))
+        return -1;
+    int st = -1;
+    for (int i = 0; state && i < 3; i++)
+        if (strlen(s_states[i]) == state_len && memcmp(s_states[i], state, state_len) == 0)
+            st = i;
+    if (state && st < 0)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
+                      "field 'state' must be available, busy or away");
+    char *work = NULL, *text = NULL;
+    bool has_work, has_text;
+    if (s_text_field(req, "current_work", &work, &has_work, err, err_msg))
+        return -1;
+    if (s_text_field(req, "text", &text, &has_text, err, err_msg)) {
+        free(work);
+        return -1;
+    }
+    nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
+    if (!s) {
+        free(work);
+        free(text);
+        return -1;
+    }
+    if (st >= 0)
+        s->state = st;
+    if (has_work) {
+        free(s->current_work);
+        s->current_work = work;
+    }
+    if (has_text) {
+        free(s->text);
+        s->text = text;
+    }
+    if ((*err = s_save(self, s)))
+        return s_fail(err, *err, err_msg, "the store could not take the status");
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer epk;
+    msgpack_packer_init(&epk, &buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&epk, 4);
+    nx_pack_kv_str(&epk, "session", s->id);
+    nx_pack_kv_str(&epk, "state", s_states[s->state]);
+    s_pack_opt_str(&epk, "current_work", s->current_work);
+    s_pack_opt_str(&epk, "text", s->text);
+    nx_coord_emit(self, "status.update", s->id, &buf);
+    msgpack_sbuffer_destroy(&buf);
+    nx_pack_str(pk, "session");
+    nx_sessions_pack(pk, s);
+    return 1;
+}
+
+int nx_op_session_unregister(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                             nexus_err_t *err, char *err_msg)
+{
+    nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
+    if (!s)
+        return -1;
+    size_t released = s_gone(self, s, "unregistered", nx_now_us());
+    nx_pack_kv_u64(pk, "released", released);
+    return 1;
+}
+
+int nx_op_session_get(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                      nexus_err_t *err, char *err_msg)
+{
+    const char *id = NULL;
+    size_t id_len = 0;
+    if ((*err = nx_map_str_req(req, "session", &id, &id_len, err_msg)))
+        return -1;
+    nx_session_t *s = NULL;
+    if (s_id_valid(id, id_len)) {
+        char key[NX_ID_MAX + 1];
+        memcpy(key, id, id_len);
+        key[id_len] = 0;
+        s = nx_sessions_lookup(self, key);
+    }
+    if (!s) {
+        *err = NEXUS_ERR_NOT_FOUND;
+        snprintf(err_msg, NX_ERRMSG_MAX, "no session '%.*s'", (int)(id_len > 64 ? 64 : id_len), id);
+        return -1;
+    }
+    s->claims = nx_claims_held(self, s->id);
+    nx_pack_str(pk, "session");
+    nx_sessions_pack(pk, s);
+    return 1;
+}
+
+static bool s_has_cap(const nx_session_t *s, const char *cap, size_t len)
+{
+    for (size_t i = 0; i < s->n_caps; i++)
+        if (strlen(s->caps[i]) == len && memcmp(s->caps[i], cap, len) == 0)
+            return true;
+    return false;
+}
+
+/*  Lists sessions that pass the filter of the request; shared by list and
+    find.                                                                   */
+static int s_list(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk, bool find,
+                  nexus_err_t *err, char *err_msg)
+{
+    bool all = false, available = false;
+    uint64_t window = self->cfg.session_retain;
+    const char *cap = NULL;
+    size_t cap_len = 0;
+    const msgpack_object_array *caps = NULL;
+    if ((*err = nx_map_bool(req, "all", &all, err_msg)) ||
+        (*err = nx_map_u64(req, "window_ms", &window, err_msg)) ||
+        (*err = nx_map_bool(req, "available", &available, err_msg)) ||
+        (*err = nx_map_str(req, "capability", &cap, &cap_len, err_msg)) ||
+        (*err = nx_map_str_array(req, "capabilities", &caps, err_msg)))
+        return -1;
+    if (find && !cap && !caps && !available)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
+                      "give 'capability', 'capabilities' or 'available'");
+    uint64_t now = nx_now_us();
+    msgpack_sbuffer items;
+    msgpack_sbuffer_init(&items);
+    msgpack_packer ipk;
+    msgpack_packer_init(&ipk, &items, msgpack_sbuffer_write);
+    uint32_t count = 0;
+    /*  Sorted by id so that output is stable for people and tests.        */
+    zlistx_t *keys = zhashx_keys(s_table(self));
+    zlistx_set_comparator(keys, (zlistx_comparator_fn *)strcmp);
+    zlistx_sort(keys);
+    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+        nx_session_t *s = nx_sessions_lookup(self, k);
+        if (s->status == NX_SESSION_GONE &&
+            (!all || find || (window && s->gone_at + window * 1000 < now)))
+            continue;
+        if (available && (s->state != 0 || s->status != NX_SESSION_ACTIVE))
+            continue;
+        if (cap && !s_has_cap(s, cap, cap_len))
+            continue;
+        bool ok = true;
+        for (uint32_t i = 0; caps && i < caps->size && ok; i++)
+            ok = s_has_cap(s, caps->ptr[i].via.str.ptr, caps->ptr[i].via.str.size);
+        if (!ok)
+            continue;
+        s->claims = nx_claims_held(self, s->id);
+        nx_sessions_pack(&ipk, s);
+        count++;
+    }
+    zlistx_destroy(&keys);
+    nx_pack_str(pk, "sessions");
+    msgpack_pack_array(pk, count);
+    msgpack_sbuffer_write(pk->data, items.data, items.size);
+    msgpack_sbuffer_destroy(&items);
+    return 1;
+}
+
+int nx_op_session_list(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                       nexus_err_t *err, char *err_msg)
+{
+    return s_list(self, req, pk, false, err, err_msg);
+}
+
+int nx_op_session_find(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
+                       nexus_err_t *err, char *err_msg)
+{
+    return s_list(self, req, pk, true, err, err_msg);
+}
+
+/*  ---- Timers -------------------------------------------------------------- */
+
+/*  Declares sessions whose timeout passed gone; returns the next timeout. */
+uint64_t nx_sessions_tick(nx_broker_t *self, uint64_t now)
+{
+    uint64_t next = UINT64_MAX;
+    for (nx_session_t *s = zhashx_first(s_table(self)); s; s = zhashx_next(s_table(self))) {
+        if (s->status == NX_SESSION_GONE)
+            continue;
+        if (s->timeout_at <= now) {
+            /*  zhashx iteration survives updating the current item.       */
+            s_gone(self, s, "timeout", now);
+        } else if (s->timeout_at < next)
+            next = s->timeout_at;
+    }
+    return next;
+}
+
+/*  Forgets sessions gone for longer than session_retain.                   */
+void nx_sessions_prune(nx_broker_t *self, uint64_t now)
+{
+    zlistx_t *drop = zlistx_new();
+    for (nx_session_t *s = zhashx_first(s_table(self)); s; s = zhashx_next(s_table(self)))
+        if (s->status == NX_SESSION_GONE && s->gone_at + self->cfg.session_retain * 1000 < now &&
+            nx_claims_held(self, s->id) == 0)
+            zlistx_add_end(drop, s->id);
+    for (char *id = zlistx_first(drop); id; id = zlistx_next(drop)) {
+        nx_coord_del(self, NX_DB_SESSIONS, id, strlen(id));
+        zhashx_delete(s_table(self), id);
+    }
+    zlistx_destroy(&drop);
+}
+
+/*  Iteration for the snapshot writer.                                      */
+nx_session_t *nx_sessions_first(nx_broker_t *self)
+{
+    return zhashx_first(s_table(self));
+}
+
+nx_session_t *nx_sessions_next(nx_broker_t *self)
+{
+    return zhashx_next(s_table(self));
+}
+
+const char *nx_session_state_name(int state)
+{
+    return s_states[state];
+}
+
+const char *nx_session_status_name(int status)
+{
+    return s_statuses[status];
+}

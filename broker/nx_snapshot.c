@@ -1,0 +1,141 @@
+/*  =========================================================================
+    nx_snapshot - the state snapshot file: active sessions and claims as
+    JSON, for tools that read files (the seeds' SSOT.json). Written to a
+    temporary file in the same directory, flushed, then renamed over the
+    old one, so a reader never sees half a file.
+    =========================================================================
+*/
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nx_coord.h"
+#include "nx_log.h"
+
+nx_session_t *nx_sessions_first(nx_broker_t *self);
+nx_session_t *nx_sessions_next(nx_broker_t *self);
+void nx_claims_pack_active(nx_broker_t *self, msgpack_packer *pk);
+
+/*  msgpack -> JSON for what the broker itself packs: maps with string
+    keys, arrays, strings, integers, floats, booleans, nil. Binary becomes
+    {"$base64": ...} like everywhere else in nexus.                         */
+static json_t *s_to_json(const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL:
+        return json_null();
+    case MSGPACK_OBJECT_BOOLEAN:
+        return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return json_integer((json_int_t)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return json_integer((json_int_t)o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        return json_real(o->via.f64);
+    case MSGPACK_OBJECT_STR:
+        return json_stringn_nocheck(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_BIN: {
+        static const char tbl[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        size_t n = o->via.bin.size, out_len = 4 * ((n + 2) / 3);
+        char *out = malloc(out_len + 1);
+        const uint8_t *in = (const uint8_t *)o->via.bin.ptr;
+        size_t j = 0;
+        for (size_t i = 0; i < n; i += 3) {
+            uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) |
+                         (i + 2 < n ? in[i + 2] : 0);
+            out[j++] = tbl[v >> 18 & 63];
+            out[j++] = tbl[v >> 12 & 63];
+            out[j++] = i + 1 < n ? tbl[v >> 6 & 63] : '=';
+            out[j++] = i + 2 < n ? tbl[v & 63] : '=';
+        }
+        out[j] = 0;
+        json_t *obj = json_pack("{s:s}", "$base64", out);
+        free(out);
+        return obj;
+    }
+    case MSGPACK_OBJECT_ARRAY: {
+        json_t *a = json_array();
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            json_array_append_new(a, s_to_json(&o->via.array.ptr[i]));
+        return a;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        json_t *m = json_object();
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            if (k->type != MSGPACK_OBJECT_STR)
+                continue;
+            char *key = nx_coord_strdup(k->via.str.ptr, k->via.str.size);
+            json_object_set_new(m, key, s_to_json(&o->via.map.ptr[i].val));
+            free(key);
+        }
+        return m;
+    }
+    default:
+        return json_null();
+    }
+}
+
+static json_t *s_packed_to_json(const char *data, size_t len)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    json_t *j = NULL;
+    if (msgpack_unpack_next(&u, data, len, NULL) == MSGPACK_UNPACK_SUCCESS)
+        j = s_to_json(&u.data);
+    msgpack_unpacked_destroy(&u);
+    return j ? j : json_null();
+}
+
+int nx_snapshot_write(nx_broker_t *self, const char *path)
+{
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    uint32_t n = 0;
+    for (nx_session_t *s = nx_sessions_first(self); s; s = nx_sessions_next(self))
+        n += s->status != NX_SESSION_GONE;
+    msgpack_pack_array(&pk, n);
+    for (nx_session_t *s = nx_sessions_first(self); s; s = nx_sessions_next(self))
+        if (s->status != NX_SESSION_GONE) {
+            s->claims = nx_claims_held(self, s->id);
+            nx_sessions_pack(&pk, s);
+        }
+    size_t sessions_len = buf.size;
+    nx_claims_pack_active(self, &pk);
+
+    char iso[40];
+    json_t *root = json_object();
+    json_object_set_new(root, "generated_at", json_string(nx_iso8601(nx_now_us(), iso)));
+    json_object_set_new(root, "last_seq", json_integer((json_int_t)self->last_seq));
+    json_object_set_new(root, "sessions", s_packed_to_json(buf.data, sessions_len));
+    json_object_set_new(root, "claims",
+                        s_packed_to_json(buf.data + sessions_len, buf.size - sessions_len));
+    msgpack_sbuffer_destroy(&buf);
+
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    int rc = -1;
+    if (f) {
+        rc = json_dumpf(root, f, JSON_INDENT(2) | JSON_SORT_KEYS);
+        fputc('\n', f);
+        if (fflush(f) != 0 || fsync(fileno(f)) != 0)
+            rc = -1;
+        if (fclose(f) != 0)
+            rc = -1;
+        if (rc == 0 && rename(tmp, path) != 0)
+            rc = -1;
+        if (rc != 0)
+            unlink(tmp);
+    }
+    json_decref(root);
+    if (rc != 0)
+        nx_warn("cannot write snapshot_file %s", path);
+    return rc;
+}
