@@ -30,6 +30,11 @@
     reply, a far larger one is not worth reading into memory.              */
 #define S_MAXMSG_FACTOR 4
 #define S_TICK_US       1000000
+/*  Parsed requests of one turn wait in memory until the commit; msgpack-c
+    needs up to ~24 bytes per element, so the request bytes read in one
+    turn are bounded too.                                                   */
+#define S_TURN_REQUEST_BYTES (4u << 20)
+#define S_MSGPACK_DEPTH      32
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
 
@@ -572,6 +577,16 @@ static int s_read_request(nx_broker_t *self)
         s_reply_error(pr, NEXUS_ERR_TOO_LARGE, text);
         return 0;
     }
+    self->turn_request_bytes += size;
+    nx_msgpack_check_t chk = nx_msgpack_check(zframe_data(pr->body), size, S_MSGPACK_DEPTH);
+    if (chk != NX_MSGPACK_OK) {
+        s_reply_error(pr, NEXUS_ERR_BAD_MSGPACK,
+                      chk == NX_MSGPACK_TRUNCATED  ? "truncated msgpack"
+                      : chk == NX_MSGPACK_TRAILING ? "trailing bytes after the request map"
+                      : chk == NX_MSGPACK_TOO_DEEP ? "request nested deeper than 32 levels"
+                                                   : "not valid msgpack");
+        return 0;
+    }
     size_t off = 0;
     msgpack_unpack_return ur =
         msgpack_unpack((const char *)zframe_data(pr->body), size, &off, &pr->zone, &pr->request);
@@ -740,6 +755,7 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
     self->batch_payload = 0;
     self->batch_kv = false;
     self->batch_failed = false;
+    self->turn_request_bytes = 0;
     if (timers)
         self->next_coord = nx_coord_tick(self, nx_now_us());
     if (housekeeping)
@@ -750,7 +766,8 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
                self->batch_payload < self->cfg.batch_bytes && s_read_event(self) >= 0)
             ;
     if (requests_ready)
-        while (self->n_replies < self->cfg.requests_per_turn && s_read_request(self) == 0)
+        while (self->n_replies < self->cfg.requests_per_turn &&
+               self->turn_request_bytes < S_TURN_REQUEST_BYTES && s_read_request(self) == 0)
             ;
     if (nx_store_in_batch(self->store) || self->n_events)
         s_commit(self);

@@ -126,6 +126,7 @@ struct _nx_broker_t {
     bool batch_failed;                /* a write of this batch failed: it is lost   */
     const void *auth_handle;          /* token of the request being handled         */
     uint64_t next_coord;              /* wall us of the next lease/session deadline */
+    size_t turn_request_bytes;        /* request bytes read this turn             */
     struct _nx_sessions_t *sessions;  /* session table (nx_sessions.c)       */
     struct _nx_claims_t *claims;      /* claim table (nx_claims.c)           */
     struct _nx_auth_t *auth;          /* tokens (nx_auth.c)                  */

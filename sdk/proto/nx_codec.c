@@ -322,3 +322,151 @@ void nx_pack_event(msgpack_packer *pk, uint64_t seq, const nx_record_t *rec)
     nx_pack_kv_strn(pk, "source", rec->source, rec->source_len);
     nx_pack_kv_bin(pk, "payload", rec->payload, rec->payload_len);
 }
+
+/*  ---- Checking untrusted msgpack ---------------------------------------- */
+
+static uint64_t s_be(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+nx_msgpack_check_t nx_msgpack_check(const uint8_t *data, size_t len, int max_depth)
+{
+    /*  left[d]: objects still to read at depth d. The walk is iterative so
+        hostile nesting cannot exhaust the C stack.                         */
+    uint64_t left[64];
+    if (max_depth < 1 || max_depth > 63)
+        max_depth = 63;
+    int depth = 0;
+    left[0] = 1;
+    size_t pos = 0;
+    while (depth >= 0) {
+        if (left[depth] == 0) {
+            depth--;
+            continue;
+        }
+        left[depth]--;
+        if (pos >= len)
+            return NX_MSGPACK_TRUNCATED;
+        uint8_t b = data[pos++];
+        uint64_t skip = 0, items = 0;
+        int lenbytes = 0;
+        bool container = false;
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+            skip = 0;
+        else if (b >= 0x80 && b <= 0x8f) {
+            items = 2 * (uint64_t)(b & 0x0f);
+            container = true;
+        } else if (b >= 0x90 && b <= 0x9f) {
+            items = b & 0x0f;
+            container = true;
+        } else if (b >= 0xa0 && b <= 0xbf)
+            skip = b & 0x1f;
+        else
+            switch (b) {
+            case 0xc1:
+                return NX_MSGPACK_INVALID;
+            case 0xc4:
+            case 0xd9:
+                lenbytes = 1;
+                break;
+            case 0xc5:
+            case 0xda:
+                lenbytes = 2;
+                break;
+            case 0xc6:
+            case 0xdb:
+                lenbytes = 4;
+                break;
+            case 0xc7:
+                lenbytes = 1;
+                skip = 1;
+                break; /* ext8: len, type */
+            case 0xc8:
+                lenbytes = 2;
+                skip = 1;
+                break;
+            case 0xc9:
+                lenbytes = 4;
+                skip = 1;
+                break;
+            case 0xca:
+                skip = 4;
+                break;
+            case 0xcb:
+                skip = 8;
+                break;
+            case 0xcc:
+            case 0xd0:
+                skip = 1;
+                break;
+            case 0xcd:
+            case 0xd1:
+                skip = 2;
+                break;
+            case 0xce:
+            case 0xd2:
+                skip = 4;
+                break;
+            case 0xcf:
+            case 0xd3:
+                skip = 8;
+                break;
+            case 0xd4:
+                skip = 2;
+                break;
+            case 0xd5:
+                skip = 3;
+                break;
+            case 0xd6:
+                skip = 5;
+                break;
+            case 0xd7:
+                skip = 9;
+                break;
+            case 0xd8:
+                skip = 17;
+                break;
+            case 0xdc:
+            case 0xde:
+                lenbytes = 2;
+                container = true;
+                break;
+            case 0xdd:
+            case 0xdf:
+                lenbytes = 4;
+                container = true;
+                break;
+            default:
+                return NX_MSGPACK_INVALID;
+            }
+        if (lenbytes) {
+            if (len - pos < (size_t)lenbytes)
+                return NX_MSGPACK_TRUNCATED;
+            uint64_t n = s_be(data + pos, lenbytes);
+            pos += (size_t)lenbytes;
+            if (container)
+                items = (b == 0xde || b == 0xdf) ? 2 * n : n;
+            else
+                skip += n;
+        }
+        if (container) {
+            /*  Every element takes at least one byte.                      */
+            if (items > len - pos)
+                return items > (uint64_t)1 << 40 ? NX_MSGPACK_INVALID : NX_MSGPACK_TRUNCATED;
+            if (items) {
+                if (depth + 1 >= max_depth)
+                    return NX_MSGPACK_TOO_DEEP;
+                left[++depth] = items;
+            }
+        } else {
+            if (skip > len - pos)
+                return NX_MSGPACK_TRUNCATED;
+            pos += (size_t)skip;
+        }
+    }
+    return pos == len ? NX_MSGPACK_OK : NX_MSGPACK_TRAILING;
+}

@@ -86,6 +86,23 @@ int nx_record_decode(const uint8_t *buf, size_t len, nx_record_t *rec);
 void nx_put_u64(uint8_t *buf, uint64_t value);
 uint64_t nx_get_u64(const uint8_t *buf);
 
+/*  ---- Checking untrusted msgpack ----------------------------------------
+    msgpack-c allocates a container's elements from its declared count
+    before it reads them, so 5 bytes claiming 2^32 elements ask for 100 GB.
+    nx_msgpack_check walks the bytes first without allocating: every
+    declared count must fit in the bytes that remain (each element takes at
+    least one byte), nesting is at most max_depth, and exactly one object
+    fills the buffer. After it passes, unpacking allocates O(len).          */
+typedef enum {
+    NX_MSGPACK_OK = 0,
+    NX_MSGPACK_TRUNCATED, /* the object needs more bytes than given        */
+    NX_MSGPACK_INVALID,   /* 0xc1, or a count that cannot fit in the bytes */
+    NX_MSGPACK_TOO_DEEP,  /* nested deeper than max_depth                  */
+    NX_MSGPACK_TRAILING   /* bytes left after the first object             */
+} nx_msgpack_check_t;
+
+nx_msgpack_check_t nx_msgpack_check(const uint8_t *data, size_t len, int max_depth);
+
 /*  ---- Reading msgpack request maps --------------------------------------
     A request is one msgpack map with string keys. These helpers look a key
     up and check its type. Each returns NEXUS_OK, or:

@@ -415,8 +415,64 @@ static void s_test_pack_event(void)
     s_check_event(UINT64_MAX, &rec);
 }
 
+/*  nx_msgpack_check: hostile headers must be refused before msgpack-c
+    allocates for them; every prefix of a valid object is truncated.       */
+static void s_test_msgpack_check(void)
+{
+    static const struct {
+        const char *bytes;
+        size_t len;
+        nx_msgpack_check_t want;
+    } cases[] = {
+        {"\x80", 1, NX_MSGPACK_OK},
+        {"\x81\xa2op\xa4ping", 9, NX_MSGPACK_OK},
+        {"\x92\x01\xcb\x00\x00\x00\x00\x00\x00\x00\x00", 11, NX_MSGPACK_OK},
+        {"\xc4\x03" "abc", 5, NX_MSGPACK_OK},
+        {"\xd8\x01"
+         "0123456789abcdef",
+         18, NX_MSGPACK_OK},
+        {"\xc1", 1, NX_MSGPACK_INVALID},
+        {"\x82\xa2op", 4, NX_MSGPACK_TRUNCATED},
+        {"\xdd\xff\xff\xff\xff", 5, NX_MSGPACK_TRUNCATED},
+        {"\xdf\xff\xff\xff\xff", 5, NX_MSGPACK_TRUNCATED},
+        {"\xc6\xff\xff\xff\xff", 5, NX_MSGPACK_TRUNCATED},
+        {"\xdb\x00\x00\x00\x05" "abc", 8, NX_MSGPACK_TRUNCATED},
+        {"\x80\x00", 2, NX_MSGPACK_TRAILING},
+        {"", 0, NX_MSGPACK_TRUNCATED},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        nx_msgpack_check_t got =
+            nx_msgpack_check((const uint8_t *)cases[i].bytes, cases[i].len, 32);
+        if (got != cases[i].want)
+            fprintf(stderr, "msgpack_check case %zu: got %d want %d\n", i, got, cases[i].want);
+        CHECK(got == cases[i].want);
+    }
+    /*  Nesting: 31 arrays deep is fine at depth 32, 40 is too deep.        */
+    uint8_t deep[64];
+    memset(deep, 0x91, sizeof deep);
+    deep[31] = 0x00;
+    CHECK(nx_msgpack_check(deep, 32, 32) == NX_MSGPACK_OK);
+    deep[31] = 0x91;
+    deep[40] = 0x00;
+    CHECK(nx_msgpack_check(deep, 41, 32) == NX_MSGPACK_TOO_DEEP);
+    /*  Every strict prefix of a valid request is truncated.                */
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    nx_pack_kv_str(&pk, "op", "publish");
+    nx_pack_kv_bin(&pk, "payload", "\x01\x02\x03", 3);
+    nx_pack_kv_u64(&pk, "id", UINT64_MAX);
+    CHECK(nx_msgpack_check((const uint8_t *)buf.data, buf.size, 32) == NX_MSGPACK_OK);
+    for (size_t n = 0; n < buf.size; n++)
+        CHECK(nx_msgpack_check((const uint8_t *)buf.data, n, 32) == NX_MSGPACK_TRUNCATED);
+    msgpack_sbuffer_destroy(&buf);
+}
+
 int main(void)
 {
+    s_test_msgpack_check();
     s_test_u64();
     s_test_stamp();
     s_test_record();
