@@ -22,6 +22,7 @@
 #include "nx_auth.h"
 #include "nx_broker.h"
 #include "nx_coord.h"
+#include "nx_reader.h"
 #include "nx_log.h"
 #include "nx_topic.h"
 
@@ -35,6 +36,9 @@
     turn are bounded too.                                                   */
 #define S_TURN_REQUEST_BYTES (4u << 20)
 #define S_MSGPACK_DEPTH      32
+/*  Seqs are reserved durably in blocks (see s_reserve_seqs).               */
+#define S_SEQ_BLOCK         (1u << 20)
+#define S_META_SEQ_RESERVED "seq_reserved"
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
 
@@ -50,8 +54,8 @@ static bool s_is_loopback(const char *endpoint)
 }
 
 /*  Binds sock to every comma-separated endpoint in list.                   */
-static int s_bind_all(zsock_t *sock, const char *list, const char *what, char *err_buf,
-                      size_t err_size)
+static int s_bind_all(zsock_t *sock, const char *list, const char *what, const char *open_warning,
+                      char *err_buf, size_t err_size)
 {
     char *copy = strdup(list);
     if (!copy) {
@@ -70,10 +74,8 @@ static int s_bind_all(zsock_t *sock, const char *list, const char *what, char *e
         bound++;
         const char *real = zsock_endpoint(sock);
         nx_info("%s bound on %s", what, real ? real : ep);
-        if (!s_is_loopback(ep))
-            nx_warn("%s endpoint %s is not loopback: anyone who can reach it can use the "
-                    "fabric unless CURVE or tokens are configured",
-                    what, ep);
+        if (!s_is_loopback(ep) && open_warning)
+            nx_warn("%s endpoint %s is not loopback: %s", what, ep, open_warning);
     }
     if (rc == 0 && bound == 0) {
         snprintf(err_buf, err_size, "no %s endpoint configured", what);
@@ -81,6 +83,31 @@ static int s_bind_all(zsock_t *sock, const char *list, const char *what, char *e
     }
     free(copy);
     return rc;
+}
+
+/*  Writes seq_reserved = value in its own commit and flushes it.           */
+static int s_write_reservation(nx_broker_t *self, uint64_t value)
+{
+    uint8_t v[8];
+    nx_put_u64(v, value);
+    if (nx_store_put(self->store, NX_DB_META, S_META_SEQ_RESERVED, strlen(S_META_SEQ_RESERVED), v,
+                     8) != NEXUS_OK ||
+        nx_store_commit(self->store, nx_now_us()) != NEXUS_OK ||
+        nx_store_sync(self->store) != NEXUS_OK) {
+        nx_store_abort(self->store);
+        return -1;
+    }
+    self->seq_reserved = value;
+    return 0;
+}
+
+/*  Keeps at least half a block of seqs reserved ahead of last_seq: one
+    extra flush per half a million events or so. Called with no batch open.*/
+static int s_reserve_seqs(nx_broker_t *self)
+{
+    if (self->seq_reserved >= self->last_seq + S_SEQ_BLOCK / 2)
+        return 0;
+    return s_write_reservation(self, self->last_seq + S_SEQ_BLOCK);
 }
 
 static char *s_strdup_or_null(const char *s)
@@ -137,11 +164,44 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         goto fail;
     self->last_seq = nx_store_last_seq(self->store);
     self->last_ts = nx_store_last_ts(self->store);
+    /*  Events are forwarded once their data is flushed, before the commit
+        record is (nx_store_sync). A power cut in between loses the commit
+        but not what subscribers saw; so seqs are reserved durably in
+        blocks, and a start after a crash continues above the reservation:
+        a seq that anyone may have seen is never handed out again. A clean
+        stop leaves the reservation at last_seq, so seqs stay contiguous.  */
+    void *reserved = NULL;
+    size_t reserved_len = 0;
+    if (nx_store_get(self->store, NX_DB_META, S_META_SEQ_RESERVED, strlen(S_META_SEQ_RESERVED),
+                     &reserved, &reserved_len) == NEXUS_OK &&
+        reserved_len == 8) {
+        uint64_t r = nx_get_u64(reserved);
+        if (r > self->last_seq) {
+            nx_warn("unclean stop: seqs %" PRIu64 "..%" PRIu64
+                    " may have been seen and are skipped",
+                    self->last_seq + 1, r);
+            self->last_seq = r;
+        }
+    }
+    free(reserved);
+    self->seq_reserved = self->last_seq;
+    if (s_reserve_seqs(self)) {
+        snprintf(err_buf, err_size, "cannot reserve seqs: %s", nx_store_errmsg(self->store));
+        goto fail;
+    }
+    self->awaiting = zlist_new();
+    nx_reader_args_t rargs = {
+        self->store, {self->cfg.history_limit, self->cfg.history_scan}, &self->count.reader_errors};
+    self->reader = zactor_new(nx_reader_actor, &rargs);
+    if (!self->awaiting || !self->reader) {
+        snprintf(err_buf, err_size, "cannot start the reader thread");
+        goto fail;
+    }
     if (nx_coord_start(self, err_buf, err_size))
         goto fail;
 
-    size_t event_slots = self->cfg.batch_max + 4 * self->cfg.requests_per_turn;
-    self->events = calloc(event_slots, sizeof *self->events);
+    self->events_cap = self->cfg.batch_max + 4 * self->cfg.requests_per_turn;
+    self->events = calloc(self->events_cap, sizeof *self->events);
     self->replies = calloc(self->cfg.requests_per_turn, sizeof *self->replies);
     self->subscriptions = zhashx_new();
     if (!self->events || !self->replies || !self->subscriptions) {
@@ -175,9 +235,21 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     zsock_set_linger(self->router, 0);
     zsock_set_linger(self->xsub, 0);
 
-    if (s_bind_all(self->router, self->cfg.control_endpoints, "control", err_buf, err_size) ||
-        s_bind_all(self->xsub, self->cfg.events_in_endpoints, "events-in", err_buf, err_size) ||
-        s_bind_all(self->xpub, self->cfg.events_out_endpoints, "events-out", err_buf, err_size))
+    /*  Tokens guard the control plane; the event plane has no
+        authentication of its own, so a non-loopback bind there is always
+        worth a line in the log (bind it to a VPN address only).            */
+    const char *control_open = nx_auth_enabled(self->auth)
+                                   ? NULL
+                                   : "no tokens are configured, so anyone who can reach it can "
+                                     "act on the fabric (set token or tokens_file)";
+    const char *events_open = "the event plane has no authentication: anyone who can reach it "
+                              "can publish or subscribe";
+    if (s_bind_all(self->router, self->cfg.control_endpoints, "control", control_open, err_buf,
+                   err_size) ||
+        s_bind_all(self->xsub, self->cfg.events_in_endpoints, "events-in", events_open, err_buf,
+                   err_size) ||
+        s_bind_all(self->xpub, self->cfg.events_out_endpoints, "events-out", events_open, err_buf,
+                   err_size))
         goto fail;
 
     /*  The broker keeps every event, so its XSUB subscribes to everything
@@ -225,6 +297,9 @@ void nx_broker_destroy(nx_broker_t **self_p)
         zmq_socket_monitor(self->h_xsub, NULL, 0);
     zsock_destroy(&self->xsub);
     zsock_destroy(&self->xpub);
+    /*  Replies already handed to ZeroMQ get a moment to leave.            */
+    if (self->router)
+        zsock_set_linger(self->router, 500);
     zsock_destroy(&self->router);
     if (self->replies) {
         for (size_t i = 0; i < self->cfg.requests_per_turn; i++) {
@@ -244,6 +319,13 @@ void nx_broker_destroy(nx_broker_t **self_p)
         free(self->events);
     }
     zhashx_destroy(&self->subscriptions);
+    zactor_destroy(&self->reader);
+    if (self->awaiting) {
+        zmsg_t *m;
+        while ((m = zlist_pop(self->awaiting)))
+            zmsg_destroy(&m);
+        zlist_destroy(&self->awaiting);
+    }
     nx_coord_stop(self);
     nx_store_destroy(&self->store);
     s_free_config(&self->cfg);
@@ -258,9 +340,19 @@ void nx_broker_stop(nx_broker_t *self)
 
 /*  ---- Stamping --------------------------------------------------------- */
 
-static size_t s_event_slots(nx_broker_t *self)
+/*  Events the broker itself emits (work.released for every claim of a
+    session that went, ...) must never be dropped, so the slots grow for
+    them; the event plane's intake stays bounded by batch_max.              */
+static int s_grow_events(nx_broker_t *self)
 {
-    return self->cfg.batch_max + 4 * self->cfg.requests_per_turn;
+    size_t cap = self->events_cap * 2;
+    nx_pending_event_t *grown = realloc(self->events, cap * sizeof *grown);
+    if (!grown)
+        return -1;
+    /*  zmq_msg_t may be moved bitwise: it holds no pointer to itself.      */
+    self->events = grown;
+    self->events_cap = cap;
+    return 0;
 }
 
 /*  Gives ev the next seq and a timestamp that never goes backwards (the
@@ -309,9 +401,9 @@ nexus_err_t nx_broker_emit(nx_broker_t *self, const char *topic, size_t topic_le
         snprintf(err_msg, NX_ERRMSG_MAX, "source is over %d bytes", NX_SOURCE_MAX);
         return NEXUS_ERR_BAD_REQUEST;
     }
-    if (self->n_events >= s_event_slots(self)) {
-        snprintf(err_msg, NX_ERRMSG_MAX, "batch full, try again");
-        return NEXUS_ERR_BUSY;
+    if (self->n_events >= self->events_cap && s_grow_events(self)) {
+        snprintf(err_msg, NX_ERRMSG_MAX, "out of memory for the batch");
+        return NEXUS_ERR_NOMEM;
     }
     nx_pending_event_t *ev = &self->events[self->n_events];
     if (zmq_msg_init_size(&ev->topic, topic_len) || zmq_msg_init_size(&ev->payload, payload_len)) {
@@ -431,17 +523,7 @@ static int s_read_event(nx_broker_t *self)
 
 static void s_pack_head(msgpack_packer *pk, nx_pending_reply_t *pr, bool ok, uint32_t fields)
 {
-    msgpack_pack_map(pk, fields + 2);
-    nx_pack_str(pk, "id");
-    if (pr->id.size)
-        msgpack_sbuffer_write(pk->data, pr->id.data, pr->id.size);
-    else
-        msgpack_pack_nil(pk);
-    nx_pack_str(pk, "ok");
-    if (ok)
-        msgpack_pack_true(pk);
-    else
-        msgpack_pack_false(pk);
+    nx_pack_reply_head(pk, pr->id.data, pr->id.size, ok, fields);
 }
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg)
@@ -492,6 +574,15 @@ static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
                  nx_map_str(&pr->request, "session", &session, &session_len, NULL) == NEXUS_OK &&
                  session;
     if (dedup) {
+        /*  Only the session's owner may see or store its answers: check
+            that the caller may act as it before looking anything up, and
+            answer an unauthorized caller without touching the cache.      */
+        nexus_err_t auth_err;
+        char auth_msg[NX_ERRMSG_MAX];
+        if (!nx_sessions_authorize(self, &pr->request, &auth_err, auth_msg)) {
+            s_pack_reply(pr, false, auth_err, auth_msg, 0, "", 0);
+            return;
+        }
         bool ok;
         uint32_t fields;
         size_t len;
@@ -641,6 +732,15 @@ static int s_read_request(nx_broker_t *self)
             return 0;
         }
     }
+    if (!nx_ops_get(pr->op)->fn) {
+        /*  Runs on the reader thread; its reply comes back on the actor's
+            pipe and goes out from the loop (s_read_reader).               */
+        zmsg_append(pr->envelope, &pr->body);
+        if (zmsg_send(&pr->envelope, zactor_sock(self->reader)) == -1)
+            zmsg_destroy(&pr->envelope);
+        self->n_replies--;
+        return 0;
+    }
     if (nx_ops_get(pr->op)->is_write) {
         pr->is_write = true;
         s_run_op(self, pr);
@@ -657,9 +757,37 @@ static void s_send_reply(nx_broker_t *self, nx_pending_reply_t *pr)
     zmsg_t *out = pr->envelope;
     pr->envelope = NULL;
     zmsg_addmem(out, pr->reply.data, pr->reply.size);
+    zframe_destroy(&pr->body);
+    /*  "Done" must wait until the commit itself is flushed (nx_store.h):
+        the next commit's flush or an explicit sync releases it.           */
+    if (pr->is_write && self->cfg.sync == NX_SYNC_FULL) {
+        zlist_append(self->awaiting, out);
+        return;
+    }
     if (zmsg_send(&out, self->router) == -1)
         zmsg_destroy(&out);
-    zframe_destroy(&pr->body);
+}
+
+/*  Sends the write replies whose commits are now flushed.                  */
+static void s_release_awaiting(nx_broker_t *self)
+{
+    zmsg_t *m;
+    while ((m = zlist_pop(self->awaiting)))
+        if (zmsg_send(&m, self->router) == -1)
+            zmsg_destroy(&m);
+}
+
+/*  Forwards the reader thread's replies to their clients.                  */
+static void s_read_reader(nx_broker_t *self)
+{
+    zsock_t *pipe = zactor_sock(self->reader);
+    for (int i = 0; i < 1000 && (zsock_events(pipe) & ZMQ_POLLIN); i++) {
+        zmsg_t *m = zmsg_recv(pipe);
+        if (!m)
+            return;
+        if (zmsg_send(&m, self->router) == -1)
+            zmsg_destroy(&m);
+    }
 }
 
 /*  ---- The turn --------------------------------------------------------- */
@@ -730,8 +858,18 @@ static void s_commit(nx_broker_t *self)
                 : action == 2 ? "trimmed the oldest events"
                               : "could not make room");
         if (rc == NEXUS_OK) {
-            for (size_t i = 0; i < self->n_events && rc == NEXUS_OK; i++)
-                rc = s_stage(self, &self->events[i]);
+            /*  Same seq and ts as first stamped: replies already packed
+                carry them.                                                 */
+            for (size_t i = 0; i < self->n_events && rc == NEXUS_OK; i++) {
+                nx_pending_event_t *ev = &self->events[i];
+                rc = nx_store_append(self->store, ev->seq, ev->ts, zmq_msg_data(&ev->topic),
+                                     zmq_msg_size(&ev->topic), ev->source, ev->source_len,
+                                     zmq_msg_data(&ev->payload), zmq_msg_size(&ev->payload));
+            }
+            if (rc == NEXUS_OK && self->n_events) {
+                self->last_seq = self->events[self->n_events - 1].seq;
+                self->last_ts = self->events[self->n_events - 1].ts;
+            }
             /*  Write ops other than publish cannot be staged again here:
                 their replies become errors below if anything failed.      */
             if (rc == NEXUS_OK)
@@ -769,8 +907,19 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
         while (self->n_replies < self->cfg.requests_per_turn &&
                self->turn_request_bytes < S_TURN_REQUEST_BYTES && s_read_request(self) == 0)
             ;
-    if (nx_store_in_batch(self->store) || self->n_events)
+    /*  Replies already waiting belong to earlier commits: this commit's
+        flush (or the sync below) makes those durable.                     */
+    bool had_awaiting = zlist_size(self->awaiting) > 0;
+    bool committed = false;
+    if (nx_store_in_batch(self->store) || self->n_events || self->batch_failed) {
         s_commit(self);
+        committed = true;
+    }
+    if (had_awaiting) {
+        if (!committed)
+            nx_store_sync(self->store);
+        s_release_awaiting(self);
+    }
 
     nx_rate_add(&self->rate_in, nx_mono_us(), self->n_events);
     s_forward(self);
@@ -780,6 +929,8 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
         s_send_reply(self, pr);
     }
     self->n_replies = 0;
+    if (!nx_store_in_batch(self->store) && s_reserve_seqs(self))
+        nx_error("cannot reserve seqs: %s", nx_store_errmsg(self->store));
 }
 
 /*  XPUB hands us subscribe (1) and unsubscribe (0) messages; we keep the
@@ -868,49 +1019,70 @@ static void s_housekeeping(nx_broker_t *self)
 
 int nx_broker_run(nx_broker_t *self)
 {
+    /*  The monitors are optional (zmq_socket_monitor may fail); a NULL
+        socket with no events is skipped by zmq_poll.                       */
     void *mon_xpub = self->mon_xpub ? zsock_resolve(self->mon_xpub) : NULL;
     void *mon_xsub = self->mon_xsub ? zsock_resolve(self->mon_xsub) : NULL;
+    void *reader = zsock_resolve(zactor_sock(self->reader));
     nx_info("nexusd %s ready: last seq %" PRIu64, NEXUS_VERSION_STRING, self->last_seq);
+    int status = 0;
     while (!self->stop && !zsys_interrupted) {
-        zmq_pollitem_t items[] = {
+        zmq_pollitem_t items[6] = {
             {self->h_xsub, 0, ZMQ_POLLIN, 0},
             {self->h_router, 0, ZMQ_POLLIN, 0},
             {self->h_xpub, 0, ZMQ_POLLIN, 0},
-            {mon_xpub, 0, mon_xpub ? ZMQ_POLLIN : 0, 0},
-            {mon_xsub, 0, mon_xsub ? ZMQ_POLLIN : 0, 0},
+            {reader, 0, ZMQ_POLLIN, 0},
         };
+        int n_items = 4;
+        if (mon_xpub)
+            items[n_items++] = (zmq_pollitem_t){mon_xpub, 0, ZMQ_POLLIN, 0};
+        if (mon_xsub)
+            items[n_items++] = (zmq_pollitem_t){mon_xsub, 0, ZMQ_POLLIN, 0};
         uint64_t now = nx_mono_us(), wall = nx_now_us();
         long timeout = now >= self->next_tick ? 0 : (long)((self->next_tick - now) / 1000) + 1;
         if (self->next_coord <= wall)
             timeout = 0;
         else if ((self->next_coord - wall) / 1000 + 1 < (uint64_t)timeout)
             timeout = (long)((self->next_coord - wall) / 1000) + 1;
-        int rc = zmq_poll(items, mon_xsub ? 5 : (mon_xpub ? 4 : 3), timeout);
+        /*  Replies waiting for a flush must not wait for traffic: the next
+            turn either commits (and flushes) or syncs.                     */
+        if (zlist_size(self->awaiting))
+            timeout = 0;
+        int rc = zmq_poll(items, n_items, timeout);
         if (rc == -1) {
             if (zmq_errno() == EINTR)
                 continue;
             nx_error("poll failed: %s", zmq_strerror(zmq_errno()));
+            status = -1;
             break;
         }
         if (items[2].revents & ZMQ_POLLIN)
             s_read_subscriptions(self);
-        if (mon_xpub && (items[3].revents & ZMQ_POLLIN))
-            s_read_monitor(self->mon_xpub, &self->count.subscribers);
-        if (mon_xsub && (items[4].revents & ZMQ_POLLIN))
-            s_read_monitor(self->mon_xsub, &self->count.publishers);
+        if (items[3].revents & ZMQ_POLLIN)
+            s_read_reader(self);
+        for (int i = 4; i < n_items; i++)
+            if (items[i].revents & ZMQ_POLLIN)
+                s_read_monitor(items[i].socket == mon_xpub ? self->mon_xpub : self->mon_xsub,
+                               items[i].socket == mon_xpub ? &self->count.subscribers
+                                                           : &self->count.publishers);
         bool ev = items[0].revents & ZMQ_POLLIN, rq = items[1].revents & ZMQ_POLLIN;
         bool timers = nx_now_us() >= self->next_coord;
         bool house = nx_mono_us() >= self->next_tick;
-        if (ev || rq || timers || house)
+        if (ev || rq || timers || house || zlist_size(self->awaiting))
             s_turn(self, ev, rq, timers, house);
         if (house) {
             s_housekeeping(self);
             self->next_tick = nx_mono_us() + S_TICK_US;
         }
     }
-    /*  Every turn commits before it ends, so there is nothing left to
-        flush: stopping here loses no acknowledged write.                    */
+    /*  Every turn commits before it ends; what is left is to flush the last
+        commit, answer what waited for it, and leave the seq reservation at
+        last_seq so that the next start continues without a jump.          */
+    nx_store_sync(self->store);
+    s_release_awaiting(self);
+    if (s_write_reservation(self, self->last_seq))
+        nx_warn("cannot record the clean stop: the next start skips a block of seqs");
     nx_info("stopping: last seq %" PRIu64 ", %" PRIu64 " events in, %" PRIu64 " out",
             self->last_seq, self->count.events_in, self->count.events_out);
-    return 0;
+    return status;
 }

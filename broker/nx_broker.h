@@ -89,6 +89,7 @@ typedef struct {
     uint64_t drop_send;      /* dropped: XPUB refused the send           */
     uint64_t requests;       /* control requests received                */
     uint64_t request_errors; /* control replies that carried an error    */
+    uint64_t reader_errors;  /* history replies with an error (atomic)   */
     uint64_t batches;        /* loop turns that committed something      */
     uint64_t subscribers;    /* connected XPUB peers                     */
     uint64_t publishers;     /* connected XSUB peers                     */
@@ -110,6 +111,7 @@ struct _nx_broker_t {
     uint64_t start_us;                /* wall clock at start                        */
     uint64_t start_mono;              /* monotonic clock at start                   */
     nx_pending_event_t *events;       /* batch_max slots                          */
+    size_t events_cap;                /* slots allocated in events                  */
     size_t n_events;                  /* slots used this turn                       */
     uint64_t batch_payload;           /* payload bytes this turn                    */
     nx_pending_reply_t *replies;      /* requests_per_turn slots                 */
@@ -126,6 +128,11 @@ struct _nx_broker_t {
     bool batch_failed;                /* a write of this batch failed: it is lost   */
     const void *auth_handle;          /* token of the request being handled         */
     uint64_t next_coord;              /* wall us of the next lease/session deadline */
+    zactor_t *reader;                 /* runs history queries (nx_reader.c)         */
+    zlist_t *awaiting;                /* write replies (zmsg_t*) waiting for the
+                                         commit to be flushed (sync=full)          */
+    uint64_t seq_reserved;            /* seqs up to here may have been seen; a
+                                         restart after a crash continues above    */
     size_t turn_request_bytes;        /* request bytes read this turn             */
     struct _nx_sessions_t *sessions;  /* session table (nx_sessions.c)       */
     struct _nx_claims_t *claims;      /* claim table (nx_claims.c)           */

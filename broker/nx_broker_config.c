@@ -44,7 +44,7 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
     S_KEY(out_hwm, NX_CONF_U64, "100000", 1, 100000000, NULL,
           "messages queued per subscriber before the broker drops for it"),
     S_KEY(in_hwm, NX_CONF_U64, "100000", 1, 100000000, NULL,
-          "messages queued per publisher before ZeroMQ pushes back"),
+          "messages queued per publisher connection (past it, the publisher's PUB drops)"),
     S_KEY(control_hwm, NX_CONF_U64, "10000", 1, 100000000, NULL,
           "control messages queued per client, each way"),
     S_KEY(batch_max, NX_CONF_U64, "8192", 1, 1000000, NULL,

@@ -54,6 +54,7 @@ struct _nx_claims_t {
     size_t heap_len, heap_cap;
     uint64_t fence; /* last fencing token handed out                 */
     zhashx_t *held; /* session -> count of claimed items             */
+    size_t live;    /* items in state claimed                        */
 };
 
 #define S_META_FENCE "fence"
@@ -125,6 +126,7 @@ static void s_heap_pop(struct _nx_claims_t *cs)
 
 static void s_held_add(struct _nx_claims_t *cs, const char *session, int delta)
 {
+    cs->live = delta > 0 ? cs->live + 1 : (cs->live ? cs->live - 1 : 0);
     uintptr_t n = (uintptr_t)zhashx_lookup(cs->held, session);
     n = delta > 0 ? n + 1 : (n ? n - 1 : 0);
     if (n)
@@ -284,8 +286,19 @@ void nx_claims_unload(nx_broker_t *self)
 
 /*  ---- Events ------------------------------------------------------------ */
 
+static void s_emit_detail(nx_broker_t *self, const char *topic, const s_claim_t *c,
+                          const char *reason, const char *by, const char *detail,
+                          size_t detail_len);
+
 static void s_emit(nx_broker_t *self, const char *topic, const s_claim_t *c, const char *reason,
                    const char *by)
+{
+    s_emit_detail(self, topic, c, reason, by, NULL, 0);
+}
+
+/*  detail: the releasing session's own words, when it gave any.            */
+static void s_emit_detail(nx_broker_t *self, const char *topic, const s_claim_t *c,
+                          const char *reason, const char *by, const char *detail, size_t detail_len)
 {
     msgpack_sbuffer buf;
     msgpack_sbuffer_init(&buf);
@@ -295,7 +308,7 @@ static void s_emit(nx_broker_t *self, const char *topic, const s_claim_t *c, con
     bool completed = strcmp(topic, "work.completed") == 0;
     bool reopened = strcmp(topic, "work.reopened") == 0;
     msgpack_pack_map(&pk, 3 + (claimed ? 2 : 0) + (completed ? 1 : 0) + (reason ? 1 : 0) +
-                              (reopened ? 1 : 0));
+                              (reopened ? 1 : 0) + (detail ? 1 : 0));
     nx_pack_kv_str(&pk, "work_id", c->work_id);
     nx_pack_kv_str(&pk, "holder", c->holder);
     nx_pack_kv_u64(&pk, "token", c->token);
@@ -317,6 +330,8 @@ static void s_emit(nx_broker_t *self, const char *topic, const s_claim_t *c, con
         nx_pack_kv_str(&pk, "reason", reason);
     if (reopened)
         nx_pack_kv_str(&pk, "by", by);
+    if (detail)
+        nx_pack_kv_strn(&pk, "detail", detail, detail_len);
     nx_coord_emit(self, topic, by ? by : "nexusd", &buf);
     msgpack_sbuffer_destroy(&buf);
 }
@@ -543,7 +558,14 @@ int nx_op_work_release(nx_broker_t *self, const msgpack_object *req, msgpack_pac
     s_claim_t *c = s_held_item(self, req, &s, err, err_msg);
     if (!c)
         return -1;
-    s_end(self, c, S_RELEASED, "released", s->id, nx_now_us());
+    if (reason_len > NX_TEXT_MAX)
+        reason_len = NX_TEXT_MAX;
+    uint64_t now = nx_now_us();
+    s_held_add(s_self(self), c->holder, -1);
+    c->state = S_RELEASED;
+    c->updated_at = now;
+    s_save(self, c);
+    s_emit_detail(self, "work.released", c, "released", s->id, reason, reason_len);
     nx_pack_kv_str(pk, "work_id", c->work_id);
     nx_pack_kv_str(pk, "state", s_state_names[c->state]);
     return 2;
@@ -671,9 +693,24 @@ int nx_op_work_list(nx_broker_t *self, const msgpack_object *req, msgpack_packer
 
 /*  ---- Timers and session ends ------------------------------------------- */
 
+/*  Renewals leave their old deadlines in the heap; when stale entries
+    outnumber live claims, the heap is built again from the claims.         */
+static void s_heap_compact(struct _nx_claims_t *cs)
+{
+    if (cs->heap_len < 1024 || cs->heap_len < 4 * cs->live)
+        return;
+    for (size_t i = 0; i < cs->heap_len; i++)
+        free(cs->heap[i].work_id);
+    cs->heap_len = 0;
+    for (s_claim_t *c = zhashx_first(cs->items); c; c = zhashx_next(cs->items))
+        if (c->state == S_CLAIMED)
+            s_heap_push(cs, c->work_id, c->expires_at, c->token);
+}
+
 uint64_t nx_claims_tick(nx_broker_t *self, uint64_t now)
 {
     struct _nx_claims_t *cs = s_self(self);
+    s_heap_compact(cs);
     /*  Bounded per call so that a mass expiry cannot hold the loop; the
         rest go in the next turn, which comes at once.                      */
     for (int i = 0; i < 10000 && cs->heap_len && cs->heap[0].expires_at <= now; i++) {

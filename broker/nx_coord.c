@@ -49,8 +49,7 @@ int nx_coord_start(nx_broker_t *self, char *err_buf, size_t err_size)
                  nx_store_errmsg(self->store));
         return -1;
     }
-    nx_info("coordination: %zu sessions, %zu work items known; tokens %s",
-            zhashx_size((zhashx_t *)self->sessions), (size_t)0,
+    nx_info("coordination: %zu sessions known; tokens %s", zhashx_size((zhashx_t *)self->sessions),
             nx_auth_enabled(self->auth) ? "required" : "not configured (open)");
     self->snapshot_dirty = true;
     return 0;

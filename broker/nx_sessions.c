@@ -415,7 +415,8 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
     const char *id = NULL, *secret = NULL;
     size_t id_len = 0, secret_len = 0;
     const msgpack_object_array *caps = NULL;
-    uint64_t heartbeat = self->cfg.heartbeat, ttl = 0;
+    /*  0 and UINT64_MAX mean "not given": a resume keeps the old values.  */
+    uint64_t heartbeat = 0, ttl = UINT64_MAX;
     if ((*err = nx_map_str(req, "session", &id, &id_len, err_msg)) ||
         (*err = nx_map_str(req, "secret", &secret, &secret_len, err_msg)) ||
         (*err = nx_map_str_array(req, "capabilities", &caps, err_msg)) ||
@@ -428,10 +429,10 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
     if (id && !s_id_valid(id, id_len))
         return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
                       "field 'session' must be 1..64 of [A-Za-z0-9_:@-]");
-    if (heartbeat < 100 || heartbeat > 3600000)
+    if (nx_map_get(req, "heartbeat_ms") && (heartbeat < 100 || heartbeat > 3600000))
         return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
                       "field 'heartbeat_ms' must be 100..3600000");
-    if (ttl > 30ull * 86400000)
+    if (ttl != UINT64_MAX && ttl > 30ull * 86400000)
         return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
                       "field 'ttl_ms' must be at most 30 days");
     if (caps && caps->size > 256)
@@ -537,8 +538,10 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
             s->metadata_len = b.size;
         }
     }
-    s->heartbeat_ms = heartbeat;
-    s->ttl_ms = ttl;
+    if (heartbeat || !resumed)
+        s->heartbeat_ms = heartbeat ? heartbeat : self->cfg.heartbeat;
+    if (ttl != UINT64_MAX || !resumed)
+        s->ttl_ms = ttl != UINT64_MAX ? ttl : 0;
     s->status = NX_SESSION_ACTIVE;
     s_bind_peer(self, s);
     s_touch(self, s, now);
@@ -558,6 +561,47 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
 int nx_op_session_heartbeat(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
                             nexus_err_t *err, char *err_msg)
 {
+    /*  A gateway hosts many sessions on one connection: "sessions" lists
+        them all in one request, so its heartbeats cost one round trip.
+        Each is authorized as if it came alone; the reply lists the ones
+        that were not alive any more, so the gateway can register them
+        again.                                                              */
+    const msgpack_object_array *many = NULL;
+    if ((*err = nx_map_str_array(req, "sessions", &many, err_msg)))
+        return -1;
+    if (many) {
+        if (many->size > 100000)
+            return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "at most 100000 sessions");
+        msgpack_sbuffer lost;
+        msgpack_sbuffer_init(&lost);
+        msgpack_packer lpk;
+        msgpack_packer_init(&lpk, &lost, msgpack_sbuffer_write);
+        uint32_t n_lost = 0, n_ok = 0;
+        for (uint32_t i = 0; i < many->size; i++) {
+            msgpack_object_kv kv[1];
+            kv[0].key.type = MSGPACK_OBJECT_STR;
+            kv[0].key.via.str.ptr = "session";
+            kv[0].key.via.str.size = 7;
+            kv[0].val = many->ptr[i];
+            msgpack_object one = {.type = MSGPACK_OBJECT_MAP};
+            one.via.map.size = 1;
+            one.via.map.ptr = kv;
+            nexus_err_t one_err;
+            char one_msg[NX_ERRMSG_MAX];
+            if (nx_sessions_authorize(self, &one, &one_err, one_msg))
+                n_ok++;
+            else {
+                nx_pack_strn(&lpk, many->ptr[i].via.str.ptr, many->ptr[i].via.str.size);
+                n_lost++;
+            }
+        }
+        nx_pack_kv_u64(pk, "alive", n_ok);
+        nx_pack_str(pk, "lost");
+        msgpack_pack_array(pk, n_lost);
+        msgpack_sbuffer_write(pk->data, lost.data, lost.size);
+        msgpack_sbuffer_destroy(&lost);
+        return 2;
+    }
     nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
     if (!s)
         return -1;

@@ -28,12 +28,14 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "nx_store.h"
 
@@ -82,7 +84,10 @@ struct _nx_store_t {
     uint64_t grows;            /* times make_room grew the map           */
     uint64_t commits;          /* write transactions committed           */
     size_t max_key;            /* LMDB's key size limit                  */
-    int readers;               /* live readers: make_room refuses if > 0 */
+    int readers;               /* live readers (atomic: other threads)   */
+    pthread_rwlock_t resize;   /* readers hold it shared; resizing the map
+                                  holds it exclusive (LMDB forbids a resize
+                                  while any transaction is open)          */
     char errmsg[S_ERRMSG_MAX]; /* text of the last error                 */
 };
 
@@ -395,6 +400,8 @@ nx_store_t *nx_store_new(const nx_store_config_t *cfg, nexus_err_t *err, char *e
         return NULL;
     }
     nx_store_t *self = calloc(1, sizeof *self);
+    if (self)
+        pthread_rwlock_init(&self->resize, NULL);
     if (!self) {
         *err = NEXUS_ERR_NOMEM;
         snprintf(err_buf, err_size, "store: out of memory");
@@ -440,7 +447,11 @@ nx_store_t *nx_store_new(const nx_store_config_t *cfg, nexus_err_t *err, char *e
     }
     if (!rc) {
         what = "mdb_env_open";
-        unsigned int flags = MDB_NOTLS | (self->cfg.sync ? 0 : MDB_NOSYNC);
+        /*  sync=full: MDB_NOMETASYNC makes a commit flush the data once and
+            write the meta page without a flush; nx_store_sync (or the next
+            commit's flush) makes the commit durable. Readers see it at
+            once. See nx_store.h for why that split matters.               */
+        unsigned int flags = MDB_NOTLS | (self->cfg.sync ? MDB_NOMETASYNC : MDB_NOSYNC);
         rc = mdb_env_open(self->env, self->path, flags, 0600);
     }
     MDB_envinfo info;
@@ -494,6 +505,7 @@ void nx_store_destroy(nx_store_t **self_p)
         mdb_env_close(self->env);
     free(self->data_file);
     free(self->path);
+    pthread_rwlock_destroy(&self->resize);
     free(self);
     *self_p = NULL;
 }
@@ -826,6 +838,8 @@ static nexus_err_t s_release(nx_store_t *self, bool *spare_used)
     }
 }
 
+static nexus_err_t s_make_room_locked(nx_store_t *self, uint64_t need_bytes, int *action);
+
 nexus_err_t nx_store_make_room(nx_store_t *self, uint64_t need_bytes, int *action)
 {
     int dummy_action;
@@ -836,8 +850,23 @@ nexus_err_t nx_store_make_room(nx_store_t *self, uint64_t need_bytes, int *actio
         return NEXUS_ERR_INVALID;
     /*  Resizing the map with a transaction open in this process is
         undefined behaviour in LMDB, and a reader would hold pages.        */
-    if (self->txn || self->readers > 0)
-        return s_fail(self, NEXUS_ERR_INVALID, "make_room: a batch or a reader is open");
+    if (self->txn)
+        return s_fail(self, NEXUS_ERR_INVALID, "make_room: a batch is open");
+    /*  Readers on other threads finish within one history page; a reader
+        held by this very thread never would, hence the bound.             */
+    int tries = 0;
+    while (pthread_rwlock_trywrlock(&self->resize) != 0) {
+        if (++tries > 500)
+            return s_fail(self, NEXUS_ERR_BUSY, "make_room: a reader stays open");
+        usleep(1000);
+    }
+    nexus_err_t result = s_make_room_locked(self, need_bytes, action);
+    pthread_rwlock_unlock(&self->resize);
+    return result;
+}
+
+static nexus_err_t s_make_room_locked(nx_store_t *self, uint64_t need_bytes, int *action)
+{
     uint64_t used, pending;
     int rc = s_map_used(self, &used, &pending);
     if (rc)
@@ -989,6 +1018,7 @@ nx_store_reader_t *nx_store_reader_new(nx_store_t *self)
         s_fail(self, NEXUS_ERR_NOMEM, "reader: out of memory");
         return NULL;
     }
+    pthread_rwlock_rdlock(&self->resize);
     int rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &reader->txn);
     if (!rc) {
         rc = mdb_cursor_open(reader->txn, self->events, &reader->cursor);
@@ -996,13 +1026,14 @@ nx_store_reader_t *nx_store_reader_new(nx_store_t *self)
             mdb_txn_abort(reader->txn);
     }
     if (rc) {
+        pthread_rwlock_unlock(&self->resize);
         s_mdb_fail(self, "reader", rc);
         free(reader);
         return NULL;
     }
     reader->store = self;
     reader->state = S_RD_START;
-    self->readers++;
+    __atomic_add_fetch(&self->readers, 1, __ATOMIC_RELAXED);
     return reader;
 }
 
@@ -1014,7 +1045,8 @@ void nx_store_reader_destroy(nx_store_reader_t **self_p)
     /*  A read transaction's cursors must be closed before it ends.         */
     mdb_cursor_close(self->cursor);
     mdb_txn_abort(self->txn);
-    self->store->readers--;
+    __atomic_sub_fetch(&self->store->readers, 1, __ATOMIC_RELAXED);
+    pthread_rwlock_unlock(&self->store->resize);
     free(self);
     *self_p = NULL;
 }
@@ -1147,4 +1179,32 @@ uint64_t nx_store_reader_seq_at_time(nx_store_reader_t *self, uint64_t ts_us)
         s_mdb_fail(self->store, "seq_at_time", rc);
     mdb_cursor_close(cursor);
     return result;
+}
+
+nexus_err_t nx_store_sync(nx_store_t *self)
+{
+    if (!self || !self->cfg.sync)
+        return NEXUS_OK;
+    int rc = mdb_env_sync(self->env, 1);
+    return rc ? s_mdb_fail(self, "sync", rc) : NEXUS_OK;
+}
+
+void nx_store_reader_bounds(nx_store_reader_t *self, uint64_t *first_seq, uint64_t *last_seq)
+{
+    *first_seq = *last_seq = 0;
+    MDB_cursor *cursor = NULL;
+    if (mdb_cursor_open(self->txn, self->store->events, &cursor))
+        return;
+    MDB_val k, v;
+    if (mdb_cursor_get(cursor, &k, &v, MDB_FIRST) == 0 && k.mv_size == 8)
+        *first_seq = nx_get_u64(k.mv_data);
+    if (mdb_cursor_get(cursor, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
+        *last_seq = nx_get_u64(k.mv_data);
+    mdb_cursor_close(cursor);
+    /*  The highest seq ever committed may be above the last stored one
+        when retention trimmed everything: meta keeps it.                   */
+    uint64_t meta = 0;
+    s_get_u64(self->txn, self->store->dbs[NX_DB_META], S_META_LAST_SEQ, &meta);
+    if (meta > *last_seq)
+        *last_seq = meta;
 }

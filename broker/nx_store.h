@@ -120,6 +120,15 @@ bool nx_store_in_batch(nx_store_t *self);
     error the batch is aborted.                                              */
 nexus_err_t nx_store_commit(nx_store_t *self, uint64_t now_us);
 
+/*  Under sync=full a commit flushes the data it wrote but not yet LMDB's
+    meta page, which is what makes the commit count after a power loss
+    (MDB_NOMETASYNC): this halves the flushes on the path from publisher to
+    subscriber. The commit becomes durable with the next commit's flush or
+    with nx_store_sync, which flushes everything now; "done" replies wait
+    for one of the two. Under sync=none it does nothing. Thread-safe.
+    Returns NEXUS_OK or NEXUS_ERR_STORE.                                     */
+nexus_err_t nx_store_sync(nx_store_t *self);
+
 /*  Aborts the open batch, if any.                                          */
 void nx_store_abort(nx_store_t *self);
 
@@ -151,7 +160,10 @@ uint64_t nx_store_last_ts(nx_store_t *self);
 /*  ---- Reading the history ----------------------------------------------
     A reader is a read transaction plus a cursor over the events. It sees
     the committed state as of nx_store_reader_new. Keep readers short: a
-    live reader stops LMDB from reusing pages.                              */
+    live reader stops LMDB from reusing pages, and delays make_room.
+    Readers may be created and used on a thread other than the writer's
+    (one reader per thread at a time); the rest of this API belongs to the
+    writer's thread.                                                        */
 
 /*  Returns a new reader, or NULL on error.                                 */
 nx_store_reader_t *nx_store_reader_new(nx_store_t *self);
@@ -166,6 +178,10 @@ void nx_store_reader_seek(nx_store_reader_t *self, uint64_t seq, bool descending
     to seek, 0 at the end, -1 on error (a record that does not decode is an
     error). rec's pointers stay valid until the next call or destroy.       */
 int nx_store_reader_next(nx_store_reader_t *self, uint64_t *seq, nx_record_t *rec);
+
+/*  The oldest stored seq and the highest committed seq, as of the reader's
+    snapshot (0 and 0 for an empty store).                                  */
+void nx_store_reader_bounds(nx_store_reader_t *self, uint64_t *first_seq, uint64_t *last_seq);
 
 /*  Returns the first seq whose ts >= ts_us, or last_seq + 1 when none.     */
 uint64_t nx_store_reader_seq_at_time(nx_store_reader_t *self, uint64_t ts_us);

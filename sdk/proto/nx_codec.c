@@ -470,3 +470,18 @@ nx_msgpack_check_t nx_msgpack_check(const uint8_t *data, size_t len, int max_dep
     }
     return pos == len ? NX_MSGPACK_OK : NX_MSGPACK_TRAILING;
 }
+
+void nx_pack_reply_head(msgpack_packer *pk, const void *id, size_t id_len, bool ok, uint32_t fields)
+{
+    msgpack_pack_map(pk, fields + 2);
+    nx_pack_str(pk, "id");
+    if (id_len)
+        pk->callback(pk->data, id, id_len);
+    else
+        msgpack_pack_nil(pk);
+    nx_pack_str(pk, "ok");
+    if (ok)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+}

@@ -149,6 +149,12 @@ void nx_pack_kv_bool(msgpack_packer *pk, const char *key, bool value);
 void nx_pack_kv_bin(msgpack_packer *pk, const char *key, const void *data, size_t len);
 void nx_pack_kv_nil(msgpack_packer *pk, const char *key);
 
+/*  Packs the head of a control-plane reply: a map of fields + 2 entries
+    starting with "id" (the request's id, already packed, copied as is; nil
+    when id_len is 0) and "ok". The caller packs the fields after it.       */
+void nx_pack_reply_head(msgpack_packer *pk, const void *id, size_t id_len, bool ok,
+                        uint32_t fields);
+
 /*  Packs one event as the map {seq, ts, topic, source, payload(bin)} that
     history replies carry.                                                  */
 void nx_pack_event(msgpack_packer *pk, uint64_t seq, const nx_record_t *rec);

@@ -644,10 +644,10 @@ static void s_test_map_full(void)
     CHECK(st.count > 100);
     CHECK_EQ_U64(s_count_events(store, NULL, false), st.count);
 
-    /*  A reader or a batch blocks make_room.                              */
+    /*  A reader that stays open makes make_room give up (busy).           */
     nx_store_reader_t *reader = nx_store_reader_new(store);
     int action = -1;
-    CHECK_EQ_U64(nx_store_make_room(store, 0, &action), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nx_store_make_room(store, 0, &action), NEXUS_ERR_BUSY);
     nx_store_reader_destroy(&reader);
 
     uint64_t count_before = st.count;

@@ -1,0 +1,122 @@
+/*  =========================================================================
+    bench_pubsub - fire-and-forget throughput through nexusd: one PUB sends
+    events to the broker's XSUB, the broker stamps, stores (sync=full) and
+    forwards them, 1 or 4 SUBs receive them from its XPUB.
+
+    The publisher is flow-controlled: it never runs more than --window
+    events ahead of the slowest subscriber (well under every HWM), so any
+    event that does not arrive was lost, not shed by design. Each event
+    carries its index; drops = sent - received, per subscriber.
+
+    Usage: bench_pubsub [--n N] [--n-1k N] [--window W] [--runs R]
+                        [--sync full|none] [--nexusd PATH]
+    Prints one line per figure; with R > 1 the figure is the median.
+    =========================================================================
+*/
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <zmq.h>
+
+#include "bench_util.h"
+
+#define S_RUNS_MAX 16
+
+typedef struct {
+    size_t payload; /* bytes per event                                       */
+    int nsubs;      /* subscribers                                           */
+    const char *name;
+} s_case_t;
+
+/*  Runs one case once on a fresh broker. Returns 0 and fills the rate per
+    subscriber and the drops summed over subscribers, or -1.               */
+static int s_run(void *ctx, const char *sync, const s_case_t *c, uint64_t n, uint64_t window,
+                 double *rate, uint64_t *drops, uint64_t *broker_drops)
+{
+    bench_broker_t *broker = bench_broker_new(sync);
+    if (!broker)
+        return -1;
+    bench_flood_t r;
+    int rc = bench_flood(broker, ctx, "bench.pubsub", n, c->payload, c->nsubs, window, &r);
+    double sum = 0;
+    *drops = 0;
+    for (int k = 0; k < c->nsubs; k++) {
+        sum += (double)r.received[k];
+        *drops += r.sent - r.received[k];
+    }
+    *rate = r.seconds > 0 ? sum / c->nsubs / r.seconds : 0;
+    if (r.out_of_order)
+        fprintf(stderr, "# %s: %" PRIu64 " events out of order\n", c->name, r.out_of_order);
+    if (r.sent < n)
+        fprintf(stderr, "# %s: only %" PRIu64 " of %" PRIu64 " sent (stalled)\n", c->name, r.sent,
+                n);
+    bench_state_t st;
+    *broker_drops = 0;
+    if (bench_broker_state(broker, ctx, &st) == 0) {
+        *broker_drops = st.drops;
+        if (st.events_total < r.sent)
+            fprintf(stderr, "# %s: broker stored %" PRIu64 " events of %" PRIu64 " sent\n", c->name,
+                    st.events_total, r.sent);
+    } else
+        fprintf(stderr, "# %s: state query failed\n", c->name);
+    if (bench_broker_stop(broker) != 0)
+        rc = -1;
+    bench_broker_destroy(&broker);
+    return rc == 0 && r.sent == n ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    bench_set_nexusd(bench_arg_str(argc, argv, "nexusd", NULL));
+    uint64_t n_small = bench_arg_u64(argc, argv, "n", 1000000);
+    uint64_t n_large = bench_arg_u64(argc, argv, "n-1k", 300000);
+    uint64_t window = bench_arg_u64(argc, argv, "window", 20000);
+    int runs = (int)bench_arg_u64(argc, argv, "runs", 1);
+    const char *sync = bench_arg_str(argc, argv, "sync", "full");
+    if (runs < 1 || runs > S_RUNS_MAX) {
+        fprintf(stderr, "--runs must be 1..%d\n", S_RUNS_MAX);
+        return 2;
+    }
+    const s_case_t cases[] = {
+        {128, 1, "fanout_128B_1sub"},
+        {128, 4, "fanout_128B_4sub"},
+        {1024, 1, "fanout_1KiB_1sub"},
+        {1024, 4, "fanout_1KiB_4sub"},
+    };
+    void *ctx = zmq_ctx_new();
+    int failed = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const s_case_t *c = &cases[i];
+        uint64_t n = c->payload <= 128 ? n_small : n_large;
+        double rates[S_RUNS_MAX], sorted[S_RUNS_MAX];
+        uint64_t drops = 0, broker_drops = 0;
+        int ok = 0;
+        for (int r = 0; r < runs; r++) {
+            uint64_t d = 0, bd = 0;
+            if (s_run(ctx, sync, c, n, window, &rates[ok], &d, &bd) == 0)
+                ok++;
+            else
+                failed = 1;
+            drops += d;
+            broker_drops += bd;
+        }
+        for (int r = 0; r < ok; r++)
+            sorted[r] = rates[r];
+        double median = bench_median(sorted, (size_t)ok);
+        printf("%s: %.0f msgs/s delivered per subscriber, %" PRIu64 " drops (n=%" PRIu64
+               " x %d sub%s, sync=%s, window=%" PRIu64,
+               c->name, median, drops, n, c->nsubs, c->nsubs > 1 ? "s" : "", sync, window);
+        if (ok > 1) {
+            printf(", median of %d:", ok);
+            for (int r = 0; r < ok; r++)
+                printf(" %.0f", rates[r]);
+        }
+        if (broker_drops)
+            printf(", broker counted %" PRIu64 " drops", broker_drops);
+        printf(")\n");
+        fflush(stdout);
+    }
+    zmq_ctx_term(ctx);
+    return failed;
+}

@@ -1,0 +1,28 @@
+/*  =========================================================================
+    nx_history - the `history` op of the control plane (docs/protocol.md).
+    =========================================================================
+*/
+
+#ifndef NX_HISTORY_H_INCLUDED
+#define NX_HISTORY_H_INCLUDED
+
+#include <msgpack.h>
+#include <stdint.h>
+
+#include "nexus.h"
+#include "nx_store.h"
+
+typedef struct {
+    uint64_t limit_max; /* largest page a query may ask for                 */
+    uint64_t scan_max;  /* records one page may scan before it returns      */
+} nx_history_limits_t;
+
+/*  Runs one history request against a fresh read snapshot of store. Packs
+    the reply's fields (events, next_cursor, scanned, first_seq, last_seq)
+    into pk and returns their count, or -1 with *err and err_msg set.
+    Thread-safe with respect to the writer (uses only an nx_store reader).  */
+int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
+                     const msgpack_object *req, msgpack_packer *pk, nexus_err_t *err,
+                     char *err_msg);
+
+#endif

@@ -1,0 +1,89 @@
+/*  =========================================================================
+    nx_reader - runs history queries off the event loop (see nx_reader.h).
+    =========================================================================
+*/
+
+#include <string.h>
+
+#include "nx_log.h"
+#include "nx_reader.h"
+
+#define S_MSGPACK_DEPTH 32
+
+/*  Answers one request body; returns the packed reply.                     */
+static zframe_t *s_answer(const nx_reader_args_t *args, zframe_t *body)
+{
+    msgpack_sbuffer out, fields;
+    msgpack_sbuffer_init(&out);
+    msgpack_sbuffer_init(&fields);
+    msgpack_packer pk, fpk;
+    msgpack_packer_init(&pk, &out, msgpack_sbuffer_write);
+    msgpack_packer_init(&fpk, &fields, msgpack_sbuffer_write);
+    msgpack_sbuffer id;
+    msgpack_sbuffer_init(&id);
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 2048);
+    msgpack_object req;
+    size_t off = 0;
+    nexus_err_t err = NEXUS_OK;
+    char err_msg[NX_ERRMSG_MAX] = "";
+    int n = -1;
+    /*  The loop already checked the bytes; parse again here since only
+        bytes cross between the threads.                                    */
+    if (msgpack_unpack((const char *)zframe_data(body), zframe_size(body), &off, &zone, &req) !=
+            MSGPACK_UNPACK_SUCCESS ||
+        req.type != MSGPACK_OBJECT_MAP) {
+        err = NEXUS_ERR_BAD_MSGPACK;
+        snprintf(err_msg, sizeof err_msg, "request must be a msgpack map");
+    } else {
+        const msgpack_object *idobj = nx_map_get(&req, "id");
+        if (idobj) {
+            msgpack_packer ipk;
+            msgpack_packer_init(&ipk, &id, msgpack_sbuffer_write);
+            msgpack_pack_object(&ipk, *idobj);
+        }
+        n = nx_history_query(args->store, &args->limits, &req, &fpk, &err, err_msg);
+    }
+    if (n >= 0) {
+        nx_pack_reply_head(&pk, id.data, id.size, true, (uint32_t)n);
+        msgpack_sbuffer_write(&out, fields.data, fields.size);
+    } else {
+        __atomic_add_fetch(args->errors, 1, __ATOMIC_RELAXED);
+        nx_pack_reply_head(&pk, id.data, id.size, false, 2);
+        nx_pack_kv_str(&pk, "error", nexus_err_name(err));
+        nx_pack_kv_str(&pk, "message", err_msg[0] ? err_msg : nexus_strerror(err));
+    }
+    zframe_t *reply = zframe_new(out.data, out.size);
+    msgpack_sbuffer_destroy(&out);
+    msgpack_sbuffer_destroy(&fields);
+    msgpack_sbuffer_destroy(&id);
+    msgpack_zone_destroy(&zone);
+    return reply;
+}
+
+void nx_reader_actor(zsock_t *pipe, void *argp)
+{
+    nx_reader_args_t args = *(nx_reader_args_t *)argp;
+    zsock_signal(pipe, 0);
+    while (true) {
+        zmsg_t *msg = zmsg_recv(pipe);
+        if (!msg)
+            break; /* interrupted */
+        if (zmsg_size(msg) == 1) {
+            char *command = zmsg_popstr(msg);
+            bool term = command && strcmp(command, "$TERM") == 0;
+            zstr_free(&command);
+            zmsg_destroy(&msg);
+            if (term)
+                break;
+            continue;
+        }
+        zframe_t *body = zmsg_last(msg);
+        zmsg_remove(msg, body);
+        zframe_t *reply = s_answer(&args, body);
+        zframe_destroy(&body);
+        zmsg_append(msg, &reply);
+        if (zmsg_send(&msg, pipe) == -1)
+            zmsg_destroy(&msg);
+    }
+}
