@@ -554,11 +554,41 @@ static void s_pack_reply(nx_pending_reply_t *pr, bool ok, nexus_err_t err, const
     msgpack_sbuffer_write(&pr->reply, body, len);
 }
 
+/*  FNV-1a over bytes.                                                      */
+static uint64_t s_fnv1a(uint64_t h, const char *data, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)data[i]) * 1099511628211ull;
+    return h;
+}
+
+/*  Identifies a request for retries (nx_claims.c): a hash of its fields,
+    id included, in any order, leaving out what a retry from another
+    connection adds or changes ("secret", "auth").                          */
+static uint64_t s_request_hash(const msgpack_object *req)
+{
+    uint64_t sum = 0;
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    for (uint32_t i = 0; i < req->via.map.size; i++) {
+        const msgpack_object *k = &req->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR &&
+            ((k->via.str.size == 6 && memcmp(k->via.str.ptr, "secret", 6) == 0) ||
+             (k->via.str.size == 4 && memcmp(k->via.str.ptr, "auth", 4) == 0)))
+            continue;
+        msgpack_sbuffer_clear(&buf);
+        msgpack_pack_object(&pk, *k);
+        msgpack_pack_object(&pk, req->via.map.ptr[i].val);
+        sum += s_fnv1a(14695981039346656037ull, buf.data, buf.size);
+    }
+    msgpack_sbuffer_destroy(&buf);
+    return sum ? sum : 1;
+}
+
 /*  Runs the handler of pr->op and packs the reply. The handler packs into a
-    scratch buffer first because a msgpack map needs its size up front. A
-    dedup op repeated by the same session with the same id gets the stored
-    first answer, and a fresh answer is stored in the batch with the change
-    it describes.                                                           */
+    scratch buffer first because a msgpack map needs its size up front.    */
 static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
 {
     const nx_op_t *op = nx_ops_get(pr->op);
@@ -566,39 +596,10 @@ static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
     self->peer = peer ? zframe_data(peer) : NULL;
     self->peer_len = peer ? zframe_size(peer) : 0;
     self->auth_handle = pr->auth;
+    /*  Only requests with an id can be retries.                           */ self->req_hash =
+        pr->id.size ? s_request_hash(&pr->request) : 0;
     pr->op = -1;
 
-    const char *session = NULL;
-    size_t session_len = 0;
-    bool dedup = op->dedup && pr->id.size &&
-                 nx_map_str(&pr->request, "session", &session, &session_len, NULL) == NEXUS_OK &&
-                 session;
-    if (dedup) {
-        /*  Only the session's owner may see or store its answers: check
-            that the caller may act as it before looking anything up, and
-            answer an unauthorized caller without touching the cache.      */
-        nexus_err_t auth_err;
-        char auth_msg[NX_ERRMSG_MAX];
-        if (!nx_sessions_authorize(self, &pr->request, &auth_err, auth_msg)) {
-            s_pack_reply(pr, false, auth_err, auth_msg, 0, "", 0);
-            return;
-        }
-        bool ok;
-        uint32_t fields;
-        size_t len;
-        const uint8_t *body =
-            nx_dedup_find(self, session, session_len, pr->id.data, pr->id.size, &ok, &fields, &len);
-        if (body) {
-            /*  The stored fields of an error already hold error+message.  */
-            msgpack_sbuffer_clear(&pr->reply);
-            msgpack_packer pk;
-            msgpack_packer_init(&pk, &pr->reply, msgpack_sbuffer_write);
-            s_pack_head(&pk, pr, ok, fields);
-            msgpack_sbuffer_write(&pr->reply, (const char *)body, len);
-            pr->failed = !ok;
-            return;
-        }
-    }
     msgpack_sbuffer body;
     msgpack_sbuffer_init(&body);
     msgpack_packer pk;
@@ -613,26 +614,7 @@ static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
         fields = 0;
         msgpack_sbuffer_clear(&body);
     }
-    s_pack_reply(pr, ok, err, err_msg, (uint32_t)fields, body.data, body.size);
-    if (dedup && err != NEXUS_ERR_STORE_FULL && err != NEXUS_ERR_STORE && err != NEXUS_ERR_BUSY) {
-        /*  Store what follows the head, so a retry gets the same fields.   */
-        size_t head = pr->reply.size - body.size;
-        if (!ok) {
-            /*  For an error the stored fields include error and message.   */
-            msgpack_sbuffer tail;
-            msgpack_sbuffer_init(&tail);
-            msgpack_packer tpk;
-            msgpack_packer_init(&tpk, &tail, msgpack_sbuffer_write);
-            nx_pack_kv_str(&tpk, "error", nexus_err_name(err));
-            nx_pack_kv_str(&tpk, "message", err_msg[0] ? err_msg : nexus_strerror(err));
-            msgpack_sbuffer_write(&tail, body.data, body.size);
-            nx_dedup_store(self, session, session_len, pr->id.data, pr->id.size, false,
-                           (uint32_t)fields + 2, tail.data, tail.size, nx_now_us());
-            msgpack_sbuffer_destroy(&tail);
-        } else
-            nx_dedup_store(self, session, session_len, pr->id.data, pr->id.size, true,
-                           (uint32_t)fields, pr->reply.data + head, body.size, nx_now_us());
-    }
+    s_pack_reply(pr, ok, err, err_msg, (uint32_t)fields, body.data ? body.data : "", body.size);
     msgpack_sbuffer_destroy(&body);
 }
 
@@ -722,9 +704,10 @@ static int s_read_request(nx_broker_t *self)
     pr->auth = NULL;
     if (nx_auth_enabled(self->auth) && strcmp(nx_ops_get(pr->op)->name, "ping") != 0 &&
         strcmp(nx_ops_get(pr->op)->name, "health") != 0) {
+        /*  "auth", not "token": work ops use "token" for fencing tokens.  */
         const char *token = NULL;
         size_t token_len = 0;
-        nx_map_str(&pr->request, "token", &token, &token_len, NULL);
+        nx_map_str(&pr->request, "auth", &token, &token_len, NULL);
         if (nx_auth_check(self->auth, token, token_len, &pr->auth) != NEXUS_OK) {
             pr->op = -1;
             s_reply_error(pr, NEXUS_ERR_UNAUTHORIZED,

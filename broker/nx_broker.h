@@ -137,7 +137,8 @@ struct _nx_broker_t {
     struct _nx_sessions_t *sessions;  /* session table (nx_sessions.c)       */
     struct _nx_claims_t *claims;      /* claim table (nx_claims.c)           */
     struct _nx_auth_t *auth;          /* tokens (nx_auth.c)                  */
-    struct _nx_dedup_t *dedup;        /* retry cache (nx_dedup.c)            */
+    uint64_t req_hash;                /* hash of the request being handled,
+                                         0 without an id (nx_claims.c)       */
     bool snapshot_dirty;              /* sessions or claims changed since written   */
 };
 
@@ -155,8 +156,7 @@ typedef struct {
     const char *name; /* the "op" string                                    */
     nx_op_fn *fn;     /* the handler                                        */
     bool is_write;    /* runs before the commit, reply after it             */
-    bool dedup;       /* a retry with the same session and id gets the
-                         first answer (mutating session/work ops)           */
+
 } nx_op_t;
 
 /*  Returns the index of op name in the table, or -1.                       */

@@ -48,8 +48,6 @@ typedef struct {
     uint64_t claims_retain;     /* closed work items are kept this long, ms  */
     uint64_t sessions_max;      /* sessions known at most                    */
     uint64_t claims_max;        /* work items known at most                  */
-    uint64_t dedup_window;      /* retries within this get the first answer  */
-    uint64_t dedup_max;         /* answers kept for retries at most          */
     char *token;                /* shared fabric token ("" = none)           */
     char *tokens_file;          /* token -> allowed session ids ("" = none)  */
     char *snapshot_file;        /* JSON snapshot of sessions/claims ("" = no)*/

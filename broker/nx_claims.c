@@ -40,6 +40,14 @@ typedef struct {
     size_t metadata_len;
     uint8_t *result; /* packed msgpack value given at complete       */
     size_t result_len;
+    /*  The answer to the request that made the last change, so that a
+        retry of it (same session, same bytes) gets the same answer rather
+        than acting twice or failing its winner.                            */
+    uint64_t answer_hash; /* request hash, 0: none                        */
+    char answer_session[NX_ID_MAX + 1];
+    uint32_t answer_fields; /* key/value pairs in answer                    */
+    uint8_t *answer;        /* packed reply fields                          */
+    size_t answer_len;
 } s_claim_t;
 
 typedef struct {
@@ -73,6 +81,7 @@ static void s_claim_free(void **item)
     free(c->description);
     free(c->metadata);
     free(c->result);
+    free(c->answer);
     free(c);
     *item = NULL;
 }
@@ -174,7 +183,18 @@ static nexus_err_t s_save(nx_broker_t *self, s_claim_t *c)
     msgpack_sbuffer_init(&buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    /*  Stored: [public record, last answer or nil].                        */
+    msgpack_pack_array(&pk, 2);
     s_pack_claim(&pk, c);
+    if (c->answer_hash) {
+        msgpack_pack_array(&pk, 4);
+        msgpack_pack_uint64(&pk, c->answer_hash);
+        nx_pack_str(&pk, c->answer_session);
+        msgpack_pack_uint32(&pk, c->answer_fields);
+        msgpack_pack_bin(&pk, c->answer_len);
+        msgpack_pack_bin_body(&pk, c->answer, c->answer_len);
+    } else
+        msgpack_pack_nil(&pk);
     nexus_err_t rc =
         nx_coord_put(self, NX_DB_CLAIMS, c->work_id, strlen(c->work_id), buf.data, buf.size);
     msgpack_sbuffer_destroy(&buf);
@@ -208,13 +228,32 @@ static int s_load_one(const void *key, size_t key_len, const void *value, size_t
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, value, value_len, NULL) != MSGPACK_UNPACK_SUCCESS ||
-        u.data.type != MSGPACK_OBJECT_MAP) {
+        u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size != 2 ||
+        u.data.via.array.ptr[0].type != MSGPACK_OBJECT_MAP) {
         nx_warn("claims: skipping a record that does not decode");
         msgpack_unpacked_destroy(&u);
         return 0;
     }
-    const msgpack_object *m = &u.data;
+    const msgpack_object *m = &u.data.via.array.ptr[0];
+    const msgpack_object *ans = &u.data.via.array.ptr[1];
     s_claim_t *c = calloc(1, sizeof *c);
+    if (ans->type == MSGPACK_OBJECT_ARRAY && ans->via.array.size == 4 &&
+        ans->via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+        ans->via.array.ptr[1].type == MSGPACK_OBJECT_STR &&
+        ans->via.array.ptr[1].via.str.size <= NX_ID_MAX &&
+        ans->via.array.ptr[2].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+        ans->via.array.ptr[3].type == MSGPACK_OBJECT_BIN) {
+        c->answer_hash = ans->via.array.ptr[0].via.u64;
+        memcpy(c->answer_session, ans->via.array.ptr[1].via.str.ptr,
+               ans->via.array.ptr[1].via.str.size);
+        c->answer_fields = (uint32_t)ans->via.array.ptr[2].via.u64;
+        c->answer_len = ans->via.array.ptr[3].via.bin.size;
+        c->answer = malloc(c->answer_len ? c->answer_len : 1);
+        if (c->answer)
+            memcpy(c->answer, ans->via.array.ptr[3].via.bin.ptr, c->answer_len);
+        else
+            c->answer_hash = 0;
+    }
     c->work_id = nx_coord_strdup(key, key_len);
     const char *p = NULL;
     size_t n = 0;
@@ -343,8 +382,51 @@ static void s_end(nx_broker_t *self, s_claim_t *c, s_state_t state, const char *
     s_held_add(s_self(self), c->holder, -1);
     c->state = state;
     c->updated_at = now;
+    /*  The item changed without a request: an older answer is stale now.  */
+    free(c->answer);
+    c->answer = NULL;
+    c->answer_hash = 0;
     s_save(self, c);
     s_emit(self, "work.released", c, reason, by);
+}
+
+/*  ---- Retries ---------------------------------------------------------- */
+
+/*  When the request is a retry of the one that made c's last change,
+    packs that answer again and returns its field count; else -1.           */
+static int s_retry(nx_broker_t *self, const s_claim_t *c, const nx_session_t *s, msgpack_packer *pk)
+{
+    if (!c || !self->req_hash || c->answer_hash != self->req_hash ||
+        strcmp(c->answer_session, s->id) != 0)
+        return -1;
+    msgpack_sbuffer_write(pk->data, (const char *)c->answer, c->answer_len);
+    return (int)c->answer_fields;
+}
+
+/*  Where the handler starts packing its answer in pk.                      */
+static size_t s_mark(msgpack_packer *pk)
+{
+    return ((msgpack_sbuffer *)pk->data)->size;
+}
+
+/*  Keeps the answer packed since start as c's last answer (saved with c).  */
+static void s_remember(nx_broker_t *self, s_claim_t *c, const nx_session_t *s, msgpack_packer *pk,
+                       size_t start, int fields)
+{
+    msgpack_sbuffer *buf = pk->data;
+    free(c->answer);
+    c->answer = NULL;
+    c->answer_hash = 0;
+    if (!self->req_hash)
+        return;
+    c->answer_len = buf->size - start;
+    c->answer = malloc(c->answer_len ? c->answer_len : 1);
+    if (!c->answer)
+        return;
+    memcpy(c->answer, buf->data + start, c->answer_len);
+    c->answer_hash = self->req_hash;
+    c->answer_fields = (uint32_t)fields;
+    snprintf(c->answer_session, sizeof c->answer_session, "%s", s->id);
 }
 
 /*  ---- Ops ---------------------------------------------------------------- */
@@ -428,6 +510,9 @@ int nx_op_work_claim(nx_broker_t *self, const msgpack_object *req, msgpack_packe
         return -1;
     uint64_t now = nx_now_us();
     s_claim_t *c = zhashx_lookup(cs->items, key);
+    int again = s_retry(self, c, s, pk);
+    if (again >= 0)
+        return again;
     if (c && (c->state == S_COMPLETED || (c->state == S_CLAIMED && c->expires_at > now))) {
         if (c->state == S_CLAIMED && strcmp(c->holder, s->id) == 0) {
             /*  Claiming what you already hold is not a double grant: say
@@ -471,21 +556,24 @@ int nx_op_work_claim(nx_broker_t *self, const msgpack_object *req, msgpack_packe
     s_held_add(cs, s->id, +1);
     s_heap_push(cs, c->work_id, c->expires_at, c->token);
     nx_coord_wake(self, c->expires_at);
-    if ((*err = s_save(self, c)) || (*err = s_save_fence(self)))
-        return s_fail(err, *err, err_msg, "the store could not take the %s", "claim");
-    s_emit(self, "work.claimed", c, NULL, s->id);
+    size_t start = s_mark(pk);
     nx_pack_kv_str(pk, "work_id", c->work_id);
     nx_pack_kv_u64(pk, "token", c->token);
     nx_pack_kv_u64(pk, "expires_at", c->expires_at);
     nx_pack_kv_str(pk, "holder", c->holder);
+    s_remember(self, c, s, pk, start, 4);
+    if ((*err = s_save(self, c)) || (*err = s_save_fence(self)))
+        return s_fail(err, *err, err_msg, "the store could not take the %s", "claim");
+    s_emit(self, "work.claimed", c, NULL, s->id);
     return 4;
 }
 
 /*  The common checks of renew, release and complete: the item exists, is
     claimed, the token is current and the caller is its holder.             */
 static s_claim_t *s_held_item(nx_broker_t *self, const msgpack_object *req, nx_session_t **sp,
-                              nexus_err_t *err, char *err_msg)
+                              msgpack_packer *pk, int *again, nexus_err_t *err, char *err_msg)
 {
+    *again = -1;
     char key[NX_WORK_ID_MAX + 1];
     uint64_t token = 0;
     if (s_work_id(req, key, err, err_msg) || (*err = nx_map_u64_req(req, "token", &token, err_msg)))
@@ -499,6 +587,8 @@ static s_claim_t *s_held_item(nx_broker_t *self, const msgpack_object *req, nx_s
         s_fail(err, NEXUS_ERR_NOT_FOUND, err_msg, "no work item '%.120s'", key);
         return NULL;
     }
+    if ((*again = s_retry(self, c, s, pk)) >= 0)
+        return c;
     if (token != c->token) {
         *err = NEXUS_ERR_STALE_TOKEN;
         snprintf(err_msg, NX_ERRMSG_MAX,
@@ -531,19 +621,24 @@ int nx_op_work_renew(nx_broker_t *self, const msgpack_object *req, msgpack_packe
     if (s_ttl(self, req, &ttl, err, err_msg))
         return -1;
     nx_session_t *s = NULL;
-    s_claim_t *c = s_held_item(self, req, &s, err, err_msg);
+    int again;
+    s_claim_t *c = s_held_item(self, req, &s, pk, &again, err, err_msg);
     if (!c)
         return -1;
+    if (again >= 0)
+        return again;
     uint64_t now = nx_now_us();
     c->expires_at = now + ttl * 1000;
     c->updated_at = now;
     s_heap_push(s_self(self), c->work_id, c->expires_at, c->token);
     nx_coord_wake(self, c->expires_at);
-    if ((*err = s_save(self, c)))
-        return s_fail(err, *err, err_msg, "the store could not take the %s", "renewal");
+    size_t start = s_mark(pk);
     nx_pack_kv_str(pk, "work_id", c->work_id);
     nx_pack_kv_u64(pk, "token", c->token);
     nx_pack_kv_u64(pk, "expires_at", c->expires_at);
+    s_remember(self, c, s, pk, start, 3);
+    if ((*err = s_save(self, c)))
+        return s_fail(err, *err, err_msg, "the store could not take the %s", "renewal");
     return 3;
 }
 
@@ -555,19 +650,25 @@ int nx_op_work_release(nx_broker_t *self, const msgpack_object *req, msgpack_pac
     if ((*err = nx_map_str(req, "reason", &reason, &reason_len, err_msg)))
         return -1;
     nx_session_t *s = NULL;
-    s_claim_t *c = s_held_item(self, req, &s, err, err_msg);
+    int again;
+    s_claim_t *c = s_held_item(self, req, &s, pk, &again, err, err_msg);
     if (!c)
         return -1;
+    if (again >= 0)
+        return again;
     if (reason_len > NX_TEXT_MAX)
         reason_len = NX_TEXT_MAX;
     uint64_t now = nx_now_us();
     s_held_add(s_self(self), c->holder, -1);
     c->state = S_RELEASED;
     c->updated_at = now;
-    s_save(self, c);
-    s_emit_detail(self, "work.released", c, "released", s->id, reason, reason_len);
+    size_t start = s_mark(pk);
     nx_pack_kv_str(pk, "work_id", c->work_id);
     nx_pack_kv_str(pk, "state", s_state_names[c->state]);
+    s_remember(self, c, s, pk, start, 2);
+    if ((*err = s_save(self, c)))
+        return s_fail(err, *err, err_msg, "the store could not take the %s", "release");
+    s_emit_detail(self, "work.released", c, "released", s->id, reason, reason_len);
     return 2;
 }
 
@@ -575,9 +676,12 @@ int nx_op_work_complete(nx_broker_t *self, const msgpack_object *req, msgpack_pa
                         nexus_err_t *err, char *err_msg)
 {
     nx_session_t *s = NULL;
-    s_claim_t *c = s_held_item(self, req, &s, err, err_msg);
+    int again;
+    s_claim_t *c = s_held_item(self, req, &s, pk, &again, err, err_msg);
     if (!c)
         return -1;
+    if (again >= 0)
+        return again;
     uint64_t now = nx_now_us();
     const msgpack_object *result = nx_map_get(req, "result");
     free(c->result);
@@ -587,11 +691,13 @@ int nx_op_work_complete(nx_broker_t *self, const msgpack_object *req, msgpack_pa
     s_held_add(s_self(self), c->holder, -1);
     c->state = S_COMPLETED;
     c->updated_at = now;
+    size_t start = s_mark(pk);
+    nx_pack_kv_str(pk, "work_id", c->work_id);
+    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
+    s_remember(self, c, s, pk, start, 2);
     if ((*err = s_save(self, c)))
         return s_fail(err, *err, err_msg, "the store could not take the %s", "completion");
     s_emit(self, "work.completed", c, NULL, s->id);
-    nx_pack_kv_str(pk, "work_id", c->work_id);
-    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
     return 2;
 }
 
@@ -607,6 +713,9 @@ int nx_op_work_reopen(nx_broker_t *self, const msgpack_object *req, msgpack_pack
     s_claim_t *c = zhashx_lookup(s_self(self)->items, key);
     if (!c)
         return s_fail(err, NEXUS_ERR_NOT_FOUND, err_msg, "no work item '%.120s'", key);
+    int again = s_retry(self, c, s, pk);
+    if (again >= 0)
+        return again;
     if (c->state != S_COMPLETED) {
         *err = NEXUS_ERR_CONFLICT;
         snprintf(err_msg, NX_ERRMSG_MAX, "'%.120s' is %s; only a completed item can be reopened",
@@ -615,11 +724,13 @@ int nx_op_work_reopen(nx_broker_t *self, const msgpack_object *req, msgpack_pack
     }
     c->state = S_OPEN;
     c->updated_at = nx_now_us();
+    size_t start = s_mark(pk);
+    nx_pack_kv_str(pk, "work_id", c->work_id);
+    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
+    s_remember(self, c, s, pk, start, 2);
     if ((*err = s_save(self, c)))
         return s_fail(err, *err, err_msg, "the store could not take the %s", "reopen");
     s_emit(self, "work.reopened", c, NULL, s->id);
-    nx_pack_kv_str(pk, "work_id", c->work_id);
-    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
     return 2;
 }
 

@@ -25,10 +25,6 @@ static int s_load(nx_broker_t *self)
     /*  Claims first: sessions count the claims they hold when they load.  */
     if (nx_claims_load(self) || nx_sessions_load(self))
         return -1;
-    self->dedup = nx_dedup_new();
-    if (!self->dedup)
-        return -1;
-    nx_dedup_load(self, nx_now_us());
     return 0;
 }
 
@@ -36,7 +32,6 @@ static void s_unload(nx_broker_t *self)
 {
     nx_sessions_unload(self);
     nx_claims_unload(self);
-    nx_dedup_destroy(&self->dedup);
 }
 
 int nx_coord_start(nx_broker_t *self, char *err_buf, size_t err_size)
@@ -82,7 +77,6 @@ void nx_coord_housekeeping(nx_broker_t *self, uint64_t now)
 {
     nx_sessions_prune(self, now);
     nx_claims_prune(self, now);
-    nx_dedup_prune(self, now);
     if (self->snapshot_dirty && self->cfg.snapshot_file && *self->cfg.snapshot_file) {
         if (nx_snapshot_write(self, self->cfg.snapshot_file) == 0)
             self->snapshot_dirty = false;

@@ -1,7 +1,7 @@
 /*  =========================================================================
     nx_coord - work coordination in the broker: sessions (presence,
     capabilities, status) in nx_sessions.c, leased claims with fencing
-    tokens in nx_claims.c, the retry cache in nx_dedup.c and the JSON
+    tokens in nx_claims.c, and the JSON
     snapshot in nx_snapshot.c. docs/coordination.md explains the model and
     docs/protocol.md every op.
 
@@ -46,6 +46,9 @@ typedef struct {
     uint8_t peer[256];              /* routing id of the owning connection */
     size_t peer_len;                /* 0: no connection owns it now        */
     size_t claims;                  /* claims it holds                     */
+    uint64_t unregister_hash;       /* request that unregistered it, for
+its retries (0: none)               */
+    size_t unregister_released;     /* what that request answered          */
 } nx_session_t;
 
 /*  ---- Lifecycle (called by nx_broker.c) --------------------------------- */
@@ -110,24 +113,6 @@ nx_op_fn nx_op_session_register, nx_op_session_heartbeat, nx_op_session_status,
     nx_op_session_unregister, nx_op_session_get, nx_op_session_list, nx_op_session_find;
 nx_op_fn nx_op_work_claim, nx_op_work_renew, nx_op_work_release, nx_op_work_complete,
     nx_op_work_reopen, nx_op_work_get, nx_op_work_list;
-
-/*  ---- Retry cache (nx_dedup.c) ----------------------------------------- */
-
-typedef struct _nx_dedup_t nx_dedup_t;
-nx_dedup_t *nx_dedup_new(void);
-void nx_dedup_destroy(nx_dedup_t **self_p);
-/*  Loads answers younger than window_us from the store.                    */
-void nx_dedup_load(nx_broker_t *self, uint64_t now);
-/*  Returns the stored answer for session + packed id, or NULL. *ok says if
-    it was a success; *fields how many fields follow in the bytes.          */
-const uint8_t *nx_dedup_find(nx_broker_t *self, const char *session, size_t session_len,
-                             const void *id, size_t id_len, bool *ok, uint32_t *fields,
-                             size_t *len);
-/*  Stores an answer in the batch.                                          */
-void nx_dedup_store(nx_broker_t *self, const char *session, size_t session_len, const void *id,
-                    size_t id_len, bool ok, uint32_t fields, const void *body, size_t len,
-                    uint64_t now);
-void nx_dedup_prune(nx_broker_t *self, uint64_t now);
 
 /*  ---- Snapshot (nx_snapshot.c) ----------------------------------------- */
 

@@ -356,7 +356,8 @@ static size_t s_gone(nx_broker_t *self, nx_session_t *s, const char *reason, uin
         self, s->id, self->cfg.claims_on_disconnect == 0 || strcmp(reason, "unregistered") == 0);
     s->status = NX_SESSION_GONE;
     s->gone_at = now;
-    s->peer_len = 0;
+    /*  The peer stays recorded (a gone session cannot be acted as) so that
+        its owner's retry of the unregister is recognized.                 */
     s->claims = nx_claims_held(self, s->id);
     s_save(self, s);
     msgpack_sbuffer buf;
@@ -671,10 +672,29 @@ int nx_op_session_status(nx_broker_t *self, const msgpack_object *req, msgpack_p
 int nx_op_session_unregister(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
                              nexus_err_t *err, char *err_msg)
 {
+    /*  A retry of the unregister that ended the session (from its owner)
+        is answered as the first time, not with "no such session".        */
+    const char *id = NULL, *secret = NULL;
+    size_t id_len = 0, secret_len = 0;
+    nx_map_str(req, "session", &id, &id_len, NULL);
+    nx_map_str(req, "secret", &secret, &secret_len, NULL);
+    if (id && s_id_valid(id, id_len) && self->req_hash) {
+        char key[NX_ID_MAX + 1];
+        memcpy(key, id, id_len);
+        key[id_len] = 0;
+        nx_session_t *gone = nx_sessions_lookup(self, key);
+        if (gone && gone->status == NX_SESSION_GONE && gone->unregister_hash == self->req_hash &&
+            (s_same_peer(self, gone) || s_secret_ok(gone, secret, secret_len))) {
+            nx_pack_kv_u64(pk, "released", gone->unregister_released);
+            return 1;
+        }
+    }
     nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
     if (!s)
         return -1;
+    s->unregister_hash = self->req_hash;
     size_t released = s_gone(self, s, "unregistered", nx_now_us());
+    s->unregister_released = released;
     nx_pack_kv_u64(pk, "released", released);
     return 1;
 }

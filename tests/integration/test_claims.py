@@ -1,0 +1,564 @@
+"""Claims (issue 3, docs/coordination-protocol.md): claim / deny / conflict,
+renew, release, complete (with result), reopen, get, list filters; fencing
+(an expired holder's old token is stale, tokens only grow) and expiry
+timing; leases that ran out while the broker was down expire at start-up;
+idempotent retries (same session + same id gives the first answer, also
+after a restart); a 64-client race for the same 200 work ids; bad input on
+every work op (bad_request naming the field, nothing changed).
+
+Every wait is bounded in time; the whole file runs in well under 60 s.
+"""
+
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+import msgpack
+import zmq
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import (Broker, Checks, Client, recv_event, settle_subscription,  # noqa: E402
+                     subscriber)
+
+t = Checks()
+T0 = time.time()
+LONG = 60000
+P = lambda m: msgpack.packb(m, use_bin_type=True)  # noqa: E731
+
+
+def now_us():
+    return int(time.time() * 1e6)
+
+
+def is_ok(rep, what):
+    return t.check(rep.get("ok") is True, "%s: %r" % (what, rep))
+
+
+def is_err(rep, code, what, contains=None):
+    good = t.eq((rep.get("ok"), rep.get("error")), (False, code), "%s (%r)" % (what, rep))
+    if good and contains is not None:
+        t.check(contains in rep.get("message", ""),
+                "%s: message %r names %r" % (what, rep.get("message"), contains))
+    return good
+
+
+_pending = {}
+
+
+def next_event(sub, topic, pred=None, timeout=3.0):
+    """First event on topic whose decoded payload passes pred, looking at
+    earlier unmatched events first. Returns (payload, source, arrival)."""
+    buf = _pending.setdefault(id(sub), [])
+    for i, (tp, payload, source, at) in enumerate(buf):
+        if tp == topic and (pred is None or pred(payload)):
+            del buf[i]
+            return payload, source, at
+    deadline = time.time() + timeout
+    for _ in range(1000000):
+        left = deadline - time.time()
+        if left <= 0:
+            return None
+        try:
+            ev = recv_event(sub, timeout=left)
+        except TimeoutError:
+            return None
+        at = time.time()
+        try:
+            payload = msgpack.unpackb(ev[4], raw=False)
+        except Exception:
+            payload = ev[4]
+        if ev[0] == topic and (pred is None or pred(payload)):
+            return payload, ev[3], at
+        if len(buf) < 200000:
+            buf.append((ev[0], payload, ev[3], at))
+    return None
+
+
+def events_sub(b):
+    sub = subscriber(b, "work.", "session.", "nexus.test.")
+    settle_subscription(b, sub)
+    return sub
+
+
+def register(c, sid, **kw):
+    rep = c.request(dict(kw, op="session.register", session=sid))
+    assert rep.get("ok"), rep
+    return rep
+
+
+def claim(c, sid, wid, **kw):
+    return c.request(dict(kw, op="work.claim", session=sid, work_id=wid))
+
+
+def wget(c, wid):
+    rep = c.request({"op": "work.get", "work_id": wid})
+    return rep.get("claim")
+
+
+def wlist(c, **q):
+    rep = c.request(dict(q, op="work.list"))
+    assert rep.get("ok"), rep
+    return rep
+
+
+def history(c, pattern):
+    rep = c.request({"op": "history", "pattern": pattern, "since_seq": 0, "limit": 10000})
+    assert rep.get("ok"), rep
+    return [(e["seq"], e["ts"], msgpack.unpackb(e["payload"], raw=False)) for e in rep["events"]]
+
+
+CLAIM_KEYS = {"work_id", "state", "holder", "token", "expires_at", "claimed_at", "updated_at",
+              "description", "metadata", "result"}
+
+# ============================================================================
+# 1. claim, deny, conflict, renew, release, complete, reopen, get, list
+# ============================================================================
+with Broker(extra=["--claim-ttl-max", "10m", "--claim-ttl", "20s"]) as b, Client(b) as c:
+    sub = events_sub(b)
+    register(c, "A", heartbeat_ms=LONG)
+    register(c, "B", heartbeat_ms=LONG)
+
+    # ---- claim -> granted, event
+    before = now_us()
+    g = claim(c, "A", "job/1", ttl_ms=60000, description="build it",
+              metadata={"repo": "nexus", "n": 3})
+    is_ok(g, "A claims job/1")
+    t.eq(set(g) - {"id", "ok"}, {"work_id", "token", "expires_at", "holder"}, "granted fields")
+    t.eq((g["work_id"], g["holder"]), ("job/1", "A"), "granted work_id/holder")
+    t.check(isinstance(g["token"], int) and g["token"] > 0, "fencing token is a positive int")
+    t.check(before + 60000000 <= g["expires_at"] <= now_us() + 60000000, "expires_at = now + ttl")
+    ev = next_event(sub, "work.claimed", lambda p: p["work_id"] == "job/1")
+    t.check(ev is not None, "work.claimed event")
+    if ev:
+        t.eq(ev[0], {"work_id": "job/1", "holder": "A", "token": g["token"],
+                     "expires_at": g["expires_at"], "description": "build it"},
+             "work.claimed payload")
+        t.eq(ev[1], "A", "work.claimed source is the holder")
+    rec = wget(c, "job/1")
+    t.eq(set(rec), CLAIM_KEYS, "claim record fields")
+    t.eq((rec["state"], rec["holder"], rec["token"], rec["expires_at"], rec["description"],
+          rec["metadata"], rec["result"]),
+         ("claimed", "A", g["token"], g["expires_at"], "build it", {"repo": "nexus", "n": 3}, None),
+         "claim record values")
+    t.check(before <= rec["claimed_at"] == rec["updated_at"] <= now_us(), "claimed_at/updated_at")
+    # default ttl from --claim-ttl
+    g2 = claim(c, "A", "job/default")
+    t.check(abs(g2["expires_at"] - (now_us() + 20000000)) < 500000, "default ttl from --claim-ttl")
+
+    # ---- denied for another session
+    d = claim(c, "B", "job/1")
+    is_err(d, "denied", "B denied job/1", "A")
+    t.eq((d.get("holder"), d.get("expires_at"), d.get("state")), ("A", g["expires_at"], "claimed"),
+         "denied names holder, expires_at, state")
+    # ---- claiming what you hold -> conflict with your token
+    d = claim(c, "A", "job/1")
+    is_err(d, "conflict", "A claims what it holds", str(g["token"]))
+    t.eq((d.get("token"), d.get("expires_at")), (g["token"], g["expires_at"]),
+         "conflict gives your token")
+    t.eq(wget(c, "job/1")["token"], g["token"], "denied/conflict claims changed nothing")
+
+    # ---- renew
+    time.sleep(0.01)
+    r = c.request({"op": "work.renew", "session": "A", "work_id": "job/1", "token": g["token"],
+                   "ttl_ms": 120000})
+    is_ok(r, "renew")
+    t.eq((r["work_id"], r["token"]), ("job/1", g["token"]), "renew keeps the token")
+    t.check(r["expires_at"] > g["expires_at"] + 59000000, "renew extends the lease")
+    t.eq(wget(c, "job/1")["expires_at"], r["expires_at"], "renewed expires_at stored")
+    # another session with the right token is not the holder
+    is_err(c.request({"op": "work.renew", "session": "B", "work_id": "job/1",
+                      "token": g["token"]}), "forbidden", "B renews A's claim", "A")
+    is_err(c.request({"op": "work.renew", "session": "A", "work_id": "nope", "token": 1}),
+           "not_found", "renew unknown item")
+
+    # ---- release
+    rl = c.request({"op": "work.release", "session": "A", "work_id": "job/1", "token": g["token"],
+                    "reason": "changed my mind"})
+    t.eq((rl.get("ok"), rl.get("work_id"), rl.get("state")), (True, "job/1", "released"), "release")
+    ev = next_event(sub, "work.released", lambda p: p["work_id"] == "job/1")
+    t.check(ev is not None and ev[0]["reason"] == "released" and ev[0]["token"] == g["token"] and
+            ev[0]["holder"] == "A", "work.released reason released: %r" % ((ev and ev[0]),))
+    t.eq(wget(c, "job/1")["state"], "released", "released in get")
+    for op in ("work.renew", "work.complete", "work.release"):
+        is_err(c.request({"op": op, "session": "A", "work_id": "job/1", "token": g["token"]}),
+               "conflict", "%s after release" % op, "released")
+
+    # ---- a new holder, complete with result
+    gb = claim(c, "B", "job/1", ttl_ms=60000)
+    is_ok(gb, "B claims the released item")
+    t.check(gb["token"] > g2["token"] > g["token"], "tokens grow")
+    result = {"ok": True, "files": ["a.c", "b.c"], "n": 2}
+    cp = c.request({"op": "work.complete", "session": "B", "work_id": "job/1",
+                    "token": gb["token"], "result": result})
+    t.eq((cp.get("ok"), cp.get("state")), (True, "completed"), "complete")
+    ev = next_event(sub, "work.completed", lambda p: p["work_id"] == "job/1")
+    t.check(ev is not None, "work.completed event")
+    if ev:
+        t.eq(ev[0], {"work_id": "job/1", "holder": "B", "token": gb["token"], "result": result},
+             "work.completed payload with result")
+    rec = wget(c, "job/1")
+    t.eq((rec["state"], rec["holder"], rec["token"], rec["result"]),
+         ("completed", "B", gb["token"], result), "completed record with result")
+    # ---- completed: denied to everyone (state completed) until reopened
+    for who in ("A", "B"):
+        d = claim(c, who, "job/1")
+        is_err(d, "denied", "%s claims a completed item" % who, "completed")
+        t.eq((d.get("state"), d.get("holder")), ("completed", "B"), "denied state completed")
+    is_err(c.request({"op": "work.complete", "session": "B", "work_id": "job/1",
+                      "token": gb["token"]}), "conflict", "complete twice", "completed")
+    is_err(c.request({"op": "work.reopen", "session": "A", "work_id": "job/default"}),
+           "conflict", "reopen a claimed item", "claimed")
+    is_err(c.request({"op": "work.reopen", "session": "A", "work_id": "nope"}), "not_found",
+           "reopen unknown item")
+    ro = c.request({"op": "work.reopen", "session": "A", "work_id": "job/1"})
+    t.eq((ro.get("ok"), ro.get("state")), (True, "open"), "A reopens B's completed item")
+    ev = next_event(sub, "work.reopened", lambda p: p["work_id"] == "job/1")
+    t.check(ev is not None and ev[0].get("by") == "A", "work.reopened by A: %r" %
+            ((ev and ev[0]),))
+    t.eq(wget(c, "job/1")["state"], "open", "open after reopen")
+    ga = claim(c, "A", "job/1")
+    t.check(ga.get("ok") and ga["token"] > gb["token"], "reopened item can be claimed again")
+    t.eq(wget(c, "job/1")["result"], None, "a new grant clears the old result")
+    # a completion without result
+    cp = c.request({"op": "work.complete", "session": "A", "work_id": "job/1",
+                    "token": ga["token"]})
+    t.eq(cp.get("state"), "completed", "complete without result")
+    ev = next_event(sub, "work.completed", lambda p: p["token"] == ga["token"])
+    t.check(ev is not None and ev[0]["result"] is None, "work.completed result nil")
+
+    # ---- list filters
+    toks = {}
+    for i in range(1, 6):
+        toks["l/a%d" % i] = claim(c, "A", "l/a%d" % i)["token"]
+    for i in range(1, 4):
+        toks["l/b%d" % i] = claim(c, "B", "l/b%d" % i)["token"]
+    toks["m/x"] = claim(c, "B", "m/x")["token"]
+    c.request({"op": "work.complete", "session": "B", "work_id": "l/b1", "token": toks["l/b1"]})
+    c.request({"op": "work.release", "session": "A", "work_id": "l/a1", "token": toks["l/a1"]})
+    wid = lambda rep: [x["work_id"] for x in rep["claims"]]  # noqa: E731
+    t.eq(wid(wlist(c, prefix="l/")), ["l/a1", "l/a2", "l/a3", "l/a4", "l/a5", "l/b1", "l/b2",
+                                      "l/b3"], "list prefix, sorted")
+    t.eq(wid(wlist(c, prefix="l/", holder="A")), ["l/a1", "l/a2", "l/a3", "l/a4", "l/a5"],
+         "list holder")
+    t.eq(wid(wlist(c, prefix="l/", state="claimed")), ["l/a2", "l/a3", "l/a4", "l/a5", "l/b2",
+                                                       "l/b3"], "list state claimed")
+    t.eq(wid(wlist(c, holder="A", state="released")), ["l/a1"],
+         "list holder + state released")
+    t.eq(wid(wlist(c, state="completed")), ["job/1", "l/b1"], "list state completed")
+    t.eq(wid(wlist(c, holder="B", state="claimed")), ["l/b2", "l/b3", "m/x"],
+         "list holder B claimed")
+    rep = wlist(c, prefix="l/", limit=2)
+    t.eq((wid(rep), rep["truncated"]), (["l/a1", "l/a2"], True), "list limit -> truncated")
+    rep = wlist(c, prefix="l/b", limit=3)
+    t.eq((wid(rep), rep["truncated"]), (["l/b1", "l/b2", "l/b3"], False), "limit exact")
+    t.eq(wid(wlist(c, prefix="zzz")), [], "list unknown prefix")
+    t.eq(wid(wlist(c, holder="nobody")), [], "list unknown holder")
+    full = wlist(c, prefix="l/b2")["claims"]
+    t.eq(full, [wget(c, "l/b2")], "list gives the same record as get")
+    t.eq(c.request({"op": "session.get", "session": "A"})["session"]["claims"], 5,
+         "session record counts A's claimed items (job/default + l/a2..5)")
+    is_err(c.request({"op": "work.get", "work_id": "nothing"}), "not_found", "get unknown",
+           "nothing")
+
+    # ---- fencing: lease expires, new holder, old token stale
+    fa = claim(c, "A", "f/1", ttl_ms=300)
+    ev = next_event(sub, "work.released", lambda p: p["work_id"] == "f/1", timeout=3)
+    t.check(ev is not None and ev[0]["reason"] == "expired" and ev[0]["token"] == fa["token"]
+            and ev[0]["holder"] == "A", "work.released expired: %r" % ((ev and ev[0]),))
+    if ev:
+        late = ev[2] - fa["expires_at"] / 1e6
+        t.check(-0.005 <= late <= 0.25, "expiry event %.0f ms after expires_at" % (late * 1000))
+    t.eq(wget(c, "f/1")["state"], "expired", "expired in get")
+    is_err(c.request({"op": "work.renew", "session": "A", "work_id": "f/1", "token": fa["token"]}),
+           "conflict", "renew an expired lease", "expired")
+    fb = claim(c, "B", "f/1", ttl_ms=60000)
+    t.check(fb.get("ok") and fb["token"] > fa["token"], "B claims with a larger token")
+    for op, extra in (("work.renew", {"ttl_ms": 5000}), ("work.complete", {"result": "A's"}),
+                      ("work.release", {})):
+        rep = c.request(dict(extra, op=op, session="A", work_id="f/1", token=fa["token"]))
+        is_err(rep, "stale_token", "A's %s with the old token" % op, str(fb["token"]))
+    rec = wget(c, "f/1")
+    t.eq((rec["state"], rec["holder"], rec["token"], rec["expires_at"]),
+         ("claimed", "B", fb["token"], fb["expires_at"]), "stale calls changed nothing")
+    rn = c.request({"op": "work.renew", "session": "B", "work_id": "f/1", "token": fb["token"],
+                    "ttl_ms": 90000})
+    t.check(rn.get("ok") and rn["expires_at"] > fb["expires_at"], "B renews")
+    cp = c.request({"op": "work.complete", "session": "B", "work_id": "f/1", "token": fb["token"],
+                    "result": 1})
+    t.eq(cp.get("state"), "completed", "B completes")
+    # B's release of another item with its token succeeds too
+    fr = claim(c, "B", "f/2")
+    is_ok(c.request({"op": "work.release", "session": "B", "work_id": "f/2",
+                     "token": fr["token"]}), "B releases")
+    # expiry timing over several leases
+    lates = []
+    leases = [claim(c, "A", "exp/%d" % i, ttl_ms=200 + 70 * i) for i in range(6)]
+    for g_ in leases:
+        ev = next_event(sub, "work.released", lambda p, w=g_["work_id"]: p["work_id"] == w,
+                        timeout=3)
+        if t.check(ev is not None and ev[0]["reason"] == "expired", "%s expired" % g_["work_id"]):
+            lates.append(ev[2] - g_["expires_at"] / 1e6)
+    t.check(lates and min(lates) >= -0.005 and max(lates) <= 0.25,
+            "expiry lateness %s ms" % [round(x * 1000) for x in lates])
+    # tokens strictly increase across many claims (pipelined, two sessions)
+    for i in range(400):
+        c.sock.send(P({"op": "work.claim", "id": "mono-%d" % i, "session": "AB"[i % 2],
+                       "work_id": "mono/%d" % i}))
+    reps = {}
+    for _ in range(400):
+        rep = c.recv()
+        reps[rep["id"]] = rep
+    tokens = [reps["mono-%d" % i].get("token") for i in range(400)]
+    t.check(all(isinstance(x, int) for x in tokens) and
+            all(b_ > a_ for a_, b_ in zip(tokens, tokens[1:])),
+            "400 claims: tokens strictly increase in request order")
+    t.check(tokens[0] > fr["token"], "later claims get larger tokens")
+    t.eq(len(set(tokens)), 400, "tokens unique")
+    sub.close()
+
+# ============================================================================
+# 2. leases that ran out while the broker was down; durable retries
+# ============================================================================
+data = tempfile.mkdtemp(prefix="nexus-claims-restart-")
+b = Broker(data_dir=data)
+try:
+    b.start()
+    with Client(b) as c:
+        ra = register(c, "A", heartbeat_ms=LONG)
+        rb = register(c, "B", heartbeat_ms=LONG)
+        down = claim(c, "A", "down/1", ttl_ms=500)
+        stays = claim(c, "A", "down/2", ttl_ms=60000)
+        # idempotent retry: same session + same id -> the first answer
+        first = claim(c, "A", "retry/1", id="retry-1", ttl_ms=60000)
+        is_ok(first, "first claim")
+        again = claim(c, "A", "retry/1", id="retry-1", ttl_ms=60000)
+        t.eq(again, first, "same session + same id: identical reply (same token)")
+        other = claim(c, "A", "retry/1", id="retry-2", ttl_ms=60000)
+        is_err(other, "conflict", "a different id: conflict with the token")
+        t.eq(other.get("token"), first["token"], "conflict names the same token")
+        # B is denied (denials are not stored; a retry asks again)
+        den = claim(c, "B", "retry/1", id="b-1")
+        is_err(den, "denied", "B denied")
+        # a retry of a claim from another connection with the secret
+        with Client(b) as c2:
+            rep = c2.request({"op": "work.claim", "id": "retry-1", "session": "A",
+                              "secret": ra["secret"], "work_id": "retry/1", "ttl_ms": 60000})
+            t.eq(rep, first, "retry from a new connection with the secret: same reply")
+        # A different op under an id already used by that session is a new
+        # request, not a retry: it must act (here: complete the claim).
+        cp = c.request({"op": "work.complete", "id": "retry-1", "session": "A",
+                        "work_id": "retry/1", "token": first["token"]})
+        t.eq((cp.get("ok"), cp.get("state")), (True, "completed"),
+             "a different op with a reused id is not answered from the cache: %r" % cp)
+        # The same op for another work id under a reused id is not a retry
+        # either: the answer must be about the item asked for (a grant of
+        # retry/other, or an error), never retry/1's grant.
+        ot = claim(c, "A", "retry/other", id="retry-1")
+        t.check(ot.get("work_id") in (None, "retry/other") and
+                (ot.get("ok") is not True or ot.get("holder") == "A"),
+                "a claim of another item with a reused id is not answered with the old "
+                "grant: %r" % ot)
+        # a retried claim after a lost reply of the lease-granting one
+        pend = claim(c, "A", "retry/3", id="retry-3")
+        n_before = len(history(c, "work.claimed"))
+    t.eq(b.stop(), 0, "SIGTERM")
+    time.sleep(1.0)  # down/1's lease (500 ms) runs out while the broker is down
+    b.start()
+    started_us = now_us()
+    with Client(b) as c:
+        hist = history(c, "work.released")
+        ex = [(seq, ts, p) for seq, ts, p in hist if p["work_id"] == "down/1"]
+        t.check(len(ex) == 1 and ex[0][2]["reason"] == "expired" and
+                ex[0][2]["token"] == down["token"],
+                "work.released expired for down/1 in history right after start: %r" % ex)
+        if ex:
+            t.check(ex[0][1] >= down["expires_at"], "the expiry event is stamped after the lease end")
+        t.eq(wget(c, "down/1")["state"], "expired", "down/1 expired at start-up")
+        rec = wget(c, "down/2")
+        t.eq((rec["state"], rec["holder"], rec["token"]), ("claimed", "A", stays["token"]),
+             "a live lease survives the restart")
+        # durable dedup: the retry after the restart gets the first answer
+        with Client(b) as c2:
+            rep = c2.request({"op": "work.claim", "id": "retry-3", "session": "A",
+                              "secret": ra["secret"], "work_id": "retry/3"})
+            t.eq(rep, dict(pend, id="retry-3"), "retry after restart: identical reply")
+            rep = c2.request({"op": "work.claim", "id": "b-1", "session": "B",
+                              "secret": rb["secret"], "work_id": "retry/1"})
+            # Denials are not stored: a retry is asked again, and is still a
+            # denial naming the holder (the item may have moved on since).
+            t.check(rep.get("error") == "denied" and rep.get("holder") == "A",
+                    "B's retried denial after restart is still a denial naming A: %r" % rep)
+        t.eq(len([1 for _, _, p in history(c, "work.claimed") if p["work_id"] == "retry/3"]), 1,
+             "the retried claim was granted once")
+        # new tokens after the restart are above everything before
+        register(c, "C", heartbeat_ms=LONG)
+        nt = claim(c, "C", "after/1")
+        t.check(nt.get("ok") and nt["token"] > max(pend["token"], stays["token"], first["token"]),
+                "fencing counter survives the restart")
+finally:
+    b.stop()
+    b.cleanup()
+    shutil.rmtree(data, ignore_errors=True)
+
+# ============================================================================
+# 3. race: 64 clients, 200 work ids, each granted exactly once
+# ============================================================================
+N_CLIENTS, N_IDS, WINDOW = 64, 200, 16
+with Broker() as b, Client(b) as c:
+    results = [None] * N_CLIENTS
+    barrier = threading.Barrier(N_CLIENTS + 1, timeout=20)
+
+    def racer(k):
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(b.control)
+        got = {}
+        try:
+            me = "racer-%02d" % k
+            sock.send(P({"op": "session.register", "id": -1, "session": me,
+                         "heartbeat_ms": LONG}))
+            if not sock.poll(10000):
+                return
+            assert msgpack.unpackb(sock.recv(), raw=False)["ok"]
+            order = list(range(N_IDS))
+            random.Random(k).shuffle(order)
+            barrier.wait()
+            deadline = time.time() + 30
+            sent = 0
+            while len(got) < N_IDS and time.time() < deadline:
+                while sent < N_IDS and sent - len(got) < WINDOW:
+                    i = order[sent]
+                    sock.send(P({"op": "work.claim", "id": i, "session": me,
+                                 "work_id": "race/%03d" % i}))
+                    sent += 1
+                if sock.poll(2000):
+                    rep = msgpack.unpackb(sock.recv(), raw=False)
+                    got[rep["id"]] = rep
+        finally:
+            sock.close(0)
+            results[k] = got
+
+    threads = [threading.Thread(target=racer, args=(k,), daemon=True) for k in range(N_CLIENTS)]
+    for th in threads:
+        th.start()
+    barrier.wait()
+    t_race = time.time()
+    for th in threads:
+        th.join(40)
+    print("race: %d claims in %.2fs" % (N_CLIENTS * N_IDS, time.time() - t_race))
+    t.check(all(r is not None and len(r) == N_IDS for r in results),
+            "every racer got all %d replies" % N_IDS)
+    winners = {}
+    bad = []
+    for k, got in enumerate(results):
+        for i, rep in (got or {}).items():
+            if rep.get("ok"):
+                winners.setdefault(i, []).append(("racer-%02d" % k, rep["token"]))
+            elif rep.get("error") != "denied":
+                bad.append(rep)
+    t.eq(bad, [], "every loser is told 'denied'")
+    t.eq(sorted(winners), list(range(N_IDS)), "every id granted")
+    t.eq([i for i, w in winners.items() if len(w) != 1], [], "no id granted twice")
+    wrong = []
+    for k, got in enumerate(results):
+        for i, rep in (got or {}).items():
+            if not rep.get("ok") and winners.get(i) and \
+                    (rep.get("holder") != winners[i][0][0] or rep.get("state") != "claimed"):
+                wrong.append((i, rep))
+    t.eq(wrong[:3], [], "denied replies name the winner")
+    all_tokens = [w[0][1] for w in winners.values()]
+    t.eq(len(set(all_tokens)), N_IDS, "winning tokens unique")
+    listed = {x["work_id"]: (x["holder"], x["token"], x["state"])
+              for x in wlist(c, prefix="race/", limit=1000)["claims"]}
+    t.eq(listed, {"race/%03d" % i: (w[0][0], w[0][1], "claimed") for i, w in winners.items()},
+         "work.list matches the winners")
+    claimed_events = [p for _, _, p in history(c, "work.claimed") if p["work_id"].startswith("race/")]
+    t.eq(len(claimed_events), N_IDS, "one work.claimed event per id")
+    per = {}
+    for w in winners.values():
+        per[w[0][0]] = per.get(w[0][0], 0) + 1
+    sessions = {s["session"]: s["claims"] for s in
+                c.request({"op": "session.list"})["sessions"]}
+    t.eq({k: v for k, v in sessions.items() if v}, per, "session records count the wins")
+
+# ============================================================================
+# 4. bad input on every work op: bad_request naming the field, nothing changed
+# ============================================================================
+with Broker(extra=["--claim-ttl-max", "10m"]) as b, Client(b) as c:
+    register(c, "A", heartbeat_ms=LONG)
+    g = claim(c, "A", "bad/1")
+    c.request({"op": "work.complete", "session": "A", "work_id": "bad/1", "token": g["token"]})
+    g2 = claim(c, "A", "bad/2")
+    before = wlist(c)
+    before_seq = c.request({"op": "state"})["history"]["last_seq"]
+    tok = g2["token"]
+    W = "x" * 257
+    bad = []
+    for op in ("work.claim", "work.renew", "work.release", "work.complete", "work.reopen"):
+        base = {"op": op, "session": "A"}
+        if op in ("work.renew", "work.release", "work.complete"):
+            base["token"] = tok
+        bad += [(dict(base), "'work_id'"),
+                (dict(base, work_id=""), "'work_id'"),
+                (dict(base, work_id=W), "'work_id'"),
+                (dict(base, work_id=5), "'work_id'"),
+                (dict(base, work_id=["bad/2"]), "'work_id'"),
+                (dict(base, work_id="a\x00b"), "'work_id'"),
+                (dict({k: v for k, v in base.items() if k != "session"}, work_id="bad/2"),
+                 "'session'"),
+                (dict(base, work_id="bad/2", session=7), "'session'"),
+                (dict(base, work_id="bad/2", secret=7), "'secret'")]
+    for op in ("work.claim", "work.renew"):
+        base = {"op": op, "session": "A", "work_id": "bad/2" if op == "work.renew" else "bad/9"}
+        if op == "work.renew":
+            base["token"] = tok
+        bad += [(dict(base, ttl_ms=0), "'ttl_ms'"), (dict(base, ttl_ms=99), "'ttl_ms'"),
+                (dict(base, ttl_ms=600001), "'ttl_ms'"), (dict(base, ttl_ms=-1), "'ttl_ms'"),
+                (dict(base, ttl_ms="30s"), "'ttl_ms'"), (dict(base, ttl_ms=1.5), "'ttl_ms'")]
+    bad += [({"op": "work.claim", "session": "A", "work_id": "bad/9", "description": 5},
+             "'description'"),
+            ({"op": "work.claim", "session": "A", "work_id": "bad/9", "description": "d" * 4097},
+             "'description'"),
+            ({"op": "work.claim", "session": "A", "work_id": "bad/9", "metadata": "m"},
+             "'metadata'"),
+            ({"op": "work.claim", "session": "A", "work_id": "bad/9", "metadata": [1]},
+             "'metadata'")]
+    for op in ("work.renew", "work.release", "work.complete"):
+        base = {"op": op, "session": "A", "work_id": "bad/2"}
+        bad += [(dict(base), "'token'"), (dict(base, token=str(tok)), "'token'"),
+                (dict(base, token=-1), "'token'"), (dict(base, token=None), "'token'"),
+                (dict(base, token=float(tok)), "'token'")]
+    bad += [({"op": "work.release", "session": "A", "work_id": "bad/2", "token": tok,
+              "reason": 5}, "'reason'"),
+            ({"op": "work.get"}, "'work_id'"), ({"op": "work.get", "work_id": ""}, "'work_id'"),
+            ({"op": "work.get", "work_id": W}, "'work_id'"),
+            ({"op": "work.get", "work_id": 3}, "'work_id'"),
+            ({"op": "work.list", "state": "sleeping"}, "'state'"),
+            ({"op": "work.list", "state": 1}, "'state'"),
+            ({"op": "work.list", "limit": 0}, "'limit'"),
+            ({"op": "work.list", "limit": 100001}, "'limit'"),
+            ({"op": "work.list", "limit": -3}, "'limit'"),
+            ({"op": "work.list", "limit": "10"}, "'limit'"),
+            ({"op": "work.list", "holder": 5}, "'holder'"),
+            ({"op": "work.list", "prefix": ["l/"]}, "'prefix'")]
+    for i, (req, field) in enumerate(bad):
+        rep = c.request(dict(req, id="bad-%d" % i))
+        is_err(rep, "bad_request", "bad input %.100r" % (req,), field)
+    # The longest valid work id works (256 bytes), one more does not.
+    is_ok(claim(c, "A", "y" * 256), "256-byte work id")
+    c.request({"op": "work.release", "session": "A", "work_id": "y" * 256,
+               "token": wget(c, "y" * 256)["token"]})
+    after = wlist(c, prefix="bad/")
+    t.eq(after["claims"], [x for x in before["claims"] if x["work_id"].startswith("bad/")],
+         "bad input changed no claim")
+    t.eq(wget(c, "bad/9"), None, "bad claims created nothing")
+    t.eq(c.request({"op": "state"})["history"]["last_seq"], before_seq + 2,
+         "bad input published no event (only the 256-byte claim and its release)")
+    t.check(c.request({"op": "ping"})["ok"], "broker alive")
+
+print("test_claims: %.1fs" % (time.time() - T0))
+t.done()
