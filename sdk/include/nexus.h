@@ -196,8 +196,11 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_queue_max(nexus_client_t *self, size_t
 /*  Callback mode: every event (and gap event) is handed to fn on the
     client's background thread instead of being queued for nexus_recv. The
     event is borrowed: valid only during the call (copy what you keep).
-    fn must not call nexus_client_destroy on this client; it may call any
-    other function, but a control call from fn stalls delivery until it
+    fn must not call, on this client, nexus_client_destroy nor the calls
+    that talk to the background thread (nexus_subscribe, nexus_unsubscribe,
+    nexus_client_resume_from, nexus_session_register,
+    nexus_session_unregister): they would wait for the thread that runs fn.
+    Other calls are fine; a control call from fn stalls delivery until it
     returns. Set before connect.                                            */
 typedef void(nexus_event_fn)(nexus_event_t *event, void *arg);
 NEXUS_EXPORT nexus_err_t nexus_client_set_callback(nexus_client_t *self, nexus_event_fn *fn,
@@ -388,7 +391,7 @@ NEXUS_EXPORT uint64_t nexus_history_position(nexus_history_t *self);
 
 /*  ---- Records: lists of sessions and claims ----------------------------
     A read-only list of msgpack maps (session or claim records as
-    docs/coordination-protocol.md describes). Not thread-safe.              */
+    docs/protocol.md describes). Not thread-safe.              */
 NEXUS_EXPORT void nexus_records_destroy(nexus_records_t **self_p);
 NEXUS_EXPORT size_t nexus_records_count(const nexus_records_t *self);
 /*  Field of record index as a string; NULL when absent or not a string.

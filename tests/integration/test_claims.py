@@ -1,4 +1,4 @@
-"""Claims (issue 3, docs/coordination-protocol.md): claim / deny / conflict,
+"""Claims (issue 3, docs/protocol.md): claim / deny / conflict,
 renew, release, complete (with result), reopen, get, list filters; fencing
 (an expired holder's old token is stale, tokens only grow) and expiry
 timing; leases that ran out while the broker was down expire at start-up;

@@ -427,7 +427,9 @@ static void s_test_msgpack_check(void)
         {"\x80", 1, NX_MSGPACK_OK},
         {"\x81\xa2op\xa4ping", 9, NX_MSGPACK_OK},
         {"\x92\x01\xcb\x00\x00\x00\x00\x00\x00\x00\x00", 11, NX_MSGPACK_OK},
-        {"\xc4\x03" "abc", 5, NX_MSGPACK_OK},
+        {"\xc4\x03"
+         "abc",
+         5, NX_MSGPACK_OK},
         {"\xd8\x01"
          "0123456789abcdef",
          18, NX_MSGPACK_OK},
@@ -436,7 +438,9 @@ static void s_test_msgpack_check(void)
         {"\xdd\xff\xff\xff\xff", 5, NX_MSGPACK_TRUNCATED},
         {"\xdf\xff\xff\xff\xff", 5, NX_MSGPACK_TRUNCATED},
         {"\xc6\xff\xff\xff\xff", 5, NX_MSGPACK_TRUNCATED},
-        {"\xdb\x00\x00\x00\x05" "abc", 8, NX_MSGPACK_TRUNCATED},
+        {"\xdb\x00\x00\x00\x05"
+         "abc",
+         8, NX_MSGPACK_TRUNCATED},
         {"\x80\x00", 2, NX_MSGPACK_TRAILING},
         {"", 0, NX_MSGPACK_TRUNCATED},
     };

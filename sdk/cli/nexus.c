@@ -1,0 +1,1287 @@
+/*  =========================================================================
+    nexus - the command-line client of the nexus fabric, a thin layer over
+    libnexus for shell scripts, git hooks and people. docs/cli.md documents
+    every subcommand, its --json output and the exit codes:
+        0 ok, 1 refused or denied by the broker, 2 usage, 3 broker
+        unreachable (no answer within the timeout).
+    =========================================================================
+*/
+
+#include <czmq.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "nexus.h"
+#include "nx_cli.h"
+
+#define S_OPTS_MAX 64 /* options and positionals per invocation             */
+
+typedef struct {
+    const char *name;  /* option name without "--"                          */
+    const char *value; /* its value, or NULL for a flag                     */
+} s_opt_t;
+
+typedef struct s_cmd_t s_cmd_t;
+
+typedef struct {
+    const s_cmd_t *cmd;          /* the subcommand                           */
+    const char *pos[S_OPTS_MAX]; /* positional arguments                     */
+    int npos;                    /* entries in pos                           */
+    s_opt_t opts[S_OPTS_MAX];    /* options given                            */
+    int nopts;                   /* entries in opts                          */
+    bool json;                   /* --json                                   */
+    const char *endpoint;        /* --endpoint or NULL (NEXUS_ENDPOINT)      */
+    const char *session;         /* --session or NEXUS_SESSION               */
+    uint32_t timeout_ms;         /* --timeout                                */
+    nexus_client_t *client;      /* the connected client, when one is made   */
+    char **extra;                /* arguments after "--" (nexus up)          */
+    int nextra;                  /* entries in extra                         */
+} s_cli_t;
+
+struct s_cmd_t {
+    const char *name;  /* "session register"                                */
+    const char *args;  /* usage after the name                              */
+    const char *flags; /* accepted options: "since= count= ack" (= takes a value) */
+    int min_pos;       /* positional arguments at least                     */
+    int max_pos;       /* and at most                                       */
+    int (*fn)(s_cli_t *cli);
+    const char *help; /* the --help text after the usage line              */
+};
+
+static volatile sig_atomic_t s_interrupted = 0;
+
+static void s_on_signal(int sig)
+{
+    s_interrupted = 1;
+}
+
+/*  ---- Output and errors -------------------------------------------------*/
+
+static int s_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int s_fail(int code, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    for (char *c = text; *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' ';
+    fprintf(stderr, "nexus: %s\n", text);
+    return code;
+}
+
+static int s_usage_error(s_cli_t *cli, const char *what)
+{
+    fprintf(stderr, "nexus: %s (see nexus %s --help)\n", what, cli->cmd ? cli->cmd->name : "");
+    return NX_EXIT_USAGE;
+}
+
+static int s_client_error(s_cli_t *cli, nexus_err_t err)
+{
+    return s_fail(nx_cli_exit_code(err), "%s",
+                  cli->client && nexus_client_errmsg(cli->client)[0]
+                      ? nexus_client_errmsg(cli->client)
+                      : nexus_strerror(err));
+}
+
+/*  Prints a jansson object as one line and releases it.                    */
+static void s_print_json(json_t *obj)
+{
+    char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    if (text) {
+        fputs(text, stdout);
+        fputc('\n', stdout);
+        free(text);
+    }
+    json_decref(obj);
+    fflush(stdout);
+}
+
+static const char *s_opt(s_cli_t *cli, const char *name)
+{
+    for (int i = 0; i < cli->nopts; i++)
+        if (!strcmp(cli->opts[i].name, name))
+            return cli->opts[i].value ? cli->opts[i].value : "";
+    return NULL;
+}
+
+static bool s_flag(s_cli_t *cli, const char *name)
+{
+    return s_opt(cli, name) != NULL;
+}
+
+/*  ---- Sessions in state files -------------------------------------------*/
+
+static int s_session_path(const char *id, bool create, char *buf, size_t size)
+{
+    char dir[PATH_MAX];
+    if (strchr(id, '/') || id[0] == '.' || nx_cli_state_dir("sessions", create, dir, sizeof dir))
+        return -1;
+    int n = snprintf(buf, size, "%s/%s", dir, id);
+    return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+/*  Reads the secret stored for id by `nexus session register`.            */
+static char *s_session_secret(const char *id)
+{
+    char path[PATH_MAX];
+    if (s_session_path(id, false, path, sizeof path))
+        return NULL;
+    char *text = nx_cli_read_file(path);
+    json_t *obj = text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    const char *secret = json_string_value(json_object_get(obj, "secret"));
+    char *copy = secret ? strdup(secret) : NULL;
+    json_decref(obj);
+    return copy;
+}
+
+/*  ---- The client ----------------------------------------------------------*/
+
+/*  Creates and connects cli->client. With acting, the client acts as the
+    session from --session / NEXUS_SESSION (required) and refreshes it
+    with a heartbeat first, so a --ttl session stays alive between calls. */
+static int s_connect(s_cli_t *cli, bool acting)
+{
+    cli->client = nexus_client_new();
+    if (!cli->client)
+        return s_fail(NX_EXIT_REFUSED, "out of memory");
+    nexus_err_t rc = NEXUS_OK;
+    if (cli->endpoint)
+        rc = nexus_client_set_endpoint(cli->client, cli->endpoint);
+    if (rc)
+        return s_usage_error(cli, nexus_client_errmsg(cli->client));
+    nexus_client_set_timeout(cli->client, cli->timeout_ms);
+    nexus_client_set_reconnect(cli->client, 100, 1000);
+    if (acting) {
+        if (!cli->session || !*cli->session)
+            return s_usage_error(cli, "no session: give --session ID or set NEXUS_SESSION "
+                                      "(from `nexus session register`)");
+        char *secret = s_session_secret(cli->session);
+        nexus_client_set_session(cli->client, cli->session, secret);
+        free(secret);
+    }
+    rc = nexus_client_connect(cli->client);
+    if (rc)
+        return s_client_error(cli, rc);
+    if (acting) {
+        char *reply = NULL;
+        rc = nexus_request_json(cli->client, "{\"op\":\"session.heartbeat\"}", &reply);
+        free(reply);
+        if (rc)
+            return s_client_error(cli, rc);
+    }
+    return NX_EXIT_OK;
+}
+
+/*  ---- nexus status --------------------------------------------------------*/
+
+static json_t *s_call(s_cli_t *cli, const char *request, nexus_err_t *err)
+{
+    char *reply = NULL;
+    *err = nexus_request_json(cli->client, request, &reply);
+    json_t *obj = reply ? json_loads(reply, 0, NULL) : NULL;
+    free(reply);
+    if (obj) {
+        json_object_del(obj, "id");
+        json_object_del(obj, "ok");
+    }
+    return obj;
+}
+
+static int s_cmd_status(s_cli_t *cli)
+{
+    int rc = s_connect(cli, false);
+    const char *ep = nexus_client_endpoint(cli->client);
+    if (rc) {
+        if (cli->json)
+            s_print_json(json_pack("{s:s,s:b,s:s}", "endpoint", ep, "up", 0, "error",
+                                   nexus_client_errmsg(cli->client)));
+        return rc;
+    }
+    nexus_err_t err;
+    json_t *health = s_call(cli, "{\"op\":\"health\"}", &err);
+    json_t *state = err ? NULL : s_call(cli, "{\"op\":\"state\"}", &err);
+    if (err) {
+        json_decref(health);
+        json_decref(state);
+        return s_client_error(cli, err);
+    }
+    if (cli->json) {
+        s_print_json(json_pack("{s:s,s:b,s:o,s:o}", "endpoint", ep, "up", 1, "health", health,
+                               "state", state));
+        return NX_EXIT_OK;
+    }
+    nx_table_t *t = nx_table_new(2);
+    char buf[128];
+    const char *row[2];
+#define S_ROW(k, v)                                                                                \
+    do {                                                                                           \
+        row[0] = (k);                                                                              \
+        row[1] = (v);                                                                              \
+        nx_table_add(t, row);                                                                      \
+    } while (0)
+    S_ROW("broker", ep);
+    S_ROW("status", json_string_value(json_object_get(health, "status")));
+    S_ROW("version", json_string_value(json_object_get(health, "version")));
+    S_ROW("started", json_string_value(json_object_get(state, "start_time")));
+    snprintf(buf, sizeof buf, "%.1f s",
+             json_number_value(json_object_get(state, "uptime_seconds")));
+    S_ROW("uptime", buf);
+    json_t *hist = json_object_get(state, "history");
+    snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT,
+             json_integer_value(json_object_get(health, "last_seq")));
+    S_ROW("last seq", buf);
+    snprintf(buf, sizeof buf,
+             "%" JSON_INTEGER_FORMAT " events, seq %" JSON_INTEGER_FORMAT "..%" JSON_INTEGER_FORMAT
+             ", %" JSON_INTEGER_FORMAT " bytes",
+             json_integer_value(json_object_get(hist, "count")),
+             json_integer_value(json_object_get(hist, "first_seq")),
+             json_integer_value(json_object_get(hist, "last_seq")),
+             json_integer_value(json_object_get(hist, "bytes")));
+    S_ROW("history", buf);
+    snprintf(buf, sizeof buf, "%.1f/s (10 s), %.1f/s (1 min)",
+             json_number_value(json_object_get(state, "events_per_second_10s")),
+             json_number_value(json_object_get(state, "events_per_second_1m")));
+    S_ROW("rate", buf);
+    snprintf(buf, sizeof buf,
+             "%" JSON_INTEGER_FORMAT " publishers, %" JSON_INTEGER_FORMAT " subscribers",
+             json_integer_value(json_object_get(state, "publishers")),
+             json_integer_value(json_object_get(state, "subscribers")));
+    S_ROW("clients", buf);
+    snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT,
+             json_integer_value(json_object_get(json_object_get(state, "drops"), "total")));
+    S_ROW("dropped", buf);
+    S_ROW("sync", json_string_value(json_object_get(state, "sync")));
+#undef S_ROW
+    nx_table_print(t, stdout);
+    nx_table_destroy(&t);
+    json_decref(health);
+    json_decref(state);
+    return NX_EXIT_OK;
+}
+
+/*  ---- nexus pub -------------------------------------------------------------*/
+
+static char *s_read_stdin(void)
+{
+    size_t size = 0, alloc = 4096;
+    char *buf = malloc(alloc);
+    while (buf) {
+        if (size + 1 >= alloc) {
+            char *grown = alloc < (64u << 20) ? realloc(buf, alloc * 2) : NULL;
+            if (!grown) {
+                free(buf);
+                return NULL;
+            }
+            buf = grown;
+            alloc *= 2;
+        }
+        size_t n = fread(buf + size, 1, alloc - size - 1, stdin);
+        if (n == 0)
+            break;
+        size += n;
+    }
+    if (buf)
+        buf[size] = 0;
+    return buf;
+}
+
+static int s_cmd_pub(s_cli_t *cli)
+{
+    const char *topic = cli->pos[0];
+    char *payload = NULL;
+    if (cli->npos > 1 && !strcmp(cli->pos[1], "-")) {
+        payload = s_read_stdin();
+        if (!payload)
+            return s_fail(NX_EXIT_USAGE, "cannot read the payload from stdin");
+    } else if (cli->npos > 1)
+        payload = strdup(cli->pos[1]);
+    json_t *check = payload && *payload ? json_loads(payload, JSON_DECODE_ANY, NULL) : NULL;
+    if (payload && *payload && !check) {
+        free(payload);
+        return s_usage_error(cli, "the payload is not valid JSON");
+    }
+    json_decref(check);
+    int rc = s_connect(cli, false);
+    if (cli->session && !rc)
+        nexus_client_set_session(cli->client, cli->session, NULL);
+    uint64_t seq = 0;
+    nexus_err_t err = rc ? NEXUS_OK : nexus_publish_json_acked(cli->client, topic, payload, &seq);
+    free(payload);
+    if (rc)
+        return rc;
+    if (err)
+        return s_client_error(cli, err);
+    if (cli->json)
+        s_print_json(json_pack("{s:s,s:I}", "topic", topic, "seq", (json_int_t)seq));
+    else if (s_flag(cli, "ack"))
+        printf("%" PRIu64 "\n", seq);
+    return NX_EXIT_OK;
+}
+
+/*  ---- Event lines -----------------------------------------------------------*/
+
+static void s_print_event(s_cli_t *cli, nexus_event_t *ev)
+{
+    if (cli->json) {
+        const char *line = nexus_event_json(ev);
+        if (line)
+            printf("%s\n", line);
+    } else if (nexus_event_kind(ev) == NEXUS_EVENT_GAP) {
+        uint64_t from, to;
+        nexus_event_gap(ev, &from, &to);
+        printf("-- gap: events %" PRIu64 "..%" PRIu64 " are no longer in the history --\n", from,
+               to);
+    } else {
+        char iso[32];
+        const char *src = nexus_event_source(ev);
+        const char *payload = nexus_event_payload_json(ev);
+        printf("%-8" PRIu64 " %s  %-24s %-12s %s\n", nexus_event_seq(ev),
+               nx_cli_iso(nexus_event_ts(ev), iso), nexus_event_topic(ev), src[0] ? src : "-",
+               payload ? payload : "?");
+    }
+    fflush(stdout);
+}
+
+/*  Runs cmd with the event JSON on its stdin; returns its exit status.   */
+static int s_exec(const char *cmd, nexus_event_t *ev)
+{
+    const char *json = nexus_event_json(ev);
+    int fds[2];
+    if (pipe(fds))
+        return -1;
+    char seq[32];
+    snprintf(seq, sizeof seq, "%" PRIu64, nexus_event_seq(ev));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(fds[0], 0);
+        close(fds[0]);
+        close(fds[1]);
+        setenv("NEXUS_TOPIC", nexus_event_topic(ev), 1);
+        setenv("NEXUS_SEQ", seq, 1);
+        setenv("NEXUS_SOURCE", nexus_event_source(ev), 1);
+        signal(SIGPIPE, SIG_DFL);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[0]);
+    if (json) {
+        size_t len = strlen(json);
+        /*  A command that does not read its stdin makes these fail: that
+            is its choice, not an error.                                    */
+        if (write(fds[1], json, len) == (ssize_t)len)
+            (void)!write(fds[1], "\n", 1);
+    }
+    close(fds[1]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+/*  ---- nexus sub -------------------------------------------------------------*/
+
+static int s_cmd_sub(s_cli_t *cli)
+{
+    uint64_t count = 0, since = 0;
+    const char *v;
+    if ((v = s_opt(cli, "count")) && (nx_cli_u64(v, &count) || count == 0))
+        return s_usage_error(cli, "--count needs a positive number");
+    bool have_since = (v = s_opt(cli, "since")) != NULL;
+    if (have_since && nx_cli_u64(v, &since))
+        return s_usage_error(cli, "--since needs a seq number");
+    const char *exec = s_opt(cli, "exec");
+    int rc = s_connect(cli, false);
+    if (rc)
+        return rc;
+    for (int i = 0; i < cli->npos; i++) {
+        nexus_err_t err = nexus_subscribe(cli->client, cli->pos[i]);
+        if (err == NEXUS_ERR_BAD_PATTERN)
+            return s_usage_error(cli, nexus_client_errmsg(cli->client));
+        if (err)
+            return s_client_error(cli, err);
+    }
+    if (have_since)
+        nexus_client_resume_from(cli->client, since);
+    uint64_t seen = 0;
+    while (!s_interrupted && (count == 0 || seen < count)) {
+        nexus_event_t *ev = NULL;
+        nexus_err_t err = nexus_recv(cli->client, 200, &ev);
+        if (err == NEXUS_ERR_TIMEOUT)
+            continue;
+        if (err == NEXUS_ERR_GAP) {
+            uint64_t from, to;
+            nexus_event_gap(ev, &from, &to);
+            fprintf(stderr, "nexus: gap: events %" PRIu64 "..%" PRIu64 " were lost (retention)\n",
+                    from, to);
+            if (cli->json && !exec)
+                s_print_event(cli, ev);
+            nexus_event_destroy(&ev);
+            continue;
+        }
+        if (err)
+            return s_client_error(cli, err);
+        if (exec) {
+            int status = s_exec(exec, ev);
+            if (status != 0)
+                fprintf(stderr, "nexus: --exec command exited with %d for seq %" PRIu64 "\n",
+                        status, nexus_event_seq(ev));
+        } else
+            s_print_event(cli, ev);
+        nexus_event_destroy(&ev);
+        seen++;
+    }
+    return NX_EXIT_OK;
+}
+
+/*  ---- nexus events ------------------------------------------------------------*/
+
+static int s_cursor_path(const char *name, char *buf, size_t size)
+{
+    char dir[PATH_MAX];
+    if (!*name || strchr(name, '/') || name[0] == '.' ||
+        nx_cli_state_dir("cursors", true, dir, sizeof dir))
+        return -1;
+    int n = snprintf(buf, size, "%s/%s", dir, name);
+    return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+static int s_cmd_events(s_cli_t *cli)
+{
+    uint64_t limit = 1000, since_seq = 0, since_us = 0, until_seq = 0, until_us = 0;
+    const char *v;
+    if ((v = s_opt(cli, "limit")) && (nx_cli_u64(v, &limit) || limit == 0))
+        return s_usage_error(cli, "--limit needs a positive number");
+    if ((v = s_opt(cli, "since")) && nx_cli_u64(v, &since_seq) && nx_cli_time(v, &since_us))
+        return s_usage_error(cli, "--since needs a seq, an ISO time or a duration ago (10m)");
+    if ((v = s_opt(cli, "until")) && nx_cli_u64(v, &until_seq) && nx_cli_time(v, &until_us))
+        return s_usage_error(cli, "--until needs a seq, an ISO time or a duration ago (10m)");
+    const char *resume = s_opt(cli, "resume");
+    char cursor_path[PATH_MAX];
+    if (resume) {
+        if (s_cursor_path(resume, cursor_path, sizeof cursor_path))
+            return s_usage_error(cli, "--resume needs a plain name (and a writable state dir)");
+        char *text = nx_cli_read_file(cursor_path);
+        uint64_t stored = 0;
+        if (text) {
+            text[strcspn(text, "\n")] = 0;
+            if (nx_cli_u64(text, &stored) == 0 && stored > since_seq)
+                since_seq = stored;
+            free(text);
+        }
+    }
+    int rc = s_connect(cli, false);
+    if (rc)
+        return rc;
+    nexus_history_t *h = nexus_history_new(cli->client);
+    for (int i = 0; i < cli->nopts; i++)
+        if (!strcmp(cli->opts[i].name, "pattern") &&
+            nexus_history_add_pattern(h, cli->opts[i].value)) {
+            nexus_history_destroy(&h);
+            return s_usage_error(cli, nexus_client_errmsg(cli->client));
+        }
+    nexus_history_set_seq_range(h, since_seq, until_seq);
+    nexus_history_set_time_range(h, since_us, until_us);
+    nexus_history_set_page(h, limit < 1000 ? (uint32_t)limit : 1000, s_flag(cli, "desc"));
+    nexus_history_set_max(h, limit);
+    nexus_err_t err = NEXUS_OK;
+    for (uint64_t i = 0; i <= limit; i++) {
+        nexus_event_t *ev = NULL;
+        err = nexus_history_next(h, &ev);
+        if (err || !ev)
+            break;
+        s_print_event(cli, ev);
+        nexus_event_destroy(&ev);
+    }
+    if (!err && resume) {
+        char text[32];
+        snprintf(text, sizeof text, "%" PRIu64 "\n", nexus_history_position(h));
+        if (nx_cli_write_file(cursor_path, text))
+            err = NEXUS_ERR_INVALID;
+    }
+    nexus_history_destroy(&h);
+    if (err == NEXUS_ERR_INVALID)
+        return s_fail(NX_EXIT_REFUSED, "cannot write the cursor file %s", cursor_path);
+    return err ? s_client_error(cli, err) : NX_EXIT_OK;
+}
+
+/*  ---- nexus session ... -------------------------------------------------------*/
+
+static int s_cmd_session_register(s_cli_t *cli)
+{
+    uint64_t ttl = 600000;
+    const char *v;
+    if ((v = s_opt(cli, "ttl")) && nx_cli_duration(v, &ttl))
+        return s_usage_error(cli, "--ttl needs a duration such as 10m");
+    int rc = s_connect(cli, false);
+    if (rc)
+        return rc;
+    nexus_client_t *c = cli->client;
+    if (cli->session) {
+        char *secret = s_session_secret(cli->session);
+        nexus_client_set_session(c, cli->session, secret);
+        free(secret);
+    }
+    /*  The client is connected, so configure through the register request
+        itself: the setters are closed once connected.                     */
+    json_t *req = json_pack("{s:s,s:I}", "op", "session.register", "ttl_ms", (json_int_t)ttl);
+    if ((v = s_opt(cli, "name")))
+        json_object_set_new(req, "name", json_string(v));
+    if ((v = s_opt(cli, "capabilities"))) {
+        json_t *caps = json_array();
+        char *copy = strdup(v), *save = NULL;
+        for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+            json_array_append_new(caps, json_string(t));
+        free(copy);
+        json_object_set_new(req, "capabilities", caps);
+    }
+    if ((v = s_opt(cli, "metadata"))) {
+        json_t *meta = json_loads(v, 0, NULL);
+        if (!json_is_object(meta)) {
+            json_decref(meta);
+            json_decref(req);
+            return s_usage_error(cli, "--metadata needs a JSON object");
+        }
+        json_object_set_new(req, "metadata", meta);
+    }
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    char *reply = NULL;
+    nexus_err_t err = nexus_request_json(c, text, &reply);
+    free(text);
+    json_t *rep = reply ? json_loads(reply, 0, NULL) : NULL;
+    free(reply);
+    if (err) {
+        json_decref(rep);
+        return s_client_error(cli, err);
+    }
+    const char *id = json_string_value(json_object_get(rep, "session"));
+    const char *secret = json_string_value(json_object_get(rep, "secret"));
+    char path[PATH_MAX];
+    if (!id || s_session_path(id, true, path, sizeof path)) {
+        json_decref(rep);
+        return s_fail(NX_EXIT_REFUSED, "cannot store the session (no id or no state dir)");
+    }
+    json_t *state = json_pack("{s:s,s:s?,s:s}", "session", id, "secret", secret, "endpoint",
+                              nexus_client_endpoint(c));
+    char *state_text = json_dumps(state, JSON_COMPACT);
+    json_decref(state);
+    int wrc = state_text ? nx_cli_write_file(path, state_text) : -1;
+    free(state_text);
+    if (wrc) {
+        json_decref(rep);
+        return s_fail(NX_EXIT_REFUSED, "cannot write %s", path);
+    }
+    if (cli->json)
+        s_print_json(json_pack("{s:s,s:b,s:I,s:s}", "session", id, "resumed",
+                               json_is_true(json_object_get(rep, "resumed")), "ttl_ms",
+                               (json_int_t)ttl, "state_file", path));
+    else
+        printf("%s\n", id);
+    json_decref(rep);
+    return NX_EXIT_OK;
+}
+
+static int s_cmd_session_status(s_cli_t *cli)
+{
+    int rc = s_connect(cli, true);
+    if (rc)
+        return rc;
+    nexus_err_t err =
+        nexus_session_status(cli->client, cli->pos[0], s_opt(cli, "work"), s_opt(cli, "text"));
+    if (err == NEXUS_ERR_BAD_REQUEST)
+        return s_fail(NX_EXIT_USAGE, "%s", nexus_client_errmsg(cli->client));
+    if (err)
+        return s_client_error(cli, err);
+    if (cli->json)
+        s_print_json(json_pack("{s:s,s:s}", "session", cli->session, "state", cli->pos[0]));
+    return NX_EXIT_OK;
+}
+
+static int s_cmd_session_unregister(s_cli_t *cli)
+{
+    int rc = s_connect(cli, true);
+    if (rc)
+        return rc;
+    uint64_t released = 0;
+    nexus_err_t err = nexus_session_unregister(cli->client, &released);
+    if (err)
+        return s_client_error(cli, err);
+    char path[PATH_MAX];
+    if (s_session_path(cli->session, false, path, sizeof path) == 0)
+        unlink(path);
+    if (cli->json)
+        s_print_json(
+            json_pack("{s:s,s:I}", "session", cli->session, "released", (json_int_t)released));
+    return NX_EXIT_OK;
+}
+
+static int s_cmd_session_get(s_cli_t *cli)
+{
+    const char *id = cli->npos ? cli->pos[0] : cli->session;
+    if (!id)
+        return s_usage_error(cli, "which session? give an id or --session");
+    int rc = s_connect(cli, false);
+    if (rc)
+        return rc;
+    nexus_records_t *recs = NULL;
+    nexus_err_t err = nexus_session_get(cli->client, id, &recs);
+    if (err)
+        return s_client_error(cli, err);
+    const char *json = nexus_records_json(recs, 0);
+    if (cli->json || json) {
+        json_t *obj = json ? json_loads(json, 0, NULL) : NULL;
+        if (cli->json)
+            s_print_json(obj);
+        else {
+            const char *key;
+            json_t *value;
+            nx_table_t *t = nx_table_new(2);
+            json_object_foreach(obj, key, value)
+            {
+                char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+                const char *row[2] = {key, json_is_string(value) ? json_string_value(value) : text};
+                nx_table_add(t, row);
+                free(text);
+            }
+            nx_table_print(t, stdout);
+            nx_table_destroy(&t);
+            json_decref(obj);
+        }
+    }
+    nexus_records_destroy(&recs);
+    return NX_EXIT_OK;
+}
+
+/*  ---- nexus sessions ---------------------------------------------------------*/
+
+static void s_ago(uint64_t us, char *buf, size_t size)
+{
+    char iso[32];
+    if (!us)
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, "%s", nx_cli_iso(us, iso));
+}
+
+static int s_cmd_sessions(s_cli_t *cli)
+{
+    int rc = s_connect(cli, false);
+    if (rc)
+        return rc;
+    nexus_records_t *recs = NULL;
+    const char *cap = s_opt(cli, "capability");
+    bool available = s_flag(cli, "available");
+    nexus_err_t err;
+    if (cap) {
+        /*  Every --capability is required: join them.                     */
+        char csv[1024] = "";
+        for (int i = 0; i < cli->nopts; i++)
+            if (!strcmp(cli->opts[i].name, "capability")) {
+                size_t n = strlen(csv);
+                snprintf(csv + n, sizeof csv - n, "%s%s", n ? "," : "", cli->opts[i].value);
+            }
+        err = nexus_sessions_find(cli->client, csv, available, &recs);
+    } else
+        err = nexus_sessions_list(cli->client, s_flag(cli, "all"), &recs);
+    if (err)
+        return s_client_error(cli, err);
+    nx_table_t *t = nx_table_new(7);
+    const char *head[] = {"SESSION",      "NAME",   "STATE",    "STATUS",
+                          "CAPABILITIES", "CLAIMS", "LAST SEEN"};
+    nx_table_add(t, head);
+    for (size_t i = 0; i < nexus_records_count(recs); i++) {
+        const char *state = nexus_records_str(recs, i, "state");
+        char state_copy[32];
+        snprintf(state_copy, sizeof state_copy, "%s", state ? state : "");
+        if (available && !cap && strcmp(state_copy, "available"))
+            continue;
+        if (cli->json) {
+            s_print_json(json_loads(nexus_records_json(recs, i), 0, NULL));
+            continue;
+        }
+        json_t *rec = json_loads(nexus_records_json(recs, i), 0, NULL);
+        char caps[512] = "", claims[32], seen[40];
+        size_t k;
+        json_t *item;
+        json_array_foreach(json_object_get(rec, "capabilities"), k, item)
+        {
+            size_t n = strlen(caps);
+            snprintf(caps + n, sizeof caps - n, "%s%s", n ? "," : "", json_string_value(item));
+        }
+        snprintf(claims, sizeof claims, "%" PRIu64, nexus_records_u64(recs, i, "claims"));
+        s_ago(nexus_records_u64(recs, i, "last_seen"), seen, sizeof seen);
+        const char *row[7] = {json_string_value(json_object_get(rec, "session")),
+                              json_string_value(json_object_get(rec, "name")),
+                              state_copy,
+                              json_string_value(json_object_get(rec, "status")),
+                              caps,
+                              claims,
+                              seen};
+        nx_table_add(t, row);
+        json_decref(rec);
+    }
+    if (!cli->json)
+        nx_table_print(t, stdout);
+    nx_table_destroy(&t);
+    nexus_records_destroy(&recs);
+    return NX_EXIT_OK;
+}
+
+/*  ---- nexus claim / renew / release / complete / claims ----------------------*/
+
+static int s_cmd_claim(s_cli_t *cli)
+{
+    uint64_t ttl = 0;
+    const char *v;
+    if ((v = s_opt(cli, "ttl")) && nx_cli_duration(v, &ttl))
+        return s_usage_error(cli, "--ttl needs a duration such as 10m");
+    int rc = s_connect(cli, true);
+    if (rc)
+        return rc;
+    nexus_claim_result_t res;
+    const char *work = cli->pos[0];
+    nexus_err_t err = nexus_claim(cli->client, work, ttl, s_opt(cli, "description"), &res);
+    if (err == NEXUS_OK || err == NEXUS_ERR_DENIED) {
+        if (cli->json)
+            s_print_json(json_pack("{s:s,s:b,s:I,s:I,s:s,s:s}", "work_id", work, "granted",
+                                   err == NEXUS_OK, "token", (json_int_t)res.token, "expires_at",
+                                   (json_int_t)res.expires_at, "holder", res.holder, "state",
+                                   res.state));
+        else if (err == NEXUS_OK)
+            printf("%" PRIu64 "\n", res.token);
+        else
+            printf("%s\n", res.holder);
+        fflush(stdout);
+    }
+    return err ? s_client_error(cli, err) : NX_EXIT_OK;
+}
+
+/*  The fencing token: the second positional argument, or the current token
+    of the item when this session holds it.                                */
+static int s_token(s_cli_t *cli, uint64_t *token)
+{
+    if (cli->npos > 1) {
+        if (nx_cli_u64(cli->pos[1], token))
+            return s_usage_error(cli, "the fencing token must be a number");
+        return NX_EXIT_OK;
+    }
+    json_t *req = json_pack("{s:s,s:s}", "op", "work.get", "work_id", cli->pos[0]);
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    nexus_err_t err;
+    json_t *rep = s_call(cli, text, &err);
+    free(text);
+    json_t *claim = json_object_get(rep, "claim");
+    const char *holder = json_string_value(json_object_get(claim, "holder"));
+    *token = (uint64_t)json_integer_value(json_object_get(claim, "token"));
+    bool mine = holder && cli->session && !strcmp(holder, cli->session);
+    json_decref(rep);
+    if (err)
+        return s_client_error(cli, err);
+    if (!mine)
+        return s_fail(NX_EXIT_REFUSED, "'%s' is not held by %s: give the fencing token",
+                      cli->pos[0], cli->session);
+    return NX_EXIT_OK;
+}
+
+static int s_cmd_renew(s_cli_t *cli)
+{
+    uint64_t ttl = 0, token = 0, expires = 0;
+    const char *v;
+    if ((v = s_opt(cli, "ttl")) && nx_cli_duration(v, &ttl))
+        return s_usage_error(cli, "--ttl needs a duration such as 10m");
+    int rc = s_connect(cli, true);
+    if (!rc)
+        rc = s_token(cli, &token);
+    if (rc)
+        return rc;
+    nexus_err_t err = nexus_renew(cli->client, cli->pos[0], token, ttl, &expires);
+    if (err)
+        return s_client_error(cli, err);
+    char iso[32];
+    if (cli->json)
+        s_print_json(json_pack("{s:s,s:I,s:I}", "work_id", cli->pos[0], "token", (json_int_t)token,
+                               "expires_at", (json_int_t)expires));
+    else
+        printf("%s\n", nx_cli_iso(expires, iso));
+    return NX_EXIT_OK;
+}
+
+static int s_cmd_release(s_cli_t *cli)
+{
+    uint64_t token = 0;
+    int rc = s_connect(cli, true);
+    if (!rc)
+        rc = s_token(cli, &token);
+    if (rc)
+        return rc;
+    nexus_err_t err = nexus_release(cli->client, cli->pos[0], token, s_opt(cli, "reason"));
+    if (err)
+        return s_client_error(cli, err);
+    if (cli->json)
+        s_print_json(json_pack("{s:s,s:s}", "work_id", cli->pos[0], "state", "released"));
+    return NX_EXIT_OK;
+}
+
+static int s_cmd_complete(s_cli_t *cli)
+{
+    uint64_t token = 0;
+    const char *result = s_opt(cli, "result");
+    if (result) {
+        json_t *check = json_loads(result, JSON_DECODE_ANY, NULL);
+        if (!check)
+            return s_usage_error(cli, "--result needs JSON");
+        json_decref(check);
+    }
+    int rc = s_connect(cli, true);
+    if (!rc)
+        rc = s_token(cli, &token);
+    if (rc)
+        return rc;
+    nexus_err_t err = nexus_complete(cli->client, cli->pos[0], token, result);
+    if (err)
+        return s_client_error(cli, err);
+    if (cli->json)
+        s_print_json(json_pack("{s:s,s:s}", "work_id", cli->pos[0], "state", "completed"));
+    return NX_EXIT_OK;
+}
+
+static int s_cmd_claims(s_cli_t *cli)
+{
+    uint64_t limit = 0;
+    const char *v;
+    if ((v = s_opt(cli, "limit")) && (nx_cli_u64(v, &limit) || limit == 0 || limit > 100000))
+        return s_usage_error(cli, "--limit needs a number 1..100000");
+    int rc = s_connect(cli, false);
+    if (rc)
+        return rc;
+    const char *holder = s_opt(cli, "holder");
+    if (s_flag(cli, "mine"))
+        holder = cli->session;
+    nexus_records_t *recs = NULL;
+    nexus_err_t err = nexus_claims_list(cli->client, holder, s_opt(cli, "state"),
+                                        s_opt(cli, "prefix"), (uint32_t)limit, &recs);
+    if (err)
+        return s_client_error(cli, err);
+    nx_table_t *t = nx_table_new(6);
+    const char *head[] = {"WORK", "STATE", "HOLDER", "TOKEN", "EXPIRES", "DESCRIPTION"};
+    nx_table_add(t, head);
+    for (size_t i = 0; i < nexus_records_count(recs); i++) {
+        if (cli->json) {
+            s_print_json(json_loads(nexus_records_json(recs, i), 0, NULL));
+            continue;
+        }
+        json_t *rec = json_loads(nexus_records_json(recs, i), 0, NULL);
+        char token[32], expires[40];
+        snprintf(token, sizeof token, "%" PRIu64, nexus_records_u64(recs, i, "token"));
+        s_ago(nexus_records_u64(recs, i, "expires_at"), expires, sizeof expires);
+        const char *row[6] = {json_string_value(json_object_get(rec, "work_id")),
+                              json_string_value(json_object_get(rec, "state")),
+                              json_string_value(json_object_get(rec, "holder")),
+                              token,
+                              expires,
+                              json_string_value(json_object_get(rec, "description"))};
+        nx_table_add(t, row);
+        json_decref(rec);
+    }
+    if (!cli->json)
+        nx_table_print(t, stdout);
+    nx_table_destroy(&t);
+    nexus_records_destroy(&recs);
+    return NX_EXIT_OK;
+}
+
+/*  ---- nexus up -----------------------------------------------------------------*/
+
+/*  Finds program: next to this binary, in ../<subdir>/ of the build tree,
+    then on PATH. Returns 0 with the path in buf.                           */
+static int s_find_program(const char *program, const char *subdir, char *buf, size_t size)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = 0;
+        char *slash = strrchr(self, '/');
+        if (slash)
+            *slash = 0;
+        /*  A path that does not fit is skipped, never truncated.          */
+        if ((size_t)snprintf(buf, size, "%.*s/%s", (int)(size / 2), self, program) < size &&
+            access(buf, X_OK) == 0)
+            return 0;
+        if ((size_t)snprintf(buf, size, "%.*s/../%s/%s", (int)(size / 2), self, subdir, program) <
+                size &&
+            access(buf, X_OK) == 0)
+            return 0;
+    }
+    const char *path = getenv("PATH");
+    char *copy = path ? strdup(path) : NULL, *save = NULL;
+    for (char *dir = copy ? strtok_r(copy, ":", &save) : NULL; dir;
+         dir = strtok_r(NULL, ":", &save)) {
+        snprintf(buf, size, "%s/%s", dir, program);
+        if (access(buf, X_OK) == 0) {
+            free(copy);
+            return 0;
+        }
+    }
+    free(copy);
+    return -1;
+}
+
+static pid_t s_spawn(char **argv)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        execv(argv[0], argv);
+        fprintf(stderr, "nexus: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+static int s_cmd_up(s_cli_t *cli)
+{
+    char nexusd[PATH_MAX], gateway[PATH_MAX];
+    if (s_find_program("nexusd", "broker", nexusd, sizeof nexusd))
+        return s_fail(NX_EXIT_USAGE, "cannot find nexusd (next to nexus, in ../broker or on PATH)");
+    bool with_gateway = !s_flag(cli, "no-gateway") &&
+                        s_find_program("nexus-gateway", "gateway", gateway, sizeof gateway) == 0;
+    const char *data = s_opt(cli, "data-dir") ? s_opt(cli, "data-dir") : "./nexus-data";
+    char *argv[S_OPTS_MAX + 16];
+    int argc = 0;
+    char in[300], out[300];
+    argv[argc++] = nexusd;
+    argv[argc++] = "--data-dir";
+    argv[argc++] = (char *)data;
+    const char *ep = cli->endpoint ? cli->endpoint : getenv("NEXUS_ENDPOINT");
+    if (ep && *ep) {
+        nexus_client_t *probe = nexus_client_new();
+        if (!probe || nexus_client_set_endpoint(probe, ep)) {
+            nexus_client_destroy(&probe);
+            return s_usage_error(cli, "bad endpoint");
+        }
+        nexus_client_destroy(&probe);
+        /*  Same derivation as the SDK: ports +1 and +2.                    */
+        const char *colon = strrchr(ep, ':');
+        long port = colon ? strtol(colon + 1, NULL, 10) : 0;
+        if (strncmp(ep, "tcp://", 6) == 0 && port > 0) {
+            snprintf(in, sizeof in, "%.*s:%ld", (int)(colon - ep), ep, port + 1);
+            snprintf(out, sizeof out, "%.*s:%ld", (int)(colon - ep), ep, port + 2);
+        } else {
+            snprintf(in, sizeof in, "%s-in", ep);
+            snprintf(out, sizeof out, "%s-out", ep);
+        }
+        argv[argc++] = "--control-endpoints";
+        argv[argc++] = (char *)ep;
+        argv[argc++] = "--events-in-endpoints";
+        argv[argc++] = in;
+        argv[argc++] = "--events-out-endpoints";
+        argv[argc++] = out;
+        setenv("NEXUS_ENDPOINT", ep, 1);
+    }
+    for (int i = 0; i < cli->nextra && argc < S_OPTS_MAX + 14; i++)
+        argv[argc++] = cli->extra[i];
+    argv[argc] = NULL;
+    fprintf(stderr, "nexus: starting %s (data in %s)%s\n", nexusd, data,
+            with_gateway ? " and the gateway" : "");
+    pid_t broker = s_spawn(argv), gw = -1;
+    if (broker < 0)
+        return s_fail(NX_EXIT_REFUSED, "cannot start nexusd: %s", strerror(errno));
+    if (with_gateway) {
+        char *gargv[] = {gateway, NULL};
+        gw = s_spawn(gargv);
+    }
+    int status = 0, code = NX_EXIT_OK;
+    int alive = 1 + (gw > 0);
+    bool stopping = false;
+    uint64_t kill_at = 0;
+    while (alive > 0) {
+        if (s_interrupted && !stopping) {
+            stopping = true;
+            kill_at = (uint64_t)time(NULL) + 10;
+            if (broker > 0)
+                kill(broker, SIGTERM);
+            if (gw > 0)
+                kill(gw, SIGTERM);
+        }
+        if (stopping && (uint64_t)time(NULL) >= kill_at) {
+            if (broker > 0)
+                kill(broker, SIGKILL);
+            if (gw > 0)
+                kill(gw, SIGKILL);
+        }
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid <= 0) {
+            usleep(50000);
+            continue;
+        }
+        if (pid == broker || pid == gw) {
+            alive--;
+            int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+            if (!stopping) {
+                fprintf(stderr, "nexus: %s exited (%d); stopping\n",
+                        pid == broker ? "nexusd" : "nexus-gateway", rc);
+                code = rc ? NX_EXIT_REFUSED : NX_EXIT_OK;
+                s_interrupted = 1;
+            }
+            if (pid == broker)
+                broker = -1;
+            else
+                gw = -1;
+        }
+    }
+    return code;
+}
+
+/*  ---- The table of subcommands -------------------------------------------------*/
+
+static const s_cmd_t s_cmds[] = {
+    {"up", "[--data-dir DIR] [--no-gateway] [-- NEXUSD-ARGS...]", "data-dir= no-gateway", 0, 0,
+     s_cmd_up,
+     "Runs the broker (nexusd) and, when built, the gateway in the foreground with a\n"
+     "local data directory (default ./nexus-data). Ctrl-C stops both cleanly.\n"
+     "nexusd is looked for next to this program, in ../broker/, then on PATH."},
+    {"status", "", "", 0, 0, s_cmd_status,
+     "Shows the broker's health and state. Exit 3 when it does not answer."},
+    {"pub", "TOPIC [JSON|-]", "ack", 1, 2, s_cmd_pub,
+     "Publishes one event. The payload is JSON (from the argument, or stdin with -),\n"
+     "sent as msgpack; none means an empty payload. The broker acknowledges it\n"
+     "once it is stored; --ack prints its seq."},
+    {"sub", "PATTERN...", "since= count= exec=", 1, 64, s_cmd_sub,
+     "Streams events matching any PATTERN ('*' one token, '>' the rest), one per\n"
+     "line, surviving broker restarts without loss or duplicates.\n"
+     "  --since SEQ   start after SEQ (from the history) instead of now\n"
+     "  --count N     exit after N events\n"
+     "  --exec CMD    run CMD (sh -c) for each event instead of printing it, with\n"
+     "                the event JSON on stdin and NEXUS_TOPIC, NEXUS_SEQ,\n"
+     "                NEXUS_SOURCE in its environment"},
+    {"events", "", "pattern= since= until= limit= resume= desc", 0, 0, s_cmd_events,
+     "Lists events from the history (oldest first).\n"
+     "  --pattern P       only topics matching P (repeatable)\n"
+     "  --since SEQ|TIME  after this seq, or from this time (ISO 8601 or 10m ago)\n"
+     "  --until SEQ|TIME  up to this seq or time\n"
+     "  --limit N         at most N events (default 1000)\n"
+     "  --desc            newest first\n"
+     "  --resume NAME     continue where the last call with NAME stopped (cursor in\n"
+     "                    $XDG_STATE_HOME/nexus/cursors/NAME)"},
+    {"session register", "", "name= capabilities= metadata= ttl=", 0, 0, s_cmd_session_register,
+     "Registers a session for scripts and prints its id. Its secret is kept in\n"
+     "$XDG_STATE_HOME/nexus/sessions/ID so later calls with --session ID (or\n"
+     "NEXUS_SESSION) act as it; each such call also refreshes it.\n"
+     "  --ttl DURATION        keep it alive this long between calls (default 10m)\n"
+     "  --name N  --capabilities a,b  --metadata JSON-OBJECT\n"
+     "  --session ID          register (or take back) this id"},
+    {"session status", "STATE", "work= text=", 1, 1, s_cmd_session_status,
+     "Sets the session's state: available, busy or away (--work W, --text T)."},
+    {"session unregister", "", "", 0, 0, s_cmd_session_unregister,
+     "Ends the session (its claims are released) and forgets its secret."},
+    {"session get", "[ID]", "", 0, 1, s_cmd_session_get, "Shows one session record."},
+    {"sessions", "", "capability= available all", 0, 0, s_cmd_sessions,
+     "Lists sessions.\n"
+     "  --capability X   only sessions with X (repeatable: all required)\n"
+     "  --available      only sessions in state available\n"
+     "  --all            include sessions gone recently"},
+    {"claim", "WORK_ID", "ttl= description=", 1, 1, s_cmd_claim,
+     "Claims a work item as the session. Granted: prints the fencing token, exit 0.\n"
+     "Denied: prints the holder, exit 1.\n"
+     "  --ttl DURATION   lease (default 30s on the broker)  --description TEXT"},
+    {"renew", "WORK_ID [TOKEN]", "ttl=", 1, 2, s_cmd_renew,
+     "Extends the lease; prints the new expiry. Without TOKEN, the session's\n"
+     "current token for the item is used."},
+    {"release", "WORK_ID [TOKEN]", "reason=", 1, 2, s_cmd_release, "Gives the item back."},
+    {"complete", "WORK_ID [TOKEN]", "result=", 1, 2, s_cmd_complete,
+     "Closes the item for good, with an optional --result JSON."},
+    {"claims", "", "holder= state= prefix= limit= mine", 0, 0, s_cmd_claims,
+     "Lists claims (--holder S, --mine, --state claimed|released|expired|completed|open,\n"
+     "--prefix P, --limit N)."},
+};
+#define S_NCMDS (sizeof s_cmds / sizeof s_cmds[0])
+
+static const char *s_common = "Options of every subcommand:\n"
+                              "  --endpoint EP   broker control endpoint (NEXUS_ENDPOINT; default "
+                              "tcp://127.0.0.1:8451)\n"
+                              "  --session ID    act as this session (NEXUS_SESSION)\n"
+                              "  --timeout DUR   how long to wait for the broker (default 5s)\n"
+                              "  --json          output one JSON object per line\n"
+                              "  -h, --help      this help\n"
+                              "Access token: NEXUS_TOKEN. Exit: 0 ok, 1 refused/denied, 2 usage, "
+                              "3 broker unreachable.\n";
+
+static void s_help_cmd(const s_cmd_t *cmd)
+{
+    printf("Usage: nexus %s %s [OPTIONS]\n\n%s\n\n%s", cmd->name, cmd->args, cmd->help, s_common);
+}
+
+static void s_help(FILE *out)
+{
+    fprintf(out, "Usage: nexus COMMAND [ARGS] [OPTIONS]\n\nThe command-line client of the "
+                 "nexus message fabric.\n\nCommands:\n");
+    for (size_t i = 0; i < S_NCMDS; i++)
+        fprintf(out, "  %-20s %s\n", s_cmds[i].name, s_cmds[i].args);
+    fprintf(out, "  %-20s %s\n\n%s", "version", "", s_common);
+    fprintf(out, "\nnexus COMMAND --help tells more.\n");
+}
+
+/*  Checks that name is an option of cmd; returns 1 takes a value, 0 flag,
+    -1 unknown.                                                            */
+static int s_known(const s_cmd_t *cmd, const char *name)
+{
+    static const char *const global_values[] = {"endpoint", "session", "timeout", NULL};
+    for (int i = 0; global_values[i]; i++)
+        if (!strcmp(name, global_values[i]))
+            return 1;
+    if (!strcmp(name, "json") || !strcmp(name, "help"))
+        return 0;
+    size_t len = strlen(name);
+    for (const char *p = cmd->flags; *p;) {
+        while (*p == ' ')
+            p++;
+        const char *end = p;
+        while (*end && *end != ' ')
+            end++;
+        size_t n = (size_t)(end - p);
+        bool value = n && p[n - 1] == '=';
+        if ((value ? n - 1 : n) == len && !strncmp(p, name, len))
+            return value ? 1 : 0;
+        p = end;
+    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    /*  Our own SIGINT/SIGTERM handling: stop cleanly between events.      */
+    zsys_handler_set(NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+        !strcmp(argv[1], "help")) {
+        s_help(argc < 2 ? stderr : stdout);
+        return argc < 2 ? NX_EXIT_USAGE : NX_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+        printf("nexus %s\n", NEXUS_VERSION_STRING);
+        return NX_EXIT_OK;
+    }
+    s_cli_t cli;
+    memset(&cli, 0, sizeof cli);
+    cli.timeout_ms = 5000;
+    cli.session = getenv("NEXUS_SESSION");
+    if (cli.session && !*cli.session)
+        cli.session = NULL;
+    /*  Two-word commands first ("session register"), then one word.       */
+    int first = 2;
+    for (size_t i = 0; i < S_NCMDS && !cli.cmd; i++) {
+        const char *name = s_cmds[i].name;
+        const char *space = strchr(name, ' ');
+        if (space && argc > 2 && strlen(argv[1]) == (size_t)(space - name) &&
+            !strncmp(argv[1], name, (size_t)(space - name)) && !strcmp(argv[2], space + 1)) {
+            cli.cmd = &s_cmds[i];
+            first = 3;
+        }
+    }
+    for (size_t i = 0; i < S_NCMDS && !cli.cmd; i++)
+        if (!strcmp(argv[1], s_cmds[i].name))
+            cli.cmd = &s_cmds[i];
+    if (!cli.cmd) {
+        if (!strcmp(argv[1], "session"))
+            fprintf(stderr, "nexus: session needs register, status, unregister or get\n");
+        else
+            fprintf(stderr, "nexus: unknown command '%s' (see nexus --help)\n", argv[1]);
+        return NX_EXIT_USAGE;
+    }
+    for (int i = first; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--")) {
+            cli.extra = argv + i + 1;
+            cli.nextra = argc - i - 1;
+            break;
+        }
+        if (!strcmp(arg, "-h"))
+            arg = "--help";
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == 0) {
+            if (cli.npos == S_OPTS_MAX)
+                return s_usage_error(&cli, "too many arguments");
+            cli.pos[cli.npos++] = arg;
+            continue;
+        }
+        char name[64];
+        const char *eq = strchr(arg, '=');
+        snprintf(name, sizeof name, "%.*s", (int)(eq ? eq - arg - 2 : (long)strlen(arg) - 2),
+                 arg + 2);
+        int kind = s_known(cli.cmd, name);
+        if (kind < 0) {
+            char text[128];
+            snprintf(text, sizeof text, "unknown option --%s", name);
+            return s_usage_error(&cli, text);
+        }
+        const char *value = NULL;
+        if (kind == 1) {
+            if (eq)
+                value = eq + 1;
+            else if (i + 1 < argc)
+                value = argv[++i];
+            else {
+                char text[128];
+                snprintf(text, sizeof text, "--%s needs a value", name);
+                return s_usage_error(&cli, text);
+            }
+        } else if (eq) {
+            char text[128];
+            snprintf(text, sizeof text, "--%s takes no value", name);
+            return s_usage_error(&cli, text);
+        }
+        if (!strcmp(name, "help")) {
+            s_help_cmd(cli.cmd);
+            return NX_EXIT_OK;
+        }
+        if (!strcmp(name, "json"))
+            cli.json = true;
+        else if (!strcmp(name, "endpoint"))
+            cli.endpoint = value;
+        else if (!strcmp(name, "session"))
+            cli.session = value;
+        else if (!strcmp(name, "timeout")) {
+            uint64_t ms;
+            if (nx_cli_duration(value, &ms) || ms == 0 || ms > 3600000)
+                return s_usage_error(&cli, "--timeout needs a duration such as 5s");
+            cli.timeout_ms = (uint32_t)ms;
+        } else if (cli.nopts < S_OPTS_MAX) {
+            cli.opts[cli.nopts].name = strdup(name);
+            cli.opts[cli.nopts].value = value;
+            cli.nopts++;
+        }
+    }
+    int code;
+    if (cli.npos < cli.cmd->min_pos)
+        code = s_usage_error(&cli, "missing argument");
+    else if (cli.npos > cli.cmd->max_pos)
+        code = s_usage_error(&cli, "too many arguments");
+    else
+        code = cli.cmd->fn(&cli);
+    nexus_client_destroy(&cli.client);
+    for (int i = 0; i < cli.nopts; i++)
+        free((char *)cli.opts[i].name);
+    return code;
+}

@@ -1,0 +1,254 @@
+/*  =========================================================================
+    nx_cli_util - helpers of the `nexus` command (see nx_cli.h).
+    =========================================================================
+*/
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nx_cli.h"
+
+int nx_cli_exit_code(nexus_err_t err)
+{
+    switch (err) {
+    case NEXUS_OK:
+        return NX_EXIT_OK;
+    case NEXUS_ERR_TIMEOUT:
+    case NEXUS_ERR_UNREACHABLE:
+    case NEXUS_ERR_CLOSED:
+        return NX_EXIT_UNREACHABLE;
+    case NEXUS_ERR_INVALID:
+        return NX_EXIT_USAGE;
+    default:
+        return NX_EXIT_REFUSED;
+    }
+}
+
+int nx_cli_u64(const char *text, uint64_t *value)
+{
+    if (!text || !*text || *text == '-' || *text == '+')
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || *end)
+        return -1;
+    *value = v;
+    return 0;
+}
+
+int nx_cli_duration(const char *text, uint64_t *ms)
+{
+    if (!text || !*text || *text == '-' || *text == '+')
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || v < 0)
+        return -1;
+    double scale;
+    if (!*end || !strcmp(end, "s"))
+        scale = 1000;
+    else if (!strcmp(end, "ms"))
+        scale = 1;
+    else if (!strcmp(end, "m"))
+        scale = 60000;
+    else if (!strcmp(end, "h"))
+        scale = 3600000;
+    else if (!strcmp(end, "d"))
+        scale = 86400000;
+    else
+        return -1;
+    double total = v * scale;
+    if (total > 1e15)
+        return -1;
+    *ms = (uint64_t)total;
+    return 0;
+}
+
+static uint64_t s_now_us(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+}
+
+int nx_cli_time(const char *text, uint64_t *us)
+{
+    uint64_t ms;
+    if (nx_cli_duration(text, &ms) == 0 && strpbrk(text, "smhd")) {
+        uint64_t now = s_now_us();
+        *us = ms * 1000 > now ? 1 : now - ms * 1000;
+        return 0;
+    }
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest) {
+        memset(&tm, 0, sizeof tm);
+        rest = strptime(text, "%Y-%m-%d", &tm);
+        if (!rest || *rest)
+            return -1;
+    }
+    uint64_t frac = 0;
+    if (*rest == '.') {
+        uint64_t scale = 100000;
+        for (rest++; *rest >= '0' && *rest <= '9'; rest++) {
+            frac += (uint64_t)(*rest - '0') * scale;
+            scale /= 10;
+        }
+    }
+    if (*rest == 'Z')
+        rest++;
+    if (*rest)
+        return -1;
+    time_t t = timegm(&tm);
+    if (t < 0)
+        return -1;
+    *us = (uint64_t)t * 1000000 + frac;
+    return 0;
+}
+
+const char *nx_cli_iso(uint64_t us, char *buf)
+{
+    time_t secs = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, 32 - n, ".%03uZ", (unsigned)((us / 1000) % 1000));
+    return buf;
+}
+
+static int s_mkdirs(char *path)
+{
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        int rc = mkdir(path, 0700);
+        *p = '/';
+        if (rc && errno != EEXIST)
+            return -1;
+    }
+    if (mkdir(path, 0700) && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+int nx_cli_state_dir(const char *sub, bool create, char *buf, size_t size)
+{
+    const char *xdg = getenv("XDG_STATE_HOME");
+    const char *home = getenv("HOME");
+    int n;
+    if (xdg && *xdg)
+        n = snprintf(buf, size, "%s/nexus/%s", xdg, sub);
+    else if (home && *home)
+        n = snprintf(buf, size, "%s/.local/state/nexus/%s", home, sub);
+    else
+        return -1;
+    if (n < 0 || (size_t)n >= size)
+        return -1;
+    if (create && s_mkdirs(buf))
+        return -1;
+    return 0;
+}
+
+char *nx_cli_read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = malloc(65537);
+    size_t n = buf ? fread(buf, 1, 65536, f) : 0;
+    fclose(f);
+    if (buf)
+        buf[n] = 0;
+    return buf;
+}
+
+int nx_cli_write_file(const char *path, const char *text)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(text);
+    ssize_t w = write(fd, text, len);
+    if (close(fd) || w != (ssize_t)len || rename(tmp, path)) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+struct nx_table_t {
+    int columns;  /* cells per row                                        */
+    char **cells; /* rows * columns strings                               */
+    size_t rows;  /* rows added                                           */
+    size_t alloc; /* rows allocated                                       */
+};
+
+nx_table_t *nx_table_new(int columns)
+{
+    nx_table_t *self = calloc(1, sizeof *self);
+    if (self)
+        self->columns = columns;
+    return self;
+}
+
+void nx_table_add(nx_table_t *self, const char *const *cells)
+{
+    if (self->rows == self->alloc) {
+        size_t alloc = self->alloc ? self->alloc * 2 : 16;
+        char **grown = realloc(self->cells, alloc * (size_t)self->columns * sizeof *grown);
+        if (!grown)
+            return;
+        self->cells = grown;
+        self->alloc = alloc;
+    }
+    for (int c = 0; c < self->columns; c++)
+        self->cells[self->rows * (size_t)self->columns + (size_t)c] =
+            strdup(cells[c] ? cells[c] : "");
+    self->rows++;
+}
+
+void nx_table_print(nx_table_t *self, FILE *out)
+{
+    size_t width[32] = {0};
+    for (size_t r = 0; r < self->rows; r++)
+        for (int c = 0; c < self->columns && c < 32; c++) {
+            const char *s = self->cells[r * (size_t)self->columns + (size_t)c];
+            size_t w = s ? strlen(s) : 0;
+            if (w > width[c])
+                width[c] = w;
+        }
+    for (size_t r = 0; r < self->rows; r++) {
+        for (int c = 0; c < self->columns; c++) {
+            const char *s = self->cells[r * (size_t)self->columns + (size_t)c];
+            if (c == self->columns - 1)
+                fprintf(out, "%s", s ? s : "");
+            else
+                fprintf(out, "%-*s  ", (int)width[c], s ? s : "");
+        }
+        fputc('\n', out);
+    }
+}
+
+void nx_table_destroy(nx_table_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    nx_table_t *self = *self_p;
+    for (size_t i = 0; i < self->rows * (size_t)self->columns; i++)
+        free(self->cells[i]);
+    free(self->cells);
+    free(self);
+    *self_p = NULL;
+}

@@ -1,0 +1,1020 @@
+/*  =========================================================================
+    nx_client - the client handle: configuration, the control-plane call
+    (DEALER, one request at a time per client), fire-and-forget publish
+    (XPUB, under its own lock), the bounded event queue that nexus_recv
+    reads, and the commands sent to the background actor (nx_actor.c).
+
+    Lock order, outermost first: pipe_lock, ctl_lock, pub_lock, lock. The
+    actor only ever takes lock, and never while calling the callback.
+    =========================================================================
+*/
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "nx_client.h"
+
+uint64_t nx_random_id(void)
+{
+    uint64_t value = 0;
+    if (getrandom(&value, sizeof value, GRND_NONBLOCK) != (ssize_t)sizeof value) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        value = (uint64_t)ts.tv_nsec * 2654435761u ^ (uint64_t)ts.tv_sec ^ (uint64_t)getpid() << 32;
+    }
+    /*  Under 2^52 so that JSON consumers keep it exact; never 0.           */
+    return (value & 0x000FFFFFFFFFFFFFull) | 1;
+}
+
+uint64_t nx_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+nexus_err_t nx_client_fail(nexus_client_t *self, nexus_err_t err, const char *fmt, ...)
+{
+    pthread_mutex_lock(&self->lock);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(self->errmsg, sizeof self->errmsg, fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&self->lock);
+    return err;
+}
+
+/*  Clears the error text at the start of a call that succeeds.            */
+static nexus_err_t s_ok(nexus_client_t *self)
+{
+    pthread_mutex_lock(&self->lock);
+    self->errmsg[0] = 0;
+    pthread_mutex_unlock(&self->lock);
+    return NEXUS_OK;
+}
+
+static char *s_strdup_opt(const char *s)
+{
+    return s && *s ? strdup(s) : NULL;
+}
+
+/*  ---- Endpoints -------------------------------------------------------- */
+
+/*  Derives the event endpoints from a control endpoint: tcp ports +1/+2,
+    ipc paths with "-in"/"-out" appended. Returns 0 or -1 when malformed.  */
+static int s_derive(const char *endpoint, char *in, char *out)
+{
+    if (strncmp(endpoint, "ipc://", 6) == 0) {
+        snprintf(in, NX_ENDPOINT_MAX, "%s-in", endpoint);
+        snprintf(out, NX_ENDPOINT_MAX, "%s-out", endpoint);
+        return 0;
+    }
+    if (strncmp(endpoint, "tcp://", 6) != 0)
+        return -1;
+    const char *colon = strrchr(endpoint + 6, ':');
+    if (!colon || colon[1] == 0)
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (errno || *end || port == 0 || port > 65533)
+        return -1;
+    int host_len = (int)(colon - endpoint);
+    snprintf(in, NX_ENDPOINT_MAX, "%.*s:%lu", host_len, endpoint, port + 1);
+    snprintf(out, NX_ENDPOINT_MAX, "%.*s:%lu", host_len, endpoint, port + 2);
+    return 0;
+}
+
+/*  ---- Life cycle ------------------------------------------------------- */
+
+nexus_client_t *nexus_client_new(void)
+{
+    nexus_client_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    pthread_mutex_init(&self->lock, NULL);
+    pthread_mutex_init(&self->ctl_lock, NULL);
+    pthread_mutex_init(&self->pub_lock, NULL);
+    pthread_mutex_init(&self->pipe_lock, NULL);
+    pthread_cond_init(&self->cond, NULL);
+    self->heartbeat_ms = 5000;
+    self->backoff_min = 100;
+    self->backoff_max = 5000;
+    self->timeout_ms = 5000;
+    self->queue_max = 10000;
+    /*  Request ids are random, not 1, 2, ...: the broker keeps the answers
+        of mutating ops per (session, id) for retries, and another process
+        acting as the same session must not get our answers.               */
+    self->next_id = nx_random_id();
+    const char *env = getenv("NEXUS_ENDPOINT");
+    if (!env || !*env || nexus_client_set_endpoint(self, env) != NEXUS_OK)
+        nexus_client_set_endpoint(self, NEXUS_DEFAULT_ENDPOINT);
+    env = getenv("NEXUS_TOKEN");
+    if (env && *env)
+        self->token = strdup(env);
+    return self;
+}
+
+void nexus_client_destroy(nexus_client_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    nexus_client_t *self = *self_p;
+    pthread_mutex_lock(&self->lock);
+    self->closing = true;
+    pthread_cond_broadcast(&self->cond);
+    pthread_mutex_unlock(&self->lock);
+    zactor_destroy(&self->actor);
+    if (self->pub) {
+        zsock_set_linger(self->pub, 200);
+        zsock_destroy(&self->pub);
+    }
+    zsock_destroy(&self->dealer);
+    while (self->q_count) {
+        nexus_event_destroy(&self->ring[self->q_head]);
+        self->q_head = (self->q_head + 1) % self->queue_max;
+        self->q_count--;
+    }
+    free(self->ring);
+    for (size_t i = 0; i < self->n_caps; i++)
+        free(self->caps[i]);
+    free(self->caps);
+    free(self->name);
+    free(self->metadata);
+    free(self->token);
+    free(self->session_id);
+    free(self->secret);
+    pthread_mutex_destroy(&self->lock);
+    pthread_mutex_destroy(&self->ctl_lock);
+    pthread_mutex_destroy(&self->pub_lock);
+    pthread_mutex_destroy(&self->pipe_lock);
+    pthread_cond_destroy(&self->cond);
+    free(self);
+    *self_p = NULL;
+}
+
+#define S_CONFIGURING(self)                                                                        \
+    do {                                                                                           \
+        if (!(self))                                                                               \
+            return NEXUS_ERR_INVALID;                                                              \
+        if ((self)->started)                                                                       \
+            return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is already connected");      \
+    } while (0)
+
+nexus_err_t nexus_client_set_endpoint(nexus_client_t *self, const char *endpoint)
+{
+    S_CONFIGURING(self);
+    char in[NX_ENDPOINT_MAX], out[NX_ENDPOINT_MAX];
+    if (!endpoint || strlen(endpoint) >= NX_ENDPOINT_MAX - 8 || s_derive(endpoint, in, out))
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "endpoint '%s' is not tcp://HOST:PORT or ipc://PATH",
+                              endpoint ? endpoint : "(null)");
+    snprintf(self->endpoint, sizeof self->endpoint, "%s", endpoint);
+    memcpy(self->events_in, in, sizeof in);
+    memcpy(self->events_out, out, sizeof out);
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_event_endpoints(nexus_client_t *self, const char *events_in,
+                                             const char *events_out)
+{
+    S_CONFIGURING(self);
+    if ((events_in && strlen(events_in) >= NX_ENDPOINT_MAX) ||
+        (events_out && strlen(events_out) >= NX_ENDPOINT_MAX))
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "endpoint too long");
+    if (events_in && *events_in)
+        snprintf(self->events_in, sizeof self->events_in, "%s", events_in);
+    if (events_out && *events_out)
+        snprintf(self->events_out, sizeof self->events_out, "%s", events_out);
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_session(nexus_client_t *self, const char *session_id,
+                                     const char *secret)
+{
+    if (!self)
+        return NEXUS_ERR_INVALID;
+    if (session_id && strlen(session_id) >= NEXUS_ID_MAX)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "session id is over %d bytes",
+                              NEXUS_ID_MAX - 1);
+    pthread_mutex_lock(&self->lock);
+    free(self->session_id);
+    free(self->secret);
+    self->session_id = s_strdup_opt(session_id);
+    self->secret = s_strdup_opt(secret);
+    pthread_mutex_unlock(&self->lock);
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_name(nexus_client_t *self, const char *name)
+{
+    S_CONFIGURING(self);
+    free(self->name);
+    self->name = s_strdup_opt(name);
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_capabilities(nexus_client_t *self, const char *csv)
+{
+    S_CONFIGURING(self);
+    for (size_t i = 0; i < self->n_caps; i++)
+        free(self->caps[i]);
+    free(self->caps);
+    self->caps = NULL;
+    self->n_caps = 0;
+    if (!csv || !*csv)
+        return s_ok(self);
+    char *copy = strdup(csv);
+    size_t max = 1;
+    for (const char *c = csv; *c; c++)
+        max += *c == ',';
+    self->caps = calloc(max, sizeof *self->caps);
+    if (!copy || !self->caps) {
+        free(copy);
+        return nx_client_fail(self, NEXUS_ERR_NOMEM, "out of memory");
+    }
+    char *save = NULL;
+    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+        self->caps[self->n_caps++] = strdup(t);
+    free(copy);
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_metadata_msgpack(nexus_client_t *self, const void *data, size_t size)
+{
+    S_CONFIGURING(self);
+    msgpack_unpacked unp;
+    msgpack_unpacked_init(&unp);
+    size_t off = 0;
+    bool ok = data && size &&
+              msgpack_unpack_next(&unp, data, size, &off) == MSGPACK_UNPACK_SUCCESS &&
+              off == size && unp.data.type == MSGPACK_OBJECT_MAP;
+    msgpack_unpacked_destroy(&unp);
+    if (!ok)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "metadata must be one msgpack map");
+    free(self->metadata);
+    self->metadata = malloc(size);
+    if (!self->metadata)
+        return nx_client_fail(self, NEXUS_ERR_NOMEM, "out of memory");
+    memcpy(self->metadata, data, size);
+    self->metadata_len = size;
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_metadata_json(nexus_client_t *self, const char *json)
+{
+    S_CONFIGURING(self);
+    json_t *value = json ? json_loads(json, 0, NULL) : NULL;
+    if (!json_is_object(value)) {
+        json_decref(value);
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "metadata must be a JSON object");
+    }
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    nx_json_pack(&pk, value);
+    json_decref(value);
+    nexus_err_t rc = nexus_client_set_metadata_msgpack(self, buf.data, buf.size);
+    msgpack_sbuffer_destroy(&buf);
+    return rc;
+}
+
+nexus_err_t nexus_client_set_token(nexus_client_t *self, const char *token)
+{
+    S_CONFIGURING(self);
+    free(self->token);
+    self->token = s_strdup_opt(token);
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_heartbeat(nexus_client_t *self, uint32_t heartbeat_ms, uint64_t ttl_ms)
+{
+    S_CONFIGURING(self);
+    if (heartbeat_ms < 100 || heartbeat_ms > 3600000)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "heartbeat must be 100..3600000 ms");
+    self->heartbeat_ms = heartbeat_ms;
+    self->ttl_ms = ttl_ms;
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_reconnect(nexus_client_t *self, uint32_t min_ms, uint32_t max_ms)
+{
+    S_CONFIGURING(self);
+    if (min_ms < 1 || min_ms > max_ms || max_ms > 3600000)
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "reconnect bounds need 1 <= min <= max <= 3600000 ms");
+    self->backoff_min = min_ms;
+    self->backoff_max = max_ms;
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_timeout(nexus_client_t *self, uint32_t timeout_ms)
+{
+    S_CONFIGURING(self);
+    if (timeout_ms < 1)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "timeout must be at least 1 ms");
+    self->timeout_ms = timeout_ms;
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_queue_max(nexus_client_t *self, size_t max_events)
+{
+    S_CONFIGURING(self);
+    if (max_events < 1 || max_events > 10000000)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "queue size must be 1..10000000");
+    self->queue_max = max_events;
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_callback(nexus_client_t *self, nexus_event_fn *fn, void *arg)
+{
+    S_CONFIGURING(self);
+    self->cb = fn;
+    self->cb_arg = arg;
+    return s_ok(self);
+}
+
+zsock_t *nx_client_socket(nexus_client_t *self, int type, const char *endpoint)
+{
+    zsock_t *sock = zsock_new(type);
+    if (!sock)
+        return NULL;
+    zsock_set_linger(sock, 0);
+    zsock_set_reconnect_ivl(sock, (int)self->backoff_min);
+    zsock_set_reconnect_ivl_max(sock, (int)self->backoff_max);
+    if (type == ZMQ_DEALER) {
+        zsock_set_sndhwm(sock, 10000);
+        zsock_set_rcvhwm(sock, 10000);
+    }
+    if (zsock_connect(sock, "%s", endpoint) != 0) {
+        zsock_destroy(&sock);
+        return NULL;
+    }
+    return sock;
+}
+
+nexus_err_t nexus_client_connect(nexus_client_t *self)
+{
+    if (!self)
+        return NEXUS_ERR_INVALID;
+    if (self->started)
+        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is already connected");
+    if (!self->cb) {
+        self->ring = calloc(self->queue_max, sizeof *self->ring);
+        if (!self->ring)
+            return nx_client_fail(self, NEXUS_ERR_NOMEM, "out of memory");
+    }
+    self->dealer = nx_client_socket(self, ZMQ_DEALER, self->endpoint);
+    self->pub = nx_client_socket(self, ZMQ_XPUB, self->events_in);
+    if (!self->dealer || !self->pub) {
+        zsock_destroy(&self->dealer);
+        zsock_destroy(&self->pub);
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "cannot connect to %s / %s: %s",
+                              self->endpoint, self->events_in, zmq_strerror(zmq_errno()));
+    }
+    zsock_set_sndhwm(self->pub, 100000);
+    self->started = true;
+    self->actor = zactor_new(nx_actor_fn, self);
+    if (!self->actor)
+        return nx_client_fail(self, NEXUS_ERR_NOMEM, "cannot start the background thread");
+
+    nx_req_t req;
+    nx_reply_t rep;
+    nx_req_init(&req, "ping");
+    nexus_err_t rc = nx_client_call(self, &req, &rep);
+    nx_req_destroy(&req);
+    nx_reply_destroy(&rep);
+    if (rc == NEXUS_ERR_TIMEOUT)
+        rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE, "no answer from the broker at %s",
+                            self->endpoint);
+    if (rc)
+        return rc;
+    /*  Wait (bounded) for the broker's XSUB subscription to reach our XPUB:
+        fire-and-forget events sent before it would be dropped.             */
+    uint64_t deadline = nx_clock_ms() + self->timeout_ms;
+    pthread_mutex_lock(&self->pub_lock);
+    zsock_set_rcvtimeo(self->pub, 20);
+    while (nx_clock_ms() < deadline) {
+        zframe_t *f = zframe_recv(self->pub);
+        if (f) {
+            zframe_destroy(&f);
+            break;
+        }
+    }
+    zsock_set_rcvtimeo(self->pub, 0);
+    pthread_mutex_unlock(&self->pub_lock);
+    return s_ok(self);
+}
+
+int nexus_client_is_connected(nexus_client_t *self)
+{
+    pthread_mutex_lock(&self->lock);
+    int ok = self->link_ok;
+    pthread_mutex_unlock(&self->lock);
+    return ok;
+}
+
+void nx_client_set_link(nexus_client_t *self, bool ok)
+{
+    pthread_mutex_lock(&self->lock);
+    self->link_ok = ok;
+    if (ok)
+        self->ever_ok = true;
+    pthread_mutex_unlock(&self->lock);
+}
+
+const char *nexus_client_errmsg(nexus_client_t *self)
+{
+    return self ? self->errmsg : "no client";
+}
+
+const char *nexus_client_endpoint(nexus_client_t *self)
+{
+    return self->endpoint;
+}
+
+static const char *s_copy_locked(nexus_client_t *self, const char *value, char *buf, size_t size)
+{
+    const char *rc = NULL;
+    if (value && buf && size) {
+        snprintf(buf, size, "%s", value);
+        rc = buf;
+    }
+    return rc;
+}
+
+const char *nexus_client_session_id(nexus_client_t *self, char *buf, size_t size)
+{
+    pthread_mutex_lock(&self->lock);
+    const char *rc = s_copy_locked(self, self->session_id, buf, size);
+    pthread_mutex_unlock(&self->lock);
+    return rc;
+}
+
+const char *nexus_client_session_secret(nexus_client_t *self, char *buf, size_t size)
+{
+    pthread_mutex_lock(&self->lock);
+    const char *rc = s_copy_locked(self, self->secret, buf, size);
+    pthread_mutex_unlock(&self->lock);
+    return rc;
+}
+
+void nexus_client_stats(nexus_client_t *self, nexus_client_stats_t *stats)
+{
+    pthread_mutex_lock(&self->lock);
+    *stats = self->stats;
+    pthread_mutex_unlock(&self->lock);
+}
+
+/*  ---- Requests ---------------------------------------------------------- */
+
+void nx_req_init(nx_req_t *req, const char *op)
+{
+    msgpack_sbuffer_init(&req->body);
+    msgpack_packer_init(&req->pk, &req->body, msgpack_sbuffer_write);
+    req->fields = 0;
+    snprintf(req->op, sizeof req->op, "%s", op);
+}
+
+void nx_req_destroy(nx_req_t *req)
+{
+    msgpack_sbuffer_destroy(&req->body);
+}
+
+void nx_req_str(nx_req_t *req, const char *key, const char *value)
+{
+    if (!value)
+        return;
+    nx_pack_kv_str(&req->pk, key, value);
+    req->fields++;
+}
+
+void nx_req_u64(nx_req_t *req, const char *key, uint64_t value)
+{
+    nx_pack_kv_u64(&req->pk, key, value);
+    req->fields++;
+}
+
+void nx_req_bool(nx_req_t *req, const char *key, bool value)
+{
+    nx_pack_kv_bool(&req->pk, key, value);
+    req->fields++;
+}
+
+void nx_req_bin(nx_req_t *req, const char *key, const void *data, size_t size)
+{
+    nx_pack_kv_bin(&req->pk, key, data, size);
+    req->fields++;
+}
+
+void nx_req_raw(nx_req_t *req, const char *key, const void *packed, size_t size)
+{
+    nx_pack_str(&req->pk, key);
+    msgpack_sbuffer_write(&req->body, packed, size);
+    req->fields++;
+}
+
+void nx_req_strs(nx_req_t *req, const char *key, char **items, size_t count)
+{
+    nx_pack_str(&req->pk, key);
+    msgpack_pack_array(&req->pk, count);
+    for (size_t i = 0; i < count; i++)
+        nx_pack_str(&req->pk, items[i]);
+    req->fields++;
+}
+
+void nx_req_session(nx_req_t *req, nexus_client_t *client)
+{
+    pthread_mutex_lock(&client->lock);
+    nx_req_str(req, "session", client->session_id);
+    nx_req_str(req, "secret", client->secret);
+    pthread_mutex_unlock(&client->lock);
+}
+
+void nx_req_frame(nx_req_t *req, uint64_t id, const char *token, msgpack_sbuffer *out)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, req->fields + 2 + (token ? 1 : 0));
+    nx_pack_kv_str(&pk, "op", req->op);
+    nx_pack_kv_u64(&pk, "id", id);
+    if (token)
+        nx_pack_kv_str(&pk, "auth", token);
+    msgpack_sbuffer_write(out, req->body.data, req->body.size);
+}
+
+void nx_reply_init(nx_reply_t *rep)
+{
+    msgpack_unpacked_init(&rep->unp);
+    rep->data = NULL;
+    rep->map = NULL;
+}
+
+void nx_reply_destroy(nx_reply_t *rep)
+{
+    msgpack_unpacked_destroy(&rep->unp);
+    free(rep->data);
+    rep->data = NULL;
+    rep->map = NULL;
+}
+
+int nx_reply_parse(nx_reply_t *rep, const void *data, size_t size)
+{
+    nx_reply_destroy(rep);
+    nx_reply_init(rep);
+    /*  msgpack-c's objects point into the buffer for str and bin: keep a
+        copy that lives as long as the reply.                               */
+    rep->data = malloc(size ? size : 1);
+    if (!rep->data)
+        return -1;
+    memcpy(rep->data, data, size);
+    size_t off = 0;
+    if (msgpack_unpack_next(&rep->unp, rep->data, size, &off) != MSGPACK_UNPACK_SUCCESS ||
+        rep->unp.data.type != MSGPACK_OBJECT_MAP)
+        return -1;
+    rep->map = &rep->unp.data;
+    return 0;
+}
+
+uint64_t nx_obj_u64(const msgpack_object *map, const char *key)
+{
+    const msgpack_object *v = nx_map_get(map, key);
+    if (!v)
+        return 0;
+    if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return v->via.u64;
+    if (v->type == MSGPACK_OBJECT_BOOLEAN)
+        return v->via.boolean;
+    if (v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32)
+        return v->via.f64 > 0 ? (uint64_t)v->via.f64 : 0;
+    return 0;
+}
+
+const char *nx_obj_str(const msgpack_object *map, const char *key, char *buf, size_t size)
+{
+    const msgpack_object *v = nx_map_get(map, key);
+    if (v && v->type == MSGPACK_OBJECT_STR)
+        snprintf(buf, size, "%.*s", (int)v->via.str.size, v->via.str.ptr);
+    else
+        buf[0] = 0;
+    return buf;
+}
+
+uint64_t nx_reply_id(const nx_reply_t *rep)
+{
+    return rep->map ? nx_obj_u64(rep->map, "id") : 0;
+}
+
+nexus_err_t nx_reply_status(const nx_reply_t *rep, char *errbuf, size_t errsize)
+{
+    const msgpack_object *ok = nx_map_get(rep->map, "ok");
+    if (ok && ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean)
+        return NEXUS_OK;
+    char name[64];
+    nx_obj_str(rep->map, "error", name, sizeof name);
+    nx_obj_str(rep->map, "message", errbuf, errsize);
+    nexus_err_t err = nexus_err_from_name(name);
+    if (err == NEXUS_OK)
+        err = NEXUS_ERR_INTERNAL;
+    return err;
+}
+
+nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
+{
+    nx_reply_init(rep);
+    if (!self->started)
+        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+    pthread_mutex_lock(&self->ctl_lock);
+    uint64_t id = self->next_id++;
+    msgpack_sbuffer frame;
+    msgpack_sbuffer_init(&frame);
+    nx_req_frame(req, id, self->token, &frame);
+    nexus_err_t rc = NEXUS_OK;
+    if (!self->dealer)
+        self->dealer = nx_client_socket(self, ZMQ_DEALER, self->endpoint);
+    zframe_t *out = self->dealer ? zframe_new(frame.data, frame.size) : NULL;
+    msgpack_sbuffer_destroy(&frame);
+    if (!out || zframe_send(&out, self->dealer, 0) != 0) {
+        zframe_destroy(&out);
+        pthread_mutex_unlock(&self->ctl_lock);
+        return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot send the request");
+    }
+    uint64_t deadline = nx_clock_ms() + self->timeout_ms;
+    zpoller_t *poller = zpoller_new(self->dealer, NULL);
+    bool got = false;
+    while (!got) {
+        uint64_t now = nx_clock_ms();
+        if (now >= deadline)
+            break;
+        if (!zpoller_wait(poller, (int)(deadline - now)))
+            continue;
+        zframe_t *in = zframe_recv(self->dealer);
+        if (!in)
+            continue;
+        if (nx_reply_parse(rep, zframe_data(in), zframe_size(in)) == 0 && nx_reply_id(rep) == id)
+            got = true;
+        zframe_destroy(&in);
+    }
+    zpoller_destroy(&poller);
+    if (!got) {
+        /*  The request may sit in a queue to a dead connection: start over
+            with a fresh socket so that a late reply cannot confuse the next
+            call and stale requests do not pile up.                         */
+        zsock_destroy(&self->dealer);
+        self->dealer = nx_client_socket(self, ZMQ_DEALER, self->endpoint);
+        pthread_mutex_unlock(&self->ctl_lock);
+        nx_reply_destroy(rep);
+        nx_reply_init(rep);
+        return nx_client_fail(self, NEXUS_ERR_TIMEOUT, "no reply from %s to '%s' within %u ms",
+                              self->endpoint, req->op, self->timeout_ms);
+    }
+    pthread_mutex_unlock(&self->ctl_lock);
+    nx_client_set_link(self, true);
+    char msg[NX_CLIENT_ERRMAX];
+    rc = nx_reply_status(rep, msg, sizeof msg);
+    if (rc)
+        return nx_client_fail(self, rc, "%s: %s", req->op, msg[0] ? msg : nexus_strerror(rc));
+    return s_ok(self);
+}
+
+nexus_err_t nexus_request_json(nexus_client_t *self, const char *request_json, char **reply_json)
+{
+    if (reply_json)
+        *reply_json = NULL;
+    if (!self || !request_json)
+        return NEXUS_ERR_INVALID;
+    json_error_t jerr;
+    json_t *obj = json_loads(request_json, 0, &jerr);
+    const char *op = json_string_value(json_object_get(obj, "op"));
+    if (!json_is_object(obj) || !op) {
+        json_decref(obj);
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "request must be a JSON object with a string \"op\"");
+    }
+    nx_req_t req;
+    nx_req_init(&req, op);
+    bool acting = strncmp(op, "session.", 8) == 0 || strncmp(op, "work.", 5) == 0;
+    const char *key;
+    json_t *value;
+    json_object_foreach(obj, key, value)
+    {
+        if (!strcmp(key, "op") || !strcmp(key, "id") || !strcmp(key, "auth"))
+            continue;
+        nx_pack_str(&req.pk, key);
+        nx_json_pack(&req.pk, value);
+        req.fields++;
+    }
+    if (acting && !json_object_get(obj, "session")) {
+        pthread_mutex_lock(&self->lock);
+        nx_req_str(&req, "session", self->session_id);
+        if (!json_object_get(obj, "secret"))
+            nx_req_str(&req, "secret", self->secret);
+        pthread_mutex_unlock(&self->lock);
+    }
+    json_decref(obj);
+    nx_reply_t rep;
+    nexus_err_t rc = nx_client_call(self, &req, &rep);
+    nx_req_destroy(&req);
+    if (rep.map && reply_json) {
+        json_t *j = nx_json_from_msgpack(rep.map);
+        *reply_json = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+    }
+    nx_reply_destroy(&rep);
+    return rc;
+}
+
+/*  ---- Publishing --------------------------------------------------------*/
+
+static void s_source(nexus_client_t *self, char *buf, size_t size)
+{
+    pthread_mutex_lock(&self->lock);
+    const char *src = self->session_id ? self->session_id : self->name ? self->name : "";
+    snprintf(buf, size, "%s", src);
+    pthread_mutex_unlock(&self->lock);
+}
+
+nexus_err_t nexus_publish(nexus_client_t *self, const char *topic, const void *payload, size_t size)
+{
+    if (!self)
+        return NEXUS_ERR_INVALID;
+    if (!topic || !nx_topic_valid(topic, strlen(topic)))
+        return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'",
+                              topic ? topic : "(null)");
+    if (size > (64u << 20))
+        return nx_client_fail(self, NEXUS_ERR_TOO_LARGE, "payload of %zu bytes", size);
+    if (!self->started || !self->pub)
+        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+    char source[NX_SOURCE_MAX + 1];
+    s_source(self, source, sizeof source);
+    size_t slen = strlen(source);
+    pthread_mutex_lock(&self->pub_lock);
+    void *h = zsock_resolve(self->pub);
+    /*  Subscription messages from the broker (one per reconnect) queue up
+        on the XPUB; read them so that they do not accumulate.             */
+    char sink[16];
+    for (int i = 0; i < 8 && zmq_recv(h, sink, sizeof sink, ZMQ_DONTWAIT) >= 0; i++)
+        ;
+    int rc = zmq_send(h, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (rc >= 0)
+        rc = zmq_send(h, size ? payload : "", size, (slen ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
+    if (rc >= 0 && slen)
+        rc = zmq_send(h, source, slen, ZMQ_DONTWAIT);
+    pthread_mutex_unlock(&self->pub_lock);
+    if (rc < 0)
+        return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot queue the event: %s",
+                              zmq_strerror(zmq_errno()));
+    return s_ok(self);
+}
+
+nexus_err_t nexus_publish_acked(nexus_client_t *self, const char *topic, const void *payload,
+                                size_t size, uint64_t *seq, uint64_t *ts)
+{
+    if (!self)
+        return NEXUS_ERR_INVALID;
+    if (!topic || !nx_topic_valid(topic, strlen(topic)))
+        return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'",
+                              topic ? topic : "(null)");
+    char source[NX_SOURCE_MAX + 1];
+    s_source(self, source, sizeof source);
+    nx_req_t req;
+    nx_req_init(&req, "publish");
+    nx_req_str(&req, "topic", topic);
+    nx_req_bin(&req, "payload", size ? payload : "", size);
+    if (source[0])
+        nx_req_str(&req, "source", source);
+    nx_reply_t rep;
+    nexus_err_t rc = nx_client_call(self, &req, &rep);
+    nx_req_destroy(&req);
+    if (rc == NEXUS_OK) {
+        if (seq)
+            *seq = nx_obj_u64(rep.map, "seq");
+        if (ts)
+            *ts = nx_obj_u64(rep.map, "ts");
+    }
+    nx_reply_destroy(&rep);
+    return rc;
+}
+
+static nexus_err_t s_publish_json(nexus_client_t *self, const char *topic, const char *json,
+                                  uint64_t *seq, bool acked)
+{
+    if (!self)
+        return NEXUS_ERR_INVALID;
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    char err[256];
+    if (json && *json && nx_json_text_to_msgpack(json, &buf, err, sizeof err)) {
+        msgpack_sbuffer_destroy(&buf);
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "payload: %s", err);
+    }
+    nexus_err_t rc = acked ? nexus_publish_acked(self, topic, buf.data, buf.size, seq, NULL)
+                           : nexus_publish(self, topic, buf.data, buf.size);
+    msgpack_sbuffer_destroy(&buf);
+    return rc;
+}
+
+nexus_err_t nexus_publish_json(nexus_client_t *self, const char *topic, const char *json)
+{
+    return s_publish_json(self, topic, json, NULL, false);
+}
+
+nexus_err_t nexus_publish_json_acked(nexus_client_t *self, const char *topic, const char *json,
+                                     uint64_t *seq)
+{
+    return s_publish_json(self, topic, json, seq, true);
+}
+
+/*  ---- The event queue ---------------------------------------------------*/
+
+size_t nx_client_room(nexus_client_t *self)
+{
+    if (self->cb)
+        return SIZE_MAX;
+    pthread_mutex_lock(&self->lock);
+    size_t room = self->queue_max - self->q_count;
+    pthread_mutex_unlock(&self->lock);
+    return room;
+}
+
+int nx_client_deliver(nexus_client_t *self, nexus_event_t *ev)
+{
+    if (self->cb) {
+        self->cb(ev, self->cb_arg);
+        nexus_event_destroy(&ev);
+        return 0;
+    }
+    pthread_mutex_lock(&self->lock);
+    if (self->q_count == self->queue_max) {
+        pthread_mutex_unlock(&self->lock);
+        nexus_event_destroy(&ev);
+        return -1;
+    }
+    self->ring[(self->q_head + self->q_count) % self->queue_max] = ev;
+    self->q_count++;
+    pthread_cond_signal(&self->cond);
+    pthread_mutex_unlock(&self->lock);
+    return 0;
+}
+
+nexus_err_t nexus_recv(nexus_client_t *self, int timeout_ms, nexus_event_t **event)
+{
+    if (!self || !event)
+        return NEXUS_ERR_INVALID;
+    *event = NULL;
+    if (self->cb)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "callback mode: events go to the callback");
+    if (!self->started)
+        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    if (timeout_ms > 0) {
+        until.tv_sec += timeout_ms / 1000;
+        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+    }
+    pthread_mutex_lock(&self->lock);
+    while (self->q_count == 0 && !self->closing && timeout_ms != 0) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&self->cond, &self->lock);
+        else if (pthread_cond_timedwait(&self->cond, &self->lock, &until) == ETIMEDOUT)
+            break;
+    }
+    if (self->closing) {
+        pthread_mutex_unlock(&self->lock);
+        return NEXUS_ERR_CLOSED;
+    }
+    if (self->q_count == 0) {
+        pthread_mutex_unlock(&self->lock);
+        return NEXUS_ERR_TIMEOUT;
+    }
+    *event = self->ring[self->q_head];
+    self->ring[self->q_head] = NULL;
+    self->q_head = (self->q_head + 1) % self->queue_max;
+    self->q_count--;
+    pthread_mutex_unlock(&self->lock);
+    return (*event)->kind == NEXUS_EVENT_GAP ? NEXUS_ERR_GAP : NEXUS_OK;
+}
+
+/*  ---- Commands to the actor ---------------------------------------------*/
+
+/*  Sends a command with one argument and waits for its status reply.      */
+static nexus_err_t s_command(nexus_client_t *self, const char *cmd, const char *arg)
+{
+    if (!self->started || !self->actor)
+        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+    pthread_mutex_lock(&self->pipe_lock);
+    zstr_sendx(self->actor, cmd, arg ? arg : "", NULL);
+    char *status = zstr_recv(self->actor);
+    pthread_mutex_unlock(&self->pipe_lock);
+    nexus_err_t rc = status ? (nexus_err_t)atoi(status) : NEXUS_ERR_CLOSED;
+    zstr_free(&status);
+    return rc;
+}
+
+nexus_err_t nexus_subscribe(nexus_client_t *self, const char *pattern)
+{
+    if (!self)
+        return NEXUS_ERR_INVALID;
+    if (!pattern || !nx_pattern_valid(pattern, strlen(pattern)))
+        return nx_client_fail(self, NEXUS_ERR_BAD_PATTERN, "invalid pattern '%.64s'",
+                              pattern ? pattern : "(null)");
+    nexus_err_t rc = s_command(self, "SUB", pattern);
+    if (rc == NEXUS_ERR_INVALID)
+        return nx_client_fail(self, rc, "at most %d patterns", NX_PATTERNS_MAX);
+    if (rc)
+        return nx_client_fail(self, rc, "%s", nexus_strerror(rc));
+    /*  Fix the starting point now, after the subscription exists, so that
+        an event published once this returns is delivered. If the broker
+        does not answer, the actor asks it later by itself.                 */
+    nx_req_t req;
+    nx_reply_t rep;
+    nx_req_init(&req, "health");
+    if (nx_client_call(self, &req, &rep) == NEXUS_OK) {
+        char seq[32];
+        snprintf(seq, sizeof seq, "%" PRIu64, nx_obj_u64(rep.map, "last_seq"));
+        s_command(self, "START", seq);
+    }
+    nx_req_destroy(&req);
+    nx_reply_destroy(&rep);
+    return s_ok(self);
+}
+
+nexus_err_t nexus_unsubscribe(nexus_client_t *self, const char *pattern)
+{
+    if (!self || !pattern)
+        return NEXUS_ERR_INVALID;
+    nexus_err_t rc = s_command(self, "UNSUB", pattern);
+    if (rc)
+        return nx_client_fail(self, rc, "pattern '%.64s' is not subscribed", pattern);
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_resume_from(nexus_client_t *self, uint64_t seq)
+{
+    if (!self)
+        return NEXUS_ERR_INVALID;
+    char arg[32];
+    snprintf(arg, sizeof arg, "%" PRIu64, seq);
+    nexus_err_t rc = s_command(self, "RESUME", arg);
+    return rc ? nx_client_fail(self, rc, "%s", nexus_strerror(rc)) : s_ok(self);
+}
+
+/*  ---- Sessions: registration (shared with the actor) --------------------*/
+
+void nx_client_register_req(nexus_client_t *self, nx_req_t *req)
+{
+    nx_req_init(req, "session.register");
+    nx_req_session(req, self);
+    nx_req_str(req, "name", self->name);
+    if (self->n_caps)
+        nx_req_strs(req, "capabilities", self->caps, self->n_caps);
+    if (self->metadata)
+        nx_req_raw(req, "metadata", self->metadata, self->metadata_len);
+    nx_req_u64(req, "heartbeat_ms", self->heartbeat_ms);
+    if (self->ttl_ms)
+        nx_req_u64(req, "ttl_ms", self->ttl_ms);
+}
+
+void nx_client_take_registration(nexus_client_t *self, const msgpack_object *map)
+{
+    char id[NEXUS_ID_MAX], secret[NEXUS_ID_MAX];
+    nx_obj_str(map, "session", id, sizeof id);
+    nx_obj_str(map, "secret", secret, sizeof secret);
+    pthread_mutex_lock(&self->lock);
+    if (id[0]) {
+        free(self->session_id);
+        self->session_id = strdup(id);
+    }
+    if (secret[0]) {
+        free(self->secret);
+        self->secret = strdup(secret);
+    }
+    pthread_mutex_unlock(&self->lock);
+}
+
+nexus_err_t nexus_session_register(nexus_client_t *self, int *resumed)
+{
+    if (!self)
+        return NEXUS_ERR_INVALID;
+    nx_req_t req;
+    nx_reply_t rep;
+    nx_client_register_req(self, &req);
+    nexus_err_t rc = nx_client_call(self, &req, &rep);
+    nx_req_destroy(&req);
+    if (rc == NEXUS_OK) {
+        nx_client_take_registration(self, rep.map);
+        if (resumed)
+            *resumed = (int)nx_obj_u64(rep.map, "resumed");
+        s_command(self, "HEARTBEAT", "1");
+    }
+    nx_reply_destroy(&rep);
+    return rc;
+}

@@ -1,0 +1,190 @@
+/*  =========================================================================
+    nx_client - libnexus internals shared by its source files: the client
+    structure, the event structure, control-plane request building and the
+    JSON <-> msgpack conversion. Nothing here is installed.
+    =========================================================================
+*/
+
+#ifndef NX_CLIENT_H_INCLUDED
+#define NX_CLIENT_H_INCLUDED
+
+#include <czmq.h>
+#include <jansson.h>
+#include <msgpack.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "nexus.h"
+#include "nx_codec.h"
+#include "nx_topic.h"
+
+#define NX_PATTERNS_MAX  64   /* patterns per client, as per history query  */
+#define NX_ENDPOINT_MAX  512  /* bytes in an endpoint string                */
+#define NX_CLIENT_ERRMAX 512  /* bytes in the per-client error text         */
+#define NX_PAGE_MAX      1000 /* events per history page the resume reads  */
+
+/*  ---- Events ----------------------------------------------------------- */
+
+struct _nexus_event_t {
+    nexus_event_kind_t kind;   /* message or gap                             */
+    uint64_t seq;              /* seq; for a gap the last missing one         */
+    uint64_t ts;               /* broker time, us since the epoch             */
+    uint64_t gap_from;         /* for a gap: first missing seq                */
+    char *topic;               /* NUL-terminated, points into this allocation */
+    char *source;              /* NUL-terminated, points into this allocation */
+    uint8_t *payload;          /* payload bytes (+1 NUL), in this allocation  */
+    size_t payload_len;        /* payload bytes                               */
+    bool unpacked_done;        /* payload decode attempted                    */
+    bool unpacked_ok;          /* and it gave exactly one msgpack value       */
+    msgpack_unpacked unpacked; /* decoded payload when unpacked_ok          */
+    char *payload_json;        /* cached nexus_event_payload_json, or NULL    */
+    char *json;                /* cached nexus_event_json, or NULL            */
+};
+
+/*  Creates an event, copying every byte; NULL when out of memory.         */
+nexus_event_t *nx_event_new(uint64_t seq, uint64_t ts, const char *topic, size_t topic_len,
+                            const char *source, size_t source_len, const void *payload,
+                            size_t payload_len);
+nexus_event_t *nx_event_new_gap(uint64_t from, uint64_t to);
+
+/*  Creates an event from one history record map {seq,ts,topic,source,
+    payload}; NULL when malformed or out of memory.                         */
+nexus_event_t *nx_event_from_record(const msgpack_object *rec);
+
+/*  ---- JSON <-> msgpack --------------------------------------------------*/
+
+/*  Converts a msgpack object to a new jansson value (NULL: no memory).     */
+json_t *nx_json_from_msgpack(const msgpack_object *obj);
+/*  Packs a jansson value as msgpack ({"$base64":..} alone becomes bin).   */
+int nx_json_pack(msgpack_packer *pk, const json_t *value);
+/*  Parses json text and packs it into buf. Returns 0, or -1 with a message
+    in err (size errsize) when it does not parse.                           */
+int nx_json_text_to_msgpack(const char *text, msgpack_sbuffer *buf, char *err, size_t errsize);
+/*  Base64 (standard alphabet, padded). Caller frees; NULL when no memory.  */
+char *nx_base64_encode(const uint8_t *data, size_t size);
+/*  Decodes into a new buffer (*size bytes); NULL when invalid.             */
+uint8_t *nx_base64_decode(const char *text, size_t len, size_t *size);
+
+/*  ---- Control requests ---------------------------------------------------
+    A request is built field by field into a body buffer and framed as a
+    map when it is sent (msgpack needs the field count up front).           */
+typedef struct {
+    msgpack_sbuffer body; /* the packed key/value pairs after "op"          */
+    msgpack_packer pk;    /* packs into body                                */
+    uint32_t fields;      /* pairs in body                                  */
+    char op[64];          /* the op name                                    */
+} nx_req_t;
+
+void nx_req_init(nx_req_t *req, const char *op);
+void nx_req_destroy(nx_req_t *req);
+void nx_req_str(nx_req_t *req, const char *key, const char *value);
+void nx_req_u64(nx_req_t *req, const char *key, uint64_t value);
+void nx_req_bool(nx_req_t *req, const char *key, bool value);
+void nx_req_bin(nx_req_t *req, const char *key, const void *data, size_t size);
+/*  Adds key with an already packed msgpack value.                          */
+void nx_req_raw(nx_req_t *req, const char *key, const void *packed, size_t size);
+/*  Adds key with an array of strings.                                      */
+void nx_req_strs(nx_req_t *req, const char *key, char **items, size_t count);
+/*  Adds "session" and "secret" of the client (when known).                 */
+void nx_req_session(nx_req_t *req, nexus_client_t *client);
+/*  Packs the whole request map with id (and token when set) into out.      */
+void nx_req_frame(nx_req_t *req, uint64_t id, const char *token, msgpack_sbuffer *out);
+
+typedef struct {
+    msgpack_unpacked unp;      /* owns the decoded reply                     */
+    char *data;                /* the reply bytes (strings point into them)  */
+    const msgpack_object *map; /* the reply map                             */
+} nx_reply_t;
+
+void nx_reply_init(nx_reply_t *rep);
+void nx_reply_destroy(nx_reply_t *rep);
+/*  Decodes a reply frame; returns 0 or -1 when it is not a map.            */
+int nx_reply_parse(nx_reply_t *rep, const void *data, size_t size);
+/*  The reply's id as u64 (0 when absent or of another type).              */
+uint64_t nx_reply_id(const nx_reply_t *rep);
+/*  NEXUS_OK when ok:true; else the error code (message into errbuf).       */
+nexus_err_t nx_reply_status(const nx_reply_t *rep, char *errbuf, size_t errsize);
+uint64_t nx_obj_u64(const msgpack_object *map, const char *key);
+/*  Copies a string field into buf (size bytes; "" when absent).            */
+const char *nx_obj_str(const msgpack_object *map, const char *key, char *buf, size_t size);
+
+/*  ---- The client ---------------------------------------------------------*/
+
+struct _nexus_client_t {
+    /* configuration: written before connect, read-only after            */
+    char endpoint[NX_ENDPOINT_MAX];   /* control endpoint (DEALER)          */
+    char events_in[NX_ENDPOINT_MAX];  /* broker XSUB: we publish there      */
+    char events_out[NX_ENDPOINT_MAX]; /* broker XPUB: we subscribe there    */
+    char *name;                       /* session name or NULL               */
+    char **caps;                      /* capabilities                       */
+    size_t n_caps;                    /* entries in caps                    */
+    uint8_t *metadata;                /* msgpack map or NULL                */
+    size_t metadata_len;              /* bytes in metadata                  */
+    char *token;                      /* access token or NULL               */
+    uint32_t heartbeat_ms;            /* session heartbeat interval          */
+    uint64_t ttl_ms;                  /* session ttl (0: none)              */
+    uint32_t backoff_min;             /* reconnect backoff lower bound, ms  */
+    uint32_t backoff_max;             /* reconnect backoff upper bound, ms  */
+    uint32_t timeout_ms;              /* control call timeout               */
+    size_t queue_max;                 /* events waiting for nexus_recv      */
+    nexus_event_fn *cb;               /* callback mode handler or NULL      */
+    void *cb_arg;                     /* its argument                       */
+    bool started;                     /* connect was called                 */
+
+    /* state shared by threads, under lock                               */
+    pthread_mutex_t lock;          /* guards everything below up to cond */
+    char *session_id;              /* session id or NULL                 */
+    char *secret;                  /* session secret or NULL             */
+    bool registered;               /* heartbeats wanted                  */
+    char errmsg[NX_CLIENT_ERRMAX]; /* last error detail                  */
+    nexus_event_t **ring;          /* bounded event queue                */
+    size_t q_head;                 /* index of the oldest queued event   */
+    size_t q_count;                /* queued events                      */
+    bool closing;                  /* destroy started                    */
+    nexus_client_stats_t stats;    /* counters                           */
+    bool link_ok;                  /* last exchange with broker worked   */
+    bool ever_ok;                  /* some exchange ever worked          */
+    pthread_cond_t cond;           /* signalled on queue push and close  */
+
+    pthread_mutex_t ctl_lock; /* serializes control calls           */
+    zsock_t *dealer;          /* control socket for API calls       */
+    uint64_t next_id;         /* request id counter (ctl_lock)      */
+
+    pthread_mutex_t pub_lock; /* guards pub                          */
+    zsock_t *pub;             /* XPUB to the broker's XSUB          */
+
+    pthread_mutex_t pipe_lock; /* serializes commands to the actor   */
+    zactor_t *actor;           /* background thread                  */
+};
+
+/*  Sets the client's error text (printf style) and returns err.           */
+nexus_err_t nx_client_fail(nexus_client_t *self, nexus_err_t err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*  Sends req and waits for its reply (into rep, initialized by the call).
+    Returns the reply status; on an error reply rep still holds it.         */
+nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep);
+
+/*  Packs the session.register request of the configured session.          */
+void nx_client_register_req(nexus_client_t *self, nx_req_t *req);
+/*  Stores session and secret from a session.register reply.               */
+void nx_client_take_registration(nexus_client_t *self, const msgpack_object *map);
+
+/*  Creates a socket of type connected to endpoint with the client's
+    reconnect settings; NULL on failure.                                    */
+zsock_t *nx_client_socket(nexus_client_t *self, int type, const char *endpoint);
+
+/*  The background actor (nx_actor.c).                                      */
+void nx_actor_fn(zsock_t *pipe, void *args);
+/*  Queues ev for nexus_recv or runs the callback. Takes ownership. Returns
+    0, or -1 when the queue was full (ev destroyed).                        */
+int nx_client_deliver(nexus_client_t *self, nexus_event_t *ev);
+/*  Free slots in the queue (SIZE_MAX in callback mode).                    */
+size_t nx_client_room(nexus_client_t *self);
+void nx_client_set_link(nexus_client_t *self, bool ok);
+
+uint64_t nx_clock_ms(void);
+/*  A random request id base (see nexus_client_new).                        */
+uint64_t nx_random_id(void);
+
+#endif

@@ -1,0 +1,239 @@
+/*  =========================================================================
+    nx_json - JSON text <-> msgpack for libnexus, over jansson.
+
+    The mapping, documented in docs/sdk.md:
+      nil/bool/int/float/str/array/map  <->  null/bool/integer/real/string/
+                                              array/object
+      bin, and str that is not UTF-8     ->  {"$base64":"..."}
+      ext                                ->  {"$ext":type,"$base64":"..."}
+      map keys that are not strings      ->  their JSON text as the key
+      {"$base64":"..."} (only key)       ->  bin
+    Integers above INT64_MAX become reals (JSON has no u64).
+    =========================================================================
+*/
+
+#include <string.h>
+
+#include "nx_client.h"
+
+static const char s_b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+char *nx_base64_encode(const uint8_t *data, size_t size)
+{
+    char *out = malloc(4 * ((size + 2) / 3) + 1);
+    if (!out)
+        return NULL;
+    char *p = out;
+    for (size_t i = 0; i < size; i += 3) {
+        uint32_t v = (uint32_t)data[i] << 16;
+        if (i + 1 < size)
+            v |= (uint32_t)data[i + 1] << 8;
+        if (i + 2 < size)
+            v |= data[i + 2];
+        *p++ = s_b64[(v >> 18) & 63];
+        *p++ = s_b64[(v >> 12) & 63];
+        *p++ = i + 1 < size ? s_b64[(v >> 6) & 63] : '=';
+        *p++ = i + 2 < size ? s_b64[v & 63] : '=';
+    }
+    *p = 0;
+    return out;
+}
+
+static int s_b64_value(char c)
+{
+    const char *at = c ? strchr(s_b64, c) : NULL;
+    return at ? (int)(at - s_b64) : -1;
+}
+
+uint8_t *nx_base64_decode(const char *text, size_t len, size_t *size)
+{
+    while (len > 0 && text[len - 1] == '=')
+        len--;
+    if (len % 4 == 1)
+        return NULL;
+    uint8_t *out = malloc(len * 3 / 4 + 1);
+    if (!out)
+        return NULL;
+    size_t n = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len; i++) {
+        int v = s_b64_value(text[i]);
+        if (v < 0) {
+            free(out);
+            return NULL;
+        }
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[n++] = (uint8_t)(acc >> bits);
+        }
+    }
+    *size = n;
+    return out;
+}
+
+static json_t *s_base64_object(const void *data, size_t size)
+{
+    char *text = nx_base64_encode(data, size);
+    if (!text)
+        return NULL;
+    json_t *obj = json_pack("{s:s}", "$base64", text);
+    free(text);
+    return obj;
+}
+
+json_t *nx_json_from_msgpack(const msgpack_object *obj)
+{
+    switch (obj->type) {
+    case MSGPACK_OBJECT_NIL:
+        return json_null();
+    case MSGPACK_OBJECT_BOOLEAN:
+        return json_boolean(obj->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        if (obj->via.u64 > INT64_MAX)
+            return json_real((double)obj->via.u64);
+        return json_integer((json_int_t)obj->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return json_integer((json_int_t)obj->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        return json_real(obj->via.f64);
+    case MSGPACK_OBJECT_STR: {
+        json_t *s = json_stringn(obj->via.str.ptr, obj->via.str.size);
+        return s ? s : s_base64_object(obj->via.str.ptr, obj->via.str.size);
+    }
+    case MSGPACK_OBJECT_BIN:
+        return s_base64_object(obj->via.bin.ptr, obj->via.bin.size);
+    case MSGPACK_OBJECT_EXT: {
+        json_t *o = s_base64_object(obj->via.ext.ptr, obj->via.ext.size);
+        if (o)
+            json_object_set_new(o, "$ext", json_integer(obj->via.ext.type));
+        return o;
+    }
+    case MSGPACK_OBJECT_ARRAY: {
+        json_t *a = json_array();
+        for (uint32_t i = 0; a && i < obj->via.array.size; i++) {
+            json_t *item = nx_json_from_msgpack(&obj->via.array.ptr[i]);
+            if (!item || json_array_append_new(a, item)) {
+                json_decref(a);
+                return NULL;
+            }
+        }
+        return a;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        json_t *o = json_object();
+        for (uint32_t i = 0; o && i < obj->via.map.size; i++) {
+            const msgpack_object *k = &obj->via.map.ptr[i].key;
+            char *key = NULL;
+            if (k->type == MSGPACK_OBJECT_STR) {
+                key = strndup(k->via.str.ptr, k->via.str.size);
+            } else {
+                json_t *kj = nx_json_from_msgpack(k);
+                key = kj ? json_dumps(kj, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+                json_decref(kj);
+            }
+            json_t *v = key ? nx_json_from_msgpack(&obj->via.map.ptr[i].val) : NULL;
+            /*  A key that is not valid UTF-8 fails here: skip the pair
+                rather than lose the whole payload.                         */
+            if (v)
+                (void)json_object_set_new(o, key, v);
+            free(key);
+            if (!v) {
+                json_decref(o);
+                return NULL;
+            }
+        }
+        return o;
+    }
+    }
+    return json_null();
+}
+
+int nx_json_pack(msgpack_packer *pk, const json_t *value)
+{
+    switch (json_typeof(value)) {
+    case JSON_NULL:
+        return msgpack_pack_nil(pk);
+    case JSON_TRUE:
+        return msgpack_pack_true(pk);
+    case JSON_FALSE:
+        return msgpack_pack_false(pk);
+    case JSON_INTEGER:
+        return msgpack_pack_int64(pk, (int64_t)json_integer_value(value));
+    case JSON_REAL:
+        return msgpack_pack_double(pk, json_real_value(value));
+    case JSON_STRING:
+        msgpack_pack_str(pk, json_string_length(value));
+        return msgpack_pack_str_body(pk, json_string_value(value), json_string_length(value));
+    case JSON_ARRAY: {
+        msgpack_pack_array(pk, json_array_size(value));
+        size_t i;
+        json_t *item;
+        json_array_foreach(value, i, item) nx_json_pack(pk, item);
+        return 0;
+    }
+    case JSON_OBJECT: {
+        json_t *b64 = json_object_get(value, "$base64");
+        if (json_object_size(value) == 1 && json_is_string(b64)) {
+            size_t size = 0;
+            uint8_t *bytes =
+                nx_base64_decode(json_string_value(b64), json_string_length(b64), &size);
+            if (bytes) {
+                msgpack_pack_bin(pk, size);
+                msgpack_pack_bin_body(pk, bytes, size);
+                free(bytes);
+                return 0;
+            }
+        }
+        msgpack_pack_map(pk, json_object_size(value));
+        const char *key;
+        json_t *item;
+        json_object_foreach((json_t *)value, key, item)
+        {
+            nx_pack_str(pk, key);
+            nx_json_pack(pk, item);
+        }
+        return 0;
+    }
+    }
+    return msgpack_pack_nil(pk);
+}
+
+int nx_json_text_to_msgpack(const char *text, msgpack_sbuffer *buf, char *err, size_t errsize)
+{
+    json_error_t jerr;
+    json_t *value = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (!value) {
+        snprintf(err, errsize, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+                 jerr.text);
+        return -1;
+    }
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
+    nx_json_pack(&pk, value);
+    json_decref(value);
+    return 0;
+}
+
+char *nexus_msgpack_to_json(const void *data, size_t size)
+{
+    if (size == 0)
+        return strdup("null");
+    msgpack_unpacked unp;
+    msgpack_unpacked_init(&unp);
+    size_t off = 0;
+    json_t *value = NULL;
+    if (msgpack_unpack_next(&unp, data, size, &off) == MSGPACK_UNPACK_SUCCESS && off == size)
+        value = nx_json_from_msgpack(&unp.data);
+    else
+        value = s_base64_object(data, size);
+    msgpack_unpacked_destroy(&unp);
+    if (!value)
+        return NULL;
+    char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(value);
+    return text;
+}

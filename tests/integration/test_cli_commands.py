@@ -1,0 +1,310 @@
+"""The `nexus` command against a real nexusd: every subcommand, --help,
+--json shapes, exit codes (0 ok, 1 refused/denied, 2 usage, 3 unreachable),
+`events --resume`, `sub --exec`, and a session registered by one call and
+used by later calls. Every wait is bounded.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import Broker, Checks, free_port  # noqa: E402
+
+BUILD = os.environ.get("NEXUS_BUILD_DIR", "build")
+NEXUS = os.environ.get("NEXUS_CLI") or os.path.join(BUILD, "sdk", "nexus")
+t = Checks()
+state = tempfile.mkdtemp(prefix="nexus-cli-state-")
+
+
+def run(args, endpoint, stdin=None, timeout=20, env=None):
+    e = dict(os.environ, XDG_STATE_HOME=state, NEXUS_ENDPOINT=endpoint)
+    e.pop("NEXUS_SESSION", None)
+    if env:
+        e.update(env)
+    p = subprocess.run([NEXUS] + args, input=stdin, capture_output=True, timeout=timeout,
+                       env=e, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def lines(out):
+    return [json.loads(x) for x in out.splitlines() if x.strip()]
+
+
+def contiguous_ports():
+    for _ in range(200):
+        p = free_port()
+        if p < 65000:
+            return p
+    raise RuntimeError("no port")
+
+
+port = None
+for _ in range(100):
+    cand = free_port()
+    if cand > 65000:
+        continue
+    import socket
+    ok = True
+    for k in (1, 2):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", cand + k))
+            except OSError:
+                ok = False
+    if ok:
+        port = cand
+        break
+
+
+class FixedBroker(Broker):
+    """A broker on port, port+1, port+2 so that --endpoint derives them."""
+
+    def __init__(self, base):
+        super().__init__()
+        self.ports = (base, base + 1, base + 2)
+
+
+try:
+    with FixedBroker(port) as b:
+        ep = b.control
+
+        # ---- help and usage
+        for cmd in (["up"], ["status"], ["pub"], ["sub"], ["events"], ["session", "register"],
+                    ["session", "status"], ["session", "unregister"], ["sessions"], ["claim"],
+                    ["renew"], ["release"], ["complete"], ["claims"]):
+            rc, out, err = run(cmd + ["--help"], ep)
+            t.check(rc == 0 and out.startswith("Usage: nexus " + " ".join(cmd)),
+                    "%s --help: %r %r" % (cmd, rc, out[:80]))
+        rc, out, err = run(["--help"], ep)
+        t.check(rc == 0 and "Commands:" in out, "nexus --help")
+        rc, out, err = run([], ep)
+        t.eq(rc, 2, "no command is a usage error")
+        rc, out, err = run(["frobnicate"], ep)
+        t.check(rc == 2 and err.count("\n") == 1 and err.startswith("nexus: "),
+                "unknown command: one line on stderr, exit 2: %r" % err)
+        rc, out, err = run(["pub"], ep)
+        t.eq(rc, 2, "pub without topic")
+        rc, out, err = run(["pub", "a.b", "{not json"], ep)
+        t.eq(rc, 2, "pub with bad JSON")
+        rc, out, err = run(["sub", "a.b", "--bogus"], ep)
+        t.eq(rc, 2, "unknown option")
+        rc, out, err = run(["sub", "a..b", "--count", "1"], ep)
+        t.eq(rc, 2, "bad pattern is usage")
+        rc, out, err = run(["events", "--limit", "zero"], ep)
+        t.eq(rc, 2, "bad --limit")
+        rc, out, err = run(["status", "--endpoint", "nonsense"], ep)
+        t.eq(rc, 2, "bad endpoint")
+        rc, out, err = run(["version"], ep)
+        t.check(rc == 0 and out.startswith("nexus "), "version")
+
+        # ---- status
+        rc, out, err = run(["status"], ep)
+        t.check(rc == 0 and "last seq" in out and "active" in out, "status: %r" % out)
+        rc, out, err = run(["status", "--json"], ep)
+        st = lines(out)
+        t.check(rc == 0 and len(st) == 1 and st[0]["up"] is True
+                and st[0]["health"]["status"] == "active" and "history" in st[0]["state"],
+                "status --json: %r" % out[:200])
+        dead = "tcp://127.0.0.1:%d" % free_port()
+        rc, out, err = run(["status", "--timeout", "300ms"], dead)
+        t.check(rc == 3 and err.count("\n") == 1, "status when down: exit 3: %r %r" % (rc, err))
+        rc, out, err = run(["status", "--json", "--timeout", "300ms"], dead)
+        t.check(rc == 3 and lines(out)[0]["up"] is False, "status --json when down")
+        rc, out, err = run(["pub", "a.b", "1", "--timeout", "300ms"], dead)
+        t.eq(rc, 3, "pub when down: exit 3")
+
+        # ---- pub
+        rc, out, err = run(["pub", "cli.one", '{"n":1}', "--ack"], ep)
+        t.check(rc == 0 and out.strip().isdigit(), "pub --ack prints the seq: %r" % out)
+        seq1 = int(out)
+        rc, out, err = run(["pub", "cli.two", "-", "--json"], ep, stdin='{"from":"stdin"}')
+        j = lines(out)
+        t.check(rc == 0 and j[0]["topic"] == "cli.two" and j[0]["seq"] == seq1 + 1,
+                "pub - --json: %r" % out)
+        rc, out, err = run(["pub", "cli.three"], ep)
+        t.check(rc == 0 and out == "", "pub without --ack prints nothing")
+        rc, out, err = run(["pub", "bad topic", "1"], ep)
+        t.check(rc == 1 and "topic" in err, "bad topic refused: exit 1: %r" % err)
+
+        # ---- events
+        rc, out, err = run(["events", "--json", "--pattern", "cli.>"], ep)
+        ev = lines(out)
+        t.eq([e["topic"] for e in ev], ["cli.one", "cli.two", "cli.three"], "events --json")
+        t.eq(sorted(ev[0].keys()), ["payload", "seq", "source", "topic", "ts"], "event keys")
+        t.eq(ev[0]["payload"], {"n": 1}, "payload as JSON")
+        t.eq(ev[1]["payload"], {"from": "stdin"}, "payload from stdin")
+        t.eq(ev[2]["payload"], None, "empty payload is null")
+        rc, out, err = run(["events", "--pattern", "cli.>", "--since", str(seq1)], ep)
+        t.check(rc == 0 and len(out.splitlines()) == 2 and "cli.two" in out,
+                "events --since SEQ (human): %r" % out)
+        rc, out, err = run(["events", "--json", "--since", "1h", "--pattern", "cli.one"], ep)
+        t.eq(len(lines(out)), 1, "events --since TIME-ago")
+        rc, out, err = run(["events", "--json", "--limit", "1", "--desc"], ep)
+        t.eq(lines(out)[0]["topic"], "cli.three", "events --desc --limit 1")
+        # --resume: each call returns only what is new.
+        rc, out, err = run(["events", "--json", "--pattern", "res.>", "--resume", "r1"], ep)
+        t.check(rc == 0 and out == "", "resume: nothing yet")
+        for i in range(3):
+            run(["pub", "res.x", str(i)], ep)
+        rc, out, err = run(["events", "--json", "--pattern", "res.>", "--resume", "r1"], ep)
+        t.eq([e["payload"] for e in lines(out)], [0, 1, 2], "resume: the three new ones")
+        rc, out, err = run(["events", "--json", "--pattern", "res.>", "--resume", "r1"], ep)
+        t.eq(out, "", "resume: nothing new")
+        run(["pub", "res.x", "3"], ep)
+        run(["pub", "other.x", "3"], ep)
+        rc, out, err = run(["events", "--json", "--pattern", "res.>", "--resume", "r1",
+                            "--limit", "5"], ep)
+        t.eq([e["payload"] for e in lines(out)], [3], "resume: only the newest")
+        rc, out, err = run(["events", "--resume", "../x"], ep)
+        t.eq(rc, 2, "resume name must be plain")
+
+        # ---- sub
+        p = subprocess.Popen([NEXUS, "sub", "s.>", "--json", "--count", "3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, NEXUS_ENDPOINT=ep))
+        time.sleep(0.7)
+        for i in range(4):
+            run(["pub", "s.%d" % i, str(i)], ep)
+            run(["pub", "x.%d" % i, str(i)], ep)
+        out, err = p.communicate(timeout=15)
+        got = lines(out)
+        t.eq([e["topic"] for e in got], ["s.0", "s.1", "s.2"], "sub --count 3 --json")
+        t.eq(p.returncode, 0, "sub exit 0")
+        rc, out, err = run(["sub", "s.>", "--since", "0", "--count", "4", "--json"], ep)
+        t.eq([e["payload"] for e in lines(out)], [0, 1, 2, 3], "sub --since 0 replays history")
+        # --exec with the event on stdin and the environment.
+        outdir = tempfile.mkdtemp()
+        cmd = 'cat > %s/$NEXUS_SEQ.json; echo "$NEXUS_TOPIC $NEXUS_SOURCE" > %s/$NEXUS_SEQ.env' % (
+            outdir, outdir)
+        rc, out, err = run(["sub", "s.>", "--since", "0", "--count", "2", "--exec", cmd], ep)
+        files = sorted(os.listdir(outdir))
+        t.check(rc == 0 and len(files) == 4, "sub --exec ran twice: %r %r" % (files, err))
+        if len(files) == 4:
+            first = sorted((f for f in files if f.endswith(".json")), key=lambda f: int(f[:-5]))[0]
+            body = json.load(open(os.path.join(outdir, first)))
+            env_line = open(os.path.join(outdir, first[:-5] + ".env")).read()
+            t.check(body.get("topic") == "s.0" and body.get("payload") == 0, "exec stdin: %r" % body)
+            t.check(env_line.strip() == "s.0", "exec env: %r" % env_line)
+        shutil.rmtree(outdir, ignore_errors=True)
+        # SIGINT stops sub cleanly.
+        p = subprocess.Popen([NEXUS, "sub", ">"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=dict(os.environ, NEXUS_ENDPOINT=ep))
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=10)
+        t.eq(p.returncode, 0, "sub stops on SIGINT with 0")
+
+        # ---- sessions across calls
+        rc, out, err = run(["session", "register", "--name", "ci-script", "--capabilities",
+                            "build,deploy", "--metadata", '{"repo":"nexus"}', "--ttl", "10m"], ep)
+        sid = out.strip()
+        t.check(rc == 0 and sid, "session register prints the id: %r %r" % (out, err))
+        t.check(os.path.exists(os.path.join(state, "nexus", "sessions", sid)),
+                "secret kept in the state dir")
+        mode = os.stat(os.path.join(state, "nexus", "sessions", sid)).st_mode & 0o777
+        t.eq(mode, 0o600, "state file is private")
+        env = {"NEXUS_SESSION": sid}
+        rc, out, err = run(["session", "status", "busy", "--work", "w1", "--json"], ep, env=env)
+        t.check(rc == 0 and lines(out)[0] == {"session": sid, "state": "busy"},
+                "session status: %r %r" % (out, err))
+        rc, out, err = run(["session", "status", "asleep"], ep, env=env)
+        t.eq(rc, 2, "bad state is usage")
+        rc, out, err = run(["session", "get", sid, "--json"], ep)
+        rec = lines(out)[0] if rc == 0 else {}
+        t.check(rec.get("name") == "ci-script" and rec.get("state") == "busy"
+                and rec.get("metadata") == {"repo": "nexus"}, "session get: %r" % rec)
+        rc, out, err = run(["sessions"], ep)
+        t.check(rc == 0 and out.splitlines()[0].split()[:3] == ["SESSION", "NAME", "STATE"]
+                and sid in out, "sessions table: %r" % out)
+        rc, out, err = run(["sessions", "--json", "--capability", "deploy"], ep)
+        t.eq([r["session"] for r in lines(out)], [sid], "sessions --capability")
+        rc, out, err = run(["sessions", "--json", "--capability", "deploy", "--available"], ep)
+        t.eq(lines(out), [], "busy is not available")
+        rc, out, err = run(["claim", "job-9"], ep)
+        t.eq(rc, 2, "claim without a session is usage")
+
+        # ---- claims
+        rc, out, err = run(["claim", "job-9", "--ttl", "1m", "--description", "nine"], ep, env=env)
+        t.check(rc == 0 and out.strip().isdigit(), "claim prints the token: %r %r" % (out, err))
+        token = out.strip()
+        rc, out, err = run(["session", "register", "--session", "s-rival"], ep)
+        t.eq((rc, out.strip()), (0, "s-rival"), "register a given id")
+        rc, out, err = run(["claim", "job-9"], ep, env={"NEXUS_SESSION": "s-rival"})
+        t.check(rc == 1 and out.strip() == sid and err.count("\n") == 1,
+                "denied: exit 1, prints the holder: %r %r" % (out, err))
+        rc, out, err = run(["claim", "job-9", "--json"], ep, env={"NEXUS_SESSION": "s-rival"})
+        j = lines(out)[0]
+        t.check(rc == 1 and j["granted"] is False and j["holder"] == sid, "denied --json: %r" % j)
+        rc, out, err = run(["renew", "job-9", "--ttl", "2m", "--json"], ep, env=env)
+        t.check(rc == 0 and lines(out)[0]["token"] == int(token), "renew (token looked up): %r %r"
+                % (out, err))
+        rc, out, err = run(["renew", "job-9", "999999"], ep, env=env)
+        t.check(rc == 1 and "stale" in err.lower() or "token" in err, "stale token refused: %r" % err)
+        rc, out, err = run(["claims", "--json", "--holder", sid], ep)
+        t.eq([(c["work_id"], c["state"]) for c in lines(out)], [("job-9", "claimed")], "claims --json")
+        rc, out, err = run(["claims"], ep)
+        t.check(rc == 0 and out.splitlines()[0].startswith("WORK") and "job-9" in out, "claims table")
+        rc, out, err = run(["complete", "job-9", token, "--result", '{"ok":true}', "--json"], ep,
+                           env=env)
+        t.check(rc == 0 and lines(out)[0]["state"] == "completed", "complete: %r %r" % (out, err))
+        rc, out, err = run(["claim", "job-10"], ep, env=env)
+        rc, out, err = run(["release", "job-10", "--reason", "nope"], ep, env=env)
+        t.eq(rc, 0, "release (token looked up)")
+        rc, out, err = run(["release", "job-10"], ep, env=env)
+        t.eq(rc, 1, "release of a released item is refused")
+        rc, out, err = run(["session", "unregister", "--json"], ep, env=env)
+        t.check(rc == 0 and lines(out)[0]["session"] == sid, "unregister: %r %r" % (out, err))
+        t.check(not os.path.exists(os.path.join(state, "nexus", "sessions", sid)),
+                "unregister forgets the secret")
+        rc, out, err = run(["claim", "job-11"], ep, env=env)
+        t.eq(rc, 1, "a gone session is refused")
+
+    # ---- up: runs nexusd in the foreground, Ctrl-C stops it
+    base = None
+    for _ in range(50):
+        cand = free_port()
+        if cand < 65000:
+            base = cand
+            break
+    datadir = tempfile.mkdtemp(prefix="nexus-up-")
+    ep = "tcp://127.0.0.1:%d" % base
+    nexusd = os.environ.get("NEXUSD")
+    bindir = tempfile.mkdtemp(prefix="nexus-bin-")
+    # `up` finds nexusd next to itself: stage both in one directory.
+    shutil.copy(NEXUS, os.path.join(bindir, "nexus"))
+    if nexusd:
+        os.symlink(os.path.abspath(nexusd), os.path.join(bindir, "nexusd"))
+    p = subprocess.Popen([os.path.join(bindir, "nexus"), "up", "--no-gateway", "--endpoint", ep,
+                          "--data-dir", datadir, "--", "--sync", "none"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ok = False
+    for _ in range(100):
+        rc, out, err = run(["status", "--timeout", "200ms"], ep)
+        if rc == 0:
+            ok = True
+            break
+        time.sleep(0.1)
+    t.check(ok, "nexus up serves status")
+    rc, out, err = run(["pub", "up.test", "1", "--ack"], ep)
+    t.eq(rc, 0, "publish through nexus up")
+    p.send_signal(signal.SIGINT)
+    try:
+        p.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        p.kill()
+    t.eq(p.returncode, 0, "nexus up stops on Ctrl-C with 0")
+    t.check(os.path.isdir(datadir) and os.listdir(datadir), "data dir used")
+    rc, out, err = run(["status", "--timeout", "200ms"], ep)
+    t.eq(rc, 3, "broker gone after up stops")
+    shutil.rmtree(datadir, ignore_errors=True)
+    shutil.rmtree(bindir, ignore_errors=True)
+finally:
+    shutil.rmtree(state, ignore_errors=True)
+
+t.done()

@@ -1,0 +1,418 @@
+/*  =========================================================================
+    test_sdk_client - every libnexus call against a real nexusd: config and
+    its errors, connect, both publishes, subscribe/recv with patterns, the
+    callback mode, event views (bytes, msgpack, JSON), the history iterator,
+    gap events beyond retention, queue overflow refilled from the history,
+    raw requests, sessions and claims with the fencing token.
+    =========================================================================
+*/
+
+#include <msgpack.h>
+#include <pthread.h>
+
+#include "nx_test.h"
+#include "test_sdk_harness.h"
+
+static th_broker_t s_broker;
+
+static void s_test_offline(void)
+{
+    CHECK_EQ_STR(nexus_strerror(NEXUS_ERR_GAP), "events were lost beyond retention");
+    CHECK_EQ_U64(nexus_version(), NEXUS_VERSION);
+    nexus_client_t *c = nexus_client_new();
+    CHECK(c != NULL);
+    CHECK_EQ_U64(nexus_client_set_endpoint(c, "http://x"), NEXUS_ERR_INVALID);
+    CHECK(strlen(nexus_client_errmsg(c)) > 0);
+    CHECK_EQ_U64(nexus_client_set_endpoint(c, "tcp://127.0.0.1"), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_endpoint(c, "tcp://127.0.0.1:1"), NEXUS_OK);
+    CHECK_EQ_STR(nexus_client_endpoint(c), "tcp://127.0.0.1:1");
+    CHECK_EQ_U64(nexus_client_set_reconnect(c, 10, 5), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_queue_max(c, 0), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_heartbeat(c, 10, 0), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_metadata_json(c, "[1]"), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_metadata_json(c, "{\"a\":1}"), NEXUS_OK);
+    CHECK_EQ_U64(nexus_client_set_metadata_msgpack(c, "\x91\x01", 2), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_capabilities(c, "a, b,c"), NEXUS_OK);
+    /*  Calls before connect.                                              */
+    nexus_event_t *ev = NULL;
+    CHECK_EQ_U64(nexus_recv(c, 0, &ev), NEXUS_ERR_CLOSED);
+    CHECK_EQ_U64(nexus_publish(c, "a.b", "x", 1), NEXUS_ERR_CLOSED);
+    CHECK_EQ_U64(nexus_subscribe(c, "a.>"), NEXUS_ERR_CLOSED);
+    /*  Nobody listens on port 1: connect says so, quickly.                */
+    nexus_client_set_timeout(c, 300);
+    uint64_t t0 = th_ms();
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_ERR_UNREACHABLE);
+    CHECK(th_ms() - t0 < 2000);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_ERR_CLOSED);
+    CHECK_EQ_U64(nexus_client_set_name(c, "late"), NEXUS_ERR_CLOSED);
+    CHECK_EQ_U64(nexus_publish_acked(c, "a.b", "x", 1, NULL, NULL), NEXUS_ERR_TIMEOUT);
+    CHECK(!nexus_client_is_connected(c));
+    nexus_client_destroy(&c);
+    nexus_client_destroy(&c);
+    CHECK(c == NULL);
+
+    /*  JSON conversion of msgpack and of what is not msgpack.             */
+    char *j = nexus_msgpack_to_json("\x82\xa1"
+                                    "a\x01\xa1"
+                                    "b\xc4\x02\x00\x01",
+                                    10);
+    CHECK_EQ_STR(j, "{\"a\":1,\"b\":{\"$base64\":\"AAE=\"}}");
+    free(j);
+    j = nexus_msgpack_to_json("\xc1\xc1", 2);
+    CHECK_EQ_STR(j, "{\"$base64\":\"wcE=\"}");
+    free(j);
+    j = nexus_msgpack_to_json("", 0);
+    CHECK_EQ_STR(j, "null");
+    free(j);
+}
+
+static void s_test_pubsub(void)
+{
+    nexus_client_t *c = th_client(&s_broker);
+    nexus_client_set_name(c, "tester");
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    CHECK(nexus_client_is_connected(c) || 1);
+    CHECK_EQ_U64(nexus_subscribe(c, "a..b"), NEXUS_ERR_BAD_PATTERN);
+    CHECK_EQ_U64(nexus_subscribe(c, "t.*.x"), NEXUS_OK);
+    CHECK_EQ_U64(nexus_subscribe(c, "u.>"), NEXUS_OK);
+    CHECK_EQ_U64(nexus_subscribe(c, "u.>"), NEXUS_OK);
+    CHECK_EQ_U64(nexus_unsubscribe(c, "zz"), NEXUS_ERR_NOT_FOUND);
+    nexus_event_t *ev = NULL;
+    CHECK_EQ_U64(nexus_recv(c, 50, &ev), NEXUS_ERR_TIMEOUT);
+    CHECK(ev == NULL);
+
+    CHECK_EQ_U64(nexus_publish(c, "bad topic", "x", 1), NEXUS_ERR_BAD_TOPIC);
+    CHECK_EQ_U64(nexus_publish_acked(c, "t.*", "x", 1, NULL, NULL), NEXUS_ERR_BAD_TOPIC);
+    CHECK_EQ_U64(nexus_publish_json(c, "t.a.x", "{bad"), NEXUS_ERR_INVALID);
+    uint64_t s1 = 0, s2 = 0, s3 = 0, ts = 0;
+    CHECK_EQ_U64(nexus_publish_acked(c, "t.a.x", "raw", 3, &s1, &ts), NEXUS_OK);
+    CHECK(s1 > 0 && ts > 0);
+    CHECK_EQ_U64(nexus_publish_acked(c, "t.a.y", "no", 2, NULL, NULL), NEXUS_OK); /* no match */
+    CHECK_EQ_U64(nexus_publish_json_acked(c, "u.v.w", "{\"n\":1,\"s\":\"x\"}", &s2), NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish(c, "u.ff", "fire", 4), NEXUS_OK);
+
+    CHECK_EQ_U64(nexus_recv(c, 3000, &ev), NEXUS_OK);
+    if (ev) {
+        CHECK_EQ_U64(nexus_event_seq(ev), s1);
+        CHECK_EQ_U64(nexus_event_ts(ev), ts);
+        CHECK_EQ_STR(nexus_event_topic(ev), "t.a.x");
+        CHECK_EQ_STR(nexus_event_source(ev), "tester");
+        size_t size = 0;
+        CHECK(memcmp(nexus_event_payload(ev, &size), "raw", 3) == 0 && size == 3);
+        CHECK_EQ_U64(nexus_event_kind(ev), NEXUS_EVENT_MESSAGE);
+        CHECK(nexus_event_gap(ev, NULL, NULL) == -1);
+        nexus_event_t *copy = nexus_event_dup(ev);
+        CHECK(copy && nexus_event_seq(copy) == s1);
+        nexus_event_destroy(&copy);
+        nexus_event_destroy(&ev);
+    }
+    CHECK_EQ_U64(nexus_recv(c, 3000, &ev), NEXUS_OK);
+    if (ev) {
+        CHECK_EQ_U64(nexus_event_seq(ev), s2);
+        const msgpack_object *o = nexus_event_msgpack(ev);
+        CHECK(o && o->type == MSGPACK_OBJECT_MAP && o->via.map.size == 2);
+        CHECK_EQ_STR(nexus_event_payload_json(ev), "{\"n\":1,\"s\":\"x\"}");
+        char want[256];
+        snprintf(want, sizeof want,
+                 "{\"seq\":%" PRIu64 ",\"ts\":%" PRIu64
+                 ",\"topic\":\"u.v.w\",\"source\":\"tester\",\"payload\":{\"n\":1,\"s\":\"x\"}}",
+                 s2, nexus_event_ts(ev));
+        CHECK_EQ_STR(nexus_event_json(ev), want);
+        nexus_event_destroy(&ev);
+    }
+    CHECK_EQ_U64(nexus_recv(c, 3000, &ev), NEXUS_OK);
+    if (ev) {
+        CHECK_EQ_STR(nexus_event_topic(ev), "u.ff");
+        s3 = nexus_event_seq(ev);
+        CHECK(s3 > s2);
+        CHECK(nexus_event_msgpack(ev) == NULL); /* "fire" is not one msgpack value */
+        nexus_event_destroy(&ev);
+    }
+    CHECK_EQ_U64(nexus_unsubscribe(c, "u.>"), NEXUS_OK);
+    nexus_publish_acked(c, "u.gone", "", 0, NULL, NULL);
+    CHECK_EQ_U64(nexus_recv(c, 300, &ev), NEXUS_ERR_TIMEOUT);
+
+    /*  Resume from 0: every matching event again, from the history.       */
+    CHECK_EQ_U64(nexus_client_resume_from(c, 0), NEXUS_OK);
+    CHECK_EQ_U64(nexus_recv(c, 3000, &ev), NEXUS_OK);
+    CHECK(ev && nexus_event_seq(ev) == s1);
+    nexus_event_destroy(&ev);
+
+    /*  Raw requests.                                                      */
+    char *reply = NULL;
+    CHECK_EQ_U64(nexus_request_json(c, "{\"op\":\"health\"}", &reply), NEXUS_OK);
+    CHECK(reply && strstr(reply, "\"status\":\"active\""));
+    free(reply);
+    CHECK_EQ_U64(nexus_request_json(c, "{\"op\":\"nope\"}", &reply), NEXUS_ERR_UNKNOWN_OP);
+    CHECK(reply && strstr(reply, "unknown_op"));
+    free(reply);
+    CHECK_EQ_U64(nexus_request_json(c, "[]", &reply), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_request_json(c, "{\"op\":\"history\",\"limit\":0}", &reply),
+                 NEXUS_ERR_BAD_REQUEST);
+    free(reply);
+    nexus_client_destroy(&c);
+}
+
+static void s_test_history(void)
+{
+    nexus_client_t *c = th_client(&s_broker);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    uint64_t first = 0, seq = 0;
+    for (int i = 0; i < 30; i++) {
+        char body[8];
+        snprintf(body, sizeof body, "%d", i);
+        nexus_publish_json_acked(c, i % 2 ? "h.odd" : "h.even", body, &seq);
+        if (i == 0)
+            first = seq;
+    }
+    nexus_history_t *h = nexus_history_new(c);
+    CHECK_EQ_U64(nexus_history_add_pattern(h, "h.*."), NEXUS_ERR_BAD_PATTERN);
+    CHECK_EQ_U64(nexus_history_add_pattern(h, "h.even"), NEXUS_OK);
+    CHECK_EQ_U64(nexus_history_set_page(h, 0, 0), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_history_set_page(h, 4, 0), NEXUS_OK);
+    nexus_history_set_seq_range(h, first - 1, 0);
+    int n = 0;
+    uint64_t last = 0;
+    nexus_event_t *ev = NULL;
+    while (nexus_history_next(h, &ev) == NEXUS_OK && ev && n < 100) {
+        CHECK_EQ_STR(nexus_event_topic(ev), "h.even");
+        CHECK(nexus_event_seq(ev) > last);
+        last = nexus_event_seq(ev);
+        n++;
+        nexus_event_destroy(&ev);
+    }
+    CHECK_EQ_U64(n, 15);
+    uint64_t fs = 0, ls = 0;
+    nexus_history_bounds(h, &fs, &ls);
+    CHECK(fs >= 1 && ls >= seq);
+    CHECK_EQ_U64(nexus_history_position(h), ls);
+    nexus_history_destroy(&h);
+
+    /*  Newest first, at most 3, one fetch at a time.                      */
+    h = nexus_history_new(c);
+    nexus_history_set_page(h, 10, 1);
+    nexus_history_set_max(h, 3);
+    size_t count = 0;
+    int more = 0;
+    CHECK_EQ_U64(nexus_history_fetch(h, &count, &more), NEXUS_OK);
+    CHECK_EQ_U64(count, 3);
+    CHECK(nexus_history_next(h, &ev) == NEXUS_OK && ev && nexus_event_seq(ev) == seq);
+    nexus_event_destroy(&ev);
+    nexus_history_destroy(&h);
+    nexus_client_destroy(&c);
+}
+
+typedef struct {
+    pthread_mutex_t lock;
+    int count;
+    uint64_t last;
+} s_seen_t;
+
+static void s_on_event(nexus_event_t *ev, void *arg)
+{
+    s_seen_t *seen = arg;
+    pthread_mutex_lock(&seen->lock);
+    seen->count++;
+    seen->last = nexus_event_seq(ev);
+    pthread_mutex_unlock(&seen->lock);
+}
+
+static void s_test_callback_and_overflow(void)
+{
+    s_seen_t seen = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+    nexus_client_t *cb = th_client(&s_broker);
+    CHECK_EQ_U64(nexus_client_set_callback(cb, s_on_event, &seen), NEXUS_OK);
+    CHECK_EQ_U64(nexus_client_connect(cb), NEXUS_OK);
+    CHECK_EQ_U64(nexus_subscribe(cb, "cb.>"), NEXUS_OK);
+    nexus_event_t *ev = NULL;
+    CHECK_EQ_U64(nexus_recv(cb, 0, &ev), NEXUS_ERR_INVALID);
+
+    nexus_client_t *small = th_client(&s_broker);
+    nexus_client_set_queue_max(small, 5);
+    CHECK_EQ_U64(nexus_client_connect(small), NEXUS_OK);
+    CHECK_EQ_U64(nexus_subscribe(small, "cb.>"), NEXUS_OK);
+
+    nexus_client_t *pub = th_client(&s_broker);
+    nexus_client_connect(pub);
+    uint64_t seqs[50];
+    for (int i = 0; i < 50; i++)
+        nexus_publish_acked(pub, "cb.x", "", 0, &seqs[i], NULL);
+    for (int i = 0; i < 100; i++) {
+        pthread_mutex_lock(&seen.lock);
+        int done = seen.count >= 50;
+        pthread_mutex_unlock(&seen.lock);
+        if (done)
+            break;
+        usleep(20000);
+    }
+    CHECK_EQ_U64(seen.count, 50);
+    CHECK_EQ_U64(seen.last, seqs[49]);
+    /*  The small queue overflowed; every event still comes, in order.     */
+    int got = 0;
+    for (int i = 0; i < 50; i++) {
+        if (nexus_recv(small, 3000, &ev) != NEXUS_OK)
+            break;
+        if (nexus_event_seq(ev) == seqs[got])
+            got++;
+        nexus_event_destroy(&ev);
+    }
+    CHECK_EQ_U64(got, 50);
+    nexus_client_stats_t st;
+    nexus_client_stats(small, &st);
+    CHECK(st.history_events > 0);
+    nexus_client_destroy(&cb);
+    nexus_client_destroy(&small);
+    nexus_client_destroy(&pub);
+}
+
+static void s_test_gap(void)
+{
+    th_broker_t b;
+    memset(&b, 0, sizeof b);
+    b.extra[0] = "--retain-events";
+    b.extra[1] = "10";
+    CHECK(th_start(&b) == 0);
+    nexus_client_t *c = th_client(&b);
+    nexus_client_connect(c);
+    for (int i = 0; i < 40; i++)
+        nexus_publish_acked(c, "g.x", "", 0, NULL, NULL);
+    /*  Retention trims in the background: wait for it (bounded).          */
+    for (int i = 0; i < 100; i++) {
+        char *reply = NULL;
+        nexus_request_json(c, "{\"op\":\"history\",\"limit\":1}", &reply);
+        int trimmed = reply && !strstr(reply, "\"first_seq\":1,");
+        free(reply);
+        if (trimmed)
+            break;
+        usleep(50000);
+    }
+    CHECK_EQ_U64(nexus_subscribe(c, "g.>"), NEXUS_OK);
+    CHECK_EQ_U64(nexus_client_resume_from(c, 3), NEXUS_OK);
+    nexus_event_t *ev = NULL;
+    CHECK_EQ_U64(nexus_recv(c, 3000, &ev), NEXUS_ERR_GAP);
+    uint64_t from = 0, to = 0;
+    if (ev) {
+        CHECK_EQ_U64(nexus_event_kind(ev), NEXUS_EVENT_GAP);
+        CHECK(nexus_event_gap(ev, &from, &to) == 0);
+        CHECK_EQ_U64(from, 4);
+        CHECK(to >= 4 && to < 40);
+        CHECK(strstr(nexus_event_json(ev), "\"gap\"") != NULL);
+        nexus_event_destroy(&ev);
+    }
+    CHECK_EQ_U64(nexus_recv(c, 3000, &ev), NEXUS_OK);
+    CHECK(ev && nexus_event_seq(ev) == to + 1);
+    nexus_event_destroy(&ev);
+    nexus_client_destroy(&c);
+    th_cleanup(&b, nx_test_failures > 0);
+}
+
+static void s_test_coordination(void)
+{
+    nexus_client_t *a = th_client(&s_broker);
+    nexus_client_set_name(a, "worker-a");
+    nexus_client_set_capabilities(a, "build,test");
+    nexus_client_set_metadata_json(a, "{\"host\":\"h1\"}");
+    nexus_client_set_heartbeat(a, 500, 0);
+    CHECK_EQ_U64(nexus_client_connect(a), NEXUS_OK);
+    nexus_claim_result_t res;
+    CHECK_EQ_U64(nexus_claim(a, "job-1", 0, NULL, &res), NEXUS_ERR_INVALID); /* no session */
+    int resumed = -1;
+    nexus_err_t rc = nexus_session_register(a, &resumed);
+    if (rc == NEXUS_ERR_UNKNOWN_OP) {
+        printf("broker has no sessions yet: coordination tests skipped\n");
+        nexus_client_destroy(&a);
+        return;
+    }
+    CHECK_EQ_U64(rc, NEXUS_OK);
+    CHECK_EQ_U64(resumed, 0);
+    char id[NEXUS_ID_MAX], secret[NEXUS_ID_MAX];
+    CHECK(nexus_client_session_id(a, id, sizeof id) != NULL);
+    CHECK(nexus_client_session_secret(a, secret, sizeof secret) != NULL);
+
+    nexus_client_t *b = th_client(&s_broker);
+    nexus_client_set_session(b, "s-other", NULL);
+    nexus_client_set_name(b, "worker-b");
+    CHECK_EQ_U64(nexus_client_connect(b), NEXUS_OK);
+    CHECK_EQ_U64(nexus_session_register(b, NULL), NEXUS_OK);
+
+    CHECK_EQ_U64(nexus_session_status(a, "busy", "job-1", "building"), NEXUS_OK);
+    CHECK_EQ_U64(nexus_session_status(a, "dancing", NULL, NULL), NEXUS_ERR_BAD_REQUEST);
+    nexus_records_t *recs = NULL;
+    CHECK_EQ_U64(nexus_session_get(a, id, &recs), NEXUS_OK);
+    CHECK_EQ_U64(nexus_records_count(recs), 1);
+    CHECK_EQ_STR(nexus_records_str(recs, 0, "name"), "worker-a");
+    CHECK_EQ_STR(nexus_records_str(recs, 0, "state"), "busy");
+    CHECK(strstr(nexus_records_json(recs, 0), "\"host\":\"h1\"") != NULL);
+    CHECK(nexus_records_msgpack(recs, 1) == NULL);
+    nexus_records_destroy(&recs);
+    CHECK_EQ_U64(nexus_session_get(a, "s-nobody", &recs), NEXUS_ERR_NOT_FOUND);
+    CHECK_EQ_U64(nexus_sessions_list(a, 0, &recs), NEXUS_OK);
+    CHECK(nexus_records_count(recs) >= 2);
+    nexus_records_destroy(&recs);
+    CHECK_EQ_U64(nexus_sessions_find(a, "build,test", 0, &recs), NEXUS_OK);
+    CHECK_EQ_U64(nexus_records_count(recs), 1);
+    nexus_records_destroy(&recs);
+    CHECK_EQ_U64(nexus_sessions_find(a, "build", 1, &recs), NEXUS_OK);
+    CHECK_EQ_U64(nexus_records_count(recs), 0); /* a is busy */
+    nexus_records_destroy(&recs);
+
+    /*  Claims: grant, deny with the holder, fencing.                       */
+    CHECK_EQ_U64(nexus_claim(a, "", 0, NULL, &res), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_claim(a, "job-1", 60000, "build it", &res), NEXUS_OK);
+    uint64_t token = res.token;
+    CHECK(token > 0);
+    CHECK_EQ_STR(res.holder, id);
+    CHECK_EQ_U64(nexus_claim(b, "job-1", 0, NULL, &res), NEXUS_ERR_DENIED);
+    CHECK_EQ_STR(res.holder, id);
+    CHECK(strstr(nexus_client_errmsg(b), id) != NULL);
+    uint64_t expires = 0;
+    CHECK_EQ_U64(nexus_renew(a, "job-1", token, 120000, &expires), NEXUS_OK);
+    CHECK(expires > 0);
+    CHECK_EQ_U64(nexus_renew(a, "job-1", token + 100, 0, NULL), NEXUS_ERR_STALE_TOKEN);
+    CHECK_EQ_U64(nexus_renew(b, "job-1", token, 0, NULL), NEXUS_ERR_FORBIDDEN);
+    CHECK_EQ_U64(nexus_claims_list(a, id, NULL, NULL, 0, &recs), NEXUS_OK);
+    CHECK_EQ_U64(nexus_records_count(recs), 1);
+    CHECK_EQ_STR(nexus_records_str(recs, 0, "work_id"), "job-1");
+    CHECK_EQ_U64(nexus_records_u64(recs, 0, "token"), token);
+    nexus_records_destroy(&recs);
+    CHECK_EQ_U64(nexus_complete(a, "job-1", token, "{bad"), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_complete(a, "job-1", token, "{\"ok\":true}"), NEXUS_OK);
+    CHECK_EQ_U64(nexus_release(a, "job-1", token, NULL), NEXUS_ERR_CONFLICT);
+    CHECK_EQ_U64(nexus_claim(b, "job-1", 0, NULL, &res), NEXUS_ERR_DENIED);
+    CHECK_EQ_STR(res.state, "completed");
+    CHECK_EQ_U64(nexus_claim(b, "job-2", 0, NULL, &res), NEXUS_OK);
+    CHECK_EQ_U64(nexus_release(b, "job-2", res.token, "changed my mind"), NEXUS_OK);
+
+    /*  Another process acting as a with its secret.                       */
+    nexus_client_t *a2 = th_client(&s_broker);
+    nexus_client_set_session(a2, id, secret);
+    CHECK_EQ_U64(nexus_client_connect(a2), NEXUS_OK);
+    CHECK_EQ_U64(nexus_claim(a2, "job-3", 0, NULL, &res), NEXUS_OK);
+    nexus_client_destroy(&a2);
+
+    /*  Heartbeats keep a alive past 3 x 500 ms.                           */
+    usleep(2000000);
+    CHECK_EQ_U64(nexus_session_get(b, id, &recs), NEXUS_OK);
+    CHECK_EQ_STR(nexus_records_str(recs, 0, "status"), "active");
+    nexus_records_destroy(&recs);
+
+    uint64_t released = 99;
+    CHECK_EQ_U64(nexus_session_unregister(a, &released), NEXUS_OK);
+    CHECK_EQ_U64(released, 1); /* job-3 */
+    nexus_client_destroy(&a);
+    nexus_client_destroy(&b);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    s_test_offline();
+    CHECK(th_start(&s_broker) == 0);
+    s_test_pubsub();
+    s_test_history();
+    s_test_callback_and_overflow();
+    s_test_coordination();
+    s_test_gap();
+    th_cleanup(&s_broker, nx_test_failures > 0);
+    NX_TEST_DONE();
+}
