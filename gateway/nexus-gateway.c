@@ -1,0 +1,253 @@
+/*  =========================================================================
+    nexus-gateway - WebSocket + HTTP bridge onto the nexus fabric, with the
+    live dashboard. main reads the configuration (file, environment,
+    flags), connects to the broker, starts the worker, and runs the lws
+    loop until SIGINT or SIGTERM.
+    =========================================================================
+*/
+
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "nx_gw.h"
+#include "nx_log.h"
+
+static nx_gw_t *s_gw;
+
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    if (s_gw) {
+        s_gw->stop = 1;
+        /*  Writes to lws's wake pipe: safe in a signal handler.            */
+        if (s_gw->lws)
+            lws_cancel_service(s_gw->lws);
+    }
+}
+
+static void s_usage(FILE *out)
+{
+    fprintf(out, "Usage: nexus-gateway [-c FILE] [-v] [--KEY VALUE]...\n"
+                 "\n"
+                 "WebSocket + HTTP gateway onto a nexus fabric, with the dashboard at /.\n"
+                 "It is a client of the broker given by --broker; the WebSocket protocol\n"
+                 "and the HTTP endpoints are in docs/gateway.md.\n"
+                 "\n"
+                 "  -c, --config FILE   read settings from a ZPL file (KEY = VALUE lines)\n"
+                 "  -v, --verbose       log at debug level\n"
+                 "      --print-config  print the effective settings, exit\n"
+                 "  -h, --help          this help\n"
+                 "      --version       print the version and exit\n"
+                 "\n"
+                 "Settings (file keys; environment NEXUS_KEY; flags --key VALUE):\n");
+    nx_conf_print_help(nx_gw_conf_keys, nx_gw_conf_count, out);
+    fprintf(out, "\nExit status: 0 clean stop, 1 runtime failure, 2 bad usage or settings.\n");
+}
+
+static bool s_is_loopback(const char *addr)
+{
+    return strncmp(addr, "127.", 4) == 0 || strcmp(addr, "localhost") == 0 ||
+           strcmp(addr, "::1") == 0 || strcmp(addr, "lo") == 0;
+}
+
+/*  The dashboard: --web-root, else next to the binary in the build tree
+    (build/gateway -> gateway/web) or the install (bin -> share/nexus/web). */
+static int s_find_web_root(nx_gw_t *gw)
+{
+    struct stat st;
+    if (gw->cfg.web_root && *gw->cfg.web_root) {
+        snprintf(gw->web_root, sizeof gw->web_root, "%s", gw->cfg.web_root);
+        return stat(gw->web_root, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+    }
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return -1;
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash)
+        *slash = 0;
+    static const char *const candidates[] = {"%.3000s/../../gateway/web",
+                                             "%.3000s/../share/nexus/web", "%.3000s/web"};
+    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, candidates[i], self);
+        char index[4200];
+        snprintf(index, sizeof index, "%s/index.html", path);
+        if (stat(index, &st) == 0) {
+            if (!realpath(path, gw->web_root))
+                snprintf(gw->web_root, sizeof gw->web_root, "%s", path);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_file = NULL;
+    bool verbose = false, print_config = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            s_usage(stdout);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("nexus-gateway %s\n", NEXUS_VERSION_STRING);
+            return 0;
+        }
+        if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose"))
+            verbose = true;
+        else if (!strcmp(argv[i], "--print-config"))
+            print_config = true;
+        else if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "nexus-gateway: %s needs a file name\n", argv[i]);
+                return 2;
+            }
+            config_file = argv[++i];
+        }
+    }
+    static nx_gw_t gw;
+    char err[512] = "";
+    static const char *const passthrough[] = {"-v", "--verbose", "--print-config", NULL};
+    nexus_err_t rc = nx_conf_defaults(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg, err, sizeof err);
+    if (!rc && config_file)
+        rc = nx_conf_load_file(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg, config_file, err,
+                               sizeof err);
+    if (!rc)
+        rc = nx_conf_load_env(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg, err, sizeof err);
+    if (!rc) {
+        char **args = calloc((size_t)argc + 1, sizeof *args);
+        int n = 0;
+        for (int i = 0; i < argc; i++) {
+            if (i > 0 && (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))) {
+                i++;
+                continue;
+            }
+            args[n++] = argv[i];
+        }
+        rc = nx_conf_load_args(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg, n, args, 1, passthrough,
+                               err, sizeof err);
+        free(args);
+    }
+    int status = 2;
+    if (rc) {
+        fprintf(stderr, "nexus-gateway: %s (see nexus-gateway --help)\n", err);
+        goto done;
+    }
+    if (print_config) {
+        nx_conf_print(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg, stdout);
+        status = 0;
+        goto done;
+    }
+    int level = nx_log_level_parse(gw.cfg.log_level);
+    if (level < 0) {
+        fprintf(stderr, "nexus-gateway: log_level must be error, warn, info or debug\n");
+        goto done;
+    }
+    nx_log_init("nexus-gateway", verbose ? NX_LOG_DEBUG : (nx_log_level_t)level);
+    gw.auth = nx_auth_new(gw.cfg.token, gw.cfg.tokens_file, err, sizeof err);
+    if (!gw.auth) {
+        fprintf(stderr, "nexus-gateway: %s\n", err);
+        goto done;
+    }
+    if (!s_is_loopback(gw.cfg.listen) && !nx_auth_enabled(gw.auth)) {
+        if (!gw.cfg.allow_open_remote) {
+            fprintf(stderr,
+                    "nexus-gateway: refusing to listen on %s with no tokens configured: set "
+                    "token or tokens_file, or --allow-open-remote true\n",
+                    gw.cfg.listen);
+            goto done;
+        }
+        nx_warn("listening on %s with no tokens: anyone who can reach it can use the fabric",
+                gw.cfg.listen);
+    } else if (!nx_auth_enabled(gw.auth))
+        nx_info("no tokens configured: open to clients on this machine only (%s)", gw.cfg.listen);
+    if (s_find_web_root(&gw)) {
+        fprintf(stderr, "nexus-gateway: cannot find the dashboard files (set --web-root)\n");
+        goto done;
+    }
+    /*  Many idle WebSocket connections need many descriptors.              */
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+        lim.rlim_cur = lim.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &lim);
+    }
+    status = 1;
+    pthread_mutex_init(&gw.lock, NULL);
+    pthread_cond_init(&gw.wake, NULL);
+    gw.conns = zhashx_new();
+    gw.sessions = zhashx_new();
+    gw.by_type = zhashx_new();
+    gw.commands = zlistx_new();
+    gw.commands_max = 100000;
+    gw.start_us = nx_now_us();
+    gw.start_mono = nx_mono_us();
+    /*  Our handlers, not CZMQ's: the lws loop must wake on a signal.       */
+    zsys_handler_set(NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    s_gw = &gw;
+
+    gw.client = nexus_client_new();
+    if (!gw.client || nexus_client_set_endpoint(gw.client, gw.cfg.broker) ||
+        (gw.cfg.broker_token && *gw.cfg.broker_token &&
+         nexus_client_set_token(gw.client, gw.cfg.broker_token)) ||
+        nexus_client_set_callback(gw.client, nx_gw_deliver, &gw)) {
+        nx_error("cannot configure the fabric client (broker '%s')", gw.cfg.broker);
+        goto done;
+    }
+    nexus_err_t cerr = nexus_client_connect(gw.client);
+    if (cerr == NEXUS_ERR_UNREACHABLE)
+        nx_warn("broker %s does not answer yet; retrying in the background", gw.cfg.broker);
+    else if (cerr) {
+        nx_error("cannot connect to %s: %s", gw.cfg.broker, nexus_client_errmsg(gw.client));
+        goto done;
+    } else
+        nx_info("connected to the broker at %s", gw.cfg.broker);
+    /*  One subscription to everything; each client's patterns are matched
+        here, so clients come and go without touching the broker.           */
+    if (nexus_subscribe(gw.client, ">")) {
+        nx_error("cannot subscribe: %s", nexus_client_errmsg(gw.client));
+        goto done;
+    }
+    if (nx_gw_worker_start(&gw)) {
+        nx_error("cannot start the worker thread");
+        goto done;
+    }
+    nx_info("nexus-gateway %s: dashboard from %s", NEXUS_VERSION_STRING, gw.web_root);
+    status = nx_gw_server_run(&gw) == 0 ? 0 : 1;
+    nx_gw_worker_stop(&gw);
+    nx_info("stopped");
+
+done:
+    s_gw = NULL;
+    nexus_client_destroy(&gw.client);
+    if (gw.conns) {
+        for (nx_gw_conn_t *c = zhashx_first(gw.conns); c; c = zhashx_next(gw.conns))
+            c->refs = 1;
+        zlistx_t *all = zhashx_values(gw.conns);
+        zhashx_destroy(&gw.conns);
+        for (nx_gw_conn_t *c = zlistx_first(all); c; c = zlistx_next(all)) {
+            nx_gw_conn_t *p = c;
+            nx_gw_conn_unref(&gw, &p);
+        }
+        zlistx_destroy(&all);
+    }
+    zhashx_destroy(&gw.sessions);
+    zhashx_destroy(&gw.by_type);
+    zlistx_destroy(&gw.commands);
+    nx_auth_destroy(&gw.auth);
+    nx_conf_free(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg);
+    return status;
+}

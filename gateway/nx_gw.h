@@ -1,0 +1,233 @@
+/*  =========================================================================
+    nx_gw - nexus-gateway's internals, shared by its files.
+
+    Three threads, each owning its part:
+      - the lws thread (nx_gw_server.c) owns every struct lws: it reads
+        frames and HTTP requests, turns them into commands, and writes what
+        the connections' queues hold when lws says they are writable;
+      - the worker thread (nx_gw_worker.c) owns the libnexus client's
+        control calls: it runs commands (WebSocket actions, HTTP requests,
+        session registration, heartbeats, history replays) and queues the
+        answers;
+      - libnexus's own thread calls nx_gw_deliver for every fabric event,
+        which fans it out to the matching connections' queues.
+    Connections, their queues and subscriptions are guarded by one mutex
+    (gw->lock). Whoever queues something wakes lws with lws_cancel_service,
+    the one lws call that is safe from another thread.
+    =========================================================================
+*/
+
+#ifndef NX_GW_H_INCLUDED
+#define NX_GW_H_INCLUDED
+
+#include <czmq.h>
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "nexus.h"
+#include "nx_auth.h"
+#include "nx_gw_config.h"
+
+#define NX_GW_SESSION_MAX 64    /* bytes in a session id                     */
+#define NX_GW_PATTERNS    64    /* subscriptions per connection              */
+#define NX_GW_HELD_MAX    10000 /* live events held while a replay runs    */
+
+/*  A message on its way to clients: shared by every queue it sits in.     */
+typedef struct {
+    int refs;            /* queues holding it (under gw->lock)              */
+    size_t len;          /* bytes of text                                   */
+    uint64_t seq;        /* event seq, 0 for replies and control messages   */
+    unsigned char buf[]; /* LWS_PRE bytes of room, then the text            */
+} nx_gw_msg_t;
+
+typedef enum { NX_GW_WS, NX_GW_HTTP } nx_gw_kind_t;
+
+typedef struct _nx_gw_conn_t {
+    uint64_t id;       /* registry key, never reused        */
+    nx_gw_kind_t kind; /* WebSocket or HTTP                 */
+    struct lws *wsi;   /* lws thread only; NULL once closed */
+    int refs;          /* registry + commands in flight     */
+    bool closed;       /* lws closed it; drop what comes    */
+    /*  WebSocket                                                           */
+    char session[NX_GW_SESSION_MAX + 1]; /* the session it acts as          */
+    const void *auth;                    /* nx_auth handle of its token       */
+    char *patterns[NX_GW_PATTERNS];      /* subscriptions                     */
+    size_t n_patterns;
+    nx_gw_msg_t **queue;             /* ring of queue_messages slots      */
+    size_t q_head, q_count, q_bytes; /* ring position, fill, bytes        */
+    uint64_t full_since;             /* mono us the queue filled, 0 = not */
+    uint64_t lost_from, lost_to;     /* seqs dropped while full (gap)     */
+    uint64_t last_seq;               /* highest event seq queued          */
+    bool ready;                      /* welcome queued: live events flow  */
+    bool replaying;                  /* live events are held meanwhile    */
+    uint64_t resume_from;            /* ?since= waiting for a subscribe   */
+    nx_gw_msg_t **held;              /* live events held during a replay  */
+    size_t n_held;
+    bool held_overflow; /* some were not held: replay again  */
+    int close_code;     /* != 0: close with this             */
+    char close_reason[80];
+    double tokens;      /* rate limit bucket                 */
+    uint64_t tokens_at; /* mono us of the last refill        */
+    /*  Incoming WebSocket message being assembled (lws thread)             */
+    char *rx;
+    size_t rx_len;
+    /*  HTTP                                                                */
+    int method;       /* NX_GW_GET, ...                    */
+    char path[512];   /* decoded path                      */
+    char query[1024]; /* raw query string                  */
+    char bearer[256]; /* Authorization: Bearer value       */
+    char *body;       /* request body (POST)               */
+    size_t body_len;
+    bool body_too_large;
+    int status;               /* response status, 0 = not yet      */
+    char *response;           /* response body (malloc'd)          */
+    const char *content_type; /* static string                     */
+} nx_gw_conn_t;
+
+enum { NX_GW_GET = 1, NX_GW_POST, NX_GW_OTHER };
+
+/*  Counters for /metrics and /state (atomic, relaxed).                     */
+typedef struct {
+    uint64_t ws_open;         /* WebSocket connections now                 */
+    uint64_t ws_total;        /* WebSocket connections ever                */
+    uint64_t http_requests;   /* HTTP requests                             */
+    uint64_t events_in;       /* events published through the gateway      */
+    uint64_t events_fabric;   /* events received from the fabric           */
+    uint64_t events_out;      /* event messages queued to clients          */
+    uint64_t drops;           /* event messages dropped (full queues)      */
+    uint64_t slow_closes;     /* clients closed for not reading            */
+    uint64_t errors;          /* error replies                             */
+    uint64_t rate_limited;    /* requests refused by the rate limit        */
+    uint64_t lat_buckets[12]; /* fabric ts -> queued, us: <=100,250,500,
+                                 1k,2.5k,5k,10k,25k,50k,100k,250k,+Inf    */
+    uint64_t lat_sum_us;      /* sum of those latencies                    */
+    uint64_t lat_count;       /* number of them                            */
+} nx_gw_stats_t;
+
+typedef struct _nx_gw_t {
+    nx_gw_config_t cfg;      /* settings                                 */
+    nx_auth_t *auth;         /* client tokens                            */
+    nexus_client_t *client;  /* the gateway's one fabric client          */
+    struct lws_context *lws; /* the lws context (lws thread)             */
+    pthread_mutex_t lock;    /* guards conns, queues, subscriptions      */
+    zhashx_t *conns;         /* id -> nx_gw_conn_t*                      */
+    zhashx_t *sessions;      /* session id -> number of WS connections   */
+    uint64_t next_id;        /* next conn id                             */
+    pthread_t worker;        /* runs commands                            */
+    pthread_cond_t wake;     /* commands queued                          */
+    zlistx_t *commands;      /* nx_gw_cmd_t*, under lock                 */
+    size_t commands_max;     /* bound on queued commands                 */
+    volatile int stop;       /* set on SIGINT/SIGTERM                    */
+    uint64_t start_us;       /* wall clock at start                      */
+    uint64_t start_mono;     /* mono clock at start                      */
+    nx_gw_stats_t stats;     /* counters                                 */
+    zhashx_t *by_type;       /* event type -> count (/events/stats)      */
+    uint64_t rate_slot[64];  /* fabric events per second, ring           */
+    uint64_t rate_second;    /* second of rate_slot's head               */
+    char web_root[4096];     /* dashboard directory                      */
+} nx_gw_t;
+
+/*  A unit of work for the worker thread.                                   */
+typedef enum {
+    NX_GW_CMD_OPEN,   /* a WebSocket connected: register, welcome           */
+    NX_GW_CMD_CLOSE,  /* a WebSocket closed: unregister if last             */
+    NX_GW_CMD_ACTION, /* a WebSocket message (JSON text)                    */
+    NX_GW_CMD_HTTP    /* an HTTP request                                    */
+} nx_gw_cmd_kind_t;
+
+typedef struct {
+    nx_gw_cmd_kind_t kind;
+    uint64_t conn; /* conn id                                              */
+    char *text;    /* ACTION: the message; OPEN: "name\ncapabilities"      */
+    char session[NX_GW_SESSION_MAX + 1];
+    uint64_t since; /* OPEN: ?since=, 0 none                                */
+    bool has_since;
+    int recent; /* OPEN: events in the welcome                          */
+} nx_gw_cmd_t;
+
+/*  ---- nx_gw_conn.c ------------------------------------------------------ */
+
+nx_gw_msg_t *nx_gw_msg_new(const char *text, size_t len, uint64_t seq);
+/*  Drops one reference (under gw->lock); frees at zero.                    */
+void nx_gw_msg_unref(nx_gw_msg_t **msg_p);
+
+/*  Creates and registers a connection (takes the lock).                    */
+nx_gw_conn_t *nx_gw_conn_new(nx_gw_t *gw, nx_gw_kind_t kind, struct lws *wsi);
+/*  Looks a connection up by id and takes a reference, or NULL (lock held). */
+nx_gw_conn_t *nx_gw_conn_get(nx_gw_t *gw, uint64_t id);
+/*  Drops a reference (lock held); frees at zero.                           */
+void nx_gw_conn_unref(nx_gw_t *gw, nx_gw_conn_t **conn_p);
+/*  Marks it closed and removes it from the registry (lock held).           */
+void nx_gw_conn_closed(nx_gw_t *gw, nx_gw_conn_t *conn);
+
+/*  Queues msg (taking a reference) for a WebSocket conn (lock held).
+    Returns 0, or -1 when the queue is full (the message is not queued; an
+    event's seq is remembered for the gap notice).                          */
+int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg);
+/*  Queues a text the worker made (reply, welcome); copies it.              */
+int nx_gw_conn_push_text(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text);
+/*  Takes the next message to write, or NULL (lock held); the caller owns
+    the reference it returns.                                               */
+nx_gw_msg_t *nx_gw_conn_pop(nx_gw_t *gw, nx_gw_conn_t *conn);
+/*  True when any pattern of conn matches topic (lock held).                */
+bool nx_gw_conn_matches(nx_gw_conn_t *conn, const char *topic);
+/*  Token bucket: true when a request may go now.                           */
+bool nx_gw_conn_rate_ok(nx_gw_t *gw, nx_gw_conn_t *conn);
+
+/*  ---- nx_gw_worker.c ---------------------------------------------------- */
+
+int nx_gw_worker_start(nx_gw_t *gw);
+void nx_gw_worker_stop(nx_gw_t *gw);
+/*  Queues a command (takes ownership of cmd->text). Returns -1 when the
+    queue is full (the caller answers "busy").                             */
+int nx_gw_command(nx_gw_t *gw, nx_gw_cmd_t *cmd);
+/*  libnexus callback: fans a fabric event out to matching connections.     */
+void nx_gw_deliver(nexus_event_t *event, void *arg);
+/*  Wakes the lws thread (safe from any thread).                            */
+void nx_gw_wake(nx_gw_t *gw);
+
+/*  ---- nx_gw_actions.c (worker thread) ----------------------------------- */
+
+/*  Runs one WebSocket message for conn and queues its reply.               */
+void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text);
+/*  Builds the JSON text of a fabric event as clients receive it.           */
+char *nx_gw_event_json(nexus_event_t *event, size_t *len);
+/*  Converts a broker event record (history reply, JSON form) to the
+    client's event shape. Returns a new reference.                          */
+json_t *nx_gw_event_from_record(json_t *rec);
+/*  Sends {"type":"reply",...}.                                             */
+void nx_gw_reply(nx_gw_t *gw, uint64_t conn_id, json_t *reply);
+/*  Runs a broker request (JSON object, stolen) and returns the reply
+    object (new reference) or NULL when the broker could not be asked;
+    *err receives the code.                                                 */
+json_t *nx_gw_request(nx_gw_t *gw, json_t *request, nexus_err_t *err);
+/*  Replays matching history after conn's resume point, then lets live
+    events through; no gap, no duplicate.                                   */
+void nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since);
+/*  Makes sure session is registered on the fabric (the gateway's
+    connection owns it). Returns NEXUS_OK or the broker's error.            */
+nexus_err_t nx_gw_ensure_session(nx_gw_t *gw, const char *session, const char *name,
+                                 const char *capabilities, uint64_t ttl_ms);
+
+/*  ---- nx_gw_http.c (worker thread) -------------------------------------- */
+
+/*  Answers one HTTP request: fills conn->status/response/content_type.    */
+void nx_gw_http(nx_gw_t *gw, uint64_t conn_id);
+
+/*  ---- nx_gw_server.c (lws thread) --------------------------------------- */
+
+int nx_gw_server_run(nx_gw_t *gw);
+
+/*  ---- helpers ----------------------------------------------------------- */
+
+/*  Writes s as a JSON string (with quotes) into a growing buffer.          */
+void nx_gw_json_str(zchunk_t *out, const char *s, size_t len);
+/*  Mono and wall clocks, us.                                               */
+uint64_t nx_gw_mono(void);
+/*  Checks a session id: 1..64 of [A-Za-z0-9_:@-].                          */
+bool nx_gw_session_valid(const char *id, size_t len);
+
+#endif

@@ -1,0 +1,754 @@
+/*  =========================================================================
+    nx_gw_actions - the WebSocket protocol of docs/gateway.md (the NEXUS
+    event bus protocol, extended), run on the worker thread. One function
+    per action, in a table; each reads its fields, asks the broker through
+    the gateway's libnexus client, and answers with a reply.
+    =========================================================================
+*/
+
+#include <msgpack.h>
+#include <string.h>
+
+#include "nx_gw.h"
+#include "nx_log.h"
+#include "nx_topic.h"
+
+/*  ---- Shared helpers ---------------------------------------------------- */
+
+json_t *nx_gw_request(nx_gw_t *gw, json_t *request, nexus_err_t *err)
+{
+    *err = NEXUS_ERR_NOMEM;
+    if (!request)
+        return NULL;
+    if (gw->cfg.broker_token && *gw->cfg.broker_token && !json_object_get(request, "token"))
+        json_object_set_new(request, "token", json_string(gw->cfg.broker_token));
+    char *text = json_dumps(request, JSON_COMPACT);
+    json_decref(request);
+    if (!text)
+        return NULL;
+    char *reply = NULL;
+    *err = nexus_request_json(gw->client, text, &reply);
+    free(text);
+    json_t *obj = reply ? json_loads(reply, 0, NULL) : NULL;
+    free(reply);
+    return obj;
+}
+
+char *nx_gw_event_json(nexus_event_t *event, size_t *len)
+{
+    zchunk_t *out = zchunk_new(NULL, 256);
+    char head[64], iso[40];
+    snprintf(head, sizeof head,
+             "{\"type\":\"event\",\"seq\":%" PRIu64 ",\"event_type\":", nexus_event_seq(event));
+    zchunk_extend(out, head, strlen(head));
+    const char *topic = nexus_event_topic(event), *source = nexus_event_source(event);
+    nx_gw_json_str(out, topic, strlen(topic));
+    zchunk_extend(out, ",\"session_id\":", 14);
+    nx_gw_json_str(out, source, strlen(source));
+    zchunk_extend(out, ",\"payload\":", 11);
+    const char *payload = nexus_event_payload_json(event);
+    if (!payload)
+        payload = "null";
+    zchunk_extend(out, payload, strlen(payload));
+    zchunk_extend(out, ",\"timestamp\":\"", 14);
+    nx_iso8601(nexus_event_ts(event), iso);
+    zchunk_extend(out, iso, strlen(iso));
+    zchunk_extend(out, "\"}", 3); /* with the terminator */
+    *len = zchunk_size(out) - 1;
+    char *text = malloc(zchunk_size(out));
+    if (text)
+        memcpy(text, zchunk_data(out), zchunk_size(out));
+    zchunk_destroy(&out);
+    return text;
+}
+
+static int s_b64(char c)
+{
+    return c >= 'A' && c <= 'Z'   ? c - 'A'
+           : c >= 'a' && c <= 'z' ? c - 'a' + 26
+           : c >= '0' && c <= '9' ? c - '0' + 52
+           : c == '+'             ? 62
+           : c == '/'             ? 63
+                                  : -1;
+}
+
+/*  Decodes base64 text; returns a malloc'd buffer and *len, or NULL.       */
+static uint8_t *s_base64_decode(const char *text, size_t *len)
+{
+    size_t n = strlen(text);
+    uint8_t *out = malloc(n / 4 * 3 + 3);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n && text[i] != '='; i++) {
+        int v = s_b64(text[i]);
+        if (v < 0) {
+            free(out);
+            return NULL;
+        }
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    *len = o;
+    return out;
+}
+
+json_t *nx_gw_event_from_record(json_t *rec)
+{
+    /*  {seq, ts, topic, source, payload} as the SDK turns a history reply
+        into JSON: the payload bytes arrive as {"$base64": ...}; they are
+        msgpack, shown to clients as JSON like live events.                */
+    char iso[40];
+    json_t *ev = json_pack("{s:s, s:O, s:O, s:O}", "type", "event", "seq",
+                           json_object_get(rec, "seq"), "event_type", json_object_get(rec, "topic"),
+                           "session_id", json_object_get(rec, "source"));
+    if (!ev)
+        return json_null();
+    json_t *payload = json_object_get(rec, "payload");
+    const char *b64 = json_string_value(json_object_get(payload, "$base64"));
+    json_t *shown = NULL;
+    size_t len = 0;
+    uint8_t *bytes = b64 ? s_base64_decode(b64, &len) : NULL;
+    if (bytes) {
+        char *text = len ? nexus_msgpack_to_json(bytes, len) : strdup("null");
+        shown = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+        free(text);
+        free(bytes);
+    }
+    json_object_set_new(ev, "payload",
+                        shown ? shown : json_incref(payload ? payload : json_null()));
+    json_object_set_new(
+        ev, "timestamp",
+        json_string(nx_iso8601((uint64_t)json_integer_value(json_object_get(rec, "ts")), iso)));
+    return ev;
+}
+
+/*  Queues text to conn if it is still there.                               */
+static void s_send(nx_gw_t *gw, uint64_t conn_id, const char *text)
+{
+    pthread_mutex_lock(&gw->lock);
+    nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
+    if (conn) {
+        nx_gw_conn_push_text(gw, conn, text);
+        nx_gw_conn_unref(gw, &conn);
+    }
+    pthread_mutex_unlock(&gw->lock);
+    nx_gw_wake(gw);
+}
+
+void nx_gw_reply(nx_gw_t *gw, uint64_t conn_id, json_t *reply)
+{
+    char *text = json_dumps(reply, JSON_COMPACT);
+    json_decref(reply);
+    if (text)
+        s_send(gw, conn_id, text);
+    free(text);
+}
+
+nexus_err_t nx_gw_ensure_session(nx_gw_t *gw, const char *session, const char *name,
+                                 const char *capabilities, uint64_t ttl_ms)
+{
+    json_t *req = json_pack("{s:s, s:s, s:I}", "op", "session.register", "session", session,
+                            "heartbeat_ms", (json_int_t)gw->cfg.heartbeat);
+    if (name)
+        json_object_set_new(req, "name", json_string(name));
+    if (capabilities) {
+        json_t *caps = json_array();
+        char *copy = strdup(capabilities), *save = NULL;
+        for (char *c = strtok_r(copy, ",", &save); c; c = strtok_r(NULL, ",", &save))
+            if (*c)
+                json_array_append_new(caps, json_string(c));
+        free(copy);
+        json_object_set_new(req, "capabilities", caps);
+    }
+    if (ttl_ms)
+        json_object_set_new(req, "ttl_ms", json_integer((json_int_t)ttl_ms));
+    json_object_set_new(req, "metadata", json_pack("{s:s}", "via", "nexus-gateway"));
+    nexus_err_t err;
+    json_t *rep = nx_gw_request(gw, req, &err);
+    json_decref(rep);
+    return err;
+}
+
+/*  ---- Replies ---------------------------------------------------------- */
+
+typedef struct {
+    nx_gw_t *gw;
+    uint64_t conn; /* the connection asking                         */
+    char session[NX_GW_SESSION_MAX + 1];
+    json_t *msg;        /* the parsed message                            */
+    json_t *id;         /* its id, or NULL                               */
+    const char *action; /* its action                                    */
+} s_ctx_t;
+
+static json_t *s_reply_new(s_ctx_t *ctx, bool ok)
+{
+    json_t *r = json_pack("{s:s, s:b}", "type", "reply", "ok", ok);
+    if (ctx->id)
+        json_object_set(r, "id", ctx->id);
+    if (ctx->action)
+        json_object_set_new(r, "action", json_string(ctx->action));
+    return r;
+}
+
+/*  Errors are always answered, with or without an id.                      */
+static void s_error(s_ctx_t *ctx, const char *code, const char *message, json_t *extra)
+{
+    json_t *r = s_reply_new(ctx, false);
+    json_t *e = json_pack("{s:s, s:s}", "code", code, "message", message);
+    if (extra)
+        json_object_update(e, extra);
+    json_object_set_new(r, "error", e);
+    __atomic_add_fetch(&ctx->gw->stats.errors, 1, __ATOMIC_RELAXED);
+    nx_gw_reply(ctx->gw, ctx->conn, r);
+}
+
+/*  Successes are answered only when the request had an id.                 */
+static void s_ok(s_ctx_t *ctx, json_t *fields)
+{
+    if (!ctx->id) {
+        json_decref(fields);
+        return;
+    }
+    json_t *r = s_reply_new(ctx, true);
+    if (fields)
+        json_object_update(r, fields);
+    json_decref(fields);
+    nx_gw_reply(ctx->gw, ctx->conn, r);
+}
+
+/*  Sends a broker request and answers from its reply: on success the
+    fields named in keep (NULL-terminated) are copied into the reply.       */
+static void s_broker(s_ctx_t *ctx, json_t *req, const char *const *keep)
+{
+    nexus_err_t err;
+    json_t *rep = nx_gw_request(ctx->gw, req, &err);
+    if (!rep) {
+        s_error(ctx, "unavailable", nexus_strerror(err), NULL);
+        return;
+    }
+    if (!json_is_true(json_object_get(rep, "ok"))) {
+        const char *code = json_string_value(json_object_get(rep, "error"));
+        const char *message = json_string_value(json_object_get(rep, "message"));
+        json_t *extra = json_object();
+        const char *k;
+        json_t *v;
+        json_object_foreach(rep, k, v)
+        {
+            if (strcmp(k, "id") && strcmp(k, "ok") && strcmp(k, "error") && strcmp(k, "message"))
+                json_object_set(extra, k, v);
+        }
+        s_error(ctx, code ? code : "internal", message ? message : "broker error", extra);
+        json_decref(extra);
+    } else {
+        json_t *fields = json_object();
+        for (size_t i = 0; keep && keep[i]; i++) {
+            json_t *v = json_object_get(rep, keep[i]);
+            if (v)
+                json_object_set(fields, keep[i], v);
+        }
+        s_ok(ctx, fields);
+    }
+    json_decref(rep);
+}
+
+/*  Copies the listed fields of the message into a broker request.         */
+static void s_copy(json_t *req, json_t *msg, const char *const *fields)
+{
+    for (size_t i = 0; fields[i]; i++) {
+        json_t *v = json_object_get(msg, fields[i]);
+        if (v)
+            json_object_set(req, fields[i], v);
+    }
+}
+
+static bool s_need_string(s_ctx_t *ctx, const char *field)
+{
+    if (json_is_string(json_object_get(ctx->msg, field)))
+        return true;
+    char text[128];
+    snprintf(text, sizeof text, "field '%s' (a string) is missing", field);
+    s_error(ctx, "bad_request", text, NULL);
+    return false;
+}
+
+static bool s_need_integer(s_ctx_t *ctx, const char *field)
+{
+    json_t *v = json_object_get(ctx->msg, field);
+    if (json_is_integer(v) && json_integer_value(v) >= 0)
+        return true;
+    char text[128];
+    snprintf(text, sizeof text, "field '%s' (a non-negative integer) is missing", field);
+    s_error(ctx, "bad_request", text, NULL);
+    return false;
+}
+
+/*  ---- Actions ----------------------------------------------------------- */
+
+/*  Reads "topics" (array of patterns; a string is taken as one).          */
+static json_t *s_topics(s_ctx_t *ctx)
+{
+    json_t *t = json_object_get(ctx->msg, "topics");
+    if (json_is_string(t)) {
+        json_t *a = json_array();
+        json_array_append(a, t);
+        return a;
+    }
+    if (!json_is_array(t) || json_array_size(t) == 0) {
+        s_error(ctx, "bad_request", "field 'topics' must be a non-empty array of patterns", NULL);
+        return NULL;
+    }
+    size_t i;
+    json_t *p;
+    json_array_foreach(t, i, p)
+    {
+        const char *s = json_string_value(p);
+        if (!s || !nx_pattern_valid(s, strlen(s))) {
+            char text[200];
+            snprintf(text, sizeof text, "invalid pattern %.100s%s%s", s ? "'" : "",
+                     s ? s : "(not a string)", s ? "'" : "");
+            s_error(ctx, "bad_pattern", text, NULL);
+            return NULL;
+        }
+    }
+    return json_incref(t);
+}
+
+static json_t *s_current_topics(nx_gw_conn_t *conn)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < conn->n_patterns; i++)
+        json_array_append_new(a, json_string(conn->patterns[i]));
+    return a;
+}
+
+static void a_subscribe(s_ctx_t *ctx)
+{
+    json_t *topics = s_topics(ctx);
+    if (!topics)
+        return;
+    nx_gw_t *gw = ctx->gw;
+    uint64_t replay_from = 0;
+    bool full = false;
+    pthread_mutex_lock(&gw->lock);
+    nx_gw_conn_t *conn = nx_gw_conn_get(gw, ctx->conn);
+    json_t *now = NULL;
+    if (conn) {
+        size_t i;
+        json_t *p;
+        json_array_foreach(topics, i, p)
+        {
+            const char *s = json_string_value(p);
+            bool have = false;
+            for (size_t k = 0; k < conn->n_patterns; k++)
+                have |= strcmp(conn->patterns[k], s) == 0;
+            if (have)
+                continue;
+            if (conn->n_patterns == NX_GW_PATTERNS) {
+                full = true;
+                break;
+            }
+            conn->patterns[conn->n_patterns++] = strdup(s);
+        }
+        /*  A connection opened with ?since= replays from there with its
+            first subscription; live events are held until it catches up.   */
+        if (conn->resume_from) {
+            replay_from = conn->resume_from;
+            conn->resume_from = 0;
+            conn->replaying = true;
+            conn->last_seq = replay_from - 1;
+        }
+        now = s_current_topics(conn);
+        nx_gw_conn_unref(gw, &conn);
+    }
+    pthread_mutex_unlock(&gw->lock);
+    json_decref(topics);
+    if (!now)
+        return;
+    if (full)
+        s_error(ctx, "bad_request", "at most 64 subscriptions per connection", NULL);
+    else
+        s_ok(ctx, json_pack("{s:o}", "topics", json_incref(now)));
+    json_decref(now);
+    if (replay_from)
+        nx_gw_replay(gw, ctx->conn, replay_from - 1);
+}
+
+static void a_unsubscribe(s_ctx_t *ctx)
+{
+    json_t *topics = s_topics(ctx);
+    if (!topics)
+        return;
+    nx_gw_t *gw = ctx->gw;
+    pthread_mutex_lock(&gw->lock);
+    nx_gw_conn_t *conn = nx_gw_conn_get(gw, ctx->conn);
+    json_t *now = NULL;
+    if (conn) {
+        size_t i;
+        json_t *p;
+        json_array_foreach(topics, i, p)
+        {
+            for (size_t k = 0; k < conn->n_patterns; k++)
+                if (strcmp(conn->patterns[k], json_string_value(p)) == 0) {
+                    free(conn->patterns[k]);
+                    conn->patterns[k] = conn->patterns[--conn->n_patterns];
+                    break;
+                }
+        }
+        now = s_current_topics(conn);
+        nx_gw_conn_unref(gw, &conn);
+    }
+    pthread_mutex_unlock(&gw->lock);
+    json_decref(topics);
+    if (now)
+        s_ok(ctx, json_pack("{s:o}", "topics", now));
+}
+
+static void a_publish(s_ctx_t *ctx)
+{
+    const char *type = json_string_value(json_object_get(ctx->msg, "event_type"));
+    if (!type)
+        type = json_string_value(json_object_get(ctx->msg, "topic"));
+    if (!type) {
+        s_error(ctx, "bad_request", "field 'event_type' (a string) is missing", NULL);
+        return;
+    }
+    if (!nx_topic_valid(type, strlen(type))) {
+        s_error(ctx, "bad_topic",
+                "event_type must be dot-separated tokens with no spaces or wildcards", NULL);
+        return;
+    }
+    json_t *payload = json_object_get(ctx->msg, "payload");
+    payload = payload ? json_incref(payload) : json_object();
+    /*  A direct message names its target at the top level or in payload;
+        the target travels in the payload, where every gateway looks.      */
+    json_t *to = json_object_get(ctx->msg, "to");
+    if (json_is_string(to) && json_is_object(payload) && !json_object_get(payload, "to"))
+        json_object_set(payload, "to", to);
+    /*  The source is the connection's session, whatever the JSON says.    */
+    json_t *req = json_pack("{s:s, s:s, s:o, s:s}", "op", "publish", "topic", type, "payload",
+                            payload, "source", ctx->session);
+    __atomic_add_fetch(&ctx->gw->stats.events_in, 1, __ATOMIC_RELAXED);
+    static const char *const keep[] = {"seq", NULL};
+    s_broker(ctx, req, keep);
+}
+
+static void s_work(s_ctx_t *ctx, const char *op, bool need_token, const char *const *fields,
+                   const char *const *keep)
+{
+    if (!s_need_string(ctx, "work_id") || (need_token && !s_need_integer(ctx, "token")))
+        return;
+    json_t *req = json_pack("{s:s, s:s}", "op", op, "session", ctx->session);
+    s_copy(req, ctx->msg, fields);
+    s_broker(ctx, req, keep);
+}
+
+static void a_claim(s_ctx_t *ctx)
+{
+    static const char *const f[] = {"work_id", "ttl_ms", "description", "metadata", NULL};
+    static const char *const k[] = {"work_id", "token", "expires_at", "holder", NULL};
+    s_work(ctx, "work.claim", false, f, k);
+}
+
+static void a_renew(s_ctx_t *ctx)
+{
+    static const char *const f[] = {"work_id", "token", "ttl_ms", NULL};
+    static const char *const k[] = {"work_id", "token", "expires_at", NULL};
+    s_work(ctx, "work.renew", true, f, k);
+}
+
+static void a_release(s_ctx_t *ctx)
+{
+    static const char *const f[] = {"work_id", "token", "reason", NULL};
+    static const char *const k[] = {"work_id", "state", NULL};
+    s_work(ctx, "work.release", true, f, k);
+}
+
+static void a_complete(s_ctx_t *ctx)
+{
+    static const char *const f[] = {"work_id", "token", "result", NULL};
+    static const char *const k[] = {"work_id", "state", NULL};
+    s_work(ctx, "work.complete", true, f, k);
+}
+
+static void a_status(s_ctx_t *ctx)
+{
+    json_t *req = json_pack("{s:s, s:s}", "op", "session.status", "session", ctx->session);
+    static const char *const f[] = {"state", "current_work", "text", NULL};
+    s_copy(req, ctx->msg, f);
+    static const char *const k[] = {"session", NULL};
+    s_broker(ctx, req, k);
+}
+
+static void a_sessions(s_ctx_t *ctx)
+{
+    json_t *cap = json_object_get(ctx->msg, "capability");
+    json_t *avail = json_object_get(ctx->msg, "available");
+    bool find = cap || json_is_true(avail);
+    json_t *req = json_pack("{s:s}", "op", find ? "session.find" : "session.list");
+    static const char *const f[] = {"capability", "capabilities", "available", NULL};
+    s_copy(req, ctx->msg, f);
+    static const char *const k[] = {"sessions", NULL};
+    s_broker(ctx, req, k);
+}
+
+static void a_claims(s_ctx_t *ctx)
+{
+    json_t *req = json_pack("{s:s}", "op", "work.list");
+    static const char *const f[] = {"holder", "state", "prefix", "limit", NULL};
+    s_copy(req, ctx->msg, f);
+    static const char *const k[] = {"claims", "truncated", NULL};
+    s_broker(ctx, req, k);
+}
+
+static void a_ping(s_ctx_t *ctx)
+{
+    s_ok(ctx, json_pack("{s:I}", "ts", (json_int_t)nx_now_us()));
+}
+
+static void a_history(s_ctx_t *ctx)
+{
+    json_t *topics = json_object_get(ctx->msg, "topics");
+    json_t *limit = json_object_get(ctx->msg, "limit");
+    json_t *since = json_object_get(ctx->msg, "since_seq");
+    json_t *cursor = json_object_get(ctx->msg, "cursor");
+    const char *order = json_string_value(json_object_get(ctx->msg, "order"));
+    if ((limit && (!json_is_integer(limit) || json_integer_value(limit) < 1 ||
+                   json_integer_value(limit) > 1000)) ||
+        (since && (!json_is_integer(since) || json_integer_value(since) < 0)) ||
+        (cursor && !json_is_integer(cursor) && !json_is_null(cursor)) ||
+        (order && strcmp(order, "asc") && strcmp(order, "desc"))) {
+        s_error(ctx, "bad_request",
+                "history takes limit 1..1000, since_seq >= 0, cursor, order asc|desc", NULL);
+        return;
+    }
+    json_t *req = json_pack("{s:s, s:I}", "op", "history", "limit",
+                            (json_int_t)(limit ? json_integer_value(limit) : 100));
+    if (topics) {
+        json_t *t = s_topics(ctx);
+        if (!t) {
+            json_decref(req);
+            return;
+        }
+        json_object_set_new(req, "patterns", t);
+    }
+    static const char *const f[] = {"since_seq",  "since_time", "until_seq",
+                                    "until_time", "order",      NULL};
+    s_copy(req, ctx->msg, f);
+    if (json_is_integer(cursor))
+        json_object_set(req, "cursor", cursor);
+    nexus_err_t err;
+    json_t *rep = nx_gw_request(ctx->gw, req, &err);
+    if (!rep || !json_is_true(json_object_get(rep, "ok"))) {
+        const char *code = rep ? json_string_value(json_object_get(rep, "error")) : NULL;
+        const char *message = rep ? json_string_value(json_object_get(rep, "message")) : NULL;
+        s_error(ctx, code ? code : "unavailable", message ? message : nexus_strerror(err), NULL);
+        json_decref(rep);
+        return;
+    }
+    /*  Broker records {seq, ts, topic, source, payload(bin)} become client
+        events: the payload bytes are msgpack, shown as JSON.              */
+    json_t *events = json_array();
+    size_t i;
+    json_t *rec;
+    json_array_foreach(json_object_get(rep, "events"), i, rec)
+    {
+        json_t *ev = nx_gw_event_from_record(rec);
+        json_array_append_new(events, ev);
+    }
+    json_t *fields = json_pack(
+        "{s:o, s:O}", "events", events, "next_cursor",
+        json_object_get(rep, "next_cursor") ? json_object_get(rep, "next_cursor") : json_null());
+    json_decref(rep);
+    s_ok(ctx, fields);
+}
+
+static void a_resume(s_ctx_t *ctx)
+{
+    if (!s_need_integer(ctx, "since"))
+        return;
+    uint64_t since = (uint64_t)json_integer_value(json_object_get(ctx->msg, "since"));
+    nx_gw_t *gw = ctx->gw;
+    pthread_mutex_lock(&gw->lock);
+    nx_gw_conn_t *conn = nx_gw_conn_get(gw, ctx->conn);
+    if (conn) {
+        conn->replaying = true;
+        conn->last_seq = since;
+        nx_gw_conn_unref(gw, &conn);
+    }
+    pthread_mutex_unlock(&gw->lock);
+    s_ok(ctx, json_pack("{s:I}", "since", (json_int_t)since));
+    nx_gw_replay(gw, ctx->conn, since);
+}
+
+typedef struct {
+    const char *name;
+    void (*fn)(s_ctx_t *ctx);
+} s_action_t;
+
+static const s_action_t s_actions[] = {
+    {"subscribe", a_subscribe}, {"unsubscribe", a_unsubscribe},
+    {"publish", a_publish},     {"claim", a_claim},
+    {"renew", a_renew},         {"release", a_release},
+    {"complete", a_complete},   {"history", a_history},
+    {"resume", a_resume},       {"status", a_status},
+    {"sessions", a_sessions},   {"claims", a_claims},
+    {"ping", a_ping},
+};
+
+void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
+{
+    s_ctx_t ctx = {gw, conn_id, "", NULL, NULL, NULL};
+    pthread_mutex_lock(&gw->lock);
+    nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
+    if (conn) {
+        memcpy(ctx.session, conn->session, sizeof ctx.session);
+        nx_gw_conn_unref(gw, &conn);
+    }
+    pthread_mutex_unlock(&gw->lock);
+    if (!ctx.session[0])
+        return; /* closed meanwhile */
+    json_error_t jerr;
+    ctx.msg = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(ctx.msg)) {
+        char message[256];
+        if (ctx.msg)
+            snprintf(message, sizeof message, "a message must be a JSON object");
+        else
+            snprintf(message, sizeof message, "not valid JSON: %s (line %d, column %d)", jerr.text,
+                     jerr.line, jerr.column);
+        s_error(&ctx, "bad_json", message, NULL);
+        json_decref(ctx.msg);
+        return;
+    }
+    ctx.id = json_object_get(ctx.msg, "id");
+    if (ctx.id && !json_is_string(ctx.id) && !json_is_integer(ctx.id))
+        ctx.id = NULL;
+    ctx.action = json_string_value(json_object_get(ctx.msg, "action"));
+    if (!ctx.action) {
+        s_error(&ctx, "bad_request", "field 'action' (a string) is missing", NULL);
+        json_decref(ctx.msg);
+        return;
+    }
+    for (size_t i = 0; i < sizeof s_actions / sizeof s_actions[0]; i++)
+        if (strcmp(s_actions[i].name, ctx.action) == 0) {
+            s_actions[i].fn(&ctx);
+            json_decref(ctx.msg);
+            return;
+        }
+    char message[200];
+    snprintf(message, sizeof message, "unknown action '%.64s'", ctx.action);
+    s_error(&ctx, "unknown_action", message, NULL);
+    json_decref(ctx.msg);
+}
+
+/*  ---- Replay ------------------------------------------------------------
+    History after since for the connection's patterns, then the live
+    events held meanwhile, in seq order, each once.                         */
+
+/*  Queues msg, waiting for room while the client reads; gives up (closing
+    the client) after slow_timeout.                                         */
+static bool s_push_paced(nx_gw_t *gw, uint64_t conn_id, nx_gw_msg_t *msg)
+{
+    uint64_t deadline = nx_gw_mono() + (gw->cfg.slow_timeout ? gw->cfg.slow_timeout : 1) * 1000;
+    while (true) {
+        pthread_mutex_lock(&gw->lock);
+        nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
+        if (!conn) {
+            pthread_mutex_unlock(&gw->lock);
+            return false;
+        }
+        bool room = conn->q_count < gw->cfg.queue_messages &&
+                    conn->q_bytes + msg->len <= gw->cfg.queue_bytes;
+        if (room) {
+            if (msg->seq > conn->last_seq) {
+                nx_gw_conn_push(gw, conn, msg);
+                __atomic_add_fetch(&gw->stats.events_out, 1, __ATOMIC_RELAXED);
+            }
+        } else if (nx_gw_mono() > deadline) {
+            conn->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
+            snprintf(conn->close_reason, sizeof conn->close_reason, "send queue full");
+        }
+        bool give_up = !room && conn->close_code;
+        nx_gw_conn_unref(gw, &conn);
+        pthread_mutex_unlock(&gw->lock);
+        nx_gw_wake(gw);
+        if (room)
+            return true;
+        if (give_up)
+            return false;
+        usleep(2000);
+    }
+}
+
+void nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
+{
+    for (int round = 0; round < 100; round++) {
+        nexus_history_t *h = nexus_history_new(gw->client);
+        if (!h)
+            return;
+        pthread_mutex_lock(&gw->lock);
+        nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
+        if (conn) {
+            for (size_t i = 0; i < conn->n_patterns; i++)
+                nexus_history_add_pattern(h, conn->patterns[i]);
+            nx_gw_conn_unref(gw, &conn);
+        }
+        pthread_mutex_unlock(&gw->lock);
+        if (!conn) {
+            nexus_history_destroy(&h);
+            return;
+        }
+        nexus_history_set_seq_range(h, since, 0);
+        nexus_history_set_page(h, 1000, 0);
+        nexus_event_t *ev = NULL;
+        bool alive = true;
+        nexus_err_t err;
+        while (alive && (err = nexus_history_next(h, &ev)) == NEXUS_OK && ev) {
+            size_t len;
+            char *text = nx_gw_event_json(ev, &len);
+            nx_gw_msg_t *msg = text ? nx_gw_msg_new(text, len, nexus_event_seq(ev)) : NULL;
+            free(text);
+            since = nexus_event_seq(ev);
+            nexus_event_destroy(&ev);
+            if (msg) {
+                alive = s_push_paced(gw, conn_id, msg);
+                pthread_mutex_lock(&gw->lock);
+                nx_gw_msg_unref(&msg);
+                pthread_mutex_unlock(&gw->lock);
+            }
+        }
+        nexus_history_destroy(&h);
+        if (!alive)
+            return;
+        /*  Now the events held while we read: those past the history.     */
+        pthread_mutex_lock(&gw->lock);
+        conn = nx_gw_conn_get(gw, conn_id);
+        bool again = false;
+        if (conn) {
+            for (size_t i = 0; i < conn->n_held; i++) {
+                if (!conn->held_overflow && conn->held[i]->seq > conn->last_seq)
+                    nx_gw_conn_push(gw, conn, conn->held[i]);
+                nx_gw_msg_unref(&conn->held[i]);
+            }
+            conn->n_held = 0;
+            again = conn->held_overflow;
+            conn->held_overflow = false;
+            if (again)
+                since = conn->last_seq; /* read on from the history */
+            else
+                conn->replaying = false;
+            nx_gw_conn_unref(gw, &conn);
+        }
+        pthread_mutex_unlock(&gw->lock);
+        nx_gw_wake(gw);
+        if (!again)
+            return;
+    }
+}

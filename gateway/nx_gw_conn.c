@@ -1,0 +1,238 @@
+/*  =========================================================================
+    nx_gw_conn - a client connection as the three gateway threads share it:
+    its registry entry, its bounded send queue, its subscriptions and its
+    rate limit. Everything here runs with gw->lock held unless it says
+    otherwise.
+
+    The send queue is a ring of shared messages bounded in count and bytes.
+    When it is full, new events are not queued: the connection remembers
+    the range it lost and, once it drains, is told with a "gap" message
+    (never silently); if it stays full for slow_timeout the lws thread
+    closes it with 1008.
+    =========================================================================
+*/
+
+#include <string.h>
+#include <time.h>
+
+#include "nx_gw.h"
+#include "nx_log.h"
+#include "nx_topic.h"
+
+uint64_t nx_gw_mono(void)
+{
+    return nx_mono_us();
+}
+
+bool nx_gw_session_valid(const char *id, size_t len)
+{
+    if (len == 0 || len > NX_GW_SESSION_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == ':' || c == '@'))
+            return false;
+    }
+    return true;
+}
+
+nx_gw_msg_t *nx_gw_msg_new(const char *text, size_t len, uint64_t seq)
+{
+    nx_gw_msg_t *msg = malloc(sizeof *msg + LWS_PRE + len + 1);
+    if (!msg)
+        return NULL;
+    msg->refs = 1;
+    msg->len = len;
+    msg->seq = seq;
+    memcpy(msg->buf + LWS_PRE, text, len);
+    msg->buf[LWS_PRE + len] = 0;
+    return msg;
+}
+
+void nx_gw_msg_unref(nx_gw_msg_t **msg_p)
+{
+    if (!msg_p || !*msg_p)
+        return;
+    if (--(*msg_p)->refs == 0)
+        free(*msg_p);
+    *msg_p = NULL;
+}
+
+nx_gw_conn_t *nx_gw_conn_new(nx_gw_t *gw, nx_gw_kind_t kind, struct lws *wsi)
+{
+    nx_gw_conn_t *conn = calloc(1, sizeof *conn);
+    if (!conn)
+        return NULL;
+    if (kind == NX_GW_WS) {
+        conn->queue = calloc(gw->cfg.queue_messages, sizeof *conn->queue);
+        if (!conn->queue) {
+            free(conn);
+            return NULL;
+        }
+    }
+    conn->kind = kind;
+    conn->wsi = wsi;
+    conn->refs = 1;
+    conn->tokens = (double)gw->cfg.burst;
+    conn->tokens_at = nx_gw_mono();
+    pthread_mutex_lock(&gw->lock);
+    conn->id = ++gw->next_id;
+    char key[24];
+    snprintf(key, sizeof key, "%" PRIu64, conn->id);
+    zhashx_insert(gw->conns, key, conn);
+    pthread_mutex_unlock(&gw->lock);
+    return conn;
+}
+
+nx_gw_conn_t *nx_gw_conn_get(nx_gw_t *gw, uint64_t id)
+{
+    char key[24];
+    snprintf(key, sizeof key, "%" PRIu64, id);
+    nx_gw_conn_t *conn = zhashx_lookup(gw->conns, key);
+    if (conn)
+        conn->refs++;
+    return conn;
+}
+
+static void s_conn_free(nx_gw_conn_t *conn)
+{
+    free(conn->queue);
+    for (size_t i = 0; i < conn->n_held; i++)
+        nx_gw_msg_unref(&conn->held[i]);
+    free(conn->held);
+    for (size_t i = 0; i < conn->n_patterns; i++)
+        free(conn->patterns[i]);
+    free(conn->rx);
+    free(conn->body);
+    free(conn->response);
+    free(conn);
+}
+
+void nx_gw_conn_unref(nx_gw_t *gw, nx_gw_conn_t **conn_p)
+{
+    if (!conn_p || !*conn_p)
+        return;
+    nx_gw_conn_t *conn = *conn_p;
+    *conn_p = NULL;
+    if (--conn->refs > 0)
+        return;
+    /*  The ring is emptied with its real capacity, which only gw knows.   */
+    while (conn->q_count) {
+        nx_gw_msg_unref(&conn->queue[conn->q_head]);
+        conn->q_head = (conn->q_head + 1) % gw->cfg.queue_messages;
+        conn->q_count--;
+    }
+    s_conn_free(conn);
+}
+
+void nx_gw_conn_closed(nx_gw_t *gw, nx_gw_conn_t *conn)
+{
+    if (conn->closed)
+        return;
+    conn->closed = true;
+    conn->wsi = NULL;
+    char key[24];
+    snprintf(key, sizeof key, "%" PRIu64, conn->id);
+    zhashx_delete(gw->conns, key);
+    nx_gw_conn_unref(gw, &conn);
+}
+
+int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg)
+{
+    if (conn->closed)
+        return 0;
+    size_t cap = gw->cfg.queue_messages;
+    if (conn->q_count >= cap || conn->q_bytes + msg->len > gw->cfg.queue_bytes) {
+        if (!conn->full_since)
+            conn->full_since = nx_gw_mono();
+        if (msg->seq) {
+            if (!conn->lost_from)
+                conn->lost_from = msg->seq;
+            conn->lost_to = msg->seq;
+            __atomic_add_fetch(&gw->stats.drops, 1, __ATOMIC_RELAXED);
+        }
+        return -1;
+    }
+    msg->refs++;
+    conn->queue[(conn->q_head + conn->q_count) % cap] = msg;
+    conn->q_count++;
+    conn->q_bytes += msg->len;
+    if (msg->seq && msg->seq > conn->last_seq)
+        conn->last_seq = msg->seq;
+    return 0;
+}
+
+int nx_gw_conn_push_text(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text)
+{
+    nx_gw_msg_t *msg = nx_gw_msg_new(text, strlen(text), 0);
+    if (!msg)
+        return -1;
+    int rc = nx_gw_conn_push(gw, conn, msg);
+    nx_gw_msg_unref(&msg);
+    return rc;
+}
+
+nx_gw_msg_t *nx_gw_conn_pop(nx_gw_t *gw, nx_gw_conn_t *conn)
+{
+    if (!conn->q_count)
+        return NULL;
+    nx_gw_msg_t *msg = conn->queue[conn->q_head];
+    conn->queue[conn->q_head] = NULL;
+    conn->q_head = (conn->q_head + 1) % gw->cfg.queue_messages;
+    conn->q_count--;
+    conn->q_bytes -= msg->len;
+    if (conn->full_since && conn->q_count < gw->cfg.queue_messages / 2 &&
+        conn->q_bytes < gw->cfg.queue_bytes / 2)
+        conn->full_since = 0;
+    return msg;
+}
+
+bool nx_gw_conn_matches(nx_gw_conn_t *conn, const char *topic)
+{
+    size_t tlen = strlen(topic);
+    for (size_t i = 0; i < conn->n_patterns; i++)
+        if (nx_pattern_match(conn->patterns[i], strlen(conn->patterns[i]), topic, tlen))
+            return true;
+    return false;
+}
+
+bool nx_gw_conn_rate_ok(nx_gw_t *gw, nx_gw_conn_t *conn)
+{
+    uint64_t now = nx_gw_mono();
+    conn->tokens += (double)(now - conn->tokens_at) * (double)gw->cfg.rate / 1e6;
+    conn->tokens_at = now;
+    if (conn->tokens > (double)gw->cfg.burst)
+        conn->tokens = (double)gw->cfg.burst;
+    if (conn->tokens < 1.0)
+        return false;
+    conn->tokens -= 1.0;
+    return true;
+}
+
+void nx_gw_json_str(zchunk_t *out, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    zchunk_extend(out, "\"", 1);
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        zchunk_extend(out, s + start, i - start);
+        char esc[7];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            zchunk_extend(out, esc, 2);
+        } else {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            zchunk_extend(out, esc, 6);
+        }
+        start = i + 1;
+    }
+    zchunk_extend(out, s + start, len - start);
+    zchunk_extend(out, "\"", 1);
+}

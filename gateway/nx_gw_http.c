@@ -1,0 +1,727 @@
+/*  =========================================================================
+    nx_gw_http - the HTTP endpoints of docs/gateway.md (seed 000's REST API
+    and ours), run on the worker thread. Each handler fills the
+    connection's status and body; the lws thread writes them out.
+    =========================================================================
+*/
+
+#include <string.h>
+
+#include "nx_gw.h"
+#include "nx_log.h"
+#include "nx_topic.h"
+
+typedef struct {
+    nx_gw_t *gw;
+    int method;       /* NX_GW_GET, NX_GW_POST, ...                         */
+    char path[512];   /* decoded path                                       */
+    char query[1024]; /* raw query                                          */
+    char *body;       /* request body (NUL-terminated), may be NULL          */
+    bool body_too_large;
+    json_t *json;     /* parsed body (POST), or NULL                        */
+    int status;       /* answer                                             */
+    char *out;        /* answer body                                        */
+    const char *type; /* content type                                       */
+} s_req_t;
+
+static void s_answer(s_req_t *r, int status, json_t *body)
+{
+    r->status = status;
+    r->type = "application/json";
+    free(r->out);
+    r->out = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+}
+
+static void s_error(s_req_t *r, int status, const char *code, const char *message, json_t *extra)
+{
+    json_t *e = json_pack("{s:s, s:s}", "code", code, "message", message);
+    if (extra)
+        json_object_update(e, extra);
+    __atomic_add_fetch(&r->gw->stats.errors, 1, __ATOMIC_RELAXED);
+    s_answer(r, status, json_pack("{s:o}", "error", e));
+}
+
+/*  Maps a broker error code to an HTTP status.                             */
+static int s_status_of(const char *code)
+{
+    static const struct {
+        const char *code;
+        int status;
+    } map[] = {{"not_found", 404},   {"denied", 409},    {"conflict", 409},
+               {"stale_token", 409}, {"forbidden", 403}, {"unauthorized", 401},
+               {"too_large", 413},   {"busy", 503},      {"store_full", 507},
+               {"store_error", 500}, {"internal", 500},  {"unavailable", 503}};
+    for (size_t i = 0; code && i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(map[i].code, code) == 0)
+            return map[i].status;
+    return 400;
+}
+
+/*  Asks the broker and answers from its reply: fields of the reply (less
+    id and ok) become the body, or the error with its status.              */
+static json_t *s_broker(s_req_t *r, json_t *request)
+{
+    nexus_err_t err;
+    json_t *rep = nx_gw_request(r->gw, request, &err);
+    if (!rep) {
+        s_error(r, 503, "unavailable", nexus_strerror(err), NULL);
+        return NULL;
+    }
+    if (!json_is_true(json_object_get(rep, "ok"))) {
+        const char *code = json_string_value(json_object_get(rep, "error"));
+        const char *message = json_string_value(json_object_get(rep, "message"));
+        json_t *extra = json_object();
+        const char *k;
+        json_t *v;
+        json_object_foreach(rep, k, v)
+        {
+            if (strcmp(k, "id") && strcmp(k, "ok") && strcmp(k, "error") && strcmp(k, "message"))
+                json_object_set(extra, k, v);
+        }
+        s_error(r, s_status_of(code), code ? code : "internal", message ? message : "error", extra);
+        json_decref(extra);
+        json_decref(rep);
+        return NULL;
+    }
+    json_object_del(rep, "id");
+    return rep;
+}
+
+/*  ---- Query strings ---------------------------------------------------- */
+
+static int s_hex(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/*  Copies the decoded value of name from the query into out; returns out
+    or NULL when absent.                                                    */
+static const char *s_arg(s_req_t *r, const char *name, char *out, size_t size)
+{
+    size_t nlen = strlen(name);
+    const char *p = r->query;
+    while (p && *p) {
+        const char *end = strchr(p, '&');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
+            size_t o = 0;
+            for (size_t i = nlen + 1; i < len && o + 1 < size; i++) {
+                if (p[i] == '%' && i + 2 < len && s_hex(p[i + 1]) >= 0 && s_hex(p[i + 2]) >= 0) {
+                    out[o++] = (char)(s_hex(p[i + 1]) * 16 + s_hex(p[i + 2]));
+                    i += 2;
+                } else
+                    out[o++] = p[i] == '+' ? ' ' : p[i];
+            }
+            out[o] = 0;
+            return out;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return NULL;
+}
+
+/*  Reads a non-negative integer argument; -1 when absent, -2 when bad.    */
+static int64_t s_arg_int(s_req_t *r, const char *name)
+{
+    char v[32];
+    if (!s_arg(r, name, v, sizeof v))
+        return -1;
+    char *end = NULL;
+    long long n = strtoll(v, &end, 10);
+    return (end && *end == 0 && *v && n >= 0) ? n : -2;
+}
+
+/*  Parses ISO-8601 UTC (2025-11-17T07:00:00Z, fraction optional) into us. */
+static bool s_parse_time(const char *text, uint64_t *us)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest)
+        return false;
+    uint64_t frac = 0, scale = 1000000;
+    if (*rest == '.') {
+        rest++;
+        while (*rest >= '0' && *rest <= '9') {
+            if (scale > 1) {
+                scale /= 10;
+                frac += (uint64_t)(*rest - '0') * scale;
+            }
+            rest++;
+        }
+    }
+    if (*rest == 'Z')
+        rest++;
+    else if (strcmp(rest, "+00:00") == 0)
+        rest += 6;
+    if (*rest)
+        return false;
+    time_t t = timegm(&tm);
+    if (t < 0)
+        return false;
+    *us = (uint64_t)t * 1000000 + frac;
+    return true;
+}
+
+/*  ---- Helpers for bodies ----------------------------------------------- */
+
+static const char *s_body_str(s_req_t *r, const char *field)
+{
+    return json_string_value(json_object_get(r->json, field));
+}
+
+static bool s_need(s_req_t *r, const char *field)
+{
+    if (s_body_str(r, field))
+        return true;
+    char text[128];
+    snprintf(text, sizeof text, "field '%s' (a string) is missing", field);
+    s_error(r, 400, "bad_request", text, NULL);
+    return false;
+}
+
+/*  HTTP work calls act as body.session_id: a session the gateway does not
+    host yet is registered for the call, with a TTL so that it lingers for
+    the claim's follow-ups.                                                 */
+static bool s_session(s_req_t *r, const char **session)
+{
+    if (!s_need(r, "session_id"))
+        return false;
+    *session = s_body_str(r, "session_id");
+    if (!nx_gw_session_valid(*session, strlen(*session))) {
+        s_error(r, 400, "bad_request", "session_id must be 1..64 of [A-Za-z0-9_:@-]", NULL);
+        return false;
+    }
+    if (json_object_get(r->json, "secret"))
+        return true; /* acting as a session owned elsewhere, with its secret */
+    pthread_mutex_lock(&r->gw->lock);
+    bool hosted = zhashx_lookup(r->gw->sessions, *session) != NULL;
+    pthread_mutex_unlock(&r->gw->lock);
+    if (!hosted) {
+        nexus_err_t err = nx_gw_ensure_session(r->gw, *session, NULL, NULL, 600000);
+        if (err && err != NEXUS_ERR_FORBIDDEN) {
+            s_error(r, s_status_of(nexus_err_name(err)), nexus_err_name(err),
+                    "cannot register the session", NULL);
+            return false;
+        }
+    }
+    return true;
+}
+
+/*  ---- Handlers ---------------------------------------------------------- */
+
+static void h_health(s_req_t *r)
+{
+    nexus_err_t err;
+    json_t *b = nx_gw_request(r->gw, json_pack("{s:s}", "op", "health"), &err);
+    char iso[40];
+    json_t *out = json_pack("{s:s, s:s, s:s, s:s}", "status", b ? "active" : "degraded", "service",
+                            "nexus-gateway", "version", NEXUS_VERSION_STRING, "timestamp",
+                            nx_iso8601(nx_now_us(), iso));
+    json_t *broker =
+        json_pack("{s:s, s:s}", "endpoint", r->gw->cfg.broker, "status", b ? "up" : "down");
+    if (b)
+        json_object_set(broker, "last_seq", json_object_get(b, "last_seq"));
+    json_object_set_new(out, "broker", broker);
+    json_decref(b);
+    s_answer(r, b ? 200 : 503, out);
+}
+
+static void h_capabilities(s_req_t *r)
+{
+    s_answer(r, 200,
+             json_pack("{s:s, s:s, s:[s,s,s,s,s,s,s,s,s], s:[s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s]}",
+                       "service", "nexus-gateway", "version", NEXUS_VERSION_STRING, "features",
+                       "publish_subscribe", "topic_wildcards", "history", "resume", "work_claims",
+                       "fencing_tokens", "presence", "direct_messages", "metrics", "endpoints",
+                       "/ws/session/{session_id}", "/health", "/capabilities", "/state",
+                       "/dependencies", "/message", "/sessions/active", "/sessions/{id}",
+                       "/sessions/capabilities", "/events", "/events/history", "/events/recent",
+                       "/events/stats", "/work/claim", "/work/release", "/work/complete",
+                       "/work/claimed"));
+}
+
+static double s_rate(nx_gw_t *gw)
+{
+    pthread_mutex_lock(&gw->lock);
+    uint64_t sec = nx_gw_mono() / 1000000, total = 0;
+    for (unsigned i = 1; i <= 10; i++)
+        if (gw->rate_second >= sec - i && sec >= i)
+            total += gw->rate_slot[(sec - i) % 64];
+    pthread_mutex_unlock(&gw->lock);
+    return (double)total / 10.0;
+}
+
+static void h_state(s_req_t *r)
+{
+    nx_gw_t *gw = r->gw;
+    nexus_err_t err;
+    json_t *b = nx_gw_request(gw, json_pack("{s:s}", "op", "state"), &err);
+    char iso[40];
+    pthread_mutex_lock(&gw->lock);
+    size_t sessions = zhashx_size(gw->sessions);
+    pthread_mutex_unlock(&gw->lock);
+    uint64_t lat_n = __atomic_load_n(&gw->stats.lat_count, __ATOMIC_RELAXED);
+    uint64_t lat_sum = __atomic_load_n(&gw->stats.lat_sum_us, __ATOMIC_RELAXED);
+    json_t *out = json_pack(
+        "{s:f, s:I, s:I, s:I, s:f, s:I, s:s, s:f}", "uptime_seconds",
+        (double)(nx_gw_mono() - gw->start_mono) / 1e6, "connected_sessions", (json_int_t)sessions,
+        "websocket_clients", (json_int_t)__atomic_load_n(&gw->stats.ws_open, __ATOMIC_RELAXED),
+        "events_total", (json_int_t)__atomic_load_n(&gw->stats.events_fabric, __ATOMIC_RELAXED),
+        "events_per_second", s_rate(gw), "errors_last_hour",
+        (json_int_t)__atomic_load_n(&gw->stats.errors, __ATOMIC_RELAXED), "last_restart",
+        nx_iso8601(gw->start_us, iso), "event_latency_ms",
+        lat_n ? (double)lat_sum / (double)lat_n / 1000.0 : 0.0);
+    if (b) {
+        json_object_del(b, "id");
+        json_object_del(b, "ok");
+        json_object_set_new(out, "broker", b);
+    } else
+        json_object_set_new(out, "broker", json_null());
+    s_answer(r, 200, out);
+}
+
+static void h_dependencies(s_req_t *r)
+{
+    uint64_t t0 = nx_gw_mono();
+    nexus_err_t err;
+    json_t *b = nx_gw_request(r->gw, json_pack("{s:s}", "op", "ping"), &err);
+    double ms = (double)(nx_gw_mono() - t0) / 1000.0;
+    json_t *dep = json_pack("{s:s, s:s, s:s, s:f}", "name", "nexusd", "endpoint", r->gw->cfg.broker,
+                            "status", b ? "up" : "down", "latency_ms", ms);
+    json_decref(b);
+    s_answer(r, 200, json_pack("{s:[o]}", "dependencies", dep));
+}
+
+/*  Publishes body fields as one event, as session (acknowledged).          */
+static void s_publish(s_req_t *r, const char *topic, json_t *payload, const char *source,
+                      int status)
+{
+    if (!nx_topic_valid(topic, strlen(topic))) {
+        json_decref(payload);
+        s_error(r, 400, "bad_topic", "event_type must be dot-separated tokens, no wildcards", NULL);
+        return;
+    }
+    json_t *rep = s_broker(r, json_pack("{s:s, s:s, s:o, s:s}", "op", "publish", "topic", topic,
+                                        "payload", payload, "source", source ? source : ""));
+    if (!rep)
+        return;
+    __atomic_add_fetch(&r->gw->stats.events_in, 1, __ATOMIC_RELAXED);
+    s_answer(r, status, json_pack("{s:b, s:O}", "ok", 1, "seq", json_object_get(rep, "seq")));
+    json_decref(rep);
+}
+
+static void h_message(s_req_t *r)
+{
+    if (!s_need(r, "message"))
+        return;
+    const char *to = s_body_str(r, "to");
+    const char *from = s_body_str(r, "from");
+    if (from && !nx_gw_session_valid(from, strlen(from))) {
+        s_error(r, 400, "bad_request", "from must be a session id", NULL);
+        return;
+    }
+    json_t *payload = json_deep_copy(r->json);
+    s_publish(r, to ? "message.direct" : "message.broadcast", payload, from, 200);
+}
+
+static void h_events_post(s_req_t *r)
+{
+    if (!s_need(r, "event_type"))
+        return;
+    const char *source = s_body_str(r, "session_id");
+    if (source && !nx_gw_session_valid(source, strlen(source))) {
+        s_error(r, 400, "bad_request", "session_id must be 1..64 of [A-Za-z0-9_:@-]", NULL);
+        return;
+    }
+    json_t *payload = json_object_get(r->json, "payload");
+    s_publish(r, s_body_str(r, "event_type"), payload ? json_incref(payload) : json_object(),
+              source, 201);
+}
+
+/*  Broker event records become client events (payload shown as JSON).     */
+static json_t *s_events_of(json_t *rep)
+{
+    json_t *events = json_array();
+    size_t i;
+    json_t *rec;
+    json_array_foreach(json_object_get(rep, "events"), i, rec)
+    {
+        json_array_append_new(events, nx_gw_event_from_record(rec));
+    }
+    return events;
+}
+
+static void h_history(s_req_t *r)
+{
+    int64_t limit = s_arg_int(r, "limit");
+    if (limit == -2 || limit == 0 || limit > 1000) {
+        s_error(r, 400, "bad_request", "limit must be 1..1000", NULL);
+        return;
+    }
+    json_t *req =
+        json_pack("{s:s, s:I}", "op", "history", "limit", (json_int_t)(limit > 0 ? limit : 100));
+    char v[512];
+    if (s_arg(r, "event_type", v, sizeof v)) {
+        if (!nx_pattern_valid(v, strlen(v))) {
+            json_decref(req);
+            s_error(r, 400, "bad_pattern", "event_type is not a valid pattern", NULL);
+            return;
+        }
+        json_object_set_new(req, "pattern", json_string(v));
+    }
+    if (s_arg(r, "since", v, sizeof v)) {
+        char *end = NULL;
+        unsigned long long seq = strtoull(v, &end, 10);
+        uint64_t us;
+        if (*v && end && *end == 0)
+            json_object_set_new(req, "since_seq", json_integer((json_int_t)seq));
+        else if (s_parse_time(v, &us))
+            json_object_set_new(req, "since_time", json_integer((json_int_t)us));
+        else {
+            json_decref(req);
+            s_error(r, 400, "bad_request", "since must be a seq or an ISO-8601 UTC time", NULL);
+            return;
+        }
+    } else if (!s_arg(r, "cursor", v, sizeof v))
+        json_object_set_new(req, "order", json_string("desc")); /* "last 100 events" */
+    int64_t cursor = s_arg_int(r, "cursor");
+    if (cursor == -2) {
+        json_decref(req);
+        s_error(r, 400, "bad_request", "cursor must be a number", NULL);
+        return;
+    }
+    if (cursor > 0)
+        json_object_set_new(req, "cursor", json_integer(cursor));
+    if (s_arg(r, "order", v, sizeof v))
+        json_object_set_new(req, "order", json_string(v));
+    json_t *rep = s_broker(r, req);
+    if (!rep)
+        return;
+    json_t *events = s_events_of(rep);
+    s_answer(r, 200,
+             json_pack("{s:o, s:I, s:O}", "events", events, "count",
+                       (json_int_t)json_array_size(events), "next_cursor",
+                       json_object_get(rep, "next_cursor") ? json_object_get(rep, "next_cursor")
+                                                           : json_null()));
+    json_decref(rep);
+}
+
+static void h_recent(s_req_t *r)
+{
+    int64_t count = s_arg_int(r, "count");
+    if (count == -2 || count == 0 || count > 1000) {
+        s_error(r, 400, "bad_request", "count must be 1..1000", NULL);
+        return;
+    }
+    json_t *rep = s_broker(r, json_pack("{s:s, s:I, s:s}", "op", "history", "limit",
+                                        (json_int_t)(count > 0 ? count : 10), "order", "desc"));
+    if (!rep)
+        return;
+    json_t *events = s_events_of(rep);
+    /*  Oldest first, like the welcome's recent_events.                     */
+    json_t *asc = json_array();
+    for (size_t i = json_array_size(events); i > 0; i--)
+        json_array_append(asc, json_array_get(events, i - 1));
+    json_decref(events);
+    s_answer(r, 200,
+             json_pack("{s:o, s:I}", "events", asc, "count", (json_int_t)json_array_size(asc)));
+    json_decref(rep);
+}
+
+static void h_stats(s_req_t *r)
+{
+    nx_gw_t *gw = r->gw;
+    json_t *by_type = json_object();
+    pthread_mutex_lock(&gw->lock);
+    for (void *v = zhashx_first(gw->by_type); v; v = zhashx_next(gw->by_type))
+        json_object_set_new(by_type, zhashx_cursor(gw->by_type), json_integer((json_int_t)v));
+    pthread_mutex_unlock(&gw->lock);
+    s_answer(r, 200,
+             json_pack("{s:I, s:f, s:I, s:I, s:o}", "events_total",
+                       (json_int_t)__atomic_load_n(&gw->stats.events_fabric, __ATOMIC_RELAXED),
+                       "events_per_second", s_rate(gw), "events_published",
+                       (json_int_t)__atomic_load_n(&gw->stats.events_in, __ATOMIC_RELAXED),
+                       "events_delivered",
+                       (json_int_t)__atomic_load_n(&gw->stats.events_out, __ATOMIC_RELAXED),
+                       "by_type", by_type));
+}
+
+static void h_sessions_active(s_req_t *r)
+{
+    json_t *rep = s_broker(r, json_pack("{s:s}", "op", "session.list"));
+    if (!rep)
+        return;
+    json_t *list = json_object_get(rep, "sessions");
+    s_answer(r, 200,
+             json_pack("{s:O, s:I}", "sessions", list, "count", (json_int_t)json_array_size(list)));
+    json_decref(rep);
+}
+
+static void h_sessions_capabilities(s_req_t *r)
+{
+    char skill[256], avail[16];
+    json_t *req = json_pack("{s:s}", "op", "session.find");
+    if (s_arg(r, "skill", skill, sizeof skill) || s_arg(r, "capability", skill, sizeof skill))
+        json_object_set_new(req, "capability", json_string(skill));
+    if (s_arg(r, "available", avail, sizeof avail))
+        json_object_set_new(req, "available",
+                            json_boolean(strcmp(avail, "true") == 0 || strcmp(avail, "1") == 0));
+    if (!json_object_get(req, "capability") && !json_object_get(req, "available"))
+        json_object_set_new(req, "op", json_string("session.list"));
+    json_t *rep = s_broker(r, req);
+    if (!rep)
+        return;
+    json_t *list = json_object_get(rep, "sessions");
+    s_answer(r, 200,
+             json_pack("{s:O, s:I}", "sessions", list, "count", (json_int_t)json_array_size(list)));
+    json_decref(rep);
+}
+
+static void h_session_get(s_req_t *r, const char *id)
+{
+    if (!nx_gw_session_valid(id, strlen(id))) {
+        s_error(r, 404, "not_found", "no such session", NULL);
+        return;
+    }
+    json_t *rep = s_broker(r, json_pack("{s:s, s:s}", "op", "session.get", "session", id));
+    if (!rep)
+        return;
+    s_answer(r, 200, json_incref(json_object_get(rep, "session")));
+    json_decref(rep);
+}
+
+static void s_work(s_req_t *r, const char *op, bool token, const char *const *copy)
+{
+    const char *session;
+    if (!s_need(r, "work_id") || !s_session(r, &session))
+        return;
+    json_t *tok = json_object_get(r->json, "token");
+    if (token && !(json_is_integer(tok) && json_integer_value(tok) >= 0)) {
+        s_error(r, 400, "bad_request", "field 'token' (the fencing token, a number) is missing",
+                NULL);
+        return;
+    }
+    json_t *req = json_pack("{s:s, s:s}", "op", op, "session", session);
+    for (size_t i = 0; copy[i]; i++) {
+        json_t *v = json_object_get(r->json, copy[i]);
+        if (v)
+            json_object_set(req, copy[i], v);
+    }
+    /*  The seed's name for the description.                                */
+    json_t *d = json_object_get(r->json, "work_description");
+    if (d && !json_object_get(req, "description"))
+        json_object_set(req, "description", d);
+    json_t *rep = s_broker(r, req);
+    if (!rep)
+        return;
+    json_object_set_new(rep, "ok", json_true());
+    s_answer(r, 200, rep);
+}
+
+static void h_claim(s_req_t *r)
+{
+    static const char *const f[] = {"work_id", "ttl_ms", "description", "metadata", "secret", NULL};
+    s_work(r, "work.claim", false, f);
+}
+
+static void h_release(s_req_t *r)
+{
+    static const char *const f[] = {"work_id", "token", "reason", "secret", NULL};
+    s_work(r, "work.release", true, f);
+}
+
+static void h_complete(s_req_t *r)
+{
+    static const char *const f[] = {"work_id", "token", "result", "secret", NULL};
+    s_work(r, "work.complete", true, f);
+}
+
+static void h_claimed(s_req_t *r)
+{
+    char holder[128];
+    json_t *req = json_pack("{s:s, s:s}", "op", "work.list", "state", "claimed");
+    if (s_arg(r, "holder", holder, sizeof holder))
+        json_object_set_new(req, "holder", json_string(holder));
+    json_t *rep = s_broker(r, req);
+    if (!rep)
+        return;
+    json_t *list = json_object_get(rep, "claims");
+    s_answer(r, 200,
+             json_pack("{s:O, s:I}", "claims", list, "count", (json_int_t)json_array_size(list)));
+    json_decref(rep);
+}
+
+static void h_metrics(s_req_t *r)
+{
+    nx_gw_t *gw = r->gw;
+    nx_gw_stats_t *s = &gw->stats;
+    zchunk_t *out = zchunk_new(NULL, 4096);
+    char line[256];
+#define S_METRIC(name, type, help, value)                                                          \
+    do {                                                                                           \
+        snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help,    \
+                 name, type, name, (uint64_t)(value));                                             \
+        zchunk_extend(out, line, strlen(line));                                                    \
+    } while (0)
+#define S_LOAD(field) __atomic_load_n(&s->field, __ATOMIC_RELAXED)
+    size_t depth = 0, clients = 0;
+    pthread_mutex_lock(&gw->lock);
+    for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns))
+        if (c->kind == NX_GW_WS) {
+            depth += c->q_count;
+            clients++;
+        }
+    size_t sessions = zhashx_size(gw->sessions);
+    pthread_mutex_unlock(&gw->lock);
+    S_METRIC("nexus_gateway_connections", "gauge", "WebSocket connections open", clients);
+    S_METRIC("nexus_gateway_connections_total", "counter", "WebSocket connections accepted",
+             S_LOAD(ws_total));
+    S_METRIC("nexus_gateway_sessions", "gauge", "sessions hosted", sessions);
+    S_METRIC("nexus_gateway_http_requests_total", "counter", "HTTP requests",
+             S_LOAD(http_requests));
+    S_METRIC("nexus_gateway_events_in_total", "counter", "events published through the gateway",
+             S_LOAD(events_in));
+    S_METRIC("nexus_gateway_events_fabric_total", "counter", "events received from the fabric",
+             S_LOAD(events_fabric));
+    S_METRIC("nexus_gateway_events_out_total", "counter", "event messages queued to clients",
+             S_LOAD(events_out));
+    S_METRIC("nexus_gateway_drops_total", "counter", "event messages dropped for full queues",
+             S_LOAD(drops));
+    S_METRIC("nexus_gateway_slow_closes_total", "counter", "clients closed for not reading",
+             S_LOAD(slow_closes));
+    S_METRIC("nexus_gateway_errors_total", "counter", "error replies", S_LOAD(errors));
+    S_METRIC("nexus_gateway_rate_limited_total", "counter", "requests refused by the rate limit",
+             S_LOAD(rate_limited));
+    S_METRIC("nexus_gateway_queue_depth", "gauge", "messages waiting in client queues", depth);
+    static const char *const le[] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
+                                     "0.01",   "0.025",   "0.05",   "0.1",   "0.25",   "+Inf"};
+    const char *h = "# HELP nexus_gateway_delivery_latency_seconds broker timestamp to client "
+                    "queue\n# TYPE nexus_gateway_delivery_latency_seconds histogram\n";
+    zchunk_extend(out, h, strlen(h));
+    uint64_t cum = 0;
+    for (int i = 0; i < 12; i++) {
+        cum += S_LOAD(lat_buckets[i]);
+        snprintf(line, sizeof line,
+                 "nexus_gateway_delivery_latency_seconds_bucket{le=\"%s\"} %" PRIu64 "\n", le[i],
+                 cum);
+        zchunk_extend(out, line, strlen(line));
+    }
+    snprintf(line, sizeof line,
+             "nexus_gateway_delivery_latency_seconds_sum %.6f\n"
+             "nexus_gateway_delivery_latency_seconds_count %" PRIu64 "\n",
+             (double)S_LOAD(lat_sum_us) / 1e6, S_LOAD(lat_count));
+    zchunk_extend(out, line, strlen(line) + 1);
+    r->status = 200;
+    r->type = "text/plain; version=0.0.4";
+    free(r->out);
+    r->out = strdup((const char *)zchunk_data(out));
+    zchunk_destroy(&out);
+#undef S_METRIC
+#undef S_LOAD
+}
+
+/*  ---- Routing ----------------------------------------------------------- */
+
+typedef struct {
+    int method;
+    const char *path;
+    void (*fn)(s_req_t *r);
+    bool body; /* needs a JSON object body                                 */
+} s_route_t;
+
+static const s_route_t s_routes[] = {
+    {NX_GW_GET, "/health", h_health, false},
+    {NX_GW_GET, "/capabilities", h_capabilities, false},
+    {NX_GW_GET, "/state", h_state, false},
+    {NX_GW_GET, "/dependencies", h_dependencies, false},
+    {NX_GW_POST, "/message", h_message, true},
+    {NX_GW_GET, "/sessions/active", h_sessions_active, false},
+    {NX_GW_GET, "/sessions/capabilities", h_sessions_capabilities, false},
+    {NX_GW_POST, "/events", h_events_post, true},
+    {NX_GW_GET, "/events/history", h_history, false},
+    {NX_GW_GET, "/events/recent", h_recent, false},
+    {NX_GW_GET, "/events/stats", h_stats, false},
+    {NX_GW_POST, "/work/claim", h_claim, true},
+    {NX_GW_POST, "/work/release", h_release, true},
+    {NX_GW_POST, "/work/complete", h_complete, true},
+    {NX_GW_GET, "/work/claimed", h_claimed, false},
+    {NX_GW_GET, "/metrics", h_metrics, false},
+};
+
+static void s_route(s_req_t *r)
+{
+    bool path_known = false;
+    for (size_t i = 0; i < sizeof s_routes / sizeof s_routes[0]; i++) {
+        const s_route_t *rt = &s_routes[i];
+        if (strcmp(rt->path, r->path) != 0)
+            continue;
+        path_known = true;
+        if (rt->method != r->method)
+            continue;
+        if (rt->body) {
+            if (r->body_too_large) {
+                s_error(r, 413, "too_large", "request body over max_body", NULL);
+                return;
+            }
+            json_error_t jerr;
+            r->json = r->body ? json_loads(r->body, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+            if (!json_is_object(r->json)) {
+                char text[256];
+                if (r->json || !r->body)
+                    snprintf(text, sizeof text, "the body must be a JSON object");
+                else
+                    snprintf(text, sizeof text, "body is not valid JSON: %s (line %d, column %d)",
+                             jerr.text, jerr.line, jerr.column);
+                s_error(r, 400, "bad_json", text, NULL);
+                return;
+            }
+        }
+        rt->fn(r);
+        return;
+    }
+    if (r->method == NX_GW_GET && strncmp(r->path, "/sessions/", 10) == 0 && r->path[10] &&
+        !strchr(r->path + 10, '/')) {
+        h_session_get(r, r->path + 10);
+        return;
+    }
+    if (path_known)
+        s_error(r, 405, "method_not_allowed", "method not allowed on this path", NULL);
+    else
+        s_error(r, 404, "not_found", "no such endpoint", NULL);
+}
+
+void nx_gw_http(nx_gw_t *gw, uint64_t conn_id)
+{
+    s_req_t r;
+    memset(&r, 0, sizeof r);
+    r.gw = gw;
+    pthread_mutex_lock(&gw->lock);
+    nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
+    if (conn) {
+        r.method = conn->method;
+        memcpy(r.path, conn->path, sizeof r.path);
+        memcpy(r.query, conn->query, sizeof r.query);
+        r.body = conn->body;
+        conn->body = NULL;
+        r.body_too_large = conn->body_too_large;
+    }
+    pthread_mutex_unlock(&gw->lock);
+    if (!conn)
+        return;
+    s_route(&r);
+    json_decref(r.json);
+    free(r.body);
+    pthread_mutex_lock(&gw->lock);
+    conn->status = r.status ? r.status : 500;
+    conn->content_type = r.type ? r.type : "application/json";
+    free(conn->response);
+    conn->response = r.out ? r.out : strdup("{}");
+    nx_gw_conn_unref(gw, &conn);
+    pthread_mutex_unlock(&gw->lock);
+    nx_gw_wake(gw);
+}

@@ -1,0 +1,609 @@
+/*  =========================================================================
+    nx_gw_server - the libwebsockets side of the gateway: one protocol
+    callback for HTTP and WebSocket on one port, run on the lws thread.
+
+    It parses what arrives (HTTP requests and bodies, WebSocket frames
+    assembled into messages) and hands each to the worker as a command. It
+    writes only in the writeable callbacks, one message per callback, as
+    lws wants. Other threads queue into connections and call
+    lws_cancel_service; LWS_CALLBACK_EVENT_WAIT_CANCELLED then asks lws for
+    writeable callbacks on the connections that have something to send.
+    =========================================================================
+*/
+
+#include <string.h>
+#include <sys/stat.h>
+
+#include "nx_gw.h"
+#include "nx_log.h"
+
+#define S_TICK_US 250000 /* slow-client checks                                */
+
+typedef struct {
+    nx_gw_conn_t *conn; /* the connection (registry holds it)         */
+    int phase;          /* HTTP: 0 waiting, 1 headers out, 2 done     */
+    /*  What the WebSocket handshake said, for LWS_CALLBACK_ESTABLISHED.     */
+    char session[NX_GW_SESSION_MAX + 1];
+    bool has_since;
+    uint64_t since;
+    int recent;
+    char name[128];
+    char caps[512];
+    const void *auth;
+} s_pss_t;
+
+static lws_sorted_usec_list_t s_tick;
+static nx_gw_t *s_tick_gw; /* the sul callback gets no user pointer */
+
+/*  ---- Request details ---------------------------------------------------- */
+
+static bool s_urlarg(struct lws *wsi, const char *name, char *out, int size)
+{
+    char buf[1024];
+    char key[64];
+    snprintf(key, sizeof key, "%s=", name);
+    const char *v = lws_get_urlarg_by_name(wsi, key, buf, sizeof buf);
+    if (!v)
+        return false;
+    snprintf(out, (size_t)size, "%s", v);
+    return true;
+}
+
+/*  The token from ?token= or Authorization: Bearer, "" when none.          */
+static void s_token(struct lws *wsi, char *out, int size)
+{
+    out[0] = 0;
+    if (s_urlarg(wsi, "token", out, size))
+        return;
+    char auth[300];
+    if (lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION) > 7 &&
+        strncasecmp(auth, "Bearer ", 7) == 0)
+        snprintf(out, (size_t)size, "%.255s", auth + 7);
+}
+
+/*  Same origin unless allowed_origins says otherwise. Non-browser clients
+    send no Origin and are let through.                                     */
+static bool s_origin_ok(nx_gw_t *gw, struct lws *wsi)
+{
+    char origin[256], host[256];
+    if (lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) <= 0)
+        return true;
+    const char *list = gw->cfg.allowed_origins;
+    if (list && *list) {
+        char *copy = strdup(list), *save = NULL;
+        bool ok = false;
+        for (char *o = strtok_r(copy, ", ", &save); o && !ok; o = strtok_r(NULL, ", ", &save))
+            ok = strcmp(o, "*") == 0 || strcmp(o, origin) == 0;
+        free(copy);
+        return ok;
+    }
+    if (lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0)
+        return false;
+    const char *o = strstr(origin, "://");
+    return o && strcmp(o + 3, host) == 0;
+}
+
+static const char *s_mime(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    if (!dot)
+        return "application/octet-stream";
+    if (!strcmp(dot, ".html"))
+        return "text/html; charset=utf-8";
+    if (!strcmp(dot, ".js"))
+        return "text/javascript; charset=utf-8";
+    if (!strcmp(dot, ".css"))
+        return "text/css; charset=utf-8";
+    if (!strcmp(dot, ".svg"))
+        return "image/svg+xml";
+    if (!strcmp(dot, ".png"))
+        return "image/png";
+    if (!strcmp(dot, ".ico"))
+        return "image/x-icon";
+    if (!strcmp(dot, ".json"))
+        return "application/json";
+    return "application/octet-stream";
+}
+
+static bool s_is_api(const char *path)
+{
+    static const char *const prefixes[] = {"/health",       "/capabilities", "/state",
+                                           "/dependencies", "/message",      "/sessions",
+                                           "/events",       "/work",         "/metrics"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        size_t n = strlen(prefixes[i]);
+        if (strncmp(path, prefixes[i], n) == 0 && (path[n] == 0 || path[n] == '/'))
+            return true;
+    }
+    return false;
+}
+
+/*  Answers an HTTP request from the lws thread (errors found before the
+    worker is involved).                                                    */
+static void s_http_now(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, int status, const char *code,
+                       const char *message)
+{
+    char body[512];
+    snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, message);
+    pthread_mutex_lock(&gw->lock);
+    pss->conn->status = status;
+    pss->conn->content_type = "application/json";
+    free(pss->conn->response);
+    pss->conn->response = strdup(body);
+    pthread_mutex_unlock(&gw->lock);
+    lws_callback_on_writable(wsi);
+}
+
+static void s_http_release(nx_gw_t *gw, s_pss_t *pss)
+{
+    if (!pss->conn)
+        return;
+    pthread_mutex_lock(&gw->lock);
+    nx_gw_conn_closed(gw, pss->conn);
+    pthread_mutex_unlock(&gw->lock);
+    pss->conn = NULL;
+}
+
+/*  ---- HTTP ---------------------------------------------------------------- */
+
+static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
+{
+    /*  Keep-alive reuses the pss: a new request starts clean.              */
+    s_http_release(gw, pss);
+    pss->phase = 0;
+    pss->conn = nx_gw_conn_new(gw, NX_GW_HTTP, wsi);
+    if (!pss->conn)
+        return -1;
+    __atomic_add_fetch(&gw->stats.http_requests, 1, __ATOMIC_RELAXED);
+    nx_gw_conn_t *conn = pss->conn;
+    conn->method = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI)    ? NX_GW_GET
+                   : lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) ? NX_GW_POST
+                                                                   : NX_GW_OTHER;
+    snprintf(conn->path, sizeof conn->path, "%s", uri ? uri : "/");
+    if (lws_hdr_copy(wsi, conn->query, sizeof conn->query, WSI_TOKEN_HTTP_URI_ARGS) < 0)
+        conn->query[0] = 0;
+
+    if (!s_is_api(conn->path)) {
+        if (conn->method != NX_GW_GET) {
+            s_http_now(gw, wsi, pss, 405, "method_not_allowed", "static files are GET only");
+            return 0;
+        }
+        /*  The dashboard's files; lws has already removed ".." segments.  */
+        char file[4096 + 600];
+        const char *rel = strcmp(conn->path, "/") == 0 ? "/index.html" : conn->path;
+        struct stat st;
+        snprintf(file, sizeof file, "%s%s", gw->web_root, rel);
+        if (strstr(rel, "..") || stat(file, &st) != 0 || !S_ISREG(st.st_mode)) {
+            s_http_now(gw, wsi, pss, 404, "not_found", "no such endpoint or file");
+            return 0;
+        }
+        pss->phase = 2;
+        int n = lws_serve_http_file(wsi, file, s_mime(file), NULL, 0);
+        if (n < 0 || (n > 0 && lws_http_transaction_completed(wsi)))
+            return -1;
+        return 0;
+    }
+    if (nx_auth_enabled(gw->auth) && strcmp(conn->path, "/health") != 0) {
+        char token[256];
+        const void *handle;
+        s_token(wsi, token, sizeof token);
+        if (nx_auth_check(gw->auth, token[0] ? token : NULL, strlen(token), &handle)) {
+            s_http_now(gw, wsi, pss, 401, "unauthorized",
+                       token[0] ? "wrong token" : "this gateway requires a token");
+            return 0;
+        }
+    }
+    if (conn->method == NX_GW_POST) {
+        char len[32];
+        if (lws_hdr_copy(wsi, len, sizeof len, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0 ||
+            strtoull(len, NULL, 10) == 0) {
+            nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_HTTP, .conn = conn->id};
+            if (nx_gw_command(gw, &cmd))
+                s_http_now(gw, wsi, pss, 503, "busy", "gateway busy, try again");
+        }
+        return 0; /* the body follows */
+    }
+    nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_HTTP, .conn = conn->id};
+    if (nx_gw_command(gw, &cmd))
+        s_http_now(gw, wsi, pss, 503, "busy", "gateway busy, try again");
+    return 0;
+}
+
+static void s_http_body(nx_gw_t *gw, s_pss_t *pss, const void *in, size_t len)
+{
+    nx_gw_conn_t *conn = pss->conn;
+    if (!conn || conn->body_too_large)
+        return;
+    if (conn->body_len + len > gw->cfg.max_body) {
+        conn->body_too_large = true;
+        free(conn->body);
+        conn->body = NULL;
+        conn->body_len = 0;
+        return;
+    }
+    char *grown = realloc(conn->body, conn->body_len + len + 1);
+    if (!grown) {
+        conn->body_too_large = true;
+        return;
+    }
+    memcpy(grown + conn->body_len, in, len);
+    conn->body = grown;
+    conn->body_len += len;
+    conn->body[conn->body_len] = 0;
+}
+
+static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
+{
+    nx_gw_conn_t *conn = pss->conn;
+    if (!conn || pss->phase == 2)
+        return 0;
+    pthread_mutex_lock(&gw->lock);
+    int status = conn->status;
+    char *body = status ? conn->response : NULL;
+    const char *type = conn->content_type;
+    pthread_mutex_unlock(&gw->lock);
+    if (!status)
+        return 0; /* the worker has not answered yet */
+    size_t blen = body ? strlen(body) : 0;
+    if (pss->phase == 0) {
+        unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start,
+                                           *end = buf + sizeof buf - 1;
+        if (lws_add_http_common_headers(wsi, (unsigned int)status, type, blen, &p, end) ||
+            lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                        (const unsigned char *)"no-store", 8, &p, end) ||
+            lws_finalize_write_http_header(wsi, start, &p, end))
+            return -1;
+        pss->phase = 1;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    unsigned char *out = malloc(LWS_PRE + blen + 1);
+    if (!out)
+        return -1;
+    memcpy(out + LWS_PRE, body ? body : "", blen);
+    int n = lws_write(wsi, out + LWS_PRE, blen, LWS_WRITE_HTTP_FINAL);
+    free(out);
+    pss->phase = 2;
+    if (n < 0 || lws_http_transaction_completed(wsi))
+        return -1;
+    return 0;
+}
+
+/*  ---- WebSocket ---------------------------------------------------------- */
+
+static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
+{
+    char uri[512];
+    if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 ||
+        strncmp(uri, "/ws/session/", 12) != 0) {
+        nx_info("websocket refused: path must be /ws/session/{id}");
+        return 1;
+    }
+    const char *id = uri + 12;
+    if (!nx_gw_session_valid(id, strlen(id))) {
+        nx_info("websocket refused: bad session id");
+        return 1;
+    }
+    if (!s_origin_ok(gw, wsi)) {
+        nx_info("websocket refused for session %s: origin not allowed", id);
+        return 1;
+    }
+    if (__atomic_load_n(&gw->stats.ws_open, __ATOMIC_RELAXED) >= gw->cfg.max_clients) {
+        nx_warn("websocket refused for session %s: max_clients reached", id);
+        return 1;
+    }
+    char token[256];
+    s_token(wsi, token, sizeof token);
+    pss->auth = NULL;
+    if (nx_auth_check(gw->auth, token[0] ? token : NULL, strlen(token), &pss->auth) ||
+        !nx_auth_allows(gw->auth, pss->auth, id, strlen(id))) {
+        nx_info("websocket refused for session %s: %s", id,
+                token[0] ? "token not valid for it" : "no token");
+        return 1;
+    }
+    snprintf(pss->session, sizeof pss->session, "%s", id);
+    char v[64];
+    pss->has_since = s_urlarg(wsi, "since", v, sizeof v);
+    pss->since = pss->has_since ? strtoull(v, NULL, 10) : 0;
+    pss->recent = s_urlarg(wsi, "recent", v, sizeof v) ? atoi(v) : (int)gw->cfg.welcome_events;
+    if (pss->recent < 0 || pss->recent > 1000)
+        pss->recent = (int)gw->cfg.welcome_events;
+    if (!s_urlarg(wsi, "name", pss->name, sizeof pss->name))
+        pss->name[0] = 0;
+    if (!s_urlarg(wsi, "capabilities", pss->caps, sizeof pss->caps))
+        pss->caps[0] = 0;
+    return 0;
+}
+
+static int s_ws_established(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
+{
+    pss->conn = nx_gw_conn_new(gw, NX_GW_WS, wsi);
+    if (!pss->conn)
+        return -1;
+    pthread_mutex_lock(&gw->lock);
+    snprintf(pss->conn->session, sizeof pss->conn->session, "%s", pss->session);
+    pss->conn->auth = pss->auth;
+    pthread_mutex_unlock(&gw->lock);
+    __atomic_add_fetch(&gw->stats.ws_open, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&gw->stats.ws_total, 1, __ATOMIC_RELAXED);
+    char text[700];
+    snprintf(text, sizeof text, "%s\n%s", pss->name, pss->caps);
+    nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_OPEN,
+                       .conn = pss->conn->id,
+                       .text = strdup(text),
+                       .since = pss->since,
+                       .has_since = pss->has_since,
+                       .recent = pss->recent};
+    snprintf(cmd.session, sizeof cmd.session, "%s", pss->session);
+    if (nx_gw_command(gw, &cmd)) {
+        free(cmd.text);
+        lws_close_reason(wsi, (enum lws_close_status)1013, (unsigned char *)"busy", 4);
+        return -1;
+    }
+    nx_debug("websocket %" PRIu64 " open for session %s", pss->conn->id, pss->session);
+    return 0;
+}
+
+/*  Answers an error to a WebSocket client from the lws thread.            */
+static void s_ws_error(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text, const char *code,
+                       const char *message)
+{
+    json_t *msg = json_loads(text, 0, NULL);
+    json_t *id = json_is_object(msg) ? json_object_get(msg, "id") : NULL;
+    json_t *action = json_is_object(msg) ? json_object_get(msg, "action") : NULL;
+    json_t *r = json_pack("{s:s, s:b, s:{s:s, s:s}}", "type", "reply", "ok", 0, "error", "code",
+                          code, "message", message);
+    if (json_is_string(id) || json_is_integer(id))
+        json_object_set(r, "id", id);
+    if (json_is_string(action))
+        json_object_set(r, "action", action);
+    char *out = json_dumps(r, JSON_COMPACT);
+    pthread_mutex_lock(&gw->lock);
+    if (out)
+        nx_gw_conn_push_text(gw, conn, out);
+    pthread_mutex_unlock(&gw->lock);
+    free(out);
+    json_decref(r);
+    json_decref(msg);
+    __atomic_add_fetch(&gw->stats.errors, 1, __ATOMIC_RELAXED);
+}
+
+static int s_ws_receive(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const void *in, size_t len)
+{
+    nx_gw_conn_t *conn = pss->conn;
+    if (!conn)
+        return -1;
+    if (conn->rx_len + len > gw->cfg.max_message) {
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         (unsigned char *)"message too large", 17);
+        return -1;
+    }
+    char *grown = realloc(conn->rx, conn->rx_len + len + 1);
+    if (!grown)
+        return -1;
+    memcpy(grown + conn->rx_len, in, len);
+    conn->rx = grown;
+    conn->rx_len += len;
+    conn->rx[conn->rx_len] = 0;
+    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi))
+        return 0;
+    char *text = conn->rx;
+    conn->rx = NULL;
+    conn->rx_len = 0;
+    pthread_mutex_lock(&gw->lock);
+    bool rate_ok = nx_gw_conn_rate_ok(gw, conn);
+    pthread_mutex_unlock(&gw->lock);
+    if (!rate_ok) {
+        __atomic_add_fetch(&gw->stats.rate_limited, 1, __ATOMIC_RELAXED);
+        s_ws_error(gw, conn, text, "rate_limited", "too many requests; slow down");
+        free(text);
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_ACTION, .conn = conn->id, .text = text};
+    if (nx_gw_command(gw, &cmd)) {
+        s_ws_error(gw, conn, text, "busy", "gateway busy, try again");
+        free(text);
+        lws_callback_on_writable(wsi);
+    }
+    return 0;
+}
+
+static int s_ws_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
+{
+    nx_gw_conn_t *conn = pss->conn;
+    if (!conn)
+        return -1;
+    char gap[128] = "";
+    pthread_mutex_lock(&gw->lock);
+    if (conn->close_code) {
+        int code = conn->close_code;
+        char reason[80];
+        snprintf(reason, sizeof reason, "%s", conn->close_reason);
+        pthread_mutex_unlock(&gw->lock);
+        lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, strlen(reason));
+        return -1;
+    }
+    /*  Lost events are announced once the queue has room again.           */
+    if (conn->lost_from && !conn->full_since) {
+        snprintf(gap, sizeof gap, "{\"type\":\"gap\",\"from\":%" PRIu64 ",\"to\":%" PRIu64 "}",
+                 conn->lost_from, conn->lost_to);
+        conn->lost_from = conn->lost_to = 0;
+    }
+    nx_gw_msg_t *msg = gap[0] ? NULL : nx_gw_conn_pop(gw, conn);
+    bool more = conn->q_count > 0 || conn->lost_from;
+    pthread_mutex_unlock(&gw->lock);
+    int n = 0;
+    if (gap[0]) {
+        unsigned char buf[LWS_PRE + 128];
+        size_t len = strlen(gap);
+        memcpy(buf + LWS_PRE, gap, len);
+        n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
+        more = true;
+    } else if (msg) {
+        n = lws_write(wsi, msg->buf + LWS_PRE, msg->len, LWS_WRITE_TEXT);
+        pthread_mutex_lock(&gw->lock);
+        nx_gw_msg_unref(&msg);
+        pthread_mutex_unlock(&gw->lock);
+    }
+    if (n < 0)
+        return -1;
+    if (more)
+        lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static void s_ws_closed(nx_gw_t *gw, s_pss_t *pss)
+{
+    if (!pss->conn)
+        return;
+    char session[NX_GW_SESSION_MAX + 1];
+    pthread_mutex_lock(&gw->lock);
+    snprintf(session, sizeof session, "%s", pss->conn->session);
+    uint64_t id = pss->conn->id;
+    nx_gw_conn_closed(gw, pss->conn);
+    pthread_mutex_unlock(&gw->lock);
+    pss->conn = NULL;
+    __atomic_sub_fetch(&gw->stats.ws_open, 1, __ATOMIC_RELAXED);
+    nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_CLOSE, .conn = id};
+    snprintf(cmd.session, sizeof cmd.session, "%s", session);
+    if (nx_gw_command(gw, &cmd))
+        nx_warn("session %s: close not processed (command queue full)", session);
+    nx_debug("websocket %" PRIu64 " closed (session %s)", id, session);
+}
+
+/*  Asks for writeable callbacks where something waits; closes clients
+    whose queue stayed full for slow_timeout.                               */
+static void s_kick(nx_gw_t *gw)
+{
+    uint64_t now = nx_gw_mono();
+    pthread_mutex_lock(&gw->lock);
+    for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns)) {
+        if (c->closed || !c->wsi)
+            continue;
+        if (c->kind == NX_GW_HTTP) {
+            if (c->status)
+                lws_callback_on_writable(c->wsi);
+            continue;
+        }
+        if (c->full_since && !c->close_code && now - c->full_since > gw->cfg.slow_timeout * 1000) {
+            c->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
+            snprintf(c->close_reason, sizeof c->close_reason, "send queue full");
+            __atomic_add_fetch(&gw->stats.slow_closes, 1, __ATOMIC_RELAXED);
+            nx_warn("closing session %s: it does not read (queue full for %" PRIu64 " ms)",
+                    c->session, gw->cfg.slow_timeout);
+            /*  The close frame goes out when the socket takes it; a client
+                that never reads again is cut after another slow_timeout.   */
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
+                            (int)(gw->cfg.slow_timeout / 1000) + 1);
+        }
+        if (c->q_count || c->close_code || c->lost_from)
+            lws_callback_on_writable(c->wsi);
+    }
+    pthread_mutex_unlock(&gw->lock);
+}
+
+static void s_tick_cb(lws_sorted_usec_list_t *sul)
+{
+    nx_gw_t *gw = s_tick_gw;
+    s_kick(gw);
+    lws_sul_schedule(gw->lws, 0, &s_tick, s_tick_cb, S_TICK_US);
+}
+
+static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                      size_t len)
+{
+    nx_gw_t *gw = lws_context_user(lws_get_context(wsi));
+    s_pss_t *pss = user;
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        return s_http(gw, wsi, pss, in);
+    case LWS_CALLBACK_HTTP_BODY:
+        s_http_body(gw, pss, in, len);
+        return 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (pss && pss->conn) {
+            nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_HTTP, .conn = pss->conn->id};
+            if (nx_gw_command(gw, &cmd))
+                s_http_now(gw, wsi, pss, 503, "busy", "gateway busy, try again");
+        }
+        return 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return s_http_write(gw, wsi, pss);
+    case LWS_CALLBACK_HTTP_FILE_COMPLETION:
+        if (lws_http_transaction_completed(wsi))
+            return -1;
+        return 0;
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (pss)
+            s_http_release(gw, pss);
+        return 0;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return s_ws_filter(gw, wsi, pss);
+    case LWS_CALLBACK_ESTABLISHED:
+        return s_ws_established(gw, wsi, pss);
+    case LWS_CALLBACK_RECEIVE:
+        return s_ws_receive(gw, wsi, pss, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return s_ws_write(gw, wsi, pss);
+    case LWS_CALLBACK_CLOSED:
+        s_ws_closed(gw, pss);
+        return 0;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        s_kick(gw);
+        return 0;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols s_protocols[] = {
+    {"nexus", s_callback, sizeof(s_pss_t), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void s_lws_log(int level, const char *line)
+{
+    /*  lws lines end with a newline; ours add their own.                   */
+    char text[512];
+    snprintf(text, sizeof text, "%s", line);
+    size_t n = strlen(text);
+    while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+        text[--n] = 0;
+    nx_log(level == LLL_ERR ? NX_LOG_ERROR : NX_LOG_WARN, "lws: %s", text);
+}
+
+int nx_gw_server_run(nx_gw_t *gw)
+{
+    lws_set_log_level(LLL_ERR | LLL_WARN, s_lws_log);
+    static lws_retry_bo_t retry;
+    retry.secs_since_valid_ping = (uint16_t)(gw->cfg.ping_interval / 1000);
+    retry.secs_since_valid_hangup = (uint16_t)(gw->cfg.dead_timeout / 1000);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = (int)gw->cfg.port;
+    info.iface = gw->cfg.listen;
+    info.protocols = s_protocols;
+    info.user = gw;
+    info.retry_and_idle_policy = &retry;
+    info.vhost_name = "nexus-gateway";
+    info.server_string = "nexus-gateway";
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    gw->lws = lws_create_context(&info);
+    if (!gw->lws) {
+        nx_error("cannot listen on %s:%" PRIu64, gw->cfg.listen, gw->cfg.port);
+        return -1;
+    }
+    nx_info("listening on http://%s:%" PRIu64 " (dashboard at /, WebSocket at /ws/session/{id})",
+            gw->cfg.listen, gw->cfg.port);
+    s_tick_gw = gw;
+    lws_sul_schedule(gw->lws, 0, &s_tick, s_tick_cb, S_TICK_US);
+    while (!gw->stop)
+        if (lws_service(gw->lws, 0) < 0)
+            break;
+    lws_sul_cancel(&s_tick);
+    lws_context_destroy(gw->lws);
+    gw->lws = NULL;
+    return 0;
+}

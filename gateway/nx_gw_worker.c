@@ -1,0 +1,361 @@
+/*  =========================================================================
+    nx_gw_worker - the gateway's worker thread and its fabric side.
+
+    The worker runs commands one at a time: what a WebSocket client asked,
+    an HTTP request, a connection opening or closing. Commands wait in a
+    bounded list; when it is full the lws thread answers "busy" at once
+    instead of buffering without limit. Between commands the worker sends
+    one heartbeat for all the sessions the gateway hosts.
+
+    nx_gw_deliver runs on libnexus's thread for every fabric event: it
+    finds the connections whose patterns match, builds the client JSON
+    once, and queues the same message to each of them.
+    =========================================================================
+*/
+
+#include <msgpack.h>
+#include <string.h>
+#include <time.h>
+
+#include "nx_gw.h"
+#include "nx_log.h"
+
+void nx_gw_wake(nx_gw_t *gw)
+{
+    if (gw->lws)
+        lws_cancel_service(gw->lws);
+}
+
+int nx_gw_command(nx_gw_t *gw, nx_gw_cmd_t *cmd)
+{
+    nx_gw_cmd_t *copy = malloc(sizeof *copy);
+    if (!copy)
+        return -1;
+    *copy = *cmd;
+    pthread_mutex_lock(&gw->lock);
+    if (zlistx_size(gw->commands) >= gw->commands_max) {
+        pthread_mutex_unlock(&gw->lock);
+        free(copy);
+        return -1;
+    }
+    zlistx_add_end(gw->commands, copy);
+    pthread_cond_signal(&gw->wake);
+    pthread_mutex_unlock(&gw->lock);
+    cmd->text = NULL; /* owned by the queue now */
+    return 0;
+}
+
+/*  ---- Fabric events -------------------------------------------------- */
+
+static void s_count_latency(nx_gw_t *gw, uint64_t ts)
+{
+    static const uint64_t bounds[11] = {100,   250,   500,   1000,   2500,  5000,
+                                        10000, 25000, 50000, 100000, 250000};
+    uint64_t now = nx_now_us();
+    uint64_t lat = now > ts ? now - ts : 0;
+    int b = 0;
+    while (b < 11 && lat > bounds[b])
+        b++;
+    __atomic_add_fetch(&gw->stats.lat_buckets[b], 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&gw->stats.lat_sum_us, lat, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&gw->stats.lat_count, 1, __ATOMIC_RELAXED);
+}
+
+/*  The target of a direct message: "to" in its payload map.               */
+static bool s_direct_target(nexus_event_t *event, char *to, size_t size)
+{
+    const struct msgpack_object *o = nexus_event_msgpack(event);
+    const msgpack_object *obj = (const msgpack_object *)o;
+    if (!obj || obj->type != MSGPACK_OBJECT_MAP)
+        return false;
+    for (uint32_t i = 0; i < obj->via.map.size; i++) {
+        const msgpack_object *k = &obj->via.map.ptr[i].key;
+        const msgpack_object *v = &obj->via.map.ptr[i].val;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == 2 &&
+            memcmp(k->via.str.ptr, "to", 2) == 0 && v->type == MSGPACK_OBJECT_STR &&
+            v->via.str.size < size) {
+            memcpy(to, v->via.str.ptr, v->via.str.size);
+            to[v->via.str.size] = 0;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void s_count_type(nx_gw_t *gw, const char *topic)
+{
+    uint64_t sec = nx_gw_mono() / 1000000;
+    if (sec != gw->rate_second) {
+        for (uint64_t s = gw->rate_second + 1; s <= sec && s <= gw->rate_second + 64; s++)
+            gw->rate_slot[s % 64] = 0;
+        gw->rate_second = sec;
+    }
+    gw->rate_slot[sec % 64]++;
+    /*  Types are bounded: past 1000 distinct ones the rest count as
+        "other", so a flood of unique topics cannot grow this table.       */
+    uintptr_t n = (uintptr_t)zhashx_lookup(gw->by_type, topic);
+    if (n || zhashx_size(gw->by_type) < 1000)
+        zhashx_update(gw->by_type, topic, (void *)(n + 1));
+    else {
+        n = (uintptr_t)zhashx_lookup(gw->by_type, "other");
+        zhashx_update(gw->by_type, "other", (void *)(n + 1));
+    }
+}
+
+void nx_gw_deliver(nexus_event_t *event, void *arg)
+{
+    nx_gw_t *gw = arg;
+    if (nexus_event_kind(event) == NEXUS_EVENT_GAP) {
+        uint64_t from = 0, to = 0;
+        nexus_event_gap(event, &from, &to);
+        char text[128];
+        snprintf(text, sizeof text, "{\"type\":\"gap\",\"from\":%" PRIu64 ",\"to\":%" PRIu64 "}",
+                 from, to);
+        pthread_mutex_lock(&gw->lock);
+        for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns))
+            if (c->kind == NX_GW_WS && c->ready && c->n_patterns)
+                nx_gw_conn_push_text(gw, c, text);
+        pthread_mutex_unlock(&gw->lock);
+        nx_gw_wake(gw);
+        return;
+    }
+    const char *topic = nexus_event_topic(event);
+    uint64_t seq = nexus_event_seq(event);
+    __atomic_add_fetch(&gw->stats.events_fabric, 1, __ATOMIC_RELAXED);
+    char to[NX_GW_SESSION_MAX + 1];
+    bool direct = strcmp(topic, "message.direct") == 0;
+    if (direct && !s_direct_target(event, to, sizeof to))
+        to[0] = 0; /* a direct message with no target reaches nobody */
+    nx_gw_msg_t *msg = NULL;
+    bool pushed = false;
+    pthread_mutex_lock(&gw->lock);
+    s_count_type(gw, topic);
+    for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns)) {
+        if (c->kind != NX_GW_WS || c->closed || !c->ready || seq <= c->last_seq)
+            continue;
+        if (!nx_gw_conn_matches(c, topic))
+            continue;
+        if (direct && strcmp(c->session, to) != 0)
+            continue;
+        if (!msg) {
+            size_t len = 0;
+            char *text = nx_gw_event_json(event, &len);
+            msg = text ? nx_gw_msg_new(text, len, seq) : NULL;
+            free(text);
+            if (!msg)
+                break;
+        }
+        if (c->replaying) {
+            /*  Held until the replay catches up; too many: replay again.  */
+            if (c->n_held < NX_GW_HELD_MAX) {
+                if (!c->held)
+                    c->held = calloc(NX_GW_HELD_MAX, sizeof *c->held);
+                if (c->held) {
+                    msg->refs++;
+                    c->held[c->n_held++] = msg;
+                    continue;
+                }
+            }
+            c->held_overflow = true;
+            continue;
+        }
+        if (nx_gw_conn_push(gw, c, msg) == 0) {
+            pushed = true;
+            __atomic_add_fetch(&gw->stats.events_out, 1, __ATOMIC_RELAXED);
+        }
+    }
+    nx_gw_msg_unref(&msg);
+    pthread_mutex_unlock(&gw->lock);
+    if (pushed) {
+        s_count_latency(gw, nexus_event_ts(event));
+        nx_gw_wake(gw);
+    }
+}
+
+/*  ---- Commands --------------------------------------------------------- */
+
+static void s_session_ref(nx_gw_t *gw, const char *session, int delta, size_t *count)
+{
+    pthread_mutex_lock(&gw->lock);
+    uintptr_t n = (uintptr_t)zhashx_lookup(gw->sessions, session);
+    n = delta > 0 ? n + 1 : (n ? n - 1 : 0);
+    if (n)
+        zhashx_update(gw->sessions, session, (void *)n);
+    else
+        zhashx_delete(gw->sessions, session);
+    *count = n;
+    pthread_mutex_unlock(&gw->lock);
+}
+
+static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
+{
+    /*  name\ncapabilities                                                  */
+    char *name = cmd->text, *caps = NULL;
+    char *nl = name ? strchr(name, '\n') : NULL;
+    if (nl) {
+        *nl = 0;
+        caps = nl + 1;
+    }
+    size_t refs;
+    s_session_ref(gw, cmd->session, +1, &refs);
+    nexus_err_t err = nx_gw_ensure_session(gw, cmd->session, name && *name ? name : NULL,
+                                           caps && *caps ? caps : NULL, 0);
+    if (err)
+        nx_warn("cannot register session %s: %s (retried with the heartbeats)", cmd->session,
+                nexus_strerror(err));
+
+    /*  The welcome: who we are, where the fabric is, what just happened.   */
+    json_t *welcome =
+        json_pack("{s:s, s:s, s:s, s:s}", "type", "welcome", "session_id", cmd->session, "server",
+                  "nexus-gateway", "version", NEXUS_VERSION_STRING);
+    nexus_err_t herr;
+    json_t *health = nx_gw_request(gw, json_pack("{s:s}", "op", "health"), &herr);
+    json_object_set_new(
+        welcome, "last_seq",
+        json_integer(health ? json_integer_value(json_object_get(health, "last_seq")) : 0));
+    json_decref(health);
+    pthread_mutex_lock(&gw->lock);
+    size_t subscribers = 0;
+    for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns))
+        subscribers += c->kind == NX_GW_WS && !c->closed;
+    pthread_mutex_unlock(&gw->lock);
+    json_object_set_new(welcome, "subscribers", json_integer((json_int_t)subscribers));
+    json_t *recent = json_array();
+    if (cmd->recent > 0) {
+        nexus_history_t *h = nexus_history_new(gw->client);
+        if (h && nexus_history_set_page(h, (uint32_t)cmd->recent, 1) == NEXUS_OK) {
+            nexus_history_set_max(h, (uint64_t)cmd->recent);
+            nexus_event_t *ev = NULL;
+            while (nexus_history_next(h, &ev) == NEXUS_OK && ev) {
+                size_t len;
+                char *text = nx_gw_event_json(ev, &len);
+                json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+                free(text);
+                if (j)
+                    json_array_insert_new(recent, 0, j); /* newest first -> oldest first */
+                nexus_event_destroy(&ev);
+            }
+        }
+        nexus_history_destroy(&h);
+    }
+    json_object_set_new(welcome, "recent_events", recent);
+    char *text = json_dumps(welcome, JSON_COMPACT);
+    json_decref(welcome);
+
+    pthread_mutex_lock(&gw->lock);
+    nx_gw_conn_t *conn = nx_gw_conn_get(gw, cmd->conn);
+    if (conn) {
+        if (text)
+            nx_gw_conn_push_text(gw, conn, text);
+        conn->ready = true;
+        if (cmd->has_since)
+            conn->resume_from = cmd->since + 1; /* +1 so that 0 means none */
+        nx_gw_conn_unref(gw, &conn);
+    }
+    pthread_mutex_unlock(&gw->lock);
+    free(text);
+    nx_gw_wake(gw);
+}
+
+static void s_close(nx_gw_t *gw, nx_gw_cmd_t *cmd)
+{
+    size_t refs;
+    s_session_ref(gw, cmd->session, -1, &refs);
+    if (refs)
+        return; /* another connection of the same session remains */
+    nexus_err_t err;
+    json_t *rep = nx_gw_request(
+        gw, json_pack("{s:s, s:s}", "op", "session.unregister", "session", cmd->session), &err);
+    json_decref(rep);
+}
+
+static void s_heartbeat(nx_gw_t *gw)
+{
+    json_t *list = json_array();
+    pthread_mutex_lock(&gw->lock);
+    for (void *v = zhashx_first(gw->sessions); v; v = zhashx_next(gw->sessions))
+        json_array_append_new(list, json_string(zhashx_cursor(gw->sessions)));
+    pthread_mutex_unlock(&gw->lock);
+    if (json_array_size(list) == 0) {
+        json_decref(list);
+        return;
+    }
+    nexus_err_t err;
+    json_t *rep = nx_gw_request(
+        gw, json_pack("{s:s, s:o}", "op", "session.heartbeat", "sessions", list), &err);
+    /*  Sessions the broker no longer knows (it restarted and timed them out,
+        or we were cut off) are registered again.                          */
+    json_t *lost = rep ? json_object_get(rep, "lost") : NULL;
+    size_t i;
+    json_t *id;
+    json_array_foreach(lost, i, id)
+    {
+        if (json_is_string(id))
+            nx_gw_ensure_session(gw, json_string_value(id), NULL, NULL, 0);
+    }
+    json_decref(rep);
+}
+
+static void *s_worker(void *arg)
+{
+    nx_gw_t *gw = arg;
+    uint64_t next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000;
+    while (!gw->stop) {
+        pthread_mutex_lock(&gw->lock);
+        while (!gw->stop && zlistx_size(gw->commands) == 0 && nx_gw_mono() < next_hb) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            uint64_t wait_us = next_hb - nx_gw_mono();
+            if (wait_us > 200000)
+                wait_us = 200000;
+            until.tv_nsec += (long)(wait_us % 1000000) * 1000;
+            until.tv_sec += (time_t)(wait_us / 1000000) + until.tv_nsec / 1000000000;
+            until.tv_nsec %= 1000000000;
+            pthread_cond_timedwait(&gw->wake, &gw->lock, &until);
+        }
+        nx_gw_cmd_t *cmd = zlistx_size(gw->commands) ? zlistx_detach(gw->commands, NULL) : NULL;
+        pthread_mutex_unlock(&gw->lock);
+        if (cmd) {
+            switch (cmd->kind) {
+            case NX_GW_CMD_OPEN:
+                s_open(gw, cmd);
+                break;
+            case NX_GW_CMD_CLOSE:
+                s_close(gw, cmd);
+                break;
+            case NX_GW_CMD_ACTION:
+                nx_gw_action(gw, cmd->conn, cmd->text);
+                break;
+            case NX_GW_CMD_HTTP:
+                nx_gw_http(gw, cmd->conn);
+                break;
+            }
+            free(cmd->text);
+            free(cmd);
+        }
+        if (nx_gw_mono() >= next_hb) {
+            s_heartbeat(gw);
+            next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000;
+        }
+    }
+    return NULL;
+}
+
+int nx_gw_worker_start(nx_gw_t *gw)
+{
+    return pthread_create(&gw->worker, NULL, s_worker, gw) == 0 ? 0 : -1;
+}
+
+void nx_gw_worker_stop(nx_gw_t *gw)
+{
+    pthread_mutex_lock(&gw->lock);
+    gw->stop = 1;
+    pthread_cond_signal(&gw->wake);
+    pthread_mutex_unlock(&gw->lock);
+    pthread_join(gw->worker, NULL);
+    nx_gw_cmd_t *cmd;
+    while ((cmd = zlistx_detach(gw->commands, NULL))) {
+        free(cmd->text);
+        free(cmd);
+    }
+}
