@@ -43,8 +43,9 @@ run)
     install_missing "${build_pkgs[@]}"
     build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
     mkdir -p nexus-data
-    echo "dev.sh: starting nexusd (data in $here/nexus-data); Ctrl-C stops it"
-    exec ./build/broker/nexusd --data-dir "$here/nexus-data" "$@"
+    echo "dev.sh: starting the broker and the gateway (dashboard: http://localhost:8450," \
+         "data in $here/nexus-data); Ctrl-C stops both"
+    exec ./build/sdk/nexus up --data-dir "$here/nexus-data" "$@"
     ;;
 test)
     shift

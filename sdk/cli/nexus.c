@@ -1004,7 +1004,9 @@ static int s_cmd_up(s_cli_t *cli)
     if (broker < 0)
         return s_fail(NX_EXIT_REFUSED, "cannot start nexusd: %s", strerror(errno));
     if (with_gateway) {
-        char *gargv[] = {gateway, NULL};
+        /*  The gateway talks to the broker this command started.           */
+        char *gargv[] = {gateway, "--broker", (char *)(ep && *ep ? ep : NEXUS_DEFAULT_ENDPOINT),
+                         NULL};
         gw = s_spawn(gargv);
     }
     int status = 0, code = NX_EXIT_OK;
