@@ -37,8 +37,9 @@
 #define S_TURN_REQUEST_BYTES (4u << 20)
 #define S_MSGPACK_DEPTH      32
 /*  Seqs are reserved durably in blocks (see s_reserve_seqs).               */
-#define S_SEQ_BLOCK         (1u << 20)
-#define S_META_SEQ_RESERVED "seq_reserved"
+#define S_SEQ_BLOCK           (1u << 20)
+#define S_META_SEQ_RESERVED   "seq_reserved"
+#define S_META_FENCE_RESERVED "fence_reserved"
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
 
@@ -86,28 +87,47 @@ static int s_bind_all(zsock_t *sock, const char *list, const char *what, const c
 }
 
 /*  Writes seq_reserved = value in its own commit and flushes it.           */
-static int s_write_reservation(nx_broker_t *self, uint64_t value)
+static int s_write_reservation(nx_broker_t *self, uint64_t seq, uint64_t fence)
 {
-    uint8_t v[8];
-    nx_put_u64(v, value);
+    uint8_t v[8], f[8];
+    nx_put_u64(v, seq);
+    nx_put_u64(f, fence);
     if (nx_store_put(self->store, NX_DB_META, S_META_SEQ_RESERVED, strlen(S_META_SEQ_RESERVED), v,
                      8) != NEXUS_OK ||
+        nx_store_put(self->store, NX_DB_META, S_META_FENCE_RESERVED, strlen(S_META_FENCE_RESERVED),
+                     f, 8) != NEXUS_OK ||
         nx_store_commit(self->store, nx_now_us()) != NEXUS_OK ||
         nx_store_sync(self->store) != NEXUS_OK) {
         nx_store_abort(self->store);
         return -1;
     }
-    self->seq_reserved = value;
+    self->seq_reserved = seq;
+    self->fence_reserved = fence;
     return 0;
+}
+
+/*  Reads a u64 from meta; 0 when absent.                                   */
+static uint64_t s_meta_u64(nx_broker_t *self, const char *key)
+{
+    void *value = NULL;
+    size_t len = 0;
+    uint64_t v = 0;
+    if (nx_store_get(self->store, NX_DB_META, key, strlen(key), &value, &len) == NEXUS_OK &&
+        len == 8)
+        v = nx_get_u64(value);
+    free(value);
+    return v;
 }
 
 /*  Keeps at least half a block of seqs reserved ahead of last_seq: one
     extra flush per half a million events or so. Called with no batch open.*/
 static int s_reserve_seqs(nx_broker_t *self)
 {
-    if (self->seq_reserved >= self->last_seq + S_SEQ_BLOCK / 2)
+    uint64_t fence = nx_claims_fence(self);
+    if (self->seq_reserved >= self->last_seq + S_SEQ_BLOCK / 2 &&
+        self->fence_reserved >= fence + S_SEQ_BLOCK / 2)
         return 0;
-    return s_write_reservation(self, self->last_seq + S_SEQ_BLOCK);
+    return s_write_reservation(self, self->last_seq + S_SEQ_BLOCK, fence + S_SEQ_BLOCK);
 }
 
 static char *s_strdup_or_null(const char *s)
@@ -170,21 +190,23 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         blocks, and a start after a crash continues above the reservation:
         a seq that anyone may have seen is never handed out again. A clean
         stop leaves the reservation at last_seq, so seqs stay contiguous.  */
-    void *reserved = NULL;
-    size_t reserved_len = 0;
-    if (nx_store_get(self->store, NX_DB_META, S_META_SEQ_RESERVED, strlen(S_META_SEQ_RESERVED),
-                     &reserved, &reserved_len) == NEXUS_OK &&
-        reserved_len == 8) {
-        uint64_t r = nx_get_u64(reserved);
-        if (r > self->last_seq) {
-            nx_warn("unclean stop: seqs %" PRIu64 "..%" PRIu64
-                    " may have been seen and are skipped",
-                    self->last_seq + 1, r);
-            self->last_seq = r;
-        }
+    if (nx_coord_start(self, err_buf, err_size))
+        goto fail;
+    uint64_t r = s_meta_u64(self, S_META_SEQ_RESERVED);
+    if (r > self->last_seq) {
+        nx_warn("unclean stop: seqs %" PRIu64 "..%" PRIu64 " may have been seen and are skipped",
+                self->last_seq + 1, r);
+        self->last_seq = r;
     }
-    free(reserved);
+    /*  Fencing tokens the same way: a work.claimed event seen before a
+        power cut undid its commit must not have its token granted again.  */
+    uint64_t f = s_meta_u64(self, S_META_FENCE_RESERVED);
+    if (f > nx_claims_fence(self)) {
+        nx_warn("unclean stop: fencing tokens up to %" PRIu64 " are skipped", f);
+        nx_claims_fence_floor(self, f);
+    }
     self->seq_reserved = self->last_seq;
+    self->fence_reserved = nx_claims_fence(self);
     if (s_reserve_seqs(self)) {
         snprintf(err_buf, err_size, "cannot reserve seqs: %s", nx_store_errmsg(self->store));
         goto fail;
@@ -197,8 +219,6 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         snprintf(err_buf, err_size, "cannot start the reader thread");
         goto fail;
     }
-    if (nx_coord_start(self, err_buf, err_size))
-        goto fail;
 
     self->events_cap = self->cfg.batch_max + 4 * self->cfg.requests_per_turn;
     self->events = calloc(self->events_cap, sizeof *self->events);
@@ -818,7 +838,7 @@ static void s_fail_batch(nx_broker_t *self, nexus_err_t err)
 }
 
 /*  Commits the batch; on a full map, makes room and stages it once more.   */
-static void s_commit(nx_broker_t *self)
+static bool s_commit(nx_broker_t *self)
 {
     nexus_err_t rc =
         self->batch_failed ? NEXUS_ERR_STORE_FULL : nx_store_commit(self->store, nx_now_us());
@@ -864,8 +884,10 @@ static void s_commit(nx_broker_t *self)
         s_fail_batch(self, rc);
         if (self->batch_kv)
             nx_coord_reload(self);
-    } else
-        self->count.batches++;
+        return false;
+    }
+    self->count.batches++;
+    return true;
 }
 
 static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bool timers,
@@ -893,16 +915,12 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
     /*  Replies already waiting belong to earlier commits: this commit's
         flush (or the sync below) makes those durable.                     */
     bool had_awaiting = zlist_size(self->awaiting) > 0;
-    bool committed = false;
-    if (nx_store_in_batch(self->store) || self->n_events || self->batch_failed) {
-        s_commit(self);
-        committed = true;
-    }
-    if (had_awaiting) {
-        if (!committed)
-            nx_store_sync(self->store);
+    bool flushed = false;
+    if (nx_store_in_batch(self->store) || self->n_events || self->batch_failed)
+        flushed = s_commit(self);
+    /*  A failed commit flushed nothing: the waiting replies need a sync.   */
+    if (had_awaiting && (flushed || nx_store_sync(self->store) == NEXUS_OK))
         s_release_awaiting(self);
-    }
 
     nx_rate_add(&self->rate_in, nx_mono_us(), self->n_events);
     s_forward(self);
@@ -1063,7 +1081,7 @@ int nx_broker_run(nx_broker_t *self)
         last_seq so that the next start continues without a jump.          */
     nx_store_sync(self->store);
     s_release_awaiting(self);
-    if (s_write_reservation(self, self->last_seq))
+    if (s_write_reservation(self, self->last_seq, nx_claims_fence(self)))
         nx_warn("cannot record the clean stop: the next start skips a block of seqs");
     nx_info("stopping: last seq %" PRIu64 ", %" PRIu64 " events in, %" PRIu64 " out",
             self->last_seq, self->count.events_in, self->count.events_out);

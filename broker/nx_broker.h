@@ -131,6 +131,8 @@ struct _nx_broker_t {
     zactor_t *reader;                 /* runs history queries (nx_reader.c)         */
     zlist_t *awaiting;                /* write replies (zmsg_t*) waiting for the
                                          commit to be flushed (sync=full)          */
+    uint64_t fence_reserved;          /* fencing tokens up to here may have
+been seen (as seq_reserved)         */
     uint64_t seq_reserved;            /* seqs up to here may have been seen; a
                                          restart after a crash continues above    */
     size_t turn_request_bytes;        /* request bytes read this turn             */

@@ -101,7 +101,8 @@ static void s_heap_push(struct _nx_claims_t *cs, const char *work_id, uint64_t a
         size_t cap = cs->heap_cap ? cs->heap_cap * 2 : 1024;
         s_heap_item_t *h = realloc(cs->heap, cap * sizeof *h);
         if (!h)
-            return; /* the sweep in nx_claims_sweep still expires it */
+            return; /* out of memory: this deadline is lost; the lease still ends
+        at the next claim or renew of the item, which checks it */
         cs->heap = h;
         cs->heap_cap = cap;
     }
@@ -876,4 +877,15 @@ void nx_claims_pack_active(nx_broker_t *self, msgpack_packer *pk)
     for (s_claim_t *c = zhashx_first(cs->items); c; c = zhashx_next(cs->items))
         if (c->state == S_CLAIMED)
             s_pack_claim(pk, c);
+}
+
+uint64_t nx_claims_fence(nx_broker_t *self)
+{
+    return s_self(self) ? s_self(self)->fence : 0;
+}
+
+void nx_claims_fence_floor(nx_broker_t *self, uint64_t fence)
+{
+    if (s_self(self) && fence > s_self(self)->fence)
+        s_self(self)->fence = fence;
 }

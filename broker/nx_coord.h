@@ -75,7 +75,7 @@ static inline void nx_coord_wake(nx_broker_t *self, uint64_t at)
         self->next_coord = at;
 }
 
-/*  Once a second: prune gone sessions, closed items and old retry answers;
+/*  Once a second: prune gone sessions and closed items;
     write the snapshot file when something changed.                        */
 void nx_coord_housekeeping(nx_broker_t *self, uint64_t now);
 
@@ -93,6 +93,10 @@ void nx_sessions_pack(msgpack_packer *pk, const nx_session_t *s);
 /*  Releases (reason "holder_gone") or keeps the claims of a session that
     went. Returns how many were released.                                   */
 size_t nx_claims_on_session_gone(nx_broker_t *self, const char *session, bool release);
+/*  The last fencing token handed out, and raising it (after a crash).      */
+uint64_t nx_claims_fence(nx_broker_t *self);
+void nx_claims_fence_floor(nx_broker_t *self, uint64_t fence);
+
 /*  Number of active claims held by session.                                */
 size_t nx_claims_held(nx_broker_t *self, const char *session);
 

@@ -101,21 +101,17 @@ static int s_op_publish(nx_broker_t *self, const msgpack_object *req, msgpack_pa
         return -1;
     *err = nx_map_str(req, "source", &source, &source_len, err_msg);
     if (*err)
-        return -1;
-    /*  payload: bin or str are the event's bytes as they are; any other
-        msgpack value is stored as its msgpack encoding, so a client can
-        send a map without packing it twice.                                */
+        return -1;    /*  payload: bin is the event's bytes as they are; any other msgpack
+        value (a str too) is stored as its msgpack encoding, so a client
+        can send a map without packing it twice, and a JSON string sent
+        through the gateway comes back as a string.                        */
     const msgpack_object *payload = nx_map_get(req, "payload");
     const void *data = "";
     size_t size = 0;
     msgpack_sbuffer packed;
-    msgpack_sbuffer_init(&packed);
-    if (payload && payload->type == MSGPACK_OBJECT_BIN) {
+    msgpack_sbuffer_init(&packed);    if (payload && payload->type == MSGPACK_OBJECT_BIN) {
         data = payload->via.bin.ptr;
         size = payload->via.bin.size;
-    } else if (payload && payload->type == MSGPACK_OBJECT_STR) {
-        data = payload->via.str.ptr;
-        size = payload->via.str.size;
     } else if (payload) {
         msgpack_packer ppk;
         msgpack_packer_init(&ppk, &packed, msgpack_sbuffer_write);
@@ -143,7 +139,7 @@ static const nx_op_t s_ops[] = {
     /*  No function: history runs on the reader thread (nx_reader.c).      */
     {"history", NULL, false},
     {"session.register", nx_op_session_register, true},
-    {"session.heartbeat", nx_op_session_heartbeat, true},
+    {"session.heartbeat", nx_op_session_heartbeat, false},
     {"session.status", nx_op_session_status, true},
     {"session.unregister", nx_op_session_unregister, true},
     {"session.get", nx_op_session_get, false},

@@ -3,7 +3,7 @@
 
     Layout: one LMDB environment (data.mdb, lock.mdb) in cfg->path with five
     named databases: "events" (seq as u64 big-endian -> nx_codec record),
-    "meta", "sessions", "claims" and "requests".
+    "meta", "sessions" and "claims".
 
     Counters: first/last seq, last ts, count and bytes live in memory so that
     stats cost nothing. A batch updates the live copy and keeps the copy of
@@ -54,7 +54,6 @@ static const char *s_db_names[NX_DB__COUNT] = {
     [NX_DB_META] = "meta",
     [NX_DB_SESSIONS] = "sessions",
     [NX_DB_CLAIMS] = "claims",
-    [NX_DB_REQUESTS] = "requests",
 };
 
 /*  The counters a batch changes; copied as a whole to undo a batch.        */

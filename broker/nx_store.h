@@ -38,9 +38,8 @@ typedef struct _nx_store_reader_t nx_store_reader_t;
 typedef enum {
     NX_DB_META = 0, /* counters that must survive: reserved keys below      */
     NX_DB_SESSIONS, /* session id -> session record (issue 3)               */
-    NX_DB_CLAIMS,   /* work id -> claim record (issue 3)                    */
-    NX_DB_REQUESTS, /* idempotency cache: client+request id -> reply        */
-    NX_DB__COUNT
+    NX_DB_CLAIMS,
+    /* work id -> claim record (issue 3)                    */ NX_DB__COUNT
 } nx_db_t;
 
 typedef struct {

@@ -68,6 +68,7 @@ typedef struct _nx_gw_conn_t {
     size_t n_held;
     bool held_overflow; /* some were not held: replay again  */
     int close_code;     /* != 0: close with this             */
+    bool evicted;       /* its session was already released  */
     char close_reason[80];
     double tokens;      /* rate limit bucket                 */
     uint64_t tokens_at; /* mono us of the last refill        */
@@ -206,7 +207,7 @@ void nx_gw_reply(nx_gw_t *gw, uint64_t conn_id, json_t *reply);
 json_t *nx_gw_request(nx_gw_t *gw, json_t *request, nexus_err_t *err);
 /*  Replays matching history after conn's resume point, then lets live
     events through; no gap, no duplicate.                                   */
-void nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since);
+size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since);
 /*  Makes sure session is registered on the fabric (the gateway's
     connection owns it). Returns NEXUS_OK or the broker's error.            */
 nexus_err_t nx_gw_ensure_session(nx_gw_t *gw, const char *session, const char *name,

@@ -583,8 +583,9 @@ static void a_resume(s_ctx_t *ctx)
         nx_gw_conn_unref(gw, &conn);
     }
     pthread_mutex_unlock(&gw->lock);
-    s_ok(ctx, json_pack("{s:I}", "since", (json_int_t)since));
-    nx_gw_replay(gw, ctx->conn, since);
+    size_t replayed = nx_gw_replay(gw, ctx->conn, since);
+    s_ok(ctx,
+         json_pack("{s:I, s:I}", "since", (json_int_t)since, "replayed", (json_int_t)replayed));
 }
 
 typedef struct {
@@ -687,23 +688,35 @@ static bool s_push_paced(nx_gw_t *gw, uint64_t conn_id, nx_gw_msg_t *msg)
     }
 }
 
-void nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
+size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
 {
+    size_t replayed = 0;
     for (int round = 0; round < 100; round++) {
         nexus_history_t *h = nexus_history_new(gw->client);
-        if (!h)
-            return;
+        if (!h) {
+            /*  Out of memory: let live events through rather than hold
+                them forever; the client sees the gap in seqs and resumes. */
+            pthread_mutex_lock(&gw->lock);
+            nx_gw_conn_t *c = nx_gw_conn_get(gw, conn_id);
+            if (c) {
+                c->replaying = false;
+                nx_gw_conn_unref(gw, &c);
+            }
+            pthread_mutex_unlock(&gw->lock);
+            return replayed;
+        }
         pthread_mutex_lock(&gw->lock);
         nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
+        bool open = conn != NULL;
         if (conn) {
             for (size_t i = 0; i < conn->n_patterns; i++)
                 nexus_history_add_pattern(h, conn->patterns[i]);
             nx_gw_conn_unref(gw, &conn);
         }
         pthread_mutex_unlock(&gw->lock);
-        if (!conn) {
+        if (!open) {
             nexus_history_destroy(&h);
-            return;
+            return replayed;
         }
         nexus_history_set_seq_range(h, since, 0);
         nexus_history_set_page(h, 1000, 0);
@@ -719,6 +732,7 @@ void nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
             nexus_event_destroy(&ev);
             if (msg) {
                 alive = s_push_paced(gw, conn_id, msg);
+                replayed += alive;
                 pthread_mutex_lock(&gw->lock);
                 nx_gw_msg_unref(&msg);
                 pthread_mutex_unlock(&gw->lock);
@@ -726,7 +740,7 @@ void nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
         }
         nexus_history_destroy(&h);
         if (!alive)
-            return;
+            return replayed;
         /*  Now the events held while we read: those past the history.     */
         pthread_mutex_lock(&gw->lock);
         conn = nx_gw_conn_get(gw, conn_id);
@@ -749,6 +763,7 @@ void nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
         pthread_mutex_unlock(&gw->lock);
         nx_gw_wake(gw);
         if (!again)
-            return;
+            return replayed;
     }
+    return replayed;
 }

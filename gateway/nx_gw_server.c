@@ -159,9 +159,23 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
     conn->method = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI)    ? NX_GW_GET
                    : lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) ? NX_GW_POST
                                                                    : NX_GW_OTHER;
-    snprintf(conn->path, sizeof conn->path, "%s", uri ? uri : "/");
-    if (lws_hdr_copy(wsi, conn->query, sizeof conn->query, WSI_TOKEN_HTTP_URI_ARGS) < 0)
-        conn->query[0] = 0;
+    snprintf(conn->path, sizeof conn->path, "%s", uri ? uri : "/"); /*  lws keeps each name=value as
+     a fragment of the header; joining them with '&' rebuilds the query string. */
+    size_t qlen = 0;
+    conn->query[0] = 0;
+    for (int frag = 0; frag < 64; frag++) {
+        char part[512];
+        int n = lws_hdr_copy_fragment(wsi, part, sizeof part, WSI_TOKEN_HTTP_URI_ARGS, frag);
+        if (n <= 0)
+            break;
+        if (qlen + (size_t)n + 2 >= sizeof conn->query)
+            break;
+        if (qlen)
+            conn->query[qlen++] = '&';
+        memcpy(conn->query + qlen, part, (size_t)n);
+        qlen += (size_t)n;
+        conn->query[qlen] = 0;
+    }
 
     if (!s_is_api(conn->path)) {
         if (conn->method != NX_GW_GET) {
@@ -271,6 +285,13 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 
 /*  ---- WebSocket ---------------------------------------------------------- */
 
+/*  Refuses a WebSocket upgrade with an HTTP status the client can read.    */
+static int s_refuse(struct lws *wsi, unsigned int status, const char *why)
+{
+    lws_return_http_status(wsi, status, why);
+    return 1;
+}
+
 static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 {
     char uri[512];
@@ -286,11 +307,11 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     }
     if (!s_origin_ok(gw, wsi)) {
         nx_info("websocket refused for session %s: origin not allowed", id);
-        return 1;
+        return s_refuse(wsi, 403, "origin not allowed");
     }
     if (__atomic_load_n(&gw->stats.ws_open, __ATOMIC_RELAXED) >= gw->cfg.max_clients) {
         nx_warn("websocket refused for session %s: max_clients reached", id);
-        return 1;
+        return s_refuse(wsi, 503, "too many connections");
     }
     char token[256];
     s_token(wsi, token, sizeof token);
@@ -299,7 +320,7 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
         !nx_auth_allows(gw->auth, pss->auth, id, strlen(id))) {
         nx_info("websocket refused for session %s: %s", id,
                 token[0] ? "token not valid for it" : "no token");
-        return 1;
+        return s_refuse(wsi, 401, token[0] ? "token not valid for this session" : "token required");
     }
     snprintf(pss->session, sizeof pss->session, "%s", id);
     char v[64];
@@ -461,10 +482,13 @@ static void s_ws_closed(nx_gw_t *gw, s_pss_t *pss)
     pthread_mutex_lock(&gw->lock);
     snprintf(session, sizeof session, "%s", pss->conn->session);
     uint64_t id = pss->conn->id;
+    bool evicted = pss->conn->evicted;
     nx_gw_conn_closed(gw, pss->conn);
     pthread_mutex_unlock(&gw->lock);
     pss->conn = NULL;
     __atomic_sub_fetch(&gw->stats.ws_open, 1, __ATOMIC_RELAXED);
+    if (evicted)
+        return; /* its session was released when it was evicted */
     nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_CLOSE, .conn = id};
     snprintf(cmd.session, sizeof cmd.session, "%s", session);
     if (nx_gw_command(gw, &cmd))
@@ -474,9 +498,15 @@ static void s_ws_closed(nx_gw_t *gw, s_pss_t *pss)
 
 /*  Asks for writeable callbacks where something waits; closes clients
     whose queue stayed full for slow_timeout.                               */
+#define S_EVICT_MAX 64 /* evictions per kick; the rest wait for the next one  */
+
 static void s_kick(nx_gw_t *gw)
 {
     uint64_t now = nx_gw_mono();
+    /*  Commands take the lock, so evictions are posted after the loop
+        (other threads iterate gw->conns too, with its shared cursor).     */
+    nx_gw_cmd_t evicted[S_EVICT_MAX];
+    int n_evicted = 0;
     pthread_mutex_lock(&gw->lock);
     for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns)) {
         if (c->closed || !c->wsi)
@@ -495,12 +525,30 @@ static void s_kick(nx_gw_t *gw)
             /*  The close frame goes out when the socket takes it; a client
                 that never reads again is cut after another slow_timeout.   */
             lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
-                            (int)(gw->cfg.slow_timeout / 1000) + 1);
+                            (int)(gw->cfg.slow_timeout / 1000) + 30); /*  What it did not read will
+     not be sent: the close frame goes first as soon as the socket has room. */
+            while (c->q_count) {
+                nx_gw_msg_t *m = nx_gw_conn_pop(gw, c);
+                nx_gw_msg_unref(&m);
+            }
+            /*  It is off the fabric now (session.disconnected), whether or
+                not it ever reads its close frame.                          */
+            c->evicted = true;
+            if (n_evicted < S_EVICT_MAX) {
+                evicted[n_evicted] = (nx_gw_cmd_t){.kind = NX_GW_CMD_CLOSE, .conn = c->id};
+                snprintf(evicted[n_evicted].session, sizeof evicted[n_evicted].session, "%s",
+                         c->session);
+                n_evicted++;
+            } else
+                c->evicted = false; /* released when it closes, then */
         }
         if (c->q_count || c->close_code || c->lost_from)
             lws_callback_on_writable(c->wsi);
     }
     pthread_mutex_unlock(&gw->lock);
+    for (int i = 0; i < n_evicted; i++)
+        if (nx_gw_command(gw, &evicted[i]))
+            nx_warn("session %s: eviction not processed (command queue full)", evicted[i].session);
 }
 
 static void s_tick_cb(lws_sorted_usec_list_t *sul)

@@ -131,7 +131,7 @@ void nx_gw_deliver(nexus_event_t *event, void *arg)
     pthread_mutex_lock(&gw->lock);
     s_count_type(gw, topic);
     for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns)) {
-        if (c->kind != NX_GW_WS || c->closed || !c->ready || seq <= c->last_seq)
+        if (c->kind != NX_GW_WS || c->closed || c->close_code || !c->ready || seq <= c->last_seq)
             continue;
         if (!nx_gw_conn_matches(c, topic))
             continue;

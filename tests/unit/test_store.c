@@ -521,7 +521,7 @@ static void s_test_keyed(void)
     CHECK_EQ_U64(nx_store_put(store, NX_DB_CLAIMS, "w1", 2, "v1", 2), NEXUS_OK);
     CHECK_EQ_U64(nx_store_put(store, NX_DB_CLAIMS, "w3", 2, "vx", 2), NEXUS_OK);
     CHECK_EQ_U64(nx_store_put(store, NX_DB_SESSIONS, "w1", 2, "va", 2), NEXUS_OK);
-    CHECK_EQ_U64(nx_store_put(store, NX_DB_REQUESTS, "r", 1, "", 0), NEXUS_OK);
+    CHECK_EQ_U64(nx_store_put(store, NX_DB_META, "r", 1, "", 0), NEXUS_OK);
     CHECK(nx_store_in_batch(store));
     /*  Inside the batch get sees the batch; foreach sees the last commit. */
     CHECK_EQ_U64(nx_store_get(store, NX_DB_CLAIMS, "w1", 2, &value, &len), NEXUS_OK);
@@ -538,7 +538,7 @@ static void s_test_keyed(void)
     CHECK_EQ_U64(nx_store_get(store, NX_DB_SESSIONS, "w1", 2, &value, &len), NEXUS_OK);
     CHECK(len == 2 && memcmp(value, "va", 2) == 0);
     free(value);
-    CHECK_EQ_U64(nx_store_get(store, NX_DB_REQUESTS, "r", 1, &value, &len), NEXUS_OK);
+    CHECK_EQ_U64(nx_store_get(store, NX_DB_META, "r", 1, &value, &len), NEXUS_OK);
     CHECK_EQ_U64(len, 0);
     free(value);
     CHECK_EQ_U64(nx_store_get(store, NX_DB_SESSIONS, "w2", 2, &value, &len), NEXUS_ERR_NOT_FOUND);
@@ -686,7 +686,7 @@ static void s_test_map_full(void)
         while (perr == NEXUS_OK && key_no < 1000) {
             char key[16];
             snprintf(key, sizeof key, "big%04d", key_no++);
-            perr = nx_store_put(store, NX_DB_REQUESTS, key, strlen(key), big, sizeof big);
+            perr = nx_store_put(store, NX_DB_CLAIMS, key, strlen(key), big, sizeof big);
             if (perr == NEXUS_OK && key_no % 20 == 0)
                 perr = nx_store_commit(store, 0);
         }
@@ -710,7 +710,7 @@ static void s_test_map_full(void)
     for (int i = 0; i < 1000; i++) {
         char key[16];
         snprintf(key, sizeof key, "big%04d", i);
-        nexus_err_t derr = nx_store_del(store, NX_DB_REQUESTS, key, strlen(key));
+        nexus_err_t derr = nx_store_del(store, NX_DB_CLAIMS, key, strlen(key));
         CHECK(derr == NEXUS_OK || derr == NEXUS_ERR_NOT_FOUND);
     }
     CHECK_EQ_U64(nx_store_commit(store, 0), NEXUS_OK);

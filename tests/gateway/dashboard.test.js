@@ -1,0 +1,174 @@
+'use strict';
+// The dashboard in a real browser: Playwright (playwright-core) driving
+// Debian's chromium against a real nexusd + nexus-gateway. Screenshots go
+// to tests/artifacts/.
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { withFabric, ARTIFACTS, sleep } = require('./lib');
+
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+async function withBrowser(body) {
+  const { chromium } = require('playwright-core');
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-chromium-'));
+  // A persistent context is how Playwright takes an explicit, fresh --user-data-dir.
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ARGS,
+    viewport: { width: 1280, height: 800 },
+    timeout: 30000,
+  });
+  try {
+    const page = context.pages()[0] || await context.newPage();
+    page.setDefaultTimeout(10000);
+    const problems = [];
+    page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+    page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+    page.on('requestfailed', (r) => problems.push(`requestfailed: ${r.url()} ${r.failure() && r.failure().errorText}`));
+    await body(page, problems);
+  } finally {
+    await context.close().catch(() => {});
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+async function shot(page, name) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: path.join(ARTIFACTS, `dashboard-${name}.png`) });
+}
+
+const seconds = (text) => {
+  const m = /^(?:(\d+)m\s*)?(\d+)s$/.exec(text.trim());
+  return m ? Number(m[1] || 0) * 60 + Number(m[2]) : NaN;
+};
+
+test('dashboard: sessions, publish form, stream, claim countdown, filter, pause, resume', { timeout: 120000 }, withFabric(async (f) => {
+  await withBrowser(async (page, problems) => {
+    // Some history before the page loads: shown from the welcome.
+    const early = await f.connect('dash-early');
+    const earlySeq = (await early.request({ action: 'publish', event_type: 'test.early', payload: { early: true } })).seq;
+
+    await page.goto(`${f.http}/`);
+    await page.waitForSelector('#status[data-state="live"]', { timeout: 15000 });
+    assert.match(await page.title(), /nexus/i);
+    await page.waitForSelector(`#events [data-seq="${earlySeq}"]`);
+    const dashSession = await page.evaluate(() => window.nexusDashboard.sessionId);
+    assert.match(dashSession, /^dashboard-[0-9a-f]+$/);
+    // Everything is local: no request left the gateway's origin.
+    const origins = await page.evaluate(() => performance.getEntriesByType('resource').map((r) => new URL(r.name).origin));
+    for (const o of origins) assert.equal(o, new URL(f.http).origin, `resource from ${o}`);
+
+    // A session appears, with its capabilities, status and heartbeat.
+    const worker = await f.connect('dash-worker', 'name=Worker&capabilities=python,rust');
+    const card = page.locator('#sessions [data-session="dash-worker"]');
+    await card.waitFor({ timeout: 10000 });
+    assert.match(await card.locator('[data-testid="session-capabilities"]').innerText(), /python[\s\S]*rust/);
+    assert.match(await card.locator('[data-testid="session-state"]').innerText(), /available/);
+    assert.match(await card.locator('[data-testid="session-heartbeat"]').innerText(), /heartbeat \d+s ago/);
+    await worker.request({ action: 'status', state: 'busy', current_work: 'indexing' });
+    await page.waitForFunction(() => /busy/.test(document.querySelector('#sessions [data-session="dash-worker"] [data-testid="session-state"]')?.textContent || ''));
+    assert.match(await card.innerText(), /indexing/);
+    await shot(page, '1-session');
+
+    // Publish through the form; the event shows in the stream.
+    await worker.request({ action: 'subscribe', topics: ['test.>'] });
+    await page.fill('#publish-topic', 'test.dashboard');
+    await page.fill('#publish-payload', '{"hello": "from the browser", "n": 7}');
+    await page.click('#publish-send');
+    const row = page.locator('#events [data-type="test.dashboard"]').first();
+    await row.waitFor();
+    assert.match(await row.innerText(), /from the browser/);
+    assert.match(await page.locator('#publish-result').innerText(), /published as #\d+/);
+    const got = await worker.waitEvent((e) => e.event_type === 'test.dashboard', 5000, 'the dashboard\'s event');
+    assert.deepEqual(got.payload, { hello: 'from the browser', n: 7 });
+    assert.equal(got.session_id, dashSession);
+    // A bad payload is refused in the page, nothing is sent.
+    await page.fill('#publish-payload', '{not json');
+    await page.click('#publish-send');
+    assert.match(await page.locator('#publish-result').innerText(), /not JSON/);
+    assert.equal(await page.locator('#publish-payload.invalid').count(), 1);
+    await shot(page, '2-published');
+
+    // A claim with a 30 s lease: holder and a countdown that goes down.
+    const claim = await worker.request({ action: 'claim', work_id: 'dash-job', ttl_ms: 30000, description: 'dashboard test job' });
+    assert.equal(claim.ok, true, JSON.stringify(claim));
+    const claimCard = page.locator('#claims [data-work-id="dash-job"]');
+    await claimCard.waitFor();
+    assert.equal(await claimCard.locator('[data-testid="claim-holder"]').innerText(), 'dash-worker');
+    const cd = claimCard.locator('[data-testid="claim-countdown"]');
+    await page.waitForFunction(() => /^\d+s$/.test(document.querySelector('#claims [data-work-id="dash-job"] [data-testid="claim-countdown"]')?.textContent || ''));
+    const t1 = seconds(await cd.innerText());
+    assert.ok(t1 >= 25 && t1 <= 30, `countdown starts near 30 s: ${t1}`);
+    await shot(page, '3-claim');
+    await sleep(2300);
+    const t2 = seconds(await cd.innerText());
+    assert.ok(t2 < t1 && t2 >= t1 - 4, `countdown decreases: ${t1} -> ${t2}`);
+    // Released: it leaves the list.
+    await worker.request({ action: 'release', work_id: 'dash-job', token: claim.token });
+    await claimCard.waitFor({ state: 'detached' });
+
+    // Filter with wildcards.
+    await page.fill('#filter', 'work.*');
+    await page.waitForFunction(() => [...document.querySelectorAll('#events [data-testid="event"]')].length > 0);
+    let types = await page.$$eval('#events [data-testid="event"]', (els) => els.map((e) => e.dataset.type));
+    assert.ok(types.length >= 2 && types.every((t) => /^work\.[^.]+$/.test(t)), `filtered: ${types}`);
+    await page.fill('#filter', 'session.>, test.dashboard');
+    types = await page.$$eval('#events [data-testid="event"]', (els) => els.map((e) => e.dataset.type));
+    assert.ok(types.includes('test.dashboard') && types.every((t) => t.startsWith('session.') || t === 'test.dashboard'), `filtered: ${types}`);
+    await shot(page, '4-filter');
+    await page.fill('#filter', '');
+
+    // Pause holds the list; resume shows what came meanwhile.
+    await page.click('#pause');
+    assert.equal(await page.getAttribute('#pause', 'aria-pressed'), 'true');
+    const pausedSeq = (await worker.request({ action: 'publish', event_type: 'test.paused', payload: { p: 1 } })).seq;
+    await page.waitForFunction((s) => window.nexusDashboard.seqs().includes(s), pausedSeq);
+    assert.equal(await page.locator(`#events [data-seq="${pausedSeq}"]`).count(), 0, 'not shown while paused');
+    assert.match(await page.locator('#pause').innerText(), /\d+ new/);
+    await page.click('#pause');
+    await page.locator(`#events [data-seq="${pausedSeq}"]`).waitFor();
+
+    // Counters and chart.
+    const received = Number((await page.locator('#count-received').innerText()).replace(/,/g, ''));
+    assert.ok(received >= 5, `received ${received}`);
+    await page.waitForFunction(() => Number(document.querySelector('#count-rate').textContent) > 0);
+    await page.waitForFunction(() => {
+      const c = document.querySelector('#rate-chart');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 0; i < d.length; i += 4) if (d[i + 2] > 150 && d[i] < 80) return true; // a blue bar
+      return false;
+    }, null, { timeout: 5000 });
+
+    // Drop the connection; events published meanwhile arrive once each after
+    // the automatic reconnect (?since=<last seq>).
+    await page.evaluate(() => window.nexusDashboard.dropConnection());
+    await page.waitForSelector('#status[data-state="closed"]');
+    const during = [];
+    for (let i = 0; i < 15; i++) during.push((await worker.request({ action: 'publish', event_type: 'test.during', payload: { i } })).seq);
+    await page.waitForSelector('#status[data-state="live"]', { timeout: 20000 });
+    const after = (await worker.request({ action: 'publish', event_type: 'test.after', payload: {} })).seq;
+    await page.locator(`#events [data-seq="${after}"]`).waitFor();
+    const seqs = await page.evaluate(() => window.nexusDashboard.seqs());
+    assert.equal(new Set(seqs).size, seqs.length, 'no duplicate');
+    for (const s of during) assert.ok(seqs.includes(s), `event ${s} published while disconnected was received`);
+    // The dashboard subscribes to everything: from its first event on, no seq is missing.
+    for (let i = 1; i < seqs.length; i++) assert.equal(seqs[i], seqs[i - 1] + 1, `no gap between ${seqs[i - 1]} and ${seqs[i]}`);
+    const rows = await page.$$eval('#events [data-testid="event"]', (els) => els.map((e) => Number(e.dataset.seq)));
+    assert.equal(new Set(rows).size, rows.length, 'no duplicate row');
+    await shot(page, '5-resumed');
+
+    // The layout fits 1280x800 without horizontal scrolling.
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 1280, `page width ${width}`);
+    await shot(page, '6-final');
+    const real = problems.filter((p) => !/dropped by test|ws\/session/.test(p));
+    assert.deepEqual(real, [], 'no page errors');
+  });
+}));

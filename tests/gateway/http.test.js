@@ -1,0 +1,359 @@
+'use strict';
+// Every HTTP endpoint of nexus-gateway (docs/gateway.md), good and bad
+// requests, against a real nexusd + nexus-gateway per test.
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const { execFile } = require('node:child_process');
+const http = require('node:http');
+const { withFabric, sleep } = require('./lib');
+
+const ISO_UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
+
+async function call(f, method, path, body, headers = {}) {
+  const init = { method, headers: { ...headers }, signal: AbortSignal.timeout(5000) };
+  if (body !== undefined) {
+    init.body = typeof body === 'string' ? body : JSON.stringify(body);
+    if (!init.headers['Content-Type']) init.headers['Content-Type'] = 'application/json';
+  }
+  const res = await fetch(`${f.http}${path}`, init);
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: res.status, type: res.headers.get('content-type') || '', headers: res.headers, text, json };
+}
+
+function assertJson(r, status) {
+  assert.equal(r.status, status, `status ${r.status} (want ${status}): ${r.text.slice(0, 500)}`);
+  assert.match(r.type, /^application\/json/, `content type of ${r.text.slice(0, 200)}: ${r.type}`);
+  assert.ok(r.json !== undefined, `JSON body: ${r.text.slice(0, 200)}`);
+  return r.json;
+}
+
+function assertHttpError(r, status, code) {
+  const j = assertJson(r, status);
+  assert.ok(j.error && typeof j.error === 'object', `{"error":{...}}: ${r.text}`);
+  assert.equal(typeof j.error.code, 'string', r.text);
+  assert.equal(typeof j.error.message, 'string', r.text);
+  if (code) assert.equal(j.error.code, code, r.text);
+  return j.error;
+}
+
+/** A raw request (no URL normalisation), for paths fetch would clean up. */
+function raw(f, method, path) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: f.port, method, path }, (res) => {
+      let body = '';
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    req.setTimeout(5000, () => { req.destroy(new Error('timeout')); });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function curl(args) {
+  return new Promise((resolve, reject) => {
+    execFile('curl', args, { timeout: 10000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)));
+  });
+}
+
+test('UDC endpoints: /health, /capabilities, /state, /dependencies', withFabric(async (f) => {
+  let j = assertJson(await call(f, 'GET', '/health'), 200);
+  for (const k of ['status', 'service', 'version', 'timestamp', 'broker']) assert.ok(k in j, `health.${k}: ${JSON.stringify(j)}`);
+  assert.match(j.timestamp, ISO_UTC);
+  assert.equal(typeof j.status, 'string');
+
+  j = assertJson(await call(f, 'GET', '/capabilities'), 200);
+  for (const k of ['service', 'version', 'features', 'endpoints']) assert.ok(k in j, `capabilities.${k}: ${JSON.stringify(j)}`);
+  assert.ok(Array.isArray(j.features) || typeof j.features === 'object');
+
+  const ws = await f.connect('state-ws');
+  j = assertJson(await call(f, 'GET', '/state'), 200);
+  for (const k of ['uptime_seconds', 'connected_sessions', 'websocket_clients', 'events_total', 'events_per_second',
+    'errors_last_hour', 'last_restart', 'event_latency_ms', 'broker']) assert.ok(k in j, `state.${k}: ${JSON.stringify(j)}`);
+  assert.equal(typeof j.uptime_seconds, 'number');
+  assert.ok(j.websocket_clients >= 1, JSON.stringify(j));
+  assert.ok(j.connected_sessions >= 1, JSON.stringify(j));
+  assert.match(j.last_restart, ISO_UTC);
+  await ws.close();
+
+  j = assertJson(await call(f, 'GET', '/dependencies'), 200);
+  assert.ok(Array.isArray(j.dependencies), JSON.stringify(j));
+  const d = j.dependencies.find((x) => x.name === 'nexusd');
+  assert.ok(d, JSON.stringify(j));
+  for (const k of ['endpoint', 'status', 'latency_ms']) assert.ok(k in d, `dependency.${k}: ${JSON.stringify(d)}`);
+  assert.match(String(d.endpoint), new RegExp(String(f.brokerPorts[0])));
+}));
+
+test('POST /message: direct and broadcast', withFabric(async (f) => {
+  const target = await f.connect('msg-target');
+  const other = await f.connect('msg-other');
+  for (const c of [target, other]) await c.request({ action: 'subscribe', topics: ['message.*'] });
+
+  let j = assertJson(await call(f, 'POST', '/message', { from: 'msg-http', to: 'msg-target', subject: 'hi', message: 'hello there', priority: 'high' }), 200);
+  assert.equal(j.ok, true);
+  assert.equal(typeof j.seq, 'number');
+  const dm = await target.waitEvent((e) => e.seq === j.seq, 5000, 'message.direct');
+  assert.equal(dm.event_type, 'message.direct');
+  assert.equal(dm.session_id, 'msg-http');
+  assert.equal(dm.payload.message, 'hello there');
+  assert.equal(dm.payload.subject, 'hi');
+
+  j = assertJson(await call(f, 'POST', '/message', { from: 'msg-http', subject: 'all', message: 'to everyone' }), 200);
+  const b1 = await target.waitEvent((e) => e.seq === j.seq, 5000, 'broadcast at target');
+  const b2 = await other.waitEvent((e) => e.seq === j.seq, 5000, 'broadcast at other');
+  assert.equal(b1.event_type, 'message.broadcast');
+  assert.equal(b2.payload.message, 'to everyone');
+  await sleep(100);
+  assert.ok(!other.events().some((e) => e.event_type === 'message.direct'), 'the direct message did not reach another session');
+
+  assertHttpError(await call(f, 'POST', '/message', { from: 'msg-http' }), 400, 'bad_request');
+  assertHttpError(await call(f, 'POST', '/message', '{"from": "x", "message": '), 400);
+}));
+
+test('sessions: /sessions/active, /sessions/{id}, /sessions/capabilities', withFabric(async (f) => {
+  const py = await f.connect('http-py', 'capabilities=python,websocket&name=Py');
+  const rs = await f.connect('http-rs', 'capabilities=rust');
+  let j = assertJson(await call(f, 'GET', '/sessions/active'), 200);
+  assert.ok(Array.isArray(j.sessions));
+  assert.equal(j.count, j.sessions.length);
+  assert.deepEqual(j.sessions.map((s) => s.session).filter((s) => s.startsWith('http-')).sort(), ['http-py', 'http-rs']);
+  const rec = j.sessions.find((s) => s.session === 'http-py');
+  assert.deepEqual(rec.capabilities, ['python', 'websocket']);
+  assert.equal(rec.name, 'Py');
+  assert.ok('last_seen' in rec && 'state' in rec && 'status' in rec, JSON.stringify(rec));
+
+  j = assertJson(await call(f, 'GET', '/sessions/http-py'), 200);
+  const one = j.session && typeof j.session === 'object' ? j.session : j;
+  assert.equal(one.session, 'http-py');
+  assertHttpError(await call(f, 'GET', '/sessions/nobody-here'), 404, 'not_found');
+
+  // The seed's query.
+  j = assertJson(await call(f, 'GET', '/sessions/capabilities?skill=python&available=true'), 200);
+  assert.deepEqual(j.sessions.map((s) => s.session), ['http-py']);
+  assert.equal(j.count, 1);
+  await py.request({ action: 'status', state: 'busy' });
+  j = assertJson(await call(f, 'GET', '/sessions/capabilities?skill=python&available=true'), 200);
+  assert.deepEqual(j.sessions, [], 'a busy session is not available');
+  j = assertJson(await call(f, 'GET', '/sessions/capabilities?skill=python'), 200);
+  assert.deepEqual(j.sessions.map((s) => s.session), ['http-py']);
+  j = assertJson(await call(f, 'GET', '/sessions/capabilities?skill=rust&available=true'), 200);
+  assert.deepEqual(j.sessions.map((s) => s.session), ['http-rs']);
+  await rs.close();
+}));
+
+test('events: POST /events, /events/history, /events/recent, /events/stats', withFabric(async (f) => {
+  const watch = await f.connect('ev-watch');
+  await watch.request({ action: 'subscribe', topics: ['>'] });
+
+  const r = await call(f, 'POST', '/events', { event_type: 'build.done', payload: { ok: true, n: 1 }, session_id: 'ev-http' });
+  let j = assertJson(r, 201);
+  assert.equal(j.ok, true);
+  assert.equal(typeof j.seq, 'number');
+  const e = await watch.waitEvent((m) => m.seq === j.seq, 5000, 'build.done');
+  assert.equal(e.event_type, 'build.done');
+  assert.deepEqual(e.payload, { ok: true, n: 1 });
+  assert.equal(e.session_id, 'ev-http');
+
+  const seqs = [j.seq];
+  for (let i = 0; i < 4; i++) {
+    seqs.push(assertJson(await call(f, 'POST', '/events', { event_type: i % 2 ? 'work.note' : 'build.step', payload: { i } }), 201).seq);
+  }
+  const before = new Date(Date.now() - 60000).toISOString();
+
+  j = assertJson(await call(f, 'GET', '/events/history?limit=100'), 200);
+  assert.ok(Array.isArray(j.events));
+  assert.equal(j.count, j.events.length);
+  assert.ok('next_cursor' in j);
+  for (const s of seqs) assert.ok(j.events.some((x) => x.seq === s), `history holds ${s}`);
+  for (const x of j.events) {
+    assert.equal(typeof x.seq, 'number');
+    assert.equal(typeof x.event_type, 'string');
+    assert.equal(typeof x.session_id, 'string');
+    assert.match(x.timestamp, ISO_UTC);
+  }
+  // The seed's queries.
+  // Without `since`, the history is "the last N events" (newest first).
+  j = assertJson(await call(f, 'GET', '/events/history?event_type=work.*'), 200);
+  assert.deepEqual(j.events.map((x) => x.seq).filter((s) => seqs.includes(s)).sort((a, b) => a - b), [seqs[2], seqs[4]]);
+  assert.ok(j.events.every((x) => x.event_type.startsWith('work.')), JSON.stringify(j.events));
+  j = assertJson(await call(f, 'GET', `/events/history?since=${encodeURIComponent(before)}`), 200);
+  for (const s of seqs) assert.ok(j.events.some((x) => x.seq === s));
+  j = assertJson(await call(f, 'GET', `/events/history?since=${seqs[2]}`), 200);
+  assert.deepEqual(j.events.map((x) => x.seq), [seqs[3], seqs[4]]);
+  j = assertJson(await call(f, 'GET', `/events/history?since=${encodeURIComponent(new Date(Date.now() + 3600000).toISOString())}`), 200);
+  assert.deepEqual(j.events, []);
+  // Paging
+  let page = assertJson(await call(f, 'GET', `/events/history?limit=2&since=${seqs[0] - 1}`), 200);
+  const paged = page.events.map((x) => x.seq);
+  for (let guard = 0; page.next_cursor !== null && page.next_cursor !== undefined && guard < 20; guard++) {
+    page = assertJson(await call(f, 'GET', `/events/history?limit=2&since=${seqs[0] - 1}&cursor=${page.next_cursor}`), 200);
+    paged.push(...page.events.map((x) => x.seq));
+  }
+  for (const s of seqs) assert.ok(paged.includes(s), `paged history holds ${s}: ${paged}`);
+  assert.deepEqual(paged, [...new Set(paged)].sort((a, b) => a - b), 'pages do not overlap and are in order');
+
+  assertHttpError(await call(f, 'GET', '/events/history?limit=abc'), 400, 'bad_request');
+  assertHttpError(await call(f, 'GET', '/events/history?since=not-a-time'), 400, 'bad_request');
+
+  j = assertJson(await call(f, 'GET', '/events/recent?count=3'), 200);
+  assert.equal(j.events.length, 3);
+  assert.equal(j.count, 3);
+  assert.deepEqual(j.events.map((x) => x.seq).slice(-2), [seqs[3], seqs[4]].filter((s) => j.events.some((x) => x.seq === s)));
+  assert.ok(j.events.some((x) => x.seq === seqs[4]), 'the most recent event is there');
+  j = assertJson(await call(f, 'GET', '/events/recent'), 200);
+  assert.ok(j.events.length >= 5);
+
+  j = assertJson(await call(f, 'GET', '/events/stats'), 200);
+  assert.equal(typeof j.events_total, 'number');
+  assert.ok(j.events_total >= 5, JSON.stringify(j));
+  assert.equal(typeof j.events_per_second, 'number');
+  assert.ok(j.by_type && typeof j.by_type === 'object', JSON.stringify(j));
+  assert.ok(j.by_type['build.step'] >= 2, JSON.stringify(j.by_type));
+
+  // Bad requests
+  assertHttpError(await call(f, 'POST', '/events', '{"event_type": "x", payload'), 400);
+  assertHttpError(await call(f, 'POST', '/events', '[1,2]'), 400);
+  assertHttpError(await call(f, 'POST', '/events', { payload: { a: 1 } }), 400, 'bad_request');
+  assertHttpError(await call(f, 'POST', '/events', { event_type: 'bad..topic', payload: {} }), 400);
+}));
+
+test('work: the seed curl example, claim, denied 409, release, complete, /work/claimed', withFabric(async (f) => {
+  const watch = await f.connect('work-watch');
+  await watch.request({ action: 'subscribe', topics: ['work.*'] });
+
+  // The seed's example, only the port changed.
+  const out = await curl(['-sS', '-w', '\n%{http_code} %{content_type}', '-X', 'POST', `http://localhost:${f.port}/work/claim`,
+    '-H', 'Content-Type: application/json',
+    '-d', `{
+    "session_id": "session-3",
+    "work_id": "deploy-dashboard",
+    "work_description": "Deploy dashboard to production"
+  }`]);
+  const lines = out.trimEnd().split('\n');
+  const [code, ctype] = lines.pop().split(' ');
+  assert.equal(code, '200', out);
+  assert.match(ctype, /^application\/json/);
+  const claim = JSON.parse(lines.join('\n'));
+  assert.equal(claim.ok, true, out);
+  assert.equal(claim.holder, 'session-3');
+  assert.equal(typeof claim.token, 'number');
+  assert.ok('expires_at' in claim);
+  const ev = await watch.waitEvent((e) => e.event_type === 'work.claimed' && e.payload.work_id === 'deploy-dashboard', 5000, 'work.claimed');
+  assert.equal(ev.session_id, 'session-3');
+  assert.equal(ev.payload.description, 'Deploy dashboard to production');
+
+  // Denied: 409 with the holder.
+  let r = await call(f, 'POST', '/work/claim', { session_id: 'session-4', work_id: 'deploy-dashboard' });
+  const err = assertHttpError(r, 409, 'denied');
+  assert.equal(err.holder, 'session-3');
+  assert.ok('expires_at' in err && 'state' in err, r.text);
+
+  // /work/claimed
+  let j = assertJson(await call(f, 'GET', '/work/claimed'), 200);
+  assert.equal(j.count, j.claims.length);
+  const rec = j.claims.find((c) => c.work_id === 'deploy-dashboard');
+  assert.ok(rec, r.text);
+  assert.equal(rec.holder, 'session-3');
+  assert.equal(rec.state, 'claimed');
+  assert.equal(rec.description, 'Deploy dashboard to production');
+  j = assertJson(await call(f, 'GET', '/work/claimed?holder=session-4'), 200);
+  assert.deepEqual(j.claims, []);
+  assert.equal(j.count, 0);
+
+  // Stale token, missing fields, bad JSON.
+  assertHttpError(await call(f, 'POST', '/work/release', { session_id: 'session-3', work_id: 'deploy-dashboard', token: claim.token + 100 }), 409, 'stale_token');
+  let e = assertHttpError(await call(f, 'POST', '/work/release', { session_id: 'session-3', work_id: 'deploy-dashboard' }), 400, 'bad_request');
+  assert.match(e.message, /token/);
+  e = assertHttpError(await call(f, 'POST', '/work/claim', { session_id: 'session-3' }), 400, 'bad_request');
+  assert.match(e.message, /work_id/);
+  e = assertHttpError(await call(f, 'POST', '/work/claim', { work_id: 'x' }), 400, 'bad_request');
+  assert.match(e.message, /session_id/);
+  assertHttpError(await call(f, 'POST', '/work/claim', '{not json'), 400, 'bad_json');
+  assertHttpError(await call(f, 'POST', '/work/complete', { session_id: 'session-3', token: 1 }), 400, 'bad_request');
+
+  // Release, then another session claims and completes.
+  j = assertJson(await call(f, 'POST', '/work/release', { session_id: 'session-3', work_id: 'deploy-dashboard', token: claim.token, reason: 'handing over' }), 200);
+  assert.equal(j.ok, true);
+  assert.equal(j.state, 'released');
+  j = assertJson(await call(f, 'POST', '/work/claim', { session_id: 'session-4', work_id: 'deploy-dashboard', ttl_ms: 60000 }), 200);
+  assert.equal(j.holder, 'session-4');
+  assert.ok(j.token > claim.token);
+  const j2 = assertJson(await call(f, 'POST', '/work/complete', { session_id: 'session-4', work_id: 'deploy-dashboard', token: j.token, result: { url: 'https://example' } }), 200);
+  assert.equal(j2.ok, true);
+  assert.equal(j2.state, 'completed');
+  const done = await watch.waitEvent((x) => x.event_type === 'work.completed', 5000, 'work.completed');
+  assert.deepEqual(done.payload.result, { url: 'https://example' });
+  j = assertJson(await call(f, 'GET', '/work/claimed'), 200);
+  assert.ok(!j.claims.some((c) => c.work_id === 'deploy-dashboard' && c.state === 'claimed'), 'completed work is not listed as claimed');
+
+  // Claiming as a session a WebSocket client hosts: allowed for the gateway's own sessions.
+  const hosted = await f.connect('work-hosted');
+  const h = await call(f, 'POST', '/work/claim', { session_id: 'work-hosted', work_id: 'hosted-job' });
+  assert.ok([200, 403].includes(h.status), `hosted session claim: ${h.status} ${h.text}`);
+  await hosted.close();
+}));
+
+test('/metrics is Prometheus text', withFabric(async (f) => {
+  const c = await f.connect('metrics-ws');
+  await c.request({ action: 'subscribe', topics: ['>'] });
+  await c.request({ action: 'publish', event_type: 'm.x', payload: {} });
+  const r = await call(f, 'GET', '/metrics');
+  assert.equal(r.status, 200);
+  assert.match(r.type, /^text\/plain/);
+  const lines = r.text.split('\n').filter((l) => l.length);
+  const samples = lines.filter((l) => !l.startsWith('#'));
+  assert.ok(samples.length >= 5, r.text);
+  for (const l of samples) {
+    assert.match(l, /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?([0-9.e+-]+|NaN|\+Inf|-Inf)( \d+)?$/, `sample line: ${l}`);
+  }
+  // Every sampled metric family has a TYPE line.
+  const families = new Set(samples.map((l) => l.match(/^[a-zA-Z_:][a-zA-Z0-9_:]*/)[0].replace(/_(bucket|sum|count)$/, '')));
+  for (const fam of families) {
+    assert.ok(lines.some((l) => l.startsWith(`# TYPE ${fam} `) || l.startsWith(`# TYPE ${fam}_`)), `# TYPE for ${fam}`);
+  }
+  const text = r.text;
+  assert.match(text, /connection/i, 'connections');
+  assert.match(text, /events?_(in|received|published)/i, 'events in');
+  assert.match(text, /events?_(out|sent|delivered)/i, 'events out');
+  assert.match(text, /drop/i, 'drops');
+  assert.match(text, /queue/i, 'queue depths');
+  assert.match(text, /_bucket\{[^}]*le="\+Inf"\}/, 'a latency histogram');
+  assert.match(text, /# TYPE \S+ histogram/);
+}));
+
+test('dashboard files, content types, 404, 405, traversal', withFabric(async (f) => {
+  let r = await call(f, 'GET', '/');
+  assert.equal(r.status, 200);
+  assert.match(r.type, /^text\/html/);
+  assert.match(r.text, /<title>[^<]*nexus/i);
+  r = await call(f, 'GET', '/app.js');
+  assert.equal(r.status, 200);
+  assert.match(r.type, /javascript/);
+  r = await call(f, 'GET', '/style.css');
+  assert.equal(r.status, 200);
+  assert.match(r.type, /^text\/css/);
+  r = await call(f, 'GET', '/index.html');
+  assert.equal(r.status, 200);
+
+  assertHttpError(await call(f, 'GET', '/no/such/path'), 404, 'not_found');
+  assertHttpError(await call(f, 'GET', '/nope.js'), 404);
+  assertHttpError(await call(f, 'POST', '/health', {}), 405);
+  assertHttpError(await call(f, 'GET', '/work/claim'), 405);
+  assertHttpError(await call(f, 'GET', '/events', undefined), 405);
+  assertHttpError(await call(f, 'DELETE', '/sessions/active'), 405);
+  assertHttpError(await call(f, 'PUT', '/work/claimed', {}), 405);
+
+  for (const p of ['/../../../../etc/passwd', '/..%2f..%2f..%2f..%2fetc%2fpasswd', '/%2e%2e/%2e%2e/%2e%2e/etc/passwd', '/style.css/../../CMakeLists.txt']) {
+    const x = await raw(f, 'GET', p);
+    assert.ok(!/root:.*:0:0:/.test(x.body), `traversal ${p} served /etc/passwd`);
+    assert.ok(!/cmake_minimum_required/i.test(x.body), `traversal ${p} served a file outside the web root`);
+  }
+
+  // A body over --max-body (1M default) is refused, not crashing the gateway.
+  r = await call(f, 'POST', '/events', JSON.stringify({ event_type: 'big.x', payload: 'x'.repeat(2 * 1024 * 1024) }));
+  assert.ok(r.status === 413 || r.status === 400, `oversized body: ${r.status}`);
+  assertJson(await call(f, 'GET', '/health'), 200);
+}));

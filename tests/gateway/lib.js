@@ -1,0 +1,345 @@
+'use strict';
+// Helpers for the gateway tests: free loopback ports, a real nexusd and a
+// real nexus-gateway per test (temp data dir, stopped afterwards), and a
+// small promise-based WebSocket client on top of the `ws` package.
+//
+// Every wait here is bounded in time: a test that cannot reach a process
+// fails with the process logs instead of hanging.
+
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const WebSocket = require('ws');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const NEXUSD = process.env.NEXUSD || path.join(ROOT, 'build', 'broker', 'nexusd');
+const NEXUS_GATEWAY = process.env.NEXUS_GATEWAY || path.join(ROOT, 'build', 'gateway', 'nexus-gateway');
+const WEB_ROOT = process.env.NEXUS_WEB_ROOT || path.join(ROOT, 'gateway', 'web');
+const ARTIFACTS = process.env.NEXUS_TEST_ARTIFACTS || path.join(ROOT, 'tests', 'artifacts');
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Resolves with `fn()`'s first truthy value, or rejects after `timeout` ms. */
+async function waitFor(fn, { timeout = 5000, interval = 50, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) {
+      const w = typeof what === 'function' ? what() : what;
+      throw new Error(`timed out after ${timeout} ms waiting for ${w}` + (last ? `: ${last.message}` : ''));
+    }
+    await sleep(interval);
+  }
+}
+
+function portIsFree(port) {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen({ port, host: '127.0.0.1', exclusive: true }, () => srv.close(() => resolve(true)));
+  });
+}
+
+/** One free loopback port chosen by the kernel. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', reject);
+    srv.listen({ port: 0, host: '127.0.0.1' }, () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const handedOut = new Set();
+
+/**
+ * `n` consecutive free ports (the gateway finds the broker's event endpoints
+ * at control port + 1 and + 2, so nexusd gets three in a row).
+ */
+async function freePorts(n) {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * 40000);
+    const ports = Array.from({ length: n }, (_, i) => base + i);
+    if (ports.some((p) => handedOut.has(p))) continue;
+    let ok = true;
+    for (const p of ports) {
+      if (!(await portIsFree(p))) { ok = false; break; }
+    }
+    if (ok) {
+      ports.forEach((p) => handedOut.add(p));
+      return ports;
+    }
+  }
+  throw new Error(`no ${n} consecutive free ports found`);
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('error', () => resolve(false));
+    s.setTimeout(500, () => { s.destroy(); resolve(false); });
+  });
+}
+
+/** A child process whose output is kept for failure reports. */
+class Proc {
+  constructor(name, bin, args) {
+    if (!fs.existsSync(bin)) throw new Error(`${name}: binary not found at ${bin} (set NEXUSD / NEXUS_GATEWAY)`);
+    this.name = name;
+    this.args = args;
+    this.output = '';
+    this.exited = null;
+    this.child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const keep = (d) => {
+      this.output += d.toString();
+      if (this.output.length > 200000) this.output = this.output.slice(-100000);
+    };
+    this.child.stdout.on('data', keep);
+    this.child.stderr.on('data', keep);
+    this.exitPromise = new Promise((resolve) => {
+      this.child.once('exit', (code, signal) => {
+        this.exited = { code, signal };
+        resolve(this.exited);
+      });
+    });
+  }
+
+  get running() { return this.exited === null; }
+
+  async stop(timeout = 5000) {
+    if (!this.running) return this.exited;
+    this.child.kill('SIGTERM');
+    const t = setTimeout(() => this.running && this.child.kill('SIGKILL'), timeout);
+    const r = await this.exitPromise;
+    clearTimeout(t);
+    return r;
+  }
+
+  logs() {
+    return `---- ${this.name} ${this.args.join(' ')} (exit ${JSON.stringify(this.exited)}) ----\n${this.output}`;
+  }
+}
+
+/**
+ * Starts nexusd and nexus-gateway on fresh ports with a temp data dir.
+ * opts.gatewayArgs: extra gateway flags (['--rate', '5', ...]).
+ * opts.healthToken: token for the readiness probe when --token is used.
+ * Returns { port, http, ws(path), stop(), logs() }.
+ */
+async function startFabric(opts = {}) {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-gw-test-'));
+  const [control, evIn, evOut] = await freePorts(3);
+  const [gwPort] = await freePorts(1);
+  const procs = [];
+  const fabric = {
+    dataDir,
+    port: gwPort,
+    brokerPorts: [control, evIn, evOut],
+    http: `http://127.0.0.1:${gwPort}`,
+    wsBase: `ws://127.0.0.1:${gwPort}`,
+    procs,
+    logs: () => procs.map((p) => p.logs()).join('\n'),
+    async stop() {
+      for (const p of procs.slice().reverse()) await p.stop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  try {
+    const broker = new Proc('nexusd', NEXUSD, [
+      '--data-dir', dataDir,
+      '--control-endpoints', `tcp://127.0.0.1:${control}`,
+      '--events-in-endpoints', `tcp://127.0.0.1:${evIn}`,
+      '--events-out-endpoints', `tcp://127.0.0.1:${evOut}`,
+      '--sync', 'none',
+      ...(opts.brokerArgs || []),
+    ]);
+    procs.push(broker);
+    fabric.broker = broker;
+    await waitFor(async () => {
+      if (!broker.running) throw new Error('nexusd exited');
+      return (await canConnect(control)) && (await canConnect(evOut));
+    }, { timeout: 10000, what: 'nexusd to listen' });
+
+    const gw = new Proc('nexus-gateway', NEXUS_GATEWAY, [
+      '--port', String(gwPort),
+      '--broker', `tcp://127.0.0.1:${control}`,
+      '--web-root', WEB_ROOT,
+      ...(opts.gatewayArgs || []),
+    ]);
+    procs.push(gw);
+    fabric.gateway = gw;
+    const headers = opts.healthToken ? { Authorization: `Bearer ${opts.healthToken}` } : {};
+    await waitFor(async () => {
+      if (!gw.running) throw new Error('nexus-gateway exited');
+      const r = await fetch(`${fabric.http}/health`, { headers, signal: AbortSignal.timeout(1000) });
+      if (r.status !== 200) return false;
+      const h = await r.json();
+      // Ready once the gateway reports its broker link as up (or says nothing about it).
+      return !h.broker || !/down|unavailable|disconnected|error/i.test(JSON.stringify(h.broker));
+    }, { timeout: 10000, what: 'nexus-gateway /health' });
+  } catch (e) {
+    const logs = fabric.logs();
+    await fabric.stop().catch(() => {});
+    e.message += '\n' + logs;
+    throw e;
+  }
+  return fabric;
+}
+
+/**
+ * A WebSocket client that keeps every message it receives and lets a test
+ * wait for one matching a predicate, or send a request and wait for its reply.
+ */
+class WsClient {
+  constructor(url, wsOptions = {}) {
+    this.url = url;
+    this.messages = [];   // every parsed message, in arrival order
+    this.waiters = [];
+    this.nextId = 1;
+    this.closed = null;   // { code, reason } once closed
+    this.ws = new WebSocket(url, wsOptions);
+    this.ws.on('message', (data, isBinary) => {
+      let msg;
+      try { msg = JSON.parse(data.toString()); } catch { msg = { type: '__unparsable', raw: data.toString(), isBinary }; }
+      this.messages.push(msg);
+      this._check();
+    });
+    this.closePromise = new Promise((resolve) => {
+      this.ws.on('close', (code, reason) => {
+        this.closed = { code, reason: reason.toString() };
+        this._check();
+        resolve(this.closed);
+      });
+    });
+    this.ws.on('error', (err) => { this.error = err; this._check(); });
+    this.unexpected = new Promise((resolve) => {
+      this.ws.on('unexpected-response', (req, res) => {
+        this.httpStatus = res.statusCode;
+        resolve(res.statusCode);
+        res.resume();
+        // We own the failed handshake now: end it (emits 'close' with 1006).
+        setImmediate(() => { try { this.ws.terminate(); } catch { /* ignore */ } });
+      });
+    });
+  }
+
+  /** Resolves when open and the welcome has arrived. */
+  async open(timeout = 5000) {
+    await this.waitFor((m) => m.type === 'welcome', timeout, 'welcome');
+    this.welcome = this.messages.find((m) => m.type === 'welcome');
+    return this;
+  }
+
+  _check() {
+    for (const w of this.waiters.slice()) {
+      const m = this.messages.slice(w.from).find(w.pred);
+      if (m) {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        clearTimeout(w.timer);
+        w.resolve(m);
+      } else if (this.closed || this.error) {
+        if (this.closed) {
+          this.waiters.splice(this.waiters.indexOf(w), 1);
+          clearTimeout(w.timer);
+          w.reject(new Error(`${this.url}: closed (${this.closed.code} ${this.closed.reason}) while waiting for ${w.what}`));
+        }
+      }
+    }
+  }
+
+  /** First message (from index `from`) matching `pred`. */
+  waitFor(pred, timeout = 5000, what = 'message', from = 0) {
+    return new Promise((resolve, reject) => {
+      const w = { pred, resolve, reject, what, from };
+      w.timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        reject(new Error(`${this.url}: timed out after ${timeout} ms waiting for ${what}; got ${JSON.stringify(this.messages.slice(-5))}`));
+      }, timeout);
+      this.waiters.push(w);
+      this._check();
+    });
+  }
+
+  waitEvent(pred, timeout = 5000, what = 'event') {
+    return this.waitFor((m) => m.type === 'event' && pred(m), timeout, what);
+  }
+
+  events() { return this.messages.filter((m) => m.type === 'event'); }
+
+  send(obj) { this.ws.send(typeof obj === 'string' ? obj : JSON.stringify(obj)); }
+
+  /** Sends obj with a fresh id and resolves with the reply carrying it. */
+  request(obj, timeout = 5000) {
+    const id = obj.id !== undefined ? obj.id : `r${this.nextId++}`;
+    this.send({ ...obj, id });
+    return this.waitFor((m) => m.type === 'reply' && m.id === id, timeout, `reply to ${JSON.stringify(obj).slice(0, 120)}`);
+  }
+
+  /** Resolves with {code, reason} when closed, or rejects after timeout. */
+  waitClose(timeout = 5000) {
+    return Promise.race([
+      this.closePromise,
+      sleep(timeout).then(() => { throw new Error(`${this.url}: not closed within ${timeout} ms`); }),
+    ]);
+  }
+
+  close() {
+    if (this.closed) return Promise.resolve(this.closed);
+    try { this.ws.close(1000); } catch { /* ignore */ }
+    return Promise.race([this.closePromise, sleep(2000).then(() => { this.ws.terminate(); })]);
+  }
+}
+
+/** Connects `session` and waits for the welcome. */
+async function connect(fabric, session, query = '', wsOptions = {}) {
+  const c = new WsClient(`${fabric.wsBase}/ws/session/${session}${query ? `?${query}` : ''}`, wsOptions);
+  return c.open();
+}
+
+/** Wraps a test body: starts a fabric, always stops it, attaches logs on failure. */
+function withFabric(opts, body) {
+  if (typeof opts === 'function') { body = opts; opts = {}; }
+  return async (t) => {
+    const fabric = await startFabric(opts);
+    const clients = [];
+    fabric.connect = async (session, query, wsOptions) => {
+      const c = await connect(fabric, session, query, wsOptions);
+      clients.push(c);
+      return c;
+    };
+    fabric.track = (c) => { clients.push(c); return c; };
+    try {
+      await body(fabric, t);
+    } catch (e) {
+      e.message += '\n' + fabric.logs().slice(-8000);
+      throw e;
+    } finally {
+      for (const c of clients) {
+        if (!c.closed) { try { c.ws.terminate(); } catch { /* ignore */ } }
+      }
+      await fabric.stop();
+    }
+  };
+}
+
+function randomId(prefix = 's') {
+  return `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
+}
+
+module.exports = {
+  ROOT, NEXUSD, NEXUS_GATEWAY, WEB_ROOT, ARTIFACTS,
+  sleep, waitFor, freePort, freePorts, startFabric, WsClient, connect, withFabric, randomId,
+};

@@ -1,0 +1,53 @@
+#!/bin/sh
+# Runs the gateway's JavaScript tests (WebSocket protocol, HTTP, dashboard in
+# Debian's chromium). Installs what it needs: npm packages from the lock
+# file, and chromium via apt-get when /usr/bin/chromium is missing.
+#
+#   tests/gateway/run.sh [node --test args...]   e.g. run.sh http.test.js
+#
+# Binaries: $NEXUSD and $NEXUS_GATEWAY, else build/broker/nexusd and
+# build/gateway/nexus-gateway from the source tree. Screenshots go to
+# tests/artifacts/.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "run.sh: installing nodejs and npm" >&2
+    if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+
+# node --test with a test-name glob and concurrency needs Node 20+.
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+    echo "run.sh: Node $major is too old (20 or newer needed)" >&2
+    exit 1
+fi
+
+if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
+    echo "run.sh: installing Debian's chromium" >&2
+    if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+# npm packages (ws, playwright-core); never downloads browsers.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+if [ ! -d node_modules/ws ] || [ ! -d node_modules/playwright-core ] || \
+   [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    if [ -f package-lock.json ]; then
+        npm ci --no-audit --no-fund --loglevel=error
+    else
+        npm install --no-audit --no-fund --loglevel=error
+    fi
+fi
+
+mkdir -p ../artifacts
+
+if [ "$#" -eq 0 ]; then
+    set -- ws_protocol.test.js http.test.js dashboard.test.js
+fi
+exec node --test --test-concurrency=2 --test-timeout=150000 "$@"

@@ -1,0 +1,729 @@
+'use strict';
+// The WebSocket protocol of nexus-gateway (docs/gateway.md), driven by a
+// real `ws` client against a real nexusd + nexus-gateway per test.
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const http = require('node:http');
+const WebSocket = require('ws');
+const { withFabric, WsClient, sleep, waitFor } = require('./lib');
+
+const ISO_UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
+
+function assertEventShape(e) {
+  assert.equal(e.type, 'event', JSON.stringify(e));
+  assert.equal(typeof e.seq, 'number', `seq is a number: ${JSON.stringify(e)}`);
+  assert.ok(Number.isInteger(e.seq) && e.seq > 0, `seq > 0: ${JSON.stringify(e)}`);
+  assert.equal(typeof e.event_type, 'string', `event_type: ${JSON.stringify(e)}`);
+  assert.equal(typeof e.session_id, 'string', `session_id: ${JSON.stringify(e)}`);
+  assert.ok('payload' in e, `payload present: ${JSON.stringify(e)}`);
+  assert.match(e.timestamp, ISO_UTC, `timestamp ISO-8601 UTC: ${JSON.stringify(e)}`);
+  assert.ok(!Number.isNaN(Date.parse(e.timestamp)));
+}
+
+function assertError(reply, code, { id, action, mentions } = {}) {
+  assert.equal(reply.type, 'reply', JSON.stringify(reply));
+  assert.equal(reply.ok, false, JSON.stringify(reply));
+  assert.ok(reply.error && typeof reply.error === 'object', `error object: ${JSON.stringify(reply)}`);
+  assert.equal(reply.error.code, code, JSON.stringify(reply));
+  assert.equal(typeof reply.error.message, 'string', JSON.stringify(reply));
+  assert.ok(reply.error.message.length > 0, JSON.stringify(reply));
+  if (id !== undefined) assert.equal(reply.id, id, JSON.stringify(reply));
+  if (action !== undefined) assert.equal(reply.action, action, JSON.stringify(reply));
+  if (mentions) assert.match(reply.error.message, new RegExp(mentions), `message names "${mentions}": ${JSON.stringify(reply)}`);
+}
+
+function assertOk(reply, action, id) {
+  assert.equal(reply.type, 'reply', JSON.stringify(reply));
+  assert.equal(reply.ok, true, JSON.stringify(reply));
+  assert.equal(reply.action, action, JSON.stringify(reply));
+  if (id !== undefined) assert.equal(reply.id, id, JSON.stringify(reply));
+}
+
+/**
+ * Sends a request without id, then a ping with an id, and returns the
+ * messages that arrived in between (replies come back in request order).
+ */
+async function sendWithoutId(c, obj) {
+  const from = c.messages.length;
+  c.send(obj);
+  const syncId = `sync-${Math.random()}`;
+  await c.request({ action: 'ping', id: syncId });
+  const upTo = c.messages.findIndex((m) => m.type === 'reply' && m.id === syncId);
+  return c.messages.slice(from, upTo);
+}
+
+const repliesIn = (msgs) => msgs.filter((m) => m.type === 'reply');
+
+test('welcome: session id, subscribers, last seq, recent events, server, version', withFabric(async (f) => {
+  const a = await f.connect('welcome-a', 'name=Alice&capabilities=python,websocket');
+  const w = a.welcome;
+  assert.equal(w.type, 'welcome');
+  assert.equal(w.session_id, 'welcome-a');
+  assert.equal(typeof w.subscribers, 'number');
+  assert.ok(w.subscribers >= 1, JSON.stringify(w));
+  assert.equal(typeof w.last_seq, 'number');
+  assert.ok(Array.isArray(w.recent_events), JSON.stringify(w));
+  assert.equal(w.server, 'nexus-gateway');
+  assert.equal(typeof w.version, 'string');
+  assert.ok(w.version.length > 0);
+
+  // name and capabilities from the query reach the session record.
+  const s = await a.request({ action: 'sessions' });
+  const rec = s.sessions.find((r) => r.session === 'welcome-a');
+  assert.ok(rec, JSON.stringify(s));
+  assert.equal(rec.name, 'Alice');
+  assert.deepEqual(rec.capabilities, ['python', 'websocket']);
+
+  const seqs = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await a.request({ action: 'publish', event_type: 'test.welcome', payload: { i } });
+    seqs.push(r.seq);
+  }
+  const b = await f.connect('welcome-b', 'recent=2');
+  assert.ok(b.welcome.last_seq >= seqs[2], JSON.stringify(b.welcome));
+  assert.ok(b.welcome.subscribers >= 2, JSON.stringify(b.welcome));
+  assert.equal(b.welcome.recent_events.length, 2, JSON.stringify(b.welcome));
+  b.welcome.recent_events.forEach(assertEventShape);
+  const recentSeqs = b.welcome.recent_events.map((e) => e.seq);
+  assert.deepEqual([...recentSeqs].sort((x, y) => x - y), recentSeqs, 'recent events in seq order');
+  assert.equal(recentSeqs[recentSeqs.length - 1], b.welcome.last_seq, 'the most recent event is last_seq');
+
+  const c = await f.connect('welcome-c', 'recent=0');
+  assert.deepEqual(c.welcome.recent_events, []);
+
+  const d = await f.connect('welcome-d');
+  assert.ok(d.welcome.recent_events.length >= 3 && d.welcome.recent_events.length <= 20, JSON.stringify(d.welcome));
+}));
+
+test('subscribe, unsubscribe, publish, ping: with and without id', withFabric(async (f) => {
+  const a = await f.connect('sub-a');
+  const b = await f.connect('sub-b');
+
+  let r = await a.request({ action: 'subscribe', topics: ['work.*', 'help.*'], id: 1 });
+  assertOk(r, 'subscribe', 1);
+  assert.deepEqual([...r.topics].sort(), ['help.*', 'work.*']);
+
+  r = await a.request({ action: 'subscribe', topics: ['test.>'], id: 'two' });
+  assertOk(r, 'subscribe', 'two');
+  assert.deepEqual([...r.topics].sort(), ['help.*', 'test.>', 'work.*']);
+
+  r = await a.request({ action: 'unsubscribe', topics: ['help.*'] });
+  assertOk(r, 'unsubscribe');
+  assert.deepEqual([...r.topics].sort(), ['test.>', 'work.*']);
+
+  // Without id: no reply, but the subscription takes effect.
+  let between = await sendWithoutId(a, { action: 'subscribe', topics: ['misc.one'] });
+  assert.deepEqual(repliesIn(between), [], 'subscribe without id is not answered');
+  between = await sendWithoutId(a, { action: 'unsubscribe', topics: ['work.*'] });
+  assert.deepEqual(repliesIn(between), [], 'unsubscribe without id is not answered');
+  r = await a.request({ action: 'subscribe', topics: ['misc.one'] }); // already there: lists them
+  assertOk(r, 'subscribe');
+  assert.deepEqual([...r.topics].sort(), ['misc.one', 'test.>']);
+
+  // publish with id: acknowledged with the seq; the event carries it.
+  r = await b.request({ action: 'publish', event_type: 'test.hello', payload: { n: 1 }, id: 42 });
+  assertOk(r, 'publish', 42);
+  assert.equal(typeof r.seq, 'number');
+  const ev = await a.waitEvent((e) => e.seq === r.seq, 5000, 'test.hello');
+  assertEventShape(ev);
+  assert.equal(ev.event_type, 'test.hello');
+  assert.equal(ev.session_id, 'sub-b');
+  assert.deepEqual(ev.payload, { n: 1 });
+
+  // publish without id: fire and forget, the event still flows.
+  between = await sendWithoutId(b, { action: 'publish', event_type: 'misc.one', payload: { n: 2 } });
+  assert.deepEqual(repliesIn(between), [], 'publish without id is not answered');
+  const ev2 = await a.waitEvent((e) => e.event_type === 'misc.one', 5000, 'misc.one');
+  assert.deepEqual(ev2.payload, { n: 2 });
+  assert.ok(ev2.seq > ev.seq);
+
+  // Unsubscribed topics do not arrive; work.* was dropped above.
+  const w = await b.request({ action: 'publish', event_type: 'work.note', payload: {} });
+  const marker = await b.request({ action: 'publish', event_type: 'test.marker', payload: {} });
+  await a.waitEvent((e) => e.seq === marker.seq, 5000, 'marker');
+  assert.ok(!a.events().some((e) => e.seq === w.seq), 'an unsubscribed topic is not delivered');
+  // The publisher did not subscribe to anything: it gets nothing.
+  assert.equal(b.events().length, 0, JSON.stringify(b.events()));
+
+  // ping with id and without.
+  const p = await a.request({ action: 'ping', id: 'p1' });
+  assertOk(p, 'ping', 'p1');
+  assert.ok('ts' in p, JSON.stringify(p));
+  between = await sendWithoutId(a, { action: 'ping' });
+  assert.deepEqual(repliesIn(between), [], 'ping without id is not answered');
+
+  // Payloads of every JSON kind round-trip through msgpack.
+  const payloads = [
+    { nested: { a: [1, 2.5, 'x', null, true, false, { b: -7 }] }, big: 9007199254740991, neg: -123456789 },
+    [1, 'two', 3.25],
+    'a string',
+    17,
+    -0.5,
+    true,
+    null,
+    { unicode: 'héllo ✓ 日本' },
+  ];
+  for (const payload of payloads) {
+    const pr = await b.request({ action: 'publish', event_type: 'test.kinds', payload });
+    const got = await a.waitEvent((e) => e.seq === pr.seq, 5000, `payload ${JSON.stringify(payload)}`);
+    assert.deepEqual(got.payload, payload);
+  }
+}));
+
+test('wildcards: * one token, > trailing tokens, > and broadcast everything', withFabric(async (f) => {
+  const star = await f.connect('wc-star');
+  const tail = await f.connect('wc-tail');
+  const all = await f.connect('wc-all');
+  const bcast = await f.connect('wc-bcast');
+  await star.request({ action: 'subscribe', topics: ['a.*'] });
+  await tail.request({ action: 'subscribe', topics: ['a.>'] });
+  await all.request({ action: 'subscribe', topics: ['>'] });
+  await bcast.request({ action: 'subscribe', topics: ['broadcast'] });
+  const pub = await f.connect('wc-pub');
+  const s1 = (await pub.request({ action: 'publish', event_type: 'a.b', payload: 1 })).seq;
+  const s2 = (await pub.request({ action: 'publish', event_type: 'a.b.c', payload: 2 })).seq;
+  const s3 = (await pub.request({ action: 'publish', event_type: 'z.q', payload: 3 })).seq;
+  for (const c of [all, bcast]) await c.waitEvent((e) => e.seq === s3, 5000, 'z.q');
+  await tail.waitEvent((e) => e.seq === s2, 5000, 'a.b.c');
+  await star.waitEvent((e) => e.seq === s1, 5000, 'a.b');
+  await sleep(200);
+  const mine = (c) => c.events().filter((e) => [s1, s2, s3].includes(e.seq)).map((e) => e.seq);
+  assert.deepEqual(mine(star), [s1]);
+  assert.deepEqual(mine(tail), [s1, s2]);
+  assert.deepEqual(mine(all), [s1, s2, s3]);
+  assert.deepEqual(mine(bcast), [s1, s2, s3]);
+}));
+
+test('claims: claim, renew, release, complete, claims; denied with holder; stale_token', withFabric(async (f) => {
+  const a = await f.connect('claim-a');
+  const b = await f.connect('claim-b');
+  const watch = await f.connect('claim-watch');
+  await watch.request({ action: 'subscribe', topics: ['work.*'] });
+
+  let r = await a.request({ action: 'claim', work_id: 'job-1', ttl_ms: 30000, description: 'first job', metadata: { k: 'v' }, id: 'c1' });
+  assertOk(r, 'claim', 'c1');
+  assert.equal(r.work_id, 'job-1');
+  assert.equal(r.holder, 'claim-a');
+  assert.equal(typeof r.token, 'number');
+  assert.ok(r.expires_at !== undefined && r.expires_at !== null, JSON.stringify(r));
+  const token = r.token;
+  const claimedEv = await watch.waitEvent((e) => e.event_type === 'work.claimed' && e.payload.work_id === 'job-1', 5000, 'work.claimed');
+  assertEventShape(claimedEv);
+  assert.equal(claimedEv.session_id, 'claim-a');
+  assert.equal(claimedEv.payload.holder, 'claim-a');
+  assert.equal(claimedEv.payload.description, 'first job');
+
+  // Another session is denied, and told who holds it.
+  r = await b.request({ action: 'claim', work_id: 'job-1', id: 'c2' });
+  assertError(r, 'denied', { id: 'c2', action: 'claim' });
+  assert.equal(r.error.holder, 'claim-a');
+  assert.ok(r.error.expires_at !== undefined, JSON.stringify(r));
+  assert.equal(r.error.state, 'claimed');
+
+  // Errors are answered even without id.
+  const between = await sendWithoutId(b, { action: 'claim', work_id: 'job-1' });
+  const denied = repliesIn(between);
+  assert.equal(denied.length, 1, JSON.stringify(between));
+  assertError(denied[0], 'denied');
+  assert.equal(denied[0].error.holder, 'claim-a');
+
+  // renew
+  r = await a.request({ action: 'renew', work_id: 'job-1', token, ttl_ms: 60000 });
+  assertOk(r, 'renew');
+  assert.equal(r.work_id, 'job-1');
+  assert.equal(r.token, token);
+  assert.ok(r.expires_at !== undefined);
+
+  // stale token
+  r = await a.request({ action: 'renew', work_id: 'job-1', token: token + 1000, id: 'stale' });
+  assertError(r, 'stale_token', { id: 'stale', action: 'renew' });
+  r = await a.request({ action: 'release', work_id: 'job-1', token: token - 1 });
+  assertError(r, 'stale_token', { action: 'release' });
+
+  // claims listing
+  r = await a.request({ action: 'claims' });
+  assertOk(r, 'claims');
+  const rec = r.claims.find((c) => c.work_id === 'job-1');
+  assert.ok(rec, JSON.stringify(r));
+  assert.equal(rec.holder, 'claim-a');
+  assert.equal(rec.state, 'claimed');
+  r = await a.request({ action: 'claims', holder: 'claim-b' });
+  assert.deepEqual(r.claims, []);
+  r = await a.request({ action: 'claims', prefix: 'job-', state: 'claimed' });
+  assert.deepEqual(r.claims.map((c) => c.work_id), ['job-1']);
+
+  // release
+  r = await a.request({ action: 'release', work_id: 'job-1', token, reason: 'done for now' });
+  assertOk(r, 'release');
+  assert.equal(r.work_id, 'job-1');
+  assert.equal(r.state, 'released');
+  await watch.waitEvent((e) => e.event_type === 'work.released' && e.payload.work_id === 'job-1', 5000, 'work.released');
+
+  // b can claim it now, and complete it.
+  r = await b.request({ action: 'claim', work_id: 'job-1' });
+  assertOk(r, 'claim');
+  assert.ok(r.token > token, 'a new grant gets a higher fencing token');
+  r = await b.request({ action: 'complete', work_id: 'job-1', token: r.token, result: { answer: 42 } });
+  assertOk(r, 'complete');
+  assert.equal(r.work_id, 'job-1');
+  assert.equal(r.state, 'completed');
+  const done = await watch.waitEvent((e) => e.event_type === 'work.completed', 5000, 'work.completed');
+  assert.deepEqual(done.payload.result, { answer: 42 });
+  assert.equal(done.session_id, 'claim-b');
+
+  // A completed item is denied.
+  r = await a.request({ action: 'claim', work_id: 'job-1' });
+  assertError(r, 'denied');
+  assert.equal(r.error.state, 'completed');
+
+  // claim without id: not answered, but the claim happens (work.claimed).
+  const quiet = await sendWithoutId(a, { action: 'claim', work_id: 'job-quiet' });
+  assert.deepEqual(repliesIn(quiet), []);
+  await watch.waitEvent((e) => e.event_type === 'work.claimed' && e.payload.work_id === 'job-quiet', 5000, 'quiet claim');
+}));
+
+test('history, status, sessions', withFabric(async (f) => {
+  const a = await f.connect('hist-a', 'capabilities=python,go&name=Hist');
+  const b = await f.connect('hist-b', 'capabilities=rust');
+  const seqs = [];
+  for (let i = 0; i < 5; i++) seqs.push((await a.request({ action: 'publish', event_type: `hist.t${i % 2}`, payload: { i } })).seq);
+
+  let r = await a.request({ action: 'history', topics: ['hist.>'], id: 'h' });
+  assertOk(r, 'history', 'h');
+  assert.deepEqual(r.events.map((e) => e.seq), seqs);
+  r.events.forEach(assertEventShape);
+  assert.deepEqual(r.events.map((e) => e.payload.i), [0, 1, 2, 3, 4]);
+  assert.ok('next_cursor' in r, JSON.stringify(r));
+
+  r = await a.request({ action: 'history', topics: ['hist.t1'] });
+  assert.deepEqual(r.events.map((e) => e.seq), [seqs[1], seqs[3]]);
+  r = await a.request({ action: 'history', topics: ['hist.>'], since_seq: seqs[2] });
+  assert.deepEqual(r.events.map((e) => e.seq), [seqs[3], seqs[4]]);
+  r = await a.request({ action: 'history', topics: ['hist.>'], order: 'desc', limit: 2 });
+  assert.deepEqual(r.events.map((e) => e.seq), [seqs[4], seqs[3]]);
+
+  // Paging with the cursor.
+  let page = await a.request({ action: 'history', topics: ['hist.>'], limit: 2 });
+  const paged = page.events.map((e) => e.seq);
+  for (let guard = 0; page.next_cursor !== null && page.next_cursor !== undefined && guard < 10; guard++) {
+    page = await a.request({ action: 'history', topics: ['hist.>'], limit: 2, cursor: page.next_cursor });
+    paged.push(...page.events.map((e) => e.seq));
+  }
+  assert.deepEqual(paged, seqs);
+
+  r = await a.request({ action: 'history', limit: 5000 });
+  assertError(r, 'bad_request', { action: 'history', mentions: 'limit' });
+
+  // status: the record comes back; status.update is published.
+  await b.request({ action: 'subscribe', topics: ['status.*'] });
+  r = await a.request({ action: 'status', state: 'busy', current_work: 'building', text: 'compiling', id: 's1' });
+  assertOk(r, 'status', 's1');
+  assert.equal(r.session.session, 'hist-a');
+  assert.equal(r.session.state, 'busy');
+  assert.equal(r.session.current_work, 'building');
+  assert.equal(r.session.text, 'compiling');
+  const su = await b.waitEvent((e) => e.event_type === 'status.update', 5000, 'status.update');
+  assert.equal(su.session_id, 'hist-a');
+  assert.equal(su.payload.state, 'busy');
+  r = await a.request({ action: 'status', state: 'sleeping' });
+  assertError(r, 'bad_request', { action: 'status' });
+
+  // sessions: all, by capability, available.
+  r = await a.request({ action: 'sessions' });
+  assertOk(r, 'sessions');
+  assert.deepEqual(r.sessions.map((s) => s.session).filter((s) => s.startsWith('hist-')).sort(), ['hist-a', 'hist-b']);
+  r = await a.request({ action: 'sessions', capability: 'python' });
+  assert.deepEqual(r.sessions.map((s) => s.session), ['hist-a']);
+  r = await a.request({ action: 'sessions', available: true });
+  assert.deepEqual(r.sessions.map((s) => s.session).filter((s) => s.startsWith('hist-')), ['hist-b'], 'hist-a is busy');
+}));
+
+test('errors: bad_json, unknown_action, bad_request naming the field', withFabric(async (f) => {
+  const a = await f.connect('err-a');
+  const errs = async (text) => {
+    const from = a.messages.length;
+    a.send(text);
+    return a.waitFor((m) => m.type === 'reply' && m.ok === false, 5000, `error reply to ${text}`, from);
+  };
+  assertError(await errs('this is not json'), 'bad_json');
+  assertError(await errs('[1,2,3]'), 'bad_json');
+  assertError(await errs('"a string"'), 'bad_json');
+  assertError(await errs('{"action":"subscribe",'), 'bad_json');
+
+  let r = await a.request({ action: 'teleport', id: 7 });
+  assertError(r, 'unknown_action', { id: 7, mentions: 'teleport' });
+  assertError(await errs('{"action":"teleport"}'), 'unknown_action');
+  r = await a.request({ id: 'noaction', topics: ['x'] });
+  assert.equal(r.ok, false, JSON.stringify(r));
+  assert.ok(['bad_request', 'unknown_action'].includes(r.error.code), JSON.stringify(r));
+  assert.match(r.error.message, /action/);
+
+  const missing = [
+    [{ action: 'subscribe' }, 'topics'],
+    [{ action: 'subscribe', topics: [] }, 'topics'],
+    [{ action: 'subscribe', topics: 17 }, 'topics'],
+    [{ action: 'unsubscribe' }, 'topics'],
+    [{ action: 'publish', payload: {} }, 'event_type'],
+    [{ action: 'claim' }, 'work_id'],
+    [{ action: 'claim', work_id: 42 }, 'work_id'],
+    [{ action: 'renew', work_id: 'x' }, 'token'],
+    [{ action: 'renew', token: 1 }, 'work_id'],
+    [{ action: 'release', work_id: 'x' }, 'token'],
+    [{ action: 'complete', token: 3 }, 'work_id'],
+    [{ action: 'resume' }, 'since'],
+  ];
+  for (const [req, field] of missing) {
+    r = await a.request(req);
+    assertError(r, 'bad_request', { action: req.action, mentions: field });
+  }
+  // Still connected and working.
+  assertOk(await a.request({ action: 'ping' }), 'ping');
+  assert.equal(a.closed, null);
+}));
+
+test('events: shape, and a publisher cannot forge its session', withFabric(async (f) => {
+  const a = await f.connect('shape-a');
+  await a.request({ action: 'subscribe', topics: ['shape.>'] });
+  const r = await a.request({ action: 'publish', event_type: 'shape.x', payload: { hello: 'world' }, session_id: 'someone-else' });
+  const e = await a.waitEvent((m) => m.seq === r.seq);
+  assertEventShape(e);
+  assert.deepEqual(Object.keys(e).sort(), ['event_type', 'payload', 'seq', 'session_id', 'timestamp', 'type']);
+  assert.equal(e.session_id, 'shape-a', 'the source is the connection\'s session, whatever the JSON says');
+  assert.ok(Math.abs(Date.parse(e.timestamp) - Date.now()) < 60000, e.timestamp);
+}));
+
+// The snippet from seed 000, verbatim except the port.
+const SEED_SNIPPET = `
+const ws = new WebSocket('ws://localhost:8450/ws/session/session-5');
+
+// Subscribe to topics
+ws.send(JSON.stringify({
+    action: 'subscribe',
+    topics: ['work.*', 'help.*']
+}));
+
+// Publish event
+ws.send(JSON.stringify({
+    action: 'publish',
+    event_type: 'status.update',
+    payload: {
+        status: 'working',
+        current_work: 'Building NEXUS'
+    }
+}));
+
+// Listen for events
+ws.onmessage = (event) => {
+    const data = JSON.parse(event.data);
+    console.log('Event:', data.event_type);
+    console.log('From:', data.session_id);
+    console.log('Payload:', data.payload);
+};
+`;
+
+// The example calls send() right after the constructor. Both the browser
+// WebSocket and the `ws` package throw on send() while CONNECTING, so the
+// runtime given to the snippet is the `ws` WebSocket with sends made before
+// 'open' held until it opens (nothing else differs). The text is unchanged.
+class WebSocketQueued extends WebSocket {
+  send(data, ...rest) {
+    if (this.readyState === WebSocket.CONNECTING) this.once('open', () => super.send(data, ...rest));
+    else super.send(data, ...rest);
+  }
+}
+
+function runSeedSnippet(port) {
+  const lines = [];
+  const fakeConsole = { log: (...args) => lines.push(args) };
+  // eslint-disable-next-line no-new-func
+  const run = new Function('WebSocket', 'console', `${SEED_SNIPPET.replace('localhost:8450', `localhost:${port}`)}\nreturn ws;`);
+  return { ws: run(WebSocketQueued, fakeConsole), lines };
+}
+
+/** The printed [Event:, From:, Payload:] triples. */
+function printedEvents(lines) {
+  const out = [];
+  for (let i = 0; i + 2 < lines.length; i++) {
+    if (lines[i][0] === 'Event:' && lines[i + 1][0] === 'From:' && lines[i + 2][0] === 'Payload:') {
+      out.push({ event_type: lines[i][1], session_id: lines[i + 1][1], payload: lines[i + 2][1] });
+      i += 2;
+    }
+  }
+  return out;
+}
+
+test('seed 000 JavaScript example runs unchanged: connects, subscribes, publishes status.update', withFabric(async (f) => {
+  const watch = await f.connect('seed-watch');
+  await watch.request({ action: 'subscribe', topics: ['status.*', 'session.*'] });
+  const { ws, lines } = runSeedSnippet(f.port);
+  try {
+    const ev = await watch.waitEvent((e) => e.event_type === 'status.update' && e.session_id === 'session-5', 5000, 'the snippet\'s status.update');
+    assert.equal(ev.payload.status, 'working');
+    assert.equal(ev.payload.current_work, 'Building NEXUS');
+    assert.ok(watch.events().some((e) => e.event_type === 'session.connected' && e.session_id === 'session-5'));
+    // It printed the welcome through its handler, and no error reply came back.
+    await waitFor(() => lines.length >= 3, { timeout: 5000, what: 'the snippet to print' });
+    const printed = printedEvents(lines);
+    assert.ok(printed.length >= 1, JSON.stringify(lines));
+    assert.equal(printed[0].session_id, 'session-5', 'the welcome names the session');
+    await sleep(300);
+    assert.ok(!printed.some((p) => p.event_type === undefined && p.payload === undefined && p.session_id === undefined),
+      `no reply without session_id (an error) was printed: ${JSON.stringify(lines)}`);
+  } finally {
+    ws.terminate();
+  }
+}));
+
+test('seed 000 JavaScript example prints the events it subscribed to', withFabric(async (f) => {
+  // The snippet subscribes to work.* and help.*: another session's
+  // work.claimed and help.needed reach it, printed by its own onmessage.
+  const { ws, lines } = runSeedSnippet(f.port);
+  try {
+    const other = await f.connect('seed-other', 'recent=0');
+    await waitFor(() => printedEvents(lines).length > 0 || lines.length > 0,
+      { timeout: 5000, what: () => 'the snippet to connect' });
+    await sleep(300); // its subscribe is in
+    await other.request({ action: 'claim', work_id: 'seed-job', id: 1 });
+    await other.request({ action: 'publish', event_type: 'help.needed', payload: { task: 'review' }, id: 2 });
+    const claimed = await waitFor(() => printedEvents(lines).find((p) => p.event_type === 'work.claimed'),
+      { timeout: 5000, what: () => `the snippet to print work.claimed (printed: ${JSON.stringify(lines)})` });
+    assert.equal(claimed.session_id, 'seed-other');
+    assert.equal(claimed.payload.work_id, 'seed-job');
+    const help = await waitFor(() => printedEvents(lines).find((p) => p.event_type === 'help.needed'),
+      { timeout: 5000, what: () => `the snippet to print help.needed (printed: ${JSON.stringify(lines)})` });
+    assert.equal(help.payload.task, 'review');
+    assert.ok(!printedEvents(lines).some((p) => p.event_type === 'status.update'),
+      'its own status.update matches none of its subscriptions and is not echoed');
+  } finally {
+    ws.terminate();
+  }
+}));
+
+test('resume action: replays after since, then live, no gap, no duplicate', withFabric(async (f) => {
+  const pub = await f.connect('res-pub');
+  const seqs = [];
+  for (let i = 0; i < 6; i++) seqs.push((await pub.request({ action: 'publish', event_type: 'res.n', payload: { i } })).seq);
+  const c = await f.connect('res-c', 'recent=0');
+  await c.request({ action: 'subscribe', topics: ['res.>'] });
+  const r = await c.request({ action: 'resume', since: seqs[1], id: 'rs' });
+  assertOk(r, 'resume', 'rs');
+  assert.equal(r.replayed, 4, JSON.stringify(r));
+  for (let i = 6; i < 9; i++) seqs.push((await pub.request({ action: 'publish', event_type: 'res.n', payload: { i } })).seq);
+  await c.waitEvent((e) => e.seq === seqs[8], 5000, 'last live event');
+  await sleep(100);
+  assert.deepEqual(c.events().map((e) => e.seq), seqs.slice(2));
+}));
+
+test('resume after a dropped connection (?since): no gap, no duplicate', withFabric(async (f) => {
+  const pub = await f.connect('drop-pub');
+  const c1 = await f.connect('drop-c', 'recent=0');
+  await c1.request({ action: 'subscribe', topics: ['num.>'] });
+  const all = [];
+  for (let i = 0; i < 10; i++) all.push((await pub.request({ action: 'publish', event_type: 'num.x', payload: { i } })).seq);
+  await c1.waitEvent((e) => e.seq === all[9], 5000, 'first batch');
+  const got1 = c1.events().map((e) => e.seq);
+  assert.deepEqual(got1, all);
+  const last = got1[got1.length - 1];
+
+  // The connection drops without a close handshake.
+  c1.ws.terminate();
+  await c1.waitClose();
+
+  // Numbered events while disconnected, some of other topics.
+  for (let i = 10; i < 30; i++) {
+    all.push((await pub.request({ action: 'publish', event_type: 'num.x', payload: { i } })).seq);
+    await pub.request({ action: 'publish', event_type: 'other.y', payload: { i } });
+  }
+  // Reconnect with ?since=last and subscribe; keep publishing meanwhile.
+  const publishing = (async () => {
+    for (let i = 30; i < 60; i++) all.push((await pub.request({ action: 'publish', event_type: 'num.x', payload: { i } })).seq);
+  })();
+  const c2 = await f.connect('drop-c', `since=${last}&recent=0`);
+  await c2.request({ action: 'subscribe', topics: ['num.>'] });
+  await publishing;
+  await c2.waitEvent((e) => e.seq === all[all.length - 1], 10000, 'the last event');
+  await sleep(200);
+  const got2 = c2.events().map((e) => e.seq);
+  assert.deepEqual(got2, all.slice(10), 'exactly the events after `since`, in order, once each');
+  assert.deepEqual(c2.events().map((e) => e.payload.i), Array.from({ length: 50 }, (_, k) => k + 10));
+  assert.ok(!c2.messages.some((m) => m.type === 'gap'), 'no gap notice');
+}));
+
+test('direct message reaches only the connections of that session', withFabric(async (f) => {
+  const target1 = await f.connect('dm-target');
+  const target2 = await f.connect('dm-target');
+  const other = await f.connect('dm-other');
+  const sender = await f.connect('dm-sender');
+  for (const c of [target1, target2, other, sender]) await c.request({ action: 'subscribe', topics: ['message.*'] });
+
+  // `to` at top level
+  let r = await sender.request({ action: 'publish', event_type: 'message.direct', to: 'dm-target', payload: { text: 'for you' } });
+  assertOk(r, 'publish');
+  // `to` in the payload
+  r = await sender.request({ action: 'publish', event_type: 'message.direct', payload: { to: 'dm-target', text: 'again' } });
+  assertOk(r, 'publish');
+  // a broadcast as a marker that everyone receives
+  const marker = await sender.request({ action: 'publish', event_type: 'message.broadcast', payload: { text: 'all' } });
+  for (const c of [target1, target2, other, sender]) await c.waitEvent((e) => e.seq === marker.seq, 5000, 'broadcast marker');
+  await sleep(200);
+  const directs = (c) => c.events().filter((e) => e.event_type === 'message.direct');
+  for (const t of [target1, target2]) {
+    const d = directs(t);
+    assert.equal(d.length, 2, JSON.stringify(d));
+    assert.equal(d[0].session_id, 'dm-sender');
+    assert.equal(d[0].payload.text, 'for you');
+    assert.equal(d[1].payload.text, 'again');
+  }
+  assert.deepEqual(directs(other), [], 'another session does not see the direct message');
+  assert.deepEqual(directs(sender), [], 'the sender does not get it back');
+}));
+
+test('presence: session.connected and session.disconnected for WebSocket connect and close', withFabric(async (f) => {
+  const watch = await f.connect('pres-watch');
+  await watch.request({ action: 'subscribe', topics: ['session.*'] });
+  const c = await f.connect('pres-x', 'name=Xavier&capabilities=a,b');
+  const conn = await watch.waitEvent((e) => e.event_type === 'session.connected' && e.payload.session === 'pres-x', 5000, 'session.connected');
+  assertEventShape(conn);
+  assert.equal(conn.session_id, 'pres-x');
+  assert.equal(conn.payload.name, 'Xavier');
+  assert.deepEqual(conn.payload.capabilities, ['a', 'b']);
+
+  // A second connection of the same session, closed: the session stays.
+  const c2 = await f.connect('pres-x');
+  await c2.close();
+  await sleep(500);
+  assert.ok(!watch.events().some((e) => e.event_type === 'session.disconnected' && e.payload.session === 'pres-x'),
+    'closing one of two connections does not unregister the session');
+
+  await c.close();
+  const disc = await watch.waitEvent((e) => e.event_type === 'session.disconnected' && e.payload.session === 'pres-x', 5000, 'session.disconnected');
+  assertEventShape(disc);
+  assert.equal(disc.session_id, 'pres-x');
+  const list = await watch.request({ action: 'sessions' });
+  assert.ok(!list.sessions.some((s) => s.session === 'pres-x'), JSON.stringify(list));
+
+  // An invalid session id is refused.
+  const bad = f.track(new WsClient(`${f.wsBase}/ws/session/${'x'.repeat(65)}`));
+  const outcome = await Promise.race([bad.unexpected.then((s) => `http ${s}`), bad.closePromise.then((c3) => `close ${c3.code}`), sleep(5000).then(() => 'nothing')]);
+  assert.notEqual(outcome, 'nothing', 'an invalid session id is refused');
+  assert.ok(!bad.messages.some((m) => m.type === 'welcome'), 'no welcome for an invalid session id');
+}));
+
+test('rate limit: rate_limited error reply, the connection stays', withFabric({ gatewayArgs: ['--rate', '5', '--burst', '5'] }, async (f) => {
+  const a = await f.connect('rate-a');
+  const ids = Array.from({ length: 20 }, (_, i) => `q${i}`);
+  for (const id of ids) a.send({ action: 'ping', id });
+  const replies = await Promise.all(ids.map((id) => a.waitFor((m) => m.type === 'reply' && m.id === id, 5000, `reply ${id}`)));
+  const limited = replies.filter((r) => !r.ok);
+  const ok = replies.filter((r) => r.ok);
+  assert.ok(ok.length >= 5 && ok.length <= 7, `about burst=5 pass: ${ok.length}`);
+  assert.ok(limited.length >= 13, `the rest is limited: ${limited.length}`);
+  limited.forEach((r) => assertError(r, 'rate_limited'));
+  // Without id, a limited request is still answered (errors always are).
+  assert.equal(a.closed, null);
+  await sleep(1200);
+  assertOk(await a.request({ action: 'ping' }), 'ping');
+  assert.equal(a.closed, null, 'the connection stays open');
+}));
+
+test('max message: a message over --max-message closes with 1009', withFabric({ gatewayArgs: ['--max-message', '1k'] }, async (f) => {
+  const a = await f.connect('big-a');
+  const small = await a.request({ action: 'publish', event_type: 'big.ok', payload: { s: 'x'.repeat(800) } });
+  assertOk(small, 'publish');
+  const other = await f.connect('big-b');
+  a.send({ action: 'publish', event_type: 'big.no', payload: { s: 'x'.repeat(2000) } });
+  const closed = await a.waitClose(5000);
+  assert.equal(closed.code, 1009, JSON.stringify(closed));
+  assertOk(await other.request({ action: 'ping' }), 'ping');
+}));
+
+test('tokens: a wrong or missing token is refused; ?token= and Bearer work', withFabric({ gatewayArgs: ['--token', 'T0ken-s3cret'], healthToken: 'T0ken-s3cret' }, async (f, t) => {
+  // Refused means: no welcome, and either an HTTP 401/403 answer to the
+  // upgrade, a close with a policy/auth code, or the handshake dropped.
+  const refused = async (url, opts) => {
+    const c = f.track(new WsClient(url, opts));
+    const welcomed = c.waitFor((m) => m.type === 'welcome', 5000, 'welcome').then(() => true, () => false);
+    const closed = await c.waitClose(5000).catch(() => null);
+    return { welcomed: await welcomed, http: c.httpStatus, close: closed, error: c.error && c.error.message };
+  };
+  const isRefusal = (o) => !o.welcomed && o.close && (
+    [401, 403].includes(o.http) || [1008, 4001, 4003, 4401, 4403].includes(o.close.code) ||
+    (o.close.code === 1006 && o.error));
+  for (const [what, url, opts] of [
+    ['no token', `${f.wsBase}/ws/session/tok-a`, {}],
+    ['wrong ?token=', `${f.wsBase}/ws/session/tok-a?token=wrong`, {}],
+    ['wrong Bearer', `${f.wsBase}/ws/session/tok-a`, { headers: { Authorization: 'Bearer wrong' } }],
+  ]) {
+    const o = await refused(url, opts);
+    assert.ok(isRefusal(o), `${what}: refused: ${JSON.stringify(o)}`);
+    if (!o.http && o.close.code === 1006) t.diagnostic(`${what}: the upgrade is dropped without an HTTP status (${o.error})`);
+  }
+
+  const good = await f.connect('tok-a', 'token=T0ken-s3cret');
+  assertOk(await good.request({ action: 'ping' }), 'ping');
+  const bearer = await f.connect('tok-b', '', { headers: { Authorization: 'Bearer T0ken-s3cret' } });
+  assertOk(await bearer.request({ action: 'ping' }), 'ping');
+  assert.equal(good.closed, null);
+
+  // HTTP too.
+  let res = await fetch(`${f.http}/sessions/active`);
+  assert.equal(res.status, 401, 'HTTP without a token');
+  const body = await res.json();
+  assert.equal(body.error.code, 'unauthorized');
+  res = await fetch(`${f.http}/sessions/active?token=T0ken-s3cret`);
+  assert.equal(res.status, 200);
+  res = await fetch(`${f.http}/sessions/active`, { headers: { Authorization: 'Bearer T0ken-s3cret' } });
+  assert.equal(res.status, 200);
+}));
+
+test('a client that does not read is closed with 1008; another keeps receiving every event', withFabric({
+  gatewayArgs: ['--queue-messages', '16', '--queue-bytes', '1M', '--slow-timeout', '1s'],
+}, async (f) => {
+  const fast = await f.connect('slow-fast', 'recent=0');
+  await fast.request({ action: 'subscribe', topics: ['flood.>', 'session.*'] });
+  const slow = await f.connect('slow-slow', 'recent=0');
+  await slow.request({ action: 'subscribe', topics: ['flood.>'] });
+  const pub = await f.connect('slow-pub', 'recent=0');
+
+  slow.ws._socket.pause(); // stop reading: the kernel buffers fill, then the gateway queue
+  const blob = 'z'.repeat(32 * 1024);
+  const seqs = [];
+  const deadline = Date.now() + 40000;
+  let n = 0;
+  // Publish until the slow client is gone (the fast one sees its session.disconnected),
+  // paced so that the reading client's small queue never overflows.
+  while (Date.now() < deadline) {
+    const batch = [];
+    for (let k = 0; k < 4; k++, n++) batch.push(pub.request({ action: 'publish', event_type: 'flood.x', payload: { n, blob } }, 10000));
+    for (const r of await Promise.all(batch)) seqs.push(r.seq);
+    await fast.waitEvent((e) => e.seq === seqs[seqs.length - 1], 10000, `flood ${seqs.length}`);
+    if (fast.events().some((e) => e.event_type === 'session.disconnected' && e.payload.session === 'slow-slow')) break;
+  }
+  assert.ok(fast.events().some((e) => e.event_type === 'session.disconnected' && e.payload.session === 'slow-slow'),
+    `the slow client was dropped within 40 s (published ${seqs.length} events of 32 KiB)`);
+  // Keep publishing a little after the drop; the reader still gets all.
+  for (let k = 0; k < 20; k++, n++) seqs.push((await pub.request({ action: 'publish', event_type: 'flood.x', payload: { n, blob } })).seq);
+  await fast.waitEvent((e) => e.seq === seqs[seqs.length - 1], 10000, 'the last flood event');
+  const fastSeqs = fast.events().filter((e) => e.event_type === 'flood.x').map((e) => e.seq);
+  assert.deepEqual(fastSeqs, seqs, 'the reading client got every event, in order');
+  assert.ok(!fast.messages.some((m) => m.type === 'gap'), 'no gap for the reading client');
+
+  // The slow client reads again: what was buffered, then the close.
+  slow.ws._socket.resume();
+  const closed = await slow.waitClose(10000);
+  assert.equal(closed.code, 1008, `closed with 1008: ${JSON.stringify(closed)}`);
+  assert.match(closed.reason, /queue/i);
+
+  const metrics = await (await fetch(`${f.http}/metrics`)).text();
+  assert.match(metrics, /slow|drop/i);
+}));
+
+test('an HTTP client on the WebSocket path without upgrade gets an HTTP error, not a hang', withFabric(async (f) => {
+  const status = await new Promise((resolve, reject) => {
+    const req = http.get(`${f.http}/ws/session/plain-http`, (res) => { res.resume(); resolve(res.statusCode); });
+    req.setTimeout(5000, () => { req.destroy(); reject(new Error('timeout')); });
+    req.on('error', reject);
+  });
+  assert.ok(status >= 400 && status < 500, `status ${status}`);
+}));
