@@ -102,13 +102,22 @@ class Broker:
             self.proc.wait(10)
         self.proc = None
 
-    def stop(self, sig=signal.SIGTERM, timeout=10):
+    def stop(self, sig=signal.SIGTERM, timeout=30):
         rc = None
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
                 rc = self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                # Say where it hangs before killing it: that is the bug.
+                try:
+                    out = subprocess.run(["gdb", "-p", str(self.proc.pid), "-batch", "-ex",
+                                          "thread apply all bt"], capture_output=True,
+                                         text=True, timeout=60).stdout
+                except Exception as e:  # gdb missing or stuck
+                    out = "(no backtrace: %s)" % e
+                sys.stderr.write("---- nexusd did not stop in %ss; backtrace ----\n%s\n"
+                                 "---- nexusd log ----\n%s\n" % (timeout, out, self.logs()))
                 self.proc.kill()
                 self.proc.wait(5)
                 raise
