@@ -43,6 +43,13 @@
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
 
+static void s_env_close(nx_envelope_t *env)
+{
+    for (int k = 0; k < env->n; k++)
+        zmq_msg_close(&env->frames[k]);
+    env->n = 0;
+}
+
 /*  ---- Setup ------------------------------------------------------------ */
 
 static bool s_is_loopback(const char *endpoint)
@@ -211,7 +218,8 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         snprintf(err_buf, err_size, "cannot reserve seqs: %s", nx_store_errmsg(self->store));
         goto fail;
     }
-    self->awaiting = zlist_new();
+    self->cap_awaiting = self->cfg.requests_per_turn;
+    self->awaiting = calloc(self->cap_awaiting, sizeof *self->awaiting);
     nx_reader_args_t rargs = {
         self->store, {self->cfg.history_limit, self->cfg.history_scan}, &self->count.reader_errors};
     self->reader = zactor_new(nx_reader_actor, &rargs);
@@ -326,8 +334,6 @@ void nx_broker_destroy(nx_broker_t **self_p)
             msgpack_sbuffer_destroy(&self->replies[i].reply);
             msgpack_sbuffer_destroy(&self->replies[i].id);
             msgpack_zone_destroy(&self->replies[i].zone);
-            zmsg_destroy(&self->replies[i].envelope);
-            zframe_destroy(&self->replies[i].body);
         }
         free(self->replies);
     }
@@ -340,12 +346,11 @@ void nx_broker_destroy(nx_broker_t **self_p)
     }
     zhashx_destroy(&self->subscriptions);
     zactor_destroy(&self->reader);
-    if (self->awaiting) {
-        zmsg_t *m;
-        while ((m = zlist_pop(self->awaiting)))
-            zmsg_destroy(&m);
-        zlist_destroy(&self->awaiting);
+    for (size_t i = 0; i < self->n_awaiting; i++) {
+        s_env_close(&self->awaiting[i].env);
+        zmq_msg_close(&self->awaiting[i].reply);
     }
+    free(self->awaiting);
     nx_coord_stop(self);
     nx_store_destroy(&self->store);
     s_free_config(&self->cfg);
@@ -612,12 +617,11 @@ static uint64_t s_request_hash(const msgpack_object *req)
 static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
 {
     const nx_op_t *op = nx_ops_get(pr->op);
-    zframe_t *peer = zmsg_first(pr->envelope);
-    self->peer = peer ? zframe_data(peer) : NULL;
-    self->peer_len = peer ? zframe_size(peer) : 0;
+    self->peer = pr->env.n ? zmq_msg_data(&pr->env.frames[0]) : NULL;
+    self->peer_len = pr->env.n ? zmq_msg_size(&pr->env.frames[0]) : 0;
     self->auth_handle = pr->auth;
-    /*  Only requests with an id can be retries.                           */ self->req_hash =
-        pr->id.size ? s_request_hash(&pr->request) : 0;
+    /*  Only requests with an id can be retries.                           */
+    self->req_hash = pr->id.size && op->retry ? s_request_hash(&pr->request) : 0;
     pr->op = -1;
 
     msgpack_sbuffer body;
@@ -641,28 +645,45 @@ static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
 /*  Reads one request. Returns 0 when one was taken, -1 when none is ready.*/
 static int s_read_request(nx_broker_t *self)
 {
-    zmsg_t *msg = zmsg_recv(self->router);
-    if (!msg)
+    nx_pending_reply_t *pr = &self->replies[self->n_replies];
+    zmq_msg_t frame;
+    zmq_msg_init(&frame);
+    if (zmq_msg_recv(&frame, self->h_router, ZMQ_DONTWAIT) == -1) {
+        zmq_msg_close(&frame);
         return -1;
+    }
+    /*  [identity]([empty])...[body]: every frame but the last routes the
+        reply back. More routing frames than we keep: nowhere to reply.    */
+    pr->env.n = 0;
+    bool too_many = false;
+    while (zmq_msg_more(&frame)) {
+        if (pr->env.n < NX_ENVELOPE_MAX) {
+            zmq_msg_init(&pr->env.frames[pr->env.n]);
+            zmq_msg_move(&pr->env.frames[pr->env.n++], &frame);
+        } else
+            too_many = true;
+        zmq_msg_close(&frame);
+        zmq_msg_init(&frame);
+        if (zmq_msg_recv(&frame, self->h_router, 0) == -1)
+            break;
+    }
     self->count.requests++;
-    nx_pending_reply_t *pr = &self->replies[self->n_replies++];
-    pr->body = zmsg_last(msg);
-    zmsg_remove(msg, pr->body);
-    pr->envelope = msg;
+    if (too_many || pr->env.n == 0) {
+        zmq_msg_close(&frame);
+        s_env_close(&pr->env);
+        return 0;
+    }
+    zmq_msg_init(&pr->body);
+    zmq_msg_move(&pr->body, &frame);
+    zmq_msg_close(&frame);
+    self->n_replies++;
     pr->op = -1;
     pr->is_write = false;
     pr->failed = false;
     msgpack_sbuffer_clear(&pr->id);
     msgpack_zone_clear(&pr->zone);
 
-    size_t size = zframe_size(pr->body);
-    if (zmsg_size(msg) == 0) {
-        /*  ROUTER always adds the identity; nothing to reply to.           */
-        zmsg_destroy(&pr->envelope);
-        zframe_destroy(&pr->body);
-        self->n_replies--;
-        return 0;
-    }
+    size_t size = zmq_msg_size(&pr->body);
     if (size > self->cfg.max_request) {
         char text[NX_ERRMSG_MAX];
         snprintf(text, sizeof text, "request of %zu bytes is over max_request (%" PRIu64 ")", size,
@@ -671,7 +692,7 @@ static int s_read_request(nx_broker_t *self)
         return 0;
     }
     self->turn_request_bytes += size;
-    nx_msgpack_check_t chk = nx_msgpack_check(zframe_data(pr->body), size, S_MSGPACK_DEPTH);
+    nx_msgpack_check_t chk = nx_msgpack_check(zmq_msg_data(&pr->body), size, S_MSGPACK_DEPTH);
     if (chk != NX_MSGPACK_OK) {
         s_reply_error(pr, NEXUS_ERR_BAD_MSGPACK,
                       chk == NX_MSGPACK_TRUNCATED  ? "truncated msgpack"
@@ -682,7 +703,7 @@ static int s_read_request(nx_broker_t *self)
     }
     size_t off = 0;
     msgpack_unpack_return ur =
-        msgpack_unpack((const char *)zframe_data(pr->body), size, &off, &pr->zone, &pr->request);
+        msgpack_unpack((const char *)zmq_msg_data(&pr->body), size, &off, &pr->zone, &pr->request);
     if (ur != MSGPACK_UNPACK_SUCCESS) {
         const char *text = ur == MSGPACK_UNPACK_EXTRA_BYTES ? "trailing bytes after the request map"
                            : ur == MSGPACK_UNPACK_CONTINUE  ? "truncated msgpack"
@@ -738,9 +759,14 @@ static int s_read_request(nx_broker_t *self)
     if (!nx_ops_get(pr->op)->fn) {
         /*  Runs on the reader thread; its reply comes back on the actor's
             pipe and goes out from the loop (s_read_reader).               */
-        zmsg_append(pr->envelope, &pr->body);
-        if (zmsg_send(&pr->envelope, zactor_sock(self->reader)) == -1)
-            zmsg_destroy(&pr->envelope);
+        zmsg_t *msg = zmsg_new();
+        for (int k = 0; k < pr->env.n; k++)
+            zmsg_addmem(msg, zmq_msg_data(&pr->env.frames[k]), zmq_msg_size(&pr->env.frames[k]));
+        zmsg_addmem(msg, zmq_msg_data(&pr->body), zmq_msg_size(&pr->body));
+        if (zmsg_send(&msg, zactor_sock(self->reader)) == -1)
+            zmsg_destroy(&msg);
+        s_env_close(&pr->env);
+        zmq_msg_close(&pr->body);
         self->n_replies--;
         return 0;
     }
@@ -751,33 +777,73 @@ static int s_read_request(nx_broker_t *self)
     return 0;
 }
 
+/*  Sends the routing frames, then the reply; closes what it did not send. */
+static void s_env_send(nx_broker_t *self, nx_envelope_t *env, zmq_msg_t *reply)
+{
+    int k = 0;
+    for (; k < env->n; k++)
+        if (zmq_msg_send(&env->frames[k], self->h_router, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1)
+            break;
+    /*  A client whose queue is full, or gone, loses its reply: ROUTER
+        drops it rather than block the loop.                                */
+    if (k == env->n)
+        zmq_msg_send(reply, self->h_router, ZMQ_DONTWAIT);
+    for (; k < env->n; k++)
+        zmq_msg_close(&env->frames[k]);
+    env->n = 0;
+    zmq_msg_close(reply);
+}
+
 static void s_send_reply(nx_broker_t *self, nx_pending_reply_t *pr)
 {
     if (pr->op >= 0)
         s_run_op(self, pr);
     if (pr->failed)
         self->count.request_errors++;
-    zmsg_t *out = pr->envelope;
-    pr->envelope = NULL;
-    zmsg_addmem(out, pr->reply.data, pr->reply.size);
-    zframe_destroy(&pr->body);
+    zmq_msg_close(&pr->body);
+    zmq_msg_t reply;
+    if (zmq_msg_init_size(&reply, pr->reply.size)) {
+        s_env_close(&pr->env);
+        return;
+    }
+    memcpy(zmq_msg_data(&reply), pr->reply.data, pr->reply.size);
     /*  "Done" must wait until the commit itself is flushed (nx_store.h):
         the next commit's flush or an explicit sync releases it.           */
     if (pr->is_write && self->cfg.sync == NX_SYNC_FULL) {
-        zlist_append(self->awaiting, out);
+        if (self->n_awaiting == self->cap_awaiting) {
+            size_t cap = self->cap_awaiting * 2;
+            nx_awaiting_t *grown = realloc(self->awaiting, cap * sizeof *grown);
+            if (!grown) {
+                /*  Out of memory: flush now and answer at once.           */
+                nx_store_sync(self->store);
+                s_env_send(self, &pr->env, &reply);
+                return;
+            }
+            self->awaiting = grown;
+            self->cap_awaiting = cap;
+        }
+        nx_awaiting_t *a = &self->awaiting[self->n_awaiting++];
+        a->env.n = pr->env.n;
+        for (int k = 0; k < pr->env.n; k++) {
+            zmq_msg_init(&a->env.frames[k]);
+            zmq_msg_move(&a->env.frames[k], &pr->env.frames[k]);
+            zmq_msg_close(&pr->env.frames[k]);
+        }
+        pr->env.n = 0;
+        zmq_msg_init(&a->reply);
+        zmq_msg_move(&a->reply, &reply);
+        zmq_msg_close(&reply);
         return;
     }
-    if (zmsg_send(&out, self->router) == -1)
-        zmsg_destroy(&out);
+    s_env_send(self, &pr->env, &reply);
 }
 
 /*  Sends the write replies whose commits are now flushed.                  */
 static void s_release_awaiting(nx_broker_t *self)
 {
-    zmsg_t *m;
-    while ((m = zlist_pop(self->awaiting)))
-        if (zmsg_send(&m, self->router) == -1)
-            zmsg_destroy(&m);
+    for (size_t i = 0; i < self->n_awaiting; i++)
+        s_env_send(self, &self->awaiting[i].env, &self->awaiting[i].reply);
+    self->n_awaiting = 0;
 }
 
 /*  Forwards the reader thread's replies to their clients.                  */
@@ -914,7 +980,7 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
             ;
     /*  Replies already waiting belong to earlier commits: this commit's
         flush (or the sync below) makes those durable.                     */
-    bool had_awaiting = zlist_size(self->awaiting) > 0;
+    bool had_awaiting = self->n_awaiting > 0;
     bool flushed = false;
     if (nx_store_in_batch(self->store) || self->n_events || self->batch_failed)
         flushed = s_commit(self);
@@ -1047,7 +1113,7 @@ int nx_broker_run(nx_broker_t *self)
             timeout = (long)((self->next_coord - wall) / 1000) + 1;
         /*  Replies waiting for a flush must not wait for traffic: the next
             turn either commits (and flushes) or syncs.                     */
-        if (zlist_size(self->awaiting))
+        if (self->n_awaiting)
             timeout = 0;
         int rc = zmq_poll(items, n_items, timeout);
         if (rc == -1) {
@@ -1069,7 +1135,7 @@ int nx_broker_run(nx_broker_t *self)
         bool ev = items[0].revents & ZMQ_POLLIN, rq = items[1].revents & ZMQ_POLLIN;
         bool timers = nx_now_us() >= self->next_coord;
         bool house = nx_mono_us() >= self->next_tick;
-        if (ev || rq || timers || house || zlist_size(self->awaiting))
+        if (ev || rq || timers || house || self->n_awaiting)
             s_turn(self, ev, rq, timers, house);
         if (house) {
             s_housekeeping(self);

@@ -64,14 +64,29 @@ typedef struct {
     char source[NX_SOURCE_MAX]; /* stamped source                      */
 } nx_pending_event_t;
 
+/*  The routing frames of a request (identity, and REQ's empty delimiter),
+    kept as raw messages: the control plane's hot path allocates nothing
+    per request beyond what ZeroMQ does.                                    */
+#define NX_ENVELOPE_MAX 4
+typedef struct {
+    zmq_msg_t frames[NX_ENVELOPE_MAX];
+    int n;
+} nx_envelope_t;
+
+/*  A write reply waiting for its commit to be flushed.                     */
+typedef struct {
+    nx_envelope_t env; /* where it goes                                   */
+    zmq_msg_t reply;   /* what it says                                    */
+} nx_awaiting_t;
+
 /*  A control request of this turn whose reply waits for the commit.        */
 typedef struct {
-    zmsg_t *envelope;       /* routing frames to send the reply back         */
+    nx_envelope_t env;      /* routing frames to send the reply back         */
     msgpack_sbuffer reply;  /* the packed reply, ready to send               */
     msgpack_sbuffer id;     /* the request's packed id, to build an error    */
     bool is_write;          /* fails with the batch if the commit fails      */
     bool failed;            /* the reply is an error                         */
-    zframe_t *body;         /* the request bytes; the parsed request points in */
+    zmq_msg_t body;         /* the request bytes; the parsed request points in */
     msgpack_zone zone;      /* holds the parsed request (reads run later)    */
     msgpack_object request; /* the parsed request map                        */
     int op;                 /* index into the op table; -1: reply is ready   */
@@ -129,10 +144,11 @@ struct _nx_broker_t {
     const void *auth_handle;          /* token of the request being handled         */
     uint64_t next_coord;              /* wall us of the next lease/session deadline */
     zactor_t *reader;                 /* runs history queries (nx_reader.c)         */
-    zlist_t *awaiting;                /* write replies (zmsg_t*) waiting for the
-                                         commit to be flushed (sync=full)          */
+    nx_awaiting_t *awaiting;          /* write replies waiting for the commit to be
+                                         flushed (sync=full)                        */
+    size_t n_awaiting, cap_awaiting;  /* entries used and allocated                 */
     uint64_t fence_reserved;          /* fencing tokens up to here may have
-been seen (as seq_reserved)         */
+                                         been seen (as seq_reserved)                */
     uint64_t seq_reserved;            /* seqs up to here may have been seen; a
                                          restart after a crash continues above    */
     size_t turn_request_bytes;        /* request bytes read this turn             */
@@ -158,6 +174,7 @@ typedef struct {
     const char *name; /* the "op" string                                    */
     nx_op_fn *fn;     /* the handler                                        */
     bool is_write;    /* runs before the commit, reply after it             */
+    bool retry;       /* a retry gets the first answer (needs req_hash)     */
 
 } nx_op_t;
 

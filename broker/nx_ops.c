@@ -101,15 +101,16 @@ static int s_op_publish(nx_broker_t *self, const msgpack_object *req, msgpack_pa
         return -1;
     *err = nx_map_str(req, "source", &source, &source_len, err_msg);
     if (*err)
-        return -1;    /*  payload: bin is the event's bytes as they are; any other msgpack
-        value (a str too) is stored as its msgpack encoding, so a client
-        can send a map without packing it twice, and a JSON string sent
-        through the gateway comes back as a string.                        */
+        return -1; /*  payload: bin is the event's bytes as they are; any other msgpack
+     value (a str too) is stored as its msgpack encoding, so a client
+     can send a map without packing it twice, and a JSON string sent
+     through the gateway comes back as a string.                        */
     const msgpack_object *payload = nx_map_get(req, "payload");
     const void *data = "";
     size_t size = 0;
     msgpack_sbuffer packed;
-    msgpack_sbuffer_init(&packed);    if (payload && payload->type == MSGPACK_OBJECT_BIN) {
+    msgpack_sbuffer_init(&packed);
+    if (payload && payload->type == MSGPACK_OBJECT_BIN) {
         data = payload->via.bin.ptr;
         size = payload->via.bin.size;
     } else if (payload) {
@@ -132,26 +133,26 @@ static int s_op_publish(nx_broker_t *self, const msgpack_object *req, msgpack_pa
 /*  ---- The table -------------------------------------------------------- */
 
 static const nx_op_t s_ops[] = {
-    {"ping", s_op_ping, false},
-    {"health", s_op_health, false},
-    {"state", s_op_state, false},
-    {"publish", s_op_publish, true},
+    {"ping", s_op_ping, false, false},
+    {"health", s_op_health, false, false},
+    {"state", s_op_state, false, false},
+    {"publish", s_op_publish, true, false},
     /*  No function: history runs on the reader thread (nx_reader.c).      */
-    {"history", NULL, false},
-    {"session.register", nx_op_session_register, true},
-    {"session.heartbeat", nx_op_session_heartbeat, false},
-    {"session.status", nx_op_session_status, true},
-    {"session.unregister", nx_op_session_unregister, true},
-    {"session.get", nx_op_session_get, false},
-    {"session.list", nx_op_session_list, false},
-    {"session.find", nx_op_session_find, false},
-    {"work.claim", nx_op_work_claim, true},
-    {"work.renew", nx_op_work_renew, true},
-    {"work.release", nx_op_work_release, true},
-    {"work.complete", nx_op_work_complete, true},
-    {"work.reopen", nx_op_work_reopen, true},
-    {"work.get", nx_op_work_get, false},
-    {"work.list", nx_op_work_list, false},
+    {"history", NULL, false, false},
+    {"session.register", nx_op_session_register, true, false},
+    {"session.heartbeat", nx_op_session_heartbeat, false, false},
+    {"session.status", nx_op_session_status, true, false},
+    {"session.unregister", nx_op_session_unregister, true, true},
+    {"session.get", nx_op_session_get, false, false},
+    {"session.list", nx_op_session_list, false, false},
+    {"session.find", nx_op_session_find, false, false},
+    {"work.claim", nx_op_work_claim, true, true},
+    {"work.renew", nx_op_work_renew, true, true},
+    {"work.release", nx_op_work_release, true, true},
+    {"work.complete", nx_op_work_complete, true, true},
+    {"work.reopen", nx_op_work_reopen, true, true},
+    {"work.get", nx_op_work_get, false, false},
+    {"work.list", nx_op_work_list, false, false},
 };
 
 int nx_ops_find(const char *name, size_t len)
