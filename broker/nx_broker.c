@@ -384,7 +384,9 @@ static int s_grow_events(nx_broker_t *self)
     wall clock may), and appends it to the batch.                           */
 static nexus_err_t s_stage(nx_broker_t *self, nx_pending_event_t *ev)
 {
-    uint64_t now = nx_now_us();
+    /*  One clock read per turn (s_turn sets turn_now): events of a batch
+        share it, and ts stays non-decreasing either way.                   */
+    uint64_t now = self->turn_now ? self->turn_now : nx_now_us();
     ev->ts = now > self->last_ts ? now : self->last_ts;
     ev->seq = self->last_seq + 1;
     if (self->batch_failed) {
@@ -965,6 +967,7 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
     self->batch_kv = false;
     self->batch_failed = false;
     self->turn_request_bytes = 0;
+    self->turn_now = nx_now_us();
     if (timers)
         self->next_coord = nx_coord_tick(self, nx_now_us());
     if (housekeeping)

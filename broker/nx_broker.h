@@ -151,6 +151,7 @@ struct _nx_broker_t {
                                          been seen (as seq_reserved)                */
     uint64_t seq_reserved;            /* seqs up to here may have been seen; a
                                          restart after a crash continues above    */
+    uint64_t turn_now;                /* wall clock at the start of the turn        */
     size_t turn_request_bytes;        /* request bytes read this turn             */
     struct _nx_sessions_t *sessions;  /* session table (nx_sessions.c)       */
     struct _nx_claims_t *claims;      /* claim table (nx_claims.c)           */

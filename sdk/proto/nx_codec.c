@@ -16,19 +16,23 @@
 #include "nx_codec.h"
 #include "nx_topic.h"
 
+/*  Big-endian through memcpy and a byte swap: the compiler turns these
+    into one load or store and a bswap on every stamp and key.             */
 void nx_put_u64(uint8_t *buf, uint64_t value)
 {
-    for (int i = 7; i >= 0; i--) {
-        buf[i] = (uint8_t)(value & 0xff);
-        value >>= 8;
-    }
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    value = __builtin_bswap64(value);
+#endif
+    memcpy(buf, &value, 8);
 }
 
 uint64_t nx_get_u64(const uint8_t *buf)
 {
-    uint64_t value = 0;
-    for (int i = 0; i < 8; i++)
-        value = (value << 8) | buf[i];
+    uint64_t value;
+    memcpy(&value, buf, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    value = __builtin_bswap64(value);
+#endif
     return value;
 }
 
