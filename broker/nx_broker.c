@@ -43,6 +43,8 @@
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
 
+static void s_read_monitor(zsock_t *mon, uint64_t *connected);
+
 static void s_env_close(nx_envelope_t *env)
 {
     for (int k = 0; k < env->n; k++)
@@ -317,12 +319,18 @@ void nx_broker_destroy(nx_broker_t **self_p)
     if (!self_p || !*self_p)
         return;
     nx_broker_t *self = *self_p;
+    /*  Stop the monitors while our ends of their pipes still exist: libzmq
+        sends monitor events blocking, under the lock that stopping takes,
+        so an event sent to a pipe with no reader would hang us here.
+        Draining first keeps that pipe from being full.                    */
+    s_read_monitor(self->mon_xpub, &self->count.subscribers);
+    s_read_monitor(self->mon_xsub, &self->count.publishers);
+    if (self->h_xpub && self->mon_xpub)
+        zmq_socket_monitor(self->h_xpub, NULL, 0);
+    if (self->h_xsub && self->mon_xsub)
+        zmq_socket_monitor(self->h_xsub, NULL, 0);
     zsock_destroy(&self->mon_xpub);
     zsock_destroy(&self->mon_xsub);
-    if (self->h_xpub)
-        zmq_socket_monitor(self->h_xpub, NULL, 0);
-    if (self->h_xsub)
-        zmq_socket_monitor(self->h_xsub, NULL, 0);
     zsock_destroy(&self->xsub);
     zsock_destroy(&self->xpub);
     /*  Replies already handed to ZeroMQ get a moment to leave.            */

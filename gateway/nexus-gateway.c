@@ -244,6 +244,10 @@ done:
         }
         zlistx_destroy(&all);
     }
+    for (size_t i = 0; i < gw.recent_count; i++) {
+        nx_gw_msg_t *m = gw.recent[(gw.recent_head + i) % (sizeof gw.recent / sizeof gw.recent[0])];
+        nx_gw_msg_unref(&m);
+    }
     zhashx_destroy(&gw.sessions);
     zhashx_destroy(&gw.by_type);
     zlistx_destroy(&gw.commands);

@@ -56,7 +56,8 @@ typedef struct _nx_gw_conn_t {
     const void *auth;                    /* nx_auth handle of its token       */
     char *patterns[NX_GW_PATTERNS];      /* subscriptions                     */
     size_t n_patterns;
-    nx_gw_msg_t **queue;             /* ring of queue_messages slots      */
+    nx_gw_msg_t **queue;             /* ring, grown on demand up to queue_messages */
+    size_t q_cap;                    /* slots allocated in queue          */
     size_t q_head, q_count, q_bytes; /* ring position, fill, bytes        */
     uint64_t full_since;             /* mono us the queue filled, 0 = not */
     uint64_t lost_from, lost_to;     /* seqs dropped while full (gap)     */
@@ -129,6 +130,13 @@ typedef struct _nx_gw_t {
     uint64_t rate_slot[64];  /* fabric events per second, ring           */
     uint64_t rate_second;    /* second of rate_slot's head               */
     char web_root[4096];     /* dashboard directory                      */
+    /*  The latest events, for welcome messages without a broker round
+        trip: a ring of NX_GW_RECENT messages (under lock), filled from the
+        history at start and then by nx_gw_deliver.                         */
+    nx_gw_msg_t *recent[1000];
+    size_t recent_head, recent_count;
+    bool recent_ready; /* prefilled: the ring can answer welcomes  */
+    uint64_t last_seq; /* highest seq seen (under lock)            */
 } nx_gw_t;
 
 /*  A unit of work for the worker thread.                                   */

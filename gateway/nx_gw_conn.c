@@ -64,8 +64,11 @@ nx_gw_conn_t *nx_gw_conn_new(nx_gw_t *gw, nx_gw_kind_t kind, struct lws *wsi)
     nx_gw_conn_t *conn = calloc(1, sizeof *conn);
     if (!conn)
         return NULL;
+    /*  The ring starts small: an idle client costs a few hundred bytes,
+        a busy one grows its ring up to queue_messages.                    */
     if (kind == NX_GW_WS) {
-        conn->queue = calloc(gw->cfg.queue_messages, sizeof *conn->queue);
+        conn->q_cap = gw->cfg.queue_messages < 16 ? gw->cfg.queue_messages : 16;
+        conn->queue = calloc(conn->q_cap, sizeof *conn->queue);
         if (!conn->queue) {
             free(conn);
             return NULL;
@@ -120,7 +123,7 @@ void nx_gw_conn_unref(nx_gw_t *gw, nx_gw_conn_t **conn_p)
     /*  The ring is emptied with its real capacity, which only gw knows.   */
     while (conn->q_count) {
         nx_gw_msg_unref(&conn->queue[conn->q_head]);
-        conn->q_head = (conn->q_head + 1) % gw->cfg.queue_messages;
+        conn->q_head = (conn->q_head + 1) % conn->q_cap;
         conn->q_count--;
     }
     s_conn_free(conn);
@@ -142,8 +145,7 @@ int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg)
 {
     if (conn->closed)
         return 0;
-    size_t cap = gw->cfg.queue_messages;
-    if (conn->q_count >= cap || conn->q_bytes + msg->len > gw->cfg.queue_bytes) {
+    if (conn->q_count >= gw->cfg.queue_messages || conn->q_bytes + msg->len > gw->cfg.queue_bytes) {
         if (!conn->full_since)
             conn->full_since = nx_gw_mono();
         if (msg->seq) {
@@ -154,8 +156,22 @@ int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg)
         }
         return -1;
     }
+    if (conn->q_count == conn->q_cap) {
+        /*  Double the ring, unrolling it so that head is slot 0.          */
+        size_t cap =
+            conn->q_cap * 2 > gw->cfg.queue_messages ? gw->cfg.queue_messages : conn->q_cap * 2;
+        nx_gw_msg_t **ring = calloc(cap, sizeof *ring);
+        if (!ring)
+            return -1;
+        for (size_t i = 0; i < conn->q_count; i++)
+            ring[i] = conn->queue[(conn->q_head + i) % conn->q_cap];
+        free(conn->queue);
+        conn->queue = ring;
+        conn->q_cap = cap;
+        conn->q_head = 0;
+    }
     msg->refs++;
-    conn->queue[(conn->q_head + conn->q_count) % cap] = msg;
+    conn->queue[(conn->q_head + conn->q_count) % conn->q_cap] = msg;
     conn->q_count++;
     conn->q_bytes += msg->len;
     if (msg->seq && msg->seq > conn->last_seq)
@@ -179,7 +195,7 @@ nx_gw_msg_t *nx_gw_conn_pop(nx_gw_t *gw, nx_gw_conn_t *conn)
         return NULL;
     nx_gw_msg_t *msg = conn->queue[conn->q_head];
     conn->queue[conn->q_head] = NULL;
-    conn->q_head = (conn->q_head + 1) % gw->cfg.queue_messages;
+    conn->q_head = (conn->q_head + 1) % conn->q_cap;
     conn->q_count--;
     conn->q_bytes -= msg->len;
     if (conn->full_since && conn->q_count < gw->cfg.queue_messages / 2 &&

@@ -430,47 +430,55 @@ static int s_ws_receive(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const void *
     return 0;
 }
 
+#define S_WRITES_PER_CALLBACK 64 /* messages written per writeable callback */
+
 static int s_ws_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 {
     nx_gw_conn_t *conn = pss->conn;
     if (!conn)
         return -1;
-    char gap[128] = "";
-    pthread_mutex_lock(&gw->lock);
-    if (conn->close_code) {
-        int code = conn->close_code;
-        char reason[80];
-        snprintf(reason, sizeof reason, "%s", conn->close_reason);
-        pthread_mutex_unlock(&gw->lock);
-        lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, strlen(reason));
-        return -1;
-    }
-    /*  Lost events are announced once the queue has room again.           */
-    if (conn->lost_from && !conn->full_since) {
-        snprintf(gap, sizeof gap, "{\"type\":\"gap\",\"from\":%" PRIu64 ",\"to\":%" PRIu64 "}",
-                 conn->lost_from, conn->lost_to);
-        conn->lost_from = conn->lost_to = 0;
-    }
-    nx_gw_msg_t *msg = gap[0] ? NULL : nx_gw_conn_pop(gw, conn);
-    bool more = conn->q_count > 0 || conn->lost_from;
-    pthread_mutex_unlock(&gw->lock);
-    int n = 0;
-    if (gap[0]) {
-        unsigned char buf[LWS_PRE + 128];
-        size_t len = strlen(gap);
-        memcpy(buf + LWS_PRE, gap, len);
-        n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
-        more = true;
-    } else if (msg) {
-        n = lws_write(wsi, msg->buf + LWS_PRE, msg->len, LWS_WRITE_TEXT);
+    /*  Several messages per callback while the socket takes them
+        (lws_send_pipe_choked): one service turn per message would make a
+        busy fan-out pay a poll over every connection for each message.    */
+    for (int i = 0; i < S_WRITES_PER_CALLBACK; i++) {
+        char gap[128] = "";
         pthread_mutex_lock(&gw->lock);
-        nx_gw_msg_unref(&msg);
+        if (conn->close_code) {
+            int code = conn->close_code;
+            char reason[80];
+            snprintf(reason, sizeof reason, "%s", conn->close_reason);
+            pthread_mutex_unlock(&gw->lock);
+            lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason,
+                             strlen(reason));
+            return -1;
+        }
+        /*  Lost events are announced once the queue has room again.       */
+        if (conn->lost_from && !conn->full_since) {
+            snprintf(gap, sizeof gap, "{\"type\":\"gap\",\"from\":%" PRIu64 ",\"to\":%" PRIu64 "}",
+                     conn->lost_from, conn->lost_to);
+            conn->lost_from = conn->lost_to = 0;
+        }
+        nx_gw_msg_t *msg = gap[0] ? NULL : nx_gw_conn_pop(gw, conn);
         pthread_mutex_unlock(&gw->lock);
+        int n = 0;
+        if (gap[0]) {
+            unsigned char buf[LWS_PRE + 128];
+            size_t len = strlen(gap);
+            memcpy(buf + LWS_PRE, gap, len);
+            n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
+        } else if (msg) {
+            n = lws_write(wsi, msg->buf + LWS_PRE, msg->len, LWS_WRITE_TEXT);
+            pthread_mutex_lock(&gw->lock);
+            nx_gw_msg_unref(&msg);
+            pthread_mutex_unlock(&gw->lock);
+        } else
+            return 0; /* nothing left */
+        if (n < 0)
+            return -1;
+        if (lws_send_pipe_choked(wsi))
+            break;
     }
-    if (n < 0)
-        return -1;
-    if (more)
-        lws_callback_on_writable(wsi);
+    lws_callback_on_writable(wsi);
     return 0;
 }
 

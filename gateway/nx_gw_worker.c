@@ -102,6 +102,68 @@ static void s_count_type(nx_gw_t *gw, const char *topic)
     }
 }
 
+#define S_RECENT_MAX (sizeof(((nx_gw_t *)0)->recent) / sizeof(nx_gw_msg_t *))
+
+/*  Appends msg to the recent ring (lock held), dropping the oldest.        */
+static void s_recent_add(nx_gw_t *gw, nx_gw_msg_t *msg)
+{
+    if (gw->recent_count == S_RECENT_MAX) {
+        nx_gw_msg_unref(&gw->recent[gw->recent_head]);
+        gw->recent_head = (gw->recent_head + 1) % S_RECENT_MAX;
+        gw->recent_count--;
+    }
+    msg->refs++;
+    gw->recent[(gw->recent_head + gw->recent_count) % S_RECENT_MAX] = msg;
+    gw->recent_count++;
+}
+
+/*  Fills the ring from the history, before any live event it already
+    holds; runs on the worker until it succeeds once.                       */
+static void s_recent_prefill(nx_gw_t *gw)
+{
+    nexus_history_t *h = nexus_history_new(gw->client);
+    if (!h)
+        return;
+    static nx_gw_msg_t *older[S_RECENT_MAX];
+    size_t n = 0;
+    nexus_err_t err = nexus_history_set_page(h, (uint32_t)S_RECENT_MAX, 1);
+    if (err == NEXUS_OK) {
+        nexus_history_set_max(h, S_RECENT_MAX);
+        nexus_event_t *ev = NULL;
+        while (n < S_RECENT_MAX && (err = nexus_history_next(h, &ev)) == NEXUS_OK && ev) {
+            size_t len;
+            char *text = nx_gw_event_json(ev, &len);
+            older[n] = text ? nx_gw_msg_new(text, len, nexus_event_seq(ev)) : NULL;
+            free(text);
+            if (older[n])
+                n++;
+            nexus_event_destroy(&ev);
+        }
+    }
+    nexus_history_destroy(&h);
+    if (err != NEXUS_OK) {
+        for (size_t i = 0; i < n; i++)
+            free(older[i]);
+        return; /* the broker is not there yet: the next turn tries again */
+    }
+    pthread_mutex_lock(&gw->lock);
+    /*  older[] is newest first; the ring may hold live events already.    */
+    uint64_t first_live = gw->recent_count ? gw->recent[gw->recent_head]->seq : UINT64_MAX;
+    for (size_t i = 0; i < n; i++) {
+        nx_gw_msg_t *m = older[i];
+        if (m->seq < first_live && gw->recent_count < S_RECENT_MAX) {
+            gw->recent_head = (gw->recent_head + S_RECENT_MAX - 1) % S_RECENT_MAX;
+            gw->recent[gw->recent_head] = m;
+            gw->recent_count++;
+            if (m->seq > gw->last_seq)
+                gw->last_seq = m->seq;
+        } else
+            nx_gw_msg_unref(&m);
+    }
+    gw->recent_ready = true;
+    pthread_mutex_unlock(&gw->lock);
+}
+
 void nx_gw_deliver(nexus_event_t *event, void *arg)
 {
     nx_gw_t *gw = arg;
@@ -125,11 +187,19 @@ void nx_gw_deliver(nexus_event_t *event, void *arg)
     char to[NX_GW_SESSION_MAX + 1];
     bool direct = strcmp(topic, "message.direct") == 0;
     if (direct && !s_direct_target(event, to, sizeof to))
-        to[0] = 0; /* a direct message with no target reaches nobody */
-    nx_gw_msg_t *msg = NULL;
+        to[0] = 0; /* a direct message with no target reaches nobody */ /*  Every event goes to the
+     recent ring, so its JSON is built once here and shared with the connections it matches. */
+    size_t len = 0;
+    char *text = nx_gw_event_json(event, &len);
+    nx_gw_msg_t *msg = text ? nx_gw_msg_new(text, len, seq) : NULL;
+    free(text);
     bool pushed = false;
     pthread_mutex_lock(&gw->lock);
     s_count_type(gw, topic);
+    if (seq > gw->last_seq)
+        gw->last_seq = seq;
+    if (msg)
+        s_recent_add(gw, msg);
     for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns)) {
         if (c->kind != NX_GW_WS || c->closed || c->close_code || !c->ready || seq <= c->last_seq)
             continue;
@@ -137,14 +207,8 @@ void nx_gw_deliver(nexus_event_t *event, void *arg)
             continue;
         if (direct && strcmp(c->session, to) != 0)
             continue;
-        if (!msg) {
-            size_t len = 0;
-            char *text = nx_gw_event_json(event, &len);
-            msg = text ? nx_gw_msg_new(text, len, seq) : NULL;
-            free(text);
-            if (!msg)
-                break;
-        }
+        if (!msg)
+            break;
         if (c->replaying) {
             /*  Held until the replay catches up; too many: replay again.  */
             if (c->n_held < NX_GW_HELD_MAX) {
@@ -208,12 +272,17 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     json_t *welcome =
         json_pack("{s:s, s:s, s:s, s:s}", "type", "welcome", "session_id", cmd->session, "server",
                   "nexus-gateway", "version", NEXUS_VERSION_STRING);
-    nexus_err_t herr;
-    json_t *health = nx_gw_request(gw, json_pack("{s:s}", "op", "health"), &herr);
-    json_object_set_new(
-        welcome, "last_seq",
-        json_integer(health ? json_integer_value(json_object_get(health, "last_seq")) : 0));
-    json_decref(health);
+    pthread_mutex_lock(&gw->lock);
+    bool ready = gw->recent_ready;
+    uint64_t last_seq = gw->last_seq;
+    pthread_mutex_unlock(&gw->lock);
+    if (!ready) {
+        nexus_err_t herr;
+        json_t *health = nx_gw_request(gw, json_pack("{s:s}", "op", "health"), &herr);
+        last_seq = health ? (uint64_t)json_integer_value(json_object_get(health, "last_seq")) : 0;
+        json_decref(health);
+    }
+    json_object_set_new(welcome, "last_seq", json_integer((json_int_t)last_seq));
     pthread_mutex_lock(&gw->lock);
     size_t subscribers = 0;
     for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns))
@@ -221,7 +290,17 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     pthread_mutex_unlock(&gw->lock);
     json_object_set_new(welcome, "subscribers", json_integer((json_int_t)subscribers));
     json_t *recent = json_array();
-    if (cmd->recent > 0) {
+    if (cmd->recent > 0 && ready) {
+        pthread_mutex_lock(&gw->lock);
+        size_t n = gw->recent_count < (size_t)cmd->recent ? gw->recent_count : (size_t)cmd->recent;
+        for (size_t i = gw->recent_count - n; i < gw->recent_count; i++) {
+            nx_gw_msg_t *m = gw->recent[(gw->recent_head + i) % S_RECENT_MAX];
+            json_t *j = json_loadb((const char *)m->buf + LWS_PRE, m->len, 0, NULL);
+            if (j)
+                json_array_append_new(recent, j);
+        }
+        pthread_mutex_unlock(&gw->lock);
+    } else if (cmd->recent > 0) {
         nexus_history_t *h = nexus_history_new(gw->client);
         if (h && nexus_history_set_page(h, (uint32_t)cmd->recent, 1) == NEXUS_OK) {
             nexus_history_set_max(h, (uint64_t)cmd->recent);
@@ -299,8 +378,13 @@ static void s_heartbeat(nx_gw_t *gw)
 static void *s_worker(void *arg)
 {
     nx_gw_t *gw = arg;
-    uint64_t next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000;
-    while (!gw->stop) {
+    uint64_t next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000, next_prefill = 0;
+    while (!gw->stop) { /*  While the broker is away this would wait out a timeout each
+     time: try at most every two seconds.                            */
+        if (!gw->recent_ready && nx_gw_mono() >= next_prefill) {
+            s_recent_prefill(gw);
+            next_prefill = nx_gw_mono() + 2000000;
+        }
         pthread_mutex_lock(&gw->lock);
         while (!gw->stop && zlistx_size(gw->commands) == 0 && nx_gw_mono() < next_hb) {
             struct timespec until;

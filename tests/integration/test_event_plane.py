@@ -8,12 +8,16 @@ disturb good ones.
 """
 
 import os
+import shutil
 import sys
+import tempfile
 import time
 
+import zmq
+
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Broker, Checks, Client, drain, publisher, recv_event,  # noqa: E402
-                     settle_subscription, subscriber)
+from harness import (Broker, Checks, Client, drain, free_port, publisher,  # noqa: E402
+                     recv_event, settle_subscription, subscriber)
 
 t = Checks()
 
@@ -109,5 +113,43 @@ with Broker(extra=["--max-payload", "4k"]) as b:
     pub.close()
     rc = b.stop()
     t.eq(rc, 0, "SIGTERM exits 0")
+
+# Several endpoints per socket, tcp and ipc: the same broker serves both.
+ipc_dir = tempfile.mkdtemp(prefix="nexus-ipc-")
+try:
+    ctl = "ipc://%s/ctl" % ipc_dir
+    ein = "ipc://%s/in" % ipc_dir
+    eout = "ipc://%s/out" % ipc_dir
+    b = Broker()
+    b.ports = (free_port(), free_port(), free_port())
+    b.extra = ["--control-endpoints", "%s,%s" % (b.control, ctl),
+               "--events-in-endpoints", "%s,%s" % (b.events_in, ein),
+               "--events-out-endpoints", "%s,%s" % (b.events_out, eout)]
+    with b:
+        ctx = zmq.Context.instance()
+        sub_ipc = ctx.socket(zmq.SUB)
+        sub_ipc.linger = 0
+        sub_ipc.setsockopt(zmq.SUBSCRIBE, b"")
+        sub_ipc.connect(eout)
+        sub_tcp = subscriber(b, "")
+        with Client(b, endpoint=ctl) as c:
+            t.check(c.request({"op": "ping"})["ok"], "control plane over ipc")
+        settle_subscription(b, sub_ipc)
+        settle_subscription(b, sub_tcp)
+        drain(sub_ipc)
+        drain(sub_tcp)
+        pub_ipc = ctx.socket(zmq.PUB)
+        pub_ipc.linger = 1000
+        pub_ipc.connect(ein)
+        time.sleep(0.3)
+        pub_ipc.send_multipart([b"over.ipc", b"i"])
+        ev_ipc = recv_event(sub_ipc)
+        ev_tcp = recv_event(sub_tcp)
+        t.eq((ev_ipc[0], ev_ipc[4]), ("over.ipc", b"i"), "ipc publisher -> ipc subscriber")
+        t.eq((ev_tcp[0], ev_tcp[1]), ("over.ipc", ev_ipc[1]), "ipc publisher -> tcp subscriber")
+        for s in (sub_ipc, sub_tcp, pub_ipc):
+            s.close()
+finally:
+    shutil.rmtree(ipc_dir, ignore_errors=True)
 
 t.done()
