@@ -487,16 +487,21 @@ static void *s_sub_run(void *arg)
         }
         uint64_t now = bench_now_ns();
         idle_since = now;
-        if (zmq_msg_size(&frames[0]) == strlen(S_WARM_TOPIC) &&
-            memcmp(zmq_msg_data(&frames[0]), S_WARM_TOPIC, strlen(S_WARM_TOPIC)) == 0) {
+        /*  One frame per event: topic NUL stamp payload (nx_codec.h).      */
+        nx_event_msg_t em;
+        if (nframes != 1 ||
+            nx_event_msg_decode(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), &em) != 0)
+            continue;
+        if (em.topic_len == strlen(S_WARM_TOPIC) &&
+            memcmp(em.topic, S_WARM_TOPIC, strlen(S_WARM_TOPIC)) == 0) {
             atomic_store(&self->warm, 1);
             continue;
         }
-        if (nframes != 3 || zmq_msg_size(&frames[2]) < 16)
+        if (em.payload_len < 16)
             continue;
         uint64_t idx, sent;
-        memcpy(&idx, zmq_msg_data(&frames[2]), 8);
-        memcpy(&sent, (uint8_t *)zmq_msg_data(&frames[2]) + 8, 8);
+        memcpy(&idx, em.payload, 8);
+        memcpy(&sent, em.payload + 8, 8);
         if (idx >= self->n)
             continue;
         self->received++;

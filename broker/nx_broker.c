@@ -876,17 +876,19 @@ static void s_forward(nx_broker_t *self)
 {
     for (size_t i = 0; i < self->n_events; i++) {
         nx_pending_event_t *ev = &self->events[i];
-        zmq_msg_t stamp;
-        zmq_msg_init_size(&stamp, NX_STAMP_HEAD + ev->source_len);
-        nx_stamp_encode(zmq_msg_data(&stamp), ev->seq, ev->ts, ev->source, ev->source_len);
-        if (zmq_msg_send(&ev->topic, self->h_xpub, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1 ||
-            zmq_msg_send(&stamp, self->h_xpub, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1 ||
-            zmq_msg_send(&ev->payload, self->h_xpub, ZMQ_DONTWAIT) == -1)
+        size_t tlen = zmq_msg_size(&ev->topic), plen = zmq_msg_size(&ev->payload);
+        zmq_msg_t out;
+        if (zmq_msg_init_size(&out, nx_event_msg_size(tlen, ev->source_len, plen)) == 0) {
+            nx_event_msg_encode(zmq_msg_data(&out), zmq_msg_data(&ev->topic), tlen, ev->seq, ev->ts,
+                                ev->source, ev->source_len, zmq_msg_data(&ev->payload), plen);
+            if (zmq_msg_send(&out, self->h_xpub, ZMQ_DONTWAIT) == -1)
+                self->count.drop_send++;
+            else
+                self->count.events_out++;
+            zmq_msg_close(&out);
+        } else
             self->count.drop_send++;
-        else
-            self->count.events_out++;
         zmq_msg_close(&ev->topic);
-        zmq_msg_close(&stamp);
         zmq_msg_close(&ev->payload);
     }
 }
@@ -1160,7 +1162,8 @@ int nx_broker_run(nx_broker_t *self)
     s_release_awaiting(self);
     if (s_write_reservation(self, self->last_seq, nx_claims_fence(self)))
         nx_warn("cannot record the clean stop: the next start skips a block of seqs");
-    nx_info("stopping: last seq %" PRIu64 ", %" PRIu64 " events in, %" PRIu64 " out",
-            self->last_seq, self->count.events_in, self->count.events_out);
+    nx_info("stopping: last seq %" PRIu64 ", %" PRIu64 " events in, %" PRIu64 " out, %" PRIu64
+            " batches",
+            self->last_seq, self->count.events_in, self->count.events_out, self->count.batches);
     return status;
 }

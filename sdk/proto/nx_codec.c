@@ -36,29 +36,59 @@ uint64_t nx_get_u64(const uint8_t *buf)
     return value;
 }
 
-/*  ---- Stamp frame -------------------------------------------------------*/
+/*  ---- Event message ------------------------------------------------------*/
 
-size_t nx_stamp_encode(uint8_t *buf, uint64_t seq, uint64_t ts, const char *source,
-                       size_t source_len)
+size_t nx_event_msg_size(size_t topic_len, size_t source_len, size_t payload_len)
 {
-    if (source_len > NX_SOURCE_MAX || (source_len && !source))
-        return 0;
-    buf[0] = NX_STAMP_VERSION;
-    nx_put_u64(buf + 1, seq);
-    nx_put_u64(buf + 9, ts);
-    if (source_len)
-        memcpy(buf + NX_STAMP_HEAD, source, source_len);
-    return NX_STAMP_HEAD + source_len;
+    return topic_len + NX_EVENT_HEAD + source_len + payload_len;
 }
 
-int nx_stamp_decode(const uint8_t *buf, size_t len, nx_stamp_t *stamp)
+size_t nx_event_msg_encode(uint8_t *buf, const char *topic, size_t topic_len, uint64_t seq,
+                           uint64_t ts, const char *source, size_t source_len,
+                           const uint8_t *payload, size_t payload_len)
 {
-    if (!buf || len < NX_STAMP_HEAD || len > NX_STAMP_MAX || buf[0] != NX_STAMP_VERSION)
+    if (topic_len == 0 || topic_len > NX_TOPIC_MAX || !topic || source_len > NX_SOURCE_MAX ||
+        (source_len && !source) || (payload_len && !payload))
+        return 0;
+    uint8_t *p = buf;
+    memcpy(p, topic, topic_len);
+    p += topic_len;
+    *p++ = 0;
+    *p++ = NX_EVENT_VERSION;
+    nx_put_u64(p, seq);
+    nx_put_u64(p + 8, ts);
+    p += 16;
+    *p++ = (uint8_t)source_len;
+    if (source_len)
+        memcpy(p, source, source_len);
+    p += source_len;
+    if (payload_len)
+        memcpy(p, payload, payload_len);
+    return (size_t)(p - buf) + payload_len;
+}
+
+int nx_event_msg_decode(const uint8_t *buf, size_t len, nx_event_msg_t *ev)
+{
+    if (!buf || !ev)
         return -1;
-    stamp->seq = nx_get_u64(buf + 1);
-    stamp->ts = nx_get_u64(buf + 9);
-    stamp->source = (const char *)buf + NX_STAMP_HEAD;
-    stamp->source_len = len - NX_STAMP_HEAD;
+    size_t scan = len < NX_TOPIC_MAX + 1 ? len : NX_TOPIC_MAX + 1;
+    const uint8_t *nul = memchr(buf, 0, scan);
+    if (!nul || nul == buf)
+        return -1;
+    size_t tlen = (size_t)(nul - buf);
+    if (len < tlen + NX_EVENT_HEAD || nul[1] != NX_EVENT_VERSION)
+        return -1;
+    size_t slen = nul[18];
+    if (slen > NX_SOURCE_MAX || len < tlen + NX_EVENT_HEAD + slen)
+        return -1;
+    ev->topic = (const char *)buf;
+    ev->topic_len = tlen;
+    ev->seq = nx_get_u64(nul + 2);
+    ev->ts = nx_get_u64(nul + 10);
+    ev->source = (const char *)nul + NX_EVENT_HEAD;
+    ev->source_len = slen;
+    ev->payload = nul + NX_EVENT_HEAD + slen;
+    ev->payload_len = len - tlen - NX_EVENT_HEAD - slen;
     return 0;
 }
 

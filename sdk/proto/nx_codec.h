@@ -21,33 +21,45 @@
 #include "nexus.h"
 #include "nx_topic.h"
 
-/*  ---- Event stamp frame (event plane, XPUB -> subscriber) ---------------
-    Frame 2 of the 3 frames [topic][stamp][payload]:
-        byte 0       version, NX_STAMP_VERSION
-        bytes 1..8   seq, u64 big-endian
-        bytes 9..16  ts, u64 big-endian, microseconds since the Unix epoch
-        bytes 17..   source, 0..NX_SOURCE_MAX bytes of UTF-8, no terminator
+/*  ---- Event message (event plane, XPUB -> subscriber) -------------------
+    One frame per event, so that each event costs one ZeroMQ message on the
+    way out and at every subscriber:
+        topic        1..NX_TOPIC_MAX bytes; ZeroMQ's prefix filter reads these
+        0x00         ends the topic (the topic grammar has no NUL)
+        version      1 byte, NX_EVENT_VERSION
+        seq          u64 big-endian
+        ts           u64 big-endian, microseconds since the Unix epoch
+        source_len   u8, then source_len bytes of source
+        payload      the rest of the frame: the bytes published, untouched
 */
-#define NX_STAMP_VERSION 1
-#define NX_STAMP_HEAD    17
+#define NX_EVENT_VERSION 2
+#define NX_EVENT_HEAD    19 /* NUL, version, seq, ts, source_len            */
 #define NX_SOURCE_MAX    128
-#define NX_STAMP_MAX     (NX_STAMP_HEAD + NX_SOURCE_MAX)
 
 typedef struct {
-    uint64_t seq;       /* sequence number, from 1                          */
-    uint64_t ts;        /* broker time, microseconds since the epoch        */
-    const char *source; /* points into the decoded buffer; NOT terminated   */
-    size_t source_len;  /* bytes in source                                  */
-} nx_stamp_t;
+    const char *topic; /* all pointers point into the frame; none is   */
+    size_t topic_len;  /* NUL-terminated (the payload may hold NULs)   */
+    uint64_t seq;      /* sequence number, from 1                      */
+    uint64_t ts;       /* broker time, microseconds since the epoch    */
+    const char *source;
+    size_t source_len;
+    const uint8_t *payload;
+    size_t payload_len;
+} nx_event_msg_t;
 
-/*  Writes the stamp into buf (at least NX_STAMP_HEAD + source_len bytes) and
-    returns the number of bytes written. source_len must be <= NX_SOURCE_MAX.*/
-size_t nx_stamp_encode(uint8_t *buf, uint64_t seq, uint64_t ts, const char *source,
-                       size_t source_len);
+/*  Returns the size of the message nx_event_msg_encode writes.             */
+size_t nx_event_msg_size(size_t topic_len, size_t source_len, size_t payload_len);
 
-/*  Parses a stamp frame. Returns 0, or -1 when the frame is too short, too
-    long or of another version. stamp->source points into buf.              */
-int nx_stamp_decode(const uint8_t *buf, size_t len, nx_stamp_t *stamp);
+/*  Writes an event message into buf (nx_event_msg_size bytes) and returns
+    its size, or 0 when topic_len is 0 or over NX_TOPIC_MAX or source_len
+    is over NX_SOURCE_MAX.                                                  */
+size_t nx_event_msg_encode(uint8_t *buf, const char *topic, size_t topic_len, uint64_t seq,
+                           uint64_t ts, const char *source, size_t source_len,
+                           const uint8_t *payload, size_t payload_len);
+
+/*  Parses an event message. Returns 0, or -1 when it has no NUL within
+    NX_TOPIC_MAX + 1 bytes, is truncated or of another version.             */
+int nx_event_msg_decode(const uint8_t *buf, size_t len, nx_event_msg_t *ev);
 
 /*  ---- Stored event record (LMDB value; the key is seq as u64 big-endian) --
         byte 0       version, NX_RECORD_VERSION

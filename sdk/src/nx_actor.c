@@ -217,14 +217,14 @@ static void s_drain_pending(s_actor_t *self)
     }
 }
 
-/*  One stream event from the SUB socket.                                   */
-static void s_on_stream(s_actor_t *self, zmq_msg_t *topic, zmq_msg_t *stamp, zmq_msg_t *payload)
+/*  One stream event from the SUB socket (one frame, nx_codec.h).           */
+static void s_on_stream(s_actor_t *self, zmq_msg_t *frame)
 {
-    nx_stamp_t st;
-    if (nx_stamp_decode(zmq_msg_data(stamp), zmq_msg_size(stamp), &st) != 0)
+    nx_event_msg_t st;
+    if (nx_event_msg_decode(zmq_msg_data(frame), zmq_msg_size(frame), &st) != 0)
         return;
-    const char *t = zmq_msg_data(topic);
-    size_t tlen = zmq_msg_size(topic);
+    const char *t = st.topic;
+    size_t tlen = st.topic_len;
     bool matched = s_matches(self, t, tlen);
     if (self->have_start && st.seq <= self->frontier)
         return; /* a duplicate of what was delivered */
@@ -238,8 +238,8 @@ static void s_on_stream(s_actor_t *self, zmq_msg_t *topic, zmq_msg_t *stamp, zmq
     }
     if (!matched)
         return;
-    nexus_event_t *ev = nx_event_new(st.seq, st.ts, t, tlen, st.source, st.source_len,
-                                     zmq_msg_data(payload), zmq_msg_size(payload));
+    nexus_event_t *ev =
+        nx_event_new(st.seq, st.ts, t, tlen, st.source, st.source_len, st.payload, st.payload_len);
     if (!ev)
         return; /* out of memory: the history has it */
     if (direct && nx_client_room(self->client) > 0)
@@ -252,29 +252,24 @@ static void s_read_stream(s_actor_t *self)
 {
     void *h = zsock_resolve(self->sub);
     for (int i = 0; i < S_BATCH; i++) {
-        zmq_msg_t f[3];
-        int n = 0;
-        zmq_msg_init(&f[0]);
-        if (zmq_msg_recv(&f[0], h, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&f[0]);
+        zmq_msg_t frame;
+        zmq_msg_init(&frame);
+        if (zmq_msg_recv(&frame, h, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&frame);
             return;
         }
-        n = 1;
-        bool more = zmq_msg_more(&f[0]);
+        /*  An event is one frame; anything else is not ours: skip it.     */
+        bool more = zmq_msg_more(&frame);
+        if (!more)
+            s_on_stream(self, &frame);
         while (more) {
             zmq_msg_t extra;
             zmq_msg_init(&extra);
             zmq_msg_recv(&extra, h, 0);
             more = zmq_msg_more(&extra);
-            if (n < 3)
-                f[n++] = extra;
-            else
-                zmq_msg_close(&extra);
+            zmq_msg_close(&extra);
         }
-        if (n == 3)
-            s_on_stream(self, &f[0], &f[1], &f[2]);
-        for (int k = 0; k < n; k++)
-            zmq_msg_close(&f[k]);
+        zmq_msg_close(&frame);
     }
 }
 

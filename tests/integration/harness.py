@@ -21,7 +21,7 @@ import zmq
 NEXUSD = os.environ.get("NEXUSD") or os.path.join(
     os.environ.get("NEXUS_BUILD_DIR", "build"), "broker", "nexusd")
 
-STAMP_HEAD = 17
+EVENT_HEAD = 19  # NUL, version, seq, ts, source_len (docs/protocol.md)
 
 
 def free_port():
@@ -30,11 +30,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def decode_stamp(frame):
-    """Returns (seq, ts, source) from a stamp frame (docs/protocol.md)."""
-    assert len(frame) >= STAMP_HEAD and frame[0] == 1, frame
-    seq, ts = struct.unpack(">QQ", frame[1:17])
-    return seq, ts, frame[17:].decode()
+def decode_event(frame):
+    """Returns (topic, seq, ts, source, payload) from an event message."""
+    nul = frame.index(b"\0")
+    assert 0 < nul <= 255 and frame[nul + 1] == 2, frame[:40]
+    seq, ts = struct.unpack(">QQ", frame[nul + 2:nul + 18])
+    slen = frame[nul + 18]
+    src = frame[nul + 19:nul + 19 + slen]
+    return (frame[:nul].decode(), seq, ts, src.decode(), bytes(frame[nul + 19 + slen:]))
 
 
 class Broker:
@@ -204,9 +207,8 @@ def recv_event(sub, timeout=5.0):
     if not sub.poll(int(timeout * 1000)):
         raise TimeoutError("no event within %.1fs" % timeout)
     frames = sub.recv_multipart()
-    assert len(frames) == 3, frames
-    seq, ts, source = decode_stamp(frames[1])
-    return frames[0].decode(), seq, ts, source, frames[2]
+    assert len(frames) == 1, frames
+    return decode_event(frames[0])
 
 
 def wait_until(fn, timeout=5.0, step=0.02):

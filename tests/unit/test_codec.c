@@ -33,61 +33,61 @@ static void s_test_u64(void)
     CHECK_EQ_U64(nx_get_u64(buf), 0);
 }
 
+/*  The event message: round trips, NUL-terminated topic that ZeroMQ's
+    prefix filter can read, truncation at every length refused.            */
 static void s_test_stamp(void)
 {
-    uint8_t buf[NX_STAMP_MAX + 1];
-    nx_stamp_t st;
-
-    /* Round trip with a short source; check the byte layout too.          */
-    size_t n = nx_stamp_encode(buf, 42, 1700000000000000ULL, "svc", 3);
-    CHECK_EQ_U64(n, NX_STAMP_HEAD + 3);
-    CHECK(buf[0] == NX_STAMP_VERSION);
-    CHECK(buf[8] == 42 && buf[1] == 0);
-    CHECK(memcmp(buf + NX_STAMP_HEAD, "svc", 3) == 0);
-    uint8_t *copy = s_dup(buf, n);
-    CHECK(nx_stamp_decode(copy, n, &st) == 0);
-    CHECK_EQ_U64(st.seq, 42);
-    CHECK_EQ_U64(st.ts, 1700000000000000ULL);
-    CHECK_EQ_U64(st.source_len, 3);
-    CHECK(memcmp(st.source, "svc", 3) == 0);
-    CHECK(st.source == (const char *)copy + NX_STAMP_HEAD);
-    /* Every shorter length is rejected.                                   */
-    for (size_t len = 0; len < NX_STAMP_HEAD; len++) {
-        uint8_t *cut = s_dup(buf, len);
-        CHECK(nx_stamp_decode(cut, len, &st) == -1);
-        free(cut);
-    }
-    free(copy);
-
-    /* Empty source.                                                        */
-    n = nx_stamp_encode(buf, UINT64_MAX, 0, NULL, 0);
-    CHECK_EQ_U64(n, NX_STAMP_HEAD);
-    CHECK(nx_stamp_decode(buf, n, &st) == 0);
-    CHECK_EQ_U64(st.seq, UINT64_MAX);
-    CHECK_EQ_U64(st.ts, 0);
-    CHECK_EQ_U64(st.source_len, 0);
-
-    /* Longest source; one byte more is too long.                           */
-    char source[NX_SOURCE_MAX + 1];
-    memset(source, 's', sizeof(source));
-    n = nx_stamp_encode(buf, 7, 8, source, NX_SOURCE_MAX);
-    CHECK_EQ_U64(n, NX_STAMP_MAX);
-    copy = s_dup(buf, n);
-    CHECK(nx_stamp_decode(copy, n, &st) == 0);
-    CHECK_EQ_U64(st.source_len, NX_SOURCE_MAX);
-    CHECK(memcmp(st.source, source, NX_SOURCE_MAX) == 0);
-    free(copy);
-    buf[NX_STAMP_MAX] = 's';
-    CHECK(nx_stamp_decode(buf, NX_STAMP_MAX + 1, &st) == -1);
-    CHECK_EQ_U64(nx_stamp_encode(buf, 7, 8, source, NX_SOURCE_MAX + 1), 0);
-
-    /* Another version.                                                     */
-    n = nx_stamp_encode(buf, 1, 2, "a", 1);
-    buf[0] = NX_STAMP_VERSION + 1;
-    CHECK(nx_stamp_decode(buf, n, &st) == -1);
+    uint8_t buf[NX_TOPIC_MAX + NX_EVENT_HEAD + NX_SOURCE_MAX + 64];
+    const uint8_t payload[] = {0x81, 0xa1, 'a', 0x00, 0x01};
+    size_t n = nx_event_msg_encode(buf, "work.claimed", 12, 42, 1700000000000000ULL, "svc", 3,
+                                   payload, sizeof payload);
+    CHECK_EQ_U64(n, nx_event_msg_size(12, 3, sizeof payload));
+    CHECK_EQ_U64(n, 12 + NX_EVENT_HEAD + 3 + sizeof payload);
+    CHECK(memcmp(buf, "work.claimed", 12) == 0 && buf[12] == 0);
+    CHECK(buf[13] == NX_EVENT_VERSION);
+    /*  A subscription to the prefix "work." matches the frame's bytes.     */
+    CHECK(memcmp(buf, "work.", 5) == 0);
+    nx_event_msg_t ev;
+    CHECK(nx_event_msg_decode(buf, n, &ev) == 0);
+    CHECK_EQ_U64(ev.topic_len, 12);
+    CHECK(memcmp(ev.topic, "work.claimed", 12) == 0);
+    CHECK_EQ_U64(ev.seq, 42);
+    CHECK_EQ_U64(ev.ts, 1700000000000000ULL);
+    CHECK(ev.source_len == 3 && memcmp(ev.source, "svc", 3) == 0);
+    CHECK(ev.payload_len == sizeof payload && memcmp(ev.payload, payload, sizeof payload) == 0);
+    /*  Every strict prefix of the head is refused; the payload may be
+        cut anywhere (it is "the rest").                                    */
+    for (size_t len = 0; len < 12 + NX_EVENT_HEAD + 3; len++)
+        CHECK(nx_event_msg_decode(buf, len, &ev) == -1);
+    CHECK(nx_event_msg_decode(buf, 12 + NX_EVENT_HEAD + 3, &ev) == 0 && ev.payload_len == 0);
+    /*  Empty source and payload; the largest topic and source.            */
+    n = nx_event_msg_encode(buf, "a", 1, UINT64_MAX, 0, NULL, 0, NULL, 0);
+    CHECK_EQ_U64(n, 1 + NX_EVENT_HEAD);
+    CHECK(nx_event_msg_decode(buf, n, &ev) == 0);
+    CHECK(ev.seq == UINT64_MAX && ev.source_len == 0 && ev.payload_len == 0);
+    char topic[NX_TOPIC_MAX + 1], source[NX_SOURCE_MAX + 1];
+    memset(topic, 't', sizeof topic);
+    memset(source, 's', sizeof source);
+    n = nx_event_msg_encode(buf, topic, NX_TOPIC_MAX, 7, 8, source, NX_SOURCE_MAX, NULL, 0);
+    CHECK(n > 0 && nx_event_msg_decode(buf, n, &ev) == 0);
+    CHECK(ev.topic_len == NX_TOPIC_MAX && ev.source_len == NX_SOURCE_MAX);
+    CHECK_EQ_U64(nx_event_msg_encode(buf, topic, NX_TOPIC_MAX + 1, 7, 8, NULL, 0, NULL, 0), 0);
+    CHECK_EQ_U64(nx_event_msg_encode(buf, "a", 1, 7, 8, source, NX_SOURCE_MAX + 1, NULL, 0), 0);
+    CHECK_EQ_U64(nx_event_msg_encode(buf, "", 0, 7, 8, NULL, 0, NULL, 0), 0);
+    /*  No NUL within a topic's length, a leading NUL, another version.    */
+    memset(buf, 'x', NX_TOPIC_MAX + NX_EVENT_HEAD);
+    CHECK(nx_event_msg_decode(buf, NX_TOPIC_MAX + NX_EVENT_HEAD, &ev) == -1);
+    n = nx_event_msg_encode(buf, "a.b", 3, 1, 2, "s", 1, NULL, 0);
+    buf[4] = NX_EVENT_VERSION + 1;
+    CHECK(nx_event_msg_decode(buf, n, &ev) == -1);
+    buf[4] = NX_EVENT_VERSION;
     buf[0] = 0;
-    CHECK(nx_stamp_decode(buf, n, &st) == -1);
-    CHECK(nx_stamp_decode(NULL, n, &st) == -1);
+    CHECK(nx_event_msg_decode(buf, n, &ev) == -1);
+    CHECK(nx_event_msg_decode(NULL, n, &ev) == -1);
+    /*  A source length past the end of the frame.                         */
+    n = nx_event_msg_encode(buf, "a.b", 3, 1, 2, "s", 1, NULL, 0);
+    buf[3 + 18] = 100;
+    CHECK(nx_event_msg_decode(buf, n, &ev) == -1);
 }
 
 /*  Encodes a record into an exact-size heap buffer, decodes it back and
