@@ -11,8 +11,11 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <netdb.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -196,14 +199,85 @@ static json_t *s_call(s_cli_t *cli, const char *request, nexus_err_t *err)
     return obj;
 }
 
+/*  GET url/health from a gateway (http://HOST[:PORT]); returns the JSON
+    body, or NULL with the reason in err. Plain HTTP/1.0 over a socket: all
+    a health probe needs, bounded by a 3 s deadline.                        */
+static json_t *s_gateway_health(const char *url, char *err, size_t err_size)
+{
+    char host[256], port[16] = "80";
+    const char *p = strncmp(url, "http://", 7) == 0 ? url + 7 : url;
+    size_t n = strcspn(p, ":/");
+    if (n == 0 || n >= sizeof host) {
+        snprintf(err, err_size, "bad gateway URL '%s' (http://HOST:PORT)", url);
+        return NULL;
+    }
+    memcpy(host, p, n);
+    host[n] = 0;
+    if (p[n] == ':')
+        snprintf(port, sizeof port, "%.*s", (int)strcspn(p + n + 1, "/"), p + n + 1);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai) {
+        snprintf(err, err_size, "cannot resolve %.100s", host);
+        return NULL;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+    struct timeval tv = {3, 0};
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
+    if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        snprintf(err, err_size, "cannot connect to %.100s:%.15s: %s", host, port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return NULL;
+    }
+    freeaddrinfo(ai);
+    char req[512];
+    int len = snprintf(req, sizeof req, "GET /health HTTP/1.0\r\nHost: %s\r\n\r\n", host);
+    char *resp = malloc(65536);
+    size_t got = 0;
+    if (resp && write(fd, req, (size_t)len) == len) {
+        ssize_t r;
+        while (got < 65535 && (r = read(fd, resp + got, 65535 - got)) > 0)
+            got += (size_t)r;
+    }
+    close(fd);
+    json_t *body = NULL;
+    if (resp) {
+        resp[got] = 0;
+        char *sep = strstr(resp, "\r\n\r\n");
+        body = sep ? json_loads(sep + 4, 0, NULL) : NULL;
+        if (!body)
+            snprintf(err, err_size, "no JSON health from %s (%zu bytes)", url, got);
+    }
+    free(resp);
+    return body;
+}
+
 static int s_cmd_status(s_cli_t *cli)
 {
+    /*  The gateway, when one is named, is probed first so that it shows
+        even when the broker is down.                                       */
+    const char *gw_url = s_opt(cli, "gateway") ? s_opt(cli, "gateway") : getenv("NEXUS_GATEWAY");
+    char gw_err[256] = "";
+    json_t *gw = gw_url && *gw_url ? s_gateway_health(gw_url, gw_err, sizeof gw_err) : NULL;
+    bool gw_asked = gw_url && *gw_url;
     int rc = s_connect(cli, false);
     const char *ep = nexus_client_endpoint(cli->client);
     if (rc) {
-        if (cli->json)
-            s_print_json(json_pack("{s:s,s:b,s:s}", "endpoint", ep, "up", 0, "error",
-                                   nexus_client_errmsg(cli->client)));
+        if (cli->json) {
+            json_t *out = json_pack("{s:s,s:b,s:s}", "endpoint", ep, "up", 0, "error",
+                                    nexus_client_errmsg(cli->client));
+            if (gw_asked)
+                json_object_set_new(
+                    out, "gateway",
+                    gw ? json_pack("{s:s,s:b,s:O}", "url", gw_url, "up", 1, "health", gw)
+                       : json_pack("{s:s,s:b,s:s}", "url", gw_url, "up", 0, "error", gw_err));
+            s_print_json(out);
+        }
+        json_decref(gw);
         return rc;
     }
     nexus_err_t err;
@@ -212,12 +286,19 @@ static int s_cmd_status(s_cli_t *cli)
     if (err) {
         json_decref(health);
         json_decref(state);
+        json_decref(gw);
         return s_client_error(cli, err);
     }
     if (cli->json) {
-        s_print_json(json_pack("{s:s,s:b,s:o,s:o}", "endpoint", ep, "up", 1, "health", health,
-                               "state", state));
-        return NX_EXIT_OK;
+        json_t *out = json_pack("{s:s,s:b,s:o,s:o}", "endpoint", ep, "up", 1, "health", health,
+                                "state", state);
+        if (gw_asked)
+            json_object_set_new(
+                out, "gateway",
+                gw ? json_pack("{s:s,s:b,s:o}", "url", gw_url, "up", 1, "health", gw)
+                   : json_pack("{s:s,s:b,s:s}", "url", gw_url, "up", 0, "error", gw_err));
+        s_print_json(out);
+        return gw_asked && !gw ? NX_EXIT_UNREACHABLE : NX_EXIT_OK;
     }
     nx_table_t *t = nx_table_new(2);
     char buf[128];
@@ -260,12 +341,23 @@ static int s_cmd_status(s_cli_t *cli)
              json_integer_value(json_object_get(json_object_get(state, "drops"), "total")));
     S_ROW("dropped", buf);
     S_ROW("sync", json_string_value(json_object_get(state, "sync")));
+    if (gw_asked) {
+        S_ROW("gateway", gw_url);
+        if (gw)
+            snprintf(buf, sizeof buf, "%s (broker %s)",
+                     json_string_value(json_object_get(gw, "status")),
+                     json_string_value(json_object_get(json_object_get(gw, "broker"), "status")));
+        else
+            snprintf(buf, sizeof buf, "down: %.100s", gw_err);
+        S_ROW("gateway status", buf);
+    }
 #undef S_ROW
     nx_table_print(t, stdout);
     nx_table_destroy(&t);
     json_decref(health);
     json_decref(state);
-    return NX_EXIT_OK;
+    json_decref(gw);
+    return gw_asked && !gw ? NX_EXIT_UNREACHABLE : NX_EXIT_OK;
 }
 
 /*  ---- nexus pub -------------------------------------------------------------*/
@@ -1059,8 +1151,10 @@ static const s_cmd_t s_cmds[] = {
      "Runs the broker (nexusd) and, when built, the gateway in the foreground with a\n"
      "local data directory (default ./nexus-data). Ctrl-C stops both cleanly.\n"
      "nexusd is looked for next to this program, in ../broker/, then on PATH."},
-    {"status", "", "", 0, 0, s_cmd_status,
-     "Shows the broker's health and state. Exit 3 when it does not answer."},
+    {"status", "", "gateway=", 0, 0, s_cmd_status,
+     "Shows the broker's health and state, and the gateway's health when one is\n"
+     "named (--gateway http://HOST:8450 or NEXUS_GATEWAY). Exit 3 when either does\n"
+     "not answer."},
     {"pub", "TOPIC [JSON|-]", "ack", 1, 2, s_cmd_pub,
      "Publishes one event. The payload is JSON (from the argument, or stdin with -),\n"
      "sent as msgpack; none means an empty payload. The broker acknowledges it\n"

@@ -119,6 +119,35 @@ try:
         rc, out, err = run(["pub", "a.b", "1", "--timeout", "300ms"], dead)
         t.eq(rc, 3, "pub when down: exit 3")
 
+        # ---- status with a gateway (--gateway or NEXUS_GATEWAY)
+        gw_bin = os.path.join(os.environ.get("NEXUS_BUILD_DIR", "build"), "gateway",
+                              "nexus-gateway")
+        gport = free_port()
+        gw = subprocess.Popen([gw_bin, "--port", str(gport), "--broker", ep, "--web-root",
+                               os.path.join(os.path.dirname(__file__), "..", "..", "gateway",
+                                            "web")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = "http://127.0.0.1:%d" % gport
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                rc, out, err = run(["status", "--gateway", url], ep)
+                if rc == 0:
+                    break
+                time.sleep(0.2)
+            t.check(rc == 0 and "gateway status" in out and "active (broker up)" in out,
+                    "status --gateway: %r %r" % (rc, out[-200:]))
+            rc, out, err = run(["status", "--json"], ep, env={"NEXUS_GATEWAY": url})
+            g = lines(out)[0].get("gateway", {}) if rc == 0 else {}
+            t.check(g.get("up") is True and g.get("health", {}).get("service") == "nexus-gateway",
+                    "status --json with NEXUS_GATEWAY: %r" % out[:300])
+        finally:
+            gw.terminate()
+            gw.wait(10)
+        rc, out, err = run(["status", "--json", "--gateway", url], ep)
+        t.check(rc == 3 and lines(out)[0]["gateway"]["up"] is False,
+                "status: exit 3 when the named gateway is down: %r" % out[-200:])
+
         # ---- pub
         rc, out, err = run(["pub", "cli.one", '{"n":1}', "--ack"], ep)
         t.check(rc == 0 and out.strip().isdigit(), "pub --ack prints the seq: %r" % out)
