@@ -33,65 +33,15 @@ static void s_usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    const char *config_file = NULL;
-    bool verbose = false, print_config = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            s_usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--version")) {
-            printf("nexusd %s\n", NEXUS_VERSION_STRING);
-            return 0;
-        }
-        if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose"))
-            verbose = true;
-        else if (!strcmp(argv[i], "--print-config"))
-            print_config = true;
-        else if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "nexusd: %s needs a file name\n", argv[i]);
-                return 2;
-            }
-            config_file = argv[++i];
-        }
-    }
-
     nx_broker_config_t cfg;
     memset(&cfg, 0, sizeof cfg);
     char err[512] = "";
-    static const char *const passthrough[] = {"-v", "--verbose", "--print-config", NULL};
-    nexus_err_t rc =
-        nx_conf_defaults(nx_broker_conf_keys, nx_broker_conf_count, &cfg, err, sizeof err);
-    if (!rc && config_file)
-        rc = nx_conf_load_file(nx_broker_conf_keys, nx_broker_conf_count, &cfg, config_file, err,
-                               sizeof err);
-    if (!rc)
-        rc = nx_conf_load_env(nx_broker_conf_keys, nx_broker_conf_count, &cfg, err, sizeof err);
-    if (!rc) {
-        /*  -c FILE was consumed above; hide it from the flag parser.       */
-        char **args = calloc((size_t)argc + 1, sizeof *args);
-        int n = 0;
-        for (int i = 0; i < argc; i++) {
-            if (i > 0 && (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))) {
-                i++;
-                continue;
-            }
-            args[n++] = argv[i];
-        }
-        rc = nx_conf_load_args(nx_broker_conf_keys, nx_broker_conf_count, &cfg, n, args, 1,
-                               passthrough, err, sizeof err);
-        free(args);
-    }
-    if (rc) {
-        fprintf(stderr, "nexusd: %s (see nexusd --help)\n", err);
+    bool verbose = false;
+    nx_conf_next_t next = nx_conf_main(nx_broker_conf_keys, nx_broker_conf_count, &cfg, argc, argv,
+                                       "nexusd", s_usage, &verbose);
+    if (next != NX_CONF_RUN) {
         nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
-        return 2;
-    }
-    if (print_config) {
-        nx_conf_print(nx_broker_conf_keys, nx_broker_conf_count, &cfg, stdout);
-        nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
-        return 0;
+        return next == NX_CONF_EXIT_OK ? 0 : 2;
     }
     int level = nx_log_level_parse(cfg.log_level);
     if (level < 0) {

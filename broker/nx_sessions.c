@@ -16,6 +16,7 @@
 #include "nx_auth.h"
 #include "nx_coord.h"
 #include "nx_log.h"
+#include "nx_topic.h"
 
 static const char *s_states[] = {"available", "busy", "away"};
 static const char *s_statuses[] = {"active", "stale", "gone"};
@@ -50,21 +51,6 @@ char *nx_coord_strdup(const char *ptr, size_t len)
         s[len] = 0;
     }
     return s;
-}
-
-/*  Session ids become topic tokens (session.<id>.direct), so they hold no
-    dots, spaces or wildcards.                                              */
-static bool s_id_valid(const char *id, size_t len)
-{
-    if (len == 0 || len > NX_ID_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = id[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == ':' || c == '@'))
-            return false;
-    }
-    return true;
 }
 
 static uint64_t s_timeout_ms(nx_broker_t *self, const nx_session_t *s)
@@ -295,7 +281,7 @@ nx_session_t *nx_sessions_authorize(nx_broker_t *self, const msgpack_object *req
         return NULL;
     char key[NX_ID_MAX + 1];
     nx_session_t *s = NULL;
-    if (s_id_valid(id, id_len)) {
+    if (nx_session_id_valid(id, id_len)) {
         memcpy(key, id, id_len);
         key[id_len] = 0;
         s = nx_sessions_lookup(self, key);
@@ -427,7 +413,7 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
     const msgpack_object *md = nx_map_get(req, "metadata");
     if (md && md->type != MSGPACK_OBJECT_MAP && md->type != MSGPACK_OBJECT_NIL)
         return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'metadata' must be a map");
-    if (id && !s_id_valid(id, id_len))
+    if (id && !nx_session_id_valid(id, id_len))
         return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
                       "field 'session' must be 1..64 of [A-Za-z0-9_:@-]");
     if (nx_map_get(req, "heartbeat_ms") && (heartbeat < 100 || heartbeat > 3600000))
@@ -678,7 +664,7 @@ int nx_op_session_unregister(nx_broker_t *self, const msgpack_object *req, msgpa
     size_t id_len = 0, secret_len = 0;
     nx_map_str(req, "session", &id, &id_len, NULL);
     nx_map_str(req, "secret", &secret, &secret_len, NULL);
-    if (id && s_id_valid(id, id_len) && self->req_hash) {
+    if (id && nx_session_id_valid(id, id_len) && self->req_hash) {
         char key[NX_ID_MAX + 1];
         memcpy(key, id, id_len);
         key[id_len] = 0;
@@ -707,7 +693,7 @@ int nx_op_session_get(nx_broker_t *self, const msgpack_object *req, msgpack_pack
     if ((*err = nx_map_str_req(req, "session", &id, &id_len, err_msg)))
         return -1;
     nx_session_t *s = NULL;
-    if (s_id_valid(id, id_len)) {
+    if (nx_session_id_valid(id, id_len)) {
         char key[NX_ID_MAX + 1];
         memcpy(key, id, id_len);
         key[id_len] = 0;

@@ -90,60 +90,14 @@ static int s_find_web_root(nx_gw_t *gw)
 
 int main(int argc, char **argv)
 {
-    const char *config_file = NULL;
-    bool verbose = false, print_config = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            s_usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--version")) {
-            printf("nexus-gateway %s\n", NEXUS_VERSION_STRING);
-            return 0;
-        }
-        if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose"))
-            verbose = true;
-        else if (!strcmp(argv[i], "--print-config"))
-            print_config = true;
-        else if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "nexus-gateway: %s needs a file name\n", argv[i]);
-                return 2;
-            }
-            config_file = argv[++i];
-        }
-    }
     static nx_gw_t gw;
     char err[512] = "";
-    static const char *const passthrough[] = {"-v", "--verbose", "--print-config", NULL};
-    nexus_err_t rc = nx_conf_defaults(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg, err, sizeof err);
-    if (!rc && config_file)
-        rc = nx_conf_load_file(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg, config_file, err,
-                               sizeof err);
-    if (!rc)
-        rc = nx_conf_load_env(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg, err, sizeof err);
-    if (!rc) {
-        char **args = calloc((size_t)argc + 1, sizeof *args);
-        int n = 0;
-        for (int i = 0; i < argc; i++) {
-            if (i > 0 && (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))) {
-                i++;
-                continue;
-            }
-            args[n++] = argv[i];
-        }
-        rc = nx_conf_load_args(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg, n, args, 1, passthrough,
-                               err, sizeof err);
-        free(args);
-    }
+    bool verbose = false;
     int status = 2;
-    if (rc) {
-        fprintf(stderr, "nexus-gateway: %s (see nexus-gateway --help)\n", err);
-        goto done;
-    }
-    if (print_config) {
-        nx_conf_print(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg, stdout);
-        status = 0;
+    nx_conf_next_t next = nx_conf_main(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg, argc, argv,
+                                       "nexus-gateway", s_usage, &verbose);
+    if (next != NX_CONF_RUN) {
+        status = next == NX_CONF_EXIT_OK ? 0 : 2;
         goto done;
     }
     int level = nx_log_level_parse(gw.cfg.log_level);

@@ -207,6 +207,8 @@ char *nx_gw_event_json(nexus_event_t *event, size_t *len);
 /*  Converts a broker event record (history reply, JSON form) to the
     client's event shape. Returns a new reference.                          */
 json_t *nx_gw_event_from_record(json_t *rec);
+/*  The fields of a broker error reply beyond id/ok/error/message.          */
+json_t *nx_gw_error_extra(json_t *rep);
 /*  Sends {"type":"reply",...}.                                             */
 void nx_gw_reply(nx_gw_t *gw, uint64_t conn_id, json_t *reply);
 /*  Runs a broker request (JSON object, stolen) and returns the reply
@@ -236,7 +238,5 @@ int nx_gw_server_run(nx_gw_t *gw);
 void nx_gw_json_str(zchunk_t *out, const char *s, size_t len);
 /*  Mono and wall clocks, us.                                               */
 uint64_t nx_gw_mono(void);
-/*  Checks a session id: 1..64 of [A-Za-z0-9_:@-].                          */
-bool nx_gw_session_valid(const char *id, size_t len);
 
 #endif

@@ -176,6 +176,21 @@ nexus_err_t nx_gw_ensure_session(nx_gw_t *gw, const char *session, const char *n
     return err;
 }
 
+/*  The fields of a broker error reply beyond id, ok, error and message
+    (a denied claim names the holder): a new object.                       */
+json_t *nx_gw_error_extra(json_t *rep)
+{
+    json_t *extra = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(rep, k, v)
+    {
+        if (strcmp(k, "id") && strcmp(k, "ok") && strcmp(k, "error") && strcmp(k, "message"))
+            json_object_set(extra, k, v);
+    }
+    return extra;
+}
+
 /*  ---- Replies ---------------------------------------------------------- */
 
 typedef struct {
@@ -236,14 +251,7 @@ static void s_broker(s_ctx_t *ctx, json_t *req, const char *const *keep)
     if (!json_is_true(json_object_get(rep, "ok"))) {
         const char *code = json_string_value(json_object_get(rep, "error"));
         const char *message = json_string_value(json_object_get(rep, "message"));
-        json_t *extra = json_object();
-        const char *k;
-        json_t *v;
-        json_object_foreach(rep, k, v)
-        {
-            if (strcmp(k, "id") && strcmp(k, "ok") && strcmp(k, "error") && strcmp(k, "message"))
-                json_object_set(extra, k, v);
-        }
+        json_t *extra = nx_gw_error_extra(rep);
         s_error(ctx, code ? code : "internal", message ? message : "broker error", extra);
         json_decref(extra);
     } else {

@@ -24,19 +24,6 @@ uint64_t nx_gw_mono(void)
     return nx_mono_us();
 }
 
-bool nx_gw_session_valid(const char *id, size_t len)
-{
-    if (len == 0 || len > NX_GW_SESSION_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = id[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == ':' || c == '@'))
-            return false;
-    }
-    return true;
-}
-
 nx_gw_msg_t *nx_gw_msg_new(const char *text, size_t len, uint64_t seq)
 {
     nx_gw_msg_t *msg = malloc(sizeof *msg + LWS_PRE + len + 1);

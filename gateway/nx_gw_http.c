@@ -71,14 +71,7 @@ static json_t *s_broker(s_req_t *r, json_t *request)
     if (!json_is_true(json_object_get(rep, "ok"))) {
         const char *code = json_string_value(json_object_get(rep, "error"));
         const char *message = json_string_value(json_object_get(rep, "message"));
-        json_t *extra = json_object();
-        const char *k;
-        json_t *v;
-        json_object_foreach(rep, k, v)
-        {
-            if (strcmp(k, "id") && strcmp(k, "ok") && strcmp(k, "error") && strcmp(k, "message"))
-                json_object_set(extra, k, v);
-        }
+        json_t *extra = nx_gw_error_extra(rep);
         s_error(r, s_status_of(code), code ? code : "internal", message ? message : "error", extra);
         json_decref(extra);
         json_decref(rep);
@@ -192,7 +185,7 @@ static bool s_session(s_req_t *r, const char **session)
     if (!s_need(r, "session_id"))
         return false;
     *session = s_body_str(r, "session_id");
-    if (!nx_gw_session_valid(*session, strlen(*session))) {
+    if (!nx_session_id_valid(*session, strlen(*session))) {
         s_error(r, 400, "bad_request", "session_id must be 1..64 of [A-Za-z0-9_:@-]", NULL);
         return false;
     }
@@ -321,7 +314,7 @@ static void h_message(s_req_t *r)
         return;
     const char *to = s_body_str(r, "to");
     const char *from = s_body_str(r, "from");
-    if (from && !nx_gw_session_valid(from, strlen(from))) {
+    if (from && !nx_session_id_valid(from, strlen(from))) {
         s_error(r, 400, "bad_request", "from must be a session id", NULL);
         return;
     }
@@ -334,7 +327,7 @@ static void h_events_post(s_req_t *r)
     if (!s_need(r, "event_type"))
         return;
     const char *source = s_body_str(r, "session_id");
-    if (source && !nx_gw_session_valid(source, strlen(source))) {
+    if (source && !nx_session_id_valid(source, strlen(source))) {
         s_error(r, 400, "bad_request", "session_id must be 1..64 of [A-Za-z0-9_:@-]", NULL);
         return;
     }
@@ -484,7 +477,7 @@ static void h_sessions_capabilities(s_req_t *r)
 
 static void h_session_get(s_req_t *r, const char *id)
 {
-    if (!nx_gw_session_valid(id, strlen(id))) {
+    if (!nx_session_id_valid(id, strlen(id))) {
         s_error(r, 404, "not_found", "no such session", NULL);
         return;
     }

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "nx_gw.h"
+#include "nx_topic.h"
 #include "nx_log.h"
 
 #define S_TICK_US 250000 /* slow-client checks                                */
@@ -301,7 +302,7 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
         return 1;
     }
     const char *id = uri + 12;
-    if (!nx_gw_session_valid(id, strlen(id))) {
+    if (!nx_session_id_valid(id, strlen(id))) {
         nx_info("websocket refused: bad session id");
         return 1;
     }

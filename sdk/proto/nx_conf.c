@@ -711,3 +711,65 @@ void nx_conf_free(const nx_conf_key_t *table, size_t count, void *settings)
         *slot = NULL;
     }
 }
+
+nx_conf_next_t nx_conf_main(const nx_conf_key_t *table, size_t count, void *settings, int argc,
+                            char **argv, const char *program, void (*usage)(FILE *out),
+                            bool *verbose)
+{
+    const char *config_file = NULL;
+    bool print_config = false;
+    *verbose = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return NX_CONF_EXIT_OK;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("%s %s\n", program, NEXUS_VERSION_STRING);
+            return NX_CONF_EXIT_OK;
+        }
+        if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose"))
+            *verbose = true;
+        else if (!strcmp(argv[i], "--print-config"))
+            print_config = true;
+        else if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "%s: %s needs a file name\n", program, argv[i]);
+                return NX_CONF_EXIT_USAGE;
+            }
+            config_file = argv[++i];
+        }
+    }
+    char err[512] = "";
+    static const char *const passthrough[] = {"-v", "--verbose", "--print-config", NULL};
+    nexus_err_t rc = nx_conf_defaults(table, count, settings, err, sizeof err);
+    if (!rc && config_file)
+        rc = nx_conf_load_file(table, count, settings, config_file, err, sizeof err);
+    if (!rc)
+        rc = nx_conf_load_env(table, count, settings, err, sizeof err);
+    if (!rc) {
+        /*  -c FILE was read above; the flag parser does not see it.        */
+        char **args = calloc((size_t)argc + 1, sizeof *args);
+        if (!args)
+            return NX_CONF_EXIT_USAGE;
+        int n = 0;
+        for (int i = 0; i < argc; i++) {
+            if (i > 0 && (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))) {
+                i++;
+                continue;
+            }
+            args[n++] = argv[i];
+        }
+        rc = nx_conf_load_args(table, count, settings, n, args, 1, passthrough, err, sizeof err);
+        free(args);
+    }
+    if (rc) {
+        fprintf(stderr, "%s: %s (see %s --help)\n", program, err, program);
+        return NX_CONF_EXIT_USAGE;
+    }
+    if (print_config) {
+        nx_conf_print(table, count, settings, stdout);
+        return NX_CONF_EXIT_OK;
+    }
+    return NX_CONF_RUN;
+}

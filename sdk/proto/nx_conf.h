@@ -82,6 +82,24 @@ void nx_conf_print(const nx_conf_key_t *table, size_t count, const void *setting
 /*  Frees the NX_CONF_STRING fields of settings and sets them to NULL.      */
 void nx_conf_free(const nx_conf_key_t *table, size_t count, void *settings);
 
+/*  What nx_conf_main tells the program to do next.                         */
+typedef enum {
+    NX_CONF_RUN = 0,       /* settings are loaded: run                      */
+    NX_CONF_EXIT_OK = 1,   /* --help, --version or --print-config done      */
+    NX_CONF_EXIT_USAGE = 2 /* bad usage or settings, said on stderr         */
+} nx_conf_next_t;
+
+/*  The command line of every nexus program (nexusd, nexus-gateway):
+        -h/--help, --version, -v/--verbose, --print-config, -c/--config FILE,
+        then --key VALUE flags from the table.
+    Fills settings (which must start zeroed) from the defaults, the file,
+    NEXUS_* variables and the flags, in that order. --help calls usage
+    (stdout); --version prints "program version". Unlike the rest of this
+    module it prints: it is for main. *verbose is set by -v.                */
+nx_conf_next_t nx_conf_main(const nx_conf_key_t *table, size_t count, void *settings, int argc,
+                            char **argv, const char *program, void (*usage)(FILE *out),
+                            bool *verbose);
+
 /*  Parses "1.5M"-style sizes and "250ms"/"10s"/"5m" durations. Return 0 on
     success, -1 on bad syntax or overflow.                                  */
 int nx_conf_parse_size(const char *text, uint64_t *bytes);

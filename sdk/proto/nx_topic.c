@@ -222,3 +222,16 @@ bool nx_pattern_is_literal(const char *pattern, size_t len)
         return false;
     return nx_pattern_prefix(pattern, len) == len;
 }
+
+bool nx_session_id_valid(const char *id, size_t len)
+{
+    if (!id || len == 0 || len > NX_SESSION_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == ':' || c == '@'))
+            return false;
+    }
+    return true;
+}

@@ -49,4 +49,10 @@ size_t nx_pattern_prefix(const char *pattern, size_t len);
 /*  Returns true when the pattern has no wildcard (matches one topic only). */
 bool nx_pattern_is_literal(const char *pattern, size_t len);
 
+/*  True when id is a valid session id: 1..64 bytes of [A-Za-z0-9_:@-].
+    Session ids become topic tokens (session.<id>.direct), so they hold no
+    dots, spaces or wildcards. Shared by broker and gateway.                */
+#define NX_SESSION_ID_MAX 64
+bool nx_session_id_valid(const char *id, size_t len);
+
 #endif
