@@ -1,0 +1,264 @@
+/*  =========================================================================
+    compare_nexus - the nexus side of bench/compare, through libnexus only.
+
+    Runs one workload against a running nexusd (started by bench/compare
+    with its defaults, sync=full):
+
+      --workload pubsub|fanout  nexus_publish (fire-and-forget) from one
+                                client, --subs subscriber clients in callback
+                                mode; flow-controlled, arrivals counted
+      --workload ack            --clients threads, each its own client, each
+                                nexus_publish_acked in a loop (one in flight
+                                per client: the SDK call is synchronous)
+      --workload replay         fill --n events (flow-controlled publish),
+                                then read them all back from seq 0 with the
+                                history iterator (pages of 10 000), --reps times
+      --workload claims         --clients threads, each its own registered
+                                session: nexus_claim a fresh work id, then
+                                nexus_complete it, for --ms milliseconds
+
+    --endpoint tcp://127.0.0.1:P (control; events on P+1 and P+2).
+    Prints RESULT lines (compare_common.h).
+    =========================================================================
+*/
+
+#include "compare_common.h"
+
+#include <nexus.h>
+
+static const char *s_endpoint = "tcp://127.0.0.1:8451";
+#define TOPIC "bench.data"
+
+static nexus_client_t *s_client(const char *session)
+{
+    nexus_client_t *c = nexus_client_new();
+    if (!c)
+        return NULL;
+    nexus_client_set_endpoint(c, s_endpoint);
+    nexus_client_set_timeout(c, 30000);
+    if (session)
+        nexus_client_set_session(c, session, NULL);
+    return c;
+}
+
+static void s_on_event(nexus_event_t *ev, void *arg)
+{
+    void **a = (void **)arg;
+    size_t len = 0;
+    const void *p = nexus_event_payload(ev, &len);
+    cmp_deliver((cmp_flood_t *)a[0], (int)(intptr_t)a[1], p, len);
+}
+
+static int s_pub(void *arg, const void *buf, size_t len)
+{
+    nexus_err_t rc = nexus_publish((nexus_client_t *)arg, TOPIC, buf, len);
+    if (rc == NEXUS_OK)
+        return 0;
+    if (rc == NEXUS_ERR_BUSY)
+        return 1;
+    fprintf(stderr, "# nexus_publish: %s\n", nexus_strerror(rc));
+    return -1;
+}
+
+/*  Sets up nsubs callback subscribers and one publisher, runs reps floods. */
+static int s_flood(cmp_args_t *a, const char *label, uint64_t n, int nsubs, int reps,
+                   bool print)
+{
+    static cmp_flood_t flood;
+    memset(&flood, 0, sizeof flood);
+    flood.nsubs = nsubs;
+    nexus_client_t *subs[CMP_SUBS_MAX] = {0};
+    void *args[CMP_SUBS_MAX][2];
+    for (int i = 0; i < nsubs; i++) {
+        subs[i] = s_client(NULL);
+        args[i][0] = &flood;
+        args[i][1] = (void *)(intptr_t)i;
+        nexus_client_set_callback(subs[i], s_on_event, args[i]);
+        if (nexus_client_connect(subs[i]) != NEXUS_OK ||
+            nexus_subscribe(subs[i], TOPIC) != NEXUS_OK) {
+            fprintf(stderr, "# subscriber %d: %s\n", i, nexus_client_errmsg(subs[i]));
+            return -1;
+        }
+    }
+    nexus_client_t *pub = s_client(NULL);
+    if (nexus_client_connect(pub) != NEXUS_OK) {
+        fprintf(stderr, "# publisher: %s\n", nexus_client_errmsg(pub));
+        return -1;
+    }
+    int status = 0;
+    for (int r = 0; r < reps; r++) {
+        cmp_flood_result_t res;
+        if (cmp_flood_run(&flood, n, a->size, a->window, s_pub, NULL, pub, &res) != 0) {
+            status = -1;
+            break;
+        }
+        if (print)
+            cmp_print_flood(label, "nexus", r, &res);
+        else
+            cmp_print_fill("nexus", res.delivered, res.seconds);
+        if (res.lost)
+            status = -1;
+    }
+    for (int i = 0; i < nsubs; i++) {
+        nexus_client_stats_t st;
+        nexus_client_stats(subs[i], &st);
+        if (st.history_events || st.gaps || st.queue_drops)
+            fprintf(stderr,
+                    "# subscriber %d: %llu live, %llu from history (%llu pages), %llu gaps, "
+                    "%llu queue drops\n",
+                    i, (unsigned long long)st.live_events, (unsigned long long)st.history_events,
+                    (unsigned long long)st.history_pages, (unsigned long long)st.gaps,
+                    (unsigned long long)st.queue_drops);
+    }
+    nexus_client_destroy(&pub);
+    for (int i = 0; i < nsubs; i++)
+        nexus_client_destroy(&subs[i]);
+    return status;
+}
+
+/*  ---- ack ------------------------------------------------------------------ */
+
+static int s_ack_op(cmp_worker_t *w, uint64_t k)
+{
+    memcpy(w->buf + 1, &k, sizeof k);
+    uint64_t seq = 0;
+    nexus_err_t rc =
+        nexus_publish_acked((nexus_client_t *)w->conn, "bench.ack", w->buf, w->size, &seq, NULL);
+    if (rc != NEXUS_OK) {
+        snprintf(w->errmsg, sizeof w->errmsg, "%s: %s", nexus_strerror(rc),
+                 nexus_client_errmsg((nexus_client_t *)w->conn));
+        return -1;
+    }
+    return 0;
+}
+
+/*  ---- claims ----------------------------------------------------------- */
+
+static int s_claim_op(cmp_worker_t *w, uint64_t k)
+{
+    char id[64];
+    snprintf(id, sizeof id, "job-%d-%llu-%llu", w->idx, (unsigned long long)w->rep,
+             (unsigned long long)k);
+    nexus_claim_result_t res;
+    nexus_client_t *c = (nexus_client_t *)w->conn;
+    nexus_err_t rc = nexus_claim(c, id, 30000, NULL, &res);
+    if (rc == NEXUS_OK)
+        rc = nexus_complete(c, id, res.token, NULL);
+    if (rc != NEXUS_OK) {
+        snprintf(w->errmsg, sizeof w->errmsg, "%s: %s", nexus_strerror(rc),
+                 nexus_client_errmsg(c));
+        return -1;
+    }
+    return 0;
+}
+
+static int s_loop(cmp_args_t *a, bool claims)
+{
+    int nw = (int)a->clients;
+    cmp_worker_t w[CMP_SUBS_MAX];
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < nw; i++) {
+        char sid[64];
+        snprintf(sid, sizeof sid, "bench-%d-%d", (int)getpid(), i);
+        nexus_client_t *c = s_client(claims ? sid : NULL);
+        if (nexus_client_connect(c) != NEXUS_OK) {
+            fprintf(stderr, "# client %d: %s\n", i, nexus_client_errmsg(c));
+            return -1;
+        }
+        if (claims && nexus_session_register(c, NULL) != NEXUS_OK) {
+            fprintf(stderr, "# register %d: %s\n", i, nexus_client_errmsg(c));
+            return -1;
+        }
+        w[i].idx = i;
+        w[i].conn = c;
+        w[i].op = claims ? s_claim_op : s_ack_op;
+        w[i].size = a->size;
+        w[i].buf = (unsigned char *)malloc(a->size);
+        memset(w[i].buf, 'x', a->size);
+        w[i].buf[0] = 'D';
+    }
+    int status = 0;
+    for (int r = 0; r < (int)a->reps; r++) {
+        cmp_loop_result_t res;
+        if (claims)
+            cmp_loop_run(w, nw, 0, a->seconds, &res);
+        else
+            cmp_loop_run(w, nw, a->n / nw, 0, &res);
+        cmp_print_loop(a->label, "nexus", r, claims ? "pairs/s" : "msgs/s", &res);
+        if (res.failed)
+            status = -1;
+    }
+    for (int i = 0; i < nw; i++) {
+        nexus_client_t *c = (nexus_client_t *)w[i].conn;
+        if (claims)
+            nexus_session_unregister(c, NULL);
+        nexus_client_destroy(&c);
+        free(w[i].buf);
+        free(w[i].lat);
+    }
+    return status;
+}
+
+/*  ---- replay ----------------------------------------------------------- */
+
+static int s_replay(cmp_args_t *a)
+{
+    if (s_flood(a, "fill", a->n, 1, 1, false) != 0)
+        return -1;
+    nexus_client_t *c = s_client(NULL);
+    if (nexus_client_connect(c) != NEXUS_OK)
+        return -1;
+    int status = 0;
+    for (int r = 0; r < (int)a->reps; r++) {
+        nexus_history_t *h = nexus_history_new(c);
+        nexus_history_set_page(h, 10000, 0);
+        nexus_history_add_pattern(h, TOPIC);
+        uint64_t count = 0, data = 0, t0 = bench_now_ns();
+        for (;;) {
+            nexus_event_t *ev = NULL;
+            nexus_err_t rc = nexus_history_next(h, &ev);
+            if (rc != NEXUS_OK) {
+                fprintf(stderr, "# history: %s: %s\n", nexus_strerror(rc),
+                        nexus_client_errmsg(c));
+                status = -1;
+                break;
+            }
+            if (!ev)
+                break;
+            size_t len;
+            const unsigned char *p = (const unsigned char *)nexus_event_payload(ev, &len);
+            if (len && p[0] == 'D')
+                data++;
+            count++;
+            nexus_event_destroy(&ev);
+        }
+        double secs = (double)(bench_now_ns() - t0) / 1e9;
+        nexus_history_destroy(&h);
+        cmp_print_replay("nexus", r, data, secs, a->n);
+        if (data != a->n)
+            status = -1;
+    }
+    nexus_client_destroy(&c);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    cmp_args_t a;
+    cmp_parse(argc, argv, &a);
+    s_endpoint = bench_arg_str(argc, argv, "endpoint", s_endpoint);
+    int rc;
+    if (!strcmp(a.workload, "pubsub") || !strcmp(a.workload, "fanout"))
+        rc = s_flood(&a, a.label, a.n, (int)a.subs, (int)a.reps, true);
+    else if (!strcmp(a.workload, "ack"))
+        rc = s_loop(&a, false);
+    else if (!strcmp(a.workload, "claims"))
+        rc = s_loop(&a, true);
+    else if (!strcmp(a.workload, "replay"))
+        rc = s_replay(&a);
+    else {
+        fprintf(stderr, "unknown workload %s\n", a.workload);
+        return 2;
+    }
+    return rc == 0 ? 0 : 1;
+}
