@@ -229,6 +229,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         snprintf(err_buf, err_size, "cannot start the reader thread");
         goto fail;
     }
+    zsock_set_sndtimeo(zactor_sock(self->reader), 0);
 
     self->events_cap = self->cfg.batch_max + 4 * self->cfg.requests_per_turn;
     self->events = calloc(self->events_cap, sizeof *self->events);
@@ -773,8 +774,14 @@ static int s_read_request(nx_broker_t *self)
         for (int k = 0; k < pr->env.n; k++)
             zmsg_addmem(msg, zmq_msg_data(&pr->env.frames[k]), zmq_msg_size(&pr->env.frames[k]));
         zmsg_addmem(msg, zmq_msg_data(&pr->body), zmq_msg_size(&pr->body));
-        if (zmsg_send(&msg, zactor_sock(self->reader)) == -1)
+        if (zmsg_send(&msg, zactor_sock(self->reader)) == -1) {
+            /*  The pipe is full (the reader is behind): never block the
+                loop on it, the reader may be waiting for us to read.      */
             zmsg_destroy(&msg);
+            pr->op = -1;
+            s_reply_error(pr, NEXUS_ERR_BUSY, "history reader busy, try again");
+            return 0;
+        }
         s_env_close(&pr->env);
         zmq_msg_close(&pr->body);
         self->n_replies--;
@@ -860,7 +867,7 @@ static void s_release_awaiting(nx_broker_t *self)
 static void s_read_reader(nx_broker_t *self)
 {
     zsock_t *pipe = zactor_sock(self->reader);
-    for (int i = 0; i < 1000 && (zsock_events(pipe) & ZMQ_POLLIN); i++) {
+    for (int i = 0; i < 10000 && (zsock_events(pipe) & ZMQ_POLLIN); i++) {
         zmsg_t *m = zmsg_recv(pipe);
         if (!m)
             return;

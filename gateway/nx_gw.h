@@ -70,6 +70,7 @@ typedef struct _nx_gw_conn_t {
     bool held_overflow; /* some were not held: replay again  */
     int close_code;     /* != 0: close with this             */
     bool evicted;       /* its session was already released  */
+    bool opened;        /* its OPEN was queued: CLOSE balances it */
     char close_reason[80];
     double tokens;      /* rate limit bucket                 */
     uint64_t tokens_at; /* mono us of the last refill        */

@@ -680,6 +680,8 @@ static bool s_push_paced(nx_gw_t *gw, uint64_t conn_id, nx_gw_msg_t *msg)
                 nx_gw_conn_push(gw, conn, msg);
                 __atomic_add_fetch(&gw->stats.events_out, 1, __ATOMIC_RELAXED);
             }
+        } else if (!conn->full_since) {
+            conn->full_since = nx_gw_mono(); /* the slow-client clock runs */
         } else if (nx_gw_mono() > deadline) {
             conn->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
             snprintf(conn->close_reason, sizeof conn->close_reason, "send queue full");
@@ -696,21 +698,49 @@ static bool s_push_paced(nx_gw_t *gw, uint64_t conn_id, nx_gw_msg_t *msg)
     }
 }
 
+/*  Ends a replay that cannot finish (history unreadable, out of memory,
+    the fabric outrunning it): what it could not read is announced as a gap
+    (after since, up to the first held event or the newest seq seen), then
+    the held events go out and live events flow again. Never holds events
+    for ever, never loses them silently.                                    */
+static void s_replay_abandon(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
+{
+    pthread_mutex_lock(&gw->lock);
+    nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
+    if (conn) {
+        uint64_t to = gw->last_seq;
+        if (conn->n_held && !conn->held_overflow && conn->held[0]->seq > 0)
+            to = conn->held[0]->seq - 1;
+        if (to > since && to > conn->last_seq) {
+            uint64_t from = since + 1 > conn->last_seq + 1 ? since + 1 : conn->last_seq + 1;
+            if (!conn->lost_from || from < conn->lost_from)
+                conn->lost_from = from;
+            if (to > conn->lost_to)
+                conn->lost_to = to;
+            conn->last_seq = to; /* what comes next is past the gap */
+        }
+        for (size_t i = 0; i < conn->n_held; i++) {
+            if (conn->held[i]->seq > conn->last_seq)
+                nx_gw_conn_push(gw, conn, conn->held[i]);
+            nx_gw_msg_unref(&conn->held[i]);
+        }
+        conn->n_held = 0;
+        conn->held_overflow = false;
+        conn->replaying = false;
+        nx_gw_conn_unref(gw, &conn);
+    }
+    pthread_mutex_unlock(&gw->lock);
+    nx_gw_wake(gw);
+}
+
 size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
 {
     size_t replayed = 0;
+    int failures = 0;
     for (int round = 0; round < 100; round++) {
         nexus_history_t *h = nexus_history_new(gw->client);
         if (!h) {
-            /*  Out of memory: let live events through rather than hold
-                them forever; the client sees the gap in seqs and resumes. */
-            pthread_mutex_lock(&gw->lock);
-            nx_gw_conn_t *c = nx_gw_conn_get(gw, conn_id);
-            if (c) {
-                c->replaying = false;
-                nx_gw_conn_unref(gw, &c);
-            }
-            pthread_mutex_unlock(&gw->lock);
+            s_replay_abandon(gw, conn_id, since);
             return replayed;
         }
         pthread_mutex_lock(&gw->lock);
@@ -730,7 +760,7 @@ size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
         nexus_history_set_page(h, 1000, 0);
         nexus_event_t *ev = NULL;
         bool alive = true;
-        nexus_err_t err;
+        nexus_err_t err = NEXUS_OK;
         while (alive && (err = nexus_history_next(h, &ev)) == NEXUS_OK && ev) {
             size_t len;
             char *text = nx_gw_event_json(ev, &len);
@@ -749,6 +779,18 @@ size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
         nexus_history_destroy(&h);
         if (!alive)
             return replayed;
+        if (err != NEXUS_OK) {
+            /*  The broker is busy or away: try again a little later, then
+                give up with a gap rather than hold live events for ever.  */
+            nx_warn("replay for connection %" PRIu64 " after seq %" PRIu64 ": %s", conn_id, since,
+                    nexus_strerror(err));
+            if (++failures >= 3) {
+                s_replay_abandon(gw, conn_id, since);
+                return replayed;
+            }
+            usleep(200000);
+            continue;
+        }
         /*  Now the events held while we read: those past the history.     */
         pthread_mutex_lock(&gw->lock);
         conn = nx_gw_conn_get(gw, conn_id);
@@ -773,5 +815,6 @@ size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
         if (!again)
             return replayed;
     }
+    s_replay_abandon(gw, conn_id, since); /* the fabric outran us */
     return replayed;
 }

@@ -23,6 +23,9 @@
 typedef struct {
     nx_gw_conn_t *conn; /* the connection (registry holds it)         */
     int phase;          /* HTTP: 0 waiting, 1 headers out, 2 done     */
+    bool answered;      /* HTTP: answered here, before the worker: a
+body that follows is read and dropped     */
+    bool close_after;   /* HTTP: a body we cannot skip follows: close */
     /*  What the WebSocket handshake said, for LWS_CALLBACK_ESTABLISHED.     */
     char session[NX_GW_SESSION_MAX + 1];
     bool has_since;
@@ -126,6 +129,10 @@ static void s_http_now(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, int status, c
 {
     char body[512];
     snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, message);
+    pss->answered = true;
+    /*  Without a length the rest of the body cannot be told from the next
+        request on the connection: answer, then close.                     */
+    pss->close_after = status == 411;
     pthread_mutex_lock(&gw->lock);
     pss->conn->status = status;
     pss->conn->content_type = "application/json";
@@ -149,9 +156,11 @@ static void s_http_release(nx_gw_t *gw, s_pss_t *pss)
 
 static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
 {
-    /*  Keep-alive reuses the pss: a new request starts clean.              */
-    s_http_release(gw, pss);
+    /*  Keep-alive reuses the pss: a new request starts clean.              */ s_http_release(gw,
+                                                                                              pss);
     pss->phase = 0;
+    pss->answered = false;
+    pss->close_after = false;
     pss->conn = nx_gw_conn_new(gw, NX_GW_HTTP, wsi);
     if (!pss->conn)
         return -1;
@@ -209,14 +218,12 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
         }
     }
     if (conn->method == NX_GW_POST) {
-        char len[32];
-        if (lws_hdr_copy(wsi, len, sizeof len, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0 ||
-            strtoull(len, NULL, 10) == 0) {
-            nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_HTTP, .conn = conn->id};
-            if (nx_gw_command(gw, &cmd))
-                s_http_now(gw, wsi, pss, 503, "busy", "gateway busy, try again");
-        }
-        return 0; /* the body follows */
+        /*  The request runs once, at LWS_CALLBACK_HTTP_BODY_COMPLETION
+            (lws sends it for an explicit Content-Length: 0 too), so the
+            worker never sees a body still being written.                  */
+        if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
+            s_http_now(gw, wsi, pss, 411, "length_required", "POST needs a Content-Length");
+        return 0;
     }
     nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_HTTP, .conn = conn->id};
     if (nx_gw_command(gw, &cmd))
@@ -252,10 +259,13 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     nx_gw_conn_t *conn = pss->conn;
     if (!conn || pss->phase == 2)
         return 0;
+    /*  A copy: the response is the worker's until the lock is released.    */
     pthread_mutex_lock(&gw->lock);
     int status = conn->status;
-    char *body = status ? conn->response : NULL;
+    char *body = status && conn->response ? strdup(conn->response) : NULL;
     const char *type = conn->content_type;
+    if (status && pss->phase == 1)
+        conn->status = 0; /* answered: later kicks leave it alone */
     pthread_mutex_unlock(&gw->lock);
     if (!status)
         return 0; /* the worker has not answered yet */
@@ -266,20 +276,29 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
         if (lws_add_http_common_headers(wsi, (unsigned int)status, type, blen, &p, end) ||
             lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
                                         (const unsigned char *)"no-store", 8, &p, end) ||
-            lws_finalize_write_http_header(wsi, start, &p, end))
+            (pss->close_after &&
+             lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close",
+                                          5, &p, end)) ||
+            lws_finalize_write_http_header(wsi, start, &p, end)) {
+            free(body);
             return -1;
+        }
         pss->phase = 1;
+        free(body);
         lws_callback_on_writable(wsi);
         return 0;
     }
     unsigned char *out = malloc(LWS_PRE + blen + 1);
-    if (!out)
+    if (!out) {
+        free(body);
         return -1;
+    }
     memcpy(out + LWS_PRE, body ? body : "", blen);
     int n = lws_write(wsi, out + LWS_PRE, blen, LWS_WRITE_HTTP_FINAL);
     free(out);
+    free(body);
     pss->phase = 2;
-    if (n < 0 || lws_http_transaction_completed(wsi))
+    if (n < 0 || pss->close_after || lws_http_transaction_completed(wsi))
         return -1;
     return 0;
 }
@@ -362,6 +381,9 @@ static int s_ws_established(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
         lws_close_reason(wsi, (enum lws_close_status)1013, (unsigned char *)"busy", 4);
         return -1;
     }
+    pthread_mutex_lock(&gw->lock);
+    pss->conn->opened = true;
+    pthread_mutex_unlock(&gw->lock);
     nx_debug("websocket %" PRIu64 " open for session %s", pss->conn->id, pss->session);
     return 0;
 }
@@ -490,14 +512,15 @@ static void s_ws_closed(nx_gw_t *gw, s_pss_t *pss)
     char session[NX_GW_SESSION_MAX + 1];
     pthread_mutex_lock(&gw->lock);
     snprintf(session, sizeof session, "%s", pss->conn->session);
-    uint64_t id = pss->conn->id;
-    bool evicted = pss->conn->evicted;
+    uint64_t id = pss->conn->id; /*  Only an OPEN the worker saw is balanced by a CLOSE; an evicted
+     connection's session was released when it was evicted.            */
+    bool release = pss->conn->opened && !pss->conn->evicted;
     nx_gw_conn_closed(gw, pss->conn);
     pthread_mutex_unlock(&gw->lock);
     pss->conn = NULL;
     __atomic_sub_fetch(&gw->stats.ws_open, 1, __ATOMIC_RELAXED);
-    if (evicted)
-        return; /* its session was released when it was evicted */
+    if (!release)
+        return;
     nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_CLOSE, .conn = id};
     snprintf(cmd.session, sizeof cmd.session, "%s", session);
     if (nx_gw_command(gw, &cmd))
@@ -543,7 +566,7 @@ static void s_kick(nx_gw_t *gw)
             /*  It is off the fabric now (session.disconnected), whether or
                 not it ever reads its close frame.                          */
             c->evicted = true;
-            if (n_evicted < S_EVICT_MAX) {
+            if (c->opened && n_evicted < S_EVICT_MAX) {
                 evicted[n_evicted] = (nx_gw_cmd_t){.kind = NX_GW_CMD_CLOSE, .conn = c->id};
                 snprintf(evicted[n_evicted].session, sizeof evicted[n_evicted].session, "%s",
                          c->session);
@@ -576,10 +599,12 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_HTTP:
         return s_http(gw, wsi, pss, in);
     case LWS_CALLBACK_HTTP_BODY:
-        s_http_body(gw, pss, in, len);
+        if (pss && !pss->answered)
+            s_http_body(gw, pss, in, len);
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (pss && pss->conn) {
+        /*  Answered already (401, 405, 411...): the body is not acted on.  */
+        if (pss && pss->conn && !pss->answered) {
             nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_HTTP, .conn = pss->conn->id};
             if (nx_gw_command(gw, &cmd))
                 s_http_now(gw, wsi, pss, 503, "busy", "gateway busy, try again");
@@ -660,7 +685,10 @@ int nx_gw_server_run(nx_gw_t *gw)
         if (lws_service(gw->lws, 0) < 0)
             break;
     lws_sul_cancel(&s_tick);
-    lws_context_destroy(gw->lws);
-    gw->lws = NULL;
+    pthread_mutex_lock(&gw->lock);
+    struct lws_context *lws = gw->lws;
+    gw->lws = NULL; /* no wake reaches the context from here on */
+    pthread_mutex_unlock(&gw->lock);
+    lws_context_destroy(lws);
     return 0;
 }

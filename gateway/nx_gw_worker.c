@@ -22,8 +22,12 @@
 
 void nx_gw_wake(nx_gw_t *gw)
 {
+    /*  Under the lock: the service thread clears gw->lws under it before
+        destroying the context, so a late wake never touches freed memory. */
+    pthread_mutex_lock(&gw->lock);
     if (gw->lws)
         lws_cancel_service(gw->lws);
+    pthread_mutex_unlock(&gw->lock);
 }
 
 int nx_gw_command(nx_gw_t *gw, nx_gw_cmd_t *cmd)
@@ -32,8 +36,9 @@ int nx_gw_command(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     if (!copy)
         return -1;
     *copy = *cmd;
-    pthread_mutex_lock(&gw->lock);
-    if (zlistx_size(gw->commands) >= gw->commands_max) {
+    pthread_mutex_lock(&gw->lock); /*  A CLOSE is always taken: dropping it would leave its session
+     registered for ever. Closes are bounded by the open connections.    */
+    if (cmd->kind != NX_GW_CMD_CLOSE && zlistx_size(gw->commands) >= gw->commands_max) {
         pthread_mutex_unlock(&gw->lock);
         free(copy);
         return -1;
@@ -319,6 +324,17 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     }
     json_object_set_new(welcome, "recent_events", recent);
     char *text = json_dumps(welcome, JSON_COMPACT);
+    /*  A welcome must fit the send queue, or the client would never get
+        it: the oldest recent events give way (at most a dozen passes).    */
+    for (int pass = 0;
+         pass < 12 && text && strlen(text) > gw->cfg.queue_bytes / 2 && json_array_size(recent) > 0;
+         pass++) {
+        size_t drop = (json_array_size(recent) + 1) / 2;
+        for (size_t i = 0; i < drop; i++)
+            json_array_remove(recent, 0);
+        free(text);
+        text = json_dumps(welcome, JSON_COMPACT);
+    }
     json_decref(welcome);
 
     pthread_mutex_lock(&gw->lock);

@@ -357,3 +357,51 @@ test('dashboard files, content types, 404, 405, traversal', withFabric(async (f)
   assert.ok(r.status === 413 || r.status === 400, `oversized body: ${r.status}`);
   assertJson(await call(f, 'GET', '/health'), 200);
 }));
+
+/** A raw request with a body sent as given: chunked when contentLength is
+ *  null, else with that Content-Length. Resolves status and parsed body. */
+function rawBody(f, method, path, body, { contentLength, headers = {} } = {}) {
+  return new Promise((resolve, reject) => {
+    const h = { 'Content-Type': 'application/json', ...headers };
+    if (contentLength !== null) h['Content-Length'] = String(contentLength ?? Buffer.byteLength(body));
+    const req = http.request({ host: '127.0.0.1', port: f.port, method, path, headers: h }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => {
+        let json;
+        try { json = JSON.parse(text); } catch { json = undefined; }
+        resolve({ status: res.statusCode, text, json });
+      });
+    });
+    req.setTimeout(5000, () => { req.destroy(new Error(`timeout: ${method} ${path}`)); });
+    req.on('error', reject);
+    if (body) req.write(body);
+    req.end();
+  });
+}
+
+test('POST edge cases: empty body, chunked body (411), a body after a refusal is not acted on', withFabric({ gatewayArgs: ['--token', 'T0ken-s3cret'], healthToken: 'T0ken-s3cret' }, async (f) => {
+  const auth = { Authorization: 'Bearer T0ken-s3cret' };
+  // Content-Length: 0 is answered (bad JSON), not left hanging.
+  let r = await rawBody(f, 'POST', '/events', '', { contentLength: 0, headers: auth });
+  assert.equal(r.status, 400, r.text);
+  assert.ok(r.json && r.json.error && typeof r.json.error.code === 'string', r.text);
+  // Chunked: the gateway needs the length up front.
+  r = await rawBody(f, 'POST', '/events', JSON.stringify({ event_type: 'edge.chunked', payload: {} }), { contentLength: null, headers: auth });
+  assert.equal(r.status, 411, r.text);
+  assert.equal(r.json.error.code, 'length_required');
+  // Refused for its token: the body that follows is read and dropped.
+  for (const headers of [{}, { Authorization: 'Bearer wrong' }]) {
+    r = await rawBody(f, 'POST', '/events', JSON.stringify({ event_type: 'edge.refused', payload: { x: 1 } }), { headers });
+    assert.equal(r.status, 401, r.text);
+    assert.equal(r.json.error.code, 'unauthorized');
+  }
+  // The same connection and gateway carry on; nothing was published.
+  r = await rawBody(f, 'POST', '/events', JSON.stringify({ event_type: 'edge.ok', payload: { y: 2 } }), { headers: auth });
+  assert.equal(r.status, 201, r.text);
+  const j = assertJson(await call(f, 'GET', '/events/history?limit=1000', undefined, auth), 200);
+  const types = j.events.map((e) => e.event_type);
+  assert.ok(types.includes('edge.ok'), JSON.stringify(types));
+  assert.ok(!types.includes('edge.refused'), `a refused POST published: ${JSON.stringify(types)}`);
+  assert.ok(!types.includes('edge.chunked'), `a 411 POST published: ${JSON.stringify(types)}`);
+}));
