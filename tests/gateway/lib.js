@@ -94,6 +94,16 @@ function canConnect(port) {
   });
 }
 
+/** Children still running: killed if this process is stopped by a signal
+ *  (a ctest timeout, Ctrl-C), so an aborted run leaves no server behind. */
+const liveChildren = new Set();
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(sig, () => {
+    for (const c of liveChildren) c.kill('SIGKILL');
+    process.exit(128 + os.constants.signals[sig]);
+  });
+}
+
 /** A child process whose output is kept for failure reports. */
 class Proc {
   constructor(name, bin, args) {
@@ -103,6 +113,7 @@ class Proc {
     this.output = '';
     this.exited = null;
     this.child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    liveChildren.add(this.child);
     const keep = (d) => {
       this.output += d.toString();
       if (this.output.length > 200000) this.output = this.output.slice(-100000);
@@ -111,6 +122,7 @@ class Proc {
     this.child.stderr.on('data', keep);
     this.exitPromise = new Promise((resolve) => {
       this.child.once('exit', (code, signal) => {
+        liveChildren.delete(this.child);
         this.exited = { code, signal };
         resolve(this.exited);
       });
