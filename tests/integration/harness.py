@@ -23,6 +23,10 @@ NEXUSD = os.environ.get("NEXUSD") or os.path.join(
 
 EVENT_HEAD = 19  # NUL, version, seq, ts, source_len (docs/protocol.md)
 
+# A test stopped by a signal (ctest timeout, Ctrl-C) unwinds like an
+# exception, so every Broker's __exit__ stops its nexusd: none is left behind.
+signal.signal(signal.SIGTERM, lambda sig, frame: sys.exit(128 + sig))
+
 
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
