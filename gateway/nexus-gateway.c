@@ -157,6 +157,7 @@ int main(int argc, char **argv)
     if (!gw.client || nexus_client_set_endpoint(gw.client, gw.cfg.broker) ||
         (gw.cfg.broker_token && *gw.cfg.broker_token &&
          nexus_client_set_token(gw.client, gw.cfg.broker_token)) ||
+        nexus_client_set_timeout(gw.client, (uint32_t)gw.cfg.broker_timeout) ||
         nexus_client_set_callback(gw.client, nx_gw_deliver, &gw)) {
         nx_error("cannot configure the fabric client (broker '%s')", gw.cfg.broker);
         goto done;

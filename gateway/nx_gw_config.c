@@ -24,6 +24,8 @@ const nx_conf_key_t nx_gw_conf_keys[] = {
           "the broker's control endpoint (event endpoints are the next two ports)"),
     S_KEY(broker_token, NX_CONF_STRING, "", 0, 0, NULL,
           "token the gateway presents to the broker (when the broker wants one)"),
+    S_KEY(broker_timeout, NX_CONF_DURATION, "5s", 100, 600000, NULL,
+          "how long a request to the broker may take before it fails"),
     S_KEY(web_root, NX_CONF_STRING, "", 0, 0, NULL,
           "directory of the dashboard files (default: found next to the binary)"),
     S_KEY(token, NX_CONF_STRING, "", 0, 0, NULL,

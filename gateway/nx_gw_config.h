@@ -18,6 +18,7 @@ typedef struct {
     bool allow_open_remote;  /* bind non-loopback with no tokens           */
     char *broker;            /* control endpoint of the broker             */
     char *broker_token;      /* token the gateway presents to the broker   */
+    uint64_t broker_timeout; /* ms a broker request may take               */
     char *web_root;          /* directory of the dashboard files           */
     char *token;             /* shared token clients must present          */
     char *tokens_file;       /* per-session tokens ("TOKEN ID,ID")         */

@@ -727,3 +727,32 @@ test('an HTTP client on the WebSocket path without upgrade gets an HTTP error, n
   });
   assert.ok(status >= 400 && status < 500, `status ${status}`);
 }));
+
+test('resume while the broker does not answer: a gap names what could not be read, then live events flow', withFabric({ gatewayArgs: ['--broker-timeout', '300ms'] }, async (f) => {
+  const pub = await f.connect('stall-pub');
+  const watch = await f.connect('stall-watch', 'recent=0');
+  await watch.request({ action: 'subscribe', topics: ['stall.>'] });
+  const seqs = [];
+  for (let i = 0; i < 5; i++) seqs.push((await pub.request({ action: 'publish', event_type: 'stall.x', payload: { i } })).seq);
+  await watch.waitEvent((e) => e.seq === seqs[4], 5000, 'the gateway saw the last event');
+
+  const pid = f.broker.child.pid;
+  process.kill(pid, 'SIGSTOP'); // the broker holds its sockets but answers nothing
+  let c;
+  let gap;
+  try {
+    c = await f.connect('stall-c', `since=${seqs[0] - 1}&recent=0`);
+    await c.request({ action: 'subscribe', topics: ['stall.>'] });
+    gap = await c.waitFor((m) => m.type === 'gap', 15000, 'a gap notice');
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+  assert.equal(gap.from, seqs[0], JSON.stringify(gap));
+  assert.ok(gap.to >= seqs[4], `gap covers every unread event: ${JSON.stringify(gap)}`);
+  assert.equal(c.events().length, 0, 'nothing replayed, nothing duplicated');
+
+  // Live events are not held back by the abandoned replay.
+  const next = (await pub.request({ action: 'publish', event_type: 'stall.x', payload: { i: 5 } }, 10000)).seq;
+  await c.waitEvent((e) => e.seq === next, 10000, 'a live event after the gap');
+  assert.deepEqual(c.events().map((e) => e.seq), [next]);
+}));
