@@ -101,10 +101,11 @@ static int s_op_publish(nx_broker_t *self, const msgpack_object *req, msgpack_pa
         return -1;
     *err = nx_map_str(req, "source", &source, &source_len, err_msg);
     if (*err)
-        return -1; /*  payload: bin is the event's bytes as they are; any other msgpack
-     value (a str too) is stored as its msgpack encoding, so a client
-     can send a map without packing it twice, and a JSON string sent
-     through the gateway comes back as a string.                        */
+        return -1;
+    /*  payload: bin is the event's bytes as they are; any other msgpack
+        value (a str too) is stored as its msgpack encoding, so a client
+        can send a map without packing it twice, and a JSON string sent
+        through the gateway comes back as a string.                        */
     const msgpack_object *payload = nx_map_get(req, "payload");
     const void *data = "";
     size_t size = 0;

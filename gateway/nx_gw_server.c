@@ -169,8 +169,9 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
     conn->method = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI)    ? NX_GW_GET
                    : lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) ? NX_GW_POST
                                                                    : NX_GW_OTHER;
-    snprintf(conn->path, sizeof conn->path, "%s", uri ? uri : "/"); /*  lws keeps each name=value as
-     a fragment of the header; joining them with '&' rebuilds the query string. */
+    snprintf(conn->path, sizeof conn->path, "%s", uri ? uri : "/");
+    /*  lws keeps each name=value as a fragment of the header; joining them
+        with '&' rebuilds the query string.                                 */
     size_t qlen = 0;
     conn->query[0] = 0;
     for (int frag = 0; frag < 64; frag++) {
@@ -560,8 +561,9 @@ static void s_ws_closed(nx_gw_t *gw, s_pss_t *pss)
     char session[NX_GW_SESSION_MAX + 1];
     pthread_mutex_lock(&gw->lock);
     snprintf(session, sizeof session, "%s", pss->conn->session);
-    uint64_t id = pss->conn->id; /*  Only an OPEN the worker saw is balanced by a CLOSE; an evicted
-     connection's session was released when it was evicted.            */
+    uint64_t id = pss->conn->id;
+    /*  Only an OPEN the worker saw is balanced by a CLOSE; an evicted
+        connection's session was released when it was evicted.            */
     bool release = pss->conn->opened && !pss->conn->evicted;
     nx_gw_conn_closed(gw, pss->conn);
     pthread_mutex_unlock(&gw->lock);
@@ -605,8 +607,9 @@ static void s_kick(nx_gw_t *gw)
             /*  The close frame goes out when the socket takes it; a client
                 that never reads again is cut after another slow_timeout.   */
             lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK,
-                            (int)(gw->cfg.slow_timeout / 1000) + 30); /*  What it did not read will
-     not be sent: the close frame goes first as soon as the socket has room. */
+                            (int)(gw->cfg.slow_timeout / 1000) + 30);
+            /*  What it did not read will not be sent: the close frame goes
+                first as soon as the socket has room.                       */
             while (c->q_count) {
                 nx_gw_msg_t *m = nx_gw_conn_pop(gw, c);
                 nx_gw_msg_unref(&m);

@@ -36,8 +36,9 @@ int nx_gw_command(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     if (!copy)
         return -1;
     *copy = *cmd;
-    pthread_mutex_lock(&gw->lock); /*  A CLOSE is always taken: dropping it would leave its session
-     registered for ever. Closes are bounded by the open connections.    */
+    pthread_mutex_lock(&gw->lock);
+    /*  A CLOSE is always taken: dropping it would leave its session
+        registered for ever. Closes are bounded by the open connections.    */
     if (cmd->kind != NX_GW_CMD_CLOSE && zlistx_size(gw->commands) >= gw->commands_max) {
         pthread_mutex_unlock(&gw->lock);
         free(copy);
@@ -192,8 +193,9 @@ void nx_gw_deliver(nexus_event_t *event, void *arg)
     char to[NX_GW_SESSION_MAX + 1];
     bool direct = strcmp(topic, "message.direct") == 0;
     if (direct && !s_direct_target(event, to, sizeof to))
-        to[0] = 0; /* a direct message with no target reaches nobody */ /*  Every event goes to the
-     recent ring, so its JSON is built once here and shared with the connections it matches. */
+        to[0] = 0; /* a direct message with no target reaches nobody */
+    /*  Every event goes to the recent ring, so its JSON is built once here
+        and shared with the connections it matches.                         */
     size_t len = 0;
     char *text = nx_gw_event_json(event, &len);
     nx_gw_msg_t *msg = text ? nx_gw_msg_new(text, len, seq) : NULL;
@@ -395,8 +397,9 @@ static void *s_worker(void *arg)
 {
     nx_gw_t *gw = arg;
     uint64_t next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000, next_prefill = 0;
-    while (!gw->stop) { /*  While the broker is away this would wait out a timeout each
-     time: try at most every two seconds.                            */
+    while (!gw->stop) {
+        /*  While the broker is away this would wait out a timeout each
+            time: try at most every two seconds.                            */
         if (!gw->recent_ready && nx_gw_mono() >= next_prefill) {
             s_recent_prefill(gw);
             next_prefill = nx_gw_mono() + 2000000;
