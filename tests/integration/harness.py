@@ -215,6 +215,40 @@ def recv_event(sub, timeout=5.0):
     return decode_event(frames[0])
 
 
+_pending = {}  # id(sub) -> events received by next_event but not yet matched
+
+
+def next_event(sub, topic, pred=None, timeout=3.0):
+    """The first event on `topic` (payload decoded) whose payload passes
+    pred, looking first at events received earlier and not yet matched, so
+    that the order of waits does not matter. Returns (payload, source,
+    arrival) or None. At most 200 000 unmatched events are kept."""
+    buf = _pending.setdefault(id(sub), [])
+    for i, (tp, payload, source, at) in enumerate(buf):
+        if tp == topic and (pred is None or pred(payload)):
+            del buf[i]
+            return payload, source, at
+    deadline = time.time() + timeout
+    for _ in range(1000000):
+        left = deadline - time.time()
+        if left <= 0:
+            return None
+        try:
+            ev = recv_event(sub, timeout=left)
+        except TimeoutError:
+            return None
+        at = time.time()
+        try:
+            payload = msgpack.unpackb(ev[4], raw=False)
+        except Exception:
+            payload = ev[4]
+        if ev[0] == topic and (pred is None or pred(payload)):
+            return payload, ev[3], at
+        if len(buf) < 200000:
+            buf.append((ev[0], payload, ev[3], at))
+    return None
+
+
 def wait_until(fn, timeout=5.0, step=0.02):
     deadline = time.time() + timeout
     while time.time() < deadline:

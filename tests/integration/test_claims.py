@@ -21,7 +21,7 @@ import msgpack
 import zmq
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Broker, Checks, Client, recv_event, settle_subscription,  # noqa: E402
+from harness import (Broker, Checks, Client, next_event, settle_subscription,  # noqa: E402
                      subscriber)
 
 t = Checks()
@@ -44,38 +44,6 @@ def is_err(rep, code, what, contains=None):
         t.check(contains in rep.get("message", ""),
                 "%s: message %r names %r" % (what, rep.get("message"), contains))
     return good
-
-
-_pending = {}
-
-
-def next_event(sub, topic, pred=None, timeout=3.0):
-    """First event on topic whose decoded payload passes pred, looking at
-    earlier unmatched events first. Returns (payload, source, arrival)."""
-    buf = _pending.setdefault(id(sub), [])
-    for i, (tp, payload, source, at) in enumerate(buf):
-        if tp == topic and (pred is None or pred(payload)):
-            del buf[i]
-            return payload, source, at
-    deadline = time.time() + timeout
-    for _ in range(1000000):
-        left = deadline - time.time()
-        if left <= 0:
-            return None
-        try:
-            ev = recv_event(sub, timeout=left)
-        except TimeoutError:
-            return None
-        at = time.time()
-        try:
-            payload = msgpack.unpackb(ev[4], raw=False)
-        except Exception:
-            payload = ev[4]
-        if ev[0] == topic and (pred is None or pred(payload)):
-            return payload, ev[3], at
-        if len(buf) < 200000:
-            buf.append((ev[0], payload, ev[3], at))
-    return None
 
 
 def events_sub(b):

@@ -21,7 +21,7 @@ import time
 import msgpack
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Broker, Checks, Client, recv_event, settle_subscription,  # noqa: E402
+from harness import (Broker, Checks, Client, next_event, settle_subscription,  # noqa: E402
                      subscriber, wait_until)
 
 t = Checks()
@@ -52,40 +52,6 @@ def events_sub(b):
     sub = subscriber(b, "session.", "status.", "work.", "nexus.test.")
     settle_subscription(b, sub)
     return sub
-
-
-_pending = {}  # sub -> events received but not yet matched
-
-
-def next_event(sub, topic, pred=None, timeout=3.0):
-    """The first event on `topic` (payload decoded) whose payload passes
-    pred, looking first at events received earlier and not yet matched, so
-    that the order of waits does not matter. Returns (payload, source,
-    arrival) or None."""
-    buf = _pending.setdefault(id(sub), [])
-    for i, (tp, payload, source, at) in enumerate(buf):
-        if tp == topic and (pred is None or pred(payload)):
-            del buf[i]
-            return payload, source, at
-    deadline = time.time() + timeout
-    for _ in range(100000):
-        left = deadline - time.time()
-        if left <= 0:
-            return None
-        try:
-            ev = recv_event(sub, timeout=left)
-        except TimeoutError:
-            return None
-        at = time.time()
-        try:
-            payload = msgpack.unpackb(ev[4], raw=False)
-        except Exception:
-            payload = ev[4]
-        if ev[0] == topic and (pred is None or pred(payload)):
-            return payload, ev[3], at
-        if len(buf) < 100000:
-            buf.append((ev[0], payload, ev[3], at))
-    return None
 
 
 def no_event(sub, topic, pred=None, wait=0.3):
