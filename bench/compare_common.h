@@ -47,8 +47,7 @@ static inline void cmp_deliver(cmp_flood_t *f, int sub, const void *data, size_t
     if (len > 0 && p[0] == 'D') {
         atomic_fetch_add_explicit(&f->recv[sub], 1, memory_order_relaxed);
         atomic_store_explicit(&f->last_ns, bench_now_ns(), memory_order_relaxed);
-    }
-    else
+    } else
         atomic_store_explicit(&f->warm[sub], 1, memory_order_relaxed);
 }
 
@@ -83,12 +82,12 @@ typedef int(cmp_pub_fn)(void *arg, const void *buf, size_t len);
 typedef void(cmp_flush_fn)(void *arg);
 
 typedef struct {
-    uint64_t n;           /* data messages sent                             */
-    uint64_t delivered;   /* sum over subscribers                           */
-    int64_t lost;         /* n * nsubs - delivered (negative: stragglers of
-                             an earlier repetition arrived late)          */
-    double seconds;       /* first send -> last receipt                     */
-    double rate;          /* delivered / seconds                            */
+    uint64_t n;         /* data messages sent                             */
+    uint64_t delivered; /* sum over subscribers                           */
+    int64_t lost;       /* n * nsubs - delivered (negative: stragglers of
+                           an earlier repetition arrived late)          */
+    double seconds;     /* first send -> last receipt                     */
+    double rate;        /* delivered / seconds                            */
     bool stalled;
 } cmp_flood_result_t;
 
@@ -146,8 +145,7 @@ static inline int cmp_flood_run(cmp_flood_t *f, uint64_t n, size_t size, uint64_
                 if (m != seen) {
                     seen = m;
                     last_progress = bench_now_ns();
-                }
-                else if (bench_now_ns() - last_progress > 5000000000ull) {
+                } else if (bench_now_ns() - last_progress > 5000000000ull) {
                     out->stalled = true;
                     break;
                 }
@@ -187,8 +185,7 @@ static inline int cmp_flood_run(cmp_flood_t *f, uint64_t n, size_t size, uint64_
         if (s != seen) {
             seen = s;
             last_progress = bench_now_ns();
-        }
-        else if (bench_now_ns() - last_progress > 3000000000ull)
+        } else if (bench_now_ns() - last_progress > 3000000000ull)
             break;
         cmp_sleep_us(200);
     }
@@ -205,8 +202,8 @@ static inline void cmp_print_flood(const char *workload, const char *system, int
 {
     printf("RESULT workload=%s system=%s rep=%d value=%.0f unit=msgs/s delivered=%llu lost=%lld "
            "seconds=%.3f%s\n",
-           workload, system, rep, r->rate, (unsigned long long)r->delivered,
-           (long long)r->lost, r->seconds, r->stalled ? " stalled=1" : "");
+           workload, system, rep, r->rate, (unsigned long long)r->delivered, (long long)r->lost,
+           r->seconds, r->stalled ? " stalled=1" : "");
     fflush(stdout);
 }
 
@@ -218,14 +215,14 @@ typedef int(cmp_op_fn)(cmp_worker_t *w, uint64_t k);
 
 struct cmp_worker {
     int idx;
-    int rep;               /* repetition (keeps ids unique across reps)   */
-    void *conn;            /* the system's client handle                    */
+    int rep;    /* repetition (keeps ids unique across reps)   */
+    void *conn; /* the system's client handle                    */
     void *extra;
     cmp_op_fn *op;
-    uint64_t ops;          /* operations to do (0: until deadline)          */
+    uint64_t ops; /* operations to do (0: until deadline)          */
     uint64_t deadline_ns;
     uint64_t done, failed;
-    uint64_t *lat;         /* ns per operation                              */
+    uint64_t *lat; /* ns per operation                              */
     size_t lat_n, lat_cap;
     size_t size;
     unsigned char *buf;
@@ -286,8 +283,8 @@ static inline void cmp_loop_run(cmp_worker_t *w, int nw, uint64_t ops_each, doub
         out->failed += w[i].failed;
         total += w[i].lat_n;
         if (w[i].failed)
-            fprintf(stderr, "# client %d: %llu failures (%s)\n", i,
-                    (unsigned long long)w[i].failed, w[i].errmsg);
+            fprintf(stderr, "# client %d: %llu failures (%s)\n", i, (unsigned long long)w[i].failed,
+                    w[i].errmsg);
     }
     uint64_t *all = (uint64_t *)malloc((total ? total : 1) * sizeof *all);
     size_t k = 0;
@@ -323,8 +320,8 @@ static inline void cmp_print_replay(const char *system, int rep, uint64_t count,
 
 static inline void cmp_print_fill(const char *system, uint64_t n, double seconds)
 {
-    fprintf(stderr, "# %s: filled %llu events in %.2f s (%.0f/s)\n", system,
-            (unsigned long long)n, seconds, seconds > 0 ? n / seconds : 0);
+    fprintf(stderr, "# %s: filled %llu events in %.2f s (%.0f/s)\n", system, (unsigned long long)n,
+            seconds, seconds > 0 ? n / seconds : 0);
 }
 
 /*  Common arguments.                                                        */
@@ -336,8 +333,8 @@ typedef struct {
     uint64_t clients;     /* client threads (ack, claims)                   */
     uint64_t window;      /* flood window                                   */
     uint64_t reps;
-    double seconds;       /* claims: per repetition                         */
-    const char *label;    /* workload label printed (e.g. pubsub_128)       */
+    double seconds;    /* claims: per repetition                         */
+    const char *label; /* workload label printed (e.g. pubsub_128)       */
 } cmp_args_t;
 
 static inline void cmp_parse(int argc, char **argv, cmp_args_t *a)
@@ -355,6 +352,37 @@ static inline void cmp_parse(int argc, char **argv, cmp_args_t *a)
         a->subs = CMP_SUBS_MAX;
     if (a->clients > CMP_SUBS_MAX)
         a->clients = CMP_SUBS_MAX;
+}
+
+/*  A worker's payload: size bytes of 'x' behind a 'D' marker.             */
+static inline int cmp_worker_payload(cmp_worker_t *w, uint64_t size)
+{
+    w->size = size;
+    w->buf = (unsigned char *)malloc(size ? size : 1);
+    if (!w->buf)
+        return -1;
+    memset(w->buf, 'x', size);
+    w->buf[0] = 'D';
+    return 0;
+}
+
+/*  Runs and prints the repetitions of the ack (a->n ops shared by the
+    workers) or claims (a->seconds each) workload; -1 if any op failed.     */
+static inline int cmp_loop_reps(cmp_worker_t *w, int nw, const cmp_args_t *a, const char *system,
+                                int claims)
+{
+    int status = 0;
+    for (int r = 0; r < (int)a->reps; r++) {
+        cmp_loop_result_t res;
+        if (claims)
+            cmp_loop_run(w, nw, 0, a->seconds, &res);
+        else
+            cmp_loop_run(w, nw, a->n / nw, 0, &res);
+        cmp_print_loop(a->label, system, r, claims ? "pairs/s" : "msgs/s", &res);
+        if (res.failed)
+            status = -1;
+    }
+    return status;
 }
 
 #endif

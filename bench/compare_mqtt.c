@@ -60,7 +60,8 @@ static struct mosquitto *s_client(const char *id, void *ud)
 
 static int s_pub(void *arg, const void *buf, size_t len)
 {
-    int rc = mosquitto_publish((struct mosquitto *)arg, NULL, "bench/data", (int)len, buf, 0, false);
+    int rc =
+        mosquitto_publish((struct mosquitto *)arg, NULL, "bench/data", (int)len, buf, 0, false);
     if (rc == MOSQ_ERR_SUCCESS)
         return 0;
     if (rc == MOSQ_ERR_NOMEM || rc == MOSQ_ERR_OVERSIZE_PACKET)

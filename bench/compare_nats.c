@@ -114,8 +114,7 @@ static int s_flood(cmp_args_t *a)
         args[i].idx = i;
         if (!(subs[i] = s_connect()))
             return -1;
-        if (natsConnection_Subscribe(&ss[i], subs[i], "bench.data", s_on_msg, &args[i]) !=
-            NATS_OK)
+        if (natsConnection_Subscribe(&ss[i], subs[i], "bench.data", s_on_msg, &args[i]) != NATS_OK)
             return -1;
         natsSubscription_SetPendingLimits(ss[i], -1, -1);
         natsConnection_Flush(subs[i]);
@@ -149,8 +148,8 @@ static int s_ack_op(cmp_worker_t *w, uint64_t k)
     memcpy(w->buf + 1, &k, sizeof k);
     jsPubAck *pa = NULL;
     jsErrCode jerr = 0;
-    natsStatus s = js_Publish(&pa, (jsCtx *)w->extra, "ack.data", w->buf, (int)w->size, NULL,
-                              &jerr);
+    natsStatus s =
+        js_Publish(&pa, (jsCtx *)w->extra, "ack.data", w->buf, (int)w->size, NULL, &jerr);
     if (s != NATS_OK) {
         snprintf(w->errmsg, sizeof w->errmsg, "%s (%d)", natsStatus_GetText(s), (int)jerr);
         return -1;
@@ -203,8 +202,7 @@ static int s_loop(cmp_args_t *a, bool claims)
                 return -1;
             }
             kvStore_Destroy(kv);
-        }
-        else if (s_stream(js, "ACK", "ack.>") != 0)
+        } else if (s_stream(js, "ACK", "ack.>") != 0)
             return -1;
         jsCtx_Destroy(js);
         natsConnection_Destroy(nc);
@@ -221,26 +219,13 @@ static int s_loop(cmp_args_t *a, bool claims)
             if (js_KeyValue(&kv, jss[i], "claims") != NATS_OK)
                 return -1;
             w[i].extra = kv;
-        }
-        else
+        } else
             w[i].extra = jss[i];
         w[i].op = claims ? s_kv_op : s_ack_op;
-        w[i].size = a->size;
-        w[i].buf = (unsigned char *)malloc(a->size);
-        memset(w[i].buf, 'x', a->size);
-        w[i].buf[0] = 'D';
+        if (cmp_worker_payload(&w[i], a->size))
+            return -1;
     }
-    int status = 0;
-    for (int r = 0; r < (int)a->reps; r++) {
-        cmp_loop_result_t res;
-        if (claims)
-            cmp_loop_run(w, nw, 0, a->seconds, &res);
-        else
-            cmp_loop_run(w, nw, a->n / nw, 0, &res);
-        cmp_print_loop(a->label, "nats", r, claims ? "pairs/s" : "msgs/s", &res);
-        if (res.failed)
-            status = -1;
-    }
+    int status = cmp_loop_reps(w, nw, a, "nats", claims);
     for (int i = 0; i < nw; i++) {
         if (claims)
             kvStore_Destroy((kvStore *)w[i].extra);
@@ -325,8 +310,7 @@ static int s_replay(cmp_args_t *a)
             if (c != seen) {
                 seen = c;
                 last_progress = bench_now_ns();
-            }
-            else if (bench_now_ns() - last_progress > 5000000000ull)
+            } else if (bench_now_ns() - last_progress > 5000000000ull)
                 break;
             cmp_sleep_us(500);
         }

@@ -61,8 +61,7 @@ static int s_pub(void *arg, const void *buf, size_t len)
 }
 
 /*  Sets up nsubs callback subscribers and one publisher, runs reps floods. */
-static int s_flood(cmp_args_t *a, const char *label, uint64_t n, int nsubs, int reps,
-                   bool print)
+static int s_flood(cmp_args_t *a, const char *label, uint64_t n, int nsubs, int reps, bool print)
 {
     static cmp_flood_t flood;
     memset(&flood, 0, sizeof flood);
@@ -145,8 +144,7 @@ static int s_claim_op(cmp_worker_t *w, uint64_t k)
     if (rc == NEXUS_OK)
         rc = nexus_complete(c, id, res.token, NULL);
     if (rc != NEXUS_OK) {
-        snprintf(w->errmsg, sizeof w->errmsg, "%s: %s", nexus_strerror(rc),
-                 nexus_client_errmsg(c));
+        snprintf(w->errmsg, sizeof w->errmsg, "%s: %s", nexus_strerror(rc), nexus_client_errmsg(c));
         return -1;
     }
     return 0;
@@ -172,22 +170,10 @@ static int s_loop(cmp_args_t *a, bool claims)
         w[i].idx = i;
         w[i].conn = c;
         w[i].op = claims ? s_claim_op : s_ack_op;
-        w[i].size = a->size;
-        w[i].buf = (unsigned char *)malloc(a->size);
-        memset(w[i].buf, 'x', a->size);
-        w[i].buf[0] = 'D';
+        if (cmp_worker_payload(&w[i], a->size))
+            return -1;
     }
-    int status = 0;
-    for (int r = 0; r < (int)a->reps; r++) {
-        cmp_loop_result_t res;
-        if (claims)
-            cmp_loop_run(w, nw, 0, a->seconds, &res);
-        else
-            cmp_loop_run(w, nw, a->n / nw, 0, &res);
-        cmp_print_loop(a->label, "nexus", r, claims ? "pairs/s" : "msgs/s", &res);
-        if (res.failed)
-            status = -1;
-    }
+    int status = cmp_loop_reps(w, nw, a, "nexus", claims);
     for (int i = 0; i < nw; i++) {
         nexus_client_t *c = (nexus_client_t *)w[i].conn;
         if (claims)
@@ -218,8 +204,7 @@ static int s_replay(cmp_args_t *a)
             nexus_event_t *ev = NULL;
             nexus_err_t rc = nexus_history_next(h, &ev);
             if (rc != NEXUS_OK) {
-                fprintf(stderr, "# history: %s: %s\n", nexus_strerror(rc),
-                        nexus_client_errmsg(c));
+                fprintf(stderr, "# history: %s: %s\n", nexus_strerror(rc), nexus_client_errmsg(c));
                 status = -1;
                 break;
             }

@@ -141,8 +141,8 @@ static int s_flood(cmp_args_t *a)
 static int s_xadd_op(cmp_worker_t *w, uint64_t k)
 {
     memcpy(w->buf + 1, &k, sizeof k);
-    redisReply *r = (redisReply *)redisCommand((redisContext *)w->conn, "XADD ack * d %b", w->buf,
-                                               w->size);
+    redisReply *r =
+        (redisReply *)redisCommand((redisContext *)w->conn, "XADD ack * d %b", w->buf, w->size);
     if (!r || r->type != REDIS_REPLY_STRING) {
         snprintf(w->errmsg, sizeof w->errmsg, "%s",
                  r ? (r->str ? r->str : "unexpected reply") : ((redisContext *)w->conn)->errstr);
@@ -190,22 +190,10 @@ static int s_loop(cmp_args_t *a, bool claims)
             return -1;
         w[i].idx = i;
         w[i].op = claims ? s_claim_op : s_xadd_op;
-        w[i].size = a->size;
-        w[i].buf = (unsigned char *)malloc(a->size);
-        memset(w[i].buf, 'x', a->size);
-        w[i].buf[0] = 'D';
+        if (cmp_worker_payload(&w[i], a->size))
+            return -1;
     }
-    int status = 0;
-    for (int r = 0; r < (int)a->reps; r++) {
-        cmp_loop_result_t res;
-        if (claims)
-            cmp_loop_run(w, nw, 0, a->seconds, &res);
-        else
-            cmp_loop_run(w, nw, a->n / nw, 0, &res);
-        cmp_print_loop(a->label, "redis", r, claims ? "pairs/s" : "msgs/s", &res);
-        if (res.failed)
-            status = -1;
-    }
+    int status = cmp_loop_reps(w, nw, a, "redis", claims);
     for (int i = 0; i < nw; i++)
         redisFree((redisContext *)w[i].conn);
     return status;
