@@ -440,6 +440,20 @@ static int s_fail(nexus_err_t *err, nexus_err_t code, char *err_msg, const char 
     return -1;
 }
 
+/*  Answers a change of state (work_id, state), remembers the answer for
+    retries and stores the item: 2 fields, or -1 if the store refused.      */
+static int s_answer_state(nx_broker_t *self, s_claim_t *c, const nx_session_t *s,
+                          msgpack_packer *pk, const char *what, nexus_err_t *err, char *err_msg)
+{
+    size_t start = s_mark(pk);
+    nx_pack_kv_str(pk, "work_id", c->work_id);
+    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
+    s_remember(self, c, s, pk, start, 2);
+    if ((*err = s_save(self, c)))
+        return s_fail(err, *err, err_msg, "the store could not take the %s", what);
+    return 2;
+}
+
 /*  Reads work_id and finds the item (NULL when it does not exist; *key gets
     the id as a string).                                                    */
 static int s_work_id(const msgpack_object *req, char *key, nexus_err_t *err, char *err_msg)
@@ -663,12 +677,8 @@ int nx_op_work_release(nx_broker_t *self, const msgpack_object *req, msgpack_pac
     s_held_add(s_self(self), c->holder, -1);
     c->state = S_RELEASED;
     c->updated_at = now;
-    size_t start = s_mark(pk);
-    nx_pack_kv_str(pk, "work_id", c->work_id);
-    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
-    s_remember(self, c, s, pk, start, 2);
-    if ((*err = s_save(self, c)))
-        return s_fail(err, *err, err_msg, "the store could not take the %s", "release");
+    if (s_answer_state(self, c, s, pk, "release", err, err_msg) < 0)
+        return -1;
     s_emit_detail(self, "work.released", c, "released", s->id, reason, reason_len);
     return 2;
 }
@@ -692,12 +702,8 @@ int nx_op_work_complete(nx_broker_t *self, const msgpack_object *req, msgpack_pa
     s_held_add(s_self(self), c->holder, -1);
     c->state = S_COMPLETED;
     c->updated_at = now;
-    size_t start = s_mark(pk);
-    nx_pack_kv_str(pk, "work_id", c->work_id);
-    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
-    s_remember(self, c, s, pk, start, 2);
-    if ((*err = s_save(self, c)))
-        return s_fail(err, *err, err_msg, "the store could not take the %s", "completion");
+    if (s_answer_state(self, c, s, pk, "completion", err, err_msg) < 0)
+        return -1;
     s_emit(self, "work.completed", c, NULL, s->id);
     return 2;
 }
@@ -725,12 +731,8 @@ int nx_op_work_reopen(nx_broker_t *self, const msgpack_object *req, msgpack_pack
     }
     c->state = S_OPEN;
     c->updated_at = nx_now_us();
-    size_t start = s_mark(pk);
-    nx_pack_kv_str(pk, "work_id", c->work_id);
-    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
-    s_remember(self, c, s, pk, start, 2);
-    if ((*err = s_save(self, c)))
-        return s_fail(err, *err, err_msg, "the store could not take the %s", "reopen");
+    if (s_answer_state(self, c, s, pk, "reopen", err, err_msg) < 0)
+        return -1;
     s_emit(self, "work.reopened", c, NULL, s->id);
     return 2;
 }
