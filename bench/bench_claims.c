@@ -3,19 +3,23 @@
     control plane, with 1, 16 and 64 concurrent clients, sync=full.
 
     Starts its own nexusd (path from --nexusd PATH or argv[1], else $NEXUSD,
-    else the one the build made, else build/broker/nexusd) on free loopback ports with a fresh data directory.
-    Every client is a thread with its own DEALER and its own registered
-    session; it loops: work.claim a unique work id, then work.complete it
-    with the token, one request outstanding at a time (so one pair in
-    flight per client: the throughput comes from the broker committing the
-    requests of many clients in one fsync, not from pipelining).
+    else the one the build made, else build/broker/nexusd) on free loopback
+    ports with a fresh data directory. Every client is a thread with its
+    own DEALER and its own registered session. It keeps a window of pairs
+    in flight: each claims a unique work id, then completes it with the
+    token, then starts the next. Window 1 is a worker that waits for every
+    reply (the throughput comes from the broker committing the requests of
+    many clients in one fsync); window 8 is a dispatcher that keeps eight
+    items moving, as a pipelined client of Redis or NATS would.
 
-    Prints one line per client count:
-        claims_64_clients: 31234 pairs/s, claim p50 0.9 ms p99 2.1 ms,
-        complete p50 0.9 ms p99 2.0 ms (sync=full, 1 pair in flight per client)
+    Prints one line per window and client count:
+        claims_64_clients: 5234 pairs/s, claim p50 5.9 ms p99 10.5 ms,
+        complete p50 5.9 ms p99 10.6 ms (sync=full, 1 pair in flight per
+        client, ...)
+        claims_64_clients_window_8: ...
 
-    Environment: BENCH_SECONDS (default 5) per client count, BENCH_CLIENTS
-    (default "1,16,64").
+    Environment: BENCH_SECONDS (default 5) per run, BENCH_CLIENTS (default
+    "1,16,64"), BENCH_WINDOWS (pairs in flight per client, default "1,8").
 
     Build alone: gcc -O2 -o bench_claims bench/bench_claims.c \
                      $(pkg-config --cflags --libs libzmq msgpack) -lpthread
@@ -206,7 +210,7 @@ static double s_pct_ms(const s_lat_t *l, double p)
 /*  ---- Clients ------------------------------------------------------------- */
 
 typedef struct {
-    int index, n_clients;
+    int index, n_clients, window;
     double seconds;
     pthread_barrier_t *barrier;
     volatile uint64_t *start_ns; /* set by the main thread after the barrier */
@@ -215,75 +219,166 @@ typedef struct {
     bool failed;
 } s_client_t;
 
+/*  One pair in flight: the claim or the complete that is outstanding.      */
+typedef struct {
+    uint64_t req;   /* id of the outstanding request, 0 when idle */
+    uint64_t sent;  /* when it was sent (ns) */
+    uint64_t token; /* the grant's fencing token, once claimed */
+    uint64_t n;     /* the work id's number */
+    bool completing;
+} s_slot_t;
+
+static int s_send_claim(void *sock, msgpack_sbuffer *buf, msgpack_packer *pk, const char *session,
+                        s_client_t *self, s_slot_t *slot, uint64_t id, uint64_t n)
+{
+    char work_id[96];
+    snprintf(work_id, sizeof work_id, "bench/%d/%d/%d/%llu", self->n_clients, self->window,
+             self->index, (unsigned long long)n);
+    msgpack_sbuffer_clear(buf);
+    msgpack_pack_map(pk, 5);
+    s_kv_str(pk, "op", "work.claim");
+    s_kv_u64(pk, "id", id);
+    s_kv_str(pk, "session", session);
+    s_kv_str(pk, "work_id", work_id);
+    s_kv_u64(pk, "ttl_ms", 60000);
+    *slot = (s_slot_t){.req = id, .sent = s_now_ns(), .n = n};
+    return zmq_send(sock, buf->data, buf->size, 0) < 0 ? -1 : 0;
+}
+
+static int s_send_complete(void *sock, msgpack_sbuffer *buf, msgpack_packer *pk,
+                           const char *session, s_client_t *self, s_slot_t *slot, uint64_t id)
+{
+    char work_id[96];
+    snprintf(work_id, sizeof work_id, "bench/%d/%d/%d/%llu", self->n_clients, self->window,
+             self->index, (unsigned long long)slot->n);
+    msgpack_sbuffer_clear(buf);
+    msgpack_pack_map(pk, 6);
+    s_kv_str(pk, "op", "work.complete");
+    s_kv_u64(pk, "id", id);
+    s_kv_str(pk, "session", session);
+    s_kv_str(pk, "work_id", work_id);
+    s_kv_u64(pk, "token", slot->token);
+    s_kv_str(pk, "result", "ok");
+    slot->req = id;
+    slot->sent = s_now_ns();
+    slot->completing = true;
+    return zmq_send(sock, buf->data, buf->size, 0) < 0 ? -1 : 0;
+}
+
+/*  Reads one reply: 1 ok, 0 error reply (printed), -1 nothing within the
+    timeout, -2 unreadable. *id and *token get the reply's fields.         */
+static int s_recv_reply(void *sock, long timeout_ms, uint64_t *id, uint64_t *token)
+{
+    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, timeout_ms) <= 0)
+        return -1;
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    if (zmq_msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg);
+        return -1;
+    }
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int rc = -2;
+    if (msgpack_unpack_next(&u, zmq_msg_data(&msg), zmq_msg_size(&msg), NULL) ==
+        MSGPACK_UNPACK_SUCCESS) {
+        const msgpack_object *rid = s_get(&u.data, "id");
+        const msgpack_object *ok = s_get(&u.data, "ok");
+        const msgpack_object *tok = s_get(&u.data, "token");
+        if (rid && rid->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            *id = rid->via.u64;
+            *token = tok && tok->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? tok->via.u64 : 0;
+            if (ok && ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean)
+                rc = 1;
+            else {
+                const msgpack_object *m = s_get(&u.data, "message");
+                fprintf(stderr, "bench_claims: error reply: %.*s\n",
+                        m && m->type == MSGPACK_OBJECT_STR ? (int)m->via.str.size : 1,
+                        m && m->type == MSGPACK_OBJECT_STR ? m->via.str.ptr : "?");
+                rc = 0;
+            }
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    zmq_msg_close(&msg);
+    return rc;
+}
+
+/*  Keeps `window` pairs in flight: each slot claims a fresh work id, then
+    completes it with the granted token, then starts the next. With a
+    window of 1 a client waits for every reply before its next request.    */
 static void *s_client_run(void *arg)
 {
     s_client_t *self = arg;
     void *sock = s_dealer();
-    char session[64], work_id[96];
-    snprintf(session, sizeof session, "bench-%d-%d", self->n_clients, self->index);
-    uint64_t id = 1;
+    char session[64];
+    snprintf(session, sizeof session, "bench-%d-%d-w%d", self->n_clients, self->index,
+             self->window);
+    uint64_t id = 1, next_n = 0;
     msgpack_sbuffer buf;
     msgpack_sbuffer_init(&buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    s_slot_t *slots = calloc((size_t)self->window, sizeof *slots);
 
     msgpack_pack_map(&pk, 4);
     s_kv_str(&pk, "op", "session.register");
     s_kv_u64(&pk, "id", id);
     s_kv_str(&pk, "session", session);
     s_kv_u64(&pk, "heartbeat_ms", 600000);
-    if (s_call(sock, &buf, id++, NULL) != 1)
+    if (!slots || s_call(sock, &buf, id++, NULL) != 1)
         self->failed = true;
     pthread_barrier_wait(self->barrier);
     pthread_barrier_wait(self->barrier); /* the main thread sets start_ns */
     uint64_t end = *self->start_ns + (uint64_t)(self->seconds * 1e9);
-    for (uint64_t n = 0; !self->failed && n < 100000000ull; n++) {
-        if (s_now_ns() >= end)
+    int busy = 0;
+    for (int k = 0; !self->failed && k < self->window; k++, busy++)
+        if (s_send_claim(sock, &buf, &pk, session, self, &slots[k], id++, next_n++) != 0)
+            self->failed = true;
+    /*  Bounded: every pass either reads a reply or times out and fails.    */
+    for (uint64_t pass = 0; !self->failed && busy > 0 && pass < 1000000000ull; pass++) {
+        uint64_t rid = 0, token = 0;
+        int rc = s_recv_reply(sock, S_REPLY_TIMEOUT_MS, &rid, &token);
+        if (rc == -1) {
+            fprintf(stderr, "bench_claims: no reply within %d ms\n", S_REPLY_TIMEOUT_MS);
+            self->failed = true;
             break;
-        snprintf(work_id, sizeof work_id, "bench/%d/%d/%llu", self->n_clients, self->index,
-                 (unsigned long long)n);
-        msgpack_sbuffer_clear(&buf);
-        msgpack_pack_map(&pk, 5);
-        s_kv_str(&pk, "op", "work.claim");
-        s_kv_u64(&pk, "id", id);
-        s_kv_str(&pk, "session", session);
-        s_kv_str(&pk, "work_id", work_id);
-        s_kv_u64(&pk, "ttl_ms", 60000);
-        uint64_t token = 0, t0 = s_now_ns();
-        int rc = s_call(sock, &buf, id++, &token);
-        uint64_t t1 = s_now_ns();
-        if (rc != 1) {
-            self->errors++;
-            if (rc < 0)
+        }
+        s_slot_t *slot = NULL;
+        for (int k = 0; k < self->window && !slot; k++)
+            if (slots[k].req && slots[k].req == rid)
+                slot = &slots[k];
+        if (!slot || rc == -2)
+            continue;
+        uint64_t now = s_now_ns();
+        bool more = now < end;
+        if (rc == 1 && !slot->completing) {
+            s_lat_add(&self->claim, now - slot->sent);
+            slot->token = token;
+            if (s_send_complete(sock, &buf, &pk, session, self, slot, id++) != 0)
                 self->failed = true;
             continue;
         }
-        s_lat_add(&self->claim, t1 - t0);
-        msgpack_sbuffer_clear(&buf);
-        msgpack_pack_map(&pk, 6);
-        s_kv_str(&pk, "op", "work.complete");
-        s_kv_u64(&pk, "id", id);
-        s_kv_str(&pk, "session", session);
-        s_kv_str(&pk, "work_id", work_id);
-        s_kv_u64(&pk, "token", token);
-        s_kv_str(&pk, "result", "ok");
-        rc = s_call(sock, &buf, id++, NULL);
-        uint64_t t2 = s_now_ns();
-        if (rc != 1) {
+        if (rc == 1) {
+            s_lat_add(&self->complete, now - slot->sent);
+            self->pairs++;
+        } else
             self->errors++;
-            if (rc < 0)
+        slot->req = 0;
+        if (more) {
+            if (s_send_claim(sock, &buf, &pk, session, self, slot, id++, next_n++) != 0)
                 self->failed = true;
-            continue;
-        }
-        s_lat_add(&self->complete, t2 - t1);
-        self->pairs++;
+        } else
+            busy--;
     }
+    free(slots);
     msgpack_sbuffer_destroy(&buf);
     zmq_close(sock);
     return NULL;
 }
 
-static int s_run(int n_clients, double seconds)
+static int s_run(int n_clients, int window, double seconds)
 {
     s_client_t *clients = calloc((size_t)n_clients, sizeof *clients);
     pthread_t *threads = calloc((size_t)n_clients, sizeof *threads);
@@ -291,8 +386,12 @@ static int s_run(int n_clients, double seconds)
     pthread_barrier_init(&barrier, NULL, (unsigned)n_clients + 1);
     volatile uint64_t start_ns = 0;
     for (int i = 0; i < n_clients; i++) {
-        clients[i] = (s_client_t){.index = i, .n_clients = n_clients, .seconds = seconds,
-                                  .barrier = &barrier, .start_ns = &start_ns};
+        clients[i] = (s_client_t){.index = i,
+                                  .n_clients = n_clients,
+                                  .window = window,
+                                  .seconds = seconds,
+                                  .barrier = &barrier,
+                                  .start_ns = &start_ns};
         pthread_create(&threads[i], NULL, s_client_run, &clients[i]);
     }
     pthread_barrier_wait(&barrier); /* all registered */
@@ -319,11 +418,16 @@ static int s_run(int n_clients, double seconds)
     }
     qsort(claim.v, claim.n, sizeof *claim.v, s_cmp_u64);
     qsort(complete.v, complete.n, sizeof *complete.v, s_cmp_u64);
-    printf("claims_%d_clients: %.0f pairs/s, claim p50 %.2f ms p99 %.2f ms, complete p50 %.2f ms "
-           "p99 %.2f ms (sync=full, 1 pair in flight per client, %llu pairs in %.1f s%s)\n",
-           n_clients, (double)pairs / elapsed, s_pct_ms(&claim, 0.50), s_pct_ms(&claim, 0.99),
-           s_pct_ms(&complete, 0.50), s_pct_ms(&complete, 0.99), (unsigned long long)pairs,
-           elapsed, errors ? ", ERRORS" : "");
+    char label[64];
+    if (window > 1)
+        snprintf(label, sizeof label, "claims_%d_clients_window_%d", n_clients, window);
+    else
+        snprintf(label, sizeof label, "claims_%d_clients", n_clients);
+    printf("%s: %.0f pairs/s, claim p50 %.2f ms p99 %.2f ms, complete p50 %.2f ms "
+           "p99 %.2f ms (sync=full, %d pair%s in flight per client, %llu pairs in %.1f s%s)\n",
+           label, (double)pairs / elapsed, s_pct_ms(&claim, 0.50), s_pct_ms(&claim, 0.99),
+           s_pct_ms(&complete, 0.50), s_pct_ms(&complete, 0.99), window, window > 1 ? "s" : "",
+           (unsigned long long)pairs, elapsed, errors ? ", ERRORS" : "");
     fflush(stdout);
     free(claim.v);
     free(complete.v);
@@ -399,8 +503,9 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--nexusd") == 0 && i + 1 < argc)
             nexusd = argv[++i];
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            printf("usage: bench_claims [--nexusd PATH | PATH]\n"
-                   "env: NEXUSD, BENCH_SECONDS (5), BENCH_CLIENTS (1,16,64)\n");
+            printf(
+                "usage: bench_claims [--nexusd PATH | PATH]\n"
+                "env: NEXUSD, BENCH_SECONDS (5), BENCH_CLIENTS (1,16,64), BENCH_WINDOWS (1,8)\n");
             return 0;
         } else
             nexusd = argv[i];
@@ -414,14 +519,17 @@ int main(int argc, char **argv)
     if (!nexusd || !*nexusd)
         nexusd = "build/broker/nexusd";
     if (access(nexusd, X_OK) != 0) {
-        fprintf(stderr, "bench_claims: cannot run '%s' (give the nexusd path as argument or "
-                        "in NEXUSD)\n", nexusd);
+        fprintf(stderr,
+                "bench_claims: cannot run '%s' (give the nexusd path as argument or "
+                "in NEXUSD)\n",
+                nexusd);
         return 2;
     }
     double seconds = getenv("BENCH_SECONDS") ? atof(getenv("BENCH_SECONDS")) : 5.0;
     if (seconds <= 0)
         seconds = 5.0;
     const char *list = getenv("BENCH_CLIENTS") ? getenv("BENCH_CLIENTS") : "1,16,64";
+    const char *windows = getenv("BENCH_WINDOWS") ? getenv("BENCH_WINDOWS") : "1,8";
 
     char dir[] = "/tmp/bench-claims-XXXXXX";
     if (!mkdtemp(dir)) {
@@ -437,15 +545,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_claims: nexusd did not start\n");
         rc = 1;
     } else {
-        char *copy = strdup(list), *save = NULL;
-        for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-            int n = atoi(tok);
-            if (n < 1 || n > 1024)
+        char *wcopy = strdup(windows), *wsave = NULL;
+        for (char *w = strtok_r(wcopy, ",", &wsave); w; w = strtok_r(NULL, ",", &wsave)) {
+            int window = atoi(w);
+            if (window < 1 || window > 256)
                 continue;
-            if (s_run(n, seconds) != 0)
-                rc = 1;
+            char *copy = strdup(list), *save = NULL;
+            for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                int n = atoi(tok);
+                if (n < 1 || n > 1024)
+                    continue;
+                if (s_run(n, window, seconds) != 0)
+                    rc = 1;
+            }
+            free(copy);
         }
-        free(copy);
+        free(wcopy);
         kill(pid, SIGTERM);
         int status = 0;
         for (int i = 0; i < 100 && waitpid(pid, &status, WNOHANG) == 0; i++)

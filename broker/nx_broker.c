@@ -36,6 +36,9 @@
     turn are bounded too.                                                   */
 #define S_TURN_REQUEST_BYTES (4u << 20)
 #define S_MSGPACK_DEPTH      32
+/*  Scratch buffers up to this size are kept for the next request; a larger
+    one (a big reply) goes back to malloc.                                  */
+#define S_SCRATCH_KEEP (256u << 10)
 /*  Seqs are reserved durably in blocks (see s_reserve_seqs).               */
 #define S_SEQ_BLOCK           (1u << 20)
 #define S_META_SEQ_RESERVED   "seq_reserved"
@@ -239,6 +242,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         snprintf(err_buf, err_size, "out of memory");
         goto fail;
     }
+    nx_scratch_init(&self->scratch, S_SCRATCH_KEEP);
     for (size_t i = 0; i < self->cfg.requests_per_turn; i++) {
         msgpack_sbuffer_init(&self->replies[i].reply);
         msgpack_sbuffer_init(&self->replies[i].id);
@@ -338,6 +342,7 @@ void nx_broker_destroy(nx_broker_t **self_p)
     if (self->router)
         zsock_set_linger(self->router, 500);
     zsock_destroy(&self->router);
+    nx_scratch_release(&self->scratch);
     if (self->replies) {
         for (size_t i = 0; i < self->cfg.requests_per_turn; i++) {
             msgpack_sbuffer_destroy(&self->replies[i].reply);
@@ -601,11 +606,11 @@ static uint64_t s_fnv1a(uint64_t h, const char *data, size_t len)
 /*  Identifies a request for retries (nx_claims.c): a hash of its fields,
     id included, in any order, leaving out what a retry from another
     connection adds or changes ("secret", "auth").                          */
-static uint64_t s_request_hash(const msgpack_object *req)
+static uint64_t s_request_hash(nx_broker_t *self, const msgpack_object *req)
 {
     uint64_t sum = 0;
     msgpack_sbuffer buf;
-    msgpack_sbuffer_init(&buf);
+    nx_scratch_take(&self->scratch, &buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
     for (uint32_t i = 0; i < req->via.map.size; i++) {
@@ -619,7 +624,7 @@ static uint64_t s_request_hash(const msgpack_object *req)
         msgpack_pack_object(&pk, req->via.map.ptr[i].val);
         sum += s_fnv1a(14695981039346656037ull, buf.data, buf.size);
     }
-    msgpack_sbuffer_destroy(&buf);
+    nx_scratch_give(&self->scratch, &buf);
     return sum ? sum : 1;
 }
 
@@ -632,11 +637,11 @@ static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
     self->peer_len = pr->env.n ? zmq_msg_size(&pr->env.frames[0]) : 0;
     self->auth_handle = pr->auth;
     /*  Only requests with an id can be retries.                           */
-    self->req_hash = pr->id.size && op->retry ? s_request_hash(&pr->request) : 0;
+    self->req_hash = pr->id.size && op->retry ? s_request_hash(self, &pr->request) : 0;
     pr->op = -1;
 
     msgpack_sbuffer body;
-    msgpack_sbuffer_init(&body);
+    nx_scratch_take(&self->scratch, &body);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &body, msgpack_sbuffer_write);
     nexus_err_t err = NEXUS_OK;
@@ -650,7 +655,7 @@ static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
         msgpack_sbuffer_clear(&body);
     }
     s_pack_reply(pr, ok, err, err_msg, (uint32_t)fields, body.data ? body.data : "", body.size);
-    msgpack_sbuffer_destroy(&body);
+    nx_scratch_give(&self->scratch, &body);
 }
 
 /*  Reads one request. Returns 0 when one was taken, -1 when none is ready.*/

@@ -32,6 +32,7 @@
 #include "nexus.h"
 #include "nx_broker_config.h"
 #include "nx_codec.h"
+#include "nx_scratch.h"
 #include "nx_stats.h"
 #include "nx_store.h"
 
@@ -159,6 +160,7 @@ struct _nx_broker_t {
     uint64_t req_hash;                /* hash of the request being handled,
                                          0 without an id (nx_claims.c)       */
     bool snapshot_dirty;              /* sessions or claims changed since written   */
+    nx_scratch_t scratch;             /* msgpack buffers the loop reuses            */
 };
 
 /*  ---- The op table (nx_ops.c) ------------------------------------------- */

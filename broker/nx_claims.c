@@ -181,7 +181,7 @@ static void s_pack_claim(msgpack_packer *pk, const s_claim_t *c)
 static nexus_err_t s_save(nx_broker_t *self, s_claim_t *c)
 {
     msgpack_sbuffer buf;
-    msgpack_sbuffer_init(&buf);
+    nx_scratch_take(&self->scratch, &buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
     /*  Stored: [public record, last answer or nil].                        */
@@ -198,7 +198,7 @@ static nexus_err_t s_save(nx_broker_t *self, s_claim_t *c)
         msgpack_pack_nil(&pk);
     nexus_err_t rc =
         nx_coord_put(self, NX_DB_CLAIMS, c->work_id, strlen(c->work_id), buf.data, buf.size);
-    msgpack_sbuffer_destroy(&buf);
+    nx_scratch_give(&self->scratch, &buf);
     self->snapshot_dirty = true;
     return rc;
 }
@@ -208,17 +208,6 @@ static nexus_err_t s_save_fence(nx_broker_t *self)
     uint8_t v[8];
     nx_put_u64(v, s_self(self)->fence);
     return nx_coord_put(self, NX_DB_META, S_META_FENCE, strlen(S_META_FENCE), v, 8);
-}
-
-static uint8_t *s_pack_object(const msgpack_object *o, size_t *len)
-{
-    msgpack_sbuffer b;
-    msgpack_sbuffer_init(&b);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-    msgpack_pack_object(&pk, *o);
-    *len = b.size;
-    return (uint8_t *)b.data;
 }
 
 static int s_load_one(const void *key, size_t key_len, const void *value, size_t value_len,
@@ -274,10 +263,10 @@ static int s_load_one(const void *key, size_t key_len, const void *value, size_t
         c->description = nx_coord_strdup(p, n);
     const msgpack_object *md = nx_map_get(m, "metadata");
     if (md && md->type == MSGPACK_OBJECT_MAP && md->via.map.size)
-        c->metadata = s_pack_object(md, &c->metadata_len);
+        c->metadata = nx_coord_pack_object(self, md, &c->metadata_len);
     const msgpack_object *res = nx_map_get(m, "result");
     if (res && res->type != MSGPACK_OBJECT_NIL)
-        c->result = s_pack_object(res, &c->result_len);
+        c->result = nx_coord_pack_object(self, res, &c->result_len);
     zhashx_update(cs->items, c->work_id, c);
     if (c->state == S_CLAIMED) {
         s_held_add(cs, c->holder, +1);
@@ -341,7 +330,7 @@ static void s_emit_detail(nx_broker_t *self, const char *topic, const s_claim_t 
                           const char *reason, const char *by, const char *detail, size_t detail_len)
 {
     msgpack_sbuffer buf;
-    msgpack_sbuffer_init(&buf);
+    nx_scratch_take(&self->scratch, &buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
     bool claimed = strcmp(topic, "work.claimed") == 0;
@@ -373,7 +362,7 @@ static void s_emit_detail(nx_broker_t *self, const char *topic, const s_claim_t 
     if (detail)
         nx_pack_kv_strn(&pk, "detail", detail, detail_len);
     nx_coord_emit(self, topic, by ? by : "nexusd", &buf);
-    msgpack_sbuffer_destroy(&buf);
+    nx_scratch_give(&self->scratch, &buf);
 }
 
 /*  Ends a claimed item's lease: state released or expired, event, store.   */
@@ -564,7 +553,7 @@ int nx_op_work_claim(nx_broker_t *self, const msgpack_object *req, msgpack_packe
     c->metadata = NULL;
     c->metadata_len = 0;
     if (md && md->type == MSGPACK_OBJECT_MAP)
-        c->metadata = s_pack_object(md, &c->metadata_len);
+        c->metadata = nx_coord_pack_object(self, md, &c->metadata_len);
     free(c->result);
     c->result = NULL;
     c->result_len = 0;
@@ -696,7 +685,7 @@ int nx_op_work_complete(nx_broker_t *self, const msgpack_object *req, msgpack_pa
     uint64_t now = nx_now_us();
     const msgpack_object *result = nx_map_get(req, "result");
     free(c->result);
-    c->result = result ? s_pack_object(result, &c->result_len) : NULL;
+    c->result = result ? nx_coord_pack_object(self, result, &c->result_len) : NULL;
     if (!result)
         c->result_len = 0;
     s_held_add(s_self(self), c->holder, -1);

@@ -5,6 +5,7 @@
     =========================================================================
 */
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "nx_auth.h"
@@ -81,6 +82,21 @@ void nx_coord_housekeeping(nx_broker_t *self, uint64_t now)
         if (nx_snapshot_write(self, self->cfg.snapshot_file) == 0)
             self->snapshot_dirty = false;
     }
+}
+
+uint8_t *nx_coord_pack_object(nx_broker_t *self, const msgpack_object *o, size_t *len)
+{
+    msgpack_sbuffer buf;
+    nx_scratch_take(&self->scratch, &buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, *o);
+    uint8_t *copy = buf.size ? malloc(buf.size) : NULL;
+    if (copy)
+        memcpy(copy, buf.data, buf.size);
+    *len = copy ? buf.size : 0;
+    nx_scratch_give(&self->scratch, &buf);
+    return copy;
 }
 
 nexus_err_t nx_coord_put(nx_broker_t *self, nx_db_t db, const char *key, size_t key_len,

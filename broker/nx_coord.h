@@ -112,6 +112,11 @@ void nx_coord_emit(nx_broker_t *self, const char *topic, const char *source, msg
 /*  Copies a msgpack str object into a fresh NUL-terminated string, or NULL.*/
 char *nx_coord_strdup(const char *ptr, size_t len);
 
+/*  Packs o into a fresh buffer of exactly *len bytes (the caller frees it),
+    or NULL when out of memory. Items keep these for as long as they live,
+    so the buffer is not a growable msgpack_sbuffer (8 KiB at least).      */
+uint8_t *nx_coord_pack_object(nx_broker_t *self, const msgpack_object *o, size_t *len);
+
 /*  The op handlers, listed in nx_ops.c's table.                            */
 nx_op_fn nx_op_session_register, nx_op_session_heartbeat, nx_op_session_status,
     nx_op_session_unregister, nx_op_session_get, nx_op_session_list, nx_op_session_find;

@@ -109,7 +109,7 @@ void nx_sessions_pack(msgpack_packer *pk, const nx_session_t *s)
 static nexus_err_t s_save(nx_broker_t *self, nx_session_t *s)
 {
     msgpack_sbuffer buf;
-    msgpack_sbuffer_init(&buf);
+    nx_scratch_take(&self->scratch, &buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
     /*  The stored record is the public one plus what must survive: the
@@ -119,7 +119,7 @@ static nexus_err_t s_save(nx_broker_t *self, nx_session_t *s)
     nx_pack_str(&pk, s->secret);
     msgpack_pack_uint64(&pk, s->gone_at);
     nexus_err_t rc = nx_coord_put(self, NX_DB_SESSIONS, s->id, strlen(s->id), buf.data, buf.size);
-    msgpack_sbuffer_destroy(&buf);
+    nx_scratch_give(&self->scratch, &buf);
     self->snapshot_dirty = true;
     return rc;
 }
@@ -179,13 +179,7 @@ static int s_load_one(const void *key, size_t key_len, const void *value, size_t
     }
     const msgpack_object *md = nx_map_get(rec, "metadata");
     if (md && md->type == MSGPACK_OBJECT_MAP && md->via.map.size) {
-        msgpack_sbuffer b;
-        msgpack_sbuffer_init(&b);
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &b, msgpack_sbuffer_write);
-        msgpack_pack_object(&pk, *md);
-        s->metadata = (uint8_t *)b.data;
-        s->metadata_len = b.size;
+        s->metadata = nx_coord_pack_object(self, md, &s->metadata_len);
     }
     char *state = s_get_str(rec, "state");
     s->state = s_index_of(s_states, 3, state);
@@ -320,7 +314,7 @@ nx_session_t *nx_sessions_authorize(nx_broker_t *self, const msgpack_object *req
 static void s_emit_connected(nx_broker_t *self, nx_session_t *s, bool resumed)
 {
     msgpack_sbuffer buf;
-    msgpack_sbuffer_init(&buf);
+    nx_scratch_take(&self->scratch, &buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 5);
@@ -331,7 +325,7 @@ static void s_emit_connected(nx_broker_t *self, nx_session_t *s, bool resumed)
     s_pack_metadata(&pk, s);
     nx_pack_kv_bool(&pk, "resumed", resumed);
     nx_coord_emit(self, "session.connected", s->id, &buf);
-    msgpack_sbuffer_destroy(&buf);
+    nx_scratch_give(&self->scratch, &buf);
 }
 
 /*  Declares s gone: event, claims, record. reason: timeout | unregistered
@@ -347,7 +341,7 @@ static size_t s_gone(nx_broker_t *self, nx_session_t *s, const char *reason, uin
     s->claims = nx_claims_held(self, s->id);
     s_save(self, s);
     msgpack_sbuffer buf;
-    msgpack_sbuffer_init(&buf);
+    nx_scratch_take(&self->scratch, &buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 3);
@@ -355,7 +349,7 @@ static size_t s_gone(nx_broker_t *self, nx_session_t *s, const char *reason, uin
     nx_pack_kv_str(&pk, "reason", reason);
     nx_pack_kv_u64(&pk, "released", released);
     nx_coord_emit(self, "session.disconnected", s->id, &buf);
-    msgpack_sbuffer_destroy(&buf);
+    nx_scratch_give(&self->scratch, &buf);
     nx_info("session %s gone (%s), %zu claims released", s->id, reason, released);
     return released;
 }
@@ -516,13 +510,7 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
         s->metadata = NULL;
         s->metadata_len = 0;
         if (md && md->type == MSGPACK_OBJECT_MAP) {
-            msgpack_sbuffer b;
-            msgpack_sbuffer_init(&b);
-            msgpack_packer mpk;
-            msgpack_packer_init(&mpk, &b, msgpack_sbuffer_write);
-            msgpack_pack_object(&mpk, *md);
-            s->metadata = (uint8_t *)b.data;
-            s->metadata_len = b.size;
+            s->metadata = nx_coord_pack_object(self, md, &s->metadata_len);
         }
     }
     if (heartbeat || !resumed)
@@ -640,7 +628,7 @@ int nx_op_session_status(nx_broker_t *self, const msgpack_object *req, msgpack_p
     if ((*err = s_save(self, s)))
         return s_fail(err, *err, err_msg, "the store could not take the status");
     msgpack_sbuffer buf;
-    msgpack_sbuffer_init(&buf);
+    nx_scratch_take(&self->scratch, &buf);
     msgpack_packer epk;
     msgpack_packer_init(&epk, &buf, msgpack_sbuffer_write);
     msgpack_pack_map(&epk, 4);
@@ -649,7 +637,7 @@ int nx_op_session_status(nx_broker_t *self, const msgpack_object *req, msgpack_p
     s_pack_opt_str(&epk, "current_work", s->current_work);
     s_pack_opt_str(&epk, "text", s->text);
     nx_coord_emit(self, "status.update", s->id, &buf);
-    msgpack_sbuffer_destroy(&buf);
+    nx_scratch_give(&self->scratch, &buf);
     nx_pack_str(pk, "session");
     nx_sessions_pack(pk, s);
     return 1;
