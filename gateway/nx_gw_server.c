@@ -527,6 +527,7 @@ static int s_ws_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
             msgs[n_msgs++] = nx_gw_conn_pop(gw, conn);
             bytes += next->len;
         }
+        bool more = conn->q_count || conn->lost_from || conn->close_code;
         pthread_mutex_unlock(&gw->lock);
         int n;
         if (big) {
@@ -547,6 +548,10 @@ static int s_ws_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
         pthread_mutex_unlock(&gw->lock);
         if (n < 0)
             return -1;
+        /*  Emptied: no need to ask the socket (lws_send_pipe_choked is a
+            poll() of its own); what is queued later comes with a kick.    */
+        if (!more)
+            return 0;
         if (lws_send_pipe_choked(wsi))
             break;
     }
