@@ -1018,6 +1018,13 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
         s_send_reply(self, pr);
     }
     self->n_replies = 0;
+    /*  This turn's write replies wait for the meta flush. Flushing now,
+        rather than with the next turn's commit, sends them a whole turn
+        earlier for one more fdatasync: a busy turn costs milliseconds of
+        CPU, a flush a fraction of one. A failed sync leaves them for the
+        next turn's commit or sync.                                         */
+    if (self->n_awaiting && nx_store_sync(self->store) == NEXUS_OK)
+        s_release_awaiting(self);
     if (!nx_store_in_batch(self->store) && s_reserve_seqs(self))
         nx_error("cannot reserve seqs: %s", nx_store_errmsg(self->store));
 }
