@@ -113,6 +113,46 @@ static const msgpack_object *s_get(const msgpack_object *map, const char *key)
     return NULL;
 }
 
+/*  Reads one reply: 1 ok, 0 error reply (printed), -1 nothing within the
+    timeout, -2 unreadable. *id and *token get the reply's fields.         */
+static int s_recv_reply(void *sock, long timeout_ms, uint64_t *id, uint64_t *token)
+{
+    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, timeout_ms) <= 0)
+        return -1;
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    if (zmq_msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg);
+        return -1;
+    }
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int rc = -2;
+    if (msgpack_unpack_next(&u, zmq_msg_data(&msg), zmq_msg_size(&msg), NULL) ==
+        MSGPACK_UNPACK_SUCCESS) {
+        const msgpack_object *rid = s_get(&u.data, "id");
+        const msgpack_object *ok = s_get(&u.data, "ok");
+        const msgpack_object *tok = s_get(&u.data, "token");
+        if (rid && rid->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            *id = rid->via.u64;
+            *token = tok && tok->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? tok->via.u64 : 0;
+            if (ok && ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean)
+                rc = 1;
+            else {
+                const msgpack_object *m = s_get(&u.data, "message");
+                fprintf(stderr, "bench_claims: error reply: %.*s\n",
+                        m && m->type == MSGPACK_OBJECT_STR ? (int)m->via.str.size : 1,
+                        m && m->type == MSGPACK_OBJECT_STR ? m->via.str.ptr : "?");
+                rc = 0;
+            }
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    zmq_msg_close(&msg);
+    return rc;
+}
+
 /*  Sends buf, waits for the reply with id `id`; returns 1 when ok, 0 when
     the broker answered an error (printed), -1 on timeout. *token gets the
     reply's token when there is one.                                        */
@@ -120,46 +160,18 @@ static int s_call(void *sock, msgpack_sbuffer *buf, uint64_t id, uint64_t *token
 {
     if (zmq_send(sock, buf->data, buf->size, 0) < 0)
         return -1;
-    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
     uint64_t deadline = s_now_ns() + (uint64_t)S_REPLY_TIMEOUT_MS * 1000000ull;
     for (int i = 0; i < 1000000; i++) {
         uint64_t now = s_now_ns();
         if (now >= deadline)
             return -1;
-        if (zmq_poll(&item, 1, (long)((deadline - now) / 1000000) + 1) <= 0)
-            continue;
-        zmq_msg_t msg;
-        zmq_msg_init(&msg);
-        if (zmq_msg_recv(&msg, sock, 0) < 0) {
-            zmq_msg_close(&msg);
-            continue;
-        }
-        msgpack_unpacked u;
-        msgpack_unpacked_init(&u);
-        int rc = -2;
-        if (msgpack_unpack_next(&u, zmq_msg_data(&msg), zmq_msg_size(&msg), NULL) ==
-            MSGPACK_UNPACK_SUCCESS) {
-            const msgpack_object *rid = s_get(&u.data, "id");
-            if (rid && rid->type == MSGPACK_OBJECT_POSITIVE_INTEGER && rid->via.u64 == id) {
-                const msgpack_object *ok = s_get(&u.data, "ok");
-                const msgpack_object *tok = s_get(&u.data, "token");
-                if (token && tok && tok->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                    *token = tok->via.u64;
-                if (ok && ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean)
-                    rc = 1;
-                else {
-                    const msgpack_object *m = s_get(&u.data, "message");
-                    fprintf(stderr, "bench_claims: error reply: %.*s\n",
-                            m && m->type == MSGPACK_OBJECT_STR ? (int)m->via.str.size : 1,
-                            m && m->type == MSGPACK_OBJECT_STR ? m->via.str.ptr : "?");
-                    rc = 0;
-                }
-            }
-        }
-        msgpack_unpacked_destroy(&u);
-        zmq_msg_close(&msg);
-        if (rc != -2)
+        uint64_t rid = 0, tok = 0;
+        int rc = s_recv_reply(sock, (long)((deadline - now) / 1000000) + 1, &rid, &tok);
+        if (rc >= 0 && rid == id) {
+            if (token && tok)
+                *token = tok;
             return rc;
+        }
     }
     return -1;
 }
@@ -228,81 +240,43 @@ typedef struct {
     bool completing;
 } s_slot_t;
 
-static int s_send_claim(void *sock, msgpack_sbuffer *buf, msgpack_packer *pk, const char *session,
-                        s_client_t *self, s_slot_t *slot, uint64_t id, uint64_t n)
+/*  Starts a request on work item n: a map of `fields` entries whose first
+    four are op, id, session and work_id; the caller packs the rest.      */
+static void s_pack_work_head(msgpack_packer *pk, int fields, const char *op, uint64_t id,
+                             const char *session, const s_client_t *self, uint64_t n)
 {
     char work_id[96];
     snprintf(work_id, sizeof work_id, "bench/%d/%d/%d/%llu", self->n_clients, self->window,
              self->index, (unsigned long long)n);
-    msgpack_sbuffer_clear(buf);
-    msgpack_pack_map(pk, 5);
-    s_kv_str(pk, "op", "work.claim");
+    msgpack_sbuffer_clear(pk->data);
+    msgpack_pack_map(pk, (uint32_t)fields);
+    s_kv_str(pk, "op", op);
     s_kv_u64(pk, "id", id);
     s_kv_str(pk, "session", session);
     s_kv_str(pk, "work_id", work_id);
+}
+
+static int s_send_claim(void *sock, msgpack_packer *pk, const char *session, s_client_t *self,
+                        s_slot_t *slot, uint64_t id, uint64_t n)
+{
+    s_pack_work_head(pk, 5, "work.claim", id, session, self, n);
     s_kv_u64(pk, "ttl_ms", 60000);
     *slot = (s_slot_t){.req = id, .sent = s_now_ns(), .n = n};
+    msgpack_sbuffer *buf = pk->data;
     return zmq_send(sock, buf->data, buf->size, 0) < 0 ? -1 : 0;
 }
 
-static int s_send_complete(void *sock, msgpack_sbuffer *buf, msgpack_packer *pk,
-                           const char *session, s_client_t *self, s_slot_t *slot, uint64_t id)
+static int s_send_complete(void *sock, msgpack_packer *pk, const char *session, s_client_t *self,
+                           s_slot_t *slot, uint64_t id)
 {
-    char work_id[96];
-    snprintf(work_id, sizeof work_id, "bench/%d/%d/%d/%llu", self->n_clients, self->window,
-             self->index, (unsigned long long)slot->n);
-    msgpack_sbuffer_clear(buf);
-    msgpack_pack_map(pk, 6);
-    s_kv_str(pk, "op", "work.complete");
-    s_kv_u64(pk, "id", id);
-    s_kv_str(pk, "session", session);
-    s_kv_str(pk, "work_id", work_id);
+    s_pack_work_head(pk, 6, "work.complete", id, session, self, slot->n);
     s_kv_u64(pk, "token", slot->token);
     s_kv_str(pk, "result", "ok");
     slot->req = id;
     slot->sent = s_now_ns();
     slot->completing = true;
+    msgpack_sbuffer *buf = pk->data;
     return zmq_send(sock, buf->data, buf->size, 0) < 0 ? -1 : 0;
-}
-
-/*  Reads one reply: 1 ok, 0 error reply (printed), -1 nothing within the
-    timeout, -2 unreadable. *id and *token get the reply's fields.         */
-static int s_recv_reply(void *sock, long timeout_ms, uint64_t *id, uint64_t *token)
-{
-    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&item, 1, timeout_ms) <= 0)
-        return -1;
-    zmq_msg_t msg;
-    zmq_msg_init(&msg);
-    if (zmq_msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&msg);
-        return -1;
-    }
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    int rc = -2;
-    if (msgpack_unpack_next(&u, zmq_msg_data(&msg), zmq_msg_size(&msg), NULL) ==
-        MSGPACK_UNPACK_SUCCESS) {
-        const msgpack_object *rid = s_get(&u.data, "id");
-        const msgpack_object *ok = s_get(&u.data, "ok");
-        const msgpack_object *tok = s_get(&u.data, "token");
-        if (rid && rid->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-            *id = rid->via.u64;
-            *token = tok && tok->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? tok->via.u64 : 0;
-            if (ok && ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean)
-                rc = 1;
-            else {
-                const msgpack_object *m = s_get(&u.data, "message");
-                fprintf(stderr, "bench_claims: error reply: %.*s\n",
-                        m && m->type == MSGPACK_OBJECT_STR ? (int)m->via.str.size : 1,
-                        m && m->type == MSGPACK_OBJECT_STR ? m->via.str.ptr : "?");
-                rc = 0;
-            }
-        }
-    }
-    msgpack_unpacked_destroy(&u);
-    zmq_msg_close(&msg);
-    return rc;
 }
 
 /*  Keeps `window` pairs in flight: each slot claims a fresh work id, then
@@ -334,7 +308,7 @@ static void *s_client_run(void *arg)
     uint64_t end = *self->start_ns + (uint64_t)(self->seconds * 1e9);
     int busy = 0;
     for (int k = 0; !self->failed && k < self->window; k++, busy++)
-        if (s_send_claim(sock, &buf, &pk, session, self, &slots[k], id++, next_n++) != 0)
+        if (s_send_claim(sock, &pk, session, self, &slots[k], id++, next_n++) != 0)
             self->failed = true;
     /*  Bounded: every pass either reads a reply or times out and fails.    */
     for (uint64_t pass = 0; !self->failed && busy > 0 && pass < 1000000000ull; pass++) {
@@ -356,7 +330,7 @@ static void *s_client_run(void *arg)
         if (rc == 1 && !slot->completing) {
             s_lat_add(&self->claim, now - slot->sent);
             slot->token = token;
-            if (s_send_complete(sock, &buf, &pk, session, self, slot, id++) != 0)
+            if (s_send_complete(sock, &pk, session, self, slot, id++) != 0)
                 self->failed = true;
             continue;
         }
@@ -367,7 +341,7 @@ static void *s_client_run(void *arg)
             self->errors++;
         slot->req = 0;
         if (more) {
-            if (s_send_claim(sock, &buf, &pk, session, self, slot, id++, next_n++) != 0)
+            if (s_send_claim(sock, &pk, session, self, slot, id++, next_n++) != 0)
                 self->failed = true;
         } else
             busy--;
