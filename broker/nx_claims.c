@@ -19,6 +19,7 @@
     =========================================================================
 */
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "nx_coord.h"
@@ -56,20 +57,126 @@ typedef struct {
     char *work_id;       /* owned copy                                     */
 } s_heap_item_t;
 
+/*  An item that left state claimed, and when: the order in which ended
+    items are forgotten (after claims_retain, or earlier at claims_max).
+    An entry is stale once its item changed again; stale entries are
+    skipped when they come up.                                              */
+typedef struct {
+    char *work_id; /* owned copy                                      */
+    uint64_t at;   /* the item's updated_at when it ended             */
+} s_ended_t;
+
 struct _nx_claims_t {
     zhashx_t *items;     /* work id -> s_claim_t*, owned                  */
     s_heap_item_t *heap; /* min-heap by expires_at                        */
     size_t heap_len, heap_cap;
-    uint64_t fence; /* last fencing token handed out                 */
-    zhashx_t *held; /* session -> count of claimed items             */
-    size_t live;    /* items in state claimed                        */
+    uint64_t fence;         /* last fencing token handed out                 */
+    zhashx_t *held;         /* session -> count of claimed items             */
+    size_t live;            /* items in state claimed                        */
+    s_ended_t *ended;       /* ring of ended items, oldest first             */
+    size_t ended_head;      /* index of the oldest entry                     */
+    size_t ended_len;       /* entries in the ring                           */
+    size_t ended_cap;       /* slots allocated                               */
+    uint64_t forgot_early;  /* ended items forgotten at claims_max           */
+    uint64_t forgot_logged; /* forgot_early when it was last logged          */
 };
+
+/*  Ended items forgotten per housekeeping call: keeps each call short.    */
+#define S_PRUNE_MAX 20000
 
 #define S_META_FENCE "fence"
 
 static struct _nx_claims_t *s_self(nx_broker_t *b)
 {
     return b->claims;
+}
+
+/*  ---- Ended items ------------------------------------------------------- */
+
+static s_ended_t *s_ended_at(struct _nx_claims_t *cs, size_t i)
+{
+    return &cs->ended[(cs->ended_head + i) % cs->ended_cap];
+}
+
+/*  Records that c is in an ended state since c->updated_at. Out of memory,
+    the item is only forgotten when claims_max needs its place.             */
+static void s_ended_push(struct _nx_claims_t *cs, const s_claim_t *c)
+{
+    if (cs->ended_len == cs->ended_cap) {
+        size_t cap = cs->ended_cap ? cs->ended_cap * 2 : 1024;
+        s_ended_t *grown = malloc(cap * sizeof *grown);
+        if (!grown)
+            return;
+        for (size_t i = 0; i < cs->ended_len; i++)
+            grown[i] = *s_ended_at(cs, i);
+        free(cs->ended);
+        cs->ended = grown;
+        cs->ended_cap = cap;
+        cs->ended_head = 0;
+    }
+    char *id = strdup(c->work_id);
+    if (!id)
+        return;
+    *s_ended_at(cs, cs->ended_len++) = (s_ended_t){id, c->updated_at};
+}
+
+static void s_ended_pop(struct _nx_claims_t *cs)
+{
+    free(s_ended_at(cs, 0)->work_id);
+    cs->ended_head = (cs->ended_head + 1) % cs->ended_cap;
+    cs->ended_len--;
+}
+
+/*  The item of entry e if e is not stale, else NULL.                      */
+static s_claim_t *s_ended_item(struct _nx_claims_t *cs, const s_ended_t *e)
+{
+    s_claim_t *c = zhashx_lookup(cs->items, e->work_id);
+    return c && c->state != S_CLAIMED && c->updated_at == e->at ? c : NULL;
+}
+
+/*  Drops the stale entries, keeping the order, so that items that end
+    again and again cannot grow the ring past the items known.             */
+static void s_ended_compact(struct _nx_claims_t *cs)
+{
+    size_t kept = 0, n = cs->ended_len;
+    for (size_t i = 0; i < n; i++) {
+        s_ended_t e = *s_ended_at(cs, i);
+        if (s_ended_item(cs, &e))
+            *s_ended_at(cs, kept++) = e;
+        else
+            free(e.work_id);
+    }
+    cs->ended_len = kept;
+}
+
+static int s_ended_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const s_ended_t *)a)->at, y = ((const s_ended_t *)b)->at;
+    return x < y ? -1 : x > y;
+}
+
+/*  Forgets an item: out of memory and out of the store.                   */
+static void s_forget(nx_broker_t *self, s_claim_t *c)
+{
+    nx_coord_del(self, NX_DB_CLAIMS, c->work_id, strlen(c->work_id));
+    zhashx_delete(s_self(self)->items, c->work_id);
+}
+
+/*  At claims_max: forgets the ended item that ended first, to make room.
+    Returns false when every known item is claimed.                         */
+static bool s_forget_oldest(nx_broker_t *self)
+{
+    struct _nx_claims_t *cs = s_self(self);
+    while (cs->ended_len) {
+        s_claim_t *c = s_ended_item(cs, s_ended_at(cs, 0));
+        s_ended_pop(cs);
+        if (c) {
+            s_forget(self, c);
+            cs->forgot_early++;
+            return true;
+        }
+    }
+    return false;
 }
 
 static void s_claim_free(void **item)
@@ -180,6 +287,8 @@ static void s_pack_claim(msgpack_packer *pk, const s_claim_t *c)
 
 static nexus_err_t s_save(nx_broker_t *self, s_claim_t *c)
 {
+    if (c->state != S_CLAIMED)
+        s_ended_push(s_self(self), c);
     msgpack_sbuffer buf;
     nx_scratch_take(&self->scratch, &buf);
     msgpack_packer pk;
@@ -273,7 +382,8 @@ static int s_load_one(const void *key, size_t key_len, const void *value, size_t
         /*  Leases that ran out while the broker was down expire in the
             first tick, with their event.                                  */
         s_heap_push(cs, c->work_id, c->expires_at, c->token);
-    }
+    } else
+        s_ended_push(cs, c);
     if (c->token > cs->fence)
         cs->fence = c->token;
     msgpack_unpacked_destroy(&u);
@@ -296,7 +406,12 @@ int nx_claims_load(nx_broker_t *self)
         len == 8)
         cs->fence = nx_get_u64(v);
     free(v);
-    return nx_store_foreach(self->store, NX_DB_CLAIMS, s_load_one, self) == NEXUS_OK ? 0 : -1;
+    if (nx_store_foreach(self->store, NX_DB_CLAIMS, s_load_one, self) != NEXUS_OK)
+        return -1;
+    /*  Loaded in key order; forgotten in the order they ended.             */
+    if (cs->ended_len)
+        qsort(cs->ended, cs->ended_len, sizeof *cs->ended, s_ended_cmp);
+    return 0;
 }
 
 void nx_claims_unload(nx_broker_t *self)
@@ -309,6 +424,9 @@ void nx_claims_unload(nx_broker_t *self)
     for (size_t i = 0; i < cs->heap_len; i++)
         free(cs->heap[i].work_id);
     free(cs->heap);
+    while (cs->ended_len)
+        s_ended_pop(cs);
+    free(cs->ended);
     free(cs);
     self->claims = NULL;
 }
@@ -534,8 +652,12 @@ int nx_op_work_claim(nx_broker_t *self, const msgpack_object *req, msgpack_packe
     if (c && c->state == S_CLAIMED) /* lease over, not yet swept: expire now */
         s_end(self, c, S_EXPIRED, "expired", NULL, now);
     if (!c) {
-        if (zhashx_size(cs->items) >= self->cfg.claims_max)
-            return s_fail(err, NEXUS_ERR_BUSY, err_msg, "too many work items (%s)", "claims_max");
+        /*  Memory stays bounded and claims keep working: the item that
+            ended first is forgotten early (logged); only when every known
+            item is claimed is the claim refused.                           */
+        if (zhashx_size(cs->items) >= self->cfg.claims_max && !s_forget_oldest(self))
+            return s_fail(err, NEXUS_ERR_BUSY, err_msg,
+                          "claims_max work items are known and all are claimed (%s)", "claims_max");
         c = calloc(1, sizeof *c);
         if (!c)
             return s_fail(err, NEXUS_ERR_NOMEM, err_msg, "out of %s", "memory");
@@ -844,17 +966,27 @@ size_t nx_claims_on_session_gone(nx_broker_t *self, const char *session, bool re
 void nx_claims_prune(nx_broker_t *self, uint64_t now)
 {
     struct _nx_claims_t *cs = s_self(self);
+    if (cs->forgot_early != cs->forgot_logged) {
+        nx_warn("claims_max (%" PRIu64 ") reached: forgot %" PRIu64
+                " ended work items before claims_retain to make room",
+                self->cfg.claims_max, cs->forgot_early - cs->forgot_logged);
+        cs->forgot_logged = cs->forgot_early;
+    }
+    if (cs->ended_len > 2 * zhashx_size(cs->items) + 1024)
+        s_ended_compact(cs);
     if (!self->cfg.claims_retain)
         return;
-    zlistx_t *drop = zlistx_new();
-    for (s_claim_t *c = zhashx_first(cs->items); c; c = zhashx_next(cs->items))
-        if (c->state != S_CLAIMED && c->updated_at + self->cfg.claims_retain * 1000 < now)
-            zlistx_add_end(drop, c->work_id);
-    for (char *id = zlistx_first(drop); id; id = zlistx_next(drop)) {
-        nx_coord_del(self, NX_DB_CLAIMS, id, strlen(id));
-        zhashx_delete(cs->items, id);
+    /*  Oldest first, a bounded number per call: never a scan of every item,
+        which at claims_max would hold up the loop for tens of ms.          */
+    for (size_t n = 0; cs->ended_len && n < S_PRUNE_MAX; n++) {
+        const s_ended_t *e = s_ended_at(cs, 0);
+        if (e->at + self->cfg.claims_retain * 1000 >= now)
+            break;
+        s_claim_t *c = s_ended_item(cs, e);
+        s_ended_pop(cs);
+        if (c)
+            s_forget(self, c);
     }
-    zlistx_destroy(&drop);
 }
 
 /*  For the snapshot: packs every claimed item as a msgpack array.          */

@@ -22,7 +22,7 @@ import zmq
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (Broker, Checks, Client, next_event, settle_subscription,  # noqa: E402
-                     subscriber)
+                     subscriber, wait_until)
 
 t = Checks()
 T0 = time.time()
@@ -527,6 +527,60 @@ with Broker(extra=["--claim-ttl-max", "10m"]) as b, Client(b) as c:
     t.eq(c.request({"op": "state"})["history"]["last_seq"], before_seq + 2,
          "bad input published no event (only the 256-byte claim and its release)")
     t.check(c.request({"op": "ping"})["ok"], "broker alive")
+
+# ============================================================================
+# claims_max and claims_retain: ended items are forgotten oldest first, early
+# when claims_max needs room; claims are refused only when all are claimed
+# ============================================================================
+data = tempfile.mkdtemp(prefix="nexus-claims-max-")
+with Broker(data_dir=data, keep_dir=True,
+            extra=["--claims-max", "4", "--claims-retain", "2s"]) as b, Client(b) as c:
+    register(c, "M")
+    toks = {}
+    for w in ("m/a1", "m/a2", "m/a3", "m/a4"):
+        rep = claim(c, "M", w, ttl_ms=LONG)
+        is_ok(rep, "claim %s under claims_max" % w)
+        is_ok(c.request({"op": "work.complete", "session": "M", "work_id": w,
+                         "token": rep.get("token"), "result": "ok"}), "complete %s" % w)
+    # Full of ended items: a new claim forgets the one that ended first.
+    rep = claim(c, "M", "m/b1", ttl_ms=LONG)
+    is_ok(rep, "claim at claims_max forgets an ended item")
+    toks["m/b1"] = rep.get("token")
+    t.eq(wget(c, "m/a1"), None, "the item that ended first is forgotten")
+    t.eq((wget(c, "m/a2") or {}).get("state"), "completed", "the next one is still known")
+    for w in ("m/b2", "m/b3", "m/b4"):
+        rep = claim(c, "M", w, ttl_ms=LONG)
+        is_ok(rep, "claim %s forgets the next ended item" % w)
+        toks[w] = rep.get("token")
+    t.eq([wget(c, w) for w in ("m/a2", "m/a3", "m/a4")], [None, None, None],
+         "all ended items forgotten, oldest first")
+    # Every known item is claimed: refused with a clear error, nothing lost.
+    is_err(claim(c, "M", "m/b5", ttl_ms=LONG), "busy", "claims_max with every item claimed",
+           "all are claimed")
+    t.eq(sorted(x["work_id"] for x in wlist(c)["claims"]), ["m/b1", "m/b2", "m/b3", "m/b4"],
+         "the claimed items are all kept")
+    is_ok(c.request({"op": "work.complete", "session": "M", "work_id": "m/b1",
+                     "token": toks["m/b1"]}), "complete m/b1")
+    is_ok(claim(c, "M", "m/b5", ttl_ms=LONG), "room again once one item ended")
+    t.eq(wget(c, "m/b1"), None, "the ended item made room")
+    t.check(wait_until(lambda: "claims_max (4) reached: forgot" in b.logs(), 3.0),
+            "the early forgetting is logged")
+    # claims_retain: an ended item is forgotten once the retention has passed.
+    is_ok(c.request({"op": "work.release", "session": "M", "work_id": "m/b2",
+                     "token": toks["m/b2"]}), "release m/b2")
+    t.eq((wget(c, "m/b2") or {}).get("state"), "released", "a released item is known for a while")
+    t.check(wait_until(lambda: wget(c, "m/b2") is None, 6.0),
+            "a released item is forgotten after claims_retain (2 s)")
+    t.eq((wget(c, "m/b3") or {}).get("state"), "claimed", "claimed items are never forgotten")
+# After a restart the order of forgetting is rebuilt from the store.
+with Broker(data_dir=data, extra=["--claims-max", "4", "--claims-retain", "0"]) as b, \
+        Client(b) as c:
+    register(c, "M2")  # M is back as stale; its secret is not ours
+    t.eq(sorted(x["work_id"] for x in wlist(c)["claims"]), ["m/b3", "m/b4", "m/b5"],
+         "after a restart the same items are known")
+    is_ok(claim(c, "M2", "m/c1", ttl_ms=LONG), "a fourth item fits")
+    is_err(claim(c, "M2", "m/c2", ttl_ms=LONG), "busy", "a fifth does not: all claimed")
+shutil.rmtree(data, ignore_errors=True)
 
 print("test_claims: %.1fs" % (time.time() - T0))
 t.done()
