@@ -57,14 +57,21 @@ typedef struct {
     char *work_id;       /* owned copy                                     */
 } s_heap_item_t;
 
-/*  An item that left state claimed, and when: the order in which ended
-    items are forgotten (after claims_retain, or earlier at claims_max).
-    An entry is stale once its item changed again; stale entries are
-    skipped when they come up.                                              */
+/*  An item that left state claimed, and when. Rings of these give the
+    order in which ended items are forgotten (after claims_retain, or
+    earlier at claims_max). An entry is stale once its item changed again;
+    stale entries are skipped when they come up.                            */
 typedef struct {
     char *work_id; /* owned copy                                      */
     uint64_t at;   /* the item's updated_at when it ended             */
 } s_ended_t;
+
+typedef struct {
+    s_ended_t *e; /* slots, oldest entry at head                   */
+    size_t head;  /* index of the oldest entry                     */
+    size_t len;   /* entries in the ring                           */
+    size_t cap;   /* slots allocated                               */
+} s_ring_t;
 
 struct _nx_claims_t {
     zhashx_t *items;     /* work id -> s_claim_t*, owned                  */
@@ -73,10 +80,9 @@ struct _nx_claims_t {
     uint64_t fence;         /* last fencing token handed out                 */
     zhashx_t *held;         /* session -> count of claimed items             */
     size_t live;            /* items in state claimed                        */
-    s_ended_t *ended;       /* ring of ended items, oldest first             */
-    size_t ended_head;      /* index of the oldest entry                     */
-    size_t ended_len;       /* entries in the ring                           */
-    size_t ended_cap;       /* slots allocated                               */
+    s_ring_t ended;         /* released, expired and open items              */
+    s_ring_t done;          /* completed items: never forgotten early, or a
+                               completed item could be claimed again        */
     uint64_t forgot_early;  /* ended items forgotten at claims_max           */
     uint64_t forgot_logged; /* forgot_early when it was last logged          */
 };
@@ -93,38 +99,60 @@ static struct _nx_claims_t *s_self(nx_broker_t *b)
 
 /*  ---- Ended items ------------------------------------------------------- */
 
-static s_ended_t *s_ended_at(struct _nx_claims_t *cs, size_t i)
+static s_ended_t *s_ring_at(s_ring_t *r, size_t i)
 {
-    return &cs->ended[(cs->ended_head + i) % cs->ended_cap];
+    return &r->e[(r->head + i) % r->cap];
 }
 
-/*  Records that c is in an ended state since c->updated_at. Out of memory,
-    the item is only forgotten when claims_max needs its place.             */
-static void s_ended_push(struct _nx_claims_t *cs, const s_claim_t *c)
+/*  Out of memory the entry is dropped: that item is then forgotten only
+    when claims_max needs its place (or never, if completed).               */
+static void s_ring_push(s_ring_t *r, const s_claim_t *c)
 {
-    if (cs->ended_len == cs->ended_cap) {
-        size_t cap = cs->ended_cap ? cs->ended_cap * 2 : 1024;
+    if (r->len == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 1024;
         s_ended_t *grown = malloc(cap * sizeof *grown);
         if (!grown)
             return;
-        for (size_t i = 0; i < cs->ended_len; i++)
-            grown[i] = *s_ended_at(cs, i);
-        free(cs->ended);
-        cs->ended = grown;
-        cs->ended_cap = cap;
-        cs->ended_head = 0;
+        for (size_t i = 0; i < r->len; i++)
+            grown[i] = *s_ring_at(r, i);
+        free(r->e);
+        r->e = grown;
+        r->cap = cap;
+        r->head = 0;
     }
     char *id = strdup(c->work_id);
     if (!id)
         return;
-    *s_ended_at(cs, cs->ended_len++) = (s_ended_t){id, c->updated_at};
+    *s_ring_at(r, r->len++) = (s_ended_t){id, c->updated_at};
 }
 
-static void s_ended_pop(struct _nx_claims_t *cs)
+static void s_ring_pop(s_ring_t *r)
 {
-    free(s_ended_at(cs, 0)->work_id);
-    cs->ended_head = (cs->ended_head + 1) % cs->ended_cap;
-    cs->ended_len--;
+    free(s_ring_at(r, 0)->work_id);
+    r->head = (r->head + 1) % r->cap;
+    r->len--;
+}
+
+static void s_ring_free(s_ring_t *r)
+{
+    while (r->len)
+        s_ring_pop(r);
+    free(r->e);
+    *r = (s_ring_t){0};
+}
+
+static int s_ended_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const s_ended_t *)a)->at, y = ((const s_ended_t *)b)->at;
+    return x < y ? -1 : x > y;
+}
+
+/*  Loaded in key order; forgotten in the order they ended. Only after a
+    load, when the ring starts at slot 0.                                   */
+static void s_ring_sort(s_ring_t *r)
+{
+    if (r->len)
+        qsort(r->e, r->len, sizeof *r->e, s_ended_cmp);
 }
 
 /*  The item of entry e if e is not stale, else NULL.                      */
@@ -135,24 +163,24 @@ static s_claim_t *s_ended_item(struct _nx_claims_t *cs, const s_ended_t *e)
 }
 
 /*  Drops the stale entries, keeping the order, so that items that end
-    again and again cannot grow the ring past the items known.             */
-static void s_ended_compact(struct _nx_claims_t *cs)
+    again and again cannot grow a ring past the items known.               */
+static void s_ring_compact(struct _nx_claims_t *cs, s_ring_t *r)
 {
-    size_t kept = 0, n = cs->ended_len;
+    size_t kept = 0, n = r->len;
     for (size_t i = 0; i < n; i++) {
-        s_ended_t e = *s_ended_at(cs, i);
+        s_ended_t e = *s_ring_at(r, i);
         if (s_ended_item(cs, &e))
-            *s_ended_at(cs, kept++) = e;
+            *s_ring_at(r, kept++) = e;
         else
             free(e.work_id);
     }
-    cs->ended_len = kept;
+    r->len = kept;
 }
 
-static int s_ended_cmp(const void *a, const void *b)
+/*  Records that c ended now (its updated_at).                             */
+static void s_ended_push(struct _nx_claims_t *cs, const s_claim_t *c)
 {
-    uint64_t x = ((const s_ended_t *)a)->at, y = ((const s_ended_t *)b)->at;
-    return x < y ? -1 : x > y;
+    s_ring_push(c->state == S_COMPLETED ? &cs->done : &cs->ended, c);
 }
 
 /*  Forgets an item: out of memory and out of the store.                   */
@@ -162,14 +190,14 @@ static void s_forget(nx_broker_t *self, s_claim_t *c)
     zhashx_delete(s_self(self)->items, c->work_id);
 }
 
-/*  At claims_max: forgets the ended item that ended first, to make room.
-    Returns false when every known item is claimed.                         */
+/*  At claims_max: forgets the released, expired or open item that ended
+    first, to make room. Returns false when none is left.                  */
 static bool s_forget_oldest(nx_broker_t *self)
 {
     struct _nx_claims_t *cs = s_self(self);
-    while (cs->ended_len) {
-        s_claim_t *c = s_ended_item(cs, s_ended_at(cs, 0));
-        s_ended_pop(cs);
+    while (cs->ended.len) {
+        s_claim_t *c = s_ended_item(cs, s_ring_at(&cs->ended, 0));
+        s_ring_pop(&cs->ended);
         if (c) {
             s_forget(self, c);
             cs->forgot_early++;
@@ -177,6 +205,21 @@ static bool s_forget_oldest(nx_broker_t *self)
         }
     }
     return false;
+}
+
+/*  Forgets the items of r that ended before `before`, oldest first, at
+    most `max`; returns how many entries it took off.                      */
+static size_t s_ring_prune(nx_broker_t *self, s_ring_t *r, uint64_t before, size_t max)
+{
+    struct _nx_claims_t *cs = s_self(self);
+    size_t n = 0;
+    for (; r->len && n < max && s_ring_at(r, 0)->at < before; n++) {
+        s_claim_t *c = s_ended_item(cs, s_ring_at(r, 0));
+        s_ring_pop(r);
+        if (c)
+            s_forget(self, c);
+    }
+    return n;
 }
 
 static void s_claim_free(void **item)
@@ -408,9 +451,8 @@ int nx_claims_load(nx_broker_t *self)
     free(v);
     if (nx_store_foreach(self->store, NX_DB_CLAIMS, s_load_one, self) != NEXUS_OK)
         return -1;
-    /*  Loaded in key order; forgotten in the order they ended.             */
-    if (cs->ended_len)
-        qsort(cs->ended, cs->ended_len, sizeof *cs->ended, s_ended_cmp);
+    s_ring_sort(&cs->ended);
+    s_ring_sort(&cs->done);
     return 0;
 }
 
@@ -424,9 +466,8 @@ void nx_claims_unload(nx_broker_t *self)
     for (size_t i = 0; i < cs->heap_len; i++)
         free(cs->heap[i].work_id);
     free(cs->heap);
-    while (cs->ended_len)
-        s_ended_pop(cs);
-    free(cs->ended);
+    s_ring_free(&cs->ended);
+    s_ring_free(&cs->done);
     free(cs);
     self->claims = NULL;
 }
@@ -652,12 +693,15 @@ int nx_op_work_claim(nx_broker_t *self, const msgpack_object *req, msgpack_packe
     if (c && c->state == S_CLAIMED) /* lease over, not yet swept: expire now */
         s_end(self, c, S_EXPIRED, "expired", NULL, now);
     if (!c) {
-        /*  Memory stays bounded and claims keep working: the item that
-            ended first is forgotten early (logged); only when every known
-            item is claimed is the claim refused.                           */
+        /*  Memory stays bounded and claims keep working: the released,
+            expired or open item that ended first is forgotten early
+            (logged). Completed items stay until claims_retain, so that
+            they are not done twice: with only those and claimed items
+            left, the claim is refused.                                     */
         if (zhashx_size(cs->items) >= self->cfg.claims_max && !s_forget_oldest(self))
             return s_fail(err, NEXUS_ERR_BUSY, err_msg,
-                          "claims_max work items are known and all are claimed (%s)", "claims_max");
+                          "claims_max work items are known, all claimed or completed (%s)",
+                          "claims_max");
         c = calloc(1, sizeof *c);
         if (!c)
             return s_fail(err, NEXUS_ERR_NOMEM, err_msg, "out of %s", "memory");
@@ -968,25 +1012,22 @@ void nx_claims_prune(nx_broker_t *self, uint64_t now)
     struct _nx_claims_t *cs = s_self(self);
     if (cs->forgot_early != cs->forgot_logged) {
         nx_warn("claims_max (%" PRIu64 ") reached: forgot %" PRIu64
-                " ended work items before claims_retain to make room",
+                " released/expired work items before claims_retain to make room",
                 self->cfg.claims_max, cs->forgot_early - cs->forgot_logged);
         cs->forgot_logged = cs->forgot_early;
     }
-    if (cs->ended_len > 2 * zhashx_size(cs->items) + 1024)
-        s_ended_compact(cs);
-    if (!self->cfg.claims_retain)
+    size_t known = zhashx_size(cs->items);
+    if (cs->ended.len > 2 * known + 1024)
+        s_ring_compact(cs, &cs->ended);
+    if (cs->done.len > 2 * known + 1024)
+        s_ring_compact(cs, &cs->done);
+    if (!self->cfg.claims_retain || now < self->cfg.claims_retain * 1000)
         return;
     /*  Oldest first, a bounded number per call: never a scan of every item,
         which at claims_max would hold up the loop for tens of ms.          */
-    for (size_t n = 0; cs->ended_len && n < S_PRUNE_MAX; n++) {
-        const s_ended_t *e = s_ended_at(cs, 0);
-        if (e->at + self->cfg.claims_retain * 1000 >= now)
-            break;
-        s_claim_t *c = s_ended_item(cs, e);
-        s_ended_pop(cs);
-        if (c)
-            s_forget(self, c);
-    }
+    uint64_t before = now - self->cfg.claims_retain * 1000;
+    size_t n = s_ring_prune(self, &cs->ended, before, S_PRUNE_MAX);
+    s_ring_prune(self, &cs->done, before, S_PRUNE_MAX - n);
 }
 
 /*  For the snapshot: packs every claimed item as a msgpack array.          */

@@ -529,57 +529,72 @@ with Broker(extra=["--claim-ttl-max", "10m"]) as b, Client(b) as c:
     t.check(c.request({"op": "ping"})["ok"], "broker alive")
 
 # ============================================================================
-# claims_max and claims_retain: ended items are forgotten oldest first, early
-# when claims_max needs room; claims are refused only when all are claimed
+# claims_max and claims_retain: ended items are forgotten oldest first;
+# released/expired ones early when claims_max needs room, completed ones only
+# after claims_retain (so they are not done twice); claims are refused only
+# when every known item is claimed or completed
 # ============================================================================
 data = tempfile.mkdtemp(prefix="nexus-claims-max-")
 with Broker(data_dir=data, keep_dir=True,
             extra=["--claims-max", "4", "--claims-retain", "2s"]) as b, Client(b) as c:
     register(c, "M")
     toks = {}
-    for w in ("m/a1", "m/a2", "m/a3", "m/a4"):
+
+    def take(w, what):
         rep = claim(c, "M", w, ttl_ms=LONG)
-        is_ok(rep, "claim %s under claims_max" % w)
-        is_ok(c.request({"op": "work.complete", "session": "M", "work_id": w,
-                         "token": rep.get("token"), "result": "ok"}), "complete %s" % w)
-    # Full of ended items: a new claim forgets the one that ended first.
-    rep = claim(c, "M", "m/b1", ttl_ms=LONG)
-    is_ok(rep, "claim at claims_max forgets an ended item")
-    toks["m/b1"] = rep.get("token")
-    t.eq(wget(c, "m/a1"), None, "the item that ended first is forgotten")
-    t.eq((wget(c, "m/a2") or {}).get("state"), "completed", "the next one is still known")
-    for w in ("m/b2", "m/b3", "m/b4"):
-        rep = claim(c, "M", w, ttl_ms=LONG)
-        is_ok(rep, "claim %s forgets the next ended item" % w)
+        is_ok(rep, what)
         toks[w] = rep.get("token")
-    t.eq([wget(c, w) for w in ("m/a2", "m/a3", "m/a4")], [None, None, None],
-         "all ended items forgotten, oldest first")
-    # Every known item is claimed: refused with a clear error, nothing lost.
-    is_err(claim(c, "M", "m/b5", ttl_ms=LONG), "busy", "claims_max with every item claimed",
-           "all are claimed")
-    t.eq(sorted(x["work_id"] for x in wlist(c)["claims"]), ["m/b1", "m/b2", "m/b3", "m/b4"],
-         "the claimed items are all kept")
-    is_ok(c.request({"op": "work.complete", "session": "M", "work_id": "m/b1",
-                     "token": toks["m/b1"]}), "complete m/b1")
-    is_ok(claim(c, "M", "m/b5", ttl_ms=LONG), "room again once one item ended")
-    t.eq(wget(c, "m/b1"), None, "the ended item made room")
+
+    def done(w, op="work.release"):
+        is_ok(c.request({"op": op, "session": "M", "work_id": w, "token": toks[w]}),
+              "%s %s" % (op, w))
+
+    for w in ("m/a1", "m/a2", "m/a3"):
+        take(w, "claim %s under claims_max" % w)
+    done("m/a1")
+    done("m/a2")
+    done("m/a3", "work.complete")
+    take("m/b1", "claim m/b1: the fourth item")
+    # Full: a new claim forgets the released item that ended first.
+    take("m/b2", "claim at claims_max forgets a released item")
+    t.eq(wget(c, "m/a1"), None, "the released item that ended first is forgotten")
+    t.eq((wget(c, "m/a2") or {}).get("state"), "released", "the next one is still known")
+    take("m/b3", "claim m/b3 forgets the next released item")
+    t.eq(wget(c, "m/a2"), None, "then the next one")
+    # Left: a3 completed, b1..b3 claimed. A completed item is never
+    # forgotten early, or a claim could do it again.
+    is_err(claim(c, "M", "m/b4", ttl_ms=LONG), "busy",
+           "claims_max with only claimed and completed items", "all claimed or completed")
+    t.eq((wget(c, "m/a3") or {}).get("state"), "completed", "the completed item is kept")
+    is_err(claim(c, "M", "m/a3", ttl_ms=LONG), "denied", "the completed item stays done")
+    t.eq(sorted(x["work_id"] for x in wlist(c)["claims"]), ["m/a3", "m/b1", "m/b2", "m/b3"],
+         "nothing was lost to the refused claim")
+    done("m/b1")
+    take("m/b4", "room again once an item is released")
+    t.eq(wget(c, "m/b1"), None, "the released item made room")
     t.check(wait_until(lambda: "claims_max (4) reached: forgot" in b.logs(), 3.0),
             "the early forgetting is logged")
-    # claims_retain: an ended item is forgotten once the retention has passed.
-    is_ok(c.request({"op": "work.release", "session": "M", "work_id": "m/b2",
-                     "token": toks["m/b2"]}), "release m/b2")
+    # claims_retain: released and completed items are forgotten once it has
+    # passed (the completed m/a3 ended more than 2 s ago by then).
+    done("m/b2")
     t.eq((wget(c, "m/b2") or {}).get("state"), "released", "a released item is known for a while")
-    t.check(wait_until(lambda: wget(c, "m/b2") is None, 6.0),
-            "a released item is forgotten after claims_retain (2 s)")
+    t.check(wait_until(lambda: wget(c, "m/b2") is None and wget(c, "m/a3") is None, 6.0),
+            "released and completed items are forgotten after claims_retain (2 s)")
     t.eq((wget(c, "m/b3") or {}).get("state"), "claimed", "claimed items are never forgotten")
-# After a restart the order of forgetting is rebuilt from the store.
-with Broker(data_dir=data, extra=["--claims-max", "4", "--claims-retain", "0"]) as b, \
+    done("m/b3", "work.complete")
+    done("m/b4")
+# After a restart the order of forgetting is rebuilt from the store: with
+# claims_max 2 and retain 0 (keep), the released m/b4 makes room, the
+# completed m/b3 does not.
+with Broker(data_dir=data, extra=["--claims-max", "2", "--claims-retain", "0"]) as b, \
         Client(b) as c:
     register(c, "M2")  # M is back as stale; its secret is not ours
-    t.eq(sorted(x["work_id"] for x in wlist(c)["claims"]), ["m/b3", "m/b4", "m/b5"],
+    t.eq(sorted(x["work_id"] for x in wlist(c)["claims"]), ["m/b3", "m/b4"],
          "after a restart the same items are known")
-    is_ok(claim(c, "M2", "m/c1", ttl_ms=LONG), "a fourth item fits")
-    is_err(claim(c, "M2", "m/c2", ttl_ms=LONG), "busy", "a fifth does not: all claimed")
+    is_ok(claim(c, "M2", "m/c1", ttl_ms=LONG), "the released item makes room after a restart")
+    t.eq(wget(c, "m/b4"), None, "it was the one forgotten")
+    is_err(claim(c, "M2", "m/c2", ttl_ms=LONG), "busy", "full of claimed and completed items")
+    t.eq((wget(c, "m/b3") or {}).get("state"), "completed", "the completed item is kept")
 shutil.rmtree(data, ignore_errors=True)
 
 print("test_claims: %.1fs" % (time.time() - T0))
