@@ -226,7 +226,9 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->cap_awaiting = self->cfg.requests_per_turn;
     self->awaiting = calloc(self->cap_awaiting, sizeof *self->awaiting);
     nx_reader_args_t rargs = {
-        self->store, {self->cfg.history_limit, self->cfg.history_scan}, &self->count.reader_errors};
+        self->store,
+        {self->cfg.history_limit, self->cfg.history_scan, self->cfg.history_bytes},
+        &self->count.reader_errors};
     self->reader = zactor_new(nx_reader_actor, &rargs);
     if (!self->awaiting || !self->reader) {
         snprintf(err_buf, err_size, "cannot start the reader thread");

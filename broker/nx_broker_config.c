@@ -57,6 +57,8 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
           "largest page a history query may ask for"),
     S_KEY(history_scan, NX_CONF_U64, "100000", 100, 100000000, NULL,
           "records one history page may scan before it returns a cursor"),
+    S_KEY(history_bytes, NX_CONF_SIZE, "16M", 64 << 10, 1ull << 30, NULL,
+          "event bytes one history page may carry before it returns a cursor"),
     S_KEY(log_level, NX_CONF_STRING, "info", 0, 0, NULL, "error, warn, info or debug (-v: debug)"),
     S_KEY(heartbeat, NX_CONF_DURATION, "5s", 100, 3600000, NULL,
           "default session heartbeat interval (a client may ask for its own)"),

@@ -157,7 +157,11 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
         while ((rc = nx_store_reader_next(reader, &seq, &rec)) == 1) {
             if (seq < lo || seq > hi)
                 break;
-            if (found == limit || scanned == limits->scan_max) {
+            /*  The byte budget bounds the reader's memory: a page of 10000
+                events of 1 MiB would otherwise be 10 GiB. It may pass the
+                budget by the one event that crossed it.                   */
+            if (found == limit || scanned == limits->scan_max ||
+                (found && events.size >= limits->bytes_max)) {
                 more = true;
                 next = seq;
                 break;

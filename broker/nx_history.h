@@ -15,6 +15,7 @@
 typedef struct {
     uint64_t limit_max; /* largest page a query may ask for                 */
     uint64_t scan_max;  /* records one page may scan before it returns      */
+    uint64_t bytes_max; /* event bytes one page may carry (one event more)  */
 } nx_history_limits_t;
 
 /*  Runs one history request against a fresh read snapshot of store. Packs

@@ -218,4 +218,30 @@ with Broker(extra=["--history-scan", "500", "--max-request", "64k", "--max-paylo
         t.check(k in st, "state has %s" % k)
     sub.close()
 
+# A history page is bounded in bytes too (history_bytes): 10 events of 20 KiB
+# with a 64 KiB budget come back 4 to a page (the one that crosses the budget
+# is included), every one once and in order; an event larger than the budget
+# comes alone.
+with Broker(extra=["--history-bytes", "64k"]) as b, Client(b) as c:
+    blob = b"x" * (20 << 10)
+    seqs = []
+    for i in range(10):
+        rep = c.request({"op": "publish", "topic": "big.page", "payload": blob + b"%d" % i})
+        t.check(rep.get("ok"), "publish big event %d: %r" % (i, rep))
+        seqs.append(rep.get("seq"))
+    rep = c.request({"op": "history", "pattern": "big.>", "limit": 10})
+    t.eq(len(rep.get("events", [])), 4, "a 64 KiB page holds 4 events of 20 KiB")
+    t.check(rep.get("next_cursor") is not None, "and says where the next page starts")
+    evs, pages = history_all(c, pattern="big.>", limit=10)
+    t.eq([e["seq"] for e in evs], seqs, "following the cursor returns every event once, in order")
+    t.eq([bytes(e["payload"])[-1:] for e in evs], [b"%d" % i for i in range(10)],
+         "with its own payload")
+    t.eq(pages, 3, "in pages of 4, 4 and 2")
+    rep = c.request({"op": "publish", "topic": "huge.one", "payload": b"y" * (100 << 10)})
+    t.check(rep.get("ok"), "publish an event larger than the page budget")
+    rep = c.request({"op": "history", "pattern": ">", "limit": 100, "since_seq": seqs[-1]})
+    t.eq(len(rep.get("events", [])), 1, "an event over the budget comes alone")
+    t.eq(len(bytes(rep["events"][0]["payload"])) if rep.get("events") else 0, 100 << 10,
+         "and whole")
+
 t.done()
