@@ -426,7 +426,7 @@ static nexus_err_t s_stage(nx_broker_t *self, nx_pending_event_t *ev)
 
 nexus_err_t nx_broker_emit(nx_broker_t *self, const char *topic, size_t topic_len,
                            const char *source, size_t source_len, const void *payload,
-                           size_t payload_len, uint64_t *seq, char *err_msg)
+                           size_t payload_len, uint64_t max_payload, uint64_t *seq, char *err_msg)
 {
     if (!nx_topic_valid(topic, topic_len)) {
         snprintf(err_msg, NX_ERRMSG_MAX,
@@ -435,9 +435,9 @@ nexus_err_t nx_broker_emit(nx_broker_t *self, const char *topic, size_t topic_le
                  NX_TOPIC_MAX);
         return NEXUS_ERR_BAD_TOPIC;
     }
-    if (payload_len > self->cfg.max_payload) {
+    if (payload_len > max_payload) {
         snprintf(err_msg, NX_ERRMSG_MAX, "payload of %zu bytes is over max_payload (%" PRIu64 ")",
-                 payload_len, self->cfg.max_payload);
+                 payload_len, max_payload);
         return NEXUS_ERR_TOO_LARGE;
     }
     if (source_len > NX_SOURCE_MAX) {

@@ -186,10 +186,10 @@ int nx_ops_find(const char *name, size_t len);
 const nx_op_t *nx_ops_get(int index);
 
 /*  Stamps and stages one event from the control plane (publish op, and
-    events the broker itself emits). Returns NEXUS_OK and *seq, or an error
-    with err_msg set.                                                        */
+    events the broker itself emits), refusing payloads over max_payload.
+    Returns NEXUS_OK and *seq, or an error with err_msg set.                 */
 nexus_err_t nx_broker_emit(nx_broker_t *self, const char *topic, size_t topic_len,
                            const char *source, size_t source_len, const void *payload,
-                           size_t payload_len, uint64_t *seq, char *err_msg);
+                           size_t payload_len, uint64_t max_payload, uint64_t *seq, char *err_msg);
 
 #endif

@@ -126,8 +126,12 @@ void nx_coord_emit(nx_broker_t *self, const char *topic, const char *source, msg
 {
     uint64_t seq;
     char err_msg[NX_ERRMSG_MAX];
+    /*  The broker's own events are never dropped (protocol.md 6.8): they
+        carry what a request brought (a result, metadata), so they may be
+        as large as a request plus the fields around it, over max_payload. */
+    uint64_t max = self->cfg.max_payload + self->cfg.max_request + 64 * 1024;
     nexus_err_t rc = nx_broker_emit(self, topic, strlen(topic), source, strlen(source), buf->data,
-                                    buf->size, &seq, err_msg);
+                                    buf->size, max, &seq, err_msg);
     if (rc != NEXUS_OK)
         nx_warn("cannot emit %s: %s", topic, err_msg);
 }

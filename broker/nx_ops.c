@@ -122,7 +122,8 @@ static int s_op_publish(nx_broker_t *self, const msgpack_object *req, msgpack_pa
         size = packed.size;
     }
     uint64_t seq = 0;
-    *err = nx_broker_emit(self, topic, topic_len, source, source_len, data, size, &seq, err_msg);
+    *err = nx_broker_emit(self, topic, topic_len, source, source_len, data, size,
+                          self->cfg.max_payload, &seq, err_msg);
     msgpack_sbuffer_destroy(&packed);
     if (*err)
         return -1;

@@ -529,6 +529,24 @@ with Broker(extra=["--claim-ttl-max", "10m"]) as b, Client(b) as c:
     t.check(c.request({"op": "ping"})["ok"], "broker alive")
 
 # ============================================================================
+# The broker's own events are never dropped: a result over max_payload (but
+# within max_request) still goes out in work.completed, whole
+# ============================================================================
+with Broker(extra=["--max-payload", "1k"]) as b, Client(b) as c:
+    sub = events_sub(b)
+    register(c, "R")
+    rep = claim(c, "R", "big/result", ttl_ms=LONG)
+    is_ok(rep, "claim under a 1 KiB max_payload")
+    result = {"log": "z" * 4000}
+    is_ok(c.request({"op": "work.complete", "session": "R", "work_id": "big/result",
+                     "token": rep.get("token"), "result": result}), "complete with a 4 KB result")
+    ev = next_event(sub, "work.completed")
+    got = ev[0] if ev else {}
+    t.eq(got.get("result"), result, "work.completed carries the whole result over max_payload")
+    t.check("cannot emit" not in b.logs(), "no event of the broker was dropped")
+    sub.close()
+
+# ============================================================================
 # claims_max and claims_retain: ended items are forgotten oldest first;
 # released/expired ones early when claims_max needs room, completed ones only
 # after claims_retain (so they are not done twice); claims are refused only
