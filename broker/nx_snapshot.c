@@ -18,6 +18,57 @@ nx_session_t *nx_sessions_first(nx_broker_t *self);
 nx_session_t *nx_sessions_next(nx_broker_t *self);
 void nx_claims_pack_active(nx_broker_t *self, msgpack_packer *pk);
 
+/*  Length of the valid UTF-8 sequence at p (at most n bytes), or 0.       */
+static size_t s_utf8_seq(const uint8_t *p, size_t n)
+{
+    size_t len = p[0] < 0x80             ? 1
+                 : (p[0] & 0xE0) == 0xC0 ? 2
+                 : (p[0] & 0xF0) == 0xE0 ? 3
+                 : (p[0] & 0xF8) == 0xF0 ? 4
+                                         : 0;
+    if (!len || len > n)
+        return 0;
+    uint32_t cp = len == 1 ? p[0] : p[0] & (0x7F >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    /*  Overlong forms, surrogates and code points past U+10FFFF are not
+        UTF-8, and jansson refuses them.                                    */
+    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[len] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF || cp == 0)
+        return 0;
+    return len;
+}
+
+/*  A JSON string of bytes that should be UTF-8: every byte that is not
+    part of a valid sequence becomes U+FFFD, so that one bad string (a
+    client may send any bytes as a msgpack str) never stops the snapshot.  */
+static json_t *s_json_str(const char *ptr, size_t n)
+{
+    char *out = malloc(n * 3 + 1);
+    if (!out)
+        return json_null();
+    const uint8_t *p = (const uint8_t *)ptr;
+    size_t j = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = s_utf8_seq(p + i, n - i);
+        if (len) {
+            memcpy(out + j, p + i, len);
+            j += len;
+            i += len;
+        } else {
+            memcpy(out + j, "\xEF\xBF\xBD", 3);
+            j += 3;
+            i++;
+        }
+    }
+    json_t *s = json_stringn(out, j);
+    free(out);
+    return s ? s : json_null();
+}
+
 /*  msgpack -> JSON for what the broker itself packs: maps with string
     keys, arrays, strings, integers, floats, booleans, nil. Binary becomes
     {"$base64": ...} like everywhere else in nexus.                         */
@@ -36,7 +87,7 @@ static json_t *s_to_json(const msgpack_object *o)
     case MSGPACK_OBJECT_FLOAT64:
         return json_real(o->via.f64);
     case MSGPACK_OBJECT_STR:
-        return json_stringn_nocheck(o->via.str.ptr, o->via.str.size);
+        return s_json_str(o->via.str.ptr, o->via.str.size);
     case MSGPACK_OBJECT_BIN: {
         static const char tbl[] =
             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -69,9 +120,10 @@ static json_t *s_to_json(const msgpack_object *o)
             const msgpack_object *k = &o->via.map.ptr[i].key;
             if (k->type != MSGPACK_OBJECT_STR)
                 continue;
-            char *key = nx_coord_strdup(k->via.str.ptr, k->via.str.size);
-            json_object_set_new(m, key, s_to_json(&o->via.map.ptr[i].val));
-            free(key);
+            json_t *key = s_json_str(k->via.str.ptr, k->via.str.size);
+            if (json_is_string(key))
+                json_object_set_new(m, json_string_value(key), s_to_json(&o->via.map.ptr[i].val));
+            json_decref(key);
         }
         return m;
     }
