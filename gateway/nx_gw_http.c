@@ -22,6 +22,7 @@ typedef struct {
     int status;       /* answer                                             */
     char *out;        /* answer body                                        */
     const char *type; /* content type                                       */
+    const void *auth; /* nx_auth handle of the request's token              */
 } s_req_t;
 
 static void s_answer(s_req_t *r, int status, json_t *body)
@@ -177,6 +178,18 @@ static bool s_need(s_req_t *r, const char *field)
     return false;
 }
 
+/*  With tokens, a request may only act as (or speak for) a session its
+    token allows, whatever the body says; answers 403 otherwise.           */
+static bool s_allowed(s_req_t *r, const char *session)
+{
+    if (!session || nx_auth_allows(r->gw->auth, r->auth, session, strlen(session)))
+        return true;
+    char text[160];
+    snprintf(text, sizeof text, "the token does not allow acting as session '%.64s'", session);
+    s_error(r, 403, "forbidden", text, NULL);
+    return false;
+}
+
 /*  HTTP work calls act as body.session_id: a session the gateway does not
     host yet is registered for the call, with a TTL so that it lingers for
     the claim's follow-ups.                                                 */
@@ -189,6 +202,8 @@ static bool s_session(s_req_t *r, const char **session)
         s_error(r, 400, "bad_request", "session_id must be 1..64 of [A-Za-z0-9_:@-]", NULL);
         return false;
     }
+    if (!s_allowed(r, *session))
+        return false;
     if (json_object_get(r->json, "secret"))
         return true; /* acting as a session owned elsewhere, with its secret */
     pthread_mutex_lock(&r->gw->lock);
@@ -318,6 +333,8 @@ static void h_message(s_req_t *r)
         s_error(r, 400, "bad_request", "from must be a session id", NULL);
         return;
     }
+    if (!s_allowed(r, from))
+        return;
     json_t *payload = json_deep_copy(r->json);
     s_publish(r, to ? "message.direct" : "message.broadcast", payload, from, 200);
 }
@@ -331,6 +348,8 @@ static void h_events_post(s_req_t *r)
         s_error(r, 400, "bad_request", "session_id must be 1..64 of [A-Za-z0-9_:@-]", NULL);
         return;
     }
+    if (!s_allowed(r, source))
+        return;
     json_t *payload = json_object_get(r->json, "payload");
     s_publish(r, s_body_str(r, "event_type"), payload ? json_incref(payload) : json_object(),
               source, 201);
@@ -702,6 +721,7 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id)
         r.body = conn->body;
         conn->body = NULL;
         r.body_too_large = conn->body_too_large;
+        r.auth = conn->auth;
     }
     pthread_mutex_unlock(&gw->lock);
     if (!conn)

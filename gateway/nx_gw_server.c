@@ -217,6 +217,9 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
                        token[0] ? "wrong token" : "this gateway requires a token");
             return 0;
         }
+        /*  The worker checks every session the request acts as against it
+            (the command queue's lock orders this write before its read).  */
+        conn->auth = handle;
     }
     if (conn->method == NX_GW_POST) {
         /*  The request runs once, at LWS_CALLBACK_HTTP_BODY_COMPLETION

@@ -405,3 +405,32 @@ test('POST edge cases: empty body, chunked body (411), a body after a refusal is
   assert.ok(!types.includes('edge.refused'), `a refused POST published: ${JSON.stringify(types)}`);
   assert.ok(!types.includes('edge.chunked'), `a 411 POST published: ${JSON.stringify(types)}`);
 }));
+
+// A token from the tokens file may act only as its sessions, over HTTP as
+// over WebSocket: the body's session_id / from cannot speak for another.
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const TOKENS_FILE = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-gw-tokens-')), 'tokens');
+fs.writeFileSync(TOKENS_FILE, '# test tokens\ntok-bob bob\ntok-any *\n');
+
+test('HTTP calls act only as the sessions their token allows', withFabric({ gatewayArgs: ['--tokens-file', TOKENS_FILE], healthToken: 'tok-any' }, async (f) => {
+  const bob = { Authorization: 'Bearer tok-bob' };
+  const any = { Authorization: 'Bearer tok-any' };
+  let e = assertHttpError(await call(f, 'POST', '/events', { event_type: 'spoof.event', session_id: 'alice', payload: {} }, bob), 403, 'forbidden');
+  assert.match(e.message, /alice/);
+  assertJson(await call(f, 'POST', '/events', { event_type: 'own.event', session_id: 'bob', payload: {} }, bob), 201);
+  assertHttpError(await call(f, 'POST', '/work/claim', { session_id: 'alice', work_id: 'w-spoof' }, bob), 403, 'forbidden');
+  const claim = assertJson(await call(f, 'POST', '/work/claim', { session_id: 'bob', work_id: 'w-own' }, bob), 200);
+  assertHttpError(await call(f, 'POST', '/work/complete', { session_id: 'alice', work_id: 'w-own', token: claim.token }, bob), 403, 'forbidden');
+  assertHttpError(await call(f, 'POST', '/message', { from: 'alice', to: 'carol', message: 'hi' }, bob), 403, 'forbidden');
+  assertJson(await call(f, 'POST', '/message', { from: 'bob', to: 'carol', message: 'hi' }, bob), 200);
+  // The token for any session may act as alice.
+  assertJson(await call(f, 'POST', '/work/claim', { session_id: 'alice', work_id: 'w-alice' }, any), 200);
+  // Nothing was published or claimed in alice's name with bob's token.
+  const j = assertJson(await call(f, 'GET', '/events/history?limit=1000', undefined, any), 200);
+  const types = j.events.map((ev) => ev.event_type);
+  assert.ok(!types.includes('spoof.event'), JSON.stringify(types));
+  const claimed = assertJson(await call(f, 'GET', '/work/claimed', undefined, any), 200);
+  assert.ok(!JSON.stringify(claimed).includes('w-spoof'), JSON.stringify(claimed));
+}));
