@@ -208,6 +208,14 @@ char *nx_gw_event_json(nexus_event_t *event, size_t *len);
 /*  Converts a broker event record (history reply, JSON form) to the
     client's event shape. Returns a new reference.                          */
 json_t *nx_gw_event_from_record(json_t *rec);
+
+/*  Whether client event ev (JSON, as sent) may be shown to `session`: a
+    message.direct only to its target and its sender; to no one when
+    session is NULL (HTTP, the shared recent ring). Others always.         */
+bool nx_gw_event_visible(const json_t *ev, const char *session);
+
+/*  The same for a JSON text of one client event.                          */
+bool nx_gw_event_text_visible(const char *text, size_t len, const char *session);
 /*  The fields of a broker error reply beyond id/ok/error/message.          */
 json_t *nx_gw_error_extra(json_t *rep);
 /*  Sends {"type":"reply",...}.                                             */

@@ -129,6 +129,29 @@ json_t *nx_gw_event_from_record(json_t *rec)
     return ev;
 }
 
+bool nx_gw_event_visible(const json_t *ev, const char *session)
+{
+    const char *type = json_string_value(json_object_get(ev, "event_type"));
+    if (!type || strcmp(type, "message.direct") != 0)
+        return true;
+    if (!session)
+        return false;
+    const char *to = json_string_value(json_object_get(json_object_get(ev, "payload"), "to"));
+    const char *from = json_string_value(json_object_get(ev, "session_id"));
+    return (to && strcmp(to, session) == 0) || (from && strcmp(from, session) == 0);
+}
+
+bool nx_gw_event_text_visible(const char *text, size_t len, const char *session)
+{
+    /*  Only direct messages need a look inside.                           */
+    if (!memmem(text, len, "\"message.direct\"", 16))
+        return true;
+    json_t *ev = json_loadb(text, len, 0, NULL);
+    bool visible = ev ? nx_gw_event_visible(ev, session) : false;
+    json_decref(ev);
+    return visible;
+}
+
 /*  Queues text to conn if it is still there.                               */
 static void s_send(nx_gw_t *gw, uint64_t conn_id, const char *text)
 {
@@ -568,7 +591,10 @@ static void a_history(s_ctx_t *ctx)
     json_array_foreach(json_object_get(rep, "events"), i, rec)
     {
         json_t *ev = nx_gw_event_from_record(rec);
-        json_array_append_new(events, ev);
+        if (nx_gw_event_visible(ev, ctx->session))
+            json_array_append_new(events, ev);
+        else
+            json_decref(ev);
     }
     json_t *fields = json_pack(
         "{s:o, s:O}", "events", events, "next_cursor",
@@ -743,12 +769,14 @@ size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
             s_replay_abandon(gw, conn_id, since);
             return replayed;
         }
+        char session[NX_GW_SESSION_MAX + 1] = "";
         pthread_mutex_lock(&gw->lock);
         nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
         bool open = conn != NULL;
         if (conn) {
             for (size_t i = 0; i < conn->n_patterns; i++)
                 nexus_history_add_pattern(h, conn->patterns[i]);
+            snprintf(session, sizeof session, "%s", conn->session);
             nx_gw_conn_unref(gw, &conn);
         }
         pthread_mutex_unlock(&gw->lock);
@@ -764,7 +792,9 @@ size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
         while (alive && (err = nexus_history_next(h, &ev)) == NEXUS_OK && ev) {
             size_t len;
             char *text = nx_gw_event_json(ev, &len);
-            nx_gw_msg_t *msg = text ? nx_gw_msg_new(text, len, nexus_event_seq(ev)) : NULL;
+            nx_gw_msg_t *msg = text && nx_gw_event_text_visible(text, len, session)
+                                   ? nx_gw_msg_new(text, len, nexus_event_seq(ev))
+                                   : NULL;
             free(text);
             since = nexus_event_seq(ev);
             nexus_event_destroy(&ev);

@@ -363,7 +363,12 @@ static json_t *s_events_of(json_t *rep)
     json_t *rec;
     json_array_foreach(json_object_get(rep, "events"), i, rec)
     {
-        json_array_append_new(events, nx_gw_event_from_record(rec));
+        /*  HTTP has no session: direct messages are not shown.             */
+        json_t *ev = nx_gw_event_from_record(rec);
+        if (nx_gw_event_visible(ev, NULL))
+            json_array_append_new(events, ev);
+        else
+            json_decref(ev);
     }
     return events;
 }

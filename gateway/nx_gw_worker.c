@@ -139,7 +139,10 @@ static void s_recent_prefill(nx_gw_t *gw)
         while (n < S_RECENT_MAX && (err = nexus_history_next(h, &ev)) == NEXUS_OK && ev) {
             size_t len;
             char *text = nx_gw_event_json(ev, &len);
-            older[n] = text ? nx_gw_msg_new(text, len, nexus_event_seq(ev)) : NULL;
+            /*  The ring is shown to everyone: no direct messages in it.    */
+            older[n] = text && nx_gw_event_text_visible(text, len, NULL)
+                           ? nx_gw_msg_new(text, len, nexus_event_seq(ev))
+                           : NULL;
             free(text);
             if (older[n])
                 n++;
@@ -205,7 +208,7 @@ void nx_gw_deliver(nexus_event_t *event, void *arg)
     s_count_type(gw, topic);
     if (seq > gw->last_seq)
         gw->last_seq = seq;
-    if (msg)
+    if (msg && !direct) /* the ring is shown to every session */
         s_recent_add(gw, msg);
     for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns)) {
         if (c->kind != NX_GW_WS || c->closed || c->close_code || !c->ready || seq <= c->last_seq)
@@ -317,6 +320,10 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
                 char *text = nx_gw_event_json(ev, &len);
                 json_t *j = text ? json_loads(text, 0, NULL) : NULL;
                 free(text);
+                if (j && !nx_gw_event_visible(j, NULL)) {
+                    json_decref(j);
+                    j = NULL;
+                }
                 if (j)
                     json_array_insert_new(recent, 0, j); /* newest first -> oldest first */
                 nexus_event_destroy(&ev);

@@ -577,6 +577,28 @@ test('direct message reaches only the connections of that session', withFabric(a
   }
   assert.deepEqual(directs(other), [], 'another session does not see the direct message');
   assert.deepEqual(directs(sender), [], 'the sender does not get it back');
+
+  // Nor through any other door: the welcome's recent events, the history
+  // action, a resume, or HTTP's recent events and history.
+  const isDirect = (e) => e.event_type === 'message.direct';
+  const late = await f.connect('dm-other', 'recent=50');
+  assert.ok(!late.welcome.recent_events.some(isDirect), `welcome: ${JSON.stringify(late.welcome.recent_events)}`);
+  const h = await other.request({ action: 'history', topics: ['message.*'], limit: 100 });
+  assertOk(h, 'history');
+  assert.ok(!h.events.some(isDirect), `history of another session: ${JSON.stringify(h.events)}`);
+  assert.ok(h.events.some((e) => e.seq === marker.seq), 'history still has the broadcast');
+  const th = await target1.request({ action: 'history', topics: ['message.*'], limit: 100 });
+  assert.equal(th.events.filter(isDirect).length, 2, 'the target finds its messages in history');
+  const resumed = await f.connect('dm-other', 'since=0&recent=0');
+  await resumed.request({ action: 'subscribe', topics: ['message.*'] });
+  await resumed.request({ action: 'resume', since: 0 });
+  await resumed.waitEvent((e) => e.seq === marker.seq, 5000, 'replayed broadcast');
+  assert.deepEqual(resumed.events().filter(isDirect), [], 'a resume of another session replays no direct message');
+  for (const p of ['/events/recent?count=100', '/events/history?limit=100']) {
+    const res = await fetch(`${f.http}${p}`);
+    const body = await res.json();
+    assert.ok(!JSON.stringify(body).includes('for you') && !JSON.stringify(body).includes('again'), `${p}: ${JSON.stringify(body)}`);
+  }
 }));
 
 test('presence: session.connected and session.disconnected for WebSocket connect and close', withFabric(async (f) => {
