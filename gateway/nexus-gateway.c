@@ -141,6 +141,9 @@ int main(int argc, char **argv)
     gw.by_type = zhashx_new();
     gw.commands = zlistx_new();
     gw.commands_max = 100000;
+    /*  What clients sent and the worker has not handled yet: without a byte
+        bound, 1500 pings of 1 MB took the gateway to 1 GB.                 */
+    gw.commands_bytes_max = 64u << 20;
     gw.start_us = nx_now_us();
     gw.start_mono = nx_mono_us();
     /*  Our handlers, not CZMQ's: the lws loop must wake on a signal.       */

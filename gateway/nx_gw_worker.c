@@ -36,14 +36,18 @@ int nx_gw_command(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     if (!copy)
         return -1;
     *copy = *cmd;
+    copy->bytes = cmd->text ? strlen(cmd->text) : 0;
     pthread_mutex_lock(&gw->lock);
     /*  A CLOSE is always taken: dropping it would leave its session
         registered for ever. Closes are bounded by the open connections.    */
-    if (cmd->kind != NX_GW_CMD_CLOSE && zlistx_size(gw->commands) >= gw->commands_max) {
+    if (cmd->kind != NX_GW_CMD_CLOSE &&
+        (zlistx_size(gw->commands) >= gw->commands_max ||
+         gw->commands_bytes + copy->bytes > gw->commands_bytes_max)) {
         pthread_mutex_unlock(&gw->lock);
         free(copy);
         return -1;
     }
+    gw->commands_bytes += copy->bytes;
     zlistx_add_end(gw->commands, copy);
     pthread_cond_signal(&gw->wake);
     pthread_mutex_unlock(&gw->lock);
@@ -424,6 +428,8 @@ static void *s_worker(void *arg)
             pthread_cond_timedwait(&gw->wake, &gw->lock, &until);
         }
         nx_gw_cmd_t *cmd = zlistx_size(gw->commands) ? zlistx_detach(gw->commands, NULL) : NULL;
+        if (cmd)
+            gw->commands_bytes -= cmd->bytes;
         pthread_mutex_unlock(&gw->lock);
         if (cmd) {
             switch (cmd->kind) {

@@ -778,3 +778,22 @@ test('resume while the broker does not answer: a gap names what could not be rea
   await c.waitEvent((e) => e.seq === next, 10000, 'a live event after the gap');
   assert.deepEqual(c.events().map((e) => e.seq), [next]);
 }));
+
+test('gateway memory stays bounded when a client sends large messages faster than they are handled', withFabric(async (f) => {
+  const fs = require('node:fs');
+  const pid = f.gateway.child.pid;
+  const hwm = () => Number((fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/) || [])[1]) / 1024;
+  const before = hwm();
+  const c = await f.connect('big-sender');
+  // 1000 pings of ~1 MB each (under max_message and the burst): 1 GB sent.
+  const pad = 'p'.repeat(1000 * 1000);
+  for (let i = 0; i < 1000; i++) c.send({ action: 'ping', id: `big-${i}`, pad });
+  // Every one is answered, ok or busy, and the connection stays.
+  await c.waitFor(() => c.messages.filter((m) => m.type === 'reply' && String(m.id).startsWith('big-')).length === 1000, 90000, '1000 replies');
+  const replies = c.messages.filter((m) => m.type === 'reply' && String(m.id).startsWith('big-'));
+  const busy = replies.filter((m) => !m.ok);
+  for (const m of busy) assert.equal(m.error.code, 'busy', JSON.stringify(m.error));
+  const peak = hwm();
+  assert.ok(peak - before < 300, `gateway peak RSS grew by ${Math.round(peak - before)} MB (from ${Math.round(before)} MB)`);
+  assertOk(await c.request({ action: 'ping' }), 'ping'); // the connection still works
+}));
