@@ -731,6 +731,11 @@ int nx_gw_server_run(nx_gw_t *gw)
     info.vhost_name = "nexus-gateway";
     info.server_string = "nexus-gateway";
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    /*  lws cuts an HTTP request that is not answered within timeout_secs
+        (default 5 s). An answer may wait for the broker for broker_timeout
+        and for the requests queued before it, so a broker that is down
+        must give 503, not a cut connection: allow a few broker timeouts.   */
+    info.timeout_secs = (unsigned int)(gw->cfg.broker_timeout * 4 / 1000) + 10;
     gw->lws = lws_create_context(&info);
     if (!gw->lws) {
         nx_error("cannot listen on %s:%" PRIu64, gw->cfg.listen, gw->cfg.port);

@@ -434,3 +434,28 @@ test('HTTP calls act only as the sessions their token allows', withFabric({ gate
   const claimed = assertJson(await call(f, 'GET', '/work/claimed', undefined, any), 200);
   assert.ok(!JSON.stringify(claimed).includes('w-spoof'), JSON.stringify(claimed));
 }));
+
+test('GET /health answers 503 while the broker does not answer (default broker_timeout 5 s)', withFabric(async (f) => {
+  f.broker.child.kill('SIGSTOP');
+  try {
+    const t0 = Date.now();
+    let status = 0;
+    let text = '';
+    try {
+      const res = await fetch(`${f.http}/health`, { signal: AbortSignal.timeout(12000) });
+      status = res.status;
+      text = await res.text();
+    } catch (e) {
+      text = String(e);
+    }
+    assert.equal(status, 503, `an answer, not a cut connection: ${text}`);
+    const j = JSON.parse(text);
+    assert.equal(j.status, 'degraded', text);
+    assert.equal(j.broker.status, 'down', text);
+    assert.ok(Date.now() - t0 < 9000, `answered within the broker timeout (${Date.now() - t0} ms)`);
+  } finally {
+    f.broker.child.kill('SIGCONT');
+  }
+  const ok = await call(f, 'GET', '/health');
+  assert.equal(ok.status, 200, ok.text);
+}));
