@@ -1178,6 +1178,8 @@ int nx_broker_run(nx_broker_t *self)
         last_seq so that the next start continues without a jump.          */
     nx_store_sync(self->store);
     s_release_awaiting(self);
+    /*  A change of the last second is not lost from the snapshot file.    */
+    nx_coord_snapshot(self);
     if (s_write_reservation(self, self->last_seq, nx_claims_fence(self)))
         nx_warn("cannot record the clean stop: the next start skips a block of seqs");
     nx_info("stopping: last seq %" PRIu64 ", %" PRIu64 " events in, %" PRIu64 " out, %" PRIu64

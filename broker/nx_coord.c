@@ -78,10 +78,14 @@ void nx_coord_housekeeping(nx_broker_t *self, uint64_t now)
 {
     nx_sessions_prune(self, now);
     nx_claims_prune(self, now);
-    if (self->snapshot_dirty && self->cfg.snapshot_file && *self->cfg.snapshot_file) {
-        if (nx_snapshot_write(self, self->cfg.snapshot_file) == 0)
-            self->snapshot_dirty = false;
-    }
+    nx_coord_snapshot(self);
+}
+
+void nx_coord_snapshot(nx_broker_t *self)
+{
+    if (self->snapshot_dirty && self->cfg.snapshot_file && *self->cfg.snapshot_file &&
+        nx_snapshot_write(self, self->cfg.snapshot_file) == 0)
+        self->snapshot_dirty = false;
 }
 
 uint8_t *nx_coord_pack_object(nx_broker_t *self, const msgpack_object *o, size_t *len)

@@ -127,6 +127,10 @@ nx_op_fn nx_op_work_claim, nx_op_work_renew, nx_op_work_release, nx_op_work_comp
 
 /*  Writes the JSON snapshot atomically (temp file + rename). Returns 0 or
     -1 (logged).                                                            */
+/*  Rewrites the snapshot file if something changed since it was written
+    (housekeeping, once a second, and at stop).                             */
+void nx_coord_snapshot(nx_broker_t *self);
+
 int nx_snapshot_write(nx_broker_t *self, const char *path);
 
 #endif

@@ -263,6 +263,9 @@ static void s_touch(nx_broker_t *self, nx_session_t *s, uint64_t now)
     nx_coord_wake(self, s->timeout_at);
     if (s->status == NX_SESSION_STALE)
         s->status = NX_SESSION_ACTIVE;
+    /*  The snapshot shows status, last_seen and timeout_at: rewritten at
+        most once a second, so a heartbeat may mark it.                     */
+    self->snapshot_dirty = true;
 }
 
 nx_session_t *nx_sessions_authorize(nx_broker_t *self, const msgpack_object *req, nexus_err_t *err,

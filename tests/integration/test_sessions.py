@@ -722,5 +722,45 @@ finally:
     b.cleanup()
     shutil.rmtree(data, ignore_errors=True)
 
+# The snapshot file keeps up: a change in the last second before a stop is
+# in it, and a stale session made active by its heartbeat shows as active.
+snap_dir = tempfile.mkdtemp(prefix="nexus-snap-")
+snap_file = os.path.join(snap_dir, "state.json")
+data = os.path.join(snap_dir, "data")
+
+
+def snap_sessions():
+    try:
+        with open(snap_file) as fh:
+            return {x["session"]: x for x in json.load(fh)["sessions"]}
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+b = Broker(data_dir=data, extra=["--snapshot-file", snap_file])
+b.start()
+with Client(b) as c:
+    rep = c.request({"op": "session.register", "session": "snap-z", "heartbeat_ms": 60000})
+    is_ok(rep, "register snap-z")
+    z_secret = rep.get("secret")
+    is_ok(c.request({"op": "session.status", "session": "snap-z", "text": "last words"}),
+          "status just before the stop")
+b.stop()
+got = snap_sessions()
+t.eq((got or {}).get("snap-z", {}).get("text"), "last words",
+     "a change just before SIGTERM is in the snapshot file")
+b = Broker(data_dir=data, extra=["--snapshot-file", snap_file])
+b.start()
+with Client(b) as c:
+    t.check(wait_until(lambda: (snap_sessions() or {}).get("snap-z", {}).get("status") == "stale",
+                       3.0), "after a restart the snapshot shows the session stale")
+    is_ok(c.request({"op": "session.heartbeat", "session": "snap-z", "secret": z_secret}),
+          "heartbeat with the secret")
+    t.check(wait_until(lambda: (snap_sessions() or {}).get("snap-z", {}).get("status") == "active",
+                       2.0), "the heartbeat makes it active in the snapshot within ~1 s")
+b.stop()
+b.cleanup()
+shutil.rmtree(snap_dir, ignore_errors=True)
+
 print("test_sessions: %.1fs" % (time.time() - T0))
 t.done()
