@@ -58,13 +58,50 @@ void nx_coord_stop(nx_broker_t *self)
     nx_auth_destroy(&self->auth);
 }
 
+/*  What a session has in memory only, kept across a reload.              */
+typedef struct {
+    char id[NX_ID_MAX + 1];
+    uint8_t peer[256];
+    size_t peer_len;
+    nx_session_status_t status;
+    uint64_t last_seen, timeout_at;
+} s_live_t;
+
 void nx_coord_reload(nx_broker_t *self)
 {
+    /*  The store has no connections: without this, every session would come
+        back stale and its own connection would be refused (forbidden) until
+        it sent its secret, after one failed commit.                        */
+    size_t n = 0, cap = zhashx_size((zhashx_t *)self->sessions);
+    s_live_t *live = cap ? calloc(cap, sizeof *live) : NULL;
+    for (nx_session_t *s = nx_sessions_first(self); s && live && n < cap;
+         s = nx_sessions_next(self)) {
+        s_live_t *l = &live[n++];
+        snprintf(l->id, sizeof l->id, "%s", s->id);
+        memcpy(l->peer, s->peer, s->peer_len);
+        l->peer_len = s->peer_len;
+        l->status = s->status;
+        l->last_seen = s->last_seen;
+        l->timeout_at = s->timeout_at;
+    }
     s_unload(self);
     if (s_load(self))
         nx_error("coordination: reload from the store failed: %s", nx_store_errmsg(self->store));
-    else
+    else {
+        for (size_t i = 0; i < n; i++) {
+            nx_session_t *s = nx_sessions_lookup(self, live[i].id);
+            if (!s || s->status == NX_SESSION_GONE || live[i].status == NX_SESSION_GONE)
+                continue;
+            memcpy(s->peer, live[i].peer, live[i].peer_len);
+            s->peer_len = live[i].peer_len;
+            s->status = live[i].status;
+            s->last_seen = live[i].last_seen;
+            s->timeout_at = live[i].timeout_at;
+            nx_coord_wake(self, s->timeout_at);
+        }
         nx_warn("coordination: state reloaded from the store after a failed batch");
+    }
+    free(live);
 }
 
 uint64_t nx_coord_tick(nx_broker_t *self, uint64_t now)

@@ -88,6 +88,11 @@ void nx_coord_housekeeping(nx_broker_t *self, uint64_t now);
 nx_session_t *nx_sessions_authorize(nx_broker_t *self, const msgpack_object *req, nexus_err_t *err,
                                     char *err_msg);
 nx_session_t *nx_sessions_lookup(nx_broker_t *self, const char *id);
+
+/*  Iterates the session table (one iteration at a time: the table's own
+    cursor).                                                                */
+nx_session_t *nx_sessions_first(nx_broker_t *self);
+nx_session_t *nx_sessions_next(nx_broker_t *self);
 void nx_sessions_pack(msgpack_packer *pk, const nx_session_t *s);
 
 /*  Releases (reason "holder_gone") or keeps the claims of a session that

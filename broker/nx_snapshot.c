@@ -14,8 +14,6 @@
 #include "nx_coord.h"
 #include "nx_log.h"
 
-nx_session_t *nx_sessions_first(nx_broker_t *self);
-nx_session_t *nx_sessions_next(nx_broker_t *self);
 void nx_claims_pack_active(nx_broker_t *self, msgpack_packer *pk);
 
 /*  Length of the valid UTF-8 sequence at p (at most n bytes), or 0.       */

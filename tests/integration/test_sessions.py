@@ -762,5 +762,24 @@ b.stop()
 b.cleanup()
 shutil.rmtree(snap_dir, ignore_errors=True)
 
+# A failed commit (store full) reloads sessions and claims from the store;
+# the connection that registered a session still owns it afterwards.
+with Broker(extra=["--map-size", "1M", "--map-max", "1M"]) as b, Client(b) as c:
+    is_ok(c.request({"op": "session.register", "session": "full-s", "heartbeat_ms": 60000}),
+          "register before filling the store")
+    full = None
+    for i in range(5000):
+        r = c.request({"op": "work.claim", "session": "full-s", "work_id": "fill/%d" % i,
+                       "ttl_ms": 60000, "description": "d" * 2000})
+        if not r.get("ok"):
+            full = r
+            break
+    t.eq((full or {}).get("error"), "store_full", "claims fill the store: %r" % (full,))
+    r = c.request({"op": "session.heartbeat", "session": "full-s"})
+    t.eq((r.get("ok"), r.get("status")), (True, "active"),
+         "after the failed commit its connection still acts as the session: %r" % r)
+    t.eq(c.request({"op": "work.get", "work_id": "fill/0"}).get("claim", {}).get("holder"),
+         "full-s", "what was committed before is still there")
+
 print("test_sessions: %.1fs" % (time.time() - T0))
 t.done()
