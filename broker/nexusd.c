@@ -6,6 +6,7 @@
 */
 
 #include <czmq.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -46,6 +47,15 @@ int main(int argc, char **argv)
     int level = nx_log_level_parse(cfg.log_level);
     if (level < 0) {
         fprintf(stderr, "nexusd: log_level must be error, warn, info or debug\n");
+        nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
+        return 2;
+    }
+    /*  Settings that are valid alone but not together.                     */
+    if (cfg.claim_ttl > cfg.claim_ttl_max) {
+        fprintf(stderr,
+                "nexusd: claim_ttl (%" PRIu64 " ms) is over claim_ttl_max (%" PRIu64
+                " ms): every claim without ttl_ms would be refused\n",
+                cfg.claim_ttl, cfg.claim_ttl_max);
         nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
         return 2;
     }

@@ -642,6 +642,7 @@ int nx_op_session_status(nx_broker_t *self, const msgpack_object *req, msgpack_p
     nx_coord_emit(self, "status.update", s->id, &buf);
     nx_scratch_give(&self->scratch, &buf);
     nx_pack_str(pk, "session");
+    s->claims = nx_claims_held(self, s->id);
     nx_sessions_pack(pk, s);
     return 1;
 }
@@ -741,7 +742,10 @@ static int s_list(nx_broker_t *self, const msgpack_object *req, msgpack_packer *
     for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
         nx_session_t *s = nx_sessions_lookup(self, k);
         if (s->status == NX_SESSION_GONE &&
-            (!all || find || (window && s->gone_at + window * 1000 < now)))
+            (!all || find ||
+             /*  Written without a sum that a huge window_ms could wrap. */
+             (window && window < UINT64_MAX / 1000 && now > s->gone_at &&
+              now - s->gone_at > window * 1000)))
             continue;
         if (available && (s->state != 0 || s->status != NX_SESSION_ACTIVE))
             continue;

@@ -236,6 +236,12 @@ try:
         b.cleanup()
     with Broker() as b:
         t.check("not loopback" not in b.logs(), "loopback binds do not warn")
+
+    # Settings valid alone but not together: a default lease over the
+    # longest lease would refuse every claim that does not name its ttl.
+    rc, out, err = run("--claim-ttl", "2d", "--claim-ttl-max", "1d")
+    t.eq(rc, 2, "claim_ttl over claim_ttl_max is refused at start")
+    t.check("claim_ttl" in err and "claim_ttl_max" in err, "and the error names both: %r" % err)
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 

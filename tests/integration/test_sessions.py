@@ -781,5 +781,19 @@ with Broker(extra=["--map-size", "1M", "--map-max", "1M"]) as b, Client(b) as c:
     t.eq(c.request({"op": "work.get", "work_id": "fill/0"}).get("claim", {}).get("holder"),
          "full-s", "what was committed before is still there")
 
+# session.list with a window too large to add to a time shows every gone
+# session (it used to wrap and show none); session.status counts claims.
+with Broker() as b, Client(b) as c:
+    register(c, "w-gone")
+    c.request({"op": "session.unregister", "session": "w-gone"})
+    for w in (0, 2**40, 2**63, 2**64 - 1):
+        rep = c.request({"op": "session.list", "all": True, "window_ms": w})
+        t.check("w-gone" in [x["session"] for x in rep.get("sessions", [])],
+                "list all with window_ms %d shows the gone session: %r" % (w, rep))
+    register(c, "w-held")
+    c.request({"op": "work.claim", "session": "w-held", "work_id": "w/1", "ttl_ms": 60000})
+    rep = c.request({"op": "session.status", "session": "w-held", "text": "x"})
+    t.eq(rep.get("session", {}).get("claims"), 1, "session.status reply counts the claim held")
+
 print("test_sessions: %.1fs" % (time.time() - T0))
 t.done()
