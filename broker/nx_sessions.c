@@ -231,9 +231,19 @@ nx_session_t *nx_sessions_lookup(nx_broker_t *self, const char *id)
 
 /*  ---- Identity ------------------------------------------------------------ */
 
+/*  Whether the request's routing id is one the ROUTER assigned: a zero
+    byte and a 32-bit counter that starts at a random value, never given to
+    two connections. A client may choose its own routing id (ZMQ_ROUTING_ID)
+    and so take the id of a connection that has gone; such ids do not
+    identify a connection here, and their sessions need the secret.        */
+static bool s_assigned_peer(const nx_broker_t *self)
+{
+    return self->peer_len == 5 && self->peer[0] == 0;
+}
+
 static bool s_same_peer(nx_broker_t *self, const nx_session_t *s)
 {
-    return s->peer_len && s->peer_len == self->peer_len &&
+    return s_assigned_peer(self) && s->peer_len && s->peer_len == self->peer_len &&
            memcmp(s->peer, self->peer, s->peer_len) == 0;
 }
 
@@ -249,7 +259,8 @@ static bool s_secret_ok(const nx_session_t *s, const char *secret, size_t len)
 
 static void s_bind_peer(nx_broker_t *self, nx_session_t *s)
 {
-    if (self->peer_len <= sizeof s->peer) {
+    s->peer_len = 0;
+    if (s_assigned_peer(self) && self->peer_len <= sizeof s->peer) {
         memcpy(s->peer, self->peer, self->peer_len);
         s->peer_len = self->peer_len;
     }

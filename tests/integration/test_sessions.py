@@ -19,6 +19,7 @@ import tempfile
 import time
 
 import msgpack
+import zmq
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (Broker, Checks, Client, next_event, settle_subscription,  # noqa: E402
@@ -794,6 +795,46 @@ with Broker() as b, Client(b) as c:
     c.request({"op": "work.claim", "session": "w-held", "work_id": "w/1", "ttl_ms": 60000})
     rep = c.request({"op": "session.status", "session": "w-held", "text": "x"})
     t.eq(rep.get("session", {}).get("claims"), 1, "session.status reply counts the claim held")
+
+# A client may choose its ZeroMQ routing id and so take the id of a
+# connection that has gone: a chosen id never identifies a connection, its
+# sessions act only with their secret.
+with Broker() as b:
+    ctx = zmq.Context.instance()
+
+    def dealer(ident):
+        d = ctx.socket(zmq.DEALER)
+        d.linger = 0
+        d.setsockopt(zmq.ROUTING_ID, ident)
+        d.connect(b.control)
+        return d
+
+    def ask(d, req):
+        d.send(msgpack.packb(req, use_bin_type=True))
+        if not d.poll(5000):
+            return {}
+        return msgpack.unpackb(d.recv(), raw=False)
+
+    a = dealer(b"worker-A")
+    rep = ask(a, {"op": "session.register", "session": "chosen-a", "heartbeat_ms": 60000, "id": 1})
+    t.check(rep.get("ok"), "register from a chosen routing id: %r" % rep)
+    secret = rep.get("secret")
+    rep = ask(a, {"op": "work.claim", "session": "chosen-a", "work_id": "ch/1", "ttl_ms": 60000,
+                  "secret": secret, "id": 2})
+    t.check(rep.get("ok"), "with the secret it acts as the session: %r" % rep)
+    token = rep.get("token")
+    a.close()
+    time.sleep(0.2)
+    thief = dealer(b"worker-A")
+    rep = ask(thief, {"op": "work.release", "session": "chosen-a", "work_id": "ch/1",
+                      "token": token, "id": 3})
+    t.eq(rep.get("error"), "forbidden", "the same chosen id on a new connection cannot act: %r" % rep)
+    rep = ask(thief, {"op": "session.unregister", "session": "chosen-a", "id": 4})
+    t.eq(rep.get("error"), "forbidden", "nor unregister the session: %r" % rep)
+    with Client(b) as c:
+        t.eq(c.request({"op": "work.get", "work_id": "ch/1"}).get("claim", {}).get("state"),
+             "claimed", "the claim is untouched")
+    thief.close()
 
 print("test_sessions: %.1fs" % (time.time() - T0))
 t.done()
