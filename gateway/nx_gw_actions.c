@@ -609,17 +609,30 @@ static void a_resume(s_ctx_t *ctx)
         return;
     uint64_t since = (uint64_t)json_integer_value(json_object_get(ctx->msg, "since"));
     nx_gw_t *gw = ctx->gw;
+    bool deferred = false;
     pthread_mutex_lock(&gw->lock);
+    /*  Past the last seq: live events would be held back until they got
+        there (after a broker reset, for ever). Resume from the last seq.  */
+    if (since > gw->last_seq)
+        since = gw->last_seq;
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, ctx->conn);
     if (conn) {
-        conn->replaying = true;
-        conn->last_seq = since;
+        if (conn->n_patterns == 0) {
+            /*  Nothing subscribed: the replay waits for the first
+                subscription, as with ?since=, rather than replay every
+                topic now.                                                  */
+            conn->resume_from = since + 1;
+            deferred = true;
+        } else {
+            conn->replaying = true;
+            conn->last_seq = since;
+        }
         nx_gw_conn_unref(gw, &conn);
     }
     pthread_mutex_unlock(&gw->lock);
-    size_t replayed = nx_gw_replay(gw, ctx->conn, since);
-    s_ok(ctx,
-         json_pack("{s:I, s:I}", "since", (json_int_t)since, "replayed", (json_int_t)replayed));
+    size_t replayed = deferred ? 0 : nx_gw_replay(gw, ctx->conn, since);
+    s_ok(ctx, json_pack("{s:I, s:I, s:b}", "since", (json_int_t)since, "replayed",
+                        (json_int_t)replayed, "deferred", deferred));
 }
 
 typedef struct {

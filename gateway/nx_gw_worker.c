@@ -356,8 +356,11 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
         if (text)
             nx_gw_conn_push_text(gw, conn, text);
         conn->ready = true;
+        /*  A since beyond the last seq (the broker's data was reset, or a
+            client's mistake) would hold back every live event up to it:
+            resume from the last seq there is instead.                      */
         if (cmd->has_since)
-            conn->resume_from = cmd->since + 1; /* +1 so that 0 means none */
+            conn->resume_from = (cmd->since > last_seq ? last_seq : cmd->since) + 1; /* 0: none */
         nx_gw_conn_unref(gw, &conn);
     }
     pthread_mutex_unlock(&gw->lock);

@@ -797,3 +797,26 @@ test('gateway memory stays bounded when a client sends large messages faster tha
   assert.ok(peak - before < 300, `gateway peak RSS grew by ${Math.round(peak - before)} MB (from ${Math.round(before)} MB)`);
   assertOk(await c.request({ action: 'ping' }), 'ping'); // the connection still works
 }));
+
+test('resume edge cases: a since past the last seq, and a resume before any subscribe', withFabric(async (f) => {
+  const pub = await f.connect('edge-pub');
+  const first = await pub.request({ action: 'publish', event_type: 'q.one', payload: { n: 1 } });
+  await pub.request({ action: 'publish', event_type: 'other.one', payload: { n: 2 } });
+  // since far past the last seq (a broker whose data was reset): live events still come.
+  const far = await f.connect('edge-far', 'since=99999999&recent=0');
+  assertOk(await far.request({ action: 'subscribe', topics: ['z.>'] }), 'subscribe');
+  const live = await pub.request({ action: 'publish', event_type: 'z.live', payload: {} });
+  await far.waitEvent((e) => e.seq === live.seq, 5000, 'the live event after a since past the end');
+  // resume before subscribing waits for the first subscription, and then
+  // replays only what it matches.
+  const early = await f.connect('edge-early', 'recent=0');
+  const r = await early.request({ action: 'resume', since: 0 });
+  assertOk(r, 'resume');
+  assert.equal(r.deferred, true, JSON.stringify(r));
+  await sleep(200);
+  assert.deepEqual(early.events(), [], 'nothing replayed before a subscription');
+  assertOk(await early.request({ action: 'subscribe', topics: ['q.>'] }), 'subscribe');
+  await early.waitEvent((e) => e.seq === first.seq, 5000, 'the replayed q.one');
+  await sleep(200);
+  assert.deepEqual(early.events().map((e) => e.event_type), ['q.one'], 'only the subscribed topic is replayed');
+}));
