@@ -88,6 +88,12 @@ static int s_find_web_root(nx_gw_t *gw)
     return -1;
 }
 
+static void s_bucket_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
 int main(int argc, char **argv)
 {
     static nx_gw_t gw;
@@ -139,6 +145,8 @@ int main(int argc, char **argv)
     gw.conns = zhashx_new();
     gw.sessions = zhashx_new();
     gw.by_type = zhashx_new();
+    gw.buckets = zhashx_new();
+    zhashx_set_destructor(gw.buckets, s_bucket_free);
     gw.commands = zlistx_new();
     gw.commands_max = 100000;
     /*  What clients sent and the worker has not handled yet: without a byte
@@ -208,6 +216,7 @@ done:
     }
     zhashx_destroy(&gw.sessions);
     zhashx_destroy(&gw.by_type);
+    zhashx_destroy(&gw.buckets);
     zlistx_destroy(&gw.commands);
     nx_auth_destroy(&gw.auth);
     nx_conf_free(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg);

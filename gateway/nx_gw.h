@@ -72,8 +72,6 @@ typedef struct _nx_gw_conn_t {
     bool evicted;       /* its session was already released  */
     bool opened;        /* its OPEN was queued: CLOSE balances it */
     char close_reason[80];
-    double tokens;      /* rate limit bucket                 */
-    uint64_t tokens_at; /* mono us of the last refill        */
     /*  Incoming WebSocket message being assembled (lws thread)             */
     char *rx;
     size_t rx_len;
@@ -130,6 +128,8 @@ typedef struct _nx_gw_t {
     uint64_t start_mono;       /* mono clock at start                      */
     nx_gw_stats_t stats;       /* counters                                 */
     zhashx_t *by_type;         /* event type -> count (/events/stats)      */
+    zhashx_t *buckets;         /* session -> nx_gw_bucket_t*, the rate limit
+                                  shared by a session's connections      */
     uint64_t rate_slot[64];    /* fabric events per second, ring           */
     uint64_t rate_second;      /* second of rate_slot's head               */
     char web_root[4096];       /* dashboard directory                      */
@@ -187,7 +187,14 @@ int nx_gw_conn_push_text(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text);
 nx_gw_msg_t *nx_gw_conn_pop(nx_gw_t *gw, nx_gw_conn_t *conn);
 /*  True when any pattern of conn matches topic (lock held).                */
 bool nx_gw_conn_matches(nx_gw_conn_t *conn, const char *topic);
-/*  Token bucket: true when a request may go now.                           */
+/*  A session's token bucket.                                              */
+typedef struct {
+    double tokens; /* requests it may send now                        */
+    uint64_t at;   /* mono us of the last refill                      */
+} nx_gw_bucket_t;
+
+/*  Token bucket of conn's session (all its connections share it): true
+    when a request may go now. Under gw->lock.                              */
 bool nx_gw_conn_rate_ok(nx_gw_t *gw, nx_gw_conn_t *conn);
 
 /*  ---- nx_gw_worker.c ---------------------------------------------------- */

@@ -64,8 +64,6 @@ nx_gw_conn_t *nx_gw_conn_new(nx_gw_t *gw, nx_gw_kind_t kind, struct lws *wsi)
     conn->kind = kind;
     conn->wsi = wsi;
     conn->refs = 1;
-    conn->tokens = (double)gw->cfg.burst;
-    conn->tokens_at = nx_gw_mono();
     pthread_mutex_lock(&gw->lock);
     conn->id = ++gw->next_id;
     char key[24];
@@ -200,16 +198,40 @@ bool nx_gw_conn_matches(nx_gw_conn_t *conn, const char *topic)
     return false;
 }
 
+/*  Forgets the buckets that have refilled: they are as good as new. Keeps
+    the table to the sessions that sent something within a refill time.    */
+static void s_buckets_prune(nx_gw_t *gw, uint64_t now)
+{
+    uint64_t refill_us = (uint64_t)((double)gw->cfg.burst / (double)gw->cfg.rate * 1e6) + 1000000;
+    zlistx_t *old = zlistx_new();
+    for (nx_gw_bucket_t *b = zhashx_first(gw->buckets); b; b = zhashx_next(gw->buckets))
+        if (now - b->at > refill_us)
+            zlistx_add_end(old, (void *)zhashx_cursor(gw->buckets));
+    for (const char *k = zlistx_first(old); k; k = zlistx_next(old))
+        zhashx_delete(gw->buckets, k);
+    zlistx_destroy(&old);
+}
+
 bool nx_gw_conn_rate_ok(nx_gw_t *gw, nx_gw_conn_t *conn)
 {
     uint64_t now = nx_gw_mono();
-    conn->tokens += (double)(now - conn->tokens_at) * (double)gw->cfg.rate / 1e6;
-    conn->tokens_at = now;
-    if (conn->tokens > (double)gw->cfg.burst)
-        conn->tokens = (double)gw->cfg.burst;
-    if (conn->tokens < 1.0)
+    nx_gw_bucket_t *b = zhashx_lookup(gw->buckets, conn->session);
+    if (!b) {
+        if (zhashx_size(gw->buckets) >= 2 * zhashx_size(gw->conns) + 1024)
+            s_buckets_prune(gw, now);
+        b = malloc(sizeof *b);
+        if (!b)
+            return true; /* out of memory: not limited rather than refused */
+        *b = (nx_gw_bucket_t){(double)gw->cfg.burst, now};
+        zhashx_insert(gw->buckets, conn->session, b);
+    }
+    b->tokens += (double)(now - b->at) * (double)gw->cfg.rate / 1e6;
+    b->at = now;
+    if (b->tokens > (double)gw->cfg.burst)
+        b->tokens = (double)gw->cfg.burst;
+    if (b->tokens < 1.0)
         return false;
-    conn->tokens -= 1.0;
+    b->tokens -= 1.0;
     return true;
 }
 

@@ -649,6 +649,25 @@ test('rate limit: rate_limited error reply, the connection stays', withFabric({ 
   assert.equal(a.closed, null, 'the connection stays open');
 }));
 
+test('rate limit is per session: more connections of one session share its bucket', withFabric({ gatewayArgs: ['--rate', '1', '--burst', '3'] }, async (f) => {
+  const conns = [];
+  for (let i = 0; i < 4; i++) conns.push(await f.connect('rate-shared'));
+  const waits = [];
+  conns.forEach((c, k) => {
+    for (let i = 0; i < 3; i++) {
+      const id = `s${k}-${i}`;
+      c.send({ action: 'ping', id });
+      waits.push(c.waitFor((m) => m.type === 'reply' && m.id === id, 5000, `reply ${id}`));
+    }
+  });
+  const replies = await Promise.all(waits);
+  const ok = replies.filter((r) => r.ok).length;
+  assert.ok(ok >= 3 && ok <= 4, `the session's burst of 3 (plus at most one refill) passes in all, not per connection: ${ok}`);
+  // Another session has its own bucket.
+  const other = await f.connect('rate-other');
+  assertOk(await other.request({ action: 'ping' }), 'ping');
+}));
+
 test('max message: a message over --max-message closes with 1009', withFabric({ gatewayArgs: ['--max-message', '1k'] }, async (f) => {
   const a = await f.connect('big-a');
   const small = await a.request({ action: 'publish', event_type: 'big.ok', payload: { s: 'x'.repeat(800) } });
