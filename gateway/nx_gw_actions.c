@@ -702,9 +702,16 @@ void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
 
 /*  Queues msg, waiting for room while the client reads; gives up (closing
     the client) after slow_timeout.                                         */
-static bool s_push_paced(nx_gw_t *gw, uint64_t conn_id, nx_gw_msg_t *msg)
+/*  How long a replay waits for room in a client's queue. The one worker
+    serves every connection: waiting up to slow_timeout for a client that
+    does not read held up everyone else's requests for seconds.           */
+#define S_REPLAY_WAIT_MS 250
+
+/*  1: pushed (or already sent); 0: the connection is gone or closing; -1:
+    no room within S_REPLAY_WAIT_MS.                                        */
+static int s_push_paced(nx_gw_t *gw, uint64_t conn_id, nx_gw_msg_t *msg)
 {
-    uint64_t deadline = nx_gw_mono() + (gw->cfg.slow_timeout ? gw->cfg.slow_timeout : 1) * 1000;
+    uint64_t deadline = nx_gw_mono() + S_REPLAY_WAIT_MS * 1000;
     while (true) {
         pthread_mutex_lock(&gw->lock);
         nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
@@ -721,18 +728,17 @@ static bool s_push_paced(nx_gw_t *gw, uint64_t conn_id, nx_gw_msg_t *msg)
             }
         } else if (!conn->full_since) {
             conn->full_since = nx_gw_mono(); /* the slow-client clock runs */
-        } else if (nx_gw_mono() > deadline) {
-            conn->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
-            snprintf(conn->close_reason, sizeof conn->close_reason, "send queue full");
         }
-        bool give_up = !room && conn->close_code;
+        bool closing = !room && conn->close_code;
         nx_gw_conn_unref(gw, &conn);
         pthread_mutex_unlock(&gw->lock);
         nx_gw_wake(gw);
         if (room)
-            return true;
-        if (give_up)
-            return false;
+            return 1;
+        if (closing)
+            return 0;
+        if (nx_gw_mono() > deadline)
+            return -1;
         usleep(2000);
     }
 }
@@ -811,13 +817,23 @@ size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
             free(text);
             since = nexus_event_seq(ev);
             nexus_event_destroy(&ev);
+            int pushed = 1;
             if (msg) {
-                alive = s_push_paced(gw, conn_id, msg);
-                replayed += alive;
+                pushed = s_push_paced(gw, conn_id, msg);
+                replayed += pushed == 1;
                 pthread_mutex_lock(&gw->lock);
                 nx_gw_msg_unref(&msg);
                 pthread_mutex_unlock(&gw->lock);
             }
+            if (pushed == -1) {
+                /*  The client does not read: the rest is a gap it can
+                    resume from later (or the slow-client rule closes it),
+                    and the worker goes back to everyone else.              */
+                nexus_history_destroy(&h);
+                s_replay_abandon(gw, conn_id, since - 1);
+                return replayed;
+            }
+            alive = pushed == 1;
         }
         nexus_history_destroy(&h);
         if (!alive)

@@ -839,3 +839,35 @@ test('resume edge cases: a since past the last seq, and a resume before any subs
   await sleep(200);
   assert.deepEqual(early.events().map((e) => e.event_type), ['q.one'], 'only the subscribed topic is replayed');
 }));
+
+test('a resume to clients that do not read does not hold up the others', withFabric({
+  gatewayArgs: ['--queue-messages', '64', '--queue-bytes', '256k', '--slow-timeout', '20s'],
+}, async (f) => {
+  const pub = await f.connect('stall-pub', 'recent=0');
+  const blob = 'h'.repeat(8 * 1024);
+  for (let i = 0; i < 400; i += 20) {
+    await Promise.all(Array.from({ length: 20 }, (_, k) => pub.request({ action: 'publish', event_type: 'hist.x', payload: { n: i + k, blob } }, 10000)));
+  }
+  // Five clients resume from the start of 3 MB of history and never read.
+  const stuck = [];
+  for (let i = 0; i < 5; i++) {
+    const c = await f.connect(`stall-${i}`, 'since=0&recent=0');
+    c.ws._socket.pause();
+    c.send({ action: 'subscribe', topics: ['hist.>'] });
+    stuck.push(c);
+  }
+  await sleep(300);
+  // Everyone else is served at once, over WebSocket and HTTP.
+  const other = await f.connect('stall-other', 'recent=0');
+  const worst = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = Date.now();
+    assertOk(await other.request({ action: 'ping' }, 10000), 'ping');
+    worst.push(Date.now() - t0);
+    const h0 = Date.now();
+    const r = await fetch(`${f.http}/events/stats`, { signal: AbortSignal.timeout(10000) });
+    assert.equal(r.status, 200);
+    worst.push(Date.now() - h0);
+  }
+  assert.ok(Math.max(...worst) < 2500, `requests waited ${Math.max(...worst)} ms behind the stuck replays`);
+}));
