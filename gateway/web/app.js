@@ -17,7 +17,11 @@
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
   const token = params.get('token') || '';
-  const sessionId = `dashboard-${Math.random().toString(16).slice(2, 10)}`;
+  // ?session=NAME: with a tokens file, a token may act only as the sessions
+  // it lists, so the dashboard must connect as one of them.
+  const asked = params.get('session') || '';
+  const sessionId = /^[A-Za-z0-9_:@-]{1,64}$/.test(asked)
+    ? asked : `dashboard-${Math.random().toString(16).slice(2, 10)}`;
 
   const state = {
     ws: null,

@@ -172,3 +172,16 @@ test('dashboard: sessions, publish form, stream, claim countdown, filter, pause,
     assert.deepEqual(real, [], 'no page errors');
   });
 }));
+
+// With a tokens file a token may act only as the sessions it lists: the
+// dashboard connects as ?session= with ?token=, and goes live.
+const DASH_TOKENS = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-dash-tokens-')), 'tokens');
+fs.writeFileSync(DASH_TOKENS, 'tok-dash dash-ops\ntok-probe *\n');
+
+test('dashboard with a tokens file: ?token= and ?session= connect it', { timeout: 60000 }, withFabric({ gatewayArgs: ['--tokens-file', DASH_TOKENS], healthToken: 'tok-probe' }, async (f) => {
+  await withBrowser(async (page) => {
+    await page.goto(`${f.http}/?token=tok-dash&session=dash-ops`);
+    await page.waitForSelector('#status[data-state="live"]', { timeout: 15000 });
+    assert.equal(await page.evaluate(() => window.nexusDashboard.sessionId), 'dash-ops');
+  });
+}));
