@@ -151,7 +151,7 @@ int main(int argc, char **argv)
     gw.commands_max = 100000;
     /*  What clients sent and the worker has not handled yet: without a byte
         bound, 1500 pings of 1 MB took the gateway to 1 GB.                 */
-    gw.commands_bytes_max = 64u << 20;
+    gw.commands_bytes_max = (size_t)gw.cfg.command_bytes;
     gw.start_us = nx_now_us();
     gw.start_mono = nx_mono_us();
     /*  Our handlers, not CZMQ's: the lws loop must wake on a signal.       */

@@ -39,6 +39,8 @@ const nx_conf_key_t nx_gw_conf_keys[] = {
     S_KEY(max_body, NX_CONF_SIZE, "1M", 256, 64ull << 20, NULL, "largest HTTP request body"),
     S_KEY(queue_messages, NX_CONF_U64, "4096", 16, 10000000, NULL,
           "messages queued per client before it counts as slow"),
+    S_KEY(command_bytes, NX_CONF_SIZE, "64M", 1 << 20, 1ull << 34, NULL,
+          "bytes of client messages waiting for the worker; past it a message gets 'busy'"),
     S_KEY(queue_bytes, NX_CONF_SIZE, "4M", 4096, 1ull << 32, NULL,
           "bytes queued per client before it counts as slow"),
     S_KEY(slow_timeout, NX_CONF_DURATION, "5s", 0, 3600000, NULL,
