@@ -798,23 +798,27 @@ test('resume while the broker does not answer: a gap names what could not be rea
   assert.deepEqual(c.events().map((e) => e.seq), [next]);
 }));
 
-test('gateway memory stays bounded when a client sends large messages faster than they are handled', withFabric({ gatewayArgs: ['--command-bytes', '8M'] }, async (f) => {
+test('gateway memory stays bounded when a client sends large messages faster than they are handled', withFabric({ gatewayArgs: ['--command-bytes', '4M'] }, async (f) => {
   const fs = require('node:fs');
   const pid = f.gateway.child.pid;
   const hwm = () => Number((fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/) || [])[1]) / 1024;
   const before = hwm();
   const c = await f.connect('big-sender');
-  // 300 pings of ~1 MB each (under max_message and the burst): 300 MB
-  // sent, against 8 MiB of commands waiting for the worker at most.
-  const pad = 'p'.repeat(1000 * 1000);
-  for (let i = 0; i < 300; i++) c.send({ action: 'ping', id: `big-${i}`, pad });
+  // 400 pings of 256 KB (under max_message and the burst): 100 MB sent
+  // at once, against 4 MiB of commands waiting for the worker at most.
+  const pad = 'p'.repeat(256 * 1024);
+  for (let i = 0; i < 400; i++) c.send({ action: 'ping', id: `big-${i}`, pad });
   // Every one is answered, ok or busy, and the connection stays.
-  await c.waitFor(() => c.messages.filter((m) => m.type === 'reply' && String(m.id).startsWith('big-')).length === 300, 90000, '300 replies');
+  await c.waitFor(() => c.messages.filter((m) => m.type === 'reply' && String(m.id).startsWith('big-')).length === 400, 90000, '400 replies');
   const replies = c.messages.filter((m) => m.type === 'reply' && String(m.id).startsWith('big-'));
   const busy = replies.filter((m) => !m.ok);
   for (const m of busy) assert.equal(m.error.code, 'busy', JSON.stringify(m.error));
   const peak = hwm();
-  assert.ok(peak - before < 150, `gateway peak RSS grew by ${Math.round(peak - before)} MB (from ${Math.round(before)} MB)`);
+  // Under AddressSanitizer freed blocks wait in its quarantine (256 MiB by
+  // default) before they are reused: that much more RSS is not a leak.
+  const asan = fs.readFileSync(`/proc/${pid}/maps`, 'utf8').includes('libasan');
+  const allowed = 60 + (asan ? 256 : 0);
+  assert.ok(peak - before < allowed, `gateway peak RSS grew by ${Math.round(peak - before)} MB (from ${Math.round(before)} MB, allowed ${allowed})`);
   assertOk(await c.request({ action: 'ping' }), 'ping'); // the connection still works
 }));
 
