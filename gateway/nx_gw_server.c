@@ -18,7 +18,9 @@
 #include "nx_topic.h"
 #include "nx_log.h"
 
-#define S_TICK_US 250000 /* slow-client checks                                */
+/*  Slow-client checks. Everything else wakes lws when it happens; this only
+    bounds how late a client whose queue stays full is closed.              */
+#define S_TICK_US 1000000
 
 typedef struct {
     nx_gw_conn_t *conn; /* the connection (registry holds it)         */

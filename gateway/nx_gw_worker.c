@@ -422,9 +422,16 @@ static void *s_worker(void *arg)
         while (!gw->stop && zlistx_size(gw->commands) == 0 && nx_gw_mono() < next_hb) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
-            uint64_t wait_us = next_hb - nx_gw_mono();
-            if (wait_us > 200000)
-                wait_us = 200000;
+            /*  Commands signal the condition; otherwise the next heartbeat,
+                or the next try at the recent ring while it is not ready.   */
+            uint64_t now = nx_gw_mono(), until_us = next_hb;
+            if (!gw->recent_ready) {
+                if (now >= next_prefill)
+                    break;
+                if (next_prefill < until_us)
+                    until_us = next_prefill;
+            }
+            uint64_t wait_us = until_us - now;
             until.tv_nsec += (long)(wait_us % 1000000) * 1000;
             until.tv_sec += (time_t)(wait_us / 1000000) + until.tv_nsec / 1000000000;
             until.tv_nsec %= 1000000000;

@@ -155,7 +155,11 @@ int main(void)
     CHECK_EQ_U64(out_of_order, 0);
     CHECK_EQ_U64(wrong_topic, 0);
     CHECK_EQ_U64(gaps, 0);
-    CHECK(st.reconnects >= 2);
+    /*  Proof that the chaos reached the client. Two kills usually show as
+        two reconnects or more, but a kill while the link is already down
+        (a request that timed out on a loaded machine) shows as none: at
+        least one.                                                          */
+    CHECK(st.reconnects >= 1);
     CHECK(st.queue_drops > 0 || st.history_events > 0);
     nexus_client_destroy(&sub);
     free(got);
