@@ -496,6 +496,51 @@ static void s_timers(s_actor_t *self)
         s_send_history(self, true);
 }
 
+/*  How long the loop may sleep before s_timers has work: until the nearest
+    deadline (a request's timeout, a probe, a heartbeat, the next check
+    against the history), at most S_IDLE_MS; S_BUSY_MS while something can
+    become possible without a socket saying so (room in the client's queue
+    for pending events, a history query to send). An idle client wakes
+    about once a second instead of twenty times.                            */
+#define S_BUSY_MS 50
+#define S_IDLE_MS 1000
+
+static long s_wait_ms(s_actor_t *self)
+{
+    uint64_t now = nx_clock_ms(), next = now + S_IDLE_MS;
+#define S_SOONER(at)                                                                               \
+    do {                                                                                           \
+        if ((at) < next)                                                                           \
+            next = (at);                                                                           \
+    } while (0)
+    for (int i = 0; i < S_SLOTS; i++)
+        if (self->slot[i].id)
+            S_SOONER(self->slot[i].sent + self->client->timeout_ms);
+    if (!self->link_ok) {
+        if (!self->slot[S_SLOT_PROBE].id)
+            S_SOONER(self->retry_at);
+    } else {
+        if (!self->slot[S_SLOT_SESSION].id && self->heartbeat)
+            S_SOONER(self->need_register ? now : self->next_heartbeat);
+        if (self->p_count > 0)
+            S_SOONER(now + S_BUSY_MS);
+        if (!self->slot[S_SLOT_DATA].id && self->n_patterns) {
+            if (now < self->data_retry_at)
+                S_SOONER(self->data_retry_at);
+            else if (!self->have_start || self->need_check || self->hint > self->frontier)
+                S_SOONER(now + S_BUSY_MS);
+            else
+                S_SOONER(self->next_verify);
+        }
+    }
+#undef S_SOONER
+    /*  Something due now that s_timers could not start (a full socket):
+        try again at the old pace rather than spin.                         */
+    if (next <= now)
+        return S_BUSY_MS;
+    return (long)(next - now);
+}
+
 /*  ---- Commands ------------------------------------------------------------*/
 
 static void s_reply(s_actor_t *self, int code)
@@ -599,10 +644,7 @@ void nx_actor_fn(zsock_t *pipe, void *args)
     zsock_signal(pipe, 0);
 
     while (!self->terminated && self->pending && self->sub && self->dealer) {
-        uint64_t now = nx_clock_ms();
-        long wait = 50;
-        if (!self->link_ok && self->retry_at > now && self->retry_at - now < (uint64_t)wait)
-            wait = (long)(self->retry_at - now);
+        long wait = s_wait_ms(self);
         zmq_pollitem_t items[] = {
             {zsock_resolve(pipe), 0, ZMQ_POLLIN, 0},
             {zsock_resolve(self->sub), 0, ZMQ_POLLIN, 0},
