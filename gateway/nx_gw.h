@@ -109,30 +109,31 @@ typedef struct {
 } nx_gw_stats_t;
 
 typedef struct _nx_gw_t {
-    nx_gw_config_t cfg;        /* settings                                 */
-    nx_auth_t *auth;           /* client tokens                            */
-    nexus_client_t *client;    /* the gateway's one fabric client          */
-    struct lws_context *lws;   /* the lws context (lws thread)             */
-    pthread_mutex_t lock;      /* guards conns, queues, subscriptions      */
-    zhashx_t *conns;           /* id -> nx_gw_conn_t*                      */
-    zhashx_t *sessions;        /* session id -> number of WS connections   */
-    uint64_t next_id;          /* next conn id                             */
-    pthread_t worker;          /* runs commands                            */
-    pthread_cond_t wake;       /* commands queued                          */
-    zlistx_t *commands;        /* nx_gw_cmd_t*, under lock                 */
-    size_t commands_max;       /* bound on queued commands                 */
-    size_t commands_bytes;     /* message bytes the queued commands hold   */
-    size_t commands_bytes_max; /* bound on those bytes                   */
-    volatile int stop;         /* set on SIGINT/SIGTERM                    */
-    uint64_t start_us;         /* wall clock at start                      */
-    uint64_t start_mono;       /* mono clock at start                      */
-    nx_gw_stats_t stats;       /* counters                                 */
-    zhashx_t *by_type;         /* event type -> count (/events/stats)      */
-    zhashx_t *buckets;         /* session -> nx_gw_bucket_t*, the rate limit
-                                  shared by a session's connections      */
-    uint64_t rate_slot[64];    /* fabric events per second, ring           */
-    uint64_t rate_second;      /* second of rate_slot's head               */
-    char web_root[4096];       /* dashboard directory                      */
+    nx_gw_config_t cfg;         /* settings                                 */
+    nx_auth_t *auth;            /* client tokens                            */
+    nexus_client_t *client;     /* the gateway's one fabric client          */
+    struct lws_context *lws;    /* the lws context (lws thread)             */
+    pthread_mutex_t lock;       /* guards conns, queues, subscriptions      */
+    zhashx_t *conns;            /* id -> nx_gw_conn_t*                      */
+    zhashx_t *sessions;         /* session id -> number of WS connections   */
+    uint64_t next_id;           /* next conn id                             */
+    pthread_t worker;           /* runs commands                            */
+    pthread_cond_t wake;        /* commands queued                          */
+    zlistx_t *commands;         /* nx_gw_cmd_t*, under lock                 */
+    size_t commands_max;        /* bound on queued commands                 */
+    size_t commands_bytes;      /* message bytes the queued commands hold   */
+    size_t commands_bytes_max;  /* bound on those bytes                   */
+    size_t commands_bytes_peak; /* most ever queued (/metrics)           */
+    volatile int stop;          /* set on SIGINT/SIGTERM                    */
+    uint64_t start_us;          /* wall clock at start                      */
+    uint64_t start_mono;        /* mono clock at start                      */
+    nx_gw_stats_t stats;        /* counters                                 */
+    zhashx_t *by_type;          /* event type -> count (/events/stats)      */
+    zhashx_t *buckets;          /* session -> nx_gw_bucket_t*, the rate limit
+                                   shared by a session's connections      */
+    uint64_t rate_slot[64];     /* fabric events per second, ring           */
+    uint64_t rate_second;       /* second of rate_slot's head               */
+    char web_root[4096];        /* dashboard directory                      */
     /*  The latest events, for welcome messages without a broker round
         trip: a ring of NX_GW_RECENT messages (under lock), filled from the
         history at start and then by nx_gw_deliver.                         */

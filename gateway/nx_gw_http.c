@@ -594,7 +594,13 @@ static void h_metrics(s_req_t *r)
             clients++;
         }
     size_t sessions = zhashx_size(gw->sessions);
+    size_t cmd_bytes = gw->commands_bytes, cmd_peak = gw->commands_bytes_peak;
     pthread_mutex_unlock(&gw->lock);
+    S_METRIC("nexus_gateway_command_bytes", "gauge",
+             "bytes of client messages waiting for the worker", cmd_bytes);
+    S_METRIC("nexus_gateway_command_bytes_peak", "gauge",
+             "most bytes of client messages ever waiting for the worker (bound: command_bytes)",
+             cmd_peak);
     S_METRIC("nexus_gateway_connections", "gauge", "WebSocket connections open", clients);
     S_METRIC("nexus_gateway_connections_total", "counter", "WebSocket connections accepted",
              S_LOAD(ws_total));

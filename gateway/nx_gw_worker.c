@@ -48,6 +48,8 @@ int nx_gw_command(nx_gw_t *gw, nx_gw_cmd_t *cmd)
         return -1;
     }
     gw->commands_bytes += copy->bytes;
+    if (gw->commands_bytes > gw->commands_bytes_peak)
+        gw->commands_bytes_peak = gw->commands_bytes;
     zlistx_add_end(gw->commands, copy);
     pthread_cond_signal(&gw->wake);
     pthread_mutex_unlock(&gw->lock);
