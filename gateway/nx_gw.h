@@ -198,6 +198,9 @@ typedef struct {
     when a request may go now. Under gw->lock.                              */
 bool nx_gw_conn_rate_ok(nx_gw_t *gw, nx_gw_conn_t *conn);
 
+/*  The same bucket by session id (HTTP calls acting as a session).        */
+bool nx_gw_session_rate_ok(nx_gw_t *gw, const char *session);
+
 /*  ---- nx_gw_worker.c ---------------------------------------------------- */
 
 int nx_gw_worker_start(nx_gw_t *gw);

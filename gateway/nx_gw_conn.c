@@ -214,8 +214,13 @@ static void s_buckets_prune(nx_gw_t *gw, uint64_t now)
 
 bool nx_gw_conn_rate_ok(nx_gw_t *gw, nx_gw_conn_t *conn)
 {
+    return nx_gw_session_rate_ok(gw, conn->session);
+}
+
+bool nx_gw_session_rate_ok(nx_gw_t *gw, const char *session)
+{
     uint64_t now = nx_gw_mono();
-    nx_gw_bucket_t *b = zhashx_lookup(gw->buckets, conn->session);
+    nx_gw_bucket_t *b = zhashx_lookup(gw->buckets, session);
     if (!b) {
         if (zhashx_size(gw->buckets) >= 2 * zhashx_size(gw->conns) + 1024)
             s_buckets_prune(gw, now);
@@ -223,7 +228,7 @@ bool nx_gw_conn_rate_ok(nx_gw_t *gw, nx_gw_conn_t *conn)
         if (!b)
             return true; /* out of memory: not limited rather than refused */
         *b = (nx_gw_bucket_t){(double)gw->cfg.burst, now};
-        zhashx_insert(gw->buckets, conn->session, b);
+        zhashx_insert(gw->buckets, session, b);
     }
     b->tokens += (double)(now - b->at) * (double)gw->cfg.rate / 1e6;
     b->at = now;

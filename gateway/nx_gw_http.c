@@ -182,12 +182,23 @@ static bool s_need(s_req_t *r, const char *field)
     token allows, whatever the body says; answers 403 otherwise.           */
 static bool s_allowed(s_req_t *r, const char *session)
 {
-    if (!session || nx_auth_allows(r->gw->auth, r->auth, session, strlen(session)))
+    if (!session)
         return true;
-    char text[160];
-    snprintf(text, sizeof text, "the token does not allow acting as session '%.64s'", session);
-    s_error(r, 403, "forbidden", text, NULL);
-    return false;
+    if (!nx_auth_allows(r->gw->auth, r->auth, session, strlen(session))) {
+        char text[160];
+        snprintf(text, sizeof text, "the token does not allow acting as session '%.64s'", session);
+        s_error(r, 403, "forbidden", text, NULL);
+        return false;
+    }
+    /*  The session's rate limit, shared with its WebSocket connections.   */
+    pthread_mutex_lock(&r->gw->lock);
+    bool ok = nx_gw_session_rate_ok(r->gw, session);
+    pthread_mutex_unlock(&r->gw->lock);
+    if (!ok) {
+        __atomic_add_fetch(&r->gw->stats.rate_limited, 1, __ATOMIC_RELAXED);
+        s_error(r, 429, "rate_limited", "too many requests for this session; slow down", NULL);
+    }
+    return ok;
 }
 
 /*  HTTP work calls act as body.session_id: a session the gateway does not

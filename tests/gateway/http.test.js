@@ -459,3 +459,18 @@ test('GET /health answers 503 while the broker does not answer (default broker_t
   const ok = await call(f, 'GET', '/health');
   assert.equal(ok.status, 200, ok.text);
 }));
+
+test('HTTP calls that act as a session share its rate limit (429 rate_limited)', withFabric({ gatewayArgs: ['--rate', '1', '--burst', '2'] }, async (f) => {
+  const statuses = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await call(f, 'POST', '/events', { event_type: 'rl.http', session_id: 'rl-h', payload: { i } });
+    statuses.push(r.status);
+    if (r.status === 429) assertHttpError(r, 429, 'rate_limited');
+  }
+  const passed = statuses.filter((s) => s === 201).length;
+  assert.ok(passed >= 2 && passed <= 3, `the burst of 2 (plus at most one refill) passes: ${statuses}`);
+  assert.ok(statuses.includes(429), `the rest is refused: ${statuses}`);
+  // Another session is not affected; a request acting as no session is not limited.
+  assertJson(await call(f, 'POST', '/events', { event_type: 'rl.http', session_id: 'rl-other', payload: {} }), 201);
+  assertJson(await call(f, 'GET', '/health'), 200);
+}));
