@@ -13,32 +13,9 @@
 
 #include "nx_coord.h"
 #include "nx_log.h"
+#include "nx_topic.h"
 
 void nx_claims_pack_active(nx_broker_t *self, msgpack_packer *pk);
-
-/*  Length of the valid UTF-8 sequence at p (at most n bytes), or 0.       */
-static size_t s_utf8_seq(const uint8_t *p, size_t n)
-{
-    size_t len = p[0] < 0x80             ? 1
-                 : (p[0] & 0xE0) == 0xC0 ? 2
-                 : (p[0] & 0xF0) == 0xE0 ? 3
-                 : (p[0] & 0xF8) == 0xF0 ? 4
-                                         : 0;
-    if (!len || len > n)
-        return 0;
-    uint32_t cp = len == 1 ? p[0] : p[0] & (0x7F >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3F);
-    }
-    /*  Overlong forms, surrogates and code points past U+10FFFF are not
-        UTF-8, and jansson refuses them.                                    */
-    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min[len] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF || cp == 0)
-        return 0;
-    return len;
-}
 
 /*  A JSON string of bytes that should be UTF-8: every byte that is not
     part of a valid sequence becomes U+FFFD, so that one bad string (a
@@ -51,7 +28,8 @@ static json_t *s_json_str(const char *ptr, size_t n)
     const uint8_t *p = (const uint8_t *)ptr;
     size_t j = 0;
     for (size_t i = 0; i < n;) {
-        size_t len = s_utf8_seq(p + i, n - i);
+        /*  NUL is refused too: jansson would end the string there.         */
+        size_t len = p[i] < 0x80 ? p[i] != 0 : nx_utf8_seq(p, n, i);
         if (len) {
             memcpy(out + j, p + i, len);
             j += len;

@@ -27,7 +27,7 @@
     C0/C1 or F5..FF leads, overlong forms, surrogates (ED A0..BF), code
     points above U+10FFFF, or a sequence cut short by len. The ranges are
     those of Unicode table 3-7, so no decoding is needed.                   */
-static size_t s_utf8_seq(const unsigned char *s, size_t len, size_t i)
+size_t nx_utf8_seq(const unsigned char *s, size_t len, size_t i)
 {
     unsigned char c = s[i];
     size_t n;
@@ -75,7 +75,7 @@ static bool s_token(const unsigned char *s, size_t len, size_t i, size_t *end)
                 return false;
             i++;
         } else {
-            size_t n = s_utf8_seq(s, len, i);
+            size_t n = nx_utf8_seq(s, len, i);
             if (n == 0)
                 return false;
             i += n;

@@ -24,6 +24,12 @@
 #define NX_TOPIC_MAX  255 /* bytes in a topic or pattern                     */
 #define NX_TOKENS_MAX 32  /* tokens in a topic or pattern                    */
 
+/*  Returns the length of the valid UTF-8 sequence that starts at s[i] with a
+    non-ASCII lead byte (2..4), or 0 when it is not valid UTF-8 (stray or
+    missing continuation bytes, overlong forms, surrogates, past U+10FFFF).
+    The rule topics follow, shared with whatever else must check UTF-8.   */
+size_t nx_utf8_seq(const unsigned char *s, size_t len, size_t i);
+
 /*  Returns true when topic[0..len) is a valid topic (no wildcards).        */
 bool nx_topic_valid(const char *topic, size_t len);
 
