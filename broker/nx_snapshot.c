@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "nx_base64.h"
 #include "nx_coord.h"
 #include "nx_log.h"
 #include "nx_topic.h"
@@ -65,22 +66,8 @@ static json_t *s_to_json(const msgpack_object *o)
     case MSGPACK_OBJECT_STR:
         return s_json_str(o->via.str.ptr, o->via.str.size);
     case MSGPACK_OBJECT_BIN: {
-        static const char tbl[] =
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        size_t n = o->via.bin.size, out_len = 4 * ((n + 2) / 3);
-        char *out = malloc(out_len + 1);
-        const uint8_t *in = (const uint8_t *)o->via.bin.ptr;
-        size_t j = 0;
-        for (size_t i = 0; i < n; i += 3) {
-            uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) |
-                         (i + 2 < n ? in[i + 2] : 0);
-            out[j++] = tbl[v >> 18 & 63];
-            out[j++] = tbl[v >> 12 & 63];
-            out[j++] = i + 1 < n ? tbl[v >> 6 & 63] : '=';
-            out[j++] = i + 2 < n ? tbl[v & 63] : '=';
-        }
-        out[j] = 0;
-        json_t *obj = json_pack("{s:s}", "$base64", out);
+        char *out = nx_base64_encode((const uint8_t *)o->via.bin.ptr, o->via.bin.size);
+        json_t *obj = out ? json_pack("{s:s}", "$base64", out) : json_null();
         free(out);
         return obj;
     }

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 #include "nexus.h"
+#include "nx_base64.h"
 #include "nx_codec.h"
 #include "nx_topic.h"
 
@@ -60,10 +61,7 @@ int nx_json_pack(msgpack_packer *pk, const json_t *value);
 /*  Parses json text and packs it into buf. Returns 0, or -1 with a message
     in err (size errsize) when it does not parse.                           */
 int nx_json_text_to_msgpack(const char *text, msgpack_sbuffer *buf, char *err, size_t errsize);
-/*  Base64 (standard alphabet, padded). Caller frees; NULL when no memory.  */
-char *nx_base64_encode(const uint8_t *data, size_t size);
-/*  Decodes into a new buffer (*size bytes); NULL when invalid.             */
-uint8_t *nx_base64_decode(const char *text, size_t len, size_t *size);
+/*  Base64: nx_base64_encode and nx_base64_decode in nx_base64.h.          */
 
 /*  ---- Control requests ---------------------------------------------------
     A request is built field by field into a body buffer and framed as a
