@@ -479,15 +479,22 @@ static void h_stats(s_req_t *r)
                        "by_type", by_type));
 }
 
-static void h_sessions_active(s_req_t *r)
+/*  Asks the broker (req, owned) and answers its list under key, with its
+    count: {"sessions": [...], "count": n}.                                */
+static void s_answer_list(s_req_t *r, json_t *req, const char *key)
 {
-    json_t *rep = s_broker(r, json_pack("{s:s}", "op", "session.list"));
+    json_t *rep = s_broker(r, req);
     if (!rep)
         return;
-    json_t *list = json_object_get(rep, "sessions");
+    json_t *list = json_object_get(rep, key);
     s_answer(r, 200,
-             json_pack("{s:O, s:I}", "sessions", list, "count", (json_int_t)json_array_size(list)));
+             json_pack("{s:O, s:I}", key, list, "count", (json_int_t)json_array_size(list)));
     json_decref(rep);
+}
+
+static void h_sessions_active(s_req_t *r)
+{
+    s_answer_list(r, json_pack("{s:s}", "op", "session.list"), "sessions");
 }
 
 static void h_sessions_capabilities(s_req_t *r)
@@ -501,13 +508,7 @@ static void h_sessions_capabilities(s_req_t *r)
                             json_boolean(strcmp(avail, "true") == 0 || strcmp(avail, "1") == 0));
     if (!json_object_get(req, "capability") && !json_object_get(req, "available"))
         json_object_set_new(req, "op", json_string("session.list"));
-    json_t *rep = s_broker(r, req);
-    if (!rep)
-        return;
-    json_t *list = json_object_get(rep, "sessions");
-    s_answer(r, 200,
-             json_pack("{s:O, s:I}", "sessions", list, "count", (json_int_t)json_array_size(list)));
-    json_decref(rep);
+    s_answer_list(r, req, "sessions");
 }
 
 static void h_session_get(s_req_t *r, const char *id)
@@ -575,13 +576,7 @@ static void h_claimed(s_req_t *r)
     json_t *req = json_pack("{s:s, s:s}", "op", "work.list", "state", "claimed");
     if (s_arg(r, "holder", holder, sizeof holder))
         json_object_set_new(req, "holder", json_string(holder));
-    json_t *rep = s_broker(r, req);
-    if (!rep)
-        return;
-    json_t *list = json_object_get(rep, "claims");
-    s_answer(r, 200,
-             json_pack("{s:O, s:I}", "claims", list, "count", (json_int_t)json_array_size(list)));
-    json_decref(rep);
+    s_answer_list(r, req, "claims");
 }
 
 static void h_metrics(s_req_t *r)
