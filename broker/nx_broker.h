@@ -32,6 +32,7 @@
 #include "nexus.h"
 #include "nx_broker_config.h"
 #include "nx_codec.h"
+#include "nx_fwdlog.h"
 #include "nx_scratch.h"
 #include "nx_stats.h"
 #include "nx_store.h"
@@ -142,6 +143,9 @@ struct _nx_broker_t {
     size_t peer_len;                  /* bytes in peer                              */
     bool batch_kv;                    /* this batch wrote sessions/claims/requests  */
     bool batch_failed;                /* a write of this batch failed: it is lost   */
+    bool forwarded;                   /* this batch went out before its commit      */
+    nx_fwdlog_t *fwdlog;              /* events sent before their commit            */
+    bool fwdlog_failed;               /* a write of it failed (logged once)         */
     const void *auth_handle;          /* token of the request being handled         */
     uint64_t next_coord;              /* wall us of the next lease/session deadline */
     zactor_t *reader;                 /* runs history queries (nx_reader.c)         */

@@ -78,11 +78,26 @@ def parse(path):
     return calls
 
 
-def check_order(t, calls, data_mark, reply_id, what, after=0.0):
-    """The change's data write (the first holding data_mark after `after`),
-    then a flush, then the meta page write, then a flush, then the reply."""
+def data_fds(pid):
+    """The descriptors nexusd has open on its LMDB data file: the forward
+    log's write holds the same bytes and is not the store's."""
+    fds = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).endswith("/data.mdb"):
+                fds.add(fd)
+        except OSError:
+            pass
+    return fds
+
+
+def check_order(t, calls, fds, data_mark, reply_id, what, after=0.0):
+    """The change's data write (the first to data.mdb holding data_mark
+    after `after`), then a flush, then the meta page write, then a flush,
+    then the reply."""
     writes = ("pwrite64", "writev", "pwritev", "write")
-    data = [c for c in calls if c[0] > after and c[2] in writes and data_mark in c[3]]
+    data = [c for c in calls if c[0] > after and c[2] in writes and data_mark in c[3] and
+            c[3].split(",", 1)[0] in fds]
     if not t.check(data, "%s: the data write holding the change was traced" % what):
         return None
     t_data = data[0]
@@ -125,6 +140,8 @@ def main():
     fd, out = tempfile.mkstemp(prefix="nexus-flush-order-", suffix=".trace")
     os.close(fd)
     with Broker(extra=["--sync", "full"]) as b:
+        fds = data_fds(b.proc.pid)
+        t.check(fds, "nexusd has its data file open: %r" % fds)
         with Client(b) as c:
             r = c.request({"op": "session.register", "session": "flush-w", "heartbeat_ms": 600000})
             t.check(r.get("ok"), "register: %r" % r)
@@ -174,12 +191,12 @@ def main():
         sys.stderr.write("no send traced; first lines of the trace:\n")
         with open(out, errors="replace") as f:
             sys.stderr.write("".join(f.readlines()[:20]))
-    check_order(t, calls, hexbytes(MARK_PUB.encode()), IDS["publish"], "publish")
-    claimed = check_order(t, calls, hexbytes(MARK_WORK.encode()), IDS["claim"], "claim")
+    check_order(t, calls, fds, hexbytes(MARK_PUB.encode()), IDS["publish"], "publish")
+    claimed = check_order(t, calls, fds, hexbytes(MARK_WORK.encode()), IDS["claim"], "claim")
     # The complete rewrites the same item: its data write is the first one
     # holding the work id after the claim's reply.
     if claimed:
-        check_order(t, calls, hexbytes(MARK_WORK.encode()), IDS["complete"], "complete",
+        check_order(t, calls, fds, hexbytes(MARK_WORK.encode()), IDS["complete"], "complete",
                     after=claimed)
     if t.failed:
         sys.stderr.write("trace kept in %s\n" % out)
