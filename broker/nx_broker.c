@@ -49,7 +49,14 @@
     its commit instead: early forwarding is for latency at light load,
     and under full load the extra copy into the log would cost throughput
     (fire-and-forget 128 B: a turn of ~1000 events is ~180 KiB).            */
-#define S_FWDLOG_MAX (64u << 10)
+#define S_FWDLOG_TURN_MAX (64u << 10)
+/*  The forward log holds every event forwarded since the last commit;
+    when it (or the count below) is full, the turn commits.                 */
+#define S_FWDLOG_MAX      (1u << 20)
+#define S_LAZY_EVENTS_MAX 8192
+/*  Store housekeeping skipped because events waited for a later commit
+    forces that commit after this long.                                     */
+#define S_STORE_HOUSE_FORCE_US (10u * 1000000)
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
 
@@ -552,6 +559,10 @@ static void s_note_drop(nx_broker_t *self, const char *why, zmq_msg_t *topic, si
     an event was staged, 0 when one was dropped, -1 when nothing is ready.  */
 static int s_read_event(nx_broker_t *self)
 {
+    /*  Events left for a later commit (s_may_wait) share the slots with
+        this turn's: at most S_LAZY_EVENTS_MAX + batch_max.                 */
+    if (self->n_events >= self->events_cap && s_grow_events(self))
+        return -1;
     nx_pending_event_t *ev = &self->events[self->n_events];
     zmq_msg_init(&ev->topic);
     if (zmq_msg_recv(&ev->topic, self->h_xsub, ZMQ_DONTWAIT) == -1) {
@@ -715,6 +726,30 @@ static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
     nx_scratch_give(&self->scratch, &body);
 }
 
+/*  Hands a history request to the reader thread; its reply comes back on
+    the actor's pipe and goes out from the loop (s_read_reader). Returns 0
+    when handed over (pr's frames are closed), -1 when the reader is behind
+    (pr then holds a busy error reply).                                    */
+static int s_to_reader(nx_broker_t *self, nx_pending_reply_t *pr)
+{
+    zmsg_t *msg = zmsg_new();
+    for (int k = 0; k < pr->env.n; k++)
+        zmsg_addmem(msg, zmq_msg_data(&pr->env.frames[k]), zmq_msg_size(&pr->env.frames[k]));
+    zmsg_addmem(msg, zmq_msg_data(&pr->body), zmq_msg_size(&pr->body));
+    if (zmsg_send(&msg, zactor_sock(self->reader)) == -1) {
+        /*  The pipe is full (the reader is behind): never block the loop
+            on it, the reader may be waiting for us to read.               */
+        zmsg_destroy(&msg);
+        pr->op = -1;
+        pr->deferred = false;
+        s_reply_error(pr, NEXUS_ERR_BUSY, "history reader busy, try again");
+        return -1;
+    }
+    s_env_close(&pr->env);
+    zmq_msg_close(&pr->body);
+    return 0;
+}
+
 /*  Reads one request. Returns 0 when one was taken, -1 when none is ready.*/
 static int s_read_request(nx_broker_t *self)
 {
@@ -752,6 +787,7 @@ static int s_read_request(nx_broker_t *self)
     self->n_replies++;
     pr->op = -1;
     pr->is_write = false;
+    pr->deferred = false;
     pr->failed = false;
     msgpack_sbuffer_clear(&pr->id);
     msgpack_zone_clear(&pr->zone);
@@ -830,27 +866,19 @@ static int s_read_request(nx_broker_t *self)
         }
     }
     if (!nx_ops_get(pr->op)->fn) {
-        /*  Runs on the reader thread; its reply comes back on the actor's
-            pipe and goes out from the loop (s_read_reader).               */
-        zmsg_t *msg = zmsg_new();
-        for (int k = 0; k < pr->env.n; k++)
-            zmsg_addmem(msg, zmq_msg_data(&pr->env.frames[k]), zmq_msg_size(&pr->env.frames[k]));
-        zmsg_addmem(msg, zmq_msg_data(&pr->body), zmq_msg_size(&pr->body));
-        if (zmsg_send(&msg, zactor_sock(self->reader)) == -1) {
-            /*  The pipe is full (the reader is behind): never block the
-                loop on it, the reader may be waiting for us to read.      */
-            zmsg_destroy(&msg);
-            pr->op = -1;
-            s_reply_error(pr, NEXUS_ERR_BUSY, "history reader busy, try again");
-            return 0;
-        }
-        s_env_close(&pr->env);
-        zmq_msg_close(&pr->body);
-        self->n_replies--;
+        /*  Runs on the reader thread, against committed state: with events
+            forwarded but not committed yet (s_may_wait), after this turn's
+            commit, which then must happen.                                */
+        if (self->lazy_since) {
+            pr->deferred = true;
+            self->must_commit = true;
+        } else if (s_to_reader(self, pr) == 0)
+            self->n_replies--;
         return 0;
     }
     if (nx_ops_get(pr->op)->is_write) {
         pr->is_write = true;
+        self->turn_writes++;
         s_run_op(self, pr);
     }
     return 0;
@@ -949,14 +977,15 @@ static void s_send_event(nx_broker_t *self, zmq_msg_t *out)
     zmq_msg_close(out);
 }
 
-/*  Forwards the batch's events on the XPUB: copies of what the forward log
-    holds when the batch was logged, else encoded here.                     */
-static void s_forward(nx_broker_t *self, bool logged)
+/*  Forwards events [from, to) of the batch on the XPUB: copies of the
+    forward log's records from *mark when they were logged, else encoded
+    here.                                                                   */
+static void s_forward(nx_broker_t *self, size_t from, size_t to, const nx_fwdlog_mark_t *mark)
 {
-    size_t pos = 0, len = 0;
-    for (size_t i = 0; i < self->n_events; i++) {
+    size_t pos = mark ? mark->len : 0, len = 0;
+    for (size_t i = from; i < to; i++) {
         nx_pending_event_t *ev = &self->events[i];
-        const uint8_t *rec = logged ? nx_fwdlog_next(self->fwdlog, &pos, &len) : NULL;
+        const uint8_t *rec = mark ? nx_fwdlog_next(self->fwdlog, &pos, &len) : NULL;
         size_t tlen = zmq_msg_size(&ev->topic), plen = zmq_msg_size(&ev->payload);
         size_t size = rec ? len : nx_event_msg_size(tlen, ev->source_len, plen);
         zmq_msg_t out;
@@ -971,24 +1000,31 @@ static void s_forward(nx_broker_t *self, bool logged)
                                 ev->source, ev->source_len, zmq_msg_data(&ev->payload), plen);
         s_send_event(self, &out);
     }
+    if (to > self->n_forwarded)
+        self->n_forwarded = to;
 }
 
-/*  Writes the batch to the forward log, so that it may go out before its
-    commit; false when it cannot (too large, or the write failed).         */
-static bool s_log_batch(nx_broker_t *self)
+/*  Appends this turn's events to the forward log, so that they may go out
+    before their commit; false when they cannot (the turn is over
+    S_FWDLOG_TURN_MAX, the log is full, or the write failed). *mark is
+    where the turn's records start.                                        */
+static bool s_log_turn(nx_broker_t *self, nx_fwdlog_mark_t *mark)
 {
-    nx_fwdlog_begin(self->fwdlog);
-    for (size_t i = 0; i < self->n_events; i++) {
+    *mark = nx_fwdlog_mark(self->fwdlog);
+    for (size_t i = self->turn_first; i < self->n_events; i++) {
         nx_pending_event_t *ev = &self->events[i];
         size_t tlen = zmq_msg_size(&ev->topic), plen = zmq_msg_size(&ev->payload);
         uint8_t *p = nx_fwdlog_add(self->fwdlog, nx_event_msg_size(tlen, ev->source_len, plen));
-        if (!p)
+        if (!p || nx_fwdlog_mark(self->fwdlog).len - mark->len > S_FWDLOG_TURN_MAX) {
+            nx_fwdlog_rollback(self->fwdlog, *mark);
             return false;
+        }
         nx_event_msg_encode(p, zmq_msg_data(&ev->topic), tlen, ev->seq, ev->ts, ev->source,
                             ev->source_len, zmq_msg_data(&ev->payload), plen);
     }
-    if (nx_fwdlog_write(self->fwdlog, self->events[0].seq) == 0)
+    if (nx_fwdlog_write(self->fwdlog, self->events[0].seq, *mark) == 0)
         return true;
+    nx_fwdlog_rollback(self->fwdlog, *mark);
     if (!self->fwdlog_failed)
         nx_warn("cannot write the forward log (%s): events wait for their commit", strerror(errno));
     self->fwdlog_failed = true;
@@ -1010,18 +1046,21 @@ static void s_close_events(nx_broker_t *self)
     errors: nothing of it was stored, so nothing of it may be seen.         */
 static void s_fail_batch(nx_broker_t *self, nexus_err_t err)
 {
-    if (self->forwarded)
-        nx_error("commit of %zu events failed after they were forwarded; subscribers saw "
-                 "seqs %" PRIu64 "..%" PRIu64 " that history will not hold: %s",
-                 self->n_events, self->events[0].seq, self->events[self->n_events - 1].seq,
-                 nx_store_errmsg(self->store));
+    if (self->n_forwarded)
+        nx_error("commit of %zu events failed after %zu were forwarded; subscribers saw seqs "
+                 "%" PRIu64 "..%" PRIu64 " that history will not hold: %s",
+                 self->n_events, self->n_forwarded, self->events[0].seq,
+                 self->events[self->n_forwarded - 1].seq, nx_store_errmsg(self->store));
     else
         nx_error("commit of %zu events failed: %s", self->n_events, nx_store_errmsg(self->store));
     self->count.drop_store += self->n_events;
     self->count.events_in -= self->n_events;
+    /*  Seqs that went out are not handed out again for other events.      */
+    if (!self->n_forwarded) {
+        self->last_seq = nx_store_last_seq(self->store);
+        self->last_ts = nx_store_last_ts(self->store);
+    }
     s_close_events(self);
-    self->last_seq = nx_store_last_seq(self->store);
-    self->last_ts = nx_store_last_ts(self->store);
     for (size_t i = 0; i < self->n_replies; i++)
         if (self->replies[i].is_write)
             s_reply_error(&self->replies[i], err,
@@ -1083,14 +1122,49 @@ static bool s_commit(nx_broker_t *self)
     return true;
 }
 
+/*  Commits the batch (every turn's events since the last commit), then
+    forwards what has not gone out yet and empties the batch and the
+    forward log. Returns true when the commit flushed.                      */
+static bool s_flush_batch(nx_broker_t *self)
+{
+    bool flushed = false;
+    if (nx_store_in_batch(self->store) || self->n_events || self->batch_failed)
+        flushed = s_commit(self);
+    s_forward(self, self->n_forwarded, self->n_events, NULL);
+    s_close_events(self);
+    self->n_forwarded = 0;
+    self->lazy_since = 0;
+    nx_fwdlog_reset(self->fwdlog);
+    return flushed;
+}
+
+/*  True when the turn may leave its transaction open for a later turn:
+    under sync=full with flush_interval set, when everything in it is
+    events that already went out (through the forward log), nothing waits
+    for the flush, and the oldest of them is younger than flush_interval.   */
+static bool s_may_wait(nx_broker_t *self)
+{
+    if (self->cfg.sync != NX_SYNC_FULL || !self->cfg.flush_interval || self->must_commit ||
+        self->batch_kv || self->batch_failed || self->turn_writes || self->n_awaiting ||
+        self->n_events > S_LAZY_EVENTS_MAX || self->n_forwarded < self->n_events)
+        return false;
+    return !self->lazy_since || nx_mono_us() < self->lazy_since + self->cfg.flush_interval * 1000;
+}
+
 static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bool timers,
                    bool housekeeping)
 {
-    self->n_events = 0;
+    self->turn_first = self->n_events;
     self->n_replies = 0;
     self->batch_payload = 0;
     self->batch_kv = false;
     self->batch_failed = false;
+    self->turn_writes = 0;
+    /*  Store housekeeping (make_room) needs no transaction open; under
+        steady traffic some events always wait, so it forces a commit when
+        it has waited too long.                                             */
+    self->must_commit =
+        housekeeping && nx_mono_us() >= self->store_house_at + S_STORE_HOUSE_FORCE_US;
     self->turn_request_bytes = 0;
     self->turn_now = nx_now_us();
     if (timers)
@@ -1099,44 +1173,47 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
         nx_coord_housekeeping(self, nx_now_us());
 
     if (events_ready)
-        while (self->n_events < self->cfg.batch_max &&
+        while (self->n_events - self->turn_first < self->cfg.batch_max &&
                self->batch_payload < self->cfg.batch_bytes && s_read_event(self) >= 0)
             ;
     if (requests_ready)
         while (self->n_replies < self->cfg.requests_per_turn &&
                self->turn_request_bytes < S_TURN_REQUEST_BYTES && s_read_request(self) == 0)
             ;
+    nx_rate_add(&self->rate_in, nx_mono_us(), self->n_events - self->turn_first);
     /*  Replies already waiting belong to earlier commits: this commit's
         flush (or the sync below) makes those durable.                     */
     bool had_awaiting = self->n_awaiting > 0;
-    bool flushed = false;
-    /*  Events go out before their commit when the batch holds only events,
+    /*  Events go out before their commit when the turn holds only events,
         once they are in the forward log (which a crash of the process does
         not lose; a start puts them into the store). A history query that a
-        subscriber sends after seeing one is read in a later turn, after
-        this commit, so the resume invariant holds, and the flush leaves
-        the path from publisher to subscriber. Acknowledgements still wait
-        for it. A batch with session or claim changes waits: its events
-        announce state that a failed commit would undo.                    */
-    self->forwarded = self->n_events && !self->batch_kv && !self->batch_failed &&
-                      self->cfg.sync == NX_SYNC_FULL && s_log_batch(self);
-    if (self->forwarded) {
-        nx_rate_add(&self->rate_in, nx_mono_us(), self->n_events);
-        s_forward(self, true);
-    }
-    if (nx_store_in_batch(self->store) || self->n_events || self->batch_failed)
-        flushed = s_commit(self);
+        subscriber sends after seeing one is read in a later turn and runs
+        after the commit that holds it (s_read_request), so the resume
+        invariant holds, and the flush leaves the path from publisher to
+        subscriber. Acknowledgements still wait for it. A turn with session
+        or claim changes waits: its events announce state that a failed
+        commit would undo.                                                 */
+    nx_fwdlog_mark_t mark;
+    if (self->n_events > self->turn_first && !self->batch_kv && !self->batch_failed &&
+        self->cfg.sync == NX_SYNC_FULL && s_log_turn(self, &mark))
+        s_forward(self, self->turn_first, self->n_events, &mark);
+    /*  Events nobody waits for may wait for a later turn's commit (at most
+        flush_interval): the loop then stays free to forward the next
+        events instead of waiting for a flush.                              */
+    bool flushed = false;
+    if (s_may_wait(self)) {
+        if (self->n_events && !self->lazy_since)
+            self->lazy_since = nx_mono_us();
+    } else
+        flushed = s_flush_batch(self);
     /*  A failed commit flushed nothing: the waiting replies need a sync.   */
     if (had_awaiting && (flushed || nx_store_sync(self->store) == NEXUS_OK))
         s_release_awaiting(self);
 
-    if (!self->forwarded) {
-        nx_rate_add(&self->rate_in, nx_mono_us(), self->n_events);
-        s_forward(self, false);
-    }
-    s_close_events(self);
     for (size_t i = 0; i < self->n_replies; i++) {
         nx_pending_reply_t *pr = &self->replies[i];
+        if (pr->deferred && s_to_reader(self, pr) == 0)
+            continue;
         s_send_reply(self, pr);
     }
     self->n_replies = 0;
@@ -1225,6 +1302,12 @@ static void s_housekeeping(nx_broker_t *self)
                 c->drop_malformed, c->drop_store, self->last_drop);
         self->dropped_logged = dropped;
     }
+    /*  The store's part needs no transaction open: with events waiting
+        for a later commit it waits for a tick without them (s_turn forces
+        one after S_STORE_HOUSE_FORCE_US).                                  */
+    if (nx_store_in_batch(self->store))
+        return;
+    self->store_house_at = nx_mono_us();
     int64_t trimmed = nx_store_trim(self->store, nx_now_us(), self->cfg.trim_batch);
     if (trimmed > 0)
         nx_debug("retention trimmed %" PRId64 " events", trimmed);
@@ -1266,6 +1349,14 @@ int nx_broker_run(nx_broker_t *self)
             turn either commits (and flushes) or syncs.                     */
         if (self->n_awaiting)
             timeout = 0;
+        /*  Events left for a later commit are committed at flush_interval
+            even when nothing else happens.                                 */
+        if (self->lazy_since) {
+            uint64_t due = self->lazy_since + self->cfg.flush_interval * 1000;
+            long wait = due <= now ? 0 : (long)((due - now) / 1000) + 1;
+            if (wait < timeout)
+                timeout = wait;
+        }
         int rc = zmq_poll(items, n_items, timeout);
         if (rc == -1) {
             if (zmq_errno() == EINTR)
@@ -1286,16 +1377,23 @@ int nx_broker_run(nx_broker_t *self)
         bool ev = items[0].revents & ZMQ_POLLIN, rq = items[1].revents & ZMQ_POLLIN;
         bool timers = nx_now_us() >= self->next_coord;
         bool house = nx_mono_us() >= self->next_tick;
-        if (ev || rq || timers || house || self->n_awaiting)
+        bool due =
+            self->lazy_since && nx_mono_us() >= self->lazy_since + self->cfg.flush_interval * 1000;
+        if (ev || rq || timers || house || due || self->n_awaiting)
             s_turn(self, ev, rq, timers, house);
         if (house) {
             s_housekeeping(self);
             self->next_tick = nx_mono_us() + S_TICK_US;
         }
     }
-    /*  Every turn commits before it ends; what is left is to flush the last
-        commit, answer what waited for it, and leave the seq reservation at
-        last_seq so that the next start continues without a jump.          */
+    /*  What is left: commit the events left for a later turn, flush the
+        last commit, answer what waited for it, and leave the seq
+        reservation at last_seq so that the next start continues without a
+        jump.                                                               */
+    self->batch_kv = false;
+    self->batch_failed = false;
+    self->n_replies = 0;
+    s_flush_batch(self);
     nx_store_sync(self->store);
     s_release_awaiting(self);
     /*  A change of the last second is not lost from the snapshot file.    */

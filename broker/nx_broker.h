@@ -87,6 +87,7 @@ typedef struct {
     msgpack_sbuffer reply;  /* the packed reply, ready to send               */
     msgpack_sbuffer id;     /* the request's packed id, to build an error    */
     bool is_write;          /* fails with the batch if the commit fails      */
+    bool deferred;          /* history: to the reader after the commit       */
     bool failed;            /* the reply is an error                         */
     zmq_msg_t body;         /* the request bytes; the parsed request points in */
     msgpack_zone zone;      /* holds the parsed request (reads run later)    */
@@ -143,7 +144,14 @@ struct _nx_broker_t {
     size_t peer_len;                  /* bytes in peer                              */
     bool batch_kv;                    /* this batch wrote sessions/claims/requests  */
     bool batch_failed;                /* a write of this batch failed: it is lost   */
-    bool forwarded;                   /* this batch went out before its commit      */
+    size_t turn_first;                /* first event of this turn in events         */
+    size_t n_forwarded;               /* events of the batch that went out already  */
+    uint64_t lazy_since;              /* mono us: oldest event left for a later
+                                         commit (s_may_wait), 0: none              */
+    bool must_commit;                 /* this turn must commit (housekeeping, a
+                                         history query behind forwarded events)    */
+    size_t turn_writes;               /* write requests read this turn              */
+    uint64_t store_house_at;          /* mono us of the last store housekeeping     */
     nx_fwdlog_t *fwdlog;              /* events sent before their commit            */
     bool fwdlog_failed;               /* a write of it failed (logged once)         */
     const void *auth_handle;          /* token of the request being handled         */

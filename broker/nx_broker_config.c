@@ -51,6 +51,9 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
           "events in one write transaction at most (group commit)"),
     S_KEY(batch_bytes, NX_CONF_SIZE, "64M", 64 << 10, 1ull << 32, NULL,
           "payload bytes in one write transaction at most"),
+    S_KEY(flush_interval, NX_CONF_DURATION, "200ms", 0, 10000, NULL,
+          "sync=full: events nobody waits for (no acknowledgement) go to subscribers at once and "
+          "are flushed within this; 0: every turn"),
     S_KEY(requests_per_turn, NX_CONF_U64, "1024", 1, 1000000, NULL,
           "control requests handled per loop turn, so events are never starved"),
     S_KEY(history_limit, NX_CONF_U64, "10000", 1, 1000000, NULL,

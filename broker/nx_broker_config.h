@@ -35,6 +35,7 @@ typedef struct {
     uint64_t control_hwm;       /* ROUTER HWMs per client, messages          */
     uint64_t batch_max;         /* events per write transaction at most      */
     uint64_t batch_bytes;       /* payload bytes per write transaction       */
+    uint64_t flush_interval;    /* unacknowledged events flushed within, ms  */
     uint64_t requests_per_turn; /* control requests handled per loop turn    */
     uint64_t history_limit;     /* largest `limit` a history query may ask   */
     uint64_t history_scan;      /* records one history page may scan         */

@@ -128,10 +128,23 @@ void nx_fwdlog_destroy(nx_fwdlog_t **self_p)
     *self_p = NULL;
 }
 
-void nx_fwdlog_begin(nx_fwdlog_t *self)
+void nx_fwdlog_reset(nx_fwdlog_t *self)
 {
     self->len = 0;
     self->count = 0;
+}
+
+nx_fwdlog_mark_t nx_fwdlog_mark(nx_fwdlog_t *self)
+{
+    return (nx_fwdlog_mark_t){self->len, self->count};
+}
+
+void nx_fwdlog_rollback(nx_fwdlog_t *self, nx_fwdlog_mark_t mark)
+{
+    if (mark.len <= self->len) {
+        self->len = mark.len;
+        self->count = mark.count;
+    }
 }
 
 uint8_t *nx_fwdlog_add(nx_fwdlog_t *self, size_t len)
@@ -155,9 +168,10 @@ const uint8_t *nx_fwdlog_next(nx_fwdlog_t *self, size_t *pos, size_t *len)
     return p;
 }
 
-int nx_fwdlog_write(nx_fwdlog_t *self, uint64_t first_seq)
+int nx_fwdlog_write(nx_fwdlog_t *self, uint64_t first_seq, nx_fwdlog_mark_t from)
 {
-    if (s_pwrite_all(self->fd, self->body, self->len, S_BODY_AT))
+    if (from.len > self->len || s_pwrite_all(self->fd, self->body + from.len, self->len - from.len,
+                                             S_BODY_AT + (off_t)from.len))
         return -1;
     return s_write_header(self, first_seq, self->count, (uint32_t)self->len);
 }

@@ -1,6 +1,6 @@
 /*  =========================================================================
-    nx_fwdlog - the forward log: the events of a turn that the broker sends
-    to subscribers before their commit is flushed.
+    nx_fwdlog - the forward log: the events the broker has sent to
+    subscribers before their commit, since its last commit.
 
     Forwarding before the flush takes the fsync out of the path from
     publisher to subscriber. What a subscriber has seen must still be in
@@ -17,9 +17,11 @@
                       length (u32 BE), FNV-1a 64 of the bytes before it
         offset 4096   body: count records of [u32 BE length][event message
                       as nx_event_msg_encode writes it]
-    The body is written first and the header after it, each turn from
-    offset 0: a header always describes a body that was written in full;
-    a stale tail past it is never read.
+    Each turn appends its records to the body, then rewrites the header to
+    cover them: a header always describes a body that was written in full.
+    After a commit the broker resets the log, and the next turn writes from
+    the body's start again; a stale tail past the header's length is never
+    read.
     =========================================================================
 */
 
@@ -47,21 +49,34 @@ nx_fwdlog_t *nx_fwdlog_new(const char *path, const char *boot, size_t max_body, 
                            size_t err_size);
 void nx_fwdlog_destroy(nx_fwdlog_t **self_p);
 
-/*  Starts a turn's body.                                                    */
-void nx_fwdlog_begin(nx_fwdlog_t *self);
+/*  Where the body ends: a turn starts at a mark, and may go back to it.    */
+typedef struct {
+    size_t len;     /* body bytes before the mark */
+    uint32_t count; /* records before the mark    */
+} nx_fwdlog_mark_t;
+
+/*  Empties the log in memory (after a commit); the file's header is
+    rewritten by the next write or clear.                                   */
+void nx_fwdlog_reset(nx_fwdlog_t *self);
+
+nx_fwdlog_mark_t nx_fwdlog_mark(nx_fwdlog_t *self);
+
+/*  Forgets the records added after mark.                                   */
+void nx_fwdlog_rollback(nx_fwdlog_t *self, nx_fwdlog_mark_t mark);
 
 /*  Makes room for one record of len bytes and returns where to write it,
-    or NULL when the turn would exceed max_body (the turn then cannot be
-    forwarded early).                                                        */
+    or NULL when the body would exceed max_body.                            */
 uint8_t *nx_fwdlog_add(nx_fwdlog_t *self, size_t len);
 
-/*  Walks the records added: returns the one at *pos (start at 0) and sets
- *len, advancing *pos; NULL past the last.                               */
+/*  Walks the records: returns the one at *pos (start at a mark's len) and
+    sets *len, advancing *pos; NULL past the last.                          */
 const uint8_t *nx_fwdlog_next(nx_fwdlog_t *self, size_t *pos, size_t *len);
 
-/*  Writes the body, then the header naming first_seq and the records
-    added. Returns 0, or -1 (errno set) when the file could not be written. */
-int nx_fwdlog_write(nx_fwdlog_t *self, uint64_t first_seq);
+/*  Writes the records added since `from`, then the header naming first_seq
+    (the seq of the body's first record) and every record. Returns 0, or -1
+    (errno set) when the file could not be written; the header then still
+    describes what it described before.                                    */
+int nx_fwdlog_write(nx_fwdlog_t *self, uint64_t first_seq, nx_fwdlog_mark_t from);
 
 /*  Calls fn for every logged event with seq > after_seq, in seq order, when
     the header is intact and was written under this boot. Stops at fn's
