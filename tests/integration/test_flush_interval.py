@@ -48,15 +48,22 @@ def publish_and_receive(pub, sub, topic, payload):
     raise AssertionError("no %s event" % topic)
 
 
+def plugged(b):
+    """A subscriber to fi.* whose subscription has reached the broker, and
+    a connected publisher."""
+    sub = subscriber(b, "fi.")
+    settle_subscription(b, sub, "fi.settle")
+    pub = publisher(b)
+    time.sleep(0.3)
+    return pub, sub
+
+
 data_dir = tempfile.mkdtemp(prefix="nexus-flush-interval-")
 try:
     b = Broker(data_dir=data_dir, extra=["--sync", "full", "--flush-interval", "2s"])
     b.start()
     with Client(b) as c:
-        sub = subscriber(b, "fi.")
-        settle_subscription(b, sub, "fi.settle")
-        pub = publisher(b)
-        time.sleep(0.3)
+        pub, sub = plugged(b)
 
         # Goes out at once, committed later (but within the interval).
         before = commits(c)
@@ -102,10 +109,7 @@ try:
              "the event that waited at the stop is stored")
 
         # kill -9 while events wait: the forward log puts them back.
-        sub = subscriber(b, "fi.")
-        settle_subscription(b, sub, "fi.settle")
-        pub = publisher(b)
-        time.sleep(0.3)
+        pub, sub = plugged(b)
         seen = [publish_and_receive(pub, sub, "fi.kill", b"kill-%d" % i) for i in range(5)]
         pub.close(0)
         sub.close(0)
@@ -126,10 +130,7 @@ try:
     b = Broker(data_dir=data_dir, extra=["--sync", "full", "--flush-interval", "0"])
     b.start()
     with Client(b) as c:
-        sub = subscriber(b, "fi.")
-        settle_subscription(b, sub, "fi.settle")
-        pub = publisher(b)
-        time.sleep(0.3)
+        pub, sub = plugged(b)
         before = commits(c)
         publish_and_receive(pub, sub, "fi.zero", b"zero")
         t.check(wait_until(lambda: commits(c) > before, timeout=0.5),
