@@ -7,9 +7,11 @@
          batch_bytes payload bytes) and requests from the ROUTER (up to
          requests_per_turn); events are stamped and appended to the store,
          write ops stage their writes in the same batch;
-      3. under sync=full, a batch of events only is written to the forward
+      3. under sync=full, a turn of events only is appended to the forward
          log and forwarded on XPUB now, before its commit's flush;
-      4. commit the batch (one fsync under sync=full);
+      4. commit the batch (one fsync under sync=full), or, when nothing in
+         it waits for the flush, leave it open for a later turn (at most
+         flush_interval: s_may_wait);
       5. forward the events not forwarded yet, send the replies in arrival
          order, running read ops now, against the committed state.
     Bounding both reads in step 2 is what keeps a flood on one plane from
@@ -968,6 +970,20 @@ static void s_read_reader(nx_broker_t *self)
 
 /*  ---- The turn --------------------------------------------------------- */
 
+/*  The event's frame for subscribers (and the forward log): its size, and
+    the frame written into p.                                              */
+static size_t s_event_size(nx_pending_event_t *ev)
+{
+    return nx_event_msg_size(zmq_msg_size(&ev->topic), ev->source_len, zmq_msg_size(&ev->payload));
+}
+
+static void s_event_encode(nx_pending_event_t *ev, uint8_t *p)
+{
+    nx_event_msg_encode(p, zmq_msg_data(&ev->topic), zmq_msg_size(&ev->topic), ev->seq, ev->ts,
+                        ev->source, ev->source_len, zmq_msg_data(&ev->payload),
+                        zmq_msg_size(&ev->payload));
+}
+
 static void s_send_event(nx_broker_t *self, zmq_msg_t *out)
 {
     if (zmq_msg_send(out, self->h_xpub, ZMQ_DONTWAIT) == -1)
@@ -986,8 +1002,7 @@ static void s_forward(nx_broker_t *self, size_t from, size_t to, const nx_fwdlog
     for (size_t i = from; i < to; i++) {
         nx_pending_event_t *ev = &self->events[i];
         const uint8_t *rec = mark ? nx_fwdlog_next(self->fwdlog, &pos, &len) : NULL;
-        size_t tlen = zmq_msg_size(&ev->topic), plen = zmq_msg_size(&ev->payload);
-        size_t size = rec ? len : nx_event_msg_size(tlen, ev->source_len, plen);
+        size_t size = rec ? len : s_event_size(ev);
         zmq_msg_t out;
         if (zmq_msg_init_size(&out, size)) {
             self->count.drop_send++;
@@ -996,8 +1011,7 @@ static void s_forward(nx_broker_t *self, size_t from, size_t to, const nx_fwdlog
         if (rec)
             memcpy(zmq_msg_data(&out), rec, len);
         else
-            nx_event_msg_encode(zmq_msg_data(&out), zmq_msg_data(&ev->topic), tlen, ev->seq, ev->ts,
-                                ev->source, ev->source_len, zmq_msg_data(&ev->payload), plen);
+            s_event_encode(ev, zmq_msg_data(&out));
         s_send_event(self, &out);
     }
     if (to > self->n_forwarded)
@@ -1012,15 +1026,12 @@ static bool s_log_turn(nx_broker_t *self, nx_fwdlog_mark_t *mark)
 {
     *mark = nx_fwdlog_mark(self->fwdlog);
     for (size_t i = self->turn_first; i < self->n_events; i++) {
-        nx_pending_event_t *ev = &self->events[i];
-        size_t tlen = zmq_msg_size(&ev->topic), plen = zmq_msg_size(&ev->payload);
-        uint8_t *p = nx_fwdlog_add(self->fwdlog, nx_event_msg_size(tlen, ev->source_len, plen));
+        uint8_t *p = nx_fwdlog_add(self->fwdlog, s_event_size(&self->events[i]));
         if (!p || nx_fwdlog_mark(self->fwdlog).len - mark->len > S_FWDLOG_TURN_MAX) {
             nx_fwdlog_rollback(self->fwdlog, *mark);
             return false;
         }
-        nx_event_msg_encode(p, zmq_msg_data(&ev->topic), tlen, ev->seq, ev->ts, ev->source,
-                            ev->source_len, zmq_msg_data(&ev->payload), plen);
+        s_event_encode(&self->events[i], p);
     }
     if (nx_fwdlog_write(self->fwdlog, self->events[0].seq, *mark) == 0)
         return true;
@@ -1138,6 +1149,12 @@ static bool s_flush_batch(nx_broker_t *self)
     return flushed;
 }
 
+/*  When the events left open must be committed (mono us), 0: none wait.  */
+static uint64_t s_flush_due(nx_broker_t *self)
+{
+    return self->lazy_since ? self->lazy_since + self->cfg.flush_interval * 1000 : 0;
+}
+
 /*  True when the turn may leave its transaction open for a later turn:
     under sync=full with flush_interval set, when everything in it is
     events that already went out (through the forward log), nothing waits
@@ -1148,7 +1165,7 @@ static bool s_may_wait(nx_broker_t *self)
         self->batch_kv || self->batch_failed || self->turn_writes || self->n_awaiting ||
         self->n_events > S_LAZY_EVENTS_MAX || self->n_forwarded < self->n_events)
         return false;
-    return !self->lazy_since || nx_mono_us() < self->lazy_since + self->cfg.flush_interval * 1000;
+    return !self->lazy_since || nx_mono_us() < s_flush_due(self);
 }
 
 static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bool timers,
@@ -1352,7 +1369,7 @@ int nx_broker_run(nx_broker_t *self)
         /*  Events left for a later commit are committed at flush_interval
             even when nothing else happens.                                 */
         if (self->lazy_since) {
-            uint64_t due = self->lazy_since + self->cfg.flush_interval * 1000;
+            uint64_t due = s_flush_due(self);
             long wait = due <= now ? 0 : (long)((due - now) / 1000) + 1;
             if (wait < timeout)
                 timeout = wait;
@@ -1377,8 +1394,7 @@ int nx_broker_run(nx_broker_t *self)
         bool ev = items[0].revents & ZMQ_POLLIN, rq = items[1].revents & ZMQ_POLLIN;
         bool timers = nx_now_us() >= self->next_coord;
         bool house = nx_mono_us() >= self->next_tick;
-        bool due =
-            self->lazy_since && nx_mono_us() >= self->lazy_since + self->cfg.flush_interval * 1000;
+        bool due = self->lazy_since && nx_mono_us() >= s_flush_due(self);
         if (ev || rq || timers || house || due || self->n_awaiting)
             s_turn(self, ev, rq, timers, house);
         if (house) {

@@ -101,8 +101,7 @@ nx_fwdlog_t *nx_fwdlog_new(const char *path, const char *boot, size_t max_body, 
         self->body = malloc(max_body ? max_body : 1);
     if (!self || !self->body) {
         snprintf(err, err_size, "forward log: out of memory");
-        if (self)
-            free(self);
+        free(self);
         return NULL;
     }
     self->max_body = max_body;
