@@ -330,6 +330,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     zsock_set_rcvhwm(self->xsub, (int)self->cfg.in_hwm);
     zsock_set_maxmsgsize(self->xsub, max_in);
     zsock_set_sndhwm(self->xpub, (int)self->cfg.out_hwm);
+    zsock_set_xpub_nodrop(self->xpub, 1); /* see s_send_event */
     zsock_set_rcvhwm(self->router, (int)self->cfg.control_hwm);
     zsock_set_sndhwm(self->router, (int)self->cfg.control_hwm);
     zsock_set_maxmsgsize(self->router, max_ctl);
@@ -984,9 +985,26 @@ static void s_event_encode(nx_pending_event_t *ev, uint8_t *p)
                         zmq_msg_size(&ev->payload));
 }
 
+/*  The XPUB runs with ZMQ_XPUB_NODROP, so a send fails with EAGAIN when
+    a matching subscriber's queue (out_hwm) is full, where libzmq would
+    drop for it silently: that is how the broker learns of an overflow.
+    It then sends this one event lossy, so the subscribers with room still
+    get it; libzmq sets the full queue aside until its reader has drained
+    it to half, and drops for it meanwhile without a word, so what is
+    counted is overflows (gaps in that subscriber's stream), not events.
+    The broker never waits for a subscriber.                                */
 static void s_send_event(nx_broker_t *self, zmq_msg_t *out)
 {
-    if (zmq_msg_send(out, self->h_xpub, ZMQ_DONTWAIT) == -1)
+    int rc = zmq_msg_send(out, self->h_xpub, ZMQ_DONTWAIT);
+    if (rc == -1 && errno == EAGAIN) {
+        int nodrop = 0;
+        zmq_setsockopt(self->h_xpub, ZMQ_XPUB_NODROP, &nodrop, sizeof nodrop);
+        rc = zmq_msg_send(out, self->h_xpub, ZMQ_DONTWAIT);
+        nodrop = 1;
+        zmq_setsockopt(self->h_xpub, ZMQ_XPUB_NODROP, &nodrop, sizeof nodrop);
+        self->count.drop_slow++;
+    }
+    if (rc == -1)
         self->count.drop_send++;
     else
         self->count.events_out++;
@@ -1318,6 +1336,14 @@ static void s_housekeeping(nx_broker_t *self)
                 dropped - self->dropped_logged, dropped, c->drop_bad_topic, c->drop_oversize,
                 c->drop_malformed, c->drop_store, self->last_drop);
         self->dropped_logged = dropped;
+    }
+    if (c->drop_slow != self->slow_logged) {
+        nx_warn("slow subscribers: a queue overflowed %" PRIu64
+                " times in the last second (%" PRIu64 " in all; out_hwm %" PRIu64
+                "); each such subscriber misses events until it "
+                "has read half its queue",
+                c->drop_slow - self->slow_logged, c->drop_slow, self->cfg.out_hwm);
+        self->slow_logged = c->drop_slow;
     }
     /*  The store's part needs no transaction open: with events waiting
         for a later commit it waits for a tick without them (s_turn forces

@@ -105,6 +105,7 @@ typedef struct {
     uint64_t drop_malformed; /* dropped: wrong frame count or source     */
     uint64_t drop_store;     /* dropped: the store could not take them   */
     uint64_t drop_send;      /* dropped: XPUB refused the send           */
+    uint64_t drop_slow;      /* subscriber queues that overflowed (gaps) */
     uint64_t requests;       /* control requests received                */
     uint64_t request_errors; /* control replies that carried an error    */
     uint64_t reader_errors;  /* history replies with an error (atomic)   */
@@ -138,6 +139,7 @@ struct _nx_broker_t {
     nx_rate_t rate_in;                /* events accepted per second                 */
     zhashx_t *subscriptions;          /* prefix -> refcount, for `state`            */
     uint64_t dropped_logged;          /* drops already reported in the log          */
+    uint64_t slow_logged;             /* slow-subscriber drops already logged       */
     uint64_t next_tick;               /* monotonic us of the next housekeeping      */
     char last_drop[160];              /* what the last dropped event looked like    */
     const uint8_t *peer;              /* routing id of the request being handled    */

@@ -75,12 +75,13 @@ static int s_op_state(nx_broker_t *self, const msgpack_object *req, msgpack_pack
     nx_pack_kv_u64(pk, "grows", st.grows);
 
     nx_pack_str(pk, "drops");
-    msgpack_pack_map(pk, 6);
+    msgpack_pack_map(pk, 7);
     nx_pack_kv_u64(pk, "invalid_topic", c->drop_bad_topic);
     nx_pack_kv_u64(pk, "oversize", c->drop_oversize);
     nx_pack_kv_u64(pk, "malformed", c->drop_malformed);
     nx_pack_kv_u64(pk, "store", c->drop_store);
     nx_pack_kv_u64(pk, "send", c->drop_send);
+    nx_pack_kv_u64(pk, "slow_subscriber", c->drop_slow);
     nx_pack_kv_u64(pk, "total",
                    c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store +
                        c->drop_send);

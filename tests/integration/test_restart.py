@@ -156,7 +156,8 @@ try:
             t.check(key in st, "state has %s" % key)
         for key in ("first_seq", "last_seq", "count", "bytes", "disk_bytes"):
             t.check(isinstance(st["history"].get(key), int), "state history.%s is an int" % key)
-        for key in ("invalid_topic", "oversize", "malformed", "store", "send", "total"):
+        for key in ("invalid_topic", "oversize", "malformed", "store", "send", "slow_subscriber",
+                    "total"):
             t.check(isinstance(st["drops"].get(key), int), "state drops.%s is an int" % key)
         n_run = st["history"]["last_seq"] - 60
         t.eq(st["events_total"], n_run, "events_total = events published since the restart")
