@@ -61,6 +61,11 @@ static int s_read_patterns(const msgpack_object *req, s_patterns_t *p, nexus_err
         p->count = 1;
     }
     if (many) {
+        /*  No pattern at all means every event; an empty list given on
+            purpose is more likely a bug of the caller's than that.        */
+        if (many->size == 0 && !one)
+            return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
+                          "field 'patterns' is empty (leave it out for every event)");
         if (many->size + p->count > S_PATTERNS_MAX)
             return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "at most 64 patterns per query");
         for (uint32_t i = 0; i < many->size; i++) {
@@ -73,12 +78,13 @@ static int s_read_patterns(const msgpack_object *req, s_patterns_t *p, nexus_err
         if (!nx_pattern_valid(p->ptr[i], p->len[i])) {
             *err = NEXUS_ERR_BAD_PATTERN;
             snprintf(err_msg, NX_ERRMSG_MAX, "invalid pattern '%.*s'",
-                     (int)(p->len[i] > 64 ? 64 : p->len[i]), p->ptr[i]);
+                     (int)nx_utf8_cut(p->ptr[i], p->len[i], 64), p->ptr[i]);
             return -1;
         }
-        /*  A pattern that matches everything makes the filter moot.       */
-        if (nx_pattern_prefix(p->ptr[i], p->len[i]) == 0 &&
-            (p->len[i] == 1 || (p->len[i] == 9 && memcmp(p->ptr[i], "broadcast", 9) == 0))) {
+        /*  A pattern that matches everything makes the filter moot ("*"
+            matches one-token topics only).                                 */
+        if ((p->len[i] == 1 && p->ptr[i][0] == '>') ||
+            (p->len[i] == 9 && memcmp(p->ptr[i], "broadcast", 9) == 0)) {
             p->count = 0;
             break;
         }
@@ -122,7 +128,7 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
         return s_fail(err, NEXUS_ERR_STORE, err_msg, nx_store_errmsg(store));
 
     /*  Turn every bound into an inclusive seq range [lo, hi].              */
-    uint64_t lo = since_seq + 1, hi = until_seq;
+    uint64_t lo = since_seq == UINT64_MAX ? UINT64_MAX : since_seq + 1, hi = until_seq;
     if (since_time) {
         uint64_t at = nx_store_reader_seq_at_time(reader, since_time);
         if (at > lo)

@@ -186,6 +186,10 @@ nexus_err_t nx_map_str(const msgpack_object *map, const char *key, const char **
         return NEXUS_OK;
     if (val->type != MSGPACK_OBJECT_STR)
         return s_bad_type(key, "a string", err_buf);
+    /*  Whatever is read here may be sent on to other clients as str, and a
+        strict decoder refuses a str that is not UTF-8.                     */
+    if (!nx_utf8_valid(val->via.str.ptr, val->via.str.size))
+        return s_bad_type(key, "valid UTF-8", err_buf);
     if (out)
         *out = val->via.str.ptr;
     if (out_len)
@@ -265,9 +269,13 @@ nexus_err_t nx_map_str_array(const msgpack_object *map, const char *key,
         return NEXUS_OK;
     if (val->type != MSGPACK_OBJECT_ARRAY)
         return s_bad_type(key, "an array of strings", err_buf);
-    for (uint32_t i = 0; i < val->via.array.size; i++)
-        if (val->via.array.ptr[i].type != MSGPACK_OBJECT_STR)
+    for (uint32_t i = 0; i < val->via.array.size; i++) {
+        const msgpack_object *item = &val->via.array.ptr[i];
+        if (item->type != MSGPACK_OBJECT_STR)
             return s_bad_type(key, "an array of strings", err_buf);
+        if (!nx_utf8_valid(item->via.str.ptr, item->via.str.size))
+            return s_bad_type(key, "an array of valid UTF-8 strings", err_buf);
+    }
     if (out)
         *out = &val->via.array;
     return NEXUS_OK;

@@ -60,6 +60,32 @@ size_t nx_utf8_seq(const unsigned char *s, size_t len, size_t i)
     return n;
 }
 
+bool nx_utf8_valid(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    for (size_t i = 0; i < len;) {
+        if (s[i] < 0x80)
+            i++;
+        else {
+            size_t n = nx_utf8_seq(s, len, i);
+            if (n == 0)
+                return false;
+            i += n;
+        }
+    }
+    return true;
+}
+
+size_t nx_utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    /*  Back off over continuation bytes to the start of the character.    */
+    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+        max--;
+    return max;
+}
+
 /*  Scans one literal token starting at s[i]. Returns false when it is empty
     or holds a byte the grammar forbids; otherwise sets *end to the index of
     the '.' that ends it, or to len.                                        */

@@ -30,6 +30,14 @@
     The rule topics follow, shared with whatever else must check UTF-8.   */
 size_t nx_utf8_seq(const unsigned char *s, size_t len, size_t i);
 
+/*  Returns true when s[0..len) is valid UTF-8 (what msgpack's str type
+    promises a reader).                                                     */
+bool nx_utf8_valid(const char *s, size_t len);
+
+/*  The longest length <= max at which valid UTF-8 s[0..len) can be cut
+    without splitting a character: for quoting client text in messages.    */
+size_t nx_utf8_cut(const char *s, size_t len, size_t max);
+
 /*  Returns true when topic[0..len) is a valid topic (no wildcards).        */
 bool nx_topic_valid(const char *topic, size_t len);
 

@@ -106,6 +106,16 @@ with Broker(extra=["--history-scan", "500", "--max-request", "64k", "--max-paylo
     t.check(ev == [] and pages >= 3, "rare pattern walks to the end by cursor (%d pages)" % pages)
     ev, _ = history_all(c, pattern="bulk.x", limit=1000)
     t.eq(len(ev), 1200, "bulk history complete")
+    # "*" is one token: it is not "every event" (">" and "broadcast" are).
+    c.request({"op": "publish", "topic": "single", "payload": b"1"})
+    c.request({"op": "publish", "topic": "two.tokens", "payload": b"2"})
+    ev, _ = history_all(c, pattern="*", since_seq=first - 1)
+    t.check(len(ev) > 0 and all("." not in e["topic"] for e in ev),
+            "pattern * gives one-token topics only: %r" % sorted({e["topic"] for e in ev})[:5])
+    ev, _ = history_all(c, patterns=["*", "two.*"], since_seq=first - 1)
+    t.check({"single", "two.tokens"} <= {e["topic"] for e in ev}, "* with another pattern")
+    rep = c.request({"op": "history", "since_seq": 2**64 - 1})
+    t.check(rep["ok"] and rep["events"] == [], "since_seq 2^64-1: nothing after it (no wrap)")
 
     before = c.request({"op": "state"})["history"]
 
@@ -156,6 +166,18 @@ with Broker(extra=["--history-scan", "500", "--max-request", "64k", "--max-paylo
     expect(P({"op": "history", "since_seq": "x"}), "bad_request", "since_seq not int")
     expect(P({"op": "history", "order": "sideways"}), "bad_request", "bad order", "order")
     expect(P({"op": "history", "patterns": ["a"] * 65}), "bad_request", "too many patterns")
+    expect(P({"op": "history", "patterns": []}), "bad_request", "empty patterns", "patterns")
+    # A str that is not UTF-8 is refused, so that no reply ever carries one
+    # (strict decoders refuse it); the reply itself decodes as UTF-8.
+    R = lambda m: msgpack.packb(m, use_bin_type=False)  # noqa: E731 (bytes as str)
+    expect(R({"op": b"\xff\xfe"}), "bad_request", "op not UTF-8", "UTF-8")
+    expect(R({"op": "publish", "topic": "ok.topic", "source": b"\xff"}), "bad_request",
+           "source not UTF-8", "UTF-8")
+    expect(R({"op": "history", "patterns": ["ok", b"\xc3\x28"]}), "bad_request",
+           "pattern not UTF-8", "UTF-8")
+    rep = expect(P({"op": "frobnicate" + "\u00e9" * 40}), "unknown_op", "long unknown op")
+    t.check(rep.get("message", "").endswith("'"), "unknown op quoted whole characters: %r"
+            % rep.get("message"))
 
     # REQ sockets (with the empty delimiter frame) work too.
     req = zmq.Context.instance().socket(zmq.REQ)

@@ -82,6 +82,7 @@ with Broker(extra=["--max-payload", "4k"]) as b:
         [b"only.topic"],
         [b"four.frames", b"x", b"src", b"extra"],
         [b"long.source", b"x", b"s" * 129],
+        [b"bad.source", b"x", b"\xff\xfe"],
     ]
     for frames in bad:
         pub.send_multipart(frames)
@@ -95,8 +96,8 @@ with Broker(extra=["--max-payload", "4k"]) as b:
         d = st["drops"]
         t.eq(d["invalid_topic"], 6, "invalid topics counted")
         t.eq(d["oversize"], 1, "oversize counted")
-        t.eq(d["malformed"], 3, "malformed counted")
-        t.eq(d["total"], 10, "total drops")
+        t.eq(d["malformed"], 4, "malformed counted (a source that is not UTF-8 too)")
+        t.eq(d["total"], 11, "total drops")
         t.check(st["subscribers"] >= 2, "subscribers counted: %r" % st["subscribers"])
         t.check(st["publishers"] >= 1, "publishers counted")
         t.check(st["events_total"] >= 52, "events_total")
@@ -106,7 +107,7 @@ with Broker(extra=["--max-payload", "4k"]) as b:
     deadline = time.time() + 3
     while time.time() < deadline and "dropped" not in b.logs():
         time.sleep(0.1)
-    t.check("dropped 10 events" in b.logs() or "dropped" in b.logs(), "drops logged")
+    t.check("dropped 11 events" in b.logs() or "dropped" in b.logs(), "drops logged")
     t.check(b.logs().count("dropped") <= 3, "drop log rate-limited")
     sub_all.close()
     sub_work.close()

@@ -340,8 +340,37 @@ static void s_test_bounds(void)
     CHECK(!nx_pattern_is_literal(NULL, 3));
 }
 
+/*  nx_utf8_valid: what msgpack str fields must hold; nx_utf8_cut never
+    splits a character.                                                     */
+static void s_test_utf8(void)
+{
+    CHECK(nx_utf8_valid("", 0));
+    CHECK(nx_utf8_valid("plain ascii\n", 12));
+    CHECK(nx_utf8_valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14));
+    CHECK(!nx_utf8_valid("\xff", 1));
+    CHECK(!nx_utf8_valid("a\x80", 2));            /* stray continuation      */
+    CHECK(!nx_utf8_valid("\xc0\xaf", 2));         /* overlong '/'            */
+    CHECK(!nx_utf8_valid("\xed\xa0\x80", 3));     /* surrogate               */
+    CHECK(!nx_utf8_valid("\xf4\x90\x80\x80", 4)); /* past U+10FFFF         */
+    CHECK(!nx_utf8_valid("\xe2\x82", 2));         /* cut short               */
+    CHECK(!nx_utf8_valid("\xc3\xa9", 1));         /* len ends mid-character  */
+
+    CHECK_EQ_U64(nx_utf8_cut("abcdef", 6, 10), 6);
+    CHECK_EQ_U64(nx_utf8_cut("abcdef", 6, 3), 3);
+    /* "a" + e-acute (2 bytes) + euro sign (3 bytes)                       */
+    const char *s = "a\xc3\xa9\xe2\x82\xac";
+    CHECK_EQ_U64(nx_utf8_cut(s, 6, 1), 1);
+    CHECK_EQ_U64(nx_utf8_cut(s, 6, 2), 1);
+    CHECK_EQ_U64(nx_utf8_cut(s, 6, 3), 3);
+    CHECK_EQ_U64(nx_utf8_cut(s, 6, 4), 3);
+    CHECK_EQ_U64(nx_utf8_cut(s, 6, 5), 3);
+    CHECK_EQ_U64(nx_utf8_cut(s, 6, 6), 6);
+    CHECK_EQ_U64(nx_utf8_cut(s, 6, 0), 0);
+}
+
 int main(void)
 {
+    s_test_utf8();
     s_test_tables();
     s_test_self_match();
     s_test_limits();
