@@ -589,11 +589,12 @@ static int s_read_event(nx_broker_t *self)
             zmq_msg_init(&extra);
             zmq_msg_recv(&extra, self->h_xsub, 0);
             frames++;
-            if (frames == 3 && zmq_msg_size(&extra) <= NX_SOURCE_MAX) {
+            if (frames == 3 && zmq_msg_size(&extra) <= NX_SOURCE_MAX &&
+                nx_utf8_valid(zmq_msg_data(&extra), zmq_msg_size(&extra))) {
                 ev->source_len = (uint8_t)zmq_msg_size(&extra);
                 memcpy(ev->source, zmq_msg_data(&extra), ev->source_len);
             } else if (frames == 3)
-                frames = 99; /* a source over NX_SOURCE_MAX is malformed */
+                frames = 99; /* a source over NX_SOURCE_MAX or not UTF-8 */
             more = zmq_msg_more(&extra);
             zmq_msg_close(&extra);
         }
@@ -601,7 +602,7 @@ static int s_read_event(nx_broker_t *self)
     const char *why = NULL;
     uint64_t *counter = NULL;
     if (frames < 2 || frames > 3) {
-        why = "malformed (need 2 or 3 frames, source at most 128 bytes)";
+        why = "malformed (need 2 or 3 frames, source UTF-8 of at most 128 bytes)";
         counter = &self->count.drop_malformed;
     } else if (!nx_topic_valid(zmq_msg_data(&ev->topic), zmq_msg_size(&ev->topic))) {
         why = "invalid topic";
@@ -845,7 +846,7 @@ static int s_read_request(nx_broker_t *self)
     pr->op = nx_ops_find(name, name_len);
     if (pr->op < 0) {
         char text[NX_ERRMSG_MAX];
-        int shown = name_len > 64 ? 64 : (int)name_len;
+        int shown = (int)nx_utf8_cut(name, name_len, 64);
         snprintf(text, sizeof text, "unknown op '%.*s'", shown, name);
         for (char *c = text; *c; c++)
             if ((unsigned char)*c < 0x20)

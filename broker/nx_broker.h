@@ -3,9 +3,10 @@
 
     Event plane: publishers send [topic][payload] (optionally [source]) to
     the XSUB socket; the broker stamps each event with the next seq, a
-    timestamp and the source, appends it to the store and, after the commit
-    that holds it, forwards [topic][stamp][payload] on the XPUB socket.
-    Payload bytes are moved, never decoded or copied on the way out.
+    timestamp and the source, appends it to the store and forwards it on
+    the XPUB socket as one frame, topic NUL stamp payload: after the commit
+    that holds it, or before it once it is in the forward log (nx_fwdlog).
+    Payload bytes are never decoded.
 
     Control plane: a ROUTER socket speaking msgpack request/reply; each op is
     one function in the table of nx_ops.c.

@@ -637,10 +637,12 @@ void nx_conf_print_help(const nx_conf_key_t *table, size_t count, FILE *out)
         char bounds[2 * S_NUM_MAX + 16] = "";
         if (s_is_numeric(key->type) && (key->min || key->max))
             s_format_bounds(key, bounds, sizeof bounds);
-        if (key->dflt && *bounds)
-            fprintf(out, " (default %s, %s)", key->dflt, bounds);
-        else if (key->dflt)
-            fprintf(out, " (default %s)", key->dflt);
+        /*  An empty default reads better as what it means.                 */
+        const char *dflt = key->dflt && !*key->dflt ? "none" : key->dflt;
+        if (dflt && *bounds)
+            fprintf(out, " (default %s, %s)", dflt, bounds);
+        else if (dflt)
+            fprintf(out, " (default %s)", dflt);
         else if (*bounds)
             fprintf(out, " (%s)", bounds);
         fputc('\n', out);
@@ -738,7 +740,8 @@ nx_conf_next_t nx_conf_main(const nx_conf_key_t *table, size_t count, void *sett
                 return NX_CONF_EXIT_USAGE;
             }
             config_file = argv[++i];
-        }
+        } else if (!strncmp(argv[i], "--config=", 9))
+            config_file = argv[i] + 9;
     }
     char err[512] = "";
     static const char *const passthrough[] = {"-v", "--verbose", "--print-config", NULL};
@@ -758,6 +761,8 @@ nx_conf_next_t nx_conf_main(const nx_conf_key_t *table, size_t count, void *sett
                 i++;
                 continue;
             }
+            if (i > 0 && !strncmp(argv[i], "--config=", 9))
+                continue;
             args[n++] = argv[i];
         }
         rc = nx_conf_load_args(table, count, settings, n, args, 1, passthrough, err, sizeof err);

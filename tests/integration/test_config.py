@@ -144,6 +144,8 @@ try:
     t.eq(c["max_payload"], "6k", "the later flag wins")
     c = settings("--config", cfile, "--sync", "FULL")
     t.eq((c["max_payload"], c["sync"]), ("2k", "full"), "--config long form; choices ignore case")
+    c = settings("--config=" + cfile)
+    t.eq((c["max_payload"], c["sync"]), ("2k", "none"), "--config=FILE like every --key=value")
 
     # --print-config output is a config file that reads back the same.
     rc, dump, _ = run("-c", cfile, "--data-dir", "/tmp/x y/'q'", "--print-config")
