@@ -20,6 +20,7 @@
 */
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -445,6 +446,15 @@ void nx_broker_destroy(nx_broker_t **self_p)
 void nx_broker_stop(nx_broker_t *self)
 {
     self->stop = 1;
+}
+
+void nx_broker_problem(nx_broker_t *self, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    vsnprintf(self->problem, sizeof self->problem, format, args);
+    va_end(args);
+    self->problem_at = nx_mono_us();
 }
 
 /*  ---- Stamping --------------------------------------------------------- */
@@ -1055,6 +1065,7 @@ static bool s_log_turn(nx_broker_t *self, nx_fwdlog_mark_t *mark)
     if (nx_fwdlog_write(self->fwdlog, self->events[0].seq, *mark) == 0)
         return true;
     nx_fwdlog_rollback(self->fwdlog, *mark);
+    nx_broker_problem(self, "cannot write the forward log: %s", strerror(errno));
     if (!self->fwdlog_failed)
         nx_warn("cannot write the forward log (%s): events wait for their commit", strerror(errno));
     self->fwdlog_failed = true;
@@ -1083,6 +1094,7 @@ static void s_fail_batch(nx_broker_t *self, nexus_err_t err)
                  self->events[self->n_forwarded - 1].seq, nx_store_errmsg(self->store));
     else
         nx_error("commit of %zu events failed: %s", self->n_events, nx_store_errmsg(self->store));
+    nx_broker_problem(self, "a commit failed: %s", nx_store_errmsg(self->store));
     self->count.drop_store += self->n_events;
     self->count.events_in -= self->n_events;
     /*  Seqs that went out are not handed out again for other events.      */
@@ -1260,8 +1272,10 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
         next turn's commit or sync.                                         */
     if (self->n_awaiting && nx_store_sync(self->store) == NEXUS_OK)
         s_release_awaiting(self);
-    if (!nx_store_in_batch(self->store) && s_reserve_seqs(self))
+    if (!nx_store_in_batch(self->store) && s_reserve_seqs(self)) {
         nx_error("cannot reserve seqs: %s", nx_store_errmsg(self->store));
+        nx_broker_problem(self, "cannot reserve seqs: %s", nx_store_errmsg(self->store));
+    }
 }
 
 /*  XPUB hands us subscribe (1) and unsubscribe (0) messages; we keep the

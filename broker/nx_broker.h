@@ -53,6 +53,11 @@ int nx_broker_run(nx_broker_t *self);
 /*  Asks a running loop to stop at the end of its turn (signal-safe).       */
 void nx_broker_stop(nx_broker_t *self);
 
+/*  Records a store failure: `health` says degraded, with this text, for a
+    minute after the last one. printf-style.                                */
+void nx_broker_problem(nx_broker_t *self, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
 void nx_broker_destroy(nx_broker_t **self_p);
 
 /*  ---- Internal: shared with nx_ops.c ------------------------------------ */
@@ -157,6 +162,8 @@ struct _nx_broker_t {
     uint64_t store_house_at;          /* mono us of the last store housekeeping     */
     nx_fwdlog_t *fwdlog;              /* events sent before their commit            */
     bool fwdlog_failed;               /* a write of it failed (logged once)         */
+    uint64_t problem_at;              /* mono us of the last store failure, 0: none  */
+    char problem[200];                /* what it was, for `health`                   */
     const void *auth_handle;          /* token of the request being handled         */
     uint64_t next_coord;              /* wall us of the next lease/session deadline */
     zactor_t *reader;                 /* runs history queries (nx_reader.c)         */

@@ -14,6 +14,8 @@
 #include "nx_log.h"
 #include "nx_topic.h"
 
+#define S_PROBLEM_US (60 * 1000000ull) /* health degraded after a store failure */
+
 /*  ---- ping, health, state -------------------------------------------- */
 
 static int s_op_ping(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
@@ -27,12 +29,16 @@ static int s_op_health(nx_broker_t *self, const msgpack_object *req, msgpack_pac
                        nexus_err_t *err, char *err_msg)
 {
     char iso[40];
-    nx_pack_kv_str(pk, "status", "active");
+    /*  A store that failed within the last minute makes the broker
+        degraded: it still serves, but writes may be refused.              */
+    bool degraded = self->problem_at && nx_mono_us() - self->problem_at < S_PROBLEM_US;
+    nx_pack_kv_str(pk, "status", degraded ? "degraded" : "active");
     nx_pack_kv_str(pk, "service", "nexusd");
     nx_pack_kv_str(pk, "version", NEXUS_VERSION_STRING);
     nx_pack_kv_str(pk, "timestamp", nx_iso8601(nx_now_us(), iso));
     nx_pack_kv_u64(pk, "last_seq", self->last_seq);
-    return 5;
+    nx_pack_kv_str(pk, "problem", degraded ? self->problem : NULL);
+    return 6;
 }
 
 static int s_op_state(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
