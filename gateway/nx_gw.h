@@ -78,11 +78,13 @@ typedef struct _nx_gw_conn_t {
     /*  HTTP                                                                */
     int method;       /* NX_GW_GET, ...                    */
     char path[512];   /* decoded path                      */
-    char query[1024]; /* raw query string                  */
+    char query[1024]; /* decoded "name=value" arguments,
+                         each ending with NUL, then a NUL    */
     char bearer[256]; /* Authorization: Bearer value       */
     char *body;       /* request body (POST)               */
     size_t body_len;
     bool body_too_large;
+    const char *allow;        /* 405: the Allow header (static)    */
     int status;               /* response status, 0 = not yet      */
     char *response;           /* response body (malloc'd)          */
     const char *content_type; /* static string                     */
@@ -250,6 +252,11 @@ nexus_err_t nx_gw_ensure_session(nx_gw_t *gw, const char *session, const char *n
 
 /*  Answers one HTTP request: fills conn->status/response/content_type.    */
 void nx_gw_http(nx_gw_t *gw, uint64_t conn_id);
+
+/*  The methods an API path takes, as an Allow header ("GET", "POST"), or
+    NULL when there is no such endpoint. Reads a constant table: safe from
+    any thread.                                                             */
+const char *nx_gw_http_allow(const char *path);
 
 /*  ---- nx_gw_server.c (lws thread) --------------------------------------- */
 

@@ -462,6 +462,18 @@ static void a_publish(s_ctx_t *ctx)
     json_t *to = json_object_get(ctx->msg, "to");
     if (json_is_string(to) && json_is_object(payload) && !json_object_get(payload, "to"))
         json_object_set(payload, "to", to);
+    /*  Without a target it would be acknowledged and reach nobody.        */
+    if (strcmp(type, "message.direct") == 0) {
+        const char *target = json_string_value(json_object_get(payload, "to"));
+        if (!target || !nx_session_id_valid(target, strlen(target))) {
+            json_decref(payload);
+            s_error(ctx, "bad_request",
+                    target ? "field 'to' must be a session id (1..64 of [A-Za-z0-9_:@-])"
+                           : "field 'to' (a session id) is missing",
+                    NULL);
+            return;
+        }
+    }
     /*  The source is the connection's session, whatever the JSON says.    */
     json_t *req = json_pack("{s:s, s:s, s:o, s:s}", "op", "publish", "topic", type, "payload",
                             payload, "source", ctx->session);

@@ -33,7 +33,8 @@ const nx_conf_key_t nx_gw_conf_keys[] = {
     S_KEY(tokens_file, NX_CONF_STRING, "", 0, 0, NULL,
           "file of 'TOKEN SESSION[,SESSION...]' lines, as the broker's"),
     S_KEY(allowed_origins, NX_CONF_STRING, "", 0, 0, NULL,
-          "Origins allowed for WebSocket, comma-separated, '*' any; empty: same origin"),
+          "Origins allowed for WebSocket and the HTTP API, comma-separated, '*' any; empty: "
+          "same origin"),
     S_KEY(max_message, NX_CONF_SIZE, "1M", 256, 64ull << 20, NULL,
           "largest WebSocket message a client may send (larger: close 1009)"),
     S_KEY(max_body, NX_CONF_SIZE, "1M", 256, 64ull << 20, NULL, "largest HTTP request body"),

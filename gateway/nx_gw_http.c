@@ -15,14 +15,15 @@ typedef struct {
     nx_gw_t *gw;
     int method;       /* NX_GW_GET, NX_GW_POST, ...                         */
     char path[512];   /* decoded path                                       */
-    char query[1024]; /* raw query                                          */
+    char query[1024]; /* decoded arguments, as in nx_gw_conn_t             */
     char *body;       /* request body (NUL-terminated), may be NULL          */
     bool body_too_large;
-    json_t *json;     /* parsed body (POST), or NULL                        */
-    int status;       /* answer                                             */
-    char *out;        /* answer body                                        */
-    const char *type; /* content type                                       */
-    const void *auth; /* nx_auth handle of the request's token              */
+    json_t *json;      /* parsed body (POST), or NULL                        */
+    int status;        /* answer                                             */
+    char *out;         /* answer body                                        */
+    const char *type;  /* content type                                       */
+    const void *auth;  /* nx_auth handle of the request's token              */
+    const char *allow; /* 405: the methods the path takes (static)         */
 } s_req_t;
 
 static void s_answer(s_req_t *r, int status, json_t *body)
@@ -43,20 +44,25 @@ static void s_error(s_req_t *r, int status, const char *code, const char *messag
     s_answer(r, status, json_pack("{s:o}", "error", e));
 }
 
-/*  Maps a broker error code to an HTTP status.                             */
+/*  Maps a nexus error code (the broker's, or the client library's when the
+    broker could not be asked) to an HTTP status: the caller's mistakes are
+    4xx, the fabric's trouble 5xx: 503 when the broker cannot be reached or
+    is overloaded, 504 when it did not answer in time, 500 for our own.   */
 static int s_status_of(const char *code)
 {
     static const struct {
         const char *code;
         int status;
-    } map[] = {{"not_found", 404},   {"denied", 409},    {"conflict", 409},
-               {"stale_token", 409}, {"forbidden", 403}, {"unauthorized", 401},
-               {"too_large", 413},   {"busy", 503},      {"store_full", 507},
-               {"store_error", 500}, {"internal", 500},  {"unavailable", 503}};
+    } map[] = {
+        {"not_found", 404},       {"denied", 409},       {"conflict", 409},  {"stale_token", 409},
+        {"forbidden", 403},       {"unauthorized", 401}, {"too_large", 413}, {"busy", 503},
+        {"store_full", 507},      {"store_error", 500},  {"internal", 500},  {"unavailable", 503},
+        {"unreachable", 503},     {"closed", 503},       {"timeout", 504},   {"no_memory", 500},
+        {"invalid_argument", 500}};
     for (size_t i = 0; code && i < sizeof map / sizeof map[0]; i++)
         if (strcmp(map[i].code, code) == 0)
             return map[i].status;
-    return 400;
+    return code ? 400 : 500;
 }
 
 /*  Asks the broker and answers from its reply: fields of the reply (less
@@ -66,7 +72,11 @@ static json_t *s_broker(s_req_t *r, json_t *request)
     nexus_err_t err;
     json_t *rep = nx_gw_request(r->gw, request, &err);
     if (!rep) {
-        s_error(r, 503, "unavailable", nexus_strerror(err), NULL);
+        /*  Not asked, or no answer: "timeout" (504) or "unavailable".     */
+        const char *code = err == NEXUS_ERR_TIMEOUT ? "timeout"
+                           : err == NEXUS_ERR_NOMEM ? "no_memory"
+                                                    : "unavailable";
+        s_error(r, s_status_of(code), code, nexus_strerror(err), NULL);
         return NULL;
     }
     if (!json_is_true(json_object_get(rep, "ok"))) {
@@ -84,36 +94,19 @@ static json_t *s_broker(s_req_t *r, json_t *request)
 
 /*  ---- Query strings ---------------------------------------------------- */
 
-static int s_hex(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
-/*  Copies the decoded value of name from the query into out; returns out
-    or NULL when absent.                                                    */
+/*  Copies the value of argument name into out; returns out, or NULL when
+    absent. The arguments came decoded from lws: no decoding here.          */
 static const char *s_arg(s_req_t *r, const char *name, char *out, size_t size)
 {
     size_t nlen = strlen(name);
-    const char *p = r->query;
-    while (p && *p) {
-        const char *end = strchr(p, '&');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
-            size_t o = 0;
-            for (size_t i = nlen + 1; i < len && o + 1 < size; i++) {
-                if (p[i] == '%' && i + 2 < len && s_hex(p[i + 1]) >= 0 && s_hex(p[i + 2]) >= 0) {
-                    out[o++] = (char)(s_hex(p[i + 1]) * 16 + s_hex(p[i + 2]));
-                    i += 2;
-                } else
-                    out[o++] = p[i] == '+' ? ' ' : p[i];
-            }
-            out[o] = 0;
+    const char *q = r->query, *q_end = r->query + sizeof r->query;
+    while (q < q_end && *q) {
+        size_t len = strnlen(q, (size_t)(q_end - q));
+        if (len > nlen && strncmp(q, name, nlen) == 0 && q[nlen] == '=') {
+            snprintf(out, size, "%.*s", (int)(len - nlen - 1), q + nlen + 1);
             return out;
         }
-        p = end ? end + 1 : NULL;
+        q += len + 1;
     }
     return NULL;
 }
@@ -179,9 +172,24 @@ static bool s_need(s_req_t *r, const char *field)
 }
 
 /*  With tokens, a request may only act as (or speak for) a session its
-    token allows, whatever the body says; answers 403 otherwise.           */
-static bool s_allowed(s_req_t *r, const char *session)
+    token allows, whatever the body says; answers 403 otherwise. It must
+    then name one in `field`: a request acting as no session would publish
+    with no source and escape every session's rate limit. Without tokens
+    (an open gateway, loopback only unless allow_open_remote) a request may
+    act as no session: it publishes with source "" and is not limited.
+    A request that acts as a session is charged to that session's rate
+    limit, shared with its WebSocket connections.                          */
+static bool s_allowed(s_req_t *r, const char *session, const char *field)
 {
+    if (!session && nx_auth_enabled(r->gw->auth)) {
+        char text[200];
+        snprintf(text, sizeof text,
+                 "field '%s' (the session this request acts as) is missing: this gateway "
+                 "requires it with tokens",
+                 field);
+        s_error(r, 403, "forbidden", text, NULL);
+        return false;
+    }
     if (!session)
         return true;
     if (!nx_auth_allows(r->gw->auth, r->auth, session, strlen(session))) {
@@ -190,7 +198,6 @@ static bool s_allowed(s_req_t *r, const char *session)
         s_error(r, 403, "forbidden", text, NULL);
         return false;
     }
-    /*  The session's rate limit, shared with its WebSocket connections.   */
     pthread_mutex_lock(&r->gw->lock);
     bool ok = nx_gw_session_rate_ok(r->gw, session);
     pthread_mutex_unlock(&r->gw->lock);
@@ -213,7 +220,7 @@ static bool s_session(s_req_t *r, const char **session)
         s_error(r, 400, "bad_request", "session_id must be 1..64 of [A-Za-z0-9_:@-]", NULL);
         return false;
     }
-    if (!s_allowed(r, *session))
+    if (!s_allowed(r, *session, "session_id"))
         return false;
     if (json_object_get(r->json, "secret"))
         return true; /* acting as a session owned elsewhere, with its secret */
@@ -223,8 +230,9 @@ static bool s_session(s_req_t *r, const char **session)
     if (!hosted) {
         nexus_err_t err = nx_gw_ensure_session(r->gw, *session, NULL, NULL, 600000);
         if (err && err != NEXUS_ERR_FORBIDDEN) {
-            s_error(r, s_status_of(nexus_err_name(err)), nexus_err_name(err),
-                    "cannot register the session", NULL);
+            char text[160];
+            snprintf(text, sizeof text, "cannot register the session: %s", nexus_strerror(err));
+            s_error(r, s_status_of(nexus_err_name(err)), nexus_err_name(err), text, NULL);
             return false;
         }
     }
@@ -338,13 +346,21 @@ static void h_message(s_req_t *r)
 {
     if (!s_need(r, "message"))
         return;
-    const char *to = s_body_str(r, "to");
+    json_t *to_v = json_object_get(r->json, "to");
+    const char *to = json_string_value(to_v);
+    /*  A "to" that names no session would make a message.direct that
+        reaches nobody; without "to" it is a broadcast.                    */
+    if (to_v && !json_is_null(to_v) && !(to && nx_session_id_valid(to, strlen(to)))) {
+        s_error(r, 400, "bad_request", "field 'to' must be a session id (1..64 of [A-Za-z0-9_:@-])",
+                NULL);
+        return;
+    }
     const char *from = s_body_str(r, "from");
     if (from && !nx_session_id_valid(from, strlen(from))) {
         s_error(r, 400, "bad_request", "from must be a session id", NULL);
         return;
     }
-    if (!s_allowed(r, from))
+    if (!s_allowed(r, from, "from"))
         return;
     json_t *payload = json_deep_copy(r->json);
     s_publish(r, to ? "message.direct" : "message.broadcast", payload, from, 200);
@@ -359,11 +375,28 @@ static void h_events_post(s_req_t *r)
         s_error(r, 400, "bad_request", "session_id must be 1..64 of [A-Za-z0-9_:@-]", NULL);
         return;
     }
-    if (!s_allowed(r, source))
+    if (!s_allowed(r, source, "session_id"))
         return;
     json_t *payload = json_object_get(r->json, "payload");
-    s_publish(r, s_body_str(r, "event_type"), payload ? json_incref(payload) : json_object(),
-              source, 201);
+    payload = payload ? json_incref(payload) : json_object();
+    /*  A direct message names its target at the top level or in payload,
+        as over WebSocket; without one it would reach nobody.              */
+    const char *type = s_body_str(r, "event_type");
+    if (strcmp(type, "message.direct") == 0) {
+        json_t *to = json_object_get(r->json, "to");
+        if (json_is_string(to) && json_is_object(payload) && !json_object_get(payload, "to"))
+            json_object_set(payload, "to", to);
+        const char *target = json_string_value(json_object_get(payload, "to"));
+        if (!target || !nx_session_id_valid(target, strlen(target))) {
+            json_decref(payload);
+            s_error(r, 400, "bad_request",
+                    target ? "field 'to' must be a session id (1..64 of [A-Za-z0-9_:@-])"
+                           : "field 'to' (a session id) is missing",
+                    NULL);
+            return;
+        }
+    }
+    s_publish(r, type, payload, source, 201);
 }
 
 /*  Broker event records become client events (payload shown as JSON).     */
@@ -682,6 +715,25 @@ static const s_route_t s_routes[] = {
     {NX_GW_GET, "/metrics", h_metrics, false},
 };
 
+/*  GET /sessions/{id}: one segment after the prefix.                      */
+static bool s_is_session_path(const char *path)
+{
+    return strncmp(path, "/sessions/", 10) == 0 && path[10] && !strchr(path + 10, '/');
+}
+
+const char *nx_gw_http_allow(const char *path)
+{
+    bool get = false, post = false;
+    for (size_t i = 0; i < sizeof s_routes / sizeof s_routes[0]; i++)
+        if (strcmp(s_routes[i].path, path) == 0) {
+            get |= s_routes[i].method == NX_GW_GET;
+            post |= s_routes[i].method == NX_GW_POST;
+        }
+    if (!get && !post && s_is_session_path(path))
+        get = true;
+    return get && post ? "GET, POST" : get ? "GET" : post ? "POST" : NULL;
+}
+
 static void s_route(s_req_t *r)
 {
     bool path_known = false;
@@ -713,14 +765,14 @@ static void s_route(s_req_t *r)
         rt->fn(r);
         return;
     }
-    if (r->method == NX_GW_GET && strncmp(r->path, "/sessions/", 10) == 0 && r->path[10] &&
-        !strchr(r->path + 10, '/')) {
+    if (r->method == NX_GW_GET && s_is_session_path(r->path)) {
         h_session_get(r, r->path + 10);
         return;
     }
-    if (path_known)
+    if (path_known || s_is_session_path(r->path)) {
+        r->allow = nx_gw_http_allow(r->path);
         s_error(r, 405, "method_not_allowed", "method not allowed on this path", NULL);
-    else
+    } else
         s_error(r, 404, "not_found", "no such endpoint", NULL);
 }
 
@@ -749,6 +801,7 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id)
     pthread_mutex_lock(&gw->lock);
     conn->status = r.status ? r.status : 500;
     conn->content_type = r.type ? r.type : "application/json";
+    conn->allow = r.allow;
     free(conn->response);
     conn->response = r.out ? r.out : strdup("{}");
     nx_gw_conn_unref(gw, &conn);

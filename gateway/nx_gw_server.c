@@ -28,6 +28,8 @@ typedef struct {
     bool answered;      /* HTTP: answered here, before the worker: a
 body that follows is read and dropped     */
     bool close_after;   /* HTTP: a body we cannot skip follows: close */
+    bool body_pending;  /* HTTP: body still arriving; answer after */
+    bool dispatched;    /* HTTP: queued for the worker                */
     /*  What the WebSocket handshake said, for LWS_CALLBACK_ESTABLISHED.     */
     char session[NX_GW_SESSION_MAX + 1];
     bool has_since;
@@ -67,8 +69,9 @@ static void s_token(struct lws *wsi, char *out, int size)
         snprintf(out, (size_t)size, "%.255s", auth + 7);
 }
 
-/*  Same origin unless allowed_origins says otherwise. Non-browser clients
-    send no Origin and are let through.                                     */
+/*  Same origin unless allowed_origins says otherwise, for WebSocket
+    upgrades and API requests. Non-browser clients send no Origin and are
+    let through.                                                            */
 static bool s_origin_ok(nx_gw_t *gw, struct lws *wsi)
 {
     char origin[256], host[256];
@@ -87,6 +90,22 @@ static bool s_origin_ok(nx_gw_t *gw, struct lws *wsi)
         return false;
     const char *o = strstr(origin, "://");
     return o && strcmp(o + 3, host) == 0;
+}
+
+/*  True when the request's Content-Type is application/json, parameters
+    (charset) allowed.                                                      */
+static bool s_json_body(struct lws *wsi)
+{
+    char type[128];
+    if (lws_hdr_copy(wsi, type, sizeof type, WSI_TOKEN_HTTP_CONTENT_TYPE) <= 0)
+        return false;
+    const char *t = type;
+    while (*t == ' ' || *t == '\t')
+        t++;
+    if (strncasecmp(t, "application/json", 16) != 0)
+        return false;
+    t += 16;
+    return *t == 0 || *t == ';' || *t == ' ' || *t == '\t';
 }
 
 static const char *s_mime(const char *path)
@@ -127,7 +146,7 @@ static bool s_is_api(const char *path)
 /*  Answers an HTTP request from the lws thread (errors found before the
     worker is involved).                                                    */
 static void s_http_now(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, int status, const char *code,
-                       const char *message)
+                       const char *message, const char *allow)
 {
     char body[512];
     snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, message);
@@ -138,6 +157,7 @@ static void s_http_now(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, int status, c
     pthread_mutex_lock(&gw->lock);
     pss->conn->status = status;
     pss->conn->content_type = "application/json";
+    pss->conn->allow = allow;
     free(pss->conn->response);
     pss->conn->response = strdup(body);
     pthread_mutex_unlock(&gw->lock);
@@ -156,13 +176,42 @@ static void s_http_release(nx_gw_t *gw, s_pss_t *pss)
 
 /*  ---- HTTP ---------------------------------------------------------------- */
 
+/*  The request's Content-Length: -1 when absent or not a number.          */
+static long long s_content_length(struct lws *wsi)
+{
+    char v[32];
+    if (lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
+        return -1;
+    char *end = NULL;
+    long long n = strtoll(v, &end, 10);
+    return end && end != v && *end == 0 && n >= 0 ? n : -1;
+}
+
+/*  Queues the request for the worker, once.                                */
+static void s_http_dispatch(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
+{
+    if (pss->dispatched || pss->answered || !pss->conn)
+        return;
+    pss->dispatched = true;
+    nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_HTTP, .conn = pss->conn->id};
+    if (nx_gw_command(gw, &cmd))
+        s_http_now(gw, wsi, pss, 503, "busy", "gateway busy, try again", NULL);
+}
+
+/*  A request is answered here (errors, static files) or by the worker. The
+    worker gets it only once its body is read (LWS_CALLBACK_HTTP_BODY_
+    COMPLETION): until then the lws thread writes conn->body without the
+    lock. Methods the API does not take (PUT, PATCH, DELETE...) never reach
+    the worker; their body is read and dropped, so that the connection can
+    carry the next request.                                                 */
 static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
 {
-    /*  Keep-alive reuses the pss: a new request starts clean.              */ s_http_release(gw,
-                                                                                              pss);
+    /*  Keep-alive reuses the pss: a new request starts clean.              */
+    s_http_release(gw, pss);
     pss->phase = 0;
     pss->answered = false;
     pss->close_after = false;
+    pss->dispatched = false;
     pss->conn = nx_gw_conn_new(gw, NX_GW_HTTP, wsi);
     if (!pss->conn)
         return -1;
@@ -172,27 +221,28 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
                    : lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) ? NX_GW_POST
                                                                    : NX_GW_OTHER;
     snprintf(conn->path, sizeof conn->path, "%s", uri ? uri : "/");
-    /*  lws keeps each name=value as a fragment of the header; joining them
-        with '&' rebuilds the query string.                                 */
+    /*  lws sends LWS_CALLBACK_HTTP_BODY_COMPLETION after a body of this
+        length (for any method).                                            */
+    pss->body_pending = s_content_length(wsi) > 0;
+    /*  lws keeps each name=value as a fragment of the header, already
+        URL-decoded: they are kept as they are, one after the other, each
+        ending with a NUL. Joined again, a decoded '&' or '%' would be read
+        as syntax ("r%26d" split in two, "c%2B%2B" decoded twice).          */
     size_t qlen = 0;
-    conn->query[0] = 0;
     for (int frag = 0; frag < 64; frag++) {
-        char part[512];
-        int n = lws_hdr_copy_fragment(wsi, part, sizeof part, WSI_TOKEN_HTTP_URI_ARGS, frag);
-        if (n <= 0)
-            break;
-        if (qlen + (size_t)n + 2 >= sizeof conn->query)
-            break;
-        if (qlen)
-            conn->query[qlen++] = '&';
-        memcpy(conn->query + qlen, part, (size_t)n);
-        qlen += (size_t)n;
-        conn->query[qlen] = 0;
+        int room = (int)(sizeof conn->query - qlen - 1); /* the final NUL */
+        int n = room > 1 ? lws_hdr_copy_fragment(wsi, conn->query + qlen, room,
+                                                 WSI_TOKEN_HTTP_URI_ARGS, frag)
+                         : -1;
+        if (n < 0)
+            break; /* no more, or no room: the rest is left out */
+        if (n > 0)
+            qlen += (size_t)n + 1;
     }
-
+    conn->query[qlen] = 0;
     if (!s_is_api(conn->path)) {
         if (conn->method != NX_GW_GET) {
-            s_http_now(gw, wsi, pss, 405, "method_not_allowed", "static files are GET only");
+            s_http_now(gw, wsi, pss, 405, "method_not_allowed", "static files are GET only", "GET");
             return 0;
         }
         /*  The dashboard's files; lws has already removed ".." segments.  */
@@ -201,7 +251,7 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
         struct stat st;
         snprintf(file, sizeof file, "%s%s", gw->web_root, rel);
         if (strstr(rel, "..") || stat(file, &st) != 0 || !S_ISREG(st.st_mode)) {
-            s_http_now(gw, wsi, pss, 404, "not_found", "no such endpoint or file");
+            s_http_now(gw, wsi, pss, 404, "not_found", "no such endpoint or file", NULL);
             return 0;
         }
         pss->phase = 2;
@@ -210,13 +260,31 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
             return -1;
         return 0;
     }
+    /*  A browser says where a request comes from: a page of another
+        origin must not use the API with the user's network position (the
+        gateway listens on loopback) or cookies. Requests without Origin
+        (curl, SDKs) are not from a browser page.                          */
+    if (!s_origin_ok(gw, wsi)) {
+        s_http_now(gw, wsi, pss, 403, "forbidden_origin",
+                   "requests from this Origin are not allowed (see allowed_origins)", NULL);
+        return 0;
+    }
+    if (conn->method == NX_GW_OTHER) {
+        const char *allow = nx_gw_http_allow(conn->path);
+        if (allow)
+            s_http_now(gw, wsi, pss, 405, "method_not_allowed", "method not allowed on this path",
+                       allow);
+        else
+            s_http_now(gw, wsi, pss, 404, "not_found", "no such endpoint", NULL);
+        return 0;
+    }
     if (nx_auth_enabled(gw->auth) && strcmp(conn->path, "/health") != 0) {
         char token[256];
         const void *handle;
         s_token(wsi, token, sizeof token);
         if (nx_auth_check(gw->auth, token[0] ? token : NULL, strlen(token), &handle)) {
             s_http_now(gw, wsi, pss, 401, "unauthorized",
-                       token[0] ? "wrong token" : "this gateway requires a token");
+                       token[0] ? "wrong token" : "this gateway requires a token", NULL);
             return 0;
         }
         /*  The worker checks every session the request acts as against it
@@ -224,23 +292,28 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
         conn->auth = handle;
     }
     if (conn->method == NX_GW_POST) {
-        /*  The request runs once, at LWS_CALLBACK_HTTP_BODY_COMPLETION
-            (lws sends it for an explicit Content-Length: 0 too), so the
-            worker never sees a body still being written.                  */
+        /*  lws sends LWS_CALLBACK_HTTP_BODY_COMPLETION for an explicit
+            Content-Length: 0 too.                                          */
         if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
-            s_http_now(gw, wsi, pss, 411, "length_required", "POST needs a Content-Length");
+            s_http_now(gw, wsi, pss, 411, "length_required", "POST needs a Content-Length", NULL);
+        /*  Forms and text/plain are what a page of any origin may send
+            without a CORS preflight: only JSON is taken.                  */
+        else if (!s_json_body(wsi))
+            s_http_now(gw, wsi, pss, 415, "unsupported_media_type",
+                       "the body must be sent as Content-Type: application/json", NULL);
         return 0;
     }
-    nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_HTTP, .conn = conn->id};
-    if (nx_gw_command(gw, &cmd))
-        s_http_now(gw, wsi, pss, 503, "busy", "gateway busy, try again");
+    /*  A GET with a body runs once the body is read (and dropped).         */
+    if (!pss->body_pending)
+        s_http_dispatch(gw, wsi, pss);
     return 0;
 }
 
 static void s_http_body(nx_gw_t *gw, s_pss_t *pss, const void *in, size_t len)
 {
     nx_gw_conn_t *conn = pss->conn;
-    if (!conn || conn->body_too_large)
+    /*  Only a POST's body is used; others are read and dropped.           */
+    if (!conn || conn->body_too_large || conn->method != NX_GW_POST)
         return;
     if (conn->body_len + len > gw->cfg.max_body) {
         conn->body_too_large = true;
@@ -264,13 +337,16 @@ static void s_http_body(nx_gw_t *gw, s_pss_t *pss, const void *in, size_t len)
 static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 {
     nx_gw_conn_t *conn = pss->conn;
-    if (!conn || pss->phase == 2)
+    /*  An answer given before the body is read waits for the body's end:
+        the connection then reads the next request, not the body's rest.   */
+    if (!conn || pss->phase == 2 || pss->body_pending)
         return 0;
     /*  A copy: the response is the worker's until the lock is released.    */
     pthread_mutex_lock(&gw->lock);
     int status = conn->status;
     char *body = status && conn->response ? strdup(conn->response) : NULL;
     const char *type = conn->content_type;
+    const char *allow = conn->allow;
     if (status && pss->phase == 1)
         conn->status = 0; /* answered: later kicks leave it alone */
     pthread_mutex_unlock(&gw->lock);
@@ -286,6 +362,9 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
             (pss->close_after &&
              lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close",
                                           5, &p, end)) ||
+            (allow && lws_add_http_header_by_name(
+                          wsi, (const unsigned char *)"allow:", (const unsigned char *)allow,
+                          (int)strlen(allow), &p, end)) ||
             lws_finalize_write_http_header(wsi, start, &p, end)) {
             free(body);
             return -1;
@@ -312,10 +391,27 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 
 /*  ---- WebSocket ---------------------------------------------------------- */
 
-/*  Refuses a WebSocket upgrade with an HTTP status the client can read.    */
-static int s_refuse(struct lws *wsi, unsigned int status, const char *why)
+/*  Refuses a WebSocket upgrade with an HTTP status and the JSON error body
+    every HTTP refusal has, then closes (returns 1 for the filter
+    callback). Written here, as lws_return_http_status does: the upgrade
+    request is not served by the HTTP callbacks.                           */
+static int s_refuse(struct lws *wsi, unsigned int status, const char *code, const char *why)
 {
-    lws_return_http_status(wsi, status, why);
+    char body[256];
+    int blen =
+        snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, why);
+    unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start,
+                                       *end = buf + sizeof buf - 1;
+    if (blen < 0 || (size_t)blen >= sizeof body ||
+        lws_add_http_common_headers(wsi, status, "application/json", (lws_filepos_t)blen, &p,
+                                    end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
+                                     &p, end) ||
+        lws_finalize_http_header(wsi, &p, end) || end - p < blen)
+        return 1;
+    memcpy(p, body, (size_t)blen);
+    p += blen;
+    lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP);
     return 1;
 }
 
@@ -325,20 +421,20 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 ||
         strncmp(uri, "/ws/session/", 12) != 0) {
         nx_info("websocket refused: path must be /ws/session/{id}");
-        return 1;
+        return s_refuse(wsi, 404, "not_found", "WebSocket path is /ws/session/{session_id}");
     }
     const char *id = uri + 12;
     if (!nx_session_id_valid(id, strlen(id))) {
         nx_info("websocket refused: bad session id");
-        return 1;
+        return s_refuse(wsi, 400, "bad_request", "the session id must be 1..64 of [A-Za-z0-9_:@-]");
     }
     if (!s_origin_ok(gw, wsi)) {
         nx_info("websocket refused for session %s: origin not allowed", id);
-        return s_refuse(wsi, 403, "origin not allowed");
+        return s_refuse(wsi, 403, "forbidden_origin", "origin not allowed");
     }
     if (__atomic_load_n(&gw->stats.ws_open, __ATOMIC_RELAXED) >= gw->cfg.max_clients) {
         nx_warn("websocket refused for session %s: max_clients reached", id);
-        return s_refuse(wsi, 503, "too many connections");
+        return s_refuse(wsi, 503, "busy", "too many connections");
     }
     char token[256];
     s_token(wsi, token, sizeof token);
@@ -347,7 +443,8 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
         !nx_auth_allows(gw->auth, pss->auth, id, strlen(id))) {
         nx_info("websocket refused for session %s: %s", id,
                 token[0] ? "token not valid for it" : "no token");
-        return s_refuse(wsi, 401, token[0] ? "token not valid for this session" : "token required");
+        return s_refuse(wsi, 401, "unauthorized",
+                        token[0] ? "token not valid for this session" : "token required");
     }
     snprintf(pss->session, sizeof pss->session, "%s", id);
     char v[64];
@@ -664,12 +761,15 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
             s_http_body(gw, pss, in, len);
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        /*  Answered already (401, 405, 411...): the body is not acted on.  */
-        if (pss && pss->conn && !pss->answered) {
-            nx_gw_cmd_t cmd = {.kind = NX_GW_CMD_HTTP, .conn = pss->conn->id};
-            if (nx_gw_command(gw, &cmd))
-                s_http_now(gw, wsi, pss, 503, "busy", "gateway busy, try again");
-        }
+        if (!pss || !pss->conn)
+            return 0;
+        pss->body_pending = false;
+        /*  Answered already (401, 405, 411...): the body is not acted on,
+            the answer can go now.                                         */
+        if (pss->answered)
+            lws_callback_on_writable(wsi);
+        else
+            s_http_dispatch(gw, wsi, pss);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return s_http_write(gw, wsi, pss);

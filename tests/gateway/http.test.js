@@ -360,17 +360,17 @@ test('dashboard files, content types, 404, 405, traversal', withFabric(async (f)
 
 /** A raw request with a body sent as given: chunked when contentLength is
  *  null, else with that Content-Length. Resolves status and parsed body. */
-function rawBody(f, method, path, body, { contentLength, headers = {} } = {}) {
+function rawBody(f, method, path, body, { contentLength, headers = {}, agent } = {}) {
   return new Promise((resolve, reject) => {
     const h = { 'Content-Type': 'application/json', ...headers };
-    if (contentLength !== null) h['Content-Length'] = String(contentLength ?? Buffer.byteLength(body));
-    const req = http.request({ host: '127.0.0.1', port: f.port, method, path, headers: h }, (res) => {
+    if (contentLength !== null && body !== undefined) h['Content-Length'] = String(contentLength ?? Buffer.byteLength(body));
+    const req = http.request({ host: '127.0.0.1', port: f.port, method, path, headers: h, agent }, (res) => {
       let text = '';
       res.on('data', (d) => { text += d; });
       res.on('end', () => {
         let json;
         try { json = JSON.parse(text); } catch { json = undefined; }
-        resolve({ status: res.statusCode, text, json });
+        resolve({ status: res.statusCode, headers: res.headers, text, json, reused: req.reusedSocket });
       });
     });
     req.setTimeout(5000, () => { req.destroy(new Error(`timeout: ${method} ${path}`)); });
@@ -397,7 +397,7 @@ test('POST edge cases: empty body, chunked body (411), a body after a refusal is
     assert.equal(r.json.error.code, 'unauthorized');
   }
   // The same connection and gateway carry on; nothing was published.
-  r = await rawBody(f, 'POST', '/events', JSON.stringify({ event_type: 'edge.ok', payload: { y: 2 } }), { headers: auth });
+  r = await rawBody(f, 'POST', '/events', JSON.stringify({ event_type: 'edge.ok', session_id: 'edge-s', payload: { y: 2 } }), { headers: auth });
   assert.equal(r.status, 201, r.text);
   const j = assertJson(await call(f, 'GET', '/events/history?limit=1000', undefined, auth), 200);
   const types = j.events.map((e) => e.event_type);
@@ -427,10 +427,20 @@ test('HTTP calls act only as the sessions their token allows', withFabric({ gate
   assertJson(await call(f, 'POST', '/message', { from: 'bob', to: 'carol', message: 'hi' }, bob), 200);
   // The token for any session may act as alice.
   assertJson(await call(f, 'POST', '/work/claim', { session_id: 'alice', work_id: 'w-alice' }, any), 200);
+  // Acting as no session is refused with tokens: no sourceless event, no
+  // request outside every session's rate limit.
+  for (const tok of [bob, any]) {
+    e = assertHttpError(await call(f, 'POST', '/events', { event_type: 'anon.event', payload: {} }, tok), 403, 'forbidden');
+    assert.match(e.message, /session_id/);
+    e = assertHttpError(await call(f, 'POST', '/message', { to: 'carol', message: 'anon' }, tok), 403, 'forbidden');
+    assert.match(e.message, /'from'/);
+  }
   // Nothing was published or claimed in alice's name with bob's token.
   const j = assertJson(await call(f, 'GET', '/events/history?limit=1000', undefined, any), 200);
   const types = j.events.map((ev) => ev.event_type);
   assert.ok(!types.includes('spoof.event'), JSON.stringify(types));
+  assert.ok(!types.includes('anon.event'), JSON.stringify(types));
+  assert.ok(!j.events.some((ev) => ev.session_id === ''), `no event without a source: ${JSON.stringify(j.events)}`);
   const claimed = assertJson(await call(f, 'GET', '/work/claimed', undefined, any), 200);
   assert.ok(!JSON.stringify(claimed).includes('w-spoof'), JSON.stringify(claimed));
 }));
@@ -473,4 +483,129 @@ test('HTTP calls that act as a session share its rate limit (429 rate_limited)',
   // Another session is not affected; a request acting as no session is not limited.
   assertJson(await call(f, 'POST', '/events', { event_type: 'rl.http', session_id: 'rl-other', payload: {} }), 201);
   assertJson(await call(f, 'GET', '/health'), 200);
+}));
+
+test('PUT and PATCH with 64 KB bodies: 405 with Allow on a kept-alive connection, the gateway carries on', withFabric(async (f) => {
+  // They used to reach the worker before their body was read: the body was
+  // appended while the worker freed it, and its rest read as a request.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    const big = JSON.stringify({ event_type: 'put.body', payload: 'x'.repeat(64 * 1024) });
+    let reused = 0;
+    for (let i = 0; i < 5; i++) {
+      for (const [method, path, allow] of [['PUT', '/events', 'POST'], ['PATCH', '/work/claim', 'POST'],
+        ['PUT', '/sessions/active', 'GET'], ['PATCH', '/sessions/someone', 'GET'], ['PUT', '/style.css', 'GET']]) {
+        const r = await rawBody(f, method, path, big, { agent });
+        assert.equal(r.status, 405, `${method} ${path}: ${r.status} ${r.text.slice(0, 200)}`);
+        assert.equal(r.json && r.json.error && r.json.error.code, 'method_not_allowed', r.text.slice(0, 200));
+        assert.equal(r.headers.allow, allow, `${method} ${path}: Allow ${r.headers.allow}`);
+        if (r.reused) reused++;
+      }
+      const h = await rawBody(f, 'GET', '/health', undefined, { agent });
+      assert.equal(h.status, 200, h.text.slice(0, 200));
+      if (h.reused) reused++;
+    }
+    assert.ok(reused >= 20, `the connection was kept alive (${reused} reused)`);
+    // A GET with a body is answered once, the body dropped.
+    const g = await rawBody(f, 'GET', '/sessions/active', big, { agent });
+    assertJson({ ...g, type: g.headers['content-type'] || '' }, 200);
+    assert.equal((await rawBody(f, 'GET', '/health', undefined, { agent })).status, 200);
+    // The wrong GET/POST method has its Allow header too.
+    const w = await rawBody(f, 'GET', '/work/claim', undefined, { agent });
+    assert.equal(w.status, 405, w.text);
+    assert.equal(w.headers.allow, 'POST');
+  } finally {
+    agent.destroy();
+  }
+  const j = assertJson(await call(f, 'GET', '/events/history?limit=1000'), 200);
+  assert.ok(!j.events.some((e) => e.event_type === 'put.body'), 'nothing was published');
+  assert.ok(f.gateway.running, 'the gateway is up');
+}));
+
+test('query arguments are decoded once: %2B, %26, %3D and + in values', withFabric(async (f) => {
+  // lws hands them over decoded; decoding again turned "c%2B%2B" into "c  "
+  // and split a value at its "%26".
+  await f.connect('q-cpp', `capabilities=${encodeURIComponent('c++,r&d')}`);
+  await f.connect('q-py', 'capabilities=python');
+  let j = assertJson(await call(f, 'GET', `/sessions/capabilities?skill=${encodeURIComponent('c++')}`), 200);
+  assert.deepEqual(j.sessions.map((s) => s.session), ['q-cpp'], JSON.stringify(j));
+  j = assertJson(await call(f, 'GET', `/sessions/capabilities?skill=${encodeURIComponent('r&d')}&available=true`), 200);
+  assert.deepEqual(j.sessions.map((s) => s.session), ['q-cpp'], JSON.stringify(j));
+  // Form encoding's + is a space.
+  await f.connect('q-ml', `capabilities=${encodeURIComponent('machine learning')}`);
+  j = assertJson(await call(f, 'GET', '/sessions/capabilities?skill=machine+learning'), 200);
+  assert.deepEqual(j.sessions.map((s) => s.session), ['q-ml'], JSON.stringify(j));
+  j = assertJson(await call(f, 'GET', `/sessions/capabilities?skill=${encodeURIComponent('a=b')}`), 200);
+  assert.deepEqual(j.sessions, [], JSON.stringify(j));
+
+  const seq = assertJson(await call(f, 'POST', '/events', { event_type: 'q.one', session_id: 'q-pub', payload: {} }), 201).seq;
+  // A time with an explicit +00:00 offset.
+  const since = new Date(Date.now() - 60000).toISOString().replace('Z', '+00:00');
+  j = assertJson(await call(f, 'GET', `/events/history?since=${encodeURIComponent(since)}`), 200);
+  assert.ok(j.events.some((e) => e.seq === seq), JSON.stringify(j));
+  j = assertJson(await call(f, 'GET', `/work/claimed?holder=${encodeURIComponent('a&holder=q-pub')}`), 200);
+  assert.deepEqual(j.claims, [], JSON.stringify(j));
+}));
+
+test('broker-side failures are 5xx: POST /work/claim with the broker stopped answers 504, not 400', withFabric({ gatewayArgs: ['--broker-timeout', '500ms'] }, async (f) => {
+  f.broker.child.kill('SIGSTOP');
+  try {
+    const t0 = Date.now();
+    const r = await call(f, 'POST', '/work/claim', { session_id: 'stopped-1', work_id: 'w-stopped' });
+    const e = assertHttpError(r, 504, 'timeout');
+    assert.ok(e.message.length > 0, r.text);
+    // A session the gateway registered already: the claim itself times out.
+    const p = await call(f, 'POST', '/events', { event_type: 'stopped.x', session_id: 'stopped-2', payload: {} });
+    assert.ok([503, 504].includes(p.status), `${p.status} ${p.text}`);
+    assert.ok(Date.now() - t0 < 4000, `bounded by broker_timeout (${Date.now() - t0} ms)`);
+  } finally {
+    f.broker.child.kill('SIGCONT');
+  }
+  assertJson(await call(f, 'GET', '/health'), 200);
+}));
+
+test('API requests from another origin get 403 forbidden_origin; POST bodies must be application/json (415)', withFabric(async (f) => {
+  // A web page elsewhere could otherwise POST text/plain (no preflight) to
+  // the gateway on localhost.
+  const body = JSON.stringify({ event_type: 'csrf.x', session_id: 'csrf-s', payload: {} });
+  const evil = { Origin: 'http://evil.example' };
+  let r = await rawBody(f, 'POST', '/events', body, { headers: { ...evil, 'Content-Type': 'text/plain' } });
+  assert.equal(r.status, 403, r.text);
+  assert.equal(r.json.error.code, 'forbidden_origin', r.text);
+  r = await rawBody(f, 'POST', '/events', body, { headers: evil });
+  assert.equal(r.status, 403, r.text);
+  assert.equal(r.json.error.code, 'forbidden_origin', r.text);
+  r = await rawBody(f, 'GET', '/events/history', undefined, { headers: evil });
+  assert.equal(r.status, 403, r.text);
+  assert.equal(r.json.error.code, 'forbidden_origin', r.text);
+  // The dashboard's files are not API: served whatever the origin.
+  r = await rawBody(f, 'GET', '/app.js', undefined, { headers: evil });
+  assert.equal(r.status, 200);
+
+  // Same origin, or no Origin (not a browser): fine, if the body is JSON.
+  const same = { Origin: `http://127.0.0.1:${f.port}` };
+  for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/jsonx']) {
+    r = await rawBody(f, 'POST', '/events', body, { headers: { ...same, 'Content-Type': type } });
+    assert.equal(r.status, 415, `${type}: ${r.text}`);
+    assert.equal(r.json.error.code, 'unsupported_media_type', r.text);
+    assert.match(r.json.error.message, /application\/json/);
+  }
+  r = await rawBody(f, 'POST', '/events', body, { headers: { 'Content-Type': '' } });
+  assert.equal(r.status, 415, r.text);
+  r = await rawBody(f, 'POST', '/events', body, { headers: { ...same, 'Content-Type': 'application/json; charset=utf-8' } });
+  assert.equal(r.status, 201, r.text);
+  r = await rawBody(f, 'POST', '/events', body, { headers: { 'Content-Type': 'Application/JSON' } });
+  assert.equal(r.status, 201, r.text);
+  const j = assertJson(await call(f, 'GET', '/events/history?limit=1000'), 200);
+  assert.equal(j.events.filter((e) => e.event_type === 'csrf.x').length, 2, JSON.stringify(j.events));
+  assertJson(await call(f, 'GET', '/health'), 200);
+}));
+
+test('--allowed-origins lets the listed origins call the API', withFabric({ gatewayArgs: ['--allowed-origins', 'http://ok.example'] }, async (f) => {
+  const body = JSON.stringify({ event_type: 'origin.ok', session_id: 'origin-s', payload: {} });
+  let r = await rawBody(f, 'POST', '/events', body, { headers: { Origin: 'http://ok.example' } });
+  assert.equal(r.status, 201, r.text);
+  r = await rawBody(f, 'POST', '/events', body, { headers: { Origin: 'http://evil.example' } });
+  assert.equal(r.status, 403, r.text);
+  assert.equal(r.json.error.code, 'forbidden_origin');
 }));

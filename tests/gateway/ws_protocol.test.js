@@ -880,3 +880,86 @@ test('a resume to clients that do not read does not hold up the others', withFab
   }
   assert.ok(Math.max(...worst) < 2500, `requests waited ${Math.max(...worst)} ms behind the stuck replays`);
 }));
+
+test('message.direct without a target is refused with bad_request naming "to"', withFabric(async (f) => {
+  // It used to be acknowledged and reach nobody.
+  const a = await f.connect('dm-none-a');
+  const b = await f.connect('dm-none-b');
+  await b.request({ action: 'subscribe', topics: ['message.*'] });
+  for (const msg of [
+    { action: 'publish', event_type: 'message.direct', payload: { message: 'hi' } },
+    { action: 'publish', event_type: 'message.direct' },
+    { action: 'publish', event_type: 'message.direct', payload: 'text' },
+  ]) {
+    assertError(await a.request(msg), 'bad_request', { action: 'publish', mentions: "'to'" });
+  }
+  assertError(await a.request({ action: 'publish', event_type: 'message.direct', to: 'bad id!', payload: {} }), 'bad_request', { mentions: "'to'" });
+  // The connection carries on; with a target it is delivered.
+  const ok = await a.request({ action: 'publish', event_type: 'message.direct', to: 'dm-none-b', payload: { message: 'hi' } });
+  assertOk(ok, 'publish');
+  const got = await b.waitEvent((e) => e.seq === ok.seq, 5000, 'the direct message');
+  assert.equal(got.payload.to, 'dm-none-b');
+
+  // Over HTTP too.
+  const post = async (path, body) => {
+    const res = await fetch(`${f.http}${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(5000) });
+    return { status: res.status, json: await res.json() };
+  };
+  let r = await post('/events', { event_type: 'message.direct', session_id: 'dm-http', payload: { message: 'x' } });
+  assert.equal(r.status, 400, JSON.stringify(r));
+  assert.equal(r.json.error.code, 'bad_request');
+  assert.match(r.json.error.message, /'to'/);
+  for (const to of ['', 42, 'bad id!']) {
+    r = await post('/message', { from: 'dm-http', to, message: 'x' });
+    assert.equal(r.status, 400, JSON.stringify(r));
+    assert.match(r.json.error.message, /'to'/);
+  }
+  r = await post('/events', { event_type: 'message.direct', session_id: 'dm-http', to: 'dm-none-b', payload: { message: 'y' } });
+  assert.equal(r.status, 201, JSON.stringify(r));
+  await b.waitEvent((e) => e.seq === r.json.seq, 5000, 'the HTTP direct message');
+}));
+
+/** A WebSocket upgrade by hand: resolves the HTTP answer when refused. */
+function rawUpgrade(f, path, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1', port: f.port, path,
+      headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==', ...headers },
+    });
+    req.setTimeout(5000, () => req.destroy(new Error(`timeout: upgrade ${path}`)));
+    req.on('upgrade', (res, socket) => { socket.destroy(); resolve({ status: 101 }); });
+    req.on('response', (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => {
+        let json;
+        try { json = JSON.parse(text); } catch { json = undefined; }
+        resolve({ status: res.statusCode, type: res.headers['content-type'] || '', text, json });
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('a refused upgrade gets an HTTP status and a JSON error: 404 wrong path, 400 bad session id, 403 origin', withFabric(async (f) => {
+  // A wrong path or session id used to drop the connection without an answer.
+  for (const [path, status, code, headers] of [
+    ['/ws/nowhere', 404, 'not_found'],
+    ['/ws/session/', 400, 'bad_request'],
+    [`/ws/session/${'x'.repeat(65)}`, 400, 'bad_request'],
+    ['/ws/session/bad%20id', 400, 'bad_request'],
+    ['/ws/session/ok-id', 403, 'forbidden_origin', { Origin: 'http://evil.example' }],
+  ]) {
+    const r = await rawUpgrade(f, path, headers);
+    assert.equal(r.status, status, `${path}: ${r.status} ${r.text}`);
+    assert.match(r.type, /^application\/json/, `${path}: ${r.type}`);
+    assert.equal(r.json && r.json.error && r.json.error.code, code, `${path}: ${r.text}`);
+    assert.equal(typeof r.json.error.message, 'string');
+  }
+  const c = new WsClient(`${f.wsBase}/ws/session/${'y'.repeat(65)}`);
+  assert.equal(await c.unexpected, 400);
+  // The gateway carries on.
+  const ok = await f.connect('after-refusals');
+  assertOk(await ok.request({ action: 'ping' }), 'ping');
+}));
