@@ -819,6 +819,11 @@ int nx_op_work_release(nx_broker_t *self, const msgpack_object *req, msgpack_pac
     size_t reason_len = 0;
     if ((*err = nx_map_str(req, "reason", &reason, &reason_len, err_msg)))
         return -1;
+    /*  Refused, not cut: like every other free-text field, and before the
+        session is touched, so that bad input changes nothing.            */
+    if (reason_len > NX_TEXT_MAX)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'reason' is over %s bytes",
+                      "4096");
     nx_session_t *s = NULL;
     int again;
     s_claim_t *c = s_held_item(self, req, &s, pk, &again, err, err_msg);
@@ -826,8 +831,6 @@ int nx_op_work_release(nx_broker_t *self, const msgpack_object *req, msgpack_pac
         return -1;
     if (again >= 0)
         return again;
-    if (reason_len > NX_TEXT_MAX)
-        reason_len = NX_TEXT_MAX;
     uint64_t now = nx_now_us();
     s_held_add(s_self(self), c->holder, -1);
     c->state = S_RELEASED;

@@ -82,9 +82,10 @@ void nx_coord_housekeeping(nx_broker_t *self, uint64_t now);
 /*  ---- Shared between the coordination files ---------------------------- */
 
 /*  Finds the session a request acts as ("session" field) and checks the
-    caller may act as it: same connection, matching "secret", and the
-    request's token allows it. Marks the session seen. Returns NULL with
-    *err and err_msg set.                                                   */
+    caller may act as it: the request's token allows it, and it comes from
+    the same connection, carries the matching "secret", or carries a
+    tokens-file token that names the session id (not '*'). Marks the
+    session seen. Returns NULL with *err and err_msg set.                   */
 nx_session_t *nx_sessions_authorize(nx_broker_t *self, const msgpack_object *req, nexus_err_t *err,
                                     char *err_msg);
 nx_session_t *nx_sessions_lookup(nx_broker_t *self, const char *id);

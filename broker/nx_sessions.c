@@ -5,8 +5,9 @@
     Ownership: a session belongs to the connection that registered it. Any
     other connection may act as it only with the session's secret (returned
     by register; the CLI keeps it in a state file so a shell script can be
-    one session across many short calls). With tokens configured, the token
-    must also allow the session id.
+    one session across many short calls), or with a tokens-file token that
+    names the session id. With tokens configured, the token must also allow
+    the session id.
     =========================================================================
 */
 
@@ -257,6 +258,17 @@ static bool s_secret_ok(const nx_session_t *s, const char *secret, size_t len)
     return diff == 0;
 }
 
+/*  Whether the request's token is a tokens-file token that lists id by
+    name. Such a token is the session's own credential ("a client that
+    presents that session's token", issue 3): it acts as the session from
+    any connection, so that a restarted worker can finish the work it
+    still holds. A '*' token and the shared token are fabric-wide, not any
+    one session's, and still need the connection or the secret.            */
+static bool s_token_names(nx_broker_t *self, const char *id)
+{
+    return self->auth_handle && nx_auth_names(self->auth, self->auth_handle, id, strlen(id));
+}
+
 static void s_bind_peer(nx_broker_t *self, nx_session_t *s)
 {
     s->peer_len = 0;
@@ -306,16 +318,18 @@ nx_session_t *nx_sessions_authorize(nx_broker_t *self, const msgpack_object *req
         return NULL;
     }
     if (!s_same_peer(self, s)) {
-        if (!s_secret_ok(s, secret, secret_len)) {
+        if (!s_secret_ok(s, secret, secret_len) && !s_token_names(self, s->id)) {
             *err = NEXUS_ERR_FORBIDDEN;
             snprintf(err_msg, NX_ERRMSG_MAX,
-                     "session '%s' belongs to another connection; send its secret to act as it",
+                     "session '%s' belongs to another connection; send its secret (or a token "
+                     "that names it) to act as it",
                      s->id);
             return NULL;
         }
         /*  A session without a live connection (stale after a restart, or
-            a script's TTL session) is taken over by whoever has the secret,
-            so that heartbeats from that connection work without it.        */
+            a script's TTL session) is taken over by whoever has the secret
+            or its token, so that heartbeats from that connection work
+            without them.                                                   */
         if (s->status == NX_SESSION_STALE || !s->peer_len)
             s_bind_peer(self, s);
     }
@@ -404,6 +418,33 @@ static int s_text_field(const msgpack_object *req, const char *key, char **out, 
     return 0;
 }
 
+/*  Makes room for a session never seen before. Gone sessions stay listed
+    for session_retain, and they count toward sessions_max: without this a
+    loop of register and unregister with new ids would lock every new
+    session out for that long. At the limit the oldest gone session that
+    holds no claims (kept claims need their holder's record) is forgotten
+    early. Returns NEXUS_OK, NEXUS_ERR_BUSY when nothing can go, or the
+    store's error.                                                          */
+static nexus_err_t s_make_room(nx_broker_t *self)
+{
+    if (zhashx_size(s_table(self)) < self->cfg.sessions_max)
+        return NEXUS_OK;
+    nx_session_t *oldest = NULL;
+    for (nx_session_t *s = zhashx_first(s_table(self)); s; s = zhashx_next(s_table(self)))
+        if (s->status == NX_SESSION_GONE && nx_claims_held(self, s->id) == 0 &&
+            (!oldest || s->gone_at < oldest->gone_at))
+            oldest = s;
+    if (!oldest)
+        return NEXUS_ERR_BUSY;
+    nexus_err_t rc = nx_coord_del(self, NX_DB_SESSIONS, oldest->id, strlen(oldest->id));
+    if (rc)
+        return rc;
+    nx_info("sessions_max reached: forgetting gone session %s early", oldest->id);
+    self->snapshot_dirty = true;
+    zhashx_delete(s_table(self), oldest->id);
+    return NEXUS_OK;
+}
+
 int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
                            nexus_err_t *err, char *err_msg)
 {
@@ -456,17 +497,16 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
     }
     uint64_t now = nx_now_us();
     nx_session_t *s = nx_sessions_lookup(self, key);
-    bool resumed = false;
+    bool resumed = false, replacing = false;
     if (s && s->status != NX_SESSION_GONE) {
         /*  Taking back a live session needs its connection or its secret;
             a token that names the session may replace it outright.        */
         if (s_same_peer(self, s) || s_secret_ok(s, secret, secret_len))
             resumed = true;
         else if (self->auth_handle &&
-                 nx_auth_allows(self->auth, self->auth_handle, key, strlen(key))) {
-            s_gone(self, s, "replaced", now);
-            s = NULL;
-        } else {
+                 nx_auth_allows(self->auth, self->auth_handle, key, strlen(key)))
+            replacing = true;
+        else {
             free(name);
             *err = NEXUS_ERR_FORBIDDEN;
             snprintf(err_msg, NX_ERRMSG_MAX,
@@ -476,28 +516,55 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
             return -1;
         }
     }
-    if (!s || s->status == NX_SESSION_GONE) {
-        if (!s && zhashx_size(s_table(self)) >= self->cfg.sessions_max) {
-            free(name);
-            return s_fail(err, NEXUS_ERR_BUSY, err_msg, "too many sessions (sessions_max)");
-        }
-        if (!s) {
-            s = calloc(1, sizeof *s);
-            if (!s) {
-                free(name);
-                return s_fail(err, NEXUS_ERR_NOMEM, err_msg, "out of memory");
-            }
-            memcpy(s->id, key, strlen(key) + 1);
-            zhashx_update(s_table(self), s->id, s);
-        }
+    /*  Everything that can refuse the request comes before the first
+        change: a client told "busy" must still have its old session. A
+        replacement or a new run of a gone id reuses the record, so only
+        an id never seen needs room.                                        */
+    char new_secret[NX_SECRET_LEN + 1] = "";
+    if (!resumed) {
         uint8_t rnd[NX_SECRET_LEN / 2];
-        if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd)
+        if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) {
+            free(name);
             return s_fail(err, NEXUS_ERR_INTERNAL, err_msg, "no randomness for the secret");
+        }
         for (size_t i = 0; i < sizeof rnd; i++)
-            snprintf(s->secret + 2 * i, 3, "%02x", rnd[i]);
+            snprintf(new_secret + 2 * i, 3, "%02x", rnd[i]);
+    }
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s) {
+            free(name);
+            return s_fail(err, NEXUS_ERR_NOMEM, err_msg, "out of memory");
+        }
+        if ((*err = s_make_room(self))) {
+            free(name);
+            free(s);
+            return s_fail(err, *err, err_msg,
+                          *err == NEXUS_ERR_BUSY
+                              ? "too many sessions (sessions_max), and none gone without claims "
+                                "to forget"
+                              : "the store could not forget a gone session");
+        }
+        memcpy(s->id, key, strlen(key) + 1);
+        s->status = NX_SESSION_GONE;
+        zhashx_update(s_table(self), s->id, s);
+    }
+    if (replacing)
+        s_gone(self, s, "replaced", now);
+    if (s->status == NX_SESSION_GONE) {
+        /*  A new run of the id starts clean: the status, the owner and
+            the last unregister belong to the run that went.               */
+        memcpy(s->secret, new_secret, sizeof s->secret);
         s->registered_at = now;
         s->gone_at = 0;
         s->state = 0;
+        free(s->current_work);
+        s->current_work = NULL;
+        free(s->text);
+        s->text = NULL;
+        s->peer_len = 0;
+        s->unregister_hash = 0;
+        s->unregister_released = 0;
     }
     /*  Fields given replace the old ones; fields absent stay (a resume may
         send only the id and secret).                                       */
@@ -673,7 +740,8 @@ int nx_op_session_unregister(nx_broker_t *self, const msgpack_object *req, msgpa
         key[id_len] = 0;
         nx_session_t *gone = nx_sessions_lookup(self, key);
         if (gone && gone->status == NX_SESSION_GONE && gone->unregister_hash == self->req_hash &&
-            (s_same_peer(self, gone) || s_secret_ok(gone, secret, secret_len))) {
+            (s_same_peer(self, gone) || s_secret_ok(gone, secret, secret_len) ||
+             s_token_names(self, gone->id))) {
             nx_pack_kv_u64(pk, "released", gone->unregister_released);
             return 1;
         }

@@ -141,3 +141,14 @@ bool nx_auth_allows(nx_auth_t *self, const void *handle, const char *session, si
             return true;
     return false;
 }
+
+bool nx_auth_names(nx_auth_t *self, const void *handle, const char *session, size_t len)
+{
+    const s_entry_t *e = handle;
+    if (!e)
+        return false;
+    for (size_t i = 0; i < e->n_sessions; i++)
+        if (strlen(e->sessions[i]) == len && memcmp(e->sessions[i], session, len) == 0)
+            return true;
+    return false;
+}

@@ -35,4 +35,9 @@ nexus_err_t nx_auth_check(nx_auth_t *self, const char *token, size_t len, const 
 /*  True when the token behind handle may act as session id.                */
 bool nx_auth_allows(nx_auth_t *self, const void *handle, const char *session, size_t len);
 
+/*  True when the token behind handle is a tokens-file token that lists
+    session id by name (not only through '*'): that session's own
+    credential rather than a fabric-wide one.                               */
+bool nx_auth_names(nx_auth_t *self, const void *handle, const char *session, size_t len);
+
 #endif

@@ -272,6 +272,15 @@ with Broker(extra=["--claim-ttl-max", "10m", "--claim-ttl", "20s"]) as b, Client
             lates.append(ev[2] - g_["expires_at"] / 1e6)
     t.check(lates and min(lates) >= -0.005 and max(lates) <= 0.25,
             "expiry lateness %s ms" % [round(x * 1000) for x in lates])
+    # The bound, measured where it applies: the broker's own stamp
+    # (ts of the work.released event) is at most 100 ms after expires_at.
+    # The 250 ms above also covers delivery to this process.
+    expired_ts = {p["work_id"]: ts for _, ts, p in history(c, "work.released")
+                  if p["reason"] == "expired"}
+    stamped = [expired_ts.get(g_["work_id"], 0) - g_["expires_at"]
+               for g_ in [fa] + leases]
+    t.check(all(0 <= x <= 100000 for x in stamped),
+            "expiry stamped 0..100 ms after expires_at: %s ms" % [x / 1000 for x in stamped])
     # tokens strictly increase across many claims (pipelined, two sessions)
     for i in range(400):
         c.sock.send(P({"op": "work.claim", "id": "mono-%d" % i, "session": "AB"[i % 2],
@@ -502,6 +511,9 @@ with Broker(extra=["--claim-ttl-max", "10m"]) as b, Client(b) as c:
                 (dict(base, token=float(tok)), "'token'")]
     bad += [({"op": "work.release", "session": "A", "work_id": "bad/2", "token": tok,
               "reason": 5}, "'reason'"),
+            # Refused like every other free-text field, not cut to 4096 bytes.
+            ({"op": "work.release", "session": "A", "work_id": "bad/2", "token": tok,
+              "reason": "r" * 4097}, "'reason'"),
             ({"op": "work.get"}, "'work_id'"), ({"op": "work.get", "work_id": ""}, "'work_id'"),
             ({"op": "work.get", "work_id": W}, "'work_id'"),
             ({"op": "work.get", "work_id": 3}, "'work_id'"),
@@ -526,6 +538,15 @@ with Broker(extra=["--claim-ttl-max", "10m"]) as b, Client(b) as c:
     t.eq(wget(c, "bad/9"), None, "bad claims created nothing")
     t.eq(c.request({"op": "state"})["history"]["last_seq"], before_seq + 2,
          "bad input published no event (only the 256-byte claim and its release)")
+    # A reason of exactly 4096 bytes is taken, and goes out whole as detail.
+    rel = c.request({"op": "work.release", "session": "A", "work_id": "bad/2", "token": tok,
+                     "reason": "r" * 4096})
+    t.eq((rel.get("ok"), rel.get("state")), (True, "released"), "4096-byte reason: %.200r" % rel)
+    hist = c.request({"op": "history", "pattern": "work.released", "since_seq": before_seq,
+                      "limit": 100})
+    details = [msgpack.unpackb(e["payload"], raw=False).get("detail")
+               for e in hist.get("events", [])]
+    t.check(details and details[-1] == "r" * 4096, "work.released detail is the whole reason")
     t.check(c.request({"op": "ping"})["ok"], "broker alive")
 
 # ============================================================================

@@ -239,6 +239,33 @@ try:
     with Broker() as b:
         t.check("not loopback" not in b.logs(), "loopback binds do not warn")
 
+    # ---- the control plane bound beyond loopback warns only when it is open
+    # (issue 3: no tokens = open, and nexusd says so when it binds a
+    # non-loopback address). 0.0.0.0 also covers 127.0.0.1, which the
+    # harness talks to.
+    tokens_path = write("control-tokens", "TOK1 w1\n")
+    for name, auth, warned in (("no tokens", [], True),
+                               ("a shared token", ["--token", "s3cret"], False),
+                               ("a tokens file", ["--tokens-file", tokens_path], False)):
+        b = Broker()
+        b.ports = (free_port(), free_port(), free_port())
+        b.extra = ["--control-endpoints", "tcp://0.0.0.0:%d" % b.ports[0]] + auth
+        try:
+            b.start()
+            logs = b.logs()
+            line = "control endpoint tcp://0.0.0.0:%d is not loopback" % b.ports[0]
+            warn = [x for x in logs.splitlines() if line in x]
+            if warned:
+                t.check(len(warn) == 1 and " nexusd W " in warn[0] and
+                        "no tokens are configured" in warn[0],
+                        "open control plane on 0.0.0.0 is warned about: %r" % logs[-600:])
+            else:
+                t.eq(warn, [], "control plane on 0.0.0.0 with %s: no warning" % name)
+            t.check("control bound on" in logs and "0.0.0.0:%d" % b.ports[0] in logs,
+                    "control plane with %s did bind 0.0.0.0: %r" % (name, logs[-600:]))
+        finally:
+            b.cleanup()
+
     # Settings valid alone but not together: a default lease over the
     # longest lease would refuse every claim that does not name its ttl.
     rc, out, err = run("--claim-ttl", "2d", "--claim-ttl-max", "1d")

@@ -1,11 +1,14 @@
 """Sessions (issue 3, docs/protocol.md): register, heartbeat,
 status, get, list, find, unregister, heartbeat timeout (claims released, or
 kept until their lease ends with --claims-on-disconnect keep), identity
-(owner connection or secret), script sessions kept alive by ttl_ms across
-short connections, fabric and per-session tokens (and replacement by a
-token that names the session), restart (stale, then active on heartbeat or
-gone on timeout), the JSON snapshot file, and bad input on every session op
-(bad_request naming the field, nothing changed).
+(owner connection, secret, or a tokens-file token that names the session),
+a gone id registered again starting clean, sessions_max (refusals change
+nothing, replacement reuses the slot, gone sessions make room), script
+sessions kept alive by ttl_ms across short connections, fabric and
+per-session tokens (and replacement by a token that names the session),
+restart (stale, then active on heartbeat or gone on timeout), the JSON
+snapshot file, and bad input on every session op (bad_request naming the
+field, nothing changed).
 
 Every wait is bounded in time; the whole file runs in well under 60 s.
 """
@@ -303,6 +306,18 @@ with Broker(extra=["--heartbeat", "200ms", "--snapshot-file", snap_path]) as b, 
     rep = register(c, "carol", heartbeat_ms=LONG)
     t.eq((rep["resumed"], get(c, "carol")["status"]), (False, "active"), "gone id re-registered")
     c.request({"op": "session.unregister", "session": "carol"})
+    # A new run of a gone id starts clean: the last run's status does not
+    # show (a worker that timed out and came back is not still on its old job).
+    register(c, "rerun", heartbeat_ms=LONG)
+    is_ok(c.request({"op": "session.status", "session": "rerun", "state": "busy",
+                     "current_work": "job-old", "text": "old text"}), "rerun status")
+    c.request({"op": "session.unregister", "session": "rerun"})
+    with fresh(b) as c_rerun:
+        register(c_rerun, "rerun", heartbeat_ms=LONG)
+        rec = get(c_rerun, "rerun")
+        t.eq((rec["status"], rec["state"], rec["current_work"], rec["text"]),
+             ("active", "available", None, None), "re-registered gone id shows no old status")
+        c_rerun.request({"op": "session.unregister", "session": "rerun"})
 
     # ---- heartbeat timeout: gone, reason timeout, claims released
     with fresh(b) as c2:
@@ -639,6 +654,35 @@ with Broker(extra=["--tokens-file", tokfile]) as b, Client(b) as c, Client(b) as
           "owner with its token")
     is_ok(c.request({"op": "session.heartbeat", "session": "w2", "auth": "ADMIN",
                      "secret": r2["secret"]}), "'*' token with the secret acts as w2")
+    # A '*' token is the fabric's, not w2's: from another connection it
+    # still needs the secret.
+    before_w2 = c.request({"op": "session.get", "session": "w2", "auth": "ADMIN"})["session"]
+    for req in ({"op": "session.heartbeat"}, {"op": "session.status", "state": "away"},
+                {"op": "work.claim", "work_id": "f/2"}):
+        is_err(c.request(dict(req, session="w2", auth="ADMIN")), "forbidden",
+               "'*' token without the secret (%s)" % req["op"], "w2")
+    after_w2 = c.request({"op": "session.get", "session": "w2", "auth": "ADMIN"})["session"]
+    t.eq((after_w2["state"], after_w2["last_seen"]), (before_w2["state"], before_w2["last_seen"]),
+         "refused '*' requests changed nothing")
+    # A token that names w2 is w2's own: it acts as w2 from any connection,
+    # without the secret (a restarted worker holding only its token).
+    is_ok(c.request({"op": "session.heartbeat", "session": "w2", "auth": "TOK2"}),
+          "the token that names w2 acts as it from another connection")
+    with fresh(b) as c_w2:
+        g = c_w2.request({"op": "work.claim", "session": "w2", "work_id": "own/1", "auth": "TOK2"})
+        is_ok(g, "claim with w2's own token from a new connection")
+        is_ok(c_w2.request({"op": "session.status", "session": "w2", "auth": "TOK2",
+                            "state": "busy", "text": "restarted"}),
+              "status with w2's own token from a new connection")
+    with fresh(b) as c_w2b:
+        rep = c_w2b.request({"op": "work.complete", "session": "w2", "work_id": "own/1",
+                             "auth": "TOK2", "token": g.get("token"), "result": "done"})
+        t.eq((rep.get("ok"), rep.get("state")), (True, "completed"),
+             "a later connection completes w2's work with its token, no re-register: %r" % rep)
+    is_ok(c2.request({"op": "session.heartbeat", "session": "w2", "auth": "TOK2"}),
+          "the owning connection still owns w2")
+    t.eq(c.request({"op": "session.get", "session": "w2", "auth": "ADMIN"})["session"]["status"],
+         "active", "w2 was never replaced")
     # Reads need a valid token but no session right.
     is_ok(c.request({"op": "session.get", "session": "w2", "auth": "TOK1"}), "TOK1 reads w2")
     # Replacement: a token that names w1 takes it over from another connection.
@@ -657,11 +701,15 @@ with Broker(extra=["--tokens-file", tokfile]) as b, Client(b) as c, Client(b) as
                 "replaced session's claim released holder_gone")
         ev = next_event(sub, "session.connected", lambda p: p["session"] == "w1")
         t.check(ev is not None and ev[0]["resumed"] is False, "connected (not resumed) after replace")
-        # The old connection and the old secret no longer act as w1.
-        is_err(c.request({"op": "session.heartbeat", "session": "w1", "auth": "TOK1"}),
+        # The old connection and the old secret no longer act as w1 (with
+        # a '*' token, which needs the connection or the secret). TOK1
+        # names w1, so it acts as w1 from any connection, the old one too.
+        is_err(c.request({"op": "session.heartbeat", "session": "w1", "auth": "ADMIN"}),
                "forbidden", "old connection after replacement")
-        is_err(c.request({"op": "session.heartbeat", "session": "w1", "auth": "TOK1",
+        is_err(c.request({"op": "session.heartbeat", "session": "w1", "auth": "ADMIN",
                           "secret": r1["secret"]}), "forbidden", "old secret after replacement")
+        is_ok(c.request({"op": "session.heartbeat", "session": "w1", "auth": "TOK1"}),
+              "w1's own token acts as it from the old connection")
         is_ok(c3.request({"op": "session.heartbeat", "session": "w1", "auth": "TOK1"}),
               "new connection owns w1")
     sub.close()
@@ -838,6 +886,84 @@ with Broker() as b:
         t.eq(c.request({"op": "work.get", "work_id": "ch/1"}).get("claim", {}).get("state"),
              "claimed", "the claim is untouched")
     thief.close()
+
+# ============================================================================
+# sessions_max: a refused register changes nothing; a replacement or a new
+# run of a gone id needs no new slot; at the limit the oldest gone session
+# without claims is forgotten, one that keeps claims is not.
+# ============================================================================
+tmp = tempfile.mkdtemp(prefix="nexus-smax-")
+tokfile = os.path.join(tmp, "tokens")
+with open(tokfile, "w") as fh:
+    fh.write("TA a\nTB b\nTC c,d,loop1,loop2,loop3,loop4,loop5\nADMIN *\n")
+with Broker(extra=["--sessions-max", "2", "--tokens-file", tokfile,
+                   "--claims-on-disconnect", "keep"]) as b, \
+        Client(b) as ca, Client(b) as cb:
+    sub = subscriber(b, "session.")
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        ca.request({"op": "publish", "topic": "session.settle", "payload": b"", "auth": "ADMIN"})
+        if sub.poll(100):
+            while sub.poll(50):
+                sub.recv_multipart()
+            break
+
+    def sget(sid):
+        rep = ca.request({"op": "session.get", "session": sid, "auth": "ADMIN"})
+        return rep.get("session") if rep.get("ok") else rep.get("error")
+
+    ra = ca.request({"op": "session.register", "session": "a", "auth": "TA",
+                     "heartbeat_ms": LONG})
+    rb = cb.request({"op": "session.register", "session": "b", "auth": "TB",
+                     "heartbeat_ms": LONG})
+    t.check(ra.get("ok") and rb.get("ok"), "two sessions fill --sessions-max 2")
+    is_err(ca.request({"op": "session.register", "session": "c", "auth": "TC"}), "busy",
+           "a third session at sessions_max", "sessions_max")
+    t.eq(sget("c"), "not_found", "the refused session is not recorded")
+    t.eq((sget("a")["status"], sget("b")["status"]), ("active", "active"),
+         "a refused register changed nothing")
+    # Replacing a live session at the limit: the old record's slot is reused,
+    # so the replacement succeeds (it used to answer busy after the old
+    # session was already declared gone).
+    with fresh(b) as c3:
+        rep = c3.request({"op": "session.register", "session": "a", "auth": "TA",
+                          "heartbeat_ms": LONG})
+        t.eq((rep.get("ok"), rep.get("resumed")), (True, False),
+             "replacement at sessions_max: %r" % rep)
+        ev = next_event(sub, "session.disconnected", lambda p: p["session"] == "a")
+        t.check(ev is not None and ev[0]["reason"] == "replaced", "replaced event")
+        t.eq(sget("a")["status"], "active", "the replaced session is active")
+        is_ok(c3.request({"op": "session.heartbeat", "session": "a", "auth": "TA"}),
+              "the new connection owns a")
+    # A register/unregister loop of new ids never locks new sessions out:
+    # the oldest gone session without claims is forgotten to make room.
+    cb.request({"op": "session.unregister", "session": "b", "auth": "TB"})
+    for i in range(1, 6):
+        sid = "loop%d" % i
+        rep = ca.request({"op": "session.register", "session": sid, "auth": "TC",
+                          "heartbeat_ms": LONG})
+        is_ok(rep, "register %s at sessions_max with gone sessions" % sid)
+        ca.request({"op": "session.unregister", "session": sid, "auth": "TC"})
+    t.eq(sget("b"), "not_found", "the oldest gone session was forgotten")
+    t.eq(sget("loop5")["status"], "gone", "the newest gone session is still listed")
+    t.eq(sget("a")["status"], "active", "the active session is untouched")
+    # A gone session that keeps claims (claims_on_disconnect keep) is not
+    # forgotten: its claims still name it.
+    rep = ca.request({"op": "session.register", "session": "c", "auth": "TC",
+                      "heartbeat_ms": 100})
+    is_ok(rep, "c takes loop5's slot")
+    is_ok(ca.request({"op": "work.claim", "session": "c", "auth": "TC", "work_id": "m/1",
+                      "ttl_ms": 60000}), "c claims m/1")
+    t.check(wait_until(lambda: sget("c")["status"] == "gone", timeout=3.0), "c times out")
+    is_err(ca.request({"op": "session.register", "session": "d", "auth": "TC"}), "busy",
+           "no gone session without claims to forget", "sessions_max")
+    t.eq((sget("c")["status"], sget("c")["claims"], sget("d")),
+         ("gone", 1, "not_found"), "c and its claim kept, d not recorded")
+    # The gone id itself registers again in its own slot.
+    is_ok(ca.request({"op": "session.register", "session": "c", "auth": "TC",
+                      "heartbeat_ms": LONG}), "a gone id re-registers at sessions_max")
+    sub.close()
+shutil.rmtree(tmp, ignore_errors=True)
 
 print("test_sessions: %.1fs" % (time.time() - T0))
 t.done()
