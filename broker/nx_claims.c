@@ -668,6 +668,9 @@ int nx_op_work_claim(nx_broker_t *self, const msgpack_object *req, msgpack_packe
     const msgpack_object *md = nx_map_get(req, "metadata");
     if (md && md->type != MSGPACK_OBJECT_MAP && md->type != MSGPACK_OBJECT_NIL)
         return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'metadata' must be a %s", "map");
+    if (md && nx_coord_packed_size(self, md) > NX_VALUE_MAX)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'metadata' is over %s bytes",
+                      "65536 packed");
     nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
     if (!s)
         return -1;
@@ -846,13 +849,17 @@ int nx_op_work_complete(nx_broker_t *self, const msgpack_object *req, msgpack_pa
 {
     nx_session_t *s = NULL;
     int again;
+    /*  Results are kept with the item for claims_retain: bounded each.    */
+    const msgpack_object *result = nx_map_get(req, "result");
+    if (result && nx_coord_packed_size(self, result) > NX_VALUE_MAX)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'result' is over %s bytes",
+                      "65536 packed");
     s_claim_t *c = s_held_item(self, req, &s, pk, &again, err, err_msg);
     if (!c)
         return -1;
     if (again >= 0)
         return again;
     uint64_t now = nx_now_us();
-    const msgpack_object *result = nx_map_get(req, "result");
     free(c->result);
     c->result = result ? nx_coord_pack_object(self, result, &c->result_len) : NULL;
     if (!result)

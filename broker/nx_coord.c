@@ -125,6 +125,18 @@ void nx_coord_snapshot(nx_broker_t *self)
         self->snapshot_dirty = false;
 }
 
+size_t nx_coord_packed_size(nx_broker_t *self, const msgpack_object *o)
+{
+    msgpack_sbuffer buf;
+    nx_scratch_take(&self->scratch, &buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, *o);
+    size_t size = buf.size;
+    nx_scratch_give(&self->scratch, &buf);
+    return size;
+}
+
 uint8_t *nx_coord_pack_object(nx_broker_t *self, const msgpack_object *o, size_t *len)
 {
     msgpack_sbuffer buf;

@@ -18,10 +18,12 @@
 
 #include "nx_broker.h"
 
-#define NX_ID_MAX      64   /* bytes in a session id                        */
-#define NX_WORK_ID_MAX 256  /* bytes in a work id                           */
-#define NX_SECRET_LEN  32   /* hex characters in a session secret           */
-#define NX_TEXT_MAX    4096 /* bytes in names, descriptions, status text   */
+#define NX_ID_MAX      64    /* bytes in a session id                        */
+#define NX_WORK_ID_MAX 256   /* bytes in a work id                           */
+#define NX_SECRET_LEN  32    /* hex characters in a session secret           */
+#define NX_TEXT_MAX    4096  /* bytes in names, descriptions, status text   */
+#define NX_VALUE_MAX   65536 /* packed bytes of a metadata map or a result */
+#define NX_CAP_MAX     256   /* bytes in one capability                     */
 
 typedef enum { NX_SESSION_ACTIVE, NX_SESSION_STALE, NX_SESSION_GONE } nx_session_status_t;
 
@@ -121,6 +123,8 @@ char *nx_coord_strdup(const char *ptr, size_t len);
 /*  Packs o into a fresh buffer of exactly *len bytes (the caller frees it),
     or NULL when out of memory. Items keep these for as long as they live,
     so the buffer is not a growable msgpack_sbuffer (8 KiB at least).      */
+/*  The size of o packed as msgpack.                                      */
+size_t nx_coord_packed_size(nx_broker_t *self, const msgpack_object *o);
 uint8_t *nx_coord_pack_object(nx_broker_t *self, const msgpack_object *o, size_t *len);
 
 /*  The op handlers, listed in nx_ops.c's table.                            */

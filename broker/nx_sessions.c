@@ -462,6 +462,9 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
     const msgpack_object *md = nx_map_get(req, "metadata");
     if (md && md->type != MSGPACK_OBJECT_MAP && md->type != MSGPACK_OBJECT_NIL)
         return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'metadata' must be a map");
+    if (md && nx_coord_packed_size(self, md) > NX_VALUE_MAX)
+        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
+                      "field 'metadata' is over 65536 bytes packed");
     if (id && !nx_session_id_valid(id, id_len))
         return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
                       "field 'session' must be 1..64 of [A-Za-z0-9_:@-]");
@@ -473,6 +476,10 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
                       "field 'ttl_ms' must be at most 30 days");
     if (caps && caps->size > 256)
         return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "at most 256 capabilities");
+    for (uint32_t i = 0; caps && i < caps->size; i++)
+        if (caps->ptr[i].via.str.size == 0 || caps->ptr[i].via.str.size > NX_CAP_MAX)
+            return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
+                          "field 'capabilities': each must be 1..256 bytes");
     char *name = NULL;
     bool has_name;
     if (s_text_field(req, "name", &name, &has_name, err, err_msg))

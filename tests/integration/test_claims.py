@@ -503,7 +503,12 @@ with Broker(extra=["--claim-ttl-max", "10m"]) as b, Client(b) as c:
             ({"op": "work.claim", "session": "A", "work_id": "bad/9", "metadata": "m"},
              "'metadata'"),
             ({"op": "work.claim", "session": "A", "work_id": "bad/9", "metadata": [1]},
-             "'metadata'")]
+             "'metadata'"),
+            # Kept with the item: bounded each (64 KiB packed).
+            ({"op": "work.claim", "session": "A", "work_id": "bad/9",
+              "metadata": {"blob": b"m" * 65536}}, "'metadata'"),
+            ({"op": "work.complete", "session": "A", "work_id": "bad/2", "token": tok,
+              "result": {"out": "r" * 65536}}, "'result'")]
     for op in ("work.renew", "work.release", "work.complete"):
         base = {"op": op, "session": "A", "work_id": "bad/2"}
         bad += [(dict(base), "'token'"), (dict(base, token=str(tok)), "'token'"),
