@@ -13,7 +13,7 @@
                       clock). Reports delivered rate, loss, duplicates,
                       p50/p99/max latency and the gateway's RSS (--pid).
       --mode idle     --clients N (10000) connections, each a session that
-                      got its welcome, held for --hold seconds (5); reports
+                      got its welcome (type "connection"), held for --hold seconds (5); reports
                       the gateway's VmRSS (--pid) before and with them.
 
     --system nexus      nexus-gateway protocol (docs/gateway.md): connect to
@@ -153,8 +153,7 @@ static int s_send_frame(conn_t *c, int opcode, const void *data, size_t n)
         h[hl++] = 0x80 | 126;
         h[hl++] = (unsigned char)(n >> 8);
         h[hl++] = (unsigned char)n;
-    }
-    else {
+    } else {
         h[hl++] = 0x80 | 127;
         for (int i = 7; i >= 0; i--)
             h[hl++] = (unsigned char)((uint64_t)n >> (8 * i));
@@ -278,11 +277,11 @@ static void s_subscribe(conn_t *c)
         k += tl;
         body[k++] = 0;
         s_mqtt_send(c, 0x82, body, k);
-    }
-    else {
+    } else {
         char msg[128];
-        int n = snprintf(msg, sizeof msg,
-                         "{\"action\":\"subscribe\",\"topics\":[\"%s\"],\"id\":\"sub\"}", s_topic());
+        int n =
+            snprintf(msg, sizeof msg,
+                     "{\"action\":\"subscribe\",\"topics\":[\"%s\"],\"id\":\"sub\"}", s_topic());
         s_send_frame(c, 1, msg, (size_t)n);
     }
 }
@@ -356,15 +355,12 @@ static void s_on_message(conn_t *c, int opcode, unsigned char *p, size_t n)
                 if (rl >= 2 && body[1] != 0) {
                     fprintf(stderr, "# client %d: CONNACK refused %d\n", c->idx, body[1]);
                     s_errors++;
-                }
-                else
+                } else
                     s_subscribe(c);
-            }
-            else if (type == 9) { /* SUBACK */
+            } else if (type == 9) { /* SUBACK */
                 c->state = ST_READY;
                 s_ready++;
-            }
-            else if (type == 3 && rl >= 2) { /* PUBLISH qos 0 */
+            } else if (type == 3 && rl >= 2) { /* PUBLISH qos 0 */
                 size_t tl = (size_t)(body[0] << 8 | body[1]);
                 if (2 + tl <= rl)
                     s_on_payload(c, body + 2 + tl, rl - 2 - tl);
@@ -380,7 +376,8 @@ static void s_on_message(conn_t *c, int opcode, unsigned char *p, size_t n)
         s_on_payload(c, p, n);
         return;
     }
-    if (c->state == ST_OPEN && memmem(p, n, "\"type\":\"welcome\"", 16)) {
+    /*  The welcome (seed 003's "connection" message).                      */
+    if (c->state == ST_OPEN && memmem(p, n, "\"type\":\"connection\"", 19)) {
         s_subscribe(c);
         return;
     }
@@ -454,8 +451,7 @@ static void s_on_readable(conn_t *c)
                 break;
             len = (uint64_t)h[2] << 8 | h[3];
             hl = 4;
-        }
-        else if (len == 127) {
+        } else if (len == 127) {
             if (avail < 10)
                 break;
             len = 0;
@@ -553,8 +549,7 @@ static void s_publish(conn_t *pub, int rep, uint64_t k, size_t size)
         memcpy(body + 2, s_topic(), tl);
         memcpy(body + 2 + tl, payload, (size_t)n);
         s_mqtt_send(pub, 0x30, body, 2 + tl + (size_t)n);
-    }
-    else {
+    } else {
         char msg[2300];
         int m = snprintf(msg, sizeof msg,
                          "{\"action\":\"publish\",\"event_type\":\"%s\",\"payload\":%.*s}",
@@ -710,8 +705,7 @@ int main(int argc, char **argv)
                (unsigned long long)s_delivered, (unsigned long long)expected,
                (unsigned long long)(expected - s_delivered), (unsigned long long)s_dups,
                (double)s_delivered / dur, s_clients, (unsigned long long)total,
-               (double)late_max / 1e6, connect_s, s_closed_unexpectedly, s_errors,
-               s_rss_mb(pid));
+               (double)late_max / 1e6, connect_s, s_closed_unexpectedly, s_errors, s_rss_mb(pid));
         fflush(stdout);
         if (s_delivered != expected || s_dups)
             status = 1;

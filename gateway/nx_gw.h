@@ -60,6 +60,7 @@ typedef struct _nx_gw_conn_t {
     size_t q_cap;                    /* slots allocated in queue          */
     size_t q_head, q_count, q_bytes; /* ring position, fill, bytes        */
     uint64_t full_since;             /* mono us the queue filled, 0 = not */
+    bool control_lost;               /* a reply was lost: slow for good   */
     uint64_t lost_from, lost_to;     /* seqs dropped while full (gap)     */
     uint64_t last_seq;               /* highest event seq queued          */
     bool ready;                      /* welcome queued: live events flow  */
@@ -179,11 +180,21 @@ void nx_gw_conn_unref(nx_gw_t *gw, nx_gw_conn_t **conn_p);
 /*  Marks it closed and removes it from the registry (lock held).           */
 void nx_gw_conn_closed(nx_gw_t *gw, nx_gw_conn_t *conn);
 
+/*  True when a message of len bytes fits conn's queue now (lock held):
+    an event (seq != 0) leaves a reserve free for replies and control
+    messages (seq 0), which may fill the whole queue.                      */
+bool nx_gw_conn_room(nx_gw_t *gw, nx_gw_conn_t *conn, size_t len, uint64_t seq);
+/*  Marks conn's queue full now unless it already is, starting its
+    slow_timeout, and wakes the lws thread to time it (lock held).          */
+void nx_gw_conn_full(nx_gw_t *gw, nx_gw_conn_t *conn);
 /*  Queues msg (taking a reference) for a WebSocket conn (lock held).
-    Returns 0, or -1 when the queue is full (the message is not queued; an
-    event's seq is remembered for the gap notice).                          */
+    Returns 0, or -1 when there is no room (the message is not queued; an
+    event's seq is remembered for the gap notice; a lost reply or control
+    message marks conn slow for good, so that it is closed with 1008 after
+    slow_timeout: never a silent loss).                                    */
 int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg);
-/*  Queues a text the worker made (reply, welcome); copies it.              */
+/*  Queues a text the worker made (reply, welcome); copies it. Returns and
+    records as nx_gw_conn_push does.                                       */
 int nx_gw_conn_push_text(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text);
 /*  Takes the next message to write, or NULL (lock held); the caller owns
     the reference it returns.                                               */
@@ -219,6 +230,10 @@ void nx_gw_wake(nx_gw_t *gw);
 
 /*  Runs one WebSocket message for conn and queues its reply.               */
 void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text);
+/*  The payload field of a publish request for a JSON payload: its msgpack
+    encoding as bin ({"$base64":...}), so that it comes back as the same
+    JSON. Returns a new reference, or NULL when out of memory.              */
+json_t *nx_gw_payload_bin(const json_t *payload);
 /*  Builds the JSON text of a fabric event as clients receive it.           */
 char *nx_gw_event_json(nexus_event_t *event, size_t *len);
 /*  Converts a broker event record (history reply, JSON form) to the

@@ -9,6 +9,7 @@
 #include <msgpack.h>
 #include <string.h>
 
+#include "nx_base64.h"
 #include "nx_gw.h"
 #include "nx_log.h"
 #include "nx_topic.h"
@@ -32,6 +33,25 @@ json_t *nx_gw_request(nx_gw_t *gw, json_t *request, nexus_err_t *err)
     json_t *obj = reply ? json_loads(reply, 0, NULL) : NULL;
     free(reply);
     return obj;
+}
+
+json_t *nx_gw_payload_bin(const json_t *payload)
+{
+    /*  The broker stores a bin payload as its bytes and any other value as
+        its msgpack encoding; clients see the stored bytes decoded as
+        msgpack. A JSON {"$base64":"AQ=="} packs to bin, so sent as it is
+        it would be stored as the byte 01 and come back as 1. Sending the
+        msgpack encoding as bin, as nexus_publish_json does, stores exactly
+        what is decoded later, for every JSON value.                       */
+    char *text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t size = 0;
+    void *packed = text ? nexus_json_to_msgpack(text, &size) : NULL;
+    free(text);
+    char *b64 = packed ? nx_base64_encode(packed, size) : NULL;
+    free(packed);
+    json_t *bin = b64 ? json_pack("{s:s}", "$base64", b64) : NULL;
+    free(b64);
+    return bin;
 }
 
 char *nx_gw_event_json(nexus_event_t *event, size_t *len)
@@ -474,9 +494,15 @@ static void a_publish(s_ctx_t *ctx)
             return;
         }
     }
+    json_t *bin = nx_gw_payload_bin(payload);
+    json_decref(payload);
+    if (!bin) {
+        s_error(ctx, "internal", "out of memory", NULL);
+        return;
+    }
     /*  The source is the connection's session, whatever the JSON says.    */
-    json_t *req = json_pack("{s:s, s:s, s:o, s:s}", "op", "publish", "topic", type, "payload",
-                            payload, "source", ctx->session);
+    json_t *req = json_pack("{s:s, s:s, s:o, s:s}", "op", "publish", "topic", type, "payload", bin,
+                            "source", ctx->session);
     __atomic_add_fetch(&ctx->gw->stats.events_in, 1, __ATOMIC_RELAXED);
     static const char *const keep[] = {"seq", NULL};
     s_broker(ctx, req, keep);
@@ -731,16 +757,14 @@ static int s_push_paced(nx_gw_t *gw, uint64_t conn_id, nx_gw_msg_t *msg)
             pthread_mutex_unlock(&gw->lock);
             return false;
         }
-        bool room = conn->q_count < gw->cfg.queue_messages &&
-                    conn->q_bytes + msg->len <= gw->cfg.queue_bytes;
+        bool room = nx_gw_conn_room(gw, conn, msg->len, msg->seq);
         if (room) {
             if (msg->seq > conn->last_seq) {
                 nx_gw_conn_push(gw, conn, msg);
                 __atomic_add_fetch(&gw->stats.events_out, 1, __ATOMIC_RELAXED);
             }
-        } else if (!conn->full_since) {
-            conn->full_since = nx_gw_mono(); /* the slow-client clock runs */
-        }
+        } else
+            nx_gw_conn_full(gw, conn); /* the slow-client clock runs */
         bool closing = !room && conn->close_code;
         nx_gw_conn_unref(gw, &conn);
         pthread_mutex_unlock(&gw->lock);

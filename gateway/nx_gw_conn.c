@@ -9,6 +9,13 @@
     the range it lost and, once it drains, is told with a "gap" message
     (never silently); if it stays full for slow_timeout the lws thread
     closes it with 1008.
+
+    Replies and control messages (welcome, gap, errors) have no seq and
+    cannot be announced by a gap, so a part of the queue is kept for them:
+    events stop at the bounds less a reserve, the rest take the whole
+    queue. A client that does not read past even that has lost a reply:
+    it is a slow client for good (full_since stays set) and is closed
+    once slow_timeout has run, whether or not it reads meanwhile.
     =========================================================================
 */
 
@@ -126,19 +133,68 @@ void nx_gw_conn_closed(nx_gw_t *gw, nx_gw_conn_t *conn)
     nx_gw_conn_unref(gw, &conn);
 }
 
+/*  The part of the queue only replies and control messages may use: an
+    eighth, at least one message and 1 KiB, at most 64 messages.           */
+static size_t s_reserve_messages(const nx_gw_t *gw)
+{
+    size_t n = gw->cfg.queue_messages / 8;
+    return n < 1 ? 1 : n > 64 ? 64 : n;
+}
+
+static size_t s_reserve_bytes(const nx_gw_t *gw)
+{
+    size_t n = gw->cfg.queue_bytes / 8;
+    return n < 1024 ? 1024 : n;
+}
+
+bool nx_gw_conn_room(nx_gw_t *gw, nx_gw_conn_t *conn, size_t len, uint64_t seq)
+{
+    size_t max_messages = gw->cfg.queue_messages, max_bytes = gw->cfg.queue_bytes;
+    if (seq) {
+        size_t rm = s_reserve_messages(gw), rb = s_reserve_bytes(gw);
+        max_messages = max_messages > rm ? max_messages - rm : 0;
+        max_bytes = max_bytes > rb ? max_bytes - rb : 0;
+    }
+    return conn->q_count < max_messages && conn->q_bytes + len <= max_bytes;
+}
+
+/*  Starts conn's slow-client clock. The lws thread arms its timer for the
+    end of slow_timeout when it next looks at the connections: wake it, as
+    nothing else may (a client that does not read makes no callbacks).     */
+void nx_gw_conn_full(nx_gw_t *gw, nx_gw_conn_t *conn)
+{
+    if (conn->full_since)
+        return;
+    conn->full_since = nx_gw_mono();
+    if (gw->lws)
+        lws_cancel_service(gw->lws);
+}
+
+/*  A reply or control message could not be queued (no room even in the
+    reserve, or no memory): the client is slow for good and is closed when
+    slow_timeout has run from the time its queue filled.                   */
+static void s_control_lost(nx_gw_t *gw, nx_gw_conn_t *conn)
+{
+    nx_gw_conn_full(gw, conn);
+    if (!conn->control_lost)
+        nx_warn("session %s: a reply could not be queued (send queue full): closing it",
+                conn->session);
+    conn->control_lost = true;
+}
+
 int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg)
 {
     if (conn->closed)
         return 0;
-    if (conn->q_count >= gw->cfg.queue_messages || conn->q_bytes + msg->len > gw->cfg.queue_bytes) {
-        if (!conn->full_since)
-            conn->full_since = nx_gw_mono();
+    if (!nx_gw_conn_room(gw, conn, msg->len, msg->seq)) {
+        nx_gw_conn_full(gw, conn);
         if (msg->seq) {
             if (!conn->lost_from)
                 conn->lost_from = msg->seq;
             conn->lost_to = msg->seq;
             __atomic_add_fetch(&gw->stats.drops, 1, __ATOMIC_RELAXED);
-        }
+        } else
+            s_control_lost(gw, conn);
         return -1;
     }
     if (conn->q_count == conn->q_cap) {
@@ -146,8 +202,17 @@ int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg)
         size_t cap =
             conn->q_cap * 2 > gw->cfg.queue_messages ? gw->cfg.queue_messages : conn->q_cap * 2;
         nx_gw_msg_t **ring = calloc(cap, sizeof *ring);
-        if (!ring)
+        if (!ring) {
+            if (msg->seq) {
+                /*  Lost like an event of a full queue: announced as a gap. */
+                if (!conn->lost_from)
+                    conn->lost_from = msg->seq;
+                conn->lost_to = msg->seq;
+                __atomic_add_fetch(&gw->stats.drops, 1, __ATOMIC_RELAXED);
+            } else
+                s_control_lost(gw, conn);
             return -1;
+        }
         for (size_t i = 0; i < conn->q_count; i++)
             ring[i] = conn->queue[(conn->q_head + i) % conn->q_cap];
         free(conn->queue);
@@ -166,9 +231,13 @@ int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg)
 
 int nx_gw_conn_push_text(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text)
 {
+    if (conn->closed)
+        return 0;
     nx_gw_msg_t *msg = nx_gw_msg_new(text, strlen(text), 0);
-    if (!msg)
+    if (!msg) {
+        s_control_lost(gw, conn);
         return -1;
+    }
     int rc = nx_gw_conn_push(gw, conn, msg);
     nx_gw_msg_unref(&msg);
     return rc;
@@ -183,7 +252,8 @@ nx_gw_msg_t *nx_gw_conn_pop(nx_gw_t *gw, nx_gw_conn_t *conn)
     conn->q_head = (conn->q_head + 1) % conn->q_cap;
     conn->q_count--;
     conn->q_bytes -= msg->len;
-    if (conn->full_since && conn->q_count < gw->cfg.queue_messages / 2 &&
+    /*  A client that lost a reply stays slow until it is closed.          */
+    if (conn->full_since && !conn->control_lost && conn->q_count < gw->cfg.queue_messages / 2 &&
         conn->q_bytes < gw->cfg.queue_bytes / 2)
         conn->full_since = 0;
     return msg;

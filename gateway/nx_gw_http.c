@@ -333,8 +333,14 @@ static void s_publish(s_req_t *r, const char *topic, json_t *payload, const char
         s_error(r, 400, "bad_topic", "event_type must be dot-separated tokens, no wildcards", NULL);
         return;
     }
+    json_t *bin = nx_gw_payload_bin(payload);
+    json_decref(payload);
+    if (!bin) {
+        s_error(r, 500, "internal", "out of memory", NULL);
+        return;
+    }
     json_t *rep = s_broker(r, json_pack("{s:s, s:s, s:o, s:s}", "op", "publish", "topic", topic,
-                                        "payload", payload, "source", source ? source : ""));
+                                        "payload", bin, "source", source ? source : ""));
     if (!rep)
         return;
     __atomic_add_fetch(&r->gw->stats.events_in, 1, __ATOMIC_RELAXED);
@@ -501,15 +507,28 @@ static void h_stats(s_req_t *r)
     pthread_mutex_lock(&gw->lock);
     for (void *v = zhashx_first(gw->by_type); v; v = zhashx_next(gw->by_type))
         json_object_set_new(by_type, zhashx_cursor(gw->by_type), json_integer((json_int_t)v));
+    size_t history_size = gw->recent_count;
     pthread_mutex_unlock(&gw->lock);
-    s_answer(r, 200,
-             json_pack("{s:I, s:f, s:I, s:I, s:o}", "events_total",
-                       (json_int_t)__atomic_load_n(&gw->stats.events_fabric, __ATOMIC_RELAXED),
-                       "events_per_second", s_rate(gw), "events_published",
-                       (json_int_t)__atomic_load_n(&gw->stats.events_in, __ATOMIC_RELAXED),
-                       "events_delivered",
-                       (json_int_t)__atomic_load_n(&gw->stats.events_out, __ATOMIC_RELAXED),
-                       "by_type", by_type));
+    json_t *out = json_pack(
+        "{s:I, s:f, s:I, s:I, s:o}", "events_total",
+        (json_int_t)__atomic_load_n(&gw->stats.events_fabric, __ATOMIC_RELAXED),
+        "events_per_second", s_rate(gw), "events_published",
+        (json_int_t)__atomic_load_n(&gw->stats.events_in, __ATOMIC_RELAXED), "events_delivered",
+        (json_int_t)__atomic_load_n(&gw->stats.events_out, __ATOMIC_RELAXED), "by_type", by_type);
+    /*  Seed 003's fields: WebSocket clients now (the welcome's
+        subscriber_count), the events held in memory for welcomes, and
+        whether the stream flows (the broker link is up).                  */
+    bool active = nexus_client_is_connected(gw->client);
+    json_object_set_new(out, "status", json_string(active ? "success" : "degraded"));
+    json_object_set_new(
+        out, "message",
+        json_string(active ? "the event stream is flowing" : "the broker does not answer"));
+    json_object_set_new(
+        out, "subscribers",
+        json_integer((json_int_t)__atomic_load_n(&gw->stats.ws_open, __ATOMIC_RELAXED)));
+    json_object_set_new(out, "history_size", json_integer((json_int_t)history_size));
+    json_object_set_new(out, "active", json_boolean(active));
+    s_answer(r, 200, out);
 }
 
 /*  Asks the broker (req, owned) and answers its list under key, with its

@@ -18,10 +18,6 @@
 #include "nx_topic.h"
 #include "nx_log.h"
 
-/*  Slow-client checks. Everything else wakes lws when it happens; this only
-    bounds how late a client whose queue stays full is closed.              */
-#define S_TICK_US 1000000
-
 typedef struct {
     nx_gw_conn_t *conn; /* the connection (registry holds it)         */
     int phase;          /* HTTP: 0 waiting, 1 headers out, 2 done     */
@@ -40,6 +36,11 @@ body that follows is read and dropped     */
     const void *auth;
 } s_pss_t;
 
+/*  The slow-client timer. Everything else wakes lws when it happens (a
+    queued message, an HTTP answer: lws_cancel_service); only the end of a
+    full queue's slow_timeout has no event of its own. The timer is armed
+    for the earliest such end and left unscheduled when no queue is full,
+    so an idle gateway sleeps.                                              */
 static lws_sorted_usec_list_t s_tick;
 static nx_gw_t *s_tick_gw; /* the sul callback gets no user pointer */
 
@@ -689,14 +690,21 @@ static void s_ws_closed(nx_gw_t *gw, s_pss_t *pss)
     whose queue stayed full for slow_timeout.                               */
 #define S_EVICT_MAX 64 /* evictions per kick; the rest wait for the next one  */
 
+static void s_tick_cb(lws_sorted_usec_list_t *sul);
+
 static void s_kick(nx_gw_t *gw)
 {
-    uint64_t now = nx_gw_mono();
+    uint64_t now;
+    uint64_t slow_us = gw->cfg.slow_timeout * 1000;
+    uint64_t due = 0;  /* earliest end of a full queue's slow_timeout, 0: none */
+    bool more = false; /* evictions left for the next turn */
     /*  Commands take the lock, so evictions are posted after the loop
         (other threads iterate gw->conns too, with its shared cursor).     */
     nx_gw_cmd_t evicted[S_EVICT_MAX];
     int n_evicted = 0;
     pthread_mutex_lock(&gw->lock);
+    /*  Read under the lock: every full_since set before it is <= now.     */
+    now = nx_gw_mono();
     for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns)) {
         if (c->closed || !c->wsi)
             continue;
@@ -705,7 +713,14 @@ static void s_kick(nx_gw_t *gw)
                 lws_callback_on_writable(c->wsi);
             continue;
         }
-        if (c->full_since && !c->close_code && now - c->full_since > gw->cfg.slow_timeout * 1000) {
+        if (c->full_since && !c->close_code && now - c->full_since <= slow_us) {
+            /*  Not yet: the timer comes back when it is.                  */
+            uint64_t end = c->full_since + slow_us + 1;
+            if (!due || end < due)
+                due = end;
+        } else if (c->full_since && !c->close_code && n_evicted == S_EVICT_MAX) {
+            more = true;
+        } else if (c->full_since && !c->close_code) {
             c->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
             snprintf(c->close_reason, sizeof c->close_reason, "send queue full");
             __atomic_add_fetch(&gw->stats.slow_closes, 1, __ATOMIC_RELAXED);
@@ -724,7 +739,7 @@ static void s_kick(nx_gw_t *gw)
             /*  It is off the fabric now (session.disconnected), whether or
                 not it ever reads its close frame.                          */
             c->evicted = true;
-            if (c->opened && n_evicted < S_EVICT_MAX) {
+            if (c->opened) {
                 evicted[n_evicted] = (nx_gw_cmd_t){.kind = NX_GW_CMD_CLOSE, .conn = c->id};
                 snprintf(evicted[n_evicted].session, sizeof evicted[n_evicted].session, "%s",
                          c->session);
@@ -739,13 +754,20 @@ static void s_kick(nx_gw_t *gw)
     for (int i = 0; i < n_evicted; i++)
         if (nx_gw_command(gw, &evicted[i]))
             nx_warn("session %s: eviction not processed (command queue full)", evicted[i].session);
+    /*  Armed only while a queue is full; each kick sets it again from what
+        it saw, so it never fires for nothing.                             */
+    if (more)
+        lws_sul_schedule(gw->lws, 0, &s_tick, s_tick_cb, 1000);
+    else if (due)
+        lws_sul_schedule(gw->lws, 0, &s_tick, s_tick_cb, (lws_usec_t)(due - now));
+    else
+        lws_sul_cancel(&s_tick);
 }
 
 static void s_tick_cb(lws_sorted_usec_list_t *sul)
 {
-    nx_gw_t *gw = s_tick_gw;
-    s_kick(gw);
-    lws_sul_schedule(gw->lws, 0, &s_tick, s_tick_cb, S_TICK_US);
+    (void)sul;
+    s_kick(s_tick_gw);
 }
 
 static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -846,7 +868,6 @@ int nx_gw_server_run(nx_gw_t *gw)
     nx_info("listening on http://%s:%" PRIu64 " (dashboard at /, WebSocket at /ws/session/{id})",
             gw->cfg.listen, gw->cfg.port);
     s_tick_gw = gw;
-    lws_sul_schedule(gw->lws, 0, &s_tick, s_tick_cb, S_TICK_US);
     while (!gw->stop)
         if (lws_service(gw->lws, 0) < 0)
             break;

@@ -284,10 +284,12 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
         nx_warn("cannot register session %s: %s (retried with the heartbeats)", cmd->session,
                 nexus_strerror(err));
 
-    /*  The welcome: who we are, where the fabric is, what just happened.   */
-    json_t *welcome =
-        json_pack("{s:s, s:s, s:s, s:s}", "type", "welcome", "session_id", cmd->session, "server",
-                  "nexus-gateway", "version", NEXUS_VERSION_STRING);
+    /*  The welcome: who we are, where the fabric is, what just happened.
+        Seed 003's connection message (type "connection", message,
+        subscriber_count, recent_events) with our fields added.             */
+    json_t *welcome = json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "connection", "message",
+                                "Welcome to the NEXUS event stream", "session_id", cmd->session,
+                                "server", "nexus-gateway", "version", NEXUS_VERSION_STRING);
     pthread_mutex_lock(&gw->lock);
     bool ready = gw->recent_ready;
     uint64_t last_seq = gw->last_seq;
@@ -305,6 +307,7 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
         subscribers += c->kind == NX_GW_WS && !c->closed;
     pthread_mutex_unlock(&gw->lock);
     json_object_set_new(welcome, "subscribers", json_integer((json_int_t)subscribers));
+    json_object_set_new(welcome, "subscriber_count", json_integer((json_int_t)subscribers));
     json_t *recent = json_array();
     if (cmd->recent > 0 && ready) {
         pthread_mutex_lock(&gw->lock);

@@ -183,7 +183,7 @@
       try { msg = JSON.parse(m.data); } catch { return; }
       if (msg.type === 'event') onEvent(msg, true);
       else if (msg.type === 'reply') onReply(msg);
-      else if (msg.type === 'welcome') onWelcome(msg, resuming);
+      else if (msg.type === 'connection') onWelcome(msg, resuming); // the welcome (seed 003)
       else if (msg.type === 'gap') onGap(msg);
     };
     ws.onclose = (ev) => {

@@ -500,6 +500,13 @@ NEXUS_EXPORT nexus_err_t nexus_request_json(nexus_client_t *self, const char *re
     NULL when out of memory.                                                */
 NEXUS_EXPORT char *nexus_msgpack_to_json(const void *data, size_t size);
 
+/*  The reverse: packs JSON text as one msgpack value, with the mapping of
+    nexus_publish_json ({"$base64":"..."} alone becomes bin). Returns the
+    bytes and their count in *size; caller frees them with free (). NULL
+    when json does not parse or out of memory. Sent as a bin payload, the
+    result comes back from nexus_msgpack_to_json as the same JSON.         */
+NEXUS_EXPORT void *nexus_json_to_msgpack(const char *json, size_t *size);
+
 #ifdef __cplusplus
 }
 #endif

@@ -160,6 +160,24 @@ int nx_json_text_to_msgpack(const char *text, msgpack_sbuffer *buf, char *err, s
     return 0;
 }
 
+void *nexus_json_to_msgpack(const char *json, size_t *size)
+{
+    if (size)
+        *size = 0;
+    if (!json || !size)
+        return NULL;
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    char err[8];
+    if (nx_json_text_to_msgpack(json, &buf, err, sizeof err) || !buf.data) {
+        msgpack_sbuffer_destroy(&buf);
+        return NULL;
+    }
+    /*  The sbuffer's memory is plain malloc: the caller frees it.         */
+    *size = buf.size;
+    return msgpack_sbuffer_release(&buf);
+}
+
 char *nexus_msgpack_to_json(const void *data, size_t size)
 {
     if (size == 0)

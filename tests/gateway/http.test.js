@@ -212,6 +212,17 @@ test('events: POST /events, /events/history, /events/recent, /events/stats', wit
   assert.equal(typeof j.events_per_second, 'number');
   assert.ok(j.by_type && typeof j.by_type === 'object', JSON.stringify(j));
   assert.ok(j.by_type['build.step'] >= 2, JSON.stringify(j.by_type));
+  // Seed 003's fields: subscribers (WebSocket clients now), history_size, active.
+  assert.equal(j.status, 'success', JSON.stringify(j));
+  assert.equal(typeof j.message, 'string', JSON.stringify(j));
+  assert.equal(j.subscribers, 1, `the one WebSocket client: ${JSON.stringify(j)}`);
+  assert.equal(typeof j.history_size, 'number', JSON.stringify(j));
+  assert.ok(j.history_size >= 5, JSON.stringify(j));
+  assert.equal(j.active, true, JSON.stringify(j));
+  const second = await f.connect('ev-watch-2');
+  j = assertJson(await call(f, 'GET', '/events/stats'), 200);
+  assert.equal(j.subscribers, 2, JSON.stringify(j));
+  assert.equal(second.welcome.subscriber_count, 2, 'the welcome counts the same subscribers');
 
   // Bad requests
   assertHttpError(await call(f, 'POST', '/events', '{"event_type": "x", payload'), 400);

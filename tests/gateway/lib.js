@@ -248,10 +248,10 @@ class WsClient {
     });
   }
 
-  /** Resolves when open and the welcome has arrived. */
+  /** Resolves when open and the welcome (seed 003's type "connection") has arrived. */
   async open(timeout = 5000) {
-    await this.waitFor((m) => m.type === 'welcome', timeout, 'welcome');
-    this.welcome = this.messages.find((m) => m.type === 'welcome');
+    await this.waitFor((m) => m.type === 'connection', timeout, 'welcome');
+    this.welcome = this.messages.find((m) => m.type === 'connection');
     return this;
   }
 

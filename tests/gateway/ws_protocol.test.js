@@ -4,6 +4,7 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const http = require('node:http');
 const WebSocket = require('ws');
 const { withFabric, WsClient, sleep, waitFor } = require('./lib');
@@ -55,13 +56,17 @@ async function sendWithoutId(c, obj) {
 
 const repliesIn = (msgs) => msgs.filter((m) => m.type === 'reply');
 
-test('welcome: session id, subscribers, last seq, recent events, server, version', withFabric(async (f) => {
+test('welcome (seed 003 connection message): session id, subscriber count, last seq, recent events, server, version', withFabric(async (f) => {
   const a = await f.connect('welcome-a', 'name=Alice&capabilities=python,websocket');
   const w = a.welcome;
-  assert.equal(w.type, 'welcome');
+  assert.equal(w.type, 'connection', 'seed 003: the welcome is {"type":"connection",...}');
+  assert.equal(typeof w.message, 'string', JSON.stringify(w));
   assert.equal(w.session_id, 'welcome-a');
+  assert.equal(typeof w.subscriber_count, 'number', `seed 003's subscriber_count: ${JSON.stringify(w)}`);
+  assert.ok(w.subscriber_count >= 1, JSON.stringify(w));
   assert.equal(typeof w.subscribers, 'number');
-  assert.ok(w.subscribers >= 1, JSON.stringify(w));
+  assert.equal(w.subscribers, w.subscriber_count, JSON.stringify(w));
+  assert.equal(a.messages.filter((m) => m.type === 'connection' || m.type === 'welcome').length, 1, 'one welcome');
   assert.equal(typeof w.last_seq, 'number');
   assert.ok(Array.isArray(w.recent_events), JSON.stringify(w));
   assert.equal(w.server, 'nexus-gateway');
@@ -83,6 +88,7 @@ test('welcome: session id, subscribers, last seq, recent events, server, version
   const b = await f.connect('welcome-b', 'recent=2');
   assert.ok(b.welcome.last_seq >= seqs[2], JSON.stringify(b.welcome));
   assert.ok(b.welcome.subscribers >= 2, JSON.stringify(b.welcome));
+  assert.ok(b.welcome.subscriber_count >= 2, JSON.stringify(b.welcome));
   assert.equal(b.welcome.recent_events.length, 2, JSON.stringify(b.welcome));
   b.welcome.recent_events.forEach(assertEventShape);
   const recentSeqs = b.welcome.recent_events.map((e) => e.seq);
@@ -393,6 +399,84 @@ test('events: shape, and a publisher cannot forge its session', withFabric(async
   assert.ok(Math.abs(Date.parse(e.timestamp) - Date.now()) < 60000, e.timestamp);
 }));
 
+// Payloads as JSON text, compact as the gateway writes them, and their values.
+// The first two are binary at the top level: 01 is also the msgpack of 1,
+// 93 the start of a msgpack array; each must come back as the same base64.
+const ROUND_TRIP = [
+  '{"$base64":"AQ=="}',
+  '{"$base64":"kw=="}',
+  '{"$base64":""}',
+  '1.0',
+  '2.5',
+  '1',
+  '-5',
+  '"s"',
+  'null',
+  'true',
+  '[]',
+  '{"a":[1,{"$base64":"AAEC"}],"b":{"c":{"$base64":"/w=="},"d":1.0},"e":"x"}',
+  '[{"$base64":"AQ=="},[1,[2.5,"t"]],{"k":{"$base64":"kw=="}}]',
+];
+
+const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** True when JSON text `raw` holds event `seq` with exactly `payload` (text). */
+function holdsExactly(raw, seq, payload) {
+  return new RegExp(`"seq":${seq},"event_type":"[^"]*","session_id":"[^"]*","payload":${escapeRe(payload)},"timestamp"`).test(raw);
+}
+
+test('payloads round-trip exactly: top-level binary, floats, nested $base64 (WS and POST /events; live, history, recent)', withFabric(async (f) => {
+  const a = await f.connect('rt-a');
+  const raw = [];
+  a.ws.on('message', (d) => raw.push(d.toString()));
+  await a.request({ action: 'subscribe', topics: ['rt.>'] });
+  const sent = []; // { seq, text, how }
+  for (const [i, text] of ROUND_TRIP.entries()) {
+    const id = `rt-${i}`;
+    a.send(`{"action":"publish","id":"${id}","event_type":"rt.ws","payload":${text}}`);
+    const r = await a.waitFor((m) => m.type === 'reply' && m.id === id, 5000, `reply ${id}`);
+    assert.equal(r.ok, true, JSON.stringify(r));
+    sent.push({ seq: r.seq, text, how: 'ws' });
+    const h = await fetch(`${f.http}/events`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: `{"event_type":"rt.http","session_id":"rt-http","payload":${text}}`,
+      signal: AbortSignal.timeout(5000),
+    });
+    const hj = await h.json();
+    assert.equal(h.status, 201, JSON.stringify(hj));
+    sent.push({ seq: hj.seq, text, how: 'http' });
+  }
+  const check = (where, events, rawText) => {
+    for (const p of sent) {
+      const e = events.find((x) => x.seq === p.seq);
+      assert.ok(e, `${where}: event ${p.seq} (${p.how} ${p.text})`);
+      assert.deepEqual(e.payload, JSON.parse(p.text), `${where}: ${p.how} payload ${p.text}`);
+      assert.ok(holdsExactly(rawText, p.seq, p.text), `${where}: ${p.how} payload ${p.text} as text, in ${rawText.slice(0, 300)}`);
+    }
+  };
+  const last = sent[sent.length - 1].seq;
+  await a.waitEvent((m) => m.seq === last, 5000, 'the last round-trip event');
+  check('live', a.events(), raw.join('\n'));
+
+  const hist = await a.request({ action: 'history', topics: ['rt.>'], limit: 100 });
+  assert.equal(hist.ok, true, JSON.stringify(hist));
+  check('WS history', hist.events, raw.find((t) => t.includes(`"id":"${hist.id}"`)) || '');
+
+  let r = await fetch(`${f.http}/events/history?limit=100`);
+  let text = await r.text();
+  check('/events/history', JSON.parse(text).events, text);
+  r = await fetch(`${f.http}/events/recent?count=100`);
+  text = await r.text();
+  check('/events/recent', JSON.parse(text).events, text);
+  // The welcome's recent events come from the same ring.
+  const b = f.track(new WsClient(`${f.wsBase}/ws/session/rt-b?recent=100`));
+  const rawB = [];
+  b.ws.on('message', (d) => rawB.push(d.toString()));
+  await b.open();
+  check('welcome', b.welcome.recent_events, rawB.join('\n'));
+}));
+
 // The snippet from seed 000, verbatim except the port.
 const SEED_SNIPPET = `
 const ws = new WebSocket('ws://localhost:8450/ws/session/session-5');
@@ -629,7 +713,7 @@ test('presence: session.connected and session.disconnected for WebSocket connect
   const bad = f.track(new WsClient(`${f.wsBase}/ws/session/${'x'.repeat(65)}`));
   const outcome = await Promise.race([bad.unexpected.then((s) => `http ${s}`), bad.closePromise.then((c3) => `close ${c3.code}`), sleep(5000).then(() => 'nothing')]);
   assert.notEqual(outcome, 'nothing', 'an invalid session id is refused');
-  assert.ok(!bad.messages.some((m) => m.type === 'welcome'), 'no welcome for an invalid session id');
+  assert.ok(!bad.messages.some((m) => m.type === 'connection'), 'no welcome for an invalid session id');
 }));
 
 test('rate limit: rate_limited error reply, the connection stays', withFabric({ gatewayArgs: ['--rate', '5', '--burst', '5'] }, async (f) => {
@@ -684,7 +768,7 @@ test('tokens: a wrong or missing token is refused; ?token= and Bearer work', wit
   // upgrade, a close with a policy/auth code, or the handshake dropped.
   const refused = async (url, opts) => {
     const c = f.track(new WsClient(url, opts));
-    const welcomed = c.waitFor((m) => m.type === 'welcome', 5000, 'welcome').then(() => true, () => false);
+    const welcomed = c.waitFor((m) => m.type === 'connection', 5000, 'welcome').then(() => true, () => false);
     const closed = await c.waitClose(5000).catch(() => null);
     return { welcomed: await welcomed, http: c.httpStatus, close: closed, error: c.error && c.error.message };
   };
@@ -758,6 +842,121 @@ test('a client that does not read is closed with 1008; another keeps receiving e
 
   const metrics = await (await fetch(`${f.http}/metrics`)).text();
   assert.match(metrics, /slow|drop/i);
+}));
+
+async function metric(f, name) {
+  const text = await (await fetch(`${f.http}/metrics`)).text();
+  const m = text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)`, 'm'));
+  return m ? Number(m[1]) : 0;
+}
+
+/**
+ * Stops `slow` reading and publishes 32 KiB events through `pub` until the
+ * gateway drops some for it (its queue is full). Returns { seqs, publish }.
+ */
+async function fillQueue(f, slow, pub) {
+  slow.ws._socket.pause(); // stop reading: the kernel buffers fill, then the gateway queue
+  // 16 of these are half of --queue-bytes 1M: the queue fills by its count.
+  const blob = 'z'.repeat(32 * 1024);
+  const seqs = [];
+  let n = 0;
+  const publish = async (count) => {
+    const batch = [];
+    for (let k = 0; k < count; k++, n++) batch.push(pub.request({ action: 'publish', event_type: 'flood.x', payload: { n, blob } }, 10000));
+    for (const r of await Promise.all(batch)) seqs.push(r.seq);
+  };
+  const deadline = Date.now() + 20000;
+  while (Date.now() < deadline && (await metric(f, 'nexus_gateway_drops_total')) < 4) await publish(4);
+  assert.ok((await metric(f, 'nexus_gateway_drops_total')) >= 4, `events were dropped for the queue of the client that does not read (published ${seqs.length})`);
+  return { seqs, publish };
+}
+
+test('a reply to a client whose queue is full of events is not lost: it comes, with a gap for the events', withFabric({
+  gatewayArgs: ['--queue-messages', '16', '--queue-bytes', '1M', '--slow-timeout', '30s'],
+}, async (f) => {
+  const slow = await f.connect('rq-slow', 'recent=0');
+  await slow.request({ action: 'subscribe', topics: ['flood.>'] });
+  const pub = await f.connect('rq-pub', 'recent=0');
+  const { seqs, publish } = await fillQueue(f, slow, pub);
+
+  // Its queue is full of events: a request now must still get its reply.
+  slow.send({ action: 'ping', id: 'while-full' });
+  await sleep(300);
+  await publish(8); // dropped as well; they must not take the reply's room
+  slow.ws._socket.resume();
+  const reply = await slow.waitFor((m) => m.type === 'reply' && m.id === 'while-full', 15000, 'the reply to the ping sent while the queue was full');
+  assert.equal(reply.ok, true, JSON.stringify(reply));
+  const gap = await slow.waitFor((m) => m.type === 'gap', 15000, 'a gap notice for the events dropped');
+  assert.ok(gap.from <= gap.to, JSON.stringify(gap));
+  // Every event is either delivered or inside a gap it was told about.
+  await publish(1);
+  await slow.waitEvent((e) => e.seq === seqs[seqs.length - 1], 15000, 'an event after the gap');
+  const got = new Set(slow.events().map((e) => e.seq));
+  const gaps = slow.messages.filter((m) => m.type === 'gap');
+  for (const s of seqs) {
+    assert.ok(got.has(s) || gaps.some((g) => g.from <= s && s <= g.to), `seq ${s} delivered or announced in a gap: ${JSON.stringify(gaps)}`);
+  }
+  assert.equal(slow.closed, null, 'the client that reads again stays connected');
+}));
+
+test('replies past the reserve of a full queue are never lost silently: the client is closed with 1008', withFabric({
+  gatewayArgs: ['--queue-messages', '16', '--queue-bytes', '1M', '--slow-timeout', '2s'],
+}, async (f) => {
+  const slow = await f.connect('rq2-slow', 'recent=0');
+  await slow.request({ action: 'subscribe', topics: ['flood.>'] });
+  const pub = await f.connect('rq2-pub', 'recent=0');
+  await fillQueue(f, slow, pub);
+  const ids = Array.from({ length: 12 }, (_, i) => `many-${i}`);
+  for (const id of ids) slow.send({ action: 'ping', id });
+  await sleep(500);
+  slow.ws._socket.resume(); // reads again before slow_timeout: it must still not lose a reply unnoticed
+  const outcome = await Promise.race([
+    slow.closePromise.then((c) => ({ closed: c })),
+    waitFor(() => ids.every((id) => slow.messages.some((m) => m.type === 'reply' && m.id === id)), { timeout: 15000, what: 'all replies' })
+      .then(() => ({ all: true })),
+  ]);
+  if (!outcome.all) {
+    assert.equal(outcome.closed.code, 1008, JSON.stringify(outcome.closed));
+    assert.match(outcome.closed.reason, /queue/i);
+  }
+}));
+
+/** CPU time of process pid in clock ticks (utime + stime, /proc/PID/stat). */
+function cpuTicks(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // from field 3 (state)
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/** Times thread tid of pid was switched out (each wake-up of its loop is one). */
+function threadSwitches(pid, tid) {
+  const status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+  const n = (k) => Number((status.match(new RegExp(`^${k}:\\s*(\\d+)`, 'm')) || [0, 0])[1]);
+  return n('voluntary_ctxt_switches') + n('nonvoluntary_ctxt_switches');
+}
+
+test('an idle gateway does not wake up: no timer while no queue is full, little CPU', withFabric({
+  gatewayArgs: ['--ping-interval', '60s', '--dead-timeout', '120s'],
+}, async (f) => {
+  const clients = [];
+  for (let i = 0; i < 4; i++) {
+    const c = await f.connect(`idle-${i}`, 'recent=0');
+    await c.request({ action: 'subscribe', topics: ['idle.>'] });
+    clients.push(c);
+  }
+  await sleep(1000); // let the connects settle
+  const pid = f.gateway.child.pid;
+  // The lws service loop runs on the main thread (tid = pid).
+  const ticks0 = cpuTicks(pid), wakes0 = threadSwitches(pid, pid);
+  await sleep(5000);
+  const ticks = cpuTicks(pid) - ticks0, wakes = threadSwitches(pid, pid) - wakes0;
+  assert.ok(wakes <= 3, `the lws thread slept through 5 idle seconds (woke ${wakes} times)`);
+  assert.ok(ticks <= 10, `the idle gateway used ${ticks} clock ticks of CPU in 5 s`);
+  // Events still go out at once, without a tick.
+  const t0 = Date.now();
+  const r = await clients[0].request({ action: 'publish', event_type: 'idle.ping', payload: {} });
+  for (const c of clients) await c.waitEvent((e) => e.seq === r.seq, 2000, 'the event after the idle time');
+  assert.ok(Date.now() - t0 < 1000, `delivered in ${Date.now() - t0} ms`);
 }));
 
 test('an HTTP client on the WebSocket path without upgrade gets an HTTP error, not a hang', withFabric(async (f) => {

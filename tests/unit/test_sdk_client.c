@@ -64,6 +64,26 @@ static void s_test_offline(void)
     j = nexus_msgpack_to_json("", 0);
     CHECK_EQ_STR(j, "null");
     free(j);
+
+    /*  And back: what nexus_json_to_msgpack packs reads as the same JSON,
+        a lone {"$base64"} (bin) included.                                 */
+    const char *texts[] = {"{\"$base64\":\"AQ==\"}",
+                           "{\"$base64\":\"kw==\"}",
+                           "1.0",
+                           "1",
+                           "\"s\"",
+                           "{\"a\":[1,{\"$base64\":\"AAE=\"}],\"b\":null}"};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        size_t size = 0;
+        void *packed = nexus_json_to_msgpack(texts[i], &size);
+        CHECK(packed != NULL && size > 0);
+        j = packed ? nexus_msgpack_to_json(packed, size) : NULL;
+        CHECK_EQ_STR(j, texts[i]);
+        free(j);
+        free(packed);
+    }
+    size_t size = 1;
+    CHECK(nexus_json_to_msgpack("{not json", &size) == NULL);
 }
 
 static void s_test_pubsub(void)
