@@ -7,6 +7,7 @@ used by later calls. Every wait is bounded.
 import json
 import os
 import shutil
+import socket
 import signal
 import subprocess
 import sys
@@ -44,22 +45,30 @@ def contiguous_ports():
     raise RuntimeError("no port")
 
 
-port = None
-for _ in range(100):
-    cand = free_port()
-    if cand > 65000:
-        continue
-    import socket
-    ok = True
-    for k in (1, 2):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", cand + k))
-            except OSError:
-                ok = False
-    if ok:
-        port = cand
-        break
+def three_free_ports():
+    """A base port such that base, base+1 and base+2 are free: the CLI
+    derives the data-plane ports from the control port (with tests running
+    in parallel, a neighbour of a free port often is not free)."""
+    for _ in range(200):
+        cand = free_port()
+        if cand >= 65000:
+            continue
+        socks = []
+        try:
+            for k in range(3):
+                so = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(so)
+                so.bind(("127.0.0.1", cand + k))
+            return cand
+        except OSError:
+            pass
+        finally:
+            for so in socks:
+                so.close()
+    raise RuntimeError("no three consecutive free ports")
+
+
+port = three_free_ports()
 
 
 class FixedBroker(Broker):
@@ -295,12 +304,7 @@ try:
         t.eq(rc, 1, "a gone session is refused")
 
     # ---- up: runs nexusd in the foreground, Ctrl-C stops it
-    base = None
-    for _ in range(50):
-        cand = free_port()
-        if cand < 65000:
-            base = cand
-            break
+    base = three_free_ports()
     datadir = tempfile.mkdtemp(prefix="nexus-up-")
     ep = "tcp://127.0.0.1:%d" % base
     nexusd = os.environ.get("NEXUSD")
@@ -320,6 +324,8 @@ try:
             break
         time.sleep(0.1)
     t.check(ok, "nexus up serves status")
+    if not ok and p.poll() is not None:
+        print("nexus up exited %s: %s" % (p.returncode, p.stderr.read()[-2000:]))
     rc, out, err = run(["pub", "up.test", "1", "--ack"], ep)
     t.eq(rc, 0, "publish through nexus up")
     p.send_signal(signal.SIGINT)
