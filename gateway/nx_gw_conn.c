@@ -182,19 +182,26 @@ static void s_control_lost(nx_gw_t *gw, nx_gw_conn_t *conn)
     conn->control_lost = true;
 }
 
+/*  A message that could not be queued: an event becomes part of the gap
+    the client is told about; anything else closes it (s_control_lost).     */
+static void s_lost(nx_gw_t *gw, nx_gw_conn_t *conn, const nx_gw_msg_t *msg)
+{
+    if (msg->seq) {
+        if (!conn->lost_from)
+            conn->lost_from = msg->seq;
+        conn->lost_to = msg->seq;
+        __atomic_add_fetch(&gw->stats.drops, 1, __ATOMIC_RELAXED);
+    } else
+        s_control_lost(gw, conn);
+}
+
 int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg)
 {
     if (conn->closed)
         return 0;
     if (!nx_gw_conn_room(gw, conn, msg->len, msg->seq)) {
         nx_gw_conn_full(gw, conn);
-        if (msg->seq) {
-            if (!conn->lost_from)
-                conn->lost_from = msg->seq;
-            conn->lost_to = msg->seq;
-            __atomic_add_fetch(&gw->stats.drops, 1, __ATOMIC_RELAXED);
-        } else
-            s_control_lost(gw, conn);
+        s_lost(gw, conn, msg);
         return -1;
     }
     if (conn->q_count == conn->q_cap) {
@@ -203,14 +210,7 @@ int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg)
             conn->q_cap * 2 > gw->cfg.queue_messages ? gw->cfg.queue_messages : conn->q_cap * 2;
         nx_gw_msg_t **ring = calloc(cap, sizeof *ring);
         if (!ring) {
-            if (msg->seq) {
-                /*  Lost like an event of a full queue: announced as a gap. */
-                if (!conn->lost_from)
-                    conn->lost_from = msg->seq;
-                conn->lost_to = msg->seq;
-                __atomic_add_fetch(&gw->stats.drops, 1, __ATOMIC_RELAXED);
-            } else
-                s_control_lost(gw, conn);
+            s_lost(gw, conn, msg); /* as if the queue were full */
             return -1;
         }
         for (size_t i = 0; i < conn->q_count; i++)
