@@ -141,13 +141,26 @@ int main(int argc, char **argv)
     }
     status = 1;
     pthread_mutex_init(&gw.lock, NULL);
-    pthread_cond_init(&gw.wake, NULL);
     gw.conns = zhashx_new();
     gw.sessions = zhashx_new();
     gw.by_type = zhashx_new();
     gw.buckets = zhashx_new();
     zhashx_set_destructor(gw.buckets, s_bucket_free);
-    gw.commands = zlistx_new();
+    /*  The command pipe, lws thread -> worker. Its bounds are ours (count
+        and bytes, nx_gw_command), so ZeroMQ's are off.                    */
+    gw.cmd_pull = zsock_new(ZMQ_PULL);
+    gw.cmd_push = zsock_new(ZMQ_PUSH);
+    if (!gw.cmd_pull || !gw.cmd_push) {
+        nx_error("cannot create the command pipe");
+        goto done;
+    }
+    zsock_set_rcvhwm(gw.cmd_pull, 0);
+    zsock_set_sndhwm(gw.cmd_push, 0);
+    if (zsock_bind(gw.cmd_pull, "inproc://nexus-gateway-commands") != 0 ||
+        zsock_connect(gw.cmd_push, "inproc://nexus-gateway-commands") != 0) {
+        nx_error("cannot set up the command pipe");
+        goto done;
+    }
     gw.commands_max = 100000;
     /*  What clients sent and the worker has not handled yet: without a byte
         bound, 1500 pings of 1 MB took the gateway to 1 GB.                 */
@@ -217,7 +230,8 @@ done:
     zhashx_destroy(&gw.sessions);
     zhashx_destroy(&gw.by_type);
     zhashx_destroy(&gw.buckets);
-    zlistx_destroy(&gw.commands);
+    zsock_destroy(&gw.cmd_push);
+    zsock_destroy(&gw.cmd_pull);
     nx_auth_destroy(&gw.auth);
     nx_conf_free(nx_gw_conf_keys, nx_gw_conf_count, &gw.cfg);
     return status;

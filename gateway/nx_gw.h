@@ -11,6 +11,9 @@
         answers;
       - libnexus's own thread calls nx_gw_deliver for every fabric event,
         which fans it out to the matching connections' queues.
+    Commands go from the lws thread to the worker over an inproc ZeroMQ
+    PUSH/PULL pipe (a pointer per message), so the worker sleeps in
+    zmq_poll until one comes or its next heartbeat is due.
     Connections, their queues and subscriptions are guarded by one mutex
     (gw->lock). Whoever queues something wakes lws with lws_cancel_service,
     the one lws call that is safe from another thread.
@@ -121,8 +124,9 @@ typedef struct _nx_gw_t {
     zhashx_t *sessions;         /* session id -> number of WS connections   */
     uint64_t next_id;           /* next conn id                             */
     pthread_t worker;           /* runs commands                            */
-    pthread_cond_t wake;        /* commands queued                          */
-    zlistx_t *commands;         /* nx_gw_cmd_t*, under lock                 */
+    zsock_t *cmd_push;          /* lws thread's end of the command pipe      */
+    zsock_t *cmd_pull;          /* worker's end: nx_gw_cmd_t* over inproc    */
+    size_t commands;            /* commands in the pipe, under lock          */
     size_t commands_max;        /* bound on queued commands                 */
     size_t commands_bytes;      /* message bytes the queued commands hold   */
     size_t commands_bytes_max;  /* bound on those bytes                   */

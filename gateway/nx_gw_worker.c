@@ -2,9 +2,10 @@
     nx_gw_worker - the gateway's worker thread and its fabric side.
 
     The worker runs commands one at a time: what a WebSocket client asked,
-    an HTTP request, a connection opening or closing. Commands wait in a
-    bounded list; when it is full the lws thread answers "busy" at once
-    instead of buffering without limit. Between commands the worker sends
+    an HTTP request, a connection opening or closing. Commands come from
+    the lws thread over an inproc ZeroMQ pipe, bounded in count and bytes;
+    when it is full the lws thread answers "busy" at once instead of
+    buffering without limit. Between commands the worker sends
     one heartbeat for all the sessions the gateway hosts.
 
     nx_gw_deliver runs on libnexus's thread for every fabric event: it
@@ -41,20 +42,48 @@ int nx_gw_command(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     /*  A CLOSE is always taken: dropping it would leave its session
         registered for ever. Closes are bounded by the open connections.    */
     if (cmd->kind != NX_GW_CMD_CLOSE &&
-        (zlistx_size(gw->commands) >= gw->commands_max ||
+        (gw->commands >= gw->commands_max ||
          gw->commands_bytes + copy->bytes > gw->commands_bytes_max)) {
         pthread_mutex_unlock(&gw->lock);
         free(copy);
         return -1;
     }
+    gw->commands++;
     gw->commands_bytes += copy->bytes;
     if (gw->commands_bytes > gw->commands_bytes_peak)
         gw->commands_bytes_peak = gw->commands_bytes;
-    zlistx_add_end(gw->commands, copy);
-    pthread_cond_signal(&gw->wake);
     pthread_mutex_unlock(&gw->lock);
-    cmd->text = NULL; /* owned by the queue now */
+    /*  The pipe has no high-water mark (the bounds above are ours), so the
+        send does not block; only the lws thread sends.                    */
+    if (zmq_send(zsock_resolve(gw->cmd_push), &copy, sizeof copy, 0) != sizeof copy) {
+        pthread_mutex_lock(&gw->lock);
+        gw->commands--;
+        gw->commands_bytes -= copy->bytes;
+        pthread_mutex_unlock(&gw->lock);
+        free(copy);
+        return -1;
+    }
+    cmd->text = NULL; /* owned by the pipe now */
     return 0;
+}
+
+/*  The next command, waiting at most wait_us (0: do not wait); NULL when
+    none came (or the stop message, a NULL pointer, did).                  */
+static nx_gw_cmd_t *s_next_command(nx_gw_t *gw, uint64_t wait_us)
+{
+    void *pull = zsock_resolve(gw->cmd_pull);
+    zmq_pollitem_t item = {pull, 0, ZMQ_POLLIN, 0};
+    long ms = (long)((wait_us + 999) / 1000);
+    if (zmq_poll(&item, 1, ms) <= 0 || !(item.revents & ZMQ_POLLIN))
+        return NULL;
+    nx_gw_cmd_t *cmd = NULL;
+    if (zmq_recv(pull, &cmd, sizeof cmd, ZMQ_DONTWAIT) != sizeof cmd || !cmd)
+        return NULL;
+    pthread_mutex_lock(&gw->lock);
+    gw->commands--;
+    gw->commands_bytes -= cmd->bytes;
+    pthread_mutex_unlock(&gw->lock);
+    return cmd;
 }
 
 /*  ---- Fabric events -------------------------------------------------- */
@@ -423,29 +452,12 @@ static void *s_worker(void *arg)
             s_recent_prefill(gw);
             next_prefill = nx_gw_mono() + 2000000;
         }
-        pthread_mutex_lock(&gw->lock);
-        while (!gw->stop && zlistx_size(gw->commands) == 0 && nx_gw_mono() < next_hb) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            /*  Commands signal the condition; otherwise the next heartbeat,
-                or the next try at the recent ring while it is not ready.   */
-            uint64_t now = nx_gw_mono(), until_us = next_hb;
-            if (!gw->recent_ready) {
-                if (now >= next_prefill)
-                    break;
-                if (next_prefill < until_us)
-                    until_us = next_prefill;
-            }
-            uint64_t wait_us = until_us - now;
-            until.tv_nsec += (long)(wait_us % 1000000) * 1000;
-            until.tv_sec += (time_t)(wait_us / 1000000) + until.tv_nsec / 1000000000;
-            until.tv_nsec %= 1000000000;
-            pthread_cond_timedwait(&gw->wake, &gw->lock, &until);
-        }
-        nx_gw_cmd_t *cmd = zlistx_size(gw->commands) ? zlistx_detach(gw->commands, NULL) : NULL;
-        if (cmd)
-            gw->commands_bytes -= cmd->bytes;
-        pthread_mutex_unlock(&gw->lock);
+        /*  Sleep until a command, the next heartbeat, or the next try at
+            the recent ring while it is not ready.                          */
+        uint64_t now = nx_gw_mono(), until_us = next_hb;
+        if (!gw->recent_ready && next_prefill < until_us)
+            until_us = next_prefill;
+        nx_gw_cmd_t *cmd = s_next_command(gw, until_us > now ? until_us - now : 0);
         if (cmd) {
             switch (cmd->kind) {
             case NX_GW_CMD_OPEN:
@@ -479,13 +491,14 @@ int nx_gw_worker_start(nx_gw_t *gw)
 
 void nx_gw_worker_stop(nx_gw_t *gw)
 {
-    pthread_mutex_lock(&gw->lock);
     gw->stop = 1;
-    pthread_cond_signal(&gw->wake);
-    pthread_mutex_unlock(&gw->lock);
+    /*  Called on the lws thread, the pipe's one sender: a NULL pointer
+        wakes the worker, which then sees stop.                            */
+    void *none = NULL;
+    zmq_send(zsock_resolve(gw->cmd_push), &none, sizeof none, 0);
     pthread_join(gw->worker, NULL);
     nx_gw_cmd_t *cmd;
-    while ((cmd = zlistx_detach(gw->commands, NULL))) {
+    while ((cmd = s_next_command(gw, 0))) {
         free(cmd->text);
         free(cmd);
     }
