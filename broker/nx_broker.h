@@ -39,6 +39,7 @@
 #include "nx_store.h"
 
 typedef struct _nx_broker_t nx_broker_t;
+typedef struct _nx_snapshot_t nx_snapshot_t;
 
 /*  Creates the broker: opens the store and binds every endpoint. Returns
     NULL on failure with a message in err_buf. Copies what it needs from
@@ -182,6 +183,7 @@ struct _nx_broker_t {
     uint64_t req_hash;                /* hash of the request being handled,
                                          0 without an id (nx_claims.c)       */
     bool snapshot_dirty;              /* sessions or claims changed since written   */
+    nx_snapshot_t *snapshot;          /* its writer thread, NULL: no snapshot_file  */
     nx_scratch_t scratch;             /* msgpack buffers the loop reuses            */
 };
 

@@ -48,11 +48,19 @@ int nx_coord_start(nx_broker_t *self, char *err_buf, size_t err_size)
     nx_info("coordination: %zu sessions known; tokens %s", zhashx_size((zhashx_t *)self->sessions),
             nx_auth_enabled(self->auth) ? "required" : "not configured (open)");
     self->snapshot_dirty = true;
+    if (self->cfg.snapshot_file && *self->cfg.snapshot_file) {
+        self->snapshot = nx_snapshot_new(self->cfg.snapshot_file);
+        if (!self->snapshot) {
+            snprintf(err_buf, err_size, "cannot start the snapshot writer");
+            return -1;
+        }
+    }
     return 0;
 }
 
 void nx_coord_stop(nx_broker_t *self)
 {
+    nx_snapshot_destroy(&self->snapshot);
     if (self->sessions || self->claims)
         s_unload(self);
     nx_auth_destroy(&self->auth);
@@ -120,9 +128,10 @@ void nx_coord_housekeeping(nx_broker_t *self, uint64_t now)
 
 void nx_coord_snapshot(nx_broker_t *self)
 {
-    if (self->snapshot_dirty && self->cfg.snapshot_file && *self->cfg.snapshot_file &&
-        nx_snapshot_write(self, self->cfg.snapshot_file) == 0)
+    if (self->snapshot && (self->snapshot_dirty || nx_snapshot_failed(self->snapshot))) {
+        nx_snapshot_submit(self->snapshot, self);
         self->snapshot_dirty = false;
+    }
 }
 
 size_t nx_coord_packed_size(nx_broker_t *self, const msgpack_object *o)

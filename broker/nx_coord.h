@@ -135,12 +135,18 @@ nx_op_fn nx_op_work_claim, nx_op_work_renew, nx_op_work_release, nx_op_work_comp
 
 /*  ---- Snapshot (nx_snapshot.c) ----------------------------------------- */
 
-/*  Writes the JSON snapshot atomically (temp file + rename). Returns 0 or
-    -1 (logged).                                                            */
 /*  Rewrites the snapshot file if something changed since it was written
     (housekeeping, once a second, and at stop).                             */
 void nx_coord_snapshot(nx_broker_t *self);
 
-int nx_snapshot_write(nx_broker_t *self, const char *path);
+/*  The snapshot file's writer thread (nx_snapshot.c). submit packs the
+    active sessions and claims on the calling thread and hands them over;
+    the thread writes the newest state it has as JSON, atomically (temp
+    file + rename). destroy writes what was submitted last, then stops.    */
+nx_snapshot_t *nx_snapshot_new(const char *path);
+void nx_snapshot_destroy(nx_snapshot_t **self_p);
+void nx_snapshot_submit(nx_snapshot_t *self, nx_broker_t *broker);
+/*  True when the last write failed (it was logged): submit again.         */
+bool nx_snapshot_failed(nx_snapshot_t *self);
 
 #endif

@@ -2,11 +2,14 @@
     nx_snapshot - the state snapshot file: active sessions and claims as
     JSON, for tools that read files (the seeds' SSOT.json). Written to a
     temporary file in the same directory, flushed, then renamed over the
-    old one, so a reader never sees half a file.
+    old one, so a reader never sees half a file. The loop packs the state
+    (msgpack, cheap); a thread of its own makes the JSON and writes it.
     =========================================================================
 */
 
+#include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -106,33 +109,35 @@ static json_t *s_packed_to_json(const char *data, size_t len)
     return j ? j : json_null();
 }
 
-int nx_snapshot_write(nx_broker_t *self, const char *path)
-{
-    msgpack_sbuffer buf;
-    msgpack_sbuffer_init(&buf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-    uint32_t n = 0;
-    for (nx_session_t *s = nx_sessions_first(self); s; s = nx_sessions_next(self))
-        n += s->status != NX_SESSION_GONE;
-    msgpack_pack_array(&pk, n);
-    for (nx_session_t *s = nx_sessions_first(self); s; s = nx_sessions_next(self))
-        if (s->status != NX_SESSION_GONE) {
-            s->claims = nx_claims_held(self, s->id);
-            nx_sessions_pack(&pk, s);
-        }
-    size_t sessions_len = buf.size;
-    nx_claims_pack_active(self, &pk);
+/*  ---- The writer thread ------------------------------------------------ */
 
+struct _nx_snapshot_t {
+    char *path;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    /*  The latest state, packed by the loop, not yet written: a newer one
+        replaces it, so at most two exist (this and the one being written).*/
+    msgpack_sbuffer pending;
+    size_t sessions_len; /* the sessions array's bytes at its start      */
+    uint64_t last_seq;
+    bool has_pending;
+    bool stop;
+    bool failed; /* the last write failed: the loop submits again      */
+};
+
+/*  Writes one state as JSON to a temporary file, flushes it and renames it
+    over the path. Returns 0 or -1.                                         */
+static int s_write(const char *path, const msgpack_sbuffer *buf, size_t sessions_len,
+                   uint64_t last_seq)
+{
     char iso[40];
     json_t *root = json_object();
     json_object_set_new(root, "generated_at", json_string(nx_iso8601(nx_now_us(), iso)));
-    json_object_set_new(root, "last_seq", json_integer((json_int_t)self->last_seq));
-    json_object_set_new(root, "sessions", s_packed_to_json(buf.data, sessions_len));
+    json_object_set_new(root, "last_seq", json_integer((json_int_t)last_seq));
+    json_object_set_new(root, "sessions", s_packed_to_json(buf->data, sessions_len));
     json_object_set_new(root, "claims",
-                        s_packed_to_json(buf.data + sessions_len, buf.size - sessions_len));
-    msgpack_sbuffer_destroy(&buf);
-
+                        s_packed_to_json(buf->data + sessions_len, buf->size - sessions_len));
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     FILE *f = fopen(tmp, "w");
@@ -150,7 +155,113 @@ int nx_snapshot_write(nx_broker_t *self, const char *path)
             unlink(tmp);
     }
     json_decref(root);
-    if (rc != 0)
-        nx_warn("cannot write snapshot_file %s", path);
     return rc;
+}
+
+/*  Turning the state into JSON and flushing the file take milliseconds per
+    thousand claims: on the loop they would delay forwarding and lease
+    expiry, so they happen here, on the state the loop packed.             */
+static void *s_writer(void *arg)
+{
+    nx_snapshot_t *self = arg;
+    pthread_mutex_lock(&self->lock);
+    for (;;) {
+        while (!self->has_pending && !self->stop)
+            pthread_cond_wait(&self->cond, &self->lock);
+        if (!self->has_pending)
+            break; /* stopped with nothing left to write */
+        msgpack_sbuffer buf = self->pending;
+        size_t sessions_len = self->sessions_len;
+        uint64_t last_seq = self->last_seq;
+        msgpack_sbuffer_init(&self->pending);
+        self->has_pending = false;
+        pthread_mutex_unlock(&self->lock);
+        uint64_t t0 = nx_mono_us();
+        int rc = s_write(self->path, &buf, sessions_len, last_seq);
+        nx_debug("snapshot: %zu packed bytes written as JSON in %.1f ms", buf.size,
+                 (double)(nx_mono_us() - t0) / 1000.0);
+        msgpack_sbuffer_destroy(&buf);
+        if (rc != 0)
+            nx_warn("cannot write snapshot_file %s: %s", self->path, strerror(errno));
+        pthread_mutex_lock(&self->lock);
+        self->failed = rc != 0;
+    }
+    pthread_mutex_unlock(&self->lock);
+    return NULL;
+}
+
+nx_snapshot_t *nx_snapshot_new(const char *path)
+{
+    nx_snapshot_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->path = strdup(path);
+    msgpack_sbuffer_init(&self->pending);
+    pthread_mutex_init(&self->lock, NULL);
+    pthread_cond_init(&self->cond, NULL);
+    if (!self->path || pthread_create(&self->thread, NULL, s_writer, self) != 0) {
+        free(self->path);
+        pthread_mutex_destroy(&self->lock);
+        pthread_cond_destroy(&self->cond);
+        free(self);
+        return NULL;
+    }
+    return self;
+}
+
+void nx_snapshot_destroy(nx_snapshot_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    nx_snapshot_t *self = *self_p;
+    /*  What was submitted last is written before the thread ends.         */
+    pthread_mutex_lock(&self->lock);
+    self->stop = true;
+    pthread_cond_signal(&self->cond);
+    pthread_mutex_unlock(&self->lock);
+    pthread_join(self->thread, NULL);
+    msgpack_sbuffer_destroy(&self->pending);
+    pthread_mutex_destroy(&self->lock);
+    pthread_cond_destroy(&self->cond);
+    free(self->path);
+    free(self);
+    *self_p = NULL;
+}
+
+bool nx_snapshot_failed(nx_snapshot_t *self)
+{
+    pthread_mutex_lock(&self->lock);
+    bool failed = self->failed;
+    pthread_mutex_unlock(&self->lock);
+    return failed;
+}
+
+void nx_snapshot_submit(nx_snapshot_t *self, nx_broker_t *broker)
+{
+    uint64_t t0 = nx_mono_us();
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    uint32_t n = 0;
+    for (nx_session_t *s = nx_sessions_first(broker); s; s = nx_sessions_next(broker))
+        n += s->status != NX_SESSION_GONE;
+    msgpack_pack_array(&pk, n);
+    for (nx_session_t *s = nx_sessions_first(broker); s; s = nx_sessions_next(broker))
+        if (s->status != NX_SESSION_GONE) {
+            s->claims = nx_claims_held(broker, s->id);
+            nx_sessions_pack(&pk, s);
+        }
+    size_t sessions_len = buf.size;
+    nx_claims_pack_active(broker, &pk);
+    nx_debug("snapshot: state packed in %.1f ms on the loop", (double)(nx_mono_us() - t0) / 1000.0);
+    pthread_mutex_lock(&self->lock);
+    msgpack_sbuffer_destroy(&self->pending);
+    self->pending = buf;
+    self->sessions_len = sessions_len;
+    self->last_seq = broker->last_seq;
+    self->has_pending = true;
+    self->failed = false;
+    pthread_cond_signal(&self->cond);
+    pthread_mutex_unlock(&self->lock);
 }
