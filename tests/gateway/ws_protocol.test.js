@@ -1162,3 +1162,35 @@ test('a refused upgrade gets an HTTP status and a JSON error: 404 wrong path, 40
   const ok = await f.connect('after-refusals');
   assertOk(await ok.request({ action: 'ping' }), 'ping');
 }));
+
+test('a connection that stops answering pings is reaped within dead_timeout, and its session goes', withFabric({
+  gatewayArgs: ['--ping-interval', '1s', '--dead-timeout', '3s'],
+}, async (f) => {
+  const watch = await f.connect('reap-watch', 'recent=0');
+  await watch.request({ action: 'subscribe', topics: ['session.>'] });
+  const alive = await f.connect('reap-alive', 'recent=0');
+  const dead = await f.connect('reap-dead', 'recent=0');
+  await watch.waitEvent((e) => e.event_type === 'session.connected' && e.payload.session === 'reap-dead', 5000, 'connected');
+  // It stops reading its socket: the gateway's pings get no pong.
+  dead.ws._socket.pause();
+  const t0 = Date.now();
+  const disc = await watch.waitEvent((e) => e.event_type === 'session.disconnected' && e.payload.session === 'reap-dead',
+    15000, 'session.disconnected of the connection that does not answer');
+  const took = Date.now() - t0;
+  assert.ok(took >= 2000 && took < 10000, `reaped after ${took} ms (ping 1 s, dead_timeout 3 s)`);
+  assert.ok(disc.payload, JSON.stringify(disc));
+  // One that answers its pings stays.
+  await sleep(1000);
+  assert.ok(!watch.events().some((e) => e.event_type === 'session.disconnected' && e.payload.session === 'reap-alive'),
+    'the connection that answers pings was not reaped');
+  assertOk(await alive.request({ action: 'ping', id: 'still' }), 'ping', 'still');
+}));
+
+test('bad topics and patterns over WebSocket: precise errors, the connection stays', withFabric(async (f) => {
+  const c = await f.connect('bad-topics', 'recent=0');
+  assertError(await c.request({ action: 'publish', event_type: 'a..b', payload: {} }), 'bad_topic', { mentions: 'event_type' });
+  assertError(await c.request({ action: 'publish', event_type: 'work.*', payload: {} }), 'bad_topic', { mentions: 'event_type' });
+  assertError(await c.request({ action: 'subscribe', topics: ['a.>.b'] }), 'bad_pattern', { mentions: 'a.>.b' });
+  assertError(await c.request({ action: 'history', topics: ['x..y'] }), 'bad_pattern', { mentions: 'x..y' });
+  assertOk(await c.request({ action: 'ping', id: 'after' }), 'ping', 'after');
+}));
