@@ -1194,3 +1194,19 @@ test('bad topics and patterns over WebSocket: precise errors, the connection sta
   assertError(await c.request({ action: 'history', topics: ['x..y'] }), 'bad_pattern', { mentions: 'x..y' });
   assertOk(await c.request({ action: 'ping', id: 'after' }), 'ping', 'after');
 }));
+
+test('a reply larger than the send queue is an error reply, and the reading client stays', withFabric({
+  gatewayArgs: ['--queue-bytes', '64k', '--slow-timeout', '1s'],
+}, async (f) => {
+  const c = await f.connect('big-reply', 'recent=0');
+  const big = 'x'.repeat(8000);
+  for (let i = 0; i < 12; i++) await c.request({ action: 'publish', event_type: 'big.reply', payload: { big, i } });
+  const r = await c.request({ action: 'history', topics: ['big.reply'], limit: 12, id: 'h-big' });
+  assertError(r, 'too_large', { id: 'h-big', mentions: 'queue_bytes' });
+  // A smaller page fits.
+  const small = await c.request({ action: 'history', topics: ['big.reply'], limit: 2, id: 'h-small' });
+  assertOk(small, 'history', 'h-small');
+  await sleep(2500); // past slow_timeout: a client that reads is not closed
+  assert.equal(c.closed, null, `still open: ${JSON.stringify(c.closed)}`);
+  assertOk(await c.request({ action: 'ping', id: 'after-big' }), 'ping', 'after-big');
+}));
