@@ -108,13 +108,21 @@ int nx_json_pack(msgpack_packer *pk, const json_t *value)
     case JSON_REAL:
         return msgpack_pack_double(pk, json_real_value(value));
     case JSON_STRING:
-        msgpack_pack_str(pk, json_string_length(value));
+        /*  Every write is checked: a failed one (out of memory) followed by
+            smaller ones that succeed would make bytes that are not msgpack. */
+        if (msgpack_pack_str(pk, json_string_length(value)))
+            return -1;
         return msgpack_pack_str_body(pk, json_string_value(value), json_string_length(value));
     case JSON_ARRAY: {
-        msgpack_pack_array(pk, json_array_size(value));
+        if (msgpack_pack_array(pk, json_array_size(value)))
+            return -1;
         size_t i;
         json_t *item;
-        json_array_foreach(value, i, item) nx_json_pack(pk, item);
+        json_array_foreach(value, i, item)
+        {
+            if (nx_json_pack(pk, item))
+                return -1;
+        }
         return 0;
     }
     case JSON_OBJECT: {
@@ -124,19 +132,21 @@ int nx_json_pack(msgpack_packer *pk, const json_t *value)
             uint8_t *bytes =
                 nx_base64_decode(json_string_value(b64), json_string_length(b64), &size);
             if (bytes) {
-                msgpack_pack_bin(pk, size);
-                msgpack_pack_bin_body(pk, bytes, size);
+                int rc = msgpack_pack_bin(pk, size) || msgpack_pack_bin_body(pk, bytes, size);
                 free(bytes);
-                return 0;
+                return rc ? -1 : 0;
             }
         }
-        msgpack_pack_map(pk, json_object_size(value));
+        if (msgpack_pack_map(pk, json_object_size(value)))
+            return -1;
         const char *key;
         json_t *item;
         json_object_foreach((json_t *)value, key, item)
         {
-            nx_pack_str(pk, key);
-            nx_json_pack(pk, item);
+            size_t klen = strlen(key);
+            if (msgpack_pack_str(pk, klen) || msgpack_pack_str_body(pk, key, klen) ||
+                nx_json_pack(pk, item))
+                return -1;
         }
         return 0;
     }
@@ -155,9 +165,11 @@ int nx_json_text_to_msgpack(const char *text, msgpack_sbuffer *buf, char *err, s
     }
     msgpack_packer pk;
     msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
-    nx_json_pack(&pk, value);
+    int rc = nx_json_pack(&pk, value);
     json_decref(value);
-    return 0;
+    if (rc)
+        snprintf(err, errsize, "out of memory");
+    return rc ? -1 : 0;
 }
 
 void *nexus_json_to_msgpack(const char *json, size_t *size)
