@@ -397,21 +397,20 @@ static int s_load_one(const void *key, size_t key_len, const void *value, size_t
             c->answer_hash = 0;
     }
     c->work_id = nx_coord_strdup(key, key_len);
-    const char *p = NULL;
     size_t n = 0;
-    nx_map_str(m, "state", &p, &n, NULL);
+    const char *p = nx_coord_stored_str(m, "state", &n);
     for (int i = 0; p && i < 5; i++)
         if (strlen(s_state_names[i]) == n && memcmp(s_state_names[i], p, n) == 0)
             c->state = (s_state_t)i;
-    p = NULL;
-    if (nx_map_str(m, "holder", &p, &n, NULL) == NEXUS_OK && p && n <= NX_ID_MAX)
+    p = nx_coord_stored_str(m, "holder", &n);
+    if (p && n <= NX_ID_MAX)
         memcpy(c->holder, p, n);
     nx_map_u64(m, "token", &c->token, NULL);
     nx_map_u64(m, "expires_at", &c->expires_at, NULL);
     nx_map_u64(m, "claimed_at", &c->claimed_at, NULL);
     nx_map_u64(m, "updated_at", &c->updated_at, NULL);
-    p = NULL;
-    if (nx_map_str(m, "description", &p, &n, NULL) == NEXUS_OK && p)
+    p = nx_coord_stored_str(m, "description", &n);
+    if (p)
         c->description = nx_coord_strdup(p, n);
     const msgpack_object *md = nx_map_get(m, "metadata");
     if (md && md->type == MSGPACK_OBJECT_MAP && md->via.map.size)

@@ -134,6 +134,15 @@ void nx_coord_snapshot(nx_broker_t *self)
     }
 }
 
+const char *nx_coord_stored_str(const msgpack_object *map, const char *key, size_t *len)
+{
+    const msgpack_object *v = nx_map_get(map, key);
+    if (!v || v->type != MSGPACK_OBJECT_STR)
+        return NULL;
+    *len = v->via.str.size;
+    return v->via.str.ptr;
+}
+
 size_t nx_coord_packed_size(nx_broker_t *self, const msgpack_object *o)
 {
     msgpack_sbuffer buf;

@@ -123,6 +123,12 @@ char *nx_coord_strdup(const char *ptr, size_t len);
 /*  Packs o into a fresh buffer of exactly *len bytes (the caller frees it),
     or NULL when out of memory. Items keep these for as long as they live,
     so the buffer is not a growable msgpack_sbuffer (8 KiB at least).      */
+/*  A str field of a record read back from the store, or NULL: taken as it
+    was stored, without nx_map_str's UTF-8 check (stores of earlier
+    versions may hold strings that were not checked; dropping them on
+    load would lose them).                                                  */
+const char *nx_coord_stored_str(const msgpack_object *map, const char *key, size_t *len);
+
 /*  The size of o packed as msgpack.                                      */
 size_t nx_coord_packed_size(nx_broker_t *self, const msgpack_object *o);
 uint8_t *nx_coord_pack_object(nx_broker_t *self, const msgpack_object *o, size_t *len);

@@ -127,11 +127,9 @@ static nexus_err_t s_save(nx_broker_t *self, nx_session_t *s)
 
 static char *s_get_str(const msgpack_object *map, const char *key)
 {
-    const char *p = NULL;
     size_t n = 0;
-    if (nx_map_str(map, key, &p, &n, NULL) != NEXUS_OK || !p)
-        return NULL;
-    return nx_coord_strdup(p, n);
+    const char *p = nx_coord_stored_str(map, key, &n);
+    return p ? nx_coord_strdup(p, n) : NULL;
 }
 
 static uint64_t s_get_u64(const msgpack_object *map, const char *key)
@@ -171,12 +169,14 @@ static int s_load_one(const void *key, size_t key_len, const void *value, size_t
     if (u.data.via.array.ptr[2].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         s->gone_at = u.data.via.array.ptr[2].via.u64;
     s->name = s_get_str(rec, "name");
-    const msgpack_object_array *caps = NULL;
-    if (nx_map_str_array(rec, "capabilities", &caps, NULL) == NEXUS_OK && caps && caps->size) {
-        s->caps = calloc(caps->size, sizeof(char *));
-        for (uint32_t i = 0; i < caps->size; i++)
-            s->caps[s->n_caps++] =
-                nx_coord_strdup(caps->ptr[i].via.str.ptr, caps->ptr[i].via.str.size);
+    const msgpack_object *caps = nx_map_get(rec, "capabilities");
+    if (caps && caps->type == MSGPACK_OBJECT_ARRAY && caps->via.array.size) {
+        s->caps = calloc(caps->via.array.size, sizeof(char *));
+        for (uint32_t i = 0; s->caps && i < caps->via.array.size; i++) {
+            const msgpack_object *c = &caps->via.array.ptr[i];
+            if (c->type == MSGPACK_OBJECT_STR)
+                s->caps[s->n_caps++] = nx_coord_strdup(c->via.str.ptr, c->via.str.size);
+        }
     }
     const msgpack_object *md = nx_map_get(rec, "metadata");
     if (md && md->type == MSGPACK_OBJECT_MAP && md->via.map.size) {
