@@ -1383,6 +1383,7 @@ int nx_broker_run(nx_broker_t *self)
     void *mon_xpub = self->mon_xpub ? zsock_resolve(self->mon_xpub) : NULL;
     void *mon_xsub = self->mon_xsub ? zsock_resolve(self->mon_xsub) : NULL;
     void *reader = zsock_resolve(zactor_sock(self->reader));
+    nx_coord_ready(self);
     nx_info("nexusd %s ready: last seq %" PRIu64, NEXUS_VERSION_STRING, self->last_seq);
     int status = 0;
     while (!self->stop && !zsys_interrupted) {

@@ -15,6 +15,7 @@
 int nx_sessions_load(nx_broker_t *self);
 void nx_sessions_unload(nx_broker_t *self);
 uint64_t nx_sessions_tick(nx_broker_t *self, uint64_t now);
+void nx_sessions_ready(nx_broker_t *self, uint64_t now);
 void nx_sessions_prune(nx_broker_t *self, uint64_t now);
 int nx_claims_load(nx_broker_t *self);
 void nx_claims_unload(nx_broker_t *self);
@@ -117,6 +118,11 @@ uint64_t nx_coord_tick(nx_broker_t *self, uint64_t now)
     uint64_t a = nx_claims_tick(self, now);
     uint64_t b = nx_sessions_tick(self, now);
     return a < b ? a : b;
+}
+
+void nx_coord_ready(nx_broker_t *self)
+{
+    nx_sessions_ready(self, nx_now_us());
 }
 
 void nx_coord_housekeeping(nx_broker_t *self, uint64_t now)

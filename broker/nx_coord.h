@@ -79,6 +79,9 @@ static inline void nx_coord_wake(nx_broker_t *self, uint64_t at)
 
 /*  Once a second: prune gone sessions and closed items;
     write the snapshot file when something changed.                        */
+/*  Called once when the loop starts serving: timeouts of sessions that
+    came back stale run from here.                                          */
+void nx_coord_ready(nx_broker_t *self);
 void nx_coord_housekeeping(nx_broker_t *self, uint64_t now);
 
 /*  ---- Shared between the coordination files ---------------------------- */

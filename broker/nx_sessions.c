@@ -884,6 +884,18 @@ uint64_t nx_sessions_tick(nx_broker_t *self, uint64_t now)
     return next;
 }
 
+/*  The broker serves from now: stale sessions get their one full timeout
+    from here, not from when they were loaded (a slow start must not use
+    up the time they have to heartbeat).                                    */
+void nx_sessions_ready(nx_broker_t *self, uint64_t now)
+{
+    for (nx_session_t *s = zhashx_first(s_table(self)); s; s = zhashx_next(s_table(self)))
+        if (s->status == NX_SESSION_STALE) {
+            s->timeout_at = now + s_timeout_ms(self, s) * 1000;
+            nx_coord_wake(self, s->timeout_at);
+        }
+}
+
 /*  Forgets sessions gone for longer than session_retain.                   */
 void nx_sessions_prune(nx_broker_t *self, uint64_t now)
 {
