@@ -149,13 +149,19 @@ const char *nx_coord_stored_str(const msgpack_object *map, const char *key, size
     return v->via.str.ptr;
 }
 
+/*  Packs o into a scratch buffer, which the caller gives back.            */
+static void s_pack_scratch(nx_broker_t *self, const msgpack_object *o, msgpack_sbuffer *buf)
+{
+    nx_scratch_take(&self->scratch, buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, *o);
+}
+
 size_t nx_coord_packed_size(nx_broker_t *self, const msgpack_object *o)
 {
     msgpack_sbuffer buf;
-    nx_scratch_take(&self->scratch, &buf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-    msgpack_pack_object(&pk, *o);
+    s_pack_scratch(self, o, &buf);
     size_t size = buf.size;
     nx_scratch_give(&self->scratch, &buf);
     return size;
@@ -164,10 +170,7 @@ size_t nx_coord_packed_size(nx_broker_t *self, const msgpack_object *o)
 uint8_t *nx_coord_pack_object(nx_broker_t *self, const msgpack_object *o, size_t *len)
 {
     msgpack_sbuffer buf;
-    nx_scratch_take(&self->scratch, &buf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-    msgpack_pack_object(&pk, *o);
+    s_pack_scratch(self, o, &buf);
     uint8_t *copy = buf.size ? malloc(buf.size) : NULL;
     if (copy)
         memcpy(copy, buf.data, buf.size);

@@ -81,10 +81,8 @@ static int s_read_patterns(const msgpack_object *req, s_patterns_t *p, nexus_err
                      (int)nx_utf8_cut(p->ptr[i], p->len[i], 64), p->ptr[i]);
             return -1;
         }
-        /*  A pattern that matches everything makes the filter moot ("*"
-            matches one-token topics only).                                 */
-        if ((p->len[i] == 1 && p->ptr[i][0] == '>') ||
-            (p->len[i] == 9 && memcmp(p->ptr[i], "broadcast", 9) == 0)) {
+        /*  A pattern that matches everything makes the filter moot.       */
+        if (nx_pattern_is_all(p->ptr[i], p->len[i])) {
             p->count = 0;
             break;
         }

@@ -31,6 +31,15 @@ void nx_gw_wake(nx_gw_t *gw)
     pthread_mutex_unlock(&gw->lock);
 }
 
+/*  A command leaves the pipe's count (taken, or its send failed).         */
+static void s_uncount(nx_gw_t *gw, const nx_gw_cmd_t *cmd)
+{
+    pthread_mutex_lock(&gw->lock);
+    gw->commands--;
+    gw->commands_bytes -= cmd->bytes;
+    pthread_mutex_unlock(&gw->lock);
+}
+
 int nx_gw_command(nx_gw_t *gw, nx_gw_cmd_t *cmd)
 {
     nx_gw_cmd_t *copy = malloc(sizeof *copy);
@@ -56,10 +65,7 @@ int nx_gw_command(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     /*  The pipe has no high-water mark (the bounds above are ours), so the
         send does not block; only the lws thread sends.                    */
     if (zmq_send(zsock_resolve(gw->cmd_push), &copy, sizeof copy, 0) != sizeof copy) {
-        pthread_mutex_lock(&gw->lock);
-        gw->commands--;
-        gw->commands_bytes -= copy->bytes;
-        pthread_mutex_unlock(&gw->lock);
+        s_uncount(gw, copy);
         free(copy);
         return -1;
     }
@@ -79,10 +85,7 @@ static nx_gw_cmd_t *s_next_command(nx_gw_t *gw, uint64_t wait_us)
     nx_gw_cmd_t *cmd = NULL;
     if (zmq_recv(pull, &cmd, sizeof cmd, ZMQ_DONTWAIT) != sizeof cmd || !cmd)
         return NULL;
-    pthread_mutex_lock(&gw->lock);
-    gw->commands--;
-    gw->commands_bytes -= cmd->bytes;
-    pthread_mutex_unlock(&gw->lock);
+    s_uncount(gw, cmd);
     return cmd;
 }
 

@@ -163,6 +163,11 @@ bool nx_pattern_valid(const char *pattern, size_t len)
     return s_valid(pattern, len, true);
 }
 
+bool nx_pattern_is_all(const char *pattern, size_t len)
+{
+    return pattern && ((len == 1 && pattern[0] == '>') || s_is_broadcast(pattern, len));
+}
+
 bool nx_pattern_match(const char *pattern, size_t plen, const char *topic, size_t tlen)
 {
     if (!pattern || !topic || plen == 0 || tlen == 0 || plen > NX_TOPIC_MAX || tlen > NX_TOPIC_MAX)

@@ -45,6 +45,10 @@ bool nx_topic_valid(const char *topic, size_t len);
     ">" are valid and match everything.                                     */
 bool nx_pattern_valid(const char *pattern, size_t len);
 
+/*  True when pattern[0..len) matches every topic: ">" or "broadcast"
+    ("*" matches one-token topics only).                                    */
+bool nx_pattern_is_all(const char *pattern, size_t len);
+
 /*  Returns true when topic matches pattern. Both are taken as given: an
     invalid pattern or topic never matches (returns false), it never crashes.
     Matching is by bytes, token by token.                                   */

@@ -368,9 +368,18 @@ static void s_test_utf8(void)
     CHECK_EQ_U64(nx_utf8_cut(s, 6, 0), 0);
 }
 
+static void s_test_is_all(void)
+{
+    CHECK(nx_pattern_is_all(">", 1) && nx_pattern_is_all("broadcast", 9));
+    CHECK(!nx_pattern_is_all("*", 1) && !nx_pattern_is_all("*.x", 3));
+    CHECK(!nx_pattern_is_all("a.>", 3) && !nx_pattern_is_all("broadcasts", 10));
+    CHECK(!nx_pattern_is_all(NULL, 1) && !nx_pattern_is_all(">", 0));
+}
+
 int main(void)
 {
     s_test_utf8();
+    s_test_is_all();
     s_test_tables();
     s_test_self_match();
     s_test_limits();
