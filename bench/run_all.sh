@@ -1,7 +1,8 @@
 #!/bin/sh
-# run_all.sh - builds nexus (RelWithDebInfo) and runs every benchmark,
-# printing the machine, the date and the commit first. Each benchmark starts
-# its own nexusd on free loopback ports with a fresh data directory.
+# run_all.sh - builds nexus (RelWithDebInfo) and runs every benchmark that
+# has a bar (issues 2, 3 and 5), printing the machine, the date and the
+# commit first. Each benchmark starts its own nexusd (and, for the gateway's,
+# nexus-gateway) on free loopback ports with a fresh data directory.
 #
 #   bench/run_all.sh                 # 3 runs of each, medians reported
 #   RUNS=1 bench/run_all.sh          # quicker
@@ -15,7 +16,8 @@ BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 RUNS=${RUNS:-3}
 
 cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD_DIR" -j2 --target nexusd bench_pubsub bench_ack bench_latency bench_history >/dev/null
+cmake --build "$BUILD_DIR" -j2 --target nexusd nexus-gateway bench_pubsub bench_ack bench_latency \
+    bench_history bench_claims gw_bench >/dev/null
 
 BENCH=$BUILD_DIR/bench
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -sr)"
@@ -36,6 +38,16 @@ while [ "$i" -lt "$RUNS" ]; do
     "$BENCH/bench_history" || status=1
     i=$((i + 1))
 done
+# Claims (issue 3): 1, 16 and 64 clients, one pair in flight per client
+# and eight; one line each, RUNS times.
+i=0
+while [ "$i" -lt "$RUNS" ]; do
+    BENCH_SECONDS=${BENCH_SECONDS:-5} BENCH_CLIENTS=${BENCH_CLIENTS:-1,16,64} \
+        BENCH_WINDOWS=${BENCH_WINDOWS:-1,8} "$BENCH/bench_claims" || status=1
+    i=$((i + 1))
+done
+# Gateway (issue 5): fan-out RUNS times, then 10 000 idle connections.
+RUNS=$RUNS "$ROOT/bench/gw_run.sh" "$BUILD_DIR" || status=1
 echo
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, after)"
 exit $status
