@@ -26,6 +26,7 @@
 */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -33,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -78,6 +80,7 @@ struct _nx_store_t {
     nx_store_config_t cfg;     /* copy of the config; path points below  */
     char *path;                /* our copy of cfg->path                  */
     char *data_file;           /* path of data.mdb, for disk_bytes       */
+    int lock_fd;               /* nexusd.lock, flock'ed while open; -1   */
     uint64_t psize;            /* LMDB page size                         */
     uint64_t map_size;         /* current map size                       */
     uint64_t grows;            /* times make_room grew the map           */
@@ -382,6 +385,56 @@ static int s_load(nx_store_t *self)
     return mdb_txn_commit(txn);
 }
 
+/*  One broker per data directory. LMDB itself lets several processes
+    share an environment, but each broker keeps seqs, fencing tokens,
+    leases and the forward log in its own memory: a second one on the same
+    directory would hand out the same seqs and grant claims the first one
+    holds. An flock on a file of our own (not LMDB's lock.mdb, whose fcntl
+    locks LMDB manages) is released by the kernel when the process dies,
+    so a crash never leaves the directory locked. The file holds the
+    holder's pid, only to name it in the error.                              */
+static nexus_err_t s_lock_dir(nx_store_t *self, char *err_buf, size_t err_size)
+{
+    struct stat sb;
+    if (stat(self->path, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+        snprintf(err_buf, err_size, "store: data_dir %s is not a directory", self->path);
+        return NEXUS_ERR_STORE;
+    }
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/nexusd.lock", self->path) >= (int)sizeof path) {
+        snprintf(err_buf, err_size, "store: data_dir %s: path too long", self->path);
+        return NEXUS_ERR_STORE;
+    }
+    self->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (self->lock_fd < 0) {
+        snprintf(err_buf, err_size, "store: cannot open %s: %s", path, strerror(errno));
+        return NEXUS_ERR_STORE;
+    }
+    if (flock(self->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (e != EWOULDBLOCK) {
+            snprintf(err_buf, err_size, "store: cannot lock %s: %s", path, strerror(e));
+            return NEXUS_ERR_STORE;
+        }
+        char pid[32] = "";
+        ssize_t n = pread(self->lock_fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        snprintf(err_buf, err_size,
+                 "store: data_dir %s is in use by another nexusd (pid %s); one broker per "
+                 "data_dir",
+                 self->path, pid[0] ? pid : "unknown");
+        return NEXUS_ERR_BUSY;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    /*  The pid only improves a message; the lock is what counts.          */
+    bool written =
+        ftruncate(self->lock_fd, 0) == 0 && pwrite(self->lock_fd, pid, (size_t)len, 0) == len;
+    (void)written;
+    return NEXUS_OK;
+}
+
 nx_store_t *nx_store_new(const nx_store_config_t *cfg, nexus_err_t *err, char *err_buf,
                          size_t err_size)
 {
@@ -399,8 +452,10 @@ nx_store_t *nx_store_new(const nx_store_config_t *cfg, nexus_err_t *err, char *e
         return NULL;
     }
     nx_store_t *self = calloc(1, sizeof *self);
-    if (self)
+    if (self) {
         pthread_rwlock_init(&self->resize, NULL);
+        self->lock_fd = -1;
+    }
     if (!self) {
         *err = NEXUS_ERR_NOMEM;
         snprintf(err_buf, err_size, "store: out of memory");
@@ -424,6 +479,10 @@ nx_store_t *nx_store_new(const nx_store_config_t *cfg, nexus_err_t *err, char *e
     int rc = s_mkdir_p(self->path);
     if (rc) {
         snprintf(err_buf, err_size, "store: mkdir %s: %s", self->path, strerror(rc));
+        nx_store_destroy(&self);
+        return NULL;
+    }
+    if ((*err = s_lock_dir(self, err_buf, err_size))) {
         nx_store_destroy(&self);
         return NULL;
     }
@@ -502,6 +561,10 @@ void nx_store_destroy(nx_store_t **self_p)
     /*  mdb_env_close closes the dbi handles too.                           */
     if (self->env)
         mdb_env_close(self->env);
+    /*  Closing the file drops the flock; the file stays, so that a
+        broker starting meanwhile never locks a file about to vanish.       */
+    if (self->lock_fd >= 0)
+        close(self->lock_fd);
     free(self->data_file);
     free(self->path);
     pthread_rwlock_destroy(&self->resize);

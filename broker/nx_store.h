@@ -67,9 +67,11 @@ typedef struct {
     uint64_t commits;    /* write transactions committed since open          */
 } nx_store_stats_t;
 
-/*  Opens (creating if needed) the store in cfg->path. Returns NULL on
-    failure with *err set (NEXUS_ERR_STORE, NEXUS_ERR_INVALID) and a message
-    in err_buf (err_size bytes). Copies what it needs from cfg.             */
+/*  Opens (creating if needed) the store in cfg->path and holds an exclusive
+    lock on cfg->path/nexusd.lock until nx_store_destroy. Returns NULL on
+    failure with *err set (NEXUS_ERR_STORE, NEXUS_ERR_INVALID, or
+    NEXUS_ERR_BUSY when another process holds the lock) and a message in
+    err_buf (err_size bytes). Copies what it needs from cfg.                 */
 nx_store_t *nx_store_new(const nx_store_config_t *cfg, nexus_err_t *err, char *err_buf,
                          size_t err_size);
 

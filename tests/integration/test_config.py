@@ -6,7 +6,8 @@ missing or bad config file and a bad environment value; -c FILE sets
 values, NEXUS_KEY overrides the file and a flag overrides both (checked
 with --print-config and by the running broker's behaviour); --print-config
 output is itself a valid config file; an endpoint already in use makes
-nexusd exit 1 with a message; a non-loopback bind logs a warning.
+nexusd exit 1 with a message, and so does a data_dir that another nexusd
+has open or that is a file; a non-loopback bind logs a warning.
 """
 
 import os
@@ -208,9 +209,24 @@ try:
             t.check("cannot bind %s endpoint '%s'" % (name, endpoint) in err
                     and "in use" in err.lower(),
                     "%s endpoint in use: message names it: %r" % (name, err[-400:]))
+        # A second broker on the same data_dir would hand out the same seqs
+        # and grant claims the first holds: it must refuse to start.
+        rc, out, err = run("--data-dir", a.data_dir,
+                           "--control-endpoints", "tcp://127.0.0.1:%d" % free_port(),
+                           "--events-in-endpoints", "tcp://127.0.0.1:%d" % free_port(),
+                           "--events-out-endpoints", "tcp://127.0.0.1:%d" % free_port())
+        t.eq(rc, 1, "second broker on the same data_dir: exit 1")
+        t.check("cannot start" in err and a.data_dir in err and "in use by another nexusd" in err
+                and "(pid %d)" % a.proc.pid in err,
+                "second broker on the same data_dir: message names the dir and pid: %r"
+                % err[-400:])
+        t.check("ready" not in err, "second broker never got ready: %r" % err[-400:])
         # The first broker is unharmed.
         with Client(a) as cl:
             t.check(cl.request({"op": "ping"}).get("ok") is True, "running broker still answers")
+            rep = cl.request({"op": "publish", "topic": "after.second", "payload": b"1"})
+            t.eq((rep.get("ok"), rep.get("seq")), (True, 1),
+                 "and its seqs were not disturbed (no unclean-stop skip)")
         t.eq(a.stop(), 0, "running broker stops cleanly")
 
     rc, out, err = run("--data-dir", "/proc/nexus-cannot-be-here/data",
@@ -220,6 +236,13 @@ try:
     t.eq(rc, 1, "unusable data dir: exit 1")
     t.check("cannot start" in err and "/proc/nexus-cannot-be-here" in err,
             "unusable data dir: message names it: %r" % err[-300:])
+    rc, out, err = run("--data-dir", write("plain-file", "x"),
+                       "--control-endpoints", "tcp://127.0.0.1:%d" % free_port(),
+                       "--events-in-endpoints", "tcp://127.0.0.1:%d" % free_port(),
+                       "--events-out-endpoints", "tcp://127.0.0.1:%d" % free_port())
+    t.eq(rc, 1, "data dir that is a file: exit 1")
+    t.check("plain-file is not a directory" in err, "data dir that is a file: says so: %r"
+            % err[-300:])
 
     # ---- a non-loopback bind warns (it only binds; all traffic stays on 127.0.0.1)
     b = Broker()

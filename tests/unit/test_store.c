@@ -34,6 +34,8 @@ static void s_rm_store(const char *path)
     unlink(file);
     snprintf(file, sizeof file, "%s/lock.mdb", path);
     unlink(file);
+    snprintf(file, sizeof file, "%s/nexusd.lock", path);
+    unlink(file);
     rmdir(path);
     /*  and the t<n> parent                                                 */
     char parent[128];
@@ -162,8 +164,37 @@ static void s_test_open_errors(void)
     cfg = s_config(path);
     CHECK(nx_store_new(&cfg, &err, buf, sizeof buf) == NULL);
     CHECK_EQ_U64(err, NEXUS_ERR_STORE);
+    /*  A data directory that is a regular file says so.                  */
+    cfg = s_config(file);
+    CHECK(nx_store_new(&cfg, &err, buf, sizeof buf) == NULL);
+    CHECK_EQ_U64(err, NEXUS_ERR_STORE);
+    CHECK(strstr(buf, "is not a directory") != NULL);
     unlink(file);
     nx_store_destroy(NULL);
+}
+
+/*  A second open of a directory that is open already (in another broker
+    process in real life: flock conflicts between open files even within
+    one process) is refused and names the holder; once the first closes,
+    the directory opens again.                                             */
+static void s_test_one_store_per_dir(void)
+{
+    nexus_err_t err = NEXUS_OK;
+    char buf[256] = "";
+    nx_store_config_t cfg = s_config(s_new_path());
+    nx_store_t *first = nx_store_new(&cfg, &err, buf, sizeof buf);
+    CHECK(first != NULL);
+    char pid[32];
+    snprintf(pid, sizeof pid, "(pid %ld)", (long)getpid());
+    CHECK(nx_store_new(&cfg, &err, buf, sizeof buf) == NULL);
+    CHECK_EQ_U64(err, NEXUS_ERR_BUSY);
+    CHECK(strstr(buf, "is in use by another nexusd") != NULL);
+    CHECK(strstr(buf, pid) != NULL);
+    nx_store_destroy(&first);
+    nx_store_t *again = nx_store_new(&cfg, &err, buf, sizeof buf);
+    CHECK(again != NULL);
+    nx_store_destroy(&again);
+    s_rm_store(cfg.path);
 }
 
 static void s_test_append_read(void)
@@ -851,6 +882,7 @@ int main(void)
         return 1;
     }
     s_test_open_errors();
+    s_test_one_store_per_dir();
     s_test_append_read();
     s_test_abort();
     s_test_retention();
