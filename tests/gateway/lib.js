@@ -321,6 +321,15 @@ async function connect(fabric, session, query = '', wsOptions = {}) {
   return c.open();
 }
 
+const SANITIZER = /(AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|ThreadSanitizer|runtime error:)/;
+
+/** The first lines of a sanitizer report in a process's output, or ''. */
+function sanitizerReport(proc) {
+  if (!proc) return '';
+  const at = proc.output.search(SANITIZER);
+  return at < 0 ? '' : proc.output.slice(Math.max(0, at - 200), at + 4000);
+}
+
 /** Wraps a test body: starts a fabric, always stops it, attaches logs on failure. */
 function withFabric(opts, body) {
   if (typeof opts === 'function') { body = opts; opts = {}; }
@@ -344,6 +353,10 @@ function withFabric(opts, body) {
       }
       await fabric.stop();
     }
+    // The gateway runs under ASan/UBSan in the sanitizer build: a report
+    // (a leak is printed at exit, after the stop above) fails the test.
+    const report = sanitizerReport(fabric.gateway);
+    if (report) throw new Error(`nexus-gateway printed a sanitizer report:\n${report}`);
   };
 }
 
@@ -353,5 +366,5 @@ function randomId(prefix = 's') {
 
 module.exports = {
   ROOT, NEXUSD, NEXUS_GATEWAY, WEB_ROOT, ARTIFACTS,
-  sleep, waitFor, freePort, freePorts, startFabric, WsClient, connect, withFabric, randomId,
+  sleep, waitFor, freePort, freePorts, startFabric, WsClient, connect, withFabric, randomId, sanitizerReport,
 };
