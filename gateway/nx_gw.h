@@ -37,6 +37,7 @@
 #define NX_GW_SESSION_MAX 64    /* bytes in a session id                     */
 #define NX_GW_PATTERNS    64    /* subscriptions per connection              */
 #define NX_GW_HELD_MAX    10000 /* live events held while a replay runs    */
+#define NX_GW_ID_MAX      256   /* bytes of a request id a reply echoes      */
 
 /*  A message on its way to clients: shared by every queue it sits in.     */
 typedef struct {
@@ -197,8 +198,16 @@ void nx_gw_conn_full(nx_gw_t *gw, nx_gw_conn_t *conn);
     message marks conn slow for good, so that it is closed with 1008 after
     slow_timeout: never a silent loss).                                    */
 int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg);
-/*  Queues a text the worker made (reply, welcome); copies it. Returns and
-    records as nx_gw_conn_push does.                                       */
+/*  A reply or control message that could never fit a send queue (over
+    half of queue_bytes) made to fit: a welcome leaves out its oldest
+    recent events (recent_omitted says how many), anything else becomes a
+    too_large error (a reply keeps its id and action). Returns NULL when
+    text fits as it is, else a new text the caller owns. Any thread, no
+    lock needed: callers run it before taking the lock where they can.    */
+char *nx_gw_fit(nx_gw_t *gw, const char *text, size_t len);
+/*  Queues a text the worker made (reply, welcome); copies it, made to fit
+    (nx_gw_fit) when it could never fit. Returns and records as
+    nx_gw_conn_push does.                                                  */
 int nx_gw_conn_push_text(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text);
 /*  Takes the next message to write, or NULL (lock held); the caller owns
     the reference it returns.                                               */

@@ -189,30 +189,15 @@ static void s_send(nx_gw_t *gw, uint64_t conn_id, const char *text)
 void nx_gw_reply(nx_gw_t *gw, uint64_t conn_id, json_t *reply)
 {
     char *text = json_dumps(reply, JSON_COMPACT);
-    size_t len = text ? strlen(text) : 0;
-    /*  A reply that could never fit the client's send queue (a history page
-        of large events) would close a client that reads, as if it did not:
-        it gets an error that says so instead.                             */
-    if (text && len > gw->cfg.queue_bytes / 2) {
-        char message[200];
-        snprintf(
-            message, sizeof message,
-            "the reply (%zu bytes) is over what this connection may queue (queue_bytes %" PRIu64
-            "): ask for less (a smaller limit)",
-            len, (uint64_t)gw->cfg.queue_bytes);
-        json_t *small = json_pack("{s:s, s:b, s:{s:s, s:s}}", "type", "reply", "ok", 0, "error",
-                                  "code", "too_large", "message", message);
-        json_t *id = json_object_get(reply, "id"), *action = json_object_get(reply, "action");
-        if (small && id)
-            json_object_set(small, "id", id);
-        if (small && action)
-            json_object_set(small, "action", action);
-        free(text);
-        text = small ? json_dumps(small, JSON_COMPACT) : NULL;
-        json_decref(small);
-        __atomic_add_fetch(&gw->stats.errors, 1, __ATOMIC_RELAXED);
-    }
     json_decref(reply);
+    /*  A reply that could never fit the client's send queue (a history page
+        of large events) becomes a too_large error here, before the lock,
+        rather than in the queue's own check under it.                     */
+    char *fitted = text ? nx_gw_fit(gw, text, strlen(text)) : NULL;
+    if (fitted) {
+        free(text);
+        text = fitted;
+    }
     if (text)
         s_send(gw, conn_id, text);
     free(text);

@@ -19,6 +19,7 @@
     =========================================================================
 */
 
+#include <inttypes.h>
 #include <string.h>
 #include <time.h>
 
@@ -229,11 +230,99 @@ int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg)
     return 0;
 }
 
+/*  The fields of msg a too_large notice keeps: its id (when short enough
+    to echo) and action.                                                   */
+static void s_keep_id(json_t *notice, json_t *msg)
+{
+    json_t *id = json_object_get(msg, "id");
+    if ((json_is_string(id) && json_string_length(id) <= NX_GW_ID_MAX) || json_is_integer(id))
+        json_object_set(notice, "id", id);
+    json_t *action = json_object_get(msg, "action");
+    if (json_is_string(action) && json_string_length(action) <= NX_GW_ID_MAX)
+        json_object_set(notice, "action", action);
+}
+
+/*  A welcome over max: its oldest recent events are left out, as few as
+    will do, and recent_omitted says how many. Returns the text, or NULL
+    when even no event at all would not fit.                               */
+static char *s_fit_welcome(json_t *welcome, size_t len, size_t max)
+{
+    json_t *recent = json_object_get(welcome, "recent_events");
+    size_t n = json_array_size(recent), drop = 0;
+    json_int_t omitted = json_integer_value(json_object_get(welcome, "recent_omitted"));
+    /*  Room for the digits of recent_omitted once it grows.               */
+    size_t total = len + 24;
+    while (drop < n && total > max) {
+        char *one = json_dumps(json_array_get(recent, drop), JSON_COMPACT | JSON_ENCODE_ANY);
+        size_t size = one ? strlen(one) + 1 : 0; /* and its comma */
+        free(one);
+        total = total > size ? total - size : 0;
+        drop++;
+    }
+    while (true) {
+        for (size_t i = 0; i < drop && json_array_size(recent); i++)
+            json_array_remove(recent, 0);
+        omitted += (json_int_t)drop;
+        json_object_set_new(welcome, "recent_omitted", json_integer(omitted));
+        char *text = json_dumps(welcome, JSON_COMPACT);
+        if (!text || strlen(text) <= max || json_array_size(recent) == 0) {
+            if (text && strlen(text) > max) {
+                free(text);
+                text = NULL;
+            }
+            return text;
+        }
+        free(text);
+        drop = 1; /* the estimate fell short: one more each turn */
+    }
+}
+
+char *nx_gw_fit(nx_gw_t *gw, const char *text, size_t len)
+{
+    size_t max = gw->cfg.queue_bytes / 2;
+    if (len <= max)
+        return NULL;
+    json_t *msg = json_loadb(text, len, 0, NULL);
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    char *out = NULL;
+    if (type && strcmp(type, "connection") == 0)
+        out = s_fit_welcome(msg, len, max);
+    if (!out) {
+        char message[200];
+        snprintf(message, sizeof message,
+                 "the %s (%zu bytes) is over what this connection may queue (queue_bytes %" PRIu64
+                 "): ask for less (a smaller limit)",
+                 type && strcmp(type, "reply") == 0 ? "reply" : "message", len,
+                 (uint64_t)gw->cfg.queue_bytes);
+        bool reply = !type || strcmp(type, "reply") == 0;
+        json_t *notice = json_pack("{s:s, s:{s:s, s:s}}", "type", reply ? "reply" : "error",
+                                   "error", "code", "too_large", "message", message);
+        if (notice && reply) {
+            json_object_set_new(notice, "ok", json_false());
+            s_keep_id(notice, msg);
+        }
+        out = notice ? json_dumps(notice, JSON_COMPACT) : NULL;
+        json_decref(notice);
+        __atomic_add_fetch(&gw->stats.errors, 1, __ATOMIC_RELAXED);
+    }
+    json_decref(msg);
+    return out;
+}
+
 int nx_gw_conn_push_text(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text)
 {
     if (conn->closed)
         return 0;
-    nx_gw_msg_t *msg = nx_gw_msg_new(text, strlen(text), 0);
+    /*  Whatever is queued here must reach the client; one that could never
+        fit the queue would close a client that reads, as if it did not.   */
+    size_t len = strlen(text);
+    char *fitted = nx_gw_fit(gw, text, len);
+    if (fitted) {
+        text = fitted;
+        len = strlen(fitted);
+    }
+    nx_gw_msg_t *msg = nx_gw_msg_new(text, len, 0);
+    free(fitted);
     if (!msg) {
         s_control_lost(gw, conn);
         return -1;

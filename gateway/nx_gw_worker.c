@@ -373,17 +373,14 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
         nexus_history_destroy(&h);
     }
     json_object_set_new(welcome, "recent_events", recent);
+    json_object_set_new(welcome, "recent_omitted", json_integer(0));
     char *text = json_dumps(welcome, JSON_COMPACT);
-    /*  A welcome must fit the send queue, or the client would never get
-        it: the oldest recent events give way (at most a dozen passes).    */
-    for (int pass = 0;
-         pass < 12 && text && strlen(text) > gw->cfg.queue_bytes / 2 && json_array_size(recent) > 0;
-         pass++) {
-        size_t drop = (json_array_size(recent) + 1) / 2;
-        for (size_t i = 0; i < drop; i++)
-            json_array_remove(recent, 0);
+    /*  One that could never fit the send queue leaves out its oldest
+        recent events (nx_gw_fit, outside the lock).                       */
+    char *fitted = text ? nx_gw_fit(gw, text, strlen(text)) : NULL;
+    if (fitted) {
         free(text);
-        text = json_dumps(welcome, JSON_COMPACT);
+        text = fitted;
     }
     json_decref(welcome);
 

@@ -1210,3 +1210,39 @@ test('a reply larger than the send queue is an error reply, and the reading clie
   assert.equal(c.closed, null, `still open: ${JSON.stringify(c.closed)}`);
   assertOk(await c.request({ action: 'ping', id: 'after-big' }), 'ping', 'after-big');
 }));
+
+test('a welcome larger than the send queue leaves out its oldest recent events, says how many, and the client stays', withFabric({
+  gatewayArgs: ['--queue-bytes', '8k', '--slow-timeout', '1s'],
+}, async (f) => {
+  const pub = await f.connect('welcome-pub', 'recent=0');
+  assertOk(await pub.request({ action: 'subscribe', topics: ['big.welcome'] }), 'subscribe');
+  const big = 'w'.repeat(900);
+  for (let i = 0; i < 16; i++) await pub.request({ action: 'publish', event_type: 'big.welcome', payload: { big, i } });
+  // Seen live by a client, so in the gateway's ring of recent events too.
+  await pub.waitEvent((e) => e.payload.i === 15, 5000, 'the last big event');
+  const raw = [];
+  const c = f.track(new WsClient(`${f.wsBase}/ws/session/welcome-big?recent=16`));
+  c.ws.on('message', (d) => raw.push(d.toString()));
+  await c.open();
+  const w = c.welcome;
+  const text = raw.find((t) => t.includes('"connection"'));
+  // It fits half the queue (4 KiB), as every reply must.
+  assert.ok(text.length <= 4096, `welcome of ${text.length} bytes fits`);
+  const kept = w.recent_events;
+  assert.ok(kept.length >= 1, `some events are kept: ${text.slice(0, 200)}`);
+  assert.equal(w.recent_omitted, 16 - kept.length, `recent_omitted counts what was left out: ${w.recent_omitted}`);
+  // The newest are kept, in order (the ring also holds session.connected
+  // events); the oldest were left out, no more than needed.
+  const is = kept.filter((e) => e.event_type === 'big.welcome').map((e) => e.payload.i);
+  assert.ok(is.length >= 1, JSON.stringify(kept.map((e) => e.event_type)));
+  assert.deepEqual(is, Array.from({ length: is.length }, (_, k) => 16 - is.length + k));
+  const next = JSON.stringify({ type: 'event', seq: 1, event_type: 'big.welcome', session_id: 'welcome-pub', payload: { big, i: 0 }, timestamp: kept[0].timestamp });
+  assert.ok(text.length + next.length + 1 > 4096 - 24, `one more event would not have fitted (${text.length} + ${next.length})`);
+  // A small welcome leaves nothing out.
+  const small = await f.connect('welcome-small', 'recent=2');
+  assert.equal(small.welcome.recent_events.length, 2);
+  assert.equal(small.welcome.recent_omitted, 0);
+  await sleep(1500); // past slow_timeout: the client that reads stays
+  assert.equal(c.closed, null, `still open: ${JSON.stringify(c.closed)}`);
+  assertOk(await c.request({ action: 'ping', id: 'after-welcome' }), 'ping', 'after-welcome');
+}));
