@@ -451,8 +451,9 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
     const char *id = NULL, *secret = NULL;
     size_t id_len = 0, secret_len = 0;
     const msgpack_object_array *caps = NULL;
-    /*  0 and UINT64_MAX mean "not given": a resume keeps the old values.  */
-    uint64_t heartbeat = 0, ttl = UINT64_MAX;
+    /*  A field absent keeps the old value on a resume; presence, not a
+        sentinel value, says so (every u64 is a value a client may send).  */
+    uint64_t heartbeat = 0, ttl = 0;
     if ((*err = nx_map_str(req, "session", &id, &id_len, err_msg)) ||
         (*err = nx_map_str(req, "secret", &secret, &secret_len, err_msg)) ||
         (*err = nx_map_str_array(req, "capabilities", &caps, err_msg)) ||
@@ -471,7 +472,9 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
     if (nx_map_get(req, "heartbeat_ms") && (heartbeat < 100 || heartbeat > 3600000))
         return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
                       "field 'heartbeat_ms' must be 100..3600000");
-    if (ttl != UINT64_MAX && ttl > 30ull * 86400000)
+    bool has_heartbeat = nx_map_get(req, "heartbeat_ms") != NULL;
+    bool has_ttl = nx_map_get(req, "ttl_ms") != NULL;
+    if (ttl > 30ull * 86400000)
         return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
                       "field 'ttl_ms' must be at most 30 days");
     if (caps && caps->size > 256)
@@ -601,10 +604,10 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
             s->metadata = nx_coord_pack_object(self, md, &s->metadata_len);
         }
     }
-    if (heartbeat || !resumed)
-        s->heartbeat_ms = heartbeat ? heartbeat : self->cfg.heartbeat;
-    if (ttl != UINT64_MAX || !resumed)
-        s->ttl_ms = ttl != UINT64_MAX ? ttl : 0;
+    if (has_heartbeat || !resumed)
+        s->heartbeat_ms = has_heartbeat ? heartbeat : self->cfg.heartbeat;
+    if (has_ttl || !resumed)
+        s->ttl_ms = ttl;
     s->status = NX_SESSION_ACTIVE;
     s_bind_peer(self, s);
     s_touch(self, s, now);
@@ -812,9 +815,11 @@ static int s_list(nx_broker_t *self, const msgpack_object *req, msgpack_packer *
         (*err = nx_map_str(req, "capability", &cap, &cap_len, err_msg)) ||
         (*err = nx_map_str_array(req, "capabilities", &caps, err_msg)))
         return -1;
-    if (find && !cap && !caps && !available)
+    /*  find exists so that nobody lists every session by accident: an
+        empty 'capabilities' filters nothing, so it does not count.        */
+    if (find && !cap && !(caps && caps->size) && !available)
         return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
-                      "give 'capability', 'capabilities' or 'available'");
+                      "give 'capability', a non-empty 'capabilities' or 'available': true");
     uint64_t now = nx_now_us();
     msgpack_sbuffer items;
     msgpack_sbuffer_init(&items);

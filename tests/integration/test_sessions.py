@@ -476,6 +476,8 @@ with Broker(extra=["--heartbeat", "200ms", "--snapshot-file", snap_path]) as b, 
         ({"op": R, "session": "eve2", "ttl_ms": "1s"}, "'ttl_ms'"),
         ({"op": R, "session": "eve2", "ttl_ms": -5}, "'ttl_ms'"),
         ({"op": R, "session": "eve2", "ttl_ms": 30 * 86400000 + 1}, "'ttl_ms'"),
+        ({"op": R, "session": "eve2", "ttl_ms": 2**64 - 1}, "'ttl_ms'"),  # no sentinel
+        ({"op": R, "session": "eve", "ttl_ms": 2**64 - 1}, "'ttl_ms'"),  # nor on a resume
         ({"op": R, "session": "eve2", "name": 7}, "'name'"),
         ({"op": R, "session": "eve2", "name": "n" * 4097}, "'name'"),
         ({"op": R, "session": "eve2", "secret": 123}, "'secret'"),
@@ -500,6 +502,7 @@ with Broker(extra=["--heartbeat", "200ms", "--snapshot-file", snap_path]) as b, 
         ({"op": "session.find"}, "capability"),
         ({"op": "session.find", "capability": 5}, "'capability'"),
         ({"op": "session.find", "capabilities": "python"}, "'capabilities'"),
+        ({"op": "session.find", "capabilities": []}, "capability"),  # an empty list filters nothing
         ({"op": "session.find", "capabilities": ["python", None]}, "'capabilities'"),
         ({"op": "session.find", "capability": "python", "available": "true"}, "'available'"),
     ]
