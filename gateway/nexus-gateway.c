@@ -88,7 +88,7 @@ static int s_find_web_root(nx_gw_t *gw)
     return -1;
 }
 
-static void s_bucket_free(void **item)
+static void s_item_free(void **item)
 {
     free(*item);
     *item = NULL;
@@ -145,7 +145,17 @@ int main(int argc, char **argv)
     gw.sessions = zhashx_new();
     gw.by_type = zhashx_new();
     gw.buckets = zhashx_new();
-    zhashx_set_destructor(gw.buckets, s_bucket_free);
+    zhashx_set_destructor(gw.buckets, s_item_free);
+    gw.sole = zhashx_new();
+    if (gw.sole) {
+        zhashx_set_duplicator(gw.sole, (zhashx_duplicator_fn *)strdup);
+        zhashx_set_destructor(gw.sole, s_item_free);
+    }
+    if (!gw.conns || !gw.sessions || !gw.by_type || !gw.buckets || !gw.sole ||
+        nx_gw_sole_load(&gw)) {
+        nx_error("out of memory");
+        goto done;
+    }
     /*  The command pipe, lws thread -> worker. Its bounds are ours (count
         and bytes, nx_gw_command), so ZeroMQ's are off.                    */
     gw.cmd_pull = zsock_new(ZMQ_PULL);
@@ -230,6 +240,7 @@ done:
     zhashx_destroy(&gw.sessions);
     zhashx_destroy(&gw.by_type);
     zhashx_destroy(&gw.buckets);
+    zhashx_destroy(&gw.sole);
     zsock_destroy(&gw.cmd_push);
     zsock_destroy(&gw.cmd_pull);
     nx_auth_destroy(&gw.auth);

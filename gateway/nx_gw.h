@@ -139,6 +139,8 @@ typedef struct _nx_gw_t {
     zhashx_t *by_type;          /* event type -> count (/events/stats)      */
     zhashx_t *buckets;          /* session -> nx_gw_bucket_t*, the rate limit
                                    shared by a session's connections      */
+    zhashx_t *sole;             /* nx_auth handle ("%p") -> the one session
+                                   its token allows (tokens file)          */
     uint64_t rate_slot[64];     /* fabric events per second, ring           */
     uint64_t rate_second;       /* second of rate_slot's head               */
     char web_root[4096];        /* dashboard directory                      */
@@ -285,6 +287,14 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id);
     NULL when there is no such endpoint. Reads a constant table: safe from
     any thread.                                                             */
 const char *nx_gw_http_allow(const char *path);
+
+/*  Finds the tokens of the tokens file that allow exactly one session (not
+    '*'), which HTTP calls naming no session then act as. Returns 0, or -1
+    when out of memory (the file itself was read by nx_auth_new).          */
+int nx_gw_sole_load(nx_gw_t *gw);
+/*  The one session the token behind handle allows, or NULL (shared token,
+    several sessions, '*', no tokens).                                      */
+const char *nx_gw_sole(nx_gw_t *gw, const void *handle);
 
 /*  ---- nx_gw_server.c (lws thread) --------------------------------------- */
 

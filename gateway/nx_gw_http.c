@@ -154,6 +154,63 @@ static bool s_parse_time(const char *text, uint64_t *us)
     return true;
 }
 
+/*  ---- Tokens that allow one session ------------------------------------
+    nx_auth answers whether a token allows a session, not which sessions
+    it allows, so the tokens file is read once more here, as nx_auth reads
+    it ('TOKEN SESSION[,SESSION...]' lines, '#' comments), and each line is
+    matched to its token's handle through nx_auth_check. The first line of
+    a token is the one nx_auth uses: later lines of the same token are left
+    alone, as they are there.                                               */
+
+int nx_gw_sole_load(nx_gw_t *gw)
+{
+    const char *path = gw->cfg.tokens_file;
+    if (!path || !*path)
+        return 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0; /* nx_auth_new read it a moment ago: no sole sessions then */
+    zhashx_t *seen = zhashx_new();
+    if (!seen) {
+        fclose(f);
+        return -1;
+    }
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        char *save = NULL;
+        char *token = strtok_r(line, " \t\r\n", &save);
+        if (!token || *token == '#')
+            continue;
+        char *list = strtok_r(NULL, " \t\r\n", &save);
+        const void *handle = NULL;
+        if (!list || nx_auth_check(gw->auth, token, strlen(token), &handle) || !handle)
+            continue; /* not a file token (or the shared token's value) */
+        char key[32];
+        snprintf(key, sizeof key, "%p", handle);
+        if (zhashx_lookup(seen, key))
+            continue;
+        zhashx_insert(seen, key, (void *)1);
+        char *save2 = NULL, *one = strtok_r(list, ",", &save2);
+        if (!one || strtok_r(NULL, ",", &save2) || strcmp(one, "*") == 0 ||
+            !nx_session_id_valid(one, strlen(one)) ||
+            !nx_auth_names(gw->auth, handle, one, strlen(one)))
+            continue;
+        zhashx_insert(gw->sole, key, one);
+    }
+    fclose(f);
+    zhashx_destroy(&seen);
+    return 0;
+}
+
+const char *nx_gw_sole(nx_gw_t *gw, const void *handle)
+{
+    if (!handle || !gw->sole)
+        return NULL;
+    char key[32];
+    snprintf(key, sizeof key, "%p", handle);
+    return zhashx_lookup(gw->sole, key);
+}
+
 /*  ---- Helpers for bodies ----------------------------------------------- */
 
 static const char *s_body_str(s_req_t *r, const char *field)
@@ -171,9 +228,33 @@ static bool s_need(s_req_t *r, const char *field)
     return false;
 }
 
+/*  The session a request acts as: body field `field`, else the one
+    session its token allows (a tokens-file token listing exactly one),
+    else NULL. Answers 400 and sets *bad when the field is there but not a
+    session id.                                                             */
+static const char *s_acting(s_req_t *r, const char *field, bool *bad)
+{
+    *bad = false;
+    json_t *v = json_object_get(r->json, field);
+    if (v && !json_is_null(v)) {
+        const char *s = json_string_value(v);
+        if (!s || !nx_session_id_valid(s, strlen(s))) {
+            char text[160];
+            snprintf(text, sizeof text,
+                     "field '%s' must be a session id (1..64 of [A-Za-z0-9_:@-])", field);
+            s_error(r, 400, "bad_request", text, NULL);
+            *bad = true;
+            return NULL;
+        }
+        return s;
+    }
+    return nx_gw_sole(r->gw, r->auth);
+}
+
 /*  With tokens, a request may only act as (or speak for) a session its
     token allows, whatever the body says; answers 403 otherwise. It must
-    then name one in `field`: a request acting as no session would publish
+    then name one in `field` (or have a token that allows only one, which
+    s_acting then chose): a request acting as no session would publish
     with no source and escape every session's rate limit. Without tokens
     (an open gateway, loopback only unless allow_open_remote) a request may
     act as no session: it publishes with source "" and is not limited.
@@ -185,7 +266,7 @@ static bool s_allowed(s_req_t *r, const char *session, const char *field)
         char text[200];
         snprintf(text, sizeof text,
                  "field '%s' (the session this request acts as) is missing: this gateway "
-                 "requires it with tokens",
+                 "requires it with tokens, unless the token allows exactly one session",
                  field);
         s_error(r, 403, "forbidden", text, NULL);
         return false;
@@ -213,11 +294,12 @@ static bool s_allowed(s_req_t *r, const char *session, const char *field)
     the claim's follow-ups.                                                 */
 static bool s_session(s_req_t *r, const char **session)
 {
-    if (!s_need(r, "session_id"))
+    bool bad;
+    *session = s_acting(r, "session_id", &bad);
+    if (bad)
         return false;
-    *session = s_body_str(r, "session_id");
-    if (!nx_session_id_valid(*session, strlen(*session))) {
-        s_error(r, 400, "bad_request", "session_id must be 1..64 of [A-Za-z0-9_:@-]", NULL);
+    if (!*session) {
+        s_error(r, 400, "bad_request", "field 'session_id' (a string) is missing", NULL);
         return false;
     }
     if (!s_allowed(r, *session, "session_id"))
@@ -361,12 +443,9 @@ static void h_message(s_req_t *r)
                 NULL);
         return;
     }
-    const char *from = s_body_str(r, "from");
-    if (from && !nx_session_id_valid(from, strlen(from))) {
-        s_error(r, 400, "bad_request", "from must be a session id", NULL);
-        return;
-    }
-    if (!s_allowed(r, from, "from"))
+    bool bad;
+    const char *from = s_acting(r, "from", &bad);
+    if (bad || !s_allowed(r, from, "from"))
         return;
     json_t *payload = json_deep_copy(r->json);
     s_publish(r, to ? "message.direct" : "message.broadcast", payload, from, 200);
@@ -376,12 +455,9 @@ static void h_events_post(s_req_t *r)
 {
     if (!s_need(r, "event_type"))
         return;
-    const char *source = s_body_str(r, "session_id");
-    if (source && !nx_session_id_valid(source, strlen(source))) {
-        s_error(r, 400, "bad_request", "session_id must be 1..64 of [A-Za-z0-9_:@-]", NULL);
-        return;
-    }
-    if (!s_allowed(r, source, "session_id"))
+    bool bad;
+    const char *source = s_acting(r, "session_id", &bad);
+    if (bad || !s_allowed(r, source, "session_id"))
         return;
     json_t *payload = json_object_get(r->json, "payload");
     payload = payload ? json_incref(payload) : json_object();

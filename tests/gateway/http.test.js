@@ -439,8 +439,9 @@ test('HTTP calls act only as the sessions their token allows', withFabric({ gate
   // The token for any session may act as alice.
   assertJson(await call(f, 'POST', '/work/claim', { session_id: 'alice', work_id: 'w-alice' }, any), 200);
   // Acting as no session is refused with tokens: no sourceless event, no
-  // request outside every session's rate limit.
-  for (const tok of [bob, any]) {
+  // request outside every session's rate limit. (bob's token allows only
+  // bob: it acts as bob then, see the next test.)
+  for (const tok of [any]) {
     e = assertHttpError(await call(f, 'POST', '/events', { event_type: 'anon.event', payload: {} }, tok), 403, 'forbidden');
     assert.match(e.message, /session_id/);
     e = assertHttpError(await call(f, 'POST', '/message', { to: 'carol', message: 'anon' }, tok), 403, 'forbidden');
@@ -454,6 +455,46 @@ test('HTTP calls act only as the sessions their token allows', withFabric({ gate
   assert.ok(!j.events.some((ev) => ev.session_id === ''), `no event without a source: ${JSON.stringify(j.events)}`);
   const claimed = assertJson(await call(f, 'GET', '/work/claimed', undefined, any), 200);
   assert.ok(!JSON.stringify(claimed).includes('w-spoof'), JSON.stringify(claimed));
+}));
+
+const SOLO_TOKENS = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-gw-tokens-')), 'tokens');
+fs.writeFileSync(SOLO_TOKENS, '# one session, two, any\ntok-solo solo\ntok-two two-a,two-b\ntok-star *\n');
+
+test('a token that allows exactly one session acts as it when the body names none', withFabric({ gatewayArgs: ['--tokens-file', SOLO_TOKENS, '--token', 'tok-shared'], healthToken: 'tok-star' }, async (f) => {
+  const solo = { Authorization: 'Bearer tok-solo' };
+  const ev = assertJson(await call(f, 'POST', '/events', { event_type: 'solo.event', payload: { n: 1 } }, solo), 201);
+  const msg = assertJson(await call(f, 'POST', '/message', { message: 'hi all' }, solo), 200);
+  const claim = assertJson(await call(f, 'POST', '/work/claim', { work_id: 'w-solo' }, solo), 200);
+  assert.equal(claim.holder, 'solo', JSON.stringify(claim));
+  const rel = assertJson(await call(f, 'POST', '/work/release', { work_id: 'w-solo', token: claim.token }, solo), 200);
+  assert.equal(rel.state, 'released', JSON.stringify(rel));
+  const again = assertJson(await call(f, 'POST', '/work/claim', { work_id: 'w-solo2' }, solo), 200);
+  assertJson(await call(f, 'POST', '/work/complete', { work_id: 'w-solo2', token: again.token, result: { ok: 1 } }, solo), 200);
+  // It is still only that session, and a field of the wrong type is an
+  // error, not a silent fallback to it.
+  assertHttpError(await call(f, 'POST', '/events', { event_type: 'solo.spoof', session_id: 'other', payload: {} }, solo), 403, 'forbidden');
+  let e = assertHttpError(await call(f, 'POST', '/events', { event_type: 'solo.bad', session_id: 42, payload: {} }, solo), 400, 'bad_request');
+  assert.match(e.message, /session_id/);
+  e = assertHttpError(await call(f, 'POST', '/message', { from: ['solo'], message: 'x' }, solo), 400, 'bad_request');
+  assert.match(e.message, /'from'/);
+  // A token of several sessions, '*' or the shared token must still name one.
+  for (const tok of ['tok-two', 'tok-star', 'tok-shared']) {
+    const h = { Authorization: `Bearer ${tok}` };
+    e = assertHttpError(await call(f, 'POST', '/events', { event_type: 'anon.event', payload: {} }, h), 403, 'forbidden');
+    assert.match(e.message, /session_id/, `${tok}: ${e.message}`);
+    e = assertHttpError(await call(f, 'POST', '/message', { message: 'anon' }, h), 403, 'forbidden');
+    assert.match(e.message, /'from'/, `${tok}: ${e.message}`);
+    e = assertHttpError(await call(f, 'POST', '/work/claim', { work_id: `w-${tok}` }, h), 400, 'bad_request');
+    assert.match(e.message, /session_id/, `${tok}: ${e.message}`);
+  }
+  assertJson(await call(f, 'POST', '/events', { event_type: 'two.event', session_id: 'two-b', payload: {} }, { Authorization: 'Bearer tok-two' }), 201);
+  const j = assertJson(await call(f, 'GET', '/events/history?limit=1000', undefined, { Authorization: 'Bearer tok-star' }), 200);
+  const bySeq = new Map(j.events.map((x) => [x.seq, x]));
+  assert.equal(bySeq.get(ev.seq).session_id, 'solo', JSON.stringify(bySeq.get(ev.seq)));
+  assert.equal(bySeq.get(msg.seq).session_id, 'solo', JSON.stringify(bySeq.get(msg.seq)));
+  const types = j.events.map((x) => x.event_type);
+  for (const t of ['solo.spoof', 'solo.bad', 'anon.event']) assert.ok(!types.includes(t), `${t} not stored: ${types}`);
+  assert.ok(!j.events.some((x) => x.session_id === ''), 'no event without a source');
 }));
 
 test('GET /health answers 503 while the broker does not answer (default broker_timeout 5 s)', withFabric(async (f) => {
