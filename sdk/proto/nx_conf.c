@@ -18,6 +18,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <czmq.h>
 
@@ -449,6 +450,59 @@ nexus_err_t nx_conf_set(const nx_conf_key_t *table, size_t count, void *settings
     return s_set_key(key, settings, value, err_buf, err_size);
 }
 
+/*  Largest config file we read: ours are a few KiB; anything this large
+    is not one.                                                             */
+#define S_FILE_MAX (1 << 20)
+
+/*  The 1-based line of text that at points into.                           */
+static size_t s_line_of(const char *text, const char *at)
+{
+    size_t line = 1;
+    for (const char *p = text; p < at; p++)
+        line += *p == '\n';
+    return line;
+}
+
+/*  Parses ZPL text. zconfig tells why it refused a file only in a line it
+    prints on stdout ("YY-MM-DD HH:MM:SS E (zconfig): (LINE) WHY", through
+    zclock_log), apart from our own error and in another format. So the
+    parse runs with stdout sent to a temporary file, and that complaint
+    comes back in why ("line LINE: WHY"; empty if it could not be had).
+    Runs at start-up only, before any other thread exists.                  */
+static zconfig_t *s_zpl_parse(const char *text, char *why, size_t why_size)
+{
+    why[0] = 0;
+    fflush(stdout);
+    FILE *capture = tmpfile();
+    int saved = capture ? dup(STDOUT_FILENO) : -1;
+    bool redirected = saved >= 0 && dup2(fileno(capture), STDOUT_FILENO) >= 0;
+    zconfig_t *root = zconfig_str_load(text);
+    if (redirected) {
+        fflush(stdout);
+        dup2(saved, STDOUT_FILENO);
+        rewind(capture);
+        char line[512];
+        while (!why[0] && fgets(line, sizeof line, capture)) {
+            const char *m = strstr(line, "(zconfig): ");
+            if (!m)
+                continue;
+            m += strlen("(zconfig): ");
+            line[strcspn(line, "\r\n")] = 0;
+            unsigned long lineno = 0;
+            int used = 0;
+            if (sscanf(m, "(%lu) %n", &lineno, &used) == 1 && used > 0)
+                snprintf(why, why_size, "line %lu: %s", lineno, m + used);
+            else
+                snprintf(why, why_size, "%s", m);
+        }
+    }
+    if (saved >= 0)
+        close(saved);
+    if (capture)
+        fclose(capture);
+    return root;
+}
+
 nexus_err_t nx_conf_load_file(const nx_conf_key_t *table, size_t count, void *settings,
                               const char *path, char *err_buf, size_t err_size)
 {
@@ -456,18 +510,43 @@ nexus_err_t nx_conf_load_file(const nx_conf_key_t *table, size_t count, void *se
         s_err(err_buf, err_size, "missing config file name");
         return NEXUS_ERR_INVALID;
     }
-    //  zconfig_load returns NULL both for a missing file and for bad syntax;
-    //  opening the file first tells the two apart for the operator.
-    FILE *probe = fopen(path, "r");
-    if (!probe) {
+    //  We read the file ourselves rather than with zconfig_load: that one
+    //  leaks its zfile when the syntax is bad, cannot tell a missing file
+    //  from bad syntax, and reads a file with a NUL byte as if it ended
+    //  there (a binary file would start the broker on defaults).
+    FILE *f = fopen(path, "rb");
+    if (!f) {
         int err = errno;
         s_err(err_buf, err_size, "%s: %s", path, strerror(err));
         return err == ENOENT ? NEXUS_ERR_NOT_FOUND : NEXUS_ERR_INVALID;
     }
-    fclose(probe);
-    zconfig_t *root = zconfig_load(path);
+    char *text = malloc(S_FILE_MAX + 1);
+    size_t size = text ? fread(text, 1, S_FILE_MAX + 1, f) : 0;
+    int read_err = ferror(f) ? errno : 0;
+    fclose(f);
+    if (!text || read_err || size > S_FILE_MAX) {
+        if (!text)
+            s_err(err_buf, err_size, "%s: out of memory", path);
+        else if (read_err)
+            s_err(err_buf, err_size, "%s: %s", path, strerror(read_err));
+        else
+            s_err(err_buf, err_size, "%s: over %d bytes: not a config file", path, S_FILE_MAX);
+        free(text);
+        return NEXUS_ERR_INVALID;
+    }
+    text[size] = 0;
+    const char *nul = memchr(text, 0, size);
+    if (nul) {
+        s_err(err_buf, err_size, "%s: line %zu: NUL byte: not a text file", path,
+              s_line_of(text, nul));
+        free(text);
+        return NEXUS_ERR_INVALID;
+    }
+    char why[256];
+    zconfig_t *root = s_zpl_parse(text, why, sizeof why);
+    free(text);
     if (!root) {
-        s_err(err_buf, err_size, "%s: not a valid ZPL file", path);
+        s_err(err_buf, err_size, "%s: not a valid ZPL file%s%s", path, why[0] ? ": " : "", why);
         return NEXUS_ERR_INVALID;
     }
     nexus_err_t rc = NEXUS_OK;

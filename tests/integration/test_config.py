@@ -121,6 +121,21 @@ try:
                 "bad value in the file")
     usage_error(["-c", write("nested.conf", "broker\n    sync = full\n")],
                 ["nested.conf", "broker", "nested"], "nested section in the file")
+    # A file zconfig cannot parse: one message with the line and why, on
+    # stderr only, and exit 2 (a leak in the failure path made the ASan
+    # build exit 1).
+    rc, out, err = run("-c", write("syntax.conf", "sync = none\n  max_payload = 2k\n"))
+    t.eq(rc, 2, "unparsable config file: exit 2 (stderr %r)" % err[-300:])
+    t.check("syntax.conf: not a valid ZPL file: line 2: " in err,
+            "unparsable config file: message names the line: %r" % err[-300:])
+    t.eq(out, "", "unparsable config file: nothing on stdout")
+    # A NUL byte is not the end of the file (zconfig would stop there and
+    # start on defaults).
+    with open(os.path.join(tmp, "nul.conf"), "wb") as f:
+        f.write(b"\0sync = bogus\n")
+    usage_error(["-c", os.path.join(tmp, "nul.conf")], ["nul.conf", "line 1: NUL byte"],
+                "config file with a NUL byte")
+    usage_error(["-c", tmp], ["Is a directory"], "config file that is a directory")
     usage_error([], ["NEXUS_SYNC", "bogus"], "bad environment value",
                 env={"NEXUS_SYNC": "bogus"})
     usage_error([], ["NEXUS_MAX_PAYLOAD", "out of bounds"], "environment out of bounds",

@@ -323,6 +323,30 @@ static void test_file(void)
     CHECK(nx_conf_load_file(s_table, S_COUNT, &s, path, s_err, sizeof s_err) == NEXUS_ERR_INVALID);
     unlink(path);
 
+    //  Bad syntax names the line and what is wrong with it (zconfig's own
+    //  complaint), and leaks nothing (the ASan build checks).
+    s_write_temp(path, "sync = none\nmax_payload 2M\n");
+    CHECK(nx_conf_load_file(s_table, S_COUNT, &s, path, s_err, sizeof s_err) == NEXUS_ERR_INVALID);
+    CHECK(strstr(s_err, "not a valid ZPL file: line 2: ") != NULL);
+    CHECK(strstr(s_err, "2M") != NULL);
+    unlink(path);
+
+    //  A NUL byte is not the end of the file: zconfig would read only what
+    //  comes before it (here nothing) and start on defaults.
+    strcpy(path, "/tmp/nx_test_conf_XXXXXX");
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "# ok\n\0sync = none\n", 19) == 19);
+    close(fd);
+    CHECK(nx_conf_load_file(s_table, S_COUNT, &s, path, s_err, sizeof s_err) == NEXUS_ERR_INVALID);
+    CHECK(strstr(s_err, "line 2: NUL byte") != NULL);
+    unlink(path);
+
+    //  A directory is not a config file.
+    CHECK(nx_conf_load_file(s_table, S_COUNT, &s, "/tmp", s_err, sizeof s_err) ==
+          NEXUS_ERR_INVALID);
+    CHECK(strstr(s_err, "Is a directory") != NULL);
+
     CHECK(nx_conf_load_file(s_table, S_COUNT, &s, "/tmp/nx_test_conf_does_not_exist.cfg", s_err,
                             sizeof s_err) == NEXUS_ERR_NOT_FOUND);
     CHECK(strstr(s_err, "does_not_exist") != NULL);
