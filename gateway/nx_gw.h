@@ -38,6 +38,7 @@
 #define NX_GW_PATTERNS    64    /* subscriptions per connection              */
 #define NX_GW_HELD_MAX    10000 /* live events held while a replay runs    */
 #define NX_GW_ID_MAX      256   /* bytes of a request id a reply echoes      */
+#define NX_GW_ADDRS       1024  /* client addresses with a rate limit        */
 
 /*  A message on its way to clients: shared by every queue it sits in.     */
 typedef struct {
@@ -86,6 +87,7 @@ typedef struct _nx_gw_conn_t {
     char query[1024]; /* decoded "name=value" arguments,
                          each ending with NUL, then a NUL    */
     char bearer[256]; /* Authorization: Bearer value       */
+    char peer[64];    /* client address, for its rate limit */
     char *body;       /* request body (POST)               */
     size_t body_len;
     bool body_too_large;
@@ -139,6 +141,9 @@ typedef struct _nx_gw_t {
     zhashx_t *by_type;          /* event type -> count (/events/stats)      */
     zhashx_t *buckets;          /* session -> nx_gw_bucket_t*, the rate limit
                                    shared by a session's connections      */
+    zhashx_t *addr_buckets;     /* client address -> nx_gw_bucket_t*, for
+                                   HTTP calls acting as no session; at
+                                   most NX_GW_ADDRS entries               */
     zhashx_t *sole;             /* nx_auth handle ("%p") -> the one session
                                    its token allows (tokens file)          */
     uint64_t rate_slot[64];     /* fabric events per second, ring           */
@@ -228,6 +233,13 @@ bool nx_gw_conn_rate_ok(nx_gw_t *gw, nx_gw_conn_t *conn);
 
 /*  The same bucket by session id (HTTP calls acting as a session).        */
 bool nx_gw_session_rate_ok(nx_gw_t *gw, const char *session);
+
+/*  The bucket of a client address, for HTTP calls that act as no session
+    (an open gateway): the same rate and burst. The table holds at most
+    NX_GW_ADDRS addresses; a new one first forgets those that have refilled
+    and, if none has, the fullest (the one whose loss matters least).
+    Under gw->lock.                                                         */
+bool nx_gw_addr_rate_ok(nx_gw_t *gw, const char *addr);
 
 /*  ---- nx_gw_worker.c ---------------------------------------------------- */
 

@@ -46,7 +46,9 @@ const nx_conf_key_t nx_gw_conf_keys[] = {
           "bytes queued per client before it counts as slow"),
     S_KEY(slow_timeout, NX_CONF_DURATION, "5s", 0, 3600000, NULL,
           "a client whose queue stays full this long is closed with 1008"),
-    S_KEY(rate, NX_CONF_U64, "1000", 1, 10000000, NULL, "requests per second per session"),
+    S_KEY(rate, NX_CONF_U64, "1000", 1, 10000000, NULL,
+          "requests per second per session (open gateway: per address for HTTP calls acting as "
+          "no session)"),
     S_KEY(burst, NX_CONF_U64, "2000", 1, 10000000, NULL, "requests a session may burst"),
     S_KEY(ping_interval, NX_CONF_DURATION, "20s", 1000, 3600000, NULL, "WebSocket ping interval"),
     S_KEY(dead_timeout, NX_CONF_DURATION, "60s", 1000, 3600000, NULL,

@@ -376,6 +376,19 @@ bool nx_gw_conn_rate_ok(nx_gw_t *gw, nx_gw_conn_t *conn)
     return nx_gw_session_rate_ok(gw, conn->session);
 }
 
+/*  Refills b to now and takes a token: true when a request may go.       */
+static bool s_bucket_take(nx_gw_t *gw, nx_gw_bucket_t *b, uint64_t now)
+{
+    b->tokens += (double)(now - b->at) * (double)gw->cfg.rate / 1e6;
+    b->at = now;
+    if (b->tokens > (double)gw->cfg.burst)
+        b->tokens = (double)gw->cfg.burst;
+    if (b->tokens < 1.0)
+        return false;
+    b->tokens -= 1.0;
+    return true;
+}
+
 bool nx_gw_session_rate_ok(nx_gw_t *gw, const char *session)
 {
     uint64_t now = nx_gw_mono();
@@ -389,14 +402,47 @@ bool nx_gw_session_rate_ok(nx_gw_t *gw, const char *session)
         *b = (nx_gw_bucket_t){(double)gw->cfg.burst, now};
         zhashx_insert(gw->buckets, session, b);
     }
-    b->tokens += (double)(now - b->at) * (double)gw->cfg.rate / 1e6;
-    b->at = now;
-    if (b->tokens > (double)gw->cfg.burst)
-        b->tokens = (double)gw->cfg.burst;
-    if (b->tokens < 1.0)
-        return false;
-    b->tokens -= 1.0;
-    return true;
+    return s_bucket_take(gw, b, now);
+}
+
+/*  Makes room for one more address: forgets every bucket that has refilled
+    (as good as new), else the fullest one, so that an address that spent
+    its burst is the last to be forgotten.                                 */
+static void s_addrs_evict(nx_gw_t *gw, uint64_t now)
+{
+    zlistx_t *full = zlistx_new();
+    const char *fullest = NULL;
+    double most = -1.0;
+    for (nx_gw_bucket_t *b = zhashx_first(gw->addr_buckets); b; b = zhashx_next(gw->addr_buckets)) {
+        double level = b->tokens + (double)(now - b->at) * (double)gw->cfg.rate / 1e6;
+        if (level >= (double)gw->cfg.burst)
+            zlistx_add_end(full, (void *)zhashx_cursor(gw->addr_buckets));
+        else if (level > most) {
+            most = level;
+            fullest = zhashx_cursor(gw->addr_buckets);
+        }
+    }
+    if (zlistx_size(full) == 0 && fullest)
+        zlistx_add_end(full, (void *)fullest);
+    for (const char *k = zlistx_first(full); k; k = zlistx_next(full))
+        zhashx_delete(gw->addr_buckets, k);
+    zlistx_destroy(&full);
+}
+
+bool nx_gw_addr_rate_ok(nx_gw_t *gw, const char *addr)
+{
+    uint64_t now = nx_gw_mono();
+    nx_gw_bucket_t *b = zhashx_lookup(gw->addr_buckets, addr);
+    if (!b) {
+        if (zhashx_size(gw->addr_buckets) >= NX_GW_ADDRS)
+            s_addrs_evict(gw, now);
+        b = malloc(sizeof *b);
+        if (!b)
+            return true; /* out of memory: not limited rather than refused */
+        *b = (nx_gw_bucket_t){(double)gw->cfg.burst, now};
+        zhashx_insert(gw->addr_buckets, addr, b);
+    }
+    return s_bucket_take(gw, b, now);
 }
 
 void nx_gw_json_str(zchunk_t *out, const char *s, size_t len)

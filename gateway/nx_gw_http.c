@@ -24,6 +24,7 @@ typedef struct {
     const char *type;  /* content type                                       */
     const void *auth;  /* nx_auth handle of the request's token              */
     const char *allow; /* 405: the methods the path takes (static)         */
+    char peer[64];     /* client address                                     */
 } s_req_t;
 
 static void s_answer(s_req_t *r, int status, json_t *body)
@@ -257,7 +258,8 @@ static const char *s_acting(s_req_t *r, const char *field, bool *bad)
     s_acting then chose): a request acting as no session would publish
     with no source and escape every session's rate limit. Without tokens
     (an open gateway, loopback only unless allow_open_remote) a request may
-    act as no session: it publishes with source "" and is not limited.
+    act as no session: it publishes with source "" and is charged to its
+    client address's rate limit.
     A request that acts as a session is charged to that session's rate
     limit, shared with its WebSocket connections.                          */
 static bool s_allowed(s_req_t *r, const char *session, const char *field)
@@ -271,8 +273,19 @@ static bool s_allowed(s_req_t *r, const char *session, const char *field)
         s_error(r, 403, "forbidden", text, NULL);
         return false;
     }
-    if (!session)
-        return true;
+    if (!session) {
+        /*  An open gateway: the call is charged to its client address, so
+            that sourceless events cannot be sent without bound.            */
+        pthread_mutex_lock(&r->gw->lock);
+        bool ok = nx_gw_addr_rate_ok(r->gw, r->peer);
+        pthread_mutex_unlock(&r->gw->lock);
+        if (!ok) {
+            __atomic_add_fetch(&r->gw->stats.rate_limited, 1, __ATOMIC_RELAXED);
+            s_error(r, 429, "rate_limited",
+                    "too many requests from this address acting as no session; slow down", NULL);
+        }
+        return ok;
+    }
     if (!nx_auth_allows(r->gw->auth, r->auth, session, strlen(session))) {
         char text[160];
         snprintf(text, sizeof text, "the token does not allow acting as session '%.64s'", session);
@@ -728,6 +741,7 @@ static void h_metrics(s_req_t *r)
             clients++;
         }
     size_t sessions = zhashx_size(gw->sessions);
+    size_t addrs = zhashx_size(gw->addr_buckets);
     size_t cmd_bytes = gw->commands_bytes, cmd_peak = gw->commands_bytes_peak;
     pthread_mutex_unlock(&gw->lock);
     S_METRIC("nexus_gateway_command_bytes", "gauge",
@@ -754,6 +768,8 @@ static void h_metrics(s_req_t *r)
     S_METRIC("nexus_gateway_errors_total", "counter", "error replies", S_LOAD(errors));
     S_METRIC("nexus_gateway_rate_limited_total", "counter", "requests refused by the rate limit",
              S_LOAD(rate_limited));
+    S_METRIC("nexus_gateway_rate_addresses", "gauge",
+             "client addresses with a rate limit of their own (bound: 1024)", addrs);
     S_METRIC("nexus_gateway_queue_depth", "gauge", "messages waiting in client queues", depth);
     static const char *const le[] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
                                      "0.01",   "0.025",   "0.05",   "0.1",   "0.25",   "+Inf"};
@@ -886,6 +902,7 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id)
         conn->body = NULL;
         r.body_too_large = conn->body_too_large;
         r.auth = conn->auth;
+        memcpy(r.peer, conn->peer, sizeof r.peer);
     }
     pthread_mutex_unlock(&gw->lock);
     if (!conn)

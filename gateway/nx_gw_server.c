@@ -222,6 +222,7 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
                    : lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) ? NX_GW_POST
                                                                    : NX_GW_OTHER;
     snprintf(conn->path, sizeof conn->path, "%s", uri ? uri : "/");
+    lws_get_peer_simple(wsi, conn->peer, sizeof conn->peer);
     /*  lws sends LWS_CALLBACK_HTTP_BODY_COMPLETION after a body of this
         length (for any method).                                            */
     pss->body_pending = s_content_length(wsi) > 0;

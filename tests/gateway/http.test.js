@@ -532,8 +532,60 @@ test('HTTP calls that act as a session share its rate limit (429 rate_limited)',
   const passed = statuses.filter((s) => s === 201).length;
   assert.ok(passed >= 2 && passed <= 3, `the burst of 2 (plus at most one refill) passes: ${statuses}`);
   assert.ok(statuses.includes(429), `the rest is refused: ${statuses}`);
-  // Another session is not affected; a request acting as no session is not limited.
+  // Another session is not affected, nor are GETs.
   assertJson(await call(f, 'POST', '/events', { event_type: 'rl.http', session_id: 'rl-other', payload: {} }), 201);
+  assertJson(await call(f, 'GET', '/health'), 200);
+}));
+
+/** A JSON POST from a given loopback source address (a new connection). */
+function postFrom(f, localAddress, path, body) {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = http.request({
+      host: '127.0.0.1', port: f.port, method: 'POST', path, localAddress, agent: false,
+      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) },
+    }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => {
+        let json;
+        try { json = JSON.parse(text); } catch { json = undefined; }
+        resolve({ status: res.statusCode, type: res.headers['content-type'] || '', text, json });
+      });
+    });
+    req.setTimeout(5000, () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+test('HTTP calls acting as no session are limited per client address, in a bounded table (open gateway)', { timeout: 120000 }, withFabric({ gatewayArgs: ['--rate', '1', '--burst', '2'] }, async (f) => {
+  const statuses = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await postFrom(f, '127.0.0.1', '/events', { event_type: 'rl.anon', payload: { i } });
+    statuses.push(r.status);
+    if (r.status === 429) assert.match(assertHttpError(r, 429, 'rate_limited').message, /address/);
+  }
+  const passed = statuses.filter((st) => st === 201).length;
+  assert.ok(passed >= 2 && passed <= 3, `the burst of 2 (plus at most one refill) passes: ${statuses}`);
+  assert.ok(statuses.includes(429), `the rest is refused: ${statuses}`);
+  // POST /message without from shares the address's bucket.
+  assertHttpError(await postFrom(f, '127.0.0.1', '/message', { message: 'anon' }), 429, 'rate_limited');
+  // Another address has its own bucket; a call acting as a session, its session's.
+  assertJson(await postFrom(f, '127.0.0.2', '/events', { event_type: 'rl.anon', payload: { other: true } }), 201);
+  assertJson(await postFrom(f, '127.0.0.1', '/events', { event_type: 'rl.named', session_id: 'rl-named', payload: {} }), 201);
+  // The refused calls stored nothing.
+  const h = assertJson(await call(f, 'GET', '/events/history?event_type=rl.anon&limit=100'), 200);
+  assert.equal(h.events.length, passed + 1, JSON.stringify(h.events.map((e) => e.payload)));
+  // Many addresses: the table stays within its bound and the gateway answers.
+  const addrs = Array.from({ length: 1100 }, (_, k) => `127.0.${4 + Math.floor(k / 250)}.${1 + (k % 250)}`);
+  for (let k = 0; k < addrs.length; k += 10) {
+    const rs = await Promise.all(addrs.slice(k, k + 10).map((a) => postFrom(f, a, '/events', { event_type: 'rl.many', payload: {} })));
+    rs.forEach((r) => assert.equal(r.status, 201, r.text));
+  }
+  const m = await call(f, 'GET', '/metrics');
+  const n = Number(/^nexus_gateway_rate_addresses (\d+)$/m.exec(m.text)[1]);
+  assert.ok(n > 0 && n <= 1024, `addresses held: ${n}`);
   assertJson(await call(f, 'GET', '/health'), 200);
 }));
 
