@@ -190,7 +190,7 @@ static json_t *s_call(s_cli_t *cli, const char *request, nexus_err_t *err)
 {
     char *reply = NULL;
     *err = nexus_request_json(cli->client, request, &reply);
-    json_t *obj = reply ? json_loads(reply, 0, NULL) : NULL;
+    json_t *obj = reply ? json_loads(reply, JSON_ALLOW_NUL, NULL) : NULL;
     free(reply);
     if (obj) {
         json_object_del(obj, "id");
@@ -396,7 +396,8 @@ static int s_cmd_pub(s_cli_t *cli)
             return s_fail(NX_EXIT_USAGE, "cannot read the payload from stdin");
     } else if (cli->npos > 1)
         payload = strdup(cli->pos[1]);
-    json_t *check = payload && *payload ? json_loads(payload, JSON_DECODE_ANY, NULL) : NULL;
+    json_t *check =
+        payload && *payload ? json_loads(payload, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
     if (payload && *payload && !check) {
         free(payload);
         return s_usage_error(cli, "the payload is not valid JSON");
@@ -433,8 +434,9 @@ static void s_print_event(s_cli_t *cli, nexus_event_t *ev)
         printf("-- gap: events %" PRIu64 "..%" PRIu64 " are no longer in the history --\n", from,
                to);
     } else {
-        char iso[32];
-        const char *src = nexus_event_source(ev);
+        char iso[32], src[256]; /* a source is at most 128 bytes */
+        snprintf(src, sizeof src, "%s", nexus_event_source(ev));
+        nx_cli_printable(src);
         const char *payload = nexus_event_payload_json(ev);
         printf("%-8" PRIu64 " %s  %-24s %-12s %s\n", nexus_event_seq(ev),
                nx_cli_iso(nexus_event_ts(ev), iso), nexus_event_topic(ev), src[0] ? src : "-",
@@ -642,7 +644,7 @@ static int s_cmd_session_register(s_cli_t *cli)
         json_object_set_new(req, "capabilities", caps);
     }
     if ((v = s_opt(cli, "metadata"))) {
-        json_t *meta = json_loads(v, 0, NULL);
+        json_t *meta = json_loads(v, JSON_ALLOW_NUL, NULL);
         if (!json_is_object(meta)) {
             json_decref(meta);
             json_decref(req);
@@ -655,7 +657,7 @@ static int s_cmd_session_register(s_cli_t *cli)
     char *reply = NULL;
     nexus_err_t err = nexus_request_json(c, text, &reply);
     free(text);
-    json_t *rep = reply ? json_loads(reply, 0, NULL) : NULL;
+    json_t *rep = reply ? json_loads(reply, JSON_ALLOW_NUL, NULL) : NULL;
     free(reply);
     if (err) {
         json_decref(rep);
@@ -736,7 +738,7 @@ static int s_cmd_session_get(s_cli_t *cli)
         return s_client_error(cli, err);
     const char *json = nexus_records_json(recs, 0);
     if (cli->json || json) {
-        json_t *obj = json ? json_loads(json, 0, NULL) : NULL;
+        json_t *obj = json ? json_loads(json, JSON_ALLOW_NUL, NULL) : NULL;
         if (cli->json)
             s_print_json(obj);
         else {
@@ -803,10 +805,10 @@ static int s_cmd_sessions(s_cli_t *cli)
         if (available && !cap && strcmp(state_copy, "available"))
             continue;
         if (cli->json) {
-            s_print_json(json_loads(nexus_records_json(recs, i), 0, NULL));
+            s_print_json(json_loads(nexus_records_json(recs, i), JSON_ALLOW_NUL, NULL));
             continue;
         }
-        json_t *rec = json_loads(nexus_records_json(recs, i), 0, NULL);
+        json_t *rec = json_loads(nexus_records_json(recs, i), JSON_ALLOW_NUL, NULL);
         char caps[512] = "", claims[32], seen[40];
         size_t k;
         json_t *item;
@@ -935,7 +937,7 @@ static int s_cmd_complete(s_cli_t *cli)
     uint64_t token = 0;
     const char *result = s_opt(cli, "result");
     if (result) {
-        json_t *check = json_loads(result, JSON_DECODE_ANY, NULL);
+        json_t *check = json_loads(result, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
         if (!check)
             return s_usage_error(cli, "--result needs JSON");
         json_decref(check);
@@ -975,10 +977,10 @@ static int s_cmd_claims(s_cli_t *cli)
     nx_table_add(t, head);
     for (size_t i = 0; i < nexus_records_count(recs); i++) {
         if (cli->json) {
-            s_print_json(json_loads(nexus_records_json(recs, i), 0, NULL));
+            s_print_json(json_loads(nexus_records_json(recs, i), JSON_ALLOW_NUL, NULL));
             continue;
         }
-        json_t *rec = json_loads(nexus_records_json(recs, i), 0, NULL);
+        json_t *rec = json_loads(nexus_records_json(recs, i), JSON_ALLOW_NUL, NULL);
         char token[32], expires[40];
         snprintf(token, sizeof token, "%" PRIu64, nexus_records_u64(recs, i, "token"));
         s_ago(nexus_records_u64(recs, i, "expires_at"), expires, sizeof expires);

@@ -51,7 +51,12 @@ char *nx_cli_read_file(const char *path);
 /*  Writes text to path atomically (temp file + rename), mode 0600.         */
 int nx_cli_write_file(const char *path, const char *text);
 
-/*  A simple aligned table: add rows of cells, print them with columns
+/*  Replaces ASCII control bytes in text (a newline, a tab, an escape) with
+    '?' in place, so that a value from the fabric stays on its line and
+    cannot move the terminal's cursor. Returns text.                        */
+char *nx_cli_printable(char *text);
+
+/*  A simple aligned table: add rows of cells (control bytes shown as '?'), print them with columns
     padded to the widest cell.                                             */
 typedef struct nx_table_t nx_table_t;
 nx_table_t *nx_table_new(int columns);

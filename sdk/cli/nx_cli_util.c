@@ -203,6 +203,14 @@ nx_table_t *nx_table_new(int columns)
     return self;
 }
 
+char *nx_cli_printable(char *text)
+{
+    for (unsigned char *p = (unsigned char *)text; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    return text;
+}
+
 void nx_table_add(nx_table_t *self, const char *const *cells)
 {
     if (self->rows == self->alloc) {
@@ -213,9 +221,12 @@ void nx_table_add(nx_table_t *self, const char *const *cells)
         self->cells = grown;
         self->alloc = alloc;
     }
-    for (int c = 0; c < self->columns; c++)
-        self->cells[self->rows * (size_t)self->columns + (size_t)c] =
-            strdup(cells[c] ? cells[c] : "");
+    for (int c = 0; c < self->columns; c++) {
+        char *cell = strdup(cells[c] ? cells[c] : "");
+        if (cell)
+            nx_cli_printable(cell);
+        self->cells[self->rows * (size_t)self->columns + (size_t)c] = cell;
+    }
     self->rows++;
 }
 

@@ -267,7 +267,7 @@ nexus_err_t nexus_client_set_metadata_msgpack(nexus_client_t *self, const void *
 nexus_err_t nexus_client_set_metadata_json(nexus_client_t *self, const char *json)
 {
     S_CONFIGURING(self);
-    json_t *value = json ? json_loads(json, 0, NULL) : NULL;
+    json_t *value = json ? json_loads(json, JSON_ALLOW_NUL, NULL) : NULL;
     if (!json_is_object(value)) {
         json_decref(value);
         return nx_client_fail(self, NEXUS_ERR_INVALID, "metadata must be a JSON object");
@@ -688,7 +688,7 @@ nexus_err_t nexus_request_json(nexus_client_t *self, const char *request_json, c
     if (!self || !request_json)
         return NEXUS_ERR_INVALID;
     json_error_t jerr;
-    json_t *obj = json_loads(request_json, 0, &jerr);
+    json_t *obj = json_loads(request_json, JSON_ALLOW_NUL, &jerr);
     const char *op = json_string_value(json_object_get(obj, "op"));
     if (!json_is_object(obj) || !op) {
         json_decref(obj);

@@ -176,7 +176,9 @@ const char *nexus_event_json(nexus_event_t *self)
                         (json_int_t)self->seq);
     } else {
         const char *pj = nexus_event_payload_json(self);
-        json_t *payload = pj ? json_loads(pj, JSON_DECODE_ANY, NULL) : NULL;
+        /*  JSON_ALLOW_NUL: a str payload may hold NUL bytes, which the
+            text carries as \u0000; without it the event had no JSON.      */
+        json_t *payload = pj ? json_loads(pj, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
         if (!payload)
             return NULL;
         json_t *topic = json_string(self->topic);

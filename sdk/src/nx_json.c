@@ -8,10 +8,12 @@
       ext                                ->  {"$ext":type,"$base64":"..."}
       map keys that are not strings      ->  their JSON text as the key
       {"$base64":"..."} (only key)       ->  bin
-    Integers above INT64_MAX become reals (JSON has no u64).
+    Integers above INT64_MAX become reals (JSON has no u64); NaN and the
+    infinities become null.
     =========================================================================
 */
 
+#include <math.h>
 #include <string.h>
 
 #include "nx_client.h"
@@ -41,6 +43,11 @@ json_t *nx_json_from_msgpack(const msgpack_object *obj)
         return json_integer((json_int_t)obj->via.i64);
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64:
+        /*  JSON has no NaN or infinity, and jansson refuses them (NULL),
+            which would lose the whole payload: null, as JavaScript's
+            JSON.stringify writes them.                                     */
+        if (!isfinite(obj->via.f64))
+            return json_null();
         return json_real(obj->via.f64);
     case MSGPACK_OBJECT_STR: {
         json_t *s = json_stringn(obj->via.str.ptr, obj->via.str.size);

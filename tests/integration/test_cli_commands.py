@@ -15,7 +15,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Broker, Checks, free_port  # noqa: E402
+import msgpack  # noqa: E402
+
+from harness import Broker, Checks, Client, free_port  # noqa: E402
 
 BUILD = os.environ.get("NEXUS_BUILD_DIR", "build")
 NEXUS = os.environ.get("NEXUS_CLI") or os.path.join(BUILD, "sdk", "nexus")
@@ -185,6 +187,30 @@ try:
         t.eq(len(lines(out)), 1, "events --since TIME-ago")
         rc, out, err = run(["events", "--json", "--limit", "1", "--desc"], ep)
         t.eq(lines(out)[0]["topic"], "cli.three", "events --desc --limit 1")
+        # Payloads JSON cannot spell still make one line each: NaN and the
+        # infinities as null, a NUL inside a string as \u0000 (both used to
+        # make the event vanish from --json output); a source with a
+        # newline stays on its line in the human output.
+        with Client(b) as cl:
+            odd = [msgpack.packb(float("nan")), msgpack.packb(float("inf")),
+                   msgpack.packb(float("-inf")), msgpack.packb("a\0b"),
+                   msgpack.packb({"k": "x\0y", "n": float("nan")})]
+            for p in odd:
+                rep = cl.request({"op": "publish", "topic": "odd.x", "payload": p})
+                t.check(rep.get("ok"), "publish odd payload: %r" % rep)
+            rep = cl.request({"op": "publish", "topic": "odd.src", "source": "two\nlines\x1b[2J",
+                              "payload": msgpack.packb(1)})
+            t.check(rep.get("ok"), "publish with a newline in the source: %r" % rep)
+        rc, out, err = run(["events", "--json", "--pattern", "odd.x"], ep)
+        t.eq([e["payload"] for e in lines(out)],
+             [None, None, None, "a\0b", {"k": "x\0y", "n": None}],
+             "events --json: every odd payload, one JSON line each")
+        rc, out, err = run(["sub", "odd.x", "--since", "0", "--count", "5", "--json"], ep)
+        t.eq(len(lines(out)), 5, "sub --json: every odd payload (rc %d, %r)" % (rc, err))
+        rc, out, err = run(["events", "--pattern", "odd.>"], ep)
+        t.check(rc == 0 and len(out.splitlines()) == 6 and "two?lines?[2J" in out
+                and "\x1b" not in out,
+                "events (human): one line per event, control bytes shown as ?: %r" % out)
         # --resume: each call returns only what is new.
         rc, out, err = run(["events", "--json", "--pattern", "res.>", "--resume", "r1"], ep)
         t.check(rc == 0 and out == "", "resume: nothing yet")
