@@ -81,6 +81,7 @@ typedef struct _nx_gw_conn_t {
     /*  Incoming WebSocket message being assembled (lws thread)             */
     char *rx;
     size_t rx_len;
+    bool rx_binary; /* it came as binary frames: refused whole */
     /*  HTTP                                                                */
     int method;       /* NX_GW_GET, ...                    */
     char path[512];   /* decoded path                      */

@@ -328,12 +328,15 @@ static void s_copy(json_t *req, json_t *msg, const char *const *fields)
     }
 }
 
+/*  "is missing" only when it is: a field of the wrong type is named so.   */
 static bool s_need_string(s_ctx_t *ctx, const char *field)
 {
-    if (json_is_string(json_object_get(ctx->msg, field)))
+    json_t *v = json_object_get(ctx->msg, field);
+    if (json_is_string(v))
         return true;
     char text[128];
-    snprintf(text, sizeof text, "field '%s' (a string) is missing", field);
+    snprintf(text, sizeof text,
+             v ? "field '%s' must be a string" : "field '%s' (a string) is missing", field);
     s_error(ctx, "bad_request", text, NULL);
     return false;
 }
@@ -344,7 +347,10 @@ static bool s_need_integer(s_ctx_t *ctx, const char *field)
     if (json_is_integer(v) && json_integer_value(v) >= 0)
         return true;
     char text[128];
-    snprintf(text, sizeof text, "field '%s' (a non-negative integer) is missing", field);
+    snprintf(text, sizeof text,
+             v ? "field '%s' must be a non-negative integer"
+               : "field '%s' (a non-negative integer) is missing",
+             field);
     s_error(ctx, "bad_request", text, NULL);
     return false;
 }
@@ -355,12 +361,10 @@ static bool s_need_integer(s_ctx_t *ctx, const char *field)
 static json_t *s_topics(s_ctx_t *ctx)
 {
     json_t *t = json_object_get(ctx->msg, "topics");
-    if (json_is_string(t)) {
-        json_t *a = json_array();
-        json_array_append(a, t);
-        return a;
-    }
+    /*  A single pattern is checked like the patterns of an array.          */
+    t = json_is_string(t) ? json_pack("[O]", t) : json_incref(t);
     if (!json_is_array(t) || json_array_size(t) == 0) {
+        json_decref(t);
         s_error(ctx, "bad_request", "field 'topics' must be a non-empty array of patterns", NULL);
         return NULL;
     }
@@ -373,11 +377,12 @@ static json_t *s_topics(s_ctx_t *ctx)
             char text[200];
             snprintf(text, sizeof text, "invalid pattern %.100s%s%s", s ? "'" : "",
                      s ? s : "(not a string)", s ? "'" : "");
+            json_decref(t);
             s_error(ctx, "bad_pattern", text, NULL);
             return NULL;
         }
     }
-    return json_incref(t);
+    return t;
 }
 
 static json_t *s_current_topics(nx_gw_conn_t *conn)
@@ -472,11 +477,15 @@ static void a_unsubscribe(s_ctx_t *ctx)
 
 static void a_publish(s_ctx_t *ctx)
 {
-    const char *type = json_string_value(json_object_get(ctx->msg, "event_type"));
-    if (!type)
-        type = json_string_value(json_object_get(ctx->msg, "topic"));
+    json_t *type_v = json_object_get(ctx->msg, "event_type");
+    if (!type_v)
+        type_v = json_object_get(ctx->msg, "topic");
+    const char *type = json_string_value(type_v);
     if (!type) {
-        s_error(ctx, "bad_request", "field 'event_type' (a string) is missing", NULL);
+        s_error(ctx, "bad_request",
+                type_v ? "field 'event_type' must be a string (a topic)"
+                       : "field 'event_type' (a string) is missing",
+                NULL);
         return;
     }
     if (!nx_topic_valid(type, strlen(type))) {
@@ -493,12 +502,15 @@ static void a_publish(s_ctx_t *ctx)
         json_object_set(payload, "to", to);
     /*  Without a target it would be acknowledged and reach nobody.        */
     if (strcmp(type, "message.direct") == 0) {
-        const char *target = json_string_value(json_object_get(payload, "to"));
+        json_t *target_v = json_is_object(payload) ? json_object_get(payload, "to") : NULL;
+        if (!target_v)
+            target_v = to;
+        const char *target = json_string_value(target_v);
         if (!target || !nx_session_id_valid(target, strlen(target))) {
             json_decref(payload);
             s_error(ctx, "bad_request",
-                    target ? "field 'to' must be a session id (1..64 of [A-Za-z0-9_:@-])"
-                           : "field 'to' (a session id) is missing",
+                    target_v ? "field 'to' must be a session id (1..64 of [A-Za-z0-9_:@-])"
+                             : "field 'to' (a session id) is missing",
                     NULL);
             return;
         }
@@ -596,14 +608,21 @@ static void a_history(s_ctx_t *ctx)
     json_t *limit = json_object_get(ctx->msg, "limit");
     json_t *since = json_object_get(ctx->msg, "since_seq");
     json_t *cursor = json_object_get(ctx->msg, "cursor");
-    const char *order = json_string_value(json_object_get(ctx->msg, "order"));
-    if ((limit && (!json_is_integer(limit) || json_integer_value(limit) < 1 ||
-                   json_integer_value(limit) > 1000)) ||
-        (since && (!json_is_integer(since) || json_integer_value(since) < 0)) ||
-        (cursor && !json_is_integer(cursor) && !json_is_null(cursor)) ||
-        (order && strcmp(order, "asc") && strcmp(order, "desc"))) {
-        s_error(ctx, "bad_request",
-                "history takes limit 1..1000, since_seq >= 0, cursor, order asc|desc", NULL);
+    json_t *order_v = json_object_get(ctx->msg, "order");
+    const char *order = json_string_value(order_v);
+    const char *bad = NULL;
+    if (limit && (!json_is_integer(limit) || json_integer_value(limit) < 1 ||
+                  json_integer_value(limit) > 1000))
+        bad = "field 'limit' must be an integer 1..1000";
+    else if (since && (!json_is_integer(since) || json_integer_value(since) < 0))
+        bad = "field 'since_seq' must be a non-negative integer";
+    else if (cursor && !json_is_null(cursor) &&
+             (!json_is_integer(cursor) || json_integer_value(cursor) < 0))
+        bad = "field 'cursor' must be the next_cursor of a previous page (an integer) or null";
+    else if (order_v && (!order || (strcmp(order, "asc") && strcmp(order, "desc"))))
+        bad = "field 'order' must be \"asc\" or \"desc\"";
+    if (bad) {
+        s_error(ctx, "bad_request", bad, NULL);
         return;
     }
     json_t *req = json_pack("{s:s, s:I}", "op", "history", "limit",
@@ -722,12 +741,31 @@ void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
         json_decref(ctx.msg);
         return;
     }
+    /*  An id that cannot be echoed would leave the client waiting for a
+        reply that never names it: it is an error of its own (null is no id). */
     ctx.id = json_object_get(ctx.msg, "id");
-    if (ctx.id && !json_is_string(ctx.id) && !json_is_integer(ctx.id))
+    const char *bad_id = NULL;
+    if (json_is_null(ctx.id))
         ctx.id = NULL;
-    ctx.action = json_string_value(json_object_get(ctx.msg, "action"));
+    else if (ctx.id && !json_is_string(ctx.id) && !json_is_integer(ctx.id))
+        bad_id = "field 'id' must be a string or an integer";
+    else if (json_is_string(ctx.id) && json_string_length(ctx.id) > NX_GW_ID_MAX)
+        bad_id = "field 'id' must be at most 256 bytes";
+    json_t *action = json_object_get(ctx.msg, "action");
+    if (json_is_string(action) && json_string_length(action) <= NX_GW_ID_MAX)
+        ctx.action = json_string_value(action);
+    if (bad_id) {
+        ctx.id = NULL;
+        s_error(&ctx, "bad_request", bad_id, NULL);
+        json_decref(ctx.msg);
+        return;
+    }
     if (!ctx.action) {
-        s_error(&ctx, "bad_request", "field 'action' (a string) is missing", NULL);
+        s_error(&ctx, "bad_request",
+                json_is_string(action) ? "field 'action' is too long (no such action)"
+                : action               ? "field 'action' must be a string"
+                                       : "field 'action' (a string) is missing",
+                NULL);
         json_decref(ctx.msg);
         return;
     }

@@ -224,7 +224,10 @@ static bool s_need(s_req_t *r, const char *field)
     if (s_body_str(r, field))
         return true;
     char text[128];
-    snprintf(text, sizeof text, "field '%s' (a string) is missing", field);
+    snprintf(text, sizeof text,
+             json_object_get(r->json, field) ? "field '%s' must be a string"
+                                             : "field '%s' (a string) is missing",
+             field);
     s_error(r, 400, "bad_request", text, NULL);
     return false;
 }
@@ -481,12 +484,15 @@ static void h_events_post(s_req_t *r)
         json_t *to = json_object_get(r->json, "to");
         if (json_is_string(to) && json_is_object(payload) && !json_object_get(payload, "to"))
             json_object_set(payload, "to", to);
-        const char *target = json_string_value(json_object_get(payload, "to"));
+        json_t *target_v = json_is_object(payload) ? json_object_get(payload, "to") : NULL;
+        if (!target_v)
+            target_v = to;
+        const char *target = json_string_value(target_v);
         if (!target || !nx_session_id_valid(target, strlen(target))) {
             json_decref(payload);
             s_error(r, 400, "bad_request",
-                    target ? "field 'to' must be a session id (1..64 of [A-Za-z0-9_:@-])"
-                           : "field 'to' (a session id) is missing",
+                    target_v ? "field 'to' must be a session id (1..64 of [A-Za-z0-9_:@-])"
+                             : "field 'to' (a session id) is missing",
                     NULL);
             return;
         }
@@ -644,10 +650,18 @@ static void h_sessions_capabilities(s_req_t *r)
     json_t *req = json_pack("{s:s}", "op", "session.find");
     if (s_arg(r, "skill", skill, sizeof skill) || s_arg(r, "capability", skill, sizeof skill))
         json_object_set_new(req, "capability", json_string(skill));
-    if (s_arg(r, "available", avail, sizeof avail))
-        json_object_set_new(req, "available",
-                            json_boolean(strcmp(avail, "true") == 0 || strcmp(avail, "1") == 0));
-    if (!json_object_get(req, "capability") && !json_object_get(req, "available"))
+    if (s_arg(r, "available", avail, sizeof avail)) {
+        bool yes = strcmp(avail, "true") == 0 || strcmp(avail, "1") == 0;
+        if (!yes && strcmp(avail, "false") && strcmp(avail, "0")) {
+            json_decref(req);
+            s_error(r, 400, "bad_request", "available must be true or false", NULL);
+            return;
+        }
+        json_object_set_new(req, "available", json_boolean(yes));
+    }
+    /*  As over WebSocket: available=false filters nothing (the broker's
+        session.find wants a filter it can apply).                          */
+    if (!json_object_get(req, "capability") && !json_is_true(json_object_get(req, "available")))
         json_object_set_new(req, "op", json_string("session.list"));
     s_answer_list(r, req, "sessions");
 }
@@ -672,7 +686,9 @@ static void s_work(s_req_t *r, const char *op, bool token, const char *const *co
         return;
     json_t *tok = json_object_get(r->json, "token");
     if (token && !(json_is_integer(tok) && json_integer_value(tok) >= 0)) {
-        s_error(r, 400, "bad_request", "field 'token' (the fencing token, a number) is missing",
+        s_error(r, 400, "bad_request",
+                tok ? "field 'token' (the fencing token) must be a non-negative integer"
+                    : "field 'token' (the fencing token, a number) is missing",
                 NULL);
         return;
     }

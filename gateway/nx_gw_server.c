@@ -11,6 +11,7 @@
     =========================================================================
 */
 
+#include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -184,8 +185,9 @@ static long long s_content_length(struct lws *wsi)
     if (lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
         return -1;
     char *end = NULL;
+    errno = 0;
     long long n = strtoll(v, &end, 10);
-    return end && end != v && *end == 0 && n >= 0 ? n : -1;
+    return end && end != v && *end == 0 && n >= 0 && errno != ERANGE ? n : -1;
 }
 
 /*  Queues the request for the worker, once.                                */
@@ -294,10 +296,20 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
         conn->auth = handle;
     }
     if (conn->method == NX_GW_POST) {
+        long long length = s_content_length(wsi);
         /*  lws sends LWS_CALLBACK_HTTP_BODY_COMPLETION for an explicit
             Content-Length: 0 too.                                          */
         if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
             s_http_now(gw, wsi, pss, 411, "length_required", "POST needs a Content-Length", NULL);
+        /*  Where such a body ends cannot be known: it used to be waited
+            for until lws's timeout. Answer now, then close. (A body over
+            max_body with a good length is read and dropped, then 413: a
+            client still sending it would see a reset, not the answer.)    */
+        else if (length < 0) {
+            s_http_now(gw, wsi, pss, 400, "bad_request",
+                       "Content-Length must be a non-negative decimal number", NULL);
+            pss->close_after = true;
+        }
         /*  Forms and text/plain are what a page of any origin may send
             without a CORS preflight: only JSON is taken.                  */
         else if (!s_json_body(wsi))
@@ -341,7 +353,7 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     nx_gw_conn_t *conn = pss->conn;
     /*  An answer given before the body is read waits for the body's end:
         the connection then reads the next request, not the body's rest.   */
-    if (!conn || pss->phase == 2 || pss->body_pending)
+    if (!conn || pss->phase == 2 || (pss->body_pending && !pss->close_after))
         return 0;
     /*  A copy: the response is the worker's until the lock is released.    */
     pthread_mutex_lock(&gw->lock);
@@ -417,6 +429,13 @@ static int s_refuse(struct lws *wsi, unsigned int status, const char *code, cons
     return 1;
 }
 
+/*  True when v is 1..digits decimal digits and nothing else.              */
+static bool s_decimal(const char *v, size_t digits)
+{
+    size_t n = strspn(v, "0123456789");
+    return n > 0 && n <= digits && v[n] == 0;
+}
+
 static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 {
     char uri[512];
@@ -449,12 +468,19 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
                         token[0] ? "token not valid for this session" : "token required");
     }
     snprintf(pss->session, sizeof pss->session, "%s", id);
+    /*  A since that is not a seq used to read as 0, a replay of the whole
+        history; a bad recent, as the default. Both are refused instead.   */
     char v[64];
     pss->has_since = s_urlarg(wsi, "since", v, sizeof v);
+    if (pss->has_since && !s_decimal(v, 20))
+        return s_refuse(wsi, 400, "bad_request", "since must be an event seq (a decimal number)");
     pss->since = pss->has_since ? strtoull(v, NULL, 10) : 0;
-    pss->recent = s_urlarg(wsi, "recent", v, sizeof v) ? atoi(v) : (int)gw->cfg.welcome_events;
-    if (pss->recent < 0 || pss->recent > 1000)
-        pss->recent = (int)gw->cfg.welcome_events;
+    pss->recent = (int)gw->cfg.welcome_events;
+    if (s_urlarg(wsi, "recent", v, sizeof v)) {
+        if (!s_decimal(v, 4) || atoi(v) > 1000)
+            return s_refuse(wsi, 400, "bad_request", "recent must be a number 0..1000");
+        pss->recent = atoi(v);
+    }
     if (!s_urlarg(wsi, "name", pss->name, sizeof pss->name))
         pss->name[0] = 0;
     if (!s_urlarg(wsi, "capabilities", pss->caps, sizeof pss->caps))
@@ -503,9 +529,9 @@ static void s_ws_error(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text, const 
     json_t *action = json_is_object(msg) ? json_object_get(msg, "action") : NULL;
     json_t *r = json_pack("{s:s, s:b, s:{s:s, s:s}}", "type", "reply", "ok", 0, "error", "code",
                           code, "message", message);
-    if (json_is_string(id) || json_is_integer(id))
+    if ((json_is_string(id) && json_string_length(id) <= NX_GW_ID_MAX) || json_is_integer(id))
         json_object_set(r, "id", id);
-    if (json_is_string(action))
+    if (json_is_string(action) && json_string_length(action) <= NX_GW_ID_MAX)
         json_object_set(r, "action", action);
     char *out = json_dumps(r, JSON_COMPACT);
     pthread_mutex_lock(&gw->lock);
@@ -523,6 +549,19 @@ static int s_ws_receive(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const void *
     nx_gw_conn_t *conn = pss->conn;
     if (!conn)
         return -1;
+    /*  The protocol is JSON text; a binary message is dropped as it comes
+        (nothing of it is kept) and answered once it ends.                 */
+    if (lws_frame_is_binary(wsi))
+        conn->rx_binary = true;
+    if (conn->rx_binary) {
+        if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi))
+            return 0;
+        conn->rx_binary = false;
+        s_ws_error(gw, conn, "", "bad_request",
+                   "binary frames are not taken: send each message as one JSON text frame");
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
     if (conn->rx_len + len > gw->cfg.max_message) {
         lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                          (unsigned char *)"message too large", 17);
@@ -538,6 +577,7 @@ static int s_ws_receive(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const void *
     if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi))
         return 0;
     char *text = conn->rx;
+    size_t len_total = conn->rx_len;
     conn->rx = NULL;
     conn->rx_len = 0;
     pthread_mutex_lock(&gw->lock);
@@ -546,6 +586,18 @@ static int s_ws_receive(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const void *
     if (!rate_ok) {
         __atomic_add_fetch(&gw->stats.rate_limited, 1, __ATOMIC_RELAXED);
         s_ws_error(gw, conn, text, "rate_limited", "too many requests; slow down");
+        free(text);
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    /*  The worker reads the text up to its first NUL: what follows would
+        be dropped unseen rather than refused.                             */
+    const char *nul = memchr(text, 0, len_total);
+    if (nul) {
+        char message[80];
+        snprintf(message, sizeof message, "not valid JSON: a NUL byte at offset %zu",
+                 (size_t)(nul - text));
+        s_ws_error(gw, conn, text, "bad_json", message); /* echoes an id before it */
         free(text);
         lws_callback_on_writable(wsi);
         return 0;

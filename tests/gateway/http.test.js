@@ -713,3 +713,58 @@ test('--allowed-origins lets the listed origins call the API', withFabric({ gate
   assert.equal(r.status, 403, r.text);
   assert.equal(r.json.error.code, 'forbidden_origin');
 }));
+
+/** Writes `text` on a new socket; resolves with what came back before the close (or after `wait` ms). */
+function rawSocket(f, text, wait = 4000) {
+  const net = require('node:net');
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    const s = net.connect({ port: f.port, host: '127.0.0.1' });
+    let out = '';
+    s.on('data', (d) => { out += d; });
+    s.on('close', () => resolve({ out, ms: Date.now() - t0, closed: true }));
+    s.on('error', () => {});
+    s.setTimeout(wait, () => { s.destroy(); resolve({ out, ms: Date.now() - t0, closed: false }); });
+    s.write(text);
+  });
+}
+
+test('hostile HTTP: bad Content-Length, wrong types, odd query values: precise 4xx JSON errors, nothing stored', withFabric(async (f) => {
+  // A Content-Length that is not a number (or past any size) is answered at
+  // once (it used to wait for a body whose end cannot be known), then closed.
+  for (const [len, status, code] of [['-5', 400, 'bad_request'], ['abc', 400, 'bad_request'], ['99999999999999999999', 400, 'bad_request'], ['12x', 400, 'bad_request']]) {
+    const r = await rawSocket(f, `POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${len}\r\n\r\n{"event_type":"cl.stored"}`);
+    assert.match(r.out, new RegExp(`^HTTP/1\\.1 ${status} `), `Content-Length ${len}: ${r.out.slice(0, 200)}`);
+    const body = JSON.parse(r.out.slice(r.out.indexOf('\r\n\r\n') + 4));
+    assert.equal(body.error.code, code, r.out);
+    assert.ok(r.closed && r.ms < 3000, `answered and closed in ${r.ms} ms`);
+  }
+  // Wrong types are named as such.
+  const cases = [
+    [{ event_type: 5, payload: {} }, '/events', "'event_type' must be a string"],
+    [{ event_type: 'message.direct', to: 5, payload: {} }, '/events', "'to' must be a session id"],
+    [{ event_type: 'message.direct', payload: { to: ['x'] } }, '/events', "'to' must be a session id"],
+    [{ message: 5 }, '/message', "'message' must be a string"],
+    [{ session_id: 'hx', work_id: 5 }, '/work/claim', "'work_id' must be a string"],
+    [{ session_id: 'hx', work_id: 'w', token: 'x' }, '/work/release', 'non-negative integer'],
+    [{ session_id: 'hx', work_id: 'w', token: 1.5 }, '/work/complete', 'non-negative integer'],
+  ];
+  for (const [body, p, mentions] of cases) {
+    const e = assertHttpError(await call(f, 'POST', p, body), 400, 'bad_request');
+    assert.ok(e.message.includes(mentions), `${p} ${JSON.stringify(body)}: ${e.message}`);
+  }
+  // Query values that are not what they claim to be.
+  assertHttpError(await call(f, 'GET', '/sessions/capabilities?available=maybe'), 400, 'bad_request');
+  assertJson(await call(f, 'GET', '/sessions/capabilities?available=false'), 200);
+  for (const q of ['limit=abc', 'limit=-1', 'limit=99999999999999999999', 'since=-5', 'cursor=abc', 'order=up']) {
+    assertHttpError(await call(f, 'GET', `/events/history?${q}`), 400, 'bad_request');
+  }
+  assertHttpError(await call(f, 'GET', '/events/history?event_type=a%20b'), 400, 'bad_pattern');
+  assertHttpError(await call(f, 'GET', '/events/recent?count=-5'), 400, 'bad_request');
+  assertHttpError(await call(f, 'GET', '/sessions/%E2%98%83'), 404, 'not_found');
+  // Still up; nothing of it was stored.
+  assertJson(await call(f, 'GET', '/health'), 200);
+  const j = assertJson(await call(f, 'GET', '/events/history?limit=1000'), 200);
+  const types = j.events.map((e) => e.event_type);
+  assert.ok(!types.includes('cl.stored') && !types.includes('message.direct'), JSON.stringify(types));
+}));

@@ -1246,3 +1246,83 @@ test('a welcome larger than the send queue leaves out its oldest recent events, 
   assert.equal(c.closed, null, `still open: ${JSON.stringify(c.closed)}`);
   assertOk(await c.request({ action: 'ping', id: 'after-welcome' }), 'ping', 'after-welcome');
 }));
+
+test('a hostile client: binary and NUL frames, wrong types, bad ids, fragments, ping floods, churn: precise errors, nothing stored, all stays up', { timeout: 90000 }, withFabric(async (f) => {
+  const c = await f.connect('hostile', 'recent=0');
+  // The next message from index `from` that is a reply (errors without an id included).
+  const nextReply = (from) => c.waitFor((m) => m.type === 'reply', 3000, 'a reply', from);
+  // Binary frames are refused whole, even when they hold a valid request.
+  let from = c.messages.length;
+  c.ws.send(Buffer.from(JSON.stringify({ action: 'publish', event_type: 'bin.stored', payload: {}, id: 'bin' })), { binary: true });
+  assertError(await nextReply(from), 'bad_request', { mentions: 'binary' });
+  from = c.messages.length;
+  c.ws.send(Buffer.from([0xff, 0x00, 0x81]), { binary: true });
+  assertError(await nextReply(from), 'bad_request', { mentions: 'binary' });
+  // A NUL byte: what follows it is not silently dropped.
+  from = c.messages.length;
+  c.ws.send('{"action":"publish","event_type":"nul.stored","payload":{},"id":"nul"}\u0000{"x":1}');
+  assertError(await nextReply(from), 'bad_json', { id: 'nul', mentions: 'NUL' });
+  // Ids that cannot be echoed are errors, not silence.
+  for (const raw of ['{"action":"ping","id":{}}', '{"action":"ping","id":1.5}', '{"action":"ping","id":true}']) {
+    from = c.messages.length;
+    c.send(raw);
+    assertError(await nextReply(from), 'bad_request', { mentions: "'id'" });
+  }
+  from = c.messages.length;
+  c.send({ action: 'ping', id: 'i'.repeat(300) });
+  const longId = await nextReply(from);
+  assertError(longId, 'bad_request', { mentions: '256' });
+  assert.equal(longId.id, undefined);
+  // A field of the wrong type is named as such, not as missing.
+  const cases = [
+    [{ action: 5 }, 'bad_request', "'action' must be a string"],
+    [{ action: 'publish', event_type: 5, payload: {} }, 'bad_request', "'event_type' must be a string"],
+    [{ action: 'publish', event_type: 'message.direct', to: 5, payload: {} }, 'bad_request', "'to' must be a session id"],
+    [{ action: 'subscribe', topics: 'a b' }, 'bad_pattern', 'a b'],
+    [{ action: 'subscribe', topics: '' }, 'bad_pattern', "''"],
+    [{ action: 'claim', work_id: 5 }, 'bad_request', "'work_id' must be a string"],
+    [{ action: 'renew', work_id: 'w', token: 'x' }, 'bad_request', "'token' must be a non-negative integer"],
+    [{ action: 'release', work_id: 'w', token: -1 }, 'bad_request', "'token' must be a non-negative integer"],
+    [{ action: 'resume', since: 'x' }, 'bad_request', "'since' must be a non-negative integer"],
+    [{ action: 'history', limit: '10' }, 'bad_request', "'limit'"],
+    [{ action: 'history', since_seq: -1 }, 'bad_request', "'since_seq'"],
+    [{ action: 'history', cursor: 'x' }, 'bad_request', "'cursor'"],
+    [{ action: 'history', order: 'up' }, 'bad_request', "'order'"],
+    [{ action: 'history', order: 5 }, 'bad_request', "'order'"],
+  ];
+  for (const [req, code, mentions] of cases) {
+    const r = await c.request(req);
+    assertError(r, code, { mentions: mentions.replace(/[.*+?^${}()|[\]\\]/g, '\\$&') });
+  }
+  const subs = await c.request({ action: 'subscribe', topics: ['ok.topic'] });
+  assert.deepEqual(subs.topics, ['ok.topic'], 'the bad patterns were not subscribed');
+  // A message in fragments is put together.
+  c.ws.send('{"action":"pi', { fin: false });
+  c.ws.send('ng","id":', { fin: false });
+  c.ws.send('"frag"}', { fin: true });
+  assertOk(await c.waitFor((m) => m.id === 'frag', 3000, 'fragmented ping'), 'ping', 'frag');
+  // A ping flood is answered by lws and costs the connection nothing.
+  for (let i = 0; i < 5000; i++) c.ws.ping('p');
+  assertOk(await c.request({ action: 'ping', id: 'after-flood' }, 10000), 'ping', 'after-flood');
+  // Bad handshake parameters are refused, not guessed at (since=abc read
+  // as 0 used to replay the whole history).
+  for (const q of ['since=abc', 'since=-1', 'recent=-5', 'recent=5000', 'recent=x']) {
+    const bad = f.track(new WsClient(`${f.wsBase}/ws/session/hostile-q?${q}`));
+    assert.equal(await bad.unexpected, 400, q);
+  }
+  // Connections opened and dropped fast, in a bounded loop.
+  for (let i = 0; i < 60; i++) {
+    const w = new WebSocket(`${f.wsBase}/ws/session/churn-${i % 3}`);
+    await new Promise((res) => { w.on('open', () => { w.terminate(); res(); }); w.on('error', res); });
+  }
+  await waitFor(async () => {
+    const s = await (await fetch(`${f.http}/sessions/active`)).json();
+    return !s.sessions.some((x) => /^churn-/.test(x.session || x.id || ''));
+  }, { timeout: 10000, what: 'the churned sessions to be unregistered' });
+  // Still up, and nothing of the refused requests was stored.
+  assert.equal(c.closed, null, JSON.stringify(c.closed));
+  assertOk(await c.request({ action: 'ping', id: 'end' }), 'ping', 'end');
+  const h = await c.request({ action: 'history', limit: 1000 });
+  const types = h.events.map((e) => e.event_type);
+  for (const t of ['bin.stored', 'nul.stored', 'message.direct']) assert.ok(!types.includes(t), `${t} not stored: ${types}`);
+}));
