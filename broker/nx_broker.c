@@ -775,7 +775,9 @@ static int s_read_request(nx_broker_t *self)
         return -1;
     }
     /*  [identity]([empty])...[body]: every frame but the last routes the
-        reply back. More routing frames than we keep: nowhere to reply.    */
+        reply back. More routing frames than we keep: the request is
+        refused with a reply to the connection alone (its identity frame),
+        since the frames in between cannot all be echoed.                  */
     pr->env.n = 0;
     bool too_many = false;
     while (zmq_msg_more(&frame)) {
@@ -790,10 +792,14 @@ static int s_read_request(nx_broker_t *self)
             break;
     }
     self->count.requests++;
-    if (too_many || pr->env.n == 0) {
+    if (pr->env.n == 0) {
         zmq_msg_close(&frame);
-        s_env_close(&pr->env);
         return 0;
+    }
+    if (too_many) {
+        for (int k = 1; k < pr->env.n; k++)
+            zmq_msg_close(&pr->env.frames[k]);
+        pr->env.n = 1;
     }
     zmq_msg_init(&pr->body);
     zmq_msg_move(&pr->body, &frame);
@@ -805,6 +811,15 @@ static int s_read_request(nx_broker_t *self)
     pr->failed = false;
     msgpack_sbuffer_clear(&pr->id);
     msgpack_zone_clear(&pr->zone);
+    if (too_many) {
+        char text[NX_ERRMSG_MAX];
+        snprintf(text, sizeof text,
+                 "more than %d frames before the request body; send one frame (DEALER) or an "
+                 "empty delimiter and the body (REQ)",
+                 NX_ENVELOPE_MAX - 1);
+        s_reply_error(pr, NEXUS_ERR_BAD_REQUEST, text);
+        return 0;
+    }
 
     size_t size = zmq_msg_size(&pr->body);
     if (size > self->cfg.max_request) {

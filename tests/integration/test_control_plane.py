@@ -187,6 +187,26 @@ with Broker(extra=["--history-scan", "500", "--max-request", "64k", "--max-paylo
     t.check(req.poll(5000) and msgpack.unpackb(req.recv())["ok"], "REQ client served")
     req.close()
 
+    # Frames before the body are echoed in front of the reply, up to 3 of
+    # them; a request with more is refused with a reply of one frame
+    # (it used to vanish without a reply or a count).
+    c.sock.send_multipart([b"a", b"", b"c", P({"op": "ping", "id": 31})])
+    t.check(c.sock.poll(5000), "3 frames before the body: answered")
+    fr = c.sock.recv_multipart()
+    t.eq((fr[:3], msgpack.unpackb(fr[-1]).get("id")), ([b"a", b"", b"c"], 31),
+         "3 frames before the body are echoed")
+    errs = c.request({"op": "state"})["request_errors"]
+    for n in (4, 1000):
+        c.sock.send_multipart([b"f"] * n + [P({"op": "ping", "id": 32})])
+        t.check(c.sock.poll(5000), "%d frames before the body: answered" % n)
+        fr = c.sock.recv_multipart()
+        rep = msgpack.unpackb(fr[-1]) if fr else {}
+        t.eq((len(fr), rep.get("ok"), rep.get("error")), (1, False, "bad_request"),
+             "%d frames before the body: one-frame bad_request" % n)
+        t.check("more than 3 frames before the request body" in rep.get("message", ""),
+                "%d frames: message says what is wrong: %r" % (n, rep.get("message")))
+    t.eq(c.request({"op": "state"})["request_errors"], errs + 2, "and they count as errors")
+
     # Still alive, and nothing stored changed.
     after = c.request({"op": "state"})
     t.eq((after["history"]["last_seq"], after["history"]["count"]),
