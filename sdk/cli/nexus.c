@@ -178,6 +178,23 @@ static int s_connect(s_cli_t *cli, bool acting)
         char *reply = NULL;
         rc = nexus_request_json(cli->client, "{\"op\":\"session.heartbeat\"}", &reply);
         free(reply);
+        /*  The heartbeat is ours, not the user's command: say what it
+            found out about the session in the words of the command line.  */
+        if (rc == NEXUS_ERR_NOT_FOUND)
+            return s_fail(NX_EXIT_REFUSED,
+                          "session '%s' is not active (gone or never registered): register it "
+                          "with `nexus session register --session %s`",
+                          cli->session, cli->session);
+        if (rc == NEXUS_ERR_FORBIDDEN) {
+            const char *why = nexus_client_errmsg(cli->client);
+            const char *op = "session.heartbeat: ";
+            if (!strncmp(why, op, strlen(op)))
+                why += strlen(op);
+            return s_fail(NX_EXIT_REFUSED,
+                          "may not act as session '%s': %s (`nexus session register` keeps the "
+                          "secret on the machine that registered it)",
+                          cli->session, why);
+        }
         if (rc)
             return s_client_error(cli, rc);
     }

@@ -328,6 +328,21 @@ try:
                 "unregister forgets the secret")
         rc, out, err = run(["claim", "job-11"], ep, env=env)
         t.eq(rc, 1, "a gone session is refused")
+        # The CLI's own heartbeat found that out: the message speaks of the
+        # session and what to do, not of an op the user never ran.
+        t.check(("session '%s' is not active" % sid) in err and "nexus session register" in err
+                and "session.heartbeat" not in err and err.count("\n") == 1,
+                "a gone session: the message says so: %r" % err)
+        rc, out, err = run(["claim", "job-11"], ep, env={"NEXUS_SESSION": "never-seen"})
+        t.check(rc == 1 and "session 'never-seen' is not active" in err,
+                "an unknown session: the message says so: %r" % err)
+        # s-rival is live, but its secret is not in this state dir.
+        rc, out, err = run(["claim", "job-11"], ep,
+                           env={"NEXUS_SESSION": "s-rival",
+                                "XDG_STATE_HOME": tempfile.mkdtemp(prefix="nexus-cli-empty-")})
+        t.check(rc == 1 and "may not act as session 's-rival'" in err
+                and "session.heartbeat" not in err,
+                "a session without its secret here: the message says so: %r" % err)
 
     # ---- up: runs nexusd in the foreground, Ctrl-C stops it
     base = three_free_ports()
