@@ -393,6 +393,48 @@ static json_t *s_current_topics(nx_gw_conn_t *conn)
     return a;
 }
 
+static bool s_has_pattern(char *const *patterns, size_t n, const char *s)
+{
+    for (size_t k = 0; k < n; k++)
+        if (strcmp(patterns[k], s) == 0)
+            return true;
+    return false;
+}
+
+/*  Adds the patterns of topics that conn does not have yet, all or none:
+    a subscribe that would pass NX_GW_PATTERNS (or finds no memory) leaves
+    the set as it was, so the error reply tells the whole truth.          */
+static const char *s_add_patterns(nx_gw_conn_t *conn, json_t *topics)
+{
+    char *fresh[NX_GW_PATTERNS];
+    size_t n_fresh = 0;
+    const char *err = NULL;
+    size_t i;
+    json_t *p;
+    json_array_foreach(topics, i, p)
+    {
+        const char *s = json_string_value(p);
+        if (s_has_pattern(conn->patterns, conn->n_patterns, s) || s_has_pattern(fresh, n_fresh, s))
+            continue;
+        if (conn->n_patterns + n_fresh == NX_GW_PATTERNS) {
+            err = "at most 64 subscriptions per connection: none of these was added";
+            break;
+        }
+        if (!(fresh[n_fresh] = strdup(s))) {
+            err = "out of memory: none of these subscriptions was added";
+            break;
+        }
+        n_fresh++;
+    }
+    for (size_t k = 0; k < n_fresh; k++) {
+        if (err)
+            free(fresh[k]);
+        else
+            conn->patterns[conn->n_patterns++] = fresh[k];
+    }
+    return err;
+}
+
 static void a_subscribe(s_ctx_t *ctx)
 {
     json_t *topics = s_topics(ctx);
@@ -400,30 +442,15 @@ static void a_subscribe(s_ctx_t *ctx)
         return;
     nx_gw_t *gw = ctx->gw;
     uint64_t replay_from = 0;
-    bool full = false;
+    const char *refused = NULL;
     pthread_mutex_lock(&gw->lock);
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, ctx->conn);
     json_t *now = NULL;
     if (conn) {
-        size_t i;
-        json_t *p;
-        json_array_foreach(topics, i, p)
-        {
-            const char *s = json_string_value(p);
-            bool have = false;
-            for (size_t k = 0; k < conn->n_patterns; k++)
-                have |= strcmp(conn->patterns[k], s) == 0;
-            if (have)
-                continue;
-            if (conn->n_patterns == NX_GW_PATTERNS) {
-                full = true;
-                break;
-            }
-            conn->patterns[conn->n_patterns++] = strdup(s);
-        }
+        refused = s_add_patterns(conn, topics);
         /*  A connection opened with ?since= replays from there with its
             first subscription; live events are held until it catches up.   */
-        if (conn->resume_from) {
+        if (!refused && conn->resume_from) {
             replay_from = conn->resume_from;
             conn->resume_from = 0;
             conn->replaying = true;
@@ -436,8 +463,8 @@ static void a_subscribe(s_ctx_t *ctx)
     json_decref(topics);
     if (!now)
         return;
-    if (full)
-        s_error(ctx, "bad_request", "at most 64 subscriptions per connection", NULL);
+    if (refused)
+        s_error(ctx, "bad_request", refused, NULL);
     else
         s_ok(ctx, json_pack("{s:o}", "topics", json_incref(now)));
     json_decref(now);

@@ -1195,6 +1195,31 @@ test('bad topics and patterns over WebSocket: precise errors, the connection sta
   assertOk(await c.request({ action: 'ping', id: 'after' }), 'ping', 'after');
 }));
 
+test('a subscribe past 64 patterns is refused whole: none of its patterns is added', withFabric(async (f) => {
+  const c = await f.connect('many-subs', 'recent=0');
+  const first = Array.from({ length: 60 }, (_, i) => `many.t${i}`);
+  const r1 = await c.request({ action: 'subscribe', topics: first, id: 's1' });
+  assertOk(r1, 'subscribe', 's1');
+  assert.equal(r1.topics.length, 60);
+  // 4 already held + 6 new (one twice) = 66 > 64: refused, the set stays 60.
+  const more = ['many.t0', 'many.t1', 'many.t2', 'many.t3', 'many.n0', 'many.n1', 'many.n1', 'many.n2', 'many.n3', 'many.n4', 'many.n5'];
+  assertError(await c.request({ action: 'subscribe', topics: more, id: 's2' }), 'bad_request', { id: 's2', mentions: '64' });
+  const r3 = await c.request({ action: 'unsubscribe', topics: ['many.none'], id: 's3' });
+  assertOk(r3, 'unsubscribe', 's3');
+  assert.deepEqual([...r3.topics].sort(), [...first].sort(), 'the refused subscribe added nothing');
+  // Exactly up to 64 (duplicates counted once) is fine.
+  const r4 = await c.request({ action: 'subscribe', topics: ['many.n0', 'many.n1', 'many.n1', 'many.n2', 'many.n3'], id: 's4' });
+  assertOk(r4, 'subscribe', 's4');
+  assert.equal(r4.topics.length, 64);
+  // many.n5 was only in the refused request: its events do not arrive.
+  const p = await f.connect('many-pub', 'recent=0');
+  assertOk(await p.request({ action: 'publish', event_type: 'many.n5', payload: { k: 1 }, id: 'p1' }), 'publish', 'p1');
+  assertOk(await p.request({ action: 'publish', event_type: 'many.n3', payload: { k: 2 }, id: 'p2' }), 'publish', 'p2');
+  // Events arrive in seq order: once many.n3 is in, many.n5 (published first) would be too.
+  await waitFor(() => c.messages.some((m) => m.type === 'event' && m.event_type === 'many.n3'), { what: 'many.n3 event' });
+  assert.ok(!c.messages.some((m) => m.type === 'event' && m.event_type === 'many.n5'), 'many.n5 was never subscribed');
+}));
+
 test('a reply larger than the send queue is an error reply, and the reading client stays', withFabric({
   gatewayArgs: ['--queue-bytes', '64k', '--slow-timeout', '1s'],
 }, async (f) => {
