@@ -145,17 +145,12 @@ int main(int argc, char **argv)
     gw.sessions = zhashx_new();
     gw.by_type = zhashx_new();
     gw.buckets = zhashx_new();
-    zhashx_set_destructor(gw.buckets, s_item_free);
+    if (gw.buckets)
+        zhashx_set_destructor(gw.buckets, s_item_free);
     gw.addr_buckets = zhashx_new();
     if (gw.addr_buckets)
         zhashx_set_destructor(gw.addr_buckets, s_item_free);
-    gw.sole = zhashx_new();
-    if (gw.sole) {
-        zhashx_set_duplicator(gw.sole, (zhashx_duplicator_fn *)strdup);
-        zhashx_set_destructor(gw.sole, s_item_free);
-    }
-    if (!gw.conns || !gw.sessions || !gw.by_type || !gw.buckets || !gw.addr_buckets || !gw.sole ||
-        nx_gw_sole_load(&gw)) {
+    if (!gw.conns || !gw.sessions || !gw.by_type || !gw.buckets || !gw.addr_buckets) {
         nx_error("out of memory");
         goto done;
     }
@@ -244,7 +239,6 @@ done:
     zhashx_destroy(&gw.by_type);
     zhashx_destroy(&gw.buckets);
     zhashx_destroy(&gw.addr_buckets);
-    zhashx_destroy(&gw.sole);
     zsock_destroy(&gw.cmd_push);
     zsock_destroy(&gw.cmd_pull);
     nx_auth_destroy(&gw.auth);

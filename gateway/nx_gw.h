@@ -145,8 +145,6 @@ typedef struct _nx_gw_t {
     zhashx_t *addr_buckets;     /* client address -> nx_gw_bucket_t*, for
                                    HTTP calls acting as no session; at
                                    most NX_GW_ADDRS entries               */
-    zhashx_t *sole;             /* nx_auth handle ("%p") -> the one session
-                                   its token allows (tokens file)          */
     uint64_t rate_slot[64];     /* fabric events per second, ring           */
     uint64_t rate_second;       /* second of rate_slot's head               */
     char web_root[4096];        /* dashboard directory                      */
@@ -300,14 +298,6 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id);
     NULL when there is no such endpoint. Reads a constant table: safe from
     any thread.                                                             */
 const char *nx_gw_http_allow(const char *path);
-
-/*  Finds the tokens of the tokens file that allow exactly one session (not
-    '*'), which HTTP calls naming no session then act as. Returns 0, or -1
-    when out of memory (the file itself was read by nx_auth_new).          */
-int nx_gw_sole_load(nx_gw_t *gw);
-/*  The one session the token behind handle allows, or NULL (shared token,
-    several sessions, '*', no tokens).                                      */
-const char *nx_gw_sole(nx_gw_t *gw, const void *handle);
 
 /*  ---- nx_gw_server.c (lws thread) --------------------------------------- */
 

@@ -155,63 +155,6 @@ static bool s_parse_time(const char *text, uint64_t *us)
     return true;
 }
 
-/*  ---- Tokens that allow one session ------------------------------------
-    nx_auth answers whether a token allows a session, not which sessions
-    it allows, so the tokens file is read once more here, as nx_auth reads
-    it ('TOKEN SESSION[,SESSION...]' lines, '#' comments), and each line is
-    matched to its token's handle through nx_auth_check. The first line of
-    a token is the one nx_auth uses: later lines of the same token are left
-    alone, as they are there.                                               */
-
-int nx_gw_sole_load(nx_gw_t *gw)
-{
-    const char *path = gw->cfg.tokens_file;
-    if (!path || !*path)
-        return 0;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0; /* nx_auth_new read it a moment ago: no sole sessions then */
-    zhashx_t *seen = zhashx_new();
-    if (!seen) {
-        fclose(f);
-        return -1;
-    }
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-        char *save = NULL;
-        char *token = strtok_r(line, " \t\r\n", &save);
-        if (!token || *token == '#')
-            continue;
-        char *list = strtok_r(NULL, " \t\r\n", &save);
-        const void *handle = NULL;
-        if (!list || nx_auth_check(gw->auth, token, strlen(token), &handle) || !handle)
-            continue; /* not a file token (or the shared token's value) */
-        char key[32];
-        snprintf(key, sizeof key, "%p", handle);
-        if (zhashx_lookup(seen, key))
-            continue;
-        zhashx_insert(seen, key, (void *)1);
-        char *save2 = NULL, *one = strtok_r(list, ",", &save2);
-        if (!one || strtok_r(NULL, ",", &save2) || strcmp(one, "*") == 0 ||
-            !nx_session_id_valid(one, strlen(one)) ||
-            !nx_auth_names(gw->auth, handle, one, strlen(one)))
-            continue;
-        zhashx_insert(gw->sole, key, one);
-    }
-    fclose(f);
-    zhashx_destroy(&seen);
-    return 0;
-}
-
-const char *nx_gw_sole(nx_gw_t *gw, const void *handle)
-{
-    if (!handle || !gw->sole)
-        return NULL;
-    char key[32];
-    snprintf(key, sizeof key, "%p", handle);
-    return zhashx_lookup(gw->sole, key);
-}
-
 /*  ---- Helpers for bodies ----------------------------------------------- */
 
 static const char *s_body_str(s_req_t *r, const char *field)
@@ -252,7 +195,9 @@ static const char *s_acting(s_req_t *r, const char *field, bool *bad)
         }
         return s;
     }
-    return nx_gw_sole(r->gw, r->auth);
+    /*  None named: a token that can be only one session acts as it.      */
+    const char *sole = nx_auth_sole(r->gw->auth, r->auth);
+    return sole && nx_session_id_valid(sole, strlen(sole)) ? sole : NULL;
 }
 
 /*  With tokens, a request may only act as (or speak for) a session its

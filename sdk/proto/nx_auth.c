@@ -152,3 +152,14 @@ bool nx_auth_names(nx_auth_t *self, const void *handle, const char *session, siz
             return true;
     return false;
 }
+
+const char *nx_auth_sole(nx_auth_t *self, const void *handle)
+{
+    const s_entry_t *e = handle;
+    if (!self || !e || e->n_sessions == 0)
+        return NULL;
+    for (size_t i = 0; i < e->n_sessions; i++)
+        if (strcmp(e->sessions[i], "*") == 0 || strcmp(e->sessions[i], e->sessions[0]) != 0)
+            return NULL;
+    return e->sessions[0];
+}

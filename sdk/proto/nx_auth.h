@@ -40,4 +40,10 @@ bool nx_auth_allows(nx_auth_t *self, const void *handle, const char *session, si
     credential rather than a fabric-wide one.                               */
 bool nx_auth_names(nx_auth_t *self, const void *handle, const char *session, size_t len);
 
+/*  The one session the token behind handle allows, when it is a
+    tokens-file token that lists exactly one (not '*'); NULL otherwise (an
+    open fabric, the shared token, several sessions, '*'). Callers that
+    act for a request naming no session act as this one.                 */
+const char *nx_auth_sole(nx_auth_t *self, const void *handle);
+
 #endif

@@ -71,6 +71,17 @@ int main(void)
     CHECK(!nx_auth_names(file, any, "w1", 2));
     CHECK(nx_auth_names(file, mix, "w3", 2) && !nx_auth_names(file, mix, "w1", 2));
     CHECK(nx_auth_allows(file, mix, "w1", 2));
+    /*  Sole: only a token that can be exactly one session.                 */
+    CHECK(nx_auth_sole(file, t1) == NULL && nx_auth_sole(file, any) == NULL);
+    CHECK(nx_auth_sole(file, mix) == NULL && nx_auth_sole(file, NULL) == NULL);
+    nx_auth_destroy(&file);
+    s_write(path, "SOLO w9\nTWICE w8,w8\n");
+    file = nx_auth_new(NULL, path, err, sizeof err);
+    CHECK(file != NULL);
+    const char *sole = nx_auth_sole(file, s_check(file, "SOLO", NEXUS_OK));
+    CHECK(sole && strcmp(sole, "w9") == 0);
+    sole = nx_auth_sole(file, s_check(file, "TWICE", NEXUS_OK));
+    CHECK(sole && strcmp(sole, "w8") == 0);
     nx_auth_destroy(&file);
 
     s_write(path, "TOK1 w1\nTOK2\n");
