@@ -389,20 +389,28 @@ static bool s_bucket_take(nx_gw_t *gw, nx_gw_bucket_t *b, uint64_t now)
     return true;
 }
 
+/*  Takes a token from key's bucket in table, which starts full. Out of
+    memory, a request is let through rather than refused.                  */
+static bool s_table_take(nx_gw_t *gw, zhashx_t *table, const char *key, uint64_t now)
+{
+    nx_gw_bucket_t *b = zhashx_lookup(table, key);
+    if (!b) {
+        b = malloc(sizeof *b);
+        if (!b)
+            return true;
+        *b = (nx_gw_bucket_t){(double)gw->cfg.burst, now};
+        zhashx_insert(table, key, b);
+    }
+    return s_bucket_take(gw, b, now);
+}
+
 bool nx_gw_session_rate_ok(nx_gw_t *gw, const char *session)
 {
     uint64_t now = nx_gw_mono();
-    nx_gw_bucket_t *b = zhashx_lookup(gw->buckets, session);
-    if (!b) {
-        if (zhashx_size(gw->buckets) >= 2 * zhashx_size(gw->conns) + 1024)
-            s_buckets_prune(gw, now);
-        b = malloc(sizeof *b);
-        if (!b)
-            return true; /* out of memory: not limited rather than refused */
-        *b = (nx_gw_bucket_t){(double)gw->cfg.burst, now};
-        zhashx_insert(gw->buckets, session, b);
-    }
-    return s_bucket_take(gw, b, now);
+    if (!zhashx_lookup(gw->buckets, session) &&
+        zhashx_size(gw->buckets) >= 2 * zhashx_size(gw->conns) + 1024)
+        s_buckets_prune(gw, now);
+    return s_table_take(gw, gw->buckets, session, now);
 }
 
 /*  Makes room for one more address: forgets every bucket that has refilled
@@ -432,17 +440,9 @@ static void s_addrs_evict(nx_gw_t *gw, uint64_t now)
 bool nx_gw_addr_rate_ok(nx_gw_t *gw, const char *addr)
 {
     uint64_t now = nx_gw_mono();
-    nx_gw_bucket_t *b = zhashx_lookup(gw->addr_buckets, addr);
-    if (!b) {
-        if (zhashx_size(gw->addr_buckets) >= NX_GW_ADDRS)
-            s_addrs_evict(gw, now);
-        b = malloc(sizeof *b);
-        if (!b)
-            return true; /* out of memory: not limited rather than refused */
-        *b = (nx_gw_bucket_t){(double)gw->cfg.burst, now};
-        zhashx_insert(gw->addr_buckets, addr, b);
-    }
-    return s_bucket_take(gw, b, now);
+    if (!zhashx_lookup(gw->addr_buckets, addr) && zhashx_size(gw->addr_buckets) >= NX_GW_ADDRS)
+        s_addrs_evict(gw, now);
+    return s_table_take(gw, gw->addr_buckets, addr, now);
 }
 
 void nx_gw_json_str(zchunk_t *out, const char *s, size_t len)

@@ -6,7 +6,7 @@ const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { execFile } = require('node:child_process');
 const http = require('node:http');
-const { withFabric, sleep } = require('./lib');
+const { withFabric, sleep, readResponse } = require('./lib');
 
 const ISO_UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
 
@@ -376,13 +376,7 @@ function rawBody(f, method, path, body, { contentLength, headers = {}, agent } =
     const h = { 'Content-Type': 'application/json', ...headers };
     if (contentLength !== null && body !== undefined) h['Content-Length'] = String(contentLength ?? Buffer.byteLength(body));
     const req = http.request({ host: '127.0.0.1', port: f.port, method, path, headers: h, agent }, (res) => {
-      let text = '';
-      res.on('data', (d) => { text += d; });
-      res.on('end', () => {
-        let json;
-        try { json = JSON.parse(text); } catch { json = undefined; }
-        resolve({ status: res.statusCode, headers: res.headers, text, json, reused: req.reusedSocket });
-      });
+      readResponse(res).then((r) => resolve({ ...r, reused: req.reusedSocket }), reject);
     });
     req.setTimeout(5000, () => { req.destroy(new Error(`timeout: ${method} ${path}`)); });
     req.on('error', reject);
@@ -544,15 +538,7 @@ function postFrom(f, localAddress, path, body) {
     const req = http.request({
       host: '127.0.0.1', port: f.port, method: 'POST', path, localAddress, agent: false,
       headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) },
-    }, (res) => {
-      let text = '';
-      res.on('data', (d) => { text += d; });
-      res.on('end', () => {
-        let json;
-        try { json = JSON.parse(text); } catch { json = undefined; }
-        resolve({ status: res.statusCode, type: res.headers['content-type'] || '', text, json });
-      });
-    });
+    }, (res) => { readResponse(res).then(resolve, reject); });
     req.setTimeout(5000, () => req.destroy(new Error('timeout')));
     req.on('error', reject);
     req.end(data);

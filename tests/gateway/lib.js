@@ -364,7 +364,22 @@ function randomId(prefix = 's') {
   return `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
 }
 
+/** Reads an http.IncomingMessage to its end: { status, type, headers, text, json }. */
+function readResponse(res) {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    res.on('data', (d) => { text += d; });
+    res.on('error', reject);
+    res.on('end', () => {
+      let json;
+      try { json = JSON.parse(text); } catch { json = undefined; }
+      resolve({ status: res.statusCode, type: res.headers['content-type'] || '', headers: res.headers, text, json });
+    });
+  });
+}
+
 module.exports = {
   ROOT, NEXUSD, NEXUS_GATEWAY, WEB_ROOT, ARTIFACTS,
   sleep, waitFor, freePort, freePorts, startFabric, WsClient, connect, withFabric, randomId, sanitizerReport,
+  readResponse,
 };

@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const http = require('node:http');
 const WebSocket = require('ws');
-const { withFabric, WsClient, sleep, waitFor } = require('./lib');
+const { withFabric, WsClient, sleep, waitFor, readResponse } = require('./lib');
 
 const ISO_UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
 
@@ -1127,15 +1127,7 @@ function rawUpgrade(f, path, headers = {}) {
     });
     req.setTimeout(5000, () => req.destroy(new Error(`timeout: upgrade ${path}`)));
     req.on('upgrade', (res, socket) => { socket.destroy(); resolve({ status: 101 }); });
-    req.on('response', (res) => {
-      let text = '';
-      res.on('data', (d) => { text += d; });
-      res.on('end', () => {
-        let json;
-        try { json = JSON.parse(text); } catch { json = undefined; }
-        resolve({ status: res.statusCode, type: res.headers['content-type'] || '', text, json });
-      });
-    });
+    req.on('response', (res) => { readResponse(res).then(resolve, reject); });
     req.on('error', reject);
     req.end();
   });
