@@ -271,6 +271,14 @@ json_t *nx_gw_event_from_record(json_t *rec);
     session is NULL (HTTP, the shared recent ring). Others always.         */
 bool nx_gw_event_visible(const json_t *ev, const char *session);
 
+/*  For a publish of event type `type` with request body msg: a direct
+    message's target travels in its payload, where every gateway looks, so
+    a top-level "to" is copied into its object payload. Returns NULL when
+    the publish may go ahead, else the error message for a bad_request: a
+    message.direct needs a payload object whose "to" is a session id, or it
+    would be acknowledged and reach nobody.                                 */
+const char *nx_gw_direct_target(const char *type, json_t *msg, json_t *payload);
+
 /*  The same for a JSON text of one client event.                          */
 bool nx_gw_event_text_visible(const char *text, size_t len, const char *session);
 /*  The fields of a broker error reply beyond id/ok/error/message.          */

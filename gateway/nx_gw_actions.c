@@ -31,7 +31,7 @@ json_t *nx_gw_request(nx_gw_t *gw, json_t *request, nexus_err_t *err)
     char *reply = NULL;
     *err = nexus_request_json(gw->client, text, &reply);
     free(text);
-    json_t *obj = reply ? json_loads(reply, 0, NULL) : NULL;
+    json_t *obj = reply ? json_loads(reply, JSON_ALLOW_NUL, NULL) : NULL;
     free(reply);
     return obj;
 }
@@ -138,7 +138,7 @@ json_t *nx_gw_event_from_record(json_t *rec)
     uint8_t *bytes = b64 ? s_base64_decode(b64, &len) : NULL;
     if (bytes) {
         char *text = len ? nexus_msgpack_to_json(bytes, len) : strdup("null");
-        shown = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+        shown = text ? json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
         free(text);
         free(bytes);
     }
@@ -162,12 +162,31 @@ bool nx_gw_event_visible(const json_t *ev, const char *session)
     return (to && strcmp(to, session) == 0) || (from && strcmp(from, session) == 0);
 }
 
+const char *nx_gw_direct_target(const char *type, json_t *msg, json_t *payload)
+{
+    if (strcmp(type, "message.direct") != 0)
+        return NULL;
+    if (!json_is_object(payload))
+        return "a message.direct needs an object payload: its 'to' travels in it";
+    json_t *to = json_object_get(msg, "to");
+    if (json_is_string(to) && !json_object_get(payload, "to"))
+        json_object_set(payload, "to", to);
+    json_t *target_v = json_object_get(payload, "to");
+    if (!target_v)
+        target_v = to; /* not a string: named in the error */
+    const char *target = json_string_value(target_v);
+    if (target && nx_session_id_valid(target, strlen(target)))
+        return NULL;
+    return target_v ? "field 'to' must be a session id (1..64 of [A-Za-z0-9_:@-])"
+                    : "field 'to' (a session id) is missing";
+}
+
 bool nx_gw_event_text_visible(const char *text, size_t len, const char *session)
 {
     /*  Only direct messages need a look inside.                           */
     if (!memmem(text, len, "\"message.direct\"", 16))
         return true;
-    json_t *ev = json_loadb(text, len, 0, NULL);
+    json_t *ev = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
     bool visible = ev ? nx_gw_event_visible(ev, session) : false;
     json_decref(ev);
     return visible;
@@ -522,25 +541,11 @@ static void a_publish(s_ctx_t *ctx)
     }
     json_t *payload = json_object_get(ctx->msg, "payload");
     payload = payload ? json_incref(payload) : json_object();
-    /*  A direct message names its target at the top level or in payload;
-        the target travels in the payload, where every gateway looks.      */
-    json_t *to = json_object_get(ctx->msg, "to");
-    if (json_is_string(to) && json_is_object(payload) && !json_object_get(payload, "to"))
-        json_object_set(payload, "to", to);
-    /*  Without a target it would be acknowledged and reach nobody.        */
-    if (strcmp(type, "message.direct") == 0) {
-        json_t *target_v = json_is_object(payload) ? json_object_get(payload, "to") : NULL;
-        if (!target_v)
-            target_v = to;
-        const char *target = json_string_value(target_v);
-        if (!target || !nx_session_id_valid(target, strlen(target))) {
-            json_decref(payload);
-            s_error(ctx, "bad_request",
-                    target_v ? "field 'to' must be a session id (1..64 of [A-Za-z0-9_:@-])"
-                             : "field 'to' (a session id) is missing",
-                    NULL);
-            return;
-        }
+    const char *bad_target = nx_gw_direct_target(type, ctx->msg, payload);
+    if (bad_target) {
+        json_decref(payload);
+        s_error(ctx, "bad_request", bad_target, NULL);
+        return;
     }
     json_t *bin = nx_gw_payload_bin(payload);
     json_decref(payload);

@@ -282,7 +282,7 @@ char *nx_gw_fit(nx_gw_t *gw, const char *text, size_t len)
     size_t max = gw->cfg.queue_bytes / 2;
     if (len <= max)
         return NULL;
-    json_t *msg = json_loadb(text, len, 0, NULL);
+    json_t *msg = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
     const char *type = json_string_value(json_object_get(msg, "type"));
     char *out = NULL;
     if (type && strcmp(type, "connection") == 0)

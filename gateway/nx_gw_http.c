@@ -207,7 +207,9 @@ static const char *s_acting(s_req_t *r, const char *field, bool *bad)
     with no source and escape every session's rate limit. Without tokens
     (an open gateway, loopback only unless allow_open_remote) a request may
     act as no session: it publishes with source "" and is charged to its
-    client address's rate limit.
+    client address's rate limit, as is every call of an open gateway:
+    there a name proves nothing, and a new one on each call would escape
+    the limit otherwise.
     A request that acts as a session is charged to that session's rate
     limit, shared with its WebSocket connections.                          */
 static bool s_allowed(s_req_t *r, const char *session, const char *field)
@@ -221,18 +223,20 @@ static bool s_allowed(s_req_t *r, const char *session, const char *field)
         s_error(r, 403, "forbidden", text, NULL);
         return false;
     }
-    if (!session) {
-        /*  An open gateway: the call is charged to its client address, so
-            that sourceless events cannot be sent without bound.            */
+    if (!nx_auth_enabled(r->gw->auth)) {
         pthread_mutex_lock(&r->gw->lock);
         bool ok = nx_gw_addr_rate_ok(r->gw, r->peer);
         pthread_mutex_unlock(&r->gw->lock);
         if (!ok) {
             __atomic_add_fetch(&r->gw->stats.rate_limited, 1, __ATOMIC_RELAXED);
             s_error(r, 429, "rate_limited",
-                    "too many requests from this address acting as no session; slow down", NULL);
+                    "too many requests from this address (an open gateway limits each client "
+                    "address); slow down",
+                    NULL);
+            return false;
         }
-        return ok;
+        if (!session)
+            return true;
     }
     if (!nx_auth_allows(r->gw->auth, r->auth, session, strlen(session))) {
         char text[160];
@@ -423,24 +427,13 @@ static void h_events_post(s_req_t *r)
     json_t *payload = json_object_get(r->json, "payload");
     payload = payload ? json_incref(payload) : json_object();
     /*  A direct message names its target at the top level or in payload,
-        as over WebSocket; without one it would reach nobody.              */
+        as over WebSocket.                                                  */
     const char *type = s_body_str(r, "event_type");
-    if (strcmp(type, "message.direct") == 0) {
-        json_t *to = json_object_get(r->json, "to");
-        if (json_is_string(to) && json_is_object(payload) && !json_object_get(payload, "to"))
-            json_object_set(payload, "to", to);
-        json_t *target_v = json_is_object(payload) ? json_object_get(payload, "to") : NULL;
-        if (!target_v)
-            target_v = to;
-        const char *target = json_string_value(target_v);
-        if (!target || !nx_session_id_valid(target, strlen(target))) {
-            json_decref(payload);
-            s_error(r, 400, "bad_request",
-                    target_v ? "field 'to' must be a session id (1..64 of [A-Za-z0-9_:@-])"
-                             : "field 'to' (a session id) is missing",
-                    NULL);
-            return;
-        }
+    const char *bad_target = nx_gw_direct_target(type, r->json, payload);
+    if (bad_target) {
+        json_decref(payload);
+        s_error(r, 400, "bad_request", bad_target, NULL);
+        return;
     }
     s_publish(r, type, payload, source, 201);
 }

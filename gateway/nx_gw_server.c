@@ -544,6 +544,22 @@ static void s_ws_error(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text, const 
     __atomic_add_fetch(&gw->stats.errors, 1, __ATOMIC_RELAXED);
 }
 
+/*  Takes a token from conn's session bucket; without one, answers
+    rate_limited for the message (text, for its id) and returns false.
+    Every message takes one, the refused ones too: a flood of messages the
+    gateway refuses costs it work all the same.                            */
+static bool s_ws_rate_ok(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text)
+{
+    pthread_mutex_lock(&gw->lock);
+    bool rate_ok = nx_gw_conn_rate_ok(gw, conn);
+    pthread_mutex_unlock(&gw->lock);
+    if (!rate_ok) {
+        __atomic_add_fetch(&gw->stats.rate_limited, 1, __ATOMIC_RELAXED);
+        s_ws_error(gw, conn, text, "rate_limited", "too many requests; slow down");
+    }
+    return rate_ok;
+}
+
 static int s_ws_receive(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const void *in, size_t len)
 {
     nx_gw_conn_t *conn = pss->conn;
@@ -557,8 +573,9 @@ static int s_ws_receive(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const void *
         if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi))
             return 0;
         conn->rx_binary = false;
-        s_ws_error(gw, conn, "", "bad_request",
-                   "binary frames are not taken: send each message as one JSON text frame");
+        if (s_ws_rate_ok(gw, conn, ""))
+            s_ws_error(gw, conn, "", "bad_request",
+                       "binary frames are not taken: send each message as one JSON text frame");
         lws_callback_on_writable(wsi);
         return 0;
     }
@@ -580,12 +597,7 @@ static int s_ws_receive(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const void *
     size_t len_total = conn->rx_len;
     conn->rx = NULL;
     conn->rx_len = 0;
-    pthread_mutex_lock(&gw->lock);
-    bool rate_ok = nx_gw_conn_rate_ok(gw, conn);
-    pthread_mutex_unlock(&gw->lock);
-    if (!rate_ok) {
-        __atomic_add_fetch(&gw->stats.rate_limited, 1, __ATOMIC_RELAXED);
-        s_ws_error(gw, conn, text, "rate_limited", "too many requests; slow down");
+    if (!s_ws_rate_ok(gw, conn, text)) {
         free(text);
         lws_callback_on_writable(wsi);
         return 0;

@@ -346,7 +346,7 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
         size_t n = gw->recent_count < (size_t)cmd->recent ? gw->recent_count : (size_t)cmd->recent;
         for (size_t i = gw->recent_count - n; i < gw->recent_count; i++) {
             nx_gw_msg_t *m = gw->recent[(gw->recent_head + i) % S_RECENT_MAX];
-            json_t *j = json_loadb((const char *)m->buf + LWS_PRE, m->len, 0, NULL);
+            json_t *j = json_loadb((const char *)m->buf + LWS_PRE, m->len, JSON_ALLOW_NUL, NULL);
             if (j)
                 json_array_append_new(recent, j);
         }
@@ -359,7 +359,7 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
             while (nexus_history_next(h, &ev) == NEXUS_OK && ev) {
                 size_t len;
                 char *text = nx_gw_event_json(ev, &len);
-                json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+                json_t *j = text ? json_loadb(text, len, JSON_ALLOW_NUL, NULL) : NULL;
                 free(text);
                 if (j && !nx_gw_event_visible(j, NULL)) {
                     json_decref(j);

@@ -517,17 +517,19 @@ test('GET /health answers 503 while the broker does not answer (default broker_t
 }));
 
 test('HTTP calls that act as a session share its rate limit (429 rate_limited)', withFabric({ gatewayArgs: ['--rate', '1', '--burst', '2'] }, async (f) => {
+  // Each call from an address of its own (an open gateway limits addresses
+  // too): what refuses them is the session's bucket.
   const statuses = [];
   for (let i = 0; i < 5; i++) {
-    const r = await call(f, 'POST', '/events', { event_type: 'rl.http', session_id: 'rl-h', payload: { i } });
+    const r = await postFrom(f, `127.0.1.${i + 1}`, '/events', { event_type: 'rl.http', session_id: 'rl-h', payload: { i } });
     statuses.push(r.status);
-    if (r.status === 429) assertHttpError(r, 429, 'rate_limited');
+    if (r.status === 429) assert.match(assertHttpError(r, 429, 'rate_limited').message, /session/);
   }
   const passed = statuses.filter((s) => s === 201).length;
   assert.ok(passed >= 2 && passed <= 3, `the burst of 2 (plus at most one refill) passes: ${statuses}`);
   assert.ok(statuses.includes(429), `the rest is refused: ${statuses}`);
   // Another session is not affected, nor are GETs.
-  assertJson(await call(f, 'POST', '/events', { event_type: 'rl.http', session_id: 'rl-other', payload: {} }), 201);
+  assertJson(await postFrom(f, '127.0.1.9', '/events', { event_type: 'rl.http', session_id: 'rl-other', payload: {} }), 201);
   assertJson(await call(f, 'GET', '/health'), 200);
 }));
 
@@ -555,11 +557,24 @@ test('HTTP calls acting as no session are limited per client address, in a bound
   const passed = statuses.filter((st) => st === 201).length;
   assert.ok(passed >= 2 && passed <= 3, `the burst of 2 (plus at most one refill) passes: ${statuses}`);
   assert.ok(statuses.includes(429), `the rest is refused: ${statuses}`);
-  // POST /message without from shares the address's bucket.
-  assertHttpError(await postFrom(f, '127.0.0.1', '/message', { message: 'anon' }), 429, 'rate_limited');
-  // Another address has its own bucket; a call acting as a session, its session's.
+  // Another address has its own bucket.
   assertJson(await postFrom(f, '127.0.0.2', '/events', { event_type: 'rl.anon', payload: { other: true } }), 201);
-  assertJson(await postFrom(f, '127.0.0.1', '/events', { event_type: 'rl.named', session_id: 'rl-named', payload: {} }), 201);
+  // POST /message without from shares the address's bucket, and naming a
+  // session (a new one each time) does not escape it on an open gateway.
+  // Each address spends its burst, then asks once more at once; only a
+  // second gone by (a refill at rate 1) may let that through.
+  const after = [
+    ['127.0.0.9', '/message', { message: 'anon' }],
+    ['127.0.0.10', '/events', { event_type: 'rl.named', session_id: 'rl-named-1', payload: {} }],
+    ['127.0.0.11', '/events', { event_type: 'rl.named', session_id: 'rl-named-2', payload: {} }],
+  ];
+  for (const [addr, path, body] of after) {
+    const t0 = Date.now();
+    for (let i = 0; i < 2; i++) assertJson(await postFrom(f, addr, '/events', { event_type: 'rl.spend', payload: { i } }), 201);
+    const r = await postFrom(f, addr, path, body);
+    if (Date.now() - t0 < 900) assertHttpError(r, 429, 'rate_limited');
+  }
+  assertJson(await postFrom(f, '127.0.0.3', '/events', { event_type: 'rl.named', session_id: 'rl-named-3', payload: {} }), 201);
   // The refused calls stored nothing.
   const h = assertJson(await call(f, 'GET', '/events/history?event_type=rl.anon&limit=100'), 200);
   assert.equal(h.events.length, passed + 1, JSON.stringify(h.events.map((e) => e.payload)));

@@ -6,6 +6,7 @@ const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const http = require('node:http');
+const { execFile } = require('node:child_process');
 const WebSocket = require('ws');
 const { withFabric, WsClient, sleep, waitFor, readResponse } = require('./lib');
 
@@ -537,6 +538,34 @@ function printedEvents(lines) {
   return out;
 }
 
+test('a payload string with a NUL byte (published by a non-JSON client) reaches the live stream, history and the welcome', withFabric(async (f) => {
+  const a = await f.connect('nul-a', 'recent=0');
+  assertOk(await a.request({ action: 'subscribe', topics: ['nul.>'], id: 's' }), 'subscribe', 's');
+  // A raw ZeroMQ publisher (Python, as the integration tests use) sends a
+  // msgpack str with a NUL byte, which JSON clients cannot send us.
+  const py = [
+    'import sys, time, zmq, msgpack',
+    'ctx = zmq.Context(); s = ctx.socket(zmq.PUB); s.connect("tcp://127.0.0.1:%s" % sys.argv[1])',
+    'time.sleep(0.5)',
+    's.send_multipart([b"nul.payload", msgpack.packb({"text": "a\\x00b"})])',
+    'time.sleep(0.3); s.close(linger=2000); ctx.term()',
+  ].join('\n');
+  // Debian's python3 has python3-zmq and python3-msgpack (deploy/dev.sh installs them).
+  const python = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+  await new Promise((resolve, reject) => execFile(python, ['-c', py, String(f.brokerPorts[1])], { timeout: 10000 },
+    (err, _out, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve())));
+  const live = await a.waitEvent((e) => e.event_type === 'nul.payload', 5000, 'the live event');
+  assert.equal(live.payload.text, 'a\u0000b');
+  const h = await a.request({ action: 'history', topics: ['nul.>'], id: 'h' });
+  assertOk(h, 'history', 'h');
+  assert.equal(h.events.length, 1, JSON.stringify(h));
+  assert.equal(h.events[0].payload.text, 'a\u0000b', JSON.stringify(h.events[0]));
+  const b = await f.connect('nul-b', 'recent=5');
+  const w = b.welcome.recent_events.find((e) => e.event_type === 'nul.payload');
+  assert.ok(w, `in the welcome: ${JSON.stringify(b.welcome)}`);
+  assert.equal(w.payload.text, 'a\u0000b');
+}));
+
 test('seed 000 JavaScript example runs unchanged: connects, subscribes, publishes status.update', withFabric(async (f) => {
   const watch = await f.connect('seed-watch');
   await watch.request({ action: 'subscribe', topics: ['status.*', 'session.*'] });
@@ -730,6 +759,22 @@ test('rate limit: rate_limited error reply, the connection stays', withFabric({ 
   assert.equal(a.closed, null);
   await sleep(1200);
   assertOk(await a.request({ action: 'ping' }), 'ping');
+  assert.equal(a.closed, null, 'the connection stays open');
+}));
+
+test('rate limit: binary messages, refused as they are, take tokens too', withFabric({ gatewayArgs: ['--rate', '5', '--burst', '5'] }, async (f) => {
+  const a = await f.connect('rate-bin', 'recent=0');
+  // 20 binary messages and a ping, sent at once: the ping finds the bucket spent.
+  for (let i = 0; i < 20; i++) a.ws.send(Buffer.from([1, 2, 3]), { binary: true });
+  a.send({ action: 'ping', id: 'after' });
+  await waitFor(() => repliesIn(a.messages).length >= 21, { what: '21 replies' });
+  const replies = repliesIn(a.messages);
+  const codes = replies.filter((r) => r.id !== 'after').map((r) => r.error && r.error.code);
+  const binary = codes.filter((c) => c === 'bad_request').length;
+  const limited = codes.filter((c) => c === 'rate_limited').length;
+  assert.ok(binary >= 5 && binary <= 7, `about burst=5 are answered as binary: ${codes}`);
+  assert.ok(limited >= 13, `the rest is rate limited: ${codes}`);
+  assertError(replies.find((r) => r.id === 'after'), 'rate_limited', { id: 'after' });
   assert.equal(a.closed, null, 'the connection stays open');
 }));
 
@@ -1089,6 +1134,9 @@ test('message.direct without a target is refused with bad_request naming "to"', 
     { action: 'publish', event_type: 'message.direct', payload: { message: 'hi' } },
     { action: 'publish', event_type: 'message.direct' },
     { action: 'publish', event_type: 'message.direct', payload: 'text' },
+    // A target at the top level, but a payload it cannot travel in.
+    { action: 'publish', event_type: 'message.direct', to: 'dm-none-b', payload: 'text' },
+    { action: 'publish', event_type: 'message.direct', to: 'dm-none-b', payload: [1, 2] },
   ]) {
     assertError(await a.request(msg), 'bad_request', { action: 'publish', mentions: "'to'" });
   }
@@ -1113,6 +1161,9 @@ test('message.direct without a target is refused with bad_request naming "to"', 
     assert.equal(r.status, 400, JSON.stringify(r));
     assert.match(r.json.error.message, /'to'/);
   }
+  r = await post('/events', { event_type: 'message.direct', session_id: 'dm-http', to: 'dm-none-b', payload: 'y' });
+  assert.equal(r.status, 400, JSON.stringify(r));
+  assert.match(r.json.error.message, /object payload/);
   r = await post('/events', { event_type: 'message.direct', session_id: 'dm-http', to: 'dm-none-b', payload: { message: 'y' } });
   assert.equal(r.status, 201, JSON.stringify(r));
   await b.waitEvent((e) => e.seq === r.json.seq, 5000, 'the HTTP direct message');
