@@ -120,8 +120,10 @@ class Proc {
     };
     this.child.stdout.on('data', keep);
     this.child.stderr.on('data', keep);
+    // 'close', not 'exit': the output that comes at exit (a sanitizer's
+    // report) is all in once the pipes have closed.
     this.exitPromise = new Promise((resolve) => {
-      this.child.once('exit', (code, signal) => {
+      this.child.once('close', (code, signal) => {
         liveChildren.delete(this.child);
         this.exited = { code, signal };
         resolve(this.exited);
