@@ -41,6 +41,7 @@ typedef struct {
     const char *endpoint;        /* --endpoint or NULL (NEXUS_ENDPOINT)      */
     const char *session;         /* --session or NEXUS_SESSION               */
     uint32_t timeout_ms;         /* --timeout                                */
+    uint32_t keepalive_ms;       /* --keepalive: dead-link timeout, 0 off    */
     nexus_client_t *client;      /* the connected client, when one is made   */
     char **extra;                /* arguments after "--" (nexus up)          */
     int nextra;                  /* entries in extra                         */
@@ -162,6 +163,8 @@ static int s_connect(s_cli_t *cli, bool acting)
     if (rc)
         return s_usage_error(cli, nexus_client_errmsg(cli->client));
     nexus_client_set_timeout(cli->client, cli->timeout_ms);
+    /*  A ping after a third of the timeout without traffic.               */
+    nexus_client_set_keepalive(cli->client, cli->keepalive_ms / 3, cli->keepalive_ms);
     nexus_client_set_reconnect(cli->client, 100, 1000);
     if (acting) {
         if (!cli->session || !*cli->session)
@@ -1233,6 +1236,8 @@ static const char *s_common = "Options of every subcommand:\n"
                               "tcp://127.0.0.1:8451)\n"
                               "  --session ID    act as this session (NEXUS_SESSION)\n"
                               "  --timeout DUR   how long to wait for the broker (default 5s)\n"
+                              "  --keepalive DUR a link silent this long is dead and connected "
+                              "again (default 15s, 0 off)\n"
                               "  --json          output one JSON object per line\n"
                               "  -h, --help      this help\n"
                               "Access token: NEXUS_TOKEN. Exit: 0 ok, 1 refused/denied, 2 usage, "
@@ -1257,7 +1262,8 @@ static void s_help(FILE *out)
     -1 unknown.                                                            */
 static int s_known(const s_cmd_t *cmd, const char *name)
 {
-    static const char *const global_values[] = {"endpoint", "session", "timeout", NULL};
+    static const char *const global_values[] = {"endpoint", "session", "timeout", "keepalive",
+                                                NULL};
     for (int i = 0; global_values[i]; i++)
         if (!strcmp(name, global_values[i]))
             return 1;
@@ -1302,6 +1308,7 @@ int main(int argc, char **argv)
     s_cli_t cli;
     memset(&cli, 0, sizeof cli);
     cli.timeout_ms = 5000;
+    cli.keepalive_ms = 15000;
     cli.session = getenv("NEXUS_SESSION");
     if (cli.session && !*cli.session)
         cli.session = NULL;
@@ -1382,6 +1389,12 @@ int main(int argc, char **argv)
             if (nx_cli_duration(value, &ms) || ms == 0 || ms > 3600000)
                 return s_usage_error(&cli, "--timeout needs a duration such as 5s");
             cli.timeout_ms = (uint32_t)ms;
+        } else if (!strcmp(name, "keepalive")) {
+            uint64_t ms;
+            if (nx_cli_duration(value, &ms) || (ms && (ms < 300 || ms > 6553500)))
+                return s_usage_error(&cli, "--keepalive needs 0 (off) or a duration from 300ms "
+                                           "to 109m, such as 15s");
+            cli.keepalive_ms = (uint32_t)ms;
         } else if (cli.nopts < S_OPTS_MAX) {
             cli.opts[cli.nopts].name = strdup(name);
             cli.opts[cli.nopts].value = value;

@@ -184,6 +184,17 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_heartbeat(nexus_client_t *self, uint32
 NEXUS_EXPORT nexus_err_t nexus_client_set_reconnect(nexus_client_t *self, uint32_t min_ms,
                                                     uint32_t max_ms);
 
+/*  Link keepalive: every socket of the client pings the broker (ZeroMQ
+    heartbeats) after interval_ms without traffic and drops the connection,
+    to connect again, when no answer came within timeout_ms; the broker is
+    told to drop ours after the same timeout. That is how a link through a
+    VPN or NAT that died without a word (a host that rebooted, a cut cable)
+    is noticed: TCP alone may wait for hours. Defaults 5000 and 15000 ms;
+    interval 0 turns it off; otherwise 100 <= interval <= timeout <=
+    6553500 ms.                                                             */
+NEXUS_EXPORT nexus_err_t nexus_client_set_keepalive(nexus_client_t *self, uint32_t interval_ms,
+                                                    uint32_t timeout_ms);
+
 /*  How long a control call waits for its reply (default 5000 ms).         */
 NEXUS_EXPORT nexus_err_t nexus_client_set_timeout(nexus_client_t *self, uint32_t timeout_ms);
 

@@ -104,6 +104,8 @@ nexus_client_t *nexus_client_new(void)
     self->backoff_min = 100;
     self->backoff_max = 5000;
     self->timeout_ms = 5000;
+    self->keepalive_ms = 5000;
+    self->keepalive_timeout_ms = 15000;
     self->queue_max = 10000;
     /*  Request ids are random, not 1, 2, ...: the broker keeps the answers
         of mutating ops per (session, id) for retries, and another process
@@ -312,6 +314,20 @@ nexus_err_t nexus_client_set_reconnect(nexus_client_t *self, uint32_t min_ms, ui
     return s_ok(self);
 }
 
+nexus_err_t nexus_client_set_keepalive(nexus_client_t *self, uint32_t interval_ms,
+                                       uint32_t timeout_ms)
+{
+    S_CONFIGURING(self);
+    /*  ZMQ_HEARTBEAT_TTL travels in deciseconds in a 16-bit field.         */
+    if (interval_ms && (interval_ms < 100 || interval_ms > timeout_ms || timeout_ms > 6553500))
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "keepalive needs interval 0 (off) or 100 <= interval <= timeout "
+                              "<= 6553500 ms");
+    self->keepalive_ms = interval_ms;
+    self->keepalive_timeout_ms = timeout_ms;
+    return s_ok(self);
+}
+
 nexus_err_t nexus_client_set_timeout(nexus_client_t *self, uint32_t timeout_ms)
 {
     S_CONFIGURING(self);
@@ -346,6 +362,13 @@ zsock_t *nx_client_socket(nexus_client_t *self, int type, const char *endpoint)
     zsock_set_linger(sock, 0);
     zsock_set_reconnect_ivl(sock, (int)self->backoff_min);
     zsock_set_reconnect_ivl_max(sock, (int)self->backoff_max);
+    if (self->keepalive_ms) {
+        /*  A SUB sends nothing once subscribed: without pings of its own it
+            would never learn that the broker's host went away.             */
+        zsock_set_heartbeat_ivl(sock, (int)self->keepalive_ms);
+        zsock_set_heartbeat_timeout(sock, (int)self->keepalive_timeout_ms);
+        zsock_set_heartbeat_ttl(sock, (int)self->keepalive_timeout_ms);
+    }
     if (type == ZMQ_DEALER) {
         zsock_set_sndhwm(sock, 10000);
         zsock_set_rcvhwm(sock, 10000);

@@ -124,6 +124,8 @@ struct _nexus_client_t {
     uint32_t backoff_min;             /* reconnect backoff lower bound, ms  */
     uint32_t backoff_max;             /* reconnect backoff upper bound, ms  */
     uint32_t timeout_ms;              /* control call timeout               */
+    uint32_t keepalive_ms;            /* ZeroMQ heartbeat interval, 0: off  */
+    uint32_t keepalive_timeout_ms;    /* no answer this long: link is dead  */
     size_t queue_max;                 /* events waiting for nexus_recv      */
     nexus_event_fn *cb;               /* callback mode handler or NULL      */
     void *cb_arg;                     /* its argument                       */

@@ -111,6 +111,12 @@ try:
         t.eq(rc, 2, "bad --limit")
         rc, out, err = run(["status", "--endpoint", "nonsense"], ep)
         t.eq(rc, 2, "bad endpoint")
+        for bad in ("1ms", "soon", "200ms"):
+            rc, out, err = run(["status", "--keepalive", bad], ep)
+            t.check(rc == 2 and "--keepalive" in err, "bad --keepalive %s: exit 2, says so: %r" %
+                    (bad, err))
+        rc, out, err = run(["status", "--keepalive", "0"], ep)
+        t.eq(rc, 0, "--keepalive 0 turns it off")
         rc, out, err = run(["version"], ep)
         t.check(rc == 0 and out.startswith("nexus "), "version")
 

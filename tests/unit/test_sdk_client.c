@@ -29,6 +29,12 @@ static void s_test_offline(void)
     CHECK_EQ_U64(nexus_client_set_reconnect(c, 10, 5), NEXUS_ERR_INVALID);
     CHECK_EQ_U64(nexus_client_set_queue_max(c, 0), NEXUS_ERR_INVALID);
     CHECK_EQ_U64(nexus_client_set_heartbeat(c, 10, 0), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_keepalive(c, 50, 1000), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_keepalive(c, 2000, 1000), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_keepalive(c, 1000, 7000000), NEXUS_ERR_INVALID);
+    CHECK(strstr(nexus_client_errmsg(c), "keepalive") != NULL);
+    CHECK_EQ_U64(nexus_client_set_keepalive(c, 0, 0), NEXUS_OK);
+    CHECK_EQ_U64(nexus_client_set_keepalive(c, 500, 1500), NEXUS_OK);
     CHECK_EQ_U64(nexus_client_set_metadata_json(c, "[1]"), NEXUS_ERR_INVALID);
     CHECK_EQ_U64(nexus_client_set_metadata_json(c, "{\"a\":1}"), NEXUS_OK);
     CHECK_EQ_U64(nexus_client_set_metadata_msgpack(c, "\x91\x01", 2), NEXUS_ERR_INVALID);
