@@ -339,6 +339,19 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     zsock_set_linger(self->xpub, 0);
     zsock_set_linger(self->router, 0);
     zsock_set_linger(self->xsub, 0);
+    /*  A client whose host vanished (a reboot, a cut VPN link) leaves a
+        connection TCP may keep for hours: its queues (out_hwm events for
+        a subscriber) and its count in state would stay. ZeroMQ pings a
+        connection that was silent for a third of peer_timeout and drops it
+        when no answer comes within peer_timeout.                          */
+    if (self->cfg.peer_timeout) {
+        int ivl = (int)(self->cfg.peer_timeout / 3) ? (int)(self->cfg.peer_timeout / 3) : 1;
+        zsock_t *socks[] = {self->xsub, self->xpub, self->router};
+        for (size_t i = 0; i < 3; i++) {
+            zsock_set_heartbeat_ivl(socks[i], ivl);
+            zsock_set_heartbeat_timeout(socks[i], (int)self->cfg.peer_timeout);
+        }
+    }
 
     /*  Tokens guard the control plane; the event plane has no
         authentication of its own, so a non-loopback bind there is always
