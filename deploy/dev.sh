@@ -10,7 +10,7 @@ cd "$here"
 
 build_pkgs=(build-essential cmake pkg-config libzmq3-dev libczmq-dev libmsgpack-dev
             liblmdb-dev lmdb-utils libwebsockets-dev libjansson-dev libsodium-dev)
-test_pkgs=(python3 python3-zmq python3-msgpack strace)
+test_pkgs=(python3 python3-zmq python3-msgpack strace iproute2)
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi

@@ -34,6 +34,26 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """n consecutive free loopback ports (the SDK and CLI find the event
+    endpoints at the two ports after the control port)."""
+    for _ in range(200):
+        base = free_port()
+        held = []
+        try:
+            for k in range(n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                held.append(s)
+                s.bind(("127.0.0.1", base + k))
+            return tuple(range(base, base + n))
+        except OSError:
+            pass
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError("no %d consecutive free ports" % n)
+
+
 def decode_event(frame):
     """Returns (topic, seq, ts, source, payload) from an event message."""
     nul = frame.index(b"\0")
@@ -47,7 +67,14 @@ def decode_event(frame):
 class Broker:
     """One nexusd process. Use as a context manager or call stop()."""
 
-    def __init__(self, data_dir=None, extra=None, env=None, keep_dir=False):
+    def __init__(self, data_dir=None, extra=None, env=None, keep_dir=False, host="127.0.0.1",
+                 also_bind=(), prefix=(), ports=None):
+        """host: the address the test reaches it at; also_bind: more
+        addresses each socket binds (same ports); prefix: a command the
+        broker runs under (e.g. ip netns exec NS); ports: (control, in, out)."""
+        self.host = host
+        self.also_bind = list(also_bind)
+        self.prefix = list(prefix)
         self.owns_dir = data_dir is None and not keep_dir
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="nexus-test-")
         self.extra = list(extra or [])
@@ -55,28 +82,31 @@ class Broker:
         self.proc = None
         self.log_path = os.path.join(tempfile.gettempdir(),
                                      "nexusd-%d-%d.log" % (os.getpid(), free_port()))
-        self.ports = None
+        self.ports = ports
         self.ctx = zmq.Context.instance()
 
     @property
     def control(self):
-        return "tcp://127.0.0.1:%d" % self.ports[0]
+        return "tcp://%s:%d" % (self.host, self.ports[0])
 
     @property
     def events_in(self):
-        return "tcp://127.0.0.1:%d" % self.ports[1]
+        return "tcp://%s:%d" % (self.host, self.ports[1])
 
     @property
     def events_out(self):
-        return "tcp://127.0.0.1:%d" % self.ports[2]
+        return "tcp://%s:%d" % (self.host, self.ports[2])
+
+    def _binds(self, endpoint, port):
+        return ",".join([endpoint] + ["tcp://%s:%d" % (h, port) for h in self.also_bind])
 
     def start(self, timeout=10.0):
         if self.ports is None:
             self.ports = (free_port(), free_port(), free_port())
-        args = [NEXUSD, "--data-dir", self.data_dir,
-                "--control-endpoints", self.control,
-                "--events-in-endpoints", self.events_in,
-                "--events-out-endpoints", self.events_out,
+        args = self.prefix + [NEXUSD, "--data-dir", self.data_dir,
+                "--control-endpoints", self._binds(self.control, self.ports[0]),
+                "--events-in-endpoints", self._binds(self.events_in, self.ports[1]),
+                "--events-out-endpoints", self._binds(self.events_out, self.ports[2]),
                 "--sync", "none"] + self.extra
         env = dict(os.environ)
         if self.env:
