@@ -27,6 +27,7 @@
 #include "nx_auth.h"
 #include "nx_broker.h"
 #include "nx_coord.h"
+#include "nx_curve.h"
 #include "nx_reader.h"
 #include "nx_log.h"
 #include "nx_topic.h"
@@ -223,6 +224,8 @@ static void s_free_config(nx_broker_config_t *cfg)
     free(cfg->log_level);
     free(cfg->token);
     free(cfg->tokens_file);
+    free(cfg->curve_cert);
+    free(cfg->curve_clients);
     free(cfg->snapshot_file);
     memset(cfg, 0, sizeof *cfg);
 }
@@ -242,6 +245,8 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->cfg.log_level = s_strdup_or_null(cfg->log_level);
     self->cfg.token = s_strdup_or_null(cfg->token);
     self->cfg.tokens_file = s_strdup_or_null(cfg->tokens_file);
+    self->cfg.curve_cert = s_strdup_or_null(cfg->curve_cert);
+    self->cfg.curve_clients = s_strdup_or_null(cfg->curve_clients);
     self->cfg.snapshot_file = s_strdup_or_null(cfg->snapshot_file);
     self->start_us = nx_now_us();
     self->start_mono = nx_mono_us();
@@ -353,15 +358,31 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         }
     }
 
-    /*  Tokens guard the control plane; the event plane has no
-        authentication of its own, so a non-loopback bind there is always
-        worth a line in the log (bind it to a VPN address only).            */
+    if (self->cfg.curve_cert && *self->cfg.curve_cert) {
+        self->curve =
+            nx_curve_new(self->cfg.curve_cert, self->cfg.curve_clients, err_buf, err_size);
+        if (!self->curve)
+            goto fail;
+        nx_curve_apply(self->curve, self->xsub);
+        nx_curve_apply(self->curve, self->xpub);
+        nx_curve_apply(self->curve, self->router);
+        nx_info("CURVE on: broker public key %s; clients: %s", nx_curve_public_key(self->curve),
+                strcmp(self->cfg.curve_clients, "*") == 0 ? "any that knows the key"
+                                                          : self->cfg.curve_clients);
+    }
+
+    /*  Tokens guard the control plane and CURVE every socket; without
+        CURVE the event plane has no authentication of its own, so a
+        non-loopback bind there is always worth a line in the log (bind it
+        to a VPN address only).                                             */
     const char *control_open = nx_auth_enabled(self->auth)
                                    ? NULL
                                    : "no tokens are configured, so anyone who can reach it can "
                                      "act on the fabric (set token or tokens_file)";
-    const char *events_open = "the event plane has no authentication: anyone who can reach it "
-                              "can publish or subscribe";
+    const char *events_open =
+        self->curve ? NULL
+                    : "the event plane has no authentication: anyone who can reach it can "
+                      "publish or subscribe (set curve_cert)";
     if (s_bind_all(self->router, self->cfg.control_endpoints, "control", control_open, err_buf,
                    err_size) ||
         s_bind_all(self->xsub, self->cfg.events_in_endpoints, "events-in", events_open, err_buf,
@@ -425,6 +446,7 @@ void nx_broker_destroy(nx_broker_t **self_p)
     if (self->router)
         zsock_set_linger(self->router, 500);
     zsock_destroy(&self->router);
+    nx_curve_destroy(&self->curve);
     nx_scratch_release(&self->scratch);
     if (self->replies) {
         for (size_t i = 0; i < self->cfg.requests_per_turn; i++) {
@@ -603,11 +625,8 @@ static int s_read_event(nx_broker_t *self)
         frames = 2;
         bool more = zmq_msg_more(&ev->payload);
         while (more) {
-            /*  Optional third frame: the source the publisher claims. The
-                event plane has no ZAP handler, so there is no authenticated
-                identity to put in its place; with CURVE, the source would
-                come from the message's "User-Id" property instead (looking
-                it up costs ~7 % of the loop per event, so only then).     */
+            /*  Optional third frame: the source the publisher claims.
+                With CURVE the authenticated key takes its place below.   */
             zmq_msg_t extra;
             zmq_msg_init(&extra);
             zmq_msg_recv(&extra, self->h_xsub, 0);
@@ -621,6 +640,17 @@ static int s_read_event(nx_broker_t *self)
             more = zmq_msg_more(&extra);
             zmq_msg_close(&extra);
         }
+    }
+    /*  With CURVE, the source is the key the publisher authenticated with
+        (zauth's User-Id: its public key in Z85), whatever it claims. The
+        lookup costs ~7 % of the loop per event, so only then.            */
+    if (self->curve) {
+        const char *key = zmq_msg_gets(&ev->topic, "User-Id");
+        size_t len = key ? strlen(key) : 0;
+        if (len > NX_SOURCE_MAX)
+            len = NX_SOURCE_MAX;
+        memcpy(ev->source, key ? key : "", len);
+        ev->source_len = (uint8_t)len;
     }
     const char *why = NULL;
     uint64_t *counter = NULL;

@@ -33,6 +33,7 @@
 #include "nexus.h"
 #include "nx_broker_config.h"
 #include "nx_codec.h"
+#include "nx_curve.h"
 #include "nx_fwdlog.h"
 #include "nx_scratch.h"
 #include "nx_stats.h"
@@ -128,6 +129,7 @@ struct _nx_broker_t {
     zsock_t *xsub;                    /* events in                                  */
     zsock_t *xpub;                    /* events out                                 */
     zsock_t *router;                  /* control plane                              */
+    nx_curve_t *curve;                /* CURVE security, NULL when off              */
     zsock_t *mon_xpub;                /* socket monitor of xpub (connections)       */
     zsock_t *mon_xsub;                /* socket monitor of xsub                     */
     void *h_xsub, *h_xpub, *h_router; /* raw libzmq handles for the hot path */

@@ -84,6 +84,12 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
           "shared fabric token every control request must carry (empty: open)"),
     S_KEY(tokens_file, NX_CONF_STRING, "", 0, 0, NULL,
           "file of 'TOKEN SESSION[,SESSION...]' lines ('*' = any session); empty: none"),
+    S_KEY(curve_cert, NX_CONF_STRING, "", 0, 0, NULL,
+          "the broker's CURVE certificate (secret file, `nexus keygen`): every socket encrypts "
+          "and authenticates clients by key; empty: off"),
+    S_KEY(curve_clients, NX_CONF_STRING, "", 0, 0, NULL,
+          "with curve_cert: directory of allowed clients' public certificates, or * for any "
+          "client that knows the broker's key"),
     S_KEY(snapshot_file, NX_CONF_STRING, "", 0, 0, NULL,
           "JSON file of active sessions and claims, rewritten within 1 s of a change"),
 };

@@ -53,6 +53,8 @@ typedef struct {
     uint64_t claims_max;        /* work items known at most                  */
     char *token;                /* shared fabric token ("" = none)           */
     char *tokens_file;          /* token -> allowed session ids ("" = none)  */
+    char *curve_cert;           /* broker's CURVE secret cert ("" = off)     */
+    char *curve_clients;        /* allowed client certs dir, or "*"          */
     char *snapshot_file;        /* JSON snapshot of sessions/claims ("" = no)*/
 } nx_broker_config_t;
 

@@ -1,0 +1,83 @@
+/*  =========================================================================
+    nx_curve - CURVE security for the broker's sockets. nx_curve.h is the
+    contract.
+    =========================================================================
+*/
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "nx_curve.h"
+
+struct _nx_curve_t {
+    zcert_t *cert;  /* the broker's certificate (public + secret)         */
+    zactor_t *auth; /* zauth: answers the ZAP requests of every socket   */
+};
+
+nx_curve_t *nx_curve_new(const char *cert_file, const char *clients, char *err_buf, size_t err_size)
+{
+    if (!clients || !*clients) {
+        snprintf(err_buf, err_size,
+                 "curve_cert needs curve_clients: a directory of client public certificates, "
+                 "or * for any client that knows the broker's key");
+        return NULL;
+    }
+    struct stat st;
+    if (strcmp(clients, CURVE_ALLOW_ANY) != 0) {
+        int rc = stat(clients, &st);
+        if (rc != 0 || !S_ISDIR(st.st_mode)) {
+            snprintf(err_buf, err_size, "curve_clients %s: %s", clients,
+                     rc != 0 ? strerror(errno) : "not a directory");
+            return NULL;
+        }
+    }
+    nx_curve_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(err_buf, err_size, "out of memory");
+        return NULL;
+    }
+    /*  zcert_load reads a secret certificate for both keys; a public one
+        alone has a zero secret key, which would make a server nobody can
+        talk to.                                                           */
+    self->cert = zcert_load(cert_file);
+    static const char zero_key[] = "0000000000000000000000000000000000000000";
+    if (!self->cert || strcmp(zcert_secret_txt(self->cert), zero_key) == 0) {
+        snprintf(err_buf, err_size,
+                 "curve_cert %s: not a secret certificate file (nexus keygen NAME writes "
+                 "NAME_secret)",
+                 cert_file);
+        nx_curve_destroy(&self);
+        return NULL;
+    }
+    self->auth = zactor_new(zauth, NULL);
+    if (!self->auth || zstr_sendx(self->auth, "CURVE", clients, NULL) || zsock_wait(self->auth)) {
+        snprintf(err_buf, err_size, "cannot start the CURVE authenticator");
+        nx_curve_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void nx_curve_destroy(nx_curve_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    nx_curve_t *self = *self_p;
+    zactor_destroy(&self->auth);
+    zcert_destroy(&self->cert);
+    free(self);
+    *self_p = NULL;
+}
+
+void nx_curve_apply(nx_curve_t *self, zsock_t *sock)
+{
+    zcert_apply(self->cert, sock);
+    zsock_set_curve_server(sock, 1);
+}
+
+const char *nx_curve_public_key(nx_curve_t *self)
+{
+    return zcert_public_txt(self->cert);
+}

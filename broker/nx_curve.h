@@ -1,0 +1,34 @@
+/*  =========================================================================
+    nx_curve - CURVE security for the broker's three sockets: encryption,
+    and authentication of every client by its public key.
+
+    The broker's certificate is a CZMQ certificate file (the secret one:
+    `nexus keygen NAME` writes NAME and NAME_secret). Clients are allowed by
+    a directory of their public certificate files, read again when it
+    changes, or by "*": any client that knows the broker's public key. The
+    ZAP handler is CZMQ's zauth actor; it runs while nx_curve lives.
+    =========================================================================
+*/
+
+#ifndef NX_CURVE_H_INCLUDED
+#define NX_CURVE_H_INCLUDED
+
+#include <czmq.h>
+
+typedef struct _nx_curve_t nx_curve_t;
+
+/*  Loads the certificate and starts the ZAP handler for clients (a
+    directory, or "*"). Returns NULL with a message in err_buf when the
+    certificate cannot be read or clients names no directory.            */
+nx_curve_t *nx_curve_new(const char *cert_file, const char *clients, char *err_buf,
+                         size_t err_size);
+void nx_curve_destroy(nx_curve_t **self_p);
+
+/*  Makes sock a CURVE server with the broker's certificate: call before
+    it binds.                                                               */
+void nx_curve_apply(nx_curve_t *self, zsock_t *sock);
+
+/*  The broker's public key (Z85, 40 characters): what clients configure.  */
+const char *nx_curve_public_key(nx_curve_t *self);
+
+#endif
