@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -744,6 +745,41 @@ static int s_cmd_session_unregister(s_cli_t *cli)
     return NX_EXIT_OK;
 }
 
+/*  Writes a CURVE key pair as CZMQ certificate files: NAME (public, for
+    the broker's curve_clients directory or for clients to name the broker)
+    and NAME_secret (mode 0600, for curve_cert or NEXUS_CURVE_CERT).        */
+static int s_cmd_keygen(s_cli_t *cli)
+{
+    const char *name = cli->pos[0];
+    char secret[4096];
+    if (snprintf(secret, sizeof secret, "%s_secret", name) >= (int)sizeof secret)
+        return s_usage_error(cli, "the name is too long");
+    if (access(name, F_OK) == 0 || access(secret, F_OK) == 0)
+        return s_fail(NX_EXIT_REFUSED, "%s or %s exists already: not overwritten", name, secret);
+    zcert_t *cert = zcert_new();
+    if (!cert)
+        return s_fail(NX_EXIT_REFUSED, "cannot make a key pair");
+    const char *label = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
+    zcert_set_meta(cert, "name", "%s", label);
+    mode_t old = umask(077);
+    int rc = zcert_save(cert, name);
+    umask(old);
+    if (rc == 0)
+        chmod(name, 0644); /* the public half is for sharing */
+    if (rc != 0) {
+        zcert_destroy(&cert);
+        return s_fail(NX_EXIT_REFUSED, "cannot write %s and %s: %s", name, secret, strerror(errno));
+    }
+    if (cli->json) {
+        json_t *out = json_pack("{s:s, s:s, s:s}", "public_key", zcert_public_txt(cert), "public",
+                                name, "secret", secret);
+        s_print_json(out);
+    } else
+        printf("%s\n", zcert_public_txt(cert));
+    zcert_destroy(&cert);
+    return NX_EXIT_OK;
+}
+
 static int s_cmd_session_get(s_cli_t *cli)
 {
     const char *id = cli->npos ? cli->pos[0] : cli->session;
@@ -1225,6 +1261,11 @@ static const s_cmd_t s_cmds[] = {
     {"release", "WORK_ID [TOKEN]", "reason=", 1, 2, s_cmd_release, "Gives the item back."},
     {"complete", "WORK_ID [TOKEN]", "result=", 1, 2, s_cmd_complete,
      "Closes the item for good, with an optional --result JSON."},
+    {"keygen", "NAME", "", 1, 1, s_cmd_keygen,
+     "Writes a CURVE key pair: NAME (the public certificate: put it in the broker's\n"
+     "curve_clients directory, or give it to clients as NEXUS_CURVE_SERVER_KEY) and\n"
+     "NAME_secret (mode 0600: the broker's curve_cert, or a client's NEXUS_CURVE_CERT).\n"
+     "Prints the public key. Needs no broker."},
     {"claims", "", "holder= state= prefix= limit= mine", 0, 0, s_cmd_claims,
      "Lists claims (--holder S, --mine, --state claimed|released|expired|completed|open,\n"
      "--prefix P, --limit N)."},

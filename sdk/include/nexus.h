@@ -195,6 +195,19 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_reconnect(nexus_client_t *self, uint32
 NEXUS_EXPORT nexus_err_t nexus_client_set_keepalive(nexus_client_t *self, uint32_t interval_ms,
                                                     uint32_t timeout_ms);
 
+/*  CURVE: encrypts every connection and authenticates this client to a
+    broker that runs with curve_cert. server_key is the broker's public key
+    (40 characters of Z85) or the path of its public certificate file;
+    cert_file the path of this client's secret certificate (`nexus keygen
+    NAME` writes NAME and NAME_secret: give NAME_secret here, NAME to the
+    broker's curve_clients directory), or NULL for a key pair made now,
+    for a broker whose curve_clients is "*". server_key NULL turns CURVE
+    off. Events this client publishes are stamped with its public key as
+    source. nexus_client_new reads NEXUS_CURVE_SERVER_KEY and
+    NEXUS_CURVE_CERT from the environment.                                 */
+NEXUS_EXPORT nexus_err_t nexus_client_set_curve(nexus_client_t *self, const char *server_key,
+                                                const char *cert_file);
+
 /*  How long a control call waits for its reply (default 5000 ms).         */
 NEXUS_EXPORT nexus_err_t nexus_client_set_timeout(nexus_client_t *self, uint32_t timeout_ms);
 

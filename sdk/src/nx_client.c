@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -117,6 +118,11 @@ nexus_client_t *nexus_client_new(void)
     env = getenv("NEXUS_TOKEN");
     if (env && *env)
         self->token = strdup(env);
+    /*  A bad CURVE setting in the environment is reported by connect: a
+        client meant to be encrypted must not quietly talk in the clear.  */
+    env = getenv("NEXUS_CURVE_SERVER_KEY");
+    if (env && *env && nexus_client_set_curve(self, env, getenv("NEXUS_CURVE_CERT")) != NEXUS_OK)
+        self->curve_error = strdup(nexus_client_errmsg(self));
     return self;
 }
 
@@ -147,6 +153,8 @@ void nexus_client_destroy(nexus_client_t **self_p)
     free(self->name);
     free(self->metadata);
     free(self->token);
+    free(self->curve_error);
+    zcert_destroy(&self->curve_cert);
     free(self->session_id);
     free(self->secret);
     pthread_mutex_destroy(&self->lock);
@@ -293,6 +301,47 @@ nexus_err_t nexus_client_set_token(nexus_client_t *self, const char *token)
     return s_ok(self);
 }
 
+nexus_err_t nexus_client_set_curve(nexus_client_t *self, const char *server_key,
+                                   const char *cert_file)
+{
+    S_CONFIGURING(self);
+    if (!server_key || !*server_key) {
+        self->curve_server[0] = 0;
+        zcert_destroy(&self->curve_cert);
+        return s_ok(self);
+    }
+    /*  The broker's public certificate file, or a key as such (Z85 has
+        '/' and '.' among its characters, so a file that is there wins).   */
+    char key[41] = "";
+    if (access(server_key, R_OK) == 0) {
+        zcert_t *server = zcert_load(server_key);
+        if (server)
+            snprintf(key, sizeof key, "%s", zcert_public_txt(server));
+        zcert_destroy(&server);
+    } else if (strlen(server_key) == 40)
+        snprintf(key, sizeof key, "%s", server_key);
+    uint8_t bin[32];
+    if (!key[0] || !zmq_z85_decode(bin, key))
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "CURVE server key '%.60s' is neither 40 characters of Z85 nor a "
+                              "certificate file",
+                              server_key);
+    zcert_t *cert = cert_file && *cert_file ? zcert_load(cert_file) : zcert_new();
+    static const char zero_key[] = "0000000000000000000000000000000000000000";
+    if (!cert || strcmp(zcert_secret_txt(cert), zero_key) == 0) {
+        zcert_destroy(&cert);
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              cert_file ? "CURVE certificate '%.200s' is not a secret certificate "
+                                          "file (nexus keygen NAME writes NAME_secret)"
+                                        : "cannot make a CURVE key pair%.0s",
+                              cert_file ? cert_file : "");
+    }
+    zcert_destroy(&self->curve_cert);
+    self->curve_cert = cert;
+    snprintf(self->curve_server, sizeof self->curve_server, "%s", key);
+    return s_ok(self);
+}
+
 nexus_err_t nexus_client_set_heartbeat(nexus_client_t *self, uint32_t heartbeat_ms, uint64_t ttl_ms)
 {
     S_CONFIGURING(self);
@@ -362,6 +411,10 @@ zsock_t *nx_client_socket(nexus_client_t *self, int type, const char *endpoint)
     zsock_set_linger(sock, 0);
     zsock_set_reconnect_ivl(sock, (int)self->backoff_min);
     zsock_set_reconnect_ivl_max(sock, (int)self->backoff_max);
+    if (self->curve_cert) {
+        zcert_apply(self->curve_cert, sock);
+        zsock_set_curve_serverkey(sock, self->curve_server);
+    }
     if (self->keepalive_ms) {
         /*  A SUB sends nothing once subscribed: without pings of its own it
             would never learn that the broker's host went away.             */
@@ -386,6 +439,9 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
         return NEXUS_ERR_INVALID;
     if (self->started)
         return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is already connected");
+    if (self->curve_error)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "NEXUS_CURVE_SERVER_KEY: %s",
+                              self->curve_error);
     if (!self->cb) {
         self->ring = calloc(self->queue_max, sizeof *self->ring);
         if (!self->ring)

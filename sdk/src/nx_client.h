@@ -119,6 +119,9 @@ struct _nexus_client_t {
     uint8_t *metadata;                /* msgpack map or NULL                */
     size_t metadata_len;              /* bytes in metadata                  */
     char *token;                      /* access token or NULL               */
+    char curve_server[41];            /* broker's public key (Z85), "": off */
+    zcert_t *curve_cert;              /* this client's key pair, with CURVE */
+    char *curve_error;                /* bad NEXUS_CURVE_* setting, or NULL */
     uint32_t heartbeat_ms;            /* session heartbeat interval          */
     uint64_t ttl_ms;                  /* session ttl (0: none)              */
     uint32_t backoff_min;             /* reconnect backoff lower bound, ms  */
