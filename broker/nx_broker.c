@@ -252,6 +252,16 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->start_mono = nx_mono_us();
     self->next_tick = self->start_mono + S_TICK_US;
 
+    /*  CURVE first: a bad certificate stops the start before the store
+        is opened (an open store that is not stopped cleanly makes the
+        next start skip a block of seqs).                                   */
+    if (self->cfg.curve_cert && *self->cfg.curve_cert) {
+        self->curve =
+            nx_curve_new(self->cfg.curve_cert, self->cfg.curve_clients, err_buf, err_size);
+        if (!self->curve)
+            goto fail;
+    }
+
     nx_store_config_t scfg = {
         .path = self->cfg.data_dir,
         .sync = self->cfg.sync == NX_SYNC_FULL,
@@ -358,11 +368,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         }
     }
 
-    if (self->cfg.curve_cert && *self->cfg.curve_cert) {
-        self->curve =
-            nx_curve_new(self->cfg.curve_cert, self->cfg.curve_clients, err_buf, err_size);
-        if (!self->curve)
-            goto fail;
+    if (self->curve) {
         nx_curve_apply(self->curve, self->xsub);
         nx_curve_apply(self->curve, self->xpub);
         nx_curve_apply(self->curve, self->router);

@@ -229,9 +229,10 @@ def main():
 
     # Bad settings stop nexusd with a message naming the setting.
     rc, err = start_fails(["--curve-cert", broker_keys.path + "_secret"])
-    t.check(rc != 0 and "curve_clients" in err, "curve_cert without curve_clients: %r" % err)
+    t.check(rc == 2 and "curve_clients" in err, "curve_cert without curve_clients: exit 2: %r" % err)
     rc, err = start_fails(["--curve-cert", os.path.join(keydir, "none"), "--curve-clients", "*"])
     t.check(rc != 0 and "curve_cert" in err, "a curve_cert that is not there: %r" % err)
+    t.check("unclean" not in err, "a bad curve_cert stops nexusd before it opens the store")
     rc, err = start_fails(["--curve-cert", broker_keys.path + "_secret", "--curve-clients",
                            os.path.join(keydir, "nodir")])
     t.check(rc != 0 and "curve_clients" in err, "a curve_clients that is not a directory: %r" % err)
