@@ -187,23 +187,39 @@ async function startFabric(opts = {}) {
       return (await canConnect(control)) && (await canConnect(evOut));
     }, { timeout: 10000, what: 'nexusd to listen' });
 
-    const gw = new Proc('nexus-gateway', NEXUS_GATEWAY, [
-      '--port', String(gwPort),
-      '--broker', `tcp://127.0.0.1:${control}`,
-      '--web-root', WEB_ROOT,
-      ...(opts.gatewayArgs || []),
-    ]);
-    procs.push(gw);
-    fabric.gateway = gw;
+    // A free port can be taken between the probe and the bind (another
+    // test's outgoing connection may get it as its local port): a gateway
+    // that cannot listen is started again on another port, at most 3 times.
     const headers = opts.healthToken ? { Authorization: `Bearer ${opts.healthToken}` } : {};
-    await waitFor(async () => {
-      if (!gw.running) throw new Error('nexus-gateway exited');
-      const r = await fetch(`${fabric.http}/health`, { headers, signal: AbortSignal.timeout(1000) });
-      if (r.status !== 200) return false;
-      const h = await r.json();
-      // Ready once the gateway reports its broker link as up (or says nothing about it).
-      return !h.broker || !/down|unavailable|disconnected|error/i.test(JSON.stringify(h.broker));
-    }, { timeout: 10000, what: 'nexus-gateway /health' });
+    for (let attempt = 1; ; attempt++) {
+      const gw = new Proc('nexus-gateway', NEXUS_GATEWAY, [
+        '--port', String(fabric.port),
+        '--broker', `tcp://127.0.0.1:${control}`,
+        '--web-root', WEB_ROOT,
+        ...(opts.gatewayArgs || []),
+      ]);
+      procs.push(gw);
+      fabric.gateway = gw;
+      try {
+        await waitFor(async () => {
+          if (!gw.running) throw new Error('nexus-gateway exited');
+          const r = await fetch(`${fabric.http}/health`, { headers, signal: AbortSignal.timeout(1000) });
+          if (r.status !== 200) return false;
+          const h = await r.json();
+          // Ready once the gateway reports its broker link as up (or says nothing about it).
+          return !h.broker || !/down|unavailable|disconnected|error/i.test(JSON.stringify(h.broker));
+        }, { timeout: 10000, what: 'nexus-gateway /health' });
+        break;
+      } catch (e) {
+        await gw.stop();
+        if (attempt >= 3 || !/cannot listen on/.test(gw.output)) throw e;
+        procs.splice(procs.indexOf(gw), 1);
+        const [next] = await freePorts(1);
+        fabric.port = next;
+        fabric.http = `http://127.0.0.1:${next}`;
+        fabric.wsBase = `ws://127.0.0.1:${next}`;
+      }
+    }
   } catch (e) {
     const logs = fabric.logs();
     await fabric.stop().catch(() => {});

@@ -101,8 +101,25 @@ class Broker:
         return ",".join([endpoint] + ["tcp://%s:%d" % (h, port) for h in self.also_bind])
 
     def start(self, timeout=10.0):
-        if self.ports is None:
-            self.ports = (free_port(), free_port(), free_port())
+        # Ports picked here may be taken before nexusd binds them (another
+        # test's connection may get one as its local port): a first start
+        # that cannot bind tries other ports, at most 3 times. A restart
+        # keeps its ports, as clients expect.
+        picked = self.ports is None
+        for attempt in range(3):
+            if picked:
+                self.ports = (free_port(), free_port(), free_port())
+            before = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+            try:
+                return self._start(timeout)
+            except RuntimeError:
+                with open(self.log_path, "rb") as f:
+                    f.seek(before)
+                    fresh = f.read().decode(errors="replace")
+                if not picked or attempt == 2 or "cannot bind" not in fresh:
+                    raise
+
+    def _start(self, timeout):
         args = self.prefix + [NEXUSD, "--data-dir", self.data_dir,
                 "--control-endpoints", self._binds(self.control, self.ports[0]),
                 "--events-in-endpoints", self._binds(self.events_in, self.ports[1]),
