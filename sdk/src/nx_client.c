@@ -426,11 +426,54 @@ zsock_t *nx_client_socket(nexus_client_t *self, int type, const char *endpoint)
         zsock_set_sndhwm(sock, 10000);
         zsock_set_rcvhwm(sock, 10000);
     }
-    if (zsock_connect(sock, "%s", endpoint) != 0) {
+    if (endpoint && zsock_connect(sock, "%s", endpoint) != 0) {
         zsock_destroy(&sock);
         return NULL;
     }
     return sock;
+}
+
+/*  A monitor of the API's DEALER for failed handshakes, or NULL.          */
+static zsock_t *s_handshake_monitor(nexus_client_t *self)
+{
+    char ep[80];
+    snprintf(ep, sizeof ep, "inproc://nexus-handshake-%p", (void *)self);
+    if (zmq_socket_monitor(zsock_resolve(self->dealer), ep,
+                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0)
+        return NULL;
+    zsock_t *mon = zsock_new_pair(ep);
+    if (!mon)
+        zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);
+    return mon;
+}
+
+/*  Stops the monitor and returns the first failure it saw (a
+    ZMQ_EVENT_HANDSHAKE_FAILED_* value), 0 for none. Its events are read
+    before it stops: libzmq sends them blocking.                           */
+static int s_handshake_monitor_end(nexus_client_t *self, zsock_t **mon_p)
+{
+    zsock_t *mon = *mon_p;
+    if (!mon)
+        return 0;
+    int failed = 0;
+    zsock_set_rcvtimeo(mon, 0);
+    for (int i = 0; i < 1000; i++) {
+        zmsg_t *m = zmsg_recv(mon);
+        if (!m)
+            break;
+        zframe_t *f = zmsg_first(m);
+        if (!failed && f && zframe_size(f) >= 2) {
+            uint16_t event;
+            memcpy(&event, zframe_data(f), 2);
+            failed = event;
+        }
+        zmsg_destroy(&m);
+    }
+    if (self->dealer)
+        zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);
+    zsock_destroy(mon_p);
+    return failed;
 }
 
 nexus_err_t nexus_client_connect(nexus_client_t *self)
@@ -447,9 +490,15 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
         if (!self->ring)
             return nx_client_fail(self, NEXUS_ERR_NOMEM, "out of memory");
     }
-    self->dealer = nx_client_socket(self, ZMQ_DEALER, self->endpoint);
+    /*  With CURVE, a failed handshake looks like silence; a monitor on the
+        first connection tells the two apart for the error message.        */
+    self->dealer = nx_client_socket(self, ZMQ_DEALER, NULL);
+    zsock_t *mon = self->curve_cert && self->dealer ? s_handshake_monitor(self) : NULL;
+    if (self->dealer && zsock_connect(self->dealer, "%s", self->endpoint) != 0)
+        zsock_destroy(&self->dealer);
     self->pub = nx_client_socket(self, ZMQ_XPUB, self->events_in);
     if (!self->dealer || !self->pub) {
+        s_handshake_monitor_end(self, &mon);
         zsock_destroy(&self->dealer);
         zsock_destroy(&self->pub);
         return nx_client_fail(self, NEXUS_ERR_INVALID, "cannot connect to %s / %s: %s",
@@ -458,8 +507,10 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     zsock_set_sndhwm(self->pub, 100000);
     self->started = true;
     self->actor = zactor_new(nx_actor_fn, self);
-    if (!self->actor)
+    if (!self->actor) {
+        s_handshake_monitor_end(self, &mon);
         return nx_client_fail(self, NEXUS_ERR_NOMEM, "cannot start the background thread");
+    }
 
     nx_req_t req;
     nx_reply_t rep;
@@ -467,7 +518,18 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     nexus_err_t rc = nx_client_call(self, &req, &rep);
     nx_req_destroy(&req);
     nx_reply_destroy(&rep);
-    if (rc == NEXUS_ERR_TIMEOUT)
+    int failed = s_handshake_monitor_end(self, &mon);
+    if (rc == NEXUS_ERR_TIMEOUT && failed == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
+                            "the broker at %s refused this client's CURVE key: its public "
+                            "certificate must be in the broker's curve_clients directory",
+                            self->endpoint);
+    else if (rc == NEXUS_ERR_TIMEOUT && failed)
+        rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
+                            "the CURVE handshake with %s failed: does the broker run with "
+                            "curve_cert, and is NEXUS_CURVE_SERVER_KEY its public key?",
+                            self->endpoint);
+    else if (rc == NEXUS_ERR_TIMEOUT)
         rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE, "no answer from the broker at %s",
                             self->endpoint);
     if (rc)

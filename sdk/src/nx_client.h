@@ -173,8 +173,9 @@ void nx_client_register_req(nexus_client_t *self, nx_req_t *req);
 /*  Stores session and secret from a session.register reply.               */
 void nx_client_take_registration(nexus_client_t *self, const msgpack_object *map);
 
-/*  Creates a socket of type connected to endpoint with the client's
-    reconnect settings; NULL on failure.                                    */
+/*  Creates a socket of type connected to endpoint (NULL: not connected
+    yet) with the client's reconnect, keepalive and CURVE settings; NULL on
+    failure.                                                                */
 zsock_t *nx_client_socket(nexus_client_t *self, int type, const char *endpoint);
 
 /*  The background actor (nx_actor.c).                                      */

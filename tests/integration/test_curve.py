@@ -13,8 +13,9 @@ and NEXUS_CURVE_CERT. Checked:
 - curve_clients '*' lets any key in; a bad curve_cert or a missing
   curve_clients stops nexusd with a message naming the setting;
 - the CLI with the environment variables publishes and reads the history;
-  without them it cannot reach the broker (exit 3), and a bad key is a
-  usage error (exit 2).
+  without them it cannot reach the broker (exit 3); a key the broker does
+  not list and a wrong broker key are told apart from silence; a bad key
+  is a usage error (exit 2).
 """
 
 import json
@@ -208,6 +209,15 @@ def main():
             gw.wait(10)
         rc, out, err = cli(["status", "--timeout", "1s"], {"NEXUS_ENDPOINT": b.control})
         t.eq(rc, 3, "the CLI without CURVE cannot reach the broker")
+        # A failed handshake is told apart from silence.
+        rc, out, err = cli(["status", "--timeout", "1500ms"],
+                           dict(env, NEXUS_CURVE_CERT=bob.path + "_secret"))
+        t.check(rc == 3 and "refused this client's CURVE key" in err,
+                "an unlisted key: exit 3, and says the broker refused the key: %r" % err)
+        rc, out, err = cli(["status", "--timeout", "1500ms"],
+                           dict(env, NEXUS_CURVE_SERVER_KEY=bob.public_text))
+        t.check(rc == 3 and "CURVE handshake" in err,
+                "a wrong server key: exit 3, and says the handshake failed: %r" % err)
         rc, out, err = cli(["status"], dict(env, NEXUS_CURVE_SERVER_KEY="not-a-key"))
         t.check(rc == 2 and "NEXUS_CURVE_SERVER_KEY" in err, "a bad server key: exit 2: %r" % err)
         rc, out, err = cli(["status"], dict(env, NEXUS_CURVE_CERT=os.path.join(keydir, "none")))
