@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "nx_cert.h"
 #include "nx_curve.h"
 
 struct _nx_curve_t {
@@ -38,12 +39,8 @@ nx_curve_t *nx_curve_new(const char *cert_file, const char *clients, char *err_b
         snprintf(err_buf, err_size, "out of memory");
         return NULL;
     }
-    /*  zcert_load reads a secret certificate for both keys; a public one
-        alone has a zero secret key, which would make a server nobody can
-        talk to.                                                           */
-    self->cert = zcert_load(cert_file);
-    static const char zero_key[] = "0000000000000000000000000000000000000000";
-    if (!self->cert || strcmp(zcert_secret_txt(self->cert), zero_key) == 0) {
+    self->cert = nx_cert_load_secret(cert_file);
+    if (!self->cert) {
         snprintf(err_buf, err_size,
                  "curve_cert %s: not a secret certificate file (nexus keygen NAME writes "
                  "NAME_secret)",

@@ -16,6 +16,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "nx_cert.h"
 #include "nx_client.h"
 
 uint64_t nx_random_id(void)
@@ -326,10 +327,8 @@ nexus_err_t nexus_client_set_curve(nexus_client_t *self, const char *server_key,
                               "CURVE server key '%.60s' is neither 40 characters of Z85 nor a "
                               "certificate file",
                               server_key);
-    zcert_t *cert = cert_file && *cert_file ? zcert_load(cert_file) : zcert_new();
-    static const char zero_key[] = "0000000000000000000000000000000000000000";
-    if (!cert || strcmp(zcert_secret_txt(cert), zero_key) == 0) {
-        zcert_destroy(&cert);
+    zcert_t *cert = cert_file && *cert_file ? nx_cert_load_secret(cert_file) : zcert_new();
+    if (!cert) {
         return nx_client_fail(self, NEXUS_ERR_INVALID,
                               cert_file ? "CURVE certificate '%.200s' is not a secret certificate "
                                           "file (nexus keygen NAME writes NAME_secret)"
