@@ -301,10 +301,6 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     }
     self->seq_reserved = self->last_seq;
     self->fence_reserved = nx_claims_fence(self);
-    if (s_reserve_seqs(self)) {
-        snprintf(err_buf, err_size, "cannot reserve seqs: %s", nx_store_errmsg(self->store));
-        goto fail;
-    }
     self->cap_awaiting = self->cfg.requests_per_turn;
     self->awaiting = calloc(self->cap_awaiting, sizeof *self->awaiting);
     nx_reader_args_t rargs = {
@@ -407,6 +403,13 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->h_xsub = zsock_resolve(self->xsub);
     self->h_xpub = zsock_resolve(self->xpub);
     self->h_router = zsock_resolve(self->router);
+    /*  Reserved once the endpoints are bound: a start that cannot bind
+        (the port is taken) leaves the reservation as it was, instead of
+        making the next start skip one more block.                         */
+    if (s_reserve_seqs(self)) {
+        snprintf(err_buf, err_size, "cannot reserve seqs: %s", nx_store_errmsg(self->store));
+        goto fail;
+    }
 
     char ep[128];
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-xpub-%p", (void *)self);

@@ -70,7 +70,10 @@ const handedOut = new Set();
  */
 async function freePorts(n) {
   for (let attempt = 0; attempt < 200; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000);
+    // 20000-31999: below the kernel's ephemeral range (32768 on), whose
+    // ports outgoing connections take as their local port, and apart from
+    // the Python tests' 10000-19999.
+    const base = 20000 + Math.floor(Math.random() * (12000 - n));
     const ports = Array.from({ length: n }, (_, i) => base + i);
     if (ports.some((p) => handedOut.has(p))) continue;
     let ok = true;

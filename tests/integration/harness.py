@@ -6,6 +6,7 @@ fails instead of hanging.
 """
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,7 +29,26 @@ EVENT_HEAD = 19  # NUL, version, seq, ts, source_len (docs/protocol.md)
 signal.signal(signal.SIGTERM, lambda sig, frame: sys.exit(128 + sig))
 
 
+_handed_out = set()
+
+
 def free_port():
+    """A free loopback port below the kernel's ephemeral range (which
+    starts at 32768 here): a port the kernel hands out for bind(0) is also
+    the kind it gives outgoing connections as their local port, so another
+    test could take it before our server binds it. 10000-19999 is ours;
+    the gateway's Node tests pick from 20000-31999."""
+    for _ in range(500):
+        port = random.randrange(10000, 20000)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

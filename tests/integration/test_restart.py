@@ -16,12 +16,14 @@
 import os
 import re
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Broker, Checks, Client, publisher, recv_event,  # noqa: E402
+from harness import (NEXUSD, Broker, Checks, Client, publisher, recv_event,  # noqa: E402
                      settle_subscription, subscriber, wait_until)
 
 t = Checks()
@@ -305,6 +307,29 @@ try:
         ev = all_history(c)
         t.eq([(e["seq"], e["payload"]) for e in ev], [(10, b"last")], "only the newest kept")
     t.eq(b.stop(), 0, "SIGTERM exits 0 (final)")
+
+    # A start that cannot bind (its control port is taken) exits 1 and
+    # leaves the store as it was: the next start continues at seq 11, with
+    # no 'unclean stop' skip of a block.
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(("127.0.0.1", b.ports[0]))
+    taken.listen(1)
+    try:
+        r = subprocess.run([NEXUSD, "--data-dir", data_dir,
+                            "--control-endpoints", b.control,
+                            "--events-in-endpoints", b.events_in,
+                            "--events-out-endpoints", b.events_out],
+                           capture_output=True, text=True, timeout=30)
+        t.check(r.returncode == 1 and "cannot bind" in r.stderr,
+                "a taken control port: exit 1, says so: %r" % r.stderr[-300:])
+    finally:
+        taken.close()
+    b.start()
+    with Client(b) as c:
+        rep = c.request({"op": "publish", "topic": "one.ev", "payload": b"after"})
+        t.eq(rep.get("seq"), 11, "after a start that could not bind, seqs continue")
+    t.eq(b.stop(), 0, "SIGTERM exits 0 (after the failed start)")
     b.cleanup()
 finally:
     b.cleanup()
