@@ -59,6 +59,12 @@ int main(int argc, char **argv)
         nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
         return 2;
     }
+    if ((!cfg.curve_cert || !*cfg.curve_cert) && cfg.curve_clients && *cfg.curve_clients) {
+        fprintf(stderr, "nexusd: curve_clients without curve_cert would leave every socket in "
+                        "the clear: set curve_cert (nexus keygen NAME writes NAME_secret)\n");
+        nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
+        return 2;
+    }
     if (cfg.curve_cert && *cfg.curve_cert && (!cfg.curve_clients || !*cfg.curve_clients)) {
         fprintf(stderr, "nexusd: curve_cert needs curve_clients: a directory of client public "
                         "certificates, or * for any client that knows the broker's key\n");

@@ -260,6 +260,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
             nx_curve_new(self->cfg.curve_cert, self->cfg.curve_clients, err_buf, err_size);
         if (!self->curve)
             goto fail;
+        self->curve_any = strcmp(self->cfg.curve_clients, "*") == 0;
     }
 
     nx_store_config_t scfg = {
@@ -382,9 +383,11 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
                                    : "no tokens are configured, so anyone who can reach it can "
                                      "act on the fabric (set token or tokens_file)";
     const char *events_open =
-        self->curve ? NULL
-                    : "the event plane has no authentication: anyone who can reach it can "
-                      "publish or subscribe (set curve_cert)";
+        self->curve && !self->curve_any ? NULL
+        : self->curve ? "curve_clients is *: anyone who knows the broker's public key can publish "
+                        "(with any source) or subscribe"
+                      : "the event plane has no authentication: anyone who can reach it can "
+                        "publish or subscribe (set curve_cert)";
     if (s_bind_all(self->router, self->cfg.control_endpoints, "control", control_open, err_buf,
                    err_size) ||
         s_bind_all(self->xsub, self->cfg.events_in_endpoints, "events-in", events_open, err_buf,
@@ -650,10 +653,12 @@ static int s_read_event(nx_broker_t *self)
             zmq_msg_close(&extra);
         }
     }
-    /*  With CURVE, the source is the key the publisher authenticated with
-        (zauth's User-Id: its public key in Z85), whatever it claims. The
-        lookup costs ~7 % of the loop per event, so only then.            */
-    if (self->curve) {
+    /*  With CURVE and a list of clients, the source is the key the
+        publisher authenticated with (zauth's User-Id: its public key in
+        Z85), whatever it claims. With curve_clients "*" zauth names no
+        key, so the claimed source stays. The lookup costs ~7 % of the loop
+        per event, so only then.                                           */
+    if (self->curve && !self->curve_any) {
         const char *key = zmq_msg_gets(&ev->topic, "User-Id");
         size_t len = key ? strlen(key) : 0;
         if (len > NX_SOURCE_MAX)

@@ -48,8 +48,8 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
     S_KEY(control_hwm, NX_CONF_U64, "10000", 1, 100000000, NULL,
           "control messages queued per client, each way"),
     S_KEY(peer_timeout, NX_CONF_DURATION, "15s", 0, 6553500, NULL,
-          "a client connection that answers no ZeroMQ ping (sent after a third of this without "
-          "traffic) for this long is dropped with its queues; 0: never"),
+          "a client connection that answers no ZeroMQ ping (sent every third of this) for this "
+          "long is dropped with its queues; 0: never"),
     S_KEY(batch_max, NX_CONF_U64, "8192", 1, 1000000, NULL,
           "events in one write transaction at most (group commit)"),
     S_KEY(batch_bytes, NX_CONF_SIZE, "64M", 64 << 10, 1ull << 32, NULL,

@@ -34,6 +34,10 @@ nx_curve_t *nx_curve_new(const char *cert_file, const char *clients, char *err_b
             return NULL;
         }
     }
+    if (!zsys_has_curve()) {
+        snprintf(err_buf, err_size, "curve_cert: this libzmq was built without CURVE (libsodium)");
+        return NULL;
+    }
     nx_curve_t *self = calloc(1, sizeof *self);
     if (!self) {
         snprintf(err_buf, err_size, "out of memory");

@@ -751,9 +751,11 @@ static int s_cmd_session_unregister(s_cli_t *cli)
 static int s_cmd_keygen(s_cli_t *cli)
 {
     const char *name = cli->pos[0];
-    char secret[4096];
-    if (snprintf(secret, sizeof secret, "%s_secret", name) >= (int)sizeof secret)
-        return s_usage_error(cli, "the name is too long");
+    /*  CZMQ builds NAME_secret in a 256-byte buffer of its own.             */
+    char secret[256];
+    if (strlen(name) > 240 ||
+        snprintf(secret, sizeof secret, "%s_secret", name) >= (int)sizeof secret)
+        return s_usage_error(cli, "the name is too long (240 characters at most)");
     if (access(name, F_OK) == 0 || access(secret, F_OK) == 0)
         return s_fail(NX_EXIT_REFUSED, "%s or %s exists already: not overwritten", name, secret);
     zcert_t *cert = zcert_new();

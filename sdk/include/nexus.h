@@ -185,9 +185,9 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_reconnect(nexus_client_t *self, uint32
                                                     uint32_t max_ms);
 
 /*  Link keepalive: every socket of the client pings the broker (ZeroMQ
-    heartbeats) after interval_ms without traffic and drops the connection,
-    to connect again, when no answer came within timeout_ms; the broker is
-    told to drop ours after the same timeout. That is how a link through a
+    heartbeats) every interval_ms and drops the connection, to connect
+    again, when no answer came within timeout_ms; the broker is told to
+    drop ours after the same timeout. That is how a link through a
     VPN or NAT that died without a word (a host that rebooted, a cut cable)
     is noticed: TCP alone may wait for hours. Defaults 5000 and 15000 ms;
     interval 0 turns it off; otherwise 100 <= interval <= timeout <=
@@ -202,8 +202,10 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_keepalive(nexus_client_t *self, uint32
     NAME` writes NAME and NAME_secret: give NAME_secret here, NAME to the
     broker's curve_clients directory), or NULL for a key pair made now,
     for a broker whose curve_clients is "*". server_key NULL turns CURVE
-    off. Events this client publishes are stamped with its public key as
-    source. nexus_client_new reads NEXUS_CURVE_SERVER_KEY and
+    off (cert_file must then be NULL: a certificate without the broker's
+    key would talk in the clear). Events this client publishes are stamped
+    with its public key as source, unless the broker's curve_clients is
+    "*". nexus_client_new reads NEXUS_CURVE_SERVER_KEY and
     NEXUS_CURVE_CERT from the environment.                                 */
 NEXUS_EXPORT nexus_err_t nexus_client_set_curve(nexus_client_t *self, const char *server_key,
                                                 const char *cert_file);

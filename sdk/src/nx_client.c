@@ -122,7 +122,9 @@ nexus_client_t *nexus_client_new(void)
     /*  A bad CURVE setting in the environment is reported by connect: a
         client meant to be encrypted must not quietly talk in the clear.  */
     env = getenv("NEXUS_CURVE_SERVER_KEY");
-    if (env && *env && nexus_client_set_curve(self, env, getenv("NEXUS_CURVE_CERT")) != NEXUS_OK)
+    const char *cert_env = getenv("NEXUS_CURVE_CERT");
+    if (((env && *env) || (cert_env && *cert_env)) &&
+        nexus_client_set_curve(self, env, cert_env) != NEXUS_OK)
         self->curve_error = strdup(nexus_client_errmsg(self));
     return self;
 }
@@ -307,10 +309,19 @@ nexus_err_t nexus_client_set_curve(nexus_client_t *self, const char *server_key,
 {
     S_CONFIGURING(self);
     if (!server_key || !*server_key) {
+        if (cert_file && *cert_file)
+            return nx_client_fail(self, NEXUS_ERR_INVALID,
+                                  "a CURVE certificate without the broker's key "
+                                  "(NEXUS_CURVE_SERVER_KEY) would talk in the clear");
         self->curve_server[0] = 0;
         zcert_destroy(&self->curve_cert);
+        free(self->curve_error);
+        self->curve_error = NULL;
         return s_ok(self);
     }
+    if (!zsys_has_curve())
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "this libzmq was built without CURVE (libsodium)");
     /*  The broker's public certificate file, or a key as such (Z85 has
         '/' and '.' among its characters, so a file that is there wins).   */
     char key[41] = "";
@@ -338,6 +349,8 @@ nexus_err_t nexus_client_set_curve(nexus_client_t *self, const char *server_key,
     zcert_destroy(&self->curve_cert);
     self->curve_cert = cert;
     snprintf(self->curve_server, sizeof self->curve_server, "%s", key);
+    free(self->curve_error);
+    self->curve_error = NULL;
     return s_ok(self);
 }
 
@@ -482,8 +495,7 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     if (self->started)
         return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is already connected");
     if (self->curve_error)
-        return nx_client_fail(self, NEXUS_ERR_INVALID, "NEXUS_CURVE_SERVER_KEY: %s",
-                              self->curve_error);
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "NEXUS_CURVE_*: %s", self->curve_error);
     if (!self->cb) {
         self->ring = calloc(self->queue_max, sizeof *self->ring);
         if (!self->ring)
@@ -804,6 +816,9 @@ nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
         /*  The request may sit in a queue to a dead connection: start over
             with a fresh socket so that a late reply cannot confuse the next
             call and stale requests do not pile up.                         */
+        /*  A monitor (connect's handshake watch) must not outlive its
+            socket: libzmq sends monitor events blocking.                   */
+        zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);
         zsock_destroy(&self->dealer);
         self->dealer = nx_client_socket(self, ZMQ_DEALER, self->endpoint);
         pthread_mutex_unlock(&self->ctl_lock);

@@ -129,9 +129,11 @@ def main():
         except RuntimeError as e:
             t.check("did not answer ping" in str(e), "a plain ping gets no answer: %s" % e)
         t.check(b.proc and b.proc.poll() is None, "nexusd with CURVE runs")
+        t.check(harness.wait_until(lambda: "ready: last seq" in b.logs(), timeout=20.0),
+                "nexusd with CURVE gets ready")
         t.check("CURVE on: broker public key %s" % broker_keys.public_text in b.logs(),
                 "the log names the broker's public key")
-        rep = ping(b.control, broker_keys, alice)
+        rep = ping(b.control, broker_keys, alice, timeout=5.0)
         t.check(rep and rep.get("ok"), "alice (listed) gets a ping answered: %r" % rep)
         t.check(ping(b.control, broker_keys, bob) is None, "bob (not listed) gets no answer")
         t.check(ping(b.control) is None, "a plain client gets no answer")
@@ -219,28 +221,53 @@ def main():
         t.check(rc == 3 and "CURVE handshake" in err,
                 "a wrong server key: exit 3, and says the handshake failed: %r" % err)
         rc, out, err = cli(["status"], dict(env, NEXUS_CURVE_SERVER_KEY="not-a-key"))
-        t.check(rc == 2 and "NEXUS_CURVE_SERVER_KEY" in err, "a bad server key: exit 2: %r" % err)
+        t.check(rc == 2 and "NEXUS_CURVE_" in err and "server key" in err,
+                "a bad server key: exit 2, names it: %r" % err)
         rc, out, err = cli(["status"], dict(env, NEXUS_CURVE_CERT=os.path.join(keydir, "none")))
         t.check(rc == 2 and "certificate" in err, "a missing certificate: exit 2: %r" % err)
+        rc, out, err = cli(["status"], {"NEXUS_ENDPOINT": b.control,
+                                        "NEXUS_CURVE_CERT": alice_secret})
+        t.check(rc == 2 and "clear" in err,
+                "a certificate without the broker's key: exit 2, not plain: %r" % err)
     finally:
         b.stop()
         b.cleanup()
 
-    # Any key in.
+    # Any key in: encrypted, but no key names a client, so sources stay
+    # as claimed (on a non-loopback endpoint nexusd warns of it).
     b = Broker(extra=["--curve-cert", broker_keys.path + "_secret", "--curve-clients", "*"])
     try:
         try:
             b.start(timeout=2.0)
         except RuntimeError:
             pass
-        rep = ping(b.control, broker_keys, bob)
+        t.check(harness.wait_until(lambda: "ready: last seq" in b.logs(), timeout=20.0),
+                "curve_clients '*': nexusd gets ready")
+        rep = ping(b.control, broker_keys, bob, timeout=5.0)
         t.check(rep and rep.get("ok"), "curve_clients '*': bob gets in: %r" % rep)
         t.check(ping(b.control) is None, "curve_clients '*': a plain client still does not")
+        t.check("clients: any that knows the key" in b.logs(),
+                "curve_clients '*': the log says any key gets in")
+        sub = sock(zmq.SUB, b.events_out, broker_keys, bob)
+        sub.setsockopt(zmq.SUBSCRIBE, b"any.")
+        pub = sock(zmq.PUB, b.events_in, broker_keys, bob)
+        got = None
+        deadline = time.time() + 5
+        while got is None and time.time() < deadline:
+            pub.send_multipart([b"any.ev", b"\xc0", b"bob-claims"])
+            if sub.poll(200):
+                got = decode_event(sub.recv())
+        t.check(got is not None and got[3] == "bob-claims",
+                "curve_clients '*': the claimed source stays: %r" % (got,))
+        sub.close()
+        pub.close()
     finally:
         b.stop()
         b.cleanup()
 
     # Bad settings stop nexusd with a message naming the setting.
+    rc, err = start_fails(["--curve-clients", "*"])
+    t.check(rc == 2 and "curve_cert" in err, "curve_clients without curve_cert: exit 2: %r" % err)
     rc, err = start_fails(["--curve-cert", broker_keys.path + "_secret"])
     t.check(rc == 2 and "curve_clients" in err, "curve_cert without curve_clients: exit 2: %r" % err)
     data = tempfile.mkdtemp(prefix="nexus-test-curve-")

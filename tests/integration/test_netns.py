@@ -87,9 +87,26 @@ class Host:
         sh("ip", "link", "del", self.dev_here, check=False)
 
 
+def clear_leftovers():
+    """Namespaces and links of an earlier run of this test that was killed
+    (they hold the same addresses): the names are this test's own."""
+    r = sh("ip", "netns", "list", check=False)
+    for line in r.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if len(name) == 7 and name[:3] in ("nxc", "nxb", "nxp") and name[3:].isdigit():
+            sh("ip", "netns", "del", name, check=False)
+    r = sh("ip", "-o", "link", "show", check=False)
+    for line in r.stdout.splitlines():
+        parts = line.split(":")
+        dev = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
+        if len(dev) == 8 and dev[:3] == "nxh" and dev[3] in "cbp" and dev[4:].isdigit():
+            sh("ip", "link", "del", dev, check=False)
+
+
 def can_netns():
     if os.geteuid() != 0:
         return "not root"
+    clear_leftovers()
     probe = Host("p", 77)
     try:
         probe.create()
@@ -108,10 +125,9 @@ def subscribers(broker):
 def vanishing_subscriber(t, peer_timeout):
     """Scenario 1. Returns the subscriber count seen after the host went."""
     host = Host("c", 77)
-    host.create()
     try:
+        host.create()
         with Broker(extra=["--peer-timeout", peer_timeout], also_bind=[host.here]) as b:
-            b.start()
             # A raw SUB with no heartbeats of its own, on the other host.
             code = ("import sys, time, zmq\n"
                     "s = zmq.Context().socket(zmq.SUB)\n"
@@ -186,11 +202,12 @@ def publish(broker, topic):
 def vanishing_broker(t, keepalive):
     """Scenario 2. Returns (subscribed again, topics the sub printed)."""
     host = Host("b", 78)
-    host.create()
     ports = harness.free_ports(3)
     data = None
     sub = None
+    b = None
     try:
+        host.create()
         b = Broker(host=host.there, prefix=host.prefix(), ports=ports, keep_dir=True)
         data = b.data_dir
         b.start()
@@ -226,9 +243,10 @@ def vanishing_broker(t, keepalive):
         t.check(wait_until(lambda: "net.after" in sub.topics(), timeout=8.0),
                 "keepalive %s: the event after the return is printed" % keepalive)
         topics = [tp for tp in sub.topics() if not tp.startswith("net.warm.")]
-        b.stop()
         return again, topics
     finally:
+        if b:
+            b.stop()  # `ip netns del` would not end it
         if sub:
             err = sub.stop()
             if err.strip():
