@@ -65,6 +65,7 @@ def free_ports(n):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 held.append(s)
                 s.bind(("127.0.0.1", base + k))
+            _handed_out.update(range(base, base + n))
             return tuple(range(base, base + n))
         except OSError:
             pass
@@ -148,6 +149,8 @@ class Broker:
         env = dict(os.environ)
         if self.env:
             env.update(self.env)
+        if getattr(self, "log", None):
+            self.log.close()
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, env=env)
         deadline = time.time() + timeout
