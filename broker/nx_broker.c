@@ -260,7 +260,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
             nx_curve_new(self->cfg.curve_cert, self->cfg.curve_clients, err_buf, err_size);
         if (!self->curve)
             goto fail;
-        self->curve_any = strcmp(self->cfg.curve_clients, "*") == 0;
+        self->curve_keys = strcmp(self->cfg.curve_clients, "*") != 0;
     }
 
     nx_store_config_t scfg = {
@@ -370,8 +370,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         nx_curve_apply(self->curve, self->xpub);
         nx_curve_apply(self->curve, self->router);
         nx_info("CURVE on: broker public key %s; clients: %s", nx_curve_public_key(self->curve),
-                strcmp(self->cfg.curve_clients, "*") == 0 ? "any that knows the key"
-                                                          : self->cfg.curve_clients);
+                self->curve_keys ? self->cfg.curve_clients : "any that knows the key");
     }
 
     /*  Tokens guard the control plane and CURVE every socket; without
@@ -383,7 +382,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
                                    : "no tokens are configured, so anyone who can reach it can "
                                      "act on the fabric (set token or tokens_file)";
     const char *events_open =
-        self->curve && !self->curve_any ? NULL
+        self->curve_keys ? NULL
         : self->curve ? "curve_clients is *: anyone who knows the broker's public key can publish "
                         "(with any source) or subscribe"
                       : "the event plane has no authentication: anyone who can reach it can "
@@ -658,7 +657,7 @@ static int s_read_event(nx_broker_t *self)
         Z85), whatever it claims. With curve_clients "*" zauth names no
         key, so the claimed source stays. The lookup costs ~7 % of the loop
         per event, so only then.                                           */
-    if (self->curve && !self->curve_any) {
+    if (self->curve_keys) {
         const char *key = zmq_msg_gets(&ev->topic, "User-Id");
         size_t len = key ? strlen(key) : 0;
         if (len > NX_SOURCE_MAX)

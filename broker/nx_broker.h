@@ -130,7 +130,7 @@ struct _nx_broker_t {
     zsock_t *xpub;                    /* events out                                 */
     zsock_t *router;                  /* control plane                              */
     nx_curve_t *curve;                /* CURVE security, NULL when off              */
-    bool curve_any;                   /* curve_clients "*": no key names a client   */
+    bool curve_keys;                  /* CURVE names each client by its key (not *) */
     zsock_t *mon_xpub;                /* socket monitor of xpub (connections)       */
     zsock_t *mon_xsub;                /* socket monitor of xsub                     */
     void *h_xsub, *h_xpub, *h_router; /* raw libzmq handles for the hot path */
