@@ -8,8 +8,14 @@
     event that does not arrive was lost, not shed by design. Each event
     carries its index; drops = sent - received, per subscriber.
 
+    With --ref PATH (bench_ref, the reference loop of ANCHORS.md) every
+    run of nexusd is followed by one of the reference loop on the same
+    case, and a second line gives its figure and nexus's share of it:
+    this machine's speed moves by 30 % or more between hours, so only
+    figures taken alternately in one invocation compare.
+
     Usage: bench_pubsub [--n N] [--n-1k N] [--window W] [--runs R]
-                        [--sync full|none] [--nexusd PATH]
+                        [--sync full|none] [--nexusd PATH] [--ref PATH]
     Prints one line per figure; with R > 1 the figure is the median.
     =========================================================================
 */
@@ -66,6 +72,16 @@ static int s_run(void *ctx, const char *sync, const s_case_t *c, uint64_t n, uin
     return rc == 0 && r.sent == n ? 0 : -1;
 }
 
+/*  ", median of R: a b c" when there was more than one run.                */
+static void s_print_runs(const double *rates, int n)
+{
+    if (n < 2)
+        return;
+    printf(", median of %d:", n);
+    for (int r = 0; r < n; r++)
+        printf(" %.0f", rates[r]);
+}
+
 int main(int argc, char **argv)
 {
     bench_set_nexusd(bench_arg_str(argc, argv, "nexusd", NULL));
@@ -74,6 +90,9 @@ int main(int argc, char **argv)
     uint64_t window = bench_arg_u64(argc, argv, "window", 20000);
     int runs = (int)bench_arg_u64(argc, argv, "runs", 1);
     const char *sync = bench_arg_str(argc, argv, "sync", "full");
+    const char *ref = bench_arg_str(argc, argv, "ref", NULL);
+    char nexusd[4096];
+    snprintf(nexusd, sizeof nexusd, "%s", bench_nexusd());
     if (runs < 1 || runs > S_RUNS_MAX) {
         fprintf(stderr, "--runs must be 1..%d\n", S_RUNS_MAX);
         return 2;
@@ -89,17 +108,26 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const s_case_t *c = &cases[i];
         uint64_t n = c->payload <= 128 ? n_small : n_large;
-        double rates[S_RUNS_MAX], sorted[S_RUNS_MAX];
-        uint64_t drops = 0, broker_drops = 0;
-        int ok = 0;
+        double rates[S_RUNS_MAX], sorted[S_RUNS_MAX], ref_rates[S_RUNS_MAX];
+        uint64_t drops = 0, broker_drops = 0, ref_drops = 0;
+        int ok = 0, ref_ok = 0;
         for (int r = 0; r < runs; r++) {
             uint64_t d = 0, bd = 0;
+            bench_set_nexusd(nexusd);
             if (s_run(ctx, sync, c, n, window, &rates[ok], &d, &bd) == 0)
                 ok++;
             else
                 failed = 1;
             drops += d;
             broker_drops += bd;
+            if (ref) {
+                bench_set_nexusd(ref);
+                if (s_run(ctx, sync, c, n, window, &ref_rates[ref_ok], &d, &bd) == 0)
+                    ref_ok++;
+                else
+                    failed = 1;
+                ref_drops += d;
+            }
         }
         for (int r = 0; r < ok; r++)
             sorted[r] = rates[r];
@@ -107,14 +135,20 @@ int main(int argc, char **argv)
         printf("%s: %.0f msgs/s delivered per subscriber, %" PRIu64 " drops (n=%" PRIu64
                " x %d sub%s, sync=%s, window=%" PRIu64,
                c->name, median, drops, n, c->nsubs, c->nsubs > 1 ? "s" : "", sync, window);
-        if (ok > 1) {
-            printf(", median of %d:", ok);
-            for (int r = 0; r < ok; r++)
-                printf(" %.0f", rates[r]);
-        }
+        s_print_runs(rates, ok);
         if (broker_drops)
             printf(", broker counted %" PRIu64 " drops", broker_drops);
         printf(")\n");
+        if (ref) {
+            for (int r = 0; r < ref_ok; r++)
+                sorted[r] = ref_rates[r];
+            double ref_median = bench_median(sorted, (size_t)ref_ok);
+            printf("%s_ref: %.0f msgs/s for the reference loop, %" PRIu64
+                   " drops; nexus %.0f %% of it (alternated runs",
+                   c->name, ref_median, ref_drops, ref_median > 0 ? 100 * median / ref_median : 0);
+            s_print_runs(ref_rates, ref_ok);
+            printf(")\n");
+        }
         fflush(stdout);
     }
     zmq_ctx_term(ctx);

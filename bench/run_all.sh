@@ -16,7 +16,7 @@ BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 RUNS=${RUNS:-3}
 
 cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD_DIR" -j2 --target nexusd nexus-gateway bench_pubsub bench_ack bench_latency \
+cmake --build "$BUILD_DIR" -j2 --target nexusd nexus-gateway bench_pubsub bench_ref bench_ack bench_latency \
     bench_history bench_claims gw_bench >/dev/null
 
 BENCH=$BUILD_DIR/bench
@@ -29,7 +29,9 @@ echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, before)"
 echo
 
 status=0
-"$BENCH/bench_pubsub" --runs "$RUNS" || status=1
+# Fire-and-forget alternates with the reference loop of ANCHORS.md
+# (bench_ref): the host's speed moves between hours, the ratio much less.
+"$BENCH/bench_pubsub" --runs "$RUNS" --ref "$BENCH/bench_ref" || status=1
 "$BENCH/bench_ack" --runs "$RUNS" || status=1
 "$BENCH/bench_latency" --runs "$RUNS" || status=1
 # bench_history fills a 1M-event store once per run; run it RUNS times.
