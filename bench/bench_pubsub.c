@@ -16,6 +16,7 @@
 
     Usage: bench_pubsub [--n N] [--n-1k N] [--window W] [--runs R]
                         [--sync full|none] [--nexusd PATH] [--ref PATH]
+                        [--case NAME]   (one case only, e.g. fanout_128B_1sub)
     Prints one line per figure; with R > 1 the figure is the median.
     =========================================================================
 */
@@ -23,6 +24,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <zmq.h>
 
 #include "bench_util.h"
@@ -91,6 +93,7 @@ int main(int argc, char **argv)
     int runs = (int)bench_arg_u64(argc, argv, "runs", 1);
     const char *sync = bench_arg_str(argc, argv, "sync", "full");
     const char *ref = bench_arg_str(argc, argv, "ref", NULL);
+    const char *only = bench_arg_str(argc, argv, "case", NULL);
     char nexusd[4096];
     snprintf(nexusd, sizeof nexusd, "%s", bench_nexusd());
     if (runs < 1 || runs > S_RUNS_MAX) {
@@ -107,6 +110,8 @@ int main(int argc, char **argv)
     int failed = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const s_case_t *c = &cases[i];
+        if (only && strcmp(only, c->name) != 0)
+            continue;
         uint64_t n = c->payload <= 128 ? n_small : n_large;
         double rates[S_RUNS_MAX], sorted[S_RUNS_MAX], ref_rates[S_RUNS_MAX];
         uint64_t drops = 0, broker_drops = 0, ref_drops = 0;

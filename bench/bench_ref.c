@@ -37,7 +37,7 @@
 #include "nx_codec.h"
 
 #define S_BATCH_MAX 8192
-#define S_HWM 100000
+#define S_HWM       100000
 
 static volatile sig_atomic_t s_stop;
 
