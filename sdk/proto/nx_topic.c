@@ -86,6 +86,18 @@ size_t nx_utf8_cut(const char *s, size_t len, size_t max)
     return max;
 }
 
+/*  What each byte may be in a literal token: every event on the event plane
+    is validated, so the scan is one table load per byte (S_OK for printable
+    ASCII but '*' and '>'). Bytes from 0x80 are checked as UTF-8.           */
+enum { S_BAD = 0, S_OK = 1, S_DOT = 2, S_HIGH = 3 };
+
+#define S_ROW_OK(c) ((c) <= 0x20 || (c) == 0x7f || (c) == '*' || (c) == '>' ? S_BAD : S_OK)
+#define S_CLASS(c)  ((c) >= 0x80 ? S_HIGH : (c) == '.' ? S_DOT : S_ROW_OK(c))
+#define S_C4(c)     S_CLASS(c), S_CLASS((c) + 1), S_CLASS((c) + 2), S_CLASS((c) + 3)
+#define S_C16(c)    S_C4(c), S_C4((c) + 4), S_C4((c) + 8), S_C4((c) + 12)
+#define S_C64(c)    S_C16(c), S_C16((c) + 16), S_C16((c) + 32), S_C16((c) + 48)
+static const unsigned char s_class[256] = {S_C64(0), S_C64(64), S_C64(128), S_C64(192)};
+
 /*  Scans one literal token starting at s[i]. Returns false when it is empty
     or holds a byte the grammar forbids; otherwise sets *end to the index of
     the '.' that ends it, or to len.                                        */
@@ -93,14 +105,14 @@ static bool s_token(const unsigned char *s, size_t len, size_t i, size_t *end)
 {
     size_t start = i;
     while (i < len) {
-        unsigned char c = s[i];
-        if (c == '.')
-            break;
-        if (c < 0x80) {
-            if (c <= 0x20 || c == 0x7f || c == '*' || c == '>')
-                return false;
+        unsigned char k = s_class[s[i]];
+        if (k == S_OK)
             i++;
-        } else {
+        else if (k == S_DOT)
+            break;
+        else if (k == S_BAD)
+            return false;
+        else {
             size_t n = nx_utf8_seq(s, len, i);
             if (n == 0)
                 return false;

@@ -376,8 +376,31 @@ static void s_test_is_all(void)
     CHECK(!nx_pattern_is_all(NULL, 1) && !nx_pattern_is_all(">", 0));
 }
 
+/*  Every single byte, in a token of its own and inside one, against the
+    grammar spelled out here (the validator looks bytes up in a table).    */
+static void s_test_every_byte(void)
+{
+    for (int b = 0; b < 256; b++) {
+        bool ascii_ok = b > 0x20 && b < 0x7f && b != '*' && b != '>' && b != '.';
+        char alone[1] = {(char)b}, inside[3] = {'a', (char)b, 'z'};
+        bool want = ascii_ok; /* a lone byte >= 0x80 is never UTF-8        */
+        if (nx_topic_valid(alone, 1) != want)
+            fprintf(stderr, "byte 0x%02x: want %s\n", b, want ? "valid" : "invalid");
+        CHECK(nx_topic_valid(alone, 1) == want);
+        CHECK(nx_topic_valid(inside, 3) == (want || b == '.'));
+        char dotted[5] = {'a', '.', (char)b, '.', 'z'};
+        CHECK(nx_topic_valid(dotted, 5) == want);
+    }
+    /*  '.' separates: valid between tokens, never at an end or doubled.    */
+    CHECK(nx_topic_valid("a.z", 3) && !nx_topic_valid(".", 1) && !nx_topic_valid("a..z", 4));
+    /*  Multibyte UTF-8 still goes through the sequence check.             */
+    CHECK(nx_topic_valid("a.\xc3\xa9", 4) && !nx_topic_valid("a.\xc3", 3));
+    CHECK(!nx_topic_valid("\xed\xa0\x80", 3)); /* a surrogate                     */
+}
+
 int main(void)
 {
+    s_test_every_byte();
     s_test_utf8();
     s_test_is_all();
     s_test_tables();
