@@ -22,6 +22,7 @@
 */
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,16 @@ int main(int argc, char **argv)
         {1024, 1, "fanout_1KiB_1sub"},
         {1024, 4, "fanout_1KiB_4sub"},
     };
+    bool known = !only;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        known = known || strcmp(only, cases[i].name) == 0;
+    if (!known) {
+        fprintf(stderr,
+                "--case: no case named '%s' (fanout_128B_1sub, fanout_128B_4sub, "
+                "fanout_1KiB_1sub, fanout_1KiB_4sub)\n",
+                only);
+        return 2;
+    }
     void *ctx = zmq_ctx_new();
     int failed = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
