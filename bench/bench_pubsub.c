@@ -85,6 +85,15 @@ static void s_print_runs(const double *rates, int n)
         printf(" %.0f", rates[r]);
 }
 
+/*  Median of n rates, leaving them in run order for s_print_runs.        */
+static double s_median(const double *rates, int n)
+{
+    double sorted[S_RUNS_MAX];
+    for (int r = 0; r < n; r++)
+        sorted[r] = rates[r];
+    return bench_median(sorted, (size_t)n);
+}
+
 int main(int argc, char **argv)
 {
     bench_set_nexusd(bench_arg_str(argc, argv, "nexusd", NULL));
@@ -124,45 +133,38 @@ int main(int argc, char **argv)
         if (only && strcmp(only, c->name) != 0)
             continue;
         uint64_t n = c->payload <= 128 ? n_small : n_large;
-        double rates[S_RUNS_MAX], sorted[S_RUNS_MAX], ref_rates[S_RUNS_MAX];
-        uint64_t drops = 0, broker_drops = 0, ref_drops = 0;
-        int ok = 0, ref_ok = 0;
-        for (int r = 0; r < runs; r++) {
-            uint64_t d = 0, bd = 0;
-            bench_set_nexusd(nexusd);
-            if (s_run(ctx, sync, c, n, window, &rates[ok], &d, &bd) == 0)
-                ok++;
-            else
-                failed = 1;
-            drops += d;
-            broker_drops += bd;
-            if (ref) {
-                bench_set_nexusd(ref);
-                if (s_run(ctx, sync, c, n, window, &ref_rates[ref_ok], &d, &bd) == 0)
-                    ref_ok++;
+        /*  [0] nexusd, [1] the reference loop (with --ref), alternated.     */
+        const char *binary[2] = {nexusd, ref};
+        int systems = ref ? 2 : 1;
+        double rates[2][S_RUNS_MAX];
+        uint64_t drops[2] = {0, 0}, broker_drops = 0;
+        int ok[2] = {0, 0};
+        for (int r = 0; r < runs; r++)
+            for (int w = 0; w < systems; w++) {
+                uint64_t d = 0, bd = 0;
+                bench_set_nexusd(binary[w]);
+                if (s_run(ctx, sync, c, n, window, &rates[w][ok[w]], &d, &bd) == 0)
+                    ok[w]++;
                 else
                     failed = 1;
-                ref_drops += d;
+                drops[w] += d;
+                if (w == 0)
+                    broker_drops += bd;
             }
-        }
-        for (int r = 0; r < ok; r++)
-            sorted[r] = rates[r];
-        double median = bench_median(sorted, (size_t)ok);
+        double median = s_median(rates[0], ok[0]);
         printf("%s: %.0f msgs/s delivered per subscriber, %" PRIu64 " drops (n=%" PRIu64
                " x %d sub%s, sync=%s, window=%" PRIu64,
-               c->name, median, drops, n, c->nsubs, c->nsubs > 1 ? "s" : "", sync, window);
-        s_print_runs(rates, ok);
+               c->name, median, drops[0], n, c->nsubs, c->nsubs > 1 ? "s" : "", sync, window);
+        s_print_runs(rates[0], ok[0]);
         if (broker_drops)
             printf(", broker counted %" PRIu64 " drops", broker_drops);
         printf(")\n");
         if (ref) {
-            for (int r = 0; r < ref_ok; r++)
-                sorted[r] = ref_rates[r];
-            double ref_median = bench_median(sorted, (size_t)ref_ok);
+            double ref_median = s_median(rates[1], ok[1]);
             printf("%s_ref: %.0f msgs/s for the reference loop, %" PRIu64
                    " drops; nexus %.0f %% of it (alternated runs",
-                   c->name, ref_median, ref_drops, ref_median > 0 ? 100 * median / ref_median : 0);
-            s_print_runs(ref_rates, ref_ok);
+                   c->name, ref_median, drops[1], ref_median > 0 ? 100 * median / ref_median : 0);
+            s_print_runs(rates[1], ok[1]);
             printf(")\n");
         }
         fflush(stdout);

@@ -34,6 +34,7 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "bench_util.h"
 #include "nx_codec.h"
 
 #define S_BATCH_MAX 8192
@@ -52,14 +53,6 @@ static uint64_t s_now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static const char *s_arg(int argc, char **argv, const char *name, const char *dflt)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], name) == 0)
-            return argv[i + 1];
-    return dflt;
 }
 
 typedef struct {
@@ -115,14 +108,14 @@ static int s_turn(s_ref_t *self, void *xsub, void *xpub, s_event_t *evs)
         zmq_msg_init(&ev->payload);
         if (zmq_msg_more(&ev->topic))
             zmq_msg_recv(&ev->payload, xsub, 0);
-        while (zmq_msg_more(&ev->payload)) {
+        /*  A source frame, if any, is read and dropped.                     */
+        bool more = zmq_msg_more(&ev->payload);
+        while (more) {
             zmq_msg_t extra;
             zmq_msg_init(&extra);
             zmq_msg_recv(&extra, xsub, 0);
-            bool more = zmq_msg_more(&extra);
+            more = zmq_msg_more(&extra);
             zmq_msg_close(&extra);
-            if (!more)
-                break;
         }
         n++;
     }
@@ -194,22 +187,15 @@ static void s_control(s_ref_t *self, void *router)
     uint64_t id = 0;
     const char *op = "";
     size_t op_len = 0;
-    if (n >= 2 &&
-        msgpack_unpack_next(&req, zmq_msg_data(&part[n - 1]), zmq_msg_size(&part[n - 1]), NULL) ==
-            MSGPACK_UNPACK_SUCCESS &&
-        req.data.type == MSGPACK_OBJECT_MAP) {
-        for (uint32_t i = 0; i < req.data.via.map.size; i++) {
-            msgpack_object_kv *kv = &req.data.via.map.ptr[i];
-            if (kv->key.type != MSGPACK_OBJECT_STR)
-                continue;
-            if (kv->key.via.str.size == 2 && !memcmp(kv->key.via.str.ptr, "id", 2) &&
-                kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                id = kv->val.via.u64;
-            if (kv->key.via.str.size == 2 && !memcmp(kv->key.via.str.ptr, "op", 2) &&
-                kv->val.type == MSGPACK_OBJECT_STR) {
-                op = kv->val.via.str.ptr;
-                op_len = kv->val.via.str.size;
-            }
+    if (n >= 2 && msgpack_unpack_next(&req, zmq_msg_data(&part[n - 1]), zmq_msg_size(&part[n - 1]),
+                                      NULL) == MSGPACK_UNPACK_SUCCESS) {
+        const msgpack_object *v = nx_map_get(&req.data, "id");
+        if (v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            id = v->via.u64;
+        v = nx_map_get(&req.data, "op");
+        if (v && v->type == MSGPACK_OBJECT_STR) {
+            op = v->via.str.ptr;
+            op_len = v->via.str.size;
         }
     }
     bool ping = op_len == 4 && !memcmp(op, "ping", 4);
@@ -282,11 +268,11 @@ static void *s_bind(void *ctx, int type, const char *endpoint)
 
 int main(int argc, char **argv)
 {
-    const char *dir = s_arg(argc, argv, "--data-dir", NULL);
-    const char *control = s_arg(argc, argv, "--control-endpoints", NULL);
-    const char *in = s_arg(argc, argv, "--events-in-endpoints", NULL);
-    const char *out = s_arg(argc, argv, "--events-out-endpoints", NULL);
-    const char *sync = s_arg(argc, argv, "--sync", "full");
+    const char *dir = bench_arg_str(argc, argv, "data-dir", NULL);
+    const char *control = bench_arg_str(argc, argv, "control-endpoints", NULL);
+    const char *in = bench_arg_str(argc, argv, "events-in-endpoints", NULL);
+    const char *out = bench_arg_str(argc, argv, "events-out-endpoints", NULL);
+    const char *sync = bench_arg_str(argc, argv, "sync", "full");
     if (!dir || !control || !in || !out) {
         fprintf(stderr, "usage: bench_ref --data-dir D --control-endpoints E "
                         "--events-in-endpoints E --events-out-endpoints E [--sync full|none]\n"
