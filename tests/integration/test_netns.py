@@ -2,7 +2,8 @@
 """A host that vanishes without a word, across a real network link.
 
 Two hosts on one machine: network namespaces joined to this one by a veth
-pair (ip netns, iproute2), addressed in 10.199.77.0/30 and 10.199.78.0/30.
+pair (tests/integration/netns.py), addressed in 10.199.77.0/30 and
+10.199.78.0/30.
 Every address used lives on this machine, in a namespace this test made;
 nothing leaves it. A host "vanishes" the way a rebooted machine or a cut
 VPN link does: its link goes down first, its processes die with it, and
@@ -30,91 +31,18 @@ import sys
 import time
 
 import harness
+import netns
+from netns import Host
 from harness import Broker, Checks, Client, wait_until
 
 NEXUS = os.environ.get("NEXUS_CLI") or os.path.join(
     os.environ.get("NEXUS_BUILD_DIR", "build"), "sdk", "nexus")
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-TAG = "%04d" % (os.getpid() % 10000)
-
-
-def sh(*args, check=True):
-    r = subprocess.run(list(args), capture_output=True, text=True, timeout=20)
-    if check and r.returncode != 0:
-        raise RuntimeError("%s: %s" % (" ".join(args), r.stderr.strip()))
-    return r
-
-
-class Host:
-    """A namespace joined to this one by a veth pair: `here` is this side's
-    address, `there` the namespace's."""
-
-    def __init__(self, name, net):
-        self.ns = "nx%s%s" % (name, TAG)
-        self.dev_here = "nxh%s%s" % (name, TAG)
-        self.dev_there = "nxt%s%s" % (name, TAG)
-        self.here = "10.199.%d.2" % net
-        self.there = "10.199.%d.1" % net
-        self.up = False
-
-    def create(self):
-        sh("ip", "netns", "add", self.ns)
-        self.up = True
-        sh("ip", "link", "add", self.dev_here, "type", "veth", "peer", "name", self.dev_there)
-        sh("ip", "link", "set", self.dev_there, "netns", self.ns)
-        sh("ip", "addr", "add", self.here + "/30", "dev", self.dev_here)
-        sh("ip", "link", "set", self.dev_here, "up")
-        self.run("ip", "addr", "add", self.there + "/30", "dev", self.dev_there)
-        self.run("ip", "link", "set", self.dev_there, "up")
-        self.run("ip", "link", "set", "lo", "up")
-
-    def run(self, *args):
-        return sh("ip", "netns", "exec", self.ns, *args)
-
-    def prefix(self):
-        return ["ip", "netns", "exec", self.ns]
-
-    def vanish(self):
-        """Link down first (no FIN or RST gets out), then the namespace."""
-        if not self.up:
-            return
-        sh("ip", "netns", "exec", self.ns, "ip", "link", "set", self.dev_there, "down")
-
-    def destroy(self):
-        if self.up:
-            sh("ip", "netns", "del", self.ns, check=False)  # takes the veth pair along
-            self.up = False
-        sh("ip", "link", "del", self.dev_here, check=False)
-
-
-def clear_leftovers():
-    """Namespaces and links of an earlier run of this test that was killed
-    (they hold the same addresses): the names are this test's own."""
-    r = sh("ip", "netns", "list", check=False)
-    for line in r.stdout.splitlines():
-        name = line.split()[0] if line.split() else ""
-        if len(name) == 7 and name[:3] in ("nxc", "nxb", "nxp") and name[3:].isdigit():
-            sh("ip", "netns", "del", name, check=False)
-    r = sh("ip", "-o", "link", "show", check=False)
-    for line in r.stdout.splitlines():
-        parts = line.split(":")
-        dev = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
-        if len(dev) == 8 and dev[:3] == "nxh" and dev[3] in "cbp" and dev[4:].isdigit():
-            sh("ip", "link", "del", dev, check=False)
 
 
 def can_netns():
-    if os.geteuid() != 0:
-        return "not root"
-    clear_leftovers()
-    probe = Host("p", 77)
-    try:
-        probe.create()
-    except (RuntimeError, FileNotFoundError) as e:
-        return str(e)
-    finally:
-        probe.destroy()
-    return None
+    """None when namespaces can be made here (call under netns.lock())."""
+    return netns.available()
 
 
 def subscribers(broker):
@@ -257,6 +185,11 @@ def vanishing_broker(t, keepalive):
 
 
 def main():
+    with netns.lock():
+        return run()
+
+
+def run():
     why = can_netns()
     if why:
         print("skipped: network namespaces are not available here (%s)" % why)
