@@ -94,9 +94,23 @@ static int s_op_state(nx_broker_t *self, const msgpack_object *req, msgpack_pack
                    c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store +
                        c->drop_send);
 
+    nx_wal_stats_t ws;
+    nx_wal_stats(self->wal, &ws);
+    uint64_t checkpoint = nx_checkpointer_committed(self->ckpt);
+    nx_pack_str(pk, "log");
+    msgpack_pack_map(pk, 8);
+    nx_pack_kv_u64(pk, "written", ws.written);
+    nx_pack_kv_u64(pk, "durable", ws.durable);
+    nx_pack_kv_u64(pk, "checkpoint", checkpoint);
+    nx_pack_kv_u64(pk, "behind", ws.written - checkpoint);
+    nx_pack_kv_u64(pk, "flushes", ws.flushes);
+    nx_pack_kv_u64(pk, "frames", ws.frames);
+    nx_pack_kv_u64(pk, "segments", ws.segments);
+    nx_pack_kv_u64(pk, "segment_size", ws.segment_size);
+
     nx_pack_kv_str(pk, "timestamp", nx_iso8601(now, iso));
     nx_pack_kv_str(pk, "store_id", nx_store_id(self->store));
-    return 19;
+    return 20;
 }
 
 /*  ---- publish (acknowledged) ------------------------------------------ */
