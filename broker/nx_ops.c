@@ -22,7 +22,8 @@ static int s_op_ping(nx_broker_t *self, const msgpack_object *req, msgpack_packe
                      nexus_err_t *err, char *err_msg)
 {
     nx_pack_kv_u64(pk, "ts", nx_now_us());
-    return 1;
+    nx_pack_kv_str(pk, "store_id", nx_store_id(self->store));
+    return 2;
 }
 
 static int s_op_health(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
@@ -38,7 +39,8 @@ static int s_op_health(nx_broker_t *self, const msgpack_object *req, msgpack_pac
     nx_pack_kv_str(pk, "timestamp", nx_iso8601(nx_now_us(), iso));
     nx_pack_kv_u64(pk, "last_seq", self->last_seq);
     nx_pack_kv_str(pk, "problem", degraded ? self->problem : NULL);
-    return 6;
+    nx_pack_kv_str(pk, "store_id", nx_store_id(self->store));
+    return 7;
 }
 
 static int s_op_state(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
@@ -93,7 +95,8 @@ static int s_op_state(nx_broker_t *self, const msgpack_object *req, msgpack_pack
                        c->drop_send);
 
     nx_pack_kv_str(pk, "timestamp", nx_iso8601(now, iso));
-    return 18;
+    nx_pack_kv_str(pk, "store_id", nx_store_id(self->store));
+    return 19;
 }
 
 /*  ---- publish (acknowledged) ------------------------------------------ */
