@@ -430,10 +430,10 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
 
     nx_store_stats_t st;
     nx_store_stats(self->store, &st);
-    nx_info("store %s: %" PRIu64 " events (seq %" PRIu64 "..%" PRIu64 "), %" PRIu64
+    nx_info("store %s (id %s): %" PRIu64 " events (seq %" PRIu64 "..%" PRIu64 "), %" PRIu64
             " bytes, sync=%s",
-            self->cfg.data_dir, st.count, st.first_seq, st.last_seq, st.bytes,
-            self->cfg.sync == NX_SYNC_FULL ? "full" : "none");
+            self->cfg.data_dir, nx_store_id(self->store), st.count, st.first_seq, st.last_seq,
+            st.bytes, self->cfg.sync == NX_SYNC_FULL ? "full" : "none");
     return self;
 
 fail:

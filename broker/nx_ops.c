@@ -24,6 +24,7 @@
 static int s_op_ping(nx_broker_t *self, nx_request_t *rq)
 {
     nx_pack_kv_u64(nx_kv(rq), "ts", nx_now_us());
+    nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
     return 0;
 }
 
@@ -39,6 +40,7 @@ static int s_op_health(nx_broker_t *self, nx_request_t *rq)
     nx_pack_kv_str(nx_kv(rq), "timestamp", nx_iso8601(nx_now_us(), iso));
     nx_pack_kv_u64(nx_kv(rq), "last_seq", self->last_seq);
     nx_pack_kv_str(nx_kv(rq), "problem", degraded ? self->problem : NULL);
+    nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
     return 0;
 }
 
@@ -96,6 +98,7 @@ static int s_op_state(nx_broker_t *self, nx_request_t *rq)
     nx_dmap_close(&rq->reply);
 
     nx_pack_kv_str(nx_kv(rq), "timestamp", nx_iso8601(now, iso));
+    nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
     return 0;
 }
 
