@@ -416,12 +416,13 @@ void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
     s_ctx_t ctx = {gw, conn_id, "", NULL, NULL, NULL, NULL};
     pthread_mutex_lock(&gw->lock);
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
+    bool open = conn != NULL;
     if (conn) {
         memcpy(ctx.session, conn->session, sizeof ctx.session);
         nx_gw_conn_unref(gw, &conn);
     }
     pthread_mutex_unlock(&gw->lock);
-    if (!ctx.session[0])
+    if (!open)
         return; /* closed meanwhile */
     json_error_t jerr;
     ctx.msg = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
@@ -460,6 +461,15 @@ void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
                 json_is_string(action) ? "field 'action' is too long (no such action)"
                 : action               ? "field 'action' must be a string"
                                        : "field 'action' (a string) is missing",
+                NULL);
+        json_decref(ctx.msg);
+        return;
+    }
+    /*  A watcher of /ws/events acts as no session: it only listens.        */
+    if (!ctx.session[0]) {
+        s_error(&ctx, "bad_request",
+                "/ws/events only streams events; connect to /ws/session/{session_id} to send "
+                "actions",
                 NULL);
         json_decref(ctx.msg);
         return;

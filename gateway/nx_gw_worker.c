@@ -311,9 +311,14 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
         caps = nl + 1;
     }
     size_t refs;
-    s_session_ref(gw, cmd->session, +1, &refs);
-    nexus_err_t err = nx_gw_ensure_session(gw, cmd->session, name && *name ? name : NULL,
-                                           caps && *caps ? caps : NULL, 0);
+    /*  A watcher of /ws/events acts as no session.                         */
+    bool watcher = !cmd->session[0];
+    nexus_err_t err = NEXUS_OK;
+    if (!watcher) {
+        s_session_ref(gw, cmd->session, +1, &refs);
+        err = nx_gw_ensure_session(gw, cmd->session, name && *name ? name : NULL,
+                                   caps && *caps ? caps : NULL, 0);
+    }
     if (err)
         nx_warn("cannot register session %s: %s (retried with the heartbeats)", cmd->session,
                 nexus_strerror(err));
@@ -324,6 +329,8 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     json_t *welcome = json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "connection", "message",
                                 "Welcome to the NEXUS event stream", "session_id", cmd->session,
                                 "server", "nexus-gateway", "version", NEXUS_VERSION_STRING);
+    if (watcher)
+        json_object_set_new(welcome, "session_id", json_null());
     pthread_mutex_lock(&gw->lock);
     bool ready = gw->recent_ready;
     uint64_t last_seq = gw->last_seq;
@@ -407,6 +414,8 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
 
 static void s_close(nx_gw_t *gw, nx_gw_cmd_t *cmd)
 {
+    if (!cmd->session[0])
+        return; /* a watcher had no session */
     size_t refs;
     s_session_ref(gw, cmd->session, -1, &refs);
     if (refs)
