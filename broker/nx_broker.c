@@ -63,8 +63,15 @@
 #define S_PARKED_WAIT  (10u * 1000000)
 /*  A stop waits this long for the store to take the whole log.            */
 #define S_STOP_SYNC_MS 30000
+/*  Held replies (events: times batch_max) past which the loop reads no
+    more requests (events) until a flush releases some: a slow disk holds
+    clients back through their ZeroMQ queues, never the broker's memory.  */
+#define S_HELD_REPLIES_MAX 65536
+#define S_HELD_EVENTS_FACTOR 4
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
+static void s_fatal(nx_broker_t *self, const char *what);
+static void s_held_free(nx_held_queue_t *q);
 
 static void s_read_monitor(zsock_t *mon, uint64_t *connected);
 
@@ -548,6 +555,8 @@ void nx_broker_destroy(nx_broker_t **self_p)
         zmq_msg_close(&self->parked[i].body);
     }
     free(self->parked);
+    s_held_free(&self->held_replies);
+    s_held_free(&self->held_events);
     /*  Before the store: it commits what the log has flushed.             */
     nx_checkpointer_destroy(&self->ckpt);
     nx_coord_stop(self);
@@ -1092,6 +1101,72 @@ static void s_env_send(nx_broker_t *self, nx_envelope_t *env, zmq_msg_t *reply)
     zmq_msg_close(reply);
 }
 
+/*  ---- Held until the log is flushed ------------------------------------- */
+
+static nx_held_t *s_held_push(nx_held_queue_t *q)
+{
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 64;
+        nx_held_t *grown = malloc(cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        /*  zmq_msg_t may be moved bitwise: it holds no pointer to itself. */
+        for (size_t i = 0; i < q->n; i++)
+            grown[i] = q->items[(q->head + i) % q->cap];
+        free(q->items);
+        q->items = grown;
+        q->cap = cap;
+        q->head = 0;
+    }
+    return &q->items[(q->head + q->n++) % q->cap];
+}
+
+static nx_held_t *s_held_first(nx_held_queue_t *q)
+{
+    return q->n ? &q->items[q->head] : NULL;
+}
+
+static void s_held_pop(nx_held_queue_t *q)
+{
+    q->head = (q->head + 1) % q->cap;
+    q->n--;
+}
+
+static void s_held_free(nx_held_queue_t *q)
+{
+    for (nx_held_t *h; (h = s_held_first(q)); s_held_pop(q)) {
+        s_env_close(&h->env);
+        zmq_msg_close(&h->msg);
+    }
+    free(q->items);
+    memset(q, 0, sizeof *q);
+}
+
+/*  Holds a reply (env's frames and reply are moved) until gate is durable.
+    Out of memory: waits for the flush here instead.                       */
+static void s_hold_reply(nx_broker_t *self, nx_envelope_t *env, zmq_msg_t *reply, uint64_t gate)
+{
+    nx_held_t *h = s_held_push(&self->held_replies);
+    if (!h) {
+        if (nx_wal_flush(self->wal))
+            s_fatal(self, "flush");
+        else
+            s_env_send(self, env, reply);
+        return;
+    }
+    h->env.n = env->n;
+    for (int k = 0; k < env->n; k++) {
+        zmq_msg_init(&h->env.frames[k]);
+        zmq_msg_move(&h->env.frames[k], &env->frames[k]);
+        zmq_msg_close(&env->frames[k]);
+    }
+    env->n = 0;
+    zmq_msg_init(&h->msg);
+    zmq_msg_move(&h->msg, reply);
+    zmq_msg_close(reply);
+    h->gate = gate;
+}
+
 static void s_send_reply(nx_broker_t *self, nx_pending_reply_t *pr)
 {
     if (pr->op)
@@ -1105,8 +1180,12 @@ static void s_send_reply(nx_broker_t *self, nx_pending_reply_t *pr)
         return;
     }
     memcpy(zmq_msg_data(&reply), pr->reply.data, pr->reply.size);
-    /*  Write replies are sent after their turn's flush (s_turn).          */
-    s_env_send(self, &pr->env, &reply);
+    /*  "Done" means durable: a reply never runs ahead of the flush of the
+        changes it (or any read of this turn) may have seen.               */
+    if (self->kv_gate > nx_wal_durable(self->wal) || self->held_replies.n)
+        s_hold_reply(self, &pr->env, &reply, self->kv_gate);
+    else
+        s_env_send(self, &pr->env, &reply);
 }
 
 /*  Forwards the reader thread's replies to their clients.                  */
@@ -1164,9 +1243,11 @@ static void s_send_event(nx_broker_t *self, zmq_msg_t *out)
     zmq_msg_close(out);
 }
 
-/*  Forwards the turn's events on the XPUB, in seq order.                  */
-static void s_forward(nx_broker_t *self)
+/*  Forwards the turn's events on the XPUB, in seq order: held until gate
+    is durable (and behind any event held before them).                    */
+static void s_forward(nx_broker_t *self, uint64_t gate)
 {
+    bool hold = gate > nx_wal_durable(self->wal) || self->held_events.n;
     for (size_t i = 0; i < self->n_events; i++) {
         nx_pending_event_t *ev = &self->events[i];
         zmq_msg_t out;
@@ -1175,7 +1256,34 @@ static void s_forward(nx_broker_t *self)
             continue;
         }
         s_event_encode(ev, zmq_msg_data(&out));
-        s_send_event(self, &out);
+        nx_held_t *h = hold ? s_held_push(&self->held_events) : NULL;
+        if (h) {
+            h->env.n = 0;
+            zmq_msg_init(&h->msg);
+            zmq_msg_move(&h->msg, &out);
+            zmq_msg_close(&out);
+            h->gate = gate;
+        } else {
+            /*  Out of memory to hold it: it waits for the flush here.     */
+            if (hold && nx_wal_flush(self->wal))
+                s_fatal(self, "flush");
+            s_send_event(self, &out);
+        }
+    }
+}
+
+/*  Sends what the flush made durable: held replies and events, in order.  */
+static void s_release_held(nx_broker_t *self)
+{
+    uint64_t durable = nx_wal_durable(self->wal);
+    nx_held_t *h;
+    while ((h = s_held_first(&self->held_events)) && h->gate <= durable) {
+        s_send_event(self, &h->msg);
+        s_held_pop(&self->held_events);
+    }
+    while ((h = s_held_first(&self->held_replies)) && h->gate <= durable) {
+        s_env_send(self, &h->env, &h->msg);
+        s_held_pop(&self->held_replies);
     }
 }
 
@@ -1262,16 +1370,19 @@ static uint64_t s_flush_due(nx_broker_t *self)
     return self->lazy_since ? self->lazy_since + self->cfg.flush_interval * 1000 : 0;
 }
 
-/*  Writes the turn's records (one pwritev), flushes them (one fdatasync)
-    when anyone waits for that, and forwards the turn's events. Who waits:
-    a write reply ("done" means durable), a session or claim change (its
-    events go out only once it is durable), a new seq reservation, a
-    history or state query that must see it, and events nobody waits for
-    once the oldest of them is flush_interval old. A turn of such events
-    alone goes out after the write, before the flush: a crash of the
-    process loses nothing written (the page cache survives it), and after
-    a power cut their seqs are skipped (the reservation). Returns false on
-    an I/O error (s_fatal).                                                 */
+/*  Writes the turn's records (one pwritev) and asks the flusher for one
+    fdatasync of them when anyone waits for that, then forwards the turn's
+    events. The loop does not wait for the flush: it goes on with the next
+    turn, and what waits for the flush is held (s_send_reply, s_forward)
+    until it is done (s_flushed): pipelined group commit. Who waits: a write
+    reply ("done" means durable), a session or claim change (its events go
+    out only once it is durable), a new seq reservation, a history or
+    state query that must see it, and events nobody waits for once the
+    oldest of them is flush_interval old. A turn of such events alone goes
+    out after the write, before the flush: a crash of the process loses
+    nothing written (the page cache survives it), and after a power cut
+    their seqs are skipped (the reservation). Returns false on an I/O
+    error (s_fatal).                                                        */
 static bool s_log_turn(nx_broker_t *self, bool reserve)
 {
     bool wrote = nx_wal_pending(self->wal) > 0;
@@ -1282,23 +1393,39 @@ static bool s_log_turn(nx_broker_t *self, bool reserve)
         }
         self->count.batches++;
     }
-    uint64_t now = nx_mono_us();
-    bool unflushed = nx_wal_written(self->wal) > nx_wal_durable(self->wal);
-    bool flush = self->cfg.sync != NX_SYNC_FULL || self->turn_writes || self->batch_kv ||
-                 reserve || !self->cfg.flush_interval ||
+    uint64_t now = nx_mono_us(), written = nx_wal_written(self->wal);
+    bool unflushed = written > nx_wal_durable(self->wal);
+    bool changes = self->turn_writes || self->batch_kv || reserve;
+    bool flush = changes || self->cfg.sync != NX_SYNC_FULL || !self->cfg.flush_interval ||
                  (self->lazy_since && now >= s_flush_due(self)) ||
                  self->turn_need > nx_wal_durable(self->wal);
     if (unflushed && flush) {
-        if (nx_wal_flush(self->wal)) {
+        if (nx_wal_flush_async(self->wal)) {
             s_fatal(self, "flush");
             return false;
         }
         self->lazy_since = 0;
-        nx_checkpointer_wake(self->ckpt);
+        if (changes)
+            self->kv_gate = written;
+        /*  sync=none: durable at once.                                    */
+        if (nx_wal_durable(self->wal) >= written)
+            nx_checkpointer_wake(self->ckpt);
     } else if (unflushed && !self->lazy_since)
         self->lazy_since = now;
-    s_forward(self);
+    s_forward(self, self->batch_kv || reserve ? written : 0);
     return true;
+}
+
+/*  The flusher finished a round: send what it made durable, and let the
+    checkpointer apply it.                                                  */
+static void s_flushed(nx_broker_t *self)
+{
+    if (nx_wal_flush_ack(self->wal)) {
+        s_fatal(self, "flush");
+        return;
+    }
+    s_release_held(self);
+    nx_checkpointer_wake(self->ckpt);
 }
 
 /*  Keeps a deferred history or state query until the store catches up
@@ -1416,6 +1543,10 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
     if (housekeeping)
         nx_coord_housekeeping(self, nx_now_us());
 
+    if (self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max)
+        events_ready = false;
+    if (self->held_replies.n > S_HELD_REPLIES_MAX)
+        requests_ready = false;
     if (events_ready)
         while (self->n_events < self->cfg.batch_max &&
                self->batch_payload < self->cfg.batch_bytes && s_read_event(self) >= 0)
@@ -1459,6 +1590,7 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
             s_send_reply(self, pr);
     }
     self->n_replies = 0;
+    s_release_held(self);
     if (self->n_parked)
         s_release_parked(self, false);
 }
@@ -1621,12 +1753,17 @@ int nx_broker_run(nx_broker_t *self)
     nx_info("nexusd %s ready: last seq %" PRIu64, NEXUS_VERSION_STRING, self->last_seq);
     int status = 0;
     while (!self->stop && !zsys_interrupted) {
-        zmq_pollitem_t items[7] = {
-            {self->h_xsub, 0, ZMQ_POLLIN, 0},   {self->h_router, 0, ZMQ_POLLIN, 0},
-            {self->h_xpub, 0, ZMQ_POLLIN, 0},   {reader, 0, ZMQ_POLLIN, 0},
-            {ckpt, 0, ZMQ_POLLIN, 0},
+        /*  While too much waits for a flush, the planes are not read: the
+            clients' ZeroMQ queues hold what comes, not our memory.        */
+        short ev_in = self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max ? 0
+                                                                                       : ZMQ_POLLIN;
+        short rq_in = self->held_replies.n > S_HELD_REPLIES_MAX ? 0 : ZMQ_POLLIN;
+        zmq_pollitem_t items[8] = {
+            {self->h_xsub, 0, ev_in, 0},      {self->h_router, 0, rq_in, 0},
+            {self->h_xpub, 0, ZMQ_POLLIN, 0}, {reader, 0, ZMQ_POLLIN, 0},
+            {ckpt, 0, ZMQ_POLLIN, 0},         {NULL, nx_wal_flush_fd(self->wal), ZMQ_POLLIN, 0},
         };
-        int n_items = 5;
+        int n_items = 6; /* the flush fd is -1 under sync=none: poll skips it */
         if (mon_xpub)
             items[n_items++] = (zmq_pollitem_t){mon_xpub, 0, ZMQ_POLLIN, 0};
         if (mon_xsub)
@@ -1662,7 +1799,9 @@ int nx_broker_run(nx_broker_t *self)
             s_read_reader(self);
         if (items[4].revents & ZMQ_POLLIN)
             s_read_checkpointer(self);
-        for (int i = 5; i < n_items; i++)
+        if (items[5].revents & ZMQ_POLLIN)
+            s_flushed(self);
+        for (int i = 6; i < n_items; i++)
             if (items[i].revents & ZMQ_POLLIN)
                 s_read_monitor(items[i].socket == mon_xpub ? self->mon_xpub : self->mon_xsub,
                                items[i].socket == mon_xpub ? &self->count.subscribers
@@ -1689,6 +1828,8 @@ int nx_broker_run(nx_broker_t *self)
             nx_wal_discard(self->wal);
         } else if (s_log_sync(self))
             s_fatal(self, "write or flush");
+        if (!self->fatal)
+            s_release_held(self);
         if (nx_checkpointer_sync(self->ckpt, nx_wal_durable(self->wal), S_STOP_SYNC_MS))
             nx_warn("the store has not taken the whole log: the next start replays the rest");
         s_read_checkpointer(self);

@@ -97,6 +97,21 @@ typedef struct {
     uint64_t deadline;  /* mono us: busy after this                        */
 } nx_parked_t;
 
+/*  A reply or an event held until the log is durable up to gate: replies
+    and the events of session and claim changes go out only once what they
+    tell of is flushed; later events queue behind them (seq order).        */
+typedef struct {
+    nx_envelope_t env; /* where a reply goes; n == 0: an event            */
+    zmq_msg_t msg;     /* the reply, or the event's frame                 */
+    uint64_t gate;     /* log position that must be durable first         */
+} nx_held_t;
+
+/*  A FIFO of held messages (nx_broker.c).                                  */
+typedef struct {
+    nx_held_t *items;   /* ring of cap entries                            */
+    size_t head, n, cap; /* first entry, entries, allocated                */
+} nx_held_queue_t;
+
 /*  A control request of this turn whose reply waits for the commit.        */
 typedef struct {
     nx_envelope_t env;      /* routing frames to send the reply back         */
@@ -180,6 +195,10 @@ struct _nx_broker_t {
     nx_recovery_t recovery;           /* what the start replayed                    */
     nx_parked_t *parked;              /* queries waiting for the store              */
     size_t n_parked, cap_parked;      /* entries used and allocated                 */
+    nx_held_queue_t held_replies;     /* replies waiting for the log's flush        */
+    nx_held_queue_t held_events;      /* events waiting for it (and behind them)    */
+    uint64_t kv_gate;                 /* log end of the last turn whose changes
+                                         replies must not run ahead of           */
     uint64_t problem_at;              /* mono us of the last store failure, 0: none  */
     char problem[200];                /* what it was, for `health`                   */
     uint64_t next_coord;              /* wall us of the next lease/session deadline */

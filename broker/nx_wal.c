@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -68,14 +69,23 @@ struct _nx_wal_t {
     uint64_t pos;          /* LSN of the next frame                         */
     uint32_t head;         /* crc of the last frame written                 */
     uint64_t cur_base;     /* segment the loop writes (fd cur_fd)           */
-    int cur_fd;            /* -1: none open                                 */
-    bool cur_dirty;        /* cur_fd written since the last flush           */
-    int *old_fds;          /* earlier segments written since the last flush */
+    int cur_fd;            /* -1: none open; changes under flock            */
+    int *old_fds;          /* earlier segments not flushed since the switch
+                              (under flock; the flusher closes them)        */
     size_t n_old, cap_old; /* entries used and allocated in old_fds         */
     uint64_t written;      /* atomic: LSN after the last frame written      */
     uint64_t durable;      /* atomic: LSN up to which it is flushed         */
     uint64_t frames;       /* frames written since open                     */
-    uint64_t flushes;      /* fdatasyncs since open                         */
+    uint64_t flushes;      /* atomic: fdatasync rounds since open           */
+    pthread_mutex_t flock; /* the flusher's state, cur_fd and old_fds       */
+    pthread_cond_t wake;   /* the flusher waits here for work               */
+    pthread_cond_t done;   /* nx_wal_flush waits here for the flusher       */
+    pthread_t flusher;     /* flushes (sync only)                           */
+    bool flusher_on;       /* it runs                                       */
+    bool stopping;         /* it is asked to end                            */
+    uint64_t target;       /* flush up to here (under flock)                */
+    int flush_errno;       /* a flush failed (sticky): its errno, else 0    */
+    int event_fd;          /* readable after each flush round, -1: none     */
 };
 
 struct _nx_wal_reader_t {
@@ -371,7 +381,16 @@ nx_wal_t *nx_wal_new(const nx_wal_config_t *cfg, char *err, size_t err_size)
     self->sync = cfg->sync;
     self->cur_fd = -1;
     self->dir_fd = -1;
+    self->event_fd = -1;
     pthread_mutex_init(&self->lock, NULL);
+    pthread_mutex_init(&self->flock, NULL);
+    pthread_cond_init(&self->wake, NULL);
+    pthread_cond_init(&self->done, NULL);
+    if (self->sync && (self->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+        snprintf(err, err_size, "log: eventfd: %s", strerror(errno));
+        nx_wal_destroy(&self);
+        return NULL;
+    }
     if (mkdir(self->dir, 0700) != 0 && errno != EEXIST) {
         snprintf(err, err_size, "log: mkdir %s: %s", self->dir, strerror(errno));
         nx_wal_destroy(&self);
@@ -393,6 +412,18 @@ void nx_wal_destroy(nx_wal_t **self_p)
     if (!self_p || !*self_p)
         return;
     nx_wal_t *self = *self_p;
+    if (self->flusher_on) {
+        pthread_mutex_lock(&self->flock);
+        self->stopping = true;
+        pthread_cond_broadcast(&self->wake);
+        pthread_mutex_unlock(&self->flock);
+        pthread_join(self->flusher, NULL);
+    }
+    if (self->event_fd >= 0)
+        close(self->event_fd);
+    pthread_mutex_destroy(&self->flock);
+    pthread_cond_destroy(&self->wake);
+    pthread_cond_destroy(&self->done);
     if (self->cur_fd >= 0)
         close(self->cur_fd);
     for (size_t i = 0; i < self->n_old; i++)
@@ -410,6 +441,69 @@ void nx_wal_destroy(nx_wal_t **self_p)
 uint64_t nx_wal_segment_size(nx_wal_t *self)
 {
     return self->seg;
+}
+
+/*  The flusher: flushes what the loop wrote up to the target it set, so
+    that the loop goes on with the next turn meanwhile (pipelined group
+    commit). What was written up to target is in old_fds and cur_fd when
+    the flusher looks (a switch moves the old segment to old_fds before
+    anything is written to the new one). fdatasync may flush more than
+    that (the loop writes on); only target is claimed durable.            */
+static void *s_flusher(void *arg)
+{
+    nx_wal_t *self = arg;
+    int *mine = NULL;
+    size_t cap = 0;
+    pthread_mutex_lock(&self->flock);
+    for (;;) {
+        uint64_t durable = __atomic_load_n(&self->durable, __ATOMIC_ACQUIRE);
+        while (!self->stopping && (self->target <= durable || self->flush_errno)) {
+            pthread_cond_wait(&self->wake, &self->flock);
+            durable = __atomic_load_n(&self->durable, __ATOMIC_ACQUIRE);
+        }
+        if (self->target <= durable || self->flush_errno)
+            break; /* stopping, nothing left */
+        uint64_t to = self->target;
+        int cur = self->cur_fd;
+        size_t n = self->n_old;
+        if (n > cap) {
+            int *grown = realloc(mine, n * sizeof *grown);
+            if (!grown) {
+                self->flush_errno = ENOMEM;
+                pthread_cond_broadcast(&self->done);
+                continue;
+            }
+            mine = grown;
+            cap = n;
+        }
+        if (n)
+            memcpy(mine, self->old_fds, n * sizeof *mine);
+        self->n_old = 0;
+        pthread_mutex_unlock(&self->flock);
+        int rc = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!rc && fdatasync(mine[i]))
+                rc = errno;
+            close(mine[i]);
+        }
+        if (!rc && cur >= 0 && fdatasync(cur))
+            rc = errno;
+        pthread_mutex_lock(&self->flock);
+        if (rc)
+            self->flush_errno = rc;
+        else {
+            __atomic_store_n(&self->durable, to, __ATOMIC_RELEASE);
+            __atomic_add_fetch(&self->flushes, 1, __ATOMIC_RELAXED);
+        }
+        pthread_cond_broadcast(&self->done);
+        uint64_t one = 1;
+        if (write(self->event_fd, &one, sizeof one) < 0) {
+            /* the counter is saturated: the loop is told already */
+        }
+    }
+    pthread_mutex_unlock(&self->flock);
+    free(mine);
+    return NULL;
 }
 
 int nx_wal_start(nx_wal_t *self, uint64_t lsn, uint32_t prev, char *err, size_t err_size)
@@ -438,8 +532,17 @@ int nx_wal_start(nx_wal_t *self, uint64_t lsn, uint32_t prev, char *err, size_t 
     self->cur_base = base;
     self->pos = lsn;
     self->head = prev;
+    self->target = lsn;
     __atomic_store_n(&self->written, lsn, __ATOMIC_RELEASE);
     __atomic_store_n(&self->durable, lsn, __ATOMIC_RELEASE);
+    if (self->sync && !self->flusher_on) {
+        int rc = pthread_create(&self->flusher, NULL, s_flusher, self);
+        if (rc) {
+            snprintf(err, err_size, "log: cannot start the flusher thread: %s", strerror(rc));
+            return -1;
+        }
+        self->flusher_on = true;
+    }
     return 0;
 }
 
@@ -526,8 +629,8 @@ void nx_wal_discard(nx_wal_t *self)
     s_reset_buf(self);
 }
 
-/*  Makes the segment at base the current one. The one it replaces is kept
-    open until the next flush has flushed it.                               */
+/*  Makes the segment at base the current one. The one it replaces goes
+    to old_fds: the next flush flushes and closes it.                       */
 static int s_switch(nx_wal_t *self, uint64_t base)
 {
     if (self->cur_fd >= 0 && self->cur_base == base)
@@ -535,26 +638,25 @@ static int s_switch(nx_wal_t *self, uint64_t base)
     int fd = s_open_segment(self, base, false);
     if (fd < 0)
         return -1;
+    pthread_mutex_lock(&self->flock);
     if (self->cur_fd >= 0) {
-        if (self->cur_dirty) {
-            if (self->n_old == self->cap_old) {
-                size_t cap = self->cap_old ? self->cap_old * 2 : 4;
-                int *grown = realloc(self->old_fds, cap * sizeof *grown);
-                if (!grown) {
-                    close(fd);
-                    errno = ENOMEM;
-                    return -1;
-                }
-                self->old_fds = grown;
-                self->cap_old = cap;
+        if (self->n_old == self->cap_old) {
+            size_t cap = self->cap_old ? self->cap_old * 2 : 4;
+            int *grown = realloc(self->old_fds, cap * sizeof *grown);
+            if (!grown) {
+                pthread_mutex_unlock(&self->flock);
+                close(fd);
+                errno = ENOMEM;
+                return -1;
             }
-            self->old_fds[self->n_old++] = self->cur_fd;
-        } else
-            close(self->cur_fd);
+            self->old_fds = grown;
+            self->cap_old = cap;
+        }
+        self->old_fds[self->n_old++] = self->cur_fd;
     }
     self->cur_fd = fd;
     self->cur_base = base;
-    self->cur_dirty = false;
+    pthread_mutex_unlock(&self->flock);
     return 0;
 }
 
@@ -577,7 +679,6 @@ static int s_write_frame(nx_wal_t *self, uint64_t *pos, uint32_t *head, const ui
     iov[2].iov_len = room < S_MARK ? (size_t)room : S_MARK;
     if (s_pwritev_all(self->cur_fd, iov, 3, (off_t)(*pos - base)))
         return -1;
-    self->cur_dirty = true;
     self->frames++;
     *pos = end;
     *head = crc;
@@ -632,22 +733,67 @@ int nx_wal_write(nx_wal_t *self)
     return 0;
 }
 
+int nx_wal_flush_async(nx_wal_t *self)
+{
+    uint64_t written = nx_wal_written(self);
+    if (!self->sync) {
+        for (size_t i = 0; i < self->n_old; i++)
+            close(self->old_fds[i]);
+        self->n_old = 0;
+        __atomic_store_n(&self->durable, written, __ATOMIC_RELEASE);
+        return 0;
+    }
+    pthread_mutex_lock(&self->flock);
+    int e = self->flush_errno;
+    if (!e && self->target < written) {
+        self->target = written;
+        pthread_cond_signal(&self->wake);
+    }
+    pthread_mutex_unlock(&self->flock);
+    if (e) {
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
 int nx_wal_flush(nx_wal_t *self)
 {
-    if (self->sync) {
-        for (size_t i = 0; i < self->n_old; i++)
-            if (fdatasync(self->old_fds[i]))
-                return -1;
-        if (self->cur_dirty && self->cur_fd >= 0 && fdatasync(self->cur_fd))
-            return -1;
-        if (self->cur_dirty || self->n_old)
-            self->flushes++;
+    if (nx_wal_flush_async(self))
+        return -1;
+    if (!self->sync)
+        return 0;
+    uint64_t written = nx_wal_written(self);
+    pthread_mutex_lock(&self->flock);
+    while (!self->flush_errno && __atomic_load_n(&self->durable, __ATOMIC_ACQUIRE) < written)
+        pthread_cond_wait(&self->done, &self->flock);
+    int e = self->flush_errno;
+    pthread_mutex_unlock(&self->flock);
+    if (e) {
+        errno = e;
+        return -1;
     }
-    for (size_t i = 0; i < self->n_old; i++)
-        close(self->old_fds[i]);
-    self->n_old = 0;
-    self->cur_dirty = false;
-    __atomic_store_n(&self->durable, self->pos, __ATOMIC_RELEASE);
+    return 0;
+}
+
+int nx_wal_flush_fd(nx_wal_t *self)
+{
+    return self->event_fd;
+}
+
+int nx_wal_flush_ack(nx_wal_t *self)
+{
+    uint64_t n;
+    if (self->event_fd >= 0 && read(self->event_fd, &n, sizeof n) < 0) {
+        /* nothing signalled: fine */
+    }
+    pthread_mutex_lock(&self->flock);
+    int e = self->flush_errno;
+    pthread_mutex_unlock(&self->flock);
+    if (e) {
+        errno = e;
+        return -1;
+    }
     return 0;
 }
 
@@ -672,7 +818,7 @@ void nx_wal_stats(nx_wal_t *self, nx_wal_stats_t *st)
     st->written = nx_wal_written(self);
     st->durable = nx_wal_durable(self);
     st->frames = self->frames;
-    st->flushes = self->flushes;
+    st->flushes = __atomic_load_n(&self->flushes, __ATOMIC_RELAXED);
     st->segment_size = self->seg;
     pthread_mutex_lock(&self->lock);
     size_t n = 0;

@@ -44,11 +44,13 @@
         NX_WAL_PUT    u8 db, u16 key length, key, value (the rest)
         NX_WAL_DEL    u8 db, u16 key length, key
 
-    Threads. The loop owns the writing side (add, write, flush, start); the
-    checkpointer reads with a reader of its own and recycles segments
+    Threads. The loop owns the writing side (add, write, flush, start); a
+    flusher thread of the log's own runs the fdatasyncs (under sync), so
+    that the loop processes the next turn while the last one is flushed;
+    the checkpointer reads with a reader of its own and recycles segments
     (recycle, prepare); nx_wal_durable and nx_wal_written may be read by any
-    thread. A mutex inside keeps the loop's switch to a new segment and the
-    checkpointer's renames apart.
+    thread. Mutexes inside keep the loop's switch to a new segment, the
+    flusher's files and the checkpointer's renames apart.
     =========================================================================
 */
 
@@ -126,10 +128,24 @@ void nx_wal_discard(nx_wal_t *self);
     then unchanged and the pending records are kept.                        */
 int nx_wal_write(nx_wal_t *self);
 
-/*  Flushes what was written (fdatasync of each segment written since the
-    last flush; nothing under sync=false) and makes nx_wal_durable equal
-    nx_wal_written. Returns 0, or -1 with errno set.                         */
+/*  Asks for what was written to be flushed, and returns at once. Under
+    sync the flusher thread does it (fdatasync of each segment written to,
+    one round for everything written when it starts: pipelined group
+    commit), advances nx_wal_durable, and makes nx_wal_flush_fd readable;
+    without sync nx_wal_durable becomes nx_wal_written at once. Returns 0,
+    or -1 with errno set when an earlier flush failed (a failed fdatasync
+    is never retried: what it should have written cannot be trusted).     */
+int nx_wal_flush_async(nx_wal_t *self);
+
+/*  Flushes what was written and waits for it. Returns 0, or -1 (errno).   */
 int nx_wal_flush(nx_wal_t *self);
+
+/*  An fd (eventfd) that is readable after each flush round, for the
+    loop's poll; -1 without sync (nothing to wait for).                     */
+int nx_wal_flush_fd(nx_wal_t *self);
+
+/*  Clears nx_wal_flush_fd. Returns 0, or -1 (errno) when a flush failed.   */
+int nx_wal_flush_ack(nx_wal_t *self);
 
 /*  The position after the last frame written / flushed. durable is only
     ever a turn's end. Any thread.                                           */
