@@ -72,6 +72,7 @@
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
 static void s_fatal(nx_broker_t *self, const char *what);
 static void s_held_free(nx_held_queue_t *q);
+static bool s_more_input(nx_broker_t *self);
 
 static void s_read_monitor(zsock_t *mon, uint64_t *connected);
 
@@ -1400,20 +1401,37 @@ static bool s_log_turn(nx_broker_t *self, bool reserve)
                  (self->lazy_since && now >= s_flush_due(self)) ||
                  self->turn_need > nx_wal_durable(self->wal);
     if (unflushed && flush) {
-        if (nx_wal_flush_async(self->wal)) {
+        /*  With nothing else to read, the loop flushes itself (no hand-off
+            to a thread on a lone request's path); with more waiting, the
+            flusher does it while the loop reads on.                       */
+        int rc = s_more_input(self) ? nx_wal_flush_async(self->wal)
+                                    : nx_wal_flush_now(self->wal);
+        if (rc < 0) {
             s_fatal(self, "flush");
             return false;
         }
         self->lazy_since = 0;
         if (changes)
             self->kv_gate = written;
-        /*  sync=none: durable at once.                                    */
         if (nx_wal_durable(self->wal) >= written)
             nx_checkpointer_wake(self->ckpt);
     } else if (unflushed && !self->lazy_since)
         self->lazy_since = now;
     s_forward(self, self->batch_kv || reserve ? written : 0);
     return true;
+}
+
+/*  True when a request or an event is already queued on a plane.         */
+static bool s_more_input(nx_broker_t *self)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    if (zmq_getsockopt(self->h_router, ZMQ_EVENTS, &events, &size) == 0 &&
+        (events & ZMQ_POLLIN))
+        return true;
+    size = sizeof events;
+    return zmq_getsockopt(self->h_xsub, ZMQ_EVENTS, &events, &size) == 0 &&
+           (events & ZMQ_POLLIN);
 }
 
 /*  The flusher finished a round: send what it made durable, and let the
@@ -1839,8 +1857,11 @@ int nx_broker_run(nx_broker_t *self)
     s_release_parked(self, true);
     if (self->fatal)
         status = -1;
+    nx_wal_stats_t ws;
+    nx_wal_stats(self->wal, &ws);
     nx_info("stopping: last seq %" PRIu64 ", %" PRIu64 " events in, %" PRIu64 " out, %" PRIu64
-            " batches",
-            self->last_seq, self->count.events_in, self->count.events_out, self->count.batches);
+            " requests, %" PRIu64 " turns written to the log, %" PRIu64 " flushes",
+            self->last_seq, self->count.events_in, self->count.events_out, self->count.requests,
+            self->count.batches, ws.flushes);
     return status;
 }

@@ -84,6 +84,7 @@ struct _nx_wal_t {
     bool flusher_on;       /* it runs                                       */
     bool stopping;         /* it is asked to end                            */
     uint64_t target;       /* flush up to here (under flock)                */
+    bool flushing;         /* a round runs, the flusher's or the loop's     */
     int flush_errno;       /* a flush failed (sticky): its errno, else 0    */
     int event_fd;          /* readable after each flush round, -1: none     */
 };
@@ -457,12 +458,14 @@ static void *s_flusher(void *arg)
     pthread_mutex_lock(&self->flock);
     for (;;) {
         uint64_t durable = __atomic_load_n(&self->durable, __ATOMIC_ACQUIRE);
-        while (!self->stopping && (self->target <= durable || self->flush_errno)) {
+        while (!self->stopping &&
+               (self->target <= durable || self->flush_errno || self->flushing)) {
             pthread_cond_wait(&self->wake, &self->flock);
             durable = __atomic_load_n(&self->durable, __ATOMIC_ACQUIRE);
         }
-        if (self->target <= durable || self->flush_errno)
+        if (self->target <= durable || self->flush_errno || self->flushing)
             break; /* stopping, nothing left */
+        self->flushing = true;
         uint64_t to = self->target;
         int cur = self->cur_fd;
         size_t n = self->n_old;
@@ -489,6 +492,7 @@ static void *s_flusher(void *arg)
         if (!rc && cur >= 0 && fdatasync(cur))
             rc = errno;
         pthread_mutex_lock(&self->flock);
+        self->flushing = false;
         if (rc)
             self->flush_errno = rc;
         else {
@@ -752,6 +756,60 @@ int nx_wal_flush_async(nx_wal_t *self)
     pthread_mutex_unlock(&self->flock);
     if (e) {
         errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+int nx_wal_flush_now(nx_wal_t *self)
+{
+    if (!self->sync)
+        return nx_wal_flush_async(self);
+    uint64_t written = nx_wal_written(self);
+    pthread_mutex_lock(&self->flock);
+    if (self->flush_errno || self->flushing ||
+        self->target > __atomic_load_n(&self->durable, __ATOMIC_ACQUIRE)) {
+        /*  A round runs (or is due): the flusher takes this one too.      */
+        pthread_mutex_unlock(&self->flock);
+        return nx_wal_flush_async(self) ? -1 : 1;
+    }
+    self->flushing = true;
+    self->target = written;
+    int cur = self->cur_fd;
+    size_t n = self->n_old;
+    int *old = n ? malloc(n * sizeof *old) : NULL;
+    if (n && !old) {
+        self->flushing = false;
+        pthread_mutex_unlock(&self->flock);
+        return nx_wal_flush_async(self) ? -1 : 1;
+    }
+    if (n)
+        memcpy(old, self->old_fds, n * sizeof *old);
+    self->n_old = 0;
+    pthread_mutex_unlock(&self->flock);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!rc && fdatasync(old[i]))
+            rc = errno;
+        close(old[i]);
+    }
+    free(old);
+    if (!rc && cur >= 0 && fdatasync(cur))
+        rc = errno;
+    pthread_mutex_lock(&self->flock);
+    self->flushing = false;
+    if (rc)
+        self->flush_errno = rc;
+    else {
+        __atomic_store_n(&self->durable, written, __ATOMIC_RELEASE);
+        __atomic_add_fetch(&self->flushes, 1, __ATOMIC_RELAXED);
+    }
+    pthread_cond_broadcast(&self->done);
+    if (self->target > written)
+        pthread_cond_signal(&self->wake);
+    pthread_mutex_unlock(&self->flock);
+    if (rc) {
+        errno = rc;
         return -1;
     }
     return 0;

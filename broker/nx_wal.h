@@ -137,6 +137,13 @@ int nx_wal_write(nx_wal_t *self);
     is never retried: what it should have written cannot be trusted).     */
 int nx_wal_flush_async(nx_wal_t *self);
 
+/*  Flushes what was written on the calling thread when no round runs
+    (returns 0: durable now), else leaves it to the flusher like
+    nx_wal_flush_async (returns 1). -1 on an error (errno set). The loop
+    uses it when it has nothing else to do meanwhile: no thread hand-off
+    on the path of a lone request.                                          */
+int nx_wal_flush_now(nx_wal_t *self);
+
 /*  Flushes what was written and waits for it. Returns 0, or -1 (errno).   */
 int nx_wal_flush(nx_wal_t *self);
 
