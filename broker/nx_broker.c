@@ -1401,11 +1401,13 @@ static bool s_log_turn(nx_broker_t *self, bool reserve)
                  (self->lazy_since && now >= s_flush_due(self)) ||
                  self->turn_need > nx_wal_durable(self->wal);
     if (unflushed && flush) {
-        /*  With nothing else to read, the loop flushes itself (no hand-off
-            to a thread on a lone request's path); with more waiting, the
-            flusher does it while the loop reads on.                       */
-        int rc = s_more_input(self) ? nx_wal_flush_async(self->wal)
-                                    : nx_wal_flush_now(self->wal);
+        /*  When a reply or a query waits for it and nothing else is to be
+            read, the loop flushes itself (no hand-off to a thread on a
+            lone request's path); otherwise the flusher does it while the
+            loop reads on (events nobody waits for never stall the loop). */
+        bool waited = changes || self->turn_need > nx_wal_durable(self->wal);
+        int rc = waited && !s_more_input(self) ? nx_wal_flush_now(self->wal)
+                                               : nx_wal_flush_async(self->wal);
         if (rc < 0) {
             s_fatal(self, "flush");
             return false;

@@ -166,12 +166,13 @@ class Claimer(threading.Thread):
         sock = zmq.Context.instance().socket(zmq.DEALER)
         sock.linger = 0
         sock.connect(self.endpoint)
-        session = "crash-claimer"
         n = 0
         try:
             # Registered once; after a restart the session is stale and its
-            # secret takes it back.
-            secret = claimer_secret[0]
+            # secret takes it back. A registration whose reply a kill cut
+            # off leaves a session nobody knows the secret of: the next
+            # cycle registers under another name.
+            session, secret = claimer_secret[0] or ("crash-claimer-%d" % self.cycle, None)
             if not secret:
                 rep = self.call(sock, {"op": "session.register", "id": "r%d" % self.cycle,
                                        "session": session, "heartbeat_ms": 600000})
@@ -179,7 +180,8 @@ class Claimer(threading.Thread):
                     if rep:
                         self.errors.append(rep)
                     return
-                secret = claimer_secret[0] = rep["secret"]
+                secret = rep["secret"]
+                claimer_secret[0] = (session, secret)
             while not self.stop.is_set() and time.time() < self.deadline:
                 n += 1
                 wid = "crash/%d/%d" % (self.cycle, n)
