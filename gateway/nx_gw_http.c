@@ -29,6 +29,10 @@ typedef struct {
     const void *auth;  /* nx_auth handle of the request's token              */
     const char *allow; /* 405: the methods the path takes (static)         */
     const char *op;    /* the op of the route, when it is one               */
+    uint64_t conn;     /* the connection                                    */
+    char mcp_in[40];   /* its Mcp-Session-Id                                */
+    char mcp_out[40];  /* the answer's                                      */
+    bool parked;       /* answered later (/mcp wait_for_events)             */
     char peer[64];     /* client address                                     */
 } s_req_t;
 
@@ -612,6 +616,34 @@ static void h_claimed(s_req_t *r)
     s_answer_list(r, "work.list", req, "claims");
 }
 
+static void h_mcp(s_req_t *r)
+{
+    char session[128], name[256], caps[512];
+    nx_gw_mcp_req_t in = {
+        .conn = r->conn,
+        .msg = r->json,
+        .mcp_session = r->mcp_in,
+        .auth = r->auth,
+        .session = s_arg(r, "session", session, sizeof session),
+        .name = s_arg(r, "name", name, sizeof name),
+        .caps = s_arg(r, "capabilities", caps, sizeof caps),
+    };
+    nx_gw_mcp_ans_t out;
+    nx_gw_mcp_post(r->gw, &in, &out);
+    r->parked = out.parked;
+    snprintf(r->mcp_out, sizeof r->mcp_out, "%s", out.session);
+    if (out.parked)
+        return;
+    if (out.reply)
+        s_answer(r, out.status, out.reply);
+    else {
+        r->status = out.status;
+        r->type = "application/json";
+        free(r->out);
+        r->out = strdup("");
+    }
+}
+
 static void h_metrics(s_req_t *r)
 {
     nx_gw_t *gw = r->gw;
@@ -717,6 +749,7 @@ static const s_route_t s_routes[] = {
     {NX_GW_POST, "/work/complete", s_work, true, "work.complete"},
     {NX_GW_GET, "/work/claimed", h_claimed, false, NULL},
     {NX_GW_GET, "/metrics", h_metrics, false, NULL},
+    {NX_GW_POST, "/mcp", h_mcp, true, NULL},
 };
 
 /*  GET /sessions/{id}: one segment after the prefix.                      */
@@ -797,6 +830,8 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id)
         r.body_too_large = conn->body_too_large;
         r.auth = conn->auth;
         memcpy(r.peer, conn->peer, sizeof r.peer);
+        memcpy(r.mcp_in, conn->mcp_in, sizeof r.mcp_in);
+        r.conn = conn_id;
     }
     pthread_mutex_unlock(&gw->lock);
     if (!conn)
@@ -805,6 +840,14 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id)
     json_decref(r.json);
     free(r.body);
     pthread_mutex_lock(&gw->lock);
+    memcpy(conn->mcp_out, r.mcp_out, sizeof conn->mcp_out);
+    if (r.parked) {
+        /*  Answered later, from nx_gw_mcp_service: the connection waits.  */
+        free(r.out);
+        nx_gw_conn_unref(gw, &conn);
+        pthread_mutex_unlock(&gw->lock);
+        return;
+    }
     conn->status = r.status ? r.status : 500;
     conn->content_type = r.type ? r.type : "application/json";
     conn->allow = r.allow;
