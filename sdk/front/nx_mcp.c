@@ -186,11 +186,14 @@ static const s_tool_t s_tools[] = {
      "Claims a unit of work so that no other session does it. Granted: returns token (the "
      "fencing token to pass to renew/release/complete) and expires_at. Held by someone else: "
      "error 'denied' naming the holder."},
-    {"renew_work", "work.renew", t_op, a_renew, "Extends the lease of work you hold."},
+    {"renew_work", "work.renew", t_op, a_renew,
+     "Extends the lease of work you hold, before its expires_at passes; pass the token "
+     "claim_work returned. A lease that ran out cannot be renewed: claim the work again."},
     {"release_work", "work.release", t_op, a_release,
      "Gives work back unfinished, so that another session may claim it."},
     {"complete_work", "work.complete", t_op, a_complete,
-     "Marks work you hold as done, with an optional result."},
+     "Marks work you hold as done, with an optional result (any JSON): no session can claim it "
+     "again until it is reopened."},
     {"list_claims", "work.list", t_op, a_list_claims,
      "Lists work items and who holds them: state claimed, released, expired, completed or "
      "open."},
