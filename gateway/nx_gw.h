@@ -158,9 +158,9 @@ typedef struct _nx_gw_t {
     bool recent_ready; /* prefilled: the ring can answer welcomes  */
     uint64_t last_seq; /* highest seq seen (under lock)            */
     /*  /mcp (nx_gw_mcp.c)                                                  */
-    zhashx_t *mcps;     /* Mcp-Session-Id -> its session (worker adds)  */
-    int mcp_wake[2];    /* event thread -> worker: a parked wait may end */
-    size_t mcp_parked;  /* parked waits (under lock)                    */
+    zhashx_t *mcps;    /* Mcp-Session-Id -> its session (worker adds)  */
+    int mcp_wake[2];   /* event thread -> worker: a parked wait may end */
+    size_t mcp_parked; /* parked waits (under lock)                    */
 } nx_gw_t;
 
 /*  A unit of work for the worker thread.                                   */

@@ -644,6 +644,38 @@ static void h_mcp(s_req_t *r)
     }
 }
 
+/*  The broker's channels (subscription prefixes) with their subscriber
+    counts, the 100 most subscribed; nothing when the broker is away.      */
+static void s_metric_channels(s_req_t *r, zchunk_t *out)
+{
+    json_t *rep = s_probe(r, "channels");
+    const char *h = "# HELP nexus_broker_channel_subscribers subscribers of a subscription prefix "
+                    "on the broker\n# TYPE nexus_broker_channel_subscribers gauge\n";
+    zchunk_extend(out, h, strlen(h));
+    size_t i;
+    json_t *ch;
+    json_array_foreach(json_object_get(rep, "channels"), i, ch)
+    {
+        const char *prefix = json_string_value(json_object_get(ch, "prefix"));
+        if (i == 100 || !prefix)
+            break;
+        /*  A label value escapes backslash, quote and newline.            */
+        char label[NX_GW_ID_MAX * 2 + 1];
+        size_t n = 0;
+        for (const char *p = prefix; *p && n + 2 < sizeof label; p++) {
+            if (*p == '\\' || *p == '"' || *p == '\n')
+                label[n++] = '\\';
+            label[n++] = *p == '\n' ? 'n' : *p;
+        }
+        label[n] = 0;
+        char line[NX_GW_ID_MAX * 2 + 96];
+        snprintf(line, sizeof line, "nexus_broker_channel_subscribers{prefix=\"%s\"} %" PRId64 "\n",
+                 label, (int64_t)json_integer_value(json_object_get(ch, "subscribers")));
+        zchunk_extend(out, line, strlen(line));
+    }
+    json_decref(rep);
+}
+
 static void h_metrics(s_req_t *r)
 {
     nx_gw_t *gw = r->gw;
@@ -695,6 +727,7 @@ static void h_metrics(s_req_t *r)
     S_METRIC("nexus_gateway_rate_addresses", "gauge",
              "client addresses with a rate limit of their own (bound: 1024)", addrs);
     S_METRIC("nexus_gateway_queue_depth", "gauge", "messages waiting in client queues", depth);
+    s_metric_channels(r, out);
     static const char *const le[] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
                                      "0.01",   "0.025",   "0.05",   "0.1",   "0.25",   "+Inf"};
     const char *h = "# HELP nexus_gateway_delivery_latency_seconds broker timestamp to client "

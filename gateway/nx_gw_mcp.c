@@ -261,7 +261,8 @@ void nx_gw_mcp_post(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out
     } else if (!(s = zhashx_lookup(gw->mcps, in->mcp_session))) {
         /*  404: the client starts a new session (the spec's signal).      */
         out->status = 404;
-        out->reply = s_rpc_error(in->msg, -32001, "no such MCP session (expired?): initialize again");
+        out->reply =
+            s_rpc_error(in->msg, -32001, "no such MCP session (expired?): initialize again");
         return;
     } else if (s->auth != in->auth) {
         out->status = 403;
@@ -277,7 +278,8 @@ void nx_gw_mcp_post(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out
         if (!rate_ok) {
             __atomic_add_fetch(&gw->stats.rate_limited, 1, __ATOMIC_RELAXED);
             out->status = 429;
-            out->reply = s_rpc_error(in->msg, -32000, "too many requests for this session; slow down");
+            out->reply =
+                s_rpc_error(in->msg, -32000, "too many requests for this session; slow down");
             return;
         }
     }

@@ -134,10 +134,9 @@ static const char *s_mime(const char *path)
 
 static bool s_is_api(const char *path)
 {
-    static const char *const prefixes[] = {"/health",       "/capabilities", "/state",
-                                           "/dependencies", "/message",      "/sessions",
-                                           "/events",       "/work",         "/metrics",
-                                           "/mcp"};
+    static const char *const prefixes[] = {"/health",  "/capabilities", "/state",  "/dependencies",
+                                           "/message", "/sessions",     "/events", "/work",
+                                           "/metrics", "/mcp"};
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
         size_t n = strlen(prefixes[i]);
         if (strncmp(path, prefixes[i], n) == 0 && (path[n] == 0 || path[n] == '/'))
@@ -384,9 +383,9 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
             (allow && lws_add_http_header_by_name(
                           wsi, (const unsigned char *)"allow:", (const unsigned char *)allow,
                           (int)strlen(allow), &p, end)) ||
-            (mcp[0] && lws_add_http_header_by_name(wsi, (const unsigned char *)"mcp-session-id:",
-                                                   (const unsigned char *)mcp, (int)strlen(mcp),
-                                                   &p, end)) ||
+            (mcp[0] &&
+             lws_add_http_header_by_name(wsi, (const unsigned char *)"mcp-session-id:",
+                                         (const unsigned char *)mcp, (int)strlen(mcp), &p, end)) ||
             lws_finalize_write_http_header(wsi, start, &p, end)) {
             free(body);
             return -1;

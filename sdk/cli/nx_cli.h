@@ -66,8 +66,7 @@ int nx_cli_session_store(const char *id, const char *secret, const char *endpoin
 /*  `nexus mcp`: serves MCP over stdio with *client_p (configured, not yet
     connected; taken over: destroyed and nulled), acting as session (NULL:
     a new one). Returns the exit code.                                      */
-int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
-               const char *caps);
+int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name, const char *caps);
 
 /*  Replaces ASCII control bytes in text (a newline, a tab, an escape) with
     '?' in place, so that a value from the fabric stays on its line and

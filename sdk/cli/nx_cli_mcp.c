@@ -29,10 +29,10 @@
 
 extern char **environ;
 
-static nx_mcp_t *s_mcp;              /* the one MCP session               */
-static int s_wake[2] = {-1, -1};     /* event callback -> loop            */
-static volatile int s_woken;         /* a wake byte is in the pipe        */
-static const char *s_endpoint = "";  /* for the state file                */
+static nx_mcp_t *s_mcp;             /* the one MCP session               */
+static int s_wake[2] = {-1, -1};    /* event callback -> loop            */
+static volatile int s_woken;        /* a wake byte is in the pipe        */
+static const char *s_endpoint = ""; /* for the state file                */
 
 /*  On libnexus's thread: wakes the loop when an event may end the wait.  */
 static void s_on_event(nexus_event_t *event, void *arg)
@@ -53,8 +53,8 @@ static bool s_desktop(const char *title, const char *message, const char *level)
     if (!getenv("DISPLAY") && !getenv("WAYLAND_DISPLAY") && !getenv("DBUS_SESSION_BUS_ADDRESS"))
         return false;
     const char *urgency = !strcmp(level, "error") ? "critical" : "normal";
-    char *argv[] = {"notify-send", "-u", (char *)urgency, "-a", "nexus", (char *)title,
-                    (char *)message, NULL};
+    char *argv[] = {"notify-send", "-u",          (char *)urgency, "-a",
+                    "nexus",       (char *)title, (char *)message, NULL};
     pid_t pid;
     /*  SIGCHLD is ignored: the child is reaped by the kernel.             */
     return posix_spawnp(&pid, "notify-send", NULL, NULL, argv, environ) == 0;
@@ -122,8 +122,7 @@ static int s_resume(void)
     return nx_mcp_resume(s_mcp, &reply) == NX_MCP_REPLY ? s_send(reply) : 0;
 }
 
-int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
-               const char *caps)
+int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name, const char *caps)
 {
     nexus_client_t *client = *client_p;
     *client_p = NULL;

@@ -26,27 +26,27 @@
 static const char *const s_revisions[] = {"2025-11-25", "2025-06-18", "2025-03-26", NULL};
 
 #define S_PATTERNS_MAX 64
-#define S_PAGE_MAX     1000    /* events per get_events answer            */
-#define S_HEARTBEAT_MS 30000   /* the session's heartbeat interval        */
-#define S_TTL_MS       600000  /* alive this long between MCP calls       */
-#define S_ID_MAX       64      /* bytes of a session id                   */
+#define S_PAGE_MAX     1000   /* events per get_events answer            */
+#define S_HEARTBEAT_MS 30000  /* the session's heartbeat interval        */
+#define S_TTL_MS       600000 /* alive this long between MCP calls       */
+#define S_ID_MAX       64     /* bytes of a session id                   */
 
 struct _nx_mcp_t {
-    nx_mcp_config_t cfg;              /* settings; strings owned             */
+    nx_mcp_config_t cfg;        /* settings; strings owned             */
     char session[S_ID_MAX + 1]; /* the fabric session, "" none    */
-    char secret[64];                  /* its secret                          */
-    bool registered;                  /* session is registered               */
-    bool ended;                       /* unregister_session ended it: not
-                                         registered again by itself         */
-    uint64_t next_beat;               /* mono us of the next heartbeat       */
+    char secret[64];            /* its secret                          */
+    bool registered;            /* session is registered               */
+    bool ended;                 /* unregister_session ended it: not
+                                   registered again by itself         */
+    uint64_t next_beat;         /* mono us of the next heartbeat       */
     /*  A parked wait_for_events.                                           */
-    json_t *wait_id;                  /* its JSON-RPC id, NULL: none parked  */
-    json_t *wait_args;                /* its arguments                       */
-    uint64_t wait_deadline;           /* mono us it ends                     */
-    pthread_mutex_t lock;             /* guards what nx_mcp_wants reads      */
+    json_t *wait_id;        /* its JSON-RPC id, NULL: none parked  */
+    json_t *wait_args;      /* its arguments                       */
+    uint64_t wait_deadline; /* mono us it ends                     */
+    pthread_mutex_t lock;   /* guards what nx_mcp_wants reads      */
     char *wait_patterns[S_PATTERNS_MAX];
-    size_t n_wait_patterns;           /* 0 with waiting: every topic         */
-    bool waiting;                     /* a wait is parked                    */
+    size_t n_wait_patterns; /* 0 with waiting: every topic         */
+    bool waiting;           /* a wait is parked                    */
 };
 
 /*  ---- Tools: the table ---------------------------------------------------- */
@@ -74,18 +74,27 @@ typedef struct s_tool {
     const char *doc;     /* for the agent: what, when, what comes back   */
 } s_tool_t;
 
-static s_tool_fn t_register, t_list_sessions, t_op, t_publish, t_get_events, t_unregister,
-    t_notify, t_send_message, t_wait;
+static s_tool_fn t_register, t_list_sessions, t_op, t_publish, t_get_events, t_unregister, t_notify,
+    t_send_message, t_wait;
 
-#define A_END {NULL, NULL, NULL, false, 0, NULL}
+#define A_END                                                                                      \
+    {                                                                                              \
+        NULL, NULL, NULL, false, 0, NULL                                                           \
+    }
 #define A_PATTERNS                                                                                 \
-    {"patterns", "patterns", NULL, false, 0,                                                       \
-     "topic patterns to match ('*' one token, '>' the rest, e.g. 'work.*', 'repo.nexus.>'); "      \
-     "none: every event"}
+    {                                                                                              \
+        "patterns", "patterns", NULL, false, 0,                                                    \
+            "topic patterns to match ('*' one token, '>' the rest, e.g. 'work.*', "                \
+            "'repo.nexus.>'); "                                                                    \
+            "none: every event"                                                                    \
+    }
 #define A_RESUME(dflt)                                                                             \
-    {"resume", NULL, "boolean", false, 0,                                                          \
-     "continue after the last event this session was given (the broker keeps the cursor, so "      \
-     "it survives restarts of the agent, this server and the broker); default " dflt}
+    {                                                                                              \
+        "resume", NULL, "boolean", false, 0,                                                       \
+            "continue after the last event this session was given (the broker keeps the cursor, "  \
+            "so "                                                                                  \
+            "it survives restarts of the agent, this server and the broker); default " dflt        \
+    }
 
 static const s_arg_t a_register[] = {
     {"session_id", NULL, "string", false, 0,
@@ -121,10 +130,11 @@ static const s_arg_t a_notify[] = {
     {"message", NULL, "string", true, 0, "the text"},
     {"level", NULL, "string", false, 0, "info (default), warning or error"},
     A_END};
-static const s_arg_t a_claim[] = {
-    {"work_id", "work_id", NULL, false, 0, NULL}, {"ttl_ms", "ttl_ms", NULL, false, 0, NULL},
-    {"description", "description", NULL, false, 0, NULL},
-    {"metadata", "metadata", NULL, false, 0, NULL}, A_END};
+static const s_arg_t a_claim[] = {{"work_id", "work_id", NULL, false, 0, NULL},
+                                  {"ttl_ms", "ttl_ms", NULL, false, 0, NULL},
+                                  {"description", "description", NULL, false, 0, NULL},
+                                  {"metadata", "metadata", NULL, false, 0, NULL},
+                                  A_END};
 static const s_arg_t a_renew[] = {{"work_id", "work_id", NULL, false, 0, NULL},
                                   {"token", "token", NULL, false, 0, NULL},
                                   {"ttl_ms", "ttl_ms", NULL, false, 0, NULL},
@@ -293,7 +303,7 @@ static json_t *s_register(nx_mcp_t *self, json_t *fields, nx_front_err_t *err)
         json_object_set_new(fields, "session", json_string(self->session));
         /*  Taken back from a connection that went (this server restarted,
             or the broker did) with its secret.                            */
-        char *secret = self->secret[0]           ? strdup(self->secret)
+        char *secret = self->secret[0]         ? strdup(self->secret)
                        : self->cfg.secret_load ? self->cfg.secret_load(self->session)
                                                : NULL;
         if (secret)
@@ -338,12 +348,12 @@ uint64_t nx_mcp_tick(nx_mcp_t *self)
         return self->ended ? now + S_HEARTBEAT_MS * 1000ull : self->next_beat;
     nx_front_err_t err = {0};
     /*  Not registered yet (the broker was not there at start): again.     */
-    json_t *rep = !self->registered
-                      ? s_register(self, NULL, &err)
-                      : nx_front_call(self->cfg.client, "session.heartbeat",
-                                      json_pack("{s:s, s:s}", "session", self->session, "secret",
-                                                self->secret),
-                                      &err);
+    json_t *rep =
+        !self->registered
+            ? s_register(self, NULL, &err)
+            : nx_front_call(
+                  self->cfg.client, "session.heartbeat",
+                  json_pack("{s:s, s:s}", "session", self->session, "secret", self->secret), &err);
     /*  Forgotten (gone, or the broker lost it): the same id again.        */
     if (!rep && !strcmp(err.code, "not_found")) {
         nx_front_err_reset(&err);
@@ -401,10 +411,10 @@ static json_t *t_register(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_fr
     json_t *rep = s_register(m, fields, err);
     if (!rep)
         return NULL;
-    json_t *out = json_pack("{s:s, s:O, s:O, s:O}", "session_id", m->session, "cursor",
-                            json_object_get(rep, "cursor"), "resumed",
-                            json_object_get(rep, "resumed"), "timeout_ms",
-                            json_object_get(rep, "timeout_ms"));
+    json_t *out =
+        json_pack("{s:s, s:O, s:O, s:O}", "session_id", m->session, "cursor",
+                  json_object_get(rep, "cursor"), "resumed", json_object_get(rep, "resumed"),
+                  "timeout_ms", json_object_get(rep, "timeout_ms"));
     json_decref(rep);
     return out;
 }
@@ -432,15 +442,16 @@ static json_t *t_op(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_front_er
     return fields ? nx_front_call(m->cfg.client, tool->op, fields, err) : NULL;
 }
 
-static json_t *t_list_sessions(nx_mcp_t *m, const s_tool_t *tool, json_t *args,
-                               nx_front_err_t *err)
+static json_t *t_list_sessions(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_front_err_t *err)
 {
-    bool find = json_object_get(args, "capability") || json_is_true(json_object_get(args, "available"));
+    bool find =
+        json_object_get(args, "capability") || json_is_true(json_object_get(args, "available"));
     const char *op = find ? "session.find" : "session.list";
     json_t *rep = nx_front_call(m->cfg.client, op, nx_front_fields(op, args, NULL), err);
     if (rep)
-        json_object_set_new(rep, "count",
-                            json_integer((json_int_t)json_array_size(json_object_get(rep, "sessions"))));
+        json_object_set_new(
+            rep, "count",
+            json_integer((json_int_t)json_array_size(json_object_get(rep, "sessions"))));
     return rep;
 }
 
@@ -449,8 +460,7 @@ static json_t *t_publish(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_fro
     return nx_front_publish(m->cfg.client, args, m->registered ? m->session : "", err);
 }
 
-static json_t *t_send_message(nx_mcp_t *m, const s_tool_t *tool, json_t *args,
-                              nx_front_err_t *err)
+static json_t *t_send_message(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_front_err_t *err)
 {
     const char *to = json_string_value(json_object_get(args, "to"));
     if (!nx_session_id_valid(to, strlen(to))) {
@@ -481,9 +491,9 @@ static json_t *t_notify(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_fron
     const char *text = json_string_value(json_object_get(args, "message"));
     char topic[S_ID_MAX + 16];
     snprintf(topic, sizeof topic, "notify.%s", m->registered ? m->session : "anonymous");
-    json_t *msg = json_pack("{s:s, s:{s:s, s:s, s:s, s:s}}", "event_type", topic, "payload",
-                            "title", title, "message", text, "level", level, "from",
-                            m->registered ? m->session : "");
+    json_t *msg =
+        json_pack("{s:s, s:{s:s, s:s, s:s, s:s}}", "event_type", topic, "payload", "title", title,
+                  "message", text, "level", level, "from", m->registered ? m->session : "");
     json_t *rep = nx_front_publish(m->cfg.client, msg, m->registered ? m->session : "", err);
     json_decref(msg);
     if (!rep)
@@ -555,10 +565,12 @@ static json_t *s_events(nx_mcp_t *m, json_t *args, bool resume_default, nx_front
     /*  Where this page ends: the next page starts at next_cursor; without
         one, everything up to the broker's last seq was looked at.          */
     json_t *next = json_object_get(page, "next_cursor");
-    uint64_t upto = json_is_integer(next) ? (uint64_t)json_integer_value(next) - 1
-                                          : (uint64_t)json_integer_value(json_object_get(page, "last_seq"));
+    uint64_t upto = json_is_integer(next)
+                        ? (uint64_t)json_integer_value(next) - 1
+                        : (uint64_t)json_integer_value(json_object_get(page, "last_seq"));
     size_t n = json_array_size(events);
-    uint64_t last = n ? (uint64_t)json_integer_value(json_object_get(json_array_get(events, n - 1), "seq")) : 0;
+    uint64_t last =
+        n ? (uint64_t)json_integer_value(json_object_get(json_array_get(events, n - 1), "seq")) : 0;
     if (last > upto)
         upto = last;
     bool more = json_is_integer(next);
@@ -714,7 +726,8 @@ static bool s_args_ok(const s_tool_t *tool, json_t *args, nx_front_err_t *err)
         while (a->name && strcmp(a->name, k))
             a++;
         if (!a->name) {
-            nx_front_fail(err, "bad_request", 400, "unknown argument '%.64s' (see the input schema)", k);
+            nx_front_fail(err, "bad_request", 400,
+                          "unknown argument '%.64s' (see the input schema)", k);
             return false;
         }
         if (a->field || !a->type)
@@ -889,7 +902,9 @@ nx_mcp_status_t nx_mcp_resume(nx_mcp_t *self, json_t **reply)
         return NX_MCP_PARKED; /* woken for an event that was not ours */
     }
     if (page)
-        json_object_set_new(page, "timed_out", json_boolean(timed_out && !json_array_size(json_object_get(page, "events"))));
+        json_object_set_new(
+            page, "timed_out",
+            json_boolean(timed_out && !json_array_size(json_object_get(page, "events"))));
     json_t *id = json_incref(self->wait_id);
     s_wait_clear(self);
     *reply = s_response(id, s_tool_result(page, &err));

@@ -32,13 +32,13 @@
 typedef struct _nx_mcp_t nx_mcp_t;
 
 typedef struct {
-    nexus_client_t *client;  /* the fabric client (not owned)                */
-    const char *server;      /* serverInfo.name: "nexus" or "nexus-gateway"  */
-    const char *session;     /* the session to act as; NULL or "": a new one */
-    const char *name;        /* its name, or NULL                            */
-    const char *caps;        /* its capabilities, comma-separated, or NULL   */
-    const char *via;         /* metadata.via: "nexus mcp", "nexus-gateway"   */
-    uint64_t wait_max_s;     /* longest wait_for_events this transport holds */
+    nexus_client_t *client; /* the fabric client (not owned)                */
+    const char *server;     /* serverInfo.name: "nexus" or "nexus-gateway"  */
+    const char *session;    /* the session to act as; NULL or "": a new one */
+    const char *name;       /* its name, or NULL                            */
+    const char *caps;       /* its capabilities, comma-separated, or NULL   */
+    const char *via;        /* metadata.via: "nexus mcp", "nexus-gateway"   */
+    uint64_t wait_max_s;    /* longest wait_for_events this transport holds */
     /*  A desktop notification for `notify`; NULL where none can be shown
         (the gateway). Returns true when one was shown.                     */
     bool (*desktop)(const char *title, const char *message, const char *level);
