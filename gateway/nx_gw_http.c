@@ -289,11 +289,13 @@ static void h_health(s_req_t *r)
 static void h_capabilities(s_req_t *r)
 {
     s_answer(r, 200,
-             json_pack("{s:s, s:s, s:[s,s,s,s,s,s,s,s,s], s:[s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s]}",
+             json_pack("{s:s, s:s, s:[s,s,s,s,s,s,s,s,s,s], "
+                       "s:[s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s]}",
                        "service", "nexus-gateway", "version", NEXUS_VERSION_STRING, "features",
                        "publish_subscribe", "topic_wildcards", "history", "resume", "work_claims",
-                       "fencing_tokens", "presence", "direct_messages", "metrics", "endpoints",
-                       "/ws/session/{session_id}", "/health", "/capabilities", "/state",
+                       "fencing_tokens", "presence", "direct_messages", "metrics", "mcp",
+                       "endpoints", "/ws/session/{session_id}", "/ws/events", "/mcp", "/health",
+                       "/capabilities", "/state",
                        "/dependencies", "/message", "/sessions/active", "/sessions/{id}",
                        "/sessions/capabilities", "/events", "/events/history", "/events/recent",
                        "/events/stats", "/work/claim", "/work/release", "/work/complete",
