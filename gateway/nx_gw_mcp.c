@@ -117,6 +117,8 @@ uint64_t nx_gw_mcp_service(nx_gw_t *gw)
     while (read(gw->mcp_wake[0], drain, sizeof drain) > 0)
         ;
     uint64_t now = nx_gw_mono(), next = now + 60 * 1000000ull;
+    if (!zhashx_size(gw->mcps))
+        return next; /* the common case: nobody uses /mcp */
     zlistx_t *idle = zlistx_new();
     /*  Only the worker adds or removes sessions: iterating here is safe
         but for the event thread's reads, which take the lock.             */

@@ -70,7 +70,8 @@ typedef struct s_tool {
     const char *name;    /* the tool                                     */
     const char *op;      /* the op it runs                               */
     s_tool_fn *fn;       /* the adapter                                  */
-    const s_arg_t *args; /* ended by a row with name NULL                */
+    const s_arg_t *args; /* ended by a row with name NULL; NULL: the op's
+                            fields (less session and secret), as they are */
     const char *doc;     /* for the agent: what, when, what comes back   */
 } s_tool_t;
 
@@ -110,7 +111,6 @@ static const s_arg_t a_list_sessions[] = {
     {"capability", "capability", NULL, false, 0, "only sessions with this capability"},
     {"available", "available", NULL, false, 0, "only sessions that are available and active"},
     A_END};
-static const s_arg_t a_none[] = {A_END};
 static const s_arg_t a_publish[] = {
     {"event_type", NULL, "string", true, 0,
      "the topic: dot-separated tokens, no spaces or wildcards, e.g. 'build.done' or "
@@ -130,23 +130,6 @@ static const s_arg_t a_notify[] = {
     {"message", NULL, "string", true, 0, "the text"},
     {"level", NULL, "string", false, 0, "info (default), warning or error"},
     A_END};
-static const s_arg_t a_claim[] = {{"work_id", "work_id", NULL, false, 0, NULL},
-                                  {"ttl_ms", "ttl_ms", NULL, false, 0, NULL},
-                                  {"description", "description", NULL, false, 0, NULL},
-                                  {"metadata", "metadata", NULL, false, 0, NULL},
-                                  A_END};
-static const s_arg_t a_renew[] = {{"work_id", "work_id", NULL, false, 0, NULL},
-                                  {"token", "token", NULL, false, 0, NULL},
-                                  {"ttl_ms", "ttl_ms", NULL, false, 0, NULL},
-                                  A_END};
-static const s_arg_t a_release[] = {{"work_id", "work_id", NULL, false, 0, NULL},
-                                    {"token", "token", NULL, false, 0, NULL},
-                                    {"reason", "reason", NULL, false, 0, NULL},
-                                    A_END};
-static const s_arg_t a_complete[] = {{"work_id", "work_id", NULL, false, 0, NULL},
-                                     {"token", "token", NULL, false, 0, NULL},
-                                     {"result", "result", NULL, false, 0, NULL},
-                                     A_END};
 static const s_arg_t a_list_claims[] = {
     {"holder", "holder", NULL, false, 0, NULL},
     {"state", "state", NULL, false, 0, NULL},
@@ -177,7 +160,7 @@ static const s_tool_t s_tools[] = {
     {"list_sessions", "session.list", t_list_sessions, a_list_sessions,
      "Lists the sessions on the fabric: id, name, capabilities, state (available/busy/away), "
      "current work, claims held."},
-    {"list_channels", "channels", t_op, a_none,
+    {"list_channels", "channels", t_op, NULL,
      "Lists the channels being listened to: each subscription prefix the broker sees, with its "
      "live subscriber count."},
     {"publish_event", "publish", t_publish, a_publish,
@@ -187,21 +170,21 @@ static const s_tool_t s_tools[] = {
      "Reads events from the fabric's history, oldest first. With resume: true, only the events "
      "after the last ones this session was given, each exactly once across restarts. Direct "
      "messages to other sessions are never shown."},
-    {"unregister_session", "session.unregister", t_unregister, a_none,
+    {"unregister_session", "session.unregister", t_unregister, NULL,
      "Ends this session (its claims are released). Call it when the agent is done."},
     {"notify", "publish", t_notify, a_notify,
      "Notifies people: a desktop notification where this server can show one, and always a "
      "notify.<session> event on the fabric."},
-    {"claim_work", "work.claim", t_op, a_claim,
+    {"claim_work", "work.claim", t_op, NULL,
      "Claims a unit of work so that no other session does it. Granted: returns token (the "
      "fencing token to pass to renew/release/complete) and expires_at. Held by someone else: "
      "error 'denied' naming the holder."},
-    {"renew_work", "work.renew", t_op, a_renew,
+    {"renew_work", "work.renew", t_op, NULL,
      "Extends the lease of work you hold, before its expires_at passes; pass the token "
      "claim_work returned. A lease that ran out cannot be renewed: claim the work again."},
-    {"release_work", "work.release", t_op, a_release,
+    {"release_work", "work.release", t_op, NULL,
      "Gives work back unfinished, so that another session may claim it."},
-    {"complete_work", "work.complete", t_op, a_complete,
+    {"complete_work", "work.complete", t_op, NULL,
      "Marks work you hold as done, with an optional result (any JSON): no session can claim it "
      "again until it is reopened."},
     {"list_claims", "work.list", t_op, a_list_claims,
@@ -654,6 +637,24 @@ uint64_t nx_mcp_deadline(nx_mcp_t *self)
 
 /*  ---- Schemas ------------------------------------------------------------- */
 
+/*  The k-th argument of tool, or NULL past the last: its own list, or the
+    op's fields (*tmp holds the row then).                                */
+static const s_arg_t *s_arg_at(const s_tool_t *tool, size_t k, s_arg_t *tmp)
+{
+    if (tool->args)
+        return tool->args[k].name ? &tool->args[k] : NULL;
+    const nx_opdef_t *def = nx_optab_find(tool->op, strlen(tool->op));
+    for (const nx_field_t *f = def->fields; f->name; f++) {
+        if (!strcmp(f->name, "session") || !strcmp(f->name, "secret"))
+            continue;
+        if (k-- == 0) {
+            *tmp = (s_arg_t){f->name, f->name, NULL, false, 0, NULL};
+            return tmp;
+        }
+    }
+    return NULL;
+}
+
 static json_t *s_arg_schema(const s_tool_t *tool, const s_arg_t *a, bool *required)
 {
     json_t *p = json_object();
@@ -696,7 +697,9 @@ static json_t *s_tools_list(void)
     for (size_t i = 0; i < S_TOOLS; i++) {
         const s_tool_t *t = &s_tools[i];
         json_t *props = json_object(), *req = json_array();
-        for (const s_arg_t *a = t->args; a->name; a++) {
+        s_arg_t tmp;
+        const s_arg_t *a;
+        for (size_t k = 0; (a = s_arg_at(t, k, &tmp)); k++) {
             bool required;
             json_object_set_new(props, a->name, s_arg_schema(t, a, &required));
             if (required)
@@ -720,12 +723,13 @@ static bool s_args_ok(const s_tool_t *tool, json_t *args, nx_front_err_t *err)
 {
     const char *k;
     json_t *v;
+    s_arg_t tmp;
     json_object_foreach(args, k, v)
     {
-        const s_arg_t *a = tool->args;
-        while (a->name && strcmp(a->name, k))
-            a++;
-        if (!a->name) {
+        const s_arg_t *a = NULL;
+        for (size_t n = 0; (a = s_arg_at(tool, n, &tmp)) && strcmp(a->name, k); n++)
+            ;
+        if (!a) {
             nx_front_fail(err, "bad_request", 400,
                           "unknown argument '%.64s' (see the input schema)", k);
             return false;
@@ -747,7 +751,8 @@ static bool s_args_ok(const s_tool_t *tool, json_t *args, nx_front_err_t *err)
             return false;
         }
     }
-    for (const s_arg_t *a = tool->args; a->name; a++)
+    const s_arg_t *a;
+    for (size_t n = 0; (a = s_arg_at(tool, n, &tmp)); n++)
         if (a->required && !json_object_get(args, a->name)) {
             nx_front_fail(err, "bad_request", 400, "argument '%s' is missing", a->name);
             return false;
