@@ -223,8 +223,11 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
             s_line(buf, len);
     }
     free(buf);
-    nx_info("stdin closed: stopping (session %s stays until its TTL or unregister_session)",
-            nx_mcp_session(s_mcp));
+    if (*nx_mcp_session(s_mcp))
+        nx_info("stdin closed: stopping (session %s stays until its TTL or unregister_session)",
+                nx_mcp_session(s_mcp));
+    else
+        nx_info("stdin closed: stopping");
 done:
     nexus_client_destroy(&client);
     nx_mcp_destroy(&s_mcp);
