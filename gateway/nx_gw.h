@@ -33,6 +33,7 @@
 #include "nexus.h"
 #include "nx_auth.h"
 #include "nx_gw_config.h"
+#include "nx_gw_listen.h"
 
 #define NX_GW_SESSION_MAX 64    /* bytes in a session id                     */
 #define NX_GW_PATTERNS    64    /* subscriptions per connection              */
@@ -122,6 +123,7 @@ typedef struct {
 
 typedef struct _nx_gw_t {
     nx_gw_config_t cfg;         /* settings                                 */
+    nx_gw_listen_t listen;      /* what cfg.listen names (nx_gw_listen.c)   */
     nx_auth_t *auth;            /* client tokens                            */
     nexus_client_t *client;     /* the gateway's one fabric client          */
     struct lws_context *lws;    /* the lws context (lws thread)             */

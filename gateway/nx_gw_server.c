@@ -927,13 +927,18 @@ int nx_gw_server_run(nx_gw_t *gw)
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = (int)gw->cfg.port;
-    info.iface = gw->cfg.listen;
+    /*  lws with IPv6 on binds an IPv4 address it cannot map to every
+        interface: an IPv4 address or an interface name (its IPv4 address)
+        is bound with IPv6 off, an IPv6 address with it on.               */
+    info.iface = gw->listen.iface;
     info.protocols = s_protocols;
     info.user = gw;
     info.retry_and_idle_policy = &retry;
     info.vhost_name = "nexus-gateway";
     info.server_string = "nexus-gateway";
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    if (gw->listen.kind != NX_GW_LISTEN_IPV6)
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     /*  lws cuts an HTTP request that is not answered within timeout_secs
         (default 5 s). An answer may wait for the broker for broker_timeout
         and for the requests queued before it, so a broker that is down
@@ -944,8 +949,25 @@ int nx_gw_server_run(nx_gw_t *gw)
         nx_error("cannot listen on %s:%" PRIu64, gw->cfg.listen, gw->cfg.port);
         return -1;
     }
-    nx_info("listening on http://%s:%" PRIu64 " (dashboard at /, WebSocket at /ws/session/{id})",
-            gw->cfg.listen, gw->cfg.port);
+    /*  Whatever lws did, the socket must be bound to what listen names:
+        never wider (lws falls back to every interface silently).         */
+    struct sockaddr_storage bound;
+    char shown[96] = "nothing";
+    int n = nx_gw_listen_find((int)gw->cfg.port, &bound);
+    if (n > 0)
+        nx_gw_listen_text((struct sockaddr *)&bound, shown, sizeof shown);
+    if (n != 1 || !nx_gw_listen_matches(&gw->listen, (struct sockaddr *)&bound)) {
+        nx_error("listen %s: the socket is bound to %s, not to what listen names (is the address "
+                 "on this machine?): not serving",
+                 gw->cfg.listen, shown);
+        pthread_mutex_lock(&gw->lock);
+        struct lws_context *lws = gw->lws;
+        gw->lws = NULL;
+        pthread_mutex_unlock(&gw->lock);
+        lws_context_destroy(lws);
+        return -1;
+    }
+    nx_info("listening on http://%s (dashboard at /, WebSocket at /ws/session/{id})", shown);
     s_tick_gw = gw;
     while (!gw->stop)
         if (lws_service(gw->lws, 0) < 0)
