@@ -48,6 +48,15 @@ async function httpClient(f, query = '', headers = {}) {
   return client;
 }
 
+/** Closes c; a `nexus mcp` must exit without a sanitizer report (it sees
+ *  its stdin close and exits, so LeakSanitizer runs). */
+async function closeClean(c) {
+  await c.close();
+  if (c.logs()) assert.match(c.logs(), /stdin closed: stopping/, 'it ended on its own');
+  const report = sanitizerReport({ output: c.logs() });
+  assert.equal(report, '', `nexus mcp printed a sanitizer report:\n${report}`);
+}
+
 async function ok(c, name, args = {}) {
   const r = await c.callTool({ name, arguments: args });
   assert.equal(r.isError, false, `${name} ${JSON.stringify(args)}: ${JSON.stringify(r)}\n${c.logs()}`);
@@ -189,7 +198,7 @@ test('nexus mcp over stdio: the tools, good and bad arguments', withFabric(async
     assert.equal(c.getServerVersion().name, 'nexus');
     await exercise(c, 'stdio-agent', 'someone-else');
   } finally {
-    await c.close();
+    await closeClean(c);
   }
 }));
 
@@ -200,7 +209,7 @@ test('/mcp over Streamable HTTP: the tools, good and bad arguments, transport er
     assert.match(c.transportRef.sessionId, /^[0-9a-f]{32}$/);
     await exercise(c, 'http-agent', 'someone-else');
   } finally {
-    await c.close();
+    await closeClean(c);
   }
   // The transport's own refusals.
   const post = (headers, body) => fetch(`${f.http}/mcp`, {
@@ -235,7 +244,7 @@ test('/mcp with tokens: no token, no session; a token acts only as its sessions'
     await fails(a, 'register_session', { session_id: 'agent-b' }, 'forbidden', /agent-b/);
     await ok(a, 'claim_work', { work_id: 'tok-w' });
   } finally {
-    await a.close();
+    await closeClean(a);
   }
   // A '*' token may act as a new session.
   const any = await httpClient(f, '', { Authorization: 'Bearer tok-any' });
@@ -266,7 +275,7 @@ test('get_events resume: every event exactly once across restarts of the MCP ser
   await take(c); // nothing yet: the cursor moves to now
   await pub(c, 5);
   await take(c);
-  await c.close();
+  await closeClean(c);
 
   // The MCP server restarts: a new process takes the session back.
   const side = await stdioClient(f, ['--session', 'publisher']);
@@ -286,12 +295,12 @@ test('get_events resume: every event exactly once across restarts of the MCP ser
     { timeout: 15000, what: 'the broker to answer the MCP server again' });
   await pub(side, 3);
   await take(c);
-  await c.close();
+  await closeClean(c);
   c = await stdioClient(f, ['--session', 'resumer']);
   await pub(side, 2);
   await take(c);
-  await c.close();
-  await side.close();
+  await closeClean(c);
+  await closeClean(side);
   assert.deepEqual(seen, published, 'each event once, in order');
   assert.equal(published.length, 16);
 }));
@@ -329,8 +338,8 @@ test('/mcp: a parked wait_for_events holds nobody up; it wakes on a matching eve
     const wr = (await ws).structuredContent;
     assert.deepEqual(wr.events.map((e) => e.event_type), ['deploy.done']);
   } finally {
-    await a.close();
-    await b.close();
-    await w.close();
+    await closeClean(a);
+    await closeClean(b);
+    await closeClean(w);
   }
 }));
