@@ -1143,20 +1143,21 @@ long nx_wal_frame_parse(const uint8_t *data, size_t avail, uint64_t lsn, uint32_
     return (long)(NX_WAL_FRAME_HEAD + len);
 }
 
-int nx_wal_copy_frame(nx_wal_t *self, const uint8_t *frame, size_t len)
+long nx_wal_copy_frame(nx_wal_t *self, const uint8_t *data, size_t avail, nx_wal_frame_t *frame)
 {
     static const uint8_t zeros[S_MARK];
     nx_wal_frame_t f;
-    long n = nx_wal_frame_parse(frame, len, self->pos, self->head, self->seg, &f);
-    if (n < 0 || (size_t)n != len) {
+    long n = nx_wal_frame_parse(data, avail, self->pos, self->head, self->seg, &f);
+    if (n < 0) {
         errno = EINVAL;
         return -1;
     }
     uint64_t base = f.lsn - f.lsn % self->seg;
     if (s_switch(self, base))
         return -1;
-    uint64_t room = base + self->seg - (f.lsn + len);
-    struct iovec iov[2] = {{(void *)frame, len}, {(void *)zeros, room < S_MARK ? room : S_MARK}};
+    uint64_t room = base + self->seg - (f.lsn + (uint64_t)n);
+    struct iovec iov[2] = {{(void *)data, (size_t)n},
+                           {(void *)zeros, room < S_MARK ? (size_t)room : S_MARK}};
     if (s_pwritev_all(self->cur_fd, iov, 2, (off_t)(f.lsn - base)))
         return -1;
     self->frames++;
@@ -1166,7 +1167,9 @@ int nx_wal_copy_frame(nx_wal_t *self, const uint8_t *frame, size_t len)
         self->turn_crc = f.crc;
         __atomic_store_n(&self->written, f.next, __ATOMIC_RELEASE);
     }
-    return 0;
+    if (frame)
+        *frame = f;
+    return n;
 }
 
 void nx_wal_copy_rewind(nx_wal_t *self)

@@ -234,16 +234,17 @@ int nx_wal_record_kv(const uint8_t *data, size_t data_len, int *db, const uint8_
     positions, so that a promotion goes on writing it where the primary
     stopped and a checkpoint means the same position on both brokers.     */
 
-/*  Writes one frame of another log (its header and body, len bytes, as
-    nx_wal_frame_parse checked it) at the log's position: its lsn must be
-    the position (a segment's last 31 bytes are skipped) and its prev the
-    head. The 32-byte end marker follows it, as after every frame. A PAD
-    frame sends the log on to the next segment. nx_wal_written advances at
-    a turn's end only (a frame without MORE), so a flush never makes half a
-    turn durable (the checkpointer applies whole turns). Returns 0, or -1
-    with errno set: EINVAL when the frame does not continue the log, else
-    an I/O error.                                                           */
-int nx_wal_copy_frame(nx_wal_t *self, const uint8_t *frame, size_t len);
+/*  Writes the frame at the start of data (avail bytes), a frame of another
+    log checked as nx_wal_frame_parse does, at the log's position: its lsn
+    must be the position (a segment's last 31 bytes are skipped) and its
+    prev the head. The 32-byte end marker follows it, as after every frame.
+    A PAD frame sends the log on to the next segment. nx_wal_written
+    advances at a turn's end only (a frame without MORE), so a flush never
+    makes half a turn durable (the checkpointer applies whole turns).
+    Returns the frame's size with *frame filled (it may be NULL), or -1
+    with errno set: EINVAL when data does not start with the frame that
+    continues the log, else an I/O error.                                  */
+long nx_wal_copy_frame(nx_wal_t *self, const uint8_t *data, size_t avail, nx_wal_frame_t *frame);
 
 /*  Forgets the frames copied after the last turn's end (a turn whose last
     frame never came): the log goes on at nx_wal_written.                 */

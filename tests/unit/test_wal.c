@@ -552,7 +552,7 @@ static void s_test_copy(void)
         CHECK(nx_wal_frame_parse(bytes, len - 1, lsn, prev, SEG, &g) < 0);
         CHECK(nx_wal_frame_parse(bytes, len, lsn, prev + 1, SEG, &g) < 0);
         uint64_t before = nx_wal_written(cp);
-        CHECK_EQ_U64(nx_wal_copy_frame(cp, bytes, len), 0);
+        CHECK_EQ_U64(nx_wal_copy_frame(cp, bytes, len, NULL), len);
         if (f.flags & NX_WAL_F_MORE) {
             mores++;
             CHECK_EQ_U64(nx_wal_written(cp), before);
@@ -561,7 +561,7 @@ static void s_test_copy(void)
         pads += (f.flags & NX_WAL_F_PAD) != 0;
         /*  The same frame again does not continue the copy.               */
         errno = 0;
-        CHECK(nx_wal_copy_frame(cp, bytes, len) == -1 && errno == EINVAL);
+        CHECK(nx_wal_copy_frame(cp, bytes, len, NULL) == -1 && errno == EINVAL);
         lsn = f.next;
         prev = f.crc;
         frames++;
@@ -598,12 +598,14 @@ static void s_test_copy(void)
     CHECK_EQ_U64(nx_wal_write(wal), 0);
     CHECK(nx_wal_reader_read(rd, lsn, prev, true, &f, NULL) == 1);
     if (f.flags & NX_WAL_F_MORE) {
-        CHECK_EQ_U64(nx_wal_copy_frame(cp, f.body - NX_WAL_FRAME_HEAD, NX_WAL_FRAME_HEAD + f.len),
-                     0);
+        CHECK_EQ_U64(
+            nx_wal_copy_frame(cp, f.body - NX_WAL_FRAME_HEAD, NX_WAL_FRAME_HEAD + f.len, NULL),
+            NX_WAL_FRAME_HEAD + f.len);
         CHECK_EQ_U64(nx_wal_written(cp), end);
         nx_wal_copy_rewind(cp);
-        CHECK_EQ_U64(nx_wal_copy_frame(cp, f.body - NX_WAL_FRAME_HEAD, NX_WAL_FRAME_HEAD + f.len),
-                     0);
+        CHECK_EQ_U64(
+            nx_wal_copy_frame(cp, f.body - NX_WAL_FRAME_HEAD, NX_WAL_FRAME_HEAD + f.len, NULL),
+            NX_WAL_FRAME_HEAD + f.len);
     } else
         CHECK(!"the last turn should span two segments");
     nx_wal_reader_destroy(&rd);
