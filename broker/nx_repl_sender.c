@@ -659,6 +659,7 @@ int nx_repl_sender_stats(nx_repl_sender_t *self, size_t i, nx_repl_standby_stats
         st->base = sb->base == 1 || sb->base == 2;
         st->sent = sb->sent;
         st->acked = sb->acked;
+        st->received = sb->received;
         st->lag = written > sb->acked ? written - sb->acked : 0;
         st->ack_age_ms = now > sb->ack_at ? (now - sb->ack_at) / 1000 : 0;
         return 0;

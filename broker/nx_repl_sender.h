@@ -98,6 +98,7 @@ typedef struct {
     bool base;                       /* it is being sent a base copy      */
     uint64_t sent;                   /* log position sent up to           */
     uint64_t acked;                  /* it has the log durable up to      */
+    uint64_t received;               /* ... and received up to            */
     uint64_t lag;                    /* written - acked, bytes            */
     uint64_t ack_age_ms;             /* since its last acknowledgement    */
 } nx_repl_standby_stats_t;

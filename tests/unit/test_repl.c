@@ -31,6 +31,7 @@
 #define SEG (1u << 20)
 
 static char s_root[64];
+static zsock_t *s_router; /* the primary's, bound once on a free port   */
 static char s_pdir[128], s_pwal[160], s_sdir[128], s_swal[160];
 
 typedef struct {
@@ -108,8 +109,8 @@ static void s_primary_start(s_primary_t *p, const char *endpoint)
     p->store = nx_store_new(&scfg, &e, err, sizeof err);
     CHECK(p->store != NULL);
     p->wal = s_wal(s_pwal, 0, 0);
-    p->router = zsock_new(ZMQ_ROUTER);
-    CHECK(p->router && zsock_bind(p->router, "%s", endpoint) != -1);
+    (void)endpoint;
+    p->router = s_router;
     p->epoch = 3;
     nx_repl_sender_config_t cfg = {
         .wal = p->wal,
@@ -129,7 +130,7 @@ static void s_primary_start(s_primary_t *p, const char *endpoint)
 static void s_primary_stop(s_primary_t *p)
 {
     nx_repl_sender_destroy(&p->tx);
-    zsock_destroy(&p->router);
+    p->router = NULL;
     nx_wal_destroy(&p->wal);
     nx_store_destroy(&p->store);
 }
@@ -324,8 +325,8 @@ static void s_test_stream(const char *ep)
         s_run(&p, &s, 2, NULL);
         nx_repl_standby_stats_t st;
         CHECK_EQ_U64(nx_repl_sender_stats(p.tx, 0, &st, nx_mono_us()), 0);
-        /*  The window (256 KiB) plus one message of frames at most.       */
-        CHECK(st.sent - st.acked <= (256u << 10) + (3u << 20));
+        /*  The window (256 KiB) plus one message (1 MiB and a frame).     */
+        CHECK(st.sent - st.received <= (256u << 10) + (2u << 20));
     }
     s_run(&p, &s, 5000, s_caught_up);
     CHECK(s_caught_up(&p, &s));
@@ -486,14 +487,15 @@ int main(void)
     snprintf(s_pwal, sizeof s_pwal, "%s/wal", s_pdir);
     snprintf(s_sdir, sizeof s_sdir, "%s/standby", s_root);
     snprintf(s_swal, sizeof s_swal, "%s/wal", s_sdir);
-    /*  A free port: bind to an ephemeral one first and reuse its number.  */
-    zsock_t *probe = zsock_new(ZMQ_ROUTER);
-    int port = zsock_bind(probe, "tcp://127.0.0.1:*");
-    zsock_destroy(&probe);
+    /*  One ROUTER for every primary of the test, on a free port.          */
+    s_router = zsock_new(ZMQ_ROUTER);
+    int port = s_router ? zsock_bind(s_router, "tcp://127.0.0.1:*") : -1;
+    CHECK(port > 0);
     char ep[64];
     snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
     s_test_stream(ep);
     s_test_base(ep);
+    zsock_destroy(&s_router);
     s_rm_tree(s_root);
     NX_TEST_DONE();
 }
