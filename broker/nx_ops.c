@@ -14,6 +14,7 @@
 
 #include "nx_broker.h"
 #include "nx_coord.h"
+#include "nx_ha.h"
 #include "nx_log.h"
 #include "nx_topic.h"
 
@@ -25,6 +26,7 @@ static int s_op_ping(nx_broker_t *self, nx_request_t *rq)
 {
     nx_pack_kv_u64(nx_kv(rq), "ts", nx_now_us());
     nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
+    nx_ha_pack_role(self, rq);
     return 0;
 }
 
@@ -41,6 +43,7 @@ static int s_op_health(nx_broker_t *self, nx_request_t *rq)
     nx_pack_kv_u64(nx_kv(rq), "last_seq", self->last_seq);
     nx_pack_kv_str(nx_kv(rq), "problem", degraded ? self->problem : NULL);
     nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
+    nx_ha_pack_role(self, rq);
     return 0;
 }
 
@@ -92,9 +95,10 @@ static int s_op_state(nx_broker_t *self, nx_request_t *rq)
     nx_pack_kv_u64(nx_kv(rq), "store", c->drop_store);
     nx_pack_kv_u64(nx_kv(rq), "send", c->drop_send);
     nx_pack_kv_u64(nx_kv(rq), "slow_subscriber", c->drop_slow);
+    nx_pack_kv_u64(nx_kv(rq), "standby", c->drop_standby);
     nx_pack_kv_u64(nx_kv(rq), "total",
                    c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store +
-                       c->drop_send);
+                       c->drop_send + c->drop_standby);
     nx_dmap_close(&rq->reply);
 
     nx_wal_stats_t ws;
@@ -111,6 +115,7 @@ static int s_op_state(nx_broker_t *self, nx_request_t *rq)
     nx_pack_kv_u64(nx_kv(rq), "segment_size", ws.segment_size);
     nx_dmap_close(&rq->reply);
 
+    nx_ha_pack_state(self, rq);
     nx_pack_kv_str(nx_kv(rq), "timestamp", nx_iso8601(now, iso));
     nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
     return 0;
@@ -195,6 +200,11 @@ static const struct {
     {"work.reopen", nx_op_work_reopen},
     {"work.get", nx_op_work_get},
     {"work.list", nx_op_work_list},
+    {"replicate", nx_op_replicate},
+    {"replicate.ack", nx_op_replicate_ack},
+    {"replicate.base", nx_op_replicate_base},
+    {"promote", nx_op_promote},
+    {"fence", nx_op_fence},
 };
 
 #define S_HANDLERS (sizeof s_handlers / sizeof s_handlers[0])

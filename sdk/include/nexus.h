@@ -63,6 +63,8 @@ typedef enum {
     NEXUS_ERR_INVALID = 20,      /* invalid argument to an API call           */
     NEXUS_ERR_CLOSED = 21,       /* handle closed or shutting down            */
     NEXUS_ERR_GAP = 22,          /* events were lost beyond retention         */
+    NEXUS_ERR_NOT_PRIMARY = 23,  /* this broker is a standby (or fenced): the
+                                    reply names the primary when it knows it  */
     NEXUS_ERR__COUNT             /* number of codes; not an error             */
 } nexus_err_t;
 
