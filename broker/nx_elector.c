@@ -54,7 +54,9 @@ typedef struct {
     bool force;                                    /* campaign whatever the sync key says         */
     bool resign;                                   /* give up the leadership                      */
     bool stopping;                                 /* $TERM                                       */
-    char problem[200];                             /* the last problem told                       */
+    uint64_t quiet_until; /* mono us: after resigning, no campaign (the standby's
+                             turn) unless forced                             */
+    char problem[200];    /* the last problem told                       */
 } s_actor_t;
 
 static void s_news(s_actor_t *a, nx_elect_kind_t kind, uint64_t epoch, const char *name,
@@ -88,7 +90,8 @@ static void s_problem(s_actor_t *a, const char *fmt, ...)
 
 static void s_fine(s_actor_t *a)
 {
-    if (a->problem[0]) {
+    /*  Only a problem of reaching etcd is over when etcd answers.         */
+    if (a->problem[0] && strncmp(a->problem, "cannot", 6) == 0) {
         nx_info("etcd: reachable again (%s)", nx_etcd_endpoint(a->etcd));
         a->problem[0] = 0;
         s_news(a, NX_ELECT_PROBLEM, 0, NULL, NULL, "");
@@ -203,6 +206,7 @@ static void s_do_resign(s_actor_t *a)
     nx_etcd_txn(a->etcd, &cmp, 1, &op, 1, &ok);
     nx_etcd_revoke(a->etcd, a->lease);
     a->leader = false;
+    a->quiet_until = nx_mono_us() + a->el->lease_ms * 1000;
     nx_info("etcd: this broker gave up the leadership");
 }
 
@@ -269,7 +273,7 @@ static bool s_campaign(s_actor_t *a)
         free(value);
         return false;
     }
-    s_fine(a);
+    a->problem[0] = 0;
     a->leader = true;
     a->lease = lease;
     a->granted = granted;
@@ -297,7 +301,7 @@ static void s_follow(s_actor_t *a)
     }
     s_fine(a);
     if (!kv.found) {
-        if (s_campaign(a))
+        if ((a->force || nx_mono_us() >= a->quiet_until) && s_campaign(a))
             return;
     } else {
         char name[65] = "", endpoint[256] = "";
