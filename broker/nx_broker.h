@@ -38,6 +38,7 @@
 #include "nx_scratch.h"
 #include "nx_stats.h"
 #include "nx_store.h"
+#include "nx_zap.h"
 
 typedef struct _nx_broker_t nx_broker_t;
 typedef struct _nx_snapshot_t nx_snapshot_t;
@@ -131,6 +132,13 @@ struct _nx_broker_t {
     zsock_t *router;                  /* control plane                              */
     nx_curve_t *curve;                /* CURVE security, NULL when off              */
     bool curve_keys;                  /* CURVE names each client by its key (not *) */
+    bool ident;                       /* the event plane's authenticated identity
+                                         (User-Id) is the source: CURVE with keys,
+                                         or tokens                                  */
+    nx_zap_t *zap;                    /* ZAP handler, NULL when no CURVE or tokens  */
+    nx_zap_counts_t refused;          /* handshakes refused (state)                 */
+    nx_zap_limit_t refuse_log;        /* bounds the loop's refusal log lines        */
+    zsock_t *mon_router;              /* socket monitor of the router (handshakes)  */
     zsock_t *mon_xpub;                /* socket monitor of xpub (connections)       */
     zsock_t *mon_xsub;                /* socket monitor of xsub                     */
     void *h_xsub, *h_xpub, *h_router; /* raw libzmq handles for the hot path */

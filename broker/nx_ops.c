@@ -9,6 +9,7 @@
 
 #include <string.h>
 
+#include "nx_auth.h"
 #include "nx_broker.h"
 #include "nx_coord.h"
 #include "nx_log.h"
@@ -94,9 +95,19 @@ static int s_op_state(nx_broker_t *self, const msgpack_object *req, msgpack_pack
                    c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store +
                        c->drop_send);
 
+    nx_pack_str(pk, "handshakes_refused");
+    msgpack_pack_map(pk, 4);
+    uint64_t plain = __atomic_load_n(&self->refused.plain, __ATOMIC_RELAXED);
+    uint64_t curve = __atomic_load_n(&self->refused.curve, __ATOMIC_RELAXED);
+    uint64_t mech = __atomic_load_n(&self->refused.mechanism, __ATOMIC_RELAXED);
+    nx_pack_kv_u64(pk, "plain", plain);
+    nx_pack_kv_u64(pk, "curve", curve);
+    nx_pack_kv_u64(pk, "mechanism", mech);
+    nx_pack_kv_u64(pk, "total", plain + curve + mech);
+
     nx_pack_kv_str(pk, "timestamp", nx_iso8601(now, iso));
     nx_pack_kv_str(pk, "store_id", nx_store_id(self->store));
-    return 19;
+    return 20;
 }
 
 /*  ---- publish (acknowledged) ------------------------------------------ */
@@ -130,6 +141,22 @@ static int s_op_publish(nx_broker_t *self, const msgpack_object *req, msgpack_pa
         msgpack_pack_object(&ppk, *payload);
         data = packed.data;
         size = packed.size;
+    }
+    /*  With tokens the source is the token's own: its name when none is
+        given, else a session it may act as (the gateway names the session
+        it acts for). Without tokens nothing names a client.               */
+    if (nx_auth_enabled(self->auth) && source_len == 0) {
+        source = nx_auth_name(self->auth, self->auth_handle);
+        source_len = strlen(source);
+    } else if (!nx_auth_may_source(self->auth, self->auth_handle, source, source_len)) {
+        *err = NEXUS_ERR_FORBIDDEN;
+        snprintf(err_msg, NX_ERRMSG_MAX,
+                 "this token may not publish as '%.*s': the source is its name (%s) or a session "
+                 "it may act as",
+                 (int)nx_utf8_cut(source, source_len, 64), source,
+                 nx_auth_name(self->auth, self->auth_handle));
+        msgpack_sbuffer_destroy(&packed);
+        return -1;
     }
     uint64_t seq = 0;
     *err = nx_broker_emit(self, topic, topic_len, source, source_len, data, size,
