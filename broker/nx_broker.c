@@ -29,6 +29,7 @@
 #include "nx_coord.h"
 #include "nx_curve.h"
 #include "nx_reader.h"
+#include "nx_subs.h"
 #include "nx_log.h"
 #include "nx_topic.h"
 
@@ -249,6 +250,8 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->cfg.curve_cert = s_strdup_or_null(cfg->curve_cert);
     self->cfg.curve_clients = s_strdup_or_null(cfg->curve_clients);
     self->cfg.snapshot_file = s_strdup_or_null(cfg->snapshot_file);
+    self->refuse_log = (nx_log_limit_t){"refused handshakes", NX_ZAP_LOG_PER_SECOND, 0, 0, 0};
+    self->sub_log = (nx_log_limit_t){"refused subscriptions", NX_ZAP_LOG_PER_SECOND, 0, 0, 0};
     self->start_us = nx_now_us();
     self->start_mono = nx_mono_us();
     if (nx_ops_init(err_buf, err_size))
@@ -310,7 +313,8 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     nx_reader_args_t rargs = {
         self->store,
         {self->cfg.history_limit, self->cfg.history_scan, self->cfg.history_bytes},
-        &self->count.reader_errors};
+        &self->count.reader_errors,
+        self->auth};
     self->reader = zactor_new(nx_reader_actor, &rargs);
     if (!self->awaiting || !self->reader) {
         snprintf(err_buf, err_size, "cannot start the reader thread");
@@ -379,6 +383,11 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         three; the domain tells it (and its log) which socket asks.        */
     bool tokens = nx_auth_enabled(self->auth);
     self->ident = self->curve_keys || tokens;
+    /*  With tokens the broker decides which subscriptions each connection
+        gets (nx_subs.c): ZeroMQ applies none by itself.                   */
+    self->perm = tokens;
+    if (tokens)
+        zsock_set_xpub_manual(self->xpub, 1);
     if (self->curve || tokens) {
         self->zap = nx_zap_new(self->auth, self->curve ? self->cfg.curve_clients : NULL,
                                &self->refused, err_buf, err_size);
@@ -442,8 +451,11 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
 
     char ep[128];
     /*  Handshakes refused before ZAP is asked (a client with no or another
-        mechanism) are seen only here; ZAP counts and logs its own.        */
-    int handshakes = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
+        mechanism) are seen only here; ZAP counts and logs its own. Only
+        with security on: without it a client that closes during the
+        handshake (a port probe) was refused nothing.                      */
+    int handshakes =
+        self->zap ? ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL : 0;
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-xpub-%p", (void *)self);
     if (zmq_socket_monitor(self->h_xpub, ep,
                            ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | handshakes) == 0)
@@ -655,6 +667,23 @@ static void s_note_drop(nx_broker_t *self, const char *why, zmq_msg_t *topic, si
              shown, size);
 }
 
+/*  Whether the publisher of ev (its name is the source just stamped) may
+    publish to its topic. The token behind a name is looked up only when
+    the name changes from one event to the next: under load a batch comes
+    from few connections, and a string compare is all an event costs.     */
+static bool s_may_publish(nx_broker_t *self, nx_pending_event_t *ev)
+{
+    if (ev->source_len != strlen(self->pub_name) ||
+        memcmp(ev->source, self->pub_name, ev->source_len) != 0) {
+        memcpy(self->pub_name, ev->source, ev->source_len);
+        self->pub_name[ev->source_len] = 0;
+        self->pub_known = nx_auth_by_name(self->auth, self->pub_name, &self->pub_handle);
+    }
+    return self->pub_known &&
+           nx_auth_may_publish(self->auth, self->pub_handle, zmq_msg_data(&ev->topic),
+                               zmq_msg_size(&ev->topic));
+}
+
 /*  Reads one multipart event from XSUB into the next slot. Returns 1 when
     an event was staged, 0 when one was dropped, -1 when nothing is ready.  */
 static int s_read_event(nx_broker_t *self)
@@ -707,6 +736,7 @@ static int s_read_event(nx_broker_t *self)
         ev->source_len = (uint8_t)len;
     }
     const char *why = NULL;
+    char forbidden[NX_SOURCE_MAX + 64];
     uint64_t *counter = NULL;
     if (frames < 2 || frames > 3) {
         why = "malformed (need 2 or 3 frames, source UTF-8 of at most 128 bytes)";
@@ -717,6 +747,11 @@ static int s_read_event(nx_broker_t *self)
     } else if (zmq_msg_size(&ev->payload) > self->cfg.max_payload) {
         why = "payload over max_payload";
         counter = &self->count.drop_oversize;
+    } else if (self->perm && !s_may_publish(self, ev)) {
+        snprintf(forbidden, sizeof forbidden, "not in the pub= of %.*s", (int)ev->source_len,
+                 ev->source);
+        why = forbidden;
+        counter = &self->count.drop_forbidden;
     }
     if (why) {
         (*counter)++;
@@ -1437,6 +1472,8 @@ static void s_read_subscriptions(nx_broker_t *self)
             else
                 zhashx_delete(self->subscriptions, key);
             self->count.subscriptions = zhashx_size(self->subscriptions);
+            if (self->perm)
+                nx_subs_apply(self, &msg, data, size);
         }
         zmq_msg_close(&msg);
     }
@@ -1536,7 +1573,8 @@ static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
             else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ||
                      event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
                 __atomic_add_fetch(&self->refused.mechanism, 1, __ATOMIC_RELAXED);
-                nx_zap_note(&self->refuse_log, socket, s_handshake_why(event, value));
+                nx_log_limited(&self->refuse_log, NX_LOG_WARN, "refused handshake on %s: %s",
+                               socket, s_handshake_why(event, value));
             }
         }
         zmsg_destroy(&msg);
@@ -1547,15 +1585,17 @@ static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
     and trim by retention when the event plane is idle.                     */
 static void s_housekeeping(nx_broker_t *self)
 {
-    nx_zap_flush(&self->refuse_log);
+    nx_log_limit_flush(&self->refuse_log);
+    nx_log_limit_flush(&self->sub_log);
     nx_counters_t *c = &self->count;
-    uint64_t dropped = c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store;
+    uint64_t dropped = c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store +
+                       c->drop_forbidden;
     if (dropped != self->dropped_logged) {
         nx_warn("dropped %" PRIu64 " events in the last second (%" PRIu64 " in all: %" PRIu64
                 " invalid topic, %" PRIu64 " oversize, %" PRIu64 " malformed, %" PRIu64
-                " store); last: %s",
+                " store, %" PRIu64 " forbidden); last: %s",
                 dropped - self->dropped_logged, dropped, c->drop_bad_topic, c->drop_oversize,
-                c->drop_malformed, c->drop_store, self->last_drop);
+                c->drop_malformed, c->drop_store, c->drop_forbidden, self->last_drop);
         self->dropped_logged = dropped;
     }
     if (c->drop_slow != self->slow_logged) {

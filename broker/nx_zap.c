@@ -27,40 +27,6 @@ struct _nx_zap_t {
     s_args_t args;   /* its arguments                                      */
 };
 
-/*  ---- Bounded logging -------------------------------------------------- */
-
-static void s_limit_line(nx_zap_limit_t *limit, const char *text)
-{
-    uint64_t sec = nx_mono_us() / 1000000;
-    if (sec != limit->second) {
-        nx_zap_flush(limit);
-        limit->second = sec;
-        limit->lines = 0;
-    }
-    if (limit->lines < NX_ZAP_LOG_PER_SECOND) {
-        limit->lines++;
-        nx_warn("%s", text);
-    } else
-        limit->held++;
-}
-
-void nx_zap_flush(nx_zap_limit_t *limit)
-{
-    if (limit->held && nx_mono_us() / 1000000 != limit->second) {
-        nx_warn("... and %" PRIu64 " more refused handshakes in that second (state: "
-                "handshakes_refused)",
-                limit->held);
-        limit->held = 0;
-    }
-}
-
-void nx_zap_note(nx_zap_limit_t *limit, const char *socket, const char *why)
-{
-    char text[400];
-    snprintf(text, sizeof text, "refused handshake on %s: %s", socket, why);
-    s_limit_line(limit, text);
-}
-
 /*  ---- The handler -------------------------------------------------------- */
 
 /*  Text of a frame, cut to what fits, non-printable bytes as '?'.        */
@@ -132,7 +98,7 @@ static const char *s_decide(s_args_t *args, zcertstore_t *certs, const char *mec
     return "no security mechanism (this broker wants a token or a CURVE key)";
 }
 
-static void s_handle(s_args_t *args, zsock_t *rep, zcertstore_t *certs, nx_zap_limit_t *limit)
+static void s_handle(s_args_t *args, zsock_t *rep, zcertstore_t *certs, nx_log_limit_t *limit)
 {
     zmsg_t *req = zmsg_recv(rep);
     if (!req)
@@ -159,10 +125,8 @@ static void s_handle(s_args_t *args, zsock_t *rep, zcertstore_t *certs, nx_zap_l
         snprintf(reason, sizeof reason, "%s", why);
         if (counter)
             __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED);
-        char text[400];
-        snprintf(text, sizeof text, "refused handshake on %s: %s from %s: %s",
-                 where[0] ? where : "?", mech, from[0] ? from : "?", reason);
-        s_limit_line(limit, text);
+        nx_log_limited(limit, NX_LOG_WARN, "refused handshake on %s: %s from %s: %s",
+                       where[0] ? where : "?", mech, from[0] ? from : "?", reason);
         s_reply(rep, version, request_id, "400", reason, "");
     } else
         s_reply(rep, version, request_id, "200", "OK", user_id);
@@ -192,7 +156,7 @@ static void s_actor(zsock_t *pipe, void *argp)
         }
     }
     zsock_signal(pipe, 0);
-    nx_zap_limit_t limit = {0};
+    nx_log_limit_t limit = {"refused handshakes", NX_ZAP_LOG_PER_SECOND, 0, 0, 0};
     zpoller_t *poller = zpoller_new(pipe, rep, NULL);
     while (poller) {
         zsock_t *which = zpoller_wait(poller, 1000);
@@ -208,7 +172,7 @@ static void s_actor(zsock_t *pipe, void *argp)
             s_handle(args, rep, certs, &limit);
         else if (zpoller_terminated(poller))
             break;
-        nx_zap_flush(&limit);
+        nx_log_limit_flush(&limit);
     }
     zpoller_destroy(&poller);
     zcertstore_destroy(&certs);

@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "nx_auth.h"
+#include "nx_log.h"
 
 #define NX_ZAP_LOG_PER_SECOND 5
 
@@ -54,18 +55,5 @@ typedef struct _nx_zap_t nx_zap_t;
 nx_zap_t *nx_zap_new(nx_auth_t *auth, const char *curve_clients, nx_zap_counts_t *counts,
                      char *err_buf, size_t err_size);
 void nx_zap_destroy(nx_zap_t **self_p);
-
-/*  A refusal the broker's loop saw on a socket monitor: counted in
-    counts->mechanism and logged at the same bounded rate (its own).      */
-typedef struct {
-    uint64_t second; /* mono second of the lines counted below            */
-    int lines;       /* lines logged in it                                */
-    uint64_t held;   /* refusals not logged in it                         */
-} nx_zap_limit_t;
-
-void nx_zap_note(nx_zap_limit_t *limit, const char *socket, const char *why);
-
-/*  Logs the summary of refusals held back in a past second, if any.      */
-void nx_zap_flush(nx_zap_limit_t *limit);
 
 #endif

@@ -278,6 +278,21 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id);
     any thread.                                                             */
 const char *nx_gw_http_allow(const char *path);
 
+/*  ---- nx_gw_perm.c (any thread) ------------------------------------------
+    A client's token (auth: its nx_auth handle) against gw->auth's rules.
+    With no tokens configured everything is allowed. The refusals write a
+    message for a `forbidden` error into why.                               */
+
+/*  Whether it may see an event of client type `type` (event_type).        */
+bool nx_gw_may_read(nx_gw_t *gw, const void *auth, const char *type);
+/*  Whether it may publish msg (its "event_type", or "topic").             */
+bool nx_gw_may_publish(nx_gw_t *gw, const void *auth, json_t *msg, char *why, size_t size);
+/*  Whether it may read every pattern of patterns (an array; NULL or empty:
+    every event).                                                           */
+bool nx_gw_may_subscribe(nx_gw_t *gw, const void *auth, json_t *patterns, char *why, size_t size);
+/*  Removes from events (client events) those it may not read.              */
+void nx_gw_filter_events(nx_gw_t *gw, const void *auth, json_t *events);
+
 /*  ---- nx_gw_server.c (lws thread) --------------------------------------- */
 
 int nx_gw_server_run(nx_gw_t *gw);

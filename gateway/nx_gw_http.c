@@ -348,6 +348,12 @@ static void h_dependencies(s_req_t *r)
 static void s_publish(s_req_t *r, json_t *msg, const char *source, int status)
 {
     nx_front_err_t err = {0};
+    char why[300];
+    if (!nx_gw_may_publish(r->gw, r->auth, msg, why, sizeof why)) {
+        json_decref(msg);
+        s_error(r, 403, "forbidden", why, NULL);
+        return;
+    }
     json_t *rep = nx_front_publish(r->gw->client, msg, source, &err);
     json_decref(msg);
     if (!rep) {
@@ -395,13 +401,27 @@ static void h_events_post(s_req_t *r)
 }
 
 /*  The history page of fields (stolen), shown to no session: direct
-    messages are not shown over HTTP. NULL when answered with an error.    */
-static json_t *s_history(s_req_t *r, json_t *fields)
+    messages are not shown over HTTP. With tokens a pattern the caller's
+    token may not read is refused (check), and events it may not read are
+    left out. NULL when answered with an error.                             */
+static json_t *s_history(s_req_t *r, json_t *fields, bool check)
 {
     nx_front_err_t err = {0};
+    char why[300];
+    json_t *one = json_object_get(fields, "pattern");
+    json_t *patterns = one ? json_pack("[O]", one) : NULL;
+    bool ok = !check || nx_gw_may_subscribe(r->gw, r->auth, patterns, why, sizeof why);
+    json_decref(patterns);
+    if (!ok) {
+        json_decref(fields);
+        s_error(r, 403, "forbidden", why, NULL);
+        return NULL;
+    }
     json_t *page = nx_front_history(r->gw->client, fields, NULL, &err);
     if (!page)
         s_fail(r, &err);
+    else
+        nx_gw_filter_events(r->gw, r->auth, json_object_get(page, "events"));
     return page;
 }
 
@@ -447,7 +467,7 @@ static void h_history(s_req_t *r)
         json_object_set_new(req, "cursor", json_integer(cursor));
     if (s_arg(r, "order", v, sizeof v))
         json_object_set_new(req, "order", json_string(v));
-    json_t *page = s_history(r, req);
+    json_t *page = s_history(r, req, true);
     if (!page)
         return;
     json_t *events = json_object_get(page, "events");
@@ -465,8 +485,10 @@ static void h_recent(s_req_t *r)
         s_error(r, 400, "bad_request", "count must be 1..1000", NULL);
         return;
     }
+    /*  "The latest events": those it may read among them.                 */
     json_t *page = s_history(
-        r, json_pack("{s:I, s:s}", "limit", (json_int_t)(count > 0 ? count : 10), "order", "desc"));
+        r, json_pack("{s:I, s:s}", "limit", (json_int_t)(count > 0 ? count : 10), "order", "desc"),
+        false);
     if (!page)
         return;
     json_t *events = json_incref(json_object_get(page, "events"));

@@ -692,6 +692,14 @@ static size_t s_refine(nx_auth_t *self, const s_entry_t *e, const char *c, size_
             return 1;
         }
     }
+    /*  A grant with a '*' (session.*.direct) has no prefix: the one topic
+        asked for, exactly, when it grants that.                           */
+    if (nx_topic_valid(c, clen) && s_private_ok(e, c, clen) && clen + 1 <= sizeof buf) {
+        memcpy(buf, c, clen);
+        buf[clen] = 0;
+        emit(arg, buf, clen + 1);
+        return 1;
+    }
     (void)self;
     return 0;
 }

@@ -813,12 +813,33 @@ nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
         self->dealer = nx_client_socket(self, ZMQ_DEALER, self->endpoint);
     zframe_t *out = self->dealer ? zframe_new(frame.data, frame.size) : NULL;
     msgpack_sbuffer_destroy(&frame);
-    if (!out || zframe_send(&out, self->dealer, 0) != 0) {
-        zframe_destroy(&out);
+    /*  A DEALER without a connection blocks a send, and ZeroMQ drops a
+        connection whose handshake failed (no, or another, security
+        mechanism) without connecting again: wait for room at most the
+        timeout, never for ever.                                          */
+    uint64_t deadline = nx_clock_ms() + self->timeout_ms;
+    int sent = -1;
+    while (out && (sent = zframe_send(&out, self->dealer, ZFRAME_DONTWAIT)) != 0 &&
+           zmq_errno() == EAGAIN) {
+        uint64_t now = nx_clock_ms();
+        if (now >= deadline)
+            break;
+        zmq_pollitem_t item = {zsock_resolve(self->dealer), 0, ZMQ_POLLOUT, 0};
+        zmq_poll(&item, 1, (long)(deadline - now));
+    }
+    if (!out && sent != 0) {
         pthread_mutex_unlock(&self->ctl_lock);
         return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot send the request");
     }
-    uint64_t deadline = nx_clock_ms() + self->timeout_ms;
+    if (sent != 0) {
+        bool timed_out = zmq_errno() == EAGAIN;
+        zframe_destroy(&out);
+        pthread_mutex_unlock(&self->ctl_lock);
+        return timed_out
+                   ? nx_client_fail(self, NEXUS_ERR_TIMEOUT,
+                                    "no connection to the broker at %s to send on", self->endpoint)
+                   : nx_client_fail(self, NEXUS_ERR_BUSY, "cannot send the request");
+    }
     zpoller_t *poller = zpoller_new(self->dealer, NULL);
     bool got = false;
     while (!got) {

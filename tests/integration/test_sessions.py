@@ -625,7 +625,7 @@ with Broker(extra=["--tokens-file", tokfile], token="ADMIN") as b, Client(b) as 
     # settle with a token-carrying publish
     deadline = time.time() + 5
     while time.time() < deadline:
-        c.request({"op": "publish", "topic": "session.settle", "payload": b"", "auth": "ADMIN"})
+        c.request({"op": "publish", "topic": "session.settle.direct", "payload": b"", "auth": "ADMIN"})
         if sub.poll(100):
             while sub.poll(50):
                 sub.recv_multipart()
@@ -912,7 +912,7 @@ with Broker(extra=["--sessions-max", "2", "--tokens-file", tokfile,
     sub = subscriber(b, "session.")
     deadline = time.time() + 5
     while time.time() < deadline:
-        ca.request({"op": "publish", "topic": "session.settle", "payload": b"", "auth": "ADMIN"})
+        ca.request({"op": "publish", "topic": "session.settle.direct", "payload": b"", "auth": "ADMIN"})
         if sub.poll(100):
             while sub.poll(50):
                 sub.recv_multipart()

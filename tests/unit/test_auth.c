@@ -253,6 +253,13 @@ int main(void)
     CHECK(g->n == 0);
     g = s_prefixes(file, svc, "a.b.c");
     CHECK(g->n == 1 && s_selected(g, "a.b.c") && !s_selected(g, "a.b.cd"));
+    /*  MON's session.*.direct has no prefix: the exact topic it asks for.  */
+    g = s_prefixes(file, mon, "session.w3.direct");
+    CHECK(g->n == 1 && s_selected(g, "session.w3.direct") && !s_selected(g, "session.w3.directx"));
+    g = s_prefixes(file, mon, "session.w3.");
+    CHECK(g->n == 0);
+    g = s_prefixes(file, mon, "");
+    CHECK(!s_selected(g, "session.w3.direct") && s_selected(g, "session.connected"));
     /*  A raw prefix with a NUL: one topic exactly, when it may read it.    */
     CHECK(nx_auth_sub_prefixes(file, old, "repo.x\0", 7, s_collect, g) == 1);
     CHECK(nx_auth_sub_prefixes(file, old, "session.w3.direct\0", 18, s_collect, g) == 0);
