@@ -114,7 +114,7 @@ static int s_check_access(nx_auth_t *auth, const void *handle, const s_patterns_
 }
 
 int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits, nx_auth_t *auth,
-                     const void *handle, const msgpack_object *req, msgpack_packer *pk,
+                     const void *handle, const msgpack_object *req, nx_dmap_t *reply,
                      nexus_err_t *err, char *err_msg)
 {
     s_patterns_t patterns;
@@ -214,18 +214,19 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits, nx_au
     nx_store_reader_bounds(reader, &first_seq, &last_seq);
     nx_store_reader_destroy(&reader);
 
-    nx_pack_str(pk, "events");
+    msgpack_packer *pk = &reply->pk;
+    nx_pack_str(nx_dmap_pair(reply), "events");
     msgpack_pack_array(pk, (uint32_t)found);
-    msgpack_sbuffer_write(pk->data, events.data, events.size);
+    msgpack_sbuffer_write(reply->buf, events.data, events.size);
     msgpack_sbuffer_destroy(&events);
-    nx_pack_str(pk, "next_cursor");
+    nx_pack_str(nx_dmap_pair(reply), "next_cursor");
     if (more)
         msgpack_pack_uint64(pk, next);
     else
         msgpack_pack_nil(pk);
-    nx_pack_kv_u64(pk, "scanned", scanned);
-    nx_pack_kv_u64(pk, "first_seq", first_seq);
-    nx_pack_kv_u64(pk, "last_seq", last_seq);
-    nx_pack_kv_str(pk, "store_id", nx_store_id(store));
-    return 6;
+    nx_pack_kv_u64(nx_dmap_pair(reply), "scanned", scanned);
+    nx_pack_kv_u64(nx_dmap_pair(reply), "first_seq", first_seq);
+    nx_pack_kv_u64(nx_dmap_pair(reply), "last_seq", last_seq);
+    nx_pack_kv_str(nx_dmap_pair(reply), "store_id", nx_store_id(store));
+    return 0;
 }

@@ -97,6 +97,8 @@ typedef struct _nx_gw_conn_t {
     int status;               /* response status, 0 = not yet      */
     char *response;           /* response body (malloc'd)          */
     const char *content_type; /* static string                     */
+    char mcp_in[40];          /* the request's Mcp-Session-Id      */
+    char mcp_out[40];         /* the answer's Mcp-Session-Id       */
 } nx_gw_conn_t;
 
 enum { NX_GW_GET = 1, NX_GW_POST, NX_GW_OTHER };
@@ -113,6 +115,8 @@ typedef struct {
     uint64_t slow_closes;     /* clients closed for not reading            */
     uint64_t errors;          /* error replies                             */
     uint64_t rate_limited;    /* requests refused by the rate limit        */
+    uint64_t auth_refused;    /* requests and upgrades refused: no or a
+                                 wrong token (401)                         */
     uint64_t lat_buckets[12]; /* fabric ts -> queued, us: <=100,250,500,
                                  1k,2.5k,5k,10k,25k,50k,100k,250k,+Inf    */
     uint64_t lat_sum_us;      /* sum of those latencies                    */
@@ -157,6 +161,10 @@ typedef struct _nx_gw_t {
     size_t recent_head, recent_count;
     bool recent_ready; /* prefilled: the ring can answer welcomes  */
     uint64_t last_seq; /* highest seq seen (under lock)            */
+    /*  /mcp (nx_gw_mcp.c)                                                  */
+    zhashx_t *mcps;    /* Mcp-Session-Id -> its session (worker adds)  */
+    int mcp_wake[2];   /* event thread -> worker: a parked wait may end */
+    size_t mcp_parked; /* parked waits (under lock)                    */
 } nx_gw_t;
 
 /*  A unit of work for the worker thread.                                   */
@@ -292,6 +300,37 @@ bool nx_gw_may_publish(nx_gw_t *gw, const void *auth, json_t *msg, char *why, si
 bool nx_gw_may_subscribe(nx_gw_t *gw, const void *auth, json_t *patterns, char *why, size_t size);
 /*  Removes from events (client events) those it may not read.              */
 void nx_gw_filter_events(nx_gw_t *gw, const void *auth, json_t *events);
+
+/*  ---- nx_gw_mcp.c (worker thread) ------------------------------------- */
+
+/*  One POST /mcp.                                                          */
+typedef struct {
+    uint64_t conn;           /* the HTTP request                            */
+    json_t *msg;             /* its JSON-RPC message                        */
+    const char *mcp_session; /* its Mcp-Session-Id, or ""                   */
+    const void *auth;        /* its token (nx_auth handle)                  */
+    const char *session;     /* initialize: ?session=, or NULL              */
+    const char *name;        /* initialize: ?name=, or NULL                 */
+    const char *caps;        /* initialize: ?capabilities=, or NULL         */
+} nx_gw_mcp_req_t;
+
+/*  Its answer: status and reply (owned; NULL for 202), the session id to
+    send in Mcp-Session-Id, or parked (answered later by the service).     */
+typedef struct {
+    int status;
+    json_t *reply;
+    char session[40];
+    bool parked;
+} nx_gw_mcp_ans_t;
+
+int nx_gw_mcp_init(nx_gw_t *gw);
+void nx_gw_mcp_stop(nx_gw_t *gw);
+void nx_gw_mcp_post(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out);
+/*  On the fabric event thread, gw->lock held: wakes waits topic may end.  */
+void nx_gw_mcp_deliver(nx_gw_t *gw, const char *topic);
+/*  Answers woken and expired waits, heartbeats, forgets idle sessions;
+    returns the mono us it wants to run again.                             */
+uint64_t nx_gw_mcp_service(nx_gw_t *gw);
 
 /*  ---- nx_gw_server.c (lws thread) --------------------------------------- */
 

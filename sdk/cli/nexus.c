@@ -124,36 +124,13 @@ static bool s_flag(s_cli_t *cli, const char *name)
 
 /*  ---- Sessions in state files -------------------------------------------*/
 
-static int s_session_path(const char *id, bool create, char *buf, size_t size)
-{
-    char dir[PATH_MAX];
-    if (strchr(id, '/') || id[0] == '.' || nx_cli_state_dir("sessions", create, dir, sizeof dir))
-        return -1;
-    int n = snprintf(buf, size, "%s/%s", dir, id);
-    return n < 0 || (size_t)n >= size ? -1 : 0;
-}
-
-/*  Reads the secret stored for id by `nexus session register`.            */
-static char *s_session_secret(const char *id)
-{
-    char path[PATH_MAX];
-    if (s_session_path(id, false, path, sizeof path))
-        return NULL;
-    char *text = nx_cli_read_file(path);
-    json_t *obj = text ? json_loads(text, 0, NULL) : NULL;
-    free(text);
-    const char *secret = json_string_value(json_object_get(obj, "secret"));
-    char *copy = secret ? strdup(secret) : NULL;
-    json_decref(obj);
-    return copy;
-}
-
 /*  ---- The client ----------------------------------------------------------*/
 
 /*  Creates and connects cli->client. With acting, the client acts as the
     session from --session / NEXUS_SESSION (required) and refreshes it
     with a heartbeat first, so a --ttl session stays alive between calls. */
-static int s_connect(s_cli_t *cli, bool acting)
+/*  Creates cli->client with the command line's settings, unconnected.     */
+static int s_client_make(s_cli_t *cli)
 {
     cli->client = nexus_client_new();
     if (!cli->client)
@@ -167,11 +144,20 @@ static int s_connect(s_cli_t *cli, bool acting)
     /*  A ping after a third of the timeout without traffic.               */
     nexus_client_set_keepalive(cli->client, cli->keepalive_ms / 3, cli->keepalive_ms);
     nexus_client_set_reconnect(cli->client, 100, 1000);
+    return NX_EXIT_OK;
+}
+
+static int s_connect(s_cli_t *cli, bool acting)
+{
+    int made = s_client_make(cli);
+    if (made)
+        return made;
+    nexus_err_t rc = NEXUS_OK;
     if (acting) {
         if (!cli->session || !*cli->session)
             return s_usage_error(cli, "no session: give --session ID or set NEXUS_SESSION "
                                       "(from `nexus session register`)");
-        char *secret = s_session_secret(cli->session);
+        char *secret = nx_cli_session_secret(cli->session);
         nexus_client_set_session(cli->client, cli->session, secret);
         free(secret);
     }
@@ -647,7 +633,7 @@ static int s_cmd_session_register(s_cli_t *cli)
         return rc;
     nexus_client_t *c = cli->client;
     if (cli->session) {
-        char *secret = s_session_secret(cli->session);
+        char *secret = nx_cli_session_secret(cli->session);
         nexus_client_set_session(c, cli->session, secret);
         free(secret);
     }
@@ -687,17 +673,11 @@ static int s_cmd_session_register(s_cli_t *cli)
     const char *id = json_string_value(json_object_get(rep, "session"));
     const char *secret = json_string_value(json_object_get(rep, "secret"));
     char path[PATH_MAX];
-    if (!id || s_session_path(id, true, path, sizeof path)) {
+    if (!id || nx_cli_session_path(id, true, path, sizeof path)) {
         json_decref(rep);
         return s_fail(NX_EXIT_REFUSED, "cannot store the session (no id or no state dir)");
     }
-    json_t *state = json_pack("{s:s,s:s?,s:s}", "session", id, "secret", secret, "endpoint",
-                              nexus_client_endpoint(c));
-    char *state_text = json_dumps(state, JSON_COMPACT);
-    json_decref(state);
-    int wrc = state_text ? nx_cli_write_file(path, state_text) : -1;
-    free(state_text);
-    if (wrc) {
+    if (nx_cli_session_store(id, secret, nexus_client_endpoint(c))) {
         json_decref(rep);
         return s_fail(NX_EXIT_REFUSED, "cannot write %s", path);
     }
@@ -737,7 +717,7 @@ static int s_cmd_session_unregister(s_cli_t *cli)
     if (err)
         return s_client_error(cli, err);
     char path[PATH_MAX];
-    if (s_session_path(cli->session, false, path, sizeof path) == 0)
+    if (nx_cli_session_path(cli->session, false, path, sizeof path) == 0)
         unlink(path);
     if (cli->json)
         s_print_json(
@@ -1205,6 +1185,14 @@ static int s_cmd_up(s_cli_t *cli)
 
 /*  ---- The table of subcommands -------------------------------------------------*/
 
+static int s_cmd_mcp(s_cli_t *cli)
+{
+    int rc = s_client_make(cli);
+    if (rc)
+        return rc;
+    return nx_cli_mcp(&cli->client, cli->session, s_opt(cli, "name"), s_opt(cli, "capabilities"));
+}
+
 static const s_cmd_t s_cmds[] = {
     {"up", "[--data-dir DIR] [--no-gateway] [-- NEXUSD-ARGS...]", "data-dir= no-gateway", 0, 0,
      s_cmd_up,
@@ -1263,6 +1251,16 @@ static const s_cmd_t s_cmds[] = {
     {"release", "WORK_ID [TOKEN]", "reason=", 1, 2, s_cmd_release, "Gives the item back."},
     {"complete", "WORK_ID [TOKEN]", "result=", 1, 2, s_cmd_complete,
      "Closes the item for good, with an optional --result JSON."},
+    {"mcp", "", "name= capabilities=", 0, 0, s_cmd_mcp,
+     "Serves the Model Context Protocol on stdin/stdout (JSON-RPC 2.0, one message a\n"
+     "line) for an agent on this machine: add {\"command\": \"nexus\", \"args\": [\"mcp\"]}\n"
+     "to its MCP servers. It acts as one session: --session ID (or NEXUS_SESSION; its\n"
+     "secret is kept in the state dir, so a restart takes it back), else a new one;\n"
+     "--name and --capabilities describe it. The broker is reached with the usual\n"
+     "settings (--endpoint / NEXUS_ENDPOINT, NEXUS_TOKEN, CURVE). Tools: register_session,\n"
+     "list_sessions, list_channels, publish_event, get_events, unregister_session,\n"
+     "notify, claim_work, renew_work, release_work, complete_work, list_claims,\n"
+     "send_message, wait_for_events (docs/mcp.md). Logs go to stderr."},
     {"keygen", "NAME", "", 1, 1, s_cmd_keygen,
      "Writes a CURVE key pair: NAME (the public certificate: put it in the broker's\n"
      "curve_clients directory, or give it to clients as NEXUS_CURVE_SERVER_KEY) and\n"
