@@ -219,8 +219,12 @@ json_t *nx_front_history(nexus_client_t *client, json_t *fields, const char *vie
         const char *s = json_string_value(p);
         direct |= s && nx_front_wants_direct(s);
     }
-    if (viewer && direct && json_array_size(patterns) < 64)
-        json_array_append_new(patterns, json_string("session.*.direct"));
+    /*  A copy: the caller's array may be shared (a parked wait keeps it). */
+    if (viewer && direct && json_array_size(patterns) < 64) {
+        json_t *more = json_copy(patterns);
+        json_array_append_new(more, json_string("session.*.direct"));
+        json_object_set_new(fields, "patterns", more);
+    }
     json_t *rep = nx_front_call(client, "history", fields, err);
     if (!rep)
         return NULL;

@@ -546,7 +546,8 @@ bool nx_auth_may_source(nx_auth_t *self, const void *handle, const char *source,
         return true;
     if (strlen(e->name) == len && memcmp(e->name, source, len) == 0)
         return true;
-    return nx_session_id_valid(source, len) && nx_auth_allows(self, e, source, len);
+    return nx_session_id_valid(source, len) &&
+           (e->any_session || nx_auth_allows(self, e, source, len));
 }
 
 bool nx_auth_may_subscribe(nx_auth_t *self, const void *handle, const char *pattern, size_t len)

@@ -159,6 +159,13 @@ def main():
         t.check(all(stored.get(n.encode()) == n for n in ("w1", "ci", "shared", "token-L3")),
                 "the history holds the names as sources: %r" % stored)
 
+        # The shared token may act as any session: the source it names stays.
+        rep = c.request({"op": "publish", "topic": "t.shared", "payload": b"s",
+                         "source": "some-session", "auth": "SHARED-55d0"})
+        t.check(rep.get("ok"), "the shared token publishes as a session it names: %r" % rep)
+        t.eq([e["source"] for e in history(c, ADMIN, pattern="t.shared")], ["some-session"],
+             "stored with that session as source")
+
         # 5. refusals counted and logged, with the address where ZAP sees it
         st = refused(c, ADMIN)
         t.check(st["plain"] >= 3 and st["mechanism"] >= 3 and

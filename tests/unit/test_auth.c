@@ -303,6 +303,9 @@ int main(void)
     CHECK_EQ_STR(nx_auth_name(shared, NULL), "shared");
     CHECK(nx_auth_by_name(shared, "shared", &h) && h == NULL);
     CHECK(!nx_auth_may_publish(shared, NULL, "work.claimed", 12));
+    CHECK(nx_auth_may_source(shared, NULL, "agent-b", 7) &&
+          nx_auth_may_source(shared, NULL, "shared", 6));
+    CHECK(!nx_auth_may_source(shared, NULL, "not an id", 9));
     CHECK(nx_auth_may_read(shared, NULL, "session.a.direct", 16));
     nx_auth_destroy(&shared);
     open = nx_auth_new(NULL, NULL, err, sizeof err);
