@@ -295,11 +295,10 @@ static void h_capabilities(s_req_t *r)
                        "publish_subscribe", "topic_wildcards", "history", "resume", "work_claims",
                        "fencing_tokens", "presence", "direct_messages", "metrics", "mcp",
                        "endpoints", "/ws/session/{session_id}", "/ws/events", "/mcp", "/health",
-                       "/capabilities", "/state",
-                       "/dependencies", "/message", "/sessions/active", "/sessions/{id}",
-                       "/sessions/capabilities", "/events", "/events/history", "/events/recent",
-                       "/events/stats", "/work/claim", "/work/release", "/work/complete",
-                       "/work/claimed"));
+                       "/capabilities", "/state", "/dependencies", "/message", "/sessions/active",
+                       "/sessions/{id}", "/sessions/capabilities", "/events", "/events/history",
+                       "/events/recent", "/events/stats", "/work/claim", "/work/release",
+                       "/work/complete", "/work/claimed"));
 }
 
 static double s_rate(nx_gw_t *gw)
@@ -700,6 +699,30 @@ static void s_metric_channels(s_req_t *r, zchunk_t *out)
     json_decref(rep);
 }
 
+/*  The broker's refused handshakes (state.handshakes_refused), by what
+    refused them; nothing when the broker is away.                         */
+static void s_metric_refused(s_req_t *r, zchunk_t *out)
+{
+    json_t *rep = s_probe(r, "state");
+    json_t *h = json_object_get(rep, "handshakes_refused");
+    if (h) {
+        const char *head =
+            "# HELP nexus_broker_handshakes_refused_total connections the broker refused at the "
+            "handshake (plain: no such token; curve: a key not in curve_clients; mechanism: no or "
+            "another mechanism)\n# TYPE nexus_broker_handshakes_refused_total counter\n";
+        zchunk_extend(out, head, strlen(head));
+        static const char *const kinds[] = {"plain", "curve", "mechanism"};
+        for (size_t i = 0; i < 3; i++) {
+            char line[160];
+            snprintf(line, sizeof line,
+                     "nexus_broker_handshakes_refused_total{mechanism=\"%s\"} %" PRId64 "\n",
+                     kinds[i], (int64_t)json_integer_value(json_object_get(h, kinds[i])));
+            zchunk_extend(out, line, strlen(line));
+        }
+    }
+    json_decref(rep);
+}
+
 static void h_metrics(s_req_t *r)
 {
     nx_gw_t *gw = r->gw;
@@ -748,10 +771,14 @@ static void h_metrics(s_req_t *r)
     S_METRIC("nexus_gateway_errors_total", "counter", "error replies", S_LOAD(errors));
     S_METRIC("nexus_gateway_rate_limited_total", "counter", "requests refused by the rate limit",
              S_LOAD(rate_limited));
+    S_METRIC("nexus_gateway_auth_refused_total", "counter",
+             "HTTP requests and WebSocket upgrades refused for no or a wrong token (401)",
+             S_LOAD(auth_refused));
     S_METRIC("nexus_gateway_rate_addresses", "gauge",
              "client addresses with a rate limit of their own (bound: 1024)", addrs);
     S_METRIC("nexus_gateway_queue_depth", "gauge", "messages waiting in client queues", depth);
     s_metric_channels(r, out);
+    s_metric_refused(r, out);
     static const char *const le[] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
                                      "0.01",   "0.025",   "0.05",   "0.1",   "0.25",   "+Inf"};
     const char *h = "# HELP nexus_gateway_delivery_latency_seconds broker timestamp to client "

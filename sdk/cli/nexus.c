@@ -1136,7 +1136,11 @@ static int s_cmd_up(s_cli_t *cli)
     if (broker < 0)
         return s_fail(NX_EXIT_REFUSED, "cannot start nexusd: %s", strerror(errno));
     if (with_gateway) {
-        /*  The gateway talks to the broker this command started.           */
+        /*  The gateway talks to the broker this command started, with the
+            token the broker takes from NEXUS_TOKEN.                        */
+        const char *tok = getenv("NEXUS_TOKEN");
+        if (tok && *tok && !getenv("NEXUS_BROKER_TOKEN"))
+            setenv("NEXUS_BROKER_TOKEN", tok, 1);
         char *gargv[] = {gateway, "--broker", (char *)(ep && *ep ? ep : NEXUS_DEFAULT_ENDPOINT),
                          NULL};
         gw = s_spawn(gargv);
@@ -1168,7 +1172,14 @@ static int s_cmd_up(s_cli_t *cli)
         if (pid == broker || pid == gw) {
             alive--;
             int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-            if (!stopping) {
+            /*  The broker is the fabric: a gateway that cannot run (its
+                port taken, a bad setting) leaves it running.              */
+            if (!stopping && pid == gw)
+                fprintf(stderr,
+                        "nexus: nexus-gateway exited (%d); the broker keeps running (Ctrl-C "
+                        "stops it)\n",
+                        rc);
+            else if (!stopping) {
                 fprintf(stderr, "nexus: %s exited (%d); stopping\n",
                         pid == broker ? "nexusd" : "nexus-gateway", rc);
                 code = rc ? NX_EXIT_REFUSED : NX_EXIT_OK;

@@ -404,7 +404,8 @@ class Gateway:
     (a Broker, or None: it then points at a port nothing answers on).
     start() returns once its log says it listens, or raises with the log."""
 
-    def __init__(self, broker=None, args=(), port=None, prefix=(), env=None):
+    def __init__(self, broker=None, args=(), port=None, prefix=(), env=None, binary=None):
+        self.binary = binary or GATEWAY
         self.broker = broker
         self.args = list(args)
         self.port = port or free_port()
@@ -420,7 +421,7 @@ class Gateway:
         assert not self.broker or tuple(self.broker.ports) == tuple(
             range(self.broker.ports[0], self.broker.ports[0] + 3)), "broker ports not consecutive"
         control = self.broker.control if self.broker else "tcp://127.0.0.1:%d" % free_port()
-        argv = self.prefix + [GATEWAY, "--port", str(self.port), "--broker", control] + self.args
+        argv = self.prefix + [self.binary, "--port", str(self.port), "--broker", control] + self.args
         env = dict(os.environ)
         if self.env:
             env.update(self.env)
