@@ -93,6 +93,12 @@ def main():
             drain(s)
         settled = c.request({"op": "health"})["last_seq"]
 
+        # channels counts what subscribers asked for, manual XPUB or not.
+        ch = {x["prefix"]: x["subscribers"] for x in
+              c.request({"op": "channels", "auth": ADMIN})["channels"]}
+        t.check(ch.get("") == 5 and ch.get("session.") == 1 and ch.get("repo.") == 1,
+                "channels with tokens: %r" % ch)
+
         # ---- 1. sources
         is_err(t, req(c, "TOK-ALICE", op="publish", topic="a.b", payload=b"1", source="bob"),
                "forbidden", "alice may not publish as bob", "bob")
