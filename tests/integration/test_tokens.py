@@ -32,8 +32,12 @@ import msgpack
 import zmq
 
 import harness
+import netns
 from harness import (Broker, Checks, Client, Gateway, decode_event, free_ports, plain,
                      publisher, subscriber, wait_until)
+from netns import Host
+
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 NEXUS = os.environ.get("NEXUS_CLI") or os.path.join(
     os.environ.get("NEXUS_BUILD_DIR", "build"), "sdk", "nexus")
@@ -232,7 +236,85 @@ def main():
 
     # 8. CURVE and tokens together
     curve_and_tokens(t, tmp)
+    # 9. from another host
+    with netns.lock():
+        why = netns.available()
+        if why:
+            print("skipped the other-host part: network namespaces are not available (%s)" % why)
+        else:
+            other_host(t, path)
     return t.done()
+
+
+# Run inside the other host: a SUB and a PUB with the given token (or
+# none); prints what the SUB received.
+REMOTE = r"""
+import sys, time, zmq
+ctl, tin, tout, token = sys.argv[1:5]
+ctx = zmq.Context()
+def sock(kind, ep):
+    s = ctx.socket(kind); s.linger = 0
+    if token != "-":
+        s.plain_username = b"nexus"; s.plain_password = token.encode()
+    s.connect(ep); return s
+sub = sock(zmq.SUB, tout); sub.setsockopt(zmq.SUBSCRIBE, b"")
+pub = sock(zmq.PUB, tin)
+time.sleep(1.0)
+for i in range(20):
+    pub.send_multipart([b"remote.pub", b"%d" % i])
+got = []
+deadline = time.time() + 3
+while time.time() < deadline:
+    if sub.poll(100):
+        got.append(sub.recv().split(b"\0")[0].decode())
+print(" ".join(sorted(set(got))) or "nothing", flush=True)
+"""
+
+
+def other_host(t, path):
+    host = Host("tk", 21)
+    try:
+        host.create()
+        ADMIN = "TOK-ANY-0a1b2c3d"
+        with Broker(extra=["--tokens-file", path], token=ADMIN, also_bind=[host.here],
+                    ports=free_ports(3)) as b, Client(b) as c:
+            eps = ["tcp://%s:%d" % (host.here, p) for p in b.ports]
+            stop = [False]
+
+            def feed():
+                while not stop[0]:
+                    c2.request({"op": "publish", "topic": "local.feed", "payload": b"f",
+                                "auth": ADMIN})
+                    time.sleep(0.1)
+            import threading
+            c2 = Client(b)
+            th = threading.Thread(target=feed)
+            th.start()
+            try:
+                for label, token in (("no token", "-"), ("a wrong token", "TOK-W1-9f6c1e0e"),
+                                     ("w1's token", "TOK-W1-9f6c1e0d")):
+                    r = host.run(PYTHON, "-c", REMOTE, eps[0], eps[1], eps[2], token,
+                                 check=False)
+                    out = r.stdout.strip()
+                    if token == "TOK-W1-9f6c1e0d":
+                        t.check("local.feed" in out and "remote.pub" in out,
+                                "another host with %s gets and sends events: %r %r" %
+                                (label, out, r.stderr[-300:]))
+                    else:
+                        t.eq(out, "nothing", "another host with %s receives nothing" % label)
+            finally:
+                stop[0] = True
+                th.join()
+                c2.close()
+            stored = [e for e in history(c, ADMIN, pattern="remote.pub")]
+            t.check(stored and all(e["source"] == "w1" for e in stored),
+                    "only the token holder's events from the other host are stored, as w1: %r"
+                    % [e["source"] for e in stored][:5])
+            t.eq(len(stored), 20, "20 of the 60 sent (the two without a valid token: none)")
+            t.check("PLAIN from %s: no such token" % host.there in b.logs(),
+                    "the refused token from the other host is logged with its address")
+    finally:
+        host.destroy()
 
 
 def curve_and_tokens(t, tmp):
