@@ -516,6 +516,22 @@ static int s_cmd_sub(s_cli_t *cli)
         if (err)
             return s_client_error(cli, err);
     }
+    /*  A pattern outside the token's sub= would deliver nothing, in
+        silence (the event plane has no error to give): the history, which
+        checks the same permissions, says so clearly. One event at most.  */
+    nexus_history_t *probe = nexus_history_new(cli->client);
+    nexus_err_t perr = probe ? nexus_history_set_page(probe, 1, 1) : NEXUS_ERR_NOMEM;
+    for (int i = 0; i < cli->npos && perr == NEXUS_OK; i++)
+        perr = nexus_history_add_pattern(probe, cli->pos[i]);
+    nexus_event_t *first = NULL;
+    if (perr == NEXUS_OK) {
+        nexus_history_set_max(probe, 1);
+        perr = nexus_history_next(probe, &first);
+        nexus_event_destroy(&first);
+    }
+    nexus_history_destroy(&probe);
+    if (perr == NEXUS_ERR_FORBIDDEN)
+        return s_client_error(cli, perr);
     if (have_since)
         nexus_client_resume_from(cli->client, since);
     uint64_t seen = 0;

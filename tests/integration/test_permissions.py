@@ -21,6 +21,7 @@ sockets that present the tokens at the handshake, as any client could:
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -246,6 +247,29 @@ def main():
         req(c, ADMIN, op="publish", topic="work.after", payload=b"u")
         t.eq(events_of(w, 0.5), [], "after unsubscribing work. alice's SUB gets no work event")
         w.close()
+
+        # nexus sub says so when its pattern is outside sub=, instead of
+        # waiting in silence; events shows it too.
+        cli = os.path.join(os.environ.get("NEXUS_BUILD_DIR", "build"), "sdk", "nexus")
+        env = dict(os.environ, NEXUS_ENDPOINT=b.control, NEXUS_TOKEN="TOK-CI")
+        r = subprocess.run([cli, "sub", "repo.>"], capture_output=True, text=True, timeout=30,
+                           env=env)
+        t.check(r.returncode == 1 and "may not read 'repo.>'" in r.stderr,
+                "nexus sub outside sub=: a clear error: %d %r" % (r.returncode, r.stderr))
+        sub = subprocess.Popen([cli, "sub", "build.>", "--count", "1"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            deadline = time.time() + 15
+            while sub.poll() is None and time.time() < deadline:
+                req(c, ADMIN, op="publish", topic="build.cli", payload=b"c")
+                time.sleep(0.2)
+            out, err = sub.communicate(timeout=10)
+            t.check(sub.returncode == 0 and "build.cli" in out,
+                    "nexus sub within sub= streams: %r %r" % (out[:200], err[-300:]))
+        finally:
+            if sub.poll() is None:
+                sub.kill()
+                sub.wait(10)
 
         # ---- 5. the first format still works
         r = c.request({"op": "session.register", "session": "bob", "auth": "TOK-BOB"})
