@@ -216,7 +216,13 @@ class Broker:
             pass
 
     def __enter__(self):
-        return self.start()
+        # A start that fails (no answer to the readiness ping: a broker with
+        # tokens and no token= here) must not leave nexusd running.
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
 
     def __exit__(self, *exc):
         if exc[0] is not None:
