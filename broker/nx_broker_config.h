@@ -62,6 +62,7 @@ typedef struct {
     char *name;                   /* this broker's name in a pair ("" = host)  */
     char *advertise;              /* the control endpoint others reach us at   */
     char *replica_of;             /* the primary's control endpoint ("" = none)*/
+    char *replica_token;          /* the token a standby presents ("" = token) */
     int replication;              /* nx_replication_mode_t                     */
     uint64_t replication_timeout; /* a silent standby / primary, ms          */
     char *etcd;                   /* etcd client URLs, comma-separated         */

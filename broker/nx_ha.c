@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "nx_auth.h"
 #include "nx_coord.h"
 #include "nx_elector.h"
 #include "nx_ha.h"
@@ -87,12 +88,46 @@ static bool s_writable(nx_broker_t *b)
     return nx_mono_us() < nx_elector_lease_until(self->elector);
 }
 
-/*  The CURVE or PLAIN settings of the standby's socket to its primary.   */
+/*  The token a standby presents (and puts in its requests), or NULL.     */
+static const char *s_token(nx_broker_t *b)
+{
+    if (b->cfg.replica_token && *b->cfg.replica_token)
+        return b->cfg.replica_token;
+    return b->cfg.token && *b->cfg.token ? b->cfg.token : NULL;
+}
+
+/*  The standby's socket to its primary is secured as every client's:
+    CURVE with the pair's certificate, else PLAIN with the token.         */
 static void s_secure(zsock_t *sock, void *arg)
 {
     nx_broker_t *b = arg;
     if (b->curve)
         nx_curve_client(b->curve, sock);
+    else if (s_token(b)) {
+        zsock_set_plain_username(sock, "nexus");
+        zsock_set_plain_password(sock, s_token(b));
+    }
+}
+
+/*  Replication hands out everything (every event, every session's secret)
+    and promotion and fencing change who serves: only a token with every
+    right may ask.                                                         */
+static bool s_full_rights(nx_broker_t *b, nx_request_t *rq)
+{
+    if (!nx_auth_enabled(b->auth) || !rq->auth)
+        return true; /* an open fabric, or the shared token */
+    return nx_auth_allows(b->auth, rq->auth, "\x01any", 4) &&
+           !nx_auth_sub_restricted(b->auth, rq->auth) &&
+           nx_auth_may_publish(b->auth, rq->auth, "x", 1) &&
+           nx_auth_may_publish(b->auth, rq->auth, "work.claimed", 12);
+}
+
+static int s_forbidden(nx_request_t *rq, const char *op)
+{
+    return nx_request_fail(rq, NEXUS_ERR_FORBIDDEN,
+                           "%s needs a token with every right (sessions=* pub=> sub=>), as it "
+                           "hands out or changes the whole fabric",
+                           op);
 }
 
 static void s_follow(nx_broker_t *b, const char *endpoint)
@@ -107,7 +142,7 @@ static void s_follow(nx_broker_t *b, const char *endpoint)
             .epoch = self->role.epoch,
             .data_dir = b->cfg.data_dir,
             .timeout_us = b->cfg.replication_timeout * 1000,
-            .auth = b->cfg.token,
+            .auth = s_token(b),
             .secure = s_secure,
             .secure_arg = b,
         };
@@ -461,14 +496,14 @@ static int s_promote(nx_broker_t *b, uint64_t epoch)
                     msgpack_sbuffer_init(&buf);
                     msgpack_packer pk;
                     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-                    bool auth = b->cfg.token && *b->cfg.token;
+                    bool auth = s_token(b) != NULL;
                     msgpack_pack_map(&pk, 4 + (auth ? 1 : 0));
                     nx_pack_kv_str(&pk, "op", "fence");
                     nx_pack_kv_u64(&pk, "id", 1);
                     nx_pack_kv_u64(&pk, "epoch", epoch);
                     nx_pack_kv_str(&pk, "primary", self->advertise);
                     if (auth)
-                        nx_pack_kv_str(&pk, "auth", b->cfg.token);
+                        nx_pack_kv_str(&pk, "auth", s_token(b));
                     zmq_send(zsock_resolve(s), buf.data, buf.size, ZMQ_DONTWAIT);
                     msgpack_sbuffer_destroy(&buf);
                     nx_info("promotion: told %s that epoch %" PRIu64 " leads (if it still runs, "
@@ -711,6 +746,8 @@ static int s_not_primary(nx_broker_t *b, nx_request_t *rq)
 int nx_op_replicate(nx_broker_t *b, nx_request_t *rq)
 {
     nx_ha_t *self = b->ha;
+    if (!s_full_rights(b, rq))
+        return s_forbidden(rq, "replicate");
     if (!self || !s_writable(b))
         return s_not_primary(b, rq);
     nx_repl_hello_t h;
@@ -764,7 +801,7 @@ int nx_op_replicate(nx_broker_t *b, nx_request_t *rq)
 int nx_op_replicate_ack(nx_broker_t *b, nx_request_t *rq)
 {
     nx_ha_t *self = b->ha;
-    if (!self || !self->tx)
+    if (!self || !self->tx || !s_full_rights(b, rq))
         return 0;
     const char *name = NULL;
     size_t len = 0;
@@ -780,6 +817,8 @@ int nx_op_replicate_ack(nx_broker_t *b, nx_request_t *rq)
 int nx_op_replicate_base(nx_broker_t *b, nx_request_t *rq)
 {
     nx_ha_t *self = b->ha;
+    if (!s_full_rights(b, rq))
+        return s_forbidden(rq, "replicate.base");
     if (!self || !s_writable(b))
         return s_not_primary(b, rq);
     const char *name = NULL;
@@ -795,6 +834,8 @@ int nx_op_replicate_base(nx_broker_t *b, nx_request_t *rq)
 int nx_op_promote(nx_broker_t *b, nx_request_t *rq)
 {
     nx_ha_t *self = b->ha;
+    if (!s_full_rights(b, rq))
+        return s_forbidden(rq, "promote");
     if (!self)
         return nx_request_fail(rq, NEXUS_ERR_CONFLICT, "this broker is the primary already");
     bool force = false;
@@ -837,6 +878,8 @@ int nx_op_promote(nx_broker_t *b, nx_request_t *rq)
 int nx_op_fence(nx_broker_t *b, nx_request_t *rq)
 {
     nx_ha_t *self = b->ha;
+    if (!s_full_rights(b, rq))
+        return s_forbidden(rq, "fence");
     uint64_t epoch = 0;
     const char *primary = NULL;
     size_t plen = 0;
