@@ -181,32 +181,48 @@ static void s_ack(nx_repl_receiver_t *self, uint64_t now)
     self->acked_at = now;
 }
 
-/*  A new socket, and `replicate` with where the copy ends.                */
-static void s_hello(nx_repl_receiver_t *self, uint64_t now)
+/*  The socket to the primary. ZeroMQ's heartbeat finds a connection that
+    died without a word (a cut link) and reconnects. A request sent before
+    the connection (and its handshake) is complete waits for it; one lost
+    with a connection is asked again after the timeout.                    */
+static int s_connect(nx_repl_receiver_t *self)
 {
     zsock_destroy(&self->sock);
-    s_base_drop(self);
-    self->asked_at = now;
-    self->heard_at = now;
-    if (!self->primary) {
-        self->state = NX_REPL_RX_IDLE;
-        return;
-    }
     self->sock = zsock_new(ZMQ_DEALER);
     if (!self->sock) {
         s_problem(self, "cannot create a socket");
-        return;
+        return -1;
     }
+    int ivl = (int)(self->cfg.timeout_us / 3000);
     zsock_set_linger(self->sock, 0);
     zsock_set_rcvhwm(self->sock, 0); /* the primary's window bounds it   */
     zsock_set_sndhwm(self->sock, 1000);
+    zsock_set_heartbeat_ivl(self->sock, ivl > 0 ? ivl : 1);
+    zsock_set_heartbeat_timeout(self->sock, (int)(self->cfg.timeout_us / 1000));
     if (self->cfg.secure)
         self->cfg.secure(self->sock, self->cfg.secure_arg);
     if (zsock_connect(self->sock, "%s", self->primary) != 0) {
         s_problem(self, "cannot connect to %s", self->primary);
         zsock_destroy(&self->sock);
+        return -1;
+    }
+    return 0;
+}
+
+/*  `replicate` with where the copy ends, on the socket there is (what it
+    still holds from the stream before is read first), or on a new one.  */
+static void s_hello(nx_repl_receiver_t *self, uint64_t now, bool fresh)
+{
+    s_base_drop(self);
+    self->asked_at = now;
+    self->heard_at = now;
+    if (!self->primary) {
+        zsock_destroy(&self->sock);
+        self->state = NX_REPL_RX_IDLE;
         return;
     }
+    if ((fresh || !self->sock) && s_connect(self))
+        return;
     /*  A turn cut short is asked for again.                               */
     nx_wal_copy_rewind(self->cfg.wal);
     self->next = nx_wal_written(self->cfg.wal);
@@ -281,6 +297,7 @@ static nx_repl_rx_t s_reply(nx_repl_receiver_t *self, const msgpack_object *m)
             nx_map_str(m, "reason", &why, &why_len, NULL);
             s_problem(self, "%.*s; asking %s for a base copy", (int)why_len, why ? why : "",
                       self->primary);
+            self->sync = false;
             s_ask_base(self);
             return NX_REPL_RX_OK;
         }
@@ -315,17 +332,31 @@ static int s_wal(nx_repl_receiver_t *self, const msgpack_object *m, zmq_msg_t *d
     }
     self->epoch = epoch;
     self->primary_written = written;
-    if (self->state != NX_REPL_RX_STREAM || !data || zmq_msg_size(data) == 0)
+    if ((self->state != NX_REPL_RX_STREAM && self->state != NX_REPL_RX_HELLO) || !data ||
+        zmq_msg_size(data) == 0)
         return 0;
-    if (lsn != self->next) {
+    const uint8_t *p = zmq_msg_data(data);
+    size_t left = zmq_msg_size(data);
+    /*  Frames of the stream before the last ask, that the copy has: skipped
+        (each frame's header names its position).                         */
+    while (lsn < self->next && left >= NX_WAL_FRAME_HEAD) {
+        uint32_t body =
+            (uint32_t)p[16] << 24 | (uint32_t)p[17] << 16 | (uint32_t)p[18] << 8 | p[19];
+        if (body > left - NX_WAL_FRAME_HEAD)
+            return 0;
+        p += NX_WAL_FRAME_HEAD + body;
+        left -= NX_WAL_FRAME_HEAD + body;
+        lsn = left >= NX_WAL_FRAME_HEAD ? nx_get_u64(p + 8) : UINT64_MAX;
+    }
+    if (!left)
+        return 0;
+    if (lsn != self->next && !(lsn == UINT64_MAX && left == 0)) {
         /*  A message lost on the way: ask again from where the copy is.  */
         s_problem(self, "the stream from %s jumped from %" PRIu64 " to %" PRIu64 ": asking again",
                   self->primary, self->next, lsn);
         self->asked_at = 0;
         return 0;
     }
-    const uint8_t *p = zmq_msg_data(data);
-    size_t left = zmq_msg_size(data);
     int wrote = 0;
     while (left > 0) {
         nx_wal_frame_t f;
@@ -490,7 +521,10 @@ void nx_repl_receiver_tick(nx_repl_receiver_t *self, uint64_t now)
         if (self->asked_at && silent && self->state != NX_REPL_RX_IDLE)
             s_problem(self, "no word from %s for %" PRIu64 " ms: asking again", self->primary,
                       (now - self->heard_at) / 1000);
-        s_hello(self, now);
+        /*  A new socket only when the primary was silent for long: a
+            reconnect is ZeroMQ's (heartbeats), and the socket still holds
+            what came before the silence was noticed.                      */
+        s_hello(self, now, !self->sock || now - self->heard_at > 4 * self->cfg.timeout_us);
         return;
     }
     if (self->state == NX_REPL_RX_STREAM && now - self->acked_at >= S_ACK_US)
@@ -504,9 +538,10 @@ void nx_repl_receiver_follow(nx_repl_receiver_t *self, const char *endpoint)
         return;
     free(self->primary);
     self->primary = s_dup(endpoint);
+    self->sync = false;
     self->asked_at = 0;
     self->why[0] = 0;
-    zsock_destroy(&self->sock);
+    zsock_destroy(&self->sock); /* another primary: a new socket          */
     s_base_drop(self);
     self->state = self->primary ? NX_REPL_RX_HELLO : NX_REPL_RX_IDLE;
     if (self->primary)
@@ -524,7 +559,9 @@ void nx_repl_receiver_stats(nx_repl_receiver_t *self, nx_repl_rx_stats_t *st, ui
     st->lag = self->primary_written > st->durable ? self->primary_written - st->durable : 0;
     st->heard_ms = now > self->heard_at ? (now - self->heard_at) / 1000 : 0;
     st->epoch = self->epoch;
-    st->sync = self->sync && self->state == NX_REPL_RX_STREAM;
+    /*  As the primary last said (a primary that went silent said nothing
+        since): what a promotion needs to know.                            */
+    st->sync = self->sync;
     st->base_got = self->base_got;
     st->base_size = self->base_size;
     snprintf(st->why, sizeof st->why, "%s", self->why);

@@ -74,7 +74,8 @@ typedef struct {
     uint64_t lag;             /* primary_written - durable                 */
     uint64_t heard_ms;        /* since the primary last said something     */
     uint64_t epoch;           /* the newest epoch seen                     */
-    bool sync;                /* the primary waits for this standby        */
+    bool sync;                /* the primary waits for this standby (as it
+                                 said last, also when it went silent)      */
     uint64_t base_got;        /* bytes of a base copy received             */
     uint64_t base_size;       /* its size                                  */
     char why[200];            /* the last problem, "" when none            */

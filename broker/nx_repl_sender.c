@@ -355,8 +355,13 @@ int nx_repl_sender_base(nx_repl_sender_t *self, const char *name, size_t name_le
         snprintf(why, why_size, "no standby of that name asked for the log");
         return -1;
     }
-    if (sb->base == 1 || sb->base == 2)
-        return 0; /* it comes already */
+    if (sb->base == 1)
+        return 0; /* being made: it comes */
+    if (sb->base == 2) {
+        /*  Asked again (the standby started over): from the first byte.  */
+        sb->base_sent = sb->base_acked = 0;
+        return 0;
+    }
     if (self->base_owner >= 0 && self->base_owner != s_index(self, sb)) {
         snprintf(why, why_size, "a base copy is being made for standby %s: try again later",
                  self->sb[self->base_owner].name);
@@ -541,6 +546,14 @@ static int s_send_wal(nx_repl_sender_t *self, s_standby_t *sb, uint64_t epoch, u
     return 1;
 }
 
+/*  A heartbeat at least four times per timeout: a standby takes a primary
+    silent for the timeout (the same setting on both) as gone.            */
+static uint64_t s_heartbeat(nx_repl_sender_t *self)
+{
+    uint64_t hb = self->cfg.timeout_us / 4;
+    return hb && hb < S_HEARTBEAT_US ? hb : S_HEARTBEAT_US;
+}
+
 static void s_update_hold(nx_repl_sender_t *self, uint64_t written)
 {
     uint64_t hold = UINT64_MAX;
@@ -571,8 +584,12 @@ void nx_repl_sender_pump(nx_repl_sender_t *self, uint64_t epoch, uint64_t now)
             continue;
         if (sb->base == 1 || sb->base == 2)
             s_pump_base(self, sb, now);
-        if (!sb->attached)
+        if (!sb->attached) {
+            /*  A standby waiting for its base copy hears a heartbeat.    */
+            if ((sb->base == 1 || sb->base == 2) && now - sb->last_send >= s_heartbeat(self))
+                s_send_wal(self, sb, epoch, sb->sent, now);
             continue;
+        }
         uint64_t start = sb->sent;
         while (sb->sent < written && sb->sent - sb->received < self->cfg.window &&
                sb->n_flight < S_FLIGHT && sb->sent - start < S_PUMP_BYTES) {
@@ -582,7 +599,7 @@ void nx_repl_sender_pump(nx_repl_sender_t *self, uint64_t epoch, uint64_t now)
             if (rc <= 0)
                 break;
         }
-        if (sb->attached && now - sb->last_send >= S_HEARTBEAT_US)
+        if (now - sb->last_send >= s_heartbeat(self))
             s_send_wal(self, sb, epoch, sb->sent, now);
     }
     s_update_hold(self, written);
@@ -602,14 +619,14 @@ const char *nx_repl_sender_sync_name(nx_repl_sender_t *self)
 
 int nx_repl_sender_set_sync(nx_repl_sender_t *self, const char *name)
 {
-    if (!name) {
-        self->sync = -1;
-        return 0;
-    }
-    s_standby_t *sb = s_find(self, name, strlen(name));
-    if (!sb)
+    s_standby_t *sb = name ? s_find(self, name, strlen(name)) : NULL;
+    if (name && !sb)
         return -1;
-    self->sync = s_index(self, sb);
+    self->sync = sb ? s_index(self, sb) : -1;
+    /*  The standbys hear it at the next pump (a heartbeat says it): a
+        standby that was let go must not think itself safe to promote.    */
+    for (int i = 0; i < NX_REPL_MAX; i++)
+        self->sb[i].last_send = 0;
     return 0;
 }
 
@@ -631,9 +648,16 @@ nx_repl_want_t nx_repl_sender_want(nx_repl_sender_t *self, uint64_t now, char *n
         }
         return NX_REPL_WANT_NONE;
     }
+    /*  Caught up: close behind, and alive (it acknowledged lately and
+        leaves nothing waiting long): a stopped standby is close behind
+        too, but must not be taken back.                                   */
+    uint64_t alive = self->cfg.timeout_us > 2000000 ? self->cfg.timeout_us : 2000000;
     for (int i = 0; i < NX_REPL_MAX; i++) {
         s_standby_t *sb = &self->sb[i];
-        if (sb->used && sb->attached && written - sb->acked <= S_CATCHUP) {
+        bool waits =
+            sb->n_flight && now - sb->flight[sb->flight_head].at > self->cfg.timeout_us / 2;
+        if (sb->used && sb->attached && written - sb->acked <= S_CATCHUP &&
+            now - sb->ack_at <= alive && !waits) {
             snprintf(name, size, "%s", sb->name);
             return NX_REPL_WANT_ADD;
         }
