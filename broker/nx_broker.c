@@ -299,6 +299,7 @@ static void s_free_config(nx_broker_config_t *cfg)
     free(cfg->snapshot_file);
     free(cfg->name);
     free(cfg->advertise);
+    free(cfg->peer_advertise);
     free(cfg->replica_of);
     free(cfg->replica_token);
     free(cfg->etcd);
@@ -326,6 +327,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->cfg.snapshot_file = s_strdup_or_null(cfg->snapshot_file);
     self->cfg.name = s_strdup_or_null(cfg->name);
     self->cfg.advertise = s_strdup_or_null(cfg->advertise);
+    self->cfg.peer_advertise = s_strdup_or_null(cfg->peer_advertise);
     self->cfg.replica_of = s_strdup_or_null(cfg->replica_of);
     self->cfg.replica_token = s_strdup_or_null(cfg->replica_token);
     self->cfg.etcd = s_strdup_or_null(cfg->etcd);

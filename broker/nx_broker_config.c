@@ -108,6 +108,9 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
     S_KEY(advertise, NX_CONF_STRING, "", 0, 0, NULL,
           "the control endpoint clients and the standby reach this broker at (empty: the first "
           "of control_endpoints)"),
+    S_KEY(peer_advertise, NX_CONF_STRING, "", 0, 0, NULL,
+          "the control endpoint a standby reaches this broker at to copy its log, when it is "
+          "not advertise (a link of its own between the brokers); empty: advertise"),
     S_KEY(replica_of, NX_CONF_STRING, "", 0, 0, NULL,
           "run as a hot standby of the primary at this control endpoint (without etcd; "
           "`nexus promote` makes it the primary)"),

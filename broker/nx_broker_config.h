@@ -61,6 +61,7 @@ typedef struct {
     char *snapshot_file;          /* JSON snapshot of sessions/claims ("" = no)*/
     char *name;                   /* this broker's name in a pair ("" = host)  */
     char *advertise;              /* the control endpoint others reach us at   */
+    char *peer_advertise;         /* the control endpoint a standby uses       */
     char *replica_of;             /* the primary's control endpoint ("" = none)*/
     char *replica_token;          /* the token a standby presents ("" = token) */
     int replication;              /* nx_replication_mode_t                     */

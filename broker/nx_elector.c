@@ -31,6 +31,7 @@ struct _nx_elector_t {
     char *prefix;
     char *name;
     char *advertise;
+    char *peer;
     uint64_t lease_ms;    /* the lease asked for                         */
     uint64_t epoch_floor; /* the store's newest epoch                    */
     uint64_t lease_until; /* atomic: mono us the leader's writes end     */
@@ -59,8 +60,8 @@ typedef struct {
     char problem[200];    /* the last problem told                       */
 } s_actor_t;
 
-static void s_news(s_actor_t *a, nx_elect_kind_t kind, uint64_t epoch, const char *name,
-                   const char *endpoint, const char *text)
+static void s_news_peer(s_actor_t *a, nx_elect_kind_t kind, uint64_t epoch, const char *name,
+                        const char *endpoint, const char *peer, const char *text)
 {
     nx_elect_news_t n;
     memset(&n, 0, sizeof n);
@@ -68,8 +69,15 @@ static void s_news(s_actor_t *a, nx_elect_kind_t kind, uint64_t epoch, const cha
     n.epoch = epoch;
     snprintf(n.name, sizeof n.name, "%s", name ? name : "");
     snprintf(n.endpoint, sizeof n.endpoint, "%s", endpoint ? endpoint : "");
+    snprintf(n.peer, sizeof n.peer, "%s", peer ? peer : "");
     snprintf(n.text, sizeof n.text, "%s", text ? text : "");
     zmq_send(zsock_resolve(a->pipe), &n, sizeof n, ZMQ_DONTWAIT);
+}
+
+static void s_news(s_actor_t *a, nx_elect_kind_t kind, uint64_t epoch, const char *name,
+                   const char *endpoint, const char *text)
+{
+    s_news_peer(a, kind, epoch, name, endpoint, NULL, text);
 }
 
 static void s_problem(s_actor_t *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -99,18 +107,20 @@ static void s_fine(s_actor_t *a)
 }
 
 /*  The leader key's fields.                                               */
-static bool s_parse_leader(const char *value, char *name, size_t nsize, char *endpoint,
+static bool s_parse_leader(const char *value, char *name, size_t nsize, char *endpoint, char *peer,
                            size_t esize, uint64_t *epoch)
 {
     json_error_t je;
     json_t *o = json_loads(value, 0, &je);
     const char *n = json_string_value(json_object_get(o, "name"));
     const char *e = json_string_value(json_object_get(o, "endpoint"));
+    const char *p = json_string_value(json_object_get(o, "peer"));
     json_t *ep = json_object_get(o, "epoch");
     bool ok = n && e && json_is_integer(ep);
     if (ok) {
         snprintf(name, nsize, "%s", n);
         snprintf(endpoint, esize, "%s", e);
+        snprintf(peer, esize, "%s", p && *p ? p : e);
         *epoch = (uint64_t)json_integer_value(ep);
     }
     json_decref(o);
@@ -249,8 +259,8 @@ static bool s_campaign(s_actor_t *a)
         s_problem(a, "cannot get a lease: %s", nx_etcd_error(a->etcd));
         return false;
     }
-    json_t *o = json_pack("{s:s,s:s,s:I}", "name", a->el->name, "endpoint", a->el->advertise,
-                          "epoch", (json_int_t)epoch);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:I}", "name", a->el->name, "endpoint", a->el->advertise,
+                          "peer", a->el->peer, "epoch", (json_int_t)epoch);
     char *value = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     o = json_pack("{s:s,s:s}", "leader", a->el->name, "standby", "");
@@ -304,9 +314,9 @@ static void s_follow(s_actor_t *a)
         if ((a->force || nx_mono_us() >= a->quiet_until) && s_campaign(a))
             return;
     } else {
-        char name[65] = "", endpoint[256] = "";
+        char name[65] = "", endpoint[256] = "", peer[256] = "";
         uint64_t epoch = 0;
-        if (!s_parse_leader(kv.value, name, sizeof name, endpoint, sizeof endpoint, &epoch))
+        if (!s_parse_leader(kv.value, name, sizeof name, endpoint, peer, sizeof endpoint, &epoch))
             s_problem(a, "the leader key holds something else: %.100s", kv.value);
         else if (strcmp(name, a->el->name) == 0) {
             /*  Our own key, from a run before this one: its lease runs out
@@ -316,7 +326,7 @@ static void s_follow(s_actor_t *a)
             if (epoch > a->epoch)
                 a->epoch = epoch;
             nx_info("etcd: %s leads (%s), epoch %" PRIu64, name, endpoint, epoch);
-            s_news(a, NX_ELECT_FOLLOW, epoch, name, endpoint, NULL);
+            s_news_peer(a, NX_ELECT_FOLLOW, epoch, name, endpoint, peer, NULL);
         }
     }
     /*  Wait for a change, a third of the lease at a time (commands and a
@@ -409,9 +419,12 @@ nx_elector_t *nx_elector_new(const nx_elector_config_t *cfg)
     self->prefix = strdup(cfg->prefix ? cfg->prefix : "/nexus");
     self->name = strdup(cfg->name ? cfg->name : "");
     self->advertise = strdup(cfg->advertise ? cfg->advertise : "");
+    self->peer = strdup(cfg->peer && *cfg->peer ? cfg->peer
+                        : self->advertise       ? self->advertise
+                                                : "");
     self->lease_ms = cfg->lease_ms ? cfg->lease_ms : 5000;
     self->epoch_floor = cfg->epoch;
-    if (self->endpoints && self->prefix && self->name && self->advertise) {
+    if (self->endpoints && self->prefix && self->name && self->advertise && self->peer) {
         size_t n = strlen(self->prefix);
         while (n > 1 && self->prefix[n - 1] == '/')
             self->prefix[--n] = 0;
@@ -438,6 +451,7 @@ void nx_elector_destroy(nx_elector_t **self_p)
     free(self->prefix);
     free(self->name);
     free(self->advertise);
+    free(self->peer);
     free(self);
     *self_p = NULL;
 }

@@ -5,7 +5,8 @@
     with nx_etcd and tells the loop what it learns.
 
     Keys, under the prefix (etcd_prefix):
-      leader  {"name","endpoint","epoch"}, put under the leader's lease.
+      leader  {"name","endpoint","peer","epoch"}, put under the leader's
+              lease (endpoint: for clients; peer: for the standby's copy).
               Whoever holds it is the primary. Taken only by a transaction
               that finds it absent (create_revision == 0) and the epoch key
               unchanged since read, so two brokers never take it at once
@@ -43,7 +44,8 @@ typedef struct {
     const char *endpoints; /* etcd client URLs, comma-separated            */
     const char *prefix;    /* keys live under it                           */
     const char *name;      /* this broker's name                           */
-    const char *advertise; /* the control endpoint others reach it at      */
+    const char *advertise; /* the control endpoint clients reach it at     */
+    const char *peer;      /* ... and a standby, to copy its log           */
     uint64_t lease_ms;     /* the leader's lease                           */
     uint64_t epoch;        /* the newest epoch this broker's store holds:
                               a new one is above it, even when etcd's data
@@ -52,7 +54,7 @@ typedef struct {
 
 typedef enum {
     NX_ELECT_LEAD = 1, /* this broker won: epoch                           */
-    NX_ELECT_FOLLOW,   /* another leads: name, endpoint, epoch             */
+    NX_ELECT_FOLLOW,   /* another leads: name, endpoint, peer, epoch       */
     NX_ELECT_LOST,     /* the lease could not be renewed in time           */
     NX_ELECT_SYNCED,   /* the sync key now names name ("" for none)        */
     NX_ELECT_PROBLEM   /* etcd cannot be reached or said no: text          */
@@ -63,6 +65,7 @@ typedef struct {
     uint64_t epoch;
     char name[65];
     char endpoint[256];
+    char peer[256];
     char text[200];
 } nx_elect_news_t;
 

@@ -39,21 +39,23 @@
 #define S_PROMOTE_SYNC_MS   30000
 
 struct _nx_ha_t {
-    nx_role_state_t role;                 /* who this broker is                        */
-    bool etcd;                            /* etcd decides (else the operator)          */
-    char name[NX_REPL_NAME_MAX + 1];      /* this broker's name                    */
-    char advertise[NX_ROLE_ENDPOINT_MAX]; /* its control endpoint for others  */
-    nx_repl_sender_t *tx;                 /* ships the log to standbys                 */
-    nx_repl_receiver_t *rx;               /* copies the primary's log (a standby)      */
-    nx_elector_t *elector;                /* etcd's election, NULL without etcd        */
-    uint64_t reserve_gate;                /* end of the last reservation turn          */
-    bool drop_asked;                      /* etcd is asked to name no sync standby     */
-    char refusal[400];                    /* why writes are refused now                */
-    char problem[200];                    /* what etcd said last, "" when fine         */
-    bool restart;                         /* the broker must restart                   */
-    bool fatal;                           /* the log failed                            */
-    uint64_t stats_at;                    /* mono us the standby's counters were read  */
-    uint64_t lease_warned;                /* mono us a lost lease was logged           */
+    nx_role_state_t role;                   /* who this broker is                        */
+    bool etcd;                              /* etcd decides (else the operator)          */
+    char name[NX_REPL_NAME_MAX + 1];        /* this broker's name                    */
+    char advertise[NX_ROLE_ENDPOINT_MAX];   /* its control endpoint for clients */
+    char peer[NX_ROLE_ENDPOINT_MAX];        /* ... and for a standby's copy     */
+    char follow_peer[NX_ROLE_ENDPOINT_MAX]; /* the primary's, for our copy    */
+    nx_repl_sender_t *tx;                   /* ships the log to standbys                 */
+    nx_repl_receiver_t *rx;                 /* copies the primary's log (a standby)      */
+    nx_elector_t *elector;                  /* etcd's election, NULL without etcd        */
+    uint64_t reserve_gate;                  /* end of the last reservation turn          */
+    bool drop_asked;                        /* etcd is asked to name no sync standby     */
+    char refusal[400];                      /* why writes are refused now                */
+    char problem[200];                      /* what etcd said last, "" when fine         */
+    bool restart;                           /* the broker must restart                   */
+    bool fatal;                             /* the log failed                            */
+    uint64_t stats_at;                      /* mono us the standby's counters were read  */
+    uint64_t lease_warned;                  /* mono us a lost lease was logged           */
 };
 
 /*  ---- Helpers ------------------------------------------------------------ */
@@ -190,6 +192,8 @@ nx_ha_t *nx_ha_new(nx_broker_t *b, char *err, size_t err_size)
                  cfg->control_endpoints ? cfg->control_endpoints : "");
         self->advertise[strcspn(self->advertise, ", ")] = 0;
     }
+    snprintf(self->peer, sizeof self->peer, "%s",
+             cfg->peer_advertise && *cfg->peer_advertise ? cfg->peer_advertise : self->advertise);
     uint64_t epoch = s_meta_u64(b, S_META_EPOCH);
     nx_role_t role = NX_ROLE_PRIMARY;
     char primary[NX_ROLE_ENDPOINT_MAX] = "";
@@ -250,6 +254,7 @@ int nx_ha_start(nx_broker_t *b, char *err, size_t err_size)
             .prefix = b->cfg.etcd_prefix,
             .name = self->name,
             .advertise = self->advertise,
+            .peer = self->peer,
             .lease_ms = b->cfg.etcd_lease,
             .epoch = self->role.epoch,
         };
@@ -497,11 +502,12 @@ static int s_promote(nx_broker_t *b, uint64_t epoch)
                     msgpack_packer pk;
                     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
                     bool auth = s_token(b) != NULL;
-                    msgpack_pack_map(&pk, 4 + (auth ? 1 : 0));
+                    msgpack_pack_map(&pk, 5 + (auth ? 1 : 0));
                     nx_pack_kv_str(&pk, "op", "fence");
                     nx_pack_kv_u64(&pk, "id", 1);
                     nx_pack_kv_u64(&pk, "epoch", epoch);
                     nx_pack_kv_str(&pk, "primary", self->advertise);
+                    nx_pack_kv_str(&pk, "peer", self->peer);
                     if (auth)
                         nx_pack_kv_str(&pk, "auth", s_token(b));
                     zmq_send(zsock_resolve(s), buf.data, buf.size, ZMQ_DONTWAIT);
@@ -541,7 +547,7 @@ static void s_act(nx_broker_t *b, nx_role_action_t a, const char *why)
         s_resume(b, self->role.epoch);
         break;
     case NX_RA_FOLLOW:
-        s_follow(b, self->role.primary);
+        s_follow(b, self->follow_peer[0] ? self->follow_peer : self->role.primary);
         break;
     case NX_RA_FENCE:
         nx_error("this broker (%s) is fenced: %s; it takes no writes", self->name, why);
@@ -549,8 +555,9 @@ static void s_act(nx_broker_t *b, nx_role_action_t a, const char *why)
     case NX_RA_RESTART:
         nx_warn("this broker (%s) is fenced: %s; it restarts to follow %s", self->name, why,
                 self->role.primary[0] ? self->role.primary : "the new primary");
-        if (!self->etcd && nx_role_file_write(b->cfg.data_dir, NX_ROLE_STANDBY, self->role.epoch,
-                                              self->role.primary))
+        if (!self->etcd &&
+            nx_role_file_write(b->cfg.data_dir, NX_ROLE_STANDBY, self->role.epoch,
+                               self->follow_peer[0] ? self->follow_peer : self->role.primary))
             nx_error("cannot write %s/role: %s", b->cfg.data_dir, strerror(errno));
         self->restart = true;
         break;
@@ -575,6 +582,7 @@ static void s_elector_news(nx_broker_t *b)
             break;
         case NX_ELECT_FOLLOW:
             snprintf(why, sizeof why, "%s leads with epoch %" PRIu64, n.name, n.epoch);
+            snprintf(self->follow_peer, sizeof self->follow_peer, "%s", n.peer);
             s_act(b, nx_role_apply(&self->role, NX_RE_FOLLOW, n.epoch, n.endpoint, 0), why);
             break;
         case NX_ELECT_LOST:
@@ -883,12 +891,17 @@ int nx_op_fence(nx_broker_t *b, nx_request_t *rq)
     uint64_t epoch = 0;
     const char *primary = NULL;
     size_t plen = 0;
+    const char *peer = NULL;
+    size_t peer_len = 0;
     nx_map_u64(rq->fields, "epoch", &epoch, NULL);
     nx_map_str(rq->fields, "primary", &primary, &plen, NULL);
+    nx_map_str(rq->fields, "peer", &peer, &peer_len, NULL);
     if (!self)
         return nx_request_fail(rq, NEXUS_ERR_CONFLICT, "this broker is not in a pair");
     char ep[NX_ROLE_ENDPOINT_MAX] = "";
     snprintf(ep, sizeof ep, "%.*s", (int)plen, primary ? primary : "");
+    snprintf(self->follow_peer, sizeof self->follow_peer, "%.*s", (int)peer_len,
+             peer && peer_len ? peer : ep);
     if (epoch <= self->role.epoch)
         return nx_request_fail(rq, NEXUS_ERR_CONFLICT,
                                "epoch %" PRIu64 " is not newer than this broker's %" PRIu64, epoch,
@@ -898,7 +911,7 @@ int nx_op_fence(nx_broker_t *b, nx_request_t *rq)
     nx_role_t before = self->role.role;
     nx_role_action_t a = nx_role_apply(&self->role, NX_RE_FENCE, epoch, ep[0] ? ep : NULL, 0);
     if (before == NX_ROLE_STANDBY && !self->etcd && ep[0] &&
-        nx_role_file_write(b->cfg.data_dir, NX_ROLE_STANDBY, epoch, ep))
+        nx_role_file_write(b->cfg.data_dir, NX_ROLE_STANDBY, epoch, self->follow_peer))
         nx_warn("cannot write %s/role: %s", b->cfg.data_dir, strerror(errno));
     s_act(b, a, why);
     nx_pack_kv_str(nx_kv(rq), "role", nx_role_name(self->role.role));

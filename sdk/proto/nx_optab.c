@@ -182,6 +182,8 @@ static const nx_field_t s_promote[] = {
 static const nx_field_t s_fence[] = {
     {"epoch", NX_FT_U64, NX_FF_REQ, 1, 0, 0, NULL, "the epoch of the new primary"},
     {"primary", NX_FT_STR, NX_FF_NONUL, 0, 256, 0, NULL, "the new primary's control endpoint"},
+    {"peer", NX_FT_STR, NX_FF_NONUL, 0, 256, 0, NULL,
+     "the endpoint a standby copies its log from (default: primary)"},
     F_END};
 
 #define W NX_OF_WRITE

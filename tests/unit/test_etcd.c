@@ -221,7 +221,7 @@ static bool s_news(nx_elector_t *el, nx_elect_kind_t kind, int ms, nx_elect_news
 
 static nx_elector_t *s_elector(const char *name, const char *endpoint)
 {
-    nx_elector_config_t cfg = {s_url, "/nexus-test", name, endpoint, 2000, 0};
+    nx_elector_config_t cfg = {s_url, "/nexus-test", name, endpoint, NULL, 2000, 0};
     nx_elector_t *el = nx_elector_new(&cfg);
     CHECK(el != NULL);
     return el;
@@ -238,6 +238,7 @@ static void s_test_elector(void)
     CHECK(s_news(b, NX_ELECT_FOLLOW, 5000, &n));
     CHECK_EQ_STR(n.name, "a");
     CHECK_EQ_STR(n.endpoint, "tcp://a:8451");
+    CHECK_EQ_STR(n.peer, "tcp://a:8451"); /* no peer endpoint of its own */
     CHECK_EQ_U64(n.epoch, 1);
     CHECK_EQ_U64(nx_elector_lease_until(b), 0);
     /*  The lease is renewed: a still leads after several leases.         */
