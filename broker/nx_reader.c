@@ -50,8 +50,8 @@ static zframe_t *s_answer(const nx_reader_args_t *args, zframe_t *body)
         const void *handle = NULL;
         nx_map_str(&req, "auth", &token, &token_len, NULL);
         nx_auth_check(args->auth, token, token_len, &handle);
-        n = nx_history_query(args->store, &args->limits, args->auth, handle, &req, &fields_map,
-                             &err, err_msg);
+        n = nx_history_query(args->store, &args->limits, args->auth, handle, &req, &fields_map, &err,
+                             err_msg);
     }
     if (n >= 0) {
         nx_pack_reply_head(&pk, id.data, id.size, true, nx_dmap_pairs(&fields_map));
