@@ -27,6 +27,7 @@
 #include "nx_repl_receiver.h"
 
 #define S_ACK_US     1000000 /* acknowledge at least this often            */
+#define S_RETRY_US   100000  /* a request that found no connection: again  */
 #define S_BASE_TMP   "base.tmp"
 #define S_BASE_READY "base.mdb"
 #define S_DIVERGED   "diverged"
@@ -154,10 +155,13 @@ static void s_request(nx_repl_receiver_t *self, msgpack_packer *pk, const char *
         nx_pack_kv_str(pk, "auth", self->auth);
 }
 
-static void s_send(nx_repl_receiver_t *self, msgpack_sbuffer *buf)
+/*  Sends a request now, or not at all (0, or -1 while no connection to the
+    primary is complete: nothing waits in a pipe to go out later).        */
+static int s_send(nx_repl_receiver_t *self, msgpack_sbuffer *buf)
 {
-    if (self->sock)
-        zmq_send(zsock_resolve(self->sock), buf->data, buf->size, ZMQ_DONTWAIT);
+    if (!self->sock)
+        return -1;
+    return zmq_send(zsock_resolve(self->sock), buf->data, buf->size, ZMQ_DONTWAIT) < 0 ? -1 : 0;
 }
 
 static void s_ack(nx_repl_receiver_t *self, uint64_t now)
@@ -182,9 +186,9 @@ static void s_ack(nx_repl_receiver_t *self, uint64_t now)
 }
 
 /*  The socket to the primary. ZeroMQ's heartbeat finds a connection that
-    died without a word (a cut link) and reconnects. A request sent before
-    the connection (and its handshake) is complete waits for it; one lost
-    with a connection is asked again after the timeout.                    */
+    died without a word (a cut link) and reconnects. IMMEDIATE: a request is
+    taken only by a complete connection, so none piles up while there is
+    none (a `replicate` that could not go is tried again shortly).        */
 static int s_connect(nx_repl_receiver_t *self)
 {
     zsock_destroy(&self->sock);
@@ -197,6 +201,7 @@ static int s_connect(nx_repl_receiver_t *self)
     zsock_set_linger(self->sock, 0);
     zsock_set_rcvhwm(self->sock, 0); /* the primary's window bounds it   */
     zsock_set_sndhwm(self->sock, 1000);
+    zsock_set_immediate(self->sock, 1);
     zsock_set_heartbeat_ivl(self->sock, ivl > 0 ? ivl : 1);
     zsock_set_heartbeat_timeout(self->sock, (int)(self->cfg.timeout_us / 1000));
     if (self->cfg.secure)
@@ -238,7 +243,10 @@ static void s_hello(nx_repl_receiver_t *self, uint64_t now, bool fresh)
     nx_pack_kv_u64(&pk, "crc", self->next_crc);
     nx_pack_kv_u64(&pk, "epoch", self->epoch);
     nx_pack_kv_u64(&pk, "segment_size", nx_wal_segment_size(self->cfg.wal));
-    s_send(self, &buf);
+    if (s_send(self, &buf)) {
+        /*  Not connected yet: again in S_RETRY_US, not in a timeout.     */
+        self->asked_at = now - self->cfg.timeout_us + S_RETRY_US;
+    }
     msgpack_sbuffer_destroy(&buf);
     self->state = NX_REPL_RX_HELLO;
 }
