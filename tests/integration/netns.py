@@ -1,8 +1,7 @@
-""
-    "Test hosts on this machine: network namespaces joined by veth pairs.
+"""Test hosts on this machine: network namespaces joined by veth pairs.
 
-    Every address used lives on this machine,
-    in a namespace a test made itself; nothing leaves it. Tests that need another host (a subscriber
+Every address used lives on this machine, in a namespace a test made
+itself; nothing leaves it. Tests that need another host (a subscriber
 whose host vanishes, a client refused from outside loopback, two agents on
 two machines, a standby broker) take `lock()` for their whole run: it
 serialises every namespace test on the machine (ctest -j, or checkouts side
@@ -25,8 +24,8 @@ forwards between them, so hosts reach each other's `there` addresses; a
 host's `cut()` takes its link down (its processes live on, unreachable),
 `heal()` brings it back. `link()` gives a host more links of its own
 (another /30 each) and routes the addresses named through it, so one link
-can be cut (`Link.cut()`: the far side goes down, the routes stay, so the
-traffic is lost rather than sent another way) while the others stay up.
+can be cut (`Link.cut()`) while the others stay up: the addresses behind
+a cut link are then unreachable, not reached another way.
 
 Needs root (CAP_NET_ADMIN) and iproute2's `ip`.
 """
@@ -53,9 +52,12 @@ def lock(timeout=600):
     """Holds the machine-wide lock of namespace tests; clears leftovers of
     killed runs once it has it (no other namespace test can be running)."""
     fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o666)
-try : import time deadline
-    = time.monotonic() + timeout while True:
-    try : fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        import time
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
@@ -210,8 +212,13 @@ def available():
     if os.geteuid() != 0:
         return "not root"
     probe = Host("p", 254)
-try : probe
-    .create() except(RuntimeError, FileNotFoundError, subprocess.TimeoutExpired) as e
-        : return str(e) finally:
-    try : probe
-.destroy() except(RuntimeError, FileNotFoundError) : pass return None
+    try:
+        probe.create()
+    except (RuntimeError, FileNotFoundError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    finally:
+        try:
+            probe.destroy()
+        except (RuntimeError, FileNotFoundError):
+            pass
+    return None

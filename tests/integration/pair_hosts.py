@@ -18,7 +18,6 @@ import subprocess
 import tempfile
 import time
 
-import harness
 import netns
 from harness import Broker, Client
 
@@ -33,8 +32,7 @@ class PairHosts:
         self.e = [netns.Host("e%d" % i, next(n), routed=True) for i in (1, 2, 3)]
         self.g = netns.Host("g", next(n), routed=True)
         self.w = netns.Host("w", next(n), routed=True)
-        self.nets =
-{name: (next(n), next(n), next(n)) for name in ("a", "b")}
+        self.nets = {name: (next(n), next(n), next(n)) for name in ("a", "b")}
         self.hosts = {}
         self.links = {}
         self.lease, self.timeout, self.replication = lease, timeout, replication
@@ -43,7 +41,7 @@ class PairHosts:
         self.etcd = []
         self.brokers = {}
 
-#-- -- hosts -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -
+    # ---- hosts -------------------------------------------------------------
 
     def create(self):
         for h in self.e + [self.g, self.w]:
@@ -81,7 +79,7 @@ class PairHosts:
             else:
                 self.links[name][w].heal()
 
-#-- -- etcd -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -
+    # ---- etcd ---------------------------------------------------------------
 
     def start_etcd(self):
         cluster = ",".join("e%d=http://%s:2380" % (i + 1, h.there) for i, h in enumerate(self.e))
@@ -97,7 +95,8 @@ class PairHosts:
                               "--initial-cluster", cluster, "--initial-cluster-state", "new",
                               "--initial-cluster-token", "nexus-test"],
                 stdout=log, stderr=log))
-#Ready when a write goes through(a leader was elected) : bounded.
+            log.close()
+        # Ready when a write goes through (a leader was elected): bounded.
         deadline = time.time() + 30
         while time.time() < deadline:
             r = subprocess.run(["etcdctl", "--endpoints", self.etcd_urls(), "put",
@@ -111,7 +110,7 @@ class PairHosts:
     def etcd_urls(self):
         return ",".join("http://%s:2379" % h.there for h in self.e)
 
-#-- -- brokers -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- --
+    # ---- brokers ------------------------------------------------------------
 
     def broker(self, name):
         if name not in self.brokers:
@@ -130,7 +129,8 @@ class PairHosts:
     def role(self, name, timeout=1.0):
         """ping's role of a broker, or None when it does not answer."""
         b = self.broker(name)
-try : with Client(b) as c:
+        try:
+            with Client(b) as c:
                 return c.request({"op": "ping"}, timeout=timeout).get("role")
         except (TimeoutError, OSError):
             return None
@@ -154,7 +154,8 @@ try : with Client(b) as c:
         """Until standby streams and its primary waits for it."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-    try : with Client(self.broker(standby)) as c:
+            try:
+                with Client(self.broker(standby)) as c:
                     st = c.request({"op": "state"}, timeout=2)
                 rx = st.get("replication", {}).get("receiving", {})
                 if rx.get("state") == "streaming" and rx.get("sync"):
@@ -164,24 +165,28 @@ try : with Client(b) as c:
             time.sleep(0.2)
         return False
 
-#-- -- teardown -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -- -
+    # ---- teardown -----------------------------------------------------------
 
-    def destroy(self, keep_logs_on_failure=False):
+    def destroy(self, keep_logs=False):
         for b in self.brokers.values():
-        try : b.stop(timeout=20)
+            try:
+                b.stop(timeout=20)
             except Exception:
                 b.kill()
         for p in self.etcd:
             p.terminate()
         for p in self.etcd:
-            try : p.wait(10)
+            try:
+                p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
         for h in list(self.hosts.values()) + self.e + [self.g, self.w]:
             h.destroy()
-        if not keep_logs_on_failure:
+        if not keep_logs:
             shutil.rmtree(self.dir, ignore_errors=True)
             for b in self.brokers.values():
-                try : os
-.unlink(b.log_path) except OSError : pass
+                try:
+                    os.unlink(b.log_path)
+                except OSError:
+                    pass
