@@ -34,6 +34,9 @@
 #define S_RETRY_US     1000000 /* after a failure, try again this much later     */
 #define S_SLICE_BYTES  (64u << 20) /* apply at most this much between decisions */
 #define S_ROOM_MIN     (1u << 20)
+/*  The loop wakes the actor once a slice of log is flushed (not every
+    turn); between wakes it looks by itself this often.                    */
+#define S_CKPT_IDLE_US 50000
 
 struct _nx_checkpointer_t {
     zactor_t *actor;              /* the thread                                 */
@@ -77,7 +80,7 @@ static void s_problem(nx_checkpointer_t *self, const char *fmt, ...)
     va_start(args, fmt);
     vsnprintf(self->problem, sizeof self->problem, fmt, args);
     va_end(args);
-    self->problem_seq++;
+    __atomic_add_fetch(&self->problem_seq, 1, __ATOMIC_RELEASE);
     nx_error("checkpointer: %s", self->problem);
     pthread_mutex_unlock(&self->lock);
 }
@@ -507,6 +510,8 @@ static void s_actor(zsock_t *pipe, void *arg)
             if ((int64_t)(due > now ? due - now : 0) < timeout)
                 timeout = (int64_t)(due > now ? due - now : 0);
         }
+        if (timeout > S_CKPT_IDLE_US)
+            timeout = S_CKPT_IDLE_US;
         if (st.stuck_until)
             timeout = (int64_t)(st.stuck_until > now ? st.stuck_until - now : 0);
         else if (st.applied < nx_wal_durable(self->cfg.wal))
@@ -609,6 +614,21 @@ uint64_t nx_checkpointer_committed(nx_checkpointer_t *self)
 zsock_t *nx_checkpointer_sock(nx_checkpointer_t *self)
 {
     return zactor_sock(self->actor);
+}
+
+bool nx_checkpointer_problem(nx_checkpointer_t *self, char *buf, size_t size)
+{
+    if (__atomic_load_n(&self->problem_seq, __ATOMIC_ACQUIRE) == self->problem_seen)
+        return false;
+    bool fresh = false;
+    pthread_mutex_lock(&self->lock);
+    if (self->problem_seq != self->problem_seen) {
+        self->problem_seen = self->problem_seq;
+        snprintf(buf, size, "%s", self->problem);
+        fresh = true;
+    }
+    pthread_mutex_unlock(&self->lock);
+    return fresh;
 }
 
 bool nx_checkpointer_drain(nx_checkpointer_t *self, char *buf, size_t size)

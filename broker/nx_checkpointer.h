@@ -107,6 +107,10 @@ zsock_t *nx_checkpointer_sock(nx_checkpointer_t *self);
     copied into buf (size bytes).                                           */
 bool nx_checkpointer_drain(nx_checkpointer_t *self, char *buf, size_t size);
 
+/*  Like drain, without reading the socket: cheap (an atomic load when
+    nothing is new), for every turn.                                        */
+bool nx_checkpointer_problem(nx_checkpointer_t *self, char *buf, size_t size);
+
 /*  True while the store is full (the loop refuses writes).                */
 bool nx_checkpointer_full(nx_checkpointer_t *self);
 
