@@ -307,6 +307,33 @@ try:
         th.join(BUDGET + 120)
     t.check(results["cases"] >= MIN_CASES, "at least %d damaged logs were started (%d)"
             % (MIN_CASES, results["cases"]))
+
+    # The undamaged log, started with another segment size: recovery reads
+    # it with the size it was written with, and the log goes on with the
+    # new one (and a kill -9 after that recovers again).
+    resized = os.path.join(root, "resized")
+    shutil.copytree(base, resized)
+    flags2 = [x if x != "1M" else "2M" for x in FLAGS]
+    b = Broker(data_dir=resized, extra=flags2)
+    try:
+        b.start()
+        with Client(b) as c:
+            evs = history(c)
+            by_seq = {e["seq"]: counter_of(e["payload"]) for e in evs}
+            t.check(all(by_seq.get(s) == k for s, k in acked.items()),
+                    "another segment size: every acknowledged publish is there")
+            t.eq(c.request({"op": "state"})["log"]["segment_size"], 2 << 20,
+                 "the log goes on with the new segment size")
+            rep = c.request({"op": "publish", "topic": "dmg.resized", "payload": b"r"})
+            t.check(rep.get("ok"), "a publish after the resize: %r" % rep)
+        b.kill()
+        b.start()
+        with Client(b) as c:
+            t.check(any(e["topic"] == "dmg.resized" for e in history(c)),
+                    "and a kill -9 after it loses nothing")
+        t.eq(b.stop(), 0, "clean stop")
+    finally:
+        b.cleanup()
     t.check(results["torn"] > 0 and results["skipped"] > 0,
             "some damage was found torn and skipped seqs: %r" % results)
     print("%d cases in %.1fs: %r" % (results["cases"], time.time() - t0, results))
