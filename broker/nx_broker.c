@@ -68,7 +68,7 @@
     clients back through their ZeroMQ queues, never the broker's memory.  */
 #define S_HELD_REPLIES_MAX 65536
 /*  The checkpointer is woken once this much log is flushed (s_wake_...).  */
-#define S_CKPT_WAKE_BYTES (1u << 20)
+#define S_CKPT_WAKE_BYTES    (1u << 20)
 #define S_HELD_EVENTS_FACTOR 4
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
@@ -367,7 +367,10 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         .wal = self->wal,
         .wal_dir = self->wal_dir,
         .interval_us = self->cfg.checkpoint_interval * 1000,
-        .bytes = nx_wal_segment_size(self->wal) / 2,
+        /*  Small checkpoints keep the store close behind the log: a
+            history query after a burst waits for less.                    */
+        .bytes = nx_wal_segment_size(self->wal) / 2 < (4u << 20) ? nx_wal_segment_size(self->wal) / 2
+                                                                 : (4u << 20),
         .room = room,
         .trim_batch = self->cfg.trim_batch,
     };
@@ -1447,8 +1450,7 @@ static bool s_more_input(nx_broker_t *self)
 {
     int events = 0;
     size_t size = sizeof events;
-    return zmq_getsockopt(self->h_router, ZMQ_EVENTS, &events, &size) == 0 &&
-           (events & ZMQ_POLLIN);
+    return zmq_getsockopt(self->h_router, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN);
 }
 
 /*  The flusher finished a round: send what it made durable, and let the
@@ -1794,8 +1796,10 @@ int nx_broker_run(nx_broker_t *self)
                                                                                        : ZMQ_POLLIN;
         short rq_in = self->held_replies.n > S_HELD_REPLIES_MAX ? 0 : ZMQ_POLLIN;
         zmq_pollitem_t items[8] = {
-            {self->h_xsub, 0, ev_in, 0},      {self->h_router, 0, rq_in, 0},
-            {self->h_xpub, 0, ZMQ_POLLIN, 0}, {reader, 0, ZMQ_POLLIN, 0},
+            {self->h_xsub, 0, ev_in, 0},
+            {self->h_router, 0, rq_in, 0},
+            {self->h_xpub, 0, ZMQ_POLLIN, 0},
+            {reader, 0, ZMQ_POLLIN, 0},
             {ckpt, 0, self->n_parked ? ZMQ_POLLIN : 0, 0},
             {NULL, nx_wal_flush_fd(self->wal), ZMQ_POLLIN, 0},
         };

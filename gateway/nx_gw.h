@@ -192,12 +192,12 @@ typedef struct {
 /*  What a resume from `since` (a seq of store `store`, "" when the client
     did not say) finds on the broker's store now.                           */
 typedef struct {
-    bool known;          /* the broker answered                             */
-    bool reset;          /* the cursor cannot be followed here              */
-    const char *why;     /* why not (static text)                           */
-    char store_id[40];   /* the broker's store                              */
-    uint64_t last_seq;   /* its last seq                                    */
-    uint64_t from;       /* where the replay starts: since, or 0 on reset   */
+    bool known;        /* the broker answered                             */
+    bool reset;        /* the cursor cannot be followed here              */
+    const char *why;   /* why not (static text)                           */
+    char store_id[40]; /* the broker's store                              */
+    uint64_t last_seq; /* its last seq                                    */
+    uint64_t from;     /* where the replay starts: since, or 0 on reset   */
 } nx_gw_resume_t;
 
 /*  Asks the broker (health) which store it serves and decides: a cursor

@@ -484,8 +484,8 @@ static void h_history(s_req_t *r)
     json_t *reset = NULL;
     if (why) {
         reset = json_pack("{s:s, s:I, s:s?, s:s?, s:I, s:I}", "why", why, "cursor_seq",
-                          (json_int_t)asked, "cursor_store_id", store[0] ? store : NULL,
-                          "store_id", now, "last_seq", (json_int_t)last, "since", 0);
+                          (json_int_t)asked, "cursor_store_id", store[0] ? store : NULL, "store_id",
+                          now, "last_seq", (json_int_t)last, "since", 0);
         json_object_del(keep, "since_seq");
         json_object_del(keep, "since_time");
         json_object_del(keep, "cursor");
@@ -500,11 +500,10 @@ static void h_history(s_req_t *r)
     }
     json_decref(keep);
     json_t *events = json_object_get(page, "events");
-    json_t *out = json_pack("{s:O, s:I, s:O, s:O}", "events", events, "count",
-                            (json_int_t)json_array_size(events), "next_cursor",
-                            json_object_get(page, "next_cursor"), "store_id",
-                            json_object_get(page, "store_id") ? json_object_get(page, "store_id")
-                                                               : json_null());
+    json_t *out = json_pack(
+        "{s:O, s:I, s:O, s:O}", "events", events, "count", (json_int_t)json_array_size(events),
+        "next_cursor", json_object_get(page, "next_cursor"), "store_id",
+        json_object_get(page, "store_id") ? json_object_get(page, "store_id") : json_null());
     if (reset)
         json_object_set_new(out, "reset", reset);
     s_answer(r, 200, out);
