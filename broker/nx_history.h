@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "nexus.h"
+#include "nx_auth.h"
 #include "nx_store.h"
 
 typedef struct {
@@ -21,9 +22,12 @@ typedef struct {
 /*  Runs one history request against a fresh read snapshot of store. Packs
     the reply's fields (events, next_cursor, scanned, first_seq, last_seq,
     store_id) into reply, counted, and returns 0, or -1 with *err and
-    err_msg set. Thread-safe with respect to the writer (uses only an
-    nx_store reader).                                                       */
-int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
-                     const msgpack_object *req, nx_dmap_t *reply, nexus_err_t *err, char *err_msg);
+    err_msg set. With tokens (auth enabled) a pattern the token behind
+    handle may not read is refused (forbidden), and events it may not read
+    (other sessions' private topics) are left out of the page.
+    Thread-safe with respect to the writer (uses only an nx_store reader).  */
+int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits, nx_auth_t *auth,
+                     const void *handle, const msgpack_object *req, nx_dmap_t *reply,
+                     nexus_err_t *err, char *err_msg);
 
 #endif
