@@ -162,7 +162,6 @@ typedef struct _nx_gw_t {
     bool recent_ready; /* prefilled: the ring can answer welcomes  */
     uint64_t last_seq; /* highest seq seen (under lock)            */
     char store_id[40]; /* the broker's store (under lock), "" unknown */
-    uint64_t store_at; /* mono us when store_id was last asked      */
     /*  /mcp (nx_gw_mcp.c)                                                  */
     zhashx_t *mcps;    /* Mcp-Session-Id -> its session (worker adds)  */
     int mcp_wake[2];   /* event thread -> worker: a parked wait may end */
@@ -212,8 +211,9 @@ void nx_gw_resume_check(nx_gw_t *gw, uint64_t since, const char *store, nx_gw_re
 /*  The {"type":"reset", ...} message for a reset resume; caller frees.    */
 char *nx_gw_reset_json(const nx_gw_resume_t *r, uint64_t since, const char *store);
 
-/*  The broker's store id as last seen (asked again when older than 1 s),
-    into buf (40 bytes); "" when unknown. Worker thread.                    */
+/*  The broker's store id as last seen (asked once, then with every
+    heartbeat and every resume), into buf (40 bytes); "" when unknown.
+    Worker thread.                                                          */
 void nx_gw_store_id(nx_gw_t *gw, char *buf);
 
 /*  ---- nx_gw_conn.c ------------------------------------------------------ */

@@ -339,7 +339,6 @@ static bool s_store_now(nx_gw_t *gw, char *store, uint64_t *last)
     if (ok) {
         pthread_mutex_lock(&gw->lock);
         snprintf(gw->store_id, sizeof gw->store_id, "%s", store);
-        gw->store_at = nx_mono_us();
         pthread_mutex_unlock(&gw->lock);
     }
     return ok;
@@ -348,15 +347,13 @@ static bool s_store_now(nx_gw_t *gw, char *store, uint64_t *last)
 void nx_gw_store_id(nx_gw_t *gw, char *buf)
 {
     pthread_mutex_lock(&gw->lock);
-    bool fresh = gw->store_id[0] && nx_mono_us() - gw->store_at < 1000000;
     snprintf(buf, 40, "%s", gw->store_id);
     pthread_mutex_unlock(&gw->lock);
+    /*  Asked once, then refreshed with the heartbeats (s_worker) and by
+        every resume: a welcome costs no broker round trip.                */
     uint64_t last;
-    if (!fresh && !s_store_now(gw, buf, &last)) {
-        pthread_mutex_lock(&gw->lock);
-        snprintf(buf, 40, "%s", gw->store_id);
-        pthread_mutex_unlock(&gw->lock);
-    }
+    if (!buf[0])
+        s_store_now(gw, buf, &last);
 }
 
 void nx_gw_resume_check(nx_gw_t *gw, uint64_t since, const char *store, nx_gw_resume_t *out)
@@ -613,6 +610,11 @@ static void *s_worker(void *arg)
         }
         if (nx_gw_mono() >= next_hb) {
             s_heartbeat(gw);
+            /*  The store the welcomes name: the broker may have been
+                started on another data directory since.                    */
+            char store[40];
+            uint64_t last;
+            s_store_now(gw, store, &last);
             next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000;
         }
         /*  After each command, a wake or a deadline: cheap when nothing is

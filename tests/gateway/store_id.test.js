@@ -31,7 +31,7 @@ test('store identity: welcome, ?since=&store=, resume and /events/history across
   const a = await f.connect('sid-a', 'recent=0');
   const s1 = a.welcome.store_id;
   assert.match(s1 || '', HEX, `the welcome names the store: ${JSON.stringify(a.welcome)}`);
-  const seqs = await publish(a, 'sid.t', 30, 'one');
+  const seqs = await publish(a, 'sid.t', 120, 'one');
   const last = seqs[seqs.length - 1];
 
   // The same store: a resume with its id follows the cursor, no reset.
