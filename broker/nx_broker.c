@@ -1565,6 +1565,7 @@ static bool s_log_turn(nx_broker_t *self, bool reserve)
             return false;
         }
         self->count.batches++;
+        nx_ha_shipped(self);
     }
     uint64_t now = nx_mono_us(), written = nx_wal_written(self->wal);
     bool unflushed = written > nx_wal_durable(self->wal);

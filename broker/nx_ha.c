@@ -50,7 +50,7 @@ struct _nx_ha_t {
     nx_elector_t *elector;                  /* etcd's election, NULL without etcd        */
     uint64_t reserve_gate;                  /* end of the last reservation turn          */
     bool drop_asked;                        /* etcd is asked to name no sync standby     */
-    char refusal[400];                      /* why writes are refused now                */
+    char refusal[600];                      /* why writes are refused now                */
     char problem[200];                      /* what etcd said last, "" when fine         */
     bool restart;                           /* the broker must restart                   */
     bool fatal;                             /* the log failed                            */
@@ -384,6 +384,13 @@ static void s_sync_policy(nx_broker_t *b, uint64_t now)
                     name, b->cfg.replication_timeout);
         }
     }
+}
+
+void nx_ha_shipped(nx_broker_t *b)
+{
+    nx_ha_t *self = b->ha;
+    if (self && self->tx && self->role.role == NX_ROLE_PRIMARY)
+        nx_repl_sender_pump(self->tx, self->role.epoch, nx_mono_us());
 }
 
 void nx_ha_after_turn(nx_broker_t *b)

@@ -82,6 +82,10 @@ uint64_t nx_ha_released(nx_broker_t *broker);
     replies wait for the sync standby even under replication = async.     */
 void nx_ha_reserved(nx_broker_t *broker, uint64_t lsn);
 
+/*  A turn's records were written: they go to the standbys now, so that
+    their flush runs while this broker's does (not after it).             */
+void nx_ha_shipped(nx_broker_t *broker);
+
 /*  After each turn, flush and poll: ships the log, decides about the sync
     standby, acknowledges a standby's flushed log.                        */
 void nx_ha_after_turn(nx_broker_t *broker);
