@@ -318,6 +318,20 @@ static int s_cmd_status(s_cli_t *cli)
     } while (0)
     S_ROW("broker", ep);
     S_ROW("status", json_string_value(json_object_get(health, "status")));
+    /*  In a primary/standby pair: which one this is, and the other.        */
+    json_t *role = json_object_get(health, "role");
+    if (json_is_string(role)) {
+        const char *primary = json_string_value(json_object_get(health, "primary"));
+        snprintf(buf, sizeof buf, "%s (%s, epoch %" JSON_INTEGER_FORMAT ")%s%s",
+                 json_string_value(role),
+                 json_string_value(json_object_get(health, "name"))
+                     ? json_string_value(json_object_get(health, "name"))
+                     : "",
+                 json_integer_value(json_object_get(health, "epoch")),
+                 primary && strcmp(json_string_value(role), "primary") ? "; primary " : "",
+                 primary && strcmp(json_string_value(role), "primary") ? primary : "");
+        S_ROW("role", buf);
+    }
     S_ROW("version", json_string_value(json_object_get(health, "version")));
     S_ROW("started", json_string_value(json_object_get(state, "start_time")));
     snprintf(buf, sizeof buf, "%.1f s",
@@ -1290,6 +1304,35 @@ static int s_cmd_up(s_cli_t *cli)
 
 /*  ---- The table of subcommands -------------------------------------------------*/
 
+/*  Makes the standby at the endpoint the primary (a pair without etcd), or
+    asks it to campaign (with etcd).                                         */
+static int s_cmd_promote(s_cli_t *cli)
+{
+    int rc = s_connect(cli, false);
+    if (rc)
+        return rc;
+    nexus_err_t err;
+    json_t *reply = s_call(cli,
+                           s_opt(cli, "force") ? "{\"op\":\"promote\",\"force\":true}"
+                                               : "{\"op\":\"promote\"}",
+                           &err);
+    if (err) {
+        json_decref(reply);
+        return s_client_error(cli, err);
+    }
+    if (cli->json)
+        s_print_json(reply);
+    else {
+        json_t *epoch = json_object_get(reply, "epoch");
+        printf("%s", json_string_value(json_object_get(reply, "result")));
+        if (epoch)
+            printf(" (epoch %" JSON_INTEGER_FORMAT ")", json_integer_value(epoch));
+        printf("\n");
+        json_decref(reply);
+    }
+    return NX_EXIT_OK;
+}
+
 static int s_cmd_mcp(s_cli_t *cli)
 {
     int rc = s_client_make(cli);
@@ -1358,6 +1401,9 @@ static const s_cmd_t s_cmds[] = {
     {"release", "WORK_ID [TOKEN]", "reason=", 1, 2, s_cmd_release, "Gives the item back."},
     {"complete", "WORK_ID [TOKEN]", "result=", 1, 2, s_cmd_complete,
      "Closes the item for good, with an optional --result JSON."},
+    {"promote", "", "force", 0, 0, s_cmd_promote,
+     "Makes the standby at --endpoint the primary (pairs without etcd; with etcd it campaigns). "
+     "--force: even a standby that is not in sync, which may lack acknowledged changes."},
     {"mcp", "", "name= capabilities=", 0, 0, s_cmd_mcp,
      "Serves the Model Context Protocol on stdin/stdout (JSON-RPC 2.0, one message a\n"
      "line) for an agent on this machine: add {\"command\": \"nexus\", \"args\": [\"mcp\"]}\n"
