@@ -221,7 +221,11 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_queue_max(nexus_client_t *self, size_t
 
 /*  Callback mode: every event (and gap event) is handed to fn on the
     client's background thread instead of being queued for nexus_recv. The
-    event is borrowed: valid only during the call (copy what you keep).
+    event is borrowed: a view over the bytes as they were received, valid
+    only during the call, as is everything got from it (topic, source,
+    payload, msgpack and JSON views). nexus_event_dup copies it when it
+    must outlive the call; nexus_event_destroy on it only clears the
+    pointer. Nothing is allocated or locked per event on this path.
     fn must not call, on this client, nexus_client_destroy nor the calls
     that talk to the background thread (nexus_subscribe, nexus_unsubscribe,
     nexus_client_resume_from, nexus_session_register,
@@ -337,9 +341,24 @@ NEXUS_EXPORT nexus_err_t nexus_client_resume_from(nexus_client_t *self, uint64_t
     (callback mode has no queue).                                           */
 NEXUS_EXPORT nexus_err_t nexus_recv(nexus_client_t *self, int timeout_ms, nexus_event_t **event);
 
+/*  Takes up to max waiting events at once (one lock for all of them),
+    waiting up to timeout_ms (-1: forever, 0: poll) for the first. Returns
+    NEXUS_OK with *count (1..max) events in events[0..*count), in seq order;
+    each is owned by the caller (nexus_event_destroy). A gap event may be
+    among them: unlike nexus_recv this does not return NEXUS_ERR_GAP, check
+    nexus_event_kind. NEXUS_ERR_TIMEOUT with *count 0, NEXUS_ERR_CLOSED,
+    NEXUS_ERR_INVALID (NULL argument, max 0, or callback mode). Threads may
+    mix nexus_recv and nexus_recv_batch; each event goes to one of them.   */
+NEXUS_EXPORT nexus_err_t nexus_recv_batch(nexus_client_t *self, int timeout_ms,
+                                          nexus_event_t **events, size_t max, size_t *count);
+
 /*  ---- Events -----------------------------------------------------------
     An event is immutable. Strings returned are NUL-terminated and valid as
-    long as the event lives.                                                */
+    long as the event lives. An event is owned (from nexus_recv,
+    nexus_recv_batch, nexus_history_next, nexus_event_dup: the caller
+    destroys it) or borrowed (handed to a callback, or from
+    nexus_history_next_view: the SDK owns it and says how long it lives;
+    nexus_event_destroy on it only sets the pointer to NULL).               */
 typedef enum {
     NEXUS_EVENT_MESSAGE = 0, /* an event from the fabric                    */
     NEXUS_EVENT_GAP = 1      /* events [from, to] are lost (retention)       */
@@ -356,7 +375,8 @@ NEXUS_EXPORT uint64_t nexus_event_ts(const nexus_event_t *self);
 /*  Topic ("" for a gap) and source ("" when none).                         */
 NEXUS_EXPORT const char *nexus_event_topic(const nexus_event_t *self);
 NEXUS_EXPORT const char *nexus_event_source(const nexus_event_t *self);
-/*  Payload bytes exactly as published; *size receives the length.         */
+/*  Payload bytes exactly as published; *size receives the length. Not
+    NUL-terminated (it may hold NULs).                                      */
 NEXUS_EXPORT const void *nexus_event_payload(const nexus_event_t *self, size_t *size);
 /*  For a gap event: the missing range, inclusive. Returns 0, or -1 (and
     leaves from/to alone) when the event is not a gap.                      */
@@ -378,7 +398,12 @@ NEXUS_EXPORT const char *nexus_event_json(nexus_event_t *self);
 
 /*  ---- History ----------------------------------------------------------
     An iterator over the broker's history, one page (one request) at a
-    time. Configure, then call nexus_history_next until it gives NULL.      */
+    time. Configure, then call nexus_history_next (or _next_view) until it
+    gives NULL. The iterator has a connection to the broker of its own and
+    asks for the next page as soon as a page arrives, so that the broker
+    reads it while the application reads this one: at most two pages are
+    held in memory (each at most page_size events and the broker's
+    history_bytes). The connection goes back to the client at destroy.    */
 
 /*  Creates a query on client (which must outlive it). Returns NULL when out
     of memory. Caller owns it.                                              */
@@ -405,6 +430,13 @@ NEXUS_EXPORT void nexus_history_set_max(nexus_history_t *self, uint64_t max_even
     control call, NEXUS_ERR_BAD_PATTERN). After an error the iterator may be
     called again to retry the same page.                                    */
 NEXUS_EXPORT nexus_err_t nexus_history_next(nexus_history_t *self, nexus_event_t **event);
+/*  The same without a copy: *event is borrowed from the iterator, a view
+    over the page as it came from the broker, valid until the next call on
+    the iterator (next, next_view, fetch, destroy); nexus_event_dup keeps
+    it longer. No allocation per event. Returns as nexus_history_next;
+    NEXUS_ERR_BAD_MSGPACK when an event of the page does not decode (the
+    rest of that page is dropped; the next call goes on with the next one).*/
+NEXUS_EXPORT nexus_err_t nexus_history_next_view(nexus_history_t *self, nexus_event_t **event);
 /*  Fetches the next page now; *count receives its number of events (which
     nexus_history_next then returns one by one). 0 with *more false: end.   */
 NEXUS_EXPORT nexus_err_t nexus_history_fetch(nexus_history_t *self, size_t *count, int *more);
