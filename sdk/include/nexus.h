@@ -306,6 +306,60 @@ NEXUS_EXPORT nexus_err_t nexus_publish_json(nexus_client_t *self, const char *to
 NEXUS_EXPORT nexus_err_t nexus_publish_json_acked(nexus_client_t *self, const char *topic,
                                                   const char *json, uint64_t *seq);
 
+/*  ---- Acknowledged publish, pipelined ----------------------------------
+    nexus_publish_async sends an acknowledged publish and returns without
+    waiting for the broker: many can be in flight at once (a window of at
+    most max_requests requests and max_bytes of them, per client), and fn
+    is told the outcome of each, exactly once. nexus_publish_async_wait
+    waits until every one has been told. The broker stores each event
+    durably before it answers, as for nexus_publish_acked.
+
+    Completions run on the application's threads, not on a thread of the
+    SDK: inside nexus_publish_async (whenever it reads replies: when the
+    window fills, and every few dozen calls) and inside
+    nexus_publish_async_wait, on the thread that called it, outside every
+    lock of the SDK, one at a time per client, in the order the broker
+    answered (which may differ from the order of sending, section 4 of
+    docs/protocol.md). fn may call nexus_publish_async (e.g. to retry): it
+    never waits there, NEXUS_ERR_BUSY says the window is full. fn must not
+    call nexus_publish_async_wait nor nexus_client_destroy.
+
+    The outcome passed to fn: NEXUS_OK with seq and ts (the event is
+    durable); an error the broker answered (NEXUS_ERR_TOO_LARGE,
+    NEXUS_ERR_STORE_FULL, NEXUS_ERR_STORE, NEXUS_ERR_UNAUTHORIZED, ...:
+    the event was not stored); NEXUS_ERR_TIMEOUT when no answer came within
+    the client's timeout, or NEXUS_ERR_CLOSED when the client was
+    destroyed first: then the event may or may not have been stored. A
+    request unanswered for the timeout fails with every other one in
+    flight (the connection is replaced, so a late answer cannot arrive).  */
+typedef void(nexus_publish_fn)(nexus_err_t err, uint64_t seq, uint64_t ts, void *arg);
+
+/*  The window of nexus_publish_async: requests (1..65536, default 1024)
+    and bytes of them (64 KiB..1 GiB, default 64 MiB; one request larger
+    than that goes alone). Set before connect.                              */
+NEXUS_EXPORT nexus_err_t nexus_client_set_publish_window(nexus_client_t *self,
+                                                         uint32_t max_requests, size_t max_bytes);
+
+/*  Sends one acknowledged publish (payload copied). fn (may be NULL) is
+    called once with its outcome, arg passed along. Waits (running
+    completions) while the window is full, at most the client's timeout.
+    Returns NEXUS_OK when sent: fn will be called. Otherwise fn will not
+    be called and the event was not sent: NEXUS_ERR_BAD_TOPIC,
+    NEXUS_ERR_TOO_LARGE (over 64 MiB), NEXUS_ERR_CLOSED (not connected),
+    NEXUS_ERR_TIMEOUT (the window stayed full), NEXUS_ERR_BUSY (window
+    full and called from fn, or the socket refused), NEXUS_ERR_INVALID,
+    NEXUS_ERR_NOMEM. Thread-safe.                                           */
+NEXUS_EXPORT nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic,
+                                             const void *payload, size_t size, nexus_publish_fn *fn,
+                                             void *arg);
+
+/*  Waits up to timeout_ms (-1: as long as it takes, which is at most the
+    client's timeout after the last send; 0: only run what is ready) until
+    no asynchronous publish of this client is in flight and every
+    completion has run. Returns NEXUS_OK, NEXUS_ERR_TIMEOUT (some are still
+    in flight), NEXUS_ERR_INVALID (called from a completion).               */
+NEXUS_EXPORT nexus_err_t nexus_publish_async_wait(nexus_client_t *self, int timeout_ms);
+
 /*  ---- Subscribing and receiving ----------------------------------------
     Patterns: tokens separated by '.', '*' matches one token, a final '>'
     one or more; ">" (or "broadcast") matches every topic.

@@ -102,6 +102,9 @@ nexus_client_t *nexus_client_new(void)
     pthread_mutex_init(&self->ctl_lock, NULL);
     pthread_mutex_init(&self->pub_lock, NULL);
     pthread_mutex_init(&self->pipe_lock, NULL);
+    pthread_mutex_init(&self->async_lock, NULL);
+    self->async_window = 1024;
+    self->async_window_bytes = 64u << 20;
     pthread_cond_init(&self->cond, NULL);
     self->heartbeat_ms = 5000;
     self->backoff_min = 100;
@@ -135,6 +138,7 @@ void nexus_client_destroy(nexus_client_t **self_p)
     if (!self_p || !*self_p)
         return;
     nexus_client_t *self = *self_p;
+    nx_async_destroy(self);
     pthread_mutex_lock(&self->lock);
     self->closing = true;
     pthread_cond_broadcast(&self->cond);
@@ -167,6 +171,7 @@ void nexus_client_destroy(nexus_client_t **self_p)
     pthread_mutex_destroy(&self->ctl_lock);
     pthread_mutex_destroy(&self->pub_lock);
     pthread_mutex_destroy(&self->pipe_lock);
+    pthread_mutex_destroy(&self->async_lock);
     pthread_cond_destroy(&self->cond);
     free(self);
     *self_p = NULL;
@@ -408,6 +413,19 @@ nexus_err_t nexus_client_set_queue_max(nexus_client_t *self, size_t max_events)
     if (max_events < 1 || max_events > 10000000)
         return nx_client_fail(self, NEXUS_ERR_INVALID, "queue size must be 1..10000000");
     self->queue_max = max_events;
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_publish_window(nexus_client_t *self, uint32_t max_requests,
+                                            size_t max_bytes)
+{
+    S_CONFIGURING(self);
+    if (max_requests < 1 || max_requests > 65536 || max_bytes < (64u << 10) ||
+        max_bytes > (1u << 30))
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "publish window needs 1..65536 requests and 64 KiB..1 GiB");
+    self->async_window = max_requests;
+    self->async_window_bytes = max_bytes;
     return s_ok(self);
 }
 

@@ -159,6 +159,7 @@ const char *nx_obj_str(const msgpack_object *map, const char *key, char *buf, si
 
 /*  ---- The client ---------------------------------------------------------*/
 
+typedef struct _nx_async_t nx_async_t;
 
 struct _nexus_client_t {
     /* configuration: written before connect, read-only after            */
@@ -220,6 +221,11 @@ struct _nexus_client_t {
     zsock_t *spare[NX_SPARE_MAX]; /* idle DEALERs for iterators (lock)  */
     size_t n_spare;               /* entries in spare (lock)            */
 
+    pthread_mutex_t async_lock; /* guards async (nx_pubasync.c)       */
+    nx_async_t *async;          /* nexus_publish_async's channel      */
+    uint32_t async_window;      /* its window: requests in flight     */
+    size_t async_window_bytes;  /* and their bytes                    */
+
     pthread_mutex_t pipe_lock; /* serializes commands to the actor   */
     zactor_t *actor;           /* background thread                  */
 };
@@ -251,6 +257,10 @@ zsock_t *nx_client_dealer_get(nexus_client_t *self);
 /*  Gives one back (*sock set to NULL): kept for the next iterator when
     quiet is true (no request in flight) and there is room, else closed.   */
 void nx_client_dealer_put(nexus_client_t *self, zsock_t **sock, bool quiet);
+
+/*  Ends nexus_publish_async's channel: what is in flight completes with
+    NEXUS_ERR_CLOSED (nx_pubasync.c).                                       */
+void nx_async_destroy(nexus_client_t *self);
 
 /*  The background actor (nx_actor.c).                                      */
 void nx_actor_fn(zsock_t *pipe, void *args);
