@@ -250,6 +250,8 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->cfg.snapshot_file = s_strdup_or_null(cfg->snapshot_file);
     self->start_us = nx_now_us();
     self->start_mono = nx_mono_us();
+    if (nx_ops_init(err_buf, err_size))
+        goto fail;
     self->next_tick = self->start_mono + S_TICK_US;
 
     /*  CURVE first: a bad certificate stops the start before the store
@@ -344,6 +346,11 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     zsock_set_maxmsgsize(self->xsub, max_in);
     zsock_set_sndhwm(self->xpub, (int)self->cfg.out_hwm);
     zsock_set_xpub_nodrop(self->xpub, 1); /* see s_send_event */
+    /*  Every subscribe and unsubscribe, not only a prefix's first and last,
+        and a leaving subscriber's subscriptions as unsubscribes: so that
+        `channels` counts subscribers per prefix.                          */
+    int verboser = 1;
+    zmq_setsockopt(zsock_resolve(self->xpub), ZMQ_XPUB_VERBOSER, &verboser, sizeof verboser);
     zsock_set_rcvhwm(self->router, (int)self->cfg.control_hwm);
     zsock_set_sndhwm(self->router, (int)self->cfg.control_hwm);
     zsock_set_maxmsgsize(self->router, max_ctl);
@@ -423,10 +430,10 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
 
     nx_store_stats_t st;
     nx_store_stats(self->store, &st);
-    nx_info("store %s: %" PRIu64 " events (seq %" PRIu64 "..%" PRIu64 "), %" PRIu64
+    nx_info("store %s (id %s): %" PRIu64 " events (seq %" PRIu64 "..%" PRIu64 "), %" PRIu64
             " bytes, sync=%s",
-            self->cfg.data_dir, st.count, st.first_seq, st.last_seq, st.bytes,
-            self->cfg.sync == NX_SYNC_FULL ? "full" : "none");
+            self->cfg.data_dir, nx_store_id(self->store), st.count, st.first_seq, st.last_seq,
+            st.bytes, self->cfg.sync == NX_SYNC_FULL ? "full" : "none");
     return self;
 
 fail:
@@ -766,33 +773,42 @@ static uint64_t s_request_hash(nx_broker_t *self, const msgpack_object *req)
     return sum ? sum : 1;
 }
 
-/*  Runs the handler of pr->op and packs the reply. The handler packs into a
-    scratch buffer first because a msgpack map needs its size up front.    */
+int nx_request_fail(nx_request_t *rq, nexus_err_t err, const char *format, ...)
+{
+    rq->err = err ? err : NEXUS_ERR_INTERNAL;
+    va_list args;
+    va_start(args, format);
+    vsnprintf(rq->err_msg, sizeof rq->err_msg, format, args);
+    va_end(args);
+    nx_dmap_clear(&rq->reply);
+    return -1;
+}
+
+/*  Runs the handler of pr->op and packs the reply. The handler packs its
+    fields into a scratch buffer first, counted as it goes, because the
+    reply map's head (with its length) comes before them.                  */
 static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
 {
-    const nx_op_t *op = nx_ops_get(pr->op);
-    self->peer = pr->env.n ? zmq_msg_data(&pr->env.frames[0]) : NULL;
-    self->peer_len = pr->env.n ? zmq_msg_size(&pr->env.frames[0]) : 0;
-    self->auth_handle = pr->auth;
-    /*  Only requests with an id can be retries.                           */
-    self->req_hash = pr->id.size && op->retry ? s_request_hash(self, &pr->request) : 0;
-    pr->op = -1;
-
+    const nx_op_t *op = pr->op;
+    pr->op = NULL;
     msgpack_sbuffer body;
     nx_scratch_take(&self->scratch, &body);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &body, msgpack_sbuffer_write);
-    nexus_err_t err = NEXUS_OK;
-    char err_msg[NX_ERRMSG_MAX] = "";
-    int fields = op->fn(self, &pr->request, &pk, &err, err_msg);
-    bool ok = err == NEXUS_OK && fields >= 0;
-    if (!ok && err == NEXUS_OK)
-        err = NEXUS_ERR_INTERNAL;
-    if (fields < 0) {
-        fields = 0;
-        msgpack_sbuffer_clear(&body);
-    }
-    s_pack_reply(pr, ok, err, err_msg, (uint32_t)fields, body.data ? body.data : "", body.size);
+    nx_request_t rq = {
+        .peer = pr->env.n ? zmq_msg_data(&pr->env.frames[0]) : NULL,
+        .peer_len = pr->env.n ? zmq_msg_size(&pr->env.frames[0]) : 0,
+        .auth = pr->auth,
+        /*  Only requests with an id can be retries.                       */
+        .hash =
+            pr->id.size && (op->def->flags & NX_OF_RETRY) ? s_request_hash(self, &pr->request) : 0,
+        .fields = &pr->request,
+    };
+    nx_dmap_init(&rq.reply, &body);
+    int rc = op->fn(self, &rq);
+    if (rc < 0 && rq.err == NEXUS_OK)
+        nx_request_fail(&rq, NEXUS_ERR_INTERNAL, "the handler of %s failed", op->def->name);
+    bool ok = rq.err == NEXUS_OK;
+    s_pack_reply(pr, ok, rq.err, rq.err_msg, nx_dmap_pairs(&rq.reply), body.data ? body.data : "",
+                 body.size);
     nx_scratch_give(&self->scratch, &body);
 }
 
@@ -810,7 +826,7 @@ static int s_to_reader(nx_broker_t *self, nx_pending_reply_t *pr)
         /*  The pipe is full (the reader is behind): never block the loop
             on it, the reader may be waiting for us to read.               */
         zmsg_destroy(&msg);
-        pr->op = -1;
+        pr->op = NULL;
         pr->deferred = false;
         s_reply_error(pr, NEXUS_ERR_BUSY, "history reader busy, try again");
         return -1;
@@ -861,7 +877,7 @@ static int s_read_request(nx_broker_t *self)
     zmq_msg_move(&pr->body, &frame);
     zmq_msg_close(&frame);
     self->n_replies++;
-    pr->op = -1;
+    pr->op = NULL;
     pr->is_write = false;
     pr->deferred = false;
     pr->failed = false;
@@ -924,8 +940,8 @@ static int s_read_request(nx_broker_t *self)
         s_reply_error(pr, NEXUS_ERR_BAD_REQUEST, err_msg);
         return 0;
     }
-    pr->op = nx_ops_find(name, name_len);
-    if (pr->op < 0) {
+    const nx_op_t *op = nx_ops_find(name, name_len);
+    if (!op) {
         char text[NX_ERRMSG_MAX];
         int shown = (int)nx_utf8_cut(name, name_len, 64);
         snprintf(text, sizeof text, "unknown op '%.*s'", shown, name);
@@ -937,20 +953,26 @@ static int s_read_request(nx_broker_t *self)
     }
     /*  ping and health stay open so that monitors need no secret.         */
     pr->auth = NULL;
-    if (nx_auth_enabled(self->auth) && strcmp(nx_ops_get(pr->op)->name, "ping") != 0 &&
-        strcmp(nx_ops_get(pr->op)->name, "health") != 0) {
+    if (nx_auth_enabled(self->auth) && !(op->def->flags & NX_OF_OPEN)) {
         /*  "auth", not "token": work ops use "token" for fencing tokens.  */
         const char *token = NULL;
         size_t token_len = 0;
         nx_map_str(&pr->request, "auth", &token, &token_len, NULL);
         if (nx_auth_check(self->auth, token, token_len, &pr->auth) != NEXUS_OK) {
-            pr->op = -1;
             s_reply_error(pr, NEXUS_ERR_UNAUTHORIZED,
                           token ? "wrong token" : "this fabric requires a token");
             return 0;
         }
     }
-    if (!nx_ops_get(pr->op)->fn) {
+    /*  Every field the table knows is checked here, once for every op,
+        before anything runs: a bad request changes nothing.               */
+    nexus_err_t bad = nx_optab_check(op->def, &pr->request, err_msg);
+    if (bad) {
+        s_reply_error(pr, bad, err_msg);
+        return 0;
+    }
+    pr->op = op;
+    if (!op->fn) {
         /*  Runs on the reader thread, against committed state: with events
             forwarded but not committed yet (s_may_wait), after this turn's
             commit, which then must happen.                                */
@@ -961,7 +983,7 @@ static int s_read_request(nx_broker_t *self)
             self->n_replies--;
         return 0;
     }
-    if (nx_ops_get(pr->op)->is_write) {
+    if (op->def->flags & NX_OF_WRITE) {
         pr->is_write = true;
         self->turn_writes++;
         s_run_op(self, pr);
@@ -988,7 +1010,7 @@ static void s_env_send(nx_broker_t *self, nx_envelope_t *env, zmq_msg_t *reply)
 
 static void s_send_reply(nx_broker_t *self, nx_pending_reply_t *pr)
 {
-    if (pr->op >= 0)
+    if (pr->op)
         s_run_op(self, pr);
     if (pr->failed)
         self->count.request_errors++;
@@ -1384,6 +1406,58 @@ static void s_read_subscriptions(nx_broker_t *self)
         }
         zmq_msg_close(&msg);
     }
+}
+
+/*  Hex key of s_read_subscriptions back to bytes; returns the length.    */
+static size_t s_unhex(const char *key, char *out, size_t size)
+{
+    size_t n = 0;
+    for (const char *p = key + 1; p[0] && p[1] && n < size; p += 2) {
+        unsigned v = 0;
+        sscanf(p, "%2x", &v);
+        out[n++] = (char)v;
+    }
+    return n;
+}
+
+static int s_by_refs(const void *a, const void *b)
+{
+    uintptr_t x = ((const uintptr_t *)a)[1], y = ((const uintptr_t *)b)[1];
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+void nx_broker_pack_subscriptions(nx_broker_t *self, msgpack_packer *pk)
+{
+    /*  At most S_CHANNELS_MAX, most subscribed first: the table is bounded
+        by what subscribers send, the reply must not be.                  */
+    enum { S_CHANNELS_MAX = 1000 };
+    size_t n = zhashx_size(self->subscriptions);
+    uintptr_t(*rows)[2] = n ? calloc(n, sizeof *rows) : NULL;
+    size_t k = 0;
+    for (void *refs = zhashx_first(self->subscriptions); refs && rows && k < n;
+         refs = zhashx_next(self->subscriptions)) {
+        rows[k][0] = (uintptr_t)zhashx_cursor(self->subscriptions);
+        rows[k][1] = (uintptr_t)refs;
+        k++;
+    }
+    if (k)
+        qsort(rows, k, sizeof *rows, s_by_refs);
+    size_t shown = k < S_CHANNELS_MAX ? k : S_CHANNELS_MAX;
+    msgpack_pack_array(pk, (uint32_t)shown);
+    for (size_t i = 0; i < shown; i++) {
+        char prefix[NX_TOPIC_MAX + 1];
+        size_t len = s_unhex((const char *)rows[i][0], prefix, sizeof prefix);
+        msgpack_pack_map(pk, 2);
+        /*  A prefix is raw bytes a subscriber sent; shown as a str only
+            when it is UTF-8 (a topic's start always is).                  */
+        nx_pack_str(pk, "prefix");
+        if (nx_utf8_valid(prefix, len))
+            nx_pack_strn(pk, prefix, len);
+        else
+            msgpack_pack_bin_with_body(pk, prefix, len);
+        nx_pack_kv_u64(pk, "subscribers", rows[i][1]);
+    }
+    free(rows);
 }
 
 static void s_read_monitor(zsock_t *mon, uint64_t *connected)

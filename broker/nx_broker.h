@@ -35,6 +35,7 @@
 #include "nx_codec.h"
 #include "nx_curve.h"
 #include "nx_fwdlog.h"
+#include "nx_optab.h"
 #include "nx_scratch.h"
 #include "nx_stats.h"
 #include "nx_store.h"
@@ -100,7 +101,7 @@ typedef struct {
     zmq_msg_t body;         /* the request bytes; the parsed request points in */
     msgpack_zone zone;      /* holds the parsed request (reads run later)    */
     msgpack_object request; /* the parsed request map                        */
-    int op;                 /* index into the op table; -1: reply is ready   */
+    const struct nx_op *op; /* its row of the op table; NULL: reply is ready */
     const void *auth;       /* the request's token (nx_auth handle)          */
 } nx_pending_reply_t;
 
@@ -152,8 +153,6 @@ struct _nx_broker_t {
     uint64_t slow_logged;             /* slow-subscriber drops already logged       */
     uint64_t next_tick;               /* monotonic us of the next housekeeping      */
     char last_drop[160];              /* what the last dropped event looked like    */
-    const uint8_t *peer;              /* routing id of the request being handled    */
-    size_t peer_len;                  /* bytes in peer                              */
     bool batch_kv;                    /* this batch wrote sessions/claims/requests  */
     bool batch_failed;                /* a write of this batch failed: it is lost   */
     size_t turn_first;                /* first event of this turn in events         */
@@ -168,7 +167,6 @@ struct _nx_broker_t {
     bool fwdlog_failed;               /* a write of it failed (logged once)         */
     uint64_t problem_at;              /* mono us of the last store failure, 0: none  */
     char problem[200];                /* what it was, for `health`                   */
-    const void *auth_handle;          /* token of the request being handled         */
     uint64_t next_coord;              /* wall us of the next lease/session deadline */
     zactor_t *reader;                 /* runs history queries (nx_reader.c)         */
     nx_awaiting_t *awaiting;          /* write replies waiting for the commit to be
@@ -183,8 +181,6 @@ struct _nx_broker_t {
     struct _nx_sessions_t *sessions;  /* session table (nx_sessions.c)       */
     struct _nx_claims_t *claims;      /* claim table (nx_claims.c)           */
     struct _nx_auth_t *auth;          /* tokens (nx_auth.c)                  */
-    uint64_t req_hash;                /* hash of the request being handled,
-                                         0 without an id (nx_claims.c)       */
     bool snapshot_dirty;              /* sessions or claims changed since written   */
     nx_snapshot_t *snapshot;          /* its writer thread, NULL: no snapshot_file  */
     nx_scratch_t scratch;             /* msgpack buffers the loop reuses            */
@@ -192,25 +188,56 @@ struct _nx_broker_t {
 
 /*  ---- The op table (nx_ops.c) ------------------------------------------- */
 
-/*  A handler packs the reply's own fields (not id/ok) into pk and returns
-    how many key/value pairs it packed. To fail it sets *err (and err_msg)
-    and returns -1, or returns the number of extra fields it packed to go
-    with the error (a denied claim names the holder). Write ops stage their
-    writes in the open batch; the reply goes out after the commit.          */
-typedef int(nx_op_fn)(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                      nexus_err_t *err, char *err_msg);
-
+/*  One control request as its handler sees it (redis's `client *c`):
+    everything about the request in one argument, nothing parked on the
+    broker between calls. The handler reads fields, packs the reply's own
+    fields (not id/ok) into reply, nx_dmap_pair () counting them, and
+    returns 0; or fails with nx_request_fail () and returns -1. Fields
+    packed after the failure go out with the error (a denied claim names
+    the holder). The fields were checked against the op's row of the
+    protocol table (nx_optab) before the handler runs. Write ops stage
+    their writes in the open batch; the reply goes out after the commit.   */
 typedef struct {
-    const char *name; /* the "op" string                                    */
-    nx_op_fn *fn;     /* the handler                                        */
-    bool is_write;    /* runs before the commit, reply after it             */
-    bool retry;       /* a retry gets the first answer (needs req_hash)     */
+    const uint8_t *peer;          /* routing id of the connection, or NULL   */
+    size_t peer_len;              /* bytes in peer                           */
+    const void *auth;             /* the request's token (nx_auth handle)    */
+    uint64_t hash;                /* identifies a retry (protocol.md 7); 0:
+                                     no id, or an op without retries        */
+    const msgpack_object *fields; /* the request map                         */
+    nx_dmap_t reply;              /* the reply's fields, counted             */
+    nexus_err_t err;              /* NEXUS_OK, or why it failed              */
+    char err_msg[NX_ERRMSG_MAX];  /* the error's message                     */
+} nx_request_t;
 
+/*  Fails rq with err and a printf-style message; drops the fields packed
+    so far. Returns -1, for `return nx_request_fail (...)`.                 */
+int nx_request_fail(nx_request_t *rq, nexus_err_t err, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*  Counts one reply field and returns the packer for its key and value.  */
+static inline msgpack_packer *nx_kv(nx_request_t *rq)
+{
+    return nx_dmap_pair(&rq->reply);
+}
+
+typedef int(nx_op_fn)(nx_broker_t *self, nx_request_t *rq);
+
+typedef struct nx_op {
+    const nx_opdef_t *def; /* its row of the protocol table: name, flags,
+                              fields                                       */
+    nx_op_fn *fn;          /* the handler; NULL: the reader thread's       */
 } nx_op_t;
 
-/*  Returns the index of op name in the table, or -1.                       */
-int nx_ops_find(const char *name, size_t len);
-const nx_op_t *nx_ops_get(int index);
+/*  Joins the protocol table to the handlers; -1 (with a message) when an
+    op has no handler. Called once by nx_broker_new.                        */
+int nx_ops_init(char *err_buf, size_t err_size);
+
+/*  The op named name (len bytes), or NULL.                                 */
+const nx_op_t *nx_ops_find(const char *name, size_t len);
+
+/*  Packs the live subscriptions of the XPUB as an array of
+    {prefix, subscribers}, most subscribed first (nx_broker.c).            */
+void nx_broker_pack_subscriptions(nx_broker_t *self, msgpack_packer *pk);
 
 /*  Stamps and stages one event from the control plane (publish op, and
     events the broker itself emits), refusing payloads over max_payload.

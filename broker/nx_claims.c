@@ -541,156 +541,128 @@ static void s_end(nx_broker_t *self, s_claim_t *c, s_state_t state, const char *
 /*  ---- Retries ---------------------------------------------------------- */
 
 /*  When the request is a retry of the one that made c's last change,
-    packs that answer again and returns its field count; else -1.           */
-static int s_retry(nx_broker_t *self, const s_claim_t *c, const nx_session_t *s, msgpack_packer *pk)
+    packs that answer again and returns true.                              */
+static bool s_retry(nx_request_t *rq, const s_claim_t *c, const nx_session_t *s)
 {
-    if (!c || !self->req_hash || c->answer_hash != self->req_hash ||
-        strcmp(c->answer_session, s->id) != 0)
-        return -1;
-    msgpack_sbuffer_write(pk->data, (const char *)c->answer, c->answer_len);
-    return (int)c->answer_fields;
+    if (!c || !rq->hash || c->answer_hash != rq->hash || strcmp(c->answer_session, s->id) != 0)
+        return false;
+    nx_dmap_raw(&rq->reply, c->answer, c->answer_len, c->answer_fields);
+    return true;
 }
 
-/*  Where the handler starts packing its answer in pk.                      */
-static size_t s_mark(msgpack_packer *pk)
+/*  Where a handler's answer starts in its reply, to keep it for retries.  */
+typedef struct {
+    size_t at;      /* bytes of the reply before it                       */
+    uint32_t pairs; /* fields of the reply before it                      */
+} s_mark_t;
+
+static s_mark_t s_mark(const nx_request_t *rq)
 {
-    return ((msgpack_sbuffer *)pk->data)->size;
+    return (s_mark_t){rq->reply.buf->size, nx_dmap_pairs(&rq->reply)};
 }
 
-/*  Keeps the answer packed since start as c's last answer (saved with c).  */
-static void s_remember(nx_broker_t *self, s_claim_t *c, const nx_session_t *s, msgpack_packer *pk,
-                       size_t start, int fields)
+/*  Keeps the answer packed since mark as c's last answer (saved with c).  */
+static void s_remember(nx_request_t *rq, s_claim_t *c, const nx_session_t *s, s_mark_t mark)
 {
-    msgpack_sbuffer *buf = pk->data;
+    msgpack_sbuffer *buf = rq->reply.buf;
     free(c->answer);
     c->answer = NULL;
     c->answer_hash = 0;
-    if (!self->req_hash)
+    if (!rq->hash)
         return;
-    c->answer_len = buf->size - start;
+    c->answer_len = buf->size - mark.at;
     c->answer = malloc(c->answer_len ? c->answer_len : 1);
     if (!c->answer)
         return;
-    memcpy(c->answer, buf->data + start, c->answer_len);
-    c->answer_hash = self->req_hash;
-    c->answer_fields = (uint32_t)fields;
+    memcpy(c->answer, buf->data + mark.at, c->answer_len);
+    c->answer_hash = rq->hash;
+    c->answer_fields = nx_dmap_pairs(&rq->reply) - mark.pairs;
     snprintf(c->answer_session, sizeof c->answer_session, "%s", s->id);
 }
 
 /*  ---- Ops ---------------------------------------------------------------- */
 
-static int s_fail(nexus_err_t *err, nexus_err_t code, char *err_msg, const char *fmt,
-                  const char *arg)
+/*  Answers a change of state (work_id, state), remembers the answer for
+    retries and stores the item: 0, or -1 if the store refused.            */
+static int s_answer_state(nx_broker_t *self, nx_request_t *rq, s_claim_t *c, const nx_session_t *s,
+                          const char *what)
 {
-    *err = code;
-    snprintf(err_msg, NX_ERRMSG_MAX, fmt, arg);
+    s_mark_t mark = s_mark(rq);
+    nx_pack_kv_str(nx_kv(rq), "work_id", c->work_id);
+    nx_pack_kv_str(nx_kv(rq), "state", s_state_names[c->state]);
+    s_remember(rq, c, s, mark);
+    nexus_err_t saved = s_save(self, c);
+    if (saved)
+        return nx_request_fail(rq, saved, "the store could not take the %s", what);
+    return 0;
+}
+
+/*  The work_id as a string (the table checked it: 1..256 bytes, no NUL).  */
+static void s_work_id(const nx_request_t *rq, char *key)
+{
+    const char *id = "";
+    size_t len = 0;
+    nx_map_str(rq->fields, "work_id", &id, &len, NULL);
+    memcpy(key, id, len);
+    key[len] = 0;
+}
+
+/*  ttl_ms, up to the claim_ttl_max setting.                               */
+static int s_ttl(nx_broker_t *self, nx_request_t *rq, uint64_t *ttl)
+{
+    *ttl = self->cfg.claim_ttl;
+    nx_map_u64(rq->fields, "ttl_ms", ttl, NULL);
+    if (*ttl < 100 || *ttl > self->cfg.claim_ttl_max)
+        return nx_request_fail(rq, NEXUS_ERR_BAD_REQUEST, "field 'ttl_ms' must be 100..%" PRIu64,
+                               self->cfg.claim_ttl_max);
+    return 0;
+}
+
+/*  Fails with denied and the holder, lease end and state.                 */
+static int s_denied(nx_request_t *rq, const s_claim_t *c)
+{
+    if (c->state == S_COMPLETED)
+        nx_request_fail(rq, NEXUS_ERR_DENIED, "'%.120s' is completed (reopen it to claim again)",
+                        c->work_id);
+    else
+        nx_request_fail(rq, NEXUS_ERR_DENIED, "'%.120s' is claimed by %s", c->work_id, c->holder);
+    nx_pack_kv_str(nx_kv(rq), "holder", c->holder);
+    nx_pack_kv_u64(nx_kv(rq), "expires_at", c->expires_at);
+    nx_pack_kv_str(nx_kv(rq), "state", s_state_names[c->state]);
     return -1;
 }
 
-/*  Answers a change of state (work_id, state), remembers the answer for
-    retries and stores the item: 2 fields, or -1 if the store refused.      */
-static int s_answer_state(nx_broker_t *self, s_claim_t *c, const nx_session_t *s,
-                          msgpack_packer *pk, const char *what, nexus_err_t *err, char *err_msg)
-{
-    size_t start = s_mark(pk);
-    nx_pack_kv_str(pk, "work_id", c->work_id);
-    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
-    s_remember(self, c, s, pk, start, 2);
-    if ((*err = s_save(self, c)))
-        return s_fail(err, *err, err_msg, "the store could not take the %s", what);
-    return 2;
-}
-
-/*  Reads work_id and finds the item (NULL when it does not exist; *key gets
-    the id as a string).                                                    */
-static int s_work_id(const msgpack_object *req, char *key, nexus_err_t *err, char *err_msg)
-{
-    const char *id = NULL;
-    size_t len = 0;
-    if ((*err = nx_map_str_req(req, "work_id", &id, &len, err_msg)))
-        return -1;
-    if (len == 0 || len > NX_WORK_ID_MAX || memchr(id, 0, len)) {
-        *err = NEXUS_ERR_BAD_REQUEST;
-        snprintf(err_msg, NX_ERRMSG_MAX, "field 'work_id' must be 1..%d bytes, no NUL",
-                 NX_WORK_ID_MAX);
-        return -1;
-    }
-    memcpy(key, id, len);
-    key[len] = 0;
-    return 0;
-}
-
-static int s_ttl(nx_broker_t *self, const msgpack_object *req, uint64_t *ttl, nexus_err_t *err,
-                 char *err_msg)
-{
-    *ttl = self->cfg.claim_ttl;
-    if ((*err = nx_map_u64(req, "ttl_ms", ttl, err_msg)))
-        return -1;
-    if (*ttl < 100 || *ttl > self->cfg.claim_ttl_max) {
-        *err = NEXUS_ERR_BAD_REQUEST;
-        snprintf(err_msg, NX_ERRMSG_MAX, "field 'ttl_ms' must be 100..%" PRIu64,
-                 self->cfg.claim_ttl_max);
-        return -1;
-    }
-    return 0;
-}
-
-/*  Packs the denied answer's extra fields.                                 */
-static int s_denied(const s_claim_t *c, msgpack_packer *pk, nexus_err_t *err, char *err_msg)
-{
-    *err = NEXUS_ERR_DENIED;
-    if (c->state == S_COMPLETED)
-        snprintf(err_msg, NX_ERRMSG_MAX, "'%.120s' is completed (reopen it to claim again)",
-                 c->work_id);
-    else
-        snprintf(err_msg, NX_ERRMSG_MAX, "'%.120s' is claimed by %s", c->work_id, c->holder);
-    nx_pack_kv_str(pk, "holder", c->holder);
-    nx_pack_kv_u64(pk, "expires_at", c->expires_at);
-    nx_pack_kv_str(pk, "state", s_state_names[c->state]);
-    return 3;
-}
-
-int nx_op_work_claim(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                     nexus_err_t *err, char *err_msg)
+int nx_op_work_claim(nx_broker_t *self, nx_request_t *rq)
 {
     struct _nx_claims_t *cs = s_self(self);
     char key[NX_WORK_ID_MAX + 1];
     uint64_t ttl;
     const char *desc = NULL;
     size_t desc_len = 0;
-    if (s_work_id(req, key, err, err_msg) || s_ttl(self, req, &ttl, err, err_msg) ||
-        (*err = nx_map_str(req, "description", &desc, &desc_len, err_msg)))
+    s_work_id(rq, key);
+    if (s_ttl(self, rq, &ttl))
         return -1;
-    if (desc_len > NX_TEXT_MAX)
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'description' is over %s bytes",
-                      "4096");
-    const msgpack_object *md = nx_map_get(req, "metadata");
-    if (md && md->type != MSGPACK_OBJECT_MAP && md->type != MSGPACK_OBJECT_NIL)
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'metadata' must be a %s", "map");
-    if (md && nx_coord_packed_size(self, md) > NX_VALUE_MAX)
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'metadata' is over %s bytes",
-                      "65536 packed");
-    nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
+    nx_map_str(rq->fields, "description", &desc, &desc_len, NULL);
+    const msgpack_object *md = nx_map_get(rq->fields, "metadata");
+    nx_session_t *s = nx_sessions_authorize(self, rq);
     if (!s)
         return -1;
     uint64_t now = nx_now_us();
     s_claim_t *c = zhashx_lookup(cs->items, key);
-    int again = s_retry(self, c, s, pk);
-    if (again >= 0)
-        return again;
+    if (s_retry(rq, c, s))
+        return 0;
     if (c && (c->state == S_COMPLETED || (c->state == S_CLAIMED && c->expires_at > now))) {
         if (c->state == S_CLAIMED && strcmp(c->holder, s->id) == 0) {
             /*  Claiming what you already hold is not a double grant: say
                 so, with your token, rather than deny yourself.            */
-            *err = NEXUS_ERR_CONFLICT;
-            snprintf(err_msg, NX_ERRMSG_MAX,
-                     "'%.120s' is already held by you (token %" PRIu64 "); renew it instead", key,
-                     c->token);
-            nx_pack_kv_u64(pk, "token", c->token);
-            nx_pack_kv_u64(pk, "expires_at", c->expires_at);
-            return 2;
+            nx_request_fail(rq, NEXUS_ERR_CONFLICT,
+                            "'%.120s' is already held by you (token %" PRIu64 "); renew it instead",
+                            key, c->token);
+            nx_pack_kv_u64(nx_kv(rq), "token", c->token);
+            nx_pack_kv_u64(nx_kv(rq), "expires_at", c->expires_at);
+            return -1;
         }
-        return s_denied(c, pk, err, err_msg);
+        return s_denied(rq, c);
     }
     if (c && c->state == S_CLAIMED) /* lease over, not yet swept: expire now */
         s_end(self, c, S_EXPIRED, "expired", NULL, now);
@@ -701,12 +673,12 @@ int nx_op_work_claim(nx_broker_t *self, const msgpack_object *req, msgpack_packe
             they are not done twice: with only those and claimed items
             left, the claim is refused.                                     */
         if (zhashx_size(cs->items) >= self->cfg.claims_max && !s_forget_oldest(self))
-            return s_fail(err, NEXUS_ERR_BUSY, err_msg,
-                          "claims_max work items are known, all claimed or completed (%s)",
-                          "claims_max");
+            return nx_request_fail(rq, NEXUS_ERR_BUSY,
+                                   "claims_max work items are known, all claimed or completed "
+                                   "(claims_max)");
         c = calloc(1, sizeof *c);
         if (!c)
-            return s_fail(err, NEXUS_ERR_NOMEM, err_msg, "out of %s", "memory");
+            return nx_request_fail(rq, NEXUS_ERR_NOMEM, "out of memory");
         c->work_id = strdup(key);
         zhashx_update(cs->items, c->work_id, c);
     }
@@ -728,136 +700,130 @@ int nx_op_work_claim(nx_broker_t *self, const msgpack_object *req, msgpack_packe
     s_held_add(cs, s->id, +1);
     s_heap_push(cs, c->work_id, c->expires_at, c->token);
     nx_coord_wake(self, c->expires_at);
-    size_t start = s_mark(pk);
-    nx_pack_kv_str(pk, "work_id", c->work_id);
-    nx_pack_kv_u64(pk, "token", c->token);
-    nx_pack_kv_u64(pk, "expires_at", c->expires_at);
-    nx_pack_kv_str(pk, "holder", c->holder);
-    s_remember(self, c, s, pk, start, 4);
-    if ((*err = s_save(self, c)) || (*err = s_save_fence(self)))
-        return s_fail(err, *err, err_msg, "the store could not take the %s", "claim");
+    s_mark_t mark = s_mark(rq);
+    nx_pack_kv_str(nx_kv(rq), "work_id", c->work_id);
+    nx_pack_kv_u64(nx_kv(rq), "token", c->token);
+    nx_pack_kv_u64(nx_kv(rq), "expires_at", c->expires_at);
+    nx_pack_kv_str(nx_kv(rq), "holder", c->holder);
+    s_remember(rq, c, s, mark);
+    nexus_err_t saved = s_save(self, c);
+    if (!saved)
+        saved = s_save_fence(self);
+    if (saved)
+        return nx_request_fail(rq, saved, "the store could not take the claim");
     s_emit(self, "work.claimed", c, NULL, s->id);
-    return 4;
+    return 0;
 }
 
 /*  The common checks of renew, release and complete: the item exists, is
-    claimed, the token is current and the caller is its holder.             */
-static s_claim_t *s_held_item(nx_broker_t *self, const msgpack_object *req, nx_session_t **sp,
-                              msgpack_packer *pk, int *again, nexus_err_t *err, char *err_msg)
+    claimed, the token is current and the caller is its holder. NULL with
+    rq failed, or the item; *again is true when rq was a retry, answered
+    already.                                                                */
+static s_claim_t *s_held_item(nx_broker_t *self, nx_request_t *rq, nx_session_t **sp, bool *again)
 {
-    *again = -1;
+    *again = false;
     char key[NX_WORK_ID_MAX + 1];
     uint64_t token = 0;
-    if (s_work_id(req, key, err, err_msg) || (*err = nx_map_u64_req(req, "token", &token, err_msg)))
-        return NULL;
-    nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
+    s_work_id(rq, key);
+    nx_map_u64(rq->fields, "token", &token, NULL);
+    nx_session_t *s = nx_sessions_authorize(self, rq);
     if (!s)
         return NULL;
     *sp = s;
     s_claim_t *c = zhashx_lookup(s_self(self)->items, key);
     if (!c) {
-        s_fail(err, NEXUS_ERR_NOT_FOUND, err_msg, "no work item '%.120s'", key);
+        nx_request_fail(rq, NEXUS_ERR_NOT_FOUND, "no work item '%.120s'", key);
         return NULL;
     }
-    if ((*again = s_retry(self, c, s, pk)) >= 0)
+    if ((*again = s_retry(rq, c, s)))
         return c;
     if (token != c->token) {
-        *err = NEXUS_ERR_STALE_TOKEN;
-        snprintf(err_msg, NX_ERRMSG_MAX,
-                 "token %" PRIu64 " is stale: '%.100s' is now at token %" PRIu64 " (%s by %.64s)",
-                 token, key, c->token, s_state_names[c->state], c->holder);
+        nx_request_fail(rq, NEXUS_ERR_STALE_TOKEN,
+                        "token %" PRIu64 " is stale: '%.100s' is now at token %" PRIu64
+                        " (%s by %.64s)",
+                        token, key, c->token, s_state_names[c->state], c->holder);
         return NULL;
     }
     if (strcmp(c->holder, s->id) != 0) {
-        *err = NEXUS_ERR_FORBIDDEN;
-        snprintf(err_msg, NX_ERRMSG_MAX, "'%.100s' is held by %.64s, not %.64s", key, c->holder,
-                 s->id);
+        nx_request_fail(rq, NEXUS_ERR_FORBIDDEN, "'%.100s' is held by %.64s, not %.64s", key,
+                        c->holder, s->id);
         return NULL;
     }
     uint64_t now = nx_now_us();
     if (c->state == S_CLAIMED && c->expires_at <= now)
         s_end(self, c, S_EXPIRED, "expired", NULL, now);
     if (c->state != S_CLAIMED) {
-        *err = NEXUS_ERR_CONFLICT;
-        snprintf(err_msg, NX_ERRMSG_MAX, "'%.120s' is %s, not claimed", key,
-                 s_state_names[c->state]);
+        nx_request_fail(rq, NEXUS_ERR_CONFLICT, "'%.120s' is %s, not claimed", key,
+                        s_state_names[c->state]);
         return NULL;
     }
     return c;
 }
 
-int nx_op_work_renew(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                     nexus_err_t *err, char *err_msg)
+int nx_op_work_renew(nx_broker_t *self, nx_request_t *rq)
 {
     uint64_t ttl;
-    if (s_ttl(self, req, &ttl, err, err_msg))
+    if (s_ttl(self, rq, &ttl))
         return -1;
     nx_session_t *s = NULL;
-    int again;
-    s_claim_t *c = s_held_item(self, req, &s, pk, &again, err, err_msg);
+    bool again;
+    s_claim_t *c = s_held_item(self, rq, &s, &again);
     if (!c)
         return -1;
-    if (again >= 0)
-        return again;
+    if (again)
+        return 0;
     uint64_t now = nx_now_us();
     c->expires_at = now + ttl * 1000;
     c->updated_at = now;
     s_heap_push(s_self(self), c->work_id, c->expires_at, c->token);
     nx_coord_wake(self, c->expires_at);
-    size_t start = s_mark(pk);
-    nx_pack_kv_str(pk, "work_id", c->work_id);
-    nx_pack_kv_u64(pk, "token", c->token);
-    nx_pack_kv_u64(pk, "expires_at", c->expires_at);
-    s_remember(self, c, s, pk, start, 3);
-    if ((*err = s_save(self, c)))
-        return s_fail(err, *err, err_msg, "the store could not take the %s", "renewal");
-    return 3;
+    s_mark_t mark = s_mark(rq);
+    nx_pack_kv_str(nx_kv(rq), "work_id", c->work_id);
+    nx_pack_kv_u64(nx_kv(rq), "token", c->token);
+    nx_pack_kv_u64(nx_kv(rq), "expires_at", c->expires_at);
+    s_remember(rq, c, s, mark);
+    nexus_err_t saved = s_save(self, c);
+    if (saved)
+        return nx_request_fail(rq, saved, "the store could not take the renewal");
+    return 0;
 }
 
-int nx_op_work_release(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                       nexus_err_t *err, char *err_msg)
+int nx_op_work_release(nx_broker_t *self, nx_request_t *rq)
 {
+    /*  reason: at most 4096 bytes (the table), refused, not cut, before
+        the session is touched, so that bad input changes nothing.         */
     const char *reason = NULL;
     size_t reason_len = 0;
-    if ((*err = nx_map_str(req, "reason", &reason, &reason_len, err_msg)))
-        return -1;
-    /*  Refused, not cut: like every other free-text field, and before the
-        session is touched, so that bad input changes nothing.            */
-    if (reason_len > NX_TEXT_MAX)
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'reason' is over %s bytes",
-                      "4096");
+    nx_map_str(rq->fields, "reason", &reason, &reason_len, NULL);
     nx_session_t *s = NULL;
-    int again;
-    s_claim_t *c = s_held_item(self, req, &s, pk, &again, err, err_msg);
+    bool again;
+    s_claim_t *c = s_held_item(self, rq, &s, &again);
     if (!c)
         return -1;
-    if (again >= 0)
-        return again;
+    if (again)
+        return 0;
     uint64_t now = nx_now_us();
     s_held_add(s_self(self), c->holder, -1);
     c->state = S_RELEASED;
     c->updated_at = now;
-    if (s_answer_state(self, c, s, pk, "release", err, err_msg) < 0)
+    if (s_answer_state(self, rq, c, s, "release") < 0)
         return -1;
     s_emit_detail(self, "work.released", c, "released", s->id, reason, reason_len);
-    return 2;
+    return 0;
 }
 
-int nx_op_work_complete(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                        nexus_err_t *err, char *err_msg)
+int nx_op_work_complete(nx_broker_t *self, nx_request_t *rq)
 {
     nx_session_t *s = NULL;
-    int again;
-    /*  Results are kept with the item for claims_retain: bounded each.    */
-    const msgpack_object *result = nx_map_get(req, "result");
-    if (result && nx_coord_packed_size(self, result) > NX_VALUE_MAX)
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'result' is over %s bytes",
-                      "65536 packed");
-    s_claim_t *c = s_held_item(self, req, &s, pk, &again, err, err_msg);
+    bool again;
+    /*  Results are kept with the item for claims_retain: at most 64 KiB
+        packed each (the table).                                          */
+    const msgpack_object *result = nx_map_get(rq->fields, "result");
+    s_claim_t *c = s_held_item(self, rq, &s, &again);
     if (!c)
         return -1;
-    if (again >= 0)
-        return again;
+    if (again)
+        return 0;
     uint64_t now = nx_now_us();
     free(c->result);
     c->result = result ? nx_coord_pack_object(self, result, &c->result_len) : NULL;
@@ -866,76 +832,62 @@ int nx_op_work_complete(nx_broker_t *self, const msgpack_object *req, msgpack_pa
     s_held_add(s_self(self), c->holder, -1);
     c->state = S_COMPLETED;
     c->updated_at = now;
-    if (s_answer_state(self, c, s, pk, "completion", err, err_msg) < 0)
+    if (s_answer_state(self, rq, c, s, "completion") < 0)
         return -1;
     s_emit(self, "work.completed", c, NULL, s->id);
-    return 2;
+    return 0;
 }
 
-int nx_op_work_reopen(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                      nexus_err_t *err, char *err_msg)
+int nx_op_work_reopen(nx_broker_t *self, nx_request_t *rq)
 {
     char key[NX_WORK_ID_MAX + 1];
-    if (s_work_id(req, key, err, err_msg))
-        return -1;
-    nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
+    s_work_id(rq, key);
+    nx_session_t *s = nx_sessions_authorize(self, rq);
     if (!s)
         return -1;
     s_claim_t *c = zhashx_lookup(s_self(self)->items, key);
     if (!c)
-        return s_fail(err, NEXUS_ERR_NOT_FOUND, err_msg, "no work item '%.120s'", key);
-    int again = s_retry(self, c, s, pk);
-    if (again >= 0)
-        return again;
-    if (c->state != S_COMPLETED) {
-        *err = NEXUS_ERR_CONFLICT;
-        snprintf(err_msg, NX_ERRMSG_MAX, "'%.120s' is %s; only a completed item can be reopened",
-                 key, s_state_names[c->state]);
-        return -1;
-    }
+        return nx_request_fail(rq, NEXUS_ERR_NOT_FOUND, "no work item '%.120s'", key);
+    if (s_retry(rq, c, s))
+        return 0;
+    if (c->state != S_COMPLETED)
+        return nx_request_fail(rq, NEXUS_ERR_CONFLICT,
+                               "'%.120s' is %s; only a completed item can be reopened", key,
+                               s_state_names[c->state]);
     c->state = S_OPEN;
     c->updated_at = nx_now_us();
-    if (s_answer_state(self, c, s, pk, "reopen", err, err_msg) < 0)
+    if (s_answer_state(self, rq, c, s, "reopen") < 0)
         return -1;
     s_emit(self, "work.reopened", c, NULL, s->id);
-    return 2;
+    return 0;
 }
 
-int nx_op_work_get(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                   nexus_err_t *err, char *err_msg)
+int nx_op_work_get(nx_broker_t *self, nx_request_t *rq)
 {
     char key[NX_WORK_ID_MAX + 1];
-    if (s_work_id(req, key, err, err_msg))
-        return -1;
+    s_work_id(rq, key);
     s_claim_t *c = zhashx_lookup(s_self(self)->items, key);
     if (!c)
-        return s_fail(err, NEXUS_ERR_NOT_FOUND, err_msg, "no work item '%.120s'", key);
-    nx_pack_str(pk, "claim");
-    s_pack_claim(pk, c);
-    return 1;
+        return nx_request_fail(rq, NEXUS_ERR_NOT_FOUND, "no work item '%.120s'", key);
+    nx_pack_str(nx_kv(rq), "claim");
+    s_pack_claim(&rq->reply.pk, c);
+    return 0;
 }
 
-int nx_op_work_list(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                    nexus_err_t *err, char *err_msg)
+int nx_op_work_list(nx_broker_t *self, nx_request_t *rq)
 {
     const char *holder = NULL, *state = NULL, *prefix = NULL;
     size_t holder_len = 0, state_len = 0, prefix_len = 0;
     uint64_t limit = 1000;
-    if ((*err = nx_map_str(req, "holder", &holder, &holder_len, err_msg)) ||
-        (*err = nx_map_str(req, "state", &state, &state_len, err_msg)) ||
-        (*err = nx_map_str(req, "prefix", &prefix, &prefix_len, err_msg)) ||
-        (*err = nx_map_u64(req, "limit", &limit, err_msg)))
-        return -1;
+    nx_map_str(rq->fields, "holder", &holder, &holder_len, NULL);
+    nx_map_str(rq->fields, "state", &state, &state_len, NULL);
+    nx_map_str(rq->fields, "prefix", &prefix, &prefix_len, NULL);
+    nx_map_u64(rq->fields, "limit", &limit, NULL);
     int want = -1;
     for (int i = 0; state && i < 5; i++)
         if (strlen(s_state_names[i]) == state_len &&
             memcmp(s_state_names[i], state, state_len) == 0)
             want = i;
-    if (state && want < 0)
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'state' must be one of %s",
-                      "claimed, released, expired, completed, open");
-    if (limit == 0 || limit > 100000)
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'limit' must be %s", "1..100000");
     zlistx_t *keys = zhashx_keys(s_self(self)->items);
     zlistx_set_comparator(keys, (zlistx_comparator_fn *)strcmp);
     zlistx_sort(keys);
@@ -961,12 +913,12 @@ int nx_op_work_list(nx_broker_t *self, const msgpack_object *req, msgpack_packer
         count++;
     }
     zlistx_destroy(&keys);
-    nx_pack_str(pk, "claims");
-    msgpack_pack_array(pk, count);
-    msgpack_sbuffer_write(pk->data, items.data, items.size);
+    nx_pack_str(nx_kv(rq), "claims");
+    msgpack_pack_array(&rq->reply.pk, count);
+    msgpack_sbuffer_write(rq->reply.buf, items.data, items.size);
     msgpack_sbuffer_destroy(&items);
-    nx_pack_kv_bool(pk, "truncated", truncated);
-    return 2;
+    nx_pack_kv_bool(nx_kv(rq), "truncated", truncated);
+    return 0;
 }
 
 /*  ---- Timers and session ends ------------------------------------------- */

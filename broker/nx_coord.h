@@ -51,6 +51,9 @@ typedef struct {
     uint64_t unregister_hash;       /* request that unregistered it, for
 its retries (0: none)               */
     size_t unregister_released;     /* what that request answered          */
+    uint64_t cursor;                /* its event cursor (session.cursor):
+                                       kept across runs of the id, until
+                                       the record is forgotten             */
 } nx_session_t;
 
 /*  ---- Lifecycle (called by nx_broker.c) --------------------------------- */
@@ -90,9 +93,8 @@ void nx_coord_housekeeping(nx_broker_t *self, uint64_t now);
     caller may act as it: the request's token allows it, and it comes from
     the same connection, carries the matching "secret", or carries a
     tokens-file token that names the session id (not '*'). Marks the
-    session seen. Returns NULL with *err and err_msg set.                   */
-nx_session_t *nx_sessions_authorize(nx_broker_t *self, const msgpack_object *req, nexus_err_t *err,
-                                    char *err_msg);
+    session seen. Returns NULL with rq failed.                              */
+nx_session_t *nx_sessions_authorize(nx_broker_t *self, nx_request_t *rq);
 nx_session_t *nx_sessions_lookup(nx_broker_t *self, const char *id);
 
 /*  Iterates the session table (one iteration at a time: the table's own
@@ -138,7 +140,8 @@ uint8_t *nx_coord_pack_object(nx_broker_t *self, const msgpack_object *o, size_t
 
 /*  The op handlers, listed in nx_ops.c's table.                            */
 nx_op_fn nx_op_session_register, nx_op_session_heartbeat, nx_op_session_status,
-    nx_op_session_unregister, nx_op_session_get, nx_op_session_list, nx_op_session_find;
+    nx_op_session_unregister, nx_op_session_cursor, nx_op_session_get, nx_op_session_list,
+    nx_op_session_find;
 nx_op_fn nx_op_work_claim, nx_op_work_renew, nx_op_work_release, nx_op_work_complete,
     nx_op_work_reopen, nx_op_work_get, nx_op_work_list;
 

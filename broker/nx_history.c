@@ -198,5 +198,6 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
     nx_pack_kv_u64(pk, "scanned", scanned);
     nx_pack_kv_u64(pk, "first_seq", first_seq);
     nx_pack_kv_u64(pk, "last_seq", last_seq);
-    return 5;
+    nx_pack_kv_str(pk, "store_id", nx_store_id(store));
+    return 6;
 }

@@ -1,9 +1,12 @@
 /*  =========================================================================
     nx_ops - the control plane's operations, one function each, and the
-    table that names them. docs/protocol.md documents every field.
+    table that joins each row of the protocol's op table (sdk/proto/
+    nx_optab.c: names, flags, fields) to its handler. docs/protocol.md
+    documents every field.
 
-    Handlers check every field of the request before they change anything,
-    so that a bad request leaves the store as it was.
+    The broker has checked every field the table knows before a handler
+    runs; handlers check the rest (bounds from the settings, state) before
+    they change anything, so that a bad request leaves the store as it was.
     =========================================================================
 */
 
@@ -18,31 +21,30 @@
 
 /*  ---- ping, health, state -------------------------------------------- */
 
-static int s_op_ping(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                     nexus_err_t *err, char *err_msg)
+static int s_op_ping(nx_broker_t *self, nx_request_t *rq)
 {
-    nx_pack_kv_u64(pk, "ts", nx_now_us());
-    return 1;
+    nx_pack_kv_u64(nx_kv(rq), "ts", nx_now_us());
+    nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
+    return 0;
 }
 
-static int s_op_health(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                       nexus_err_t *err, char *err_msg)
+static int s_op_health(nx_broker_t *self, nx_request_t *rq)
 {
     char iso[40];
     /*  A store that failed within the last minute makes the broker
         degraded: it still serves, but writes may be refused.              */
     bool degraded = self->problem_at && nx_mono_us() - self->problem_at < S_PROBLEM_US;
-    nx_pack_kv_str(pk, "status", degraded ? "degraded" : "active");
-    nx_pack_kv_str(pk, "service", "nexusd");
-    nx_pack_kv_str(pk, "version", NEXUS_VERSION_STRING);
-    nx_pack_kv_str(pk, "timestamp", nx_iso8601(nx_now_us(), iso));
-    nx_pack_kv_u64(pk, "last_seq", self->last_seq);
-    nx_pack_kv_str(pk, "problem", degraded ? self->problem : NULL);
-    return 6;
+    nx_pack_kv_str(nx_kv(rq), "status", degraded ? "degraded" : "active");
+    nx_pack_kv_str(nx_kv(rq), "service", "nexusd");
+    nx_pack_kv_str(nx_kv(rq), "version", NEXUS_VERSION_STRING);
+    nx_pack_kv_str(nx_kv(rq), "timestamp", nx_iso8601(nx_now_us(), iso));
+    nx_pack_kv_u64(nx_kv(rq), "last_seq", self->last_seq);
+    nx_pack_kv_str(nx_kv(rq), "problem", degraded ? self->problem : NULL);
+    nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
+    return 0;
 }
 
-static int s_op_state(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                      nexus_err_t *err, char *err_msg)
+static int s_op_state(nx_broker_t *self, nx_request_t *rq)
 {
     uint64_t now = nx_now_us(), mono = nx_mono_us();
     char iso[40];
@@ -50,70 +52,70 @@ static int s_op_state(nx_broker_t *self, const msgpack_object *req, msgpack_pack
     nx_store_stats(self->store, &st);
     nx_counters_t *c = &self->count;
 
-    nx_pack_kv_str(pk, "version", NEXUS_VERSION_STRING);
-    nx_pack_kv_str(pk, "start_time", nx_iso8601(self->start_us, iso));
-    nx_pack_kv_u64(pk, "start_ts", self->start_us);
-    nx_pack_kv_double(pk, "uptime_seconds", (double)(mono - self->start_mono) / 1e6);
-    nx_pack_kv_str(pk, "sync", self->cfg.sync == NX_SYNC_FULL ? "full" : "none");
-    nx_pack_kv_u64(pk, "events_total", c->events_in);
-    nx_pack_kv_u64(pk, "events_out", c->events_out);
-    nx_pack_kv_double(pk, "events_per_second_10s", nx_rate_get(&self->rate_in, mono, 10));
-    nx_pack_kv_double(pk, "events_per_second_1m", nx_rate_get(&self->rate_in, mono, 60));
-    nx_pack_kv_u64(pk, "subscribers", c->subscribers);
-    nx_pack_kv_u64(pk, "publishers", c->publishers);
-    nx_pack_kv_u64(pk, "subscriptions", c->subscriptions);
-    nx_pack_kv_u64(pk, "requests", c->requests);
-    nx_pack_kv_u64(pk, "request_errors",
+    nx_pack_kv_str(nx_kv(rq), "version", NEXUS_VERSION_STRING);
+    nx_pack_kv_str(nx_kv(rq), "start_time", nx_iso8601(self->start_us, iso));
+    nx_pack_kv_u64(nx_kv(rq), "start_ts", self->start_us);
+    nx_pack_kv_double(nx_kv(rq), "uptime_seconds", (double)(mono - self->start_mono) / 1e6);
+    nx_pack_kv_str(nx_kv(rq), "sync", self->cfg.sync == NX_SYNC_FULL ? "full" : "none");
+    nx_pack_kv_u64(nx_kv(rq), "events_total", c->events_in);
+    nx_pack_kv_u64(nx_kv(rq), "events_out", c->events_out);
+    nx_pack_kv_double(nx_kv(rq), "events_per_second_10s", nx_rate_get(&self->rate_in, mono, 10));
+    nx_pack_kv_double(nx_kv(rq), "events_per_second_1m", nx_rate_get(&self->rate_in, mono, 60));
+    nx_pack_kv_u64(nx_kv(rq), "subscribers", c->subscribers);
+    nx_pack_kv_u64(nx_kv(rq), "publishers", c->publishers);
+    nx_pack_kv_u64(nx_kv(rq), "subscriptions", c->subscriptions);
+    nx_pack_str(nx_kv(rq), "channels");
+    nx_broker_pack_subscriptions(self, &rq->reply.pk);
+    nx_pack_kv_u64(nx_kv(rq), "requests", c->requests);
+    nx_pack_kv_u64(nx_kv(rq), "request_errors",
                    c->request_errors + __atomic_load_n(&c->reader_errors, __ATOMIC_RELAXED));
-    nx_pack_kv_u64(pk, "batches", c->batches);
+    nx_pack_kv_u64(nx_kv(rq), "batches", c->batches);
 
-    nx_pack_str(pk, "history");
-    msgpack_pack_map(pk, 10);
-    nx_pack_kv_u64(pk, "first_seq", st.first_seq);
-    nx_pack_kv_u64(pk, "last_seq", st.last_seq);
-    nx_pack_kv_u64(pk, "count", st.count);
-    nx_pack_kv_u64(pk, "bytes", st.bytes);
-    nx_pack_kv_u64(pk, "disk_bytes", st.disk_bytes);
-    nx_pack_kv_u64(pk, "map_size", st.map_size);
-    nx_pack_kv_u64(pk, "map_used", st.map_used);
-    nx_pack_kv_u64(pk, "trimmed", st.trimmed);
-    nx_pack_kv_u64(pk, "commits", st.commits);
-    nx_pack_kv_u64(pk, "grows", st.grows);
+    nx_dmap_open(&rq->reply, "history");
+    nx_pack_kv_u64(nx_kv(rq), "first_seq", st.first_seq);
+    nx_pack_kv_u64(nx_kv(rq), "last_seq", st.last_seq);
+    nx_pack_kv_u64(nx_kv(rq), "count", st.count);
+    nx_pack_kv_u64(nx_kv(rq), "bytes", st.bytes);
+    nx_pack_kv_u64(nx_kv(rq), "disk_bytes", st.disk_bytes);
+    nx_pack_kv_u64(nx_kv(rq), "map_size", st.map_size);
+    nx_pack_kv_u64(nx_kv(rq), "map_used", st.map_used);
+    nx_pack_kv_u64(nx_kv(rq), "trimmed", st.trimmed);
+    nx_pack_kv_u64(nx_kv(rq), "commits", st.commits);
+    nx_pack_kv_u64(nx_kv(rq), "grows", st.grows);
 
-    nx_pack_str(pk, "drops");
-    msgpack_pack_map(pk, 7);
-    nx_pack_kv_u64(pk, "invalid_topic", c->drop_bad_topic);
-    nx_pack_kv_u64(pk, "oversize", c->drop_oversize);
-    nx_pack_kv_u64(pk, "malformed", c->drop_malformed);
-    nx_pack_kv_u64(pk, "store", c->drop_store);
-    nx_pack_kv_u64(pk, "send", c->drop_send);
-    nx_pack_kv_u64(pk, "slow_subscriber", c->drop_slow);
-    nx_pack_kv_u64(pk, "total",
+    nx_dmap_close(&rq->reply);
+
+    nx_dmap_open(&rq->reply, "drops");
+    nx_pack_kv_u64(nx_kv(rq), "invalid_topic", c->drop_bad_topic);
+    nx_pack_kv_u64(nx_kv(rq), "oversize", c->drop_oversize);
+    nx_pack_kv_u64(nx_kv(rq), "malformed", c->drop_malformed);
+    nx_pack_kv_u64(nx_kv(rq), "store", c->drop_store);
+    nx_pack_kv_u64(nx_kv(rq), "send", c->drop_send);
+    nx_pack_kv_u64(nx_kv(rq), "slow_subscriber", c->drop_slow);
+    nx_pack_kv_u64(nx_kv(rq), "total",
                    c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store +
                        c->drop_send);
+    nx_dmap_close(&rq->reply);
 
-    nx_pack_kv_str(pk, "timestamp", nx_iso8601(now, iso));
-    return 18;
+    nx_pack_kv_str(nx_kv(rq), "timestamp", nx_iso8601(now, iso));
+    nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
+    return 0;
 }
 
 /*  ---- publish (acknowledged) ------------------------------------------ */
 
-static int s_op_publish(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                        nexus_err_t *err, char *err_msg)
+static int s_op_publish(nx_broker_t *self, nx_request_t *rq)
 {
+    /*  Types and the topic's grammar are checked (nx_optab).               */
     const char *topic = NULL, *source = "";
     size_t topic_len = 0, source_len = 0;
-    *err = nx_map_str_req(req, "topic", &topic, &topic_len, err_msg);
-    if (*err)
-        return -1;
-    *err = nx_map_str(req, "source", &source, &source_len, err_msg);
-    if (*err)
-        return -1;
+    nx_map_str(rq->fields, "topic", &topic, &topic_len, NULL);
+    nx_map_str(rq->fields, "source", &source, &source_len, NULL);
     /*  payload: bin is the event's bytes as they are; any other msgpack
         value (a str too) is stored as its msgpack encoding, so a client
         can send a map without packing it twice, and a JSON string sent
         through the gateway comes back as a string.                        */
-    const msgpack_object *payload = nx_map_get(req, "payload");
+    const msgpack_object *payload = nx_map_get(rq->fields, "payload");
     const void *data = "";
     size_t size = 0;
     msgpack_sbuffer packed;
@@ -129,50 +131,93 @@ static int s_op_publish(nx_broker_t *self, const msgpack_object *req, msgpack_pa
         size = packed.size;
     }
     uint64_t seq = 0;
-    *err = nx_broker_emit(self, topic, topic_len, source, source_len, data, size,
-                          self->cfg.max_payload, &seq, err_msg);
+    char err_msg[NX_ERRMSG_MAX] = "";
+    nexus_err_t err = nx_broker_emit(self, topic, topic_len, source, source_len, data, size,
+                                     self->cfg.max_payload, &seq, err_msg);
     msgpack_sbuffer_destroy(&packed);
-    if (*err)
-        return -1;
-    nx_pack_kv_u64(pk, "seq", seq);
-    nx_pack_kv_u64(pk, "ts", self->last_ts);
-    return 2;
+    if (err)
+        return nx_request_fail(rq, err, "%s", err_msg);
+    nx_pack_kv_u64(nx_kv(rq), "seq", seq);
+    nx_pack_kv_u64(nx_kv(rq), "ts", self->last_ts);
+    return 0;
+}
+
+/*  ---- channels ------------------------------------------------------------ */
+
+static int s_op_channels(nx_broker_t *self, nx_request_t *rq)
+{
+    nx_pack_str(nx_kv(rq), "channels");
+    nx_broker_pack_subscriptions(self, &rq->reply.pk);
+    nx_pack_kv_u64(nx_kv(rq), "subscribers", self->count.subscribers);
+    return 0;
 }
 
 /*  ---- The table -------------------------------------------------------- */
 
-static const nx_op_t s_ops[] = {
-    {"ping", s_op_ping, false, false},
-    {"health", s_op_health, false, false},
-    {"state", s_op_state, false, false},
-    {"publish", s_op_publish, true, false},
-    /*  No function: history runs on the reader thread (nx_reader.c).      */
-    {"history", NULL, false, false},
-    {"session.register", nx_op_session_register, true, false},
-    {"session.heartbeat", nx_op_session_heartbeat, false, false},
-    {"session.status", nx_op_session_status, true, false},
-    {"session.unregister", nx_op_session_unregister, true, true},
-    {"session.get", nx_op_session_get, false, false},
-    {"session.list", nx_op_session_list, false, false},
-    {"session.find", nx_op_session_find, false, false},
-    {"work.claim", nx_op_work_claim, true, true},
-    {"work.renew", nx_op_work_renew, true, true},
-    {"work.release", nx_op_work_release, true, true},
-    {"work.complete", nx_op_work_complete, true, true},
-    {"work.reopen", nx_op_work_reopen, true, true},
-    {"work.get", nx_op_work_get, false, false},
-    {"work.list", nx_op_work_list, false, false},
+/*  Handlers by op name; every row of the protocol table has one here
+    (history's runs on the reader thread, nx_reader.c).                     */
+static const struct {
+    const char *name;
+    nx_op_fn *fn;
+} s_handlers[] = {
+    {"ping", s_op_ping},
+    {"health", s_op_health},
+    {"state", s_op_state},
+    {"channels", s_op_channels},
+    {"publish", s_op_publish},
+    {"history", NULL},
+    {"session.register", nx_op_session_register},
+    {"session.heartbeat", nx_op_session_heartbeat},
+    {"session.status", nx_op_session_status},
+    {"session.unregister", nx_op_session_unregister},
+    {"session.cursor", nx_op_session_cursor},
+    {"session.get", nx_op_session_get},
+    {"session.list", nx_op_session_list},
+    {"session.find", nx_op_session_find},
+    {"work.claim", nx_op_work_claim},
+    {"work.renew", nx_op_work_renew},
+    {"work.release", nx_op_work_release},
+    {"work.complete", nx_op_work_complete},
+    {"work.reopen", nx_op_work_reopen},
+    {"work.get", nx_op_work_get},
+    {"work.list", nx_op_work_list},
 };
 
-int nx_ops_find(const char *name, size_t len)
+#define S_HANDLERS (sizeof s_handlers / sizeof s_handlers[0])
+
+/*  The joined table, in the protocol table's order (nx_ops_init).       */
+static nx_op_t s_ops[S_HANDLERS];
+static size_t s_n_ops;
+
+int nx_ops_init(char *err_buf, size_t err_size)
 {
-    for (size_t i = 0; i < sizeof s_ops / sizeof s_ops[0]; i++)
-        if (strlen(s_ops[i].name) == len && memcmp(s_ops[i].name, name, len) == 0)
-            return (int)i;
-    return -1;
+    size_t n = 0;
+    const nx_opdef_t *defs = nx_optab_all(&n);
+    if (n > S_HANDLERS) {
+        snprintf(err_buf, err_size, "the op table has %zu ops, the broker %zu handlers", n,
+                 S_HANDLERS);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t k = 0;
+        while (k < S_HANDLERS && strcmp(s_handlers[k].name, defs[i].name) != 0)
+            k++;
+        /*  A row without a handler is a bug of this build: refuse to start
+            rather than answer unknown_op for an op the docs promise.      */
+        if (k == S_HANDLERS || (!s_handlers[k].fn && !(defs[i].flags & NX_OF_READER))) {
+            snprintf(err_buf, err_size, "op %s has no handler", defs[i].name);
+            return -1;
+        }
+        s_ops[i] = (nx_op_t){&defs[i], s_handlers[k].fn};
+    }
+    s_n_ops = n;
+    return 0;
 }
 
-const nx_op_t *nx_ops_get(int index)
+const nx_op_t *nx_ops_find(const char *name, size_t len)
 {
-    return &s_ops[index];
+    for (size_t i = 0; i < s_n_ops; i++)
+        if (strlen(s_ops[i].def->name) == len && memcmp(s_ops[i].def->name, name, len) == 0)
+            return &s_ops[i];
+    return NULL;
 }

@@ -114,11 +114,12 @@ static nexus_err_t s_save(nx_broker_t *self, nx_session_t *s)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
     /*  The stored record is the public one plus what must survive: the
-        secret and when it went.                                            */
-    msgpack_pack_array(&pk, 3);
+        secret, when it went, and its event cursor (session.cursor).        */
+    msgpack_pack_array(&pk, 4);
     nx_sessions_pack(&pk, s);
     nx_pack_str(&pk, s->secret);
     msgpack_pack_uint64(&pk, s->gone_at);
+    msgpack_pack_uint64(&pk, s->cursor);
     nexus_err_t rc = nx_coord_put(self, NX_DB_SESSIONS, s->id, strlen(s->id), buf.data, buf.size);
     nx_scratch_give(&self->scratch, &buf);
     self->snapshot_dirty = true;
@@ -154,7 +155,7 @@ static int s_load_one(const void *key, size_t key_len, const void *value, size_t
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, value, value_len, NULL) != MSGPACK_UNPACK_SUCCESS ||
-        u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size != 3 ||
+        u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size < 3 ||
         u.data.via.array.ptr[0].type != MSGPACK_OBJECT_MAP || key_len > NX_ID_MAX) {
         nx_warn("sessions: skipping a record that does not decode");
         msgpack_unpacked_destroy(&u);
@@ -168,6 +169,10 @@ static int s_load_one(const void *key, size_t key_len, const void *value, size_t
         memcpy(s->secret, secret->via.str.ptr, NX_SECRET_LEN);
     if (u.data.via.array.ptr[2].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         s->gone_at = u.data.via.array.ptr[2].via.u64;
+    /*  Records of earlier versions have no cursor: 0, the beginning.      */
+    if (u.data.via.array.size > 3 &&
+        u.data.via.array.ptr[3].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        s->cursor = u.data.via.array.ptr[3].via.u64;
     s->name = s_get_str(rec, "name");
     const msgpack_object *caps = nx_map_get(rec, "capabilities");
     if (caps && caps->type == MSGPACK_OBJECT_ARRAY && caps->via.array.size) {
@@ -237,15 +242,15 @@ nx_session_t *nx_sessions_lookup(nx_broker_t *self, const char *id)
     two connections. A client may choose its own routing id (ZMQ_ROUTING_ID)
     and so take the id of a connection that has gone; such ids do not
     identify a connection here, and their sessions need the secret.        */
-static bool s_assigned_peer(const nx_broker_t *self)
+static bool s_assigned_peer(const nx_request_t *rq)
 {
-    return self->peer_len == 5 && self->peer[0] == 0;
+    return rq->peer && rq->peer_len == 5 && rq->peer[0] == 0;
 }
 
-static bool s_same_peer(nx_broker_t *self, const nx_session_t *s)
+static bool s_same_peer(const nx_request_t *rq, const nx_session_t *s)
 {
-    return s_assigned_peer(self) && s->peer_len && s->peer_len == self->peer_len &&
-           memcmp(s->peer, self->peer, s->peer_len) == 0;
+    return s_assigned_peer(rq) && s->peer_len && s->peer_len == rq->peer_len &&
+           memcmp(s->peer, rq->peer, s->peer_len) == 0;
 }
 
 static bool s_secret_ok(const nx_session_t *s, const char *secret, size_t len)
@@ -264,17 +269,17 @@ static bool s_secret_ok(const nx_session_t *s, const char *secret, size_t len)
     any connection, so that a restarted worker can finish the work it
     still holds. A '*' token and the shared token are fabric-wide, not any
     one session's, and still need the connection or the secret.            */
-static bool s_token_names(nx_broker_t *self, const char *id)
+static bool s_token_names(nx_broker_t *self, const nx_request_t *rq, const char *id)
 {
-    return self->auth_handle && nx_auth_names(self->auth, self->auth_handle, id, strlen(id));
+    return rq->auth && nx_auth_names(self->auth, rq->auth, id, strlen(id));
 }
 
-static void s_bind_peer(nx_broker_t *self, nx_session_t *s)
+static void s_bind_peer(const nx_request_t *rq, nx_session_t *s)
 {
     s->peer_len = 0;
-    if (s_assigned_peer(self) && self->peer_len <= sizeof s->peer) {
-        memcpy(s->peer, self->peer, self->peer_len);
-        s->peer_len = self->peer_len;
+    if (s_assigned_peer(rq) && rq->peer_len <= sizeof s->peer) {
+        memcpy(s->peer, rq->peer, rq->peer_len);
+        s->peer_len = rq->peer_len;
     }
 }
 
@@ -291,14 +296,13 @@ static void s_touch(nx_broker_t *self, nx_session_t *s, uint64_t now)
     self->snapshot_dirty = true;
 }
 
-nx_session_t *nx_sessions_authorize(nx_broker_t *self, const msgpack_object *req, nexus_err_t *err,
-                                    char *err_msg)
+/*  Authorizes acting as session id (secret may be NULL): the checks of
+    nx_sessions_authorize for one id, without failing rq (a heartbeat of
+    many sessions checks each alone). NULL with *err and err_msg set.      */
+static nx_session_t *s_authorize_id(nx_broker_t *self, const nx_request_t *rq, const char *id,
+                                    size_t id_len, const char *secret, size_t secret_len,
+                                    nexus_err_t *err, char *err_msg)
 {
-    const char *id = NULL, *secret = NULL;
-    size_t id_len = 0, secret_len = 0;
-    if ((*err = nx_map_str_req(req, "session", &id, &id_len, err_msg)) ||
-        (*err = nx_map_str(req, "secret", &secret, &secret_len, err_msg)))
-        return NULL;
     char key[NX_ID_MAX + 1];
     nx_session_t *s = NULL;
     if (nx_session_id_valid(id, id_len)) {
@@ -312,13 +316,13 @@ nx_session_t *nx_sessions_authorize(nx_broker_t *self, const msgpack_object *req
                  (int)(id_len > NX_ID_MAX ? NX_ID_MAX : id_len), id);
         return NULL;
     }
-    if (!nx_auth_allows(self->auth, self->auth_handle, s->id, strlen(s->id))) {
+    if (!nx_auth_allows(self->auth, rq->auth, s->id, strlen(s->id))) {
         *err = NEXUS_ERR_FORBIDDEN;
         snprintf(err_msg, NX_ERRMSG_MAX, "this token may not act as session '%s'", s->id);
         return NULL;
     }
-    if (!s_same_peer(self, s)) {
-        if (!s_secret_ok(s, secret, secret_len) && !s_token_names(self, s->id)) {
+    if (!s_same_peer(rq, s)) {
+        if (!s_secret_ok(s, secret, secret_len) && !s_token_names(self, rq, s->id)) {
             *err = NEXUS_ERR_FORBIDDEN;
             snprintf(err_msg, NX_ERRMSG_MAX,
                      "session '%s' belongs to another connection; send its secret (or a token "
@@ -331,9 +335,28 @@ nx_session_t *nx_sessions_authorize(nx_broker_t *self, const msgpack_object *req
             or its token, so that heartbeats from that connection work
             without them.                                                   */
         if (s->status == NX_SESSION_STALE || !s->peer_len)
-            s_bind_peer(self, s);
+            s_bind_peer(rq, s);
     }
     s_touch(self, s, nx_now_us());
+    return s;
+}
+
+nx_session_t *nx_sessions_authorize(nx_broker_t *self, nx_request_t *rq)
+{
+    /*  The table checked "session" (required, a str) and "secret".        */
+    const char *id = NULL, *secret = NULL;
+    size_t id_len = 0, secret_len = 0;
+    nx_map_str(rq->fields, "session", &id, &id_len, NULL);
+    nx_map_str(rq->fields, "secret", &secret, &secret_len, NULL);
+    if (!id) {
+        nx_request_fail(rq, NEXUS_ERR_BAD_REQUEST, "missing field 'session'");
+        return NULL;
+    }
+    nexus_err_t err = NEXUS_OK;
+    char msg[NX_ERRMSG_MAX];
+    nx_session_t *s = s_authorize_id(self, rq, id, id_len, secret, secret_len, &err, msg);
+    if (!s)
+        nx_request_fail(rq, err, "%s", msg);
     return s;
 }
 
@@ -384,38 +407,17 @@ static size_t s_gone(nx_broker_t *self, nx_session_t *s, const char *reason, uin
 
 /*  ---- Ops ---------------------------------------------------------------- */
 
-static int s_fail(nexus_err_t *err, nexus_err_t code, char *err_msg, const char *text)
-{
-    *err = code;
-    snprintf(err_msg, NX_ERRMSG_MAX, "%s", text);
-    return -1;
-}
-
-/*  Reads and checks an optional free-text field.                           */
-static int s_text_field(const msgpack_object *req, const char *key, char **out, bool *present,
-                        nexus_err_t *err, char *err_msg)
+/*  Reads an optional free-text field (str or nil, checked by the table):
+ *present tells whether it was given, *out its copy (NULL for nil).    */
+static void s_text_field(const msgpack_object *req, const char *key, char **out, bool *present)
 {
     const char *p = NULL;
     size_t n = 0;
-    *present = false;
     const msgpack_object *o = nx_map_get(req, key);
-    if (o && o->type == MSGPACK_OBJECT_NIL) {
-        *present = true;
-        *out = NULL;
-        return 0;
-    }
-    if ((*err = nx_map_str(req, key, &p, &n, err_msg)))
-        return -1;
-    if (!p)
-        return 0;
-    if (n > NX_TEXT_MAX) {
-        *err = NEXUS_ERR_BAD_REQUEST;
-        snprintf(err_msg, NX_ERRMSG_MAX, "field '%s' is over %d bytes", key, NX_TEXT_MAX);
-        return -1;
-    }
-    *present = true;
-    *out = nx_coord_strdup(p, n);
-    return 0;
+    *present = o != NULL;
+    *out = NULL;
+    if (o && o->type == MSGPACK_OBJECT_STR && nx_map_str(req, key, &p, &n, NULL) == NEXUS_OK)
+        *out = nx_coord_strdup(p, n);
 }
 
 /*  Makes room for a session never seen before. Gone sessions stay listed
@@ -445,48 +447,31 @@ static nexus_err_t s_make_room(nx_broker_t *self)
     return NEXUS_OK;
 }
 
-int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                           nexus_err_t *err, char *err_msg)
+int nx_op_session_register(nx_broker_t *self, nx_request_t *rq)
 {
+    /*  Types and fixed bounds are checked (nx_optab): what is left is the
+        id's grammar and the state of the table.                           */
+    const msgpack_object *req = rq->fields;
     const char *id = NULL, *secret = NULL;
     size_t id_len = 0, secret_len = 0;
     const msgpack_object_array *caps = NULL;
     /*  A field absent keeps the old value on a resume; presence, not a
         sentinel value, says so (every u64 is a value a client may send).  */
     uint64_t heartbeat = 0, ttl = 0;
-    if ((*err = nx_map_str(req, "session", &id, &id_len, err_msg)) ||
-        (*err = nx_map_str(req, "secret", &secret, &secret_len, err_msg)) ||
-        (*err = nx_map_str_array(req, "capabilities", &caps, err_msg)) ||
-        (*err = nx_map_u64(req, "heartbeat_ms", &heartbeat, err_msg)) ||
-        (*err = nx_map_u64(req, "ttl_ms", &ttl, err_msg)))
-        return -1;
+    nx_map_str(req, "session", &id, &id_len, NULL);
+    nx_map_str(req, "secret", &secret, &secret_len, NULL);
+    nx_map_str_array(req, "capabilities", &caps, NULL);
+    nx_map_u64(req, "heartbeat_ms", &heartbeat, NULL);
+    nx_map_u64(req, "ttl_ms", &ttl, NULL);
     const msgpack_object *md = nx_map_get(req, "metadata");
-    if (md && md->type != MSGPACK_OBJECT_MAP && md->type != MSGPACK_OBJECT_NIL)
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "field 'metadata' must be a map");
-    if (md && nx_coord_packed_size(self, md) > NX_VALUE_MAX)
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
-                      "field 'metadata' is over 65536 bytes packed");
     if (id && !nx_session_id_valid(id, id_len))
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
-                      "field 'session' must be 1..64 of [A-Za-z0-9_:@-]");
-    if (nx_map_get(req, "heartbeat_ms") && (heartbeat < 100 || heartbeat > 3600000))
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
-                      "field 'heartbeat_ms' must be 100..3600000");
+        return nx_request_fail(rq, NEXUS_ERR_BAD_REQUEST,
+                               "field 'session' must be 1..64 of [A-Za-z0-9_:@-]");
     bool has_heartbeat = nx_map_get(req, "heartbeat_ms") != NULL;
     bool has_ttl = nx_map_get(req, "ttl_ms") != NULL;
-    if (ttl > 30ull * 86400000)
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
-                      "field 'ttl_ms' must be at most 30 days");
-    if (caps && caps->size > 256)
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "at most 256 capabilities");
-    for (uint32_t i = 0; caps && i < caps->size; i++)
-        if (caps->ptr[i].via.str.size == 0 || caps->ptr[i].via.str.size > NX_CAP_MAX)
-            return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
-                          "field 'capabilities': each must be 1..256 bytes");
     char *name = NULL;
     bool has_name;
-    if (s_text_field(req, "name", &name, &has_name, err, err_msg))
-        return -1;
+    s_text_field(req, "name", &name, &has_name);
 
     char key[NX_ID_MAX + 1];
     if (id) {
@@ -499,11 +484,10 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
         snprintf(key, sizeof key, "s-%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
                  rnd[4], rnd[5]);
     }
-    if (!nx_auth_allows(self->auth, self->auth_handle, key, strlen(key))) {
+    if (!nx_auth_allows(self->auth, rq->auth, key, strlen(key))) {
         free(name);
-        *err = NEXUS_ERR_FORBIDDEN;
-        snprintf(err_msg, NX_ERRMSG_MAX, "this token may not register session '%s'", key);
-        return -1;
+        return nx_request_fail(rq, NEXUS_ERR_FORBIDDEN, "this token may not register session '%s'",
+                               key);
     }
     uint64_t now = nx_now_us();
     nx_session_t *s = nx_sessions_lookup(self, key);
@@ -511,19 +495,16 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
     if (s && s->status != NX_SESSION_GONE) {
         /*  Taking back a live session needs its connection or its secret;
             a token that names the session may replace it outright.        */
-        if (s_same_peer(self, s) || s_secret_ok(s, secret, secret_len))
+        if (s_same_peer(rq, s) || s_secret_ok(s, secret, secret_len))
             resumed = true;
-        else if (self->auth_handle &&
-                 nx_auth_allows(self->auth, self->auth_handle, key, strlen(key)))
+        else if (rq->auth && nx_auth_allows(self->auth, rq->auth, key, strlen(key)))
             replacing = true;
         else {
             free(name);
-            *err = NEXUS_ERR_FORBIDDEN;
-            snprintf(err_msg, NX_ERRMSG_MAX,
-                     "session '%s' is active on another connection; send its secret to take it "
-                     "back",
-                     key);
-            return -1;
+            return nx_request_fail(rq, NEXUS_ERR_FORBIDDEN,
+                                   "session '%s' is active on another connection; send its "
+                                   "secret to take it back",
+                                   key);
         }
     }
     /*  Everything that can refuse the request comes before the first
@@ -535,7 +516,7 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
         uint8_t rnd[NX_SECRET_LEN / 2];
         if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) {
             free(name);
-            return s_fail(err, NEXUS_ERR_INTERNAL, err_msg, "no randomness for the secret");
+            return nx_request_fail(rq, NEXUS_ERR_INTERNAL, "no randomness for the secret");
         }
         for (size_t i = 0; i < sizeof rnd; i++)
             snprintf(new_secret + 2 * i, 3, "%02x", rnd[i]);
@@ -544,16 +525,17 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
         s = calloc(1, sizeof *s);
         if (!s) {
             free(name);
-            return s_fail(err, NEXUS_ERR_NOMEM, err_msg, "out of memory");
+            return nx_request_fail(rq, NEXUS_ERR_NOMEM, "out of memory");
         }
-        if ((*err = s_make_room(self))) {
+        nexus_err_t room = s_make_room(self);
+        if (room) {
             free(name);
             free(s);
-            return s_fail(err, *err, err_msg,
-                          *err == NEXUS_ERR_BUSY
-                              ? "too many sessions (sessions_max), and none gone without claims "
-                                "to forget"
-                              : "the store could not forget a gone session");
+            return nx_request_fail(rq, room, "%s",
+                                   room == NEXUS_ERR_BUSY
+                                       ? "too many sessions (sessions_max), and none gone "
+                                         "without claims to forget"
+                                       : "the store could not forget a gone session");
         }
         memcpy(s->id, key, strlen(key) + 1);
         s->status = NX_SESSION_GONE;
@@ -609,23 +591,24 @@ int nx_op_session_register(nx_broker_t *self, const msgpack_object *req, msgpack
     if (has_ttl || !resumed)
         s->ttl_ms = ttl;
     s->status = NX_SESSION_ACTIVE;
-    s_bind_peer(self, s);
+    s_bind_peer(rq, s);
     s_touch(self, s, now);
     s->claims = nx_claims_held(self, s->id);
-    if ((*err = s_save(self, s)))
-        return s_fail(err, *err, err_msg, "the store could not take the session");
+    nexus_err_t saved = s_save(self, s);
+    if (saved)
+        return nx_request_fail(rq, saved, "the store could not take the session");
     s_emit_connected(self, s, resumed);
 
-    nx_pack_kv_str(pk, "session", s->id);
-    nx_pack_kv_str(pk, "secret", s->secret);
-    nx_pack_kv_u64(pk, "heartbeat_ms", s->heartbeat_ms);
-    nx_pack_kv_u64(pk, "timeout_ms", s_timeout_ms(self, s));
-    nx_pack_kv_bool(pk, "resumed", resumed);
-    return 5;
+    nx_pack_kv_str(nx_kv(rq), "session", s->id);
+    nx_pack_kv_str(nx_kv(rq), "secret", s->secret);
+    nx_pack_kv_u64(nx_kv(rq), "heartbeat_ms", s->heartbeat_ms);
+    nx_pack_kv_u64(nx_kv(rq), "timeout_ms", s_timeout_ms(self, s));
+    nx_pack_kv_bool(nx_kv(rq), "resumed", resumed);
+    nx_pack_kv_u64(nx_kv(rq), "cursor", s->cursor);
+    return 0;
 }
 
-int nx_op_session_heartbeat(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                            nexus_err_t *err, char *err_msg)
+int nx_op_session_heartbeat(nx_broker_t *self, nx_request_t *rq)
 {
     /*  A gateway hosts many sessions on one connection: "sessions" lists
         them all in one request, so its heartbeats cost one round trip.
@@ -633,79 +616,57 @@ int nx_op_session_heartbeat(nx_broker_t *self, const msgpack_object *req, msgpac
         that were not alive any more, so the gateway can register them
         again.                                                              */
     const msgpack_object_array *many = NULL;
-    if ((*err = nx_map_str_array(req, "sessions", &many, err_msg)))
-        return -1;
+    nx_map_str_array(rq->fields, "sessions", &many, NULL);
     if (many) {
-        if (many->size > 100000)
-            return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg, "at most 100000 sessions");
         msgpack_sbuffer lost;
         msgpack_sbuffer_init(&lost);
         msgpack_packer lpk;
         msgpack_packer_init(&lpk, &lost, msgpack_sbuffer_write);
         uint32_t n_lost = 0, n_ok = 0;
         for (uint32_t i = 0; i < many->size; i++) {
-            msgpack_object_kv kv[1];
-            kv[0].key.type = MSGPACK_OBJECT_STR;
-            kv[0].key.via.str.ptr = "session";
-            kv[0].key.via.str.size = 7;
-            kv[0].val = many->ptr[i];
-            msgpack_object one = {.type = MSGPACK_OBJECT_MAP};
-            one.via.map.size = 1;
-            one.via.map.ptr = kv;
             nexus_err_t one_err;
             char one_msg[NX_ERRMSG_MAX];
-            if (nx_sessions_authorize(self, &one, &one_err, one_msg))
+            if (s_authorize_id(self, rq, many->ptr[i].via.str.ptr, many->ptr[i].via.str.size, NULL,
+                               0, &one_err, one_msg))
                 n_ok++;
             else {
                 nx_pack_strn(&lpk, many->ptr[i].via.str.ptr, many->ptr[i].via.str.size);
                 n_lost++;
             }
         }
-        nx_pack_kv_u64(pk, "alive", n_ok);
-        nx_pack_str(pk, "lost");
-        msgpack_pack_array(pk, n_lost);
-        msgpack_sbuffer_write(pk->data, lost.data, lost.size);
+        nx_pack_kv_u64(nx_kv(rq), "alive", n_ok);
+        nx_pack_str(nx_kv(rq), "lost");
+        msgpack_pack_array(&rq->reply.pk, n_lost);
+        msgpack_sbuffer_write(rq->reply.buf, lost.data, lost.size);
         msgpack_sbuffer_destroy(&lost);
-        return 2;
+        return 0;
     }
-    nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
+    nx_session_t *s = nx_sessions_authorize(self, rq);
     if (!s)
         return -1;
     /*  Heartbeats are not written through: a restart gives every session a
         fresh timeout anyway, and an fsync per heartbeat would be waste.    */
-    nx_pack_kv_u64(pk, "timeout_at", s->timeout_at);
-    nx_pack_kv_str(pk, "status", s_statuses[s->status]);
-    return 2;
+    nx_pack_kv_u64(nx_kv(rq), "timeout_at", s->timeout_at);
+    nx_pack_kv_str(nx_kv(rq), "status", s_statuses[s->status]);
+    return 0;
 }
 
-int nx_op_session_status(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                         nexus_err_t *err, char *err_msg)
+int nx_op_session_status(nx_broker_t *self, nx_request_t *rq)
 {
     const char *state = NULL;
     size_t state_len = 0;
-    if ((*err = nx_map_str(req, "state", &state, &state_len, err_msg)))
-        return -1;
+    nx_map_str(rq->fields, "state", &state, &state_len, NULL);
     int st = -1;
     for (int i = 0; state && i < 3; i++)
         if (strlen(s_states[i]) == state_len && memcmp(s_states[i], state, state_len) == 0)
             st = i;
-    if (state && st < 0)
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
-                      "field 'state' must be available, busy or away");
+    nx_session_t *s = nx_sessions_authorize(self, rq);
+    if (!s)
+        return -1;
     char *work = NULL, *text = NULL;
     bool has_work, has_text;
-    if (s_text_field(req, "current_work", &work, &has_work, err, err_msg))
-        return -1;
-    if (s_text_field(req, "text", &text, &has_text, err, err_msg)) {
-        free(work);
-        return -1;
-    }
-    nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
-    if (!s) {
-        free(work);
-        free(text);
-        return -1;
-    }
+    s_text_field(rq->fields, "current_work", &work, &has_work);
+    s_text_field(rq->fields, "text", &text, &has_text);
     if (st >= 0)
         s->state = st;
     if (has_work) {
@@ -716,8 +677,9 @@ int nx_op_session_status(nx_broker_t *self, const msgpack_object *req, msgpack_p
         free(s->text);
         s->text = text;
     }
-    if ((*err = s_save(self, s)))
-        return s_fail(err, *err, err_msg, "the store could not take the status");
+    nexus_err_t saved = s_save(self, s);
+    if (saved)
+        return nx_request_fail(rq, saved, "the store could not take the status");
     msgpack_sbuffer buf;
     nx_scratch_take(&self->scratch, &buf);
     msgpack_packer epk;
@@ -729,50 +691,70 @@ int nx_op_session_status(nx_broker_t *self, const msgpack_object *req, msgpack_p
     s_pack_opt_str(&epk, "text", s->text);
     nx_coord_emit(self, "status.update", s->id, &buf);
     nx_scratch_give(&self->scratch, &buf);
-    nx_pack_str(pk, "session");
+    nx_pack_str(nx_kv(rq), "session");
     s->claims = nx_claims_held(self, s->id);
-    nx_sessions_pack(pk, s);
-    return 1;
+    nx_sessions_pack(&rq->reply.pk, s);
+    return 0;
 }
 
-int nx_op_session_unregister(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                             nexus_err_t *err, char *err_msg)
+int nx_op_session_unregister(nx_broker_t *self, nx_request_t *rq)
 {
     /*  A retry of the unregister that ended the session (from its owner)
         is answered as the first time, not with "no such session".        */
     const char *id = NULL, *secret = NULL;
     size_t id_len = 0, secret_len = 0;
-    nx_map_str(req, "session", &id, &id_len, NULL);
-    nx_map_str(req, "secret", &secret, &secret_len, NULL);
-    if (id && nx_session_id_valid(id, id_len) && self->req_hash) {
+    nx_map_str(rq->fields, "session", &id, &id_len, NULL);
+    nx_map_str(rq->fields, "secret", &secret, &secret_len, NULL);
+    if (id && nx_session_id_valid(id, id_len) && rq->hash) {
         char key[NX_ID_MAX + 1];
         memcpy(key, id, id_len);
         key[id_len] = 0;
         nx_session_t *gone = nx_sessions_lookup(self, key);
-        if (gone && gone->status == NX_SESSION_GONE && gone->unregister_hash == self->req_hash &&
-            (s_same_peer(self, gone) || s_secret_ok(gone, secret, secret_len) ||
-             s_token_names(self, gone->id))) {
-            nx_pack_kv_u64(pk, "released", gone->unregister_released);
-            return 1;
+        if (gone && gone->status == NX_SESSION_GONE && gone->unregister_hash == rq->hash &&
+            (s_same_peer(rq, gone) || s_secret_ok(gone, secret, secret_len) ||
+             s_token_names(self, rq, gone->id))) {
+            nx_pack_kv_u64(nx_kv(rq), "released", gone->unregister_released);
+            return 0;
         }
     }
-    nx_session_t *s = nx_sessions_authorize(self, req, err, err_msg);
+    nx_session_t *s = nx_sessions_authorize(self, rq);
     if (!s)
         return -1;
-    s->unregister_hash = self->req_hash;
+    s->unregister_hash = rq->hash;
     size_t released = s_gone(self, s, "unregistered", nx_now_us());
     s->unregister_released = released;
-    nx_pack_kv_u64(pk, "released", released);
-    return 1;
+    nx_pack_kv_u64(nx_kv(rq), "released", released);
+    return 0;
 }
 
-int nx_op_session_get(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                      nexus_err_t *err, char *err_msg)
+int nx_op_session_cursor(nx_broker_t *self, nx_request_t *rq)
+{
+    /*  The session's position in the event stream, kept by the broker so
+        that an agent, its MCP server or the broker itself may restart and
+        the next `get_events resume` starts after the last event handed
+        out: it is written through like the rest of the record, durable
+        before the reply.                                                   */
+    nx_session_t *s = nx_sessions_authorize(self, rq);
+    if (!s)
+        return -1;
+    uint64_t seq = 0;
+    if (nx_map_get(rq->fields, "seq")) {
+        nx_map_u64(rq->fields, "seq", &seq, NULL);
+        s->cursor = seq;
+        nexus_err_t saved = s_save(self, s);
+        if (saved)
+            return nx_request_fail(rq, saved, "the store could not take the cursor");
+    }
+    nx_pack_kv_str(nx_kv(rq), "session", s->id);
+    nx_pack_kv_u64(nx_kv(rq), "cursor", s->cursor);
+    return 0;
+}
+
+int nx_op_session_get(nx_broker_t *self, nx_request_t *rq)
 {
     const char *id = NULL;
     size_t id_len = 0;
-    if ((*err = nx_map_str_req(req, "session", &id, &id_len, err_msg)))
-        return -1;
+    nx_map_str(rq->fields, "session", &id, &id_len, NULL);
     nx_session_t *s = NULL;
     if (nx_session_id_valid(id, id_len)) {
         char key[NX_ID_MAX + 1];
@@ -780,15 +762,13 @@ int nx_op_session_get(nx_broker_t *self, const msgpack_object *req, msgpack_pack
         key[id_len] = 0;
         s = nx_sessions_lookup(self, key);
     }
-    if (!s) {
-        *err = NEXUS_ERR_NOT_FOUND;
-        snprintf(err_msg, NX_ERRMSG_MAX, "no session '%.*s'", (int)(id_len > 64 ? 64 : id_len), id);
-        return -1;
-    }
+    if (!s)
+        return nx_request_fail(rq, NEXUS_ERR_NOT_FOUND, "no session '%.*s'",
+                               (int)(id_len > 64 ? 64 : id_len), id);
     s->claims = nx_claims_held(self, s->id);
-    nx_pack_str(pk, "session");
-    nx_sessions_pack(pk, s);
-    return 1;
+    nx_pack_str(nx_kv(rq), "session");
+    nx_sessions_pack(&rq->reply.pk, s);
+    return 0;
 }
 
 static bool s_has_cap(const nx_session_t *s, const char *cap, size_t len)
@@ -801,25 +781,25 @@ static bool s_has_cap(const nx_session_t *s, const char *cap, size_t len)
 
 /*  Lists sessions that pass the filter of the request; shared by list and
     find.                                                                   */
-static int s_list(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk, bool find,
-                  nexus_err_t *err, char *err_msg)
+static int s_list(nx_broker_t *self, nx_request_t *rq, bool find)
 {
+    const msgpack_object *req = rq->fields;
     bool all = false, available = false;
     uint64_t window = self->cfg.session_retain;
     const char *cap = NULL;
     size_t cap_len = 0;
     const msgpack_object_array *caps = NULL;
-    if ((*err = nx_map_bool(req, "all", &all, err_msg)) ||
-        (*err = nx_map_u64(req, "window_ms", &window, err_msg)) ||
-        (*err = nx_map_bool(req, "available", &available, err_msg)) ||
-        (*err = nx_map_str(req, "capability", &cap, &cap_len, err_msg)) ||
-        (*err = nx_map_str_array(req, "capabilities", &caps, err_msg)))
-        return -1;
+    nx_map_bool(req, "all", &all, NULL);
+    nx_map_u64(req, "window_ms", &window, NULL);
+    nx_map_bool(req, "available", &available, NULL);
+    nx_map_str(req, "capability", &cap, &cap_len, NULL);
+    nx_map_str_array(req, "capabilities", &caps, NULL);
     /*  find exists so that nobody lists every session by accident: an
         empty 'capabilities' filters nothing, so it does not count.        */
     if (find && !cap && !(caps && caps->size) && !available)
-        return s_fail(err, NEXUS_ERR_BAD_REQUEST, err_msg,
-                      "give 'capability', a non-empty 'capabilities' or 'available': true");
+        return nx_request_fail(rq, NEXUS_ERR_BAD_REQUEST,
+                               "give 'capability', a non-empty 'capabilities' or 'available': "
+                               "true");
     uint64_t now = nx_now_us();
     msgpack_sbuffer items;
     msgpack_sbuffer_init(&items);
@@ -852,23 +832,21 @@ static int s_list(nx_broker_t *self, const msgpack_object *req, msgpack_packer *
         count++;
     }
     zlistx_destroy(&keys);
-    nx_pack_str(pk, "sessions");
-    msgpack_pack_array(pk, count);
-    msgpack_sbuffer_write(pk->data, items.data, items.size);
+    nx_pack_str(nx_kv(rq), "sessions");
+    msgpack_pack_array(&rq->reply.pk, count);
+    msgpack_sbuffer_write(rq->reply.buf, items.data, items.size);
     msgpack_sbuffer_destroy(&items);
-    return 1;
+    return 0;
 }
 
-int nx_op_session_list(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                       nexus_err_t *err, char *err_msg)
+int nx_op_session_list(nx_broker_t *self, nx_request_t *rq)
 {
-    return s_list(self, req, pk, false, err, err_msg);
+    return s_list(self, rq, false);
 }
 
-int nx_op_session_find(nx_broker_t *self, const msgpack_object *req, msgpack_packer *pk,
-                       nexus_err_t *err, char *err_msg)
+int nx_op_session_find(nx_broker_t *self, nx_request_t *rq)
 {
-    return s_list(self, req, pk, true, err, err_msg);
+    return s_list(self, rq, true);
 }
 
 /*  ---- Timers -------------------------------------------------------------- */

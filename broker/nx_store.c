@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -51,6 +52,9 @@
 #define S_META_LAST_SEQ "last_seq"
 #define S_META_LAST_TS  "last_ts"
 #define S_META_BYTES    "bytes"
+/*  The store's identity: NX_STORE_ID_LEN lowercase hex characters, made
+    once when the store is created and never changed (nx_store.h).          */
+#define S_META_STORE_ID "store_id"
 
 static const char *s_db_names[NX_DB__COUNT] = {
     [NX_DB_META] = "meta",
@@ -69,28 +73,30 @@ typedef struct {
 } s_counters_t;
 
 struct _nx_store_t {
-    MDB_env *env;              /* the environment                        */
-    MDB_dbi events;            /* seq -> record                          */
-    MDB_dbi dbs[NX_DB__COUNT]; /* the keyed databases, by nx_db_t        */
-    MDB_txn *txn;              /* the open batch, NULL when none         */
-    MDB_cursor *append_cur;    /* events cursor of txn, for MDB_APPEND;
-                                  LMDB frees it when txn ends            */
-    s_counters_t cur;          /* live counters, open batch included     */
-    s_counters_t saved;        /* counters as of the last commit         */
-    nx_store_config_t cfg;     /* copy of the config; path points below  */
-    char *path;                /* our copy of cfg->path                  */
-    char *data_file;           /* path of data.mdb, for disk_bytes       */
-    int lock_fd;               /* nexusd.lock, flock'ed while open; -1   */
-    uint64_t psize;            /* LMDB page size                         */
-    uint64_t map_size;         /* current map size                       */
-    uint64_t grows;            /* times make_room grew the map           */
-    uint64_t commits;          /* write transactions committed           */
-    size_t max_key;            /* LMDB's key size limit                  */
-    int readers;               /* live readers (atomic: other threads)   */
-    pthread_rwlock_t resize;   /* readers hold it shared; resizing the map
-                                  holds it exclusive (LMDB forbids a resize
-                                  while any transaction is open)          */
-    char errmsg[S_ERRMSG_MAX]; /* text of the last error                 */
+    MDB_env *env;                 /* the environment                        */
+    MDB_dbi events;               /* seq -> record                          */
+    MDB_dbi dbs[NX_DB__COUNT];    /* the keyed databases, by nx_db_t        */
+    MDB_txn *txn;                 /* the open batch, NULL when none         */
+    MDB_cursor *append_cur;       /* events cursor of txn, for MDB_APPEND;
+                                     LMDB frees it when txn ends            */
+    s_counters_t cur;             /* live counters, open batch included     */
+    s_counters_t saved;           /* counters as of the last commit         */
+    nx_store_config_t cfg;        /* copy of the config; path points below  */
+    char *path;                   /* our copy of cfg->path                  */
+    char *data_file;              /* path of data.mdb, for disk_bytes       */
+    int lock_fd;                  /* nexusd.lock, flock'ed while open; -1   */
+    uint64_t psize;               /* LMDB page size                         */
+    uint64_t map_size;            /* current map size                       */
+    uint64_t grows;               /* times make_room grew the map           */
+    uint64_t commits;             /* write transactions committed           */
+    size_t max_key;               /* LMDB's key size limit                  */
+    int readers;                  /* live readers (atomic: other threads)   */
+    pthread_rwlock_t resize;      /* readers hold it shared; resizing the map
+                                     holds it exclusive (LMDB forbids a resize
+                                     while any transaction is open)          */
+    char errmsg[S_ERRMSG_MAX];    /* text of the last error                 */
+    char id[NX_STORE_ID_LEN + 1]; /* the store's identity (constant)     */
+    bool id_created;              /* this open made the id: a new store    */
 };
 
 /*  Where a reader is, so that next knows whether to step first.            */
@@ -315,6 +321,51 @@ static int s_mkdir_p(const char *path)
     return rc;
 }
 
+/*  Reads the store's identity, or makes one: a store written by a version
+    without identities gets one at its first open, as a new store does.
+    The id is 64 random bits from the kernel, as hex, so that two stores
+    never share one by chance (a restored copy keeps it: it is in data.mdb).
+    Returns an LMDB code (MDB_CORRUPTED for an id that is not hex).        */
+static int s_load_id(nx_store_t *self, MDB_txn *txn)
+{
+    MDB_dbi meta = self->dbs[NX_DB_META];
+    MDB_val k = {strlen(S_META_STORE_ID), (void *)S_META_STORE_ID};
+    MDB_val v;
+    int rc = mdb_get(txn, meta, &k, &v);
+    if (rc == 0) {
+        if (v.mv_size != NX_STORE_ID_LEN)
+            return MDB_CORRUPTED;
+        for (size_t i = 0; i < NX_STORE_ID_LEN; i++) {
+            char ch = ((const char *)v.mv_data)[i];
+            if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
+                return MDB_CORRUPTED;
+        }
+        memcpy(self->id, v.mv_data, NX_STORE_ID_LEN);
+        self->id[NX_STORE_ID_LEN] = 0;
+        return 0;
+    }
+    if (rc != MDB_NOTFOUND)
+        return rc;
+    uint8_t bits[NX_STORE_ID_LEN / 2];
+    size_t got = 0;
+    while (got < sizeof bits) {
+        ssize_t n = getrandom(bits + got, sizeof bits - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return errno ? errno : EIO;
+        got += (size_t)n;
+    }
+    for (size_t i = 0; i < sizeof bits; i++)
+        snprintf(self->id + 2 * i, 3, "%02x", bits[i]);
+    v.mv_size = NX_STORE_ID_LEN;
+    v.mv_data = self->id;
+    rc = mdb_put(txn, meta, &k, &v, 0);
+    if (!rc)
+        self->id_created = true;
+    return rc;
+}
+
 /*  Opens the databases and loads the counters, in one write transaction so
     that a new store gets its databases created.                            */
 static int s_load(nx_store_t *self)
@@ -339,6 +390,8 @@ static int s_load(nx_store_t *self)
         have_bytes = bytes != UINT64_MAX;
         c->bytes = have_bytes ? bytes : 0;
     }
+    if (!rc)
+        rc = s_load_id(self, txn);
     MDB_stat st;
     if (!rc)
         rc = mdb_stat(txn, self->events, &st);
@@ -382,7 +435,12 @@ static int s_load(nx_store_t *self)
         return rc;
     }
     self->saved = self->cur;
-    return mdb_txn_commit(txn);
+    rc = mdb_txn_commit(txn);
+    /*  A new identity is flushed at once (under sync=full), so that the id
+        a client was given is the one the store keeps after a power cut.    */
+    if (!rc && self->id_created && self->cfg.sync)
+        rc = mdb_env_sync(self->env, 1);
+    return rc;
 }
 
 /*  One broker per data directory. LMDB itself lets several processes
@@ -1063,6 +1121,11 @@ void nx_store_stats(nx_store_t *self, nx_store_stats_t *st)
     MDB_envinfo info;
     if (mdb_env_info(self->env, &info) == 0)
         st->map_used = ((uint64_t)info.me_last_pgno + 1) * self->psize;
+}
+
+const char *nx_store_id(nx_store_t *self)
+{
+    return self ? self->id : "";
 }
 
 uint64_t nx_store_last_seq(nx_store_t *self)

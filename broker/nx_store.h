@@ -150,6 +150,16 @@ int64_t nx_store_trim(nx_store_t *self, uint64_t now_us, uint64_t max);
 /*  Fills st. Cheap (no scan).                                              */
 void nx_store_stats(nx_store_t *self, nx_store_stats_t *st);
 
+/*  The store's identity: NX_STORE_ID_LEN lowercase hex characters (64
+    random bits), made when the store is created (or first opened by a
+    version that had none) and kept in its meta database for life. A copy
+    of data.mdb (a backup, mdb_copy) keeps it; a fresh data directory gets
+    another. Clients keep it with their cursors, so a seq from another store
+    is told apart from one of this store. Constant while the store is open,
+    so any thread may read it. Never NULL.                                  */
+#define NX_STORE_ID_LEN 16
+const char *nx_store_id(nx_store_t *self);
+
 /*  Highest seq ever committed (0 for a new store). The broker continues
     from here after a restart, even when retention deleted every event.    */
 uint64_t nx_store_last_seq(nx_store_t *self);

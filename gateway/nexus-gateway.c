@@ -49,12 +49,6 @@ static void s_usage(FILE *out)
     fprintf(out, "\nExit status: 0 clean stop, 1 runtime failure, 2 bad usage or settings.\n");
 }
 
-static bool s_is_loopback(const char *addr)
-{
-    return strncmp(addr, "127.", 4) == 0 || strcmp(addr, "localhost") == 0 ||
-           strcmp(addr, "::1") == 0 || strcmp(addr, "lo") == 0;
-}
-
 /*  The dashboard: --web-root, else next to the binary in the build tree
     (build/gateway -> gateway/web) or the install (bin -> share/nexus/web). */
 static int s_find_web_root(nx_gw_t *gw)
@@ -117,7 +111,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "nexus-gateway: %s\n", err);
         goto done;
     }
-    if (!s_is_loopback(gw.cfg.listen) && !nx_auth_enabled(gw.auth)) {
+    if (nx_gw_listen_parse(gw.cfg.listen, &gw.listen, err, sizeof err)) {
+        fprintf(stderr, "nexus-gateway: %s\n", err);
+        goto done;
+    }
+    if (!gw.listen.loopback && !nx_auth_enabled(gw.auth)) {
         if (!gw.cfg.allow_open_remote) {
             fprintf(stderr,
                     "nexus-gateway: refusing to listen on %s with no tokens configured: set "

@@ -33,6 +33,7 @@
 #include "nexus.h"
 #include "nx_auth.h"
 #include "nx_gw_config.h"
+#include "nx_gw_listen.h"
 
 #define NX_GW_SESSION_MAX 64    /* bytes in a session id                     */
 #define NX_GW_PATTERNS    64    /* subscriptions per connection              */
@@ -120,6 +121,7 @@ typedef struct {
 
 typedef struct _nx_gw_t {
     nx_gw_config_t cfg;         /* settings                                 */
+    nx_gw_listen_t listen;      /* what cfg.listen names (nx_gw_listen.c)   */
     nx_auth_t *auth;            /* client tokens                            */
     nexus_client_t *client;     /* the gateway's one fabric client          */
     struct lws_context *lws;    /* the lws context (lws thread)             */
@@ -256,39 +258,8 @@ void nx_gw_wake(nx_gw_t *gw);
 
 /*  Runs one WebSocket message for conn and queues its reply.               */
 void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text);
-/*  The payload field of a publish request for a JSON payload: its msgpack
-    encoding as bin ({"$base64":...}), so that it comes back as the same
-    JSON. Returns a new reference, or NULL when out of memory.              */
-json_t *nx_gw_payload_bin(const json_t *payload);
-/*  Builds the JSON text of a fabric event as clients receive it.           */
-char *nx_gw_event_json(nexus_event_t *event, size_t *len);
-/*  Converts a broker event record (history reply, JSON form) to the
-    client's event shape. Returns a new reference.                          */
-json_t *nx_gw_event_from_record(json_t *rec);
-
-/*  Whether client event ev (JSON, as sent) may be shown to `session`: a
-    message.direct only to its target and its sender; to no one when
-    session is NULL (HTTP, the shared recent ring). Others always.         */
-bool nx_gw_event_visible(const json_t *ev, const char *session);
-
-/*  For a publish of event type `type` with request body msg: a direct
-    message's target travels in its payload, where every gateway looks, so
-    a top-level "to" is copied into its object payload. Returns NULL when
-    the publish may go ahead, else the error message for a bad_request: a
-    message.direct needs a payload object whose "to" is a session id, or it
-    would be acknowledged and reach nobody.                                 */
-const char *nx_gw_direct_target(const char *type, json_t *msg, json_t *payload);
-
-/*  The same for a JSON text of one client event.                          */
-bool nx_gw_event_text_visible(const char *text, size_t len, const char *session);
-/*  The fields of a broker error reply beyond id/ok/error/message.          */
-json_t *nx_gw_error_extra(json_t *rep);
 /*  Sends {"type":"reply",...}.                                             */
 void nx_gw_reply(nx_gw_t *gw, uint64_t conn_id, json_t *reply);
-/*  Runs a broker request (JSON object, stolen) and returns the reply
-    object (new reference) or NULL when the broker could not be asked;
-    *err receives the code.                                                 */
-json_t *nx_gw_request(nx_gw_t *gw, json_t *request, nexus_err_t *err);
 /*  Replays matching history after conn's resume point, then lets live
     events through; no gap, no duplicate.                                   */
 size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since);
@@ -313,8 +284,6 @@ int nx_gw_server_run(nx_gw_t *gw);
 
 /*  ---- helpers ----------------------------------------------------------- */
 
-/*  Writes s as a JSON string (with quotes) into a growing buffer.          */
-void nx_gw_json_str(zchunk_t *out, const char *s, size_t len);
 /*  Mono and wall clocks, us.                                               */
 uint64_t nx_gw_mono(void);
 

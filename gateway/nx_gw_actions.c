@@ -10,187 +10,14 @@
 #include <inttypes.h>
 #include <string.h>
 
-#include "nx_base64.h"
+#include "nx_front.h"
+#include "nx_front_event.h"
 #include "nx_gw.h"
+#include "nx_optab.h"
 #include "nx_log.h"
 #include "nx_topic.h"
 
 /*  ---- Shared helpers ---------------------------------------------------- */
-
-json_t *nx_gw_request(nx_gw_t *gw, json_t *request, nexus_err_t *err)
-{
-    *err = NEXUS_ERR_NOMEM;
-    if (!request)
-        return NULL;
-    if (gw->cfg.broker_token && *gw->cfg.broker_token && !json_object_get(request, "token"))
-        json_object_set_new(request, "token", json_string(gw->cfg.broker_token));
-    char *text = json_dumps(request, JSON_COMPACT);
-    json_decref(request);
-    if (!text)
-        return NULL;
-    char *reply = NULL;
-    *err = nexus_request_json(gw->client, text, &reply);
-    free(text);
-    json_t *obj = reply ? json_loads(reply, JSON_ALLOW_NUL, NULL) : NULL;
-    free(reply);
-    return obj;
-}
-
-json_t *nx_gw_payload_bin(const json_t *payload)
-{
-    /*  The broker stores a bin payload as its bytes and any other value as
-        its msgpack encoding; clients see the stored bytes decoded as
-        msgpack. A JSON {"$base64":"AQ=="} packs to bin, so sent as it is
-        it would be stored as the byte 01 and come back as 1. Sending the
-        msgpack encoding as bin, as nexus_publish_json does, stores exactly
-        what is decoded later, for every JSON value.                       */
-    char *text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
-    size_t size = 0;
-    void *packed = text ? nexus_json_to_msgpack(text, &size) : NULL;
-    free(text);
-    char *b64 = packed ? nx_base64_encode(packed, size) : NULL;
-    free(packed);
-    json_t *bin = b64 ? json_pack("{s:s}", "$base64", b64) : NULL;
-    free(b64);
-    return bin;
-}
-
-char *nx_gw_event_json(nexus_event_t *event, size_t *len)
-{
-    zchunk_t *out = zchunk_new(NULL, 256);
-    char head[64], iso[40];
-    snprintf(head, sizeof head,
-             "{\"type\":\"event\",\"seq\":%" PRIu64 ",\"event_type\":", nexus_event_seq(event));
-    zchunk_extend(out, head, strlen(head));
-    const char *topic = nexus_event_topic(event), *source = nexus_event_source(event);
-    nx_gw_json_str(out, topic, strlen(topic));
-    zchunk_extend(out, ",\"session_id\":", 14);
-    nx_gw_json_str(out, source, strlen(source));
-    zchunk_extend(out, ",\"payload\":", 11);
-    const char *payload = nexus_event_payload_json(event);
-    if (!payload)
-        payload = "null";
-    zchunk_extend(out, payload, strlen(payload));
-    zchunk_extend(out, ",\"timestamp\":\"", 14);
-    nx_iso8601(nexus_event_ts(event), iso);
-    zchunk_extend(out, iso, strlen(iso));
-    zchunk_extend(out, "\"}", 3); /* with the terminator */
-    *len = zchunk_size(out) - 1;
-    char *text = malloc(zchunk_size(out));
-    if (text)
-        memcpy(text, zchunk_data(out), zchunk_size(out));
-    zchunk_destroy(&out);
-    return text;
-}
-
-static int s_b64(char c)
-{
-    return c >= 'A' && c <= 'Z'   ? c - 'A'
-           : c >= 'a' && c <= 'z' ? c - 'a' + 26
-           : c >= '0' && c <= '9' ? c - '0' + 52
-           : c == '+'             ? 62
-           : c == '/'             ? 63
-                                  : -1;
-}
-
-/*  Decodes base64 text; returns a malloc'd buffer and *len, or NULL.       */
-static uint8_t *s_base64_decode(const char *text, size_t *len)
-{
-    size_t n = strlen(text);
-    uint8_t *out = malloc(n / 4 * 3 + 3);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n && text[i] != '='; i++) {
-        int v = s_b64(text[i]);
-        if (v < 0) {
-            free(out);
-            return NULL;
-        }
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-        }
-    }
-    *len = o;
-    return out;
-}
-
-json_t *nx_gw_event_from_record(json_t *rec)
-{
-    /*  {seq, ts, topic, source, payload} as the SDK turns a history reply
-        into JSON: the payload bytes arrive as {"$base64": ...}; they are
-        msgpack, shown to clients as JSON like live events.                */
-    char iso[40];
-    json_t *ev = json_pack("{s:s, s:O, s:O, s:O}", "type", "event", "seq",
-                           json_object_get(rec, "seq"), "event_type", json_object_get(rec, "topic"),
-                           "session_id", json_object_get(rec, "source"));
-    if (!ev)
-        return json_null();
-    json_t *payload = json_object_get(rec, "payload");
-    const char *b64 = json_string_value(json_object_get(payload, "$base64"));
-    json_t *shown = NULL;
-    size_t len = 0;
-    uint8_t *bytes = b64 ? s_base64_decode(b64, &len) : NULL;
-    if (bytes) {
-        char *text = len ? nexus_msgpack_to_json(bytes, len) : strdup("null");
-        shown = text ? json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
-        free(text);
-        free(bytes);
-    }
-    json_object_set_new(ev, "payload",
-                        shown ? shown : json_incref(payload ? payload : json_null()));
-    json_object_set_new(
-        ev, "timestamp",
-        json_string(nx_iso8601((uint64_t)json_integer_value(json_object_get(rec, "ts")), iso)));
-    return ev;
-}
-
-bool nx_gw_event_visible(const json_t *ev, const char *session)
-{
-    const char *type = json_string_value(json_object_get(ev, "event_type"));
-    if (!type || strcmp(type, "message.direct") != 0)
-        return true;
-    if (!session)
-        return false;
-    const char *to = json_string_value(json_object_get(json_object_get(ev, "payload"), "to"));
-    const char *from = json_string_value(json_object_get(ev, "session_id"));
-    return (to && strcmp(to, session) == 0) || (from && strcmp(from, session) == 0);
-}
-
-const char *nx_gw_direct_target(const char *type, json_t *msg, json_t *payload)
-{
-    if (strcmp(type, "message.direct") != 0)
-        return NULL;
-    if (!json_is_object(payload))
-        return "a message.direct needs an object payload: its 'to' travels in it";
-    json_t *to = json_object_get(msg, "to");
-    if (json_is_string(to) && !json_object_get(payload, "to"))
-        json_object_set(payload, "to", to);
-    json_t *target_v = json_object_get(payload, "to");
-    if (!target_v)
-        target_v = to; /* not a string: named in the error */
-    const char *target = json_string_value(target_v);
-    if (target && nx_session_id_valid(target, strlen(target)))
-        return NULL;
-    return target_v ? "field 'to' must be a session id (1..64 of [A-Za-z0-9_:@-])"
-                    : "field 'to' (a session id) is missing";
-}
-
-bool nx_gw_event_text_visible(const char *text, size_t len, const char *session)
-{
-    /*  Only direct messages need a look inside.                           */
-    if (!memmem(text, len, "\"message.direct\"", 16))
-        return true;
-    json_t *ev = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
-    bool visible = ev ? nx_gw_event_visible(ev, session) : false;
-    json_decref(ev);
-    return visible;
-}
 
 /*  Queues text to conn if it is still there.                               */
 static void s_send(nx_gw_t *gw, uint64_t conn_id, const char *text)
@@ -225,8 +52,8 @@ void nx_gw_reply(nx_gw_t *gw, uint64_t conn_id, json_t *reply)
 nexus_err_t nx_gw_ensure_session(nx_gw_t *gw, const char *session, const char *name,
                                  const char *capabilities, uint64_t ttl_ms)
 {
-    json_t *req = json_pack("{s:s, s:s, s:I}", "op", "session.register", "session", session,
-                            "heartbeat_ms", (json_int_t)gw->cfg.heartbeat);
+    json_t *req =
+        json_pack("{s:s, s:I}", "session", session, "heartbeat_ms", (json_int_t)gw->cfg.heartbeat);
     if (name)
         json_object_set_new(req, "name", json_string(name));
     if (capabilities) {
@@ -241,25 +68,12 @@ nexus_err_t nx_gw_ensure_session(nx_gw_t *gw, const char *session, const char *n
     if (ttl_ms)
         json_object_set_new(req, "ttl_ms", json_integer((json_int_t)ttl_ms));
     json_object_set_new(req, "metadata", json_pack("{s:s}", "via", "nexus-gateway"));
-    nexus_err_t err;
-    json_t *rep = nx_gw_request(gw, req, &err);
+    nx_front_err_t err = {0};
+    json_t *rep = nx_front_call(gw->client, "session.register", req, &err);
+    nexus_err_t rc = rep ? NEXUS_OK : nexus_err_from_name(err.code);
     json_decref(rep);
-    return err;
-}
-
-/*  The fields of a broker error reply beyond id, ok, error and message
-    (a denied claim names the holder): a new object.                       */
-json_t *nx_gw_error_extra(json_t *rep)
-{
-    json_t *extra = json_object();
-    const char *k;
-    json_t *v;
-    json_object_foreach(rep, k, v)
-    {
-        if (strcmp(k, "id") && strcmp(k, "ok") && strcmp(k, "error") && strcmp(k, "message"))
-            json_object_set(extra, k, v);
-    }
-    return extra;
+    nx_front_err_reset(&err);
+    return rc;
 }
 
 /*  ---- Replies ---------------------------------------------------------- */
@@ -271,6 +85,7 @@ typedef struct {
     json_t *msg;        /* the parsed message                            */
     json_t *id;         /* its id, or NULL                               */
     const char *action; /* its action                                    */
+    const char *op;     /* the op it runs, when it is one                */
 } s_ctx_t;
 
 static json_t *s_reply_new(s_ctx_t *ctx, bool ok)
@@ -309,69 +124,14 @@ static void s_ok(s_ctx_t *ctx, json_t *fields)
     nx_gw_reply(ctx->gw, ctx->conn, r);
 }
 
-/*  Sends a broker request and answers from its reply: on success the
-    fields named in keep (NULL-terminated) are copied into the reply.       */
-static void s_broker(s_ctx_t *ctx, json_t *req, const char *const *keep)
+/*  Answers from an op handler's result (stolen), or from its error.     */
+static void s_answer(s_ctx_t *ctx, json_t *result, nx_front_err_t *err)
 {
-    nexus_err_t err;
-    json_t *rep = nx_gw_request(ctx->gw, req, &err);
-    if (!rep) {
-        s_error(ctx, "unavailable", nexus_strerror(err), NULL);
-        return;
-    }
-    if (!json_is_true(json_object_get(rep, "ok"))) {
-        const char *code = json_string_value(json_object_get(rep, "error"));
-        const char *message = json_string_value(json_object_get(rep, "message"));
-        json_t *extra = nx_gw_error_extra(rep);
-        s_error(ctx, code ? code : "internal", message ? message : "broker error", extra);
-        json_decref(extra);
-    } else {
-        json_t *fields = json_object();
-        for (size_t i = 0; keep && keep[i]; i++) {
-            json_t *v = json_object_get(rep, keep[i]);
-            if (v)
-                json_object_set(fields, keep[i], v);
-        }
-        s_ok(ctx, fields);
-    }
-    json_decref(rep);
-}
-
-/*  Copies the listed fields of the message into a broker request.         */
-static void s_copy(json_t *req, json_t *msg, const char *const *fields)
-{
-    for (size_t i = 0; fields[i]; i++) {
-        json_t *v = json_object_get(msg, fields[i]);
-        if (v)
-            json_object_set(req, fields[i], v);
-    }
-}
-
-/*  "is missing" only when it is: a field of the wrong type is named so.   */
-static bool s_need_string(s_ctx_t *ctx, const char *field)
-{
-    json_t *v = json_object_get(ctx->msg, field);
-    if (json_is_string(v))
-        return true;
-    char text[128];
-    snprintf(text, sizeof text,
-             v ? "field '%s' must be a string" : "field '%s' (a string) is missing", field);
-    s_error(ctx, "bad_request", text, NULL);
-    return false;
-}
-
-static bool s_need_integer(s_ctx_t *ctx, const char *field)
-{
-    json_t *v = json_object_get(ctx->msg, field);
-    if (json_is_integer(v) && json_integer_value(v) >= 0)
-        return true;
-    char text[128];
-    snprintf(text, sizeof text,
-             v ? "field '%s' must be a non-negative integer"
-               : "field '%s' (a non-negative integer) is missing",
-             field);
-    s_error(ctx, "bad_request", text, NULL);
-    return false;
+    if (result)
+        s_ok(ctx, result);
+    else
+        s_error(ctx, err->code, err->message, err->extra);
+    nx_front_err_reset(err);
 }
 
 /*  ---- Actions ----------------------------------------------------------- */
@@ -523,110 +283,32 @@ static void a_unsubscribe(s_ctx_t *ctx)
 
 static void a_publish(s_ctx_t *ctx)
 {
-    json_t *type_v = json_object_get(ctx->msg, "event_type");
-    if (!type_v)
-        type_v = json_object_get(ctx->msg, "topic");
-    const char *type = json_string_value(type_v);
-    if (!type) {
-        s_error(ctx, "bad_request",
-                type_v ? "field 'event_type' must be a string (a topic)"
-                       : "field 'event_type' (a string) is missing",
-                NULL);
-        return;
-    }
-    if (!nx_topic_valid(type, strlen(type))) {
-        s_error(ctx, "bad_topic",
-                "event_type must be dot-separated tokens with no spaces or wildcards", NULL);
-        return;
-    }
-    json_t *payload = json_object_get(ctx->msg, "payload");
-    payload = payload ? json_incref(payload) : json_object();
-    const char *bad_target = nx_gw_direct_target(type, ctx->msg, payload);
-    if (bad_target) {
-        json_decref(payload);
-        s_error(ctx, "bad_request", bad_target, NULL);
-        return;
-    }
-    json_t *bin = nx_gw_payload_bin(payload);
-    json_decref(payload);
-    if (!bin) {
-        s_error(ctx, "internal", "out of memory", NULL);
-        return;
-    }
     /*  The source is the connection's session, whatever the JSON says.    */
-    json_t *req = json_pack("{s:s, s:s, s:o, s:s}", "op", "publish", "topic", type, "payload", bin,
-                            "source", ctx->session);
-    __atomic_add_fetch(&ctx->gw->stats.events_in, 1, __ATOMIC_RELAXED);
-    static const char *const keep[] = {"seq", NULL};
-    s_broker(ctx, req, keep);
+    nx_front_err_t err = {0};
+    json_t *rep = nx_front_publish(ctx->gw->client, ctx->msg, ctx->session, &err);
+    if (rep)
+        __atomic_add_fetch(&ctx->gw->stats.events_in, 1, __ATOMIC_RELAXED);
+    s_answer(ctx, rep, &err);
 }
 
-static void s_work(s_ctx_t *ctx, const char *op, bool need_token, const char *const *fields,
-                   const char *const *keep)
+/*  An action that is one op: its fields are the table's, the session the
+    connection's (for ops that act as one).                                */
+static void a_op(s_ctx_t *ctx)
 {
-    if (!s_need_string(ctx, "work_id") || (need_token && !s_need_integer(ctx, "token")))
-        return;
-    json_t *req = json_pack("{s:s, s:s}", "op", op, "session", ctx->session);
-    s_copy(req, ctx->msg, fields);
-    s_broker(ctx, req, keep);
-}
-
-static void a_claim(s_ctx_t *ctx)
-{
-    static const char *const f[] = {"work_id", "ttl_ms", "description", "metadata", NULL};
-    static const char *const k[] = {"work_id", "token", "expires_at", "holder", NULL};
-    s_work(ctx, "work.claim", false, f, k);
-}
-
-static void a_renew(s_ctx_t *ctx)
-{
-    static const char *const f[] = {"work_id", "token", "ttl_ms", NULL};
-    static const char *const k[] = {"work_id", "token", "expires_at", NULL};
-    s_work(ctx, "work.renew", true, f, k);
-}
-
-static void a_release(s_ctx_t *ctx)
-{
-    static const char *const f[] = {"work_id", "token", "reason", NULL};
-    static const char *const k[] = {"work_id", "state", NULL};
-    s_work(ctx, "work.release", true, f, k);
-}
-
-static void a_complete(s_ctx_t *ctx)
-{
-    static const char *const f[] = {"work_id", "token", "result", NULL};
-    static const char *const k[] = {"work_id", "state", NULL};
-    s_work(ctx, "work.complete", true, f, k);
-}
-
-static void a_status(s_ctx_t *ctx)
-{
-    json_t *req = json_pack("{s:s, s:s}", "op", "session.status", "session", ctx->session);
-    static const char *const f[] = {"state", "current_work", "text", NULL};
-    s_copy(req, ctx->msg, f);
-    static const char *const k[] = {"session", NULL};
-    s_broker(ctx, req, k);
+    const nx_opdef_t *def = nx_optab_find(ctx->op, strlen(ctx->op));
+    json_t *fields =
+        nx_front_fields(ctx->op, ctx->msg, def->flags & NX_OF_ACTS ? ctx->session : NULL);
+    nx_front_err_t err = {0};
+    s_answer(ctx, nx_front_call(ctx->gw->client, ctx->op, fields, &err), &err);
 }
 
 static void a_sessions(s_ctx_t *ctx)
 {
+    /*  A filter makes it a find; none, the whole list.                     */
     json_t *cap = json_object_get(ctx->msg, "capability");
     json_t *avail = json_object_get(ctx->msg, "available");
-    bool find = cap || json_is_true(avail);
-    json_t *req = json_pack("{s:s}", "op", find ? "session.find" : "session.list");
-    static const char *const f[] = {"capability", "capabilities", "available", NULL};
-    s_copy(req, ctx->msg, f);
-    static const char *const k[] = {"sessions", NULL};
-    s_broker(ctx, req, k);
-}
-
-static void a_claims(s_ctx_t *ctx)
-{
-    json_t *req = json_pack("{s:s}", "op", "work.list");
-    static const char *const f[] = {"holder", "state", "prefix", "limit", NULL};
-    s_copy(req, ctx->msg, f);
-    static const char *const k[] = {"claims", "truncated", NULL};
-    s_broker(ctx, req, k);
+    ctx->op = cap || json_is_true(avail) ? "session.find" : "session.list";
+    a_op(ctx);
 }
 
 static void a_ping(s_ctx_t *ctx)
@@ -638,73 +320,45 @@ static void a_history(s_ctx_t *ctx)
 {
     json_t *topics = json_object_get(ctx->msg, "topics");
     json_t *limit = json_object_get(ctx->msg, "limit");
-    json_t *since = json_object_get(ctx->msg, "since_seq");
     json_t *cursor = json_object_get(ctx->msg, "cursor");
-    json_t *order_v = json_object_get(ctx->msg, "order");
-    const char *order = json_string_value(order_v);
-    const char *bad = NULL;
+    /*  The gateway's own bound on a page (its replies go through a client
+        queue); the rest is the table's to check.                          */
     if (limit && (!json_is_integer(limit) || json_integer_value(limit) < 1 ||
-                  json_integer_value(limit) > 1000))
-        bad = "field 'limit' must be an integer 1..1000";
-    else if (since && (!json_is_integer(since) || json_integer_value(since) < 0))
-        bad = "field 'since_seq' must be a non-negative integer";
-    else if (cursor && !json_is_null(cursor) &&
-             (!json_is_integer(cursor) || json_integer_value(cursor) < 0))
-        bad = "field 'cursor' must be the next_cursor of a previous page (an integer) or null";
-    else if (order_v && (!order || (strcmp(order, "asc") && strcmp(order, "desc"))))
-        bad = "field 'order' must be \"asc\" or \"desc\"";
-    if (bad) {
-        s_error(ctx, "bad_request", bad, NULL);
+                  json_integer_value(limit) > 1000)) {
+        s_error(ctx, "bad_request", "field 'limit' must be an integer 1..1000", NULL);
         return;
     }
-    json_t *req = json_pack("{s:s, s:I}", "op", "history", "limit",
-                            (json_int_t)(limit ? json_integer_value(limit) : 100));
+    json_t *fields = nx_front_fields("history", ctx->msg, NULL);
+    if (!limit)
+        json_object_set_new(fields, "limit", json_integer(100));
+    /*  null: no cursor, as a first page.                                   */
+    if (json_is_null(cursor))
+        json_object_del(fields, "cursor");
     if (topics) {
         json_t *t = s_topics(ctx);
         if (!t) {
-            json_decref(req);
+            json_decref(fields);
             return;
         }
-        json_object_set_new(req, "patterns", t);
+        json_object_set_new(fields, "patterns", t);
     }
-    static const char *const f[] = {"since_seq",  "since_time", "until_seq",
-                                    "until_time", "order",      NULL};
-    s_copy(req, ctx->msg, f);
-    if (json_is_integer(cursor))
-        json_object_set(req, "cursor", cursor);
-    nexus_err_t err;
-    json_t *rep = nx_gw_request(ctx->gw, req, &err);
-    if (!rep || !json_is_true(json_object_get(rep, "ok"))) {
-        const char *code = rep ? json_string_value(json_object_get(rep, "error")) : NULL;
-        const char *message = rep ? json_string_value(json_object_get(rep, "message")) : NULL;
-        s_error(ctx, code ? code : "unavailable", message ? message : nexus_strerror(err), NULL);
-        json_decref(rep);
-        return;
-    }
-    /*  Broker records {seq, ts, topic, source, payload(bin)} become client
-        events: the payload bytes are msgpack, shown as JSON.              */
-    json_t *events = json_array();
-    size_t i;
-    json_t *rec;
-    json_array_foreach(json_object_get(rep, "events"), i, rec)
-    {
-        json_t *ev = nx_gw_event_from_record(rec);
-        if (nx_gw_event_visible(ev, ctx->session))
-            json_array_append_new(events, ev);
-        else
-            json_decref(ev);
-    }
-    json_t *fields = json_pack(
-        "{s:o, s:O}", "events", events, "next_cursor",
-        json_object_get(rep, "next_cursor") ? json_object_get(rep, "next_cursor") : json_null());
-    json_decref(rep);
-    s_ok(ctx, fields);
+    nx_front_err_t err = {0};
+    json_t *page = nx_front_history(ctx->gw->client, fields, ctx->session, &err);
+    if (page)
+        json_object_del(page, "last_seq");
+    s_answer(ctx, page, &err);
 }
 
 static void a_resume(s_ctx_t *ctx)
 {
-    if (!s_need_integer(ctx, "since"))
+    json_t *since_v = json_object_get(ctx->msg, "since");
+    if (!json_is_integer(since_v) || json_integer_value(since_v) < 0) {
+        s_error(ctx, "bad_request",
+                since_v ? "field 'since' must be a non-negative integer"
+                        : "field 'since' (a non-negative integer) is missing",
+                NULL);
         return;
+    }
     uint64_t since = (uint64_t)json_integer_value(json_object_get(ctx->msg, "since"));
     nx_gw_t *gw = ctx->gw;
     bool deferred = false;
@@ -733,32 +387,42 @@ static void a_resume(s_ctx_t *ctx)
                         (json_int_t)replayed, "deferred", deferred));
 }
 
+/*  The actions of docs/gateway.md. Those that are one op name it; their
+    fields come from the op table (nx_optab).                              */
 typedef struct {
     const char *name;
     void (*fn)(s_ctx_t *ctx);
+    const char *op;
 } s_action_t;
 
 static const s_action_t s_actions[] = {
-    {"subscribe", a_subscribe}, {"unsubscribe", a_unsubscribe},
-    {"publish", a_publish},     {"claim", a_claim},
-    {"renew", a_renew},         {"release", a_release},
-    {"complete", a_complete},   {"history", a_history},
-    {"resume", a_resume},       {"status", a_status},
-    {"sessions", a_sessions},   {"claims", a_claims},
-    {"ping", a_ping},
+    {"subscribe", a_subscribe, NULL},
+    {"unsubscribe", a_unsubscribe, NULL},
+    {"publish", a_publish, "publish"},
+    {"claim", a_op, "work.claim"},
+    {"renew", a_op, "work.renew"},
+    {"release", a_op, "work.release"},
+    {"complete", a_op, "work.complete"},
+    {"history", a_history, "history"},
+    {"resume", a_resume, NULL},
+    {"status", a_op, "session.status"},
+    {"sessions", a_sessions, "session.list"},
+    {"claims", a_op, "work.list"},
+    {"ping", a_ping, NULL},
 };
 
 void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
 {
-    s_ctx_t ctx = {gw, conn_id, "", NULL, NULL, NULL};
+    s_ctx_t ctx = {gw, conn_id, "", NULL, NULL, NULL, NULL};
     pthread_mutex_lock(&gw->lock);
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
+    bool open = conn != NULL;
     if (conn) {
         memcpy(ctx.session, conn->session, sizeof ctx.session);
         nx_gw_conn_unref(gw, &conn);
     }
     pthread_mutex_unlock(&gw->lock);
-    if (!ctx.session[0])
+    if (!open)
         return; /* closed meanwhile */
     json_error_t jerr;
     ctx.msg = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
@@ -801,8 +465,18 @@ void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
         json_decref(ctx.msg);
         return;
     }
+    /*  A watcher of /ws/events acts as no session: it only listens.        */
+    if (!ctx.session[0]) {
+        s_error(&ctx, "bad_request",
+                "/ws/events only streams events; connect to /ws/session/{session_id} to send "
+                "actions",
+                NULL);
+        json_decref(ctx.msg);
+        return;
+    }
     for (size_t i = 0; i < sizeof s_actions / sizeof s_actions[0]; i++)
         if (strcmp(s_actions[i].name, ctx.action) == 0) {
+            ctx.op = s_actions[i].op;
             s_actions[i].fn(&ctx);
             json_decref(ctx.msg);
             return;
@@ -925,8 +599,8 @@ size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
         nexus_err_t err = NEXUS_OK;
         while (alive && (err = nexus_history_next(h, &ev)) == NEXUS_OK && ev) {
             size_t len;
-            char *text = nx_gw_event_json(ev, &len);
-            nx_gw_msg_t *msg = text && nx_gw_event_text_visible(text, len, session)
+            char *text = nx_front_event_json(ev, &len);
+            nx_gw_msg_t *msg = text && nx_front_event_text_visible(text, len, session)
                                    ? nx_gw_msg_new(text, len, nexus_event_seq(ev))
                                    : NULL;
             free(text);

@@ -16,7 +16,8 @@
 
 const nx_conf_key_t nx_gw_conf_keys[] = {
     S_KEY(listen, NX_CONF_STRING, "127.0.0.1", 0, 0, NULL,
-          "address to bind HTTP and WebSocket (0.0.0.0 for every interface)"),
+          "address to bind HTTP and WebSocket: an IPv4 or IPv6 address, or an interface name "
+          "(its IPv4 address); 0.0.0.0 or :: for every interface"),
     S_KEY(port, NX_CONF_U64, "8450", 0, 65535, NULL, "port to bind (0: any free port)"),
     S_KEY(allow_open_remote, NX_CONF_BOOL, "false", 0, 0, NULL,
           "allow a non-loopback listen address with no tokens configured"),

@@ -444,30 +444,3 @@ bool nx_gw_addr_rate_ok(nx_gw_t *gw, const char *addr)
         s_addrs_evict(gw, now);
     return s_table_take(gw, gw->addr_buckets, addr, now);
 }
-
-void nx_gw_json_str(zchunk_t *out, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    zchunk_extend(out, "\"", 1);
-    size_t start = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        zchunk_extend(out, s + start, i - start);
-        char esc[7];
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
-            zchunk_extend(out, esc, 2);
-        } else {
-            memcpy(esc, "\\u00", 4);
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            zchunk_extend(out, esc, 6);
-        }
-        start = i + 1;
-    }
-    zchunk_extend(out, s + start, len - start);
-    zchunk_extend(out, "\"", 1);
-}

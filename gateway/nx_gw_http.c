@@ -7,7 +7,11 @@
 
 #include <string.h>
 
+#include "nx_error.h"
+#include "nx_front.h"
+#include "nx_front_event.h"
 #include "nx_gw.h"
+#include "nx_optab.h"
 #include "nx_log.h"
 #include "nx_topic.h"
 
@@ -24,6 +28,7 @@ typedef struct {
     const char *type;  /* content type                                       */
     const void *auth;  /* nx_auth handle of the request's token              */
     const char *allow; /* 405: the methods the path takes (static)         */
+    const char *op;    /* the op of the route, when it is one               */
     char peer[64];     /* client address                                     */
 } s_req_t;
 
@@ -45,51 +50,31 @@ static void s_error(s_req_t *r, int status, const char *code, const char *messag
     s_answer(r, status, json_pack("{s:o}", "error", e));
 }
 
-/*  Maps a nexus error code (the broker's, or the client library's when the
-    broker could not be asked) to an HTTP status: the caller's mistakes are
-    4xx, the fabric's trouble 5xx: 503 when the broker cannot be reached or
-    is overloaded, 504 when it did not answer in time, 500 for our own.   */
-static int s_status_of(const char *code)
+/*  Answers an op handler's error with its status (the error table's).   */
+static void s_fail(s_req_t *r, nx_front_err_t *err)
 {
-    static const struct {
-        const char *code;
-        int status;
-    } map[] = {
-        {"not_found", 404},       {"denied", 409},       {"conflict", 409},  {"stale_token", 409},
-        {"forbidden", 403},       {"unauthorized", 401}, {"too_large", 413}, {"busy", 503},
-        {"store_full", 507},      {"store_error", 500},  {"internal", 500},  {"unavailable", 503},
-        {"unreachable", 503},     {"closed", 503},       {"timeout", 504},   {"no_memory", 500},
-        {"invalid_argument", 500}};
-    for (size_t i = 0; code && i < sizeof map / sizeof map[0]; i++)
-        if (strcmp(map[i].code, code) == 0)
-            return map[i].status;
-    return code ? 400 : 500;
+    s_error(r, err->status ? err->status : 500, err->code, err->message, err->extra);
+    nx_front_err_reset(err);
 }
 
-/*  Asks the broker and answers from its reply: fields of the reply (less
-    id and ok) become the body, or the error with its status.              */
-static json_t *s_broker(s_req_t *r, json_t *request)
+/*  Runs op with fields (stolen) and returns the reply's fields (less id
+    and ok), or answers the error and returns NULL.                        */
+static json_t *s_call(s_req_t *r, const char *op, json_t *fields)
 {
-    nexus_err_t err;
-    json_t *rep = nx_gw_request(r->gw, request, &err);
-    if (!rep) {
-        /*  Not asked, or no answer: "timeout" (504) or "unavailable".     */
-        const char *code = err == NEXUS_ERR_TIMEOUT ? "timeout"
-                           : err == NEXUS_ERR_NOMEM ? "no_memory"
-                                                    : "unavailable";
-        s_error(r, s_status_of(code), code, nexus_strerror(err), NULL);
-        return NULL;
-    }
-    if (!json_is_true(json_object_get(rep, "ok"))) {
-        const char *code = json_string_value(json_object_get(rep, "error"));
-        const char *message = json_string_value(json_object_get(rep, "message"));
-        json_t *extra = nx_gw_error_extra(rep);
-        s_error(r, s_status_of(code), code ? code : "internal", message ? message : "error", extra);
-        json_decref(extra);
-        json_decref(rep);
-        return NULL;
-    }
-    json_object_del(rep, "id");
+    nx_front_err_t err = {0};
+    json_t *rep = nx_front_call(r->gw->client, op, fields, &err);
+    if (!rep)
+        s_fail(r, &err);
+    return rep;
+}
+
+/*  The same for a broker call whose failure is part of the answer
+    (/health, /state, /dependencies): NULL when it failed.                 */
+static json_t *s_probe(s_req_t *r, const char *op)
+{
+    nx_front_err_t err = {0};
+    json_t *rep = nx_front_call(r->gw->client, op, json_object(), &err);
+    nx_front_err_reset(&err);
     return rep;
 }
 
@@ -256,30 +241,23 @@ static bool s_allowed(s_req_t *r, const char *session, const char *field)
 
 /*  HTTP work calls act as body.session_id: a session the gateway does not
     host yet is registered for the call, with a TTL so that it lingers for
-    the claim's follow-ups.                                                 */
-static bool s_session(s_req_t *r, const char **session)
+    the claim's follow-ups. A body with the secret acts as a session owned
+    elsewhere, as it is.                                                    */
+static bool s_host(s_req_t *r, const char *session)
 {
-    bool bad;
-    *session = s_acting(r, "session_id", &bad);
-    if (bad)
-        return false;
-    if (!*session) {
-        s_error(r, 400, "bad_request", "field 'session_id' (a string) is missing", NULL);
-        return false;
-    }
-    if (!s_allowed(r, *session, "session_id"))
+    if (!s_allowed(r, session, "session_id"))
         return false;
     if (json_object_get(r->json, "secret"))
-        return true; /* acting as a session owned elsewhere, with its secret */
+        return true;
     pthread_mutex_lock(&r->gw->lock);
-    bool hosted = zhashx_lookup(r->gw->sessions, *session) != NULL;
+    bool hosted = zhashx_lookup(r->gw->sessions, session) != NULL;
     pthread_mutex_unlock(&r->gw->lock);
     if (!hosted) {
-        nexus_err_t err = nx_gw_ensure_session(r->gw, *session, NULL, NULL, 600000);
+        nexus_err_t err = nx_gw_ensure_session(r->gw, session, NULL, NULL, 600000);
         if (err && err != NEXUS_ERR_FORBIDDEN) {
             char text[160];
             snprintf(text, sizeof text, "cannot register the session: %s", nexus_strerror(err));
-            s_error(r, s_status_of(nexus_err_name(err)), nexus_err_name(err), text, NULL);
+            s_error(r, nx_err_http_status(err), nexus_err_name(err), text, NULL);
             return false;
         }
     }
@@ -290,8 +268,7 @@ static bool s_session(s_req_t *r, const char **session)
 
 static void h_health(s_req_t *r)
 {
-    nexus_err_t err;
-    json_t *b = nx_gw_request(r->gw, json_pack("{s:s}", "op", "health"), &err);
+    json_t *b = s_probe(r, "health");
     char iso[40];
     json_t *out = json_pack("{s:s, s:s, s:s, s:s}", "status", b ? "active" : "degraded", "service",
                             "nexus-gateway", "version", NEXUS_VERSION_STRING, "timestamp",
@@ -333,8 +310,7 @@ static double s_rate(nx_gw_t *gw)
 static void h_state(s_req_t *r)
 {
     nx_gw_t *gw = r->gw;
-    nexus_err_t err;
-    json_t *b = nx_gw_request(gw, json_pack("{s:s}", "op", "state"), &err);
+    json_t *b = s_probe(r, "state");
     char iso[40];
     pthread_mutex_lock(&gw->lock);
     size_t sessions = zhashx_size(gw->sessions);
@@ -351,8 +327,6 @@ static void h_state(s_req_t *r)
         nx_iso8601(gw->start_us, iso), "event_latency_ms",
         lat_n ? (double)lat_sum / (double)lat_n / 1000.0 : 0.0);
     if (b) {
-        json_object_del(b, "id");
-        json_object_del(b, "ok");
         json_object_set_new(out, "broker", b);
     } else
         json_object_set_new(out, "broker", json_null());
@@ -362,8 +336,7 @@ static void h_state(s_req_t *r)
 static void h_dependencies(s_req_t *r)
 {
     uint64_t t0 = nx_gw_mono();
-    nexus_err_t err;
-    json_t *b = nx_gw_request(r->gw, json_pack("{s:s}", "op", "ping"), &err);
+    json_t *b = s_probe(r, "ping");
     double ms = (double)(nx_gw_mono() - t0) / 1000.0;
     json_t *dep = json_pack("{s:s, s:s, s:s, s:f}", "name", "nexusd", "endpoint", r->gw->cfg.broker,
                             "status", b ? "up" : "down", "latency_ms", ms);
@@ -371,25 +344,16 @@ static void h_dependencies(s_req_t *r)
     s_answer(r, 200, json_pack("{s:[o]}", "dependencies", dep));
 }
 
-/*  Publishes body fields as one event, as session (acknowledged).          */
-static void s_publish(s_req_t *r, const char *topic, json_t *payload, const char *source,
-                      int status)
+/*  Publishes msg (stolen) as one event, as session (acknowledged).        */
+static void s_publish(s_req_t *r, json_t *msg, const char *source, int status)
 {
-    if (!nx_topic_valid(topic, strlen(topic))) {
-        json_decref(payload);
-        s_error(r, 400, "bad_topic", "event_type must be dot-separated tokens, no wildcards", NULL);
+    nx_front_err_t err = {0};
+    json_t *rep = nx_front_publish(r->gw->client, msg, source, &err);
+    json_decref(msg);
+    if (!rep) {
+        s_fail(r, &err);
         return;
     }
-    json_t *bin = nx_gw_payload_bin(payload);
-    json_decref(payload);
-    if (!bin) {
-        s_error(r, 500, "internal", "out of memory", NULL);
-        return;
-    }
-    json_t *rep = s_broker(r, json_pack("{s:s, s:s, s:o, s:s}", "op", "publish", "topic", topic,
-                                        "payload", bin, "source", source ? source : ""));
-    if (!rep)
-        return;
     __atomic_add_fetch(&r->gw->stats.events_in, 1, __ATOMIC_RELAXED);
     s_answer(r, status, json_pack("{s:b, s:O}", "ok", 1, "seq", json_object_get(rep, "seq")));
     json_decref(rep);
@@ -412,8 +376,11 @@ static void h_message(s_req_t *r)
     const char *from = s_acting(r, "from", &bad);
     if (bad || !s_allowed(r, from, "from"))
         return;
-    json_t *payload = json_deep_copy(r->json);
-    s_publish(r, to ? "message.direct" : "message.broadcast", payload, from, 200);
+    /*  The whole body is the payload.                                     */
+    s_publish(r,
+              json_pack("{s:s, s:O}", "event_type", to ? NX_FRONT_DIRECT : "message.broadcast",
+                        "payload", r->json),
+              from, 200);
 }
 
 static void h_events_post(s_req_t *r)
@@ -424,36 +391,18 @@ static void h_events_post(s_req_t *r)
     const char *source = s_acting(r, "session_id", &bad);
     if (bad || !s_allowed(r, source, "session_id"))
         return;
-    json_t *payload = json_object_get(r->json, "payload");
-    payload = payload ? json_incref(payload) : json_object();
-    /*  A direct message names its target at the top level or in payload,
-        as over WebSocket.                                                  */
-    const char *type = s_body_str(r, "event_type");
-    const char *bad_target = nx_gw_direct_target(type, r->json, payload);
-    if (bad_target) {
-        json_decref(payload);
-        s_error(r, 400, "bad_request", bad_target, NULL);
-        return;
-    }
-    s_publish(r, type, payload, source, 201);
+    s_publish(r, json_incref(r->json), source, 201);
 }
 
-/*  Broker event records become client events (payload shown as JSON).     */
-static json_t *s_events_of(json_t *rep)
+/*  The history page of fields (stolen), shown to no session: direct
+    messages are not shown over HTTP. NULL when answered with an error.    */
+static json_t *s_history(s_req_t *r, json_t *fields)
 {
-    json_t *events = json_array();
-    size_t i;
-    json_t *rec;
-    json_array_foreach(json_object_get(rep, "events"), i, rec)
-    {
-        /*  HTTP has no session: direct messages are not shown.             */
-        json_t *ev = nx_gw_event_from_record(rec);
-        if (nx_gw_event_visible(ev, NULL))
-            json_array_append_new(events, ev);
-        else
-            json_decref(ev);
-    }
-    return events;
+    nx_front_err_t err = {0};
+    json_t *page = nx_front_history(r->gw->client, fields, NULL, &err);
+    if (!page)
+        s_fail(r, &err);
+    return page;
 }
 
 static void h_history(s_req_t *r)
@@ -463,8 +412,7 @@ static void h_history(s_req_t *r)
         s_error(r, 400, "bad_request", "limit must be 1..1000", NULL);
         return;
     }
-    json_t *req =
-        json_pack("{s:s, s:I}", "op", "history", "limit", (json_int_t)(limit > 0 ? limit : 100));
+    json_t *req = json_pack("{s:I}", "limit", (json_int_t)(limit > 0 ? limit : 100));
     char v[512];
     if (s_arg(r, "event_type", v, sizeof v)) {
         if (!nx_pattern_valid(v, strlen(v))) {
@@ -499,16 +447,15 @@ static void h_history(s_req_t *r)
         json_object_set_new(req, "cursor", json_integer(cursor));
     if (s_arg(r, "order", v, sizeof v))
         json_object_set_new(req, "order", json_string(v));
-    json_t *rep = s_broker(r, req);
-    if (!rep)
+    json_t *page = s_history(r, req);
+    if (!page)
         return;
-    json_t *events = s_events_of(rep);
+    json_t *events = json_object_get(page, "events");
     s_answer(r, 200,
-             json_pack("{s:o, s:I, s:O}", "events", events, "count",
+             json_pack("{s:O, s:I, s:O}", "events", events, "count",
                        (json_int_t)json_array_size(events), "next_cursor",
-                       json_object_get(rep, "next_cursor") ? json_object_get(rep, "next_cursor")
-                                                           : json_null()));
-    json_decref(rep);
+                       json_object_get(page, "next_cursor")));
+    json_decref(page);
 }
 
 static void h_recent(s_req_t *r)
@@ -518,11 +465,11 @@ static void h_recent(s_req_t *r)
         s_error(r, 400, "bad_request", "count must be 1..1000", NULL);
         return;
     }
-    json_t *rep = s_broker(r, json_pack("{s:s, s:I, s:s}", "op", "history", "limit",
-                                        (json_int_t)(count > 0 ? count : 10), "order", "desc"));
-    if (!rep)
+    json_t *page = s_history(
+        r, json_pack("{s:I, s:s}", "limit", (json_int_t)(count > 0 ? count : 10), "order", "desc"));
+    if (!page)
         return;
-    json_t *events = s_events_of(rep);
+    json_t *events = json_incref(json_object_get(page, "events"));
     /*  Oldest first, like the welcome's recent_events.                     */
     json_t *asc = json_array();
     for (size_t i = json_array_size(events); i > 0; i--)
@@ -530,7 +477,7 @@ static void h_recent(s_req_t *r)
     json_decref(events);
     s_answer(r, 200,
              json_pack("{s:o, s:I}", "events", asc, "count", (json_int_t)json_array_size(asc)));
-    json_decref(rep);
+    json_decref(page);
 }
 
 static void h_stats(s_req_t *r)
@@ -564,11 +511,11 @@ static void h_stats(s_req_t *r)
     s_answer(r, 200, out);
 }
 
-/*  Asks the broker (req, owned) and answers its list under key, with its
+/*  Runs op with fields (stolen) and answers its list under key, with its
     count: {"sessions": [...], "count": n}.                                */
-static void s_answer_list(s_req_t *r, json_t *req, const char *key)
+static void s_answer_list(s_req_t *r, const char *op, json_t *fields, const char *key)
 {
-    json_t *rep = s_broker(r, req);
+    json_t *rep = s_call(r, op, fields);
     if (!rep)
         return;
     json_t *list = json_object_get(rep, key);
@@ -579,13 +526,13 @@ static void s_answer_list(s_req_t *r, json_t *req, const char *key)
 
 static void h_sessions_active(s_req_t *r)
 {
-    s_answer_list(r, json_pack("{s:s}", "op", "session.list"), "sessions");
+    s_answer_list(r, "session.list", json_object(), "sessions");
 }
 
 static void h_sessions_capabilities(s_req_t *r)
 {
     char skill[256], avail[16];
-    json_t *req = json_pack("{s:s}", "op", "session.find");
+    json_t *req = json_object();
     if (s_arg(r, "skill", skill, sizeof skill) || s_arg(r, "capability", skill, sizeof skill))
         json_object_set_new(req, "capability", json_string(skill));
     if (s_arg(r, "available", avail, sizeof avail)) {
@@ -599,9 +546,9 @@ static void h_sessions_capabilities(s_req_t *r)
     }
     /*  As over WebSocket: available=false filters nothing (the broker's
         session.find wants a filter it can apply).                          */
-    if (!json_object_get(req, "capability") && !json_is_true(json_object_get(req, "available")))
-        json_object_set_new(req, "op", json_string("session.list"));
-    s_answer_list(r, req, "sessions");
+    bool find =
+        json_object_get(req, "capability") || json_is_true(json_object_get(req, "available"));
+    s_answer_list(r, find ? "session.find" : "session.list", req, "sessions");
 }
 
 static void h_session_get(s_req_t *r, const char *id)
@@ -610,68 +557,59 @@ static void h_session_get(s_req_t *r, const char *id)
         s_error(r, 404, "not_found", "no such session", NULL);
         return;
     }
-    json_t *rep = s_broker(r, json_pack("{s:s, s:s}", "op", "session.get", "session", id));
+    json_t *rep = s_call(r, "session.get", json_pack("{s:s}", "session", id));
     if (!rep)
         return;
     s_answer(r, 200, json_incref(json_object_get(rep, "session")));
     json_decref(rep);
 }
 
-static void s_work(s_req_t *r, const char *op, bool token, const char *const *copy)
+/*  A work call: the op's fields from the body (the table's list), acting
+    as body.session_id; checked before the session is hosted, so that a
+    bad request changes nothing.                                           */
+static void s_work(s_req_t *r)
 {
-    const char *session;
-    if (!s_need(r, "work_id") || !s_session(r, &session))
+    bool bad;
+    const char *session = s_acting(r, "session_id", &bad);
+    if (bad)
         return;
-    json_t *tok = json_object_get(r->json, "token");
-    if (token && !(json_is_integer(tok) && json_integer_value(tok) >= 0)) {
-        s_error(r, 400, "bad_request",
-                tok ? "field 'token' (the fencing token) must be a non-negative integer"
-                    : "field 'token' (the fencing token, a number) is missing",
-                NULL);
+    if (!session) {
+        s_error(r, 400, "bad_request", "field 'session_id' (a string) is missing", NULL);
         return;
     }
-    json_t *req = json_pack("{s:s, s:s}", "op", op, "session", session);
-    for (size_t i = 0; copy[i]; i++) {
-        json_t *v = json_object_get(r->json, copy[i]);
-        if (v)
-            json_object_set(req, copy[i], v);
-    }
+    json_t *fields = nx_front_fields(r->op, r->json, session);
+    json_t *secret = json_object_get(r->json, "secret");
+    if (secret)
+        json_object_set(fields, "secret", secret);
     /*  The seed's name for the description.                                */
     json_t *d = json_object_get(r->json, "work_description");
-    if (d && !json_object_get(req, "description"))
-        json_object_set(req, "description", d);
-    json_t *rep = s_broker(r, req);
+    if (d && !json_object_get(fields, "description") &&
+        nx_optab_field(nx_optab_find(r->op, strlen(r->op)), "description"))
+        json_object_set(fields, "description", d);
+    nx_front_err_t err = {0};
+    if (!nx_front_check(r->op, fields, &err)) {
+        json_decref(fields);
+        s_fail(r, &err);
+        return;
+    }
+    if (!s_host(r, session)) {
+        json_decref(fields);
+        return;
+    }
+    json_t *rep = s_call(r, r->op, fields);
     if (!rep)
         return;
     json_object_set_new(rep, "ok", json_true());
     s_answer(r, 200, rep);
 }
 
-static void h_claim(s_req_t *r)
-{
-    static const char *const f[] = {"work_id", "ttl_ms", "description", "metadata", "secret", NULL};
-    s_work(r, "work.claim", false, f);
-}
-
-static void h_release(s_req_t *r)
-{
-    static const char *const f[] = {"work_id", "token", "reason", "secret", NULL};
-    s_work(r, "work.release", true, f);
-}
-
-static void h_complete(s_req_t *r)
-{
-    static const char *const f[] = {"work_id", "token", "result", "secret", NULL};
-    s_work(r, "work.complete", true, f);
-}
-
 static void h_claimed(s_req_t *r)
 {
     char holder[128];
-    json_t *req = json_pack("{s:s, s:s}", "op", "work.list", "state", "claimed");
+    json_t *req = json_pack("{s:s}", "state", "claimed");
     if (s_arg(r, "holder", holder, sizeof holder))
         json_object_set_new(req, "holder", json_string(holder));
-    s_answer_list(r, req, "claims");
+    s_answer_list(r, "work.list", req, "claims");
 }
 
 static void h_metrics(s_req_t *r)
@@ -758,26 +696,27 @@ typedef struct {
     int method;
     const char *path;
     void (*fn)(s_req_t *r);
-    bool body; /* needs a JSON object body                                 */
+    bool body;      /* needs a JSON object body                             */
+    const char *op; /* the op it runs, when it is one                       */
 } s_route_t;
 
 static const s_route_t s_routes[] = {
-    {NX_GW_GET, "/health", h_health, false},
-    {NX_GW_GET, "/capabilities", h_capabilities, false},
-    {NX_GW_GET, "/state", h_state, false},
-    {NX_GW_GET, "/dependencies", h_dependencies, false},
-    {NX_GW_POST, "/message", h_message, true},
-    {NX_GW_GET, "/sessions/active", h_sessions_active, false},
-    {NX_GW_GET, "/sessions/capabilities", h_sessions_capabilities, false},
-    {NX_GW_POST, "/events", h_events_post, true},
-    {NX_GW_GET, "/events/history", h_history, false},
-    {NX_GW_GET, "/events/recent", h_recent, false},
-    {NX_GW_GET, "/events/stats", h_stats, false},
-    {NX_GW_POST, "/work/claim", h_claim, true},
-    {NX_GW_POST, "/work/release", h_release, true},
-    {NX_GW_POST, "/work/complete", h_complete, true},
-    {NX_GW_GET, "/work/claimed", h_claimed, false},
-    {NX_GW_GET, "/metrics", h_metrics, false},
+    {NX_GW_GET, "/health", h_health, false, NULL},
+    {NX_GW_GET, "/capabilities", h_capabilities, false, NULL},
+    {NX_GW_GET, "/state", h_state, false, NULL},
+    {NX_GW_GET, "/dependencies", h_dependencies, false, NULL},
+    {NX_GW_POST, "/message", h_message, true, NULL},
+    {NX_GW_GET, "/sessions/active", h_sessions_active, false, NULL},
+    {NX_GW_GET, "/sessions/capabilities", h_sessions_capabilities, false, NULL},
+    {NX_GW_POST, "/events", h_events_post, true, NULL},
+    {NX_GW_GET, "/events/history", h_history, false, NULL},
+    {NX_GW_GET, "/events/recent", h_recent, false, NULL},
+    {NX_GW_GET, "/events/stats", h_stats, false, NULL},
+    {NX_GW_POST, "/work/claim", s_work, true, "work.claim"},
+    {NX_GW_POST, "/work/release", s_work, true, "work.release"},
+    {NX_GW_POST, "/work/complete", s_work, true, "work.complete"},
+    {NX_GW_GET, "/work/claimed", h_claimed, false, NULL},
+    {NX_GW_GET, "/metrics", h_metrics, false, NULL},
 };
 
 /*  GET /sessions/{id}: one segment after the prefix.                      */
@@ -827,6 +766,7 @@ static void s_route(s_req_t *r)
                 return;
             }
         }
+        r->op = rt->op;
         rt->fn(r);
         return;
     }

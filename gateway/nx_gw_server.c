@@ -439,13 +439,17 @@ static bool s_decimal(const char *v, size_t digits)
 static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 {
     char uri[512];
-    if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 ||
-        strncmp(uri, "/ws/session/", 12) != 0) {
-        nx_info("websocket refused: path must be /ws/session/{id}");
-        return s_refuse(wsi, 404, "not_found", "WebSocket path is /ws/session/{session_id}");
+    int ulen = lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
+    /*  /ws/events (seed 003): a watcher that acts as no session and gets
+        every event it may see, without subscribing.                        */
+    bool watcher = ulen > 0 && strcmp(uri, "/ws/events") == 0;
+    if (ulen <= 0 || (!watcher && strncmp(uri, "/ws/session/", 12) != 0)) {
+        nx_info("websocket refused: path must be /ws/session/{id} or /ws/events");
+        return s_refuse(wsi, 404, "not_found",
+                        "WebSocket paths are /ws/session/{session_id} and /ws/events");
     }
-    const char *id = uri + 12;
-    if (!nx_session_id_valid(id, strlen(id))) {
+    const char *id = watcher ? "" : uri + 12;
+    if (!watcher && !nx_session_id_valid(id, strlen(id))) {
         nx_info("websocket refused: bad session id");
         return s_refuse(wsi, 400, "bad_request", "the session id must be 1..64 of [A-Za-z0-9_:@-]");
     }
@@ -461,7 +465,7 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     s_token(wsi, token, sizeof token);
     pss->auth = NULL;
     if (nx_auth_check(gw->auth, token[0] ? token : NULL, strlen(token), &pss->auth) ||
-        !nx_auth_allows(gw->auth, pss->auth, id, strlen(id))) {
+        (!watcher && !nx_auth_allows(gw->auth, pss->auth, id, strlen(id)))) {
         nx_info("websocket refused for session %s: %s", id,
                 token[0] ? "token not valid for it" : "no token");
         return s_refuse(wsi, 401, "unauthorized",
@@ -496,6 +500,9 @@ static int s_ws_established(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     pthread_mutex_lock(&gw->lock);
     snprintf(pss->conn->session, sizeof pss->conn->session, "%s", pss->session);
     pss->conn->auth = pss->auth;
+    /*  A watcher (/ws/events, no session) is subscribed to everything.    */
+    if (!pss->session[0] && (pss->conn->patterns[0] = strdup(">")))
+        pss->conn->n_patterns = 1;
     pthread_mutex_unlock(&gw->lock);
     __atomic_add_fetch(&gw->stats.ws_open, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&gw->stats.ws_total, 1, __ATOMIC_RELAXED);
@@ -913,13 +920,18 @@ int nx_gw_server_run(nx_gw_t *gw)
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = (int)gw->cfg.port;
-    info.iface = gw->cfg.listen;
+    /*  lws with IPv6 on binds an IPv4 address it cannot map to every
+        interface: an IPv4 address or an interface name (its IPv4 address)
+        is bound with IPv6 off, an IPv6 address with it on.               */
+    info.iface = gw->listen.iface;
     info.protocols = s_protocols;
     info.user = gw;
     info.retry_and_idle_policy = &retry;
     info.vhost_name = "nexus-gateway";
     info.server_string = "nexus-gateway";
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    if (gw->listen.kind != NX_GW_LISTEN_IPV6)
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     /*  lws cuts an HTTP request that is not answered within timeout_secs
         (default 5 s). An answer may wait for the broker for broker_timeout
         and for the requests queued before it, so a broker that is down
@@ -930,8 +942,25 @@ int nx_gw_server_run(nx_gw_t *gw)
         nx_error("cannot listen on %s:%" PRIu64, gw->cfg.listen, gw->cfg.port);
         return -1;
     }
-    nx_info("listening on http://%s:%" PRIu64 " (dashboard at /, WebSocket at /ws/session/{id})",
-            gw->cfg.listen, gw->cfg.port);
+    /*  Whatever lws did, the socket must be bound to what listen names:
+        never wider (lws falls back to every interface silently).         */
+    struct sockaddr_storage bound;
+    char shown[96] = "nothing";
+    int n = nx_gw_listen_find((int)gw->cfg.port, &bound);
+    if (n > 0)
+        nx_gw_listen_text((struct sockaddr *)&bound, shown, sizeof shown);
+    if (n != 1 || !nx_gw_listen_matches(&gw->listen, (struct sockaddr *)&bound)) {
+        nx_error("listen %s: the socket is bound to %s, not to what listen names (is the address "
+                 "on this machine?): not serving",
+                 gw->cfg.listen, shown);
+        pthread_mutex_lock(&gw->lock);
+        struct lws_context *lws = gw->lws;
+        gw->lws = NULL;
+        pthread_mutex_unlock(&gw->lock);
+        lws_context_destroy(lws);
+        return -1;
+    }
+    nx_info("listening on http://%s (dashboard at /, WebSocket at /ws/session/{id})", shown);
     s_tick_gw = gw;
     while (!gw->stop)
         if (lws_service(gw->lws, 0) < 0)

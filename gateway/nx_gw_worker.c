@@ -18,6 +18,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "nx_front.h"
+#include "nx_front_event.h"
 #include "nx_gw.h"
 #include "nx_log.h"
 
@@ -176,9 +178,9 @@ static void s_recent_prefill(nx_gw_t *gw)
         nexus_event_t *ev = NULL;
         while (n < S_RECENT_MAX && (err = nexus_history_next(h, &ev)) == NEXUS_OK && ev) {
             size_t len;
-            char *text = nx_gw_event_json(ev, &len);
+            char *text = nx_front_event_json(ev, &len);
             /*  The ring is shown to everyone: no direct messages in it.    */
-            older[n] = text && nx_gw_event_text_visible(text, len, NULL)
+            older[n] = text && nx_front_event_text_visible(text, len, NULL)
                            ? nx_gw_msg_new(text, len, nexus_event_seq(ev))
                            : NULL;
             free(text);
@@ -238,7 +240,7 @@ void nx_gw_deliver(nexus_event_t *event, void *arg)
     /*  Every event goes to the recent ring, so its JSON is built once here
         and shared with the connections it matches.                         */
     size_t len = 0;
-    char *text = nx_gw_event_json(event, &len);
+    char *text = nx_front_event_json(event, &len);
     nx_gw_msg_t *msg = text ? nx_gw_msg_new(text, len, seq) : NULL;
     free(text);
     bool pushed = false;
@@ -309,9 +311,14 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
         caps = nl + 1;
     }
     size_t refs;
-    s_session_ref(gw, cmd->session, +1, &refs);
-    nexus_err_t err = nx_gw_ensure_session(gw, cmd->session, name && *name ? name : NULL,
-                                           caps && *caps ? caps : NULL, 0);
+    /*  A watcher of /ws/events acts as no session.                         */
+    bool watcher = !cmd->session[0];
+    nexus_err_t err = NEXUS_OK;
+    if (!watcher) {
+        s_session_ref(gw, cmd->session, +1, &refs);
+        err = nx_gw_ensure_session(gw, cmd->session, name && *name ? name : NULL,
+                                   caps && *caps ? caps : NULL, 0);
+    }
     if (err)
         nx_warn("cannot register session %s: %s (retried with the heartbeats)", cmd->session,
                 nexus_strerror(err));
@@ -322,15 +329,18 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     json_t *welcome = json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "connection", "message",
                                 "Welcome to the NEXUS event stream", "session_id", cmd->session,
                                 "server", "nexus-gateway", "version", NEXUS_VERSION_STRING);
+    if (watcher)
+        json_object_set_new(welcome, "session_id", json_null());
     pthread_mutex_lock(&gw->lock);
     bool ready = gw->recent_ready;
     uint64_t last_seq = gw->last_seq;
     pthread_mutex_unlock(&gw->lock);
     if (!ready) {
-        nexus_err_t herr;
-        json_t *health = nx_gw_request(gw, json_pack("{s:s}", "op", "health"), &herr);
+        nx_front_err_t herr = {0};
+        json_t *health = nx_front_call(gw->client, "health", json_object(), &herr);
         last_seq = health ? (uint64_t)json_integer_value(json_object_get(health, "last_seq")) : 0;
         json_decref(health);
+        nx_front_err_reset(&herr);
     }
     json_object_set_new(welcome, "last_seq", json_integer((json_int_t)last_seq));
     pthread_mutex_lock(&gw->lock);
@@ -358,10 +368,10 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
             nexus_event_t *ev = NULL;
             while (nexus_history_next(h, &ev) == NEXUS_OK && ev) {
                 size_t len;
-                char *text = nx_gw_event_json(ev, &len);
+                char *text = nx_front_event_json(ev, &len);
                 json_t *j = text ? json_loadb(text, len, JSON_ALLOW_NUL, NULL) : NULL;
                 free(text);
-                if (j && !nx_gw_event_visible(j, NULL)) {
+                if (j && !nx_front_event_visible(j, NULL)) {
                     json_decref(j);
                     j = NULL;
                 }
@@ -404,14 +414,17 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
 
 static void s_close(nx_gw_t *gw, nx_gw_cmd_t *cmd)
 {
+    if (!cmd->session[0])
+        return; /* a watcher had no session */
     size_t refs;
     s_session_ref(gw, cmd->session, -1, &refs);
     if (refs)
         return; /* another connection of the same session remains */
-    nexus_err_t err;
-    json_t *rep = nx_gw_request(
-        gw, json_pack("{s:s, s:s}", "op", "session.unregister", "session", cmd->session), &err);
+    nx_front_err_t err = {0};
+    json_t *rep = nx_front_call(gw->client, "session.unregister",
+                                json_pack("{s:s}", "session", cmd->session), &err);
     json_decref(rep);
+    nx_front_err_reset(&err);
 }
 
 static void s_heartbeat(nx_gw_t *gw)
@@ -425,9 +438,10 @@ static void s_heartbeat(nx_gw_t *gw)
         json_decref(list);
         return;
     }
-    nexus_err_t err;
-    json_t *rep = nx_gw_request(
-        gw, json_pack("{s:s, s:o}", "op", "session.heartbeat", "sessions", list), &err);
+    nx_front_err_t err = {0};
+    json_t *rep =
+        nx_front_call(gw->client, "session.heartbeat", json_pack("{s:o}", "sessions", list), &err);
+    nx_front_err_reset(&err);
     /*  Sessions the broker no longer knows (it restarted and timed them out,
         or we were cut off) are registered again.                          */
     json_t *lost = rep ? json_object_get(rep, "lost") : NULL;

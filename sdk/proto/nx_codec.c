@@ -355,6 +355,89 @@ void nx_pack_kv_nil(msgpack_packer *pk, const char *key)
     msgpack_pack_nil(pk);
 }
 
+/*  ---- Maps that count themselves ---------------------------------------*/
+
+void nx_dmap_init(nx_dmap_t *self, msgpack_sbuffer *buf)
+{
+    memset(self, 0, sizeof *self);
+    self->buf = buf;
+    msgpack_packer_init(&self->pk, buf, msgpack_sbuffer_write);
+}
+
+msgpack_packer *nx_dmap_pair(nx_dmap_t *self)
+{
+    self->count[self->depth]++;
+    return &self->pk;
+}
+
+void nx_dmap_raw(nx_dmap_t *self, const void *data, size_t len, uint32_t pairs)
+{
+    if (len)
+        msgpack_sbuffer_write(self->buf, data, len);
+    self->count[self->depth] += pairs;
+}
+
+void nx_dmap_open(nx_dmap_t *self, const char *key)
+{
+    nx_pack_str(nx_dmap_pair(self), key);
+    /*  Deeper than we track: an empty map, never a broken one.           */
+    if (self->depth == NX_DMAP_DEPTH) {
+        msgpack_pack_map(&self->pk, 0);
+        return;
+    }
+    self->at[self->depth] = self->buf->size;
+    static const char placeholder[5] = {(char)0xdf, 0, 0, 0, 0}; /* map32 */
+    msgpack_sbuffer_write(self->buf, placeholder, sizeof placeholder);
+    self->depth++;
+    self->count[self->depth] = 0;
+}
+
+void nx_dmap_close(nx_dmap_t *self)
+{
+    if (self->depth == 0)
+        return;
+    uint32_t n = self->count[self->depth];
+    self->depth--;
+    size_t at = self->at[self->depth];
+    uint8_t head[5];
+    size_t len;
+    if (n < 16) {
+        head[0] = (uint8_t)(0x80 | n);
+        len = 1;
+    } else if (n < 65536) {
+        head[0] = 0xde;
+        head[1] = (uint8_t)(n >> 8);
+        head[2] = (uint8_t)n;
+        len = 3;
+    } else {
+        head[0] = 0xdf;
+        head[1] = (uint8_t)(n >> 24);
+        head[2] = (uint8_t)(n >> 16);
+        head[3] = (uint8_t)(n >> 8);
+        head[4] = (uint8_t)n;
+        len = 5;
+    }
+    char *p = self->buf->data + at;
+    size_t body = self->buf->size - at - 5;
+    memcpy(p, head, len);
+    if (len < 5) {
+        memmove(p + len, p + 5, body);
+        self->buf->size -= 5 - len;
+    }
+}
+
+uint32_t nx_dmap_pairs(const nx_dmap_t *self)
+{
+    return self->count[0];
+}
+
+void nx_dmap_clear(nx_dmap_t *self)
+{
+    msgpack_sbuffer_clear(self->buf);
+    memset(self->count, 0, sizeof self->count);
+    self->depth = 0;
+}
+
 void nx_pack_event(msgpack_packer *pk, uint64_t seq, const nx_record_t *rec)
 {
     msgpack_pack_map(pk, 5);

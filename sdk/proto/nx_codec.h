@@ -161,6 +161,36 @@ void nx_pack_kv_bool(msgpack_packer *pk, const char *key, bool value);
 void nx_pack_kv_bin(msgpack_packer *pk, const char *key, const void *data, size_t len);
 void nx_pack_kv_nil(msgpack_packer *pk, const char *key);
 
+/*  ---- Maps that count themselves ----------------------------------------
+    A map whose length is written when it is done, as Redis's
+    addReplyDeferredLen / setDeferredMapLen: nobody counts pairs by hand.
+    nx_dmap_pair () counts one pair and returns the packer for it (pack the
+    key, then exactly one value). The top level has no header of its own:
+    its pairs follow a reply head packed later with nx_dmap_pairs () of
+    them. nx_dmap_open () starts a nested map under key (a placeholder
+    header) and nx_dmap_close () writes its real length in the shortest
+    form, moving its body back when the form is shorter.                    */
+#define NX_DMAP_DEPTH 8
+typedef struct {
+    msgpack_sbuffer *buf;              /* where the pairs go                */
+    msgpack_packer pk;                 /* packs into buf                    */
+    int depth;                         /* open nested maps                  */
+    size_t at[NX_DMAP_DEPTH];          /* offset of each one's header       */
+    uint32_t count[NX_DMAP_DEPTH + 1]; /* pairs: [0] top level, then nested */
+} nx_dmap_t;
+
+void nx_dmap_init(nx_dmap_t *self, msgpack_sbuffer *buf);
+/*  Counts one pair of the current map; the caller packs key and value.   */
+msgpack_packer *nx_dmap_pair(nx_dmap_t *self);
+/*  Appends pairs already packed (count of them) to the current map.       */
+void nx_dmap_raw(nx_dmap_t *self, const void *data, size_t len, uint32_t pairs);
+void nx_dmap_open(nx_dmap_t *self, const char *key);
+void nx_dmap_close(nx_dmap_t *self);
+/*  Pairs packed at the top level so far.                                  */
+uint32_t nx_dmap_pairs(const nx_dmap_t *self);
+/*  Drops every pair (an error reply keeps none of a partial answer).      */
+void nx_dmap_clear(nx_dmap_t *self);
+
 /*  Packs the head of a control-plane reply: a map of fields + 2 entries
     starting with "id" (the request's id, already packed, copied as is; nil
     when id_len is 0) and "ok". The caller packs the fields after it.       */

@@ -374,3 +374,115 @@ class Checks:
     def done(self):
         print("%d passed, %d failed" % (self.passed, self.failed))
         sys.exit(1 if self.failed else 0)
+
+
+GATEWAY = os.environ.get("NEXUS_GATEWAY") or os.path.join(
+    os.environ.get("NEXUS_BUILD_DIR", "build"), "gateway", "nexus-gateway")
+
+
+class Gateway:
+    """One nexus-gateway process on a free port, a client of `broker`
+    (a Broker, or None: it then points at a port nothing answers on).
+    start() returns once its log says it listens, or raises with the log."""
+
+    def __init__(self, broker=None, args=(), port=None, prefix=(), env=None):
+        self.broker = broker
+        self.args = list(args)
+        self.port = port or free_port()
+        self.prefix = list(prefix)
+        self.env = env
+        self.proc = None
+        self.log_path = os.path.join(tempfile.gettempdir(),
+                                     "nexus-gateway-%d-%d.log" % (os.getpid(), self.port))
+
+    def start(self, timeout=15.0, wait_listen=True):
+        # The gateway finds the event endpoints at the two ports after the
+        # control port: start the broker with ports=free_ports(3).
+        assert not self.broker or tuple(self.broker.ports) == tuple(
+            range(self.broker.ports[0], self.broker.ports[0] + 3)), "broker ports not consecutive"
+        control = self.broker.control if self.broker else "tcp://127.0.0.1:%d" % free_port()
+        argv = self.prefix + [GATEWAY, "--port", str(self.port), "--broker", control] + self.args
+        env = dict(os.environ)
+        if self.env:
+            env.update(self.env)
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=env)
+        if not wait_listen:
+            return self
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if "listening on http://" in self.logs():
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError("nexus-gateway exited with %s:\n%s" %
+                                   (self.proc.returncode, self.logs()))
+            time.sleep(0.05)
+        raise RuntimeError("nexus-gateway did not listen:\n" + self.logs())
+
+    def wait(self, timeout=15.0):
+        """The exit status of a gateway expected to stop by itself."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def logs(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout=20):
+        rc = None
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                rc = self.proc.wait(5)
+        elif self.proc:
+            rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def cleanup(self):
+        self.stop()
+        try:
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        if exc[0] is not None:
+            sys.stderr.write("---- nexus-gateway log ----\n" + self.logs())
+        self.cleanup()
+
+
+def listening(port):
+    """The local addresses of the sockets listening on TCP port, as the
+    kernel's tables (/proc/net/tcp, tcp6) show them: '127.0.0.1',
+    '0.0.0.0', '::1', '::' ..."""
+    import ipaddress
+    found = []
+    for path, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        try:
+            with open(path) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            local, state = cols[1], cols[3]
+            addr, p = local.split(":")
+            if state != "0A" or int(p, 16) != port:
+                continue
+            raw = bytes.fromhex(addr)
+            # The kernel prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found.append(str(ipaddress.IPv6Address(raw) if v6 else ipaddress.IPv4Address(raw)))
+    return sorted(found)

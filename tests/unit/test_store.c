@@ -874,6 +874,42 @@ static void s_test_sync(void)
     s_rm_store(path);
 }
 
+/*  The store's identity: hex of the documented length, the same after a
+    reopen, another one for another directory.                            */
+static void s_test_identity(void)
+{
+    const char *path = s_new_path();
+    nx_store_config_t cfg = s_config(path);
+    cfg.sync = true;
+    nx_store_t *store = s_open(&cfg);
+    if (!store)
+        return;
+    char id[NX_STORE_ID_LEN + 1];
+    snprintf(id, sizeof id, "%s", nx_store_id(store));
+    CHECK_EQ_U64(strlen(id), NX_STORE_ID_LEN);
+    CHECK_EQ_U64(strspn(id, "0123456789abcdef"), NX_STORE_ID_LEN);
+    s_fill(store, 1, 10, 0);
+    nx_store_destroy(&store);
+    store = s_open(&cfg);
+    if (!store)
+        return;
+    CHECK_EQ_STR(nx_store_id(store), id);
+    nx_store_destroy(&store);
+    s_rm_store(path);
+
+    /*  Another directory: another store.                                  */
+    path = s_new_path();
+    cfg = s_config(path);
+    store = s_open(&cfg);
+    if (!store)
+        return;
+    CHECK_EQ_U64(strlen(nx_store_id(store)), NX_STORE_ID_LEN);
+    CHECK(strcmp(nx_store_id(store), id) != 0);
+    nx_store_destroy(&store);
+    s_rm_store(path);
+    CHECK_EQ_STR(nx_store_id(NULL), "");
+}
+
 int main(void)
 {
     snprintf(s_dir, sizeof s_dir, "/tmp/nx_store_test.XXXXXX");
@@ -891,6 +927,7 @@ int main(void)
     s_test_map_exhausted();
     s_test_grow();
     s_test_sync();
+    s_test_identity();
     if (rmdir(s_dir) != 0)
         perror("rmdir");
     CHECK(access(s_dir, F_OK) != 0);

@@ -1,0 +1,70 @@
+/*  =========================================================================
+    nx_front - one handler per control op for the JSON front-ends: the
+    gateway's WebSocket actions and HTTP routes, and the MCP tools of
+    `nexus mcp` and the gateway's /mcp.
+
+    A front-end adapter turns what its client sent into the op's fields
+    (a JSON object), calls nx_front_call (or the handler of an op that
+    needs more, nx_front_publish and nx_front_history), and turns the
+    answer or the error into its own shape. The fields are checked against
+    the protocol's op table (nx_optab) before anything is sent, with the
+    same function the broker uses; errors come back with their code,
+    message, the broker's extra fields and the HTTP status of the error
+    table, so every front-end reports the same failure the same way.
+
+    Runs on any thread that may use the given libnexus client.
+    =========================================================================
+*/
+
+#ifndef NX_FRONT_H_INCLUDED
+#define NX_FRONT_H_INCLUDED
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "nexus.h"
+
+/*  What went wrong, for any front-end.                                     */
+typedef struct {
+    char code[32];     /* the wire code, or "unavailable" (no broker)        */
+    char message[256]; /* for people, names the field                        */
+    json_t *extra;     /* the broker error's other fields (a denied claim's
+                          holder, expires_at, state), or NULL; owned        */
+    int status;        /* the HTTP status of code                            */
+} nx_front_err_t;
+
+/*  Sets *err (printf-style message); status 0 takes the error table's.    */
+void nx_front_fail(nx_front_err_t *err, const char *code, int status, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+/*  Releases err->extra.                                                    */
+void nx_front_err_reset(nx_front_err_t *err);
+
+/*  A new object with the fields of op's table that msg has, except
+    "session" and "secret"; with session set when acting is not NULL.
+    Field lists are the table's, never written again by an adapter.        */
+json_t *nx_front_fields(const char *op, json_t *msg, const char *acting);
+
+/*  Checks fields (with or without "op") against op's row of the table.    */
+bool nx_front_check(const char *op, json_t *fields, nx_front_err_t *err);
+
+/*  Runs op with fields (stolen): checks them, asks the broker, and
+    returns the reply's fields without id and ok (new reference), or NULL
+    with *err set: the broker's refusal, or timeout (504), no_memory,
+    unavailable (503) when the broker could not be asked.                  */
+json_t *nx_front_call(nexus_client_t *client, const char *op, json_t *fields, nx_front_err_t *err);
+
+/*  publish, in the clients' words: msg's "event_type" (or "topic"),
+    "payload" (any JSON, sent as its msgpack encoding so that it comes
+    back the same) and, for message.direct, "to" (a session id, at the top
+    level or in the payload object). source: the session it acts as ("":
+    none). Returns {seq, ts} or NULL with *err.                             */
+json_t *nx_front_publish(nexus_client_t *client, json_t *msg, const char *source,
+                         nx_front_err_t *err);
+
+/*  history with fields (stolen), its events shaped as the clients'
+    events (nx_front_event.h), those viewer may not see left out.
+    Returns {events, next_cursor, last_seq} or NULL with *err.             */
+json_t *nx_front_history(nexus_client_t *client, json_t *fields, const char *viewer,
+                         nx_front_err_t *err);
+
+#endif

@@ -1,0 +1,47 @@
+/*  =========================================================================
+    nx_front_event - a fabric event as the JSON clients see it (seed 000's
+    shape: {type:"event", seq, event_type, session_id, payload, timestamp})
+    and who may see a direct message. Shared by the gateway and MCP.
+    =========================================================================
+*/
+
+#ifndef NX_FRONT_EVENT_H_INCLUDED
+#define NX_FRONT_EVENT_H_INCLUDED
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "nexus.h"
+
+/*  The topic of direct messages: the target is "to" in the payload.       */
+#define NX_FRONT_DIRECT "message.direct"
+
+/*  The payload field of a publish request for a JSON payload: its msgpack
+    encoding as bin ({"$base64":...}), so that it comes back as the same
+    JSON. Returns a new reference, or NULL when out of memory.              */
+json_t *nx_front_payload_bin(const json_t *payload);
+
+/*  The JSON text of a fabric event as clients receive it; *len its bytes.
+    Caller frees it. NULL when out of memory.                              */
+char *nx_front_event_json(nexus_event_t *event, size_t *len);
+
+/*  A broker event record of a history reply (JSON form) as a client
+    event. Returns a new reference.                                         */
+json_t *nx_front_event_from_record(json_t *rec);
+
+/*  Whether client event ev may be shown to `session`: a message.direct
+    only to its target and its sender; to no one when session is NULL.
+    Others always.                                                          */
+bool nx_front_event_visible(const json_t *ev, const char *session);
+
+/*  The same for the JSON text of one client event.                        */
+bool nx_front_event_text_visible(const char *text, size_t len, const char *session);
+
+/*  For a publish of event type `type` with request msg and payload: a
+    direct message's target travels in its payload, where every reader
+    looks, so a top-level "to" is copied into its object payload. Returns
+    NULL when the publish may go ahead, else the message of a bad_request:
+    a message.direct needs a payload object whose "to" is a session id.   */
+const char *nx_front_direct_target(const char *type, json_t *msg, json_t *payload);
+
+#endif
