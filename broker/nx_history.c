@@ -186,10 +186,9 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
     nx_store_reader_bounds(reader, &first_seq, &last_seq);
     nx_store_reader_destroy(&reader);
 
-    nx_pack_str(pk, "events");
-    msgpack_pack_array(pk, (uint32_t)found);
-    msgpack_sbuffer_write(pk->data, events.data, events.size);
-    msgpack_sbuffer_destroy(&events);
+    /*  The page's fields first and its events last: a client that reads
+        the reply front to back (libnexus does) knows where the next page
+        starts, and asks for it, before it walks the events.               */
     nx_pack_str(pk, "next_cursor");
     if (more)
         msgpack_pack_uint64(pk, next);
@@ -199,5 +198,9 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
     nx_pack_kv_u64(pk, "first_seq", first_seq);
     nx_pack_kv_u64(pk, "last_seq", last_seq);
     nx_pack_kv_str(pk, "store_id", nx_store_id(store));
+    nx_pack_str(pk, "events");
+    msgpack_pack_array(pk, (uint32_t)found);
+    msgpack_sbuffer_write(pk->data, events.data, events.size);
+    msgpack_sbuffer_destroy(&events);
     return 6;
 }
