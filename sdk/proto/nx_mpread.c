@@ -108,7 +108,7 @@ static int s_container(nx_mpread_t *r, uint8_t fix, uint8_t b16, uint8_t b32, ui
     return -1;
 }
 
-int nx_mpread_map(nx_mpread_t *r, uint32_t *count)
+int nx_mpread_map_full(nx_mpread_t *r, uint32_t *count)
 {
     return s_container(r, 0x80, 0xde, 0xdf, count);
 }
@@ -150,19 +150,19 @@ static int s_blob(nx_mpread_t *r, bool bin, const uint8_t **data, uint32_t *len)
     return 0;
 }
 
-int nx_mpread_str(nx_mpread_t *r, const char **str, uint32_t *len)
+int nx_mpread_str_full(nx_mpread_t *r, const char **str, uint32_t *len)
 {
     return s_blob(r, false, (const uint8_t **)str, len);
 }
 
-int nx_mpread_bytes(nx_mpread_t *r, const uint8_t **data, uint32_t *len)
+int nx_mpread_bytes_full(nx_mpread_t *r, const uint8_t **data, uint32_t *len)
 {
     if (s_blob(r, true, data, len) == 0)
         return 0;
     return s_blob(r, false, data, len);
 }
 
-int nx_mpread_u64(nx_mpread_t *r, uint64_t *value)
+int nx_mpread_u64_full(nx_mpread_t *r, uint64_t *value)
 {
     size_t left = nx_mpread_left(r);
     if (left < 1)

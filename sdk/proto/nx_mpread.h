@@ -54,16 +54,80 @@ static inline size_t nx_mpread_left(const nx_mpread_t *r)
 nx_mp_type_t nx_mpread_type(const nx_mpread_t *r);
 
 /*  Each reads one value of its type and returns 0, or -1 (cursor left
-    alone) when the next value is of another type or truncated.            */
-int nx_mpread_map(nx_mpread_t *r, uint32_t *count);
+    alone) when the next value is of another type or truncated. The forms
+    a history page is made of are read inline; the _full functions read
+    every form.                                                             */
+int nx_mpread_map_full(nx_mpread_t *r, uint32_t *count);
 int nx_mpread_array(nx_mpread_t *r, uint32_t *count);
-int nx_mpread_str(nx_mpread_t *r, const char **str, uint32_t *len);
-/*  A bin or a str.                                                         */
-int nx_mpread_bytes(nx_mpread_t *r, const uint8_t **data, uint32_t *len);
-/*  A non-negative integer of any width.                                    */
-int nx_mpread_u64(nx_mpread_t *r, uint64_t *value);
+int nx_mpread_str_full(nx_mpread_t *r, const char **str, uint32_t *len);
+int nx_mpread_bytes_full(nx_mpread_t *r, const uint8_t **data, uint32_t *len);
+int nx_mpread_u64_full(nx_mpread_t *r, uint64_t *value);
 int nx_mpread_bool(nx_mpread_t *r, bool *value);
 int nx_mpread_nil(nx_mpread_t *r);
+
+static inline int nx_mpread_map(nx_mpread_t *r, uint32_t *count)
+{
+    if (r->p < r->end && (r->p[0] & 0xf0) == 0x80) { /* fixmap */
+        *count = r->p[0] & 0x0f;
+        r->p++;
+        return 0;
+    }
+    return nx_mpread_map_full(r, count);
+}
+
+static inline int nx_mpread_str(nx_mpread_t *r, const char **str, uint32_t *len)
+{
+    if (r->p < r->end && (r->p[0] & 0xe0) == 0xa0) { /* fixstr */
+        uint32_t n = r->p[0] & 0x1f;
+        if (n < (size_t)(r->end - r->p)) {
+            *str = (const char *)r->p + 1;
+            *len = n;
+            r->p += 1 + n;
+            return 0;
+        }
+    }
+    return nx_mpread_str_full(r, str, len);
+}
+
+/*  A bin or a str.                                                         */
+static inline int nx_mpread_bytes(nx_mpread_t *r, const uint8_t **data, uint32_t *len)
+{
+    if (r->end - r->p >= 2 && r->p[0] == 0xc4) { /* bin 8 */
+        uint32_t n = r->p[1];
+        if (n <= (size_t)(r->end - r->p) - 2) {
+            *data = r->p + 2;
+            *len = n;
+            r->p += 2 + n;
+            return 0;
+        }
+    }
+    return nx_mpread_bytes_full(r, data, len);
+}
+
+/*  A non-negative integer of any width.                                    */
+static inline int nx_mpread_u64(nx_mpread_t *r, uint64_t *value)
+{
+    if (r->p < r->end && r->p[0] <= 0x7f) { /* positive fixint */
+        *value = r->p[0];
+        r->p++;
+        return 0;
+    }
+    if (r->end - r->p >= 5 && r->p[0] == 0xce) { /* uint 32 */
+        const uint8_t *b = r->p + 1;
+        *value = (uint64_t)b[0] << 24 | (uint64_t)b[1] << 16 | (uint64_t)b[2] << 8 | b[3];
+        r->p += 5;
+        return 0;
+    }
+    if (r->end - r->p >= 9 && r->p[0] == 0xcf) { /* uint 64 */
+        const uint8_t *b = r->p + 1;
+        *value = (uint64_t)b[0] << 56 | (uint64_t)b[1] << 48 | (uint64_t)b[2] << 40 |
+                 (uint64_t)b[3] << 32 | (uint64_t)b[4] << 24 | (uint64_t)b[5] << 16 |
+                 (uint64_t)b[6] << 8 | b[7];
+        r->p += 9;
+        return 0;
+    }
+    return nx_mpread_u64_full(r, value);
+}
 
 /*  Skips one value, containers with everything in them. Iterative: depth
     costs no stack. Returns 0 or -1 when the value is truncated or invalid

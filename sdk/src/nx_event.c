@@ -142,7 +142,7 @@ int nx_event_read_record(nx_mpread_t *r, nx_event_msg_t *m)
             rc = nx_mpread_str(r, &m->source, &len);
             m->source_len = len;
         } else if (klen == 7 && !memcmp(key, "payload", 7)) {
-            if (nx_mpread_type(r) == NX_MP_NIL)
+            if (r->p < r->end && r->p[0] == 0xc0) /* nil: an empty payload */
                 rc = nx_mpread_nil(r);
             else {
                 rc = nx_mpread_bytes(r, &m->payload, &len);
