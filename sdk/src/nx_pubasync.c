@@ -63,8 +63,8 @@ struct _nx_async_t {
     uint64_t oldest;                /* no SENT request has a smaller id   */
     bool running;                   /* a thread runs completions          */
     unsigned unread;                /* sends since the replies were read  */
-    msgpack_sbuffer buf;            /* the request being packed           */
-    const void *buf_owner;          /* the call that packed it            */
+    char topic[NX_TOPIC_MAX + 1];   /* the last topic found valid         */
+    size_t topic_len;               /* its length (0: none yet)           */
     char source[NX_SOURCE_MAX + 1]; /* the source field of the requests   */
     size_t source_len;              /* its length                         */
     unsigned source_gen;            /* client source_gen it is a copy of  */
@@ -260,41 +260,104 @@ static nx_async_t *s_channel(nexus_client_t *c)
         return NULL;
     }
     pthread_cond_init(&a->cond, NULL);
-    msgpack_sbuffer_init(&a->buf);
     a->next = a->oldest = nx_random_id();
     c->async = a;
     return a;
 }
 
-/*  Packs the publish request for id into a->buf (lock held).               */
-static void s_pack(nexus_client_t *c, nx_async_t *a, uint64_t id, const char *topic,
-                   size_t topic_len, const void *payload, size_t size)
+/*  ---- The request, encoded by hand ---------------------------------------
+    {op: "publish", id: u64, [auth], topic, payload: bin, [source]}, written
+    straight into the ZeroMQ message (one allocation, one copy of the
+    payload). The id is always a uint 64, so the size is known before the
+    id is.                                                                  */
+
+static size_t s_str_size(size_t n)
+{
+    return n + (n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5);
+}
+
+static uint8_t *s_put_len(uint8_t *p, uint8_t b8, uint8_t b16, uint8_t b32, size_t n)
+{
+    if (n < 256) {
+        *p++ = b8;
+        *p++ = (uint8_t)n;
+    } else if (n < 65536) {
+        *p++ = b16;
+        *p++ = (uint8_t)(n >> 8);
+        *p++ = (uint8_t)n;
+    } else {
+        *p++ = b32;
+        for (int i = 3; i >= 0; i--)
+            *p++ = (uint8_t)(n >> (8 * i));
+    }
+    return p;
+}
+
+static uint8_t *s_put_str(uint8_t *p, const char *s, size_t n)
+{
+    if (n < 32)
+        *p++ = (uint8_t)(0xa0 | n);
+    else
+        p = s_put_len(p, 0xd9, 0xda, 0xdb, n);
+    memcpy(p, s, n);
+    return p + n;
+}
+
+/*  Refreshes the source when the session id or name changed (lock held).  */
+static void s_source(nexus_client_t *c, nx_async_t *a)
 {
     unsigned gen = __atomic_load_n(&c->source_gen, __ATOMIC_ACQUIRE);
-    if (gen != a->source_gen) {
-        pthread_mutex_lock(&c->lock);
-        const char *src = c->session_id ? c->session_id : c->name ? c->name : "";
-        snprintf(a->source, sizeof a->source, "%s", src);
-        pthread_mutex_unlock(&c->lock);
-        a->source_len = strlen(a->source);
-        a->source_gen = gen;
-    }
-    if (a->buf.alloc > (1u << 20)) { /* do not keep a huge one around */
-        msgpack_sbuffer_destroy(&a->buf);
-        msgpack_sbuffer_init(&a->buf);
-    }
-    a->buf.size = 0;
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &a->buf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4 + (a->source_len ? 1 : 0) + (c->token ? 1 : 0));
-    nx_pack_kv_str(&pk, "op", "publish");
-    nx_pack_kv_u64(&pk, "id", id);
+    if (gen == a->source_gen)
+        return;
+    pthread_mutex_lock(&c->lock);
+    const char *src = c->session_id ? c->session_id : c->name ? c->name : "";
+    snprintf(a->source, sizeof a->source, "%s", src);
+    pthread_mutex_unlock(&c->lock);
+    a->source_len = strlen(a->source);
+    a->source_gen = gen;
+}
+
+/*  The size of the request s_encode writes.                               */
+static size_t s_request_size(nexus_client_t *c, nx_async_t *a, size_t topic_len, size_t size)
+{
+    /*  map, "op" "publish", "id" u64, "topic" str, "payload" bin.          */
+    size_t n = 1 + 3 + 8 + 3 + 9 + 6 + s_str_size(topic_len) + 8 + size +
+               (size < 256     ? 2
+                : size < 65536 ? 3
+                               : 5);
     if (c->token)
-        nx_pack_kv_str(&pk, "auth", c->token);
-    nx_pack_kv_strn(&pk, "topic", topic, topic_len);
-    nx_pack_kv_bin(&pk, "payload", size ? payload : "", size);
+        n += 5 + s_str_size(strlen(c->token));
     if (a->source_len)
-        nx_pack_kv_strn(&pk, "source", a->source, a->source_len);
+        n += 7 + s_str_size(a->source_len);
+    return n;
+}
+
+static void s_encode(nexus_client_t *c, nx_async_t *a, uint8_t *p, uint64_t id, const char *topic,
+                     size_t topic_len, const void *payload, size_t size)
+{
+    *p++ = (uint8_t)(0x80 | (4 + (a->source_len ? 1 : 0) + (c->token ? 1 : 0)));
+    memcpy(p, "\xa2op\xa7publish\xa2id\xcf", 15);
+    p += 15;
+    for (int i = 7; i >= 0; i--)
+        *p++ = (uint8_t)(id >> (8 * i));
+    if (c->token) {
+        memcpy(p,
+               "\xa4"
+               "auth",
+               5);
+        p = s_put_str(p + 5, c->token, strlen(c->token));
+    }
+    memcpy(p, "\xa5topic", 6);
+    p = s_put_str(p + 6, topic, topic_len);
+    memcpy(p, "\xa7payload", 8);
+    p = s_put_len(p + 8, 0xc4, 0xc5, 0xc6, size);
+    if (size)
+        memcpy(p, payload, size);
+    p += size;
+    if (a->source_len) {
+        memcpy(p, "\xa6source", 7);
+        s_put_str(p + 7, a->source, a->source_len);
+    }
 }
 
 nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const void *payload,
@@ -302,14 +365,13 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
 {
     if (!self)
         return NEXUS_ERR_INVALID;
-    size_t tlen = topic ? strlen(topic) : 0;
-    if (!topic || !nx_topic_valid(topic, tlen))
-        return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'",
-                              topic ? topic : "(null)");
+    if (!topic)
+        return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '(null)'");
     if (size > (64u << 20))
         return nx_client_fail(self, NEXUS_ERR_TOO_LARGE, "payload of %zu bytes", size);
     if (!self->started)
         return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+    size_t tlen = strlen(topic);
     bool nested = s_running_for == self;
     pthread_mutex_lock(&self->async_lock);
     nx_async_t *a = s_channel(self);
@@ -317,12 +379,17 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
         pthread_mutex_unlock(&self->async_lock);
         return nx_client_fail(self, NEXUS_ERR_NOMEM, "cannot make the publish channel");
     }
-    /*  The request's size decides the room it needs: packed first, and
-        again if another thread used the buffer while s_run let go of the
-        lock (the id is in it, and the buffer is shared).                  */
-    uint64_t packed = a->next;
-    s_pack(self, a, packed, topic, tlen, payload, size);
-    a->buf_owner = &packed;
+    /*  A publisher mostly repeats its last topic: checked once.           */
+    if (tlen != a->topic_len || memcmp(topic, a->topic, tlen) != 0) {
+        if (!nx_topic_valid(topic, tlen)) {
+            pthread_mutex_unlock(&self->async_lock);
+            return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'", topic);
+        }
+        memcpy(a->topic, topic, tlen + 1);
+        a->topic_len = tlen;
+    }
+    s_source(self, a);
+    size_t bytes = s_request_size(self, a, tlen, size);
     uint64_t deadline = 0;
     bool read = false;
     for (;;) {
@@ -331,15 +398,10 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
             s_expire(self, a, nx_clock_ms());
             s_run(self, a);
         }
-        if (packed != a->next || a->buf_owner != &packed) {
-            packed = a->next;
-            s_pack(self, a, packed, topic, tlen, payload, size);
-            a->buf_owner = &packed;
-        }
         if (!a->dealer)
             a->dealer = nx_client_socket(self, ZMQ_DEALER, self->endpoint);
         s_slot_t *slot = &a->slots[a->next % a->cap];
-        bool fits = a->used == 0 || (a->used < a->cap && a->bytes + a->buf.size <= a->max_bytes);
+        bool fits = a->used == 0 || (a->used < a->cap && a->bytes + bytes <= a->max_bytes);
         if (fits && slot->state == S_FREE && a->dealer)
             break;
         if (!read) { /* no room: read the replies before waiting for them */
@@ -359,22 +421,28 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
         }
         s_wait(self, a, deadline);
     }
+    /*  s_run may have let go of the lock: the source is read again.       */
+    s_source(self, a);
+    bytes = s_request_size(self, a, tlen, size);
     uint64_t id = a->next;
-    s_slot_t *slot = &a->slots[id % a->cap];
-    if (zmq_send(zsock_resolve(a->dealer), a->buf.data, a->buf.size, ZMQ_DONTWAIT) < 0) {
+    zmq_msg_t msg;
+    if (zmq_msg_init_size(&msg, bytes) != 0) {
+        pthread_mutex_unlock(&self->async_lock);
+        return nx_client_fail(self, NEXUS_ERR_NOMEM, "out of memory");
+    }
+    s_encode(self, a, zmq_msg_data(&msg), id, topic, tlen, payload, size);
+    if (zmq_msg_send(&msg, zsock_resolve(a->dealer), ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg);
         pthread_mutex_unlock(&self->async_lock);
         return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot queue the request: %s",
                               zmq_strerror(zmq_errno()));
     }
-    *slot = (s_slot_t){.id = id,
-                       .sent = nx_clock_ms(),
-                       .bytes = a->buf.size,
-                       .fn = fn,
-                       .arg = arg,
-                       .state = S_SENT};
+    s_slot_t *slot = &a->slots[id % a->cap];
+    *slot = (s_slot_t){
+        .id = id, .sent = nx_clock_ms(), .bytes = bytes, .fn = fn, .arg = arg, .state = S_SENT};
     a->next++;
     a->used++;
-    a->bytes += slot->bytes;
+    a->bytes += bytes;
     if (++a->unread >= S_READ_EVERY && !nested) {
         s_read(self, a);
         s_expire(self, a, nx_clock_ms());
@@ -431,7 +499,6 @@ void nx_async_destroy(nexus_client_t *self)
     s_run(self, a);
     pthread_mutex_unlock(&self->async_lock);
     zsock_destroy(&a->dealer);
-    msgpack_sbuffer_destroy(&a->buf);
     pthread_cond_destroy(&a->cond);
     free(a->slots);
     free(a->done);

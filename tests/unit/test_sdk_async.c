@@ -244,6 +244,57 @@ static void s_test_broker_errors(void)
     th_cleanup(&b, nx_test_failures > 0);
 }
 
+static void s_test_token_and_source(void)
+{
+    /*  A broker with a token: the requests carry it (and the source); a
+        client without it gets unauthorized in every completion.           */
+    th_broker_t b;
+    memset(&b, 0, sizeof b);
+    b.extra[0] = "--token";
+    b.extra[1] = "s3cret";
+    CHECK(th_start(&b) == 0);
+    nexus_client_t *c = th_client(&b);
+    nexus_client_set_token(c, "s3cret");
+    nexus_client_set_name(c, "asyncer");
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    s_book_reset();
+    char buf[64];
+    for (int i = 0; i < 300; i++) {
+        size_t len = s_payload(buf, 40, i);
+        CHECK_EQ_U64(
+            nexus_publish_async(c, i % 2 ? "tok.a" : "tok.b.c", buf, len, s_done, &s_tags[i]),
+            NEXUS_OK);
+    }
+    CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
+    CHECK_EQ_U64(atomic_load(&s_book->ok), 300);
+    nexus_history_t *h = nexus_history_new(c);
+    nexus_history_add_pattern(h, "tok.>");
+    nexus_event_t *ev = NULL;
+    int named = 0, n = 0;
+    while (nexus_history_next_view(h, &ev) == NEXUS_OK && ev) {
+        named += strcmp(nexus_event_source(ev), "asyncer") == 0;
+        n++;
+    }
+    nexus_history_destroy(&h);
+    CHECK_EQ_U64(n, 300);
+    CHECK_EQ_U64(named, 300);
+
+    nexus_client_t *anon = th_client(&b);
+    nexus_client_set_token(anon, NULL);
+    nexus_client_connect(anon); /* ping needs no token */
+    s_book_reset();
+    for (int i = 0; i < 50; i++)
+        CHECK_EQ_U64(nexus_publish_async(anon, "tok.a", "x", 1, s_done, &s_tags[i]), NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish_async_wait(anon, -1), NEXUS_OK);
+    int refused = 0;
+    for (int i = 0; i < 50; i++)
+        refused += atomic_load(&s_book->calls[i]) == 1 && s_book->err[i] == NEXUS_ERR_UNAUTHORIZED;
+    CHECK_EQ_U64(refused, 50);
+    nexus_client_destroy(&anon);
+    nexus_client_destroy(&c);
+    th_cleanup(&b, nx_test_failures > 0);
+}
+
 static void s_test_destroy_in_flight(void)
 {
     nexus_client_t *c = th_client(&s_broker);
@@ -382,6 +433,7 @@ int main(void)
     CHECK(th_start(&s_broker) == 0);
     s_test_errors_and_window();
     s_test_broker_errors();
+    s_test_token_and_source();
     s_test_destroy_in_flight();
     s_test_threads();
     s_test_kill();
