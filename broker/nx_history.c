@@ -32,16 +32,22 @@ static int s_fail(nexus_err_t *err, nexus_err_t code, char *err_msg, const char 
 typedef struct {
     const char *ptr[S_PATTERNS_MAX];
     size_t len[S_PATTERNS_MAX];
-    size_t count; /* 0: every event                                         */
+    bool literal[S_PATTERNS_MAX]; /* no wildcard: compared as bytes          */
+    size_t count;                 /* 0: every event                                         */
 } s_patterns_t;
 
 static bool s_patterns_match(const s_patterns_t *p, const nx_record_t *rec)
 {
     if (p->count == 0)
         return true;
-    for (size_t i = 0; i < p->count; i++)
-        if (nx_pattern_match(p->ptr[i], p->len[i], rec->topic, rec->topic_len))
+    for (size_t i = 0; i < p->count; i++) {
+        /*  A pattern without wildcards matches its own bytes only: a page
+            scans up to history_scan records, so spare them the matcher.   */
+        if (p->literal[i]
+                ? p->len[i] == rec->topic_len && memcmp(p->ptr[i], rec->topic, rec->topic_len) == 0
+                : nx_pattern_match(p->ptr[i], p->len[i], rec->topic, rec->topic_len))
             return true;
+    }
     return false;
 }
 
@@ -86,6 +92,7 @@ static int s_read_patterns(const msgpack_object *req, s_patterns_t *p, nexus_err
             p->count = 0;
             break;
         }
+        p->literal[i] = nx_pattern_is_literal(p->ptr[i], p->len[i]);
     }
     return 0;
 }
