@@ -6,7 +6,9 @@
 
       --workload pubsub|fanout  nexus_publish (fire-and-forget) from one
                                 client, --subs subscriber clients in callback
-                                mode; flow-controlled, arrivals counted
+                                mode; flow-controlled, arrivals counted.
+                                --recv 1: each subscriber a thread taking
+                                bursts with nexus_recv_batch instead
       --workload ack            --clients threads, each its own client, each
                                 nexus_publish_acked in a loop (one in flight
                                 per client: the SDK call is synchronous)
@@ -64,7 +66,33 @@ static int s_pub(void *arg, const void *buf, size_t len)
     return -1;
 }
 
-/*  Sets up nsubs callback subscribers and one publisher, runs reps floods. */
+/*  --recv: a subscriber thread taking bursts with nexus_recv_batch.        */
+static bool s_recv_mode;
+static _Atomic int s_recv_stop;
+
+typedef struct {
+    nexus_client_t *client;
+    void **arg; /* {flood, index} as for the callback */
+} s_reader_t;
+
+static void *s_reader(void *arg)
+{
+    s_reader_t *r = (s_reader_t *)arg;
+    nexus_event_t *evs[256];
+    while (!atomic_load(&s_recv_stop)) {
+        size_t n = 0;
+        if (nexus_recv_batch(r->client, 100, evs, 256, &n) != NEXUS_OK)
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            s_on_event(evs[i], r->arg);
+            nexus_event_destroy(&evs[i]);
+        }
+    }
+    return NULL;
+}
+
+/*  Sets up nsubs subscribers (callback mode, or --recv: a thread each on
+    nexus_recv_batch) and one publisher, runs reps floods.                 */
 static int s_flood(cmp_args_t *a, const char *label, uint64_t n, int nsubs, int reps, bool print)
 {
     static cmp_flood_t flood;
@@ -72,15 +100,23 @@ static int s_flood(cmp_args_t *a, const char *label, uint64_t n, int nsubs, int 
     flood.nsubs = nsubs;
     nexus_client_t *subs[CMP_SUBS_MAX] = {0};
     void *args[CMP_SUBS_MAX][2];
+    pthread_t readers[CMP_SUBS_MAX];
+    s_reader_t rd[CMP_SUBS_MAX];
+    atomic_store(&s_recv_stop, 0);
     for (int i = 0; i < nsubs; i++) {
         subs[i] = s_client(NULL);
         args[i][0] = &flood;
         args[i][1] = (void *)(intptr_t)i;
-        nexus_client_set_callback(subs[i], s_on_event, args[i]);
+        if (!s_recv_mode)
+            nexus_client_set_callback(subs[i], s_on_event, args[i]);
         if (nexus_client_connect(subs[i]) != NEXUS_OK ||
             nexus_subscribe(subs[i], TOPIC) != NEXUS_OK) {
             fprintf(stderr, "# subscriber %d: %s\n", i, nexus_client_errmsg(subs[i]));
             return -1;
+        }
+        if (s_recv_mode) {
+            rd[i] = (s_reader_t){subs[i], args[i]};
+            pthread_create(&readers[i], NULL, s_reader, &rd[i]);
         }
     }
     nexus_client_t *pub = s_client(NULL);
@@ -114,8 +150,12 @@ static int s_flood(cmp_args_t *a, const char *label, uint64_t n, int nsubs, int 
                     (unsigned long long)st.queue_drops);
     }
     nexus_client_destroy(&pub);
-    for (int i = 0; i < nsubs; i++)
+    atomic_store(&s_recv_stop, 1);
+    for (int i = 0; i < nsubs; i++) {
+        if (s_recv_mode)
+            pthread_join(readers[i], NULL);
         nexus_client_destroy(&subs[i]);
+    }
     return status;
 }
 
@@ -295,6 +335,7 @@ int main(int argc, char **argv)
     cmp_args_t a;
     cmp_parse(argc, argv, &a);
     s_endpoint = bench_arg_str(argc, argv, "endpoint", s_endpoint);
+    s_recv_mode = bench_arg_str(argc, argv, "recv", NULL) != NULL;
     int rc;
     if (!strcmp(a.workload, "pubsub") || !strcmp(a.workload, "fanout"))
         rc = s_flood(&a, a.label, a.n, (int)a.subs, (int)a.reps, true);
