@@ -1,6 +1,6 @@
 /*  =========================================================================
     compare_common.h - the workload harness shared by the compare_* programs
-    (bench/compare drives them; see docs/benchmarks.md, "Side by side").
+    (bench/compare drives them; see docs/benchmarks.md, "Running it").
 
     Every compare_SYSTEM program runs one workload against one already
     running server and prints one line per repetition:
