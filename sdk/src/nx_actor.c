@@ -31,8 +31,9 @@
     time), with one wake-up. Counters are added to the client's once per
     burst.
 
-    Every reply the thread gets passes through s_on_reply: that is where
-    a check of the broker's identity against the frontier belongs.
+    Every reply the thread gets passes through s_on_reply, which reads its
+    top-level fields with nx_page_parse (store_id included): that is the
+    one place for a check of the broker's identity against the frontier.
     =========================================================================
 */
 

@@ -95,6 +95,7 @@ typedef struct {
     uint64_t next_cursor; /* where the next page starts (inclusive)         */
     uint64_t first_seq;   /* oldest event the store holds (0: empty)        */
     uint64_t last_seq;    /* highest seq committed                          */
+    char store_id[64];    /* the store's identity ("": not in the reply)    */
     nx_mpread_t events;   /* at the first event map                         */
     uint32_t n_events;    /* events in the page                             */
 } nx_page_t;

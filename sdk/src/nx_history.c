@@ -30,7 +30,7 @@ int nx_page_parse(nx_page_t *pg, const void *data, size_t size)
 {
     pg->id = 0;
     pg->ok = false;
-    pg->error[0] = pg->message[0] = 0;
+    pg->error[0] = pg->message[0] = pg->store_id[0] = 0;
     pg->more = false;
     pg->next_cursor = pg->first_seq = pg->last_seq = 0;
     pg->n_events = 0;
@@ -75,6 +75,8 @@ int nx_page_parse(nx_page_t *pg, const void *data, size_t size)
             s_copy_str(&r, pg->error, sizeof pg->error);
         else if (S_KEY("message"))
             s_copy_str(&r, pg->message, sizeof pg->message);
+        else if (S_KEY("store_id"))
+            s_copy_str(&r, pg->store_id, sizeof pg->store_id);
         else
             rc = nx_mpread_skip(&r);
 #undef S_KEY
