@@ -953,8 +953,11 @@ nexus_err_t nexus_publish(nexus_client_t *self, const char *topic, const void *p
         return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '(null)'");
     if (size > (64u << 20))
         return nx_client_fail(self, NEXUS_ERR_TOO_LARGE, "payload of %zu bytes", size);
-    if (!self->started || !self->pub)
+    if (!self->started || !self->pub) {
+        if (!nx_topic_valid(topic, strlen(topic))) /* the errors in their usual order */
+            return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'", topic);
         return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+    }
     /*  One uncontended mutex and the zmq_sends: a topic is checked once
         (a publisher mostly repeats its last one), the source is copied
         only when the session id or name changed, and the XPUB's

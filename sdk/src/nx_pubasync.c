@@ -369,9 +369,12 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
         return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '(null)'");
     if (size > (64u << 20))
         return nx_client_fail(self, NEXUS_ERR_TOO_LARGE, "payload of %zu bytes", size);
-    if (!self->started)
-        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
     size_t tlen = strlen(topic);
+    if (!self->started) {
+        if (!nx_topic_valid(topic, tlen))
+            return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'", topic);
+        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+    }
     bool nested = s_running_for == self;
     pthread_mutex_lock(&self->async_lock);
     nx_async_t *a = s_channel(self);
