@@ -85,8 +85,12 @@ NEXUS_EXPORT int nexus_version(void);
 
     Thread-safety, once for all: every nexus_client_* and the functions
     taking a client may be called from any thread, concurrently. Control
-    calls (acknowledged publish, history, sessions, claims) are serialized
-    per client: one waits while another is in flight. nexus_recv may be
+    calls (nexus_publish_acked, sessions, claims, raw requests) are
+    serialized per client: one waits while another is in flight. A history
+    iterator and the asynchronous publishes (nexus_publish_async) have
+    connections of their own: they neither wait for those calls nor hold
+    them up. nexus_publish sends from the calling thread under a mutex of
+    its own, with no round trip. nexus_recv and nexus_recv_batch may be
     called from several threads; each event goes to exactly one of them.
     Event, history, records and reply objects are NOT thread-safe: use each
     from one thread at a time. Nothing here keeps global state besides what
