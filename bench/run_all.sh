@@ -17,7 +17,7 @@ RUNS=${RUNS:-3}
 
 cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$BUILD_DIR" -j2 --target nexusd nexus-gateway bench_pubsub bench_ref bench_ack bench_latency \
-    bench_history bench_claims gw_bench >/dev/null
+    bench_history bench_claims bench_fsync gw_bench >/dev/null
 
 BENCH=$BUILD_DIR/bench
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -sr)"
@@ -32,6 +32,9 @@ status=0
 # Fire-and-forget alternates with the reference loop of ANCHORS.md
 # (bench_ref): the host's speed moves between hours, the ratio much less.
 "$BENCH/bench_pubsub" --runs "$RUNS" --ref "$BENCH/bench_ref" || status=1
+# The floor under an acknowledged publish, on the same disk, right before
+# it (issue 16: ack one-at-a-time p50 <= fsync_prealloc_4k p50 + 250 us).
+"$BENCH/bench_fsync" || status=1
 "$BENCH/bench_ack" --runs "$RUNS" || status=1
 "$BENCH/bench_latency" --runs "$RUNS" || status=1
 # bench_history fills a 1M-event store once per run; run it RUNS times.

@@ -23,6 +23,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "nx_auth.h"
 #include "nx_broker.h"
@@ -45,24 +48,31 @@
 /*  Scratch buffers up to this size are kept for the next request; a larger
     one (a big reply) goes back to malloc.                                  */
 #define S_SCRATCH_KEEP (256u << 10)
-/*  Seqs are reserved durably in blocks (see s_reserve_seqs).               */
+/*  Seqs are reserved durably in blocks (see s_reserve_seqs): a seq that
+    may have been seen (events go out before their flush) is never handed
+    out again after a power cut.                                           */
 #define S_SEQ_BLOCK           (1u << 20)
 #define S_META_SEQ_RESERVED   "seq_reserved"
 #define S_META_FENCE_RESERVED "fence_reserved"
-/*  A turn whose events take more than this in the forward log waits for
-    its commit instead: early forwarding is for latency at light load,
-    and under full load the extra copy into the log would cost throughput
-    (fire-and-forget 128 B: a turn of ~1000 events is ~180 KiB).            */
-#define S_FWDLOG_TURN_MAX (64u << 10)
-/*  The forward log holds every event forwarded since the last commit;
-    when it (or the count below) is full, the turn commits.                 */
-#define S_FWDLOG_MAX      (1u << 20)
-#define S_LAZY_EVENTS_MAX 8192
-/*  Store housekeeping skipped because events waited for a later commit
-    forces that commit after this long.                                     */
-#define S_STORE_HOUSE_FORCE_US (10u * 1000000)
+/*  Meta key of the record each run writes first: the boot id it runs
+    under and a random nonce (which also starts a new checksum chain).     */
+#define S_META_RUN "run"
+/*  history and state queries waiting for the store to catch up with the
+    log: at most this many, each at most this long (then `busy`).          */
+#define S_PARKED_MAX   4096
+#define S_PARKED_WAIT  (10u * 1000000)
+/*  A stop waits this long for the store to take the whole log.            */
+#define S_STOP_SYNC_MS 30000
+/*  Held replies (events: times batch_max) past which the loop reads no
+    more requests (events) until a flush releases some: a slow disk holds
+    clients back through their ZeroMQ queues, never the broker's memory.  */
+#define S_HELD_REPLIES_MAX 65536
+#define S_HELD_EVENTS_FACTOR 4
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
+static void s_fatal(nx_broker_t *self, const char *what);
+static void s_held_free(nx_held_queue_t *q);
+static bool s_more_input(nx_broker_t *self);
 
 static void s_read_monitor(zsock_t *mon, uint64_t *connected);
 
@@ -116,26 +126,6 @@ static int s_bind_all(zsock_t *sock, const char *list, const char *what, const c
     return rc;
 }
 
-/*  Writes seq_reserved = value in its own commit and flushes it.           */
-static int s_write_reservation(nx_broker_t *self, uint64_t seq, uint64_t fence)
-{
-    uint8_t v[8], f[8];
-    nx_put_u64(v, seq);
-    nx_put_u64(f, fence);
-    if (nx_store_put(self->store, NX_DB_META, S_META_SEQ_RESERVED, strlen(S_META_SEQ_RESERVED), v,
-                     8) != NEXUS_OK ||
-        nx_store_put(self->store, NX_DB_META, S_META_FENCE_RESERVED, strlen(S_META_FENCE_RESERVED),
-                     f, 8) != NEXUS_OK ||
-        nx_store_commit(self->store, nx_now_us()) != NEXUS_OK ||
-        nx_store_sync(self->store) != NEXUS_OK) {
-        nx_store_abort(self->store);
-        return -1;
-    }
-    self->seq_reserved = seq;
-    self->fence_reserved = fence;
-    return 0;
-}
-
 /*  Reads a u64 from meta; 0 when absent.                                   */
 static uint64_t s_meta_u64(nx_broker_t *self, const char *key)
 {
@@ -149,64 +139,113 @@ static uint64_t s_meta_u64(nx_broker_t *self, const char *key)
     return v;
 }
 
-/*  Keeps at least half a block of seqs reserved ahead of last_seq: one
-    extra flush per half a million events or so. Called with no batch open.*/
-static int s_reserve_seqs(nx_broker_t *self)
+/*  Appends seq_reserved = seq to the turn's records; the caller makes the
+    turn flush before any event above the old reservation goes out.       */
+static int s_log_reservation(nx_broker_t *self, uint64_t seq)
 {
-    uint64_t fence = nx_claims_fence(self);
-    if (self->seq_reserved >= self->last_seq + S_SEQ_BLOCK / 2 &&
-        self->fence_reserved >= fence + S_SEQ_BLOCK / 2)
-        return 0;
-    return s_write_reservation(self, self->last_seq + S_SEQ_BLOCK, fence + S_SEQ_BLOCK);
+    uint8_t v[8];
+    nx_put_u64(v, seq);
+    if (nx_wal_put(self->wal, NX_DB_META, S_META_SEQ_RESERVED, strlen(S_META_SEQ_RESERVED), v,
+                   sizeof v))
+        return -1;
+    self->seq_reserved = seq;
+    return 0;
 }
 
-/*  Appends one event of the forward log that the store lacks.             */
-static int s_recover_one(const nx_event_msg_t *ev, void *arg)
+/*  Writes and flushes what was appended outside a turn (start, stop) and
+    tells the checkpointer. Returns 0, or -1 with errno set.                */
+static int s_log_sync(nx_broker_t *self)
 {
-    nx_broker_t *self = arg;
-    return nx_store_append(self->store, ev->seq, ev->ts, ev->topic, ev->topic_len, ev->source,
-                           ev->source_len, ev->payload, ev->payload_len) != NEXUS_OK;
+    if (nx_wal_write(self->wal) || nx_wal_flush(self->wal))
+        return -1;
+    nx_checkpointer_wake(self->ckpt);
+    return 0;
 }
 
-/*  Opens the forward log and puts back into the store the events that
-    subscribers may have seen before a crash ended their commit.           */
-static int s_fwdlog_open(nx_broker_t *self, char *err_buf, size_t err_size)
+/*  The first records of a run, written once its endpoints are bound (a
+    start that fails leaves the log as it found it): the boot it runs under
+    with a random nonce (so its frames start a chain no earlier frame can
+    continue) and a block of seqs.                                          */
+static int s_log_start(nx_broker_t *self)
 {
-    char boot[NX_FWDLOG_BOOT_MAX], *path = NULL;
-    if (nx_fwdlog_boot_id(boot))
-        nx_warn("no boot id: events forwarded before a crash cannot be recovered");
-    if (asprintf(&path, "%s/forwarded.log", self->cfg.data_dir) < 0) {
+    uint8_t run[NX_WAL_BOOT_MAX + 16];
+    memset(run, 0, sizeof run);
+    nx_wal_boot_id((char *)run);
+    uint64_t nonce = 0;
+    if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce)
+        nonce = nx_now_us() ^ (uint64_t)getpid();
+    nx_put_u64(run + NX_WAL_BOOT_MAX, nonce);
+    nx_put_u64(run + NX_WAL_BOOT_MAX + 8, nx_now_us());
+    if (nx_wal_put(self->wal, NX_DB_META, S_META_RUN, strlen(S_META_RUN), run, sizeof run) ||
+        s_log_reservation(self, self->last_seq + S_SEQ_BLOCK))
+        return -1;
+    return s_log_sync(self);
+}
+
+/*  True when the last run recorded the boot we run under now: the page
+    cache it wrote to is still there, so the log holds all it wrote.      */
+static bool s_same_boot(nx_broker_t *self)
+{
+    char boot[NX_WAL_BOOT_MAX];
+    if (nx_wal_boot_id(boot))
+        return false;
+    void *value = NULL;
+    size_t len = 0;
+    bool same = nx_store_get(self->store, NX_DB_META, S_META_RUN, strlen(S_META_RUN), &value,
+                             &len) == NEXUS_OK &&
+                len >= NX_WAL_BOOT_MAX && memcmp(value, boot, NX_WAL_BOOT_MAX) == 0;
+    free(value);
+    return same;
+}
+
+/*  Opens the write-ahead log and brings the store up to its end (what was
+    acknowledged, and forwarded, before a crash); the log then goes on
+    where the valid log ended.                                             */
+static int s_open_log(nx_broker_t *self, char *err_buf, size_t err_size)
+{
+    if (asprintf(&self->wal_dir, "%s/wal", self->cfg.data_dir) < 0) {
+        self->wal_dir = NULL;
         snprintf(err_buf, err_size, "out of memory");
         return -1;
     }
-    self->fwdlog = nx_fwdlog_new(path, boot, S_FWDLOG_MAX, err_buf, err_size);
-    free(path);
-    if (!self->fwdlog)
-        return -1;
-    const char *why = NULL;
-    int64_t n =
-        nx_fwdlog_recover(self->fwdlog, nx_store_last_seq(self->store), s_recover_one, self, &why);
-    if (n > 0 && (nx_store_commit(self->store, nx_now_us()) != NEXUS_OK ||
-                  nx_store_sync(self->store) != NEXUS_OK))
-        n = -1;
-    if (n < 0) {
-        nx_store_abort(self->store);
-        snprintf(err_buf, err_size, "cannot store the events of the forward log: %s",
-                 nx_store_errmsg(self->store));
-        return -1;
+    /*  A segment holds at least two of the largest records: an event the
+        broker emits may carry a whole request besides its own fields.     */
+    uint64_t largest = self->cfg.max_payload + self->cfg.max_request + (128u << 10);
+    uint64_t seg = self->cfg.wal_segment;
+    if (seg < 2 * largest) {
+        seg = (2 * largest + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
+        nx_info("wal_segment raised to %" PRIu64 " bytes: it must hold two of the largest "
+                "records (max_payload + max_request)",
+                seg);
     }
-    if (n > 0)
-        nx_warn("unclean stop: stored %" PRId64 " events that were forwarded before their commit "
-                "(up to seq %" PRIu64 ")",
-                n, nx_store_last_seq(self->store));
-    else if (why)
-        nx_warn("forward log not used (%s): events forwarded but not yet flushed when the "
-                "broker stopped, if any, are lost",
-                why);
-    if (nx_fwdlog_clear(self->fwdlog)) {
-        snprintf(err_buf, err_size, "cannot write the forward log: %s", strerror(errno));
+    nx_wal_config_t wcfg = {self->wal_dir, seg, self->cfg.sync == NX_SYNC_FULL};
+    self->wal = nx_wal_new(&wcfg, err_buf, err_size);
+    if (!self->wal)
         return -1;
+    nx_recovery_t *rec = &self->recovery;
+    if (nx_checkpointer_recover(self->store, self->wal_dir, seg, rec, err_buf, err_size))
+        return -1;
+    if (rec->frames)
+        nx_warn("recovered from the write-ahead log: %" PRIu64 " events and %" PRIu64
+                " changes above the checkpoint (log %" PRIu64 "..%" PRIu64 ")",
+                rec->events, rec->changes, rec->from, rec->end);
+    if (rec->cut || rec->torn)
+        nx_warn("the write-ahead log ended in a torn write at %" PRIu64 " (%" PRIu64
+                " bytes of a turn that never finished were left out; no acknowledged "
+                "change is in them)",
+                rec->end, rec->cut);
+    if (nx_wal_start(self->wal, rec->start, rec->end_crc, err_buf, err_size))
+        return -1;
+    /*  The forward log of earlier versions: the log replaces it.         */
+    char *fwd = NULL;
+    struct stat st;
+    if (asprintf(&fwd, "%s/forwarded.log", self->cfg.data_dir) >= 0 && stat(fwd, &st) == 0) {
+        nx_info("removed %s, the forward log of an earlier version (the write-ahead log "
+                "replaces it)",
+                fwd);
+        unlink(fwd);
     }
+    free(fwd);
     return 0;
 }
 
@@ -277,41 +316,69 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     };
     nexus_err_t err = NEXUS_OK;
     self->store = nx_store_new(&scfg, &err, err_buf, err_size);
-    if (!self->store || s_fwdlog_open(self, err_buf, err_size))
+    if (!self->store || s_open_log(self, err_buf, err_size))
         goto fail;
     self->last_seq = nx_store_last_seq(self->store);
     self->last_ts = nx_store_last_ts(self->store);
-    /*  Events may be forwarded before their commit is flushed (the forward
-        log covers a crash of the process, not a power cut); so seqs are
-        reserved durably in blocks, and a start after a crash continues
-        above the reservation: a seq that anyone may have seen is never
-        handed out again. A clean stop leaves the reservation at last_seq,
-        so seqs stay contiguous.                                            */
     if (nx_coord_start(self, err_buf, err_size))
         goto fail;
+    /*  Events go out before the log's flush when nobody waits for them, so
+        seqs are reserved durably in blocks. A start whose reservation is
+        above the last stored seq follows an unclean stop. When the same
+        boot wrote the log and it ends cleanly, the page cache the log was
+        written to survived, so every event that went out is back in the
+        store: seqs continue without a gap. After a reboot, or when the log
+        ended in a torn write, seqs that may have been seen are skipped, so
+        none is handed out again for another event.                         */
     uint64_t r = s_meta_u64(self, S_META_SEQ_RESERVED);
     if (r > self->last_seq) {
-        nx_warn("unclean stop: seqs %" PRIu64 "..%" PRIu64 " may have been seen and are skipped",
-                self->last_seq + 1, r);
-        self->last_seq = r;
+        bool same = s_same_boot(self);
+        if (!same || self->recovery.torn) {
+            nx_warn("unclean stop: seqs %" PRIu64 "..%" PRIu64
+                    " may have been seen and are skipped (%s)",
+                    self->last_seq + 1, r,
+                    !same ? "the log was written before a reboot or by an earlier version"
+                          : "the log ended in a torn write");
+            self->last_seq = r;
+        } else
+            nx_info("unclean stop on this boot: the log held everything written; seqs continue "
+                    "at %" PRIu64,
+                    self->last_seq + 1);
     }
-    /*  Fencing tokens the same way: a work.claimed event seen before a
-        power cut undid its commit must not have its token granted again.  */
+    /*  Earlier versions reserved fencing tokens too; a token reserved by
+        one is still never handed out again. (Tokens now reach no one
+        before the log's flush: no reservation is needed.)                  */
     uint64_t f = s_meta_u64(self, S_META_FENCE_RESERVED);
     if (f > nx_claims_fence(self)) {
         nx_warn("unclean stop: fencing tokens up to %" PRIu64 " are skipped", f);
         nx_claims_fence_floor(self, f);
     }
     self->seq_reserved = self->last_seq;
-    self->fence_reserved = nx_claims_fence(self);
-    self->cap_awaiting = self->cfg.requests_per_turn;
-    self->awaiting = calloc(self->cap_awaiting, sizeof *self->awaiting);
+    /*  make_room keeps room for a batch, but never asks for more than an
+        eighth of map_max (a small map would look full when empty).       */
+    uint64_t room = self->cfg.batch_bytes;
+    if (room > self->cfg.map_max / 8)
+        room = self->cfg.map_max / 8;
+    nx_checkpointer_config_t ccfg = {
+        .store = self->store,
+        .wal = self->wal,
+        .wal_dir = self->wal_dir,
+        .interval_us = self->cfg.checkpoint_interval * 1000,
+        .bytes = nx_wal_segment_size(self->wal) / 2,
+        .room = room,
+        .trim_batch = self->cfg.trim_batch,
+    };
+    self->ckpt = nx_checkpointer_new(&ccfg, self->recovery.start, self->recovery.end_crc);
+    if (!self->ckpt) {
+        snprintf(err_buf, err_size, "cannot start the checkpointer thread");
+        goto fail;
+    }
     nx_reader_args_t rargs = {
         self->store,
         {self->cfg.history_limit, self->cfg.history_scan, self->cfg.history_bytes},
         &self->count.reader_errors};
     self->reader = zactor_new(nx_reader_actor, &rargs);
-    if (!self->awaiting || !self->reader) {
+    if (!self->reader) {
         snprintf(err_buf, err_size, "cannot start the reader thread");
         goto fail;
     }
@@ -319,14 +386,15 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
 
     self->events_cap = self->cfg.batch_max + 4 * self->cfg.requests_per_turn;
     self->events = calloc(self->events_cap, sizeof *self->events);
-    self->replies = calloc(self->cfg.requests_per_turn, sizeof *self->replies);
+    /*  One more slot than a turn reads: a parked query runs in it.        */
+    self->replies = calloc(self->cfg.requests_per_turn + 1, sizeof *self->replies);
     self->subscriptions = zhashx_new();
     if (!self->events || !self->replies || !self->subscriptions) {
         snprintf(err_buf, err_size, "out of memory");
         goto fail;
     }
     nx_scratch_init(&self->scratch, S_SCRATCH_KEEP);
-    for (size_t i = 0; i < self->cfg.requests_per_turn; i++) {
+    for (size_t i = 0; i <= self->cfg.requests_per_turn; i++) {
         msgpack_sbuffer_init(&self->replies[i].reply);
         msgpack_sbuffer_init(&self->replies[i].id);
         msgpack_zone_init(&self->replies[i].zone, 2048);
@@ -412,11 +480,11 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->h_xsub = zsock_resolve(self->xsub);
     self->h_xpub = zsock_resolve(self->xpub);
     self->h_router = zsock_resolve(self->router);
-    /*  Reserved once the endpoints are bound: a start that cannot bind
-        (the port is taken) leaves the reservation as it was, instead of
-        making the next start skip one more block.                         */
-    if (s_reserve_seqs(self)) {
-        snprintf(err_buf, err_size, "cannot reserve seqs: %s", nx_store_errmsg(self->store));
+    /*  Written once the endpoints are bound: a start that cannot bind
+        (the port is taken) leaves the log and the reservation as they
+        were, instead of making the next start skip one more block.        */
+    if (s_log_start(self)) {
+        snprintf(err_buf, err_size, "cannot write the log: %s", strerror(errno));
         goto fail;
     }
 
@@ -467,7 +535,7 @@ void nx_broker_destroy(nx_broker_t **self_p)
     nx_curve_destroy(&self->curve);
     nx_scratch_release(&self->scratch);
     if (self->replies) {
-        for (size_t i = 0; i < self->cfg.requests_per_turn; i++) {
+        for (size_t i = 0; i <= self->cfg.requests_per_turn; i++) {
             msgpack_sbuffer_destroy(&self->replies[i].reply);
             msgpack_sbuffer_destroy(&self->replies[i].id);
             msgpack_zone_destroy(&self->replies[i].zone);
@@ -483,14 +551,19 @@ void nx_broker_destroy(nx_broker_t **self_p)
     }
     zhashx_destroy(&self->subscriptions);
     zactor_destroy(&self->reader);
-    for (size_t i = 0; i < self->n_awaiting; i++) {
-        s_env_close(&self->awaiting[i].env);
-        zmq_msg_close(&self->awaiting[i].reply);
+    for (size_t i = 0; i < self->n_parked; i++) {
+        s_env_close(&self->parked[i].env);
+        zmq_msg_close(&self->parked[i].body);
     }
-    free(self->awaiting);
+    free(self->parked);
+    s_held_free(&self->held_replies);
+    s_held_free(&self->held_events);
+    /*  Before the store: it commits what the log has flushed.             */
+    nx_checkpointer_destroy(&self->ckpt);
     nx_coord_stop(self);
     nx_store_destroy(&self->store);
-    nx_fwdlog_destroy(&self->fwdlog);
+    nx_wal_destroy(&self->wal);
+    free(self->wal_dir);
     s_free_config(&self->cfg);
     free(self);
     *self_p = NULL;
@@ -527,32 +600,30 @@ static int s_grow_events(nx_broker_t *self)
     return 0;
 }
 
+static size_t s_event_size(nx_pending_event_t *ev);
+static void s_event_encode(nx_pending_event_t *ev, uint8_t *p);
+
 /*  Gives ev the next seq and a timestamp that never goes backwards (the
-    wall clock may), and appends it to the batch.                           */
+    wall clock may), and appends it to the turn's log records, in the form
+    subscribers receive. Events from the event plane are refused while the
+    log may not grow (s_check_refuse); the broker's own events never are:
+    they tell of a change that is made.                                     */
 static nexus_err_t s_stage(nx_broker_t *self, nx_pending_event_t *ev)
 {
+    if (self->refuse && !self->emitting)
+        return NEXUS_ERR_BUSY;
     /*  One clock read per turn (s_turn sets turn_now): events of a batch
         share it, and ts stays non-decreasing either way.                   */
     uint64_t now = self->turn_now ? self->turn_now : nx_now_us();
     ev->ts = now > self->last_ts ? now : self->last_ts;
     ev->seq = self->last_seq + 1;
-    if (self->batch_failed) {
-        /*  The store aborted this batch: stamp in memory only; the commit
-            step makes room and stages the batch again, or fails it.       */
-        self->last_seq = ev->seq;
-        self->last_ts = ev->ts;
-        return NEXUS_ERR_STORE_FULL;
-    }
-    nexus_err_t rc = nx_store_append(self->store, ev->seq, ev->ts, zmq_msg_data(&ev->topic),
-                                     zmq_msg_size(&ev->topic), ev->source, ev->source_len,
-                                     zmq_msg_data(&ev->payload), zmq_msg_size(&ev->payload));
-    if (rc == NEXUS_OK || rc == NEXUS_ERR_STORE_FULL) {
-        self->last_seq = ev->seq;
-        self->last_ts = ev->ts;
-    }
-    if (rc == NEXUS_ERR_STORE_FULL)
-        self->batch_failed = true;
-    return rc;
+    uint8_t *p = nx_wal_add(self->wal, NX_WAL_EVENT, s_event_size(ev));
+    if (!p)
+        return NEXUS_ERR_NOMEM;
+    s_event_encode(ev, p);
+    self->last_seq = ev->seq;
+    self->last_ts = ev->ts;
+    return NEXUS_OK;
 }
 
 nexus_err_t nx_broker_emit(nx_broker_t *self, const char *topic, size_t topic_len,
@@ -589,15 +660,17 @@ nexus_err_t nx_broker_emit(nx_broker_t *self, const char *topic, size_t topic_le
         memcpy(zmq_msg_data(&ev->payload), payload, payload_len);
     memcpy(ev->source, source, source_len);
     ev->source_len = (uint8_t)source_len;
+    self->emitting = true;
     nexus_err_t rc = s_stage(self, ev);
-    if (rc != NEXUS_OK && rc != NEXUS_ERR_STORE_FULL) {
+    self->emitting = false;
+    if (rc != NEXUS_OK) {
         zmq_msg_close(&ev->topic);
         zmq_msg_close(&ev->payload);
-        snprintf(err_msg, NX_ERRMSG_MAX, "store: %s", nx_store_errmsg(self->store));
+        snprintf(err_msg, NX_ERRMSG_MAX, "out of memory for the log");
+        /*  The change this event tells of cannot be logged whole.         */
+        self->batch_failed = true;
         return rc;
     }
-    /*  STORE_FULL keeps the event: the commit step makes room and stages
-        the whole batch again.                                              */
     self->n_events++;
     self->batch_payload += payload_len;
     *seq = ev->seq;
@@ -836,6 +909,31 @@ static int s_to_reader(nx_broker_t *self, nx_pending_reply_t *pr)
     return 0;
 }
 
+/*  history and state read the store, which the checkpointer writes behind
+    the log, so when the store is behind they wait (are parked) for a
+    commit that covers the log as it was when they came. history must see
+    everything written before it arrived (the resume invariant: an event a
+    subscriber has seen is in the history it asks for next), so it makes
+    its turn flush what is written; state counts what is durable (every
+    acknowledged change). Returns true when pr is one of them (handed to
+    the reader, or deferred).                                               */
+static bool s_store_read(nx_broker_t *self, nx_pending_reply_t *pr)
+{
+    const nx_op_t *op = pr->op;
+    bool history = !op->fn;
+    if (!history && strcmp(op->def->name, "state") != 0)
+        return false;
+    uint64_t need = history ? nx_wal_written(self->wal) : nx_wal_durable(self->wal);
+    if (nx_checkpointer_committed(self->ckpt) < need) {
+        pr->deferred = true;
+        pr->need_lsn = need;
+        if (need > self->turn_need)
+            self->turn_need = need;
+    } else if (history && s_to_reader(self, pr) == 0)
+        self->n_replies--;
+    return true;
+}
+
 /*  Reads one request. Returns 0 when one was taken, -1 when none is ready.*/
 static int s_read_request(nx_broker_t *self)
 {
@@ -972,18 +1070,14 @@ static int s_read_request(nx_broker_t *self)
         return 0;
     }
     pr->op = op;
-    if (!op->fn) {
-        /*  Runs on the reader thread, against committed state: with events
-            forwarded but not committed yet (s_may_wait), after this turn's
-            commit, which then must happen.                                */
-        if (self->lazy_since) {
-            pr->deferred = true;
-            self->must_commit = true;
-        } else if (s_to_reader(self, pr) == 0)
-            self->n_replies--;
+    if (s_store_read(self, pr))
         return 0;
-    }
     if (op->def->flags & NX_OF_WRITE) {
+        if (self->refuse) {
+            pr->op = NULL;
+            s_reply_error(pr, self->refuse_err, self->refuse);
+            return 0;
+        }
         pr->is_write = true;
         self->turn_writes++;
         s_run_op(self, pr);
@@ -1008,6 +1102,72 @@ static void s_env_send(nx_broker_t *self, nx_envelope_t *env, zmq_msg_t *reply)
     zmq_msg_close(reply);
 }
 
+/*  ---- Held until the log is flushed ------------------------------------- */
+
+static nx_held_t *s_held_push(nx_held_queue_t *q)
+{
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 64;
+        nx_held_t *grown = malloc(cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        /*  zmq_msg_t may be moved bitwise: it holds no pointer to itself. */
+        for (size_t i = 0; i < q->n; i++)
+            grown[i] = q->items[(q->head + i) % q->cap];
+        free(q->items);
+        q->items = grown;
+        q->cap = cap;
+        q->head = 0;
+    }
+    return &q->items[(q->head + q->n++) % q->cap];
+}
+
+static nx_held_t *s_held_first(nx_held_queue_t *q)
+{
+    return q->n ? &q->items[q->head] : NULL;
+}
+
+static void s_held_pop(nx_held_queue_t *q)
+{
+    q->head = (q->head + 1) % q->cap;
+    q->n--;
+}
+
+static void s_held_free(nx_held_queue_t *q)
+{
+    for (nx_held_t *h; (h = s_held_first(q)); s_held_pop(q)) {
+        s_env_close(&h->env);
+        zmq_msg_close(&h->msg);
+    }
+    free(q->items);
+    memset(q, 0, sizeof *q);
+}
+
+/*  Holds a reply (env's frames and reply are moved) until gate is durable.
+    Out of memory: waits for the flush here instead.                       */
+static void s_hold_reply(nx_broker_t *self, nx_envelope_t *env, zmq_msg_t *reply, uint64_t gate)
+{
+    nx_held_t *h = s_held_push(&self->held_replies);
+    if (!h) {
+        if (nx_wal_flush(self->wal))
+            s_fatal(self, "flush");
+        else
+            s_env_send(self, env, reply);
+        return;
+    }
+    h->env.n = env->n;
+    for (int k = 0; k < env->n; k++) {
+        zmq_msg_init(&h->env.frames[k]);
+        zmq_msg_move(&h->env.frames[k], &env->frames[k]);
+        zmq_msg_close(&env->frames[k]);
+    }
+    env->n = 0;
+    zmq_msg_init(&h->msg);
+    zmq_msg_move(&h->msg, reply);
+    zmq_msg_close(reply);
+    h->gate = gate;
+}
+
 static void s_send_reply(nx_broker_t *self, nx_pending_reply_t *pr)
 {
     if (pr->op)
@@ -1021,43 +1181,12 @@ static void s_send_reply(nx_broker_t *self, nx_pending_reply_t *pr)
         return;
     }
     memcpy(zmq_msg_data(&reply), pr->reply.data, pr->reply.size);
-    /*  "Done" must wait until the commit itself is flushed (nx_store.h):
-        the next commit's flush or an explicit sync releases it.           */
-    if (pr->is_write && self->cfg.sync == NX_SYNC_FULL) {
-        if (self->n_awaiting == self->cap_awaiting) {
-            size_t cap = self->cap_awaiting * 2;
-            nx_awaiting_t *grown = realloc(self->awaiting, cap * sizeof *grown);
-            if (!grown) {
-                /*  Out of memory: flush now and answer at once.           */
-                nx_store_sync(self->store);
-                s_env_send(self, &pr->env, &reply);
-                return;
-            }
-            self->awaiting = grown;
-            self->cap_awaiting = cap;
-        }
-        nx_awaiting_t *a = &self->awaiting[self->n_awaiting++];
-        a->env.n = pr->env.n;
-        for (int k = 0; k < pr->env.n; k++) {
-            zmq_msg_init(&a->env.frames[k]);
-            zmq_msg_move(&a->env.frames[k], &pr->env.frames[k]);
-            zmq_msg_close(&pr->env.frames[k]);
-        }
-        pr->env.n = 0;
-        zmq_msg_init(&a->reply);
-        zmq_msg_move(&a->reply, &reply);
-        zmq_msg_close(&reply);
-        return;
-    }
-    s_env_send(self, &pr->env, &reply);
-}
-
-/*  Sends the write replies whose commits are now flushed.                  */
-static void s_release_awaiting(nx_broker_t *self)
-{
-    for (size_t i = 0; i < self->n_awaiting; i++)
-        s_env_send(self, &self->awaiting[i].env, &self->awaiting[i].reply);
-    self->n_awaiting = 0;
+    /*  "Done" means durable: a reply never runs ahead of the flush of the
+        changes it (or any read of this turn) may have seen.               */
+    if (self->kv_gate > nx_wal_durable(self->wal) || self->held_replies.n)
+        s_hold_reply(self, &pr->env, &reply, self->kv_gate);
+    else
+        s_env_send(self, &pr->env, &reply);
 }
 
 /*  Forwards the reader thread's replies to their clients.                  */
@@ -1115,58 +1244,50 @@ static void s_send_event(nx_broker_t *self, zmq_msg_t *out)
     zmq_msg_close(out);
 }
 
-/*  Forwards events [from, to) of the batch on the XPUB: copies of the
-    forward log's records from *mark when they were logged, else encoded
-    here.                                                                   */
-static void s_forward(nx_broker_t *self, size_t from, size_t to, const nx_fwdlog_mark_t *mark)
+/*  Forwards the turn's events on the XPUB, in seq order: held until gate
+    is durable (and behind any event held before them).                    */
+static void s_forward(nx_broker_t *self, uint64_t gate)
 {
-    size_t pos = mark ? mark->len : 0, len = 0;
-    for (size_t i = from; i < to; i++) {
+    bool hold = gate > nx_wal_durable(self->wal) || self->held_events.n;
+    for (size_t i = 0; i < self->n_events; i++) {
         nx_pending_event_t *ev = &self->events[i];
-        const uint8_t *rec = mark ? nx_fwdlog_next(self->fwdlog, &pos, &len) : NULL;
-        size_t size = rec ? len : s_event_size(ev);
         zmq_msg_t out;
-        if (zmq_msg_init_size(&out, size)) {
+        if (zmq_msg_init_size(&out, s_event_size(ev))) {
             self->count.drop_send++;
             continue;
         }
-        if (rec)
-            memcpy(zmq_msg_data(&out), rec, len);
-        else
-            s_event_encode(ev, zmq_msg_data(&out));
-        s_send_event(self, &out);
-    }
-    if (to > self->n_forwarded)
-        self->n_forwarded = to;
-}
-
-/*  Appends this turn's events to the forward log, so that they may go out
-    before their commit; false when they cannot (the turn is over
-    S_FWDLOG_TURN_MAX, the log is full, or the write failed). *mark is
-    where the turn's records start.                                        */
-static bool s_log_turn(nx_broker_t *self, nx_fwdlog_mark_t *mark)
-{
-    *mark = nx_fwdlog_mark(self->fwdlog);
-    for (size_t i = self->turn_first; i < self->n_events; i++) {
-        uint8_t *p = nx_fwdlog_add(self->fwdlog, s_event_size(&self->events[i]));
-        if (!p || nx_fwdlog_mark(self->fwdlog).len - mark->len > S_FWDLOG_TURN_MAX) {
-            nx_fwdlog_rollback(self->fwdlog, *mark);
-            return false;
+        s_event_encode(ev, zmq_msg_data(&out));
+        nx_held_t *h = hold ? s_held_push(&self->held_events) : NULL;
+        if (h) {
+            h->env.n = 0;
+            zmq_msg_init(&h->msg);
+            zmq_msg_move(&h->msg, &out);
+            zmq_msg_close(&out);
+            h->gate = gate;
+        } else {
+            /*  Out of memory to hold it: it waits for the flush here.     */
+            if (hold && nx_wal_flush(self->wal))
+                s_fatal(self, "flush");
+            s_send_event(self, &out);
         }
-        s_event_encode(&self->events[i], p);
     }
-    if (nx_fwdlog_write(self->fwdlog, self->events[0].seq, *mark) == 0)
-        return true;
-    nx_fwdlog_rollback(self->fwdlog, *mark);
-    nx_broker_problem(self, "cannot write the forward log: %s", strerror(errno));
-    if (!self->fwdlog_failed)
-        nx_warn("cannot write the forward log (%s): events wait for their commit", strerror(errno));
-    self->fwdlog_failed = true;
-    return false;
 }
 
-/*  The batch's frames are kept until its commit is done: a commit that
-    meets a full map stages them again (s_commit).                          */
+/*  Sends what the flush made durable: held replies and events, in order.  */
+static void s_release_held(nx_broker_t *self)
+{
+    uint64_t durable = nx_wal_durable(self->wal);
+    nx_held_t *h;
+    while ((h = s_held_first(&self->held_events)) && h->gate <= durable) {
+        s_send_event(self, &h->msg);
+        s_held_pop(&self->held_events);
+    }
+    while ((h = s_held_first(&self->held_replies)) && h->gate <= durable) {
+        s_env_send(self, &h->env, &h->msg);
+        s_held_pop(&self->held_replies);
+    }
+}
+
 static void s_close_events(nx_broker_t *self)
 {
     for (size_t i = 0; i < self->n_events; i++) {
@@ -1176,199 +1297,322 @@ static void s_close_events(nx_broker_t *self)
     self->n_events = 0;
 }
 
-/*  Drops every event of the failed batch and turns write replies into
-    errors: nothing of it was stored, so nothing of it may be seen.         */
-static void s_fail_batch(nx_broker_t *self, nexus_err_t err)
+/*  Whether this turn takes writes: not while the store is full, nor while
+    it is more than wal_max behind the log (the log would grow without
+    bound). Refused writes get an error, refused events are dropped and
+    counted; nothing that was accepted is ever dropped.                    */
+static void s_check_refuse(nx_broker_t *self)
 {
-    if (self->n_forwarded)
-        nx_error("commit of %zu events failed after %zu were forwarded; subscribers saw seqs "
-                 "%" PRIu64 "..%" PRIu64 " that history will not hold: %s",
-                 self->n_events, self->n_forwarded, self->events[0].seq,
-                 self->events[self->n_forwarded - 1].seq, nx_store_errmsg(self->store));
-    else
-        nx_error("commit of %zu events failed: %s", self->n_events, nx_store_errmsg(self->store));
-    nx_broker_problem(self, "a commit failed: %s", nx_store_errmsg(self->store));
+    self->refuse = NULL;
+    if (nx_checkpointer_full(self->ckpt)) {
+        self->refuse = "the store is full (map_max reached, and trimming events does not make "
+                       "room): nothing was written";
+        self->refuse_err = NEXUS_ERR_STORE_FULL;
+        return;
+    }
+    uint64_t behind = nx_wal_written(self->wal) - nx_checkpointer_committed(self->ckpt);
+    if (behind > self->cfg.wal_max) {
+        self->refuse = "the store is behind the log by more than wal_max: nothing was "
+                       "written, try again";
+        self->refuse_err = NEXUS_ERR_BUSY;
+    }
+}
+
+/*  An I/O error on the log: what was written may not be on disk, and an
+    fdatasync that failed cannot be trusted to fail again. The turn is not
+    answered and the loop stops; a restart recovers every change that was
+    acknowledged from what the log holds.                                   */
+static void s_fatal(nx_broker_t *self, const char *what)
+{
+    nx_error("cannot %s the write-ahead log: %s; stopping without answering this turn (a "
+             "restart recovers every acknowledged change from the log)",
+             what, strerror(errno));
+    nx_broker_problem(self, "cannot %s the write-ahead log", what);
+    self->fatal = true;
+    self->stop = 1;
+}
+
+/*  A turn that could not log all its changes (out of memory for its
+    records): none of it is written, its events are dropped (none went
+    out), its write replies become errors, and sessions and claims are
+    loaded again from the store once it holds everything flushed before
+    the turn, since the turn changed them in memory.                      */
+static void s_fail_turn(nx_broker_t *self)
+{
+    nx_wal_discard(self->wal);
+    nx_error("a turn could not be logged (out of memory): %zu events dropped, its changes "
+             "undone",
+             self->n_events);
+    nx_broker_problem(self, "a turn could not be logged (out of memory)");
     self->count.drop_store += self->n_events;
     self->count.events_in -= self->n_events;
-    /*  Seqs that went out are not handed out again for other events.      */
-    if (!self->n_forwarded) {
-        self->last_seq = nx_store_last_seq(self->store);
-        self->last_ts = nx_store_last_ts(self->store);
-    }
-    s_close_events(self);
+    self->last_seq = self->turn_seq;
+    self->last_ts = self->turn_ts;
     for (size_t i = 0; i < self->n_replies; i++)
         if (self->replies[i].is_write)
-            s_reply_error(&self->replies[i], err,
-                          err == NEXUS_ERR_STORE_FULL
-                              ? "store is full and retention cannot make room"
-                              : "the store failed; nothing was written");
-}
-
-/*  Commits the batch; on a full map, makes room and stages it once more.   */
-static bool s_commit(nx_broker_t *self)
-{
-    nexus_err_t rc =
-        self->batch_failed ? NEXUS_ERR_STORE_FULL : nx_store_commit(self->store, nx_now_us());
-    if (rc == NEXUS_ERR_STORE_FULL && self->batch_kv) {
-        /*  Sessions and claims changed in memory as they were staged; they
-            cannot be staged again, so the batch fails and memory is
-            reloaded from what the store holds.                             */
-        nx_store_abort(self->store);
-        int action = 0;
-        nx_store_make_room(self->store, self->batch_payload * 2 + (1 << 20), &action);
-    } else if (rc == NEXUS_ERR_STORE_FULL) {
-        int action = 0;
-        nx_store_abort(self->store);
-        self->last_seq = nx_store_last_seq(self->store);
-        self->last_ts = nx_store_last_ts(self->store);
-        self->batch_failed = false;
-        rc = nx_store_make_room(self->store, self->batch_payload * 2 + (1 << 20), &action);
-        nx_warn("store full while committing %zu events: %s", self->n_events,
-                action == 1   ? "grew the map"
-                : action == 2 ? "trimmed the oldest events"
-                              : "could not make room");
-        if (rc == NEXUS_OK) {
-            /*  Same seq and ts as first stamped: replies already packed
-                carry them.                                                 */
-            for (size_t i = 0; i < self->n_events && rc == NEXUS_OK; i++) {
-                nx_pending_event_t *ev = &self->events[i];
-                rc = nx_store_append(self->store, ev->seq, ev->ts, zmq_msg_data(&ev->topic),
-                                     zmq_msg_size(&ev->topic), ev->source, ev->source_len,
-                                     zmq_msg_data(&ev->payload), zmq_msg_size(&ev->payload));
-            }
-            if (rc == NEXUS_OK && self->n_events) {
-                self->last_seq = self->events[self->n_events - 1].seq;
-                self->last_ts = self->events[self->n_events - 1].ts;
-            }
-            /*  Write ops other than publish cannot be staged again here:
-                their replies become errors below if anything failed.      */
-            if (rc == NEXUS_OK)
-                rc = nx_store_commit(self->store, nx_now_us());
-        }
+            s_reply_error(&self->replies[i], NEXUS_ERR_NOMEM,
+                          "out of memory for the log: nothing was written");
+    if (!self->batch_kv)
+        return;
+    if (nx_wal_flush(self->wal)) {
+        s_fatal(self, "flush");
+        return;
     }
-    if (rc != NEXUS_OK) {
-        nx_store_abort(self->store);
-        s_fail_batch(self, rc);
-        if (self->batch_kv)
-            nx_coord_reload(self);
-        return false;
-    }
-    self->count.batches++;
-    return true;
+    nx_checkpointer_wake(self->ckpt);
+    if (nx_checkpointer_sync(self->ckpt, nx_wal_durable(self->wal), S_STOP_SYNC_MS))
+        nx_error("the store did not catch up with the log: sessions and claims are reloaded "
+                 "from an older state");
+    nx_coord_reload(self);
 }
 
-/*  Commits the batch (every turn's events since the last commit), then
-    forwards what has not gone out yet and empties the batch and the
-    forward log. Returns true when the commit flushed.                      */
-static bool s_flush_batch(nx_broker_t *self)
-{
-    bool flushed = false;
-    if (nx_store_in_batch(self->store) || self->n_events || self->batch_failed)
-        flushed = s_commit(self);
-    s_forward(self, self->n_forwarded, self->n_events, NULL);
-    s_close_events(self);
-    self->n_forwarded = 0;
-    self->lazy_since = 0;
-    nx_fwdlog_reset(self->fwdlog);
-    return flushed;
-}
-
-/*  When the events left open must be committed (mono us), 0: none wait.  */
+/*  When the events nobody waits for must be flushed (mono us), 0: none.   */
 static uint64_t s_flush_due(nx_broker_t *self)
 {
     return self->lazy_since ? self->lazy_since + self->cfg.flush_interval * 1000 : 0;
 }
 
-/*  True when the turn may leave its transaction open for a later turn:
-    under sync=full with flush_interval set, when everything in it is
-    events that already went out (through the forward log), nothing waits
-    for the flush, and the oldest of them is younger than flush_interval.   */
-static bool s_may_wait(nx_broker_t *self)
+/*  Writes the turn's records (one pwritev) and asks the flusher for one
+    fdatasync of them when anyone waits for that, then forwards the turn's
+    events. The loop does not wait for the flush: it goes on with the next
+    turn, and what waits for the flush is held (s_send_reply, s_forward)
+    until it is done (s_flushed): pipelined group commit. Who waits: a write
+    reply ("done" means durable), a session or claim change (its events go
+    out only once it is durable), a new seq reservation, a history or
+    state query that must see it, and events nobody waits for once the
+    oldest of them is flush_interval old. A turn of such events alone goes
+    out after the write, before the flush: a crash of the process loses
+    nothing written (the page cache survives it), and after a power cut
+    their seqs are skipped (the reservation). Returns false on an I/O
+    error (s_fatal).                                                        */
+static bool s_log_turn(nx_broker_t *self, bool reserve)
 {
-    if (self->cfg.sync != NX_SYNC_FULL || !self->cfg.flush_interval || self->must_commit ||
-        self->batch_kv || self->batch_failed || self->turn_writes || self->n_awaiting ||
-        self->n_events > S_LAZY_EVENTS_MAX || self->n_forwarded < self->n_events)
-        return false;
-    return !self->lazy_since || nx_mono_us() < s_flush_due(self);
+    bool wrote = nx_wal_pending(self->wal) > 0;
+    if (wrote) {
+        if (nx_wal_write(self->wal)) {
+            s_fatal(self, "write");
+            return false;
+        }
+        self->count.batches++;
+    }
+    uint64_t now = nx_mono_us(), written = nx_wal_written(self->wal);
+    bool unflushed = written > nx_wal_durable(self->wal);
+    bool changes = self->turn_writes || self->batch_kv || reserve;
+    bool flush = changes || self->cfg.sync != NX_SYNC_FULL || !self->cfg.flush_interval ||
+                 (self->lazy_since && now >= s_flush_due(self)) ||
+                 self->turn_need > nx_wal_durable(self->wal);
+    if (unflushed && flush) {
+        /*  When a reply or a query waits for it and nothing else is to be
+            read, the loop flushes itself (no hand-off to a thread on a
+            lone request's path); otherwise the flusher does it while the
+            loop reads on (events nobody waits for never stall the loop). */
+        bool waited = changes || self->turn_need > nx_wal_durable(self->wal);
+        int rc = waited && !s_more_input(self) ? nx_wal_flush_now(self->wal)
+                                               : nx_wal_flush_async(self->wal);
+        if (rc < 0) {
+            s_fatal(self, "flush");
+            return false;
+        }
+        self->lazy_since = 0;
+        if (changes)
+            self->kv_gate = written;
+        if (nx_wal_durable(self->wal) >= written)
+            nx_checkpointer_wake(self->ckpt);
+    } else if (unflushed && !self->lazy_since)
+        self->lazy_since = now;
+    s_forward(self, self->batch_kv || reserve ? written : 0);
+    return true;
+}
+
+/*  True when a request or an event is already queued on a plane.         */
+static bool s_more_input(nx_broker_t *self)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    if (zmq_getsockopt(self->h_router, ZMQ_EVENTS, &events, &size) == 0 &&
+        (events & ZMQ_POLLIN))
+        return true;
+    size = sizeof events;
+    return zmq_getsockopt(self->h_xsub, ZMQ_EVENTS, &events, &size) == 0 &&
+           (events & ZMQ_POLLIN);
+}
+
+/*  The flusher finished a round: send what it made durable, and let the
+    checkpointer apply it.                                                  */
+static void s_flushed(nx_broker_t *self)
+{
+    if (nx_wal_flush_ack(self->wal)) {
+        s_fatal(self, "flush");
+        return;
+    }
+    s_release_held(self);
+    nx_checkpointer_wake(self->ckpt);
+}
+
+/*  Keeps a deferred history or state query until the store catches up
+    (s_release_parked), or answers busy when too many wait.               */
+static void s_park(nx_broker_t *self, nx_pending_reply_t *pr)
+{
+    if (self->n_parked == S_PARKED_MAX) {
+        pr->op = NULL;
+        s_reply_error(pr, NEXUS_ERR_BUSY, "too many queries wait for the store; try again");
+        s_send_reply(self, pr);
+        return;
+    }
+    if (self->n_parked == self->cap_parked) {
+        size_t cap = self->cap_parked ? self->cap_parked * 2 : 16;
+        nx_parked_t *grown = realloc(self->parked, cap * sizeof *grown);
+        if (!grown) {
+            pr->op = NULL;
+            s_reply_error(pr, NEXUS_ERR_NOMEM, "out of memory");
+            s_send_reply(self, pr);
+            return;
+        }
+        self->parked = grown;
+        self->cap_parked = cap;
+    }
+    nx_parked_t *p = &self->parked[self->n_parked++];
+    p->env.n = pr->env.n;
+    for (int k = 0; k < pr->env.n; k++) {
+        zmq_msg_init(&p->env.frames[k]);
+        zmq_msg_move(&p->env.frames[k], &pr->env.frames[k]);
+        zmq_msg_close(&pr->env.frames[k]);
+    }
+    pr->env.n = 0;
+    zmq_msg_init(&p->body);
+    zmq_msg_move(&p->body, &pr->body);
+    zmq_msg_close(&pr->body);
+    p->op = pr->op;
+    p->auth = pr->auth;
+    p->need = pr->need_lsn;
+    p->deadline = nx_mono_us() + S_PARKED_WAIT;
+    nx_checkpointer_request(self->ckpt, p->need);
+}
+
+/*  Runs a parked query in the spare reply slot: history goes to the
+    reader, state is answered now; why: answer busy with this instead.    */
+static void s_run_parked(nx_broker_t *self, nx_parked_t *p, const char *why)
+{
+    nx_pending_reply_t *pr = &self->replies[self->cfg.requests_per_turn];
+    pr->env = p->env;
+    p->env.n = 0;
+    zmq_msg_init(&pr->body);
+    zmq_msg_move(&pr->body, &p->body);
+    zmq_msg_close(&p->body);
+    msgpack_sbuffer_clear(&pr->id);
+    msgpack_zone_clear(&pr->zone);
+    pr->is_write = pr->deferred = pr->failed = false;
+    pr->auth = p->auth;
+    pr->op = p->op;
+    size_t off = 0;
+    /*  The bytes were checked and parsed when they came.                  */
+    msgpack_unpack((const char *)zmq_msg_data(&pr->body), zmq_msg_size(&pr->body), &off, &pr->zone,
+                   &pr->request);
+    const msgpack_object *id = nx_map_get(&pr->request, "id");
+    if (id) {
+        msgpack_packer ipk;
+        msgpack_packer_init(&ipk, &pr->id, msgpack_sbuffer_write);
+        msgpack_pack_object(&ipk, *id);
+    }
+    if (why) {
+        pr->op = NULL;
+        s_reply_error(pr, NEXUS_ERR_BUSY, why);
+    } else if (!pr->op->fn && s_to_reader(self, pr) == 0)
+        return;
+    s_send_reply(self, pr);
+}
+
+/*  Answers the parked queries the store has caught up with, and those
+    that waited too long (busy).                                            */
+static void s_release_parked(nx_broker_t *self, bool stopping)
+{
+    uint64_t committed = nx_checkpointer_committed(self->ckpt), now = nx_mono_us();
+    size_t keep = 0;
+    for (size_t i = 0; i < self->n_parked; i++) {
+        nx_parked_t *p = &self->parked[i];
+        if (p->need <= committed)
+            s_run_parked(self, p, NULL);
+        else if (stopping || now >= p->deadline)
+            s_run_parked(self, p,
+                         stopping ? "the broker is stopping; try again"
+                                  : "the store is behind the log; try again");
+        else
+            self->parked[keep++] = *p;
+    }
+    self->n_parked = keep;
 }
 
 static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bool timers,
                    bool housekeeping)
 {
-    self->turn_first = self->n_events;
+    self->turn_first = 0;
+    self->n_events = 0;
     self->n_replies = 0;
     self->batch_payload = 0;
     self->batch_kv = false;
     self->batch_failed = false;
     self->turn_writes = 0;
-    /*  Store housekeeping (make_room) needs no transaction open; under
-        steady traffic some events always wait, so it forces a commit when
-        it has waited too long.                                             */
-    self->must_commit =
-        housekeeping && nx_mono_us() >= self->store_house_at + S_STORE_HOUSE_FORCE_US;
+    self->turn_need = 0;
     self->turn_request_bytes = 0;
     self->turn_now = nx_now_us();
+    self->turn_seq = self->last_seq;
+    self->turn_ts = self->last_ts;
+    uint64_t reserved = self->seq_reserved;
+    s_check_refuse(self);
     if (timers)
         self->next_coord = nx_coord_tick(self, nx_now_us());
     if (housekeeping)
         nx_coord_housekeeping(self, nx_now_us());
 
+    if (self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max)
+        events_ready = false;
+    if (self->held_replies.n > S_HELD_REPLIES_MAX)
+        requests_ready = false;
     if (events_ready)
-        while (self->n_events - self->turn_first < self->cfg.batch_max &&
+        while (self->n_events < self->cfg.batch_max &&
                self->batch_payload < self->cfg.batch_bytes && s_read_event(self) >= 0)
             ;
     if (requests_ready)
         while (self->n_replies < self->cfg.requests_per_turn &&
                self->turn_request_bytes < S_TURN_REQUEST_BYTES && s_read_request(self) == 0)
             ;
-    nx_rate_add(&self->rate_in, nx_mono_us(), self->n_events - self->turn_first);
-    /*  Replies already waiting belong to earlier commits: this commit's
-        flush (or the sync below) makes those durable.                     */
-    bool had_awaiting = self->n_awaiting > 0;
-    /*  Events go out before their commit when the turn holds only events,
-        once they are in the forward log (which a crash of the process does
-        not lose; a start puts them into the store). A history query that a
-        subscriber sends after seeing one is read in a later turn and runs
-        after the commit that holds it (s_read_request), so the resume
-        invariant holds, and the flush leaves the path from publisher to
-        subscriber. Acknowledgements still wait for it. A turn with session
-        or claim changes waits: its events announce state that a failed
-        commit would undo.                                                 */
-    nx_fwdlog_mark_t mark;
-    if (self->n_events > self->turn_first && !self->batch_kv && !self->batch_failed &&
-        self->cfg.sync == NX_SYNC_FULL && s_log_turn(self, &mark))
-        s_forward(self, self->turn_first, self->n_events, &mark);
-    /*  Events nobody waits for may wait for a later turn's commit (at most
-        flush_interval): the loop then stays free to forward the next
-        events instead of waiting for a flush.                              */
-    bool flushed = false;
-    if (s_may_wait(self)) {
-        if (self->n_events && !self->lazy_since)
-            self->lazy_since = nx_mono_us();
-    } else
-        flushed = s_flush_batch(self);
-    /*  A failed commit flushed nothing: the waiting replies need a sync.   */
-    if (had_awaiting && (flushed || nx_store_sync(self->store) == NEXUS_OK))
-        s_release_awaiting(self);
-
+    nx_rate_add(&self->rate_in, nx_mono_us(), self->n_events);
+    /*  A new block of seqs goes into this turn, which then flushes before
+        its events go out (one record and no extra flush per ~half a
+        million events).                                                    */
+    bool reserve = false;
+    if (!self->batch_failed && self->last_seq + S_SEQ_BLOCK / 2 > self->seq_reserved) {
+        if (s_log_reservation(self, self->last_seq + S_SEQ_BLOCK))
+            self->batch_failed = true;
+        else
+            reserve = true;
+    }
+    if (self->batch_failed) {
+        self->seq_reserved = reserved;
+        s_fail_turn(self);
+    } else if (!s_log_turn(self, reserve)) {
+        /*  Not answered: see s_fatal.                                     */
+        s_close_events(self);
+        for (size_t i = 0; i < self->n_replies; i++) {
+            s_env_close(&self->replies[i].env);
+            zmq_msg_close(&self->replies[i].body);
+        }
+        self->n_replies = 0;
+        return;
+    }
+    s_close_events(self);
+    /*  Replies in arrival order, after the flush: read ops run now,
+        against the state the flush made durable.                          */
     for (size_t i = 0; i < self->n_replies; i++) {
         nx_pending_reply_t *pr = &self->replies[i];
-        if (pr->deferred && s_to_reader(self, pr) == 0)
-            continue;
-        s_send_reply(self, pr);
+        if (pr->deferred)
+            s_park(self, pr);
+        else
+            s_send_reply(self, pr);
     }
     self->n_replies = 0;
-    /*  This turn's write replies wait for the meta flush. Flushing now,
-        rather than with the next turn's commit, sends them a whole turn
-        earlier for one more fdatasync: a busy turn costs milliseconds of
-        CPU, a flush a fraction of one. A failed sync leaves them for the
-        next turn's commit or sync.                                         */
-    if (self->n_awaiting && nx_store_sync(self->store) == NEXUS_OK)
-        s_release_awaiting(self);
-    if (!nx_store_in_batch(self->store) && s_reserve_seqs(self)) {
-        nx_error("cannot reserve seqs: %s", nx_store_errmsg(self->store));
-        nx_broker_problem(self, "cannot reserve seqs: %s", nx_store_errmsg(self->store));
-    }
+    s_release_held(self);
+    if (self->n_parked)
+        s_release_parked(self, false);
 }
 
 /*  XPUB hands us subscribe (1) and unsubscribe (0) messages; we keep the
@@ -1483,8 +1727,7 @@ static void s_read_monitor(zsock_t *mon, uint64_t *connected)
     }
 }
 
-/*  Once a second: report drops (at most one line a second, however many),
-    and trim by retention when the event plane is idle.                     */
+/*  Once a second: report drops (at most one line a second, however many). */
 static void s_housekeeping(nx_broker_t *self)
 {
     nx_counters_t *c = &self->count;
@@ -1505,20 +1748,17 @@ static void s_housekeeping(nx_broker_t *self)
                 c->drop_slow - self->slow_logged, c->drop_slow, self->cfg.out_hwm);
         self->slow_logged = c->drop_slow;
     }
-    /*  The store's part needs no transaction open: with events waiting
-        for a later commit it waits for a tick without them (s_turn forces
-        one after S_STORE_HOUSE_FORCE_US).                                  */
-    if (nx_store_in_batch(self->store))
-        return;
-    self->store_house_at = nx_mono_us();
-    int64_t trimmed = nx_store_trim(self->store, nx_now_us(), self->cfg.trim_batch);
-    if (trimmed > 0)
-        nx_debug("retention trimmed %" PRId64 " events", trimmed);
-    int action = 0;
-    if (nx_store_make_room(self->store, self->cfg.batch_bytes, &action) == NEXUS_OK && action)
-        nx_info("store: %s", action == 1 ? "grew the LMDB map"
-                                         : "trimmed the oldest events to "
-                                           "make room (map at map_max)");
+    /*  Retention and make_room run on the checkpointer's thread.         */
+}
+
+/*  The checkpointer committed (parked queries may go) or has a problem.   */
+static void s_read_checkpointer(nx_broker_t *self)
+{
+    char problem[256];
+    if (nx_checkpointer_drain(self->ckpt, problem, sizeof problem))
+        nx_broker_problem(self, "%s", problem);
+    if (self->n_parked)
+        s_release_parked(self, false);
 }
 
 int nx_broker_run(nx_broker_t *self)
@@ -1528,17 +1768,22 @@ int nx_broker_run(nx_broker_t *self)
     void *mon_xpub = self->mon_xpub ? zsock_resolve(self->mon_xpub) : NULL;
     void *mon_xsub = self->mon_xsub ? zsock_resolve(self->mon_xsub) : NULL;
     void *reader = zsock_resolve(zactor_sock(self->reader));
+    void *ckpt = zsock_resolve(nx_checkpointer_sock(self->ckpt));
     nx_coord_ready(self);
     nx_info("nexusd %s ready: last seq %" PRIu64, NEXUS_VERSION_STRING, self->last_seq);
     int status = 0;
     while (!self->stop && !zsys_interrupted) {
-        zmq_pollitem_t items[6] = {
-            {self->h_xsub, 0, ZMQ_POLLIN, 0},
-            {self->h_router, 0, ZMQ_POLLIN, 0},
-            {self->h_xpub, 0, ZMQ_POLLIN, 0},
-            {reader, 0, ZMQ_POLLIN, 0},
+        /*  While too much waits for a flush, the planes are not read: the
+            clients' ZeroMQ queues hold what comes, not our memory.        */
+        short ev_in = self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max ? 0
+                                                                                       : ZMQ_POLLIN;
+        short rq_in = self->held_replies.n > S_HELD_REPLIES_MAX ? 0 : ZMQ_POLLIN;
+        zmq_pollitem_t items[8] = {
+            {self->h_xsub, 0, ev_in, 0},      {self->h_router, 0, rq_in, 0},
+            {self->h_xpub, 0, ZMQ_POLLIN, 0}, {reader, 0, ZMQ_POLLIN, 0},
+            {ckpt, 0, ZMQ_POLLIN, 0},         {NULL, nx_wal_flush_fd(self->wal), ZMQ_POLLIN, 0},
         };
-        int n_items = 4;
+        int n_items = 6; /* the flush fd is -1 under sync=none: poll skips it */
         if (mon_xpub)
             items[n_items++] = (zmq_pollitem_t){mon_xpub, 0, ZMQ_POLLIN, 0};
         if (mon_xsub)
@@ -1549,12 +1794,11 @@ int nx_broker_run(nx_broker_t *self)
             timeout = 0;
         else if ((self->next_coord - wall) / 1000 + 1 < (uint64_t)timeout)
             timeout = (long)((self->next_coord - wall) / 1000) + 1;
-        /*  Replies waiting for a flush must not wait for traffic: the next
-            turn either commits (and flushes) or syncs.                     */
-        if (self->n_awaiting)
-            timeout = 0;
-        /*  Events left for a later commit are committed at flush_interval
-            even when nothing else happens.                                 */
+        /*  Parked queries that wait too long get busy.                    */
+        if (self->n_parked && timeout > 100)
+            timeout = 100;
+        /*  Events nobody waits for are flushed at flush_interval even when
+            nothing else happens.                                           */
         if (self->lazy_since) {
             uint64_t due = s_flush_due(self);
             long wait = due <= now ? 0 : (long)((due - now) / 1000) + 1;
@@ -1573,7 +1817,11 @@ int nx_broker_run(nx_broker_t *self)
             s_read_subscriptions(self);
         if (items[3].revents & ZMQ_POLLIN)
             s_read_reader(self);
-        for (int i = 4; i < n_items; i++)
+        if (items[4].revents & ZMQ_POLLIN)
+            s_read_checkpointer(self);
+        if (items[5].revents & ZMQ_POLLIN)
+            s_flushed(self);
+        for (int i = 6; i < n_items; i++)
             if (items[i].revents & ZMQ_POLLIN)
                 s_read_monitor(items[i].socket == mon_xpub ? self->mon_xpub : self->mon_xsub,
                                items[i].socket == mon_xpub ? &self->count.subscribers
@@ -1582,29 +1830,40 @@ int nx_broker_run(nx_broker_t *self)
         bool timers = nx_now_us() >= self->next_coord;
         bool house = nx_mono_us() >= self->next_tick;
         bool due = self->lazy_since && nx_mono_us() >= s_flush_due(self);
-        if (ev || rq || timers || house || due || self->n_awaiting)
+        if (ev || rq || timers || house || due)
             s_turn(self, ev, rq, timers, house);
         if (house) {
             s_housekeeping(self);
             self->next_tick = nx_mono_us() + S_TICK_US;
         }
+        if (self->n_parked)
+            s_release_parked(self, false);
     }
-    /*  What is left: commit the events left for a later turn, flush the
-        last commit, answer what waited for it, and leave the seq
-        reservation at last_seq so that the next start continues without a
-        jump.                                                               */
-    self->batch_kv = false;
-    self->batch_failed = false;
-    self->n_replies = 0;
-    s_flush_batch(self);
-    nx_store_sync(self->store);
-    s_release_awaiting(self);
-    /*  A change of the last second is not lost from the snapshot file.    */
-    nx_coord_snapshot(self);
-    if (s_write_reservation(self, self->last_seq, nx_claims_fence(self)))
-        nx_warn("cannot record the clean stop: the next start skips a block of seqs");
+    /*  What is left: the seq reservation goes back to last_seq (so the
+        next start continues without a jump), the log is flushed, the store
+        takes all of it, and the queries that waited for that are answered.*/
+    if (!self->fatal) {
+        if (s_log_reservation(self, self->last_seq)) {
+            nx_warn("cannot record the clean stop: the next start skips a block of seqs");
+            nx_wal_discard(self->wal);
+        } else if (s_log_sync(self))
+            s_fatal(self, "write or flush");
+        if (!self->fatal)
+            s_release_held(self);
+        if (nx_checkpointer_sync(self->ckpt, nx_wal_durable(self->wal), S_STOP_SYNC_MS))
+            nx_warn("the store has not taken the whole log: the next start replays the rest");
+        s_read_checkpointer(self);
+        /*  A change of the last second is not lost from the snapshot file.*/
+        nx_coord_snapshot(self);
+    }
+    s_release_parked(self, true);
+    if (self->fatal)
+        status = -1;
+    nx_wal_stats_t ws;
+    nx_wal_stats(self->wal, &ws);
     nx_info("stopping: last seq %" PRIu64 ", %" PRIu64 " events in, %" PRIu64 " out, %" PRIu64
-            " batches",
-            self->last_seq, self->count.events_in, self->count.events_out, self->count.batches);
+            " requests, %" PRIu64 " turns written to the log, %" PRIu64 " flushes",
+            self->last_seq, self->count.events_in, self->count.events_out, self->count.requests,
+            self->count.batches, ws.flushes);
     return status;
 }

@@ -4,19 +4,20 @@
     Event plane: publishers send [topic][payload] (optionally [source]) to
     the XSUB socket; the broker stamps each event with the next seq, a
     timestamp and the source, appends it to the store and forwards it on
-    the XPUB socket as one frame, topic NUL stamp payload: after the commit
-    that holds it, or before it once it is in the forward log (nx_fwdlog).
-    Payload bytes are never decoded.
+    the XPUB socket as one frame, topic NUL stamp payload, once it is in
+    the write-ahead log (nx_wal.h). Payload bytes are never decoded.
 
     Control plane: a ROUTER socket speaking msgpack request/reply; each op is
     one function in the table of nx_ops.c.
 
     Every loop turn is one batch: what is ready on the event plane (up to
     batch_max events) and on the control plane (up to requests_per_turn
-    requests) goes into one write transaction; after the commit, events are
-    forwarded, write replies sent, then read ops run against the committed
-    state. So a reply that says "done" always follows the commit, and a
-    subscriber that has seen seq N finds every event <= N in the history.
+    requests) is appended to the write-ahead log, written with one pwritev
+    and flushed with one fdatasync; then events are forwarded, write replies
+    sent, and read ops run. The LMDB store is written behind the log by the
+    checkpointer (nx_checkpointer.h). So a reply that says "done" always
+    follows the flush, and a subscriber that has seen seq N finds every
+    event <= N in the history (history waits for the store to catch up).
 
     This header is internal to the broker (nx_broker.c, nx_ops.c).
     =========================================================================
@@ -34,11 +35,12 @@
 #include "nx_broker_config.h"
 #include "nx_codec.h"
 #include "nx_curve.h"
-#include "nx_fwdlog.h"
+#include "nx_checkpointer.h"
 #include "nx_optab.h"
 #include "nx_scratch.h"
 #include "nx_stats.h"
 #include "nx_store.h"
+#include "nx_wal.h"
 
 typedef struct _nx_broker_t nx_broker_t;
 typedef struct _nx_snapshot_t nx_snapshot_t;
@@ -84,11 +86,31 @@ typedef struct {
     int n;
 } nx_envelope_t;
 
-/*  A write reply waiting for its commit to be flushed.                     */
+/*  A history or state query waiting for the store to catch up with the
+    log (nx_broker.c, s_park).                                              */
 typedef struct {
-    nx_envelope_t env; /* where it goes                                   */
-    zmq_msg_t reply;   /* what it says                                    */
-} nx_awaiting_t;
+    nx_envelope_t env;  /* where the reply goes                            */
+    zmq_msg_t body;     /* the request                                     */
+    const struct nx_op *op; /* its row of the op table                   */
+    const void *auth;   /* its token (nx_auth handle)                      */
+    uint64_t need;      /* log position the store must cover               */
+    uint64_t deadline;  /* mono us: busy after this                        */
+} nx_parked_t;
+
+/*  A reply or an event held until the log is durable up to gate: replies
+    and the events of session and claim changes go out only once what they
+    tell of is flushed; later events queue behind them (seq order).        */
+typedef struct {
+    nx_envelope_t env; /* where a reply goes; n == 0: an event            */
+    zmq_msg_t msg;     /* the reply, or the event's frame                 */
+    uint64_t gate;     /* log position that must be durable first         */
+} nx_held_t;
+
+/*  A FIFO of held messages (nx_broker.c).                                  */
+typedef struct {
+    nx_held_t *items;   /* ring of cap entries                            */
+    size_t head, n, cap; /* first entry, entries, allocated                */
+} nx_held_queue_t;
 
 /*  A control request of this turn whose reply waits for the commit.        */
 typedef struct {
@@ -96,13 +118,14 @@ typedef struct {
     msgpack_sbuffer reply;  /* the packed reply, ready to send               */
     msgpack_sbuffer id;     /* the request's packed id, to build an error    */
     bool is_write;          /* fails with the batch if the commit fails      */
-    bool deferred;          /* history: to the reader after the commit       */
+    bool deferred;          /* history/state: waits for the store (parked)   */
     bool failed;            /* the reply is an error                         */
     zmq_msg_t body;         /* the request bytes; the parsed request points in */
     msgpack_zone zone;      /* holds the parsed request (reads run later)    */
     msgpack_object request; /* the parsed request map                        */
     const struct nx_op *op; /* its row of the op table; NULL: reply is ready */
     const void *auth;       /* the request's token (nx_auth handle)          */
+    uint64_t need_lsn;      /* deferred: log position the store must cover   */
 } nx_pending_reply_t;
 
 /*  Counters reported by `state`.                                           */
@@ -153,27 +176,33 @@ struct _nx_broker_t {
     uint64_t slow_logged;             /* slow-subscriber drops already logged       */
     uint64_t next_tick;               /* monotonic us of the next housekeeping      */
     char last_drop[160];              /* what the last dropped event looked like    */
-    bool batch_kv;                    /* this batch wrote sessions/claims/requests  */
-    bool batch_failed;                /* a write of this batch failed: it is lost   */
-    size_t turn_first;                /* first event of this turn in events         */
-    size_t n_forwarded;               /* events of the batch that went out already  */
-    uint64_t lazy_since;              /* mono us: oldest event left for a later
-                                         commit (s_may_wait), 0: none              */
-    bool must_commit;                 /* this turn must commit (housekeeping, a
-                                         history query behind forwarded events)    */
+    bool batch_kv;                    /* this turn logged session/claim changes     */
+    bool batch_failed;                /* this turn could not log a change: undone   */
+    size_t turn_first;                /* first event of this turn in events (0)     */
+    uint64_t lazy_since;              /* mono us: oldest log write not flushed (no
+                                         one waits for it), 0: none                */
     size_t turn_writes;               /* write requests read this turn              */
-    uint64_t store_house_at;          /* mono us of the last store housekeeping     */
-    nx_fwdlog_t *fwdlog;              /* events sent before their commit            */
-    bool fwdlog_failed;               /* a write of it failed (logged once)         */
+    uint64_t turn_need;               /* log position a query of this turn needs
+                                         in the store (0: none)                    */
+    uint64_t turn_seq, turn_ts;       /* last_seq, last_ts when the turn began      */
+    const char *refuse;               /* why this turn takes no writes, or NULL     */
+    nexus_err_t refuse_err;           /* and the error they get                     */
+    bool emitting;                    /* the broker stages its own event            */
+    bool fatal;                       /* the log failed: the loop stops (-1)        */
+    nx_wal_t *wal;                    /* the write-ahead log                        */
+    char *wal_dir;                    /* its directory (data_dir/wal)               */
+    nx_checkpointer_t *ckpt;          /* writes the store behind the log            */
+    nx_recovery_t recovery;           /* what the start replayed                    */
+    nx_parked_t *parked;              /* queries waiting for the store              */
+    size_t n_parked, cap_parked;      /* entries used and allocated                 */
+    nx_held_queue_t held_replies;     /* replies waiting for the log's flush        */
+    nx_held_queue_t held_events;      /* events waiting for it (and behind them)    */
+    uint64_t kv_gate;                 /* log end of the last turn whose changes
+                                         replies must not run ahead of           */
     uint64_t problem_at;              /* mono us of the last store failure, 0: none  */
     char problem[200];                /* what it was, for `health`                   */
     uint64_t next_coord;              /* wall us of the next lease/session deadline */
     zactor_t *reader;                 /* runs history queries (nx_reader.c)         */
-    nx_awaiting_t *awaiting;          /* write replies waiting for the commit to be
-                                         flushed (sync=full)                        */
-    size_t n_awaiting, cap_awaiting;  /* entries used and allocated                 */
-    uint64_t fence_reserved;          /* fencing tokens up to here may have
-                                         been seen (as seq_reserved)                */
     uint64_t seq_reserved;            /* seqs up to here may have been seen; a
                                          restart after a crash continues above    */
     uint64_t turn_now;                /* wall clock at the start of the turn        */

@@ -57,6 +57,15 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
     S_KEY(flush_interval, NX_CONF_DURATION, "200ms", 0, 10000, NULL,
           "sync=full: events nobody waits for (no acknowledgement) go to subscribers at once and "
           "are flushed within this; 0: every turn"),
+    S_KEY(checkpoint_interval, NX_CONF_DURATION, "1s", 1, 600000, NULL,
+          "the LMDB store is committed (a checkpoint: the write-ahead log behind it is reused) "
+          "at least this often while changes come in"),
+    S_KEY(wal_segment, NX_CONF_SIZE, "32M", 1ull << 20, 1ull << 32, NULL,
+          "bytes per write-ahead log file (data_dir/wal); files are preallocated and reused "
+          "(raised to hold two of the largest records)"),
+    S_KEY(wal_max, NX_CONF_SIZE, "1G", 1ull << 20, 0, NULL,
+          "write-ahead log the store may lag behind; past it writes get busy and events are "
+          "dropped (counted) until the store catches up"),
     S_KEY(requests_per_turn, NX_CONF_U64, "1024", 1, 1000000, NULL,
           "control requests handled per loop turn, so events are never starved"),
     S_KEY(history_limit, NX_CONF_U64, "10000", 1, 1000000, NULL,

@@ -37,6 +37,9 @@ typedef struct {
     uint64_t batch_max;         /* events per write transaction at most      */
     uint64_t batch_bytes;       /* payload bytes per write transaction       */
     uint64_t flush_interval;    /* unacknowledged events flushed within, ms  */
+    uint64_t checkpoint_interval; /* the store is committed this often, ms   */
+    uint64_t wal_segment;       /* bytes per write-ahead log segment         */
+    uint64_t wal_max;           /* log bytes the store may lag behind        */
     uint64_t requests_per_turn; /* control requests handled per loop turn    */
     uint64_t history_limit;     /* largest `limit` a history query may ask   */
     uint64_t history_scan;      /* records one history page may scan         */

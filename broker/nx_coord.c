@@ -183,23 +183,25 @@ nexus_err_t nx_coord_put(nx_broker_t *self, nx_db_t db, const char *key, size_t 
                          const void *value, size_t value_len)
 {
     if (self->batch_failed)
-        return NEXUS_ERR_STORE_FULL;
+        return NEXUS_ERR_NOMEM;
     self->batch_kv = true;
-    nexus_err_t rc = nx_store_put(self->store, db, key, key_len, value, value_len);
-    if (rc == NEXUS_ERR_STORE_FULL || rc == NEXUS_ERR_STORE)
+    if (nx_wal_put(self->wal, (int)db, key, key_len, value, value_len)) {
         self->batch_failed = true;
-    return rc;
+        return NEXUS_ERR_NOMEM;
+    }
+    return NEXUS_OK;
 }
 
 nexus_err_t nx_coord_del(nx_broker_t *self, nx_db_t db, const char *key, size_t key_len)
 {
     if (self->batch_failed)
-        return NEXUS_ERR_STORE_FULL;
+        return NEXUS_ERR_NOMEM;
     self->batch_kv = true;
-    nexus_err_t rc = nx_store_del(self->store, db, key, key_len);
-    if (rc == NEXUS_ERR_STORE_FULL || rc == NEXUS_ERR_STORE)
+    if (nx_wal_del(self->wal, (int)db, key, key_len)) {
         self->batch_failed = true;
-    return rc == NEXUS_ERR_NOT_FOUND ? NEXUS_OK : rc;
+        return NEXUS_ERR_NOMEM;
+    }
+    return NEXUS_OK;
 }
 
 void nx_coord_emit(nx_broker_t *self, const char *topic, const char *source, msgpack_sbuffer *buf)

@@ -6,10 +6,12 @@
     docs/protocol.md every op.
 
     All of it runs on the broker's one thread. State lives in memory (hash
-    tables) and is written through to LMDB in the open batch, so a change
-    is durable when the batch commits, before its reply is sent. When a
-    batch fails, the tables are reloaded from the store (nx_coord_reload),
-    so memory never holds what the store does not.
+    tables); every change is a record in the turn's write-ahead log, so it
+    is durable when the turn's log is flushed, before its reply is sent,
+    and the LMDB store (the checkpoint) takes it behind. When a turn cannot
+    log its changes, the tables are reloaded from the store once it holds
+    everything flushed before (nx_coord_reload), so memory never holds what
+    the log does not.
     =========================================================================
 */
 
@@ -113,8 +115,9 @@ void nx_claims_fence_floor(nx_broker_t *self, uint64_t fence);
 /*  Number of active claims held by session.                                */
 size_t nx_claims_held(nx_broker_t *self, const char *session);
 
-/*  Writes key -> value in db in the batch and marks the batch as touching
-    coordination state. Returns NEXUS_OK or the store's error.              */
+/*  Logs key -> value in db (a record of the turn) and marks the turn as
+    changing coordination state. Returns NEXUS_OK, or NEXUS_ERR_NOMEM when
+    the record cannot be logged (the turn then fails as a whole).           */
 nexus_err_t nx_coord_put(nx_broker_t *self, nx_db_t db, const char *key, size_t key_len,
                          const void *value, size_t value_len);
 nexus_err_t nx_coord_del(nx_broker_t *self, nx_db_t db, const char *key, size_t key_len);

@@ -98,7 +98,7 @@ static int s_read_patterns(const msgpack_object *req, s_patterns_t *p, nexus_err
 }
 
 int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
-                     const msgpack_object *req, msgpack_packer *pk, nexus_err_t *err, char *err_msg)
+                     const msgpack_object *req, nx_dmap_t *reply, nexus_err_t *err, char *err_msg)
 {
     s_patterns_t patterns;
     if (s_read_patterns(req, &patterns, err, err_msg))
@@ -196,18 +196,19 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
     /*  The page's fields first and its events last: a client that reads
         the reply front to back (libnexus does) knows where the next page
         starts, and asks for it, before it walks the events.               */
-    nx_pack_str(pk, "next_cursor");
+    msgpack_packer *pk = &reply->pk;
+    nx_pack_str(nx_dmap_pair(reply), "next_cursor");
     if (more)
         msgpack_pack_uint64(pk, next);
     else
         msgpack_pack_nil(pk);
-    nx_pack_kv_u64(pk, "scanned", scanned);
-    nx_pack_kv_u64(pk, "first_seq", first_seq);
-    nx_pack_kv_u64(pk, "last_seq", last_seq);
-    nx_pack_kv_str(pk, "store_id", nx_store_id(store));
-    nx_pack_str(pk, "events");
+    nx_pack_kv_u64(nx_dmap_pair(reply), "scanned", scanned);
+    nx_pack_kv_u64(nx_dmap_pair(reply), "first_seq", first_seq);
+    nx_pack_kv_u64(nx_dmap_pair(reply), "last_seq", last_seq);
+    nx_pack_kv_str(nx_dmap_pair(reply), "store_id", nx_store_id(store));
+    nx_pack_str(nx_dmap_pair(reply), "events");
     msgpack_pack_array(pk, (uint32_t)found);
-    msgpack_sbuffer_write(pk->data, events.data, events.size);
+    msgpack_sbuffer_write(reply->buf, events.data, events.size);
     msgpack_sbuffer_destroy(&events);
-    return 6;
+    return 0;
 }

@@ -97,6 +97,20 @@ static int s_op_state(nx_broker_t *self, nx_request_t *rq)
                        c->drop_send);
     nx_dmap_close(&rq->reply);
 
+    nx_wal_stats_t ws;
+    nx_wal_stats(self->wal, &ws);
+    uint64_t checkpoint = nx_checkpointer_committed(self->ckpt);
+    nx_dmap_open(&rq->reply, "log");
+    nx_pack_kv_u64(nx_kv(rq), "written", ws.written);
+    nx_pack_kv_u64(nx_kv(rq), "durable", ws.durable);
+    nx_pack_kv_u64(nx_kv(rq), "checkpoint", checkpoint);
+    nx_pack_kv_u64(nx_kv(rq), "behind", ws.written - checkpoint);
+    nx_pack_kv_u64(nx_kv(rq), "flushes", ws.flushes);
+    nx_pack_kv_u64(nx_kv(rq), "frames", ws.frames);
+    nx_pack_kv_u64(nx_kv(rq), "segments", ws.segments);
+    nx_pack_kv_u64(nx_kv(rq), "segment_size", ws.segment_size);
+    nx_dmap_close(&rq->reply);
+
     nx_pack_kv_str(nx_kv(rq), "timestamp", nx_iso8601(now, iso));
     nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
     return 0;

@@ -16,9 +16,10 @@ static zframe_t *s_answer(const nx_reader_args_t *args, zframe_t *body)
     msgpack_sbuffer out, fields;
     msgpack_sbuffer_init(&out);
     msgpack_sbuffer_init(&fields);
-    msgpack_packer pk, fpk;
+    msgpack_packer pk;
     msgpack_packer_init(&pk, &out, msgpack_sbuffer_write);
-    msgpack_packer_init(&fpk, &fields, msgpack_sbuffer_write);
+    nx_dmap_t fields_map;
+    nx_dmap_init(&fields_map, &fields);
     msgpack_sbuffer id;
     msgpack_sbuffer_init(&id);
     msgpack_zone zone;
@@ -42,10 +43,10 @@ static zframe_t *s_answer(const nx_reader_args_t *args, zframe_t *body)
             msgpack_packer_init(&ipk, &id, msgpack_sbuffer_write);
             msgpack_pack_object(&ipk, *idobj);
         }
-        n = nx_history_query(args->store, &args->limits, &req, &fpk, &err, err_msg);
+        n = nx_history_query(args->store, &args->limits, &req, &fields_map, &err, err_msg);
     }
     if (n >= 0) {
-        nx_pack_reply_head(&pk, id.data, id.size, true, (uint32_t)n);
+        nx_pack_reply_head(&pk, id.data, id.size, true, nx_dmap_pairs(&fields_map));
         msgpack_sbuffer_write(&out, fields.data, fields.size);
     } else {
         __atomic_add_fetch(args->errors, 1, __ATOMIC_RELAXED);

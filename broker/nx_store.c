@@ -97,6 +97,10 @@ struct _nx_store_t {
     char errmsg[S_ERRMSG_MAX];    /* text of the last error                 */
     char id[NX_STORE_ID_LEN + 1]; /* the store's identity (constant)     */
     bool id_created;              /* this open made the id: a new store    */
+    pthread_t txn_thread;         /* the thread that opened txn             */
+    pthread_mutex_t stats_lock;   /* guards published                       */
+    nx_store_stats_t published;   /* counters as of the last commit, for
+                                     other threads (nx_store_stats)         */
 };
 
 /*  Where a reader is, so that next knows whether to step first.            */
@@ -148,6 +152,7 @@ static int s_batch_begin(nx_store_t *self)
     int rc = mdb_txn_begin(self->env, NULL, 0, &self->txn);
     if (rc)
         self->txn = NULL;
+    self->txn_thread = pthread_self();
     self->saved = self->cur;
     return rc;
 }
@@ -210,6 +215,32 @@ static int s_meta_write(nx_store_t *self, bool force)
     return rc;
 }
 
+/*  Copies the counters of the last commit where other threads read them
+    (nx_store_stats): the live ones belong to the writing thread.          */
+static void s_publish(nx_store_t *self)
+{
+    nx_store_stats_t st;
+    memset(&st, 0, sizeof st);
+    st.first_seq = self->saved.first_seq;
+    st.last_seq = self->saved.last_seq;
+    st.last_ts = self->saved.last_ts;
+    st.count = self->saved.count;
+    st.bytes = self->saved.bytes;
+    st.map_size = self->map_size;
+    st.trimmed = self->saved.trimmed;
+    st.grows = self->grows;
+    st.commits = self->commits;
+    /*  The high-water mark: pages up to the last one touched. Free pages
+        below it are not subtracted (that needs a walk of the free list,
+        which make_room does).                                              */
+    MDB_envinfo info;
+    if (self->env && mdb_env_info(self->env, &info) == 0)
+        st.map_used = ((uint64_t)info.me_last_pgno + 1) * self->psize;
+    pthread_mutex_lock(&self->stats_lock);
+    self->published = st;
+    pthread_mutex_unlock(&self->stats_lock);
+}
+
 /*  Writes meta and commits the open batch. On failure the batch is gone and
     the counters are those of the last commit.                              */
 static nexus_err_t s_batch_finish(nx_store_t *self, bool force_meta)
@@ -227,6 +258,7 @@ static nexus_err_t s_batch_finish(nx_store_t *self, bool force_meta)
     }
     self->saved = self->cur;
     self->commits++;
+    s_publish(self);
     return NEXUS_OK;
 }
 
@@ -512,6 +544,7 @@ nx_store_t *nx_store_new(const nx_store_config_t *cfg, nexus_err_t *err, char *e
     nx_store_t *self = calloc(1, sizeof *self);
     if (self) {
         pthread_rwlock_init(&self->resize, NULL);
+        pthread_mutex_init(&self->stats_lock, NULL);
         self->lock_fd = -1;
     }
     if (!self) {
@@ -563,11 +596,11 @@ nx_store_t *nx_store_new(const nx_store_config_t *cfg, nexus_err_t *err, char *e
     }
     if (!rc) {
         what = "mdb_env_open";
-        /*  sync=full: MDB_NOMETASYNC makes a commit flush the data once and
-            write the meta page without a flush; nx_store_sync (or the next
-            commit's flush) makes the commit durable. Readers see it at
-            once. See nx_store.h for why that split matters.               */
-        unsigned int flags = MDB_NOTLS | (self->cfg.sync ? MDB_NOMETASYNC : MDB_NOSYNC);
+        /*  sync=full: LMDB's own durable commit (data flushed, then the
+            meta page): the write-ahead log is recycled behind a commit, so
+            a commit must be on disk when it returns. It runs on the
+            checkpointer's thread, off the path of any reply.              */
+        unsigned int flags = MDB_NOTLS | (self->cfg.sync ? 0 : MDB_NOSYNC);
         rc = mdb_env_open(self->env, self->path, flags, 0600);
     }
     MDB_envinfo info;
@@ -581,6 +614,14 @@ nx_store_t *nx_store_new(const nx_store_config_t *cfg, nexus_err_t *err, char *e
             size = self->cfg.map_size;
         if (size > self->cfg.map_max)
             size = self->cfg.map_max;
+        /*  A store that went past map_max to keep what was acknowledged
+            (nx_store_overdraft) keeps room for a commit above its data.   */
+        MDB_stat est;
+        uint64_t in_use = 0;
+        if (mdb_env_stat(self->env, &est) == 0)
+            in_use = ((uint64_t)info.me_last_pgno + 1) * est.ms_psize;
+        if (size < in_use / 3 * 4)
+            size = in_use / 3 * 4;
         what = "mdb_env_set_mapsize";
         /*  LMDB keeps the map at least as large as the data in it.        */
         if (size != info.me_mapsize)
@@ -605,6 +646,7 @@ nx_store_t *nx_store_new(const nx_store_config_t *cfg, nexus_err_t *err, char *e
     self->map_size = info.me_mapsize;
     self->psize = st.ms_psize;
     self->max_key = (size_t)mdb_env_get_maxkeysize(self->env);
+    s_publish(self);
     *err = NEXUS_OK;
     return self;
 }
@@ -626,6 +668,7 @@ void nx_store_destroy(nx_store_t **self_p)
     free(self->data_file);
     free(self->path);
     pthread_rwlock_destroy(&self->resize);
+    pthread_mutex_destroy(&self->stats_lock);
     free(self);
     *self_p = NULL;
 }
@@ -746,8 +789,10 @@ nexus_err_t nx_store_get(nx_store_t *self, nx_db_t db, const void *key, size_t k
     nexus_err_t err = s_check_key(self, db, key, key_len);
     if (err)
         return err;
-    /*  Inside a batch the write transaction sees the batch's own writes.   */
-    MDB_txn *txn = self->txn;
+    /*  Inside a batch the write transaction sees the batch's own writes;
+        another thread reads what was committed.                           */
+    MDB_txn *txn =
+        self->txn && pthread_equal(self->txn_thread, pthread_self()) ? self->txn : NULL;
     int rc = 0;
     if (!txn)
         rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
@@ -988,7 +1033,57 @@ nexus_err_t nx_store_make_room(nx_store_t *self, uint64_t need_bytes, int *actio
     }
     nexus_err_t result = s_make_room_locked(self, need_bytes, action);
     pthread_rwlock_unlock(&self->resize);
+    s_publish(self);
     return result;
+}
+
+/*  Takes the resize lock, waiting up to 0.5 s for readers (see make_room).*/
+static nexus_err_t s_resize_lock(nx_store_t *self, const char *what)
+{
+    int tries = 0;
+    while (pthread_rwlock_trywrlock(&self->resize) != 0) {
+        if (++tries > 500)
+            return s_fail(self, NEXUS_ERR_BUSY, "%s: a reader stays open", what);
+        usleep(1000);
+    }
+    return NEXUS_OK;
+}
+
+nexus_err_t nx_store_overdraft(nx_store_t *self, uint64_t need_bytes)
+{
+    if (!self)
+        return NEXUS_ERR_INVALID;
+    if (self->txn)
+        return s_fail(self, NEXUS_ERR_INVALID, "overdraft: a batch is open");
+    nexus_err_t err = s_resize_lock(self, "overdraft");
+    if (err)
+        return err;
+    uint64_t used, pending;
+    int rc = s_map_used(self, &used, &pending);
+    uint64_t map = self->map_size;
+    /*  The same headroom as make_room keeps: what is needed fits in 3/4.  */
+    while (!rc && !s_fits(map, used, need_bytes) && map < UINT64_MAX / 2)
+        map *= 2;
+    MDB_envinfo info;
+    if (!rc && map != self->map_size)
+        rc = mdb_env_set_mapsize(self->env, map);
+    if (!rc)
+        rc = mdb_env_info(self->env, &info);
+    if (!rc && info.me_mapsize != self->map_size) {
+        self->map_size = info.me_mapsize;
+        self->grows++;
+    }
+    pthread_rwlock_unlock(&self->resize);
+    s_publish(self);
+    return rc ? s_mdb_fail(self, "overdraft", rc) : NEXUS_OK;
+}
+
+bool nx_store_full(nx_store_t *self, uint64_t need_bytes)
+{
+    uint64_t used, pending;
+    if (!self || s_map_used(self, &used, &pending) != 0)
+        return true;
+    return !s_fits(self->cfg.map_max, used > pending ? used - pending : 0, need_bytes);
 }
 
 static nexus_err_t s_make_room_locked(nx_store_t *self, uint64_t need_bytes, int *action)
@@ -1103,24 +1198,12 @@ void nx_store_stats(nx_store_t *self, nx_store_stats_t *st)
     memset(st, 0, sizeof *st);
     if (!self)
         return;
-    st->first_seq = self->cur.first_seq;
-    st->last_seq = self->cur.last_seq;
-    st->last_ts = self->cur.last_ts;
-    st->count = self->cur.count;
-    st->bytes = self->cur.bytes;
-    st->map_size = self->map_size;
-    st->trimmed = self->cur.trimmed;
-    st->grows = self->grows;
-    st->commits = self->commits;
+    pthread_mutex_lock(&self->stats_lock);
+    *st = self->published;
+    pthread_mutex_unlock(&self->stats_lock);
     struct stat sb;
     if (stat(self->data_file, &sb) == 0)
         st->disk_bytes = (uint64_t)sb.st_blocks * 512;
-    /*  The high-water mark: pages up to the last one touched. Free pages
-        below it are not subtracted (that needs a walk of the free list,
-        which make_room does).                                              */
-    MDB_envinfo info;
-    if (mdb_env_info(self->env, &info) == 0)
-        st->map_used = ((uint64_t)info.me_last_pgno + 1) * self->psize;
 }
 
 const char *nx_store_id(nx_store_t *self)

@@ -5,18 +5,23 @@
     This is the only file of the project that includes lmdb.h. LMDB codes are
     translated here into nexus_err_t plus a message (nx_store_errmsg).
 
-    Write model (group commit): the broker's one thread calls nx_store_append
-    / nx_store_put / nx_store_del for everything that is ready in one loop
-    turn; the first of them opens the write transaction, nx_store_commit
-    closes it. Under sync=full the commit returns only after the data is on
-    disk (fsync), so the broker sends "done" replies after it.
+    Write model: one thread, the checkpointer's (nx_checkpointer.h), calls
+    nx_store_append / nx_store_put / nx_store_del for what the write-ahead
+    log holds; the first of them opens the write transaction,
+    nx_store_commit closes it. Under sync=full a commit returns only after
+    it is on disk (LMDB's durable commit: data, then the meta page), which
+    is what lets the log be recycled behind it. Replies never wait for a
+    commit: they wait for the log's flush (nx_wal.h).
 
     Events are keyed by seq, a u64 stored big-endian so that LMDB's byte
     order is seq order. The value is the record of nx_codec.h. Timestamps
     are non-decreasing with seq (the broker guarantees it), which lets
     nx_store_seq_at_time binary-search by time without a time index.
 
-    Not thread-safe: one thread owns an nx_store_t and its readers.
+    Threads: the writing side (append, put, del, commit, abort, trim,
+    make_room, overdraft, full) belongs to one thread at a time. Readers
+    (nx_store_reader_*), nx_store_get, nx_store_foreach, nx_store_stats and
+    nx_store_id may be used from other threads: they see committed state.
     =========================================================================
 */
 
@@ -98,7 +103,8 @@ nexus_err_t nx_store_put(nx_store_t *self, nx_db_t db, const void *key, size_t k
                          const void *value, size_t value_len);
 nexus_err_t nx_store_del(nx_store_t *self, nx_db_t db, const void *key, size_t key_len);
 
-/*  Reads key from db, seeing the open batch's writes if a batch is open.
+/*  Reads key from db, seeing the open batch's writes if a batch is open
+    and was opened by the calling thread (else what is committed).
     On NEXUS_OK *value is a fresh copy (caller frees with free()) of
     *value_len bytes. NEXUS_ERR_NOT_FOUND when absent.                      */
 nexus_err_t nx_store_get(nx_store_t *self, nx_db_t db, const void *key, size_t key_len,
@@ -142,12 +148,23 @@ void nx_store_abort(nx_store_t *self);
     2 trimmed.                                                              */
 nexus_err_t nx_store_make_room(nx_store_t *self, uint64_t need_bytes, int *action);
 
+/*  Grows the map past map_max until used + need_bytes fits in 3/4 of it:
+    for changes that were acknowledged before the store could tell it was
+    full (the write-ahead log holds them; they must be stored). Same
+    preconditions as make_room. Returns NEXUS_OK or an error.             */
+nexus_err_t nx_store_overdraft(nx_store_t *self, uint64_t need_bytes);
+
+/*  True when used + need_bytes would not fit in 3/4 of a map of map_max
+    bytes (pages freed by the last commit count as free). Measures the map
+    (a walk of LMDB's free list); call with no batch open.                 */
+bool nx_store_full(nx_store_t *self, uint64_t need_bytes);
+
 /*  Trims, in its own transaction, up to max events that are over a
     retention limit. Returns the number deleted, or -1 on error. For idle
     periods: nx_store_commit trims as it goes under load.                   */
 int64_t nx_store_trim(nx_store_t *self, uint64_t now_us, uint64_t max);
 
-/*  Fills st. Cheap (no scan).                                              */
+/*  Fills st with the counters as of the last commit (any thread). Cheap.  */
 void nx_store_stats(nx_store_t *self, nx_store_stats_t *st);
 
 /*  The store's identity: NX_STORE_ID_LEN lowercase hex characters (64

@@ -9,7 +9,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 
 build_pkgs=(build-essential cmake pkg-config libzmq3-dev libczmq-dev libmsgpack-dev
-            liblmdb-dev lmdb-utils libwebsockets-dev libjansson-dev libsodium-dev)
+            liblmdb-dev lmdb-utils libwebsockets-dev libjansson-dev libsodium-dev zlib1g-dev)
 test_pkgs=(python3 python3-zmq python3-msgpack strace iproute2)
 
 as_root() {

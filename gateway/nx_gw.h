@@ -97,6 +97,8 @@ typedef struct _nx_gw_conn_t {
     int status;               /* response status, 0 = not yet      */
     char *response;           /* response body (malloc'd)          */
     const char *content_type; /* static string                     */
+    char mcp_in[40];          /* the request's Mcp-Session-Id      */
+    char mcp_out[40];         /* the answer's Mcp-Session-Id       */
 } nx_gw_conn_t;
 
 enum { NX_GW_GET = 1, NX_GW_POST, NX_GW_OTHER };
@@ -157,6 +159,10 @@ typedef struct _nx_gw_t {
     size_t recent_head, recent_count;
     bool recent_ready; /* prefilled: the ring can answer welcomes  */
     uint64_t last_seq; /* highest seq seen (under lock)            */
+    /*  /mcp (nx_gw_mcp.c)                                                  */
+    zhashx_t *mcps;    /* Mcp-Session-Id -> its session (worker adds)  */
+    int mcp_wake[2];   /* event thread -> worker: a parked wait may end */
+    size_t mcp_parked; /* parked waits (under lock)                    */
 } nx_gw_t;
 
 /*  A unit of work for the worker thread.                                   */
@@ -277,6 +283,37 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id);
     NULL when there is no such endpoint. Reads a constant table: safe from
     any thread.                                                             */
 const char *nx_gw_http_allow(const char *path);
+
+/*  ---- nx_gw_mcp.c (worker thread) ------------------------------------- */
+
+/*  One POST /mcp.                                                          */
+typedef struct {
+    uint64_t conn;           /* the HTTP request                            */
+    json_t *msg;             /* its JSON-RPC message                        */
+    const char *mcp_session; /* its Mcp-Session-Id, or ""                   */
+    const void *auth;        /* its token (nx_auth handle)                  */
+    const char *session;     /* initialize: ?session=, or NULL              */
+    const char *name;        /* initialize: ?name=, or NULL                 */
+    const char *caps;        /* initialize: ?capabilities=, or NULL         */
+} nx_gw_mcp_req_t;
+
+/*  Its answer: status and reply (owned; NULL for 202), the session id to
+    send in Mcp-Session-Id, or parked (answered later by the service).     */
+typedef struct {
+    int status;
+    json_t *reply;
+    char session[40];
+    bool parked;
+} nx_gw_mcp_ans_t;
+
+int nx_gw_mcp_init(nx_gw_t *gw);
+void nx_gw_mcp_stop(nx_gw_t *gw);
+void nx_gw_mcp_post(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out);
+/*  On the fabric event thread, gw->lock held: wakes waits topic may end.  */
+void nx_gw_mcp_deliver(nx_gw_t *gw, const char *topic);
+/*  Answers woken and expired waits, heartbeats, forgets idle sessions;
+    returns the mono us it wants to run again.                             */
+uint64_t nx_gw_mcp_service(nx_gw_t *gw);
 
 /*  ---- nx_gw_server.c (lws thread) --------------------------------------- */
 

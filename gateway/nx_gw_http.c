@@ -29,6 +29,10 @@ typedef struct {
     const void *auth;  /* nx_auth handle of the request's token              */
     const char *allow; /* 405: the methods the path takes (static)         */
     const char *op;    /* the op of the route, when it is one               */
+    uint64_t conn;     /* the connection                                    */
+    char mcp_in[40];   /* its Mcp-Session-Id                                */
+    char mcp_out[40];  /* the answer's                                      */
+    bool parked;       /* answered later (/mcp wait_for_events)             */
     char peer[64];     /* client address                                     */
 } s_req_t;
 
@@ -285,11 +289,13 @@ static void h_health(s_req_t *r)
 static void h_capabilities(s_req_t *r)
 {
     s_answer(r, 200,
-             json_pack("{s:s, s:s, s:[s,s,s,s,s,s,s,s,s], s:[s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s]}",
+             json_pack("{s:s, s:s, s:[s,s,s,s,s,s,s,s,s,s], "
+                       "s:[s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s]}",
                        "service", "nexus-gateway", "version", NEXUS_VERSION_STRING, "features",
                        "publish_subscribe", "topic_wildcards", "history", "resume", "work_claims",
-                       "fencing_tokens", "presence", "direct_messages", "metrics", "endpoints",
-                       "/ws/session/{session_id}", "/health", "/capabilities", "/state",
+                       "fencing_tokens", "presence", "direct_messages", "metrics", "mcp",
+                       "endpoints", "/ws/session/{session_id}", "/ws/events", "/mcp", "/health",
+                       "/capabilities", "/state",
                        "/dependencies", "/message", "/sessions/active", "/sessions/{id}",
                        "/sessions/capabilities", "/events", "/events/history", "/events/recent",
                        "/events/stats", "/work/claim", "/work/release", "/work/complete",
@@ -612,6 +618,66 @@ static void h_claimed(s_req_t *r)
     s_answer_list(r, "work.list", req, "claims");
 }
 
+static void h_mcp(s_req_t *r)
+{
+    char session[128], name[256], caps[512];
+    nx_gw_mcp_req_t in = {
+        .conn = r->conn,
+        .msg = r->json,
+        .mcp_session = r->mcp_in,
+        .auth = r->auth,
+        .session = s_arg(r, "session", session, sizeof session),
+        .name = s_arg(r, "name", name, sizeof name),
+        .caps = s_arg(r, "capabilities", caps, sizeof caps),
+    };
+    nx_gw_mcp_ans_t out;
+    nx_gw_mcp_post(r->gw, &in, &out);
+    r->parked = out.parked;
+    snprintf(r->mcp_out, sizeof r->mcp_out, "%s", out.session);
+    if (out.parked)
+        return;
+    if (out.reply)
+        s_answer(r, out.status, out.reply);
+    else {
+        r->status = out.status;
+        r->type = "application/json";
+        free(r->out);
+        r->out = strdup("");
+    }
+}
+
+/*  The broker's channels (subscription prefixes) with their subscriber
+    counts, the 100 most subscribed; nothing when the broker is away.      */
+static void s_metric_channels(s_req_t *r, zchunk_t *out)
+{
+    json_t *rep = s_probe(r, "channels");
+    const char *h = "# HELP nexus_broker_channel_subscribers subscribers of a subscription prefix "
+                    "on the broker\n# TYPE nexus_broker_channel_subscribers gauge\n";
+    zchunk_extend(out, h, strlen(h));
+    size_t i;
+    json_t *ch;
+    json_array_foreach(json_object_get(rep, "channels"), i, ch)
+    {
+        const char *prefix = json_string_value(json_object_get(ch, "prefix"));
+        if (i == 100 || !prefix)
+            break;
+        /*  A label value escapes backslash, quote and newline.            */
+        char label[NX_GW_ID_MAX * 2 + 1];
+        size_t n = 0;
+        for (const char *p = prefix; *p && n + 2 < sizeof label; p++) {
+            if (*p == '\\' || *p == '"' || *p == '\n')
+                label[n++] = '\\';
+            label[n++] = *p == '\n' ? 'n' : *p;
+        }
+        label[n] = 0;
+        char line[NX_GW_ID_MAX * 2 + 96];
+        snprintf(line, sizeof line, "nexus_broker_channel_subscribers{prefix=\"%s\"} %" PRId64 "\n",
+                 label, (int64_t)json_integer_value(json_object_get(ch, "subscribers")));
+        zchunk_extend(out, line, strlen(line));
+    }
+    json_decref(rep);
+}
+
 static void h_metrics(s_req_t *r)
 {
     nx_gw_t *gw = r->gw;
@@ -663,6 +729,7 @@ static void h_metrics(s_req_t *r)
     S_METRIC("nexus_gateway_rate_addresses", "gauge",
              "client addresses with a rate limit of their own (bound: 1024)", addrs);
     S_METRIC("nexus_gateway_queue_depth", "gauge", "messages waiting in client queues", depth);
+    s_metric_channels(r, out);
     static const char *const le[] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
                                      "0.01",   "0.025",   "0.05",   "0.1",   "0.25",   "+Inf"};
     const char *h = "# HELP nexus_gateway_delivery_latency_seconds broker timestamp to client "
@@ -717,6 +784,7 @@ static const s_route_t s_routes[] = {
     {NX_GW_POST, "/work/complete", s_work, true, "work.complete"},
     {NX_GW_GET, "/work/claimed", h_claimed, false, NULL},
     {NX_GW_GET, "/metrics", h_metrics, false, NULL},
+    {NX_GW_POST, "/mcp", h_mcp, true, NULL},
 };
 
 /*  GET /sessions/{id}: one segment after the prefix.                      */
@@ -797,6 +865,8 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id)
         r.body_too_large = conn->body_too_large;
         r.auth = conn->auth;
         memcpy(r.peer, conn->peer, sizeof r.peer);
+        memcpy(r.mcp_in, conn->mcp_in, sizeof r.mcp_in);
+        r.conn = conn_id;
     }
     pthread_mutex_unlock(&gw->lock);
     if (!conn)
@@ -805,6 +875,14 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id)
     json_decref(r.json);
     free(r.body);
     pthread_mutex_lock(&gw->lock);
+    memcpy(conn->mcp_out, r.mcp_out, sizeof conn->mcp_out);
+    if (r.parked) {
+        /*  Answered later, from nx_gw_mcp_service: the connection waits.  */
+        free(r.out);
+        nx_gw_conn_unref(gw, &conn);
+        pthread_mutex_unlock(&gw->lock);
+        return;
+    }
     conn->status = r.status ? r.status : 500;
     conn->content_type = r.type ? r.type : "application/json";
     conn->allow = r.allow;

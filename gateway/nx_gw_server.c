@@ -134,9 +134,9 @@ static const char *s_mime(const char *path)
 
 static bool s_is_api(const char *path)
 {
-    static const char *const prefixes[] = {"/health",       "/capabilities", "/state",
-                                           "/dependencies", "/message",      "/sessions",
-                                           "/events",       "/work",         "/metrics"};
+    static const char *const prefixes[] = {"/health",  "/capabilities", "/state",  "/dependencies",
+                                           "/message", "/sessions",     "/events", "/work",
+                                           "/metrics", "/mcp"};
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
         size_t n = strlen(prefixes[i]);
         if (strncmp(path, prefixes[i], n) == 0 && (path[n] == 0 || path[n] == '/'))
@@ -225,6 +225,8 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
                                                                    : NX_GW_OTHER;
     snprintf(conn->path, sizeof conn->path, "%s", uri ? uri : "/");
     lws_get_peer_simple(wsi, conn->peer, sizeof conn->peer);
+    if (lws_hdr_custom_copy(wsi, conn->mcp_in, sizeof conn->mcp_in, "mcp-session-id:", 15) < 0)
+        conn->mcp_in[0] = 0;
     /*  lws sends LWS_CALLBACK_HTTP_BODY_COMPLETION after a body of this
         length (for any method).                                            */
     pss->body_pending = s_content_length(wsi) > 0;
@@ -361,6 +363,8 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     char *body = status && conn->response ? strdup(conn->response) : NULL;
     const char *type = conn->content_type;
     const char *allow = conn->allow;
+    char mcp[40];
+    snprintf(mcp, sizeof mcp, "%s", conn->mcp_out);
     if (status && pss->phase == 1)
         conn->status = 0; /* answered: later kicks leave it alone */
     pthread_mutex_unlock(&gw->lock);
@@ -379,6 +383,9 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
             (allow && lws_add_http_header_by_name(
                           wsi, (const unsigned char *)"allow:", (const unsigned char *)allow,
                           (int)strlen(allow), &p, end)) ||
+            (mcp[0] &&
+             lws_add_http_header_by_name(wsi, (const unsigned char *)"mcp-session-id:",
+                                         (const unsigned char *)mcp, (int)strlen(mcp), &p, end)) ||
             lws_finalize_write_http_header(wsi, start, &p, end)) {
             free(body);
             return -1;

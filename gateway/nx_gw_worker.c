@@ -80,9 +80,10 @@ int nx_gw_command(nx_gw_t *gw, nx_gw_cmd_t *cmd)
 static nx_gw_cmd_t *s_next_command(nx_gw_t *gw, uint64_t wait_us)
 {
     void *pull = zsock_resolve(gw->cmd_pull);
-    zmq_pollitem_t item = {pull, 0, ZMQ_POLLIN, 0};
+    /*  The /mcp wake pipe ends the sleep too: a parked wait may be done.  */
+    zmq_pollitem_t items[2] = {{pull, 0, ZMQ_POLLIN, 0}, {NULL, gw->mcp_wake[0], ZMQ_POLLIN, 0}};
     long ms = (long)((wait_us + 999) / 1000);
-    if (zmq_poll(&item, 1, ms) <= 0 || !(item.revents & ZMQ_POLLIN))
+    if (zmq_poll(items, 2, ms) <= 0 || !(items[0].revents & ZMQ_POLLIN))
         return NULL;
     nx_gw_cmd_t *cmd = NULL;
     if (zmq_recv(pull, &cmd, sizeof cmd, ZMQ_DONTWAIT) != sizeof cmd || !cmd)
@@ -250,6 +251,7 @@ void nx_gw_deliver(nexus_event_t *event, void *arg)
         gw->last_seq = seq;
     if (msg && !direct) /* the ring is shown to every session */
         s_recent_add(gw, msg);
+    nx_gw_mcp_deliver(gw, topic);
     for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns)) {
         if (c->kind != NX_GW_WS || c->closed || c->close_code || !c->ready || seq <= c->last_seq)
             continue;
@@ -458,7 +460,7 @@ static void s_heartbeat(nx_gw_t *gw)
 static void *s_worker(void *arg)
 {
     nx_gw_t *gw = arg;
-    uint64_t next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000, next_prefill = 0;
+    uint64_t next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000, next_prefill = 0, next_mcp = 0;
     while (!gw->stop) {
         /*  While the broker is away this would wait out a timeout each
             time: try at most every two seconds.                            */
@@ -471,6 +473,8 @@ static void *s_worker(void *arg)
         uint64_t now = nx_gw_mono(), until_us = next_hb;
         if (!gw->recent_ready && next_prefill < until_us)
             until_us = next_prefill;
+        if (next_mcp < until_us)
+            until_us = next_mcp;
         nx_gw_cmd_t *cmd = s_next_command(gw, until_us > now ? until_us - now : 0);
         if (cmd) {
             switch (cmd->kind) {
@@ -494,12 +498,17 @@ static void *s_worker(void *arg)
             s_heartbeat(gw);
             next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000;
         }
+        /*  After each command, a wake or a deadline: cheap when nothing is
+            parked (a walk of the MCP sessions).                           */
+        next_mcp = nx_gw_mcp_service(gw);
     }
     return NULL;
 }
 
 int nx_gw_worker_start(nx_gw_t *gw)
 {
+    if (nx_gw_mcp_init(gw))
+        return -1;
     return pthread_create(&gw->worker, NULL, s_worker, gw) == 0 ? 0 : -1;
 }
 
@@ -511,6 +520,7 @@ void nx_gw_worker_stop(nx_gw_t *gw)
     void *none = NULL;
     zmq_send(zsock_resolve(gw->cmd_push), &none, sizeof none, 0);
     pthread_join(gw->worker, NULL);
+    nx_gw_mcp_stop(gw);
     nx_gw_cmd_t *cmd;
     while ((cmd = s_next_command(gw, 0))) {
         free(cmd->text);

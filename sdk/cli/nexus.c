@@ -125,36 +125,13 @@ static bool s_flag(s_cli_t *cli, const char *name)
 
 /*  ---- Sessions in state files -------------------------------------------*/
 
-static int s_session_path(const char *id, bool create, char *buf, size_t size)
-{
-    char dir[PATH_MAX];
-    if (strchr(id, '/') || id[0] == '.' || nx_cli_state_dir("sessions", create, dir, sizeof dir))
-        return -1;
-    int n = snprintf(buf, size, "%s/%s", dir, id);
-    return n < 0 || (size_t)n >= size ? -1 : 0;
-}
-
-/*  Reads the secret stored for id by `nexus session register`.            */
-static char *s_session_secret(const char *id)
-{
-    char path[PATH_MAX];
-    if (s_session_path(id, false, path, sizeof path))
-        return NULL;
-    char *text = nx_cli_read_file(path);
-    json_t *obj = text ? json_loads(text, 0, NULL) : NULL;
-    free(text);
-    const char *secret = json_string_value(json_object_get(obj, "secret"));
-    char *copy = secret ? strdup(secret) : NULL;
-    json_decref(obj);
-    return copy;
-}
-
 /*  ---- The client ----------------------------------------------------------*/
 
 /*  Creates and connects cli->client. With acting, the client acts as the
     session from --session / NEXUS_SESSION (required) and refreshes it
     with a heartbeat first, so a --ttl session stays alive between calls. */
-static int s_connect(s_cli_t *cli, bool acting)
+/*  Creates cli->client with the command line's settings, unconnected.     */
+static int s_client_make(s_cli_t *cli)
 {
     cli->client = nexus_client_new();
     if (!cli->client)
@@ -169,11 +146,20 @@ static int s_connect(s_cli_t *cli, bool acting)
     nexus_client_set_keepalive(cli->client, cli->keepalive_ms / 3, cli->keepalive_ms);
     nexus_client_set_reconnect(cli->client, 100, 1000);
     nexus_client_set_publish_window(cli->client, S_LINES_WINDOW, 64u << 20);
+    return NX_EXIT_OK;
+}
+
+static int s_connect(s_cli_t *cli, bool acting)
+{
+    int made = s_client_make(cli);
+    if (made)
+        return made;
+    nexus_err_t rc = NEXUS_OK;
     if (acting) {
         if (!cli->session || !*cli->session)
             return s_usage_error(cli, "no session: give --session ID or set NEXUS_SESSION "
                                       "(from `nexus session register`)");
-        char *secret = s_session_secret(cli->session);
+        char *secret = nx_cli_session_secret(cli->session);
         nexus_client_set_session(cli->client, cli->session, secret);
         free(secret);
     }
@@ -748,6 +734,79 @@ static int s_cursor_path(const char *name, char *buf, size_t size)
     return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
+/*  A cursor file: {"store_id": ID, "seq": N}, one line. A plain number
+    is a cursor of an earlier version (no store named): *store is "".      */
+static int s_cursor_read(const char *path, char *store, size_t store_size, uint64_t *seq)
+{
+    *store = 0;
+    *seq = 0;
+    char *text = nx_cli_read_file(path);
+    if (!text)
+        return -1;
+    json_t *obj = json_loads(text, JSON_DECODE_ANY, NULL);
+    int rc = 0;
+    if (json_is_object(obj) && json_is_integer(json_object_get(obj, "seq"))) {
+        *seq = (uint64_t)json_integer_value(json_object_get(obj, "seq"));
+        const char *id = json_string_value(json_object_get(obj, "store_id"));
+        snprintf(store, store_size, "%s", id ? id : "");
+    } else {
+        text[strcspn(text, "\n")] = 0;
+        rc = nx_cli_u64(text, seq);
+    }
+    json_decref(obj);
+    free(text);
+    return rc;
+}
+
+/*  Decides where a cursor takes up on the broker's store, and tells when it
+    cannot be followed (never a silent skip): a cursor of another store (a
+    fresh data directory, another broker) means nothing here, and one above
+    this store's last seq (a store restored from a backup: its new events
+    get seqs the cursor has passed) cannot say which of its events are new;
+    reading starts at this store's first event (events may repeat, none is
+    skipped). Sets *since. Returns NX_EXIT_OK or an exit code.              */
+static int s_cursor_follow(s_cli_t *cli, const char *name, const char *path, uint64_t *since)
+{
+    char old_store[64];
+    uint64_t old_seq = 0;
+    if (s_cursor_read(path, old_store, sizeof old_store, &old_seq) != 0)
+        return NX_EXIT_OK; /* no cursor yet (or unreadable): from the start */
+    nexus_err_t err = NEXUS_OK;
+    json_t *health = s_call(cli, "{\"op\":\"health\"}", &err);
+    if (!health)
+        return s_client_error(cli, err ? err : NEXUS_ERR_INTERNAL);
+    const char *store = json_string_value(json_object_get(health, "store_id"));
+    uint64_t last = (uint64_t)json_integer_value(json_object_get(health, "last_seq"));
+    const char *why = NULL;
+    uint64_t from = old_seq;
+    if (store && old_store[0] && strcmp(store, old_store) != 0) {
+        why = "it was kept for another store (a new data directory or another broker)";
+        from = 0;
+    } else if (old_seq > last) {
+        why = old_store[0] ? "this store is behind it (restored from a backup?)"
+                           : "this store is behind it (another store, or restored from a "
+                             "backup?)";
+        from = 0;
+    }
+    if (why) {
+        if (cli->json)
+            s_print_json(json_pack("{s:{s:s,s:s,s:s?,s:I,s:s?,s:I,s:I,s:s}}", "reset", "cursor",
+                                   name, "why", why, "cursor_store_id",
+                                   old_store[0] ? old_store : NULL, "cursor_seq",
+                                   (json_int_t)old_seq, "store_id", store, "last_seq",
+                                   (json_int_t)last, "from_seq", (json_int_t)from, "path", path));
+        fprintf(stderr,
+                "nexus: cursor '%s' (seq %" PRIu64 "%s%s) cannot be followed: %s; this store "
+                "(%s) has events up to seq %" PRIu64 ": reading it from %s (events may "
+                "repeat, none is skipped)\n",
+                name, old_seq, old_store[0] ? ", store " : "", old_store, why,
+                store ? store : "unknown", last, "its first event");
+    }
+    *since = from;
+    json_decref(health);
+    return NX_EXIT_OK;
+}
+
 static int s_cmd_events(s_cli_t *cli)
 {
     uint64_t limit = 1000, since_seq = 0, since_us = 0, until_seq = 0, until_us = 0;
@@ -760,21 +819,19 @@ static int s_cmd_events(s_cli_t *cli)
         return s_usage_error(cli, "--until needs a seq, an ISO time or a duration ago (10m)");
     const char *resume = s_opt(cli, "resume");
     char cursor_path[PATH_MAX];
-    if (resume) {
-        if (s_cursor_path(resume, cursor_path, sizeof cursor_path))
-            return s_usage_error(cli, "--resume needs a plain name (and a writable state dir)");
-        char *text = nx_cli_read_file(cursor_path);
-        uint64_t stored = 0;
-        if (text) {
-            text[strcspn(text, "\n")] = 0;
-            if (nx_cli_u64(text, &stored) == 0 && stored > since_seq)
-                since_seq = stored;
-            free(text);
-        }
-    }
+    if (resume && s_cursor_path(resume, cursor_path, sizeof cursor_path))
+        return s_usage_error(cli, "--resume needs a plain name (and a writable state dir)");
     int rc = s_connect(cli, false);
     if (rc)
         return rc;
+    if (resume) {
+        uint64_t stored = 0;
+        rc = s_cursor_follow(cli, resume, cursor_path, &stored);
+        if (rc)
+            return rc;
+        if (stored > since_seq)
+            since_seq = stored;
+    }
     nexus_history_t *h = nexus_history_new(cli->client);
     for (int i = 0; i < cli->nopts; i++)
         if (!strcmp(cli->opts[i].name, "pattern") &&
@@ -796,8 +853,15 @@ static int s_cmd_events(s_cli_t *cli)
         nexus_event_destroy(&ev);
     }
     if (!err && resume) {
-        char text[32];
-        snprintf(text, sizeof text, "%" PRIu64 "\n", nexus_history_position(h));
+        /*  The cursor names the store its seq belongs to (from the last
+            history reply; else from health).                               */
+        nexus_err_t herr = NEXUS_OK;
+        json_t *health = s_call(cli, "{\"op\":\"health\"}", &herr);
+        const char *store = health ? json_string_value(json_object_get(health, "store_id")) : NULL;
+        char text[160];
+        snprintf(text, sizeof text, "{\"store_id\":\"%s\",\"seq\":%" PRIu64 "}\n",
+                 store ? store : "", nexus_history_position(h));
+        json_decref(health);
         if (nx_cli_write_file(cursor_path, text))
             err = NEXUS_ERR_INVALID;
     }
@@ -820,7 +884,7 @@ static int s_cmd_session_register(s_cli_t *cli)
         return rc;
     nexus_client_t *c = cli->client;
     if (cli->session) {
-        char *secret = s_session_secret(cli->session);
+        char *secret = nx_cli_session_secret(cli->session);
         nexus_client_set_session(c, cli->session, secret);
         free(secret);
     }
@@ -860,17 +924,11 @@ static int s_cmd_session_register(s_cli_t *cli)
     const char *id = json_string_value(json_object_get(rep, "session"));
     const char *secret = json_string_value(json_object_get(rep, "secret"));
     char path[PATH_MAX];
-    if (!id || s_session_path(id, true, path, sizeof path)) {
+    if (!id || nx_cli_session_path(id, true, path, sizeof path)) {
         json_decref(rep);
         return s_fail(NX_EXIT_REFUSED, "cannot store the session (no id or no state dir)");
     }
-    json_t *state = json_pack("{s:s,s:s?,s:s}", "session", id, "secret", secret, "endpoint",
-                              nexus_client_endpoint(c));
-    char *state_text = json_dumps(state, JSON_COMPACT);
-    json_decref(state);
-    int wrc = state_text ? nx_cli_write_file(path, state_text) : -1;
-    free(state_text);
-    if (wrc) {
+    if (nx_cli_session_store(id, secret, nexus_client_endpoint(c))) {
         json_decref(rep);
         return s_fail(NX_EXIT_REFUSED, "cannot write %s", path);
     }
@@ -910,7 +968,7 @@ static int s_cmd_session_unregister(s_cli_t *cli)
     if (err)
         return s_client_error(cli, err);
     char path[PATH_MAX];
-    if (s_session_path(cli->session, false, path, sizeof path) == 0)
+    if (nx_cli_session_path(cli->session, false, path, sizeof path) == 0)
         unlink(path);
     if (cli->json)
         s_print_json(
@@ -1378,6 +1436,14 @@ static int s_cmd_up(s_cli_t *cli)
 
 /*  ---- The table of subcommands -------------------------------------------------*/
 
+static int s_cmd_mcp(s_cli_t *cli)
+{
+    int rc = s_client_make(cli);
+    if (rc)
+        return rc;
+    return nx_cli_mcp(&cli->client, cli->session, s_opt(cli, "name"), s_opt(cli, "capabilities"));
+}
+
 static const s_cmd_t s_cmds[] = {
     {"up", "[--data-dir DIR] [--no-gateway] [-- NEXUSD-ARGS...]", "data-dir= no-gateway", 0, 0,
      s_cmd_up,
@@ -1412,7 +1478,9 @@ static const s_cmd_t s_cmds[] = {
      "  --limit N         at most N events (default 1000)\n"
      "  --desc            newest first\n"
      "  --resume NAME     continue where the last call with NAME stopped (cursor in\n"
-     "                    $XDG_STATE_HOME/nexus/cursors/NAME)"},
+     "                    $XDG_STATE_HOME/nexus/cursors/NAME, with the store it\n"
+     "                    belongs to; a cursor of another store, or beyond this\n"
+     "                    store's last seq, is reset with a notice)"},
     {"session register", "", "name= capabilities= metadata= ttl=", 0, 0, s_cmd_session_register,
      "Registers a session for scripts and prints its id. Its secret is kept in\n"
      "$XDG_STATE_HOME/nexus/sessions/ID so later calls with --session ID (or\n"
@@ -1440,6 +1508,16 @@ static const s_cmd_t s_cmds[] = {
     {"release", "WORK_ID [TOKEN]", "reason=", 1, 2, s_cmd_release, "Gives the item back."},
     {"complete", "WORK_ID [TOKEN]", "result=", 1, 2, s_cmd_complete,
      "Closes the item for good, with an optional --result JSON."},
+    {"mcp", "", "name= capabilities=", 0, 0, s_cmd_mcp,
+     "Serves the Model Context Protocol on stdin/stdout (JSON-RPC 2.0, one message a\n"
+     "line) for an agent on this machine: add {\"command\": \"nexus\", \"args\": [\"mcp\"]}\n"
+     "to its MCP servers. It acts as one session: --session ID (or NEXUS_SESSION; its\n"
+     "secret is kept in the state dir, so a restart takes it back), else a new one;\n"
+     "--name and --capabilities describe it. The broker is reached with the usual\n"
+     "settings (--endpoint / NEXUS_ENDPOINT, NEXUS_TOKEN, CURVE). Tools: register_session,\n"
+     "list_sessions, list_channels, publish_event, get_events, unregister_session,\n"
+     "notify, claim_work, renew_work, release_work, complete_work, list_claims,\n"
+     "send_message, wait_for_events (docs/mcp.md). Logs go to stderr."},
     {"keygen", "NAME", "", 1, 1, s_cmd_keygen,
      "Writes a CURVE key pair: NAME (the public certificate: put it in the broker's\n"
      "curve_clients directory, or give it to clients as NEXUS_CURVE_SERVER_KEY) and\n"

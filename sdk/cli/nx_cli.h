@@ -51,6 +51,23 @@ char *nx_cli_read_file(const char *path);
 /*  Writes text to path atomically (temp file + rename), mode 0600.         */
 int nx_cli_write_file(const char *path, const char *text);
 
+/*  The state file of session id ($STATE/sessions/ID), made when create.
+    Returns 0 and the path in buf, or -1 (no state dir, or an id that is
+    no file name).                                                          */
+int nx_cli_session_path(const char *id, bool create, char *buf, size_t size);
+
+/*  The secret stored for id by `nexus session register` or `nexus mcp`
+    (caller frees), or NULL.                                                */
+char *nx_cli_session_secret(const char *id);
+
+/*  Stores {"session","secret","endpoint"} for id (mode 0600). 0 or -1.    */
+int nx_cli_session_store(const char *id, const char *secret, const char *endpoint);
+
+/*  `nexus mcp`: serves MCP over stdio with *client_p (configured, not yet
+    connected; taken over: destroyed and nulled), acting as session (NULL:
+    a new one). Returns the exit code.                                      */
+int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name, const char *caps);
+
 /*  Replaces ASCII control bytes in text (a newline, a tab, an escape) with
     '?' in place, so that a value from the fabric stays on its line and
     cannot move the terminal's cursor. Returns text.                        */

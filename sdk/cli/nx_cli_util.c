@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -262,4 +264,44 @@ void nx_table_destroy(nx_table_t **self_p)
     free(self->cells);
     free(self);
     *self_p = NULL;
+}
+
+/*  ---- Sessions in state files -------------------------------------------*/
+
+int nx_cli_session_path(const char *id, bool create, char *buf, size_t size)
+{
+    char dir[PATH_MAX];
+    if (!id || !*id || strchr(id, '/') || id[0] == '.' ||
+        nx_cli_state_dir("sessions", create, dir, sizeof dir))
+        return -1;
+    int n = snprintf(buf, size, "%s/%s", dir, id);
+    return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+char *nx_cli_session_secret(const char *id)
+{
+    char path[PATH_MAX];
+    if (nx_cli_session_path(id, false, path, sizeof path))
+        return NULL;
+    char *text = nx_cli_read_file(path);
+    json_t *obj = text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    const char *secret = json_string_value(json_object_get(obj, "secret"));
+    char *copy = secret ? strdup(secret) : NULL;
+    json_decref(obj);
+    return copy;
+}
+
+int nx_cli_session_store(const char *id, const char *secret, const char *endpoint)
+{
+    char path[PATH_MAX];
+    if (nx_cli_session_path(id, true, path, sizeof path))
+        return -1;
+    json_t *state =
+        json_pack("{s:s,s:s?,s:s?}", "session", id, "secret", secret, "endpoint", endpoint);
+    char *text = state ? json_dumps(state, JSON_COMPACT) : NULL;
+    json_decref(state);
+    int rc = text ? nx_cli_write_file(path, text) : -1;
+    free(text);
+    return rc;
 }

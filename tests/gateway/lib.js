@@ -16,6 +16,7 @@ const WebSocket = require('ws');
 const ROOT = path.resolve(__dirname, '..', '..');
 const NEXUSD = process.env.NEXUSD || path.join(ROOT, 'build', 'broker', 'nexusd');
 const NEXUS_GATEWAY = process.env.NEXUS_GATEWAY || path.join(ROOT, 'build', 'gateway', 'nexus-gateway');
+const NEXUS_CLI = process.env.NEXUS_CLI || path.join(ROOT, 'build', 'sdk', 'nexus');
 const WEB_ROOT = process.env.NEXUS_WEB_ROOT || path.join(ROOT, 'gateway', 'web');
 const ARTIFACTS = process.env.NEXUS_TEST_ARTIFACTS || path.join(ROOT, 'tests', 'artifacts');
 
@@ -400,7 +401,7 @@ function readResponse(res) {
 }
 
 module.exports = {
-  ROOT, NEXUSD, NEXUS_GATEWAY, WEB_ROOT, ARTIFACTS,
+  ROOT, NEXUSD, NEXUS_GATEWAY, NEXUS_CLI, WEB_ROOT, ARTIFACTS, Proc, canConnect,
   sleep, waitFor, freePort, freePorts, startFabric, WsClient, connect, withFabric, randomId, sanitizerReport,
   readResponse,
 };

@@ -4,9 +4,10 @@
 # file, and chromium via apt-get when /usr/bin/chromium is missing.
 #
 #   tests/gateway/run.sh [node --test args...]   e.g. run.sh http.test.js
+#   tests/gateway/run.sh --deps-only               installs, runs nothing
 #
-# Binaries: $NEXUSD and $NEXUS_GATEWAY, else build/broker/nexusd and
-# build/gateway/nexus-gateway from the source tree. Screenshots go to
+# Binaries: $NEXUSD, $NEXUS_GATEWAY and $NEXUS_CLI, else build/broker/nexusd,
+# build/gateway/nexus-gateway and build/sdk/nexus from the source tree. Screenshots go to
 # tests/artifacts/.
 set -eu
 
@@ -35,9 +36,14 @@ if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
-# npm packages (ws, playwright-core); never downloads browsers.
+# npm packages (ws, playwright-core, @modelcontextprotocol/sdk: the
+# official MCP client); never downloads browsers. One install at a time on
+# this machine (tests/integration/test_mcp_hosts.py runs this too).
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+exec 9>/tmp/nexus-npm.lock
+flock -w 600 9 || true
 if [ ! -d node_modules/ws ] || [ ! -d node_modules/playwright-core ] || \
+   [ ! -d node_modules/@modelcontextprotocol/sdk ] || \
    [ package-lock.json -nt node_modules/.package-lock.json ]; then
     if [ -f package-lock.json ]; then
         npm ci --no-audit --no-fund --loglevel=error
@@ -46,10 +52,14 @@ if [ ! -d node_modules/ws ] || [ ! -d node_modules/playwright-core ] || \
     fi
 fi
 
+flock -u 9
+if [ "${1:-}" = "--deps-only" ]; then
+    exit 0
+fi
 mkdir -p ../artifacts
 
 if [ "$#" -eq 0 ]; then
-    set -- ws_protocol.test.js http.test.js dashboard.test.js ws_events.test.js
+    set -- ws_protocol.test.js http.test.js dashboard.test.js ws_events.test.js mcp.test.js
 fi
 if [ "$major" -ge 20 ]; then
     exec node --test --test-concurrency=2 --test-timeout=150000 "$@"

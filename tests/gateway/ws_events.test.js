@@ -50,6 +50,11 @@ test('/ws/events: welcome with recent events, then every event, no direct messag
   const sessions = (await (await fetch(`${f.http}/sessions/active`)).json()).sessions.map((s) => s.session);
   assert.ok(!sessions.includes(''), JSON.stringify(sessions));
 
+  // /metrics shows the broker's channels: the gateway's own subscription
+  // to everything (prefix "") among them.
+  const metrics = await (await fetch(`${f.http}/metrics`)).text();
+  assert.match(metrics, /^nexus_broker_channel_subscribers\{prefix=""\} [1-9]/m, metrics.slice(-600));
+
   // Another path under /ws is still refused.
   const bad = f.track(new WsClient(`${f.wsBase}/ws/everything`));
   assert.equal(await bad.unexpected, 404);

@@ -2,19 +2,21 @@
 """Power-loss durability, shown by the order of system calls.
 
 SIGKILL never tests fsync (the page cache outlives the process), so this
-test traces nexusd with strace and checks, for an acknowledged publish and
-for a claim and its complete, sync=full, that before the reply leaves:
+test traces nexusd with strace and checks, sync=full, for an acknowledged
+publish, a claim, its complete and a session change (session.status),
+that before the reply leaves:
 
-  1. the LMDB data pages holding the change were written and flushed
-     (an fdatasync that started after the write and ended before the meta
-     page was written), and
-  2. the meta page that commits it was written and flushed (an fdatasync
-     that started after the meta write and ended before the reply's
-     sendto started).
+  1. the change was written to the write-ahead log (a write to a file in
+     data_dir/wal holding the change's bytes), and
+  2. that file was flushed (an fdatasync of it that started after the
+     write ended and ended before the reply's sendto started),
 
-The reply is found by a request id unique to this test, the data write by
-a marker in the payload or work id. Skipped (exit 77) only where strace
-cannot trace at all (no ptrace in the sandbox).
+and that the store (data.mdb) is not flushed on that path: the one flush
+of the turn is the log's.
+
+The reply is found by a request id unique to this test, the log write by
+a marker in the payload, work id or status text. Skipped (exit 77) only
+where strace cannot trace at all (no ptrace in the sandbox).
 """
 
 import os
@@ -29,13 +31,14 @@ import time
 from harness import Broker, Checks, Client
 
 # msgpack of these ids: 0xce + 4 bytes, which strace -xx shows as \xce\x..
-IDS = {"publish": 0xA1B2C3D1, "claim": 0xA1B2C3D2, "complete": 0xA1B2C3D3}
+IDS = {"publish": 0xA1B2C3D1, "claim": 0xA1B2C3D2, "complete": 0xA1B2C3D3,
+       "status": 0xA1B2C3D4}
 MARK_PUB = "flushorder-publish-7f3e"
 MARK_WORK = "flushorder-work-5d21"
+MARK_STATUS = "flushorder-status-9c44"
 
 LINE = re.compile(r"^(\d+)\s+(\d+):(\d+):(\d+)\.(\d+) (.*)$")
 DONE = re.compile(r"^(\w+)\((.*)\) += (-?\d+|\?)(?: [A-Z].*)? <([\d.]+)>$")
-META = re.compile(r", (\d+), (\d+)$")
 
 
 def hexbytes(s):
@@ -78,50 +81,51 @@ def parse(path):
     return calls
 
 
-def data_fds(pid):
-    """The descriptors nexusd has open on its LMDB data file: the forward
-    log's write holds the same bytes and is not the store's."""
+def fds_of(pid, pred):
+    """The descriptors nexusd has open on files whose path passes pred."""
     fds = set()
     for fd in os.listdir("/proc/%d/fd" % pid):
         try:
-            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).endswith("/data.mdb"):
+            if pred(os.readlink("/proc/%d/fd/%s" % (pid, fd))):
                 fds.add(fd)
         except OSError:
             pass
     return fds
 
 
-def check_order(t, calls, fds, data_mark, reply_id, what, after=0.0):
-    """The change's data write (the first to data.mdb holding data_mark
-    after `after`), then a flush, then the meta page write, then a flush,
-    then the reply."""
-    writes = ("pwrite64", "writev", "pwritev", "write")
-    data = [c for c in calls if c[0] > after and c[2] in writes and data_mark in c[3] and
+def log_fds(pid):
+    """The write-ahead log's segment files (data_dir/wal/*.log)."""
+    return fds_of(pid, lambda p: "/wal/" in p and p.endswith(".log"))
+
+
+def store_fds(pid):
+    return fds_of(pid, lambda p: p.endswith("/data.mdb"))
+
+
+def check_order(t, calls, fds, store, mark, reply_id, what, after=0.0):
+    """The change's log write (the first to a log file holding mark after
+    `after`), then a flush of that file, then the reply; no flush of the
+    store in between."""
+    writes = ("pwrite64", "writev", "pwritev", "pwritev2", "write")
+    data = [c for c in calls if c[0] > after and c[2] in writes and mark in c[3] and
             c[3].split(",", 1)[0] in fds]
-    if not t.check(data, "%s: the data write holding the change was traced" % what):
+    if not t.check(data, "%s: the log write holding the change was traced" % what):
         return None
     t_data = data[0]
-    # LMDB writes the meta page's fields alone: a pwrite64 of a few hundred
-    # bytes inside one of the two meta pages at the file's start.
-    def is_meta(c):
-        m = META.search(c[3])
-        return c[2] == "pwrite64" and m and int(m.group(1)) < 1024 and int(m.group(2)) < 16384
-    meta = [c for c in calls if c[0] >= t_data[1] and is_meta(c)]
-    if not t.check(meta, "%s: a meta page write followed the data write" % what):
-        return None
-    t_meta = meta[0]
-    flush1 = [c for c in calls if c[2] in ("fdatasync", "fsync") and c[0] >= t_data[1] and
-              c[1] <= t_meta[0]]
-    t.check(flush1, "%s: the data was flushed before the meta page was written" % what)
+    fd = t_data[3].split(",", 1)[0]
     reply = [c for c in calls if c[0] > after and c[2] in ("sendto", "sendmsg", "write", "writev") and
              id_hex(reply_id) in c[3]]
     if not t.check(reply, "%s: the reply's send was traced" % what):
         return None
     t_reply = reply[0]
-    t.check(t_reply[0] > t_meta[1], "%s: the reply left after the meta page write" % what)
-    flush2 = [c for c in calls if c[2] in ("fdatasync", "fsync") and c[0] >= t_meta[1] and
-              c[1] <= t_reply[0]]
-    t.check(flush2, "%s: the meta page was flushed before the reply was sent" % what)
+    t.check(t_reply[0] > t_data[1], "%s: the reply left after the log write" % what)
+    flush = [c for c in calls if c[2] in ("fdatasync", "fsync") and c[3] == fd and
+             c[0] >= t_data[1] and c[1] <= t_reply[0]]
+    t.check(flush, "%s: the log was flushed after the write and before the reply" % what)
+    store_flush = [c for c in calls if c[2] in ("fdatasync", "fsync") and c[3] in store and
+                   t_data[0] <= c[0] and c[1] <= t_reply[0]]
+    t.check(not store_flush, "%s: no flush of the store on the reply's path: %r" %
+            (what, store_flush))
     return t_reply[1]
 
 
@@ -140,15 +144,16 @@ def main():
     fd, out = tempfile.mkstemp(prefix="nexus-flush-order-", suffix=".trace")
     os.close(fd)
     with Broker(extra=["--sync", "full"]) as b:
-        fds = data_fds(b.proc.pid)
-        t.check(fds, "nexusd has its data file open: %r" % fds)
+        fds = log_fds(b.proc.pid)
+        store = store_fds(b.proc.pid)
+        t.check(fds, "nexusd has a log segment open: %r" % fds)
         with Client(b) as c:
             r = c.request({"op": "session.register", "session": "flush-w", "heartbeat_ms": 600000})
             t.check(r.get("ok"), "register: %r" % r)
             # Every thread of nexusd, with the bytes each call wrote.
             st = subprocess.Popen(["strace", "-f", "-tt", "-T", "-xx",
                                    "-s", "65536", "-o", out, "-e",
-                                   "trace=fdatasync,fsync,pwrite64,pwritev,writev,write,sendto,sendmsg",
+                                   "trace=fdatasync,fsync,pwrite64,pwritev,pwritev2,writev,write,sendto,sendmsg",
                                    "-p", str(b.proc.pid)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             # strace -p attaches the threads one by one: pings until one
@@ -176,6 +181,9 @@ def main():
             r = c.request({"op": "work.complete", "id": IDS["complete"], "session": "flush-w",
                            "work_id": MARK_WORK, "token": token, "result": "done"})
             t.check(r.get("ok"), "complete: %r" % r)
+            r = c.request({"op": "session.status", "id": IDS["status"], "session": "flush-w",
+                           "text": MARK_STATUS})
+            t.check(r.get("ok"), "session.status: %r" % r)
             time.sleep(0.3)
             st.send_signal(signal.SIGINT)
             try:
@@ -191,13 +199,16 @@ def main():
         sys.stderr.write("no send traced; first lines of the trace:\n")
         with open(out, errors="replace") as f:
             sys.stderr.write("".join(f.readlines()[:20]))
-    check_order(t, calls, fds, hexbytes(MARK_PUB.encode()), IDS["publish"], "publish")
-    claimed = check_order(t, calls, fds, hexbytes(MARK_WORK.encode()), IDS["claim"], "claim")
-    # The complete rewrites the same item: its data write is the first one
+    check_order(t, calls, fds, store, hexbytes(MARK_PUB.encode()), IDS["publish"], "publish")
+    claimed = check_order(t, calls, fds, store, hexbytes(MARK_WORK.encode()), IDS["claim"],
+                          "claim")
+    # The complete rewrites the same item: its log write is the first one
     # holding the work id after the claim's reply.
     if claimed:
-        check_order(t, calls, fds, hexbytes(MARK_WORK.encode()), IDS["complete"], "complete",
-                    after=claimed)
+        check_order(t, calls, fds, store, hexbytes(MARK_WORK.encode()), IDS["complete"],
+                    "complete", after=claimed)
+    check_order(t, calls, fds, store, hexbytes(MARK_STATUS.encode()), IDS["status"],
+                "session.status")
     if t.failed:
         sys.stderr.write("trace kept in %s\n" % out)
     else:

@@ -1,6 +1,7 @@
-"""health tells a monitor when the store fails: after a commit that could
-not be made (claims filling a map that may not grow), status is "degraded"
-with the reason, the broker keeps serving, and ping needs no token.
+"""health tells a monitor when the store fails: when claims fill a map
+that may not grow, further writes are refused (store_full), status is
+"degraded" with the reason, the broker keeps serving, every claim that was
+acknowledged is kept (also across a restart), and ping needs no token.
 """
 
 import os
@@ -25,11 +26,21 @@ with Broker(extra=["--map-size", "1M", "--map-max", "1M"]) as b, Client(b) as c:
             break
     t.eq((full or {}).get("error"), "store_full", "claims fill the store: %r" % (full,))
     h = c.request({"op": "health"})
-    t.eq(h.get("status"), "degraded", "health says degraded after a failed commit: %r" % h)
-    t.check("commit failed" in (h.get("problem") or ""), "and why: %r" % h.get("problem"))
+    t.eq(h.get("status"), "degraded", "health says degraded when the store is full: %r" % h)
+    t.check("store is full" in (h.get("problem") or ""), "and why: %r" % h.get("problem"))
     t.check(c.request({"op": "ping"}).get("ok"), "the broker still serves")
-    t.check(c.request({"op": "work.get", "work_id": "fill/0"}).get("ok"),
-            "what was stored is still there")
+    acked = i
+    t.check(acked > 0, "some claims were acknowledged before the store was full")
+    for k in (0, acked - 1):
+        t.check(c.request({"op": "work.get", "work_id": "fill/%d" % k}).get("ok"),
+                "acknowledged claim fill/%d is there" % k)
     t.eq(b.stop(), 0, "SIGTERM exits 0")
+    b.start()
+    with Client(b) as c2:
+        for k in (0, acked - 1):
+            t.eq(c2.request({"op": "work.get", "work_id": "fill/%d" % k}).get("claim", {})
+                 .get("holder"), "filler", "acknowledged claim fill/%d survives a restart" % k)
+        t.eq(c2.request({"op": "work.get", "work_id": "fill/%d" % acked}).get("error"),
+             "not_found", "the refused claim was not stored")
 
 t.done()

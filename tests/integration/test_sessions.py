@@ -824,8 +824,8 @@ b.stop()
 b.cleanup()
 shutil.rmtree(snap_dir, ignore_errors=True)
 
-# A failed commit (store full) reloads sessions and claims from the store;
-# the connection that registered a session still owns it afterwards.
+# A store that is full refuses the claim before anything changes; the
+# connection that registered a session still owns it afterwards.
 with Broker(extra=["--map-size", "1M", "--map-max", "1M"]) as b, Client(b) as c:
     is_ok(c.request({"op": "session.register", "session": "full-s", "heartbeat_ms": 60000}),
           "register before filling the store")
@@ -839,7 +839,7 @@ with Broker(extra=["--map-size", "1M", "--map-max", "1M"]) as b, Client(b) as c:
     t.eq((full or {}).get("error"), "store_full", "claims fill the store: %r" % (full,))
     r = c.request({"op": "session.heartbeat", "session": "full-s"})
     t.eq((r.get("ok"), r.get("status")), (True, "active"),
-         "after the failed commit its connection still acts as the session: %r" % r)
+         "after the refused claim its connection still acts as the session: %r" % r)
     t.eq(c.request({"op": "work.get", "work_id": "fill/0"}).get("claim", {}).get("holder"),
          "full-s", "what was committed before is still there")
 

@@ -1,0 +1,237 @@
+/*  =========================================================================
+    nx_cli_mcp - `nexus mcp`: the fabric's MCP server (sdk/front/nx_mcp)
+    over stdio, for an agent on this machine.
+
+    The MCP stdio transport: one JSON-RPC message per line on stdin, one
+    per line on stdout; nothing else is written to stdout (logs go to
+    stderr). One thread: it polls stdin, a pipe that the client's event
+    callback writes to when an event may end a parked wait_for_events, and
+    the next heartbeat or wait deadline. Other requests are answered while
+    a wait is parked.
+    =========================================================================
+*/
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nx_cli.h"
+#include "nx_log.h"
+#include "nx_mcp.h"
+
+#define S_LINE_MAX (16u << 20) /* a message larger than this is refused */
+
+extern char **environ;
+
+static nx_mcp_t *s_mcp;             /* the one MCP session               */
+static int s_wake[2] = {-1, -1};    /* event callback -> loop            */
+static volatile int s_woken;        /* a wake byte is in the pipe        */
+static const char *s_endpoint = ""; /* for the state file                */
+
+/*  On libnexus's thread: wakes the loop when an event may end the wait.  */
+static void s_on_event(nexus_event_t *event, void *arg)
+{
+    if (nexus_event_kind(event) != NEXUS_EVENT_MESSAGE ||
+        !nx_mcp_wants(s_mcp, nexus_event_topic(event)))
+        return;
+    if (!__atomic_exchange_n(&s_woken, 1, __ATOMIC_ACQ_REL)) {
+        char b = 1;
+        if (write(s_wake[1], &b, 1) < 0)
+            __atomic_store_n(&s_woken, 0, __ATOMIC_RELEASE);
+    }
+}
+
+/*  notify-send where a desktop session is there to show it.              */
+static bool s_desktop(const char *title, const char *message, const char *level)
+{
+    if (!getenv("DISPLAY") && !getenv("WAYLAND_DISPLAY") && !getenv("DBUS_SESSION_BUS_ADDRESS"))
+        return false;
+    const char *urgency = !strcmp(level, "error") ? "critical" : "normal";
+    char *argv[] = {"notify-send", "-u",          (char *)urgency, "-a",
+                    "nexus",       (char *)title, (char *)message, NULL};
+    pid_t pid;
+    /*  SIGCHLD is ignored: the child is reaped by the kernel.             */
+    return posix_spawnp(&pid, "notify-send", NULL, NULL, argv, environ) == 0;
+}
+
+static char *s_secret_load(const char *session)
+{
+    return nx_cli_session_secret(session);
+}
+
+static void s_secret_store(const char *session, const char *secret)
+{
+    if (nx_cli_session_store(session, secret, s_endpoint))
+        nx_warn("cannot store the secret of session %s: a restart cannot take it back", session);
+}
+
+/*  Writes one message as one line to stdout.                              */
+static int s_send(json_t *msg)
+{
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (!text)
+        return -1;
+    size_t len = strlen(text);
+    text[len] = '\n';
+    size_t off = 0;
+    int rc = 0;
+    while (off < len + 1) {
+        ssize_t n = write(STDOUT_FILENO, text + off, len + 1 - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = -1;
+            break;
+        }
+        off += (size_t)n;
+    }
+    free(text);
+    return rc;
+}
+
+/*  One line from stdin.                                                   */
+static int s_line(char *line, size_t len)
+{
+    while (len && (line[len - 1] == '\r' || line[len - 1] == ' '))
+        len--;
+    if (!len)
+        return 0;
+    json_error_t jerr;
+    json_t *msg = json_loadb(line, len, 0, &jerr);
+    if (!msg) {
+        char why[200];
+        snprintf(why, sizeof why, "not JSON: %s", jerr.text);
+        return s_send(nx_mcp_parse_error(why));
+    }
+    json_t *reply = NULL;
+    nx_mcp_status_t st = nx_mcp_handle(s_mcp, msg, &reply);
+    json_decref(msg);
+    return st == NX_MCP_REPLY ? s_send(reply) : 0;
+}
+
+static int s_resume(void)
+{
+    json_t *reply = NULL;
+    return nx_mcp_resume(s_mcp, &reply) == NX_MCP_REPLY ? s_send(reply) : 0;
+}
+
+int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name, const char *caps)
+{
+    nexus_client_t *client = *client_p;
+    *client_p = NULL;
+    nx_log_init("nexus-mcp", NX_LOG_INFO);
+    signal(SIGCHLD, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    if (pipe2(s_wake, O_CLOEXEC | O_NONBLOCK)) {
+        nexus_client_destroy(&client);
+        fprintf(stderr, "nexus: cannot make a pipe: %s\n", strerror(errno));
+        return NX_EXIT_REFUSED;
+    }
+    nx_mcp_config_t cfg = {
+        .client = client,
+        .server = "nexus",
+        .session = session && *session ? session : NULL,
+        .name = name,
+        .caps = caps,
+        .via = "nexus mcp",
+        .wait_max_s = 300,
+        .desktop = s_desktop,
+        .secret_load = s_secret_load,
+        .secret_store = s_secret_store,
+    };
+    s_mcp = nx_mcp_new(&cfg);
+    int code = NX_EXIT_OK;
+    nexus_client_set_callback(client, s_on_event, NULL);
+    /*  A broker that is not up yet is not fatal: the client keeps trying,
+        tools answer "unavailable" meanwhile, and the session registers
+        with the first heartbeat that gets through.                        */
+    nexus_err_t rc = s_mcp ? nexus_client_connect(client) : NEXUS_ERR_NOMEM;
+    s_endpoint = nexus_client_endpoint(client);
+    if (rc && rc != NEXUS_ERR_UNREACHABLE) {
+        fprintf(stderr, "nexus: %s\n", nexus_client_errmsg(client));
+        code = nx_cli_exit_code(rc);
+        goto done;
+    }
+    nexus_subscribe(client, ">");
+    char why[256] = "";
+    if (nx_mcp_start(s_mcp, why))
+        nx_warn("cannot register the session yet (%s): tools wait for the broker", why);
+    else
+        nx_info("serving MCP on stdio as session %s (broker %s)", nx_mcp_session(s_mcp),
+                s_endpoint);
+
+    char *buf = malloc(65536);
+    size_t cap = 65536, len = 0;
+    bool eof = false;
+    while (buf && !eof) {
+        uint64_t now = nx_mono_us(), next = nx_mcp_tick(s_mcp);
+        uint64_t deadline = nx_mcp_deadline(s_mcp);
+        if (deadline && deadline < next)
+            next = deadline;
+        int timeout = next > now ? (int)((next - now) / 1000) + 1 : 0;
+        struct pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {s_wake[0], POLLIN, 0}};
+        if (poll(fds, 2, timeout) < 0 && errno != EINTR)
+            break;
+        if (fds[1].revents & POLLIN) {
+            char drain[64];
+            __atomic_store_n(&s_woken, 0, __ATOMIC_RELEASE);
+            while (read(s_wake[0], drain, sizeof drain) > 0)
+                ;
+            s_resume();
+        } else if (deadline && nx_mono_us() >= deadline)
+            s_resume();
+        if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        if (len == cap) {
+            if (cap >= S_LINE_MAX) {
+                /*  One message larger than we take: refused, then skipped
+                    up to its end of line.                                 */
+                s_send(nx_mcp_parse_error("message over 16 MiB"));
+                len = 0;
+            } else {
+                char *grown = realloc(buf, cap * 2);
+                if (!grown)
+                    break;
+                buf = grown;
+                cap *= 2;
+            }
+        }
+        ssize_t n = read(STDIN_FILENO, buf + len, cap - len);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n <= 0) {
+            eof = true;
+            n = 0;
+        }
+        len += (size_t)n;
+        char *start = buf, *nl;
+        while ((nl = memchr(start, '\n', len - (size_t)(start - buf)))) {
+            if (s_line(start, (size_t)(nl - start)))
+                eof = true; /* stdout is gone */
+            start = nl + 1;
+        }
+        len -= (size_t)(start - buf);
+        memmove(buf, start, len);
+        if (eof && len)
+            s_line(buf, len);
+    }
+    free(buf);
+    if (*nx_mcp_session(s_mcp))
+        nx_info("stdin closed: stopping (session %s stays until its TTL or unregister_session)",
+                nx_mcp_session(s_mcp));
+    else
+        nx_info("stdin closed: stopping");
+done:
+    nexus_client_destroy(&client);
+    nx_mcp_destroy(&s_mcp);
+    close(s_wake[0]);
+    close(s_wake[1]);
+    return code;
+}

@@ -1,0 +1,345 @@
+'use strict';
+// The fabric's MCP server, driven by the official MCP TypeScript SDK client
+// (@modelcontextprotocol/sdk) over both transports: `nexus mcp` over stdio
+// (StdioClientTransport) and the gateway's /mcp over Streamable HTTP
+// (StreamableHTTPClientTransport), against a real nexusd and gateway.
+// Every tool is called with good and bad arguments; get_events resume
+// hands out each event exactly once across restarts of the MCP server and
+// of the broker; a parked wait_for_events holds nobody else up.
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
+const { StdioClientTransport } = require('@modelcontextprotocol/sdk/client/stdio.js');
+const { StreamableHTTPClientTransport } = require('@modelcontextprotocol/sdk/client/streamableHttp.js');
+const { withFabric, NEXUS_CLI, NEXUSD, Proc, canConnect, waitFor, sleep, sanitizerReport } = require('./lib');
+
+const TOOLS = ['register_session', 'list_sessions', 'list_channels', 'publish_event', 'get_events',
+  'unregister_session', 'notify', 'claim_work', 'renew_work', 'release_work', 'complete_work',
+  'list_claims', 'send_message', 'wait_for_events'];
+
+/** A stdio MCP client running `nexus mcp` against the fabric's broker. */
+async function stdioClient(f, args = [], env = {}) {
+  const stateHome = f.mcpState || (f.mcpState = fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-mcp-state-')));
+  const stderr = [];
+  const transport = new StdioClientTransport({
+    command: NEXUS_CLI,
+    args: ['mcp', ...args],
+    env: { ...process.env, NEXUS_ENDPOINT: `tcp://127.0.0.1:${f.brokerPorts[0]}`, XDG_STATE_HOME: stateHome, ...env },
+    stderr: 'pipe',
+  });
+  transport.stderr.on('data', (d) => stderr.push(d.toString()));
+  const client = new Client({ name: 'nexus-test', version: '1.0.0' });
+  await client.connect(transport);
+  client.logs = () => stderr.join('');
+  return client;
+}
+
+/** An HTTP MCP client of the fabric's gateway. */
+async function httpClient(f, query = '', headers = {}) {
+  const transport = new StreamableHTTPClientTransport(new URL(`${f.http}/mcp${query}`), { requestInit: { headers } });
+  const client = new Client({ name: 'nexus-test', version: '1.0.0' });
+  await client.connect(transport);
+  client.transportRef = transport;
+  client.logs = () => '';
+  return client;
+}
+
+/** Closes c; a `nexus mcp` must exit without a sanitizer report (it sees
+ *  its stdin close and exits, so LeakSanitizer runs). */
+async function closeClean(c) {
+  await c.close();
+  if (c.logs()) assert.match(c.logs(), /stdin closed: stopping/, 'it ended on its own');
+  const report = sanitizerReport({ output: c.logs() });
+  assert.equal(report, '', `nexus mcp printed a sanitizer report:\n${report}`);
+}
+
+async function ok(c, name, args = {}) {
+  const r = await c.callTool({ name, arguments: args });
+  assert.equal(r.isError, false, `${name} ${JSON.stringify(args)}: ${JSON.stringify(r)}\n${c.logs()}`);
+  assert.ok(r.structuredContent && typeof r.structuredContent === 'object', JSON.stringify(r));
+  assert.deepEqual(JSON.parse(r.content[0].text), r.structuredContent, 'text and structured content agree');
+  return r.structuredContent;
+}
+
+async function fails(c, name, args, code, mentions) {
+  const r = await c.callTool({ name, arguments: args });
+  assert.equal(r.isError, true, `${name} ${JSON.stringify(args)} should fail: ${JSON.stringify(r)}`);
+  const e = r.structuredContent.error;
+  assert.equal(e.code, code, `${name} ${JSON.stringify(args)}: ${JSON.stringify(r)}`);
+  assert.ok(r.content[0].text.startsWith(`${code}: `), r.content[0].text);
+  if (mentions) assert.match(e.message, mentions, JSON.stringify(e));
+  return e;
+}
+
+/** Every tool, good and bad arguments, over client c (acting as `me`). */
+async function exercise(c, me, other) {
+  const tools = (await c.listTools()).tools;
+  assert.deepEqual(tools.map((t) => t.name), TOOLS);
+  for (const t of tools) {
+    assert.equal(t.inputSchema.type, 'object', t.name);
+    assert.ok(t.description.length > 40, `${t.name} is described for an agent`);
+  }
+  const claim = tools.find((t) => t.name === 'claim_work').inputSchema;
+  assert.deepEqual(claim.required, ['work_id']);
+  assert.equal(claim.properties.work_id.maxLength, 256, 'bounds from the op table');
+  assert.equal(claim.properties.ttl_ms.minimum, 100);
+  assert.deepEqual(tools.find((t) => t.name === 'renew_work').inputSchema.required, ['work_id', 'token']);
+  assert.deepEqual(tools.find((t) => t.name === 'list_claims').inputSchema.properties.state.enum,
+    ['claimed', 'released', 'expired', 'completed', 'open']);
+
+  // register_session
+  let r = await ok(c, 'register_session', { name: 'tester', capabilities: ['c', 'review'] });
+  assert.equal(r.session_id, me);
+  assert.equal(typeof r.cursor, 'number');
+  await fails(c, 'register_session', { session_id: 'bad id!' }, 'bad_request', /session_id/);
+  await fails(c, 'register_session', { capabilities: 'c' }, 'bad_request', /capabilities/);
+  await fails(c, 'register_session', { nonsense: 1 }, 'bad_request', /nonsense/);
+
+  // list_sessions
+  r = await ok(c, 'list_sessions');
+  const mine = r.sessions.find((s) => s.session === me);
+  assert.ok(mine, JSON.stringify(r));
+  assert.equal(mine.name, 'tester');
+  assert.deepEqual(mine.capabilities, ['c', 'review']);
+  r = await ok(c, 'list_sessions', { capability: 'review' });
+  assert.ok(r.sessions.some((s) => s.session === me));
+  await fails(c, 'list_sessions', { all: 'yes' }, 'bad_request', /all/);
+
+  // list_channels: this server's own subscription is one of them.
+  r = await ok(c, 'list_channels');
+  assert.ok(Array.isArray(r.channels) && r.channels.length >= 1, JSON.stringify(r));
+  assert.ok(r.channels.every((ch) => typeof ch.prefix === 'string' && ch.subscribers >= 1));
+  await fails(c, 'list_channels', { x: 1 }, 'bad_request', /'x'/);
+
+  // publish_event
+  r = await ok(c, 'publish_event', { event_type: 'mcp.test.one', payload: { n: 1 } });
+  const seq1 = r.seq;
+  assert.ok(seq1 > 0);
+  await fails(c, 'publish_event', { event_type: 'a..b' }, 'bad_topic', /event_type/);
+  await fails(c, 'publish_event', { payload: 1 }, 'bad_request', /event_type/);
+  await fails(c, 'publish_event', { event_type: 'message.direct', payload: { x: 1 } }, 'bad_request', /'to'/);
+
+  // get_events
+  r = await ok(c, 'get_events', { patterns: ['mcp.test.>'], since_seq: seq1 - 1 });
+  assert.deepEqual(r.events.map((e) => [e.seq, e.event_type, e.session_id, e.payload.n]), [[seq1, 'mcp.test.one', me, 1]]);
+  await fails(c, 'get_events', { patterns: ['a..b'] }, 'bad_pattern', /a\.\.b/);
+  await fails(c, 'get_events', { limit: 0 }, 'bad_request', /limit/);
+  await fails(c, 'get_events', { order: 'sideways' }, 'bad_request', /order/);
+
+  // notify: always an event
+  r = await ok(c, 'notify', { title: 'build', message: 'green', level: 'info' });
+  assert.equal(r.event_type, `notify.${me}`);
+  const n = await ok(c, 'get_events', { patterns: ['notify.>'], since_seq: r.seq - 1 });
+  assert.deepEqual(n.events[0].payload, { title: 'build', message: 'green', level: 'info', from: me });
+  await fails(c, 'notify', { title: 'x' }, 'bad_request', /message/);
+  await fails(c, 'notify', { title: 'x', message: 'y', level: 'loud' }, 'bad_request', /level/);
+
+  // claim, renew, release, complete, list
+  const w = `w-${me}`;
+  const granted = await ok(c, 'claim_work', { work_id: w, ttl_ms: 60000, description: 'test work' });
+  assert.equal(granted.holder, me);
+  assert.ok(granted.token > 0);
+  const again = await fails(c, 'claim_work', { work_id: w }, 'conflict');
+  assert.equal(again.token, granted.token, 'the broker\'s extra fields come with the error');
+  await fails(c, 'claim_work', { work_id: '' }, 'bad_request', /work_id/);
+  await fails(c, 'claim_work', { work_id: w, ttl_ms: 5 }, 'bad_request', /ttl_ms/);
+  r = await ok(c, 'renew_work', { work_id: w, token: granted.token, ttl_ms: 30000 });
+  assert.equal(r.token, granted.token);
+  await fails(c, 'renew_work', { work_id: w, token: granted.token + 1000 }, 'stale_token');
+  await fails(c, 'renew_work', { work_id: w }, 'bad_request', /token/);
+  r = await ok(c, 'list_claims', { mine: true });
+  assert.deepEqual(r.claims.map((x) => x.work_id), [w]);
+  await fails(c, 'list_claims', { state: 'weird' }, 'bad_request', /state/);
+  r = await ok(c, 'release_work', { work_id: w, token: granted.token, reason: 'done for now' });
+  assert.equal(r.state, 'released');
+  await fails(c, 'release_work', { work_id: w, token: granted.token }, 'conflict');
+  const g2 = await ok(c, 'claim_work', { work_id: w });
+  assert.ok(g2.token > granted.token, 'fencing tokens only grow');
+  r = await ok(c, 'complete_work', { work_id: w, token: g2.token, result: { ok: true } });
+  assert.equal(r.state, 'completed');
+  await fails(c, 'complete_work', { work_id: 'never-claimed', token: 1 }, 'not_found');
+  await fails(c, 'claim_work', { work_id: w }, 'denied');
+
+  // send_message: a direct message; the target sees it, it is also ours.
+  r = await ok(c, 'send_message', { to: other, message: 'hello', subject: 'hi' });
+  const dm = await ok(c, 'get_events', { patterns: ['message.direct'], since_seq: r.seq - 1 });
+  assert.deepEqual(dm.events[0].payload, { to: other, from: me, message: 'hello', subject: 'hi' });
+  await fails(c, 'send_message', { to: 'bad id!', message: 'x' }, 'bad_request', /'to'/);
+  await fails(c, 'send_message', { to: other }, 'bad_request', /message/);
+
+  // wait_for_events: times out empty, or returns what comes.
+  const t0 = Date.now();
+  r = await ok(c, 'wait_for_events', { patterns: ['mcp.never.>'], timeout_seconds: 1, resume: false, since_seq: seq1 + 1000000 });
+  assert.equal(r.timed_out, true);
+  assert.deepEqual(r.events, []);
+  assert.ok(Date.now() - t0 >= 900, 'it waited');
+  await fails(c, 'wait_for_events', { timeout_seconds: 0 }, 'bad_request', /timeout_seconds/);
+  await fails(c, 'wait_for_events', { patterns: 'x' }, 'bad_request', /patterns/);
+
+  // An unknown tool is a protocol error.
+  await assert.rejects(c.callTool({ name: 'teleport', arguments: {} }), /teleport/);
+
+  // unregister, then acting tools say so; register again.
+  r = await ok(c, 'unregister_session');
+  assert.equal(r.session_id, me);
+  await fails(c, 'claim_work', { work_id: 'after' }, 'not_found', /register_session/);
+  r = await ok(c, 'register_session', {});
+  assert.equal(r.session_id, me);
+  await ok(c, 'claim_work', { work_id: `after-${me}` });
+}
+
+test('nexus mcp over stdio: the tools, good and bad arguments', withFabric(async (f) => {
+  const c = await stdioClient(f, ['--session', 'stdio-agent', '--name', 'first']);
+  try {
+    assert.equal(c.getServerVersion().name, 'nexus');
+    await exercise(c, 'stdio-agent', 'someone-else');
+  } finally {
+    await closeClean(c);
+  }
+}));
+
+test('/mcp over Streamable HTTP: the tools, good and bad arguments, transport errors', withFabric(async (f) => {
+  const c = await httpClient(f, '?session=http-agent&name=first');
+  try {
+    assert.equal(c.getServerVersion().name, 'nexus-gateway');
+    assert.match(c.transportRef.sessionId, /^[0-9a-f]{32}$/);
+    await exercise(c, 'http-agent', 'someone-else');
+  } finally {
+    await closeClean(c);
+  }
+  // The transport's own refusals.
+  const post = (headers, body) => fetch(`${f.http}/mcp`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream', ...headers }, body,
+  });
+  let res = await post({ 'Mcp-Session-Id': 'f'.repeat(32) }, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }));
+  assert.equal(res.status, 404, 'an unknown session: initialize again');
+  res = await post({}, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }));
+  assert.equal(res.status, 400);
+  res = await post({}, '{"jsonrpc":');
+  assert.equal(res.status, 400);
+  res = await post({ Origin: 'http://evil.example' }, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: {} }));
+  assert.equal(res.status, 403, 'DNS rebinding: a foreign Origin is refused');
+  res = await fetch(`${f.http}/mcp`, { headers: { Accept: 'text/event-stream' } });
+  assert.equal(res.status, 405, 'no stream of our own on GET');
+  assert.equal(res.headers.get('allow'), 'POST');
+}));
+
+const TOKENS = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-mcp-tokens-')), 'tokens');
+fs.writeFileSync(TOKENS, 'tok-a agent-a\ntok-any *\n', { mode: 0o600 });
+
+test('/mcp with tokens: no token, no session; a token acts only as its sessions', withFabric({
+  gatewayArgs: ['--tokens-file', TOKENS], healthToken: 'tok-any',
+}, async (f) => {
+  await assert.rejects(httpClient(f), /401|token/);
+  await assert.rejects(httpClient(f, '', { Authorization: 'Bearer wrong' }), /401|token/);
+  await assert.rejects(httpClient(f, '?session=agent-b', { Authorization: 'Bearer tok-a' }), /403|may not act/);
+  // A token that names one session acts as it without saying so.
+  const a = await httpClient(f, '', { Authorization: 'Bearer tok-a' });
+  try {
+    assert.equal((await ok(a, 'register_session', { name: 'a' })).session_id, 'agent-a');
+    await fails(a, 'register_session', { session_id: 'agent-b' }, 'forbidden', /agent-b/);
+    await ok(a, 'claim_work', { work_id: 'tok-w' });
+  } finally {
+    await closeClean(a);
+  }
+  // A '*' token may act as a new session.
+  const any = await httpClient(f, '', { Authorization: 'Bearer tok-any' });
+  try {
+    const me = (await ok(any, 'register_session', {})).session_id;
+    assert.match(me, /^mcp-[0-9a-f]{12}$/);
+    await fails(any, 'claim_work', { work_id: 'tok-w' }, 'denied', /agent-a/);
+  } finally {
+    await any.close();
+  }
+}));
+
+test('get_events resume: every event exactly once across restarts of the MCP server and the broker', withFabric(async (f) => {
+  const seen = [];
+  const published = [];
+  const pub = async (c, n) => {
+    for (let i = 0; i < n; i++) published.push((await ok(c, 'publish_event', { event_type: 'resume.e', payload: { i: published.length } })).seq);
+  };
+  const take = async (c) => {
+    // Small pages: the cursor moves page by page.
+    for (let page = 0; page < 100; page++) {
+      const r = await ok(c, 'get_events', { patterns: ['resume.>'], resume: true, limit: 3 });
+      seen.push(...r.events.map((e) => e.seq));
+      if (!r.more && r.events.length === 0) return;
+    }
+  };
+  let c = await stdioClient(f, ['--session', 'resumer']);
+  await take(c); // nothing yet: the cursor moves to now
+  await pub(c, 5);
+  await take(c);
+  await closeClean(c);
+
+  // The MCP server restarts: a new process takes the session back.
+  const side = await stdioClient(f, ['--session', 'publisher']);
+  await pub(side, 4);
+  c = await stdioClient(f, ['--session', 'resumer']);
+  await take(c);
+  await pub(side, 2);
+
+  // The broker restarts (clean stop), the servers stay.
+  const broker = f.broker;
+  await broker.stop();
+  const again = new Proc('nexusd', NEXUSD, broker.args);
+  f.procs.splice(f.procs.indexOf(broker), 1, again);
+  f.broker = again;
+  await waitFor(() => canConnect(f.brokerPorts[0]), { timeout: 10000, what: 'nexusd again' });
+  await waitFor(async () => (await side.callTool({ name: 'publish_event', arguments: { event_type: 'probe.x' } })).isError === false,
+    { timeout: 15000, what: 'the broker to answer the MCP server again' });
+  await pub(side, 3);
+  await take(c);
+  await closeClean(c);
+  c = await stdioClient(f, ['--session', 'resumer']);
+  await pub(side, 2);
+  await take(c);
+  await closeClean(c);
+  await closeClean(side);
+  assert.deepEqual(seen, published, 'each event once, in order');
+  assert.equal(published.length, 16);
+}));
+
+test('/mcp: a parked wait_for_events holds nobody up; it wakes on a matching event; direct messages are private', withFabric(async (f) => {
+  const a = await httpClient(f, '?session=waiter');
+  const b = await httpClient(f, '?session=talker');
+  const w = await stdioClient(f, ['--session', 'watcher']);
+  try {
+    await ok(a, 'get_events', { resume: true }); // the cursor moves to now
+    const t0 = Date.now();
+    const waiting = a.callTool({ name: 'wait_for_events', arguments: { patterns: ['message.direct'], timeout_seconds: 10 } });
+    await sleep(300);
+    // Meanwhile the gateway answers others at once.
+    for (let i = 0; i < 5; i++) await ok(b, 'list_sessions');
+    const health = await fetch(`${f.http}/health`);
+    assert.equal(health.status, 200);
+    assert.ok(Date.now() - t0 < 3000, `others were answered while the wait was parked (${Date.now() - t0} ms)`);
+    // An event that does not match leaves it waiting; a direct message to it ends it.
+    await ok(b, 'publish_event', { event_type: 'other.thing' });
+    await ok(b, 'send_message', { to: 'someone', message: 'not for the waiter' });
+    const sent = await ok(b, 'send_message', { to: 'waiter', message: 'for you' });
+    const got = (await waiting).structuredContent;
+    assert.equal(got.timed_out, false);
+    assert.deepEqual(got.events.map((e) => [e.seq, e.payload.message, e.session_id]), [[sent.seq, 'for you', 'talker']]);
+    assert.ok(Date.now() - t0 < 8000, 'woken by the event, not by the timeout');
+    // Another session never sees the two direct messages.
+    const seenByWatcher = await ok(w, 'get_events', { patterns: ['message.direct'], since_seq: 0, limit: 100 });
+    assert.deepEqual(seenByWatcher.events, []);
+    // Over stdio too, a wait wakes on a matching event.
+    await ok(w, 'get_events', { resume: true });
+    const ws = w.callTool({ name: 'wait_for_events', arguments: { patterns: ['deploy.*'], timeout_seconds: 10 } });
+    await sleep(300);
+    await ok(b, 'publish_event', { event_type: 'deploy.done', payload: 'ok' });
+    const wr = (await ws).structuredContent;
+    assert.deepEqual(wr.events.map((e) => e.event_type), ['deploy.done']);
+  } finally {
+    await closeClean(a);
+    await closeClean(b);
+    await closeClean(w);
+  }
+}));

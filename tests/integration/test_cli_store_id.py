@@ -1,0 +1,176 @@
+"""`nexus events --resume NAME` and the store's identity (issue 16).
+
+A cursor file names the store its seq belongs to. Tried as a new user
+would:
+
+1. On one store, --resume prints each event once across calls, and the
+   cursor file holds {"store_id", "seq"}.
+2. The broker restarted on a fresh data directory (another store, the same
+   endpoint): the next call does not print nothing forever (all of the new
+   store's seqs are below the old cursor); it says why on stderr (and as a
+   {"reset": ...} line with --json, naming both stores and the new store's
+   last seq) and prints the new store's events from its first; the call
+   after it prints nothing new and says nothing.
+3. A cursor of an earlier version (a plain number) above the store's last
+   seq: the same notice, reading the store from its first event.
+4. The same store set back in time (a copy taken earlier, restored): the
+   cursor is above its last seq, so it cannot tell which events are new;
+   the call says so and reads the store from its first event: the events
+   published after the restore are printed (with the older ones again),
+   not skipped.
+Every wait is bounded.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import Broker, Checks, Client, free_port  # noqa: E402
+
+BUILD = os.environ.get("NEXUS_BUILD_DIR", "build")
+NEXUS = os.environ.get("NEXUS_CLI") or os.path.join(BUILD, "sdk", "nexus")
+t = Checks()
+root = tempfile.mkdtemp(prefix="nexus-cli-store-")
+state = os.path.join(root, "state")
+os.makedirs(state)
+
+
+def three_free_ports():
+    """Control, events-in, events-out on consecutive ports (the CLI
+    derives the event ports from the control port)."""
+    import socket
+    for _ in range(200):
+        base = free_port()
+        if base >= 65000:
+            continue
+        socks = []
+        try:
+            for k in range(3):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", base + k))
+            return (base, base + 1, base + 2)
+        except OSError:
+            pass
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no three consecutive free ports")
+
+
+def nexus(args, broker):
+    env = dict(os.environ, XDG_STATE_HOME=state, NEXUS_ENDPOINT=broker.control)
+    env.pop("NEXUS_SESSION", None)
+    p = subprocess.run([NEXUS] + args, capture_output=True, timeout=30, env=env, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def publish(broker, n, tag):
+    with Client(broker) as c:
+        for i in range(n):
+            rep = c.request({"op": "publish", "topic": "cli.sid", "payload": "%s-%d" % (tag, i)})
+            assert rep.get("ok"), rep
+
+
+def events(broker, json_mode=True):
+    rc, out, err = nexus(["events", "--pattern", "cli.>", "--resume", "hook"] +
+                         (["--json"] if json_mode else []), broker)
+    t.eq(rc, 0, "events --resume exits 0: %s" % err)
+    if not json_mode:
+        return out.splitlines(), [], err
+    out = [json.loads(x) for x in out.splitlines() if x.strip()]
+    return [o for o in out if "reset" not in o], [o["reset"] for o in out if "reset" in o], err
+
+
+def store_id(broker):
+    with Client(broker) as c:
+        return c.request({"op": "ping"})["store_id"]
+
+
+cursor = os.path.join(state, "nexus", "cursors", "hook")
+try:
+    ports = three_free_ports()
+    a_dir = os.path.join(root, "a")
+    with Broker(data_dir=a_dir, ports=ports) as a:
+        sid_a = store_id(a)
+        publish(a, 4, "a")
+        evs, resets, err = events(a)
+        t.eq([e["payload"] for e in evs], ["a-%d" % i for i in range(4)], "first call: every event")
+        t.eq(resets, [], "no reset on the first call")
+        with open(cursor) as f:
+            saved = json.load(f)
+        t.eq(saved.get("store_id"), sid_a, "the cursor file names the store: %r" % saved)
+        t.eq(saved.get("seq"), evs[-1]["seq"], "and the last seq read")
+        evs, resets, err = events(a)
+        t.eq((evs, resets, err), ([], [], ""), "second call: nothing new, nothing said")
+        publish(a, 2, "a2")
+        evs, _, _ = events(a)
+        t.eq([e["payload"] for e in evs], ["a2-0", "a2-1"], "third call: only the new events")
+        a_seq = evs[-1]["seq"]
+        # A copy of this store, to restore later (4).
+        t.eq(a.stop(), 0, "clean stop")
+        backup = os.path.join(root, "backup")
+        shutil.copytree(a_dir, backup)
+        a.start()
+        publish(a, 5, "a3")
+        evs, _, _ = events(a)
+        t.eq(len(evs), 5, "events after the copy read")
+        a_seq = evs[-1]["seq"]
+
+    # 2. A fresh data directory behind the same endpoint: another store,
+    # whose seqs are all below the cursor.
+    with Broker(data_dir=os.path.join(root, "b"), ports=ports) as b:
+        sid_b = store_id(b)
+        t.check(sid_b != sid_a, "a fresh data directory is another store")
+        publish(b, 3, "b")
+        evs, resets, err = events(b)
+        t.eq(len(resets), 1, "the cursor of another store is reset, with a notice: %r" % resets)
+        if resets:
+            r = resets[0]
+            t.eq((r.get("cursor_store_id"), r.get("cursor_seq"), r.get("store_id"),
+                  r.get("from_seq")), (sid_a, a_seq, sid_b, 0),
+                 "the notice names both stores, the old seq and where reading starts: %r" % r)
+            t.eq(r.get("last_seq"), 3, "and this store's last seq")
+        t.check("cannot be followed" in err and sid_b in err,
+                "a notice on stderr too: %r" % err)
+        t.eq([e["payload"] for e in evs], ["b-0", "b-1", "b-2"],
+             "the new store's events are printed, not skipped")
+        evs, resets, err = events(b)
+        t.eq((evs, resets), ([], []), "next call: nothing new, no notice")
+        publish(b, 1, "b2")
+        evs, resets, err = events(b, json_mode=False)
+        t.check(len(evs) == 1 and "b2-0" in evs[0] and err == "",
+                "text mode prints the event, no notice: %r %r" % (evs, err))
+
+        # 3. A cursor of an earlier version: a plain number above this store.
+        with open(cursor, "w") as f:
+            f.write("%d\n" % (a_seq + 100))
+        publish(b, 2, "b3")
+        evs, resets, err = events(b)
+        t.eq(len(resets), 1, "a plain-number cursor above the store is reset: %r" % resets)
+        t.eq([e["payload"] for e in evs], ["b-0", "b-1", "b-2", "b2-0", "b3-0", "b3-1"],
+             "the store is read from its first event: nothing skipped")
+
+    # 4. The copy restored: the same store, set back in time.
+    with Broker(data_dir=backup, ports=ports) as r:
+        t.eq(store_id(r), sid_a, "a restored copy keeps its store id")
+        with open(cursor, "w") as f:
+            json.dump({"store_id": sid_a, "seq": a_seq}, f)
+        with Client(r) as c:
+            last = c.request({"op": "health"})["last_seq"]
+        publish(r, 2, "r")
+        evs, resets, err = events(r)
+        t.eq(len(resets), 1, "a cursor above the restored store's last seq is reset: %r" % resets)
+        if resets:
+            t.eq((resets[0].get("from_seq"), resets[0].get("store_id")), (0, sid_a),
+                 "reading the restored store from its first event")
+        t.eq([e["payload"] for e in evs][-2:], ["r-0", "r-1"],
+             "the events published after the restore are printed, not skipped")
+        t.eq(len(evs), last + 2, "with the older ones again")
+finally:
+    shutil.rmtree(root, ignore_errors=True)
+t.done()
