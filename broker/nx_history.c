@@ -98,7 +98,8 @@ static int s_read_patterns(const msgpack_object *req, s_patterns_t *p, nexus_err
 }
 
 int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
-                     const msgpack_object *req, nx_dmap_t *reply, nexus_err_t *err, char *err_msg)
+                     const msgpack_object *req, nx_dmap_t *reply, msgpack_sbuffer *scratch,
+                     nexus_err_t *err, char *err_msg)
 {
     s_patterns_t patterns;
     if (s_read_patterns(req, &patterns, err, err_msg))
@@ -155,10 +156,10 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
             lo = cursor;
     }
 
-    msgpack_sbuffer events;
-    msgpack_sbuffer_init(&events);
+    msgpack_sbuffer *events = scratch;
+    msgpack_sbuffer_clear(events);
     msgpack_packer epk;
-    msgpack_packer_init(&epk, &events, msgpack_sbuffer_write);
+    msgpack_packer_init(&epk, events, msgpack_sbuffer_write);
     uint64_t found = 0, scanned = 0, next = 0, seq = 0;
     bool more = false;
     if (lo <= hi) {
@@ -172,7 +173,7 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
                 events of 1 MiB would otherwise be 10 GiB. It may pass the
                 budget by the one event that crossed it.                   */
             if (found == limit || scanned == limits->scan_max ||
-                (found && events.size >= limits->bytes_max)) {
+                (found && events->size >= limits->bytes_max)) {
                 more = true;
                 next = seq;
                 break;
@@ -184,7 +185,6 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
             }
         }
         if (rc < 0) {
-            msgpack_sbuffer_destroy(&events);
             nx_store_reader_destroy(&reader);
             return s_fail(err, NEXUS_ERR_STORE, err_msg, "history record does not decode");
         }
@@ -208,7 +208,6 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
     nx_pack_kv_str(nx_dmap_pair(reply), "store_id", nx_store_id(store));
     nx_pack_str(nx_dmap_pair(reply), "events");
     msgpack_pack_array(pk, (uint32_t)found);
-    msgpack_sbuffer_write(reply->buf, events.data, events.size);
-    msgpack_sbuffer_destroy(&events);
+    msgpack_sbuffer_write(reply->buf, events->data, events->size);
     return 0;
 }
