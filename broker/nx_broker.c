@@ -32,6 +32,7 @@
 #include "nx_coord.h"
 #include "nx_curve.h"
 #include "nx_reader.h"
+#include "nx_subs.h"
 #include "nx_log.h"
 #include "nx_topic.h"
 
@@ -74,7 +75,8 @@ static void s_fatal(nx_broker_t *self, const char *what);
 static void s_held_free(nx_held_queue_t *q);
 static bool s_more_input(nx_broker_t *self);
 
-static void s_read_monitor(zsock_t *mon, uint64_t *connected);
+static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
+                           const char *socket);
 
 static void s_env_close(nx_envelope_t *env)
 {
@@ -287,6 +289,8 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->cfg.curve_cert = s_strdup_or_null(cfg->curve_cert);
     self->cfg.curve_clients = s_strdup_or_null(cfg->curve_clients);
     self->cfg.snapshot_file = s_strdup_or_null(cfg->snapshot_file);
+    self->refuse_log = (nx_log_limit_t){"refused handshakes", NX_ZAP_LOG_PER_SECOND, 0, 0, 0};
+    self->sub_log = (nx_log_limit_t){"refused subscriptions", NX_ZAP_LOG_PER_SECOND, 0, 0, 0};
     self->start_us = nx_now_us();
     self->start_mono = nx_mono_us();
     if (nx_ops_init(err_buf, err_size))
@@ -376,7 +380,8 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     nx_reader_args_t rargs = {
         self->store,
         {self->cfg.history_limit, self->cfg.history_scan, self->cfg.history_bytes},
-        &self->count.reader_errors};
+        &self->count.reader_errors,
+        self->auth};
     self->reader = zactor_new(nx_reader_actor, &rargs);
     if (!self->reader) {
         snprintf(err_buf, err_size, "cannot start the reader thread");
@@ -440,28 +445,52 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         }
     }
 
-    if (self->curve) {
-        nx_curve_apply(self->curve, self->xsub);
-        nx_curve_apply(self->curve, self->xpub);
-        nx_curve_apply(self->curve, self->router);
+    /*  Every socket authenticates its clients at the handshake: by CURVE
+        key when curve_cert is set, else by token (PLAIN, the token as the
+        password) when tokens are set. One ZAP handler answers for all
+        three; the domain tells it (and its log) which socket asks.        */
+    bool tokens = nx_auth_enabled(self->auth);
+    self->ident = self->curve_keys || tokens;
+    /*  With tokens the broker decides which subscriptions each connection
+        gets (nx_subs.c): ZeroMQ applies none by itself.                   */
+    self->perm = tokens;
+    if (tokens)
+        zsock_set_xpub_manual(self->xpub, 1);
+    if (self->curve || tokens) {
+        self->zap = nx_zap_new(self->auth, self->curve ? self->cfg.curve_clients : NULL,
+                               &self->refused, err_buf, err_size);
+        if (!self->zap)
+            goto fail;
+        zsock_t *socks[] = {self->router, self->xsub, self->xpub};
+        const char *domains[] = {"control", "events-in", "events-out"};
+        for (size_t i = 0; i < 3; i++) {
+            if (self->curve)
+                nx_curve_apply(self->curve, socks[i]);
+            else
+                zsock_set_plain_server(socks[i], 1);
+            zsock_set_zap_domain(socks[i], domains[i]);
+        }
+    }
+    if (self->curve)
         nx_info("CURVE on: broker public key %s; clients: %s", nx_curve_public_key(self->curve),
                 self->curve_keys ? self->cfg.curve_clients : "any that knows the key");
-    }
+    else if (tokens)
+        nx_info("tokens on every socket: a client presents its token at the handshake (PLAIN); "
+                "PLAIN sends it in the clear, so beyond loopback use a VPN or CURVE");
 
-    /*  Tokens guard the control plane and CURVE every socket; without
-        CURVE the event plane has no authentication of its own, so a
-        non-loopback bind there is always worth a line in the log (bind it
-        to a VPN address only).                                             */
-    const char *control_open = nx_auth_enabled(self->auth)
+    /*  Without CURVE or tokens nothing authenticates a client, so a
+        non-loopback bind is worth a line in the log (bind it to a VPN
+        address only).                                                     */
+    const char *control_open = tokens || self->curve_keys
                                    ? NULL
                                    : "no tokens are configured, so anyone who can reach it can "
                                      "act on the fabric (set token or tokens_file)";
     const char *events_open =
-        self->curve_keys ? NULL
+        self->ident   ? NULL
         : self->curve ? "curve_clients is *: anyone who knows the broker's public key can publish "
                         "(with any source) or subscribe"
                       : "the event plane has no authentication: anyone who can reach it can "
-                        "publish or subscribe (set curve_cert)";
+                        "publish or subscribe (set tokens or curve_cert)";
     if (s_bind_all(self->router, self->cfg.control_endpoints, "control", control_open, err_buf,
                    err_size) ||
         s_bind_all(self->xsub, self->cfg.events_in_endpoints, "events-in", events_open, err_buf,
@@ -489,12 +518,23 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     }
 
     char ep[128];
+    /*  Handshakes refused before ZAP is asked (a client with no or another
+        mechanism) are seen only here; ZAP counts and logs its own. Only
+        with security on: without it a client that closes during the
+        handshake (a port probe) was refused nothing.                      */
+    int handshakes =
+        self->zap ? ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL : 0;
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-xpub-%p", (void *)self);
-    if (zmq_socket_monitor(self->h_xpub, ep, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) == 0)
+    if (zmq_socket_monitor(self->h_xpub, ep,
+                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | handshakes) == 0)
         self->mon_xpub = zsock_new_pair(ep);
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-xsub-%p", (void *)self);
-    if (zmq_socket_monitor(self->h_xsub, ep, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) == 0)
+    if (zmq_socket_monitor(self->h_xsub, ep,
+                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | handshakes) == 0)
         self->mon_xsub = zsock_new_pair(ep);
+    snprintf(ep, sizeof ep, "inproc://nexusd-monitor-router-%p", (void *)self);
+    if (self->zap && zmq_socket_monitor(self->h_router, ep, handshakes) == 0)
+        self->mon_router = zsock_new_pair(ep);
 
     nx_store_stats_t st;
     nx_store_stats(self->store, &st);
@@ -518,20 +558,26 @@ void nx_broker_destroy(nx_broker_t **self_p)
         sends monitor events blocking, under the lock that stopping takes,
         so an event sent to a pipe with no reader would hang us here.
         Draining first keeps that pipe from being full.                    */
-    s_read_monitor(self->mon_xpub, &self->count.subscribers);
-    s_read_monitor(self->mon_xsub, &self->count.publishers);
+    s_read_monitor(self, self->mon_xpub, &self->count.subscribers, "events-out");
+    s_read_monitor(self, self->mon_xsub, &self->count.publishers, "events-in");
+    s_read_monitor(self, self->mon_router, NULL, "control");
     if (self->h_xpub && self->mon_xpub)
         zmq_socket_monitor(self->h_xpub, NULL, 0);
     if (self->h_xsub && self->mon_xsub)
         zmq_socket_monitor(self->h_xsub, NULL, 0);
+    if (self->h_router && self->mon_router)
+        zmq_socket_monitor(self->h_router, NULL, 0);
     zsock_destroy(&self->mon_xpub);
     zsock_destroy(&self->mon_xsub);
+    zsock_destroy(&self->mon_router);
     zsock_destroy(&self->xsub);
     zsock_destroy(&self->xpub);
     /*  Replies already handed to ZeroMQ get a moment to leave.            */
     if (self->router)
         zsock_set_linger(self->router, 500);
     zsock_destroy(&self->router);
+    /*  After the sockets: no handshake asks it any more.                  */
+    nx_zap_destroy(&self->zap);
     nx_curve_destroy(&self->curve);
     nx_scratch_release(&self->scratch);
     if (self->replies) {
@@ -694,6 +740,23 @@ static void s_note_drop(nx_broker_t *self, const char *why, zmq_msg_t *topic, si
              shown, size);
 }
 
+/*  Whether the publisher of ev (its name is the source just stamped) may
+    publish to its topic. The token behind a name is looked up only when
+    the name changes from one event to the next: under load a batch comes
+    from few connections, and a string compare is all an event costs.     */
+static bool s_may_publish(nx_broker_t *self, nx_pending_event_t *ev)
+{
+    if (ev->source_len != strlen(self->pub_name) ||
+        memcmp(ev->source, self->pub_name, ev->source_len) != 0) {
+        memcpy(self->pub_name, ev->source, ev->source_len);
+        self->pub_name[ev->source_len] = 0;
+        self->pub_known = nx_auth_by_name(self->auth, self->pub_name, &self->pub_handle);
+    }
+    return self->pub_known &&
+           nx_auth_may_publish(self->auth, self->pub_handle, zmq_msg_data(&ev->topic),
+                               zmq_msg_size(&ev->topic));
+}
+
 /*  Reads one multipart event from XSUB into the next slot. Returns 1 when
     an event was staged, 0 when one was dropped, -1 when nothing is ready.  */
 static int s_read_event(nx_broker_t *self)
@@ -732,12 +795,12 @@ static int s_read_event(nx_broker_t *self)
             zmq_msg_close(&extra);
         }
     }
-    /*  With CURVE and a list of clients, the source is the key the
-        publisher authenticated with (zauth's User-Id: its public key in
-        Z85), whatever it claims. With curve_clients "*" zauth names no
-        key, so the claimed source stays. The lookup costs ~7 % of the loop
-        per event, so only then.                                           */
-    if (self->curve_keys) {
+    /*  With tokens or CURVE keys, the source is the identity the
+        publisher authenticated with (nx_zap's User-Id: its token's name,
+        or its CURVE key in Z85), whatever it claims. With curve_clients
+        "*" and no tokens no identity names anyone, so the claimed source
+        stays. The lookup costs ~7 % of the loop per event, so only then.  */
+    if (self->ident) {
         const char *key = zmq_msg_gets(&ev->topic, "User-Id");
         size_t len = key ? strlen(key) : 0;
         if (len > NX_SOURCE_MAX)
@@ -746,6 +809,7 @@ static int s_read_event(nx_broker_t *self)
         ev->source_len = (uint8_t)len;
     }
     const char *why = NULL;
+    char forbidden[NX_SOURCE_MAX + 64];
     uint64_t *counter = NULL;
     if (frames < 2 || frames > 3) {
         why = "malformed (need 2 or 3 frames, source UTF-8 of at most 128 bytes)";
@@ -756,6 +820,11 @@ static int s_read_event(nx_broker_t *self)
     } else if (zmq_msg_size(&ev->payload) > self->cfg.max_payload) {
         why = "payload over max_payload";
         counter = &self->count.drop_oversize;
+    } else if (self->perm && !s_may_publish(self, ev)) {
+        snprintf(forbidden, sizeof forbidden, "not in the pub= of %.*s", (int)ev->source_len,
+                 ev->source);
+        why = forbidden;
+        counter = &self->count.drop_forbidden;
     }
     if (why) {
         (*counter)++;
@@ -1647,6 +1716,8 @@ static void s_read_subscriptions(nx_broker_t *self)
             else
                 zhashx_delete(self->subscriptions, key);
             self->count.subscriptions = zhashx_size(self->subscriptions);
+            if (self->perm)
+                nx_subs_apply(self, &msg, data, size);
         }
         zmq_msg_close(&msg);
     }
@@ -1704,7 +1775,26 @@ void nx_broker_pack_subscriptions(nx_broker_t *self, msgpack_packer *pk)
     free(rows);
 }
 
-static void s_read_monitor(zsock_t *mon, uint64_t *connected)
+/*  Why a handshake failed before ZAP was asked, from a monitor event's
+    value (libzmq says nothing of the client's address then).             */
+static const char *s_handshake_why(uint16_t event, uint32_t value)
+{
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        return "the handshake did not complete (the client closed it: a client without a token "
+               "or key, or with another mechanism, does)";
+    switch (value) {
+    case ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return "the client offered no or another security mechanism (this broker wants a "
+               "token: PLAIN, or a CURVE key); its address is not known at this stage";
+    case ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+        return "CURVE: the client's handshake did not decrypt (does it use the broker's public "
+               "key?)";
+    default:
+        return "a protocol error in the handshake";
+    }
+}
+
+static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected, const char *socket)
 {
     if (!mon)
         return;
@@ -1715,13 +1805,21 @@ static void s_read_monitor(zsock_t *mon, uint64_t *connected)
         if (!msg)
             return;
         zframe_t *head = zmsg_first(msg);
-        if (head && zframe_size(head) >= 2) {
+        if (head && zframe_size(head) >= 6) {
             uint16_t event;
+            uint32_t value;
             memcpy(&event, zframe_data(head), 2);
-            if (event == ZMQ_EVENT_ACCEPTED)
+            memcpy(&value, zframe_data(head) + 2, 4);
+            if (event == ZMQ_EVENT_ACCEPTED && connected)
                 (*connected)++;
-            else if (event == ZMQ_EVENT_DISCONNECTED && *connected > 0)
+            else if (event == ZMQ_EVENT_DISCONNECTED && connected && *connected > 0)
                 (*connected)--;
+            else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ||
+                     event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+                __atomic_add_fetch(&self->refused.mechanism, 1, __ATOMIC_RELAXED);
+                nx_log_limited(&self->refuse_log, NX_LOG_WARN, "refused handshake on %s: %s",
+                               socket, s_handshake_why(event, value));
+            }
         }
         zmsg_destroy(&msg);
     }
@@ -1730,14 +1828,17 @@ static void s_read_monitor(zsock_t *mon, uint64_t *connected)
 /*  Once a second: report drops (at most one line a second, however many). */
 static void s_housekeeping(nx_broker_t *self)
 {
+    nx_log_limit_flush(&self->refuse_log);
+    nx_log_limit_flush(&self->sub_log);
     nx_counters_t *c = &self->count;
-    uint64_t dropped = c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store;
+    uint64_t dropped = c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store +
+                       c->drop_forbidden;
     if (dropped != self->dropped_logged) {
         nx_warn("dropped %" PRIu64 " events in the last second (%" PRIu64 " in all: %" PRIu64
                 " invalid topic, %" PRIu64 " oversize, %" PRIu64 " malformed, %" PRIu64
-                " store); last: %s",
+                " store, %" PRIu64 " forbidden); last: %s",
                 dropped - self->dropped_logged, dropped, c->drop_bad_topic, c->drop_oversize,
-                c->drop_malformed, c->drop_store, self->last_drop);
+                c->drop_malformed, c->drop_store, c->drop_forbidden, self->last_drop);
         self->dropped_logged = dropped;
     }
     if (c->drop_slow != self->slow_logged) {
@@ -1767,6 +1868,7 @@ int nx_broker_run(nx_broker_t *self)
         socket with no events is skipped by zmq_poll.                       */
     void *mon_xpub = self->mon_xpub ? zsock_resolve(self->mon_xpub) : NULL;
     void *mon_xsub = self->mon_xsub ? zsock_resolve(self->mon_xsub) : NULL;
+    void *mon_router = self->mon_router ? zsock_resolve(self->mon_router) : NULL;
     void *reader = zsock_resolve(zactor_sock(self->reader));
     void *ckpt = zsock_resolve(nx_checkpointer_sock(self->ckpt));
     nx_coord_ready(self);
@@ -1778,7 +1880,7 @@ int nx_broker_run(nx_broker_t *self)
         short ev_in = self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max ? 0
                                                                                        : ZMQ_POLLIN;
         short rq_in = self->held_replies.n > S_HELD_REPLIES_MAX ? 0 : ZMQ_POLLIN;
-        zmq_pollitem_t items[8] = {
+        zmq_pollitem_t items[9] = {
             {self->h_xsub, 0, ev_in, 0},      {self->h_router, 0, rq_in, 0},
             {self->h_xpub, 0, ZMQ_POLLIN, 0}, {reader, 0, ZMQ_POLLIN, 0},
             {ckpt, 0, ZMQ_POLLIN, 0},         {NULL, nx_wal_flush_fd(self->wal), ZMQ_POLLIN, 0},
@@ -1788,6 +1890,8 @@ int nx_broker_run(nx_broker_t *self)
             items[n_items++] = (zmq_pollitem_t){mon_xpub, 0, ZMQ_POLLIN, 0};
         if (mon_xsub)
             items[n_items++] = (zmq_pollitem_t){mon_xsub, 0, ZMQ_POLLIN, 0};
+        if (mon_router)
+            items[n_items++] = (zmq_pollitem_t){mon_router, 0, ZMQ_POLLIN, 0};
         uint64_t now = nx_mono_us(), wall = nx_now_us();
         long timeout = now >= self->next_tick ? 0 : (long)((self->next_tick - now) / 1000) + 1;
         if (self->next_coord <= wall)
@@ -1822,10 +1926,14 @@ int nx_broker_run(nx_broker_t *self)
         if (items[5].revents & ZMQ_POLLIN)
             s_flushed(self);
         for (int i = 6; i < n_items; i++)
-            if (items[i].revents & ZMQ_POLLIN)
-                s_read_monitor(items[i].socket == mon_xpub ? self->mon_xpub : self->mon_xsub,
-                               items[i].socket == mon_xpub ? &self->count.subscribers
-                                                           : &self->count.publishers);
+            if (items[i].revents & ZMQ_POLLIN) {
+                if (items[i].socket == mon_xpub)
+                    s_read_monitor(self, self->mon_xpub, &self->count.subscribers, "events-out");
+                else if (items[i].socket == mon_xsub)
+                    s_read_monitor(self, self->mon_xsub, &self->count.publishers, "events-in");
+                else
+                    s_read_monitor(self, self->mon_router, NULL, "control");
+            }
         bool ev = items[0].revents & ZMQ_POLLIN, rq = items[1].revents & ZMQ_POLLIN;
         bool timers = nx_now_us() >= self->next_coord;
         bool house = nx_mono_us() >= self->next_tick;

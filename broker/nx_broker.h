@@ -41,6 +41,7 @@
 #include "nx_stats.h"
 #include "nx_store.h"
 #include "nx_wal.h"
+#include "nx_zap.h"
 
 typedef struct _nx_broker_t nx_broker_t;
 typedef struct _nx_snapshot_t nx_snapshot_t;
@@ -145,6 +146,8 @@ typedef struct {
     uint64_t subscribers;    /* connected XPUB peers                     */
     uint64_t publishers;     /* connected XSUB peers                     */
     uint64_t subscriptions;  /* distinct subscription prefixes active    */
+    uint64_t drop_forbidden; /* dropped: outside the publisher's pub=    */
+    uint64_t sub_refused;    /* subscriptions no prefix was applied for  */
 } nx_counters_t;
 
 struct _nx_broker_t {
@@ -155,6 +158,19 @@ struct _nx_broker_t {
     zsock_t *router;                  /* control plane                              */
     nx_curve_t *curve;                /* CURVE security, NULL when off              */
     bool curve_keys;                  /* CURVE names each client by its key (not *) */
+    bool perm;                        /* tokens: permissions are checked, and the
+                                         XPUB is manual (nx_subs.c)                 */
+    const void *pub_handle;           /* token of the last publisher seen ...       */
+    char pub_name[NX_SOURCE_MAX + 1]; /* ... and its name (User-Id), a cache        */
+    bool pub_known;                   /* that name is a token                       */
+    bool ident;                       /* the event plane's authenticated identity
+                                         (User-Id) is the source: CURVE with keys,
+                                         or tokens                                  */
+    nx_zap_t *zap;                    /* ZAP handler, NULL when no CURVE or tokens  */
+    nx_zap_counts_t refused;          /* handshakes refused (state)                 */
+    nx_log_limit_t refuse_log;        /* bounds the loop's refusal log lines        */
+    nx_log_limit_t sub_log;           /* bounds refused-subscription log lines      */
+    zsock_t *mon_router;              /* socket monitor of the router (handshakes)  */
     zsock_t *mon_xpub;                /* socket monitor of xpub (connections)       */
     zsock_t *mon_xsub;                /* socket monitor of xsub                     */
     void *h_xsub, *h_xpub, *h_router; /* raw libzmq handles for the hot path */

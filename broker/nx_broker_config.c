@@ -90,9 +90,11 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
     S_KEY(sessions_max, NX_CONF_U64, "100000", 1, 100000000, NULL, "sessions known at most"),
     S_KEY(claims_max, NX_CONF_U64, "1000000", 1, 1000000000, NULL, "work items known at most"),
     S_KEY(token, NX_CONF_STRING, "", 0, 0, NULL,
-          "shared fabric token every control request must carry (empty: open)"),
+          "shared fabric token (name 'shared'): every client presents it at the handshake of "
+          "every socket and in every control request; empty: none"),
     S_KEY(tokens_file, NX_CONF_STRING, "", 0, 0, NULL,
-          "file of 'TOKEN SESSION[,SESSION...]' lines ('*' = any session); empty: none"),
+          "file of tokens, one a line: 'TOKEN SESSION[,SESSION...]' ('*' = any session), or "
+          "'TOKEN name= sessions= pub= sub= key=' (operations.md, \"Tokens file\"); empty: none"),
     S_KEY(curve_cert, NX_CONF_STRING, "", 0, 0, NULL,
           "the broker's CURVE certificate (secret file, `nexus keygen`): every socket encrypts "
           "and authenticates clients by key; empty: off"),

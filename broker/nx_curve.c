@@ -13,8 +13,7 @@
 #include "nx_curve.h"
 
 struct _nx_curve_t {
-    zcert_t *cert;  /* the broker's certificate (public + secret)         */
-    zactor_t *auth; /* zauth: answers the ZAP requests of every socket   */
+    zcert_t *cert; /* the broker's certificate (public + secret)          */
 };
 
 nx_curve_t *nx_curve_new(const char *cert_file, const char *clients, char *err_buf, size_t err_size)
@@ -52,12 +51,6 @@ nx_curve_t *nx_curve_new(const char *cert_file, const char *clients, char *err_b
         nx_curve_destroy(&self);
         return NULL;
     }
-    self->auth = zactor_new(zauth, NULL);
-    if (!self->auth || zstr_sendx(self->auth, "CURVE", clients, NULL) || zsock_wait(self->auth)) {
-        snprintf(err_buf, err_size, "cannot start the CURVE authenticator");
-        nx_curve_destroy(&self);
-        return NULL;
-    }
     return self;
 }
 
@@ -66,7 +59,6 @@ void nx_curve_destroy(nx_curve_t **self_p)
     if (!self_p || !*self_p)
         return;
     nx_curve_t *self = *self_p;
-    zactor_destroy(&self->auth);
     zcert_destroy(&self->cert);
     free(self);
     *self_p = NULL;

@@ -6,7 +6,7 @@
     `nexus keygen NAME` writes NAME and NAME_secret). Clients are allowed by
     a directory of their public certificate files, read again when it
     changes, or by "*": any client that knows the broker's public key. The
-    ZAP handler is CZMQ's zauth actor; it runs while nx_curve lives.
+    ZAP handler that checks them is nx_zap (it also serves tokens).
     =========================================================================
 */
 
@@ -17,9 +17,9 @@
 
 typedef struct _nx_curve_t nx_curve_t;
 
-/*  Loads the certificate and starts the ZAP handler for clients (a
-    directory, or "*"). Returns NULL with a message in err_buf when the
-    certificate cannot be read or clients names no directory.            */
+/*  Loads the certificate and checks clients (a directory, or "*"): the
+    ZAP handler (nx_zap) uses it. Returns NULL with a message in err_buf
+    when the certificate cannot be read or clients names no directory.   */
 nx_curve_t *nx_curve_new(const char *cert_file, const char *clients, char *err_buf,
                          size_t err_size);
 void nx_curve_destroy(nx_curve_t **self_p);

@@ -97,13 +97,39 @@ static int s_read_patterns(const msgpack_object *req, s_patterns_t *p, nexus_err
     return 0;
 }
 
-int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
-                     const msgpack_object *req, nx_dmap_t *reply, msgpack_sbuffer *scratch,
-                     nexus_err_t *err, char *err_msg)
+/*  With tokens: every pattern (none means ">") must be one the token may
+    read; other sessions' private topics under it are filtered later.    */
+static int s_check_access(nx_auth_t *auth, const void *handle, const s_patterns_t *p,
+                          nexus_err_t *err, char *err_msg)
+{
+    if (!auth || !nx_auth_enabled(auth))
+        return 0;
+    for (size_t i = 0; i < (p->count ? p->count : 1); i++) {
+        const char *pat = p->count ? p->ptr[i] : ">";
+        size_t len = p->count ? p->len[i] : 1;
+        if (!nx_auth_may_subscribe(auth, handle, pat, len)) {
+            char sub[200];
+            *err = NEXUS_ERR_FORBIDDEN;
+            snprintf(err_msg, NX_ERRMSG_MAX,
+                     "this token (%s) may not read '%.*s': its sub= is '%s'",
+                     nx_auth_name(auth, handle), (int)nx_utf8_cut(pat, len, 64), pat,
+                     nx_auth_describe(auth, handle, true, sub, sizeof sub));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits, nx_auth_t *auth,
+                     const void *handle, const msgpack_object *req, nx_dmap_t *reply,
+                     msgpack_sbuffer *scratch, nexus_err_t *err, char *err_msg)
 {
     s_patterns_t patterns;
-    if (s_read_patterns(req, &patterns, err, err_msg))
+    if (s_read_patterns(req, &patterns, err, err_msg) ||
+        s_check_access(auth, handle, &patterns, err, err_msg))
         return -1;
+    /*  Checked per event only when the token may not read everything.    */
+    bool filter = auth && nx_auth_sub_restricted(auth, handle);
     uint64_t since_seq = 0, since_time = 0, until_seq = UINT64_MAX, until_time = UINT64_MAX;
     uint64_t limit = 100, cursor = 0;
     const char *order = "asc";
@@ -179,7 +205,8 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits,
                 break;
             }
             scanned++;
-            if (s_patterns_match(&patterns, &rec)) {
+            if (s_patterns_match(&patterns, &rec) &&
+                (!filter || nx_auth_may_read(auth, handle, rec.topic, rec.topic_len))) {
                 nx_pack_event(&epk, seq, &rec);
                 found++;
             }

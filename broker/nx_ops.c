@@ -12,6 +12,7 @@
 
 #include <string.h>
 
+#include "nx_auth.h"
 #include "nx_broker.h"
 #include "nx_coord.h"
 #include "nx_log.h"
@@ -64,6 +65,7 @@ static int s_op_state(nx_broker_t *self, nx_request_t *rq)
     nx_pack_kv_u64(nx_kv(rq), "subscribers", c->subscribers);
     nx_pack_kv_u64(nx_kv(rq), "publishers", c->publishers);
     nx_pack_kv_u64(nx_kv(rq), "subscriptions", c->subscriptions);
+    nx_pack_kv_u64(nx_kv(rq), "subscriptions_refused", c->sub_refused);
     nx_pack_str(nx_kv(rq), "channels");
     nx_broker_pack_subscriptions(self, &rq->reply.pk);
     nx_pack_kv_u64(nx_kv(rq), "requests", c->requests);
@@ -92,9 +94,20 @@ static int s_op_state(nx_broker_t *self, nx_request_t *rq)
     nx_pack_kv_u64(nx_kv(rq), "store", c->drop_store);
     nx_pack_kv_u64(nx_kv(rq), "send", c->drop_send);
     nx_pack_kv_u64(nx_kv(rq), "slow_subscriber", c->drop_slow);
+    nx_pack_kv_u64(nx_kv(rq), "forbidden", c->drop_forbidden);
     nx_pack_kv_u64(nx_kv(rq), "total",
                    c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store +
-                       c->drop_send);
+                       c->drop_send + c->drop_forbidden);
+    nx_dmap_close(&rq->reply);
+
+    nx_dmap_open(&rq->reply, "handshakes_refused");
+    uint64_t plain = __atomic_load_n(&self->refused.plain, __ATOMIC_RELAXED);
+    uint64_t curve = __atomic_load_n(&self->refused.curve, __ATOMIC_RELAXED);
+    uint64_t mech = __atomic_load_n(&self->refused.mechanism, __ATOMIC_RELAXED);
+    nx_pack_kv_u64(nx_kv(rq), "plain", plain);
+    nx_pack_kv_u64(nx_kv(rq), "curve", curve);
+    nx_pack_kv_u64(nx_kv(rq), "mechanism", mech);
+    nx_pack_kv_u64(nx_kv(rq), "total", plain + curve + mech);
     nx_dmap_close(&rq->reply);
 
     nx_wal_stats_t ws;
@@ -143,6 +156,33 @@ static int s_op_publish(nx_broker_t *self, nx_request_t *rq)
         msgpack_pack_object(&ppk, *payload);
         data = packed.data;
         size = packed.size;
+    }
+    /*  With tokens the source is the token's own: its name when none is
+        given, else a session it may act as (the gateway names the session
+        it acts for). Without tokens nothing names a client.               */
+    if (!nx_auth_may_publish(self->auth, rq->auth, topic, topic_len)) {
+        char pub[200];
+        msgpack_sbuffer_destroy(&packed);
+        return nx_request_fail(rq, NEXUS_ERR_FORBIDDEN,
+                               "this token (%s) may not publish to '%.*s': its pub= is '%s'%s",
+                               nx_auth_name(self->auth, rq->auth),
+                               (int)nx_utf8_cut(topic, topic_len, 64), topic,
+                               nx_auth_describe(self->auth, rq->auth, false, pub, sizeof pub),
+                               nx_perm_broker_topic(topic, topic_len)
+                                   ? " (a topic the broker publishes needs a pattern that names "
+                                     "its first token)"
+                                   : "");
+    }
+    if (nx_auth_enabled(self->auth) && source_len == 0) {
+        source = nx_auth_name(self->auth, rq->auth);
+        source_len = strlen(source);
+    } else if (!nx_auth_may_source(self->auth, rq->auth, source, source_len)) {
+        msgpack_sbuffer_destroy(&packed);
+        return nx_request_fail(rq, NEXUS_ERR_FORBIDDEN,
+                               "this token may not publish as '%.*s': the source is its name (%s) "
+                               "or a session it may act as",
+                               (int)nx_utf8_cut(source, source_len, 64), source,
+                               nx_auth_name(self->auth, rq->auth));
     }
     uint64_t seq = 0;
     char err_msg[NX_ERRMSG_MAX] = "";

@@ -63,8 +63,15 @@ static zframe_t *s_answer(const nx_reader_args_t *args, s_bufs_t *b, zframe_t *b
             msgpack_packer_init(&ipk, &b->id, msgpack_sbuffer_write);
             msgpack_pack_object(&ipk, *idobj);
         }
-        n = nx_history_query(args->store, &args->limits, &req, &fields_map, &b->events, &err,
-                             err_msg);
+        /*  The loop checked the token already; its handle tells what it
+            may read.                                                       */
+        const char *token = NULL;
+        size_t token_len = 0;
+        const void *handle = NULL;
+        nx_map_str(&req, "auth", &token, &token_len, NULL);
+        nx_auth_check(args->auth, token, token_len, &handle);
+        n = nx_history_query(args->store, &args->limits, args->auth, handle, &req, &fields_map,
+                             &b->events, &err, err_msg);
     }
     if (n >= 0) {
         nx_pack_reply_head(&pk, b->id.data, b->id.size, true, nx_dmap_pairs(&fields_map));

@@ -15,12 +15,15 @@
 
 #include <czmq.h>
 
+#include "nx_auth.h"
 #include "nx_history.h"
 
 typedef struct {
     nx_store_t *store;          /* shared; only nx_store_reader_* is used  */
     nx_history_limits_t limits; /* copied at start                         */
     uint64_t *errors;           /* error replies, incremented atomically   */
+    nx_auth_t *auth;            /* tokens (read-only): what a query's
+                                   `auth` token may read                   */
 } nx_reader_args_t;
 
 /*  The actor function for zactor_new; args is an nx_reader_args_t that the

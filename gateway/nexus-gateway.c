@@ -49,37 +49,63 @@ static void s_usage(FILE *out)
     fprintf(out, "\nExit status: 0 clean stop, 1 runtime failure, 2 bad usage or settings.\n");
 }
 
-/*  The dashboard: --web-root, else next to the binary in the build tree
-    (build/gateway -> gateway/web) or the install (bin -> share/nexus/web). */
-static int s_find_web_root(nx_gw_t *gw)
+/*  The dashboard: --web-root (a directory), else the first of: the
+    source tree this binary was built from (CMake tells us where, so that
+    a build anywhere finds it), next to the binary (build/gateway ->
+    gateway/web, or bin -> share/nexus/web), and the install prefix's
+    share directory. Returns 0 when found, 1 when none has the files (the
+    gateway then serves the API without a dashboard), -1 when web_root
+    names no directory. *looked lists where it looked.                   */
+static int s_find_web_root(nx_gw_t *gw, char *looked, size_t size)
 {
     struct stat st;
+    looked[0] = 0;
     if (gw->cfg.web_root && *gw->cfg.web_root) {
         snprintf(gw->web_root, sizeof gw->web_root, "%s", gw->cfg.web_root);
-        return stat(gw->web_root, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+        if (stat(gw->web_root, &st) != 0 || !S_ISDIR(st.st_mode))
+            return -1;
+        char index[4200];
+        snprintf(index, sizeof index, "%s/index.html", gw->web_root);
+        if (stat(index, &st) == 0)
+            return 0;
+        snprintf(looked, size, "%.1000s", gw->web_root);
+        gw->web_root[0] = 0;
+        return 1;
     }
-    char self[PATH_MAX];
+    char self[PATH_MAX] = "";
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0)
-        return -1;
-    self[n] = 0;
+    self[n > 0 ? n : 0] = 0;
     char *slash = strrchr(self, '/');
     if (slash)
         *slash = 0;
-    static const char *const candidates[] = {"%.3000s/../../gateway/web",
-                                             "%.3000s/../share/nexus/web", "%.3000s/web"};
-    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
-        char path[4096];
-        snprintf(path, sizeof path, candidates[i], self);
+    char candidates[5][4096];
+    size_t count = 0;
+#ifdef NX_GW_SOURCE_WEB
+    snprintf(candidates[count++], sizeof candidates[0], "%s", NX_GW_SOURCE_WEB);
+#endif
+    if (self[0]) {
+        snprintf(candidates[count++], sizeof candidates[0], "%.3000s/../../gateway/web", self);
+        snprintf(candidates[count++], sizeof candidates[0], "%.3000s/../share/nexus/web", self);
+        snprintf(candidates[count++], sizeof candidates[0], "%.3000s/web", self);
+    }
+#ifdef NX_GW_INSTALL_WEB
+    snprintf(candidates[count++], sizeof candidates[0], "%s", NX_GW_INSTALL_WEB);
+#endif
+    size_t used = 0;
+    for (size_t i = 0; i < count; i++) {
         char index[4200];
-        snprintf(index, sizeof index, "%s/index.html", path);
+        snprintf(index, sizeof index, "%s/index.html", candidates[i]);
         if (stat(index, &st) == 0) {
-            if (!realpath(path, gw->web_root))
-                snprintf(gw->web_root, sizeof gw->web_root, "%s", path);
+            if (!realpath(candidates[i], gw->web_root))
+                snprintf(gw->web_root, sizeof gw->web_root, "%s", candidates[i]);
             return 0;
         }
+        if (used < size)
+            used +=
+                (size_t)snprintf(looked + used, size - used, "%s%s", i ? ", " : "", candidates[i]);
     }
-    return -1;
+    gw->web_root[0] = 0;
+    return 1;
 }
 
 static void s_item_free(void **item)
@@ -127,10 +153,18 @@ int main(int argc, char **argv)
                 gw.cfg.listen);
     } else if (!nx_auth_enabled(gw.auth))
         nx_info("no tokens configured: open to clients on this machine only (%s)", gw.cfg.listen);
-    if (s_find_web_root(&gw)) {
-        fprintf(stderr, "nexus-gateway: cannot find the dashboard files (set --web-root)\n");
+    char looked[2048];
+    int found = s_find_web_root(&gw, looked, sizeof looked);
+    if (found < 0) {
+        fprintf(stderr, "nexus-gateway: web_root %s is not a directory\n", gw.cfg.web_root);
         goto done;
     }
+    /*  No dashboard is no reason to stop: the API and WebSockets work, and
+        `nexus up` would stop the broker with us.                          */
+    if (found > 0)
+        nx_warn("no dashboard files (index.html) found in %s: serving the API and WebSockets "
+                "only, / answers 404 (set web_root to the gateway/web directory)",
+                looked);
     /*  Many idle WebSocket connections need many descriptors.              */
     struct rlimit lim;
     if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
@@ -210,7 +244,8 @@ int main(int argc, char **argv)
         nx_error("cannot start the worker thread");
         goto done;
     }
-    nx_info("nexus-gateway %s: dashboard from %s", NEXUS_VERSION_STRING, gw.web_root);
+    nx_info("nexus-gateway %s: dashboard from %s", NEXUS_VERSION_STRING,
+            gw.web_root[0] ? gw.web_root : "nowhere (none found)");
     status = nx_gw_server_run(&gw) == 0 ? 0 : 1;
     nx_gw_worker_stop(&gw);
     nx_info("stopped");

@@ -115,6 +115,8 @@ typedef struct {
     uint64_t slow_closes;     /* clients closed for not reading            */
     uint64_t errors;          /* error replies                             */
     uint64_t rate_limited;    /* requests refused by the rate limit        */
+    uint64_t auth_refused;    /* requests and upgrades refused: no or a
+                                 wrong token (401)                         */
     uint64_t lat_buckets[12]; /* fabric ts -> queued, us: <=100,250,500,
                                  1k,2.5k,5k,10k,25k,50k,100k,250k,+Inf    */
     uint64_t lat_sum_us;      /* sum of those latencies                    */
@@ -283,6 +285,21 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id);
     NULL when there is no such endpoint. Reads a constant table: safe from
     any thread.                                                             */
 const char *nx_gw_http_allow(const char *path);
+
+/*  ---- nx_gw_perm.c (any thread) ------------------------------------------
+    A client's token (auth: its nx_auth handle) against gw->auth's rules.
+    With no tokens configured everything is allowed. The refusals write a
+    message for a `forbidden` error into why.                               */
+
+/*  Whether it may see an event of client type `type` (event_type).        */
+bool nx_gw_may_read(nx_gw_t *gw, const void *auth, const char *type);
+/*  Whether it may publish msg (its "event_type", or "topic").             */
+bool nx_gw_may_publish(nx_gw_t *gw, const void *auth, json_t *msg, char *why, size_t size);
+/*  Whether it may read every pattern of patterns (an array; NULL or empty:
+    every event).                                                           */
+bool nx_gw_may_subscribe(nx_gw_t *gw, const void *auth, json_t *patterns, char *why, size_t size);
+/*  Removes from events (client events) those it may not read.              */
+void nx_gw_filter_events(nx_gw_t *gw, const void *auth, json_t *events);
 
 /*  ---- nx_gw_mcp.c (worker thread) ------------------------------------- */
 

@@ -86,6 +86,7 @@ typedef struct {
     json_t *id;         /* its id, or NULL                               */
     const char *action; /* its action                                    */
     const char *op;     /* the op it runs, when it is one                */
+    const void *auth;   /* its token (nx_auth handle of gw->auth)        */
 } s_ctx_t;
 
 static json_t *s_reply_new(s_ctx_t *ctx, bool ok)
@@ -219,6 +220,12 @@ static void a_subscribe(s_ctx_t *ctx)
     json_t *topics = s_topics(ctx);
     if (!topics)
         return;
+    char why[300];
+    if (!nx_gw_may_subscribe(ctx->gw, ctx->auth, topics, why, sizeof why)) {
+        json_decref(topics);
+        s_error(ctx, "forbidden", why, NULL);
+        return;
+    }
     nx_gw_t *gw = ctx->gw;
     uint64_t replay_from = 0;
     const char *refused = NULL;
@@ -285,6 +292,11 @@ static void a_publish(s_ctx_t *ctx)
 {
     /*  The source is the connection's session, whatever the JSON says.    */
     nx_front_err_t err = {0};
+    char why[300];
+    if (!nx_gw_may_publish(ctx->gw, ctx->auth, ctx->msg, why, sizeof why)) {
+        s_error(ctx, "forbidden", why, NULL);
+        return;
+    }
     json_t *rep = nx_front_publish(ctx->gw->client, ctx->msg, ctx->session, &err);
     if (rep)
         __atomic_add_fetch(&ctx->gw->stats.events_in, 1, __ATOMIC_RELAXED);
@@ -343,9 +355,18 @@ static void a_history(s_ctx_t *ctx)
         json_object_set_new(fields, "patterns", t);
     }
     nx_front_err_t err = {0};
+    char why[300];
+    if (!nx_gw_may_subscribe(ctx->gw, ctx->auth, json_object_get(fields, "patterns"), why,
+                             sizeof why)) {
+        json_decref(fields);
+        s_error(ctx, "forbidden", why, NULL);
+        return;
+    }
     json_t *page = nx_front_history(ctx->gw->client, fields, ctx->session, &err);
-    if (page)
+    if (page) {
         json_object_del(page, "last_seq");
+        nx_gw_filter_events(ctx->gw, ctx->auth, json_object_get(page, "events"));
+    }
     s_answer(ctx, page, &err);
 }
 
@@ -413,12 +434,13 @@ static const s_action_t s_actions[] = {
 
 void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
 {
-    s_ctx_t ctx = {gw, conn_id, "", NULL, NULL, NULL, NULL};
+    s_ctx_t ctx = {gw, conn_id, "", NULL, NULL, NULL, NULL, NULL};
     pthread_mutex_lock(&gw->lock);
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
     bool open = conn != NULL;
     if (conn) {
         memcpy(ctx.session, conn->session, sizeof ctx.session);
+        ctx.auth = conn->auth;
         nx_gw_conn_unref(gw, &conn);
     }
     pthread_mutex_unlock(&gw->lock);
@@ -581,9 +603,17 @@ size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
         pthread_mutex_lock(&gw->lock);
         nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
         bool open = conn != NULL;
+        const void *auth = NULL;
         if (conn) {
-            for (size_t i = 0; i < conn->n_patterns; i++)
+            bool direct = false;
+            for (size_t i = 0; i < conn->n_patterns; i++) {
                 nexus_history_add_pattern(h, conn->patterns[i]);
+                direct |= nx_front_wants_direct(conn->patterns[i]);
+            }
+            /*  Direct messages live on their targets' topics.              */
+            if (direct)
+                nexus_history_add_pattern(h, "session.*.direct");
+            auth = conn->auth;
             snprintf(session, sizeof session, "%s", conn->session);
             nx_gw_conn_unref(gw, &conn);
         }
@@ -600,9 +630,11 @@ size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
         while (alive && (err = nexus_history_next(h, &ev)) == NEXUS_OK && ev) {
             size_t len;
             char *text = nx_front_event_json(ev, &len);
-            nx_gw_msg_t *msg = text && nx_front_event_text_visible(text, len, session)
-                                   ? nx_gw_msg_new(text, len, nexus_event_seq(ev))
-                                   : NULL;
+            nx_gw_msg_t *msg =
+                text && nx_front_event_text_visible(text, len, session) &&
+                        nx_gw_may_read(gw, auth, nx_front_event_type(nexus_event_topic(ev)))
+                    ? nx_gw_msg_new(text, len, nexus_event_seq(ev))
+                    : NULL;
             free(text);
             since = nexus_event_seq(ev);
             nexus_event_destroy(&ev);

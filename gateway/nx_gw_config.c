@@ -24,15 +24,18 @@ const nx_conf_key_t nx_gw_conf_keys[] = {
     S_KEY(broker, NX_CONF_STRING, "tcp://127.0.0.1:8451", 0, 0, NULL,
           "the broker's control endpoint (event endpoints are the next two ports)"),
     S_KEY(broker_token, NX_CONF_STRING, "", 0, 0, NULL,
-          "token the gateway presents to the broker (when the broker wants one)"),
+          "token the gateway presents to the broker (when the broker wants one); it acts for "
+          "every client: give it a '*' line with sub=>"),
     S_KEY(broker_timeout, NX_CONF_DURATION, "5s", 100, 600000, NULL,
           "how long a request to the broker may take before it fails"),
     S_KEY(web_root, NX_CONF_STRING, "", 0, 0, NULL,
-          "directory of the dashboard files (default: found next to the binary)"),
+          "directory of the dashboard files (default: the source tree it was built from, next "
+          "to the binary, or the installed share/nexus/web; none: the API only)"),
     S_KEY(token, NX_CONF_STRING, "", 0, 0, NULL,
           "shared token clients must present (?token= or Authorization: Bearer)"),
     S_KEY(tokens_file, NX_CONF_STRING, "", 0, 0, NULL,
-          "file of 'TOKEN SESSION[,SESSION...]' lines, as the broker's"),
+          "file of client tokens, in the broker's format ('TOKEN SESSION[,SESSION...]' or "
+          "'TOKEN name= sessions= pub= sub=')"),
     S_KEY(allowed_origins, NX_CONF_STRING, "", 0, 0, NULL,
           "Origins allowed for WebSocket and the HTTP API, comma-separated, '*' any; empty: "
           "same origin"),

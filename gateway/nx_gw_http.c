@@ -295,11 +295,10 @@ static void h_capabilities(s_req_t *r)
                        "publish_subscribe", "topic_wildcards", "history", "resume", "work_claims",
                        "fencing_tokens", "presence", "direct_messages", "metrics", "mcp",
                        "endpoints", "/ws/session/{session_id}", "/ws/events", "/mcp", "/health",
-                       "/capabilities", "/state",
-                       "/dependencies", "/message", "/sessions/active", "/sessions/{id}",
-                       "/sessions/capabilities", "/events", "/events/history", "/events/recent",
-                       "/events/stats", "/work/claim", "/work/release", "/work/complete",
-                       "/work/claimed"));
+                       "/capabilities", "/state", "/dependencies", "/message", "/sessions/active",
+                       "/sessions/{id}", "/sessions/capabilities", "/events", "/events/history",
+                       "/events/recent", "/events/stats", "/work/claim", "/work/release",
+                       "/work/complete", "/work/claimed"));
 }
 
 static double s_rate(nx_gw_t *gw)
@@ -354,6 +353,12 @@ static void h_dependencies(s_req_t *r)
 static void s_publish(s_req_t *r, json_t *msg, const char *source, int status)
 {
     nx_front_err_t err = {0};
+    char why[300];
+    if (!nx_gw_may_publish(r->gw, r->auth, msg, why, sizeof why)) {
+        json_decref(msg);
+        s_error(r, 403, "forbidden", why, NULL);
+        return;
+    }
     json_t *rep = nx_front_publish(r->gw->client, msg, source, &err);
     json_decref(msg);
     if (!rep) {
@@ -401,13 +406,27 @@ static void h_events_post(s_req_t *r)
 }
 
 /*  The history page of fields (stolen), shown to no session: direct
-    messages are not shown over HTTP. NULL when answered with an error.    */
-static json_t *s_history(s_req_t *r, json_t *fields)
+    messages are not shown over HTTP. With tokens a pattern the caller's
+    token may not read is refused (check), and events it may not read are
+    left out. NULL when answered with an error.                             */
+static json_t *s_history(s_req_t *r, json_t *fields, bool check)
 {
     nx_front_err_t err = {0};
+    char why[300];
+    json_t *one = json_object_get(fields, "pattern");
+    json_t *patterns = one ? json_pack("[O]", one) : NULL;
+    bool ok = !check || nx_gw_may_subscribe(r->gw, r->auth, patterns, why, sizeof why);
+    json_decref(patterns);
+    if (!ok) {
+        json_decref(fields);
+        s_error(r, 403, "forbidden", why, NULL);
+        return NULL;
+    }
     json_t *page = nx_front_history(r->gw->client, fields, NULL, &err);
     if (!page)
         s_fail(r, &err);
+    else
+        nx_gw_filter_events(r->gw, r->auth, json_object_get(page, "events"));
     return page;
 }
 
@@ -453,7 +472,7 @@ static void h_history(s_req_t *r)
         json_object_set_new(req, "cursor", json_integer(cursor));
     if (s_arg(r, "order", v, sizeof v))
         json_object_set_new(req, "order", json_string(v));
-    json_t *page = s_history(r, req);
+    json_t *page = s_history(r, req, true);
     if (!page)
         return;
     json_t *events = json_object_get(page, "events");
@@ -471,8 +490,10 @@ static void h_recent(s_req_t *r)
         s_error(r, 400, "bad_request", "count must be 1..1000", NULL);
         return;
     }
+    /*  "The latest events": those it may read among them.                 */
     json_t *page = s_history(
-        r, json_pack("{s:I, s:s}", "limit", (json_int_t)(count > 0 ? count : 10), "order", "desc"));
+        r, json_pack("{s:I, s:s}", "limit", (json_int_t)(count > 0 ? count : 10), "order", "desc"),
+        false);
     if (!page)
         return;
     json_t *events = json_incref(json_object_get(page, "events"));
@@ -678,6 +699,30 @@ static void s_metric_channels(s_req_t *r, zchunk_t *out)
     json_decref(rep);
 }
 
+/*  The broker's refused handshakes (state.handshakes_refused), by what
+    refused them; nothing when the broker is away.                         */
+static void s_metric_refused(s_req_t *r, zchunk_t *out)
+{
+    json_t *rep = s_probe(r, "state");
+    json_t *h = json_object_get(rep, "handshakes_refused");
+    if (h) {
+        const char *head =
+            "# HELP nexus_broker_handshakes_refused_total connections the broker refused at the "
+            "handshake (plain: no such token; curve: a key not in curve_clients; mechanism: no or "
+            "another mechanism)\n# TYPE nexus_broker_handshakes_refused_total counter\n";
+        zchunk_extend(out, head, strlen(head));
+        static const char *const kinds[] = {"plain", "curve", "mechanism"};
+        for (size_t i = 0; i < 3; i++) {
+            char line[160];
+            snprintf(line, sizeof line,
+                     "nexus_broker_handshakes_refused_total{mechanism=\"%s\"} %" PRId64 "\n",
+                     kinds[i], (int64_t)json_integer_value(json_object_get(h, kinds[i])));
+            zchunk_extend(out, line, strlen(line));
+        }
+    }
+    json_decref(rep);
+}
+
 static void h_metrics(s_req_t *r)
 {
     nx_gw_t *gw = r->gw;
@@ -726,10 +771,14 @@ static void h_metrics(s_req_t *r)
     S_METRIC("nexus_gateway_errors_total", "counter", "error replies", S_LOAD(errors));
     S_METRIC("nexus_gateway_rate_limited_total", "counter", "requests refused by the rate limit",
              S_LOAD(rate_limited));
+    S_METRIC("nexus_gateway_auth_refused_total", "counter",
+             "HTTP requests and WebSocket upgrades refused for no or a wrong token (401)",
+             S_LOAD(auth_refused));
     S_METRIC("nexus_gateway_rate_addresses", "gauge",
              "client addresses with a rate limit of their own (bound: 1024)", addrs);
     S_METRIC("nexus_gateway_queue_depth", "gauge", "messages waiting in client queues", depth);
     s_metric_channels(r, out);
+    s_metric_refused(r, out);
     static const char *const le[] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
                                      "0.01",   "0.025",   "0.05",   "0.1",   "0.25",   "+Inf"};
     const char *h = "# HELP nexus_gateway_delivery_latency_seconds broker timestamp to client "

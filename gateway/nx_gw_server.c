@@ -166,6 +166,21 @@ static void s_http_now(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, int status, c
     lws_callback_on_writable(wsi);
 }
 
+/*  Answers an HTTP request from the lws thread with an HTML page.         */
+static void s_http_page(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, int status, const char *html)
+{
+    pss->answered = true;
+    pss->close_after = false;
+    pthread_mutex_lock(&gw->lock);
+    pss->conn->status = status;
+    pss->conn->content_type = "text/html; charset=utf-8";
+    pss->conn->allow = NULL;
+    free(pss->conn->response);
+    pss->conn->response = strdup(html);
+    pthread_mutex_unlock(&gw->lock);
+    lws_callback_on_writable(wsi);
+}
+
 static void s_http_release(nx_gw_t *gw, s_pss_t *pss)
 {
     if (!pss->conn)
@@ -251,12 +266,25 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
             s_http_now(gw, wsi, pss, 405, "method_not_allowed", "static files are GET only", "GET");
             return 0;
         }
+        /*  Without dashboard files, / says so plainly (the API works).    */
+        if (!gw->web_root[0] && strcmp(conn->path, "/") == 0) {
+            s_http_page(gw, wsi, pss, 404,
+                        "<!doctype html><meta charset=utf-8><title>nexus-gateway: no "
+                        "dashboard</title><h1>No dashboard here</h1><p>This nexus-gateway did "
+                        "not find its dashboard files (gateway/web: index.html and the rest), "
+                        "so it serves no page. Its API (<a href=/health>/health</a>, "
+                        "/events, /sessions/active, ...) and WebSockets (/ws/session/{id}, "
+                        "/ws/events) work as usual. Start it with <code>--web-root "
+                        "DIR</code> (the source tree's gateway/web, or the installed "
+                        "share/nexus/web) to get the dashboard.</p>\n");
+            return 0;
+        }
         /*  The dashboard's files; lws has already removed ".." segments.  */
         char file[4096 + 600];
         const char *rel = strcmp(conn->path, "/") == 0 ? "/index.html" : conn->path;
         struct stat st;
         snprintf(file, sizeof file, "%s%s", gw->web_root, rel);
-        if (strstr(rel, "..") || stat(file, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (!gw->web_root[0] || strstr(rel, "..") || stat(file, &st) != 0 || !S_ISREG(st.st_mode)) {
             s_http_now(gw, wsi, pss, 404, "not_found", "no such endpoint or file", NULL);
             return 0;
         }
@@ -289,6 +317,7 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
         const void *handle;
         s_token(wsi, token, sizeof token);
         if (nx_auth_check(gw->auth, token[0] ? token : NULL, strlen(token), &handle)) {
+            __atomic_add_fetch(&gw->stats.auth_refused, 1, __ATOMIC_RELAXED);
             s_http_now(gw, wsi, pss, 401, "unauthorized",
                        token[0] ? "wrong token" : "this gateway requires a token", NULL);
             return 0;
@@ -415,17 +444,29 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 /*  Refuses a WebSocket upgrade with an HTTP status and the JSON error body
     every HTTP refusal has, then closes (returns 1 for the filter
     callback). Written here, as lws_return_http_status does: the upgrade
-    request is not served by the HTTP callbacks.                           */
+    request is not served by the HTTP callbacks. The status line is ours
+    too: lws has not taken the request's HTTP version yet at this stage
+    and writes "HTTP/1.0", which WebSocket clients (Python's websockets)
+    refuse as an unsupported version instead of showing the status and
+    its reason.                                                            */
 static int s_refuse(struct lws *wsi, unsigned int status, const char *code, const char *why)
 {
     char body[256];
     int blen =
         snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, why);
+    const char *phrase = status == 400   ? "Bad Request"
+                         : status == 401 ? "Unauthorized"
+                         : status == 403 ? "Forbidden"
+                         : status == 404 ? "Not Found"
+                         : status == 503 ? "Service Unavailable"
+                                         : "Error";
     unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start,
                                        *end = buf + sizeof buf - 1;
+    p += snprintf((char *)p, (size_t)(end - p), "HTTP/1.1 %u %s\r\n", status, phrase);
     if (blen < 0 || (size_t)blen >= sizeof body ||
-        lws_add_http_common_headers(wsi, status, "application/json", (lws_filepos_t)blen, &p,
-                                    end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                                     (const unsigned char *)"application/json", 16, &p, end) ||
+        lws_add_http_header_content_length(wsi, (lws_filepos_t)blen, &p, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
                                      &p, end) ||
         lws_finalize_http_header(wsi, &p, end) || end - p < blen)
@@ -473,6 +514,7 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     pss->auth = NULL;
     if (nx_auth_check(gw->auth, token[0] ? token : NULL, strlen(token), &pss->auth) ||
         (!watcher && !nx_auth_allows(gw->auth, pss->auth, id, strlen(id)))) {
+        __atomic_add_fetch(&gw->stats.auth_refused, 1, __ATOMIC_RELAXED);
         nx_info("websocket refused for session %s: %s", id,
                 token[0] ? "token not valid for it" : "no token");
         return s_refuse(wsi, 401, "unauthorized",

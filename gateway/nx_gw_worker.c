@@ -129,6 +129,16 @@ static bool s_direct_target(nexus_event_t *event, char *to, size_t size)
     return false;
 }
 
+/*  False when topic is another session's private one (session.<id>.<more>,
+    not a direct message: those have their own rule).                     */
+static bool s_own_private(const char *topic, const char *session)
+{
+    const char *owner;
+    size_t olen;
+    return !nx_perm_private_owner(topic, strlen(topic), &owner, &olen) ||
+           (strlen(session) == olen && memcmp(session, owner, olen) == 0);
+}
+
 static void s_count_type(nx_gw_t *gw, const char *topic)
 {
     uint64_t sec = nx_gw_mono() / 1000000;
@@ -235,9 +245,13 @@ void nx_gw_deliver(nexus_event_t *event, void *arg)
     uint64_t seq = nexus_event_seq(event);
     __atomic_add_fetch(&gw->stats.events_fabric, 1, __ATOMIC_RELAXED);
     char to[NX_GW_SESSION_MAX + 1];
-    bool direct = strcmp(topic, "message.direct") == 0;
-    if (direct && !s_direct_target(event, to, sizeof to))
+    /*  A direct message names its target in its topic (session.<to>.direct)
+        or, the old way, in its payload; clients see it as message.direct.  */
+    bool direct = nx_front_direct(topic, to, sizeof to);
+    if (direct && !to[0] && !s_direct_target(event, to, sizeof to))
         to[0] = 0; /* a direct message with no target reaches nobody */
+    const char *type = nx_front_event_type(topic);
+    bool perm = nx_auth_enabled(gw->auth);
     /*  Every event goes to the recent ring, so its JSON is built once here
         and shared with the connections it matches.                         */
     size_t len = 0;
@@ -246,18 +260,23 @@ void nx_gw_deliver(nexus_event_t *event, void *arg)
     free(text);
     bool pushed = false;
     pthread_mutex_lock(&gw->lock);
-    s_count_type(gw, topic);
+    s_count_type(gw, type);
     if (seq > gw->last_seq)
         gw->last_seq = seq;
-    if (msg && !direct) /* the ring is shown to every session */
+    if (msg && !direct && s_own_private(topic, "")) /* the ring is shown to every session */
         s_recent_add(gw, msg);
     nx_gw_mcp_deliver(gw, topic);
     for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns)) {
         if (c->kind != NX_GW_WS || c->closed || c->close_code || !c->ready || seq <= c->last_seq)
             continue;
-        if (!nx_gw_conn_matches(c, topic))
+        if (!nx_gw_conn_matches(c, type) && (type == topic || !nx_gw_conn_matches(c, topic)))
             continue;
         if (direct && strcmp(c->session, to) != 0)
+            continue;
+        /*  Another session's private topic, or one its token may not read. */
+        if (!direct && type == topic && !s_own_private(topic, c->session))
+            continue;
+        if (perm && !nx_gw_may_read(gw, c->auth, type))
             continue;
         if (!msg)
             break;
@@ -384,6 +403,14 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
         }
         nexus_history_destroy(&h);
     }
+    /*  What its token may not read is not in its welcome either.          */
+    pthread_mutex_lock(&gw->lock);
+    nx_gw_conn_t *asking = nx_gw_conn_get(gw, cmd->conn);
+    const void *auth = asking ? asking->auth : NULL;
+    if (asking)
+        nx_gw_conn_unref(gw, &asking);
+    pthread_mutex_unlock(&gw->lock);
+    nx_gw_filter_events(gw, auth, recent);
     json_object_set_new(welcome, "recent_events", recent);
     json_object_set_new(welcome, "recent_omitted", json_integer(0));
     char *text = json_dumps(welcome, JSON_COMPACT);

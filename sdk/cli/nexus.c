@@ -689,6 +689,22 @@ static int s_cmd_sub(s_cli_t *cli)
         if (err)
             return s_client_error(cli, err);
     }
+    /*  A pattern outside the token's sub= would deliver nothing, in
+        silence (the event plane has no error to give): the history, which
+        checks the same permissions, says so clearly. One event at most.  */
+    nexus_history_t *probe = nexus_history_new(cli->client);
+    nexus_err_t perr = probe ? nexus_history_set_page(probe, 1, 1) : NEXUS_ERR_NOMEM;
+    for (int i = 0; i < cli->npos && perr == NEXUS_OK; i++)
+        perr = nexus_history_add_pattern(probe, cli->pos[i]);
+    nexus_event_t *first = NULL;
+    if (perr == NEXUS_OK) {
+        nexus_history_set_max(probe, 1);
+        perr = nexus_history_next(probe, &first);
+        nexus_event_destroy(&first);
+    }
+    nexus_history_destroy(&probe);
+    if (perr == NEXUS_ERR_FORBIDDEN)
+        return s_client_error(cli, perr);
     if (have_since)
         nexus_client_resume_from(cli->client, since);
     uint64_t seen = 0;
@@ -1387,7 +1403,11 @@ static int s_cmd_up(s_cli_t *cli)
     if (broker < 0)
         return s_fail(NX_EXIT_REFUSED, "cannot start nexusd: %s", strerror(errno));
     if (with_gateway) {
-        /*  The gateway talks to the broker this command started.           */
+        /*  The gateway talks to the broker this command started, with the
+            token the broker takes from NEXUS_TOKEN.                        */
+        const char *tok = getenv("NEXUS_TOKEN");
+        if (tok && *tok && !getenv("NEXUS_BROKER_TOKEN"))
+            setenv("NEXUS_BROKER_TOKEN", tok, 1);
         char *gargv[] = {gateway, "--broker", (char *)(ep && *ep ? ep : NEXUS_DEFAULT_ENDPOINT),
                          NULL};
         gw = s_spawn(gargv);
@@ -1419,7 +1439,14 @@ static int s_cmd_up(s_cli_t *cli)
         if (pid == broker || pid == gw) {
             alive--;
             int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-            if (!stopping) {
+            /*  The broker is the fabric: a gateway that cannot run (its
+                port taken, a bad setting) leaves it running.              */
+            if (!stopping && pid == gw)
+                fprintf(stderr,
+                        "nexus: nexus-gateway exited (%d); the broker keeps running (Ctrl-C "
+                        "stops it)\n",
+                        rc);
+            else if (!stopping) {
                 fprintf(stderr, "nexus: %s exited (%d); stopping\n",
                         pid == broker ? "nexusd" : "nexus-gateway", rc);
                 code = rc ? NX_EXIT_REFUSED : NX_EXIT_OK;

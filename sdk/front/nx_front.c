@@ -185,27 +185,52 @@ json_t *nx_front_publish(nexus_client_t *client, json_t *msg, const char *source
         return NULL;
     }
     json_t *bin = nx_front_payload_bin(payload);
-    json_decref(payload);
     if (!bin) {
+        json_decref(payload);
         s_fail_code(err, NEXUS_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    return nx_front_call(
-        client, "publish",
-        json_pack("{s:s, s:o, s:s}", "topic", type, "payload", bin, "source", source ? source : ""),
-        err);
+    /*  A direct message goes to its target's private topic.              */
+    char topic[NX_TOPIC_MAX + 1];
+    const char *to = json_string_value(json_object_get(payload, "to"));
+    if (strcmp(type, NX_FRONT_DIRECT) == 0 && to)
+        snprintf(topic, sizeof topic, "session.%s.direct", to);
+    else
+        snprintf(topic, sizeof topic, "%s", type);
+    json_decref(payload);
+    return nx_front_call(client, "publish",
+                         json_pack("{s:s, s:o, s:s}", "topic", topic, "payload", bin, "source",
+                                   source ? source : ""),
+                         err);
 }
 
 json_t *nx_front_history(nexus_client_t *client, json_t *fields, const char *viewer,
                          nx_front_err_t *err)
 {
+    /*  Direct messages live on their targets' topics: a viewer that asks
+        for message.direct asks the broker for those too (what it may see
+        of them is left to nx_front_event_visible below).                  */
+    json_t *patterns = json_object_get(fields, "patterns");
+    bool direct = false;
+    size_t i;
+    json_t *p;
+    json_array_foreach(patterns, i, p)
+    {
+        const char *s = json_string_value(p);
+        direct |= s && nx_front_wants_direct(s);
+    }
+    /*  A copy: the caller's array may be shared (a parked wait keeps it). */
+    if (viewer && direct && json_array_size(patterns) < 64) {
+        json_t *more = json_copy(patterns);
+        json_array_append_new(more, json_string("session.*.direct"));
+        json_object_set_new(fields, "patterns", more);
+    }
     json_t *rep = nx_front_call(client, "history", fields, err);
     if (!rep)
         return NULL;
     /*  Broker records {seq, ts, topic, source, payload(bin)} become client
         events: the payload bytes are msgpack, shown as JSON.              */
     json_t *events = json_array();
-    size_t i;
     json_t *rec;
     json_array_foreach(json_object_get(rep, "events"), i, rec)
     {

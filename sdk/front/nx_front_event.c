@@ -11,6 +11,7 @@
 #include "nx_base64.h"
 #include "nx_front_event.h"
 #include "nx_log.h"
+#include "nx_perm.h"
 #include "nx_topic.h"
 
 json_t *nx_front_payload_bin(const json_t *payload)
@@ -60,6 +61,34 @@ static void s_json_str(zchunk_t *out, const char *s, size_t len)
     zchunk_extend(out, "\"", 1);
 }
 
+bool nx_front_direct(const char *topic, char *to, size_t size)
+{
+    const char *owner;
+    size_t olen, tlen = strlen(topic);
+    if (size)
+        to[0] = 0;
+    if (strcmp(topic, NX_FRONT_DIRECT) == 0)
+        return true;
+    if (!nx_perm_private_owner(topic, tlen, &owner, &olen) || strcmp(owner + olen, ".direct") != 0)
+        return false;
+    if (olen < size) {
+        memcpy(to, owner, olen);
+        to[olen] = 0;
+    }
+    return true;
+}
+
+const char *nx_front_event_type(const char *topic)
+{
+    char to[NX_SESSION_ID_MAX + 1];
+    return nx_front_direct(topic, to, sizeof to) ? NX_FRONT_DIRECT : topic;
+}
+
+bool nx_front_wants_direct(const char *pattern)
+{
+    return nx_pattern_matches(pattern, NX_FRONT_DIRECT);
+}
+
 char *nx_front_event_json(nexus_event_t *event, size_t *len)
 {
     /*  Built by hand, once per event: every matching connection shares it. */
@@ -69,7 +98,14 @@ char *nx_front_event_json(nexus_event_t *event, size_t *len)
              "{\"type\":\"event\",\"seq\":%" PRIu64 ",\"event_type\":", nexus_event_seq(event));
     zchunk_extend(out, head, strlen(head));
     const char *topic = nexus_event_topic(event), *source = nexus_event_source(event);
-    s_json_str(out, topic, strlen(topic));
+    char to[NX_SESSION_ID_MAX + 1];
+    bool direct = nx_front_direct(topic, to, sizeof to);
+    const char *type = direct ? NX_FRONT_DIRECT : topic;
+    s_json_str(out, type, strlen(type));
+    if (to[0]) {
+        zchunk_extend(out, ",\"to\":", 6);
+        s_json_str(out, to, strlen(to));
+    }
     zchunk_extend(out, ",\"session_id\":", 14);
     s_json_str(out, source, strlen(source));
     zchunk_extend(out, ",\"payload\":", 11);
@@ -95,11 +131,18 @@ json_t *nx_front_event_from_record(json_t *rec)
         into JSON: the payload bytes arrive as {"$base64": ...}; they are
         msgpack, shown to clients as JSON like live events.                */
     char iso[40];
-    json_t *ev = json_pack("{s:s, s:O, s:O, s:O}", "type", "event", "seq",
-                           json_object_get(rec, "seq"), "event_type", json_object_get(rec, "topic"),
-                           "session_id", json_object_get(rec, "source"));
+    const char *topic = json_string_value(json_object_get(rec, "topic"));
+    char to[NX_SESSION_ID_MAX + 1] = "";
+    bool direct = topic && nx_front_direct(topic, to, sizeof to);
+    json_t *type =
+        direct ? json_string(NX_FRONT_DIRECT) : json_incref(json_object_get(rec, "topic"));
+    json_t *ev =
+        json_pack("{s:s, s:O, s:o, s:O}", "type", "event", "seq", json_object_get(rec, "seq"),
+                  "event_type", type, "session_id", json_object_get(rec, "source"));
     if (!ev)
         return json_null();
+    if (to[0])
+        json_object_set_new(ev, "to", json_string(to));
     json_t *payload = json_object_get(rec, "payload");
     const char *b64 = json_string_value(json_object_get(payload, "$base64"));
     json_t *shown = NULL;
@@ -122,19 +165,26 @@ json_t *nx_front_event_from_record(json_t *rec)
 bool nx_front_event_visible(const json_t *ev, const char *session)
 {
     const char *type = json_string_value(json_object_get(ev, "event_type"));
+    const char *owner;
+    size_t olen;
+    if (type && nx_perm_private_owner(type, strlen(type), &owner, &olen))
+        return session && strlen(session) == olen && memcmp(session, owner, olen) == 0;
     if (!type || strcmp(type, NX_FRONT_DIRECT) != 0)
         return true;
     if (!session)
         return false;
-    const char *to = json_string_value(json_object_get(json_object_get(ev, "payload"), "to"));
+    const char *to = json_string_value(json_object_get(ev, "to"));
+    if (!to)
+        to = json_string_value(json_object_get(json_object_get(ev, "payload"), "to"));
     const char *from = json_string_value(json_object_get(ev, "session_id"));
     return (to && strcmp(to, session) == 0) || (from && strcmp(from, session) == 0);
 }
 
 bool nx_front_event_text_visible(const char *text, size_t len, const char *session)
 {
-    /*  Only direct messages need a look inside.                           */
-    if (!memmem(text, len, "\"" NX_FRONT_DIRECT "\"", strlen(NX_FRONT_DIRECT) + 2))
+    /*  Only direct messages and private topics need a look inside.       */
+    if (!memmem(text, len, "\"" NX_FRONT_DIRECT "\"", strlen(NX_FRONT_DIRECT) + 2) &&
+        !memmem(text, len, "\"event_type\":\"" NX_PERM_PRIVATE, 14 + NX_PERM_PRIVATE_LEN))
         return true;
     json_t *ev = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
     bool visible = ev ? nx_front_event_visible(ev, session) : false;

@@ -13,8 +13,26 @@
 
 #include "nexus.h"
 
-/*  The topic of direct messages: the target is "to" in the payload.       */
+/*  Direct messages: clients publish and see event_type "message.direct"
+    with the target in "to"; on the fabric the topic is the target's
+    private one, session.<to>.direct, which the broker lets only the
+    target (and tokens allowed to) read. Events of the old topic
+    message.direct (target in the payload's "to") are still shown alike.  */
 #define NX_FRONT_DIRECT "message.direct"
+
+/*  True when topic is a direct message. When it names its target
+    (session.<id>.direct), copies it into to (size bytes) and returns true;
+    for message.direct, to is left "" (the target is in the payload).      */
+bool nx_front_direct(const char *topic, char *to, size_t size);
+
+/*  The event_type clients see for a fabric topic: NX_FRONT_DIRECT for a
+    direct message, the topic itself otherwise.                           */
+const char *nx_front_event_type(const char *topic);
+
+/*  True when a client pattern asks for direct messages (matches
+    message.direct): a history query for it must also ask the broker for
+    session.*.direct.                                                     */
+bool nx_front_wants_direct(const char *pattern);
 
 /*  The payload field of a publish request for a JSON payload: its msgpack
     encoding as bin ({"$base64":...}), so that it comes back as the same
@@ -30,8 +48,9 @@ char *nx_front_event_json(nexus_event_t *event, size_t *len);
 json_t *nx_front_event_from_record(json_t *rec);
 
 /*  Whether client event ev may be shown to `session`: a message.direct
-    only to its target and its sender; to no one when session is NULL.
-    Others always.                                                          */
+    only to its target ("to", at the top or in the payload) and its
+    sender; another session's private topic (session.<id>.<more>) only to
+    that session; either to no one when session is NULL. Others always.   */
 bool nx_front_event_visible(const json_t *ev, const char *session);
 
 /*  The same for the JSON text of one client event.                        */

@@ -619,12 +619,15 @@ bool nx_mcp_wants(nx_mcp_t *self, const char *topic)
 {
     pthread_mutex_lock(&self->lock);
     bool want = self->waiting;
+    /*  A direct message's topic is its target's; clients ask for it by the
+        name they see, message.direct.                                     */
+    const char *type = nx_front_event_type(topic);
     if (want && self->n_wait_patterns) {
         want = false;
         for (size_t i = 0; i < self->n_wait_patterns && !want; i++)
             want = self->wait_patterns[i] &&
-                   nx_pattern_match(self->wait_patterns[i], strlen(self->wait_patterns[i]), topic,
-                                    strlen(topic));
+                   (nx_pattern_matches(self->wait_patterns[i], topic) ||
+                    (type != topic && nx_pattern_matches(self->wait_patterns[i], type)));
     }
     pthread_mutex_unlock(&self->lock);
     return want;

@@ -174,7 +174,11 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_metadata_json(nexus_client_t *self, co
 NEXUS_EXPORT nexus_err_t nexus_client_set_metadata_msgpack(nexus_client_t *self, const void *data,
                                                            size_t size);
 
-/*  The access token sent with every request (NULL clears it).             */
+/*  The access token (NULL clears it): presented at the handshake of every
+    socket (PLAIN, the token as the password) unless CURVE is set, and sent
+    with every request. A broker with tokens refuses a connection without
+    a valid one; one without tokens refuses a connection that presents one
+    (nexus_client_connect says which).                                     */
 NEXUS_EXPORT nexus_err_t nexus_client_set_token(nexus_client_t *self, const char *token);
 
 /*  Session heartbeat interval (default 5000 ms; 100..3600000) and session

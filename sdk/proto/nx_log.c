@@ -11,6 +11,7 @@
 */
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -118,6 +119,35 @@ void nx_log(nx_log_level_t level, const char *fmt, ...)
     line[len++] = '\n';
     s_write_all(line, len);
     errno = saved_errno;
+}
+
+void nx_log_limit_flush(nx_log_limit_t *limit)
+{
+    if (limit->held && nx_mono_us() / 1000000u != limit->second) {
+        nx_log(NX_LOG_WARN, "... and %" PRIu64 " more %s in that second", limit->held, limit->what);
+        limit->held = 0;
+    }
+}
+
+void nx_log_limited(nx_log_limit_t *limit, nx_log_level_t level, const char *fmt, ...)
+{
+    uint64_t sec = nx_mono_us() / 1000000u;
+    if (sec != limit->second) {
+        nx_log_limit_flush(limit);
+        limit->second = sec;
+        limit->lines = 0;
+    }
+    if (limit->lines >= limit->per_second) {
+        limit->held++;
+        return;
+    }
+    limit->lines++;
+    char text[S_LINE_MAX];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(text, sizeof text, fmt, args);
+    va_end(args);
+    nx_log(level, "%s", text);
 }
 
 uint64_t nx_now_us(void)

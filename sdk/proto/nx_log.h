@@ -31,6 +31,25 @@ void nx_log(nx_log_level_t level, const char *fmt, ...) __attribute__((format(pr
             nx_log(NX_LOG_DEBUG, __VA_ARGS__);                                                     \
     } while (0)
 
+/*  A bound on how often one kind of line is logged (a line per refused
+    client must not let a flood of them flood the log): at most per_second
+    lines a second; the rest of that second are summed in one line, "...
+    and N more <what> in that second", logged by the next line of another
+    second or by nx_log_limit_flush. One per thread (no locking).          */
+typedef struct {
+    const char *what; /* what the lines are about, plural                   */
+    int per_second;   /* lines a second at most                            */
+    uint64_t second;  /* monotonic second of the lines counted below       */
+    int lines;        /* lines logged in it                                */
+    uint64_t held;    /* lines not logged in it                            */
+} nx_log_limit_t;
+
+void nx_log_limited(nx_log_limit_t *limit, nx_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/*  Logs the summary of a past second's held lines, if any: call it once a
+    second or so, so that the last burst is not left unsaid.              */
+void nx_log_limit_flush(nx_log_limit_t *limit);
+
 /*  Wall clock in microseconds since the epoch, and a monotonic clock in
     microseconds for intervals.                                             */
 uint64_t nx_now_us(void);

@@ -448,6 +448,13 @@ zsock_t *nx_client_socket(nexus_client_t *self, int type, const char *endpoint)
     if (self->curve_cert) {
         zcert_apply(self->curve_cert, sock);
         zsock_set_curve_serverkey(sock, self->curve_server);
+    } else if (self->token) {
+        /*  A broker with tokens checks them at every socket's handshake
+            (PLAIN: the token is the password; the user name is not used).
+            With CURVE the key authenticates instead, and the token still
+            travels in each request's "auth".                              */
+        zsock_set_plain_username(sock, "nexus");
+        zsock_set_plain_password(sock, self->token);
     }
     if (self->keepalive_ms) {
         /*  A SUB sends nothing once subscribed: without pings of its own it
@@ -526,7 +533,7 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     /*  With CURVE, a failed handshake looks like silence; a monitor on the
         first connection tells the two apart for the error message.        */
     self->dealer = nx_client_socket(self, ZMQ_DEALER, NULL);
-    zsock_t *mon = self->curve_cert && self->dealer ? s_handshake_monitor(self) : NULL;
+    zsock_t *mon = self->dealer ? s_handshake_monitor(self) : NULL;
     if (self->dealer && zsock_connect(self->dealer, "%s", self->endpoint) != 0)
         zsock_destroy(&self->dealer);
     self->pub = nx_client_socket(self, ZMQ_XPUB, self->events_in);
@@ -552,7 +559,23 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     nx_req_destroy(&req);
     nx_reply_destroy(&rep);
     int failed = s_handshake_monitor_end(self, &mon);
-    if (rc == NEXUS_ERR_TIMEOUT && failed == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+    if (rc == NEXUS_ERR_TIMEOUT && failed == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && !self->curve_cert)
+        rc = nx_client_fail(self, NEXUS_ERR_UNAUTHORIZED,
+                            "the broker at %s refused this client's token (NEXUS_TOKEN): it is "
+                            "neither its token nor in its tokens_file",
+                            self->endpoint);
+    else if (rc == NEXUS_ERR_TIMEOUT && failed && self->token && !self->curve_cert)
+        rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
+                            "the handshake with %s failed: a token (NEXUS_TOKEN) makes this "
+                            "client present it with PLAIN; does the broker have tokens configured "
+                            "(and no CURVE)?",
+                            self->endpoint);
+    else if (rc == NEXUS_ERR_TIMEOUT && failed && !self->curve_cert)
+        rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
+                            "the broker at %s refused the handshake: it wants a token "
+                            "(NEXUS_TOKEN) or a CURVE key (NEXUS_CURVE_SERVER_KEY)",
+                            self->endpoint);
+    else if (rc == NEXUS_ERR_TIMEOUT && failed == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
         rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
                             "the broker at %s refused this client's CURVE key: its public "
                             "certificate must be in the broker's curve_clients directory",
@@ -842,12 +865,33 @@ nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
         self->dealer = nx_client_socket(self, ZMQ_DEALER, self->endpoint);
     zframe_t *out = self->dealer ? zframe_new(frame.data, frame.size) : NULL;
     msgpack_sbuffer_destroy(&frame);
-    if (!out || zframe_send(&out, self->dealer, 0) != 0) {
-        zframe_destroy(&out);
+    /*  A DEALER without a connection blocks a send, and ZeroMQ drops a
+        connection whose handshake failed (no, or another, security
+        mechanism) without connecting again: wait for room at most the
+        timeout, never for ever.                                          */
+    uint64_t deadline = nx_clock_ms() + self->timeout_ms;
+    int sent = -1;
+    while (out && (sent = zframe_send(&out, self->dealer, ZFRAME_DONTWAIT)) != 0 &&
+           zmq_errno() == EAGAIN) {
+        uint64_t now = nx_clock_ms();
+        if (now >= deadline)
+            break;
+        zmq_pollitem_t item = {zsock_resolve(self->dealer), 0, ZMQ_POLLOUT, 0};
+        zmq_poll(&item, 1, (long)(deadline - now));
+    }
+    if (!out && sent != 0) {
         pthread_mutex_unlock(&self->ctl_lock);
         return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot send the request");
     }
-    uint64_t deadline = nx_clock_ms() + self->timeout_ms;
+    if (sent != 0) {
+        bool timed_out = zmq_errno() == EAGAIN;
+        zframe_destroy(&out);
+        pthread_mutex_unlock(&self->ctl_lock);
+        return timed_out
+                   ? nx_client_fail(self, NEXUS_ERR_TIMEOUT,
+                                    "no connection to the broker at %s to send on", self->endpoint)
+                   : nx_client_fail(self, NEXUS_ERR_BUSY, "cannot send the request");
+    }
     zpoller_t *poller = zpoller_new(self->dealer, NULL);
     bool got = false;
     while (!got) {

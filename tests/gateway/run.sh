@@ -59,7 +59,8 @@ fi
 mkdir -p ../artifacts
 
 if [ "$#" -eq 0 ]; then
-    set -- ws_protocol.test.js http.test.js dashboard.test.js ws_events.test.js mcp.test.js
+    set -- ws_protocol.test.js http.test.js dashboard.test.js ws_events.test.js mcp.test.js \
+        permissions.test.js
 fi
 if [ "$major" -ge 20 ]; then
     exec node --test --test-concurrency=2 --test-timeout=150000 "$@"

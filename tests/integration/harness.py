@@ -89,11 +89,14 @@ class Broker:
     """One nexusd process. Use as a context manager or call stop()."""
 
     def __init__(self, data_dir=None, extra=None, env=None, keep_dir=False, host="127.0.0.1",
-                 also_bind=(), prefix=(), ports=None):
+                 also_bind=(), prefix=(), ports=None, token=None):
         """host: the address the test reaches it at; also_bind: more
         addresses each socket binds (same ports); prefix: a command the
-        broker runs under (e.g. ip netns exec NS); ports: (control, in, out)."""
+        broker runs under (e.g. ip netns exec NS); ports: (control, in, out);
+        token: the token the harness's own sockets present at the handshake
+        (PLAIN) when the broker has tokens."""
         self.host = host
+        self.token = token
         self.also_bind = list(also_bind)
         self.prefix = list(prefix)
         self.owns_dir = data_dir is None and not keep_dir
@@ -213,7 +216,13 @@ class Broker:
             pass
 
     def __enter__(self):
-        return self.start()
+        # A start that fails (no answer to the readiness ping: a broker with
+        # tokens and no token= here) must not leave nexusd running.
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
 
     def __exit__(self, *exc):
         if exc[0] is not None:
@@ -221,12 +230,23 @@ class Broker:
         self.cleanup()
 
 
-class Client:
-    """A DEALER on the control plane: msgpack maps in, msgpack maps out."""
+def plain(sock, token):
+    """Makes sock present token at the handshake (PLAIN), as libnexus does
+    when it has one. None leaves it without a mechanism."""
+    if token is not None:
+        sock.plain_username = b"nexus"
+        sock.plain_password = token.encode() if isinstance(token, str) else token
+    return sock
 
-    def __init__(self, broker, endpoint=None):
+
+class Client:
+    """A DEALER on the control plane: msgpack maps in, msgpack maps out.
+    token: the PLAIN password at the handshake (default: the broker's)."""
+
+    def __init__(self, broker, endpoint=None, token=False):
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.linger = 0
+        plain(self.sock, getattr(broker, "token", None) if token is False else token)
         self.sock.connect(endpoint or broker.control)
         self.next_id = 1
 
@@ -258,20 +278,22 @@ class Client:
         self.close()
 
 
-def subscriber(broker, *prefixes):
+def subscriber(broker, *prefixes, token=False):
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.linger = 0
     sub.rcvhwm = 0
+    plain(sub, getattr(broker, "token", None) if token is False else token)
     for p in prefixes:
         sub.setsockopt(zmq.SUBSCRIBE, p.encode() if isinstance(p, str) else p)
     sub.connect(broker.events_out)
     return sub
 
 
-def publisher(broker):
+def publisher(broker, token=False):
     pub = zmq.Context.instance().socket(zmq.PUB)
     pub.linger = 1000
     pub.sndhwm = 0
+    plain(pub, getattr(broker, "token", None) if token is False else token)
     pub.connect(broker.events_in)
     return pub
 
@@ -338,14 +360,17 @@ def drain(sub, quiet_ms=100):
     return n
 
 
-def settle_subscription(broker, sub, topic="nexus.test.settle", timeout=5.0):
+def settle_subscription(broker, sub, topic="nexus.test.settle", timeout=5.0, auth=None):
     """Publishes acknowledged probe events until sub sees one: a SUB's
     subscription reaches the broker asynchronously, so a test that starts
     publishing at once may lose its first events (the ZeroMQ slow joiner)."""
     with Client(broker) as c:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            c.request({"op": "publish", "topic": topic, "payload": b""})
+            req = {"op": "publish", "topic": topic, "payload": b""}
+            if auth or broker.token:
+                req["auth"] = auth or broker.token
+            c.request(req)
             if sub.poll(100):
                 while sub.poll(50):
                     sub.recv_multipart()
@@ -385,7 +410,8 @@ class Gateway:
     (a Broker, or None: it then points at a port nothing answers on).
     start() returns once its log says it listens, or raises with the log."""
 
-    def __init__(self, broker=None, args=(), port=None, prefix=(), env=None):
+    def __init__(self, broker=None, args=(), port=None, prefix=(), env=None, binary=None):
+        self.binary = binary or GATEWAY
         self.broker = broker
         self.args = list(args)
         self.port = port or free_port()
@@ -401,7 +427,7 @@ class Gateway:
         assert not self.broker or tuple(self.broker.ports) == tuple(
             range(self.broker.ports[0], self.broker.ports[0] + 3)), "broker ports not consecutive"
         control = self.broker.control if self.broker else "tcp://127.0.0.1:%d" % free_port()
-        argv = self.prefix + [GATEWAY, "--port", str(self.port), "--broker", control] + self.args
+        argv = self.prefix + [self.binary, "--port", str(self.port), "--broker", control] + self.args
         env = dict(os.environ)
         if self.env:
             env.update(self.env)

@@ -282,10 +282,11 @@ try:
     # non-loopback address). 0.0.0.0 also covers 127.0.0.1, which the
     # harness talks to.
     tokens_path = write("control-tokens", "TOK1 w1\n")
-    for name, auth, warned in (("no tokens", [], True),
-                               ("a shared token", ["--token", "s3cret"], False),
-                               ("a tokens file", ["--tokens-file", tokens_path], False)):
-        b = Broker()
+    for name, auth, warned, token in (("no tokens", [], True, None),
+                                      ("a shared token", ["--token", "s3cret"], False, "s3cret"),
+                                      ("a tokens file", ["--tokens-file", tokens_path], False,
+                                       "TOK1")):
+        b = Broker(token=token)
         b.ports = (free_port(), free_port(), free_port())
         b.extra = ["--control-endpoints", "tcp://0.0.0.0:%d" % b.ports[0]] + auth
         try:

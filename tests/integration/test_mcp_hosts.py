@@ -67,7 +67,7 @@ def run():
         for h in (a, b, c):
             h.create()
         with Broker(host=a.there, prefix=a.prefix(), ports=(8451, 8452, 8453),
-                    extra=["--token", TOKEN]) as broker:
+                    extra=["--token", TOKEN], token=TOKEN) as broker:
             gw_log = open(os.path.join(state, "gateway.log"), "wb")
             gw = subprocess.Popen(a.prefix() + [
                 GATEWAY, "--listen", a.there, "--port", "8450", "--broker", broker.control,

@@ -568,7 +568,7 @@ with Broker(extra=["--heartbeat", "200ms", "--claims-on-disconnect", "keep"]) as
 # ============================================================================
 # 3. tokens: one shared fabric token
 # ============================================================================
-with Broker(extra=["--token", "T0pSecret"]) as b, Client(b) as c:
+with Broker(extra=["--token", "T0pSecret"], token="T0pSecret") as b, Client(b) as c:
     is_ok(c.request({"op": "ping"}), "ping needs no token")
     is_ok(c.request({"op": "health"}), "health needs no token")
     rep = c.request({"op": "session.register", "session": "tk", "auth": "T0pSecret",
@@ -620,12 +620,12 @@ tmp = tempfile.mkdtemp(prefix="nexus-tok-")
 tokfile = os.path.join(tmp, "tokens")
 with open(tokfile, "w") as fh:
     fh.write("# worker tokens\nTOK1 w1\nTOK2 w2,w3\nADMIN *\n")
-with Broker(extra=["--tokens-file", tokfile]) as b, Client(b) as c, Client(b) as c2:
+with Broker(extra=["--tokens-file", tokfile], token="ADMIN") as b, Client(b) as c, Client(b) as c2:
     sub = subscriber(b, "session.", "work.")
     # settle with a token-carrying publish
     deadline = time.time() + 5
     while time.time() < deadline:
-        c.request({"op": "publish", "topic": "session.settle", "payload": b"", "auth": "ADMIN"})
+        c.request({"op": "publish", "topic": "session.settle.direct", "payload": b"", "auth": "ADMIN"})
         if sub.poll(100):
             while sub.poll(50):
                 sub.recv_multipart()
@@ -907,12 +907,12 @@ tokfile = os.path.join(tmp, "tokens")
 with open(tokfile, "w") as fh:
     fh.write("TA a\nTB b\nTC c,d,loop1,loop2,loop3,loop4,loop5\nADMIN *\n")
 with Broker(extra=["--sessions-max", "2", "--tokens-file", tokfile,
-                   "--claims-on-disconnect", "keep"]) as b, \
+                   "--claims-on-disconnect", "keep"], token="ADMIN") as b, \
         Client(b) as ca, Client(b) as cb:
     sub = subscriber(b, "session.")
     deadline = time.time() + 5
     while time.time() < deadline:
-        ca.request({"op": "publish", "topic": "session.settle", "payload": b"", "auth": "ADMIN"})
+        ca.request({"op": "publish", "topic": "session.settle.direct", "payload": b"", "auth": "ADMIN"})
         if sub.poll(100):
             while sub.poll(50):
                 sub.recv_multipart()

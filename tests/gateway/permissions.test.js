@@ -1,0 +1,115 @@
+'use strict';
+// Gateway clients' token permissions (issue 14): a line of the gateway's
+// tokens_file may say which topics its holder publishes (pub=) and reads
+// (sub=), as the broker's do. Over WebSocket and HTTP: what is outside is
+// refused with `forbidden` and a message naming the token's patterns, and
+// nothing outside sub= is shown, live, in history, or in the welcome.
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { withFabric, sleep } = require('./lib');
+
+const TOKENS = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-gw-perm-')), 'tokens');
+fs.writeFileSync(TOKENS, [
+  '# a CI runner: builds only',
+  'tok-ci name=ci sessions=ci pub=build.> sub=build.>',
+  '# a reader of work events that may not publish',
+  'tok-ro name=ro sessions=ro sub=work.>,message.> pub=',
+  '# the first format: everything but the broker\'s topics',
+  'tok-all *',
+  '',
+].join('\n'));
+
+async function call(f, method, p, body, token) {
+  const init = { method, headers: { Authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(5000) };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers['Content-Type'] = 'application/json';
+  }
+  const res = await fetch(`${f.http}${p}`, init);
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: res.status, text, json };
+}
+
+function forbidden(r, mention) {
+  assert.equal(r.ok, false, JSON.stringify(r));
+  assert.equal(r.error.code, 'forbidden', JSON.stringify(r));
+  if (mention) assert.ok(r.error.message.includes(mention), JSON.stringify(r));
+}
+
+test('WebSocket: subscribe, publish and history outside a token\'s patterns are forbidden; nothing outside sub= is shown', withFabric({ gatewayArgs: ['--tokens-file', TOKENS], healthToken: 'tok-all' }, async (f) => {
+  const ci = await f.connect('ci', 'token=tok-ci&recent=20');
+  const ro = await f.connect('ro', 'token=tok-ro&recent=0');
+  const all = await f.connect('all-1', 'token=tok-all&recent=0');
+  forbidden(await ci.request({ action: 'subscribe', topics: ['repo.>'], id: 1 }), 'build.>');
+  forbidden(await ci.request({ action: 'subscribe', topics: ['>'], id: 2 }));
+  forbidden(await ci.request({ action: 'subscribe', topics: ['build.>', 'work.*'], id: 3 }), 'work.*');
+  const sub = await ci.request({ action: 'subscribe', topics: ['build.>'], id: 4 });
+  assert.deepEqual(sub.topics, ['build.>'], 'the refused subscribes added nothing');
+  assert.equal((await ro.request({ action: 'subscribe', topics: ['work.>', 'message.*'], id: 5 })).ok, true);
+  assert.equal((await all.request({ action: 'subscribe', topics: ['>'], id: 6 })).ok, true);
+
+  forbidden(await ci.request({ action: 'publish', event_type: 'repo.push', payload: {}, id: 7 }), 'build.>');
+  forbidden(await ro.request({ action: 'publish', event_type: 'work.note', payload: {}, id: 8 }));
+  forbidden(await all.request({ action: 'publish', event_type: 'work.claimed', payload: { work_id: 'x' }, id: 9 }), 'names its first token');
+  const ok = await ci.request({ action: 'publish', event_type: 'build.done', payload: { n: 1 }, id: 10 });
+  assert.equal(ok.ok, true, JSON.stringify(ok));
+  await all.request({ action: 'publish', event_type: 'work.note', payload: { n: 2 }, id: 11 });
+  await all.request({ action: 'publish', event_type: 'repo.push', payload: { n: 3 }, id: 12 });
+  await all.waitEvent((e) => e.event_type === 'repo.push', 5000, 'repo.push at the * token');
+  await ro.waitEvent((e) => e.event_type === 'work.note', 5000, 'work.note at ro');
+  await ci.waitEvent((e) => e.event_type === 'build.done', 5000, 'build.done at ci');
+  await sleep(300);
+  assert.ok(!ci.events().some((e) => !e.event_type.startsWith('build.')), JSON.stringify(ci.events()));
+  assert.ok(!ro.events().some((e) => e.event_type === 'build.done' || e.event_type === 'repo.push'), JSON.stringify(ro.events()));
+
+  // Direct messages: ro (sub message.>) gets its own; ci, whose sub= has
+  // no message.*, does not, though it is the target.
+  await all.request({ action: 'publish', event_type: 'message.direct', to: 'ro', payload: { text: 'for ro' }, id: 13 });
+  await all.request({ action: 'publish', event_type: 'message.direct', to: 'ci', payload: { text: 'for ci' }, id: 14 });
+  const dm = await ro.waitEvent((e) => e.event_type === 'message.direct', 5000, 'the direct message to ro');
+  assert.equal(dm.to, 'ro', JSON.stringify(dm));
+  await sleep(300);
+  assert.ok(!ci.events().some((e) => e.event_type === 'message.direct'), 'ci may not read message.*');
+
+  forbidden(await ci.request({ action: 'history', topics: ['repo.>'], id: 15 }), 'build.>');
+  forbidden(await ci.request({ action: 'history', id: 16 }));
+  const h = await ci.request({ action: 'history', topics: ['build.>'], id: 17 });
+  assert.ok(h.ok && h.events.every((e) => e.event_type.startsWith('build.')), JSON.stringify(h));
+  const hr = await ro.request({ action: 'history', topics: ['message.direct'], id: 18 });
+  assert.deepEqual(hr.events.map((e) => e.payload.text), ['for ro'], JSON.stringify(hr));
+  // A welcome shows only what the token may read.
+  const late = await f.connect('ci', 'token=tok-ci&recent=50');
+  const shown = late.welcome.recent_events.map((e) => e.event_type);
+  assert.ok(shown.length > 0 && shown.every((t) => t.startsWith('build.')), JSON.stringify(shown));
+}));
+
+test('HTTP: a publish or a history outside a token\'s patterns is 403 forbidden; recent events are filtered', withFabric({ gatewayArgs: ['--tokens-file', TOKENS], healthToken: 'tok-all' }, async (f) => {
+  let r = await call(f, 'POST', '/events', { event_type: 'repo.push', session_id: 'ci', payload: {} }, 'tok-ci');
+  assert.equal(r.status, 403, r.text);
+  assert.equal(r.json.error.code, 'forbidden', r.text);
+  assert.ok(r.json.error.message.includes('build.>'), r.text);
+  r = await call(f, 'POST', '/events', { event_type: 'build.ok', session_id: 'ci', payload: {} }, 'tok-ci');
+  assert.equal(r.status, 201, r.text);
+  r = await call(f, 'POST', '/message', { from: 'ro', to: 'ci', message: 'no' }, 'tok-ro');
+  assert.equal(r.status, 403, r.text);
+  r = await call(f, 'POST', '/events', { event_type: 'work.completed', session_id: 'x', payload: {} }, 'tok-all');
+  assert.equal(r.status, 403, `the broker's own topic: ${r.text}`);
+  r = await call(f, 'POST', '/events', { event_type: 'repo.push', session_id: 'x', payload: {} }, 'tok-all');
+  assert.equal(r.status, 201, r.text);
+  r = await call(f, 'GET', '/events/history?event_type=repo.>', undefined, 'tok-ci');
+  assert.equal(r.status, 403, r.text);
+  r = await call(f, 'GET', '/events/history', undefined, 'tok-ci');
+  assert.equal(r.status, 403, `history of everything: ${r.text}`);
+  r = await call(f, 'GET', '/events/history?event_type=build.>', undefined, 'tok-ci');
+  assert.equal(r.status, 200, r.text);
+  assert.ok(r.json.events.length >= 1 && r.json.events.every((e) => e.event_type.startsWith('build.')), r.text);
+  r = await call(f, 'GET', '/events/recent?count=50', undefined, 'tok-ci');
+  assert.equal(r.status, 200, r.text);
+  assert.ok(r.json.events.every((e) => e.event_type.startsWith('build.')), `recent, filtered: ${r.text}`);
+}));

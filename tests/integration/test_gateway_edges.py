@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""The gateway's edges from issue 14's tour:
+
+1. a refused WebSocket upgrade is answered with an HTTP/1.1 status line
+   (HTTP/1.0 made Python's websockets raise "unsupported HTTP version", so
+   the 401/403 and its reason never reached the user), with the JSON body
+   that says why: no token, a wrong token, a bad path, a bad session id;
+2. the dashboard files are found from any build directory (CMake tells the
+   binary where its source tree is): a copy of the binary elsewhere still
+   serves the dashboard;
+3. without dashboard files (a web_root without index.html) the gateway
+   serves the API and WebSockets with a warning, and / answers a clear 404
+   page, never exit 2;
+4. `nexus up`: a gateway that cannot start (its port taken) leaves the
+   broker running.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from harness import Broker, Checks, Client, Gateway, free_port, free_ports, wait_until
+
+BUILD = os.environ.get("NEXUS_BUILD_DIR", "build")
+NEXUS = os.path.join(BUILD, "sdk", "nexus")
+
+UPGRADE = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def upgrade(port, path):
+    """The raw answer to a WebSocket upgrade of path: (status line, body)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall((UPGRADE % path).encode())
+        data = b""
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                chunk = s.recv(4096)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            if b"content-length:" in head.lower():
+                n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(body) >= n:
+                    break
+        head, _, body = data.partition(b"\r\n\r\n")
+        return head.split(b"\r\n")[0].decode(), body.decode(errors="replace")
+    finally:
+        s.close()
+
+
+def get(port, path):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=10) as r:
+            return r.status, r.headers.get("content-type", ""), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("content-type", ""), e.read().decode()
+
+
+def main():
+    t = Checks()
+    with Broker(ports=free_ports(3)) as b:
+        # 1. refusals, HTTP/1.1
+        with Gateway(b, ["--token", "gw-tok"]) as g:
+            for path, status, code in (("/ws/session/s1", "401", "unauthorized"),
+                                       ("/ws/session/s1?token=nope", "401", "unauthorized"),
+                                       ("/ws/nowhere?token=gw-tok", "404", "not_found"),
+                                       ("/ws/session/bad%20id?token=gw-tok", "400",
+                                        "bad_request")):
+                line, body = upgrade(g.port, path)
+                t.check(line.startswith("HTTP/1.1 %s " % status),
+                        "upgrade of %s refused with HTTP/1.1 %s: %r" % (path, status, line))
+                try:
+                    err = json.loads(body)["error"]
+                except (ValueError, KeyError):
+                    err = {}
+                t.check(err.get("code") == code and err.get("message"),
+                        "with the reason in JSON (%s): %r" % (code, body))
+            line, _ = upgrade(g.port, "/ws/session/s1?token=gw-tok")
+            t.check(line.startswith("HTTP/1.1 101"), "a good upgrade still switches: %r" % line)
+
+        # 2. a binary outside its build tree finds the dashboard
+        tmp = tempfile.mkdtemp(prefix="nexus-gw-elsewhere-")
+        try:
+            copy = os.path.join(tmp, "bin", "nexus-gateway")
+            os.makedirs(os.path.dirname(copy))
+            shutil.copy2(os.path.join(BUILD, "gateway", "nexus-gateway"), copy)
+            with Gateway(b, binary=copy) as g:
+                st, ctype, body = get(g.port, "/")
+                t.check(st == 200 and "text/html" in ctype and "<html" in body.lower(),
+                        "a copy of the binary elsewhere serves the dashboard: %s %s" %
+                        (st, ctype))
+                t.check("dashboard from " in g.logs() and "nowhere" not in g.logs(),
+                        "it says where the dashboard comes from")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+        # 3. no dashboard files: the API and WebSockets all the same
+        empty = tempfile.mkdtemp(prefix="nexus-gw-noweb-")
+        try:
+            with Gateway(b, ["--web-root", empty]) as g:
+                t.check("no dashboard files (index.html) found in %s" % empty in g.logs(),
+                        "a warning names where it looked: %r" % g.logs()[-600:])
+                st, ctype, body = get(g.port, "/")
+                t.check(st == 404 and "text/html" in ctype and "No dashboard here" in body and
+                        "--web-root" in body, "/ is a clear 404 page: %s %s %r" %
+                        (st, ctype, body[:200]))
+                st, _, body = get(g.port, "/app.js")
+                t.eq(st, 404, "other files: 404")
+                st, _, body = get(g.port, "/etc/passwd")
+                t.check(st == 404 and "root:" not in body, "no file outside a web root is served")
+                st, _, body = get(g.port, "/health")
+                t.check(st == 200 and json.loads(body).get("status") in ("healthy", "ok", "up",
+                                                                         "active", "degraded"),
+                        "the API works: %s %r" % (st, body[:200]))
+                line, _ = upgrade(g.port, "/ws/session/nodash")
+                t.check(line.startswith("HTTP/1.1 101"), "WebSockets work: %r" % line)
+                t.check(g.proc.poll() is None, "it runs")
+        finally:
+            shutil.rmtree(empty, ignore_errors=True)
+        g = Gateway(b, ["--web-root", "/nonexistent/web"])
+        g.start(wait_listen=False)
+        t.eq(g.wait(), 2, "a web_root that is no directory: exit 2")
+        g.cleanup()
+
+    # 4. nexus up keeps the broker when the gateway cannot start
+    ports = free_ports(3)
+    data = tempfile.mkdtemp(prefix="nexus-up-")
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    gport = free_port()
+    taken.bind(("127.0.0.1", gport))
+    taken.listen(1)
+    env = dict(os.environ, NEXUS_PORT=str(gport))
+    env.pop("NEXUS_TOKEN", None)
+    up = subprocess.Popen([NEXUS, "up", "--data-dir", data, "--endpoint",
+                           "tcp://127.0.0.1:%d" % ports[0], "--", "--sync", "none"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        class B:
+            control = "tcp://127.0.0.1:%d" % ports[0]
+            token = None
+
+        def answers():
+            try:
+                with Client(B) as c:
+                    return c.request({"op": "ping"}, timeout=0.5).get("ok")
+            except TimeoutError:
+                return False
+        t.check(wait_until(answers, timeout=20), "nexus up: the broker answers")
+        time.sleep(3)  # the gateway tried, and failed, to listen
+        t.check(up.poll() is None and answers(),
+                "nexus up: the broker keeps running when the gateway cannot start")
+        up.send_signal(signal.SIGINT)
+        out, err = up.communicate(timeout=30)
+        t.check("nexus-gateway exited" in err and "the broker keeps running" in err,
+                "it says the gateway exited and the broker keeps running: %r" % err[-600:])
+        t.eq(up.returncode, 0, "Ctrl-C stops it cleanly")
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(10)
+        taken.close()
+        shutil.rmtree(data, ignore_errors=True)
+    return t.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
