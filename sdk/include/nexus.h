@@ -146,11 +146,20 @@ NEXUS_EXPORT void nexus_client_destroy(nexus_client_t **self_p);
 
 /*  The control endpoint, "tcp://host:port". The event endpoints derive from
     it (port+1: events in, port+2: events out) unless set explicitly.
-    "ipc://path" gives path-in and path-out for the event endpoints.       */
+    "ipc://path" gives path-in and path-out for the event endpoints.
+    A comma-separated list (at most 8) names the brokers of a primary/standby
+    pair: the client uses the first, and moves on to the next (or to the
+    one a not_primary reply names) when the one in use stops answering or
+    is not the primary; a request refused with not_primary is sent again
+    there, a subscription resumes after its last seq (no gap, no duplicate:
+    the brokers share one store identity). A request that got no answer is
+    not sent again: it fails with NEXUS_ERR_TIMEOUT, the next goes to the
+    next broker.                                                            */
 NEXUS_EXPORT nexus_err_t nexus_client_set_endpoint(nexus_client_t *self, const char *endpoint);
 
 /*  Explicit event endpoints: where to publish (the broker's XSUB) and where
-    to subscribe (its XPUB). Either may be NULL to keep the derived one.   */
+    to subscribe (its XPUB). Either may be NULL to keep the derived one.
+    With one control endpoint only (NEXUS_ERR_INVALID for a list).         */
 NEXUS_EXPORT nexus_err_t nexus_client_set_event_endpoints(nexus_client_t *self,
                                                           const char *events_in,
                                                           const char *events_out);
@@ -262,7 +271,8 @@ NEXUS_EXPORT int nexus_client_is_connected(nexus_client_t *self);
     on this client from any thread. Use it right after the failing call.   */
 NEXUS_EXPORT const char *nexus_client_errmsg(nexus_client_t *self);
 
-/*  The control endpoint in use. Valid while the client lives.             */
+/*  The control endpoint in use (with a list: the broker in use now). Valid
+    while the client lives.                                                 */
 NEXUS_EXPORT const char *nexus_client_endpoint(nexus_client_t *self);
 
 /*  The session id, or NULL before one is known; and its secret (NULL when
@@ -281,6 +291,7 @@ typedef struct {
     uint64_t queue_drops;    /* stream events not taken (queue full)         */
     uint64_t gaps;           /* gap events delivered                         */
     uint64_t last_seq;       /* last seq delivered or examined               */
+    uint64_t failovers;      /* moves to another broker of the endpoint list */
 } nexus_client_stats_t;
 NEXUS_EXPORT void nexus_client_stats(nexus_client_t *self, nexus_client_stats_t *stats);
 

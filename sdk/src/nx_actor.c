@@ -104,6 +104,9 @@ typedef struct {
     size_t n_push;                         /* entries in push                           */
     size_t room;                           /* queue slots free, as last seen, minus push */
     nexus_client_stats_t delta;            /* counts not yet added to the client's      */
+    unsigned gen;                          /* client ep_gen the sockets were made for   */
+    uint64_t next_role;                    /* with a list: when to ask the role again   */
+    uint64_t dealer_made;                  /* when the DEALER was made, ms             */
     bool hot;                              /* the stream flowed in the last turn        */
     uint64_t hot_until;                    /* when to look at the other sockets again   */
 } s_actor_t;
@@ -204,25 +207,97 @@ static int s_send(s_actor_t *self, int slot, int kind, nx_req_t *req)
 
 /*  ---- Link --------------------------------------------------------------*/
 
+static void s_sockets_current(s_actor_t *self);
+
 static void s_link_down(s_actor_t *self, const char *why)
 {
     (void)why;
     uint64_t now = nx_clock_ms();
+    bool was_ok = self->link_ok;
     memset(self->slot, 0, sizeof self->slot);
     zsock_destroy(&self->dealer);
-    self->dealer = nx_client_socket(self->client, ZMQ_DEALER, self->client->endpoint);
-    if (self->link_ok)
+    /*  With a list of brokers: on to the next one (or to where the client
+        moved already), probed at once.                                    */
+    unsigned gen = self->gen;
+    nx_client_failover(self->client, gen, NULL);
+    s_sockets_current(self);
+    if (!self->dealer)
+        self->dealer = nx_client_control_dealer(self->client);
+    self->dealer_made = now;
+    if (was_ok)
         self->backoff = self->client->backoff_min;
     else if (self->backoff < self->client->backoff_max)
         self->backoff = self->backoff * 2 > self->client->backoff_max ? self->client->backoff_max
                                                                       : self->backoff * 2;
-    self->retry_at = now + s_jitter(self->backoff);
+    self->retry_at = self->gen != gen && was_ok ? now : now + s_jitter(self->backoff);
     self->link_ok = false;
     if (self->have_start)
         self->need_check = true;
     if (self->heartbeat)
         self->need_register = true;
     nx_client_set_link(self->client, false);
+}
+
+/*  Makes the SUB (with its monitor and every pattern's prefix) for the
+    broker in use.                                                          */
+static void s_sub_make(s_actor_t *self)
+{
+    nexus_client_t *c = self->client;
+    self->sub = nx_client_socket(c, ZMQ_SUB, nx_client_ep(c)->out);
+    self->sub_h = self->sub ? zsock_resolve(self->sub) : NULL;
+    if (!self->sub)
+        return;
+    zsock_set_rcvhwm(self->sub, 100000);
+    for (size_t i = 0; i < self->n_patterns; i++) {
+        char prefix[NX_TOPIC_MAX + 1];
+        size_t plen = nx_pattern_prefix(self->patterns[i].text, self->patterns[i].len);
+        memcpy(prefix, self->patterns[i].text, plen);
+        prefix[plen] = 0;
+        zsock_set_subscribe(self->sub, prefix);
+    }
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://nexus-sub-monitor-%p-%u", (void *)self, self->gen);
+    if (zmq_socket_monitor(self->sub_h, ep, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0)
+        self->mon = zsock_new_pair(ep);
+}
+
+static void s_sub_end(s_actor_t *self)
+{
+    if (self->mon) {
+        zmq_socket_monitor(self->sub_h, NULL, 0);
+        zsock_destroy(&self->mon);
+    }
+    zsock_destroy(&self->sub);
+    self->sub_h = NULL;
+}
+
+/*  When the client moved to another broker of its list: the sockets go
+    there, what was in flight is forgotten, the session registers again
+    and the stream is checked against the new broker's history from the
+    frontier on (same store identity: no gap, no duplicate).               */
+static void s_sockets_current(s_actor_t *self)
+{
+    unsigned gen = nx_client_gen(self->client);
+    if (gen == self->gen)
+        return;
+    self->gen = gen;
+    memset(self->slot, 0, sizeof self->slot);
+    zsock_destroy(&self->dealer);
+    self->dealer = nx_client_control_dealer(self->client);
+    self->dealer_made = nx_clock_ms();
+    s_sub_end(self);
+    s_sub_make(self);
+    s_pending_clear(self);
+    self->hot = false;
+    if (self->have_start)
+        self->need_check = true;
+    if (self->heartbeat)
+        self->need_register = true;
+    if (self->link_ok) {
+        self->link_ok = false;
+        nx_client_set_link(self->client, false);
+    }
+    self->retry_at = nx_clock_ms();
 }
 
 static void s_link_up(s_actor_t *self)
@@ -449,6 +524,29 @@ static void s_on_history(s_actor_t *self, s_slot_t *q, nx_page_t *pg)
     }
 }
 
+/*  With a list of brokers: leaves the one in use for the one named
+    primary (or the next), to be probed soon. A broker answered, so the
+    backoff starts again from its least.                                   */
+static void s_move_on(s_actor_t *self, const char *primary)
+{
+    if (self->client->n_eps < 2)
+        return;
+    nx_client_failover(self->client, self->gen, primary);
+    s_sockets_current(self);
+    self->backoff = self->client->backoff_min;
+    self->retry_at = nx_clock_ms() + s_jitter(2 * self->client->backoff_min);
+}
+
+/*  A ping's answer: with a list of brokers, one that is not the primary
+    (a standby, a fenced primary) is left for the next.                    */
+static void s_on_role(s_actor_t *self, nx_reply_t *rep)
+{
+    char role[16], primary[NX_ENDPOINT_MAX];
+    nx_obj_str(rep->map, "role", role, sizeof role);
+    if (role[0] && strcmp(role, "primary") != 0)
+        s_move_on(self, nx_obj_str(rep->map, "primary", primary, sizeof primary));
+}
+
 /*  Every reply to the thread's own requests, matched to its slot.         */
 static void s_on_reply(s_actor_t *self, const void *data, size_t size)
 {
@@ -494,8 +592,17 @@ static void s_on_reply(s_actor_t *self, const void *data, size_t size)
                     self->next_heartbeat = nx_clock_ms() + self->client->heartbeat_ms;
                 }
                 break;
+            case S_Q_PING:
+                s_on_role(self, &rep);
+                break;
             default:
                 break;
+            }
+            /*  A write refused: this broker is not (or no longer) the
+                primary; on to the one it names, or the next.              */
+            if (err == NEXUS_ERR_NOT_PRIMARY) {
+                char primary[NX_ENDPOINT_MAX];
+                s_move_on(self, nx_obj_str(rep.map, "primary", primary, sizeof primary));
             }
         }
         nx_reply_destroy(&rep);
@@ -546,6 +653,7 @@ static void s_read_monitor(s_actor_t *self)
 /*  Sends what is due; called every turn.                                   */
 static void s_timers(s_actor_t *self)
 {
+    s_sockets_current(self); /* the API's calls may have moved the client */
     uint64_t now = nx_clock_ms();
     for (int i = 0; i < S_SLOTS; i++)
         if (self->slot[i].id && now - self->slot[i].sent >= self->client->timeout_ms) {
@@ -556,10 +664,27 @@ static void s_timers(s_actor_t *self)
         if (now >= self->retry_at && !self->slot[S_SLOT_PROBE].id) {
             nx_req_t req;
             nx_req_init(&req, "ping");
-            s_send(self, S_SLOT_PROBE, S_Q_PING, &req);
+            int sent = s_send(self, S_SLOT_PROBE, S_Q_PING, &req);
             nx_req_destroy(&req);
+            /*  No connection to send on: with a list, that broker is
+                down; try the next after the backoff.                      */
+            if (sent != 0 && self->client->n_eps > 1) {
+                if (now - self->dealer_made >= 1000)
+                    s_link_down(self, "no connection");
+                else
+                    self->retry_at = now + 50; /* the connection may be under way */
+            }
         }
         return;
+    }
+    /*  With a list: is the broker in use still the primary? (A fenced one
+        still answers, still serves the history, and writes nothing.)    */
+    if (self->client->n_eps > 1 && !self->slot[S_SLOT_PROBE].id && now >= self->next_role) {
+        nx_req_t req;
+        nx_req_init(&req, "ping");
+        s_send(self, S_SLOT_PROBE, S_Q_PING, &req);
+        nx_req_destroy(&req);
+        self->next_role = now + S_VERIFY_MS;
     }
     if (!self->slot[S_SLOT_SESSION].id) {
         if (self->heartbeat && self->need_register) {
@@ -619,6 +744,8 @@ static long s_wait_ms(s_actor_t *self)
     } else {
         if (!self->slot[S_SLOT_SESSION].id && self->heartbeat)
             S_SOONER(self->need_register ? now : self->next_heartbeat);
+        if (self->client->n_eps > 1 && !self->slot[S_SLOT_PROBE].id)
+            S_SOONER(self->next_role);
         if (self->p_count > 0)
             S_SOONER(now + S_BUSY_MS);
         if (!self->slot[S_SLOT_DATA].id && self->n_patterns) {
@@ -782,16 +909,10 @@ void nx_actor_fn(zsock_t *pipe, void *args)
     self->p_max = self->client->queue_max;
     self->pending = calloc(self->p_max, sizeof *self->pending);
     self->backoff = self->client->backoff_min;
-    self->sub = nx_client_socket(self->client, ZMQ_SUB, self->client->events_out);
-    self->sub_h = self->sub ? zsock_resolve(self->sub) : NULL;
-    self->dealer = nx_client_socket(self->client, ZMQ_DEALER, self->client->endpoint);
-    if (self->sub)
-        zsock_set_rcvhwm(self->sub, 100000);
-    char ep[64];
-    snprintf(ep, sizeof ep, "inproc://nexus-sub-monitor-%p", (void *)self);
-    if (self->sub &&
-        zmq_socket_monitor(self->sub_h, ep, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0)
-        self->mon = zsock_new_pair(ep);
+    self->gen = nx_client_gen(self->client);
+    s_sub_make(self);
+    self->dealer = nx_client_control_dealer(self->client);
+    self->dealer_made = nx_clock_ms();
     s_flush(self);
     zsock_signal(pipe, 0);
 
@@ -815,10 +936,7 @@ void nx_actor_fn(zsock_t *pipe, void *args)
             s_reply(self, NEXUS_ERR_CLOSED);
         zstr_free(&cmd);
     }
-    if (self->mon) {
-        zmq_socket_monitor(self->sub_h, NULL, 0);
-        zsock_destroy(&self->mon);
-    }
+    s_sub_end(self);
     for (size_t i = 0; i < self->n_push; i++)
         nexus_event_destroy(&self->push[i]);
     nx_view_clear(&self->view);
@@ -827,7 +945,6 @@ void nx_actor_fn(zsock_t *pipe, void *args)
     free(self->pending);
     for (size_t i = 0; i < self->n_patterns; i++)
         free(self->patterns[i].text);
-    zsock_destroy(&self->sub);
     zsock_destroy(&self->dealer);
     free(self);
 }

@@ -25,6 +25,7 @@
 #define NX_CLIENT_ERRMAX 512  /* bytes in the per-client error text         */
 #define NX_PAGE_MAX      1000 /* events per history page the resume reads  */
 #define NX_SPARE_MAX     4    /* idle control connections a client keeps   */
+#define NX_EPS_MAX       8    /* brokers in an endpoint list (a pair, ...)  */
 
 /*  ---- Events -----------------------------------------------------------
     An event is either owned (one allocation holding every byte, made by
@@ -162,31 +163,38 @@ const char *nx_obj_str(const msgpack_object *map, const char *key, char *buf, si
 
 typedef struct _nx_async_t nx_async_t;
 
+/*  One broker of the endpoint list: its control endpoint and the two event
+    endpoints derived from it (or set explicitly).                        */
+typedef struct {
+    char control[NX_ENDPOINT_MAX]; /* control endpoint (DEALER)            */
+    char in[NX_ENDPOINT_MAX];      /* broker XSUB: we publish there        */
+    char out[NX_ENDPOINT_MAX];     /* broker XPUB: we subscribe there      */
+} nx_ep_t;
+
 struct _nexus_client_t {
     /* configuration: written before connect, read-only after            */
-    char endpoint[NX_ENDPOINT_MAX];   /* control endpoint (DEALER)          */
-    char events_in[NX_ENDPOINT_MAX];  /* broker XSUB: we publish there      */
-    char events_out[NX_ENDPOINT_MAX]; /* broker XPUB: we subscribe there    */
-    char *name;                       /* session name or NULL               */
-    char **caps;                      /* capabilities                       */
-    size_t n_caps;                    /* entries in caps                    */
-    uint8_t *metadata;                /* msgpack map or NULL                */
-    size_t metadata_len;              /* bytes in metadata                  */
-    char *token;                      /* access token or NULL               */
-    char curve_server[41];            /* broker's public key (Z85), "": off */
-    zcert_t *curve_cert;              /* this client's key pair, with CURVE */
-    char *curve_error;                /* bad NEXUS_CURVE_* setting, or NULL */
-    uint32_t heartbeat_ms;            /* session heartbeat interval          */
-    uint64_t ttl_ms;                  /* session ttl (0: none)              */
-    uint32_t backoff_min;             /* reconnect backoff lower bound, ms  */
-    uint32_t backoff_max;             /* reconnect backoff upper bound, ms  */
-    uint32_t timeout_ms;              /* control call timeout               */
-    uint32_t keepalive_ms;            /* ZeroMQ heartbeat interval, 0: off  */
-    uint32_t keepalive_timeout_ms;    /* no answer this long: link is dead  */
-    size_t queue_max;                 /* events waiting for nexus_recv      */
-    nexus_event_fn *cb;               /* callback mode handler or NULL      */
-    void *cb_arg;                     /* its argument                       */
-    bool started;                     /* connect was called                 */
+    nx_ep_t eps[NX_EPS_MAX];       /* the brokers, in the order given    */
+    size_t n_eps;                  /* entries in eps (>= 1)              */
+    char *name;                    /* session name or NULL               */
+    char **caps;                   /* capabilities                       */
+    size_t n_caps;                 /* entries in caps                    */
+    uint8_t *metadata;             /* msgpack map or NULL                */
+    size_t metadata_len;           /* bytes in metadata                  */
+    char *token;                   /* access token or NULL               */
+    char curve_server[41];         /* broker's public key (Z85), "": off */
+    zcert_t *curve_cert;           /* this client's key pair, with CURVE */
+    char *curve_error;             /* bad NEXUS_CURVE_* setting, or NULL */
+    uint32_t heartbeat_ms;         /* session heartbeat interval          */
+    uint64_t ttl_ms;               /* session ttl (0: none)              */
+    uint32_t backoff_min;          /* reconnect backoff lower bound, ms  */
+    uint32_t backoff_max;          /* reconnect backoff upper bound, ms  */
+    uint32_t timeout_ms;           /* control call timeout               */
+    uint32_t keepalive_ms;         /* ZeroMQ heartbeat interval, 0: off  */
+    uint32_t keepalive_timeout_ms; /* no answer this long: link is dead  */
+    size_t queue_max;              /* events waiting for nexus_recv      */
+    nexus_event_fn *cb;            /* callback mode handler or NULL      */
+    void *cb_arg;                  /* its argument                       */
+    bool started;                  /* connect was called                 */
 
     /* state shared by threads, under lock                               */
     pthread_mutex_t lock;          /* guards everything below up to cond */
@@ -204,12 +212,19 @@ struct _nexus_client_t {
     bool ever_ok;                  /* some exchange ever worked          */
     pthread_cond_t cond;           /* signalled on queue push and close  */
 
+    /* failover between the brokers of eps (atomic; written under lock) */
+    unsigned ep_cur; /* index of the broker in use                      */
+    unsigned ep_gen; /* bumped at every switch: sockets made for an older
+                        generation are made again                        */
+
     pthread_mutex_t ctl_lock; /* serializes control calls           */
     zsock_t *dealer;          /* control socket for API calls       */
+    unsigned dealer_gen;      /* ep_gen the dealer was made for     */
     uint64_t next_id;         /* request id counter (atomic)        */
 
     pthread_mutex_t pub_lock;           /* guards pub and what follows        */
     zsock_t *pub;                       /* XPUB to the broker's XSUB          */
+    unsigned pub_gen;                   /* ep_gen it was made for             */
     char pub_source[NX_SOURCE_MAX + 1]; /* source frame of fire-and-forget  */
     size_t pub_source_len;              /* its length                         */
     unsigned pub_source_gen;            /* source_gen it was copied at        */
@@ -219,8 +234,9 @@ struct _nexus_client_t {
     unsigned source_gen;                /* bumped when session id or name
                                            change (atomic; under lock)        */
 
-    zsock_t *spare[NX_SPARE_MAX]; /* idle DEALERs for iterators (lock)  */
-    size_t n_spare;               /* entries in spare (lock)            */
+    zsock_t *spare[NX_SPARE_MAX];     /* idle DEALERs for iterators (lock)  */
+    unsigned spare_gen[NX_SPARE_MAX]; /* ep_gen each was made for (lock) */
+    size_t n_spare;                   /* entries in spare (lock)            */
 
     pthread_mutex_t async_lock; /* guards async (nx_pubasync.c)       */
     nx_async_t *async;          /* nexus_publish_async's channel      */
@@ -248,6 +264,29 @@ void nx_client_take_registration(nexus_client_t *self, const msgpack_object *map
     yet) with the client's reconnect, keepalive and CURVE settings; NULL on
     failure.                                                                */
 zsock_t *nx_client_socket(nexus_client_t *self, int type, const char *endpoint);
+
+/*  The broker in use (its strings do not change once connected) and the
+    generation of that choice: read the generation first, then the broker,
+    and make a socket again when the generation moved on.                  */
+static inline unsigned nx_client_gen(nexus_client_t *self)
+{
+    return __atomic_load_n(&self->ep_gen, __ATOMIC_ACQUIRE);
+}
+static inline const nx_ep_t *nx_client_ep(nexus_client_t *self)
+{
+    return &self->eps[__atomic_load_n(&self->ep_cur, __ATOMIC_ACQUIRE)];
+}
+
+/*  Moves on from the broker of generation seen_gen (it did not answer, or
+    is not the primary): to the one whose control endpoint is primary when
+    that is in the list, else to the next. Nothing when another thread
+    moved on already or the list has one broker. Returns the generation
+    now in use.                                                             */
+unsigned nx_client_failover(nexus_client_t *self, unsigned seen_gen, const char *primary);
+
+/*  A DEALER to the control endpoint in use; with a list of brokers it
+    queues nothing before it is connected (ZMQ_IMMEDIATE). NULL on failure. */
+zsock_t *nx_client_control_dealer(nexus_client_t *self);
 
 /*  A fresh request id (unique within the client, any thread).             */
 uint64_t nx_client_next_id(nexus_client_t *self);

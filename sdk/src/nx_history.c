@@ -276,8 +276,8 @@ static nexus_err_t s_receive(nexus_history_t *self)
             nx_client_dealer_put(c, &self->dealer, false);
             self->req_id = 0;
             return nx_client_fail(c, NEXUS_ERR_TIMEOUT,
-                                  "no reply from %s to 'history' within %u ms", c->endpoint,
-                                  c->timeout_ms);
+                                  "no reply from %s to 'history' within %u ms",
+                                  nx_client_ep(c)->control, c->timeout_ms);
         }
     }
     zmq_msg_close(&msg);
