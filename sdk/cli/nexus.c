@@ -1603,7 +1603,8 @@ static const s_cmd_t s_cmds[] = {
 #define S_NCMDS (sizeof s_cmds / sizeof s_cmds[0])
 
 static const char *s_common = "Options of every subcommand:\n"
-                              "  --endpoint EP   broker control endpoint (NEXUS_ENDPOINT; default "
+                              "  --endpoint EP   broker control endpoint, or a comma-separated list of a\n"
+                              "                  primary/standby pair (NEXUS_ENDPOINT; default "
                               "tcp://127.0.0.1:8451)\n"
                               "  --session ID    act as this session (NEXUS_SESSION)\n"
                               "  --timeout DUR   how long to wait for the broker (default 5s)\n"

@@ -222,7 +222,7 @@ def main():
             ws.start()
             env = dict(os.environ, NEXUS_TIMEOUT_MS="1500")
             out = {}
-            for name, args in (("sub", ["sub", "fo.>"]),
+            for name, args in (("sub", ["sub", "fo.>", "0"]),
                                ("pub", ["pub", "fo.pub", "1000000", "10"]),
                                ("claim", ["claim", "fo.work", "1000000", "40"])):
                 out[name] = os.path.join(p.dir, name + ".out")

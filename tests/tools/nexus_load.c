@@ -13,9 +13,10 @@
         "claim K TOKEN" / "err K CODE"; an error is sent again, and a
         claim denied to its own session (granted before the answer was
         lost) is "mine K".
-    nexus_load ENDPOINTS sub PATTERN
-        subscribes and prints "ev SEQ TOPIC" per event, "gap FROM TO" per
-        gap, until SIGTERM.
+    nexus_load ENDPOINTS sub PATTERN [SINCE]
+        subscribes (from after seq SINCE when given, 0: the oldest) and
+        prints "ev SEQ TOPIC" per event, "gap FROM TO" per gap, until
+        SIGTERM.
 
     ENDPOINTS is what --endpoint takes (a comma-separated list for a
     pair). NEXUS_TIMEOUT_MS sets the call timeout. Exits 0 at the end
@@ -93,10 +94,15 @@ static int s_claim(nexus_client_t *c, const char *prefix, long count, long pace)
     return 0;
 }
 
-static int s_sub(nexus_client_t *c, const char *pattern)
+static int s_sub(nexus_client_t *c, const char *pattern, const char *since)
 {
     nexus_err_t rc;
     while ((rc = nexus_subscribe(c, pattern)) != NEXUS_OK && !s_stop) {
+        printf("err 0 %s\n", nexus_err_name(rc));
+        usleep(100000);
+    }
+    while (since && (rc = nexus_client_resume_from(c, strtoull(since, NULL, 10))) != NEXUS_OK &&
+           !s_stop) {
         printf("err 0 %s\n", nexus_err_name(rc));
         usleep(100000);
     }
@@ -149,8 +155,8 @@ int main(int argc, char **argv)
         status = s_pub(c, argv[3], atol(argv[4]), atol(argv[5]));
     else if (!strcmp(argv[2], "claim") && argc == 6)
         status = s_claim(c, argv[3], atol(argv[4]), atol(argv[5]));
-    else if (!strcmp(argv[2], "sub") && argc == 4)
-        status = s_sub(c, argv[3]);
+    else if (!strcmp(argv[2], "sub") && (argc == 4 || argc == 5))
+        status = s_sub(c, argv[3], argc == 5 ? argv[4] : NULL);
     else
         fprintf(stderr, "nexus_load: bad arguments\n");
     nexus_client_stats_t st;
