@@ -27,6 +27,7 @@ streams the primary's write-ahead log, and `promote` makes it the primary.
 
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -171,10 +172,37 @@ def test_basics():
         check.eq("the primary streams to b", (sb.get("name"), sb.get("attached"), sb.get("sync")),
                  ("b", True, True))
         check.eq("the primary's sync standby", st.get("sync_standby"), "b")
+        # The CLI (libnexus) given both, the standby first: refused with
+        # not_primary, it sends to the primary the reply names.
+        both = "%s,%s" % (b.control, a.control)
+        r = cli("pub", "std.cli", '{"n": 1}', "--ack", "--endpoint", both)
+        check.ok("nexus pub to standby,primary: acknowledged (%s)" % (r.stdout + r.stderr).strip(),
+                 r.returncode == 0 and r.stdout.strip().isdigit())
+        with Client(a) as ca:
+            h = ca.request({"op": "history", "patterns": ["std.cli"]})
+        check.eq("... stored on the primary", [e["seq"] for e in h["events"]],
+                 [int(r.stdout.strip() or 0)])
+        r = cli("status", "--endpoint", both)
+        check.ok("nexus status: the primary in use, its role: %r" % r.stdout,
+                 r.returncode == 0 and "broker    " + a.control in r.stdout and
+                 "primary (a, epoch" in r.stdout)
+        r = cli("status", "--endpoint", b.control)
+        check.ok("nexus status of the standby: its role and primary: %r" % r.stdout,
+                 "standby (b, epoch" in r.stdout and "primary " + a.control in r.stdout)
+        r = cli("promote", "--endpoint", a.control)
+        check.ok("nexus promote of the primary: refused (%s)" % r.stderr.strip(),
+                 r.returncode != 0 and "promote" in r.stderr)
     finally:
         for x in (b, a):
             if x:
                 x.cleanup()
+
+
+def cli(*args):
+    exe = os.path.join(os.environ.get("NEXUS_BUILD_DIR", "build"), "sdk", "nexus")
+    env = dict(os.environ)
+    env.pop("NEXUS_ENDPOINT", None)
+    return subprocess.run([exe] + list(args), capture_output=True, text=True, timeout=30, env=env)
 
 
 def timed_publish(broker, topic, payload, timeout=15):
