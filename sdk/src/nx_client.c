@@ -781,7 +781,7 @@ uint64_t nx_client_next_id(nexus_client_t *self)
     return __atomic_fetch_add(&self->next_id, 1, __ATOMIC_RELAXED);
 }
 
-zsock_t *nx_client_dealer_get(nexus_client_t *self)
+zsock_t *nx_client_dealer_get(nexus_client_t *self, unsigned *gen_p)
 {
     zsock_t *sock = NULL;
     unsigned gen = nx_client_gen(self);
@@ -792,17 +792,18 @@ zsock_t *nx_client_dealer_get(nexus_client_t *self)
     if (self->n_spare)
         sock = self->spare[--self->n_spare];
     pthread_mutex_unlock(&self->lock);
+    *gen_p = gen;
     return sock ? sock : nx_client_socket(self, ZMQ_DEALER, nx_client_ep(self)->control);
 }
 
-void nx_client_dealer_put(nexus_client_t *self, zsock_t **sock, bool quiet)
+void nx_client_dealer_put(nexus_client_t *self, zsock_t **sock, bool quiet, unsigned gen)
 {
     if (!*sock)
         return;
-    if (quiet) {
+    if (quiet && gen == nx_client_gen(self)) {
         pthread_mutex_lock(&self->lock);
         if (self->n_spare < NX_SPARE_MAX && !self->closing) {
-            self->spare_gen[self->n_spare] = nx_client_gen(self);
+            self->spare_gen[self->n_spare] = gen;
             self->spare[self->n_spare++] = *sock;
             *sock = NULL;
         }

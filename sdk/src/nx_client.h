@@ -292,11 +292,13 @@ zsock_t *nx_client_control_dealer(nexus_client_t *self);
 uint64_t nx_client_next_id(nexus_client_t *self);
 
 /*  A DEALER connected to the control endpoint for a history iterator: an
-    idle one the client kept, or a new one. NULL when none can be made.    */
-zsock_t *nx_client_dealer_get(nexus_client_t *self);
+    idle one the client kept, or a new one; *gen receives the generation of
+    the broker it is for (nx_client_gen). NULL when none can be made.     */
+zsock_t *nx_client_dealer_get(nexus_client_t *self, unsigned *gen);
 /*  Gives one back (*sock set to NULL): kept for the next iterator when
-    quiet is true (no request in flight) and there is room, else closed.   */
-void nx_client_dealer_put(nexus_client_t *self, zsock_t **sock, bool quiet);
+    quiet is true (no request in flight), it is for the broker in use (gen)
+    and there is room, else closed.                                        */
+void nx_client_dealer_put(nexus_client_t *self, zsock_t **sock, bool quiet, unsigned gen);
 
 /*  Ends nexus_publish_async's channel: what is in flight completes with
     NEXUS_ERR_CLOSED (nx_pubasync.c).                                       */

@@ -99,6 +99,7 @@ struct _nexus_history_t {
     uint64_t max;                    /* stop after this many, 0: no limit      */
     uint64_t returned;               /* events handed out                      */
     zsock_t *dealer;                 /* the iterator's connection, or NULL     */
+    unsigned dealer_gen;             /* the client's ep_gen it is for         */
     uint64_t req_id;                 /* the request in flight, 0: none         */
     uint64_t req_cursor;             /* the cursor it carries (0: first page)  */
     uint64_t req_sent;               /* when it was sent, ms (monotonic)       */
@@ -139,7 +140,7 @@ void nexus_history_destroy(nexus_history_t **self_p)
         free(self->patterns[i]);
     /*  With a request in flight its reply would reach the next user of the
         connection: only a quiet one goes back to the client.              */
-    nx_client_dealer_put(self->client, &self->dealer, self->req_id == 0);
+    nx_client_dealer_put(self->client, &self->dealer, self->req_id == 0, self->dealer_gen);
     zmq_msg_close(&self->page);
     nx_view_clear(&self->view);
     free(self);
@@ -205,7 +206,11 @@ static nexus_err_t s_request(nexus_history_t *self, uint64_t cursor)
     nexus_client_t *c = self->client;
     if (!c->started)
         return nx_client_fail(c, NEXUS_ERR_CLOSED, "the client is not connected");
-    if (!self->dealer && !(self->dealer = nx_client_dealer_get(c)))
+    /*  The client moved to another broker of its list: so does the
+        iterator (a standby serves the history too, from the same store). */
+    if (self->dealer && self->dealer_gen != nx_client_gen(c))
+        nx_client_dealer_put(c, &self->dealer, false, self->dealer_gen);
+    if (!self->dealer && !(self->dealer = nx_client_dealer_get(c, &self->dealer_gen)))
         return nx_client_fail(c, NEXUS_ERR_NOMEM, "cannot make a connection for the history");
     nx_req_t req;
     nx_req_init(&req, "history");
@@ -273,7 +278,7 @@ static nexus_err_t s_receive(nexus_history_t *self)
             if (nx_clock_ms() < deadline)
                 continue; /* EINTR */
             zmq_msg_close(&msg);
-            nx_client_dealer_put(c, &self->dealer, false);
+            nx_client_dealer_put(c, &self->dealer, false, self->dealer_gen);
             self->req_id = 0;
             return nx_client_fail(c, NEXUS_ERR_TIMEOUT,
                                   "no reply from %s to 'history' within %u ms",

@@ -339,6 +339,24 @@ def main():
             t.check(r.get("ok") and tokens and r.get("token", 0) > max(tokens),
                     "a token after the failovers is above every earlier one (%s > %s)" %
                     (r.get("token"), max(tokens) if tokens else None))
+            # The gateway's /metrics: the broker in use and its standby's lag.
+            try:
+                with socket.create_connection((p.g.there, GW_PORT), timeout=5) as s:
+                    s.sendall(("GET /metrics HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer %s\r\n"
+                               "Connection: close\r\n\r\n" % GW_TOKEN).encode())
+                    body = b""
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        body += chunk
+                metrics = body.decode(errors="replace")
+            except OSError as e:
+                metrics = repr(e)
+            t.check('nexus_broker_epoch{role="primary"}' in metrics and
+                     "nexus_broker_replication_lag_bytes{standby=" in metrics,
+                     "the gateway's /metrics: role, epoch and the standby's lag: %r" %
+                     [x for x in metrics.splitlines() if "nexus_broker_" in x][:6])
             ok = t.failed == 0
             print("# wall time %.1f s" % (time.time() - t0))
             t.done()
