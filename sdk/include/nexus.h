@@ -237,7 +237,7 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_queue_max(nexus_client_t *self, size_t
     pointer. Nothing is allocated or locked per event on this path.
     fn must not call, on this client, nexus_client_destroy nor the calls
     that talk to the background thread (nexus_subscribe, nexus_unsubscribe,
-    nexus_client_resume_from, nexus_session_register,
+    nexus_client_resume_from, nexus_client_resume_at, nexus_session_register,
     nexus_session_unregister): they would wait for the thread that runs fn.
     Other calls are fine; a control call from fn stalls delivery until it
     returns. Set before connect.                                            */
