@@ -466,7 +466,10 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     if (!ready) {
         nx_front_err_t herr = {0};
         json_t *health = nx_front_call(gw->client, "health", json_object(), &herr);
-        last_seq = health ? (uint64_t)json_integer_value(json_object_get(health, "last_seq")) : 0;
+        /*  No answer: the highest seq the gateway saw, not 0 (a resume
+            from there would replay, or report lost, everything).           */
+        if (health)
+            last_seq = (uint64_t)json_integer_value(json_object_get(health, "last_seq"));
         json_decref(health);
         nx_front_err_reset(&herr);
     }
