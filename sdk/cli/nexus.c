@@ -737,6 +737,20 @@ static int s_cmd_sub(s_cli_t *cli)
             nexus_event_destroy(&ev);
             continue;
         }
+        if (err == NEXUS_ERR_RESET) {
+            /*  The broker serves another store now (or an older copy):
+                delivery starts over there; say so, then go on.            */
+            nexus_reset_t r;
+            nexus_event_reset(ev, &r);
+            fprintf(stderr,
+                    "nexus: reset: %s; store %s has seqs %" PRIu64 "..%" PRIu64
+                    ": reading it from its first event (events may repeat, none is skipped)\n",
+                    r.why, r.store_id, r.first_seq, r.last_seq);
+            if (cli->json && !exec)
+                s_print_event(cli, ev);
+            nexus_event_destroy(&ev);
+            continue;
+        }
         if (err)
             return s_client_error(cli, err);
         if (exec) {
@@ -794,9 +808,12 @@ static int s_cursor_read(const char *path, char *store, size_t store_size, uint6
     this store's last seq (a store restored from a backup: its new events
     get seqs the cursor has passed) cannot say which of its events are new;
     reading starts at this store's first event (events may repeat, none is
-    skipped). Sets *since. Returns NX_EXIT_OK or an exit code.              */
-static int s_cursor_follow(s_cli_t *cli, const char *name, const char *path, uint64_t *since)
+    skipped). Sets *since, and store (size NEXUS_STORE_ID_MAX) to the store
+    *since belongs to ("": any). Returns NX_EXIT_OK or an exit code.        */
+static int s_cursor_follow(s_cli_t *cli, const char *name, const char *path, uint64_t *since,
+                           char *since_store)
 {
+    since_store[0] = 0;
     char old_store[64];
     uint64_t old_seq = 0;
     if (s_cursor_read(path, old_store, sizeof old_store, &old_seq) != 0)
@@ -833,6 +850,7 @@ static int s_cursor_follow(s_cli_t *cli, const char *name, const char *path, uin
                 store ? store : "unknown", last, "its first event");
     }
     *since = from;
+    snprintf(since_store, NEXUS_STORE_ID_MAX, "%s", store ? store : "");
     json_decref(health);
     return NX_EXIT_OK;
 }
@@ -854,9 +872,10 @@ static int s_cmd_events(s_cli_t *cli)
     int rc = s_connect(cli, false);
     if (rc)
         return rc;
+    char since_store[NEXUS_STORE_ID_MAX] = "";
     if (resume) {
         uint64_t stored = 0;
-        rc = s_cursor_follow(cli, resume, cursor_path, &stored);
+        rc = s_cursor_follow(cli, resume, cursor_path, &stored, since_store);
         if (rc)
             return rc;
         if (stored > since_seq)
@@ -870,6 +889,10 @@ static int s_cmd_events(s_cli_t *cli)
             return s_usage_error(cli, nexus_client_errmsg(cli->client));
         }
     nexus_history_set_seq_range(h, since_seq, until_seq);
+    /*  The store may change between the health above and the pages: the
+        iterator then stops with NEXUS_ERR_RESET instead of reading
+        another store's seqs after this one's cursor.                      */
+    nexus_history_set_store(h, since_store);
     nexus_history_set_time_range(h, since_us, until_us);
     nexus_history_set_page(h, limit < 1000 ? (uint32_t)limit : 1000, s_flag(cli, "desc"));
     nexus_history_set_max(h, limit);
@@ -883,11 +906,15 @@ static int s_cmd_events(s_cli_t *cli)
         nexus_event_destroy(&ev);
     }
     if (!err && resume) {
-        /*  The cursor names the store its seq belongs to (from the last
-            history reply; else from health).                               */
-        nexus_err_t herr = NEXUS_OK;
-        json_t *health = s_call(cli, "{\"op\":\"health\"}", &herr);
-        const char *store = health ? json_string_value(json_object_get(health, "store_id")) : NULL;
+        /*  The cursor names the store its seq belongs to: the pages' (or,
+            from a broker that does not name it, health's).                 */
+        const char *store = nexus_history_store_id(h);
+        json_t *health = NULL;
+        if (!store[0]) {
+            nexus_err_t herr = NEXUS_OK;
+            health = s_call(cli, "{\"op\":\"health\"}", &herr);
+            store = health ? json_string_value(json_object_get(health, "store_id")) : NULL;
+        }
         char text[160];
         snprintf(text, sizeof text, "{\"store_id\":\"%s\",\"seq\":%" PRIu64 "}\n",
                  store ? store : "", nexus_history_position(h));

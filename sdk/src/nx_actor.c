@@ -32,8 +32,19 @@
     burst.
 
     Every reply the thread gets passes through s_on_reply, which reads its
-    top-level fields with nx_page_parse (store_id included): that is the
-    one place for a check of the broker's identity against the frontier.
+    top-level fields with nx_page_parse (store_id included).
+
+    5. Store identity. The frontier is a seq of one store, whose id the
+       thread keeps with it (from the health that fixed the start, or the
+       cursor given to RESUME). After a RESUME and after every reconnect
+       it asks `health` before reading on: another store, or a frontier
+       above the store's last seq (an older backup restored), and the
+       frontier cannot be followed. Every history page is checked the same
+       way (its store_id). Then the thread starts over: the frontier goes
+       to 0 in the new store, and the first page read from there brings
+       the reset event (with that store's range) ahead of its events, so
+       the application is told before anything of the new store arrives
+       and nothing is skipped.
     =========================================================================
 */
 
@@ -109,7 +120,16 @@ typedef struct {
     uint64_t dealer_made;                  /* when the DEALER was made, ms             */
     bool hot;                              /* the stream flowed in the last turn        */
     uint64_t hot_until;                    /* when to look at the other sockets again   */
+    char store[NEXUS_STORE_ID_MAX];        /* the store F belongs to ("": not known)    */
+    bool need_verify;                      /* ask health: is F still the broker's?      */
+    bool reset_pending;                    /* the reset event is still to be delivered  */
+    nx_reset_t reset;                      /* what it will say                          */
 } s_actor_t;
+
+#define S_WHY_STORE                                                                                \
+    "the cursor belongs to another store (the broker runs on another data directory, or the "      \
+    "endpoint reaches another broker)"
+#define S_WHY_BEHIND "the cursor is beyond this store's last seq (a store restored from a backup?)"
 
 /*  ---- Helpers ---------------------------------------------------------- */
 
@@ -205,6 +225,38 @@ static int s_send(s_actor_t *self, int slot, int kind, nx_req_t *req)
     return 0;
 }
 
+/*  ---- Store identity ----------------------------------------------------*/
+
+/*  F belongs to store id from now on.                                      */
+static void s_store_adopt(s_actor_t *self, const char *id)
+{
+    if (!strcmp(self->store, id))
+        return;
+    nx_store_id_copy(self->store, id);
+    nx_view_set_store(&self->view, id);
+    nx_client_set_store(self->client, id);
+}
+
+/*  The frontier cannot be followed in store id: start over from its first
+    event; the reset event goes out with the first page read from there.
+    A second change before that keeps the first cursor.                     */
+static void s_reset_begin(s_actor_t *self, const char *why, const char *id)
+{
+    if (!self->reset_pending) {
+        self->reset.why = why;
+        nx_store_id_copy(self->reset.cursor_store_id, self->store);
+        self->reset.cursor_seq = self->frontier;
+        self->reset_pending = true;
+    }
+    s_store_adopt(self, id);
+    self->frontier = 0;
+    self->from_oldest = true;
+    self->need_check = true;
+    self->need_verify = false;
+    self->hint = 0;
+    s_pending_clear(self); /* seqs of the old store */
+}
+
 /*  ---- Link --------------------------------------------------------------*/
 
 static void s_sockets_current(s_actor_t *self);
@@ -232,7 +284,7 @@ static void s_link_down(s_actor_t *self, const char *why)
     self->retry_at = self->gen != gen && was_ok ? now : now + s_jitter(self->backoff);
     self->link_ok = false;
     if (self->have_start)
-        self->need_check = true;
+        self->need_check = self->need_verify = true;
     if (self->heartbeat)
         self->need_register = true;
     nx_client_set_link(self->client, false);
@@ -338,6 +390,7 @@ static int s_emit(s_actor_t *self, const nx_event_msg_t *m, uint64_t gap_from, u
                                                m->source_len, m->payload, m->payload_len);
         if (!ev)
             return -1;
+        memcpy(ev->store_id, self->store, sizeof ev->store_id);
         self->push[self->n_push++] = ev;
         self->room--;
         if (self->n_push == S_PUSH_MAX)
@@ -364,6 +417,7 @@ static void s_emit_owned(s_actor_t *self, nexus_event_t *ev)
         nexus_event_destroy(&ev);
         return;
     }
+    memcpy(ev->store_id, self->store, sizeof ev->store_id);
     self->push[self->n_push++] = ev;
     self->room--;
     self->frontier = ev->seq;
@@ -484,10 +538,49 @@ static void s_send_history(s_actor_t *self, bool bounded)
     self->next_verify = nx_clock_ms() + S_VERIFY_MS;
 }
 
+/*  Hands the reset event to the application (the frontier stays at 0 of
+    the new store). Returns 0, or -1 when the queue has no room.           */
+static int s_emit_reset(s_actor_t *self)
+{
+    if (self->callback) {
+        nx_view_set_reset(&self->view, &self->reset);
+        self->client->cb(&self->view.ev, self->client->cb_arg);
+        nx_view_clear(&self->view);
+        return 0;
+    }
+    if (s_room(self) == 0)
+        return -1;
+    nexus_event_t *ev = nx_event_new_reset(&self->reset);
+    if (!ev)
+        return -1;
+    self->push[self->n_push++] = ev;
+    self->room--;
+    if (self->n_push == S_PUSH_MAX)
+        s_flush(self);
+    return 0;
+}
+
 static void s_on_history(s_actor_t *self, s_slot_t *q, nx_page_t *pg)
 {
     if (q->since != self->frontier)
         return; /* the frontier moved (RESUME): this page is stale */
+    if (pg->store_id[0]) {
+        if (!self->store[0])
+            s_store_adopt(self, pg->store_id);
+        else if (strcmp(pg->store_id, self->store) != 0) {
+            /*  The seqs of this page are another store's: none of them.   */
+            s_reset_begin(self, S_WHY_STORE, pg->store_id);
+            return;
+        }
+    }
+    if (self->reset_pending) {
+        nx_store_id_copy(self->reset.store_id, self->store);
+        self->reset.first_seq = pg->first_seq;
+        self->reset.last_seq = pg->last_seq;
+        if (s_emit_reset(self) != 0)
+            return; /* no room: the page is read again later */
+        self->reset_pending = false;
+    }
     self->delta.history_pages++;
     uint64_t first = pg->first_seq, last = pg->last_seq;
     uint64_t F = self->frontier, gap_to = 0;
@@ -573,9 +666,21 @@ static void s_on_reply(s_actor_t *self, const void *data, size_t size)
         if (nx_reply_parse(&rep, data, size) == 0) {
             switch (q.kind) {
             case S_Q_HEALTH:
-                if (err == NEXUS_OK && !self->have_start) {
+                if (err != NEXUS_OK)
+                    break;
+                if (!self->have_start) {
                     self->have_start = true;
-                    self->frontier = nx_obj_u64(rep.map, "last_seq");
+                    self->frontier = pg.last_seq;
+                    s_store_adopt(self, pg.store_id);
+                } else if (self->need_verify) {
+                    self->need_verify = false;
+                    if (pg.store_id[0] && self->store[0] && strcmp(pg.store_id, self->store))
+                        s_reset_begin(self, S_WHY_STORE, pg.store_id);
+                    else if (self->frontier > pg.last_seq)
+                        s_reset_begin(self, S_WHY_BEHIND,
+                                      pg.store_id[0] ? pg.store_id : self->store);
+                    else if (pg.store_id[0])
+                        s_store_adopt(self, pg.store_id);
                 }
                 break;
             case S_Q_HEARTBEAT:
@@ -642,7 +747,7 @@ static void s_read_monitor(s_actor_t *self)
                 if (self->link_ok)
                     s_link_down(self, "disconnected");
                 if (self->have_start)
-                    self->need_check = true;
+                    self->need_check = self->need_verify = true;
             } else if (event == ZMQ_EVENT_CONNECTED && !self->link_ok)
                 self->retry_at = nx_clock_ms(); /* the broker is back: probe now */
         }
@@ -704,7 +809,7 @@ static void s_timers(s_actor_t *self)
     }
     if (self->slot[S_SLOT_DATA].id || self->n_patterns == 0 || now < self->data_retry_at)
         return;
-    if (!self->have_start) {
+    if (!self->have_start || self->need_verify) {
         nx_req_t req;
         nx_req_init(&req, "health");
         s_send(self, S_SLOT_DATA, S_Q_HEALTH, &req);
@@ -829,18 +934,26 @@ static void s_on_command(s_actor_t *self)
             }
         s_reply(self, code);
     } else if (!strcmp(cmd, "START")) {
+        /*  "seq store": the broker's last seq when the subscription began. */
+        char *store = NULL;
+        uint64_t seq = strtoull(arg ? arg : "", &store, 10);
         if (!self->have_start) {
             self->have_start = true;
-            self->frontier = strtoull(arg, NULL, 10);
+            self->frontier = seq;
+            s_store_adopt(self, store && *store == ' ' ? store + 1 : "");
             if (self->slot[S_SLOT_DATA].kind == S_Q_HEALTH)
                 memset(&self->slot[S_SLOT_DATA], 0, sizeof self->slot[0]);
         }
         s_reply(self, NEXUS_OK);
     } else if (!strcmp(cmd, "RESUME")) {
+        /*  "seq store": the application's cursor ("" store: the broker's). */
+        char *store = NULL;
         self->have_start = true;
-        self->frontier = strtoull(arg, NULL, 10);
+        self->frontier = strtoull(arg ? arg : "", &store, 10);
+        s_store_adopt(self, store && *store == ' ' ? store + 1 : "");
         self->from_oldest = self->frontier == 0;
-        self->need_check = true;
+        self->need_check = self->need_verify = true;
+        self->reset_pending = false;
         memset(&self->slot[S_SLOT_DATA], 0, sizeof self->slot[0]);
         s_reply(self, NEXUS_OK);
     } else if (!strcmp(cmd, "HEARTBEAT")) {

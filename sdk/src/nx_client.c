@@ -661,6 +661,14 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
             failed = 0;
     }
     nx_req_destroy(&req);
+    if (rc == NEXUS_OK) {
+        char store[NEXUS_STORE_ID_MAX];
+        nx_obj_str(rep.map, "store_id", store, sizeof store);
+        pthread_mutex_lock(&self->lock);
+        if (!self->store_id[0])
+            nx_store_id_copy(self->store_id, store);
+        pthread_mutex_unlock(&self->lock);
+    }
     nx_reply_destroy(&rep);
     ep = nx_client_ep(self);
     if (rc == NEXUS_ERR_TIMEOUT && failed == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && !self->curve_cert)
@@ -731,6 +739,25 @@ void nx_client_set_link(nexus_client_t *self, bool ok)
     if (ok)
         self->ever_ok = true;
     pthread_mutex_unlock(&self->lock);
+}
+
+static const char *s_copy_locked(nexus_client_t *self, const char *value, char *buf, size_t size);
+
+void nx_client_set_store(nexus_client_t *self, const char *store_id)
+{
+    pthread_mutex_lock(&self->lock);
+    nx_store_id_copy(self->store_id, store_id);
+    pthread_mutex_unlock(&self->lock);
+}
+
+const char *nexus_client_store_id(nexus_client_t *self, char *buf, size_t size)
+{
+    if (!self)
+        return NULL;
+    pthread_mutex_lock(&self->lock);
+    const char *rc = s_copy_locked(self, self->store_id[0] ? self->store_id : NULL, buf, size);
+    pthread_mutex_unlock(&self->lock);
+    return rc;
 }
 
 const char *nexus_client_errmsg(nexus_client_t *self)
@@ -1400,6 +1427,8 @@ nexus_err_t nexus_recv(nexus_client_t *self, int timeout_ms, nexus_event_t **eve
     pthread_mutex_unlock(&self->lock);
     if (rc == NEXUS_OK && (*event)->kind == NEXUS_EVENT_GAP)
         rc = NEXUS_ERR_GAP;
+    else if (rc == NEXUS_OK && (*event)->kind == NEXUS_EVENT_RESET)
+        rc = NEXUS_ERR_RESET;
     return rc;
 }
 
@@ -1464,9 +1493,11 @@ nexus_err_t nexus_subscribe(nexus_client_t *self, const char *pattern)
     nx_reply_t rep;
     nx_req_init(&req, "health");
     if (nx_client_call(self, &req, &rep) == NEXUS_OK) {
-        char seq[32];
-        snprintf(seq, sizeof seq, "%" PRIu64, nx_obj_u64(rep.map, "last_seq"));
-        s_command(self, "START", seq);
+        /*  "seq store": the store the seq belongs to goes with it.        */
+        char store[NEXUS_STORE_ID_MAX], arg[32 + NEXUS_STORE_ID_MAX];
+        nx_obj_str(rep.map, "store_id", store, sizeof store);
+        snprintf(arg, sizeof arg, "%" PRIu64 " %s", nx_obj_u64(rep.map, "last_seq"), store);
+        s_command(self, "START", arg);
     }
     nx_req_destroy(&req);
     nx_reply_destroy(&rep);
@@ -1483,14 +1514,21 @@ nexus_err_t nexus_unsubscribe(nexus_client_t *self, const char *pattern)
     return s_ok(self);
 }
 
-nexus_err_t nexus_client_resume_from(nexus_client_t *self, uint64_t seq)
+nexus_err_t nexus_client_resume_at(nexus_client_t *self, const char *store_id, uint64_t seq)
 {
     if (!self)
         return NEXUS_ERR_INVALID;
-    char arg[32];
-    snprintf(arg, sizeof arg, "%" PRIu64, seq);
+    if (store_id && (strlen(store_id) >= NEXUS_STORE_ID_MAX || strchr(store_id, ' ')))
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "'%.64s' is not a store id", store_id);
+    char arg[32 + NEXUS_STORE_ID_MAX];
+    snprintf(arg, sizeof arg, "%" PRIu64 " %s", seq, store_id ? store_id : "");
     nexus_err_t rc = s_command(self, "RESUME", arg);
     return rc ? nx_client_fail(self, rc, "%s", nexus_strerror(rc)) : s_ok(self);
+}
+
+nexus_err_t nexus_client_resume_from(nexus_client_t *self, uint64_t seq)
+{
+    return nexus_client_resume_at(self, NULL, seq);
 }
 
 /*  ---- Sessions: registration (shared with the actor) --------------------*/

@@ -50,7 +50,28 @@ struct _nexus_event_t {
     msgpack_unpacked unpacked; /* decoded payload when unpacked_ok          */
     char *payload_json;        /* cached nexus_event_payload_json, or NULL    */
     char *json;                /* cached nexus_event_json, or NULL            */
+
+    /* store identity (nexus_event_store_id, nexus_event_reset)            */
+    char store_id[NEXUS_STORE_ID_MAX];        /* the store seq belongs to    */
+    char cursor_store_id[NEXUS_STORE_ID_MAX]; /* reset: the old cursor's     */
+    uint64_t cursor_seq;                      /* reset: the old cursor       */
+    uint64_t first_seq;                       /* reset: the new store's range */
+    uint64_t last_seq;                        /* ...                          */
+    const char *why;                          /* reset: static text           */
 };
+
+/*  What a reset event says (nexus_reset_t with room for the ids).         */
+typedef struct {
+    const char *why;                          /* static text               */
+    char cursor_store_id[NEXUS_STORE_ID_MAX]; /* "": not known             */
+    uint64_t cursor_seq;                      /* the old cursor            */
+    char store_id[NEXUS_STORE_ID_MAX];        /* the store served now      */
+    uint64_t first_seq;                       /* its range                 */
+    uint64_t last_seq;                        /* ...                       */
+} nx_reset_t;
+
+/*  Copies a store id into dst (NEXUS_STORE_ID_MAX bytes), cut to fit.     */
+void nx_store_id_copy(char *dst, const char *src);
 
 /*  A borrowed event with room for its strings: topic and source are
     copied (they are short and the wire does not terminate them), the
@@ -68,6 +89,9 @@ void nx_view_init(nx_event_view_t *v);
 void nx_view_set(nx_event_view_t *v, uint64_t seq, uint64_t ts, const char *topic, size_t topic_len,
                  const char *source, size_t source_len, const void *payload, size_t payload_len);
 void nx_view_set_gap(nx_event_view_t *v, uint64_t from, uint64_t to);
+void nx_view_set_reset(nx_event_view_t *v, const nx_reset_t *r);
+/*  The store the view's next events belong to (kept across sets).         */
+void nx_view_set_store(nx_event_view_t *v, const char *store_id);
 /*  Frees what the application's calls cached in v (msgpack, JSON).        */
 void nx_view_clear(nx_event_view_t *v);
 
@@ -76,6 +100,8 @@ nexus_event_t *nx_event_new(uint64_t seq, uint64_t ts, const char *topic, size_t
                             const char *source, size_t source_len, const void *payload,
                             size_t payload_len);
 nexus_event_t *nx_event_new_gap(uint64_t from, uint64_t to);
+/*  A reset event: seq 0 in the new store (r->store_id).                   */
+nexus_event_t *nx_event_new_reset(const nx_reset_t *r);
 
 /*  Reads one history record map {seq,ts,topic,source,payload} at r into
     m (whose pointers then point into r's bytes). Returns 0, or -1 when it
@@ -197,20 +223,21 @@ struct _nexus_client_t {
     bool started;                  /* connect was called                 */
 
     /* state shared by threads, under lock                               */
-    pthread_mutex_t lock;          /* guards everything below up to cond */
-    char *session_id;              /* session id or NULL                 */
-    char *secret;                  /* session secret or NULL             */
-    bool registered;               /* heartbeats wanted                  */
-    char errmsg[NX_CLIENT_ERRMAX]; /* last error detail                  */
-    nexus_event_t **ring;          /* bounded event queue                */
-    size_t q_head;                 /* index of the oldest queued event   */
-    size_t q_count;                /* queued events                      */
-    size_t q_waiters;              /* threads waiting in nexus_recv*     */
-    bool closing;                  /* destroy started                    */
-    nexus_client_stats_t stats;    /* counters                           */
-    bool link_ok;                  /* last exchange with broker worked   */
-    bool ever_ok;                  /* some exchange ever worked          */
-    pthread_cond_t cond;           /* signalled on queue push and close  */
+    pthread_mutex_t lock;              /* guards everything below up to cond */
+    char *session_id;                  /* session id or NULL                 */
+    char *secret;                      /* session secret or NULL             */
+    bool registered;                   /* heartbeats wanted                  */
+    char errmsg[NX_CLIENT_ERRMAX];     /* last error detail                  */
+    char store_id[NEXUS_STORE_ID_MAX]; /* the store delivery follows      */
+    nexus_event_t **ring;              /* bounded event queue                */
+    size_t q_head;                     /* index of the oldest queued event   */
+    size_t q_count;                    /* queued events                      */
+    size_t q_waiters;                  /* threads waiting in nexus_recv*     */
+    bool closing;                      /* destroy started                    */
+    nexus_client_stats_t stats;        /* counters                           */
+    bool link_ok;                      /* last exchange with broker worked   */
+    bool ever_ok;                      /* some exchange ever worked          */
+    pthread_cond_t cond;               /* signalled on queue push and close  */
 
     /* failover between the brokers of eps (atomic; written under lock) */
     unsigned ep_cur; /* index of the broker in use                      */
@@ -313,6 +340,8 @@ void nx_actor_fn(zsock_t *pipe, void *args);
 size_t nx_client_take(nexus_client_t *self, nexus_event_t **events, size_t n,
                       const nexus_client_stats_t *delta, uint64_t last_seq);
 void nx_client_set_link(nexus_client_t *self, bool ok);
+/*  Records the store delivery follows (nexus_client_store_id).            */
+void nx_client_set_store(nexus_client_t *self, const char *store_id);
 
 uint64_t nx_clock_ms(void);
 /*  A random request id base (see nexus_client_new).                        */

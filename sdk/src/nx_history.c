@@ -115,6 +115,10 @@ struct _nexus_history_t {
     uint64_t position;               /* see nexus_history_position             */
     uint64_t page_end;               /* position once the page is consumed     */
     nx_event_view_t view;            /* what nexus_history_next_view lends     */
+
+    /* store identity: the seqs above are this store's                      */
+    char expect[NEXUS_STORE_ID_MAX];   /* the store the cursor belongs to ("") */
+    char store_id[NEXUS_STORE_ID_MAX]; /* the store of the pages read          */
 };
 
 nexus_history_t *nexus_history_new(nexus_client_t *client)
@@ -322,6 +326,25 @@ nexus_err_t nexus_history_fetch(nexus_history_t *self, size_t *count, int *more)
     self->started = true;
     self->first_seq = self->pg.first_seq;
     self->last_seq = self->pg.last_seq;
+    /*  Seqs are one store's: a page of another store than the cursor's (or
+        than the pages before) would skip or repeat events without a word. */
+    const char *want = self->store_id[0] ? self->store_id : self->expect;
+    if (self->pg.store_id[0] && want[0] && strcmp(self->pg.store_id, want) != 0) {
+        char old[NEXUS_STORE_ID_MAX];
+        nx_store_id_copy(old, want);
+        nx_store_id_copy(self->store_id, self->pg.store_id);
+        nx_view_set_store(&self->view, self->store_id);
+        self->pg.n_events = 0;
+        self->done = true;
+        return nx_client_fail(self->client, NEXUS_ERR_RESET,
+                              "history: the cursor belongs to store %s, the broker serves store %s "
+                              "(seqs %" PRIu64 "..%" PRIu64 "): its seqs cannot be followed here",
+                              old, self->store_id, self->first_seq, self->last_seq);
+    }
+    if (self->pg.store_id[0] && !self->store_id[0]) {
+        nx_store_id_copy(self->store_id, self->pg.store_id);
+        nx_view_set_store(&self->view, self->store_id);
+    }
     self->page_end = 0;
     if (self->pg.more) {
         self->cursor = self->pg.next_cursor;
@@ -402,6 +425,22 @@ void nexus_history_bounds(nexus_history_t *self, uint64_t *first_seq, uint64_t *
         *first_seq = self->first_seq;
     if (last_seq)
         *last_seq = self->last_seq;
+}
+
+const char *nexus_history_store_id(nexus_history_t *self)
+{
+    return self ? self->store_id : "";
+}
+
+nexus_err_t nexus_history_set_store(nexus_history_t *self, const char *store_id)
+{
+    if (!self)
+        return NEXUS_ERR_INVALID;
+    if (store_id && strlen(store_id) >= NEXUS_STORE_ID_MAX)
+        return nx_client_fail(self->client, NEXUS_ERR_INVALID, "'%.64s' is not a store id",
+                              store_id);
+    nx_store_id_copy(self->expect, store_id);
+    return NEXUS_OK;
 }
 
 uint64_t nexus_history_position(nexus_history_t *self)

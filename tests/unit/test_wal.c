@@ -227,14 +227,19 @@ static void s_test_round_trip(void)
         CHECK_EQ_U64(nx_wal_flush_ack(wal), 0);
     }
     CHECK_EQ_U64(nx_wal_durable(wal), nx_wal_written(wal));
+    /*  Flushed on the calling thread when no round runs.                  */
+    s_event(wal, 991, 10);
+    CHECK_EQ_U64(nx_wal_write(wal), 0);
+    CHECK_EQ_U64(nx_wal_flush_now(wal), 0);
+    CHECK_EQ_U64(nx_wal_durable(wal), nx_wal_written(wal));
     /*  A discarded turn leaves nothing.                                   */
     s_event(wal, 999, 10);
     nx_wal_discard(wal);
     CHECK_EQ_U64(nx_wal_write(wal), 0);
     nx_wal_stats_t st;
     nx_wal_stats(wal, &st);
-    CHECK_EQ_U64(st.frames, 6);
-    CHECK_EQ_U64(st.flushes, 6);
+    CHECK_EQ_U64(st.frames, 7);
+    CHECK_EQ_U64(st.flushes, 7);
     CHECK_EQ_U64(st.segments, 1);
     uint64_t written = nx_wal_written(wal);
     uint32_t head = nx_wal_head_crc(wal);
@@ -242,11 +247,12 @@ static void s_test_round_trip(void)
     CHECK(wal == NULL);
 
     static s_read_t r;
-    CHECK_EQ_U64(s_read_all(0, 0, &r), 6);
-    CHECK_EQ_U64(r.n_seqs, 51);
+    CHECK_EQ_U64(s_read_all(0, 0, &r), 7);
+    CHECK_EQ_U64(r.n_seqs, 52);
     for (int i = 0; i < 50; i++)
         CHECK_EQ_U64(r.seqs[i], (uint64_t)i + 1);
     CHECK_EQ_U64(r.seqs[50], 990);
+    CHECK_EQ_U64(r.seqs[51], 991);
     CHECK_EQ_U64(r.n_keys, 6);
     CHECK_EQ_STR(r.keys[0], "2:k0=v0");
     CHECK_EQ_STR(r.keys[3], "2:k3=v3");
