@@ -40,6 +40,12 @@
     ZeroMQ drops the connection: a request up to max_request gets an error
     reply, a far larger one is not worth reading into memory.              */
 #define S_MAXMSG_FACTOR 4
+/*  Subscribers send only subscriptions (at most 1 + 255 bytes, or the
+    ZMTP 3.1 command of 10 + 255) and handshake commands (a PLAIN hello
+    with a token, a CURVE initiate: a few hundred bytes). A frame over this
+    drops the connection before libzmq allocates it (nx_sublimit.h).       */
+#define S_XPUB_MAXMSG   4096
+#define S_XPUB_RCVHWM   100
 #define S_TICK_US       1000000
 /*  Parsed requests of one turn wait in memory until the commit; msgpack-c
     needs up to ~24 bytes per element, so the request bytes read in one
@@ -291,6 +297,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->cfg.snapshot_file = s_strdup_or_null(cfg->snapshot_file);
     self->refuse_log = (nx_log_limit_t){"refused handshakes", NX_ZAP_LOG_PER_SECOND, 0, 0, 0};
     self->sub_log = (nx_log_limit_t){"refused subscriptions", NX_ZAP_LOG_PER_SECOND, 0, 0, 0};
+    self->sublimit_log = (nx_log_limit_t){"dropped subscribers", NX_ZAP_LOG_PER_SECOND, 0, 0, 0};
     self->start_us = nx_now_us();
     self->start_mono = nx_mono_us();
     if (nx_ops_init(err_buf, err_size))
@@ -418,6 +425,11 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     zsock_set_rcvhwm(self->xsub, (int)self->cfg.in_hwm);
     zsock_set_maxmsgsize(self->xsub, max_in);
     zsock_set_sndhwm(self->xpub, (int)self->cfg.out_hwm);
+    zsock_set_maxmsgsize(self->xpub, S_XPUB_MAXMSG);
+    /*  libzmq applies every subscription it takes from a subscriber's pipe
+        before the loop reads it: a short pipe keeps what a connection gets
+        applied ahead of its drop (nx_sublimit) small.                     */
+    zsock_set_rcvhwm(self->xpub, S_XPUB_RCVHWM);
     zsock_set_xpub_nodrop(self->xpub, 1); /* see s_send_event */
     /*  Every subscribe and unsubscribe, not only a prefix's first and last,
         and a leaving subscriber's subscriptions as unsubscribes: so that
@@ -535,6 +547,12 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-router-%p", (void *)self);
     if (self->zap && zmq_socket_monitor(self->h_router, ep, handshakes) == 0)
         self->mon_router = zsock_new_pair(ep);
+    /*  Connections are told apart by the monitor's events: no monitor, no
+        per-connection bound (only the length one of S_XPUB_MAXMSG).      */
+    if (self->mon_xpub && !(self->sublimit = nx_sublimit_new(self->cfg.subscriptions_max))) {
+        snprintf(err_buf, err_size, "out of memory");
+        goto fail;
+    }
 
     nx_store_stats_t st;
     nx_store_stats(self->store, &st);
@@ -596,6 +614,7 @@ void nx_broker_destroy(nx_broker_t **self_p)
         free(self->events);
     }
     zhashx_destroy(&self->subscriptions);
+    nx_sublimit_destroy(&self->sublimit);
     zactor_destroy(&self->reader);
     for (size_t i = 0; i < self->n_parked; i++) {
         s_env_close(&self->parked[i].env);
@@ -1684,6 +1703,27 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
         s_release_parked(self, false);
 }
 
+/*  A subscriber asked for more than nx_sublimit allows: its connection
+    goes (libzmq holds what it asked until then).                          */
+static void s_drop_subscriber(nx_broker_t *self, int fd, nx_sub_verdict_t why, size_t len)
+{
+    /*  What the monitor has to say first: whether fd went meanwhile.     */
+    s_read_monitor(self, self->mon_xpub, &self->count.subscribers, "events-out");
+    if (!nx_sublimit_drop(self->sublimit, fd))
+        return;
+    self->count.sub_dropped++;
+    if (why == NX_SUB_TOO_LONG)
+        nx_log_limited(&self->sublimit_log, NX_LOG_WARN,
+                       "dropped a subscriber on events-out: a subscription of %zu bytes (a topic "
+                       "is at most %d)",
+                       len, NX_TOPIC_MAX);
+    else
+        nx_log_limited(&self->sublimit_log, NX_LOG_WARN,
+                       "dropped a subscriber on events-out: more than subscriptions_max (%" PRIu64
+                       ") subscriptions",
+                       self->cfg.subscriptions_max);
+}
+
 /*  XPUB hands us subscribe (1) and unsubscribe (0) messages; we keep the
     set of active prefixes for `state`. They must be read or libzmq queues
     them without bound.                                                     */
@@ -1716,7 +1756,12 @@ static void s_read_subscriptions(nx_broker_t *self)
             else
                 zhashx_delete(self->subscriptions, key);
             self->count.subscriptions = zhashx_size(self->subscriptions);
-            if (self->perm)
+            int fd = -1;
+            nx_sub_verdict_t v =
+                nx_sublimit_check(self->sublimit, &msg, data[0] == 1, size - 1, &fd);
+            if (v != NX_SUB_OK)
+                s_drop_subscriber(self, fd, v, size - 1);
+            else if (self->perm)
                 nx_subs_apply(self, &msg, data, size);
         }
         zmq_msg_close(&msg);
@@ -1810,6 +1855,8 @@ static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
             uint32_t value;
             memcpy(&event, zframe_data(head), 2);
             memcpy(&value, zframe_data(head) + 2, 4);
+            if (mon == self->mon_xpub)
+                nx_sublimit_conn(self->sublimit, event, (int)value);
             if (event == ZMQ_EVENT_ACCEPTED && connected)
                 (*connected)++;
             else if (event == ZMQ_EVENT_DISCONNECTED && connected && *connected > 0)
@@ -1830,6 +1877,7 @@ static void s_housekeeping(nx_broker_t *self)
 {
     nx_log_limit_flush(&self->refuse_log);
     nx_log_limit_flush(&self->sub_log);
+    nx_log_limit_flush(&self->sublimit_log);
     nx_counters_t *c = &self->count;
     uint64_t dropped = c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store +
                        c->drop_forbidden;

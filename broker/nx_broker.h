@@ -40,6 +40,7 @@
 #include "nx_scratch.h"
 #include "nx_stats.h"
 #include "nx_store.h"
+#include "nx_sublimit.h"
 #include "nx_wal.h"
 #include "nx_zap.h"
 
@@ -148,6 +149,8 @@ typedef struct {
     uint64_t subscriptions;  /* distinct subscription prefixes active    */
     uint64_t drop_forbidden; /* dropped: outside the publisher's pub=    */
     uint64_t sub_refused;    /* subscriptions no prefix was applied for  */
+    uint64_t sub_dropped;    /* subscribers dropped: a subscription over
+                                255 bytes, or over subscriptions_max    */
 } nx_counters_t;
 
 struct _nx_broker_t {
@@ -170,6 +173,8 @@ struct _nx_broker_t {
     nx_zap_counts_t refused;          /* handshakes refused (state)                 */
     nx_log_limit_t refuse_log;        /* bounds the loop's refusal log lines        */
     nx_log_limit_t sub_log;           /* bounds refused-subscription log lines      */
+    nx_sublimit_t *sublimit;          /* subscriptions per connection (nx_sublimit) */
+    nx_log_limit_t sublimit_log;      /* bounds dropped-subscriber log lines        */
     zsock_t *mon_router;              /* socket monitor of the router (handshakes)  */
     zsock_t *mon_xpub;                /* socket monitor of xpub (connections)       */
     zsock_t *mon_xsub;                /* socket monitor of xsub                     */

@@ -47,6 +47,9 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
           "messages queued per publisher connection (past it, the publisher's PUB drops)"),
     S_KEY(control_hwm, NX_CONF_U64, "10000", 1, 100000000, NULL,
           "control messages queued per client, each way"),
+    S_KEY(subscriptions_max, NX_CONF_U64, "1000", 1, 1000000, NULL,
+          "subscriptions one subscriber connection may hold; one more (or a prefix over 255 "
+          "bytes) drops the connection"),
     S_KEY(peer_timeout, NX_CONF_DURATION, "15s", 0, 6553500, NULL,
           "a client connection that answers no ZeroMQ ping (sent every third of this) for this "
           "long is dropped with its queues; 0: never"),

@@ -33,6 +33,7 @@ typedef struct {
     uint64_t out_hwm;           /* XPUB send HWM per subscriber, messages    */
     uint64_t in_hwm;            /* XSUB receive HWM per publisher, messages  */
     uint64_t control_hwm;       /* ROUTER HWMs per client, messages          */
+    uint64_t subscriptions_max; /* subscriptions per subscriber connection   */
     uint64_t peer_timeout;      /* dead-connection timeout, ms (0: never)    */
     uint64_t batch_max;         /* events per write transaction at most      */
     uint64_t batch_bytes;       /* payload bytes per write transaction       */
