@@ -34,6 +34,7 @@
 #include "nx_reader.h"
 #include "nx_subs.h"
 #include "nx_log.h"
+#include "nx_unread.h"
 #include "nx_topic.h"
 
 /*  Control clients may send at most this multiple of max_request before
@@ -75,6 +76,7 @@
     clients back through their ZeroMQ queues, never the broker's memory.  */
 #define S_HELD_REPLIES_MAX 65536
 #define S_HELD_EVENTS_FACTOR 4
+#define S_HELD_REPLY_BYTES   (64u << 20)
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
 static void s_fatal(nx_broker_t *self, const char *what);
@@ -422,9 +424,28 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         snprintf(err_buf, err_size, "cannot create ZeroMQ sockets");
         goto fail;
     }
-    zsock_set_rcvhwm(self->xsub, (int)self->cfg.in_hwm);
+    /*  Every queue of a connection is bounded in bytes too (nx_hwm.h):
+        inbound ones by their largest message, the subscribers' queues on
+        two levels by the size of what is sent.                            */
+    uint64_t qb = self->cfg.queue_bytes;
+    /*  Inbound, by the largest message a client may rightly send: one that
+        is too large but within the MAXMSGSIZE (S_MAXMSG_FACTOR times more)
+        gets an error (or is dropped), and a queue of them is the price of
+        reading them at all.                                               */
+    int in_hwm =
+        nx_hwm_fixed(self->cfg.in_hwm, qb, self->cfg.max_payload + NX_TOPIC_MAX + NX_SOURCE_MAX);
+    int rq_hwm = nx_hwm_fixed(self->cfg.control_hwm, qb, self->cfg.max_request);
+    int rp_hwm = nx_hwm_fixed(self->cfg.control_hwm, qb, NX_UNREAD_LARGE);
+    zsock_set_rcvhwm(self->xsub, in_hwm);
     zsock_set_maxmsgsize(self->xsub, max_in);
-    zsock_set_sndhwm(self->xpub, (int)self->cfg.out_hwm);
+    nx_hwm_init(&self->out_q, zsock_resolve(self->xpub), ZMQ_SNDHWM, self->cfg.out_hwm, qb,
+                nx_event_msg_size(NX_TOPIC_MAX, NX_SOURCE_MAX, self->cfg.max_payload));
+    nx_info("queues per connection (queue_bytes %" PRIu64 "): events out %d messages of up to "
+            "%zu bytes, or %d of any size; events in %d; requests in %d; replies %d (those over "
+            "%u bytes only to clients that read)",
+            qb, self->out_q.high,
+            self->out_q.high == self->out_q.low ? (size_t)self->cfg.max_payload : self->out_q.small,
+            self->out_q.low, in_hwm, rq_hwm, rp_hwm, NX_UNREAD_LARGE);
     zsock_set_maxmsgsize(self->xpub, S_XPUB_MAXMSG);
     /*  libzmq applies every subscription it takes from a subscriber's pipe
         before the loop reads it: a short pipe keeps what a connection gets
@@ -436,8 +457,8 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         `channels` counts subscribers per prefix.                          */
     int verboser = 1;
     zmq_setsockopt(zsock_resolve(self->xpub), ZMQ_XPUB_VERBOSER, &verboser, sizeof verboser);
-    zsock_set_rcvhwm(self->router, (int)self->cfg.control_hwm);
-    zsock_set_sndhwm(self->router, (int)self->cfg.control_hwm);
+    zsock_set_rcvhwm(self->router, rq_hwm);
+    zsock_set_sndhwm(self->router, rp_hwm);
     zsock_set_maxmsgsize(self->router, max_ctl);
     zsock_set_rcvtimeo(self->router, 0);
     zsock_set_linger(self->xpub, 0);
@@ -537,8 +558,10 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     int handshakes =
         self->zap ? ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL : 0;
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-xpub-%p", (void *)self);
+    /*  The XPUB's: handshakes done too, for the queues' mark (nx_hwm.h).  */
     if (zmq_socket_monitor(self->h_xpub, ep,
-                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | handshakes) == 0)
+                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_HANDSHAKE_SUCCEEDED | handshakes) == 0)
         self->mon_xpub = zsock_new_pair(ep);
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-xsub-%p", (void *)self);
     if (zmq_socket_monitor(self->h_xsub, ep,
@@ -980,6 +1003,10 @@ static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
 static int s_to_reader(nx_broker_t *self, nx_pending_reply_t *pr)
 {
     zmsg_t *msg = zmsg_new();
+    /*  First the descriptor the request came from: the reader answers
+        busy to a client that leaves its replies unread (nx_unread.h).     */
+    int32_t fd = zmq_msg_get(&pr->body, ZMQ_SRCFD);
+    zmsg_addmem(msg, &fd, sizeof fd);
     for (int k = 0; k < pr->env.n; k++)
         zmsg_addmem(msg, zmq_msg_data(&pr->env.frames[k]), zmq_msg_size(&pr->env.frames[k]));
     zmsg_addmem(msg, zmq_msg_data(&pr->body), zmq_msg_size(&pr->body));
@@ -1221,6 +1248,21 @@ static void s_held_pop(nx_held_queue_t *q)
     q->n--;
 }
 
+/*  Whether so much waits for a flush that a plane is not read: events
+    past S_HELD_EVENTS_FACTOR turns (count or bytes), replies past
+    S_HELD_REPLIES_MAX or S_HELD_REPLY_BYTES.                              */
+static bool s_held_events_full(nx_broker_t *self)
+{
+    return self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max ||
+           self->held_events.bytes > S_HELD_EVENTS_FACTOR * self->cfg.batch_bytes;
+}
+
+static bool s_held_replies_full(nx_broker_t *self)
+{
+    return self->held_replies.n > S_HELD_REPLIES_MAX ||
+           self->held_replies.bytes > S_HELD_REPLY_BYTES;
+}
+
 static void s_held_free(nx_held_queue_t *q)
 {
     for (nx_held_t *h; (h = s_held_first(q)); s_held_pop(q)) {
@@ -1254,12 +1296,32 @@ static void s_hold_reply(nx_broker_t *self, nx_envelope_t *env, zmq_msg_t *reply
     zmq_msg_move(&h->msg, reply);
     zmq_msg_close(reply);
     h->gate = gate;
+    self->held_replies.bytes += zmq_msg_size(&h->msg);
+}
+
+/*  Turns pr's reply into busy when the client on fd leaves what it was
+    sent unread.                                                           */
+static void s_unread_check(nx_pending_reply_t *pr, int fd)
+{
+    if (!nx_unread_behind(fd))
+        return;
+    char text[NX_ERRMSG_MAX];
+    snprintf(text, sizeof text,
+             "this connection has left %zu bytes of earlier replies unread: read them, then ask "
+             "again",
+             nx_unread_bytes(fd));
+    s_reply_error(pr, NEXUS_ERR_BUSY, text);
 }
 
 static void s_send_reply(nx_broker_t *self, nx_pending_reply_t *pr)
 {
     if (pr->op)
         s_run_op(self, pr);
+    /*  A large answer to a read goes only to a client that reads what it
+        was sent (nx_unread.h); a write's reply always goes: it says what
+        was done.                                                          */
+    if (!pr->is_write && pr->reply.size > NX_UNREAD_LARGE)
+        s_unread_check(pr, zmq_msg_get(&pr->body, ZMQ_SRCFD));
     if (pr->failed)
         self->count.request_errors++;
     zmq_msg_close(&pr->body);
@@ -1285,6 +1347,8 @@ static void s_read_reader(nx_broker_t *self)
         zmsg_t *m = zmsg_recv(pipe);
         if (!m)
             return;
+        zframe_t *fd = zmsg_pop(m); /* see s_to_reader */
+        zframe_destroy(&fd);
         if (zmsg_send(&m, self->router) == -1)
             zmsg_destroy(&m);
     }
@@ -1316,6 +1380,7 @@ static void s_event_encode(nx_pending_event_t *ev, uint8_t *p)
     The broker never waits for a subscriber.                                */
 static void s_send_event(nx_broker_t *self, zmq_msg_t *out)
 {
+    nx_hwm_sending(&self->out_q, zmq_msg_size(out));
     int rc = zmq_msg_send(out, self->h_xpub, ZMQ_DONTWAIT);
     if (rc == -1 && errno == EAGAIN) {
         int nodrop = 0;
@@ -1352,6 +1417,7 @@ static void s_forward(nx_broker_t *self, uint64_t gate)
             zmq_msg_move(&h->msg, &out);
             zmq_msg_close(&out);
             h->gate = gate;
+            self->held_events.bytes += zmq_msg_size(&h->msg);
         } else {
             /*  Out of memory to hold it: it waits for the flush here.     */
             if (hold && nx_wal_flush(self->wal))
@@ -1367,10 +1433,12 @@ static void s_release_held(nx_broker_t *self)
     uint64_t durable = nx_wal_durable(self->wal);
     nx_held_t *h;
     while ((h = s_held_first(&self->held_events)) && h->gate <= durable) {
+        self->held_events.bytes -= zmq_msg_size(&h->msg);
         s_send_event(self, &h->msg);
         s_held_pop(&self->held_events);
     }
     while ((h = s_held_first(&self->held_replies)) && h->gate <= durable) {
+        self->held_replies.bytes -= zmq_msg_size(&h->msg);
         s_env_send(self, &h->env, &h->msg);
         s_held_pop(&self->held_replies);
     }
@@ -1651,9 +1719,9 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
     if (housekeeping)
         nx_coord_housekeeping(self, nx_now_us());
 
-    if (self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max)
+    if (s_held_events_full(self))
         events_ready = false;
-    if (self->held_replies.n > S_HELD_REPLIES_MAX)
+    if (s_held_replies_full(self))
         requests_ready = false;
     if (events_ready)
         while (self->n_events < self->cfg.batch_max &&
@@ -1729,6 +1797,10 @@ static void s_drop_subscriber(nx_broker_t *self, int fd, nx_sub_verdict_t why, s
     them without bound.                                                     */
 static void s_read_subscriptions(nx_broker_t *self)
 {
+    /*  Connections that came and went first: a descriptor may name a new
+        connection by now (nx_sublimit).                                   */
+    if (self->sublimit)
+        s_read_monitor(self, self->mon_xpub, &self->count.subscribers, "events-out");
     for (int i = 0; i < 10000; i++) {
         zmq_msg_t msg;
         zmq_msg_init(&msg);
@@ -1855,8 +1927,11 @@ static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
             uint32_t value;
             memcpy(&event, zframe_data(head), 2);
             memcpy(&value, zframe_data(head) + 2, 4);
-            if (mon == self->mon_xpub)
+            if (mon == self->mon_xpub) {
                 nx_sublimit_conn(self->sublimit, event, (int)value);
+                if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+                    nx_hwm_connected(&self->out_q);
+            }
             if (event == ZMQ_EVENT_ACCEPTED && connected)
                 (*connected)++;
             else if (event == ZMQ_EVENT_DISCONNECTED && connected && *connected > 0)
@@ -1925,9 +2000,8 @@ int nx_broker_run(nx_broker_t *self)
     while (!self->stop && !zsys_interrupted) {
         /*  While too much waits for a flush, the planes are not read: the
             clients' ZeroMQ queues hold what comes, not our memory.        */
-        short ev_in = self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max ? 0
-                                                                                       : ZMQ_POLLIN;
-        short rq_in = self->held_replies.n > S_HELD_REPLIES_MAX ? 0 : ZMQ_POLLIN;
+        short ev_in = s_held_events_full(self) ? 0 : ZMQ_POLLIN;
+        short rq_in = s_held_replies_full(self) ? 0 : ZMQ_POLLIN;
         zmq_pollitem_t items[9] = {
             {self->h_xsub, 0, ev_in, 0},      {self->h_router, 0, rq_in, 0},
             {self->h_xpub, 0, ZMQ_POLLIN, 0}, {reader, 0, ZMQ_POLLIN, 0},
@@ -1946,8 +2020,9 @@ int nx_broker_run(nx_broker_t *self)
             timeout = 0;
         else if ((self->next_coord - wall) / 1000 + 1 < (uint64_t)timeout)
             timeout = (long)((self->next_coord - wall) / 1000) + 1;
-        /*  Parked queries that wait too long get busy.                    */
-        if (self->n_parked && timeout > 100)
+        /*  Parked queries that wait too long get busy; new subscribers
+            get their queue's mark soon (nx_hwm_tick).                     */
+        if ((self->n_parked || self->out_q.fresh) && timeout > 100)
             timeout = 100;
         /*  Events nobody waits for are flushed at flush_interval even when
             nothing else happens.                                           */
@@ -1994,6 +2069,7 @@ int nx_broker_run(nx_broker_t *self)
         }
         if (self->n_parked)
             s_release_parked(self, false);
+        nx_hwm_tick(&self->out_q, nx_mono_us());
     }
     /*  What is left: the seq reservation goes back to last_seq (so the
         next start continues without a jump), the log is flushed, the store

@@ -36,6 +36,7 @@
 #include "nx_codec.h"
 #include "nx_curve.h"
 #include "nx_checkpointer.h"
+#include "nx_hwm.h"
 #include "nx_optab.h"
 #include "nx_scratch.h"
 #include "nx_stats.h"
@@ -112,6 +113,7 @@ typedef struct {
 typedef struct {
     nx_held_t *items;   /* ring of cap entries                            */
     size_t head, n, cap; /* first entry, entries, allocated                */
+    size_t bytes;        /* message bytes the entries hold                 */
 } nx_held_queue_t;
 
 /*  A control request of this turn whose reply waits for the commit.        */
@@ -175,6 +177,7 @@ struct _nx_broker_t {
     nx_log_limit_t sub_log;           /* bounds refused-subscription log lines      */
     nx_sublimit_t *sublimit;          /* subscriptions per connection (nx_sublimit) */
     nx_log_limit_t sublimit_log;      /* bounds dropped-subscriber log lines        */
+    nx_hwm_t out_q;                   /* the subscribers' queues' mark (bytes)      */
     zsock_t *mon_router;              /* socket monitor of the router (handshakes)  */
     zsock_t *mon_xpub;                /* socket monitor of xpub (connections)       */
     zsock_t *mon_xsub;                /* socket monitor of xsub                     */

@@ -227,10 +227,11 @@ with Broker(extra=["--token", "sekrit", "--subscriptions-max", "5"], token="sekr
     def dropped():
         with Client(b) as c:
             return c.request({"op": "state", "auth": "sekrit"})["subscribers_dropped"] > before
-    t.check(wait_until(dropped), "with tokens: one subscription over subscriptions_max drops it")
+    t.check(wait_until(dropped, timeout=20),
+            "with tokens: one subscription over subscriptions_max drops it")
     sub.close()
     sub = subscriber(b, b"t" * 300)
-    t.check(wait_until(lambda: "a subscription of 300 bytes" in b.logs()),
+    t.check(wait_until(lambda: "a subscription of 300 bytes" in b.logs(), timeout=20),
             "with tokens: a 300-byte subscription drops it")
     sub.close()
 
