@@ -77,14 +77,20 @@ int main(int argc, char **argv)
         loop checks it every turn and commits before it returns.           */
     zsys_init();
     zsys_set_logstream(stderr);
-    nx_broker_t *broker = nx_broker_new(&cfg, err, sizeof err);
-    nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
-    if (!broker) {
-        nx_error("cannot start: %s", err);
-        return 1;
+    /*  A read-only broker (a full data disk) asks to be started again once
+        the disk has room: the start recovers the log.                     */
+    int rc = NX_BROKER_RESTART;
+    while (rc == NX_BROKER_RESTART) {
+        nx_broker_t *broker = nx_broker_new(&cfg, err, sizeof err);
+        if (!broker) {
+            nx_error("cannot start: %s", err);
+            nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
+            return 1;
+        }
+        rc = nx_broker_run(broker);
+        nx_broker_destroy(&broker);
     }
-    int status = nx_broker_run(broker) == 0 ? 0 : 1;
-    nx_broker_destroy(&broker);
+    nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
     nx_info("stopped");
-    return status;
+    return rc == 0 ? 0 : 1;
 }

@@ -32,6 +32,7 @@
 #include "nx_coord.h"
 #include "nx_curve.h"
 #include "nx_reader.h"
+#include "nx_readonly.h"
 #include "nx_subs.h"
 #include "nx_log.h"
 #include "nx_unread.h"
@@ -332,11 +333,18 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     };
     nexus_err_t err = NEXUS_OK;
     self->store = nx_store_new(&scfg, &err, err_buf, err_size);
-    if (!self->store || s_open_log(self, err_buf, err_size))
+    if (!self->store)
         goto fail;
+    /*  A log the store cannot take for want of disk space: read-only
+        until space returns (nx_readonly.h).                               */
+    if (s_open_log(self, err_buf, err_size) && nx_readonly_enter(self, err_buf, err_size))
+        goto fail;
+    if (!self->readonly)
+        nx_disk_init(&self->disk, self->cfg.data_dir, self->cfg.disk_reserve,
+                     nx_wal_segment_size(self->wal), self->cfg.batch_bytes + S_TURN_REQUEST_BYTES);
     self->last_seq = nx_store_last_seq(self->store);
     self->last_ts = nx_store_last_ts(self->store);
-    if (nx_coord_start(self, err_buf, err_size))
+    if (!self->readonly && nx_coord_start(self, err_buf, err_size))
         goto fail;
     /*  Events go out before the log's flush when nobody waits for them, so
         seqs are reserved durably in blocks. A start whose reservation is
@@ -365,7 +373,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         one is still never handed out again. (Tokens now reach no one
         before the log's flush: no reservation is needed.)                  */
     uint64_t f = s_meta_u64(self, S_META_FENCE_RESERVED);
-    if (f > nx_claims_fence(self)) {
+    if (!self->readonly && f > nx_claims_fence(self)) {
         nx_warn("unclean stop: fencing tokens up to %" PRIu64 " are skipped", f);
         nx_claims_fence_floor(self, f);
     }
@@ -387,8 +395,10 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         .room = room,
         .trim_batch = self->cfg.trim_batch,
     };
-    self->ckpt = nx_checkpointer_new(&ccfg, self->recovery.start, self->recovery.end_crc);
-    if (!self->ckpt) {
+    self->ckpt = self->readonly
+                     ? NULL
+                     : nx_checkpointer_new(&ccfg, self->recovery.start, self->recovery.end_crc);
+    if (!self->ckpt && !self->readonly) {
         snprintf(err_buf, err_size, "cannot start the checkpointer thread");
         goto fail;
     }
@@ -551,7 +561,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     /*  Written once the endpoints are bound: a start that cannot bind
         (the port is taken) leaves the log and the reservation as they
         were, instead of making the next start skip one more block.        */
-    if (s_log_start(self)) {
+    if (!self->readonly && s_log_start(self)) {
         snprintf(err_buf, err_size, "cannot write the log: %s", strerror(errno));
         goto fail;
     }
@@ -658,6 +668,7 @@ void nx_broker_destroy(nx_broker_t **self_p)
     nx_store_destroy(&self->store);
     nx_wal_destroy(&self->wal);
     free(self->wal_dir);
+    free(self->readonly);
     s_free_config(&self->cfg);
     free(self);
     *self_p = NULL;
@@ -1463,6 +1474,29 @@ static void s_close_events(nx_broker_t *self)
     it is more than wal_max behind the log (the log would grow without
     bound). Refused writes get an error, refused events are dropped and
     counted; nothing that was accepted is ever dropped.                    */
+/*  Whether the data disk has less free space than the broker may still
+    have to write (nx_disk.h); says so in the log when that changes.       */
+static bool s_disk_full(nx_broker_t *self, uint64_t written, uint64_t lag)
+{
+    bool changed = false;
+    bool full = nx_disk_full(&self->disk, nx_mono_us(), written, lag, &changed);
+    if (full) {
+        snprintf(self->disk_why, sizeof self->disk_why,
+                 "data disk full: %" PRIu64 " bytes free on %s, the broker keeps %" PRIu64
+                 " (disk_reserve, the log and its next checkpoint): nothing was written; free "
+                 "space on that disk",
+                 self->disk.free, self->cfg.data_dir, self->disk.need);
+        nx_broker_problem(self, "%s", self->disk_why);
+    }
+    if (changed && full)
+        nx_error("%s; writes are refused (store_full) and events dropped until then",
+                 self->disk_why);
+    else if (changed)
+        nx_warn("data disk has room again (%" PRIu64 " bytes free on %s): writes resume",
+                self->disk.free, self->cfg.data_dir);
+    return full;
+}
+
 static void s_check_refuse(nx_broker_t *self)
 {
     self->refuse = NULL;
@@ -1475,7 +1509,13 @@ static void s_check_refuse(nx_broker_t *self)
         self->refuse_err = NEXUS_ERR_STORE_FULL;
         return;
     }
-    uint64_t behind = nx_wal_written(self->wal) - nx_checkpointer_committed(self->ckpt);
+    uint64_t written = nx_wal_written(self->wal);
+    uint64_t behind = written - nx_checkpointer_committed(self->ckpt);
+    if (s_disk_full(self, written, behind)) {
+        self->refuse = self->disk_why;
+        self->refuse_err = NEXUS_ERR_STORE_FULL;
+        return;
+    }
     if (behind > self->cfg.wal_max) {
         self->refuse = "the store is behind the log by more than wal_max: nothing was "
                        "written, try again";
@@ -2010,6 +2050,8 @@ int nx_broker_run(nx_broker_t *self)
     void *mon_xsub = self->mon_xsub ? zsock_resolve(self->mon_xsub) : NULL;
     void *mon_router = self->mon_router ? zsock_resolve(self->mon_router) : NULL;
     void *reader = zsock_resolve(zactor_sock(self->reader));
+    if (self->readonly)
+        return nx_readonly_run(self);
     void *ckpt = zsock_resolve(nx_checkpointer_sock(self->ckpt));
     nx_coord_ready(self);
     nx_info("nexusd %s ready: last seq %" PRIu64, NEXUS_VERSION_STRING, self->last_seq);

@@ -36,6 +36,7 @@
 #include "nx_codec.h"
 #include "nx_curve.h"
 #include "nx_checkpointer.h"
+#include "nx_disk.h"
 #include "nx_hwm.h"
 #include "nx_optab.h"
 #include "nx_scratch.h"
@@ -55,7 +56,10 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
 
 /*  Runs the loop until SIGINT/SIGTERM (zsys_interrupted) or
     nx_broker_stop. Commits the last batch before it returns. Returns 0 on a
-    clean stop, -1 when the store failed beyond repair.                      */
+    clean stop, -1 when the store failed beyond repair, NX_BROKER_RESTART
+    when a read-only broker (nx_readonly.h) found disk space again: destroy
+    it and create it anew.                                                  */
+#define NX_BROKER_RESTART 2
 int nx_broker_run(nx_broker_t *self);
 
 /*  Asks a running loop to stop at the end of its turn (signal-safe).       */
@@ -178,6 +182,10 @@ struct _nx_broker_t {
     nx_sublimit_t *sublimit;          /* subscriptions per connection (nx_sublimit) */
     nx_log_limit_t sublimit_log;      /* bounds dropped-subscriber log lines        */
     nx_hwm_t out_q;                   /* the subscribers' queues' mark (bytes)      */
+    nx_disk_t disk;                   /* the data disk's free-space reserve         */
+    char disk_why[320];               /* why writes are refused while it is short   */
+    char *readonly;                   /* read-only, and why (nx_readonly.h), or NULL */
+    uint64_t lag;                     /* read-only: log bytes recovery must apply   */
     zsock_t *mon_router;              /* socket monitor of the router (handshakes)  */
     zsock_t *mon_xpub;                /* socket monitor of xpub (connections)       */
     zsock_t *mon_xsub;                /* socket monitor of xsub                     */
