@@ -76,3 +76,46 @@ test('finding 3: one client\'s requests never hold up another client\'s', withFa
     assertError(e, 'bad_json', `b${i}`, /nested/);
   }
 }));
+
+/** CPU ticks (user + system, 1/100 s) of process pid so far. */
+function cpuTicks(pid) {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(')')[1].trim().split(/\s+/);
+  return Number(f[11]) + Number(f[12]);
+}
+
+test('finding 4: out of descriptors, the gateway stops accepting with one log line, no busy loop; connected clients are served',
+  withFabric({ gatewayWrap: ['/usr/bin/prlimit', '--nofile=160'] }, async (f) => {
+    const pid = f.gateway.child.pid;
+    const keeper = await f.connect('fd-keeper');
+    assert.equal((await keeper.request({ action: 'subscribe', topics: ['fd.>'] })).ok, true);
+    assert.match(f.gateway.output, /ulimit -n is 160: at most 96 connections/);
+    // 200 plain TCP connections (as HTTP clients that say nothing yet):
+    // more than the descriptors allow.
+    const socks = [];
+    for (let i = 0; i < 200; i++) {
+      const s = net.connect(f.port, '127.0.0.1');
+      s.on('error', () => {});
+      socks.push(s);
+    }
+    await waitFor(() => /connection limit reached/.test(f.gateway.output), { timeout: 10000, what: 'the limit log line' });
+    const t0 = cpuTicks(pid);
+    const lines0 = f.gateway.output.split('\n').length;
+    await sleep(3000);
+    const spent = cpuTicks(pid) - t0;
+    const lines = f.gateway.output.split('\n').length - lines0;
+    // A busy loop on accept() took a whole core and logged ~140 000 lines/s.
+    assert.ok(spent < 100, `gateway CPU over 3 s at the limit: ${spent / 100} s`);
+    assert.ok(lines < 10, `log lines over 3 s at the limit: ${lines}:\n${f.gateway.output.slice(-2000)}`);
+    const fds = fs.readdirSync(`/proc/${pid}/fd`).length;
+    assert.ok(fds <= 160, `descriptors ${fds}`);
+    // The connected client is served: a request, and an event.
+    const pub = await keeper.request({ action: 'publish', event_type: 'fd.x', payload: { n: 1 } });
+    assert.equal(pub.ok, true, JSON.stringify(pub));
+    await keeper.waitEvent((e) => e.seq === pub.seq, 5000, 'its event');
+    // Once connections close, new ones are accepted again.
+    for (const s of socks) s.destroy();
+    const again = await f.connect('fd-again');
+    assert.equal((await again.request({ action: 'ping' })).ok, true);
+    const h = await fetch(`${f.http}/health`);
+    assert.equal(h.status, 200);
+  }));
