@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "nx_broker.h"
 #include "nx_log.h"
@@ -72,6 +73,16 @@ int main(int argc, char **argv)
         return 2;
     }
     nx_log_init("nexusd", verbose ? NX_LOG_DEBUG : (nx_log_level_t)level);
+    /*  Every client takes a descriptor: use all the hard limit allows
+        (the soft one is often 1024), as servers do.                       */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            nx_info("file descriptors: ulimit -n raised from %llu to the hard limit %llu",
+                    (unsigned long long)was, (unsigned long long)rl.rlim_cur);
+    }
 
     /*  CZMQ installs SIGINT/SIGTERM handlers that set zsys_interrupted; the
         loop checks it every turn and commits before it returns.           */

@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -46,9 +47,9 @@
     ZMTP 3.1 command of 10 + 255) and handshake commands (a PLAIN hello
     with a token, a CURVE initiate: a few hundred bytes). A frame over this
     drops the connection before libzmq allocates it (nx_sublimit.h).       */
-#define S_XPUB_MAXMSG   4096
-#define S_XPUB_RCVHWM   100
-#define S_TICK_US       1000000
+#define S_XPUB_MAXMSG 4096
+#define S_XPUB_RCVHWM 100
+#define S_TICK_US     1000000
 /*  Parsed requests of one turn wait in memory until the commit; msgpack-c
     needs up to ~24 bytes per element, so the request bytes read in one
     turn are bounded too.                                                   */
@@ -68,8 +69,8 @@
 #define S_META_RUN "run"
 /*  history and state queries waiting for the store to catch up with the
     log: at most this many, each at most this long (then `busy`).          */
-#define S_PARKED_MAX   4096
-#define S_PARKED_WAIT  (10u * 1000000)
+#define S_PARKED_MAX  4096
+#define S_PARKED_WAIT (10u * 1000000)
 /*  A stop waits this long for the store to take the whole log.            */
 #define S_STOP_SYNC_MS 30000
 /*  Held replies (events: times batch_max) past which the loop reads no
@@ -390,8 +391,9 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         .interval_us = self->cfg.checkpoint_interval * 1000,
         /*  Small checkpoints keep the store close behind the log: a
             history query after a burst waits for less.                    */
-        .bytes = nx_wal_segment_size(self->wal) / 2 < (4u << 20) ? nx_wal_segment_size(self->wal) / 2
-                                                                 : (4u << 20),
+        .bytes = nx_wal_segment_size(self->wal) / 2 < (4u << 20)
+                     ? nx_wal_segment_size(self->wal) / 2
+                     : (4u << 20),
         .room = room,
         .trim_batch = self->cfg.trim_batch,
     };
@@ -575,6 +577,9 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         self->zap ? ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL : 0;
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-xpub-%p", (void *)self);
     /*  The XPUB's: handshakes done too, for the queues' mark (nx_hwm.h).  */
+    /*  Every socket's: accepts that fail (out of descriptors), logged
+        once per S_ACCEPT_LOG_US.                                          */
+    handshakes |= ZMQ_EVENT_ACCEPT_FAILED;
     if (zmq_socket_monitor(self->h_xpub, ep,
                            ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |
                                ZMQ_EVENT_HANDSHAKE_SUCCEEDED | handshakes) == 0)
@@ -584,7 +589,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
                            ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | handshakes) == 0)
         self->mon_xsub = zsock_new_pair(ep);
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-router-%p", (void *)self);
-    if (self->zap && zmq_socket_monitor(self->h_router, ep, handshakes) == 0)
+    if (zmq_socket_monitor(self->h_router, ep, handshakes) == 0)
         self->mon_router = zsock_new_pair(ep);
     /*  Connections are told apart by the monitor's events: no monitor, no
         per-connection bound (only the length one of S_XPUB_MAXMSG).      */
@@ -1968,6 +1973,8 @@ static const char *s_handshake_why(uint16_t event, uint32_t value)
     }
 }
 
+#define S_ACCEPT_LOG_US (10 * 1000000ull)
+
 static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected, const char *socket)
 {
     if (!mon)
@@ -1993,8 +2000,11 @@ static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
                 (*connected)++;
             else if (event == ZMQ_EVENT_DISCONNECTED && connected && *connected > 0)
                 (*connected)--;
-            else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ||
-                     event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+            else if (event == ZMQ_EVENT_ACCEPT_FAILED) {
+                self->accept_failed++;
+                snprintf(self->accept_where, sizeof self->accept_where, "%s", socket);
+            } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ||
+                       event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
                 __atomic_add_fetch(&self->refused.mechanism, 1, __ATOMIC_RELAXED);
                 nx_log_limited(&self->refuse_log, NX_LOG_WARN, "refused handshake on %s: %s",
                                socket, s_handshake_why(event, value));
@@ -2009,6 +2019,19 @@ static void s_housekeeping(nx_broker_t *self)
 {
     nx_log_limit_flush(&self->refuse_log);
     nx_log_limit_flush(&self->sub_log);
+    uint64_t now = nx_mono_us();
+    if (self->accept_failed != self->accept_logged &&
+        (!self->accept_logged_us || now - self->accept_logged_us >= S_ACCEPT_LOG_US)) {
+        struct rlimit rl = {0, 0};
+        getrlimit(RLIMIT_NOFILE, &rl);
+        nx_error("cannot accept connections (last on %s): out of file descriptors (ulimit -n "
+                 "%" PRIu64 "); %" PRIu64 " failed accepts since the last line; new clients wait "
+                 "in the listen backlog, connected ones are served; raise LimitNOFILE",
+                 self->accept_where, (uint64_t)rl.rlim_cur,
+                 self->accept_failed - self->accept_logged);
+        self->accept_logged = self->accept_failed;
+        self->accept_logged_us = now;
+    }
     nx_log_limit_flush(&self->sublimit_log);
     nx_counters_t *c = &self->count;
     uint64_t dropped = c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store +

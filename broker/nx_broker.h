@@ -96,12 +96,12 @@ typedef struct {
 /*  A history or state query waiting for the store to catch up with the
     log (nx_broker.c, s_park).                                              */
 typedef struct {
-    nx_envelope_t env;  /* where the reply goes                            */
-    zmq_msg_t body;     /* the request                                     */
+    nx_envelope_t env;      /* where the reply goes                            */
+    zmq_msg_t body;         /* the request                                     */
     const struct nx_op *op; /* its row of the op table                   */
-    const void *auth;   /* its token (nx_auth handle)                      */
-    uint64_t need;      /* log position the store must cover               */
-    uint64_t deadline;  /* mono us: busy after this                        */
+    const void *auth;       /* its token (nx_auth handle)                      */
+    uint64_t need;          /* log position the store must cover               */
+    uint64_t deadline;      /* mono us: busy after this                        */
 } nx_parked_t;
 
 /*  A reply or an event held until the log is durable up to gate: replies
@@ -115,7 +115,7 @@ typedef struct {
 
 /*  A FIFO of held messages (nx_broker.c).                                  */
 typedef struct {
-    nx_held_t *items;   /* ring of cap entries                            */
+    nx_held_t *items;    /* ring of cap entries                            */
     size_t head, n, cap; /* first entry, entries, allocated                */
     size_t bytes;        /* message bytes the entries hold                 */
 } nx_held_queue_t;
@@ -182,6 +182,10 @@ struct _nx_broker_t {
     nx_sublimit_t *sublimit;          /* subscriptions per connection (nx_sublimit) */
     nx_log_limit_t sublimit_log;      /* bounds dropped-subscriber log lines        */
     nx_hwm_t out_q;                   /* the subscribers' queues' mark (bytes)      */
+    uint64_t accept_failed;           /* accepts that failed (out of descriptors)   */
+    uint64_t accept_logged;           /* accept_failed when last logged             */
+    uint64_t accept_logged_us;        /* and when (mono us)                         */
+    char accept_where[16];            /* the socket of the last failure             */
     nx_disk_t disk;                   /* the data disk's free-space reserve         */
     char disk_why[320];               /* why writes are refused while it is short   */
     char *readonly;                   /* read-only, and why (nx_readonly.h), or NULL */
