@@ -397,6 +397,16 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         .room = room,
         .trim_batch = self->cfg.trim_batch,
     };
+    /*  A checkpoint that finds the map full needs four times its log
+        (copy-on-write) free in a map kept a quarter empty: a smaller
+        map_max refuses writes now and then even where trimming events
+        would make room.                                                  */
+    if ((ccfg.bytes + self->cfg.max_payload + self->cfg.max_request) * 4 + room >
+        self->cfg.map_max / 4 * 3)
+        nx_warn("map_max %" PRIu64 " is small for checkpoints of %" PRIu64
+                " bytes of log: writes may be refused (store_full) while events could still be "
+                "trimmed; raise map_max or lower wal_segment and max_request",
+                self->cfg.map_max, ccfg.bytes);
     self->ckpt = self->readonly
                      ? NULL
                      : nx_checkpointer_new(&ccfg, self->recovery.start, self->recovery.end_crc);
