@@ -11,7 +11,8 @@ Load:
   leaves, that it saw exactly what the history holds on soak.> between its
   first and last seq (gap-free, no extra), in order;
 - claim storms: 8 sessions claim the same 50 work items at once, the one
-  granted completes it; fencing tokens must only go up;
+  granted releases it (the same items again and again, so that what the
+  broker holds stays the same); fencing tokens must only go up;
 - history readers paging through soak.>;
 - --ws WebSocket clients (5 000 by default) on the gateway (bench/soak_ws.js),
   subscribed to soak.ws.>, fed by a publisher whose events name the seq of
@@ -223,7 +224,7 @@ def claim_storm():
     rounds = 0
     while c and not stop.is_set():
         for key in range(50):
-            wid = "soak/%d/%d" % (rounds, key)
+            wid = "soak/%d" % key  # the same items again: released, claimed again
             ids = []
             for s in sessions:
                 rid = "%s-%s" % (wid, s)
@@ -250,8 +251,8 @@ def claim_storm():
                     problem("fencing token went down: %d after %d" % (r["token"], last_token))
                 last_token = r["token"]
                 s = [s for s in sessions if r["id"].endswith(s)][0]
-                c.request({"op": "work.complete", "session": s, "work_id": wid,
-                           "token": r["token"], "result": {"ok": True}}, timeout=10)
+                c.request({"op": "work.release", "session": s, "work_id": wid,
+                           "token": r["token"]}, timeout=10)
         rounds += 1
         time.sleep(0.2)
     if c:
@@ -291,7 +292,7 @@ def ws_publisher():
         if rep.get("ok"):
             prev = rep["seq"]
             bump("ws_pub")
-        time.sleep(0.1)
+        time.sleep(0.5)  # x 5 000 clients: 10 000 messages a second out of the gateway
     if c:
         c.close()
 
@@ -355,7 +356,10 @@ try:
         csv.write(",".join(str(x) for x in row) + "\n")
         csv.flush()
         print("%4d s broker rss %d MB anon %d MB fds %d | gateway rss %d MB anon %d MB fds %d | "
-              "acked %d plane %d ws open %d events %d" % ((row[0],) + row[2:]), flush=True)
+              "acked %d plane %d ws open %d events %d" % ((row[0],) + row[2:]) +
+              " closed %d gaps %d disorder %d | subs ok %d gaps %d" %
+              (ws_last.get("closed", 0), ws_last.get("gaps", 0), ws_last.get("disorder", 0),
+               counts["subs_gapfree"], counts["subs_gaps"]), flush=True)
 finally:
     stop.set()
     for th in threads:
