@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "nx_broker.h"
 #include "nx_heap.h"
@@ -75,6 +76,16 @@ int main(int argc, char **argv)
         return 2;
     }
     nx_log_init("nexusd", verbose ? NX_LOG_DEBUG : (nx_log_level_t)level);
+    /*  Every client takes a descriptor: use all the hard limit allows
+        (the soft one is often 1024), as servers do.                       */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            nx_info("file descriptors: ulimit -n raised from %llu to the hard limit %llu",
+                    (unsigned long long)was, (unsigned long long)rl.rlim_cur);
+    }
 
     /*  CZMQ installs SIGINT/SIGTERM handlers that set zsys_interrupted; the
         loop checks it every turn and commits before it returns.           */
@@ -93,8 +104,10 @@ int main(int argc, char **argv)
     int rc = nx_broker_run(broker);
     nx_broker_destroy(&broker);
     if (rc == NX_BROKER_RESTART) {
-        /*  A standby's base copy arrived, or a fenced primary comes back as
-            a standby: the same program, settings and pid start again.    */
+        /*  A standby's base copy arrived, a fenced primary comes back as a
+            standby, or a read-only broker (a full data disk) found room
+            again: the same program, settings and pid start again, and the
+            start recovers the log.                                        */
         nx_info("restarting");
         fflush(stderr);
         execv("/proc/self/exe", argv);

@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,15 +34,23 @@
 #include "nx_curve.h"
 #include "nx_ha.h"
 #include "nx_reader.h"
+#include "nx_readonly.h"
 #include "nx_subs.h"
 #include "nx_log.h"
+#include "nx_unread.h"
 #include "nx_topic.h"
 
 /*  Control clients may send at most this multiple of max_request before
     ZeroMQ drops the connection: a request up to max_request gets an error
     reply, a far larger one is not worth reading into memory.              */
 #define S_MAXMSG_FACTOR 4
-#define S_TICK_US       1000000
+/*  Subscribers send only subscriptions (at most 1 + 255 bytes, or the
+    ZMTP 3.1 command of 10 + 255) and handshake commands (a PLAIN hello
+    with a token, a CURVE initiate: a few hundred bytes). A frame over this
+    drops the connection before libzmq allocates it (nx_sublimit.h).       */
+#define S_XPUB_MAXMSG 4096
+#define S_XPUB_RCVHWM 100
+#define S_TICK_US     1000000
 /*  Parsed requests of one turn wait in memory until the commit; msgpack-c
     needs up to ~24 bytes per element, so the request bytes read in one
     turn are bounded too.                                                   */
@@ -77,6 +86,7 @@
 /*  The checkpointer is woken once this much log is flushed (s_wake_...).  */
 #define S_CKPT_WAKE_BYTES    (1u << 20)
 #define S_HELD_EVENTS_FACTOR 4
+#define S_HELD_REPLY_BYTES   (64u << 20)
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
 static void s_fatal(nx_broker_t *self, const char *what);
@@ -337,6 +347,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->cfg.etcd_prefix = s_strdup_or_null(cfg->etcd_prefix);
     self->refuse_log = (nx_log_limit_t){"refused handshakes", NX_ZAP_LOG_PER_SECOND, 0, 0, 0};
     self->sub_log = (nx_log_limit_t){"refused subscriptions", NX_ZAP_LOG_PER_SECOND, 0, 0, 0};
+    self->sublimit_log = (nx_log_limit_t){"dropped subscribers", NX_ZAP_LOG_PER_SECOND, 0, 0, 0};
     self->start_us = nx_now_us();
     self->start_mono = nx_mono_us();
     if (nx_ops_init(err_buf, err_size))
@@ -368,12 +379,18 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     if (nx_ha_install(&self->cfg, err_buf, err_size))
         goto fail;
     self->store = nx_store_new(&scfg, &err, err_buf, err_size);
-    if (!self->store || !(self->ha = nx_ha_new(self, err_buf, err_size)) ||
-        s_open_log(self, err_buf, err_size))
+    if (!self->store || !(self->ha = nx_ha_new(self, err_buf, err_size)))
         goto fail;
+    /*  A log the store cannot take for want of disk space: read-only
+        until space returns (nx_readonly.h).                               */
+    if (s_open_log(self, err_buf, err_size) && nx_readonly_enter(self, err_buf, err_size))
+        goto fail;
+    if (!self->readonly)
+        nx_disk_init(&self->disk, self->cfg.data_dir, self->cfg.disk_reserve,
+                     nx_wal_segment_size(self->wal), self->cfg.batch_bytes + S_TURN_REQUEST_BYTES);
     self->last_seq = nx_store_last_seq(self->store);
     self->last_ts = nx_store_last_ts(self->store);
-    if (nx_coord_start(self, err_buf, err_size))
+    if (!self->readonly && nx_coord_start(self, err_buf, err_size))
         goto fail;
     /*  Events go out before the log's flush when nobody waits for them, so
         seqs are reserved durably in blocks. A start whose reservation is
@@ -403,7 +420,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         one is still never handed out again. (Tokens now reach no one
         before the log's flush: no reservation is needed.)                  */
     uint64_t f = s_meta_u64(self, S_META_FENCE_RESERVED);
-    if (f > nx_claims_fence(self)) {
+    if (!self->readonly && f > nx_claims_fence(self)) {
         nx_warn("unclean stop: fencing tokens up to %" PRIu64 " are skipped", f);
         nx_claims_fence_floor(self, f);
     }
@@ -420,13 +437,26 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         .interval_us = self->cfg.checkpoint_interval * 1000,
         /*  Small checkpoints keep the store close behind the log: a
             history query after a burst waits for less.                    */
-        .bytes = nx_wal_segment_size(self->wal) / 2 < (4u << 20) ? nx_wal_segment_size(self->wal) / 2
-                                                                 : (4u << 20),
+        .bytes = nx_wal_segment_size(self->wal) / 2 < (4u << 20)
+                     ? nx_wal_segment_size(self->wal) / 2
+                     : (4u << 20),
         .room = room,
         .trim_batch = self->cfg.trim_batch,
     };
-    self->ckpt = nx_checkpointer_new(&ccfg, self->recovery.start, self->recovery.end_crc);
-    if (!self->ckpt) {
+    /*  A checkpoint that finds the map full needs four times its log
+        (copy-on-write) free in a map kept a quarter empty: a smaller
+        map_max refuses writes now and then even where trimming events
+        would make room.                                                  */
+    if ((ccfg.bytes + self->cfg.max_payload + self->cfg.max_request) * 4 + room >
+        self->cfg.map_max / 4 * 3)
+        nx_warn("map_max %" PRIu64 " is small for checkpoints of %" PRIu64
+                " bytes of log: writes may be refused (store_full) while events could still be "
+                "trimmed; raise map_max or lower wal_segment and max_request",
+                self->cfg.map_max, ccfg.bytes);
+    self->ckpt = self->readonly
+                     ? NULL
+                     : nx_checkpointer_new(&ccfg, self->recovery.start, self->recovery.end_crc);
+    if (!self->ckpt && !self->readonly) {
         snprintf(err_buf, err_size, "cannot start the checkpointer thread");
         goto fail;
     }
@@ -468,17 +498,48 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         snprintf(err_buf, err_size, "cannot create ZeroMQ sockets");
         goto fail;
     }
-    zsock_set_rcvhwm(self->xsub, (int)self->cfg.in_hwm);
+    /*  Every queue of a connection is bounded in bytes too (nx_hwm.h):
+        inbound ones by their largest message, the subscribers' queues on
+        two levels by the size of what is sent.                            */
+    uint64_t qb = self->cfg.queue_bytes;
+    /*  Inbound, by the largest message a client may rightly send: one that
+        is too large but within the MAXMSGSIZE (S_MAXMSG_FACTOR times more)
+        gets an error (or is dropped), and a queue of them is the price of
+        reading them at all.                                               */
+    /*  Events in, though, by a small event's size: a mark of
+        queue_bytes / max_payload (63 by default) made a publisher's burst
+        of small events back up into its own PUB, which drops, and an
+        acknowledged publish overtook its unacknowledged predecessors
+        (test_sdk_views). Bytes are bounded for events up to 4 KiB; larger
+        ones only while the loop keeps reading (docs/testing.md).         */
+    uint64_t in_size = self->cfg.max_payload + NX_TOPIC_MAX + NX_SOURCE_MAX;
+    int in_hwm =
+        nx_hwm_fixed(self->cfg.in_hwm, qb, in_size < NX_HWM_SMALL_MIN ? in_size : NX_HWM_SMALL_MIN);
+    int rq_hwm = nx_hwm_fixed(self->cfg.control_hwm, qb, self->cfg.max_request);
+    int rp_hwm = nx_hwm_fixed(self->cfg.control_hwm, qb, NX_UNREAD_LARGE);
+    zsock_set_rcvhwm(self->xsub, in_hwm);
     zsock_set_maxmsgsize(self->xsub, max_in);
-    zsock_set_sndhwm(self->xpub, (int)self->cfg.out_hwm);
+    nx_hwm_init(&self->out_q, zsock_resolve(self->xpub), ZMQ_SNDHWM, self->cfg.out_hwm, qb,
+                nx_event_msg_size(NX_TOPIC_MAX, NX_SOURCE_MAX, self->cfg.max_payload));
+    nx_info("queues per connection (queue_bytes %" PRIu64 "): events out %d messages of up to "
+            "%zu bytes, or %d of any size; events in %d; requests in %d; replies %d (those over "
+            "%u bytes only to clients that read)",
+            qb, self->out_q.high,
+            self->out_q.high == self->out_q.low ? (size_t)self->cfg.max_payload : self->out_q.small,
+            self->out_q.low, in_hwm, rq_hwm, rp_hwm, NX_UNREAD_LARGE);
+    zsock_set_maxmsgsize(self->xpub, S_XPUB_MAXMSG);
+    /*  libzmq applies every subscription it takes from a subscriber's pipe
+        before the loop reads it: a short pipe keeps what a connection gets
+        applied ahead of its drop (nx_sublimit) small.                     */
+    zsock_set_rcvhwm(self->xpub, S_XPUB_RCVHWM);
     zsock_set_xpub_nodrop(self->xpub, 1); /* see s_send_event */
     /*  Every subscribe and unsubscribe, not only a prefix's first and last,
         and a leaving subscriber's subscriptions as unsubscribes: so that
         `channels` counts subscribers per prefix.                          */
     int verboser = 1;
     zmq_setsockopt(zsock_resolve(self->xpub), ZMQ_XPUB_VERBOSER, &verboser, sizeof verboser);
-    zsock_set_rcvhwm(self->router, (int)self->cfg.control_hwm);
-    zsock_set_sndhwm(self->router, (int)self->cfg.control_hwm);
+    zsock_set_rcvhwm(self->router, rq_hwm);
+    zsock_set_sndhwm(self->router, rp_hwm);
     zsock_set_maxmsgsize(self->router, max_ctl);
     zsock_set_rcvtimeo(self->router, 0);
     zsock_set_linger(self->xpub, 0);
@@ -565,8 +626,9 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     /*  Written once the endpoints are bound: a start that cannot bind
         (the port is taken) leaves the log and the reservation as they
         were, instead of making the next start skip one more block. A
-        standby writes nothing to its log but the primary's frames.        */
-    if (nx_ha_starts_primary(self->ha) && s_log_start(self)) {
+        standby writes nothing to its log but the primary's frames; a
+        read-only broker nothing at all.                                   */
+    if (!self->readonly && nx_ha_starts_primary(self->ha) && s_log_start(self)) {
         snprintf(err_buf, err_size, "cannot write the log: %s", strerror(errno));
         goto fail;
     }
@@ -581,16 +643,27 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     int handshakes =
         self->zap ? ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL : 0;
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-xpub-%p", (void *)self);
+    /*  The XPUB's: handshakes done too, for the queues' mark (nx_hwm.h).  */
+    /*  Every socket's: accepts that fail (out of descriptors), logged
+        once per S_ACCEPT_LOG_US.                                          */
+    handshakes |= ZMQ_EVENT_ACCEPT_FAILED;
     if (zmq_socket_monitor(self->h_xpub, ep,
-                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | handshakes) == 0)
+                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_HANDSHAKE_SUCCEEDED | handshakes) == 0)
         self->mon_xpub = zsock_new_pair(ep);
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-xsub-%p", (void *)self);
     if (zmq_socket_monitor(self->h_xsub, ep,
                            ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | handshakes) == 0)
         self->mon_xsub = zsock_new_pair(ep);
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-router-%p", (void *)self);
-    if (self->zap && zmq_socket_monitor(self->h_router, ep, handshakes) == 0)
+    if (zmq_socket_monitor(self->h_router, ep, handshakes) == 0)
         self->mon_router = zsock_new_pair(ep);
+    /*  Connections are told apart by the monitor's events: no monitor, no
+        per-connection bound (only the length one of S_XPUB_MAXMSG).      */
+    if (self->mon_xpub && !(self->sublimit = nx_sublimit_new(self->cfg.subscriptions_max))) {
+        snprintf(err_buf, err_size, "out of memory");
+        goto fail;
+    }
 
     nx_store_stats_t st;
     nx_store_stats(self->store, &st);
@@ -652,6 +725,7 @@ void nx_broker_destroy(nx_broker_t **self_p)
         free(self->events);
     }
     zhashx_destroy(&self->subscriptions);
+    nx_sublimit_destroy(&self->sublimit);
     zactor_destroy(&self->reader);
     for (size_t i = 0; i < self->n_parked; i++) {
         s_env_close(&self->parked[i].env);
@@ -668,6 +742,7 @@ void nx_broker_destroy(nx_broker_t **self_p)
     nx_store_destroy(&self->store);
     nx_wal_destroy(&self->wal);
     free(self->wal_dir);
+    free(self->readonly);
     s_free_config(&self->cfg);
     free(self);
     *self_p = NULL;
@@ -1041,6 +1116,10 @@ static void s_run_op(nx_broker_t *self, nx_pending_reply_t *pr)
 static int s_to_reader(nx_broker_t *self, nx_pending_reply_t *pr)
 {
     zmsg_t *msg = zmsg_new();
+    /*  First the descriptor the request came from: the reader answers
+        busy to a client that leaves its replies unread (nx_unread.h).     */
+    int32_t fd = zmq_msg_get(&pr->body, ZMQ_SRCFD);
+    zmsg_addmem(msg, &fd, sizeof fd);
     for (int k = 0; k < pr->env.n; k++)
         zmsg_addmem(msg, zmq_msg_data(&pr->env.frames[k]), zmq_msg_size(&pr->env.frames[k]));
     zmsg_addmem(msg, zmq_msg_data(&pr->body), zmq_msg_size(&pr->body));
@@ -1293,6 +1372,21 @@ static void s_held_pop(nx_held_queue_t *q)
     q->n--;
 }
 
+/*  Whether so much waits for a flush that a plane is not read: events
+    past S_HELD_EVENTS_FACTOR turns (count or bytes), replies past
+    S_HELD_REPLIES_MAX or S_HELD_REPLY_BYTES.                              */
+static bool s_held_events_full(nx_broker_t *self)
+{
+    return self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max ||
+           self->held_events.bytes > S_HELD_EVENTS_FACTOR * self->cfg.batch_bytes;
+}
+
+static bool s_held_replies_full(nx_broker_t *self)
+{
+    return self->held_replies.n > S_HELD_REPLIES_MAX ||
+           self->held_replies.bytes > S_HELD_REPLY_BYTES;
+}
+
 static void s_held_free(nx_held_queue_t *q)
 {
     for (nx_held_t *h; (h = s_held_first(q)); s_held_pop(q)) {
@@ -1326,6 +1420,21 @@ static void s_hold_reply(nx_broker_t *self, nx_envelope_t *env, zmq_msg_t *reply
     zmq_msg_move(&h->msg, reply);
     zmq_msg_close(reply);
     h->gate = gate;
+    self->held_replies.bytes += zmq_msg_size(&h->msg);
+}
+
+/*  Turns pr's reply into busy when the client on fd leaves what it was
+    sent unread.                                                           */
+static void s_unread_check(nx_pending_reply_t *pr, int fd)
+{
+    if (!nx_unread_behind(fd))
+        return;
+    char text[NX_ERRMSG_MAX];
+    snprintf(text, sizeof text,
+             "this connection has left %zu bytes of earlier replies unread: read them, then ask "
+             "again",
+             nx_unread_bytes(fd));
+    s_reply_error(pr, NEXUS_ERR_BUSY, text);
 }
 
 static void s_send_reply(nx_broker_t *self, nx_pending_reply_t *pr)
@@ -1334,6 +1443,11 @@ static void s_send_reply(nx_broker_t *self, nx_pending_reply_t *pr)
     bool quiet = pr->op && (pr->op->def->flags & NX_OF_QUIET);
     if (pr->op)
         s_run_op(self, pr);
+    /*  A large answer to a read goes only to a client that reads what it
+        was sent (nx_unread.h); a write's reply always goes: it says what
+        was done.                                                          */
+    if (!pr->is_write && pr->reply.size > NX_UNREAD_LARGE)
+        s_unread_check(pr, zmq_msg_get(&pr->body, ZMQ_SRCFD));
     if (pr->failed)
         self->count.request_errors++;
     zmq_msg_close(&pr->body);
@@ -1363,6 +1477,8 @@ static void s_read_reader(nx_broker_t *self)
         zmsg_t *m = zmsg_recv(pipe);
         if (!m)
             return;
+        zframe_t *fd = zmsg_pop(m); /* see s_to_reader */
+        zframe_destroy(&fd);
         if (zmsg_send(&m, self->router) == -1)
             zmsg_destroy(&m);
     }
@@ -1394,6 +1510,7 @@ static void s_event_encode(nx_pending_event_t *ev, uint8_t *p)
     The broker never waits for a subscriber.                                */
 static void s_send_event(nx_broker_t *self, zmq_msg_t *out)
 {
+    nx_hwm_sending(&self->out_q, zmq_msg_size(out));
     int rc = zmq_msg_send(out, self->h_xpub, ZMQ_DONTWAIT);
     if (rc == -1 && errno == EAGAIN) {
         int nodrop = 0;
@@ -1430,6 +1547,7 @@ static void s_forward(nx_broker_t *self, uint64_t gate)
             zmq_msg_move(&h->msg, &out);
             zmq_msg_close(&out);
             h->gate = gate;
+            self->held_events.bytes += zmq_msg_size(&h->msg);
         } else {
             /*  Out of memory to hold it: it waits for the flush here.     */
             if (hold && nx_wal_flush(self->wal))
@@ -1445,10 +1563,12 @@ static void s_release_held(nx_broker_t *self)
     uint64_t durable = nx_ha_released(self);
     nx_held_t *h;
     while ((h = s_held_first(&self->held_events)) && h->gate <= durable) {
+        self->held_events.bytes -= zmq_msg_size(&h->msg);
         s_send_event(self, &h->msg);
         s_held_pop(&self->held_events);
     }
     while ((h = s_held_first(&self->held_replies)) && h->gate <= durable) {
+        self->held_replies.bytes -= zmq_msg_size(&h->msg);
         s_env_send(self, &h->env, &h->msg);
         s_held_pop(&self->held_replies);
     }
@@ -1467,6 +1587,29 @@ static void s_close_events(nx_broker_t *self)
     it is more than wal_max behind the log (the log would grow without
     bound). Refused writes get an error, refused events are dropped and
     counted; nothing that was accepted is ever dropped.                    */
+/*  Whether the data disk has less free space than the broker may still
+    have to write (nx_disk.h); says so in the log when that changes.       */
+static bool s_disk_full(nx_broker_t *self, uint64_t written, uint64_t lag)
+{
+    bool changed = false;
+    bool full = nx_disk_full(&self->disk, nx_mono_us(), written, lag, &changed);
+    if (full) {
+        snprintf(self->disk_why, sizeof self->disk_why,
+                 "data disk full: %" PRIu64 " bytes free on %s, the broker keeps %" PRIu64
+                 " (disk_reserve, the log and its next checkpoint): nothing was written; free "
+                 "space on that disk",
+                 self->disk.free, self->cfg.data_dir, self->disk.need);
+        nx_broker_problem(self, "%s", self->disk_why);
+    }
+    if (changed && full)
+        nx_error("%s; writes are refused (store_full) and events dropped until then",
+                 self->disk_why);
+    else if (changed)
+        nx_warn("data disk has room again (%" PRIu64 " bytes free on %s): writes resume",
+                self->disk.free, self->cfg.data_dir);
+    return full;
+}
+
 static void s_check_refuse(nx_broker_t *self)
 {
     self->refuse = NULL;
@@ -1482,7 +1625,13 @@ static void s_check_refuse(nx_broker_t *self)
         self->refuse_err = NEXUS_ERR_STORE_FULL;
         return;
     }
-    uint64_t behind = nx_wal_written(self->wal) - nx_checkpointer_committed(self->ckpt);
+    uint64_t written = nx_wal_written(self->wal);
+    uint64_t behind = written - nx_checkpointer_committed(self->ckpt);
+    if (s_disk_full(self, written, behind)) {
+        self->refuse = self->disk_why;
+        self->refuse_err = NEXUS_ERR_STORE_FULL;
+        return;
+    }
     if (behind > self->cfg.wal_max) {
         self->refuse = "the store is behind the log by more than wal_max: nothing was "
                        "written, try again";
@@ -1747,9 +1896,9 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
     if (housekeeping && lead)
         nx_coord_housekeeping(self, nx_now_us());
 
-    if (self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max)
+    if (s_held_events_full(self))
         events_ready = false;
-    if (self->held_replies.n > S_HELD_REPLIES_MAX)
+    if (s_held_replies_full(self))
         requests_ready = false;
     if (events_ready)
         while (self->n_events < self->cfg.batch_max &&
@@ -1811,11 +1960,36 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
         s_release_parked(self, false);
 }
 
+/*  A subscriber asked for more than nx_sublimit allows: its connection
+    goes (libzmq holds what it asked until then).                          */
+static void s_drop_subscriber(nx_broker_t *self, int fd, nx_sub_verdict_t why, size_t len)
+{
+    /*  What the monitor has to say first: whether fd went meanwhile.     */
+    s_read_monitor(self, self->mon_xpub, &self->count.subscribers, "events-out");
+    if (!nx_sublimit_drop(self->sublimit, fd))
+        return;
+    self->count.sub_dropped++;
+    if (why == NX_SUB_TOO_LONG)
+        nx_log_limited(&self->sublimit_log, NX_LOG_WARN,
+                       "dropped a subscriber on events-out: a subscription of %zu bytes (a topic "
+                       "is at most %d)",
+                       len, NX_TOPIC_MAX);
+    else
+        nx_log_limited(&self->sublimit_log, NX_LOG_WARN,
+                       "dropped a subscriber on events-out: more than subscriptions_max (%" PRIu64
+                       ") subscriptions",
+                       self->cfg.subscriptions_max);
+}
+
 /*  XPUB hands us subscribe (1) and unsubscribe (0) messages; we keep the
     set of active prefixes for `state`. They must be read or libzmq queues
     them without bound.                                                     */
 static void s_read_subscriptions(nx_broker_t *self)
 {
+    /*  Connections that came and went first: a descriptor may name a new
+        connection by now (nx_sublimit).                                   */
+    if (self->sublimit)
+        s_read_monitor(self, self->mon_xpub, &self->count.subscribers, "events-out");
     for (int i = 0; i < 10000; i++) {
         zmq_msg_t msg;
         zmq_msg_init(&msg);
@@ -1843,7 +2017,12 @@ static void s_read_subscriptions(nx_broker_t *self)
             else
                 zhashx_delete(self->subscriptions, key);
             self->count.subscriptions = zhashx_size(self->subscriptions);
-            if (self->perm)
+            int fd = -1;
+            nx_sub_verdict_t v =
+                nx_sublimit_check(self->sublimit, &msg, data[0] == 1, size - 1, &fd);
+            if (v != NX_SUB_OK)
+                s_drop_subscriber(self, fd, v, size - 1);
+            else if (self->perm)
                 nx_subs_apply(self, &msg, data, size);
         }
         zmq_msg_close(&msg);
@@ -1921,6 +2100,8 @@ static const char *s_handshake_why(uint16_t event, uint32_t value)
     }
 }
 
+#define S_ACCEPT_LOG_US (10 * 1000000ull)
+
 static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected, const char *socket)
 {
     if (!mon)
@@ -1937,12 +2118,20 @@ static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
             uint32_t value;
             memcpy(&event, zframe_data(head), 2);
             memcpy(&value, zframe_data(head) + 2, 4);
+            if (mon == self->mon_xpub) {
+                nx_sublimit_conn(self->sublimit, event, (int)value);
+                if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+                    nx_hwm_connected(&self->out_q);
+            }
             if (event == ZMQ_EVENT_ACCEPTED && connected)
                 (*connected)++;
             else if (event == ZMQ_EVENT_DISCONNECTED && connected && *connected > 0)
                 (*connected)--;
-            else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ||
-                     event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+            else if (event == ZMQ_EVENT_ACCEPT_FAILED) {
+                self->accept_failed++;
+                snprintf(self->accept_where, sizeof self->accept_where, "%s", socket);
+            } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ||
+                       event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
                 __atomic_add_fetch(&self->refused.mechanism, 1, __ATOMIC_RELAXED);
                 nx_log_limited(&self->refuse_log, NX_LOG_WARN, "refused handshake on %s: %s",
                                socket, s_handshake_why(event, value));
@@ -1957,6 +2146,20 @@ static void s_housekeeping(nx_broker_t *self)
 {
     nx_log_limit_flush(&self->refuse_log);
     nx_log_limit_flush(&self->sub_log);
+    uint64_t now = nx_mono_us();
+    if (self->accept_failed != self->accept_logged &&
+        (!self->accept_logged_us || now - self->accept_logged_us >= S_ACCEPT_LOG_US)) {
+        struct rlimit rl = {0, 0};
+        getrlimit(RLIMIT_NOFILE, &rl);
+        nx_error("cannot accept connections (last on %s): out of file descriptors (ulimit -n "
+                 "%" PRIu64 "); %" PRIu64 " failed accepts since the last line; new clients wait "
+                 "in the listen backlog, connected ones are served; raise LimitNOFILE",
+                 self->accept_where, (uint64_t)rl.rlim_cur,
+                 self->accept_failed - self->accept_logged);
+        self->accept_logged = self->accept_failed;
+        self->accept_logged_us = now;
+    }
+    nx_log_limit_flush(&self->sublimit_log);
     nx_counters_t *c = &self->count;
     uint64_t dropped = c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store +
                        c->drop_forbidden;
@@ -1997,6 +2200,8 @@ int nx_broker_run(nx_broker_t *self)
     void *mon_xsub = self->mon_xsub ? zsock_resolve(self->mon_xsub) : NULL;
     void *mon_router = self->mon_router ? zsock_resolve(self->mon_router) : NULL;
     void *reader = zsock_resolve(zactor_sock(self->reader));
+    if (self->readonly)
+        return nx_readonly_run(self);
     void *ckpt = zsock_resolve(nx_checkpointer_sock(self->ckpt));
     nx_coord_ready(self);
     nx_info("nexusd %s ready: last seq %" PRIu64, NEXUS_VERSION_STRING, self->last_seq);
@@ -2004,9 +2209,8 @@ int nx_broker_run(nx_broker_t *self)
     while (!self->stop && !zsys_interrupted) {
         /*  While too much waits for a flush, the planes are not read: the
             clients' ZeroMQ queues hold what comes, not our memory.        */
-        short ev_in =
-            self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max ? 0 : ZMQ_POLLIN;
-        short rq_in = self->held_replies.n > S_HELD_REPLIES_MAX ? 0 : ZMQ_POLLIN;
+        short ev_in = s_held_events_full(self) ? 0 : ZMQ_POLLIN;
+        short rq_in = s_held_replies_full(self) ? 0 : ZMQ_POLLIN;
         zmq_pollitem_t items[11] = {
             {self->h_xsub, 0, ev_in, 0},
             {self->h_router, 0, rq_in, 0},
@@ -2030,8 +2234,9 @@ int nx_broker_run(nx_broker_t *self)
             timeout = 0;
         else if ((self->next_coord - wall) / 1000 + 1 < (uint64_t)timeout)
             timeout = (long)((self->next_coord - wall) / 1000) + 1;
-        /*  Parked queries that wait too long get busy.                    */
-        if (self->n_parked && timeout > 100)
+        /*  Parked queries that wait too long get busy; new subscribers
+            get their queue's mark soon (nx_hwm_tick).                     */
+        if ((self->n_parked || self->out_q.fresh) && timeout > 100)
             timeout = 100;
         if (timeout > nx_ha_timeout(self))
             timeout = nx_ha_timeout(self);
@@ -2089,6 +2294,7 @@ int nx_broker_run(nx_broker_t *self)
         s_release_held(self);
         if (self->n_parked)
             s_release_parked(self, false);
+        nx_hwm_tick(&self->out_q, nx_mono_us());
         if (ha == NX_BROKER_RESTART) {
             status = NX_BROKER_RESTART;
             break;

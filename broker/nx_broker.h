@@ -36,10 +36,13 @@
 #include "nx_codec.h"
 #include "nx_curve.h"
 #include "nx_checkpointer.h"
+#include "nx_disk.h"
+#include "nx_hwm.h"
 #include "nx_optab.h"
 #include "nx_scratch.h"
 #include "nx_stats.h"
 #include "nx_store.h"
+#include "nx_sublimit.h"
 #include "nx_wal.h"
 #include "nx_zap.h"
 
@@ -54,8 +57,9 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
 /*  Runs the loop until SIGINT/SIGTERM (zsys_interrupted) or
     nx_broker_stop. Commits the last batch before it returns. Returns 0 on a
     clean stop, -1 when the store failed beyond repair, NX_BROKER_RESTART
-    when the broker must start again (a standby's base copy arrived, or a
-    fenced primary comes back as a standby): destroy it and start anew.    */
+    when the broker must start again (a standby's base copy arrived, a
+    fenced primary comes back as a standby, or a read-only broker
+    (nx_readonly.h) found disk space again): destroy it and start anew.    */
 #define NX_BROKER_RESTART 2
 int nx_broker_run(nx_broker_t *self);
 
@@ -114,6 +118,7 @@ typedef struct {
 typedef struct {
     nx_held_t *items;    /* ring of cap entries                            */
     size_t head, n, cap; /* first entry, entries, allocated                */
+    size_t bytes;        /* message bytes the entries hold                 */
 } nx_held_queue_t;
 
 /*  A control request of this turn whose reply waits for the commit.        */
@@ -152,6 +157,8 @@ typedef struct {
     uint64_t drop_forbidden; /* dropped: outside the publisher's pub=    */
     uint64_t sub_refused;    /* subscriptions no prefix was applied for  */
     uint64_t drop_standby;   /* dropped: this broker is not the primary  */
+    uint64_t sub_dropped;    /* subscribers dropped: a subscription over
+                                255 bytes, or over subscriptions_max    */
 } nx_counters_t;
 
 struct _nx_broker_t {
@@ -174,6 +181,17 @@ struct _nx_broker_t {
     nx_zap_counts_t refused;          /* handshakes refused (state)                 */
     nx_log_limit_t refuse_log;        /* bounds the loop's refusal log lines        */
     nx_log_limit_t sub_log;           /* bounds refused-subscription log lines      */
+    nx_sublimit_t *sublimit;          /* subscriptions per connection (nx_sublimit) */
+    nx_log_limit_t sublimit_log;      /* bounds dropped-subscriber log lines        */
+    nx_hwm_t out_q;                   /* the subscribers' queues' mark (bytes)      */
+    uint64_t accept_failed;           /* accepts that failed (out of descriptors)   */
+    uint64_t accept_logged;           /* accept_failed when last logged             */
+    uint64_t accept_logged_us;        /* and when (mono us)                         */
+    char accept_where[16];            /* the socket of the last failure             */
+    nx_disk_t disk;                   /* the data disk's free-space reserve         */
+    char disk_why[320];               /* why writes are refused while it is short   */
+    char *readonly;                   /* read-only, and why (nx_readonly.h), or NULL */
+    uint64_t lag;                     /* read-only: log bytes recovery must apply   */
     zsock_t *mon_router;              /* socket monitor of the router (handshakes)  */
     zsock_t *mon_xpub;                /* socket monitor of xpub (connections)       */
     zsock_t *mon_xsub;                /* socket monitor of xsub                     */

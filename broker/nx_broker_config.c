@@ -47,6 +47,12 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
           "messages queued per publisher connection (past it, the publisher's PUB drops)"),
     S_KEY(control_hwm, NX_CONF_U64, "10000", 1, 100000000, NULL,
           "control messages queued per client, each way"),
+    S_KEY(queue_bytes, NX_CONF_SIZE, "64M", 1ull << 20, 1ull << 40, NULL,
+          "bytes a client connection's queue may hold, each way: out_hwm, in_hwm and control_hwm "
+          "are lowered while messages are large (a slow subscriber holds at most twice this)"),
+    S_KEY(subscriptions_max, NX_CONF_U64, "1000", 1, 1000000, NULL,
+          "subscriptions one subscriber connection may hold; one more (or a prefix over 255 "
+          "bytes) drops the connection"),
     S_KEY(peer_timeout, NX_CONF_DURATION, "15s", 0, 6553500, NULL,
           "a client connection that answers no ZeroMQ ping (sent every third of this) for this "
           "long is dropped with its queues; 0: never"),
@@ -63,6 +69,9 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
     S_KEY(wal_segment, NX_CONF_SIZE, "32M", 1ull << 20, 1ull << 32, NULL,
           "bytes per write-ahead log file (data_dir/wal); files are preallocated and reused "
           "(raised to hold two of the largest records)"),
+    S_KEY(disk_reserve, NX_CONF_SIZE, "64M", 0, 0, NULL,
+          "free space kept on the data disk beyond what the log and the next checkpoint need; "
+          "below it writes get store_full (data disk full) until space is freed"),
     S_KEY(wal_max, NX_CONF_SIZE, "1G", 1ull << 20, 0, NULL,
           "write-ahead log the store may lag behind; past it writes get busy and events are "
           "dropped (counted) until the store catches up"),

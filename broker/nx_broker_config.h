@@ -33,12 +33,15 @@ typedef struct {
     uint64_t out_hwm;             /* XPUB send HWM per subscriber, messages    */
     uint64_t in_hwm;              /* XSUB receive HWM per publisher, messages  */
     uint64_t control_hwm;         /* ROUTER HWMs per client, messages          */
+    uint64_t queue_bytes;         /* bytes a connection's queue holds, each way*/
+    uint64_t subscriptions_max;   /* subscriptions per subscriber connection   */
     uint64_t peer_timeout;        /* dead-connection timeout, ms (0: never)    */
     uint64_t batch_max;           /* events per write transaction at most      */
     uint64_t batch_bytes;         /* payload bytes per write transaction       */
     uint64_t flush_interval;      /* unacknowledged events flushed within, ms  */
     uint64_t checkpoint_interval; /* the store is committed this often, ms   */
     uint64_t wal_segment;         /* bytes per write-ahead log segment         */
+    uint64_t disk_reserve;        /* free bytes kept on the data disk          */
     uint64_t wal_max;             /* log bytes the store may lag behind        */
     uint64_t requests_per_turn;   /* control requests handled per loop turn    */
     uint64_t history_limit;       /* largest `limit` a history query may ask   */

@@ -180,6 +180,7 @@ static nexus_err_t s_make_room(nx_store_t *store, uint64_t need)
         nx_info("store: trimmed the oldest events to make room (map at map_max)");
     if (err != NEXUS_ERR_STORE_FULL)
         return err;
+    nx_warn("store: %s", nx_store_errmsg(store));
     /*  need may be over what map_max allows at all: still trim what the
         retention-free rule allows (make_room for nothing at map_max trims
         the oldest events down to half the map), then go past map_max.     */
@@ -362,7 +363,11 @@ static void s_apply(s_state_t *st, uint64_t target)
     nx_checkpointer_t *self = st->ck;
     uint64_t start = st->applied, dummy = 0;
     char why[256];
-    while (st->applied < target && st->applied - start < S_SLICE_BYTES) {
+    /*  A transaction holds at most cfg.bytes of log (and one record): the
+        room a full map must make is bounded by it (s_full), not by how
+        far behind the store is.                                          */
+    while (st->applied < target && st->applied - start < S_SLICE_BYTES &&
+           st->applied - st->committed < self->cfg.bytes) {
         nx_wal_frame_t f;
         int rc = nx_wal_reader_read(st->rd, st->applied, st->applied_crc, false, &f, NULL);
         if (rc <= 0) {
@@ -374,7 +379,7 @@ static void s_apply(s_state_t *st, uint64_t target)
         }
         nexus_err_t e = s_apply_body(st->store, f.body, f.len, &dummy, &dummy, why, sizeof why);
         if (e == NEXUS_ERR_STORE_FULL) {
-            uint64_t need = (target - st->committed) * 4 + self->cfg.room;
+            uint64_t need = (f.next - st->committed) * 4 + self->cfg.room;
             s_rewind(st);
             s_full(st, need);
             return;

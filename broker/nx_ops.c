@@ -69,6 +69,7 @@ static int s_op_state(nx_broker_t *self, nx_request_t *rq)
     nx_pack_kv_u64(nx_kv(rq), "publishers", c->publishers);
     nx_pack_kv_u64(nx_kv(rq), "subscriptions", c->subscriptions);
     nx_pack_kv_u64(nx_kv(rq), "subscriptions_refused", c->sub_refused);
+    nx_pack_kv_u64(nx_kv(rq), "subscribers_dropped", c->sub_dropped);
     nx_pack_str(nx_kv(rq), "channels");
     nx_broker_pack_subscriptions(self, &rq->reply.pk);
     nx_pack_kv_u64(nx_kv(rq), "requests", c->requests);

@@ -7,6 +7,7 @@
 
 #include "nx_log.h"
 #include "nx_reader.h"
+#include "nx_unread.h"
 
 #define S_MSGPACK_DEPTH 32
 #define S_KEEP_MAX      (32u << 20) /* larger buffers are not kept for the next page */
@@ -32,8 +33,9 @@ static void s_bufs_trim(msgpack_sbuffer *b)
     }
 }
 
-/*  Answers one request body; returns the packed reply.                     */
-static zframe_t *s_answer(const nx_reader_args_t *args, s_bufs_t *b, zframe_t *body)
+/*  Answers one request body that came from descriptor fd; returns the
+    packed reply.                                                           */
+static zframe_t *s_answer(const nx_reader_args_t *args, s_bufs_t *b, zframe_t *body, int fd)
 {
     msgpack_sbuffer_clear(&b->out);
     msgpack_sbuffer_clear(&b->fields);
@@ -63,6 +65,15 @@ static zframe_t *s_answer(const nx_reader_args_t *args, s_bufs_t *b, zframe_t *b
             msgpack_packer_init(&ipk, &b->id, msgpack_sbuffer_write);
             msgpack_pack_object(&ipk, *idobj);
         }
+        /*  A page goes only to a client that reads what it was sent: one
+            that does not would grow the broker by every page it asks.     */
+        if (nx_unread_behind(fd)) {
+            err = NEXUS_ERR_BUSY;
+            snprintf(err_msg, sizeof err_msg,
+                     "this connection has left %zu bytes of earlier replies unread: read them, "
+                     "then ask again",
+                     nx_unread_bytes(fd));
+        }
         /*  The loop checked the token already; its handle tells what it
             may read.                                                       */
         const char *token = NULL;
@@ -70,8 +81,9 @@ static zframe_t *s_answer(const nx_reader_args_t *args, s_bufs_t *b, zframe_t *b
         const void *handle = NULL;
         nx_map_str(&req, "auth", &token, &token_len, NULL);
         nx_auth_check(args->auth, token, token_len, &handle);
-        n = nx_history_query(args->store, &args->limits, args->auth, handle, &req, &fields_map,
-                             &b->events, &err, err_msg);
+        if (err == NEXUS_OK)
+            n = nx_history_query(args->store, &args->limits, args->auth, handle, &req, &fields_map,
+                                 &b->events, &err, err_msg);
     }
     if (n >= 0) {
         nx_pack_reply_head(&pk, b->id.data, b->id.size, true, nx_dmap_pairs(&fields_map));
@@ -112,9 +124,14 @@ void nx_reader_actor(zsock_t *pipe, void *argp)
                 break;
             continue;
         }
+        /*  [descriptor][routing frames][body] (nx_broker.c, s_to_reader). */
+        int32_t fd = -1;
+        zframe_t *first = zmsg_first(msg);
+        if (first && zframe_size(first) == sizeof fd)
+            memcpy(&fd, zframe_data(first), sizeof fd);
         zframe_t *body = zmsg_last(msg);
         zmsg_remove(msg, body);
-        zframe_t *reply = s_answer(&args, &bufs, body);
+        zframe_t *reply = s_answer(&args, &bufs, body, fd);
         zframe_destroy(&body);
         zmsg_append(msg, &reply);
         if (zmsg_send(&msg, pipe) == -1)

@@ -459,6 +459,48 @@ static const s_action_t s_actions[] = {
     {"ping", a_ping, NULL},
 };
 
+/*  The string or number under key name at the top level of the JSON
+    object text, decoded, without parsing what is nested (a message too
+    deep to parse still gets its id back); NULL when there is none.       */
+static json_t *s_top_scalar(const char *text, const char *name)
+{
+    size_t nlen = strlen(name);
+    int depth = 0;
+    for (const char *p = text; *p; p++) {
+        if (*p == '[' || *p == '{')
+            depth++;
+        else if (*p == ']' || *p == '}')
+            depth--;
+        if (*p != '"')
+            continue;
+        const char *start = p++;
+        while (*p && *p != '"')
+            p += *p == '\\' && p[1] ? 2 : 1;
+        if (!*p)
+            return NULL;
+        if (depth != 1)
+            continue;
+        const char *after = p + 1;
+        while (*after == ' ' || *after == '\t' || *after == '\n' || *after == '\r')
+            after++;
+        if (*after != ':' || (size_t)(p - start - 1) != nlen || memcmp(start + 1, name, nlen))
+            continue;
+        const char *v = after + 1;
+        while (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')
+            v++;
+        const char *end = v;
+        if (*v == '"') {
+            for (end = v + 1; *end && *end != '"';)
+                end += *end == '\\' && end[1] ? 2 : 1;
+            if (*end)
+                end++;
+        } else
+            end += strspn(v, "-+0123456789.eE");
+        return end > v ? json_loadb(v, (size_t)(end - v), JSON_DECODE_ANY, NULL) : NULL;
+    }
+    return NULL;
+}
+
 void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
 {
     s_ctx_t ctx = {gw, conn_id, "", NULL, NULL, NULL, NULL, NULL};
@@ -474,16 +516,33 @@ void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
     if (!open)
         return; /* closed meanwhile */
     json_error_t jerr;
-    ctx.msg = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    bool too_deep = nx_front_json_too_deep(text, strlen(text), NX_FRONT_JSON_DEPTH);
+    ctx.msg = too_deep ? NULL : json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(ctx.msg)) {
         char message[256];
-        if (ctx.msg)
+        json_t *top_id = NULL, *top_action = NULL;
+        if (too_deep) {
+            /*  Answered with its id when one is found at the top level,
+                so the client can match the refusal to its request.       */
+            top_id = s_top_scalar(text, "id");
+            top_action = s_top_scalar(text, "action");
+            if (json_is_string(top_id) || json_is_integer(top_id))
+                ctx.id = top_id;
+            if (json_is_string(top_action) && json_string_length(top_action) <= NX_GW_ID_MAX)
+                ctx.action = json_string_value(top_action);
+            snprintf(message, sizeof message,
+                     "the message is nested deeper than %d levels (arrays and objects): "
+                     "nothing was done",
+                     NX_FRONT_JSON_DEPTH);
+        } else if (ctx.msg)
             snprintf(message, sizeof message, "a message must be a JSON object");
         else
             snprintf(message, sizeof message, "not valid JSON: %s (line %d, column %d)", jerr.text,
                      jerr.line, jerr.column);
         s_error(&ctx, "bad_json", message, NULL);
         json_decref(ctx.msg);
+        json_decref(top_id);
+        json_decref(top_action);
         return;
     }
     /*  An id that cannot be echoed would leave the client waiting for a

@@ -12,12 +12,29 @@
 */
 
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "nx_gw.h"
 #include "nx_topic.h"
 #include "nx_log.h"
+
+/*  Descriptors kept out of lws's share: the broker link (ZeroMQ sockets
+    and their signalling pipes), the log, the dashboard files being sent,
+    stdio. lws stops polling its listening socket once its own descriptors
+    reach the rest (accepts wait in the kernel's backlog) instead of
+    accepting into EMFILE.                                                 */
+#define S_FD_RESERVE 64
+/*  HTTP connections allowed beyond max_clients WebSocket connections.     */
+#define S_HTTP_EXTRA 256
+/*  When accept fails anyway (descriptors taken by something else), the
+    service thread pauses this long before polling again, and says so in
+    the log at most once per S_ACCEPT_LOG_US.                             */
+#define S_ACCEPT_PAUSE_US 20000
+#define S_ACCEPT_LOG_US   (10 * 1000000ull)
 
 typedef struct {
     nx_gw_conn_t *conn; /* the connection (registry holds it)         */
@@ -899,6 +916,25 @@ static void s_tick_cb(lws_sorted_usec_list_t *sul)
     s_kick(s_tick_gw);
 }
 
+/*  Connections (HTTP and WebSocket) now, counted from the accept to the
+    end of the lws connection; lws stops accepting at s_conns_max.         */
+static uint64_t s_conns, s_conns_max, s_full_logged_us;
+
+static void s_conn_accepted(void)
+{
+    /*  The listening socket and lws's wake pipe take two of lws's share. */
+    if (++s_conns + 2 < s_conns_max)
+        return;
+    uint64_t now = nx_gw_mono();
+    if (s_full_logged_us && now - s_full_logged_us < S_ACCEPT_LOG_US)
+        return;
+    s_full_logged_us = now;
+    nx_warn("connection limit reached: %" PRIu64 " connections (HTTP and WebSocket; max_clients + "
+            "%d, or ulimit -n less %d): new connections wait in the listen backlog until one "
+            "closes",
+            s_conns, S_HTTP_EXTRA, S_FD_RESERVE);
+}
+
 static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                       size_t len)
 {
@@ -946,6 +982,13 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         s_kick(gw);
         return 0;
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        s_conn_accepted();
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (s_conns > 0)
+            s_conns--;
+        break;
     default:
         break;
     }
@@ -957,6 +1000,10 @@ static const struct lws_protocols s_protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
+static volatile bool s_accept_failed; /* set by the log emitter, lws thread */
+static uint64_t s_accept_failures;    /* since the last line about them      */
+static uint64_t s_accept_logged_us;
+
 static void s_lws_log(int level, const char *line)
 {
     /*  lws lines end with a newline; ours add their own.                   */
@@ -965,7 +1012,42 @@ static void s_lws_log(int level, const char *line)
     size_t n = strlen(text);
     while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
         text[--n] = 0;
+    /*  A failed accept is retried at once by lws, and failed again: with
+        no descriptors left that was a busy loop of ~140 000 lines/s.       */
+    if (strstr(text, "accept")) {
+        s_accept_failed = true;
+        s_accept_failures++;
+        uint64_t now = nx_gw_mono();
+        if (s_accept_logged_us && now - s_accept_logged_us < S_ACCEPT_LOG_US)
+            return;
+        nx_error("cannot accept connections (%s): out of file descriptors? (ulimit -n); "
+                 "%" PRIu64 " failed accepts since the last line, retried every %d ms; "
+                 "connected clients are served",
+                 text, s_accept_failures, S_ACCEPT_PAUSE_US / 1000);
+        s_accept_failures = 0;
+        s_accept_logged_us = now;
+        return;
+    }
     nx_log(level == LLL_ERR ? NX_LOG_ERROR : NX_LOG_WARN, "lws: %s", text);
+}
+
+/*  How many descriptors lws may use: every connection, HTTP or WebSocket,
+    takes one, and lws stops accepting at the limit.                      */
+static unsigned s_fd_limit(const nx_gw_t *gw)
+{
+    struct rlimit rl;
+    uint64_t limit = gw->cfg.max_clients + S_HTTP_EXTRA;
+    uint64_t fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                       ? (uint64_t)rl.rlim_cur
+                       : 1u << 20;
+    uint64_t room = fds > 2 * S_FD_RESERVE ? fds - S_FD_RESERVE : fds / 2;
+    if (room < limit) {
+        nx_warn("ulimit -n is %" PRIu64 ": at most %" PRIu64 " connections (HTTP and WebSocket) "
+                "rather than max_clients %" PRIu64 " + %d; raise it (LimitNOFILE in systemd)",
+                fds, room, gw->cfg.max_clients, S_HTTP_EXTRA);
+        limit = room;
+    }
+    return (unsigned)limit;
 }
 
 int nx_gw_server_run(nx_gw_t *gw)
@@ -994,6 +1076,8 @@ int nx_gw_server_run(nx_gw_t *gw)
         and for the requests queued before it, so a broker that is down
         must give 503, not a cut connection: allow a few broker timeouts.   */
     info.timeout_secs = (unsigned int)(gw->cfg.broker_timeout * 4 / 1000) + 10;
+    info.fd_limit_per_thread = s_fd_limit(gw);
+    s_conns_max = info.fd_limit_per_thread;
     gw->lws = lws_create_context(&info);
     if (!gw->lws) {
         nx_error("cannot listen on %s:%" PRIu64, gw->cfg.listen, gw->cfg.port);
@@ -1019,9 +1103,13 @@ int nx_gw_server_run(nx_gw_t *gw)
     }
     nx_info("listening on http://%s (dashboard at /, WebSocket at /ws/session/{id})", shown);
     s_tick_gw = gw;
-    while (!gw->stop)
+    while (!gw->stop) {
+        s_accept_failed = false;
         if (lws_service(gw->lws, 0) < 0)
             break;
+        if (s_accept_failed)
+            usleep(S_ACCEPT_PAUSE_US); /* back off: the socket stays readable */
+    }
     lws_sul_cancel(&s_tick);
     pthread_mutex_lock(&gw->lock);
     struct lws_context *lws = gw->lws;

@@ -43,6 +43,28 @@ static void s_fail_code(nx_front_err_t *err, nexus_err_t code, const char *messa
     nx_front_fail(err, nexus_err_name(code), nx_err_http_status(code), "%s", message);
 }
 
+bool nx_front_json_too_deep(const char *text, size_t len, int max)
+{
+    int depth = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"')
+            in_str = true;
+        else if (c == '[' || c == '{') {
+            if (++depth > max)
+                return true;
+        } else if ((c == ']' || c == '}') && depth > 0)
+            depth--;
+    }
+    return false;
+}
+
 json_t *nx_front_fields(const char *op, json_t *msg, const char *acting)
 {
     const nx_opdef_t *def = nx_optab_find(op, strlen(op));

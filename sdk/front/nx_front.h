@@ -44,6 +44,16 @@ void nx_front_err_reset(nx_front_err_t *err);
     Field lists are the table's, never written again by an adapter.        */
 json_t *nx_front_fields(const char *op, json_t *msg, const char *acting);
 
+/*  How deep JSON text may nest (arrays and objects, the message itself
+    counted): the broker's limit for a request (a deeper one would come
+    back as bad_msgpack without an id, which no client can match).         */
+#define NX_FRONT_JSON_DEPTH 32
+
+/*  Whether text (len bytes) nests arrays and objects deeper than max,
+    found by a scan of its brackets (strings skipped) before any parse: a
+    parser would build the whole deep tree first.                          */
+bool nx_front_json_too_deep(const char *text, size_t len, int max);
+
 /*  Checks fields (with or without "op") against op's row of the table.    */
 bool nx_front_check(const char *op, json_t *fields, nx_front_err_t *err);
 

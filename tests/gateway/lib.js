@@ -196,7 +196,10 @@ async function startFabric(opts = {}) {
     // that cannot listen is started again on another port, at most 3 times.
     const headers = opts.healthToken ? { Authorization: `Bearer ${opts.healthToken}` } : {};
     for (let attempt = 1; ; attempt++) {
-      const gw = new Proc('nexus-gateway', NEXUS_GATEWAY, [
+      // gatewayWrap: a command the gateway runs under (e.g. prlimit).
+      const wrap = opts.gatewayWrap || [];
+      const gw = new Proc('nexus-gateway', wrap.length ? wrap[0] : NEXUS_GATEWAY, [
+        ...wrap.slice(1), ...(wrap.length ? [NEXUS_GATEWAY] : []),
         '--port', String(fabric.port),
         '--broker', `tcp://127.0.0.1:${control}`,
         '--web-root', WEB_ROOT,

@@ -1,0 +1,47 @@
+/*  =========================================================================
+    nx_disk - the data disk's free-space reserve. nx_disk.h is the contract.
+    =========================================================================
+*/
+
+#include <sys/statvfs.h>
+
+#include "nx_disk.h"
+
+uint64_t nx_disk_free(const char *dir)
+{
+    struct statvfs st;
+    if (!dir || statvfs(dir, &st) != 0)
+        return UINT64_MAX;
+    return (uint64_t)st.f_bavail * (uint64_t)st.f_frsize;
+}
+
+void nx_disk_init(nx_disk_t *self, const char *dir, uint64_t reserve, uint64_t segment,
+                  uint64_t turn_bytes)
+{
+    *self = (nx_disk_t){.dir = dir, .reserve = reserve, .fixed = 3 * segment + turn_bytes};
+    self->margin = reserve / 4 > segment ? reserve / 4 : segment;
+}
+
+uint64_t nx_disk_need(const nx_disk_t *self, uint64_t lag)
+{
+    return self->reserve + self->fixed + 2 * lag;
+}
+
+bool nx_disk_full(nx_disk_t *self, uint64_t now, uint64_t written, uint64_t lag, bool *changed)
+{
+    *changed = false;
+    if (self->at_us && now - self->at_us < NX_DISK_CHECK_US &&
+        written - self->at_lsn < NX_DISK_CHECK_BYTES)
+        return self->full;
+    self->at_us = now;
+    self->at_lsn = written;
+    self->free = nx_disk_free(self->dir);
+    self->need = nx_disk_need(self, lag);
+    /*  Full until there is a margin over the need again: what a refused
+        turn leaves the checkpointer to apply shrinks the need, and writes
+        should not come and go with it.                                    */
+    bool full = self->free < self->need + (self->full ? self->margin : 0);
+    *changed = full != self->full;
+    self->full = full;
+    return full;
+}
