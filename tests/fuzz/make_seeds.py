@@ -90,6 +90,77 @@ def events():
         write("events", "sub-%d" % i, bytes([1]) + SEP.join(frames))
 
 
+def gateway():
+    """Gateway: byte 0 bit 0 clear: a WebSocket message (JSON text); set:
+    HTTP, bits 2-3 the method (0 GET, 1 POST, 2 other), then path, query,
+    body, Mcp-Session-Id separated by C1 C1. Bit 1: the client with the
+    token for w1 only."""
+    import json
+    ws = [
+        {"action": "ping", "id": 1},
+        {"action": "subscribe", "topics": ["a.>", "work.*"], "id": "s"},
+        {"action": "unsubscribe", "topics": "a.>", "id": 2},
+        {"action": "publish", "event_type": "a.b", "payload": {"x": [1, 2.5, None, "t"]}, "id": 3},
+        {"action": "publish", "event_type": "message.direct", "to": "w1", "payload": {"m": "hi"}},
+        {"action": "publish", "event_type": "a.b", "payload": {"$base64": "AQID"}, "id": 4},
+        {"action": "claim", "work_id": "job-1", "ttl_ms": 5000, "description": "d", "id": 5},
+        {"action": "renew", "work_id": "job-1", "token": 1, "id": 6},
+        {"action": "release", "work_id": "job-1", "token": 1, "reason": "r", "id": 7},
+        {"action": "complete", "work_id": "job-1", "token": 1, "result": {"ok": True}, "id": 8},
+        {"action": "history", "topics": ["a.>"], "since_seq": 0, "limit": 5, "order": "desc",
+         "id": 9},
+        {"action": "resume", "since": 1, "id": 10},
+        {"action": "status", "state": "busy", "current_work": "job-1", "text": "t", "id": 11},
+        {"action": "sessions", "capability": "x", "available": True, "id": 12},
+        {"action": "claims", "holder": "fz-a", "state": "claimed", "prefix": "job", "limit": 5,
+         "id": 13},
+    ]
+    for i, m in enumerate(ws):
+        text = json.dumps(m).encode()
+        write("gateway", "ws-%02d" % i, bytes([0]) + text)
+        write("gateway", "ws-one-%02d" % i, bytes([2]) + text)
+    write("gateway", "ws-deep", bytes([0]) + json.dumps(
+        {"action": "publish", "event_type": "a.b", "id": 14,
+         "payload": json.loads("[" * 40 + "]" * 40)}).encode())
+
+    def http(method, path, query=b"", body=b"", mcp=b"", who=0):
+        return bytes([1 | who << 1 | method << 2]) + SEP.join([path, query, body, mcp])
+    J = lambda o: json.dumps(o).encode()
+    reqs = {
+        "health": http(0, b"/health"), "capabilities": http(0, b"/capabilities"),
+        "state": http(0, b"/state"), "dependencies": http(0, b"/dependencies"),
+        "message": http(1, b"/message", body=J({"from": "fz-a", "to": "w1", "subject": "s",
+                                                 "message": "m", "priority": "high"})),
+        "active": http(0, b"/sessions/active"),
+        "caps": http(0, b"/sessions/capabilities", b"skill=python&available=true"),
+        "session": http(0, b"/sessions/fz-a"),
+        "events": http(1, b"/events", body=J({"event_type": "a.b", "payload": {"k": 1},
+                                              "session_id": "fz-a"})),
+        "history": http(0, b"/events/history", b"limit=5&event_type=a.>&since=2026-01-01T00:00:00Z"),
+        "history-seq": http(0, b"/events/history", b"since=3&cursor=2"),
+        "recent": http(0, b"/events/recent", b"count=3"),
+        "stats": http(0, b"/events/stats"),
+        "claim": http(1, b"/work/claim", body=J({"session_id": "w1", "work_id": "j",
+                                                 "work_description": "d", "ttl_ms": 4000}), who=1),
+        "release": http(1, b"/work/release", body=J({"session_id": "w1", "work_id": "j",
+                                                     "token": 1, "reason": "r"}), who=1),
+        "complete": http(1, b"/work/complete", body=J({"session_id": "w1", "work_id": "j",
+                                                       "token": 1, "result": 1}), who=1),
+        "claimed": http(0, b"/work/claimed", b"holder=w1"),
+        "metrics": http(0, b"/metrics"),
+        "mcp-init": http(1, b"/mcp", b"session=fz-a", J({"jsonrpc": "2.0", "id": 1,
+                         "method": "initialize", "params": {"protocolVersion": "2025-03-26",
+                         "capabilities": {}, "clientInfo": {"name": "f", "version": "1"}}})),
+        "mcp-list": http(1, b"/mcp", body=J({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+                         mcp=b"0000"),
+        "put": http(2, b"/events"), "static": http(0, b"/index.html"),
+        "notfound": http(0, b"/nope"),
+    }
+    for name, data in reqs.items():
+        write("gateway", "http-" + name, data)
+
+
 if __name__ == "__main__":
     control()
     events()
+    gateway()
