@@ -1,6 +1,6 @@
 /*  =========================================================================
     compare_common.h - the workload harness shared by the compare_* programs
-    (bench/compare drives them; see docs/benchmarks.md, "Side by side").
+    (bench/compare drives them; see docs/benchmarks.md, "Running it").
 
     Every compare_SYSTEM program runs one workload against one already
     running server and prints one line per repetition:
@@ -324,9 +324,81 @@ static inline void cmp_print_fill(const char *system, uint64_t n, double seconds
             seconds, seconds > 0 ? n / seconds : 0);
 }
 
+/*  ---- Pipelined acknowledged publish ------------------------------------
+    Each of nw client threads sends its share of n acknowledged publishes
+    with up to window of them in flight, then waits for all; the figure is
+    acknowledged messages per second, first send to last acknowledgement
+    of the slowest thread. A system plugs in one function per thread.      */
+
+typedef struct cmp_pipe cmp_pipe_t;
+/*  Sends count publishes of size bytes on client idx and waits for all of
+    their acknowledgements; fills acked and failed. Returns 0 or -1.       */
+typedef int(cmp_pipe_fn)(cmp_pipe_t *p);
+
+struct cmp_pipe {
+    int idx;
+    void *conn; /* the system's client handle                   */
+    void *extra;
+    uint64_t count;  /* publishes to send                            */
+    uint64_t window; /* in flight at most                            */
+    size_t size;
+    unsigned char *buf;
+    _Atomic uint64_t acked, failed;
+    uint64_t t_end_ns; /* when the last acknowledgement came           */
+    cmp_pipe_fn *fn;
+    char errmsg[256];
+};
+
+static void *cmp_pipe_main(void *arg)
+{
+    cmp_pipe_t *p = (cmp_pipe_t *)arg;
+    if (p->fn(p) != 0 && !p->errmsg[0])
+        snprintf(p->errmsg, sizeof p->errmsg, "failed");
+    p->t_end_ns = bench_now_ns();
+    return NULL;
+}
+
+/*  Runs reps repetitions of the pipelined workload over nw prepared
+    threads and prints one RESULT line each; -1 if anything failed.        */
+static inline int cmp_pipe_reps(cmp_pipe_t *p, int nw, uint64_t n, int reps, const char *label,
+                                const char *system)
+{
+    int status = 0;
+    for (int r = 0; r < reps; r++) {
+        pthread_t th[CMP_SUBS_MAX];
+        uint64_t t0 = bench_now_ns();
+        for (int i = 0; i < nw; i++) {
+            p[i].count = n / (uint64_t)nw;
+            atomic_store(&p[i].acked, 0);
+            atomic_store(&p[i].failed, 0);
+            p[i].errmsg[0] = 0;
+            pthread_create(&th[i], NULL, cmp_pipe_main, &p[i]);
+        }
+        uint64_t acked = 0, failed = 0, t_end = t0;
+        for (int i = 0; i < nw; i++) {
+            pthread_join(th[i], NULL);
+            acked += atomic_load(&p[i].acked);
+            failed += atomic_load(&p[i].failed);
+            if (p[i].t_end_ns > t_end)
+                t_end = p[i].t_end_ns;
+            if (p[i].errmsg[0])
+                fprintf(stderr, "# client %d: %s\n", i, p[i].errmsg);
+        }
+        double secs = (double)(t_end - t0) / 1e9;
+        printf("RESULT workload=%s system=%s rep=%d value=%.0f unit=msgs/s done=%llu "
+               "failed=%llu seconds=%.3f clients=%d window=%llu\n",
+               label, system, r, secs > 0 ? (double)acked / secs : 0, (unsigned long long)acked,
+               (unsigned long long)failed, secs, nw, (unsigned long long)p[0].window);
+        fflush(stdout);
+        if (failed || acked != (n / (uint64_t)nw) * (uint64_t)nw)
+            status = -1;
+    }
+    return status;
+}
+
 /*  Common arguments.                                                        */
 typedef struct {
-    const char *workload; /* pubsub | fanout | ack | replay | claims        */
+    const char *workload; /* pubsub | fanout | ack | ack_async | replay | claims */
     uint64_t n;           /* messages (pubsub/fanout/ack/replay)            */
     uint64_t size;        /* payload bytes                                  */
     uint64_t subs;        /* subscribers (pubsub 1, fanout 16)              */

@@ -6,6 +6,9 @@
       --workload ack            JetStream file stream, --clients threads each
                                 its own connection doing js_Publish (waits
                                 for the PubAck) in a loop
+      --workload ack_async      the same stream, each thread js_PublishAsync
+                                with --window in flight (MaxPending), an
+                                AckHandler counting, js_PublishAsyncComplete
       --workload replay         fill --n messages (js_PublishAsync, 4096 in
                                 flight), then read all back with an ordered
                                 push consumer from the start, --reps times
@@ -156,6 +159,87 @@ static int s_ack_op(cmp_worker_t *w, uint64_t k)
     }
     jsPubAck_Destroy(pa);
     return 0;
+}
+
+/*  ---- ack_async: js_PublishAsync with a window, then wait for all -------- */
+
+static void s_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    cmp_pipe_t *p = (cmp_pipe_t *)closure;
+    if (pa)
+        atomic_fetch_add_explicit(&p->acked, 1, memory_order_relaxed);
+    else if (atomic_fetch_add(&p->failed, 1) == 0)
+        snprintf(p->errmsg, sizeof p->errmsg, "ack error: %s (%d)",
+                 pae ? natsStatus_GetText(pae->Err) : "?", pae ? (int)pae->ErrCode : 0);
+    natsMsg_Destroy(msg);
+}
+
+static int s_pipe(cmp_pipe_t *p)
+{
+    jsCtx *js = (jsCtx *)p->extra;
+    for (uint64_t k = 0; k < p->count; k++) {
+        memcpy(p->buf + 1, &k, sizeof k);
+        natsStatus s = js_PublishAsync(js, "acka.data", p->buf, (int)p->size, NULL);
+        if (s != NATS_OK) {
+            snprintf(p->errmsg, sizeof p->errmsg, "js_PublishAsync: %s", natsStatus_GetText(s));
+            return -1;
+        }
+    }
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = 60000;
+    natsStatus s = js_PublishAsyncComplete(js, &po);
+    if (s != NATS_OK) {
+        snprintf(p->errmsg, sizeof p->errmsg, "js_PublishAsyncComplete: %s", natsStatus_GetText(s));
+        return -1;
+    }
+    return 0;
+}
+
+static int s_ack_async(cmp_args_t *a)
+{
+    int nw = (int)a->clients;
+    static cmp_pipe_t p[CMP_SUBS_MAX];
+    natsConnection *ncs[CMP_SUBS_MAX];
+    {
+        natsConnection *nc = s_connect();
+        jsCtx *js = nc ? s_js(nc) : NULL;
+        if (!js || s_stream(js, "ACKA", "acka.>") != 0)
+            return -1;
+        jsCtx_Destroy(js);
+        natsConnection_Destroy(nc);
+    }
+    for (int i = 0; i < nw; i++) {
+        if (!(ncs[i] = s_connect()))
+            return -1;
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Wait = 30000;
+        o.PublishAsync.MaxPending = (int64_t)a->window;
+        o.PublishAsync.StallWait = 30000;
+        o.PublishAsync.AckHandler = s_on_ack;
+        o.PublishAsync.AckHandlerClosure = &p[i];
+        jsCtx *js = NULL;
+        if (natsConnection_JetStream(&js, ncs[i], &o) != NATS_OK)
+            return -1;
+        p[i].idx = i;
+        p[i].conn = ncs[i];
+        p[i].extra = js;
+        p[i].window = a->window;
+        p[i].size = a->size;
+        p[i].buf = (unsigned char *)malloc(a->size);
+        memset(p[i].buf, 'x', a->size);
+        p[i].buf[0] = 'D';
+        p[i].fn = s_pipe;
+    }
+    int status = cmp_pipe_reps(p, nw, a->n, (int)a->reps, a->label, "nats");
+    for (int i = 0; i < nw; i++) {
+        jsCtx_Destroy((jsCtx *)p[i].extra);
+        natsConnection_Destroy(ncs[i]);
+        free(p[i].buf);
+    }
+    return status;
 }
 
 /*  ---- claims: KV create + delete ------------------------------------------ */
@@ -337,6 +421,8 @@ int main(int argc, char **argv)
         rc = s_flood(&a);
     else if (!strcmp(a.workload, "ack"))
         rc = s_loop(&a, false);
+    else if (!strcmp(a.workload, "ack_async"))
+        rc = s_ack_async(&a);
     else if (!strcmp(a.workload, "claims"))
         rc = s_loop(&a, true);
     else if (!strcmp(a.workload, "replay"))

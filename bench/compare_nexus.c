@@ -6,13 +6,19 @@
 
       --workload pubsub|fanout  nexus_publish (fire-and-forget) from one
                                 client, --subs subscriber clients in callback
-                                mode; flow-controlled, arrivals counted
+                                mode; flow-controlled, arrivals counted.
+                                --recv 1: each subscriber a thread taking
+                                bursts with nexus_recv_batch instead
       --workload ack            --clients threads, each its own client, each
                                 nexus_publish_acked in a loop (one in flight
                                 per client: the SDK call is synchronous)
+      --workload ack_async      the same with nexus_publish_async: --window
+                                in flight per client (its publish window), a
+                                completion counting, nexus_publish_async_wait
       --workload replay         fill --n events (flow-controlled publish),
                                 then read them all back from seq 0 with the
-                                history iterator (pages of 10 000), --reps times
+                                history iterator (pages of 10 000, each event
+                                a view: nexus_history_next_view), --reps times
       --workload claims         --clients threads, each its own registered
                                 session: nexus_claim a fresh work id, then
                                 nexus_complete it, for --ms milliseconds
@@ -60,7 +66,33 @@ static int s_pub(void *arg, const void *buf, size_t len)
     return -1;
 }
 
-/*  Sets up nsubs callback subscribers and one publisher, runs reps floods. */
+/*  --recv: a subscriber thread taking bursts with nexus_recv_batch.        */
+static bool s_recv_mode;
+static _Atomic int s_recv_stop;
+
+typedef struct {
+    nexus_client_t *client;
+    void **arg; /* {flood, index} as for the callback */
+} s_reader_t;
+
+static void *s_reader(void *arg)
+{
+    s_reader_t *r = (s_reader_t *)arg;
+    nexus_event_t *evs[256];
+    while (!atomic_load(&s_recv_stop)) {
+        size_t n = 0;
+        if (nexus_recv_batch(r->client, 100, evs, 256, &n) != NEXUS_OK)
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            s_on_event(evs[i], r->arg);
+            nexus_event_destroy(&evs[i]);
+        }
+    }
+    return NULL;
+}
+
+/*  Sets up nsubs subscribers (callback mode, or --recv: a thread each on
+    nexus_recv_batch) and one publisher, runs reps floods.                 */
 static int s_flood(cmp_args_t *a, const char *label, uint64_t n, int nsubs, int reps, bool print)
 {
     static cmp_flood_t flood;
@@ -68,15 +100,23 @@ static int s_flood(cmp_args_t *a, const char *label, uint64_t n, int nsubs, int 
     flood.nsubs = nsubs;
     nexus_client_t *subs[CMP_SUBS_MAX] = {0};
     void *args[CMP_SUBS_MAX][2];
+    pthread_t readers[CMP_SUBS_MAX];
+    s_reader_t rd[CMP_SUBS_MAX];
+    atomic_store(&s_recv_stop, 0);
     for (int i = 0; i < nsubs; i++) {
         subs[i] = s_client(NULL);
         args[i][0] = &flood;
         args[i][1] = (void *)(intptr_t)i;
-        nexus_client_set_callback(subs[i], s_on_event, args[i]);
+        if (!s_recv_mode)
+            nexus_client_set_callback(subs[i], s_on_event, args[i]);
         if (nexus_client_connect(subs[i]) != NEXUS_OK ||
             nexus_subscribe(subs[i], TOPIC) != NEXUS_OK) {
             fprintf(stderr, "# subscriber %d: %s\n", i, nexus_client_errmsg(subs[i]));
             return -1;
+        }
+        if (s_recv_mode) {
+            rd[i] = (s_reader_t){subs[i], args[i]};
+            pthread_create(&readers[i], NULL, s_reader, &rd[i]);
         }
     }
     nexus_client_t *pub = s_client(NULL);
@@ -110,8 +150,12 @@ static int s_flood(cmp_args_t *a, const char *label, uint64_t n, int nsubs, int 
                     (unsigned long long)st.queue_drops);
     }
     nexus_client_destroy(&pub);
-    for (int i = 0; i < nsubs; i++)
+    atomic_store(&s_recv_stop, 1);
+    for (int i = 0; i < nsubs; i++) {
+        if (s_recv_mode)
+            pthread_join(readers[i], NULL);
         nexus_client_destroy(&subs[i]);
+    }
     return status;
 }
 
@@ -129,6 +173,66 @@ static int s_ack_op(cmp_worker_t *w, uint64_t k)
         return -1;
     }
     return 0;
+}
+
+/*  ---- ack_async: nexus_publish_async with a window ---------------------- */
+
+static void s_acked(nexus_err_t err, uint64_t seq, uint64_t ts, void *arg)
+{
+    (void)seq;
+    (void)ts;
+    cmp_pipe_t *p = (cmp_pipe_t *)arg;
+    if (err == NEXUS_OK)
+        atomic_fetch_add_explicit(&p->acked, 1, memory_order_relaxed);
+    else if (atomic_fetch_add(&p->failed, 1) == 0)
+        snprintf(p->errmsg, sizeof p->errmsg, "completion: %s", nexus_strerror(err));
+}
+
+static int s_pipe(cmp_pipe_t *p)
+{
+    nexus_client_t *c = (nexus_client_t *)p->conn;
+    for (uint64_t k = 0; k < p->count; k++) {
+        memcpy(p->buf + 1, &k, sizeof k);
+        nexus_err_t rc = nexus_publish_async(c, "bench.ack", p->buf, p->size, s_acked, p);
+        if (rc != NEXUS_OK) {
+            snprintf(p->errmsg, sizeof p->errmsg, "publish_async: %s", nexus_client_errmsg(c));
+            return -1;
+        }
+    }
+    if (nexus_publish_async_wait(c, -1) != NEXUS_OK) {
+        snprintf(p->errmsg, sizeof p->errmsg, "wait: %s", nexus_client_errmsg(c));
+        return -1;
+    }
+    return 0;
+}
+
+static int s_ack_async(cmp_args_t *a)
+{
+    int nw = (int)a->clients;
+    static cmp_pipe_t p[CMP_SUBS_MAX];
+    for (int i = 0; i < nw; i++) {
+        nexus_client_t *c = s_client(NULL);
+        nexus_client_set_publish_window(c, (uint32_t)a->window, 64u << 20);
+        if (nexus_client_connect(c) != NEXUS_OK) {
+            fprintf(stderr, "# client %d: %s\n", i, nexus_client_errmsg(c));
+            return -1;
+        }
+        p[i].idx = i;
+        p[i].conn = c;
+        p[i].window = a->window;
+        p[i].size = a->size;
+        p[i].buf = (unsigned char *)malloc(a->size);
+        memset(p[i].buf, 'x', a->size);
+        p[i].buf[0] = 'D';
+        p[i].fn = s_pipe;
+    }
+    int status = cmp_pipe_reps(p, nw, a->n, (int)a->reps, a->label, "nexus");
+    for (int i = 0; i < nw; i++) {
+        nexus_client_t *c = (nexus_client_t *)p[i].conn;
+        nexus_client_destroy(&c);
+        free(p[i].buf);
+    }
+    return status;
 }
 
 /*  ---- claims ----------------------------------------------------------- */
@@ -202,7 +306,7 @@ static int s_replay(cmp_args_t *a)
         uint64_t count = 0, data = 0, t0 = bench_now_ns();
         for (;;) {
             nexus_event_t *ev = NULL;
-            nexus_err_t rc = nexus_history_next(h, &ev);
+            nexus_err_t rc = nexus_history_next_view(h, &ev);
             if (rc != NEXUS_OK) {
                 fprintf(stderr, "# history: %s: %s\n", nexus_strerror(rc), nexus_client_errmsg(c));
                 status = -1;
@@ -215,7 +319,6 @@ static int s_replay(cmp_args_t *a)
             if (len && p[0] == 'D')
                 data++;
             count++;
-            nexus_event_destroy(&ev);
         }
         double secs = (double)(bench_now_ns() - t0) / 1e9;
         nexus_history_destroy(&h);
@@ -232,11 +335,14 @@ int main(int argc, char **argv)
     cmp_args_t a;
     cmp_parse(argc, argv, &a);
     s_endpoint = bench_arg_str(argc, argv, "endpoint", s_endpoint);
+    s_recv_mode = bench_arg_str(argc, argv, "recv", NULL) != NULL;
     int rc;
     if (!strcmp(a.workload, "pubsub") || !strcmp(a.workload, "fanout"))
         rc = s_flood(&a, a.label, a.n, (int)a.subs, (int)a.reps, true);
     else if (!strcmp(a.workload, "ack"))
         rc = s_loop(&a, false);
+    else if (!strcmp(a.workload, "ack_async"))
+        rc = s_ack_async(&a);
     else if (!strcmp(a.workload, "claims"))
         rc = s_loop(&a, true);
     else if (!strcmp(a.workload, "replay"))

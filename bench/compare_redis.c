@@ -8,6 +8,8 @@
       --workload ack            --clients threads, each its own connection,
                                 XADD in a loop (one in flight per client);
                                 the server runs with appendfsync always
+      --workload ack_async      the same with XADD pipelined: --window
+                                replies outstanding per connection
       --workload replay         fill --n entries (XADD pipelined), then read
                                 them all back with XRANGE pages of 10 000
       --workload claims         SET key holder NX PX 30000, then DEL key
@@ -154,6 +156,64 @@ static int s_xadd_op(cmp_worker_t *w, uint64_t k)
     return 0;
 }
 
+/*  ---- ack_async: XADD pipelined, --window replies outstanding ------------- */
+
+static int s_pipe(cmp_pipe_t *p)
+{
+    redisContext *c = (redisContext *)p->conn;
+    uint64_t outstanding = 0;
+    for (uint64_t k = 0; k < p->count || outstanding; k++) {
+        if (k < p->count) {
+            memcpy(p->buf + 1, &k, sizeof k);
+            if (redisAppendCommand(c, "XADD acka * d %b", p->buf, p->size) != REDIS_OK) {
+                snprintf(p->errmsg, sizeof p->errmsg, "append: %s", c->errstr);
+                return -1;
+            }
+            outstanding++;
+            if (outstanding < p->window && k + 1 < p->count)
+                continue;
+        }
+        /*  Window full (or all sent): take one reply (the first of a full
+            window flushes the whole pipeline to the server).               */
+        void *v = NULL;
+        if (redisGetReply(c, &v) != REDIS_OK) {
+            snprintf(p->errmsg, sizeof p->errmsg, "reply: %s", c->errstr);
+            return -1;
+        }
+        redisReply *r = (redisReply *)v;
+        if (r->type == REDIS_REPLY_STRING)
+            atomic_fetch_add_explicit(&p->acked, 1, memory_order_relaxed);
+        else if (atomic_fetch_add(&p->failed, 1) == 0)
+            snprintf(p->errmsg, sizeof p->errmsg, "XADD: %s", r->str ? r->str : "?");
+        freeReplyObject(r);
+        outstanding--;
+    }
+    return 0;
+}
+
+static int s_ack_async(cmp_args_t *a)
+{
+    int nw = (int)a->clients;
+    static cmp_pipe_t p[CMP_SUBS_MAX];
+    for (int i = 0; i < nw; i++) {
+        if (!(p[i].conn = s_connect()))
+            return -1;
+        p[i].idx = i;
+        p[i].window = a->window;
+        p[i].size = a->size;
+        p[i].buf = (unsigned char *)malloc(a->size);
+        memset(p[i].buf, 'x', a->size);
+        p[i].buf[0] = 'D';
+        p[i].fn = s_pipe;
+    }
+    int status = cmp_pipe_reps(p, nw, a->n, (int)a->reps, a->label, "redis");
+    for (int i = 0; i < nw; i++) {
+        redisFree((redisContext *)p[i].conn);
+        free(p[i].buf);
+    }
+    return status;
+}
+
 /*  ---- claims: SET NX PX + DEL --------------------------------------------- */
 
 static int s_claim_op(cmp_worker_t *w, uint64_t k)
@@ -267,6 +327,8 @@ int main(int argc, char **argv)
         rc = s_flood(&a);
     else if (!strcmp(a.workload, "ack"))
         rc = s_loop(&a, false);
+    else if (!strcmp(a.workload, "ack_async"))
+        rc = s_ack_async(&a);
     else if (!strcmp(a.workload, "claims"))
         rc = s_loop(&a, true);
     else if (!strcmp(a.workload, "replay"))

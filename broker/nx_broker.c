@@ -68,12 +68,15 @@
     more requests (events) until a flush releases some: a slow disk holds
     clients back through their ZeroMQ queues, never the broker's memory.  */
 #define S_HELD_REPLIES_MAX 65536
+/*  The checkpointer is woken once this much log is flushed (s_wake_...).  */
+#define S_CKPT_WAKE_BYTES    (1u << 20)
 #define S_HELD_EVENTS_FACTOR 4
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
 static void s_fatal(nx_broker_t *self, const char *what);
 static void s_held_free(nx_held_queue_t *q);
 static bool s_more_input(nx_broker_t *self);
+static void s_wake_checkpointer(nx_broker_t *self);
 
 static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
                            const char *socket);
@@ -368,7 +371,10 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         .wal = self->wal,
         .wal_dir = self->wal_dir,
         .interval_us = self->cfg.checkpoint_interval * 1000,
-        .bytes = nx_wal_segment_size(self->wal) / 2,
+        /*  Small checkpoints keep the store close behind the log: a
+            history query after a burst waits for less.                    */
+        .bytes = nx_wal_segment_size(self->wal) / 2 < (4u << 20) ? nx_wal_segment_size(self->wal) / 2
+                                                                 : (4u << 20),
         .room = room,
         .trim_batch = self->cfg.trim_batch,
     };
@@ -1373,6 +1379,9 @@ static void s_close_events(nx_broker_t *self)
 static void s_check_refuse(nx_broker_t *self)
 {
     self->refuse = NULL;
+    char problem[256];
+    if (nx_checkpointer_problem(self->ckpt, problem, sizeof problem))
+        nx_broker_problem(self, "%s", problem);
     if (nx_checkpointer_full(self->ckpt)) {
         self->refuse = "the store is full (map_max reached, and trimming events does not make "
                        "room): nothing was written";
@@ -1485,24 +1494,32 @@ static bool s_log_turn(nx_broker_t *self, bool reserve)
         if (changes)
             self->kv_gate = written;
         if (nx_wal_durable(self->wal) >= written)
-            nx_checkpointer_wake(self->ckpt);
+            s_wake_checkpointer(self);
     } else if (unflushed && !self->lazy_since)
         self->lazy_since = now;
     s_forward(self, self->batch_kv || reserve ? written : 0);
     return true;
 }
 
-/*  True when a request or an event is already queued on a plane.         */
+/*  Wakes the checkpointer once a good slice of log is flushed: waking it
+    for every turn costs two thread switches per turn, and it applies bigger
+    slices better. It wakes by itself (S_CKPT_IDLE_US in nx_checkpointer.c)
+    and when a query waits for it (nx_checkpointer_request).               */
+static void s_wake_checkpointer(nx_broker_t *self)
+{
+    uint64_t durable = nx_wal_durable(self->wal);
+    if (durable - self->ckpt_woken >= S_CKPT_WAKE_BYTES || self->n_parked) {
+        self->ckpt_woken = durable;
+        nx_checkpointer_wake(self->ckpt);
+    }
+}
+
+/*  True when a request is already queued on the control plane.            */
 static bool s_more_input(nx_broker_t *self)
 {
     int events = 0;
     size_t size = sizeof events;
-    if (zmq_getsockopt(self->h_router, ZMQ_EVENTS, &events, &size) == 0 &&
-        (events & ZMQ_POLLIN))
-        return true;
-    size = sizeof events;
-    return zmq_getsockopt(self->h_xsub, ZMQ_EVENTS, &events, &size) == 0 &&
-           (events & ZMQ_POLLIN);
+    return zmq_getsockopt(self->h_router, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN);
 }
 
 /*  The flusher finished a round: send what it made durable, and let the
@@ -1514,7 +1531,7 @@ static void s_flushed(nx_broker_t *self)
         return;
     }
     s_release_held(self);
-    nx_checkpointer_wake(self->ckpt);
+    s_wake_checkpointer(self);
 }
 
 /*  Keeps a deferred history or state query until the store catches up
@@ -1881,9 +1898,12 @@ int nx_broker_run(nx_broker_t *self)
                                                                                        : ZMQ_POLLIN;
         short rq_in = self->held_replies.n > S_HELD_REPLIES_MAX ? 0 : ZMQ_POLLIN;
         zmq_pollitem_t items[9] = {
-            {self->h_xsub, 0, ev_in, 0},      {self->h_router, 0, rq_in, 0},
-            {self->h_xpub, 0, ZMQ_POLLIN, 0}, {reader, 0, ZMQ_POLLIN, 0},
-            {ckpt, 0, ZMQ_POLLIN, 0},         {NULL, nx_wal_flush_fd(self->wal), ZMQ_POLLIN, 0},
+            {self->h_xsub, 0, ev_in, 0},
+            {self->h_router, 0, rq_in, 0},
+            {self->h_xpub, 0, ZMQ_POLLIN, 0},
+            {reader, 0, ZMQ_POLLIN, 0},
+            {ckpt, 0, self->n_parked ? ZMQ_POLLIN : 0, 0},
+            {NULL, nx_wal_flush_fd(self->wal), ZMQ_POLLIN, 0},
         };
         int n_items = 6; /* the flush fd is -1 under sync=none: poll skips it */
         if (mon_xpub)
@@ -1942,6 +1962,9 @@ int nx_broker_run(nx_broker_t *self)
             s_turn(self, ev, rq, timers, house);
         if (house) {
             s_housekeeping(self);
+            /*  The checkpointer's problems (health), when no query made
+                the loop poll its pipe.                                     */
+            s_read_checkpointer(self);
             self->next_tick = nx_mono_us() + S_TICK_US;
         }
         if (self->n_parked)

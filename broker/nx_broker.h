@@ -215,6 +215,8 @@ struct _nx_broker_t {
     nx_held_queue_t held_events;      /* events waiting for it (and behind them)    */
     uint64_t kv_gate;                 /* log end of the last turn whose changes
                                          replies must not run ahead of           */
+    uint64_t ckpt_woken;              /* durable position the checkpointer was
+                                         last woken for                          */
     uint64_t problem_at;              /* mono us of the last store failure, 0: none  */
     char problem[200];                /* what it was, for `health`                   */
     uint64_t next_coord;              /* wall us of the next lease/session deadline */

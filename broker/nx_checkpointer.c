@@ -30,10 +30,13 @@
 #include "nx_codec.h"
 #include "nx_log.h"
 
-#define S_HOUSE_US     1000000 /* store housekeeping interval                    */
-#define S_RETRY_US     1000000 /* after a failure, try again this much later     */
-#define S_SLICE_BYTES  (64u << 20) /* apply at most this much between decisions */
-#define S_ROOM_MIN     (1u << 20)
+#define S_HOUSE_US    1000000     /* store housekeeping interval                    */
+#define S_RETRY_US    1000000     /* after a failure, try again this much later     */
+#define S_SLICE_BYTES (64u << 20) /* apply at most this much between decisions */
+#define S_ROOM_MIN    (1u << 20)
+/*  The loop wakes the actor once a slice of log is flushed (not every
+    turn); between wakes it looks by itself this often.                    */
+#define S_CKPT_IDLE_US 50000
 
 struct _nx_checkpointer_t {
     zactor_t *actor;              /* the thread                                 */
@@ -77,7 +80,7 @@ static void s_problem(nx_checkpointer_t *self, const char *fmt, ...)
     va_start(args, fmt);
     vsnprintf(self->problem, sizeof self->problem, fmt, args);
     va_end(args);
-    self->problem_seq++;
+    __atomic_add_fetch(&self->problem_seq, 1, __ATOMIC_RELEASE);
     nx_error("checkpointer: %s", self->problem);
     pthread_mutex_unlock(&self->lock);
 }
@@ -297,8 +300,9 @@ int nx_checkpointer_recover(nx_store_t *store, const char *wal_dir, uint64_t new
             break;
         nx_store_abort(store);
         if (e != NEXUS_ERR_STORE_FULL || attempt == 3) {
-            snprintf(err, err_size, "recovery: cannot apply the log (%" PRIu64 "..%" PRIu64
-                     ") and commit: %s", from, out->end, why);
+            snprintf(err, err_size,
+                     "recovery: cannot apply the log (%" PRIu64 "..%" PRIu64 ") and commit: %s",
+                     from, out->end, why);
             nx_wal_reader_destroy(&rd);
             return -1;
         }
@@ -435,10 +439,12 @@ static void s_housekeeping(s_state_t *st)
         nx_info("store: %s", action == 1 ? "grew the LMDB map"
                                          : "trimmed the oldest events to make room (map at "
                                            "map_max)");
-    if (__atomic_load_n(&self->full, __ATOMIC_SEQ_CST) && !nx_store_full(st->store, self->cfg.room)) {
+    if (__atomic_load_n(&self->full, __ATOMIC_SEQ_CST) &&
+        !nx_store_full(st->store, self->cfg.room)) {
         __atomic_store_n(&self->full, 0, __ATOMIC_SEQ_CST);
         nx_warn("checkpointer: the store has room again: writes are accepted");
-    } else if (e == NEXUS_ERR_STORE_FULL && !__atomic_exchange_n(&self->full, 1, __ATOMIC_SEQ_CST)) {
+    } else if (e == NEXUS_ERR_STORE_FULL &&
+               !__atomic_exchange_n(&self->full, 1, __ATOMIC_SEQ_CST)) {
         s_problem(self, "the store is full (map_max reached, and trimming events does not make "
                         "room): writes are refused until sessions or claims are removed or "
                         "map_max is raised");
@@ -507,6 +513,8 @@ static void s_actor(zsock_t *pipe, void *arg)
             if ((int64_t)(due > now ? due - now : 0) < timeout)
                 timeout = (int64_t)(due > now ? due - now : 0);
         }
+        if (timeout > S_CKPT_IDLE_US)
+            timeout = S_CKPT_IDLE_US;
         if (st.stuck_until)
             timeout = (int64_t)(st.stuck_until > now ? st.stuck_until - now : 0);
         else if (st.applied < nx_wal_durable(self->cfg.wal))
@@ -594,9 +602,8 @@ void nx_checkpointer_wake(nx_checkpointer_t *self)
 void nx_checkpointer_request(nx_checkpointer_t *self, uint64_t lsn)
 {
     uint64_t cur = __atomic_load_n(&self->request, __ATOMIC_SEQ_CST);
-    while (lsn > cur &&
-           !__atomic_compare_exchange_n(&self->request, &cur, lsn, false, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_SEQ_CST))
+    while (lsn > cur && !__atomic_compare_exchange_n(&self->request, &cur, lsn, false,
+                                                     __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
         ;
     nx_checkpointer_wake(self);
 }
@@ -609,6 +616,21 @@ uint64_t nx_checkpointer_committed(nx_checkpointer_t *self)
 zsock_t *nx_checkpointer_sock(nx_checkpointer_t *self)
 {
     return zactor_sock(self->actor);
+}
+
+bool nx_checkpointer_problem(nx_checkpointer_t *self, char *buf, size_t size)
+{
+    if (__atomic_load_n(&self->problem_seq, __ATOMIC_ACQUIRE) == self->problem_seen)
+        return false;
+    bool fresh = false;
+    pthread_mutex_lock(&self->lock);
+    if (self->problem_seq != self->problem_seen) {
+        self->problem_seen = self->problem_seq;
+        snprintf(buf, size, "%s", self->problem);
+        fresh = true;
+    }
+    pthread_mutex_unlock(&self->lock);
+    return fresh;
 }
 
 bool nx_checkpointer_drain(nx_checkpointer_t *self, char *buf, size_t size)

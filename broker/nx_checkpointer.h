@@ -53,18 +53,18 @@ typedef struct {
 
 /*  What recovery found and did.                                           */
 typedef struct {
-    uint64_t from;     /* the checkpoint: where replay started             */
-    uint64_t end;      /* where the valid log ended                        */
-    uint64_t start;    /* where the log goes on (end, or the next segment
-                          when the segment size changed)                   */
-    uint32_t end_crc;  /* crc of the last valid frame (chain head)         */
-    uint64_t frames;   /* frames replayed                                  */
-    uint64_t events;   /* events stored from them                          */
-    uint64_t changes;  /* puts and dels applied                            */
-    uint64_t cut;      /* bytes of an incomplete last turn left out        */
-    bool torn;         /* the log ended in a torn write or an incomplete
-                          turn (not in zeros or an old frame)              */
-    bool had_log;      /* the store had a checkpoint (a log to read)       */
+    uint64_t from;    /* the checkpoint: where replay started             */
+    uint64_t end;     /* where the valid log ended                        */
+    uint64_t start;   /* where the log goes on (end, or the next segment
+                         when the segment size changed)                   */
+    uint32_t end_crc; /* crc of the last valid frame (chain head)         */
+    uint64_t frames;  /* frames replayed                                  */
+    uint64_t events;  /* events stored from them                          */
+    uint64_t changes; /* puts and dels applied                            */
+    uint64_t cut;     /* bytes of an incomplete last turn left out        */
+    bool torn;        /* the log ended in a torn write or an incomplete
+                         turn (not in zeros or an old frame)              */
+    bool had_log;     /* the store had a checkpoint (a log to read)       */
 } nx_recovery_t;
 
 /*  Replays the log in wal_dir above the store's checkpoint into the store
@@ -106,6 +106,10 @@ zsock_t *nx_checkpointer_sock(nx_checkpointer_t *self);
 /*  Reads what the actor sent. Returns true when it reported a new problem,
     copied into buf (size bytes).                                           */
 bool nx_checkpointer_drain(nx_checkpointer_t *self, char *buf, size_t size);
+
+/*  Like drain, without reading the socket: cheap (an atomic load when
+    nothing is new), for every turn.                                        */
+bool nx_checkpointer_problem(nx_checkpointer_t *self, char *buf, size_t size);
 
 /*  True while the store is full (the loop refuses writes).                */
 bool nx_checkpointer_full(nx_checkpointer_t *self);

@@ -32,16 +32,22 @@ static int s_fail(nexus_err_t *err, nexus_err_t code, char *err_msg, const char 
 typedef struct {
     const char *ptr[S_PATTERNS_MAX];
     size_t len[S_PATTERNS_MAX];
-    size_t count; /* 0: every event                                         */
+    bool literal[S_PATTERNS_MAX]; /* no wildcard: compared as bytes          */
+    size_t count;                 /* 0: every event                                         */
 } s_patterns_t;
 
 static bool s_patterns_match(const s_patterns_t *p, const nx_record_t *rec)
 {
     if (p->count == 0)
         return true;
-    for (size_t i = 0; i < p->count; i++)
-        if (nx_pattern_match(p->ptr[i], p->len[i], rec->topic, rec->topic_len))
+    for (size_t i = 0; i < p->count; i++) {
+        /*  A pattern without wildcards matches its own bytes only: a page
+            scans up to history_scan records, so spare them the matcher.   */
+        if (p->literal[i]
+                ? p->len[i] == rec->topic_len && memcmp(p->ptr[i], rec->topic, rec->topic_len) == 0
+                : nx_pattern_match(p->ptr[i], p->len[i], rec->topic, rec->topic_len))
             return true;
+    }
     return false;
 }
 
@@ -86,6 +92,7 @@ static int s_read_patterns(const msgpack_object *req, s_patterns_t *p, nexus_err
             p->count = 0;
             break;
         }
+        p->literal[i] = nx_pattern_is_literal(p->ptr[i], p->len[i]);
     }
     return 0;
 }
@@ -115,7 +122,7 @@ static int s_check_access(nx_auth_t *auth, const void *handle, const s_patterns_
 
 int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits, nx_auth_t *auth,
                      const void *handle, const msgpack_object *req, nx_dmap_t *reply,
-                     nexus_err_t *err, char *err_msg)
+                     msgpack_sbuffer *scratch, nexus_err_t *err, char *err_msg)
 {
     s_patterns_t patterns;
     if (s_read_patterns(req, &patterns, err, err_msg) ||
@@ -175,10 +182,10 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits, nx_au
             lo = cursor;
     }
 
-    msgpack_sbuffer events;
-    msgpack_sbuffer_init(&events);
+    msgpack_sbuffer *events = scratch;
+    msgpack_sbuffer_clear(events);
     msgpack_packer epk;
-    msgpack_packer_init(&epk, &events, msgpack_sbuffer_write);
+    msgpack_packer_init(&epk, events, msgpack_sbuffer_write);
     uint64_t found = 0, scanned = 0, next = 0, seq = 0;
     bool more = false;
     if (lo <= hi) {
@@ -192,7 +199,7 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits, nx_au
                 events of 1 MiB would otherwise be 10 GiB. It may pass the
                 budget by the one event that crossed it.                   */
             if (found == limit || scanned == limits->scan_max ||
-                (found && events.size >= limits->bytes_max)) {
+                (found && events->size >= limits->bytes_max)) {
                 more = true;
                 next = seq;
                 break;
@@ -205,7 +212,6 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits, nx_au
             }
         }
         if (rc < 0) {
-            msgpack_sbuffer_destroy(&events);
             nx_store_reader_destroy(&reader);
             return s_fail(err, NEXUS_ERR_STORE, err_msg, "history record does not decode");
         }
@@ -214,11 +220,10 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits, nx_au
     nx_store_reader_bounds(reader, &first_seq, &last_seq);
     nx_store_reader_destroy(&reader);
 
+    /*  The page's fields first and its events last: a client that reads
+        the reply front to back (libnexus does) knows where the next page
+        starts, and asks for it, before it walks the events.               */
     msgpack_packer *pk = &reply->pk;
-    nx_pack_str(nx_dmap_pair(reply), "events");
-    msgpack_pack_array(pk, (uint32_t)found);
-    msgpack_sbuffer_write(reply->buf, events.data, events.size);
-    msgpack_sbuffer_destroy(&events);
     nx_pack_str(nx_dmap_pair(reply), "next_cursor");
     if (more)
         msgpack_pack_uint64(pk, next);
@@ -228,5 +233,8 @@ int nx_history_query(nx_store_t *store, const nx_history_limits_t *limits, nx_au
     nx_pack_kv_u64(nx_dmap_pair(reply), "first_seq", first_seq);
     nx_pack_kv_u64(nx_dmap_pair(reply), "last_seq", last_seq);
     nx_pack_kv_str(nx_dmap_pair(reply), "store_id", nx_store_id(store));
+    nx_pack_str(nx_dmap_pair(reply), "events");
+    msgpack_pack_array(pk, (uint32_t)found);
+    msgpack_sbuffer_write(reply->buf, events->data, events->size);
     return 0;
 }

@@ -49,13 +49,13 @@
 #include "nx_codec.h"
 #include "nx_wal.h"
 
-#define S_MAGIC       0x4e585731u /* "NXW1"                                    */
-#define S_MARK        32          /* zero bytes written after the last frame   */
-#define S_SPARES      2           /* segments kept ready after the current one */
-#define S_FILL_CHUNK  (1u << 20)  /* zero-fill writes this much at a time      */
-#define S_NAME_LEN    20          /* 16 hex digits + ".log"                    */
-#define S_BUF_KEEP    (4u << 20)  /* a larger turn buffer is freed after use   */
-#define S_TMP_NAME    "prepare.tmp"
+#define S_MAGIC      0x4e585731u /* "NXW1"                                    */
+#define S_MARK       32          /* zero bytes written after the last frame   */
+#define S_SPARES     2           /* segments kept ready after the current one */
+#define S_FILL_CHUNK (1u << 20)  /* zero-fill writes this much at a time      */
+#define S_NAME_LEN   20          /* 16 hex digits + ".log"                    */
+#define S_BUF_KEEP   (4u << 20)  /* a larger turn buffer is freed after use   */
+#define S_TMP_NAME   "prepare.tmp"
 
 struct _nx_wal_t {
     char *dir;             /* the log directory                             */
@@ -90,12 +90,12 @@ struct _nx_wal_t {
 };
 
 struct _nx_wal_reader_t {
-    char *dir;      /* the log directory                              */
-    uint64_t seg;   /* segment size                                   */
-    int fd;         /* open segment, -1: none                         */
-    uint64_t base;  /* its first LSN                                  */
-    uint8_t *buf;   /* header and body of the last frame read         */
-    size_t cap;     /* bytes allocated in buf                         */
+    char *dir;     /* the log directory                              */
+    uint64_t seg;  /* segment size                                   */
+    int fd;        /* open segment, -1: none                         */
+    uint64_t base; /* its first LSN                                  */
+    uint8_t *buf;  /* header and body of the last frame read         */
+    size_t cap;    /* bytes allocated in buf                         */
 };
 
 /*  ---- Helpers ------------------------------------------------------------ */
@@ -368,8 +368,10 @@ static void s_recycle_locked(nx_wal_t *self, uint64_t below, uint64_t after)
 nx_wal_t *nx_wal_new(const nx_wal_config_t *cfg, char *err, size_t err_size)
 {
     if (!cfg || !cfg->dir || cfg->segment_size < NX_WAL_SEGMENT_MIN) {
-        snprintf(err, err_size, "log: a directory and a segment size of at least %u bytes "
-                 "are required", NX_WAL_SEGMENT_MIN);
+        snprintf(err, err_size,
+                 "log: a directory and a segment size of at least %u bytes "
+                 "are required",
+                 NX_WAL_SEGMENT_MIN);
         return NULL;
     }
     nx_wal_t *self = calloc(1, sizeof *self);

@@ -65,12 +65,12 @@
 #define NX_WAL_PUT   2 /* key -> value in a keyed database                  */
 #define NX_WAL_DEL   3 /* key removed from a keyed database                 */
 
-#define NX_WAL_FRAME_HEAD 32     /* bytes of a frame header                 */
-#define NX_WAL_RECORD_HEAD 5     /* bytes before a record's data            */
-#define NX_WAL_F_MORE     1u     /* the turn goes on in the next frame      */
-#define NX_WAL_F_PAD      2u     /* rest of the segment unused              */
+#define NX_WAL_FRAME_HEAD  32 /* bytes of a frame header                 */
+#define NX_WAL_RECORD_HEAD 5  /* bytes before a record's data            */
+#define NX_WAL_F_MORE      1u /* the turn goes on in the next frame      */
+#define NX_WAL_F_PAD       2u /* rest of the segment unused              */
 #define NX_WAL_SEGMENT_MIN (1u << 20)
-#define NX_WAL_BOOT_MAX   40     /* bytes of a boot id, NUL padded          */
+#define NX_WAL_BOOT_MAX    40 /* bytes of a boot id, NUL padded          */
 
 typedef struct _nx_wal_t nx_wal_t;
 typedef struct _nx_wal_reader_t nx_wal_reader_t;

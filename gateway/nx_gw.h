@@ -161,6 +161,7 @@ typedef struct _nx_gw_t {
     size_t recent_head, recent_count;
     bool recent_ready; /* prefilled: the ring can answer welcomes  */
     uint64_t last_seq; /* highest seq seen (under lock)            */
+    char store_id[40]; /* the broker's store (under lock), "" unknown */
     /*  /mcp (nx_gw_mcp.c)                                                  */
     zhashx_t *mcps;    /* Mcp-Session-Id -> its session (worker adds)  */
     int mcp_wake[2];   /* event thread -> worker: a parked wait may end */
@@ -183,8 +184,37 @@ typedef struct {
     char session[NX_GW_SESSION_MAX + 1];
     uint64_t since; /* OPEN: ?since=, 0 none                                */
     bool has_since;
+    char store[40]; /* OPEN: ?store=, the store the since belongs to, "" */
     int recent; /* OPEN: events in the welcome                          */
 } nx_gw_cmd_t;
+
+/*  ---- The store a cursor belongs to (nx_gw_worker.c) -------------------- */
+
+/*  What a resume from `since` (a seq of store `store`, "" when the client
+    did not say) finds on the broker's store now.                           */
+typedef struct {
+    bool known;        /* the broker answered                             */
+    bool reset;        /* the cursor cannot be followed here              */
+    const char *why;   /* why not (static text)                           */
+    char store_id[40]; /* the broker's store                              */
+    uint64_t last_seq; /* its last seq                                    */
+    uint64_t from;     /* where the replay starts: since, or 0 on reset   */
+} nx_gw_resume_t;
+
+/*  Asks the broker (health) which store it serves and decides: a cursor
+    of another store, or above this store's last seq (a fresh data
+    directory, a store restored from a backup), is reset: the replay starts
+    at the store's first event, and the client is told (nx_gw_reset_json).
+    Worker thread.                                                          */
+void nx_gw_resume_check(nx_gw_t *gw, uint64_t since, const char *store, nx_gw_resume_t *out);
+
+/*  The {"type":"reset", ...} message for a reset resume; caller frees.    */
+char *nx_gw_reset_json(const nx_gw_resume_t *r, uint64_t since, const char *store);
+
+/*  The broker's store id as last seen (asked once, then with every
+    heartbeat and every resume), into buf (40 bytes); "" when unknown.
+    Worker thread.                                                          */
+void nx_gw_store_id(nx_gw_t *gw, char *buf);
 
 /*  ---- nx_gw_conn.c ------------------------------------------------------ */
 

@@ -380,16 +380,37 @@ static void a_resume(s_ctx_t *ctx)
                 NULL);
         return;
     }
-    uint64_t since = (uint64_t)json_integer_value(json_object_get(ctx->msg, "since"));
+    json_t *store_v = json_object_get(ctx->msg, "store_id");
+    if (store_v && !json_is_null(store_v) &&
+        (!json_is_string(store_v) || json_string_length(store_v) == 0 ||
+         json_string_length(store_v) >= 40 ||
+         strspn(json_string_value(store_v), "0123456789abcdef") != json_string_length(store_v))) {
+        s_error(ctx, "bad_request",
+                "field 'store_id' must be a store id (the welcome's store_id: lowercase hex)",
+                NULL);
+        return;
+    }
+    const char *store = json_is_string(store_v) ? json_string_value(store_v) : "";
+    uint64_t asked = (uint64_t)json_integer_value(since_v);
     nx_gw_t *gw = ctx->gw;
+    /*  A cursor of another store, or beyond this store's last seq, is
+        reset (told, and replayed from the store's first event), never
+        followed silently.                                                  */
+    nx_gw_resume_t check;
+    nx_gw_resume_check(gw, asked, store, &check);
+    uint64_t since = check.from;
+    char *reset = check.reset ? nx_gw_reset_json(&check, asked, store) : NULL;
     bool deferred = false;
     pthread_mutex_lock(&gw->lock);
-    /*  Past the last seq: live events would be held back until they got
-        there (after a broker reset, for ever). Resume from the last seq.  */
-    if (since > gw->last_seq)
+    /*  Past the last seq, unchecked (the broker did not answer): live
+        events would be held back until they got there. Resume from the
+        last seq.                                                           */
+    if (!check.known && since > gw->last_seq)
         since = gw->last_seq;
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, ctx->conn);
     if (conn) {
+        if (reset)
+            nx_gw_conn_push_text(gw, conn, reset);
         if (conn->n_patterns == 0) {
             /*  Nothing subscribed: the replay waits for the first
                 subscription, as with ?since=, rather than replay every
@@ -403,9 +424,15 @@ static void a_resume(s_ctx_t *ctx)
         nx_gw_conn_unref(gw, &conn);
     }
     pthread_mutex_unlock(&gw->lock);
+    free(reset);
     size_t replayed = deferred ? 0 : nx_gw_replay(gw, ctx->conn, since);
-    s_ok(ctx, json_pack("{s:I, s:I, s:b}", "since", (json_int_t)since, "replayed",
-                        (json_int_t)replayed, "deferred", deferred));
+    json_t *rep = json_pack("{s:I, s:I, s:b, s:b}", "since", (json_int_t)since, "replayed",
+                            (json_int_t)replayed, "deferred", deferred, "reset", check.reset);
+    if (check.known) {
+        json_object_set_new(rep, "store_id", json_string(check.store_id));
+        json_object_set_new(rep, "last_seq", json_integer((json_int_t)check.last_seq));
+    }
+    s_ok(ctx, rep);
 }
 
 /*  The actions of docs/gateway.md. Those that are one op name it; their

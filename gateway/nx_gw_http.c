@@ -472,14 +472,60 @@ static void h_history(s_req_t *r)
         json_object_set_new(req, "cursor", json_integer(cursor));
     if (s_arg(r, "order", v, sizeof v))
         json_object_set_new(req, "order", json_string(v));
-    json_t *page = s_history(r, req, true);
-    if (!page)
+    /*  store=: the store the since (or cursor) belongs to. A page of
+        another store, or a since beyond this store's last seq, is never
+        answered as if it followed (its seqs mean nothing here): the answer
+        says so (reset) and starts at this store's first event.           */
+    char store[40] = "";
+    if (s_arg(r, "store", store, sizeof store) &&
+        (!store[0] || strspn(store, "0123456789abcdef") != strlen(store))) {
+        json_decref(req);
+        s_error(r, 400, "bad_request", "store must be a store id (lowercase hex)", NULL);
         return;
+    }
+    uint64_t asked = (uint64_t)json_integer_value(json_object_get(req, "since_seq"));
+    if (!asked && cursor > 0)
+        asked = (uint64_t)cursor;
+    json_t *keep = json_deep_copy(req);
+    json_t *page = s_history(r, req, true);
+    if (!page) {
+        json_decref(keep);
+        return;
+    }
+    const char *now = json_string_value(json_object_get(page, "store_id"));
+    uint64_t last = (uint64_t)json_integer_value(json_object_get(page, "last_seq"));
+    const char *why = NULL;
+    if (store[0] && now && strcmp(store, now) != 0)
+        why = "the cursor belongs to another store (a new data directory or another broker)";
+    else if (asked > last)
+        why = "the cursor is beyond this store's last seq (another store, or a store restored "
+              "from a backup)";
+    json_t *reset = NULL;
+    if (why) {
+        reset = json_pack("{s:s, s:I, s:s?, s:s?, s:I, s:I}", "why", why, "cursor_seq",
+                          (json_int_t)asked, "cursor_store_id", store[0] ? store : NULL, "store_id",
+                          now, "last_seq", (json_int_t)last, "since", 0);
+        json_object_del(keep, "since_seq");
+        json_object_del(keep, "since_time");
+        json_object_del(keep, "cursor");
+        json_object_set_new(keep, "order", json_string("asc"));
+        json_decref(page);
+        page = s_history(r, keep, true);
+        keep = NULL;
+        if (!page) {
+            json_decref(reset);
+            return;
+        }
+    }
+    json_decref(keep);
     json_t *events = json_object_get(page, "events");
-    s_answer(r, 200,
-             json_pack("{s:O, s:I, s:O}", "events", events, "count",
-                       (json_int_t)json_array_size(events), "next_cursor",
-                       json_object_get(page, "next_cursor")));
+    json_t *out = json_pack(
+        "{s:O, s:I, s:O, s:O}", "events", events, "count", (json_int_t)json_array_size(events),
+        "next_cursor", json_object_get(page, "next_cursor"), "store_id",
+        json_object_get(page, "store_id") ? json_object_get(page, "store_id") : json_null());
+    if (reset)
+        json_object_set_new(out, "reset", reset);
+    s_answer(r, 200, out);
     json_decref(page);
 }
 

@@ -30,6 +30,7 @@ body that follows is read and dropped     */
     /*  What the WebSocket handshake said, for LWS_CALLBACK_ESTABLISHED.     */
     char session[NX_GW_SESSION_MAX + 1];
     bool has_since;
+    char store[40]; /* ?store=: the store since belongs to, "" none      */
     uint64_t since;
     int recent;
     char name[128];
@@ -528,6 +529,12 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     if (pss->has_since && !s_decimal(v, 20))
         return s_refuse(wsi, 400, "bad_request", "since must be an event seq (a decimal number)");
     pss->since = pss->has_since ? strtoull(v, NULL, 10) : 0;
+    /*  The store the since belongs to (the welcome's store_id).          */
+    pss->store[0] = 0;
+    if (s_urlarg(wsi, "store", pss->store, sizeof pss->store) &&
+        (!pss->store[0] || strspn(pss->store, "0123456789abcdef") != strlen(pss->store)))
+        return s_refuse(wsi, 400, "bad_request",
+                        "store must be a store id (the welcome's store_id: lowercase hex)");
     pss->recent = (int)gw->cfg.welcome_events;
     if (s_urlarg(wsi, "recent", v, sizeof v)) {
         if (!s_decimal(v, 4) || atoi(v) > 1000)
@@ -563,6 +570,7 @@ static int s_ws_established(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
                        .since = pss->since,
                        .has_since = pss->has_since,
                        .recent = pss->recent};
+    snprintf(cmd.store, sizeof cmd.store, "%s", pss->store);
     snprintf(cmd.session, sizeof cmd.session, "%s", pss->session);
     if (nx_gw_command(gw, &cmd)) {
         free(cmd.text);

@@ -322,6 +322,69 @@ static void s_session_ref(nx_gw_t *gw, const char *session, int delta, size_t *c
     pthread_mutex_unlock(&gw->lock);
 }
 
+/*  ---- The store a cursor belongs to ------------------------------------- */
+
+/*  health: the broker's store id and last seq; false when it did not
+    answer. Remembers the id for welcomes.                                  */
+static bool s_store_now(nx_gw_t *gw, char *store, uint64_t *last)
+{
+    nx_front_err_t herr = {0};
+    json_t *health = nx_front_call(gw->client, "health", json_object(), &herr);
+    nx_front_err_reset(&herr);
+    const char *id = health ? json_string_value(json_object_get(health, "store_id")) : NULL;
+    bool ok = health && id;
+    snprintf(store, 40, "%s", id ? id : "");
+    *last = health ? (uint64_t)json_integer_value(json_object_get(health, "last_seq")) : 0;
+    json_decref(health);
+    if (ok) {
+        pthread_mutex_lock(&gw->lock);
+        snprintf(gw->store_id, sizeof gw->store_id, "%s", store);
+        pthread_mutex_unlock(&gw->lock);
+    }
+    return ok;
+}
+
+void nx_gw_store_id(nx_gw_t *gw, char *buf)
+{
+    pthread_mutex_lock(&gw->lock);
+    snprintf(buf, 40, "%s", gw->store_id);
+    pthread_mutex_unlock(&gw->lock);
+    /*  Asked once, then refreshed with the heartbeats (s_worker) and by
+        every resume: a welcome costs no broker round trip.                */
+    uint64_t last;
+    if (!buf[0])
+        s_store_now(gw, buf, &last);
+}
+
+void nx_gw_resume_check(nx_gw_t *gw, uint64_t since, const char *store, nx_gw_resume_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->from = since;
+    out->known = s_store_now(gw, out->store_id, &out->last_seq);
+    if (!out->known)
+        return; /* the replay reports what it cannot read (a gap) */
+    if (store && *store && strcmp(store, out->store_id) != 0)
+        out->why = "the cursor belongs to another store (a new data directory or another broker)";
+    else if (since > out->last_seq)
+        out->why = "the cursor is beyond this store's last seq (another store, or a store "
+                   "restored from a backup)";
+    if (out->why) {
+        out->reset = true;
+        out->from = 0;
+    }
+}
+
+char *nx_gw_reset_json(const nx_gw_resume_t *r, uint64_t since, const char *store)
+{
+    json_t *msg = json_pack("{s:s, s:s, s:I, s:s?, s:s, s:I, s:I}", "type", "reset", "why", r->why,
+                            "cursor_seq", (json_int_t)since, "cursor_store_id",
+                            store && *store ? store : NULL, "store_id", r->store_id, "last_seq",
+                            (json_int_t)r->last_seq, "since", (json_int_t)r->from);
+    char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    json_decref(msg);
+    return text;
+}
+
 static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
 {
     /*  name\ncapabilities                                                  */
@@ -364,6 +427,18 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
         nx_front_err_reset(&herr);
     }
     json_object_set_new(welcome, "last_seq", json_integer((json_int_t)last_seq));
+    /*  The store the seqs belong to: a client keeps it with its cursor and
+        gives it back with ?since= (store=).                                */
+    nx_gw_resume_t resume = {.from = cmd->since};
+    char store[40];
+    if (cmd->has_since) {
+        nx_gw_resume_check(gw, cmd->since, cmd->store, &resume);
+        snprintf(store, sizeof store, "%s", resume.store_id);
+    } else
+        nx_gw_store_id(gw, store);
+    json_object_set_new(welcome, "store_id", store[0] ? json_string(store) : json_null());
+    if (resume.reset && resume.last_seq > last_seq)
+        last_seq = resume.last_seq;
     pthread_mutex_lock(&gw->lock);
     size_t subscribers = 0;
     for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns))
@@ -423,19 +498,31 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     }
     json_decref(welcome);
 
+    /*  A cursor of another store, or beyond this store's last seq, is
+        never followed silently (its seqs mean nothing here, and live
+        events would be held back up to it): the client is told (reset)
+        and the replay starts at this store's first event.                 */
+    char *reset = resume.reset ? nx_gw_reset_json(&resume, cmd->since, cmd->store) : NULL;
+    if (resume.reset)
+        nx_info("websocket %" PRIu64 " (session %s): since=%" PRIu64 " reset: %s", cmd->conn,
+                cmd->session, cmd->since, resume.why);
     pthread_mutex_lock(&gw->lock);
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, cmd->conn);
     if (conn) {
         if (text)
             nx_gw_conn_push_text(gw, conn, text);
+        if (reset)
+            nx_gw_conn_push_text(gw, conn, reset);
         conn->ready = true;
-        /*  A since beyond the last seq (the broker's data was reset, or a
-            client's mistake) would hold back every live event up to it:
-            resume from the last seq there is instead.                      */
+        /*  A since beyond the last seq that could not be checked (the
+            broker did not answer) would hold back every live event up to
+            it: resume from the last seq there is instead.                 */
+        uint64_t from = resume.from > last_seq && !resume.known ? last_seq : resume.from;
         if (cmd->has_since)
-            conn->resume_from = (cmd->since > last_seq ? last_seq : cmd->since) + 1; /* 0: none */
+            conn->resume_from = from + 1; /* 0: none */
         nx_gw_conn_unref(gw, &conn);
     }
+    free(reset);
     pthread_mutex_unlock(&gw->lock);
     free(text);
     nx_gw_wake(gw);
@@ -523,6 +610,11 @@ static void *s_worker(void *arg)
         }
         if (nx_gw_mono() >= next_hb) {
             s_heartbeat(gw);
+            /*  The store the welcomes name: the broker may have been
+                started on another data directory since.                    */
+            char store[40];
+            uint64_t last;
+            s_store_now(gw, store, &last);
             next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000;
         }
         /*  After each command, a wake or a deadline: cheap when nothing is

@@ -29,6 +29,7 @@
     attempt: 0,
     reconnectTimer: null,
     lastSeq: 0,             // highest event seq seen
+    storeId: null,          // the store lastSeq belongs to (the welcome's store_id)
     seen: new Set(),        // seqs seen (bounded; below seenFloor counts as seen)
     seenFloor: 0,
     events: [],             // kept events, ascending seq
@@ -160,6 +161,9 @@
     const q = new URLSearchParams();
     if (state.lastSeq > 0) {
       q.set('since', String(state.lastSeq));
+      // The seq means something only in its store: the gateway resets a
+      // cursor of another store instead of skipping (type "reset").
+      if (state.storeId) q.set('store', state.storeId);
       q.set('recent', '0');
     } else {
       q.set('recent', '100');
@@ -185,6 +189,7 @@
       else if (msg.type === 'reply') onReply(msg);
       else if (msg.type === 'connection') onWelcome(msg, resuming); // the welcome (seed 003)
       else if (msg.type === 'gap') onGap(msg);
+      else if (msg.type === 'reset') onReset(msg);
     };
     ws.onclose = (ev) => {
       if (state.ws !== ws) return;
@@ -231,6 +236,7 @@
   }
 
   async function onWelcome(w, resuming) {
+    if (typeof w.store_id === 'string') state.storeId = w.store_id;
     state.connected = true;
     state.attempt = 0;
     setStatus('live', 'live');
@@ -258,6 +264,19 @@
     refreshSessions();
     refreshClaims();
     refreshStats();
+  }
+
+  /** The broker's store is another one (a fresh data directory) or was set
+   *  back: its seqs start again, so what was seen by seq says nothing. The
+   *  gateway replays the store from its first event; forget the old seqs. */
+  function onReset(r) {
+    state.storeId = r.store_id || null;
+    state.lastSeq = 0;
+    state.seen.clear();
+    state.seenFloor = 0;
+    state.events = [];
+    renderEvents();
+    setStatus('live', `store changed (${r.store_id || 'unknown'}): reloading its events`);
   }
 
   function onGap(g) {

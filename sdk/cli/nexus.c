@@ -23,7 +23,8 @@
 #include "nexus.h"
 #include "nx_cli.h"
 
-#define S_OPTS_MAX 64 /* options and positionals per invocation             */
+#define S_OPTS_MAX     64   /* options and positionals per invocation         */
+#define S_LINES_WINDOW 1024 /* acknowledged publishes in flight (pub --lines)  */
 
 typedef struct {
     const char *name;  /* option name without "--"                          */
@@ -144,6 +145,7 @@ static int s_client_make(s_cli_t *cli)
     /*  A ping after a third of the timeout without traffic.               */
     nexus_client_set_keepalive(cli->client, cli->keepalive_ms / 3, cli->keepalive_ms);
     nexus_client_set_reconnect(cli->client, 100, 1000);
+    nexus_client_set_publish_window(cli->client, S_LINES_WINDOW, 64u << 20);
     return NX_EXIT_OK;
 }
 
@@ -393,9 +395,180 @@ static char *s_read_stdin(void)
     return buf;
 }
 
+/*  ---- nexus pub --lines: one event per line of stdin, pipelined ----------
+    Every line is one JSON payload, published acknowledged with
+    nexus_publish_async: up to S_LINES_WINDOW of them in flight. Results
+    are reported in the order of the lines. The ring holds twice the
+    window: when line k is sent, every line up to k - window has had its
+    completion (the SDK's window guarantees it) and was reported before
+    the call, so line k never takes the place of one not yet reported.    */
+
+#define S_LINE_MAX (64u << 20) /* the SDK's payload limit, plus JSON */
+
+typedef struct {
+    uint64_t line;   /* input line number (1-based)                      */
+    nexus_err_t err; /* outcome                                          */
+    uint64_t seq;    /* its seq when ok                                  */
+    bool done;       /* the completion ran                               */
+} s_line_t;
+
+typedef struct {
+    s_cli_t *cli;
+    const char *topic;
+    s_line_t ring[2 * S_LINES_WINDOW]; /* by publish index % size          */
+    uint64_t sent;                     /* lines sent                        */
+    uint64_t reported;                 /* lines reported, in order          */
+    uint64_t refused;                  /* refused by the broker             */
+    uint64_t unknown;                  /* no answer: outcome unknown        */
+} s_lines_t;
+
+static void s_line_done(nexus_err_t err, uint64_t seq, uint64_t ts, void *arg)
+{
+    (void)ts;
+    s_line_t *l = arg;
+    l->err = err;
+    l->seq = seq;
+    l->done = true;
+}
+
+/*  Reports the lines whose completion ran, in order, up to the first
+    still in flight.                                                       */
+static void s_lines_report(s_lines_t *L)
+{
+    while (L->reported < L->sent) {
+        s_line_t *l = &L->ring[L->reported % (2 * S_LINES_WINDOW)];
+        if (!l->done)
+            break;
+        if (l->err == NEXUS_OK) {
+            if (L->cli->json)
+                s_print_json(json_pack("{s:s,s:I,s:I}", "topic", L->topic, "seq",
+                                       (json_int_t)l->seq, "line", (json_int_t)l->line));
+            else if (s_flag(L->cli, "ack"))
+                printf("%" PRIu64 "\n", l->seq);
+        } else {
+            fprintf(stderr, "nexus: line %" PRIu64 ": %s%s\n", l->line, nexus_strerror(l->err),
+                    l->err == NEXUS_ERR_TIMEOUT || l->err == NEXUS_ERR_CLOSED
+                        ? " (it may or may not have been stored)"
+                        : "");
+            if (l->err == NEXUS_ERR_TIMEOUT || l->err == NEXUS_ERR_CLOSED)
+                L->unknown++;
+            else
+                L->refused++;
+        }
+        l->done = false;
+        L->reported++;
+    }
+    fflush(stdout);
+}
+
+/*  Publishes one line (NUL-terminated, without its newline). Returns 0, or
+    an exit code when the command must stop.                               */
+static int s_lines_send(s_lines_t *L, char *text, uint64_t line)
+{
+    char *end = text + strlen(text);
+    while (end > text && (end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
+        *--end = 0;
+    if (!*text)
+        return 0; /* blank lines are skipped */
+    size_t size = 0;
+    void *data = nexus_json_to_msgpack(text, &size);
+    if (!data) {
+        fprintf(stderr, "nexus: line %" PRIu64 " is not valid JSON; stopping\n", line);
+        return NX_EXIT_USAGE;
+    }
+    s_lines_report(L);
+    s_line_t *l = &L->ring[L->sent % (2 * S_LINES_WINDOW)];
+    *l = (s_line_t){.line = line};
+    nexus_err_t err = nexus_publish_async(L->cli->client, L->topic, data, size, s_line_done, l);
+    free(data);
+    if (err)
+        return s_client_error(L->cli, err);
+    L->sent++;
+    return 0;
+}
+
+static int s_pub_lines(s_cli_t *cli, const char *topic)
+{
+    int rc = s_connect(cli, false);
+    if (cli->session && !rc)
+        nexus_client_set_session(cli->client, cli->session, NULL);
+    if (rc)
+        return rc;
+    s_lines_t *L = calloc(1, sizeof *L);
+    size_t alloc = 1 << 16, have = 0;
+    char *buf = malloc(alloc);
+    if (!L || !buf) {
+        free(L);
+        free(buf);
+        return s_fail(NX_EXIT_REFUSED, "out of memory");
+    }
+    L->cli = cli;
+    L->topic = topic;
+    uint64_t line = 0;
+    int status = 0;
+    bool eof = false;
+    while (!status && !s_interrupted) {
+        /*  Every complete line in the buffer first.                       */
+        char *nl;
+        size_t off = 0;
+        while (!status && (nl = memchr(buf + off, '\n', have - off))) {
+            *nl = 0;
+            status = s_lines_send(L, buf + off, ++line);
+            off = (size_t)(nl - buf) + 1;
+        }
+        memmove(buf, buf + off, have - off);
+        have -= off;
+        if (status || eof)
+            break;
+        if (have + 1 >= alloc) {
+            char *grown = alloc < S_LINE_MAX ? realloc(buf, alloc * 2) : NULL;
+            if (!grown) {
+                status = s_fail(NX_EXIT_USAGE, "line %" PRIu64 " is over %u MiB", line + 1,
+                                S_LINE_MAX >> 20);
+                break;
+            }
+            buf = grown;
+            alloc *= 2;
+        }
+        /*  While input is slow, the answers are reported as they come.    */
+        struct pollfd pfd = {0, POLLIN, 0};
+        int ready = poll(&pfd, 1, L->reported < L->sent ? 20 : 1000);
+        if (ready <= 0) {
+            nexus_publish_async_wait(cli->client, 0);
+            s_lines_report(L);
+            continue;
+        }
+        ssize_t n = read(0, buf + have, alloc - have - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            eof = true;
+            if (have) { /* a last line without its newline */
+                buf[have] = 0;
+                status = s_lines_send(L, buf, ++line);
+                have = 0;
+            }
+            break;
+        }
+        have += (size_t)n;
+    }
+    nexus_publish_async_wait(cli->client, -1);
+    s_lines_report(L);
+    if (!status && (L->unknown || L->refused))
+        status = L->unknown ? NX_EXIT_UNREACHABLE : NX_EXIT_REFUSED;
+    free(buf);
+    free(L);
+    return status;
+}
+
 static int s_cmd_pub(s_cli_t *cli)
 {
     const char *topic = cli->pos[0];
+    if (s_flag(cli, "lines")) {
+        if (cli->npos > 1)
+            return s_usage_error(cli, "--lines reads the payloads from stdin: give no JSON");
+        return s_pub_lines(cli, topic);
+    }
     char *payload = NULL;
     if (cli->npos > 1 && !strcmp(cli->pos[1], "-")) {
         payload = s_read_stdin();
@@ -1308,10 +1481,14 @@ static const s_cmd_t s_cmds[] = {
      "Shows the broker's health and state, and the gateway's health when one is\n"
      "named (--gateway http://HOST:8450 or NEXUS_GATEWAY). Exit 3 when either does\n"
      "not answer."},
-    {"pub", "TOPIC [JSON|-]", "ack", 1, 2, s_cmd_pub,
+    {"pub", "TOPIC [JSON|-]", "ack lines", 1, 2, s_cmd_pub,
      "Publishes one event. The payload is JSON (from the argument, or stdin with -),\n"
      "sent as msgpack; none means an empty payload. The broker acknowledges it\n"
-     "once it is stored; --ack prints its seq."},
+     "once it is stored; --ack prints its seq.\n"
+     "  --lines   one event per line of stdin (JSON Lines; blank lines skipped),\n"
+     "            up to 1024 in flight: --ack prints one seq per line, in order.\n"
+     "            A refused line is reported on stderr and the others go on\n"
+     "            (exit 1); a line that is not JSON stops the command (exit 2)."},
     {"sub", "PATTERN...", "since= count= exec=", 1, 64, s_cmd_sub,
      "Streams events matching any PATTERN ('*' one token, '>' the rest), one per\n"
      "line, surviving broker restarts without loss or duplicates.\n"

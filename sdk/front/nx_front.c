@@ -245,6 +245,10 @@ json_t *nx_front_history(nexus_client_t *client, json_t *fields, const char *vie
     json_t *out = json_pack("{s:o, s:o, s:o}", "events", events, "next_cursor",
                             cursor ? json_incref(cursor) : json_null(), "last_seq",
                             last ? json_incref(last) : json_integer(0));
+    /*  The store these seqs belong to (protocol.md 6.1).                  */
+    json_t *store = json_object_get(rep, "store_id");
+    if (out && json_is_string(store))
+        json_object_set(out, "store_id", store);
     json_decref(rep);
     return out;
 }

@@ -85,8 +85,12 @@ NEXUS_EXPORT int nexus_version(void);
 
     Thread-safety, once for all: every nexus_client_* and the functions
     taking a client may be called from any thread, concurrently. Control
-    calls (acknowledged publish, history, sessions, claims) are serialized
-    per client: one waits while another is in flight. nexus_recv may be
+    calls (nexus_publish_acked, sessions, claims, raw requests) are
+    serialized per client: one waits while another is in flight. A history
+    iterator and the asynchronous publishes (nexus_publish_async) have
+    connections of their own: they neither wait for those calls nor hold
+    them up. nexus_publish sends from the calling thread under a mutex of
+    its own, with no round trip. nexus_recv and nexus_recv_batch may be
     called from several threads; each event goes to exactly one of them.
     Event, history, records and reply objects are NOT thread-safe: use each
     from one thread at a time. Nothing here keeps global state besides what
@@ -225,7 +229,11 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_queue_max(nexus_client_t *self, size_t
 
 /*  Callback mode: every event (and gap event) is handed to fn on the
     client's background thread instead of being queued for nexus_recv. The
-    event is borrowed: valid only during the call (copy what you keep).
+    event is borrowed: a view over the bytes as they were received, valid
+    only during the call, as is everything got from it (topic, source,
+    payload, msgpack and JSON views). nexus_event_dup copies it when it
+    must outlive the call; nexus_event_destroy on it only clears the
+    pointer. Nothing is allocated or locked per event on this path.
     fn must not call, on this client, nexus_client_destroy nor the calls
     that talk to the background thread (nexus_subscribe, nexus_unsubscribe,
     nexus_client_resume_from, nexus_session_register,
@@ -306,6 +314,60 @@ NEXUS_EXPORT nexus_err_t nexus_publish_json(nexus_client_t *self, const char *to
 NEXUS_EXPORT nexus_err_t nexus_publish_json_acked(nexus_client_t *self, const char *topic,
                                                   const char *json, uint64_t *seq);
 
+/*  ---- Acknowledged publish, pipelined ----------------------------------
+    nexus_publish_async sends an acknowledged publish and returns without
+    waiting for the broker: many can be in flight at once (a window of at
+    most max_requests requests and max_bytes of them, per client), and fn
+    is told the outcome of each, exactly once. nexus_publish_async_wait
+    waits until every one has been told. The broker stores each event
+    durably before it answers, as for nexus_publish_acked.
+
+    Completions run on the application's threads, not on a thread of the
+    SDK: inside nexus_publish_async (whenever it reads replies: when the
+    window fills, and every few dozen calls) and inside
+    nexus_publish_async_wait, on the thread that called it, outside every
+    lock of the SDK, one at a time per client, in the order the broker
+    answered (which may differ from the order of sending, section 4 of
+    docs/protocol.md). fn may call nexus_publish_async (e.g. to retry): it
+    never waits there, NEXUS_ERR_BUSY says the window is full. fn must not
+    call nexus_publish_async_wait nor nexus_client_destroy.
+
+    The outcome passed to fn: NEXUS_OK with seq and ts (the event is
+    durable); an error the broker answered (NEXUS_ERR_TOO_LARGE,
+    NEXUS_ERR_STORE_FULL, NEXUS_ERR_STORE, NEXUS_ERR_UNAUTHORIZED, ...:
+    the event was not stored); NEXUS_ERR_TIMEOUT when no answer came within
+    the client's timeout, or NEXUS_ERR_CLOSED when the client was
+    destroyed first: then the event may or may not have been stored. A
+    request unanswered for the timeout fails with every other one in
+    flight (the connection is replaced, so a late answer cannot arrive).  */
+typedef void(nexus_publish_fn)(nexus_err_t err, uint64_t seq, uint64_t ts, void *arg);
+
+/*  The window of nexus_publish_async: requests (1..65536, default 1024)
+    and bytes of them (64 KiB..1 GiB, default 64 MiB; one request larger
+    than that goes alone). Set before connect.                              */
+NEXUS_EXPORT nexus_err_t nexus_client_set_publish_window(nexus_client_t *self,
+                                                         uint32_t max_requests, size_t max_bytes);
+
+/*  Sends one acknowledged publish (payload copied). fn (may be NULL) is
+    called once with its outcome, arg passed along. Waits (running
+    completions) while the window is full, at most the client's timeout.
+    Returns NEXUS_OK when sent: fn will be called. Otherwise fn will not
+    be called and the event was not sent: NEXUS_ERR_BAD_TOPIC,
+    NEXUS_ERR_TOO_LARGE (over 64 MiB), NEXUS_ERR_CLOSED (not connected),
+    NEXUS_ERR_TIMEOUT (the window stayed full), NEXUS_ERR_BUSY (window
+    full and called from fn, or the socket refused), NEXUS_ERR_INVALID,
+    NEXUS_ERR_NOMEM. Thread-safe.                                           */
+NEXUS_EXPORT nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic,
+                                             const void *payload, size_t size, nexus_publish_fn *fn,
+                                             void *arg);
+
+/*  Waits up to timeout_ms (-1: as long as it takes, which is at most the
+    client's timeout after the last send; 0: only run what is ready) until
+    no asynchronous publish of this client is in flight and every
+    completion has run. Returns NEXUS_OK, NEXUS_ERR_TIMEOUT (some are still
+    in flight), NEXUS_ERR_INVALID (called from a completion).               */
+NEXUS_EXPORT nexus_err_t nexus_publish_async_wait(nexus_client_t *self, int timeout_ms);
+
 /*  ---- Subscribing and receiving ----------------------------------------
     Patterns: tokens separated by '.', '*' matches one token, a final '>'
     one or more; ">" (or "broadcast") matches every topic.
@@ -341,9 +403,24 @@ NEXUS_EXPORT nexus_err_t nexus_client_resume_from(nexus_client_t *self, uint64_t
     (callback mode has no queue).                                           */
 NEXUS_EXPORT nexus_err_t nexus_recv(nexus_client_t *self, int timeout_ms, nexus_event_t **event);
 
+/*  Takes up to max waiting events at once (one lock for all of them),
+    waiting up to timeout_ms (-1: forever, 0: poll) for the first. Returns
+    NEXUS_OK with *count (1..max) events in events[0..*count), in seq order;
+    each is owned by the caller (nexus_event_destroy). A gap event may be
+    among them: unlike nexus_recv this does not return NEXUS_ERR_GAP, check
+    nexus_event_kind. NEXUS_ERR_TIMEOUT with *count 0, NEXUS_ERR_CLOSED,
+    NEXUS_ERR_INVALID (NULL argument, max 0, or callback mode). Threads may
+    mix nexus_recv and nexus_recv_batch; each event goes to one of them.   */
+NEXUS_EXPORT nexus_err_t nexus_recv_batch(nexus_client_t *self, int timeout_ms,
+                                          nexus_event_t **events, size_t max, size_t *count);
+
 /*  ---- Events -----------------------------------------------------------
     An event is immutable. Strings returned are NUL-terminated and valid as
-    long as the event lives.                                                */
+    long as the event lives. An event is owned (from nexus_recv,
+    nexus_recv_batch, nexus_history_next, nexus_event_dup: the caller
+    destroys it) or borrowed (handed to a callback, or from
+    nexus_history_next_view: the SDK owns it and says how long it lives;
+    nexus_event_destroy on it only sets the pointer to NULL).               */
 typedef enum {
     NEXUS_EVENT_MESSAGE = 0, /* an event from the fabric                    */
     NEXUS_EVENT_GAP = 1      /* events [from, to] are lost (retention)       */
@@ -360,7 +437,8 @@ NEXUS_EXPORT uint64_t nexus_event_ts(const nexus_event_t *self);
 /*  Topic ("" for a gap) and source ("" when none).                         */
 NEXUS_EXPORT const char *nexus_event_topic(const nexus_event_t *self);
 NEXUS_EXPORT const char *nexus_event_source(const nexus_event_t *self);
-/*  Payload bytes exactly as published; *size receives the length.         */
+/*  Payload bytes exactly as published; *size receives the length. Not
+    NUL-terminated (it may hold NULs).                                      */
 NEXUS_EXPORT const void *nexus_event_payload(const nexus_event_t *self, size_t *size);
 /*  For a gap event: the missing range, inclusive. Returns 0, or -1 (and
     leaves from/to alone) when the event is not a gap.                      */
@@ -382,7 +460,12 @@ NEXUS_EXPORT const char *nexus_event_json(nexus_event_t *self);
 
 /*  ---- History ----------------------------------------------------------
     An iterator over the broker's history, one page (one request) at a
-    time. Configure, then call nexus_history_next until it gives NULL.      */
+    time. Configure, then call nexus_history_next (or _next_view) until it
+    gives NULL. The iterator has a connection to the broker of its own and
+    asks for the next page as soon as a page arrives, so that the broker
+    reads it while the application reads this one: at most two pages are
+    held in memory (each at most page_size events and the broker's
+    history_bytes). The connection goes back to the client at destroy.    */
 
 /*  Creates a query on client (which must outlive it). Returns NULL when out
     of memory. Caller owns it.                                              */
@@ -409,6 +492,13 @@ NEXUS_EXPORT void nexus_history_set_max(nexus_history_t *self, uint64_t max_even
     control call, NEXUS_ERR_BAD_PATTERN). After an error the iterator may be
     called again to retry the same page.                                    */
 NEXUS_EXPORT nexus_err_t nexus_history_next(nexus_history_t *self, nexus_event_t **event);
+/*  The same without a copy: *event is borrowed from the iterator, a view
+    over the page as it came from the broker, valid until the next call on
+    the iterator (next, next_view, fetch, destroy); nexus_event_dup keeps
+    it longer. No allocation per event. Returns as nexus_history_next;
+    NEXUS_ERR_BAD_MSGPACK when an event of the page does not decode (the
+    rest of that page is dropped; the next call goes on with the next one).*/
+NEXUS_EXPORT nexus_err_t nexus_history_next_view(nexus_history_t *self, nexus_event_t **event);
 /*  Fetches the next page now; *count receives its number of events (which
     nexus_history_next then returns one by one). 0 with *more false: end.   */
 NEXUS_EXPORT nexus_err_t nexus_history_fetch(nexus_history_t *self, size_t *count, int *more);

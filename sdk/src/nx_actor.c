@@ -21,6 +21,19 @@
        that starts after F + 1 (retention) yields a gap event first.
     4. Commands from the API over the pipe: SUB, UNSUB, START, RESUME,
        HEARTBEAT; each answered with a status code.
+
+    The fast path costs no allocation, no lock and no system call per
+    event. While the stream flows the thread reads the SUB socket alone,
+    blocking in it between bursts, and looks at its other sockets every
+    S_HOT_POLL_MS. In callback mode an event is a view over the received
+    frame (the callback borrows it); for nexus_recv the events of a burst
+    go to the client's queue under one lock (at most S_PUSH_MAX at a
+    time), with one wake-up. Counters are added to the client's once per
+    burst.
+
+    Every reply the thread gets passes through s_on_reply, which reads its
+    top-level fields with nx_page_parse (store_id included): that is the
+    one place for a check of the broker's identity against the frontier.
     =========================================================================
 */
 
@@ -28,11 +41,16 @@
 
 #include "nx_client.h"
 
-#define S_VERIFY_MS 1000  /* idle check of the stream against the history    */
-#define S_BATCH     10000 /* stream messages read per loop turn              */
+#define S_VERIFY_MS 1000 /* idle check of the stream against the history     */
+#define S_BATCH     4096 /* stream messages read before the other sockets   */
+#define S_PUSH_MAX  256  /* events handed to the nexus_recv queue per lock  */
+#define S_HOT_POLL_MS                                                                              \
+    2 /* while the stream flows, the other sockets at                                              \
+         least this often                              */
 
 enum { S_SLOT_DATA, S_SLOT_SESSION, S_SLOT_PROBE, S_SLOTS };
 enum { S_Q_NONE, S_Q_HISTORY, S_Q_HEALTH, S_Q_HEARTBEAT, S_Q_REGISTER, S_Q_PING };
+enum { S_PAT_ALL, S_PAT_LITERAL, S_PAT_WILD };
 
 typedef struct {
     uint64_t id;    /* request id, 0 when the slot is free                  */
@@ -43,52 +61,97 @@ typedef struct {
 } s_slot_t;
 
 typedef struct {
-    nexus_client_t *client;          /* the client we work for (not owned)          */
-    zsock_t *pipe;                   /* to the API                                   */
-    zsock_t *sub;                    /* SUB to the broker's XPUB                     */
-    zsock_t *dealer;                 /* control requests of our own                  */
-    zsock_t *mon;                    /* monitor of sub (connect/disconnect)          */
-    char *patterns[NX_PATTERNS_MAX]; /* subscribed patterns                 */
-    size_t n_patterns;               /* entries in patterns                          */
-    bool have_start;                 /* frontier is known                            */
-    uint64_t frontier;               /* F: everything <= F delivered or not matching */
-    bool from_oldest;                /* resume from 0: no gap for the first page     */
-    bool need_check;                 /* read the history up to its end before trust  */
-    uint64_t hint;                   /* highest stream seq seen                      */
-    nexus_event_t **pending;         /* stream events waiting for the frontier     */
-    size_t p_head;                   /* index of the oldest pending event            */
-    size_t p_count;                  /* pending events                               */
-    size_t p_max;                    /* capacity of pending                          */
-    s_slot_t slot[S_SLOTS];          /* requests in flight                           */
-    uint64_t next_id;                /* request id counter                           */
-    bool link_ok;                    /* last exchange worked                         */
-    bool was_ok;                     /* the link worked once (so a return counts)    */
-    uint32_t backoff;                /* current backoff, ms                          */
-    uint64_t retry_at;               /* when to probe again while down               */
-    uint64_t data_retry_at;          /* after a refused history query, wait           */
-    bool heartbeat;                  /* the session is registered: keep it alive     */
-    bool need_register;              /* register again (after a reconnect)           */
-    uint64_t next_heartbeat;         /* when to send the next heartbeat             */
-    uint64_t next_verify;            /* when to check against the history            */
-    bool terminated;                 /* $TERM received                               */
+    char *text; /* the pattern, NUL-terminated                          */
+    size_t len; /* its length                                           */
+    int kind;   /* S_PAT_*: how to match it                             */
+} s_pattern_t;
+
+typedef struct {
+    nexus_client_t *client;                /* the client we work for (not owned)       */
+    zsock_t *pipe;                         /* to the API                                */
+    zsock_t *sub;                          /* SUB to the broker's XPUB                  */
+    void *sub_h;                           /* its libzmq handle                         */
+    zsock_t *dealer;                       /* control requests of our own               */
+    zsock_t *mon;                          /* monitor of sub (connect/disconnect)       */
+    s_pattern_t patterns[NX_PATTERNS_MAX]; /* subscribed patterns                       */
+    size_t n_patterns;                     /* entries in patterns                       */
+    bool match_all;                        /* some pattern matches every topic          */
+    char *pattern_texts[NX_PATTERNS_MAX];  /* the texts, for history requests           */
+    bool have_start;                       /* frontier is known                         */
+    uint64_t frontier;                     /* F: everything <= F delivered/not matching */
+    bool from_oldest;                      /* resume from 0: no gap for the first page  */
+    bool need_check;                       /* read the history to its end before trust  */
+    uint64_t hint;                         /* highest stream seq seen                   */
+    nexus_event_t **pending;               /* stream events waiting for the frontier    */
+    size_t p_head;                         /* index of the oldest pending event         */
+    size_t p_count;                        /* pending events                            */
+    size_t p_max;                          /* capacity of pending                       */
+    s_slot_t slot[S_SLOTS];                /* requests in flight                        */
+    uint64_t next_id;                      /* request id counter                        */
+    bool link_ok;                          /* last exchange worked                      */
+    bool was_ok;                           /* the link worked once (so a return counts) */
+    uint32_t backoff;                      /* current backoff, ms                       */
+    uint64_t retry_at;                     /* when to probe again while down            */
+    uint64_t data_retry_at;                /* after a refused history query, wait       */
+    bool heartbeat;                        /* the session is registered: keep it alive  */
+    bool need_register;                    /* register again (after a reconnect)        */
+    uint64_t next_heartbeat;               /* when to send the next heartbeat           */
+    uint64_t next_verify;                  /* when to check against the history         */
+    bool terminated;                       /* $TERM received                            */
+    bool callback;                         /* the client delivers to a callback         */
+    nx_event_view_t view;                  /* the event a callback borrows              */
+    nexus_event_t *push[S_PUSH_MAX];       /* owned events on their way to the queue    */
+    size_t n_push;                         /* entries in push                           */
+    size_t room;                           /* queue slots free, as last seen, minus push */
+    nexus_client_stats_t delta;            /* counts not yet added to the client's      */
+    bool hot;                              /* the stream flowed in the last turn        */
+    uint64_t hot_until;                    /* when to look at the other sockets again   */
 } s_actor_t;
 
 /*  ---- Helpers ---------------------------------------------------------- */
 
 static bool s_matches(s_actor_t *self, const char *topic, size_t len)
 {
-    for (size_t i = 0; i < self->n_patterns; i++)
-        if (nx_pattern_match(self->patterns[i], strlen(self->patterns[i]), topic, len))
+    if (self->match_all)
+        return true;
+    for (size_t i = 0; i < self->n_patterns; i++) {
+        const s_pattern_t *p = &self->patterns[i];
+        if (p->kind == S_PAT_LITERAL ? p->len == len && memcmp(p->text, topic, len) == 0
+                                     : nx_pattern_match(p->text, p->len, topic, len))
             return true;
+    }
     return false;
 }
 
-static void s_stat_add(s_actor_t *self, uint64_t *field, uint64_t n)
+static void s_patterns_changed(s_actor_t *self)
 {
-    pthread_mutex_lock(&self->client->lock);
-    *field += n;
-    self->client->stats.last_seq = self->frontier;
-    pthread_mutex_unlock(&self->client->lock);
+    self->match_all = false;
+    for (size_t i = 0; i < self->n_patterns; i++) {
+        self->pattern_texts[i] = self->patterns[i].text;
+        self->match_all |= self->patterns[i].kind == S_PAT_ALL;
+    }
+}
+
+/*  Hands the events of the burst to the queue and the counts to the
+    client, under one lock; learns the room left in the queue.             */
+static void s_flush(s_actor_t *self)
+{
+    size_t room =
+        nx_client_take(self->client, self->push, self->n_push, &self->delta, self->frontier);
+    self->n_push = 0;
+    memset(&self->delta, 0, sizeof self->delta);
+    self->room = room;
+}
+
+/*  Free queue slots (SIZE_MAX in callback mode), asking the client when
+    the last figure is used up.                                             */
+static size_t s_room(s_actor_t *self)
+{
+    if (self->callback)
+        return SIZE_MAX;
+    if (self->room == 0)
+        s_flush(self);
+    return self->room;
 }
 
 static uint32_t s_jitter(uint32_t ms)
@@ -111,7 +174,7 @@ static void s_pending_push(s_actor_t *self, nexus_event_t *ev)
     if (self->p_count == self->p_max) {
         /*  Dropped here, read again from the history later.               */
         nexus_event_destroy(&ev);
-        s_stat_add(self, &self->client->stats.queue_drops, 1);
+        self->delta.queue_drops++;
         return;
     }
     self->pending[(self->p_head + self->p_count) % self->p_max] = ev;
@@ -143,6 +206,7 @@ static int s_send(s_actor_t *self, int slot, int kind, nx_req_t *req)
 
 static void s_link_down(s_actor_t *self, const char *why)
 {
+    (void)why;
     uint64_t now = nx_clock_ms();
     memset(self->slot, 0, sizeof self->slot);
     zsock_destroy(&self->dealer);
@@ -166,7 +230,7 @@ static void s_link_up(s_actor_t *self)
     if (self->link_ok)
         return;
     if (self->was_ok)
-        s_stat_add(self, &self->client->stats.reconnects, 1);
+        self->delta.reconnects++;
     self->link_ok = true;
     self->was_ok = true;
     self->backoff = self->client->backoff_min;
@@ -175,18 +239,62 @@ static void s_link_up(s_actor_t *self)
 
 /*  ---- Delivery ----------------------------------------------------------*/
 
-/*  Delivers ev (ownership taken) and moves the frontier to its seq.
-    Returns 0, or -1 when the queue was full (frontier unchanged).          */
-static int s_deliver(s_actor_t *self, nexus_event_t *ev, uint64_t *counter)
+/*  Hands one event to the application: in callback mode as a view over m,
+    else as an owned copy on its way to the queue. Moves the frontier to
+    its seq and counts it. Returns 0, or -1 (no room in the queue, out of
+    memory: frontier unchanged, the history still has it).                  */
+static int s_emit(s_actor_t *self, const nx_event_msg_t *m, uint64_t gap_from, uint64_t *counter)
 {
-    uint64_t seq = ev->seq;
-    if (nx_client_deliver(self->client, ev) != 0) {
-        s_stat_add(self, &self->client->stats.queue_drops, 1);
-        return -1;
+    if (self->callback) {
+        if (gap_from)
+            nx_view_set_gap(&self->view, gap_from, m->seq);
+        else
+            nx_view_set_msg(&self->view, m);
+        self->client->cb(&self->view.ev, self->client->cb_arg);
+        nx_view_clear(&self->view);
+    } else {
+        if (s_room(self) == 0) {
+            self->delta.queue_drops++;
+            return -1;
+        }
+        nexus_event_t *ev = gap_from
+                                ? nx_event_new_gap(gap_from, m->seq)
+                                : nx_event_new(m->seq, m->ts, m->topic, m->topic_len, m->source,
+                                               m->source_len, m->payload, m->payload_len);
+        if (!ev)
+            return -1;
+        self->push[self->n_push++] = ev;
+        self->room--;
+        if (self->n_push == S_PUSH_MAX)
+            s_flush(self);
     }
-    self->frontier = seq;
-    s_stat_add(self, counter, 1);
+    self->frontier = m->seq;
+    (*counter)++;
     return 0;
+}
+
+/*  The same for an owned event (from the pending buffer): given away.     */
+static void s_emit_owned(s_actor_t *self, nexus_event_t *ev)
+{
+    if (self->callback) {
+        nx_event_msg_t m = {.topic = ev->topic,
+                            .topic_len = strlen(ev->topic),
+                            .seq = ev->seq,
+                            .ts = ev->ts,
+                            .source = ev->source,
+                            .source_len = strlen(ev->source),
+                            .payload = ev->payload,
+                            .payload_len = ev->payload_len};
+        s_emit(self, &m, 0, &self->delta.live_events);
+        nexus_event_destroy(&ev);
+        return;
+    }
+    self->push[self->n_push++] = ev;
+    self->room--;
+    self->frontier = ev->seq;
+    self->delta.live_events++;
+    if (self->n_push == S_PUSH_MAX)
+        s_flush(self);
 }
 
 static bool s_history_busy(s_actor_t *self)
@@ -204,14 +312,11 @@ static void s_drain_pending(s_actor_t *self)
             self->p_head = (self->p_head + 1) % self->p_max;
             self->p_count--;
         } else if (head->seq == self->frontier + 1 && self->have_start && !self->need_check &&
-                   !s_history_busy(self) && nx_client_room(self->client) > 0) {
+                   !s_history_busy(self) && s_room(self) > 0) {
             self->pending[self->p_head] = NULL;
             self->p_head = (self->p_head + 1) % self->p_max;
             self->p_count--;
-            /*  Only this thread fills the queue, so the room checked above
-                is still there; a failure would only lose a copy that the
-                history still has.                                          */
-            s_deliver(self, head, &self->client->stats.live_events);
+            s_emit_owned(self, head);
         } else
             return;
     }
@@ -223,67 +328,72 @@ static void s_on_stream(s_actor_t *self, zmq_msg_t *frame)
     nx_event_msg_t st;
     if (nx_event_msg_decode(zmq_msg_data(frame), zmq_msg_size(frame), &st) != 0)
         return;
-    const char *t = st.topic;
-    size_t tlen = st.topic_len;
-    bool matched = s_matches(self, t, tlen);
     if (self->have_start && st.seq <= self->frontier)
         return; /* a duplicate of what was delivered */
     if (st.seq > self->hint)
         self->hint = st.seq;
+    bool matched = s_matches(self, st.topic, st.topic_len);
     bool direct = self->have_start && st.seq == self->frontier + 1 && self->p_count == 0 &&
                   !self->need_check && !s_history_busy(self);
-    if (direct && !matched) {
-        self->frontier = st.seq;
+    if (!matched) {
+        if (direct)
+            self->frontier = st.seq;
         return;
     }
-    if (!matched)
+    if (direct && s_room(self) > 0 && s_emit(self, &st, 0, &self->delta.live_events) == 0)
         return;
-    nexus_event_t *ev =
-        nx_event_new(st.seq, st.ts, t, tlen, st.source, st.source_len, st.payload, st.payload_len);
-    if (!ev)
-        return; /* out of memory: the history has it */
-    if (direct && nx_client_room(self->client) > 0)
-        s_deliver(self, ev, &self->client->stats.live_events);
-    else
-        s_pending_push(self, ev);
+    nexus_event_t *ev = nx_event_new(st.seq, st.ts, st.topic, st.topic_len, st.source,
+                                     st.source_len, st.payload, st.payload_len);
+    if (ev)
+        s_pending_push(self, ev); /* else out of memory: the history has it */
 }
 
-static void s_read_stream(s_actor_t *self)
+/*  Reads stream frames: the first waits up to wait_ms (0: not at all), the
+    others take only what is there, S_BATCH at most. Returns how many.     */
+static int s_read_stream(s_actor_t *self, int wait_ms)
 {
-    void *h = zsock_resolve(self->sub);
-    for (int i = 0; i < S_BATCH; i++) {
-        zmq_msg_t frame;
-        zmq_msg_init(&frame);
-        if (zmq_msg_recv(&frame, h, ZMQ_DONTWAIT) < 0) {
+    void *h = self->sub_h;
+    zmq_msg_t frame;
+    zmq_msg_init(&frame);
+    int n = 0;
+    if (wait_ms > 0) {
+        zmq_setsockopt(h, ZMQ_RCVTIMEO, &wait_ms, sizeof wait_ms);
+        if (zmq_msg_recv(&frame, h, 0) < 0) {
             zmq_msg_close(&frame);
-            return;
+            return 0;
         }
-        /*  An event is one frame; anything else is not ours: skip it.     */
-        bool more = zmq_msg_more(&frame);
-        if (!more)
-            s_on_stream(self, &frame);
-        while (more) {
-            zmq_msg_t extra;
-            zmq_msg_init(&extra);
-            zmq_msg_recv(&extra, h, 0);
-            more = zmq_msg_more(&extra);
-            zmq_msg_close(&extra);
-        }
+    } else if (zmq_msg_recv(&frame, h, ZMQ_DONTWAIT) < 0) {
         zmq_msg_close(&frame);
+        return 0;
     }
+    do {
+        n++;
+        /*  An event is one frame; anything else is not ours: skip it.     */
+        if (!zmq_msg_more(&frame))
+            s_on_stream(self, &frame);
+        else {
+            while (zmq_msg_more(&frame) && zmq_msg_recv(&frame, h, 0) >= 0)
+                ;
+        }
+    } while (n < S_BATCH && zmq_msg_recv(&frame, h, ZMQ_DONTWAIT) >= 0);
+    zmq_msg_close(&frame);
+    if (self->p_count)
+        s_drain_pending(self);
+    s_flush(self);
+    return n;
 }
 
 /*  ---- Requests ----------------------------------------------------------*/
 
 static void s_send_history(s_actor_t *self, bool bounded)
 {
-    size_t room = nx_client_room(self->client);
+    size_t room = s_room(self);
     uint64_t limit = room < NX_PAGE_MAX ? room : NX_PAGE_MAX;
     if (limit == 0)
         return;
     nx_req_t req;
     nx_req_init(&req, "history");
-    nx_req_strs(&req, "patterns", self->patterns, self->n_patterns);
+    nx_req_strs(&req, "patterns", self->pattern_texts, self->n_patterns);
     nx_req_u64(&req, "since_seq", self->frontier);
     uint64_t until = 0;
     if (bounded && self->hint > self->frontier) {
@@ -299,12 +409,12 @@ static void s_send_history(s_actor_t *self, bool bounded)
     self->next_verify = nx_clock_ms() + S_VERIFY_MS;
 }
 
-static void s_on_history(s_actor_t *self, s_slot_t *q, const msgpack_object *rep)
+static void s_on_history(s_actor_t *self, s_slot_t *q, nx_page_t *pg)
 {
     if (q->since != self->frontier)
         return; /* the frontier moved (RESUME): this page is stale */
-    s_stat_add(self, &self->client->stats.history_pages, 1);
-    uint64_t first = nx_obj_u64(rep, "first_seq"), last = nx_obj_u64(rep, "last_seq");
+    self->delta.history_pages++;
+    uint64_t first = pg->first_seq, last = pg->last_seq;
     uint64_t F = self->frontier, gap_to = 0;
     if (!self->from_oldest) {
         if (first == 0 && last > F)
@@ -314,31 +424,22 @@ static void s_on_history(s_actor_t *self, s_slot_t *q, const msgpack_object *rep
     }
     self->from_oldest = false;
     if (gap_to) {
-        nexus_event_t *gap = nx_event_new_gap(F + 1, gap_to);
-        if (!gap || s_deliver(self, gap, &self->client->stats.gaps) != 0)
+        nx_event_msg_t gap = {.seq = gap_to};
+        if (s_emit(self, &gap, F + 1, &self->delta.gaps) != 0)
             return;
     }
-    const msgpack_object *events = nx_map_get(rep, "events");
-    bool complete = true;
-    if (events && events->type == MSGPACK_OBJECT_ARRAY) {
-        for (uint32_t i = 0; i < events->via.array.size; i++) {
-            const msgpack_object *rec = &events->via.array.ptr[i];
-            uint64_t seq = nx_obj_u64(rec, "seq");
-            if (seq <= self->frontier)
-                continue;
-            nexus_event_t *ev = nx_event_from_record(rec);
-            if (!ev || s_deliver(self, ev, &self->client->stats.history_events) != 0) {
-                complete = false;
-                break;
-            }
-        }
+    for (uint32_t i = 0; i < pg->n_events; i++) {
+        nx_event_msg_t m;
+        if (nx_event_read_record(&pg->events, &m) != 0)
+            return; /* malformed: the next check asks again */
+        if (m.seq <= self->frontier)
+            continue;
+        if (s_emit(self, &m, 0, &self->delta.history_events) != 0)
+            return;
     }
-    if (!complete)
-        return;
-    const msgpack_object *cursor = nx_map_get(rep, "next_cursor");
-    if (cursor && cursor->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        if (cursor->via.u64 > 0 && cursor->via.u64 - 1 > self->frontier)
-            self->frontier = cursor->via.u64 - 1;
+    if (pg->more) {
+        if (pg->next_cursor > 0 && pg->next_cursor - 1 > self->frontier)
+            self->frontier = pg->next_cursor - 1;
     } else {
         uint64_t end = q->until ? q->until : last;
         if (end > self->frontier)
@@ -346,78 +447,74 @@ static void s_on_history(s_actor_t *self, s_slot_t *q, const msgpack_object *rep
         if (!q->until)
             self->need_check = false;
     }
-    s_stat_add(self, &self->client->stats.last_seq, 0);
 }
 
-static void s_on_reply(s_actor_t *self, zframe_t *frame)
+/*  Every reply to the thread's own requests, matched to its slot.         */
+static void s_on_reply(s_actor_t *self, const void *data, size_t size)
 {
-    nx_reply_t rep;
-    nx_reply_init(&rep);
-    if (nx_reply_parse(&rep, zframe_data(frame), zframe_size(frame)) != 0) {
-        nx_reply_destroy(&rep);
+    nx_page_t pg;
+    if (nx_page_parse(&pg, data, size) != 0 || pg.id == 0)
         return;
-    }
-    uint64_t id = nx_reply_id(&rep);
     for (int i = 0; i < S_SLOTS; i++) {
         s_slot_t q = self->slot[i];
-        if (q.id == 0 || q.id != id)
+        if (q.id == 0 || q.id != pg.id)
             continue;
         memset(&self->slot[i], 0, sizeof self->slot[i]);
         s_link_up(self);
-        char msg[256];
-        nexus_err_t err = nx_reply_status(&rep, msg, sizeof msg);
-        switch (q.kind) {
-        case S_Q_HISTORY:
+        nexus_err_t err = pg.ok ? NEXUS_OK : nexus_err_from_name(pg.error);
+        if (q.kind == S_Q_HISTORY) {
             if (err == NEXUS_OK)
-                s_on_history(self, &q, rep.map);
+                s_on_history(self, &q, &pg);
             else
                 self->data_retry_at = nx_clock_ms() + s_jitter(self->client->backoff_max);
             break;
-        case S_Q_HEALTH:
-            if (err == NEXUS_OK && !self->have_start) {
-                self->have_start = true;
-                self->frontier = nx_obj_u64(rep.map, "last_seq");
-            }
-            break;
-        case S_Q_HEARTBEAT:
-            /*  The broker forgot the session (it timed out while we were
-                away, or its store was replaced): register it again.       */
-            if (err == NEXUS_ERR_NOT_FOUND)
-                self->need_register = true;
-            break;
-        case S_Q_REGISTER:
-            if (err == NEXUS_OK) {
-                nx_client_take_registration(self->client, rep.map);
-                self->need_register = false;
-            } else {
-                self->next_heartbeat = nx_clock_ms() + self->client->heartbeat_ms;
-            }
-            break;
-        default:
-            break;
         }
+        /*  The small replies: read as a msgpack-c map.                    */
+        nx_reply_t rep;
+        nx_reply_init(&rep);
+        if (nx_reply_parse(&rep, data, size) == 0) {
+            switch (q.kind) {
+            case S_Q_HEALTH:
+                if (err == NEXUS_OK && !self->have_start) {
+                    self->have_start = true;
+                    self->frontier = nx_obj_u64(rep.map, "last_seq");
+                }
+                break;
+            case S_Q_HEARTBEAT:
+                /*  The broker forgot the session (it timed out while we
+                    were away, or its store was replaced): register again. */
+                if (err == NEXUS_ERR_NOT_FOUND)
+                    self->need_register = true;
+                break;
+            case S_Q_REGISTER:
+                if (err == NEXUS_OK) {
+                    nx_client_take_registration(self->client, rep.map);
+                    self->need_register = false;
+                } else {
+                    self->next_heartbeat = nx_clock_ms() + self->client->heartbeat_ms;
+                }
+                break;
+            default:
+                break;
+            }
+        }
+        nx_reply_destroy(&rep);
         break;
     }
-    nx_reply_destroy(&rep);
 }
 
 static void s_read_replies(s_actor_t *self)
 {
-    for (int i = 0; i < 1000; i++) {
-        zframe_t *frame = NULL;
-        void *h = zsock_resolve(self->dealer);
-        zmq_msg_t msg;
-        zmq_msg_init(&msg);
-        if (zmq_msg_recv(&msg, h, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&msg);
-            return;
-        }
-        frame = zframe_new(zmq_msg_data(&msg), zmq_msg_size(&msg));
-        zmq_msg_close(&msg);
-        if (frame)
-            s_on_reply(self, frame);
-        zframe_destroy(&frame);
+    void *h = zsock_resolve(self->dealer);
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    for (int i = 0; i < 1000 && zmq_msg_recv(&msg, h, ZMQ_DONTWAIT) >= 0; i++) {
+        s_on_reply(self, zmq_msg_data(&msg), zmq_msg_size(&msg));
+        /*  s_link_down may have replaced the socket meanwhile.            */
+        if (zsock_resolve(self->dealer) != h)
+            break;
     }
+    zmq_msg_close(&msg);
 }
 
 static void s_read_monitor(s_actor_t *self)
@@ -550,6 +647,14 @@ static void s_reply(s_actor_t *self, int code)
     zstr_send(self->pipe, text);
 }
 
+/*  The literal prefix of pattern that ZeroMQ filters on.                   */
+static void s_prefix(const char *pattern, char *prefix)
+{
+    size_t plen = nx_pattern_prefix(pattern, strlen(pattern));
+    memcpy(prefix, pattern, plen);
+    prefix[plen] = 0;
+}
+
 static void s_on_command(s_actor_t *self)
 {
     zmsg_t *msg = zmsg_recv(self->pipe);
@@ -559,36 +664,39 @@ static void s_on_command(s_actor_t *self)
     }
     char *cmd = zmsg_popstr(msg);
     char *arg = zmsg_popstr(msg);
+    char prefix[NX_TOPIC_MAX + 1];
     if (!cmd || !strcmp(cmd, "$TERM")) {
         self->terminated = true;
     } else if (!strcmp(cmd, "SUB")) {
         bool known = false;
         for (size_t i = 0; i < self->n_patterns; i++)
-            known |= !strcmp(self->patterns[i], arg);
+            known |= !strcmp(self->patterns[i].text, arg);
         if (known)
             s_reply(self, NEXUS_OK);
         else if (self->n_patterns == NX_PATTERNS_MAX)
             s_reply(self, NEXUS_ERR_INVALID);
+        else if (!(self->patterns[self->n_patterns].text = strdup(arg)))
+            s_reply(self, NEXUS_ERR_NOMEM);
         else {
-            self->patterns[self->n_patterns++] = strdup(arg);
-            size_t plen = nx_pattern_prefix(arg, strlen(arg));
-            char prefix[NX_TOPIC_MAX + 1];
-            memcpy(prefix, arg, plen);
-            prefix[plen] = 0;
+            s_pattern_t *p = &self->patterns[self->n_patterns++];
+            p->len = strlen(arg);
+            p->kind = nx_pattern_is_all(arg, p->len)       ? S_PAT_ALL
+                      : nx_pattern_is_literal(arg, p->len) ? S_PAT_LITERAL
+                                                           : S_PAT_WILD;
+            s_patterns_changed(self);
+            s_prefix(arg, prefix);
             zsock_set_subscribe(self->sub, prefix);
             s_reply(self, NEXUS_OK);
         }
     } else if (!strcmp(cmd, "UNSUB")) {
         int code = NEXUS_ERR_NOT_FOUND;
         for (size_t i = 0; i < self->n_patterns; i++)
-            if (!strcmp(self->patterns[i], arg)) {
-                size_t plen = nx_pattern_prefix(arg, strlen(arg));
-                char prefix[NX_TOPIC_MAX + 1];
-                memcpy(prefix, arg, plen);
-                prefix[plen] = 0;
+            if (!strcmp(self->patterns[i].text, arg)) {
+                s_prefix(arg, prefix);
                 zsock_set_unsubscribe(self->sub, prefix);
-                free(self->patterns[i]);
+                free(self->patterns[i].text);
                 self->patterns[i] = self->patterns[--self->n_patterns];
+                s_patterns_changed(self);
                 code = NEXUS_OK;
                 break;
             }
@@ -622,50 +730,81 @@ static void s_on_command(s_actor_t *self)
 
 /*  ---- The actor -----------------------------------------------------------*/
 
+/*  One full turn: every socket polled (waiting up to wait ms), what is due
+    sent. Returns -1 when polling failed for good.                          */
+static int s_turn(s_actor_t *self, long wait)
+{
+    zmq_pollitem_t items[] = {
+        {zsock_resolve(self->pipe), 0, ZMQ_POLLIN, 0},
+        {self->sub_h, 0, ZMQ_POLLIN, 0},
+        {zsock_resolve(self->dealer), 0, ZMQ_POLLIN, 0},
+        {self->mon ? zsock_resolve(self->mon) : NULL, 0, self->mon ? ZMQ_POLLIN : 0, 0},
+    };
+    int rc = zmq_poll(items, self->mon ? 4 : 3, wait);
+    if (rc < 0 && zmq_errno() != EINTR)
+        return -1;
+    self->hot = false;
+    if (rc > 0) {
+        if (items[0].revents & ZMQ_POLLIN)
+            s_on_command(self);
+        if (items[2].revents & ZMQ_POLLIN)
+            s_read_replies(self);
+        if (items[1].revents & ZMQ_POLLIN)
+            self->hot = s_read_stream(self, 0) > 0;
+        if (self->mon && (items[3].revents & ZMQ_POLLIN))
+            s_read_monitor(self);
+    }
+    s_drain_pending(self);
+    s_timers(self);
+    s_flush(self);
+    self->hot_until = nx_clock_ms() + S_HOT_POLL_MS;
+    return 0;
+}
+
 void nx_actor_fn(zsock_t *pipe, void *args)
 {
-    s_actor_t actor, *self = &actor;
-    memset(self, 0, sizeof *self);
+    s_actor_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        zsock_signal(pipe, 0);
+        char *cmd;
+        while ((cmd = zstr_recv(pipe)) && strcmp(cmd, "$TERM")) {
+            zstr_send(pipe, "21"); /* NEXUS_ERR_CLOSED */
+            zstr_free(&cmd);
+        }
+        zstr_free(&cmd);
+        return;
+    }
     self->client = args;
     self->pipe = pipe;
+    self->callback = self->client->cb != NULL;
+    nx_view_init(&self->view);
     self->next_id = nx_random_id();
     self->p_max = self->client->queue_max;
     self->pending = calloc(self->p_max, sizeof *self->pending);
     self->backoff = self->client->backoff_min;
     self->sub = nx_client_socket(self->client, ZMQ_SUB, self->client->events_out);
+    self->sub_h = self->sub ? zsock_resolve(self->sub) : NULL;
     self->dealer = nx_client_socket(self->client, ZMQ_DEALER, self->client->endpoint);
     if (self->sub)
         zsock_set_rcvhwm(self->sub, 100000);
     char ep[64];
     snprintf(ep, sizeof ep, "inproc://nexus-sub-monitor-%p", (void *)self);
-    if (self->sub && zmq_socket_monitor(zsock_resolve(self->sub), ep,
-                                        ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0)
+    if (self->sub &&
+        zmq_socket_monitor(self->sub_h, ep, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0)
         self->mon = zsock_new_pair(ep);
+    s_flush(self);
     zsock_signal(pipe, 0);
 
     while (!self->terminated && self->pending && self->sub && self->dealer) {
-        long wait = s_wait_ms(self);
-        zmq_pollitem_t items[] = {
-            {zsock_resolve(pipe), 0, ZMQ_POLLIN, 0},
-            {zsock_resolve(self->sub), 0, ZMQ_POLLIN, 0},
-            {zsock_resolve(self->dealer), 0, ZMQ_POLLIN, 0},
-            {self->mon ? zsock_resolve(self->mon) : NULL, 0, self->mon ? ZMQ_POLLIN : 0, 0},
-        };
-        int rc = zmq_poll(items, self->mon ? 4 : 3, wait);
-        if (rc < 0 && zmq_errno() != EINTR)
-            break;
-        if (rc > 0) {
-            if (items[0].revents & ZMQ_POLLIN)
-                s_on_command(self);
-            if (items[2].revents & ZMQ_POLLIN)
-                s_read_replies(self);
-            if (items[1].revents & ZMQ_POLLIN)
-                s_read_stream(self);
-            if (self->mon && (items[3].revents & ZMQ_POLLIN))
-                s_read_monitor(self);
+        /*  While the stream flows, read it alone for a short while: no
+            poll over four sockets per burst.                              */
+        if (self->hot) {
+            uint64_t now = nx_clock_ms();
+            if (now < self->hot_until && s_read_stream(self, (int)(self->hot_until - now)) > 0)
+                continue;
         }
-        s_drain_pending(self);
-        s_timers(self);
+        if (s_turn(self, self->hot ? 0 : s_wait_ms(self)) != 0)
+            break;
     }
     /*  Wait for $TERM if we left the loop for another reason.              */
     while (!self->terminated) {
@@ -677,14 +816,18 @@ void nx_actor_fn(zsock_t *pipe, void *args)
         zstr_free(&cmd);
     }
     if (self->mon) {
-        zmq_socket_monitor(zsock_resolve(self->sub), NULL, 0);
+        zmq_socket_monitor(self->sub_h, NULL, 0);
         zsock_destroy(&self->mon);
     }
+    for (size_t i = 0; i < self->n_push; i++)
+        nexus_event_destroy(&self->push[i]);
+    nx_view_clear(&self->view);
     if (self->pending)
         s_pending_clear(self);
     free(self->pending);
     for (size_t i = 0; i < self->n_patterns; i++)
-        free(self->patterns[i]);
+        free(self->patterns[i].text);
     zsock_destroy(&self->sub);
     zsock_destroy(&self->dealer);
+    free(self);
 }

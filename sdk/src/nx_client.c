@@ -97,10 +97,14 @@ nexus_client_t *nexus_client_new(void)
     nexus_client_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
+    self->source_gen = 1; /* the publish path copies the source first   */
     pthread_mutex_init(&self->lock, NULL);
     pthread_mutex_init(&self->ctl_lock, NULL);
     pthread_mutex_init(&self->pub_lock, NULL);
     pthread_mutex_init(&self->pipe_lock, NULL);
+    pthread_mutex_init(&self->async_lock, NULL);
+    self->async_window = 1024;
+    self->async_window_bytes = 64u << 20;
     pthread_cond_init(&self->cond, NULL);
     self->heartbeat_ms = 5000;
     self->backoff_min = 100;
@@ -134,6 +138,7 @@ void nexus_client_destroy(nexus_client_t **self_p)
     if (!self_p || !*self_p)
         return;
     nexus_client_t *self = *self_p;
+    nx_async_destroy(self);
     pthread_mutex_lock(&self->lock);
     self->closing = true;
     pthread_cond_broadcast(&self->cond);
@@ -144,6 +149,8 @@ void nexus_client_destroy(nexus_client_t **self_p)
         zsock_destroy(&self->pub);
     }
     zsock_destroy(&self->dealer);
+    for (size_t i = 0; i < self->n_spare; i++)
+        zsock_destroy(&self->spare[i]);
     while (self->q_count) {
         nexus_event_destroy(&self->ring[self->q_head]);
         self->q_head = (self->q_head + 1) % self->queue_max;
@@ -164,6 +171,7 @@ void nexus_client_destroy(nexus_client_t **self_p)
     pthread_mutex_destroy(&self->ctl_lock);
     pthread_mutex_destroy(&self->pub_lock);
     pthread_mutex_destroy(&self->pipe_lock);
+    pthread_mutex_destroy(&self->async_lock);
     pthread_cond_destroy(&self->cond);
     free(self);
     *self_p = NULL;
@@ -218,6 +226,7 @@ nexus_err_t nexus_client_set_session(nexus_client_t *self, const char *session_i
     free(self->secret);
     self->session_id = s_strdup_opt(session_id);
     self->secret = s_strdup_opt(secret);
+    __atomic_add_fetch(&self->source_gen, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&self->lock);
     return s_ok(self);
 }
@@ -404,6 +413,19 @@ nexus_err_t nexus_client_set_queue_max(nexus_client_t *self, size_t max_events)
     if (max_events < 1 || max_events > 10000000)
         return nx_client_fail(self, NEXUS_ERR_INVALID, "queue size must be 1..10000000");
     self->queue_max = max_events;
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_publish_window(nexus_client_t *self, uint32_t max_requests,
+                                            size_t max_bytes)
+{
+    S_CONFIGURING(self);
+    if (max_requests < 1 || max_requests > 65536 || max_bytes < (64u << 10) ||
+        max_bytes > (1u << 30))
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "publish window needs 1..65536 requests and 64 KiB..1 GiB");
+    self->async_window = max_requests;
+    self->async_window_bytes = max_bytes;
     return s_ok(self);
 }
 
@@ -645,6 +667,36 @@ void nexus_client_stats(nexus_client_t *self, nexus_client_stats_t *stats)
     pthread_mutex_unlock(&self->lock);
 }
 
+uint64_t nx_client_next_id(nexus_client_t *self)
+{
+    return __atomic_fetch_add(&self->next_id, 1, __ATOMIC_RELAXED);
+}
+
+zsock_t *nx_client_dealer_get(nexus_client_t *self)
+{
+    zsock_t *sock = NULL;
+    pthread_mutex_lock(&self->lock);
+    if (self->n_spare)
+        sock = self->spare[--self->n_spare];
+    pthread_mutex_unlock(&self->lock);
+    return sock ? sock : nx_client_socket(self, ZMQ_DEALER, self->endpoint);
+}
+
+void nx_client_dealer_put(nexus_client_t *self, zsock_t **sock, bool quiet)
+{
+    if (!*sock)
+        return;
+    if (quiet) {
+        pthread_mutex_lock(&self->lock);
+        if (self->n_spare < NX_SPARE_MAX && !self->closing) {
+            self->spare[self->n_spare++] = *sock;
+            *sock = NULL;
+        }
+        pthread_mutex_unlock(&self->lock);
+    }
+    zsock_destroy(sock);
+}
+
 /*  ---- Requests ---------------------------------------------------------- */
 
 void nx_req_init(nx_req_t *req, const char *op)
@@ -804,7 +856,7 @@ nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
     if (!self->started)
         return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
     pthread_mutex_lock(&self->ctl_lock);
-    uint64_t id = self->next_id++;
+    uint64_t id = nx_client_next_id(self);
     msgpack_sbuffer frame;
     msgpack_sbuffer_init(&frame);
     nx_req_frame(req, id, self->token, &frame);
@@ -941,33 +993,54 @@ nexus_err_t nexus_publish(nexus_client_t *self, const char *topic, const void *p
 {
     if (!self)
         return NEXUS_ERR_INVALID;
-    if (!topic || !nx_topic_valid(topic, strlen(topic)))
-        return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'",
-                              topic ? topic : "(null)");
+    if (!topic)
+        return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '(null)'");
     if (size > (64u << 20))
         return nx_client_fail(self, NEXUS_ERR_TOO_LARGE, "payload of %zu bytes", size);
-    if (!self->started || !self->pub)
+    if (!self->started || !self->pub) {
+        if (!nx_topic_valid(topic, strlen(topic))) /* the errors in their usual order */
+            return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'", topic);
         return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
-    char source[NX_SOURCE_MAX + 1];
-    s_source(self, source, sizeof source);
-    size_t slen = strlen(source);
+    }
+    /*  One uncontended mutex and the zmq_sends: a topic is checked once
+        (a publisher mostly repeats its last one), the source is copied
+        only when the session id or name changed, and the XPUB's
+        subscription messages (one per reconnect of the broker) are read
+        only every 1024 events, since reading an empty socket costs a
+        system call.                                                        */
+    size_t tlen = strlen(topic);
     pthread_mutex_lock(&self->pub_lock);
+    if (tlen != self->pub_topic_len || memcmp(topic, self->pub_topic, tlen) != 0) {
+        if (!nx_topic_valid(topic, tlen)) {
+            pthread_mutex_unlock(&self->pub_lock);
+            return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'", topic);
+        }
+        memcpy(self->pub_topic, topic, tlen + 1);
+        self->pub_topic_len = tlen;
+    }
+    unsigned gen = __atomic_load_n(&self->source_gen, __ATOMIC_ACQUIRE);
+    if (gen != self->pub_source_gen) {
+        s_source(self, self->pub_source, sizeof self->pub_source);
+        self->pub_source_len = strlen(self->pub_source);
+        self->pub_source_gen = gen;
+    }
     void *h = zsock_resolve(self->pub);
-    /*  Subscription messages from the broker (one per reconnect) queue up
-        on the XPUB; read them so that they do not accumulate.             */
-    char sink[16];
-    for (int i = 0; i < 8 && zmq_recv(h, sink, sizeof sink, ZMQ_DONTWAIT) >= 0; i++)
-        ;
-    int rc = zmq_send(h, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if ((self->pub_count++ & 1023) == 0) {
+        char sink[16];
+        for (int i = 0; i < 64 && zmq_recv(h, sink, sizeof sink, ZMQ_DONTWAIT) >= 0; i++)
+            ;
+    }
+    size_t slen = self->pub_source_len;
+    int rc = zmq_send(h, topic, tlen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
     if (rc >= 0)
         rc = zmq_send(h, size ? payload : "", size, (slen ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
     if (rc >= 0 && slen)
-        rc = zmq_send(h, source, slen, ZMQ_DONTWAIT);
+        rc = zmq_send(h, self->pub_source, slen, ZMQ_DONTWAIT);
     pthread_mutex_unlock(&self->pub_lock);
     if (rc < 0)
         return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot queue the event: %s",
                               zmq_strerror(zmq_errno()));
-    return s_ok(self);
+    return NEXUS_OK;
 }
 
 nexus_err_t nexus_publish_acked(nexus_client_t *self, const char *topic, const void *payload,
@@ -1028,36 +1101,68 @@ nexus_err_t nexus_publish_json_acked(nexus_client_t *self, const char *topic, co
     return s_publish_json(self, topic, json, seq, true);
 }
 
-/*  ---- The event queue ---------------------------------------------------*/
+/*  ---- The event queue ---------------------------------------------------
+    The actor appends a burst of events under one lock and wakes waiting
+    readers once; readers take one (nexus_recv) or many (nexus_recv_batch)
+    per lock.                                                               */
 
-size_t nx_client_room(nexus_client_t *self)
+size_t nx_client_take(nexus_client_t *self, nexus_event_t **events, size_t n,
+                      const nexus_client_stats_t *delta, uint64_t last_seq)
 {
-    if (self->cb)
-        return SIZE_MAX;
     pthread_mutex_lock(&self->lock);
-    size_t room = self->queue_max - self->q_count;
+    for (size_t i = 0; i < n; i++)
+        self->ring[(self->q_head + self->q_count++) % self->queue_max] = events[i];
+    nexus_client_stats_t *st = &self->stats;
+    st->reconnects += delta->reconnects;
+    st->history_pages += delta->history_pages;
+    st->live_events += delta->live_events;
+    st->history_events += delta->history_events;
+    st->queue_drops += delta->queue_drops;
+    st->gaps += delta->gaps;
+    st->last_seq = last_seq;
+    if (n && self->q_waiters)
+        pthread_cond_broadcast(&self->cond);
+    size_t room = self->cb ? SIZE_MAX : self->queue_max - self->q_count;
     pthread_mutex_unlock(&self->lock);
     return room;
 }
 
-int nx_client_deliver(nexus_client_t *self, nexus_event_t *ev)
+/*  Waits (lock held) until an event is queued, the client closes or the
+    time is up. Returns NEXUS_OK with q_count > 0, or the error.           */
+static nexus_err_t s_wait_queue(nexus_client_t *self, int timeout_ms)
 {
-    if (self->cb) {
-        self->cb(ev, self->cb_arg);
-        nexus_event_destroy(&ev);
-        return 0;
+    if (self->q_count == 0 && !self->closing && timeout_ms != 0) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        if (timeout_ms > 0) {
+            until.tv_sec += timeout_ms / 1000;
+            until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+        }
+        self->q_waiters++;
+        while (self->q_count == 0 && !self->closing) {
+            if (timeout_ms < 0)
+                pthread_cond_wait(&self->cond, &self->lock);
+            else if (pthread_cond_timedwait(&self->cond, &self->lock, &until) == ETIMEDOUT)
+                break;
+        }
+        self->q_waiters--;
     }
-    pthread_mutex_lock(&self->lock);
-    if (self->q_count == self->queue_max) {
-        pthread_mutex_unlock(&self->lock);
-        nexus_event_destroy(&ev);
-        return -1;
-    }
-    self->ring[(self->q_head + self->q_count) % self->queue_max] = ev;
-    self->q_count++;
-    pthread_cond_signal(&self->cond);
-    pthread_mutex_unlock(&self->lock);
-    return 0;
+    if (self->closing)
+        return NEXUS_ERR_CLOSED;
+    return self->q_count ? NEXUS_OK : NEXUS_ERR_TIMEOUT;
+}
+
+static nexus_err_t s_recv_check(nexus_client_t *self)
+{
+    if (self->cb)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "callback mode: events go to the callback");
+    if (!self->started)
+        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+    return NEXUS_OK;
 }
 
 nexus_err_t nexus_recv(nexus_client_t *self, int timeout_ms, nexus_event_t **event)
@@ -1065,41 +1170,47 @@ nexus_err_t nexus_recv(nexus_client_t *self, int timeout_ms, nexus_event_t **eve
     if (!self || !event)
         return NEXUS_ERR_INVALID;
     *event = NULL;
-    if (self->cb)
-        return nx_client_fail(self, NEXUS_ERR_INVALID, "callback mode: events go to the callback");
-    if (!self->started)
-        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    if (timeout_ms > 0) {
-        until.tv_sec += timeout_ms / 1000;
-        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
-    }
+    nexus_err_t rc = s_recv_check(self);
+    if (rc)
+        return rc;
     pthread_mutex_lock(&self->lock);
-    while (self->q_count == 0 && !self->closing && timeout_ms != 0) {
-        if (timeout_ms < 0)
-            pthread_cond_wait(&self->cond, &self->lock);
-        else if (pthread_cond_timedwait(&self->cond, &self->lock, &until) == ETIMEDOUT)
-            break;
+    rc = s_wait_queue(self, timeout_ms);
+    if (rc == NEXUS_OK) {
+        *event = self->ring[self->q_head];
+        self->ring[self->q_head] = NULL;
+        self->q_head = (self->q_head + 1) % self->queue_max;
+        self->q_count--;
     }
-    if (self->closing) {
-        pthread_mutex_unlock(&self->lock);
-        return NEXUS_ERR_CLOSED;
-    }
-    if (self->q_count == 0) {
-        pthread_mutex_unlock(&self->lock);
-        return NEXUS_ERR_TIMEOUT;
-    }
-    *event = self->ring[self->q_head];
-    self->ring[self->q_head] = NULL;
-    self->q_head = (self->q_head + 1) % self->queue_max;
-    self->q_count--;
     pthread_mutex_unlock(&self->lock);
-    return (*event)->kind == NEXUS_EVENT_GAP ? NEXUS_ERR_GAP : NEXUS_OK;
+    if (rc == NEXUS_OK && (*event)->kind == NEXUS_EVENT_GAP)
+        rc = NEXUS_ERR_GAP;
+    return rc;
+}
+
+nexus_err_t nexus_recv_batch(nexus_client_t *self, int timeout_ms, nexus_event_t **events,
+                             size_t max, size_t *count)
+{
+    if (count)
+        *count = 0;
+    if (!self || !events || !count || max == 0)
+        return NEXUS_ERR_INVALID;
+    nexus_err_t rc = s_recv_check(self);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&self->lock);
+    rc = s_wait_queue(self, timeout_ms);
+    if (rc == NEXUS_OK) {
+        size_t n = self->q_count < max ? self->q_count : max;
+        for (size_t i = 0; i < n; i++) {
+            events[i] = self->ring[self->q_head];
+            self->ring[self->q_head] = NULL;
+            self->q_head = self->q_head + 1 == self->queue_max ? 0 : self->q_head + 1;
+        }
+        self->q_count -= n;
+        *count = n;
+    }
+    pthread_mutex_unlock(&self->lock);
+    return rc;
 }
 
 /*  ---- Commands to the actor ---------------------------------------------*/

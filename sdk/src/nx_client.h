@@ -17,23 +17,32 @@
 #include "nexus.h"
 #include "nx_base64.h"
 #include "nx_codec.h"
+#include "nx_mpread.h"
 #include "nx_topic.h"
 
 #define NX_PATTERNS_MAX  64   /* patterns per client, as per history query  */
 #define NX_ENDPOINT_MAX  512  /* bytes in an endpoint string                */
 #define NX_CLIENT_ERRMAX 512  /* bytes in the per-client error text         */
 #define NX_PAGE_MAX      1000 /* events per history page the resume reads  */
+#define NX_SPARE_MAX     4    /* idle control connections a client keeps   */
 
-/*  ---- Events ----------------------------------------------------------- */
+/*  ---- Events -----------------------------------------------------------
+    An event is either owned (one allocation holding every byte, made by
+    nx_event_new, freed by nexus_event_destroy) or borrowed: a view the SDK
+    fills in place over bytes it holds (a received frame, a history page)
+    and hands to the application for the time of a callback or until the
+    next read. Destroying a borrowed event only clears the caller's
+    pointer; nexus_event_dup makes an owned copy of either kind.           */
 
 struct _nexus_event_t {
     nexus_event_kind_t kind;   /* message or gap                             */
+    bool borrowed;             /* a view: the SDK owns the memory            */
     uint64_t seq;              /* seq; for a gap the last missing one         */
     uint64_t ts;               /* broker time, us since the epoch             */
     uint64_t gap_from;         /* for a gap: first missing seq                */
-    char *topic;               /* NUL-terminated, points into this allocation */
-    char *source;              /* NUL-terminated, points into this allocation */
-    uint8_t *payload;          /* payload bytes (+1 NUL), in this allocation  */
+    const char *topic;         /* NUL-terminated                              */
+    const char *source;        /* NUL-terminated                              */
+    const uint8_t *payload;    /* payload bytes (owned: followed by a NUL)    */
     size_t payload_len;        /* payload bytes                               */
     bool unpacked_done;        /* payload decode attempted                    */
     bool unpacked_ok;          /* and it gave exactly one msgpack value       */
@@ -42,15 +51,58 @@ struct _nexus_event_t {
     char *json;                /* cached nexus_event_json, or NULL            */
 };
 
-/*  Creates an event, copying every byte; NULL when out of memory.         */
+/*  A borrowed event with room for its strings: topic and source are
+    copied (they are short and the wire does not terminate them), the
+    payload is pointed to where it lies.                                    */
+typedef struct {
+    nexus_event_t ev;               /* what the application sees           */
+    char topic[NX_TOPIC_MAX + 1];   /* NUL-terminated copy of the topic    */
+    char source[NX_SOURCE_MAX + 1]; /* NUL-terminated copy of the source   */
+} nx_event_view_t;
+
+/*  Makes v an empty borrowed event (call once before the first set).      */
+void nx_view_init(nx_event_view_t *v);
+/*  Points v at one event; payload is not copied and must outlive the use
+    of v. Topic and source longer than their limits are cut.               */
+void nx_view_set(nx_event_view_t *v, uint64_t seq, uint64_t ts, const char *topic, size_t topic_len,
+                 const char *source, size_t source_len, const void *payload, size_t payload_len);
+void nx_view_set_gap(nx_event_view_t *v, uint64_t from, uint64_t to);
+/*  Frees what the application's calls cached in v (msgpack, JSON).        */
+void nx_view_clear(nx_event_view_t *v);
+
+/*  Creates an owned event, copying every byte; NULL when out of memory.   */
 nexus_event_t *nx_event_new(uint64_t seq, uint64_t ts, const char *topic, size_t topic_len,
                             const char *source, size_t source_len, const void *payload,
                             size_t payload_len);
 nexus_event_t *nx_event_new_gap(uint64_t from, uint64_t to);
 
-/*  Creates an event from one history record map {seq,ts,topic,source,
-    payload}; NULL when malformed or out of memory.                         */
-nexus_event_t *nx_event_from_record(const msgpack_object *rec);
+/*  Reads one history record map {seq,ts,topic,source,payload} at r into
+    m (whose pointers then point into r's bytes). Returns 0, or -1 when it
+    is malformed (r is then somewhere inside it).                           */
+int nx_event_read_record(nx_mpread_t *r, nx_event_msg_t *m);
+/*  Points v at the event m describes (strings copied, payload pointed to). */
+void nx_view_set_msg(nx_event_view_t *v, const nx_event_msg_t *m);
+
+/*  ---- History pages -------------------------------------------------------
+    The top-level fields of a `history` reply, read in place (nx_mpread):
+    the events are left where they lie for the caller to walk.             */
+typedef struct {
+    uint64_t id;          /* the reply's id (0: none or not an integer)     */
+    bool ok;              /* ok: true                                       */
+    char error[32];       /* error code name when !ok                       */
+    char message[256];    /* error message when !ok                         */
+    bool more;            /* next_cursor is set                             */
+    uint64_t next_cursor; /* where the next page starts (inclusive)         */
+    uint64_t first_seq;   /* oldest event the store holds (0: empty)        */
+    uint64_t last_seq;    /* highest seq committed                          */
+    char store_id[64];    /* the store's identity ("": not in the reply)    */
+    nx_mpread_t events;   /* at the first event map                         */
+    uint32_t n_events;    /* events in the page                             */
+} nx_page_t;
+
+/*  Reads a history reply (or any reply: events then stays empty). Returns
+    0, or -1 when data is not a msgpack map.                                */
+int nx_page_parse(nx_page_t *pg, const void *data, size_t size);
 
 /*  ---- JSON <-> msgpack --------------------------------------------------*/
 
@@ -108,6 +160,8 @@ const char *nx_obj_str(const msgpack_object *map, const char *key, char *buf, si
 
 /*  ---- The client ---------------------------------------------------------*/
 
+typedef struct _nx_async_t nx_async_t;
+
 struct _nexus_client_t {
     /* configuration: written before connect, read-only after            */
     char endpoint[NX_ENDPOINT_MAX];   /* control endpoint (DEALER)          */
@@ -143,6 +197,7 @@ struct _nexus_client_t {
     nexus_event_t **ring;          /* bounded event queue                */
     size_t q_head;                 /* index of the oldest queued event   */
     size_t q_count;                /* queued events                      */
+    size_t q_waiters;              /* threads waiting in nexus_recv*     */
     bool closing;                  /* destroy started                    */
     nexus_client_stats_t stats;    /* counters                           */
     bool link_ok;                  /* last exchange with broker worked   */
@@ -151,10 +206,26 @@ struct _nexus_client_t {
 
     pthread_mutex_t ctl_lock; /* serializes control calls           */
     zsock_t *dealer;          /* control socket for API calls       */
-    uint64_t next_id;         /* request id counter (ctl_lock)      */
+    uint64_t next_id;         /* request id counter (atomic)        */
 
-    pthread_mutex_t pub_lock; /* guards pub                          */
-    zsock_t *pub;             /* XPUB to the broker's XSUB          */
+    pthread_mutex_t pub_lock;           /* guards pub and what follows        */
+    zsock_t *pub;                       /* XPUB to the broker's XSUB          */
+    char pub_source[NX_SOURCE_MAX + 1]; /* source frame of fire-and-forget  */
+    size_t pub_source_len;              /* its length                         */
+    unsigned pub_source_gen;            /* source_gen it was copied at        */
+    unsigned pub_count;                 /* events sent, for the drain pace    */
+    char pub_topic[NX_TOPIC_MAX + 1];   /* the last topic found valid         */
+    size_t pub_topic_len;               /* its length (0: none yet)           */
+    unsigned source_gen;                /* bumped when session id or name
+                                           change (atomic; under lock)        */
+
+    zsock_t *spare[NX_SPARE_MAX]; /* idle DEALERs for iterators (lock)  */
+    size_t n_spare;               /* entries in spare (lock)            */
+
+    pthread_mutex_t async_lock; /* guards async (nx_pubasync.c)       */
+    nx_async_t *async;          /* nexus_publish_async's channel      */
+    uint32_t async_window;      /* its window: requests in flight     */
+    size_t async_window_bytes;  /* and their bytes                    */
 
     pthread_mutex_t pipe_lock; /* serializes commands to the actor   */
     zactor_t *actor;           /* background thread                  */
@@ -178,13 +249,28 @@ void nx_client_take_registration(nexus_client_t *self, const msgpack_object *map
     failure.                                                                */
 zsock_t *nx_client_socket(nexus_client_t *self, int type, const char *endpoint);
 
+/*  A fresh request id (unique within the client, any thread).             */
+uint64_t nx_client_next_id(nexus_client_t *self);
+
+/*  A DEALER connected to the control endpoint for a history iterator: an
+    idle one the client kept, or a new one. NULL when none can be made.    */
+zsock_t *nx_client_dealer_get(nexus_client_t *self);
+/*  Gives one back (*sock set to NULL): kept for the next iterator when
+    quiet is true (no request in flight) and there is room, else closed.   */
+void nx_client_dealer_put(nexus_client_t *self, zsock_t **sock, bool quiet);
+
+/*  Ends nexus_publish_async's channel: what is in flight completes with
+    NEXUS_ERR_CLOSED (nx_pubasync.c).                                       */
+void nx_async_destroy(nexus_client_t *self);
+
 /*  The background actor (nx_actor.c).                                      */
 void nx_actor_fn(zsock_t *pipe, void *args);
-/*  Queues ev for nexus_recv or runs the callback. Takes ownership. Returns
-    0, or -1 when the queue was full (ev destroyed).                        */
-int nx_client_deliver(nexus_client_t *self, nexus_event_t *ev);
-/*  Free slots in the queue (SIZE_MAX in callback mode).                    */
-size_t nx_client_room(nexus_client_t *self);
+/*  Appends n owned events to the nexus_recv queue (the caller knows there
+    is room) and adds delta to the counters, last_seq included, under one
+    lock and with one wake-up. Returns the free slots left (SIZE_MAX in
+    callback mode).                                                         */
+size_t nx_client_take(nexus_client_t *self, nexus_event_t **events, size_t n,
+                      const nexus_client_stats_t *delta, uint64_t last_seq);
 void nx_client_set_link(nexus_client_t *self, bool ok);
 
 uint64_t nx_clock_ms(void);

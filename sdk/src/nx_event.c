@@ -1,6 +1,7 @@
 /*  =========================================================================
-    nx_event - the event object: one allocation holding topic, source and
-    payload, with the msgpack and JSON views decoded on first use.
+    nx_event - the event object: owned events (one allocation holding
+    topic, source and payload) and borrowed views over bytes the SDK holds,
+    with the msgpack and JSON views of the payload decoded on first use.
     =========================================================================
 */
 
@@ -48,30 +49,111 @@ nexus_event_t *nx_event_new_gap(uint64_t from, uint64_t to)
     return self;
 }
 
-nexus_event_t *nx_event_from_record(const msgpack_object *rec)
+/*  ---- Borrowed views ----------------------------------------------------*/
+
+void nx_view_init(nx_event_view_t *v)
 {
-    const msgpack_object *topic = nx_map_get(rec, "topic");
-    const msgpack_object *source = nx_map_get(rec, "source");
-    const msgpack_object *payload = nx_map_get(rec, "payload");
-    if (!topic || topic->type != MSGPACK_OBJECT_STR)
-        return NULL;
-    const char *src = "";
-    size_t src_len = 0;
-    if (source && source->type == MSGPACK_OBJECT_STR) {
-        src = source->via.str.ptr;
-        src_len = source->via.str.size;
+    memset(&v->ev, 0, sizeof v->ev);
+    v->ev.borrowed = true;
+    v->topic[0] = v->source[0] = 0;
+    v->ev.topic = v->topic;
+    v->ev.source = v->source;
+    v->ev.payload = (const uint8_t *)"";
+}
+
+void nx_view_clear(nx_event_view_t *v)
+{
+    nexus_event_t *e = &v->ev;
+    if (e->unpacked_done) {
+        msgpack_unpacked_destroy(&e->unpacked);
+        e->unpacked_done = e->unpacked_ok = false;
     }
-    const void *data = "";
-    size_t size = 0;
-    if (payload && payload->type == MSGPACK_OBJECT_BIN) {
-        data = payload->via.bin.ptr;
-        size = payload->via.bin.size;
-    } else if (payload && payload->type == MSGPACK_OBJECT_STR) {
-        data = payload->via.str.ptr;
-        size = payload->via.str.size;
+    if (e->payload_json) {
+        free(e->payload_json);
+        e->payload_json = NULL;
     }
-    return nx_event_new(nx_obj_u64(rec, "seq"), nx_obj_u64(rec, "ts"), topic->via.str.ptr,
-                        topic->via.str.size, src, src_len, data, size);
+    if (e->json) {
+        free(e->json);
+        e->json = NULL;
+    }
+}
+
+void nx_view_set(nx_event_view_t *v, uint64_t seq, uint64_t ts, const char *topic, size_t topic_len,
+                 const char *source, size_t source_len, const void *payload, size_t payload_len)
+{
+    nexus_event_t *e = &v->ev;
+    if (e->unpacked_done || e->payload_json || e->json)
+        nx_view_clear(v);
+    e->kind = NEXUS_EVENT_MESSAGE;
+    e->seq = seq;
+    e->ts = ts;
+    e->gap_from = 0;
+    if (topic_len > NX_TOPIC_MAX)
+        topic_len = NX_TOPIC_MAX;
+    memcpy(v->topic, topic, topic_len);
+    v->topic[topic_len] = 0;
+    if (source_len > NX_SOURCE_MAX)
+        source_len = NX_SOURCE_MAX;
+    memcpy(v->source, source, source_len);
+    v->source[source_len] = 0;
+    e->payload = payload_len ? payload : (const uint8_t *)"";
+    e->payload_len = payload_len;
+}
+
+void nx_view_set_gap(nx_event_view_t *v, uint64_t from, uint64_t to)
+{
+    nx_view_set(v, to, 0, "", 0, "", 0, NULL, 0);
+    v->ev.kind = NEXUS_EVENT_GAP;
+    v->ev.gap_from = from;
+}
+
+void nx_view_set_msg(nx_event_view_t *v, const nx_event_msg_t *m)
+{
+    nx_view_set(v, m->seq, m->ts, m->topic, m->topic_len, m->source, m->source_len, m->payload,
+                m->payload_len);
+}
+
+int nx_event_read_record(nx_mpread_t *r, nx_event_msg_t *m)
+{
+    uint32_t fields;
+    if (nx_mpread_map(r, &fields) != 0)
+        return -1;
+    memset(m, 0, sizeof *m);
+    m->source = "";
+    m->payload = (const uint8_t *)"";
+    bool have_topic = false;
+    for (uint32_t i = 0; i < fields; i++) {
+        const char *key;
+        uint32_t klen, len = 0;
+        if (nx_mpread_str(r, &key, &klen) != 0)
+            return -1;
+        /*  The broker packs seq, ts, topic, source, payload (nx_pack_event);
+            the keys are told apart by length and first byte.              */
+        int rc;
+        if (klen == 3 && !memcmp(key, "seq", 3))
+            rc = nx_mpread_u64(r, &m->seq);
+        else if (klen == 2 && !memcmp(key, "ts", 2))
+            rc = nx_mpread_u64(r, &m->ts);
+        else if (klen == 5 && !memcmp(key, "topic", 5)) {
+            rc = nx_mpread_str(r, &m->topic, &len);
+            m->topic_len = len;
+            have_topic = rc == 0;
+        } else if (klen == 6 && !memcmp(key, "source", 6)) {
+            rc = nx_mpread_str(r, &m->source, &len);
+            m->source_len = len;
+        } else if (klen == 7 && !memcmp(key, "payload", 7)) {
+            if (r->p < r->end && r->p[0] == 0xc0) /* nil: an empty payload */
+                rc = nx_mpread_nil(r);
+            else {
+                rc = nx_mpread_bytes(r, &m->payload, &len);
+                m->payload_len = len;
+            }
+        } else
+            rc = nx_mpread_skip(r);
+        if (rc != 0)
+            return -1;
+    }
+    return have_topic ? 0 : -1;
 }
 
 void nexus_event_destroy(nexus_event_t **self_p)
@@ -79,12 +161,14 @@ void nexus_event_destroy(nexus_event_t **self_p)
     if (!self_p || !*self_p)
         return;
     nexus_event_t *self = *self_p;
+    *self_p = NULL;
+    if (self->borrowed)
+        return; /* the SDK owns it (a callback's event, a history view) */
     if (self->unpacked_done)
         msgpack_unpacked_destroy(&self->unpacked);
     free(self->payload_json);
     free(self->json);
     free(self);
-    *self_p = NULL;
 }
 
 nexus_event_t *nexus_event_dup(const nexus_event_t *self)

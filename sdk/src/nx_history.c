@@ -1,6 +1,12 @@
 /*  =========================================================================
-    nx_history - the history iterator: one `history` request per page,
-    following the broker's cursor until it says the range is done.
+    nx_history - the history iterator. It has a connection of its own (a
+    DEALER from the client's spare ones), so that it can keep the request
+    for the next page in flight while the application reads this one: as
+    soon as a page arrives and says where the next one starts, that one is
+    asked for. A page is read where it lies, in the reply's bytes: the
+    events are walked one by one with nx_mpread and handed out as a view
+    (nexus_history_next_view) or as an owned copy (nexus_history_next).
+    At most two pages are held: the one being read and the one coming.
     =========================================================================
 */
 
@@ -8,28 +14,106 @@
 
 #include "nx_client.h"
 
+/*  ---- Reading a page in place ---------------------------------------------*/
+
+static void s_copy_str(nx_mpread_t *r, char *buf, size_t size)
+{
+    const char *s;
+    uint32_t len;
+    if (nx_mpread_str(r, &s, &len) == 0)
+        snprintf(buf, size, "%.*s", (int)len, s);
+    else
+        nx_mpread_skip(r);
+}
+
+int nx_page_parse(nx_page_t *pg, const void *data, size_t size)
+{
+    pg->id = 0;
+    pg->ok = false;
+    pg->error[0] = pg->message[0] = pg->store_id[0] = 0;
+    pg->more = false;
+    pg->next_cursor = pg->first_seq = pg->last_seq = 0;
+    pg->n_events = 0;
+    nx_mpread_init(&pg->events, NULL, 0);
+    nx_mpread_t r;
+    nx_mpread_init(&r, data, size);
+    uint32_t fields;
+    if (nx_mpread_map(&r, &fields) != 0)
+        return -1;
+    for (uint32_t i = 0; i < fields; i++) {
+        const char *key;
+        uint32_t klen;
+        if (nx_mpread_str(&r, &key, &klen) != 0)
+            return -1;
+        int rc = 0;
+#define S_KEY(k) (klen == sizeof(k) - 1 && memcmp(key, k, sizeof(k) - 1) == 0)
+        if (S_KEY("id")) {
+            if (nx_mpread_u64(&r, &pg->id) != 0)
+                rc = nx_mpread_skip(&r);
+        } else if (S_KEY("ok"))
+            rc = nx_mpread_bool(&r, &pg->ok);
+        else if (S_KEY("events")) {
+            /*  Left where it lies for the caller. Last in the map (this
+                broker's order) it need not be walked here; with fields
+                after it (an older broker) it is skipped once to find them. */
+            nx_mpread_t at = r;
+            if (nx_mpread_array(&at, &pg->n_events) != 0)
+                return -1;
+            pg->events = at;
+            if (i + 1 == fields)
+                break;
+            rc = nx_mpread_skip(&r);
+        } else if (S_KEY("next_cursor")) {
+            pg->more = nx_mpread_u64(&r, &pg->next_cursor) == 0 && pg->next_cursor > 0;
+            if (!pg->more)
+                rc = nx_mpread_skip(&r);
+        } else if (S_KEY("first_seq"))
+            rc = nx_mpread_u64(&r, &pg->first_seq);
+        else if (S_KEY("last_seq"))
+            rc = nx_mpread_u64(&r, &pg->last_seq);
+        else if (S_KEY("error"))
+            s_copy_str(&r, pg->error, sizeof pg->error);
+        else if (S_KEY("message"))
+            s_copy_str(&r, pg->message, sizeof pg->message);
+        else if (S_KEY("store_id"))
+            s_copy_str(&r, pg->store_id, sizeof pg->store_id);
+        else
+            rc = nx_mpread_skip(&r);
+#undef S_KEY
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
 struct _nexus_history_t {
-    nexus_client_t *client;          /* the client requests go through     */
-    char *patterns[NX_PATTERNS_MAX]; /* patterns (none: every topic)       */
-    size_t n_patterns;               /* entries in patterns                */
-    uint64_t since_seq;              /* exclusive lower seq bound          */
-    uint64_t until_seq;              /* inclusive upper seq bound, 0: none */
-    uint64_t since_us;               /* time bounds, 0: none               */
-    uint64_t until_us;
-    uint32_t page_size;           /* events per request                 */
-    bool desc;                    /* newest first                       */
-    uint64_t max;                 /* stop after this many, 0: no limit  */
-    uint64_t returned;            /* events handed out                  */
-    uint64_t cursor;              /* next_cursor of the last page, 0    */
-    bool started;                 /* a page was fetched                 */
-    bool done;                    /* the broker said no more            */
-    nx_reply_t page;              /* the current page                   */
-    const msgpack_object *events; /* its events array                   */
-    uint32_t index;               /* next event in it                   */
-    uint64_t first_seq;           /* bounds of the last reply           */
-    uint64_t last_seq;
-    uint64_t position; /* see nexus_history_position         */
-    uint64_t page_end; /* position once the page is consumed */
+    nexus_client_t *client;          /* the client (outlives the iterator)     */
+    char *patterns[NX_PATTERNS_MAX]; /* patterns (none: every topic)           */
+    size_t n_patterns;               /* entries in patterns                    */
+    uint64_t since_seq;              /* exclusive lower seq bound              */
+    uint64_t until_seq;              /* inclusive upper seq bound, 0: none     */
+    uint64_t since_us;               /* time bounds, 0: none                   */
+    uint64_t until_us;               /* ...                                    */
+    uint32_t page_size;              /* events per request                     */
+    bool desc;                       /* newest first                           */
+    uint64_t max;                    /* stop after this many, 0: no limit      */
+    uint64_t returned;               /* events handed out                      */
+    zsock_t *dealer;                 /* the iterator's connection, or NULL     */
+    uint64_t req_id;                 /* the request in flight, 0: none         */
+    uint64_t req_cursor;             /* the cursor it carries (0: first page)  */
+    uint64_t req_sent;               /* when it was sent, ms (monotonic)       */
+    uint64_t cursor;                 /* where the page after this one starts   */
+    bool started;                    /* a page was fetched                     */
+    bool done;                       /* the broker said no more                */
+    zmq_msg_t page;                  /* the reply holding the current page     */
+    nx_page_t pg;                    /* its fields; pg.events walks its events */
+    uint32_t index;                  /* events of it handed out                */
+    uint32_t count;                  /* events of it to hand out (max applied) */
+    uint64_t first_seq;              /* bounds of the last reply               */
+    uint64_t last_seq;               /* ...                                    */
+    uint64_t position;               /* see nexus_history_position             */
+    uint64_t page_end;               /* position once the page is consumed     */
+    nx_event_view_t view;            /* what nexus_history_next_view lends     */
 };
 
 nexus_history_t *nexus_history_new(nexus_client_t *client)
@@ -41,7 +125,8 @@ nexus_history_t *nexus_history_new(nexus_client_t *client)
         return NULL;
     self->client = client;
     self->page_size = 1000;
-    nx_reply_init(&self->page);
+    zmq_msg_init(&self->page);
+    nx_view_init(&self->view);
     return self;
 }
 
@@ -52,7 +137,11 @@ void nexus_history_destroy(nexus_history_t **self_p)
     nexus_history_t *self = *self_p;
     for (size_t i = 0; i < self->n_patterns; i++)
         free(self->patterns[i]);
-    nx_reply_destroy(&self->page);
+    /*  With a request in flight its reply would reach the next user of the
+        connection: only a quiet one goes back to the client.              */
+    nx_client_dealer_put(self->client, &self->dealer, self->req_id == 0);
+    zmq_msg_close(&self->page);
+    nx_view_clear(&self->view);
     free(self);
     *self_p = NULL;
 }
@@ -99,18 +188,25 @@ void nexus_history_set_max(nexus_history_t *self, uint64_t max_events)
     self->max = max_events;
 }
 
-nexus_err_t nexus_history_fetch(nexus_history_t *self, size_t *count, int *more)
+/*  Events still wanted after those of the current page (UINT64_MAX: no
+    limit).                                                                 */
+static uint64_t s_wanted(nexus_history_t *self)
 {
-    if (count)
-        *count = 0;
-    if (more)
-        *more = 0;
-    self->events = NULL;
-    self->index = 0;
-    if (self->done || (self->max && self->returned >= self->max)) {
-        self->done = true;
-        return NEXUS_OK;
-    }
+    if (!self->max)
+        return UINT64_MAX;
+    uint64_t after = self->returned + (self->count - self->index);
+    return after >= self->max ? 0 : self->max - after;
+}
+
+/*  Sends the request for the page at cursor (0: the first). Returns
+    NEXUS_OK or an error (nothing in flight then).                          */
+static nexus_err_t s_request(nexus_history_t *self, uint64_t cursor)
+{
+    nexus_client_t *c = self->client;
+    if (!c->started)
+        return nx_client_fail(c, NEXUS_ERR_CLOSED, "the client is not connected");
+    if (!self->dealer && !(self->dealer = nx_client_dealer_get(c)))
+        return nx_client_fail(c, NEXUS_ERR_NOMEM, "cannot make a connection for the history");
     nx_req_t req;
     nx_req_init(&req, "history");
     if (self->n_patterns)
@@ -123,28 +219,107 @@ nexus_err_t nexus_history_fetch(nexus_history_t *self, size_t *count, int *more)
         nx_req_u64(&req, "since_time", self->since_us);
     if (self->until_us)
         nx_req_u64(&req, "until_time", self->until_us);
-    uint64_t limit = self->page_size;
-    if (self->max && self->max - self->returned < limit)
-        limit = self->max - self->returned;
+    uint64_t limit = self->page_size, wanted = s_wanted(self);
+    if (wanted < limit)
+        limit = wanted;
     nx_req_u64(&req, "limit", limit);
     if (self->desc)
         nx_req_str(&req, "order", "desc");
-    if (self->cursor)
-        nx_req_u64(&req, "cursor", self->cursor);
-    nx_reply_destroy(&self->page);
-    nexus_err_t rc = nx_client_call(self->client, &req, &self->page);
+    if (cursor)
+        nx_req_u64(&req, "cursor", cursor);
+    uint64_t id = nx_client_next_id(c);
+    msgpack_sbuffer frame;
+    msgpack_sbuffer_init(&frame);
+    nx_req_frame(&req, id, c->token, &frame);
     nx_req_destroy(&req);
+    int rc = zmq_send(zsock_resolve(self->dealer), frame.data, frame.size, ZMQ_DONTWAIT);
+    msgpack_sbuffer_destroy(&frame);
+    if (rc < 0)
+        return nx_client_fail(c, NEXUS_ERR_BUSY, "cannot send the history request");
+    self->req_id = id;
+    self->req_cursor = cursor;
+    self->req_sent = nx_clock_ms();
+    return NEXUS_OK;
+}
+
+/*  Waits for the reply to the request in flight and makes it the current
+    page. On a timeout the connection is dropped (a late reply must not
+    meet the next request) and nothing is in flight any more.              */
+static nexus_err_t s_receive(nexus_history_t *self)
+{
+    nexus_client_t *c = self->client;
+    void *h = zsock_resolve(self->dealer);
+    uint64_t deadline = self->req_sent + c->timeout_ms, now = nx_clock_ms();
+    if (deadline < now)
+        deadline = now;
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    for (;;) {
+        if (zmq_msg_recv(&msg, h, ZMQ_DONTWAIT) >= 0) {
+            nx_page_t pg;
+            if (nx_page_parse(&pg, zmq_msg_data(&msg), zmq_msg_size(&msg)) == 0 &&
+                pg.id == self->req_id) {
+                /*  The page's bytes move into the iterator; pg points into
+                    them and stays valid (zmq_msg_move keeps the buffer).   */
+                zmq_msg_move(&self->page, &msg);
+                self->pg = pg;
+                break;
+            }
+            continue; /* a stale reply */
+        }
+        now = nx_clock_ms();
+        zmq_pollitem_t item = {h, 0, ZMQ_POLLIN, 0};
+        if (now >= deadline || zmq_poll(&item, 1, (long)(deadline - now)) < 0) {
+            if (nx_clock_ms() < deadline)
+                continue; /* EINTR */
+            zmq_msg_close(&msg);
+            nx_client_dealer_put(c, &self->dealer, false);
+            self->req_id = 0;
+            return nx_client_fail(c, NEXUS_ERR_TIMEOUT,
+                                  "no reply from %s to 'history' within %u ms", c->endpoint,
+                                  c->timeout_ms);
+        }
+    }
+    zmq_msg_close(&msg);
+    self->req_id = 0;
+    nx_client_set_link(c, true);
+    if (!self->pg.ok) {
+        nexus_err_t err = nexus_err_from_name(self->pg.error);
+        if (err == NEXUS_OK)
+            err = NEXUS_ERR_INTERNAL;
+        self->pg.n_events = 0;
+        return nx_client_fail(c, err, "history: %s",
+                              self->pg.message[0] ? self->pg.message : nexus_strerror(err));
+    }
+    return NEXUS_OK;
+}
+
+nexus_err_t nexus_history_fetch(nexus_history_t *self, size_t *count, int *more)
+{
+    if (count)
+        *count = 0;
+    if (more)
+        *more = 0;
+    /*  Whatever is left of the current page is dropped.                   */
+    self->count = self->index = 0;
+    self->pg.n_events = 0;
+    if (self->done || (self->max && self->returned >= self->max)) {
+        self->done = true;
+        return NEXUS_OK;
+    }
+    nexus_err_t rc = NEXUS_OK;
+    if (!self->req_id)
+        rc = s_request(self, self->started ? self->cursor : 0);
+    if (rc == NEXUS_OK)
+        rc = s_receive(self);
     if (rc)
         return rc;
     self->started = true;
-    self->first_seq = nx_obj_u64(self->page.map, "first_seq");
-    self->last_seq = nx_obj_u64(self->page.map, "last_seq");
-    const msgpack_object *ev = nx_map_get(self->page.map, "events");
-    self->events = ev && ev->type == MSGPACK_OBJECT_ARRAY ? ev : NULL;
-    const msgpack_object *cur = nx_map_get(self->page.map, "next_cursor");
+    self->first_seq = self->pg.first_seq;
+    self->last_seq = self->pg.last_seq;
     self->page_end = 0;
-    if (cur && cur->type == MSGPACK_OBJECT_POSITIVE_INTEGER && cur->via.u64) {
-        self->cursor = cur->via.u64;
+    if (self->pg.more) {
+        self->cursor = self->pg.next_cursor;
         if (!self->desc)
             self->page_end = self->cursor - 1;
     } else {
@@ -156,9 +331,14 @@ nexus_err_t nexus_history_fetch(nexus_history_t *self, size_t *count, int *more)
             self->page_end = end > self->last_seq ? self->last_seq : end;
         }
     }
-    size_t n = self->events ? self->events->via.array.size : 0;
+    uint64_t n = self->pg.n_events;
     if (self->max && self->returned + n > self->max)
-        n = (size_t)(self->max - self->returned);
+        n = self->max - self->returned;
+    self->count = (uint32_t)n;
+    /*  Ask for the next page now: the broker reads it while the caller
+        reads this one. An error here is found again by the next fetch.    */
+    if (!self->done && s_wanted(self) > 0)
+        s_request(self, self->cursor);
     if (count)
         *count = n;
     if (more)
@@ -166,28 +346,48 @@ nexus_err_t nexus_history_fetch(nexus_history_t *self, size_t *count, int *more)
     return NEXUS_OK;
 }
 
-nexus_err_t nexus_history_next(nexus_history_t *self, nexus_event_t **event)
+nexus_err_t nexus_history_next_view(nexus_history_t *self, nexus_event_t **event)
 {
+    if (!event)
+        return NEXUS_ERR_INVALID;
     *event = NULL;
+    if (!self)
+        return NEXUS_ERR_INVALID;
     for (int pages = 0; pages < 1000000; pages++) {
-        if (self->events && self->index < self->events->via.array.size &&
-            !(self->max && self->returned >= self->max)) {
-            const msgpack_object *rec = &self->events->via.array.ptr[self->index++];
-            *event = nx_event_from_record(rec);
-            if (!*event)
-                return nx_client_fail(self->client, NEXUS_ERR_NOMEM, "cannot decode event");
+        if (self->index < self->count) {
+            nx_event_msg_t m;
+            if (nx_event_read_record(&self->pg.events, &m) != 0) {
+                self->count = self->index; /* the rest of the page is lost */
+                return nx_client_fail(self->client, NEXUS_ERR_BAD_MSGPACK,
+                                      "history: an event of the page does not decode");
+            }
+            self->index++;
             self->returned++;
-            if (!self->desc && (*event)->seq > self->position)
-                self->position = (*event)->seq;
+            nx_view_set_msg(&self->view, &m);
+            if (!self->desc && m.seq > self->position)
+                self->position = m.seq;
+            *event = &self->view.ev;
             return NEXUS_OK;
         }
         if (self->done || (self->max && self->returned >= self->max))
             return NEXUS_OK;
-        size_t count = 0;
-        nexus_err_t rc = nexus_history_fetch(self, &count, NULL);
+        nexus_err_t rc = nexus_history_fetch(self, NULL, NULL);
         if (rc)
             return rc;
     }
+    return NEXUS_OK;
+}
+
+nexus_err_t nexus_history_next(nexus_history_t *self, nexus_event_t **event)
+{
+    nexus_event_t *view = NULL;
+    nexus_err_t rc = nexus_history_next_view(self, &view);
+    *event = NULL;
+    if (rc || !view)
+        return rc;
+    *event = nexus_event_dup(view);
+    if (!*event)
+        return nx_client_fail(self->client, NEXUS_ERR_NOMEM, "out of memory");
     return NEXUS_OK;
 }
 
@@ -201,7 +401,7 @@ void nexus_history_bounds(nexus_history_t *self, uint64_t *first_seq, uint64_t *
 
 uint64_t nexus_history_position(nexus_history_t *self)
 {
-    bool consumed = !self->events || self->index >= self->events->via.array.size;
+    bool consumed = self->index >= self->count;
     if (consumed && self->started && !(self->max && self->returned >= self->max && !self->done) &&
         self->page_end > self->position)
         return self->page_end;

@@ -234,6 +234,33 @@ try:
         rc, out, err = run(["events", "--resume", "../x"], ep)
         t.eq(rc, 2, "resume name must be plain")
 
+        # ---- pub --lines: one event per line, pipelined, seqs in order
+        n = 5000
+        body = "".join('{"i":%d}\n' % i for i in range(n)) + "\n" + '"last"'
+        rc, out, err = run(["pub", "lines.x", "--lines", "--ack"], ep, stdin=body, timeout=60)
+        seqs = [int(x) for x in out.split()]
+        t.check(rc == 0 and len(seqs) == n + 1 and seqs == sorted(seqs) and
+                len(set(seqs)) == n + 1, "pub --lines --ack: %d seqs in order, rc %d, %r"
+                % (len(seqs), rc, err[-300:]))
+        rc, out, err = run(["events", "--json", "--pattern", "lines.x", "--limit", "10000"], ep)
+        ev = lines(out)
+        t.check([e["seq"] for e in ev] == seqs and
+                [e["payload"] for e in ev] == [{"i": i} for i in range(n)] + ["last"],
+                "pub --lines: every line stored once, in order, with its payload")
+        # A line the broker refuses (over max_payload, 1 MiB) is reported
+        # on stderr with its number; the others are stored; exit 1.
+        big = '"' + "x" * (1100 << 10) + '"'
+        rc, out, err = run(["pub", "lines.y", "--lines", "--json"], ep,
+                           stdin='1\n%s\n3\n' % big, timeout=60)
+        j = lines(out)
+        t.check(rc == 1 and [x["line"] for x in j] == [1, 3] and "line 2" in err,
+                "pub --lines with a refused line: %r %r rc %d" % (out, err[-200:], rc))
+        rc, out, err = run(["pub", "lines.z", "--lines"], ep, stdin='1\n{oops\n3\n')
+        t.check(rc == 2 and "line 2" in err, "pub --lines stops at a line that is not JSON: %r"
+                % err)
+        rc, out, err = run(["pub", "lines.z", "1", "--lines"], ep)
+        t.eq(rc, 2, "pub --lines with a JSON argument is a usage error")
+
         # ---- sub
         p = subprocess.Popen([NEXUS, "sub", "s.>", "--json", "--count", "3"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

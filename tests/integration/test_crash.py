@@ -134,6 +134,7 @@ class Publisher(threading.Thread):
 claims_acked = {}
 max_token = [0]
 claimer_secret = [None]
+run_starts = []  # (cycle, last_seq at its start, seqs skipped at its start)
 
 
 class Claimer(threading.Thread):
@@ -288,6 +289,17 @@ def verify_after_restart(broker, label):
     t.check(not changed, "%s: events seen after an earlier restart are unchanged: %.300r"
             % (label, sorted(changed)[:10]))
 
+    # The first seq of each earlier run that was not skipped is its
+    # start's last_seq + 1: no gap after a kill on the same boot.
+    all_seqs = sorted(seqs)
+    for cyc, start_last, was_skipped in run_starts:
+        if was_skipped:
+            continue
+        after = [x for x in all_seqs if x > start_last]
+        if after:
+            t.eq(after[0], start_last + 1, "%s: the run of cycle %d went on at last_seq + 1 "
+                 "(no torn write, no skip)" % (label, cyc))
+    run_starts.clear()
     observed.update(by_seq)
     if seqs:
         max_seen = max(max_seen, seqs[-1])
@@ -342,12 +354,12 @@ try:
         if ack_seqs:
             cycles_with_acks += 1
             # The log held everything written (same boot): seqs go on at
-            # last_seq + 1, unless the log ended in a torn write; then the
-            # broker continues above its durable seq reservation (a block
-            # of 2^20), so that no seq a subscriber may have seen is reused.
-            if not skipped:
-                t.eq(ack_seqs[0], store_last + 1, "cycle %d: no torn write, no skip: first "
-                     "publish after restart at last_seq + 1" % cycle)
+            # last_seq + 1 (checked at the next restart, which sees every
+            # event of this run, the claimer's too), unless the log ended
+            # in a torn write; then the broker continues above its durable
+            # seq reservation (a block of 2^20), so that no seq a
+            # subscriber may have seen is reused.
+            run_starts.append((cycle, store_last, skipped))
             t.check(store_last < ack_seqs[0] <= store_last + 1 + (1 << 20),
                     "cycle %d: first publish after restart %d within one reservation block "
                     "above last_seq %d" % (cycle, ack_seqs[0], store_last))

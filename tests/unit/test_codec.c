@@ -474,6 +474,51 @@ static void s_test_msgpack_check(void)
     msgpack_sbuffer_destroy(&buf);
 }
 
+/*  nx_pack_event writes by hand what msgpack-c's packer would: the same
+    bytes for every width of every field.                                  */
+static void s_test_pack_event_bytes(void)
+{
+    static char big[70000];
+    memset(big, 'p', sizeof big);
+    const uint64_t seqs[] = {0,     1,     127,           128,        255,       256,
+                             65535, 65536, 0xffffffffull, 1ull << 32, UINT64_MAX};
+    const size_t topics[] = {1, 31, 32, 255};
+    const size_t sources[] = {0, 31, 32, 128};
+    const size_t payloads[] = {0, 1, 255, 256, 900, 1000, 65535, 65536, 69999};
+    int same = 0, cases = 0;
+    for (size_t a = 0; a < sizeof seqs / sizeof seqs[0]; a++)
+        for (size_t b = 0; b < sizeof topics / sizeof topics[0]; b++)
+            for (size_t c = 0; c < sizeof sources / sizeof sources[0]; c++)
+                for (size_t d = 0; d < sizeof payloads / sizeof payloads[0]; d++) {
+                    nx_record_t rec = {.ts = seqs[(a + 3) % 11],
+                                       .topic = big,
+                                       .topic_len = topics[b],
+                                       .source = big,
+                                       .source_len = sources[c],
+                                       .payload = (const uint8_t *)big,
+                                       .payload_len = payloads[d]};
+                    msgpack_sbuffer mine, theirs;
+                    msgpack_sbuffer_init(&mine);
+                    msgpack_sbuffer_init(&theirs);
+                    msgpack_packer pk;
+                    msgpack_packer_init(&pk, &mine, msgpack_sbuffer_write);
+                    nx_pack_event(&pk, seqs[a], &rec);
+                    msgpack_packer_init(&pk, &theirs, msgpack_sbuffer_write);
+                    msgpack_pack_map(&pk, 5);
+                    nx_pack_kv_u64(&pk, "seq", seqs[a]);
+                    nx_pack_kv_u64(&pk, "ts", rec.ts);
+                    nx_pack_kv_strn(&pk, "topic", rec.topic, rec.topic_len);
+                    nx_pack_kv_strn(&pk, "source", rec.source, rec.source_len);
+                    nx_pack_kv_bin(&pk, "payload", rec.payload, rec.payload_len);
+                    same +=
+                        mine.size == theirs.size && memcmp(mine.data, theirs.data, mine.size) == 0;
+                    cases++;
+                    msgpack_sbuffer_destroy(&mine);
+                    msgpack_sbuffer_destroy(&theirs);
+                }
+    CHECK_EQ_U64(same, cases);
+}
+
 int main(void)
 {
     s_test_msgpack_check();
@@ -483,5 +528,6 @@ int main(void)
     s_test_map_get();
     s_test_map_helpers();
     s_test_pack_event();
+    s_test_pack_event_bytes();
     NX_TEST_DONE();
 }

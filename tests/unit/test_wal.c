@@ -117,8 +117,8 @@ static int s_read_all(uint64_t from, uint32_t prev, s_read_t *r)
                 size_t klen, vlen;
                 CHECK_EQ_U64(nx_wal_record_kv(data, dlen, &db, &key, &klen, &value, &vlen), 0);
                 if (r->n_keys < 64) {
-                    snprintf(r->keys[r->n_keys], 32, "%d:%.*s=%.*s", db, (int)klen, key,
-                             (int)vlen, value);
+                    snprintf(r->keys[r->n_keys], 32, "%d:%.*s=%.*s", db, (int)klen, key, (int)vlen,
+                             value);
                     r->kinds[r->n_keys++] = type;
                 }
             }

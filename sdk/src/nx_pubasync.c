@@ -1,0 +1,510 @@
+/*  =========================================================================
+    nx_pubasync - acknowledged publish, pipelined: nexus_publish_async and
+    nexus_publish_async_wait (nexus.h has the contract).
+
+    A client has one channel for them, made at the first call: a DEALER of
+    its own and a table of slots, one per request in flight, indexed by the
+    request id modulo the window (ids count up from a random base, so the
+    next request's slot is the one the oldest of a full window used). A
+    slot is SENT until its reply is read, DONE until its completion has
+    run, then FREE: the window bounds everything the channel holds, the
+    answered-but-not-yet-told ones included.
+
+    No thread of the SDK reads the replies: the application's calls do,
+    under the channel's lock (ZeroMQ sockets are used by one thread at a
+    time). Reading an empty socket costs a system call, so a publish reads
+    only every S_READ_EVERY sends or when the window is half full; the
+    completions found are run right away, by one thread at a time, with no
+    lock held (a flag says a thread is running them; the others wait on
+    the condition variable or go on publishing while slots are free).
+
+    A request unanswered for the client's timeout means the broker or the
+    path to it is gone: every request in flight then fails with
+    NEXUS_ERR_TIMEOUT and the DEALER is replaced, so that nothing queued in
+    the old one is sent later and no late answer can come.
+    =========================================================================
+*/
+
+#include <string.h>
+#include <unistd.h>
+
+#include "nx_client.h"
+
+#define S_READ_EVERY 32 /* sends between two reads of the replies          */
+#define S_RUN_MAX    64 /* completions taken out of the table at once      */
+#define S_SLICE_MS   5  /* longest wait holding the lock                   */
+
+enum { S_FREE, S_SENT, S_DONE };
+
+typedef struct {
+    uint64_t id;          /* request id (valid unless FREE)                   */
+    uint64_t sent;        /* when it was sent, ms (monotonic)                 */
+    size_t bytes;         /* size of the request                              */
+    nexus_publish_fn *fn; /* completion, or NULL                              */
+    void *arg;            /* its argument                                     */
+    nexus_err_t err;      /* DONE: the outcome                                */
+    uint64_t seq;         /* DONE and ok: the event's seq                     */
+    uint64_t ts;          /* ... and its broker time                          */
+    int state;            /* S_FREE, S_SENT, S_DONE                           */
+} s_slot_t;
+
+struct _nx_async_t {
+    pthread_cond_t cond;            /* completions ran, slots were freed  */
+    zsock_t *dealer;                /* requests out, replies in           */
+    s_slot_t *slots;                /* cap entries, slot of id: id % cap  */
+    uint32_t cap;                   /* the window in requests             */
+    size_t max_bytes;               /* the window in bytes                */
+    uint32_t used;                  /* slots SENT or DONE                 */
+    size_t bytes;                   /* request bytes of those             */
+    uint32_t *done;                 /* slots answered, in order (a ring)  */
+    uint32_t done_head;             /* index of the oldest in done        */
+    uint32_t done_count;            /* entries in done                    */
+    uint64_t next;                  /* id of the next request             */
+    uint64_t oldest;                /* no SENT request has a smaller id   */
+    bool running;                   /* a thread runs completions          */
+    unsigned unread;                /* sends since the replies were read  */
+    char topic[NX_TOPIC_MAX + 1];   /* the last topic found valid         */
+    size_t topic_len;               /* its length (0: none yet)           */
+    char source[NX_SOURCE_MAX + 1]; /* the source field of the requests   */
+    size_t source_len;              /* its length                         */
+    unsigned source_gen;            /* client source_gen it is a copy of  */
+};
+
+/*  The completion a thread runs: copied out of its slot, which is free.   */
+typedef struct {
+    nexus_publish_fn *fn;
+    void *arg;
+    nexus_err_t err;
+    uint64_t seq, ts;
+} s_done_t;
+
+/*  The client whose completion this thread is running, if any: nested
+    calls from fn must neither wait nor run completions.                   */
+static __thread nexus_client_t *s_running_for;
+
+static void s_slot_done(nx_async_t *a, s_slot_t *slot, nexus_err_t err, uint64_t seq, uint64_t ts)
+{
+    slot->state = S_DONE;
+    slot->err = err;
+    slot->seq = seq;
+    slot->ts = ts;
+    a->done[(a->done_head + a->done_count++) % a->cap] = (uint32_t)(slot - a->slots);
+}
+
+/*  Reads one reply {id, ok, seq, ts} or {id, ok:false, error, message}.   */
+static void s_on_reply(nx_async_t *a, const uint8_t *data, size_t size)
+{
+    nx_mpread_t r;
+    nx_mpread_init(&r, data, size);
+    uint32_t fields;
+    if (nx_mpread_map(&r, &fields) != 0)
+        return;
+    uint64_t id = 0, seq = 0, ts = 0;
+    bool ok = false;
+    char error[32] = "";
+    for (uint32_t i = 0; i < fields; i++) {
+        const char *key, *str;
+        uint32_t klen, len;
+        if (nx_mpread_str(&r, &key, &klen) != 0)
+            return;
+        int rc;
+        if (klen == 2 && !memcmp(key, "id", 2))
+            rc = nx_mpread_u64(&r, &id);
+        else if (klen == 2 && !memcmp(key, "ok", 2))
+            rc = nx_mpread_bool(&r, &ok);
+        else if (klen == 3 && !memcmp(key, "seq", 3))
+            rc = nx_mpread_u64(&r, &seq);
+        else if (klen == 2 && !memcmp(key, "ts", 2))
+            rc = nx_mpread_u64(&r, &ts);
+        else if (klen == 5 && !memcmp(key, "error", 5) && nx_mpread_str(&r, &str, &len) == 0) {
+            snprintf(error, sizeof error, "%.*s", (int)len, str);
+            rc = 0;
+        } else
+            rc = nx_mpread_skip(&r);
+        if (rc != 0)
+            return;
+    }
+    s_slot_t *slot = &a->slots[id % a->cap];
+    if (id == 0 || slot->state != S_SENT || slot->id != id)
+        return; /* not ours, or already given up (timed out) */
+    nexus_err_t err = NEXUS_OK;
+    if (!ok) {
+        err = nexus_err_from_name(error);
+        if (err == NEXUS_OK)
+            err = NEXUS_ERR_INTERNAL;
+    }
+    s_slot_done(a, slot, err, seq, ts);
+}
+
+/*  Reads every reply that is there (lock held).                            */
+static void s_read(nexus_client_t *c, nx_async_t *a)
+{
+    a->unread = 0;
+    if (a->used == a->done_count || !a->dealer)
+        return; /* nothing is waiting for an answer */
+    void *h = zsock_resolve(a->dealer);
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    bool any = false;
+    while (zmq_msg_recv(&msg, h, ZMQ_DONTWAIT) >= 0) {
+        s_on_reply(a, zmq_msg_data(&msg), zmq_msg_size(&msg));
+        any = true;
+    }
+    zmq_msg_close(&msg);
+    if (any)
+        nx_client_set_link(c, true);
+}
+
+/*  Gives up on every request in flight when the oldest has waited for the
+    timeout, and replaces the connection (lock held).                      */
+static void s_expire(nexus_client_t *c, nx_async_t *a, uint64_t now)
+{
+    while (a->oldest < a->next) {
+        s_slot_t *slot = &a->slots[a->oldest % a->cap];
+        if (slot->state == S_SENT && slot->id == a->oldest)
+            break;
+        a->oldest++;
+    }
+    if (a->oldest == a->next || now - a->slots[a->oldest % a->cap].sent < c->timeout_ms)
+        return;
+    for (uint64_t id = a->oldest; id < a->next; id++) {
+        s_slot_t *slot = &a->slots[id % a->cap];
+        if (slot->state == S_SENT && slot->id == id)
+            s_slot_done(a, slot, NEXUS_ERR_TIMEOUT, 0, 0);
+    }
+    a->oldest = a->next;
+    zsock_destroy(&a->dealer);
+    a->dealer = nx_client_socket(c, ZMQ_DEALER, c->endpoint);
+    nx_client_set_link(c, false);
+}
+
+/*  Runs the completions that are due, unless another thread does or this
+    one is inside one (lock held; released while they run).               */
+static void s_run(nexus_client_t *c, nx_async_t *a)
+{
+    while (a->done_count && !a->running && s_running_for != c) {
+        s_done_t run[S_RUN_MAX];
+        int n = 0;
+        while (a->done_count && n < S_RUN_MAX) {
+            s_slot_t *slot = &a->slots[a->done[a->done_head]];
+            a->done_head = (a->done_head + 1) % a->cap;
+            a->done_count--;
+            run[n++] = (s_done_t){slot->fn, slot->arg, slot->err, slot->seq, slot->ts};
+            a->used--;
+            a->bytes -= slot->bytes;
+            slot->state = S_FREE;
+        }
+        a->running = true;
+        pthread_mutex_unlock(&c->async_lock);
+        nexus_client_t *outer = s_running_for; /* a completion of another client */
+        s_running_for = c;
+        for (int i = 0; i < n; i++)
+            if (run[i].fn)
+                run[i].fn(run[i].err, run[i].seq, run[i].ts, run[i].arg);
+        s_running_for = outer;
+        pthread_mutex_lock(&c->async_lock);
+        a->running = false;
+        pthread_cond_broadcast(&a->cond);
+    }
+}
+
+/*  Waits (lock held, at most S_SLICE_MS) for a reply, or for the thread
+    running completions to finish.                                          */
+static void s_wait(nexus_client_t *c, nx_async_t *a, uint64_t until)
+{
+    uint64_t now = nx_clock_ms();
+    uint64_t end = now + S_SLICE_MS;
+    if (until < end)
+        end = until;
+    if (a->oldest < a->next) {
+        uint64_t expiry = a->slots[a->oldest % a->cap].sent + c->timeout_ms;
+        if (expiry < end)
+            end = expiry;
+    }
+    long ms = end > now ? (long)(end - now) : 0;
+    if (a->running) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (ms ? ms : 1) * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&a->cond, &c->async_lock, &ts);
+        return;
+    }
+    if (!a->dealer) {
+        usleep((useconds_t)(ms ? ms : 1) * 1000);
+        return;
+    }
+    zmq_pollitem_t item = {zsock_resolve(a->dealer), 0, ZMQ_POLLIN, 0};
+    zmq_poll(&item, 1, ms);
+}
+
+/*  The channel, made at the first call (lock held). NULL: no memory.      */
+static nx_async_t *s_channel(nexus_client_t *c)
+{
+    if (c->async)
+        return c->async;
+    nx_async_t *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->cap = c->async_window;
+    a->max_bytes = c->async_window_bytes;
+    a->slots = calloc(a->cap, sizeof *a->slots);
+    a->done = calloc(a->cap, sizeof *a->done);
+    a->dealer = nx_client_socket(c, ZMQ_DEALER, c->endpoint);
+    if (!a->slots || !a->done || !a->dealer) {
+        zsock_destroy(&a->dealer);
+        free(a->slots);
+        free(a->done);
+        free(a);
+        return NULL;
+    }
+    pthread_cond_init(&a->cond, NULL);
+    a->next = a->oldest = nx_random_id();
+    c->async = a;
+    return a;
+}
+
+/*  ---- The request, encoded by hand ---------------------------------------
+    {op: "publish", id: u64, [auth], topic, payload: bin, [source]}, written
+    straight into the ZeroMQ message (one allocation, one copy of the
+    payload). The id is always a uint 64, so the size is known before the
+    id is.                                                                  */
+
+static size_t s_str_size(size_t n)
+{
+    return n + (n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5);
+}
+
+static uint8_t *s_put_len(uint8_t *p, uint8_t b8, uint8_t b16, uint8_t b32, size_t n)
+{
+    if (n < 256) {
+        *p++ = b8;
+        *p++ = (uint8_t)n;
+    } else if (n < 65536) {
+        *p++ = b16;
+        *p++ = (uint8_t)(n >> 8);
+        *p++ = (uint8_t)n;
+    } else {
+        *p++ = b32;
+        for (int i = 3; i >= 0; i--)
+            *p++ = (uint8_t)(n >> (8 * i));
+    }
+    return p;
+}
+
+static uint8_t *s_put_str(uint8_t *p, const char *s, size_t n)
+{
+    if (n < 32)
+        *p++ = (uint8_t)(0xa0 | n);
+    else
+        p = s_put_len(p, 0xd9, 0xda, 0xdb, n);
+    memcpy(p, s, n);
+    return p + n;
+}
+
+/*  Refreshes the source when the session id or name changed (lock held).  */
+static void s_source(nexus_client_t *c, nx_async_t *a)
+{
+    unsigned gen = __atomic_load_n(&c->source_gen, __ATOMIC_ACQUIRE);
+    if (gen == a->source_gen)
+        return;
+    pthread_mutex_lock(&c->lock);
+    const char *src = c->session_id ? c->session_id : c->name ? c->name : "";
+    snprintf(a->source, sizeof a->source, "%s", src);
+    pthread_mutex_unlock(&c->lock);
+    a->source_len = strlen(a->source);
+    a->source_gen = gen;
+}
+
+/*  The size of the request s_encode writes.                               */
+static size_t s_request_size(nexus_client_t *c, nx_async_t *a, size_t topic_len, size_t size)
+{
+    /*  map, "op" "publish", "id" u64, "topic" str, "payload" bin.          */
+    size_t n = 1 + 3 + 8 + 3 + 9 + 6 + s_str_size(topic_len) + 8 + size +
+               (size < 256     ? 2
+                : size < 65536 ? 3
+                               : 5);
+    if (c->token)
+        n += 5 + s_str_size(strlen(c->token));
+    if (a->source_len)
+        n += 7 + s_str_size(a->source_len);
+    return n;
+}
+
+static void s_encode(nexus_client_t *c, nx_async_t *a, uint8_t *p, uint64_t id, const char *topic,
+                     size_t topic_len, const void *payload, size_t size)
+{
+    *p++ = (uint8_t)(0x80 | (4 + (a->source_len ? 1 : 0) + (c->token ? 1 : 0)));
+    memcpy(p, "\xa2op\xa7publish\xa2id\xcf", 15);
+    p += 15;
+    for (int i = 7; i >= 0; i--)
+        *p++ = (uint8_t)(id >> (8 * i));
+    if (c->token) {
+        memcpy(p,
+               "\xa4"
+               "auth",
+               5);
+        p = s_put_str(p + 5, c->token, strlen(c->token));
+    }
+    memcpy(p, "\xa5topic", 6);
+    p = s_put_str(p + 6, topic, topic_len);
+    memcpy(p, "\xa7payload", 8);
+    p = s_put_len(p + 8, 0xc4, 0xc5, 0xc6, size);
+    if (size)
+        memcpy(p, payload, size);
+    p += size;
+    if (a->source_len) {
+        memcpy(p, "\xa6source", 7);
+        s_put_str(p + 7, a->source, a->source_len);
+    }
+}
+
+nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const void *payload,
+                                size_t size, nexus_publish_fn *fn, void *arg)
+{
+    if (!self)
+        return NEXUS_ERR_INVALID;
+    if (!topic)
+        return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '(null)'");
+    if (size > (64u << 20))
+        return nx_client_fail(self, NEXUS_ERR_TOO_LARGE, "payload of %zu bytes", size);
+    size_t tlen = strlen(topic);
+    if (!self->started) {
+        if (!nx_topic_valid(topic, tlen))
+            return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'", topic);
+        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+    }
+    bool nested = s_running_for == self;
+    pthread_mutex_lock(&self->async_lock);
+    nx_async_t *a = s_channel(self);
+    if (!a) {
+        pthread_mutex_unlock(&self->async_lock);
+        return nx_client_fail(self, NEXUS_ERR_NOMEM, "cannot make the publish channel");
+    }
+    /*  A publisher mostly repeats its last topic: checked once.           */
+    if (tlen != a->topic_len || memcmp(topic, a->topic, tlen) != 0) {
+        if (!nx_topic_valid(topic, tlen)) {
+            pthread_mutex_unlock(&self->async_lock);
+            return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'", topic);
+        }
+        memcpy(a->topic, topic, tlen + 1);
+        a->topic_len = tlen;
+    }
+    s_source(self, a);
+    size_t bytes = s_request_size(self, a, tlen, size);
+    uint64_t deadline = 0;
+    bool read = false;
+    for (;;) {
+        if (read) {
+            s_read(self, a);
+            s_expire(self, a, nx_clock_ms());
+            s_run(self, a);
+        }
+        if (!a->dealer)
+            a->dealer = nx_client_socket(self, ZMQ_DEALER, self->endpoint);
+        s_slot_t *slot = &a->slots[a->next % a->cap];
+        bool fits = a->used == 0 || (a->used < a->cap && a->bytes + bytes <= a->max_bytes);
+        if (fits && slot->state == S_FREE && a->dealer)
+            break;
+        if (!read) { /* no room: read the replies before waiting for them */
+            read = true;
+            deadline = nx_clock_ms() + self->timeout_ms;
+            continue;
+        }
+        if (nested) {
+            pthread_mutex_unlock(&self->async_lock);
+            return nx_client_fail(self, NEXUS_ERR_BUSY,
+                                  "the publish window is full (called from a completion)");
+        }
+        if (nx_clock_ms() >= deadline) {
+            pthread_mutex_unlock(&self->async_lock);
+            return nx_client_fail(self, NEXUS_ERR_TIMEOUT,
+                                  "the publish window stayed full for %u ms", self->timeout_ms);
+        }
+        s_wait(self, a, deadline);
+    }
+    /*  s_run may have let go of the lock: the source is read again.       */
+    s_source(self, a);
+    bytes = s_request_size(self, a, tlen, size);
+    uint64_t id = a->next;
+    zmq_msg_t msg;
+    if (zmq_msg_init_size(&msg, bytes) != 0) {
+        pthread_mutex_unlock(&self->async_lock);
+        return nx_client_fail(self, NEXUS_ERR_NOMEM, "out of memory");
+    }
+    s_encode(self, a, zmq_msg_data(&msg), id, topic, tlen, payload, size);
+    if (zmq_msg_send(&msg, zsock_resolve(a->dealer), ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg);
+        pthread_mutex_unlock(&self->async_lock);
+        return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot queue the request: %s",
+                              zmq_strerror(zmq_errno()));
+    }
+    s_slot_t *slot = &a->slots[id % a->cap];
+    *slot = (s_slot_t){
+        .id = id, .sent = nx_clock_ms(), .bytes = bytes, .fn = fn, .arg = arg, .state = S_SENT};
+    a->next++;
+    a->used++;
+    a->bytes += bytes;
+    if (++a->unread >= S_READ_EVERY && !nested) {
+        s_read(self, a);
+        s_expire(self, a, nx_clock_ms());
+        s_run(self, a);
+    }
+    pthread_mutex_unlock(&self->async_lock);
+    return NEXUS_OK;
+}
+
+nexus_err_t nexus_publish_async_wait(nexus_client_t *self, int timeout_ms)
+{
+    if (!self)
+        return NEXUS_ERR_INVALID;
+    if (s_running_for == self)
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "nexus_publish_async_wait called from a completion");
+    uint64_t until = timeout_ms < 0 ? UINT64_MAX : nx_clock_ms() + (uint64_t)timeout_ms;
+    pthread_mutex_lock(&self->async_lock);
+    nx_async_t *a = self->async;
+    nexus_err_t rc = NEXUS_OK;
+    while (a) {
+        s_read(self, a);
+        s_expire(self, a, nx_clock_ms());
+        s_run(self, a);
+        if (a->used == 0 && !a->running)
+            break;
+        if (nx_clock_ms() >= until) {
+            rc = NEXUS_ERR_TIMEOUT;
+            break;
+        }
+        s_wait(self, a, until);
+    }
+    pthread_mutex_unlock(&self->async_lock);
+    if (rc)
+        return nx_client_fail(self, rc, "asynchronous publishes still in flight");
+    return NEXUS_OK;
+}
+
+void nx_async_destroy(nexus_client_t *self)
+{
+    nx_async_t *a = self->async;
+    if (!a)
+        return;
+    /*  What was answered is told as answered, the rest as closed: every
+        completion runs exactly once.                                      */
+    pthread_mutex_lock(&self->async_lock);
+    s_read(self, a);
+    for (uint64_t id = a->oldest; id < a->next; id++) {
+        s_slot_t *slot = &a->slots[id % a->cap];
+        if (slot->state == S_SENT && slot->id == id)
+            s_slot_done(a, slot, NEXUS_ERR_CLOSED, 0, 0);
+    }
+    a->oldest = a->next;
+    s_run(self, a);
+    pthread_mutex_unlock(&self->async_lock);
+    zsock_destroy(&a->dealer);
+    pthread_cond_destroy(&a->cond);
+    free(a->slots);
+    free(a->done);
+    free(a);
+    self->async = NULL;
+}

@@ -1,0 +1,454 @@
+/*  =========================================================================
+    test_sdk_async - nexus_publish_async and nexus_publish_async_wait
+    against a real nexusd: every completion runs exactly once, the window
+    bounds what is in flight (requests and bytes), errors the broker
+    answers for some of the pipelined requests reach their own completions,
+    a completion may publish again, destroy completes what is in flight,
+    several threads share one client, and with the broker SIGKILLed while
+    publishes are in flight every completion still runs once (ok or an
+    error) and every event acknowledged ok is in the history after the
+    restart, with its payload.
+    =========================================================================
+*/
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "nx_test.h"
+#include "test_sdk_harness.h"
+
+static th_broker_t s_broker;
+
+/*  What the completions saw, per event index.                             */
+#define S_MAX 40000
+typedef struct {
+    atomic_int calls[S_MAX]; /* completions run for event i           */
+    nexus_err_t err[S_MAX];  /* the outcome                           */
+    uint64_t seq[S_MAX];     /* its seq when ok                       */
+    atomic_int completed;    /* completions run in all                */
+    atomic_int ok;           /* of which ok                           */
+    nexus_client_t *client;  /* for completions that publish again    */
+    atomic_int retried;      /* completions that published again      */
+    atomic_int nested_wait;  /* what wait from a completion returned  */
+} s_book_t;
+
+static s_book_t *s_book;
+
+typedef struct {
+    s_book_t *book;
+    int index;
+} s_tag_t;
+
+static s_tag_t *s_tags; /* one per index, the completion's argument */
+
+static void s_done(nexus_err_t err, uint64_t seq, uint64_t ts, void *arg)
+{
+    s_tag_t *tag = arg;
+    s_book_t *b = tag->book;
+    int i = tag->index;
+    b->err[i] = err;
+    b->seq[i] = seq;
+    if (err == NEXUS_OK) {
+        if (ts == 0)
+            b->err[i] = NEXUS_ERR_INTERNAL; /* ok must carry the stamp */
+        atomic_fetch_add(&b->ok, 1);
+    }
+    atomic_fetch_add(&b->calls[i], 1);
+    atomic_fetch_add(&b->completed, 1);
+}
+
+static void s_book_reset(void)
+{
+    memset(s_book, 0, sizeof *s_book);
+    for (int i = 0; i < S_MAX; i++) {
+        s_tags[i].book = s_book;
+        s_tags[i].index = i;
+    }
+}
+
+/*  The payload of event i: its index as text, padded to size bytes.       */
+static size_t s_payload(char *buf, size_t size, int i)
+{
+    memset(buf, '.', size);
+    int n = snprintf(buf, size, "%d", i);
+    buf[n] = '.';
+    return size;
+}
+
+typedef struct {
+    uint64_t seq;
+    int index;
+} s_pair_t;
+
+static int s_pair_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const s_pair_t *)a)->seq, y = ((const s_pair_t *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+/*  Reads back the events of topic and checks that every event the book
+    has as ok (indexes 0..n-1) is there under its seq with its payload of
+    size bytes. Returns how many matched.                                   */
+static int s_check_history(nexus_client_t *c, const char *topic, int n, size_t size)
+{
+    s_pair_t *ok = calloc((size_t)n, sizeof *ok);
+    size_t n_ok = 0;
+    for (int i = 0; i < n; i++)
+        if (atomic_load(&s_book->calls[i]) && s_book->err[i] == NEXUS_OK)
+            ok[n_ok++] = (s_pair_t){s_book->seq[i], i};
+    qsort(ok, n_ok, sizeof *ok, s_pair_cmp);
+    nexus_history_t *h = nexus_history_new(c);
+    nexus_history_add_pattern(h, topic);
+    nexus_history_set_page(h, 5000, 0);
+    int matched = 0, wrong = 0;
+    nexus_event_t *ev = NULL;
+    char want[32768];
+    while (nexus_history_next_view(h, &ev) == NEXUS_OK && ev) {
+        s_pair_t key = {nexus_event_seq(ev), 0};
+        s_pair_t *hit = bsearch(&key, ok, n_ok, sizeof *ok, s_pair_cmp);
+        if (!hit)
+            continue; /* not acknowledged ok (a timed out one may be there) */
+        size_t len = 0;
+        const void *p = nexus_event_payload(ev, &len);
+        s_payload(want, size, hit->index);
+        if (len == size && memcmp(p, want, size) == 0)
+            matched++;
+        else
+            wrong++;
+    }
+    nexus_history_destroy(&h);
+    free(ok);
+    CHECK_EQ_U64(wrong, 0);
+    return matched;
+}
+
+static void s_test_errors_and_window(void)
+{
+    nexus_client_t *c = th_client(&s_broker);
+    CHECK_EQ_U64(nexus_publish_async(c, "a.b", "x", 1, s_done, &s_tags[0]), NEXUS_ERR_CLOSED);
+    CHECK_EQ_U64(nexus_client_set_publish_window(c, 0, 1 << 20), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_publish_window(c, 100000, 1 << 20), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_publish_window(c, 8, 1000), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_publish_window(c, 8, 64 << 10), NEXUS_OK);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    CHECK_EQ_U64(nexus_client_set_publish_window(c, 8, 64 << 10), NEXUS_ERR_CLOSED);
+    CHECK_EQ_U64(nexus_publish_async(c, "bad topic", "x", 1, s_done, &s_tags[0]),
+                 NEXUS_ERR_BAD_TOPIC);
+    CHECK_EQ_U64(nexus_publish_async(c, "a.*", "x", 1, s_done, &s_tags[0]), NEXUS_ERR_BAD_TOPIC);
+    CHECK_EQ_U64(nexus_publish_async_wait(c, 0), NEXUS_OK); /* nothing in flight */
+    CHECK_EQ_U64(atomic_load(&s_book->completed), 0);
+
+    /*  The window: never more than 8 requests in flight.                  */
+    s_book_reset();
+    char buf[32 << 10];
+    int most = 0;
+    for (int i = 0; i < 2000; i++) {
+        size_t len = s_payload(buf, 100, i);
+        CHECK_EQ_U64(nexus_publish_async(c, "async.win", buf, len, s_done, &s_tags[i]), NEXUS_OK);
+        int in_flight = i + 1 - atomic_load(&s_book->completed);
+        if (in_flight > most)
+            most = in_flight;
+    }
+    CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
+    CHECK(most <= 8);
+    CHECK(most >= 2); /* it did pipeline */
+    CHECK_EQ_U64(atomic_load(&s_book->completed), 2000);
+    CHECK_EQ_U64(atomic_load(&s_book->ok), 2000);
+    int once = 0;
+    for (int i = 0; i < 2000; i++) {
+        once += atomic_load(&s_book->calls[i]) == 1;
+        if (i)
+            CHECK(s_book->seq[i] > s_book->seq[i - 1]); /* one connection: in order */
+    }
+    CHECK_EQ_U64(once, 2000);
+    CHECK_EQ_U64(s_check_history(c, "async.win", 2000, 100), 2000);
+
+    /*  The bytes of the window: 64 KiB hold three requests of 20 KB.      */
+    s_book_reset();
+    most = 0;
+    for (int i = 0; i < 60; i++) {
+        size_t len = s_payload(buf, 20000, i);
+        CHECK_EQ_U64(nexus_publish_async(c, "async.bytes", buf, len, s_done, &s_tags[i]), NEXUS_OK);
+        int in_flight = i + 1 - atomic_load(&s_book->completed);
+        if (in_flight > most)
+            most = in_flight;
+    }
+    CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
+    CHECK(most <= 3);
+    CHECK_EQ_U64(atomic_load(&s_book->ok), 60);
+    nexus_client_destroy(&c);
+}
+
+/*  A completion that publishes again, and tries to wait (refused).        */
+static void s_done_retry(nexus_err_t err, uint64_t seq, uint64_t ts, void *arg)
+{
+    s_tag_t *tag = arg;
+    s_book_t *b = tag->book;
+    s_done(err, seq, ts, arg);
+    if (err == NEXUS_ERR_TOO_LARGE) {
+        /*  Send a small one in its place, under the index + 20000.         */
+        char buf[64];
+        size_t len = s_payload(buf, 50, tag->index + 20000);
+        nexus_err_t rc = nexus_publish_async(b->client, "async.err", buf, len, s_done,
+                                             &s_tags[tag->index + 20000]);
+        if (rc == NEXUS_OK)
+            atomic_fetch_add(&b->retried, 1);
+        atomic_store(&b->nested_wait, (int)nexus_publish_async_wait(b->client, 0));
+    }
+}
+
+static void s_test_broker_errors(void)
+{
+    /*  A broker that refuses payloads over 1000 bytes: every other request
+        of the pipeline gets too_large, in its own completion.             */
+    th_broker_t b;
+    memset(&b, 0, sizeof b);
+    b.extra[0] = "--max-payload";
+    b.extra[1] = "1000";
+    CHECK(th_start(&b) == 0);
+    nexus_client_t *c = th_client(&b);
+    nexus_client_set_publish_window(c, 64, 1 << 20);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    s_book_reset();
+    s_book->client = c;
+    char buf[4096];
+    int n = 1000;
+    for (int i = 0; i < n; i++) {
+        size_t len = s_payload(buf, i % 2 ? 2000 : 50, i);
+        CHECK_EQ_U64(nexus_publish_async(c, "async.err", buf, len, s_done_retry, &s_tags[i]),
+                     NEXUS_OK);
+    }
+    CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
+    int too_large = 0, ok = 0, once = 0;
+    for (int i = 0; i < n; i++) {
+        once += atomic_load(&s_book->calls[i]) == 1;
+        if (i % 2)
+            too_large += s_book->err[i] == NEXUS_ERR_TOO_LARGE;
+        else
+            ok += s_book->err[i] == NEXUS_OK;
+    }
+    CHECK_EQ_U64(once, n);
+    CHECK_EQ_U64(too_large, n / 2);
+    CHECK_EQ_U64(ok, n / 2);
+    /*  Every refused one was sent again from its completion (the window
+        had room: the refusal freed a slot) and completed once.            */
+    CHECK_EQ_U64(atomic_load(&s_book->retried), n / 2);
+    CHECK_EQ_U64(atomic_load(&s_book->nested_wait), NEXUS_ERR_INVALID);
+    int retried_ok = 0;
+    for (int i = 1; i < n; i += 2)
+        retried_ok +=
+            atomic_load(&s_book->calls[i + 20000]) == 1 && s_book->err[i + 20000] == NEXUS_OK;
+    CHECK_EQ_U64(retried_ok, n / 2);
+    CHECK_EQ_U64(s_check_history(c, "async.err", n, 50), n / 2);
+    nexus_client_destroy(&c);
+    th_cleanup(&b, nx_test_failures > 0);
+}
+
+static void s_test_token_and_source(void)
+{
+    /*  A broker with a token: the requests carry it (and the source).    */
+    th_broker_t b;
+    memset(&b, 0, sizeof b);
+    b.extra[0] = "--token";
+    b.extra[1] = "s3cret";
+    setenv("NEXUS_TOKEN", "s3cret", 1); /* for the harness's readiness probe */
+    CHECK(th_start(&b) == 0);
+    unsetenv("NEXUS_TOKEN");
+    nexus_client_t *c = th_client(&b);
+    nexus_client_set_token(c, "s3cret");
+    nexus_client_set_name(c, "asyncer");
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    s_book_reset();
+    char buf[64];
+    for (int i = 0; i < 300; i++) {
+        size_t len = s_payload(buf, 40, i);
+        CHECK_EQ_U64(
+            nexus_publish_async(c, i % 2 ? "tok.a" : "tok.b.c", buf, len, s_done, &s_tags[i]),
+            NEXUS_OK);
+    }
+    CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
+    CHECK_EQ_U64(atomic_load(&s_book->ok), 300);
+    nexus_history_t *h = nexus_history_new(c);
+    nexus_history_add_pattern(h, "tok.>");
+    nexus_event_t *ev = NULL;
+    int named = 0, n = 0;
+    while (nexus_history_next_view(h, &ev) == NEXUS_OK && ev) {
+        named += strcmp(nexus_event_source(ev), "asyncer") == 0;
+        n++;
+    }
+    nexus_history_destroy(&h);
+    CHECK_EQ_U64(n, 300);
+    CHECK_EQ_U64(named, 300);
+
+    /*  Without the token the broker does not even let the connection in
+        (ZAP PLAIN): nothing is answered, every completion says timeout
+        (the outcome unknown to the client), and nothing was stored.       */
+    nexus_client_t *anon = th_client(&b);
+    nexus_client_set_token(anon, NULL);
+    nexus_client_set_timeout(anon, 500);
+    CHECK_EQ_U64(nexus_client_connect(anon), NEXUS_ERR_UNREACHABLE);
+    s_book_reset();
+    for (int i = 0; i < 50; i++)
+        CHECK_EQ_U64(nexus_publish_async(anon, "tok.anon", "x", 1, s_done, &s_tags[i]), NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish_async_wait(anon, -1), NEXUS_OK);
+    int unanswered = 0;
+    for (int i = 0; i < 50; i++)
+        unanswered += atomic_load(&s_book->calls[i]) == 1 && s_book->err[i] == NEXUS_ERR_TIMEOUT;
+    CHECK_EQ_U64(unanswered, 50);
+    nexus_client_destroy(&anon);
+    h = nexus_history_new(c);
+    nexus_history_add_pattern(h, "tok.anon");
+    CHECK_EQ_U64(nexus_history_next_view(h, &ev), NEXUS_OK);
+    CHECK(ev == NULL);
+    nexus_history_destroy(&h);
+    nexus_client_destroy(&c);
+    th_cleanup(&b, nx_test_failures > 0);
+}
+
+static void s_test_destroy_in_flight(void)
+{
+    nexus_client_t *c = th_client(&s_broker);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    s_book_reset();
+    char buf[256];
+    int sent = 0;
+    for (int i = 0; i < 3000; i++) {
+        size_t len = s_payload(buf, 128, i);
+        if (nexus_publish_async(c, "async.destroy", buf, len, s_done, &s_tags[i]) == NEXUS_OK)
+            sent++;
+    }
+    CHECK_EQ_U64(sent, 3000);
+    nexus_client_destroy(&c); /* in flight: told ok or closed, once each */
+    int once = 0, known = 0;
+    for (int i = 0; i < 3000; i++) {
+        once += atomic_load(&s_book->calls[i]) == 1;
+        known += s_book->err[i] == NEXUS_OK || s_book->err[i] == NEXUS_ERR_CLOSED;
+    }
+    CHECK_EQ_U64(once, 3000);
+    CHECK_EQ_U64(known, 3000);
+}
+
+typedef struct {
+    nexus_client_t *client;
+    int first, count;
+    int failed;
+} s_worker_t;
+
+static void *s_worker(void *arg)
+{
+    s_worker_t *w = arg;
+    char buf[256];
+    for (int i = w->first; i < w->first + w->count; i++) {
+        size_t len = s_payload(buf, 64, i);
+        if (nexus_publish_async(w->client, "async.threads", buf, len, s_done, &s_tags[i]))
+            w->failed++;
+    }
+    if (nexus_publish_async_wait(w->client, -1) != NEXUS_OK)
+        w->failed++;
+    return NULL;
+}
+
+static void s_test_threads(void)
+{
+    nexus_client_t *c = th_client(&s_broker);
+    nexus_client_set_publish_window(c, 100, 1 << 20);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    s_book_reset();
+    pthread_t th[4];
+    s_worker_t w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (s_worker_t){c, i * 2500, 2500, 0};
+        pthread_create(&th[i], NULL, s_worker, &w[i]);
+    }
+    int failed = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        failed += w[i].failed;
+    }
+    CHECK_EQ_U64(failed, 0);
+    int once = 0;
+    for (int i = 0; i < 10000; i++)
+        once += atomic_load(&s_book->calls[i]) == 1 && s_book->err[i] == NEXUS_OK;
+    CHECK_EQ_U64(once, 10000);
+    CHECK_EQ_U64(s_check_history(c, "async.threads", 10000, 64), 10000);
+    nexus_client_destroy(&c);
+}
+
+static void s_test_kill(void)
+{
+    /*  The broker is SIGKILLed with publishes in flight and restarted.    */
+    th_broker_t b;
+    memset(&b, 0, sizeof b);
+    b.extra[0] = "--sync";
+    b.extra[1] = "full";
+    CHECK(th_start(&b) == 0);
+    nexus_client_t *c = th_client(&b);
+    nexus_client_set_timeout(c, 1000);
+    nexus_client_set_publish_window(c, 256, 1 << 20);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    s_book_reset();
+    int n = 30000, sent = 0, refused = 0, phase = 0;
+    char buf[256];
+    static int accepted[S_MAX];
+    uint64_t t0 = th_ms();
+    for (int i = 0; i < n && th_ms() - t0 < 60000; i++) {
+        if (phase == 0 && atomic_load(&s_book->completed) >= 8000) {
+            th_kill(&b);
+            phase = 1;
+        } else if (phase == 1 && atomic_load(&s_book->completed) >= sent - 10) {
+            /*  Everything in flight was given up on: start it again.       */
+            CHECK(th_start(&b) == 0);
+            phase = 2;
+        }
+        size_t len = s_payload(buf, 128, i);
+        nexus_err_t rc = nexus_publish_async(c, "async.kill", buf, len, s_done, &s_tags[i]);
+        accepted[i] = rc == NEXUS_OK;
+        if (rc == NEXUS_OK)
+            sent++;
+        else
+            refused++;
+    }
+    CHECK_EQ_U64(phase, 2);
+    CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
+    int once = 0, never = 0, failed = 0;
+    for (int i = 0; i < n; i++) {
+        if (accepted[i])
+            once += atomic_load(&s_book->calls[i]) == 1;
+        else
+            never += atomic_load(&s_book->calls[i]) == 0;
+        if (accepted[i] && s_book->err[i] != NEXUS_OK) {
+            failed++;
+            CHECK(s_book->err[i] == NEXUS_ERR_TIMEOUT);
+        }
+    }
+    printf("kill: %d sent, %d refused, %d ok, %d failed (timeout)\n", sent, refused,
+           atomic_load(&s_book->ok), failed);
+    CHECK_EQ_U64(once, sent);
+    CHECK_EQ_U64(never, n - sent);
+    CHECK(failed > 0); /* the kill hit requests in flight */
+    CHECK(atomic_load(&s_book->ok) > 8000);
+    /*  Nothing acknowledged is lost: each ok event is in the history of
+        the restarted broker with its payload.                              */
+    CHECK_EQ_U64(s_check_history(c, "async.kill", n, 128), atomic_load(&s_book->ok));
+    nexus_client_destroy(&c);
+    th_cleanup(&b, nx_test_failures > 0);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    s_book = calloc(1, sizeof *s_book);
+    s_tags = calloc(S_MAX, sizeof *s_tags);
+    s_book_reset();
+    CHECK(th_start(&s_broker) == 0);
+    s_test_errors_and_window();
+    s_test_broker_errors();
+    s_test_token_and_source();
+    s_test_destroy_in_flight();
+    s_test_threads();
+    s_test_kill();
+    th_cleanup(&s_broker, nx_test_failures > 0);
+    free(s_book);
+    free(s_tags);
+    NX_TEST_DONE();
+}
