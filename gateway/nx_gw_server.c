@@ -450,7 +450,8 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     and writes "HTTP/1.0", which WebSocket clients (Python's websockets)
     refuse as an unsupported version instead of showing the status and
     its reason.                                                            */
-static int s_refuse(struct lws *wsi, unsigned int status, const char *code, const char *why)
+static int s_refuse_version(struct lws *wsi, unsigned int status, const char *code,
+                            const char *why, bool version)
 {
     char body[256];
     int blen =
@@ -459,6 +460,7 @@ static int s_refuse(struct lws *wsi, unsigned int status, const char *code, cons
                          : status == 401 ? "Unauthorized"
                          : status == 403 ? "Forbidden"
                          : status == 404 ? "Not Found"
+                         : status == 426 ? "Upgrade Required"
                          : status == 503 ? "Service Unavailable"
                                          : "Error";
     unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start,
@@ -470,12 +472,19 @@ static int s_refuse(struct lws *wsi, unsigned int status, const char *code, cons
         lws_add_http_header_content_length(wsi, (lws_filepos_t)blen, &p, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
                                      &p, end) ||
+        (version && lws_add_http_header_by_name(wsi, (const unsigned char *)"Sec-WebSocket-Version:",
+                                                (const unsigned char *)"13", 2, &p, end)) ||
         lws_finalize_http_header(wsi, &p, end) || end - p < blen)
         return 1;
     memcpy(p, body, (size_t)blen);
     p += blen;
     lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP);
     return 1;
+}
+
+static int s_refuse(struct lws *wsi, unsigned int status, const char *code, const char *why)
+{
+    return s_refuse_version(wsi, status, code, why, false);
 }
 
 /*  True when v is 1..digits decimal digits and nothing else.              */
@@ -487,6 +496,15 @@ static bool s_decimal(const char *v, size_t digits)
 
 static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 {
+    /*  RFC 6455 4.2.2: a version the server does not speak is refused with
+        426 and the version it does speak (libwebsockets 4.1 upgrades any). */
+    char version[16];
+    if (lws_hdr_copy(wsi, version, sizeof version, WSI_TOKEN_VERSION) <= 0 ||
+        strcmp(version, "13") != 0) {
+        nx_info("websocket refused: Sec-WebSocket-Version is not 13");
+        return s_refuse_version(wsi, 426, "bad_request",
+                                "this server speaks WebSocket version 13 (RFC 6455) only", true);
+    }
     char uri[512];
     int ulen = lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
     /*  /ws/events (seed 003): a watcher that acts as no session and gets

@@ -272,6 +272,7 @@ nexus_err_t nexus_client_set_metadata_msgpack(nexus_client_t *self, const void *
     msgpack_unpacked_init(&unp);
     size_t off = 0;
     bool ok = data && size &&
+              nx_msgpack_check(data, size, NX_MSGPACK_DEPTH) == NX_MSGPACK_OK &&
               msgpack_unpack_next(&unp, data, size, &off) == MSGPACK_UNPACK_SUCCESS &&
               off == size && unp.data.type == MSGPACK_OBJECT_MAP;
     msgpack_unpacked_destroy(&unp);
@@ -800,7 +801,10 @@ int nx_reply_parse(nx_reply_t *rep, const void *data, size_t size)
         return -1;
     memcpy(rep->data, data, size);
     size_t off = 0;
-    if (msgpack_unpack_next(&rep->unp, rep->data, size, &off) != MSGPACK_UNPACK_SUCCESS ||
+    /*  A reply's counts are bounded by its bytes before msgpack-c
+        allocates for them (nx_msgpack_check).                              */
+    if (nx_msgpack_check(data, size, NX_MSGPACK_DEPTH) != NX_MSGPACK_OK ||
+        msgpack_unpack_next(&rep->unp, rep->data, size, &off) != MSGPACK_UNPACK_SUCCESS ||
         rep->unp.data.type != MSGPACK_OBJECT_MAP)
         return -1;
     rep->map = &rep->unp.data;

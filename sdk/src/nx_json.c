@@ -205,7 +205,10 @@ char *nexus_msgpack_to_json(const void *data, size_t size)
     msgpack_unpacked_init(&unp);
     size_t off = 0;
     json_t *value = NULL;
-    if (msgpack_unpack_next(&unp, data, size, &off) == MSGPACK_UNPACK_SUCCESS && off == size)
+    /*  Checked first: msgpack-c allocates what a count declares (5 bytes
+        `df ff ff ff ff` ask for 2^32 entries) before it reads them.        */
+    if (nx_msgpack_check(data, size, NX_MSGPACK_DEPTH) == NX_MSGPACK_OK &&
+        msgpack_unpack_next(&unp, data, size, &off) == MSGPACK_UNPACK_SUCCESS && off == size)
         value = nx_json_from_msgpack(&unp.data);
     else
         value = s_base64_object(data, size);
