@@ -160,7 +160,50 @@ def gateway():
         write("gateway", "http-" + name, data)
 
 
+def sdk():
+    """SDK decoders: byte 0 (mod 5) picks reply, history page, event frame,
+    payload as JSON, in-place reader (fuzz_sdk.c)."""
+    import struct
+    P = lambda o: msgpack.packb(o, use_bin_type=True)
+    replies = [
+        {"id": 1, "ok": True, "seq": 42, "store_id": "62c9bb958188ac94"},
+        {"id": 2, "ok": False, "error": "not_found", "message": "no such session"},
+        {"id": 3, "ok": True, "session": "s1", "secret": "00" * 16, "token": 7,
+         "holder": "s1", "state": "claimed", "count": 2, "last_seq": 9, "first_seq": 1},
+        {"id": "x", "ok": "yes"},
+    ]
+    for i, r in enumerate(replies):
+        write("sdk", "reply-%d" % i, bytes([0]) + P(r))
+
+    def rec(seq, topic, payload, source="src"):
+        return {"seq": seq, "ts": 1764900000000000 + seq, "topic": topic, "source": source,
+                "payload": payload}
+    page = {"id": 5, "ok": True, "first_seq": 1, "last_seq": 3, "store_id": "ab" * 8,
+            "next_cursor": 4,
+            "events": [rec(1, "a.b", P({"x": 1})), rec(2, "session.w1.direct", P({"to": "w1"})),
+                       rec(3, "a.c", b"\xdf\xff\xff\xff\xff", "")]}
+    write("sdk", "page", bytes([1]) + P(page))
+    write("sdk", "page-empty", bytes([1]) + P({"id": 6, "ok": True, "events": [],
+                                               "first_seq": 0, "last_seq": 0}))
+    write("sdk", "page-error", bytes([1]) + P({"id": 7, "ok": False, "error": "bad_request",
+                                               "message": "limit"}))
+
+    def frame(topic, seq, source, payload):
+        return (topic.encode() + b"\0" + bytes([2]) + struct.pack(">QQ", seq, 1764900000000000)
+                + bytes([len(source)]) + source.encode() + payload)
+    write("sdk", "frame", bytes([2]) + frame("a.b", 1, "s1", P({"k": [1, 2.5, None, True]})))
+    write("sdk", "frame-empty", bytes([2]) + frame("x", 2, "", b""))
+    write("sdk", "frame-raw", bytes([2]) + frame("a.raw", 3, "pub", b"\x01\x02\xff"))
+    payloads = [P({"a": 1, "b": b"\x00\x01", "c": [1.5, -3, None, "s"]}), P([[[[1]]]]),
+                P(2 ** 64 - 1), P(-2 ** 63), P(1.0), P({"$base64": "AQ=="}), b"\xc1",
+                b"\xdf\xff\xff\xff\xff", b"\x92\x01", msgpack.packb(msgpack.ExtType(5, b"xy"))]
+    for i, pl in enumerate(payloads):
+        write("sdk", "json-%d" % i, bytes([3]) + pl)
+        write("sdk", "reader-%d" % i, bytes([4]) + pl)
+
+
 if __name__ == "__main__":
     control()
     events()
     gateway()
+    sdk()
