@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "nx_gw.h"
+#include "nx_gw_rfc6455.h"
 #include "nx_topic.h"
 #include "nx_log.h"
 
@@ -599,7 +600,19 @@ static int s_ws_established(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     pss->conn->opened = true;
     pthread_mutex_unlock(&gw->lock);
     nx_debug("websocket %" PRIu64 " open for session %s", pss->conn->id, pss->session);
+    nx_gw_rfc6455_watch(lws_get_socket_fd(wsi), wsi);
     return 0;
+}
+
+/*  RFC 6455 5.1: a client frame without its mask closes the connection
+    with 1002 (nx_gw_rfc6455.c). Returns true when wsi is to be closed.    */
+static bool s_ws_unmasked(struct lws *wsi)
+{
+    if (!nx_gw_rfc6455_unmasked(lws_get_socket_fd(wsi)))
+        return false;
+    nx_info("websocket closed: the client sent a frame without its mask (RFC 6455 5.1)");
+    lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)"frame not masked", 16);
+    return true;
 }
 
 /*  Answers an error to a WebSocket client from the lws thread.            */
@@ -645,7 +658,7 @@ static bool s_ws_rate_ok(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text)
 static int s_ws_receive(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const void *in, size_t len)
 {
     nx_gw_conn_t *conn = pss->conn;
-    if (!conn)
+    if (!conn || s_ws_unmasked(wsi))
         return -1;
     /*  The protocol is JSON text; a binary message is dropped as it comes
         (nothing of it is kept) and answered once it ends.                 */
@@ -736,7 +749,7 @@ static unsigned char *s_frame(unsigned char *p, int opcode, const void *data, si
 static int s_ws_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 {
     nx_gw_conn_t *conn = pss->conn;
-    if (!conn)
+    if (!conn || s_ws_unmasked(wsi))
         return -1;
     /*  Many small messages become one send: a fan-out of 100 k frames a
         second is otherwise 100 k syscalls from this one thread. The frames
@@ -959,6 +972,7 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return s_ws_write(gw, wsi, pss);
     case LWS_CALLBACK_CLOSED:
+        nx_gw_rfc6455_forget(lws_get_socket_fd(wsi));
         s_ws_closed(gw, pss);
         return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:

@@ -12,8 +12,10 @@ socket (so it can send what no WebSocket library sends):
 2. JSON nested 32 levels comes back exactly as sent; 33 is refused
    with bad_request and the action's id (it used to be stored and come
    back as {"$base64": ...}, against docs/gateway.md);
-3. RFC 6455: an upgrade with Sec-WebSocket-Version: 99 is refused with
-   426 and the version spoken (13), version 13 is accepted.
+3. RFC 6455: a client frame without its mask closes the connection with
+   1002 and its action is not done (alone, after masked frames in the
+   same read, a ping); an upgrade with Sec-WebSocket-Version: 99 is
+   refused with 426 and the version spoken (13), 13 is accepted.
 """
 
 import base64
@@ -112,6 +114,23 @@ class WS:
         self.s.close()
 
 
+def masked_frame(data):
+    mask = os.urandom(4)
+    return (bytes([0x81, 0x80 | len(data)]) + mask +
+            bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+
+def closed_with(ws):
+    """How the connection ends: "close CODE", "eof", or "open"."""
+    try:
+        ws.recv(lambda m: False, timeout=10)
+    except EOFError as e:
+        return str(e) if str(e).startswith("close") else "eof"
+    except (socket.timeout, OSError):
+        return "open"
+    return "open"
+
+
 def deep(n):
     v = 1
     for _ in range(n):
@@ -167,6 +186,24 @@ def main():
                  [b64], "history shows the hostile payload as $base64")
             c.eq(len([e for e in events if e.get("event_type") == "fz.deep"]), 1,
                  "history holds the 32-level event only")
+            # 3. RFC 6455: an unmasked frame closes the connection with
+            # 1002, its action not done; so does one after masked frames
+            # in the same read, and an unmasked ping.
+            ws.send({"action": "publish", "event_type": "fz.unmasked", "payload": 1, "id": 5},
+                    masked=False)
+            c.eq(closed_with(ws), "close 1002", "an unmasked frame closes with 1002")
+            ws.close()
+            ws = WS(g.port, "/ws/session/watcher3")
+            ws.recv(lambda m: m.get("type") == "connection")
+            good = masked_frame(b'{"action":"ping","id":6}')
+            ws.s.sendall(good + b"\x81\x02{}")
+            c.eq(closed_with(ws), "close 1002", "an unmasked frame after a masked one: 1002")
+            ws.close()
+            ws = WS(g.port, "/ws/session/watcher4")
+            ws.recv(lambda m: m.get("type") == "connection")
+            ws.s.sendall(b"\x89\x00")  # an unmasked ping
+            ws.send({"action": "ping", "id": 7})
+            c.eq(closed_with(ws), "close 1002", "an unmasked ping: 1002")
             ws.close()
             bad = WS(g.port, "/ws/session/v99", version="99")
             c.check(bad.status.startswith("HTTP/1.1 426"),
@@ -180,6 +217,8 @@ def main():
             recent = welcome.get("recent_events", [])
             c.eq([e.get("payload") for e in recent if e.get("event_type") == "fz.hostile"],
                  [b64], "the welcome after a restart shows the hostile payload")
+            c.check(not [e for e in recent if e.get("event_type") == "fz.unmasked"],
+                    "the unmasked frame's publish was not done")
             ws.send({"action": "ping", "id": 9})
             c.check(ws.recv(lambda m: m.get("id") == 9).get("ok") is True,
                     "the restarted gateway answers")
