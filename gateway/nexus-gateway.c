@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "nx_gw.h"
+#include "nx_heap.h"
 #include "nx_log.h"
 
 static nx_gw_t *s_gw;
@@ -132,6 +133,10 @@ int main(int argc, char **argv)
         goto done;
     }
     nx_log_init("nexus-gateway", verbose ? NX_LOG_DEBUG : (nx_log_level_t)level);
+    /*  Events are allocated on the SDK's threads and freed on lws's: keep
+        freed memory instead of trimming and refaulting it (nx_heap.h).    */
+    if (nx_heap_tune(16u << 20, 4u << 20) != 0)
+        nx_debug("allocator settings not taken (not glibc?): running with the defaults");
     gw.auth = nx_auth_new(gw.cfg.token, gw.cfg.tokens_file, err, sizeof err);
     if (!gw.auth) {
         fprintf(stderr, "nexus-gateway: %s\n", err);

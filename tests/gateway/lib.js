@@ -367,7 +367,14 @@ function withFabric(opts, body) {
     try {
       await body(fabric, t);
     } catch (e) {
-      e.message += '\n' + fabric.logs().slice(-8000);
+      // Some errors (fetch's TimeoutError, a DOMException) have a read-only
+      // message: wrap those so the fabric's logs still reach the report.
+      const logs = '\n' + fabric.logs().slice(-8000);
+      try { e.message += logs; } catch {
+        const w = new Error(`${e.name}: ${e.message}${logs}`);
+        w.cause = e;
+        throw w;
+      }
       throw e;
     } finally {
       for (const c of clients) {

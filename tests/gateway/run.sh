@@ -63,6 +63,6 @@ if [ "$#" -eq 0 ]; then
         permissions.test.js
 fi
 if [ "$major" -ge 20 ]; then
-    exec node --test --test-concurrency=2 --test-timeout=150000 "$@"
+    exec node --test --test-concurrency=2 --test-timeout=600000 "$@"
 fi
 exec node --test "$@"

@@ -1042,12 +1042,14 @@ test('resume while the broker does not answer: a gap names what could not be rea
   assert.deepEqual(c.events().map((e) => e.seq), [next]);
 }));
 
-test('gateway memory stays bounded when a client sends large messages faster than they are handled', withFabric({ gatewayArgs: ['--command-bytes', '4M'] }, async (f) => {
+test('gateway memory stays bounded when a client sends large messages faster than they are handled', withFabric({ gatewayArgs: ['--command-bytes', '4M', '--dead-timeout', '300s'] }, async (f) => {
   const fs = require('node:fs');
   const pid = f.gateway.child.pid;
   const hwm = () => Number((fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/) || [])[1]) / 1024;
   const before = hwm();
   const c = await f.connect('big-sender');
+  // (--dead-timeout 300s: on a loaded machine the ASan gateway may take
+  // over a minute to read the 100 MB, and the client's pong waits behind it.)
   // 400 pings of 256 KB (under max_message and the burst): 100 MB sent
   // at once, against 4 MiB of commands waiting for the worker at most.
   const pad = 'p'.repeat(256 * 1024);
