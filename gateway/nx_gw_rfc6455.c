@@ -143,7 +143,8 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
     size_t ok = s_scan(rx, buf, (size_t)n);
     if (ok == (size_t)n)
         return n;
-    lws_callback_on_writable(rx->wsi);
+    if (rx->wsi) /* NULL in the unit test */
+        lws_callback_on_writable(rx->wsi);
     if (ok > 0)
         return (ssize_t)ok;
     errno = EAGAIN;
