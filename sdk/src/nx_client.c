@@ -271,8 +271,7 @@ nexus_err_t nexus_client_set_metadata_msgpack(nexus_client_t *self, const void *
     msgpack_unpacked unp;
     msgpack_unpacked_init(&unp);
     size_t off = 0;
-    bool ok = data && size &&
-              nx_msgpack_check(data, size, NX_MSGPACK_DEPTH) == NX_MSGPACK_OK &&
+    bool ok = data && size && nx_msgpack_check(data, size, NX_MSGPACK_DEPTH) == NX_MSGPACK_OK &&
               msgpack_unpack_next(&unp, data, size, &off) == MSGPACK_UNPACK_SUCCESS &&
               off == size && unp.data.type == MSGPACK_OBJECT_MAP;
     msgpack_unpacked_destroy(&unp);
@@ -820,8 +819,12 @@ uint64_t nx_obj_u64(const msgpack_object *map, const char *key)
         return v->via.u64;
     if (v->type == MSGPACK_OBJECT_BOOLEAN)
         return v->via.boolean;
+    /*  A float outside 0..2^64 (or NaN) has no u64: converting it is
+        undefined behaviour (found by fuzz_sdk); it saturates.            */
     if (v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32)
-        return v->via.f64 > 0 ? (uint64_t)v->via.f64 : 0;
+        return !(v->via.f64 > 0)                      ? 0
+               : v->via.f64 >= 18446744073709551616.0 ? UINT64_MAX
+                                                      : (uint64_t)v->via.f64;
     return 0;
 }
 
