@@ -207,9 +207,17 @@ static int s_spawn(bench_broker_t *self)
             dup2(fd, 2);
             close(fd);
         }
-        execl(nexusd, "nexusd", "--data-dir", self->data_dir, "--control-endpoints", self->control,
-              "--events-in-endpoints", self->events_in, "--events-out-endpoints", self->events_out,
-              "--sync", self->sync, (char *)NULL);
+        const char *argv[32] = {"nexusd",         "--data-dir",
+                                self->data_dir,   "--control-endpoints",
+                                self->control,    "--events-in-endpoints",
+                                self->events_in,  "--events-out-endpoints",
+                                self->events_out, "--sync",
+                                self->sync};
+        int n = 11;
+        for (int i = 0; self->extra[i] && n < 31; i++)
+            argv[n++] = self->extra[i];
+        argv[n] = NULL;
+        execv(nexusd, (char *const *)argv);
         fprintf(stderr, "cannot run %s: %s\n", nexusd, strerror(errno));
         _exit(127);
     }
@@ -225,9 +233,16 @@ static int s_spawn(bench_broker_t *self)
 
 bench_broker_t *bench_broker_new(const char *sync)
 {
+    return bench_broker_new_with(sync, NULL);
+}
+
+bench_broker_t *bench_broker_new_with(const char *sync, const char *const *extra)
+{
     bench_broker_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
+    for (int i = 0; extra && extra[i] && i < 15; i++)
+        self->extra[i] = strdup(extra[i]);
     const char *base = getenv("NEXUS_BENCH_DIR");
     snprintf(self->dir, sizeof self->dir, "%s/nexus-bench-XXXXXX", base && *base ? base : "/tmp");
     int ports[3];
@@ -303,6 +318,8 @@ void bench_broker_destroy(bench_broker_t **self_p)
         fprintf(stderr, "# kept %s\n", self->dir);
     else
         nftw(self->dir, s_unlink_cb, 16, FTW_DEPTH | FTW_PHYS);
+    for (int i = 0; self->extra[i]; i++)
+        free(self->extra[i]);
     free(self);
     *self_p = NULL;
 }

@@ -52,6 +52,7 @@ typedef struct {
     char events_in[64];  /* XSUB, publishers connect here                   */
     char events_out[64]; /* XPUB, subscribers connect here                  */
     char sync[8];        /* full | none                                     */
+    char *extra[16];     /* more arguments for nexusd (owned), NULL-ended   */
 } bench_broker_t;
 
 /*  Picks the nexusd binary: path when not NULL, else $NEXUSD, else the one
@@ -64,6 +65,10 @@ const char *bench_nexusd(void);
     mode; returns when it answers ping. Returns NULL on failure (with the
     reason and the broker's log on stderr). Caller destroys.               */
 bench_broker_t *bench_broker_new(const char *sync);
+
+/*  Like bench_broker_new, with more arguments for nexusd (extra: a NULL-
+    ended list of at most 15 strings, copied), e.g. a standby's settings. */
+bench_broker_t *bench_broker_new_with(const char *sync, const char *const *extra);
 
 /*  Stops nexusd (if running) and starts it again on the same store and
     ports with another sync mode. Returns 0, or -1.                          */

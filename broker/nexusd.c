@@ -6,7 +6,9 @@
 */
 
 #include <czmq.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -88,8 +90,17 @@ int main(int argc, char **argv)
         nx_error("cannot start: %s", err);
         return 1;
     }
-    int status = nx_broker_run(broker) == 0 ? 0 : 1;
+    int rc = nx_broker_run(broker);
     nx_broker_destroy(&broker);
+    if (rc == NX_BROKER_RESTART) {
+        /*  A standby's base copy arrived, or a fenced primary comes back as
+            a standby: the same program, settings and pid start again.    */
+        nx_info("restarting");
+        fflush(stderr);
+        execv("/proc/self/exe", argv);
+        nx_error("cannot restart: %s", strerror(errno));
+        return 1;
+    }
     nx_info("stopped");
-    return status;
+    return rc == 0 ? 0 : 1;
 }

@@ -31,6 +31,7 @@
 #include "nx_broker.h"
 #include "nx_coord.h"
 #include "nx_curve.h"
+#include "nx_ha.h"
 #include "nx_reader.h"
 #include "nx_subs.h"
 #include "nx_log.h"
@@ -55,13 +56,18 @@
 #define S_SEQ_BLOCK           (1u << 20)
 #define S_META_SEQ_RESERVED   "seq_reserved"
 #define S_META_FENCE_RESERVED "fence_reserved"
+/*  Fencing tokens are reserved in blocks too, for a promotion: a promoted
+    standby continues above the block (the old primary may have handed out
+    tokens the copy of its log had not reached yet under async).           */
+#define S_FENCE_BLOCK      (1u << 20)
+#define S_META_FENCE_BLOCK "fence_block"
 /*  Meta key of the record each run writes first: the boot id it runs
     under and a random nonce (which also starts a new checksum chain).     */
 #define S_META_RUN "run"
 /*  history and state queries waiting for the store to catch up with the
     log: at most this many, each at most this long (then `busy`).          */
-#define S_PARKED_MAX   4096
-#define S_PARKED_WAIT  (10u * 1000000)
+#define S_PARKED_MAX  4096
+#define S_PARKED_WAIT (10u * 1000000)
 /*  A stop waits this long for the store to take the whole log.            */
 #define S_STOP_SYNC_MS 30000
 /*  Held replies (events: times batch_max) past which the loop reads no
@@ -157,6 +163,19 @@ static int s_log_reservation(nx_broker_t *self, uint64_t seq)
     return 0;
 }
 
+/*  Appends fence_block = the last token + a block to the turn's records. */
+static int s_log_fence_block(nx_broker_t *self)
+{
+    uint8_t v[8];
+    uint64_t block = nx_claims_fence(self) + S_FENCE_BLOCK;
+    nx_put_u64(v, block);
+    if (nx_wal_put(self->wal, NX_DB_META, S_META_FENCE_BLOCK, strlen(S_META_FENCE_BLOCK), v,
+                   sizeof v))
+        return -1;
+    self->fence_block = block;
+    return 0;
+}
+
 /*  Writes and flushes what was appended outside a turn (start, stop) and
     tells the checkpointer. Returns 0, or -1 with errno set.                */
 static int s_log_sync(nx_broker_t *self)
@@ -182,9 +201,14 @@ static int s_log_start(nx_broker_t *self)
     nx_put_u64(run + NX_WAL_BOOT_MAX, nonce);
     nx_put_u64(run + NX_WAL_BOOT_MAX + 8, nx_now_us());
     if (nx_wal_put(self->wal, NX_DB_META, S_META_RUN, strlen(S_META_RUN), run, sizeof run) ||
-        s_log_reservation(self, self->last_seq + S_SEQ_BLOCK))
+        s_log_reservation(self, self->last_seq + S_SEQ_BLOCK) || s_log_fence_block(self))
         return -1;
     return s_log_sync(self);
+}
+
+int nx_broker_log_start(nx_broker_t *self)
+{
+    return s_log_start(self);
 }
 
 /*  True when the last run recorded the boot we run under now: the page
@@ -217,7 +241,12 @@ static int s_open_log(nx_broker_t *self, char *err_buf, size_t err_size)
         broker emits may carry a whole request besides its own fields.     */
     uint64_t largest = self->cfg.max_payload + self->cfg.max_request + (128u << 10);
     uint64_t seg = self->cfg.wal_segment;
-    if (seg < 2 * largest) {
+    /*  A standby's log is a copy of the primary's: it keeps the segment
+        size its store recorded (the primary's, from the base copy).      */
+    uint64_t kept = s_meta_u64(self, "wal_segment");
+    if (nx_ha_keeps_segment(self->ha) && kept >= NX_WAL_SEGMENT_MIN)
+        seg = kept;
+    else if (seg < 2 * largest) {
         seg = (2 * largest + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
         nx_info("wal_segment raised to %" PRIu64 " bytes: it must hold two of the largest "
                 "records (max_payload + max_request)",
@@ -271,6 +300,13 @@ static void s_free_config(nx_broker_config_t *cfg)
     free(cfg->curve_cert);
     free(cfg->curve_clients);
     free(cfg->snapshot_file);
+    free(cfg->name);
+    free(cfg->advertise);
+    free(cfg->peer_advertise);
+    free(cfg->replica_of);
+    free(cfg->replica_token);
+    free(cfg->etcd);
+    free(cfg->etcd_prefix);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -292,6 +328,13 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->cfg.curve_cert = s_strdup_or_null(cfg->curve_cert);
     self->cfg.curve_clients = s_strdup_or_null(cfg->curve_clients);
     self->cfg.snapshot_file = s_strdup_or_null(cfg->snapshot_file);
+    self->cfg.name = s_strdup_or_null(cfg->name);
+    self->cfg.advertise = s_strdup_or_null(cfg->advertise);
+    self->cfg.peer_advertise = s_strdup_or_null(cfg->peer_advertise);
+    self->cfg.replica_of = s_strdup_or_null(cfg->replica_of);
+    self->cfg.replica_token = s_strdup_or_null(cfg->replica_token);
+    self->cfg.etcd = s_strdup_or_null(cfg->etcd);
+    self->cfg.etcd_prefix = s_strdup_or_null(cfg->etcd_prefix);
     self->refuse_log = (nx_log_limit_t){"refused handshakes", NX_ZAP_LOG_PER_SECOND, 0, 0, 0};
     self->sub_log = (nx_log_limit_t){"refused subscriptions", NX_ZAP_LOG_PER_SECOND, 0, 0, 0};
     self->start_us = nx_now_us();
@@ -322,8 +365,11 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         .trim_batch = self->cfg.trim_batch,
     };
     nexus_err_t err = NEXUS_OK;
+    if (nx_ha_install(&self->cfg, err_buf, err_size))
+        goto fail;
     self->store = nx_store_new(&scfg, &err, err_buf, err_size);
-    if (!self->store || s_open_log(self, err_buf, err_size))
+    if (!self->store || !(self->ha = nx_ha_new(self, err_buf, err_size)) ||
+        s_open_log(self, err_buf, err_size))
         goto fail;
     self->last_seq = nx_store_last_seq(self->store);
     self->last_ts = nx_store_last_ts(self->store);
@@ -338,7 +384,8 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         ended in a torn write, seqs that may have been seen are skipped, so
         none is handed out again for another event.                         */
     uint64_t r = s_meta_u64(self, S_META_SEQ_RESERVED);
-    if (r > self->last_seq) {
+    /*  (A standby's reservation is its primary's: a promotion skips it.) */
+    if (r > self->last_seq && nx_ha_starts_primary(self->ha)) {
         bool same = s_same_boot(self);
         if (!same || self->recovery.torn) {
             nx_warn("unclean stop: seqs %" PRIu64 "..%" PRIu64
@@ -517,11 +564,14 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->h_router = zsock_resolve(self->router);
     /*  Written once the endpoints are bound: a start that cannot bind
         (the port is taken) leaves the log and the reservation as they
-        were, instead of making the next start skip one more block.        */
-    if (s_log_start(self)) {
+        were, instead of making the next start skip one more block. A
+        standby writes nothing to its log but the primary's frames.        */
+    if (nx_ha_starts_primary(self->ha) && s_log_start(self)) {
         snprintf(err_buf, err_size, "cannot write the log: %s", strerror(errno));
         goto fail;
     }
+    if (nx_ha_start(self, err_buf, err_size))
+        goto fail;
 
     char ep[128];
     /*  Handshakes refused before ZAP is asked (a client with no or another
@@ -610,6 +660,8 @@ void nx_broker_destroy(nx_broker_t **self_p)
     free(self->parked);
     s_held_free(&self->held_replies);
     s_held_free(&self->held_events);
+    /*  Before the store: a base copy may be being made of it.             */
+    nx_ha_destroy(&self->ha);
     /*  Before the store: it commits what the log has flushed.             */
     nx_checkpointer_destroy(&self->ckpt);
     nx_coord_stop(self);
@@ -839,6 +891,13 @@ static int s_read_event(nx_broker_t *self)
         zmq_msg_close(&ev->payload);
         return 0;
     }
+    if (self->refuse && self->refuse_err == NEXUS_ERR_NOT_PRIMARY) {
+        self->count.drop_standby++;
+        s_note_drop(self, "this broker is not the primary", &ev->topic, zmq_msg_size(&ev->payload));
+        zmq_msg_close(&ev->topic);
+        zmq_msg_close(&ev->payload);
+        return 0;
+    }
     nexus_err_t rc = s_stage(self, ev);
     if (rc != NEXUS_OK && rc != NEXUS_ERR_STORE_FULL) {
         self->count.drop_store++;
@@ -869,6 +928,21 @@ static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *m
     s_pack_head(&pk, pr, false, 2);
     nx_pack_kv_str(&pk, "error", nexus_err_name(err));
     nx_pack_kv_str(&pk, "message", msg && *msg ? msg : nexus_strerror(err));
+}
+
+/*  not_primary, naming the primary when this broker knows it.             */
+static void s_reply_not_primary(nx_broker_t *self, nx_pending_reply_t *pr, const char *msg)
+{
+    const char *primary = nx_ha_primary(self);
+    pr->failed = true;
+    msgpack_sbuffer_clear(&pr->reply);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &pr->reply, msgpack_sbuffer_write);
+    s_pack_head(&pk, pr, false, primary ? 3 : 2);
+    nx_pack_kv_str(&pk, "error", nexus_err_name(NEXUS_ERR_NOT_PRIMARY));
+    nx_pack_kv_str(&pk, "message", msg);
+    if (primary)
+        nx_pack_kv_str(&pk, "primary", primary);
 }
 
 /*  Packs the reply: head (id, ok, field count), then the fields that the
@@ -1144,13 +1218,24 @@ static int s_read_request(nx_broker_t *self)
         s_reply_error(pr, bad, err_msg);
         return 0;
     }
+    /*  A standby (or a fenced primary) serves what its store holds: the
+        rest is the primary's.                                              */
+    if (!nx_ha_serves(self, op)) {
+        nexus_err_t e = NEXUS_ERR_NOT_PRIMARY;
+        const char *why = nx_ha_refusal(self, &e);
+        s_reply_not_primary(self, pr, why ? why : "this broker is not the primary");
+        return 0;
+    }
     pr->op = op;
     if (s_store_read(self, pr))
         return 0;
     if (op->def->flags & NX_OF_WRITE) {
         if (self->refuse) {
             pr->op = NULL;
-            s_reply_error(pr, self->refuse_err, self->refuse);
+            if (self->refuse_err == NEXUS_ERR_NOT_PRIMARY)
+                s_reply_not_primary(self, pr, self->refuse);
+            else
+                s_reply_error(pr, self->refuse_err, self->refuse);
             return 0;
         }
         pr->is_write = true;
@@ -1245,11 +1330,17 @@ static void s_hold_reply(nx_broker_t *self, nx_envelope_t *env, zmq_msg_t *reply
 
 static void s_send_reply(nx_broker_t *self, nx_pending_reply_t *pr)
 {
+    /*  A standby's acknowledgements get no reply.                         */
+    bool quiet = pr->op && (pr->op->def->flags & NX_OF_QUIET);
     if (pr->op)
         s_run_op(self, pr);
     if (pr->failed)
         self->count.request_errors++;
     zmq_msg_close(&pr->body);
+    if (quiet && !pr->failed) {
+        s_env_close(&pr->env);
+        return;
+    }
     zmq_msg_t reply;
     if (zmq_msg_init_size(&reply, pr->reply.size)) {
         s_env_close(&pr->env);
@@ -1258,7 +1349,7 @@ static void s_send_reply(nx_broker_t *self, nx_pending_reply_t *pr)
     memcpy(zmq_msg_data(&reply), pr->reply.data, pr->reply.size);
     /*  "Done" means durable: a reply never runs ahead of the flush of the
         changes it (or any read of this turn) may have seen.               */
-    if (self->kv_gate > nx_wal_durable(self->wal) || self->held_replies.n)
+    if (self->kv_gate > nx_ha_released(self) || self->held_replies.n)
         s_hold_reply(self, &pr->env, &reply, self->kv_gate);
     else
         s_env_send(self, &pr->env, &reply);
@@ -1323,7 +1414,7 @@ static void s_send_event(nx_broker_t *self, zmq_msg_t *out)
     is durable (and behind any event held before them).                    */
 static void s_forward(nx_broker_t *self, uint64_t gate)
 {
-    bool hold = gate > nx_wal_durable(self->wal) || self->held_events.n;
+    bool hold = gate > nx_ha_released(self) || self->held_events.n;
     for (size_t i = 0; i < self->n_events; i++) {
         nx_pending_event_t *ev = &self->events[i];
         zmq_msg_t out;
@@ -1351,7 +1442,7 @@ static void s_forward(nx_broker_t *self, uint64_t gate)
 /*  Sends what the flush made durable: held replies and events, in order.  */
 static void s_release_held(nx_broker_t *self)
 {
-    uint64_t durable = nx_wal_durable(self->wal);
+    uint64_t durable = nx_ha_released(self);
     nx_held_t *h;
     while ((h = s_held_first(&self->held_events)) && h->gate <= durable) {
         s_send_event(self, &h->msg);
@@ -1382,6 +1473,9 @@ static void s_check_refuse(nx_broker_t *self)
     char problem[256];
     if (nx_checkpointer_problem(self->ckpt, problem, sizeof problem))
         nx_broker_problem(self, "%s", problem);
+    self->refuse = nx_ha_refusal(self, &self->refuse_err);
+    if (self->refuse)
+        return;
     if (nx_checkpointer_full(self->ckpt)) {
         self->refuse = "the store is full (map_max reached, and trimming events does not make "
                        "room): nothing was written";
@@ -1471,6 +1565,7 @@ static bool s_log_turn(nx_broker_t *self, bool reserve)
             return false;
         }
         self->count.batches++;
+        nx_ha_shipped(self);
     }
     uint64_t now = nx_mono_us(), written = nx_wal_written(self->wal);
     bool unflushed = written > nx_wal_durable(self->wal);
@@ -1532,6 +1627,7 @@ static void s_flushed(nx_broker_t *self)
     }
     s_release_held(self);
     s_wake_checkpointer(self);
+    nx_ha_flushed(self);
 }
 
 /*  Keeps a deferred history or state query until the store catches up
@@ -1644,9 +1740,11 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
     self->turn_ts = self->last_ts;
     uint64_t reserved = self->seq_reserved;
     s_check_refuse(self);
-    if (timers)
+    /*  Only the primary changes sessions and claims, timers included.     */
+    bool lead = !self->refuse || self->refuse_err != NEXUS_ERR_NOT_PRIMARY;
+    if (timers && lead)
         self->next_coord = nx_coord_tick(self, nx_now_us());
-    if (housekeeping)
+    if (housekeeping && lead)
         nx_coord_housekeeping(self, nx_now_us());
 
     if (self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max)
@@ -1666,8 +1764,15 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
         its events go out (one record and no extra flush per ~half a
         million events).                                                    */
     bool reserve = false;
-    if (!self->batch_failed && self->last_seq + S_SEQ_BLOCK / 2 > self->seq_reserved) {
+    if (lead && !self->batch_failed && self->last_seq + S_SEQ_BLOCK / 2 > self->seq_reserved) {
         if (s_log_reservation(self, self->last_seq + S_SEQ_BLOCK))
+            self->batch_failed = true;
+        else
+            reserve = true;
+    }
+    if (lead && !self->batch_failed &&
+        nx_claims_fence(self) + S_FENCE_BLOCK / 2 > self->fence_block) {
+        if (s_log_fence_block(self))
             self->batch_failed = true;
         else
             reserve = true;
@@ -1685,6 +1790,10 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
         self->n_replies = 0;
         return;
     }
+    /*  A reservation waits for the sync standby even under async: a
+        promotion continues above what it reserved.                        */
+    if (reserve)
+        nx_ha_reserved(self, nx_wal_written(self->wal));
     s_close_events(self);
     /*  Replies in arrival order, after the flush: read ops run now,
         against the state the flush made durable.                          */
@@ -1696,6 +1805,7 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
             s_send_reply(self, pr);
     }
     self->n_replies = 0;
+    nx_ha_after_turn(self);
     s_release_held(self);
     if (self->n_parked)
         s_release_parked(self, false);
@@ -1894,10 +2004,10 @@ int nx_broker_run(nx_broker_t *self)
     while (!self->stop && !zsys_interrupted) {
         /*  While too much waits for a flush, the planes are not read: the
             clients' ZeroMQ queues hold what comes, not our memory.        */
-        short ev_in = self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max ? 0
-                                                                                       : ZMQ_POLLIN;
+        short ev_in =
+            self->held_events.n > S_HELD_EVENTS_FACTOR * self->cfg.batch_max ? 0 : ZMQ_POLLIN;
         short rq_in = self->held_replies.n > S_HELD_REPLIES_MAX ? 0 : ZMQ_POLLIN;
-        zmq_pollitem_t items[9] = {
+        zmq_pollitem_t items[11] = {
             {self->h_xsub, 0, ev_in, 0},
             {self->h_router, 0, rq_in, 0},
             {self->h_xpub, 0, ZMQ_POLLIN, 0},
@@ -1912,6 +2022,8 @@ int nx_broker_run(nx_broker_t *self)
             items[n_items++] = (zmq_pollitem_t){mon_xsub, 0, ZMQ_POLLIN, 0};
         if (mon_router)
             items[n_items++] = (zmq_pollitem_t){mon_router, 0, ZMQ_POLLIN, 0};
+        int n_mon = n_items;
+        n_items += nx_ha_poll(self, items + n_items, 11 - n_items);
         uint64_t now = nx_mono_us(), wall = nx_now_us();
         long timeout = now >= self->next_tick ? 0 : (long)((self->next_tick - now) / 1000) + 1;
         if (self->next_coord <= wall)
@@ -1921,6 +2033,8 @@ int nx_broker_run(nx_broker_t *self)
         /*  Parked queries that wait too long get busy.                    */
         if (self->n_parked && timeout > 100)
             timeout = 100;
+        if (timeout > nx_ha_timeout(self))
+            timeout = nx_ha_timeout(self);
         /*  Events nobody waits for are flushed at flush_interval even when
             nothing else happens.                                           */
         if (self->lazy_since) {
@@ -1945,7 +2059,7 @@ int nx_broker_run(nx_broker_t *self)
             s_read_checkpointer(self);
         if (items[5].revents & ZMQ_POLLIN)
             s_flushed(self);
-        for (int i = 6; i < n_items; i++)
+        for (int i = 6; i < n_mon; i++)
             if (items[i].revents & ZMQ_POLLIN) {
                 if (items[i].socket == mon_xpub)
                     s_read_monitor(self, self->mon_xpub, &self->count.subscribers, "events-out");
@@ -1967,13 +2081,33 @@ int nx_broker_run(nx_broker_t *self)
             s_read_checkpointer(self);
             self->next_tick = nx_mono_us() + S_TICK_US;
         }
+        int ha = nx_ha_handle(self, items + n_mon, n_items - n_mon);
+        if (ha < 0) {
+            s_fatal(self, "write or flush");
+            break;
+        }
+        s_release_held(self);
         if (self->n_parked)
             s_release_parked(self, false);
+        if (ha == NX_BROKER_RESTART) {
+            status = NX_BROKER_RESTART;
+            break;
+        }
     }
     /*  What is left: the seq reservation goes back to last_seq (so the
         next start continues without a jump), the log is flushed, the store
         takes all of it, and the queries that waited for that are answered.*/
-    if (!self->fatal) {
+    nexus_err_t not_primary;
+    bool lead = nx_ha_refusal(self, &not_primary) == NULL;
+    if (!self->fatal && !lead) {
+        /*  A standby or a fenced primary writes nothing of its own.      */
+        if (nx_wal_flush(self->wal) == 0)
+            nx_checkpointer_wake(self->ckpt);
+        s_release_held(self);
+        if (nx_checkpointer_sync(self->ckpt, nx_wal_durable(self->wal), S_STOP_SYNC_MS))
+            nx_warn("the store has not taken the whole log: the next start replays the rest");
+        s_read_checkpointer(self);
+    } else if (!self->fatal) {
         if (s_log_reservation(self, self->last_seq)) {
             nx_warn("cannot record the clean stop: the next start skips a block of seqs");
             nx_wal_discard(self->wal);
@@ -1986,6 +2120,8 @@ int nx_broker_run(nx_broker_t *self)
         s_read_checkpointer(self);
         /*  A change of the last second is not lost from the snapshot file.*/
         nx_coord_snapshot(self);
+        /*  With etcd the standby takes over at once, not in a lease.     */
+        nx_ha_stop(self);
     }
     s_release_parked(self, true);
     if (self->fatal)

@@ -53,7 +53,10 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
 
 /*  Runs the loop until SIGINT/SIGTERM (zsys_interrupted) or
     nx_broker_stop. Commits the last batch before it returns. Returns 0 on a
-    clean stop, -1 when the store failed beyond repair.                      */
+    clean stop, -1 when the store failed beyond repair, NX_BROKER_RESTART
+    when the broker must start again (a standby's base copy arrived, or a
+    fenced primary comes back as a standby): destroy it and start anew.    */
+#define NX_BROKER_RESTART 2
 int nx_broker_run(nx_broker_t *self);
 
 /*  Asks a running loop to stop at the end of its turn (signal-safe).       */
@@ -90,12 +93,12 @@ typedef struct {
 /*  A history or state query waiting for the store to catch up with the
     log (nx_broker.c, s_park).                                              */
 typedef struct {
-    nx_envelope_t env;  /* where the reply goes                            */
-    zmq_msg_t body;     /* the request                                     */
+    nx_envelope_t env;      /* where the reply goes                            */
+    zmq_msg_t body;         /* the request                                     */
     const struct nx_op *op; /* its row of the op table                   */
-    const void *auth;   /* its token (nx_auth handle)                      */
-    uint64_t need;      /* log position the store must cover               */
-    uint64_t deadline;  /* mono us: busy after this                        */
+    const void *auth;       /* its token (nx_auth handle)                      */
+    uint64_t need;          /* log position the store must cover               */
+    uint64_t deadline;      /* mono us: busy after this                        */
 } nx_parked_t;
 
 /*  A reply or an event held until the log is durable up to gate: replies
@@ -109,7 +112,7 @@ typedef struct {
 
 /*  A FIFO of held messages (nx_broker.c).                                  */
 typedef struct {
-    nx_held_t *items;   /* ring of cap entries                            */
+    nx_held_t *items;    /* ring of cap entries                            */
     size_t head, n, cap; /* first entry, entries, allocated                */
 } nx_held_queue_t;
 
@@ -148,6 +151,7 @@ typedef struct {
     uint64_t subscriptions;  /* distinct subscription prefixes active    */
     uint64_t drop_forbidden; /* dropped: outside the publisher's pub=    */
     uint64_t sub_refused;    /* subscriptions no prefix was applied for  */
+    uint64_t drop_standby;   /* dropped: this broker is not the primary  */
 } nx_counters_t;
 
 struct _nx_broker_t {
@@ -231,6 +235,9 @@ struct _nx_broker_t {
     bool snapshot_dirty;              /* sessions or claims changed since written   */
     nx_snapshot_t *snapshot;          /* its writer thread, NULL: no snapshot_file  */
     nx_scratch_t scratch;             /* msgpack buffers the loop reuses            */
+    struct _nx_ha_t *ha;              /* primary/standby pair (nx_ha.c)             */
+    uint64_t fence_block;             /* fencing tokens up to here may be handed
+                                         out before a new block is logged          */
 };
 
 /*  ---- The op table (nx_ops.c) ------------------------------------------- */
@@ -281,6 +288,11 @@ int nx_ops_init(char *err_buf, size_t err_size);
 
 /*  The op named name (len bytes), or NULL.                                 */
 const nx_op_t *nx_ops_find(const char *name, size_t len);
+
+/*  Logs (and flushes) what starts a primary's run: the run record, a block
+    of seqs and of fencing tokens. At start, and when a standby is promoted.
+    Returns 0, or -1 with errno set.                                        */
+int nx_broker_log_start(nx_broker_t *self);
 
 /*  Packs the live subscriptions of the XPUB as an array of
     {prefix, subscribers}, most subscribed first (nx_broker.c).            */

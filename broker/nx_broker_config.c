@@ -103,6 +103,34 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
           "client that knows the broker's key"),
     S_KEY(snapshot_file, NX_CONF_STRING, "", 0, 0, NULL,
           "JSON file of active sessions and claims, rewritten within 1 s of a change"),
+    S_KEY(name, NX_CONF_STRING, "", 0, 0, NULL,
+          "this broker's name in a primary/standby pair (empty: the host name)"),
+    S_KEY(advertise, NX_CONF_STRING, "", 0, 0, NULL,
+          "the control endpoint clients and the standby reach this broker at (empty: the first "
+          "of control_endpoints)"),
+    S_KEY(peer_advertise, NX_CONF_STRING, "", 0, 0, NULL,
+          "the control endpoint a standby reaches this broker at to copy its log, when it is "
+          "not advertise (a link of its own between the brokers); empty: advertise"),
+    S_KEY(replica_of, NX_CONF_STRING, "", 0, 0, NULL,
+          "run as a hot standby of the primary at this control endpoint (without etcd; "
+          "`nexus promote` makes it the primary)"),
+    S_KEY(replica_token, NX_CONF_STRING, "", 0, 0, NULL,
+          "the token this broker presents to its primary as a standby, one with every right "
+          "(sessions=* pub=> sub=>); empty: the shared token"),
+    S_KEY(replication, NX_CONF_ENUM, "sync", 0, 0, "sync|async",
+          "sync: a change is acknowledged once the standby has it durable too; async: once "
+          "this broker has (the standby may lag)"),
+    S_KEY(replication_timeout, NX_CONF_DURATION, "5s", 100, 3600000, NULL,
+          "a standby that leaves a change unacknowledged this long is no longer waited for; "
+          "a primary silent this long is asked again"),
+    S_KEY(etcd, NX_CONF_STRING, "", 0, 0, NULL,
+          "etcd client URLs, comma-separated (http://10.0.0.1:2379,...): etcd decides which "
+          "broker of the pair is the primary; empty: manual failover"),
+    S_KEY(etcd_prefix, NX_CONF_STRING, "/nexus", 0, 0, NULL,
+          "the pair's keys in etcd live under this prefix (one prefix per pair)"),
+    S_KEY(etcd_lease, NX_CONF_DURATION, "5s", 2000, 600000, NULL,
+          "the primary's lease in etcd: it stops taking writes when it cannot renew it, and "
+          "the standby takes over once it has run out"),
 };
 
 const size_t nx_broker_conf_count = sizeof(nx_broker_conf_keys) / sizeof(nx_broker_conf_keys[0]);

@@ -113,6 +113,18 @@ void nx_coord_reload(nx_broker_t *self)
     free(live);
 }
 
+int nx_coord_promote(nx_broker_t *self)
+{
+    /*  A standby's tables were loaded at its start and never followed the
+        log it copied: the store, which took all of it, is the truth.      */
+    s_unload(self);
+    if (s_load(self))
+        return -1;
+    nx_sessions_ready(self, nx_now_us());
+    self->snapshot_dirty = true;
+    return 0;
+}
+
 uint64_t nx_coord_tick(nx_broker_t *self, uint64_t now)
 {
     uint64_t a = nx_claims_tick(self, now);

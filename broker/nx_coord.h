@@ -70,6 +70,12 @@ void nx_coord_stop(nx_broker_t *self);
     batch, memory must match what was committed.                            */
 void nx_coord_reload(nx_broker_t *self);
 
+/*  A standby becomes the primary: the tables are loaded again from the
+    store (which holds the whole copied log by then); sessions come back
+    stale with a fresh timeout, leases that ran out expire in the next
+    tick. Returns 0, or -1 (nx_store_errmsg says why).                      */
+int nx_coord_promote(nx_broker_t *self);
+
 /*  Expires leases and sessions due at now (us). Stages writes and events
     in the open batch. Returns the monotonic-free wall time (us) of the next
     deadline, or UINT64_MAX when none.                                      */

@@ -70,6 +70,12 @@ void nx_curve_apply(nx_curve_t *self, zsock_t *sock)
     zsock_set_curve_server(sock, 1);
 }
 
+void nx_curve_client(nx_curve_t *self, zsock_t *sock)
+{
+    zcert_apply(self->cert, sock);
+    zsock_set_curve_serverkey(sock, zcert_public_txt(self->cert));
+}
+
 const char *nx_curve_public_key(nx_curve_t *self)
 {
     return zcert_public_txt(self->cert);

@@ -28,6 +28,11 @@ void nx_curve_destroy(nx_curve_t **self_p);
     it binds.                                                               */
 void nx_curve_apply(nx_curve_t *self, zsock_t *sock);
 
+/*  Makes sock a CURVE client of a broker with the same certificate (a
+    standby and its primary share one, so that clients trust one key
+    whichever of the two serves): call before it connects.                */
+void nx_curve_client(nx_curve_t *self, zsock_t *sock);
+
 /*  The broker's public key (Z85, 40 characters): what clients configure.  */
 const char *nx_curve_public_key(nx_curve_t *self);
 

@@ -15,6 +15,7 @@
 #include "nx_auth.h"
 #include "nx_broker.h"
 #include "nx_coord.h"
+#include "nx_ha.h"
 #include "nx_log.h"
 #include "nx_topic.h"
 
@@ -26,6 +27,7 @@ static int s_op_ping(nx_broker_t *self, nx_request_t *rq)
 {
     nx_pack_kv_u64(nx_kv(rq), "ts", nx_now_us());
     nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
+    nx_ha_pack_role(self, rq);
     return 0;
 }
 
@@ -42,6 +44,7 @@ static int s_op_health(nx_broker_t *self, nx_request_t *rq)
     nx_pack_kv_u64(nx_kv(rq), "last_seq", self->last_seq);
     nx_pack_kv_str(nx_kv(rq), "problem", degraded ? self->problem : NULL);
     nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
+    nx_ha_pack_role(self, rq);
     return 0;
 }
 
@@ -95,9 +98,10 @@ static int s_op_state(nx_broker_t *self, nx_request_t *rq)
     nx_pack_kv_u64(nx_kv(rq), "send", c->drop_send);
     nx_pack_kv_u64(nx_kv(rq), "slow_subscriber", c->drop_slow);
     nx_pack_kv_u64(nx_kv(rq), "forbidden", c->drop_forbidden);
+    nx_pack_kv_u64(nx_kv(rq), "standby", c->drop_standby);
     nx_pack_kv_u64(nx_kv(rq), "total",
                    c->drop_bad_topic + c->drop_oversize + c->drop_malformed + c->drop_store +
-                       c->drop_send + c->drop_forbidden);
+                       c->drop_send + c->drop_forbidden + c->drop_standby);
     nx_dmap_close(&rq->reply);
 
     nx_dmap_open(&rq->reply, "handshakes_refused");
@@ -124,6 +128,7 @@ static int s_op_state(nx_broker_t *self, nx_request_t *rq)
     nx_pack_kv_u64(nx_kv(rq), "segment_size", ws.segment_size);
     nx_dmap_close(&rq->reply);
 
+    nx_ha_pack_state(self, rq);
     nx_pack_kv_str(nx_kv(rq), "timestamp", nx_iso8601(now, iso));
     nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
     return 0;
@@ -235,6 +240,11 @@ static const struct {
     {"work.reopen", nx_op_work_reopen},
     {"work.get", nx_op_work_get},
     {"work.list", nx_op_work_list},
+    {"replicate", nx_op_replicate},
+    {"replicate.ack", nx_op_replicate_ack},
+    {"replicate.base", nx_op_replicate_base},
+    {"promote", nx_op_promote},
+    {"fence", nx_op_fence},
 };
 
 #define S_HANDLERS (sizeof s_handlers / sizeof s_handlers[0])

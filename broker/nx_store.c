@@ -791,8 +791,7 @@ nexus_err_t nx_store_get(nx_store_t *self, nx_db_t db, const void *key, size_t k
         return err;
     /*  Inside a batch the write transaction sees the batch's own writes;
         another thread reads what was committed.                           */
-    MDB_txn *txn =
-        self->txn && pthread_equal(self->txn_thread, pthread_self()) ? self->txn : NULL;
+    MDB_txn *txn = self->txn && pthread_equal(self->txn_thread, pthread_self()) ? self->txn : NULL;
     int rc = 0;
     if (!txn)
         rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
@@ -1219,6 +1218,22 @@ uint64_t nx_store_last_seq(nx_store_t *self)
 uint64_t nx_store_last_ts(nx_store_t *self)
 {
     return self ? self->cur.last_ts : 0;
+}
+
+nexus_err_t nx_store_copy(nx_store_t *self, int fd, char *err_buf, size_t err_size)
+{
+    /*  The copy runs a read transaction of its own: hold the resize lock
+        shared like any reader (LMDB must not resize under it).            */
+    pthread_rwlock_rdlock(&self->resize);
+    int rc = mdb_env_copyfd2(self->env, fd, MDB_CP_COMPACT);
+    pthread_rwlock_unlock(&self->resize);
+    if (rc == 0 && fdatasync(fd) != 0)
+        rc = errno;
+    if (rc) {
+        snprintf(err_buf, err_size, "cannot copy the store: %s", mdb_strerror(rc));
+        return NEXUS_ERR_STORE;
+    }
+    return NEXUS_OK;
 }
 
 /*  ---- Readers -----------------------------------------------------------*/

@@ -185,6 +185,15 @@ uint64_t nx_store_last_seq(nx_store_t *self);
     from here.                                                              */
 uint64_t nx_store_last_ts(nx_store_t *self);
 
+/*  Writes a consistent copy of the store (one read snapshot, compacted)
+    to the file fd is open on, and flushes it (fdatasync). The copy is a
+    data.mdb of its own: a standby starts from it (its base copy, with the
+    store's identity and checkpoint). Any thread; it holds a read
+    snapshot (and the resize lock, shared) while it runs, so make_room
+    waits for it. Returns NEXUS_OK or NEXUS_ERR_STORE with the
+    reason in err_buf.                          */
+nexus_err_t nx_store_copy(nx_store_t *self, int fd, char *err_buf, size_t err_size);
+
 /*  ---- Reading the history ----------------------------------------------
     A reader is a read transaction plus a cursor over the events. It sees
     the committed state as of nx_store_reader_new. Keep readers short: a

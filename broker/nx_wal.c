@@ -68,6 +68,9 @@ struct _nx_wal_t {
     uint32_t count;        /* records in buf                                */
     uint64_t pos;          /* LSN of the next frame                         */
     uint32_t head;         /* crc of the last frame written                 */
+    uint32_t turn_crc;     /* crc of the last frame of the last whole turn  */
+    uint64_t hold;         /* atomic: segments from the one holding this
+                              on are not recycled (UINT64_MAX: none)        */
     uint64_t cur_base;     /* segment the loop writes (fd cur_fd)           */
     int cur_fd;            /* -1: none open; changes under flock            */
     int *old_fds;          /* earlier segments not flushed since the switch
@@ -382,6 +385,7 @@ nx_wal_t *nx_wal_new(const nx_wal_config_t *cfg, char *err, size_t err_size)
     }
     self->seg = cfg->segment_size;
     self->sync = cfg->sync;
+    self->hold = UINT64_MAX;
     self->cur_fd = -1;
     self->dir_fd = -1;
     self->event_fd = -1;
@@ -538,6 +542,7 @@ int nx_wal_start(nx_wal_t *self, uint64_t lsn, uint32_t prev, char *err, size_t 
     self->cur_base = base;
     self->pos = lsn;
     self->head = prev;
+    self->turn_crc = prev;
     self->target = lsn;
     __atomic_store_n(&self->written, lsn, __ATOMIC_RELEASE);
     __atomic_store_n(&self->durable, lsn, __ATOMIC_RELEASE);
@@ -720,8 +725,11 @@ int nx_wal_write(nx_wal_t *self)
                 bytes left, readers skip them unasked) and go on at the
                 next segment.                                              */
             uint64_t next = pos - pos % self->seg + self->seg;
-            if (room >= NX_WAL_FRAME_HEAD &&
-                s_write_frame(self, &pos, &head, NULL, 0, NX_WAL_F_PAD, 0))
+            /*  A PAD between two frames of one turn carries MORE too: it
+                is no turn's end (recovery and a standby's copy count turns
+                by the frames without MORE).                               */
+            uint32_t pad = NX_WAL_F_PAD | (off ? NX_WAL_F_MORE : 0);
+            if (room >= NX_WAL_FRAME_HEAD && s_write_frame(self, &pos, &head, NULL, 0, pad, 0))
                 return -1;
             pos = next;
             continue;
@@ -734,6 +742,7 @@ int nx_wal_write(nx_wal_t *self)
     }
     self->pos = pos;
     self->head = head;
+    self->turn_crc = head;
     __atomic_store_n(&self->written, pos, __ATOMIC_RELEASE);
     s_reset_buf(self);
     return 0;
@@ -891,6 +900,9 @@ void nx_wal_stats(nx_wal_t *self, nx_wal_stats_t *st)
 
 void nx_wal_recycle(nx_wal_t *self, uint64_t below)
 {
+    uint64_t hold = __atomic_load_n(&self->hold, __ATOMIC_ACQUIRE);
+    if (hold != UINT64_MAX && hold - hold % self->seg < below)
+        below = hold - hold % self->seg;
     uint64_t written = nx_wal_written(self);
     uint64_t cur = written - written % self->seg;
     pthread_mutex_lock(&self->lock);
@@ -985,6 +997,25 @@ static int s_reserve(nx_wal_reader_t *self, size_t n)
     return 0;
 }
 
+/*  Fills frame from the checked header h (its body follows it) of the frame
+    at lsn: where the next frame starts (after a PAD, the next segment; a
+    position in a segment's last 31 bytes means the next segment too).    */
+static void s_fill_frame(nx_wal_frame_t *frame, const uint8_t *h, uint64_t lsn, uint64_t seg)
+{
+    uint32_t len = s_get_u32(h + 16);
+    frame->lsn = lsn;
+    frame->crc = s_get_u32(h);
+    frame->flags = s_get_u32(h + 24);
+    frame->count = s_get_u32(h + 28);
+    frame->body = h + NX_WAL_FRAME_HEAD;
+    frame->len = len;
+    frame->next = lsn + NX_WAL_FRAME_HEAD + len;
+    if (frame->flags & NX_WAL_F_PAD)
+        frame->next = lsn - lsn % seg + seg;
+    else if (seg - frame->next % seg < NX_WAL_FRAME_HEAD)
+        frame->next += seg - frame->next % seg;
+}
+
 int nx_wal_reader_read(nx_wal_reader_t *self, uint64_t lsn, uint32_t prev, bool verify,
                        nx_wal_frame_t *frame, bool *torn)
 {
@@ -1022,7 +1053,6 @@ int nx_wal_reader_read(nx_wal_reader_t *self, uint64_t lsn, uint32_t prev, bool 
         return 0;
     }
     uint64_t at = nx_get_u64(h + 8);
-    uint32_t flags = s_get_u32(h + 24);
     if (!verify && at == lsn) {
         /*  The loop's own frames, read back: trusted past the header.     */
         if (s_reserve(self, NX_WAL_FRAME_HEAD + (size_t)len))
@@ -1052,16 +1082,7 @@ int nx_wal_reader_read(nx_wal_reader_t *self, uint64_t lsn, uint32_t prev, bool 
         if (at != lsn || s_get_u32(h + 20) != prev)
             return 0;
     }
-    frame->crc = s_get_u32(h);
-    frame->flags = flags;
-    frame->count = s_get_u32(h + 28);
-    frame->body = h + NX_WAL_FRAME_HEAD;
-    frame->len = len;
-    frame->next = lsn + NX_WAL_FRAME_HEAD + len;
-    if (flags & NX_WAL_F_PAD)
-        frame->next = base + self->seg;
-    else if (self->seg - frame->next % self->seg < NX_WAL_FRAME_HEAD)
-        frame->next += self->seg - frame->next % self->seg;
+    s_fill_frame(frame, h, lsn, self->seg);
     return 1;
 }
 
@@ -1096,4 +1117,73 @@ int nx_wal_record_kv(const uint8_t *data, size_t data_len, int *db, const uint8_
     *value = data + 3 + klen;
     *value_len = data_len - 3 - klen;
     return 0;
+}
+
+/*  ---- Copying another log ------------------------------------------------------ */
+
+long nx_wal_frame_parse(const uint8_t *data, size_t avail, uint64_t lsn, uint32_t prev,
+                        uint64_t segment_size, nx_wal_frame_t *frame)
+{
+    uint64_t seg = segment_size;
+    if (seg < NX_WAL_SEGMENT_MIN || avail < NX_WAL_FRAME_HEAD)
+        return -1;
+    uint64_t off = lsn % seg;
+    if (seg - off < NX_WAL_FRAME_HEAD) {
+        lsn += seg - off;
+        off = 0;
+    }
+    uint32_t len = s_get_u32(data + 16);
+    if (s_get_u32(data + 4) != S_MAGIC || nx_get_u64(data + 8) != lsn ||
+        s_get_u32(data + 20) != prev || len > seg - off - NX_WAL_FRAME_HEAD ||
+        avail - NX_WAL_FRAME_HEAD < len)
+        return -1;
+    if (s_get_u32(data) != s_crc(data, data + NX_WAL_FRAME_HEAD, len))
+        return -1;
+    s_fill_frame(frame, data, lsn, seg);
+    return (long)(NX_WAL_FRAME_HEAD + len);
+}
+
+long nx_wal_copy_frame(nx_wal_t *self, const uint8_t *data, size_t avail, nx_wal_frame_t *frame)
+{
+    static const uint8_t zeros[S_MARK];
+    nx_wal_frame_t f;
+    long n = nx_wal_frame_parse(data, avail, self->pos, self->head, self->seg, &f);
+    if (n < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    uint64_t base = f.lsn - f.lsn % self->seg;
+    if (s_switch(self, base))
+        return -1;
+    uint64_t room = base + self->seg - (f.lsn + (uint64_t)n);
+    struct iovec iov[2] = {{(void *)data, (size_t)n},
+                           {(void *)zeros, room < S_MARK ? (size_t)room : S_MARK}};
+    if (s_pwritev_all(self->cur_fd, iov, 2, (off_t)(f.lsn - base)))
+        return -1;
+    self->frames++;
+    self->pos = f.next;
+    self->head = f.crc;
+    if (!(f.flags & NX_WAL_F_MORE)) {
+        self->turn_crc = f.crc;
+        __atomic_store_n(&self->written, f.next, __ATOMIC_RELEASE);
+    }
+    if (frame)
+        *frame = f;
+    return n;
+}
+
+void nx_wal_copy_rewind(nx_wal_t *self)
+{
+    self->pos = nx_wal_written(self);
+    self->head = self->turn_crc;
+}
+
+uint32_t nx_wal_turn_crc(nx_wal_t *self)
+{
+    return self->turn_crc;
+}
+
+void nx_wal_hold(nx_wal_t *self, uint64_t lsn)
+{
+    __atomic_store_n(&self->hold, lsn, __ATOMIC_RELEASE);
 }

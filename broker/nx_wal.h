@@ -228,4 +228,44 @@ int nx_wal_record_next(const uint8_t *body, size_t len, size_t *pos, int *type,
 int nx_wal_record_kv(const uint8_t *data, size_t data_len, int *db, const uint8_t **key,
                      size_t *key_len, const uint8_t **value, size_t *value_len);
 
+/*  ---- Copying another log (a standby: nx_repl_receiver.h) ---------------- */
+
+/*  A standby's log is a copy of the primary's, byte for byte at the same
+    positions, so that a promotion goes on writing it where the primary
+    stopped and a checkpoint means the same position on both brokers.     */
+
+/*  Writes the frame at the start of data (avail bytes), a frame of another
+    log checked as nx_wal_frame_parse does, at the log's position: its lsn
+    must be the position (a segment's last 31 bytes are skipped) and its
+    prev the head. The 32-byte end marker follows it, as after every frame.
+    A PAD frame sends the log on to the next segment. nx_wal_written
+    advances at a turn's end only (a frame without MORE), so a flush never
+    makes half a turn durable (the checkpointer applies whole turns).
+    Returns the frame's size with *frame filled (it may be NULL), or -1
+    with errno set: EINVAL when data does not start with the frame that
+    continues the log, else an I/O error.                                  */
+long nx_wal_copy_frame(nx_wal_t *self, const uint8_t *data, size_t avail, nx_wal_frame_t *frame);
+
+/*  Forgets the frames copied after the last turn's end (a turn whose last
+    frame never came): the log goes on at nx_wal_written.                 */
+void nx_wal_copy_rewind(nx_wal_t *self);
+
+/*  The crc of the last frame of the last turn written (the chain's head at
+    nx_wal_written).                                                        */
+uint32_t nx_wal_turn_crc(nx_wal_t *self);
+
+/*  Keeps the segments from the one holding lsn on from being recycled:
+    a standby still needs them. UINT64_MAX: no hold. Any thread.            */
+void nx_wal_hold(nx_wal_t *self, uint64_t lsn);
+
+/*  Checks that data (avail bytes) starts with a whole frame that is the one
+    at lsn continuing prev in a log of segment_size bytes per segment:
+    magic, position (a position in a segment's last 31 bytes means the
+    next segment's first byte), length within the segment, chain and crc.
+    Returns the frame's size (header and body) with *frame filled (body
+    points into data; next as nx_wal_reader_read says), or -1 when it is not
+    that frame or is cut short.                                            */
+long nx_wal_frame_parse(const uint8_t *data, size_t avail, uint64_t lsn, uint32_t prev,
+                        uint64_t segment_size, nx_wal_frame_t *frame);
+
 #endif

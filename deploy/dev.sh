@@ -12,8 +12,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 
 build_pkgs=(build-essential cmake pkg-config libzmq3-dev libczmq-dev libmsgpack-dev
-            liblmdb-dev lmdb-utils libwebsockets-dev libjansson-dev libsodium-dev zlib1g-dev)
-test_pkgs=(python3 python3-zmq python3-msgpack strace iproute2)
+            liblmdb-dev lmdb-utils libwebsockets-dev libjansson-dev libsodium-dev zlib1g-dev
+            libcurl4-openssl-dev)
+test_pkgs=(python3 python3-zmq python3-msgpack strace iproute2 etcd-server etcd-client)
 # libFuzzer: clang and its runtime (libclang_rt.fuzzer).
 fuzz_pkgs=(clang libclang-rt-14-dev)
 

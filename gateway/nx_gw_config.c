@@ -22,7 +22,7 @@ const nx_conf_key_t nx_gw_conf_keys[] = {
     S_KEY(allow_open_remote, NX_CONF_BOOL, "false", 0, 0, NULL,
           "allow a non-loopback listen address with no tokens configured"),
     S_KEY(broker, NX_CONF_STRING, "tcp://127.0.0.1:8451", 0, 0, NULL,
-          "the broker's control endpoint (event endpoints are the next two ports)"),
+          "the broker's control endpoint (event endpoints are the next two ports); a comma-separated list names a primary/standby pair, the gateway follows the primary"),
     S_KEY(broker_token, NX_CONF_STRING, "", 0, 0, NULL,
           "token the gateway presents to the broker (when the broker wants one); it acts for "
           "every client: give it a '*' line with sub=>"),

@@ -766,6 +766,32 @@ static void s_metric_refused(s_req_t *r, zchunk_t *out)
             zchunk_extend(out, line, strlen(line));
         }
     }
+    /*  In a primary/standby pair (issue 19): the role of the broker in
+        use, and how far each standby is behind it.                      */
+    json_t *repl = json_object_get(rep, "replication");
+    if (json_is_object(repl)) {
+        char line[400];
+        const char *role = json_string_value(json_object_get(repl, "role"));
+        snprintf(line, sizeof line,
+                 "# HELP nexus_broker_epoch the broker's epoch (promotions so far)\n"
+                 "# TYPE nexus_broker_epoch gauge\nnexus_broker_epoch{role=\"%s\"} %" PRId64 "\n"
+                 "# HELP nexus_broker_replication_lag_bytes log bytes a standby has not "
+                 "acknowledged\n# TYPE nexus_broker_replication_lag_bytes gauge\n",
+                 role ? role : "", (int64_t)json_integer_value(json_object_get(repl, "epoch")));
+        zchunk_extend(out, line, strlen(line));
+        size_t i;
+        json_t *sb;
+        json_array_foreach(json_object_get(repl, "standbys"), i, sb)
+        {
+            const char *name = json_string_value(json_object_get(sb, "name"));
+            snprintf(line, sizeof line,
+                     "nexus_broker_replication_lag_bytes{standby=\"%.64s\",sync=\"%s\"} %" PRId64
+                     "\n",
+                     name ? name : "", json_is_true(json_object_get(sb, "sync")) ? "yes" : "no",
+                     (int64_t)json_integer_value(json_object_get(sb, "lag_bytes")));
+            zchunk_extend(out, line, strlen(line));
+        }
+    }
     json_decref(rep);
 }
 

@@ -224,9 +224,53 @@ static void s_recent_prefill(nx_gw_t *gw)
     pthread_mutex_unlock(&gw->lock);
 }
 
+/*  libnexus found the broker serving another store than the one the
+    gateway followed (restarted on a fresh data directory, or an older
+    copy): its seqs start over. Every client is told with the reset message
+    of a cursor that cannot be followed (docs/gateway.md), the seqs the
+    connections and the recent ring hold (the old store's) are forgotten,
+    so that the new store's events, which come next from its first one,
+    are not taken for duplicates.                                          */
+static void s_deliver_reset(nx_gw_t *gw, nexus_event_t *event)
+{
+    nexus_reset_t r;
+    if (nexus_event_reset(event, &r) != 0)
+        return;
+    nx_warn("the broker serves store %s now (seqs %" PRIu64 "..%" PRIu64 "): %s; clients are "
+            "told to start over",
+            r.store_id, r.first_seq, r.last_seq, r.why);
+    json_t *msg = json_pack("{s:s, s:s, s:I, s:s?, s:s, s:I, s:I}", "type", "reset", "why", r.why,
+                            "cursor_seq", (json_int_t)r.cursor_seq, "cursor_store_id",
+                            r.cursor_store_id[0] ? r.cursor_store_id : NULL, "store_id", r.store_id,
+                            "last_seq", (json_int_t)r.last_seq, "since", (json_int_t)0);
+    char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    json_decref(msg);
+    pthread_mutex_lock(&gw->lock);
+    snprintf(gw->store_id, sizeof gw->store_id, "%s", r.store_id);
+    gw->last_seq = 0;
+    while (gw->recent_count) {
+        nx_gw_msg_unref(&gw->recent[gw->recent_head]);
+        gw->recent_head = (gw->recent_head + 1) % S_RECENT_MAX;
+        gw->recent_count--;
+    }
+    for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns))
+        if (c->kind == NX_GW_WS && c->ready) {
+            c->last_seq = 0;
+            if (text)
+                nx_gw_conn_push_text(gw, c, text);
+        }
+    pthread_mutex_unlock(&gw->lock);
+    free(text);
+    nx_gw_wake(gw);
+}
+
 void nx_gw_deliver(nexus_event_t *event, void *arg)
 {
     nx_gw_t *gw = arg;
+    if (nexus_event_kind(event) == NEXUS_EVENT_RESET) {
+        s_deliver_reset(gw, event);
+        return;
+    }
     if (nexus_event_kind(event) == NEXUS_EVENT_GAP) {
         uint64_t from = 0, to = 0;
         nexus_event_gap(event, &from, &to);
@@ -422,7 +466,10 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     if (!ready) {
         nx_front_err_t herr = {0};
         json_t *health = nx_front_call(gw->client, "health", json_object(), &herr);
-        last_seq = health ? (uint64_t)json_integer_value(json_object_get(health, "last_seq")) : 0;
+        /*  No answer: the highest seq the gateway saw, not 0 (a resume
+            from there would replay, or report lost, everything).           */
+        if (health)
+            last_seq = (uint64_t)json_integer_value(json_object_get(health, "last_seq"));
         json_decref(health);
         nx_front_err_reset(&herr);
     }

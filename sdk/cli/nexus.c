@@ -320,6 +320,20 @@ static int s_cmd_status(s_cli_t *cli)
     } while (0)
     S_ROW("broker", ep);
     S_ROW("status", json_string_value(json_object_get(health, "status")));
+    /*  In a primary/standby pair: which one this is, and the other.        */
+    json_t *role = json_object_get(health, "role");
+    if (json_is_string(role)) {
+        const char *primary = json_string_value(json_object_get(health, "primary"));
+        snprintf(buf, sizeof buf, "%s (%s, epoch %" JSON_INTEGER_FORMAT ")%s%s",
+                 json_string_value(role),
+                 json_string_value(json_object_get(health, "name"))
+                     ? json_string_value(json_object_get(health, "name"))
+                     : "",
+                 json_integer_value(json_object_get(health, "epoch")),
+                 primary && strcmp(json_string_value(role), "primary") ? "; primary " : "",
+                 primary && strcmp(json_string_value(role), "primary") ? primary : "");
+        S_ROW("role", buf);
+    }
     S_ROW("version", json_string_value(json_object_get(health, "version")));
     S_ROW("started", json_string_value(json_object_get(state, "start_time")));
     snprintf(buf, sizeof buf, "%.1f s",
@@ -723,6 +737,20 @@ static int s_cmd_sub(s_cli_t *cli)
             nexus_event_destroy(&ev);
             continue;
         }
+        if (err == NEXUS_ERR_RESET) {
+            /*  The broker serves another store now (or an older copy):
+                delivery starts over there; say so, then go on.            */
+            nexus_reset_t r;
+            nexus_event_reset(ev, &r);
+            fprintf(stderr,
+                    "nexus: reset: %s; store %s has seqs %" PRIu64 "..%" PRIu64
+                    ": reading it from its first event (events may repeat, none is skipped)\n",
+                    r.why, r.store_id, r.first_seq, r.last_seq);
+            if (cli->json && !exec)
+                s_print_event(cli, ev);
+            nexus_event_destroy(&ev);
+            continue;
+        }
         if (err)
             return s_client_error(cli, err);
         if (exec) {
@@ -780,9 +808,12 @@ static int s_cursor_read(const char *path, char *store, size_t store_size, uint6
     this store's last seq (a store restored from a backup: its new events
     get seqs the cursor has passed) cannot say which of its events are new;
     reading starts at this store's first event (events may repeat, none is
-    skipped). Sets *since. Returns NX_EXIT_OK or an exit code.              */
-static int s_cursor_follow(s_cli_t *cli, const char *name, const char *path, uint64_t *since)
+    skipped). Sets *since, and store (size NEXUS_STORE_ID_MAX) to the store
+    *since belongs to ("": any). Returns NX_EXIT_OK or an exit code.        */
+static int s_cursor_follow(s_cli_t *cli, const char *name, const char *path, uint64_t *since,
+                           char *since_store)
 {
+    since_store[0] = 0;
     char old_store[64];
     uint64_t old_seq = 0;
     if (s_cursor_read(path, old_store, sizeof old_store, &old_seq) != 0)
@@ -819,6 +850,7 @@ static int s_cursor_follow(s_cli_t *cli, const char *name, const char *path, uin
                 store ? store : "unknown", last, "its first event");
     }
     *since = from;
+    snprintf(since_store, NEXUS_STORE_ID_MAX, "%s", store ? store : "");
     json_decref(health);
     return NX_EXIT_OK;
 }
@@ -840,9 +872,10 @@ static int s_cmd_events(s_cli_t *cli)
     int rc = s_connect(cli, false);
     if (rc)
         return rc;
+    char since_store[NEXUS_STORE_ID_MAX] = "";
     if (resume) {
         uint64_t stored = 0;
-        rc = s_cursor_follow(cli, resume, cursor_path, &stored);
+        rc = s_cursor_follow(cli, resume, cursor_path, &stored, since_store);
         if (rc)
             return rc;
         if (stored > since_seq)
@@ -856,6 +889,10 @@ static int s_cmd_events(s_cli_t *cli)
             return s_usage_error(cli, nexus_client_errmsg(cli->client));
         }
     nexus_history_set_seq_range(h, since_seq, until_seq);
+    /*  The store may change between the health above and the pages: the
+        iterator then stops with NEXUS_ERR_RESET instead of reading
+        another store's seqs after this one's cursor.                      */
+    nexus_history_set_store(h, since_store);
     nexus_history_set_time_range(h, since_us, until_us);
     nexus_history_set_page(h, limit < 1000 ? (uint32_t)limit : 1000, s_flag(cli, "desc"));
     nexus_history_set_max(h, limit);
@@ -869,11 +906,15 @@ static int s_cmd_events(s_cli_t *cli)
         nexus_event_destroy(&ev);
     }
     if (!err && resume) {
-        /*  The cursor names the store its seq belongs to (from the last
-            history reply; else from health).                               */
-        nexus_err_t herr = NEXUS_OK;
-        json_t *health = s_call(cli, "{\"op\":\"health\"}", &herr);
-        const char *store = health ? json_string_value(json_object_get(health, "store_id")) : NULL;
+        /*  The cursor names the store its seq belongs to: the pages' (or,
+            from a broker that does not name it, health's).                 */
+        const char *store = nexus_history_store_id(h);
+        json_t *health = NULL;
+        if (!store[0]) {
+            nexus_err_t herr = NEXUS_OK;
+            health = s_call(cli, "{\"op\":\"health\"}", &herr);
+            store = health ? json_string_value(json_object_get(health, "store_id")) : NULL;
+        }
         char text[160];
         snprintf(text, sizeof text, "{\"store_id\":\"%s\",\"seq\":%" PRIu64 "}\n",
                  store ? store : "", nexus_history_position(h));
@@ -1463,6 +1504,35 @@ static int s_cmd_up(s_cli_t *cli)
 
 /*  ---- The table of subcommands -------------------------------------------------*/
 
+/*  Makes the standby at the endpoint the primary (a pair without etcd), or
+    asks it to campaign (with etcd).                                         */
+static int s_cmd_promote(s_cli_t *cli)
+{
+    int rc = s_connect(cli, false);
+    if (rc)
+        return rc;
+    nexus_err_t err;
+    json_t *reply = s_call(cli,
+                           s_opt(cli, "force") ? "{\"op\":\"promote\",\"force\":true}"
+                                               : "{\"op\":\"promote\"}",
+                           &err);
+    if (err) {
+        json_decref(reply);
+        return s_client_error(cli, err);
+    }
+    if (cli->json)
+        s_print_json(reply);
+    else {
+        json_t *epoch = json_object_get(reply, "epoch");
+        printf("%s", json_string_value(json_object_get(reply, "result")));
+        if (epoch)
+            printf(" (epoch %" JSON_INTEGER_FORMAT ")", json_integer_value(epoch));
+        printf("\n");
+        json_decref(reply);
+    }
+    return NX_EXIT_OK;
+}
+
 static int s_cmd_mcp(s_cli_t *cli)
 {
     int rc = s_client_make(cli);
@@ -1535,6 +1605,9 @@ static const s_cmd_t s_cmds[] = {
     {"release", "WORK_ID [TOKEN]", "reason=", 1, 2, s_cmd_release, "Gives the item back."},
     {"complete", "WORK_ID [TOKEN]", "result=", 1, 2, s_cmd_complete,
      "Closes the item for good, with an optional --result JSON."},
+    {"promote", "", "force", 0, 0, s_cmd_promote,
+     "Makes the standby at --endpoint the primary (pairs without etcd; with etcd it campaigns). "
+     "--force: even a standby that is not in sync, which may lack acknowledged changes."},
     {"mcp", "", "name= capabilities=", 0, 0, s_cmd_mcp,
      "Serves the Model Context Protocol on stdin/stdout (JSON-RPC 2.0, one message a\n"
      "line) for an agent on this machine: add {\"command\": \"nexus\", \"args\": [\"mcp\"]}\n"
@@ -1557,7 +1630,8 @@ static const s_cmd_t s_cmds[] = {
 #define S_NCMDS (sizeof s_cmds / sizeof s_cmds[0])
 
 static const char *s_common = "Options of every subcommand:\n"
-                              "  --endpoint EP   broker control endpoint (NEXUS_ENDPOINT; default "
+                              "  --endpoint EP   broker control endpoint, or a comma-separated list of a\n"
+                              "                  primary/standby pair (NEXUS_ENDPOINT; default "
                               "tcp://127.0.0.1:8451)\n"
                               "  --session ID    act as this session (NEXUS_SESSION)\n"
                               "  --timeout DUR   how long to wait for the broker (default 5s)\n"

@@ -27,7 +27,9 @@ int main(int argc, char **argv)
         nexus_err_t rc = nexus_recv(client, 1000, &event);
         if (rc == NEXUS_ERR_TIMEOUT)
             continue;
-        if (rc != NEXUS_OK && rc != NEXUS_ERR_GAP)
+        /*  A gap (retention) and a reset (the broker serves another store:
+            delivery starts over there) are events too: printed as JSON.    */
+        if (rc != NEXUS_OK && rc != NEXUS_ERR_GAP && rc != NEXUS_ERR_RESET)
             break;
         printf("%s\n", nexus_event_json(event));
         fflush(stdout);

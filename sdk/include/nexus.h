@@ -63,6 +63,9 @@ typedef enum {
     NEXUS_ERR_INVALID = 20,      /* invalid argument to an API call           */
     NEXUS_ERR_CLOSED = 21,       /* handle closed or shutting down            */
     NEXUS_ERR_GAP = 22,          /* events were lost beyond retention         */
+    NEXUS_ERR_NOT_PRIMARY = 23,  /* this broker is a standby (or fenced): the
+                                    reply names the primary when it knows it  */
+    NEXUS_ERR_RESET = 24,        /* a cursor of another store: starts over    */
     NEXUS_ERR__COUNT             /* number of codes; not an error             */
 } nexus_err_t;
 
@@ -144,11 +147,20 @@ NEXUS_EXPORT void nexus_client_destroy(nexus_client_t **self_p);
 
 /*  The control endpoint, "tcp://host:port". The event endpoints derive from
     it (port+1: events in, port+2: events out) unless set explicitly.
-    "ipc://path" gives path-in and path-out for the event endpoints.       */
+    "ipc://path" gives path-in and path-out for the event endpoints.
+    A comma-separated list (at most 8) names the brokers of a primary/standby
+    pair: the client uses the first, and moves on to the next (or to the
+    one a not_primary reply names) when the one in use stops answering or
+    is not the primary; a request refused with not_primary is sent again
+    there, a subscription resumes after its last seq (no gap, no duplicate:
+    the brokers share one store identity). A request that got no answer is
+    not sent again: it fails with NEXUS_ERR_TIMEOUT, the next goes to the
+    next broker.                                                            */
 NEXUS_EXPORT nexus_err_t nexus_client_set_endpoint(nexus_client_t *self, const char *endpoint);
 
 /*  Explicit event endpoints: where to publish (the broker's XSUB) and where
-    to subscribe (its XPUB). Either may be NULL to keep the derived one.   */
+    to subscribe (its XPUB). Either may be NULL to keep the derived one.
+    With one control endpoint only (NEXUS_ERR_INVALID for a list).         */
 NEXUS_EXPORT nexus_err_t nexus_client_set_event_endpoints(nexus_client_t *self,
                                                           const char *events_in,
                                                           const char *events_out);
@@ -236,7 +248,7 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_queue_max(nexus_client_t *self, size_t
     pointer. Nothing is allocated or locked per event on this path.
     fn must not call, on this client, nexus_client_destroy nor the calls
     that talk to the background thread (nexus_subscribe, nexus_unsubscribe,
-    nexus_client_resume_from, nexus_session_register,
+    nexus_client_resume_from, nexus_client_resume_at, nexus_session_register,
     nexus_session_unregister): they would wait for the thread that runs fn.
     Other calls are fine; a control call from fn stalls delivery until it
     returns. Set before connect.                                            */
@@ -260,7 +272,8 @@ NEXUS_EXPORT int nexus_client_is_connected(nexus_client_t *self);
     on this client from any thread. Use it right after the failing call.   */
 NEXUS_EXPORT const char *nexus_client_errmsg(nexus_client_t *self);
 
-/*  The control endpoint in use. Valid while the client lives.             */
+/*  The control endpoint in use (with a list: the broker in use now). Valid
+    while the client lives.                                                 */
 NEXUS_EXPORT const char *nexus_client_endpoint(nexus_client_t *self);
 
 /*  The session id, or NULL before one is known; and its secret (NULL when
@@ -279,6 +292,7 @@ typedef struct {
     uint64_t queue_drops;    /* stream events not taken (queue full)         */
     uint64_t gaps;           /* gap events delivered                         */
     uint64_t last_seq;       /* last seq delivered or examined               */
+    uint64_t failovers;      /* moves to another broker of the endpoint list */
 } nexus_client_stats_t;
 NEXUS_EXPORT void nexus_client_stats(nexus_client_t *self, nexus_client_stats_t *stats);
 
@@ -378,7 +392,11 @@ NEXUS_EXPORT nexus_err_t nexus_publish_async_wait(nexus_client_t *self, int time
     queue) the client reads the missed range from the broker's history
     before it delivers anything newer. When the history no longer holds
     part of the range (retention), a gap event (NEXUS_EVENT_GAP) gives the
-    missing seq range instead, in its place in the order.                   */
+    missing seq range instead, in its place in the order. When the broker
+    serves another store than the one delivery followed, a reset event
+    (NEXUS_EVENT_RESET, see nexus_client_resume_at) says so, in its place
+    in the order, and delivery starts over in the new store. Callbacks
+    get gap and reset events too: check nexus_event_kind.                   */
 
 /*  Adds a pattern. Delivery starts from the broker's current last seq
     unless nexus_client_resume_from () set an earlier starting point.
@@ -392,13 +410,53 @@ NEXUS_EXPORT nexus_err_t nexus_unsubscribe(nexus_client_t *self, const char *pat
 /*  Sets the point to deliver from: the next event delivered is the first
     matching one with seq > seq (0: from the oldest retained event). Meant
     for start-up, after connect: call it again later and events after seq
-    are delivered again. Returns NEXUS_OK or NEXUS_ERR_CLOSED.              */
+    are delivered again. Returns NEXUS_OK or NEXUS_ERR_CLOSED.
+    A seq is a number of one store (docs/protocol.md 6.1): keep the store
+    with it and prefer nexus_client_resume_at. Without a store the seq is
+    taken for the broker's store, and reset (below) only when it lies
+    beyond that store's last seq.                                           */
 NEXUS_EXPORT nexus_err_t nexus_client_resume_from(nexus_client_t *self, uint64_t seq);
+
+/*  Store identity. A cursor is a pair: the store_id of the store its seq
+    belongs to, and the seq (nexus_event_store_id and nexus_event_seq of
+    the last event the application handled, reset events included). Seqs
+    of another store mean nothing here: a fresh data directory starts
+    again at 1, another broker has its own numbers.
+
+    nexus_client_resume_at sets the point to deliver from as
+    nexus_client_resume_from does, for the cursor (store_id, seq). Before
+    it delivers anything the client asks the broker which store it serves.
+    When that is the cursor's store and seq is at most its last seq,
+    delivery goes on after seq. Otherwise (another store, or a seq beyond
+    the store's last one: a store restored from an older backup) the
+    cursor cannot be followed, and the application is told, never left
+    waiting for seqs the store will not reach again nor silently skipped
+    past events: a reset event (NEXUS_EVENT_RESET, nexus_recv returns
+    NEXUS_ERR_RESET) comes first, with the old cursor and the new store's
+    id and range (nexus_event_reset), then the new store's events from
+    its first one (events may repeat; none is skipped). The same happens
+    when the store changes under a running client: the broker restarted
+    on another data directory, or the endpoint now reaches another
+    broker; the client checks the store after every reconnect and with
+    every history page it reads. store_id NULL or "": as
+    nexus_client_resume_from. Returns NEXUS_OK, NEXUS_ERR_CLOSED,
+    NEXUS_ERR_INVALID (store_id longer than NEXUS_STORE_ID_MAX - 1).      */
+#define NEXUS_STORE_ID_MAX 24 /* bytes of a store id, NUL included (16 hex) */
+NEXUS_EXPORT nexus_err_t nexus_client_resume_at(nexus_client_t *self, const char *store_id,
+                                                uint64_t seq);
+
+/*  The store the client's delivery follows now (the broker's store_id at
+    the last start, check or reset), copied into buf (size bytes; at most
+    NEXUS_STORE_ID_MAX). Returns buf, or NULL while no store is known.
+    Events carry their own (nexus_event_store_id): a cursor is best taken
+    from the event.                                                         */
+NEXUS_EXPORT const char *nexus_client_store_id(nexus_client_t *self, char *buf, size_t size);
 
 /*  Waits up to timeout_ms (-1: forever, 0: poll) for the next event.
     Returns NEXUS_OK with *event set (caller owns it: nexus_event_destroy),
     NEXUS_ERR_GAP with *event set to a gap event (caller owns it; see
-    nexus_event_gap), NEXUS_ERR_TIMEOUT with *event NULL, NEXUS_ERR_CLOSED
+    nexus_event_gap), NEXUS_ERR_RESET with *event set to a reset event
+    (caller owns it; see nexus_event_reset), NEXUS_ERR_TIMEOUT with *event NULL, NEXUS_ERR_CLOSED
     (client destroyed while waiting, or never connected), NEXUS_ERR_INVALID
     (callback mode has no queue).                                           */
 NEXUS_EXPORT nexus_err_t nexus_recv(nexus_client_t *self, int timeout_ms, nexus_event_t **event);
@@ -407,10 +465,10 @@ NEXUS_EXPORT nexus_err_t nexus_recv(nexus_client_t *self, int timeout_ms, nexus_
     waiting up to timeout_ms (-1: forever, 0: poll) for the first. Returns
     NEXUS_OK with *count (1..max) events in events[0..*count), in seq order;
     each is owned by the caller (nexus_event_destroy). A gap event may be
-    among them: unlike nexus_recv this does not return NEXUS_ERR_GAP, check
-    nexus_event_kind. NEXUS_ERR_TIMEOUT with *count 0, NEXUS_ERR_CLOSED,
-    NEXUS_ERR_INVALID (NULL argument, max 0, or callback mode). Threads may
-    mix nexus_recv and nexus_recv_batch; each event goes to one of them.   */
+    among them, or a reset event: unlike nexus_recv this does not return
+    NEXUS_ERR_GAP or NEXUS_ERR_RESET, check nexus_event_kind. NEXUS_ERR_TIMEOUT with *count 0,
+   NEXUS_ERR_CLOSED, NEXUS_ERR_INVALID (NULL argument, max 0, or callback mode). Threads may mix
+   nexus_recv and nexus_recv_batch; each event goes to one of them.   */
 NEXUS_EXPORT nexus_err_t nexus_recv_batch(nexus_client_t *self, int timeout_ms,
                                           nexus_event_t **events, size_t max, size_t *count);
 
@@ -423,7 +481,8 @@ NEXUS_EXPORT nexus_err_t nexus_recv_batch(nexus_client_t *self, int timeout_ms,
     nexus_event_destroy on it only sets the pointer to NULL).               */
 typedef enum {
     NEXUS_EVENT_MESSAGE = 0, /* an event from the fabric                    */
-    NEXUS_EVENT_GAP = 1      /* events [from, to] are lost (retention)       */
+    NEXUS_EVENT_GAP = 1,     /* events [from, to] are lost (retention)       */
+    NEXUS_EVENT_RESET = 2    /* the cursor cannot be followed: starts over   */
 } nexus_event_kind_t;
 
 NEXUS_EXPORT void nexus_event_destroy(nexus_event_t **self_p);
@@ -443,6 +502,24 @@ NEXUS_EXPORT const void *nexus_event_payload(const nexus_event_t *self, size_t *
 /*  For a gap event: the missing range, inclusive. Returns 0, or -1 (and
     leaves from/to alone) when the event is not a gap.                      */
 NEXUS_EXPORT int nexus_event_gap(const nexus_event_t *self, uint64_t *from, uint64_t *to);
+/*  The store the event's seq belongs to (16 hex characters), "" when not
+    known (a broker that does not name its store). With nexus_event_seq
+    it is the cursor to resume from (nexus_client_resume_at).               */
+NEXUS_EXPORT const char *nexus_event_store_id(const nexus_event_t *self);
+/*  For a reset event: why the cursor could not be followed, the cursor,
+    and the store delivery starts over in, with its range then. Strings
+    live as long as the event. The reset event's own seq is 0 and its
+    store_id the new store's: the cursor after it is (store_id, 0).        */
+typedef struct {
+    const char *why;             /* a sentence for a log                      */
+    const char *cursor_store_id; /* the cursor's store ("": not known)        */
+    uint64_t cursor_seq;         /* the cursor's seq                          */
+    const char *store_id;        /* the store the broker serves               */
+    uint64_t first_seq;          /* its oldest event (0: empty)               */
+    uint64_t last_seq;           /* its last seq                              */
+} nexus_reset_t;
+/*  Returns 0 with *reset filled, or -1 when the event is not a reset.      */
+NEXUS_EXPORT int nexus_event_reset(const nexus_event_t *self, nexus_reset_t *reset);
 /*  The payload decoded as one msgpack object (msgpack-c's msgpack_object),
     or NULL when the payload is empty or not exactly one msgpack value. The
     object lives as long as the event. Decoded once, then cached.           */
@@ -455,7 +532,9 @@ NEXUS_EXPORT const struct msgpack_object *nexus_event_msgpack(nexus_event_t *sel
 NEXUS_EXPORT const char *nexus_event_payload_json(nexus_event_t *self);
 /*  The whole event as one JSON object line:
     {"seq":N,"ts":N,"topic":"..","source":"..","payload":<payload json>}
-    or for a gap {"gap":{"from":N,"to":N}}. Cached; NULL when out of memory.*/
+    or for a gap {"gap":{"from":N,"to":N}}, for a reset
+    {"reset":{"why":..,"cursor_store_id":..,"cursor_seq":N,"store_id":..,
+    "first_seq":N,"last_seq":N}}. Cached; NULL when out of memory.        */
 NEXUS_EXPORT const char *nexus_event_json(nexus_event_t *self);
 
 /*  ---- History ----------------------------------------------------------
@@ -508,6 +587,18 @@ NEXUS_EXPORT void nexus_history_bounds(nexus_history_t *self, uint64_t *first_se
 /*  Seq to resume from: every event <= this has been returned or did not
     match (store it to continue later with set_seq_range (cursor, 0)).      */
 NEXUS_EXPORT uint64_t nexus_history_position(nexus_history_t *self);
+/*  The store the iterator's pages came from ("" before the first page, or
+    from a broker that does not name its store): with
+    nexus_history_position, the cursor to keep.                             */
+NEXUS_EXPORT const char *nexus_history_store_id(nexus_history_t *self);
+/*  The store a since_seq or cursor given to the iterator belongs to (NULL
+    or "": any). A page from another store ends the iteration with
+    NEXUS_ERR_RESET (its message names both stores; nexus_history_store_id
+    and nexus_history_bounds then give the broker's store and range): the
+    seqs asked for mean nothing there. A store that changes between two
+    pages of one iteration does the same, with or without this call.
+    NEXUS_ERR_INVALID when store_id is too long.                            */
+NEXUS_EXPORT nexus_err_t nexus_history_set_store(nexus_history_t *self, const char *store_id);
 
 /*  ---- Records: lists of sessions and claims ----------------------------
     A read-only list of msgpack maps (session or claim records as

@@ -41,6 +41,8 @@ static const s_err_t s_errors[NEXUS_ERR__COUNT] = {
     [NEXUS_ERR_INVALID] = {"invalid_argument", "invalid argument", 500},
     [NEXUS_ERR_CLOSED] = {"closed", "handle closed or shutting down", 503},
     [NEXUS_ERR_GAP] = {"gap", "events were lost beyond retention", 410},
+    [NEXUS_ERR_NOT_PRIMARY] = {"not_primary", "this broker is not the primary", 503},
+    [NEXUS_ERR_RESET] = {"store_reset", "the cursor belongs to another store: starts over", 409},
 };
 
 const char *nexus_strerror(nexus_err_t err)

@@ -155,17 +155,49 @@ static const nx_field_t s_work_list[] = {
     {"limit", NX_FT_U64, 0, 1, 100000, 0, NULL, "items at most (default 1000)"},
     F_END};
 
+static const nx_field_t s_replicate[] = {
+    {"name", NX_FT_STR, NX_FF_REQ | NX_FF_NONUL, 1, 64, 0, NULL, "the standby's name"},
+    {"store_id", NX_FT_STR, NX_FF_REQ, 0, 64, 0, NULL, "the standby's store identity"},
+    {"lsn", NX_FT_U64, NX_FF_REQ, 0, 0, 0, NULL, "where the standby's copy of the log ends"},
+    {"crc", NX_FT_U64, NX_FF_REQ, 0, UINT32_MAX, 0, NULL, "crc of the frame before lsn"},
+    {"epoch", NX_FT_U64, 0, 0, 0, 0, NULL, "the newest epoch the standby has seen"},
+    {"segment_size", NX_FT_U64, NX_FF_REQ, 0, 0, 0, NULL, "its log's segment size"},
+    F_END};
+
+static const nx_field_t s_replicate_ack[] = {
+    {"name", NX_FT_STR, NX_FF_REQ | NX_FF_NONUL, 1, 64, 0, NULL, "the standby's name"},
+    {"lsn", NX_FT_U64, NX_FF_REQ, 0, 0, 0, NULL, "it has the log durable up to here"},
+    {"received", NX_FT_U64, 0, 0, 0, 0, NULL, "it has received the log up to here"},
+    {"base", NX_FT_U64, 0, 0, 0, 0, NULL, "bytes of a base copy it has written"},
+    F_END};
+
+static const nx_field_t s_replicate_base[] = {
+    {"name", NX_FT_STR, NX_FF_REQ | NX_FF_NONUL, 1, 64, 0, NULL, "the standby's name"}, F_END};
+
+static const nx_field_t s_promote[] = {
+    {"force", NX_FT_BOOL, 0, 0, 0, 0, NULL,
+     "promote even a standby that is not in sync (it may lack acknowledged changes)"},
+    F_END};
+
+static const nx_field_t s_fence[] = {
+    {"epoch", NX_FT_U64, NX_FF_REQ, 1, 0, 0, NULL, "the epoch of the new primary"},
+    {"primary", NX_FT_STR, NX_FF_NONUL, 0, 256, 0, NULL, "the new primary's control endpoint"},
+    {"peer", NX_FT_STR, NX_FF_NONUL, 0, 256, 0, NULL,
+     "the endpoint a standby copies its log from (default: primary)"},
+    F_END};
+
 #define W NX_OF_WRITE
 #define R NX_OF_RETRY
 #define A NX_OF_ACTS
+#define S NX_OF_STANDBY
 
 static const nx_opdef_t s_ops[] = {
-    {"ping", NX_OF_OPEN, s_none, "the broker's clock; no token needed"},
-    {"health", NX_OF_OPEN, s_none, "whether the broker serves, its last seq"},
-    {"state", 0, s_none, "counters, rates, the store, drops, subscriptions"},
-    {"channels", 0, s_none, "subscription prefixes with their live subscriber counts"},
+    {"ping", NX_OF_OPEN | S, s_none, "the broker's clock and role; no token needed"},
+    {"health", NX_OF_OPEN | S, s_none, "whether the broker serves, its role, its last seq"},
+    {"state", S, s_none, "counters, rates, the store, drops, subscriptions, replication"},
+    {"channels", S, s_none, "subscription prefixes with their live subscriber counts"},
     {"publish", W, s_publish, "publishes one event, acknowledged once durable"},
-    {"history", NX_OF_READER, s_history, "events in seq order, one page at a time"},
+    {"history", NX_OF_READER | S, s_history, "events in seq order, one page at a time"},
     {"session.register", W, s_register, "registers or takes back a session"},
     {"session.heartbeat", 0, s_heartbeat, "keeps sessions alive"},
     {"session.status", W | A, s_status, "sets a session's state and status text"},
@@ -181,6 +213,11 @@ static const nx_opdef_t s_ops[] = {
     {"work.reopen", W | R | A, s_reopen, "makes a completed item claimable again"},
     {"work.get", 0, s_work_get, "one claim record"},
     {"work.list", 0, s_work_list, "claim records, sorted by work id"},
+    {"replicate", 0, s_replicate, "a standby asks for the log from where its copy ends"},
+    {"replicate.ack", NX_OF_QUIET, s_replicate_ack, "a standby says how far it has the log"},
+    {"replicate.base", 0, s_replicate_base, "a standby asks for a base copy of the store"},
+    {"promote", S, s_promote, "makes this standby the primary (without etcd)"},
+    {"fence", S, s_fence, "a newer primary tells this broker to stop taking writes"},
 };
 
 #define S_OPS (sizeof s_ops / sizeof s_ops[0])

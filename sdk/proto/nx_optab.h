@@ -60,11 +60,13 @@ typedef struct {
     0x01 /* changes state: runs in the batch, reply after                                          \
             its commit                                    */
 #define NX_OF_RETRY                                                                                \
-    0x02                  /* a retry (same fields, same id) gets the first                         \
-                             answer (protocol.md 7)                        */
-#define NX_OF_OPEN   0x04 /* needs no token (ping, health)                  */
-#define NX_OF_ACTS   0x08 /* acts as the session in "session" (+ "secret") */
-#define NX_OF_READER 0x10 /* runs on the broker's reader thread             */
+    0x02                   /* a retry (same fields, same id) gets the first                        \
+                              answer (protocol.md 7)                        */
+#define NX_OF_OPEN    0x04 /* needs no token (ping, health)                  */
+#define NX_OF_ACTS    0x08 /* acts as the session in "session" (+ "secret") */
+#define NX_OF_READER  0x10 /* runs on the broker's reader thread             */
+#define NX_OF_QUIET   0x20 /* gets no reply (a standby's acknowledgement)    */
+#define NX_OF_STANDBY 0x40 /* a standby serves it too (others: not_primary) */
 
 typedef struct {
     const char *name;         /* the "op" string                           */

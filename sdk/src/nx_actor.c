@@ -32,8 +32,19 @@
     burst.
 
     Every reply the thread gets passes through s_on_reply, which reads its
-    top-level fields with nx_page_parse (store_id included): that is the
-    one place for a check of the broker's identity against the frontier.
+    top-level fields with nx_page_parse (store_id included).
+
+    5. Store identity. The frontier is a seq of one store, whose id the
+       thread keeps with it (from the health that fixed the start, or the
+       cursor given to RESUME). After a RESUME and after every reconnect
+       it asks `health` before reading on: another store, or a frontier
+       above the store's last seq (an older backup restored), and the
+       frontier cannot be followed. Every history page is checked the same
+       way (its store_id). Then the thread starts over: the frontier goes
+       to 0 in the new store, and the first page read from there brings
+       the reset event (with that store's range) ahead of its events, so
+       the application is told before anything of the new store arrives
+       and nothing is skipped.
     =========================================================================
 */
 
@@ -104,9 +115,21 @@ typedef struct {
     size_t n_push;                         /* entries in push                           */
     size_t room;                           /* queue slots free, as last seen, minus push */
     nexus_client_stats_t delta;            /* counts not yet added to the client's      */
+    unsigned gen;                          /* client ep_gen the sockets were made for   */
+    uint64_t next_role;                    /* with a list: when to ask the role again   */
+    uint64_t dealer_made;                  /* when the DEALER was made, ms             */
     bool hot;                              /* the stream flowed in the last turn        */
     uint64_t hot_until;                    /* when to look at the other sockets again   */
+    char store[NEXUS_STORE_ID_MAX];        /* the store F belongs to ("": not known)    */
+    bool need_verify;                      /* ask health: is F still the broker's?      */
+    bool reset_pending;                    /* the reset event is still to be delivered  */
+    nx_reset_t reset;                      /* what it will say                          */
 } s_actor_t;
+
+#define S_WHY_STORE                                                                                \
+    "the cursor belongs to another store (the broker runs on another data directory, or the "      \
+    "endpoint reaches another broker)"
+#define S_WHY_BEHIND "the cursor is beyond this store's last seq (a store restored from a backup?)"
 
 /*  ---- Helpers ---------------------------------------------------------- */
 
@@ -202,27 +225,131 @@ static int s_send(s_actor_t *self, int slot, int kind, nx_req_t *req)
     return 0;
 }
 
+/*  ---- Store identity ----------------------------------------------------*/
+
+/*  F belongs to store id from now on.                                      */
+static void s_store_adopt(s_actor_t *self, const char *id)
+{
+    if (!strcmp(self->store, id))
+        return;
+    nx_store_id_copy(self->store, id);
+    nx_view_set_store(&self->view, id);
+    nx_client_set_store(self->client, id);
+}
+
+/*  The frontier cannot be followed in store id: start over from its first
+    event; the reset event goes out with the first page read from there.
+    A second change before that keeps the first cursor.                     */
+static void s_reset_begin(s_actor_t *self, const char *why, const char *id)
+{
+    if (!self->reset_pending) {
+        self->reset.why = why;
+        nx_store_id_copy(self->reset.cursor_store_id, self->store);
+        self->reset.cursor_seq = self->frontier;
+        self->reset_pending = true;
+    }
+    s_store_adopt(self, id);
+    self->frontier = 0;
+    self->from_oldest = true;
+    self->need_check = true;
+    self->need_verify = false;
+    self->hint = 0;
+    s_pending_clear(self); /* seqs of the old store */
+}
+
 /*  ---- Link --------------------------------------------------------------*/
+
+static void s_sockets_current(s_actor_t *self);
 
 static void s_link_down(s_actor_t *self, const char *why)
 {
     (void)why;
     uint64_t now = nx_clock_ms();
+    bool was_ok = self->link_ok;
     memset(self->slot, 0, sizeof self->slot);
     zsock_destroy(&self->dealer);
-    self->dealer = nx_client_socket(self->client, ZMQ_DEALER, self->client->endpoint);
-    if (self->link_ok)
+    /*  With a list of brokers: on to the next one (or to where the client
+        moved already), probed at once.                                    */
+    unsigned gen = self->gen;
+    nx_client_failover(self->client, gen, NULL);
+    s_sockets_current(self);
+    if (!self->dealer)
+        self->dealer = nx_client_control_dealer(self->client);
+    self->dealer_made = now;
+    if (was_ok)
         self->backoff = self->client->backoff_min;
     else if (self->backoff < self->client->backoff_max)
         self->backoff = self->backoff * 2 > self->client->backoff_max ? self->client->backoff_max
                                                                       : self->backoff * 2;
-    self->retry_at = now + s_jitter(self->backoff);
+    self->retry_at = self->gen != gen && was_ok ? now : now + s_jitter(self->backoff);
     self->link_ok = false;
+    if (self->have_start)
+        self->need_check = self->need_verify = true;
+    if (self->heartbeat)
+        self->need_register = true;
+    nx_client_set_link(self->client, false);
+}
+
+/*  Makes the SUB (with its monitor and every pattern's prefix) for the
+    broker in use.                                                          */
+static void s_sub_make(s_actor_t *self)
+{
+    nexus_client_t *c = self->client;
+    self->sub = nx_client_socket(c, ZMQ_SUB, nx_client_ep(c)->out);
+    self->sub_h = self->sub ? zsock_resolve(self->sub) : NULL;
+    if (!self->sub)
+        return;
+    zsock_set_rcvhwm(self->sub, 100000);
+    for (size_t i = 0; i < self->n_patterns; i++) {
+        char prefix[NX_TOPIC_MAX + 1];
+        size_t plen = nx_pattern_prefix(self->patterns[i].text, self->patterns[i].len);
+        memcpy(prefix, self->patterns[i].text, plen);
+        prefix[plen] = 0;
+        zsock_set_subscribe(self->sub, prefix);
+    }
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://nexus-sub-monitor-%p-%u", (void *)self, self->gen);
+    if (zmq_socket_monitor(self->sub_h, ep, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0)
+        self->mon = zsock_new_pair(ep);
+}
+
+static void s_sub_end(s_actor_t *self)
+{
+    if (self->mon) {
+        zmq_socket_monitor(self->sub_h, NULL, 0);
+        zsock_destroy(&self->mon);
+    }
+    zsock_destroy(&self->sub);
+    self->sub_h = NULL;
+}
+
+/*  When the client moved to another broker of its list: the sockets go
+    there, what was in flight is forgotten, the session registers again
+    and the stream is checked against the new broker's history from the
+    frontier on (same store identity: no gap, no duplicate).               */
+static void s_sockets_current(s_actor_t *self)
+{
+    unsigned gen = nx_client_gen(self->client);
+    if (gen == self->gen)
+        return;
+    self->gen = gen;
+    memset(self->slot, 0, sizeof self->slot);
+    zsock_destroy(&self->dealer);
+    self->dealer = nx_client_control_dealer(self->client);
+    self->dealer_made = nx_clock_ms();
+    s_sub_end(self);
+    s_sub_make(self);
+    s_pending_clear(self);
+    self->hot = false;
     if (self->have_start)
         self->need_check = true;
     if (self->heartbeat)
         self->need_register = true;
-    nx_client_set_link(self->client, false);
+    if (self->link_ok) {
+        self->link_ok = false;
+        nx_client_set_link(self->client, false);
+    }
+    self->retry_at = nx_clock_ms();
 }
 
 static void s_link_up(s_actor_t *self)
@@ -263,6 +390,7 @@ static int s_emit(s_actor_t *self, const nx_event_msg_t *m, uint64_t gap_from, u
                                                m->source_len, m->payload, m->payload_len);
         if (!ev)
             return -1;
+        memcpy(ev->store_id, self->store, sizeof ev->store_id);
         self->push[self->n_push++] = ev;
         self->room--;
         if (self->n_push == S_PUSH_MAX)
@@ -289,6 +417,7 @@ static void s_emit_owned(s_actor_t *self, nexus_event_t *ev)
         nexus_event_destroy(&ev);
         return;
     }
+    memcpy(ev->store_id, self->store, sizeof ev->store_id);
     self->push[self->n_push++] = ev;
     self->room--;
     self->frontier = ev->seq;
@@ -409,10 +538,49 @@ static void s_send_history(s_actor_t *self, bool bounded)
     self->next_verify = nx_clock_ms() + S_VERIFY_MS;
 }
 
+/*  Hands the reset event to the application (the frontier stays at 0 of
+    the new store). Returns 0, or -1 when the queue has no room.           */
+static int s_emit_reset(s_actor_t *self)
+{
+    if (self->callback) {
+        nx_view_set_reset(&self->view, &self->reset);
+        self->client->cb(&self->view.ev, self->client->cb_arg);
+        nx_view_clear(&self->view);
+        return 0;
+    }
+    if (s_room(self) == 0)
+        return -1;
+    nexus_event_t *ev = nx_event_new_reset(&self->reset);
+    if (!ev)
+        return -1;
+    self->push[self->n_push++] = ev;
+    self->room--;
+    if (self->n_push == S_PUSH_MAX)
+        s_flush(self);
+    return 0;
+}
+
 static void s_on_history(s_actor_t *self, s_slot_t *q, nx_page_t *pg)
 {
     if (q->since != self->frontier)
         return; /* the frontier moved (RESUME): this page is stale */
+    if (pg->store_id[0]) {
+        if (!self->store[0])
+            s_store_adopt(self, pg->store_id);
+        else if (strcmp(pg->store_id, self->store) != 0) {
+            /*  The seqs of this page are another store's: none of them.   */
+            s_reset_begin(self, S_WHY_STORE, pg->store_id);
+            return;
+        }
+    }
+    if (self->reset_pending) {
+        nx_store_id_copy(self->reset.store_id, self->store);
+        self->reset.first_seq = pg->first_seq;
+        self->reset.last_seq = pg->last_seq;
+        if (s_emit_reset(self) != 0)
+            return; /* no room: the page is read again later */
+        self->reset_pending = false;
+    }
     self->delta.history_pages++;
     uint64_t first = pg->first_seq, last = pg->last_seq;
     uint64_t F = self->frontier, gap_to = 0;
@@ -449,6 +617,29 @@ static void s_on_history(s_actor_t *self, s_slot_t *q, nx_page_t *pg)
     }
 }
 
+/*  With a list of brokers: leaves the one in use for the one named
+    primary (or the next), to be probed soon. A broker answered, so the
+    backoff starts again from its least.                                   */
+static void s_move_on(s_actor_t *self, const char *primary)
+{
+    if (self->client->n_eps < 2)
+        return;
+    nx_client_failover(self->client, self->gen, primary);
+    s_sockets_current(self);
+    self->backoff = self->client->backoff_min;
+    self->retry_at = nx_clock_ms() + s_jitter(2 * self->client->backoff_min);
+}
+
+/*  A ping's answer: with a list of brokers, one that is not the primary
+    (a standby, a fenced primary) is left for the next.                    */
+static void s_on_role(s_actor_t *self, nx_reply_t *rep)
+{
+    char role[16], primary[NX_ENDPOINT_MAX];
+    nx_obj_str(rep->map, "role", role, sizeof role);
+    if (role[0] && strcmp(role, "primary") != 0)
+        s_move_on(self, nx_obj_str(rep->map, "primary", primary, sizeof primary));
+}
+
 /*  Every reply to the thread's own requests, matched to its slot.         */
 static void s_on_reply(s_actor_t *self, const void *data, size_t size)
 {
@@ -475,9 +666,21 @@ static void s_on_reply(s_actor_t *self, const void *data, size_t size)
         if (nx_reply_parse(&rep, data, size) == 0) {
             switch (q.kind) {
             case S_Q_HEALTH:
-                if (err == NEXUS_OK && !self->have_start) {
+                if (err != NEXUS_OK)
+                    break;
+                if (!self->have_start) {
                     self->have_start = true;
-                    self->frontier = nx_obj_u64(rep.map, "last_seq");
+                    self->frontier = pg.last_seq;
+                    s_store_adopt(self, pg.store_id);
+                } else if (self->need_verify) {
+                    self->need_verify = false;
+                    if (pg.store_id[0] && self->store[0] && strcmp(pg.store_id, self->store))
+                        s_reset_begin(self, S_WHY_STORE, pg.store_id);
+                    else if (self->frontier > pg.last_seq)
+                        s_reset_begin(self, S_WHY_BEHIND,
+                                      pg.store_id[0] ? pg.store_id : self->store);
+                    else if (pg.store_id[0])
+                        s_store_adopt(self, pg.store_id);
                 }
                 break;
             case S_Q_HEARTBEAT:
@@ -494,8 +697,17 @@ static void s_on_reply(s_actor_t *self, const void *data, size_t size)
                     self->next_heartbeat = nx_clock_ms() + self->client->heartbeat_ms;
                 }
                 break;
+            case S_Q_PING:
+                s_on_role(self, &rep);
+                break;
             default:
                 break;
+            }
+            /*  A write refused: this broker is not (or no longer) the
+                primary; on to the one it names, or the next.              */
+            if (err == NEXUS_ERR_NOT_PRIMARY) {
+                char primary[NX_ENDPOINT_MAX];
+                s_move_on(self, nx_obj_str(rep.map, "primary", primary, sizeof primary));
             }
         }
         nx_reply_destroy(&rep);
@@ -535,7 +747,7 @@ static void s_read_monitor(s_actor_t *self)
                 if (self->link_ok)
                     s_link_down(self, "disconnected");
                 if (self->have_start)
-                    self->need_check = true;
+                    self->need_check = self->need_verify = true;
             } else if (event == ZMQ_EVENT_CONNECTED && !self->link_ok)
                 self->retry_at = nx_clock_ms(); /* the broker is back: probe now */
         }
@@ -546,6 +758,7 @@ static void s_read_monitor(s_actor_t *self)
 /*  Sends what is due; called every turn.                                   */
 static void s_timers(s_actor_t *self)
 {
+    s_sockets_current(self); /* the API's calls may have moved the client */
     uint64_t now = nx_clock_ms();
     for (int i = 0; i < S_SLOTS; i++)
         if (self->slot[i].id && now - self->slot[i].sent >= self->client->timeout_ms) {
@@ -556,10 +769,27 @@ static void s_timers(s_actor_t *self)
         if (now >= self->retry_at && !self->slot[S_SLOT_PROBE].id) {
             nx_req_t req;
             nx_req_init(&req, "ping");
-            s_send(self, S_SLOT_PROBE, S_Q_PING, &req);
+            int sent = s_send(self, S_SLOT_PROBE, S_Q_PING, &req);
             nx_req_destroy(&req);
+            /*  No connection to send on: with a list, that broker is
+                down; try the next after the backoff.                      */
+            if (sent != 0 && self->client->n_eps > 1) {
+                if (now - self->dealer_made >= 1000)
+                    s_link_down(self, "no connection");
+                else
+                    self->retry_at = now + 50; /* the connection may be under way */
+            }
         }
         return;
+    }
+    /*  With a list: is the broker in use still the primary? (A fenced one
+        still answers, still serves the history, and writes nothing.)    */
+    if (self->client->n_eps > 1 && !self->slot[S_SLOT_PROBE].id && now >= self->next_role) {
+        nx_req_t req;
+        nx_req_init(&req, "ping");
+        s_send(self, S_SLOT_PROBE, S_Q_PING, &req);
+        nx_req_destroy(&req);
+        self->next_role = now + S_VERIFY_MS;
     }
     if (!self->slot[S_SLOT_SESSION].id) {
         if (self->heartbeat && self->need_register) {
@@ -579,7 +809,7 @@ static void s_timers(s_actor_t *self)
     }
     if (self->slot[S_SLOT_DATA].id || self->n_patterns == 0 || now < self->data_retry_at)
         return;
-    if (!self->have_start) {
+    if (!self->have_start || self->need_verify) {
         nx_req_t req;
         nx_req_init(&req, "health");
         s_send(self, S_SLOT_DATA, S_Q_HEALTH, &req);
@@ -619,6 +849,8 @@ static long s_wait_ms(s_actor_t *self)
     } else {
         if (!self->slot[S_SLOT_SESSION].id && self->heartbeat)
             S_SOONER(self->need_register ? now : self->next_heartbeat);
+        if (self->client->n_eps > 1 && !self->slot[S_SLOT_PROBE].id)
+            S_SOONER(self->next_role);
         if (self->p_count > 0)
             S_SOONER(now + S_BUSY_MS);
         if (!self->slot[S_SLOT_DATA].id && self->n_patterns) {
@@ -702,18 +934,26 @@ static void s_on_command(s_actor_t *self)
             }
         s_reply(self, code);
     } else if (!strcmp(cmd, "START")) {
+        /*  "seq store": the broker's last seq when the subscription began. */
+        char *store = NULL;
+        uint64_t seq = strtoull(arg ? arg : "", &store, 10);
         if (!self->have_start) {
             self->have_start = true;
-            self->frontier = strtoull(arg, NULL, 10);
+            self->frontier = seq;
+            s_store_adopt(self, store && *store == ' ' ? store + 1 : "");
             if (self->slot[S_SLOT_DATA].kind == S_Q_HEALTH)
                 memset(&self->slot[S_SLOT_DATA], 0, sizeof self->slot[0]);
         }
         s_reply(self, NEXUS_OK);
     } else if (!strcmp(cmd, "RESUME")) {
+        /*  "seq store": the application's cursor ("" store: the broker's). */
+        char *store = NULL;
         self->have_start = true;
-        self->frontier = strtoull(arg, NULL, 10);
+        self->frontier = strtoull(arg ? arg : "", &store, 10);
+        s_store_adopt(self, store && *store == ' ' ? store + 1 : "");
         self->from_oldest = self->frontier == 0;
-        self->need_check = true;
+        self->need_check = self->need_verify = true;
+        self->reset_pending = false;
         memset(&self->slot[S_SLOT_DATA], 0, sizeof self->slot[0]);
         s_reply(self, NEXUS_OK);
     } else if (!strcmp(cmd, "HEARTBEAT")) {
@@ -782,16 +1022,10 @@ void nx_actor_fn(zsock_t *pipe, void *args)
     self->p_max = self->client->queue_max;
     self->pending = calloc(self->p_max, sizeof *self->pending);
     self->backoff = self->client->backoff_min;
-    self->sub = nx_client_socket(self->client, ZMQ_SUB, self->client->events_out);
-    self->sub_h = self->sub ? zsock_resolve(self->sub) : NULL;
-    self->dealer = nx_client_socket(self->client, ZMQ_DEALER, self->client->endpoint);
-    if (self->sub)
-        zsock_set_rcvhwm(self->sub, 100000);
-    char ep[64];
-    snprintf(ep, sizeof ep, "inproc://nexus-sub-monitor-%p", (void *)self);
-    if (self->sub &&
-        zmq_socket_monitor(self->sub_h, ep, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0)
-        self->mon = zsock_new_pair(ep);
+    self->gen = nx_client_gen(self->client);
+    s_sub_make(self);
+    self->dealer = nx_client_control_dealer(self->client);
+    self->dealer_made = nx_clock_ms();
     s_flush(self);
     zsock_signal(pipe, 0);
 
@@ -815,10 +1049,7 @@ void nx_actor_fn(zsock_t *pipe, void *args)
             s_reply(self, NEXUS_ERR_CLOSED);
         zstr_free(&cmd);
     }
-    if (self->mon) {
-        zmq_socket_monitor(self->sub_h, NULL, 0);
-        zsock_destroy(&self->mon);
-    }
+    s_sub_end(self);
     for (size_t i = 0; i < self->n_push; i++)
         nexus_event_destroy(&self->push[i]);
     nx_view_clear(&self->view);
@@ -827,7 +1058,6 @@ void nx_actor_fn(zsock_t *pipe, void *args)
     free(self->pending);
     for (size_t i = 0; i < self->n_patterns; i++)
         free(self->patterns[i].text);
-    zsock_destroy(&self->sub);
     zsock_destroy(&self->dealer);
     free(self);
 }

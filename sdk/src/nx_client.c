@@ -18,6 +18,7 @@
 
 #include "nx_cert.h"
 #include "nx_client.h"
+#include "nx_optab.h"
 
 uint64_t nx_random_id(void)
 {
@@ -188,14 +189,40 @@ void nexus_client_destroy(nexus_client_t **self_p)
 nexus_err_t nexus_client_set_endpoint(nexus_client_t *self, const char *endpoint)
 {
     S_CONFIGURING(self);
-    char in[NX_ENDPOINT_MAX], out[NX_ENDPOINT_MAX];
-    if (!endpoint || strlen(endpoint) >= NX_ENDPOINT_MAX - 8 || s_derive(endpoint, in, out))
+    nx_ep_t eps[NX_EPS_MAX];
+    size_t n = 0;
+    const char *p = endpoint;
+    bool bad = !endpoint || !*endpoint;
+    while (!bad && p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        while (len && (*p == ' ')) { /* "a, b" as written in a config file */
+            p++;
+            len--;
+        }
+        while (len && p[len - 1] == ' ')
+            len--;
+        if (n == NX_EPS_MAX || len == 0 || len >= NX_ENDPOINT_MAX - 8) {
+            bad = true;
+            break;
+        }
+        memcpy(eps[n].control, p, len);
+        eps[n].control[len] = 0;
+        if (s_derive(eps[n].control, eps[n].in, eps[n].out)) {
+            bad = true;
+            break;
+        }
+        n++;
+        p = comma ? comma + 1 : NULL;
+    }
+    if (bad)
         return nx_client_fail(self, NEXUS_ERR_INVALID,
-                              "endpoint '%s' is not tcp://HOST:PORT or ipc://PATH",
-                              endpoint ? endpoint : "(null)");
-    snprintf(self->endpoint, sizeof self->endpoint, "%s", endpoint);
-    memcpy(self->events_in, in, sizeof in);
-    memcpy(self->events_out, out, sizeof out);
+                              "endpoint '%.200s' is not tcp://HOST:PORT or ipc://PATH (or a "
+                              "comma-separated list of at most %d of them)",
+                              endpoint ? endpoint : "(null)", NX_EPS_MAX);
+    memcpy(self->eps, eps, n * sizeof eps[0]);
+    self->n_eps = n;
+    self->ep_cur = 0;
     return s_ok(self);
 }
 
@@ -206,11 +233,31 @@ nexus_err_t nexus_client_set_event_endpoints(nexus_client_t *self, const char *e
     if ((events_in && strlen(events_in) >= NX_ENDPOINT_MAX) ||
         (events_out && strlen(events_out) >= NX_ENDPOINT_MAX))
         return nx_client_fail(self, NEXUS_ERR_INVALID, "endpoint too long");
+    if (self->n_eps > 1)
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "explicit event endpoints go with one control endpoint, not a list");
     if (events_in && *events_in)
-        snprintf(self->events_in, sizeof self->events_in, "%s", events_in);
+        snprintf(self->eps[0].in, sizeof self->eps[0].in, "%s", events_in);
     if (events_out && *events_out)
-        snprintf(self->events_out, sizeof self->events_out, "%s", events_out);
+        snprintf(self->eps[0].out, sizeof self->eps[0].out, "%s", events_out);
     return s_ok(self);
+}
+
+unsigned nx_client_failover(nexus_client_t *self, unsigned seen_gen, const char *primary)
+{
+    pthread_mutex_lock(&self->lock);
+    unsigned gen = self->ep_gen;
+    if (self->n_eps > 1 && gen == seen_gen) {
+        size_t cur = self->ep_cur, next = (cur + 1) % self->n_eps;
+        for (size_t i = 0; primary && *primary && i < self->n_eps; i++)
+            if (i != cur && strcmp(self->eps[i].control, primary) == 0)
+                next = i;
+        __atomic_store_n(&self->ep_cur, (unsigned)next, __ATOMIC_RELEASE);
+        gen = __atomic_add_fetch(&self->ep_gen, 1, __ATOMIC_RELEASE);
+        self->stats.failovers++;
+    }
+    pthread_mutex_unlock(&self->lock);
+    return gen;
 }
 
 nexus_err_t nexus_client_set_session(nexus_client_t *self, const char *session_id,
@@ -474,6 +521,35 @@ zsock_t *nx_client_socket(nexus_client_t *self, int type, const char *endpoint)
     return sock;
 }
 
+zsock_t *nx_client_control_dealer(nexus_client_t *self)
+{
+    zsock_t *sock = nx_client_socket(self, ZMQ_DEALER, NULL);
+    if (!sock)
+        return NULL;
+    /*  With a list, a request waits for a connection instead of a queue to
+        a broker that is not there, so that it can go to the next.        */
+    if (self->n_eps > 1)
+        zsock_set_immediate(sock, 1);
+    if (zsock_connect(sock, "%s", nx_client_ep(self)->control) != 0)
+        zsock_destroy(&sock);
+    return sock;
+}
+
+/*  Makes the XPUB again when the broker in use changed (pub_lock held).
+    Events sent without an acknowledgement to the lost broker are lost
+    with it, as with any broker that goes away.                            */
+static void s_pub_current(nexus_client_t *self)
+{
+    unsigned gen = nx_client_gen(self);
+    if (self->pub && self->pub_gen == gen)
+        return;
+    zsock_destroy(&self->pub);
+    self->pub = nx_client_socket(self, ZMQ_XPUB, nx_client_ep(self)->in);
+    if (self->pub)
+        zsock_set_sndhwm(self->pub, 100000);
+    self->pub_gen = gen;
+}
+
 /*  A monitor of the API's DEALER for failed handshakes, or NULL.          */
 static zsock_t *s_handshake_monitor(nexus_client_t *self)
 {
@@ -532,17 +608,21 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     }
     /*  With CURVE, a failed handshake looks like silence; a monitor on the
         first connection tells the two apart for the error message.        */
+    const nx_ep_t *ep = nx_client_ep(self);
     self->dealer = nx_client_socket(self, ZMQ_DEALER, NULL);
+    self->dealer_gen = self->pub_gen = nx_client_gen(self);
     zsock_t *mon = self->dealer ? s_handshake_monitor(self) : NULL;
-    if (self->dealer && zsock_connect(self->dealer, "%s", self->endpoint) != 0)
+    if (self->dealer && self->n_eps > 1)
+        zsock_set_immediate(self->dealer, 1); /* as nx_client_control_dealer */
+    if (self->dealer && zsock_connect(self->dealer, "%s", ep->control) != 0)
         zsock_destroy(&self->dealer);
-    self->pub = nx_client_socket(self, ZMQ_XPUB, self->events_in);
+    self->pub = nx_client_socket(self, ZMQ_XPUB, ep->in);
     if (!self->dealer || !self->pub) {
         s_handshake_monitor_end(self, &mon);
         zsock_destroy(&self->dealer);
         zsock_destroy(&self->pub);
-        return nx_client_fail(self, NEXUS_ERR_INVALID, "cannot connect to %s / %s: %s",
-                              self->endpoint, self->events_in, zmq_strerror(zmq_errno()));
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "cannot connect to %s / %s: %s", ep->control,
+                              ep->in, zmq_strerror(zmq_errno()));
     }
     zsock_set_sndhwm(self->pub, 100000);
     self->started = true;
@@ -556,44 +636,81 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     nx_reply_t rep;
     nx_req_init(&req, "ping");
     nexus_err_t rc = nx_client_call(self, &req, &rep);
-    nx_req_destroy(&req);
-    nx_reply_destroy(&rep);
     int failed = s_handshake_monitor_end(self, &mon);
+    /*  With a list: the first broker that answers as the primary (else the
+        last that answered at all; the actor keeps looking).               */
+    for (size_t i = 1; i < self->n_eps; i++) {
+        char role[16] = "", primary[NX_ENDPOINT_MAX] = "";
+        if (rc == NEXUS_OK) {
+            nx_obj_str(rep.map, "role", role, sizeof role);
+            nx_obj_str(rep.map, "primary", primary, sizeof primary);
+            if (!role[0] || !strcmp(role, "primary"))
+                break;
+        }
+        /*  (A call that got no answer moved on by itself.)                */
+        if (rc == NEXUS_OK)
+            nx_client_failover(self, nx_client_gen(self), primary);
+        nx_reply_destroy(&rep);
+        nexus_err_t again = nx_client_call(self, &req, &rep);
+        if (again != NEXUS_OK && rc == NEXUS_OK) {
+            nx_client_failover(self, nx_client_gen(self), NULL); /* back to one that answered */
+            break;
+        }
+        rc = again;
+        if (again == NEXUS_OK)
+            failed = 0;
+    }
+    nx_req_destroy(&req);
+    if (rc == NEXUS_OK) {
+        char store[NEXUS_STORE_ID_MAX];
+        nx_obj_str(rep.map, "store_id", store, sizeof store);
+        pthread_mutex_lock(&self->lock);
+        if (!self->store_id[0])
+            nx_store_id_copy(self->store_id, store);
+        pthread_mutex_unlock(&self->lock);
+    }
+    nx_reply_destroy(&rep);
+    ep = nx_client_ep(self);
     if (rc == NEXUS_ERR_TIMEOUT && failed == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && !self->curve_cert)
         rc = nx_client_fail(self, NEXUS_ERR_UNAUTHORIZED,
                             "the broker at %s refused this client's token (NEXUS_TOKEN): it is "
                             "neither its token nor in its tokens_file",
-                            self->endpoint);
+                            ep->control);
     else if (rc == NEXUS_ERR_TIMEOUT && failed && self->token && !self->curve_cert)
         rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
                             "the handshake with %s failed: a token (NEXUS_TOKEN) makes this "
                             "client present it with PLAIN; does the broker have tokens configured "
                             "(and no CURVE)?",
-                            self->endpoint);
+                            ep->control);
     else if (rc == NEXUS_ERR_TIMEOUT && failed && !self->curve_cert)
         rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
                             "the broker at %s refused the handshake: it wants a token "
                             "(NEXUS_TOKEN) or a CURVE key (NEXUS_CURVE_SERVER_KEY)",
-                            self->endpoint);
+                            ep->control);
     else if (rc == NEXUS_ERR_TIMEOUT && failed == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
         rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
                             "the broker at %s refused this client's CURVE key: its public "
                             "certificate must be in the broker's curve_clients directory",
-                            self->endpoint);
+                            ep->control);
     else if (rc == NEXUS_ERR_TIMEOUT && failed)
         rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
                             "the CURVE handshake with %s failed: does the broker run with "
                             "curve_cert, and is NEXUS_CURVE_SERVER_KEY its public key?",
-                            self->endpoint);
+                            ep->control);
     else if (rc == NEXUS_ERR_TIMEOUT)
         rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE, "no answer from the broker at %s",
-                            self->endpoint);
+                            ep->control);
     if (rc)
         return rc;
     /*  Wait (bounded) for the broker's XSUB subscription to reach our XPUB:
         fire-and-forget events sent before it would be dropped.             */
     uint64_t deadline = nx_clock_ms() + self->timeout_ms;
     pthread_mutex_lock(&self->pub_lock);
+    s_pub_current(self);
+    if (!self->pub) {
+        pthread_mutex_unlock(&self->pub_lock);
+        return s_ok(self);
+    }
     zsock_set_rcvtimeo(self->pub, 20);
     while (nx_clock_ms() < deadline) {
         zframe_t *f = zframe_recv(self->pub);
@@ -624,6 +741,25 @@ void nx_client_set_link(nexus_client_t *self, bool ok)
     pthread_mutex_unlock(&self->lock);
 }
 
+static const char *s_copy_locked(nexus_client_t *self, const char *value, char *buf, size_t size);
+
+void nx_client_set_store(nexus_client_t *self, const char *store_id)
+{
+    pthread_mutex_lock(&self->lock);
+    nx_store_id_copy(self->store_id, store_id);
+    pthread_mutex_unlock(&self->lock);
+}
+
+const char *nexus_client_store_id(nexus_client_t *self, char *buf, size_t size)
+{
+    if (!self)
+        return NULL;
+    pthread_mutex_lock(&self->lock);
+    const char *rc = s_copy_locked(self, self->store_id[0] ? self->store_id : NULL, buf, size);
+    pthread_mutex_unlock(&self->lock);
+    return rc;
+}
+
 const char *nexus_client_errmsg(nexus_client_t *self)
 {
     return self ? self->errmsg : "no client";
@@ -631,7 +767,7 @@ const char *nexus_client_errmsg(nexus_client_t *self)
 
 const char *nexus_client_endpoint(nexus_client_t *self)
 {
-    return self->endpoint;
+    return nx_client_ep(self)->control;
 }
 
 static const char *s_copy_locked(nexus_client_t *self, const char *value, char *buf, size_t size)
@@ -672,23 +808,29 @@ uint64_t nx_client_next_id(nexus_client_t *self)
     return __atomic_fetch_add(&self->next_id, 1, __ATOMIC_RELAXED);
 }
 
-zsock_t *nx_client_dealer_get(nexus_client_t *self)
+zsock_t *nx_client_dealer_get(nexus_client_t *self, unsigned *gen_p)
 {
     zsock_t *sock = NULL;
+    unsigned gen = nx_client_gen(self);
     pthread_mutex_lock(&self->lock);
+    /*  Those made for another broker of the list are of no use now.       */
+    while (self->n_spare && self->spare_gen[self->n_spare - 1] != gen)
+        zsock_destroy(&self->spare[--self->n_spare]);
     if (self->n_spare)
         sock = self->spare[--self->n_spare];
     pthread_mutex_unlock(&self->lock);
-    return sock ? sock : nx_client_socket(self, ZMQ_DEALER, self->endpoint);
+    *gen_p = gen;
+    return sock ? sock : nx_client_socket(self, ZMQ_DEALER, nx_client_ep(self)->control);
 }
 
-void nx_client_dealer_put(nexus_client_t *self, zsock_t **sock, bool quiet)
+void nx_client_dealer_put(nexus_client_t *self, zsock_t **sock, bool quiet, unsigned gen)
 {
     if (!*sock)
         return;
-    if (quiet) {
+    if (quiet && gen == nx_client_gen(self)) {
         pthread_mutex_lock(&self->lock);
         if (self->n_spare < NX_SPARE_MAX && !self->closing) {
+            self->spare_gen[self->n_spare] = gen;
             self->spare[self->n_spare++] = *sock;
             *sock = NULL;
         }
@@ -857,83 +999,178 @@ nexus_err_t nx_reply_status(const nx_reply_t *rep, char *errbuf, size_t errsize)
     return err;
 }
 
+/*  Makes the API's DEALER again when the broker in use changed (ctl_lock
+    held). Returns the generation it is for.                               */
+static unsigned s_dealer_current(nexus_client_t *self)
+{
+    unsigned gen = nx_client_gen(self);
+    if (self->dealer && self->dealer_gen != gen) {
+        /*  A monitor (connect's handshake watch) must not outlive its
+            socket: libzmq sends monitor events blocking.                   */
+        zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);
+        zsock_destroy(&self->dealer);
+    }
+    if (!self->dealer) {
+        self->dealer = nx_client_control_dealer(self);
+        self->dealer_gen = gen;
+    }
+    return gen;
+}
+
+enum { S_X_REPLY, S_X_MOVED, S_X_BUSY, S_X_NO_ROUTE, S_X_NO_REPLY };
+
+/*  With a list: how long a request waits for a connection to one broker
+    before it goes to the next (it was not sent: safe to send there).     */
+#define S_CONNECT_MS 1000
+
+/*  Sends the framed request once on the current DEALER and waits for the
+    reply with its id until deadline (ctl_lock held). S_X_MOVED: the client
+    moved to another broker meanwhile (the request may or may not have
+    been done).                                                             */
+static int s_exchange(nexus_client_t *self, const msgpack_sbuffer *frame, uint64_t id,
+                      nx_reply_t *rep, uint64_t deadline, unsigned gen)
+{
+    zframe_t *out = self->dealer ? zframe_new(frame->data, frame->size) : NULL;
+    if (!out)
+        return S_X_BUSY;
+    /*  A DEALER without a connection blocks a send, and ZeroMQ drops a
+        connection whose handshake failed (no, or another, security
+        mechanism) without connecting again: wait for room at most the
+        timeout, never for ever.                                          */
+    int sent = -1;
+    uint64_t give_up = deadline;
+    if (self->n_eps > 1 && nx_clock_ms() + S_CONNECT_MS < deadline)
+        give_up = nx_clock_ms() + S_CONNECT_MS; /* then the next broker */
+    while ((sent = zframe_send(&out, self->dealer, ZFRAME_DONTWAIT)) != 0 &&
+           zmq_errno() == EAGAIN) {
+        uint64_t now = nx_clock_ms();
+        if (now >= give_up || nx_client_gen(self) != gen)
+            break;
+        zmq_pollitem_t item = {zsock_resolve(self->dealer), 0, ZMQ_POLLOUT, 0};
+        zmq_poll(&item, 1, (long)(deadline - now < 100 ? deadline - now : 100));
+    }
+    if (sent != 0) {
+        bool timed_out = zmq_errno() == EAGAIN;
+        zframe_destroy(&out);
+        if (!timed_out)
+            return S_X_BUSY;
+        /*  Never sent: safe to send to the next broker.                   */
+        return nx_client_gen(self) != gen ? S_X_MOVED : S_X_NO_ROUTE;
+    }
+    bool watch = self->n_eps > 1;
+    zpoller_t *poller = zpoller_new(self->dealer, NULL);
+    int result = S_X_NO_REPLY;
+    for (;;) {
+        uint64_t now = nx_clock_ms();
+        if (now >= deadline)
+            break;
+        if (watch && nx_client_gen(self) != gen) {
+            result = S_X_MOVED;
+            break;
+        }
+        /*  With a list, look every 100 ms whether the actor found the
+            broker gone (it hears of a lost connection at once).           */
+        long wait = (long)(deadline - now);
+        if (watch && wait > 100)
+            wait = 100;
+        if (!zpoller_wait(poller, (int)wait))
+            continue;
+        zframe_t *in = zframe_recv(self->dealer);
+        if (!in)
+            continue;
+        bool mine =
+            nx_reply_parse(rep, zframe_data(in), zframe_size(in)) == 0 && nx_reply_id(rep) == id;
+        zframe_destroy(&in);
+        if (mine) {
+            result = S_X_REPLY;
+            break;
+        }
+    }
+    zpoller_destroy(&poller);
+    return result;
+}
+
 nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
 {
     nx_reply_init(rep);
     if (!self->started)
         return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+    /*  A request that may have been done is never sent twice; one that
+        only reads, or that a broker refused (not_primary: nothing done),
+        goes to the next broker of the list within the same timeout.       */
+    const nx_opdef_t *op = nx_optab_find(req->op, strlen(req->op));
+    bool resend = !op || !(op->flags & NX_OF_WRITE);
     pthread_mutex_lock(&self->ctl_lock);
     uint64_t id = nx_client_next_id(self);
     msgpack_sbuffer frame;
     msgpack_sbuffer_init(&frame);
     nx_req_frame(req, id, self->token, &frame);
-    nexus_err_t rc = NEXUS_OK;
-    if (!self->dealer)
-        self->dealer = nx_client_socket(self, ZMQ_DEALER, self->endpoint);
-    zframe_t *out = self->dealer ? zframe_new(frame.data, frame.size) : NULL;
-    msgpack_sbuffer_destroy(&frame);
-    /*  A DEALER without a connection blocks a send, and ZeroMQ drops a
-        connection whose handshake failed (no, or another, security
-        mechanism) without connecting again: wait for room at most the
-        timeout, never for ever.                                          */
     uint64_t deadline = nx_clock_ms() + self->timeout_ms;
-    int sent = -1;
-    while (out && (sent = zframe_send(&out, self->dealer, ZFRAME_DONTWAIT)) != 0 &&
-           zmq_errno() == EAGAIN) {
-        uint64_t now = nx_clock_ms();
-        if (now >= deadline)
-            break;
-        zmq_pollitem_t item = {zsock_resolve(self->dealer), 0, ZMQ_POLLOUT, 0};
-        zmq_poll(&item, 1, (long)(deadline - now));
-    }
-    if (!out && sent != 0) {
-        pthread_mutex_unlock(&self->ctl_lock);
-        return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot send the request");
-    }
-    if (sent != 0) {
-        bool timed_out = zmq_errno() == EAGAIN;
-        zframe_destroy(&out);
-        pthread_mutex_unlock(&self->ctl_lock);
-        return timed_out
-                   ? nx_client_fail(self, NEXUS_ERR_TIMEOUT,
-                                    "no connection to the broker at %s to send on", self->endpoint)
-                   : nx_client_fail(self, NEXUS_ERR_BUSY, "cannot send the request");
-    }
-    zpoller_t *poller = zpoller_new(self->dealer, NULL);
-    bool got = false;
-    while (!got) {
-        uint64_t now = nx_clock_ms();
-        if (now >= deadline)
-            break;
-        if (!zpoller_wait(poller, (int)(deadline - now)))
+    int result = S_X_NO_REPLY;
+    unsigned gen = 0;
+    char ep[NX_ENDPOINT_MAX];
+    for (size_t attempt = 0;; attempt++) {
+        gen = s_dealer_current(self);
+        snprintf(ep, sizeof ep, "%s", nx_client_ep(self)->control);
+        nx_reply_destroy(rep);
+        nx_reply_init(rep);
+        result = s_exchange(self, &frame, id, rep, deadline, gen);
+        if (result == S_X_MOVED && resend && nx_clock_ms() < deadline)
             continue;
-        zframe_t *in = zframe_recv(self->dealer);
-        if (!in)
+        if (result == S_X_NO_ROUTE && self->n_eps > 1 && nx_clock_ms() < deadline) {
+            nx_client_failover(self, gen, NULL);
             continue;
-        if (nx_reply_parse(rep, zframe_data(in), zframe_size(in)) == 0 && nx_reply_id(rep) == id)
-            got = true;
-        zframe_destroy(&in);
+        }
+        if (result != S_X_REPLY || self->n_eps < 2)
+            break;
+        char name[32], primary[NX_ENDPOINT_MAX];
+        nx_obj_str(rep->map, "error", name, sizeof name);
+        if (strcmp(name, "not_primary") != 0)
+            break;
+        uint64_t now = nx_clock_ms();
+        if (now + 20 >= deadline)
+            break;
+        nx_obj_str(rep->map, "primary", primary, sizeof primary);
+        nx_client_failover(self, gen, primary);
+        /*  Each broker said no: a promotion is under way; ask again soon. */
+        if (attempt + 1 >= self->n_eps)
+            usleep((useconds_t)(deadline - now < 100 ? deadline - now : 100) * 1000);
     }
-    zpoller_destroy(&poller);
-    if (!got) {
+    msgpack_sbuffer_destroy(&frame);
+    if (result != S_X_REPLY) {
         /*  The request may sit in a queue to a dead connection: start over
             with a fresh socket so that a late reply cannot confuse the next
-            call and stale requests do not pile up.                         */
-        /*  A monitor (connect's handshake watch) must not outlive its
-            socket: libzmq sends monitor events blocking.                   */
-        zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);
-        zsock_destroy(&self->dealer);
-        self->dealer = nx_client_socket(self, ZMQ_DEALER, self->endpoint);
+            call and stale requests do not pile up; with a list, on the next
+            broker.                                                         */
+        if (result != S_X_BUSY) {
+            zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);
+            zsock_destroy(&self->dealer);
+            if (result == S_X_NO_REPLY || result == S_X_NO_ROUTE)
+                nx_client_failover(self, gen, NULL);
+        }
         pthread_mutex_unlock(&self->ctl_lock);
         nx_reply_destroy(rep);
         nx_reply_init(rep);
-        return nx_client_fail(self, NEXUS_ERR_TIMEOUT, "no reply from %s to '%s' within %u ms",
-                              self->endpoint, req->op, self->timeout_ms);
+        switch (result) {
+        case S_X_BUSY:
+            return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot send the request");
+        case S_X_NO_ROUTE:
+            return nx_client_fail(self, NEXUS_ERR_TIMEOUT,
+                                  "no connection to the broker at %s to send on", ep);
+        case S_X_MOVED:
+            return nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
+                                  "the broker at %s was lost with '%s' in flight: it may or may "
+                                  "not have been done",
+                                  ep, req->op);
+        default:
+            return nx_client_fail(self, NEXUS_ERR_TIMEOUT, "no reply from %s to '%s' within %u ms",
+                                  ep, req->op, self->timeout_ms);
+        }
     }
     pthread_mutex_unlock(&self->ctl_lock);
     nx_client_set_link(self, true);
     char msg[NX_CLIENT_ERRMAX];
-    rc = nx_reply_status(rep, msg, sizeof msg);
+    nexus_err_t rc = nx_reply_status(rep, msg, sizeof msg);
     if (rc)
         return nx_client_fail(self, rc, "%s: %s", req->op, msg[0] ? msg : nexus_strerror(rc));
     return s_ok(self);
@@ -1030,6 +1267,12 @@ nexus_err_t nexus_publish(nexus_client_t *self, const char *topic, const void *p
         s_source(self, self->pub_source, sizeof self->pub_source);
         self->pub_source_len = strlen(self->pub_source);
         self->pub_source_gen = gen;
+    }
+    if (self->pub_gen != nx_client_gen(self))
+        s_pub_current(self);
+    if (!self->pub) {
+        pthread_mutex_unlock(&self->pub_lock);
+        return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot connect to %s", nx_client_ep(self)->in);
     }
     void *h = zsock_resolve(self->pub);
     if ((self->pub_count++ & 1023) == 0) {
@@ -1191,6 +1434,8 @@ nexus_err_t nexus_recv(nexus_client_t *self, int timeout_ms, nexus_event_t **eve
     pthread_mutex_unlock(&self->lock);
     if (rc == NEXUS_OK && (*event)->kind == NEXUS_EVENT_GAP)
         rc = NEXUS_ERR_GAP;
+    else if (rc == NEXUS_OK && (*event)->kind == NEXUS_EVENT_RESET)
+        rc = NEXUS_ERR_RESET;
     return rc;
 }
 
@@ -1255,9 +1500,11 @@ nexus_err_t nexus_subscribe(nexus_client_t *self, const char *pattern)
     nx_reply_t rep;
     nx_req_init(&req, "health");
     if (nx_client_call(self, &req, &rep) == NEXUS_OK) {
-        char seq[32];
-        snprintf(seq, sizeof seq, "%" PRIu64, nx_obj_u64(rep.map, "last_seq"));
-        s_command(self, "START", seq);
+        /*  "seq store": the store the seq belongs to goes with it.        */
+        char store[NEXUS_STORE_ID_MAX], arg[32 + NEXUS_STORE_ID_MAX];
+        nx_obj_str(rep.map, "store_id", store, sizeof store);
+        snprintf(arg, sizeof arg, "%" PRIu64 " %s", nx_obj_u64(rep.map, "last_seq"), store);
+        s_command(self, "START", arg);
     }
     nx_req_destroy(&req);
     nx_reply_destroy(&rep);
@@ -1274,14 +1521,21 @@ nexus_err_t nexus_unsubscribe(nexus_client_t *self, const char *pattern)
     return s_ok(self);
 }
 
-nexus_err_t nexus_client_resume_from(nexus_client_t *self, uint64_t seq)
+nexus_err_t nexus_client_resume_at(nexus_client_t *self, const char *store_id, uint64_t seq)
 {
     if (!self)
         return NEXUS_ERR_INVALID;
-    char arg[32];
-    snprintf(arg, sizeof arg, "%" PRIu64, seq);
+    if (store_id && (strlen(store_id) >= NEXUS_STORE_ID_MAX || strchr(store_id, ' ')))
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "'%.64s' is not a store id", store_id);
+    char arg[32 + NEXUS_STORE_ID_MAX];
+    snprintf(arg, sizeof arg, "%" PRIu64 " %s", seq, store_id ? store_id : "");
     nexus_err_t rc = s_command(self, "RESUME", arg);
     return rc ? nx_client_fail(self, rc, "%s", nexus_strerror(rc)) : s_ok(self);
+}
+
+nexus_err_t nexus_client_resume_from(nexus_client_t *self, uint64_t seq)
+{
+    return nexus_client_resume_at(self, NULL, seq);
 }
 
 /*  ---- Sessions: registration (shared with the actor) --------------------*/

@@ -25,6 +25,7 @@
 #define NX_CLIENT_ERRMAX 512  /* bytes in the per-client error text         */
 #define NX_PAGE_MAX      1000 /* events per history page the resume reads  */
 #define NX_SPARE_MAX     4    /* idle control connections a client keeps   */
+#define NX_EPS_MAX       8    /* brokers in an endpoint list (a pair, ...)  */
 
 /*  ---- Events -----------------------------------------------------------
     An event is either owned (one allocation holding every byte, made by
@@ -49,7 +50,28 @@ struct _nexus_event_t {
     msgpack_unpacked unpacked; /* decoded payload when unpacked_ok          */
     char *payload_json;        /* cached nexus_event_payload_json, or NULL    */
     char *json;                /* cached nexus_event_json, or NULL            */
+
+    /* store identity (nexus_event_store_id, nexus_event_reset)            */
+    char store_id[NEXUS_STORE_ID_MAX];        /* the store seq belongs to    */
+    char cursor_store_id[NEXUS_STORE_ID_MAX]; /* reset: the old cursor's     */
+    uint64_t cursor_seq;                      /* reset: the old cursor       */
+    uint64_t first_seq;                       /* reset: the new store's range */
+    uint64_t last_seq;                        /* ...                          */
+    const char *why;                          /* reset: static text           */
 };
+
+/*  What a reset event says (nexus_reset_t with room for the ids).         */
+typedef struct {
+    const char *why;                          /* static text               */
+    char cursor_store_id[NEXUS_STORE_ID_MAX]; /* "": not known             */
+    uint64_t cursor_seq;                      /* the old cursor            */
+    char store_id[NEXUS_STORE_ID_MAX];        /* the store served now      */
+    uint64_t first_seq;                       /* its range                 */
+    uint64_t last_seq;                        /* ...                       */
+} nx_reset_t;
+
+/*  Copies a store id into dst (NEXUS_STORE_ID_MAX bytes), cut to fit.     */
+void nx_store_id_copy(char *dst, const char *src);
 
 /*  A borrowed event with room for its strings: topic and source are
     copied (they are short and the wire does not terminate them), the
@@ -67,6 +89,9 @@ void nx_view_init(nx_event_view_t *v);
 void nx_view_set(nx_event_view_t *v, uint64_t seq, uint64_t ts, const char *topic, size_t topic_len,
                  const char *source, size_t source_len, const void *payload, size_t payload_len);
 void nx_view_set_gap(nx_event_view_t *v, uint64_t from, uint64_t to);
+void nx_view_set_reset(nx_event_view_t *v, const nx_reset_t *r);
+/*  The store the view's next events belong to (kept across sets).         */
+void nx_view_set_store(nx_event_view_t *v, const char *store_id);
 /*  Frees what the application's calls cached in v (msgpack, JSON).        */
 void nx_view_clear(nx_event_view_t *v);
 
@@ -75,6 +100,8 @@ nexus_event_t *nx_event_new(uint64_t seq, uint64_t ts, const char *topic, size_t
                             const char *source, size_t source_len, const void *payload,
                             size_t payload_len);
 nexus_event_t *nx_event_new_gap(uint64_t from, uint64_t to);
+/*  A reset event: seq 0 in the new store (r->store_id).                   */
+nexus_event_t *nx_event_new_reset(const nx_reset_t *r);
 
 /*  Reads one history record map {seq,ts,topic,source,payload} at r into
     m (whose pointers then point into r's bytes). Returns 0, or -1 when it
@@ -162,54 +189,69 @@ const char *nx_obj_str(const msgpack_object *map, const char *key, char *buf, si
 
 typedef struct _nx_async_t nx_async_t;
 
+/*  One broker of the endpoint list: its control endpoint and the two event
+    endpoints derived from it (or set explicitly).                        */
+typedef struct {
+    char control[NX_ENDPOINT_MAX]; /* control endpoint (DEALER)            */
+    char in[NX_ENDPOINT_MAX];      /* broker XSUB: we publish there        */
+    char out[NX_ENDPOINT_MAX];     /* broker XPUB: we subscribe there      */
+} nx_ep_t;
+
 struct _nexus_client_t {
     /* configuration: written before connect, read-only after            */
-    char endpoint[NX_ENDPOINT_MAX];   /* control endpoint (DEALER)          */
-    char events_in[NX_ENDPOINT_MAX];  /* broker XSUB: we publish there      */
-    char events_out[NX_ENDPOINT_MAX]; /* broker XPUB: we subscribe there    */
-    char *name;                       /* session name or NULL               */
-    char **caps;                      /* capabilities                       */
-    size_t n_caps;                    /* entries in caps                    */
-    uint8_t *metadata;                /* msgpack map or NULL                */
-    size_t metadata_len;              /* bytes in metadata                  */
-    char *token;                      /* access token or NULL               */
-    char curve_server[41];            /* broker's public key (Z85), "": off */
-    zcert_t *curve_cert;              /* this client's key pair, with CURVE */
-    char *curve_error;                /* bad NEXUS_CURVE_* setting, or NULL */
-    uint32_t heartbeat_ms;            /* session heartbeat interval          */
-    uint64_t ttl_ms;                  /* session ttl (0: none)              */
-    uint32_t backoff_min;             /* reconnect backoff lower bound, ms  */
-    uint32_t backoff_max;             /* reconnect backoff upper bound, ms  */
-    uint32_t timeout_ms;              /* control call timeout               */
-    uint32_t keepalive_ms;            /* ZeroMQ heartbeat interval, 0: off  */
-    uint32_t keepalive_timeout_ms;    /* no answer this long: link is dead  */
-    size_t queue_max;                 /* events waiting for nexus_recv      */
-    nexus_event_fn *cb;               /* callback mode handler or NULL      */
-    void *cb_arg;                     /* its argument                       */
-    bool started;                     /* connect was called                 */
+    nx_ep_t eps[NX_EPS_MAX];       /* the brokers, in the order given    */
+    size_t n_eps;                  /* entries in eps (>= 1)              */
+    char *name;                    /* session name or NULL               */
+    char **caps;                   /* capabilities                       */
+    size_t n_caps;                 /* entries in caps                    */
+    uint8_t *metadata;             /* msgpack map or NULL                */
+    size_t metadata_len;           /* bytes in metadata                  */
+    char *token;                   /* access token or NULL               */
+    char curve_server[41];         /* broker's public key (Z85), "": off */
+    zcert_t *curve_cert;           /* this client's key pair, with CURVE */
+    char *curve_error;             /* bad NEXUS_CURVE_* setting, or NULL */
+    uint32_t heartbeat_ms;         /* session heartbeat interval          */
+    uint64_t ttl_ms;               /* session ttl (0: none)              */
+    uint32_t backoff_min;          /* reconnect backoff lower bound, ms  */
+    uint32_t backoff_max;          /* reconnect backoff upper bound, ms  */
+    uint32_t timeout_ms;           /* control call timeout               */
+    uint32_t keepalive_ms;         /* ZeroMQ heartbeat interval, 0: off  */
+    uint32_t keepalive_timeout_ms; /* no answer this long: link is dead  */
+    size_t queue_max;              /* events waiting for nexus_recv      */
+    nexus_event_fn *cb;            /* callback mode handler or NULL      */
+    void *cb_arg;                  /* its argument                       */
+    bool started;                  /* connect was called                 */
 
     /* state shared by threads, under lock                               */
-    pthread_mutex_t lock;          /* guards everything below up to cond */
-    char *session_id;              /* session id or NULL                 */
-    char *secret;                  /* session secret or NULL             */
-    bool registered;               /* heartbeats wanted                  */
-    char errmsg[NX_CLIENT_ERRMAX]; /* last error detail                  */
-    nexus_event_t **ring;          /* bounded event queue                */
-    size_t q_head;                 /* index of the oldest queued event   */
-    size_t q_count;                /* queued events                      */
-    size_t q_waiters;              /* threads waiting in nexus_recv*     */
-    bool closing;                  /* destroy started                    */
-    nexus_client_stats_t stats;    /* counters                           */
-    bool link_ok;                  /* last exchange with broker worked   */
-    bool ever_ok;                  /* some exchange ever worked          */
-    pthread_cond_t cond;           /* signalled on queue push and close  */
+    pthread_mutex_t lock;              /* guards everything below up to cond */
+    char *session_id;                  /* session id or NULL                 */
+    char *secret;                      /* session secret or NULL             */
+    bool registered;                   /* heartbeats wanted                  */
+    char errmsg[NX_CLIENT_ERRMAX];     /* last error detail                  */
+    char store_id[NEXUS_STORE_ID_MAX]; /* the store delivery follows      */
+    nexus_event_t **ring;              /* bounded event queue                */
+    size_t q_head;                     /* index of the oldest queued event   */
+    size_t q_count;                    /* queued events                      */
+    size_t q_waiters;                  /* threads waiting in nexus_recv*     */
+    bool closing;                      /* destroy started                    */
+    nexus_client_stats_t stats;        /* counters                           */
+    bool link_ok;                      /* last exchange with broker worked   */
+    bool ever_ok;                      /* some exchange ever worked          */
+    pthread_cond_t cond;               /* signalled on queue push and close  */
+
+    /* failover between the brokers of eps (atomic; written under lock) */
+    unsigned ep_cur; /* index of the broker in use                      */
+    unsigned ep_gen; /* bumped at every switch: sockets made for an older
+                        generation are made again                        */
 
     pthread_mutex_t ctl_lock; /* serializes control calls           */
     zsock_t *dealer;          /* control socket for API calls       */
+    unsigned dealer_gen;      /* ep_gen the dealer was made for     */
     uint64_t next_id;         /* request id counter (atomic)        */
 
     pthread_mutex_t pub_lock;           /* guards pub and what follows        */
     zsock_t *pub;                       /* XPUB to the broker's XSUB          */
+    unsigned pub_gen;                   /* ep_gen it was made for             */
     char pub_source[NX_SOURCE_MAX + 1]; /* source frame of fire-and-forget  */
     size_t pub_source_len;              /* its length                         */
     unsigned pub_source_gen;            /* source_gen it was copied at        */
@@ -219,8 +261,9 @@ struct _nexus_client_t {
     unsigned source_gen;                /* bumped when session id or name
                                            change (atomic; under lock)        */
 
-    zsock_t *spare[NX_SPARE_MAX]; /* idle DEALERs for iterators (lock)  */
-    size_t n_spare;               /* entries in spare (lock)            */
+    zsock_t *spare[NX_SPARE_MAX];     /* idle DEALERs for iterators (lock)  */
+    unsigned spare_gen[NX_SPARE_MAX]; /* ep_gen each was made for (lock) */
+    size_t n_spare;                   /* entries in spare (lock)            */
 
     pthread_mutex_t async_lock; /* guards async (nx_pubasync.c)       */
     nx_async_t *async;          /* nexus_publish_async's channel      */
@@ -249,15 +292,40 @@ void nx_client_take_registration(nexus_client_t *self, const msgpack_object *map
     failure.                                                                */
 zsock_t *nx_client_socket(nexus_client_t *self, int type, const char *endpoint);
 
+/*  The broker in use (its strings do not change once connected) and the
+    generation of that choice: read the generation first, then the broker,
+    and make a socket again when the generation moved on.                  */
+static inline unsigned nx_client_gen(nexus_client_t *self)
+{
+    return __atomic_load_n(&self->ep_gen, __ATOMIC_ACQUIRE);
+}
+static inline const nx_ep_t *nx_client_ep(nexus_client_t *self)
+{
+    return &self->eps[__atomic_load_n(&self->ep_cur, __ATOMIC_ACQUIRE)];
+}
+
+/*  Moves on from the broker of generation seen_gen (it did not answer, or
+    is not the primary): to the one whose control endpoint is primary when
+    that is in the list, else to the next. Nothing when another thread
+    moved on already or the list has one broker. Returns the generation
+    now in use.                                                             */
+unsigned nx_client_failover(nexus_client_t *self, unsigned seen_gen, const char *primary);
+
+/*  A DEALER to the control endpoint in use; with a list of brokers it
+    queues nothing before it is connected (ZMQ_IMMEDIATE). NULL on failure. */
+zsock_t *nx_client_control_dealer(nexus_client_t *self);
+
 /*  A fresh request id (unique within the client, any thread).             */
 uint64_t nx_client_next_id(nexus_client_t *self);
 
 /*  A DEALER connected to the control endpoint for a history iterator: an
-    idle one the client kept, or a new one. NULL when none can be made.    */
-zsock_t *nx_client_dealer_get(nexus_client_t *self);
+    idle one the client kept, or a new one; *gen receives the generation of
+    the broker it is for (nx_client_gen). NULL when none can be made.     */
+zsock_t *nx_client_dealer_get(nexus_client_t *self, unsigned *gen);
 /*  Gives one back (*sock set to NULL): kept for the next iterator when
-    quiet is true (no request in flight) and there is room, else closed.   */
-void nx_client_dealer_put(nexus_client_t *self, zsock_t **sock, bool quiet);
+    quiet is true (no request in flight), it is for the broker in use (gen)
+    and there is room, else closed.                                        */
+void nx_client_dealer_put(nexus_client_t *self, zsock_t **sock, bool quiet, unsigned gen);
 
 /*  Ends nexus_publish_async's channel: what is in flight completes with
     NEXUS_ERR_CLOSED (nx_pubasync.c).                                       */
@@ -272,6 +340,8 @@ void nx_actor_fn(zsock_t *pipe, void *args);
 size_t nx_client_take(nexus_client_t *self, nexus_event_t **events, size_t n,
                       const nexus_client_stats_t *delta, uint64_t last_seq);
 void nx_client_set_link(nexus_client_t *self, bool ok);
+/*  Records the store delivery follows (nexus_client_store_id).            */
+void nx_client_set_store(nexus_client_t *self, const char *store_id);
 
 uint64_t nx_clock_ms(void);
 /*  A random request id base (see nexus_client_new).                        */

@@ -49,6 +49,33 @@ nexus_event_t *nx_event_new_gap(uint64_t from, uint64_t to)
     return self;
 }
 
+void nx_store_id_copy(char *dst, const char *src)
+{
+    size_t n = src ? strnlen(src, NEXUS_STORE_ID_MAX - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = 0;
+}
+
+static void s_set_reset(nexus_event_t *e, const nx_reset_t *r)
+{
+    e->kind = NEXUS_EVENT_RESET;
+    e->seq = 0;
+    e->why = r->why;
+    nx_store_id_copy(e->cursor_store_id, r->cursor_store_id);
+    e->cursor_seq = r->cursor_seq;
+    nx_store_id_copy(e->store_id, r->store_id);
+    e->first_seq = r->first_seq;
+    e->last_seq = r->last_seq;
+}
+
+nexus_event_t *nx_event_new_reset(const nx_reset_t *r)
+{
+    nexus_event_t *self = nx_event_new(0, 0, "", 0, "", 0, "", 0);
+    if (self)
+        s_set_reset(self, r);
+    return self;
+}
+
 /*  ---- Borrowed views ----------------------------------------------------*/
 
 void nx_view_init(nx_event_view_t *v)
@@ -105,6 +132,17 @@ void nx_view_set_gap(nx_event_view_t *v, uint64_t from, uint64_t to)
     nx_view_set(v, to, 0, "", 0, "", 0, NULL, 0);
     v->ev.kind = NEXUS_EVENT_GAP;
     v->ev.gap_from = from;
+}
+
+void nx_view_set_reset(nx_event_view_t *v, const nx_reset_t *r)
+{
+    nx_view_set(v, 0, 0, "", 0, "", 0, NULL, 0);
+    s_set_reset(&v->ev, r);
+}
+
+void nx_view_set_store(nx_event_view_t *v, const char *store_id)
+{
+    nx_store_id_copy(v->ev.store_id, store_id);
 }
 
 void nx_view_set_msg(nx_event_view_t *v, const nx_event_msg_t *m)
@@ -181,6 +219,12 @@ nexus_event_t *nexus_event_dup(const nexus_event_t *self)
     if (copy) {
         copy->kind = self->kind;
         copy->gap_from = self->gap_from;
+        memcpy(copy->store_id, self->store_id, sizeof copy->store_id);
+        memcpy(copy->cursor_store_id, self->cursor_store_id, sizeof copy->cursor_store_id);
+        copy->cursor_seq = self->cursor_seq;
+        copy->first_seq = self->first_seq;
+        copy->last_seq = self->last_seq;
+        copy->why = self->why;
     }
     return copy;
 }
@@ -228,6 +272,26 @@ int nexus_event_gap(const nexus_event_t *self, uint64_t *from, uint64_t *to)
     return 0;
 }
 
+const char *nexus_event_store_id(const nexus_event_t *self)
+{
+    return self->store_id;
+}
+
+int nexus_event_reset(const nexus_event_t *self, nexus_reset_t *reset)
+{
+    if (self->kind != NEXUS_EVENT_RESET)
+        return -1;
+    if (reset) {
+        reset->why = self->why ? self->why : "";
+        reset->cursor_store_id = self->cursor_store_id;
+        reset->cursor_seq = self->cursor_seq;
+        reset->store_id = self->store_id;
+        reset->first_seq = self->first_seq;
+        reset->last_seq = self->last_seq;
+    }
+    return 0;
+}
+
 const struct msgpack_object *nexus_event_msgpack(nexus_event_t *self)
 {
     if (!self->unpacked_done) {
@@ -262,6 +326,12 @@ const char *nexus_event_json(nexus_event_t *self)
     if (self->kind == NEXUS_EVENT_GAP) {
         obj = json_pack("{s:{s:I,s:I}}", "gap", "from", (json_int_t)self->gap_from, "to",
                         (json_int_t)self->seq);
+    } else if (self->kind == NEXUS_EVENT_RESET) {
+        obj = json_pack("{s:{s:s,s:s?,s:I,s:s,s:I,s:I}}", "reset", "why",
+                        self->why ? self->why : "", "cursor_store_id",
+                        self->cursor_store_id[0] ? self->cursor_store_id : NULL, "cursor_seq",
+                        (json_int_t)self->cursor_seq, "store_id", self->store_id, "first_seq",
+                        (json_int_t)self->first_seq, "last_seq", (json_int_t)self->last_seq);
     } else {
         const char *pj = nexus_event_payload_json(self);
         /*  JSON_ALLOW_NUL: a str payload may hold NUL bytes, which the

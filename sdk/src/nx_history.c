@@ -99,6 +99,7 @@ struct _nexus_history_t {
     uint64_t max;                    /* stop after this many, 0: no limit      */
     uint64_t returned;               /* events handed out                      */
     zsock_t *dealer;                 /* the iterator's connection, or NULL     */
+    unsigned dealer_gen;             /* the client's ep_gen it is for         */
     uint64_t req_id;                 /* the request in flight, 0: none         */
     uint64_t req_cursor;             /* the cursor it carries (0: first page)  */
     uint64_t req_sent;               /* when it was sent, ms (monotonic)       */
@@ -114,6 +115,10 @@ struct _nexus_history_t {
     uint64_t position;               /* see nexus_history_position             */
     uint64_t page_end;               /* position once the page is consumed     */
     nx_event_view_t view;            /* what nexus_history_next_view lends     */
+
+    /* store identity: the seqs above are this store's                      */
+    char expect[NEXUS_STORE_ID_MAX];   /* the store the cursor belongs to ("") */
+    char store_id[NEXUS_STORE_ID_MAX]; /* the store of the pages read          */
 };
 
 nexus_history_t *nexus_history_new(nexus_client_t *client)
@@ -139,7 +144,7 @@ void nexus_history_destroy(nexus_history_t **self_p)
         free(self->patterns[i]);
     /*  With a request in flight its reply would reach the next user of the
         connection: only a quiet one goes back to the client.              */
-    nx_client_dealer_put(self->client, &self->dealer, self->req_id == 0);
+    nx_client_dealer_put(self->client, &self->dealer, self->req_id == 0, self->dealer_gen);
     zmq_msg_close(&self->page);
     nx_view_clear(&self->view);
     free(self);
@@ -205,7 +210,11 @@ static nexus_err_t s_request(nexus_history_t *self, uint64_t cursor)
     nexus_client_t *c = self->client;
     if (!c->started)
         return nx_client_fail(c, NEXUS_ERR_CLOSED, "the client is not connected");
-    if (!self->dealer && !(self->dealer = nx_client_dealer_get(c)))
+    /*  The client moved to another broker of its list: so does the
+        iterator (a standby serves the history too, from the same store). */
+    if (self->dealer && self->dealer_gen != nx_client_gen(c))
+        nx_client_dealer_put(c, &self->dealer, false, self->dealer_gen);
+    if (!self->dealer && !(self->dealer = nx_client_dealer_get(c, &self->dealer_gen)))
         return nx_client_fail(c, NEXUS_ERR_NOMEM, "cannot make a connection for the history");
     nx_req_t req;
     nx_req_init(&req, "history");
@@ -273,11 +282,11 @@ static nexus_err_t s_receive(nexus_history_t *self)
             if (nx_clock_ms() < deadline)
                 continue; /* EINTR */
             zmq_msg_close(&msg);
-            nx_client_dealer_put(c, &self->dealer, false);
+            nx_client_dealer_put(c, &self->dealer, false, self->dealer_gen);
             self->req_id = 0;
             return nx_client_fail(c, NEXUS_ERR_TIMEOUT,
-                                  "no reply from %s to 'history' within %u ms", c->endpoint,
-                                  c->timeout_ms);
+                                  "no reply from %s to 'history' within %u ms",
+                                  nx_client_ep(c)->control, c->timeout_ms);
         }
     }
     zmq_msg_close(&msg);
@@ -317,6 +326,25 @@ nexus_err_t nexus_history_fetch(nexus_history_t *self, size_t *count, int *more)
     self->started = true;
     self->first_seq = self->pg.first_seq;
     self->last_seq = self->pg.last_seq;
+    /*  Seqs are one store's: a page of another store than the cursor's (or
+        than the pages before) would skip or repeat events without a word. */
+    const char *want = self->store_id[0] ? self->store_id : self->expect;
+    if (self->pg.store_id[0] && want[0] && strcmp(self->pg.store_id, want) != 0) {
+        char old[NEXUS_STORE_ID_MAX];
+        nx_store_id_copy(old, want);
+        nx_store_id_copy(self->store_id, self->pg.store_id);
+        nx_view_set_store(&self->view, self->store_id);
+        self->pg.n_events = 0;
+        self->done = true;
+        return nx_client_fail(self->client, NEXUS_ERR_RESET,
+                              "history: the cursor belongs to store %s, the broker serves store %s "
+                              "(seqs %" PRIu64 "..%" PRIu64 "): its seqs cannot be followed here",
+                              old, self->store_id, self->first_seq, self->last_seq);
+    }
+    if (self->pg.store_id[0] && !self->store_id[0]) {
+        nx_store_id_copy(self->store_id, self->pg.store_id);
+        nx_view_set_store(&self->view, self->store_id);
+    }
     self->page_end = 0;
     if (self->pg.more) {
         self->cursor = self->pg.next_cursor;
@@ -397,6 +425,22 @@ void nexus_history_bounds(nexus_history_t *self, uint64_t *first_seq, uint64_t *
         *first_seq = self->first_seq;
     if (last_seq)
         *last_seq = self->last_seq;
+}
+
+const char *nexus_history_store_id(nexus_history_t *self)
+{
+    return self ? self->store_id : "";
+}
+
+nexus_err_t nexus_history_set_store(nexus_history_t *self, const char *store_id)
+{
+    if (!self)
+        return NEXUS_ERR_INVALID;
+    if (store_id && strlen(store_id) >= NEXUS_STORE_ID_MAX)
+        return nx_client_fail(self->client, NEXUS_ERR_INVALID, "'%.64s' is not a store id",
+                              store_id);
+    nx_store_id_copy(self->expect, store_id);
+    return NEXUS_OK;
 }
 
 uint64_t nexus_history_position(nexus_history_t *self)

@@ -68,6 +68,8 @@ struct _nx_async_t {
     char source[NX_SOURCE_MAX + 1]; /* the source field of the requests   */
     size_t source_len;              /* its length                         */
     unsigned source_gen;            /* client source_gen it is a copy of  */
+    unsigned gen;                   /* client ep_gen the dealer is for     */
+    bool refused;                   /* a broker answered not_primary       */
 };
 
 /*  The completion a thread runs: copied out of its slot, which is free.   */
@@ -132,6 +134,7 @@ static void s_on_reply(nx_async_t *a, const uint8_t *data, size_t size)
         err = nexus_err_from_name(error);
         if (err == NEXUS_OK)
             err = NEXUS_ERR_INTERNAL;
+        a->refused |= err == NEXUS_ERR_NOT_PRIMARY;
     }
     s_slot_done(a, slot, err, seq, ts);
 }
@@ -156,26 +159,40 @@ static void s_read(nexus_client_t *c, nx_async_t *a)
 }
 
 /*  Gives up on every request in flight when the oldest has waited for the
-    timeout, and replaces the connection (lock held).                      */
+    timeout, and replaces the connection (lock held); with a list of
+    brokers, the next one takes the requests from then on. The same at
+    once when the client moved to another broker (NEXUS_ERR_UNREACHABLE:
+    those requests may or may not have been done) or one refused a request
+    as not the primary (that one was not done: the application sends it
+    again).                                                                 */
 static void s_expire(nexus_client_t *c, nx_async_t *a, uint64_t now)
 {
+    if (a->refused) {
+        a->refused = false;
+        nx_client_failover(c, a->gen, NULL);
+    }
+    bool moved = a->gen != nx_client_gen(c);
     while (a->oldest < a->next) {
         s_slot_t *slot = &a->slots[a->oldest % a->cap];
         if (slot->state == S_SENT && slot->id == a->oldest)
             break;
         a->oldest++;
     }
-    if (a->oldest == a->next || now - a->slots[a->oldest % a->cap].sent < c->timeout_ms)
+    if (!moved && (a->oldest == a->next || now - a->slots[a->oldest % a->cap].sent < c->timeout_ms))
         return;
     for (uint64_t id = a->oldest; id < a->next; id++) {
         s_slot_t *slot = &a->slots[id % a->cap];
         if (slot->state == S_SENT && slot->id == id)
-            s_slot_done(a, slot, NEXUS_ERR_TIMEOUT, 0, 0);
+            s_slot_done(a, slot, moved ? NEXUS_ERR_UNREACHABLE : NEXUS_ERR_TIMEOUT, 0, 0);
     }
     a->oldest = a->next;
     zsock_destroy(&a->dealer);
-    a->dealer = nx_client_socket(c, ZMQ_DEALER, c->endpoint);
-    nx_client_set_link(c, false);
+    if (!moved) {
+        nx_client_failover(c, a->gen, NULL);
+        nx_client_set_link(c, false);
+    }
+    a->gen = nx_client_gen(c);
+    a->dealer = nx_client_socket(c, ZMQ_DEALER, nx_client_ep(c)->control);
 }
 
 /*  Runs the completions that are due, unless another thread does or this
@@ -251,7 +268,8 @@ static nx_async_t *s_channel(nexus_client_t *c)
     a->max_bytes = c->async_window_bytes;
     a->slots = calloc(a->cap, sizeof *a->slots);
     a->done = calloc(a->cap, sizeof *a->done);
-    a->dealer = nx_client_socket(c, ZMQ_DEALER, c->endpoint);
+    a->gen = nx_client_gen(c);
+    a->dealer = nx_client_socket(c, ZMQ_DEALER, nx_client_ep(c)->control);
     if (!a->slots || !a->done || !a->dealer) {
         zsock_destroy(&a->dealer);
         free(a->slots);
@@ -401,8 +419,12 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
             s_expire(self, a, nx_clock_ms());
             s_run(self, a);
         }
-        if (!a->dealer)
-            a->dealer = nx_client_socket(self, ZMQ_DEALER, self->endpoint);
+        if (a->refused || a->gen != nx_client_gen(self))
+            s_expire(self, a, nx_clock_ms());
+        if (!a->dealer) {
+            a->gen = nx_client_gen(self);
+            a->dealer = nx_client_socket(self, ZMQ_DEALER, nx_client_ep(self)->control);
+        }
         s_slot_t *slot = &a->slots[a->next % a->cap];
         bool fits = a->used == 0 || (a->used < a->cap && a->bytes + bytes <= a->max_bytes);
         if (fits && slot->state == S_FREE && a->dealer)

@@ -6,7 +6,8 @@
 // store, the same endpoint), a cursor of the old store is never followed
 // silently: the client gets a {"type":"reset"} message (or reply field)
 // naming both stores and the new store's last seq, and the new store's
-// events from its first, not a stream that skips them.
+// events from its first, not a stream that skips them. A connection open
+// across the change gets the reset too, then the new store's events.
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
@@ -76,6 +77,19 @@ test('store identity: welcome, ?since=&store=, resume and /events/history across
     assert.match(s2, HEX);
     const news = await publish(c, 'sid.t', 2, 'two');
     assert.ok(news[1] < last, `the new store's seqs (${news}) are below the old cursor (${last})`);
+
+    // A connection open across the change: told with a reset, then it gets
+    // the new store's events (their seqs are below what it saw), not nothing.
+    const live = await b.waitFor((m) => m.type === 'reset', 15000, 'a reset on the open connection');
+    assert.equal(live.cursor_store_id, s1, JSON.stringify(live));
+    assert.ok(live.cursor_seq >= last, JSON.stringify(live));
+    assert.equal(live.store_id, s2);
+    assert.equal(live.since, 0);
+    await b.waitEvent((ev) => ev.seq === news[1] && ev.payload.tag === 'two', 10000,
+      "the new store's events on the open connection");
+    const after = b.messages.slice(b.messages.indexOf(live)).filter((m) => m.type === 'event');
+    assert.deepEqual(after.map((ev) => [ev.seq, ev.payload.tag]), news.map((q) => [q, 'two']),
+      'after the reset: the new store\'s events, once each');
 
     // ?since= with the old store's cursor: a reset, then the new store's events from its first.
     const d = await f.connect('sid-d', `recent=0&since=${last}&store=${s1}`);

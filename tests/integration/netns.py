@@ -15,13 +15,17 @@ killed run can be cleared safely.
         a.run("ip", "addr")            # a command in the namespace
         a.prefix() + [...]             # argv prefix for Popen
         a.vanish(); a.destroy()
+        r = a.link("r", 2, to=["10.199.5.1"])  # a second link, for some peers
 
 Host k is joined to this namespace by its own /30: this side 10.199.k.2
 (`here`), the namespace 10.199.k.1 (`there`). With `routed=True` the
 namespace gets a default route through this side and this namespace
 forwards between them, so hosts reach each other's `there` addresses; a
 host's `cut()` takes its link down (its processes live on, unreachable),
-`heal()` brings it back.
+`heal()` brings it back. `link()` gives a host more links of its own
+(another /30 each) and routes the addresses named through it, so one link
+can be cut (`Link.cut()`) while the others stay up: the addresses behind
+a cut link are then unreachable, not reached another way.
 
 Needs root (CAP_NET_ADMIN) and iproute2's `ip`.
 """
@@ -95,6 +99,8 @@ class Host:
 
     def __init__(self, name, net, routed=False):
         assert 1 <= net <= 254 and len(name) <= 6
+        self.name = name
+        self.links = []
         self.ns = "%s%s%s" % (PREFIX, name, TAG)
         self.dev_here = "%sh%s%s" % (PREFIX, name, TAG)
         self.dev_there = "%st%s%s" % (PREFIX, name, TAG)
@@ -136,6 +142,14 @@ class Host:
             if self.routed:
                 self.run("ip", "route", "replace", "10.199.0.0/16", "via", self.here)
 
+    def link(self, suffix, net, to=()):
+        """Another link between this namespace and this one, 10.199.net.1
+        there and .2 here; the addresses in `to` are reached through it
+        (/32 routes). Call after create()."""
+        link = Link(self, suffix, net, to).create()
+        self.links.append(link)
+        return link
+
     def vanish(self):
         """As a host that is switched off: link down first, then the caller
         kills its processes and destroys it."""
@@ -146,6 +160,50 @@ class Host:
             sh("ip", "netns", "del", self.ns, check=False)  # takes the veth pair along
             self.up = False
         sh("ip", "link", "del", self.dev_here, check=False)
+        for link in self.links:
+            sh("ip", "link", "del", link.dev_here, check=False)
+
+
+class Link:
+    """A second (third, ...) veth pair of a Host. cut() takes the
+    namespace's end down; the addresses behind the link then hit an
+    unreachable route (put in place at create), so what goes to them is
+    refused there, not sent another way; and this side keeps its own route
+    to the link (no carrier), so nothing goes elsewhere either."""
+
+    def __init__(self, host, suffix, net, to):
+        assert 1 <= net <= 254 and len(host.name + suffix) <= 7
+        self.host = host
+        self.dev_here = "%sh%s%s%s" % (PREFIX, host.name, suffix, TAG)
+        self.dev_there = "%st%s%s%s" % (PREFIX, host.name, suffix, TAG)
+        self.here = "10.199.%d.2" % net
+        self.there = "10.199.%d.1" % net
+        self.to = list(to)
+
+    def create(self):
+        sh("ip", "link", "add", self.dev_here, "type", "veth", "peer", "name", self.dev_there)
+        sh("ip", "link", "set", self.dev_there, "netns", self.host.ns)
+        sh("ip", "addr", "add", self.here + "/30", "dev", self.dev_here)
+        sh("ip", "link", "set", self.dev_here, "up")
+        self.host.run("ip", "addr", "add", self.there + "/30", "dev", self.dev_there)
+        self.host.run("ip", "link", "set", self.dev_there, "up")
+        for addr in self.to:
+            self.host.run("ip", "route", "add", "unreachable", addr + "/32", "metric", "1000")
+        self._routes()
+        with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+            f.write("1")
+        return self
+
+    def _routes(self):
+        for addr in self.to:
+            self.host.run("ip", "route", "replace", addr + "/32", "via", self.here, "metric", "0")
+
+    def cut(self):
+        self.host.run("ip", "link", "set", self.dev_there, "down", check=False)
+
+    def heal(self):
+        self.host.run("ip", "link", "set", self.dev_there, "up", check=False)
+        self._routes()
 
 
 def available():

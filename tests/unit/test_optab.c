@@ -115,6 +115,14 @@ static void s_test_table(void)
     CHECK(nx_optab_find("work.claim", 10)->flags & NX_OF_RETRY);
     CHECK(nx_optab_find("ping", 4)->flags & NX_OF_OPEN);
     CHECK(nx_optab_find("history", 7)->flags & NX_OF_READER);
+    /*  A standby serves reads of its store only, never a write.           */
+    for (size_t i = 0; i < n; i++)
+        if (ops[i].flags & NX_OF_WRITE)
+            CHECK(!(ops[i].flags & NX_OF_STANDBY));
+    CHECK(nx_optab_find("history", 7)->flags & NX_OF_STANDBY);
+    CHECK(!(nx_optab_find("session.list", 12)->flags & NX_OF_STANDBY));
+    CHECK(nx_optab_find("replicate.ack", 13)->flags & NX_OF_QUIET);
+    CHECK(nx_optab_field(nx_optab_find("replicate", 9), "lsn")->flags & NX_FF_REQ);
     CHECK_EQ_STR(nx_optab_json_type(NX_FT_U64), "integer");
     CHECK(nx_optab_json_type(NX_FT_ANY) == NULL);
 }

@@ -449,12 +449,48 @@ static void s_test_coordination(void)
     nexus_client_destroy(&b);
 }
 
+/*  A comma-separated list of brokers: parsed, and a broker that is not
+    there is left for the next (the failover between a primary and its
+    standby is in tests/integration/test_failover_hosts.py).               */
+static void s_test_endpoint_list(void)
+{
+    nexus_client_t *c = nexus_client_new();
+    CHECK_EQ_U64(nexus_client_set_endpoint(c, "tcp://127.0.0.1:1, tcp://127.0.0.1:3"), NEXUS_OK);
+    CHECK_EQ_STR(nexus_client_endpoint(c), "tcp://127.0.0.1:1");
+    CHECK_EQ_U64(nexus_client_set_event_endpoints(c, "tcp://127.0.0.1:5", NULL), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_endpoint(c, "tcp://127.0.0.1:1,"), NEXUS_ERR_INVALID);
+    CHECK_EQ_U64(nexus_client_set_endpoint(c, "tcp://127.0.0.1:1,http://x"), NEXUS_ERR_INVALID);
+    CHECK(strstr(nexus_client_errmsg(c), "comma-separated") != NULL);
+    CHECK_EQ_U64(nexus_client_set_endpoint(c, "tcp://a:1,tcp://a:2,tcp://a:3,tcp://a:4,tcp://a:5,"
+                                              "tcp://a:6,tcp://a:7,tcp://a:8,tcp://a:9"),
+                 NEXUS_ERR_INVALID);
+    /*  The first broker is not there: the second serves everything.       */
+    char list[200];
+    snprintf(list, sizeof list, "tcp://127.0.0.1:1,%s", s_broker.endpoint);
+    CHECK_EQ_U64(nexus_client_set_endpoint(c, list), NEXUS_OK);
+    nexus_client_set_timeout(c, 3000);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    CHECK_EQ_STR(nexus_client_endpoint(c), s_broker.endpoint);
+    CHECK_EQ_U64(nexus_subscribe(c, "list.>"), NEXUS_OK);
+    uint64_t seq = 0;
+    CHECK_EQ_U64(nexus_publish_acked(c, "list.a", "x", 1, &seq, NULL), NEXUS_OK);
+    nexus_event_t *ev = NULL;
+    CHECK_EQ_U64(nexus_recv(c, 3000, &ev), NEXUS_OK);
+    CHECK(ev && nexus_event_seq(ev) == seq);
+    nexus_event_destroy(&ev);
+    nexus_client_stats_t st;
+    nexus_client_stats(c, &st);
+    CHECK(st.failovers >= 1);
+    nexus_client_destroy(&c);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     s_test_offline();
     CHECK(th_start(&s_broker) == 0);
     s_test_pubsub();
+    s_test_endpoint_list();
     s_test_history();
     s_test_callback_and_overflow();
     s_test_coordination();

@@ -7,6 +7,8 @@
     =========================================================================
 */
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -910,6 +912,57 @@ static void s_test_identity(void)
     CHECK_EQ_STR(nx_store_id(NULL), "");
 }
 
+/*  A copy (a standby's base) is a store of its own with the same identity,
+    events and keyed values, taken while the store stays open.             */
+static void s_test_copy(void)
+{
+    nx_store_config_t cfg = s_config(s_new_path());
+    nx_store_t *store = s_open(&cfg);
+    if (!store)
+        return;
+    s_fill(store, 1, 500, 0);
+    CHECK_EQ_U64(nx_store_put(store, NX_DB_META, "fence", 5, "\0\0\0\0\0\0\0\x07", 8), NEXUS_OK);
+    CHECK_EQ_U64(nx_store_commit(store, 0), NEXUS_OK);
+    char id[NX_STORE_ID_LEN + 1];
+    snprintf(id, sizeof id, "%s", nx_store_id(store));
+    char copy_dir[160], file[200];
+    snprintf(copy_dir, sizeof copy_dir, "%s/t%d/store", s_dir, ++s_path_no);
+    char parent[160];
+    snprintf(parent, sizeof parent, "%s/t%d", s_dir, s_path_no);
+    CHECK(mkdir(parent, 0700) == 0 && mkdir(copy_dir, 0700) == 0);
+    snprintf(file, sizeof file, "%s/data.mdb", copy_dir);
+    int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0);
+    char err[256] = "";
+    CHECK_EQ_U64(nx_store_copy(store, fd, err, sizeof err), NEXUS_OK);
+    close(fd);
+    /*  The store goes on after the copy; the copy does not see it.        */
+    s_fill(store, 501, 510, 0);
+    CHECK_EQ_U64(nx_store_last_seq(store), 510);
+    nx_store_config_t ccfg = s_config(copy_dir);
+    nx_store_t *copy = s_open(&ccfg);
+    CHECK(copy != NULL);
+    if (copy) {
+        CHECK_EQ_STR(nx_store_id(copy), id);
+        CHECK_EQ_U64(nx_store_last_seq(copy), 500);
+        uint64_t first = 0;
+        CHECK_EQ_U64(s_count_events(copy, &first, true), 500);
+        void *v = NULL;
+        size_t len = 0;
+        CHECK_EQ_U64(nx_store_get(copy, NX_DB_META, "fence", 5, &v, &len), NEXUS_OK);
+        CHECK(len == 8 && v && ((uint8_t *)v)[7] == 7);
+        free(v);
+        nx_store_destroy(&copy);
+    }
+    /*  A file that cannot be written: an error, the store unharmed.       */
+    CHECK_EQ_U64(nx_store_copy(store, -1, err, sizeof err), NEXUS_ERR_STORE);
+    CHECK(err[0] != 0);
+    CHECK_EQ_U64(nx_store_last_seq(store), 510);
+    nx_store_destroy(&store);
+    s_rm_store(cfg.path);
+    s_rm_store(copy_dir);
+}
+
 int main(void)
 {
     snprintf(s_dir, sizeof s_dir, "/tmp/nx_store_test.XXXXXX");
@@ -928,6 +981,7 @@ int main(void)
     s_test_grow();
     s_test_sync();
     s_test_identity();
+    s_test_copy();
     if (rmdir(s_dir) != 0)
         perror("rmdir");
     CHECK(access(s_dir, F_OK) != 0);

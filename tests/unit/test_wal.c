@@ -12,6 +12,7 @@
 */
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -226,14 +227,19 @@ static void s_test_round_trip(void)
         CHECK_EQ_U64(nx_wal_flush_ack(wal), 0);
     }
     CHECK_EQ_U64(nx_wal_durable(wal), nx_wal_written(wal));
+    /*  Flushed on the calling thread when no round runs.                  */
+    s_event(wal, 991, 10);
+    CHECK_EQ_U64(nx_wal_write(wal), 0);
+    CHECK_EQ_U64(nx_wal_flush_now(wal), 0);
+    CHECK_EQ_U64(nx_wal_durable(wal), nx_wal_written(wal));
     /*  A discarded turn leaves nothing.                                   */
     s_event(wal, 999, 10);
     nx_wal_discard(wal);
     CHECK_EQ_U64(nx_wal_write(wal), 0);
     nx_wal_stats_t st;
     nx_wal_stats(wal, &st);
-    CHECK_EQ_U64(st.frames, 6);
-    CHECK_EQ_U64(st.flushes, 6);
+    CHECK_EQ_U64(st.frames, 7);
+    CHECK_EQ_U64(st.flushes, 7);
     CHECK_EQ_U64(st.segments, 1);
     uint64_t written = nx_wal_written(wal);
     uint32_t head = nx_wal_head_crc(wal);
@@ -241,11 +247,12 @@ static void s_test_round_trip(void)
     CHECK(wal == NULL);
 
     static s_read_t r;
-    CHECK_EQ_U64(s_read_all(0, 0, &r), 6);
-    CHECK_EQ_U64(r.n_seqs, 51);
+    CHECK_EQ_U64(s_read_all(0, 0, &r), 7);
+    CHECK_EQ_U64(r.n_seqs, 52);
     for (int i = 0; i < 50; i++)
         CHECK_EQ_U64(r.seqs[i], (uint64_t)i + 1);
     CHECK_EQ_U64(r.seqs[50], 990);
+    CHECK_EQ_U64(r.seqs[51], 991);
     CHECK_EQ_U64(r.n_keys, 6);
     CHECK_EQ_STR(r.keys[0], "2:k0=v0");
     CHECK_EQ_STR(r.keys[3], "2:k3=v3");
@@ -499,6 +506,140 @@ static void s_test_records(void)
     CHECK(strstr(err, "segment size") != NULL);
 }
 
+/*  A standby's copy: every frame of a log (turns that pad over and span
+    segments included) copied into another log's directory gives the same
+    bytes at the same positions; written moves at turns' ends only; a frame
+    that does not continue the copy is refused and changes nothing; a half
+    turn is forgotten by rewind; a hold keeps segments from recycling.     */
+static void s_test_copy(void)
+{
+    s_clear_dir();
+    char copy_dir[80];
+    snprintf(copy_dir, sizeof copy_dir, "%s/copy", s_dir);
+    CHECK(mkdir(copy_dir, 0700) == 0);
+    nx_wal_t *wal = s_open(true);
+    char err[256] = "";
+    nx_wal_config_t ccfg = {copy_dir, SEG, true};
+    nx_wal_t *cp = nx_wal_new(&ccfg, err, sizeof err);
+    CHECK(wal && cp);
+    if (!wal || !cp)
+        return;
+    s_start(wal, 0, 0);
+    CHECK_EQ_U64(nx_wal_start(cp, 0, 0, err, sizeof err), 0);
+    uint64_t seq = 1;
+    /*  Small turns, turns of ~300 KiB (they pad over segment ends), one
+        turn of 2.5 MiB (MORE frames over three segments).                 */
+    size_t sizes[] = {100, 300000, 50, 300000, 300000, 2600000, 10, 300000, 300000};
+    for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
+        size_t left = sizes[t];
+        while (left) {
+            size_t n = left > 6000 ? 6000 : left;
+            s_event(wal, seq++, n);
+            left -= n;
+        }
+        CHECK_EQ_U64(nx_wal_write(wal), 0);
+    }
+    CHECK_EQ_U64(nx_wal_flush(wal), 0);
+    uint64_t end = nx_wal_written(wal);
+    CHECK(end > 3 * SEG);
+
+    nx_wal_reader_t *rd = nx_wal_reader_new(s_dir, SEG);
+    nx_wal_frame_t f;
+    uint64_t lsn = 0;
+    uint32_t prev = 0;
+    int frames = 0, mores = 0, pads = 0;
+    while (rd && lsn < end && nx_wal_reader_read(rd, lsn, prev, true, &f, NULL) == 1) {
+        /*  The frame as the primary sends it: header and body.            */
+        size_t len = NX_WAL_FRAME_HEAD + f.len;
+        const uint8_t *bytes = f.body - NX_WAL_FRAME_HEAD;
+        nx_wal_frame_t g;
+        CHECK_EQ_U64(nx_wal_frame_parse(bytes, len, lsn, prev, SEG, &g), len);
+        CHECK_EQ_U64(g.next, f.next);
+        CHECK(nx_wal_frame_parse(bytes, len - 1, lsn, prev, SEG, &g) < 0);
+        CHECK(nx_wal_frame_parse(bytes, len, lsn, prev + 1, SEG, &g) < 0);
+        uint64_t before = nx_wal_written(cp);
+        CHECK_EQ_U64(nx_wal_copy_frame(cp, bytes, len, NULL), len);
+        if (f.flags & NX_WAL_F_MORE) {
+            mores++;
+            CHECK_EQ_U64(nx_wal_written(cp), before);
+        } else
+            CHECK_EQ_U64(nx_wal_written(cp), f.next);
+        pads += (f.flags & NX_WAL_F_PAD) != 0;
+        /*  The same frame again does not continue the copy.               */
+        errno = 0;
+        CHECK(nx_wal_copy_frame(cp, bytes, len, NULL) == -1 && errno == EINVAL);
+        lsn = f.next;
+        prev = f.crc;
+        frames++;
+    }
+    CHECK_EQ_U64(lsn, end);
+    CHECK(mores >= 2);
+    CHECK(pads >= 2);
+    CHECK_EQ_U64(nx_wal_written(cp), end);
+    CHECK_EQ_U64(nx_wal_turn_crc(cp), nx_wal_turn_crc(wal));
+    CHECK_EQ_U64(nx_wal_flush(cp), 0);
+    CHECK_EQ_U64(nx_wal_durable(cp), end);
+    /*  Byte for byte, segment by segment, up to the end.                  */
+    for (uint64_t base = 0; base < end; base += SEG) {
+        char a[256], b[256];
+        s_path(a, sizeof a, base);
+        snprintf(b, sizeof b, "%s/%016llx.log", copy_dir, (unsigned long long)base);
+        FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+        CHECK(fa && fb);
+        static uint8_t ba[SEG], bb[SEG];
+        size_t n = end - base < SEG ? (size_t)(end - base) : SEG;
+        if (fa && fb) {
+            CHECK_EQ_U64(fread(ba, 1, n, fa), n);
+            CHECK_EQ_U64(fread(bb, 1, n, fb), n);
+            CHECK(memcmp(ba, bb, n) == 0);
+        }
+        if (fa)
+            fclose(fa);
+        if (fb)
+            fclose(fb);
+    }
+    /*  A turn whose last frame never comes: rewind forgets its first.    */
+    for (int i = 0; i < 180; i++)
+        s_event(wal, seq++, 6000);
+    CHECK_EQ_U64(nx_wal_write(wal), 0);
+    CHECK(nx_wal_reader_read(rd, lsn, prev, true, &f, NULL) == 1);
+    if (f.flags & NX_WAL_F_MORE) {
+        CHECK_EQ_U64(
+            nx_wal_copy_frame(cp, f.body - NX_WAL_FRAME_HEAD, NX_WAL_FRAME_HEAD + f.len, NULL),
+            NX_WAL_FRAME_HEAD + f.len);
+        CHECK_EQ_U64(nx_wal_written(cp), end);
+        nx_wal_copy_rewind(cp);
+        CHECK_EQ_U64(
+            nx_wal_copy_frame(cp, f.body - NX_WAL_FRAME_HEAD, NX_WAL_FRAME_HEAD + f.len, NULL),
+            NX_WAL_FRAME_HEAD + f.len);
+    } else
+        CHECK(!"the last turn should span two segments");
+    nx_wal_reader_destroy(&rd);
+
+    /*  A hold keeps what a standby still needs; without it, recycled.     */
+    int files = s_count_files();
+    nx_wal_hold(wal, 0);
+    nx_wal_recycle(wal, nx_wal_written(wal));
+    CHECK_EQ_U64(s_count_files(), files);
+    nx_wal_hold(wal, UINT64_MAX);
+    nx_wal_recycle(wal, nx_wal_written(wal));
+    CHECK(s_count_files() < files);
+    nx_wal_destroy(&wal);
+    nx_wal_destroy(&cp);
+    DIR *d = opendir(copy_dir);
+    struct dirent *e;
+    char path[512];
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') {
+            snprintf(path, sizeof path, "%s/%s", copy_dir, e->d_name);
+            unlink(path);
+        }
+    if (d)
+        closedir(d);
+    CHECK(rmdir(copy_dir) == 0);
+    s_clear_dir();
+}
+
 int main(void)
 {
     snprintf(s_dir, sizeof s_dir, "/tmp/nexus-wal-test.XXXXXX");
@@ -510,6 +651,7 @@ int main(void)
     s_test_torn();
     s_test_segments();
     s_test_records();
+    s_test_copy();
     s_clear_dir();
     CHECK(rmdir(s_dir) == 0);
     NX_TEST_DONE();
