@@ -369,7 +369,10 @@ static int s_load_one(const void *key, size_t key_len, const void *value, size_t
     struct _nx_claims_t *cs = s_self(self);
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, value, value_len, NULL) != MSGPACK_UNPACK_SUCCESS ||
+    /*  A damaged record could declare counts msgpack-c would allocate
+        (the nesting is left to msgpack-c, as before).                     */
+    if (nx_msgpack_check(value, value_len, 63) != NX_MSGPACK_OK ||
+        msgpack_unpack_next(&u, value, value_len, NULL) != MSGPACK_UNPACK_SUCCESS ||
         u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size != 2 ||
         u.data.via.array.ptr[0].type != MSGPACK_OBJECT_MAP) {
         nx_warn("claims: skipping a record that does not decode");

@@ -154,7 +154,10 @@ static int s_load_one(const void *key, size_t key_len, const void *value, size_t
     nx_broker_t *self = arg;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, value, value_len, NULL) != MSGPACK_UNPACK_SUCCESS ||
+    /*  A damaged record could declare counts msgpack-c would allocate
+        (the nesting is left to msgpack-c, as before).                     */
+    if (nx_msgpack_check(value, value_len, 63) != NX_MSGPACK_OK ||
+        msgpack_unpack_next(&u, value, value_len, NULL) != MSGPACK_UNPACK_SUCCESS ||
         u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size < 3 ||
         u.data.via.array.ptr[0].type != MSGPACK_OBJECT_MAP || key_len > NX_ID_MAX) {
         nx_warn("sessions: skipping a record that does not decode");

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "nx_gw.h"
+#include "nx_gw_rfc6455.h"
 #include "nx_topic.h"
 #include "nx_log.h"
 
@@ -467,7 +468,8 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     and writes "HTTP/1.0", which WebSocket clients (Python's websockets)
     refuse as an unsupported version instead of showing the status and
     its reason.                                                            */
-static int s_refuse(struct lws *wsi, unsigned int status, const char *code, const char *why)
+static int s_refuse_version(struct lws *wsi, unsigned int status, const char *code,
+                            const char *why, bool version)
 {
     char body[256];
     int blen =
@@ -476,6 +478,7 @@ static int s_refuse(struct lws *wsi, unsigned int status, const char *code, cons
                          : status == 401 ? "Unauthorized"
                          : status == 403 ? "Forbidden"
                          : status == 404 ? "Not Found"
+                         : status == 426 ? "Upgrade Required"
                          : status == 503 ? "Service Unavailable"
                                          : "Error";
     unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start,
@@ -487,12 +490,19 @@ static int s_refuse(struct lws *wsi, unsigned int status, const char *code, cons
         lws_add_http_header_content_length(wsi, (lws_filepos_t)blen, &p, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
                                      &p, end) ||
+        (version && lws_add_http_header_by_name(wsi, (const unsigned char *)"Sec-WebSocket-Version:",
+                                                (const unsigned char *)"13", 2, &p, end)) ||
         lws_finalize_http_header(wsi, &p, end) || end - p < blen)
         return 1;
     memcpy(p, body, (size_t)blen);
     p += blen;
     lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP);
     return 1;
+}
+
+static int s_refuse(struct lws *wsi, unsigned int status, const char *code, const char *why)
+{
+    return s_refuse_version(wsi, status, code, why, false);
 }
 
 /*  True when v is 1..digits decimal digits and nothing else.              */
@@ -504,6 +514,15 @@ static bool s_decimal(const char *v, size_t digits)
 
 static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 {
+    /*  RFC 6455 4.2.2: a version the server does not speak is refused with
+        426 and the version it does speak (libwebsockets 4.1 upgrades any). */
+    char version[16];
+    if (lws_hdr_copy(wsi, version, sizeof version, WSI_TOKEN_VERSION) <= 0 ||
+        strcmp(version, "13") != 0) {
+        nx_info("websocket refused: Sec-WebSocket-Version is not 13");
+        return s_refuse_version(wsi, 426, "bad_request",
+                                "this server speaks WebSocket version 13 (RFC 6455) only", true);
+    }
     char uri[512];
     int ulen = lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
     /*  /ws/events (seed 003): a watcher that acts as no session and gets
@@ -598,7 +617,19 @@ static int s_ws_established(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     pss->conn->opened = true;
     pthread_mutex_unlock(&gw->lock);
     nx_debug("websocket %" PRIu64 " open for session %s", pss->conn->id, pss->session);
+    nx_gw_rfc6455_watch(lws_get_socket_fd(wsi), wsi);
     return 0;
+}
+
+/*  RFC 6455 5.1: a client frame without its mask closes the connection
+    with 1002 (nx_gw_rfc6455.c). Returns true when wsi is to be closed.    */
+static bool s_ws_unmasked(struct lws *wsi)
+{
+    if (!nx_gw_rfc6455_unmasked(lws_get_socket_fd(wsi)))
+        return false;
+    nx_info("websocket closed: the client sent a frame without its mask (RFC 6455 5.1)");
+    lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)"frame not masked", 16);
+    return true;
 }
 
 /*  Answers an error to a WebSocket client from the lws thread.            */
@@ -644,7 +675,7 @@ static bool s_ws_rate_ok(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text)
 static int s_ws_receive(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const void *in, size_t len)
 {
     nx_gw_conn_t *conn = pss->conn;
-    if (!conn)
+    if (!conn || s_ws_unmasked(wsi))
         return -1;
     /*  The protocol is JSON text; a binary message is dropped as it comes
         (nothing of it is kept) and answered once it ends.                 */
@@ -735,7 +766,7 @@ static unsigned char *s_frame(unsigned char *p, int opcode, const void *data, si
 static int s_ws_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 {
     nx_gw_conn_t *conn = pss->conn;
-    if (!conn)
+    if (!conn || s_ws_unmasked(wsi))
         return -1;
     /*  Many small messages become one send: a fan-out of 100 k frames a
         second is otherwise 100 k syscalls from this one thread. The frames
@@ -977,6 +1008,7 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return s_ws_write(gw, wsi, pss);
     case LWS_CALLBACK_CLOSED:
+        nx_gw_rfc6455_forget(lws_get_socket_fd(wsi));
         s_ws_closed(gw, pss);
         return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:

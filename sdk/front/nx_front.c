@@ -206,10 +206,15 @@ json_t *nx_front_publish(nexus_client_t *client, json_t *msg, const char *source
         nx_front_fail(err, "bad_request", 400, "%s", bad_target);
         return NULL;
     }
-    json_t *bin = nx_front_payload_bin(payload);
+    bool too_deep;
+    json_t *bin = nx_front_payload_bin(payload, &too_deep);
     if (!bin) {
         json_decref(payload);
-        s_fail_code(err, NEXUS_ERR_NOMEM, "out of memory");
+        if (too_deep)
+            nx_front_fail(err, "bad_request", 400, "payload is nested deeper than %d levels",
+                          NX_MSGPACK_LEVELS);
+        else
+            s_fail_code(err, NEXUS_ERR_NOMEM, "out of memory");
         return NULL;
     }
     /*  A direct message goes to its target's private topic.              */

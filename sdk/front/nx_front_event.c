@@ -9,13 +9,15 @@
 #include <string.h>
 
 #include "nx_base64.h"
+#include "nx_codec.h"
 #include "nx_front_event.h"
 #include "nx_log.h"
 #include "nx_perm.h"
 #include "nx_topic.h"
 
-json_t *nx_front_payload_bin(const json_t *payload)
+json_t *nx_front_payload_bin(const json_t *payload, bool *too_deep)
 {
+    *too_deep = false;
     /*  The broker stores a bin payload as its bytes and any other value as
         its msgpack encoding; clients see the stored bytes decoded as
         msgpack. A JSON {"$base64":"AQ=="} packs to bin, so sent as it is
@@ -26,6 +28,11 @@ json_t *nx_front_payload_bin(const json_t *payload)
     size_t size = 0;
     void *packed = text ? nexus_json_to_msgpack(text, &size) : NULL;
     free(text);
+    if (packed && nx_msgpack_check(packed, size, NX_MSGPACK_DEPTH) == NX_MSGPACK_TOO_DEEP) {
+        *too_deep = true;
+        free(packed);
+        return NULL;
+    }
     char *b64 = packed ? nx_base64_encode(packed, size) : NULL;
     free(packed);
     json_t *bin = b64 ? json_pack("{s:s}", "$base64", b64) : NULL;

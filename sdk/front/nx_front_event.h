@@ -36,8 +36,10 @@ bool nx_front_wants_direct(const char *pattern);
 
 /*  The payload field of a publish request for a JSON payload: its msgpack
     encoding as bin ({"$base64":...}), so that it comes back as the same
-    JSON. Returns a new reference, or NULL when out of memory.              */
-json_t *nx_front_payload_bin(const json_t *payload);
+    JSON. Returns a new reference, or NULL when out of memory or (with
+    *too_deep set) when the payload is nested deeper than msgpack-c decodes
+    (NX_MSGPACK_LEVELS): it could never come back as sent.       */
+json_t *nx_front_payload_bin(const json_t *payload, bool *too_deep);
 
 /*  The JSON text of a fabric event as clients receive it; *len its bytes.
     Caller frees it. NULL when out of memory.                              */

@@ -624,7 +624,9 @@ static size_t s_emit_private(const s_entry_t *e, const char *c, size_t clen, nx_
     }
     for (size_t i = 0; i < e->n_sessions; i++) {
         size_t id = strlen(e->sessions[i]);
-        if (strcmp(e->sessions[i], "*") == 0 || NX_PERM_PRIVATE_LEN + id + 1 > sizeof buf)
+        /*  The first format takes any text as a session; one that is not
+            an id ("a.b") owns no namespace, and would open another's.    */
+        if (!nx_session_id_valid(e->sessions[i], id) || NX_PERM_PRIVATE_LEN + id + 1 > sizeof buf)
             continue;
         memcpy(buf, NX_PERM_PRIVATE, NX_PERM_PRIVATE_LEN);
         memcpy(buf + NX_PERM_PRIVATE_LEN, e->sessions[i], id);

@@ -115,6 +115,13 @@ typedef enum {
 
 nx_msgpack_check_t nx_msgpack_check(const uint8_t *data, size_t len, int max_depth);
 
+/*  msgpack-c's unpacker decodes at most 32 nested containers
+    (MSGPACK_EMBED_STACK_SIZE): what nx_msgpack_check(.., NX_MSGPACK_DEPTH)
+    passes, msgpack_unpack decodes in O(len) memory, so every decoder of
+    untrusted bytes checks with it first.                                    */
+#define NX_MSGPACK_LEVELS 32
+#define NX_MSGPACK_DEPTH (NX_MSGPACK_LEVELS + 1)
+
 /*  ---- Reading msgpack request maps --------------------------------------
     A request is one msgpack map with string keys. These helpers look a key
     up and check its type. Each returns NEXUS_OK, or:

@@ -520,8 +520,23 @@ nexus_err_t nx_conf_load_file(const nx_conf_key_t *table, size_t count, void *se
         s_err(err_buf, err_size, "%s: %s", path, strerror(err));
         return err == ENOENT ? NEXUS_ERR_NOT_FOUND : NEXUS_ERR_INVALID;
     }
-    char *text = malloc(S_FILE_MAX + 1);
-    size_t size = text ? fread(text, 1, S_FILE_MAX + 1, f) : 0;
+    /*  Grown as it is read: a config file is a few KiB, and the bound
+        is what it may not pass, not what each read costs.                */
+    size_t size = 0, cap = 4096;
+    char *text = malloc(cap + 1);
+    while (text && !ferror(f) && !feof(f) && size <= S_FILE_MAX) {
+        if (size == cap) {
+            cap *= 2;
+            char *grown = realloc(text, cap + 1);
+            if (!grown) {
+                free(text);
+                text = NULL;
+                break;
+            }
+            text = grown;
+        }
+        size += fread(text + size, 1, cap - size, f);
+    }
     int read_err = ferror(f) ? errno : 0;
     fclose(f);
     if (!text || read_err || size > S_FILE_MAX) {

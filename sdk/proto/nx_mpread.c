@@ -18,7 +18,8 @@ static inline uint64_t s_be(const uint8_t *p, int n)
 void nx_mpread_init(nx_mpread_t *r, const void *data, size_t len)
 {
     r->p = data;
-    r->end = r->p + (data ? len : 0);
+    /*  NULL + 0 is undefined behaviour too (UBSan, found by fuzz_sdk).   */
+    r->end = data ? r->p + len : r->p;
 }
 
 nx_mp_type_t nx_mpread_type(const nx_mpread_t *r)

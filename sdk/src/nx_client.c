@@ -318,7 +318,7 @@ nexus_err_t nexus_client_set_metadata_msgpack(nexus_client_t *self, const void *
     msgpack_unpacked unp;
     msgpack_unpacked_init(&unp);
     size_t off = 0;
-    bool ok = data && size &&
+    bool ok = data && size && nx_msgpack_check(data, size, NX_MSGPACK_DEPTH) == NX_MSGPACK_OK &&
               msgpack_unpack_next(&unp, data, size, &off) == MSGPACK_UNPACK_SUCCESS &&
               off == size && unp.data.type == MSGPACK_OBJECT_MAP;
     msgpack_unpacked_destroy(&unp);
@@ -942,7 +942,10 @@ int nx_reply_parse(nx_reply_t *rep, const void *data, size_t size)
         return -1;
     memcpy(rep->data, data, size);
     size_t off = 0;
-    if (msgpack_unpack_next(&rep->unp, rep->data, size, &off) != MSGPACK_UNPACK_SUCCESS ||
+    /*  A reply's counts are bounded by its bytes before msgpack-c
+        allocates for them (nx_msgpack_check).                              */
+    if (nx_msgpack_check(data, size, NX_MSGPACK_DEPTH) != NX_MSGPACK_OK ||
+        msgpack_unpack_next(&rep->unp, rep->data, size, &off) != MSGPACK_UNPACK_SUCCESS ||
         rep->unp.data.type != MSGPACK_OBJECT_MAP)
         return -1;
     rep->map = &rep->unp.data;
@@ -958,8 +961,12 @@ uint64_t nx_obj_u64(const msgpack_object *map, const char *key)
         return v->via.u64;
     if (v->type == MSGPACK_OBJECT_BOOLEAN)
         return v->via.boolean;
+    /*  A float outside 0..2^64 (or NaN) has no u64: converting it is
+        undefined behaviour (found by fuzz_sdk); it saturates.            */
     if (v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32)
-        return v->via.f64 > 0 ? (uint64_t)v->via.f64 : 0;
+        return !(v->via.f64 > 0)                      ? 0
+               : v->via.f64 >= 18446744073709551616.0 ? UINT64_MAX
+                                                      : (uint64_t)v->via.f64;
     return 0;
 }
 

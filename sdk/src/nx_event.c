@@ -298,8 +298,12 @@ const struct msgpack_object *nexus_event_msgpack(nexus_event_t *self)
         self->unpacked_done = true;
         msgpack_unpacked_init(&self->unpacked);
         size_t off = 0;
+        /*  Any publisher's bytes: 5 of them can declare 2^32 entries,
+            which msgpack-c would allocate before reading one.              */
         self->unpacked_ok =
             self->payload_len > 0 &&
+            nx_msgpack_check(self->payload, self->payload_len, NX_MSGPACK_DEPTH) ==
+                NX_MSGPACK_OK &&
             msgpack_unpack_next(&self->unpacked, (const char *)self->payload, self->payload_len,
                                 &off) == MSGPACK_UNPACK_SUCCESS &&
             off == self->payload_len;

@@ -50,7 +50,9 @@ json_t *nx_json_from_msgpack(const msgpack_object *obj)
             return json_null();
         return json_real(obj->via.f64);
     case MSGPACK_OBJECT_STR: {
-        json_t *s = json_stringn(obj->via.str.ptr, obj->via.str.size);
+        /*  msgpack-c leaves ptr NULL for an empty string (fuzz_sdk).      */
+        const char *str = obj->via.str.size ? obj->via.str.ptr : "";
+        json_t *s = json_stringn(str, obj->via.str.size);
         return s ? s : s_base64_object(obj->via.str.ptr, obj->via.str.size);
     }
     case MSGPACK_OBJECT_BIN:
@@ -78,7 +80,7 @@ json_t *nx_json_from_msgpack(const msgpack_object *obj)
             const msgpack_object *k = &obj->via.map.ptr[i].key;
             char *key = NULL;
             if (k->type == MSGPACK_OBJECT_STR) {
-                key = strndup(k->via.str.ptr, k->via.str.size);
+                key = strndup(k->via.str.size ? k->via.str.ptr : "", k->via.str.size);
             } else {
                 json_t *kj = nx_json_from_msgpack(k);
                 key = kj ? json_dumps(kj, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
@@ -205,7 +207,10 @@ char *nexus_msgpack_to_json(const void *data, size_t size)
     msgpack_unpacked_init(&unp);
     size_t off = 0;
     json_t *value = NULL;
-    if (msgpack_unpack_next(&unp, data, size, &off) == MSGPACK_UNPACK_SUCCESS && off == size)
+    /*  Checked first: msgpack-c allocates what a count declares (5 bytes
+        `df ff ff ff ff` ask for 2^32 entries) before it reads them.        */
+    if (nx_msgpack_check(data, size, NX_MSGPACK_DEPTH) == NX_MSGPACK_OK &&
+        msgpack_unpack_next(&unp, data, size, &off) == MSGPACK_UNPACK_SUCCESS && off == size)
         value = nx_json_from_msgpack(&unp.data);
     else
         value = s_base64_object(data, size);

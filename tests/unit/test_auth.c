@@ -273,6 +273,20 @@ int main(void)
     CHECK(!nx_auth_prefix_shared(file, anyt, "s", 1));
     nx_auth_destroy(&file);
 
+    /*  The first format takes any text as a session: one that is not an
+        id ("w.x", found by fuzz_tokens) owns no namespace, so its token
+        never gets a prefix under session.w. (session w's).                */
+    s_write(path, "T w.x\n");
+    file = nx_auth_new(NULL, path, err, sizeof err);
+    CHECK(file != NULL);
+    if (file) {
+        const void *dotted = s_check(file, "T", NEXUS_OK);
+        g = s_prefixes(file, dotted, "session");
+        CHECK(!s_selected(g, "session.w.x.direct") && s_selected(g, "session.connected"));
+        CHECK(!READ(dotted, "session.w.x.direct"));
+        nx_auth_destroy(&file);
+    }
+
     /*  Bad second-format lines, each named by its line.                   */
     const char *bad[] = {"T name=a name=b\n",
                          "T sessions=bad.id\n",

@@ -70,6 +70,26 @@ static void s_test_offline(void)
     j = nexus_msgpack_to_json("", 0);
     CHECK_EQ_STR(j, "null");
     free(j);
+    /*  Counts that cannot fit in the bytes (a map32 of 2^32-1 entries in 5
+        bytes: msgpack-c would ask for 128 GiB first) and nesting deeper
+        than msgpack-c decodes are shown as bytes, never allocated for.    */
+    j = nexus_msgpack_to_json("\xdf\xff\xff\xff\xff", 5);
+    CHECK_EQ_STR(j, "{\"$base64\":\"3/////8=\"}");
+    free(j);
+    j = nexus_msgpack_to_json("\xdd\xff\xff\xff\xff\x01", 6);
+    CHECK_EQ_STR(j, "{\"$base64\":\"3f////8B\"}");
+    free(j);
+    {
+        char deep[40];
+        memset(deep, 0x91, sizeof deep); /* [[[...1]]] */
+        deep[39] = 0x01;
+        j = nexus_msgpack_to_json(deep + 39 - 32, 33); /* 32 levels: decoded */
+        CHECK(j && j[0] == '[' && !strstr(j, "$base64"));
+        free(j);
+        j = nexus_msgpack_to_json(deep + 39 - 33, 34); /* 33 levels: bytes */
+        CHECK(j && strstr(j, "$base64"));
+        free(j);
+    }
 
     /*  And back: what nexus_json_to_msgpack packs reads as the same JSON,
         a lone {"$base64"} (bin) included.                                 */
