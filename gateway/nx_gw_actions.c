@@ -516,7 +516,7 @@ void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
     if (!open)
         return; /* closed meanwhile */
     json_error_t jerr;
-    bool too_deep = nx_front_json_too_deep(text, strlen(text), NX_FRONT_JSON_DEPTH);
+    bool too_deep = nx_front_json_too_deep(text, strlen(text), NX_FRONT_MESSAGE_DEPTH);
     ctx.msg = too_deep ? NULL : json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(ctx.msg)) {
         char message[256];
@@ -533,7 +533,7 @@ void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
             snprintf(message, sizeof message,
                      "the message is nested deeper than %d levels (arrays and objects): "
                      "nothing was done",
-                     NX_FRONT_JSON_DEPTH);
+                     NX_FRONT_MESSAGE_DEPTH);
         } else if (ctx.msg)
             snprintf(message, sizeof message, "a message must be a JSON object");
         else

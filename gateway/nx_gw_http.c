@@ -943,11 +943,14 @@ static void s_route(s_req_t *r)
                 return;
             }
             json_error_t jerr;
-            if (r->body && nx_front_json_too_deep(r->body, strlen(r->body), NX_FRONT_JSON_DEPTH)) {
-                s_error(r, 400, "bad_json",
-                        "the body is nested deeper than 32 levels (arrays and objects): nothing "
-                        "was done",
-                        NULL);
+            if (r->body &&
+                nx_front_json_too_deep(r->body, strlen(r->body), NX_FRONT_MESSAGE_DEPTH)) {
+                char text[128];
+                snprintf(text, sizeof text,
+                         "the body is nested deeper than %d levels (arrays and objects): "
+                         "nothing was done",
+                         NX_FRONT_MESSAGE_DEPTH);
+                s_error(r, 400, "bad_json", text, NULL);
                 return;
             }
             r->json = r->body ? json_loads(r->body, JSON_REJECT_DUPLICATES, &jerr) : NULL;

@@ -48,6 +48,11 @@ json_t *nx_front_fields(const char *op, json_t *msg, const char *acting);
     counted): the broker's limit for a request (a deeper one would come
     back as bad_msgpack without an id, which no client can match).         */
 #define NX_FRONT_JSON_DEPTH 32
+/*  A whole message (WebSocket text or HTTP body) deeper than this is
+    refused before it is parsed: its own object, a payload at the bound
+    and one level more, so that a payload or field just over the bound
+    gets the precise bad_request of the op checks, with its id.           */
+#define NX_FRONT_MESSAGE_DEPTH (NX_FRONT_JSON_DEPTH + 2)
 
 /*  Whether text (len bytes) nests arrays and objects deeper than max,
     found by a scan of its brackets (strings skipped) before any parse: a
