@@ -96,6 +96,7 @@ static void s_wake_checkpointer(nx_broker_t *self);
 
 static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
                            const char *socket);
+static void s_drain_xpub_monitor(void *arg);
 
 static void s_env_close(nx_envelope_t *env)
 {
@@ -664,6 +665,9 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         snprintf(err_buf, err_size, "out of memory");
         goto fail;
     }
+    /*  The mark of the subscribers' queues moves only while no
+        connection is closing, which the monitor tells (nx_hwm.h).        */
+    nx_hwm_watch(&self->out_q, self->mon_xpub ? s_drain_xpub_monitor : NULL, self);
 
     nx_store_stats_t st;
     nx_store_stats(self->store, &st);
@@ -1507,10 +1511,10 @@ static void s_event_encode(nx_pending_event_t *ev, uint8_t *p)
     get it; libzmq sets the full queue aside until its reader has drained
     it to half, and drops for it meanwhile without a word, so what is
     counted is overflows (gaps in that subscriber's stream), not events.
-    The broker never waits for a subscriber.                                */
+    The broker never waits for a subscriber. The caller has asked
+    nx_hwm_sending (the queues' mark for its size).                        */
 static void s_send_event(nx_broker_t *self, zmq_msg_t *out)
 {
-    nx_hwm_sending(&self->out_q, zmq_msg_size(out));
     int rc = zmq_msg_send(out, self->h_xpub, ZMQ_DONTWAIT);
     if (rc == -1 && errno == EAGAIN) {
         int nodrop = 0;
@@ -1528,18 +1532,22 @@ static void s_send_event(nx_broker_t *self, zmq_msg_t *out)
 }
 
 /*  Forwards the turn's events on the XPUB, in seq order: held until gate
-    is durable (and behind any event held before them).                    */
+    is durable (and behind any event held before them), or until the
+    subscribers' queues may take a large one (nx_hwm_sending).              */
 static void s_forward(nx_broker_t *self, uint64_t gate)
 {
     bool hold = gate > nx_ha_released(self) || self->held_events.n;
     for (size_t i = 0; i < self->n_events; i++) {
         nx_pending_event_t *ev = &self->events[i];
         zmq_msg_t out;
-        if (zmq_msg_init_size(&out, s_event_size(ev))) {
+        size_t size = s_event_size(ev);
+        if (zmq_msg_init_size(&out, size)) {
             self->count.drop_send++;
             continue;
         }
         s_event_encode(ev, zmq_msg_data(&out));
+        if (!hold && !nx_hwm_sending(&self->out_q, size))
+            hold = true;
         nx_held_t *h = hold ? s_held_push(&self->held_events) : NULL;
         if (h) {
             h->env.n = 0;
@@ -1562,7 +1570,8 @@ static void s_release_held(nx_broker_t *self)
 {
     uint64_t durable = nx_ha_released(self);
     nx_held_t *h;
-    while ((h = s_held_first(&self->held_events)) && h->gate <= durable) {
+    while ((h = s_held_first(&self->held_events)) && h->gate <= durable &&
+           nx_hwm_sending(&self->out_q, zmq_msg_size(&h->msg))) {
         self->held_events.bytes -= zmq_msg_size(&h->msg);
         s_send_event(self, &h->msg);
         s_held_pop(&self->held_events);
@@ -2122,6 +2131,8 @@ static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
                 nx_sublimit_conn(self->sublimit, event, (int)value);
                 if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
                     nx_hwm_connected(&self->out_q);
+                else if (event == ZMQ_EVENT_DISCONNECTED)
+                    nx_hwm_disconnected(&self->out_q, nx_mono_us());
             }
             if (event == ZMQ_EVENT_ACCEPTED && connected)
                 (*connected)++;
@@ -2139,6 +2150,17 @@ static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
         }
         zmsg_destroy(&msg);
     }
+    /*  More than a read's worth waits: a disconnect may be among them.   */
+    if (mon == self->mon_xpub)
+        nx_hwm_disconnected(&self->out_q, nx_mono_us());
+}
+
+/*  nx_hwm's drain: what the XPUB's monitor has said, right before a mark
+    is set.                                                                 */
+static void s_drain_xpub_monitor(void *arg)
+{
+    nx_broker_t *self = arg;
+    s_read_monitor(self, self->mon_xpub, &self->count.subscribers, "events-out");
 }
 
 /*  Once a second: report drops (at most one line a second, however many). */
@@ -2178,6 +2200,16 @@ static void s_housekeeping(nx_broker_t *self)
                 "has read half its queue",
                 c->drop_slow - self->slow_logged, c->drop_slow, self->cfg.out_hwm);
         self->slow_logged = c->drop_slow;
+    }
+    if (self->out_q.over_mark != self->over_mark_logged) {
+        nx_warn("%" PRIu64 " large events in the last second went out without lowering the "
+                "subscribers' queue mark, so queue_bytes did not bound them (%" PRIu64
+                " in all): subscriber connections kept closing without a pause of %llu ms, and "
+                "the mark moves only in one (libzmq 4.3 frees a closing connection's pipe while "
+                "it still takes a new mark)",
+                self->out_q.over_mark - self->over_mark_logged, self->out_q.over_mark,
+                NX_HWM_SETTLE_US / 1000);
+        self->over_mark_logged = self->out_q.over_mark;
     }
     /*  Retention and make_room run on the checkpointer's thread.         */
 }
@@ -2236,7 +2268,8 @@ int nx_broker_run(nx_broker_t *self)
             timeout = (long)((self->next_coord - wall) / 1000) + 1;
         /*  Parked queries that wait too long get busy; new subscribers
             get their queue's mark soon (nx_hwm_tick).                     */
-        if ((self->n_parked || self->out_q.fresh) && timeout > 100)
+        if ((self->n_parked || self->out_q.fresh || nx_hwm_waiting(&self->out_q)) &&
+            timeout > 100)
             timeout = 100;
         if (timeout > nx_ha_timeout(self))
             timeout = nx_ha_timeout(self);

@@ -212,6 +212,7 @@ struct _nx_broker_t {
     zhashx_t *subscriptions;          /* prefix -> refcount, for `state`            */
     uint64_t dropped_logged;          /* drops already reported in the log          */
     uint64_t slow_logged;             /* slow-subscriber drops already logged       */
+    uint64_t over_mark_logged;        /* nx_hwm over_mark already logged            */
     uint64_t next_tick;               /* monotonic us of the next housekeeping      */
     char last_drop[160];              /* what the last dropped event looked like    */
     bool batch_kv;                    /* this turn logged session/claim changes     */

@@ -22,10 +22,16 @@ int nx_hwm_fixed(uint64_t count, uint64_t budget, uint64_t largest)
     return s_clamp(budget / (largest + NX_HWM_MSG_OVERHEAD), count);
 }
 
-static void s_set(nx_hwm_t *self, int mark)
+/*  Sets the mark when it is safe (nx_hwm.h); false when it is not yet.   */
+static bool s_set(nx_hwm_t *self, int mark)
 {
     if (self->now == mark && !self->fresh)
-        return;
+        return true;
+    uint64_t now = nx_mono_us();
+    if (self->drain)
+        self->drain(self->drain_arg);
+    if (now < self->settled)
+        return false;
     /*  Reading ZMQ_EVENTS makes the socket take the connections whose
         handshake is done (their pipes wait in its mailbox): the mark then
         applies to them too.                                               */
@@ -35,7 +41,8 @@ static void s_set(nx_hwm_t *self, int mark)
     zmq_setsockopt(self->sock, self->option, &mark, sizeof mark);
     self->now = mark;
     self->fresh = false;
-    self->set_at = nx_mono_us();
+    self->set_at = now;
+    return true;
 }
 
 void nx_hwm_init(nx_hwm_t *self, void *sock, int option, uint64_t count, uint64_t budget,
@@ -48,6 +55,12 @@ void nx_hwm_init(nx_hwm_t *self, void *sock, int option, uint64_t count, uint64_
     self->fresh = false;
     self->set_at = 0;
     self->large_at = 0;
+    self->settled = 0;
+    self->waiting = false;
+    self->wait_since = 0;
+    self->over_mark = 0;
+    self->drain = NULL;
+    self->drain_arg = NULL;
     uint64_t small = count ? budget / count : budget;
     if (small < NX_HWM_SMALL_MIN)
         small = NX_HWM_SMALL_MIN;
@@ -62,7 +75,15 @@ void nx_hwm_init(nx_hwm_t *self, void *sock, int option, uint64_t count, uint64_
     s_set(self, self->low);
 }
 
-void nx_hwm_large(nx_hwm_t *self, size_t size)
+void nx_hwm_watch(nx_hwm_t *self, void (*drain)(void *arg), void *arg)
+{
+    self->drain = drain;
+    self->drain_arg = arg;
+    if (!drain)
+        self->settled = UINT64_MAX;
+}
+
+bool nx_hwm_large(nx_hwm_t *self, size_t size)
 {
     self->large_at = nx_mono_us();
     uint64_t round = 1;
@@ -71,8 +92,22 @@ void nx_hwm_large(nx_hwm_t *self, size_t size)
     int mark = s_clamp(self->budget / round, (uint64_t)self->high);
     if (mark < self->low)
         mark = self->low;
-    if (mark < self->now)
-        s_set(self, mark);
+    if (mark >= self->now || s_set(self, mark)) {
+        self->waiting = false;
+        return true;
+    }
+    /*  Blocked: the first message waits, and so the ones behind it; once
+        it went out over the mark, the others do too, until a mark can be
+        set again.                                                         */
+    uint64_t now = nx_mono_us();
+    if (!self->waiting) {
+        self->waiting = true;
+        self->wait_since = now;
+    }
+    if (now - self->wait_since < NX_HWM_WAIT_US)
+        return false;
+    self->over_mark++;
+    return true;
 }
 
 void nx_hwm_connected(nx_hwm_t *self)
@@ -80,9 +115,14 @@ void nx_hwm_connected(nx_hwm_t *self)
     self->fresh = true;
 }
 
+void nx_hwm_disconnected(nx_hwm_t *self, uint64_t now)
+{
+    self->settled = now + NX_HWM_SETTLE_US;
+}
+
 void nx_hwm_tick(nx_hwm_t *self, uint64_t now)
 {
-    if (self->fresh && now - self->set_at < NX_HWM_FRESH_US)
+    if (now < self->settled || (self->fresh && now - self->set_at < NX_HWM_FRESH_US))
         return;
     if (self->now != self->high && now - self->large_at >= NX_HWM_QUIET_US)
         s_set(self, self->high);

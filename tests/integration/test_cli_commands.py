@@ -167,7 +167,7 @@ try:
 
         # ---- pub
         rc, out, err = run(["pub", "cli.one", '{"n":1}', "--ack"], ep)
-        t.check(rc == 0 and out.strip().isdigit(), "pub --ack prints the seq: %r" % out)
+        t.check(rc == 0 and out.strip().isdigit(), "pub --ack prints the seq: %r %r %r" % (rc, out, err))
         seq1 = int(out)
         rc, out, err = run(["pub", "cli.two", "-", "--json"], ep, stdin='{"from":"stdin"}')
         j = lines(out)
