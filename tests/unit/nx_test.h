@@ -8,9 +8,12 @@
 #ifndef NX_TEST_H_INCLUDED
 #define NX_TEST_H_INCLUDED
 
+#include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static int nx_test_failures = 0;
 static int nx_test_checks = 0;
@@ -45,6 +48,27 @@ static int nx_test_checks = 0;
                     #b, nx_a_ ? nx_a_ : "(null)", nx_b_ ? nx_b_ : "(null)");                       \
         }                                                                                          \
     } while (0)
+
+/*  Removes dir and everything under it (a test's scratch directory).      */
+static inline void nx_test_rm_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            nx_test_rm_tree(path);
+        else
+            unlink(path);
+    }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
 
 /*  Ends main: prints a summary and returns the exit code.                  */
 #define NX_TEST_DONE()                                                                             \

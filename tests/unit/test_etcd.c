@@ -106,26 +106,6 @@ static void s_etcd_stop(void)
     }
 }
 
-static void s_rm_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
-            s_rm_tree(path);
-        else
-            unlink(path);
-    }
-    if (d)
-        closedir(d);
-    rmdir(dir);
-}
-
 static void s_test_client(void)
 {
     /*  The first URL answers nothing: the second does.                    */
@@ -300,12 +280,12 @@ int main(void)
     if (!s_etcd_start()) {
         fprintf(stderr, "etcd did not start\n");
         s_etcd_stop();
-        s_rm_tree(s_dir);
+        nx_test_rm_tree(s_dir);
         return 1;
     }
     s_test_client();
     s_test_elector();
     s_etcd_stop();
-    s_rm_tree(s_dir);
+    nx_test_rm_tree(s_dir);
     NX_TEST_DONE();
 }

@@ -51,26 +51,6 @@ typedef struct {
     char store_id[NX_STORE_ID_LEN + 1];
 } s_standby_t;
 
-static void s_rm_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
-            s_rm_tree(path);
-        else
-            unlink(path);
-    }
-    if (d)
-        closedir(d);
-    rmdir(dir);
-}
-
 static nx_wal_t *s_wal(const char *dir, uint64_t lsn, uint32_t crc)
 {
     char err[256] = "";
@@ -382,8 +362,8 @@ static void s_test_stream(const char *ep)
     p.epoch = 3;
     s_standby_stop(&s);
     s_primary_stop(&p);
-    s_rm_tree(s_sdir);
-    s_rm_tree(s_pdir);
+    nx_test_rm_tree(s_sdir);
+    nx_test_rm_tree(s_pdir);
 }
 
 static bool s_never(s_primary_t *p, s_standby_t *s)
@@ -464,15 +444,15 @@ static void s_test_base(const char *ep)
 
     /*  Another store altogether: a base copy too.                         */
     p.resyncs = 0;
-    s_rm_tree(s_swal);
+    nx_test_rm_tree(s_swal);
     s_standby_start(&s, ep, "0123456789abcdef", 0, 0);
     rc = s_run(&p, &s, 10000, s_never);
     CHECK_EQ_U64(rc, NX_REPL_RX_RESTART);
     CHECK_EQ_U64(p.resyncs, 1);
     s_standby_stop(&s);
     s_primary_stop(&p);
-    s_rm_tree(s_sdir);
-    s_rm_tree(s_pdir);
+    nx_test_rm_tree(s_sdir);
+    nx_test_rm_tree(s_pdir);
 }
 
 int main(void)
@@ -496,6 +476,6 @@ int main(void)
     s_test_stream(ep);
     s_test_base(ep);
     zsock_destroy(&s_router);
-    s_rm_tree(s_root);
+    nx_test_rm_tree(s_root);
     NX_TEST_DONE();
 }
