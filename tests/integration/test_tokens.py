@@ -198,7 +198,13 @@ def main():
         per_second = {}
         for x in lines:
             per_second[x[:19]] = per_second.get(x[:19], 0) + 1
-        t.check(max(per_second.values()) <= 5, "at most 5 lines a second: %r" % per_second)
+        # 5 lines per second of the broker's monotonic clock; the log's
+        # stamps are wall-clock seconds, whose boundaries fall elsewhere, so
+        # one of them may hold the end of one limiter second and the start
+        # of the next.
+        t.check(max(per_second.values()) <= 10,
+                "at most 5 lines a second (10 per wall-clock second): %r" %
+                per_second)
         t.check("more refused handshakes in that second" in b.logs(),
                 "the rest of the burst is summed in one line")
         # 6. no token in the log
