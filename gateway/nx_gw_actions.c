@@ -522,11 +522,23 @@ void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
         char message[256];
         json_t *top_id = NULL, *top_action = NULL;
         if (too_deep) {
-            /*  Answered with its id when one is found at the top level,
-                so the client can match the refusal to its request.       */
-            top_id = s_top_scalar(text, "id");
-            top_action = s_top_scalar(text, "action");
-            if (json_is_string(top_id) || json_is_integer(top_id))
+            /*  Answered with its id, so the client can match the refusal
+                to its request; nothing in it is acted on. The id is read
+                only from a message that is JSON otherwise: jansson checks
+                that up to its own depth bound (2048, bounded stack);
+                beyond it, from the top level as scanned.                  */
+            json_error_t werr;
+            json_t *whole = json_loads(text, JSON_REJECT_DUPLICATES, &werr);
+            if (json_is_object(whole)) {
+                top_id = json_incref(json_object_get(whole, "id"));
+                top_action = json_incref(json_object_get(whole, "action"));
+            } else if (!whole && json_error_code(&werr) == json_error_stack_overflow) {
+                top_id = s_top_scalar(text, "id");
+                top_action = s_top_scalar(text, "action");
+            }
+            json_decref(whole);
+            if ((json_is_string(top_id) && json_string_length(top_id) <= NX_GW_ID_MAX) ||
+                json_is_integer(top_id))
                 ctx.id = top_id;
             if (json_is_string(top_action) && json_string_length(top_action) <= NX_GW_ID_MAX)
                 ctx.action = json_string_value(top_action);

@@ -54,6 +54,12 @@ test('finding 3: JSON nested too deep is refused at once with the request id, an
       // not a timeout.
       assert.ok(Date.now() - t0 < 4000, `${what}: answered before the broker timeout`);
     }
+    // Deep and not JSON otherwise: refused without an id (one read out
+    // of text that is not JSON would be a guess).
+    c.send(`{"action":"ping","id":"deep-broken", oops ${deep(40)}}`);
+    const broken = await c.waitFor((m) => m.type === 'reply' && m.id === undefined, 4000,
+      'reply to a deep message that is not JSON');
+    assertError(broken, 'bad_json', undefined, /nested/);
     // The connection and the gateway are still fine.
     const ok = await c.request({ action: 'publish', event_type: 't.x', payload: { a: [[[1]]] } });
     assert.equal(ok.ok, true, JSON.stringify(ok));
