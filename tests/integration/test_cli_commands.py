@@ -7,7 +7,6 @@ used by later calls. Every wait is bounded.
 import json
 import os
 import shutil
-import socket
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import msgpack  # noqa: E402
 
-from harness import Broker, Checks, Client, free_port  # noqa: E402
+from harness import Broker, Checks, Client, free_port, free_ports  # noqa: E402
 
 BUILD = os.environ.get("NEXUS_BUILD_DIR", "build")
 NEXUS = os.environ.get("NEXUS_CLI") or os.path.join(BUILD, "sdk", "nexus")
@@ -39,38 +38,7 @@ def lines(out):
     return [json.loads(x) for x in out.splitlines() if x.strip()]
 
 
-def contiguous_ports():
-    for _ in range(200):
-        p = free_port()
-        if p < 65000:
-            return p
-    raise RuntimeError("no port")
-
-
-def three_free_ports():
-    """A base port such that base, base+1 and base+2 are free: the CLI
-    derives the data-plane ports from the control port (with tests running
-    in parallel, a neighbour of a free port often is not free)."""
-    for _ in range(200):
-        cand = free_port()
-        if cand >= 65000:
-            continue
-        socks = []
-        try:
-            for k in range(3):
-                so = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(so)
-                so.bind(("127.0.0.1", cand + k))
-            return cand
-        except OSError:
-            pass
-        finally:
-            for so in socks:
-                so.close()
-    raise RuntimeError("no three consecutive free ports")
-
-
-port = three_free_ports()
+port = free_ports(3)[0]
 
 
 class FixedBroker(Broker):
@@ -378,7 +346,7 @@ try:
                 "a session without its secret here: the message says so: %r" % err)
 
     # ---- up: runs nexusd in the foreground, Ctrl-C stops it
-    base = three_free_ports()
+    base = free_ports(3)[0]
     datadir = tempfile.mkdtemp(prefix="nexus-up-")
     ep = "tcp://127.0.0.1:%d" % base
     nexusd = os.environ.get("NEXUSD")

@@ -31,7 +31,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Broker, Checks, Client, free_port  # noqa: E402
+from harness import Broker, Checks, Client, free_ports  # noqa: E402
 
 BUILD = os.environ.get("NEXUS_BUILD_DIR", "build")
 NEXUS = os.environ.get("NEXUS_CLI") or os.path.join(BUILD, "sdk", "nexus")
@@ -39,29 +39,6 @@ t = Checks()
 root = tempfile.mkdtemp(prefix="nexus-cli-store-")
 state = os.path.join(root, "state")
 os.makedirs(state)
-
-
-def three_free_ports():
-    """Control, events-in, events-out on consecutive ports (the CLI
-    derives the event ports from the control port)."""
-    import socket
-    for _ in range(200):
-        base = free_port()
-        if base >= 65000:
-            continue
-        socks = []
-        try:
-            for k in range(3):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", base + k))
-            return (base, base + 1, base + 2)
-        except OSError:
-            pass
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no three consecutive free ports")
 
 
 def nexus(args, broker):
@@ -95,7 +72,7 @@ def store_id(broker):
 
 cursor = os.path.join(state, "nexus", "cursors", "hook")
 try:
-    ports = three_free_ports()
+    ports = free_ports(3)
     a_dir = os.path.join(root, "a")
     with Broker(data_dir=a_dir, ports=ports) as a:
         sid_a = store_id(a)

@@ -17,14 +17,13 @@ Real nexusd processes and the real `nexus sub` (libnexus) on loopback.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Broker, Checks, Client, free_port  # noqa: E402
+from harness import Broker, Checks, Client, free_ports  # noqa: E402
 
 t = Checks()
 BUILD = os.environ.get("NEXUS_BUILD_DIR", "build")
@@ -50,31 +49,11 @@ def cli(*args, **kw):
                           env=env, **kw)
 
 
-def three_ports():
-    """A base port with base+1 and base+2 free too: libnexus derives the
-    event ports of each broker in a list from its control port."""
-    for _ in range(200):
-        base = free_port()
-        if base >= 65000:
-            continue
-        socks = []
-        try:
-            for k in range(3):
-                so = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(so)
-                so.bind(("127.0.0.1", base + k))
-            return (base, base + 1, base + 2)
-        except OSError:
-            pass
-        finally:
-            for so in socks:
-                so.close()
-    raise RuntimeError("no three consecutive free ports")
-
-
+# Consecutive ports: libnexus derives each broker's event ports from its
+# control port.
 a = Broker(extra=["--name", "a", "--replication", "async", "--replication-timeout", "2s"],
-           ports=three_ports()).start()
-b = Broker(ports=three_ports())
+           ports=free_ports(3)).start()
+b = Broker(ports=free_ports(3))
 b.extra = ["--name", "b", "--replica-of", a.control, "--replication-timeout", "2s"]
 b.start()
 sub = None
