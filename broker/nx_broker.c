@@ -1726,6 +1726,10 @@ static bool s_log_turn(nx_broker_t *self, bool reserve)
         nx_ha_shipped(self);
     }
     uint64_t now = nx_mono_us(), written = nx_wal_written(self->wal);
+    /*  Before the events go out: a flush done here makes them durable at
+        once, and they must still wait for the standby.                    */
+    if (reserve)
+        nx_ha_reserved(self, written);
     bool unflushed = written > nx_wal_durable(self->wal);
     bool changes = self->turn_writes || self->batch_kv || reserve;
     bool flush = changes || self->cfg.sync != NX_SYNC_FULL || !self->cfg.flush_interval ||
@@ -1948,10 +1952,6 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
         self->n_replies = 0;
         return;
     }
-    /*  A reservation waits for the sync standby even under async: a
-        promotion continues above what it reserved.                        */
-    if (reserve)
-        nx_ha_reserved(self, nx_wal_written(self->wal));
     s_close_events(self);
     /*  Replies in arrival order, after the flush: read ops run now,
         against the state the flush made durable.                          */
