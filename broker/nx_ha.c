@@ -820,12 +820,13 @@ int nx_op_replicate_ack(nx_broker_t *b, nx_request_t *rq)
         return 0;
     const char *name = NULL;
     size_t len = 0;
-    uint64_t lsn = 0, received = 0, base = 0;
+    uint64_t lsn = 0, received = 0, base = 0, n = 0;
     nx_map_str(rq->fields, "name", &name, &len, NULL);
     nx_map_u64(rq->fields, "lsn", &lsn, NULL);
     nx_map_u64(rq->fields, "received", &received, NULL);
     nx_map_u64(rq->fields, "base", &base, NULL);
-    nx_repl_sender_ack(self->tx, name, len, lsn, received, base, nx_mono_us());
+    nx_map_u64(rq->fields, "n", &n, NULL);
+    nx_repl_sender_ack(self->tx, name, len, lsn, received, base, n, nx_mono_us());
     return 0;
 }
 

@@ -47,6 +47,10 @@ struct _nx_repl_receiver_t {
     uint64_t primary_written;                /* as the primary last said              */
     uint64_t epoch;                          /* newest epoch seen                     */
     bool sync;                               /* the primary waits for us              */
+    uint64_t ack_n;                          /* number of the last ack sent           */
+    uint64_t trust_n;                        /* a "sync" counts only when it echoes an
+                                                ack numbered this or later (0: any)   */
+    uint64_t ran_at;                         /* mono us of the last read              */
     uint64_t req_id;                         /* id of the last request                */
     uint64_t hello_id, base_id;              /* ids of the pending hello / base ask   */
     int base_fd;                             /* base.tmp, -1: none                    */
@@ -175,10 +179,11 @@ static void s_ack(nx_repl_receiver_t *self, uint64_t now)
     msgpack_sbuffer_init(&buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-    s_request(self, &pk, "replicate.ack", 0, 3);
+    s_request(self, &pk, "replicate.ack", 0, 4);
     nx_pack_kv_u64(&pk, "lsn", durable);
     nx_pack_kv_u64(&pk, "received", self->next);
     nx_pack_kv_u64(&pk, "base", self->base_got);
+    nx_pack_kv_u64(&pk, "n", ++self->ack_n);
     s_send(self, &buf);
     msgpack_sbuffer_destroy(&buf);
     self->acked = durable;
@@ -330,7 +335,17 @@ static int s_wal(nx_repl_receiver_t *self, const msgpack_object *m, zmq_msg_t *d
     nx_map_u64(m, "lsn", &lsn, NULL);
     nx_map_u64(m, "written", &written, NULL);
     nx_map_u64(m, "epoch", &epoch, NULL);
-    nx_map_bool(m, "sync", &self->sync, NULL);
+    bool sync = false;
+    uint64_t echo = 0;
+    nx_map_bool(m, "sync", &sync, NULL);
+    nx_map_u64(m, "n", &echo, NULL);
+    if (!sync || !self->trust_n || echo >= self->trust_n) {
+        if (sync && self->trust_n)
+            nx_info("replication: %s says this standby is in sync again", self->primary);
+        self->sync = sync;
+        if (sync)
+            self->trust_n = 0;
+    }
     if (epoch < self->epoch) {
         s_problem(self,
                   "%s streams epoch %" PRIu64 ", older than %" PRIu64
@@ -439,10 +454,32 @@ static int s_base(nx_repl_receiver_t *self, const msgpack_object *m, zmq_msg_t *
     return 1;
 }
 
+/*  The primary lets its sync standby go when it leaves a change
+    unacknowledged for the timeout, and says so in its next message; a
+    standby that could not hear for a while (it did not run, or nothing
+    came) may have been let go without hearing it, and what comes now may
+    have been sent before. It stops counting itself in sync until the
+    primary says so in answer to an ack sent from now on (`n`), so that a
+    promotion without force never takes a standby the primary went on
+    without.                                                               */
+static void s_lost_sight(nx_repl_receiver_t *self, uint64_t gap, const char *what)
+{
+    if (self->sync)
+        nx_warn("replication: %s for %" PRIu64 " ms: this standby no longer counts itself in "
+                "sync until %s says so again",
+                what, gap / 1000, self->primary);
+    self->sync = false;
+    self->trust_n = self->ack_n + 1;
+}
+
 nx_repl_rx_t nx_repl_receiver_read(nx_repl_receiver_t *self, uint64_t now)
 {
     nx_repl_rx_t result = NX_REPL_RX_OK;
     bool wrote = false;
+    uint64_t blind = self->cfg.timeout_us / 2;
+    if (self->ran_at && now - self->ran_at > blind)
+        s_lost_sight(self, now - self->ran_at, "this broker did not run");
+    self->ran_at = now;
     for (int i = 0; i < 1000 && self->sock && result == NX_REPL_RX_OK; i++) {
         void *h = zsock_resolve(self->sock);
         zmq_msg_t head, data;
@@ -467,6 +504,8 @@ nx_repl_rx_t nx_repl_receiver_read(nx_repl_receiver_t *self, uint64_t now)
                     break;
             }
         }
+        if (self->heard_at && now - self->heard_at > blind && now > self->heard_at)
+            s_lost_sight(self, now - self->heard_at, "no word came from the primary");
         self->heard_at = now;
         msgpack_unpacked u;
         msgpack_unpacked_init(&u);
@@ -547,6 +586,7 @@ void nx_repl_receiver_follow(nx_repl_receiver_t *self, const char *endpoint)
     free(self->primary);
     self->primary = s_dup(endpoint);
     self->sync = false;
+    self->trust_n = 0;
     self->asked_at = 0;
     self->why[0] = 0;
     zsock_destroy(&self->sock); /* another primary: a new socket          */

@@ -56,6 +56,7 @@ typedef struct {
     uint64_t acked;                  /* it has the log durable up to        */
     uint64_t received;               /* ... and received up to (window)     */
     uint64_t ack_at;                 /* mono us of its last ack             */
+    uint64_t ack_n;                  /* the number of its last ack (echoed) */
     uint64_t last_send;              /* mono us of the last message to it   */
     s_flight_t flight[S_FLIGHT];     /* messages not acknowledged (ring)    */
     size_t flight_head, n_flight;    /* first entry, entries                */
@@ -309,6 +310,7 @@ nx_repl_answer_t nx_repl_sender_attach(nx_repl_sender_t *self, const uint8_t *pe
     sb->detached_at = 0;
     sb->sent = sb->acked = sb->received = hello->lsn;
     sb->sent_crc = hello->crc;
+    sb->ack_n = 0;
     sb->held = true;
     sb->last_send = 0;
     *from = hello->lsn;
@@ -318,12 +320,14 @@ nx_repl_answer_t nx_repl_sender_attach(nx_repl_sender_t *self, const uint8_t *pe
 /*  ---- Acks ------------------------------------------------------------------- */
 
 void nx_repl_sender_ack(nx_repl_sender_t *self, const char *name, size_t name_len, uint64_t lsn,
-                        uint64_t received, uint64_t base_offset, uint64_t now)
+                        uint64_t received, uint64_t base_offset, uint64_t n, uint64_t now)
 {
     s_standby_t *sb = s_find(self, name, name_len);
     if (!sb)
         return;
     sb->ack_at = now;
+    if (n > sb->ack_n)
+        sb->ack_n = n;
     if (received < lsn)
         received = lsn;
     if (sb->attached && received > sb->received && received <= sb->sent) {
@@ -528,13 +532,16 @@ static int s_send_wal(nx_repl_sender_t *self, s_standby_t *sb, uint64_t epoch, u
     msgpack_sbuffer_init(&head);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &head, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 6);
+    msgpack_pack_map(&pk, 7);
     nx_pack_kv_str(&pk, "op", "wal");
     nx_pack_kv_u64(&pk, "lsn", start);
     nx_pack_kv_u64(&pk, "end", pos);
     nx_pack_kv_u64(&pk, "written", written);
     nx_pack_kv_u64(&pk, "epoch", epoch);
     nx_pack_kv_bool(&pk, "sync", self->sync == s_index(self, sb));
+    /*  Which of its acks this says sync after (nx_repl_receiver.c, lost
+        sight): a standby that stalled trusts no older word.              */
+    nx_pack_kv_u64(&pk, "n", sb->ack_n);
     int rc = s_send(self, sb, &head, self->buf, len, len > 0);
     msgpack_sbuffer_destroy(&head);
     if (rc)

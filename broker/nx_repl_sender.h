@@ -125,7 +125,7 @@ nx_repl_answer_t nx_repl_sender_attach(nx_repl_sender_t *self, const uint8_t *pe
     turn is there, so the window counts what arrived); with a base copy in
     progress, base_offset bytes of it (else 0).                            */
 void nx_repl_sender_ack(nx_repl_sender_t *self, const char *name, size_t name_len, uint64_t lsn,
-                        uint64_t received, uint64_t base_offset, uint64_t now);
+                        uint64_t received, uint64_t base_offset, uint64_t n, uint64_t now);
 
 /*  A standby's `replicate.base`: starts a base copy for it (a thread
     copies the store), sent once ready. checkpoint: the log position the

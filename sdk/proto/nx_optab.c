@@ -169,6 +169,7 @@ static const nx_field_t s_replicate_ack[] = {
     {"lsn", NX_FT_U64, NX_FF_REQ, 0, 0, 0, NULL, "it has the log durable up to here"},
     {"received", NX_FT_U64, 0, 0, 0, 0, NULL, "it has received the log up to here"},
     {"base", NX_FT_U64, 0, 0, 0, 0, NULL, "bytes of a base copy it has written"},
+    {"n", NX_FT_U64, 0, 0, 0, 0, NULL, "the ack's number (the primary echoes the last one)"},
     F_END};
 
 static const nx_field_t s_replicate_base[] = {

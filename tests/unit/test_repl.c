@@ -143,7 +143,9 @@ static void s_primary_serve(s_primary_t *p)
         nx_map_u64(&u.data, "lsn", &lsn, NULL);
         nx_map_u64(&u.data, "received", &received, NULL);
         nx_map_u64(&u.data, "base", &base, NULL);
-        nx_repl_sender_ack(p->tx, name, name_len, lsn, received, base, nx_mono_us());
+        uint64_t n = 0;
+        nx_map_u64(&u.data, "n", &n, NULL);
+        nx_repl_sender_ack(p->tx, name, name_len, lsn, received, base, n, nx_mono_us());
     } else if (op && op_len == 9 && memcmp(op, "replicate", 9) == 0) {
         nx_repl_hello_t h = {.name = name, .name_len = name_len};
         nx_map_str(&u.data, "store_id", &sid, &sid_len, NULL);
@@ -265,6 +267,14 @@ static bool s_caught_up(s_primary_t *p, s_standby_t *s)
            st.acked == nx_wal_written(p->wal);
 }
 
+static bool s_in_sync(s_primary_t *p, s_standby_t *s)
+{
+    (void)p;
+    nx_repl_rx_stats_t rs;
+    nx_repl_receiver_stats(s->rx, &rs, nx_mono_us());
+    return rs.sync;
+}
+
 /*  Compares the two logs byte for byte up to the primary's end.           */
 static void s_same_logs(uint64_t from, uint64_t end)
 {
@@ -329,6 +339,29 @@ static void s_test_stream(const char *ep)
     CHECK(nx_repl_sender_synced(p.tx) < nx_wal_written(p.wal));
     s_run(&p, &s, 3000, s_caught_up);
     CHECK_EQ_U64(nx_repl_sender_synced(p.tx), nx_wal_written(p.wal));
+    nx_repl_receiver_stats(s.rx, &rs, nx_mono_us());
+    CHECK(rs.sync);
+
+    /*  A standby that did not run for more than half the timeout: what it
+        reads now was sent before (it says sync, with an older ack's
+        number), so it counts itself in sync only once the primary answers
+        an ack sent after.                                                */
+    s_turn(&p, 1, 10);
+    nx_repl_sender_pump(p.tx, p.epoch, nx_mono_us());
+    usleep(20000);
+    CHECK_EQ_U64(nx_repl_receiver_read(s.rx, nx_mono_us() + 1000000), NX_REPL_RX_OK);
+    nx_repl_receiver_stats(s.rx, &rs, nx_mono_us());
+    CHECK(!rs.sync);
+    CHECK_EQ_U64(nx_wal_durable(s.wal), nx_wal_written(p.wal));
+    s_run(&p, &s, 3000, s_in_sync);
+    nx_repl_receiver_stats(s.rx, &rs, nx_mono_us());
+    CHECK(rs.sync);
+    /*  The same when nothing came for that long.                          */
+    s_run(&p, &s, 20, NULL);
+    CHECK_EQ_U64(nx_repl_receiver_read(s.rx, nx_mono_us() + 1000000), NX_REPL_RX_OK);
+    nx_repl_receiver_stats(s.rx, &rs, nx_mono_us());
+    CHECK(!rs.sync);
+    s_run(&p, &s, 3000, s_in_sync);
     nx_repl_receiver_stats(s.rx, &rs, nx_mono_us());
     CHECK(rs.sync);
 
