@@ -49,7 +49,7 @@
     with a token, a CURVE initiate: a few hundred bytes). A frame over this
     drops the connection before libzmq allocates it (nx_sublimit.h).       */
 #define S_XPUB_MAXMSG 4096
-#define S_XPUB_RCVHWM 100
+#define S_XPUB_RCVHWM 2
 #define S_TICK_US     1000000
 /*  Parsed requests of one turn wait in memory until the commit; msgpack-c
     needs up to ~24 bytes per element, so the request bytes read in one
@@ -530,8 +530,16 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
             self->out_q.low, in_hwm, rq_hwm, rp_hwm, NX_UNREAD_LARGE);
     zsock_set_maxmsgsize(self->xpub, S_XPUB_MAXMSG);
     /*  libzmq applies every subscription it takes from a subscriber's pipe
-        before the loop reads it: a short pipe keeps what a connection gets
-        applied ahead of its drop (nx_sublimit) small.                     */
+        before the loop reads it, and takes a pipe-full each time the loop
+        touches the socket (every read): with a pipe of one message what a
+        connection gets applied ahead of its drop (nx_sublimit) is a few
+        times subscriptions_max, where a pipe of 100 let a flood of 100 000
+        subscriptions put up to 18 000 of them (110 MB) in the trie before
+        the loop read the one over the limit. Two, not one: libzmq 4.3.4
+        counts the credential message a PLAIN or CURVE handshake puts first
+        in the pipe as written but never as read, so a pipe of one stays
+        full for ever. Subscriptions are few and rare; events go the other
+        way, unaffected.                                                    */
     zsock_set_rcvhwm(self->xpub, S_XPUB_RCVHWM);
     zsock_set_xpub_nodrop(self->xpub, 1); /* see s_send_event */
     /*  Every subscribe and unsubscribe, not only a prefix's first and last,
