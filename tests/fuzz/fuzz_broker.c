@@ -4,6 +4,7 @@
 */
 
 #include <czmq.h>
+#include <msgpack.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,6 +132,32 @@ const char *fz_broker_events_out(fz_broker_t *self)
 unsigned long long fz_broker_max_payload(fz_broker_t *self)
 {
     return self->max_payload;
+}
+
+void fz_broker_state(fz_broker_t *self, char *out, size_t size)
+{
+    snprintf(out, size, "(no answer to state within 5 s)");
+    zsock_t *d = zsock_new(ZMQ_DEALER);
+    if (!d || zsock_connect(d, "%s", self->control) != 0) {
+        zsock_destroy(&d);
+        return;
+    }
+    zsock_set_rcvtimeo(d, 5000);
+    static const char req[] = "\x82\xa2op\xa5state\xa2id\x01"; /* {op: state, id: 1} */
+    zstr_sendm(d, "");
+    zmq_send(zsock_resolve(d), req, sizeof req - 1, 0);
+    zmsg_t *m = zmsg_recv(d);
+    zframe_t *f = m ? zmsg_last(m) : NULL;
+    if (f) {
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        if (msgpack_unpack_next(&u, (const char *)zframe_data(f), zframe_size(f), NULL) ==
+            MSGPACK_UNPACK_SUCCESS)
+            msgpack_object_print_buffer(out, size, u.data);
+        msgpack_unpacked_destroy(&u);
+    }
+    zmsg_destroy(&m);
+    zsock_destroy(&d);
 }
 
 void fz_broker_stop(fz_broker_t **self_p)

@@ -32,6 +32,10 @@ const char *fz_broker_events_out(fz_broker_t *self);
 /*  The broker's max_payload and max_request.                              */
 unsigned long long fz_broker_max_payload(fz_broker_t *self);
 
+/*  The broker's `state` reply as text (out: size bytes), for a failure's
+    report.                                                                */
+void fz_broker_state(fz_broker_t *self, char *out, size_t size);
+
 /*  Stops the loop and destroys the broker (nx_broker_run's clean stop).   */
 void fz_broker_stop(fz_broker_t **self_p);
 

@@ -39,7 +39,8 @@ static zsock_t *s_pub, *s_sub, *s_raw;
 static uint64_t s_marker;   /* the last marker's number                    */
 static uint64_t s_last_seq; /* the last seq seen                           */
 static uint64_t s_last_ts;  /* and its ts                                  */
-static uint64_t s_inputs;   /* inputs run, to renew the raw subscriber     */
+static uint64_t s_inputs;   /* subscriber inputs, to renew the raw one     */
+static uint64_t s_runs;     /* inputs run                                  */
 
 static void s_close(void)
 {
@@ -172,6 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool subscriber = data[0] & 1;
     fz_part_t f[S_FRAMES];
     size_t n = fz_split(data + 1, size - 1, "\xc1\xc1", 2, f, S_FRAMES);
+    s_runs++;
     if (subscriber) {
         if (++s_inputs % 64 == 0)
             s_new_raw(); /* a connection's subscriptions are bounded */
@@ -187,6 +189,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     zmq_msg_init(&frame);
     nx_event_msg_t ev;
     size_t got = s_until_marker(s_publish_marker(), &frame, &ev, S_TIMEOUT_MS);
+    if (got == SIZE_MAX) {
+        /*  What the report needs: whether the loop still answers, what its
+            counters say, and whether a second marker comes.               */
+        char state[8192];
+        fz_broker_state(s_broker, state, sizeof state);
+        fprintf(stderr, "events fuzz: no marker %llu after input %llu; state: %s\n",
+                (unsigned long long)s_marker, (unsigned long long)s_runs, state);
+        zmq_msg_t again;
+        zmq_msg_init(&again);
+        size_t second = s_until_marker(s_publish_marker(), &again, &ev, 5000);
+        zmq_msg_close(&again);
+        fprintf(stderr, "events fuzz: a second marker %s\n",
+                second == SIZE_MAX ? "did not come either" : "came");
+    }
     FZ_CHECK(got != SIZE_MAX, "the marker did not come within %d ms", S_TIMEOUT_MS);
     if (subscriber)
         FZ_CHECK(got == 0, "an event came from a subscriber's messages");

@@ -203,9 +203,9 @@ static void s_action(int who, const uint8_t *data, size_t size)
     nx_gw_conn_t *conn = nx_gw_conn_get(&s_gw, s_ws[who]);
     FZ_CHECK(conn, "the connection is gone");
     for (nx_gw_msg_t *m; (m = nx_gw_conn_pop(&s_gw, conn)); nx_gw_msg_unref(&m)) {
-        json_error_t jerr;
-        json_t *msg = json_loadb((const char *)m->buf + LWS_PRE, m->len, JSON_ALLOW_NUL, &jerr);
-        FZ_CHECK(json_is_object(msg), "a message that is not a JSON object: %s: %.*s", jerr.text,
+        json_error_t merr;
+        json_t *msg = json_loadb((const char *)m->buf + LWS_PRE, m->len, JSON_ALLOW_NUL, &merr);
+        FZ_CHECK(json_is_object(msg), "a message that is not a JSON object: %s: %.*s", merr.text,
                  (int)(m->len < 200 ? m->len : 200), (const char *)m->buf + LWS_PRE);
         const char *type = json_string_value(json_object_get(msg, "type"));
         FZ_CHECK(type, "a message without type");
