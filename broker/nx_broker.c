@@ -51,6 +51,10 @@
 #define S_XPUB_MAXMSG 4096
 #define S_XPUB_RCVHWM 2
 #define S_TICK_US     1000000
+/*  While large events go out the subscribers' connections are looked at
+    (s_check_queues) at most this often, or once a quarter of queue_bytes
+    of them went out.                                                      */
+#define S_QUEUE_CHECK_US 10000ull
 /*  Parsed requests of one turn wait in memory until the commit; msgpack-c
     needs up to ~24 bytes per element, so the request bytes read in one
     turn are bounded too.                                                   */
@@ -96,7 +100,6 @@ static void s_wake_checkpointer(nx_broker_t *self);
 
 static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
                            const char *socket);
-static void s_drain_xpub_monitor(void *arg);
 
 static void s_env_close(nx_envelope_t *env)
 {
@@ -500,8 +503,9 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         goto fail;
     }
     /*  Every queue of a connection is bounded in bytes too (nx_hwm.h):
-        inbound ones by their largest message, the subscribers' queues on
-        two levels by the size of what is sent.                            */
+        inbound ones by their largest message, the subscribers' queues by
+        a small event's size (and a subscriber that keeps large ones
+        waiting is dropped: s_check_queues).                               */
     uint64_t qb = self->cfg.queue_bytes;
     /*  Inbound, by the largest message a client may rightly send: one that
         is too large but within the MAXMSGSIZE (S_MAXMSG_FACTOR times more)
@@ -520,14 +524,13 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     int rp_hwm = nx_hwm_fixed(self->cfg.control_hwm, qb, NX_UNREAD_LARGE);
     zsock_set_rcvhwm(self->xsub, in_hwm);
     zsock_set_maxmsgsize(self->xsub, max_in);
-    nx_hwm_init(&self->out_q, zsock_resolve(self->xpub), ZMQ_SNDHWM, self->cfg.out_hwm, qb,
-                nx_event_msg_size(NX_TOPIC_MAX, NX_SOURCE_MAX, self->cfg.max_payload));
-    nx_info("queues per connection (queue_bytes %" PRIu64 "): events out %d messages of up to "
-            "%zu bytes, or %d of any size; events in %d; requests in %d; replies %d (those over "
-            "%u bytes only to clients that read)",
-            qb, self->out_q.high,
-            self->out_q.high == self->out_q.low ? (size_t)self->cfg.max_payload : self->out_q.small,
-            self->out_q.low, in_hwm, rq_hwm, rp_hwm, NX_UNREAD_LARGE);
+    int out_hwm = nx_hwm_out(self->cfg.out_hwm, qb, &self->out_small);
+    zsock_set_sndhwm(self->xpub, out_hwm);
+    nx_info("queues per connection (queue_bytes %" PRIu64 "): events out %d messages (of up to "
+            "%zu bytes: larger ones only while the subscriber drains); events in %d; requests in "
+            "%d; replies %d (those over %u bytes only to clients that read)",
+            qb, out_hwm, self->out_small - NX_HWM_MSG_OVERHEAD, in_hwm, rq_hwm, rp_hwm,
+            NX_UNREAD_LARGE);
     zsock_set_maxmsgsize(self->xpub, S_XPUB_MAXMSG);
     /*  libzmq applies every subscription it takes from a subscriber's pipe
         before the loop reads it, and takes a pipe-full each time the loop
@@ -652,13 +655,11 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     int handshakes =
         self->zap ? ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL : 0;
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-xpub-%p", (void *)self);
-    /*  The XPUB's: handshakes done too, for the queues' mark (nx_hwm.h).  */
     /*  Every socket's: accepts that fail (out of descriptors), logged
         once per S_ACCEPT_LOG_US.                                          */
     handshakes |= ZMQ_EVENT_ACCEPT_FAILED;
     if (zmq_socket_monitor(self->h_xpub, ep,
-                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |
-                               ZMQ_EVENT_HANDSHAKE_SUCCEEDED | handshakes) == 0)
+                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | handshakes) == 0)
         self->mon_xpub = zsock_new_pair(ep);
     snprintf(ep, sizeof ep, "inproc://nexusd-monitor-xsub-%p", (void *)self);
     if (zmq_socket_monitor(self->h_xsub, ep,
@@ -673,9 +674,6 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         snprintf(err_buf, err_size, "out of memory");
         goto fail;
     }
-    /*  The mark of the subscribers' queues moves only while no
-        connection is closing, which the monitor tells (nx_hwm.h).        */
-    nx_hwm_watch(&self->out_q, self->mon_xpub ? s_drain_xpub_monitor : NULL, self);
 
     nx_store_stats_t st;
     nx_store_stats(self->store, &st);
@@ -1512,6 +1510,37 @@ static void s_event_encode(nx_pending_event_t *ev, uint8_t *p)
                         zmq_msg_size(&ev->payload));
 }
 
+/*  A subscriber's queue holds out_hwm events whatever their size, so
+    large ones could fill it far beyond queue_bytes (nx_hwm.h). While they
+    go out the subscribers' connections are looked at: one whose kernel
+    send buffer stayed at least half full while a whole queue_bytes of
+    large events went out (it does not drain what it is sent, and libzmq's
+    queue grows behind it) is dropped. libnexus reconnects and resumes
+    from the history.                                                      */
+static void s_check_queues(nx_broker_t *self)
+{
+    if (!self->sublimit || self->large_bytes == self->queues_bytes)
+        return;
+    uint64_t now = nx_mono_us();
+    if (now - self->queues_at < S_QUEUE_CHECK_US &&
+        self->large_bytes - self->queues_bytes < self->cfg.queue_bytes / 4)
+        return;
+    self->queues_at = now;
+    self->queues_bytes = self->large_bytes;
+    /*  Connections that came and went first (a descriptor may be reused). */
+    s_read_monitor(self, self->mon_xpub, &self->count.subscribers, "events-out");
+    size_t n = nx_sublimit_queues(self->sublimit, self->large_bytes, self->cfg.queue_bytes);
+    if (n) {
+        self->count.sub_dropped += n;
+        nx_log_limited(&self->sublimit_log, NX_LOG_WARN,
+                       "dropped %zu subscriber(s) on events-out: the connection did not drain "
+                       "while queue_bytes (%" PRIu64 ") of events over %zu bytes went out "
+                       "(its queue counts them as one each); libnexus reconnects and resumes "
+                       "from the history",
+                       n, self->cfg.queue_bytes, self->out_small - NX_HWM_MSG_OVERHEAD);
+    }
+}
+
 /*  The XPUB runs with ZMQ_XPUB_NODROP, so a send fails with EAGAIN when
     a matching subscriber's queue (out_hwm) is full, where libzmq would
     drop for it silently: that is how the broker learns of an overflow.
@@ -1519,8 +1548,7 @@ static void s_event_encode(nx_pending_event_t *ev, uint8_t *p)
     get it; libzmq sets the full queue aside until its reader has drained
     it to half, and drops for it meanwhile without a word, so what is
     counted is overflows (gaps in that subscriber's stream), not events.
-    The broker never waits for a subscriber. The caller has asked
-    nx_hwm_sending (the queues' mark for its size).                        */
+    The broker never waits for a subscriber.                               */
 static void s_send_event(nx_broker_t *self, zmq_msg_t *out)
 {
     int rc = zmq_msg_send(out, self->h_xpub, ZMQ_DONTWAIT);
@@ -1540,8 +1568,7 @@ static void s_send_event(nx_broker_t *self, zmq_msg_t *out)
 }
 
 /*  Forwards the turn's events on the XPUB, in seq order: held until gate
-    is durable (and behind any event held before them), or until the
-    subscribers' queues may take a large one (nx_hwm_sending).              */
+    is durable (and behind any event held before them).                   */
 static void s_forward(nx_broker_t *self, uint64_t gate)
 {
     bool hold = gate > nx_ha_released(self) || self->held_events.n;
@@ -1554,8 +1581,8 @@ static void s_forward(nx_broker_t *self, uint64_t gate)
             continue;
         }
         s_event_encode(ev, zmq_msg_data(&out));
-        if (!hold && !nx_hwm_sending(&self->out_q, size))
-            hold = true;
+        if (size + NX_HWM_MSG_OVERHEAD > self->out_small)
+            self->large_bytes += size;
         nx_held_t *h = hold ? s_held_push(&self->held_events) : NULL;
         if (h) {
             h->env.n = 0;
@@ -1571,6 +1598,7 @@ static void s_forward(nx_broker_t *self, uint64_t gate)
             s_send_event(self, &out);
         }
     }
+    s_check_queues(self);
 }
 
 /*  Sends what the flush made durable: held replies and events, in order.  */
@@ -1578,8 +1606,7 @@ static void s_release_held(nx_broker_t *self)
 {
     uint64_t durable = nx_ha_released(self);
     nx_held_t *h;
-    while ((h = s_held_first(&self->held_events)) && h->gate <= durable &&
-           nx_hwm_sending(&self->out_q, zmq_msg_size(&h->msg))) {
+    while ((h = s_held_first(&self->held_events)) && h->gate <= durable) {
         self->held_events.bytes -= zmq_msg_size(&h->msg);
         s_send_event(self, &h->msg);
         s_held_pop(&self->held_events);
@@ -2135,13 +2162,8 @@ static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
             uint32_t value;
             memcpy(&event, zframe_data(head), 2);
             memcpy(&value, zframe_data(head) + 2, 4);
-            if (mon == self->mon_xpub) {
+            if (mon == self->mon_xpub)
                 nx_sublimit_conn(self->sublimit, event, (int)value);
-                if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
-                    nx_hwm_connected(&self->out_q);
-                else if (event == ZMQ_EVENT_DISCONNECTED)
-                    nx_hwm_disconnected(&self->out_q, nx_mono_us());
-            }
             if (event == ZMQ_EVENT_ACCEPTED && connected)
                 (*connected)++;
             else if (event == ZMQ_EVENT_DISCONNECTED && connected && *connected > 0)
@@ -2158,17 +2180,6 @@ static void s_read_monitor(nx_broker_t *self, zsock_t *mon, uint64_t *connected,
         }
         zmsg_destroy(&msg);
     }
-    /*  More than a read's worth waits: a disconnect may be among them.   */
-    if (mon == self->mon_xpub)
-        nx_hwm_disconnected(&self->out_q, nx_mono_us());
-}
-
-/*  nx_hwm's drain: what the XPUB's monitor has said, right before a mark
-    is set.                                                                 */
-static void s_drain_xpub_monitor(void *arg)
-{
-    nx_broker_t *self = arg;
-    s_read_monitor(self, self->mon_xpub, &self->count.subscribers, "events-out");
 }
 
 /*  Once a second: report drops (at most one line a second, however many). */
@@ -2208,16 +2219,6 @@ static void s_housekeeping(nx_broker_t *self)
                 "has read half its queue",
                 c->drop_slow - self->slow_logged, c->drop_slow, self->cfg.out_hwm);
         self->slow_logged = c->drop_slow;
-    }
-    if (self->out_q.over_mark != self->over_mark_logged) {
-        nx_warn("%" PRIu64 " large events in the last second went out without lowering the "
-                "subscribers' queue mark, so queue_bytes did not bound them (%" PRIu64
-                " in all): subscriber connections kept closing without a pause of %llu ms, and "
-                "the mark moves only in one (libzmq 4.3 frees a closing connection's pipe while "
-                "it still takes a new mark)",
-                self->out_q.over_mark - self->over_mark_logged, self->out_q.over_mark,
-                NX_HWM_SETTLE_US / 1000);
-        self->over_mark_logged = self->out_q.over_mark;
     }
     /*  Retention and make_room run on the checkpointer's thread.         */
 }
@@ -2274,10 +2275,8 @@ int nx_broker_run(nx_broker_t *self)
             timeout = 0;
         else if ((self->next_coord - wall) / 1000 + 1 < (uint64_t)timeout)
             timeout = (long)((self->next_coord - wall) / 1000) + 1;
-        /*  Parked queries that wait too long get busy; new subscribers
-            get their queue's mark soon (nx_hwm_tick).                     */
-        if ((self->n_parked || self->out_q.fresh || nx_hwm_waiting(&self->out_q)) &&
-            timeout > 100)
+        /*  Parked queries that wait too long get busy.                    */
+        if (self->n_parked && timeout > 100)
             timeout = 100;
         if (timeout > nx_ha_timeout(self))
             timeout = nx_ha_timeout(self);
@@ -2335,7 +2334,6 @@ int nx_broker_run(nx_broker_t *self)
         s_release_held(self);
         if (self->n_parked)
             s_release_parked(self, false);
-        nx_hwm_tick(&self->out_q, nx_mono_us());
         if (ha == NX_BROKER_RESTART) {
             status = NX_BROKER_RESTART;
             break;

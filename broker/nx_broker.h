@@ -183,7 +183,10 @@ struct _nx_broker_t {
     nx_log_limit_t sub_log;           /* bounds refused-subscription log lines      */
     nx_sublimit_t *sublimit;          /* subscriptions per connection (nx_sublimit) */
     nx_log_limit_t sublimit_log;      /* bounds dropped-subscriber log lines        */
-    nx_hwm_t out_q;                   /* the subscribers' queues' mark (bytes)      */
+    size_t out_small;                 /* events up to this size fill queue_bytes    */
+    uint64_t large_bytes;             /* bytes of larger events sent, in all        */
+    uint64_t queues_at;               /* mono us of the last s_check_queues look    */
+    uint64_t queues_bytes;            /* large_bytes at that look                   */
     uint64_t accept_failed;           /* accepts that failed (out of descriptors)   */
     uint64_t accept_logged;           /* accept_failed when last logged             */
     uint64_t accept_logged_us;        /* and when (mono us)                         */
@@ -212,7 +215,6 @@ struct _nx_broker_t {
     zhashx_t *subscriptions;          /* prefix -> refcount, for `state`            */
     uint64_t dropped_logged;          /* drops already reported in the log          */
     uint64_t slow_logged;             /* slow-subscriber drops already logged       */
-    uint64_t over_mark_logged;        /* nx_hwm over_mark already logged            */
     uint64_t next_tick;               /* monotonic us of the next housekeeping      */
     char last_drop[160];              /* what the last dropped event looked like    */
     bool batch_kv;                    /* this turn logged session/claim changes     */

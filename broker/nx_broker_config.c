@@ -49,7 +49,7 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
           "control messages queued per client, each way"),
     S_KEY(queue_bytes, NX_CONF_SIZE, "64M", 1ull << 20, 1ull << 40, NULL,
           "bytes a client connection's queue may hold, each way: out_hwm, in_hwm and control_hwm "
-          "are lowered while messages are large (a slow subscriber holds at most twice this)"),
+          "follow from it (a subscriber that does not drain large events is disconnected)"),
     S_KEY(subscriptions_max, NX_CONF_U64, "1000", 1, 1000000, NULL,
           "subscriptions one subscriber connection may hold; one more (or a prefix over 255 "
           "bytes) drops the connection"),

@@ -4,8 +4,10 @@
     =========================================================================
 */
 
+#include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "nx_sublimit.h"
@@ -17,6 +19,8 @@ enum { S_UNKNOWN = 0, S_LIVE, S_DROPPED };
 typedef struct {
     uint32_t subs; /* subscriptions it holds (subscribes less unsubscribes) */
     uint8_t state; /* S_*                                                   */
+    bool full;         /* nx_sublimit_queues found its send buffer full      */
+    uint64_t full_at;  /* the sent count when it first did, in a row          */
 } s_conn_t;
 
 struct _nx_sublimit_t {
@@ -68,7 +72,7 @@ void nx_sublimit_conn(nx_sublimit_t *self, uint16_t event, int fd)
         return;
     s_conn_t *c = s_conn(self, fd);
     if (c)
-        *c = (s_conn_t){0, event == ZMQ_EVENT_ACCEPTED ? S_LIVE : S_UNKNOWN};
+        *c = (s_conn_t){0, event == ZMQ_EVENT_ACCEPTED ? S_LIVE : S_UNKNOWN, false, 0};
 }
 
 nx_sub_verdict_t nx_sublimit_check(nx_sublimit_t *self, zmq_msg_t *msg, bool subscribe,
@@ -111,4 +115,37 @@ bool nx_sublimit_drop(nx_sublimit_t *self, int fd)
     if (connect(fd, &unspec, sizeof unspec) == 0)
         return true;
     return shutdown(fd, SHUT_RDWR) == 0;
+}
+
+/*  The kernel holds at least a quarter of the connection's send buffer
+    (SO_SNDBUF counts the kernel's overhead too: a peer that reads nothing
+    leaves it between a half and all of it): its peer does not take what
+    it is sent. A stream socket; for anything else, or when the kernel
+    will not say, false.                                                   */
+static bool s_backed_up(int fd)
+{
+    int queued = 0, room = 0;
+    socklen_t len = sizeof room;
+    if (ioctl(fd, SIOCOUTQ, &queued) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &room, &len) != 0 || room <= 0)
+        return false;
+    return queued >= room / 4;
+}
+
+size_t nx_sublimit_queues(nx_sublimit_t *self, uint64_t sent, uint64_t budget)
+{
+    size_t dropped = 0;
+    for (size_t fd = 0; self && fd < self->cap; fd++) {
+        s_conn_t *c = &self->conns[fd];
+        if (c->state != S_LIVE || !s_backed_up((int)fd)) {
+            c->full = false;
+            continue;
+        }
+        if (!c->full) {
+            c->full = true;
+            c->full_at = sent;
+        } else if (sent - c->full_at >= budget && nx_sublimit_drop(self, (int)fd))
+            dropped++;
+    }
+    return dropped;
 }

@@ -1,8 +1,9 @@
 /*  =========================================================================
-    nx_sublimit - what one subscriber connection may ask of the broker's
+    nx_sublimit - what one subscriber connection may cost the broker's
     XPUB: each subscription at most NX_TOPIC_MAX bytes of prefix, and at
-    most subscriptions_max of them at once. A connection that asks for
-    more is dropped.
+    most subscriptions_max of them at once; and, while large events flow,
+    a connection that does not drain (nx_sublimit_queues). A connection
+    that asks for more, or keeps its queue full, is dropped.
 
     Why: libzmq keeps every subscription in a trie with one node per byte
     of prefix (about 32 bytes each), whether the XPUB is manual or not,
@@ -62,5 +63,13 @@ nx_sub_verdict_t nx_sublimit_check(nx_sublimit_t *self, zmq_msg_t *msg, bool sub
     monitor's pending events first) or it is being dropped already. True
     when it was dropped now.                                               */
 bool nx_sublimit_drop(nx_sublimit_t *self, int fd);
+
+/*  Looks at the kernel send queue of every connection the monitor says
+    is there. sent: bytes of large events sent so far, in all. One found
+    at least a quarter full at every look while budget more bytes went out (its
+    subscriber does not drain it, and libzmq's queue, which counts
+    messages, grows behind it) is dropped (nx_sublimit_drop). Returns how
+    many were dropped now.                                                 */
+size_t nx_sublimit_queues(nx_sublimit_t *self, uint64_t sent, uint64_t budget);
 
 #endif
