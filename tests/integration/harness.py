@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import msgpack
@@ -339,6 +340,34 @@ def next_event(sub, topic, pred=None, timeout=3.0):
         if len(buf) < 200000:
             buf.append((ev[0], payload, ev[3], at))
     return None
+
+
+class EventReader(threading.Thread):
+    """Owns a subscriber socket on a thread of its own (start it once the
+    subscription is settled): events holds (seq, topic) of every event
+    received, max_seq the highest seq. stop() ends it."""
+
+    def __init__(self, sub):
+        super().__init__(daemon=True)
+        self.sub, self.events, self.max_seq, self.done = sub, [], 0, False
+
+    def run(self):
+        while not self.done:
+            if not self.sub.poll(100):
+                continue
+            for _ in range(10000):
+                try:
+                    frames = self.sub.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                ev = decode_event(frames[0])
+                self.events.append((ev[1], ev[0]))
+                if ev[1] > self.max_seq:
+                    self.max_seq = ev[1]
+
+    def stop(self):
+        self.done = True
+        self.join(5)
 
 
 def wait_until(fn, timeout=5.0, step=0.02):

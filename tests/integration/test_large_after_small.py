@@ -25,7 +25,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Broker, Checks, Client, decode_event, publisher,  # noqa: E402
+from harness import (Broker, Checks, Client, EventReader, publisher,  # noqa: E402
                      settle_subscription, subscriber, wait_until)
 
 t = Checks()
@@ -36,30 +36,10 @@ LARGE = 200_000  # bytes: far above the 4 KiB of a small event
 AFTER = 20
 
 
-class Reader(threading.Thread):
-    """Owns a raw subscriber: every (seq, topic) it receives."""
-
-    def __init__(self, sub):
-        super().__init__(daemon=True)
-        self.sub, self.got, self.stop = sub, [], False
-
-    def run(self):
-        while not self.stop:
-            if not self.sub.poll(100):
-                continue
-            for _ in range(10000):
-                try:
-                    frame = self.sub.recv(flags=1)  # zmq.NOBLOCK
-                except Exception:
-                    break
-                ev = decode_event(frame)
-                self.got.append((ev[1], ev[0]))
-
-
 with Broker() as b:
     raw = subscriber(b, "big.")
     settle_subscription(b, raw, topic="big.settle")
-    reader = Reader(raw)
+    reader = EventReader(raw)
     reader.start()
     env = dict(os.environ)
     env.pop("NEXUS_ENDPOINT", None)
@@ -79,19 +59,19 @@ with Broker() as b:
         time.sleep(0.3)
         for i in range(SMALL):
             pub.send_multipart([b"big.small", b"s"])
-        t.check(wait_until(lambda: sum(1 for _, tp in list(reader.got) if tp == "big.small")
+        t.check(wait_until(lambda: sum(1 for _, tp in list(reader.events) if tp == "big.small")
                            >= SMALL * 0.9, timeout=60, step=0.1),
-                "the raw subscriber read the small events (%d)" % len(reader.got))
+                "the raw subscriber read the small events (%d)" % len(reader.events))
         time.sleep(0.3)
         with Client(b) as c:
             large = c.request({"op": "publish", "topic": "big.large", "payload": b"L" * LARGE},
                               timeout=10)["seq"]
             after = [c.request({"op": "publish", "topic": "big.after", "payload": b"%d" % i},
                                timeout=10)["seq"] for i in range(AFTER)]
-        t.check(wait_until(lambda: any(tp == "big.large" for _, tp in list(reader.got)),
+        t.check(wait_until(lambda: any(tp == "big.large" for _, tp in list(reader.events)),
                            timeout=10, step=0.1),
                 "a raw subscriber that keeps up gets the large event")
-        got_after = lambda: sorted(s for s, tp in list(reader.got) if tp == "big.after")  # noqa: E731
+        got_after = lambda: sorted(s for s, tp in list(reader.events) if tp == "big.after")  # noqa: E731
         t.check(wait_until(lambda: got_after() == after, timeout=10, step=0.1),
                 "a raw subscriber that keeps up gets every event after the large one: %d of %d"
                 % (len(got_after()), AFTER))
@@ -121,7 +101,7 @@ with Broker() as b:
             st = c.request({"op": "state"})
         t.eq(st["drops"]["slow_subscriber"], 0, "no event was dropped for a subscriber")
     finally:
-        reader.stop = True
+        reader.stop()
         sdk.terminate()
         try:
             sdk.communicate(timeout=10)

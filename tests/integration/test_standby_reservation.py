@@ -21,11 +21,10 @@ nexusd processes:
 import os
 import signal
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Broker, Checks, Client, decode_event, publisher,  # noqa: E402
+from harness import (Broker, Checks, Client, EventReader, publisher,  # noqa: E402
                      settle_subscription, subscriber, wait_until)
 
 t = Checks()
@@ -54,29 +53,6 @@ def log_of(broker):
         return ""
 
 
-class Reader(threading.Thread):
-    """Owns the subscriber socket once the subscription is settled: the
-    highest seq seen so far."""
-
-    def __init__(self, sub):
-        super().__init__(daemon=True)
-        self.sub, self.max_seq, self.count, self.stop = sub, 0, 0, False
-
-    def run(self):
-        while not self.stop:
-            if not self.sub.poll(100):
-                continue
-            for _ in range(10000):
-                try:
-                    frames = self.sub.recv_multipart(flags=1)  # zmq.NOBLOCK
-                except Exception:
-                    break
-                seq = decode_event(frames[0])[1]
-                self.count += 1
-                if seq > self.max_seq:
-                    self.max_seq = seq
-
-
 def publish_raw(pub, n):
     for _ in range(n):
         pub.send_multipart([b"res.bulk", b"x"])
@@ -94,7 +70,7 @@ try:
             "b becomes the standby the primary waits for")
     sub = subscriber(a, "res.")
     settle_subscription(a, sub, topic="res.settle")
-    reader = Reader(sub)
+    reader = EventReader(sub)
     reader.start()
     pub = publisher(a)
 
@@ -159,8 +135,7 @@ try:
             % (r.get("seq"), seen))
 finally:
     if reader:
-        reader.stop = True
-        reader.join(5)
+        reader.stop()
     if stopped and b.proc:
         os.kill(b.proc.pid, signal.SIGCONT)
     for x in (a, b):

@@ -57,8 +57,9 @@ static inline void nx_test_rm_tree(const char *dir)
     while (d && (e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        char path[4096];
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path)
+            continue; /* deeper than a test makes */
         struct stat st;
         if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
             nx_test_rm_tree(path);
