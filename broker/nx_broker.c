@@ -55,6 +55,9 @@
     (s_check_queues) at most this often, or once a quarter of queue_bytes
     of them went out.                                                      */
 #define S_QUEUE_CHECK_US 10000ull
+/*  Prefixes state's subscriptions and channels count at most (each entry
+    is a few hundred bytes at most).                                       */
+#define S_SUBSCRIPTIONS_TRACKED 50000
 /*  Parsed requests of one turn wait in memory until the commit; msgpack-c
     needs up to ~24 bytes per element, so the request bytes read in one
     turn are bounded too.                                                   */
@@ -2056,7 +2059,17 @@ static void s_read_subscriptions(nx_broker_t *self)
                 refs++;
             else if (refs > 0)
                 refs--;
-            if (refs)
+            /*  libzmq passes every subscribe of a connection, repeats too,
+                but takes back each prefix once when it goes: a peer that
+                repeats new prefixes leaves entries behind, so the table is
+                bounded (only `state`'s counts depend on it).             */
+            if (refs == 1 && data[0] == 1 &&
+                zhashx_size(self->subscriptions) >= S_SUBSCRIPTIONS_TRACKED)
+                nx_log_limited(&self->sub_log, NX_LOG_WARN,
+                               "events-out: %d prefixes tracked already: a new one is not "
+                               "counted in state's subscriptions and channels",
+                               S_SUBSCRIPTIONS_TRACKED);
+            else if (refs)
                 zhashx_update(self->subscriptions, key, (void *)refs);
             else
                 zhashx_delete(self->subscriptions, key);

@@ -241,5 +241,36 @@ with Broker(extra=["--token", "sekrit", "--subscriptions-max", "5"], token="sekr
             "with tokens: a 300-byte subscription drops it")
     sub.close()
 
+# The prefixes state counts are bounded too (50 000): 52 subscribers of
+# 1 000 distinct prefixes each are all served, the table stops at the bound
+# and the log says so.
+with Broker() as b:
+    subs = []
+    for k in range(52):
+        s = zmq.Context.instance().socket(zmq.SUB)
+        s.linger = 0
+        for i in range(1000):
+            s.setsockopt(zmq.SUBSCRIBE, ("many.%02d.%04d" % (k, i)).encode())
+        s.connect(b.events_out)
+        subs.append(s)
+
+    def counted():
+        with Client(b) as c:
+            return c.request({"op": "state"})["subscriptions"]
+    t.check(wait_until(lambda: "prefixes tracked already" in b.logs(), timeout=60, step=0.5),
+            "past 50 000 prefixes the log says they are not counted")
+    t.check(counted() == 50000, "state counts 50 000 prefixes at most (%d)" % counted())
+    with Client(b) as c:
+        rep = c.request({"op": "publish", "topic": "many.51.0999", "payload": b"x"})
+    t.check(rep.get("ok"), "publish to the last one's prefix")
+    subs[51].rcvtimeo = 5000
+    try:
+        got = subs[51].recv()
+    except zmq.Again:
+        got = b""
+    t.check(b"many.51.0999" in got, "a subscriber past the bound is served all the same")
+    for s in subs:
+        s.close()
+
 t.done()
 sys.exit(1 if t.failed else 0)
