@@ -4,6 +4,7 @@
 */
 
 #include <czmq.h>
+#include <errno.h>
 #include <msgpack.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -132,6 +133,33 @@ const char *fz_broker_events_out(fz_broker_t *self)
 unsigned long long fz_broker_max_payload(fz_broker_t *self)
 {
     return self->max_payload;
+}
+
+int fz_msg_recv(void *sock, zmq_msg_t *msg, int timeout_ms)
+{
+    int64_t deadline = zclock_mono() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - zclock_mono();
+        zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&item, 1, left > 0 ? (long)left : 0);
+        if (rc > 0 && zmq_msg_recv(msg, sock, ZMQ_DONTWAIT) >= 0)
+            return 0;
+        if (rc < 0 && zmq_errno() != EINTR)
+            return -1;
+        if (zclock_mono() >= deadline) {
+            errno = EAGAIN;
+            return -1;
+        }
+    }
+}
+
+int fz_send(void *sock, const void *data, size_t size, int flags)
+{
+    int rc = -1;
+    for (int i = 0; i < 1000; i++)
+        if ((rc = zmq_send(sock, data, size, flags)) >= 0 || zmq_errno() != EINTR)
+            break;
+    return rc;
 }
 
 void fz_broker_state(fz_broker_t *self, char *out, size_t size)

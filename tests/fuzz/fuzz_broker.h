@@ -11,6 +11,7 @@
 #define FUZZ_BROKER_H_INCLUDED
 
 #include <stdbool.h>
+#include <zmq.h>
 
 typedef struct _fz_broker_t fz_broker_t;
 
@@ -31,6 +32,15 @@ const char *fz_broker_events_out(fz_broker_t *self);
 
 /*  The broker's max_payload and max_request.                              */
 unsigned long long fz_broker_max_payload(fz_broker_t *self);
+
+/*  zmq_msg_recv on sock within timeout_ms, going on when a signal
+    interrupts it (libFuzzer's SIGALRM comes every 601 s with the default
+    -timeout: taken for a lost reply, it was the events target's "marker
+    did not come"). 0, or -1 with errno EAGAIN when nothing came.         */
+int fz_msg_recv(void *sock, zmq_msg_t *msg, int timeout_ms);
+
+/*  zmq_send, sent again when a signal interrupts it (see fz_msg_recv).   */
+int fz_send(void *sock, const void *data, size_t size, int flags);
 
 /*  The broker's `state` reply as text (out: size bytes), for a failure's
     report.                                                                */

@@ -183,11 +183,11 @@ static void s_request(const uint8_t *data, size_t size)
         at += len;
     }
     for (size_t i = 0; i < n_env; i++)
-        FZ_CHECK(zmq_send(dealer, env[i].data, env[i].size, ZMQ_SNDMORE) >= 0, "send: %s",
+        FZ_CHECK(fz_send(dealer, env[i].data, env[i].size, ZMQ_SNDMORE) >= 0, "send: %s",
                  zmq_strerror(zmq_errno()));
     const uint8_t *body = data + at;
     size_t body_len = size - at;
-    FZ_CHECK(zmq_send(dealer, body, body_len, 0) >= 0, "send: %s", zmq_strerror(zmq_errno()));
+    FZ_CHECK(fz_send(dealer, body, body_len, 0) >= 0, "send: %s", zmq_strerror(zmq_errno()));
 
     /*  The reply: the routing frames back (all of them, or none when
         there were more than the broker keeps), then the body.           */
@@ -197,7 +197,7 @@ static void s_request(const uint8_t *data, size_t size)
     while (more) {
         FZ_CHECK(n < S_ENVELOPE + 2, "a reply of more frames than the request");
         zmq_msg_init(&frames[n]);
-        FZ_CHECK(zmq_msg_recv(&frames[n], dealer, 0) >= 0, "no reply within %d ms: %s",
+        FZ_CHECK(fz_msg_recv(dealer, &frames[n], S_TIMEOUT_MS) >= 0, "no reply within %d ms: %s",
                  S_TIMEOUT_MS, zmq_strerror(zmq_errno()));
         more = zmq_msg_more(&frames[n]);
         n++;

@@ -74,9 +74,9 @@ static uint64_t s_publish_marker(void)
     uint8_t n[8];
     nx_put_u64(n, ++s_marker);
     zsock_t *p = s_pub;
-    FZ_CHECK(zmq_send(zsock_resolve(p), S_MARKER, strlen(S_MARKER), ZMQ_SNDMORE) >= 0 &&
-                 zmq_send(zsock_resolve(p), n, 8, ZMQ_SNDMORE) >= 0 &&
-                 zmq_send(zsock_resolve(p), "fz", 2, 0) >= 0,
+    FZ_CHECK(fz_send(zsock_resolve(p), S_MARKER, strlen(S_MARKER), ZMQ_SNDMORE) >= 0 &&
+                 fz_send(zsock_resolve(p), n, 8, ZMQ_SNDMORE) >= 0 &&
+                 fz_send(zsock_resolve(p), "fz", 2, 0) >= 0,
              "publish the marker");
     return s_marker;
 }
@@ -87,11 +87,12 @@ static size_t s_until_marker(uint64_t marker, zmq_msg_t *frame, nx_event_msg_t *
 {
     size_t before = 0;
     void *h = zsock_resolve(s_sub);
-    zsock_set_rcvtimeo(s_sub, timeout_ms);
+    int64_t deadline = zclock_mono() + timeout_ms;
     while (true) {
         zmq_msg_t m;
         zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, h, 0) < 0) {
+        int64_t left = deadline - zclock_mono();
+        if (fz_msg_recv(h, &m, left > 0 ? (int)left : 0) < 0) {
             zmq_msg_close(&m);
             return SIZE_MAX;
         }
@@ -178,11 +179,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (++s_inputs % 64 == 0)
             s_new_raw(); /* a connection's subscriptions are bounded */
         for (size_t i = 0; i < n; i++)
-            FZ_CHECK(zmq_send(zsock_resolve(s_raw), f[i].data, f[i].size, 0) >= 0,
+            FZ_CHECK(fz_send(zsock_resolve(s_raw), f[i].data, f[i].size, 0) >= 0,
                      "send a subscription: %s", zmq_strerror(zmq_errno()));
     } else
         for (size_t i = 0; i < n; i++)
-            FZ_CHECK(zmq_send(zsock_resolve(s_pub), f[i].data, f[i].size,
+            FZ_CHECK(fz_send(zsock_resolve(s_pub), f[i].data, f[i].size,
                               i + 1 < n ? ZMQ_SNDMORE : 0) >= 0,
                      "publish: %s", zmq_strerror(zmq_errno()));
     zmq_msg_t frame;
