@@ -306,6 +306,14 @@ def main():
             sub = [int(x[1]) for x in lines(out["sub"]) if x[0] == "ev" and x[2] == "fo.pub"]
             gaps = [x for x in lines(out["sub"]) if x[0] == "gap"]
             t.eq(gaps, [], "the subscriber saw no gap")
+            if sub != sorted(set(sub)):
+                # What the next look needs: where the order broke, and what
+                # else the subscriber printed (errors, gaps, resets).
+                bad = [i for i in range(1, len(sub)) if sub[i] <= sub[i - 1]]
+                for i in bad[:5]:
+                    print("# out of order at %d: %r" % (i, sub[max(0, i - 4):i + 4]))
+                print("# the subscriber's other lines: %r"
+                      % [x for x in lines(out["sub"]) if x[0] != "ev"][:40])
             t.check(sub == sorted(set(sub)), "the subscriber: seq order, no duplicate")
             t.eq(sorted(set(acked) - set(sub)), [], "the subscriber got every acknowledged event")
             t.check(ws.error is None, "the WebSocket client's stream: %s" % ws.error)
