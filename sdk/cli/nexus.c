@@ -696,6 +696,11 @@ static int s_cmd_sub(s_cli_t *cli)
     int rc = s_connect(cli, false);
     if (rc)
         return rc;
+    /*  The starting point before the patterns: set after them, the events
+        that came live in between would be printed, then again from the
+        history (nexus.h: a later resume_from delivers again).            */
+    if (have_since)
+        nexus_client_resume_from(cli->client, since);
     for (int i = 0; i < cli->npos; i++) {
         nexus_err_t err = nexus_subscribe(cli->client, cli->pos[i]);
         if (err == NEXUS_ERR_BAD_PATTERN)
@@ -719,8 +724,6 @@ static int s_cmd_sub(s_cli_t *cli)
     nexus_history_destroy(&probe);
     if (perr == NEXUS_ERR_FORBIDDEN)
         return s_client_error(cli, perr);
-    if (have_since)
-        nexus_client_resume_from(cli->client, since);
     uint64_t seen = 0;
     while (!s_interrupted && (count == 0 || seen < count)) {
         nexus_event_t *ev = NULL;

@@ -409,8 +409,9 @@ NEXUS_EXPORT nexus_err_t nexus_unsubscribe(nexus_client_t *self, const char *pat
 
 /*  Sets the point to deliver from: the next event delivered is the first
     matching one with seq > seq (0: from the oldest retained event). Meant
-    for start-up, after connect: call it again later and events after seq
-    are delivered again. Returns NEXUS_OK or NEXUS_ERR_CLOSED.
+    for start-up, after connect and before nexus_subscribe: call it later
+    (also right after nexus_subscribe) and the events after seq already
+    delivered are delivered again. Returns NEXUS_OK or NEXUS_ERR_CLOSED.
     A seq is a number of one store (docs/protocol.md 6.1): keep the store
     with it and prefer nexus_client_resume_at. Without a store the seq is
     taken for the broker's store, and reset (below) only when it lies

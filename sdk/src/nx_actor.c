@@ -69,6 +69,7 @@ typedef struct {
     int kind;       /* S_Q_*                                                */
     uint64_t since; /* history: the frontier it started from                */
     uint64_t until; /* history: inclusive upper bound, 0 for none           */
+    unsigned gen;   /* history: the patterns' generation it asked for       */
 } s_slot_t;
 
 typedef struct {
@@ -86,6 +87,7 @@ typedef struct {
     zsock_t *mon;                          /* monitor of sub (connect/disconnect)       */
     s_pattern_t patterns[NX_PATTERNS_MAX]; /* subscribed patterns                       */
     size_t n_patterns;                     /* entries in patterns                       */
+    unsigned patterns_gen;                 /* changes with every pattern added/removed  */
     bool match_all;                        /* some pattern matches every topic          */
     char *pattern_texts[NX_PATTERNS_MAX];  /* the texts, for history requests           */
     bool have_start;                       /* frontier is known                         */
@@ -148,6 +150,7 @@ static bool s_matches(s_actor_t *self, const char *topic, size_t len)
 
 static void s_patterns_changed(s_actor_t *self)
 {
+    self->patterns_gen++;
     self->match_all = false;
     for (size_t i = 0; i < self->n_patterns; i++) {
         self->pattern_texts[i] = self->patterns[i].text;
@@ -533,6 +536,7 @@ static void s_send_history(s_actor_t *self, bool bounded)
     if (s_send(self, S_SLOT_DATA, S_Q_HISTORY, &req) == 0) {
         self->slot[S_SLOT_DATA].since = self->frontier;
         self->slot[S_SLOT_DATA].until = until;
+        self->slot[S_SLOT_DATA].gen = self->patterns_gen;
     }
     nx_req_destroy(&req);
     self->next_verify = nx_clock_ms() + S_VERIFY_MS;
@@ -564,6 +568,12 @@ static void s_on_history(s_actor_t *self, s_slot_t *q, nx_page_t *pg)
 {
     if (q->since != self->frontier)
         return; /* the frontier moved (RESUME): this page is stale */
+    /*  A pattern came (or went) after it was asked: the page lacks its
+        events, and taking it would move the frontier past them.         */
+    if (q->gen != self->patterns_gen) {
+        self->need_check = true;
+        return;
+    }
     if (pg->store_id[0]) {
         if (!self->store[0])
             s_store_adopt(self, pg->store_id);

@@ -97,12 +97,14 @@ static int s_claim(nexus_client_t *c, const char *prefix, long count, long pace)
 static int s_sub(nexus_client_t *c, const char *pattern, const char *since)
 {
     nexus_err_t rc;
-    while ((rc = nexus_subscribe(c, pattern)) != NEXUS_OK && !s_stop) {
+    /*  The starting point first: after the pattern, what came live in
+        between would be delivered twice (nexus.h).                        */
+    while (since && (rc = nexus_client_resume_from(c, strtoull(since, NULL, 10))) != NEXUS_OK &&
+           !s_stop) {
         printf("err 0 %s\n", nexus_err_name(rc));
         usleep(100000);
     }
-    while (since && (rc = nexus_client_resume_from(c, strtoull(since, NULL, 10))) != NEXUS_OK &&
-           !s_stop) {
+    while ((rc = nexus_subscribe(c, pattern)) != NEXUS_OK && !s_stop) {
         printf("err 0 %s\n", nexus_err_name(rc));
         usleep(100000);
     }
