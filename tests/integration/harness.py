@@ -370,6 +370,16 @@ class EventReader(threading.Thread):
         self.join(5)
 
 
+def terminate(proc, timeout=10):
+    """SIGTERM, then SIGKILL if it lingers: returns (stdout, stderr)."""
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
+
+
 def wait_until(fn, timeout=5.0, step=0.02):
     deadline = time.time() + timeout
     while time.time() < deadline:

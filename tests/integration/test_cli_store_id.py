@@ -31,7 +31,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Broker, Checks, Client, free_ports  # noqa: E402
+from harness import Broker, Checks, Client, free_ports, terminate  # noqa: E402
 
 BUILD = os.environ.get("NEXUS_BUILD_DIR", "build")
 NEXUS = os.environ.get("NEXUS_CLI") or os.path.join(BUILD, "sdk", "nexus")
@@ -198,12 +198,7 @@ try:
                      "then the new store's events from its first: %r" % got)
             t.check(sub.poll() is None, "nexus sub keeps running after the reset")
         finally:
-            sub.terminate()
-            try:
-                _, err = sub.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                sub.kill()
-                _, err = sub.communicate()
+            _, err = terminate(sub)
         t.check("reset" in err and sid_d in err, "a notice on stderr: %r" % err)
 finally:
     shutil.rmtree(root, ignore_errors=True)

@@ -23,7 +23,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Broker, Checks, Client, free_ports  # noqa: E402
+from harness import Broker, Checks, Client, free_ports, terminate  # noqa: E402
 
 t = Checks()
 BUILD = os.environ.get("NEXUS_BUILD_DIR", "build")
@@ -138,12 +138,7 @@ try:
 finally:
     err = ""
     if sub:
-        sub.terminate()
-        try:
-            _, err = sub.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            sub.kill()
-            _, err = sub.communicate()
+        _, err = terminate(sub)
     t.check("reset" not in (err or ""), "no reset notice: %r" % (err or "")[-300:])
     for x in (a, b):
         x.cleanup()
