@@ -1516,7 +1516,7 @@ static void s_event_encode(nx_pending_event_t *ev, uint8_t *p)
 /*  A subscriber's queue holds out_hwm events whatever their size, so
     large ones could fill it far beyond queue_bytes (nx_hwm.h). While they
     go out the subscribers' connections are looked at: one whose kernel
-    send buffer stayed at least half full while a whole queue_bytes of
+    send buffer stayed at least a quarter full while a whole queue_bytes of
     large events went out (it does not drain what it is sent, and libzmq's
     queue grows behind it) is dropped. libnexus reconnects and resumes
     from the history.                                                      */
