@@ -70,8 +70,7 @@ with Broker(extra=["--queue-bytes", "1M", "--max-payload", "256k"]) as b:
         for th in threads:
             th.join(10)
         # Large events still flow once the churn stops: a steady
-        # subscriber gets one sent now (a large event waits at most
-        # NX_HWM_WAIT_US for its mark while connections close).
+        # subscriber gets one sent now.
         # (An acknowledged publish: the PUB may have dropped at its own
         # mark while the broker took in the backlog of large events.)
         drain(steady, quiet_ms=300)
