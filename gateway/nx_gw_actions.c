@@ -103,7 +103,7 @@ static json_t *s_reply_new(s_ctx_t *ctx, bool ok)
 static void s_error(s_ctx_t *ctx, const char *code, const char *message, json_t *extra)
 {
     json_t *r = s_reply_new(ctx, false);
-    json_t *e = json_pack("{s:s, s:s}", "code", code, "message", message);
+    json_t *e = json_pack("{s:s, s:o}", "code", code, "message", nx_front_text(message));
     if (extra)
         json_object_update(e, extra);
     json_object_set_new(r, "error", e);

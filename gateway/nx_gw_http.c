@@ -47,7 +47,7 @@ static void s_answer(s_req_t *r, int status, json_t *body)
 
 static void s_error(s_req_t *r, int status, const char *code, const char *message, json_t *extra)
 {
-    json_t *e = json_pack("{s:s, s:s}", "code", code, "message", message);
+    json_t *e = json_pack("{s:s, s:o}", "code", code, "message", nx_front_text(message));
     if (extra)
         json_object_update(e, extra);
     __atomic_add_fetch(&r->gw->stats.errors, 1, __ATOMIC_RELAXED);

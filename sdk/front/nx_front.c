@@ -8,6 +8,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "nx_codec.h"
@@ -29,7 +30,22 @@ void nx_front_fail(nx_front_err_t *err, const char *code, int status, const char
     va_start(args, format);
     vsnprintf(err->message, sizeof err->message, format, args);
     va_end(args);
+    nx_utf8_scrub(err->message);
     err->status = status ? status : nx_err_http_status(nexus_err_from_name(code));
+}
+
+json_t *nx_front_text(const char *text)
+{
+    json_t *s = json_string(text);
+    if (s || !text)
+        return s;
+    char *copy = strdup(text);
+    if (!copy)
+        return NULL;
+    nx_utf8_scrub(copy);
+    s = json_string(copy);
+    free(copy);
+    return s;
 }
 
 void nx_front_err_reset(nx_front_err_t *err)

@@ -773,8 +773,8 @@ static json_t *s_response(json_t *id, json_t *result)
 
 static json_t *s_rpc_error(json_t *id, int code, const char *message)
 {
-    return json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(),
-                     "error", "code", code, "message", message);
+    return json_pack("{s:s, s:O, s:{s:i, s:o}}", "jsonrpc", "2.0", "id", id ? id : json_null(),
+                     "error", "code", code, "message", nx_front_text(message));
 }
 
 json_t *nx_mcp_parse_error(const char *why)

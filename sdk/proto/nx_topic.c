@@ -86,6 +86,20 @@ size_t nx_utf8_cut(const char *s, size_t len, size_t max)
     return max;
 }
 
+void nx_utf8_scrub(char *s)
+{
+    unsigned char *u = (unsigned char *)s;
+    size_t len = strlen(s);
+    for (size_t i = 0; i < len;) {
+        size_t n = u[i] < 0x80 ? 1 : nx_utf8_seq(u, len, i);
+        if (n == 0) {
+            u[i] = '?';
+            n = 1;
+        }
+        i += n;
+    }
+}
+
 /*  What each byte may be in a literal token: every event on the event plane
     is validated, so the scan is one table load per byte (S_OK for printable
     ASCII but '*' and '>'). Bytes from 0x80 are checked as UTF-8.           */

@@ -38,6 +38,12 @@ bool nx_utf8_valid(const char *s, size_t len);
     without splitting a character: for quoting client text in messages.    */
 size_t nx_utf8_cut(const char *s, size_t len, size_t max);
 
+/*  Replaces, in place, each byte of the NUL-terminated s that is not part
+    of valid UTF-8 with '?': for messages that quote what a client sent
+    (a JSON parser's error text, a cut at a buffer's end), which a JSON or
+    msgpack string must not carry.                                          */
+void nx_utf8_scrub(char *s);
+
 /*  Returns true when topic[0..len) is a valid topic (no wildcards).        */
 bool nx_topic_valid(const char *topic, size_t len);
 

@@ -13,7 +13,7 @@ const ISO_UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
 async function call(f, method, path, body, headers = {}) {
   const init = { method, headers: { ...headers }, signal: AbortSignal.timeout(5000) };
   if (body !== undefined) {
-    init.body = typeof body === 'string' ? body : JSON.stringify(body);
+    init.body = typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
     if (!init.headers['Content-Type']) init.headers['Content-Type'] = 'application/json';
   }
   const res = await fetch(`${f.http}${path}`, init);
@@ -283,6 +283,10 @@ test('work: the seed curl example, claim, denied 409, release, complete, /work/c
   e = assertHttpError(await call(f, 'POST', '/work/claim', { work_id: 'x' }), 400, 'bad_request');
   assert.match(e.message, /session_id/);
   assertHttpError(await call(f, 'POST', '/work/claim', '{not json'), 400, 'bad_json');
+  // Not JSON and not UTF-8: the parser's error quotes the bad bytes, and
+  // the message still comes back (found by fuzz_gateway: it was dropped).
+  e = assertHttpError(await call(f, 'POST', '/work/claim', Buffer.from('7b2261635ce4a3a3a3a15c', 'hex')), 400, 'bad_json');
+  assert.match(e.message, /not valid JSON.*line 1/);
   assertHttpError(await call(f, 'POST', '/work/complete', { session_id: 'session-3', token: 1 }), 400, 'bad_request');
 
   // Release, then another session claims and completes.

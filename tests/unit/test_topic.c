@@ -366,6 +366,23 @@ static void s_test_utf8(void)
     CHECK_EQ_U64(nx_utf8_cut(s, 6, 5), 3);
     CHECK_EQ_U64(nx_utf8_cut(s, 6, 6), 6);
     CHECK_EQ_U64(nx_utf8_cut(s, 6, 0), 0);
+
+    /*  nx_utf8_scrub: valid text untouched, each bad byte one '?'.       */
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", s);
+    nx_utf8_scrub(buf);
+    CHECK(strcmp(buf, s) == 0);
+    /*  jansson's text for the fuzz input: a character, two stray bytes.  */
+    snprintf(buf, sizeof buf, "near '\"acti\\\xe4\xa3\xa3\xa3\xa1'");
+    nx_utf8_scrub(buf);
+    CHECK(strcmp(buf, "near '\"acti\\\xe4\xa3\xa3?" "?'") == 0);
+    snprintf(buf, sizeof buf, "cut \xe2\x82"); /* a character cut at the end */
+    nx_utf8_scrub(buf);
+    CHECK(strcmp(buf, "cut ??") == 0);
+    snprintf(buf, sizeof buf, "\xed\xa0\x80x\xc3\xa9"); /* surrogate, then e-acute */
+    nx_utf8_scrub(buf);
+    CHECK(strcmp(buf, "???x\xc3\xa9") == 0);
+    CHECK(nx_utf8_valid(buf, strlen(buf)));
 }
 
 static void s_test_is_all(void)
