@@ -99,6 +99,7 @@ typedef struct _nx_gw_conn_t {
     const char *content_type; /* static string                     */
     char mcp_in[40];          /* the request's Mcp-Session-Id      */
     char mcp_out[40];         /* the answer's Mcp-Session-Id       */
+    char mcp_version[32];     /* its MCP-Protocol-Version, or ""   */
 } nx_gw_conn_t;
 
 enum { NX_GW_GET = 1, NX_GW_POST, NX_GW_OTHER };
@@ -338,6 +339,7 @@ typedef struct {
     uint64_t conn;           /* the HTTP request                            */
     json_t *msg;             /* its JSON-RPC message                        */
     const char *mcp_session; /* its Mcp-Session-Id, or ""                   */
+    const char *version;     /* its MCP-Protocol-Version, or ""             */
     const void *auth;        /* its token (nx_auth handle)                  */
     const char *session;     /* initialize: ?session=, or NULL              */
     const char *name;        /* initialize: ?name=, or NULL                 */

@@ -31,6 +31,7 @@ typedef struct {
     const char *op;    /* the op of the route, when it is one               */
     uint64_t conn;     /* the connection                                    */
     char mcp_in[40];   /* its Mcp-Session-Id                                */
+    char mcp_version[32]; /* its MCP-Protocol-Version                      */
     char mcp_out[40];  /* the answer's                                      */
     bool parked;       /* answered later (/mcp wait_for_events)             */
     char peer[64];     /* client address                                     */
@@ -692,6 +693,7 @@ static void h_mcp(s_req_t *r)
         .conn = r->conn,
         .msg = r->json,
         .mcp_session = r->mcp_in,
+        .version = r->mcp_version,
         .auth = r->auth,
         .session = s_arg(r, "session", session, sizeof session),
         .name = s_arg(r, "name", name, sizeof name),
@@ -997,6 +999,7 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id)
         r.auth = conn->auth;
         memcpy(r.peer, conn->peer, sizeof r.peer);
         memcpy(r.mcp_in, conn->mcp_in, sizeof r.mcp_in);
+        memcpy(r.mcp_version, conn->mcp_version, sizeof r.mcp_version);
         r.conn = conn_id;
     }
     pthread_mutex_unlock(&gw->lock);

@@ -23,6 +23,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "nx_front.h"
 #include "nx_gw.h"
 #include "nx_log.h"
 #include "nx_mcp.h"
@@ -172,8 +173,8 @@ static bool s_allows(void *arg, const char *session)
 static json_t *s_rpc_error(json_t *msg, int code, const char *message)
 {
     json_t *id = json_object_get(msg, "id");
-    return json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(),
-                     "error", "code", code, "message", message);
+    return json_pack("{s:s, s:O, s:{s:i, s:o}}", "jsonrpc", "2.0", "id", id ? id : json_null(),
+                     "error", "code", code, "message", nx_front_text(message));
 }
 
 /*  initialize: a new MCP session, acting as the fabric session the
@@ -252,6 +253,16 @@ void nx_gw_mcp_post(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out
     memset(out, 0, sizeof *out);
     const char *method = json_string_value(json_object_get(in->msg, "method"));
     s_sess_t *s = NULL;
+    /*  The transport's rule (2025-06-18 on): an unknown revision is a 400;
+        none at all is taken as the one initialize agreed on.             */
+    if (in->version && *in->version && !nx_mcp_revision_known(in->version)) {
+        char why[160];
+        snprintf(why, sizeof why, "MCP-Protocol-Version %s is not one this server speaks (%s)",
+                 in->version, nx_mcp_revisions());
+        out->status = 400;
+        out->reply = s_rpc_error(in->msg, -32600, why);
+        return;
+    }
     if (method && !strcmp(method, "initialize")) {
         if (!(s = s_open(gw, in, out)))
             return;

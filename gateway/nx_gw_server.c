@@ -261,6 +261,11 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
     lws_get_peer_simple(wsi, conn->peer, sizeof conn->peer);
     if (lws_hdr_custom_copy(wsi, conn->mcp_in, sizeof conn->mcp_in, "mcp-session-id:", 15) < 0)
         conn->mcp_in[0] = 0;
+    /*  Longer than any revision: cut, then refused as unknown.           */
+    if (lws_hdr_custom_copy(wsi, conn->mcp_version, sizeof conn->mcp_version,
+                            "mcp-protocol-version:", 21) < 0)
+        snprintf(conn->mcp_version, sizeof conn->mcp_version, "%s",
+                 lws_hdr_custom_length(wsi, "mcp-protocol-version:", 21) > 0 ? "(too long)" : "");
     /*  lws sends LWS_CALLBACK_HTTP_BODY_COMPLETION after a body of this
         length (for any method).                                            */
     pss->body_pending = s_content_length(wsi) > 0;

@@ -782,6 +782,19 @@ json_t *nx_mcp_parse_error(const char *why)
     return s_rpc_error(NULL, -32700, why);
 }
 
+bool nx_mcp_revision_known(const char *revision)
+{
+    for (size_t i = 0; revision && s_revisions[i]; i++)
+        if (!strcmp(revision, s_revisions[i]))
+            return true;
+    return false;
+}
+
+const char *nx_mcp_revisions(void)
+{
+    return "2025-11-25, 2025-06-18, 2025-03-26"; /* s_revisions */
+}
+
 /*  A tool's answer: its result as text and structured content, or a tool
     error (isError) carrying the code, message and the broker's details.  */
 static json_t *s_tool_result(json_t *result, nx_front_err_t *err)

@@ -93,4 +93,9 @@ const char *nx_mcp_session(nx_mcp_t *self);
 /*  The JSON-RPC error response for a message that could not be read.     */
 json_t *nx_mcp_parse_error(const char *why);
 
+/*  Whether revision is an MCP protocol revision this server speaks; the
+    list, for messages ("2025-11-25, 2025-06-18, ...").                    */
+bool nx_mcp_revision_known(const char *revision);
+const char *nx_mcp_revisions(void);
+
 #endif

@@ -157,11 +157,16 @@ async function exercise(c, me, other) {
   r = await ok(c, 'release_work', { work_id: w, token: granted.token, reason: 'done for now' });
   assert.equal(r.state, 'released');
   await fails(c, 'release_work', { work_id: w, token: granted.token }, 'conflict');
+  await fails(c, 'release_work', { work_id: w }, 'bad_request', /token/);
+  await fails(c, 'release_work', { work_id: w, token: 'one' }, 'bad_request', /token/);
+  await fails(c, 'release_work', { work_id: w, token: granted.token, reason: 7 }, 'bad_request', /reason/);
   const g2 = await ok(c, 'claim_work', { work_id: w });
   assert.ok(g2.token > granted.token, 'fencing tokens only grow');
   r = await ok(c, 'complete_work', { work_id: w, token: g2.token, result: { ok: true } });
   assert.equal(r.state, 'completed');
   await fails(c, 'complete_work', { work_id: 'never-claimed', token: 1 }, 'not_found');
+  await fails(c, 'complete_work', { token: g2.token }, 'bad_request', /work_id/);
+  await fails(c, 'complete_work', { work_id: w, token: -1 }, 'bad_request', /token/);
   await fails(c, 'claim_work', { work_id: w }, 'denied');
 
   // send_message: a direct message; the target sees it, it is also ours.
@@ -184,8 +189,10 @@ async function exercise(c, me, other) {
   await assert.rejects(c.callTool({ name: 'teleport', arguments: {} }), /teleport/);
 
   // unregister, then acting tools say so; register again.
+  await fails(c, 'unregister_session', { session_id: other }, 'bad_request', /session_id/);
   r = await ok(c, 'unregister_session');
   assert.equal(r.session_id, me);
+  await fails(c, 'unregister_session', {}, 'not_found', /register_session/);
   await fails(c, 'claim_work', { work_id: 'after' }, 'not_found', /register_session/);
   r = await ok(c, 'register_session', {});
   assert.equal(r.session_id, me);
@@ -221,6 +228,11 @@ test('/mcp over Streamable HTTP: the tools, good and bad arguments, transport er
   assert.equal(res.status, 400);
   res = await post({}, '{"jsonrpc":');
   assert.equal(res.status, 400);
+  // An MCP-Protocol-Version we do not speak is a 400 that says which we do
+  // (the SDK client sends the negotiated one on every request above).
+  res = await post({ 'MCP-Protocol-Version': '1999-01-01' }, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: {} }));
+  assert.equal(res.status, 400);
+  assert.match((await res.json()).error.message, /1999-01-01.*2025-06-18/);
   res = await post({ Origin: 'http://evil.example' }, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: {} }));
   assert.equal(res.status, 403, 'DNS rebinding: a foreign Origin is refused');
   res = await fetch(`${f.http}/mcp`, { headers: { Accept: 'text/event-stream' } });

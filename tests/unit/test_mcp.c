@@ -51,6 +51,17 @@ static void s_test_rpc(void)
         json_string_value(json_object_get(json_object_get(r, "result"), "protocolVersion")),
         "2025-11-25");
     json_decref(r);
+    /*  The transport's header check: exactly the revisions we answer.    */
+    CHECK(nx_mcp_revision_known("2025-06-18") && nx_mcp_revision_known("2025-11-25") &&
+          nx_mcp_revision_known("2025-03-26"));
+    CHECK(!nx_mcp_revision_known("1999-01-01") && !nx_mcp_revision_known("") &&
+          !nx_mcp_revision_known(NULL) && !nx_mcp_revision_known("2025-06-18 "));
+    CHECK(strstr(nx_mcp_revisions(), "2025-06-18") != NULL);
+    /*  A parse error quoting bytes that are not UTF-8 keeps its message.  */
+    r = nx_mcp_parse_error("not JSON: near '\xe4\xa3'");
+    CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
+                 "not JSON: near '?" "?'");
+    json_decref(r);
     /*  Notifications get nothing back.                                    */
     r = s_rpc(m, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", &st);
     CHECK(st == NX_MCP_NONE && !r);
