@@ -8,6 +8,14 @@
     callback writes to when an event may end a parked wait_for_events, and
     the next heartbeat or wait deadline. Other requests are answered while
     a wait is parked.
+
+    The client subscribes to what waits look for, not to every event: an
+    agent's machine may be across a VPN from a busy fabric. The patterns
+    stay subscribed for later waits (up to S_SUBS_MAX, then everything),
+    and show in list_channels. A parked wait looks at the history again
+    1 s after a new subscription (one that reached the broker after the
+    wait looked) and every 5 s, so no wake-up it missed holds it to its
+    deadline.
     =========================================================================
 */
 
@@ -22,10 +30,14 @@
 #include <unistd.h>
 
 #include "nx_cli.h"
+#include "nx_front_event.h"
 #include "nx_log.h"
 #include "nx_mcp.h"
+#include "nx_topic.h"
 
-#define S_LINE_MAX (16u << 20) /* a message larger than this is refused */
+#define S_LINE_MAX   (16u << 20) /* a message larger than this is refused */
+#define S_SUBS_MAX   32          /* patterns subscribed one by one         */
+#define S_RECHECK_US 5000000ull  /* a parked wait looks again this often   */
 
 extern char **environ;
 
@@ -33,6 +45,11 @@ static nx_mcp_t *s_mcp;             /* the one MCP session               */
 static int s_wake[2] = {-1, -1};    /* event callback -> loop            */
 static volatile int s_woken;        /* a wake byte is in the pipe        */
 static const char *s_endpoint = ""; /* for the state file                */
+static nexus_client_t *s_client;    /* the fabric client                 */
+static char *s_subs[S_SUBS_MAX];    /* the patterns subscribed           */
+static size_t s_n_subs;
+static bool s_sub_all;              /* ">" is subscribed                 */
+static uint64_t s_recheck;          /* mono us a parked wait looks again */
 
 /*  On libnexus's thread: wakes the loop when an event may end the wait.  */
 static void s_on_event(nexus_event_t *event, void *arg)
@@ -45,6 +62,48 @@ static void s_on_event(nexus_event_t *event, void *arg)
         if (write(s_wake[1], &b, 1) < 0)
             __atomic_store_n(&s_woken, 0, __ATOMIC_RELEASE);
     }
+}
+
+/*  Subscribes to pattern unless it is already: 1 when it was added, 0
+    when it was there, -1 when it cannot be (too many, refused).          */
+static int s_sub_one(const char *pattern)
+{
+    for (size_t j = 0; j < s_n_subs; j++)
+        if (!strcmp(s_subs[j], pattern))
+            return 0;
+    char *copy = s_n_subs < S_SUBS_MAX ? strdup(pattern) : NULL;
+    if (!copy || nexus_subscribe(s_client, copy) != NEXUS_OK) {
+        free(copy);
+        return -1;
+    }
+    s_subs[s_n_subs++] = copy;
+    return 1;
+}
+
+/*  nx_mcp's listen: subscribes to what a wait is about to look for. A
+    direct message travels on its target's topic (session.<id>.direct),
+    not as message.direct: a wait for it subscribes to this session's.    */
+static void s_listen(const char *const *patterns, size_t n)
+{
+    bool added = false, all = n == 0;
+    for (size_t i = 0; i < n && !all && !s_sub_all; i++) {
+        if (!patterns[i])
+            continue;
+        int rc = s_sub_one(patterns[i]), d = 0;
+        if (rc >= 0 && nx_front_wants_direct(patterns[i])) {
+            char direct[NX_SESSION_ID_MAX + 32];
+            const char *me = nx_mcp_session(s_mcp);
+            snprintf(direct, sizeof direct, "session.%s.direct", *me ? me : "*");
+            d = s_sub_one(direct);
+        }
+        added |= rc > 0 || d > 0;
+        all |= rc < 0 || d < 0; /* more patterns than we keep: everything */
+    }
+    if (all && !s_sub_all) {
+        s_sub_all = nexus_subscribe(s_client, ">") == NEXUS_OK;
+        added = true;
+    }
+    s_recheck = nx_mono_us() + (added ? 1000000 : S_RECHECK_US);
 }
 
 /*  notify-send where a desktop session is there to show it.              */
@@ -145,6 +204,7 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
         .desktop = s_desktop,
         .secret_load = s_secret_load,
         .secret_store = s_secret_store,
+        .listen = s_listen,
     };
     s_mcp = nx_mcp_new(&cfg);
     int code = NX_EXIT_OK;
@@ -159,7 +219,7 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
         code = nx_cli_exit_code(rc);
         goto done;
     }
-    nexus_subscribe(client, ">");
+    s_client = client;
     char why[256] = "";
     if (nx_mcp_start(s_mcp, why))
         nx_warn("cannot register the session yet (%s): tools wait for the broker", why);
@@ -175,6 +235,8 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
         uint64_t deadline = nx_mcp_deadline(s_mcp);
         if (deadline && deadline < next)
             next = deadline;
+        if (deadline && s_recheck < next)
+            next = s_recheck;
         int timeout = next > now ? (int)((next - now) / 1000) + 1 : 0;
         struct pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {s_wake[0], POLLIN, 0}};
         if (poll(fds, 2, timeout) < 0 && errno != EINTR)
@@ -187,6 +249,10 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
             s_resume();
         } else if (deadline && nx_mono_us() >= deadline)
             s_resume();
+        else if (deadline && nx_mono_us() >= s_recheck) {
+            s_recheck = nx_mono_us() + S_RECHECK_US;
+            s_resume();
+        }
         if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR)))
             continue;
         if (len == cap) {
@@ -230,6 +296,10 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
         nx_info("stdin closed: stopping");
 done:
     nexus_client_destroy(&client);
+    s_client = NULL;
+    for (size_t i = 0; i < s_n_subs; i++)
+        free(s_subs[i]);
+    s_n_subs = 0;
     nx_mcp_destroy(&s_mcp);
     close(s_wake[0]);
     close(s_wake[1]);

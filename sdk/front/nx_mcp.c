@@ -583,20 +583,10 @@ static json_t s_parked_marker;
 
 static json_t *t_wait(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_front_err_t *err)
 {
-    json_t *page = s_events(m, args, true, err);
-    if (page && json_array_size(json_object_get(page, "events")))
-        json_object_set_new(page, "timed_out", json_false());
-    if (!page || json_array_size(json_object_get(page, "events")))
-        return page;
-    json_decref(page);
-    json_int_t secs = json_is_integer(json_object_get(args, "timeout_seconds"))
-                          ? json_integer_value(json_object_get(args, "timeout_seconds"))
-                          : 30;
-    if ((uint64_t)secs > m->cfg.wait_max_s)
-        secs = (json_int_t)m->cfg.wait_max_s;
+    /*  Listen first, then look: an event that comes after the look but
+        before the wait is parked wakes it (the transport then calls
+        nx_mcp_resume), where it would otherwise wait for the deadline.  */
     s_wait_clear(m);
-    m->wait_args = json_incref(args);
-    m->wait_deadline = nx_mono_us() + (uint64_t)secs * 1000000;
     pthread_mutex_lock(&m->lock);
     size_t i;
     json_t *p;
@@ -604,6 +594,8 @@ static json_t *t_wait(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_front_
     {
         const char *s = json_string_value(p);
         if (nx_pattern_is_all(s, strlen(s))) {
+            for (size_t j = 0; j < m->n_wait_patterns; j++)
+                free(m->wait_patterns[j]);
             m->n_wait_patterns = 0;
             break;
         }
@@ -612,6 +604,24 @@ static json_t *t_wait(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_front_
     }
     m->waiting = true;
     pthread_mutex_unlock(&m->lock);
+    if (m->cfg.listen)
+        m->cfg.listen((const char *const *)m->wait_patterns, m->n_wait_patterns);
+
+    json_t *page = s_events(m, args, true, err);
+    if (!page || json_array_size(json_object_get(page, "events"))) {
+        s_wait_clear(m);
+        if (page)
+            json_object_set_new(page, "timed_out", json_false());
+        return page;
+    }
+    json_decref(page);
+    json_int_t secs = json_is_integer(json_object_get(args, "timeout_seconds"))
+                          ? json_integer_value(json_object_get(args, "timeout_seconds"))
+                          : 30;
+    if ((uint64_t)secs > m->cfg.wait_max_s)
+        secs = (json_int_t)m->cfg.wait_max_s;
+    m->wait_args = json_incref(args);
+    m->wait_deadline = nx_mono_us() + (uint64_t)secs * 1000000;
     return &s_parked_marker;
 }
 

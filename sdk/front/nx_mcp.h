@@ -50,6 +50,11 @@ typedef struct {
         tokens); NULL: any. arg is passed back.                            */
     bool (*allows)(void *arg, const char *session);
     void *arg;
+    /*  A wait_for_events is about to look for events matching patterns
+        (n 0: every event): the transport makes sure such events reach
+        nx_mcp_wants from now on (`nexus mcp` subscribes to them). NULL:
+        every event reaches it already (the gateway subscribes to all).   */
+    void (*listen)(const char *const *patterns, size_t n);
 } nx_mcp_config_t;
 
 typedef enum {

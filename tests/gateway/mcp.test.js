@@ -355,3 +355,38 @@ test('/mcp: a parked wait_for_events holds nobody up; it wakes on a matching eve
     await closeClean(w);
   }
 }));
+
+test('nexus mcp subscribes to what its waits look for (list_channels shows it), and such a wait wakes on its event, direct messages too', withFabric(async (f) => {
+  const w = await stdioClient(f, ['--session', 'narrow']);
+  const b = await httpClient(f, '?session=sender');
+  const prefixes = async () => (await ok(b, 'list_channels')).channels.map((ch) => ch.prefix);
+  /** Parks a wait of w, then sends with send() after the wait's first
+   *  look again (1 s after a new subscription): the wait must end on the
+   *  event's wake-up, well before its next look (5 s later). */
+  const wakes = async (patterns, send) => {
+    await ok(w, 'get_events', { resume: true }); // the cursor moves to now
+    const waiting = w.callTool({ name: 'wait_for_events', arguments: { patterns, timeout_seconds: 30 } });
+    await sleep(1500);
+    const sent = await send();
+    const t = Date.now();
+    const got = (await waiting).structuredContent;
+    assert.equal(got.timed_out, false);
+    assert.deepEqual(got.events.map((e) => e.seq), [sent.seq], JSON.stringify(got));
+    assert.ok(Date.now() - t < 3000, `woken by the event (${Date.now() - t} ms), not by a look 5 s on`);
+    return got.events[0];
+  };
+  try {
+    await ok(w, 'register_session', {});
+    assert.ok(!(await prefixes()).includes('narrow.topic.'), 'nothing subscribed before a wait');
+    const ev = await wakes(['narrow.topic.>'], () => ok(b, 'publish_event', { event_type: 'narrow.topic.x', payload: 1 }));
+    assert.equal(ev.event_type, 'narrow.topic.x');
+    assert.ok((await prefixes()).includes('narrow.topic.'), 'list_channels shows what the agent listens to');
+    const dm = await wakes(['message.direct'], () => ok(b, 'send_message', { to: 'narrow', message: 'psst' }));
+    assert.deepEqual([dm.session_id, dm.payload.message], ['sender', 'psst']);
+    assert.ok((await prefixes()).includes('session.narrow.direct'), 'its own direct messages, not everyone\'s');
+    assert.ok(!(await prefixes()).includes('session.'), 'no subscription to every session');
+  } finally {
+    await closeClean(w);
+    await closeClean(b);
+  }
+}));
