@@ -296,8 +296,28 @@ void nx_gw_mcp_post(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out
             return;
         }
     }
+    /*  Counted as parked while it runs: a wait_for_events listens before
+        it looks at the history, and an event the fabric delivers between
+        that look and the park must mark it woken (nx_gw_mcp_deliver).   */
+    pthread_mutex_lock(&gw->lock);
+    bool was_parked = s->parked != 0; /* another request of it waits      */
+    if (!was_parked) {
+        s->parked = in->conn;
+        gw->mcp_parked++;
+    }
+    pthread_mutex_unlock(&gw->lock);
     json_t *reply = NULL;
-    switch (nx_mcp_handle(s->mcp, in->msg, &reply)) {
+    nx_mcp_status_t st = nx_mcp_handle(s->mcp, in->msg, &reply);
+    pthread_mutex_lock(&gw->lock);
+    if (st == NX_MCP_PARKED)
+        s->parked = in->conn; /* a wait replaces the one before (unanswered) */
+    else if (!was_parked) {
+        s->parked = 0;
+        s->woken = false;
+        gw->mcp_parked--;
+    }
+    pthread_mutex_unlock(&gw->lock);
+    switch (st) {
     case NX_MCP_REPLY:
         out->status = 200;
         out->reply = reply;
@@ -306,10 +326,6 @@ void nx_gw_mcp_post(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out
         out->status = 202;
         break;
     case NX_MCP_PARKED:
-        pthread_mutex_lock(&gw->lock);
-        s->parked = in->conn;
-        gw->mcp_parked++;
-        pthread_mutex_unlock(&gw->lock);
         out->parked = true;
         break;
     }
