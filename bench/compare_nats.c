@@ -247,8 +247,8 @@ static int s_ack_async(cmp_args_t *a)
 static int s_kv_op(cmp_worker_t *w, uint64_t k)
 {
     char key[64];
-    snprintf(key, sizeof key, "job-%d-%llu-%llu", w->idx, (unsigned long long)w->rep,
-             (unsigned long long)k);
+    snprintf(key, sizeof key, "job-%d-%d-%llu-%llu", (int)getpid(), w->idx,
+             (unsigned long long)w->rep, (unsigned long long)k);
     uint64_t rev = 0;
     kvStore *kv = (kvStore *)w->extra;
     natsStatus s = kvStore_Create(&rev, kv, key, "holder", 6);

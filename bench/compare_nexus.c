@@ -240,8 +240,8 @@ static int s_ack_async(cmp_args_t *a)
 static int s_claim_op(cmp_worker_t *w, uint64_t k)
 {
     char id[64];
-    snprintf(id, sizeof id, "job-%d-%llu-%llu", w->idx, (unsigned long long)w->rep,
-             (unsigned long long)k);
+    snprintf(id, sizeof id, "job-%d-%d-%llu-%llu", (int)getpid(), w->idx,
+             (unsigned long long)w->rep, (unsigned long long)k);
     nexus_claim_result_t res;
     nexus_client_t *c = (nexus_client_t *)w->conn;
     nexus_err_t rc = nexus_claim(c, id, 30000, NULL, &res);

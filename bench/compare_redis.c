@@ -219,7 +219,8 @@ static int s_ack_async(cmp_args_t *a)
 static int s_claim_op(cmp_worker_t *w, uint64_t k)
 {
     char key[64];
-    snprintf(key, sizeof key, "job-%d-%d-%llu", w->idx, w->rep, (unsigned long long)k);
+    snprintf(key, sizeof key, "job-%d-%d-%d-%llu", (int)getpid(), w->idx, w->rep,
+             (unsigned long long)k);
     redisContext *c = (redisContext *)w->conn;
     redisReply *r = (redisReply *)redisCommand(c, "SET %s holder NX PX 30000", key);
     if (!r || r->type != REDIS_REPLY_STATUS) {
