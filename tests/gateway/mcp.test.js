@@ -390,3 +390,28 @@ test('nexus mcp subscribes to what its waits look for (list_channels shows it), 
     await closeClean(b);
   }
 }));
+
+test('one wait at a time: a second wait_for_events is refused and the first goes on, over stdio and HTTP', withFabric(async (f) => {
+  const b = await httpClient(f, '?session=pinger');
+  try {
+    for (const c of [await stdioClient(f, ['--session', 'twice-s']), await httpClient(f, '?session=twice-h')]) {
+      try {
+        await ok(c, 'get_events', { resume: true }); // the cursor moves to now
+        const first = c.callTool({ name: 'wait_for_events', arguments: { patterns: ['twice.a'], timeout_seconds: 20 } });
+        await sleep(300);
+        await assert.rejects(c.callTool({ name: 'wait_for_events', arguments: { patterns: ['twice.b'], timeout_seconds: 20 } }),
+          /still waiting: one at a time/);
+        // Other calls of the session are answered while its wait is parked.
+        assert.ok(Array.isArray((await ok(c, 'list_sessions')).sessions));
+        const sent = await ok(b, 'publish_event', { event_type: 'twice.a' });
+        const r = (await first).structuredContent;
+        assert.equal(r.timed_out, false);
+        assert.deepEqual(r.events.map((e) => e.seq), [sent.seq]);
+      } finally {
+        await closeClean(c);
+      }
+    }
+  } finally {
+    await closeClean(b);
+  }
+}));
