@@ -99,7 +99,8 @@ typedef struct _nx_gw_conn_t {
     const char *content_type; /* static string                     */
     char mcp_in[40];          /* the request's Mcp-Session-Id      */
     char mcp_out[40];         /* the answer's Mcp-Session-Id       */
-    char mcp_version[32];     /* its MCP-Protocol-Version, or ""   */
+    char mcp_version[32];     /* its MCP-Protocol-Version, "" none,
+                                 "(too long)" for one that is      */
 } nx_gw_conn_t;
 
 enum { NX_GW_GET = 1, NX_GW_POST, NX_GW_OTHER };
@@ -186,7 +187,7 @@ typedef struct {
     uint64_t since; /* OPEN: ?since=, 0 none                                */
     bool has_since;
     char store[40]; /* OPEN: ?store=, the store the since belongs to, "" */
-    int recent; /* OPEN: events in the welcome                          */
+    int recent;     /* OPEN: events in the welcome                          */
 } nx_gw_cmd_t;
 
 /*  ---- The store a cursor belongs to (nx_gw_worker.c) -------------------- */

@@ -22,19 +22,19 @@ typedef struct {
     char query[1024]; /* decoded arguments, as in nx_gw_conn_t             */
     char *body;       /* request body (NUL-terminated), may be NULL          */
     bool body_too_large;
-    json_t *json;      /* parsed body (POST), or NULL                        */
-    int status;        /* answer                                             */
-    char *out;         /* answer body                                        */
-    const char *type;  /* content type                                       */
-    const void *auth;  /* nx_auth handle of the request's token              */
-    const char *allow; /* 405: the methods the path takes (static)         */
-    const char *op;    /* the op of the route, when it is one               */
-    uint64_t conn;     /* the connection                                    */
-    char mcp_in[40];   /* its Mcp-Session-Id                                */
+    json_t *json;         /* parsed body (POST), or NULL                        */
+    int status;           /* answer                                             */
+    char *out;            /* answer body                                        */
+    const char *type;     /* content type                                       */
+    const void *auth;     /* nx_auth handle of the request's token              */
+    const char *allow;    /* 405: the methods the path takes (static)         */
+    const char *op;       /* the op of the route, when it is one               */
+    uint64_t conn;        /* the connection                                    */
+    char mcp_in[40];      /* its Mcp-Session-Id                                */
     char mcp_version[32]; /* its MCP-Protocol-Version                      */
-    char mcp_out[40];  /* the answer's                                      */
-    bool parked;       /* answered later (/mcp wait_for_events)             */
-    char peer[64];     /* client address                                     */
+    char mcp_out[40];     /* the answer's                                      */
+    bool parked;          /* answered later (/mcp wait_for_events)             */
+    char peer[64];        /* client address                                     */
 } s_req_t;
 
 static void s_answer(s_req_t *r, int status, json_t *body)

@@ -90,15 +90,16 @@ void nx_gw_mcp_deliver(nx_gw_t *gw, const char *topic)
     }
 }
 
-/*  Answers conn (a parked request) with reply (stolen).                   */
+/*  Answers conn (a parked request) with reply (stolen); NULL: 202 and no
+    body (a cancelled wait, whose client expects no answer).              */
 static void s_answer_parked(nx_gw_t *gw, uint64_t conn_id, json_t *reply)
 {
-    char *text = json_dumps(reply, JSON_COMPACT);
+    char *text = reply ? json_dumps(reply, JSON_COMPACT) : strdup("");
     json_decref(reply);
     pthread_mutex_lock(&gw->lock);
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
     if (conn) {
-        conn->status = 200;
+        conn->status = reply ? 200 : 202;
         conn->content_type = "application/json";
         free(conn->response);
         conn->response = text ? text : strdup("{}");
@@ -254,8 +255,10 @@ void nx_gw_mcp_post(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out
     const char *method = json_string_value(json_object_get(in->msg, "method"));
     s_sess_t *s = NULL;
     /*  The transport's rule (2025-06-18 on): an unknown revision is a 400;
-        none at all is taken as the one initialize agreed on.             */
-    if (in->version && *in->version && !nx_mcp_revision_known(in->version)) {
+        none at all is taken as the one initialize agreed on. initialize
+        itself negotiates in its body (we answer with our newest).        */
+    bool init = method && !strcmp(method, "initialize");
+    if (!init && in->version && *in->version && !nx_mcp_revision_known(in->version)) {
         char why[160];
         snprintf(why, sizeof why, "MCP-Protocol-Version %s is not one this server speaks (%s)",
                  in->version, nx_mcp_revisions());
@@ -263,7 +266,7 @@ void nx_gw_mcp_post(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out
         out->reply = s_rpc_error(in->msg, -32600, why);
         return;
     }
-    if (method && !strcmp(method, "initialize")) {
+    if (init) {
         if (!(s = s_open(gw, in, out)))
             return;
         snprintf(out->session, sizeof out->session, "%s", s->id);
@@ -308,15 +311,22 @@ void nx_gw_mcp_post(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out
     pthread_mutex_unlock(&gw->lock);
     json_t *reply = NULL;
     nx_mcp_status_t st = nx_mcp_handle(s->mcp, in->msg, &reply);
+    /*  notifications/cancelled ended the parked wait: its request gets
+        its (empty) answer, and the session waits no more.                */
+    uint64_t cancelled =
+        was_parked && st != NX_MCP_PARKED && !nx_mcp_deadline(s->mcp) ? s->parked : 0;
     pthread_mutex_lock(&gw->lock);
     if (st == NX_MCP_PARKED)
-        s->parked = in->conn; /* a wait replaces the one before (unanswered) */
-    else if (!was_parked) {
+        s->parked = in->conn;
+    else if (!was_parked || cancelled) {
         s->parked = 0;
         s->woken = false;
-        gw->mcp_parked--;
+        if (!was_parked)
+            gw->mcp_parked--;
     }
     pthread_mutex_unlock(&gw->lock);
+    if (cancelled)
+        s_answer_parked(gw, cancelled, NULL); /* counts it out */
     switch (st) {
     case NX_MCP_REPLY:
         out->status = 200;

@@ -473,8 +473,8 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     and writes "HTTP/1.0", which WebSocket clients (Python's websockets)
     refuse as an unsupported version instead of showing the status and
     its reason.                                                            */
-static int s_refuse_version(struct lws *wsi, unsigned int status, const char *code,
-                            const char *why, bool version)
+static int s_refuse_version(struct lws *wsi, unsigned int status, const char *code, const char *why,
+                            bool version)
 {
     char body[256];
     int blen =
@@ -495,8 +495,9 @@ static int s_refuse_version(struct lws *wsi, unsigned int status, const char *co
         lws_add_http_header_content_length(wsi, (lws_filepos_t)blen, &p, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
                                      &p, end) ||
-        (version && lws_add_http_header_by_name(wsi, (const unsigned char *)"Sec-WebSocket-Version:",
-                                                (const unsigned char *)"13", 2, &p, end)) ||
+        (version &&
+         lws_add_http_header_by_name(wsi, (const unsigned char *)"Sec-WebSocket-Version:",
+                                     (const unsigned char *)"13", 2, &p, end)) ||
         lws_finalize_http_header(wsi, &p, end) || end - p < blen)
         return 1;
     memcpy(p, body, (size_t)blen);

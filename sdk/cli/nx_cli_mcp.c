@@ -14,7 +14,8 @@
     stay subscribed for later waits (up to S_SUBS_MAX, then everything),
     and show in list_channels. A parked wait looks at the history again
     1 s after a new subscription (one that reached the broker after the
-    wait looked) and every 5 s, so no wake-up it missed holds it to its
+    wait looked) and every 30 s (each look may move the session's cursor,
+    a write on the broker), so no wake-up it missed holds it to its
     deadline.
     =========================================================================
 */
@@ -37,7 +38,7 @@
 
 #define S_LINE_MAX   (16u << 20) /* a message larger than this is refused */
 #define S_SUBS_MAX   32          /* patterns subscribed one by one         */
-#define S_RECHECK_US 5000000ull  /* a parked wait looks again this often   */
+#define S_RECHECK_US 30000000ull /* a parked wait looks again this often   */
 
 extern char **environ;
 
@@ -48,8 +49,8 @@ static const char *s_endpoint = ""; /* for the state file                */
 static nexus_client_t *s_client;    /* the fabric client                 */
 static char *s_subs[S_SUBS_MAX];    /* the patterns subscribed           */
 static size_t s_n_subs;
-static bool s_sub_all;              /* ">" is subscribed                 */
-static uint64_t s_recheck;          /* mono us a parked wait looks again */
+static bool s_sub_all;     /* ">" is subscribed                 */
+static uint64_t s_recheck; /* mono us a parked wait looks again */
 
 /*  On libnexus's thread: wakes the loop when an event may end the wait.  */
 static void s_on_event(nexus_event_t *event, void *arg)
@@ -65,16 +66,19 @@ static void s_on_event(nexus_event_t *event, void *arg)
 }
 
 /*  Subscribes to pattern unless it is already: 1 when it was added, 0
-    when it was there, -1 when it cannot be (too many, refused).          */
+    when it was there or could not be now (the broker away: the next wait
+    tries again, the re-checks cover this one), -1 when we keep too many. */
 static int s_sub_one(const char *pattern)
 {
     for (size_t j = 0; j < s_n_subs; j++)
         if (!strcmp(s_subs[j], pattern))
             return 0;
-    char *copy = s_n_subs < S_SUBS_MAX ? strdup(pattern) : NULL;
+    if (s_n_subs == S_SUBS_MAX)
+        return -1;
+    char *copy = strdup(pattern);
     if (!copy || nexus_subscribe(s_client, copy) != NEXUS_OK) {
         free(copy);
-        return -1;
+        return 0;
     }
     s_subs[s_n_subs++] = copy;
     return 1;
@@ -90,10 +94,11 @@ static void s_listen(const char *const *patterns, size_t n)
         if (!patterns[i])
             continue;
         int rc = s_sub_one(patterns[i]), d = 0;
-        if (rc >= 0 && nx_front_wants_direct(patterns[i])) {
+        /*  None without a session: session.*.direct is everyone's.        */
+        const char *me = nx_mcp_session(s_mcp);
+        if (rc >= 0 && *me && nx_front_wants_direct(patterns[i])) {
             char direct[NX_SESSION_ID_MAX + 32];
-            const char *me = nx_mcp_session(s_mcp);
-            snprintf(direct, sizeof direct, "session.%s.direct", *me ? me : "*");
+            snprintf(direct, sizeof direct, "session.%s.direct", me);
             d = s_sub_one(direct);
         }
         added |= rc > 0 || d > 0;
@@ -242,10 +247,13 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
         if (poll(fds, 2, timeout) < 0 && errno != EINTR)
             break;
         if (fds[1].revents & POLLIN) {
+            /*  Drained before the flag drops: a wake written in between
+                stays in the pipe for the next turn instead of being lost
+                with the flag still up (which would stop all wakes).       */
             char drain[64];
-            __atomic_store_n(&s_woken, 0, __ATOMIC_RELEASE);
             while (read(s_wake[0], drain, sizeof drain) > 0)
                 ;
+            __atomic_store_n(&s_woken, 0, __ATOMIC_RELEASE);
             s_resume();
         } else if (deadline && nx_mono_us() >= deadline)
             s_resume();

@@ -36,9 +36,10 @@ typedef struct {
 /*  Sets *err (printf-style message); status 0 takes the error table's.    */
 void nx_front_fail(nx_front_err_t *err, const char *code, int status, const char *format, ...)
     __attribute__((format(printf, 4, 5)));
-/*  A JSON string of text with the bytes that are not valid UTF-8 made '?'
-    (nx_utf8_scrub): error messages quote what clients sent, and jansson
-    refuses a whole string for one bad byte, which would drop the message. */
+/*  A new JSON string (caller owns it; NULL when out of memory) of text,
+    with the bytes that are not valid UTF-8 made '?' (nx_utf8_scrub):
+    error messages quote what clients sent, and jansson refuses a whole
+    string for one bad byte, which would drop the message.                */
 json_t *nx_front_text(const char *text);
 /*  Releases err->extra.                                                    */
 void nx_front_err_reset(nx_front_err_t *err);

@@ -581,12 +581,37 @@ static json_t *t_get_events(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_
 /*  The marker of a parked wait, never shown: nx_mcp_handle parks.         */
 static json_t s_parked_marker;
 
+/*  Whether patterns (an argument, or NULL) is an array of valid patterns:
+    only such a wait listens; the look refuses the others, precisely.     */
+static bool s_patterns_valid(json_t *patterns)
+{
+    if (!patterns)
+        return true;
+    if (!json_is_array(patterns) || json_array_size(patterns) > S_PATTERNS_MAX)
+        return false;
+    size_t i;
+    json_t *p;
+    json_array_foreach(patterns, i, p)
+    {
+        const char *s = json_string_value(p);
+        if (!s || !nx_pattern_valid(s, strlen(s)))
+            return false;
+    }
+    return true;
+}
+
 static json_t *t_wait(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_front_err_t *err)
 {
+    s_wait_clear(m);
+    if (!s_patterns_valid(json_object_get(args, "patterns"))) {
+        json_t *page = s_events(m, args, true, err); /* its error */
+        if (page)
+            json_object_set_new(page, "timed_out", json_false());
+        return page;
+    }
     /*  Listen first, then look: an event that comes after the look but
         before the wait is parked wakes it (the transport then calls
         nx_mcp_resume), where it would otherwise wait for the deadline.  */
-    s_wait_clear(m);
     pthread_mutex_lock(&m->lock);
     size_t i;
     json_t *p;
@@ -800,9 +825,21 @@ bool nx_mcp_revision_known(const char *revision)
     return false;
 }
 
+static char s_revisions_text[128];
+
+static void s_revisions_join(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; s_revisions[i]; i++)
+        n += (size_t)snprintf(s_revisions_text + n, sizeof s_revisions_text - n, "%s%s",
+                              i ? ", " : "", s_revisions[i]);
+}
+
 const char *nx_mcp_revisions(void)
 {
-    return "2025-11-25, 2025-06-18, 2025-03-26"; /* s_revisions */
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, s_revisions_join);
+    return s_revisions_text;
 }
 
 /*  A tool's answer: its result as text and structured content, or a tool

@@ -12,7 +12,10 @@
     (the text up to a NUL: lws refuses a text with a NUL before this); set:
     an HTTP request, bits 2-3 the method (GET, POST, other), then parts
     separated by C1 C1: path, query ("a=1&b=2", split at '&' as lws splits
-    it), body, Mcp-Session-Id. Bit 1 picks the client: one with a token
+    it), body, Mcp-Session-Id ("@": the MCP session the target opened at
+    start, as fz-m with the first token, so that inputs reach the tools),
+    MCP-Protocol-Version (cut at 31 bytes, as the server's copy is). Bit 1
+    picks the client: one with a token
     for every session (acting as session fz-a), one with a token for
     session w1 only (pub=a.> sub=a.>).
 
@@ -41,6 +44,7 @@ static nx_gw_t s_gw;
 static uint64_t s_ws[2];      /* the two WebSocket connections           */
 static const void *s_auth[2]; /* their tokens                            */
 static uint64_t s_inputs;
+static char s_mcp[40]; /* the MCP session opened at start ("@")       */
 
 static const char *const s_tokens = "gw-all name=all sessions=* pub=> sub=>\n"
                                     "gw-one name=one sessions=w1 pub=a.> sub=a.>\n";
@@ -106,6 +110,34 @@ static void s_stop(void)
     nx_conf_free(nx_gw_conf_keys, nx_gw_conf_count, &s_gw.cfg);
 }
 
+/*  An MCP session as a client's initialize leaves it: inputs name it "@". */
+static void s_mcp_open(void)
+{
+    static const char init[] =
+        "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{"
+        "\"protocolVersion\":\"2025-06-18\",\"capabilities\":{},"
+        "\"clientInfo\":{\"name\":\"fuzz\",\"version\":\"1\"}}}";
+    nx_gw_conn_t *conn = nx_gw_conn_new(&s_gw, NX_GW_HTTP, NULL);
+    FZ_CHECK(conn, "conn");
+    uint64_t id = conn->id;
+    pthread_mutex_lock(&s_gw.lock);
+    conn->method = NX_GW_POST;
+    snprintf(conn->path, sizeof conn->path, "/mcp");
+    memcpy(conn->query, "session=fz-m\0", 14); /* lws's fragments, then a NUL */
+    conn->body = strdup(init);
+    conn->body_len = strlen(init);
+    snprintf(conn->peer, sizeof conn->peer, "127.0.0.1");
+    conn->auth = s_auth[0];
+    pthread_mutex_unlock(&s_gw.lock);
+    nx_gw_http(&s_gw, id);
+    pthread_mutex_lock(&s_gw.lock);
+    FZ_CHECK(conn->status == 200 && conn->mcp_out[0], "initialize: %d %s", conn->status,
+             conn->response ? conn->response : "");
+    snprintf(s_mcp, sizeof s_mcp, "%s", conn->mcp_out);
+    nx_gw_conn_closed(&s_gw, conn);
+    pthread_mutex_unlock(&s_gw.lock);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -115,17 +147,26 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         turned into JSON under ASan at every GET /events, took most of the
         target's time; larger payloads are still sent and refused, and
         retention runs all the time.                                      */
-    const char *const settings[] = {"max_payload",  "4k",   "retain_events", "40",
-                                    "sessions_max", "5000", "claims_max",    "5000",
-                                    "history_limit", "200", NULL};
+    const char *const settings[] = {"max_payload",
+                                    "4k",
+                                    "retain_events",
+                                    "40",
+                                    "sessions_max",
+                                    "5000",
+                                    "claims_max",
+                                    "5000",
+                                    "history_limit",
+                                    "200",
+                                    NULL};
     fz_broker_t *broker = fz_broker_start("gw", dir, true, settings);
     char err[512] = "";
     FZ_CHECK(nx_conf_defaults(nx_gw_conf_keys, nx_gw_conf_count, &s_gw.cfg, err, sizeof err) ==
                  NEXUS_OK,
              "%s", err);
-    const char *const gw_settings[] = {"broker", fz_broker_control(broker), "rate", "10000000",
-                                       "burst", "10000000", "broker_timeout", "10s",
-                                       "queue_bytes", "1M", NULL};
+    const char *const gw_settings[] = {
+        "broker",   fz_broker_control(broker), "rate", "10000000",    "burst",
+        "10000000", "broker_timeout",          "10s",  "queue_bytes", "1M",
+        NULL};
     for (size_t i = 0; gw_settings[i]; i += 2)
         FZ_CHECK(nx_conf_set(nx_gw_conf_keys, nx_gw_conf_count, &s_gw.cfg, gw_settings[i],
                              gw_settings[i + 1], err, sizeof err) == NEXUS_OK,
@@ -163,15 +204,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     FZ_CHECK(nexus_subscribe(s_gw.client, ">") == NEXUS_OK, "subscribe");
     s_ws[0] = s_ws_open("fz-a", s_auth[0]);
     s_ws[1] = s_ws_open("w1", s_auth[1]);
+    s_mcp_open();
     atexit(s_stop); /* before the broker stops */
     return 0;
 }
 
 static bool s_known_code(const char *code)
 {
-    static const char *const gateway[] = {"bad_json",     "method_not_allowed", "rate_limited",
-                                          "unknown_action", "timeout",          "unavailable",
-                                          "no_memory",    NULL};
+    static const char *const gateway[] = {
+        "bad_json", "method_not_allowed", "rate_limited", "unknown_action",
+        "timeout",  "unavailable",        "no_memory",    NULL};
     for (size_t i = 0; gateway[i]; i++)
         if (strcmp(code, gateway[i]) == 0)
             return true;
@@ -194,8 +236,8 @@ static void s_action(int who, const uint8_t *data, size_t size)
     json_error_t jerr;
     json_t *req = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     json_t *id = json_object_get(req, "id");
-    bool valid_id = (json_is_string(id) && json_string_length(id) <= NX_GW_ID_MAX) ||
-                    json_is_integer(id);
+    bool valid_id =
+        (json_is_string(id) && json_string_length(id) <= NX_GW_ID_MAX) || json_is_integer(id);
     /*  Deeper than jansson parses: the gateway echoes the id it finds at
         the top level (docs/gateway.md), which only a scan can tell.      */
     bool too_deep_to_parse = !req && json_error_code(&jerr) == json_error_stack_overflow;
@@ -240,8 +282,8 @@ static void s_action(int who, const uint8_t *data, size_t size)
 
 static void s_http(int who, int method, const uint8_t *data, size_t size)
 {
-    fz_part_t p[4] = {{NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}};
-    fz_split(data, size, "\xc1\xc1", 2, p, 4);
+    fz_part_t p[5] = {{NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}};
+    fz_split(data, size, "\xc1\xc1", 2, p, 5);
     nx_gw_conn_t *conn = nx_gw_conn_new(&s_gw, NX_GW_HTTP, NULL);
     FZ_CHECK(conn, "conn");
     uint64_t id = conn->id;
@@ -262,7 +304,13 @@ static void s_http(int who, int method, const uint8_t *data, size_t size)
             conn->body_len = p[2].size;
         }
     }
-    snprintf(conn->mcp_in, sizeof conn->mcp_in, "%.*s", (int)p[3].size, (const char *)p[3].data);
+    if (p[3].size == 1 && p[3].data[0] == '@')
+        snprintf(conn->mcp_in, sizeof conn->mcp_in, "%s", s_mcp);
+    else
+        snprintf(conn->mcp_in, sizeof conn->mcp_in, "%.*s", (int)p[3].size,
+                 (const char *)p[3].data);
+    snprintf(conn->mcp_version, sizeof conn->mcp_version, "%.*s", (int)p[4].size,
+             (const char *)p[4].data);
     snprintf(conn->peer, sizeof conn->peer, "127.0.0.%d", who + 1);
     conn->auth = s_auth[who];
     pthread_mutex_unlock(&s_gw.lock);

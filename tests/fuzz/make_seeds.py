@@ -93,7 +93,8 @@ def events():
 def gateway():
     """Gateway: byte 0 bit 0 clear: a WebSocket message (JSON text); set:
     HTTP, bits 2-3 the method (0 GET, 1 POST, 2 other), then path, query,
-    body, Mcp-Session-Id separated by C1 C1. Bit 1: the client with the
+    body, Mcp-Session-Id ("@": the target's own MCP session),
+    MCP-Protocol-Version separated by C1 C1. Bit 1: the client with the
     token for w1 only."""
     import json
     ws = [
@@ -123,8 +124,9 @@ def gateway():
         {"action": "publish", "event_type": "a.b", "id": 14,
          "payload": json.loads("[" * 40 + "]" * 40)}).encode())
 
-    def http(method, path, query=b"", body=b"", mcp=b"", who=0):
-        return bytes([1 | who << 1 | method << 2]) + SEP.join([path, query, body, mcp])
+    def http(method, path, query=b"", body=b"", mcp=b"", who=0, version=None):
+        parts = [path, query, body, mcp] + ([version] if version is not None else [])
+        return bytes([1 | who << 1 | method << 2]) + SEP.join(parts)
     J = lambda o: json.dumps(o).encode()
     reqs = {
         "health": http(0, b"/health"), "capabilities": http(0, b"/capabilities"),
@@ -156,6 +158,35 @@ def gateway():
         "put": http(2, b"/events"), "static": http(0, b"/index.html"),
         "notfound": http(0, b"/nope"),
     }
+    def tool(name, args, who=0, version=b"2025-06-18"):
+        return http(1, b"/mcp", body=J({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                        "params": {"name": name, "arguments": args}}),
+                    mcp=b"@", who=who, version=version)
+    reqs.update({
+        "mcp-version": http(1, b"/mcp", body=J({"jsonrpc": "2.0", "id": 2,
+                                                "method": "tools/list"}),
+                            mcp=b"@", version=b"1999-01-01"),
+        "mcp-cancel": http(1, b"/mcp", body=J({"jsonrpc": "2.0",
+                                               "method": "notifications/cancelled",
+                                               "params": {"requestId": 3}}), mcp=b"@"),
+        "mcp-register": tool("register_session", {"name": "m", "capabilities": ["c"]}),
+        "mcp-sessions": tool("list_sessions", {"capability": "c"}),
+        "mcp-channels": tool("list_channels", {}),
+        "mcp-publish": tool("publish_event", {"event_type": "a.m", "payload": {"k": [1]}}),
+        "mcp-events": tool("get_events", {"patterns": ["a.>"], "resume": True, "limit": 3}),
+        "mcp-notify": tool("notify", {"title": "t", "message": "m", "level": "warning"}),
+        "mcp-claim": tool("claim_work", {"work_id": "mj", "ttl_ms": 3000}),
+        "mcp-renew": tool("renew_work", {"work_id": "mj", "token": 1}),
+        "mcp-release": tool("release_work", {"work_id": "mj", "token": 1, "reason": "r"}),
+        "mcp-complete": tool("complete_work", {"work_id": "mj", "token": 1, "result": 2}),
+        "mcp-claims": tool("list_claims", {"mine": True, "state": "claimed"}),
+        "mcp-message": tool("send_message", {"to": "w1", "message": "m", "subject": "s"}),
+        "mcp-wait": tool("wait_for_events", {"patterns": ["a.m", "message.direct"],
+                                             "timeout_seconds": 1}),
+        "mcp-wait-bad": tool("wait_for_events", {"patterns": [1]}),
+        "mcp-unregister": tool("unregister_session", {}),
+        "mcp-other-token": tool("list_sessions", {}, who=1),
+    })
     for name, data in reqs.items():
         write("gateway", "http-" + name, data)
 

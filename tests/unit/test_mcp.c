@@ -60,7 +60,8 @@ static void s_test_rpc(void)
     /*  A parse error quoting bytes that are not UTF-8 keeps its message.  */
     r = nx_mcp_parse_error("not JSON: near '\xe4\xa3'");
     CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
-                 "not JSON: near '?" "?'");
+                 "not JSON: near '?"
+                 "?'");
     json_decref(r);
     /*  Notifications get nothing back.                                    */
     r = s_rpc(m, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", &st);
@@ -134,6 +135,22 @@ static void s_test_rpc(void)
         &st);
     CHECK(json_is_true(json_object_get(json_object_get(r, "result"), "isError")));
     json_decref(r);
+    /*  Patterns that are not valid pattern strings: refused, never a wait
+        that listens (a number once reached strlen (NULL)).               */
+    const char *const bad_patterns[] = {"[1]", "[null]", "\"x\"", "[\"a..b\"]", "[[\"a\"]]"};
+    for (size_t b = 0; b < sizeof bad_patterns / sizeof bad_patterns[0]; b++) {
+        char req[256];
+        snprintf(req, sizeof req,
+                 "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"tools/call\",\"params\":{"
+                 "\"name\":\"wait_for_events\",\"arguments\":{\"patterns\":%s}}}",
+                 bad_patterns[b]);
+        r = s_rpc(m, req, &st);
+        CHECK(st == NX_MCP_REPLY);
+        CHECK(json_is_true(json_object_get(json_object_get(r, "result"), "isError")));
+        CHECK_EQ_U64(nx_mcp_deadline(m), 0);
+        CHECK(!nx_mcp_wants(m, "a.b"));
+        json_decref(r);
+    }
     /*  Acting tools before a session is registered.                       */
     r = s_rpc(m,
               "{\"jsonrpc\":\"2.0\",\"id\":10,\"method\":\"tools/"

@@ -375,7 +375,8 @@ static void s_test_utf8(void)
     /*  jansson's text for the fuzz input: a character, two stray bytes.  */
     snprintf(buf, sizeof buf, "near '\"acti\\\xe4\xa3\xa3\xa3\xa1'");
     nx_utf8_scrub(buf);
-    CHECK(strcmp(buf, "near '\"acti\\\xe4\xa3\xa3?" "?'") == 0);
+    CHECK(strcmp(buf, "near '\"acti\\\xe4\xa3\xa3?"
+                      "?'") == 0);
     snprintf(buf, sizeof buf, "cut \xe2\x82"); /* a character cut at the end */
     nx_utf8_scrub(buf);
     CHECK(strcmp(buf, "cut ??") == 0);
