@@ -820,6 +820,7 @@ static void h_metrics(s_req_t *r)
     size_t sessions = zhashx_size(gw->sessions);
     size_t addrs = zhashx_size(gw->addr_buckets);
     size_t cmd_bytes = gw->commands_bytes, cmd_peak = gw->commands_bytes_peak;
+    size_t mcp_sessions = gw->mcps ? zhashx_size(gw->mcps) : 0, mcp_waits = gw->mcp_parked;
     pthread_mutex_unlock(&gw->lock);
     S_METRIC("nexus_gateway_command_bytes", "gauge",
              "bytes of client messages waiting for the worker", cmd_bytes);
@@ -830,6 +831,9 @@ static void h_metrics(s_req_t *r)
     S_METRIC("nexus_gateway_connections_total", "counter", "WebSocket connections accepted",
              S_LOAD(ws_total));
     S_METRIC("nexus_gateway_sessions", "gauge", "sessions hosted", sessions);
+    S_METRIC("nexus_gateway_mcp_sessions", "gauge", "MCP sessions open on /mcp", mcp_sessions);
+    S_METRIC("nexus_gateway_mcp_waits", "gauge", "wait_for_events calls parked on /mcp",
+             mcp_waits);
     S_METRIC("nexus_gateway_http_requests_total", "counter", "HTTP requests",
              S_LOAD(http_requests));
     S_METRIC("nexus_gateway_events_in_total", "counter", "events published through the gateway",

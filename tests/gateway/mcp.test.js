@@ -38,6 +38,14 @@ async function stdioClient(f, args = [], env = {}) {
   return client;
 }
 
+/** The gateway's count of parked /mcp waits (/metrics). */
+async function mcpWaits(f) {
+  const text = await (await fetch(`${f.http}/metrics`)).text();
+  const m = text.match(/^nexus_gateway_mcp_waits (\d+)$/m);
+  assert.ok(m, 'nexus_gateway_mcp_waits in /metrics');
+  return Number(m[1]);
+}
+
 /** An HTTP MCP client of the fabric's gateway. */
 async function httpClient(f, query = '', headers = {}) {
   const transport = new StreamableHTTPClientTransport(new URL(`${f.http}/mcp${query}`), { requestInit: { headers } });
@@ -242,7 +250,7 @@ test('/mcp over Streamable HTTP: the tools, good and bad arguments, transport er
   const sid = res.headers.get('mcp-session-id');
   const call = (id, args) => post({ 'Mcp-Session-Id': sid }, JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'wait_for_events', arguments: args } }));
   const parked = call(7, { patterns: ['never.happens'], timeout_seconds: 20 });
-  await sleep(300);
+  await waitFor(async () => (await mcpWaits(f)) === 1, { timeout: 10000, what: 'the wait is parked' });
   res = await post({ 'Mcp-Session-Id': sid }, JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 7 } }));
   assert.equal(res.status, 202);
   const t0 = Date.now();
@@ -252,6 +260,7 @@ test('/mcp over Streamable HTTP: the tools, good and bad arguments, transport er
   res = await call(8, { patterns: ['never.happens'], timeout_seconds: 1 });
   assert.equal(res.status, 200);
   assert.equal((await res.json()).result.structuredContent.timed_out, true);
+  assert.equal(await mcpWaits(f), 0, 'no wait is left counted');
   res = await post({ Origin: 'http://evil.example' }, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: {} }));
   assert.equal(res.status, 403, 'DNS rebinding: a foreign Origin is refused');
   res = await fetch(`${f.http}/mcp`, { headers: { Accept: 'text/event-stream' } });
@@ -417,7 +426,8 @@ test('one wait at a time: a second wait_for_events is refused and the first goes
       try {
         await ok(c, 'get_events', { resume: true }); // the cursor moves to now
         const first = c.callTool({ name: 'wait_for_events', arguments: { patterns: ['twice.a'], timeout_seconds: 20 } });
-        await sleep(300);
+        // stdio reads requests in order; over HTTP, wait until the first is parked.
+        if (c.transportRef) await waitFor(async () => (await mcpWaits(f)) === 1, { timeout: 10000, what: 'the first wait is parked' });
         await assert.rejects(c.callTool({ name: 'wait_for_events', arguments: { patterns: ['twice.b'], timeout_seconds: 20 } }),
           /still waiting: one at a time/);
         // Other calls of the session are answered while its wait is parked.
