@@ -13,6 +13,7 @@
 #include "nx_front.h"
 #include "nx_front_event.h"
 #include "nx_gw.h"
+#include "nx_jdump.h"
 #include "nx_optab.h"
 #include "nx_log.h"
 #include "nx_topic.h"
@@ -34,7 +35,7 @@ static void s_send(nx_gw_t *gw, uint64_t conn_id, const char *text)
 
 void nx_gw_reply(nx_gw_t *gw, uint64_t conn_id, json_t *reply)
 {
-    char *text = json_dumps(reply, JSON_COMPACT);
+    char *text = nx_json_dumps(reply, JSON_COMPACT);
     json_decref(reply);
     /*  A reply that could never fit the client's send queue (a history page
         of large events) becomes a too_large error here, before the lock,

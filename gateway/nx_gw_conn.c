@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "nx_gw.h"
+#include "nx_jdump.h"
 #include "nx_log.h"
 #include "nx_topic.h"
 
@@ -253,7 +254,7 @@ static char *s_fit_welcome(json_t *welcome, size_t len, size_t max)
     /*  Room for the digits of recent_omitted once it grows.               */
     size_t total = len + 24;
     while (drop < n && total > max) {
-        char *one = json_dumps(json_array_get(recent, drop), JSON_COMPACT | JSON_ENCODE_ANY);
+        char *one = nx_json_dumps(json_array_get(recent, drop), JSON_COMPACT | JSON_ENCODE_ANY);
         size_t size = one ? strlen(one) + 1 : 0; /* and its comma */
         free(one);
         total = total > size ? total - size : 0;
@@ -264,7 +265,7 @@ static char *s_fit_welcome(json_t *welcome, size_t len, size_t max)
             json_array_remove(recent, 0);
         omitted += (json_int_t)drop;
         json_object_set_new(welcome, "recent_omitted", json_integer(omitted));
-        char *text = json_dumps(welcome, JSON_COMPACT);
+        char *text = nx_json_dumps(welcome, JSON_COMPACT);
         if (!text || strlen(text) <= max || json_array_size(recent) == 0) {
             if (text && strlen(text) > max) {
                 free(text);
@@ -301,7 +302,7 @@ char *nx_gw_fit(nx_gw_t *gw, const char *text, size_t len)
             json_object_set_new(notice, "ok", json_false());
             s_keep_id(notice, msg);
         }
-        out = notice ? json_dumps(notice, JSON_COMPACT) : NULL;
+        out = notice ? nx_json_dumps(notice, JSON_COMPACT) : NULL;
         json_decref(notice);
         __atomic_add_fetch(&gw->stats.errors, 1, __ATOMIC_RELAXED);
     }

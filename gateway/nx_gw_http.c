@@ -11,6 +11,7 @@
 #include "nx_front.h"
 #include "nx_front_event.h"
 #include "nx_gw.h"
+#include "nx_jdump.h"
 #include "nx_optab.h"
 #include "nx_log.h"
 #include "nx_topic.h"
@@ -42,7 +43,7 @@ static void s_answer(s_req_t *r, int status, json_t *body)
     r->status = status;
     r->type = "application/json";
     free(r->out);
-    r->out = json_dumps(body, JSON_COMPACT);
+    r->out = nx_json_dumps(body, JSON_COMPACT);
     json_decref(body);
 }
 

@@ -25,6 +25,7 @@
 
 #include "nx_front.h"
 #include "nx_gw.h"
+#include "nx_jdump.h"
 #include "nx_log.h"
 #include "nx_mcp.h"
 #include "nx_topic.h"
@@ -94,7 +95,7 @@ void nx_gw_mcp_deliver(nx_gw_t *gw, const char *topic)
     body (a cancelled wait, whose client expects no answer).              */
 static void s_answer_parked(nx_gw_t *gw, uint64_t conn_id, json_t *reply)
 {
-    char *text = reply ? json_dumps(reply, JSON_COMPACT) : strdup("");
+    char *text = reply ? nx_json_dumps(reply, JSON_COMPACT) : strdup("");
     json_decref(reply);
     pthread_mutex_lock(&gw->lock);
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);

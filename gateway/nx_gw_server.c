@@ -20,6 +20,7 @@
 
 #include "nx_gw.h"
 #include "nx_gw_rfc6455.h"
+#include "nx_jdump.h"
 #include "nx_topic.h"
 #include "nx_log.h"
 
@@ -651,7 +652,7 @@ static void s_ws_error(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text, const 
         json_object_set(r, "id", id);
     if (json_is_string(action) && json_string_length(action) <= NX_GW_ID_MAX)
         json_object_set(r, "action", action);
-    char *out = json_dumps(r, JSON_COMPACT);
+    char *out = nx_json_dumps(r, JSON_COMPACT);
     pthread_mutex_lock(&gw->lock);
     if (out)
         nx_gw_conn_push_text(gw, conn, out);

@@ -21,6 +21,7 @@
 #include "nx_front.h"
 #include "nx_front_event.h"
 #include "nx_gw.h"
+#include "nx_jdump.h"
 #include "nx_log.h"
 
 void nx_gw_wake(nx_gw_t *gw)
@@ -243,7 +244,7 @@ static void s_deliver_reset(nx_gw_t *gw, nexus_event_t *event)
                             "cursor_seq", (json_int_t)r.cursor_seq, "cursor_store_id",
                             r.cursor_store_id[0] ? r.cursor_store_id : NULL, "store_id", r.store_id,
                             "last_seq", (json_int_t)r.last_seq, "since", (json_int_t)0);
-    char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    char *text = msg ? nx_json_dumps(msg, JSON_COMPACT) : NULL;
     json_decref(msg);
     pthread_mutex_lock(&gw->lock);
     snprintf(gw->store_id, sizeof gw->store_id, "%s", r.store_id);
@@ -424,7 +425,7 @@ char *nx_gw_reset_json(const nx_gw_resume_t *r, uint64_t since, const char *stor
                             "cursor_seq", (json_int_t)since, "cursor_store_id",
                             store && *store ? store : NULL, "store_id", r->store_id, "last_seq",
                             (json_int_t)r->last_seq, "since", (json_int_t)r->from);
-    char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    char *text = msg ? nx_json_dumps(msg, JSON_COMPACT) : NULL;
     json_decref(msg);
     return text;
 }
@@ -535,7 +536,7 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     nx_gw_filter_events(gw, auth, recent);
     json_object_set_new(welcome, "recent_events", recent);
     json_object_set_new(welcome, "recent_omitted", json_integer(0));
-    char *text = json_dumps(welcome, JSON_COMPACT);
+    char *text = nx_json_dumps(welcome, JSON_COMPACT);
     /*  One that could never fit the send queue leaves out its oldest
         recent events (nx_gw_fit, outside the lock).                       */
     char *fitted = text ? nx_gw_fit(gw, text, strlen(text)) : NULL;

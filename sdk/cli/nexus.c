@@ -22,6 +22,7 @@
 
 #include "nexus.h"
 #include "nx_cli.h"
+#include "nx_jdump.h"
 
 #define S_OPTS_MAX     64   /* options and positionals per invocation         */
 #define S_LINES_WINDOW 1024 /* acknowledged publishes in flight (pub --lines)  */
@@ -100,7 +101,7 @@ static int s_client_error(s_cli_t *cli, nexus_err_t err)
 /*  Prints a jansson object as one line and releases it.                    */
 static void s_print_json(json_t *obj)
 {
-    char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    char *text = obj ? nx_json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     if (text) {
         fputs(text, stdout);
         fputc('\n', stdout);
@@ -970,7 +971,7 @@ static int s_cmd_session_register(s_cli_t *cli)
         }
         json_object_set_new(req, "metadata", meta);
     }
-    char *text = json_dumps(req, JSON_COMPACT);
+    char *text = nx_json_dumps(req, JSON_COMPACT);
     json_decref(req);
     char *reply = NULL;
     nexus_err_t err = nexus_request_json(c, text, &reply);
@@ -1096,7 +1097,7 @@ static int s_cmd_session_get(s_cli_t *cli)
             nx_table_t *t = nx_table_new(2);
             json_object_foreach(obj, key, value)
             {
-                char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+                char *text = nx_json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
                 const char *row[2] = {key, json_is_string(value) ? json_string_value(value) : text};
                 nx_table_add(t, row);
                 free(text);
@@ -1224,7 +1225,7 @@ static int s_token(s_cli_t *cli, uint64_t *token)
         return NX_EXIT_OK;
     }
     json_t *req = json_pack("{s:s,s:s}", "op", "work.get", "work_id", cli->pos[0]);
-    char *text = json_dumps(req, JSON_COMPACT);
+    char *text = nx_json_dumps(req, JSON_COMPACT);
     json_decref(req);
     nexus_err_t err;
     json_t *rep = s_call(cli, text, &err);

@@ -32,6 +32,7 @@
 
 #include "nx_cli.h"
 #include "nx_front_event.h"
+#include "nx_jdump.h"
 #include "nx_log.h"
 #include "nx_mcp.h"
 #include "nx_topic.h"
@@ -138,7 +139,7 @@ static void s_secret_store(const char *session, const char *secret)
 /*  Writes one message as one line to stdout.                              */
 static int s_send(json_t *msg)
 {
-    char *text = json_dumps(msg, JSON_COMPACT);
+    char *text = nx_json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (!text)
         return -1;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "nx_cli.h"
+#include "nx_jdump.h"
 
 int nx_cli_exit_code(nexus_err_t err)
 {
@@ -299,7 +300,7 @@ int nx_cli_session_store(const char *id, const char *secret, const char *endpoin
         return -1;
     json_t *state =
         json_pack("{s:s,s:s?,s:s?}", "session", id, "secret", secret, "endpoint", endpoint);
-    char *text = state ? json_dumps(state, JSON_COMPACT) : NULL;
+    char *text = state ? nx_json_dumps(state, JSON_COMPACT) : NULL;
     json_decref(state);
     int rc = text ? nx_cli_write_file(path, text) : -1;
     free(text);

@@ -15,6 +15,7 @@
 #include "nx_error.h"
 #include "nx_front.h"
 #include "nx_front_event.h"
+#include "nx_jdump.h"
 #include "nx_optab.h"
 #include "nx_topic.h"
 
@@ -103,7 +104,7 @@ bool nx_front_check(const char *op, json_t *fields, nx_front_err_t *err)
         return false;
     }
     /*  The same bytes the broker would read, checked by the same code.    */
-    char *text = json_dumps(fields, JSON_COMPACT);
+    char *text = nx_json_dumps(fields, JSON_COMPACT);
     size_t size = 0;
     uint8_t *packed = text ? nexus_json_to_msgpack(text, &size) : NULL;
     free(text);
@@ -175,7 +176,7 @@ json_t *nx_front_call(nexus_client_t *client, const char *op, json_t *fields, nx
         return NULL;
     }
     json_object_set_new(fields, "op", json_string(op));
-    char *text = json_dumps(fields, JSON_COMPACT);
+    char *text = nx_json_dumps(fields, JSON_COMPACT);
     json_decref(fields);
     if (!text) {
         s_fail_code(err, NEXUS_ERR_NOMEM, "out of memory");

@@ -11,6 +11,7 @@
 #include "nx_base64.h"
 #include "nx_codec.h"
 #include "nx_front_event.h"
+#include "nx_jdump.h"
 #include "nx_log.h"
 #include "nx_perm.h"
 #include "nx_topic.h"
@@ -24,7 +25,7 @@ json_t *nx_front_payload_bin(const json_t *payload, bool *too_deep)
         it would be stored as the byte 01 and come back as 1. Sending the
         msgpack encoding as bin, as nexus_publish_json does, stores exactly
         what is decoded later, for every JSON value.                       */
-    char *text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = nx_json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
     size_t size = 0;
     void *packed = text ? nexus_json_to_msgpack(text, &size) : NULL;
     free(text);

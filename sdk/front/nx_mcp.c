@@ -16,6 +16,7 @@
 
 #include "nx_front.h"
 #include "nx_front_event.h"
+#include "nx_jdump.h"
 #include "nx_log.h"
 #include "nx_mcp.h"
 #include "nx_optab.h"
@@ -847,7 +848,7 @@ const char *nx_mcp_revisions(void)
 static json_t *s_tool_result(json_t *result, nx_front_err_t *err)
 {
     if (result) {
-        char *text = json_dumps(result, JSON_COMPACT);
+        char *text = nx_json_dumps(result, JSON_COMPACT);
         json_t *r = json_pack("{s:[{s:s, s:s}], s:o, s:b}", "content", "type", "text", "text",
                               text ? text : "{}", "structuredContent", result, "isError", 0);
         free(text);

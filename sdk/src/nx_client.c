@@ -18,6 +18,7 @@
 
 #include "nx_cert.h"
 #include "nx_client.h"
+#include "nx_jdump.h"
 #include "nx_optab.h"
 
 uint64_t nx_random_id(void)
@@ -1216,7 +1217,7 @@ nexus_err_t nexus_request_json(nexus_client_t *self, const char *request_json, c
     nx_req_destroy(&req);
     if (rep.map && reply_json) {
         json_t *j = nx_json_from_msgpack(rep.map);
-        *reply_json = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        *reply_json = j ? nx_json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
     }
     nx_reply_destroy(&rep);

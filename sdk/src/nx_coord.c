@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "nx_client.h"
+#include "nx_jdump.h"
 
 struct _nexus_records_t {
     nx_reply_t reply;             /* owns the decoded reply                 */
@@ -101,7 +102,7 @@ const char *nexus_records_json(nexus_records_t *self, size_t index)
         return NULL;
     if (!self->json[index]) {
         json_t *j = nx_json_from_msgpack(rec);
-        self->json[index] = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        self->json[index] = j ? nx_json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
     }
     return self->json[index];

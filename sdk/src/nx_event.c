@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "nx_client.h"
+#include "nx_jdump.h"
 
 nexus_event_t *nx_event_new(uint64_t seq, uint64_t ts, const char *topic, size_t topic_len,
                             const char *source, size_t source_len, const void *payload,
@@ -347,7 +348,7 @@ const char *nexus_event_json(nexus_event_t *self)
     }
     if (!obj)
         return NULL;
-    self->json = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    self->json = nx_json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(obj);
     return self->json;
 }

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "nx_client.h"
+#include "nx_jdump.h"
 
 static json_t *s_base64_object(const void *data, size_t size)
 {
@@ -83,7 +84,7 @@ json_t *nx_json_from_msgpack(const msgpack_object *obj)
                 key = strndup(k->via.str.size ? k->via.str.ptr : "", k->via.str.size);
             } else {
                 json_t *kj = nx_json_from_msgpack(k);
-                key = kj ? json_dumps(kj, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+                key = kj ? nx_json_dumps(kj, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
                 json_decref(kj);
             }
             json_t *v = key ? nx_json_from_msgpack(&obj->via.map.ptr[i].val) : NULL;
@@ -217,7 +218,7 @@ char *nexus_msgpack_to_json(const void *data, size_t size)
     msgpack_unpacked_destroy(&unp);
     if (!value)
         return NULL;
-    char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = nx_json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(value);
     return text;
 }

@@ -244,6 +244,7 @@ class WsClient {
   constructor(url, wsOptions = {}) {
     this.url = url;
     this.messages = [];   // every parsed message, in arrival order
+    this.raw = [];        // and its text, as it came
     this.waiters = [];
     this.nextId = 1;
     this.closed = null;   // { code, reason } once closed
@@ -252,6 +253,7 @@ class WsClient {
       let msg;
       try { msg = JSON.parse(data.toString()); } catch { msg = { type: '__unparsable', raw: data.toString(), isBinary }; }
       this.messages.push(msg);
+      this.raw.push(data.toString());
       this._check();
     });
     this.closePromise = new Promise((resolve) => {

@@ -178,6 +178,25 @@ test('subscribe, unsubscribe, publish, ping: with and without id', withFabric(as
   }
 }));
 
+test('numbers come back as sent (0.1, not 0.10000000000000001), every double exactly, over WebSocket and HTTP', withFabric(async (f) => {
+  const a = await f.connect('num-a');
+  assertOk(await a.request({ action: 'subscribe', topics: ['num.>'], id: 1 }), 'subscribe', 1);
+  const payload = { x: 0.1, y: [2.5, -0.0001], z: 1e300, n: 7 };
+  const r = await a.request({ action: 'publish', event_type: 'num.x', payload, id: 2 });
+  assertOk(r, 'publish', 2);
+  const ev = await a.waitEvent((e) => e.seq === r.seq, 5000, 'num.x');
+  assert.deepEqual(ev.payload, payload);
+  const raw = a.raw.find((t) => t.includes('"type":"event"') && t.includes(`"seq":${r.seq},`));
+  assert.ok(raw.includes('"payload":{"x":0.1,"y":[2.5,-0.0001],"z":1e300,"n":7}'), raw);
+  const h = await (await fetch(`${f.http}/events/history?event_type=num.x&limit=1`)).text();
+  assert.ok(h.includes('"x":0.1,'), h);
+  // A double that needs all 17 digits comes back exactly (the value's
+  // other reals then print with 17 too: still exact).
+  const hard = { w: 0.1 + 0.2, v: 0.1, tiny: 5e-324 };
+  const r2 = await a.request({ action: 'publish', event_type: 'num.y', payload: hard, id: 3 });
+  assert.deepEqual((await a.waitEvent((e) => e.seq === r2.seq, 5000, 'num.y')).payload, hard);
+}));
+
 test('wildcards: * one token, > trailing tokens, > and broadcast everything', withFabric(async (f) => {
   const star = await f.connect('wc-star');
   const tail = await f.connect('wc-tail');
