@@ -248,9 +248,11 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
         if (poll(fds, 2, timeout) < 0 && errno != EINTR)
             break;
         if (fds[1].revents & POLLIN) {
-            /*  Drained before the flag drops: a wake written in between
-                stays in the pipe for the next turn instead of being lost
-                with the flag still up (which would stop all wakes).       */
+            /*  Drained before the flag drops: an event that comes in
+                between finds the flag up and writes nothing, and the look
+                below finds it. The other order could drain the byte of an
+                event that had just raised the flag again, and with the
+                flag left up no later event would wake the loop.          */
             char drain[64];
             while (read(s_wake[0], drain, sizeof drain) > 0)
                 ;
