@@ -168,6 +168,7 @@ typedef struct _nx_gw_t {
     zhashx_t *mcps;    /* Mcp-Session-Id -> its session (worker adds)  */
     int mcp_wake[2];   /* event thread -> worker: a parked wait may end */
     size_t mcp_parked; /* parked waits (under lock)                    */
+    uint64_t mcp_due;  /* mono us the MCP sessions need a look (worker) */
 } nx_gw_t;
 
 /*  A unit of work for the worker thread.                                   */

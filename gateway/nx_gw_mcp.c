@@ -117,11 +117,17 @@ static void s_answer_parked(nx_gw_t *gw, uint64_t conn_id, json_t *reply)
 uint64_t nx_gw_mcp_service(nx_gw_t *gw)
 {
     char drain[64];
+    bool poked = false;
     while (read(gw->mcp_wake[0], drain, sizeof drain) > 0)
-        ;
+        poked = true;
     uint64_t now = nx_gw_mono(), next = now + 60 * 1000000ull;
     if (!zhashx_size(gw->mcps))
         return next; /* the common case: nobody uses /mcp */
+    /*  The worker comes here after every command: the walk below is for a
+        wake, a deadline or a heartbeat, not for each WebSocket action or
+        HTTP request (ten thousand MCP sessions, each command).           */
+    if (!poked && now < gw->mcp_due)
+        return gw->mcp_due;
     zlistx_t *idle = zlistx_new();
     /*  Only the worker adds or removes sessions: iterating here is safe
         but for the event thread's reads, which take the lock.             */
@@ -163,6 +169,7 @@ uint64_t nx_gw_mcp_service(nx_gw_t *gw)
         pthread_mutex_unlock(&gw->lock);
     }
     zlistx_destroy(&idle);
+    gw->mcp_due = next;
     return next;
 }
 
@@ -253,6 +260,9 @@ static s_sess_t *s_open(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t 
 void nx_gw_mcp_post(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out)
 {
     memset(out, 0, sizeof *out);
+    /*  A session opened, a wait parked or cancelled, a heartbeat moved:
+        the next service walks the sessions again.                        */
+    gw->mcp_due = 0;
     const char *method = json_string_value(json_object_get(in->msg, "method"));
     s_sess_t *s = NULL;
     /*  The transport's rule (2025-06-18 on): an unknown revision is a 400;

@@ -665,8 +665,8 @@ static void *s_worker(void *arg)
             s_store_now(gw, store, &last);
             next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000;
         }
-        /*  After each command, a wake or a deadline: cheap when nothing is
-            parked (a walk of the MCP sessions).                           */
+        /*  After each command, a wake or a deadline: it walks the MCP
+            sessions only when woken or when one of them is due.          */
         next_mcp = nx_gw_mcp_service(gw);
     }
     return NULL;
