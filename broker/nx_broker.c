@@ -33,6 +33,7 @@
 #include "nx_coord.h"
 #include "nx_curve.h"
 #include "nx_ha.h"
+#include "nx_poll.h"
 #include "nx_reader.h"
 #include "nx_readonly.h"
 #include "nx_subs.h"
@@ -90,8 +91,10 @@
     more requests (events) until a flush releases some: a slow disk holds
     clients back through their ZeroMQ queues, never the broker's memory.  */
 #define S_HELD_REPLIES_MAX 65536
-/*  The checkpointer is woken once this much log is flushed (s_wake_...).  */
-#define S_CKPT_WAKE_BYTES    (1u << 20)
+/*  The checkpointer is woken once this much log is flushed (s_wake_...);
+    it then applies it (nx_checkpointer.c, S_CHASE_BYTES). How far the
+    store may be behind when a history query comes and waits for it.     */
+#define S_CKPT_WAKE_BYTES    (256u << 10)
 #define S_HELD_EVENTS_FACTOR 4
 #define S_HELD_REPLY_BYTES   (64u << 20)
 
@@ -2260,28 +2263,37 @@ int nx_broker_run(nx_broker_t *self)
     nx_coord_ready(self);
     nx_info("nexusd %s ready: last seq %" PRIu64, NEXUS_VERSION_STRING, self->last_seq);
     int status = 0;
+    /*  Kept between turns: nx_poll remembers which lazy socket was ready.
+        Lazy: the sockets the loop only reads from (the events plane's
+        XSUB, the monitors), asked only when their descriptor fires. Each
+        is asked at the first turn (ready): a pipe nobody has read yet
+        brings messages without a signal (the monitors' pipes, connected
+        by us, have no other).                                            */
+    nx_poll_item_t items[NX_POLL_MAX] = {
+        {self->h_xsub, -1, 0, 0, true, true},
+        {self->h_router, -1, 0, 0, false, false},
+        {self->h_xpub, -1, ZMQ_POLLIN, 0, false, false},
+        {reader, -1, ZMQ_POLLIN, 0, false, false},
+        {ckpt, -1, 0, 0, false, false},
+        {NULL, nx_wal_flush_fd(self->wal), ZMQ_POLLIN, 0, false, false},
+    };
+    int n_mon = 6; /* the flush fd is -1 under sync=none: poll skips it */
+    void *mons[] = {mon_xpub, mon_xsub, mon_router};
+    for (size_t i = 0; i < sizeof mons / sizeof mons[0]; i++)
+        if (mons[i])
+            items[n_mon++] = (nx_poll_item_t){mons[i], -1, ZMQ_POLLIN, 0, true, true};
     while (!self->stop && !zsys_interrupted) {
         /*  While too much waits for a flush, the planes are not read: the
             clients' ZeroMQ queues hold what comes, not our memory.        */
-        short ev_in = s_held_events_full(self) ? 0 : ZMQ_POLLIN;
-        short rq_in = s_held_replies_full(self) ? 0 : ZMQ_POLLIN;
-        zmq_pollitem_t items[11] = {
-            {self->h_xsub, 0, ev_in, 0},
-            {self->h_router, 0, rq_in, 0},
-            {self->h_xpub, 0, ZMQ_POLLIN, 0},
-            {reader, 0, ZMQ_POLLIN, 0},
-            {ckpt, 0, self->n_parked ? ZMQ_POLLIN : 0, 0},
-            {NULL, nx_wal_flush_fd(self->wal), ZMQ_POLLIN, 0},
-        };
-        int n_items = 6; /* the flush fd is -1 under sync=none: poll skips it */
-        if (mon_xpub)
-            items[n_items++] = (zmq_pollitem_t){mon_xpub, 0, ZMQ_POLLIN, 0};
-        if (mon_xsub)
-            items[n_items++] = (zmq_pollitem_t){mon_xsub, 0, ZMQ_POLLIN, 0};
-        if (mon_router)
-            items[n_items++] = (zmq_pollitem_t){mon_router, 0, ZMQ_POLLIN, 0};
-        int n_mon = n_items;
-        n_items += nx_ha_poll(self, items + n_items, 11 - n_items);
+        items[0].events = s_held_events_full(self) ? 0 : ZMQ_POLLIN;
+        items[1].events = s_held_replies_full(self) ? 0 : ZMQ_POLLIN;
+        items[4].events = self->n_parked ? ZMQ_POLLIN : 0;
+        zmq_pollitem_t ha_items[NX_POLL_MAX];
+        int n_ha = nx_ha_poll(self, ha_items, NX_POLL_MAX - n_mon);
+        for (int i = 0; i < n_ha; i++)
+            items[n_mon + i] = (nx_poll_item_t){ha_items[i].socket, ha_items[i].fd,
+                                                ha_items[i].events, 0, false, false};
+        int n_items = n_mon + n_ha;
         uint64_t now = nx_mono_us(), wall = nx_now_us();
         long timeout = now >= self->next_tick ? 0 : (long)((self->next_tick - now) / 1000) + 1;
         if (self->next_coord <= wall)
@@ -2301,7 +2313,7 @@ int nx_broker_run(nx_broker_t *self)
             if (wait < timeout)
                 timeout = wait;
         }
-        int rc = zmq_poll(items, n_items, timeout);
+        int rc = nx_poll(items, n_items, timeout);
         if (rc == -1) {
             if (zmq_errno() == EINTR)
                 continue;
@@ -2309,6 +2321,8 @@ int nx_broker_run(nx_broker_t *self)
             status = -1;
             break;
         }
+        for (int i = 0; i < n_ha; i++)
+            ha_items[i].revents = items[n_mon + i].revents;
         if (items[2].revents & ZMQ_POLLIN)
             s_read_subscriptions(self);
         if (items[3].revents & ZMQ_POLLIN)
@@ -2338,8 +2352,13 @@ int nx_broker_run(nx_broker_t *self)
                 the loop poll its pipe.                                     */
             s_read_checkpointer(self);
             self->next_tick = nx_mono_us() + S_TICK_US;
+            /*  Once a tick every socket is asked at the next turn, lazy or
+                not: a monitor read elsewhere (s_read_monitor) may stop at
+                its bound with more to come, which nothing would signal.   */
+            for (int i = 0; i < n_mon; i++)
+                items[i].ready = true;
         }
-        int ha = nx_ha_handle(self, items + n_mon, n_items - n_mon);
+        int ha = nx_ha_handle(self, ha_items, n_ha);
         if (ha < 0) {
             s_fatal(self, "write or flush");
             break;
