@@ -37,6 +37,9 @@
 /*  The loop wakes the actor once a slice of log is flushed (not every
     turn); between wakes it looks by itself this often.                    */
 #define S_CKPT_IDLE_US 50000
+/*  Further behind than this, it applies without waiting (the loop wakes
+    it as often: S_CKPT_WAKE_BYTES in nx_broker.c).                        */
+#define S_CHASE_BYTES (256u << 10)
 
 struct _nx_checkpointer_t {
     zactor_t *actor;              /* the thread                                 */
@@ -512,7 +515,13 @@ static void s_actor(zsock_t *pipe, void *arg)
         }
         /*  How long to sleep: not at all while there is more to apply.    */
         now = nx_mono_us();
-        int64_t timeout = (int64_t)(st.next_house > now ? st.next_house - now : 0);
+        int64_t timeout = S_CKPT_IDLE_US;
+        /*  Housekeeping waits for a commit that leaves nothing applied
+            uncommitted: until then its time passed is no reason to wake
+            (this spun the thread from that time to the next commit, up to
+            a second, under a steady load).                                */
+        if (st.applied == st.committed)
+            timeout = (int64_t)(st.next_house > now ? st.next_house - now : 0);
         if (st.since && st.applied > st.committed) {
             uint64_t due = st.since + self->cfg.interval_us;
             if ((int64_t)(due > now ? due - now : 0) < timeout)
@@ -520,14 +529,19 @@ static void s_actor(zsock_t *pipe, void *arg)
         }
         if (timeout > S_CKPT_IDLE_US)
             timeout = S_CKPT_IDLE_US;
+        /*  Behind by a slice or less, it waits for the loop's wake (a
+            slice flushed) or its own timer: following every flush, a few
+            frames at a time, cost two system calls a frame and kept a
+            core busy under a steady load.                                 */
         if (st.stuck_until)
             timeout = (int64_t)(st.stuck_until > now ? st.stuck_until - now : 0);
-        else if (st.applied < nx_wal_durable(self->cfg.wal))
+        else if (st.applied + S_CHASE_BYTES <= nx_wal_durable(self->cfg.wal) ||
+                 (st.stopping && st.applied < nx_wal_durable(self->cfg.wal)))
             timeout = 0;
         if (timeout > 0) {
             __atomic_store_n(&self->idle, 1, __ATOMIC_SEQ_CST);
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
-            if ((!st.stuck_until && st.applied < nx_wal_durable(self->cfg.wal)) ||
+            if ((!st.stuck_until && st.applied + S_CHASE_BYTES <= nx_wal_durable(self->cfg.wal)) ||
                 (__atomic_load_n(&self->request, __ATOMIC_SEQ_CST) > st.committed &&
                  !st.stuck_until))
                 timeout = 0;
