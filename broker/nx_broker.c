@@ -1178,6 +1178,29 @@ static bool s_store_read(nx_broker_t *self, nx_pending_reply_t *pr)
     return true;
 }
 
+/*  Notes the connection a request of this turn came from (its routing
+    id): a second request from one connection in a turn means it pipelines
+    (s_log_turn then never flushes on the loop). Up to NX_TURN_PEERS
+    connections are told apart; more, and nothing is noted.               */
+static void s_note_peer(nx_broker_t *self, zmq_msg_t *id)
+{
+    if (self->turn_repeat || self->n_turn_peers > NX_TURN_PEERS)
+        return;
+    /*  FNV-1a: routing ids are a few bytes.                               */
+    const uint8_t *p = zmq_msg_data(id);
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0, n = zmq_msg_size(id); i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    for (size_t i = 0; i < self->n_turn_peers; i++)
+        if (self->turn_peers[i] == h) {
+            self->turn_repeat = true;
+            return;
+        }
+    if (self->n_turn_peers < NX_TURN_PEERS)
+        self->turn_peers[self->n_turn_peers] = h;
+    self->n_turn_peers++;
+}
+
 /*  Reads one request. Returns 0 when one was taken, -1 when none is ready.*/
 static int s_read_request(nx_broker_t *self)
 {
@@ -1219,6 +1242,7 @@ static int s_read_request(nx_broker_t *self)
     zmq_msg_move(&pr->body, &frame);
     zmq_msg_close(&frame);
     self->n_replies++;
+    s_note_peer(self, &pr->env.frames[0]);
     pr->op = NULL;
     pr->is_write = false;
     pr->deferred = false;
@@ -1777,13 +1801,19 @@ static bool s_log_turn(nx_broker_t *self, bool reserve)
                  (self->lazy_since && now >= s_flush_due(self)) ||
                  self->turn_need > nx_wal_durable(self->wal);
     if (unflushed && flush) {
-        /*  When a reply or a query waits for it and nothing else is to be
-            read, the loop flushes itself (no hand-off to a thread on a
-            lone request's path); otherwise the flusher does it while the
-            loop reads on (events nobody waits for never stall the loop). */
+        /*  When a reply or a query waits for it, nothing else is to be
+            read and no client of the turn pipelines, the loop flushes
+            itself (no hand-off to a thread on the path of clients that
+            each wait for their reply); otherwise the flusher does it while
+            the loop reads on (events nobody waits for never stall the
+            loop). A pipelining client's next requests are on their way
+            even when none is queued yet: flushing on the loop kept them
+            unread for the whole flush (pipelined acknowledged publish
+            ~130 k/s against ~190-210 k/s).                                */
         bool waited = changes || self->turn_need > nx_wal_durable(self->wal);
-        int rc = waited && !s_more_input(self) ? nx_wal_flush_now(self->wal)
-                                               : nx_wal_flush_async(self->wal);
+        int rc = waited && !self->turn_repeat && !s_more_input(self)
+                     ? nx_wal_flush_now(self->wal)
+                     : nx_wal_flush_async(self->wal);
         if (rc < 0) {
             s_fatal(self, "flush");
             return false;
@@ -1938,6 +1968,8 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
     self->turn_writes = 0;
     self->turn_need = 0;
     self->turn_request_bytes = 0;
+    self->n_turn_peers = 0;
+    self->turn_repeat = false;
     self->turn_now = nx_now_us();
     self->turn_seq = self->last_seq;
     self->turn_ts = self->last_ts;

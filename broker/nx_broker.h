@@ -26,6 +26,10 @@
 #ifndef NX_BROKER_H_INCLUDED
 #define NX_BROKER_H_INCLUDED
 
+/*  Peers told apart in a turn (s_note_peer in nx_broker.c): whether one of
+    them has more than one request in it, i.e. pipelines.                  */
+#define NX_TURN_PEERS 32
+
 #include <czmq.h>
 #include <msgpack.h>
 #include <stdbool.h>
@@ -250,6 +254,9 @@ struct _nx_broker_t {
                                          restart after a crash continues above    */
     uint64_t turn_now;                /* wall clock at the start of the turn        */
     size_t turn_request_bytes;        /* request bytes read this turn             */
+    uint64_t turn_peers[NX_TURN_PEERS]; /* hashes of the peers read this turn     */
+    size_t n_turn_peers;              /* how many (NX_TURN_PEERS + 1: stopped)    */
+    bool turn_repeat;                 /* a peer sent two requests this turn       */
     struct _nx_sessions_t *sessions;  /* session table (nx_sessions.c)       */
     struct _nx_claims_t *claims;      /* claim table (nx_claims.c)           */
     struct _nx_auth_t *auth;          /* tokens (nx_auth.c)                  */
