@@ -5,6 +5,7 @@ Every wait here is bounded in time; a test that cannot reach the broker
 fails instead of hanging.
 """
 
+import atexit
 import os
 import random
 import shutil
@@ -86,6 +87,18 @@ def decode_event(frame):
     return (frame[:nul].decode(), seq, ts, src.decode(), bytes(frame[nul + 19 + slen:]))
 
 
+def _drop_log(proc_owner):
+    """At exit, the log of a broker or gateway that has stopped goes (tests
+    that stop one without cleanup() left them in /tmp, dozens a run); the
+    log of one still running stays, for whoever looks into why."""
+    proc = proc_owner.proc
+    if proc is None or proc.poll() is not None:
+        try:
+            os.unlink(proc_owner.log_path)
+        except OSError:
+            pass
+
+
 class Broker:
     """One nexusd process. Use as a context manager or call stop()."""
 
@@ -107,6 +120,7 @@ class Broker:
         self.proc = None
         self.log_path = os.path.join(tempfile.gettempdir(),
                                      "nexusd-%d-%d.log" % (os.getpid(), free_port()))
+        atexit.register(_drop_log, self)
         self.ports = ports
         self.ctx = zmq.Context.instance()
 
@@ -459,6 +473,7 @@ class Gateway:
         self.proc = None
         self.log_path = os.path.join(tempfile.gettempdir(),
                                      "nexus-gateway-%d-%d.log" % (os.getpid(), self.port))
+        atexit.register(_drop_log, self)
 
     def start(self, timeout=15.0, wait_listen=True):
         # The gateway finds the event endpoints at the two ports after the
