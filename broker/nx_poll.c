@@ -10,15 +10,19 @@
 #include <time.h>
 #include <zmq.h>
 
-/*  ZMQ_EVENTS of a socket: processes its pending commands, which also
-    clears its descriptor. -1 on an error.                                 */
-static int s_events(void *socket)
+/*  Asks a socket item for ZMQ_EVENTS, which processes its pending
+    commands and so clears its descriptor: 1 (revents set) when it can be
+    read, 0 when not, -1 on an error.                                      */
+static int s_ask(nx_poll_item_t *it)
 {
     int events = 0;
     size_t size = sizeof events;
-    if (zmq_getsockopt(socket, ZMQ_EVENTS, &events, &size) == -1)
+    if (zmq_getsockopt(it->socket, ZMQ_EVENTS, &events, &size) == -1)
         return -1;
-    return events;
+    if (!(events & ZMQ_POLLIN))
+        return 0;
+    it->revents = ZMQ_POLLIN;
+    return 1;
 }
 
 /*  One look: asks the sockets to ask, then one poll (waiting up to
@@ -44,13 +48,10 @@ static int s_poll_once(nx_poll_item_t *items, int n, long timeout_ms)
         if (zmq_getsockopt(it->socket, ZMQ_FD, &fds[i].fd, &size) == -1)
             return -1;
         if (!it->lazy || it->ready) {
-            int ev = s_events(it->socket);
-            if (ev == -1)
+            int rc = s_ask(it);
+            if (rc == -1)
                 return -1;
-            if (ev & ZMQ_POLLIN) {
-                it->revents = ZMQ_POLLIN;
-                ready++;
-            }
+            ready += rc;
         }
     }
     /*  One poll: for the descriptors, and for the sockets whose commands
@@ -68,13 +69,10 @@ static int s_poll_once(nx_poll_item_t *items, int n, long timeout_ms)
                 ready++;
             }
         } else if (!it->revents && (fds[i].revents & POLLIN)) {
-            int ev = s_events(it->socket);
-            if (ev == -1)
+            int asked = s_ask(it);
+            if (asked == -1)
                 return -1;
-            if (ev & ZMQ_POLLIN) {
-                it->revents = ZMQ_POLLIN;
-                ready++;
-            }
+            ready += asked;
         }
         it->ready = it->revents != 0;
     }
