@@ -176,6 +176,11 @@ static void s_actor(zsock_t *pipe, void *argp)
     }
     zpoller_destroy(&poller);
     zcertstore_destroy(&certs);
+    /*  Unbound now: closing a socket frees its inproc endpoint later, on
+        libzmq's reaper thread, and a handler made right after this one
+        (a broker restarting in this process, unit.test_zap) could not
+        bind it.                                                           */
+    zsock_unbind(rep, "%s", S_ZAP_ENDPOINT);
     zsock_destroy(&rep);
 }
 
