@@ -2355,6 +2355,7 @@ int nx_broker_run(nx_broker_t *self)
         }
         for (int i = 0; i < n_ha; i++)
             ha_items[i].revents = items[n_mon + i].revents;
+        nx_ha_awake(self);
         if (items[2].revents & ZMQ_POLLIN)
             s_read_subscriptions(self);
         if (items[3].revents & ZMQ_POLLIN)

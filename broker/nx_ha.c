@@ -613,6 +613,12 @@ static void s_elector_news(nx_broker_t *b)
     }
 }
 
+void nx_ha_awake(nx_broker_t *b)
+{
+    if (b->ha && b->ha->rx)
+        nx_repl_receiver_awake(b->ha->rx, nx_mono_us());
+}
+
 int nx_ha_handle(nx_broker_t *b, zmq_pollitem_t *items, int n)
 {
     nx_ha_t *self = b->ha;

@@ -91,6 +91,10 @@ void nx_ha_shipped(nx_broker_t *broker);
 void nx_ha_after_turn(nx_broker_t *broker);
 void nx_ha_flushed(nx_broker_t *broker);
 
+/*  Before a turn: a standby that did not run for a while knows it before
+    it answers a request of the turn (nx_repl_receiver_awake).            */
+void nx_ha_awake(nx_broker_t *broker);
+
 /*  Adds its sockets to items (at most max); returns how many.            */
 int nx_ha_poll(nx_broker_t *broker, zmq_pollitem_t *items, int max);
 

@@ -472,14 +472,20 @@ static void s_lost_sight(nx_repl_receiver_t *self, uint64_t gap, const char *wha
     self->trust_n = self->ack_n + 1;
 }
 
+void nx_repl_receiver_awake(nx_repl_receiver_t *self, uint64_t now)
+{
+    uint64_t blind = self->cfg.timeout_us / 2;
+    if (self->ran_at && now - self->ran_at > blind)
+        s_lost_sight(self, now - self->ran_at, "this broker did not run");
+    self->ran_at = now;
+}
+
 nx_repl_rx_t nx_repl_receiver_read(nx_repl_receiver_t *self, uint64_t now)
 {
     nx_repl_rx_t result = NX_REPL_RX_OK;
     bool wrote = false;
     uint64_t blind = self->cfg.timeout_us / 2;
-    if (self->ran_at && now - self->ran_at > blind)
-        s_lost_sight(self, now - self->ran_at, "this broker did not run");
-    self->ran_at = now;
+    nx_repl_receiver_awake(self, now);
     for (int i = 0; i < 1000 && self->sock && result == NX_REPL_RX_OK; i++) {
         void *h = zsock_resolve(self->sock);
         zmq_msg_t head, data;

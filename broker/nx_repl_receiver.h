@@ -96,6 +96,13 @@ void *nx_repl_receiver_socket(nx_repl_receiver_t *self);
     to the log's flusher: then nx_repl_receiver_flushed acknowledges).    */
 nx_repl_rx_t nx_repl_receiver_read(nx_repl_receiver_t *self, uint64_t now);
 
+/*  Notes that the broker runs at now: after a time without running (half
+    the replication timeout: stopped, or starved) it no longer counts
+    itself in sync (nx_repl_receiver_read does this too). The loop calls
+    it before a turn, so that a request that came meanwhile (promote) sees
+    it.                                                                    */
+void nx_repl_receiver_awake(nx_repl_receiver_t *self, uint64_t now);
+
 /*  The log's flusher finished a round: acknowledges what it made durable. */
 void nx_repl_receiver_flushed(nx_repl_receiver_t *self);
 
