@@ -91,10 +91,6 @@
     more requests (events) until a flush releases some: a slow disk holds
     clients back through their ZeroMQ queues, never the broker's memory.  */
 #define S_HELD_REPLIES_MAX 65536
-/*  The checkpointer is woken once this much log is flushed (s_wake_...);
-    it then applies it (nx_checkpointer.c, S_CHASE_BYTES). How far the
-    store may be behind when a history query comes and waits for it.     */
-#define S_CKPT_WAKE_BYTES    (256u << 10)
 #define S_HELD_EVENTS_FACTOR 4
 #define S_HELD_REPLY_BYTES   (64u << 20)
 
@@ -1053,7 +1049,8 @@ static void s_pack_reply(nx_pending_reply_t *pr, bool ok, nexus_err_t err, const
     msgpack_sbuffer_write(&pr->reply, body, len);
 }
 
-/*  FNV-1a over bytes.                                                      */
+/*  FNV-1a over bytes, from S_FNV_BASIS (or a hash to extend).              */
+#define S_FNV_BASIS 14695981039346656037ull
 static uint64_t s_fnv1a(uint64_t h, const char *data, size_t len)
 {
     for (size_t i = 0; i < len; i++)
@@ -1080,7 +1077,7 @@ static uint64_t s_request_hash(nx_broker_t *self, const msgpack_object *req)
         msgpack_sbuffer_clear(&buf);
         msgpack_pack_object(&pk, *k);
         msgpack_pack_object(&pk, req->via.map.ptr[i].val);
-        sum += s_fnv1a(14695981039346656037ull, buf.data, buf.size);
+        sum += s_fnv1a(S_FNV_BASIS, buf.data, buf.size);
     }
     nx_scratch_give(&self->scratch, &buf);
     return sum ? sum : 1;
@@ -1180,25 +1177,20 @@ static bool s_store_read(nx_broker_t *self, nx_pending_reply_t *pr)
 
 /*  Notes the connection a request of this turn came from (its routing
     id): a second request from one connection in a turn means it pipelines
-    (s_log_turn then never flushes on the loop). Up to NX_TURN_PEERS
-    connections are told apart; more, and nothing is noted.               */
+    (s_log_turn then never flushes on the loop). The first NX_TURN_PEERS
+    connections of a turn are remembered; a repeat of one of them counts.  */
 static void s_note_peer(nx_broker_t *self, zmq_msg_t *id)
 {
-    if (self->turn_repeat || self->n_turn_peers > NX_TURN_PEERS)
+    if (self->turn_repeat)
         return;
-    /*  FNV-1a: routing ids are a few bytes.                               */
-    const uint8_t *p = zmq_msg_data(id);
-    uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0, n = zmq_msg_size(id); i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
+    uint64_t h = s_fnv1a(S_FNV_BASIS, zmq_msg_data(id), zmq_msg_size(id));
     for (size_t i = 0; i < self->n_turn_peers; i++)
         if (self->turn_peers[i] == h) {
             self->turn_repeat = true;
             return;
         }
     if (self->n_turn_peers < NX_TURN_PEERS)
-        self->turn_peers[self->n_turn_peers] = h;
-    self->n_turn_peers++;
+        self->turn_peers[self->n_turn_peers++] = h;
 }
 
 /*  Reads one request. Returns 0 when one was taken, -1 when none is ready.*/
@@ -1836,7 +1828,7 @@ static bool s_log_turn(nx_broker_t *self, bool reserve)
 static void s_wake_checkpointer(nx_broker_t *self)
 {
     uint64_t durable = nx_wal_durable(self->wal);
-    if (durable - self->ckpt_woken >= S_CKPT_WAKE_BYTES || self->n_parked) {
+    if (durable - self->ckpt_woken >= NX_CKPT_SLICE_BYTES || self->n_parked) {
         self->ckpt_woken = durable;
         nx_checkpointer_wake(self->ckpt);
     }
@@ -2283,8 +2275,8 @@ static void s_read_checkpointer(nx_broker_t *self)
 
 int nx_broker_run(nx_broker_t *self)
 {
-    /*  The monitors are optional (zmq_socket_monitor may fail); a NULL
-        socket with no events is skipped by zmq_poll.                       */
+    /*  The monitors are optional (zmq_socket_monitor may fail): a NULL one
+        is not polled.                                                      */
     void *mon_xpub = self->mon_xpub ? zsock_resolve(self->mon_xpub) : NULL;
     void *mon_xsub = self->mon_xsub ? zsock_resolve(self->mon_xsub) : NULL;
     void *mon_router = self->mon_router ? zsock_resolve(self->mon_router) : NULL;
@@ -2302,30 +2294,29 @@ int nx_broker_run(nx_broker_t *self)
         brings messages without a signal (the monitors' pipes, connected
         by us, have no other).                                            */
     nx_poll_item_t items[NX_POLL_MAX] = {
-        {self->h_xsub, -1, 0, 0, true, true},
-        {self->h_router, -1, 0, 0, false, false},
-        {self->h_xpub, -1, ZMQ_POLLIN, 0, false, false},
-        {reader, -1, ZMQ_POLLIN, 0, false, false},
-        {ckpt, -1, 0, 0, false, false},
-        {NULL, nx_wal_flush_fd(self->wal), ZMQ_POLLIN, 0, false, false},
+        {.socket = self->h_xsub, .fd = -1, .lazy = true, .ready = true},
+        {.socket = self->h_router, .fd = -1},
+        {.socket = self->h_xpub, .fd = -1, .events = ZMQ_POLLIN},
+        {.socket = reader, .fd = -1, .events = ZMQ_POLLIN},
+        {.socket = ckpt, .fd = -1},
+        /*  -1 under sync=none: poll skips it.                             */
+        {.fd = nx_wal_flush_fd(self->wal), .events = ZMQ_POLLIN},
     };
-    int n_mon = 6; /* the flush fd is -1 under sync=none: poll skips it */
+    int n_mon = 6;
     void *mons[] = {mon_xpub, mon_xsub, mon_router};
     for (size_t i = 0; i < sizeof mons / sizeof mons[0]; i++)
         if (mons[i])
-            items[n_mon++] = (nx_poll_item_t){mons[i], -1, ZMQ_POLLIN, 0, true, true};
+            items[n_mon++] = (nx_poll_item_t){
+                .socket = mons[i], .fd = -1, .events = ZMQ_POLLIN, .lazy = true, .ready = true};
     while (!self->stop && !zsys_interrupted) {
         /*  While too much waits for a flush, the planes are not read: the
             clients' ZeroMQ queues hold what comes, not our memory.        */
         items[0].events = s_held_events_full(self) ? 0 : ZMQ_POLLIN;
         items[1].events = s_held_replies_full(self) ? 0 : ZMQ_POLLIN;
         items[4].events = self->n_parked ? ZMQ_POLLIN : 0;
-        zmq_pollitem_t ha_items[NX_POLL_MAX];
-        int n_ha = nx_ha_poll(self, ha_items, NX_POLL_MAX - n_mon);
-        for (int i = 0; i < n_ha; i++)
-            items[n_mon + i] = (nx_poll_item_t){ha_items[i].socket, ha_items[i].fd,
-                                                ha_items[i].events, 0, false, false};
-        int n_items = n_mon + n_ha;
+        /*  The standby's sockets, read by nx_ha_handle after every turn
+            (not lazy: it reads them whether they fired or not).           */
+        int n_items = n_mon + nx_ha_poll(self, items + n_mon, NX_POLL_MAX - n_mon);
         uint64_t now = nx_mono_us(), wall = nx_now_us();
         long timeout = now >= self->next_tick ? 0 : (long)((self->next_tick - now) / 1000) + 1;
         if (self->next_coord <= wall)
@@ -2353,8 +2344,6 @@ int nx_broker_run(nx_broker_t *self)
             status = -1;
             break;
         }
-        for (int i = 0; i < n_ha; i++)
-            ha_items[i].revents = items[n_mon + i].revents;
         nx_ha_awake(self);
         if (items[2].revents & ZMQ_POLLIN)
             s_read_subscriptions(self);
@@ -2385,13 +2374,14 @@ int nx_broker_run(nx_broker_t *self)
                 the loop poll its pipe.                                     */
             s_read_checkpointer(self);
             self->next_tick = nx_mono_us() + S_TICK_US;
-            /*  Once a tick every socket is asked at the next turn, lazy or
-                not: a monitor read elsewhere (s_read_monitor) may stop at
-                its bound with more to come, which nothing would signal.   */
+            /*  Once a tick every lazy socket is asked at the next turn:
+                s_read_monitor, called from s_read_subscriptions and
+                s_drop_subscriber too, stops at its bound with more to
+                come, and nothing would signal the rest.                   */
             for (int i = 0; i < n_mon; i++)
-                items[i].ready = true;
+                items[i].ready |= items[i].lazy;
         }
-        int ha = nx_ha_handle(self, ha_items, n_ha);
+        int ha = nx_ha_handle(self);
         if (ha < 0) {
             s_fatal(self, "write or flush");
             break;

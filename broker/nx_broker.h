@@ -255,7 +255,7 @@ struct _nx_broker_t {
     uint64_t turn_now;                /* wall clock at the start of the turn        */
     size_t turn_request_bytes;        /* request bytes read this turn             */
     uint64_t turn_peers[NX_TURN_PEERS]; /* hashes of the peers read this turn     */
-    size_t n_turn_peers;              /* how many (NX_TURN_PEERS + 1: stopped)    */
+    size_t n_turn_peers;              /* how many, NX_TURN_PEERS at most          */
     bool turn_repeat;                 /* a peer sent two requests this turn       */
     struct _nx_sessions_t *sessions;  /* session table (nx_sessions.c)       */
     struct _nx_claims_t *claims;      /* claim table (nx_claims.c)           */

@@ -37,9 +37,6 @@
 /*  The loop wakes the actor once a slice of log is flushed (not every
     turn); between wakes it looks by itself this often.                    */
 #define S_CKPT_IDLE_US 50000
-/*  Further behind than this, it applies without waiting (the loop wakes
-    it as often: S_CKPT_WAKE_BYTES in nx_broker.c).                        */
-#define S_CHASE_BYTES (256u << 10)
 
 struct _nx_checkpointer_t {
     zactor_t *actor;              /* the thread                                 */
@@ -462,6 +459,12 @@ static void s_housekeeping(s_state_t *st)
         nx_debug("checkpointer: cannot prepare a log segment: %s", strerror(errno));
 }
 
+/*  A slice or more of flushed log is not applied yet: apply now.          */
+static bool s_slice_behind(nx_checkpointer_t *self, const s_state_t *st)
+{
+    return st->applied + NX_CKPT_SLICE_BYTES <= nx_wal_durable(self->cfg.wal);
+}
+
 static void s_actor(zsock_t *pipe, void *arg)
 {
     nx_checkpointer_t *self = arg;
@@ -513,7 +516,8 @@ static void s_actor(zsock_t *pipe, void *arg)
                 break;
             }
         }
-        /*  How long to sleep: not at all while there is more to apply.    */
+        /*  How long to sleep: until housekeeping or the commit is due, at
+            most S_CKPT_IDLE_US; not at all a slice behind.                */
         now = nx_mono_us();
         int64_t timeout = S_CKPT_IDLE_US;
         /*  Housekeeping waits for a commit that leaves nothing applied
@@ -535,13 +539,13 @@ static void s_actor(zsock_t *pipe, void *arg)
             core busy under a steady load.                                 */
         if (st.stuck_until)
             timeout = (int64_t)(st.stuck_until > now ? st.stuck_until - now : 0);
-        else if (st.applied + S_CHASE_BYTES <= nx_wal_durable(self->cfg.wal) ||
+        else if (s_slice_behind(self, &st) ||
                  (st.stopping && st.applied < nx_wal_durable(self->cfg.wal)))
             timeout = 0;
         if (timeout > 0) {
             __atomic_store_n(&self->idle, 1, __ATOMIC_SEQ_CST);
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
-            if ((!st.stuck_until && st.applied + S_CHASE_BYTES <= nx_wal_durable(self->cfg.wal)) ||
+            if ((!st.stuck_until && s_slice_behind(self, &st)) ||
                 (__atomic_load_n(&self->request, __ATOMIC_SEQ_CST) > st.committed &&
                  !st.stuck_until))
                 timeout = 0;

@@ -36,6 +36,11 @@
 
 typedef struct _nx_checkpointer_t nx_checkpointer_t;
 
+/*  The slice of flushed log the actor applies in one go: the loop wakes it
+    once this much more is flushed (not at every flush), and the actor,
+    further behind than this, applies without waiting for a wake.         */
+#define NX_CKPT_SLICE_BYTES (256u << 10)
+
 /*  Meta keys of the checkpoint (u64 big-endian values).                   */
 #define NX_META_WAL_LSN     "wal_lsn"     /* the log goes on here          */
 #define NX_META_WAL_CRC     "wal_crc"     /* crc of the frame before it    */

@@ -409,7 +409,7 @@ void nx_ha_flushed(nx_broker_t *b)
         nx_repl_receiver_flushed(b->ha->rx);
 }
 
-int nx_ha_poll(nx_broker_t *b, zmq_pollitem_t *items, int max)
+int nx_ha_poll(nx_broker_t *b, nx_poll_item_t *items, int max)
 {
     nx_ha_t *self = b->ha;
     int n = 0;
@@ -417,10 +417,11 @@ int nx_ha_poll(nx_broker_t *b, zmq_pollitem_t *items, int max)
         return 0;
     void *rs = self->rx ? nx_repl_receiver_socket(self->rx) : NULL;
     if (rs && n < max)
-        items[n++] = (zmq_pollitem_t){rs, 0, ZMQ_POLLIN, 0};
+        items[n++] = (nx_poll_item_t){.socket = rs, .fd = -1, .events = ZMQ_POLLIN};
     if (self->elector && n < max)
-        items[n++] =
-            (zmq_pollitem_t){zsock_resolve(nx_elector_sock(self->elector)), 0, ZMQ_POLLIN, 0};
+        items[n++] = (nx_poll_item_t){.socket = zsock_resolve(nx_elector_sock(self->elector)),
+                                      .fd = -1,
+                                      .events = ZMQ_POLLIN};
     return n;
 }
 
@@ -619,11 +620,9 @@ void nx_ha_awake(nx_broker_t *b)
         nx_repl_receiver_awake(b->ha->rx, nx_mono_us());
 }
 
-int nx_ha_handle(nx_broker_t *b, zmq_pollitem_t *items, int n)
+int nx_ha_handle(nx_broker_t *b)
 {
     nx_ha_t *self = b->ha;
-    (void)items;
-    (void)n;
     if (!self)
         return 0;
     uint64_t now = nx_mono_us();

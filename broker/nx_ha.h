@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "nx_broker.h"
+#include "nx_poll.h"
 
 typedef struct _nx_ha_t nx_ha_t;
 
@@ -96,12 +97,12 @@ void nx_ha_flushed(nx_broker_t *broker);
 void nx_ha_awake(nx_broker_t *broker);
 
 /*  Adds its sockets to items (at most max); returns how many.            */
-int nx_ha_poll(nx_broker_t *broker, zmq_pollitem_t *items, int max);
+int nx_ha_poll(nx_broker_t *broker, nx_poll_item_t *items, int max);
 
 /*  Handles what its sockets brought and its timers. Returns 0, or
     NX_BROKER_RESTART when the broker must restart (a base copy arrived,
     or it was fenced and follows the new primary), or -1 (the log failed). */
-int nx_ha_handle(nx_broker_t *broker, zmq_pollitem_t *items, int n);
+int nx_ha_handle(nx_broker_t *broker);
 
 /*  The longest the loop may sleep for its timers, ms.                     */
 long nx_ha_timeout(nx_broker_t *broker);

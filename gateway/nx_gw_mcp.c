@@ -260,9 +260,6 @@ static s_sess_t *s_open(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t 
 void nx_gw_mcp_post(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out)
 {
     memset(out, 0, sizeof *out);
-    /*  A session opened, a wait parked or cancelled, a heartbeat moved:
-        the next service walks the sessions again.                        */
-    gw->mcp_due = 0;
     const char *method = json_string_value(json_object_get(in->msg, "method"));
     s_sess_t *s = NULL;
     /*  The transport's rule (2025-06-18 on): an unknown revision is a 400;
@@ -310,6 +307,10 @@ void nx_gw_mcp_post(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out
             return;
         }
     }
+    /*  A session opened, a wait parked or cancelled, a heartbeat moved:
+        the next service walks the sessions again (a refused request
+        changed nothing, and costs no walk).                              */
+    gw->mcp_due = 0;
     /*  Counted as parked while it runs: a wait_for_events listens before
         it looks at the history, and an event the fabric delivers between
         that look and the park must mark it woken (nx_gw_mcp_deliver).   */

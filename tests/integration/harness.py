@@ -87,6 +87,15 @@ def decode_event(frame):
     return (frame[:nul].decode(), seq, ts, src.decode(), bytes(frame[nul + 19 + slen:]))
 
 
+def _close_log(proc_owner):
+    """Closes our handle on the log of a process that stopped: atexit keeps
+    the owner alive (_drop_log), so garbage collection would not."""
+    log = getattr(proc_owner, "log", None)
+    if log:
+        log.close()
+        proc_owner.log = None
+
+
 def _drop_log(proc_owner):
     """At exit, the log of a broker or gateway that has stopped goes (tests
     that stop one without cleanup() left them in /tmp, dozens a run); the
@@ -219,6 +228,7 @@ class Broker:
         elif self.proc:
             rc = self.proc.returncode
         self.proc = None
+        _close_log(self)
         return rc
 
     def cleanup(self):
@@ -525,6 +535,7 @@ class Gateway:
         elif self.proc:
             rc = self.proc.returncode
         self.proc = None
+        _close_log(self)
         return rc
 
     def cleanup(self):
