@@ -400,6 +400,9 @@ NEXUS_EXPORT nexus_err_t nexus_publish_async_wait(nexus_client_t *self, int time
 
 /*  Adds a pattern. Delivery starts from the broker's current last seq
     unless nexus_client_resume_from () set an earlier starting point.
+    Add the patterns of a start-up one after the other, with nothing in
+    between: a pattern added once delivery has moved on (events handed
+    out) starts where delivery is, not at that earlier point.
     Returns NEXUS_OK, NEXUS_ERR_BAD_PATTERN, NEXUS_ERR_CLOSED (not
     connected), NEXUS_ERR_INVALID (more than 64 patterns).                  */
 NEXUS_EXPORT nexus_err_t nexus_subscribe(nexus_client_t *self, const char *pattern);

@@ -1494,6 +1494,14 @@ nexus_err_t nexus_subscribe(nexus_client_t *self, const char *pattern)
         return nx_client_fail(self, rc, "at most %d patterns", NX_PATTERNS_MAX);
     if (rc)
         return nx_client_fail(self, rc, "%s", nexus_strerror(rc));
+    /*  A starting point set before (resume_from, an earlier pattern) holds
+        for this pattern too, and a START would change nothing: no round
+        trip, so that the patterns of a start-up reach the thread together,
+        before it reads the history from that point (a page read with the
+        first pattern alone would move the point past the events of the
+        next: nexus sub A B --since 0 printed A's events only).            */
+    if (__atomic_load_n(&self->start_known, __ATOMIC_ACQUIRE))
+        return s_ok(self);
     /*  Fix the starting point now, after the subscription exists, so that
         an event published once this returns is delivered. If the broker
         does not answer, the actor asks it later by itself.                 */
@@ -1505,7 +1513,8 @@ nexus_err_t nexus_subscribe(nexus_client_t *self, const char *pattern)
         char store[NEXUS_STORE_ID_MAX], arg[32 + NEXUS_STORE_ID_MAX];
         nx_obj_str(rep.map, "store_id", store, sizeof store);
         snprintf(arg, sizeof arg, "%" PRIu64 " %s", nx_obj_u64(rep.map, "last_seq"), store);
-        s_command(self, "START", arg);
+        if (s_command(self, "START", arg) == NEXUS_OK)
+            __atomic_store_n(&self->start_known, true, __ATOMIC_RELEASE);
     }
     nx_req_destroy(&req);
     nx_reply_destroy(&rep);
@@ -1531,6 +1540,8 @@ nexus_err_t nexus_client_resume_at(nexus_client_t *self, const char *store_id, u
     char arg[32 + NEXUS_STORE_ID_MAX];
     snprintf(arg, sizeof arg, "%" PRIu64 " %s", seq, store_id ? store_id : "");
     nexus_err_t rc = s_command(self, "RESUME", arg);
+    if (rc == NEXUS_OK)
+        __atomic_store_n(&self->start_known, true, __ATOMIC_RELEASE);
     return rc ? nx_client_fail(self, rc, "%s", nexus_strerror(rc)) : s_ok(self);
 }
 

@@ -244,6 +244,8 @@ struct _nexus_client_t {
     unsigned ep_gen; /* bumped at every switch: sockets made for an older
                         generation are made again                        */
 
+    bool start_known;         /* atomic: the thread has its starting
+                                 point (START or RESUME sent)        */
     pthread_mutex_t ctl_lock; /* serializes control calls           */
     zsock_t *dealer;          /* control socket for API calls       */
     unsigned dealer_gen;      /* ep_gen the dealer was made for     */
