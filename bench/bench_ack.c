@@ -41,8 +41,20 @@ static void s_check_stored(bench_broker_t *broker, void *ctx, uint64_t expected,
                 name, expected, st.events_total, st.count);
 }
 
+static const char *s_usage =
+    "usage: bench_ack [options]\n"
+    "  acknowledged publish, pipelined and one at a time (its own nexusd)\n"
+    "  --n N          pipelined publishes (500000)\n"
+    "  --window W     outstanding per client (256)\n"
+    "  --lat-n N      one-at-a-time round trips (5000)\n"
+    "  --size B       payload bytes (128)\n"
+    "  --runs R       repetitions, median printed (1)\n"
+    "  --sync full|none  nexusd --sync (full)\n"
+    "  --nexusd PATH  the broker to run (this build's, or $NEXUSD)\n";
+
 int main(int argc, char **argv)
 {
+    bench_usage(argc, argv, s_usage);
     bench_set_nexusd(bench_arg_str(argc, argv, "nexusd", NULL));
     uint64_t n = bench_arg_u64(argc, argv, "n", 500000);
     uint64_t window = bench_arg_u64(argc, argv, "window", 256);

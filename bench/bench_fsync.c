@@ -96,17 +96,15 @@ static int s_run(const char *name, int fd, size_t size, bool flush, size_t n, vo
     return 0;
 }
 
+static const char *s_usage =
+    "usage: bench_fsync [options]\n"
+    "  the floor under an acknowledged change: write + fdatasync on this disk\n"
+    "  --n N   writes per case (2000)\n";
+
 int main(int argc, char **argv)
 {
-    size_t n = 2000;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--n") == 0 && i + 1 < argc)
-            n = (size_t)strtoull(argv[++i], NULL, 10);
-        else {
-            fprintf(stderr, "usage: bench_fsync [--n 2000]\n");
-            return 2;
-        }
-    }
+    bench_usage(argc, argv, s_usage);
+    size_t n = bench_arg_u64(argc, argv, "n", 2000);
     if (n < 10 || n > S_FILL / S_BLOCK - S_WARMUP) {
         fprintf(stderr, "--n must be 10..%u\n", S_FILL / S_BLOCK - S_WARMUP);
         return 2;

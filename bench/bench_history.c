@@ -151,8 +151,19 @@ static void s_print_stream(const char *name, const bench_stream_t *s, unsigned r
            s->sent, rate);
 }
 
+static const char *s_usage = "usage: bench_history [options]\n"
+                             "  history replay and forwarding while replaying (its own nexusd)\n"
+                             "  --n N          events filled and replayed (1000000)\n"
+                             "  --limit L      events per history page (10000)\n"
+                             "  --fill-sync full|none  nexusd --sync while filling (full)\n"
+                             "  --stream-n N   paced events for the latency part (50000)\n"
+                             "  --rate R       their rate per second (10000)\n"
+                             "  --loop-n N     events the concurrent replay loops over (100000)\n"
+                             "  --nexusd PATH  the broker to run (this build's, or $NEXUSD)\n";
+
 int main(int argc, char **argv)
 {
+    bench_usage(argc, argv, s_usage);
     bench_set_nexusd(bench_arg_str(argc, argv, "nexusd", NULL));
     uint64_t n = bench_arg_u64(argc, argv, "n", 1000000);
     uint64_t limit = bench_arg_u64(argc, argv, "limit", 10000);

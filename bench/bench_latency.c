@@ -19,8 +19,18 @@
 
 #define S_RUNS_MAX 16
 
+static const char *s_usage = "usage: bench_latency [options]\n"
+                             "  end-to-end latency at a steady rate (its own nexusd)\n"
+                             "  --n N          events (100000)\n"
+                             "  --rate R       events per second (10000)\n"
+                             "  --size B       payload bytes (128)\n"
+                             "  --runs R       repetitions, median printed (1)\n"
+                             "  --sync full|none  nexusd --sync (full)\n"
+                             "  --nexusd PATH  the broker to run (this build's, or $NEXUSD)\n";
+
 int main(int argc, char **argv)
 {
+    bench_usage(argc, argv, s_usage);
     bench_set_nexusd(bench_arg_str(argc, argv, "nexusd", NULL));
     uint64_t n = bench_arg_u64(argc, argv, "n", 100000);
     unsigned rate = (unsigned)bench_arg_u64(argc, argv, "rate", 10000);

@@ -94,8 +94,20 @@ static double s_median(const double *rates, int n)
     return bench_median(sorted, (size_t)n);
 }
 
+static const char *s_usage = "usage: bench_pubsub [options]\n"
+                             "  fire-and-forget throughput on raw sockets (its own nexusd)\n"
+                             "  --n N          128 B events per case (1000000)\n"
+                             "  --n-1k N       1 KiB events per case (300000)\n"
+                             "  --window W     publisher lead over the slowest subscriber (20000)\n"
+                             "  --runs R       repetitions, median printed (1)\n"
+                             "  --sync full|none  nexusd --sync (full)\n"
+                             "  --ref PATH     run bench_ref alternately on each case\n"
+                             "  --case NAME    one case only, e.g. fanout_128B_1sub\n"
+                             "  --nexusd PATH  the broker to run (this build's, or $NEXUSD)\n";
+
 int main(int argc, char **argv)
 {
+    bench_usage(argc, argv, s_usage);
     bench_set_nexusd(bench_arg_str(argc, argv, "nexusd", NULL));
     uint64_t n_small = bench_arg_u64(argc, argv, "n", 1000000);
     uint64_t n_large = bench_arg_u64(argc, argv, "n-1k", 300000);

@@ -266,17 +266,25 @@ static void *s_bind(void *ctx, int type, const char *endpoint)
     return sock;
 }
 
+static const char *s_usage = "usage: bench_ref [options]\n"
+                             "  the reference loop of ANCHORS.md (stamp, LMDB append, forward)\n"
+                             "  --data-dir D                 its LMDB directory (required)\n"
+                             "  --control-endpoints E        (required)\n"
+                             "  --events-in-endpoints E      (required)\n"
+                             "  --events-out-endpoints E     (required)\n"
+                             "  --sync full|none             fdatasync per batch (full)\n"
+                             "  env BENCH_REF_STORE=0: no LMDB\n";
+
 int main(int argc, char **argv)
 {
+    bench_usage(argc, argv, s_usage);
     const char *dir = bench_arg_str(argc, argv, "data-dir", NULL);
     const char *control = bench_arg_str(argc, argv, "control-endpoints", NULL);
     const char *in = bench_arg_str(argc, argv, "events-in-endpoints", NULL);
     const char *out = bench_arg_str(argc, argv, "events-out-endpoints", NULL);
     const char *sync = bench_arg_str(argc, argv, "sync", "full");
     if (!dir || !control || !in || !out) {
-        fprintf(stderr, "usage: bench_ref --data-dir D --control-endpoints E "
-                        "--events-in-endpoints E --events-out-endpoints E [--sync full|none]\n"
-                        "       (BENCH_REF_STORE=0: no LMDB)\n");
+        fputs(s_usage, stderr);
         return 2;
     }
     s_ref_t self = {0};

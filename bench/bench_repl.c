@@ -123,8 +123,20 @@ static void s_check_standby(s_setup_t *st, void *ctx, const char *kind)
             kind, s.last_seq, p.last_seq);
 }
 
+static const char *s_usage = "usage: bench_repl [options]\n"
+                             "  acknowledged publish alone, with a sync and an async standby\n"
+                             "  --n N          pipelined publishes (200000)\n"
+                             "  --clients C    client connections (16)\n"
+                             "  --window W     outstanding per client (256)\n"
+                             "  --lat-n N      one-at-a-time round trips (2000)\n"
+                             "  --size B       payload bytes (128)\n"
+                             "  --runs R       repetitions, median printed (3)\n"
+                             "  --sync full|none  nexusd --sync (full)\n"
+                             "  --nexusd PATH  the broker to run (this build's, or $NEXUSD)\n";
+
 int main(int argc, char **argv)
 {
+    bench_usage(argc, argv, s_usage);
     bench_set_nexusd(bench_arg_str(argc, argv, "nexusd", NULL));
     uint64_t n = bench_arg_u64(argc, argv, "n", 200000);
     int nclients = (int)bench_arg_u64(argc, argv, "clients", 16);

@@ -5,15 +5,17 @@
 */
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -744,6 +746,33 @@ int bench_stream(bench_broker_t *broker, void *ctx, const char *topic, uint64_t 
 }
 
 /*  ---- Arguments --------------------------------------------------------- */
+
+/*  True when usage names the option --name (len bytes of name).           */
+static bool s_usage_names(const char *usage, const char *name, size_t len)
+{
+    for (const char *p = strstr(usage, "--"); p; p = strstr(p + 2, "--")) {
+        char after = p[2 + len];
+        if (strncmp(p + 2, name, len) == 0 && !isalnum((unsigned char)after) && after != '-')
+            return true;
+    }
+    return false;
+}
+
+void bench_usage(int argc, char **argv, const char *usage)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(usage, stdout);
+            exit(0);
+        }
+        size_t len = strcspn(a + 2, "=");
+        if (strncmp(a, "--", 2) == 0 && (len == 0 || !s_usage_names(usage, a + 2, len))) {
+            fprintf(stderr, "%s: unknown option %s\n%s", argv[0], a, usage);
+            exit(2);
+        }
+    }
+}
 
 const char *bench_arg_str(int argc, char **argv, const char *name, const char *dflt)
 {

@@ -167,5 +167,9 @@ int bench_stream(bench_broker_t *broker, void *ctx, const char *topic, uint64_t 
     Also honours --nexusd PATH for every benchmark.                          */
 uint64_t bench_arg_u64(int argc, char **argv, const char *name, uint64_t dflt);
 const char *bench_arg_str(int argc, char **argv, const char *name, const char *dflt);
+/*  -h/--help prints usage and exits 0; an option usage does not name
+    ("--name") is reported with usage and exits 2: a typo is not a silent
+    default.                                                                */
+void bench_usage(int argc, char **argv, const char *usage);
 
 #endif

@@ -409,8 +409,22 @@ typedef struct {
     const char *label; /* workload label printed (e.g. pubsub_128)       */
 } cmp_args_t;
 
-static inline void cmp_parse(int argc, char **argv, cmp_args_t *a)
+/*  The options every compare_ program takes; each adds its own (usage).   */
+#define CMP_USAGE_COMMON                                                                           \
+    "  --workload NAME  pubsub|fanout|ack|ack_async|replay|claims (pubsub)\n"                      \
+    "  --n N            messages (200000)\n"                                                       \
+    "  --size B         payload bytes (128)\n"                                                     \
+    "  --subs S         subscribers, pubsub/fanout (1)\n"                                          \
+    "  --clients C      client threads, ack/ack_async/claims (16)\n"                               \
+    "  --window W       flood lead / requests in flight (10000)\n"                                 \
+    "  --reps R         repetitions (3)\n"                                                         \
+    "  --ms MS          claims: milliseconds per repetition (3000)\n"                              \
+    "  --label L        the workload's name on RESULT lines (the workload)\n"
+
+/*  usage: the program's own text, ending with CMP_USAGE_COMMON.            */
+static inline void cmp_parse(int argc, char **argv, const char *usage, cmp_args_t *a)
 {
+    bench_usage(argc, argv, usage);
     a->workload = bench_arg_str(argc, argv, "workload", "pubsub");
     a->n = bench_arg_u64(argc, argv, "n", 200000);
     a->size = bench_arg_u64(argc, argv, "size", 128);

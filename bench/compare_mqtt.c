@@ -76,10 +76,14 @@ static void s_flush(void *arg)
     mosquitto_loop((struct mosquitto *)arg, 0, 1);
 }
 
+static const char *s_usage = "usage: compare_mqtt [options]\n"
+                             "  the Mosquitto side of bench/compare (pubsub, fanout)\n"
+                             "  --port P         127.0.0.1 port (1883)\n" CMP_USAGE_COMMON;
+
 int main(int argc, char **argv)
 {
     cmp_args_t a;
-    cmp_parse(argc, argv, &a);
+    cmp_parse(argc, argv, s_usage, &a);
     s_port = (int)bench_arg_u64(argc, argv, "port", 1883);
     if (strcmp(a.workload, "pubsub") && strcmp(a.workload, "fanout")) {
         fprintf(stderr, "mosquitto: workload %s not applicable\n", a.workload);

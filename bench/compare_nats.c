@@ -411,10 +411,14 @@ static int s_replay(cmp_args_t *a)
     return status;
 }
 
+static const char *s_usage = "usage: compare_nats [options]\n"
+                             "  the NATS side of bench/compare, through libnats\n"
+                             "  --url U          nats://127.0.0.1:4222\n" CMP_USAGE_COMMON;
+
 int main(int argc, char **argv)
 {
     cmp_args_t a;
-    cmp_parse(argc, argv, &a);
+    cmp_parse(argc, argv, s_usage, &a);
     s_url = bench_arg_str(argc, argv, "url", s_url);
     int rc;
     if (!strcmp(a.workload, "pubsub") || !strcmp(a.workload, "fanout"))

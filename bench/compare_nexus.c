@@ -330,10 +330,16 @@ static int s_replay(cmp_args_t *a)
     return status;
 }
 
+static const char *s_usage =
+    "usage: compare_nexus [options]\n"
+    "  the nexus side of bench/compare, through libnexus\n"
+    "  --endpoint E     nexusd control endpoint (tcp://127.0.0.1:8451; events on P+1, P+2)\n"
+    "  --recv 1         pubsub/fanout: subscribers take nexus_recv_batch bursts\n" CMP_USAGE_COMMON;
+
 int main(int argc, char **argv)
 {
     cmp_args_t a;
-    cmp_parse(argc, argv, &a);
+    cmp_parse(argc, argv, s_usage, &a);
     s_endpoint = bench_arg_str(argc, argv, "endpoint", s_endpoint);
     s_recv_mode = bench_arg_str(argc, argv, "recv", NULL) != NULL;
     int rc;

@@ -318,10 +318,14 @@ static int s_replay(cmp_args_t *a)
     return status;
 }
 
+static const char *s_usage = "usage: compare_redis [options]\n"
+                             "  the Redis side of bench/compare, through hiredis\n"
+                             "  --port P         127.0.0.1 port (6379)\n" CMP_USAGE_COMMON;
+
 int main(int argc, char **argv)
 {
     cmp_args_t a;
-    cmp_parse(argc, argv, &a);
+    cmp_parse(argc, argv, s_usage, &a);
     s_port = (int)bench_arg_u64(argc, argv, "port", 6379);
     int rc;
     if (!strcmp(a.workload, "pubsub") || !strcmp(a.workload, "fanout"))

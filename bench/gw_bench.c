@@ -47,21 +47,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
+
 static uint64_t s_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static const char *s_arg(int argc, char **argv, const char *name, const char *dflt)
-{
-    size_t len = strlen(name);
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strncmp(argv[i], "--", 2) && !strcmp(argv[i] + 2, name))
-            return argv[i + 1];
-    (void)len;
-    return dflt;
 }
 
 static double s_rss_mb(int pid)
@@ -569,19 +561,35 @@ static void s_pump(int ms)
     }
 }
 
+static const char *s_usage =
+    "usage: gw_bench [options]\n"
+    "  WebSocket fan-out and idle connections against nexus-gateway or Mosquitto\n"
+    "  --mode fanout|idle        (fanout)\n"
+    "  --system nexus|mosquitto  the server's protocol (nexus)\n"
+    "  --port P                  127.0.0.1 port (8450)\n"
+    "  --pid PID                 the server's pid, for its RSS (none)\n"
+    "  --clients N               connections (fanout 1000, idle 10000)\n"
+    "  --rate R                  fanout: events per second (100)\n"
+    "  --seconds S               fanout: seconds per repetition (10)\n"
+    "  --reps R                  fanout: repetitions (1)\n"
+    "  --size B                  payload bytes, 64..1500 (128)\n"
+    "  --hold S                  idle: seconds the connections are held (5)\n";
+
 int main(int argc, char **argv)
 {
-    const char *mode = s_arg(argc, argv, "mode", "fanout");
-    const char *system = s_arg(argc, argv, "system", "nexus");
+    bench_usage(argc, argv, s_usage);
+    const char *mode = bench_arg_str(argc, argv, "mode", "fanout");
+    const char *system = bench_arg_str(argc, argv, "system", "nexus");
     s_mqtt = !strcmp(system, "mosquitto");
-    s_port = atoi(s_arg(argc, argv, "port", "8450"));
-    int pid = atoi(s_arg(argc, argv, "pid", "0"));
-    s_clients = atoi(s_arg(argc, argv, "clients", !strcmp(mode, "idle") ? "10000" : "1000"));
-    double rate = atof(s_arg(argc, argv, "rate", "100"));
-    double seconds = atof(s_arg(argc, argv, "seconds", "10"));
-    int reps = atoi(s_arg(argc, argv, "reps", "1"));
-    size_t size = (size_t)atoi(s_arg(argc, argv, "size", "128"));
-    double hold = atof(s_arg(argc, argv, "hold", "5"));
+    s_port = atoi(bench_arg_str(argc, argv, "port", "8450"));
+    int pid = atoi(bench_arg_str(argc, argv, "pid", "0"));
+    s_clients =
+        atoi(bench_arg_str(argc, argv, "clients", !strcmp(mode, "idle") ? "10000" : "1000"));
+    double rate = atof(bench_arg_str(argc, argv, "rate", "100"));
+    double seconds = atof(bench_arg_str(argc, argv, "seconds", "10"));
+    int reps = atoi(bench_arg_str(argc, argv, "reps", "1"));
+    size_t size = (size_t)atoi(bench_arg_str(argc, argv, "size", "128"));
+    double hold = atof(bench_arg_str(argc, argv, "hold", "5"));
     snprintf(s_tag, sizeof s_tag, "%d", (int)getpid());
     if (size < 64)
         size = 64;
