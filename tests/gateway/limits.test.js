@@ -89,6 +89,37 @@ function cpuTicks(pid) {
   return Number(f[11]) + Number(f[12]);
 }
 
+test('at max_clients + 256 connections the listener is paused: no descriptor beyond them, ulimit -n brought down to the need',
+  withFabric({ gatewayArgs: ['--max-clients', '40'] }, async (f) => {
+    const pid = f.gateway.child.pid;
+    // 40 + 256 HTTP and WebSocket connections, and 64 descriptors kept for
+    // the broker link and files: lws sizes its tables by the soft limit.
+    const limits = fs.readFileSync(`/proc/${pid}/limits`, 'utf8');
+    const soft = Number(/^Max open files\s+(\d+)/m.exec(limits)[1]);
+    assert.equal(soft, 40 + 256 + 64, limits);
+    const keeper = await f.connect('cap-keeper');
+    const socks = [];
+    for (let i = 0; i < 340; i++) {
+      const s = net.connect(f.port, '127.0.0.1');
+      s.on('error', () => {});
+      socks.push(s);
+    }
+    await waitFor(() => /connection limit reached: 294 connections/.test(f.gateway.output),
+      { timeout: 10000, what: 'the limit log line' });
+    await sleep(500);
+    const sockets = fs.readdirSync(`/proc/${pid}/fd`)
+      .filter((d) => { try { return fs.readlinkSync(`/proc/${pid}/fd/${d}`).startsWith('socket:'); } catch { return false; } });
+    // 294 clients, the listener, the broker link's few: none of the 46 in the backlog.
+    assert.ok(sockets.length < 294 + 30, `sockets ${sockets.length}`);
+    assert.doesNotMatch(f.gateway.output, /cannot accept connections/);
+    assert.equal((await keeper.request({ action: 'ping' })).ok, true);
+    for (const s of socks.slice(0, 100)) s.destroy();
+    // The ones waiting are taken once others closed; then a new client is served.
+    for (const s of socks.slice(100)) s.destroy();
+    const again = await f.connect('cap-again');
+    assert.equal((await again.request({ action: 'ping' })).ok, true);
+  }));
+
 test('finding 4: out of descriptors, the gateway stops accepting with one log line, no busy loop; connected clients are served',
   withFabric({ gatewayWrap: ['/usr/bin/prlimit', '--nofile=160'] }, async (f) => {
     const pid = f.gateway.child.pid;
@@ -114,6 +145,9 @@ test('finding 4: out of descriptors, the gateway stops accepting with one log li
     assert.ok(lines < 10, `log lines over 3 s at the limit: ${lines}:\n${f.gateway.output.slice(-2000)}`);
     const fds = fs.readdirSync(`/proc/${pid}/fd`).length;
     assert.ok(fds <= 160, `descriptors ${fds}`);
+    // It stopped accepting before accept() ran out of descriptors: the
+    // listener is paused at the limit, not retried into EMFILE.
+    assert.doesNotMatch(f.gateway.output, /cannot accept connections/);
     // The connected client is served: a request, and an event.
     const pub = await keeper.request({ action: 'publish', event_type: 'fd.x', payload: { n: 1 } });
     assert.equal(pub.ok, true, JSON.stringify(pub));
