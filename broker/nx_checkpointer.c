@@ -545,9 +545,9 @@ static void s_actor(zsock_t *pipe, void *arg)
         if (timeout > 0) {
             __atomic_store_n(&self->idle, 1, __ATOMIC_SEQ_CST);
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
-            if ((!st.stuck_until && s_slice_behind(self, &st)) ||
-                (__atomic_load_n(&self->request, __ATOMIC_SEQ_CST) > st.committed &&
-                 !st.stuck_until))
+            if (!st.stuck_until &&
+                (s_slice_behind(self, &st) ||
+                 __atomic_load_n(&self->request, __ATOMIC_SEQ_CST) > st.committed))
                 timeout = 0;
             zmq_pollitem_t item = {handle, 0, ZMQ_POLLIN, 0};
             if (timeout > 0)
