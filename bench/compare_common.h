@@ -25,6 +25,7 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -405,6 +406,7 @@ typedef struct {
     uint64_t clients;     /* client threads (ack, claims)                   */
     uint64_t window;      /* flood window                                   */
     uint64_t reps;
+    bool fill;         /* replay: fill the store first                   */
     double seconds;    /* claims: per repetition                         */
     const char *label; /* workload label printed (e.g. pubsub_128)       */
 } cmp_args_t;
@@ -418,6 +420,8 @@ typedef struct {
     "  --clients C      client threads, ack/ack_async/claims (16)\n"                               \
     "  --window W       flood lead / requests in flight (10000)\n"                                 \
     "  --reps R         repetitions (3)\n"                                                         \
+    "  --fill 0|1       replay: fill the store first (1), or read back what an earlier\n"           \
+    "                   run with --fill 1 left there (0)\n"                                         \
     "  --ms MS          claims: milliseconds per repetition (3000)\n"                              \
     "  --label L        the workload's name on RESULT lines (the workload)\n"
 
@@ -432,6 +436,7 @@ static inline void cmp_parse(int argc, char **argv, const char *usage, cmp_args_
     a->clients = bench_arg_u64(argc, argv, "clients", 16);
     a->window = bench_arg_u64(argc, argv, "window", 10000);
     a->reps = bench_arg_u64(argc, argv, "reps", 3);
+    a->fill = bench_arg_u64(argc, argv, "fill", 1) != 0;
     a->seconds = (double)bench_arg_u64(argc, argv, "ms", 3000) / 1000.0;
     a->label = bench_arg_str(argc, argv, "label", a->workload);
     if (a->subs > CMP_SUBS_MAX)

@@ -340,13 +340,13 @@ static int s_replay(cmp_args_t *a)
 {
     natsConnection *nc = s_connect();
     jsCtx *js = nc ? s_js(nc) : NULL;
-    if (!js || s_stream(js, "REPLAY", "replay.>") != 0)
+    if (!js || (a->fill && s_stream(js, "REPLAY", "replay.>") != 0))
         return -1;
     unsigned char *buf = (unsigned char *)malloc(a->size);
     memset(buf, 'x', a->size);
     buf[0] = 'D';
     uint64_t t0 = bench_now_ns();
-    for (uint64_t i = 0; i < a->n; i++) {
+    for (uint64_t i = 0; a->fill && i < a->n; i++) {
         memcpy(buf + 1, &i, sizeof i);
         natsStatus s = js_PublishAsync(js, "replay.data", buf, (int)a->size, NULL);
         if (s != NATS_OK) {
@@ -362,7 +362,8 @@ static int s_replay(cmp_args_t *a)
         fprintf(stderr, "# publish async complete failed\n");
         return -1;
     }
-    cmp_print_fill("nats", a->n, (double)(bench_now_ns() - t0) / 1e9);
+    if (a->fill)
+        cmp_print_fill("nats", a->n, (double)(bench_now_ns() - t0) / 1e9);
     jsStreamInfo *si = NULL;
     if (js_GetStreamInfo(&si, js, "REPLAY", NULL, NULL) == NATS_OK) {
         if (si->State.Msgs != a->n)

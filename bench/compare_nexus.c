@@ -15,7 +15,8 @@
       --workload ack_async      the same with nexus_publish_async: --window
                                 in flight per client (its publish window), a
                                 completion counting, nexus_publish_async_wait
-      --workload replay         fill --n events (flow-controlled publish),
+      --workload replay         fill --n events (flow-controlled publish;
+                                not with --fill 0),
                                 then read them all back from seq 0 with the
                                 history iterator (pages of 10 000, each event
                                 a view: nexus_history_next_view), --reps times
@@ -293,7 +294,7 @@ static int s_loop(cmp_args_t *a, bool claims)
 
 static int s_replay(cmp_args_t *a)
 {
-    if (s_flood(a, "fill", a->n, 1, 1, false) != 0)
+    if (a->fill && s_flood(a, "fill", a->n, 1, 1, false) != 0)
         return -1;
     nexus_client_t *c = s_client(NULL);
     if (nexus_client_connect(c) != NEXUS_OK)

@@ -272,7 +272,7 @@ static int s_replay(cmp_args_t *a)
     buf[0] = 'D';
     uint64_t t0 = bench_now_ns();
     s_pub_t p = {c, 0};
-    for (uint64_t i = 0; i < a->n; i++) {
+    for (uint64_t i = 0; a->fill && i < a->n; i++) {
         memcpy(buf + 1, &i, sizeof i);
         redisAppendCommand(c, "XADD replay * d %b", buf, a->size);
         if (++p.outstanding >= 1000 && s_drain(&p, 0) != 0)
@@ -280,7 +280,8 @@ static int s_replay(cmp_args_t *a)
     }
     if (s_drain(&p, 0) != 0)
         return -1;
-    cmp_print_fill("redis", a->n, (double)(bench_now_ns() - t0) / 1e9);
+    if (a->fill)
+        cmp_print_fill("redis", a->n, (double)(bench_now_ns() - t0) / 1e9);
     int status = 0;
     for (int r = 0; r < (int)a->reps; r++) {
         char start[64] = "-";
