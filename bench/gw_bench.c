@@ -12,6 +12,15 @@
                       time; latency = receive - send (same process, same
                       clock). Reports delivered rate, loss, duplicates,
                       p50/p99/max latency and the gateway's RSS (--pid).
+      --mode pair     the fan-out against two gateways at once (--port and
+                      --port2, each with --clients subscribers and its
+                      publisher), publishing to one at a time and switching
+                      every --slice seconds (1), so that both meet the same
+                      seconds of a machine whose speed drifts; each
+                      repetition gives each gateway --seconds in all and
+                      prints a RESULT line for each (--system, --system2).
+                      For bench/compare's cost of tokens: two runs of the
+                      same gateway 10 s apart differ by up to 2x at p50.
       --mode idle     --clients N (10000) connections, each a session that
                       got its welcome (type "connection"), held for --hold seconds (5); reports
                       the gateway's VmRSS (--pid) before and with them.
@@ -79,7 +88,8 @@ enum { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_SUBSCRIBING, ST_READY, ST_CLOSED
 
 typedef struct {
     int fd;
-    int idx; /* client index; -1 for the publisher                          */
+    int idx;  /* client index; -1 for the publisher                         */
+    int port; /* the server's                                               */
     int state;
     unsigned char *rbuf;
     size_t rlen, rcap;
@@ -98,7 +108,8 @@ static bool s_quitting;
 static int s_rep = -100;
 static int s_clients;
 static uint64_t s_events_max;
-static uint8_t *s_seen;
+static uint8_t *s_seen; /* per client index and event: delivered yet  */
+static size_t s_seen_size;
 static uint64_t *s_lat;
 static uint64_t s_lat_n, s_delivered, s_dups;
 
@@ -185,7 +196,7 @@ static int s_mqtt_send(conn_t *c, unsigned char type, const unsigned char *body,
     return s_send_frame(c, 2, pkt, k + n);
 }
 
-static int s_connect_tcp(void)
+static int s_connect_tcp(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (fd < 0)
@@ -194,7 +205,7 @@ static int s_connect_tcp(void)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)s_port);
+    a.sin_port = htons((uint16_t)port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
         close(fd);
@@ -210,13 +221,13 @@ static void s_send_handshake(conn_t *c)
     if (c->idx >= 0)
         snprintf(id, sizeof id, "b%s-%d", s_tag, c->idx);
     else
-        snprintf(id, sizeof id, "b%s-pub", s_tag);
+        snprintf(id, sizeof id, "b%s-pub%d", s_tag, c->port);
     int n = snprintf(req, sizeof req,
                      "GET %s%s%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                      "Sec-WebSocket-Version: 13\r\n%s\r\n",
                      s_mqtt ? "/" : "/ws/session/", s_mqtt ? "" : id, s_mqtt ? "" : "?recent=0",
-                     s_port, s_mqtt ? "Sec-WebSocket-Protocol: mqtt\r\n" : "");
+                     c->port, s_mqtt ? "Sec-WebSocket-Protocol: mqtt\r\n" : "");
     if (s_write_all(c->fd, req, (size_t)n) != 0)
         c->state = ST_CLOSED;
     else
@@ -464,19 +475,22 @@ static void s_on_readable(conn_t *c)
     c->rlen -= off;
 }
 
-/*  Opens n connections (plus a publisher when pub != NULL), at most 200
-    still setting up at a time; returns when all are ready (or failed).    */
-static conn_t *s_open_all(int n, conn_t **pub, double timeout_s)
+/*  Opens n connections to port (plus a publisher when pub != NULL), their
+    client indexes from first, at most 200 still setting up at a time;
+    returns when all are ready (or failed).                                 */
+static conn_t *s_open_all(int port, int first, int n, conn_t **pub, double timeout_s)
 {
     conn_t *cs = (conn_t *)calloc((size_t)n + 1, sizeof *cs);
     int total = n + (pub ? 1 : 0), started = 0;
+    int ready0 = s_ready, errors0 = s_errors;
     uint64_t deadline = s_now_ns() + (uint64_t)(timeout_s * 1e9);
     struct epoll_event evs[256];
-    while (s_ready < total) {
-        while (started < total && started - s_ready - s_errors < 200) {
+    while (s_ready - ready0 < total) {
+        while (started < total && started - (s_ready - ready0) - (s_errors - errors0) < 200) {
             conn_t *c = &cs[started];
-            c->idx = started < n ? started : -1;
-            c->fd = s_connect_tcp();
+            c->idx = started < n ? first + started : -1;
+            c->port = port;
+            c->fd = s_connect_tcp(port);
             if (c->fd < 0) {
                 fprintf(stderr, "# connect %d: %s\n", started, strerror(errno));
                 s_errors++;
@@ -489,7 +503,8 @@ static conn_t *s_open_all(int n, conn_t **pub, double timeout_s)
             epoll_ctl(s_ep, EPOLL_CTL_ADD, c->fd, &ev);
             started++;
         }
-        if (s_now_ns() > deadline || (started == total && s_ready + s_errors >= total))
+        if (s_now_ns() > deadline ||
+            (started == total && (s_ready - ready0) + (s_errors - errors0) >= total))
             break;
         int k = epoll_wait(s_ep, evs, 256, 100);
         for (int i = 0; i < k; i++) {
@@ -561,13 +576,72 @@ static void s_pump(int ms)
     }
 }
 
+/*  One stretch of the fan-out: total events at rate per second through
+    pub, as repetition id rep_id, then at most 5 s for every delivery to
+    the clients behind it. Latencies go to s_lat from s_lat_n on.          */
+typedef struct {
+    uint64_t delivered, expected, dups, late_max;
+    double seconds; /* from the first publish to the last */
+} window_t;
+
+static window_t s_window(conn_t *pub, int rep_id, double rate, uint64_t total, size_t size)
+{
+    window_t out = {0};
+    memset(s_seen, 0, s_seen_size);
+    s_delivered = s_dups = 0;
+    s_rep = rep_id;
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    epoll_ctl(s_ep, EPOLL_CTL_ADD, tfd, &ev);
+    uint64_t start = s_now_ns(), period = (uint64_t)(1e9 / rate);
+    struct itimerspec its = {{(time_t)(period / 1000000000ull), (long)(period % 1000000000ull)},
+                             {0, 1}};
+    timerfd_settime(tfd, 0, &its, NULL);
+    uint64_t k = 0;
+    struct epoll_event evs[256];
+    while (k < total) {
+        int m = epoll_wait(s_ep, evs, 256, 100);
+        for (int i = 0; i < m; i++) {
+            conn_t *c = (conn_t *)evs[i].data.ptr;
+            if (c)
+                s_on_readable(c);
+            else {
+                uint64_t exp;
+                if (read(tfd, &exp, sizeof exp) < 0)
+                    continue;
+            }
+        }
+        uint64_t now = s_now_ns();
+        while (k < total && start + k * period <= now) {
+            uint64_t late = now - (start + k * period);
+            if (late > out.late_max)
+                out.late_max = late;
+            s_publish(pub, rep_id, k, size);
+            k++;
+        }
+    }
+    out.seconds = (double)(s_now_ns() - start) / 1e9;
+    epoll_ctl(s_ep, EPOLL_CTL_DEL, tfd, NULL);
+    close(tfd);
+    out.expected = total * (uint64_t)s_clients;
+    uint64_t wait_until = s_now_ns() + 5000000000ull;
+    while (s_delivered < out.expected && s_now_ns() < wait_until)
+        s_pump(20);
+    out.delivered = s_delivered;
+    out.dups = s_dups;
+    return out;
+}
+
 static const char *s_usage =
     "usage: gw_bench [options]\n"
     "  WebSocket fan-out and idle connections against nexus-gateway or Mosquitto\n"
-    "  --mode fanout|idle        (fanout)\n"
+    "  --mode fanout|pair|idle   (fanout)\n"
     "  --system nexus|mosquitto  the server's protocol (nexus)\n"
     "  --port P                  127.0.0.1 port (8450)\n"
     "  --pid PID                 the server's pid, for its RSS (none)\n"
+    "  --port2 P, --pid2 PID     pair: the second gateway\n"
+    "  --system2 NAME            pair: the second gateway's name on RESULT lines (nexus-2)\n"
+    "  --slice S                 pair: seconds before switching gateways (1)\n"
     "  --clients N               connections (fanout 1000, idle 10000)\n"
     "  --rate R                  fanout: events per second (100)\n"
     "  --seconds S               fanout: seconds per repetition (10)\n"
@@ -611,7 +685,7 @@ int main(int argc, char **argv)
         s_subscribe_wanted = false;
         double before = s_rss_mb(pid);
         uint64_t t0 = s_now_ns();
-        conn_t *cs = s_open_all(s_clients, NULL, 120);
+        conn_t *cs = s_open_all(s_port, 0, s_clients, NULL, 120);
         double connect_s = (double)(s_now_ns() - t0) / 1e9;
         double during = s_rss_mb(pid);
         uint64_t end = s_now_ns() + (uint64_t)(hold * 1e9);
@@ -636,94 +710,115 @@ int main(int argc, char **argv)
         return s_ready == s_clients && !s_closed_unexpectedly ? 0 : 1;
     }
 
-    /*  fan-out                                                              */
+    /*  fan-out, one gateway or a pair                                        */
     s_subscribe_wanted = true;
-    conn_t *pub = NULL;
+    bool pair = !strcmp(mode, "pair");
+    if (!pair && strcmp(mode, "fanout")) {
+        fprintf(stderr, "gw_bench: unknown --mode %s (fanout, pair or idle)\n", mode);
+        return 2;
+    }
+    int nf = pair ? 2 : 1;
+    const char *systems[2] = {system, bench_arg_str(argc, argv, "system2", "nexus-2")};
+    int ports[2] = {s_port, atoi(bench_arg_str(argc, argv, "port2", "0"))};
+    int pids[2] = {pid, atoi(bench_arg_str(argc, argv, "pid2", "0"))};
+    double slice = atof(bench_arg_str(argc, argv, "slice", "1"));
+    if (pair && (!ports[1] || s_mqtt)) {
+        fprintf(stderr, "gw_bench: --mode pair needs --port2, and two nexus gateways\n");
+        return 2;
+    }
+    if ((rlim_t)nf * s_clients + 64 > rl.rlim_cur) {
+        fprintf(stderr, "# open files limit %llu is too low for %d clients\n",
+                (unsigned long long)rl.rlim_cur, nf * s_clients);
+        return 2;
+    }
+    conn_t *pubs[2] = {NULL, NULL}, *cs[2] = {NULL, NULL};
     uint64_t t0 = s_now_ns();
-    conn_t *cs = s_open_all(s_clients, &pub, 120);
+    for (int f = 0; f < nf; f++)
+        cs[f] = s_open_all(ports[f], f * s_clients, s_clients, &pubs[f], 120);
     double connect_s = (double)(s_now_ns() - t0) / 1e9;
-    if (s_ready < s_clients + 1) {
+    if (s_ready < nf * (s_clients + 1)) {
         fprintf(stderr, "# only %d of %d connections ready after %.1f s (%d errors)\n", s_ready,
-                s_clients + 1, connect_s, s_errors);
+                nf * (s_clients + 1), connect_s, s_errors);
         return 1;
     }
-    fprintf(stderr, "# %s: %d clients connected and subscribed in %.1f s, gateway RSS %.1f MB\n",
-            system, s_clients, connect_s, s_rss_mb(pid));
+    for (int f = 0; f < nf; f++)
+        fprintf(stderr, "# %s: %d clients connected and subscribed in %.1f s, gateway RSS %.1f MB\n",
+                systems[f], s_clients, connect_s, s_rss_mb(pids[f]));
     /*  Warm-up events (r = -1), then the repetitions.                       */
     for (int k = 0; k < 5; k++) {
-        s_publish(pub, -1, (uint64_t)k, size);
+        for (int f = 0; f < nf; f++)
+            s_publish(pubs[f], -1, (uint64_t)k, size);
         uint64_t until = s_now_ns() + 50000000ull;
         while (s_now_ns() < until)
             s_pump(10);
     }
+    /*  Each gateway's share of a repetition, in stretches of per_window
+        events: the whole of --seconds for one gateway, --slice for a pair. */
     uint64_t total = (uint64_t)(rate * seconds + 0.5);
-    s_events_max = total;
-    s_seen = (uint8_t *)calloc((size_t)s_clients * total, 1);
-    s_lat = (uint64_t *)malloc((size_t)s_clients * total * sizeof *s_lat);
+    uint64_t per_window = pair ? (uint64_t)(rate * slice + 0.5) : total;
+    if (per_window < 1)
+        per_window = 1;
+    int windows = (int)((total + per_window - 1) / per_window);
+    s_events_max = per_window;
+    s_seen_size = (size_t)nf * s_clients * per_window;
+    s_seen = (uint8_t *)calloc(s_seen_size, 1);
+    uint64_t *lat[2] = {NULL, NULL};
+    for (int f = 0; f < nf; f++)
+        lat[f] = (uint64_t *)malloc((size_t)s_clients * per_window * windows * sizeof *lat[f]);
     int status = 0;
     for (int rep = 0; rep < reps; rep++) {
-        memset(s_seen, 0, (size_t)s_clients * total);
-        s_lat_n = s_delivered = s_dups = 0;
-        s_rep = rep;
-        int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-        epoll_ctl(s_ep, EPOLL_CTL_ADD, tfd, &ev);
-        uint64_t start = s_now_ns(), period = (uint64_t)(1e9 / rate);
-        struct itimerspec its = {{(time_t)(period / 1000000000ull), (long)(period % 1000000000ull)},
-                                 {0, 1}};
-        timerfd_settime(tfd, 0, &its, NULL);
-        uint64_t k = 0, late_max = 0;
-        struct epoll_event evs[256];
-        while (k < total) {
-            int m = epoll_wait(s_ep, evs, 256, 100);
-            for (int i = 0; i < m; i++) {
-                conn_t *c = (conn_t *)evs[i].data.ptr;
-                if (c)
-                    s_on_readable(c);
-                else {
-                    uint64_t exp;
-                    if (read(tfd, &exp, sizeof exp) < 0)
-                        continue;
-                }
-            }
-            uint64_t now = s_now_ns();
-            while (k < total && start + k * period <= now) {
-                uint64_t late = now - (start + k * period);
-                if (late > late_max)
-                    late_max = late;
-                s_publish(pub, rep, k, size);
-                k++;
-            }
+        window_t sum[2] = {{0}};
+        uint64_t lat_n[2] = {0, 0};
+        /*  A pair alternates, the first gateway of each repetition taking
+            turns; a window's id (its "r") sets its events apart from the
+            last window's stragglers.                                       */
+        for (int w = 0; w < nf * windows; w++) {
+            int f = pair ? (w + rep) % 2 : 0;
+            s_lat = lat[f];
+            s_lat_n = lat_n[f];
+            window_t one = s_window(pubs[f], rep * 100000 + w, rate, per_window, size);
+            lat_n[f] = s_lat_n;
+            sum[f].delivered += one.delivered;
+            sum[f].expected += one.expected;
+            sum[f].dups += one.dups;
+            sum[f].seconds += one.seconds;
+            if (one.late_max > sum[f].late_max)
+                sum[f].late_max = one.late_max;
         }
-        uint64_t send_end = s_now_ns();
-        epoll_ctl(s_ep, EPOLL_CTL_DEL, tfd, NULL);
-        close(tfd);
-        uint64_t expected = total * (uint64_t)s_clients;
-        uint64_t wait_until = s_now_ns() + 5000000000ull;
-        while (s_delivered < expected && s_now_ns() < wait_until)
-            s_pump(20);
-        qsort(s_lat, s_lat_n, sizeof *s_lat, s_cmp_u64);
-#define PCT(q) (s_lat_n ? (double)s_lat[(size_t)((q) * (double)(s_lat_n - 1))] / 1e6 : -1.0)
-        double dur = (double)(send_end - start) / 1e9;
-        printf("RESULT workload=ws_fanout system=%s rep=%d value=%.2f unit=ms p50_ms=%.2f "
-               "p99_ms=%.2f max_ms=%.2f delivered=%llu expected=%llu lost=%llu dup=%llu "
-               "rate=%.0f clients=%d events=%llu publisher_late_max_ms=%.1f connect_s=%.1f "
-               "closed=%d errors=%d gateway_rss_mb=%.1f\n",
-               system, rep, PCT(0.99), PCT(0.5), PCT(0.99), PCT(1.0),
-               (unsigned long long)s_delivered, (unsigned long long)expected,
-               (unsigned long long)(expected - s_delivered), (unsigned long long)s_dups,
-               (double)s_delivered / dur, s_clients, (unsigned long long)total,
-               (double)late_max / 1e6, connect_s, s_closed_unexpectedly, s_errors, s_rss_mb(pid));
+        for (int f = 0; f < nf; f++) {
+            qsort(lat[f], lat_n[f], sizeof *lat[f], s_cmp_u64);
+            uint64_t *l = lat[f], n = lat_n[f];
+#define PCT(q) (n ? (double)l[(size_t)((q) * (double)(n - 1))] / 1e6 : -1.0)
+            printf("RESULT workload=%s system=%s rep=%d value=%.2f unit=ms p50_ms=%.2f "
+                   "p99_ms=%.2f max_ms=%.2f delivered=%llu expected=%llu lost=%llu dup=%llu "
+                   "rate=%.0f clients=%d events=%llu publisher_late_max_ms=%.1f connect_s=%.1f "
+                   "closed=%d errors=%d gateway_rss_mb=%.1f slice_s=%.2f\n",
+                   pair ? "ws_fanout_pair" : "ws_fanout", systems[f], rep, PCT(0.99), PCT(0.5),
+                   PCT(0.99), PCT(1.0),
+                   (unsigned long long)sum[f].delivered, (unsigned long long)sum[f].expected,
+                   (unsigned long long)(sum[f].expected - sum[f].delivered),
+                   (unsigned long long)sum[f].dups,
+                   sum[f].seconds > 0 ? (double)sum[f].delivered / sum[f].seconds : 0.0,
+                   s_clients, (unsigned long long)(per_window * windows),
+                   (double)sum[f].late_max / 1e6, connect_s, s_closed_unexpectedly, s_errors,
+                   s_rss_mb(pids[f]), pair ? slice : seconds);
+#undef PCT
+            if (sum[f].delivered != sum[f].expected || sum[f].dups)
+                status = 1;
+        }
         fflush(stdout);
-        if (s_delivered != expected || s_dups)
-            status = 1;
         uint64_t until = s_now_ns() + 1000000000ull;
         while (s_now_ns() < until)
             s_pump(50);
     }
     s_quitting = true;
-    for (int i = 0; i <= s_clients; i++)
-        if (cs[i].fd > 0)
-            close(cs[i].fd);
+    for (int f = 0; f < nf; f++) {
+        for (int i = 0; i <= s_clients; i++)
+            if (cs[f][i].fd > 0)
+                close(cs[f][i].fd);
+        free(cs[f]);
+        free(lat[f]);
+    }
+    free(s_seen);
     return status;
 }
