@@ -877,7 +877,7 @@ static void s_ws_closed(nx_gw_t *gw, s_pss_t *pss)
 /*  WebSocket connections written to at once by this kick. A writeable
     callback costs a round of lws's poll() with POLLOUT on every such
     descriptor and a dispatch per connection; in a fan-out to 1000 clients
-    that was ~4 % of the gateway's CPU. A socket whose last write went out
+    that was ~3 % of the gateway's samples. A socket whose last write went out
     whole (lws holds nothing of it) is written directly; what it does not
     take lws keeps (one batch at most) and flushes in a writeable
     callback, as before. Service thread only.                             */
