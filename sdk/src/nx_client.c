@@ -1027,12 +1027,18 @@ enum { S_X_REPLY, S_X_MOVED, S_X_BUSY, S_X_NO_ROUTE, S_X_NO_REPLY };
 /*  Sends the framed request once on the current DEALER and waits for the
     reply with its id until deadline (ctl_lock held). S_X_MOVED: the client
     moved to another broker meanwhile (the request may or may not have
-    been done).                                                             */
+    been done).
+
+    Plain zmq_send and a zmq_recv that blocks with ZMQ_RCVTIMEO, not a
+    poller: a zmq_poll round asks the socket for its events before and
+    after its poll(), each a look at the mailbox (poll, getpid, read), so
+    a request paid ~13 system calls in this thread; a blocking recv pays
+    ~7. On a VM a system call is the cost of a round trip.                */
 static int s_exchange(nexus_client_t *self, const msgpack_sbuffer *frame, uint64_t id,
                       nx_reply_t *rep, uint64_t deadline, unsigned gen)
 {
-    zframe_t *out = self->dealer ? zframe_new(frame->data, frame->size) : NULL;
-    if (!out)
+    void *h = self->dealer ? zsock_resolve(self->dealer) : NULL;
+    if (!h)
         return S_X_BUSY;
     /*  A DEALER without a connection blocks a send, and ZeroMQ drops a
         connection whose handshake failed (no, or another, security
@@ -1042,25 +1048,25 @@ static int s_exchange(nexus_client_t *self, const msgpack_sbuffer *frame, uint64
     uint64_t give_up = deadline;
     if (self->n_eps > 1 && nx_clock_ms() + S_CONNECT_MS < deadline)
         give_up = nx_clock_ms() + S_CONNECT_MS; /* then the next broker */
-    while ((sent = zframe_send(&out, self->dealer, ZFRAME_DONTWAIT)) != 0 &&
+    while ((sent = zmq_send(h, frame->data, frame->size, ZMQ_DONTWAIT)) < 0 &&
            zmq_errno() == EAGAIN) {
         uint64_t now = nx_clock_ms();
         if (now >= give_up || nx_client_gen(self) != gen)
             break;
-        zmq_pollitem_t item = {zsock_resolve(self->dealer), 0, ZMQ_POLLOUT, 0};
+        zmq_pollitem_t item = {h, 0, ZMQ_POLLOUT, 0};
         zmq_poll(&item, 1, (long)(deadline - now < 100 ? deadline - now : 100));
     }
-    if (sent != 0) {
-        bool timed_out = zmq_errno() == EAGAIN;
-        zframe_destroy(&out);
-        if (!timed_out)
+    if (sent < 0) {
+        if (zmq_errno() != EAGAIN)
             return S_X_BUSY;
         /*  Never sent: safe to send to the next broker.                   */
         return nx_client_gen(self) != gen ? S_X_MOVED : S_X_NO_ROUTE;
     }
     bool watch = self->n_eps > 1;
-    zpoller_t *poller = zpoller_new(self->dealer, NULL);
     int result = S_X_NO_REPLY;
+    int timeo_set = -2; /* what ZMQ_RCVTIMEO holds now, as this call set it */
+    zmq_msg_t in;
+    zmq_msg_init(&in);
     for (;;) {
         uint64_t now = nx_clock_ms();
         if (now >= deadline)
@@ -1071,23 +1077,30 @@ static int s_exchange(nexus_client_t *self, const msgpack_sbuffer *frame, uint64
         }
         /*  With a list, look every 100 ms whether the actor found the
             broker gone (it hears of a lost connection at once).           */
-        long wait = (long)(deadline - now);
+        int wait = (int)(deadline - now);
         if (watch && wait > 100)
             wait = 100;
-        if (!zpoller_wait(poller, (int)wait))
-            continue;
-        zframe_t *in = zframe_recv(self->dealer);
-        if (!in)
-            continue;
+        if (wait != timeo_set) {
+            zmq_setsockopt(h, ZMQ_RCVTIMEO, &wait, sizeof wait);
+            timeo_set = wait;
+        }
+        if (zmq_msg_recv(&in, h, 0) < 0) {
+            if (zmq_errno() == EAGAIN || zmq_errno() == EINTR)
+                continue;
+            break; /* the socket is closing: no reply */
+        }
         bool mine =
-            nx_reply_parse(rep, zframe_data(in), zframe_size(in)) == 0 && nx_reply_id(rep) == id;
-        zframe_destroy(&in);
+            nx_reply_parse(rep, zmq_msg_data(&in), zmq_msg_size(&in)) == 0 && nx_reply_id(rep) == id;
+        /*  A reply is one frame: drop what else came in the message.     */
+        bool more = zmq_msg_more(&in);
+        while (more && zmq_msg_recv(&in, h, ZMQ_DONTWAIT) >= 0)
+            more = zmq_msg_more(&in);
         if (mine) {
             result = S_X_REPLY;
             break;
         }
     }
-    zpoller_destroy(&poller);
+    zmq_msg_close(&in);
     return result;
 }
 
