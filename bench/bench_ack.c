@@ -17,6 +17,7 @@
 */
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,7 @@ static const char *s_usage =
     "  --size B       payload bytes (128)\n"
     "  --runs R       repetitions, median printed (1)\n"
     "  --sync full|none  nexusd --sync (full)\n"
+    "  --pipelined 0  only the one-at-a-time round trips\n"
     "  --nexusd PATH  the broker to run (this build's, or $NEXUSD)\n";
 
 int main(int argc, char **argv)
@@ -62,6 +64,7 @@ int main(int argc, char **argv)
     size_t size = bench_arg_u64(argc, argv, "size", 128);
     int runs = (int)bench_arg_u64(argc, argv, "runs", 1);
     const char *sync = bench_arg_str(argc, argv, "sync", "full");
+    bool pipelined = bench_arg_u64(argc, argv, "pipelined", 1) != 0;
     if (runs < 1 || runs > S_RUNS_MAX || window < 1 || n < 16) {
         fprintf(stderr, "bad arguments (--runs 1..%d, --window >= 1, --n >= 16)\n", S_RUNS_MAX);
         return 2;
@@ -69,7 +72,7 @@ int main(int argc, char **argv)
     void *ctx = zmq_ctx_new();
     int failed = 0;
     const int client_counts[] = {1, 16};
-    for (size_t i = 0; i < 2; i++) {
+    for (size_t i = 0; pipelined && i < 2; i++) {
         int nclients = client_counts[i];
         char name[64];
         snprintf(name, sizeof name, "ack_pipelined_%zuB_%dc", size, nclients);
@@ -134,6 +137,11 @@ int main(int argc, char **argv)
            size, bench_median(p50, (size_t)ok), bench_median(p99, (size_t)ok),
            bench_median(p999, (size_t)ok), bench_median(maxv, (size_t)ok), lat_n, sync,
            ok > 1 ? ", medians of runs" : "");
+    /*  The same for bench/compare, which reads RESULT lines.              */
+    if (ok)
+        printf("RESULT workload=ack_one system=nexus p50_us=%.0f p99_us=%.0f n=%" PRIu64
+               " size=%zu\n",
+               bench_median(p50, (size_t)ok), bench_median(p99, (size_t)ok), lat_n, size);
     zmq_ctx_term(ctx);
     return failed;
 }

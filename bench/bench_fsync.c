@@ -91,6 +91,9 @@ static int s_run(const char *name, int fd, size_t size, bool flush, size_t n, vo
     bench_percentiles(lat, n, &p);
     printf("%s: p50 %.0f us, p99 %.0f us, p999 %.0f us, max %.0f us (n=%zu)\n", name, p.p50_us,
            p.p99_us, p.p999_us, p.max_us, n);
+    /*  The same for bench/compare, which reads RESULT lines.              */
+    printf("RESULT workload=%s system=disk p50_us=%.0f p99_us=%.0f n=%zu\n", name, p.p50_us,
+           p.p99_us, n);
     fflush(stdout);
     free(lat);
     return 0;
@@ -99,7 +102,9 @@ static int s_run(const char *name, int fd, size_t size, bool flush, size_t n, vo
 static const char *s_usage =
     "usage: bench_fsync [options]\n"
     "  the floor under an acknowledged change: write + fdatasync on this disk\n"
-    "  --n N   writes per case (2000)\n";
+    "  --n N   writes per case (2000)\n"
+    "  --only-prealloc 1   only the first case, the floor under the log's flush\n"
+    "  files go to $NEXUS_BENCH_DIR (or /tmp): put it on the data disk\n";
 
 int main(int argc, char **argv)
 {
@@ -124,6 +129,11 @@ int main(int argc, char **argv)
         status = 1;
     if (fd >= 0)
         close(fd);
+    if (bench_arg_u64(argc, argv, "only-prealloc", 0)) {
+        unlink(s_path);
+        free(buf);
+        return status;
+    }
 
     fd = open(s_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || s_run("fsync_append_4k", fd, S_BLOCK, true, n, buf))
