@@ -527,6 +527,7 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     zsock_set_rcvhwm(self->xsub, in_hwm);
     zsock_set_maxmsgsize(self->xsub, max_in);
     int out_hwm = nx_hwm_out(self->cfg.out_hwm, qb, &self->out_small);
+    self->out_mark = out_hwm;
     zsock_set_sndhwm(self->xpub, out_hwm);
     nx_info("queues per connection (queue_bytes %" PRIu64 "): events out %d messages (of up to "
             "%zu bytes: larger ones only while the subscriber drains); events in %d; requests in "
@@ -2253,11 +2254,16 @@ static void s_housekeeping(nx_broker_t *self)
         self->dropped_logged = dropped;
     }
     if (c->drop_slow != self->slow_logged) {
+        /*  The mark in effect, not out_hwm: queue_bytes lowers it (16 384
+            by default). libzmq judges a queue by what its reader last
+            reported (once per low-water mark, nx_hwm.h), so under a high
+            rate a subscriber a thousand events behind may count as full. */
         nx_warn("slow subscribers: a queue overflowed %" PRIu64
-                " times in the last second (%" PRIu64 " in all; out_hwm %" PRIu64
-                "); each such subscriber misses events until it "
-                "has read half its queue",
-                c->drop_slow - self->slow_logged, c->drop_slow, self->cfg.out_hwm);
+                " times in the last second (%" PRIu64 " in all; a queue holds %d events, "
+                "counted as its reader last reported them); each such subscriber misses "
+                "events until its reader reports again (libnexus fills the gap from the "
+                "history)",
+                c->drop_slow - self->slow_logged, c->drop_slow, self->out_mark);
         self->slow_logged = c->drop_slow;
     }
     /*  Retention and make_room run on the checkpointer's thread.         */

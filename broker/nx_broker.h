@@ -188,6 +188,7 @@ struct _nx_broker_t {
     nx_sublimit_t *sublimit;          /* subscriptions per connection (nx_sublimit) */
     nx_log_limit_t sublimit_log;      /* bounds dropped-subscriber log lines        */
     size_t out_small;                 /* events up to this size fill queue_bytes    */
+    int out_mark;                     /* the subscribers' queue mark in effect      */
     uint64_t large_bytes;             /* bytes of larger events sent, in all        */
     uint64_t queues_at;               /* mono us of the last s_check_queues look    */
     uint64_t queues_bytes;            /* large_bytes at that look                   */

@@ -79,6 +79,9 @@ with Broker(extra=["--out-hwm", str(OUT_HWM)]) as b:
         t.eq(d["total"], 0, "no event was lost by the broker (total counts events)")
     t.check(wait_until(lambda: "slow subscribers: a queue overflowed" in b.logs(), timeout=3),
             "the overflow is logged")
+    # With the mark in effect (out_hwm here, under queue_bytes' cap).
+    t.check("a queue holds %d events" % OUT_HWM in b.logs(),
+            "the log names the queue mark in effect")
     got1 = read_all(slow)
     t.check(0 < len(got1) < N, "the slow subscriber got part of burst 1: %d" % len(got1))
     t.check(got1 == sorted(set(got1)) and set(got1) <= set(seqs), "in order, no duplicate")
