@@ -49,7 +49,8 @@ PY
 TOKEN="bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 echo "$TOKEN name=bench sessions=*" >"$D/tokens.txt"
 chmod 600 "$D/tokens.txt"
-start_broker() { # port, name, extra nexusd args
+start_broker() { # port, name, extra nexusd args (split into words)
+    # shellcheck disable=SC2086
     "$B/broker/nexusd" --data-dir "$D/$2" --control-endpoints "tcp://127.0.0.1:$1" \
         --events-in-endpoints "tcp://127.0.0.1:$(($1 + 1))" \
         --events-out-endpoints "tcp://127.0.0.1:$(($1 + 2))" --log-level warn $3 \
