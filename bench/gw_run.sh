@@ -18,29 +18,7 @@ BENCH_DATA=${NEXUS_BENCH_DIR:-/tmp}
 
 # Three consecutive free ports for nexusd (control, events in, events out)
 # and one for the gateway: the gateway finds the event ports after --broker's.
-ports=$(python3 - <<'EOF'
-import socket
-def free(n):
-    for _ in range(200):
-        s = socket.socket(); s.bind(("127.0.0.1", 0)); base = s.getsockname()[1]; s.close()
-        held = []
-        try:
-            for k in range(n):
-                t = socket.socket(); t.bind(("127.0.0.1", base + k)); held.append(t)
-            return base
-        except OSError:
-            pass
-        finally:
-            for t in held:
-                t.close()
-    raise SystemExit("gw_run.sh: no free ports")
-b = free(3)
-g = free(1)
-while b <= g < b + 3:
-    g = free(1)
-print(b, g)
-EOF
-)
+ports=$(python3 "$ROOT/bench/free_ports.py" 3 1)
 set -- $ports
 CP=$1
 GP=$2

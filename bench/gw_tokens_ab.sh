@@ -32,24 +32,7 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # Two runs of three consecutive free ports (the brokers), two more (the
 # gateways), all held until all are found so that none is handed out twice.
-read -r PP PT GP GT <<<"$(python3 - <<'PY'
-import socket
-held = []
-def take(n):
-    for _ in range(200):
-        s = socket.socket(); s.bind(("127.0.0.1", 0)); b = s.getsockname()[1]; s.close()
-        got = []
-        try:
-            for k in range(n):
-                t = socket.socket(); t.bind(("127.0.0.1", b + k)); got.append(t)
-            held.extend(got)
-            return b
-        except OSError:
-            for t in got: t.close()
-    raise SystemExit("no free ports")
-print(take(3), take(3), take(1), take(1))
-PY
-)"
+read -r PP PT GP GT <<<"$(python3 "$ROOT/bench/free_ports.py" 3 3 1 1)"
 echo "benchtok name=bench sessions=*" >"$D/tokens.txt"
 chmod 600 "$D/tokens.txt"
 start_fabric() { # port, data, gateway port, extra nexusd args, extra gateway args

@@ -27,25 +27,8 @@ cleanup() {
     rm -rf "$D"
 }
 trap cleanup EXIT INT TERM
-# Three runs of three consecutive free ports, all held until all are found.
-read -r PA PB PT <<<"$(python3 - <<'PY'
-import socket
-held = []
-def take(n):
-    for _ in range(200):
-        s = socket.socket(); s.bind(("127.0.0.1", 0)); b = s.getsockname()[1]; s.close()
-        got = []
-        try:
-            for k in range(n):
-                t = socket.socket(); t.bind(("127.0.0.1", b + k)); got.append(t)
-            held.extend(got)
-            return b
-        except OSError:
-            for t in got: t.close()
-    raise SystemExit("no free ports")
-print(take(3), take(3), take(3))
-PY
-)"
+# Three runs of three consecutive free ports (control, events in, out).
+read -r PA PB PT <<<"$(python3 "$ROOT/bench/free_ports.py" 3 3 3)"
 TOKEN="bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 echo "$TOKEN name=bench sessions=*" >"$D/tokens.txt"
 chmod 600 "$D/tokens.txt"
