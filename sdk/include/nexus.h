@@ -141,8 +141,13 @@ NEXUS_EXPORT nexus_client_t *nexus_client_new(void);
     events get up to 200 ms to leave), frees queued events, sets *self_p to
     NULL. Safe with NULL or an already destroyed client. Does NOT unregister
     the session (call nexus_session_unregister first for a clean goodbye).
-    Must not be called from the client's own callback, nor while another
-    thread is inside a call on the same client.                           */
+    Threads waiting in nexus_recv or nexus_recv_batch return
+    NEXUS_ERR_CLOSED and are out before destroy frees anything; so does a
+    callback waiting in nexus_publish_async for room. Asynchronous
+    publishes still in flight complete (NEXUS_ERR_CLOSED unless answered);
+    one their completions try again is refused (NEXUS_ERR_CLOSED). Must
+    not be called from the client's own callback, nor while another thread
+    is inside any other call on the same client.                          */
 NEXUS_EXPORT void nexus_client_destroy(nexus_client_t **self_p);
 
 /*  The control endpoint, "tcp://host:port". The event endpoints derive from
@@ -367,8 +372,8 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_publish_window(nexus_client_t *self,
     completions) while the window is full, at most the client's timeout.
     Returns NEXUS_OK when sent: fn will be called. Otherwise fn will not
     be called and the event was not sent: NEXUS_ERR_BAD_TOPIC,
-    NEXUS_ERR_TOO_LARGE (over 64 MiB), NEXUS_ERR_CLOSED (not connected),
-    NEXUS_ERR_TIMEOUT (the window stayed full), NEXUS_ERR_BUSY (window
+    NEXUS_ERR_TOO_LARGE (over 64 MiB), NEXUS_ERR_CLOSED (not connected, or
+    nexus_client_destroy has begun), NEXUS_ERR_TIMEOUT (the window stayed full), NEXUS_ERR_BUSY (window
     full and called from fn, or the socket refused), NEXUS_ERR_INVALID,
     NEXUS_ERR_NOMEM. Thread-safe.                                           */
 NEXUS_EXPORT nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic,
@@ -379,7 +384,8 @@ NEXUS_EXPORT nexus_err_t nexus_publish_async(nexus_client_t *self, const char *t
     client's timeout after the last send; 0: only run what is ready) until
     no asynchronous publish of this client is in flight and every
     completion has run. Returns NEXUS_OK, NEXUS_ERR_TIMEOUT (some are still
-    in flight), NEXUS_ERR_INVALID (called from a completion).               */
+    in flight), NEXUS_ERR_CLOSED (nexus_client_destroy has begun: it runs
+    the rest), NEXUS_ERR_INVALID (called from a completion).                */
 NEXUS_EXPORT nexus_err_t nexus_publish_async_wait(nexus_client_t *self, int timeout_ms);
 
 /*  ---- Subscribing and receiving ----------------------------------------

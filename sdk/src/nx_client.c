@@ -108,7 +108,13 @@ nexus_client_t *nexus_client_new(void)
     pthread_mutex_init(&self->async_lock, NULL);
     self->async_window = 1024;
     self->async_window_bytes = 64u << 20;
-    pthread_cond_init(&self->cond, NULL);
+    /*  Timed waits on the monotonic clock: a step of the wall clock
+        neither stretches nor cuts nexus_recv's timeout.                   */
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&self->cond, &attr);
+    pthread_condattr_destroy(&attr);
     self->heartbeat_ms = 5000;
     self->backoff_min = 100;
     self->backoff_max = 5000;
@@ -141,12 +147,20 @@ void nexus_client_destroy(nexus_client_t **self_p)
     if (!self_p || !*self_p)
         return;
     nexus_client_t *self = *self_p;
-    nx_async_destroy(self);
+    /*  First what threads may be waiting in: an asynchronous publish waiting
+        for room (the callback's, on the background thread) gives up, and
+        nexus_recv returns NEXUS_ERR_CLOSED; both are out before anything
+        they use is freed. Then the background thread stops (no callback
+        runs any more), and what is still in flight completes, closed.    */
+    nx_async_close(self);
     pthread_mutex_lock(&self->lock);
     self->closing = true;
     pthread_cond_broadcast(&self->cond);
+    while (self->q_waiters)
+        pthread_cond_wait(&self->cond, &self->lock);
     pthread_mutex_unlock(&self->lock);
     zactor_destroy(&self->actor);
+    nx_async_destroy(self);
     if (self->pub) {
         zsock_set_linger(self->pub, 200);
         zsock_destroy(&self->pub);
@@ -623,6 +637,8 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
         s_handshake_monitor_end(self, &mon);
         zsock_destroy(&self->dealer);
         zsock_destroy(&self->pub);
+        free(self->ring); /* made again by the next try */
+        self->ring = NULL;
         return nx_client_fail(self, NEXUS_ERR_INVALID, "cannot connect to %s / %s: %s", ep->control,
                               ep->in, zmq_strerror(zmq_errno()));
     }
@@ -1397,8 +1413,8 @@ size_t nx_client_take(nexus_client_t *self, nexus_event_t **events, size_t n,
 static nexus_err_t s_wait_queue(nexus_client_t *self, int timeout_ms)
 {
     if (self->q_count == 0 && !self->closing && timeout_ms != 0) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        struct timespec until; /* the condition waits on CLOCK_MONOTONIC */
+        clock_gettime(CLOCK_MONOTONIC, &until);
         if (timeout_ms > 0) {
             until.tv_sec += timeout_ms / 1000;
             until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
@@ -1414,7 +1430,10 @@ static nexus_err_t s_wait_queue(nexus_client_t *self, int timeout_ms)
             else if (pthread_cond_timedwait(&self->cond, &self->lock, &until) == ETIMEDOUT)
                 break;
         }
-        self->q_waiters--;
+        /*  nexus_client_destroy waits for the last one to leave; the
+            caller then touches nothing of the client's.                   */
+        if (--self->q_waiters == 0 && self->closing)
+            pthread_cond_broadcast(&self->cond);
     }
     if (self->closing)
         return NEXUS_ERR_CLOSED;
@@ -1586,9 +1605,15 @@ void nx_client_take_registration(nexus_client_t *self, const msgpack_object *map
     nx_obj_str(map, "session", id, sizeof id);
     nx_obj_str(map, "secret", secret, sizeof secret);
     pthread_mutex_lock(&self->lock);
-    if (id[0]) {
-        free(self->session_id);
-        self->session_id = strdup(id);
+    if (id[0] && (!self->session_id || strcmp(self->session_id, id) != 0)) {
+        char *copy = strdup(id);
+        if (copy) {
+            free(self->session_id);
+            self->session_id = copy;
+            /*  The publish paths keep a copy of the source: a new id is
+                the events' source from now on.                            */
+            __atomic_add_fetch(&self->source_gen, 1, __ATOMIC_RELEASE);
+        }
     }
     if (secret[0]) {
         free(self->secret);

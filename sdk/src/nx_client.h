@@ -269,6 +269,7 @@ struct _nexus_client_t {
 
     pthread_mutex_t async_lock; /* guards async (nx_pubasync.c)       */
     nx_async_t *async;          /* nexus_publish_async's channel      */
+    bool async_closed;          /* destroy began: it takes nothing    */
     uint32_t async_window;      /* its window: requests in flight     */
     size_t async_window_bytes;  /* and their bytes                    */
 
@@ -329,8 +330,13 @@ zsock_t *nx_client_dealer_get(nexus_client_t *self, unsigned *gen);
     and there is room, else closed.                                        */
 void nx_client_dealer_put(nexus_client_t *self, zsock_t **sock, bool quiet, unsigned gen);
 
-/*  Ends nexus_publish_async's channel: what is in flight completes with
-    NEXUS_ERR_CLOSED (nx_pubasync.c).                                       */
+/*  Closes nexus_publish_async's channel: from now on it takes nothing
+    (NEXUS_ERR_CLOSED), and a thread waiting in it for room gives up. The
+    first step of nexus_client_destroy (nx_pubasync.c).                    */
+void nx_async_close(nexus_client_t *self);
+
+/*  Ends the channel once no other thread can be in it: what is in flight
+    completes with NEXUS_ERR_CLOSED, and the channel is freed.              */
 void nx_async_destroy(nexus_client_t *self);
 
 /*  The background actor (nx_actor.c).                                      */

@@ -9,12 +9,20 @@
 #include "nx_client.h"
 #include "nx_jdump.h"
 
+/*  A string field handed out by nexus_records_str, kept until the records
+    go: one per field asked for (the object it was copied from).           */
+typedef struct _s_str_t {
+    struct _s_str_t *next;
+    const msgpack_object *from;
+    char text[];
+} s_str_t;
+
 struct _nexus_records_t {
     nx_reply_t reply;             /* owns the decoded reply                 */
     const msgpack_object *items;  /* the array of record maps, or NULL      */
     const msgpack_object *single; /* a reply carrying one record            */
     char **json;                  /* cached JSON text per record            */
-    char **strs;                  /* cached string fields (last asked)      */
+    s_str_t **strs;               /* string fields handed out, per record   */
 };
 
 static nexus_records_t *s_records_new(nx_reply_t *rep, const char *array_key,
@@ -52,8 +60,11 @@ void nexus_records_destroy(nexus_records_t **self_p)
     for (size_t i = 0; i < n; i++) {
         if (self->json)
             free(self->json[i]);
-        if (self->strs)
+        while (self->strs && self->strs[i]) {
+            s_str_t *next = self->strs[i]->next;
             free(self->strs[i]);
+            self->strs[i] = next;
+        }
     }
     free(self->json);
     free(self->strs);
@@ -84,9 +95,18 @@ const char *nexus_records_str(nexus_records_t *self, size_t index, const char *f
     const msgpack_object *v = rec ? nx_map_get(rec, field) : NULL;
     if (!v || v->type != MSGPACK_OBJECT_STR)
         return NULL;
-    free(self->strs[index]);
-    self->strs[index] = strndup(v->via.str.ptr, v->via.str.size);
-    return self->strs[index];
+    for (s_str_t *c = self->strs[index]; c; c = c->next)
+        if (c->from == v)
+            return c->text;
+    s_str_t *c = malloc(sizeof *c + v->via.str.size + 1);
+    if (!c)
+        return NULL;
+    c->from = v;
+    memcpy(c->text, v->via.str.ptr, v->via.str.size);
+    c->text[v->via.str.size] = 0;
+    c->next = self->strs[index];
+    self->strs[index] = c;
+    return c->text;
 }
 
 uint64_t nexus_records_u64(const nexus_records_t *self, size_t index, const char *field)

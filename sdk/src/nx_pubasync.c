@@ -25,6 +25,7 @@
     =========================================================================
 */
 
+#include <poll.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -70,6 +71,7 @@ struct _nx_async_t {
     unsigned source_gen;            /* client source_gen it is a copy of  */
     unsigned gen;                   /* client ep_gen the dealer is for     */
     bool refused;                   /* a broker answered not_primary       */
+    bool closed;                    /* the client is being destroyed       */
 };
 
 /*  The completion a thread runs: copied out of its slot, which is free.   */
@@ -225,8 +227,13 @@ static void s_run(nexus_client_t *c, nx_async_t *a)
     }
 }
 
-/*  Waits (lock held, at most S_SLICE_MS) for a reply, or for the thread
-    running completions to finish.                                          */
+/*  Waits (at most S_SLICE_MS) for a reply, or for the thread running
+    completions to finish. Called with the lock held; lets go of it while
+    it waits, so that other threads publish, run completions or return
+    from nexus_publish_async_wait (c, 0) meanwhile: it waits on the
+    socket's descriptor (ZMQ_FD), which is only a file, not on the socket.
+    A signal another thread's call takes in the meantime costs at most the
+    slice.                                                                  */
 static void s_wait(nexus_client_t *c, nx_async_t *a, uint64_t until)
 {
     uint64_t now = nx_clock_ms();
@@ -241,19 +248,44 @@ static void s_wait(nexus_client_t *c, nx_async_t *a, uint64_t until)
     long ms = end > now ? (long)(end - now) : 0;
     if (a->running) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += (ms ? ms : 1) * 1000000L;
         ts.tv_sec += ts.tv_nsec / 1000000000L;
         ts.tv_nsec %= 1000000000L;
         pthread_cond_timedwait(&a->cond, &c->async_lock, &ts);
         return;
     }
-    if (!a->dealer) {
-        usleep((useconds_t)(ms ? ms : 1) * 1000);
-        return;
+    int fd = -1;
+    if (a->dealer) {
+        void *h = zsock_resolve(a->dealer);
+        int events = 0;
+        size_t size = sizeof events;
+        /*  Asking takes the socket's pending commands: its descriptor is
+            then signalled by the next reply.                               */
+        if (zmq_getsockopt(h, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN))
+            return;
+        size = sizeof fd;
+        if (zmq_getsockopt(h, ZMQ_FD, &fd, &size) != 0)
+            fd = -1;
     }
-    zmq_pollitem_t item = {zsock_resolve(a->dealer), 0, ZMQ_POLLIN, 0};
-    zmq_poll(&item, 1, ms);
+    pthread_mutex_unlock(&c->async_lock);
+    if (fd >= 0) {
+        struct pollfd item = {.fd = fd, .events = POLLIN};
+        poll(&item, 1, (int)ms);
+    } else
+        usleep((useconds_t)(ms ? ms : 1) * 1000);
+    pthread_mutex_lock(&c->async_lock);
+}
+
+/*  The channel's condition variable, on the monotonic clock (s_wait).     */
+static int s_cond_init(pthread_cond_t *cond)
+{
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr))
+        return -1;
+    int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) || pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+    return rc ? -1 : 0;
 }
 
 /*  The channel, made at the first call (lock held). NULL: no memory.      */
@@ -270,14 +302,13 @@ static nx_async_t *s_channel(nexus_client_t *c)
     a->done = calloc(a->cap, sizeof *a->done);
     a->gen = nx_client_gen(c);
     a->dealer = nx_client_socket(c, ZMQ_DEALER, nx_client_ep(c)->control);
-    if (!a->slots || !a->done || !a->dealer) {
+    if (!a->slots || !a->done || !a->dealer || s_cond_init(&a->cond)) {
         zsock_destroy(&a->dealer);
         free(a->slots);
         free(a->done);
         free(a);
         return NULL;
     }
-    pthread_cond_init(&a->cond, NULL);
     a->next = a->oldest = nx_random_id();
     c->async = a;
     return a;
@@ -395,6 +426,10 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
     }
     bool nested = s_running_for == self;
     pthread_mutex_lock(&self->async_lock);
+    if (self->async_closed) {
+        pthread_mutex_unlock(&self->async_lock);
+        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is being destroyed");
+    }
     nx_async_t *a = s_channel(self);
     if (!a) {
         pthread_mutex_unlock(&self->async_lock);
@@ -418,6 +453,13 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
             s_read(self, a);
             s_expire(self, a, nx_clock_ms());
             s_run(self, a);
+        }
+        /*  Destroy began while this waited, or a completion run just now
+            (above, or by nx_async_destroy) asks again: nothing more goes
+            in, so that every completion runs exactly once.                */
+        if (a->closed) {
+            pthread_mutex_unlock(&self->async_lock);
+            return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is being destroyed");
         }
         if (a->refused || a->gen != nx_client_gen(self))
             s_expire(self, a, nx_clock_ms());
@@ -494,6 +536,10 @@ nexus_err_t nexus_publish_async_wait(nexus_client_t *self, int timeout_ms)
         s_run(self, a);
         if (a->used == 0 && !a->running)
             break;
+        if (a->closed) {
+            rc = NEXUS_ERR_CLOSED;
+            break;
+        }
         if (nx_clock_ms() >= until) {
             rc = NEXUS_ERR_TIMEOUT;
             break;
@@ -501,19 +547,36 @@ nexus_err_t nexus_publish_async_wait(nexus_client_t *self, int timeout_ms)
         s_wait(self, a, until);
     }
     pthread_mutex_unlock(&self->async_lock);
+    if (rc == NEXUS_ERR_CLOSED)
+        return nx_client_fail(self, rc, "the client is being destroyed");
     if (rc)
         return nx_client_fail(self, rc, "asynchronous publishes still in flight");
     return NEXUS_OK;
 }
 
+void nx_async_close(nexus_client_t *self)
+{
+    pthread_mutex_lock(&self->async_lock);
+    self->async_closed = true;
+    if (self->async) {
+        self->async->closed = true;
+        pthread_cond_broadcast(&self->async->cond);
+    }
+    pthread_mutex_unlock(&self->async_lock);
+}
+
 void nx_async_destroy(nexus_client_t *self)
 {
-    nx_async_t *a = self->async;
-    if (!a)
-        return;
-    /*  What was answered is told as answered, the rest as closed: every
-        completion runs exactly once.                                      */
     pthread_mutex_lock(&self->async_lock);
+    nx_async_t *a = self->async;
+    if (!a) {
+        pthread_mutex_unlock(&self->async_lock);
+        return;
+    }
+    /*  What was answered is told as answered, the rest as closed: every
+        completion runs exactly once. One that publishes again is refused
+        (closed).                                                          */
+    a->closed = true;
     s_read(self, a);
     for (uint64_t id = a->oldest; id < a->next; id++) {
         s_slot_t *slot = &a->slots[id % a->cap];
@@ -522,11 +585,11 @@ void nx_async_destroy(nexus_client_t *self)
     }
     a->oldest = a->next;
     s_run(self, a);
+    self->async = NULL;
     pthread_mutex_unlock(&self->async_lock);
     zsock_destroy(&a->dealer);
     pthread_cond_destroy(&a->cond);
     free(a->slots);
     free(a->done);
     free(a);
-    self->async = NULL;
 }

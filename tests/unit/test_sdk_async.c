@@ -328,6 +328,114 @@ static void s_test_destroy_in_flight(void)
     CHECK_EQ_U64(known, 3000);
 }
 
+/*  Destroy with the broker stopped (SIGSTOP: nothing is answered) and
+    completions that publish again: each accepted publish is told its
+    outcome exactly once, and a retry while destroy runs is refused.      */
+static atomic_int s_retry_calls, s_retry_accepted, s_retry_refused;
+static nexus_client_t *s_retry_client;
+
+static void s_done_retry_once(nexus_err_t err, uint64_t seq, uint64_t ts, void *arg)
+{
+    (void)seq;
+    (void)ts;
+    atomic_fetch_add(&s_retry_calls, 1);
+    if (err == NEXUS_OK || arg)
+        return;
+    nexus_err_t rc =
+        nexus_publish_async(s_retry_client, "async.retry", "y", 1, s_done_retry_once, (void *)1);
+    atomic_fetch_add(rc == NEXUS_OK ? &s_retry_accepted : &s_retry_refused, 1);
+}
+
+static void s_test_destroy_retry(void)
+{
+    nexus_client_t *c = th_client(&s_broker);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    s_retry_client = c;
+    th_signal(&s_broker, SIGSTOP);
+    for (int i = 0; i < 10; i++)
+        CHECK_EQ_U64(nexus_publish_async(c, "async.retry", "y", 1, s_done_retry_once, NULL),
+                     NEXUS_OK);
+    nexus_client_destroy(&c);
+    th_signal(&s_broker, SIGCONT);
+    CHECK_EQ_U64(atomic_load(&s_retry_accepted), 0);
+    CHECK_EQ_U64(atomic_load(&s_retry_refused), 10);
+    CHECK_EQ_U64(atomic_load(&s_retry_calls), 10);
+}
+
+/*  A thread waiting for room in a full window does not hold the others
+    up: nexus_publish_async_wait (c, 0) only runs what is ready.          */
+static void *s_wait_for_room(void *arg)
+{
+    nexus_err_t rc = nexus_publish_async((nexus_client_t *)arg, "async.room", "y", 1, NULL, NULL);
+    return (void *)(intptr_t)rc;
+}
+
+static void s_test_wait_for_room(void)
+{
+    nexus_client_t *c = th_client(&s_broker); /* timeout 3 s */
+    nexus_client_set_publish_window(c, 1, 64 << 10);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    th_signal(&s_broker, SIGSTOP);
+    CHECK_EQ_U64(nexus_publish_async(c, "async.room", "y", 1, NULL, NULL), NEXUS_OK);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, s_wait_for_room, c) == 0);
+    usleep(100000); /* it waits for room */
+    uint64_t t0 = th_ms();
+    CHECK_EQ_U64(nexus_publish_async_wait(c, 0), NEXUS_ERR_TIMEOUT);
+    /*  Not the other thread's wait (up to the 3 s timeout): a slice.      */
+    CHECK(th_ms() - t0 < 1000);
+    /*  Its room came when the first request timed out (sent 100 ms
+        before it began to wait).                                          */
+    void *rc = NULL;
+    pthread_join(t, &rc);
+    CHECK_EQ_U64((intptr_t)rc, NEXUS_OK);
+    th_signal(&s_broker, SIGCONT);
+    nexus_client_destroy(&c);
+}
+
+/*  The event callback (the client's own thread) waits in
+    nexus_publish_async for room when the client is destroyed: it gets
+    NEXUS_ERR_CLOSED, and nothing it uses is freed under it (ASan).       */
+static nexus_client_t *s_cb_client;
+static atomic_int s_cb_in, s_cb_go, s_cb_rc = -1;
+
+static void s_cb_publishes(nexus_event_t *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    if (atomic_exchange(&s_cb_in, 1))
+        return;
+    for (int i = 0; i < 500 && !atomic_load(&s_cb_go); i++)
+        usleep(10000); /* until the broker is stopped */
+    nexus_publish_async(s_cb_client, "async.cb.out", "r", 1, NULL, NULL); /* the one slot */
+    atomic_store(&s_cb_rc, nexus_publish_async(s_cb_client, "async.cb.out", "r", 1, NULL, NULL));
+}
+
+static void s_test_destroy_from_callback_wait(void)
+{
+    nexus_client_t *c = th_client(&s_broker); /* timeout 3 s */
+    s_cb_client = c;
+    nexus_client_set_callback(c, s_cb_publishes, NULL);
+    nexus_client_set_publish_window(c, 1, 64 << 10);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    CHECK_EQ_U64(nexus_subscribe(c, "async.cb.in"), NEXUS_OK);
+    nexus_client_t *p = th_client(&s_broker);
+    CHECK_EQ_U64(nexus_client_connect(p), NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish_acked(p, "async.cb.in", "q", 1, NULL, NULL), NEXUS_OK);
+    for (int i = 0; i < 500 && !atomic_load(&s_cb_in); i++)
+        usleep(10000);
+    CHECK(atomic_load(&s_cb_in));
+    th_signal(&s_broker, SIGSTOP);
+    atomic_store(&s_cb_go, 1);
+    usleep(200000); /* the callback waits for room */
+    uint64_t t0 = th_ms();
+    nexus_client_destroy(&c);
+    CHECK(th_ms() - t0 < 2500); /* it gave up at once, not at its 3 s timeout */
+    CHECK_EQ_U64(atomic_load(&s_cb_rc), NEXUS_ERR_CLOSED);
+    th_signal(&s_broker, SIGCONT);
+    nexus_client_destroy(&p);
+}
+
 typedef struct {
     nexus_client_t *client;
     int first, count;
@@ -445,6 +553,9 @@ int main(void)
     s_test_broker_errors();
     s_test_token_and_source();
     s_test_destroy_in_flight();
+    s_test_destroy_retry();
+    s_test_wait_for_room();
+    s_test_destroy_from_callback_wait();
     s_test_threads();
     s_test_kill();
     th_cleanup(&s_broker, nx_test_failures > 0);

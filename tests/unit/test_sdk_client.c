@@ -386,8 +386,13 @@ static void s_test_coordination(void)
     nexus_records_t *recs = NULL;
     CHECK_EQ_U64(nexus_session_get(a, id, &recs), NEXUS_OK);
     CHECK_EQ_U64(nexus_records_count(recs), 1);
-    CHECK_EQ_STR(nexus_records_str(recs, 0, "name"), "worker-a");
-    CHECK_EQ_STR(nexus_records_str(recs, 0, "state"), "busy");
+    /*  Each string stays valid while the records live, not only until the
+        next field is asked for.                                           */
+    const char *name = nexus_records_str(recs, 0, "name");
+    const char *state = nexus_records_str(recs, 0, "state");
+    CHECK_EQ_STR(name, "worker-a");
+    CHECK_EQ_STR(state, "busy");
+    CHECK(nexus_records_str(recs, 0, "name") == name);
     CHECK(strstr(nexus_records_json(recs, 0), "\"host\":\"h1\"") != NULL);
     CHECK(nexus_records_msgpack(recs, 1) == NULL);
     nexus_records_destroy(&recs);
@@ -449,6 +454,72 @@ static void s_test_coordination(void)
     nexus_client_destroy(&b);
 }
 
+/*  Events published before and after nexus_session_register: the source
+    is the name until then, the session id from then on, on every publish
+    path (each keeps a copy of it).                                        */
+static void s_test_source_after_register(void)
+{
+    nexus_client_t *sub = th_client(&s_broker);
+    CHECK_EQ_U64(nexus_client_connect(sub), NEXUS_OK);
+    CHECK_EQ_U64(nexus_subscribe(sub, "src.>"), NEXUS_OK);
+    nexus_client_t *c = th_client(&s_broker);
+    nexus_client_set_name(c, "src-name");
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish(c, "src.before.plain", "x", 1), NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish_async(c, "src.before.async", "x", 1, NULL, NULL), NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
+    CHECK_EQ_U64(nexus_session_register(c, NULL), NEXUS_OK);
+    char id[NEXUS_ID_MAX];
+    CHECK(nexus_client_session_id(c, id, sizeof id) != NULL);
+    CHECK_EQ_U64(nexus_publish(c, "src.after.plain", "x", 1), NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish_async(c, "src.after.async", "x", 1, NULL, NULL), NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish_acked(c, "src.after.acked", "x", 1, NULL, NULL), NEXUS_OK);
+    int before = 0, after = 0;
+    for (int i = 0; i < 5; i++) {
+        nexus_event_t *ev = NULL;
+        if (nexus_recv(sub, 3000, &ev) != NEXUS_OK)
+            break;
+        const char *topic = nexus_event_topic(ev), *source = nexus_event_source(ev);
+        if (strncmp(topic, "src.before.", 11) == 0)
+            before += strcmp(source, "src-name") == 0;
+        else
+            after += strcmp(source, id) == 0;
+        nexus_event_destroy(&ev);
+    }
+    CHECK_EQ_U64(before, 2);
+    CHECK_EQ_U64(after, 3);
+    CHECK_EQ_U64(nexus_session_unregister(c, NULL), NEXUS_OK);
+    nexus_client_destroy(&c);
+    nexus_client_destroy(&sub);
+}
+
+/*  A thread waiting in nexus_recv when the client is destroyed returns
+    NEXUS_ERR_CLOSED, and destroy waits for it to be out.                  */
+static void *s_recv_forever(void *arg)
+{
+    nexus_event_t *ev = NULL;
+    nexus_err_t rc = nexus_recv((nexus_client_t *)arg, -1, &ev);
+    return (void *)(intptr_t)(rc == NEXUS_ERR_CLOSED && ev == NULL);
+}
+
+static void s_test_destroy_while_recv(void)
+{
+    nexus_client_t *c = th_client(&s_broker);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    CHECK_EQ_U64(nexus_subscribe(c, "nobody.publishes.here"), NEXUS_OK);
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++)
+        CHECK(pthread_create(&t[i], NULL, s_recv_forever, c) == 0);
+    usleep(200000); /* they are waiting */
+    nexus_client_destroy(&c);
+    for (int i = 0; i < 3; i++) {
+        void *ok = NULL;
+        pthread_join(t[i], &ok);
+        CHECK(ok != NULL);
+    }
+}
+
 /*  A comma-separated list of brokers: parsed, and a broker that is not
     there is left for the next (the failover between a primary and its
     standby is in tests/integration/test_failover_hosts.py).               */
@@ -494,6 +565,8 @@ int main(void)
     s_test_history();
     s_test_callback_and_overflow();
     s_test_coordination();
+    s_test_source_after_register();
+    s_test_destroy_while_recv();
     s_test_gap();
     th_cleanup(&s_broker, nx_test_failures > 0);
     NX_TEST_DONE();
