@@ -1970,8 +1970,10 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
     s_check_refuse(self);
     /*  Only the primary changes sessions and claims, timers included.     */
     bool lead = !self->refuse || self->refuse_err != NEXUS_ERR_NOT_PRIMARY;
-    if (timers && lead)
+    if (lead && (timers || self->next_coord == UINT64_MAX))
         self->next_coord = nx_coord_tick(self, nx_now_us());
+    else if (!lead)
+        self->next_coord = UINT64_MAX; /* no deadline of ours: the loop sleeps */
     if (housekeeping && lead)
         nx_coord_housekeeping(self, nx_now_us());
 

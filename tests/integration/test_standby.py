@@ -192,10 +192,25 @@ def test_basics():
         r = cli("promote", "--endpoint", a.control)
         check.ok("nexus promote of the primary: refused (%s)" % r.stderr.strip(),
                  r.returncode != 0 and "promote" in r.stderr)
+        # An idle standby sleeps in its poll: no session or lease deadline
+        # is its own, so none may make its loop spin (it did: ~0.7 core).
+        used = cpu_seconds(b, 2.0)
+        check.ok("an idle standby uses little CPU (%.2f s in 2 s)" % used, used < 0.5)
     finally:
         for x in (b, a):
             if x:
                 x.cleanup()
+
+
+def cpu_seconds(broker, seconds):
+    """CPU time (user + system) the broker's process uses in `seconds`."""
+    def ticks():
+        with open("/proc/%d/stat" % broker.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    t0 = ticks()
+    time.sleep(seconds)
+    return (ticks() - t0) / os.sysconf("SC_CLK_TCK")
 
 
 def cli(*args):
