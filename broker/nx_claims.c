@@ -245,7 +245,9 @@ static void s_heap_swap(s_heap_item_t *a, s_heap_item_t *b)
     *b = t;
 }
 
-static void s_heap_push(struct _nx_claims_t *cs, const char *work_id, uint64_t at, uint64_t token)
+static void s_heap_compact(struct _nx_claims_t *cs);
+
+static void s_heap_add(struct _nx_claims_t *cs, const char *work_id, uint64_t at, uint64_t token)
 {
     if (cs->heap_len == cs->heap_cap) {
         size_t cap = cs->heap_cap ? cs->heap_cap * 2 : 1024;
@@ -262,6 +264,15 @@ static void s_heap_push(struct _nx_claims_t *cs, const char *work_id, uint64_t a
         s_heap_swap(&cs->heap[i], &cs->heap[(i - 1) / 2]);
         i = (i - 1) / 2;
     }
+}
+
+/*  A deadline for the timers. Compacted here, not only when a timer
+    fires: renewals of a long lease leave stale entries that no timer
+    reaches for hours (one claim renewed 200 000 times kept 200 001).      */
+static void s_heap_push(struct _nx_claims_t *cs, const char *work_id, uint64_t at, uint64_t token)
+{
+    s_heap_compact(cs);
+    s_heap_add(cs, work_id, at, token);
 }
 
 static void s_heap_pop(struct _nx_claims_t *cs)
@@ -927,7 +938,8 @@ int nx_op_work_list(nx_broker_t *self, nx_request_t *rq)
 /*  ---- Timers and session ends ------------------------------------------- */
 
 /*  Renewals leave their old deadlines in the heap; when stale entries
-    outnumber live claims, the heap is built again from the claims.         */
+    outnumber live claims three to one, the heap is built again from the
+    claims (amortized: at least 3 x live pushes between two rebuilds).     */
 static void s_heap_compact(struct _nx_claims_t *cs)
 {
     if (cs->heap_len < 1024 || cs->heap_len < 4 * cs->live)
@@ -937,7 +949,15 @@ static void s_heap_compact(struct _nx_claims_t *cs)
     cs->heap_len = 0;
     for (s_claim_t *c = zhashx_first(cs->items); c; c = zhashx_next(cs->items))
         if (c->state == S_CLAIMED)
-            s_heap_push(cs, c->work_id, c->expires_at, c->token);
+            s_heap_add(cs, c->work_id, c->expires_at, c->token);
+}
+
+void nx_claims_counts(nx_broker_t *self, uint64_t *items, uint64_t *claimed, uint64_t *deadlines)
+{
+    struct _nx_claims_t *cs = s_self(self);
+    *items = cs ? zhashx_size(cs->items) : 0;
+    *claimed = cs ? cs->live : 0;
+    *deadlines = cs ? cs->heap_len : 0;
 }
 
 uint64_t nx_claims_tick(nx_broker_t *self, uint64_t now)

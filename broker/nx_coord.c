@@ -144,6 +144,18 @@ void nx_coord_housekeeping(nx_broker_t *self, uint64_t now)
     nx_coord_snapshot(self);
 }
 
+void nx_coord_pack_state(nx_broker_t *self, nx_request_t *rq)
+{
+    uint64_t items = 0, claimed = 0, deadlines = 0;
+    nx_claims_counts(self, &items, &claimed, &deadlines);
+    nx_dmap_open(&rq->reply, "coordination");
+    nx_pack_kv_u64(nx_kv(rq), "sessions", nx_sessions_count(self));
+    nx_pack_kv_u64(nx_kv(rq), "work_items", items);
+    nx_pack_kv_u64(nx_kv(rq), "claimed", claimed);
+    nx_pack_kv_u64(nx_kv(rq), "lease_deadlines", deadlines);
+    nx_dmap_close(&rq->reply);
+}
+
 void nx_coord_snapshot(nx_broker_t *self)
 {
     if (self->snapshot && (self->snapshot_dirty || nx_snapshot_failed(self->snapshot))) {

@@ -107,6 +107,7 @@ nx_session_t *nx_sessions_lookup(nx_broker_t *self, const char *id);
 
 /*  Iterates the session table (one iteration at a time: the table's own
     cursor).                                                                */
+size_t nx_sessions_count(nx_broker_t *self);
 nx_session_t *nx_sessions_first(nx_broker_t *self);
 nx_session_t *nx_sessions_next(nx_broker_t *self);
 void nx_sessions_pack(msgpack_packer *pk, const nx_session_t *s);
@@ -120,6 +121,12 @@ void nx_claims_fence_floor(nx_broker_t *self, uint64_t fence);
 
 /*  Number of active claims held by session.                                */
 size_t nx_claims_held(nx_broker_t *self, const char *session);
+
+/*  Packs the tables' sizes for `state` ("coordination"): sessions known,
+    work items known, of which claimed, and lease deadlines the timers
+    hold (renewals leave old ones until the heap is compacted).             */
+void nx_coord_pack_state(nx_broker_t *self, nx_request_t *rq);
+void nx_claims_counts(nx_broker_t *self, uint64_t *items, uint64_t *claimed, uint64_t *deadlines);
 
 /*  Logs key -> value in db (a record of the turn) and marks the turn as
     changing coordination state. Returns NEXUS_OK, or NEXUS_ERR_NOMEM when

@@ -129,6 +129,7 @@ static int s_op_state(nx_broker_t *self, nx_request_t *rq)
     nx_pack_kv_u64(nx_kv(rq), "segment_size", ws.segment_size);
     nx_dmap_close(&rq->reply);
 
+    nx_coord_pack_state(self, rq);
     nx_ha_pack_state(self, rq);
     nx_pack_kv_str(nx_kv(rq), "timestamp", nx_iso8601(now, iso));
     nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));

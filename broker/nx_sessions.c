@@ -898,6 +898,11 @@ void nx_sessions_prune(nx_broker_t *self, uint64_t now)
 }
 
 /*  Iteration for the snapshot writer.                                      */
+size_t nx_sessions_count(nx_broker_t *self)
+{
+    return self->sessions ? zhashx_size(s_table(self)) : 0;
+}
+
 nx_session_t *nx_sessions_first(nx_broker_t *self)
 {
     return zhashx_first(s_table(self));

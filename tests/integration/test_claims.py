@@ -641,5 +641,28 @@ with Broker(data_dir=data, extra=["--claims-max", "2", "--claims-retain", "0"]) 
     t.eq((wget(c, "m/b3") or {}).get("state"), "completed", "the completed item is kept")
 shutil.rmtree(data, ignore_errors=True)
 
+# ---- Renewals of a long lease: the timers' deadlines stay bounded ---------
+# Each renewal leaves its old deadline in the lease heap; no timer comes for
+# an hour-long lease, so the heap must be compacted as it grows, not only
+# when a timer fires (one claim renewed 200 000 times held 200 001).
+with Broker(extra=["--sync", "none"]) as b, Client(b) as c:
+    register(c, "L", heartbeat_ms=LONG)
+    rep = claim(c, "L", "long/lease", ttl_ms=3600000)
+    is_ok(rep, "claim with an hour-long lease")
+    renew = P({"op": "work.renew", "session": "L", "work_id": "long/lease",
+               "token": rep["token"], "ttl_ms": 3600000})
+    ok = 0
+    for burst in range(10):  # 10 x 1000 renewals, 1000 in flight
+        for _ in range(1000):
+            c.send_raw(renew)
+        for _ in range(1000):
+            ok += c.recv(timeout=30).get("ok") is True
+    t.eq(ok, 10000, "10 000 renewals acknowledged")
+    co = c.request({"op": "state"}).get("coordination", {})
+    t.eq((co.get("work_items"), co.get("claimed")), (1, 1), "state: one item, claimed")
+    t.check(0 < co.get("lease_deadlines", 0) <= 1024,
+            "state: lease deadlines stay bounded after 10 000 renewals (%r)" % co)
+    t.eq(co.get("sessions"), 1, "state: one session")
+
 print("test_claims: %.1fs" % (time.time() - T0))
 t.done()
