@@ -81,6 +81,13 @@
 /*  Meta key of the record each run writes first: the boot id it runs
     under and a random nonce (which also starts a new checksum chain).     */
 #define S_META_RUN "run"
+/*  What a run starts from, written with its run record: seqs and fencing
+    tokens continue above these even when the run stores nothing. A skip
+    (below) lives in memory until the first event or grant of the run;
+    without them a later start on the same boot handed the skipped seqs
+    out again.                                                              */
+#define S_META_SEQ_FLOOR   "seq_floor"
+#define S_META_FENCE_FLOOR "fence_floor"
 /*  history and state queries waiting for the store to catch up with the
     log: at most this many, each at most this long (then `busy`).          */
 #define S_PARKED_MAX  4096
@@ -208,6 +215,15 @@ static int s_log_sync(nx_broker_t *self)
     continue) and a block of seqs.                                          */
 static int s_log_start(nx_broker_t *self)
 {
+    uint8_t floor[8];
+    nx_put_u64(floor, self->last_seq);
+    if (nx_wal_put(self->wal, NX_DB_META, S_META_SEQ_FLOOR, strlen(S_META_SEQ_FLOOR), floor,
+                   sizeof floor))
+        return -1;
+    nx_put_u64(floor, nx_claims_fence(self));
+    if (nx_wal_put(self->wal, NX_DB_META, S_META_FENCE_FLOOR, strlen(S_META_FENCE_FLOOR), floor,
+                   sizeof floor))
+        return -1;
     uint8_t run[NX_WAL_BOOT_MAX + 16];
     memset(run, 0, sizeof run);
     nx_wal_boot_id((char *)run);
@@ -396,8 +412,14 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
                      nx_wal_segment_size(self->wal), self->cfg.batch_bytes + S_TURN_REQUEST_BYTES);
     self->last_seq = nx_store_last_seq(self->store);
     self->last_ts = nx_store_last_ts(self->store);
+    uint64_t seq_floor = s_meta_u64(self, S_META_SEQ_FLOOR);
+    if (seq_floor > self->last_seq)
+        self->last_seq = seq_floor;
     if (!self->readonly && nx_coord_start(self, err_buf, err_size))
         goto fail;
+    uint64_t fence_floor = s_meta_u64(self, S_META_FENCE_FLOOR);
+    if (!self->readonly && fence_floor > nx_claims_fence(self))
+        nx_claims_fence_floor(self, fence_floor);
     /*  Events go out before the log's flush when nobody waits for them, so
         seqs are reserved durably in blocks. A start whose reservation is
         above the last stored seq follows an unclean stop. When the same
@@ -417,6 +439,13 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
                     !same ? "the log was written before a reboot or by an earlier version"
                           : "the log ended in a torn write");
             self->last_seq = r;
+            /*  Under sync=none a grant goes out before its flush: the
+                block reserved for tokens is skipped as well.              */
+            uint64_t block = s_meta_u64(self, S_META_FENCE_BLOCK);
+            if (!self->readonly && block > nx_claims_fence(self)) {
+                nx_warn("unclean stop: fencing tokens up to %" PRIu64 " are skipped", block);
+                nx_claims_fence_floor(self, block);
+            }
         } else
             nx_info("unclean stop on this boot: the log held everything written; seqs continue "
                     "at %" PRIu64,
