@@ -1776,10 +1776,21 @@ static void s_fail_turn(nx_broker_t *self)
         return;
     }
     nx_checkpointer_wake(self->ckpt);
-    if (nx_checkpointer_sync(self->ckpt, nx_wal_durable(self->wal), S_STOP_SYNC_MS))
-        nx_error("the store did not catch up with the log: sessions and claims are reloaded "
-                 "from an older state");
+    /*  Sessions and claims loaded from a store behind the log would lose
+        acknowledged grants (an item granted twice, tokens going back):
+        the loop stops instead, and a restart replays the log.             */
+    if (nx_checkpointer_sync(self->ckpt, nx_wal_durable(self->wal), S_STOP_SYNC_MS)) {
+        nx_error("the store did not take the log within %d s after a failed turn: stopping "
+                 "(a restart recovers every acknowledged change from the log)",
+                 S_STOP_SYNC_MS / 1000);
+        nx_broker_problem(self, "the store did not catch up with the log after a failed turn");
+        self->fatal = true;
+        self->stop = 1;
+        return;
+    }
     nx_coord_reload(self);
+    /*  Deadlines of what was loaded again, some maybe past: asked now.    */
+    self->next_coord = 0;
 }
 
 /*  When the events nobody waits for must be flushed (mono us), 0: none.   */
