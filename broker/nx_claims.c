@@ -888,6 +888,54 @@ int nx_op_work_get(nx_broker_t *self, nx_request_t *rq)
     return 0;
 }
 
+/*  work.list keeps the k smallest work ids that pass the filter in a
+    max-heap (the largest at [0]): O(n log k) for n items, where sorting
+    every key cost seconds at 200 000 items and held the loop, timers
+    included.                                                               */
+static int s_id_cmp(const s_claim_t *a, const s_claim_t *b)
+{
+    return strcmp(a->work_id, b->work_id);
+}
+
+static void s_keep_sift(s_claim_t **h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && s_id_cmp(h[l], h[m]) > 0)
+            m = l;
+        if (r < n && s_id_cmp(h[r], h[m]) > 0)
+            m = r;
+        if (m == i)
+            return;
+        s_claim_t *t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+static void s_keep_smallest(s_claim_t **h, size_t *n, size_t k, s_claim_t *c)
+{
+    if (*n < k) {
+        size_t i = (*n)++;
+        h[i] = c;
+        while (i > 0 && s_id_cmp(h[(i - 1) / 2], h[i]) < 0) {
+            s_claim_t *t = h[i];
+            h[i] = h[(i - 1) / 2];
+            h[(i - 1) / 2] = t;
+            i = (i - 1) / 2;
+        }
+    } else if (s_id_cmp(c, h[0]) < 0) {
+        h[0] = c;
+        s_keep_sift(h, *n, 0);
+    }
+}
+
+static int s_id_qsort(const void *a, const void *b)
+{
+    return s_id_cmp(*(s_claim_t *const *)a, *(s_claim_t *const *)b);
+}
+
 int nx_op_work_list(nx_broker_t *self, nx_request_t *rq)
 {
     const char *holder = NULL, *state = NULL, *prefix = NULL;
@@ -902,35 +950,30 @@ int nx_op_work_list(nx_broker_t *self, nx_request_t *rq)
         if (strlen(s_state_names[i]) == state_len &&
             memcmp(s_state_names[i], state, state_len) == 0)
             want = i;
-    zlistx_t *keys = zhashx_keys(s_self(self)->items);
-    zlistx_set_comparator(keys, (zlistx_comparator_fn *)strcmp);
-    zlistx_sort(keys);
-    msgpack_sbuffer items;
-    msgpack_sbuffer_init(&items);
-    msgpack_packer ipk;
-    msgpack_packer_init(&ipk, &items, msgpack_sbuffer_write);
-    uint32_t count = 0;
-    bool truncated = false;
-    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
-        s_claim_t *c = zhashx_lookup(s_self(self)->items, k);
+    /*  One more than the limit tells whether the list is truncated.       */
+    zhashx_t *table = s_self(self)->items;
+    size_t keep = zhashx_size(table) < limit + 1 ? zhashx_size(table) : (size_t)limit + 1;
+    s_claim_t **kept = malloc((keep ? keep : 1) * sizeof *kept);
+    if (!kept)
+        return nx_request_fail(rq, NEXUS_ERR_NOMEM, "out of memory for the list");
+    size_t n = 0;
+    for (s_claim_t *c = zhashx_first(table); c && keep; c = zhashx_next(table)) {
         if (want >= 0 && (int)c->state != want)
             continue;
         if (holder && (strlen(c->holder) != holder_len || memcmp(c->holder, holder, holder_len)))
             continue;
         if (prefix && strncmp(c->work_id, prefix, prefix_len) != 0)
             continue;
-        if (count == limit) {
-            truncated = true;
-            break;
-        }
-        s_pack_claim(&ipk, c);
-        count++;
+        s_keep_smallest(kept, &n, keep, c);
     }
-    zlistx_destroy(&keys);
+    qsort(kept, n, sizeof *kept, s_id_qsort);
+    bool truncated = n > limit;
+    uint32_t count = truncated ? (uint32_t)limit : (uint32_t)n;
     nx_pack_str(nx_kv(rq), "claims");
     msgpack_pack_array(&rq->reply.pk, count);
-    msgpack_sbuffer_write(rq->reply.buf, items.data, items.size);
-    msgpack_sbuffer_destroy(&items);
+    for (uint32_t i = 0; i < count; i++)
+        s_pack_claim(&rq->reply.pk, kept[i]);
+    free(kept);
     nx_pack_kv_bool(nx_kv(rq), "truncated", truncated);
     return 0;
 }

@@ -782,6 +782,11 @@ static bool s_has_cap(const nx_session_t *s, const char *cap, size_t len)
     return false;
 }
 
+static int s_id_cmp(const void *a, const void *b)
+{
+    return strcmp((*(nx_session_t *const *)a)->id, (*(nx_session_t *const *)b)->id);
+}
+
 /*  Lists sessions that pass the filter of the request; shared by list and
     find.                                                                   */
 static int s_list(nx_broker_t *self, nx_request_t *rq, bool find)
@@ -804,17 +809,15 @@ static int s_list(nx_broker_t *self, nx_request_t *rq, bool find)
                                "give 'capability', a non-empty 'capabilities' or 'available': "
                                "true");
     uint64_t now = nx_now_us();
-    msgpack_sbuffer items;
-    msgpack_sbuffer_init(&items);
-    msgpack_packer ipk;
-    msgpack_packer_init(&ipk, &items, msgpack_sbuffer_write);
-    uint32_t count = 0;
-    /*  Sorted by id so that output is stable for people and tests.        */
-    zlistx_t *keys = zhashx_keys(s_table(self));
-    zlistx_set_comparator(keys, (zlistx_comparator_fn *)strcmp);
-    zlistx_sort(keys);
-    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
-        nx_session_t *s = nx_sessions_lookup(self, k);
+    /*  Sorted by id so that output is stable for people and tests: the
+        sessions that pass, by pointer, with qsort (a sorted copy of every
+        key held the loop for a second at 200 000).                         */
+    zhashx_t *table = s_table(self);
+    nx_session_t **found = malloc((zhashx_size(table) + 1) * sizeof *found);
+    if (!found)
+        return nx_request_fail(rq, NEXUS_ERR_NOMEM, "out of memory for the list");
+    size_t count = 0;
+    for (nx_session_t *s = zhashx_first(table); s; s = zhashx_next(table)) {
         if (s->status == NX_SESSION_GONE &&
             (!all || find ||
              /*  Written without a sum that a huge window_ms could wrap. */
@@ -830,15 +833,16 @@ static int s_list(nx_broker_t *self, nx_request_t *rq, bool find)
             ok = s_has_cap(s, caps->ptr[i].via.str.ptr, caps->ptr[i].via.str.size);
         if (!ok)
             continue;
-        s->claims = nx_claims_held(self, s->id);
-        nx_sessions_pack(&ipk, s);
-        count++;
+        found[count++] = s;
     }
-    zlistx_destroy(&keys);
+    qsort(found, count, sizeof *found, s_id_cmp);
     nx_pack_str(nx_kv(rq), "sessions");
-    msgpack_pack_array(&rq->reply.pk, count);
-    msgpack_sbuffer_write(rq->reply.buf, items.data, items.size);
-    msgpack_sbuffer_destroy(&items);
+    msgpack_pack_array(&rq->reply.pk, (uint32_t)count);
+    for (size_t i = 0; i < count; i++) {
+        found[i]->claims = nx_claims_held(self, found[i]->id);
+        nx_sessions_pack(&rq->reply.pk, found[i]);
+    }
+    free(found);
     return 0;
 }
 

@@ -664,5 +664,36 @@ with Broker(extra=["--sync", "none"]) as b, Client(b) as c:
             "state: lease deadlines stay bounded after 10 000 renewals (%r)" % co)
     t.eq(co.get("sessions"), 1, "state: one session")
 
+    # work.list keeps the smallest ids of those that pass (a bounded heap,
+    # not a sort of every key): checked against a sort here, with many more
+    # items than the limit, in random order, with filters.
+    rnd = random.Random(7)
+    ids = ["many/%06d" % rnd.randrange(10 ** 6) for _ in range(3000)]
+    ids = list(dict.fromkeys(ids))
+    for wid in ids:
+        c.send_raw(P({"op": "work.claim", "session": "L", "work_id": wid, "ttl_ms": LONG}))
+    tokens = {}
+    for _ in ids:
+        rep = c.recv(timeout=30)
+        if rep.get("ok"):
+            tokens[rep["work_id"]] = rep["token"]
+    t.eq(len(tokens), len(ids), "%d claims granted" % len(ids))
+    for wid in ids[::3]:
+        c.send_raw(P({"op": "work.release", "session": "L", "work_id": wid,
+                      "token": tokens.get(wid, 0)}))
+    released = sum(c.recv(timeout=30).get("ok") is True for _ in ids[::3])
+    t.eq(released, len(ids[::3]), "a third released")
+    live = sorted(set(ids) - set(ids[::3]))
+    for q, expect in (({"prefix": "many/", "limit": 100}, sorted(ids)[:100]),
+                      ({"prefix": "many/", "state": "claimed", "limit": 50}, live[:50]),
+                      ({"prefix": "many/00", "limit": 100000},
+                       [w for w in sorted(ids) if w.startswith("many/00")])):
+        rep = wlist(c, **q)
+        got = [x["work_id"] for x in rep["claims"]]
+        t.eq(got, expect, "work.list %r: the smallest ids, sorted" % q)
+        t.eq(rep["truncated"], len(expect) < sum(1 for w in ids if w.startswith(q["prefix"]) and
+                                                  (q.get("state") != "claimed" or w in live)),
+             "work.list %r: truncated when more pass" % q)
+
 print("test_claims: %.1fs" % (time.time() - T0))
 t.done()
