@@ -60,6 +60,7 @@
 struct _nx_wal_t {
     char *dir;             /* the log directory                             */
     int dir_fd;            /* for fsync after a create or rename            */
+    bool names_unsynced;   /* a rename's fsync of dir_fd failed (lock)      */
     uint64_t seg;          /* segment size                                  */
     bool sync;             /* fdatasync, zero-filled segments               */
     pthread_mutex_t lock;  /* creating, renaming and removing segment files */
@@ -256,6 +257,19 @@ static int s_open_segment(nx_wal_t *self, uint64_t base, bool fill)
     s_name(name, base);
     pthread_mutex_lock(&self->lock);
     int fd = openat(self->dir_fd, name, O_RDWR | O_CLOEXEC);
+    /*  A spare renamed to this name whose directory fsync failed: its
+        name must be durable before anything acknowledged goes in, or a
+        power cut could leave the log without it (read as its end).       */
+    if (fd >= 0 && self->names_unsynced) {
+        if (fsync(self->dir_fd) == 0)
+            self->names_unsynced = false;
+        else {
+            int e = errno;
+            close(fd);
+            errno = e;
+            fd = -1;
+        }
+    }
     if (fd < 0 && errno == ENOENT) {
         fd = openat(self->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         int rc = fd < 0 ? -1 : 0;
@@ -361,12 +375,30 @@ static void s_recycle_locked(nx_wal_t *self, uint64_t below, uint64_t after)
         }
         unlinkat(self->dir_fd, from, 0);
     }
-    if (renamed && self->sync)
-        fsync(self->dir_fd);
+    if (renamed && self->sync && fsync(self->dir_fd) != 0)
+        self->names_unsynced = true; /* s_open_segment tries again */
     free(bases);
 }
 
 /*  ---- Lifecycle ------------------------------------------------------------ */
+
+/*  fsync of the directory that holds path. Returns 0 or -1 (errno).       */
+static int s_sync_parent(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return -1;
+    char *slash = strrchr(copy, '/');
+    const char *parent = !slash ? "." : slash == copy ? "/" : (*slash = 0, copy);
+    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fd < 0 ? -1 : fsync(fd);
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    free(copy);
+    errno = e;
+    return rc;
+}
 
 nx_wal_t *nx_wal_new(const nx_wal_config_t *cfg, char *err, size_t err_size)
 {
@@ -398,8 +430,17 @@ nx_wal_t *nx_wal_new(const nx_wal_config_t *cfg, char *err, size_t err_size)
         nx_wal_destroy(&self);
         return NULL;
     }
-    if (mkdir(self->dir, 0700) != 0 && errno != EEXIST) {
+    bool made = mkdir(self->dir, 0700) == 0;
+    if (!made && errno != EEXIST) {
         snprintf(err, err_size, "log: mkdir %s: %s", self->dir, strerror(errno));
+        nx_wal_destroy(&self);
+        return NULL;
+    }
+    /*  The new directory's own name is made durable too, before a segment
+        in it ever holds anything acknowledged.                            */
+    if (made && self->sync && s_sync_parent(self->dir) != 0) {
+        snprintf(err, err_size, "log: fsync of the directory holding %s: %s", self->dir,
+                 strerror(errno));
         nx_wal_destroy(&self);
         return NULL;
     }
@@ -929,8 +970,8 @@ int nx_wal_prepare(nx_wal_t *self)
         pthread_mutex_lock(&self->lock);
         if (!s_exists(self, next)) {
             rc = renameat(self->dir_fd, S_TMP_NAME, self->dir_fd, name);
-            if (rc == 0 && self->sync)
-                rc = fsync(self->dir_fd);
+            if (rc == 0 && self->sync && (rc = fsync(self->dir_fd)) != 0)
+                self->names_unsynced = true; /* s_open_segment tries again */
         }
         pthread_mutex_unlock(&self->lock);
     }
