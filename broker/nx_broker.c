@@ -1790,7 +1790,7 @@ static void s_fail_turn(nx_broker_t *self)
     }
     nx_coord_reload(self);
     /*  Deadlines of what was loaded again, some maybe past: asked now.    */
-    self->next_coord = 0;
+    nx_coord_rearm(self);
 }
 
 /*  When the events nobody waits for must be flushed (mono us), 0: none.   */
@@ -2010,10 +2010,16 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
     s_check_refuse(self);
     /*  Only the primary changes sessions and claims, timers included.     */
     bool lead = !self->refuse || self->refuse_err != NEXUS_ERR_NOT_PRIMARY;
-    if (lead && (timers || self->next_coord == UINT64_MAX))
-        self->next_coord = nx_coord_tick(self, nx_now_us());
-    else if (!lead)
+    if (!lead) {
         self->next_coord = UINT64_MAX; /* no deadline of ours: the loop sleeps */
+        self->coord_parked = true;
+    } else {
+        if (self->coord_parked) /* leading again: every deadline is asked */
+            nx_coord_rearm(self);
+        self->coord_parked = false;
+        if (timers || !self->next_coord)
+            self->next_coord = nx_coord_tick(self, nx_now_us());
+    }
     if (housekeeping && lead)
         nx_coord_housekeeping(self, nx_now_us());
 

@@ -250,6 +250,9 @@ struct _nx_broker_t {
     uint64_t problem_at;              /* mono us of the last store failure, 0: none  */
     char problem[200];                /* what it was, for `health`                   */
     uint64_t next_coord;              /* wall us of the next lease/session deadline */
+    uint64_t sessions_due;            /* wall us by which the session table is
+                                         scanned for timeouts (never late)     */
+    bool coord_parked;                /* not leading: no timers run           */
     zactor_t *reader;                 /* runs history queries (nx_reader.c)         */
     uint64_t seq_reserved;            /* seqs up to here may have been seen; a
                                          restart after a crash continues above    */

@@ -106,7 +106,7 @@ void nx_coord_reload(nx_broker_t *self)
             s->status = live[i].status;
             s->last_seen = live[i].last_seen;
             s->timeout_at = live[i].timeout_at;
-            nx_coord_wake(self, s->timeout_at);
+            nx_coord_wake_session(self, s->timeout_at);
         }
         nx_warn("coordination: state reloaded from the store after a failed batch");
     }
@@ -128,8 +128,13 @@ int nx_coord_promote(nx_broker_t *self)
 uint64_t nx_coord_tick(nx_broker_t *self, uint64_t now)
 {
     uint64_t a = nx_claims_tick(self, now);
-    uint64_t b = nx_sessions_tick(self, now);
-    return a < b ? a : b;
+    /*  The session table is scanned when its earliest deadline is due, not
+        at every lease deadline: that scan took 0.4 of a core at 50 000
+        sessions with leases ending every millisecond. Heartbeats only move
+        deadlines later, so sessions_due may be early, never late.        */
+    if (now >= self->sessions_due)
+        self->sessions_due = nx_sessions_tick(self, now);
+    return a < self->sessions_due ? a : self->sessions_due;
 }
 
 void nx_coord_ready(nx_broker_t *self)

@@ -88,6 +88,23 @@ static inline void nx_coord_wake(nx_broker_t *self, uint64_t at)
         self->next_coord = at;
 }
 
+/*  The same for a session's timeout: the session table is scanned by then
+    (nx_coord_tick scans it only when its earliest deadline is due).        */
+static inline void nx_coord_wake_session(nx_broker_t *self, uint64_t at)
+{
+    if (at < self->sessions_due)
+        self->sessions_due = at;
+    nx_coord_wake(self, at);
+}
+
+/*  Every deadline is asked again at the next turn (after a reload, a
+    promotion, or leading again).                                           */
+static inline void nx_coord_rearm(nx_broker_t *self)
+{
+    self->next_coord = 0;
+    self->sessions_due = 0;
+}
+
 /*  Once a second: prune gone sessions and closed items;
     write the snapshot file when something changed.                        */
 /*  Called once when the loop starts serving: timeouts of sessions that

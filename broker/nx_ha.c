@@ -497,7 +497,7 @@ static int s_promote(nx_broker_t *b, uint64_t epoch)
         return -1;
     }
     /*  Timers that ran while this broker was a standby apply from now.    */
-    b->next_coord = 0;
+    nx_coord_rearm(b);
     nx_info("promoted: this broker (%s) is the primary, epoch %" PRIu64 "; seqs continue at "
             "%" PRIu64 ", fencing tokens above %" PRIu64 " (%" PRIu64 " ms)",
             self->name, epoch, b->last_seq + 1, nx_claims_fence(b), (nx_mono_us() - t0) / 1000);

@@ -209,7 +209,7 @@ static int s_load_one(const void *key, size_t key_len, const void *value, size_t
     if (s->status != NX_SESSION_GONE) {
         s->status = NX_SESSION_STALE;
         s->timeout_at = nx_now_us() + s_timeout_ms(self, s) * 1000;
-        nx_coord_wake(self, s->timeout_at);
+        nx_coord_wake_session(self, s->timeout_at);
     }
     zhashx_update(s_table(self), s->id, s);
     msgpack_unpacked_destroy(&u);
@@ -291,7 +291,7 @@ static void s_touch(nx_broker_t *self, nx_session_t *s, uint64_t now)
 {
     s->last_seen = now;
     s->timeout_at = now + s_timeout_ms(self, s) * 1000;
-    nx_coord_wake(self, s->timeout_at);
+    nx_coord_wake_session(self, s->timeout_at);
     if (s->status == NX_SESSION_STALE)
         s->status = NX_SESSION_ACTIVE;
     /*  The snapshot shows status, last_seen and timeout_at: rewritten at
@@ -882,7 +882,7 @@ void nx_sessions_ready(nx_broker_t *self, uint64_t now)
     for (nx_session_t *s = zhashx_first(s_table(self)); s; s = zhashx_next(s_table(self)))
         if (s->status == NX_SESSION_STALE) {
             s->timeout_at = now + s_timeout_ms(self, s) * 1000;
-            nx_coord_wake(self, s->timeout_at);
+            nx_coord_wake_session(self, s->timeout_at);
         }
 }
 
