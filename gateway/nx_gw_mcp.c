@@ -179,6 +179,25 @@ static bool s_allows(void *arg, const char *session)
     return nx_auth_allows(s->gw->auth, s->auth, session, strlen(session));
 }
 
+/*  The token's pub= and sub= hold on /mcp as on every other route.       */
+static bool s_may_publish(void *arg, json_t *msg, char *why, size_t size)
+{
+    s_sess_t *s = arg;
+    return nx_gw_may_publish(s->gw, s->auth, msg, why, size);
+}
+
+static bool s_may_subscribe(void *arg, json_t *patterns, char *why, size_t size)
+{
+    s_sess_t *s = arg;
+    return nx_gw_may_subscribe(s->gw, s->auth, patterns, why, size);
+}
+
+static void s_filter(void *arg, json_t *events)
+{
+    s_sess_t *s = arg;
+    nx_gw_filter_events(s->gw, s->auth, events);
+}
+
 static json_t *s_rpc_error(json_t *msg, int code, const char *message)
 {
     json_t *id = json_object_get(msg, "id");
@@ -238,6 +257,9 @@ static s_sess_t *s_open(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t 
             4 broker timeouts + 10 s); a wait ends before that.            */
         .wait_max_s = gw->cfg.broker_timeout * 4 / 1000 + 5,
         .allows = s_allows,
+        .may_publish = s_may_publish,
+        .may_subscribe = s_may_subscribe,
+        .filter = s_filter,
         .arg = s,
     };
     s->mcp = nx_mcp_new(&cfg);

@@ -439,9 +439,20 @@ static json_t *t_list_sessions(nx_mcp_t *m, const s_tool_t *tool, json_t *args, 
     return rep;
 }
 
+/*  Every publishing tool goes through here: the caller's pub= first.    */
+static json_t *s_publish(nx_mcp_t *m, json_t *msg, nx_front_err_t *err)
+{
+    char why[300];
+    if (m->cfg.may_publish && !m->cfg.may_publish(m->cfg.arg, msg, why, sizeof why)) {
+        nx_front_fail(err, "forbidden", 403, "%s", why);
+        return NULL;
+    }
+    return nx_front_publish(m->cfg.client, msg, m->registered ? m->session : "", err);
+}
+
 static json_t *t_publish(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_front_err_t *err)
 {
-    return nx_front_publish(m->cfg.client, args, m->registered ? m->session : "", err);
+    return s_publish(m, args, err);
 }
 
 static json_t *t_send_message(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_front_err_t *err)
@@ -457,7 +468,7 @@ static json_t *t_send_message(nx_mcp_t *m, const s_tool_t *tool, json_t *args, n
     if (json_object_get(args, "subject"))
         json_object_set(payload, "subject", json_object_get(args, "subject"));
     json_t *msg = json_pack("{s:s, s:o}", "event_type", NX_FRONT_DIRECT, "payload", payload);
-    json_t *rep = nx_front_publish(m->cfg.client, msg, m->registered ? m->session : "", err);
+    json_t *rep = s_publish(m, msg, err);
     json_decref(msg);
     return rep;
 }
@@ -478,7 +489,7 @@ static json_t *t_notify(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_fron
     json_t *msg =
         json_pack("{s:s, s:{s:s, s:s, s:s, s:s}}", "event_type", topic, "payload", "title", title,
                   "message", text, "level", level, "from", m->registered ? m->session : "");
-    json_t *rep = nx_front_publish(m->cfg.client, msg, m->registered ? m->session : "", err);
+    json_t *rep = s_publish(m, msg, err);
     json_decref(msg);
     if (!rep)
         return NULL;
@@ -521,6 +532,26 @@ static json_t *s_events(nx_mcp_t *m, json_t *args, bool resume_default, nx_front
     json_t *pats = json_object_get(fields, "patterns");
     if (json_is_array(pats) && !json_array_size(pats))
         json_object_del(fields, "patterns");
+    /*  The caller's sub= covers every pattern asked (none: every event);
+        what the page holds beyond it (another's direct message) is
+        filtered out below.                                                */
+    if (m->cfg.may_subscribe) {
+        char why[300];
+        json_t *one = json_object_get(fields, "pattern");
+        json_t *asked = json_copy(json_object_get(fields, "patterns"));
+        if (one) {
+            if (!asked)
+                asked = json_array();
+            json_array_append(asked, one);
+        }
+        bool ok = m->cfg.may_subscribe(m->cfg.arg, asked, why, sizeof why);
+        json_decref(asked);
+        if (!ok) {
+            json_decref(fields);
+            nx_front_fail(err, "forbidden", 403, "%s", why);
+            return NULL;
+        }
+    }
     uint64_t since = 0;
     if (resume) {
         if (s_cursor(m, NULL, &since, err)) {
@@ -538,6 +569,8 @@ static json_t *s_events(nx_mcp_t *m, json_t *args, bool resume_default, nx_front
     if (!page)
         return NULL;
     json_t *events = json_object_get(page, "events");
+    if (m->cfg.filter)
+        m->cfg.filter(m->cfg.arg, events);
     if (newest) {
         /*  The newest ones, shown oldest first.                           */
         json_t *asc = json_array();

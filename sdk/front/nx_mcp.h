@@ -49,6 +49,15 @@ typedef struct {
     /*  Whether the caller may act as session (the gateway asks its
         tokens); NULL: any. arg is passed back.                            */
     bool (*allows)(void *arg, const char *session);
+    /*  The caller's rights on events (the gateway's tokens: pub=, sub=);
+        NULL: every right. may_publish: the message (event_type) it
+        publishes; may_subscribe: the patterns it reads (a JSON array, NULL
+        for every event); why (size bytes) says what refused. filter
+        removes from events (a JSON array) those it may not read. arg is
+        passed back.                                                       */
+    bool (*may_publish)(void *arg, json_t *msg, char *why, size_t size);
+    bool (*may_subscribe)(void *arg, json_t *patterns, char *why, size_t size);
+    void (*filter)(void *arg, json_t *events);
     void *arg;
     /*  A wait_for_events is about to look for events matching patterns
         (n 0: every event): the transport makes sure such events reach

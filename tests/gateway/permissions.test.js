@@ -10,6 +10,8 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
+const { StreamableHTTPClientTransport } = require('@modelcontextprotocol/sdk/client/streamableHttp.js');
 const { withFabric, sleep } = require('./lib');
 
 const TOKENS = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-gw-perm-')), 'tokens');
@@ -112,4 +114,46 @@ test('HTTP: a publish or a history outside a token\'s patterns is 403 forbidden;
   r = await call(f, 'GET', '/events/recent?count=50', undefined, 'tok-ci');
   assert.equal(r.status, 200, r.text);
   assert.ok(r.json.events.every((e) => e.event_type.startsWith('build.')), `recent, filtered: ${r.text}`);
+}));
+
+test('/mcp: the tools hold a token\'s pub= and sub= as every other route does', withFabric({ gatewayArgs: ['--tokens-file', TOKENS], healthToken: 'tok-all' }, async (f) => {
+  const mcp = async (token) => {
+    const transport = new StreamableHTTPClientTransport(new URL(`${f.http}/mcp`),
+      { requestInit: { headers: { Authorization: `Bearer ${token}` } } });
+    const client = new Client({ name: 'perm-test', version: '1.0.0' });
+    await client.connect(transport);
+    return client;
+  };
+  const call = async (c, name, args) => {
+    const r = await c.callTool({ name, arguments: args });
+    return { isError: r.isError, body: r.structuredContent };
+  };
+  const refused = (r, mention, what) => {
+    assert.equal(r.isError, true, `${what}: ${JSON.stringify(r)}`);
+    assert.equal(r.body.error.code, 'forbidden', `${what}: ${JSON.stringify(r)}`);
+    if (mention) assert.ok(r.body.error.message.includes(mention), `${what}: ${JSON.stringify(r)}`);
+  };
+  const all = await mcp('tok-all');
+  const ci = await mcp('tok-ci');
+  try {
+    const secret = await call(all, 'publish_event', { event_type: 'secret.y', payload: { pw: 'hunter2' } });
+    assert.equal(secret.isError, false, JSON.stringify(secret));
+    refused(await call(ci, 'publish_event', { event_type: 'secret.z', payload: {} }), 'build.>', 'publish outside pub=');
+    refused(await call(ci, 'send_message', { to: 'ro', message: 'hi' }), 'build.>', 'a direct message outside pub=');
+    refused(await call(ci, 'notify', { title: 't', message: 'm' }), 'build.>', 'notify outside pub=');
+    refused(await call(ci, 'get_events', { patterns: ['secret.>'] }), 'build.>', 'get_events outside sub=');
+    refused(await call(ci, 'get_events', {}), null, 'get_events of every event');
+    refused(await call(ci, 'wait_for_events', { patterns: ['secret.>'], timeout_seconds: 1 }), 'build.>', 'wait_for_events outside sub=');
+    const pub = await call(ci, 'publish_event', { event_type: 'build.mcp', payload: { n: 1 } });
+    assert.equal(pub.isError, false, JSON.stringify(pub));
+    const got = await call(ci, 'get_events', { patterns: ['build.>'] });
+    assert.equal(got.isError, false, JSON.stringify(got));
+    const types = got.body.events.map((e) => e.event_type);
+    assert.ok(types.includes('build.mcp') && types.every((t) => t.startsWith('build.')), JSON.stringify(types));
+    const h = await call(all, 'get_events', { patterns: ['secret.>'] });
+    assert.deepEqual(h.body.events.map((e) => e.event_type), ['secret.y'], 'nothing ci tried was stored');
+  } finally {
+    await ci.close();
+    await all.close();
+  }
 }));
