@@ -811,13 +811,14 @@ static void h_metrics(s_req_t *r)
         zchunk_extend(out, line, strlen(line));                                                    \
     } while (0)
 #define S_LOAD(field) __atomic_load_n(&s->field, __ATOMIC_RELAXED)
-    size_t depth = 0, clients = 0;
+    size_t depth = 0, clients = 0, http = 0;
     pthread_mutex_lock(&gw->lock);
     for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns))
         if (c->kind == NX_GW_WS) {
             depth += c->q_count;
             clients++;
-        }
+        } else
+            http++;
     size_t sessions = zhashx_size(gw->sessions);
     size_t addrs = zhashx_size(gw->addr_buckets);
     size_t cmd_bytes = gw->commands_bytes, cmd_peak = gw->commands_bytes_peak;
@@ -829,6 +830,8 @@ static void h_metrics(s_req_t *r)
              "most bytes of client messages ever waiting for the worker (bound: command_bytes)",
              cmd_peak);
     S_METRIC("nexus_gateway_connections", "gauge", "WebSocket connections open", clients);
+    S_METRIC("nexus_gateway_http_requests_open", "gauge",
+             "HTTP requests being read, answered or written (this one included)", http);
     S_METRIC("nexus_gateway_connections_total", "counter", "WebSocket connections accepted",
              S_LOAD(ws_total));
     S_METRIC("nexus_gateway_sessions", "gauge", "sessions hosted", sessions);

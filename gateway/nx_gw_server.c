@@ -201,14 +201,22 @@ static void s_http_page(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, int status, 
     lws_callback_on_writable(wsi);
 }
 
-static void s_http_release(nx_gw_t *gw, s_pss_t *pss)
+/*  The HTTP request a connection carries is kept on its wsi (lws's opaque
+    user data), not only in the pss: lws 4.1 gives each keep-alive request,
+    and an upgrade, a new pss without telling us, so a record kept in the
+    old pss alone was never released (every keep-alive request left its
+    answer in gw->conns until the gateway stopped).                        */
+static void s_http_release(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 {
-    if (!pss->conn)
+    nx_gw_conn_t *conn = lws_get_opaque_user_data(wsi);
+    if (pss && pss->conn == conn)
+        pss->conn = NULL;
+    if (!conn)
         return;
+    lws_set_opaque_user_data(wsi, NULL);
     pthread_mutex_lock(&gw->lock);
-    nx_gw_conn_closed(gw, pss->conn);
+    nx_gw_conn_closed(gw, conn);
     pthread_mutex_unlock(&gw->lock);
-    pss->conn = NULL;
 }
 
 /*  ---- HTTP ---------------------------------------------------------------- */
@@ -244,8 +252,8 @@ static void s_http_dispatch(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     carry the next request.                                                 */
 static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
 {
-    /*  Keep-alive reuses the pss: a new request starts clean.              */
-    s_http_release(gw, pss);
+    /*  The connection's previous request, if any, is done.                 */
+    s_http_release(gw, wsi, pss);
     pss->phase = 0;
     pss->answered = false;
     pss->close_after = false;
@@ -253,6 +261,7 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
     pss->conn = nx_gw_conn_new(gw, NX_GW_HTTP, wsi);
     if (!pss->conn)
         return -1;
+    lws_set_opaque_user_data(wsi, pss->conn);
     __atomic_add_fetch(&gw->stats.http_requests, 1, __ATOMIC_RELAXED);
     nx_gw_conn_t *conn = pss->conn;
     conn->method = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI)    ? NX_GW_GET
@@ -521,6 +530,19 @@ static bool s_decimal(const char *v, size_t digits)
 
 static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 {
+    /*  An upgrade on a keep-alive connection that already carried an HTTP
+        request is refused: lws 4.1 keeps that request's state (its answer,
+        megabytes for a history page) and a run of such upgrades after
+        large answers left its service thread spinning on a closed socket,
+        every client held up. Browsers and WebSocket clients open a
+        connection of their own for an upgrade.                           */
+    if (lws_get_opaque_user_data(wsi)) {
+        s_http_release(gw, wsi, pss);
+        nx_info("websocket refused: an upgrade on a connection that carried an HTTP request");
+        return s_refuse(wsi, 400, "bad_request",
+                        "a WebSocket upgrade needs a connection of its own (this one carried an "
+                        "HTTP request)");
+    }
     /*  RFC 6455 4.2.2: a version the server does not speak is refused with
         426 and the version it does speak (libwebsockets 4.1 upgrades any). */
     char version[16];
@@ -1066,7 +1088,7 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         return 0;
     case LWS_CALLBACK_CLOSED_HTTP:
         if (pss)
-            s_http_release(gw, pss);
+            s_http_release(gw, wsi, pss);
         return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return s_ws_filter(gw, wsi, pss);

@@ -12,7 +12,10 @@
    serves the API and WebSockets with a warning, and / answers a clear 404
    page, never exit 2;
 4. `nexus up`: a gateway that cannot start (its port taken) leaves the
-   broker running.
+   broker running;
+5. an upgrade on a keep-alive connection that carried an HTTP request is
+   refused (400) and the gateway keeps answering; each request's record is
+   released (nexus_gateway_http_requests_open in /metrics).
 """
 
 import json
@@ -62,6 +65,43 @@ def upgrade(port, path):
         s.close()
 
 
+def read_answer(s, deadline):
+    """One HTTP answer from s: (status line, body)."""
+    data = b""
+    while time.time() < deadline:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            low = head.lower()
+            n = int(low.split(b"content-length:")[1].split(b"\r\n")[0]) \
+                if b"content-length:" in low else 0
+            if len(body) >= n:
+                return head.split(b"\r\n")[0].decode(), body[:n].decode(errors="replace")
+        try:
+            chunk = s.recv(1 << 20)
+        except socket.timeout:
+            break
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode(errors="replace"), body.decode(errors="replace")
+
+
+def http_then_upgrade(port, path, ws_path, token):
+    """A GET of path, read whole, then an upgrade of ws_path on the same
+    connection: the upgrade's (status line, body)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        deadline = time.time() + 10
+        s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n\r\n"
+                   % (path, token)).encode())
+        read_answer(s, deadline)
+        s.sendall((UPGRADE % ws_path).encode())
+        return read_answer(s, deadline)
+    finally:
+        s.close()
+
+
 def get(port, path):
     try:
         with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=10) as r:
@@ -91,6 +131,44 @@ def main():
                         "with the reason in JSON (%s): %r" % (code, body))
             line, _ = upgrade(g.port, "/ws/session/s1?token=gw-tok")
             t.check(line.startswith("HTTP/1.1 101"), "a good upgrade still switches: %r" % line)
+            # An upgrade on a keep-alive connection after a large HTTP answer
+            # is refused (a run of them made lws spin, every client held up),
+            # and the gateway goes on answering.
+            with Client(b) as c:
+                for i in range(200):
+                    c.request({"op": "publish", "topic": "edge.big",
+                               "payload": json.dumps({"pad": "x" * 4000}).encode()})
+            answered = 0
+            for i in range(30):
+                line, body = http_then_upgrade(g.port, "/events/history?event_type=edge.big"
+                                               "&limit=1000", "/ws/session/s1?token=gw-tok",
+                                               "gw-tok")
+                answered += line.startswith("HTTP/1.1 400 ") and "connection of its own" in body
+            t.eq(answered, 30, "an upgrade after an HTTP request on the same connection: 400")
+            st, _, body = get(g.port, "/health")
+            t.eq(st, 200, "the gateway answers after them")
+            # Each keep-alive request's record (and its answer) is released
+            # when the next one comes, or the connection closes (lws 4.1
+            # gives each its own pss: they were kept until the gateway
+            # stopped).
+            s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+            for i in range(50):
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer gw-tok"
+                          b"\r\n\r\n")
+                read_answer(s, time.time() + 5)
+            s.close()
+            time.sleep(0.3)
+            s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer gw-tok\r\n\r\n")
+            _, body = read_answer(s, time.time() + 5)
+            s.close()
+            open_now = [line for line in body.splitlines()
+                        if line.startswith("nexus_gateway_http_requests_open ")]
+            t.check(open_now and int(open_now[0].split()[1]) <= 2,
+                    "HTTP request records after 50 keep-alive and 30 refused-upgrade "
+                    "connections: %r" % open_now)
+            line, _ = upgrade(g.port, "/ws/session/s1?token=gw-tok")
+            t.check(line.startswith("HTTP/1.1 101"), "and upgrades on new connections: %r" % line)
 
         # 2. a binary outside its build tree finds the dashboard
         tmp = tempfile.mkdtemp(prefix="nexus-gw-elsewhere-")
