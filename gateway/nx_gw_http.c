@@ -5,6 +5,8 @@
     =========================================================================
 */
 
+#include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "nx_error.h"
@@ -22,6 +24,7 @@ typedef struct {
     char path[512];   /* decoded path                                       */
     char query[1024]; /* decoded arguments, as in nx_gw_conn_t             */
     char *body;       /* request body (NUL-terminated), may be NULL          */
+    size_t body_len;  /* its bytes (a NUL inside is refused)                */
     bool body_too_large;
     json_t *json;         /* parsed body (POST), or NULL                        */
     int status;           /* answer                                             */
@@ -450,10 +453,12 @@ static void h_history(s_req_t *r)
         json_object_set_new(req, "pattern", json_string(v));
     }
     if (s_arg(r, "since", v, sizeof v)) {
-        char *end = NULL;
-        unsigned long long seq = strtoull(v, &end, 10);
+        /*  Digits only: strtoull took "-5" as 2^64 - 5, which the broker
+            then refused naming since_seq, a field the caller never sent. */
+        errno = 0;
+        unsigned long long seq = strtoull(v, NULL, 10);
         uint64_t us;
-        if (*v && end && *end == 0)
+        if (*v && strspn(v, "0123456789") == strlen(v) && errno != ERANGE && seq <= INT64_MAX)
             json_object_set_new(req, "since_seq", json_integer((json_int_t)seq));
         else if (s_parse_time(v, &us))
             json_object_set_new(req, "since_time", json_integer((json_int_t)us));
@@ -506,7 +511,7 @@ static void h_history(s_req_t *r)
     if (why) {
         reset = json_pack("{s:s, s:I, s:s?, s:s?, s:I, s:I}", "why", why, "cursor_seq",
                           (json_int_t)asked, "cursor_store_id", store[0] ? store : NULL, "store_id",
-                          now, "last_seq", (json_int_t)last, "since", 0);
+                          now, "last_seq", (json_int_t)last, "since", (json_int_t)0);
         json_object_del(keep, "since_seq");
         json_object_del(keep, "since_time");
         json_object_del(keep, "cursor");
@@ -953,6 +958,16 @@ static void s_route(s_req_t *r)
                 return;
             }
             json_error_t jerr;
+            /*  JSON text has no NUL byte: what follows one was dropped
+                without a word (the WebSocket side refuses it too).       */
+            if (r->body && strlen(r->body) != r->body_len) {
+                char text[96];
+                snprintf(text, sizeof text,
+                         "the body holds a NUL byte (at offset %zu): nothing was done",
+                         strlen(r->body));
+                s_error(r, 400, "bad_json", text, NULL);
+                return;
+            }
             if (r->body &&
                 nx_front_json_too_deep(r->body, strlen(r->body), NX_FRONT_MESSAGE_DEPTH)) {
                 char text[128];
@@ -1002,6 +1017,7 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id)
         memcpy(r.path, conn->path, sizeof r.path);
         memcpy(r.query, conn->query, sizeof r.query);
         r.body = conn->body;
+        r.body_len = conn->body_len;
         conn->body = NULL;
         r.body_too_large = conn->body_too_large;
         r.auth = conn->auth;

@@ -287,6 +287,15 @@ test('work: the seed curl example, claim, denied 409, release, complete, /work/c
   // the message still comes back (found by fuzz_gateway: it was dropped).
   e = assertHttpError(await call(f, 'POST', '/work/claim', Buffer.from('7b2261635ce4a3a3a3a15c', 'hex')), 400, 'bad_json');
   assert.match(e.message, /not valid JSON.*line 1/);
+  // A NUL byte inside the body: refused, not cut there (what followed it
+  // was dropped without a word).
+  e = assertHttpError(await call(f, 'POST', '/events', Buffer.concat([Buffer.from('{"event_type":"nul.x","session_id":"s","payload":{}}'), Buffer.from([0]), Buffer.from('garbage')])), 400, 'bad_json');
+  assert.match(e.message, /NUL byte \(at offset 52\)/);
+  // A since that is no seq and no time names since, not since_seq.
+  for (const bad of ['-5', '+5', '99999999999999999999999']) {
+    e = assertHttpError(await call(f, 'GET', `/events/history?since=${encodeURIComponent(bad)}`), 400, 'bad_request');
+    assert.match(e.message, /^since must be/, bad);
+  }
   assertHttpError(await call(f, 'POST', '/work/complete', { session_id: 'session-3', token: 1 }), 400, 'bad_request');
 
   // Release, then another session claims and completes.
