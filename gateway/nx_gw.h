@@ -346,6 +346,7 @@ typedef struct {
     const char *session;     /* initialize: ?session=, or NULL              */
     const char *name;        /* initialize: ?name=, or NULL                 */
     const char *caps;        /* initialize: ?capabilities=, or NULL         */
+    const char *peer;        /* the client's address                        */
 } nx_gw_mcp_req_t;
 
 /*  Its answer: status and reply (owned; NULL for 202), the session id to

@@ -704,6 +704,7 @@ static void h_mcp(s_req_t *r)
         .session = s_arg(r, "session", session, sizeof session),
         .name = s_arg(r, "name", name, sizeof name),
         .caps = s_arg(r, "capabilities", caps, sizeof caps),
+        .peer = r->peer,
     };
     nx_gw_mcp_ans_t out;
     nx_gw_mcp_post(r->gw, &in, &out);

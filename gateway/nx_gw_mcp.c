@@ -32,12 +32,14 @@
 
 #define S_IDLE_US      (3600ull * 1000000) /* an MCP session idle this long goes   */
 #define S_SESSIONS_MAX 10000               /* MCP sessions at most                 */
+#define S_OWNER_MAX    100                 /* ... opened with one token (address) */
 
 typedef struct {
     nx_gw_t *gw;
     char id[33];      /* Mcp-Session-Id, 32 hex                         */
     nx_mcp_t *mcp;    /* the MCP session (worker thread only)            */
     const void *auth; /* the token it was opened with                    */
+    char peer[64];    /* the address it was opened from                  */
     uint64_t used;    /* mono us of its last request                     */
     uint64_t parked;  /* conn of its parked wait_for_events, 0: none     */
     bool woken;       /* an event may end the wait (under gw->lock)      */
@@ -205,10 +207,56 @@ static json_t *s_rpc_error(json_t *msg, int code, const char *message)
                      "error", "code", code, "message", nx_front_text(message));
 }
 
+/*  Whether s was opened by the same owner as in: its token, or on a
+    gateway without tokens its address.                                    */
+static bool s_same_owner(nx_gw_t *gw, const s_sess_t *s, const nx_gw_mcp_req_t *in)
+{
+    if (nx_auth_enabled(gw->auth))
+        return s->auth == in->auth;
+    return strcmp(s->peer, in->peer ? in->peer : "") == 0;
+}
+
+/*  One owner holds at most S_OWNER_MAX MCP sessions: past that its least
+    recently used one that waits for nothing is forgotten, so that no
+    token (or address) fills the table for everyone (10 000 initialize
+    calls did, for the hour sessions are kept). Returns false when every
+    one of its sessions waits (the caller answers 503).                    */
+static bool s_owner_room(nx_gw_t *gw, const nx_gw_mcp_req_t *in)
+{
+    /*  Under the lock: the event thread walks the table too (its cursor
+        is the table's).                                                   */
+    size_t n = 0;
+    s_sess_t *lru = NULL;
+    pthread_mutex_lock(&gw->lock);
+    for (s_sess_t *s = zhashx_first(gw->mcps); s; s = zhashx_next(gw->mcps))
+        if (s_same_owner(gw, s, in)) {
+            n++;
+            if (!s->parked && (!lru || s->used < lru->used))
+                lru = s;
+        }
+    bool room = n < S_OWNER_MAX || lru;
+    if (n >= S_OWNER_MAX && lru) {
+        nx_info("mcp: session %s forgotten: its %s opened %d MCP sessions", lru->id,
+                nx_auth_enabled(gw->auth) ? "token" : "address", S_OWNER_MAX);
+        char id[sizeof lru->id];
+        memcpy(id, lru->id, sizeof id);
+        zhashx_delete(gw->mcps, id);
+    }
+    pthread_mutex_unlock(&gw->lock);
+    return room;
+}
+
 /*  initialize: a new MCP session, acting as the fabric session the
     request names (or its token's one session, or a new one).              */
 static s_sess_t *s_open(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t *out)
 {
+    if (!s_owner_room(gw, in)) {
+        out->status = 503;
+        out->reply = s_rpc_error(in->msg, -32000,
+                                 "this token (or address) has too many MCP sessions waiting; "
+                                 "end some (DELETE /mcp) or try again later");
+        return NULL;
+    }
     if (zhashx_size(gw->mcps) >= S_SESSIONS_MAX) {
         out->status = 503;
         out->reply = s_rpc_error(in->msg, -32000, "too many MCP sessions; try again later");
@@ -245,6 +293,7 @@ static s_sess_t *s_open(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t 
         snprintf(s->id + 2 * i, 3, "%02x", rnd[i]);
     s->gw = gw;
     s->auth = in->auth;
+    snprintf(s->peer, sizeof s->peer, "%s", in->peer ? in->peer : "");
     s->used = nx_gw_mono();
     nx_mcp_config_t cfg = {
         .client = gw->client,

@@ -157,3 +157,33 @@ test('/mcp: the tools hold a token\'s pub= and sub= as every other route does', 
     await all.close();
   }
 }));
+
+test('/mcp: one token holds at most 100 MCP sessions; past that its least recently used goes, others are untouched', withFabric({ gatewayArgs: ['--tokens-file', TOKENS], healthToken: 'tok-all' }, async (f) => {
+  const init = (token) => fetch(`${f.http}/mcp`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream', Authorization: `Bearer ${token}` },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'flood', version: '1' } } }),
+    signal: AbortSignal.timeout(10000),
+  });
+  const list = (token, id) => fetch(`${f.http}/mcp`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream', Authorization: `Bearer ${token}`, 'Mcp-Session-Id': id, 'MCP-Protocol-Version': '2025-06-18' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }),
+    signal: AbortSignal.timeout(10000),
+  });
+  const mine = await init('tok-ci');
+  assert.equal(mine.status, 200, await mine.text());
+  const ciSession = mine.headers.get('mcp-session-id');
+  const ids = [];
+  for (let i = 0; i < 110; i++) {
+    const r = await init('tok-all');
+    assert.equal(r.status, 200, `initialize ${i}: ${await r.text()}`);
+    ids.push(r.headers.get('mcp-session-id'));
+  }
+  const metrics = await (await fetch(`${f.http}/metrics`, { headers: { Authorization: 'Bearer tok-all' } })).text();
+  const open = Number((metrics.match(/^nexus_gateway_mcp_sessions (\d+)$/m) || [])[1]);
+  assert.equal(open, 101, `100 of tok-all's and ci's one: ${open}`);
+  assert.equal((await list('tok-all', ids[0])).status, 404, 'the first ten went (least recently used)');
+  assert.equal((await list('tok-all', ids[109])).status, 200, 'the newest is there');
+  assert.equal((await list('tok-ci', ciSession)).status, 200, 'another token\'s session is untouched');
+}));
