@@ -331,6 +331,10 @@ bool nx_gw_may_publish(nx_gw_t *gw, const void *auth, json_t *msg, char *why, si
 /*  Whether it may read every pattern of patterns (an array; NULL or empty:
     every event).                                                           */
 bool nx_gw_may_subscribe(nx_gw_t *gw, const void *auth, json_t *patterns, char *why, size_t size);
+/*  Whether a history query's fields ("pattern" and "patterns"; neither:
+    every event) stay within the token's sub=.                            */
+bool nx_gw_may_read_history(nx_gw_t *gw, const void *auth, json_t *fields, char *why,
+                            size_t size);
 /*  Removes from events (client events) those it may not read.              */
 void nx_gw_filter_events(nx_gw_t *gw, const void *auth, json_t *events);
 

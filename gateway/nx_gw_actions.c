@@ -357,8 +357,7 @@ static void a_history(s_ctx_t *ctx)
     }
     nx_front_err_t err = {0};
     char why[300];
-    if (!nx_gw_may_subscribe(ctx->gw, ctx->auth, json_object_get(fields, "patterns"), why,
-                             sizeof why)) {
+    if (!nx_gw_may_read_history(ctx->gw, ctx->auth, fields, why, sizeof why)) {
         json_decref(fields);
         s_error(ctx, "forbidden", why, NULL);
         return;

@@ -418,10 +418,7 @@ static json_t *s_history(s_req_t *r, json_t *fields, bool check)
 {
     nx_front_err_t err = {0};
     char why[300];
-    json_t *one = json_object_get(fields, "pattern");
-    json_t *patterns = one ? json_pack("[O]", one) : NULL;
-    bool ok = !check || nx_gw_may_subscribe(r->gw, r->auth, patterns, why, sizeof why);
-    json_decref(patterns);
+    bool ok = !check || nx_gw_may_read_history(r->gw, r->auth, fields, why, sizeof why);
     if (!ok) {
         json_decref(fields);
         s_error(r, 403, "forbidden", why, NULL);

@@ -53,6 +53,21 @@ bool nx_gw_may_subscribe(nx_gw_t *gw, const void *auth, json_t *patterns, char *
     return true;
 }
 
+bool nx_gw_may_read_history(nx_gw_t *gw, const void *auth, json_t *fields, char *why,
+                            size_t size)
+{
+    json_t *one = json_object_get(fields, "pattern");
+    json_t *asked = json_copy(json_object_get(fields, "patterns"));
+    if (one) {
+        if (!asked)
+            asked = json_array();
+        json_array_append(asked, one);
+    }
+    bool ok = nx_gw_may_subscribe(gw, auth, asked, why, size);
+    json_decref(asked);
+    return ok;
+}
+
 void nx_gw_filter_events(nx_gw_t *gw, const void *auth, json_t *events)
 {
     if (!nx_auth_enabled(gw->auth))

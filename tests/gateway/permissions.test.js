@@ -81,6 +81,11 @@ test('WebSocket: subscribe, publish and history outside a token\'s patterns are 
 
   forbidden(await ci.request({ action: 'history', topics: ['repo.>'], id: 15 }), 'build.>');
   forbidden(await ci.request({ action: 'history', id: 16 }));
+  // The single `pattern` field is held to sub= as `topics` is: outside it
+  // forbidden, inside it answered (it was read as every event, refused).
+  forbidden(await ci.request({ action: 'history', pattern: 'repo.>', id: 19 }), 'build.>');
+  const one = await ci.request({ action: 'history', pattern: 'build.>', id: 20 });
+  assert.ok(one.ok && one.events.length >= 1 && one.events.every((e) => e.event_type.startsWith('build.')), JSON.stringify(one));
   const h = await ci.request({ action: 'history', topics: ['build.>'], id: 17 });
   assert.ok(h.ok && h.events.every((e) => e.event_type.startsWith('build.')), JSON.stringify(h));
   const hr = await ro.request({ action: 'history', topics: ['message.direct'], id: 18 });
