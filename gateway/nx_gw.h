@@ -96,6 +96,9 @@ typedef struct _nx_gw_conn_t {
     const char *allow;        /* 405: the Allow header (static)    */
     int status;               /* response status, 0 = not yet      */
     char *response;           /* response body (malloc'd)          */
+    size_t response_charged;  /* its bytes in gw->http_bytes, kept
+                                 until the record goes (lws may still
+                                 hold them for a slow reader)      */
     const char *content_type; /* static string                     */
     char mcp_in[40];          /* the request's Mcp-Session-Id      */
     char mcp_out[40];         /* the answer's Mcp-Session-Id       */
@@ -143,6 +146,7 @@ typedef struct _nx_gw_t {
     size_t commands_bytes;      /* message bytes the queued commands hold   */
     size_t commands_bytes_max;  /* bound on those bytes                   */
     size_t commands_bytes_peak; /* most ever queued (/metrics)           */
+    size_t http_bytes;          /* HTTP answer bytes held (response_charged) */
     volatile int stop;          /* set on SIGINT/SIGTERM                    */
     uint64_t start_us;          /* wall clock at start                      */
     uint64_t start_mono;        /* mono clock at start                      */
@@ -233,6 +237,12 @@ nx_gw_conn_t *nx_gw_conn_get(nx_gw_t *gw, uint64_t id);
 void nx_gw_conn_unref(nx_gw_t *gw, nx_gw_conn_t **conn_p);
 /*  Marks it closed and removes it from the registry (lock held).           */
 void nx_gw_conn_closed(nx_gw_t *gw, nx_gw_conn_t *conn);
+/*  Sets an HTTP answer: status, content type and text (taken; NULL: "{}").
+    Its bytes count against http_bytes until the record goes; an answer
+    that would pass it becomes 503 busy (and a warning, at most one a
+    minute). Lock held.                                                    */
+void nx_gw_conn_answer(nx_gw_t *gw, nx_gw_conn_t *conn, int status, const char *type,
+                       char *text);
 
 /*  True when a message of len bytes fits conn's queue now (lock held):
     an event (seq != 0) leaves a reserve free for replies and control

@@ -46,6 +46,9 @@ const nx_conf_key_t nx_gw_conf_keys[] = {
           "messages queued per client before it counts as slow"),
     S_KEY(command_bytes, NX_CONF_SIZE, "64M", 1 << 20, 1ull << 34, NULL,
           "bytes of client messages waiting for the worker; past it a message gets 'busy'"),
+    S_KEY(http_bytes, NX_CONF_SIZE, "256M", 1 << 20, 1ull << 36, NULL,
+          "bytes of HTTP answers held until their connections take them, all clients "
+          "together; past it an answer is 503 'busy'"),
     S_KEY(queue_bytes, NX_CONF_SIZE, "4M", 4096, 1ull << 32, NULL,
           "bytes queued per client before it counts as slow"),
     S_KEY(slow_timeout, NX_CONF_DURATION, "5s", 0, 3600000, NULL,

@@ -28,6 +28,7 @@ typedef struct {
     uint64_t queue_messages; /* per-client send queue, messages            */
     uint64_t queue_bytes;    /* per-client send queue, bytes               */
     uint64_t command_bytes;  /* client messages waiting for the worker     */
+    uint64_t http_bytes;     /* HTTP answers held, all clients together    */
     uint64_t slow_timeout;   /* ms a full queue is tolerated before close  */
     uint64_t rate;           /* requests per second per session            */
     uint64_t burst;          /* token bucket depth                         */

@@ -106,6 +106,36 @@ static void s_conn_free(nx_gw_conn_t *conn)
     free(conn);
 }
 
+void nx_gw_conn_answer(nx_gw_t *gw, nx_gw_conn_t *conn, int status, const char *type,
+                       char *text)
+{
+    gw->http_bytes -= conn->response_charged;
+    conn->response_charged = 0;
+    free(conn->response);
+    size_t len = text ? strlen(text) : 0;
+    if (len && gw->http_bytes + len > gw->cfg.http_bytes) {
+        static uint64_t s_warned;
+        uint64_t now = nx_gw_mono();
+        if (!s_warned || now - s_warned > 60 * 1000000ull) {
+            s_warned = now;
+            nx_warn("an HTTP answer of %zu bytes would pass http_bytes (%" PRIu64 " held now, of "
+                    "%" PRIu64 "): answered 503 busy; clients are slow to read their answers",
+                    len, (uint64_t)gw->http_bytes, gw->cfg.http_bytes);
+        }
+        free(text);
+        text = strdup("{\"error\":{\"code\":\"busy\",\"message\":\"the gateway holds too "
+                      "many answers not yet read (http_bytes); try again\"}}");
+        len = text ? strlen(text) : 0;
+        status = 503;
+        type = "application/json";
+    }
+    conn->status = status;
+    conn->content_type = type;
+    conn->response = text ? text : strdup("{}");
+    conn->response_charged = len;
+    gw->http_bytes += len;
+}
+
 void nx_gw_conn_unref(nx_gw_t *gw, nx_gw_conn_t **conn_p)
 {
     if (!conn_p || !*conn_p)
@@ -114,6 +144,7 @@ void nx_gw_conn_unref(nx_gw_t *gw, nx_gw_conn_t **conn_p)
     *conn_p = NULL;
     if (--conn->refs > 0)
         return;
+    gw->http_bytes -= conn->response_charged;
     /*  The ring is emptied with its real capacity, which only gw knows.   */
     while (conn->q_count) {
         nx_gw_msg_unref(&conn->queue[conn->q_head]);

@@ -825,6 +825,7 @@ static void h_metrics(s_req_t *r)
     size_t sessions = zhashx_size(gw->sessions);
     size_t addrs = zhashx_size(gw->addr_buckets);
     size_t cmd_bytes = gw->commands_bytes, cmd_peak = gw->commands_bytes_peak;
+    size_t http_bytes = gw->http_bytes;
     size_t mcp_sessions = gw->mcps ? zhashx_size(gw->mcps) : 0, mcp_waits = gw->mcp_parked;
     pthread_mutex_unlock(&gw->lock);
     S_METRIC("nexus_gateway_command_bytes", "gauge",
@@ -835,6 +836,9 @@ static void h_metrics(s_req_t *r)
     S_METRIC("nexus_gateway_connections", "gauge", "WebSocket connections open", clients);
     S_METRIC("nexus_gateway_http_requests_open", "gauge",
              "HTTP requests being read, answered or written (this one included)", http);
+    S_METRIC("nexus_gateway_http_bytes", "gauge",
+             "bytes of HTTP answers held until their connections take them (bound: http_bytes)",
+             http_bytes);
     S_METRIC("nexus_gateway_connections_total", "counter", "WebSocket connections accepted",
              S_LOAD(ws_total));
     S_METRIC("nexus_gateway_sessions", "gauge", "sessions hosted", sessions);
@@ -1039,11 +1043,9 @@ void nx_gw_http(nx_gw_t *gw, uint64_t conn_id)
         pthread_mutex_unlock(&gw->lock);
         return;
     }
-    conn->status = r.status ? r.status : 500;
-    conn->content_type = r.type ? r.type : "application/json";
     conn->allow = r.allow;
-    free(conn->response);
-    conn->response = r.out ? r.out : strdup("{}");
+    nx_gw_conn_answer(gw, conn, r.status ? r.status : 500, r.type ? r.type : "application/json",
+                      r.out);
     nx_gw_conn_unref(gw, &conn);
     pthread_mutex_unlock(&gw->lock);
     nx_gw_wake(gw);

@@ -102,10 +102,7 @@ static void s_answer_parked(nx_gw_t *gw, uint64_t conn_id, json_t *reply)
     pthread_mutex_lock(&gw->lock);
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
     if (conn) {
-        conn->status = reply ? 200 : 202;
-        conn->content_type = "application/json";
-        free(conn->response);
-        conn->response = text ? text : strdup("{}");
+        nx_gw_conn_answer(gw, conn, reply ? 200 : 202, "application/json", text);
         text = NULL;
         nx_gw_conn_unref(gw, &conn);
     }

@@ -177,11 +177,8 @@ static void s_http_now(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, int status, c
         request on the connection: answer, then close.                     */
     pss->close_after = status == 411;
     pthread_mutex_lock(&gw->lock);
-    pss->conn->status = status;
-    pss->conn->content_type = "application/json";
     pss->conn->allow = allow;
-    free(pss->conn->response);
-    pss->conn->response = strdup(body);
+    nx_gw_conn_answer(gw, pss->conn, status, "application/json", strdup(body));
     pthread_mutex_unlock(&gw->lock);
     lws_callback_on_writable(wsi);
 }
@@ -192,11 +189,8 @@ static void s_http_page(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, int status, 
     pss->answered = true;
     pss->close_after = false;
     pthread_mutex_lock(&gw->lock);
-    pss->conn->status = status;
-    pss->conn->content_type = "text/html; charset=utf-8";
     pss->conn->allow = NULL;
-    free(pss->conn->response);
-    pss->conn->response = strdup(html);
+    nx_gw_conn_answer(gw, pss->conn, status, "text/html; charset=utf-8", strdup(html));
     pthread_mutex_unlock(&gw->lock);
     lws_callback_on_writable(wsi);
 }
@@ -420,10 +414,18 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
         the connection then reads the next request, not the body's rest.   */
     if (!conn || pss->phase == 2 || (pss->body_pending && !pss->close_after))
         return 0;
-    /*  A copy: the response is the worker's until the lock is released.    */
+    /*  The headers need the length only; the body is taken over once they
+        are out (its bytes stay charged to http_bytes until the record
+        goes: lws may hold what a slow reader has not taken). A copy per
+        phase tripled a 12 MB history page.                                */
     pthread_mutex_lock(&gw->lock);
     int status = conn->status;
-    char *body = status && conn->response ? strdup(conn->response) : NULL;
+    size_t blen = status && conn->response ? strlen(conn->response) : 0;
+    char *body = NULL;
+    if (status && pss->phase == 1) {
+        body = conn->response;
+        conn->response = NULL;
+    }
     const char *type = conn->content_type;
     const char *allow = conn->allow;
     char mcp[40];
@@ -433,7 +435,6 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     pthread_mutex_unlock(&gw->lock);
     if (!status)
         return 0; /* the worker has not answered yet */
-    size_t blen = body ? strlen(body) : 0;
     if (pss->phase == 0) {
         unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start,
                                            *end = buf + sizeof buf - 1;

@@ -15,7 +15,9 @@
    broker running;
 5. an upgrade on a keep-alive connection that carried an HTTP request is
    refused (400) and the gateway keeps answering; each request's record is
-   released (nexus_gateway_http_requests_open in /metrics).
+   released (nexus_gateway_http_requests_open in /metrics);
+6. http_bytes bounds the HTTP answers held: one that would pass it is a
+   503 busy, and no bytes stay charged once connections are done.
 """
 
 import json
@@ -137,7 +139,7 @@ def main():
             with Client(b) as c:
                 for i in range(200):
                     c.request({"op": "publish", "topic": "edge.big",
-                               "payload": json.dumps({"pad": "x" * 4000}).encode()})
+                               "payload": json.dumps({"pad": "x" * 8000}).encode()})
             answered = 0
             for i in range(30):
                 line, body = http_then_upgrade(g.port, "/events/history?event_type=edge.big"
@@ -167,6 +169,29 @@ def main():
             t.check(open_now and int(open_now[0].split()[1]) <= 2,
                     "HTTP request records after 50 keep-alive and 30 refused-upgrade "
                     "connections: %r" % open_now)
+            held = [line for line in body.splitlines()
+                    if line.startswith("nexus_gateway_http_bytes ")]
+            t.check(held and int(held[0].split()[1]) < 4096,
+                    "no answer bytes stay charged once their connections are done: %r" % held)
+
+        # 6. http_bytes bounds the answers held: one that would pass it is a
+        # 503 busy, a smaller one is answered.
+        with Gateway(b, ["--token", "gw-tok", "--http-bytes", "1M"]) as g:
+            def ask(path):
+                s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+                try:
+                    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer gw-tok\r\n"
+                               "Connection: close\r\n\r\n" % path).encode())
+                    return read_answer(s, time.time() + 10)
+                finally:
+                    s.close()
+            line, body = ask("/events/history?event_type=edge.big&limit=1000")
+            t.check(line.startswith("HTTP/1.1 503 ") and "http_bytes" in body,
+                    "an answer over http_bytes: 503 busy naming it: %r %r" % (line, body[:200]))
+            line, body = ask("/events/history?event_type=edge.big&limit=10")
+            t.check(line.startswith("HTTP/1.1 200 ") and len(json.loads(body)["events"]) == 10,
+                    "a smaller one is answered: %r" % line)
+            t.check("would pass http_bytes" in g.logs(), "the gateway says why in its log")
             line, _ = upgrade(g.port, "/ws/session/s1?token=gw-tok")
             t.check(line.startswith("HTTP/1.1 101"), "and upgrades on new connections: %r" % line)
 
