@@ -185,10 +185,10 @@ static bool s_may_publish(void *arg, json_t *msg, char *why, size_t size)
     return nx_gw_may_publish(s->gw, s->auth, msg, why, size);
 }
 
-static bool s_may_subscribe(void *arg, json_t *patterns, char *why, size_t size)
+static bool s_may_read(void *arg, json_t *fields, char *why, size_t size)
 {
     s_sess_t *s = arg;
-    return nx_gw_may_subscribe(s->gw, s->auth, patterns, why, size);
+    return nx_gw_may_read_history(s->gw, s->auth, fields, why, size);
 }
 
 static void s_filter(void *arg, json_t *events)
@@ -304,7 +304,7 @@ static s_sess_t *s_open(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t 
         .wait_max_s = gw->cfg.broker_timeout * 4 / 1000 + 5,
         .allows = s_allows,
         .may_publish = s_may_publish,
-        .may_subscribe = s_may_subscribe,
+        .may_read = s_may_read,
         .filter = s_filter,
         .arg = s,
     };

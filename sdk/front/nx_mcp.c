@@ -535,18 +535,9 @@ static json_t *s_events(nx_mcp_t *m, json_t *args, bool resume_default, nx_front
     /*  The caller's sub= covers every pattern asked (none: every event);
         what the page holds beyond it (another's direct message) is
         filtered out below.                                                */
-    if (m->cfg.may_subscribe) {
+    if (m->cfg.may_read) {
         char why[300];
-        json_t *one = json_object_get(fields, "pattern");
-        json_t *asked = json_copy(json_object_get(fields, "patterns"));
-        if (one) {
-            if (!asked)
-                asked = json_array();
-            json_array_append(asked, one);
-        }
-        bool ok = m->cfg.may_subscribe(m->cfg.arg, asked, why, sizeof why);
-        json_decref(asked);
-        if (!ok) {
+        if (!m->cfg.may_read(m->cfg.arg, fields, why, sizeof why)) {
             json_decref(fields);
             nx_front_fail(err, "forbidden", 403, "%s", why);
             return NULL;

@@ -51,12 +51,12 @@ typedef struct {
     bool (*allows)(void *arg, const char *session);
     /*  The caller's rights on events (the gateway's tokens: pub=, sub=);
         NULL: every right. may_publish: the message (event_type) it
-        publishes; may_subscribe: the patterns it reads (a JSON array, NULL
-        for every event); why (size bytes) says what refused. filter
-        removes from events (a JSON array) those it may not read. arg is
-        passed back.                                                       */
+        publishes; may_read: the fields of a history query it makes
+        ("pattern", "patterns"; neither: every event); why (size bytes)
+        says what refused. filter removes from events (a JSON array) those
+        it may not read. arg is passed back.                               */
     bool (*may_publish)(void *arg, json_t *msg, char *why, size_t size);
-    bool (*may_subscribe)(void *arg, json_t *patterns, char *why, size_t size);
+    bool (*may_read)(void *arg, json_t *fields, char *why, size_t size);
     void (*filter)(void *arg, json_t *events);
     void *arg;
     /*  A wait_for_events is about to look for events matching patterns

@@ -41,32 +41,6 @@ UPGRADE = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnecti
            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 
 
-def upgrade(port, path):
-    """The raw answer to a WebSocket upgrade of path: (status line, body)."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    try:
-        s.sendall((UPGRADE % path).encode())
-        data = b""
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            try:
-                chunk = s.recv(4096)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            if b"content-length:" in head.lower():
-                n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                if len(body) >= n:
-                    break
-        head, _, body = data.partition(b"\r\n\r\n")
-        return head.split(b"\r\n")[0].decode(), body.decode(errors="replace")
-    finally:
-        s.close()
-
-
 def read_answer(s, deadline):
     """One HTTP answer from s: (status line, body)."""
     data = b""
@@ -87,6 +61,16 @@ def read_answer(s, deadline):
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     return head.split(b"\r\n")[0].decode(errors="replace"), body.decode(errors="replace")
+
+
+def upgrade(port, path):
+    """The raw answer to a WebSocket upgrade of path: (status line, body)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall((UPGRADE % path).encode())
+        return read_answer(s, time.time() + 5)
+    finally:
+        s.close()
 
 
 def http_then_upgrade(port, path, ws_path, token):
