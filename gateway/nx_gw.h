@@ -96,9 +96,9 @@ typedef struct _nx_gw_conn_t {
     const char *allow;        /* 405: the Allow header (static)    */
     int status;               /* response status, 0 = not yet      */
     char *response;           /* response body (malloc'd)          */
-    size_t response_charged;  /* its bytes in gw->http_bytes, kept
-                                 until the record goes (lws may still
-                                 hold them for a slow reader)      */
+    size_t response_charged;  /* its length, in gw->http_bytes until
+                                 the record goes (lws may still hold
+                                 the bytes for a slow reader)      */
     const char *content_type; /* static string                     */
     char mcp_in[40];          /* the request's Mcp-Session-Id      */
     char mcp_out[40];         /* the answer's Mcp-Session-Id       */

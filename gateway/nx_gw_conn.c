@@ -112,6 +112,8 @@ void nx_gw_conn_answer(nx_gw_t *gw, nx_gw_conn_t *conn, int status, const char *
     gw->http_bytes -= conn->response_charged;
     conn->response_charged = 0;
     free(conn->response);
+    if (!text)
+        text = strdup("{}");
     size_t len = text ? strlen(text) : 0;
     if (len && gw->http_bytes + len > gw->cfg.http_bytes) {
         static uint64_t s_warned;
@@ -131,7 +133,7 @@ void nx_gw_conn_answer(nx_gw_t *gw, nx_gw_conn_t *conn, int status, const char *
     }
     conn->status = status;
     conn->content_type = type;
-    conn->response = text ? text : strdup("{}");
+    conn->response = text;
     conn->response_charged = len;
     gw->http_bytes += len;
 }

@@ -420,7 +420,7 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
         phase tripled a 12 MB history page.                                */
     pthread_mutex_lock(&gw->lock);
     int status = conn->status;
-    size_t blen = status && conn->response ? strlen(conn->response) : 0;
+    size_t blen = status ? conn->response_charged : 0;
     char *body = NULL;
     if (status && pss->phase == 1) {
         body = conn->response;
@@ -450,15 +450,14 @@ static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
             (mcp[0] &&
              lws_add_http_header_by_name(wsi, (const unsigned char *)"mcp-session-id:",
                                          (const unsigned char *)mcp, (int)strlen(mcp), &p, end)) ||
-            lws_finalize_write_http_header(wsi, start, &p, end)) {
-            free(body);
+            lws_finalize_write_http_header(wsi, start, &p, end))
             return -1;
-        }
         pss->phase = 1;
-        free(body);
         lws_callback_on_writable(wsi);
         return 0;
     }
+    if (!body)
+        blen = 0; /* (taken already: never, phase 1 runs once) */
     unsigned char *out = malloc(LWS_PRE + blen + 1);
     if (!out) {
         free(body);

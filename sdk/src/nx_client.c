@@ -34,6 +34,16 @@ uint64_t nx_random_id(void)
     return (value & 0x000FFFFFFFFFFFFFull) | 1;
 }
 
+int nx_cond_init_monotonic(pthread_cond_t *cond)
+{
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr))
+        return -1;
+    int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) || pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+    return rc ? -1 : 0;
+}
+
 uint64_t nx_clock_ms(void)
 {
     struct timespec ts;
@@ -110,11 +120,8 @@ nexus_client_t *nexus_client_new(void)
     self->async_window_bytes = 64u << 20;
     /*  Timed waits on the monotonic clock: a step of the wall clock
         neither stretches nor cuts nexus_recv's timeout.                   */
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&self->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    if (nx_cond_init_monotonic(&self->cond))
+        pthread_cond_init(&self->cond, NULL);
     self->heartbeat_ms = 5000;
     self->backoff_min = 100;
     self->backoff_max = 5000;

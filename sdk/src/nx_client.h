@@ -352,6 +352,9 @@ void nx_client_set_link(nexus_client_t *self, bool ok);
 void nx_client_set_store(nexus_client_t *self, const char *store_id);
 
 uint64_t nx_clock_ms(void);
+/*  A condition variable whose timed waits take CLOCK_MONOTONIC deadlines.
+    Returns 0 or -1.                                                        */
+int nx_cond_init_monotonic(pthread_cond_t *cond);
 /*  A random request id base (see nexus_client_new).                        */
 uint64_t nx_random_id(void);
 

@@ -71,7 +71,6 @@ struct _nx_async_t {
     unsigned source_gen;            /* client source_gen it is a copy of  */
     unsigned gen;                   /* client ep_gen the dealer is for     */
     bool refused;                   /* a broker answered not_primary       */
-    bool closed;                    /* the client is being destroyed       */
 };
 
 /*  The completion a thread runs: copied out of its slot, which is free.   */
@@ -277,17 +276,6 @@ static void s_wait(nexus_client_t *c, nx_async_t *a, uint64_t until)
     pthread_mutex_lock(&c->async_lock);
 }
 
-/*  The channel's condition variable, on the monotonic clock (s_wait).     */
-static int s_cond_init(pthread_cond_t *cond)
-{
-    pthread_condattr_t attr;
-    if (pthread_condattr_init(&attr))
-        return -1;
-    int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) || pthread_cond_init(cond, &attr);
-    pthread_condattr_destroy(&attr);
-    return rc ? -1 : 0;
-}
-
 /*  The channel, made at the first call (lock held). NULL: no memory.      */
 static nx_async_t *s_channel(nexus_client_t *c)
 {
@@ -302,7 +290,7 @@ static nx_async_t *s_channel(nexus_client_t *c)
     a->done = calloc(a->cap, sizeof *a->done);
     a->gen = nx_client_gen(c);
     a->dealer = nx_client_socket(c, ZMQ_DEALER, nx_client_ep(c)->control);
-    if (!a->slots || !a->done || !a->dealer || s_cond_init(&a->cond)) {
+    if (!a->slots || !a->done || !a->dealer || nx_cond_init_monotonic(&a->cond)) {
         zsock_destroy(&a->dealer);
         free(a->slots);
         free(a->done);
@@ -457,7 +445,7 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
         /*  Destroy began while this waited, or a completion run just now
             (above, or by nx_async_destroy) asks again: nothing more goes
             in, so that every completion runs exactly once.                */
-        if (a->closed) {
+        if (self->async_closed) {
             pthread_mutex_unlock(&self->async_lock);
             return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is being destroyed");
         }
@@ -536,7 +524,7 @@ nexus_err_t nexus_publish_async_wait(nexus_client_t *self, int timeout_ms)
         s_run(self, a);
         if (a->used == 0 && !a->running)
             break;
-        if (a->closed) {
+        if (self->async_closed) {
             rc = NEXUS_ERR_CLOSED;
             break;
         }
@@ -558,10 +546,8 @@ void nx_async_close(nexus_client_t *self)
 {
     pthread_mutex_lock(&self->async_lock);
     self->async_closed = true;
-    if (self->async) {
-        self->async->closed = true;
+    if (self->async)
         pthread_cond_broadcast(&self->async->cond);
-    }
     pthread_mutex_unlock(&self->async_lock);
 }
 
@@ -576,7 +562,7 @@ void nx_async_destroy(nexus_client_t *self)
     /*  What was answered is told as answered, the rest as closed: every
         completion runs exactly once. One that publishes again is refused
         (closed).                                                          */
-    a->closed = true;
+    self->async_closed = true;
     s_read(self, a);
     for (uint64_t id = a->oldest; id < a->next; id++) {
         s_slot_t *slot = &a->slots[id % a->cap];
