@@ -75,6 +75,7 @@ typedef struct _nx_gw_conn_t {
     nx_gw_msg_t **held;              /* live events held during a replay  */
     size_t n_held;
     bool held_overflow; /* some were not held: replay again  */
+    bool replay_parked; /* its replay waits for queue room   */
     int close_code;     /* != 0: close with this             */
     bool evicted;       /* its session was already released  */
     bool opened;        /* its OPEN was queued: CLOSE balances it */
@@ -126,7 +127,10 @@ typedef struct {
                                  1k,2.5k,5k,10k,25k,50k,100k,250k,+Inf    */
     uint64_t lat_sum_us;      /* sum of those latencies                    */
     uint64_t lat_count;       /* number of them                            */
+    uint64_t replays;         /* history replays running or parked (gauge) */
 } nx_gw_stats_t;
+
+typedef struct _nx_gw_replays_t nx_gw_replays_t;
 
 typedef struct _nx_gw_t {
     nx_gw_config_t cfg;         /* settings                                 */
@@ -170,9 +174,14 @@ typedef struct _nx_gw_t {
     char store_id[40]; /* the broker's store (under lock), "" unknown */
     /*  /mcp (nx_gw_mcp.c)                                                  */
     zhashx_t *mcps;    /* Mcp-Session-Id -> its session (worker adds)  */
-    int mcp_wake[2];   /* event thread -> worker: a parked wait may end */
+    int wake[2];       /* wakes the worker's poll: a parked MCP wait may
+                          end (event thread), a parked replay may go on
+                          (lws thread)                                  */
     size_t mcp_parked; /* parked waits (under lock)                    */
     uint64_t mcp_due;  /* mono us the MCP sessions need a look (worker) */
+    /*  History replays (nx_gw_replay.c)                                     */
+    nx_gw_replays_t *replays; /* worker only                               */
+    unsigned replay_woken;    /* bumped when a parked replay may go on (lock) */
 } nx_gw_t;
 
 /*  A unit of work for the worker thread.                                   */
@@ -311,13 +320,29 @@ void nx_gw_wake(nx_gw_t *gw);
 void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text);
 /*  Sends {"type":"reply",...}.                                             */
 void nx_gw_reply(nx_gw_t *gw, uint64_t conn_id, json_t *reply);
-/*  Replays matching history after conn's resume point, then lets live
-    events through; no gap, no duplicate.                                   */
-size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since);
 /*  Makes sure session is registered on the fabric (the gateway's
     connection owns it). Returns NEXUS_OK or the broker's error.            */
 nexus_err_t nx_gw_ensure_session(nx_gw_t *gw, const char *session, const char *name,
                                  const char *capabilities, uint64_t ttl_ms);
+
+/*  ---- nx_gw_replay.c (worker thread) ------------------------------------ */
+
+int nx_gw_replay_init(nx_gw_t *gw);
+/*  Frees the replays still running (at stop, the worker gone).             */
+void nx_gw_replay_stop(nx_gw_t *gw);
+/*  Replays the history after since that conn's patterns match, then the
+    live events held meanwhile (conn->replaying, set by the caller): no
+    gap, no duplicate. It runs in slices (nx_gw_replay_service); reply
+    (taken; NULL: none) is sent when it ends, with "replayed" set. A replay
+    already running for conn is answered and replaced.                      */
+void nx_gw_replay_start(nx_gw_t *gw, uint64_t conn_id, uint64_t since, json_t *reply);
+/*  Runs one slice of the next replay that can go on. Returns when the
+    worker should come back: 0 at once, a mono us time, UINT64_MAX when
+    every replay waits for its client (or none runs).                       */
+uint64_t nx_gw_replay_service(nx_gw_t *gw);
+/*  conn's queue was written down (any thread, gw->lock held): a replay
+    parked for want of room goes on.                                        */
+void nx_gw_replay_room(nx_gw_t *gw, nx_gw_conn_t *conn);
 
 /*  ---- nx_gw_http.c (worker thread) -------------------------------------- */
 

@@ -256,7 +256,7 @@ static void a_subscribe(s_ctx_t *ctx)
         s_ok(ctx, json_pack("{s:o}", "topics", json_incref(now)));
     json_decref(now);
     if (replay_from)
-        nx_gw_replay(gw, ctx->conn, replay_from - 1);
+        nx_gw_replay_start(gw, ctx->conn, replay_from - 1, NULL);
 }
 
 static void a_unsubscribe(s_ctx_t *ctx)
@@ -408,6 +408,7 @@ static void a_resume(s_ctx_t *ctx)
     if (!check.known && since > gw->last_seq)
         since = gw->last_seq;
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, ctx->conn);
+    bool open = conn != NULL;
     if (conn) {
         if (reset)
             nx_gw_conn_push_text(gw, conn, reset);
@@ -425,14 +426,24 @@ static void a_resume(s_ctx_t *ctx)
     }
     pthread_mutex_unlock(&gw->lock);
     free(reset);
-    size_t replayed = deferred ? 0 : nx_gw_replay(gw, ctx->conn, since);
     json_t *rep = json_pack("{s:I, s:I, s:b, s:b}", "since", (json_int_t)since, "replayed",
-                            (json_int_t)replayed, "deferred", deferred, "reset", check.reset);
+                            (json_int_t)0, "deferred", deferred, "reset", check.reset);
     if (check.known) {
         json_object_set_new(rep, "store_id", json_string(check.store_id));
         json_object_set_new(rep, "last_seq", json_integer((json_int_t)check.last_seq));
     }
-    s_ok(ctx, rep);
+    if (deferred || !open) {
+        s_ok(ctx, rep);
+        return;
+    }
+    /*  The reply goes when the replay ends, with its count.                */
+    json_t *r = NULL;
+    if (ctx->id) {
+        r = s_reply_new(ctx, true);
+        json_object_update(r, rep);
+    }
+    json_decref(rep);
+    nx_gw_replay_start(gw, ctx->conn, since, r);
 }
 
 /*  The actions of docs/gateway.md. Those that are one op name it; their
@@ -605,194 +616,4 @@ void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text)
     snprintf(message, sizeof message, "unknown action '%.64s'", ctx.action);
     s_error(&ctx, "unknown_action", message, NULL);
     json_decref(ctx.msg);
-}
-
-/*  ---- Replay ------------------------------------------------------------
-    History after since for the connection's patterns, then the live
-    events held meanwhile, in seq order, each once.                         */
-
-/*  Queues msg, waiting for room while the client reads; gives up (closing
-    the client) after slow_timeout.                                         */
-/*  How long a replay waits for room in a client's queue. The one worker
-    serves every connection: waiting up to slow_timeout for a client that
-    does not read held up everyone else's requests for seconds.           */
-#define S_REPLAY_WAIT_MS 250
-
-/*  1: pushed (or already sent); 0: the connection is gone or closing; -1:
-    no room within S_REPLAY_WAIT_MS.                                        */
-static int s_push_paced(nx_gw_t *gw, uint64_t conn_id, nx_gw_msg_t *msg)
-{
-    uint64_t deadline = nx_gw_mono() + S_REPLAY_WAIT_MS * 1000;
-    while (true) {
-        pthread_mutex_lock(&gw->lock);
-        nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
-        if (!conn) {
-            pthread_mutex_unlock(&gw->lock);
-            return false;
-        }
-        bool room = nx_gw_conn_room(gw, conn, msg->len, msg->seq);
-        if (room) {
-            if (msg->seq > conn->last_seq) {
-                nx_gw_conn_push(gw, conn, msg);
-                __atomic_add_fetch(&gw->stats.events_out, 1, __ATOMIC_RELAXED);
-            }
-        } else
-            nx_gw_conn_full(gw, conn); /* the slow-client clock runs */
-        bool closing = !room && conn->close_code;
-        nx_gw_conn_unref(gw, &conn);
-        pthread_mutex_unlock(&gw->lock);
-        nx_gw_wake(gw);
-        if (room)
-            return 1;
-        if (closing)
-            return 0;
-        if (nx_gw_mono() > deadline)
-            return -1;
-        usleep(2000);
-    }
-}
-
-/*  Ends a replay that cannot finish (history unreadable, out of memory,
-    the fabric outrunning it): what it could not read is announced as a gap
-    (after since, up to the first held event or the newest seq seen), then
-    the held events go out and live events flow again. Never holds events
-    for ever, never loses them silently.                                    */
-static void s_replay_abandon(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
-{
-    pthread_mutex_lock(&gw->lock);
-    nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
-    if (conn) {
-        uint64_t to = gw->last_seq;
-        if (conn->n_held && !conn->held_overflow && conn->held[0]->seq > 0)
-            to = conn->held[0]->seq - 1;
-        if (to > since && to > conn->last_seq) {
-            uint64_t from = since + 1 > conn->last_seq + 1 ? since + 1 : conn->last_seq + 1;
-            if (!conn->lost_from || from < conn->lost_from)
-                conn->lost_from = from;
-            if (to > conn->lost_to)
-                conn->lost_to = to;
-            conn->last_seq = to; /* what comes next is past the gap */
-        }
-        for (size_t i = 0; i < conn->n_held; i++) {
-            if (conn->held[i]->seq > conn->last_seq)
-                nx_gw_conn_push(gw, conn, conn->held[i]);
-            nx_gw_msg_unref(&conn->held[i]);
-        }
-        conn->n_held = 0;
-        conn->held_overflow = false;
-        conn->replaying = false;
-        nx_gw_conn_unref(gw, &conn);
-    }
-    pthread_mutex_unlock(&gw->lock);
-    nx_gw_wake(gw);
-}
-
-size_t nx_gw_replay(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
-{
-    size_t replayed = 0;
-    int failures = 0;
-    for (int round = 0; round < 100; round++) {
-        nexus_history_t *h = nexus_history_new(gw->client);
-        if (!h) {
-            s_replay_abandon(gw, conn_id, since);
-            return replayed;
-        }
-        char session[NX_GW_SESSION_MAX + 1] = "";
-        pthread_mutex_lock(&gw->lock);
-        nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
-        bool open = conn != NULL;
-        const void *auth = NULL;
-        if (conn) {
-            bool direct = false;
-            for (size_t i = 0; i < conn->n_patterns; i++) {
-                nexus_history_add_pattern(h, conn->patterns[i]);
-                direct |= nx_front_wants_direct(conn->patterns[i]);
-            }
-            /*  Direct messages live on their targets' topics.              */
-            if (direct)
-                nexus_history_add_pattern(h, "session.*.direct");
-            auth = conn->auth;
-            snprintf(session, sizeof session, "%s", conn->session);
-            nx_gw_conn_unref(gw, &conn);
-        }
-        pthread_mutex_unlock(&gw->lock);
-        if (!open) {
-            nexus_history_destroy(&h);
-            return replayed;
-        }
-        nexus_history_set_seq_range(h, since, 0);
-        nexus_history_set_page(h, 1000, 0);
-        nexus_event_t *ev = NULL;
-        bool alive = true;
-        nexus_err_t err = NEXUS_OK;
-        while (alive && (err = nexus_history_next(h, &ev)) == NEXUS_OK && ev) {
-            size_t len;
-            char *text = nx_front_event_json(ev, &len);
-            nx_gw_msg_t *msg =
-                text && nx_front_event_text_visible(text, len, session) &&
-                        nx_gw_may_read(gw, auth, nx_front_event_type(nexus_event_topic(ev)))
-                    ? nx_gw_msg_new(text, len, nexus_event_seq(ev))
-                    : NULL;
-            free(text);
-            since = nexus_event_seq(ev);
-            nexus_event_destroy(&ev);
-            int pushed = 1;
-            if (msg) {
-                pushed = s_push_paced(gw, conn_id, msg);
-                replayed += pushed == 1;
-                pthread_mutex_lock(&gw->lock);
-                nx_gw_msg_unref(&msg);
-                pthread_mutex_unlock(&gw->lock);
-            }
-            if (pushed == -1) {
-                /*  The client does not read: the rest is a gap it can
-                    resume from later (or the slow-client rule closes it),
-                    and the worker goes back to everyone else.              */
-                nexus_history_destroy(&h);
-                s_replay_abandon(gw, conn_id, since - 1);
-                return replayed;
-            }
-            alive = pushed == 1;
-        }
-        nexus_history_destroy(&h);
-        if (!alive)
-            return replayed;
-        if (err != NEXUS_OK) {
-            /*  The broker is busy or away: try again a little later, then
-                give up with a gap rather than hold live events for ever.  */
-            nx_warn("replay for connection %" PRIu64 " after seq %" PRIu64 ": %s", conn_id, since,
-                    nexus_strerror(err));
-            if (++failures >= 3) {
-                s_replay_abandon(gw, conn_id, since);
-                return replayed;
-            }
-            usleep(200000);
-            continue;
-        }
-        /*  Now the events held while we read: those past the history.     */
-        pthread_mutex_lock(&gw->lock);
-        conn = nx_gw_conn_get(gw, conn_id);
-        bool again = false;
-        if (conn) {
-            for (size_t i = 0; i < conn->n_held; i++) {
-                if (!conn->held_overflow && conn->held[i]->seq > conn->last_seq)
-                    nx_gw_conn_push(gw, conn, conn->held[i]);
-                nx_gw_msg_unref(&conn->held[i]);
-            }
-            conn->n_held = 0;
-            again = conn->held_overflow;
-            conn->held_overflow = false;
-            if (again)
-                since = conn->last_seq; /* read on from the history */
-            else
-                conn->replaying = false;
-            nx_gw_conn_unref(gw, &conn);
-        }
-        pthread_mutex_unlock(&gw->lock);
-        nx_gw_wake(gw);
-        if (!again)
-            return replayed;
-    }
-    s_replay_abandon(gw, conn_id, since); /* the fabric outran us */
-    return replayed;
 }

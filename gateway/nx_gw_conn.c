@@ -162,6 +162,7 @@ void nx_gw_conn_closed(nx_gw_t *gw, nx_gw_conn_t *conn)
         return;
     conn->closed = true;
     conn->wsi = NULL;
+    nx_gw_replay_room(gw, conn); /* a parked replay ends */
     char key[24];
     snprintf(key, sizeof key, "%" PRIu64, conn->id);
     zhashx_delete(gw->conns, key);
@@ -379,6 +380,12 @@ nx_gw_msg_t *nx_gw_conn_pop(nx_gw_t *gw, nx_gw_conn_t *conn)
     if (conn->full_since && !conn->control_lost && conn->q_count < gw->cfg.queue_messages / 2 &&
         conn->q_bytes < gw->cfg.queue_bytes / 2)
         conn->full_since = 0;
+    /*  Half written down (or a message that did not fit may fit now): a
+        replay waiting for room goes on.                                   */
+    if (conn->replay_parked &&
+        ((conn->q_count < gw->cfg.queue_messages / 2 && conn->q_bytes < gw->cfg.queue_bytes / 2) ||
+         !conn->q_count))
+        nx_gw_replay_room(gw, conn);
     return msg;
 }
 

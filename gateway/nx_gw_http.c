@@ -866,6 +866,9 @@ static void h_metrics(s_req_t *r)
     S_METRIC("nexus_gateway_rate_addresses", "gauge",
              "client addresses with a rate limit of their own (bound: 1024)", addrs);
     S_METRIC("nexus_gateway_queue_depth", "gauge", "messages waiting in client queues", depth);
+    S_METRIC("nexus_gateway_replays", "gauge",
+             "history replays to WebSocket clients running or waiting for their clients",
+             S_LOAD(replays));
     s_metric_channels(r, out);
     s_metric_refused(r, out);
     static const char *const le[] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",

@@ -58,7 +58,7 @@ static void s_sess_free(void **item)
 int nx_gw_mcp_init(nx_gw_t *gw)
 {
     gw->mcps = zhashx_new();
-    if (!gw->mcps || pipe2(gw->mcp_wake, O_CLOEXEC | O_NONBLOCK))
+    if (!gw->mcps)
         return -1;
     zhashx_set_destructor(gw->mcps, s_sess_free);
     return 0;
@@ -71,9 +71,6 @@ void nx_gw_mcp_stop(nx_gw_t *gw)
     gw->mcps = NULL; /* the event thread looks no more */
     pthread_mutex_unlock(&gw->lock);
     zhashx_destroy(&all);
-    for (int i = 0; i < 2; i++)
-        if (gw->mcp_wake[i] > 0)
-            close(gw->mcp_wake[i]);
 }
 
 /*  On the fabric event thread, gw->lock held.                             */
@@ -87,7 +84,7 @@ void nx_gw_mcp_deliver(nx_gw_t *gw, const char *topic)
             poke = s->woken = true;
     if (poke) {
         char b = 1;
-        if (write(gw->mcp_wake[1], &b, 1) < 0) {
+        if (write(gw->wake[1], &b, 1) < 0) {
             /*  Full: the worker has a wake to read already.               */
         }
     }
@@ -117,7 +114,7 @@ uint64_t nx_gw_mcp_service(nx_gw_t *gw)
 {
     char drain[64];
     bool poked = false;
-    while (read(gw->mcp_wake[0], drain, sizeof drain) > 0)
+    while (read(gw->wake[0], drain, sizeof drain) > 0)
         poked = true;
     uint64_t now = nx_gw_mono(), next = now + 60 * 1000000ull;
     if (!zhashx_size(gw->mcps))

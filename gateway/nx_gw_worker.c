@@ -14,8 +14,10 @@
     =========================================================================
 */
 
+#include <fcntl.h>
 #include <msgpack.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "nx_front.h"
@@ -81,8 +83,9 @@ int nx_gw_command(nx_gw_t *gw, nx_gw_cmd_t *cmd)
 static nx_gw_cmd_t *s_next_command(nx_gw_t *gw, uint64_t wait_us)
 {
     void *pull = zsock_resolve(gw->cmd_pull);
-    /*  The /mcp wake pipe ends the sleep too: a parked wait may be done.  */
-    zmq_pollitem_t items[2] = {{pull, 0, ZMQ_POLLIN, 0}, {NULL, gw->mcp_wake[0], ZMQ_POLLIN, 0}};
+    /*  The wake pipe ends the sleep too: a parked /mcp wait may be done,
+        a parked replay may go on.                                          */
+    zmq_pollitem_t items[2] = {{pull, 0, ZMQ_POLLIN, 0}, {NULL, gw->wake[0], ZMQ_POLLIN, 0}};
     long ms = (long)((wait_us + 999) / 1000);
     if (zmq_poll(items, 2, ms) <= 0 || !(items[0].revents & ZMQ_POLLIN))
         return NULL;
@@ -622,7 +625,8 @@ static void s_heartbeat(nx_gw_t *gw)
 static void *s_worker(void *arg)
 {
     nx_gw_t *gw = arg;
-    uint64_t next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000, next_prefill = 0, next_mcp = 0;
+    uint64_t next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000, next_prefill = 0, next_mcp = 0,
+             next_replay = UINT64_MAX;
     while (!gw->stop) {
         /*  While the broker is away this would wait out a timeout each
             time: try at most every two seconds.                            */
@@ -637,6 +641,8 @@ static void *s_worker(void *arg)
             until_us = next_prefill;
         if (next_mcp < until_us)
             until_us = next_mcp;
+        if (next_replay < until_us)
+            until_us = next_replay;
         nx_gw_cmd_t *cmd = s_next_command(gw, until_us > now ? until_us - now : 0);
         if (cmd) {
             switch (cmd->kind) {
@@ -668,13 +674,16 @@ static void *s_worker(void *arg)
         /*  After each command, a wake or a deadline: it walks the MCP
             sessions only when woken or when one of them is due.          */
         next_mcp = nx_gw_mcp_service(gw);
+        /*  Then one slice of a replay: a command never waits behind more
+            than one.                                                       */
+        next_replay = nx_gw_replay_service(gw);
     }
     return NULL;
 }
 
 int nx_gw_worker_start(nx_gw_t *gw)
 {
-    if (nx_gw_mcp_init(gw))
+    if (pipe2(gw->wake, O_CLOEXEC | O_NONBLOCK) || nx_gw_mcp_init(gw) || nx_gw_replay_init(gw))
         return -1;
     return pthread_create(&gw->worker, NULL, s_worker, gw) == 0 ? 0 : -1;
 }
@@ -688,6 +697,10 @@ void nx_gw_worker_stop(nx_gw_t *gw)
     zmq_send(zsock_resolve(gw->cmd_push), &none, sizeof none, 0);
     pthread_join(gw->worker, NULL);
     nx_gw_mcp_stop(gw);
+    nx_gw_replay_stop(gw);
+    for (int i = 0; i < 2; i++)
+        if (gw->wake[i] > 0)
+            close(gw->wake[i]);
     nx_gw_cmd_t *cmd;
     while ((cmd = s_next_command(gw, 0))) {
         free(cmd->text);

@@ -284,7 +284,12 @@ class WsClient {
 
   _check() {
     for (const w of this.waiters.slice()) {
-      const m = this.messages.slice(w.from).find(w.pred);
+      // Each message is looked at once per waiter (a long replay would
+      // otherwise cost a scan of every message so far per message).
+      let m;
+      let i = w.seen !== undefined && w.seen <= this.messages.length ? w.seen : w.from;
+      for (; i < this.messages.length && !m; i++) if (w.pred(this.messages[i])) m = this.messages[i];
+      w.seen = i;
       if (m) {
         this.waiters.splice(this.waiters.indexOf(w), 1);
         clearTimeout(w.timer);

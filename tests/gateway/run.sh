@@ -60,7 +60,7 @@ mkdir -p ../artifacts
 
 if [ "$#" -eq 0 ]; then
     set -- ws_protocol.test.js http.test.js dashboard.test.js ws_events.test.js mcp.test.js \
-        permissions.test.js store_id.test.js limits.test.js
+        permissions.test.js store_id.test.js limits.test.js replay.test.js
 fi
 if [ "$major" -ge 20 ]; then
     exec node --test --test-concurrency=2 --test-timeout=600000 "$@"

@@ -1,0 +1,149 @@
+'use strict';
+// History replays (?since= and the resume action) against a real nexusd +
+// nexus-gateway: a replay runs in slices between the worker's other
+// commands, so however slowly its client reads and however long the
+// history, everyone else is answered at once; and the client still gets
+// every event once, in order, with no gap.
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const { execFile } = require('node:child_process');
+const { withFabric, WsClient, sleep, waitFor, NEXUS_CLI } = require('./lib');
+
+/** Publishes n events of about 1 KiB on topic through the CLI; their seqs. */
+function fill(f, topic, n) {
+  const pad = 'r'.repeat(1000);
+  let lines = '';
+  for (let i = 0; i < n; i++) lines += JSON.stringify({ i, pad }) + '\n';
+  return new Promise((resolve, reject) => {
+    const child = execFile(NEXUS_CLI, ['pub', topic, '--lines', '--ack', '--endpoint', `tcp://127.0.0.1:${f.brokerPorts[0]}`],
+      { timeout: 120000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+        if (err) return reject(new Error(`nexus pub --lines: ${err.message}\n${stderr}`));
+        const seqs = stdout.trim().split('\n').map(Number);
+        if (seqs.length !== n) return reject(new Error(`${seqs.length} seqs for ${n} lines`));
+        resolve(seqs);
+      });
+    child.stdin.end(lines);
+  });
+}
+
+/** Reads 5 ms out of every `pauseMs` from c's socket, until stop() is called. */
+function trickle(c, pauseMs) {
+  const s = c.ws._socket;
+  let stopped = false, timer;
+  const tick = () => {
+    if (stopped || c.closed) return;
+    s.pause();
+    timer = setTimeout(() => { s.resume(); timer = setTimeout(tick, 5); }, pauseMs);
+  };
+  tick();
+  return () => { stopped = true; clearTimeout(timer); s.resume(); };
+}
+
+/** ms that each of `count` pings of c took, one every 100 ms. */
+async function pings(c, count) {
+  const took = [];
+  for (let k = 0; k < count; k++) {
+    const t0 = Date.now();
+    const r = await c.request({ action: 'ping' }, 30000);
+    assert.equal(r.ok, true, JSON.stringify(r));
+    took.push(Date.now() - t0);
+    await sleep(100);
+  }
+  return took;
+}
+
+function assertEvery(c, seqs, what) {
+  const got = c.events().filter((e) => e.event_type === 'rp.x').map((e) => e.seq);
+  assert.equal(got.length, seqs.length, `${what}: ${got.length} events of ${seqs.length}`);
+  assert.deepEqual(got, seqs, `${what}: every event once, in seq order`);
+  assert.ok(!c.messages.some((m) => m.type === 'gap'), `${what}: no gap`);
+}
+
+test('a replay to a client that reads slowly holds up no one, and the client gets every event once, in order', { timeout: 240000 }, withFabric({
+  gatewayArgs: ['--slow-timeout', '60s'],
+}, async (f) => {
+  // 30 000 events of 1 KiB: the replay used to run whole on the worker,
+  // as fast as its client read; a client reading 5 ms in 200 held every
+  // other client's actions for seconds.
+  const seqs = await fill(f, 'rp.x', 30000);
+  const other = await f.connect('rp-other', 'recent=0');
+  const slow = f.track(new WsClient(`${f.wsBase}/ws/session/rp-slow?since=0&recent=0`));
+  await slow.open(10000);
+  const stop = trickle(slow, 200);
+  slow.send({ action: 'subscribe', topics: ['rp.>'], id: 'sub' });
+  await slow.waitEvent(() => true, 10000, 'the first replayed event');
+  const took = await pings(other, 15);
+  const replayedMeanwhile = slow.events().length;
+  assert.ok(Math.max(...took) < 500, `pings waited ${took.join(' ')} ms behind a slow replay`);
+  assert.ok(replayedMeanwhile < seqs.length, `the replay was still running during the pings (${replayedMeanwhile})`);
+  // A live event published now comes after the history, once.
+  const live = await other.request({ action: 'publish', event_type: 'rp.x', payload: { live: true } });
+  stop();
+  await slow.waitEvent((e) => e.seq === live.seq, 60000, 'the live event after the replay');
+  assertEvery(slow, [...seqs, live.seq], 'slow reader');
+  assert.equal(slow.ws.readyState, 1, 'still open');
+}));
+
+test('a client that reads at once replays a long history without holding up the others; the resume reply counts it and comes after it', { timeout: 240000 }, withFabric(async (f) => {
+  const seqs = await fill(f, 'rp.x', 20000);
+  const other = await f.connect('rp-other2', 'recent=0');
+  const fast = await f.connect('rp-fast', 'recent=0');
+  await fast.request({ action: 'subscribe', topics: ['rp.>'] });
+  // The gateway may still be delivering the end of the fill live: once a
+  // marker has come, everything before it has too.
+  const marker = await other.request({ action: 'publish', event_type: 'rp.x', payload: { marker: true } });
+  await fast.waitEvent((e) => e.seq === marker.seq, 30000, 'the marker');
+  seqs.push(marker.seq);
+  fast.messages.length = 0;
+  fast.send({ action: 'resume', since: 0, id: 'res' });
+  const took = await pings(other, 8);
+  const reply = await fast.waitFor((m) => m.type === 'reply' && m.id === 'res', 60000, 'the resume reply');
+  assert.equal(reply.ok, true, JSON.stringify(reply));
+  assert.equal(reply.replayed, seqs.length, JSON.stringify(reply));
+  assert.equal(reply.superseded, undefined, JSON.stringify(reply));
+  const at = fast.messages.indexOf(reply);
+  const last = fast.messages.findIndex((m) => m.type === 'event' && m.seq === seqs[seqs.length - 1]);
+  assert.ok(last >= 0 && last < at, `the reply (message ${at}) comes after the last replayed event (${last})`);
+  assertEvery(fast, seqs, 'fast reader');
+  assert.ok(Math.max(...took) < 500, `pings waited ${took.join(' ')} ms behind a replay`);
+
+  // A resume while one runs replaces it: the first is answered with what it
+  // replayed (superseded), the second replays from its own since.
+  fast.messages.length = 0;
+  fast.raw.length = 0;
+  fast.send({ action: 'resume', since: 0, id: 'first' });
+  fast.send({ action: 'resume', since: seqs[seqs.length - 10], id: 'second' });
+  const first = await fast.waitFor((m) => m.type === 'reply' && m.id === 'first', 30000, 'the first resume reply');
+  const second = await fast.waitFor((m) => m.type === 'reply' && m.id === 'second', 30000, 'the second resume reply');
+  assert.equal(first.ok, true, JSON.stringify(first));
+  assert.ok(first.superseded === true || first.replayed === seqs.length, JSON.stringify(first));
+  assert.equal(second.ok, true, JSON.stringify(second));
+  assert.equal(second.replayed, 9, JSON.stringify(second));
+  const tail = fast.events().slice(-9).map((e) => e.seq);
+  assert.deepEqual(tail, seqs.slice(-9), 'the second resume ends with the events after its since');
+}));
+
+test('a replay whose client goes away ends with it, and the gateway carries on', withFabric({
+  gatewayArgs: ['--queue-messages', '64', '--queue-bytes', '256k'],
+}, async (f) => {
+  await fill(f, 'rp.x', 3000);
+  const stuck = [];
+  for (let i = 0; i < 5; i++) {
+    const c = f.track(new WsClient(`${f.wsBase}/ws/session/rp-gone-${i}?since=0&recent=0`));
+    await c.open(10000);
+    c.ws._socket.pause(); // reads nothing: its replay parks
+    c.send({ action: 'subscribe', topics: ['rp.>'] });
+    stuck.push(c);
+  }
+  const replays = async () => {
+    const m = (await (await fetch(`${f.http}/metrics`)).text()).match(/^nexus_gateway_replays (\d+)/m);
+    assert.ok(m, 'nexus_gateway_replays in /metrics');
+    return Number(m[1]);
+  };
+  await waitFor(async () => (await replays()) === 5, { timeout: 10000, what: 'five replays parked' });
+  for (const c of stuck) c.ws.terminate();
+  await waitFor(async () => (await replays()) === 0, { timeout: 10000, what: 'the replays of the gone clients to end' });
+  const other = await f.connect('rp-after', 'recent=0');
+  assert.equal((await other.request({ action: 'ping' })).ok, true);
+}));
