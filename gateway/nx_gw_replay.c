@@ -429,7 +429,7 @@ void nx_gw_replay_room(nx_gw_t *gw, nx_gw_conn_t *conn)
     conn->replay_parked = false;
     gw->replay_woken++;
     char b = 1;
-    if (write(gw->wake[1], &b, 1) < 0) {
+    if (gw->wake[1] > 0 && write(gw->wake[1], &b, 1) < 0) {
         /*  Full: the worker has a wake to read already.                   */
     }
 }

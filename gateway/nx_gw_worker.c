@@ -698,9 +698,16 @@ void nx_gw_worker_stop(nx_gw_t *gw)
     pthread_join(gw->worker, NULL);
     nx_gw_mcp_stop(gw);
     nx_gw_replay_stop(gw);
-    for (int i = 0; i < 2; i++)
+    /*  Under the lock: the lws thread may still close a connection whose
+        replay was parked (nx_gw_replay_room), and must find no descriptor
+        rather than one the number was given to since.                     */
+    pthread_mutex_lock(&gw->lock);
+    for (int i = 0; i < 2; i++) {
         if (gw->wake[i] > 0)
             close(gw->wake[i]);
+        gw->wake[i] = -1;
+    }
+    pthread_mutex_unlock(&gw->lock);
     nx_gw_cmd_t *cmd;
     while ((cmd = s_next_command(gw, 0))) {
         free(cmd->text);
