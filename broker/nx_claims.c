@@ -24,6 +24,7 @@
 
 #include "nx_coord.h"
 #include "nx_log.h"
+#include "nx_topk.h"
 
 typedef enum { S_CLAIMED, S_RELEASED, S_EXPIRED, S_COMPLETED, S_OPEN } s_state_t;
 static const char *s_state_names[] = {"claimed", "released", "expired", "completed", "open"};
@@ -888,75 +889,36 @@ int nx_op_work_get(nx_broker_t *self, nx_request_t *rq)
     return 0;
 }
 
-/*  work.list keeps the k smallest work ids that pass the filter in a
-    max-heap (the largest at [0]): O(n log k) for n items, where sorting
-    every key cost seconds at 200 000 items and held the loop, timers
-    included.                                                               */
-static int s_id_cmp(const s_claim_t *a, const s_claim_t *b)
+static int s_id_cmp(const void *a, const void *b)
 {
-    return strcmp(a->work_id, b->work_id);
-}
-
-static void s_keep_sift(s_claim_t **h, size_t n, size_t i)
-{
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < n && s_id_cmp(h[l], h[m]) > 0)
-            m = l;
-        if (r < n && s_id_cmp(h[r], h[m]) > 0)
-            m = r;
-        if (m == i)
-            return;
-        s_claim_t *t = h[i];
-        h[i] = h[m];
-        h[m] = t;
-        i = m;
-    }
-}
-
-static void s_keep_smallest(s_claim_t **h, size_t *n, size_t k, s_claim_t *c)
-{
-    if (*n < k) {
-        size_t i = (*n)++;
-        h[i] = c;
-        while (i > 0 && s_id_cmp(h[(i - 1) / 2], h[i]) < 0) {
-            s_claim_t *t = h[i];
-            h[i] = h[(i - 1) / 2];
-            h[(i - 1) / 2] = t;
-            i = (i - 1) / 2;
-        }
-    } else if (s_id_cmp(c, h[0]) < 0) {
-        h[0] = c;
-        s_keep_sift(h, *n, 0);
-    }
-}
-
-static int s_id_qsort(const void *a, const void *b)
-{
-    return s_id_cmp(*(s_claim_t *const *)a, *(s_claim_t *const *)b);
+    return strcmp(((const s_claim_t *)a)->work_id, ((const s_claim_t *)b)->work_id);
 }
 
 int nx_op_work_list(nx_broker_t *self, nx_request_t *rq)
 {
-    const char *holder = NULL, *state = NULL, *prefix = NULL;
-    size_t holder_len = 0, state_len = 0, prefix_len = 0;
+    const char *holder = NULL, *state = NULL, *prefix = NULL, *after = NULL;
+    size_t holder_len = 0, state_len = 0, prefix_len = 0, after_len = 0;
     uint64_t limit = 1000;
     nx_map_str(rq->fields, "holder", &holder, &holder_len, NULL);
     nx_map_str(rq->fields, "state", &state, &state_len, NULL);
     nx_map_str(rq->fields, "prefix", &prefix, &prefix_len, NULL);
+    nx_map_str(rq->fields, "after", &after, &after_len, NULL);
     nx_map_u64(rq->fields, "limit", &limit, NULL);
     int want = -1;
     for (int i = 0; state && i < 5; i++)
         if (strlen(s_state_names[i]) == state_len &&
             memcmp(s_state_names[i], state, state_len) == 0)
             want = i;
-    /*  One more than the limit tells whether the list is truncated.       */
+    char from[NX_WORK_ID_MAX + 1] = "";
+    if (after)
+        snprintf(from, sizeof from, "%.*s", (int)after_len, after);
+    /*  The limit + 1 smallest ids that pass (nx_topk): one more than the
+        limit tells whether the list is truncated.                          */
     zhashx_t *table = s_self(self)->items;
     size_t keep = zhashx_size(table) < limit + 1 ? zhashx_size(table) : (size_t)limit + 1;
-    s_claim_t **kept = malloc((keep ? keep : 1) * sizeof *kept);
-    if (!kept)
+    nx_topk_t kept;
+    if (nx_topk_init(&kept, keep, s_id_cmp))
         return nx_request_fail(rq, NEXUS_ERR_NOMEM, "out of memory for the list");
-    size_t n = 0;
     for (s_claim_t *c = zhashx_first(table); c && keep; c = zhashx_next(table)) {
         if (want >= 0 && (int)c->state != want)
             continue;
@@ -964,16 +926,18 @@ int nx_op_work_list(nx_broker_t *self, nx_request_t *rq)
             continue;
         if (prefix && strncmp(c->work_id, prefix, prefix_len) != 0)
             continue;
-        s_keep_smallest(kept, &n, keep, c);
+        if (after && strcmp(c->work_id, from) <= 0)
+            continue;
+        nx_topk_offer(&kept, c);
     }
-    qsort(kept, n, sizeof *kept, s_id_qsort);
-    bool truncated = n > limit;
-    uint32_t count = truncated ? (uint32_t)limit : (uint32_t)n;
+    nx_topk_sort(&kept);
+    bool truncated = kept.n > limit;
+    uint32_t count = truncated ? (uint32_t)limit : (uint32_t)kept.n;
     nx_pack_str(nx_kv(rq), "claims");
     msgpack_pack_array(&rq->reply.pk, count);
     for (uint32_t i = 0; i < count; i++)
-        s_pack_claim(&rq->reply.pk, kept[i]);
-    free(kept);
+        s_pack_claim(&rq->reply.pk, kept.items[i]);
+    nx_topk_destroy(&kept);
     nx_pack_kv_bool(nx_kv(rq), "truncated", truncated);
     return 0;
 }

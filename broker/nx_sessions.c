@@ -18,6 +18,7 @@
 #include "nx_coord.h"
 #include "nx_log.h"
 #include "nx_topic.h"
+#include "nx_topk.h"
 
 static const char *s_states[] = {"available", "busy", "away"};
 static const char *s_statuses[] = {"active", "stale", "gone"};
@@ -784,7 +785,7 @@ static bool s_has_cap(const nx_session_t *s, const char *cap, size_t len)
 
 static int s_id_cmp(const void *a, const void *b)
 {
-    return strcmp((*(nx_session_t *const *)a)->id, (*(nx_session_t *const *)b)->id);
+    return strcmp(((const nx_session_t *)a)->id, ((const nx_session_t *)b)->id);
 }
 
 /*  Lists sessions that pass the filter of the request; shared by list and
@@ -793,31 +794,38 @@ static int s_list(nx_broker_t *self, nx_request_t *rq, bool find)
 {
     const msgpack_object *req = rq->fields;
     bool all = false, available = false;
-    uint64_t window = self->cfg.session_retain;
-    const char *cap = NULL;
-    size_t cap_len = 0;
+    uint64_t window = self->cfg.session_retain, limit = 1000;
+    const char *cap = NULL, *after = NULL;
+    size_t cap_len = 0, after_len = 0;
     const msgpack_object_array *caps = NULL;
     nx_map_bool(req, "all", &all, NULL);
     nx_map_u64(req, "window_ms", &window, NULL);
     nx_map_bool(req, "available", &available, NULL);
     nx_map_str(req, "capability", &cap, &cap_len, NULL);
     nx_map_str_array(req, "capabilities", &caps, NULL);
+    nx_map_str(req, "after", &after, &after_len, NULL);
+    nx_map_u64(req, "limit", &limit, NULL);
     /*  find exists so that nobody lists every session by accident: an
         empty 'capabilities' filters nothing, so it does not count.        */
     if (find && !cap && !(caps && caps->size) && !available)
         return nx_request_fail(rq, NEXUS_ERR_BAD_REQUEST,
                                "give 'capability', a non-empty 'capabilities' or 'available': "
                                "true");
+    char from[NX_ID_MAX + 1] = "";
+    if (after)
+        snprintf(from, sizeof from, "%.*s", (int)after_len, after);
     uint64_t now = nx_now_us();
-    /*  Sorted by id so that output is stable for people and tests: the
-        sessions that pass, by pointer, with qsort (a sorted copy of every
-        key held the loop for a second at 200 000).                         */
+    /*  Sorted by id so that output is stable for people and tests, and
+        pages follow each other (after): the limit + 1 smallest ids that
+        pass (nx_topk), one more than the limit telling whether the list
+        is truncated. A reply of every session was tens of MB at
+        sessions_max, built in the loop.                                   */
     zhashx_t *table = s_table(self);
-    nx_session_t **found = malloc((zhashx_size(table) + 1) * sizeof *found);
-    if (!found)
+    size_t keep = zhashx_size(table) < limit + 1 ? zhashx_size(table) : (size_t)limit + 1;
+    nx_topk_t found;
+    if (nx_topk_init(&found, keep, s_id_cmp))
         return nx_request_fail(rq, NEXUS_ERR_NOMEM, "out of memory for the list");
-    size_t count = 0;
-    for (nx_session_t *s = zhashx_first(table); s; s = zhashx_next(table)) {
+    for (nx_session_t *s = zhashx_first(table); s && keep; s = zhashx_next(table)) {
         if (s->status == NX_SESSION_GONE &&
             (!all || find ||
              /*  Written without a sum that a huge window_ms could wrap. */
@@ -828,21 +836,27 @@ static int s_list(nx_broker_t *self, nx_request_t *rq, bool find)
             continue;
         if (cap && !s_has_cap(s, cap, cap_len))
             continue;
+        if (after && strcmp(s->id, from) <= 0)
+            continue;
         bool ok = true;
         for (uint32_t i = 0; caps && i < caps->size && ok; i++)
             ok = s_has_cap(s, caps->ptr[i].via.str.ptr, caps->ptr[i].via.str.size);
         if (!ok)
             continue;
-        found[count++] = s;
+        nx_topk_offer(&found, s);
     }
-    qsort(found, count, sizeof *found, s_id_cmp);
+    nx_topk_sort(&found);
+    bool truncated = found.n > limit;
+    size_t count = truncated ? (size_t)limit : found.n;
     nx_pack_str(nx_kv(rq), "sessions");
     msgpack_pack_array(&rq->reply.pk, (uint32_t)count);
     for (size_t i = 0; i < count; i++) {
-        found[i]->claims = nx_claims_held(self, found[i]->id);
-        nx_sessions_pack(&rq->reply.pk, found[i]);
+        nx_session_t *s = found.items[i];
+        s->claims = nx_claims_held(self, s->id);
+        nx_sessions_pack(&rq->reply.pk, s);
     }
-    free(found);
+    nx_topk_destroy(&found);
+    nx_pack_kv_bool(nx_kv(rq), "truncated", truncated);
     return 0;
 }
 

@@ -590,14 +590,29 @@ static void h_stats(s_req_t *r)
 
 /*  Runs op with fields (stolen) and answers its list under key, with its
     count: {"sessions": [...], "count": n}.                                */
+/*  A list op's page: ?limit= (1..100000, the broker's default 1000) and
+    ?after= (the last id of the page before) go to the op; truncated says
+    more match.                                                            */
 static void s_answer_list(s_req_t *r, const char *op, json_t *fields, const char *key)
 {
+    int64_t limit = s_arg_int(r, "limit");
+    if (limit == -2 || limit == 0 || limit > 100000) {
+        json_decref(fields);
+        s_error(r, 400, "bad_request", "limit must be 1..100000", NULL);
+        return;
+    }
+    if (limit > 0)
+        json_object_set_new(fields, "limit", json_integer((json_int_t)limit));
+    char after[300];
+    if (s_arg(r, "after", after, sizeof after))
+        json_object_set_new(fields, "after", json_string(after));
     json_t *rep = s_call(r, op, fields);
     if (!rep)
         return;
     json_t *list = json_object_get(rep, key);
     s_answer(r, 200,
-             json_pack("{s:O, s:I}", key, list, "count", (json_int_t)json_array_size(list)));
+             json_pack("{s:O, s:I, s:b}", key, list, "count", (json_int_t)json_array_size(list),
+                       "truncated", json_is_true(json_object_get(rep, "truncated"))));
     json_decref(rep);
 }
 

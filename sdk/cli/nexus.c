@@ -1182,6 +1182,9 @@ static int s_cmd_sessions(s_cli_t *cli)
     if (!cli->json)
         nx_table_print(t, stdout);
     nx_table_destroy(&t);
+    if (nexus_records_truncated(recs))
+        fprintf(stderr, "nexus: the broker knows more sessions than the %zu one list holds\n",
+                nexus_records_count(recs));
     nexus_records_destroy(&recs);
     return NX_EXIT_OK;
 }
@@ -1318,8 +1321,9 @@ static int s_cmd_claims(s_cli_t *cli)
     if (s_flag(cli, "mine"))
         holder = cli->session;
     nexus_records_t *recs = NULL;
-    nexus_err_t err = nexus_claims_list(cli->client, holder, s_opt(cli, "state"),
-                                        s_opt(cli, "prefix"), (uint32_t)limit, &recs);
+    nexus_err_t err =
+        nexus_claims_list_after(cli->client, holder, s_opt(cli, "state"), s_opt(cli, "prefix"),
+                                s_opt(cli, "after"), (uint32_t)limit, &recs);
     if (err)
         return s_client_error(cli, err);
     nx_table_t *t = nx_table_new(6);
@@ -1346,6 +1350,11 @@ static int s_cmd_claims(s_cli_t *cli)
     if (!cli->json)
         nx_table_print(t, stdout);
     nx_table_destroy(&t);
+    /*  Never a silent cut: the rest is one command away.                  */
+    size_t n = nexus_records_count(recs);
+    if (nexus_records_truncated(recs) && n)
+        fprintf(stderr, "nexus: more claims match than the %zu shown; the next page: --after '%s'\n",
+                n, nexus_records_str(recs, n - 1, "work_id"));
     nexus_records_destroy(&recs);
     return NX_EXIT_OK;
 }
@@ -1627,9 +1636,11 @@ static const s_cmd_t s_cmds[] = {
      "curve_clients directory, or give it to clients as NEXUS_CURVE_SERVER_KEY) and\n"
      "NAME_secret (mode 0600: the broker's curve_cert, or a client's NEXUS_CURVE_CERT).\n"
      "Prints the public key. Needs no broker."},
-    {"claims", "", "holder= state= prefix= limit= mine", 0, 0, s_cmd_claims,
-     "Lists claims (--holder S, --mine, --state claimed|released|expired|completed|open,\n"
-     "--prefix P, --limit N)."},
+    {"claims", "", "holder= state= prefix= limit= after= mine", 0, 0, s_cmd_claims,
+     "Lists claims sorted by work id (--holder S, --mine,\n"
+     "--state claimed|released|expired|completed|open, --prefix P). At most --limit N\n"
+     "(default 1000); when more match, stderr says so and --after ID (the last work id\n"
+     "shown) gives the next page."},
 };
 #define S_NCMDS (sizeof s_cmds / sizeof s_cmds[0])
 

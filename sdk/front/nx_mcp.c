@@ -111,6 +111,10 @@ static const s_arg_t a_list_sessions[] = {
     {"all", "all", NULL, false, 0, "also sessions that ended recently"},
     {"capability", "capability", NULL, false, 0, "only sessions with this capability"},
     {"available", "available", NULL, false, 0, "only sessions that are available and active"},
+    {"limit", "limit", NULL, false, 0, "sessions at most (default 1000); truncated: true says more "
+                                       "match"},
+    {"after", "after", NULL, false, 0, "the next page: only ids after this one (the last id of "
+                                       "the page before)"},
     A_END};
 static const s_arg_t a_publish[] = {
     {"event_type", NULL, "string", true, 0,
@@ -136,6 +140,7 @@ static const s_arg_t a_list_claims[] = {
     {"state", "state", NULL, false, 0, NULL},
     {"prefix", "prefix", NULL, false, 0, NULL},
     {"limit", "limit", NULL, false, 0, NULL},
+    {"after", "after", NULL, false, 0, NULL},
     {"mine", NULL, "boolean", false, 0, "only items this session holds or held"},
     A_END};
 static const s_arg_t a_send_message[] = {

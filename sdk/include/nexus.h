@@ -627,6 +627,9 @@ NEXUS_EXPORT const char *nexus_records_json(nexus_records_t *self, size_t index)
 /*  The record as msgpack-c object; NULL when out of range.                 */
 NEXUS_EXPORT const struct msgpack_object *nexus_records_msgpack(const nexus_records_t *self,
                                                                 size_t index);
+/*  1 when the broker left records out (more matched than the limit): ask
+    for the next page with the last record's id as after; 0 otherwise.     */
+NEXUS_EXPORT int nexus_records_truncated(const nexus_records_t *self);
 
 /*  ---- Sessions ---------------------------------------------------------
     Ops acting as the session send its id and, when known, its secret.     */
@@ -655,11 +658,22 @@ NEXUS_EXPORT nexus_err_t nexus_session_unregister(nexus_client_t *self, uint64_t
 NEXUS_EXPORT nexus_err_t nexus_session_get(nexus_client_t *self, const char *session_id,
                                            nexus_records_t **out);
 
-/*  Sessions the broker knows; all != 0 includes gone ones seen recently.  */
+/*  Sessions the broker knows, sorted by id; all != 0 includes gone ones
+    seen recently. Up to 100 000 (the most one reply holds):
+    nexus_records_truncated tells when more are known, and
+    nexus_sessions_list_after gives the rest.                              */
 NEXUS_EXPORT nexus_err_t nexus_sessions_list(nexus_client_t *self, int all, nexus_records_t **out);
 
+/*  A page of nexus_sessions_list: the sessions with ids after after (NULL
+    or "": from the first), at most limit (1..100000; 0: the broker's
+    default, 1000). nexus_records_truncated: there are more.               */
+NEXUS_EXPORT nexus_err_t nexus_sessions_list_after(nexus_client_t *self, int all,
+                                                   const char *after, uint32_t limit,
+                                                   nexus_records_t **out);
+
 /*  Sessions having every capability of the comma-separated list csv;
-    available != 0 keeps only those in state "available".                  */
+    available != 0 keeps only those in state "available". Up to 100 000,
+    as nexus_sessions_list.                                                 */
 NEXUS_EXPORT nexus_err_t nexus_sessions_find(nexus_client_t *self, const char *csv, int available,
                                              nexus_records_t **out);
 
@@ -700,11 +714,19 @@ NEXUS_EXPORT nexus_err_t nexus_release(nexus_client_t *self, const char *work_id
 NEXUS_EXPORT nexus_err_t nexus_complete(nexus_client_t *self, const char *work_id, uint64_t token,
                                         const char *result_json);
 
-/*  Claim records, filtered by holder session, state and work id prefix
-    (each may be NULL); limit 0 means the broker default (1000).           */
+/*  Claim records sorted by work id, filtered by holder session, state and
+    work id prefix (each may be NULL); limit 0 means the broker default
+    (1000). nexus_records_truncated tells when more matched.               */
 NEXUS_EXPORT nexus_err_t nexus_claims_list(nexus_client_t *self, const char *holder,
                                            const char *state, const char *prefix, uint32_t limit,
                                            nexus_records_t **out);
+
+/*  The same from the work id after after (NULL or "": from the first): the
+    next page is asked with the last record's work_id.                    */
+NEXUS_EXPORT nexus_err_t nexus_claims_list_after(nexus_client_t *self, const char *holder,
+                                                 const char *state, const char *prefix,
+                                                 const char *after, uint32_t limit,
+                                                 nexus_records_t **out);
 
 /*  ---- Raw requests ------------------------------------------------------
     Sends one control request given as a JSON object with an "op" (the

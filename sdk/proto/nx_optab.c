@@ -115,6 +115,8 @@ static const nx_field_t s_list[] = {
     {"capability", NX_FT_STR, 0, 0, 0, 0, NULL, "must have this capability"},
     {"capabilities", NX_FT_STRS, 0, 0, 0, 0, NULL, "must have every one of these"},
     {"available", NX_FT_BOOL, 0, 0, 0, 0, NULL, "only available and active sessions"},
+    {"after", NX_FT_STR, 0, 0, 64, 0, NULL, "only ids after this one (the next page)"},
+    {"limit", NX_FT_U64, 0, 1, 100000, 0, NULL, "sessions at most (default 1000)"},
     F_END};
 
 static const nx_field_t s_claim[] = {
@@ -152,6 +154,7 @@ static const nx_field_t s_work_list[] = {
     {"holder", NX_FT_STR, 0, 0, 0, 0, NULL, "only items this session holds or held"},
     {"state", NX_FT_ENUM, 0, 0, 0, 0, s_claim_states, "claimed, released, expired, ..."},
     {"prefix", NX_FT_STR, 0, 0, 0, 0, NULL, "work ids starting with this"},
+    {"after", NX_FT_STR, 0, 0, 256, 0, NULL, "only work ids after this one (the next page)"},
     {"limit", NX_FT_U64, 0, 1, 100000, 0, NULL, "items at most (default 1000)"},
     F_END};
 

@@ -73,6 +73,11 @@ void nexus_records_destroy(nexus_records_t **self_p)
     *self_p = NULL;
 }
 
+int nexus_records_truncated(const nexus_records_t *self)
+{
+    return self && nx_obj_u64(self->reply.map, "truncated") != 0;
+}
+
 size_t nexus_records_count(const nexus_records_t *self)
 {
     if (!self)
@@ -212,15 +217,30 @@ nexus_err_t nexus_session_get(nexus_client_t *self, const char *session_id, nexu
     return s_call_records(self, &req, NULL, "session", out);
 }
 
-nexus_err_t nexus_sessions_list(nexus_client_t *self, int all, nexus_records_t **out)
+/*  The most records one list reply holds (the ops' bound on limit).        */
+#define S_LIST_MAX 100000
+
+nexus_err_t nexus_sessions_list_after(nexus_client_t *self, int all, const char *after,
+                                      uint32_t limit, nexus_records_t **out)
 {
-    if (!self || !out)
+    if (!self || !out || limit > S_LIST_MAX)
         return NEXUS_ERR_INVALID;
     nx_req_t req;
     nx_req_init(&req, "session.list");
     if (all)
         nx_req_bool(&req, "all", true);
+    if (after && *after)
+        nx_req_str(&req, "after", after);
+    if (limit)
+        nx_req_u64(&req, "limit", limit);
     return s_call_records(self, &req, "sessions", NULL, out);
+}
+
+nexus_err_t nexus_sessions_list(nexus_client_t *self, int all, nexus_records_t **out)
+{
+    /*  "Every session" as before the lists had pages, up to what one reply
+        may hold; truncated says when there are more.                       */
+    return nexus_sessions_list_after(self, all, NULL, S_LIST_MAX, out);
 }
 
 nexus_err_t nexus_sessions_find(nexus_client_t *self, const char *csv, int available,
@@ -240,6 +260,7 @@ nexus_err_t nexus_sessions_find(nexus_client_t *self, const char *csv, int avail
     nx_req_strs(&req, "capabilities", items, n);
     if (available)
         nx_req_bool(&req, "available", true);
+    nx_req_u64(&req, "limit", S_LIST_MAX);
     free(copy);
     return s_call_records(self, &req, "sessions", NULL, out);
 }
@@ -364,17 +385,26 @@ nexus_err_t nexus_complete(nexus_client_t *self, const char *work_id, uint64_t t
     return s_call_records(self, &req, NULL, NULL, NULL);
 }
 
-nexus_err_t nexus_claims_list(nexus_client_t *self, const char *holder, const char *state,
-                              const char *prefix, uint32_t limit, nexus_records_t **out)
+nexus_err_t nexus_claims_list_after(nexus_client_t *self, const char *holder, const char *state,
+                                    const char *prefix, const char *after, uint32_t limit,
+                                    nexus_records_t **out)
 {
-    if (!self || !out)
+    if (!self || !out || limit > S_LIST_MAX)
         return NEXUS_ERR_INVALID;
     nx_req_t req;
     nx_req_init(&req, "work.list");
     nx_req_str(&req, "holder", holder);
     nx_req_str(&req, "state", state);
     nx_req_str(&req, "prefix", prefix);
+    if (after && *after)
+        nx_req_str(&req, "after", after);
     if (limit)
         nx_req_u64(&req, "limit", limit);
     return s_call_records(self, &req, "claims", NULL, out);
+}
+
+nexus_err_t nexus_claims_list(nexus_client_t *self, const char *holder, const char *state,
+                              const char *prefix, uint32_t limit, nexus_records_t **out)
+{
+    return nexus_claims_list_after(self, holder, state, prefix, NULL, limit, out);
 }

@@ -273,6 +273,22 @@ test('work: the seed curl example, claim, denied 409, release, complete, /work/c
   j = assertJson(await call(f, 'GET', '/work/claimed?holder=session-4'), 200);
   assert.deepEqual(j.claims, []);
   assert.equal(j.count, 0);
+  assert.equal(j.truncated, false);
+  // Pages: ?limit= and ?after=, truncated while more match.
+  for (const w of ['pg-1', 'pg-2']) assertJson(await call(f, 'POST', '/work/claim', { session_id: 'session-4', work_id: w }), 200);
+  j = assertJson(await call(f, 'GET', '/work/claimed?holder=session-4&limit=1'), 200);
+  assert.deepEqual([j.claims.map((c) => c.work_id), j.count, j.truncated], [['pg-1'], 1, true], JSON.stringify(j));
+  j = assertJson(await call(f, 'GET', '/work/claimed?holder=session-4&limit=1&after=pg-1'), 200);
+  assert.deepEqual([j.claims.map((c) => c.work_id), j.truncated], [['pg-2'], false], JSON.stringify(j));
+  for (const bad of ['0', '100001', '-1', 'x']) {
+    const e = assertHttpError(await call(f, 'GET', `/work/claimed?limit=${bad}`), 400, 'bad_request');
+    assert.match(e.message, /limit/);
+  }
+  j = assertJson(await call(f, 'GET', '/sessions/active?limit=1'), 200);
+  assert.equal(j.sessions.length, 1);
+  assert.equal(j.truncated, true, 'more than one session is active');
+  j = assertJson(await call(f, 'GET', `/sessions/active?limit=100000&after=${j.sessions[0].session}`), 200);
+  assert.ok(j.sessions.length >= 1 && j.truncated === false, JSON.stringify(j));
 
   // Stale token, missing fields, bad JSON.
   assertHttpError(await call(f, 'POST', '/work/release', { session_id: 'session-3', work_id: 'deploy-dashboard', token: claim.token + 100 }), 409, 'stale_token');

@@ -116,6 +116,12 @@ async function exercise(c, me, other) {
   r = await ok(c, 'list_sessions', { capability: 'review' });
   assert.ok(r.sessions.some((s) => s.session === me));
   await fails(c, 'list_sessions', { all: 'yes' }, 'bad_request', /all/);
+  r = await ok(c, 'list_sessions', { limit: 1 });
+  assert.equal(r.sessions.length, 1, JSON.stringify(r));
+  assert.equal(typeof r.truncated, 'boolean', JSON.stringify(r));
+  r = await ok(c, 'list_sessions', { after: me });
+  assert.ok(r.sessions.every((s) => s.session > me), JSON.stringify(r));
+  await fails(c, 'list_sessions', { limit: 0 }, 'bad_request', /limit/);
 
   // list_channels: this server's own subscription is one of them.
   r = await ok(c, 'list_channels');

@@ -363,6 +363,13 @@ test('history, status, sessions', withFabric(async (f) => {
   assert.deepEqual(r.sessions.map((s) => s.session), ['hist-a']);
   r = await a.request({ action: 'sessions', available: true });
   assert.deepEqual(r.sessions.map((s) => s.session).filter((s) => s.startsWith('hist-')), ['hist-b'], 'hist-a is busy');
+  // Pages: limit and after, truncated while more match.
+  r = await a.request({ action: 'sessions', limit: 1, after: 'hist-' });
+  assertOk(r, 'sessions');
+  assert.deepEqual([r.sessions.map((s) => s.session), r.truncated], [['hist-a'], true], JSON.stringify(r));
+  r = await a.request({ action: 'sessions', limit: 1, after: 'hist-a' });
+  assert.deepEqual(r.sessions.map((s) => s.session), ['hist-b'], JSON.stringify(r));
+  assertError(await a.request({ action: 'sessions', limit: 0 }), 'bad_request', { mentions: 'limit' });
 }));
 
 test('errors: bad_json, unknown_action, bad_request naming the field', withFabric(async (f) => {

@@ -529,7 +529,9 @@ with Broker(extra=["--claim-ttl-max", "10m"]) as b, Client(b) as c:
             ({"op": "work.list", "limit": -3}, "'limit'"),
             ({"op": "work.list", "limit": "10"}, "'limit'"),
             ({"op": "work.list", "holder": 5}, "'holder'"),
-            ({"op": "work.list", "prefix": ["l/"]}, "'prefix'")]
+            ({"op": "work.list", "prefix": ["l/"]}, "'prefix'"),
+            ({"op": "work.list", "after": 7}, "'after'"),
+            ({"op": "work.list", "after": "w" * 257}, "'after'")]
     for i, (req, field) in enumerate(bad):
         rep = c.request(dict(req, id="bad-%d" % i))
         is_err(rep, "bad_request", "bad input %.100r" % (req,), field)
@@ -694,6 +696,19 @@ with Broker(extra=["--sync", "none"]) as b, Client(b) as c:
         t.eq(rep["truncated"], len(expect) < sum(1 for w in ids if w.startswith(q["prefix"]) and
                                                   (q.get("state") != "claimed" or w in live)),
              "work.list %r: truncated when more pass" % q)
+    # after: the next page; pages of 400 give every id once, in order.
+    got, after = [], None
+    for _ in range(20):
+        q = {"prefix": "many/", "limit": 400}
+        if after:
+            q["after"] = after
+        rep = wlist(c, **q)
+        page = [x["work_id"] for x in rep["claims"]]
+        got += page
+        if not rep["truncated"]:
+            break
+        after = page[-1]
+    t.eq(got, sorted(ids), "work.list pages with after: every item once, in order")
 
 print("test_claims: %.1fs" % (time.time() - T0))
 t.done()

@@ -315,6 +315,20 @@ try:
         t.eq([(c["work_id"], c["state"]) for c in lines(out)], [("job-9", "claimed")], "claims --json")
         rc, out, err = run(["claims"], ep)
         t.check(rc == 0 and out.splitlines()[0].startswith("WORK") and "job-9" in out, "claims table")
+        t.eq(err, "", "claims: nothing on stderr when every claim is shown")
+        # A list cut at --limit says so on stderr, with the next page's --after.
+        for wid in ("pg/1", "pg/2", "pg/3"):
+            rc, out, err = run(["claim", wid, "--ttl", "1m"], ep, env=env)
+            t.eq(rc, 0, "claim %s" % wid)
+        rc, out, err = run(["claims", "--json", "--prefix", "pg/", "--limit", "2"], ep)
+        t.eq([c["work_id"] for c in lines(out)], ["pg/1", "pg/2"], "claims --limit 2: the first two")
+        t.check(rc == 0 and "--after 'pg/2'" in err, "claims cut: stderr names the next page: %r" % err)
+        rc, out, err = run(["claims", "--json", "--prefix", "pg/", "--limit", "2", "--after", "pg/2"],
+                           ep)
+        t.check(rc == 0 and [c["work_id"] for c in lines(out)] == ["pg/3"] and err == "",
+                "claims --after: the next page, the last: %r %r" % (out, err))
+        for wid in ("pg/1", "pg/2", "pg/3"):
+            run(["release", wid], ep, env=env)
         rc, out, err = run(["complete", "job-9", token, "--result", '{"ok":true}', "--json"], ep,
                            env=env)
         t.check(rc == 0 and lines(out)[0]["state"] == "completed", "complete: %r %r" % (out, err))

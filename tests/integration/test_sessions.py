@@ -15,6 +15,7 @@ Every wait is bounded in time; the whole file runs in well under 60 s.
 
 import json
 import os
+import random
 import re
 import shutil
 import sys
@@ -30,6 +31,7 @@ from harness import (Broker, Checks, Client, next_event, settle_subscription,  #
 
 t = Checks()
 T0 = time.time()
+P = lambda m: msgpack.packb(m, use_bin_type=True)  # noqa: E731
 LONG = 60000  # heartbeat_ms for sessions that must not time out during a section
 RECORD_KEYS = {"session", "name", "capabilities", "metadata", "state", "current_work", "text",
                "status", "registered_at", "last_seen", "heartbeat_ms", "ttl_ms", "timeout_at",
@@ -499,6 +501,12 @@ with Broker(extra=["--heartbeat", "200ms", "--snapshot-file", snap_path]) as b, 
         ({"op": "session.list", "all": "yes"}, "'all'"),
         ({"op": "session.list", "all": True, "window_ms": "1h"}, "'window_ms'"),
         ({"op": "session.list", "window_ms": -1}, "'window_ms'"),
+        ({"op": "session.list", "limit": 0}, "'limit'"),
+        ({"op": "session.list", "limit": 100001}, "'limit'"),
+        ({"op": "session.list", "limit": "10"}, "'limit'"),
+        ({"op": "session.list", "after": 5}, "'after'"),
+        ({"op": "session.list", "after": "x" * 65}, "'after'"),
+        ({"op": "session.find", "available": True, "limit": -1}, "'limit'"),
         ({"op": "session.find"}, "capability"),
         ({"op": "session.find", "capability": 5}, "'capability'"),
         ({"op": "session.find", "capabilities": "python"}, "'capabilities'"),
@@ -842,6 +850,41 @@ with Broker(extra=["--map-size", "1M", "--map-max", "1M"]) as b, Client(b) as c:
          "after the refused claim its connection still acts as the session: %r" % r)
     t.eq(c.request({"op": "work.get", "work_id": "fill/0"}).get("claim", {}).get("holder"),
          "full-s", "what was committed before is still there")
+
+# session.list and session.find answer at most `limit` sessions (1000 by
+# default), the smallest ids, sorted, with `truncated` when more pass, and
+# `after` gives the next page: every session once across the pages. A reply
+# of every session was tens of MB at sessions_max, built in the loop.
+with Broker() as b, Client(b) as c:
+    rnd = random.Random(11)
+    sids = list(dict.fromkeys("pg-%05d" % rnd.randrange(10 ** 5) for _ in range(1300)))
+    for sid in sids:
+        c.send_raw(P({"op": "session.register", "session": sid, "heartbeat_ms": 600000,
+                      "capabilities": ["odd"] if int(sid[3:]) % 2 else []}))
+    t.eq(sum(c.recv(timeout=30).get("ok") is True for _ in sids), len(sids),
+         "%d sessions registered" % len(sids))
+    rep = c.request({"op": "session.list"})
+    t.eq(ids(rep), sorted(sids)[:1000], "session.list: the 1000 smallest ids by default, sorted")
+    t.eq(rep.get("truncated"), True, "session.list: truncated when more pass")
+    pages, after = [], None
+    for _ in range(20):
+        q = {"op": "session.list", "limit": 250}
+        if after:
+            q["after"] = after
+        rep = c.request(q)
+        is_ok(rep, "session.list page after %r" % after)
+        pages.append(ids(rep))
+        if not rep.get("truncated"):
+            break
+        after = pages[-1][-1]
+    t.eq([s for p in pages for s in p], sorted(sids), "pages of 250: every session once, in order")
+    t.eq([len(p) for p in pages[:-1]], [250] * (len(pages) - 1), "every page but the last is full")
+    odd = sorted(s for s in sids if int(s[3:]) % 2)
+    rep = c.request({"op": "session.find", "capability": "odd", "limit": 10, "after": odd[4]})
+    t.eq((ids(rep), rep.get("truncated")), (odd[5:15], len(odd) > 15),
+         "session.find with after and limit: the next ten that pass")
+    rep = c.request({"op": "session.list", "limit": 100000})
+    t.eq((len(ids(rep)), rep.get("truncated")), (len(sids), False), "a limit over the count: all")
 
 # session.list with a window too large to add to a time shows every gone
 # session (it used to wrap and show none); session.status counts claims.

@@ -399,7 +399,28 @@ static void s_test_coordination(void)
     CHECK_EQ_U64(nexus_session_get(a, "s-nobody", &recs), NEXUS_ERR_NOT_FOUND);
     CHECK_EQ_U64(nexus_sessions_list(a, 0, &recs), NEXUS_OK);
     CHECK(nexus_records_count(recs) >= 2);
+    CHECK(!nexus_records_truncated(recs));
     nexus_records_destroy(&recs);
+    /*  Pages of one: the first session, then the one after it, truncated
+        while more follow; every session once.                              */
+    {
+        char after[NEXUS_ID_MAX] = "";
+        size_t pages = 0, total = 0;
+        CHECK_EQ_U64(nexus_sessions_list(a, 0, &recs), NEXUS_OK);
+        total = nexus_records_count(recs);
+        nexus_records_destroy(&recs);
+        for (int more = 1; more && pages < 100; pages++) {
+            CHECK_EQ_U64(nexus_sessions_list_after(a, 0, after, 1, &recs), NEXUS_OK);
+            CHECK_EQ_U64(nexus_records_count(recs), 1);
+            const char *sid = nexus_records_str(recs, 0, "session");
+            CHECK(strcmp(sid, after) > 0);
+            snprintf(after, sizeof after, "%s", sid);
+            more = nexus_records_truncated(recs);
+            nexus_records_destroy(&recs);
+        }
+        CHECK_EQ_U64(pages, total);
+        CHECK_EQ_U64(nexus_sessions_list_after(a, 0, NULL, 100001, &recs), NEXUS_ERR_INVALID);
+    }
     CHECK_EQ_U64(nexus_sessions_find(a, "build,test", 0, &recs), NEXUS_OK);
     CHECK_EQ_U64(nexus_records_count(recs), 1);
     nexus_records_destroy(&recs);
@@ -425,7 +446,20 @@ static void s_test_coordination(void)
     CHECK_EQ_U64(nexus_records_count(recs), 1);
     CHECK_EQ_STR(nexus_records_str(recs, 0, "work_id"), "job-1");
     CHECK_EQ_U64(nexus_records_u64(recs, 0, "token"), token);
+    CHECK(!nexus_records_truncated(recs));
     nexus_records_destroy(&recs);
+    CHECK_EQ_U64(nexus_claim(a, "job-1b", 60000, NULL, &res), NEXUS_OK);
+    CHECK_EQ_U64(nexus_claims_list(a, id, NULL, "job-1", 1, &recs), NEXUS_OK);
+    CHECK_EQ_U64(nexus_records_count(recs), 1);
+    CHECK_EQ_STR(nexus_records_str(recs, 0, "work_id"), "job-1");
+    CHECK(nexus_records_truncated(recs)); /* job-1b also matches */
+    nexus_records_destroy(&recs);
+    CHECK_EQ_U64(nexus_claims_list_after(a, id, NULL, "job-1", "job-1", 1, &recs), NEXUS_OK);
+    CHECK_EQ_U64(nexus_records_count(recs), 1);
+    CHECK_EQ_STR(nexus_records_str(recs, 0, "work_id"), "job-1b");
+    CHECK(!nexus_records_truncated(recs));
+    nexus_records_destroy(&recs);
+    CHECK_EQ_U64(nexus_release(a, "job-1b", res.token, NULL), NEXUS_OK);
     CHECK_EQ_U64(nexus_complete(a, "job-1", token, "{bad"), NEXUS_ERR_INVALID);
     CHECK_EQ_U64(nexus_complete(a, "job-1", token, "{\"ok\":true}"), NEXUS_OK);
     CHECK_EQ_U64(nexus_release(a, "job-1", token, NULL), NEXUS_ERR_CONFLICT);
