@@ -1989,6 +1989,26 @@ static void s_release_parked(nx_broker_t *self, bool stopping)
     self->n_parked = keep;
 }
 
+/*  How long the loop may be away beyond what it meant before the
+    leases and sessions it would expire get a hold (nx_coord_paused).       */
+#define S_PAUSE_US 250000
+
+/*  The time since the last poll returned, less what this poll was meant to
+    sleep: a turn that ran long, or a poll that overslept because the
+    process was stopped or its machine paused. Either way the requests of
+    that time wait in the sockets, and expiring first would lose them.     */
+static void s_check_pause(nx_broker_t *self, uint64_t slept, long timeout_ms)
+{
+    uint64_t woke = nx_mono_us();
+    uint64_t meant = timeout_ms < 0 ? UINT64_MAX : (uint64_t)timeout_ms * 1000;
+    uint64_t away = woke - slept > meant ? woke - slept - meant : 0;
+    if (self->loop_woke && slept > self->loop_woke)
+        away += slept - self->loop_woke;
+    self->loop_woke = woke;
+    if (away > S_PAUSE_US)
+        nx_coord_paused(self, away);
+}
+
 static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bool timers,
                    bool housekeeping)
 {
@@ -2390,7 +2410,9 @@ int nx_broker_run(nx_broker_t *self)
             if (wait < timeout)
                 timeout = wait;
         }
+        uint64_t slept = nx_mono_us();
         int rc = nx_poll(items, n_items, timeout);
+        s_check_pause(self, slept, timeout);
         if (rc == -1) {
             if (zmq_errno() == EINTR)
                 continue;

@@ -253,6 +253,12 @@ struct _nx_broker_t {
     uint64_t sessions_due;            /* wall us by which the session table is
                                          scanned for timeouts (never late)     */
     bool coord_parked;                /* not leading: no timers run           */
+    uint64_t expiry_hold;             /* wall us: no lease or session expires
+                                         before this (after a pause, what came
+                                         meanwhile is read first)              */
+    uint64_t loop_woke;               /* mono us the loop's last poll returned  */
+    uint64_t pauses;                  /* pauses that held expiries (state)     */
+    uint64_t pause_logged;            /* mono us of the last pause log line     */
     zactor_t *reader;                 /* runs history queries (nx_reader.c)         */
     uint64_t seq_reserved;            /* seqs up to here may have been seen; a
                                          restart after a crash continues above    */

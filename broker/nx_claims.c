@@ -666,7 +666,8 @@ int nx_op_work_claim(nx_broker_t *self, nx_request_t *rq)
     s_claim_t *c = zhashx_lookup(cs->items, key);
     if (s_retry(rq, c, s))
         return 0;
-    if (c && (c->state == S_COMPLETED || (c->state == S_CLAIMED && c->expires_at > now))) {
+    if (c && (c->state == S_COMPLETED ||
+              (c->state == S_CLAIMED && !nx_coord_expired(self, c->expires_at, now)))) {
         if (c->state == S_CLAIMED && strcmp(c->holder, s->id) == 0) {
             /*  Claiming what you already hold is not a double grant: say
                 so, with your token, rather than deny yourself.            */
@@ -765,7 +766,7 @@ static s_claim_t *s_held_item(nx_broker_t *self, nx_request_t *rq, nx_session_t 
         return NULL;
     }
     uint64_t now = nx_now_us();
-    if (c->state == S_CLAIMED && c->expires_at <= now)
+    if (c->state == S_CLAIMED && nx_coord_expired(self, c->expires_at, now))
         s_end(self, c, S_EXPIRED, "expired", NULL, now);
     if (c->state != S_CLAIMED) {
         nx_request_fail(rq, NEXUS_ERR_CONFLICT, "'%.120s' is %s, not claimed", key,

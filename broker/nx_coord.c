@@ -125,8 +125,28 @@ int nx_coord_promote(nx_broker_t *self)
     return 0;
 }
 
+void nx_coord_paused(nx_broker_t *self, uint64_t away_us)
+{
+    uint64_t hold = away_us < 500000 ? 500000 : away_us > 30000000 ? 30000000 : away_us;
+    uint64_t until = nx_now_us() + hold;
+    if (until > self->expiry_hold)
+        self->expiry_hold = until;
+    self->pauses++;
+    uint64_t mono = nx_mono_us();
+    if (!self->pause_logged || mono - self->pause_logged >= 60000000) {
+        self->pause_logged = mono;
+        nx_warn("the loop was away for %.2f s (the process was stopped, its machine paused, "
+                "or a turn ran long): no lease or session expires for %.2f s, so that the "
+                "heartbeats and renewals that came meanwhile are read first",
+                away_us / 1e6, hold / 1e6);
+    }
+}
+
 uint64_t nx_coord_tick(nx_broker_t *self, uint64_t now)
 {
+    /*  After a pause: what came meanwhile first (nx_coord_paused).        */
+    if (now < self->expiry_hold)
+        return self->expiry_hold;
     uint64_t a = nx_claims_tick(self, now);
     /*  The session table is scanned when its earliest deadline is due, not
         at every lease deadline: that scan took 0.4 of a core at 50 000
@@ -155,6 +175,7 @@ void nx_coord_pack_state(nx_broker_t *self, nx_request_t *rq)
     nx_claims_counts(self, &items, &claimed, &deadlines);
     nx_dmap_open(&rq->reply, "coordination");
     nx_pack_kv_u64(nx_kv(rq), "sessions", nx_sessions_count(self));
+    nx_pack_kv_u64(nx_kv(rq), "pauses", self->pauses);
     nx_pack_kv_u64(nx_kv(rq), "work_items", items);
     nx_pack_kv_u64(nx_kv(rq), "claimed", claimed);
     nx_pack_kv_u64(nx_kv(rq), "lease_deadlines", deadlines);

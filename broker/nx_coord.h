@@ -81,6 +81,21 @@ int nx_coord_promote(nx_broker_t *self);
     deadline, or UINT64_MAX when none.                                      */
 uint64_t nx_coord_tick(nx_broker_t *self, uint64_t now);
 
+/*  The loop was away for away_us beyond what it meant (the process was
+    stopped, its machine paused, or a turn ran long): requests that came
+    meanwhile, heartbeats and renewals sent in time among them, wait in
+    the sockets. No lease or session expires until they have been read:
+    expiries are held for as long as the loop was away (0.5 s at least,
+    30 s at most). Logs it (at most once a minute).                        */
+void nx_coord_paused(nx_broker_t *self, uint64_t away_us);
+
+/*  True when a lease or session deadline (wall us) has passed at now and
+    no hold (nx_coord_paused) keeps it: the one test of expiry.           */
+static inline bool nx_coord_expired(const nx_broker_t *self, uint64_t deadline, uint64_t now)
+{
+    return deadline <= now && now >= self->expiry_hold;
+}
+
 /*  Makes the loop wake by at (wall us) for a new lease or session deadline.*/
 static inline void nx_coord_wake(nx_broker_t *self, uint64_t at)
 {

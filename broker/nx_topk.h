@@ -19,8 +19,8 @@
 typedef int nx_topk_cmp_fn(const void *a, const void *b);
 
 typedef struct {
-    void **items;       /* heap, then sorted by nx_topk_sort             */
-    size_t n, k;        /* items held, most held                        */
+    void **items;        /* heap, then sorted by nx_topk_sort             */
+    size_t n, k;         /* items held, most held                        */
     nx_topk_cmp_fn *cmp; /* the order                                    */
 } nx_topk_t;
 
