@@ -182,6 +182,7 @@ typedef struct _nx_gw_t {
     /*  History replays (nx_gw_replay.c)                                     */
     nx_gw_replays_t *replays; /* worker only                               */
     unsigned replay_woken;    /* bumped when a parked replay may go on (lock) */
+    unsigned store_gen;       /* bumped when the broker's store changes (lock) */
 } nx_gw_t;
 
 /*  A unit of work for the worker thread.                                   */

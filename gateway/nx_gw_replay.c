@@ -51,6 +51,8 @@ typedef struct {
     uint64_t not_before;  /* mono us: after a failure, the next try        */
     nx_gw_msg_t *pending; /* read, not queued for want of room (one ref)   */
     json_t *reply;        /* the resume's reply, sent at the end, or NULL  */
+    bool tail;            /* the history is read: the held events go out   */
+    unsigned store_gen;   /* gw->store_gen its seqs belong to              */
 } s_job_t;
 
 struct _nx_gw_replays_t {
@@ -151,32 +153,52 @@ static s_push_t s_push(nx_gw_t *gw, s_job_t *job, nx_gw_msg_t *msg)
     return result;
 }
 
-/*  The history is read up to now: the live events held meanwhile go out.
-    True when the replay is over; false when some were not held (too
-    many), so that it reads on from the history.                            */
-static bool s_catch_up(nx_gw_t *gw, s_job_t *job)
+typedef enum { S_DONE, S_MORE, S_PARKED, S_LATER } s_step_t;
+
+/*  The history is read up to now: the live events held meanwhile go out,
+    as many as the client's queue takes (the rest wait: S_PARKED). S_DONE
+    when the replay is over; S_MORE when some were not held (too many), so
+    that it reads on from the history.                                      */
+static s_step_t s_catch_up(nx_gw_t *gw, s_job_t *job)
 {
+    s_step_t step = S_DONE;
     pthread_mutex_lock(&gw->lock);
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, job->conn);
-    bool again = false;
-    if (conn) {
-        for (size_t i = 0; i < conn->n_held; i++) {
-            if (!conn->held_overflow && conn->held[i]->seq > conn->last_seq)
-                nx_gw_conn_push(gw, conn, conn->held[i]);
+    if (conn && conn->held_overflow) {
+        for (size_t i = 0; i < conn->n_held; i++)
+            nx_gw_msg_unref(&conn->held[i]);
+        conn->n_held = 0;
+        conn->held_overflow = false;
+        job->since = conn->last_seq; /* read on from the history */
+        job->tail = false;
+        step = S_MORE;
+    } else if (conn) {
+        size_t i = 0;
+        for (; i < conn->n_held && step == S_DONE; i++) {
+            nx_gw_msg_t *msg = conn->held[i];
+            if (msg->seq > conn->last_seq) {
+                s_push_t p = s_push(gw, job, msg);
+                if (p == S_NO_ROOM)
+                    step = S_PARKED;
+                else if (p == S_GONE)
+                    step = S_DONE;
+                if (p != S_QUEUED)
+                    break;
+            }
             nx_gw_msg_unref(&conn->held[i]);
         }
-        conn->n_held = 0;
-        again = conn->held_overflow;
-        conn->held_overflow = false;
-        if (again)
-            job->since = conn->last_seq; /* read on from the history */
-        else
+        /*  What the queue did not take stays held, in order.              */
+        if (i && i < conn->n_held)
+            memmove(conn->held, conn->held + i, (conn->n_held - i) * sizeof *conn->held);
+        conn->n_held -= i;
+        if (step == S_DONE && !conn->n_held)
             conn->replaying = false;
-        nx_gw_conn_unref(gw, &conn);
     }
+    if (conn)
+        nx_gw_conn_unref(gw, &conn);
     pthread_mutex_unlock(&gw->lock);
     nx_gw_wake(gw);
-    return !again;
+    return step;
 }
 
 /*  A history query for the connection's patterns now; NULL when it is
@@ -190,16 +212,18 @@ static nexus_history_t *s_query(nx_gw_t *gw, s_job_t *job, char *session, const 
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, job->conn);
     *gone = !conn;
     size_t n = 0;
+    bool failed = false;
     if (conn && h) {
         bool direct = false;
         n = conn->n_patterns;
         for (size_t i = 0; i < n; i++) {
-            nexus_history_add_pattern(h, conn->patterns[i]);
+            failed |= nexus_history_add_pattern(h, conn->patterns[i]) != NEXUS_OK;
             direct |= nx_front_wants_direct(conn->patterns[i]);
         }
-        /*  Direct messages live on their targets' topics.                  */
+        /*  Direct messages live on their targets' topics (a 65th pattern
+            fails: the replay cannot say what it would leave out).         */
         if (direct)
-            nexus_history_add_pattern(h, "session.*.direct");
+            failed |= nexus_history_add_pattern(h, "session.*.direct") != NEXUS_OK;
         *auth = conn->auth;
         snprintf(session, NX_GW_SESSION_MAX + 1, "%s", conn->session);
     }
@@ -207,17 +231,37 @@ static nexus_history_t *s_query(nx_gw_t *gw, s_job_t *job, char *session, const 
         nx_gw_conn_unref(gw, &conn);
     pthread_mutex_unlock(&gw->lock);
     *none = conn && !n;
-    if (!n) /* no pattern would be every topic */
+    if (!n || failed) /* no pattern would be every topic */
         nexus_history_destroy(&h);
     return h;
 }
 
-typedef enum { S_DONE, S_MORE, S_PARKED, S_LATER } s_step_t;
+/*  The history is read: the held events, then the end, or a new round.  */
+static s_step_t s_tail(nx_gw_t *gw, s_job_t *job)
+{
+    s_step_t step = s_catch_up(gw, job);
+    if (step == S_MORE && ++job->rounds >= S_ROUNDS_MAX) {
+        s_abandon(gw, job->conn, job->since); /* the fabric outran us */
+        return S_DONE;
+    }
+    return step;
+}
 
 /*  One slice of job: the event it could not queue last time, then at most
     S_SLICE events of the history.                                          */
 static s_step_t s_slice(nx_gw_t *gw, s_job_t *job)
 {
+    /*  The broker serves another store since this replay began (the
+        clients were told, and conn's seqs and held events forgotten, by
+        nx_gw_deliver): its seqs mean nothing now; start over there.       */
+    pthread_mutex_lock(&gw->lock);
+    if (job->store_gen != gw->store_gen) {
+        job->store_gen = gw->store_gen;
+        job->since = 0;
+        job->tail = false;
+        nx_gw_msg_unref(&job->pending);
+    }
+    pthread_mutex_unlock(&gw->lock);
     if (job->pending) {
         pthread_mutex_lock(&gw->lock);
         s_push_t p = s_push(gw, job, job->pending);
@@ -230,6 +274,8 @@ static s_step_t s_slice(nx_gw_t *gw, s_job_t *job)
             return p == S_GONE ? S_DONE : S_PARKED;
         nx_gw_wake(gw);
     }
+    if (job->tail)
+        return s_tail(gw, job);
     char session[NX_GW_SESSION_MAX + 1] = "";
     const void *auth = NULL;
     bool gone = false, none = false;
@@ -237,18 +283,20 @@ static s_step_t s_slice(nx_gw_t *gw, s_job_t *job)
     if (gone)
         return S_DONE;
     if (!h && !none) {
-        s_abandon(gw, job->conn, job->since); /* out of memory: a gap, never a hold */
+        /*  Out of memory, or a pattern the query cannot take: a gap, never
+            a hold.                                                         */
+        s_abandon(gw, job->conn, job->since);
         return S_DONE;
     }
     if (!h) {
-        if (s_catch_up(gw, job))
-            return S_DONE;
-        return ++job->rounds >= S_ROUNDS_MAX ? (s_abandon(gw, job->conn, job->since), S_DONE)
-                                             : S_MORE;
+        job->tail = true;
+        return s_tail(gw, job);
     }
     nexus_history_set_seq_range(h, job->since, 0);
     nexus_history_set_page(h, S_SLICE, 0);
-    nexus_history_set_max(h, S_SLICE); /* no page read ahead: it would be dropped */
+    /*  One request per slice: a page read ahead would be dropped with the
+        iterator, read by the broker for nothing.                          */
+    nexus_history_set_read_ahead(h, 0);
     size_t count = 0;
     int more = 0;
     nexus_err_t err = nexus_history_fetch(h, &count, &more);
@@ -312,13 +360,8 @@ static s_step_t s_slice(nx_gw_t *gw, s_job_t *job)
     job->failures = 0;
     if (more)
         return S_MORE;
-    if (s_catch_up(gw, job))
-        return S_DONE;
-    if (++job->rounds >= S_ROUNDS_MAX) {
-        s_abandon(gw, job->conn, job->since); /* the fabric outran us */
-        return S_DONE;
-    }
-    return S_MORE;
+    job->tail = true;
+    return s_tail(gw, job);
 }
 
 /*  The job of conn_id, taken out of its list, or NULL.                     */
@@ -362,6 +405,9 @@ void nx_gw_replay_start(nx_gw_t *gw, uint64_t conn_id, uint64_t since, json_t *r
     job->conn = conn_id;
     job->since = since;
     job->reply = reply;
+    pthread_mutex_lock(&gw->lock);
+    job->store_gen = gw->store_gen;
+    pthread_mutex_unlock(&gw->lock);
     zlistx_add_end(r->run, job);
 }
 

@@ -252,6 +252,7 @@ static void s_deliver_reset(nx_gw_t *gw, nexus_event_t *event)
     pthread_mutex_lock(&gw->lock);
     snprintf(gw->store_id, sizeof gw->store_id, "%s", r.store_id);
     gw->last_seq = 0;
+    gw->store_gen++; /* running replays start over on the new store */
     while (gw->recent_count) {
         nx_gw_msg_unref(&gw->recent[gw->recent_head]);
         gw->recent_head = (gw->recent_head + 1) % S_RECENT_MAX;
@@ -260,6 +261,11 @@ static void s_deliver_reset(nx_gw_t *gw, nexus_event_t *event)
     for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns))
         if (c->kind == NX_GW_WS && c->ready) {
             c->last_seq = 0;
+            /*  Held for a replay: the old store's events.                  */
+            for (size_t i = 0; i < c->n_held; i++)
+                nx_gw_msg_unref(&c->held[i]);
+            c->n_held = 0;
+            c->held_overflow = false;
             if (text)
                 nx_gw_conn_push_text(gw, c, text);
         }

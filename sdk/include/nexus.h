@@ -576,6 +576,11 @@ NEXUS_EXPORT nexus_err_t nexus_history_set_page(nexus_history_t *self, uint32_t 
                                                 int desc);
 /*  Stops after max_events in all (0: no limit).                            */
 NEXUS_EXPORT void nexus_history_set_max(nexus_history_t *self, uint64_t max_events);
+/*  on 0: no page is asked for before the caller fetches it (one request,
+    one page in memory; for a caller that reads a page and then drops the
+    iterator, whose read-ahead the broker would read for nothing). On by
+    default.                                                                */
+NEXUS_EXPORT void nexus_history_set_read_ahead(nexus_history_t *self, int on);
 /*  Next event: NEXUS_OK with *event set (caller owns it), or NEXUS_OK with
     *event NULL at the end; fetches the next page when needed (errors of any
     control call, NEXUS_ERR_BAD_PATTERN). After an error the iterator may be

@@ -96,6 +96,7 @@ struct _nexus_history_t {
     uint64_t until_us;               /* ...                                    */
     uint32_t page_size;              /* events per request                     */
     bool desc;                       /* newest first                           */
+    bool one_page;                   /* no read-ahead (set_read_ahead 0)       */
     uint64_t max;                    /* stop after this many, 0: no limit      */
     uint64_t returned;               /* events handed out                      */
     zsock_t *dealer;                 /* the iterator's connection, or NULL     */
@@ -191,6 +192,12 @@ nexus_err_t nexus_history_set_page(nexus_history_t *self, uint32_t page_size, in
 void nexus_history_set_max(nexus_history_t *self, uint64_t max_events)
 {
     self->max = max_events;
+}
+
+void nexus_history_set_read_ahead(nexus_history_t *self, int on)
+{
+    if (self)
+        self->one_page = !on;
 }
 
 /*  Events still wanted after those of the current page (UINT64_MAX: no
@@ -365,7 +372,7 @@ nexus_err_t nexus_history_fetch(nexus_history_t *self, size_t *count, int *more)
     self->count = (uint32_t)n;
     /*  Ask for the next page now: the broker reads it while the caller
         reads this one. An error here is found again by the next fetch.    */
-    if (!self->done && s_wanted(self) > 0)
+    if (!self->done && s_wanted(self) > 0 && !self->one_page)
         s_request(self, self->cursor);
     if (count)
         *count = n;

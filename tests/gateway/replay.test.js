@@ -8,11 +8,14 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { execFile } = require('node:child_process');
-const { withFabric, WsClient, sleep, waitFor, NEXUS_CLI } = require('./lib');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { withFabric, WsClient, Proc, canConnect, sleep, waitFor, NEXUS_CLI, NEXUSD } = require('./lib');
 
-/** Publishes n events of about 1 KiB on topic through the CLI; their seqs. */
-function fill(f, topic, n) {
-  const pad = 'r'.repeat(1000);
+/** Publishes n events of about `size` bytes on topic through the CLI; their seqs. */
+function fill(f, topic, n, size = 1000) {
+  const pad = 'r'.repeat(size);
   let lines = '';
   for (let i = 0; i < n; i++) lines += JSON.stringify({ i, pad }) + '\n';
   return new Promise((resolve, reject) => {
@@ -60,8 +63,8 @@ function assertEvery(c, seqs, what) {
   assert.ok(!c.messages.some((m) => m.type === 'gap'), `${what}: no gap`);
 }
 
-test('a replay to a client that reads slowly holds up no one, and the client gets every event once, in order', { timeout: 240000 }, withFabric({
-  gatewayArgs: ['--slow-timeout', '60s'],
+test('a replay to a client that reads slowly holds up no one, and the client gets every event once, in order, live ones too', { timeout: 240000 }, withFabric({
+  gatewayArgs: ['--slow-timeout', '60s', '--queue-messages', '256'],
 }, async (f) => {
   // 30 000 events of 1 KiB: the replay used to run whole on the worker,
   // as fast as its client read; a client reading 5 ms in 200 held every
@@ -73,15 +76,19 @@ test('a replay to a client that reads slowly holds up no one, and the client get
   const stop = trickle(slow, 200);
   slow.send({ action: 'subscribe', topics: ['rp.>'], id: 'sub' });
   await slow.waitEvent(() => true, 10000, 'the first replayed event');
+  // Live events published during the replay are held, then come after the
+  // history, once each: four times what the client's queue holds, which
+  // the catch-up must feed in as the client reads, not drop as a gap.
+  const published = fill(f, 'rp.x', 1000);
   const took = await pings(other, 15);
   const replayedMeanwhile = slow.events().length;
+  const lives = await published;
   assert.ok(Math.max(...took) < 500, `pings waited ${took.join(' ')} ms behind a slow replay`);
   assert.ok(replayedMeanwhile < seqs.length, `the replay was still running during the pings (${replayedMeanwhile})`);
-  // A live event published now comes after the history, once.
   const live = await other.request({ action: 'publish', event_type: 'rp.x', payload: { live: true } });
   stop();
   await slow.waitEvent((e) => e.seq === live.seq, 60000, 'the live event after the replay');
-  assertEvery(slow, [...seqs, live.seq], 'slow reader');
+  assertEvery(slow, [...seqs, ...lives, live.seq], 'slow reader');
   assert.equal(slow.ws.readyState, 1, 'still open');
 }));
 
@@ -146,4 +153,52 @@ test('a replay whose client goes away ends with it, and the gateway carries on',
   await waitFor(async () => (await replays()) === 0, { timeout: 10000, what: 'the replays of the gone clients to end' });
   const other = await f.connect('rp-after', 'recent=0');
   assert.equal((await other.request({ action: 'ping' })).ok, true);
+}));
+
+test('a replay parked when the broker moves to a fresh store starts over there: a reset, then the new store\'s events, none of the old', { timeout: 120000 }, withFabric({
+  gatewayArgs: ['--queue-messages', '64', '--slow-timeout', '60s'],
+}, async (f) => {
+  await fill(f, 'rp.x', 2000, 10000); // 20 MB: more than the sockets' buffers hold
+  const x = f.track(new WsClient(`${f.wsBase}/ws/session/rp-reset?since=0&recent=0`));
+  await x.open(10000);
+  x.ws._socket.pause(); // its replay parks with an old-store event in hand
+  x.send({ action: 'subscribe', topics: ['rp.>'] });
+  await sleep(500);
+  const s1 = x.welcome.store_id;
+
+  await f.broker.stop();
+  const fresh = fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-gw-test-fresh-'));
+  const [control, evIn, evOut] = f.brokerPorts;
+  const broker2 = new Proc('nexusd (fresh store)', NEXUSD, [
+    '--data-dir', fresh,
+    '--control-endpoints', `tcp://127.0.0.1:${control}`,
+    '--events-in-endpoints', `tcp://127.0.0.1:${evIn}`,
+    '--events-out-endpoints', `tcp://127.0.0.1:${evOut}`,
+    '--sync', 'none',
+  ]);
+  f.procs.splice(f.procs.indexOf(f.broker), 0, broker2);
+  try {
+    await waitFor(async () => broker2.running && (await canConnect(control)), { timeout: 10000, what: 'the new nexusd' });
+    let probe;
+    await waitFor(async () => {
+      const c = await f.connect(`rp-probe-${Date.now()}`, 'recent=0');
+      const ok = c.welcome.store_id && c.welcome.store_id !== s1;
+      if (ok) probe = c; else c.close();
+      return ok;
+    }, { timeout: 15000, interval: 300, what: 'the gateway on the new store' });
+    const news = [];
+    for (let i = 0; i < 3; i++) {
+      news.push((await probe.request({ action: 'publish', event_type: 'rp.x', payload: { tag: 'two', i } })).seq);
+    }
+    x.ws._socket.resume();
+    const reset = await x.waitFor((m) => m.type === 'reset', 30000, 'the reset');
+    assert.equal(reset.cursor_store_id, s1, JSON.stringify(reset));
+    await x.waitEvent((e) => e.payload && e.payload.tag === 'two' && e.payload.i === 2, 30000, "the new store's last event");
+    const after = x.messages.slice(x.messages.indexOf(reset)).filter((m) => m.type === 'event');
+    assert.deepEqual(after.map((e) => [e.seq, e.payload.tag]), news.map((q) => [q, 'two']),
+      "after the reset: the new store's events, once each, none of the old store's");
+  } finally {
+    await broker2.stop();
+    fs.rmSync(fresh, { recursive: true, force: true });
+  }
 }));

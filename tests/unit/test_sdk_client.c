@@ -15,6 +15,17 @@
 
 static th_broker_t s_broker;
 
+/*  The broker's count of requests read (state.requests), this one included. */
+static uint64_t s_requests(nexus_client_t *c)
+{
+    char *rep = NULL;
+    CHECK_EQ_U64(nexus_request_json(c, "{\"op\":\"state\"}", &rep), NEXUS_OK);
+    const char *at = rep ? strstr(rep, "\"requests\":") : NULL;
+    uint64_t n = at ? strtoull(at + strlen("\"requests\":"), NULL, 10) : 0;
+    free(rep);
+    return n;
+}
+
 static void s_test_offline(void)
 {
     CHECK_EQ_STR(nexus_strerror(NEXUS_ERR_GAP), "events were lost beyond retention");
@@ -245,6 +256,20 @@ static void s_test_history(void)
     CHECK(nexus_history_next(h, &ev) == NEXUS_OK && ev && nexus_event_seq(ev) == seq);
     nexus_event_destroy(&ev);
     nexus_history_destroy(&h);
+
+    /*  Without read-ahead, one fetch is one request: the broker counts the
+        history request and the second state request, nothing else.      */
+    for (int ahead = 1; ahead >= 0; ahead--) {
+        uint64_t before = s_requests(c);
+        h = nexus_history_new(c);
+        nexus_history_set_page(h, 4, 0);
+        nexus_history_set_read_ahead(h, ahead);
+        CHECK_EQ_U64(nexus_history_fetch(h, &count, &more), NEXUS_OK);
+        CHECK(count == 4 && more);
+        usleep(300000); /* a read-ahead request, if any, has reached the broker */
+        CHECK_EQ_U64(s_requests(c) - before, ahead ? 3 : 2);
+        nexus_history_destroy(&h);
+    }
     nexus_client_destroy(&c);
 }
 
