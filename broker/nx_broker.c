@@ -1996,15 +1996,27 @@ static void s_release_parked(nx_broker_t *self, bool stopping)
 /*  The time since the last poll returned, less what this poll was meant to
     sleep: a turn that ran long, or a poll that overslept because the
     process was stopped or its machine paused. Either way the requests of
-    that time wait in the sockets, and expiring first would lose them.     */
-static void s_check_pause(nx_broker_t *self, uint64_t slept, long timeout_ms)
+    that time wait in the sockets, and expiring first would lose them.
+    Measured on both clocks: a suspended machine may stop the monotonic
+    one, and deadlines are on the wall clock.                              */
+static uint64_t s_away(uint64_t prev, uint64_t slept, uint64_t woke, uint64_t meant)
 {
-    uint64_t woke = nx_mono_us();
+    uint64_t away = woke > slept && woke - slept > meant ? woke - slept - meant : 0;
+    if (prev && slept > prev)
+        away += slept - prev;
+    return away;
+}
+
+static void s_check_pause(nx_broker_t *self, uint64_t slept, uint64_t slept_wall, long timeout_ms)
+{
+    uint64_t woke = nx_mono_us(), woke_wall = nx_now_us();
     uint64_t meant = timeout_ms < 0 ? UINT64_MAX : (uint64_t)timeout_ms * 1000;
-    uint64_t away = woke - slept > meant ? woke - slept - meant : 0;
-    if (self->loop_woke && slept > self->loop_woke)
-        away += slept - self->loop_woke;
+    uint64_t away = s_away(self->loop_woke, slept, woke, meant);
+    uint64_t away_wall = s_away(self->loop_woke_wall, slept_wall, woke_wall, meant);
     self->loop_woke = woke;
+    self->loop_woke_wall = woke_wall;
+    if (away_wall > away)
+        away = away_wall;
     if (away > S_PAUSE_US)
         nx_coord_paused(self, away);
 }
@@ -2045,16 +2057,25 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
 
     if (s_held_events_full(self))
         events_ready = false;
-    if (s_held_replies_full(self))
+    /*  Drained: every request that had come is read (the poll found none,
+        or reading stopped at an empty socket, not at a bound).            */
+    bool replies_full = s_held_replies_full(self);
+    bool drained = !replies_full && !requests_ready;
+    if (replies_full)
         requests_ready = false;
     if (events_ready)
         while (self->n_events < self->cfg.batch_max &&
                self->batch_payload < self->cfg.batch_bytes && s_read_event(self) >= 0)
             ;
-    if (requests_ready)
+    if (requests_ready) {
+        int r = 0;
         while (self->n_replies < self->cfg.requests_per_turn &&
-               self->turn_request_bytes < S_TURN_REQUEST_BYTES && s_read_request(self) == 0)
+               self->turn_request_bytes < S_TURN_REQUEST_BYTES && (r = s_read_request(self)) == 0)
             ;
+        drained = r != 0;
+    }
+    if (lead)
+        nx_coord_drained(self, drained);
     nx_rate_add(&self->rate_in, nx_mono_us(), self->n_events);
     /*  A new block of seqs goes into this turn, which then flushes before
         its events go out (one record and no extra flush per ~half a
@@ -2410,9 +2431,9 @@ int nx_broker_run(nx_broker_t *self)
             if (wait < timeout)
                 timeout = wait;
         }
-        uint64_t slept = nx_mono_us();
+        uint64_t slept = nx_mono_us(), slept_wall = nx_now_us();
         int rc = nx_poll(items, n_items, timeout);
-        s_check_pause(self, slept, timeout);
+        s_check_pause(self, slept, slept_wall, timeout);
         if (rc == -1) {
             if (zmq_errno() == EINTR)
                 continue;

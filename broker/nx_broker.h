@@ -253,10 +253,12 @@ struct _nx_broker_t {
     uint64_t sessions_due;            /* wall us by which the session table is
                                          scanned for timeouts (never late)     */
     bool coord_parked;                /* not leading: no timers run           */
-    uint64_t expiry_hold;             /* wall us: no lease or session expires
-                                         before this (after a pause, what came
-                                         meanwhile is read first)              */
+    bool expiry_hold;                 /* no lease or session expires: after a
+                                         pause, what came meanwhile is read first */
+    bool hold_may;                    /* the timers ran since the last hold    */
+    uint64_t hold_from, hold_cap;     /* mono us the hold began, its latest end */
     uint64_t loop_woke;               /* mono us the loop's last poll returned  */
+    uint64_t loop_woke_wall;          /* the same on the wall clock            */
     uint64_t pauses;                  /* pauses that held expiries (state)     */
     uint64_t pause_logged;            /* mono us of the last pause log line     */
     zactor_t *reader;                 /* runs history queries (nx_reader.c)         */

@@ -125,28 +125,48 @@ int nx_coord_promote(nx_broker_t *self)
     return 0;
 }
 
+/*  A hold lasts at least this (the I/O thread takes in what arrived during
+    a stop), and while the turn after it reads requests.                   */
+#define S_HOLD_MIN_US 100000
+
 void nx_coord_paused(nx_broker_t *self, uint64_t away_us)
 {
-    uint64_t hold = away_us < 500000 ? 500000 : away_us > 30000000 ? 30000000 : away_us;
-    uint64_t until = nx_now_us() + hold;
-    if (until > self->expiry_hold)
-        self->expiry_hold = until;
+    if (self->expiry_hold || !self->hold_may)
+        return; /* one hold between two runs of the timers */
     self->pauses++;
     uint64_t mono = nx_mono_us();
+    uint64_t cap = away_us < 1000000 ? 1000000 : away_us > 30000000 ? 30000000 : away_us;
+    self->expiry_hold = true;
+    self->hold_may = false;
+    self->hold_from = mono;
+    self->hold_cap = mono + cap;
     if (!self->pause_logged || mono - self->pause_logged >= 60000000) {
         self->pause_logged = mono;
         nx_warn("the loop was away for %.2f s (the process was stopped, its machine paused, "
-                "or a turn ran long): no lease or session expires for %.2f s, so that the "
-                "heartbeats and renewals that came meanwhile are read first",
-                away_us / 1e6, hold / 1e6);
+                "or a turn ran long): leases and sessions expire only once the requests that "
+                "came meanwhile are read (within %.1f s)",
+                away_us / 1e6, cap / 1e6);
+    }
+}
+
+void nx_coord_drained(nx_broker_t *self, bool drained)
+{
+    if (!self->expiry_hold)
+        return;
+    uint64_t mono = nx_mono_us();
+    if ((drained && mono >= self->hold_from + S_HOLD_MIN_US) || mono >= self->hold_cap) {
+        self->expiry_hold = false;
+        nx_coord_rearm(self); /* the timers run at the next turn */
     }
 }
 
 uint64_t nx_coord_tick(nx_broker_t *self, uint64_t now)
 {
-    /*  After a pause: what came meanwhile first (nx_coord_paused).        */
-    if (now < self->expiry_hold)
-        return self->expiry_hold;
+    /*  After a pause: what came meanwhile first (nx_coord_paused); the
+        loop comes back soon, the hold ends with a drained turn.           */
+    if (self->expiry_hold)
+        return now + 20000;
+    self->hold_may = true;
     uint64_t a = nx_claims_tick(self, now);
     /*  The session table is scanned when its earliest deadline is due, not
         at every lease deadline: that scan took 0.4 of a core at 50 000

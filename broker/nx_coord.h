@@ -84,16 +84,23 @@ uint64_t nx_coord_tick(nx_broker_t *self, uint64_t now);
 /*  The loop was away for away_us beyond what it meant (the process was
     stopped, its machine paused, or a turn ran long): requests that came
     meanwhile, heartbeats and renewals sent in time among them, wait in
-    the sockets. No lease or session expires until they have been read:
-    expiries are held for as long as the loop was away (0.5 s at least,
-    30 s at most). Logs it (at most once a minute).                        */
+    the sockets. No lease or session expires until a turn has read the
+    control socket empty (0.1 s after this at the earliest, so that the I/O
+    thread has taken in what arrived during a stop; as long as the loop was
+    away at the latest, 1..30 s). One hold between two runs of the timers,
+    so that long turns cannot hold expiries for ever. Logs it (at most once
+    a minute).                                                              */
 void nx_coord_paused(nx_broker_t *self, uint64_t away_us);
+
+/*  The turn's requests have been read: drained when the control socket
+    had no more. Ends a hold that has lasted its least (or its most).      */
+void nx_coord_drained(nx_broker_t *self, bool drained);
 
 /*  True when a lease or session deadline (wall us) has passed at now and
     no hold (nx_coord_paused) keeps it: the one test of expiry.           */
 static inline bool nx_coord_expired(const nx_broker_t *self, uint64_t deadline, uint64_t now)
 {
-    return deadline <= now && now >= self->expiry_hold;
+    return deadline <= now && !self->expiry_hold;
 }
 
 /*  Makes the loop wake by at (wall us) for a new lease or session deadline.*/
