@@ -604,8 +604,16 @@ static void s_answer_list(s_req_t *r, const char *op, json_t *fields, const char
     if (limit > 0)
         json_object_set_new(fields, "limit", json_integer((json_int_t)limit));
     char after[300];
-    if (s_arg(r, "after", after, sizeof after))
-        json_object_set_new(fields, "after", json_string(after));
+    if (s_arg(r, "after", after, sizeof after)) {
+        json_t *v = json_string(after);
+        if (!v || strlen(after) > 256) {
+            json_decref(v);
+            json_decref(fields);
+            s_error(r, 400, "bad_request", "after must be an id (UTF-8, at most 256 bytes)", NULL);
+            return;
+        }
+        json_object_set_new(fields, "after", v);
+    }
     json_t *rep = s_call(r, op, fields);
     if (!rep)
         return;

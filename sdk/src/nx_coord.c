@@ -220,6 +220,23 @@ nexus_err_t nexus_session_get(nexus_client_t *self, const char *session_id, nexu
 /*  The most records one list reply holds (the ops' bound on limit).        */
 #define S_LIST_MAX 100000
 
+/*  A page asked for after an id must start past it: a broker older than
+    the field ignores it and answers the first page again, which a caller
+    paging until not truncated would take for ever.                         */
+static nexus_err_t s_check_after(nexus_client_t *self, nexus_err_t rc, const char *after,
+                                 const char *key, nexus_records_t **out)
+{
+    if (rc || !after || !*after || !nexus_records_count(*out))
+        return rc;
+    const char *first = nexus_records_str(*out, 0, key);
+    if (first && strcmp(first, after) > 0)
+        return rc;
+    nexus_records_destroy(out);
+    return nx_client_fail(self, NEXUS_ERR_BAD_REQUEST,
+                          "the broker ignored 'after' (it is older than this library): it cannot "
+                          "give the next page");
+}
+
 nexus_err_t nexus_sessions_list_after(nexus_client_t *self, int all, const char *after,
                                       uint32_t limit, nexus_records_t **out)
 {
@@ -233,7 +250,8 @@ nexus_err_t nexus_sessions_list_after(nexus_client_t *self, int all, const char 
         nx_req_str(&req, "after", after);
     if (limit)
         nx_req_u64(&req, "limit", limit);
-    return s_call_records(self, &req, "sessions", NULL, out);
+    return s_check_after(self, s_call_records(self, &req, "sessions", NULL, out), after, "session",
+                         out);
 }
 
 nexus_err_t nexus_sessions_list(nexus_client_t *self, int all, nexus_records_t **out)
@@ -400,7 +418,8 @@ nexus_err_t nexus_claims_list_after(nexus_client_t *self, const char *holder, co
         nx_req_str(&req, "after", after);
     if (limit)
         nx_req_u64(&req, "limit", limit);
-    return s_call_records(self, &req, "claims", NULL, out);
+    return s_check_after(self, s_call_records(self, &req, "claims", NULL, out), after, "work_id",
+                         out);
 }
 
 nexus_err_t nexus_claims_list(nexus_client_t *self, const char *holder, const char *state,

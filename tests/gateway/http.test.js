@@ -280,6 +280,10 @@ test('work: the seed curl example, claim, denied 409, release, complete, /work/c
   assert.deepEqual([j.claims.map((c) => c.work_id), j.count, j.truncated], [['pg-1'], 1, true], JSON.stringify(j));
   j = assertJson(await call(f, 'GET', '/work/claimed?holder=session-4&limit=1&after=pg-1'), 200);
   assert.deepEqual([j.claims.map((c) => c.work_id), j.truncated], [['pg-2'], false], JSON.stringify(j));
+  let e2 = assertHttpError(await call(f, 'GET', `/work/claimed?after=${'w'.repeat(257)}`), 400, 'bad_request');
+  assert.match(e2.message, /after/);
+  e2 = assertHttpError(await call(f, 'GET', '/work/claimed?after=%C3'), 400, 'bad_request');
+  assert.match(e2.message, /after/);
   for (const bad of ['0', '100001', '-1', 'x']) {
     const e = assertHttpError(await call(f, 'GET', `/work/claimed?limit=${bad}`), 400, 'bad_request');
     assert.match(e.message, /limit/);
