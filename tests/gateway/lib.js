@@ -210,6 +210,10 @@ async function startFabric(opts = {}) {
       try {
         await waitFor(async () => {
           if (!gw.running) throw new Error('nexus-gateway exited');
+          // Its own "listening" line first: with another test's gateway on
+          // the same port (taken between the probe and the bind), /health
+          // would answer from that one while ours fails to listen.
+          if (!/ listening on http:\/\//.test(gw.output)) return false;
           const r = await fetch(`${fabric.http}/health`, { headers, signal: AbortSignal.timeout(1000) });
           if (r.status !== 200) return false;
           const h = await r.json();
@@ -399,6 +403,37 @@ function withFabric(opts, body) {
   };
 }
 
+/**
+ * Stops the fabric's broker and starts another on the same endpoints with a
+ * fresh data directory: another store behind the same gateway. Resolves
+ * with { broker, stop() } once it listens; stop() ends it and removes its
+ * directory (call it in a finally).
+ */
+async function restartOnFreshStore(fabric) {
+  await fabric.broker.stop();
+  const fresh = fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-gw-test-fresh-'));
+  const [control, evIn, evOut] = fabric.brokerPorts;
+  const broker = new Proc('nexusd (fresh store)', NEXUSD, [
+    '--data-dir', fresh,
+    '--control-endpoints', `tcp://127.0.0.1:${control}`,
+    '--events-in-endpoints', `tcp://127.0.0.1:${evIn}`,
+    '--events-out-endpoints', `tcp://127.0.0.1:${evOut}`,
+    '--sync', 'none',
+  ]);
+  fabric.procs.splice(fabric.procs.indexOf(fabric.broker), 0, broker);
+  const stop = async () => {
+    await broker.stop();
+    fs.rmSync(fresh, { recursive: true, force: true });
+  };
+  try {
+    await waitFor(async () => broker.running && (await canConnect(control)), { timeout: 10000, what: 'the new nexusd' });
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { broker, stop };
+}
+
 function randomId(prefix = 's') {
   return `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
 }
@@ -420,5 +455,5 @@ function readResponse(res) {
 module.exports = {
   ROOT, NEXUSD, NEXUS_GATEWAY, NEXUS_CLI, WEB_ROOT, ARTIFACTS, Proc, canConnect,
   sleep, waitFor, freePort, freePorts, startFabric, WsClient, connect, withFabric, randomId, sanitizerReport,
-  readResponse,
+  readResponse, restartOnFreshStore,
 };

@@ -8,10 +8,7 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { execFile } = require('node:child_process');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
-const { withFabric, WsClient, Proc, canConnect, sleep, waitFor, NEXUS_CLI, NEXUSD } = require('./lib');
+const { withFabric, WsClient, sleep, waitFor, restartOnFreshStore, NEXUS_CLI } = require('./lib');
 
 /** Publishes n events of about `size` bytes on topic through the CLI; their seqs. */
 function fill(f, topic, n, size = 1000) {
@@ -166,19 +163,8 @@ test('a replay parked when the broker moves to a fresh store starts over there: 
   await sleep(500);
   const s1 = x.welcome.store_id;
 
-  await f.broker.stop();
-  const fresh = fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-gw-test-fresh-'));
-  const [control, evIn, evOut] = f.brokerPorts;
-  const broker2 = new Proc('nexusd (fresh store)', NEXUSD, [
-    '--data-dir', fresh,
-    '--control-endpoints', `tcp://127.0.0.1:${control}`,
-    '--events-in-endpoints', `tcp://127.0.0.1:${evIn}`,
-    '--events-out-endpoints', `tcp://127.0.0.1:${evOut}`,
-    '--sync', 'none',
-  ]);
-  f.procs.splice(f.procs.indexOf(f.broker), 0, broker2);
+  const fresh = await restartOnFreshStore(f);
   try {
-    await waitFor(async () => broker2.running && (await canConnect(control)), { timeout: 10000, what: 'the new nexusd' });
     let probe;
     await waitFor(async () => {
       const c = await f.connect(`rp-probe-${Date.now()}`, 'recent=0');
@@ -198,7 +184,6 @@ test('a replay parked when the broker moves to a fresh store starts over there: 
     assert.deepEqual(after.map((e) => [e.seq, e.payload.tag]), news.map((q) => [q, 'two']),
       "after the reset: the new store's events, once each, none of the old store's");
   } finally {
-    await broker2.stop();
-    fs.rmSync(fresh, { recursive: true, force: true });
+    await fresh.stop();
   }
 }));

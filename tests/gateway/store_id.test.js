@@ -14,7 +14,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { withFabric, Proc, NEXUSD, waitFor, sleep, canConnect } = require('./lib');
+const { withFabric, waitFor, sleep, restartOnFreshStore } = require('./lib');
 
 const HEX = /^[0-9a-f]{16}$/;
 
@@ -52,19 +52,8 @@ test('store identity: welcome, ?since=&store=, resume and /events/history across
   assert.equal(bad.status, 400);
 
   // The broker again, on a fresh data directory: another store, same endpoint.
-  await f.broker.stop();
-  const fresh = fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-gw-test-fresh-'));
-  const [control, evIn, evOut] = f.brokerPorts;
-  const broker2 = new Proc('nexusd (fresh store)', NEXUSD, [
-    '--data-dir', fresh,
-    '--control-endpoints', `tcp://127.0.0.1:${control}`,
-    '--events-in-endpoints', `tcp://127.0.0.1:${evIn}`,
-    '--events-out-endpoints', `tcp://127.0.0.1:${evOut}`,
-    '--sync', 'none',
-  ]);
-  f.procs.splice(f.procs.indexOf(f.broker), 0, broker2);
+  const fresh = await restartOnFreshStore(f);
   try {
-    await waitFor(async () => broker2.running && (await canConnect(control)), { timeout: 10000, what: 'the new nexusd' });
     // The gateway reconnects by itself; a new connection then sees the new store.
     let c;
     await waitFor(async () => {
@@ -139,7 +128,6 @@ test('store identity: welcome, ?since=&store=, resume and /events/history across
     assert.deepEqual(h2.events.filter((x) => x.event_type === 'sid.t').map((x) => x.seq), [news[1]]);
     await sleep(50);
   } finally {
-    await broker2.stop();
-    fs.rmSync(fresh, { recursive: true, force: true });
+    await fresh.stop();
   }
 }));
