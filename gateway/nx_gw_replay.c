@@ -126,10 +126,11 @@ static void s_abandon(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
 
 typedef enum { S_QUEUED, S_GONE, S_NO_ROOM } s_push_t;
 
-/*  Queues msg to the job's connection (lock held). An event the queue
-    could never take, even empty, goes the way of live events (a gap):
-    waiting for room would wait for ever.                                  */
-static s_push_t s_push(nx_gw_t *gw, s_job_t *job, nx_gw_msg_t *msg)
+/*  Queues msg to the job's connection (lock held); a history event counts
+    as replayed, a held live one does not. An event the queue could never
+    take, even empty, goes the way of live events (a gap): waiting for room
+    would wait for ever.                                                    */
+static s_push_t s_push(nx_gw_t *gw, s_job_t *job, nx_gw_msg_t *msg, bool history)
 {
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, job->conn);
     if (!conn)
@@ -141,7 +142,7 @@ static s_push_t s_push(nx_gw_t *gw, s_job_t *job, nx_gw_msg_t *msg)
         ; /* already sent (a resume asked again) */
     else if (nx_gw_conn_room(gw, conn, msg->len, msg->seq) || conn->q_count == 0) {
         if (nx_gw_conn_push(gw, conn, msg) == 0) {
-            job->replayed++;
+            job->replayed += history;
             __atomic_add_fetch(&gw->stats.events_out, 1, __ATOMIC_RELAXED);
         }
     } else {
@@ -177,7 +178,7 @@ static s_step_t s_catch_up(nx_gw_t *gw, s_job_t *job)
         for (; i < conn->n_held && step == S_DONE; i++) {
             nx_gw_msg_t *msg = conn->held[i];
             if (msg->seq > conn->last_seq) {
-                s_push_t p = s_push(gw, job, msg);
+                s_push_t p = s_push(gw, job, msg, false);
                 if (p == S_NO_ROOM)
                     step = S_PARKED;
                 else if (p == S_GONE)
@@ -264,7 +265,7 @@ static s_step_t s_slice(nx_gw_t *gw, s_job_t *job)
     pthread_mutex_unlock(&gw->lock);
     if (job->pending) {
         pthread_mutex_lock(&gw->lock);
-        s_push_t p = s_push(gw, job, job->pending);
+        s_push_t p = s_push(gw, job, job->pending, true);
         if (p == S_QUEUED) {
             job->since = job->pending->seq;
             nx_gw_msg_unref(&job->pending);
@@ -320,7 +321,7 @@ static s_step_t s_slice(nx_gw_t *gw, s_job_t *job)
             continue;
         }
         pthread_mutex_lock(&gw->lock);
-        s_push_t p = s_push(gw, job, msg);
+        s_push_t p = s_push(gw, job, msg, true);
         if (p == S_NO_ROOM)
             job->pending = msg; /* the next slice starts with it */
         else {
