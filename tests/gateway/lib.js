@@ -407,7 +407,9 @@ function withFabric(opts, body) {
  * Stops the fabric's broker and starts another on the same endpoints with a
  * fresh data directory: another store behind the same gateway. Resolves
  * with { broker, stop() } once it listens; stop() ends it and removes its
- * directory (call it in a finally).
+ * directory (call it in a finally). connectNew(prefix) then resolves with a
+ * connection whose welcome names a store other than oldStore: the gateway
+ * has reconnected to the new broker.
  */
 async function restartOnFreshStore(fabric) {
   await fabric.broker.stop();
@@ -425,13 +427,23 @@ async function restartOnFreshStore(fabric) {
     await broker.stop();
     fs.rmSync(fresh, { recursive: true, force: true });
   };
+  const connectNew = async (prefix, oldStore) => {
+    let fresher;
+    await waitFor(async () => {
+      const c = await fabric.connect(`${prefix}-${Date.now()}`, 'recent=0');
+      const ok = c.welcome.store_id && c.welcome.store_id !== oldStore;
+      if (ok) fresher = c; else c.close();
+      return ok;
+    }, { timeout: 15000, interval: 300, what: 'the gateway on the new store' });
+    return fresher;
+  };
   try {
     await waitFor(async () => broker.running && (await canConnect(control)), { timeout: 10000, what: 'the new nexusd' });
   } catch (e) {
     await stop();
     throw e;
   }
-  return { broker, stop };
+  return { broker, stop, connectNew };
 }
 
 function randomId(prefix = 's') {

@@ -165,13 +165,7 @@ test('a replay parked when the broker moves to a fresh store starts over there: 
 
   const fresh = await restartOnFreshStore(f);
   try {
-    let probe;
-    await waitFor(async () => {
-      const c = await f.connect(`rp-probe-${Date.now()}`, 'recent=0');
-      const ok = c.welcome.store_id && c.welcome.store_id !== s1;
-      if (ok) probe = c; else c.close();
-      return ok;
-    }, { timeout: 15000, interval: 300, what: 'the gateway on the new store' });
+    const probe = await fresh.connectNew('rp-probe', s1);
     const news = [];
     for (let i = 0; i < 3; i++) {
       news.push((await probe.request({ action: 'publish', event_type: 'rp.x', payload: { tag: 'two', i } })).seq);

@@ -14,7 +14,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { withFabric, waitFor, sleep, restartOnFreshStore } = require('./lib');
+const { withFabric, sleep, restartOnFreshStore } = require('./lib');
 
 const HEX = /^[0-9a-f]{16}$/;
 
@@ -55,13 +55,7 @@ test('store identity: welcome, ?since=&store=, resume and /events/history across
   const fresh = await restartOnFreshStore(f);
   try {
     // The gateway reconnects by itself; a new connection then sees the new store.
-    let c;
-    await waitFor(async () => {
-      const probe = await f.connect(`sid-probe-${Date.now()}`, 'recent=0');
-      const ok = probe.welcome.store_id && probe.welcome.store_id !== s1;
-      if (ok) c = probe; else probe.close();
-      return ok;
-    }, { timeout: 15000, interval: 300, what: 'the gateway on the new store' });
+    const c = await fresh.connectNew('sid-probe', s1);
     const s2 = c.welcome.store_id;
     assert.match(s2, HEX);
     const news = await publish(c, 'sid.t', 2, 'two');
