@@ -258,17 +258,25 @@ static void s_test_history(void)
     nexus_history_destroy(&h);
 
     /*  Without read-ahead, one fetch is one request: the broker counts the
-        history request and the second state request, nothing else.      */
+        history request and the second state request, nothing else; with
+        it, the page read ahead too. The fewest of three tries: another
+        request (a probe of the client's own thread) may fall in a window. */
     for (int ahead = 1; ahead >= 0; ahead--) {
-        uint64_t before = s_requests(c);
-        h = nexus_history_new(c);
-        nexus_history_set_page(h, 4, 0);
-        nexus_history_set_read_ahead(h, ahead);
-        CHECK_EQ_U64(nexus_history_fetch(h, &count, &more), NEXUS_OK);
-        CHECK(count == 4 && more);
-        usleep(300000); /* a read-ahead request, if any, has reached the broker */
-        CHECK_EQ_U64(s_requests(c) - before, ahead ? 3 : 2);
-        nexus_history_destroy(&h);
+        uint64_t fewest = UINT64_MAX;
+        for (int attempt = 0; attempt < 3; attempt++) {
+            uint64_t before = s_requests(c);
+            h = nexus_history_new(c);
+            nexus_history_set_page(h, 4, 0);
+            nexus_history_set_read_ahead(h, ahead);
+            CHECK_EQ_U64(nexus_history_fetch(h, &count, &more), NEXUS_OK);
+            CHECK(count == 4 && more);
+            usleep(300000); /* a read-ahead request, if any, has reached the broker */
+            uint64_t asked = s_requests(c) - before;
+            if (asked < fewest)
+                fewest = asked;
+            nexus_history_destroy(&h);
+        }
+        CHECK_EQ_U64(fewest, ahead ? 3 : 2);
     }
     nexus_client_destroy(&c);
 }
