@@ -237,6 +237,19 @@ static nexus_err_t s_check_after(nexus_client_t *self, nexus_err_t rc, const cha
                           "give the next page");
 }
 
+/*  Sends a list op's page (after, limit) and checks that it starts past
+    after.                                                                  */
+static nexus_err_t s_call_page(nexus_client_t *self, nx_req_t *req, const char *after,
+                               uint32_t limit, const char *array_key, const char *id_key,
+                               nexus_records_t **out)
+{
+    if (after && *after)
+        nx_req_str(req, "after", after);
+    if (limit)
+        nx_req_u64(req, "limit", limit);
+    return s_check_after(self, s_call_records(self, req, array_key, NULL, out), after, id_key, out);
+}
+
 nexus_err_t nexus_sessions_list_after(nexus_client_t *self, int all, const char *after,
                                       uint32_t limit, nexus_records_t **out)
 {
@@ -246,12 +259,7 @@ nexus_err_t nexus_sessions_list_after(nexus_client_t *self, int all, const char 
     nx_req_init(&req, "session.list");
     if (all)
         nx_req_bool(&req, "all", true);
-    if (after && *after)
-        nx_req_str(&req, "after", after);
-    if (limit)
-        nx_req_u64(&req, "limit", limit);
-    return s_check_after(self, s_call_records(self, &req, "sessions", NULL, out), after, "session",
-                         out);
+    return s_call_page(self, &req, after, limit, "sessions", "session", out);
 }
 
 nexus_err_t nexus_sessions_list(nexus_client_t *self, int all, nexus_records_t **out)
@@ -414,12 +422,7 @@ nexus_err_t nexus_claims_list_after(nexus_client_t *self, const char *holder, co
     nx_req_str(&req, "holder", holder);
     nx_req_str(&req, "state", state);
     nx_req_str(&req, "prefix", prefix);
-    if (after && *after)
-        nx_req_str(&req, "after", after);
-    if (limit)
-        nx_req_u64(&req, "limit", limit);
-    return s_check_after(self, s_call_records(self, &req, "claims", NULL, out), after, "work_id",
-                         out);
+    return s_call_page(self, &req, after, limit, "claims", "work_id", out);
 }
 
 nexus_err_t nexus_claims_list(nexus_client_t *self, const char *holder, const char *state,

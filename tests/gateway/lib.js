@@ -157,6 +157,17 @@ class Proc {
  * opts.healthToken: token for the readiness probe when --token is used.
  * Returns { port, http, ws(path), stop(), logs() }.
  */
+/** nexusd's arguments for a data directory and three consecutive ports. */
+function brokerArgs(dataDir, [control, evIn, evOut]) {
+  return [
+    '--data-dir', dataDir,
+    '--control-endpoints', `tcp://127.0.0.1:${control}`,
+    '--events-in-endpoints', `tcp://127.0.0.1:${evIn}`,
+    '--events-out-endpoints', `tcp://127.0.0.1:${evOut}`,
+    '--sync', 'none',
+  ];
+}
+
 async function startFabric(opts = {}) {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-gw-test-'));
   const [control, evIn, evOut] = await freePorts(3);
@@ -176,14 +187,7 @@ async function startFabric(opts = {}) {
     },
   };
   try {
-    const broker = new Proc('nexusd', NEXUSD, [
-      '--data-dir', dataDir,
-      '--control-endpoints', `tcp://127.0.0.1:${control}`,
-      '--events-in-endpoints', `tcp://127.0.0.1:${evIn}`,
-      '--events-out-endpoints', `tcp://127.0.0.1:${evOut}`,
-      '--sync', 'none',
-      ...(opts.brokerArgs || []),
-    ]);
+    const broker = new Proc('nexusd', NEXUSD, [...brokerArgs(dataDir, fabric.brokerPorts), ...(opts.brokerArgs || [])]);
     procs.push(broker);
     fabric.broker = broker;
     await waitFor(async () => {
@@ -414,14 +418,8 @@ function withFabric(opts, body) {
 async function restartOnFreshStore(fabric) {
   await fabric.broker.stop();
   const fresh = fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-gw-test-fresh-'));
-  const [control, evIn, evOut] = fabric.brokerPorts;
-  const broker = new Proc('nexusd (fresh store)', NEXUSD, [
-    '--data-dir', fresh,
-    '--control-endpoints', `tcp://127.0.0.1:${control}`,
-    '--events-in-endpoints', `tcp://127.0.0.1:${evIn}`,
-    '--events-out-endpoints', `tcp://127.0.0.1:${evOut}`,
-    '--sync', 'none',
-  ]);
+  const [control] = fabric.brokerPorts;
+  const broker = new Proc('nexusd (fresh store)', NEXUSD, brokerArgs(fresh, fabric.brokerPorts));
   fabric.procs.splice(fabric.procs.indexOf(fabric.broker), 0, broker);
   const stop = async () => {
     await broker.stop();
