@@ -87,6 +87,7 @@ static void s_ws_close(uint64_t id)
 
 static void s_stop(void)
 {
+    nx_gw_replay_stop(&s_gw);
     nexus_client_destroy(&s_gw.client);
     nx_gw_mcp_stop(&s_gw);
     for (int i = 0; i < 2; i++)
@@ -199,7 +200,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     s_gw.commands_bytes_max = (size_t)s_gw.cfg.command_bytes;
     s_gw.start_us = nx_now_us();
     s_gw.start_mono = nx_mono_us();
-    FZ_CHECK(nx_gw_mcp_init(&s_gw) == 0, "mcp");
+    FZ_CHECK(nx_gw_mcp_init(&s_gw) == 0 && nx_gw_replay_init(&s_gw) == 0, "mcp, replays");
     s_gw.client = nexus_client_new();
     FZ_CHECK(s_gw.client && nexus_client_set_endpoint(s_gw.client, s_gw.cfg.broker) == NEXUS_OK &&
                  nexus_client_set_timeout(s_gw.client, (uint32_t)s_gw.cfg.broker_timeout) ==
@@ -252,26 +253,42 @@ static void s_action(int who, const uint8_t *data, size_t size)
     free(text);
     size_t replies = 0;
     bool lost = false;
-    pthread_mutex_lock(&s_gw.lock);
-    nx_gw_conn_t *conn = nx_gw_conn_get(&s_gw, s_ws[who]);
-    FZ_CHECK(conn, "the connection is gone");
-    for (nx_gw_msg_t *m; (m = nx_gw_conn_pop(&s_gw, conn)); nx_gw_msg_unref(&m)) {
-        json_error_t merr;
-        json_t *msg = json_loadb((const char *)m->buf + LWS_PRE, m->len, JSON_ALLOW_NUL, &merr);
-        FZ_CHECK(json_is_object(msg), "a message that is not a JSON object: %s: %.*s", merr.text,
-                 (int)(m->len < 200 ? m->len : 200), (const char *)m->buf + LWS_PRE);
-        const char *type = json_string_value(json_object_get(msg, "type"));
-        FZ_CHECK(type, "a message without type");
-        if (strcmp(type, "reply") == 0) {
-            replies++;
-            FZ_CHECK(json_is_boolean(json_object_get(msg, "ok")), "a reply without ok");
-            json_t *rid = json_object_get(msg, "id");
-            if (rid && !too_deep_to_parse)
-                FZ_CHECK(valid_id && json_equal(rid, id), "a reply with another id");
-            if (!json_is_true(json_object_get(msg, "ok")))
-                s_check_error(json_object_get(msg, "error"), "ws");
+    /*  As the worker and the lws thread do: a replay (resume) runs in
+        slices and answers when it ends, while its queue is written out.   */
+    uint64_t give_up = nx_mono_us() + 10000000;
+    nx_gw_conn_t *conn = NULL;
+    for (int round = 0; round < 100000; round++) {
+        uint64_t next = nx_gw_replay_service(&s_gw);
+        pthread_mutex_lock(&s_gw.lock);
+        conn = nx_gw_conn_get(&s_gw, s_ws[who]);
+        FZ_CHECK(conn, "the connection is gone");
+        for (nx_gw_msg_t *m; (m = nx_gw_conn_pop(&s_gw, conn)); nx_gw_msg_unref(&m)) {
+            json_error_t merr;
+            json_t *msg = json_loadb((const char *)m->buf + LWS_PRE, m->len, JSON_ALLOW_NUL, &merr);
+            FZ_CHECK(json_is_object(msg), "a message that is not a JSON object: %s: %.*s",
+                     merr.text, (int)(m->len < 200 ? m->len : 200), (const char *)m->buf + LWS_PRE);
+            const char *type = json_string_value(json_object_get(msg, "type"));
+            FZ_CHECK(type, "a message without type");
+            if (strcmp(type, "reply") == 0) {
+                replies++;
+                FZ_CHECK(json_is_boolean(json_object_get(msg, "ok")), "a reply without ok");
+                json_t *rid = json_object_get(msg, "id");
+                if (rid && !too_deep_to_parse)
+                    FZ_CHECK(valid_id && json_equal(rid, id), "a reply with another id");
+                if (!json_is_true(json_object_get(msg, "ok")))
+                    s_check_error(json_object_get(msg, "error"), "ws");
+            }
+            json_decref(msg);
         }
-        json_decref(msg);
+        /*  Every replay over (what was popped has woken a parked one), or
+            out of time or rounds.                                          */
+        if (!__atomic_load_n(&s_gw.stats.replays, __ATOMIC_RELAXED) || nx_mono_us() > give_up ||
+            round == 99999)
+            break; /* conn still referenced: checked below */
+        nx_gw_conn_unref(&s_gw, &conn);
+        pthread_mutex_unlock(&s_gw.lock);
+        if (next && next != UINT64_MAX)
+            usleep(1000); /* a retry after a failed history request */
     }
     lost = conn->control_lost || conn->close_code;
     if (lost) { /* a reply lost to a full queue: the client is closed */
