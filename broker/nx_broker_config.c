@@ -78,7 +78,7 @@ const nx_conf_key_t nx_broker_conf_keys[] = {
     S_KEY(requests_per_turn, NX_CONF_U64, "1024", 1, 1000000, NULL,
           "control requests handled per loop turn, so events are never starved"),
     S_KEY(history_limit, NX_CONF_U64, "10000", 1, 1000000, NULL,
-          "largest page a history query may ask for"),
+          "most events in one history page (a query asking more gets pages of this size)"),
     S_KEY(history_scan, NX_CONF_U64, "100000", 100, 100000000, NULL,
           "records one history page may scan before it returns a cursor"),
     S_KEY(history_bytes, NX_CONF_SIZE, "16M", 64 << 10, 1ull << 30, NULL,

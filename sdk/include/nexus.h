@@ -571,7 +571,8 @@ NEXUS_EXPORT void nexus_history_set_seq_range(nexus_history_t *self, uint64_t si
     since the epoch.                                                        */
 NEXUS_EXPORT void nexus_history_set_time_range(nexus_history_t *self, uint64_t since_us,
                                                uint64_t until_us);
-/*  Events per page (1..10000, default 1000), newest first when desc != 0.  */
+/*  Events per page (1..10000, default 1000; a broker whose history_limit
+    is lower serves pages of its limit), newest first when desc != 0.      */
 NEXUS_EXPORT nexus_err_t nexus_history_set_page(nexus_history_t *self, uint32_t page_size,
                                                 int desc);
 /*  Stops after max_events in all (0: no limit).                            */

@@ -10,7 +10,8 @@
     here plus its handler in the broker.
 
     Bounds that depend on the broker's settings (ttl_ms up to
-    claim_ttl_max, limit up to history_limit, payload up to max_payload)
+    claim_ttl_max, payload up to max_payload; a history limit above
+    history_limit is cut to it)
     are the handler's to check: the table holds the fixed ones.
     docs/protocol.md section 6 lists the same fields for people.
     =========================================================================

@@ -181,3 +181,22 @@ test('a replay parked when the broker moves to a fresh store starts over there: 
     await fresh.stop();
   }
 }));
+
+test('a broker whose history pages are smaller than a slice (history_limit 40) still replays every event once, in order, with no gap', { timeout: 60000 }, withFabric({
+  brokerArgs: ['--history-limit', '40'],
+}, async (f) => {
+  // The gateway asks for slices of 500; the broker refused a limit above
+  // its history_limit, and every replay ended in a gap.
+  const seqs = await fill(f, 'rp.x', 1234, 100);
+  const c = f.track(new WsClient(`${f.wsBase}/ws/session/rp-small?since=0&recent=0`));
+  await c.open(10000);
+  c.send({ action: 'subscribe', topics: ['rp.>'], id: 'sub' });
+  await c.waitEvent((e) => e.seq === seqs[seqs.length - 1], 30000, 'the last replayed event');
+  assertEvery(c, seqs, 'pages of 40');
+  c.messages.length = 0;
+  c.send({ action: 'resume', since: seqs[99], id: 'res' });
+  const reply = await c.waitFor((m) => m.type === 'reply' && m.id === 'res', 30000, 'the resume reply');
+  assert.equal(reply.ok, true, JSON.stringify(reply));
+  assert.equal(reply.replayed, seqs.length - 100, JSON.stringify(reply));
+  assertEvery(c, seqs.slice(100), 'resume over pages of 40');
+}));

@@ -42,10 +42,12 @@ port = free_ports(3)[0]
 
 
 class FixedBroker(Broker):
-    """A broker on port, port+1, port+2 so that --endpoint derives them."""
+    """A broker on port, port+1, port+2 so that --endpoint derives them;
+    its history pages hold 4 events at most, below the CLI's page size,
+    so every `events` call here walks several pages."""
 
     def __init__(self, base):
-        super().__init__()
+        super().__init__(extra=["--history-limit", "4"])
         self.ports = (base, base + 1, base + 2)
 
 
@@ -161,6 +163,16 @@ try:
         t.eq(len(lines(out)), 1, "events --since TIME-ago")
         rc, out, err = run(["events", "--json", "--limit", "1", "--desc"], ep)
         t.eq(lines(out)[0]["topic"], "cli.three", "events --desc --limit 1")
+        # More events than the broker's history_limit (4): every one, once,
+        # in order (the CLI failed on every call before the broker cut the
+        # page size it asks for to its limit).
+        run(["pub", "many.x", "--lines"], ep, stdin="".join("%d\n" % i for i in range(11)))
+        rc, out, err = run(["events", "--json", "--pattern", "many.x"], ep)
+        t.eq((rc, [e["payload"] for e in lines(out)]), (0, list(range(11))),
+             "events over pages of history_limit (%r)" % err)
+        rc, out, err = run(["events", "--json", "--pattern", "many.x", "--desc", "--limit", "6"], ep)
+        t.eq([e["payload"] for e in lines(out)], list(range(10, 4, -1)),
+             "events --desc --limit 6 over pages of 4")
         # Payloads JSON cannot spell still make one line each: NaN and the
         # infinities as null, a NUL inside a string as \u0000 (both used to
         # make the event vanish from --json output); a source with a
