@@ -591,11 +591,26 @@ static int s_cmd_pub(s_cli_t *cli)
             return s_fail(NX_EXIT_USAGE, "cannot read the payload from stdin");
     } else if (cli->npos > 1)
         payload = strdup(cli->pos[1]);
+    json_error_t jerr;
     json_t *check =
-        payload && *payload ? json_loads(payload, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
+        payload && *payload ? json_loads(payload, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr) : NULL;
     if (payload && *payload && !check) {
+        /*  Say where, and name --lines when stdin holds several values:
+            that is what a user piping JSON Lines into `pub -` meant.     */
+        json_t *first =
+            json_loads(payload, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DISABLE_EOF_CHECK, NULL);
+        char why[300];
+        if (first)
+            snprintf(why, sizeof why,
+                     "the payload is not one JSON value: more follows it at line %d, column %d "
+                     "(one event per line: use --lines)",
+                     jerr.line, jerr.column);
+        else
+            snprintf(why, sizeof why, "the payload is not valid JSON: %s (line %d, column %d)",
+                     jerr.text, jerr.line, jerr.column);
+        json_decref(first);
         free(payload);
-        return s_usage_error(cli, "the payload is not valid JSON");
+        return s_usage_error(cli, why);
     }
     json_decref(check);
     int rc = s_connect(cli, false);

@@ -145,6 +145,16 @@ try:
                 "pub - --json: %r" % out)
         rc, out, err = run(["pub", "cli.three"], ep)
         t.check(rc == 0 and out == "", "pub without --ack prints nothing")
+        # A payload that is not JSON says where; JSON Lines piped into
+        # `pub -` are pointed at --lines. Nothing is published.
+        rc, out, err = run(["pub", "cli.bad", '{"a":'], ep)
+        t.check(rc == 2 and "not valid JSON" in err and "line 1, column 5" in err,
+                "pub: bad JSON refused with its place: %r" % err)
+        rc, out, err = run(["pub", "cli.bad", "-"], ep, stdin='{"a":1}\n{"a":2}\n')
+        t.check(rc == 2 and "line 2, column 1" in err and "--lines" in err,
+                "pub -: two JSON lines point at --lines: %r" % err)
+        rc, out, err = run(["events", "--json", "--pattern", "cli.bad"], ep)
+        t.check(rc == 0 and out == "", "nothing published by the refused payloads: %r" % out)
         rc, out, err = run(["pub", "bad topic", "1"], ep)
         t.check(rc == 1 and "topic" in err, "bad topic refused: exit 1: %r" % err)
 
