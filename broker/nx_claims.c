@@ -917,6 +917,7 @@ int nx_op_work_list(nx_broker_t *self, nx_request_t *rq)
         limit tells whether the list is truncated.                          */
     zhashx_t *table = s_self(self)->items;
     size_t keep = zhashx_size(table) < limit + 1 ? zhashx_size(table) : (size_t)limit + 1;
+    uint64_t matched = 0; /* on every page, whatever 'after' says */
     nx_topk_t kept;
     if (nx_topk_init(&kept, keep, s_id_cmp))
         return nx_request_fail(rq, NEXUS_ERR_NOMEM, "out of memory for the list");
@@ -927,6 +928,7 @@ int nx_op_work_list(nx_broker_t *self, nx_request_t *rq)
             continue;
         if (prefix && strncmp(c->work_id, prefix, prefix_len) != 0)
             continue;
+        matched++;
         if (after && strcmp(c->work_id, from) <= 0)
             continue;
         nx_topk_offer(&kept, c);
@@ -940,6 +942,7 @@ int nx_op_work_list(nx_broker_t *self, nx_request_t *rq)
         s_pack_claim(&rq->reply.pk, kept.items[i]);
     nx_topk_destroy(&kept);
     nx_pack_kv_bool(nx_kv(rq), "truncated", truncated);
+    nx_pack_kv_u64(nx_kv(rq), "matched", matched);
     return 0;
 }
 

@@ -822,6 +822,7 @@ static int s_list(nx_broker_t *self, nx_request_t *rq, bool find)
         sessions_max, built in the loop.                                   */
     zhashx_t *table = s_table(self);
     size_t keep = zhashx_size(table) < limit + 1 ? zhashx_size(table) : (size_t)limit + 1;
+    uint64_t matched = 0; /* on every page, whatever 'after' says */
     nx_topk_t found;
     if (nx_topk_init(&found, keep, s_id_cmp))
         return nx_request_fail(rq, NEXUS_ERR_NOMEM, "out of memory for the list");
@@ -836,12 +837,13 @@ static int s_list(nx_broker_t *self, nx_request_t *rq, bool find)
             continue;
         if (cap && !s_has_cap(s, cap, cap_len))
             continue;
-        if (after && strcmp(s->id, from) <= 0)
-            continue;
         bool ok = true;
         for (uint32_t i = 0; caps && i < caps->size && ok; i++)
             ok = s_has_cap(s, caps->ptr[i].via.str.ptr, caps->ptr[i].via.str.size);
         if (!ok)
+            continue;
+        matched++;
+        if (after && strcmp(s->id, from) <= 0)
             continue;
         nx_topk_offer(&found, s);
     }
@@ -857,6 +859,7 @@ static int s_list(nx_broker_t *self, nx_request_t *rq, bool find)
     }
     nx_topk_destroy(&found);
     nx_pack_kv_bool(nx_kv(rq), "truncated", truncated);
+    nx_pack_kv_u64(nx_kv(rq), "matched", matched);
     return 0;
 }
 

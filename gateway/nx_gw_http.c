@@ -589,10 +589,10 @@ static void h_stats(s_req_t *r)
 }
 
 /*  Runs op with fields (stolen) and answers its list under key, with its
-    count: {"sessions": [...], "count": n}.                                */
-/*  A list op's page: ?limit= (1..100000, the broker's default 1000) and
-    ?after= (the last id of the page before) go to the op; truncated says
-    more match.                                                            */
+    count: {"sessions": [...], "count": n, "truncated": b, "matched": m}.
+    A page: ?limit= (1..100000, the broker's default 1000) and ?after=
+    (the last id of the page before) go to the op; truncated says more
+    match, matched how many in all.                                        */
 static void s_answer_list(s_req_t *r, const char *op, json_t *fields, const char *key)
 {
     int64_t limit = s_arg_int(r, "limit");
@@ -618,9 +618,15 @@ static void s_answer_list(s_req_t *r, const char *op, json_t *fields, const char
     if (!rep)
         return;
     json_t *list = json_object_get(rep, key);
-    s_answer(r, 200,
-             json_pack("{s:O, s:I, s:b}", key, list, "count", (json_int_t)json_array_size(list),
-                       "truncated", json_is_true(json_object_get(rep, "truncated"))));
+    json_t *out =
+        json_pack("{s:O, s:I, s:b}", key, list, "count", (json_int_t)json_array_size(list),
+                  "truncated", json_is_true(json_object_get(rep, "truncated")));
+    /*  How many pass the filters in all (a broker before 'matched' says
+        nothing, and neither does this answer).                            */
+    json_t *matched = json_object_get(rep, "matched");
+    if (out && json_is_integer(matched))
+        json_object_set(out, "matched", matched);
+    s_answer(r, 200, out);
     json_decref(rep);
 }
 

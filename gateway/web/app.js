@@ -39,6 +39,8 @@
     filters: [],            // compiled patterns; empty = everything
     sessions: new Map(),
     claims: new Map(),      // work_id -> claim
+    sessionsMatched: null,  // all the broker has, when the list is one page of them
+    claimsMatched: null,
     buckets: new Map(),     // unix second -> events
     clockOffset: 0,         // server ms - browser ms
     reqId: 1,
@@ -445,11 +447,22 @@
     }
   }
 
+  /* A list the gateway cut (more than its page of 1000): the panel says
+     so and the counter shows how many there are in all, not the page.   */
+  function pageNote(r, shown) {
+    if (!r.truncated) return { matched: null, text: '' };
+    const matched = Number.isInteger(r.matched) ? r.matched : null;
+    const all = matched === null ? 'more' : matched.toLocaleString('en-US');
+    return { matched, text: `showing the first ${shown.toLocaleString('en-US')} of ${all}` };
+  }
+
   async function refreshSessions() {
     try {
       const r = await getJson('/sessions/active');
       state.sessions = new Map((r.sessions || []).map((s) => [s.session, s]));
-      $('sessions-updated').textContent = '';
+      const note = pageNote(r, state.sessions.size);
+      state.sessionsMatched = note.matched;
+      $('sessions-updated').textContent = note.text;
       renderSessions();
     } catch (e) {
       $('sessions-updated').textContent = `unavailable: ${e.message}`;
@@ -462,6 +475,9 @@
       const next = new Map();
       for (const c of r.claims || []) if (!c.state || c.state === 'claimed') next.set(c.work_id, c);
       state.claims = next;
+      const note = pageNote(r, next.size);
+      state.claimsMatched = note.matched;
+      $('claims-updated').textContent = note.text;
       renderClaims();
     } catch { /* the event-driven view stays */ }
   }
@@ -609,8 +625,9 @@
     $('count-received').textContent = state.received.toLocaleString('en-US');
     $('count-total').textContent = state.fabricTotal === null ? '–' : state.fabricTotal.toLocaleString('en-US');
     $('count-seq').textContent = state.lastSeq ? String(state.lastSeq) : '–';
-    $('count-sessions').textContent = String(state.sessions.size);
-    $('count-claims').textContent = String(state.claims.size);
+    const total = (matched, size) => (matched !== null && matched > size ? matched : size).toLocaleString('en-US');
+    $('count-sessions').textContent = total(state.sessionsMatched, state.sessions.size);
+    $('count-claims').textContent = total(state.claimsMatched, state.claims.size);
     const r = rateLastSeconds(10);
     $('count-rate').textContent = r >= 10 ? r.toFixed(0) : r.toFixed(1);
   }

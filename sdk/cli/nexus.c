@@ -1197,9 +1197,14 @@ static int s_cmd_sessions(s_cli_t *cli)
     if (!cli->json)
         nx_table_print(t, stdout);
     nx_table_destroy(&t);
-    if (nexus_records_truncated(recs))
-        fprintf(stderr, "nexus: the broker knows more sessions than the %zu one list holds\n",
-                nexus_records_count(recs));
+    if (nexus_records_truncated(recs)) {
+        if (nexus_records_matched(recs))
+            fprintf(stderr, "nexus: %zu of the broker's %" PRIu64 " sessions shown (one list's most)\n",
+                    nexus_records_count(recs), nexus_records_matched(recs));
+        else
+            fprintf(stderr, "nexus: the broker knows more sessions than the %zu one list holds\n",
+                    nexus_records_count(recs));
+    }
     nexus_records_destroy(&recs);
     return NX_EXIT_OK;
 }
@@ -1367,9 +1372,13 @@ static int s_cmd_claims(s_cli_t *cli)
     nx_table_destroy(&t);
     /*  Never a silent cut: the rest is one command away.                  */
     size_t n = nexus_records_count(recs);
-    if (nexus_records_truncated(recs) && n)
-        fprintf(stderr, "nexus: more claims match than the %zu shown; the next page: --after '%s'\n",
-                n, nexus_records_str(recs, n - 1, "work_id"));
+    if (nexus_records_truncated(recs) && n) {
+        char all[48] = "more";
+        if (nexus_records_matched(recs))
+            snprintf(all, sizeof all, "%" PRIu64, nexus_records_matched(recs));
+        fprintf(stderr, "nexus: %zu of %s matching claims shown; the next page: --after '%s'\n", n,
+                all, nexus_records_str(recs, n - 1, "work_id"));
+    }
     nexus_records_destroy(&recs);
     return NX_EXIT_OK;
 }

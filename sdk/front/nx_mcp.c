@@ -112,7 +112,7 @@ static const s_arg_t a_list_sessions[] = {
     {"capability", "capability", NULL, false, 0, "only sessions with this capability"},
     {"available", "available", NULL, false, 0, "only sessions that are available and active"},
     {"limit", "limit", NULL, false, 0, "sessions at most (default 1000); truncated: true says more "
-                                       "match"},
+                                       "match, matched how many in all"},
     {"after", "after", NULL, false, 0, "the next page: only ids after this one (the last id of "
                                        "the page before)"},
     A_END};

@@ -636,6 +636,9 @@ NEXUS_EXPORT const struct msgpack_object *nexus_records_msgpack(const nexus_reco
 /*  1 when the broker left records out (more matched than the limit): ask
     for the next page with the last record's id as after; 0 otherwise.     */
 NEXUS_EXPORT int nexus_records_truncated(const nexus_records_t *self);
+/*  How many records pass the list's filters in all, on every page (so
+    "1000 of 1500"); 0 from a broker that does not say.                     */
+NEXUS_EXPORT uint64_t nexus_records_matched(const nexus_records_t *self);
 
 /*  ---- Sessions ---------------------------------------------------------
     Ops acting as the session send its id and, when known, its secret.     */

@@ -78,6 +78,11 @@ int nexus_records_truncated(const nexus_records_t *self)
     return self && nx_obj_u64(self->reply.map, "truncated") != 0;
 }
 
+uint64_t nexus_records_matched(const nexus_records_t *self)
+{
+    return self ? nx_obj_u64(self->reply.map, "matched") : 0;
+}
+
 size_t nexus_records_count(const nexus_records_t *self)
 {
     if (!self)

@@ -173,6 +173,45 @@ test('dashboard: sessions, publish form, stream, claim countdown, filter, pause,
   });
 }));
 
+// More sessions and claims than one list page (1000): each panel says it
+// shows the first 1000 of how many, and the counters show them all (they
+// showed 1000, with no hint that more existed).
+test('dashboard: lists longer than a page say so, and the counters count them all', { timeout: 120000 }, withFabric(async (f) => {
+  const N = 1003;
+  const claimOne = async (i) => {
+    const res = await fetch(`${f.http}/work/claim`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, signal: AbortSignal.timeout(10000),
+      body: JSON.stringify({ session_id: `bulk-${String(i).padStart(4, '0')}`, work_id: `bulk-job-${String(i).padStart(4, '0')}`, ttl_ms: 600000 }),
+    });
+    assert.equal(res.status, 200, await res.text());
+  };
+  for (let i = 0; i < N; i += 25) {
+    await Promise.all(Array.from({ length: Math.min(25, N - i) }, (_, k) => claimOne(i + k)));
+  }
+  await withBrowser(async (page, problems) => {
+    await page.goto(`${f.http}/`);
+    await page.waitForSelector('#status[data-state="live"]', { timeout: 15000 });
+    const note = (id) => page.locator(`[data-testid="${id}"]`);
+    await page.waitForFunction(() => /of 1,003$/.test(document.querySelector('[data-testid="claims-note"]').textContent));
+    assert.equal(await note('claims-note').innerText(), 'showing the first 1,000 of 1,003');
+    assert.equal(await page.locator('#claims [data-testid="claim"]').count(), 1000);
+    assert.equal(await page.locator('#count-claims').innerText(), '1,003');
+    // The sessions: the 1003 that claimed, the dashboard's own and any other
+    // the gateway hosts; the note and the counter agree on how many.
+    await page.waitForFunction(() => /^showing the first 1,000 of /.test(document.querySelector('[data-testid="sessions-note"]').textContent));
+    const all = Number((await note('sessions-note').innerText()).replace(/^.* of /, '').replace(/,/g, ''));
+    assert.ok(all >= N + 1, `sessions in all: ${all}`);
+    assert.equal(await page.locator('#sessions [data-testid="session"]').count(), 1000);
+    assert.equal(Number((await page.locator('#count-sessions').innerText()).replace(/,/g, '')), all);
+    await shot(page, '7-long-lists');
+    // One more claim: the note and the counter follow.
+    await claimOne(N);
+    await page.waitForFunction(() => /of 1,004$/.test(document.querySelector('[data-testid="claims-note"]').textContent));
+    await page.waitForFunction(() => document.querySelector('#count-claims').textContent === '1,004');
+    assert.deepEqual(problems, [], 'no page errors');
+  });
+}));
+
 // With a tokens file a token may act only as the sessions it lists: the
 // dashboard connects as ?session= with ?token=, and goes live.
 const DASH_TOKENS = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-dash-tokens-')), 'tokens');

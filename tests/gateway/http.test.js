@@ -277,9 +277,9 @@ test('work: the seed curl example, claim, denied 409, release, complete, /work/c
   // Pages: ?limit= and ?after=, truncated while more match.
   for (const w of ['pg-1', 'pg-2']) assertJson(await call(f, 'POST', '/work/claim', { session_id: 'session-4', work_id: w }), 200);
   j = assertJson(await call(f, 'GET', '/work/claimed?holder=session-4&limit=1'), 200);
-  assert.deepEqual([j.claims.map((c) => c.work_id), j.count, j.truncated], [['pg-1'], 1, true], JSON.stringify(j));
+  assert.deepEqual([j.claims.map((c) => c.work_id), j.count, j.truncated, j.matched], [['pg-1'], 1, true, 2], JSON.stringify(j));
   j = assertJson(await call(f, 'GET', '/work/claimed?holder=session-4&limit=1&after=pg-1'), 200);
-  assert.deepEqual([j.claims.map((c) => c.work_id), j.truncated], [['pg-2'], false], JSON.stringify(j));
+  assert.deepEqual([j.claims.map((c) => c.work_id), j.truncated, j.matched], [['pg-2'], false, 2], JSON.stringify(j));
   let e2 = assertHttpError(await call(f, 'GET', `/work/claimed?after=${'w'.repeat(257)}`), 400, 'bad_request');
   assert.match(e2.message, /after/);
   e2 = assertHttpError(await call(f, 'GET', '/work/claimed?after=%C3'), 400, 'bad_request');

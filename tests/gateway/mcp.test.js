@@ -119,6 +119,7 @@ async function exercise(c, me, other) {
   r = await ok(c, 'list_sessions', { limit: 1 });
   assert.equal(r.sessions.length, 1, JSON.stringify(r));
   assert.equal(typeof r.truncated, 'boolean', JSON.stringify(r));
+  assert.ok(Number.isInteger(r.matched) && r.matched >= r.sessions.length, JSON.stringify(r));
   r = await ok(c, 'list_sessions', { after: me });
   assert.ok(r.sessions.every((s) => s.session > me), JSON.stringify(r));
   await fails(c, 'list_sessions', { limit: 0 }, 'bad_request', /limit/);

@@ -367,6 +367,7 @@ test('history, status, sessions', withFabric(async (f) => {
   r = await a.request({ action: 'sessions', limit: 1, after: 'hist-' });
   assertOk(r, 'sessions');
   assert.deepEqual([r.sessions.map((s) => s.session), r.truncated], [['hist-a'], true], JSON.stringify(r));
+  assert.ok(Number.isInteger(r.matched) && r.matched >= 2, `matched counts every session: ${JSON.stringify(r)}`);
   r = await a.request({ action: 'sessions', limit: 1, after: 'hist-a' });
   assert.deepEqual(r.sessions.map((s) => s.session), ['hist-b'], JSON.stringify(r));
   assertError(await a.request({ action: 'sessions', limit: 0 }), 'bad_request', { mentions: 'limit' });

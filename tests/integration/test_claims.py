@@ -693,9 +693,10 @@ with Broker(extra=["--sync", "none"]) as b, Client(b) as c:
         rep = wlist(c, **q)
         got = [x["work_id"] for x in rep["claims"]]
         t.eq(got, expect, "work.list %r: the smallest ids, sorted" % q)
-        t.eq(rep["truncated"], len(expect) < sum(1 for w in ids if w.startswith(q["prefix"]) and
-                                                  (q.get("state") != "claimed" or w in live)),
-             "work.list %r: truncated when more pass" % q)
+        passing = sum(1 for w in ids if w.startswith(q["prefix"]) and
+                      (q.get("state") != "claimed" or w in live))
+        t.eq((rep["truncated"], rep["matched"]), (len(expect) < passing, passing),
+             "work.list %r: truncated when more pass, matched counts them" % q)
     # after: the next page; pages of 400 give every id once, in order.
     got, after = [], None
     for _ in range(20):
@@ -704,6 +705,7 @@ with Broker(extra=["--sync", "none"]) as b, Client(b) as c:
             q["after"] = after
         rep = wlist(c, **q)
         page = [x["work_id"] for x in rep["claims"]]
+        t.eq(rep["matched"], len(ids), "work.list page after %r: matched counts every page" % after)
         got += page
         if not rep["truncated"]:
             break

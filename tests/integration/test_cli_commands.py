@@ -344,7 +344,8 @@ try:
             t.eq(rc, 0, "claim %s" % wid)
         rc, out, err = run(["claims", "--json", "--prefix", "pg/", "--limit", "2"], ep)
         t.eq([c["work_id"] for c in lines(out)], ["pg/1", "pg/2"], "claims --limit 2: the first two")
-        t.check(rc == 0 and "--after 'pg/2'" in err, "claims cut: stderr names the next page: %r" % err)
+        t.check(rc == 0 and "--after 'pg/2'" in err and "2 of 3 matching" in err,
+                "claims cut: stderr says how many and names the next page: %r" % err)
         rc, out, err = run(["claims", "--json", "--prefix", "pg/", "--limit", "2", "--after", "pg/2"],
                            ep)
         t.check(rc == 0 and [c["work_id"] for c in lines(out)] == ["pg/3"] and err == "",

@@ -874,6 +874,7 @@ with Broker() as b, Client(b) as c:
         rep = c.request(q)
         is_ok(rep, "session.list page after %r" % after)
         pages.append(ids(rep))
+        t.eq(rep.get("matched"), len(sids), "session.list page after %r: matched counts all" % after)
         if not rep.get("truncated"):
             break
         after = pages[-1][-1]
@@ -881,8 +882,8 @@ with Broker() as b, Client(b) as c:
     t.eq([len(p) for p in pages[:-1]], [250] * (len(pages) - 1), "every page but the last is full")
     odd = sorted(s for s in sids if int(s[3:]) % 2)
     rep = c.request({"op": "session.find", "capability": "odd", "limit": 10, "after": odd[4]})
-    t.eq((ids(rep), rep.get("truncated")), (odd[5:15], len(odd) > 15),
-         "session.find with after and limit: the next ten that pass")
+    t.eq((ids(rep), rep.get("truncated"), rep.get("matched")), (odd[5:15], len(odd) > 15, len(odd)),
+         "session.find with after and limit: the next ten that pass, and how many pass")
     rep = c.request({"op": "session.list", "limit": 100000})
     t.eq((len(ids(rep)), rep.get("truncated")), (len(sids), False), "a limit over the count: all")
 

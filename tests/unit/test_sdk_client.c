@@ -486,11 +486,13 @@ static void s_test_coordination(void)
     CHECK_EQ_U64(nexus_records_count(recs), 1);
     CHECK_EQ_STR(nexus_records_str(recs, 0, "work_id"), "job-1");
     CHECK(nexus_records_truncated(recs)); /* job-1b also matches */
+    CHECK_EQ_U64(nexus_records_matched(recs), 2);
     nexus_records_destroy(&recs);
     CHECK_EQ_U64(nexus_claims_list_after(a, id, NULL, "job-1", "job-1", 1, &recs), NEXUS_OK);
     CHECK_EQ_U64(nexus_records_count(recs), 1);
     CHECK_EQ_STR(nexus_records_str(recs, 0, "work_id"), "job-1b");
     CHECK(!nexus_records_truncated(recs));
+    CHECK_EQ_U64(nexus_records_matched(recs), 2); /* on every page */
     nexus_records_destroy(&recs);
     CHECK_EQ_U64(nexus_release(a, "job-1b", res.token, NULL), NEXUS_OK);
     CHECK_EQ_U64(nexus_complete(a, "job-1", token, "{bad"), NEXUS_ERR_INVALID);
