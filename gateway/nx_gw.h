@@ -118,6 +118,7 @@ typedef struct {
     uint64_t events_fabric;   /* events received from the fabric           */
     uint64_t events_out;      /* event messages queued to clients          */
     uint64_t drops;           /* event messages dropped (full queues)      */
+    uint64_t oversize;        /* of those, larger than any queue takes     */
     uint64_t slow_closes;     /* clients closed for not reading            */
     uint64_t errors;          /* error replies                             */
     uint64_t rate_limited;    /* requests refused by the rate limit        */

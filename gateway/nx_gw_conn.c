@@ -231,12 +231,41 @@ static void s_lost(nx_gw_t *gw, nx_gw_conn_t *conn, const nx_gw_msg_t *msg)
         s_control_lost(gw, conn);
 }
 
+/*  An event larger than an empty queue takes (queue_bytes less the
+    reserve) is lost to every client whatever they read: it is a gap, told
+    at once, not a slow client. Starting the slow clock for it closed a
+    client that read everything, 1008 after slow_timeout, and the gap was
+    never told (it waits for the queue to drain, and an empty queue never
+    does).                                                                  */
+static bool s_never_fits(nx_gw_t *gw, nx_gw_conn_t *conn, const nx_gw_msg_t *msg)
+{
+    size_t q_count = conn->q_count, q_bytes = conn->q_bytes;
+    conn->q_count = conn->q_bytes = 0;
+    bool never = msg->seq && !nx_gw_conn_room(gw, conn, msg->len, msg->seq);
+    conn->q_count = q_count;
+    conn->q_bytes = q_bytes;
+    if (never) {
+        static uint64_t s_warned;
+        uint64_t now = nx_gw_mono();
+        if (!s_warned || now - s_warned > 60 * 1000000ull) {
+            s_warned = now;
+            nx_warn("event %" PRIu64 " (%zu bytes as JSON) is larger than a client's send queue "
+                    "takes (queue_bytes %" PRIu64 "): its clients get a gap; raise queue_bytes "
+                    "above max_payload",
+                    msg->seq, msg->len, (uint64_t)gw->cfg.queue_bytes);
+        }
+        __atomic_add_fetch(&gw->stats.oversize, 1, __ATOMIC_RELAXED);
+    }
+    return never;
+}
+
 int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg)
 {
     if (conn->closed)
         return 0;
     if (!nx_gw_conn_room(gw, conn, msg->len, msg->seq)) {
-        nx_gw_conn_full(gw, conn);
+        if (!s_never_fits(gw, conn, msg))
+            nx_gw_conn_full(gw, conn);
         s_lost(gw, conn, msg);
         return -1;
     }

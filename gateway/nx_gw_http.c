@@ -884,6 +884,9 @@ static void h_metrics(s_req_t *r)
              S_LOAD(events_out));
     S_METRIC("nexus_gateway_drops_total", "counter", "event messages dropped for full queues",
              S_LOAD(drops));
+    S_METRIC("nexus_gateway_oversize_drops_total", "counter",
+             "of the drops, events larger than a client queue takes (queue_bytes)",
+             S_LOAD(oversize));
     S_METRIC("nexus_gateway_slow_closes_total", "counter", "clients closed for not reading",
              S_LOAD(slow_closes));
     S_METRIC("nexus_gateway_errors_total", "counter", "error replies", S_LOAD(errors));

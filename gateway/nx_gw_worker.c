@@ -312,7 +312,7 @@ void nx_gw_deliver(nexus_event_t *event, void *arg)
     char *text = nx_front_event_json(event, &len);
     nx_gw_msg_t *msg = text ? nx_gw_msg_new(text, len, seq) : NULL;
     free(text);
-    bool pushed = false;
+    bool pushed = false, gap_now = false;
     pthread_mutex_lock(&gw->lock);
     s_count_type(gw, type);
     if (seq > gw->last_seq)
@@ -351,14 +351,15 @@ void nx_gw_deliver(nexus_event_t *event, void *arg)
         if (nx_gw_conn_push(gw, c, msg) == 0) {
             pushed = true;
             __atomic_add_fetch(&gw->stats.events_out, 1, __ATOMIC_RELAXED);
-        }
+        } else if (!c->full_since)
+            gap_now = true; /* lost, but not for a full queue: told at once */
     }
     nx_gw_msg_unref(&msg);
     pthread_mutex_unlock(&gw->lock);
-    if (pushed) {
+    if (pushed)
         s_count_latency(gw, nexus_event_ts(event));
+    if (pushed || gap_now)
         nx_gw_wake(gw);
-    }
 }
 
 /*  ---- Commands --------------------------------------------------------- */

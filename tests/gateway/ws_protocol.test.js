@@ -1340,6 +1340,39 @@ test('a reply larger than the send queue is an error reply, and the reading clie
   assertOk(await c.request({ action: 'ping', id: 'after-big' }), 'ping', 'after-big');
 }));
 
+test('an event larger than any send queue takes is a gap told at once, live and in a replay, and the reading client stays', withFabric({
+  gatewayArgs: ['--queue-bytes', '64k', '--slow-timeout', '1s'],
+}, async (f) => {
+  // 64k less its reserve (8k) is 56k for events; this one is ~100k as JSON.
+  // It used to start the slow clock of every client it matched: each was
+  // closed with 1008 after slow_timeout, though it read everything, and
+  // never told of the gap (told when the queue drains; an empty one never
+  // does).
+  const c = await f.connect('big-event', 'recent=0');
+  assertOk(await c.request({ action: 'subscribe', topics: ['big.event'] }), 'subscribe');
+  const p = await f.connect('big-event-pub', 'recent=0');
+  const big = await p.request({ action: 'publish', event_type: 'big.event', payload: { big: 'e'.repeat(100000) } });
+  assertOk(big, 'publish');
+  const gap = await c.waitFor((m) => m.type === 'gap', 5000, 'the gap for the big event');
+  assert.deepEqual([gap.from, gap.to], [big.seq, big.seq], JSON.stringify(gap));
+  const after = await p.request({ action: 'publish', event_type: 'big.event', payload: { small: true } });
+  await c.waitEvent((e) => e.seq === after.seq, 5000, 'the small event after it');
+  await sleep(1500); // past slow_timeout: the client that reads stays
+  assert.equal(c.closed, null, `still open: ${JSON.stringify(c.closed)}`);
+  assertOk(await c.request({ action: 'ping', id: 'after-big-event' }), 'ping', 'after-big-event');
+  // A replay over it: the same gap, and the events after it.
+  c.messages.length = 0;
+  c.send({ action: 'resume', since: big.seq - 1, id: 'res-big' });
+  const reply = await c.waitFor((m) => m.type === 'reply' && m.id === 'res-big', 5000, 'the resume reply');
+  assertOk(reply, 'resume', 'res-big');
+  const seen = c.messages.filter((m) => m.type === 'gap' || m.type === 'event').map((m) => m.type === 'gap' ? `gap ${m.from}-${m.to}` : m.seq);
+  assert.deepEqual(seen, [`gap ${big.seq}-${big.seq}`, after.seq], JSON.stringify(seen));
+  const metrics = await (await fetch(`${f.http}/metrics`)).text();
+  assert.match(metrics, /^nexus_gateway_oversize_drops_total 2$/m);
+  await sleep(1500);
+  assert.equal(c.closed, null, `still open after the replay: ${JSON.stringify(c.closed)}`);
+}));
+
 test('a welcome larger than the send queue leaves out its oldest recent events, says how many, and the client stays', withFabric({
   gatewayArgs: ['--queue-bytes', '8k', '--slow-timeout', '1s'],
 }, async (f) => {
