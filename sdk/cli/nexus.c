@@ -1139,14 +1139,23 @@ static void s_ago(uint64_t us, char *buf, size_t size)
 
 static int s_cmd_sessions(s_cli_t *cli)
 {
+    /*  Without --limit, every session (up to what one reply holds).        */
+    uint64_t limit = 100000;
+    const char *v;
+    if ((v = s_opt(cli, "limit")) && (nx_cli_u64(v, &limit) || limit == 0 || limit > 100000))
+        return s_usage_error(cli, "--limit needs a number 1..100000");
+    const char *cap = s_opt(cli, "capability");
+    bool available = s_flag(cli, "available");
+    if ((cap || available) && s_flag(cli, "all"))
+        return s_usage_error(cli, "--all lists gone sessions too; --capability and --available "
+                                  "only find active ones");
     int rc = s_connect(cli, false);
     if (rc)
         return rc;
     nexus_records_t *recs = NULL;
-    const char *cap = s_opt(cli, "capability");
-    bool available = s_flag(cli, "available");
+    const char *after = s_opt(cli, "after");
     nexus_err_t err;
-    if (cap) {
+    if (cap || available) {
         /*  Every --capability is required: join them.                     */
         char csv[1024] = "";
         for (int i = 0; i < cli->nopts; i++)
@@ -1154,9 +1163,11 @@ static int s_cmd_sessions(s_cli_t *cli)
                 size_t n = strlen(csv);
                 snprintf(csv + n, sizeof csv - n, "%s%s", n ? "," : "", cli->opts[i].value);
             }
-        err = nexus_sessions_find(cli->client, csv, available, &recs);
+        err = nexus_sessions_find_after(cli->client, csv, available, after, (uint32_t)limit,
+                                        &recs);
     } else
-        err = nexus_sessions_list(cli->client, s_flag(cli, "all"), &recs);
+        err = nexus_sessions_list_after(cli->client, s_flag(cli, "all"), after, (uint32_t)limit,
+                                        &recs);
     if (err)
         return s_client_error(cli, err);
     nx_table_t *t = nx_table_new(7);
@@ -1167,8 +1178,6 @@ static int s_cmd_sessions(s_cli_t *cli)
         const char *state = nexus_records_str(recs, i, "state");
         char state_copy[32];
         snprintf(state_copy, sizeof state_copy, "%s", state ? state : "");
-        if (available && !cap && strcmp(state_copy, "available"))
-            continue;
         if (cli->json) {
             s_print_json(json_loads(nexus_records_json(recs, i), JSON_ALLOW_NUL, NULL));
             continue;
@@ -1197,13 +1206,14 @@ static int s_cmd_sessions(s_cli_t *cli)
     if (!cli->json)
         nx_table_print(t, stdout);
     nx_table_destroy(&t);
-    if (nexus_records_truncated(recs)) {
+    /*  Never a silent cut: the rest is one command away.                  */
+    size_t n = nexus_records_count(recs);
+    if (nexus_records_truncated(recs) && n) {
+        char all[48] = "more";
         if (nexus_records_matched(recs))
-            fprintf(stderr, "nexus: %zu of the broker's %" PRIu64 " sessions shown (one list's most)\n",
-                    nexus_records_count(recs), nexus_records_matched(recs));
-        else
-            fprintf(stderr, "nexus: the broker knows more sessions than the %zu one list holds\n",
-                    nexus_records_count(recs));
+            snprintf(all, sizeof all, "%" PRIu64, nexus_records_matched(recs));
+        fprintf(stderr, "nexus: %zu of %s matching sessions shown; the next page: --after '%s'\n",
+                n, all, nexus_records_str(recs, n - 1, "session"));
     }
     nexus_records_destroy(&recs);
     return NX_EXIT_OK;
@@ -1627,11 +1637,14 @@ static const s_cmd_t s_cmds[] = {
     {"session unregister", "", "", 0, 0, s_cmd_session_unregister,
      "Ends the session (its claims are released) and forgets its secret."},
     {"session get", "[ID]", "", 0, 1, s_cmd_session_get, "Shows one session record."},
-    {"sessions", "", "capability= available all", 0, 0, s_cmd_sessions,
-     "Lists sessions.\n"
+    {"sessions", "", "capability= available all limit= after=", 0, 0, s_cmd_sessions,
+     "Lists sessions sorted by id.\n"
      "  --capability X   only sessions with X (repeatable: all required)\n"
-     "  --available      only sessions in state available\n"
-     "  --all            include sessions gone recently"},
+     "  --available      only sessions in state available (and active)\n"
+     "  --all            include sessions gone recently\n"
+     "  --limit N        at most N (1..100000; default: all, up to 100000); when more\n"
+     "                   match, stderr says so and --after ID (the last id shown)\n"
+     "                   gives the next page"},
     {"claim", "WORK_ID", "ttl= description=", 1, 1, s_cmd_claim,
      "Claims a work item as the session. Granted: prints the fencing token, exit 0.\n"
      "Denied: prints the holder, exit 1.\n"

@@ -681,10 +681,18 @@ NEXUS_EXPORT nexus_err_t nexus_sessions_list_after(nexus_client_t *self, int all
                                                    nexus_records_t **out);
 
 /*  Sessions having every capability of the comma-separated list csv;
-    available != 0 keeps only those in state "available". Up to 100 000,
-    as nexus_sessions_list.                                                 */
+    available != 0 keeps only those in state "available" and status
+    "active" (csv may then be NULL or "": every available session). Up to
+    100 000, as nexus_sessions_list.                                        */
 NEXUS_EXPORT nexus_err_t nexus_sessions_find(nexus_client_t *self, const char *csv, int available,
                                              nexus_records_t **out);
+
+/*  A page of nexus_sessions_find, as nexus_sessions_list_after is of
+    nexus_sessions_list: ids after after (NULL or ""), at most limit
+    (1..100000; 0: the broker's default, 1000).                             */
+NEXUS_EXPORT nexus_err_t nexus_sessions_find_after(nexus_client_t *self, const char *csv,
+                                                   int available, const char *after,
+                                                   uint32_t limit, nexus_records_t **out);
 
 /*  ---- Claims -----------------------------------------------------------
     Work items are claimed by the client's session (configure one and

@@ -277,9 +277,15 @@ nexus_err_t nexus_sessions_list(nexus_client_t *self, int all, nexus_records_t *
 nexus_err_t nexus_sessions_find(nexus_client_t *self, const char *csv, int available,
                                 nexus_records_t **out)
 {
-    if (!self || !csv || !*csv || !out)
+    return nexus_sessions_find_after(self, csv, available, NULL, S_LIST_MAX, out);
+}
+
+nexus_err_t nexus_sessions_find_after(nexus_client_t *self, const char *csv, int available,
+                                      const char *after, uint32_t limit, nexus_records_t **out)
+{
+    if (!self || !out || limit > S_LIST_MAX || ((!csv || !*csv) && !available))
         return NEXUS_ERR_INVALID;
-    char *copy = strdup(csv);
+    char *copy = csv ? strdup(csv) : NULL;
     char *items[NX_PATTERNS_MAX];
     size_t n = 0;
     char *save = NULL;
@@ -288,12 +294,12 @@ nexus_err_t nexus_sessions_find(nexus_client_t *self, const char *csv, int avail
         items[n++] = t;
     nx_req_t req;
     nx_req_init(&req, "session.find");
-    nx_req_strs(&req, "capabilities", items, n);
+    if (n)
+        nx_req_strs(&req, "capabilities", items, n);
     if (available)
         nx_req_bool(&req, "available", true);
-    nx_req_u64(&req, "limit", S_LIST_MAX);
     free(copy);
-    return s_call_records(self, &req, "sessions", NULL, out);
+    return s_call_page(self, &req, after, limit, "sessions", "session", out);
 }
 
 /*  ---- Claims --------------------------------------------------------------*/

@@ -313,6 +313,31 @@ try:
         t.eq([r["session"] for r in lines(out)], [sid], "sessions --capability")
         rc, out, err = run(["sessions", "--json", "--capability", "deploy", "--available"], ep)
         t.eq(lines(out), [], "busy is not available")
+        # --available alone: every available, active session (the broker's
+        # find); pages with --limit and --after, said on stderr when cut.
+        for name in ("pg-s1", "pg-s2", "pg-s3"):
+            rc, out, err = run(["session", "register", "--session", name, "--capabilities", "pg",
+                                "--ttl", "10m"], ep)
+            t.eq(rc, 0, "register %s" % name)
+        rc, out, err = run(["sessions", "--json", "--available"], ep)
+        got = [r["session"] for r in lines(out)]
+        t.check(rc == 0 and {"pg-s1", "pg-s2", "pg-s3"} <= set(got) and sid not in got,
+                "sessions --available: the available ones only: %r" % got)
+        rc, out, err = run(["sessions", "--json", "--capability", "pg", "--limit", "2"], ep)
+        t.eq([r["session"] for r in lines(out)], ["pg-s1", "pg-s2"], "sessions --limit 2")
+        t.check(rc == 0 and "2 of 3 matching" in err and "--after 'pg-s2'" in err,
+                "sessions cut: stderr says how many and names the next page: %r" % err)
+        rc, out, err = run(["sessions", "--json", "--capability", "pg", "--limit", "2",
+                            "--after", "pg-s2"], ep)
+        t.check(rc == 0 and [r["session"] for r in lines(out)] == ["pg-s3"] and err == "",
+                "sessions --after: the last page: %r %r" % (out, err))
+        rc, out, err = run(["sessions", "--json", "--limit", "1", "--after", "pg-s1"], ep)
+        t.eq([r["session"] for r in lines(out)], ["pg-s2"], "sessions (list) --after --limit 1")
+        for bad in (["--limit", "0"], ["--limit", "100001"], ["--available", "--all"]):
+            rc, out, err = run(["sessions"] + bad, ep)
+            t.check(rc == 2 and err, "sessions %s: usage error: %r" % (" ".join(bad), err))
+        for name in ("pg-s1", "pg-s2", "pg-s3"):
+            run(["session", "unregister"], ep, env={"NEXUS_SESSION": name})
         rc, out, err = run(["claim", "job-9"], ep)
         t.eq(rc, 2, "claim without a session is usage")
 

@@ -460,6 +460,46 @@ static void s_test_coordination(void)
     CHECK_EQ_U64(nexus_sessions_find(a, "build", 1, &recs), NEXUS_OK);
     CHECK_EQ_U64(nexus_records_count(recs), 0); /* a is busy */
     nexus_records_destroy(&recs);
+    /*  Pages of a find: one at a time, each past the one before.          */
+    {
+        nexus_client_t *pagers[3];
+        for (int i = 0; i < 3; i++) {
+            pagers[i] = th_client(&s_broker);
+            nexus_client_set_capabilities(pagers[i], "pager");
+            CHECK_EQ_U64(nexus_client_connect(pagers[i]), NEXUS_OK);
+            CHECK_EQ_U64(nexus_session_register(pagers[i], NULL), NEXUS_OK);
+        }
+        char after[NEXUS_ID_MAX] = "";
+        size_t pages = 0, total = 0;
+        CHECK_EQ_U64(nexus_sessions_find(a, "pager", 0, &recs), NEXUS_OK);
+        total = nexus_records_count(recs);
+        nexus_records_destroy(&recs);
+        CHECK_EQ_U64(total, 3);
+        for (int more = 1; more && pages < 100; pages++) {
+            CHECK_EQ_U64(nexus_sessions_find_after(a, "pager", 0, after, 1, &recs), NEXUS_OK);
+            CHECK_EQ_U64(nexus_records_count(recs), 1);
+            CHECK_EQ_U64(nexus_records_matched(recs), total);
+            const char *sid = nexus_records_str(recs, 0, "session");
+            CHECK(strcmp(sid, after) > 0);
+            snprintf(after, sizeof after, "%s", sid);
+            more = nexus_records_truncated(recs);
+            nexus_records_destroy(&recs);
+        }
+        CHECK_EQ_U64(pages, total);
+        CHECK_EQ_U64(nexus_sessions_find_after(a, NULL, 0, NULL, 0, &recs), NEXUS_ERR_INVALID);
+        CHECK_EQ_U64(nexus_sessions_find_after(a, "build", 0, NULL, 100001, &recs),
+                     NEXUS_ERR_INVALID);
+        /*  available alone: every available, active session.              */
+        CHECK_EQ_U64(nexus_sessions_find_after(a, NULL, 1, NULL, 0, &recs), NEXUS_OK);
+        CHECK(nexus_records_count(recs) >= 3);
+        for (size_t i = 0; i < nexus_records_count(recs); i++)
+            CHECK_EQ_STR(nexus_records_str(recs, i, "state"), "available");
+        nexus_records_destroy(&recs);
+        for (int i = 0; i < 3; i++) {
+            nexus_session_unregister(pagers[i], NULL);
+            nexus_client_destroy(&pagers[i]);
+        }
+    }
 
     /*  Claims: grant, deny with the holder, fencing.                       */
     CHECK_EQ_U64(nexus_claim(a, "", 0, NULL, &res), NEXUS_ERR_INVALID);
