@@ -39,6 +39,10 @@ const nx_conf_key_t nx_gw_conf_keys[] = {
     S_KEY(allowed_origins, NX_CONF_STRING, "", 0, 0, NULL,
           "Origins allowed for WebSocket and the HTTP API, comma-separated, '*' any; empty: "
           "same origin"),
+    S_KEY(allowed_hosts, NX_CONF_STRING, "", 0, 0, NULL,
+          "without tokens: host names clients may reach the gateway by (the Host header), "
+          "comma-separated, '*' any; IP addresses, localhost and the hosts of allowed_origins "
+          "always (a guard against DNS rebinding)"),
     S_KEY(max_message, NX_CONF_SIZE, "1M", 256, 64ull << 20, NULL,
           "largest WebSocket message a client may send (larger: close 1009)"),
     S_KEY(max_body, NX_CONF_SIZE, "1M", 256, 64ull << 20, NULL, "largest HTTP request body"),

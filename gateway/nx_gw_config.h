@@ -23,6 +23,7 @@ typedef struct {
     char *token;             /* shared token clients must present          */
     char *tokens_file;       /* per-session tokens ("TOKEN ID,ID")         */
     char *allowed_origins;   /* comma-separated; "" = same origin only     */
+    char *allowed_hosts;     /* Host names besides addresses and localhost */
     uint64_t max_message;    /* largest WebSocket message from a client    */
     uint64_t max_body;       /* largest HTTP request body                  */
     uint64_t queue_messages; /* per-client send queue, messages            */

@@ -11,9 +11,11 @@
     =========================================================================
 */
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -94,6 +96,80 @@ static void s_token(struct lws *wsi, char *out, int size)
 /*  Same origin unless allowed_origins says otherwise, for WebSocket
     upgrades and API requests. Non-browser clients send no Origin and are
     let through.                                                            */
+/*  True when name (of len bytes) is in the comma-separated list, as a
+    host name or as the host of an origin ("http://name:port"); '*' is
+    any.                                                                   */
+static bool s_host_listed(const char *list, const char *name, size_t len)
+{
+    bool ok = false;
+    char *copy = list && *list ? strdup(list) : NULL, *save = NULL;
+    for (char *h = copy ? strtok_r(copy, ", ", &save) : NULL; h && !ok;
+         h = strtok_r(NULL, ", ", &save)) {
+        char *scheme = strstr(h, "://");
+        if (scheme)
+            h = scheme + 3;
+        size_t n = h[0] == '[' ? strcspn(h, "]") + 1 : strcspn(h, ":/");
+        ok = strcmp(h, "*") == 0 || (n == len && strncasecmp(h, name, len) == 0);
+    }
+    free(copy);
+    return ok;
+}
+
+/*  A browser page of another site can get its name to resolve to this
+    gateway's address (DNS rebinding) and then talk to it as its own
+    origin: Origin and Host agree, both the attacker's name. So the Host
+    header must name the gateway: an IP address, localhost, or a name in
+    allowed_hosts or allowed_origins. Requests without Host (HTTP/1.0
+    tools) are not from a browser page. Only an open gateway (no tokens)
+    checks. *name gets the name refused.                                   */
+static bool s_host_ok(nx_gw_t *gw, struct lws *wsi, char *name, size_t size)
+{
+    char host[256];
+    /*  With tokens, a rebound page has none to present: nothing to guard. */
+    if (nx_auth_enabled(gw->auth) || lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0)
+        return true;
+    char *h = host;
+    size_t len;
+    if (*h == '[') { /* [IPv6]:port */
+        len = strcspn(h, "]");
+        if (h[len] != ']')
+            len = 0;
+        else
+            len++;
+    } else {
+        len = strcspn(h, ":");
+        if (h[len] == ':' && (!h[len + 1] || strspn(h + len + 1, "0123456789") != strlen(h + len + 1)))
+            len = 0; /* a second colon, or a port that is not a number */
+    }
+    if (len && h[len - 1] == '.' && *h != '[')
+        len--; /* "localhost." is localhost */
+    snprintf(name, size, "%.*s", (int)len, h);
+    if (!len)
+        return false;
+    unsigned char addr[16];
+    char literal[64];
+    snprintf(literal, sizeof literal, "%.*s", (int)(*h == '[' ? len - 2 : len), *h == '[' ? h + 1 : h);
+    if ((*h == '[' ? inet_pton(AF_INET6, literal, addr) : inet_pton(AF_INET, literal, addr)) == 1)
+        return true;
+    const char *lh = ".localhost";
+    if ((len == 9 && strncasecmp(h, "localhost", 9) == 0) ||
+        (len > 10 && strncasecmp(h + len - 10, lh, 10) == 0))
+        return true; /* browsers resolve these to loopback themselves */
+    return s_host_listed(gw->cfg.allowed_hosts, h, len) ||
+           s_host_listed(gw->cfg.allowed_origins, h, len);
+}
+
+/*  The message of a 403 forbidden_host (a static buffer: lws thread only). */
+static const char *s_host_refusal(const char *name)
+{
+    static char text[400];
+    snprintf(text, sizeof text,
+             "the Host '%s' is not a name of this gateway (a guard against DNS rebinding): "
+             "use its IP address or localhost, or add the name to allowed_hosts",
+             name);
+    return text;
+}
+
 static bool s_origin_ok(nx_gw_t *gw, struct lws *wsi)
 {
     char origin[256], host[256];
@@ -110,8 +186,11 @@ static bool s_origin_ok(nx_gw_t *gw, struct lws *wsi)
     }
     if (lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0)
         return false;
+    /*  Same origin: a web page's (http or https) on the very host asked.  */
     const char *o = strstr(origin, "://");
-    return o && strcmp(o + 3, host) == 0;
+    bool web = (o == origin + 4 && strncmp(origin, "http", 4) == 0) ||
+               (o == origin + 5 && strncmp(origin, "https", 5) == 0);
+    return web && strcmp(o + 3, host) == 0;
 }
 
 /*  True when the request's Content-Type is application/json, parameters
@@ -289,6 +368,13 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
             qlen += (size_t)n + 1;
     }
     conn->query[qlen] = 0;
+    /*  /health stays open to probes by any name, as it does without a
+        token: it tells nothing a page could use.                          */
+    char refused[256];
+    if (strcmp(conn->path, "/health") != 0 && !s_host_ok(gw, wsi, refused, sizeof refused)) {
+        s_http_now(gw, wsi, pss, 403, "forbidden_host", s_host_refusal(refused), NULL);
+        return 0;
+    }
     if (!s_is_api(conn->path)) {
         if (conn->method != NX_GW_GET) {
             s_http_now(gw, wsi, pss, 405, "method_not_allowed", "static files are GET only", "GET");
@@ -566,6 +652,12 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     if (!watcher && !nx_session_id_valid(id, strlen(id))) {
         nx_info("websocket refused: bad session id");
         return s_refuse(wsi, 400, "bad_request", "the session id must be 1..64 of [A-Za-z0-9_:@-]");
+    }
+    char refused[256];
+    if (!s_host_ok(gw, wsi, refused, sizeof refused)) {
+        nx_info("websocket refused for session %s: Host '%s' is not one of the gateway's", id,
+                refused);
+        return s_refuse(wsi, 403, "forbidden_host", s_host_refusal(refused));
     }
     if (!s_origin_ok(gw, wsi)) {
         nx_info("websocket refused for session %s: origin not allowed", id);

@@ -763,11 +763,73 @@ function rawSocket(f, text, wait = 4000) {
   });
 }
 
+/** Status line and JSON body of one raw request. */
+async function rawStatus(f, text) {
+  const r = await rawSocket(f, text);
+  const m = /^HTTP\/1\.1 (\d+)/.exec(r.out);
+  let body = null;
+  try { body = JSON.parse(r.out.slice(r.out.indexOf('\r\n\r\n') + 4)); } catch { /* not JSON */ }
+  return { status: m ? Number(m[1]) : 0, body, out: r.out };
+}
+
+const rebindGet = (path, host, extra = '') => `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n${extra}\r\n`;
+const rebindUpgrade = (host) => rebindGet('/ws/session/rebind-s', host,
+  `Origin: http://${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n`);
+
+test('DNS rebinding: an open gateway answers only to its addresses, localhost and allowed_hosts; the refused get 403 forbidden_host', withFabric({
+  gatewayArgs: ['--allowed-hosts', 'box.vpn'],
+}, async (f) => {
+  // A page of attacker.example whose name now resolves to 127.0.0.1 is, to
+  // the browser, same-origin with itself: Origin and Host agree. It read
+  // the sessions and published as anyone before.
+  const evil = `attacker.example:${f.port}`;
+  let r = await rawStatus(f, rebindGet('/sessions/active', evil, `Origin: http://${evil}\r\n`));
+  assert.equal(r.status, 403, r.out);
+  assert.equal(r.body.error.code, 'forbidden_host', r.out);
+  assert.match(r.body.error.message, /attacker\.example.*allowed_hosts/);
+  r = await rawStatus(f, rebindGet('/sessions/active', evil)); // a same-origin GET sends no Origin
+  assert.equal(r.status, 403, r.out);
+  r = await rawStatus(f, rebindGet('/', evil));
+  assert.equal(r.status, 403, 'the dashboard page too');
+  const body = '{"event_type":"rebind.x","payload":1}';
+  r = await rawStatus(f, `POST /events HTTP/1.1\r\nHost: ${evil}\r\nOrigin: http://${evil}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+  assert.equal(r.status, 403, r.out);
+  r = await rawStatus(f, rebindUpgrade(evil));
+  assert.equal(r.status, 403, r.out);
+  assert.equal(r.body.error.code, 'forbidden_host', r.out);
+  // /health answers probes by any name, as it does without a token.
+  assert.equal((await rawStatus(f, rebindGet('/health', evil))).status, 200);
+  // Its addresses, localhost and the listed name are the gateway's own.
+  for (const host of [`127.0.0.1:${f.port}`, '127.0.0.1', `localhost:${f.port}`, 'LocalHost.', `app.localhost:${f.port}`, `[::1]:${f.port}`, `box.vpn:${f.port}`, 'BOX.VPN']) {
+    r = await rawStatus(f, rebindGet('/sessions/active', host));
+    assert.equal(r.status, 200, `${host}: ${r.out.slice(0, 300)}`);
+  }
+  r = await rawStatus(f, rebindUpgrade(`box.vpn:${f.port}`));
+  assert.equal(r.status, 101, r.out.slice(0, 300));
+  // Nothing was published by the refused requests.
+  const j = assertJson(await call(f, 'GET', '/events/history?event_type=rebind.x'), 200);
+  assert.deepEqual(j.events, []);
+  // Same origin means a web page's scheme too.
+  r = await rawStatus(f, rebindGet('/sessions/active', `127.0.0.1:${f.port}`, `Origin: ftp://127.0.0.1:${f.port}\r\n`));
+  assert.equal(r.status, 403, r.out);
+  assert.equal(r.body.error.code, 'forbidden_origin', r.out);
+}));
+
+test('DNS rebinding: a gateway with tokens answers to any name (a rebound page has no token)', withFabric({
+  gatewayArgs: ['--token', 'tok-rebind'], healthToken: 'tok-rebind',
+}, async (f) => {
+  const host = `box.example:${f.port}`;
+  let r = await rawStatus(f, rebindGet('/sessions/active', host));
+  assert.equal(r.status, 401, r.out);
+  r = await rawStatus(f, rebindGet('/sessions/active', host, 'Authorization: Bearer tok-rebind\r\n'));
+  assert.equal(r.status, 200, r.out.slice(0, 300));
+}));
+
 test('hostile HTTP: bad Content-Length, wrong types, odd query values: precise 4xx JSON errors, nothing stored', withFabric(async (f) => {
   // A Content-Length that is not a number (or past any size) is answered at
   // once (it used to wait for a body whose end cannot be known), then closed.
   for (const [len, status, code] of [['-5', 400, 'bad_request'], ['abc', 400, 'bad_request'], ['99999999999999999999', 400, 'bad_request'], ['12x', 400, 'bad_request']]) {
-    const r = await rawSocket(f, `POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${len}\r\n\r\n{"event_type":"cl.stored"}`);
+    const r = await rawSocket(f, `POST /events HTTP/1.1\r\nHost: 127.0.0.1:${f.port}\r\nContent-Type: application/json\r\nContent-Length: ${len}\r\n\r\n{"event_type":"cl.stored"}`);
     assert.match(r.out, new RegExp(`^HTTP/1\\.1 ${status} `), `Content-Length ${len}: ${r.out.slice(0, 200)}`);
     const body = JSON.parse(r.out.slice(r.out.indexOf('\r\n\r\n') + 4));
     assert.equal(body.error.code, code, r.out);
