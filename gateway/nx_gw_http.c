@@ -464,8 +464,8 @@ static void h_history(s_req_t *r)
             s_error(r, 400, "bad_request", "since must be a seq or an ISO-8601 UTC time", NULL);
             return;
         }
-    } else if (!s_arg(r, "cursor", v, sizeof v))
-        json_object_set_new(req, "order", json_string("desc")); /* "last 100 events" */
+    } else /* "the last 100 events"; the pages after it, with the same query */
+        json_object_set_new(req, "order", json_string("desc"));
     int64_t cursor = s_arg_int(r, "cursor");
     if (cursor == -2) {
         json_decref(req);

@@ -194,6 +194,21 @@ test('events: POST /events, /events/history, /events/recent, /events/stats', wit
   }
   for (const s of seqs) assert.ok(paged.includes(s), `paged history holds ${s}: ${paged}`);
   assert.deepEqual(paged, [...new Set(paged)].sort((a, b) => a - b), 'pages do not overlap and are in order');
+  // Without since the pages go newest first, and following next_cursor with
+  // the same query goes on to older events (the second page used to turn
+  // to oldest first: duplicates, and the oldest never reached).
+  page = assertJson(await call(f, 'GET', '/events/history?limit=2'), 200);
+  const back = page.events.map((x) => x.seq);
+  for (let guard = 0; page.next_cursor !== null && guard < 50; guard++) {
+    page = assertJson(await call(f, 'GET', `/events/history?limit=2&cursor=${page.next_cursor}`), 200);
+    back.push(...page.events.map((x) => x.seq));
+  }
+  assert.equal(page.next_cursor, null, 'the walk back ends');
+  assert.deepEqual(back, [...new Set(back)].sort((a, b) => b - a), `newest first, no duplicate: ${back}`);
+  for (const s of seqs) assert.ok(back.includes(s), `the walk back reaches ${s}`);
+  assert.equal(back[back.length - 1], 1, 'down to the first event');
+  j = assertJson(await call(f, 'GET', `/events/history?limit=2&order=asc&cursor=${seqs[1]}`), 200);
+  assert.deepEqual(j.events.map((x) => x.seq), [seqs[1], seqs[2]], 'order=asc with a cursor: from it, oldest first');
 
   assertHttpError(await call(f, 'GET', '/events/history?limit=abc'), 400, 'bad_request');
   assertHttpError(await call(f, 'GET', '/events/history?since=not-a-time'), 400, 'bad_request');
