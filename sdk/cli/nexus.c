@@ -22,6 +22,7 @@
 
 #include "nexus.h"
 #include "nx_cli.h"
+#include "nx_codec.h"
 #include "nx_jdump.h"
 
 #define S_OPTS_MAX     64   /* options and positionals per invocation         */
@@ -491,6 +492,12 @@ static int s_lines_send(s_lines_t *L, char *text, uint64_t line)
         fprintf(stderr, "nexus: line %" PRIu64 " is not valid JSON; stopping\n", line);
         return NX_EXIT_USAGE;
     }
+    if (nx_msgpack_check(data, size, NX_MSGPACK_DEPTH) == NX_MSGPACK_TOO_DEEP) {
+        free(data);
+        fprintf(stderr, "nexus: line %" PRIu64 " nests deeper than %d levels; stopping\n", line,
+                NX_MSGPACK_LEVELS);
+        return NX_EXIT_USAGE;
+    }
     s_lines_report(L);
     s_line_t *l = &L->ring[L->sent % (2 * S_LINES_WINDOW)];
     *l = (s_line_t){.line = line};
@@ -613,6 +620,19 @@ static int s_cmd_pub(s_cli_t *cli)
         return s_usage_error(cli, why);
     }
     json_decref(check);
+    size_t packed_size = 0;
+    void *packed = payload && *payload ? nexus_json_to_msgpack(payload, &packed_size) : NULL;
+    bool too_deep =
+        packed && nx_msgpack_check(packed, packed_size, NX_MSGPACK_DEPTH) == NX_MSGPACK_TOO_DEEP;
+    free(packed);
+    if (too_deep) {
+        free(payload);
+        char why[120];
+        snprintf(why, sizeof why,
+                 "the payload nests deeper than %d levels (no reader could show it as JSON)",
+                 NX_MSGPACK_LEVELS);
+        return s_usage_error(cli, why);
+    }
     int rc = s_connect(cli, false);
     if (cli->session && !rc)
         nexus_client_set_session(cli->client, cli->session, NULL);

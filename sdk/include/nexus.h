@@ -327,7 +327,8 @@ NEXUS_EXPORT nexus_err_t nexus_publish_acked(nexus_client_t *self, const char *t
 
 /*  The same two with a JSON text payload, sent as msgpack (the fabric's
     payload encoding); {"$base64":"..."} becomes msgpack bin. NULL or ""
-    sends an empty payload. NEXUS_ERR_INVALID when json does not parse.    */
+    sends an empty payload. NEXUS_ERR_INVALID when json does not parse, or
+    nests deeper than 32 levels (no reader could show it as JSON).          */
 NEXUS_EXPORT nexus_err_t nexus_publish_json(nexus_client_t *self, const char *topic,
                                             const char *json);
 NEXUS_EXPORT nexus_err_t nexus_publish_json_acked(nexus_client_t *self, const char *topic,

@@ -660,11 +660,12 @@ nx_msgpack_check_t nx_msgpack_check(const uint8_t *data, size_t len, int max_dep
             /*  Every element takes at least one byte.                      */
             if (items > len - pos)
                 return items > (uint64_t)1 << 40 ? NX_MSGPACK_INVALID : NX_MSGPACK_TRUNCATED;
-            if (items) {
-                if (depth + 1 >= max_depth)
-                    return NX_MSGPACK_TOO_DEEP;
+            /*  An empty container counts as a level too, as msgpack-c
+                counts it (its stack is checked before the count).        */
+            if (depth + 1 >= max_depth)
+                return NX_MSGPACK_TOO_DEEP;
+            if (items)
                 left[++depth] = items;
-            }
         } else {
             if (skip > len - pos)
                 return NX_MSGPACK_TRUNCATED;

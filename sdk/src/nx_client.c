@@ -1372,6 +1372,15 @@ static nexus_err_t s_publish_json(nexus_client_t *self, const char *topic, const
         msgpack_sbuffer_destroy(&buf);
         return nx_client_fail(self, NEXUS_ERR_INVALID, "payload: %s", err);
     }
+    /*  What no reader could decode back to the same JSON (they show it as
+        $base64) is refused, as the gateway refuses it.                     */
+    if (buf.size &&
+        nx_msgpack_check((const uint8_t *)buf.data, buf.size, NX_MSGPACK_DEPTH) ==
+            NX_MSGPACK_TOO_DEEP) {
+        msgpack_sbuffer_destroy(&buf);
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "payload: nested deeper than %d levels",
+                              NX_MSGPACK_LEVELS);
+    }
     nexus_err_t rc = acked ? nexus_publish_acked(self, topic, buf.data, buf.size, seq, NULL)
                            : nexus_publish(self, topic, buf.data, buf.size);
     msgpack_sbuffer_destroy(&buf);

@@ -147,14 +147,27 @@ try:
         t.check(rc == 0 and out == "", "pub without --ack prints nothing")
         # A payload that is not JSON says where; JSON Lines piped into
         # `pub -` are pointed at --lines. Nothing is published.
-        rc, out, err = run(["pub", "cli.bad", '{"a":'], ep)
+        rc, out, err = run(["pub", "badpl.x", '{"a":'], ep)
         t.check(rc == 2 and "not valid JSON" in err and "line 1, column 5" in err,
                 "pub: bad JSON refused with its place: %r" % err)
-        rc, out, err = run(["pub", "cli.bad", "-"], ep, stdin='{"a":1}\n{"a":2}\n')
+        rc, out, err = run(["pub", "badpl.x", "-"], ep, stdin='{"a":1}\n{"a":2}\n')
         t.check(rc == 2 and "line 2, column 1" in err and "--lines" in err,
                 "pub -: two JSON lines point at --lines: %r" % err)
-        rc, out, err = run(["events", "--json", "--pattern", "cli.bad"], ep)
-        t.check(rc == 0 and out == "", "nothing published by the refused payloads: %r" % out)
+        # Deeper than 32 levels no reader can show as JSON: refused, one
+        # event or a line of --lines; 32 levels come back as sent.
+        rc, out, err = run(["pub", "badpl.x", "-"], ep, stdin="[" * 33 + "]" * 33)
+        t.check(rc == 2 and "deeper than 32" in err, "pub: 33 levels refused: %r" % err)
+        rc, out, err = run(["pub", "badpl.x", "--lines"], ep, stdin="1\n" + "{}" + "[" * 40 + "]" * 40 + "\n")
+        t.check(rc == 2 and "line 2 is not valid JSON" in err, "--lines: bad line 2: %r" % err)
+        rc, out, err = run(["pub", "badpl.x", "--lines"], ep, stdin="[" * 40 + "]" * 40 + "\n")
+        t.check(rc == 2 and "line 1 nests deeper than 32" in err, "--lines: deep line refused: %r" % err)
+        rc, out, err = run(["pub", "deeppl.x", "-"], ep, stdin="[" * 32 + "]" * 32)
+        t.eq(rc, 0, "pub: 32 levels published (%r)" % err)
+        rc, out, err = run(["events", "--json", "--pattern", "deeppl.x"], ep)
+        t.eq([e["payload"] for e in lines(out)], [json.loads("[" * 32 + "]" * 32)],
+             "32 levels come back as sent")
+        rc, out, err = run(["events", "--json", "--pattern", "badpl.x"], ep)
+        t.check(rc == 0 and out.count("\n") == 1, "only the first --lines line was published: %r" % out)
         rc, out, err = run(["pub", "bad topic", "1"], ep)
         t.check(rc == 1 and "topic" in err, "bad topic refused: exit 1: %r" % err)
 
@@ -171,7 +184,7 @@ try:
                 "events --since SEQ (human): %r" % out)
         rc, out, err = run(["events", "--json", "--since", "1h", "--pattern", "cli.one"], ep)
         t.eq(len(lines(out)), 1, "events --since TIME-ago")
-        rc, out, err = run(["events", "--json", "--limit", "1", "--desc"], ep)
+        rc, out, err = run(["events", "--json", "--limit", "1", "--desc", "--pattern", "cli.>"], ep)
         t.eq(lines(out)[0]["topic"], "cli.three", "events --desc --limit 1")
         # More events than the broker's history_limit (4): every one, once,
         # in order (the CLI failed on every call before the broker cut the

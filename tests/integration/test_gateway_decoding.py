@@ -131,8 +131,9 @@ def closed_with(ws):
     return "open"
 
 
-def deep(n):
-    v = 1
+def deep(n, inner=1):
+    """n nested containers around inner; inner [] or {} is one more."""
+    v = inner
     for _ in range(n):
         v = [v]
     return v
@@ -179,13 +180,30 @@ def main():
             c.check(rep.get("ok") is False and rep["error"]["code"] == "bad_request" and
                     "nested deeper than 32" in rep["error"]["message"],
                     "33 levels refused: %s" % rep)
+            # An empty innermost container is a level too: 31 around [] or {}
+            # come back as sent; 32 around it are refused (they used to be
+            # stored and come back as $base64).
+            for i, inner in enumerate(([], {})):
+                ws.send({"action": "publish", "event_type": "fz.deep", "id": 20 + i,
+                         "payload": deep(31, inner)})
+                rep = ws.recv(lambda m, i=i: m.get("type") == "reply" and m.get("id") == 20 + i)
+                c.check(rep.get("ok") is True, "31 levels around %r published: %s" % (inner, rep))
+                m = ws.recv(lambda m: is_event(m, "fz.deep"))
+                c.eq(m.get("payload"), deep(31, inner), "31 levels around %r come back as sent"
+                     % (inner,))
+                ws.send({"action": "publish", "event_type": "fz.deep", "id": 30 + i,
+                         "payload": deep(32, inner)})
+                rep = ws.recv(lambda m, i=i: m.get("type") == "reply" and m.get("id") == 30 + i)
+                c.check(rep.get("ok") is False and rep["error"]["code"] == "bad_request" and
+                        "nested deeper than 32" in rep["error"]["message"],
+                        "32 levels around %r refused: %s" % (inner, rep))
             ws.send({"action": "history", "topics": ["fz.>"], "id": 4})
             rep = ws.recv(lambda m: m.get("type") == "reply" and m.get("id") == 4)
             events = rep.get("events", [])
             c.eq([e.get("payload") for e in events if e.get("event_type") == "fz.hostile"],
                  [b64], "history shows the hostile payload as $base64")
-            c.eq(len([e for e in events if e.get("event_type") == "fz.deep"]), 1,
-                 "history holds the 32-level event only")
+            c.eq(len([e for e in events if e.get("event_type") == "fz.deep"]), 3,
+                 "history holds the events of 32 levels only")
             # 3. RFC 6455: an unmasked frame closes the connection with
             # 1002, its action not done; so does one after masked frames
             # in the same read, and an unmasked ping.

@@ -459,6 +459,28 @@ static void s_test_msgpack_check(void)
     deep[31] = 0x91;
     deep[40] = 0x00;
     CHECK(nx_msgpack_check(deep, 41, 32) == NX_MSGPACK_TOO_DEEP);
+    /*  An empty innermost container is a level too, as msgpack-c counts
+        it: NX_MSGPACK_LEVELS (32) arrays, the last one empty, pass and
+        unpack; one more does neither (it used to pass the check, and
+        then fail to unpack).                                                */
+    memset(deep, 0x91, sizeof deep);
+    deep[NX_MSGPACK_LEVELS - 1] = 0x90;
+    CHECK(nx_msgpack_check(deep, NX_MSGPACK_LEVELS, NX_MSGPACK_DEPTH) == NX_MSGPACK_OK);
+    {
+        msgpack_unpacked unp;
+        msgpack_unpacked_init(&unp);
+        size_t off = 0;
+        CHECK(msgpack_unpack_next(&unp, (const char *)deep, NX_MSGPACK_LEVELS, &off) ==
+              MSGPACK_UNPACK_SUCCESS);
+        deep[NX_MSGPACK_LEVELS - 1] = 0x91;
+        deep[NX_MSGPACK_LEVELS] = 0x90;
+        off = 0;
+        CHECK(nx_msgpack_check(deep, NX_MSGPACK_LEVELS + 1, NX_MSGPACK_DEPTH) ==
+              NX_MSGPACK_TOO_DEEP);
+        CHECK(msgpack_unpack_next(&unp, (const char *)deep, NX_MSGPACK_LEVELS + 1, &off) !=
+              MSGPACK_UNPACK_SUCCESS);
+        msgpack_unpacked_destroy(&unp);
+    }
     /*  Every strict prefix of a valid request is truncated.                */
     msgpack_sbuffer buf;
     msgpack_sbuffer_init(&buf);

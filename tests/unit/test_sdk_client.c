@@ -141,6 +141,18 @@ static void s_test_pubsub(void)
     CHECK_EQ_U64(nexus_publish(c, "bad topic", "x", 1), NEXUS_ERR_BAD_TOPIC);
     CHECK_EQ_U64(nexus_publish_acked(c, "t.*", "x", 1, NULL, NULL), NEXUS_ERR_BAD_TOPIC);
     CHECK_EQ_U64(nexus_publish_json(c, "t.a.x", "{bad"), NEXUS_ERR_INVALID);
+    {
+        /*  33 levels (the innermost empty) no reader could show as JSON.  */
+        char deep[67];
+        memset(deep, '[', 33);
+        memset(deep + 33, ']', 33);
+        deep[66] = 0;
+        CHECK_EQ_U64(nexus_publish_json_acked(c, "deepjson.x", deep, NULL), NEXUS_ERR_INVALID);
+        CHECK(strstr(nexus_client_errmsg(c), "deeper than 32") != NULL);
+        memmove(deep, deep + 1, 65); /* 32 levels */
+        deep[64] = 0;
+        CHECK_EQ_U64(nexus_publish_json_acked(c, "deepjson.x", deep, NULL), NEXUS_OK);
+    }
     uint64_t s1 = 0, s2 = 0, s3 = 0, ts = 0;
     CHECK_EQ_U64(nexus_publish_acked(c, "t.a.x", "raw", 3, &s1, &ts), NEXUS_OK);
     CHECK(s1 > 0 && ts > 0);
