@@ -55,12 +55,17 @@ static void s_usage(FILE *out)
     a build anywhere finds it), next to the binary (build/gateway ->
     gateway/web, or bin -> share/nexus/web), and the install prefix's
     share directory. Returns 0 when found, 1 when none has the files (the
-    gateway then serves the API without a dashboard), -1 when web_root
-    names no directory. *looked lists where it looked.                   */
+    gateway then serves the API without a dashboard), 2 when web_root is
+    "none" (no dashboard, asked for), -1 when web_root names no directory.
+    *looked lists where it looked.                                         */
 static int s_find_web_root(nx_gw_t *gw, char *looked, size_t size)
 {
     struct stat st;
     looked[0] = 0;
+    if (gw->cfg.web_root && strcmp(gw->cfg.web_root, "none") == 0) {
+        gw->web_root[0] = 0; /* the API only, by choice */
+        return 2;
+    }
     if (gw->cfg.web_root && *gw->cfg.web_root) {
         snprintf(gw->web_root, sizeof gw->web_root, "%s", gw->cfg.web_root);
         if (stat(gw->web_root, &st) != 0 || !S_ISDIR(st.st_mode))
@@ -166,7 +171,9 @@ int main(int argc, char **argv)
     }
     /*  No dashboard is no reason to stop: the API and WebSockets work, and
         `nexus up` would stop the broker with us.                          */
-    if (found > 0)
+    if (found == 2)
+        nx_info("web_root none: serving the API and WebSockets only, no dashboard");
+    else if (found > 0)
         nx_warn("no dashboard files (index.html) found in %s: serving the API and WebSockets "
                 "only, / answers 404 (set web_root to the gateway/web directory)",
                 looked);
@@ -231,6 +238,12 @@ int main(int argc, char **argv)
         nx_error("cannot configure the fabric client (broker '%s')", gw.cfg.broker);
         goto done;
     }
+    /*  A broker that is not up yet holds up neither the start nor a stop:
+        the first calls wait 0.5 s at most (they took two broker_timeouts,
+        10 s, before SIGTERM was looked at); the client goes on trying in
+        the background.                                                     */
+    nexus_client_set_timeout(gw.client,
+                             gw.cfg.broker_timeout < 500 ? (uint32_t)gw.cfg.broker_timeout : 500);
     nexus_err_t cerr = nexus_client_connect(gw.client);
     if (cerr == NEXUS_ERR_UNREACHABLE)
         nx_warn("broker %s does not answer yet; retrying in the background", gw.cfg.broker);
@@ -245,12 +258,20 @@ int main(int argc, char **argv)
         nx_error("cannot subscribe: %s", nexus_client_errmsg(gw.client));
         goto done;
     }
+    nexus_client_set_timeout(gw.client, (uint32_t)gw.cfg.broker_timeout);
+    if (gw.stop) {
+        nx_info("stopped before it started");
+        status = 0; /* asked to stop: not a failure */
+        goto done;
+    }
     if (nx_gw_worker_start(&gw)) {
         nx_error("cannot start the worker thread");
         goto done;
     }
     nx_info("nexus-gateway %s: dashboard from %s", NEXUS_VERSION_STRING,
-            gw.web_root[0] ? gw.web_root : "nowhere (none found)");
+            gw.web_root[0]                           ? gw.web_root
+            : gw.cfg.web_root && strcmp(gw.cfg.web_root, "none") == 0 ? "nowhere (web_root none)"
+                                                     : "nowhere (none found)");
     status = nx_gw_server_run(&gw) == 0 ? 0 : 1;
     nx_gw_worker_stop(&gw);
     nx_info("stopped");

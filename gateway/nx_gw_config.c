@@ -29,8 +29,9 @@ const nx_conf_key_t nx_gw_conf_keys[] = {
     S_KEY(broker_timeout, NX_CONF_DURATION, "5s", 100, 600000, NULL,
           "how long a request to the broker may take before it fails"),
     S_KEY(web_root, NX_CONF_STRING, "", 0, 0, NULL,
-          "directory of the dashboard files (default: the source tree it was built from, next "
-          "to the binary, or the installed share/nexus/web; none: the API only)"),
+          "directory of the dashboard files; empty (the default): the source tree it was "
+          "built from, next to the binary, or the installed share/nexus/web; 'none': the API "
+          "only"),
     S_KEY(token, NX_CONF_STRING, "", 0, 0, NULL,
           "shared token clients must present (?token= or Authorization: Bearer)"),
     S_KEY(tokens_file, NX_CONF_STRING, "", 0, 0, NULL,

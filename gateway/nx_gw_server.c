@@ -1321,7 +1321,8 @@ int nx_gw_server_run(nx_gw_t *gw)
         lws_context_destroy(lws);
         return -1;
     }
-    nx_info("listening on http://%s (dashboard at /, WebSocket at /ws/session/{id})", shown);
+    nx_info("listening on http://%s (%s, WebSocket at /ws/session/{id})", shown,
+            gw->web_root[0] ? "dashboard at /" : "no dashboard: the API only");
     s_tick_gw = gw;
     while (!gw->stop) {
         s_accept_failed = false;

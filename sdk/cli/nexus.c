@@ -1364,6 +1364,12 @@ static int s_cmd_claims(s_cli_t *cli)
     const char *v;
     if ((v = s_opt(cli, "limit")) && (nx_cli_u64(v, &limit) || limit == 0 || limit > 100000))
         return s_usage_error(cli, "--limit needs a number 1..100000");
+    /*  --mine without a session listed everyone's claims.                 */
+    if (s_flag(cli, "mine") && (!cli->session || !*cli->session))
+        return s_usage_error(cli, "--mine needs a session: give --session ID or set "
+                                  "NEXUS_SESSION");
+    if (s_flag(cli, "mine") && s_opt(cli, "holder"))
+        return s_usage_error(cli, "--mine and --holder both name the holder: give one");
     int rc = s_connect(cli, false);
     if (rc)
         return rc;

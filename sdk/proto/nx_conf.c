@@ -731,8 +731,8 @@ void nx_conf_print_help(const nx_conf_key_t *table, size_t count, FILE *out)
         char bounds[2 * S_NUM_MAX + 16] = "";
         if (s_is_numeric(key->type) && (key->min || key->max))
             s_format_bounds(key, bounds, sizeof bounds);
-        /*  An empty default reads better as what it means.                 */
-        const char *dflt = key->dflt && !*key->dflt ? "none" : key->dflt;
+        /*  An empty default says so ("none" read as the value none).     */
+        const char *dflt = key->dflt && !*key->dflt ? "empty" : key->dflt;
         if (dflt && *bounds)
             fprintf(out, " (default %s, %s)", dflt, bounds);
         else if (dflt)

@@ -384,6 +384,9 @@ try:
         t.eq([c["work_id"] for c in lines(out)], ["pg/1", "pg/2"], "claims --limit 2: the first two")
         t.check(rc == 0 and "--after 'pg/2'" in err and "2 of 3 matching" in err,
                 "claims cut: stderr says how many and names the next page: %r" % err)
+        rc, out, err = run(["claims", "--mine"], ep)
+        t.check(rc == 2 and out == "" and "--mine needs a session" in err,
+                "claims --mine without a session: usage, not everyone's claims: %r %r" % (out, err))
         rc, out, err = run(["claims", "--json", "--prefix", "pg/", "--limit", "2", "--after", "pg/2"],
                            ep)
         t.check(rc == 0 and [c["work_id"] for c in lines(out)] == ["pg/3"] and err == "",

@@ -222,6 +222,36 @@ def main():
         g.start(wait_listen=False)
         t.eq(g.wait(), 2, "a web_root that is no directory: exit 2")
         g.cleanup()
+        # web_root none (its --help offers it): the API only, by choice, no
+        # warning (it was refused as "not a directory", exit 2).
+        with Gateway(b, ["--web-root", "none"]) as g:
+            st, _, body = get(g.port, "/")
+            t.check(st == 404 and "No dashboard here" in body, "web_root none: / is the 404 page")
+            st, _, body = get(g.port, "/health")
+            t.eq(st, 200, "web_root none: the API works")
+            t.check("web_root none" in g.logs() and "no dashboard files" not in g.logs(),
+                    "web_root none: said once, no warning: %r" % g.logs()[-600:])
+
+    # 7. A broker that does not answer holds up neither the start nor a
+    # SIGTERM: the gateway listens within a second and stops at once (it
+    # waited two broker timeouts, ~10 s, before it looked at the signal).
+    g = Gateway(None, ["--web-root", "none"])
+    t0 = time.time()
+    g.start(wait_listen=False)
+    time.sleep(0.2)
+    g.proc.send_signal(signal.SIGTERM)
+    rc = g.wait()
+    t.check(rc == 0 and time.time() - t0 < 4,
+            "SIGTERM while the broker does not answer: exit %s after %.1f s" % (rc, time.time() - t0))
+    g.cleanup()
+    g = Gateway(None, ["--web-root", "none"])
+    t0 = time.time()
+    g.start()
+    t.check(time.time() - t0 < 4, "it listens in %.1f s without a broker" % (time.time() - t0))
+    st, _, body = get(g.port, "/health")
+    t.check(st in (200, 503) and json.loads(body)["broker"]["status"] == "down",
+            "/health says the broker is down: %s %r" % (st, body[:300]))
+    g.stop()
 
     # 4. nexus up keeps the broker when the gateway cannot start
     ports = free_ports(3)
