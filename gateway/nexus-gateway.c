@@ -252,6 +252,7 @@ int main(int argc, char **argv)
         goto done;
     } else
         nx_info("connected to the broker at %s", gw.cfg.broker);
+    gw.broker_up = cerr == NEXUS_OK;
     /*  One subscription to everything; each client's patterns are matched
         here, so clients come and go without touching the broker.           */
     if (nexus_subscribe(gw.client, ">")) {

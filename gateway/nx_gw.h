@@ -153,6 +153,8 @@ typedef struct _nx_gw_t {
     size_t commands_bytes_peak; /* most ever queued (/metrics)           */
     size_t http_bytes;          /* HTTP answer bytes held (response_charged) */
     volatile int stop;          /* set on SIGINT/SIGTERM                    */
+    bool broker_up;             /* the worker's last look at the link, to
+                                   log when it changes                     */
     uint64_t start_us;          /* wall clock at start                      */
     uint64_t start_mono;        /* mono clock at start                      */
     nx_gw_stats_t stats;        /* counters                                 */

@@ -671,6 +671,18 @@ static void *s_worker(void *arg)
         }
         if (nx_gw_mono() >= next_hb) {
             s_heartbeat(gw);
+            /*  The log says when the broker went and came back: requests
+                fail meanwhile (503), and an operator looks here first.    */
+            bool up = nexus_client_is_connected(gw->client);
+            if (up != gw->broker_up) {
+                if (up)
+                    nx_info("the broker at %s answers again", gw->cfg.broker);
+                else
+                    nx_warn("lost the broker at %s: requests fail (503 unavailable) until it "
+                            "answers again",
+                            gw->cfg.broker);
+                gw->broker_up = up;
+            }
             /*  The store the welcomes name: the broker may have been
                 started on another data directory since.                    */
             char store[40];

@@ -149,7 +149,10 @@ static void s_reply_error(json_t *rep, nexus_err_t rc, nx_front_err_t *err)
                       rc == NEXUS_ERR_TIMEOUT ? 504
                       : rc == NEXUS_ERR_NOMEM ? 500
                                               : 503,
-                      "%s", nexus_strerror(rc));
+                      "%s%s", nexus_strerror(rc),
+                      rc == NEXUS_ERR_TIMEOUT       ? ": it may or may not have been done"
+                      : rc == NEXUS_ERR_UNREACHABLE ? ": the request was not sent"
+                                                    : "");
         return;
     }
     const char *code = json_string_value(json_object_get(rep, "error"));

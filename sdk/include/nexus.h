@@ -104,7 +104,8 @@ NEXUS_EXPORT int nexus_version(void);
     client, not per thread). The codes any control call can return besides
     those listed with it: NEXUS_ERR_INVALID (bad argument, nothing sent),
     NEXUS_ERR_TIMEOUT (no reply in time: the outcome is unknown),
-    NEXUS_ERR_UNREACHABLE (the client has not reached the broker yet),
+    NEXUS_ERR_UNREACHABLE (no connection to the broker within the timeout:
+    the request was not sent, nothing was done),
     NEXUS_ERR_CLOSED (client destroyed or never connected),
     NEXUS_ERR_UNAUTHORIZED (the broker wants a token), NEXUS_ERR_BUSY,
     NEXUS_ERR_INTERNAL, NEXUS_ERR_NOMEM.

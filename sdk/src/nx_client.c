@@ -549,10 +549,11 @@ zsock_t *nx_client_control_dealer(nexus_client_t *self)
     zsock_t *sock = nx_client_socket(self, ZMQ_DEALER, NULL);
     if (!sock)
         return NULL;
-    /*  With a list, a request waits for a connection instead of a queue to
-        a broker that is not there, so that it can go to the next.        */
-    if (self->n_eps > 1)
-        zsock_set_immediate(sock, 1);
+    /*  A request waits for a connection instead of a queue to a broker
+        that is not there: with a list, so that it can go to the next; and
+        so that one that never went out is told apart (unreachable: not
+        done) from one that got no answer (timeout: outcome unknown).     */
+    zsock_set_immediate(sock, 1);
     if (zsock_connect(sock, "%s", nx_client_ep(self)->control) != 0)
         zsock_destroy(&sock);
     return sock;
@@ -635,7 +636,7 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     self->dealer = nx_client_socket(self, ZMQ_DEALER, NULL);
     self->dealer_gen = self->pub_gen = nx_client_gen(self);
     zsock_t *mon = self->dealer ? s_handshake_monitor(self) : NULL;
-    if (self->dealer && self->n_eps > 1)
+    if (self->dealer)
         zsock_set_immediate(self->dealer, 1); /* as nx_client_control_dealer */
     if (self->dealer && zsock_connect(self->dealer, "%s", ep->control) != 0)
         zsock_destroy(&self->dealer);
@@ -696,33 +697,36 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     }
     nx_reply_destroy(&rep);
     ep = nx_client_ep(self);
-    if (rc == NEXUS_ERR_TIMEOUT && failed == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && !self->curve_cert)
+    /*  No answer: the request never went out (no connection) or went
+        out and nothing came back; a failed handshake says which.          */
+    bool silent = rc == NEXUS_ERR_TIMEOUT || rc == NEXUS_ERR_UNREACHABLE;
+    if (silent && failed == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && !self->curve_cert)
         rc = nx_client_fail(self, NEXUS_ERR_UNAUTHORIZED,
                             "the broker at %s refused this client's token (NEXUS_TOKEN): it is "
                             "neither its token nor in its tokens_file",
                             ep->control);
-    else if (rc == NEXUS_ERR_TIMEOUT && failed && self->token && !self->curve_cert)
+    else if (silent && failed && self->token && !self->curve_cert)
         rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
                             "the handshake with %s failed: a token (NEXUS_TOKEN) makes this "
                             "client present it with PLAIN; does the broker have tokens configured "
                             "(and no CURVE)?",
                             ep->control);
-    else if (rc == NEXUS_ERR_TIMEOUT && failed && !self->curve_cert)
-        rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
+    else if (silent && failed && !self->curve_cert)
+        rc = nx_client_fail(self, NEXUS_ERR_UNAUTHORIZED,
                             "the broker at %s refused the handshake: it wants a token "
                             "(NEXUS_TOKEN) or a CURVE key (NEXUS_CURVE_SERVER_KEY)",
                             ep->control);
-    else if (rc == NEXUS_ERR_TIMEOUT && failed == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
-        rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
+    else if (silent && failed == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        rc = nx_client_fail(self, NEXUS_ERR_UNAUTHORIZED,
                             "the broker at %s refused this client's CURVE key: its public "
                             "certificate must be in the broker's curve_clients directory",
                             ep->control);
-    else if (rc == NEXUS_ERR_TIMEOUT && failed)
+    else if (silent && failed)
         rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
                             "the CURVE handshake with %s failed: does the broker run with "
                             "curve_cert, and is NEXUS_CURVE_SERVER_KEY its public key?",
                             ep->control);
-    else if (rc == NEXUS_ERR_TIMEOUT)
+    else if (silent)
         rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE, "no answer from the broker at %s",
                             ep->control);
     if (rc)
@@ -1193,8 +1197,12 @@ nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
         case S_X_BUSY:
             return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot send the request");
         case S_X_NO_ROUTE:
-            return nx_client_fail(self, NEXUS_ERR_TIMEOUT,
-                                  "no connection to the broker at %s to send on", ep);
+            /*  Never sent: nothing was done, and the caller may say so
+                (the gateway answers 503, not 504 "outcome unknown").      */
+            return nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
+                                  "no connection to the broker at %s within %u ms: the request "
+                                  "was not sent",
+                                  ep, self->timeout_ms);
         case S_X_MOVED:
             return nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
                                   "the broker at %s was lost with '%s' in flight: it may or may "

@@ -717,6 +717,29 @@ test('broker-side failures are 5xx: POST /work/claim with the broker stopped ans
   assertJson(await call(f, 'GET', '/health'), 200);
 }));
 
+test('a broker that is gone: requests are 503 unavailable (never sent), not 504; the log says when it went and came back', { timeout: 60000 }, withFabric({
+  gatewayArgs: ['--broker-timeout', '700ms', '--heartbeat', '300ms'],
+}, async (f) => {
+  const { restartOnFreshStore, waitFor } = require('./lib');
+  const fresh = await restartOnFreshStore(f); // the old broker is stopped first
+  await fresh.stop(); // and now none answers
+  await waitFor(() => /lost the broker at tcp:\/\/127\.0\.0\.1:\d+: requests fail \(503/.test(f.gateway.output),
+    { timeout: 10000, what: 'the gateway to log the lost broker' });
+  const t0 = Date.now();
+  const r = await call(f, 'POST', '/events', { event_type: 'gone.x', payload: {} });
+  const e = assertHttpError(r, 503, 'unavailable');
+  assert.match(e.message, /not sent/, r.text);
+  assert.ok(Date.now() - t0 < 4000, `bounded by broker_timeout (${Date.now() - t0} ms)`);
+  const again = await restartOnFreshStore(f);
+  try {
+    await waitFor(() => /the broker at tcp:\/\/127\.0\.0\.1:\d+ answers again/.test(f.gateway.output),
+      { timeout: 15000, what: 'the gateway to log the broker back' });
+    assertJson(await call(f, 'POST', '/events', { event_type: 'back.x', payload: {} }), 201);
+  } finally {
+    await again.stop();
+  }
+}));
+
 test('API requests from another origin get 403 forbidden_origin; POST bodies must be application/json (415)', withFabric(async (f) => {
   // A web page elsewhere could otherwise POST text/plain (no preflight) to
   // the gateway on localhost.

@@ -221,10 +221,10 @@ def main():
         t.check(any(e["source"] == "w1" for e in evs),
                 "the CLI's event carries its token's name: %r" % evs)
         r = cli(["pub", "t.cli", "{}", "--timeout", "2s"], dict(env, NEXUS_TOKEN="wrong"))
-        t.check(r.returncode != 0 and "refused this client's token" in r.stderr,
+        t.check(r.returncode == 1 and "refused this client's token" in r.stderr,
                 "a wrong NEXUS_TOKEN is refused clearly: %d %r" % (r.returncode, r.stderr))
         r = cli(["pub", "t.cli", "{}", "--timeout", "2s"], env)
-        t.check(r.returncode != 0 and "wants a token" in r.stderr,
+        t.check(r.returncode == 1 and "wants a token" in r.stderr,
                 "no NEXUS_TOKEN against a broker with tokens, clearly: %d %r" %
                 (r.returncode, r.stderr))
 

@@ -62,7 +62,9 @@ static void s_test_offline(void)
     CHECK(th_ms() - t0 < 2000);
     CHECK_EQ_U64(nexus_client_connect(c), NEXUS_ERR_CLOSED);
     CHECK_EQ_U64(nexus_client_set_name(c, "late"), NEXUS_ERR_CLOSED);
-    CHECK_EQ_U64(nexus_publish_acked(c, "a.b", "x", 1, NULL, NULL), NEXUS_ERR_TIMEOUT);
+    /*  Never sent (no connection): unreachable, not "outcome unknown".     */
+    CHECK_EQ_U64(nexus_publish_acked(c, "a.b", "x", 1, NULL, NULL), NEXUS_ERR_UNREACHABLE);
+    CHECK(strstr(nexus_client_errmsg(c), "not sent") != NULL);
     CHECK(!nexus_client_is_connected(c));
     nexus_client_destroy(&c);
     nexus_client_destroy(&c);
