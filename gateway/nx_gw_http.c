@@ -117,36 +117,11 @@ static int64_t s_arg_int(s_req_t *r, const char *name)
     return (end && *end == 0 && *v && n >= 0) ? n : -2;
 }
 
-/*  Parses ISO-8601 UTC (2025-11-17T07:00:00Z, fraction optional) into us. */
+/*  Parses an ISO-8601 time (nx_iso8601_parse: a date, or a date and time
+    with fraction and zone optional) into us.                               */
 static bool s_parse_time(const char *text, uint64_t *us)
 {
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!rest)
-        return false;
-    uint64_t frac = 0, scale = 1000000;
-    if (*rest == '.') {
-        rest++;
-        while (*rest >= '0' && *rest <= '9') {
-            if (scale > 1) {
-                scale /= 10;
-                frac += (uint64_t)(*rest - '0') * scale;
-            }
-            rest++;
-        }
-    }
-    if (*rest == 'Z')
-        rest++;
-    else if (strcmp(rest, "+00:00") == 0)
-        rest += 6;
-    if (*rest)
-        return false;
-    time_t t = timegm(&tm);
-    if (t < 0)
-        return false;
-    *us = (uint64_t)t * 1000000 + frac;
-    return true;
+    return nx_iso8601_parse(text, us) == 0;
 }
 
 /*  ---- Helpers for bodies ----------------------------------------------- */

@@ -904,7 +904,15 @@ static int s_cmd_events(s_cli_t *cli)
         return s_usage_error(cli, "--since needs a seq, an ISO time or a duration ago (10m)");
     if ((v = s_opt(cli, "until")) && nx_cli_u64(v, &until_seq) && nx_cli_time(v, &until_us))
         return s_usage_error(cli, "--until needs a seq, an ISO time or a duration ago (10m)");
+    /*  0 is "no bound" to the iterator: --until 0 listed every event.     */
+    if ((v = s_opt(cli, "until")) && !until_us && until_seq == 0)
+        return s_usage_error(cli, "--until needs a seq of at least 1 (or a time)");
     const char *resume = s_opt(cli, "resume");
+    /*  --resume reads on, oldest first, from its own cursor: a --desc or a
+        --since with it was ignored, and the cursor never moved.           */
+    if (resume && (s_flag(cli, "desc") || s_opt(cli, "since")))
+        return s_usage_error(cli, "--resume goes on from its cursor, oldest first: it takes "
+                                  "neither --desc nor --since");
     char cursor_path[PATH_MAX];
     if (resume && s_cursor_path(resume, cursor_path, sizeof cursor_path))
         return s_usage_error(cli, "--resume needs a plain name (and a writable state dir)");
@@ -1643,14 +1651,16 @@ static const s_cmd_t s_cmds[] = {
     {"events", "", "pattern= since= until= limit= resume= desc", 0, 0, s_cmd_events,
      "Lists events from the history (oldest first).\n"
      "  --pattern P       only topics matching P (repeatable)\n"
-     "  --since SEQ|TIME  after this seq, or from this time (ISO 8601 or 10m ago)\n"
-     "  --until SEQ|TIME  up to this seq or time\n"
+     "  --since SEQ|TIME  after this seq, or from this time: ISO 8601 (2026-12-07,\n"
+     "                    2026-12-07T10:00:00Z, ...+01:00) or a duration ago (10m, 2h ago)\n"
+     "  --until SEQ|TIME  up to this seq (at least 1) or time\n"
      "  --limit N         at most N events (default 1000)\n"
      "  --desc            newest first\n"
      "  --resume NAME     continue where the last call with NAME stopped (cursor in\n"
      "                    $XDG_STATE_HOME/nexus/cursors/NAME, with the store it\n"
      "                    belongs to; a cursor of another store, or beyond this\n"
-     "                    store's last seq, is reset with a notice)"},
+     "                    store's last seq, is reset with a notice); oldest first, so\n"
+     "                    neither --desc nor --since"},
     {"session register", "", "name= capabilities= metadata= ttl=", 0, 0, s_cmd_session_register,
      "Registers a session for scripts and prints its id. Its secret is kept in\n"
      "$XDG_STATE_HOME/nexus/sessions/ID so later calls with --session ID (or\n"

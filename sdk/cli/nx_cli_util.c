@@ -16,6 +16,7 @@
 
 #include "nx_cli.h"
 #include "nx_jdump.h"
+#include "nx_log.h"
 
 int nx_cli_exit_code(nexus_err_t err)
 {
@@ -84,38 +85,21 @@ static uint64_t s_now_us(void)
 
 int nx_cli_time(const char *text, uint64_t *us)
 {
+    /*  A duration ago: "10m", or as --help writes it, "10m ago".           */
+    char dur[64];
+    size_t n = strlen(text);
+    if (n > 4 && n < sizeof dur && strcmp(text + n - 4, " ago") == 0) {
+        memcpy(dur, text, n - 4);
+        dur[n - 4] = 0;
+        text = dur;
+    }
     uint64_t ms;
     if (nx_cli_duration(text, &ms) == 0 && strpbrk(text, "smhd")) {
         uint64_t now = s_now_us();
         *us = ms * 1000 > now ? 1 : now - ms * 1000;
         return 0;
     }
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!rest) {
-        memset(&tm, 0, sizeof tm);
-        rest = strptime(text, "%Y-%m-%d", &tm);
-        if (!rest || *rest)
-            return -1;
-    }
-    uint64_t frac = 0;
-    if (*rest == '.') {
-        uint64_t scale = 100000;
-        for (rest++; *rest >= '0' && *rest <= '9'; rest++) {
-            frac += (uint64_t)(*rest - '0') * scale;
-            scale /= 10;
-        }
-    }
-    if (*rest == 'Z')
-        rest++;
-    if (*rest)
-        return -1;
-    time_t t = timegm(&tm);
-    if (t < 0)
-        return -1;
-    *us = (uint64_t)t * 1000000 + frac;
-    return 0;
+    return text == dur ? -1 : nx_iso8601_parse(text, us);
 }
 
 const char *nx_cli_iso(uint64_t us, char *buf)

@@ -32,7 +32,10 @@ static const s_err_t s_errors[NEXUS_ERR__COUNT] = {
     [NEXUS_ERR_CONFLICT] = {"conflict", "the current state does not allow this", 409},
     [NEXUS_ERR_STALE_TOKEN] = {"stale_token", "fencing token is not the current one", 409},
     [NEXUS_ERR_UNAUTHORIZED] = {"unauthorized", "missing or wrong token", 401},
-    [NEXUS_ERR_FORBIDDEN] = {"forbidden", "not allowed to act as that session", 403},
+    [NEXUS_ERR_FORBIDDEN] = {"forbidden",
+                             "not allowed: outside this token's permissions (pub=, sub=, "
+                             "sessions) or another session's",
+                             403},
     [NEXUS_ERR_BUSY] = {"busy", "broker overloaded, try again", 503},
     [NEXUS_ERR_INTERNAL] = {"internal", "internal error", 500},
     [NEXUS_ERR_NOMEM] = {"no_memory", "out of memory", 500},

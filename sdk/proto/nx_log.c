@@ -185,3 +185,53 @@ char *nx_iso8601(uint64_t us, char *buf)
     buf[len] = '\0';
     return buf;
 }
+
+int nx_iso8601_parse(const char *text, uint64_t *us)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest) {
+        memset(&tm, 0, sizeof tm);
+        rest = strptime(text, "%Y-%m-%d", &tm);
+        if (!rest || *rest)
+            return -1;
+    }
+    uint64_t frac = 0, scale = 1000000;
+    if (*rest == '.') {
+        if (rest[1] < '0' || rest[1] > '9')
+            return -1;
+        for (rest++; *rest >= '0' && *rest <= '9'; rest++)
+            if (scale > 1) {
+                scale /= 10;
+                frac += (uint64_t)(*rest - '0') * scale;
+            }
+    }
+    int64_t offset = 0; /* seconds east of UTC */
+    if (*rest == 'Z' || *rest == 'z')
+        rest++;
+    else if (*rest == '+' || *rest == '-') {
+        int sign = *rest == '-' ? -1 : 1, hh = 0, mm = 0;
+        rest++;
+        if (rest[0] < '0' || rest[0] > '9' || rest[1] < '0' || rest[1] > '9')
+            return -1;
+        hh = (rest[0] - '0') * 10 + rest[1] - '0';
+        rest += 2;
+        if (*rest == ':')
+            rest++;
+        if (rest[0] < '0' || rest[0] > '9' || rest[1] < '0' || rest[1] > '9')
+            return -1;
+        mm = (rest[0] - '0') * 10 + rest[1] - '0';
+        rest += 2;
+        if (hh > 23 || mm > 59)
+            return -1;
+        offset = sign * (int64_t)(hh * 3600 + mm * 60);
+    }
+    if (*rest)
+        return -1;
+    time_t t = timegm(&tm);
+    if (t < 0 || (int64_t)t - offset < 0)
+        return -1;
+    *us = (uint64_t)((int64_t)t - offset) * 1000000 + frac;
+    return 0;
+}

@@ -59,4 +59,10 @@ uint64_t nx_mono_us(void);
     least 32 bytes); returns buf.                                           */
 char *nx_iso8601(uint64_t us, char *buf);
 
+/*  Reads an ISO-8601 time into us since the epoch: a date (2026-12-07,
+    midnight UTC) or a date and time with optional fraction and zone
+    (2026-12-07T10:00:00.5Z, ...+01:00, ...-0800; none: UTC). 0, or -1
+    when text is not one.                                                   */
+int nx_iso8601_parse(const char *text, uint64_t *us);
+
 #endif

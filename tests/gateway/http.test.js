@@ -181,6 +181,14 @@ test('events: POST /events, /events/history, /events/recent, /events/stats', wit
   assert.ok(j.events.every((x) => x.event_type.startsWith('work.')), JSON.stringify(j.events));
   j = assertJson(await call(f, 'GET', `/events/history?since=${encodeURIComponent(before)}`), 200);
   for (const s of seqs) assert.ok(j.events.some((x) => x.seq === s));
+  // The same moment with a zone offset, and a plain date (midnight UTC).
+  const d = new Date(Date.now() - 60000);
+  const offset = new Date(d.getTime() + 90 * 60000).toISOString().replace('Z', '+01:30');
+  j = assertJson(await call(f, 'GET', `/events/history?since=${encodeURIComponent(offset)}`), 200);
+  for (const s of seqs) assert.ok(j.events.some((x) => x.seq === s), `since ${offset} holds ${s}`);
+  j = assertJson(await call(f, 'GET', `/events/history?since=${before.slice(0, 10)}`), 200);
+  for (const s of seqs) assert.ok(j.events.some((x) => x.seq === s), `since a date holds ${s}`);
+  assertHttpError(await call(f, 'GET', `/events/history?since=${encodeURIComponent(before.replace('Z', '+25:00'))}`), 400, 'bad_request');
   j = assertJson(await call(f, 'GET', `/events/history?since=${seqs[2]}`), 200);
   assert.deepEqual(j.events.map((x) => x.seq), [seqs[3], seqs[4]]);
   j = assertJson(await call(f, 'GET', `/events/history?since=${encodeURIComponent(new Date(Date.now() + 3600000).toISOString())}`), 200);

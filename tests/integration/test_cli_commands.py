@@ -236,6 +236,23 @@ try:
         t.eq([e["payload"] for e in lines(out)], [3], "resume: only the newest")
         rc, out, err = run(["events", "--resume", "../x"], ep)
         t.eq(rc, 2, "resume name must be plain")
+        # --resume goes on oldest first from its cursor: --desc and --since
+        # with it were ignored (and the cursor never moved); --until 0 was
+        # "no bound" and listed everything.
+        for extra in (["--desc"], ["--since", "1"]):
+            rc, out, err = run(["events", "--resume", "r1"] + extra, ep)
+            t.check(rc == 2 and "--resume" in err and out == "",
+                    "events --resume %s: usage error: %r" % (extra[0], err))
+        rc, out, err = run(["events", "--until", "0"], ep)
+        t.check(rc == 2 and "--until" in err and out == "", "events --until 0: usage: %r" % err)
+        # Times as people type them: "10m ago" as --help writes it, a date,
+        # and an ISO time with a zone offset.
+        for since in ("10m ago", "10m", "2000-01-01", "2000-01-01T01:00:00+01:00"):
+            rc, out, err = run(["events", "--json", "--pattern", "res.>", "--since", since], ep)
+            t.eq((rc, [e["payload"] for e in lines(out)]), (0, [0, 1, 2, 3]),
+                 "events --since %r (%r)" % (since, err))
+        rc, out, err = run(["events", "--since", "10 parsecs ago"], ep)
+        t.eq(rc, 2, "events --since nonsense: usage")
 
         # ---- pub --lines: one event per line, pipelined, seqs in order
         n = 5000
