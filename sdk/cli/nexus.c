@@ -228,7 +228,7 @@ static json_t *s_gateway_health(const char *url, char *err, size_t err_size)
         snprintf(port, sizeof port, "%.*s", (int)strcspn(p + n + 1, "/"), p + n + 1);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
     if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai) {
-        snprintf(err, err_size, "cannot resolve %.100s", host);
+        snprintf(err, err_size, "cannot resolve the gateway's host '%.100s'", host);
         return NULL;
     }
     int fd = socket(ai->ai_family, SOCK_STREAM, 0);
@@ -272,6 +272,17 @@ static int s_cmd_status(s_cli_t *cli)
     /*  The gateway, when one is named, is probed first so that it shows
         even when the broker is down.                                       */
     const char *gw_url = s_opt(cli, "gateway") ? s_opt(cli, "gateway") : getenv("NEXUS_GATEWAY");
+    if (gw_url && *gw_url) {
+        /*  What is no http URL is a usage error, not an unreachable
+            gateway ("https" was looked up as a host name).                */
+        const char *scheme = strstr(gw_url, "://");
+        const char *hp = scheme ? scheme + 3 : gw_url, *colon = strchr(hp, ':');
+        size_t port_len = colon ? strcspn(colon + 1, "/") : 0;
+        if ((scheme && strncmp(gw_url, "http://", 7) != 0) || !*hp || *hp == ':' ||
+            (colon && (port_len == 0 || strspn(colon + 1, "0123456789") != port_len)))
+            return s_usage_error(cli, "--gateway needs http://HOST:PORT (nexus-gateway speaks "
+                                      "plain HTTP; put TLS in front of it)");
+    }
     char gw_err[256] = "";
     json_t *gw = gw_url && *gw_url ? s_gateway_health(gw_url, gw_err, sizeof gw_err) : NULL;
     bool gw_asked = gw_url && *gw_url;
@@ -1086,6 +1097,8 @@ static int s_cmd_session_unregister(s_cli_t *cli)
 static int s_cmd_keygen(s_cli_t *cli)
 {
     const char *name = cli->pos[0];
+    if (!*name || name[strlen(name) - 1] == '/')
+        return s_usage_error(cli, "keygen needs a file NAME (NAME and NAME_secret are written)");
     /*  CZMQ builds NAME_secret in a 256-byte buffer of its own.             */
     char secret[256];
     if (strlen(name) > 240 ||
@@ -1630,8 +1643,8 @@ static const s_cmd_t s_cmds[] = {
      "nexusd is looked for next to this program, in ../broker/, then on PATH."},
     {"status", "", "gateway=", 0, 0, s_cmd_status,
      "Shows the broker's health and state, and the gateway's health when one is\n"
-     "named (--gateway http://HOST:8450 or NEXUS_GATEWAY). Exit 3 when either does\n"
-     "not answer."},
+     "named. Exit 3 when either does not answer.\n"
+     "  --gateway URL   also the gateway's /health: http://HOST:PORT (NEXUS_GATEWAY)"},
     {"pub", "TOPIC [JSON|-]", "ack lines", 1, 2, s_cmd_pub,
      "Publishes one event. The payload is JSON (from the argument, or stdin with -),\n"
      "sent as msgpack; none means an empty payload. The broker acknowledges it\n"
@@ -1739,9 +1752,26 @@ static void s_help(FILE *out)
 {
     fprintf(out, "Usage: nexus COMMAND [ARGS] [OPTIONS]\n\nThe command-line client of the "
                  "nexus message fabric.\n\nCommands:\n");
-    for (size_t i = 0; i < S_NCMDS; i++)
-        fprintf(out, "  %-20s %s\n", s_cmds[i].name, s_cmds[i].args);
-    fprintf(out, "  %-20s %s\n\n%s", "version", "", s_common);
+    /*  Each command with its arguments and the first sentence of its
+        help, cut to a line: what it is for, not only what it takes.       */
+    for (size_t i = 0; i < S_NCMDS; i++) {
+        char line[160], what[52];
+        snprintf(line, sizeof line, "%s %s", s_cmds[i].name, s_cmds[i].args);
+        size_t n = 0;
+        for (const char *h = s_cmds[i].help; *h && n < sizeof what - 1; h++) {
+            if ((h[0] == '.' && (h[1] == ' ' || h[1] == '\n' || !h[1])) || h[0] == ':')
+                break;
+            what[n++] = *h == '\n' ? ' ' : *h;
+        }
+        what[n] = 0;
+        if (n == sizeof what - 1)
+            memcpy(what + n - 3, "...", 3);
+        if (strlen(line) > 26)
+            fprintf(out, "  %s\n  %-26s %s\n", line, "", what);
+        else
+            fprintf(out, "  %-26s %s\n", line, what);
+    }
+    fprintf(out, "  %-26s %s\n\n%s", "version", "Prints the version", s_common);
     fprintf(out, "\nnexus COMMAND --help tells more.\n");
 }
 
@@ -1814,8 +1844,18 @@ int main(int argc, char **argv)
         if (!strcmp(argv[1], s_cmds[i].name))
             cli.cmd = &s_cmds[i];
     if (!cli.cmd) {
+        bool help = argc > 2 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"));
+        if (!strcmp(argv[1], "session") && help) {
+            for (size_t i = 0; i < S_NCMDS; i++)
+                if (!strncmp(s_cmds[i].name, "session ", 8))
+                    printf("Usage: nexus %s %s [OPTIONS]\n  %s\n\n", s_cmds[i].name,
+                           s_cmds[i].args, s_cmds[i].help);
+            printf("%s", s_common);
+            return NX_EXIT_OK;
+        }
         if (!strcmp(argv[1], "session"))
-            fprintf(stderr, "nexus: session needs register, status, unregister or get\n");
+            fprintf(stderr, "nexus: session needs register, status, unregister or get (see nexus "
+                            "session --help)\n");
         else
             fprintf(stderr, "nexus: unknown command '%s' (see nexus --help)\n", argv[1]);
         return NX_EXIT_USAGE;

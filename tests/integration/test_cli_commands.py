@@ -64,6 +64,19 @@ try:
                     "%s --help: %r %r" % (cmd, rc, out[:80]))
         rc, out, err = run(["--help"], ep)
         t.check(rc == 0 and "Commands:" in out, "nexus --help")
+        t.check("Publishes one event" in out and "Lists claims sorted by work id" in out and
+                max(len(x) for x in out.splitlines()) <= 100,
+                "nexus --help says what each command is for, in lines that fit: %r" % out[:600])
+        rc, out, err = run(["session", "--help"], ep)
+        t.check(rc == 0 and "nexus session register" in out and "nexus session get" in out,
+                "nexus session --help lists its subcommands: %r %r" % (rc, out[:200]))
+        rc, out, err = run(["session"], ep)
+        t.check(rc == 2 and "session --help" in err, "nexus session alone: usage: %r" % err)
+        for url in ("https://127.0.0.1:8450", "http://127.0.0.1:port", "http://:8450"):
+            rc, out, err = run(["status", "--gateway", url], ep)
+            t.check(rc == 2 and "http://HOST:PORT" in err, "status --gateway %s: usage: %r" % (url, err))
+        rc, out, err = run(["keygen", ""], ep)
+        t.check(rc == 2 and "NAME" in err, "keygen '': usage: %r" % err)
         rc, out, err = run([], ep)
         t.eq(rc, 2, "no command is a usage error")
         rc, out, err = run(["frobnicate"], ep)
