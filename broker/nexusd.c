@@ -48,13 +48,17 @@ int main(int argc, char **argv)
         nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
         return next == NX_CONF_EXIT_OK ? 0 : 2;
     }
-    int level = nx_log_level_parse(cfg.log_level);
-    if (level < 0) {
-        fprintf(stderr, "nexusd: log_level must be error, warn, info or debug\n");
+    /*  The table's choices are nx_log_level_t's order, then "warning".   */
+    int level = cfg.log_level == 4 ? NX_LOG_WARN : cfg.log_level;
+    /*  Settings that are valid alone but not together.                     */
+    if (cfg.map_size > cfg.map_max) {
+        fprintf(stderr,
+                "nexusd: map_size (%" PRIu64 " bytes) is over map_max (%" PRIu64
+                " bytes): the map could never be that large; raise map_max or lower map_size\n",
+                (uint64_t)cfg.map_size, (uint64_t)cfg.map_max);
         nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
         return 2;
     }
-    /*  Settings that are valid alone but not together.                     */
     if (cfg.claim_ttl > cfg.claim_ttl_max) {
         fprintf(stderr,
                 "nexusd: claim_ttl (%" PRIu64 " ms) is over claim_ttl_max (%" PRIu64

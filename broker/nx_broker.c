@@ -326,7 +326,6 @@ static void s_free_config(nx_broker_config_t *cfg)
     free(cfg->control_endpoints);
     free(cfg->events_in_endpoints);
     free(cfg->events_out_endpoints);
-    free(cfg->log_level);
     free(cfg->token);
     free(cfg->tokens_file);
     free(cfg->curve_cert);
@@ -354,7 +353,6 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     self->cfg.control_endpoints = s_strdup_or_null(cfg->control_endpoints);
     self->cfg.events_in_endpoints = s_strdup_or_null(cfg->events_in_endpoints);
     self->cfg.events_out_endpoints = s_strdup_or_null(cfg->events_out_endpoints);
-    self->cfg.log_level = s_strdup_or_null(cfg->log_level);
     self->cfg.token = s_strdup_or_null(cfg->token);
     self->cfg.tokens_file = s_strdup_or_null(cfg->tokens_file);
     self->cfg.curve_cert = s_strdup_or_null(cfg->curve_cert);

@@ -47,7 +47,7 @@ typedef struct {
     uint64_t history_limit;       /* largest `limit` a history query may ask   */
     uint64_t history_scan;        /* records one history page may scan         */
     uint64_t history_bytes;       /* event bytes one history page may carry    */
-    char *log_level;              /* error|warn|info|debug                     */
+    int log_level;                /* nx_log_level_t: error|warn|info|debug     */
     uint64_t heartbeat;           /* default session heartbeat interval, ms    */
     uint64_t heartbeat_misses;    /* missed heartbeats before a session is gone*/
     int claims_on_disconnect;     /* 0 release, 1 keep (until the lease ends)  */

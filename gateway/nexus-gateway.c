@@ -132,11 +132,8 @@ int main(int argc, char **argv)
         status = next == NX_CONF_EXIT_OK ? 0 : 2;
         goto done;
     }
-    int level = nx_log_level_parse(gw.cfg.log_level);
-    if (level < 0) {
-        fprintf(stderr, "nexus-gateway: log_level must be error, warn, info or debug\n");
-        goto done;
-    }
+    /*  The table's choices are nx_log_level_t's order, then "warning".   */
+    int level = gw.cfg.log_level == 4 ? NX_LOG_WARN : gw.cfg.log_level;
     nx_log_init("nexus-gateway", verbose ? NX_LOG_DEBUG : (nx_log_level_t)level);
     /*  Events are allocated on the SDK's threads and freed on lws's: keep
         freed memory instead of trimming and refaulting it (nx_heap.h).    */

@@ -70,7 +70,8 @@ const nx_conf_key_t nx_gw_conf_keys[] = {
     S_KEY(heartbeat, NX_CONF_DURATION, "5s", 200, 3600000, NULL,
           "heartbeat interval for the sessions the gateway hosts"),
     S_KEY(max_clients, NX_CONF_U64, "20000", 1, 1000000, NULL, "WebSocket connections at most"),
-    S_KEY(log_level, NX_CONF_STRING, "info", 0, 0, NULL, "error, warn, info or debug (-v: debug)"),
+    S_KEY(log_level, NX_CONF_ENUM, "info", 0, 0, "error|warn|info|debug|warning",
+          "how much the log says (-v: debug)"),
 };
 
 const size_t nx_gw_conf_count = sizeof(nx_gw_conf_keys) / sizeof(nx_gw_conf_keys[0]);

@@ -38,7 +38,7 @@ typedef struct {
     uint64_t welcome_events; /* recent events sent in the welcome          */
     uint64_t heartbeat;      /* ms between heartbeats for hosted sessions  */
     uint64_t max_clients;    /* WebSocket connections at most              */
-    char *log_level;         /* error|warn|info|debug                      */
+    int log_level;           /* nx_log_level_t: error|warn|info|debug      */
 } nx_gw_config_t;
 
 extern const nx_conf_key_t nx_gw_conf_keys[];

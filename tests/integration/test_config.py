@@ -310,6 +310,16 @@ try:
     rc, out, err = run("--claim-ttl", "2d", "--claim-ttl-max", "1d")
     t.eq(rc, 2, "claim_ttl over claim_ttl_max is refused at start")
     t.check("claim_ttl" in err and "claim_ttl_max" in err, "and the error names both: %r" % err)
+    rc, out, err = run("--map-size", "2G", "--map-max", "1G")
+    t.check(rc == 2 and "map_size" in err and "map_max" in err,
+            "map_size over map_max is refused at start (it was taken): %d %r" % (rc, err))
+    # A log level that is none: refused by --print-config too (it printed it,
+    # and only the start refused it).
+    rc, out, err = run("--log-level", "chatty", "--print-config")
+    t.check(rc == 2 and "error|warn|info|debug|warning" in err and out == "",
+            "--print-config refuses log_level chatty: %d %r" % (rc, err))
+    rc, out, err = run("--log-level", "warn", "--print-config")
+    t.check(rc == 0 and "log_level = warn" in out, "log_level warn printed: %r" % out[-300:])
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
