@@ -851,9 +851,9 @@ nexus_err_t nx_broker_emit(nx_broker_t *self, const char *topic, size_t topic_le
 {
     if (!nx_topic_valid(topic, topic_len)) {
         snprintf(err_msg, NX_ERRMSG_MAX,
-                 "invalid topic (dot-separated non-empty tokens, "
+                 "invalid topic: %s (dot-separated non-empty tokens, "
                  "no spaces or wildcards, at most %d bytes)",
-                 NX_TOPIC_MAX);
+                 nx_topic_why(topic, topic_len, false), NX_TOPIC_MAX);
         return NEXUS_ERR_BAD_TOPIC;
     }
     if (payload_len > max_payload) {

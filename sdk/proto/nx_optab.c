@@ -437,9 +437,9 @@ static nexus_err_t s_check_field(const nx_field_t *f, const msgpack_object *v, c
             protocol.md 2.1 and 6.4 say, not bad_request.                  */
         if (!nx_topic_valid(v->via.str.ptr, v->via.str.size)) {
             snprintf(err_msg, NX_ERRMSG_MAX,
-                     "invalid topic (dot-separated non-empty tokens, valid UTF-8, no spaces or "
-                     "wildcards, at most %d bytes)",
-                     NX_TOPIC_MAX);
+                     "invalid topic: %s (dot-separated non-empty tokens, valid UTF-8, no spaces "
+                     "or wildcards, at most %d bytes)",
+                     nx_topic_why(v->via.str.ptr, v->via.str.size, false), NX_TOPIC_MAX);
             return NEXUS_ERR_BAD_TOPIC;
         }
         return NEXUS_OK;

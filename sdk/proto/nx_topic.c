@@ -189,6 +189,52 @@ bool nx_pattern_valid(const char *pattern, size_t len)
     return s_valid(pattern, len, true);
 }
 
+const char *nx_topic_why(const char *str, size_t len, bool pattern)
+{
+    if (pattern ? nx_pattern_valid(str, len) : nx_topic_valid(str, len))
+        return NULL;
+    if (!str || len == 0)
+        return "it is empty";
+    if (len > NX_TOPIC_MAX)
+        return "it is over 255 bytes";
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0, tokens = 0;
+    while (true) {
+        size_t end = i;
+        while (end < len && s[end] != '.')
+            end++;
+        if (end == i)
+            return "it has an empty token (two dots in a row, or a dot at an end)";
+        if (++tokens > NX_TOKENS_MAX)
+            return "it has more than 32 tokens";
+        bool wild = end == i + 1 && (s[i] == '*' || s[i] == '>');
+        if (wild && !pattern)
+            return "'*' and '>' are wildcards: patterns have them, topics do not";
+        if (wild && s[i] == '>' && end != len)
+            return "'>' may only be the last token";
+        for (size_t k = i; !wild && k < end;) {
+            if (s[k] == ' ')
+                return "it has a space";
+            if (s[k] < 0x20 || s[k] == 0x7f)
+                return "it has a control character";
+            if (s[k] == '*' || s[k] == '>')
+                return pattern ? "'*' and '>' are whole tokens only" : "it has '*' or '>'";
+            if (s[k] < 0x80) {
+                k++;
+                continue;
+            }
+            size_t n = nx_utf8_seq(s, len, k);
+            if (n == 0)
+                return "it is not valid UTF-8";
+            k += n;
+        }
+        if (end == len)
+            break;
+        i = end + 1;
+    }
+    return "it breaks the topic grammar";
+}
+
 bool nx_pattern_is_all(const char *pattern, size_t len)
 {
     return pattern && ((len == 1 && pattern[0] == '>') || s_is_broadcast(pattern, len));

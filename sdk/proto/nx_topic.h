@@ -51,6 +51,11 @@ bool nx_topic_valid(const char *topic, size_t len);
     ">" are valid and match everything.                                     */
 bool nx_pattern_valid(const char *pattern, size_t len);
 
+/*  Why str (len bytes) is not a valid topic (pattern false) or pattern:
+    a short phrase for an error message ("it has a space"), or NULL when
+    it is valid.                                                            */
+const char *nx_topic_why(const char *str, size_t len, bool pattern);
+
 /*  True when pattern[0..len) matches every topic: ">" or "broadcast"
     ("*" matches one-token topics only).                                    */
 bool nx_pattern_is_all(const char *pattern, size_t len);

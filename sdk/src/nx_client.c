@@ -1279,17 +1279,30 @@ static void s_source(nexus_client_t *self, char *buf, size_t size)
     pthread_mutex_unlock(&self->lock);
 }
 
+nexus_err_t nx_client_bad_topic(nexus_client_t *self, const char *topic)
+{
+    if (!topic)
+        return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic (null)");
+    char shown[72];
+    size_t n = 0;
+    for (const char *p = topic; *p && n < 64; p++, n++)
+        shown[n] = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
+    shown[n] = 0;
+    return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%s%s': %s", shown,
+                          strlen(topic) > 64 ? "..." : "", nx_topic_why(topic, strlen(topic), false));
+}
+
 nexus_err_t nexus_publish(nexus_client_t *self, const char *topic, const void *payload, size_t size)
 {
     if (!self)
         return NEXUS_ERR_INVALID;
     if (!topic)
-        return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '(null)'");
+        return nx_client_bad_topic(self, NULL);
     if (size > (64u << 20))
         return nx_client_fail(self, NEXUS_ERR_TOO_LARGE, "payload of %zu bytes", size);
     if (!self->started || !self->pub) {
         if (!nx_topic_valid(topic, strlen(topic))) /* the errors in their usual order */
-            return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'", topic);
+            return nx_client_bad_topic(self, topic);
         return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
     }
     /*  One uncontended mutex and the zmq_sends: a topic is checked once
@@ -1303,7 +1316,7 @@ nexus_err_t nexus_publish(nexus_client_t *self, const char *topic, const void *p
     if (tlen != self->pub_topic_len || memcmp(topic, self->pub_topic, tlen) != 0) {
         if (!nx_topic_valid(topic, tlen)) {
             pthread_mutex_unlock(&self->pub_lock);
-            return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'", topic);
+            return nx_client_bad_topic(self, topic);
         }
         memcpy(self->pub_topic, topic, tlen + 1);
         self->pub_topic_len = tlen;
@@ -1344,9 +1357,10 @@ nexus_err_t nexus_publish_acked(nexus_client_t *self, const char *topic, const v
 {
     if (!self)
         return NEXUS_ERR_INVALID;
-    if (!topic || !nx_topic_valid(topic, strlen(topic)))
-        return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'",
-                              topic ? topic : "(null)");
+    if (!topic)
+        return nx_client_bad_topic(self, NULL);
+    if (!nx_topic_valid(topic, strlen(topic)))
+        return nx_client_bad_topic(self, topic);
     char source[NX_SOURCE_MAX + 1];
     s_source(self, source, sizeof source);
     nx_req_t req;

@@ -281,6 +281,10 @@ struct _nexus_client_t {
 nexus_err_t nx_client_fail(nexus_client_t *self, nexus_err_t err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/*  NEXUS_ERR_BAD_TOPIC with why topic is not one; the topic is shown cut
+    to 64 bytes, control bytes as '?'.                                      */
+nexus_err_t nx_client_bad_topic(nexus_client_t *self, const char *topic);
+
 /*  Sends req and waits for its reply (into rep, initialized by the call).
     Returns the reply status; on an error reply rep still holds it.         */
 nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep);

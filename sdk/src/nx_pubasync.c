@@ -403,13 +403,13 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
     if (!self)
         return NEXUS_ERR_INVALID;
     if (!topic)
-        return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '(null)'");
+        return nx_client_bad_topic(self, NULL);
     if (size > (64u << 20))
         return nx_client_fail(self, NEXUS_ERR_TOO_LARGE, "payload of %zu bytes", size);
     size_t tlen = strlen(topic);
     if (!self->started) {
         if (!nx_topic_valid(topic, tlen))
-            return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'", topic);
+            return nx_client_bad_topic(self, topic);
         return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
     }
     bool nested = s_running_for == self;
@@ -427,7 +427,7 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
     if (tlen != a->topic_len || memcmp(topic, a->topic, tlen) != 0) {
         if (!nx_topic_valid(topic, tlen)) {
             pthread_mutex_unlock(&self->async_lock);
-            return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%.64s'", topic);
+            return nx_client_bad_topic(self, topic);
         }
         memcpy(a->topic, topic, tlen + 1);
         a->topic_len = tlen;

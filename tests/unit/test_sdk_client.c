@@ -143,6 +143,9 @@ static void s_test_pubsub(void)
     CHECK_EQ_U64(nexus_publish(c, "bad topic", "x", 1), NEXUS_ERR_BAD_TOPIC);
     CHECK_EQ_U64(nexus_publish_acked(c, "t.*", "x", 1, NULL, NULL), NEXUS_ERR_BAD_TOPIC);
     CHECK_EQ_U64(nexus_publish_json(c, "t.a.x", "{bad"), NEXUS_ERR_INVALID);
+    /*  A bad topic says why, control bytes shown as '?'.                  */
+    CHECK_EQ_U64(nexus_publish(c, "a b\x01", "", 0), NEXUS_ERR_BAD_TOPIC);
+    CHECK_EQ_STR(nexus_client_errmsg(c), "invalid topic 'a b?': it has a space");
     {
         /*  33 levels (the innermost empty) no reader could show as JSON.  */
         char deep[67];

@@ -416,8 +416,49 @@ static void s_test_every_byte(void)
     CHECK(!nx_topic_valid("\xed\xa0\x80", 3)); /* a surrogate                     */
 }
 
+/*  nx_topic_why names the first thing wrong, and nothing for what is valid. */
+static void s_test_why(void)
+{
+    static const struct {
+        const char *s;
+        bool pattern;
+        const char *want; /* a part of the reason; NULL: valid */
+    } cases[] = {
+        {"work.done", false, NULL},
+        {"work.*", true, NULL},
+        {"work.>", true, NULL},
+        {"broadcast", true, NULL},
+        {"", false, "empty"},
+        {"a b", false, "space"},
+        {"a..b", false, "empty token"},
+        {".a", false, "empty token"},
+        {"a.", true, "empty token"},
+        {"a.*", false, "wildcards"},
+        {"a.>.b", true, "last token"},
+        {"a*b", true, "whole tokens"},
+        {"a*b", false, "'*' or '>'"},
+        {"a.\x01", false, "control"},
+        {"a.\xff", false, "UTF-8"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *why = nx_topic_why(cases[i].s, strlen(cases[i].s), cases[i].pattern);
+        if (!cases[i].want)
+            CHECK(why == NULL);
+        else
+            CHECK(why && strstr(why, cases[i].want));
+    }
+    char big[300];
+    memset(big, 'x', sizeof big);
+    CHECK(strstr(nx_topic_why(big, sizeof big, false), "255"));
+    char many[100] = "";
+    for (int i = 0; i < 33; i++)
+        strcat(many, i ? ".t" : "t");
+    CHECK(strstr(nx_topic_why(many, strlen(many), false), "32 tokens"));
+}
+
 int main(void)
 {
+    s_test_why();
     s_test_every_byte();
     s_test_utf8();
     s_test_is_all();
