@@ -16,6 +16,7 @@
 #include "nx_jdump.h"
 #include "nx_optab.h"
 #include "nx_log.h"
+#include "nx_mcp.h"
 #include "nx_topic.h"
 
 typedef struct {
@@ -954,6 +955,18 @@ const char *nx_gw_http_allow(const char *path)
     return get && post ? "GET, POST" : get ? "GET" : post ? "POST" : NULL;
 }
 
+
+/*  A body that is not a JSON object: 400 bad_json, and on /mcp a JSON-RPC
+    parse error (-32700), the shape an MCP client reads.                   */
+static void s_bad_body(s_req_t *r, const char *text)
+{
+    if (strcmp(r->path, "/mcp") == 0) {
+        s_answer(r, 400, nx_mcp_parse_error(text));
+        return;
+    }
+    s_error(r, 400, "bad_json", text, NULL);
+}
+
 static void s_route(s_req_t *r)
 {
     bool path_known = false;
@@ -977,7 +990,7 @@ static void s_route(s_req_t *r)
                 snprintf(text, sizeof text,
                          "the body holds a NUL byte (at offset %zu): nothing was done",
                          strlen(r->body));
-                s_error(r, 400, "bad_json", text, NULL);
+                s_bad_body(r, text);
                 return;
             }
             if (r->body &&
@@ -987,7 +1000,7 @@ static void s_route(s_req_t *r)
                          "the body is nested deeper than %d levels (arrays and objects): "
                          "nothing was done",
                          NX_FRONT_MESSAGE_DEPTH);
-                s_error(r, 400, "bad_json", text, NULL);
+                s_bad_body(r, text);
                 return;
             }
             r->json = r->body ? json_loads(r->body, JSON_REJECT_DUPLICATES, &jerr) : NULL;
@@ -998,7 +1011,7 @@ static void s_route(s_req_t *r)
                 else
                     snprintf(text, sizeof text, "body is not valid JSON: %s (line %d, column %d)",
                              jerr.text, jerr.line, jerr.column);
-                s_error(r, 400, "bad_json", text, NULL);
+                s_bad_body(r, text);
                 return;
             }
         }

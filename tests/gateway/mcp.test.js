@@ -243,6 +243,14 @@ test('/mcp over Streamable HTTP: the tools, good and bad arguments, transport er
   assert.equal(res.status, 400);
   res = await post({}, '{"jsonrpc":');
   assert.equal(res.status, 400);
+  // A body that does not parse is a JSON-RPC parse error, as over stdio
+  // (it was the REST error shape, which an MCP client cannot read).
+  let j = await res.json();
+  assert.deepEqual([j.jsonrpc, j.id, j.error && j.error.code], ['2.0', null, -32700], JSON.stringify(j));
+  assert.match(j.error.message, /not valid JSON/);
+  res = await post({}, '[' + '['.repeat(40) + ']'.repeat(40) + ']');
+  j = await res.json();
+  assert.deepEqual([res.status, j.error && j.error.code], [400, -32700], JSON.stringify(j));
   // An MCP-Protocol-Version we do not speak is a 400 that says which we do
   // (the SDK client sends the negotiated one on every request above).
   res = await post({ 'MCP-Protocol-Version': '1999-01-01' }, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }));
