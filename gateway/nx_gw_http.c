@@ -516,10 +516,26 @@ static void h_recent(s_req_t *r)
         s_error(r, 400, "bad_request", "count must be 1..1000", NULL);
         return;
     }
-    /*  "The latest events": those it may read among them.                 */
-    json_t *page = s_history(
-        r, json_pack("{s:I, s:s}", "limit", (json_int_t)(count > 0 ? count : 10), "order", "desc"),
-        false);
+    /*  "The latest events" it may read: a token limited by sub= asks for
+        its patterns, so that the count is of events it reads (the newest
+        N of everything, filtered after, could leave none).               */
+    json_t *req =
+        json_pack("{s:I, s:s}", "limit", (json_int_t)(count > 0 ? count : 10), "order", "desc");
+    if (nx_auth_enabled(r->gw->auth) && nx_auth_sub_restricted(r->gw->auth, r->auth)) {
+        char list[1024];
+        nx_auth_describe(r->gw->auth, r->auth, true, list, sizeof list);
+        json_t *pats = json_array();
+        bool usable = *list != 0;
+        char *save = NULL;
+        for (char *p = strtok_r(list, ",", &save); p && usable; p = strtok_r(NULL, ",", &save))
+            usable = nx_pattern_valid(p, strlen(p)) && json_array_size(pats) < 64 &&
+                     json_array_append_new(pats, json_string(p)) == 0;
+        if (usable)
+            json_object_set_new(req, "patterns", pats);
+        else
+            json_decref(pats);
+    }
+    json_t *page = s_history(r, req, false);
     if (!page)
         return;
     json_t *events = json_incref(json_object_get(page, "events"));

@@ -119,6 +119,19 @@ test('HTTP: a publish or a history outside a token\'s patterns is 403 forbidden;
   r = await call(f, 'GET', '/events/recent?count=50', undefined, 'tok-ci');
   assert.equal(r.status, 200, r.text);
   assert.ok(r.json.events.every((e) => e.event_type.startsWith('build.')), `recent, filtered: ${r.text}`);
+  // The count is of events the token reads: newer events it may not read
+  // do not push its own out (the newest N of everything, filtered after,
+  // answered [] here).
+  for (let i = 0; i < 5; i++) {
+    r = await call(f, 'POST', '/events', { event_type: 'repo.push', session_id: 'x', payload: { i } }, 'tok-all');
+    assert.equal(r.status, 201, r.text);
+  }
+  r = await call(f, 'GET', '/events/recent?count=1', undefined, 'tok-ci');
+  assert.equal(r.status, 200, r.text);
+  assert.deepEqual(r.json.events.map((e) => e.event_type), ['build.ok'], `recent count=1 for tok-ci: ${r.text}`);
+  r = await call(f, 'GET', '/events/recent?count=2', undefined, 'tok-ro');
+  assert.equal(r.status, 200, r.text);
+  assert.ok(r.json.events.every((e) => /^(work|message)\./.test(e.event_type)), r.text);
 }));
 
 test('/mcp: the tools hold a token\'s pub= and sub= as every other route does', withFabric({ gatewayArgs: ['--tokens-file', TOKENS], healthToken: 'tok-all' }, async (f) => {
