@@ -91,12 +91,40 @@ static int s_usage_error(s_cli_t *cli, const char *what)
     return NX_EXIT_USAGE;
 }
 
+/*  The broker's words for the CLI's: its messages name the op and the
+    wire field ("work.get: ...", "field 'ttl_ms'"), which a user of the
+    command never typed.                                                    */
+static void s_cli_words(const char *msg, char *out, size_t size)
+{
+    static const char *const fields[][2] = {{"field 'ttl_ms' must be at least 100",
+                                             "--ttl must be at least 100ms"},
+                                            {"field 'ttl_ms'", "--ttl (in ms)"},
+                                            {"field 'state'", "--state"},
+                                            {"field 'limit'", "--limit"},
+                                            {"field 'after'", "--after"}};
+    /*  "op.name: " in front: an op is lower-case words joined by dots.   */
+    size_t op = strspn(msg, "abcdefghijklmnopqrstuvwxyz_.");
+    if (op && msg[op] == ':' && msg[op + 1] == ' ' && memchr(msg, '.', op))
+        msg += op + 2;
+    snprintf(out, size, "%s", msg);
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        char *at = strstr(out, fields[i][0]);
+        if (!at)
+            continue;
+        char rest[512];
+        snprintf(rest, sizeof rest, "%s", at + strlen(fields[i][0]));
+        snprintf(at, size - (size_t)(at - out), "%s%s", fields[i][1], rest);
+    }
+}
+
 static int s_client_error(s_cli_t *cli, nexus_err_t err)
 {
-    return s_fail(nx_cli_exit_code(err), "%s",
-                  cli->client && nexus_client_errmsg(cli->client)[0]
-                      ? nexus_client_errmsg(cli->client)
-                      : nexus_strerror(err));
+    char text[512];
+    s_cli_words(cli->client && nexus_client_errmsg(cli->client)[0]
+                    ? nexus_client_errmsg(cli->client)
+                    : nexus_strerror(err),
+                text, sizeof text);
+    return s_fail(nx_cli_exit_code(err), "%s", text);
 }
 
 /*  Prints a jansson object as one line and releases it.                    */

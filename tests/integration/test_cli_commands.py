@@ -414,6 +414,14 @@ try:
         t.eq([c["work_id"] for c in lines(out)], ["pg/1", "pg/2"], "claims --limit 2: the first two")
         t.check(rc == 0 and "--after 'pg/2'" in err and "2 of 3 matching" in err,
                 "claims cut: stderr says how many and names the next page: %r" % err)
+        # The broker's messages in the command's words: no op name, the
+        # flag rather than the wire field.
+        rc, out, err = run(["claim", "w-ttl", "--ttl", "50ms"], ep, env=env)
+        t.check(rc == 1 and err == "nexus: --ttl must be at least 100ms\n", "claim --ttl 50ms: %r" % err)
+        rc, out, err = run(["renew", "no-such-item"], ep, env=env)
+        t.check(rc == 1 and err == "nexus: no work item 'no-such-item'\n", "renew unknown: %r" % err)
+        rc, out, err = run(["claims", "--state", "bogus"], ep)
+        t.check(rc == 1 and err.startswith("nexus: --state must be"), "claims --state bogus: %r" % err)
         rc, out, err = run(["claims", "--mine"], ep)
         t.check(rc == 2 and out == "" and "--mine needs a session" in err,
                 "claims --mine without a session: usage, not everyone's claims: %r %r" % (out, err))
