@@ -1218,6 +1218,10 @@ static volatile bool s_accept_failed; /* set by the log emitter, lws thread */
 static uint64_t s_accept_failures;    /* since the last line about them      */
 static uint64_t s_accept_logged_us;
 
+/*  The errno of lws's last failed bind ("ERROR on binding fd 27 to port
+    8450 (-1 98)"), for a message that says it in words.                   */
+static int s_bind_errno;
+
 static void s_lws_log(int level, const char *line)
 {
     /*  lws lines end with a newline; ours add their own.                   */
@@ -1226,6 +1230,10 @@ static void s_lws_log(int level, const char *line)
     size_t n = strlen(text);
     while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
         text[--n] = 0;
+    const char *code = strstr(text, "binding") ? strrchr(text, '(') : NULL;
+    int rc, e;
+    if (code && sscanf(code, "(%d %d)", &rc, &e) == 2 && e > 0)
+        s_bind_errno = e;
     /*  A failed accept is retried at once by lws, and failed again: with
         no descriptors left that was a busy loop of ~140 000 lines/s.       */
     if (strstr(text, "accept")) {
@@ -1300,7 +1308,11 @@ int nx_gw_server_run(nx_gw_t *gw)
     s_conns_max = s_fd_limit(gw);
     gw->lws = lws_create_context(&info);
     if (!gw->lws) {
-        nx_error("cannot listen on %s:%" PRIu64, gw->cfg.listen, gw->cfg.port);
+        nx_error("cannot listen on %s:%" PRIu64 "%s%s%s", gw->cfg.listen, gw->cfg.port,
+                 s_bind_errno ? ": " : "", s_bind_errno ? strerror(s_bind_errno) : "",
+                 s_bind_errno == EADDRINUSE
+                     ? " (another process listens there: stop it, or choose --port)"
+                     : "");
         return -1;
     }
     /*  Whatever lws did, the socket must be bound to what listen names:

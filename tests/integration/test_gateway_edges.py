@@ -251,6 +251,12 @@ def main():
     st, _, body = get(g.port, "/health")
     t.check(st in (200, 503) and json.loads(body)["broker"]["status"] == "down",
             "/health says the broker is down: %s %r" % (st, body[:300]))
+    # Its port taken: the log says so in words (lws only gave "(-1 98)").
+    g2 = Gateway(None, ["--web-root", "none"], port=g.port)
+    g2.start(wait_listen=False)
+    t.check(g2.wait() not in (None, 0) and "Address already in use" in g2.logs() and
+            "choose --port" in g2.logs(), "a taken port is said in words: %r" % g2.logs()[-400:])
+    g2.cleanup()
     g.stop()
 
     # 4. nexus up keeps the broker when the gateway cannot start
