@@ -1182,6 +1182,14 @@ static int s_cmd_session_get(s_cli_t *cli)
             json_object_foreach(obj, key, value)
             {
                 char *text = nx_json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+                /*  Times (µs since the epoch) as `sessions` shows them.   */
+                size_t klen = strlen(key);
+                char iso[40];
+                if (json_is_integer(value) && json_integer_value(value) > 0 &&
+                    ((klen > 3 && !strcmp(key + klen - 3, "_at")) || !strcmp(key, "last_seen"))) {
+                    free(text);
+                    text = strdup(nx_cli_iso((uint64_t)json_integer_value(value), iso));
+                }
                 const char *row[2] = {key, json_is_string(value) ? json_string_value(value) : text};
                 nx_table_add(t, row);
                 free(text);

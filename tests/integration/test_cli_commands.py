@@ -5,6 +5,7 @@ used by later calls. Every wait is bounded.
 """
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -345,6 +346,10 @@ try:
                 "session status: %r %r" % (out, err))
         rc, out, err = run(["session", "status", "asleep"], ep, env=env)
         t.eq(rc, 2, "bad state is usage")
+        rc, out, err = run(["session", "get", sid], ep)
+        t.check(rc == 0 and re.search(r"registered_at\s+\d{4}-\d\d-\d\dT", out) and
+                re.search(r"last_seen\s+\d{4}-", out),
+                "session get (human): times as ISO, as sessions shows them: %r" % out)
         rc, out, err = run(["session", "get", sid, "--json"], ep)
         rec = lines(out)[0] if rc == 0 else {}
         t.check(rec.get("name") == "ci-script" and rec.get("state") == "busy"
