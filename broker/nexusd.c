@@ -50,6 +50,31 @@ int main(int argc, char **argv)
     }
     /*  The table's choices are nx_log_level_t's order, then "warning".   */
     int level = cfg.log_level == 4 ? NX_LOG_WARN : cfg.log_level;
+    /*  What can be told from the settings alone is a usage error (2), as
+        the help says, not a failed start (1).                             */
+    char bad[300] = "";
+    if (!cfg.data_dir || !*cfg.data_dir)
+        snprintf(bad, sizeof bad, "data_dir is empty: name the store's directory");
+    const char *lists[][2] = {{"control_endpoints", cfg.control_endpoints},
+                              {"events_in_endpoints", cfg.events_in_endpoints},
+                              {"events_out_endpoints", cfg.events_out_endpoints}};
+    for (size_t i = 0; i < 3 && !*bad; i++) {
+        const char *p = lists[i][1] ? lists[i][1] : "";
+        while (*p && !*bad) {
+            size_t n = strcspn(p, ",");
+            if (n == 0 || (strncmp(p, "tcp://", 6) != 0 && strncmp(p, "ipc://", 6) != 0))
+                snprintf(bad, sizeof bad, "%s: '%.*s' is no endpoint (tcp://HOST:PORT or ipc://PATH)",
+                         lists[i][0], (int)(n > 100 ? 100 : n), p);
+            p += n + (p[n] == ',');
+        }
+    }
+    if (!*bad && cfg.tokens_file && *cfg.tokens_file && access(cfg.tokens_file, R_OK) != 0)
+        snprintf(bad, sizeof bad, "tokens_file %.200s: %s", cfg.tokens_file, strerror(errno));
+    if (*bad) {
+        fprintf(stderr, "nexusd: %s\n", bad);
+        nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
+        return 2;
+    }
     /*  Settings that are valid alone but not together.                     */
     if (cfg.map_size > cfg.map_max) {
         fprintf(stderr,

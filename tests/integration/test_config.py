@@ -310,6 +310,13 @@ try:
     rc, out, err = run("--claim-ttl", "2d", "--claim-ttl-max", "1d")
     t.eq(rc, 2, "claim_ttl over claim_ttl_max is refused at start")
     t.check("claim_ttl" in err and "claim_ttl_max" in err, "and the error names both: %r" % err)
+    # What the settings alone show to be wrong is a usage error (2), not a
+    # failed start (1).
+    for args, says in ((("--control-endpoints", "foo://x"), "no endpoint"),
+                       (("--tokens-file", os.path.join(tmp, "no-such-tokens")), "No such file"),
+                       (("--data-dir", ""), "data_dir is empty")):
+        rc, out, err = run(*args)
+        t.check(rc == 2 and says in err, "%s: exit 2 saying %r: %d %r" % (args, says, rc, err))
     rc, out, err = run("--map-size", "2G", "--map-max", "1G")
     t.check(rc == 2 and "map_size" in err and "map_max" in err,
             "map_size over map_max is refused at start (it was taken): %d %r" % (rc, err))
