@@ -59,13 +59,15 @@ int main(int argc, char **argv)
                               {"events_in_endpoints", cfg.events_in_endpoints},
                               {"events_out_endpoints", cfg.events_out_endpoints}};
     for (size_t i = 0; i < 3 && !*bad; i++) {
+        /*  Split as the binds split them: commas and spaces.              */
         const char *p = lists[i][1] ? lists[i][1] : "";
         while (*p && !*bad) {
-            size_t n = strcspn(p, ",");
-            if (n == 0 || (strncmp(p, "tcp://", 6) != 0 && strncmp(p, "ipc://", 6) != 0))
+            p += strspn(p, ", ");
+            size_t n = strcspn(p, ", ");
+            if (n && strncmp(p, "tcp://", 6) != 0 && strncmp(p, "ipc://", 6) != 0)
                 snprintf(bad, sizeof bad, "%s: '%.*s' is no endpoint (tcp://HOST:PORT or ipc://PATH)",
                          lists[i][0], (int)(n > 100 ? 100 : n), p);
-            p += n + (p[n] == ',');
+            p += n;
         }
     }
     if (!*bad && cfg.tokens_file && *cfg.tokens_file && access(cfg.tokens_file, R_OK) != 0)
@@ -76,14 +78,11 @@ int main(int argc, char **argv)
         return 2;
     }
     /*  Settings that are valid alone but not together.                     */
-    if (cfg.map_size > cfg.map_max) {
-        fprintf(stderr,
-                "nexusd: map_size (%" PRIu64 " bytes) is over map_max (%" PRIu64
-                " bytes): the map could never be that large; raise map_max or lower map_size\n",
-                (uint64_t)cfg.map_size, (uint64_t)cfg.map_max);
-        nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
-        return 2;
-    }
+    /*  A map_max below the default map_size (a small device) lowers it,
+        as it always did: said once the log is up.                        */
+    uint64_t map_asked = cfg.map_size;
+    if (cfg.map_size > cfg.map_max)
+        cfg.map_size = cfg.map_max;
     if (cfg.claim_ttl > cfg.claim_ttl_max) {
         fprintf(stderr,
                 "nexusd: claim_ttl (%" PRIu64 " ms) is over claim_ttl_max (%" PRIu64
@@ -105,6 +104,9 @@ int main(int argc, char **argv)
         return 2;
     }
     nx_log_init("nexusd", verbose ? NX_LOG_DEBUG : (nx_log_level_t)level);
+    if (map_asked != cfg.map_size)
+        nx_warn("map_size %" PRIu64 " is over map_max %" PRIu64 ": the map starts at map_max",
+                map_asked, (uint64_t)cfg.map_max);
     /*  Every client takes a descriptor: use all the hard limit allows
         (the soft one is often 1024), as servers do.                       */
     struct rlimit rl;

@@ -256,7 +256,10 @@ int main(int argc, char **argv)
         nx_error("cannot subscribe: %s", nexus_client_errmsg(gw.client));
         goto done;
     }
-    nexus_client_set_timeout(gw.client, (uint32_t)gw.cfg.broker_timeout);
+    if (nexus_client_set_timeout(gw.client, (uint32_t)gw.cfg.broker_timeout)) {
+        nx_error("cannot set broker_timeout: %s", nexus_client_errmsg(gw.client));
+        goto done;
+    }
     if (gw.stop) {
         nx_info("stopped before it started");
         status = 0; /* asked to stop: not a failure */

@@ -525,7 +525,9 @@ static void h_recent(s_req_t *r)
         char list[1024];
         nx_auth_describe(r->gw->auth, r->auth, true, list, sizeof list);
         json_t *pats = json_array();
-        bool usable = *list != 0;
+        /*  A list cut by the buffer would narrow the query: not used then
+            (what is read is filtered after anyway).                       */
+        bool usable = *list != 0 && strlen(list) < sizeof list - 1;
         char *save = NULL;
         for (char *p = strtok_r(list, ",", &save); p && usable; p = strtok_r(NULL, ",", &save))
             usable = nx_pattern_valid(p, strlen(p)) && json_array_size(pats) < 64 &&

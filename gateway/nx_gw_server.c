@@ -126,16 +126,28 @@ static bool s_host_ok(nx_gw_t *gw, struct lws *wsi, char *name, size_t size)
 {
     char host[256];
     /*  With tokens, a rebound page has none to present: nothing to guard. */
-    if (nx_auth_enabled(gw->auth) || lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0)
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HOST);
+    if (nx_auth_enabled(gw->auth) || total <= 0)
         return true;
+    /*  One longer than any name we answer to is refused, never taken for
+        "no Host" (a 253-byte DNS name and a port do not fit the buffer). */
+    if (total >= (int)sizeof host || lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0) {
+        snprintf(name, size, "(%d bytes)", total);
+        return false;
+    }
     char *h = host;
     size_t len;
-    if (*h == '[') { /* [IPv6]:port */
+    if (*h == '[') { /* [IPv6] or [IPv6]:port, nothing else after ']'      */
         len = strcspn(h, "]");
         if (h[len] != ']')
             len = 0;
-        else
+        else {
             len++;
+            const char *port = h + len;
+            if (*port && (*port != ':' || !port[1] ||
+                          strspn(port + 1, "0123456789") != strlen(port + 1)))
+                len = 0;
+        }
     } else {
         len = strcspn(h, ":");
         if (h[len] == ':' && (!h[len + 1] || strspn(h + len + 1, "0123456789") != strlen(h + len + 1)))
@@ -173,8 +185,13 @@ static const char *s_host_refusal(const char *name)
 static bool s_origin_ok(nx_gw_t *gw, struct lws *wsi)
 {
     char origin[256], host[256];
-    if (lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) <= 0)
-        return true;
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
+    if (total <= 0)
+        return true; /* no Origin: not a browser page */
+    /*  Too long to compare is refused: taken for "no Origin" it let a page
+        of a long-named site in.                                           */
+    if (total >= (int)sizeof origin || lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) <= 0)
+        return false;
     const char *list = gw->cfg.allowed_origins;
     if (list && *list) {
         char *copy = strdup(list), *save = NULL;

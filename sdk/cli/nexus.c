@@ -944,8 +944,10 @@ static int s_cmd_events(s_cli_t *cli)
     if ((v = s_opt(cli, "until")) && nx_cli_u64(v, &until_seq) && nx_cli_time(v, &until_us))
         return s_usage_error(cli, "--until needs a seq, an ISO time or a duration ago (10m)");
     /*  0 is "no bound" to the iterator: --until 0 listed every event.     */
-    if ((v = s_opt(cli, "until")) && !until_us && until_seq == 0)
+    if ((v = s_opt(cli, "until")) && nx_cli_u64(v, &until_seq) == 0 && until_seq == 0)
         return s_usage_error(cli, "--until needs a seq of at least 1 (or a time)");
+    if (v && !until_seq && !until_us)
+        return s_usage_error(cli, "--until: a time after 1970-01-01T00:00:00Z");
     const char *resume = s_opt(cli, "resume");
     /*  --resume reads on, oldest first, from its own cursor: a --desc or a
         --since with it was ignored, and the cursor never moved.           */

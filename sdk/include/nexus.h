@@ -236,7 +236,9 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_keepalive(nexus_client_t *self, uint32
 NEXUS_EXPORT nexus_err_t nexus_client_set_curve(nexus_client_t *self, const char *server_key,
                                                 const char *cert_file);
 
-/*  How long a control call waits for its reply (default 5000 ms).         */
+/*  How long a control call waits for its reply (default 5000 ms). May be
+    changed at any time, also once connected (a call already waiting keeps
+    its deadline).                                                          */
 NEXUS_EXPORT nexus_err_t nexus_client_set_timeout(nexus_client_t *self, uint32_t timeout_ms);
 
 /*  Largest number of events waiting for nexus_recv (default 10000,
@@ -266,8 +268,10 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_callback(nexus_client_t *self, nexus_e
     broker. Returns NEXUS_OK when the broker answered within the timeout;
     NEXUS_ERR_UNREACHABLE when it did not: the client is still usable and
     keeps trying in the background, so a service may start before its
-    broker. NEXUS_ERR_CLOSED when already connected; NEXUS_ERR_INVALID for
-    a bad endpoint.                                                         */
+    broker. NEXUS_ERR_UNAUTHORIZED when the broker refused the handshake (a
+    missing or wrong token, a CURVE key it does not list).
+    NEXUS_ERR_CLOSED when already connected; NEXUS_ERR_INVALID for a bad
+    endpoint.                                                               */
 NEXUS_EXPORT nexus_err_t nexus_client_connect(nexus_client_t *self);
 
 /*  True when the last exchange with the broker succeeded.                  */

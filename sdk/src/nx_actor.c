@@ -104,6 +104,7 @@ typedef struct {
     bool link_ok;                          /* last exchange worked                      */
     bool was_ok;                           /* the link worked once (so a return counts) */
     uint32_t backoff;                      /* current backoff, ms                       */
+    bool no_route;                         /* a send found no connection                */
     uint64_t retry_at;                     /* when to probe again while down            */
     uint64_t data_retry_at;                /* after a refused history query, wait       */
     bool heartbeat;                        /* the session is registered: keep it alive  */
@@ -220,8 +221,14 @@ static int s_send(s_actor_t *self, int slot, int kind, nx_req_t *req)
                  ? zmq_send(zsock_resolve(self->dealer), frame.data, frame.size, ZMQ_DONTWAIT)
                  : -1;
     msgpack_sbuffer_destroy(&frame);
-    if (rc < 0)
+    if (rc < 0) {
+        /*  The socket queues nothing without a connection (ZMQ_IMMEDIATE):
+            while the link counts as up, that is the news that it is not
+            (s_timers takes it down).                                       */
+        if (zmq_errno() == EAGAIN)
+            self->no_route = true;
         return -1;
+    }
     self->slot[slot].id = id;
     self->slot[slot].sent = nx_clock_ms();
     self->slot[slot].kind = kind;
@@ -770,8 +777,11 @@ static void s_timers(s_actor_t *self)
 {
     s_sockets_current(self); /* the API's calls may have moved the client */
     uint64_t now = nx_clock_ms();
+    if (self->no_route && self->link_ok)
+        s_link_down(self, "no connection to send on");
+    self->no_route = false;
     for (int i = 0; i < S_SLOTS; i++)
-        if (self->slot[i].id && now - self->slot[i].sent >= self->client->timeout_ms) {
+        if (self->slot[i].id && now - self->slot[i].sent >= nx_client_timeout(self->client)) {
             s_link_down(self, "request timed out");
             break;
         }
@@ -788,6 +798,16 @@ static void s_timers(s_actor_t *self)
                     s_link_down(self, "no connection");
                 else
                     self->retry_at = now + 50; /* the connection may be under way */
+            } else if (sent != 0) {
+                /*  One broker, no connection (the socket does not queue:
+                    ZMQ_IMMEDIATE): look again after the backoff, which
+                    grows; the socket connects again by itself. Without
+                    this the thread woke 20 times a second.               */
+                if (self->backoff < self->client->backoff_max)
+                    self->backoff = self->backoff * 2 > self->client->backoff_max
+                                        ? self->client->backoff_max
+                                        : self->backoff * 2;
+                self->retry_at = now + s_jitter(self->backoff);
             }
         }
         return;
@@ -852,7 +872,7 @@ static long s_wait_ms(s_actor_t *self)
     } while (0)
     for (int i = 0; i < S_SLOTS; i++)
         if (self->slot[i].id)
-            S_SOONER(self->slot[i].sent + self->client->timeout_ms);
+            S_SOONER(self->slot[i].sent + nx_client_timeout(self->client));
     if (!self->link_ok) {
         if (!self->slot[S_SLOT_PROBE].id)
             S_SOONER(self->retry_at);

@@ -470,10 +470,13 @@ nexus_err_t nexus_client_set_keepalive(nexus_client_t *self, uint32_t interval_m
 
 nexus_err_t nexus_client_set_timeout(nexus_client_t *self, uint32_t timeout_ms)
 {
-    S_CONFIGURING(self);
+    /*  Any time, also once connected: a call already waiting keeps the
+        deadline it started with.                                          */
+    if (!self)
+        return NEXUS_ERR_INVALID;
     if (timeout_ms < 1)
         return nx_client_fail(self, NEXUS_ERR_INVALID, "timeout must be at least 1 ms");
-    self->timeout_ms = timeout_ms;
+    __atomic_store_n(&self->timeout_ms, timeout_ms, __ATOMIC_RELAXED);
     return s_ok(self);
 }
 
@@ -733,7 +736,7 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
         return rc;
     /*  Wait (bounded) for the broker's XSUB subscription to reach our XPUB:
         fire-and-forget events sent before it would be dropped.             */
-    uint64_t deadline = nx_clock_ms() + self->timeout_ms;
+    uint64_t deadline = nx_clock_ms() + nx_client_timeout(self);
     pthread_mutex_lock(&self->pub_lock);
     s_pub_current(self);
     if (!self->pub) {
@@ -1147,7 +1150,7 @@ nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
     msgpack_sbuffer frame;
     msgpack_sbuffer_init(&frame);
     nx_req_frame(req, id, self->token, &frame);
-    uint64_t deadline = nx_clock_ms() + self->timeout_ms;
+    uint64_t deadline = nx_clock_ms() + nx_client_timeout(self);
     int result = S_X_NO_REPLY;
     unsigned gen = 0;
     char ep[NX_ENDPOINT_MAX];
@@ -1198,19 +1201,21 @@ nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
             return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot send the request");
         case S_X_NO_ROUTE:
             /*  Never sent: nothing was done, and the caller may say so
-                (the gateway answers 503, not 504 "outcome unknown").      */
+                (the gateway answers 503, not 504 "outcome unknown"). No
+                connection for a whole timeout: the link is down.          */
+            nx_client_set_link(self, false);
             return nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
                                   "no connection to the broker at %s within %u ms: the request "
                                   "was not sent",
-                                  ep, self->timeout_ms);
-        case S_X_MOVED:
-            return nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
+                                  ep, nx_client_timeout(self));
+        case S_X_MOVED: /* sent: the outcome is unknown, as for a timeout */
+            return nx_client_fail(self, NEXUS_ERR_TIMEOUT,
                                   "the broker at %s was lost with '%s' in flight: it may or may "
                                   "not have been done",
                                   ep, req->op);
         default:
             return nx_client_fail(self, NEXUS_ERR_TIMEOUT, "no reply from %s to '%s' within %u ms",
-                                  ep, req->op, self->timeout_ms);
+                                  ep, req->op, nx_client_timeout(self));
         }
     }
     pthread_mutex_unlock(&self->ctl_lock);

@@ -214,7 +214,8 @@ struct _nexus_client_t {
     uint64_t ttl_ms;               /* session ttl (0: none)              */
     uint32_t backoff_min;          /* reconnect backoff lower bound, ms  */
     uint32_t backoff_max;          /* reconnect backoff upper bound, ms  */
-    uint32_t timeout_ms;           /* control call timeout               */
+    uint32_t timeout_ms;           /* control call timeout (atomic: it may
+                                      change while calls run; nx_client_timeout) */
     uint32_t keepalive_ms;         /* ZeroMQ heartbeat interval, 0: off  */
     uint32_t keepalive_timeout_ms; /* no answer this long: link is dead  */
     size_t queue_max;              /* events waiting for nexus_recv      */
@@ -276,6 +277,12 @@ struct _nexus_client_t {
     pthread_mutex_t pipe_lock; /* serializes commands to the actor   */
     zactor_t *actor;           /* background thread                  */
 };
+
+/*  The control call timeout now (another thread may change it).         */
+static inline uint32_t nx_client_timeout(const nexus_client_t *self)
+{
+    return __atomic_load_n(&self->timeout_ms, __ATOMIC_RELAXED);
+}
 
 /*  Sets the client's error text (printf style) and returns err.           */
 nexus_err_t nx_client_fail(nexus_client_t *self, nexus_err_t err, const char *fmt, ...)

@@ -265,7 +265,7 @@ static nexus_err_t s_receive(nexus_history_t *self)
 {
     nexus_client_t *c = self->client;
     void *h = zsock_resolve(self->dealer);
-    uint64_t deadline = self->req_sent + c->timeout_ms, now = nx_clock_ms();
+    uint64_t deadline = self->req_sent + nx_client_timeout(c), now = nx_clock_ms();
     if (deadline < now)
         deadline = now;
     zmq_msg_t msg;
@@ -293,7 +293,7 @@ static nexus_err_t s_receive(nexus_history_t *self)
             self->req_id = 0;
             return nx_client_fail(c, NEXUS_ERR_TIMEOUT,
                                   "no reply from %s to 'history' within %u ms",
-                                  nx_client_ep(c)->control, c->timeout_ms);
+                                  nx_client_ep(c)->control, nx_client_timeout(c));
         }
     }
     zmq_msg_close(&msg);

@@ -179,12 +179,12 @@ static void s_expire(nexus_client_t *c, nx_async_t *a, uint64_t now)
             break;
         a->oldest++;
     }
-    if (!moved && (a->oldest == a->next || now - a->slots[a->oldest % a->cap].sent < c->timeout_ms))
+    if (!moved && (a->oldest == a->next || now - a->slots[a->oldest % a->cap].sent < nx_client_timeout(c)))
         return;
     for (uint64_t id = a->oldest; id < a->next; id++) {
         s_slot_t *slot = &a->slots[id % a->cap];
         if (slot->state == S_SENT && slot->id == id)
-            s_slot_done(a, slot, moved ? NEXUS_ERR_UNREACHABLE : NEXUS_ERR_TIMEOUT, 0, 0);
+            s_slot_done(a, slot, NEXUS_ERR_TIMEOUT, 0, 0); /* sent: the outcome is unknown */
     }
     a->oldest = a->next;
     zsock_destroy(&a->dealer);
@@ -240,7 +240,7 @@ static void s_wait(nexus_client_t *c, nx_async_t *a, uint64_t until)
     if (until < end)
         end = until;
     if (a->oldest < a->next) {
-        uint64_t expiry = a->slots[a->oldest % a->cap].sent + c->timeout_ms;
+        uint64_t expiry = a->slots[a->oldest % a->cap].sent + nx_client_timeout(c);
         if (expiry < end)
             end = expiry;
     }
@@ -461,7 +461,7 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
             break;
         if (!read) { /* no room: read the replies before waiting for them */
             read = true;
-            deadline = nx_clock_ms() + self->timeout_ms;
+            deadline = nx_clock_ms() + nx_client_timeout(self);
             continue;
         }
         if (nested) {

@@ -843,6 +843,19 @@ test('DNS rebinding: an open gateway answers only to its addresses, localhost an
   r = await rawStatus(f, rebindUpgrade(evil));
   assert.equal(r.status, 403, r.out);
   assert.equal(r.body.error.code, 'forbidden_host', r.out);
+  // A name too long for the gateway's buffer is refused, not taken for "no
+  // Host" (a 253-byte DNS name let every request through); so is an Origin
+  // too long to compare (a page of a long-named site opened WebSockets).
+  const longName = `${'a'.repeat(60)}.${'b'.repeat(60)}.${'c'.repeat(60)}.${'d'.repeat(60)}.example`;
+  r = await rawStatus(f, rebindGet('/sessions/active', `${longName}:${f.port}`));
+  assert.equal(r.status, 403, `a 260-byte Host: ${r.out.slice(0, 200)}`);
+  r = await rawStatus(f, rebindGet('/ws/session/long-origin', `127.0.0.1:${f.port}`,
+    `Origin: http://${longName}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n`));
+  assert.equal(r.status, 403, `a 270-byte Origin on an upgrade: ${r.out.slice(0, 200)}`);
+  r = await rawStatus(f, rebindGet('/sessions/active', `127.0.0.1:${f.port}`, `Origin: http://${longName}\r\n`));
+  assert.equal(r.status, 403, `a 270-byte Origin on the API: ${r.out.slice(0, 200)}`);
+  r = await rawStatus(f, rebindGet('/sessions/active', '[::1]evil.example'));
+  assert.equal(r.status, 403, `[::1] followed by a name: ${r.out.slice(0, 200)}`);
   // /health answers probes by any name, as it does without a token.
   assert.equal((await rawStatus(f, rebindGet('/health', evil))).status, 200);
   // Its addresses, localhost and the listed name are the gateway's own.

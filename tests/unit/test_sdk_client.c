@@ -62,6 +62,17 @@ static void s_test_offline(void)
     CHECK(th_ms() - t0 < 2000);
     CHECK_EQ_U64(nexus_client_connect(c), NEXUS_ERR_CLOSED);
     CHECK_EQ_U64(nexus_client_set_name(c, "late"), NEXUS_ERR_CLOSED);
+    /*  The timeout may change once connected (the gateway waits 0.5 s for
+        its first calls, then broker_timeout): the next call takes it.    */
+    CHECK_EQ_U64(nexus_client_set_timeout(c, 100), NEXUS_OK);
+    t0 = th_ms();
+    CHECK_EQ_U64(nexus_publish_acked(c, "a.b", "x", 1, NULL, NULL), NEXUS_ERR_UNREACHABLE);
+    CHECK(th_ms() - t0 < 250);
+    CHECK_EQ_U64(nexus_client_set_timeout(c, 600), NEXUS_OK);
+    t0 = th_ms();
+    CHECK_EQ_U64(nexus_publish_acked(c, "a.b", "x", 1, NULL, NULL), NEXUS_ERR_UNREACHABLE);
+    CHECK(th_ms() - t0 >= 550);
+    CHECK_EQ_U64(nexus_client_set_timeout(c, 300), NEXUS_OK);
     /*  Never sent (no connection): unreachable, not "outcome unknown".     */
     CHECK_EQ_U64(nexus_publish_acked(c, "a.b", "x", 1, NULL, NULL), NEXUS_ERR_UNREACHABLE);
     CHECK(strstr(nexus_client_errmsg(c), "not sent") != NULL);
