@@ -413,6 +413,31 @@ static void s_test_gap(void)
     th_cleanup(&b, nx_test_failures > 0);
 }
 
+/*  Pages of one session each, of the list (csv NULL) or of a find: every
+    id once, in order, each page counting all that match. Returns how many
+    pages it took.                                                          */
+static size_t s_session_pages(nexus_client_t *a, const char *csv, size_t total)
+{
+    char after[NEXUS_ID_MAX] = "";
+    size_t pages = 0;
+    for (int more = 1; more && pages < 100; pages++) {
+        nexus_records_t *recs = NULL;
+        nexus_err_t rc = csv ? nexus_sessions_find_after(a, csv, 0, after, 1, &recs)
+                             : nexus_sessions_list_after(a, 0, after, 1, &recs);
+        CHECK_EQ_U64(rc, NEXUS_OK);
+        if (rc)
+            break;
+        CHECK_EQ_U64(nexus_records_count(recs), 1);
+        CHECK_EQ_U64(nexus_records_matched(recs), total);
+        const char *sid = nexus_records_str(recs, 0, "session");
+        CHECK(strcmp(sid, after) > 0);
+        snprintf(after, sizeof after, "%s", sid);
+        more = nexus_records_truncated(recs);
+        nexus_records_destroy(&recs);
+    }
+    return pages;
+}
+
 static void s_test_coordination(void)
 {
     nexus_client_t *a = th_client(&s_broker);
@@ -465,20 +490,11 @@ static void s_test_coordination(void)
     /*  Pages of one: the first session, then the one after it, truncated
         while more follow; every session once.                              */
     {
-        char after[NEXUS_ID_MAX] = "";
         size_t pages = 0, total = 0;
         CHECK_EQ_U64(nexus_sessions_list(a, 0, &recs), NEXUS_OK);
         total = nexus_records_count(recs);
         nexus_records_destroy(&recs);
-        for (int more = 1; more && pages < 100; pages++) {
-            CHECK_EQ_U64(nexus_sessions_list_after(a, 0, after, 1, &recs), NEXUS_OK);
-            CHECK_EQ_U64(nexus_records_count(recs), 1);
-            const char *sid = nexus_records_str(recs, 0, "session");
-            CHECK(strcmp(sid, after) > 0);
-            snprintf(after, sizeof after, "%s", sid);
-            more = nexus_records_truncated(recs);
-            nexus_records_destroy(&recs);
-        }
+        pages = s_session_pages(a, NULL, total);
         CHECK_EQ_U64(pages, total);
         CHECK_EQ_U64(nexus_sessions_list_after(a, 0, NULL, 100001, &recs), NEXUS_ERR_INVALID);
     }
@@ -497,22 +513,12 @@ static void s_test_coordination(void)
             CHECK_EQ_U64(nexus_client_connect(pagers[i]), NEXUS_OK);
             CHECK_EQ_U64(nexus_session_register(pagers[i], NULL), NEXUS_OK);
         }
-        char after[NEXUS_ID_MAX] = "";
         size_t pages = 0, total = 0;
         CHECK_EQ_U64(nexus_sessions_find(a, "pager", 0, &recs), NEXUS_OK);
         total = nexus_records_count(recs);
         nexus_records_destroy(&recs);
         CHECK_EQ_U64(total, 3);
-        for (int more = 1; more && pages < 100; pages++) {
-            CHECK_EQ_U64(nexus_sessions_find_after(a, "pager", 0, after, 1, &recs), NEXUS_OK);
-            CHECK_EQ_U64(nexus_records_count(recs), 1);
-            CHECK_EQ_U64(nexus_records_matched(recs), total);
-            const char *sid = nexus_records_str(recs, 0, "session");
-            CHECK(strcmp(sid, after) > 0);
-            snprintf(after, sizeof after, "%s", sid);
-            more = nexus_records_truncated(recs);
-            nexus_records_destroy(&recs);
-        }
+        pages = s_session_pages(a, "pager", total);
         CHECK_EQ_U64(pages, total);
         CHECK_EQ_U64(nexus_sessions_find_after(a, NULL, 0, NULL, 0, &recs), NEXUS_ERR_INVALID);
         CHECK_EQ_U64(nexus_sessions_find_after(a, "build", 0, NULL, 100001, &recs),
