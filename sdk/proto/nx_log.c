@@ -54,21 +54,6 @@ nx_log_level_t nx_log_level(void)
     return (nx_log_level_t)atomic_load(&s_level);
 }
 
-int nx_log_level_parse(const char *name)
-{
-    if (!name)
-        return -1;
-    if (strcasecmp(name, "error") == 0)
-        return NX_LOG_ERROR;
-    if (strcasecmp(name, "warn") == 0 || strcasecmp(name, "warning") == 0)
-        return NX_LOG_WARN;
-    if (strcasecmp(name, "info") == 0)
-        return NX_LOG_INFO;
-    if (strcasecmp(name, "debug") == 0)
-        return NX_LOG_DEBUG;
-    return -1;
-}
-
 /*  Writes all of buf, retrying after signals and short writes. Logging
     has nowhere to report its own failure, so a failed write is dropped.   */
 static void s_write_all(const char *buf, size_t len)

@@ -17,9 +17,6 @@ void nx_log_init(const char *program, nx_log_level_t level);
 void nx_log_set_level(nx_log_level_t level);
 nx_log_level_t nx_log_level(void);
 
-/*  Parses "error|warn|info|debug"; returns -1 when unknown.                */
-int nx_log_level_parse(const char *name);
-
 void nx_log(nx_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define nx_error(...) nx_log(NX_LOG_ERROR, __VA_ARGS__)

@@ -549,15 +549,6 @@ static void test_help(void)
 
 static void test_log(void)
 {
-    CHECK(nx_log_level_parse("error") == NX_LOG_ERROR);
-    CHECK(nx_log_level_parse("warn") == NX_LOG_WARN);
-    CHECK(nx_log_level_parse("info") == NX_LOG_INFO);
-    CHECK(nx_log_level_parse("debug") == NX_LOG_DEBUG);
-    CHECK(nx_log_level_parse("DEBUG") == NX_LOG_DEBUG);
-    CHECK(nx_log_level_parse("loud") == -1);
-    CHECK(nx_log_level_parse("") == -1);
-    CHECK(nx_log_level_parse(NULL) == -1);
-
     char buf[32];
     CHECK_EQ_STR(nx_iso8601(0, buf), "1970-01-01T00:00:00.000000Z");
     CHECK_EQ_STR(nx_iso8601(1795305541123456ULL, buf), "2026-11-21T23:59:01.123456Z");
