@@ -33,6 +33,64 @@ signal.signal(signal.SIGTERM, lambda sig, frame: sys.exit(128 + sig))
 
 _handed_out = set()
 
+# Ports handed out by any test process of this user, while it lives: a
+# port one test used stays its own. The crash tests start a broker on new
+# ports every cycle; a port another test had just freed (its broker
+# killed) was picked, and that test's clients, connecting again by
+# themselves, wrote into this test's broker (both failed at once, each
+# reading the other's records).
+_PORT_DIR = os.path.join(tempfile.gettempdir(), "nexus-test-ports-%d" % os.getuid())
+_my_port_files = []
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _claim_port(port):
+    """True when port is now this process's for its life (no other live
+    test process holds it)."""
+    os.makedirs(_PORT_DIR, exist_ok=True)
+    path = os.path.join(_PORT_DIR, str(port))
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    owner = int(f.read().strip() or "0")
+            except (OSError, ValueError):
+                owner = 0
+            if owner == os.getpid():
+                return True
+            if owner and _pid_alive(owner):
+                return False
+            try:
+                os.unlink(path)  # its process is gone
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        _my_port_files.append(path)
+        return True
+    return False
+
+
+@atexit.register
+def _release_ports():
+    for path in _my_port_files:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
 
 def free_port():
     """A free loopback port below the kernel's ephemeral range (which
@@ -49,6 +107,8 @@ def free_port():
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        if not _claim_port(port):
+            continue
         _handed_out.add(port)
         return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -67,6 +127,8 @@ def free_ports(n):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 held.append(s)
                 s.bind(("127.0.0.1", base + k))
+                if k and not _claim_port(base + k):
+                    raise OSError("held by another test")
             _handed_out.update(range(base, base + n))
             return tuple(range(base, base + n))
         except OSError:
