@@ -103,7 +103,7 @@ int main(int argc, char **argv)
         nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
         return 2;
     }
-    nx_log_init("nexusd", verbose ? NX_LOG_DEBUG : (nx_log_level_t)level);
+    nx_log_init("nexusd", (nx_log_level_t)level);
     if (map_asked != cfg.map_size)
         nx_warn("map_size %" PRIu64 " is over map_max %" PRIu64 ": the map starts at map_max",
                 map_asked, (uint64_t)cfg.map_max);

@@ -134,7 +134,7 @@ int main(int argc, char **argv)
     }
     /*  The table's choices are nx_log_level_t's order, then "warning".   */
     int level = gw.cfg.log_level == 4 ? NX_LOG_WARN : gw.cfg.log_level;
-    nx_log_init("nexus-gateway", verbose ? NX_LOG_DEBUG : (nx_log_level_t)level);
+    nx_log_init("nexus-gateway", (nx_log_level_t)level);
     /*  Events are allocated on the SDK's threads and freed on lws's: keep
         freed memory instead of trimming and refaulting it (nx_heap.h).    */
     if (nx_heap_tune(16u << 20, 4u << 20) != 0)

@@ -95,7 +95,8 @@ typedef enum {
     Fills settings (which must start zeroed) from the defaults, the file,
     NEXUS_* variables and the flags, in that order. --help calls usage
     (stdout); --version prints "program version". Unlike the rest of this
-    module it prints: it is for main. *verbose is set by -v.                */
+    module it prints: it is for main. *verbose is set by -v, which also
+    sets a log_level key, if the table has one, to "debug".                 */
 nx_conf_next_t nx_conf_main(const nx_conf_key_t *table, size_t count, void *settings, int argc,
                             char **argv, const char *program, void (*usage)(FILE *out),
                             bool *verbose);

@@ -345,6 +345,9 @@ try:
             "--print-config refuses log_level chatty: %d %r" % (rc, err))
     rc, out, err = run("--log-level", "warn", "--print-config")
     t.check(rc == 0 and "log_level = warn" in out, "log_level warn printed: %r" % out[-300:])
+    # -v is debug, and --print-config says so (it printed the file's level).
+    rc, out, err = run("--log-level", "warn", "-v", "--print-config")
+    t.check(rc == 0 and "log_level = debug" in out, "-v prints log_level debug: %r" % out[-300:])
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
