@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -171,49 +172,79 @@ char *nx_iso8601(uint64_t us, char *buf)
     return buf;
 }
 
+//  Reads exactly n digits at *p into *out and moves *p past them.
+static bool s_digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        char c = (*p)[i];
+        if (c < '0' || c > '9')
+            return false;
+        v = v * 10 + (c - '0');
+    }
+    *p += n;
+    *out = v;
+    return true;
+}
+
 int nx_iso8601_parse(const char *text, uint64_t *us)
 {
+    //  By hand, not strptime: glibc's takes 2026-02-31 (as March 3rd),
+    //  leading spaces and short fields, which a typed time should not.
+    const char *p = text;
+    int year, mon, day, hh = 0, mi = 0, ss = 0;
+    if (!s_digits(&p, 4, &year) || *p++ != '-' || !s_digits(&p, 2, &mon) || *p++ != '-'
+        || !s_digits(&p, 2, &day))
+        return -1;
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (mon < 1 || mon > 12 || day < 1 || day > mdays[mon - 1] + (mon == 2 && leap))
+        return -1;
+    uint64_t frac = 0, scale = 1000000;
+    int64_t offset = 0; /* seconds east of UTC */
+    if (*p == 'T' || *p == 't') {
+        p++;
+        if (!s_digits(&p, 2, &hh) || *p++ != ':' || !s_digits(&p, 2, &mi) || *p++ != ':'
+            || !s_digits(&p, 2, &ss))
+            return -1;
+        //  60: a leap second, which the epoch count folds into the next.
+        if (hh > 23 || mi > 59 || ss > 60)
+            return -1;
+        if (*p == '.') {
+            if (p[1] < '0' || p[1] > '9')
+                return -1;
+            for (p++; *p >= '0' && *p <= '9'; p++)
+                if (scale > 1) {
+                    scale /= 10;
+                    frac += (uint64_t)(*p - '0') * scale;
+                }
+        }
+        if (*p == 'Z' || *p == 'z')
+            p++;
+        else if (*p == '+' || *p == '-') {
+            int sign = *p++ == '-' ? -1 : 1, oh, om = 0;
+            if (!s_digits(&p, 2, &oh))
+                return -1;
+            //  +01:30, +0130 or +01.
+            bool colon = *p == ':';
+            p += colon;
+            if ((colon || *p) && !s_digits(&p, 2, &om))
+                return -1;
+            if (oh > 23 || om > 59)
+                return -1;
+            offset = sign * (int64_t)(oh * 3600 + om * 60);
+        }
+    }
+    if (*p)
+        return -1;
     struct tm tm;
     memset(&tm, 0, sizeof tm);
-    const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!rest) {
-        memset(&tm, 0, sizeof tm);
-        rest = strptime(text, "%Y-%m-%d", &tm);
-        if (!rest || *rest)
-            return -1;
-    }
-    uint64_t frac = 0, scale = 1000000;
-    if (*rest == '.') {
-        if (rest[1] < '0' || rest[1] > '9')
-            return -1;
-        for (rest++; *rest >= '0' && *rest <= '9'; rest++)
-            if (scale > 1) {
-                scale /= 10;
-                frac += (uint64_t)(*rest - '0') * scale;
-            }
-    }
-    int64_t offset = 0; /* seconds east of UTC */
-    if (*rest == 'Z' || *rest == 'z')
-        rest++;
-    else if (*rest == '+' || *rest == '-') {
-        int sign = *rest == '-' ? -1 : 1, hh = 0, mm = 0;
-        rest++;
-        if (rest[0] < '0' || rest[0] > '9' || rest[1] < '0' || rest[1] > '9')
-            return -1;
-        hh = (rest[0] - '0') * 10 + rest[1] - '0';
-        rest += 2;
-        if (*rest == ':')
-            rest++;
-        if (rest[0] < '0' || rest[0] > '9' || rest[1] < '0' || rest[1] > '9')
-            return -1;
-        mm = (rest[0] - '0') * 10 + rest[1] - '0';
-        rest += 2;
-        if (hh > 23 || mm > 59)
-            return -1;
-        offset = sign * (int64_t)(hh * 3600 + mm * 60);
-    }
-    if (*rest)
-        return -1;
+    tm.tm_year = year - 1900;
+    tm.tm_mon = mon - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hh;
+    tm.tm_min = mi;
+    tm.tm_sec = ss;
     time_t t = timegm(&tm);
     if (t < 0 || (int64_t)t - offset < 0)
         return -1;

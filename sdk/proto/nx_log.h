@@ -58,8 +58,9 @@ char *nx_iso8601(uint64_t us, char *buf);
 
 /*  Reads an ISO-8601 time into us since the epoch: a date (2026-12-07,
     midnight UTC) or a date and time with optional fraction and zone
-    (2026-12-07T10:00:00.5Z, ...+01:00, ...-0800; none: UTC). 0, or -1
-    when text is not one.                                                   */
+    (2026-12-07T10:00:00.5Z, ...+01:00, ...-0800, ...+01; none: UTC).
+    0, or -1 when text is not one, or names no day of the calendar
+    (2026-02-30).                                                           */
 int nx_iso8601_parse(const char *text, uint64_t *us);
 
 #endif
