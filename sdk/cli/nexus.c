@@ -1720,7 +1720,9 @@ static const s_cmd_t s_cmds[] = {
      "  --name N  --capabilities a,b  --metadata JSON-OBJECT\n"
      "  --session ID          register (or take back) this id"},
     {"session status", "STATE", "work= text=", 1, 1, s_cmd_session_status,
-     "Sets the session's state: available, busy or away (--work W, --text T)."},
+     "Sets the session's state: available, busy or away.\n"
+     "  --work W   what it works on (--work '' clears it; absent: unchanged)\n"
+     "  --text T   a line for people (--text '' clears it; absent: unchanged)"},
     {"session unregister", "", "", 0, 0, s_cmd_session_unregister,
      "Ends the session (its claims are released) and forgets its secret."},
     {"session get", "[ID]", "", 0, 1, s_cmd_session_get, "Shows one session record."},

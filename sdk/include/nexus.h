@@ -659,9 +659,10 @@ NEXUS_EXPORT uint64_t nexus_records_matched(const nexus_records_t *self);
     owner and no/wrong secret).                                             */
 NEXUS_EXPORT nexus_err_t nexus_session_register(nexus_client_t *self, int *resumed);
 
-/*  Sets the session's state: "available", "busy" or "away"; current_work
-    and text may be NULL. Errors: NEXUS_ERR_NOT_FOUND, NEXUS_ERR_FORBIDDEN,
-    NEXUS_ERR_BAD_REQUEST, NEXUS_ERR_INVALID (no session configured).       */
+/*  Sets the session's state: "available", "busy" or "away". current_work
+    and text: NULL leaves the field as it is, "" clears it. Errors:
+    NEXUS_ERR_NOT_FOUND, NEXUS_ERR_FORBIDDEN, NEXUS_ERR_BAD_REQUEST,
+    NEXUS_ERR_INVALID (no session configured).                             */
 NEXUS_EXPORT nexus_err_t nexus_session_status(nexus_client_t *self, const char *state,
                                               const char *current_work, const char *text);
 

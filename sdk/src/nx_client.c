@@ -894,6 +894,13 @@ void nx_req_str(nx_req_t *req, const char *key, const char *value)
     req->fields++;
 }
 
+void nx_req_nil(nx_req_t *req, const char *key)
+{
+    nx_pack_str(&req->pk, key);
+    msgpack_pack_nil(&req->pk);
+    req->fields++;
+}
+
 void nx_req_u64(nx_req_t *req, const char *key, uint64_t value)
 {
     nx_pack_kv_u64(&req->pk, key, value);

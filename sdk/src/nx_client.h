@@ -155,6 +155,8 @@ typedef struct {
 void nx_req_init(nx_req_t *req, const char *op);
 void nx_req_destroy(nx_req_t *req);
 void nx_req_str(nx_req_t *req, const char *key, const char *value);
+/*  key: nil (a field the broker clears).                                  */
+void nx_req_nil(nx_req_t *req, const char *key);
 void nx_req_u64(nx_req_t *req, const char *key, uint64_t value);
 void nx_req_bool(nx_req_t *req, const char *key, bool value);
 void nx_req_bin(nx_req_t *req, const char *key, const void *data, size_t size);

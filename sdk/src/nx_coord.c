@@ -181,8 +181,15 @@ nexus_err_t nexus_session_status(nexus_client_t *self, const char *state, const 
     nx_req_init(&req, "session.status");
     nx_req_session(&req, self);
     nx_req_str(&req, "state", state);
-    nx_req_str(&req, "current_work", current_work);
-    nx_req_str(&req, "text", text);
+    //  "" clears the field (nil on the wire): an empty work item is none.
+    if (current_work && !*current_work)
+        nx_req_nil(&req, "current_work");
+    else
+        nx_req_str(&req, "current_work", current_work);
+    if (text && !*text)
+        nx_req_nil(&req, "text");
+    else
+        nx_req_str(&req, "text", text);
     return s_call_records(self, &req, NULL, "session", NULL);
 }
 

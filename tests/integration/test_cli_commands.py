@@ -344,6 +344,18 @@ try:
         rc, out, err = run(["session", "status", "busy", "--work", "w1", "--json"], ep, env=env)
         t.check(rc == 0 and lines(out)[0] == {"session": sid, "state": "busy"},
                 "session status: %r %r" % (out, err))
+        rc, out, err = run(["session", "status", "busy", "--text", "on it", "--json"], ep, env=env)
+        rc, out, err = run(["session", "get", sid, "--json"], ep)
+        rec = lines(out)[0] if rc == 0 else {}
+        t.check(rec.get("current_work") == "w1" and rec.get("text") == "on it",
+                "without --work the work stays: %r" % rec)
+        # '' clears a field (it used to set it to ""), and only that one.
+        rc, out, err = run(["session", "status", "busy", "--text", "", "--json"], ep, env=env)
+        rc2, out2, err2 = run(["session", "get", sid, "--json"], ep)
+        rec = lines(out2)[0] if rc == 0 and rc2 == 0 else {}
+        t.check("text" in rec and rec["text"] is None and rec.get("current_work") == "w1",
+                "--text '' clears the text: %r %r" % (rec, err))
+        rc, out, err = run(["session", "status", "busy", "--work", "w1", "--json"], ep, env=env)
         rc, out, err = run(["session", "status", "asleep"], ep, env=env)
         t.eq(rc, 2, "bad state is usage")
         rc, out, err = run(["session", "get", sid], ep)
