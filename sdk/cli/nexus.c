@@ -542,8 +542,12 @@ static int s_lines_send(s_lines_t *L, char *text, uint64_t line)
     *l = (s_line_t){.line = line};
     nexus_err_t err = nexus_publish_async(L->cli->client, L->topic, data, size, s_line_done, l);
     free(data);
-    if (err)
+    if (err) {
+        /*  The lines before it are reported as they complete; this one
+            and those after it were not sent.                               */
+        fprintf(stderr, "nexus: line %" PRIu64 " was not sent; stopping\n", line);
         return s_client_error(L->cli, err);
+    }
     L->sent++;
     return 0;
 }

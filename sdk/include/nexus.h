@@ -379,9 +379,11 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_publish_window(nexus_client_t *self,
     Returns NEXUS_OK when sent: fn will be called. Otherwise fn will not
     be called and the event was not sent: NEXUS_ERR_BAD_TOPIC,
     NEXUS_ERR_TOO_LARGE (over 64 MiB), NEXUS_ERR_CLOSED (not connected, or
-    nexus_client_destroy has begun), NEXUS_ERR_TIMEOUT (the window stayed full), NEXUS_ERR_BUSY (window
-    full and called from fn, or the socket refused), NEXUS_ERR_INVALID,
-    NEXUS_ERR_NOMEM. Thread-safe.                                           */
+    nexus_client_destroy has begun), NEXUS_ERR_TIMEOUT (the window stayed
+    full), NEXUS_ERR_UNREACHABLE (no connection to the broker within the
+    timeout), NEXUS_ERR_BUSY (window full or no connection, called from
+    fn; or the socket refused), NEXUS_ERR_INVALID, NEXUS_ERR_NOMEM.
+    Thread-safe.                                                           */
 NEXUS_EXPORT nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic,
                                              const void *payload, size_t size, nexus_publish_fn *fn,
                                              void *arg);

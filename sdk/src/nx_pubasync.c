@@ -162,7 +162,7 @@ static void s_read(nexus_client_t *c, nx_async_t *a)
 /*  Gives up on every request in flight when the oldest has waited for the
     timeout, and replaces the connection (lock held); with a list of
     brokers, the next one takes the requests from then on. The same at
-    once when the client moved to another broker (NEXUS_ERR_UNREACHABLE:
+    once when the client moved to another broker (NEXUS_ERR_TIMEOUT:
     those requests may or may not have been done) or one refused a request
     as not the primary (that one was not done: the application sends it
     again).                                                                 */
@@ -193,7 +193,7 @@ static void s_expire(nexus_client_t *c, nx_async_t *a, uint64_t now)
         nx_client_set_link(c, false);
     }
     a->gen = nx_client_gen(c);
-    a->dealer = nx_client_socket(c, ZMQ_DEALER, nx_client_ep(c)->control);
+    a->dealer = nx_client_control_dealer(c);
 }
 
 /*  Runs the completions that are due, unless another thread does or this
@@ -289,7 +289,7 @@ static nx_async_t *s_channel(nexus_client_t *c)
     a->slots = calloc(a->cap, sizeof *a->slots);
     a->done = calloc(a->cap, sizeof *a->done);
     a->gen = nx_client_gen(c);
-    a->dealer = nx_client_socket(c, ZMQ_DEALER, nx_client_ep(c)->control);
+    a->dealer = nx_client_control_dealer(c);
     if (!a->slots || !a->done || !a->dealer || nx_cond_init_monotonic(&a->cond)) {
         zsock_destroy(&a->dealer);
         free(a->slots);
@@ -432,10 +432,10 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
         memcpy(a->topic, topic, tlen + 1);
         a->topic_len = tlen;
     }
-    s_source(self, a);
-    size_t bytes = s_request_size(self, a, tlen, size);
+    size_t bytes = 0;
     uint64_t deadline = 0;
-    bool read = false;
+    bool read = false, unsent = false;
+    zmq_msg_t msg;
     for (;;) {
         if (read) {
             s_read(self, a);
@@ -453,12 +453,33 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
             s_expire(self, a, nx_clock_ms());
         if (!a->dealer) {
             a->gen = nx_client_gen(self);
-            a->dealer = nx_client_socket(self, ZMQ_DEALER, nx_client_ep(self)->control);
+            a->dealer = nx_client_control_dealer(self);
         }
+        /*  Read here, as completions run above may have let go of the
+            lock while the session changed.                                 */
+        s_source(self, a);
+        bytes = s_request_size(self, a, tlen, size);
         s_slot_t *slot = &a->slots[a->next % a->cap];
         bool fits = a->used == 0 || (a->used < a->cap && a->bytes + bytes <= a->max_bytes);
-        if (fits && slot->state == S_FREE && a->dealer)
-            break;
+        if (fits && slot->state == S_FREE && a->dealer) {
+            if (zmq_msg_init_size(&msg, bytes) != 0) {
+                pthread_mutex_unlock(&self->async_lock);
+                return nx_client_fail(self, NEXUS_ERR_NOMEM, "out of memory");
+            }
+            s_encode(self, a, zmq_msg_data(&msg), a->next, topic, tlen, payload, size);
+            if (zmq_msg_send(&msg, zsock_resolve(a->dealer), ZMQ_DONTWAIT) >= 0)
+                break;
+            int e = zmq_errno();
+            zmq_msg_close(&msg);
+            if (e != EAGAIN) {
+                pthread_mutex_unlock(&self->async_lock);
+                return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot queue the request: %s",
+                                      zmq_strerror(e));
+            }
+            /*  No connection (the socket queues nothing without one), or
+                its queue is full: wait for it as for room.                 */
+            unsent = true;
+        }
         if (!read) { /* no room: read the replies before waiting for them */
             read = true;
             deadline = nx_clock_ms() + nx_client_timeout(self);
@@ -467,31 +488,34 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
         if (nested) {
             pthread_mutex_unlock(&self->async_lock);
             return nx_client_fail(self, NEXUS_ERR_BUSY,
-                                  "the publish window is full (called from a completion)");
+                                  unsent ? "cannot send now (called from a completion)"
+                                         : "the publish window is full (called from a completion)");
         }
         if (nx_clock_ms() >= deadline) {
+            if (unsent) {
+                /*  As nx_client_call: with a list, the next call goes to
+                    the next broker; the link is down.                      */
+                char ep[NX_ENDPOINT_MAX];
+                snprintf(ep, sizeof ep, "%s", nx_client_ep(self)->control);
+                if (a->oldest == a->next) {
+                    zsock_destroy(&a->dealer);
+                    nx_client_failover(self, a->gen, NULL);
+                }
+                nx_client_set_link(self, false);
+                pthread_mutex_unlock(&self->async_lock);
+                return nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
+                                      "no connection to the broker at %s within %u ms: the event "
+                                      "was not sent",
+                                      ep, nx_client_timeout(self));
+            }
             pthread_mutex_unlock(&self->async_lock);
             return nx_client_fail(self, NEXUS_ERR_TIMEOUT,
-                                  "the publish window stayed full for %u ms", self->timeout_ms);
+                                  "the publish window stayed full for %u ms",
+                                  nx_client_timeout(self));
         }
         s_wait(self, a, deadline);
     }
-    /*  s_run may have let go of the lock: the source is read again.       */
-    s_source(self, a);
-    bytes = s_request_size(self, a, tlen, size);
     uint64_t id = a->next;
-    zmq_msg_t msg;
-    if (zmq_msg_init_size(&msg, bytes) != 0) {
-        pthread_mutex_unlock(&self->async_lock);
-        return nx_client_fail(self, NEXUS_ERR_NOMEM, "out of memory");
-    }
-    s_encode(self, a, zmq_msg_data(&msg), id, topic, tlen, payload, size);
-    if (zmq_msg_send(&msg, zsock_resolve(a->dealer), ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&msg);
-        pthread_mutex_unlock(&self->async_lock);
-        return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot queue the request: %s",
-                              zmq_strerror(zmq_errno()));
-    }
     s_slot_t *slot = &a->slots[id % a->cap];
     *slot = (s_slot_t){
         .id = id, .sent = nx_clock_ms(), .bytes = bytes, .fn = fn, .arg = arg, .state = S_SENT};

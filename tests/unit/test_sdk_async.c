@@ -281,20 +281,23 @@ static void s_test_token_and_source(void)
     CHECK_EQ_U64(named, 300);
 
     /*  Without the token the broker does not even let the connection in
-        (ZAP PLAIN): nothing is answered, every completion says timeout
-        (the outcome unknown to the client), and nothing was stored.       */
+        (ZAP PLAIN): no request goes out, each call says so after the
+        timeout (unreachable: not sent, no completion), and nothing was
+        stored.                                                             */
     nexus_client_t *anon = th_client(&b);
     nexus_client_set_token(anon, NULL);
-    nexus_client_set_timeout(anon, 500);
+    nexus_client_set_timeout(anon, 300);
     CHECK_EQ_U64(nexus_client_connect(anon), NEXUS_ERR_UNAUTHORIZED); /* the broker refused */
     s_book_reset();
-    for (int i = 0; i < 50; i++)
-        CHECK_EQ_U64(nexus_publish_async(anon, "tok.anon", "x", 1, s_done, &s_tags[i]), NEXUS_OK);
+    for (int i = 0; i < 3; i++) {
+        uint64_t t0 = th_ms();
+        CHECK_EQ_U64(nexus_publish_async(anon, "tok.anon", "x", 1, s_done, &s_tags[i]),
+                     NEXUS_ERR_UNREACHABLE);
+        CHECK(th_ms() - t0 >= 250);
+        CHECK(strstr(nexus_client_errmsg(anon), "was not sent") != NULL);
+    }
     CHECK_EQ_U64(nexus_publish_async_wait(anon, -1), NEXUS_OK);
-    int unanswered = 0;
-    for (int i = 0; i < 50; i++)
-        unanswered += atomic_load(&s_book->calls[i]) == 1 && s_book->err[i] == NEXUS_ERR_TIMEOUT;
-    CHECK_EQ_U64(unanswered, 50);
+    CHECK_EQ_U64(atomic_load(&s_book->completed), 0);
     nexus_client_destroy(&anon);
     h = nexus_history_new(c);
     nexus_history_add_pattern(h, "tok.anon");
@@ -328,6 +331,16 @@ static void s_test_destroy_in_flight(void)
     CHECK_EQ_U64(known, 3000);
 }
 
+/*  The first asynchronous publish makes the client's channel (its own
+    connection): made here, before a test stops the broker, so that the
+    requests it sends then go out (with no connection they are not sent:
+    s_test_unreachable).                                                   */
+static void s_warm(nexus_client_t *c)
+{
+    CHECK_EQ_U64(nexus_publish_async(c, "async.warm", "w", 1, NULL, NULL), NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
+}
+
 /*  Destroy with the broker stopped (SIGSTOP: nothing is answered) and
     completions that publish again: each accepted publish is told its
     outcome exactly once, and a retry while destroy runs is refused.      */
@@ -351,6 +364,7 @@ static void s_test_destroy_retry(void)
     nexus_client_t *c = th_client(&s_broker);
     CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
     s_retry_client = c;
+    s_warm(c);
     th_signal(&s_broker, SIGSTOP);
     for (int i = 0; i < 10; i++)
         CHECK_EQ_U64(nexus_publish_async(c, "async.retry", "y", 1, s_done_retry_once, NULL),
@@ -375,6 +389,7 @@ static void s_test_wait_for_room(void)
     nexus_client_t *c = th_client(&s_broker); /* timeout 3 s */
     nexus_client_set_publish_window(c, 1, 64 << 10);
     CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    s_warm(c);
     th_signal(&s_broker, SIGSTOP);
     CHECK_EQ_U64(nexus_publish_async(c, "async.room", "y", 1, NULL, NULL), NEXUS_OK);
     pthread_t t;
@@ -385,10 +400,11 @@ static void s_test_wait_for_room(void)
     /*  Not the other thread's wait (up to the 3 s timeout): a slice.      */
     CHECK(th_ms() - t0 < 1000);
     /*  Its room came when the first request timed out (sent 100 ms
-        before it began to wait).                                          */
+        before it began to wait), with a new connection that the stopped
+        broker never completes: by its own timeout it was not sent.        */
     void *rc = NULL;
     pthread_join(t, &rc);
-    CHECK_EQ_U64((intptr_t)rc, NEXUS_OK);
+    CHECK_EQ_U64((intptr_t)rc, NEXUS_ERR_UNREACHABLE);
     th_signal(&s_broker, SIGCONT);
     nexus_client_destroy(&c);
 }
@@ -542,6 +558,54 @@ static void s_test_kill(void)
     th_cleanup(&b, nx_test_failures > 0);
 }
 
+/*  A broker that is gone: a publish finds no connection, is not sent
+    and says so (unreachable, no completion), not a completion "timeout"
+    that leaves the outcome open; once the broker is back, publishes go
+    out again on the same client.                                          */
+static void s_test_unreachable(void)
+{
+    th_broker_t b;
+    memset(&b, 0, sizeof b);
+    CHECK(th_start(&b) == 0);
+    nexus_client_t *c = th_client(&b);
+    nexus_client_set_timeout(c, 400);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    s_warm(c);
+    th_kill(&b);
+    usleep(100000); /* the connection is seen gone */
+    s_book_reset();
+    uint64_t t0 = th_ms();
+    CHECK_EQ_U64(nexus_publish_async(c, "async.gone", "g", 1, s_done, &s_tags[0]),
+                 NEXUS_ERR_UNREACHABLE);
+    CHECK(th_ms() - t0 >= 350);
+    CHECK(strstr(nexus_client_errmsg(c), "was not sent") != NULL);
+    CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
+    CHECK_EQ_U64(atomic_load(&s_book->completed), 0);
+    CHECK(th_start(&b) == 0);
+    nexus_err_t rc = NEXUS_ERR_UNREACHABLE;
+    for (int i = 0; i < 20 && rc == NEXUS_ERR_UNREACHABLE; i++)
+        rc = nexus_publish_async(c, "async.gone", "h", 1, s_done, &s_tags[1]);
+    CHECK_EQ_U64(rc, NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
+    CHECK_EQ_U64(atomic_load(&s_book->ok), 1);
+    /*  The one stored is the one sent after the restart.                  */
+    nexus_history_t *h = nexus_history_new(c);
+    nexus_history_add_pattern(h, "async.gone");
+    nexus_event_t *ev = NULL;
+    int n = 0, h_payload = 0;
+    while (nexus_history_next_view(h, &ev) == NEXUS_OK && ev) {
+        size_t len = 0;
+        const char *p = nexus_event_payload(ev, &len);
+        h_payload += len == 1 && p[0] == 'h';
+        n++;
+    }
+    nexus_history_destroy(&h);
+    CHECK_EQ_U64(n, 1);
+    CHECK_EQ_U64(h_payload, 1);
+    nexus_client_destroy(&c);
+    th_cleanup(&b, nx_test_failures > 0);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -558,6 +622,7 @@ int main(void)
     s_test_destroy_from_callback_wait();
     s_test_threads();
     s_test_kill();
+    s_test_unreachable();
     th_cleanup(&s_broker, nx_test_failures > 0);
     free(s_book);
     free(s_tags);
