@@ -793,10 +793,18 @@ nexus_err_t nx_store_get(nx_store_t *self, nx_db_t db, const void *key, size_t k
         another thread reads what was committed.                           */
     MDB_txn *txn = self->txn && pthread_equal(self->txn_thread, pthread_self()) ? self->txn : NULL;
     int rc = 0;
-    if (!txn)
+    /*  A read transaction of its own holds the resize lock shared, as every
+        reader does: the checkpointer may grow the map meanwhile (the loop
+        reads here at a promotion or a reload).                           */
+    bool own = !txn;
+    if (own) {
+        pthread_rwlock_rdlock(&self->resize);
         rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
-    if (rc)
+    }
+    if (rc) {
+        pthread_rwlock_unlock(&self->resize);
         return s_mdb_fail(self, "get", rc);
+    }
     MDB_val k = {key_len, (void *)key};
     MDB_val v;
     rc = mdb_get(txn, self->dbs[db], &k, &v);
@@ -815,8 +823,10 @@ nexus_err_t nx_store_get(nx_store_t *self, nx_db_t db, const void *key, size_t k
             *value_len = v.mv_size;
         }
     }
-    if (txn != self->txn)
+    if (own) {
         mdb_txn_abort(txn);
+        pthread_rwlock_unlock(&self->resize);
+    }
     return err;
 }
 
@@ -827,13 +837,18 @@ nexus_err_t nx_store_foreach(nx_store_t *self, nx_db_t db, nx_store_each_fn *fn,
     if ((int)db < 0 || db >= NX_DB__COUNT)
         return s_fail(self, NEXUS_ERR_INVALID, "no such database %d", (int)db);
     MDB_txn *txn;
+    /*  Shared resize lock: as nx_store_get.                               */
+    pthread_rwlock_rdlock(&self->resize);
     int rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
-    if (rc)
+    if (rc) {
+        pthread_rwlock_unlock(&self->resize);
         return s_mdb_fail(self, "foreach", rc);
+    }
     MDB_cursor *cursor;
     rc = mdb_cursor_open(txn, self->dbs[db], &cursor);
     if (rc) {
         mdb_txn_abort(txn);
+        pthread_rwlock_unlock(&self->resize);
         return s_mdb_fail(self, "foreach", rc);
     }
     MDB_val k, v;
@@ -844,6 +859,7 @@ nexus_err_t nx_store_foreach(nx_store_t *self, nx_db_t db, nx_store_each_fn *fn,
     }
     mdb_cursor_close(cursor);
     mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&self->resize);
     if (rc && rc != MDB_NOTFOUND)
         return s_mdb_fail(self, "foreach", rc);
     return NEXUS_OK;

@@ -8,6 +8,8 @@
 */
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -846,6 +848,72 @@ static void s_test_grow(void)
     s_rm_store(path);
 }
 
+/*  A read of keyed data on another thread (the loop reloads claims and
+    sessions at a promotion) holds the map: make_room, on the thread that
+    owns the store, must not resize it under the open transaction (LMDB
+    forbids it; the reader's pointers would move), and gives up (busy).   */
+typedef struct {
+    nx_store_t *store;
+    atomic_int in, done, keys, good;
+} s_slow_t;
+
+static int s_slow_each(const void *key, size_t key_len, const void *value, size_t value_len,
+                       void *arg)
+{
+    s_slow_t *s = arg;
+    atomic_store(&s->in, 1);
+    for (int i = 0; i < 300 && !atomic_load(&s->done); i++)
+        usleep(10000);
+    atomic_fetch_add(&s->keys, 1);
+    if (key_len == 2 && value_len == 3 && memcmp(value, "val", 3) == 0 &&
+        ((const char *)key)[0] == 'k')
+        atomic_fetch_add(&s->good, 1);
+    return 0;
+}
+
+static void *s_slow_reader(void *arg)
+{
+    s_slow_t *s = arg;
+    CHECK_EQ_U64(nx_store_foreach(s->store, NX_DB_CLAIMS, s_slow_each, s), NEXUS_OK);
+    return NULL;
+}
+
+static void s_test_resize_under_reader(void)
+{
+    const char *path = s_new_path();
+    nx_store_config_t cfg = s_config(path);
+    cfg.map_size = 256 << 10;
+    cfg.map_max = 8 << 20;
+    nx_store_t *store = s_open(&cfg);
+    if (!store)
+        return;
+    CHECK_EQ_U64(nx_store_put(store, NX_DB_CLAIMS, "k1", 2, "val", 3), NEXUS_OK);
+    CHECK_EQ_U64(nx_store_put(store, NX_DB_CLAIMS, "k2", 2, "val", 3), NEXUS_OK);
+    CHECK_EQ_U64(nx_store_commit(store, 0), NEXUS_OK);
+    s_slow_t slow = {.store = store};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, s_slow_reader, &slow) == 0);
+    for (int i = 0; i < 300 && !atomic_load(&slow.in); i++)
+        usleep(10000);
+    CHECK(atomic_load(&slow.in));
+    int action = -1;
+    CHECK_EQ_U64(nx_store_make_room(store, 2 << 20, &action), NEXUS_ERR_BUSY);
+    nx_store_stats_t st;
+    nx_store_stats(store, &st);
+    CHECK_EQ_U64(st.map_size, 256 << 10);
+    atomic_store(&slow.done, 1);
+    pthread_join(t, NULL);
+    CHECK_EQ_U64(atomic_load(&slow.keys), 2);
+    CHECK_EQ_U64(atomic_load(&slow.good), 2);
+    /*  The reader gone, the map grows.                                     */
+    CHECK_EQ_U64(nx_store_make_room(store, 2 << 20, &action), NEXUS_OK);
+    CHECK_EQ_U64(action, 1);
+    nx_store_stats(store, &st);
+    CHECK(st.map_size > 256 << 10);
+    nx_store_destroy(&store);
+    s_rm_store(path);
+}
+
 static void s_test_sync(void)
 {
     const char *path = s_new_path();
@@ -979,6 +1047,7 @@ int main(void)
     s_test_map_full();
     s_test_map_exhausted();
     s_test_grow();
+    s_test_resize_under_reader();
     s_test_sync();
     s_test_identity();
     s_test_copy();
