@@ -93,10 +93,17 @@ void nx_coord_reload(nx_broker_t *self)
         l->last_seen = s->last_seen;
         l->timeout_at = s->timeout_at;
     }
+    /*  The fencing counter may stand above anything the store holds (a
+        floor raised at start or promotion, over tokens an earlier primary
+        may have given out): loading alone would hand those out again. The
+        failed turn's own tokens were never seen, so keeping them spent
+        costs nothing.                                                      */
+    uint64_t fence = nx_claims_fence(self);
     s_unload(self);
     if (s_load(self))
         nx_error("coordination: reload from the store failed: %s", nx_store_errmsg(self->store));
     else {
+        nx_claims_fence_floor(self, fence);
         for (size_t i = 0; i < n; i++) {
             nx_session_t *s = nx_sessions_lookup(self, live[i].id);
             if (!s || s->status == NX_SESSION_GONE || live[i].status == NX_SESSION_GONE)
