@@ -295,7 +295,23 @@ static int s_open_log(nx_broker_t *self, char *err_buf, size_t err_size)
         nx_warn("recovered from the write-ahead log: %" PRIu64 " events and %" PRIu64
                 " changes above the checkpoint (log %" PRIu64 "..%" PRIu64 ")",
                 rec->events, rec->changes, rec->from, rec->end);
-    if (rec->cut || rec->torn)
+    if (rec->damaged_frames) {
+        /*  Not a torn end: frames that check follow the one that does not.
+            Said as an error, and in health, not as the usual torn write. */
+        nx_error("the write-ahead log is damaged at %" PRIu64 ": that frame does not check, and "
+                 "%" PRIu64 " %s that do follow it (log %" PRIu64 "..%" PRIu64 "). They are "
+                 "left out: the log goes on at %" PRIu64 ". After a power loss they were never "
+                 "acknowledged; otherwise the disk damaged the log, and acknowledged changes in "
+                 "them are lost. A copy of those segments is in %s",
+                 rec->damaged_at, rec->damaged_frames,
+                 rec->damaged_frames == 1 ? "frame" : "frames", rec->damaged_from, rec->damaged_to,
+                 rec->start, rec->kept[0] ? rec->kept : "(none: the copy failed)");
+        nx_broker_problem(self,
+                          "the write-ahead log was damaged at %" PRIu64 ": %" PRIu64
+                          " frames past it were left out at the start (copy in %s)",
+                          rec->damaged_at, rec->damaged_frames,
+                          rec->kept[0] ? rec->kept : "none");
+    } else if (rec->cut || rec->torn)
         nx_warn("the write-ahead log ended in a torn write at %" PRIu64 " (%" PRIu64
                 " bytes of a turn that never finished were left out; no acknowledged "
                 "change is in them)",

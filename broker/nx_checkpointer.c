@@ -18,12 +18,14 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "nx_checkpointer.h"
@@ -210,6 +212,51 @@ static void s_remove_log(const char *dir)
         closedir(d);
 }
 
+/*  Copies wal_dir's segments holding [from, to] (segments of seg bytes) to
+    wal_dir.damaged-FROM, before the log goes on over them: what recovery
+    leaves out stays there for whoever must find out what it was. A copy
+    made by an earlier try at starting is kept as it is. Returns 0 with
+    the directory in kept, or -1 (errno set).                               */
+static int s_keep_damaged(const char *wal_dir, uint64_t seg, uint64_t from, uint64_t to, char *kept,
+                          size_t kept_size)
+{
+    snprintf(kept, kept_size, "%s.damaged-%016" PRIx64, wal_dir, from);
+    if (mkdir(kept, 0700) != 0)
+        return errno == EEXIST ? 0 : -1;
+    char *buf = malloc(1 << 20);
+    if (!buf)
+        return -1;
+    int result = 0;
+    for (uint64_t base = from - from % seg; result == 0 && base <= to; base += seg) {
+        char src[4096], dst[4096];
+        snprintf(src, sizeof src, "%s/%016" PRIx64 ".log", wal_dir, base);
+        snprintf(dst, sizeof dst, "%s/%016" PRIx64 ".log", kept, base);
+        int in = open(src, O_RDONLY | O_CLOEXEC);
+        if (in < 0) {
+            if (errno == ENOENT)
+                continue;
+            result = -1;
+            break;
+        }
+        int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        ssize_t n = out < 0 ? -1 : 0;
+        while (out >= 0 && (n = read(in, buf, 1 << 20)) > 0)
+            if (write(out, buf, (size_t)n) != n) {
+                n = -1;
+                break;
+            }
+        if (n < 0 || out < 0 || fsync(out) != 0)
+            result = -1;
+        int saved = errno;
+        close(in);
+        if (out >= 0)
+            close(out);
+        errno = saved;
+    }
+    free(buf);
+    return result;
+}
+
 int nx_checkpointer_recover(nx_store_t *store, const char *wal_dir, uint64_t new_segment_size,
                             nx_recovery_t *out, char *err, size_t err_size)
 {
@@ -260,6 +307,23 @@ int nx_checkpointer_recover(nx_store_t *store, const char *wal_dir, uint64_t new
     out->torn = torn || at != out->end;
     out->cut = at - out->end;
     out->frames = turn_frames;
+    if (torn) {
+        int rc = nx_wal_reader_beyond(rd, at, &out->damaged_from, &out->damaged_to,
+                                      &out->damaged_frames);
+        if (rc < 0) {
+            snprintf(err, err_size, "recovery: cannot read the log in %s past %" PRIu64 ": %s",
+                     wal_dir, at, strerror(errno));
+            nx_wal_reader_destroy(&rd);
+            return -1;
+        }
+        out->damaged_at = at;
+        if (out->damaged_frames &&
+            s_keep_damaged(wal_dir, seg, at, out->damaged_to, out->kept, sizeof out->kept)) {
+            nx_error("recovery: cannot keep a copy of the damaged log in %s: %s", out->kept,
+                     strerror(errno));
+            out->kept[0] = 0;
+        }
+    }
 
     /*  The checkpoint moves to where the log goes on; a new segment size
         starts at a multiple of it (nothing of the old log is read again). */

@@ -70,6 +70,13 @@ typedef struct {
     bool torn;        /* the log ended in a torn write or an incomplete
                          turn (not in zeros or an old frame)              */
     bool had_log;     /* the store had a checkpoint (a log to read)       */
+    /*  The frame that ended the log does not check, and frames that do
+        follow it on its chain (nx_wal_reader_beyond): left out.          */
+    uint64_t damaged_frames;           /* how many; 0: none              */
+    uint64_t damaged_at;               /* the frame that does not check  */
+    uint64_t damaged_from, damaged_to; /* the frames left out past it    */
+    char kept[512]; /* where the segments holding them were copied ("":
+                       the copy failed; the log says why)                */
 } nx_recovery_t;
 
 /*  Replays the log in wal_dir above the store's checkpoint into the store

@@ -1127,6 +1127,46 @@ int nx_wal_reader_read(nx_wal_reader_t *self, uint64_t lsn, uint32_t prev, bool 
     return 1;
 }
 
+int nx_wal_reader_beyond(nx_wal_reader_t *self, uint64_t lsn, uint64_t *first, uint64_t *end,
+                         uint64_t *frames)
+{
+    *first = *end = lsn;
+    *frames = 0;
+    uint64_t off = lsn % self->seg;
+    if (self->seg - off < NX_WAL_FRAME_HEAD) {
+        lsn += self->seg - off;
+        off = 0;
+    }
+    int rc = s_reader_open(self, lsn - off);
+    if (rc)
+        return rc > 0 ? 0 : -1;
+    uint8_t h[NX_WAL_FRAME_HEAD];
+    ssize_t got = s_pread_all(self->fd, h, NX_WAL_FRAME_HEAD, (off_t)off);
+    if (got < 0)
+        return -1;
+    uint32_t len = got == NX_WAL_FRAME_HEAD ? s_get_u32(h + 16) : 0;
+    if (got < NX_WAL_FRAME_HEAD || s_get_u32(h + 4) != S_MAGIC || nx_get_u64(h + 8) != lsn ||
+        len > self->seg - off - NX_WAL_FRAME_HEAD)
+        return 0;
+    nx_wal_frame_t f;
+    s_fill_frame(&f, h, lsn, self->seg);
+    uint64_t at = f.next;
+    uint32_t prev = f.crc;
+    *first = at;
+    for (;;) {
+        rc = nx_wal_reader_read(self, at, prev, true, &f, NULL);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            break;
+        (*frames)++;
+        at = f.next;
+        prev = f.crc;
+    }
+    *end = at;
+    return *frames > 0;
+}
+
 int nx_wal_record_next(const uint8_t *body, size_t len, size_t *pos, int *type,
                        const uint8_t **data, size_t *data_len)
 {

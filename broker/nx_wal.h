@@ -218,6 +218,20 @@ void nx_wal_reader_destroy(nx_wal_reader_t **self_p);
 int nx_wal_reader_read(nx_wal_reader_t *self, uint64_t lsn, uint32_t prev, bool verify,
                        nx_wal_frame_t *frame, bool *torn);
 
+/*  After a frame at lsn that does not check (recovery's end of the log):
+    whether frames that do check follow it, continuing its chain (its
+    header still names lsn and says where the next frame is and what its
+    crc is; frames left past an earlier recovery's cut continue an older
+    chain and do not count). Returns 1 with *first (the first such frame's
+    lsn), *end (where the chain walked from there ends) and *frames
+    filled; 0 when none (or the damaged header says nothing); -1 on an I/O
+    error (errno set). Either the log was damaged after it was written
+    (acknowledged changes past lsn are then lost to recovery) or a power
+    loss kept later writes and not this one (none of them acknowledged):
+    the log alone cannot tell which.                                       */
+int nx_wal_reader_beyond(nx_wal_reader_t *self, uint64_t lsn, uint64_t *first, uint64_t *end,
+                         uint64_t *frames);
+
 /*  Walks the records of a body: returns 1 with the record at *pos (type,
     data, data length) and advances *pos; 0 past the last; -1 when the
     body is malformed.                                                      */

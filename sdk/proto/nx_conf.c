@@ -864,9 +864,9 @@ nx_conf_next_t nx_conf_main(const nx_conf_key_t *table, size_t count, void *sett
     }
     /*  -v is log_level debug, whatever else set it, so that
         --print-config shows what the program will do.                     */
-    if (!rc && *verbose
-        && nx_conf_set(table, count, settings, "log_level", "debug", err, sizeof err)
-               == NEXUS_ERR_NOT_FOUND)
+    if (!rc && *verbose &&
+        nx_conf_set(table, count, settings, "log_level", "debug", err, sizeof err) ==
+            NEXUS_ERR_NOT_FOUND)
         rc = NEXUS_OK;
     if (rc) {
         fprintf(stderr, "%s: %s (see %s --help)\n", program, err, program);

@@ -193,8 +193,8 @@ int nx_iso8601_parse(const char *text, uint64_t *us)
     //  leading spaces and short fields, which a typed time should not.
     const char *p = text;
     int year, mon, day, hh = 0, mi = 0, ss = 0;
-    if (!s_digits(&p, 4, &year) || *p++ != '-' || !s_digits(&p, 2, &mon) || *p++ != '-'
-        || !s_digits(&p, 2, &day))
+    if (!s_digits(&p, 4, &year) || *p++ != '-' || !s_digits(&p, 2, &mon) || *p++ != '-' ||
+        !s_digits(&p, 2, &day))
         return -1;
     static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
@@ -204,8 +204,8 @@ int nx_iso8601_parse(const char *text, uint64_t *us)
     int64_t offset = 0; /* seconds east of UTC */
     if (*p == 'T' || *p == 't') {
         p++;
-        if (!s_digits(&p, 2, &hh) || *p++ != ':' || !s_digits(&p, 2, &mi) || *p++ != ':'
-            || !s_digits(&p, 2, &ss))
+        if (!s_digits(&p, 2, &hh) || *p++ != ':' || !s_digits(&p, 2, &mi) || *p++ != ':' ||
+            !s_digits(&p, 2, &ss))
             return -1;
         //  60: a leap second, which the epoch count folds into the next.
         if (hh > 23 || mi > 59 || ss > 60)
