@@ -788,6 +788,11 @@ int nx_op_replicate(nx_broker_t *b, nx_request_t *rq)
     h.crc = (uint32_t)crc;
     nx_map_u64(rq->fields, "epoch", &h.epoch, NULL);
     nx_map_u64(rq->fields, "segment_size", &h.segment_size, NULL);
+    /*  A standby that does not say (an earlier version) had it all.       */
+    h.durable = UINT64_MAX;
+    nx_map_u64(rq->fields, "durable", &h.durable, NULL);
+    if (h.durable > h.lsn)
+        h.durable = h.lsn;
     if (h.name_len == strlen(self->name) && memcmp(h.name, self->name, h.name_len) == 0)
         return nx_request_fail(rq, NEXUS_ERR_CONFLICT,
                                "a standby may not have this broker's own name (%s): give each "

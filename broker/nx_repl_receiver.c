@@ -242,12 +242,14 @@ static void s_hello(nx_repl_receiver_t *self, uint64_t now, bool fresh)
     msgpack_sbuffer_init(&buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-    s_request(self, &pk, "replicate", self->hello_id, 5);
+    s_request(self, &pk, "replicate", self->hello_id, 6);
     nx_pack_kv_str(&pk, "store_id", self->store_id);
     nx_pack_kv_u64(&pk, "lsn", self->next);
     nx_pack_kv_u64(&pk, "crc", self->next_crc);
     nx_pack_kv_u64(&pk, "epoch", self->epoch);
     nx_pack_kv_u64(&pk, "segment_size", nx_wal_segment_size(self->cfg.wal));
+    uint64_t durable = nx_wal_durable(self->cfg.wal);
+    nx_pack_kv_u64(&pk, "durable", durable < self->next ? durable : self->next);
     if (s_send(self, &buf)) {
         /*  Not connected yet: again in S_RETRY_US, not in a timeout.     */
         self->asked_at = now - self->cfg.timeout_us + S_RETRY_US;

@@ -308,7 +308,11 @@ nx_repl_answer_t nx_repl_sender_attach(nx_repl_sender_t *self, const uint8_t *pe
     s_base_end(self, sb);
     sb->attached = true;
     sb->detached_at = 0;
-    sb->sent = sb->acked = sb->received = hello->lsn;
+    /*  What it has may not all be flushed yet (a flush round was running
+        when it asked again): only what is durable counts for a reply
+        that waits for the standby; its next ack says the rest.           */
+    sb->sent = sb->received = hello->lsn;
+    sb->acked = hello->durable;
     sb->sent_crc = hello->crc;
     sb->ack_n = 0;
     sb->held = true;

@@ -72,6 +72,7 @@ typedef struct {
     uint32_t crc;          /* crc of the frame before lsn                 */
     uint64_t epoch;        /* the newest epoch its log holds              */
     uint64_t segment_size; /* its log's segment size                      */
+    uint64_t durable;      /* its log is durable up to here (<= lsn)       */
 } nx_repl_hello_t;
 
 /*  What the primary answers.                                              */

@@ -165,6 +165,7 @@ static const nx_field_t s_replicate[] = {
     {"crc", NX_FT_U64, NX_FF_REQ, 0, UINT32_MAX, 0, NULL, "crc of the frame before lsn"},
     {"epoch", NX_FT_U64, 0, 0, 0, 0, NULL, "the newest epoch the standby has seen"},
     {"segment_size", NX_FT_U64, NX_FF_REQ, 0, 0, 0, NULL, "its log's segment size"},
+    {"durable", NX_FT_U64, 0, 0, 0, 0, NULL, "it has the log durable up to here (<= lsn)"},
     F_END};
 
 static const nx_field_t s_replicate_ack[] = {

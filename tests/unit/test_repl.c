@@ -43,6 +43,9 @@ typedef struct {
     uint64_t seq;
     int newer;   /* answers NX_REPL_NEWER seen                              */
     int resyncs; /* answers NX_REPL_RESYNC sent                             */
+    uint8_t peer[256]; /* the last standby to ask (its routing id)      */
+    size_t peer_len;
+    uint64_t hello_durable; /* the durable of its last replicate         */
 } s_primary_t;
 
 typedef struct {
@@ -157,6 +160,15 @@ static void s_primary_serve(s_primary_t *p)
         h.crc = (uint32_t)crc;
         nx_map_u64(&u.data, "epoch", &h.epoch, NULL);
         nx_map_u64(&u.data, "segment_size", &h.segment_size, NULL);
+        /*  As nx_ha: absent (an earlier standby) is lsn.                  */
+        h.durable = UINT64_MAX;
+        nx_map_u64(&u.data, "durable", &h.durable, NULL);
+        CHECK(h.durable != UINT64_MAX); /* this standby says it */
+        if (h.durable > h.lsn)
+            h.durable = h.lsn;
+        p->hello_durable = h.durable;
+        p->peer_len = zframe_size(id) < sizeof p->peer ? zframe_size(id) : 0;
+        memcpy(p->peer, zframe_data(id), p->peer_len);
         uint64_t from = 0;
         char why[256] = "";
         nx_repl_answer_t a = nx_repl_sender_attach(p->tx, zframe_data(id), zframe_size(id), &h,
@@ -321,6 +333,27 @@ static void s_test_stream(const char *ep)
     s_run(&p, &s, 5000, s_caught_up);
     CHECK(s_caught_up(&p, &s));
     CHECK(nx_wal_written(p.wal) > 4 * SEG);
+    /*  A standby asking again while a flush of its copy runs has received
+        more than it has durable: only what is durable counts as
+        acknowledged (a held reply waits for it), until an ack says more. */
+    {
+        uint64_t written = nx_wal_written(p.wal), from = 0;
+        nx_repl_hello_t h = {.name = "b", .name_len = 1, .lsn = written,
+                             .crc = nx_wal_turn_crc(p.wal), .segment_size = SEG,
+                             .durable = written - 1000};
+        h.store_id = nx_store_id(p.store);
+        h.store_id_len = strlen(h.store_id);
+        char why[256] = "";
+        CHECK_EQ_U64(nx_repl_sender_attach(p.tx, p.peer, p.peer_len, &h, p.epoch, &from, why,
+                                           sizeof why),
+                     NX_REPL_STREAM);
+        nx_repl_standby_stats_t st;
+        CHECK_EQ_U64(nx_repl_sender_stats(p.tx, 0, &st, nx_mono_us()), 0);
+        CHECK_EQ_U64(st.acked, written - 1000);
+        CHECK_EQ_U64(st.sent, written);
+        s_run(&p, &s, 5000, s_caught_up);
+        CHECK(s_caught_up(&p, &s));
+    }
     s_same_logs(0, nx_wal_written(p.wal));
     nx_repl_rx_stats_t rs;
     nx_repl_receiver_stats(s.rx, &rs, nx_mono_us());
