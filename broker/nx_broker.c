@@ -1474,15 +1474,24 @@ static void s_held_free(nx_held_queue_t *q)
 }
 
 /*  Holds a reply (env's frames and reply are moved) until gate is durable.
-    Out of memory: waits for the flush here instead.                       */
+    Out of memory: waits for the flush here instead; a reply that must
+    still wait after it (for the sync standby, or behind replies held
+    before it) is dropped: the client times out, "outcome unknown", which
+    is true, where sending it would overtake the gate or the order.       */
 static void s_hold_reply(nx_broker_t *self, nx_envelope_t *env, zmq_msg_t *reply, uint64_t gate)
 {
     nx_held_t *h = s_held_push(&self->held_replies);
     if (!h) {
         if (nx_wal_flush(self->wal))
             s_fatal(self, "flush");
-        else
+        else if (gate <= nx_ha_released(self) && self->held_replies.n == 0)
             s_env_send(self, env, reply);
+        else {
+            nx_error("out of memory to hold a reply for the standby: dropped (the client times "
+                     "out; the change is stored)");
+            s_env_close(env);
+            zmq_msg_close(reply);
+        }
         return;
     }
     h->env.n = env->n;
@@ -1658,10 +1667,18 @@ static void s_forward(nx_broker_t *self, uint64_t gate)
             h->gate = gate;
             self->held_events.bytes += zmq_msg_size(&h->msg);
         } else {
-            /*  Out of memory to hold it: it waits for the flush here.     */
+            /*  Out of memory to hold it: it waits for the flush here, and
+                is dropped if it must wait longer (for the sync standby, or
+                behind events held before it): subscribers see a gap and
+                read it from the history.                                   */
             if (hold && nx_wal_flush(self->wal))
                 s_fatal(self, "flush");
-            s_send_event(self, &out);
+            if (!hold || (gate <= nx_ha_released(self) && self->held_events.n == 0))
+                s_send_event(self, &out);
+            else {
+                self->count.drop_send++;
+                zmq_msg_close(&out);
+            }
         }
     }
     s_check_queues(self);
