@@ -809,7 +809,8 @@ nexus_err_t nx_store_get(nx_store_t *self, nx_db_t db, const void *key, size_t k
     MDB_val v;
     rc = mdb_get(txn, self->dbs[db], &k, &v);
     if (rc == MDB_NOTFOUND)
-        err = s_fail(self, NEXUS_ERR_NOT_FOUND, "get: key not found");
+        err = NEXUS_ERR_NOT_FOUND; /* an answer, not a failure: errmsg is the
+                                      checkpointer's, another thread's      */
     else if (rc)
         err = s_mdb_fail(self, "get", rc);
     else {
