@@ -97,9 +97,15 @@
 /*  Held replies (events: times batch_max) past which the loop reads no
     more requests (events) until a flush releases some: a slow disk holds
     clients back through their ZeroMQ queues, never the broker's memory.  */
-#define S_HELD_REPLIES_MAX 65536
+#define S_HELD_REPLIES_MAX   65536
 #define S_HELD_EVENTS_FACTOR 4
 #define S_HELD_REPLY_BYTES   (64u << 20)
+
+/*  The mark a failed write or flush leaves in the data directory: Linux
+    may drop the pages it could not write (and report the error once), so
+    the next start on this boot must not trust that the log holds every
+    event that went out (seqs that may have been seen are skipped).       */
+#define S_FLUSH_FAILED "flush-failed"
 
 static void s_reply_error(nx_pending_reply_t *pr, nexus_err_t err, const char *msg);
 static void s_fatal(nx_broker_t *self, const char *what);
@@ -309,8 +315,7 @@ static int s_open_log(nx_broker_t *self, char *err_buf, size_t err_size)
         nx_broker_problem(self,
                           "the write-ahead log was damaged at %" PRIu64 ": %" PRIu64
                           " frames past it were left out at the start (copy in %s)",
-                          rec->damaged_at, rec->damaged_frames,
-                          rec->kept[0] ? rec->kept : "none");
+                          rec->damaged_at, rec->damaged_frames, rec->kept[0] ? rec->kept : "none");
     } else if (rec->cut || rec->torn)
         nx_warn("the write-ahead log ended in a torn write at %" PRIu64 " (%" PRIu64
                 " bytes of a turn that never finished were left out; no acknowledged "
@@ -443,15 +448,22 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         ended in a torn write, seqs that may have been seen are skipped, so
         none is handed out again for another event.                         */
     uint64_t r = s_meta_u64(self, S_META_SEQ_RESERVED);
+    char *mark = NULL;
+    bool flush_failed = asprintf(&mark, "%s/%s", self->cfg.data_dir, S_FLUSH_FAILED) >= 0 &&
+                        access(mark, F_OK) == 0;
+    free(mark);
     /*  (A standby's reservation is its primary's: a promotion skips it.) */
     if (r > self->last_seq && nx_ha_starts_primary(self->ha)) {
         bool same = s_same_boot(self);
-        if (!same || self->recovery.torn) {
+        if (!same || self->recovery.torn || flush_failed) {
             nx_warn("unclean stop: seqs %" PRIu64 "..%" PRIu64
                     " may have been seen and are skipped (%s)",
                     self->last_seq + 1, r,
                     !same ? "the log was written before a reboot or by an earlier version"
-                          : "the log ended in a torn write");
+                    : flush_failed
+                        ? "the last run could not write or flush its log: pages it wrote may "
+                          "be gone"
+                        : "the log ended in a torn write");
             self->last_seq = r;
             /*  Under sync=none a grant goes out before its flush: the
                 block reserved for tokens is skipped as well.              */
@@ -689,6 +701,20 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     if (!self->readonly && nx_ha_starts_primary(self->ha) && s_log_start(self)) {
         snprintf(err_buf, err_size, "cannot write the log: %s", strerror(errno));
         goto fail;
+    }
+    /*  This run's records are flushed: the mark of a failed flush has
+        done its work (the skip above is in the log now).                  */
+    if (!self->readonly && nx_ha_starts_primary(self->ha)) {
+        char *done = NULL;
+        if (asprintf(&done, "%s/%s", self->cfg.data_dir, S_FLUSH_FAILED) >= 0 &&
+            unlink(done) == 0) {
+            int dir = open(self->cfg.data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (dir >= 0) {
+                fsync(dir);
+                close(dir);
+            }
+        }
+        free(done);
     }
     if (nx_ha_start(self, err_buf, err_size))
         goto fail;
@@ -1770,8 +1796,29 @@ static void s_check_refuse(nx_broker_t *self)
     fdatasync that failed cannot be trusted to fail again. The turn is not
     answered and the loop stops; a restart recovers every change that was
     acknowledged from what the log holds.                                   */
+static void s_mark_flush_failed(nx_broker_t *self)
+{
+    char *path = NULL;
+    if (asprintf(&path, "%s/%s", self->cfg.data_dir, S_FLUSH_FAILED) < 0)
+        return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    free(path);
+    if (fd < 0)
+        return;
+    fsync(fd);
+    close(fd);
+    int dir = open(self->cfg.data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+        fsync(dir);
+        close(dir);
+    }
+}
+
 static void s_fatal(nx_broker_t *self, const char *what)
 {
+    int saved = errno;
+    s_mark_flush_failed(self);
+    errno = saved;
     nx_error("cannot %s the write-ahead log: %s; stopping without answering this turn (a "
              "restart recovers every acknowledged change from the log)",
              what, strerror(errno));
