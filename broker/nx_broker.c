@@ -370,6 +370,10 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         return NULL;
     }
     self->cfg = *cfg;
+#ifdef NX_FAULTS
+    const char *fault = getenv("NEXUS_FAULT_TURN");
+    self->fault_turns = fault ? strtoull(fault, NULL, 10) : 0;
+#endif
     self->cfg.data_dir = s_strdup_or_null(cfg->data_dir);
     self->cfg.control_endpoints = s_strdup_or_null(cfg->control_endpoints);
     self->cfg.events_in_endpoints = s_strdup_or_null(cfg->events_in_endpoints);
@@ -2172,6 +2176,14 @@ static void s_turn(nx_broker_t *self, bool events_ready, bool requests_ready, bo
         else
             reserve = true;
     }
+#ifdef NX_FAULTS
+    /*  Test builds only: a turn fails as out of memory for its records
+        would make it, a path no real input reaches on demand.            */
+    if (lead && self->batch_kv && self->fault_turns && --self->fault_turns == 0) {
+        nx_warn("fault injected (NEXUS_FAULT_TURN): this turn fails as if out of memory");
+        self->batch_failed = true;
+    }
+#endif
     if (self->batch_failed) {
         self->seq_reserved = reserved;
         s_fail_turn(self);

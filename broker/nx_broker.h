@@ -224,6 +224,8 @@ struct _nx_broker_t {
     char last_drop[160];              /* what the last dropped event looked like    */
     bool batch_kv;                    /* this turn logged session/claim changes     */
     bool batch_failed;                /* this turn could not log a change: undone   */
+    uint64_t fault_turns;             /* NX_FAULTS: the Nth turn with session or
+                                         claim changes fails (NEXUS_FAULT_TURN)     */
     size_t turn_first;                /* first event of this turn in events (0)     */
     uint64_t lazy_since;              /* mono us: oldest log write not flushed (no
                                          one waits for it), 0: none                */
