@@ -459,11 +459,14 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
     /*  (A standby's reservation is its primary's: a promotion skips it.) */
     if (r > self->last_seq && nx_ha_starts_primary(self->ha)) {
         bool same = s_same_boot(self);
-        if (!same || self->recovery.torn || flush_failed) {
+        bool lost = self->recovery.log_missing;
+        if (!same || self->recovery.torn || flush_failed || lost) {
             nx_warn("unclean stop: seqs %" PRIu64 "..%" PRIu64
                     " may have been seen and are skipped (%s)",
                     self->last_seq + 1, r,
-                    !same ? "the log was written before a reboot or by an earlier version"
+                    !same  ? "the log was written before a reboot or by an earlier version"
+                    : lost ? "the store's write-ahead log is not there (a restored copy of "
+                             "data.mdb?): the run that wrote it may have gone further"
                     : flush_failed
                         ? "the last run could not write or flush its log: pages it wrote may "
                           "be gone"

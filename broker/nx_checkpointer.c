@@ -275,6 +275,16 @@ int nx_checkpointer_recover(nx_store_t *store, const char *wal_dir, uint64_t new
     }
     out->from = out->end = from;
     out->end_crc = (uint32_t)crc;
+    if (out->had_log) {
+        /*  The segment the checkpoint points into (a position in a
+            segment's last bytes means the next one's start).              */
+        uint64_t at = from;
+        if (seg - at % seg < NX_WAL_FRAME_HEAD)
+            at += seg - at % seg;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%016" PRIx64 ".log", wal_dir, at - at % seg);
+        out->log_missing = access(path, F_OK) != 0 && errno == ENOENT;
+    }
     nx_wal_reader_t *rd = out->had_log ? nx_wal_reader_new(wal_dir, seg) : NULL;
     if (out->had_log && !rd) {
         snprintf(err, err_size, "recovery: out of memory");

@@ -70,6 +70,9 @@ typedef struct {
     bool torn;        /* the log ended in a torn write or an incomplete
                          turn (not in zeros or an old frame)              */
     bool had_log;     /* the store had a checkpoint (a log to read)       */
+    bool log_missing; /* ... and the log's segment at it is not there (a
+                         restored copy of data.mdb without its wal/): the
+                         run that wrote the store may have gone further  */
     /*  The frame that ended the log does not check, and frames that do
         follow it on its chain (nx_wal_reader_beyond): left out.          */
     uint64_t damaged_frames;           /* how many; 0: none              */
