@@ -27,6 +27,10 @@ static int s_op_ping(nx_broker_t *self, nx_request_t *rq)
 {
     nx_pack_kv_u64(nx_kv(rq), "ts", nx_now_us());
     nx_pack_kv_str(nx_kv(rq), "store_id", nx_store_id(self->store));
+    /*  So that a client refuses a request too large before sending it
+        (over 4 x max_request the connection itself would be dropped).   */
+    nx_pack_kv_u64(nx_kv(rq), "max_request", self->cfg.max_request);
+    nx_pack_kv_u64(nx_kv(rq), "max_payload", self->cfg.max_payload);
     nx_ha_pack_role(self, rq);
     return 0;
 }

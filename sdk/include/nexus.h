@@ -107,8 +107,9 @@ NEXUS_EXPORT int nexus_version(void);
     NEXUS_ERR_UNREACHABLE (no connection to the broker within the timeout:
     the request was not sent, nothing was done),
     NEXUS_ERR_CLOSED (client destroyed or never connected),
-    NEXUS_ERR_UNAUTHORIZED (the broker wants a token), NEXUS_ERR_BUSY,
-    NEXUS_ERR_INTERNAL, NEXUS_ERR_NOMEM.
+    NEXUS_ERR_UNAUTHORIZED (the broker wants a token), NEXUS_ERR_TOO_LARGE
+    (the request is over the broker's max_request: not sent),
+    NEXUS_ERR_BUSY, NEXUS_ERR_INTERNAL, NEXUS_ERR_NOMEM.
     =========================================================================
 */
 

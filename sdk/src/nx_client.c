@@ -691,6 +691,8 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     }
     nx_req_destroy(&req);
     if (rc == NEXUS_OK) {
+        __atomic_store_n(&self->max_request, nx_obj_u64(rep.map, "max_request"),
+                         __ATOMIC_RELAXED);
         char store[NEXUS_STORE_ID_MAX];
         nx_obj_str(rep.map, "store_id", store, sizeof store);
         pthread_mutex_lock(&self->lock);
@@ -1127,8 +1129,14 @@ static int s_exchange(nexus_client_t *self, const msgpack_sbuffer *frame, uint64
                 continue;
             break; /* the socket is closing: no reply */
         }
-        bool mine = nx_reply_parse(rep, zmq_msg_data(&in), zmq_msg_size(&in)) == 0 &&
-                    nx_reply_id(rep) == id;
+        /*  An error without an id is the broker's answer to a request it
+            could not read (too_large, bad_msgpack): this one, since this
+            socket has nothing else in flight (one that timed out took its
+            socket with it).                                               */
+        bool parsed = nx_reply_parse(rep, zmq_msg_data(&in), zmq_msg_size(&in)) == 0;
+        const msgpack_object *ok = parsed ? nx_map_get(rep->map, "ok") : NULL;
+        bool refused = ok && ok->type == MSGPACK_OBJECT_BOOLEAN && !ok->via.boolean;
+        bool mine = parsed && (nx_reply_id(rep) == id || (refused && nx_reply_id(rep) == 0));
         /*  A reply is one frame: drop what else came in the message.     */
         bool more = zmq_msg_more(&in);
         while (more && zmq_msg_recv(&in, h, ZMQ_DONTWAIT) >= 0)
@@ -1157,6 +1165,19 @@ nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
     msgpack_sbuffer frame;
     msgpack_sbuffer_init(&frame);
     nx_req_frame(req, id, self->token, &frame);
+    /*  Refused here, not by the broker: one over 4 x max_request would
+        cost the connection and look like a timeout ("may have been
+        done"), though it never was.                                      */
+    uint64_t max = __atomic_load_n(&self->max_request, __ATOMIC_RELAXED);
+    if (max && frame.size > max) {
+        pthread_mutex_unlock(&self->ctl_lock);
+        size_t size = frame.size;
+        msgpack_sbuffer_destroy(&frame);
+        return nx_client_fail(self, NEXUS_ERR_TOO_LARGE,
+                              "%s: the request is %zu bytes, over the broker's max_request "
+                              "(%" PRIu64 " bytes): not sent",
+                              req->op, size, max);
+    }
     uint64_t deadline = nx_clock_ms() + nx_client_timeout(self);
     int result = S_X_NO_REPLY;
     unsigned gen = 0;

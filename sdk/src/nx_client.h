@@ -218,6 +218,8 @@ struct _nexus_client_t {
     uint32_t backoff_max;          /* reconnect backoff upper bound, ms  */
     uint32_t timeout_ms;           /* control call timeout (atomic: it may
                                       change while calls run; nx_client_timeout) */
+    uint64_t max_request;          /* the broker's, from ping (atomic); 0:
+                                      not known                          */
     uint32_t keepalive_ms;         /* ZeroMQ heartbeat interval, 0: off  */
     uint32_t keepalive_timeout_ms; /* no answer this long: link is dead  */
     size_t queue_max;              /* events waiting for nexus_recv      */

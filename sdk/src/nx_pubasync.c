@@ -459,6 +459,14 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
             lock while the session changed.                                 */
         s_source(self, a);
         bytes = s_request_size(self, a, tlen, size);
+        uint64_t max = __atomic_load_n(&self->max_request, __ATOMIC_RELAXED);
+        if (max && bytes > max) { /* as nx_client_call */
+            pthread_mutex_unlock(&self->async_lock);
+            return nx_client_fail(self, NEXUS_ERR_TOO_LARGE,
+                                  "the request is %zu bytes, over the broker's max_request "
+                                  "(%" PRIu64 " bytes): not sent",
+                                  bytes, max);
+        }
         s_slot_t *slot = &a->slots[a->next % a->cap];
         bool fits = a->used == 0 || (a->used < a->cap && a->bytes + bytes <= a->max_bytes);
         if (fits && slot->state == S_FREE && a->dealer) {

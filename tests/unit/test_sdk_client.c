@@ -698,6 +698,43 @@ static void s_test_endpoint_list(void)
     nexus_client_destroy(&c);
 }
 
+/*  A request over the broker's max_request is refused at once, not sent
+    (the broker would answer too_large without the request's id, or drop
+    the connection past 4 x max_request): never "no reply, outcome
+    unknown" after the timeout. The client goes on serving.              */
+static void s_test_too_large(void)
+{
+    th_broker_t b;
+    memset(&b, 0, sizeof b);
+    b.extra[0] = "--max-request";
+    b.extra[1] = "64k";
+    CHECK(th_start(&b) == 0);
+    nexus_client_t *c = th_client(&b);
+    nexus_client_set_timeout(c, 3000);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    size_t sizes[] = {100 << 10, 400 << 10};
+    static char big[400 << 10];
+    memset(big, 'b', sizeof big);
+    for (int i = 0; i < 2; i++) {
+        uint64_t t0 = th_ms();
+        CHECK_EQ_U64(nexus_publish_acked(c, "big.one", big, sizes[i], NULL, NULL),
+                     NEXUS_ERR_TOO_LARGE);
+        CHECK(th_ms() - t0 < 1000);
+        CHECK(strstr(nexus_client_errmsg(c), "max_request") != NULL);
+        CHECK(strstr(nexus_client_errmsg(c), "not sent") != NULL);
+    }
+    CHECK_EQ_U64(nexus_publish_async(c, "big.one", big, 100 << 10, NULL, NULL),
+                 NEXUS_ERR_TOO_LARGE);
+    CHECK(strstr(nexus_client_errmsg(c), "max_request") != NULL);
+    uint64_t seq = 0;
+    CHECK_EQ_U64(nexus_publish_acked(c, "big.one", big, 1000, &seq, NULL), NEXUS_OK);
+    CHECK(seq > 0);
+    CHECK_EQ_U64(nexus_publish_async(c, "big.one", big, 1000, NULL, NULL), NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
+    nexus_client_destroy(&c);
+    th_cleanup(&b, nx_test_failures > 0);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -711,6 +748,7 @@ int main(void)
     s_test_source_after_register();
     s_test_destroy_while_recv();
     s_test_gap();
+    s_test_too_large();
     th_cleanup(&s_broker, nx_test_failures > 0);
     NX_TEST_DONE();
 }
