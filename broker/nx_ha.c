@@ -164,6 +164,48 @@ int nx_ha_install(const nx_broker_config_t *cfg, char *err, size_t err_size)
     return nx_repl_receiver_install(cfg->data_dir, err, err_size);
 }
 
+/*  Asks the broker at endpoint for its role and epoch (`ping`, at most
+    S_PEER_ASK_MS). Returns 0 with role ("primary", "standby", "fenced")
+    and *epoch, or -1 when it did not answer.                             */
+#define S_PEER_ASK_MS 2000
+
+static int s_peer_ask(nx_broker_t *b, const char *endpoint, char *role, size_t role_size,
+                      uint64_t *epoch)
+{
+    zsock_t *s = zsock_new(ZMQ_DEALER);
+    if (!s)
+        return -1;
+    zsock_set_linger(s, 0);
+    s_secure(s, b);
+    int result = -1;
+    if (zsock_connect(s, "%s", endpoint) == 0) {
+        static const uint8_t ping[] = {0x82, 0xa2, 'o',  'p', 0xa4, 'p', 'i',
+                                       'n',  'g',  0xa2, 'i', 'd',  0x01};
+        zmq_send(zsock_resolve(s), ping, sizeof ping, ZMQ_DONTWAIT);
+        zmq_pollitem_t item = {zsock_resolve(s), 0, ZMQ_POLLIN, 0};
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        if (zmq_poll(&item, 1, S_PEER_ASK_MS) == 1 && zmq_msg_recv(&msg, item.socket, 0) >= 0 &&
+            msgpack_unpack_next(&u, zmq_msg_data(&msg), zmq_msg_size(&msg), NULL) ==
+                MSGPACK_UNPACK_SUCCESS &&
+            u.data.type == MSGPACK_OBJECT_MAP) {
+            const char *r = NULL;
+            size_t r_len = 0;
+            if (nx_map_str(&u.data, "role", &r, &r_len, NULL) == NEXUS_OK && r &&
+                nx_map_u64(&u.data, "epoch", epoch, NULL) == NEXUS_OK) {
+                snprintf(role, role_size, "%.*s", (int)r_len, r);
+                result = 0;
+            }
+        }
+        msgpack_unpacked_destroy(&u);
+        zmq_msg_close(&msg);
+    }
+    zsock_destroy(&s);
+    return result;
+}
+
 nx_ha_t *nx_ha_new(nx_broker_t *b, char *err, size_t err_size)
 {
     nx_broker_config_t *cfg = &b->cfg;
@@ -208,6 +250,33 @@ nx_ha_t *nx_ha_new(nx_broker_t *b, char *err, size_t err_size)
         if (rc < 0) {
             free(self);
             return NULL;
+        }
+        char peer_role[16] = "";
+        uint64_t peer_epoch = 0;
+        if (rc == 1 && frole == NX_ROLE_PRIMARY && replica) {
+            /*  The primary a role file names may have been promoted past
+                while this broker was down (an old primary restarted with
+                replica_of set to the new one, as the guide says): a primary
+                of a newer epoch at replica_of wins, and this broker follows
+                it. Unanswered, the role file decides, as before.          */
+            if (s_peer_ask(b, cfg->replica_of, peer_role, sizeof peer_role, &peer_epoch) != 0)
+                nx_warn("%s/role says this broker is the primary (epoch %" PRIu64
+                        "), and replica_of (%s) did not answer within %d ms: it starts as the "
+                        "primary. If %s was promoted meanwhile, stop this broker and remove "
+                        "%s/role, or it takes writes beside it",
+                        cfg->data_dir, fepoch > epoch ? fepoch : epoch, cfg->replica_of,
+                        S_PEER_ASK_MS, cfg->replica_of, cfg->data_dir);
+            else if (!strcmp(peer_role, "primary") &&
+                     peer_epoch > (fepoch > epoch ? fepoch : epoch)) {
+                nx_warn("%s/role says this broker is the primary (epoch %" PRIu64
+                        "), but replica_of (%s) is the primary of epoch %" PRIu64
+                        ": this broker starts as its standby",
+                        cfg->data_dir, fepoch > epoch ? fepoch : epoch, cfg->replica_of,
+                        peer_epoch);
+                if (nx_role_file_write(cfg->data_dir, NX_ROLE_STANDBY, peer_epoch, cfg->replica_of))
+                    nx_warn("cannot write %s/role: %s", cfg->data_dir, strerror(errno));
+                rc = 0; /* as without a role file: replica_of decides */
+            }
         }
         if (rc == 1) {
             role = frole;

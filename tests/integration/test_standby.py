@@ -431,6 +431,65 @@ def test_promote_rules():
         a.cleanup()
 
 
+def wait_role(broker, want, timeout=20):
+    deadline = time.time() + timeout
+    role = None
+    while time.time() < deadline:
+        try:
+            with Client(broker) as c:
+                p = c.request({"op": "ping"}, timeout=1)
+                role = (p.get("role"), p.get("primary"), p.get("epoch"))
+                if role[:2] == want:
+                    return role
+        except TimeoutError:
+            pass
+        time.sleep(0.2)
+    return role
+
+
+def test_lost_primary_returns():
+    """A primary that a promotion decided (it has a role file) is lost, the
+    standby is promoted past it, and it is started again with replica_of
+    set to the new primary, as the operations guide says: it follows the
+    newer epoch instead of taking writes beside it (it did: two
+    primaries)."""
+    a, b = pair()
+    try:
+        wait_streaming(b)
+        # Switch over to b, and back to a: a's role file says primary now.
+        check.ok("switchover to b", call(b, {"op": "promote"}).get("ok"))
+        check.eq("a follows b", wait_role(a, ("standby", b.control))[:2], ("standby", b.control))
+        wait_streaming(a)
+        check.ok("switchover back to a", call(a, {"op": "promote"}).get("ok"))
+        check.eq("b follows a", wait_role(b, ("standby", a.control))[:2], ("standby", a.control))
+        wait_streaming(b)
+        with open(os.path.join(a.data_dir, "role")) as f:
+            check.ok("a's role file says primary: %r" % f.read(), True)
+        a.kill()
+        r = call(b, {"op": "promote"}, timeout=30)
+        check.ok("b promoted past the lost a: %r" % r, r.get("ok"))
+        epoch_b = call(b, {"op": "ping"}).get("epoch")
+        # The fence b sends the old primary at its promotion lingers 2 s: a
+        # started later hears nothing of it (the operator repairs a later).
+        time.sleep(2.5)
+        a.extra = ["--name", "a", "--replica-of", b.control, "--replication-timeout", TIMEOUT]
+        a.start()
+        role = wait_role(a, ("standby", b.control))
+        check.eq("a starts as the standby of the newer primary", role[:2], ("standby", b.control))
+        check.ok("and says why", "starts as its standby" in a.logs())
+        with Client(a) as ca:
+            r = ca.request({"op": "publish", "topic": "std.lost", "payload": b"x"})
+        check.eq("a takes no writes", r.get("error"), "not_primary")
+        check.eq("b is still the primary of its epoch", call(b, {"op": "ping"}).get("epoch"),
+                 epoch_b)
+        r, _ = timed_publish(b, "std.lost.b", b"y")
+        check.ok("b takes writes", r.get("ok"))
+        wait_streaming(a, sync=False)
+    finally:
+        b.cleanup()
+        a.cleanup()
+
+
 def test_tokens():
     tokens = tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False)
     tokens.write("limited name=lim sessions=x pub=std.> sub=std.>\n")
@@ -460,7 +519,7 @@ def test_tokens():
 
 def main():
     for t in (test_basics, test_sync_waits, test_restart_standby, test_kill_and_promote,
-              test_promote_rules, test_tokens):
+              test_promote_rules, test_lost_primary_returns, test_tokens):
         t0 = time.time()
         t()
         print("%s: %.1f s" % (t.__name__, time.time() - t0))
