@@ -1674,7 +1674,8 @@ static int s_cmd_mcp(s_cli_t *cli)
     int rc = s_client_make(cli);
     if (rc)
         return rc;
-    return nx_cli_mcp(&cli->client, cli->session, s_opt(cli, "name"), s_opt(cli, "capabilities"));
+    return nx_cli_mcp(&cli->client, cli->session, s_opt(cli, "name"), s_opt(cli, "capabilities"),
+                      cli->timeout_ms);
 }
 
 static const s_cmd_t s_cmds[] = {

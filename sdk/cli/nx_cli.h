@@ -65,8 +65,10 @@ int nx_cli_session_store(const char *id, const char *secret, const char *endpoin
 
 /*  `nexus mcp`: serves MCP over stdio with *client_p (configured, not yet
     connected; taken over: destroyed and nulled), acting as session (NULL:
-    a new one). Returns the exit code.                                      */
-int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name, const char *caps);
+    a new one); timeout_ms is the client's call timeout. Returns the exit
+    code.                                                                   */
+int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name, const char *caps,
+               uint32_t timeout_ms);
 
 /*  Replaces ASCII control bytes in text (a newline, a tab, an escape) with
     '?' in place, so that a value from the fabric stays on its line and

@@ -187,7 +187,8 @@ static int s_resume(void)
     return nx_mcp_resume(s_mcp, &reply) == NX_MCP_REPLY ? s_send(reply) : 0;
 }
 
-int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name, const char *caps)
+int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name, const char *caps,
+               uint32_t timeout_ms)
 {
     nexus_client_t *client = *client_p;
     *client_p = NULL;
@@ -218,16 +219,24 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
     /*  A broker that is not up yet is not fatal: the client keeps trying,
         tools answer "unavailable" meanwhile, and the session registers
         with the first heartbeat that gets through.                        */
+    /*  Nor does it hold up the agent's initialize: the first look waits at
+        most 1 s, the calls after it the client's timeout.                 */
+    nexus_client_set_timeout(client, timeout_ms < 1000 ? timeout_ms : 1000);
     nexus_err_t rc = s_mcp ? nexus_client_connect(client) : NEXUS_ERR_NOMEM;
+    nexus_client_set_timeout(client, timeout_ms);
     s_endpoint = nexus_client_endpoint(client);
-    if (rc && rc != NEXUS_ERR_UNREACHABLE) {
+    if (rc && rc != NEXUS_ERR_UNREACHABLE && rc != NEXUS_ERR_TIMEOUT) {
         fprintf(stderr, "nexus: %s\n", nexus_client_errmsg(client));
         code = nx_cli_exit_code(rc);
         goto done;
     }
     s_client = client;
     char why[256] = "";
-    if (nx_mcp_start(s_mcp, why))
+    if (rc)
+        nx_warn("the broker at %s does not answer yet: serving MCP on stdio; the session "
+                "registers once it does, and tools answer 'unavailable' meanwhile",
+                s_endpoint);
+    else if (nx_mcp_start(s_mcp, why))
         nx_warn("cannot register the session yet (%s): tools wait for the broker", why);
     else
         nx_info("serving MCP on stdio as session %s (broker %s)", nx_mcp_session(s_mcp),

@@ -335,8 +335,14 @@ uint64_t nx_mcp_tick(nx_mcp_t *self)
     uint64_t now = nx_mono_us();
     if (now < self->next_beat || self->ended)
         return self->ended ? now + S_HEARTBEAT_MS * 1000ull : self->next_beat;
+    /*  Not registered yet (the broker was not there at start): again once
+        the client's background thread hears the broker (a call now would
+        hold this server's loop for a whole timeout).                      */
+    if (!self->registered && !nexus_client_is_connected(self->cfg.client)) {
+        self->next_beat = now + 500000ull;
+        return self->next_beat;
+    }
     nx_front_err_t err = {0};
-    /*  Not registered yet (the broker was not there at start): again.     */
     json_t *rep =
         !self->registered
             ? s_register(self, NULL, &err)
@@ -360,6 +366,12 @@ uint64_t nx_mcp_tick(nx_mcp_t *self)
     that a broker restart, which changes our connection, changes nothing). */
 static json_t *s_acting(nx_mcp_t *self, const char *op, json_t *args, nx_front_err_t *err)
 {
+    if (!self->registered && !self->ended) {
+        nx_front_fail(err, "unavailable", 503,
+                      "this MCP session is not registered with the fabric yet (the broker did "
+                      "not answer): it registers as soon as the broker does; try again");
+        return NULL;
+    }
     if (!self->registered) {
         nx_front_fail(err, "not_found", 404,
                       "this MCP session acts as no fabric session (it was unregistered): call "

@@ -312,6 +312,31 @@ test('/mcp with tokens: no token, no session; a token acts only as its sessions'
   }
 }));
 
+test('nexus mcp started before its broker: initialize at once, tools say unavailable, then it registers', withFabric(async (f) => {
+  const broker = f.broker;
+  await broker.stop();
+  const t0 = Date.now();
+  const c = await stdioClient(f, ['--session', 'early-bird']);
+  const took = Date.now() - t0;
+  assert.ok(took < 4000, `initialize answered in ${took} ms, not after the connect's and register's timeouts`);
+  for (const [name, args] of [['publish_event', { event_type: 'early.e' }],
+    ['claim_work', { work_id: 'early/1' }]]) {
+    const r = await c.callTool({ name, arguments: args });
+    assert.equal(r.isError, true, `${name} with no broker: ${JSON.stringify(r)}`);
+    assert.equal(r.structuredContent.error.code, 'unavailable', `${name}: ${JSON.stringify(r)}`);
+  }
+  assert.match(c.logs(), /does not answer yet/, 'the log says the broker is not there yet');
+  const again = new Proc('nexusd', NEXUSD, broker.args);
+  f.procs.splice(f.procs.indexOf(broker), 1, again);
+  f.broker = again;
+  await waitFor(() => canConnect(f.brokerPorts[0]), { timeout: 10000, what: 'nexusd' });
+  await waitFor(async () => (await c.callTool({ name: 'claim_work', arguments: { work_id: 'early/1' } })).isError === false,
+    { timeout: 20000, what: 'the session to register once the broker answers' });
+  const me = await ok(c, 'list_sessions', {});
+  assert.ok(me.sessions.some((s) => s.session === 'early-bird'), JSON.stringify(me));
+  await closeClean(c);
+}));
+
 test('get_events resume: every event exactly once across restarts of the MCP server and the broker', withFabric(async (f) => {
   const seen = [];
   const published = [];

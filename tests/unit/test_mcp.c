@@ -151,7 +151,8 @@ static void s_test_rpc(void)
         CHECK(!nx_mcp_wants(m, "a.b"));
         json_decref(r);
     }
-    /*  Acting tools before a session is registered.                       */
+    /*  Acting tools before a session is registered (the broker has not
+        answered yet): unavailable, to try again, not "unregistered".      */
     r = s_rpc(m,
               "{\"jsonrpc\":\"2.0\",\"id\":10,\"method\":\"tools/"
               "call\",\"params\":{\"name\":\"claim_work\",\"arguments\":{\"work_id\":\"w\"}}}",
@@ -161,7 +162,7 @@ static void s_test_rpc(void)
             json_object_get(json_object_get(json_object_get(r, "result"), "structuredContent"),
                             "error"),
             "code")),
-        "not_found");
+        "unavailable");
     json_decref(r);
     CHECK_EQ_STR(nx_mcp_session(m), "");
     CHECK_EQ_U64(nx_mcp_deadline(m), 0);
