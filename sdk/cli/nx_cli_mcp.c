@@ -244,7 +244,7 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
 
     char *buf = malloc(65536);
     size_t cap = 65536, len = 0;
-    bool eof = false;
+    bool eof = false, skipping = false; /* the rest of a refused line */
     while (buf && !eof) {
         uint64_t now = nx_mono_us(), next = nx_mcp_tick(s_mcp);
         uint64_t deadline = nx_mcp_deadline(s_mcp);
@@ -277,9 +277,11 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
             continue;
         if (len == cap) {
             if (cap >= S_LINE_MAX) {
-                /*  One message larger than we take: refused, then skipped
-                    up to its end of line.                                 */
-                s_send(nx_mcp_parse_error("message over 16 MiB"));
+                /*  One message larger than we take: refused once, then
+                    skipped up to its end of line.                         */
+                if (!skipping)
+                    s_send(nx_mcp_parse_error("message over 16 MiB"));
+                skipping = true;
                 len = 0;
             } else {
                 char *grown = realloc(buf, cap * 2);
@@ -298,6 +300,15 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
         }
         len += (size_t)n;
         char *start = buf, *nl;
+        if (skipping) {
+            nl = memchr(buf, '\n', len);
+            if (!nl) {
+                len = 0;
+                continue;
+            }
+            skipping = false;
+            start = nl + 1;
+        }
         while ((nl = memchr(start, '\n', len - (size_t)(start - buf)))) {
             if (s_line(start, (size_t)(nl - start)))
                 eof = true; /* stdout is gone */
