@@ -700,9 +700,14 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
         history; a bad recent, as the default. Both are refused instead.   */
     char v[64];
     pss->has_since = s_urlarg(wsi, "since", v, sizeof v);
-    if (pss->has_since && !s_decimal(v, 20))
-        return s_refuse(wsi, 400, "bad_request", "since must be an event seq (a decimal number)");
-    pss->since = pss->has_since ? strtoull(v, NULL, 10) : 0;
+    /*  Up to 2^63 - 1, as every seq in JSON (above it, it came back as a
+        negative cursor_seq).                                              */
+    errno = 0;
+    pss->since = pss->has_since && s_decimal(v, 20) ? strtoull(v, NULL, 10) : 0;
+    if (pss->has_since && (!s_decimal(v, 20) || errno == ERANGE || pss->since > INT64_MAX))
+        return s_refuse(wsi, 400, "bad_request",
+                        "since must be an event seq (a decimal number, at most "
+                        "9223372036854775807)");
     /*  The store the since belongs to (the welcome's store_id).          */
     pss->store[0] = 0;
     if (s_urlarg(wsi, "store", pss->store, sizeof pss->store) &&

@@ -1473,7 +1473,8 @@ test('a hostile client: binary and NUL frames, wrong types, bad ids, fragments, 
   assertOk(await c.request({ action: 'ping', id: 'after-flood' }, 10000), 'ping', 'after-flood');
   // Bad handshake parameters are refused, not guessed at (since=abc read
   // as 0 used to replay the whole history).
-  for (const q of ['since=abc', 'since=-1', 'recent=-5', 'recent=5000', 'recent=x']) {
+  for (const q of ['since=abc', 'since=-1', 'since=9223372036854775808', 'since=18446744073709551615',
+    'since=99999999999999999999', 'recent=-5', 'recent=5000', 'recent=x']) {
     const bad = f.track(new WsClient(`${f.wsBase}/ws/session/hostile-q?${q}`));
     assert.equal(await bad.unexpected, 400, q);
   }
