@@ -247,8 +247,8 @@ static s_sess_t *s_open(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t 
     if (!s_owner_room(gw, in)) {
         out->status = 503;
         out->reply = s_rpc_error(in->msg, -32000,
-                                 "this token (or address) has too many MCP sessions waiting; "
-                                 "end some (DELETE /mcp) or try again later");
+                                 "this token (or address) has 100 MCP sessions, each in a "
+                                 "wait_for_events: try again when a wait ends");
         return NULL;
     }
     if (zhashx_size(gw->mcps) >= S_SESSIONS_MAX) {
@@ -269,8 +269,13 @@ static s_sess_t *s_open(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t 
                  rnd[13], rnd[14], rnd[15]);
         want = made;
     }
-    if (!nx_session_id_valid(want, strlen(want)) ||
-        !nx_auth_allows(gw->auth, in->auth, want, strlen(want))) {
+    if (!nx_session_id_valid(want, strlen(want))) {
+        out->status = 400;
+        out->reply = s_rpc_error(in->msg, -32602,
+                                 "session must be 1..64 of [A-Za-z0-9_:@-] (/mcp?session=ID)");
+        return NULL;
+    }
+    if (!nx_auth_allows(gw->auth, in->auth, want, strlen(want))) {
         out->status = 403;
         out->reply = s_rpc_error(in->msg, -32000,
                                  "this token may not act as that session: name one it allows "

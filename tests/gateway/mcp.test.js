@@ -281,6 +281,14 @@ test('/mcp over Streamable HTTP: the tools, good and bad arguments, transport er
   res = await fetch(`${f.http}/mcp`, { headers: { Accept: 'text/event-stream' } });
   assert.equal(res.status, 405, 'no stream of our own on GET');
   assert.equal(res.headers.get('allow'), 'POST');
+  // A session id that is no id: said so (400), not "this token may not".
+  res = await fetch(`${f.http}/mcp?session=bad%20id`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } }),
+  });
+  const bad = await res.json();
+  assert.equal(res.status, 400, JSON.stringify(bad));
+  assert.match(bad.error.message, /session must be 1\.\.64/);
 }));
 
 const TOKENS = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-mcp-tokens-')), 'tokens');
