@@ -111,10 +111,12 @@ static const s_arg_t a_list_sessions[] = {
     {"all", "all", NULL, false, 0, "also sessions that ended recently"},
     {"capability", "capability", NULL, false, 0, "only sessions with this capability"},
     {"available", "available", NULL, false, 0, "only sessions that are available and active"},
-    {"limit", "limit", NULL, false, 0, "sessions at most (default 1000); truncated: true says more "
-                                       "match, matched how many in all"},
-    {"after", "after", NULL, false, 0, "the next page: only ids after this one (the last id of "
-                                       "the page before)"},
+    {"limit", "limit", NULL, false, 0,
+     "sessions at most (default 1000); truncated: true says more "
+     "match, matched how many in all"},
+    {"after", "after", NULL, false, 0,
+     "the next page: only ids after this one (the last id of "
+     "the page before)"},
     A_END};
 static const s_arg_t a_publish[] = {
     {"event_type", NULL, "string", true, 0,
@@ -126,6 +128,9 @@ static const s_arg_t a_publish[] = {
 static const s_arg_t a_get_events[] = {
     A_PATTERNS,
     {"since_seq", "since_seq", NULL, false, 0, "only events after this seq"},
+    {"store", NULL, "string", false, 0,
+     "the store_id an earlier answer gave with the seq in since_seq: another store's seq "
+     "means nothing here, and the answer then starts over (reset)"},
     {"limit", NULL, "integer", false, S_PAGE_MAX, "events at most (default 100)"},
     {"order", "order", NULL, false, 0, "asc (oldest first, the default) or desc"},
     A_RESUME("false: without since_seq, the newest events"),
@@ -154,6 +159,7 @@ static const s_arg_t a_wait[] = {
      "how long to wait for a matching event, 1..300 (default 30); over HTTP the gateway may "
      "hold less: then it answers with none, call again"},
     {"since_seq", "since_seq", NULL, false, 0, "events after this seq (instead of resume)"},
+    {"store", NULL, "string", false, 0, "the store_id since_seq belongs to (as get_events)"},
     A_RESUME("true"),
     A_END};
 
@@ -573,9 +579,43 @@ static json_t *s_events(nx_mcp_t *m, json_t *args, bool resume_default, nx_front
     bool newest = !resume && !since_v && !json_object_get(args, "order");
     if (newest)
         json_object_set_new(fields, "order", json_string("desc"));
+    json_t *asked = since_v && !resume ? json_deep_copy(fields) : NULL;
     json_t *page = nx_front_history(m->cfg.client, fields, m->registered ? m->session : NULL, err);
-    if (!page)
+    if (!page) {
+        json_decref(asked);
         return NULL;
+    }
+    /*  A since_seq of another store (a broker on a fresh data directory),
+        or beyond this store's last seq, means nothing here: said (reset),
+        and the page starts at the store's first event, as the gateway's
+        /events/history and the CLI's cursors do. A silent empty page
+        would skip every event up to it.                                   */
+    json_t *reset = NULL;
+    if (asked) {
+        const char *store = json_string_value(json_object_get(args, "store"));
+        const char *here = json_string_value(json_object_get(page, "store_id"));
+        uint64_t last_seq = (uint64_t)json_integer_value(json_object_get(page, "last_seq"));
+        const char *why = store && here && strcmp(store, here) ? "another_store"
+                          : since > last_seq                   ? "beyond_last_seq"
+                                                               : NULL;
+        if (why) {
+            reset = json_pack("{s:s, s:I, s:s?, s:s?, s:I}", "why", why, "cursor_seq",
+                              (json_int_t)since, "cursor_store_id", store, "store_id", here,
+                              "last_seq", (json_int_t)last_seq);
+            json_decref(page);
+            json_object_del(asked, "since_seq");
+            json_object_set_new(asked, "order", json_string("asc"));
+            since = 0;
+            /*  (nx_front_history takes the fields it is given.)           */
+            page = nx_front_history(m->cfg.client, asked, m->registered ? m->session : NULL, err);
+            asked = NULL;
+            if (!page) {
+                json_decref(reset);
+                return NULL;
+            }
+        }
+        json_decref(asked);
+    }
     json_t *events = json_object_get(page, "events");
     if (m->cfg.filter)
         m->cfg.filter(m->cfg.arg, events);
@@ -611,6 +651,12 @@ static json_t *s_events(nx_mcp_t *m, json_t *args, bool resume_default, nx_front
     }
     json_t *out = json_pack("{s:O, s:I, s:I, s:b}", "events", events, "count", (json_int_t)n,
                             "cursor", (json_int_t)(upto > since ? upto : since), "more", more);
+    /*  The store the seqs are of: keep it with cursor (the store argument). */
+    json_t *store = json_object_get(page, "store_id");
+    if (json_is_string(store))
+        json_object_set(out, "store_id", store);
+    if (reset)
+        json_object_set_new(out, "reset", reset);
     json_decref(page);
     return out;
 }
@@ -675,7 +721,8 @@ static json_t *t_wait(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_front_
         m->cfg.listen((const char *const *)m->wait_patterns, m->n_wait_patterns);
 
     json_t *page = s_events(m, args, true, err);
-    if (!page || json_array_size(json_object_get(page, "events"))) {
+    if (!page || json_array_size(json_object_get(page, "events")) ||
+        json_object_get(page, "reset")) {
         s_wait_clear(m);
         if (page)
             json_object_set_new(page, "timed_out", json_false());

@@ -193,7 +193,8 @@ async function exercise(c, me, other) {
 
   // wait_for_events: times out empty, or returns what comes.
   const t0 = Date.now();
-  r = await ok(c, 'wait_for_events', { patterns: ['mcp.never.>'], timeout_seconds: 1, resume: false, since_seq: seq1 + 1000000 });
+  const lastSeq = (await ok(c, 'get_events', { limit: 1 })).cursor;
+  r = await ok(c, 'wait_for_events', { patterns: ['mcp.never.>'], timeout_seconds: 1, resume: false, since_seq: lastSeq });
   assert.equal(r.timed_out, true);
   assert.deepEqual(r.events, []);
   assert.ok(Date.now() - t0 >= 900, 'it waited');
@@ -318,6 +319,35 @@ test('/mcp with tokens: no token, no session; a token acts only as its sessions'
   } finally {
     await any.close();
   }
+}));
+
+test('get_events / wait_for_events: since_seq of another store, or beyond the last seq, is a reset, not a silent empty page', withFabric(async (f) => {
+  const c = await stdioClient(f, ['--session', 'store-keeper']);
+  const seqs = [];
+  for (let i = 0; i < 3; i++) seqs.push((await ok(c, 'publish_event', { event_type: 'keep.e', payload: { i } })).seq);
+  const first = await ok(c, 'get_events', { patterns: ['keep.>'], since_seq: 0 });
+  assert.match(first.store_id, /^[0-9a-f]{16}$/, JSON.stringify(first));
+  assert.equal(first.reset, undefined);
+  const same = await ok(c, 'get_events', { patterns: ['keep.>'], since_seq: seqs[0], store: first.store_id });
+  assert.deepEqual(same.events.map((e) => e.seq), seqs.slice(1));
+  assert.equal(same.reset, undefined, JSON.stringify(same));
+  // A cursor beyond the store's end (the broker moved to a fresh data dir).
+  const beyond = await ok(c, 'get_events', { patterns: ['keep.>'], since_seq: seqs[2] + 1000 });
+  assert.equal(beyond.reset && beyond.reset.why, 'beyond_last_seq', JSON.stringify(beyond));
+  assert.deepEqual(beyond.events.map((e) => e.seq), seqs, 'the page starts at the store\'s first event');
+  // A cursor of another store, even below this one's last seq.
+  const other = await ok(c, 'get_events', { patterns: ['keep.>'], since_seq: 1, store: '0123456789abcdef' });
+  assert.equal(other.reset && other.reset.why, 'another_store', JSON.stringify(other));
+  assert.equal(other.reset.cursor_store_id, '0123456789abcdef');
+  assert.equal(other.reset.store_id, first.store_id);
+  assert.deepEqual(other.events.map((e) => e.seq), seqs);
+  // A wait with such a cursor answers at once with the reset.
+  const t0 = Date.now();
+  const waited = await ok(c, 'wait_for_events', { patterns: ['keep.>'], since_seq: seqs[2] + 1000, timeout_seconds: 20 });
+  assert.ok(Date.now() - t0 < 5000, 'not a wait for the timeout');
+  assert.equal(waited.reset && waited.reset.why, 'beyond_last_seq', JSON.stringify(waited));
+  assert.equal(waited.timed_out, false);
+  await closeClean(c);
 }));
 
 test('nexus mcp started before its broker: initialize at once, tools say unavailable, then it registers', withFabric(async (f) => {
