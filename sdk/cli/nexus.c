@@ -861,23 +861,27 @@ static int s_cursor_path(const char *name, char *buf, size_t size)
 }
 
 /*  A cursor file: {"store_id": ID, "seq": N}, one line. A plain number
-    is a cursor of an earlier version (no store named): *store is "".      */
+    is a cursor of an earlier version (no store named): *store is "".
+    Returns 0, -1 when there is no file, -2 when it cannot be read or is
+    neither (damaged, edited by hand).                                     */
 static int s_cursor_read(const char *path, char *store, size_t store_size, uint64_t *seq)
 {
     *store = 0;
     *seq = 0;
+    errno = 0;
     char *text = nx_cli_read_file(path);
     if (!text)
-        return -1;
+        return errno == ENOENT ? -1 : -2;
     json_t *obj = json_loads(text, JSON_DECODE_ANY, NULL);
+    json_t *s = json_object_get(obj, "seq");
     int rc = 0;
-    if (json_is_object(obj) && json_is_integer(json_object_get(obj, "seq"))) {
-        *seq = (uint64_t)json_integer_value(json_object_get(obj, "seq"));
+    if (json_is_object(obj) && json_is_integer(s) && json_integer_value(s) >= 0) {
+        *seq = (uint64_t)json_integer_value(s);
         const char *id = json_string_value(json_object_get(obj, "store_id"));
         snprintf(store, store_size, "%s", id ? id : "");
     } else {
         text[strcspn(text, "\n")] = 0;
-        rc = nx_cli_u64(text, seq);
+        rc = json_is_object(obj) || nx_cli_u64(text, seq) ? -2 : 0;
     }
     json_decref(obj);
     free(text);
@@ -898,8 +902,9 @@ static int s_cursor_follow(s_cli_t *cli, const char *name, const char *path, uin
     since_store[0] = 0;
     char old_store[64];
     uint64_t old_seq = 0;
-    if (s_cursor_read(path, old_store, sizeof old_store, &old_seq) != 0)
-        return NX_EXIT_OK; /* no cursor yet (or unreadable): from the start */
+    int read = s_cursor_read(path, old_store, sizeof old_store, &old_seq);
+    if (read == -1)
+        return NX_EXIT_OK; /* no cursor yet: from the start */
     nexus_err_t err = NEXUS_OK;
     json_t *health = s_call(cli, "{\"op\":\"health\"}", &err);
     if (!health)
@@ -908,7 +913,13 @@ static int s_cursor_follow(s_cli_t *cli, const char *name, const char *path, uin
     uint64_t last = (uint64_t)json_integer_value(json_object_get(health, "last_seq"));
     const char *why = NULL;
     uint64_t from = old_seq;
-    if (store && old_store[0] && strcmp(store, old_store) != 0) {
+    if (read == -2) {
+        /*  Said, not taken for "no cursor": its events would repeat with
+            no word of why.                                                */
+        why = "its file cannot be read as a cursor ({\"store_id\":ID,\"seq\":N}): it is "
+              "written anew after this call";
+        from = 0;
+    } else if (store && old_store[0] && strcmp(store, old_store) != 0) {
         why = "it was kept for another store (a new data directory or another broker)";
         from = 0;
     } else if (old_seq > last) {

@@ -134,6 +134,20 @@ try:
         t.eq([e["payload"] for e in evs], ["b-0", "b-1", "b-2", "b2-0", "b3-0", "b3-1"],
              "the store is read from its first event: nothing skipped")
 
+        # A cursor file that is no cursor (damaged, edited): said, then read
+        # from the first event (it was taken for "no cursor" in silence).
+        for bad in ("garbage", "", '{"store_id":"%s","seq":3}{"x":1}' % sid_b,
+                    '{"store_id":"%s","seq":-5}' % sid_b):
+            with open(cursor, "w") as f:
+                f.write(bad)
+            evs, resets, err = events(b)
+            t.check(len(resets) == 1 and "cannot be read" in resets[0].get("why", "")
+                    and "cannot be read" in err,
+                    "cursor file %r: a notice: %r %r" % (bad, resets, err))
+            t.eq(len(evs), 6, "cursor file %r: every event, from the first" % bad)
+        evs, resets, err = events(b)
+        t.eq((evs, resets, err), ([], [], ""), "the file written anew is a cursor again")
+
     # 4. The copy restored: the same store, set back in time.
     with Broker(data_dir=backup, ports=ports) as r:
         t.eq(store_id(r), sid_a, "a restored copy keeps its store id")
