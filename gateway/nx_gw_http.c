@@ -1022,6 +1022,15 @@ static void s_route(s_req_t *r)
                 return;
             }
             r->json = r->body ? json_loads(r->body, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+            if (r->json && !json_is_object(r->json) && strcmp(r->path, "/mcp") == 0) {
+                /*  Valid JSON that is no message (a batch, which MCP no
+                    longer has): invalid request, as stdio says.           */
+                s_answer(r, 400,
+                         json_pack("{s:s, s:n, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", "error",
+                                   "code", -32600, "message",
+                                   "a message must be one JSON-RPC 2.0 object"));
+                return;
+            }
             if (!json_is_object(r->json)) {
                 char text[256];
                 if (r->json || !r->body)

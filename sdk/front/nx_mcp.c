@@ -546,6 +546,15 @@ static json_t *s_events(nx_mcp_t *m, json_t *args, bool resume_default, nx_front
     json_t *resume_v = json_object_get(args, "resume");
     json_t *since_v = json_object_get(args, "since_seq");
     bool resume = resume_v ? json_is_true(resume_v) : resume_default && !since_v;
+    /*  Said, not one of them dropped in silence.                          */
+    const char *order = json_string_value(json_object_get(args, "order"));
+    if (resume && (since_v || (order && strcmp(order, "asc") != 0))) {
+        nx_front_fail(err, "bad_request", 400,
+                      since_v ? "since_seq and resume exclude each other: resume goes on from "
+                                "the session's cursor, since_seq from a seq you kept"
+                              : "resume reads oldest first: order desc goes without it");
+        return NULL;
+    }
     json_int_t limit = json_is_integer(json_object_get(args, "limit"))
                            ? json_integer_value(json_object_get(args, "limit"))
                            : 100;
@@ -973,6 +982,10 @@ static nx_mcp_status_t s_call_tool(nx_mcp_t *self, json_t *id, json_t *params, j
 {
     const char *name = json_string_value(json_object_get(params, "name"));
     json_t *args = json_object_get(params, "arguments");
+    if (!name) {
+        *reply = s_rpc_error(id, -32602, "params.name (the tool, a string) is missing");
+        return NX_MCP_REPLY;
+    }
     const s_tool_t *tool = NULL;
     for (size_t i = 0; name && i < S_TOOLS; i++)
         if (!strcmp(s_tools[i].name, name))
@@ -1015,6 +1028,23 @@ nx_mcp_status_t nx_mcp_handle(nx_mcp_t *self, json_t *msg, json_t **reply)
     json_t *id = json_object_get(msg, "id");
     const char *method = json_string_value(json_object_get(msg, "method"));
     json_t *params = json_object_get(msg, "params");
+    /*  The envelope, as JSON-RPC 2.0 and MCP have it: an id is a string or
+        an integer, params an object.                                      */
+    if (id && !json_is_string(id) && !json_is_integer(id)) {
+        *reply = s_rpc_error(NULL, -32600, "'id' must be a string or an integer");
+        return NX_MCP_REPLY;
+    }
+    const char *version = json_string_value(json_object_get(msg, "jsonrpc"));
+    if (!version || strcmp(version, "2.0") != 0) {
+        if (!id)
+            return NX_MCP_NONE; /* a notification is never answered */
+        *reply = s_rpc_error(id, -32600, "field 'jsonrpc' must be \"2.0\"");
+        return NX_MCP_REPLY;
+    }
+    if (method && id && params && !json_is_object(params)) {
+        *reply = s_rpc_error(id, -32602, "'params' must be an object");
+        return NX_MCP_REPLY;
+    }
     if (!method) {
         /*  A response to us (we send no requests) or garbage.             */
         if (!id || json_object_get(msg, "result") || json_object_get(msg, "error"))
@@ -1054,7 +1084,8 @@ nx_mcp_status_t nx_mcp_resume(nx_mcp_t *self, json_t **reply)
     nx_front_err_t err = {0};
     json_t *page = s_events(self, self->wait_args, true, &err);
     bool timed_out = nx_mono_us() >= self->wait_deadline;
-    if (page && !json_array_size(json_object_get(page, "events")) && !timed_out) {
+    if (page && !json_array_size(json_object_get(page, "events")) && !timed_out &&
+        !json_object_get(page, "reset")) {
         json_decref(page);
         return NX_MCP_PARKED; /* woken for an event that was not ours */
     }

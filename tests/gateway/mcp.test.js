@@ -144,6 +144,9 @@ async function exercise(c, me, other) {
   await fails(c, 'get_events', { patterns: ['a..b'] }, 'bad_pattern', /a\.\.b/);
   await fails(c, 'get_events', { limit: 0 }, 'bad_request', /limit/);
   await fails(c, 'get_events', { order: 'sideways' }, 'bad_request', /order/);
+  // Arguments that exclude each other are said, not one dropped.
+  await fails(c, 'get_events', { resume: true, since_seq: 1 }, 'bad_request', /exclude/);
+  await fails(c, 'get_events', { resume: true, order: 'desc' }, 'bad_request', /oldest first/);
 
   // notify: always an event
   r = await ok(c, 'notify', { title: 'build', message: 'green', level: 'info' });
@@ -252,6 +255,11 @@ test('/mcp over Streamable HTTP: the tools, good and bad arguments, transport er
   res = await post({}, '[' + '['.repeat(40) + ']'.repeat(40) + ']');
   j = await res.json();
   assert.deepEqual([res.status, j.error && j.error.code], [400, -32700], JSON.stringify(j));
+  // A batch (valid JSON, no message: MCP has no batches) is an invalid
+  // request, as over stdio, not a parse error.
+  res = await post({}, JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'ping' }]));
+  j = await res.json();
+  assert.deepEqual([res.status, j.error && j.error.code], [400, -32600], JSON.stringify(j));
   // An MCP-Protocol-Version we do not speak is a 400 that says which we do
   // (the SDK client sends the negotiated one on every request above).
   res = await post({ 'MCP-Protocol-Version': '1999-01-01' }, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }));

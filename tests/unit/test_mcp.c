@@ -206,8 +206,53 @@ static void s_test_front(void)
     json_decref(msg);
 }
 
+/*  The envelope: JSON-RPC 2.0 ("jsonrpc": "2.0"), an id that is a string
+    or an integer, params an object, a tool named by a string. Each was
+    served, or answered "unknown tool ''".                                 */
+static void s_test_envelope(void)
+{
+    nx_mcp_config_t cfg = {.client = NULL, .server = "nexus-test"};
+    nx_mcp_t *m = nx_mcp_new(&cfg);
+    struct {
+        const char *msg;
+        int code;
+        const char *says;
+    } bad[] = {
+        {"{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"ping\"}", -32600, "jsonrpc"},
+        {"{\"id\":1,\"method\":\"ping\"}", -32600, "jsonrpc"},
+        {"{\"jsonrpc\":\"2.0\",\"id\":{\"a\":1},\"method\":\"ping\"}", -32600, "'id'"},
+        {"{\"jsonrpc\":\"2.0\",\"id\":[1],\"method\":\"ping\"}", -32600, "'id'"},
+        {"{\"jsonrpc\":\"2.0\",\"id\":1.5,\"method\":\"ping\"}", -32600, "'id'"},
+        {"{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"ping\"}", -32600, "'id'"},
+        {"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":[1]}", -32602,
+         "'params'"},
+        {"{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":5}}", -32602,
+         "params.name"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        nx_mcp_status_t st;
+        json_t *r = s_rpc(m, bad[i].msg, &st);
+        CHECK(st == NX_MCP_REPLY);
+        json_t *e = json_object_get(r, "error");
+        CHECK_EQ_U64(json_integer_value(json_object_get(e, "code")),
+                     (uint64_t)(int64_t)bad[i].code);
+        CHECK(strstr(json_string_value(json_object_get(e, "message")) ?: "", bad[i].says));
+        json_decref(r);
+    }
+    /*  A notification of another version is dropped, unanswered.          */
+    nx_mcp_status_t st;
+    json_t *r = s_rpc(m, "{\"jsonrpc\":\"1.0\",\"method\":\"notifications/x\"}", &st);
+    CHECK(st == NX_MCP_NONE && !r);
+    /*  A good one still works.                                             */
+    r = s_rpc(m, "{\"jsonrpc\":\"2.0\",\"id\":\"s\",\"method\":\"ping\"}", &st);
+    CHECK(st == NX_MCP_REPLY && json_object_get(r, "result"));
+    json_decref(r);
+    nx_mcp_destroy(&m);
+}
+
 int main(void)
 {
+    s_test_envelope();
     s_test_rpc();
     s_test_front();
     NX_TEST_DONE();
