@@ -137,8 +137,16 @@ bool nx_front_check(const char *op, json_t *fields, nx_front_err_t *err)
 }
 
 /*  The error of a reply that says ok: false, or of no reply at all.       */
-static void s_reply_error(json_t *rep, nexus_err_t rc, nx_front_err_t *err)
+static void s_reply_error(nexus_client_t *client, json_t *rep, nexus_err_t rc, nx_front_err_t *err)
 {
+    if (!rep && rc != NEXUS_ERR_TIMEOUT && rc != NEXUS_ERR_NOMEM && rc != NEXUS_ERR_UNREACHABLE &&
+        rc != NEXUS_ERR_CLOSED && rc != NEXUS_ERR_BUSY && rc != NEXUS_ERR_INTERNAL) {
+        /*  Refused by the client before sending (too large for the broker,
+            a bad argument): its own code and words (413, 400, ...), never
+            "unavailable", which a caller would try again.                */
+        s_fail_code(err, rc, client ? nexus_client_errmsg(client) : nexus_strerror(rc));
+        return;
+    }
     if (!rep) {
         /*  Not asked, or no answer: the outcome of a write is unknown on
             a timeout, and the client must be told so (504), not "down".   */
@@ -191,7 +199,7 @@ json_t *nx_front_call(nexus_client_t *client, const char *op, json_t *fields, nx
     json_t *rep = reply ? json_loads(reply, JSON_ALLOW_NUL, NULL) : NULL;
     free(reply);
     if (!rep || !json_is_true(json_object_get(rep, "ok"))) {
-        s_reply_error(rep, rc, err);
+        s_reply_error(client, rep, rc, err);
         json_decref(rep);
         return NULL;
     }

@@ -716,6 +716,8 @@ static void s_on_reply(s_actor_t *self, const void *data, size_t size)
                 break;
             case S_Q_PING:
                 s_on_role(self, &rep);
+                if (err == NEXUS_OK)
+                    nx_client_take_limits(self->client, rep.map);
                 break;
             default:
                 break;

@@ -691,8 +691,7 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     }
     nx_req_destroy(&req);
     if (rc == NEXUS_OK) {
-        __atomic_store_n(&self->max_request, nx_obj_u64(rep.map, "max_request"),
-                         __ATOMIC_RELAXED);
+        nx_client_take_limits(self, rep.map);
         char store[NEXUS_STORE_ID_MAX];
         nx_obj_str(rep.map, "store_id", store, sizeof store);
         pthread_mutex_lock(&self->lock);
@@ -1150,6 +1149,31 @@ static int s_exchange(nexus_client_t *self, const msgpack_sbuffer *frame, uint64
     return result;
 }
 
+void nx_client_take_limits(nexus_client_t *self, const msgpack_object *ping)
+{
+    /*  0 (a broker that does not say): not known, nothing refused here.  */
+    __atomic_store_n(&self->max_request, nx_obj_u64(ping, "max_request"), __ATOMIC_RELAXED);
+}
+
+uint64_t nx_client_max_request(nexus_client_t *self, size_t size)
+{
+    uint64_t max = __atomic_load_n(&self->max_request, __ATOMIC_RELAXED);
+    if (!max || size <= max)
+        return 0;
+    /*  The broker's limit may have changed since it was read (a restart
+        with other settings, another broker of the list): asked again
+        before refusing; only refusals pay the round trip.                 */
+    nx_req_t req;
+    nx_reply_t rep;
+    nx_req_init(&req, "ping");
+    if (nx_client_call(self, &req, &rep) == NEXUS_OK)
+        nx_client_take_limits(self, rep.map);
+    nx_reply_destroy(&rep);
+    nx_req_destroy(&req);
+    max = __atomic_load_n(&self->max_request, __ATOMIC_RELAXED);
+    return max && size > max ? max : 0;
+}
+
 nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
 {
     nx_reply_init(rep);
@@ -1171,12 +1195,16 @@ nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
     uint64_t max = __atomic_load_n(&self->max_request, __ATOMIC_RELAXED);
     if (max && frame.size > max) {
         pthread_mutex_unlock(&self->ctl_lock);
-        size_t size = frame.size;
-        msgpack_sbuffer_destroy(&frame);
-        return nx_client_fail(self, NEXUS_ERR_TOO_LARGE,
-                              "%s: the request is %zu bytes, over the broker's max_request "
-                              "(%" PRIu64 " bytes): not sent",
-                              req->op, size, max);
+        max = nx_client_max_request(self, frame.size);
+        if (max) {
+            size_t size = frame.size;
+            msgpack_sbuffer_destroy(&frame);
+            return nx_client_fail(self, NEXUS_ERR_TOO_LARGE,
+                                  "%s: the request is %zu bytes, over the broker's max_request "
+                                  "(%" PRIu64 " bytes): not sent",
+                                  req->op, size, max);
+        }
+        pthread_mutex_lock(&self->ctl_lock);
     }
     uint64_t deadline = nx_clock_ms() + nx_client_timeout(self);
     int result = S_X_NO_REPLY;
@@ -1322,7 +1350,8 @@ nexus_err_t nx_client_bad_topic(nexus_client_t *self, const char *topic)
         shown[n] = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
     shown[n] = 0;
     return nx_client_fail(self, NEXUS_ERR_BAD_TOPIC, "invalid topic '%s%s': %s", shown,
-                          strlen(topic) > 64 ? "..." : "", nx_topic_why(topic, strlen(topic), false));
+                          strlen(topic) > 64 ? "..." : "",
+                          nx_topic_why(topic, strlen(topic), false));
 }
 
 nexus_err_t nexus_publish(nexus_client_t *self, const char *topic, const void *payload, size_t size)
@@ -1429,9 +1458,8 @@ static nexus_err_t s_publish_json(nexus_client_t *self, const char *topic, const
     }
     /*  What no reader could decode back to the same JSON (they show it as
         $base64) is refused, as the gateway refuses it.                     */
-    if (buf.size &&
-        nx_msgpack_check((const uint8_t *)buf.data, buf.size, NX_MSGPACK_DEPTH) ==
-            NX_MSGPACK_TOO_DEEP) {
+    if (buf.size && nx_msgpack_check((const uint8_t *)buf.data, buf.size, NX_MSGPACK_DEPTH) ==
+                        NX_MSGPACK_TOO_DEEP) {
         msgpack_sbuffer_destroy(&buf);
         return nx_client_fail(self, NEXUS_ERR_INVALID, "payload: nested deeper than %d levels",
                               NX_MSGPACK_LEVELS);

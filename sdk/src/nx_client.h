@@ -333,6 +333,14 @@ unsigned nx_client_failover(nexus_client_t *self, unsigned seen_gen, const char 
     queues nothing before it is connected (ZMQ_IMMEDIATE). NULL on failure. */
 zsock_t *nx_client_control_dealer(nexus_client_t *self);
 
+/*  Keeps the limits a ping reply gives (max_request).                     */
+void nx_client_take_limits(nexus_client_t *self, const msgpack_object *ping);
+
+/*  The broker's max_request when a request of size bytes is over it, after
+    asking the broker again (a ping: it may have changed); 0 when the
+    request may go. Takes ctl_lock: call without it.                       */
+uint64_t nx_client_max_request(nexus_client_t *self, size_t size);
+
 /*  A fresh request id (unique within the client, any thread).             */
 uint64_t nx_client_next_id(nexus_client_t *self);
 

@@ -179,7 +179,8 @@ static void s_expire(nexus_client_t *c, nx_async_t *a, uint64_t now)
             break;
         a->oldest++;
     }
-    if (!moved && (a->oldest == a->next || now - a->slots[a->oldest % a->cap].sent < nx_client_timeout(c)))
+    if (!moved &&
+        (a->oldest == a->next || now - a->slots[a->oldest % a->cap].sent < nx_client_timeout(c)))
         return;
     for (uint64_t id = a->oldest; id < a->next; id++) {
         s_slot_t *slot = &a->slots[id % a->cap];
@@ -460,12 +461,16 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
         s_source(self, a);
         bytes = s_request_size(self, a, tlen, size);
         uint64_t max = __atomic_load_n(&self->max_request, __ATOMIC_RELAXED);
-        if (max && bytes > max) { /* as nx_client_call */
+        if (max && bytes > max) { /* as nx_client_call, asked again first */
             pthread_mutex_unlock(&self->async_lock);
-            return nx_client_fail(self, NEXUS_ERR_TOO_LARGE,
-                                  "the request is %zu bytes, over the broker's max_request "
-                                  "(%" PRIu64 " bytes): not sent",
-                                  bytes, max);
+            max = nested ? max : nx_client_max_request(self, bytes);
+            if (max)
+                return nx_client_fail(self, NEXUS_ERR_TOO_LARGE,
+                                      "the request is %zu bytes, over the broker's max_request "
+                                      "(%" PRIu64 " bytes): not sent",
+                                      bytes, max);
+            pthread_mutex_lock(&self->async_lock);
+            continue;
         }
         s_slot_t *slot = &a->slots[a->next % a->cap];
         bool fits = a->used == 0 || (a->used < a->cap && a->bytes + bytes <= a->max_bytes);

@@ -923,3 +923,15 @@ test('hostile HTTP: bad Content-Length, wrong types, odd query values: precise 4
   const types = j.events.map((e) => e.event_type);
   assert.ok(!types.includes('cl.stored') && !types.includes('message.direct'), JSON.stringify(types));
 }));
+
+test('a request over the broker\'s max_request is 413 too_large at once, in libnexus\'s words, never a 503 to try again', withFabric({
+  brokerArgs: ['--max-request', '64k'], gatewayArgs: ['--max-body', '8M'],
+}, async (f) => {
+  const t0 = Date.now();
+  const r = await call(f, 'POST', '/events', { event_type: 'big.http', payload: 'x'.repeat(100 << 10) });
+  const e = assertHttpError(r, 413, 'too_large');
+  assert.match(JSON.stringify(e), /max_request/, 'it says which limit');
+  assert.ok(Date.now() - t0 < 3000, 'not after the broker timeout');
+  // What fits still goes.
+  assertJson(await call(f, 'POST', '/events', { event_type: 'big.http', payload: 'x'.repeat(1000) }), 201);
+}));

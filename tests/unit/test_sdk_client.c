@@ -731,6 +731,18 @@ static void s_test_too_large(void)
     CHECK(seq > 0);
     CHECK_EQ_U64(nexus_publish_async(c, "big.one", big, 1000, NULL, NULL), NEXUS_OK);
     CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
+    /*  The broker comes back with a larger limit: what the client read at
+        connect must not refuse what the broker now takes (it is asked
+        again before a refusal).                                          */
+    th_stop(&b);
+    b.extra[1] = "4M";
+    CHECK(th_start(&b) == 0);
+    nexus_err_t rc = NEXUS_ERR_UNREACHABLE;
+    for (int i = 0; i < 50 && (rc == NEXUS_ERR_UNREACHABLE || rc == NEXUS_ERR_TIMEOUT); i++)
+        rc = nexus_publish_acked(c, "big.one", big, sizes[0], &seq, NULL);
+    CHECK_EQ_U64(rc, NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish_async(c, "big.one", big, sizes[1], NULL, NULL), NEXUS_OK);
+    CHECK_EQ_U64(nexus_publish_async_wait(c, -1), NEXUS_OK);
     nexus_client_destroy(&c);
     th_cleanup(&b, nx_test_failures > 0);
 }
