@@ -212,25 +212,51 @@ static void s_remove_log(const char *dir)
         closedir(d);
 }
 
+/*  fsyncs the directory at path. 0 or -1.                                 */
+static int s_sync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
 /*  Copies wal_dir's segments holding [from, to] (segments of seg bytes) to
     wal_dir.damaged-FROM, before the log goes on over them: what recovery
-    leaves out stays there for whoever must find out what it was. A copy
-    made by an earlier try at starting is kept as it is. Returns 0 with
-    the directory in kept, or -1 (errno set).                               */
+    leaves out stays there for whoever must find out what it was. The copy
+    is made in a .tmp directory and renamed when whole and flushed, so the
+    name is only ever on a complete copy; one made by an earlier try at
+    starting is kept as it is, a half one made again. Returns 0 with the
+    directory in kept, or -1 (errno set).                                  */
 static int s_keep_damaged(const char *wal_dir, uint64_t seg, uint64_t from, uint64_t to, char *kept,
                           size_t kept_size)
 {
     snprintf(kept, kept_size, "%s.damaged-%016" PRIx64, wal_dir, from);
-    if (mkdir(kept, 0700) != 0)
-        return errno == EEXIST ? 0 : -1;
+    if (access(kept, F_OK) == 0)
+        return 0;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", kept);
+    DIR *old = opendir(tmp);
+    for (struct dirent *e; old && (e = readdir(old));) {
+        char path[4500];
+        snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
+        if (e->d_name[0] != '.')
+            unlink(path);
+    }
+    if (old)
+        closedir(old);
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+        return -1;
     char *buf = malloc(1 << 20);
     if (!buf)
         return -1;
     int result = 0;
     for (uint64_t base = from - from % seg; result == 0 && base <= to; base += seg) {
-        char src[4096], dst[4096];
+        char src[4096], dst[4500];
         snprintf(src, sizeof src, "%s/%016" PRIx64 ".log", wal_dir, base);
-        snprintf(dst, sizeof dst, "%s/%016" PRIx64 ".log", kept, base);
+        snprintf(dst, sizeof dst, "%s/%016" PRIx64 ".log", tmp, base);
         int in = open(src, O_RDONLY | O_CLOEXEC);
         if (in < 0) {
             if (errno == ENOENT)
@@ -254,6 +280,19 @@ static int s_keep_damaged(const char *wal_dir, uint64_t seg, uint64_t from, uint
         errno = saved;
     }
     free(buf);
+    if (result == 0 && (s_sync_dir(tmp) || rename(tmp, kept)))
+        result = -1;
+    if (result == 0) {
+        /*  The rename is durable once the directory holding it is.        */
+        char parent[4200];
+        snprintf(parent, sizeof parent, "%s", wal_dir);
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent)
+            *slash = 0;
+        else
+            snprintf(parent, sizeof parent, "%s", slash ? "/" : ".");
+        s_sync_dir(parent);
+    }
     return result;
 }
 

@@ -463,7 +463,18 @@ static void s_test_damaged_middle(const char *base)
     b ^= 0x10;
     CHECK(pwrite(fd, &b, 1, off) == 1);
     close(fd);
+    /*  A half copy an earlier start left (it was stopped while copying):
+        made again, never taken for the copy.                               */
+    char half[700], junk[800];
+    snprintf(half, sizeof half, "%s.damaged-%016llx.tmp", wal_dir, (unsigned long long)lsn);
+    CHECK(mkdir(half, 0700) == 0);
+    snprintf(junk, sizeof junk, "%s/%016llx.log", half, (unsigned long long)(lsn - lsn % SEG));
+    FILE *jf = fopen(junk, "w");
+    CHECK(jf && fputs("half", jf) >= 0);
+    if (jf)
+        fclose(jf);
     CHECK_EQ_U64(s_recover(dir, &rec), 0);
+    CHECK(access(half, F_OK) != 0); /* renamed into place */
     CHECK(rec.torn);
     CHECK_EQ_U64(rec.damaged_at, lsn);
     CHECK(rec.damaged_frames > 10);
