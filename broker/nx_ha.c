@@ -276,6 +276,8 @@ nx_ha_t *nx_ha_new(nx_broker_t *b, char *err, size_t err_size)
                 if (nx_role_file_write(cfg->data_dir, NX_ROLE_STANDBY, peer_epoch, cfg->replica_of))
                     nx_warn("cannot write %s/role: %s", cfg->data_dir, strerror(errno));
                 rc = 0; /* as without a role file: replica_of decides */
+                if (peer_epoch > epoch)
+                    epoch = peer_epoch; /* what ping says from the start  */
             }
         }
         if (rc == 1) {
