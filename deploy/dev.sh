@@ -58,7 +58,7 @@ test)
     subset=$#
     install_missing "${build_pkgs[@]}" "${test_pkgs[@]}" "${fuzz_pkgs[@]}"
     # CI runs the sanitizer build: every test runs under ASan + UBSan.
-    build build-asan -DCMAKE_BUILD_TYPE=Debug -DNEXUS_SANITIZE=ON
+    build build-asan -DCMAKE_BUILD_TYPE=Debug -DNEXUS_SANITIZE=ON -DNEXUS_FAULTS=ON
     (cd build-asan &&
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
             ctest --output-on-failure -j 2 "$@")

@@ -2,8 +2,8 @@
 undone whole, answered with errors, and leaves the coordination state as
 the store holds it, with nothing handed out twice.
 
-Out of memory does not come on demand, so the test asks a test build
-(NEXUS_SANITIZE, which compiles NX_FAULTS in) for it: NEXUS_FAULT_TURN=N
+Out of memory does not come on demand, so the test asks the test build
+(-DNEXUS_FAULTS=ON, which deploy/dev.sh test sets) for it: NEXUS_FAULT_TURN=N
 fails the Nth turn that changes sessions or claims, on the real loop, the
 real log and the real store. A build without faults says nothing of them
 in its log, and the test is skipped (77).
@@ -56,7 +56,7 @@ try:
     with Client(b) as c:
         rep = c.request({"op": "session.register", "session": "ft-2", "heartbeat_ms": 600000})
         if rep.get("ok") and "fault injected" not in b.logs():
-            print("SKIP: this nexusd has no faults (a build without NEXUS_SANITIZE)")
+            print("SKIP: this nexusd has no faults (a build without -DNEXUS_FAULTS=ON)")
             b.stop()
             sys.exit(77)
         t.check(not rep.get("ok") and rep.get("error") == "no_memory"
