@@ -474,6 +474,7 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
         }
         s_slot_t *slot = &a->slots[a->next % a->cap];
         bool fits = a->used == 0 || (a->used < a->cap && a->bytes + bytes <= a->max_bytes);
+        unsent = false; /* what the last look found: no connection, or no room */
         if (fits && slot->state == S_FREE && a->dealer) {
             if (zmq_msg_init_size(&msg, bytes) != 0) {
                 pthread_mutex_unlock(&self->async_lock);
