@@ -139,8 +139,8 @@ bool nx_front_check(const char *op, json_t *fields, nx_front_err_t *err)
 /*  The error of a reply that says ok: false, or of no reply at all.       */
 static void s_reply_error(nexus_client_t *client, json_t *rep, nexus_err_t rc, nx_front_err_t *err)
 {
-    if (!rep && rc != NEXUS_ERR_TIMEOUT && rc != NEXUS_ERR_NOMEM && rc != NEXUS_ERR_UNREACHABLE &&
-        rc != NEXUS_ERR_CLOSED && rc != NEXUS_ERR_BUSY && rc != NEXUS_ERR_INTERNAL) {
+    if (!rep && (rc == NEXUS_ERR_TOO_LARGE || rc == NEXUS_ERR_BAD_TOPIC ||
+                 rc == NEXUS_ERR_BAD_REQUEST || rc == NEXUS_ERR_INVALID)) {
         /*  Refused by the client before sending (too large for the broker,
             a bad argument): its own code and words (413, 400, ...), never
             "unavailable", which a caller would try again.                */
