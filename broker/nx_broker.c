@@ -713,14 +713,8 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         done its work (the skip above is in the log now).                  */
     if (!self->readonly && nx_ha_starts_primary(self->ha)) {
         char *done = NULL;
-        if (asprintf(&done, "%s/%s", self->cfg.data_dir, S_FLUSH_FAILED) >= 0 &&
-            unlink(done) == 0) {
-            int dir = open(self->cfg.data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (dir >= 0) {
-                fsync(dir);
-                close(dir);
-            }
-        }
+        if (asprintf(&done, "%s/%s", self->cfg.data_dir, S_FLUSH_FAILED) >= 0 && unlink(done) == 0)
+            nx_disk_sync_dir(self->cfg.data_dir);
         free(done);
     }
     if (nx_ha_start(self, err_buf, err_size))
@@ -1814,11 +1808,7 @@ static void s_mark_flush_failed(nx_broker_t *self)
         return;
     fsync(fd);
     close(fd);
-    int dir = open(self->cfg.data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir >= 0) {
-        fsync(dir);
-        close(dir);
-    }
+    nx_disk_sync_dir(self->cfg.data_dir);
 }
 
 static void s_fatal(nx_broker_t *self, const char *what)

@@ -30,6 +30,7 @@
 
 #include "nx_checkpointer.h"
 #include "nx_codec.h"
+#include "nx_disk.h"
 #include "nx_log.h"
 
 #define S_HOUSE_US    1000000     /* store housekeeping interval                    */
@@ -212,17 +213,6 @@ static void s_remove_log(const char *dir)
         closedir(d);
 }
 
-/*  fsyncs the directory at path. 0 or -1.                                 */
-static int s_sync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /*  Copies wal_dir's segments holding [from, to] (segments of seg bytes) to
     wal_dir.damaged-FROM, before the log goes on over them: what recovery
     leaves out stays there for whoever must find out what it was. The copy
@@ -280,7 +270,7 @@ static int s_keep_damaged(const char *wal_dir, uint64_t seg, uint64_t from, uint
         errno = saved;
     }
     free(buf);
-    if (result == 0 && (s_sync_dir(tmp) || rename(tmp, kept)))
+    if (result == 0 && (nx_disk_sync_dir(tmp) || rename(tmp, kept)))
         result = -1;
     if (result == 0) {
         /*  The rename is durable once the directory holding it is.        */
@@ -291,7 +281,7 @@ static int s_keep_damaged(const char *wal_dir, uint64_t seg, uint64_t from, uint
             *slash = 0;
         else
             snprintf(parent, sizeof parent, "%s", slash ? "/" : ".");
-        s_sync_dir(parent);
+        nx_disk_sync_dir(parent);
     }
     return result;
 }

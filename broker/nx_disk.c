@@ -3,7 +3,10 @@
     =========================================================================
 */
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "nx_disk.h"
 
@@ -44,4 +47,16 @@ bool nx_disk_full(nx_disk_t *self, uint64_t now, uint64_t written, uint64_t lag,
     *changed = full != self->full;
     self->full = full;
     return full;
+}
+
+int nx_disk_sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
 }

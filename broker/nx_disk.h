@@ -47,6 +47,10 @@ typedef struct {
     UINT64_MAX when statvfs fails (the check then never refuses).          */
 uint64_t nx_disk_free(const char *dir);
 
+/*  fsyncs the directory dir, so that a file created, renamed or removed
+    in it stays so after a power loss. 0, or -1 with errno set.            */
+int nx_disk_sync_dir(const char *dir);
+
 /*  Sets up the check of dir: reserve (disk_reserve), the log's segment
     size and the most one turn writes.                                     */
 void nx_disk_init(nx_disk_t *self, const char *dir, uint64_t reserve, uint64_t segment,

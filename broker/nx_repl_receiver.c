@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "nx_codec.h"
+#include "nx_disk.h"
 #include "nx_log.h"
 #include "nx_repl_receiver.h"
 
@@ -625,16 +626,6 @@ void nx_repl_receiver_stats(nx_repl_receiver_t *self, nx_repl_rx_stats_t *st, ui
 
 /*  ---- Installing a base copy --------------------------------------------------- */
 
-static int s_fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 int nx_repl_receiver_install(const char *data_dir, char *err, size_t err_size)
 {
     char ready[4096], data[4096], lock[4096], keep_dir[4096], keep[4200], wal[4096];
@@ -656,7 +647,7 @@ int nx_repl_receiver_install(const char *data_dir, char *err, size_t err_size)
             snprintf(err, err_size, "cannot move %s aside: %s", data, strerror(errno));
             return -1;
         }
-        s_fsync_dir(keep_dir);
+        nx_disk_sync_dir(keep_dir);
         nx_warn("replication: the store this broker had is kept in %s (it may hold changes "
                 "that never reached the primary); remove it when it is not needed",
                 keep);
@@ -676,7 +667,7 @@ int nx_repl_receiver_install(const char *data_dir, char *err, size_t err_size)
     }
     if (d)
         closedir(d);
-    if (rename(ready, data) != 0 || s_fsync_dir(data_dir) != 0) {
+    if (rename(ready, data) != 0 || nx_disk_sync_dir(data_dir) != 0) {
         snprintf(err, err_size, "cannot put the base copy in place: %s", strerror(errno));
         return -1;
     }
