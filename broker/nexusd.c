@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <unistd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
@@ -42,6 +43,11 @@ int main(int argc, char **argv)
     memset(&cfg, 0, sizeof cfg);
     char err[512] = "";
     bool verbose = false;
+    /*  NEXUS_CURVE_CERT is a client's own certificate (the nexus command's,
+        the gateway's: operations.md, CURVE). A broker started from such a
+        shell (nexus up) must not take it for its own: curve_cert comes
+        from the config file or --curve-cert only.                         */
+    unsetenv("NEXUS_CURVE_CERT");
     nx_conf_next_t next = nx_conf_main(nx_broker_conf_keys, nx_broker_conf_count, &cfg, argc, argv,
                                        "nexusd", s_usage, &verbose);
     if (next != NX_CONF_RUN) {

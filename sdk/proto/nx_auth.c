@@ -335,7 +335,22 @@ static int s_load_file(nx_auth_t *self, const char *path, char *err_buf, size_t 
         e.line = lineno;
         e.token_len = strlen(fields[0]);
         e.token = strdup(fields[0]);
-        if (!e.token || s_fields(self, &e, fields + 1, n - 1, why, sizeof why) ||
+        /*  A token on two lines (or the shared one's) would get the rights
+            of the first only, or every right, in silence: more than the
+            file says.                                                     */
+        int twice = 0;
+        for (size_t i = 0; e.token && !twice && i < self->n_entries; i++)
+            if (s_equal(self->entries[i].token, self->entries[i].token_len, e.token, e.token_len))
+                twice = self->entries[i].line;
+        bool shared = e.token && self->shared_on &&
+                      s_equal(self->shared.token, self->shared.token_len, e.token, e.token_len);
+        if (twice)
+            snprintf(why, sizeof why, "this token is on line %d too: one line a token", twice);
+        else if (shared)
+            snprintf(why, sizeof why,
+                     "this token is the shared token (token=), which has every right: a line "
+                     "cannot narrow it");
+        if (!e.token || twice || shared || s_fields(self, &e, fields + 1, n - 1, why, sizeof why) ||
             s_index(self, &e, e.name[0] != 0, why, sizeof why)) {
             snprintf(err_buf, err_size, "%s:%d: %s", path, lineno, why);
             s_entry_free(&e);

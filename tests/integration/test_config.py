@@ -345,6 +345,13 @@ try:
             "--print-config refuses log_level chatty: %d %r" % (rc, err))
     rc, out, err = run("--log-level", "warn", "--print-config")
     t.check(rc == 0 and "log_level = warn" in out, "log_level warn printed: %r" % out[-300:])
+    # NEXUS_CURVE_CERT is a client's certificate (the nexus command's, the
+    # gateway's): a broker started from such a shell keeps its own (it took
+    # the client's, over its config file's).
+    cfile2 = write("curve.conf", 'curve_cert = "/etc/broker_secret"\n')
+    conf = settings("-c", cfile2, env={"NEXUS_CURVE_CERT": "/home/me/alice_secret"})
+    t.eq(conf.get("curve_cert"), "/etc/broker_secret",
+         "NEXUS_CURVE_CERT does not set the broker's curve_cert")
     # -v is debug, and --print-config says so (it printed the file's level).
     rc, out, err = run("--log-level", "warn", "-v", "--print-config")
     t.check(rc == 0 and "log_level = debug" in out, "-v prints log_level debug: %r" % out[-300:])

@@ -300,7 +300,10 @@ int main(void)
                          "T name=x\nU name=x pub=a\n",
                          "T key=rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7\n"
                          "U key=rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7\n",
-                         "T name=abcdefghijabcdefghijabcdefghijabc\n"};
+                         "T name=abcdefghijabcdefghijabcdefghijabc\n",
+                         /*  One token on two lines got the first's rights
+                             only: refused, naming the other line.        */
+                         "T name=x pub=a.>\nT name=y pub=b.>\n"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         s_write(path, bad[i]);
         err[0] = 0;
@@ -312,6 +315,17 @@ int main(void)
             nx_auth_destroy(&a);
         }
     }
+    /*  A line whose token is the shared one: it would have every right,
+        whatever the line says. Refused.                                   */
+    s_write(path, "s3cret name=lim pub=a.> sub=a.>\n");
+    err[0] = 0;
+    nx_auth_t *same = nx_auth_new("s3cret", path, err, sizeof err);
+    CHECK(same == NULL && strstr(err, "shared token") != NULL);
+    nx_auth_destroy(&same);
+    s_write(path, "T name=x pub=a.>\nT name=y pub=b.>\n");
+    nx_auth_t *dup = nx_auth_new(NULL, path, err, sizeof err);
+    CHECK(dup == NULL && strstr(err, ":2: this token is on line 1 too") != NULL);
+    nx_auth_destroy(&dup);
     /*  The shared token's rights; an open fabric allows all.              */
     shared = nx_auth_new("s3cret", NULL, err, sizeof err);
     CHECK_EQ_STR(nx_auth_name(shared, NULL), "shared");
