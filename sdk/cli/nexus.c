@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -718,7 +719,9 @@ static void s_print_event(s_cli_t *cli, nexus_event_t *ev)
     fflush(stdout);
 }
 
-/*  Runs cmd with the event JSON on its stdin; returns its exit status.   */
+/*  Runs cmd with the event JSON on its stdin; returns its wait status, or
+    -1 when it could not be started. A SIGINT/SIGTERM for us meanwhile is
+    passed on to it (systemd or kill stop `nexus sub`, not its command).  */
 static int s_exec(const char *cmd, nexus_event_t *ev)
 {
     const char *json = nexus_event_json(ev);
@@ -735,6 +738,9 @@ static int s_exec(const char *cmd, nexus_event_t *ev)
         return -1;
     }
     if (pid == 0) {
+        /*  Its own process group: a stop reaches the shell's children too
+            (sh -c forks the command), not only the shell.                 */
+        setpgid(0, 0);
         dup2(fds[0], 0);
         close(fds[0]);
         close(fds[1]);
@@ -754,10 +760,21 @@ static int s_exec(const char *cmd, nexus_event_t *ev)
             (void)!write(fds[1], "\n", 1);
     }
     close(fds[1]);
+    /*  Looked at every 20 ms, not waited for: the signal may be taken by
+        another of our threads, so waitpid would not see it.              */
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    bool told = false;
+    for (;;) {
+        pid_t got = waitpid(pid, &status, WNOHANG);
+        if (got == pid || (got < 0 && errno != EINTR))
+            break;
+        if (s_interrupted && !told) {
+            kill(-pid, SIGTERM);
+            told = true;
+        }
+        usleep(20000);
+    }
+    return status;
 }
 
 /*  ---- nexus sub -------------------------------------------------------------*/
@@ -837,9 +854,17 @@ static int s_cmd_sub(s_cli_t *cli)
             return s_client_error(cli, err);
         if (exec) {
             int status = s_exec(exec, ev);
-            if (status != 0)
+            if (status == -1)
+                fprintf(stderr, "nexus: cannot run the --exec command for seq %" PRIu64 ": %s\n",
+                        nexus_event_seq(ev), strerror(errno));
+            else if (WIFSIGNALED(status))
+                fprintf(stderr,
+                        "nexus: --exec command was killed by signal %d (%s) for seq %" PRIu64
+                        "\n",
+                        WTERMSIG(status), strsignal(WTERMSIG(status)), nexus_event_seq(ev));
+            else if (WEXITSTATUS(status))
                 fprintf(stderr, "nexus: --exec command exited with %d for seq %" PRIu64 "\n",
-                        status, nexus_event_seq(ev));
+                        WEXITSTATUS(status), nexus_event_seq(ev));
         } else
             s_print_event(cli, ev);
         nexus_event_destroy(&ev);
@@ -1531,10 +1556,16 @@ static int s_find_program(const char *program, const char *subdir, char *buf, si
 
 static pid_t s_spawn(char **argv)
 {
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
+        /*  `nexus up` killed (kill -9): its broker and gateway stop too,
+            instead of holding the ports and the data dir under init.      */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
         execv(argv[0], argv);
         fprintf(stderr, "nexus: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -1627,17 +1658,23 @@ static int s_cmd_up(s_cli_t *cli)
         if (pid == broker || pid == gw) {
             alive--;
             int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+            char how[64];
+            if (WIFSIGNALED(status))
+                snprintf(how, sizeof how, "was killed by signal %d (%s)", WTERMSIG(status),
+                         strsignal(WTERMSIG(status)));
+            else
+                snprintf(how, sizeof how, "exited (%d)", rc);
             /*  The broker is the fabric: a gateway that cannot run (its
                 port taken, a bad setting) leaves it running.              */
             if (!stopping && pid == gw)
                 fprintf(stderr,
-                        "nexus: nexus-gateway exited (%d); the broker keeps running (Ctrl-C "
-                        "stops it)\n",
-                        rc);
+                        "nexus: nexus-gateway %s; the broker keeps running (Ctrl-C stops it)\n",
+                        how);
             else if (!stopping) {
-                fprintf(stderr, "nexus: %s exited (%d); stopping\n",
-                        pid == broker ? "nexusd" : "nexus-gateway", rc);
-                code = rc ? NX_EXIT_REFUSED : NX_EXIT_OK;
+                fprintf(stderr, "nexus: %s %s; stopping\n",
+                        pid == broker ? "nexusd" : "nexus-gateway", how);
+                /*  Bad settings (2) stay a usage error for the caller.    */
+                code = rc == NX_EXIT_USAGE ? NX_EXIT_USAGE : rc ? NX_EXIT_REFUSED : NX_EXIT_OK;
                 s_interrupted = 1;
             }
             if (pid == broker)

@@ -323,6 +323,21 @@ try:
             t.check(body.get("topic") == "s.0" and body.get("payload") == 0, "exec stdin: %r" % body)
             t.check(env_line.strip() == "s.0", "exec env: %r" % env_line)
         shutil.rmtree(outdir, ignore_errors=True)
+        # A command a signal killed is said so (it read "exited with 128").
+        rc, out, err = run(["sub", "s.>", "--since", "0", "--count", "1", "--exec",
+                            "kill -9 $$"], ep)
+        t.check(rc == 0 and "killed by signal 9" in err, "exec killed: %r" % err)
+        # SIGTERM for sub (systemd, kill) reaches its running command: it
+        # waited out a `sleep 30`.
+        p = subprocess.Popen([NEXUS, "sub", "s.>", "--since", "0", "--exec", "sleep 30"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=dict(os.environ, NEXUS_ENDPOINT=ep))
+        time.sleep(1.0)
+        t0 = time.time()
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=20)
+        t.check(time.time() - t0 < 5, "sub --exec stops on SIGTERM without waiting for its "
+                "command (%.1f s)" % (time.time() - t0))
         # SIGINT stops sub cleanly.
         p = subprocess.Popen([NEXUS, "sub", ">"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              env=dict(os.environ, NEXUS_ENDPOINT=ep))

@@ -292,6 +292,16 @@ def main():
         t.check("nexus-gateway exited" in err and "the broker keeps running" in err,
                 "it says the gateway exited and the broker keeps running: %r" % err[-600:])
         t.eq(up.returncode, 0, "Ctrl-C stops it cleanly")
+        # kill -9 of `nexus up`: its broker stops too (it stayed under init,
+        # holding the ports and the data directory).
+        up = subprocess.Popen([NEXUS, "up", "--no-gateway", "--data-dir", data, "--endpoint",
+                               "tcp://127.0.0.1:%d" % ports[0], "--", "--sync", "none"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+        t.check(wait_until(answers, timeout=20), "nexus up again: the broker answers")
+        up.kill()
+        up.communicate(timeout=10)
+        t.check(wait_until(lambda: not answers(), timeout=15),
+                "nexus up killed with SIGKILL: its broker stops too")
     finally:
         if up.poll() is None:
             up.kill()
