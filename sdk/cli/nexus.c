@@ -103,9 +103,11 @@ static void s_cli_words(const char *msg, char *out, size_t size)
                                             {"field 'state'", "--state"},
                                             {"field 'limit'", "--limit"},
                                             {"field 'after'", "--after"}};
-    /*  "op.name: " in front: an op is lower-case words joined by dots.   */
+    /*  "op.name: " in front: an op is lower-case words joined by dots (or
+        history, which `sub` asks too: its errors read "history:" there). */
     size_t op = strspn(msg, "abcdefghijklmnopqrstuvwxyz_.");
-    if (op && msg[op] == ':' && msg[op + 1] == ' ' && memchr(msg, '.', op))
+    if (op && msg[op] == ':' && msg[op + 1] == ' ' &&
+        (memchr(msg, '.', op) || (op == 7 && !strncmp(msg, "history", 7))))
         msg += op + 2;
     snprintf(out, size, "%s", msg);
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
