@@ -12,7 +12,8 @@ that before the reply leaves:
      write ended and ended before the reply's sendto started),
 
 and that the store (data.mdb) is not flushed on that path: the one flush
-of the turn is the log's.
+of the turn is the log's. And that no getpid reaches the kernel while it
+serves (libzmq asks at every wake-up; sdk/proto/nx_pid.c answers).
 
 The reply is found by a request id unique to this test, the log write by
 a marker in the payload, work id or status text. Skipped (exit 77) only
@@ -153,7 +154,7 @@ def main():
             # Every thread of nexusd, with the bytes each call wrote.
             st = subprocess.Popen(["strace", "-f", "-tt", "-T", "-xx",
                                    "-s", "65536", "-o", out, "-e",
-                                   "trace=fdatasync,fsync,pwrite64,pwritev,pwritev2,writev,write,sendto,sendmsg",
+                                   "trace=fdatasync,fsync,pwrite64,pwritev,pwritev2,writev,write,sendto,sendmsg,getpid",
                                    "-p", str(b.proc.pid)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             # strace -p attaches the threads one by one: pings until one
@@ -199,6 +200,9 @@ def main():
         sys.stderr.write("no send traced; first lines of the trace:\n")
         with open(out, errors="replace") as f:
             sys.stderr.write("".join(f.readlines()[:20]))
+    # libzmq asks getpid at every wake-up; nx_pid answers from memory.
+    getpids = sum(1 for c in calls if c[2] == "getpid")
+    t.check(getpids == 0, "no getpid system call while nexusd serves (nx_pid): %d" % getpids)
     check_order(t, calls, fds, store, hexbytes(MARK_PUB.encode()), IDS["publish"], "publish")
     claimed = check_order(t, calls, fds, store, hexbytes(MARK_WORK.encode()), IDS["claim"],
                           "claim")
