@@ -577,19 +577,58 @@ static void s_pub_current(nexus_client_t *self)
     self->pub_gen = gen;
 }
 
-/*  A monitor of the API's DEALER for failed handshakes, or NULL.          */
+/*  A monitor of the API's DEALER for its handshakes, or NULL.             */
 static zsock_t *s_handshake_monitor(nexus_client_t *self)
 {
     char ep[80];
     snprintf(ep, sizeof ep, "inproc://nexus-handshake-%p", (void *)self);
     if (zmq_socket_monitor(zsock_resolve(self->dealer), ep,
-                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                                ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0)
         return NULL;
     zsock_t *mon = zsock_new_pair(ep);
     if (!mon)
         zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);
     return mon;
+}
+
+/*  The event of a monitor message (its first frame starts with it).       */
+static int s_monitor_event(zmsg_t *m)
+{
+    zframe_t *f = zmsg_first(m);
+    uint16_t event = 0;
+    if (f && zframe_size(f) >= 2)
+        memcpy(&event, zframe_data(f), 2);
+    return event;
+}
+
+/*  Waits until the first handshake with the broker ends or until, in
+    ms. Returns 0 when it succeeded; 1 when the broker refused it (auth:
+    the token or key; protocol: the mechanism), which no later try can
+    change; -1 when neither came (no broker there, or only handshakes cut
+    short, which a later try may pass). *failed keeps the first failure.  */
+static int s_handshake_wait(zsock_t *mon, uint64_t until, int *failed)
+{
+    for (int i = 0; i < 1000; i++) {
+        uint64_t now = nx_clock_ms();
+        if (now >= until)
+            break;
+        zsock_set_rcvtimeo(mon, (int)(until - now));
+        zmsg_t *m = zmsg_recv(mon);
+        if (!m)
+            continue; /* the time is up, or a signal: the loop looks */
+        int event = s_monitor_event(m);
+        zmsg_destroy(&m);
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            return 0;
+        if (!*failed)
+            *failed = event;
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+            event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+            return 1;
+    }
+    return -1;
 }
 
 /*  Stops the monitor and returns the first failure it saw (a
@@ -606,12 +645,9 @@ static int s_handshake_monitor_end(nexus_client_t *self, zsock_t **mon_p)
         zmsg_t *m = zmsg_recv(mon);
         if (!m)
             break;
-        zframe_t *f = zmsg_first(m);
-        if (!failed && f && zframe_size(f) >= 2) {
-            uint16_t event;
-            memcpy(&event, zframe_data(f), 2);
+        int event = s_monitor_event(m);
+        if (!failed && event != ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
             failed = event;
-        }
         zmsg_destroy(&m);
     }
     if (self->dealer)
@@ -664,8 +700,27 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     nx_req_t req;
     nx_reply_t rep;
     nx_req_init(&req, "ping");
-    nexus_err_t rc = nx_client_call(self, &req, &rep);
-    int failed = s_handshake_monitor_end(self, &mon);
+    nx_reply_init(&rep);
+    /*  One broker: its answer to the handshake comes first, and a refusal
+        (a wrong token, an unlisted key) is said at once, not after the
+        ping's timeout. With a list, the ping's failover decides.          */
+    int failed = 0;
+    nexus_err_t rc = NEXUS_ERR_UNREACHABLE;
+    bool asked = !mon || self->n_eps > 1 ||
+                 s_handshake_wait(mon, nx_clock_ms() + nx_client_timeout(self), &failed) == 0;
+    if (asked)
+        rc = nx_client_call(self, &req, &rep);
+    int late = s_handshake_monitor_end(self, &mon);
+    if (!failed)
+        failed = late;
+    if (!asked) {
+        /*  Not asked: as after a call with no answer, a fresh socket for
+            the next try, and the link is down.                             */
+        pthread_mutex_lock(&self->ctl_lock);
+        zsock_destroy(&self->dealer);
+        pthread_mutex_unlock(&self->ctl_lock);
+        nx_client_set_link(self, false);
+    }
     /*  With a list: the first broker that answers as the primary (else the
         last that answered at all; the actor keeps looking).               */
     for (size_t i = 1; i < self->n_eps; i++) {

@@ -220,13 +220,20 @@ def main():
         evs = history(c, ADMIN, pattern="t.cli")
         t.check(any(e["source"] == "w1" for e in evs),
                 "the CLI's event carries its token's name: %r" % evs)
-        r = cli(["pub", "t.cli", "{}", "--timeout", "2s"], dict(env, NEXUS_TOKEN="wrong"))
+        # Said as soon as the broker refuses the handshake, not at the end
+        # of the client's timeout (60 s here).
+        started = time.time()
+        r = cli(["pub", "t.cli", "{}", "--timeout", "60s"], dict(env, NEXUS_TOKEN="wrong"),
+                timeout=90)
         t.check(r.returncode == 1 and "refused this client's token" in r.stderr,
                 "a wrong NEXUS_TOKEN is refused clearly: %d %r" % (r.returncode, r.stderr))
-        r = cli(["pub", "t.cli", "{}", "--timeout", "2s"], env)
+        t.check(time.time() - started < 30, "... at the refusal, not after the 60 s timeout")
+        started = time.time()
+        r = cli(["pub", "t.cli", "{}", "--timeout", "60s"], env, timeout=90)
         t.check(r.returncode == 1 and "wants a token" in r.stderr,
                 "no NEXUS_TOKEN against a broker with tokens, clearly: %d %r" %
                 (r.returncode, r.stderr))
+        t.check(time.time() - started < 30, "... at the refusal, not after the 60 s timeout")
 
         # 7b. the gateway presents broker_token
         with Gateway(b, ["--broker-token", ADMIN]) as g:
