@@ -1629,6 +1629,19 @@ static int s_cmd_up(s_cli_t *cli)
         const char *tok = getenv("NEXUS_TOKEN");
         if (tok && *tok && !getenv("NEXUS_BROKER_TOKEN"))
             setenv("NEXUS_BROKER_TOKEN", tok, 1);
+        /*  Both programs have a queue_bytes, of other sizes: nexusd's per
+            client connection (64M), the gateway's per WebSocket client
+            (4M). Meant for the broker, it would let each browser queue as
+            much: the gateway keeps its own.                                */
+        const char *qb = getenv("NEXUS_QUEUE_BYTES");
+        if (qb && *qb) {
+            fprintf(stderr,
+                    "nexus: NEXUS_QUEUE_BYTES=%s is nexusd's (per client connection); the "
+                    "gateway keeps its own queue_bytes (per WebSocket client): run "
+                    "nexus-gateway yourself with --queue-bytes to change it\n",
+                    qb);
+            unsetenv("NEXUS_QUEUE_BYTES");
+        }
         char *gargv[] = {gateway, "--broker", (char *)(ep && *ep ? ep : NEXUS_DEFAULT_ENDPOINT),
                          NULL};
         gw = s_spawn(gargv);

@@ -302,6 +302,44 @@ def main():
         up.communicate(timeout=10)
         t.check(wait_until(lambda: not answers(), timeout=15),
                 "nexus up killed with SIGKILL: its broker stops too")
+        # NEXUS_QUEUE_BYTES is nexusd's: the gateway (whose queue_bytes is
+        # per WebSocket client) does not get it, and nexus up says so.
+        up = subprocess.Popen([NEXUS, "up", "--data-dir", data, "--endpoint",
+                               "tcp://127.0.0.1:%d" % ports[0], "--", "--sync", "none"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(env, NEXUS_PORT=str(free_port()), NEXUS_QUEUE_BYTES="2M"))
+        t.check(wait_until(answers, timeout=20), "nexus up with NEXUS_QUEUE_BYTES: the broker answers")
+
+        def children():
+            kids = []
+            for task in os.listdir("/proc/%d/task" % up.pid):
+                with open("/proc/%d/task/%s/children" % (up.pid, task)) as f:
+                    kids += [int(k) for k in f.read().split()]
+            found = {}
+            for k in kids:
+                try:
+                    with open("/proc/%d/cmdline" % k, "rb") as f:
+                        prog = os.path.basename(f.read().split(b"\0")[0].decode())
+                    with open("/proc/%d/environ" % k, "rb") as f:
+                        found[prog] = f.read().split(b"\0")
+                except OSError:
+                    pass
+            return found
+        kids = {}
+
+        def both():
+            kids.update(children())
+            return "nexusd" in kids and "nexus-gateway" in kids
+        wait_until(both, timeout=15)
+        t.check(b"NEXUS_QUEUE_BYTES=2M" in kids.get("nexusd", []),
+                "nexusd gets NEXUS_QUEUE_BYTES: %r" % sorted(kids))
+        t.check("nexus-gateway" in kids and
+                not any(v.startswith(b"NEXUS_QUEUE_BYTES=") for v in kids["nexus-gateway"]),
+                "the gateway does not: %r" % sorted(kids))
+        up.send_signal(signal.SIGINT)
+        out, err = up.communicate(timeout=30)
+        t.check("NEXUS_QUEUE_BYTES=2M is nexusd's" in err,
+                "nexus up says where NEXUS_QUEUE_BYTES went: %r" % err[-600:])
     finally:
         if up.poll() is None:
             up.kill()
