@@ -54,7 +54,7 @@
 #define S_SPARES     2           /* segments kept ready after the current one */
 #define S_FILL_CHUNK (1u << 20)  /* zero-fill writes this much at a time      */
 #define S_NAME_LEN   20          /* 16 hex digits + ".log"                    */
-#define S_BUF_KEEP   (4u << 20)  /* a larger turn buffer is freed after use   */
+#define S_BUF_KEEP   (16u << 20) /* a larger turn buffer is freed after use   */
 #define S_TMP_NAME   "prepare.tmp"
 
 struct _nx_wal_t {
