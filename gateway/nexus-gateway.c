@@ -191,7 +191,11 @@ int main(int argc, char **argv)
     gw.addr_buckets = zhashx_new();
     if (gw.addr_buckets)
         zhashx_set_destructor(gw.addr_buckets, s_item_free);
-    if (!gw.conns || !gw.sessions || !gw.by_type || !gw.buckets || !gw.addr_buckets) {
+    gw.secrets = zhashx_new();
+    if (gw.secrets)
+        zhashx_set_destructor(gw.secrets, s_item_free);
+    if (!gw.conns || !gw.sessions || !gw.by_type || !gw.buckets || !gw.addr_buckets ||
+        !gw.secrets) {
         nx_error("out of memory");
         goto done;
     }
@@ -299,6 +303,7 @@ done:
     zhashx_destroy(&gw.by_type);
     zhashx_destroy(&gw.buckets);
     zhashx_destroy(&gw.addr_buckets);
+    zhashx_destroy(&gw.secrets);
     zsock_destroy(&gw.cmd_push);
     zsock_destroy(&gw.cmd_pull);
     nx_auth_destroy(&gw.auth);

@@ -142,6 +142,7 @@ typedef struct _nx_gw_t {
     pthread_mutex_t lock;       /* guards conns, queues, subscriptions      */
     zhashx_t *conns;            /* id -> nx_gw_conn_t*                      */
     zhashx_t *sessions;         /* session id -> number of WS connections   */
+    zhashx_t *secrets;          /* session id -> its secret (registered here) */
     uint64_t next_id;           /* next conn id                             */
     pthread_t worker;           /* runs commands                            */
     zsock_t *cmd_push;          /* lws thread's end of the command pipe      */
@@ -325,9 +326,18 @@ void nx_gw_action(nx_gw_t *gw, uint64_t conn_id, const char *text);
 /*  Sends {"type":"reply",...}.                                             */
 void nx_gw_reply(nx_gw_t *gw, uint64_t conn_id, json_t *reply);
 /*  Makes sure session is registered on the fabric (the gateway's
-    connection owns it). Returns NEXUS_OK or the broker's error.            */
+    connection owns it). With the secret of an earlier registration here,
+    the session is taken back as it is (its claims kept): after a broker
+    restart it is stale and owned by no connection. Returns NEXUS_OK or
+    the broker's error.                                                     */
 nexus_err_t nx_gw_ensure_session(nx_gw_t *gw, const char *session, const char *name,
                                  const char *capabilities, uint64_t ttl_ms);
+/*  Adds the secret of session, when it was registered here, to fields
+    (an op acting as it): a broker that restarted lets the gateway act for
+    it at once, before the heartbeat takes it back.                        */
+void nx_gw_session_secret(nx_gw_t *gw, const char *session, json_t *fields);
+/*  Forgets session's secret (the gateway unregistered it).                 */
+void nx_gw_session_forget(nx_gw_t *gw, const char *session);
 
 /*  ---- nx_gw_replay.c (worker thread) ------------------------------------ */
 

@@ -50,11 +50,50 @@ void nx_gw_reply(nx_gw_t *gw, uint64_t conn_id, json_t *reply)
     free(text);
 }
 
+/*  Secrets kept at most: one per session registered here (WebSocket
+    sessions while connected, HTTP ones until they go), ~100 bytes each.
+    Past it a new session's is not kept: after a broker restart it is taken
+    back only once the broker has let it go, as before.                   */
+#define S_SECRETS_MAX 100000
+
+void nx_gw_session_secret(nx_gw_t *gw, const char *session, json_t *fields)
+{
+    pthread_mutex_lock(&gw->lock);
+    const char *secret = zhashx_lookup(gw->secrets, session);
+    if (secret && !json_object_get(fields, "secret"))
+        json_object_set_new(fields, "secret", json_string(secret));
+    pthread_mutex_unlock(&gw->lock);
+}
+
+void nx_gw_session_forget(nx_gw_t *gw, const char *session)
+{
+    pthread_mutex_lock(&gw->lock);
+    zhashx_delete(gw->secrets, session);
+    pthread_mutex_unlock(&gw->lock);
+}
+
+/*  Keeps the secret a registration answered (lock not held).             */
+static void s_keep_secret(nx_gw_t *gw, const char *session, json_t *rep)
+{
+    const char *secret = json_string_value(json_object_get(rep, "secret"));
+    if (!secret)
+        return;
+    pthread_mutex_lock(&gw->lock);
+    const char *known = zhashx_lookup(gw->secrets, session);
+    if (!known || strcmp(known, secret) != 0) {
+        char *copy = known || zhashx_size(gw->secrets) < S_SECRETS_MAX ? strdup(secret) : NULL;
+        if (copy)
+            zhashx_update(gw->secrets, session, copy);
+    }
+    pthread_mutex_unlock(&gw->lock);
+}
+
 nexus_err_t nx_gw_ensure_session(nx_gw_t *gw, const char *session, const char *name,
                                  const char *capabilities, uint64_t ttl_ms)
 {
     json_t *req =
         json_pack("{s:s, s:I}", "session", session, "heartbeat_ms", (json_int_t)gw->cfg.heartbeat);
+    nx_gw_session_secret(gw, session, req);
     if (name)
         json_object_set_new(req, "name", json_string(name));
     if (capabilities) {
@@ -71,7 +110,14 @@ nexus_err_t nx_gw_ensure_session(nx_gw_t *gw, const char *session, const char *n
     json_object_set_new(req, "metadata", json_pack("{s:s}", "via", "nexus-gateway"));
     nx_front_err_t err = {0};
     json_t *rep = nx_front_call(gw->client, "session.register", req, &err);
-    nexus_err_t rc = rep ? NEXUS_OK : nexus_err_from_name(err.code);
+    /*  The front's own words for no answer are not the SDK's names.       */
+    nexus_err_t rc = rep                                  ? NEXUS_OK
+                     : !strcmp(err.code, "unavailable") ? NEXUS_ERR_UNREACHABLE
+                     : !strcmp(err.code, "timeout")     ? NEXUS_ERR_TIMEOUT
+                     : !strcmp(err.code, "no_memory")   ? NEXUS_ERR_NOMEM
+                                                        : nexus_err_from_name(err.code);
+    if (rep)
+        s_keep_secret(gw, session, rep);
     json_decref(rep);
     nx_front_err_reset(&err);
     return rc;
@@ -309,8 +355,10 @@ static void a_publish(s_ctx_t *ctx)
 static void a_op(s_ctx_t *ctx)
 {
     const nx_opdef_t *def = nx_optab_find(ctx->op, strlen(ctx->op));
-    json_t *fields =
-        nx_front_fields(ctx->op, ctx->msg, def->flags & NX_OF_ACTS ? ctx->session : NULL);
+    bool acts = (def->flags & NX_OF_ACTS) && ctx->session[0];
+    json_t *fields = nx_front_fields(ctx->op, ctx->msg, acts ? ctx->session : NULL);
+    if (acts)
+        nx_gw_session_secret(ctx->gw, ctx->session, fields);
     nx_front_err_t err = {0};
     s_answer(ctx, nx_front_call(ctx->gw->client, ctx->op, fields, &err), &err);
 }

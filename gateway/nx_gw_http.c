@@ -241,8 +241,16 @@ static bool s_host(s_req_t *r, const char *session)
         nexus_err_t err = nx_gw_ensure_session(r->gw, session, NULL, NULL, 600000);
         if (err && err != NEXUS_ERR_FORBIDDEN) {
             char text[160];
-            snprintf(text, sizeof text, "cannot register the session: %s", nexus_strerror(err));
-            s_error(r, nx_err_http_status(err), nexus_err_name(err), text, NULL);
+            snprintf(text, sizeof text, "cannot register the session: %s%s", nexus_strerror(err),
+                     err == NEXUS_ERR_TIMEOUT ? " (it may or may not be registered)" : "");
+            /*  No answer is the gateway's 503 "unavailable" (504 for a
+                timeout), as for every other call (nx_front.c).            */
+            if (err == NEXUS_ERR_UNREACHABLE)
+                s_error(r, 503, "unavailable", text, NULL);
+            else if (err == NEXUS_ERR_TIMEOUT)
+                s_error(r, 504, "timeout", text, NULL);
+            else
+                s_error(r, nx_err_http_status(err), nexus_err_name(err), text, NULL);
             return false;
         }
     }
@@ -681,6 +689,8 @@ static void s_work(s_req_t *r)
     json_t *secret = json_object_get(r->json, "secret");
     if (secret)
         json_object_set(fields, "secret", secret);
+    else
+        nx_gw_session_secret(r->gw, session, fields); /* registered here */
     /*  The seed's name for the description.                                */
     json_t *d = json_object_get(r->json, "work_description");
     if (d && !json_object_get(fields, "description") &&

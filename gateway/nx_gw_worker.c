@@ -595,10 +595,12 @@ static void s_close(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     if (refs)
         return; /* another connection of the same session remains */
     nx_front_err_t err = {0};
-    json_t *rep = nx_front_call(gw->client, "session.unregister",
-                                json_pack("{s:s}", "session", cmd->session), &err);
+    json_t *fields = json_pack("{s:s}", "session", cmd->session);
+    nx_gw_session_secret(gw, cmd->session, fields);
+    json_t *rep = nx_front_call(gw->client, "session.unregister", fields, &err);
     json_decref(rep);
     nx_front_err_reset(&err);
+    nx_gw_session_forget(gw, cmd->session);
 }
 
 static void s_heartbeat(nx_gw_t *gw)

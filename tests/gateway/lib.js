@@ -444,6 +444,26 @@ async function restartOnFreshStore(fabric) {
   return { broker, stop, connectNew };
 }
 
+/**
+ * Kills the fabric's broker with SIGKILL and starts it again on the same
+ * data directory and endpoints (a crash and a restart). Resolves once it
+ * listens; the new process is fabric.broker from then on.
+ */
+async function killAndRestartBroker(fabric) {
+  const old = fabric.broker;
+  old.child.kill('SIGKILL');
+  await old.exitPromise;
+  const [control, , evOut] = fabric.brokerPorts;
+  const broker = new Proc('nexusd (restarted)', NEXUSD, brokerArgs(fabric.dataDir, fabric.brokerPorts));
+  fabric.procs.splice(fabric.procs.indexOf(old) + 1, 0, broker);
+  fabric.broker = broker;
+  await waitFor(async () => {
+    if (!broker.running) throw new Error('the restarted nexusd exited');
+    return (await canConnect(control)) && (await canConnect(evOut));
+  }, { timeout: 15000, interval: 100, what: 'the restarted nexusd to listen' });
+  return broker;
+}
+
 function randomId(prefix = 's') {
   return `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
 }
@@ -465,5 +485,5 @@ function readResponse(res) {
 module.exports = {
   ROOT, NEXUSD, NEXUS_GATEWAY, NEXUS_CLI, WEB_ROOT, ARTIFACTS, Proc, canConnect,
   sleep, waitFor, freePort, freePorts, startFabric, WsClient, connect, withFabric, randomId, sanitizerReport,
-  readResponse, restartOnFreshStore,
+  readResponse, restartOnFreshStore, killAndRestartBroker,
 };

@@ -1,0 +1,77 @@
+// The broker killed (kill -9) and started again on its store, under a
+// running gateway: the sessions the gateway hosts come back stale, owned by
+// no connection. The gateway keeps the secret of every session it
+// registered, so it acts for them again as soon as it reconnects, and their
+// claims are kept: a WebSocket worker and an HTTP worker renew and complete
+// the work they held. Before, every such call was refused ("belongs to
+// another connection") until the broker timed the session out and released
+// its claims (holder_gone).
+'use strict';
+
+const test = require('node:test');
+const assert = require('node:assert');
+const { withFabric, waitFor, killAndRestartBroker } = require('./lib');
+
+async function post(f, path, body) {
+  const r = await fetch(`${f.http}${path}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(20000),
+  });
+  return { status: r.status, body: await r.json() };
+}
+
+// Retries while the gateway has no broker yet (unavailable, timeout); any
+// other answer is the one that counts.
+async function untilAnswered(what, call) {
+  let last;
+  await waitFor(async () => {
+    last = await call();
+    const code = last.error && last.error.code;
+    return code !== 'unavailable' && code !== 'timeout';
+  }, { timeout: 20000, interval: 250, what });
+  return last;
+}
+
+test('broker kill -9 and restart: the gateway acts for its WebSocket and HTTP sessions at once, claims kept', withFabric(async (f) => {
+  const ws = await f.connect('restart-ws');
+  const c = await ws.request({ action: 'claim', work_id: 'restart-ws-job', ttl_ms: 120000 });
+  assert.strictEqual(c.ok, true, JSON.stringify(c));
+  const h = await post(f, '/work/claim', { session_id: 'restart-http', work_id: 'restart-http-job', ttl_ms: 600000 });
+  assert.strictEqual(h.status, 200, JSON.stringify(h));
+
+  await killAndRestartBroker(f);
+
+  // WebSocket: renew and complete with the token of the claim.
+  const renewed = await untilAnswered('the renew to be answered', () =>
+    ws.request({ action: 'renew', work_id: 'restart-ws-job', token: c.token, ttl_ms: 60000 }, 20000));
+  assert.strictEqual(renewed.ok, true, `renew after the restart: ${JSON.stringify(renewed)}`);
+  const done = await ws.request({ action: 'complete', work_id: 'restart-ws-job', token: c.token, result: 'ok' });
+  assert.strictEqual(done.ok, true, `complete after the restart: ${JSON.stringify(done)}`);
+
+  // HTTP: complete with the token, no secret in the body.
+  const hc = await untilAnswered('the HTTP complete to be answered', async () => {
+    const r = await post(f, '/work/complete', { session_id: 'restart-http', work_id: 'restart-http-job', token: h.body.token });
+    return r.status === 200 ? r.body : r.body;
+  });
+  assert.strictEqual(hc.ok, true, `HTTP complete after the restart: ${JSON.stringify(hc)}`);
+
+  // Both items completed by their holders: nothing was released behind them.
+  for (const id of ['restart-ws-job', 'restart-http-job']) {
+    const r = await ws.request({ action: 'claims', state: 'completed' });
+    assert.ok(r.ok && r.claims.some((w) => w.work_id === id && w.state === 'completed'),
+      `${id} is completed: ${JSON.stringify(r)}`);
+  }
+  const released = await ws.request({ action: 'history', topics: ['work.released'], limit: 100 });
+  assert.ok(released.ok, JSON.stringify(released));
+  assert.deepStrictEqual((released.events || []).filter((e) => /restart-/.test(JSON.stringify(e))), [],
+    'no claim of theirs was released');
+}));
+
+test('HTTP work call while the broker is down: 503 unavailable, not 500 internal', withFabric(async (f) => {
+  await f.broker.stop();
+  const r = await post(f, '/work/claim', { session_id: 'down-http', work_id: 'down-job' });
+  assert.strictEqual(r.status, 503, JSON.stringify(r));
+  assert.strictEqual(r.body.error.code, 'unavailable', JSON.stringify(r));
+}));
