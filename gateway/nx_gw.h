@@ -32,6 +32,7 @@
 
 #include "nexus.h"
 #include "nx_auth.h"
+#include "nx_front.h"
 #include "nx_gw_config.h"
 #include "nx_gw_listen.h"
 
@@ -336,6 +337,12 @@ nexus_err_t nx_gw_ensure_session(nx_gw_t *gw, const char *session, const char *n
     (an op acting as it): a broker that restarted lets the gateway act for
     it at once, before the heartbeat takes it back.                        */
 void nx_gw_session_secret(nx_gw_t *gw, const char *session, json_t *fields);
+/*  True, with err set (503 unavailable), while the gateway's link to the
+    broker is down (nexus_client_is_connected): a request is then answered
+    at once, where it would wait out broker_timeout in the worker's queue
+    behind every other one (six requests took 5 to 30 s, some none).
+    libnexus reconnects by itself, and the worker's heartbeats ask.        */
+bool nx_gw_broker_away(nx_gw_t *gw, nx_front_err_t *err);
 /*  Forgets session's secret (the gateway unregistered it).                 */
 void nx_gw_session_forget(nx_gw_t *gw, const char *session);
 

@@ -72,6 +72,17 @@ void nx_gw_session_forget(nx_gw_t *gw, const char *session)
     pthread_mutex_unlock(&gw->lock);
 }
 
+bool nx_gw_broker_away(nx_gw_t *gw, nx_front_err_t *err)
+{
+    if (nexus_client_is_connected(gw->client))
+        return false;
+    nx_front_fail(err, "unavailable", 503,
+                  "no connection to the broker at %s (the gateway reconnects by itself): "
+                  "not sent, try again shortly",
+                  gw->cfg.broker);
+    return true;
+}
+
 /*  Keeps the secret a registration answered (lock not held).             */
 static void s_keep_secret(nx_gw_t *gw, const char *session, json_t *rep)
 {
@@ -344,7 +355,9 @@ static void a_publish(s_ctx_t *ctx)
         s_error(ctx, "forbidden", why, NULL);
         return;
     }
-    json_t *rep = nx_front_publish(ctx->gw->client, ctx->msg, ctx->session, &err);
+    json_t *rep = nx_gw_broker_away(ctx->gw, &err)
+                      ? NULL
+                      : nx_front_publish(ctx->gw->client, ctx->msg, ctx->session, &err);
     if (rep)
         __atomic_add_fetch(&ctx->gw->stats.events_in, 1, __ATOMIC_RELAXED);
     s_answer(ctx, rep, &err);
@@ -355,6 +368,11 @@ static void a_publish(s_ctx_t *ctx)
 static void a_op(s_ctx_t *ctx)
 {
     const nx_opdef_t *def = nx_optab_find(ctx->op, strlen(ctx->op));
+    nx_front_err_t away = {0};
+    if (nx_gw_broker_away(ctx->gw, &away)) {
+        s_answer(ctx, NULL, &away);
+        return;
+    }
     bool acts = (def->flags & NX_OF_ACTS) && ctx->session[0];
     json_t *fields = nx_front_fields(ctx->op, ctx->msg, acts ? ctx->session : NULL);
     if (acts)
@@ -410,7 +428,11 @@ static void a_history(s_ctx_t *ctx)
         s_error(ctx, "forbidden", why, NULL);
         return;
     }
-    json_t *page = nx_front_history(ctx->gw->client, fields, ctx->session, &err);
+    json_t *page = NULL;
+    if (nx_gw_broker_away(ctx->gw, &err))
+        json_decref(fields);
+    else
+        page = nx_front_history(ctx->gw->client, fields, ctx->session, &err);
     if (page) {
         json_object_del(page, "last_seq");
         nx_gw_filter_events(ctx->gw, ctx->auth, json_object_get(page, "events"));

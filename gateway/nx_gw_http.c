@@ -72,7 +72,11 @@ static void s_fail(s_req_t *r, nx_front_err_t *err)
 static json_t *s_call(s_req_t *r, const char *op, json_t *fields)
 {
     nx_front_err_t err = {0};
-    json_t *rep = nx_front_call(r->gw->client, op, fields, &err);
+    json_t *rep = NULL;
+    if (nx_gw_broker_away(r->gw, &err))
+        json_decref(fields);
+    else
+        rep = nx_front_call(r->gw->client, op, fields, &err);
     if (!rep)
         s_fail(r, &err);
     return rep;
@@ -83,7 +87,9 @@ static json_t *s_call(s_req_t *r, const char *op, json_t *fields)
 static json_t *s_probe(s_req_t *r, const char *op)
 {
     nx_front_err_t err = {0};
-    json_t *rep = nx_front_call(r->gw->client, op, json_object(), &err);
+    json_t *rep = nx_gw_broker_away(r->gw, &err)
+                      ? NULL
+                      : nx_front_call(r->gw->client, op, json_object(), &err);
     nx_front_err_reset(&err);
     return rep;
 }
@@ -237,6 +243,11 @@ static bool s_host(s_req_t *r, const char *session)
     pthread_mutex_lock(&r->gw->lock);
     bool hosted = zhashx_lookup(r->gw->sessions, session) != NULL;
     pthread_mutex_unlock(&r->gw->lock);
+    nx_front_err_t away = {0};
+    if (!hosted && nx_gw_broker_away(r->gw, &away)) {
+        s_fail(r, &away);
+        return false;
+    }
     if (!hosted) {
         nexus_err_t err = nx_gw_ensure_session(r->gw, session, NULL, NULL, 600000);
         if (err && err != NEXUS_ERR_FORBIDDEN) {
@@ -348,7 +359,8 @@ static void s_publish(s_req_t *r, json_t *msg, const char *source, int status)
         s_error(r, 403, "forbidden", why, NULL);
         return;
     }
-    json_t *rep = nx_front_publish(r->gw->client, msg, source, &err);
+    json_t *rep = nx_gw_broker_away(r->gw, &err) ? NULL
+                                                 : nx_front_publish(r->gw->client, msg, source, &err);
     json_decref(msg);
     if (!rep) {
         s_fail(r, &err);
@@ -408,7 +420,11 @@ static json_t *s_history(s_req_t *r, json_t *fields, bool check)
         s_error(r, 403, "forbidden", why, NULL);
         return NULL;
     }
-    json_t *page = nx_front_history(r->gw->client, fields, NULL, &err);
+    json_t *page = NULL;
+    if (nx_gw_broker_away(r->gw, &err))
+        json_decref(fields);
+    else
+        page = nx_front_history(r->gw->client, fields, NULL, &err);
     if (!page)
         s_fail(r, &err);
     else

@@ -75,3 +75,32 @@ test('HTTP work call while the broker is down: 503 unavailable, not 500 internal
   assert.strictEqual(r.status, 503, JSON.stringify(r));
   assert.strictEqual(r.body.error.code, 'unavailable', JSON.stringify(r));
 }));
+
+// Requests while the broker is down are answered at once (503), not each
+// after broker_timeout in the worker's queue behind the others: with a
+// broker_timeout of 30 s, six at once took 30 s to 3 min (some got no
+// answer at all, lws closing them first).
+test('broker down: six requests at once are all answered 503 at once, /health too', withFabric({ gatewayArgs: ['--broker-timeout', '30s'] }, async (f) => {
+  // The gateway's event stream is up (an event comes through): it sees the
+  // broker go by that connection, not only by a call's timeout.
+  const ws = await f.connect('down-watch');
+  assert.strictEqual((await ws.request({ action: 'subscribe', topics: ['down.>'] })).ok, true);
+  assert.strictEqual((await ws.request({ action: 'publish', event_type: 'down.ready', payload: {} })).ok, true);
+  await ws.waitEvent((m) => JSON.stringify(m).includes('down.ready'), 10000, 'the down.ready event');
+  await f.broker.stop();
+  // The gateway notices the broker went (its link): a request after that.
+  await waitFor(async () => {
+    const r = await fetch(`${f.http}/health`, { signal: AbortSignal.timeout(40000) });
+    return r.status === 503;
+  }, { timeout: 45000, interval: 200, what: '/health to say degraded' });
+  const started = Date.now();
+  const answers = await Promise.all([
+    ...[1, 2, 3].map(() => fetch(`${f.http}/health`, { signal: AbortSignal.timeout(60000) })
+      .then(async (r) => ({ status: r.status, body: await r.json() }))),
+    ...[1, 2, 3].map((i) => post(f, '/work/claim', { session_id: `down-${i}`, work_id: `down-job-${i}` })),
+  ]);
+  const took = Date.now() - started;
+  for (const a of answers) assert.strictEqual(a.status, 503, JSON.stringify(a));
+  for (const a of answers.slice(3)) assert.strictEqual(a.body.error.code, 'unavailable', JSON.stringify(a));
+  assert.ok(took < 15000, `answered in ${took} ms, not after broker_timeout (30 s) each`);
+}));
