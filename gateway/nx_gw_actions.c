@@ -532,6 +532,7 @@ static const s_action_t s_actions[] = {
     {"renew", a_op, "work.renew"},
     {"release", a_op, "work.release"},
     {"complete", a_op, "work.complete"},
+    {"reopen", a_op, "work.reopen"},
     {"history", a_history, "history"},
     {"resume", a_resume, NULL},
     {"status", a_op, "session.status"},

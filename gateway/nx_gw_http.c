@@ -297,8 +297,8 @@ static void h_capabilities(s_req_t *r)
                        "endpoints", "/ws/session/{session_id}", "/ws/events", "/mcp", "/health",
                        "/capabilities", "/state", "/dependencies", "/message", "/sessions/active",
                        "/sessions/{id}", "/sessions/capabilities", "/events", "/events/history",
-                       "/events/recent", "/events/stats", "/work/claim", "/work/release",
-                       "/work/complete", "/work/claimed"));
+                       "/events/recent", "/events/stats", "/work/claim", "/work/renew",
+                       "/work/release", "/work/complete", "/work/reopen", "/work/claimed"));
 }
 
 static double s_rate(nx_gw_t *gw)
@@ -973,8 +973,10 @@ static const s_route_t s_routes[] = {
     {NX_GW_GET, "/events/recent", h_recent, false, NULL},
     {NX_GW_GET, "/events/stats", h_stats, false, NULL},
     {NX_GW_POST, "/work/claim", s_work, true, "work.claim"},
+    {NX_GW_POST, "/work/renew", s_work, true, "work.renew"},
     {NX_GW_POST, "/work/release", s_work, true, "work.release"},
     {NX_GW_POST, "/work/complete", s_work, true, "work.complete"},
+    {NX_GW_POST, "/work/reopen", s_work, true, "work.reopen"},
     {NX_GW_GET, "/work/claimed", h_claimed, false, NULL},
     {NX_GW_GET, "/metrics", h_metrics, false, NULL},
     {NX_GW_POST, "/mcp", h_mcp, true, NULL},

@@ -1122,6 +1122,42 @@ static void s_kick(nx_gw_t *gw)
         lws_sul_cancel(&s_tick);
 }
 
+/*  A stop says goodbye: every open WebSocket gets a close frame (1001,
+    going away) through its writable callback, as the other closes do,
+    rather than a cut connection (1006). At most a second.                */
+static lws_sorted_usec_list_t s_bye;
+
+static void s_bye_cb(lws_sorted_usec_list_t *sul)
+{
+    (void)sul; /* only wakes lws_service, so that the loop below looks */
+}
+
+static void s_goodbye(nx_gw_t *gw)
+{
+    uint64_t until = nx_gw_mono() + 1000000;
+    for (int round = 0; round < 1000 && nx_gw_mono() < until; round++) {
+        size_t open = 0;
+        pthread_mutex_lock(&gw->lock);
+        for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns)) {
+            if (c->kind != NX_GW_WS || c->closed || !c->wsi)
+                continue;
+            if (!c->close_code) {
+                c->close_code = LWS_CLOSE_STATUS_GOINGAWAY;
+                snprintf(c->close_reason, sizeof c->close_reason, "the gateway is stopping");
+                lws_callback_on_writable(c->wsi);
+            }
+            open++;
+        }
+        pthread_mutex_unlock(&gw->lock);
+        if (!open)
+            break;
+        lws_sul_schedule(gw->lws, 0, &s_bye, s_bye_cb, 50000);
+        if (lws_service(gw->lws, 0) < 0)
+            break;
+    }
+    lws_sul_cancel(&s_bye);
+}
+
 static void s_tick_cb(lws_sorted_usec_list_t *sul)
 {
     (void)sul;
@@ -1366,6 +1402,7 @@ int nx_gw_server_run(nx_gw_t *gw)
             usleep(S_ACCEPT_PAUSE_US); /* back off: the socket stays readable */
     }
     lws_sul_cancel(&s_tick);
+    s_goodbye(gw);
     pthread_mutex_lock(&gw->lock);
     struct lws_context *lws = gw->lws;
     gw->lws = NULL; /* no wake reaches the context from here on */

@@ -325,7 +325,10 @@ void nx_gw_deliver(nexus_event_t *event, void *arg)
             continue;
         if (!nx_gw_conn_matches(c, type) && (type == topic || !nx_gw_conn_matches(c, topic)))
             continue;
-        if (direct && strcmp(c->session, to) != 0)
+        /*  A direct message: its target's connections and its sender's,
+            as in the history (nx_front_event_visible).                    */
+        if (direct && strcmp(c->session, to) != 0 &&
+            (!c->session[0] || strcmp(c->session, nexus_event_source(event)) != 0))
             continue;
         /*  Another session's private topic, or one its token may not read. */
         if (!direct && type == topic && !s_own_private(topic, c->session))
@@ -455,8 +458,11 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     nexus_err_t err = NEXUS_OK;
     if (!watcher) {
         s_session_ref(gw, cmd->session, +1, &refs);
-        err = nx_gw_ensure_session(gw, cmd->session, name && *name ? name : NULL,
-                                   caps && *caps ? caps : NULL, 0);
+        /*  With the link down the heartbeat registers it once it is back. */
+        err = nexus_client_is_connected(gw->client)
+                  ? nx_gw_ensure_session(gw, cmd->session, name && *name ? name : NULL,
+                                         caps && *caps ? caps : NULL, 0)
+                  : NEXUS_ERR_UNREACHABLE;
     }
     if (err)
         nx_warn("cannot register session %s: %s (retried with the heartbeats)", cmd->session,
@@ -594,17 +600,25 @@ static void s_close(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     s_session_ref(gw, cmd->session, -1, &refs);
     if (refs)
         return; /* another connection of the same session remains */
-    nx_front_err_t err = {0};
-    json_t *fields = json_pack("{s:s}", "session", cmd->session);
-    nx_gw_session_secret(gw, cmd->session, fields);
-    json_t *rep = nx_front_call(gw->client, "session.unregister", fields, &err);
-    json_decref(rep);
-    nx_front_err_reset(&err);
+    /*  With the link down the broker times the session out itself.       */
+    if (nexus_client_is_connected(gw->client)) {
+        nx_front_err_t err = {0};
+        json_t *fields = json_pack("{s:s}", "session", cmd->session);
+        nx_gw_session_secret(gw, cmd->session, fields);
+        json_t *rep = nx_front_call(gw->client, "session.unregister", fields, &err);
+        json_decref(rep);
+        nx_front_err_reset(&err);
+    }
     nx_gw_session_forget(gw, cmd->session);
 }
 
 static void s_heartbeat(nx_gw_t *gw)
 {
+    /*  Not while the link is down: the call would hold the worker, and
+        every request behind it, for broker_timeout. The first heartbeat
+        once it is back registers the sessions the broker lost.           */
+    if (!nexus_client_is_connected(gw->client))
+        return;
     json_t *list = json_array();
     pthread_mutex_lock(&gw->lock);
     for (void *v = zhashx_first(gw->sessions); v; v = zhashx_next(gw->sessions))
@@ -639,7 +653,8 @@ static void *s_worker(void *arg)
     while (!gw->stop) {
         /*  While the broker is away this would wait out a timeout each
             time: try at most every two seconds.                            */
-        if (!gw->recent_ready && nx_gw_mono() >= next_prefill) {
+        if (!gw->recent_ready && nx_gw_mono() >= next_prefill &&
+            nexus_client_is_connected(gw->client)) {
             s_recent_prefill(gw);
             next_prefill = nx_gw_mono() + 2000000;
         }

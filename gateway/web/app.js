@@ -64,7 +64,11 @@
   async function getJson(path) {
     const res = await fetch(path, { headers: authHeaders(), cache: 'no-store' });
     const body = await res.json().catch(() => ({}));
-    if (!res.ok) throw new Error((body.error && body.error.message) || `HTTP ${res.status}`);
+    if (!res.ok) {
+      const e = new Error((body.error && body.error.message) || `HTTP ${res.status}`);
+      e.status = res.status;
+      throw e;
+    }
     return body;
   }
 
@@ -464,8 +468,18 @@
       state.sessionsMatched = note.matched;
       $('sessions-updated').textContent = note.text;
       renderSessions();
+      if (state.brokerDown) {
+        state.brokerDown = false;
+        if (state.connected) setStatus('live', 'live');
+      }
     } catch (e) {
       $('sessions-updated').textContent = `unavailable: ${e.message}`;
+      // The WebSocket to the gateway is up, the broker behind it is not:
+      // the pill says so, not "live".
+      if (e.status === 503 && state.connected) {
+        state.brokerDown = true;
+        setStatus('degraded', 'live · broker unavailable');
+      }
     }
   }
 
@@ -580,6 +594,7 @@
 
   function tickCountdowns() {
     const now = serverNow();
+    let expired = false;
     for (const li of $('claims').children) {
       const exp = Number(li.dataset.expires);
       const started = Number(li.dataset.started);
@@ -592,6 +607,7 @@
       bar.classList.toggle('soon', left < 10000);
       if (left <= 0) {
         cd.textContent = 'expired';
+        expired = true;
       } else {
         const s = Math.ceil(left / 1000);
         cd.textContent = s >= 3600 ? `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m` :
@@ -602,6 +618,12 @@
     }
     for (const span of $('sessions').querySelectorAll('.heartbeat')) {
       span.textContent = `heartbeat ${ago(Number(span.dataset.lastSeen))}`;
+    }
+    // A renewal publishes no event: a lease that seems over is asked for
+    // (every 2 s at most) rather than shown expired until the next poll.
+    if (expired && state.connected && Date.now() - (state.claimsAskedAt || 0) > 2000) {
+      state.claimsAskedAt = Date.now();
+      refreshClaims();
     }
   }
 

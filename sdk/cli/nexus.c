@@ -25,6 +25,7 @@
 #include "nx_cli.h"
 #include "nx_codec.h"
 #include "nx_jdump.h"
+#include "nx_topic.h"
 
 #define S_OPTS_MAX     64   /* options and positionals per invocation         */
 #define S_LINES_WINDOW 1024 /* acknowledged publishes in flight (pub --lines)  */
@@ -192,6 +193,13 @@ static int s_connect(s_cli_t *cli, bool acting)
         if (!cli->session || !*cli->session)
             return s_usage_error(cli, "no session: give --session ID or set NEXUS_SESSION "
                                       "(from `nexus session register`)");
+        if (!nx_session_id_valid(cli->session, strlen(cli->session))) {
+            char what[160];
+            snprintf(what, sizeof what,
+                     "session '%.80s' is no session id: 1 to 64 of A-Z a-z 0-9 _ : @ -",
+                     cli->session);
+            return s_usage_error(cli, what);
+        }
         char *secret = nx_cli_session_secret(cli->session);
         nexus_client_set_session(cli->client, cli->session, secret);
         free(secret);
@@ -1348,6 +1356,11 @@ static int s_cmd_claim(s_cli_t *cli)
     const char *v;
     if ((v = s_opt(cli, "ttl")) && nx_cli_duration(v, &ttl))
         return s_usage_error(cli, "--ttl needs a duration such as 10m");
+    /*  0 is the SDK's "the broker's default" (claim_ttl): said as is, a
+        lease of none would be granted 30s in silence.                     */
+    if (v && ttl == 0)
+        return s_usage_error(cli, "--ttl 0: a lease must last (at least 100ms); leave --ttl out "
+                                  "for the broker's claim_ttl");
     int rc = s_connect(cli, true);
     if (rc)
         return rc;
@@ -1403,6 +1416,9 @@ static int s_cmd_renew(s_cli_t *cli)
     const char *v;
     if ((v = s_opt(cli, "ttl")) && nx_cli_duration(v, &ttl))
         return s_usage_error(cli, "--ttl needs a duration such as 10m");
+    if (v && ttl == 0)
+        return s_usage_error(cli, "--ttl 0: a lease must last (at least 100ms); leave --ttl out "
+                                  "for the broker's claim_ttl");
     int rc = s_connect(cli, true);
     if (!rc)
         rc = s_token(cli, &token);
@@ -1459,6 +1475,25 @@ static int s_cmd_complete(s_cli_t *cli)
     return NX_EXIT_OK;
 }
 
+static int s_cmd_reopen(s_cli_t *cli)
+{
+    int rc = s_connect(cli, true);
+    if (rc)
+        return rc;
+    json_t *req = json_pack("{s:s,s:s}", "op", "work.reopen", "work_id", cli->pos[0]);
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    char *reply = NULL;
+    nexus_err_t err = text ? nexus_request_json(cli->client, text, &reply) : NEXUS_ERR_NOMEM;
+    free(text);
+    free(reply);
+    if (err)
+        return s_client_error(cli, err);
+    if (cli->json)
+        s_print_json(json_pack("{s:s,s:s}", "work_id", cli->pos[0], "state", "open"));
+    return NX_EXIT_OK;
+}
+
 static int s_cmd_claims(s_cli_t *cli)
 {
     uint64_t limit = 0;
@@ -1471,6 +1506,10 @@ static int s_cmd_claims(s_cli_t *cli)
                                   "NEXUS_SESSION");
     if (s_flag(cli, "mine") && s_opt(cli, "holder"))
         return s_usage_error(cli, "--mine and --holder both name the holder: give one");
+    const char *state = s_opt(cli, "state");
+    if (state && strcmp(state, "open") && strcmp(state, "claimed") && strcmp(state, "released") &&
+        strcmp(state, "expired") && strcmp(state, "completed"))
+        return s_usage_error(cli, "--state is one of open, claimed, released, expired, completed");
     int rc = s_connect(cli, false);
     if (rc)
         return rc;
@@ -1805,13 +1844,20 @@ static const s_cmd_t s_cmds[] = {
     {"claim", "WORK_ID", "ttl= description=", 1, 1, s_cmd_claim,
      "Claims a work item as the session. Granted: prints the fencing token, exit 0.\n"
      "Denied: prints the holder, exit 1.\n"
-     "  --ttl DURATION   lease (default 30s on the broker)  --description TEXT"},
+     "  --ttl DURATION        lease (default: the broker's claim_ttl, 30s)\n"
+     "  --description TEXT    what the work is, for people"},
     {"renew", "WORK_ID [TOKEN]", "ttl=", 1, 2, s_cmd_renew,
-     "Extends the lease; prints the new expiry. Without TOKEN, the session's\n"
-     "current token for the item is used."},
-    {"release", "WORK_ID [TOKEN]", "reason=", 1, 2, s_cmd_release, "Gives the item back."},
+     "Sets the lease to --ttl from now; prints the new expiry. Without TOKEN, the\n"
+     "session's current token for the item is used.\n"
+     "  --ttl DURATION        the new lease (default: the broker's claim_ttl, 30s, not\n"
+     "                        the ttl the item was claimed with: give it again)"},
+    {"release", "WORK_ID [TOKEN]", "reason=", 1, 2, s_cmd_release,
+     "Gives the item back.\n"
+     "  --reason TEXT         why, in the work.released event"},
     {"complete", "WORK_ID [TOKEN]", "result=", 1, 2, s_cmd_complete,
      "Closes the item for good, with an optional --result JSON."},
+    {"reopen", "WORK_ID", "", 1, 1, s_cmd_reopen,
+     "Opens a completed item again (work.reopened), so that it can be claimed."},
     {"promote", "", "force", 0, 0, s_cmd_promote,
      "Makes the standby at --endpoint the primary (pairs without etcd; with etcd it campaigns). "
      "--force: even a standby that is not in sync, which may lack acknowledged changes."},

@@ -222,8 +222,10 @@ json_t *nx_front_publish(nexus_client_t *client, json_t *msg, const char *source
         return NULL;
     }
     if (!nx_topic_valid(type, strlen(type))) {
+        const char *why = nx_topic_why(type, strlen(type), false);
         nx_front_fail(err, "bad_topic", 400,
-                      "event_type must be dot-separated tokens with no spaces or wildcards");
+                      "event_type must be dot-separated tokens with no spaces or wildcards%s%s",
+                      why ? ": " : "", why ? why : "");
         return NULL;
     }
     json_t *payload = json_object_get(msg, "payload");

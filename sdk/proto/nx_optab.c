@@ -43,7 +43,7 @@ static const char *const s_claim_states[] = {"claimed",   "released", "expired",
     }
 #define F_TEXT(name, doc)                                                                          \
     {                                                                                              \
-        name, NX_FT_STR, NX_FF_NIL, 0, 4096, 0, NULL, doc                                          \
+        name, NX_FT_STR, NX_FF_NIL | NX_FF_NONUL, 0, 4096, 0, NULL, doc                            \
     }
 #define F_END                                                                                      \
     {                                                                                              \
@@ -77,7 +77,7 @@ static const nx_field_t s_register[] = {
     {"session", NX_FT_STR, 0, 0, 0, 0, NULL, "the id to register (default: a new one)"},
     F_SECRET,
     F_TEXT("name", "a name for people"),
-    {"capabilities", NX_FT_STRS, 0, 1, 256, 256, NULL, "what the session can do"},
+    {"capabilities", NX_FT_STRS, NX_FF_NONUL, 1, 256, 256, NULL, "what the session can do"},
     {"metadata", NX_FT_MAP, NX_FF_NIL, 0, 65536, 0, NULL, "anything: machine, repo, pid"},
     {"heartbeat_ms", NX_FT_U64, 0, 100, 3600000, 0, NULL, "expected heartbeat interval"},
     {"ttl_ms", NX_FT_U64, 0, 0, 2592000000ull, 0, NULL,
@@ -113,7 +113,7 @@ static const nx_field_t s_list[] = {
     {"all", NX_FT_BOOL, 0, 0, 0, 0, NULL, "also sessions that went (list only)"},
     {"window_ms", NX_FT_U64, 0, 0, 0, 0, NULL, "with all: gone within this long"},
     {"capability", NX_FT_STR, 0, 0, 0, 0, NULL, "must have this capability"},
-    {"capabilities", NX_FT_STRS, 0, 0, 0, 0, NULL, "must have every one of these"},
+    {"capabilities", NX_FT_STRS, NX_FF_NONUL, 0, 0, 0, NULL, "must have every one of these"},
     {"available", NX_FT_BOOL, 0, 0, 0, 0, NULL, "only available and active sessions"},
     {"after", NX_FT_STR, 0, 0, 64, 0, NULL, "only ids after this one (the next page)"},
     {"limit", NX_FT_U64, 0, 1, 100000, 0, NULL, "sessions at most (default 1000)"},
@@ -124,7 +124,7 @@ static const nx_field_t s_claim[] = {
     F_SECRET,
     F_WORK_ID,
     F_TTL,
-    {"description", NX_FT_STR, 0, 0, 4096, 0, NULL, "what the work is"},
+    {"description", NX_FT_STR, NX_FF_NONUL, 0, 4096, 0, NULL, "what the work is"},
     {"metadata", NX_FT_MAP, NX_FF_NIL, 0, 65536, 0, NULL, "anything"},
     F_END};
 
@@ -400,6 +400,8 @@ static nexus_err_t s_check_field(const nx_field_t *f, const msgpack_object *v, c
                          (int)nx_utf8_cut(it->via.str.ptr, it->via.str.size, 64), it->via.str.ptr);
                 return NEXUS_ERR_BAD_PATTERN;
             }
+            if ((f->flags & NX_FF_NONUL) && memchr(it->via.str.ptr, 0, it->via.str.size))
+                return s_bad(err_msg, "field '%s': no NUL in its strings", name, 0, 0);
             if (f->type == NX_FT_STRS &&
                 (it->via.str.size < f->min || (f->max && it->via.str.size > f->max)))
                 return s_bad(err_msg, "field '%s': each must be %" PRIu64 "..%" PRIu64 " bytes",

@@ -114,6 +114,31 @@ test('dashboard: sessions, publish form, stream, claim countdown, filter, pause,
     await worker.request({ action: 'release', work_id: 'dash-job', token: claim.token });
     await claimCard.waitFor({ state: 'detached' });
 
+    // A renewal publishes no event: the lease that seemed over is asked for
+    // again, and the countdown shows the new one (it read "expired" until
+    // the 10 s poll).
+    const short = await worker.request({ action: 'claim', work_id: 'dash-renew', ttl_ms: 2000 });
+    assert.equal(short.ok, true, JSON.stringify(short));
+    await page.locator('#claims [data-work-id="dash-renew"]').waitFor();
+    const renewed = await worker.request({ action: 'renew', work_id: 'dash-renew', token: short.token, ttl_ms: 600000 });
+    assert.equal(renewed.ok, true, JSON.stringify(renewed));
+    await page.waitForFunction(() => /^\d+m/.test(document.querySelector('#claims [data-work-id="dash-renew"] [data-testid="claim-countdown"]')?.textContent || ''), null, { timeout: 7000 });
+    await worker.request({ action: 'release', work_id: 'dash-renew', token: short.token });
+
+    // Long texts and ids are cut, the side column keeps its width.
+    await worker.request({ action: 'status', state: 'busy', text: 'Z'.repeat(300), current_work: 'W'.repeat(300) });
+    const longId = `long-${'w'.repeat(250)}`;
+    const long = await worker.request({ action: 'claim', work_id: longId, ttl_ms: 30000 });
+    assert.equal(long.ok, true, JSON.stringify(long));
+    await page.locator(`#claims [data-work-id="${longId}"]`).waitFor();
+    await page.waitForFunction(() => document.querySelector('#sessions')?.textContent.includes('ZZZZZZZZZZ'), null, { timeout: 10000 });
+    const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(wide <= 1280, `page width with long texts: ${wide}`);
+    const box = await page.locator(`#claims [data-work-id="${longId}"] [data-testid="claim-countdown"]`).boundingBox();
+    assert.ok(box && box.x + box.width <= 1280, `the long claim's countdown is on screen: ${JSON.stringify(box)}`);
+    await worker.request({ action: 'release', work_id: longId, token: long.token });
+    await worker.request({ action: 'status', state: 'available', text: null, current_work: null });
+
     // Filter with wildcards.
     await page.fill('#filter', 'work.*');
     await page.waitForFunction(() => [...document.querySelectorAll('#events [data-testid="event"]')].length > 0);

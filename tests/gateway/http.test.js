@@ -722,7 +722,11 @@ test('broker-side failures are 5xx: POST /work/claim with the broker stopped ans
   } finally {
     f.broker.child.kill('SIGCONT');
   }
-  assertJson(await call(f, 'GET', '/health'), 200);
+  // Healthy again once the gateway's link is back (its next probe; until
+  // then requests are answered 503 at once, not after broker_timeout).
+  const { waitFor } = require('./lib');
+  await waitFor(async () => (await call(f, 'GET', '/health')).status === 200,
+    { timeout: 10000, interval: 100, what: '/health to be 200 again' });
 }));
 
 test('a broker that is gone: requests are 503 unavailable (never sent), not 504; the log says when it went and came back', { timeout: 60000 }, withFabric({
@@ -934,4 +938,26 @@ test('a request over the broker\'s max_request is 413 too_large at once, in libn
   assert.ok(Date.now() - t0 < 3000, 'not after the broker timeout');
   // What fits still goes.
   assertJson(await call(f, 'POST', '/events', { event_type: 'big.http', payload: 'x'.repeat(1000) }), 201);
+}));
+
+test('work over HTTP and WebSocket: renew and reopen, as the CLI and MCP have them', withFabric(async (f) => {
+  let r = await call(f, 'POST', '/work/claim', { session_id: 'rr-http', work_id: 'rr-job', ttl_ms: 5000 });
+  const claim = assertJson(r, 200);
+  r = await call(f, 'POST', '/work/renew', { session_id: 'rr-http', work_id: 'rr-job', token: claim.token, ttl_ms: 600000 });
+  const renewed = assertJson(r, 200);
+  assert.ok(renewed.expires_at > claim.expires_at, JSON.stringify(renewed));
+  assertJson(await call(f, 'POST', '/work/complete', { session_id: 'rr-http', work_id: 'rr-job', token: claim.token }), 200);
+  const reopened = assertJson(await call(f, 'POST', '/work/reopen', { session_id: 'rr-http', work_id: 'rr-job' }), 200);
+  assert.equal(reopened.state, 'open', JSON.stringify(reopened));
+  // Over WebSocket: claimed again, completed, reopened.
+  const c = await f.connect('rr-ws', 'recent=0');
+  const again = await c.request({ action: 'claim', work_id: 'rr-job', ttl_ms: 30000 });
+  assert.equal(again.ok, true, JSON.stringify(again));
+  assert.equal((await c.request({ action: 'complete', work_id: 'rr-job', token: again.token })).ok, true);
+  const ws = await c.request({ action: 'reopen', work_id: 'rr-job' });
+  assert.equal(ws.ok, true, JSON.stringify(ws));
+  assert.equal(ws.state, 'open', JSON.stringify(ws));
+  const twice = await c.request({ action: 'reopen', work_id: 'rr-job' });
+  assert.equal(twice.ok, false, JSON.stringify(twice));
+  assert.equal(twice.error.code, 'conflict', JSON.stringify(twice));
 }));

@@ -695,7 +695,7 @@ test('resume after a dropped connection (?since): no gap, no duplicate', withFab
   assert.ok(!c2.messages.some((m) => m.type === 'gap'), 'no gap notice');
 }));
 
-test('direct message reaches only the connections of that session', withFabric(async (f) => {
+test('direct message reaches only the connections of that session and of its sender', withFabric(async (f) => {
   const target1 = await f.connect('dm-target');
   const target2 = await f.connect('dm-target');
   const other = await f.connect('dm-other');
@@ -721,7 +721,9 @@ test('direct message reaches only the connections of that session', withFabric(a
     assert.equal(d[1].payload.text, 'again');
   }
   assert.deepEqual(directs(other), [], 'another session does not see the direct message');
-  assert.deepEqual(directs(sender), [], 'the sender does not get it back');
+  // The sender sees what it sent, live as in the history and on resume
+  // (protocol.md 6.9).
+  assert.deepEqual(directs(sender).map((e) => e.payload.text), ['for you', 'again'], 'the sender sees its own');
 
   // Nor through any other door: the welcome's recent events, the history
   // action, a resume, or HTTP's recent events and history.
@@ -1100,8 +1102,15 @@ test('resume while the broker does not answer: a gap names what could not be rea
   assert.ok(gap.to >= seqs[4], `gap covers every unread event: ${JSON.stringify(gap)}`);
   assert.equal(c.events().length, 0, 'nothing replayed, nothing duplicated');
 
-  // Live events are not held back by the abandoned replay.
-  const next = (await pub.request({ action: 'publish', event_type: 'stall.x', payload: { i: 5 } }, 10000)).seq;
+  // Live events are not held back by the abandoned replay. (Until the
+  // gateway's link is back a publish is answered unavailable at once.)
+  let next;
+  await waitFor(async () => {
+    const r = await pub.request({ action: 'publish', event_type: 'stall.x', payload: { i: 5 } }, 10000);
+    if (!r.ok) assert.equal(r.error.code, 'unavailable', JSON.stringify(r));
+    next = r.seq;
+    return r.ok;
+  }, { timeout: 15000, interval: 200, what: 'a publish after the broker resumed' });
   await c.waitEvent((e) => e.seq === next, 10000, 'a live event after the gap');
   assert.deepEqual(c.events().map((e) => e.seq), [next]);
 }));
@@ -1299,6 +1308,10 @@ test('bad topics and patterns over WebSocket: precise errors, the connection sta
   const c = await f.connect('bad-topics', 'recent=0');
   assertError(await c.request({ action: 'publish', event_type: 'a..b', payload: {} }), 'bad_topic', { mentions: 'event_type' });
   assertError(await c.request({ action: 'publish', event_type: 'work.*', payload: {} }), 'bad_topic', { mentions: 'event_type' });
+  // What is wrong with it, as the CLI says.
+  assertError(await c.request({ action: 'publish', event_type: 'a..b', payload: {} }), 'bad_topic', { mentions: 'empty token' });
+  assertError(await c.request({ action: 'publish', event_type: 't'.repeat(300), payload: {} }), 'bad_topic', { mentions: 'over 255 bytes' });
+  assertError(await c.request({ action: 'publish', event_type: Array(34).fill('x').join('.'), payload: {} }), 'bad_topic', { mentions: 'more than 32 tokens' });
   assertError(await c.request({ action: 'subscribe', topics: ['a.>.b'] }), 'bad_pattern', { mentions: 'a.>.b' });
   assertError(await c.request({ action: 'history', topics: ['x..y'] }), 'bad_pattern', { mentions: 'x..y' });
   assertOk(await c.request({ action: 'ping', id: 'after' }), 'ping', 'after');
@@ -1493,4 +1506,14 @@ test('a hostile client: binary and NUL frames, wrong types, bad ids, fragments, 
   const h = await c.request({ action: 'history', limit: 1000 });
   const types = h.events.map((e) => e.event_type);
   for (const t of ['bin.stored', 'nul.stored', 'message.direct']) assert.ok(!types.includes(t), `${t} not stored: ${types}`);
+}));
+
+test('a gateway that stops (SIGTERM) closes its WebSockets with 1001 going away, not a cut (1006)', withFabric(async (f) => {
+  const a = await f.connect('bye-a');
+  const b = await f.connect('bye-b', 'recent=0');
+  await f.gateway.stop();
+  for (const c of [a, b]) {
+    const closed = await c.waitClose(5000);
+    assert.equal(closed.code, 1001, JSON.stringify(closed));
+  }
 }));

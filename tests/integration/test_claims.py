@@ -500,6 +500,8 @@ with Broker(extra=["--claim-ttl-max", "10m"]) as b, Client(b) as c:
              "'description'"),
             ({"op": "work.claim", "session": "A", "work_id": "bad/9", "description": "d" * 4097},
              "'description'"),
+            ({"op": "work.claim", "session": "A", "work_id": "bad/9", "description": "d\x00tail"},
+             "'description'"),
             ({"op": "work.claim", "session": "A", "work_id": "bad/9", "metadata": "m"},
              "'metadata'"),
             ({"op": "work.claim", "session": "A", "work_id": "bad/9", "metadata": [1]},

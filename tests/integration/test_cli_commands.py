@@ -415,6 +415,19 @@ try:
             run(["session", "unregister"], ep, env={"NEXUS_SESSION": name})
         rc, out, err = run(["claim", "job-9"], ep)
         t.eq(rc, 2, "claim without a session is usage")
+        rc, out, err = run(["claim", "job-9", "--session", "bad id!"], ep)
+        t.check(rc == 2 and "is no session id" in err,
+                "a session id that cannot be one: usage, said so (not 'register it'): %r" % err)
+        for cmd in (["claim", "job-9"], ["renew", "job-9", "7"]):
+            rc, out, err = run(cmd + ["--ttl", "0"], ep, env=env)
+            t.check(rc == 2 and "--ttl 0" in err,
+                    "%s --ttl 0: usage (not a 30 s lease in silence): %r" % (cmd[0], err))
+        rc, out, err = run(["claims", "--state", "bogus"], ep)
+        t.check(rc == 2 and "open, claimed" in err, "claims --state bogus: usage: %r" % err)
+        rc, out, err = run(["renew", "--help"], ep)
+        t.check(rc == 0 and "--ttl" in out and "claim_ttl" in out, "renew --help has --ttl: %r" % out)
+        rc, out, err = run(["release", "--help"], ep)
+        t.check(rc == 0 and "--reason" in out, "release --help has --reason: %r" % out)
 
         # ---- claims
         rc, out, err = run(["claim", "job-9", "--ttl", "1m", "--description", "nine"], ep, env=env)
@@ -452,8 +465,6 @@ try:
         t.check(rc == 1 and err == "nexus: --ttl must be at least 100ms\n", "claim --ttl 50ms: %r" % err)
         rc, out, err = run(["renew", "no-such-item"], ep, env=env)
         t.check(rc == 1 and err == "nexus: no work item 'no-such-item'\n", "renew unknown: %r" % err)
-        rc, out, err = run(["claims", "--state", "bogus"], ep)
-        t.check(rc == 1 and err.startswith("nexus: --state must be"), "claims --state bogus: %r" % err)
         rc, out, err = run(["claims", "--mine"], ep)
         t.check(rc == 2 and out == "" and "--mine needs a session" in err,
                 "claims --mine without a session: usage, not everyone's claims: %r %r" % (out, err))
@@ -466,6 +477,11 @@ try:
         rc, out, err = run(["complete", "job-9", token, "--result", '{"ok":true}', "--json"], ep,
                            env=env)
         t.check(rc == 0 and lines(out)[0]["state"] == "completed", "complete: %r %r" % (out, err))
+        rc, out, err = run(["reopen", "job-9", "--json"], ep, env=env)
+        t.check(rc == 0 and lines(out)[0]["state"] == "open", "reopen: %r %r" % (out, err))
+        rc, out, err = run(["reopen", "job-9"], ep, env=env)
+        t.check(rc == 1 and err.startswith("nexus: "),
+                "reopen of an open item: refused, exit 1: %d %r" % (rc, err))
         rc, out, err = run(["claim", "job-10"], ep, env=env)
         rc, out, err = run(["release", "job-10", "--reason", "nope"], ep, env=env)
         t.eq(rc, 0, "release (token looked up)")

@@ -482,6 +482,12 @@ with Broker(extra=["--heartbeat", "200ms", "--snapshot-file", snap_path]) as b, 
         ({"op": R, "session": "eve", "ttl_ms": 2**64 - 1}, "'ttl_ms'"),  # nor on a resume
         ({"op": R, "session": "eve2", "name": 7}, "'name'"),
         ({"op": R, "session": "eve2", "name": "n" * 4097}, "'name'"),
+        # A NUL would cut the stored text short in silence ("ev" for
+        # "ev\0il", a capability "py" that session.find then matches).
+        ({"op": R, "session": "eve2", "name": "ev\x00il"}, "'name'"),
+        ({"op": R, "session": "eve2", "capabilities": ["py\x00thon"]}, "'capabilities'"),
+        ({"op": "session.status", "session": "eve", "text": "abc\x00def"}, "'text'"),
+        ({"op": "session.status", "session": "eve", "current_work": "job\x00x"}, "'current_work'"),
         ({"op": R, "session": "eve2", "secret": 123}, "'secret'"),
         ({"op": R, "session": "eve", "heartbeat_ms": 5}, "'heartbeat_ms'"),  # on an existing id
         ({"op": "session.heartbeat"}, "'session'"),
