@@ -194,8 +194,11 @@ int main(int argc, char **argv)
     gw.secrets = zhashx_new();
     if (gw.secrets)
         zhashx_set_destructor(gw.secrets, s_item_free);
+    gw.descs = zhashx_new();
+    if (gw.descs)
+        zhashx_set_destructor(gw.descs, s_item_free);
     if (!gw.conns || !gw.sessions || !gw.by_type || !gw.buckets || !gw.addr_buckets ||
-        !gw.secrets) {
+        !gw.secrets || !gw.descs) {
         nx_error("out of memory");
         goto done;
     }
@@ -304,6 +307,7 @@ done:
     zhashx_destroy(&gw.buckets);
     zhashx_destroy(&gw.addr_buckets);
     zhashx_destroy(&gw.secrets);
+    zhashx_destroy(&gw.descs);
     zsock_destroy(&gw.cmd_push);
     zsock_destroy(&gw.cmd_pull);
     nx_auth_destroy(&gw.auth);

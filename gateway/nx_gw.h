@@ -144,6 +144,7 @@ typedef struct _nx_gw_t {
     zhashx_t *conns;            /* id -> nx_gw_conn_t*                      */
     zhashx_t *sessions;         /* session id -> number of WS connections   */
     zhashx_t *secrets;          /* session id -> its secret (registered here) */
+    zhashx_t *descs;            /* session id -> "name\ncapabilities" of its open */
     uint64_t next_id;           /* next conn id                             */
     pthread_t worker;           /* runs commands                            */
     zsock_t *cmd_push;          /* lws thread's end of the command pipe      */

@@ -386,6 +386,13 @@ static void s_session_ref(nx_gw_t *gw, const char *session, int delta, size_t *c
     answer. Remembers the id for welcomes.                                  */
 static bool s_store_now(nx_gw_t *gw, char *store, uint64_t *last)
 {
+    /*  Not while the link is down: the call would hold the worker (and
+        every request behind it) for broker_timeout.                      */
+    if (!nexus_client_is_connected(gw->client)) {
+        store[0] = 0;
+        *last = 0;
+        return false;
+    }
     nx_front_err_t herr = {0};
     json_t *health = nx_front_call(gw->client, "health", json_object(), &herr);
     nx_front_err_reset(&herr);
@@ -458,6 +465,15 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     nexus_err_t err = NEXUS_OK;
     if (!watcher) {
         s_session_ref(gw, cmd->session, +1, &refs);
+        /*  Kept for a registration by the heartbeat (the broker lost it,
+            or the link was down now).                                      */
+        if ((name && *name) || (caps && *caps)) {
+            char *desc = zsys_sprintf("%s\n%s", name ? name : "", caps ? caps : "");
+            pthread_mutex_lock(&gw->lock);
+            if (desc)
+                zhashx_update(gw->descs, cmd->session, desc);
+            pthread_mutex_unlock(&gw->lock);
+        }
         /*  With the link down the heartbeat registers it once it is back. */
         err = nexus_client_is_connected(gw->client)
                   ? nx_gw_ensure_session(gw, cmd->session, name && *name ? name : NULL,
@@ -600,6 +616,9 @@ static void s_close(nx_gw_t *gw, nx_gw_cmd_t *cmd)
     s_session_ref(gw, cmd->session, -1, &refs);
     if (refs)
         return; /* another connection of the same session remains */
+    pthread_mutex_lock(&gw->lock);
+    zhashx_delete(gw->descs, cmd->session);
+    pthread_mutex_unlock(&gw->lock);
     /*  With the link down the broker times the session out itself.       */
     if (nexus_client_is_connected(gw->client)) {
         nx_front_err_t err = {0};
@@ -639,8 +658,19 @@ static void s_heartbeat(nx_gw_t *gw)
     json_t *id;
     json_array_foreach(lost, i, id)
     {
-        if (json_is_string(id))
-            nx_gw_ensure_session(gw, json_string_value(id), NULL, NULL, 0);
+        if (!json_is_string(id))
+            continue;
+        /*  With the name and capabilities its connection opened with.     */
+        pthread_mutex_lock(&gw->lock);
+        const char *known = zhashx_lookup(gw->descs, json_string_value(id));
+        char *desc = known ? strdup(known) : NULL;
+        pthread_mutex_unlock(&gw->lock);
+        char *caps = desc ? strchr(desc, '\n') : NULL;
+        if (caps)
+            *caps++ = 0;
+        nx_gw_ensure_session(gw, json_string_value(id), desc && *desc ? desc : NULL,
+                             caps && *caps ? caps : NULL, 0);
+        free(desc);
     }
     json_decref(rep);
 }

@@ -106,6 +106,7 @@ typedef struct {
     uint32_t backoff;                      /* current backoff, ms                       */
     bool no_route;                         /* a send found no connection                */
     uint64_t retry_at;                     /* when to probe again while down            */
+    uint64_t told_at;                      /* last probe for the API's link flag        */
     uint64_t data_retry_at;                /* after a refused history query, wait       */
     bool heartbeat;                        /* the session is registered: keep it alive  */
     bool need_register;                    /* register again (after a reconnect)        */
@@ -364,8 +365,15 @@ static void s_sockets_current(s_actor_t *self)
 
 static void s_link_up(s_actor_t *self)
 {
-    if (self->link_ok)
+    /*  The client's flag has two writers: the API's calls set it false
+        when their own socket found no connection. An answer here says the
+        broker is there, and nothing else would say so again while the
+        callers (the gateway) hold back for the flag.                     */
+    if (self->link_ok) {
+        if (!nexus_client_is_connected(self->client))
+            nx_client_set_link(self->client, true);
         return;
+    }
     if (self->was_ok)
         self->delta.reconnects++;
     self->link_ok = true;
@@ -787,6 +795,17 @@ static void s_timers(s_actor_t *self)
             s_link_down(self, "request timed out");
             break;
         }
+    /*  The API's calls found no connection while this thread's link is
+        up: ask the broker (once a second at most), so that the answer
+        sets the client's flag again (s_link_up).                         */
+    if (self->link_ok && !self->slot[S_SLOT_PROBE].id && now >= self->told_at + 1000 &&
+        !nexus_client_is_connected(self->client)) {
+        self->told_at = now;
+        nx_req_t req;
+        nx_req_init(&req, "ping");
+        s_send(self, S_SLOT_PROBE, S_Q_PING, &req);
+        nx_req_destroy(&req);
+    }
     if (!self->link_ok) {
         if (now >= self->retry_at && !self->slot[S_SLOT_PROBE].id) {
             nx_req_t req;

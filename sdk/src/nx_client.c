@@ -620,8 +620,10 @@ static int s_handshake_wait(zsock_t *mon, uint64_t until, int *failed)
             continue; /* the time is up, or a signal: the loop looks */
         int event = s_monitor_event(m);
         zmsg_destroy(&m);
-        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            *failed = 0; /* one cut short before it is no refusal */
             return 0;
+        }
         if (!*failed)
             *failed = event;
         if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||

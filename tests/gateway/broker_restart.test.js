@@ -10,7 +10,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
-const { withFabric, waitFor, killAndRestartBroker } = require('./lib');
+const { withFabric, waitFor, sleep, killAndRestartBroker } = require('./lib');
 
 async function post(f, path, body) {
   const r = await fetch(`${f.http}${path}`, {
@@ -80,7 +80,7 @@ test('HTTP work call while the broker is down: 503 unavailable, not 500 internal
 // after broker_timeout in the worker's queue behind the others: with a
 // broker_timeout of 30 s, six at once took 30 s to 3 min (some got no
 // answer at all, lws closing them first).
-test('broker down: six requests at once are all answered 503 at once, /health too', withFabric({ gatewayArgs: ['--broker-timeout', '30s'] }, async (f) => {
+test('broker down: six requests at once are all answered 503 at once, /health too', withFabric({ gatewayArgs: ['--broker-timeout', '30s', '--heartbeat', '1s'] }, async (f) => {
   // The gateway's event stream is up (an event comes through): it sees the
   // broker go by that connection, not only by a call's timeout.
   const ws = await f.connect('down-watch');
@@ -93,6 +93,9 @@ test('broker down: six requests at once are all answered 503 at once, /health to
     const r = await fetch(`${f.http}/health`, { signal: AbortSignal.timeout(40000) });
     return r.status === 503;
   }, { timeout: 45000, interval: 200, what: '/health to say degraded' });
+  // Past a few of the gateway's heartbeats: none of them may hold the
+  // worker for broker_timeout either.
+  await sleep(2500);
   const started = Date.now();
   const answers = await Promise.all([
     ...[1, 2, 3].map(() => fetch(`${f.http}/health`, { signal: AbortSignal.timeout(60000) })
@@ -103,4 +106,21 @@ test('broker down: six requests at once are all answered 503 at once, /health to
   for (const a of answers) assert.strictEqual(a.status, 503, JSON.stringify(a));
   for (const a of answers.slice(3)) assert.strictEqual(a.body.error.code, 'unavailable', JSON.stringify(a));
   assert.ok(took < 15000, `answered in ${took} ms, not after broker_timeout (30 s) each`);
+}));
+
+test('a WebSocket session opened while the broker is down is registered with its name and capabilities once it is back', withFabric({ gatewayArgs: ['--heartbeat', '300ms'] }, async (f) => {
+  await f.broker.stop();
+  await waitFor(async () => (await fetch(`${f.http}/health`, { signal: AbortSignal.timeout(20000) })).status === 503,
+    { timeout: 30000, interval: 200, what: '/health to say degraded' });
+  await f.connect('late-open', 'name=Late%20one&capabilities=py,go');
+  await killAndRestartBroker(f);
+  let s;
+  await waitFor(async () => {
+    const r = await fetch(`${f.http}/sessions/late-open`, { signal: AbortSignal.timeout(20000) });
+    if (r.status !== 200) return false;
+    s = await r.json();
+    return s.status === 'active';
+  }, { timeout: 20000, interval: 200, what: 'the session registered' });
+  assert.equal(s.name, 'Late one', JSON.stringify(s));
+  assert.deepEqual(s.capabilities, ['py', 'go'], JSON.stringify(s));
 }));
