@@ -194,6 +194,12 @@ static void s_filter(void *arg, json_t *events)
     nx_gw_filter_events(s->gw, s->auth, events);
 }
 
+static bool s_away(void *arg, nx_front_err_t *err)
+{
+    s_sess_t *s = arg;
+    return nx_gw_broker_away(s->gw, err);
+}
+
 static json_t *s_rpc_error(json_t *msg, int code, const char *message)
 {
     json_t *id = json_object_get(msg, "id");
@@ -308,6 +314,7 @@ static s_sess_t *s_open(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t 
         .may_publish = s_may_publish,
         .may_read = s_may_read,
         .filter = s_filter,
+        .away = s_away,
         .arg = s,
     };
     s->mcp = nx_mcp_new(&cfg);

@@ -293,6 +293,17 @@ static s_step_t s_slice(nx_gw_t *gw, s_job_t *job)
         job->tail = true;
         return s_tail(gw, job);
     }
+    /*  The link is down: not a query that would hold the worker for
+        broker_timeout, a failed try (three of them: a gap).              */
+    if (!nexus_client_is_connected(gw->client)) {
+        nexus_history_destroy(&h);
+        if (++job->failures >= 3) {
+            s_abandon(gw, job->conn, job->since);
+            return S_DONE;
+        }
+        job->not_before = nx_gw_mono() + S_RETRY_US;
+        return S_LATER;
+    }
     nexus_history_set_seq_range(h, job->since, 0);
     nexus_history_set_page(h, S_SLICE, 0);
     /*  One request per slice: a page read ahead would be dropped with the

@@ -348,6 +348,14 @@ uint64_t nx_mcp_tick(nx_mcp_t *self)
         self->next_beat = now + 500000ull;
         return self->next_beat;
     }
+    /*  The transport holds back while its link is down (the gateway): the
+        heartbeat too, or it would hold the gateway's worker.             */
+    nx_front_err_t away = {0};
+    if (self->cfg.away && self->cfg.away(self->cfg.arg, &away)) {
+        nx_front_err_reset(&away);
+        self->next_beat = now + 500000ull;
+        return self->next_beat;
+    }
     nx_front_err_t err = {0};
     json_t *rep =
         !self->registered
@@ -1008,7 +1016,9 @@ static nx_mcp_status_t s_call_tool(nx_mcp_t *self, json_t *id, json_t *params, j
     }
     json_t *own = args ? json_incref(args) : json_object();
     nx_front_err_t err = {0};
-    json_t *result = s_args_ok(tool, own, &err) ? tool->fn(self, tool, own, &err) : NULL;
+    json_t *result = !s_args_ok(tool, own, &err)                               ? NULL
+                     : self->cfg.away && self->cfg.away(self->cfg.arg, &err) ? NULL
+                                                                              : tool->fn(self, tool, own, &err);
     json_decref(own);
     if (result == &s_parked_marker) {
         self->wait_id = json_incref(id ? id : json_null());

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "nexus.h"
+#include "nx_front.h"
 
 typedef struct _nx_mcp_t nx_mcp_t;
 
@@ -58,6 +59,10 @@ typedef struct {
     bool (*may_publish)(void *arg, json_t *msg, char *why, size_t size);
     bool (*may_read)(void *arg, json_t *fields, char *why, size_t size);
     void (*filter)(void *arg, json_t *events);
+    /*  True, with err set, when a tool must not ask the broker now: the
+        gateway's link is down, and its one worker would wait out the
+        timeout for each call. NULL: always ask (`nexus mcp`).            */
+    bool (*away)(void *arg, nx_front_err_t *err);
     void *arg;
     /*  A wait_for_events is about to look for events matching patterns
         (n 0: every event): the transport makes sure such events reach

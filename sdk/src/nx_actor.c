@@ -773,6 +773,8 @@ static void s_read_monitor(s_actor_t *self)
                     flight is lost, do not wait for the timeouts.           */
                 if (self->link_ok)
                     s_link_down(self, "disconnected");
+                else
+                    nx_client_set_link(self->client, false); /* the API's calls set it */
                 if (self->have_start)
                     self->need_check = self->need_verify = true;
             } else if (event == ZMQ_EVENT_CONNECTED && !self->link_ok)

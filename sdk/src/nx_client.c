@@ -1327,6 +1327,10 @@ nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
                                   "not have been done",
                                   ep, req->op);
         default:
+            /*  A whole timeout without an answer: the link is down as far
+                as this client can tell, until the background thread's probe
+                hears the broker again (nx_actor.c, s_link_up).              */
+            nx_client_set_link(self, false);
             return nx_client_fail(self, NEXUS_ERR_TIMEOUT, "no reply from %s to '%s' within %u ms",
                                   ep, req->op, nx_client_timeout(self));
         }

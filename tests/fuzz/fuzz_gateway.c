@@ -107,6 +107,8 @@ static void s_stop(void)
     zhashx_destroy(&s_gw.by_type);
     zhashx_destroy(&s_gw.buckets);
     zhashx_destroy(&s_gw.addr_buckets);
+    zhashx_destroy(&s_gw.secrets);
+    zhashx_destroy(&s_gw.descs);
     nx_auth_destroy(&s_gw.auth);
     nx_conf_free(nx_gw_conf_keys, nx_gw_conf_count, &s_gw.cfg);
 }
@@ -196,6 +198,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     zhashx_set_destructor(s_gw.buckets, s_item_free);
     s_gw.addr_buckets = zhashx_new();
     zhashx_set_destructor(s_gw.addr_buckets, s_item_free);
+    s_gw.secrets = zhashx_new();
+    zhashx_set_destructor(s_gw.secrets, s_item_free);
+    s_gw.descs = zhashx_new();
+    zhashx_set_destructor(s_gw.descs, s_item_free);
     s_gw.commands_max = 100000;
     s_gw.commands_bytes_max = (size_t)s_gw.cfg.command_bytes;
     s_gw.start_us = nx_now_us();

@@ -88,11 +88,14 @@ test('broker down: six requests at once are all answered 503 at once, /health to
   assert.strictEqual((await ws.request({ action: 'publish', event_type: 'down.ready', payload: {} })).ok, true);
   await ws.waitEvent((m) => JSON.stringify(m).includes('down.ready'), 10000, 'the down.ready event');
   await f.broker.stop();
-  // The gateway notices the broker went (its link): a request after that.
+  // The gateway sees the broker go by its connection, not by a request
+  // that waits out broker_timeout.
+  const down = Date.now();
   await waitFor(async () => {
     const r = await fetch(`${f.http}/health`, { signal: AbortSignal.timeout(40000) });
     return r.status === 503;
   }, { timeout: 45000, interval: 200, what: '/health to say degraded' });
+  assert.ok(Date.now() - down < 10000, `the gateway saw the broker go in ${Date.now() - down} ms`);
   // Past a few of the gateway's heartbeats: none of them may hold the
   // worker for broker_timeout either.
   await sleep(2500);

@@ -530,3 +530,26 @@ test('one wait at a time: a second wait_for_events is refused and the first goes
     await closeClean(b);
   }
 }));
+
+// With the broker down, a tool over the gateway's /mcp is answered
+// unavailable at once, not after broker_timeout (30 s here) on the
+// gateway's one worker, with every other request behind it.
+test('gateway /mcp with the broker down: tools answer unavailable at once', withFabric({ gatewayArgs: ['--broker-timeout', '30s'] }, async (f) => {
+  const c = await httpClient(f);
+  // The gateway's event stream is up (an event comes through): it sees the
+  // broker go by that connection.
+  const ws = await f.connect('mcp-down-watch', 'recent=0');
+  assert.equal((await ws.request({ action: 'subscribe', topics: ['mcpdown.>'] })).ok, true);
+  assert.equal((await ws.request({ action: 'publish', event_type: 'mcpdown.ready', payload: {} })).ok, true);
+  await ws.waitEvent((m) => JSON.stringify(m).includes('mcpdown.ready'), 10000, 'the mcpdown.ready event');
+  await f.broker.stop();
+  const down = Date.now();
+  await waitFor(async () => (await fetch(`${f.http}/health`, { signal: AbortSignal.timeout(40000) })).status === 503,
+    { timeout: 45000, interval: 200, what: '/health to say degraded' });
+  assert.ok(Date.now() - down < 10000, `the gateway saw the broker go in ${Date.now() - down} ms`);
+  const started = Date.now();
+  const e = await fails(c, 'list_sessions', {}, 'unavailable');
+  assert.match(e.message, /no connection to the broker/, JSON.stringify(e));
+  assert.ok(Date.now() - started < 10000, `answered in ${Date.now() - started} ms`);
+  await c.close();
+}));
