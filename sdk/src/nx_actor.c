@@ -800,13 +800,14 @@ static void s_timers(s_actor_t *self)
     /*  The API's calls found no connection while this thread's link is
         up: ask the broker (once a second at most), so that the answer
         sets the client's flag again (s_link_up).                         */
-    if (self->link_ok && !self->slot[S_SLOT_PROBE].id && now >= self->told_at + 1000 &&
-        !nexus_client_is_connected(self->client)) {
-        self->told_at = now;
-        nx_req_t req;
-        nx_req_init(&req, "ping");
-        s_send(self, S_SLOT_PROBE, S_Q_PING, &req);
-        nx_req_destroy(&req);
+    if (self->link_ok && now >= self->told_at + 1000) {
+        self->told_at = now; /* looked at once a second, not every turn */
+        if (!self->slot[S_SLOT_PROBE].id && !nexus_client_is_connected(self->client)) {
+            nx_req_t req;
+            nx_req_init(&req, "ping");
+            s_send(self, S_SLOT_PROBE, S_Q_PING, &req);
+            nx_req_destroy(&req);
+        }
     }
     if (!self->link_ok) {
         if (now >= self->retry_at && !self->slot[S_SLOT_PROBE].id) {
