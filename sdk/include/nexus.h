@@ -276,7 +276,9 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_callback(nexus_client_t *self, nexus_e
     endpoint.                                                               */
 NEXUS_EXPORT nexus_err_t nexus_client_connect(nexus_client_t *self);
 
-/*  True when the last exchange with the broker succeeded.                  */
+/*  True when the last exchange with the broker succeeded; false from the
+    moment a connection to it drops or a call waits out its timeout, until
+    the client (its background thread probes) hears the broker again.     */
 NEXUS_EXPORT int nexus_client_is_connected(nexus_client_t *self);
 
 /*  Detail text of the last error this client returned (the broker's
