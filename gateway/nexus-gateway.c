@@ -120,6 +120,16 @@ static void s_item_free(void **item)
     *item = NULL;
 }
 
+/*  A table whose values are malloc'd and freed with their entries; NULL
+    when out of memory.                                                    */
+static zhashx_t *s_owning_table(void)
+{
+    zhashx_t *table = zhashx_new();
+    if (table)
+        zhashx_set_destructor(table, s_item_free);
+    return table;
+}
+
 int main(int argc, char **argv)
 {
     static nx_gw_t gw;
@@ -185,18 +195,10 @@ int main(int argc, char **argv)
     gw.conns = zhashx_new();
     gw.sessions = zhashx_new();
     gw.by_type = zhashx_new();
-    gw.buckets = zhashx_new();
-    if (gw.buckets)
-        zhashx_set_destructor(gw.buckets, s_item_free);
-    gw.addr_buckets = zhashx_new();
-    if (gw.addr_buckets)
-        zhashx_set_destructor(gw.addr_buckets, s_item_free);
-    gw.secrets = zhashx_new();
-    if (gw.secrets)
-        zhashx_set_destructor(gw.secrets, s_item_free);
-    gw.descs = zhashx_new();
-    if (gw.descs)
-        zhashx_set_destructor(gw.descs, s_item_free);
+    gw.buckets = s_owning_table();
+    gw.addr_buckets = s_owning_table();
+    gw.secrets = s_owning_table();
+    gw.descs = s_owning_table();
     if (!gw.conns || !gw.sessions || !gw.by_type || !gw.buckets || !gw.addr_buckets ||
         !gw.secrets || !gw.descs) {
         nx_error("out of memory");

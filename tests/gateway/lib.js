@@ -464,6 +464,26 @@ async function killAndRestartBroker(fabric) {
   return broker;
 }
 
+/**
+ * Makes sure the gateway's event stream is up (an event published through
+ * it comes back on a WebSocket named `name`), stops the broker, and waits
+ * until /health says degraded. Resolves with the milliseconds from the
+ * stop to that answer: the gateway should see the broker go by its
+ * connection, not by a request that waits out broker_timeout.
+ */
+async function stopBrokerSeenDown(fabric, name) {
+  const ws = await fabric.connect(name, 'recent=0');
+  const topic = `${name}.ready`;
+  if (!(await ws.request({ action: 'subscribe', topics: [`${name}.>`] })).ok) throw new Error('subscribe failed');
+  if (!(await ws.request({ action: 'publish', event_type: topic, payload: {} })).ok) throw new Error('publish failed');
+  await ws.waitEvent((m) => JSON.stringify(m).includes(topic), 10000, `the ${topic} event`);
+  await fabric.broker.stop();
+  const down = Date.now();
+  await waitFor(async () => (await fetch(`${fabric.http}/health`, { signal: AbortSignal.timeout(40000) })).status === 503,
+    { timeout: 45000, interval: 200, what: '/health to say degraded' });
+  return Date.now() - down;
+}
+
 function randomId(prefix = 's') {
   return `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
 }
@@ -485,5 +505,5 @@ function readResponse(res) {
 module.exports = {
   ROOT, NEXUSD, NEXUS_GATEWAY, NEXUS_CLI, WEB_ROOT, ARTIFACTS, Proc, canConnect,
   sleep, waitFor, freePort, freePorts, startFabric, WsClient, connect, withFabric, randomId, sanitizerReport,
-  readResponse, restartOnFreshStore, killAndRestartBroker,
+  readResponse, restartOnFreshStore, killAndRestartBroker, stopBrokerSeenDown,
 };
