@@ -35,6 +35,8 @@ typedef struct {
     char holder[NX_ID_MAX + 1]; /* session that holds or last held it      */
     uint64_t token;             /* fencing token of the current/last grant      */
     uint64_t expires_at;        /* us; lease end while claimed                  */
+    uint64_t ttl_ms;            /* lease of the last grant or renewal; 0: not
+                                   known (a record from before it was stored) */
     uint64_t claimed_at;        /* us; last grant                               */
     uint64_t updated_at;        /* us; last change                              */
     char *description;          /* free text or NULL                            */
@@ -316,12 +318,13 @@ size_t nx_claims_held(nx_broker_t *self, const char *session)
 
 static void s_pack_claim(msgpack_packer *pk, const s_claim_t *c)
 {
-    msgpack_pack_map(pk, 10);
+    msgpack_pack_map(pk, 11);
     nx_pack_kv_str(pk, "work_id", c->work_id);
     nx_pack_kv_str(pk, "state", s_state_names[c->state]);
     nx_pack_kv_str(pk, "holder", c->holder);
     nx_pack_kv_u64(pk, "token", c->token);
     nx_pack_kv_u64(pk, "expires_at", c->expires_at);
+    nx_pack_kv_u64(pk, "ttl_ms", c->ttl_ms);
     nx_pack_kv_u64(pk, "claimed_at", c->claimed_at);
     nx_pack_kv_u64(pk, "updated_at", c->updated_at);
     if (c->description)
@@ -422,6 +425,7 @@ static int s_load_one(const void *key, size_t key_len, const void *value, size_t
         memcpy(c->holder, p, n);
     nx_map_u64(m, "token", &c->token, NULL);
     nx_map_u64(m, "expires_at", &c->expires_at, NULL);
+    nx_map_u64(m, "ttl_ms", &c->ttl_ms, NULL);
     nx_map_u64(m, "claimed_at", &c->claimed_at, NULL);
     nx_map_u64(m, "updated_at", &c->updated_at, NULL);
     p = nx_coord_stored_str(m, "description", &n);
@@ -622,10 +626,9 @@ static void s_work_id(const nx_request_t *rq, char *key)
     key[len] = 0;
 }
 
-/*  ttl_ms, up to the claim_ttl_max setting.                               */
+/*  ttl_ms, up to the claim_ttl_max setting; *ttl holds the default.      */
 static int s_ttl(nx_broker_t *self, nx_request_t *rq, uint64_t *ttl)
 {
-    *ttl = self->cfg.claim_ttl;
     nx_map_u64(rq->fields, "ttl_ms", ttl, NULL);
     if (*ttl < 100 || *ttl > self->cfg.claim_ttl_max)
         return nx_request_fail(rq, NEXUS_ERR_BAD_REQUEST, "field 'ttl_ms' must be 100..%" PRIu64,
@@ -651,7 +654,7 @@ int nx_op_work_claim(nx_broker_t *self, nx_request_t *rq)
 {
     struct _nx_claims_t *cs = s_self(self);
     char key[NX_WORK_ID_MAX + 1];
-    uint64_t ttl;
+    uint64_t ttl = self->cfg.claim_ttl;
     const char *desc = NULL;
     size_t desc_len = 0;
     s_work_id(rq, key);
@@ -703,6 +706,7 @@ int nx_op_work_claim(nx_broker_t *self, nx_request_t *rq)
     c->token = ++cs->fence;
     c->claimed_at = c->updated_at = now;
     c->expires_at = now + ttl * 1000;
+    c->ttl_ms = ttl;
     free(c->description);
     c->description = desc ? nx_coord_strdup(desc, desc_len) : NULL;
     free(c->metadata);
@@ -778,7 +782,11 @@ static s_claim_t *s_held_item(nx_broker_t *self, nx_request_t *rq, nx_session_t 
 
 int nx_op_work_renew(nx_broker_t *self, nx_request_t *rq)
 {
-    uint64_t ttl;
+    /*  A ttl_ms out of range is refused before anything else is looked
+        at; without one the lease keeps its own length (the claim's or the
+        last renewal's): a worker that took an hour must not be cut to
+        claim_ttl by a bare renew.                                          */
+    uint64_t ttl = self->cfg.claim_ttl;
     if (s_ttl(self, rq, &ttl))
         return -1;
     nx_session_t *s = NULL;
@@ -788,8 +796,11 @@ int nx_op_work_renew(nx_broker_t *self, nx_request_t *rq)
         return -1;
     if (again)
         return 0;
+    if (!nx_map_get(rq->fields, "ttl_ms") && c->ttl_ms) /* claim_ttl_max may have shrunk   */
+        ttl = c->ttl_ms < self->cfg.claim_ttl_max ? c->ttl_ms : self->cfg.claim_ttl_max;
     uint64_t now = nx_now_us();
     c->expires_at = now + ttl * 1000;
+    c->ttl_ms = ttl;
     c->updated_at = now;
     s_heap_push(s_self(self), c->work_id, c->expires_at, c->token);
     nx_coord_wake(self, c->expires_at);

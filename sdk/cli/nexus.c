@@ -1360,7 +1360,7 @@ static int s_cmd_claim(s_cli_t *cli)
         lease of none would be granted 30s in silence.                     */
     if (v && ttl == 0)
         return s_usage_error(cli, "--ttl 0: a lease must last (at least 100ms); leave --ttl out "
-                                  "for the broker's claim_ttl");
+                                  "to keep the claim's own lease");
     int rc = s_connect(cli, true);
     if (rc)
         return rc;
@@ -1849,8 +1849,8 @@ static const s_cmd_t s_cmds[] = {
     {"renew", "WORK_ID [TOKEN]", "ttl=", 1, 2, s_cmd_renew,
      "Sets the lease to --ttl from now; prints the new expiry. Without TOKEN, the\n"
      "session's current token for the item is used.\n"
-     "  --ttl DURATION        the new lease (default: the broker's claim_ttl, 30s, not\n"
-     "                        the ttl the item was claimed with: give it again)"},
+     "  --ttl DURATION        the new lease (default: the claim's own, the --ttl of the\n"
+     "                        claim or of the last renewal that gave one)"},
     {"release", "WORK_ID [TOKEN]", "reason=", 1, 2, s_cmd_release,
      "Gives the item back.\n"
      "  --reason TEXT         why, in the work.released event"},

@@ -729,7 +729,9 @@ typedef struct {
 NEXUS_EXPORT nexus_err_t nexus_claim(nexus_client_t *self, const char *work_id, uint64_t ttl_ms,
                                      const char *description, nexus_claim_result_t *result);
 
-/*  Extends the lease; *expires_at (may be NULL) receives the new end.
+/*  Extends the lease to ttl_ms from now (0: by the claim's own lease, the
+    ttl of the claim or of the last renewal that gave one); *expires_at
+    (may be NULL) receives the new end.
     Errors: NEXUS_ERR_STALE_TOKEN, NEXUS_ERR_FORBIDDEN, NEXUS_ERR_CONFLICT
     (lease already expired or item not claimed), NEXUS_ERR_NOT_FOUND.      */
 NEXUS_EXPORT nexus_err_t nexus_renew(nexus_client_t *self, const char *work_id, uint64_t token,

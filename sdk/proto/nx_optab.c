@@ -128,7 +128,14 @@ static const nx_field_t s_claim[] = {
     {"metadata", NX_FT_MAP, NX_FF_NIL, 0, 65536, 0, NULL, "anything"},
     F_END};
 
-static const nx_field_t s_renew[] = {F_SESSION_REQ, F_SECRET, F_WORK_ID, F_TOKEN, F_TTL, F_END};
+static const nx_field_t s_renew[] = {
+    F_SESSION_REQ,
+    F_SECRET,
+    F_WORK_ID,
+    F_TOKEN,
+    {"ttl_ms", NX_FT_U64, 0, 100, 0, 0, NULL,
+     "the new lease in ms from now (default: the claim's own lease length)"},
+    F_END};
 
 static const nx_field_t s_release[] = {
     F_SESSION_REQ,

@@ -79,8 +79,8 @@ def history(c, pattern):
     return [(e["seq"], e["ts"], msgpack.unpackb(e["payload"], raw=False)) for e in rep["events"]]
 
 
-CLAIM_KEYS = {"work_id", "state", "holder", "token", "expires_at", "claimed_at", "updated_at",
-              "description", "metadata", "result"}
+CLAIM_KEYS = {"work_id", "state", "holder", "token", "expires_at", "ttl_ms", "claimed_at",
+              "updated_at", "description", "metadata", "result"}
 
 # ============================================================================
 # 1. claim, deny, conflict, renew, release, complete, reopen, get, list
@@ -137,6 +137,29 @@ with Broker(extra=["--claim-ttl-max", "10m", "--claim-ttl", "20s"]) as b, Client
     t.eq((r["work_id"], r["token"]), ("job/1", g["token"]), "renew keeps the token")
     t.check(r["expires_at"] > g["expires_at"] + 59000000, "renew extends the lease")
     t.eq(wget(c, "job/1")["expires_at"], r["expires_at"], "renewed expires_at stored")
+    t.eq(wget(c, "job/1")["ttl_ms"], 120000, "the renewal's lease is the record's ttl_ms")
+    # ---- renew without ttl_ms keeps the lease's own length (not claim_ttl, 20 s here)
+    register(c, "T", heartbeat_ms=LONG)
+    long_ = claim(c, "T", "job/long", ttl_ms=300000)
+    t.eq(wget(c, "job/long")["ttl_ms"], 300000, "the claim's lease is the record's ttl_ms")
+    r = c.request({"op": "work.renew", "session": "T", "work_id": "job/long",
+                   "token": long_["token"]})
+    t.check(r.get("ok") and abs(r["expires_at"] - (now_us() + 300000000)) < 1000000,
+            "renew without ttl_ms: the claim's own 300 s, not claim_ttl's 20 s: %r" % r)
+    r = c.request({"op": "work.renew", "session": "T", "work_id": "job/long",
+                   "token": long_["token"], "ttl_ms": 90000})
+    t.check(r.get("ok") and abs(r["expires_at"] - (now_us() + 90000000)) < 1000000,
+            "renew with ttl_ms 90 s: %r" % r)
+    r = c.request({"op": "work.renew", "session": "T", "work_id": "job/long",
+                   "token": long_["token"]})
+    t.check(r.get("ok") and abs(r["expires_at"] - (now_us() + 90000000)) < 1000000,
+            "the next bare renew keeps the last renewal's 90 s: %r" % r)
+    is_err(c.request({"op": "work.renew", "session": "T", "work_id": "job/long",
+                      "token": long_["token"], "ttl_ms": 11 * 60000}),
+           "bad_request", "renew past claim_ttl_max", "ttl_ms")
+    t.eq(wget(c, "job/long")["ttl_ms"], 90000, "a refused renewal changed nothing")
+    is_ok(c.request({"op": "work.release", "session": "T", "work_id": "job/long",
+                     "token": long_["token"]}), "job/long released")
     # another session with the right token is not the holder
     is_err(c.request({"op": "work.renew", "session": "B", "work_id": "job/1",
                       "token": g["token"]}), "forbidden", "B renews A's claim", "A")
@@ -309,6 +332,7 @@ try:
         rb = register(c, "B", heartbeat_ms=LONG)
         down = claim(c, "A", "down/1", ttl_ms=500)
         stays = claim(c, "A", "down/2", ttl_ms=60000)
+        kept = claim(c, "A", "down/ttl", ttl_ms=240000)
         # idempotent retry: same session + same id -> the first answer
         first = claim(c, "A", "retry/1", id="retry-1", ttl_ms=60000)
         is_ok(first, "first claim")
@@ -358,6 +382,10 @@ try:
         rec = wget(c, "down/2")
         t.eq((rec["state"], rec["holder"], rec["token"]), ("claimed", "A", stays["token"]),
              "a live lease survives the restart")
+        r = c.request({"op": "work.renew", "session": "A", "secret": ra["secret"],
+                       "work_id": "down/ttl", "token": kept["token"]})
+        t.check(r.get("ok") and abs(r["expires_at"] - (now_us() + 240000000)) < 1000000,
+                "after the restart a bare renew keeps the claim's 240 s: %r" % r)
         # durable dedup: the retry after the restart gets the first answer
         with Client(b) as c2:
             rep = c2.request({"op": "work.claim", "id": "retry-3", "session": "A",

@@ -425,7 +425,7 @@ try:
         rc, out, err = run(["claims", "--state", "bogus"], ep)
         t.check(rc == 2 and "open, claimed" in err, "claims --state bogus: usage: %r" % err)
         rc, out, err = run(["renew", "--help"], ep)
-        t.check(rc == 0 and "--ttl" in out and "claim_ttl" in out, "renew --help has --ttl: %r" % out)
+        t.check(rc == 0 and "--ttl" in out and "claim's own" in out, "renew --help has --ttl: %r" % out)
         rc, out, err = run(["release", "--help"], ep)
         t.check(rc == 0 and "--reason" in out, "release --help has --reason: %r" % out)
 
@@ -444,6 +444,11 @@ try:
         rc, out, err = run(["renew", "job-9", "--ttl", "2m", "--json"], ep, env=env)
         t.check(rc == 0 and lines(out)[0]["token"] == int(token), "renew (token looked up): %r %r"
                 % (out, err))
+        exp2 = lines(out)[0]["expires_at"] if rc == 0 else 0
+        rc, out, err = run(["renew", "job-9", "--json"], ep, env=env)
+        exp = lines(out)[0]["expires_at"] if rc == 0 else 0
+        t.check(rc == 0 and exp2 - 1000000 <= exp <= exp2 + 5000000,
+                "a bare renew keeps the last lease (2 m), not claim_ttl: %r %r" % (exp2, exp))
         rc, out, err = run(["renew", "job-9", "999999"], ep, env=env)
         t.check(rc == 1 and "stale" in err.lower() or "token" in err, "stale token refused: %r" % err)
         rc, out, err = run(["claims", "--json", "--holder", sid], ep)
