@@ -346,6 +346,10 @@ void nx_gw_session_secret(nx_gw_t *gw, const char *session, json_t *fields);
 bool nx_gw_broker_away(nx_gw_t *gw, nx_front_err_t *err);
 /*  Forgets session's secret (the gateway unregistered it).                 */
 void nx_gw_session_forget(nx_gw_t *gw, const char *session);
+/*  Forgets the secrets no call has acted with for idle_us, of sessions no
+    WebSocket connection holds (HTTP ones: the broker has timed them out
+    by then, and a new registration gets a new secret). Returns how many. */
+size_t nx_gw_secrets_prune(nx_gw_t *gw, uint64_t idle_us);
 
 /*  ---- nx_gw_replay.c (worker thread) ------------------------------------ */
 

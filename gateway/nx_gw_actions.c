@@ -51,18 +51,50 @@ void nx_gw_reply(nx_gw_t *gw, uint64_t conn_id, json_t *reply)
 }
 
 /*  Secrets kept at most: one per session registered here (WebSocket
-    sessions while connected, HTTP ones until they go), ~100 bytes each.
-    Past it a new session's is not kept: after a broker restart it is taken
-    back only once the broker has let it go, as before.                   */
+    sessions while connected, HTTP ones until the broker has surely timed
+    them out), ~100 bytes each. Past it a new session's is not kept: after
+    a broker restart it is taken back only once the broker has let it go,
+    as before.                                                             */
 #define S_SECRETS_MAX 100000
+
+/*  gw->secrets' values: the secret and when a call last acted with it.   */
+typedef struct {
+    uint64_t used_us; /* nx_gw_mono                                        */
+    char secret[];
+} s_secret_t;
 
 void nx_gw_session_secret(nx_gw_t *gw, const char *session, json_t *fields)
 {
     pthread_mutex_lock(&gw->lock);
-    const char *secret = zhashx_lookup(gw->secrets, session);
-    if (secret && !json_object_get(fields, "secret"))
-        json_object_set_new(fields, "secret", json_string(secret));
+    s_secret_t *known = zhashx_lookup(gw->secrets, session);
+    if (known) {
+        known->used_us = nx_gw_mono();
+        if (!json_object_get(fields, "secret"))
+            json_object_set_new(fields, "secret", json_string(known->secret));
+    }
     pthread_mutex_unlock(&gw->lock);
+}
+
+size_t nx_gw_secrets_prune(nx_gw_t *gw, uint64_t idle_us)
+{
+    uint64_t now = nx_gw_mono();
+    size_t pruned = 0;
+    pthread_mutex_lock(&gw->lock);
+    zlistx_t *gone = zlistx_new();
+    for (s_secret_t *s = zhashx_first(gw->secrets); s && gone; s = zhashx_next(gw->secrets)) {
+        const char *id = zhashx_cursor(gw->secrets);
+        /*  A WebSocket session's secret goes when its last connection
+            closes (nx_gw_worker.c), however long it stays quiet.          */
+        if (now - s->used_us > idle_us && !zhashx_lookup(gw->sessions, id))
+            zlistx_add_end(gone, (void *)id);
+    }
+    for (const char *id = gone ? zlistx_first(gone) : NULL; id; id = zlistx_next(gone)) {
+        zhashx_delete(gw->secrets, id);
+        pruned++;
+    }
+    zlistx_destroy(&gone);
+    pthread_mutex_unlock(&gw->lock);
+    return pruned;
 }
 
 void nx_gw_session_forget(nx_gw_t *gw, const char *session)
@@ -90,11 +122,17 @@ static void s_keep_secret(nx_gw_t *gw, const char *session, json_t *rep)
     if (!secret)
         return;
     pthread_mutex_lock(&gw->lock);
-    const char *known = zhashx_lookup(gw->secrets, session);
-    if (!known || strcmp(known, secret) != 0) {
-        char *copy = known || zhashx_size(gw->secrets) < S_SECRETS_MAX ? strdup(secret) : NULL;
-        if (copy)
+    s_secret_t *known = zhashx_lookup(gw->secrets, session);
+    if (known && strcmp(known->secret, secret) == 0)
+        known->used_us = nx_gw_mono();
+    else if (known || zhashx_size(gw->secrets) < S_SECRETS_MAX) {
+        size_t len = strlen(secret);
+        s_secret_t *copy = malloc(sizeof *copy + len + 1);
+        if (copy) {
+            copy->used_us = nx_gw_mono();
+            memcpy(copy->secret, secret, len + 1);
             zhashx_update(gw->secrets, session, copy);
+        }
     }
     pthread_mutex_unlock(&gw->lock);
 }

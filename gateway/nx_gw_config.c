@@ -69,6 +69,8 @@ const nx_conf_key_t nx_gw_conf_keys[] = {
           "recent events sent in the welcome message"),
     S_KEY(heartbeat, NX_CONF_DURATION, "5s", 200, 3600000, NULL,
           "heartbeat interval for the sessions the gateway hosts"),
+    S_KEY(http_session_ttl, NX_CONF_DURATION, "10m", 1000, 2592000000ull, NULL,
+          "how long the session of an HTTP work call (session_id) lives after its last call"),
     S_KEY(max_clients, NX_CONF_U64, "20000", 1, 1000000, NULL, "WebSocket connections at most"),
     S_KEY(log_level, NX_CONF_ENUM, "info", 0, 0, "error|warn|info|debug|warning",
           "how much the log says (-v: debug)"),

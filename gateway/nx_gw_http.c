@@ -249,7 +249,8 @@ static bool s_host(s_req_t *r, const char *session)
         return false;
     }
     if (!hosted) {
-        nexus_err_t err = nx_gw_ensure_session(r->gw, session, NULL, NULL, 600000);
+        nexus_err_t err =
+            nx_gw_ensure_session(r->gw, session, NULL, NULL, r->gw->cfg.http_session_ttl);
         if (err && err != NEXUS_ERR_FORBIDDEN) {
             char text[160];
             snprintf(text, sizeof text, "cannot register the session: %s%s", nexus_strerror(err),
@@ -318,7 +319,7 @@ static void h_state(s_req_t *r)
     json_t *b = s_probe(r, "state");
     char iso[40];
     pthread_mutex_lock(&gw->lock);
-    size_t sessions = zhashx_size(gw->sessions);
+    size_t sessions = zhashx_size(gw->sessions), secrets = zhashx_size(gw->secrets);
     pthread_mutex_unlock(&gw->lock);
     uint64_t lat_n = __atomic_load_n(&gw->stats.lat_count, __ATOMIC_RELAXED);
     uint64_t lat_sum = __atomic_load_n(&gw->stats.lat_sum_us, __ATOMIC_RELAXED);
@@ -331,6 +332,9 @@ static void h_state(s_req_t *r)
         (json_int_t)__atomic_load_n(&gw->stats.errors, __ATOMIC_RELAXED), "last_restart",
         nx_iso8601(gw->start_us, iso), "event_latency_ms",
         lat_n ? (double)lat_sum / (double)lat_n / 1000.0 : 0.0);
+    /*  Sessions registered here whose secret it keeps: the WebSocket ones
+        and the HTTP work calls' until they time out (bounded memory).    */
+    json_object_set_new(out, "sessions_remembered", json_integer((json_int_t)secrets));
     if (b) {
         json_object_set_new(out, "broker", b);
     } else

@@ -735,6 +735,17 @@ static void *s_worker(void *arg)
             char store[40];
             uint64_t last;
             s_store_now(gw, store, &last);
+            /*  An HTTP work call's session lives max(http_session_ttl,
+                misses x heartbeat) after the last call acting as it (the
+                broker's misses, 3 by default: 10 is ample); then the broker
+                has let it go and its secret is of no use. Forgotten early,
+                the next call registers the session again all the same.   */
+            uint64_t hb = gw->cfg.heartbeat, ttl = gw->cfg.http_session_ttl;
+            uint64_t idle_ms = (10 * hb > ttl ? 10 * hb : ttl) + 3 * hb + 1000;
+            size_t pruned = nx_gw_secrets_prune(gw, idle_ms * 1000);
+            if (pruned)
+                nx_debug("forgot the secrets of %zu sessions no call acted as for %" PRIu64 " ms",
+                         pruned, idle_ms);
             next_hb = nx_gw_mono() + gw->cfg.heartbeat * 1000;
         }
         /*  After each command, a wake or a deadline: it walks the MCP

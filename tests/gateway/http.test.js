@@ -6,7 +6,7 @@ const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { execFile } = require('node:child_process');
 const http = require('node:http');
-const { withFabric, sleep, readResponse } = require('./lib');
+const { withFabric, sleep, waitFor, readResponse } = require('./lib');
 
 const ISO_UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
 
@@ -570,7 +570,6 @@ test('GET /health answers 503 while the broker does not answer (default broker_t
   }
   // Healthy again once the gateway's link is back: the timed-out probe
   // took it down, libnexus's background thread hears the broker again.
-  const { waitFor } = require('./lib');
   await waitFor(async () => (await call(f, 'GET', '/health')).status === 200,
     { timeout: 10000, interval: 100, what: '/health to be 200 again' });
 }));
@@ -963,4 +962,43 @@ test('work over HTTP and WebSocket: renew and reopen, as the CLI and MCP have th
   const twice = await c.request({ action: 'reopen', work_id: 'rr-job' });
   assert.equal(twice.ok, false, JSON.stringify(twice));
   assert.equal(twice.error.code, 'conflict', JSON.stringify(twice));
+}));
+
+test('the secret of an HTTP work call\'s session is kept while the session lives, then forgotten (bounded memory)', { timeout: 60000 }, withFabric({ gatewayArgs: ['--http-session-ttl', '1s', '--heartbeat', '200ms'] }, async (f) => {
+  const remembered = async () => assertJson(await call(f, 'GET', '/state'), 200).sessions_remembered;
+  const ws = await f.connect('keep-ws', 'recent=0');
+  const n0 = await remembered();
+  assert.ok(n0 >= 1, `the WebSocket session's secret is kept: ${n0}`);
+  const idle = assertJson(await call(f, 'POST', '/work/claim', { session_id: 'idle-http', work_id: 'idle-job', ttl_ms: 60000 }), 200);
+  const busy = assertJson(await call(f, 'POST', '/work/claim', { session_id: 'busy-http', work_id: 'busy-job', ttl_ms: 60000 }), 200);
+  assert.equal(await remembered(), n0 + 2, 'both HTTP sessions remembered');
+  assertJson(await call(f, 'GET', '/sessions/idle-http'), 200);
+  // busy-http acts every 300 ms; idle-http does nothing more. The broker
+  // times idle-http out 1 s after its last call; the gateway forgets its
+  // secret after that (here ~3.6 s), and only its.
+  let stop = false;
+  const keepBusy = (async () => {
+    while (!stop) {
+      assertJson(await call(f, 'POST', '/work/renew', { session_id: 'busy-http', work_id: 'busy-job', token: busy.token }), 200);
+      await sleep(300);
+    }
+  })();
+  try {
+    await waitFor(async () => (await remembered()) === n0 + 1, { timeout: 15000, what: 'idle-http\'s secret forgotten' });
+    const gone = await call(f, 'GET', '/sessions/idle-http');
+    assert.ok(gone.status === 404 || (gone.json && gone.json.status === 'gone' && gone.json.claims === 0),
+      `the broker let idle-http go before the gateway forgot its secret: ${gone.text}`);
+    await sleep(1500);
+    assert.equal(await remembered(), n0 + 1, 'busy-http and the WebSocket session stay remembered');
+  } finally {
+    stop = true;
+    await keepBusy;
+  }
+  // The claim went with the session (its holder timed out); a new call as
+  // idle-http registers it afresh and acts.
+  const again = assertJson(await call(f, 'POST', '/work/claim', { session_id: 'idle-http', work_id: 'idle-job', ttl_ms: 60000 }), 200);
+  assert.ok(again.token > idle.token, JSON.stringify(again));
+  assert.equal(await remembered(), n0 + 2);
+  assert.equal((await ws.request({ action: 'status', state: 'busy' })).ok, true, 'the WebSocket session acts still');
+  await ws.close();
 }));
