@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "nx_auth.h"
 #include "nx_broker.h"
 #include "nx_heap.h"
 #include "nx_log.h"
@@ -78,6 +79,11 @@ int main(int argc, char **argv)
     }
     if (!*bad && cfg.tokens_file && *cfg.tokens_file && access(cfg.tokens_file, R_OK) != 0)
         snprintf(bad, sizeof bad, "tokens_file %.200s: %s", cfg.tokens_file, strerror(errno));
+    else if (!*bad && cfg.tokens_file && *cfg.tokens_file) {
+        /*  A line it refuses, or no token at all, is the file's fault too. */
+        nx_auth_t *auth = nx_auth_new(cfg.token, cfg.tokens_file, bad, sizeof bad);
+        nx_auth_destroy(&auth);
+    }
     if (*bad) {
         fprintf(stderr, "nexusd: %s\n", bad);
         nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);

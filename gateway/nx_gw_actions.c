@@ -473,6 +473,7 @@ static void a_history(s_ctx_t *ctx)
         page = nx_front_history(ctx->gw->client, fields, ctx->session, &err);
     if (page) {
         json_object_del(page, "last_seq");
+        json_object_del(page, "first_seq");
         nx_gw_filter_events(ctx->gw, ctx->auth, json_object_get(page, "events"));
     }
     s_answer(ctx, page, &err);

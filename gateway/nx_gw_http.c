@@ -1008,10 +1008,13 @@ const char *nx_gw_http_allow(const char *path)
 
 /*  A body that is not a JSON object: 400 bad_json, and on /mcp a JSON-RPC
     parse error (-32700), the shape an MCP client reads.                   */
-static void s_bad_body(s_req_t *r, const char *text)
+/*  unparsed: jansson refused the body (the others: a NUL byte, too deep). */
+static void s_bad_body(s_req_t *r, const char *text, bool unparsed)
 {
     if (strcmp(r->path, "/mcp") == 0) {
-        s_answer(r, 400, nx_mcp_parse_error(text));
+        s_answer(r, 400,
+                 unparsed ? nx_mcp_unreadable(r->body, strlen(r->body), text)
+                          : nx_mcp_parse_error(text));
         return;
     }
     s_error(r, 400, "bad_json", text, NULL);
@@ -1040,7 +1043,7 @@ static void s_route(s_req_t *r)
                 snprintf(text, sizeof text,
                          "the body holds a NUL byte (at offset %zu): nothing was done",
                          strlen(r->body));
-                s_bad_body(r, text);
+                s_bad_body(r, text, false);
                 return;
             }
             if (r->body &&
@@ -1050,7 +1053,7 @@ static void s_route(s_req_t *r)
                          "the body is nested deeper than %d levels (arrays and objects): "
                          "nothing was done",
                          NX_FRONT_MESSAGE_DEPTH);
-                s_bad_body(r, text);
+                s_bad_body(r, text, false);
                 return;
             }
             r->json = r->body ? json_loads(r->body, JSON_REJECT_DUPLICATES, &jerr) : NULL;
@@ -1070,7 +1073,7 @@ static void s_route(s_req_t *r)
                 else
                     snprintf(text, sizeof text, "body is not valid JSON: %s (line %d, column %d)",
                              jerr.text, jerr.line, jerr.column);
-                s_bad_body(r, text);
+                s_bad_body(r, text, r->body != NULL && r->json == NULL);
                 return;
             }
         }

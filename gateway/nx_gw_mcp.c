@@ -23,6 +23,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "nx_error.h"
 #include "nx_front.h"
 #include "nx_gw.h"
 #include "nx_jdump.h"
@@ -319,9 +320,13 @@ static s_sess_t *s_open(nx_gw_t *gw, const nx_gw_mcp_req_t *in, nx_gw_mcp_ans_t 
     };
     s->mcp = nx_mcp_new(&cfg);
     char why[256];
-    if (!s->mcp || nx_mcp_start(s->mcp, why)) {
+    nexus_err_t rc = s->mcp ? nx_mcp_start(s->mcp, why) : NEXUS_ERR_NOMEM;
+    if (rc) {
         nx_warn("mcp: cannot register session %s: %s", want, s->mcp ? why : "out of memory");
-        out->status = 503;
+        /*  503 invites a retry: only when the broker did not answer. Its
+            refusals (forbidden, bad_request) keep their own status.      */
+        out->status =
+            rc == NEXUS_ERR_UNREACHABLE || rc == NEXUS_ERR_NOMEM ? 503 : nx_err_http_status(rc);
         out->reply = s_rpc_error(in->msg, -32000, s->mcp ? why : "out of memory");
         nx_mcp_destroy(&s->mcp);
         free(s);

@@ -983,6 +983,24 @@ static int s_cursor_follow(s_cli_t *cli, const char *name, const char *path, uin
     return NX_EXIT_OK;
 }
 
+/*  Reading on after seq since (a cursor, or --since N) on a store whose
+    oldest event is above since + 1: retention removed the events between,
+    said as `sub` says it (never a silent skip).                           */
+static void s_events_gap(s_cli_t *cli, nexus_history_t *h, uint64_t since)
+{
+    uint64_t first = 0, last = 0;
+    nexus_history_bounds(h, &first, &last);
+    if (!since || !first || first <= since + 1 || s_flag(cli, "desc"))
+        return;
+    fprintf(stderr,
+            "nexus: gap: events %" PRIu64 "..%" PRIu64 " are no longer in the history "
+            "(retention); this store's oldest is seq %" PRIu64 "\n",
+            since + 1, first - 1, first);
+    if (cli->json)
+        s_print_json(json_pack("{s:{s:I,s:I}}", "gap", "from", (json_int_t)(since + 1), "to",
+                               (json_int_t)(first - 1)));
+}
+
 static int s_cmd_events(s_cli_t *cli)
 {
     uint64_t limit = 1000, since_seq = 0, since_us = 0, until_seq = 0, until_us = 0;
@@ -1038,6 +1056,8 @@ static int s_cmd_events(s_cli_t *cli)
     for (uint64_t i = 0; i <= limit; i++) {
         nexus_event_t *ev = NULL;
         err = nexus_history_next(h, &ev);
+        if (i == 0 && !err)
+            s_events_gap(cli, h, since_seq);
         if (err || !ev)
             break;
         s_print_event(cli, ev);
@@ -1773,6 +1793,14 @@ static int s_cmd_promote(s_cli_t *cli)
 
 static int s_cmd_mcp(s_cli_t *cli)
 {
+    /*  Refused here, as by every other command: the broker would refuse
+        it at every try while the agent's tools said "try again".         */
+    if (cli->session && *cli->session && !nx_session_id_valid(cli->session, strlen(cli->session))) {
+        char what[160];
+        snprintf(what, sizeof what,
+                 "session '%.80s' is no session id: 1 to 64 of A-Z a-z 0-9 _ : @ -", cli->session);
+        return s_usage_error(cli, what);
+    }
     int rc = s_client_make(cli);
     if (rc)
         return rc;

@@ -173,7 +173,7 @@ static int s_line(char *line, size_t len)
     if (!msg) {
         char why[200];
         snprintf(why, sizeof why, "not JSON: %s", jerr.text);
-        return s_send(nx_mcp_parse_error(why));
+        return s_send(nx_mcp_unreadable(line, len, why));
     }
     json_t *reply = NULL;
     nx_mcp_status_t st = nx_mcp_handle(s_mcp, msg, &reply);
@@ -223,10 +223,15 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
         most 1 s, the calls after it the client's timeout.                 */
     nexus_client_set_timeout(client, timeout_ms < 1000 ? timeout_ms : 1000);
     nexus_err_t rc = s_mcp ? nexus_client_connect(client) : NEXUS_ERR_NOMEM;
+    /*  Kept before the next call, which clears it (a refused handshake
+        said only "nexus: ").                                              */
+    char failed[512];
+    snprintf(failed, sizeof failed, "%s",
+             rc == NEXUS_ERR_NOMEM && !s_mcp ? "out of memory" : nexus_client_errmsg(client));
     nexus_client_set_timeout(client, timeout_ms);
     s_endpoint = nexus_client_endpoint(client);
     if (rc && rc != NEXUS_ERR_UNREACHABLE && rc != NEXUS_ERR_TIMEOUT) {
-        fprintf(stderr, "nexus: %s\n", nexus_client_errmsg(client));
+        fprintf(stderr, "nexus: %s\n", failed[0] ? failed : nexus_strerror(rc));
         code = nx_cli_exit_code(rc);
         goto done;
     }
@@ -236,7 +241,15 @@ int nx_cli_mcp(nexus_client_t **client_p, const char *session, const char *name,
         nx_warn("the broker at %s does not answer yet: serving MCP on stdio; the session "
                 "registers once it does, and tools answer 'unavailable' meanwhile",
                 s_endpoint);
-    else if (nx_mcp_start(s_mcp, why))
+    else if ((rc = nx_mcp_start(s_mcp, why)) && rc != NEXUS_ERR_UNREACHABLE) {
+        /*  The broker refused it (a session active elsewhere, a token that
+            may not act as it, too many capabilities): it would refuse at
+            every try, while the tools told the agent to try again.       */
+        fprintf(stderr, "nexus: cannot register the session%s%s: %s\n",
+                session && *session ? " " : "", session && *session ? session : "", why);
+        code = nx_cli_exit_code(rc) == NX_EXIT_OK ? NX_EXIT_REFUSED : nx_cli_exit_code(rc);
+        goto done;
+    } else if (rc)
         nx_warn("cannot register the session yet (%s): tools wait for the broker", why);
     else
         nx_info("serving MCP on stdio as session %s (broker %s)", nx_mcp_session(s_mcp),

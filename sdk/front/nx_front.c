@@ -306,6 +306,10 @@ json_t *nx_front_history(nexus_client_t *client, json_t *fields, const char *vie
     json_t *store = json_object_get(rep, "store_id");
     if (out && json_is_string(store))
         json_object_set(out, "store_id", store);
+    /*  Its oldest event now: a reader after seq N learns of a gap.        */
+    json_t *first = json_object_get(rep, "first_seq");
+    if (out && json_is_integer(first))
+        json_object_set(out, "first_seq", first);
     json_decref(rep);
     return out;
 }

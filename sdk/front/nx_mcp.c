@@ -40,6 +40,11 @@ struct _nx_mcp_t {
     bool ended;                 /* unregister_session ended it: not
                                    registered again by itself         */
     uint64_t next_beat;         /* mono us of the next heartbeat       */
+    /*  The broker's refusal of the last registration ("": none, or no
+        answer), told to the tools that act as the session meanwhile.     */
+    char reg_code[32];
+    char reg_message[256];
+    int reg_status;
     /*  A parked wait_for_events.                                           */
     json_t *wait_id;        /* its JSON-RPC id, NULL: none parked  */
     json_t *wait_args;      /* its arguments                       */
@@ -308,8 +313,15 @@ static json_t *s_register(nx_mcp_t *self, json_t *fields, nx_front_err_t *err)
     json_object_set_new(fields, "heartbeat_ms", json_integer(S_HEARTBEAT_MS));
     json_object_set_new(fields, "ttl_ms", json_integer(S_TTL_MS));
     json_t *rep = nx_front_call(self->cfg.client, "session.register", fields, err);
+    bool answered = strcmp(err->code, "unavailable") != 0 && strcmp(err->code, "timeout") != 0;
+    if (!rep && answered) {
+        snprintf(self->reg_code, sizeof self->reg_code, "%s", err->code);
+        snprintf(self->reg_message, sizeof self->reg_message, "%s", err->message);
+        self->reg_status = err->status;
+    }
     if (!rep)
         return NULL;
+    self->reg_code[0] = 0;
     snprintf(self->session, sizeof self->session, "%s",
              json_string_value(json_object_get(rep, "session")));
     snprintf(self->secret, sizeof self->secret, "%s",
@@ -380,6 +392,13 @@ uint64_t nx_mcp_tick(nx_mcp_t *self)
     that a broker restart, which changes our connection, changes nothing). */
 static json_t *s_acting(nx_mcp_t *self, const char *op, json_t *args, nx_front_err_t *err)
 {
+    if (!self->registered && !self->ended && self->reg_code[0]) {
+        nx_front_fail(err, self->reg_code, self->reg_status ? self->reg_status : 400,
+                      "this MCP session could not register as '%s': %s (call register_session "
+                      "with another session_id)",
+                      self->session[0] ? self->session : "a new session", self->reg_message);
+        return NULL;
+    }
     if (!self->registered && !self->ended) {
         nx_front_fail(err, "unavailable", 503,
                       "this MCP session is not registered with the fabric yet (the broker did "
@@ -412,6 +431,13 @@ static json_t *t_register(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_fr
                       id);
         return NULL;
     }
+    /*  Refused, the switch to another session leaves the one it had as it
+        was: this MCP session still acts as it, and its claims stay looked
+        after, rather than acting as none.                                 */
+    char was_session[sizeof m->session], was_secret[sizeof m->secret];
+    bool was_registered = m->registered, was_ended = m->ended;
+    memcpy(was_session, m->session, sizeof was_session);
+    memcpy(was_secret, m->secret, sizeof was_secret);
     m->ended = false;
     if (id && strcmp(id, m->session) != 0) {
         /*  Another session: its secret, if this machine registered it.    */
@@ -424,6 +450,17 @@ static json_t *t_register(nx_mcp_t *m, const s_tool_t *tool, json_t *args, nx_fr
         json_object_set_new(fields, "metadata",
                             json_pack("{s:s}", "via", m->cfg.via ? m->cfg.via : "mcp"));
     json_t *rep = s_register(m, fields, err);
+    if (!rep && was_registered && strcmp(was_session, m->session) != 0) {
+        memcpy(m->session, was_session, sizeof was_session);
+        memcpy(m->secret, was_secret, sizeof was_secret);
+        m->registered = true;
+        m->ended = was_ended;
+        m->reg_code[0] = 0;
+        /*  Said in the answer, so the agent knows which session it is.    */
+        size_t used = strlen(err->message);
+        snprintf(err->message + used, sizeof err->message - used,
+                 " (this MCP session still acts as '%s')", m->session);
+    }
     if (!rep)
         return NULL;
     json_t *out =
@@ -674,6 +711,14 @@ static json_t *s_events(nx_mcp_t *m, json_t *args, bool resume_default, nx_front
         json_object_set(out, "store_id", store);
     if (reset)
         json_object_set_new(out, "reset", reset);
+    /*  Reading on after a seq the store no longer reaches: retention
+        removed the events between; said, never a silent skip.             */
+    uint64_t first = (uint64_t)json_integer_value(json_object_get(page, "first_seq"));
+    bool desc = order && strcmp(order, "desc") == 0;
+    if (!reset && !newest && !desc && since && first > since + 1)
+        json_object_set_new(out, "gap",
+                            json_pack("{s:I, s:I}", "from", (json_int_t)(since + 1), "to",
+                                      (json_int_t)(first - 1)));
     json_decref(page);
     return out;
 }
@@ -921,6 +966,23 @@ static json_t *s_rpc_error(json_t *id, int code, const char *message)
 json_t *nx_mcp_parse_error(const char *why)
 {
     return s_rpc_error(NULL, -32700, why);
+}
+
+json_t *nx_mcp_unreadable(const char *text, size_t len, const char *why)
+{
+    /*  Valid JSON but for a \u0000 in a string, which nothing here takes
+        (ids, topics and names end at it): refused with the request's id,
+        so that the client's call gets its answer.                        */
+    json_t *msg = text ? json_loadb(text, len, JSON_ALLOW_NUL, NULL) : NULL;
+    json_t *id = json_object_get(msg, "id");
+    json_t *reply =
+        json_is_string(id) || json_is_integer(id)
+            ? s_rpc_error(id, -32602,
+                          "invalid params: a string holds \\u0000 (a NUL character), which this "
+                          "server does not take")
+            : s_rpc_error(NULL, -32700, why);
+    json_decref(msg);
+    return reply;
 }
 
 bool nx_mcp_revision_known(const char *revision)

@@ -111,6 +111,10 @@ const char *nx_mcp_session(nx_mcp_t *self);
 
 /*  The JSON-RPC error response for a message that could not be read.     */
 json_t *nx_mcp_parse_error(const char *why);
+/*  The same for text (len bytes), which jansson refused for why; the error
+    answers the message's id when only a \u0000 in a string stood in the
+    way (-32602, invalid params).                                          */
+json_t *nx_mcp_unreadable(const char *text, size_t len, const char *why);
 
 /*  Whether revision is an MCP protocol revision this server speaks; the
     list, for messages ("2025-11-25, 2025-06-18, ...").                    */

@@ -305,14 +305,22 @@ static int s_load_file(nx_auth_t *self, const char *path, char *err_buf, size_t 
         snprintf(err_buf, err_size, "cannot read tokens_file '%s'", path);
         return -1;
     }
-    char line[S_LINE_MAX];
+    char *line = NULL;
+    size_t line_cap = 0;
+    ssize_t len;
     int lineno = 0, rc = 0;
-    while (rc == 0 && fgets(line, sizeof line, f)) {
+    while (rc == 0 && (len = getline(&line, &line_cap, f)) >= 0) {
         lineno++;
         char why[300] = "out of memory";
-        if (!strchr(line, '\n') && !feof(f)) {
+        if (len > S_LINE_MAX - 2) {
             snprintf(err_buf, err_size, "%s:%d: line longer than %d bytes", path, lineno,
                      S_LINE_MAX - 2);
+            rc = -1;
+            break;
+        }
+        /*  The rest of the line would be cut off unseen.                  */
+        if (memchr(line, 0, (size_t)len)) {
+            snprintf(err_buf, err_size, "%s:%d: a NUL byte (is this a text file?)", path, lineno);
             rc = -1;
             break;
         }
@@ -366,7 +374,18 @@ static int s_load_file(nx_auth_t *self, const char *path, char *err_buf, size_t 
         if (e.key[0])
             zhashx_insert(self->by_key, e.key, (void *)at);
     }
+    free(line);
     fclose(f);
+    /*  A file that says nothing (emptied, truncated, only comments) would
+        leave the fabric open to anyone, while its operator believes it
+        closed: refused, as a file that cannot be read is.                 */
+    if (rc == 0 && self->n_entries == 0) {
+        snprintf(err_buf, err_size,
+                 "tokens_file '%s' holds no token: that would leave the fabric open to anyone; "
+                 "add a line 'TOKEN SESSION' (or name=), or unset tokens_file to run open",
+                 path);
+        rc = -1;
+    }
     return rc;
 }
 

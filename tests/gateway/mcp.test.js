@@ -544,3 +544,135 @@ test('gateway /mcp with the broker down: tools answer unavailable at once', with
   assert.ok(Date.now() - started < 10000, `answered in ${Date.now() - started} ms`);
   await c.close();
 }));
+
+/** `nexus mcp` on raw stdio: send(line), next() the next reply line. */
+function rawStdio(f, args = [], env = {}) {
+  const { spawn } = require('node:child_process');
+  const stateHome = f.mcpState || (f.mcpState = fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-mcp-state-')));
+  const p = spawn(NEXUS_CLI, ['mcp', ...args], {
+    env: { ...process.env, NEXUS_ENDPOINT: `tcp://127.0.0.1:${f.brokerPorts[0]}`, XDG_STATE_HOME: stateHome, ...env },
+  });
+  let out = '';
+  let err = '';
+  const waiters = [];
+  p.stdout.on('data', (d) => { out += d; waiters.splice(0).forEach((w) => w()); });
+  p.stderr.on('data', (d) => { err += d; });
+  const exited = new Promise((resolve) => p.on('exit', (code) => resolve(code)));
+  return {
+    send: (m) => p.stdin.write(`${typeof m === 'string' ? m : JSON.stringify(m)}\n`),
+    async next(ms = 10000) {
+      const deadline = Date.now() + ms;
+      while (!out.includes('\n')) {
+        if (Date.now() > deadline) throw new Error(`no reply line within ${ms} ms; stderr: ${err}`);
+        await new Promise((r) => { waiters.push(r); setTimeout(r, 100); });
+      }
+      const i = out.indexOf('\n');
+      const line = out.slice(0, i);
+      out = out.slice(i + 1);
+      return JSON.parse(line);
+    },
+    async exit(ms = 10000) {
+      return Promise.race([exited, sleep(ms).then(() => { p.kill('SIGKILL'); return 'killed'; })]);
+    },
+    stderr: () => err,
+    close() { p.stdin.end(); return this.exit(); },
+  };
+}
+
+const INIT = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } };
+
+test('refused registrations are said as such: nexus mcp exits with the reason, /mcp answers 4xx, a failed switch keeps the session', withFabric(async (f) => {
+  // A session id that cannot be one: usage, before any broker is asked.
+  let m = rawStdio(f, ['--session', 'bad.id!']);
+  assert.equal(await m.exit(), 2, m.stderr());
+  assert.match(m.stderr(), /is no session id/);
+  // carol is active on another connection (a `nexus mcp` with its own state dir).
+  const carol = await stdioClient(f, ['--session', 'carol']);
+  const elsewhere = fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-mcp-state-'));
+  m = rawStdio(f, ['--session', 'carol'], { XDG_STATE_HOME: elsewhere });
+  assert.equal(await m.exit(), 1, `refused, not served with tools that say "try again": ${m.stderr()}`);
+  assert.match(m.stderr(), /cannot register the session carol: forbidden/, m.stderr());
+  // /mcp's initialize: the broker's refusal keeps its status (403), not 503.
+  const r = await fetch(`${f.http}/mcp?session=carol`, {
+    method: 'POST', body: JSON.stringify(INIT),
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream' },
+  });
+  const body = await r.text();
+  assert.equal(r.status, 403, body);
+  assert.match(body, /forbidden/);
+  // A switch to carol that the broker refuses leaves the MCP session as it was.
+  const c = await httpClient(f, '?session=dave');
+  try {
+    await ok(c, 'claim_work', { work_id: 'dave/1' });
+    await fails(c, 'register_session', { session_id: 'carol' }, 'forbidden', /still acts as 'dave'/);
+    const again = await ok(c, 'claim_work', { work_id: 'dave/2' });
+    assert.equal(again.holder, 'dave', JSON.stringify(again));
+  } finally {
+    await c.close();
+  }
+  await closeClean(carol);
+  fs.rmSync(elsewhere, { recursive: true, force: true });
+}));
+
+test('a \\u0000 in a string is refused with the request\'s id (stdio and HTTP), and the server goes on', withFabric(async (f) => {
+  const call = { jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'publish_event', arguments: { event_type: 'nul.e', payload: '\u0000nul' } } };
+  const m = rawStdio(f, ['--session', 'nul-stdio']);
+  try {
+    m.send(INIT);
+    assert.equal((await m.next()).id, 1);
+    m.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    m.send(call);
+    const rep = await m.next();
+    assert.equal(rep.id, 9, JSON.stringify(rep));
+    assert.equal(rep.error && rep.error.code, -32602, JSON.stringify(rep));
+    assert.match(rep.error.message, /u0000/);
+    m.send({ ...call, id: 10, params: { ...call.params, arguments: { event_type: 'nul.e', payload: 'fine' } } });
+    const fine = await m.next();
+    assert.equal(fine.id, 10);
+    assert.equal(fine.result.isError, false, JSON.stringify(fine));
+  } finally {
+    assert.equal(await m.close(), 0, m.stderr());
+  }
+  const c = await httpClient(f);
+  try {
+    const sid = c.transportRef.sessionId;
+    const r = await fetch(`${f.http}/mcp`, {
+      method: 'POST', body: JSON.stringify(call),
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream', 'Mcp-Session-Id': sid, 'Mcp-Protocol-Version': '2025-06-18' },
+    });
+    const j = await r.json();
+    assert.equal(r.status, 400);
+    assert.equal(j.id, 9, JSON.stringify(j));
+    assert.equal(j.error.code, -32602, JSON.stringify(j));
+    await ok(c, 'publish_event', { event_type: 'nul.e', payload: 'still here' });
+  } finally {
+    await c.close();
+  }
+}));
+
+test('get_events says which events retention removed past the cursor (gap), never a silent skip', withFabric({ brokerArgs: ['--retain-events', '5'] }, async (f) => {
+  const c = await stdioClient(f, ['--session', 'gap-reader']);
+  const seqs = [];
+  for (let i = 0; i < 3; i++) seqs.push((await ok(c, 'publish_event', { event_type: 'gap.e', payload: { i } })).seq);
+  const first = await ok(c, 'get_events', { patterns: ['gap.>'], resume: true });
+  assert.deepEqual(first.events.map((e) => e.seq), seqs);
+  assert.equal(first.gap, undefined);
+  for (let i = 3; i < 20; i++) seqs.push((await ok(c, 'publish_event', { event_type: 'gap.e', payload: { i } })).seq);
+  // Retention keeps the 5 newest: seqs[15..19].
+  const next = await ok(c, 'get_events', { patterns: ['gap.>'], resume: true });
+  assert.deepEqual(next.gap, { from: first.cursor + 1, to: seqs[15] - 1 }, JSON.stringify(next));
+  assert.deepEqual(next.events.map((e) => e.seq), seqs.slice(15));
+  const since = await ok(c, 'get_events', { patterns: ['gap.>'], since_seq: seqs[1] });
+  assert.deepEqual(since.gap, { from: seqs[1] + 1, to: seqs[15] - 1 }, JSON.stringify(since));
+  const none = await ok(c, 'get_events', { patterns: ['gap.>'], since_seq: seqs[15] - 1 });
+  assert.equal(none.gap, undefined, JSON.stringify(none));
+  assert.deepEqual(none.events.map((e) => e.seq), seqs.slice(15));
+  await closeClean(c);
+}));
+
+test('nexus mcp refused at the handshake says why (a wrong token)', withFabric({ brokerArgs: ['--token', 'btok-1'], gatewayArgs: ['--broker-token', 'btok-1'] }, async (f) => {
+  const m = rawStdio(f, [], { NEXUS_TOKEN: 'wrong' });
+  const code = await m.exit();
+  assert.notEqual(code, 0, m.stderr());
+  assert.match(m.stderr(), /^nexus: .{10,}/m, `a reason, not an empty "nexus: ": ${JSON.stringify(m.stderr())}`);
+}));

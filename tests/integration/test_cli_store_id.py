@@ -20,6 +20,9 @@ would:
    not skipped.
 5. `nexus sub --json` across a restart on a fresh data directory: a reset
    line and a notice, then the new store's events; it keeps running.
+6. The same store, whose retention removed events the cursor had not
+   reached: --resume (and --since N) say which are gone, on stderr and as
+   a {"gap": {"from", "to"}} line with --json, then print the rest.
 Every wait is bounded.
 """
 
@@ -214,6 +217,28 @@ try:
         finally:
             _, err = terminate(sub)
         t.check("reset" in err and sid_d in err, "a notice on stderr: %r" % err)
+
+    # 6. retention removed what the cursor had not reached
+    os.remove(cursor)
+    with Broker(data_dir=os.path.join(root, "e"), extra=["--retain-events", "5"]) as e:
+        publish(e, 3, "e")
+        evs, resets, err = events(e)
+        t.eq([x["seq"] for x in evs], [1, 2, 3], "the first three")
+        publish(e, 17, "f")  # seqs 4..20; retention keeps 16..20
+        rc, out, err = nexus(["events", "--pattern", "cli.>", "--resume", "hook", "--json"], e)
+        lines = [json.loads(x) for x in out.splitlines() if x.strip()]
+        t.eq(rc, 0, "exit 0: %s" % err)
+        t.eq(lines[:1], [{"gap": {"from": 4, "to": 15}}], "a gap line first: %r" % lines[:2])
+        t.eq([x.get("seq") for x in lines[1:]], [16, 17, 18, 19, 20], "then the rest")
+        t.check("gap: events 4..15" in err, "and a notice on stderr: %r" % err)
+        rc, out, err = nexus(["events", "--pattern", "cli.>", "--resume", "hook", "--json"], e)
+        t.check(rc == 0 and out == "" and err == "", "the next call: nothing, no notice: %r %r" % (out, err))
+        rc, out, err = nexus(["events", "--since", "2"], e)
+        t.check(rc == 0 and "gap: events 3..15" in err and len(out.splitlines()) == 5,
+                "--since 2 says the same: %r %r" % (out, err))
+        rc, out, err = nexus(["events", "--since", "15"], e)
+        t.check(rc == 0 and "gap" not in err and len(out.splitlines()) == 5,
+                "--since 15 (the oldest is 16): no gap: %r %r" % (out, err))
 finally:
     shutil.rmtree(root, ignore_errors=True)
 t.done()

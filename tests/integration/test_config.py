@@ -18,7 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import NEXUSD, Broker, Checks, Client, free_port, free_ports  # noqa: E402
+from harness import GATEWAY, NEXUSD, Broker, Checks, Client, free_port, free_ports  # noqa: E402
 
 t = Checks()
 T0 = time.time()
@@ -317,6 +317,26 @@ try:
                        (("--data-dir", ""), "data_dir is empty")):
         rc, out, err = run(*args)
         t.check(rc == 2 and says in err, "%s: exit 2 saying %r: %d %r" % (args, says, rc, err))
+    # A tokens file that holds no token (emptied, truncated, only comments)
+    # would leave the fabric open while its operator believes it closed:
+    # nexusd and the gateway refuse to start (exit 2, said why); so does a
+    # line the file's parser refuses, and a NUL byte is named as such.
+    for name, text, says in (("empty", b"", "holds no token"),
+                             ("comments", b"# revoked all\n\n   # none yet\n", "holds no token"),
+                             ("badline", b"T1 w1\nT2 name=x pub=a..b\n", ":2: pub"),
+                             ("nul", b"T1 w1\nT2\x00 w2\n", ":2: a NUL byte")):
+        path = os.path.join(tmp, "tokens-" + name)
+        with open(path, "wb") as f:
+            f.write(text)
+        rc, out, err = run("--tokens-file", path, timeout=10)
+        t.check(rc == 2 and says in err, "nexusd, tokens file %s: exit 2 saying %r: %d %r"
+                % (name, says, rc, err))
+        if os.path.exists(GATEWAY):
+            p = subprocess.run([os.path.abspath(GATEWAY), "--port", str(free_port()), "--tokens-file", path],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10, cwd=tmp)
+            gerr = p.stderr.decode(errors="replace")
+            t.check(p.returncode == 2 and says in gerr,
+                    "nexus-gateway, tokens file %s: exit 2 saying %r: %d %r" % (name, says, p.returncode, gerr))
     # A map_max below the default map_size (a small device) lowers it, with
     # a word in the log, as before; it is no reason to refuse the start.
     with Broker(extra=["--map-max", "512M"]) as mb:

@@ -346,6 +346,38 @@ int main(void)
     err[0] = 0;
     CHECK(nx_auth_new(NULL, path, err, sizeof err) == NULL);
     CHECK(strstr(err, ":2:") != NULL);
+    /*  A file with no token would leave the fabric open while its operator
+        believes it closed: refused, also beside a shared token.           */
+    const char *empty[] = {"", "\n\n", "# all tokens revoked\n   \n# none yet\n"};
+    for (size_t i = 0; i < sizeof empty / sizeof empty[0]; i++) {
+        s_write(path, empty[i]);
+        err[0] = 0;
+        nx_auth_t *a = nx_auth_new(NULL, path, err, sizeof err);
+        CHECK(a == NULL && strstr(err, "holds no token") != NULL);
+        nx_auth_destroy(&a);
+        a = nx_auth_new("s3cret", path, err, sizeof err);
+        CHECK(a == NULL);
+        nx_auth_destroy(&a);
+    }
+    /*  A NUL byte is named as such, not as a long line.                   */
+    FILE *nul = fopen(path, "w");
+    CHECK(nul != NULL);
+    if (nul) {
+        fwrite("TOK1 w1\nTOK2\0 w2\n", 1, 18, nul);
+        fclose(nul);
+    }
+    err[0] = 0;
+    CHECK(nx_auth_new(NULL, path, err, sizeof err) == NULL);
+    CHECK(strstr(err, ":2: a NUL byte") != NULL);
+    /*  A line of 5000 bytes is still named as too long.                   */
+    char longline[5002];
+    memset(longline, 'a', 5000);
+    longline[5000] = '\n';
+    longline[5001] = 0;
+    s_write(path, longline);
+    err[0] = 0;
+    CHECK(nx_auth_new(NULL, path, err, sizeof err) == NULL);
+    CHECK(strstr(err, ":1: line longer than") != NULL);
     snprintf(path, sizeof path, "%s/missing", dir);
     CHECK(nx_auth_new(NULL, path, err, sizeof err) == NULL);
     CHECK(strstr(err, "cannot read") != NULL);
