@@ -56,6 +56,15 @@ struct _nx_ha_t {
     bool fatal;                             /* the log failed                            */
     uint64_t stats_at;                      /* mono us the standby's counters were read  */
     uint64_t lease_warned;                  /* mono us a lost lease was logged           */
+    /*  The primary this one was promoted over (without etcd): asked every
+        second until it says it follows, then every S_WATCH_SLOW_US, and
+        fenced whenever it answers as a primary of an older epoch: a
+        fence sent once is lost when it is paused, and a restart of it
+        with its old settings would take writes beside this one.          */
+    char watch_ep[NX_ROLE_ENDPOINT_MAX];    /* its control endpoint, "" none             */
+    zsock_t *watch;                         /* DEALER to it                              */
+    uint64_t watch_next;                    /* mono us of the next ping                  */
+    bool watch_follows;                     /* it said it follows (or is fenced)         */
 };
 
 /*  ---- Helpers ------------------------------------------------------------ */
@@ -347,6 +356,7 @@ void nx_ha_destroy(nx_ha_t **self_p)
         return;
     nx_ha_t *self = *self_p;
     nx_elector_destroy(&self->elector);
+    zsock_destroy(&self->watch);
     nx_repl_receiver_destroy(&self->rx);
     nx_repl_sender_destroy(&self->tx);
     free(self);
@@ -504,6 +514,122 @@ long nx_ha_timeout(nx_broker_t *b)
     return S_TICK_MS;
 }
 
+/*  ---- The old primary ---------------------------------------------------- */
+
+#define S_WATCH_FAST_US 1000000 /* until it says it follows                  */
+#define S_WATCH_SLOW_US 5000000 /* after: a restart of it is seen this soon  */
+
+static void s_watch_start(nx_broker_t *b, const char *endpoint)
+{
+    nx_ha_t *self = b->ha;
+    zsock_destroy(&self->watch);
+    snprintf(self->watch_ep, sizeof self->watch_ep, "%s", endpoint);
+    self->watch = zsock_new(ZMQ_DEALER);
+    if (!self->watch)
+        return;
+    zsock_set_linger(self->watch, 0);
+    /*  Nothing queued for a broker that is not there (or paused before
+        its handshake): the next round asks afresh.                        */
+    zsock_set_immediate(self->watch, 1);
+    zsock_set_sndhwm(self->watch, 4);
+    zsock_set_rcvhwm(self->watch, 16);
+    s_secure(self->watch, b);
+    if (zsock_connect(self->watch, "%s", endpoint) != 0) {
+        nx_warn("promotion: cannot connect to the old primary at %s: it is not fenced", endpoint);
+        zsock_destroy(&self->watch);
+        return;
+    }
+    self->watch_next = 0;
+    self->watch_follows = false;
+}
+
+/*  Sends fence with this broker's epoch. Not a ping first: a primary that
+    waits for its standby holds every reply, a ping's too, until the
+    standby answers or replication_timeout lets it go; a fence acts as
+    soon as it is read, before that wait ends and acknowledges anything.
+    A broker at this epoch or newer refuses it (conflict), changing
+    nothing.                                                               */
+static void s_watch_send(nx_broker_t *b)
+{
+    nx_ha_t *self = b->ha;
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    bool auth = s_token(b) != NULL;
+    msgpack_pack_map(&pk, 5 + (auth ? 1 : 0));
+    nx_pack_kv_str(&pk, "op", "fence");
+    nx_pack_kv_u64(&pk, "id", 2);
+    nx_pack_kv_u64(&pk, "epoch", self->role.epoch);
+    nx_pack_kv_str(&pk, "primary", self->advertise);
+    nx_pack_kv_str(&pk, "peer", self->peer);
+    if (auth)
+        nx_pack_kv_str(&pk, "auth", s_token(b));
+    zmq_send(zsock_resolve(self->watch), buf.data, buf.size, ZMQ_DONTWAIT);
+    msgpack_sbuffer_destroy(&buf);
+}
+
+/*  Reads the old primary's answers; fences it again when due (loop
+    thread).                                                               */
+static void s_watch(nx_broker_t *b, uint64_t now)
+{
+    nx_ha_t *self = b->ha;
+    if (!self->watch)
+        return;
+    if (self->role.role != NX_ROLE_PRIMARY || !s_writable(b)) {
+        zsock_destroy(&self->watch); /* no longer the one who leads */
+        return;
+    }
+    for (int i = 0; i < 16; i++) {
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, zsock_resolve(self->watch), ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            break;
+        }
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        const char *role = NULL, *text = NULL, *code = NULL;
+        size_t role_len = 0, text_len = 0, code_len = 0;
+        bool ok = false;
+        if (msgpack_unpack_next(&u, zmq_msg_data(&msg), zmq_msg_size(&msg), NULL) ==
+                MSGPACK_UNPACK_SUCCESS &&
+            u.data.type == MSGPACK_OBJECT_MAP) {
+            const msgpack_object *okv = nx_map_get(&u.data, "ok");
+            ok = okv && okv->type == MSGPACK_OBJECT_BOOLEAN && okv->via.boolean;
+            nx_map_str(&u.data, "role", &role, &role_len, NULL);
+            nx_map_str(&u.data, "error", &code, &code_len, NULL);
+            nx_map_str(&u.data, "message", &text, &text_len, NULL);
+        }
+        bool newer_or_same = code && code_len == 8 && memcmp(code, "conflict", 8) == 0;
+        if (ok) {
+            /*  It was a primary of an older epoch: paused through the
+                promotion, or started again with its old settings.       */
+            if (self->watch_follows)
+                nx_warn("the old primary at %s took writes again (started with its old "
+                        "settings?): fenced it, epoch %" PRIu64 "; it is %.*s now",
+                        self->watch_ep, self->role.epoch, (int)role_len, role ? role : "?");
+            else
+                nx_info("the old primary at %s took epoch %" PRIu64 ": it is %.*s now, and "
+                        "takes no writes",
+                        self->watch_ep, self->role.epoch, (int)role_len, role ? role : "?");
+            self->watch_follows = true;
+        } else if (newer_or_same && !self->watch_follows) {
+            nx_info("the old primary at %s takes no writes: %.*s", self->watch_ep, (int)text_len,
+                    text ? text : "");
+            self->watch_follows = true;
+        } else if (!newer_or_same)
+            nx_warn("the old primary at %s refused to be fenced: %.*s", self->watch_ep,
+                    (int)text_len, text ? text : "no reason");
+        msgpack_unpacked_destroy(&u);
+        zmq_msg_close(&msg);
+    }
+    if (now >= self->watch_next) {
+        s_watch_send(b);
+        self->watch_next = now + (self->watch_follows ? S_WATCH_SLOW_US : S_WATCH_FAST_US);
+    }
+}
+
 /*  ---- Promotion ------------------------------------------------------------ */
 
 static int s_promote(nx_broker_t *b, uint64_t epoch)
@@ -577,35 +703,10 @@ static int s_promote(nx_broker_t *b, uint64_t epoch)
             nx_warn("promotion: cannot write %s/role (%s): a restart would take the role the "
                     "settings give",
                     b->cfg.data_dir, strerror(errno));
-        /*  The old primary, if it still runs, stops taking writes.       */
-        if (old[0]) {
-            zsock_t *s = zsock_new(ZMQ_DEALER);
-            if (s) {
-                zsock_set_linger(s, 2000);
-                s_secure(s, b);
-                if (zsock_connect(s, "%s", old) == 0) {
-                    msgpack_sbuffer buf;
-                    msgpack_sbuffer_init(&buf);
-                    msgpack_packer pk;
-                    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-                    bool auth = s_token(b) != NULL;
-                    msgpack_pack_map(&pk, 5 + (auth ? 1 : 0));
-                    nx_pack_kv_str(&pk, "op", "fence");
-                    nx_pack_kv_u64(&pk, "id", 1);
-                    nx_pack_kv_u64(&pk, "epoch", epoch);
-                    nx_pack_kv_str(&pk, "primary", self->advertise);
-                    nx_pack_kv_str(&pk, "peer", self->peer);
-                    if (auth)
-                        nx_pack_kv_str(&pk, "auth", s_token(b));
-                    zmq_send(zsock_resolve(s), buf.data, buf.size, ZMQ_DONTWAIT);
-                    msgpack_sbuffer_destroy(&buf);
-                    nx_info("promotion: told %s that epoch %" PRIu64 " leads (if it still runs, "
-                            "it stops taking writes and follows this broker)",
-                            old, epoch);
-                }
-                zsock_destroy(&s);
-            }
-        }
+        /*  The old primary, if it still runs (or runs again), stops
+            taking writes: s_watch fences it.                              */
+        if (old[0])
+            s_watch_start(b, old);
     }
     return 0;
 }
@@ -741,6 +842,7 @@ int nx_ha_handle(nx_broker_t *b)
         nx_repl_sender_pump(self->tx, self->role.epoch, now);
         s_sync_policy(b, now);
     }
+    s_watch(b, now);
     if (self->fatal)
         return -1;
     return self->restart ? NX_BROKER_RESTART : 0;
