@@ -56,15 +56,15 @@ struct _nx_ha_t {
     bool fatal;                             /* the log failed                            */
     uint64_t stats_at;                      /* mono us the standby's counters were read  */
     uint64_t lease_warned;                  /* mono us a lost lease was logged           */
-    /*  The primary this one was promoted over (without etcd): asked every
-        second until it says it follows, then every S_WATCH_SLOW_US, and
-        fenced whenever it answers as a primary of an older epoch: a
-        fence sent once is lost when it is paused, and a restart of it
-        with its old settings would take writes beside this one.          */
-    char watch_ep[NX_ROLE_ENDPOINT_MAX];    /* its control endpoint, "" none             */
-    zsock_t *watch;                         /* DEALER to it                              */
-    uint64_t watch_next;                    /* mono us of the next ping                  */
-    bool watch_follows;                     /* it said it follows (or is fenced)         */
+    /*  The primary this one was promoted over (without etcd): fenced
+        every second until it says it takes no writes, then every
+        S_WATCH_SLOW_US: a fence sent once is lost when it is paused, and
+        a restart of it with its old settings would take writes beside
+        this one.                                                          */
+    char watch_ep[NX_ROLE_ENDPOINT_MAX]; /* its control endpoint, "" none          */
+    zsock_t *watch;                      /* DEALER to it                           */
+    uint64_t watch_next;                 /* mono us of the next fence              */
+    bool watch_follows;                  /* it said it takes no writes             */
 };
 
 /*  ---- Helpers ------------------------------------------------------------ */

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -642,6 +643,27 @@ int nx_repl_receiver_install(const char *data_dir, char *err, size_t err_size)
         if (mkdir(keep_dir, 0700) != 0 && errno != EEXIST) {
             snprintf(err, err_size, "cannot create %s: %s", keep_dir, strerror(errno));
             return -1;
+        }
+        /*  A store kept by an earlier base copy may hold the only copy of
+            changes that reached no one else: never overwritten.           */
+        if (stat(keep, &st) == 0) {
+            char when[32];
+            time_t now = time(NULL);
+            struct tm tm;
+            strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
+            for (int i = 0; i < 1000; i++) {
+                if (i)
+                    snprintf(keep, sizeof keep, "%s/data-%s-%d.mdb", keep_dir, when, i);
+                else
+                    snprintf(keep, sizeof keep, "%s/data-%s.mdb", keep_dir, when);
+                if (stat(keep, &st) != 0)
+                    break;
+            }
+            if (stat(keep, &st) == 0) {
+                snprintf(err, err_size, "%s holds too many kept stores: remove those not needed",
+                         keep_dir);
+                return -1;
+            }
         }
         if (rename(data, keep) != 0) {
             snprintf(err, err_size, "cannot move %s aside: %s", data, strerror(errno));

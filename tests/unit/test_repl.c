@@ -521,6 +521,69 @@ static void s_test_base(const char *ep)
     nx_test_rm_tree(s_pdir);
 }
 
+/*  A second base copy keeps the store it replaces beside the one an
+    earlier copy kept: each may hold the only copy of some changes.       */
+static void s_write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static char *s_read_file(const char *path)
+{
+    static char buf[64];
+    buf[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = 0;
+        fclose(f);
+    }
+    return buf;
+}
+
+static void s_test_kept_stores(void)
+{
+    char dir[300], path[400], err[256] = "";
+    snprintf(dir, sizeof dir, "%s/keeper", s_root);
+    CHECK(mkdir(dir, 0700) == 0);
+    const char *stores[] = {"first", "second", "third"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/data.mdb", dir);
+        s_write_file(path, stores[i]);
+        snprintf(path, sizeof path, "%s/base.mdb", dir);
+        s_write_file(path, "copy");
+        CHECK_EQ_U64(nx_repl_receiver_install(dir, err, sizeof err), 0);
+    }
+    snprintf(path, sizeof path, "%s/diverged/data.mdb", dir);
+    CHECK_EQ_STR(s_read_file(path), "first");
+    DIR *d;
+    snprintf(path, sizeof path, "%s/diverged", dir);
+    d = opendir(path);
+    int kept = 0, second = 0, third = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        kept++;
+        char file[700];
+        snprintf(file, sizeof file, "%s/%s", path, e->d_name);
+        second += strcmp(s_read_file(file), "second") == 0;
+        third += strcmp(s_read_file(file), "third") == 0;
+    }
+    if (d)
+        closedir(d);
+    CHECK_EQ_U64(kept, 3);
+    CHECK(second == 1 && third == 1);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    CHECK_EQ_STR(s_read_file(path), "copy");
+    nx_test_rm_tree(dir);
+}
+
 int main(void)
 {
     nx_log_init("test_repl", NX_LOG_WARN);
@@ -541,6 +604,7 @@ int main(void)
     snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
     s_test_stream(ep);
     s_test_base(ep);
+    s_test_kept_stores();
     zsock_destroy(&s_router);
     nx_test_rm_tree(s_root);
     NX_TEST_DONE();
