@@ -437,7 +437,7 @@ static int s_cmd_status(s_cli_t *cli)
 
 /*  ---- nexus pub -------------------------------------------------------------*/
 
-static char *s_read_stdin(void)
+static char *s_read_stdin(size_t *len)
 {
     size_t size = 0, alloc = 4096;
     char *buf = malloc(alloc);
@@ -458,6 +458,7 @@ static char *s_read_stdin(void)
     }
     if (buf)
         buf[size] = 0;
+    *len = size;
     return buf;
 }
 
@@ -527,11 +528,19 @@ static void s_lines_report(s_lines_t *L)
     fflush(stdout);
 }
 
-/*  Publishes one line (NUL-terminated, without its newline). Returns 0, or
-    an exit code when the command must stop.                               */
-static int s_lines_send(s_lines_t *L, char *text, uint64_t line)
+/*  Publishes one line (len bytes, NUL-terminated, without its newline).
+    Returns 0, or an exit code when the command must stop.                 */
+static int s_lines_send(s_lines_t *L, char *text, size_t len, uint64_t line)
 {
-    char *end = text + strlen(text);
+    /*  JSON text holds no NUL byte: what follows one would be dropped.    */
+    if (memchr(text, 0, len)) {
+        fprintf(stderr,
+                "nexus: line %" PRIu64 " holds a NUL byte at column %zu (JSON has none; "
+                "write \\u0000 in a string); stopping\n",
+                line, strlen(text) + 1);
+        return NX_EXIT_USAGE;
+    }
+    char *end = text + len;
     while (end > text && (end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
         *--end = 0;
     if (!*text)
@@ -553,6 +562,18 @@ static int s_lines_send(s_lines_t *L, char *text, uint64_t line)
     *l = (s_line_t){.line = line};
     nexus_err_t err = nexus_publish_async(L->cli->client, L->topic, data, size, s_line_done, l);
     free(data);
+    if (err == NEXUS_ERR_TOO_LARGE) {
+        /*  Refused before it was sent, as the broker refuses one over
+            max_payload: said in its place among the lines' reports (the
+            ones before it first), and the lines after it go on.           */
+        char why[300];
+        snprintf(why, sizeof why, "%s", nexus_client_errmsg(L->cli->client));
+        nexus_publish_async_wait(L->cli->client, -1);
+        s_lines_report(L);
+        fprintf(stderr, "nexus: line %" PRIu64 ": %s\n", line, why);
+        L->refused++;
+        return 0;
+    }
     if (err) {
         /*  The lines before it are reported as they complete; this one
             and those after it were not sent.                               */
@@ -589,7 +610,7 @@ static int s_pub_lines(s_cli_t *cli, const char *topic)
         size_t off = 0;
         while (!status && (nl = memchr(buf + off, '\n', have - off))) {
             *nl = 0;
-            status = s_lines_send(L, buf + off, ++line);
+            status = s_lines_send(L, buf + off, (size_t)(nl - (buf + off)), ++line);
             off = (size_t)(nl - buf) + 1;
         }
         memmove(buf, buf + off, have - off);
@@ -621,7 +642,7 @@ static int s_pub_lines(s_cli_t *cli, const char *topic)
             eof = true;
             if (have) { /* a last line without its newline */
                 buf[have] = 0;
-                status = s_lines_send(L, buf, ++line);
+                status = s_lines_send(L, buf, have, ++line);
                 have = 0;
             }
             break;
@@ -647,9 +668,20 @@ static int s_cmd_pub(s_cli_t *cli)
     }
     char *payload = NULL;
     if (cli->npos > 1 && !strcmp(cli->pos[1], "-")) {
-        payload = s_read_stdin();
+        size_t len = 0;
+        payload = s_read_stdin(&len);
         if (!payload)
             return s_fail(NX_EXIT_USAGE, "cannot read the payload from stdin");
+        /*  What follows a NUL byte would be dropped in silence.           */
+        if (memchr(payload, 0, len)) {
+            char why[160];
+            snprintf(why, sizeof why,
+                     "the payload holds a NUL byte at offset %zu (JSON has none; write \\u0000 "
+                     "in a string)",
+                     strlen(payload));
+            free(payload);
+            return s_usage_error(cli, why);
+        }
     } else if (cli->npos > 1)
         payload = strdup(cli->pos[1]);
     json_error_t jerr;
@@ -2042,16 +2074,24 @@ int main(int argc, char **argv)
             fprintf(stderr, "nexus: unknown command '%s' (see nexus --help)\n", argv[1]);
         return NX_EXIT_USAGE;
     }
+    bool operands = false; /* after "--": no more options */
     for (int i = first; i < argc; i++) {
         const char *arg = argv[i];
-        if (!strcmp(arg, "--")) {
-            cli.extra = argv + i + 1;
-            cli.nextra = argc - i - 1;
-            break;
+        if (!operands && !strcmp(arg, "--")) {
+            /*  `up` hands what follows to nexusd; every other command takes
+                it as arguments, options or not (`pub t -- -5`): dropped in
+                silence, a payload was published as null.                  */
+            if (cli.cmd->fn == s_cmd_up) {
+                cli.extra = argv + i + 1;
+                cli.nextra = argc - i - 1;
+                break;
+            }
+            operands = true;
+            continue;
         }
-        if (!strcmp(arg, "-h"))
+        if (!operands && !strcmp(arg, "-h"))
             arg = "--help";
-        if (strncmp(arg, "--", 2) != 0 || arg[2] == 0) {
+        if (operands || strncmp(arg, "--", 2) != 0 || arg[2] == 0) {
             if (cli.npos == S_OPTS_MAX)
                 return s_usage_error(&cli, "too many arguments");
             cli.pos[cli.npos++] = arg;

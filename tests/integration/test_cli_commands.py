@@ -184,6 +184,27 @@ try:
         t.check(rc == 0 and out.count("\n") == 1, "only the first --lines line was published: %r" % out)
         rc, out, err = run(["pub", "bad topic", "1"], ep)
         t.check(rc == 1 and "topic" in err, "bad topic refused: exit 1: %r" % err)
+        # A NUL byte is refused, never the payload cut at it in silence.
+        rc, out, err = run(["pub", "nul.x", "-", "--ack"], ep, stdin='{"s":1}\0{"t":2}')
+        t.check(rc == 2 and "NUL byte at offset 7" in err, "pub -: a NUL byte: exit 2: %r" % err)
+        rc, out, err = run(["pub", "nul.x", "--lines"], ep, stdin='{"s":1}\n{"t"\0:2}\n{"u":3}\n')
+        t.check(rc == 2 and "line 2 holds a NUL byte" in err, "--lines: a NUL byte stops: %r" % err)
+        rc, out, err = run(["events", "--json", "--pattern", "nul.x"], ep)
+        t.eq([e["payload"] for e in lines(out)], [{"s": 1}], "only the line before it was published")
+        # A line over max_request is refused locally, said, and the rest go on.
+        big = '"' + "x" * (2 * 1024 * 1024 + 100) + '"'
+        rc, out, err = run(["pub", "bigl.x", "--lines", "--ack"], ep, stdin="1\n%s\n3\n" % big)
+        t.check(rc == 1 and "line 2: " in err and "max_request" in err and len(out.split()) == 2,
+                "--lines: an oversized line is reported, the next published: %r %r" % (out, err[:300]))
+        rc, out, err = run(["events", "--json", "--pattern", "bigl.x"], ep)
+        t.eq([e["payload"] for e in lines(out)], [1, 3], "lines 1 and 3 stored")
+        # "--" ends the options: what follows is arguments, never dropped.
+        rc, out, err = run(["pub", "dd.x", "--ack", "--", "-5"], ep)
+        t.check(rc == 0 and out.strip().isdigit(), "pub --ack -- -5: %r %r" % (out, err))
+        rc, out, err = run(["pub", "dd.x", "--", "-6", "--ack"], ep)
+        t.check(rc == 2 and "too many arguments" in err, "after --, --ack is an argument: %r" % err)
+        rc, out, err = run(["events", "--json", "--pattern", "dd.x"], ep)
+        t.eq([e["payload"] for e in lines(out)], [-5], "-5 published as the payload")
 
         # ---- events
         rc, out, err = run(["events", "--json", "--pattern", "cli.>"], ep)
