@@ -583,9 +583,12 @@ static void h_stats(s_req_t *r)
 {
     nx_gw_t *gw = r->gw;
     json_t *by_type = json_object();
+    /*  Only the topics the caller may read: the names alone tell what
+        goes on where its sub= does not reach.                            */
     pthread_mutex_lock(&gw->lock);
     for (void *v = zhashx_first(gw->by_type); v; v = zhashx_next(gw->by_type))
-        json_object_set_new(by_type, zhashx_cursor(gw->by_type), json_integer((json_int_t)v));
+        if (nx_gw_may_read(gw, r->auth, zhashx_cursor(gw->by_type)))
+            json_object_set_new(by_type, zhashx_cursor(gw->by_type), json_integer((json_int_t)v));
     size_t history_size = gw->recent_count;
     pthread_mutex_unlock(&gw->lock);
     json_t *out = json_pack(
@@ -744,7 +747,8 @@ static void h_claimed(s_req_t *r)
 
 static void h_mcp(s_req_t *r)
 {
-    char session[128], name[256], caps[512];
+    /*  As large as the query: an argument is never cut here.             */
+    char session[1024], name[1024], caps[1024];
     nx_gw_mcp_req_t in = {
         .conn = r->conn,
         .msg = r->json,

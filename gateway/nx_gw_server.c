@@ -81,6 +81,26 @@ static bool s_urlarg(struct lws *wsi, const char *name, char *out, int size)
     return true;
 }
 
+/*  Whether argument name is there and longer than size - 1 bytes (what
+    s_urlarg would cut).                                                   */
+static bool s_urlarg_long(struct lws *wsi, const char *name, int size)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%s=", name);
+    size_t klen = strlen(key);
+    for (int frag = 0; frag < 64; frag++) {
+        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, frag);
+        if (len <= 0)
+            break;
+        char arg[4200]; /* lws keeps at most 4096 bytes of headers     */
+        if (lws_hdr_copy_fragment(wsi, arg, sizeof arg, WSI_TOKEN_HTTP_URI_ARGS, frag) < 0)
+            continue;
+        if ((size_t)len > klen && strncmp(arg, key, klen) == 0)
+            return len - (int)klen > size - 1;
+    }
+    return false;
+}
+
 /*  The token from ?token= or Authorization: Bearer, "" when none.          */
 static void s_token(struct lws *wsi, char *out, int size)
 {
@@ -374,17 +394,27 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
         ending with a NUL. Joined again, a decoded '&' or '%' would be read
         as syntax ("r%26d" split in two, "c%2B%2B" decoded twice).          */
     size_t qlen = 0;
-    for (int frag = 0; frag < 64; frag++) {
+    int frag = 0;
+    for (; frag < 64; frag++) {
         int room = (int)(sizeof conn->query - qlen - 1); /* the final NUL */
         int n = room > 1 ? lws_hdr_copy_fragment(wsi, conn->query + qlen, room,
                                                  WSI_TOKEN_HTTP_URI_ARGS, frag)
                          : -1;
         if (n < 0)
-            break; /* no more, or no room: the rest is left out */
+            break; /* no more, or no room */
         if (n > 0)
             qlen += (size_t)n + 1;
     }
     conn->query[qlen] = 0;
+    /*  Arguments left out for want of room would be acted on as if never
+        given (a list of capabilities dropped whole): refused instead.    */
+    if (frag < 64 && lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, frag) > 0) {
+        s_http_now(gw, wsi, pss, 414, "too_large",
+                   "the query's arguments are over 1023 bytes (decoded): send less, or the "
+                   "data in the body",
+                   NULL);
+        return 0;
+    }
     /*  /health stays open to probes by any name, as it does without a
         token: it tells nothing a page could use.                          */
     char refused[256];
@@ -720,6 +750,13 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
             return s_refuse(wsi, 400, "bad_request", "recent must be a number 0..1000");
         pss->recent = atoi(v);
     }
+    /*  Cut, a name or a list of capabilities would be stored wrong (a
+        capability cut in the middle) with no word: refused.               */
+    if (s_urlarg_long(wsi, "name", (int)sizeof pss->name))
+        return s_refuse(wsi, 400, "bad_request", "name is over 127 bytes");
+    if (s_urlarg_long(wsi, "capabilities", (int)sizeof pss->caps))
+        return s_refuse(wsi, 400, "bad_request",
+                        "capabilities is over 511 bytes (a comma-separated list)");
     if (!s_urlarg(wsi, "name", pss->name, sizeof pss->name))
         pss->name[0] = 0;
     if (!s_urlarg(wsi, "capabilities", pss->caps, sizeof pss->caps))

@@ -964,6 +964,19 @@ test('work over HTTP and WebSocket: renew and reopen, as the CLI and MCP have th
   assert.equal(twice.error.code, 'conflict', JSON.stringify(twice));
 }));
 
+test('query arguments are never cut: over 1023 bytes is 414; /mcp keeps a capability list of 516 bytes whole', withFabric(async (f) => {
+  const r = await call(f, 'GET', `/state?x=${'a'.repeat(1100)}`);
+  assertHttpError(r, 414, 'too_large');
+  const caps = Array.from({ length: 47 }, (_, i) => `skill${String(i).padStart(5, '0')}`);
+  const init = await call(f, 'POST', `/mcp?session=caps-mcp&capabilities=${caps.join(',')}`,
+    { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } },
+    { Accept: 'application/json, text/event-stream' });
+  assert.equal(init.status, 200, init.text);
+  const j = assertJson(await call(f, 'GET', '/sessions/caps-mcp'), 200);
+  const one = j.session && typeof j.session === 'object' ? j.session : j;
+  assert.deepEqual(one.capabilities, caps);
+}));
+
 test('the secret of an HTTP work call\'s session is kept while the session lives, then forgotten (bounded memory)', { timeout: 60000 }, withFabric({ gatewayArgs: ['--http-session-ttl', '1s', '--heartbeat', '200ms'] }, async (f) => {
   const remembered = async () => assertJson(await call(f, 'GET', '/state'), 200).sessions_remembered;
   const ws = await f.connect('keep-ws', 'recent=0');

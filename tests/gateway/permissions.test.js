@@ -132,6 +132,13 @@ test('HTTP: a publish or a history outside a token\'s patterns is 403 forbidden;
   r = await call(f, 'GET', '/events/recent?count=2', undefined, 'tok-ro');
   assert.equal(r.status, 200, r.text);
   assert.ok(r.json.events.every((e) => /^(work|message)\./.test(e.event_type)), r.text);
+  // /events/stats names only the topics the token may read.
+  r = await call(f, 'GET', '/events/stats', undefined, 'tok-ci');
+  assert.equal(r.status, 200, r.text);
+  assert.deepEqual(Object.keys(r.json.by_type).filter((k) => !k.startsWith('build.')), [], `stats for tok-ci: ${r.text}`);
+  assert.ok(r.json.by_type['build.ok'] >= 1, r.text);
+  r = await call(f, 'GET', '/events/stats', undefined, 'tok-all');
+  assert.ok(r.json.by_type['repo.push'] >= 5, `tok-all sees repo.push: ${r.text}`);
 }));
 
 test('/mcp: the tools hold a token\'s pub= and sub= as every other route does', withFabric({ gatewayArgs: ['--tokens-file', TOKENS], healthToken: 'tok-all' }, async (f) => {

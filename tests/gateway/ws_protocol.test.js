@@ -1267,6 +1267,9 @@ test('a refused upgrade gets an HTTP status and a JSON error: 404 wrong path, 40
     [`/ws/session/${'x'.repeat(65)}`, 400, 'bad_request'],
     ['/ws/session/bad%20id', 400, 'bad_request'],
     ['/ws/session/ok-id', 403, 'forbidden_origin', { Origin: 'http://evil.example' }],
+    // Cut, a capability list (or a name) would be stored wrong in silence.
+    [`/ws/session/caps-id?capabilities=${Array.from({ length: 47 }, (_, i) => `skill${String(i).padStart(5, '0')}`).join(',')}`, 400, 'bad_request'],
+    [`/ws/session/name-id?name=${'n'.repeat(128)}`, 400, 'bad_request'],
   ]) {
     const r = await rawUpgrade(f, path, headers);
     assert.equal(r.status, status, `${path}: ${r.status} ${r.text}`);
