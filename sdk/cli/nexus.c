@@ -173,6 +173,11 @@ static int s_client_make(s_cli_t *cli)
     nexus_err_t rc = NEXUS_OK;
     if (cli->endpoint)
         rc = nexus_client_set_endpoint(cli->client, cli->endpoint);
+    /*  Event ports that are not the control port + 1 and + 2.            */
+    const char *in = getenv("NEXUS_EVENTS_IN"), *out = getenv("NEXUS_EVENTS_OUT");
+    if (!rc && ((in && *in) || (out && *out)))
+        rc = nexus_client_set_event_endpoints(cli->client, in && *in ? in : NULL,
+                                              out && *out ? out : NULL);
     if (rc)
         return s_usage_error(cli, nexus_client_errmsg(cli->client));
     nexus_client_set_timeout(cli->client, cli->timeout_ms);

@@ -792,25 +792,10 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
                             ep->control);
     if (rc)
         return rc;
-    /*  Wait (bounded) for the broker's XSUB subscription to reach our XPUB:
-        fire-and-forget events sent before it would be dropped.             */
-    uint64_t deadline = nx_clock_ms() + nx_client_timeout(self);
-    pthread_mutex_lock(&self->pub_lock);
-    s_pub_current(self);
-    if (!self->pub) {
-        pthread_mutex_unlock(&self->pub_lock);
-        return s_ok(self);
-    }
-    zsock_set_rcvtimeo(self->pub, 20);
-    while (nx_clock_ms() < deadline) {
-        zframe_t *f = zframe_recv(self->pub);
-        if (f) {
-            zframe_destroy(&f);
-            break;
-        }
-    }
-    zsock_set_rcvtimeo(self->pub, 0);
-    pthread_mutex_unlock(&self->pub_lock);
+    /*  The first nexus_publish waits for the broker's XSUB subscription
+        (s_pub_wait), not this: a client that never publishes that way
+        (requests, history, the CLI) never waits out its timeout for an
+        event port that is elsewhere.                                       */
     return s_ok(self);
 }
 
@@ -1415,6 +1400,26 @@ nexus_err_t nx_client_bad_topic(nexus_client_t *self, const char *topic)
                           nx_topic_why(topic, strlen(topic), false));
 }
 
+/*  Waits once (bounded by the timeout) for the broker's XSUB subscription
+    to reach the XPUB: fire-and-forget events sent before it would be
+    dropped (pub_lock held).                                               */
+static void s_pub_wait(nexus_client_t *self)
+{
+    if (self->pub_waited || !self->pub)
+        return;
+    self->pub_waited = true;
+    uint64_t deadline = nx_clock_ms() + nx_client_timeout(self);
+    zsock_set_rcvtimeo(self->pub, 20);
+    while (nx_clock_ms() < deadline) {
+        zframe_t *f = zframe_recv(self->pub);
+        if (f) {
+            zframe_destroy(&f);
+            break;
+        }
+    }
+    zsock_set_rcvtimeo(self->pub, 0);
+}
+
 nexus_err_t nexus_publish(nexus_client_t *self, const char *topic, const void *payload, size_t size)
 {
     if (!self)
@@ -1456,6 +1461,7 @@ nexus_err_t nexus_publish(nexus_client_t *self, const char *topic, const void *p
         pthread_mutex_unlock(&self->pub_lock);
         return nx_client_fail(self, NEXUS_ERR_BUSY, "cannot connect to %s", nx_client_ep(self)->in);
     }
+    s_pub_wait(self);
     void *h = zsock_resolve(self->pub);
     if ((self->pub_count++ & 1023) == 0) {
         char sink[16];

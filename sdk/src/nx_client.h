@@ -263,6 +263,8 @@ struct _nexus_client_t {
     size_t pub_source_len;              /* its length                         */
     unsigned pub_source_gen;            /* source_gen it was copied at        */
     unsigned pub_count;                 /* events sent, for the drain pace    */
+    bool pub_waited;                    /* the first publish waited for the
+                                           broker's subscription            */
     char pub_topic[NX_TOPIC_MAX + 1];   /* the last topic found valid         */
     size_t pub_topic_len;               /* its length (0: none yet)           */
     unsigned source_gen;                /* bumped when session id or name

@@ -571,6 +571,33 @@ try:
     t.eq(rc, 3, "broker gone after up stops")
     shutil.rmtree(datadir, ignore_errors=True)
     shutil.rmtree(bindir, ignore_errors=True)
+    # ---- event ports that are not the control port + 1 and + 2 (a harness
+    # Broker takes three free ports anywhere): commands that only make
+    # requests do not wait out --timeout for the event ports; sub reaches
+    # them with NEXUS_EVENTS_OUT (NEXUS_EVENTS_IN for publishing).
+    with Broker() as ob:
+        oep = ob.control
+        t0 = time.monotonic()
+        for cmd in (["pub", "odd.x", "1", "--ack"], ["events", "--pattern", "odd.x"],
+                    ["claims"], ["sessions"]):
+            rc, out, err = run(cmd + ["--timeout", "5s"], oep)
+            t.eq(rc, 0, "%s with other event ports: %r" % (cmd[0], err))
+        took = time.monotonic() - t0
+        t.check(took < 8, "four commands in %.1f s, not a --timeout each" % took)
+        env = {"NEXUS_EVENTS_OUT": ob.events_out, "NEXUS_EVENTS_IN": ob.events_in}
+        sub = subprocess.Popen([NEXUS, "sub", "odd.live", "--count", "1", "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, XDG_STATE_HOME=state, NEXUS_ENDPOINT=oep, **env))
+        try:
+            time.sleep(1.0)
+            rc, out, err = run(["pub", "odd.live", "7"], oep, env=env)
+            t.eq(rc, 0, "pub with NEXUS_EVENTS_IN: %r" % err)
+            out, err = sub.communicate(timeout=15)
+            t.check(sub.returncode == 0 and json.loads(out.splitlines()[0])["payload"] == 7,
+                    "sub with NEXUS_EVENTS_OUT gets the event: %r %r" % (out, err))
+        finally:
+            if sub.poll() is None:
+                sub.kill()
 finally:
     shutil.rmtree(state, ignore_errors=True)
 
