@@ -1065,6 +1065,21 @@ int nx_op_promote(nx_broker_t *b, nx_request_t *rq)
     memset(&rs, 0, sizeof rs);
     if (self->rx)
         nx_repl_receiver_stats(self->rx, &rs, nx_mono_us());
+    /*  A store that never served a primary nor came whole from one (a
+        standby whose base copy never arrived) has reserved no seqs and no
+        fencing tokens: promoted, it would be another, empty store under
+        the pair's name, handing out again the seqs and tokens the primary
+        did. Not even with force.                                          */
+    if (b->last_seq == 0 && !s_meta_u64(b, S_META_SEQ_RESERVED) &&
+        !s_meta_u64(b, S_META_FENCE_BLOCK))
+        return nx_request_fail(
+            rq, NEXUS_ERR_CONFLICT,
+            "this standby (%s) never received a copy of its primary's store%s%s: "
+            "promoted, it would be another, empty store (seqs and fencing "
+            "tokens from 1 again); start the primary again, or, if its data "
+            "is lost for good, start this broker without replica_of as a new "
+            "store",
+            self->name, rs.primary ? " from " : "", rs.primary ? rs.primary : "");
     if (!rs.sync && !force)
         return nx_request_fail(rq, NEXUS_ERR_CONFLICT,
                                "this standby (%s) is not in sync with its primary%s%s: it may "

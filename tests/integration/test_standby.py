@@ -383,7 +383,11 @@ def test_kill_and_promote():
 
 
 def test_promote_rules():
-    # A standby that never heard its primary say it is in sync.
+    # A standby that never heard its primary at all: its store is not the
+    # primary's (no base copy came), so not even force promotes it (it
+    # would be another, empty store handing out seqs and tokens from 1).
+    # test_standby_reservation has a standby that was let go: refused, and
+    # promoted with force.
     a = Broker(extra=["--name", "a", "--replication-timeout", TIMEOUT]).start()
     os.kill(a.proc.pid, signal.SIGSTOP)
     b = Broker()
@@ -393,10 +397,13 @@ def test_promote_rules():
         a.kill()
         with Client(b) as cb:
             r = cb.request({"op": "promote"})
-            check.eq("promote refuses a standby that is not in sync", r.get("error"), "conflict")
-            check.ok("... and says why", "not in sync" in r.get("message", ""))
+            check.eq("promote refuses a standby that never had its primary's store",
+                     r.get("error"), "conflict")
+            check.ok("... and says why: %r" % r, "never received a copy" in r.get("message", ""))
             r = cb.request({"op": "promote", "force": True})
-            check.ok("promote force does it", r.get("ok"))
+            check.eq("... also with force: %r" % r, r.get("error"), "conflict")
+            h = cb.request({"op": "health"})
+            check.eq("it is still a standby", h.get("role"), "standby")
     finally:
         b.cleanup()
         a.cleanup()
