@@ -42,6 +42,9 @@ struct _nx_repl_receiver_t {
     nx_repl_rx_state_t state;                /* where it is                           */
     uint64_t asked_at;                       /* mono us of the last hello (0: never)  */
     uint64_t heard_at;                       /* mono us the primary last spoke        */
+    uint64_t spoke_at;                       /* ... really (not reset by a hello), 0:
+                                                never: what state's heard_ms says     */
+    uint64_t born_at;                        /* mono us this receiver was made        */
     uint64_t acked_at;                       /* mono us of the last ack               */
     uint64_t acked;                          /* log position last acknowledged        */
     uint64_t next;                           /* where the next frame goes (received)  */
@@ -94,6 +97,7 @@ nx_repl_receiver_t *nx_repl_receiver_new(const nx_repl_receiver_config_t *cfg)
     self->data_dir = s_dup(cfg->data_dir);
     self->auth = s_dup(cfg->auth && *cfg->auth ? cfg->auth : NULL);
     self->base_fd = -1;
+    self->born_at = nx_mono_us();
     self->epoch = cfg->epoch;
     self->next = self->acked = nx_wal_written(cfg->wal);
     self->next_crc = nx_wal_turn_crc(cfg->wal);
@@ -516,7 +520,7 @@ nx_repl_rx_t nx_repl_receiver_read(nx_repl_receiver_t *self, uint64_t now)
         }
         if (self->heard_at && now - self->heard_at > blind && now > self->heard_at)
             s_lost_sight(self, now - self->heard_at, "no word came from the primary");
-        self->heard_at = now;
+        self->heard_at = self->spoke_at = now;
         msgpack_unpacked u;
         msgpack_unpacked_init(&u);
         size_t off = 0;
@@ -572,6 +576,16 @@ void nx_repl_receiver_tick(nx_repl_receiver_t *self, uint64_t now)
         return;
     }
     bool silent = now - self->heard_at > self->cfg.timeout_us;
+    /*  A primary that never answers (not running, or refusing this
+        broker's token or key at the handshake) is said once, and stays in
+        state's problem until it answers.                                  */
+    if (self->state == NX_REPL_RX_HELLO && self->asked_at &&
+        now - self->asked_at > self->cfg.timeout_us)
+        s_problem(self,
+                  "%s has not answered the request for its log %s: is it running, and does "
+                  "it take this broker's token or key? (asking again every %" PRIu64 " ms)",
+                  self->primary, self->spoke_at ? "since it last spoke" : "yet",
+                  self->cfg.timeout_us / 1000);
     if (!self->asked_at || self->state == NX_REPL_RX_IDLE ||
         (self->state == NX_REPL_RX_HELLO && now - self->asked_at > self->cfg.timeout_us) ||
         (self->state != NX_REPL_RX_HELLO && silent)) {
@@ -615,7 +629,8 @@ void nx_repl_receiver_stats(nx_repl_receiver_t *self, nx_repl_rx_stats_t *st, ui
     st->durable = nx_wal_durable(self->cfg.wal);
     st->primary_written = self->primary_written;
     st->lag = self->primary_written > st->durable ? self->primary_written - st->durable : 0;
-    st->heard_ms = now > self->heard_at ? (now - self->heard_at) / 1000 : 0;
+    uint64_t spoke = self->spoke_at ? self->spoke_at : self->born_at;
+    st->heard_ms = now > spoke ? (now - spoke) / 1000 : 0;
     st->epoch = self->epoch;
     /*  As the primary last said (a primary that went silent said nothing
         since): what a promotion needs to know.                            */

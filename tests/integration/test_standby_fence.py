@@ -10,6 +10,9 @@
 2. The old primary, killed and started again with its old settings (no
    role file, no replica_of), is fenced by the new primary within seconds:
    it refuses writes with not_primary.
+3. A standby whose primary never answers says so in its log and in
+   state's problem, and heard_ms counts from its start, not from its
+   last request.
 Every wait is bounded.
 """
 
@@ -128,4 +131,25 @@ try:
 finally:
     b.cleanup()
     a.cleanup()
+
+# 3. a primary that never answers
+from harness import free_ports  # noqa: E402
+nobody = "tcp://127.0.0.1:%d" % free_ports(1)[0]
+lone = Broker()
+lone.extra = ["--name", "lone", "--replica-of", nobody, "--replication-timeout", "1s"]
+lone.start()
+try:
+    def receiving():
+        with Client(lone) as c:
+            return (c.request({"op": "state"}, timeout=5).get("replication") or {}).get("receiving") or {}
+    r = wait(lambda: receiving() if (receiving().get("problem") or "") else None, 15)
+    t.check(r and "has not answered" in r["problem"] and nobody in r["problem"],
+            "state's problem says the primary never answered: %r" % r)
+    time.sleep(2.5)
+    r = receiving()
+    t.check(r.get("heard_ms", 0) >= 2000, "heard_ms counts from the start (a hello every 1 s reset it): %r" % r)
+    t.check("has not answered the request for its log yet" in log_of(lone), "and the log says it")
+    t.eq(log_of(lone).count("has not answered"), 1, "once, not at every try")
+finally:
+    lone.cleanup()
 t.done()
