@@ -103,6 +103,24 @@ int main(int argc, char **argv)
         nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
         return 2;
     }
+    /*  A pair's settings that cannot work: said before the start (2), as
+        the other contradictions, not as a failed start (1) or a standby
+        that asks nobody, or itself, for ever.                             */
+    const char *replica = cfg.replica_of && *cfg.replica_of ? cfg.replica_of : NULL;
+    const char *why = NULL;
+    if (replica && cfg.etcd && *cfg.etcd)
+        why = "replica_of and etcd exclude each other: with etcd, etcd says which broker is the "
+              "primary";
+    else if (replica && strncmp(replica, "tcp://", 6) != 0 && strncmp(replica, "ipc://", 6) != 0)
+        why = "replica_of is no endpoint: the primary's control endpoint, tcp://HOST:PORT";
+    else if (replica && cfg.control_endpoints && strstr(cfg.control_endpoints, replica) &&
+             strcspn(strstr(cfg.control_endpoints, replica) + strlen(replica), ", ") == 0)
+        why = "replica_of is this broker's own control endpoint: name the primary's";
+    if (why) {
+        fprintf(stderr, "nexusd: %s\n", why);
+        nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);
+        return 2;
+    }
     if ((!cfg.curve_cert || !*cfg.curve_cert) && cfg.curve_clients && *cfg.curve_clients) {
         fprintf(stderr, "nexusd: curve_clients without curve_cert would leave every socket in "
                         "the clear: set curve_cert (nexus keygen NAME writes NAME_secret)\n");

@@ -1803,6 +1803,12 @@ static int s_cmd_up(s_cli_t *cli)
     asks it to campaign (with etcd).                                         */
 static int s_cmd_promote(s_cli_t *cli)
 {
+    /*  With a list the client goes to the primary, which answers that it
+        is the primary already: the standby is named alone.               */
+    const char *ep = cli->endpoint ? cli->endpoint : getenv("NEXUS_ENDPOINT");
+    if (ep && strchr(ep, ','))
+        return s_usage_error(cli, "promote asks one broker: give the standby's endpoint alone "
+                                  "(--endpoint tcp://STANDBY:PORT), not the pair's list");
     int rc = s_connect(cli, false);
     if (rc)
         return rc;
@@ -2038,7 +2044,15 @@ int main(int argc, char **argv)
         return argc < 2 ? NX_EXIT_USAGE : NX_EXIT_OK;
     }
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
-        printf("nexus %s\n", NEXUS_VERSION_STRING);
+        bool json = argc == 3 && !strcmp(argv[2], "--json");
+        if (argc > 2 && !json) {
+            fprintf(stderr, "nexus: version takes no arguments but --json\n");
+            return NX_EXIT_USAGE;
+        }
+        if (json)
+            printf("{\"version\":\"%s\"}\n", NEXUS_VERSION_STRING);
+        else
+            printf("nexus %s\n", NEXUS_VERSION_STRING);
         return NX_EXIT_OK;
     }
     s_cli_t cli;

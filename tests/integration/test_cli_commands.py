@@ -198,6 +198,12 @@ try:
                 "--lines: an oversized line is reported, the next published: %r %r" % (out, err[:300]))
         rc, out, err = run(["events", "--json", "--pattern", "bigl.x"], ep)
         t.eq([e["payload"] for e in lines(out)], [1, 3], "lines 1 and 3 stored")
+        rc, out, err = run(["version", "--json"], ep)
+        t.check(rc == 0 and json.loads(out)["version"], "version --json: %r" % out)
+        rc, out, err = run(["version", "extra"], ep)
+        t.eq(rc, 2, "version takes no arguments: %r" % err)
+        rc, out, err = run(["promote", "--endpoint", "%s,tcp://127.0.0.1:9" % ep], ep)
+        t.check(rc == 2 and "alone" in err, "promote with a pair's list: usage: %r" % err)
         # "--" ends the options: what follows is arguments, never dropped.
         rc, out, err = run(["pub", "dd.x", "--ack", "--", "-5"], ep)
         t.check(rc == 0 and out.strip().isdigit(), "pub --ack -- -5: %r %r" % (out, err))

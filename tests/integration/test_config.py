@@ -317,6 +317,14 @@ try:
                        (("--data-dir", ""), "data_dir is empty")):
         rc, out, err = run(*args)
         t.check(rc == 2 and says in err, "%s: exit 2 saying %r: %d %r" % (args, says, rc, err))
+    # A pair's settings that cannot work: exit 2, said.
+    own = "tcp://127.0.0.1:%d" % free_port()
+    for args, says in ((("--replica-of", "tcp://127.0.0.1:9", "--etcd", "http://127.0.0.1:9"),
+                        "exclude each other"),
+                       (("--replica-of", "foo://x"), "replica_of is no endpoint"),
+                       (("--control-endpoints", own, "--replica-of", own), "own control endpoint")):
+        rc, out, err = run(*args)
+        t.check(rc == 2 and says in err, "%s: exit 2 saying %r: %d %r" % (args, says, rc, err))
     # A tokens file that holds no token (emptied, truncated, only comments)
     # would leave the fabric open while its operator believes it closed:
     # nexusd and the gateway refuse to start (exit 2, said why); so does a
