@@ -478,10 +478,12 @@ static char *s_read_stdin(size_t *len)
 #define S_LINE_MAX (64u << 20) /* the SDK's payload limit, plus JSON */
 
 typedef struct {
-    uint64_t line;   /* input line number (1-based)                      */
-    nexus_err_t err; /* outcome                                          */
-    uint64_t seq;    /* its seq when ok                                  */
-    bool done;       /* the completion ran                               */
+    uint64_t line;          /* input line number (1-based)               */
+    nexus_err_t err;        /* outcome                                   */
+    uint64_t seq;           /* its seq when ok                           */
+    bool done;              /* the completion ran                        */
+    char *why;              /* refused: the broker's words, NULL (owned) */
+    nexus_client_t *client; /* whose errmsg has them in the completion   */
 } s_line_t;
 
 typedef struct {
@@ -501,6 +503,8 @@ static void s_line_done(nexus_err_t err, uint64_t seq, uint64_t ts, void *arg)
     l->err = err;
     l->seq = seq;
     l->done = true;
+    const char *why = err && l->client ? nexus_client_errmsg(l->client) : NULL;
+    l->why = why && *why ? strdup(why) : NULL;
 }
 
 /*  Reports the lines whose completion ran, in order, up to the first
@@ -518,7 +522,8 @@ static void s_lines_report(s_lines_t *L)
             else if (s_flag(L->cli, "ack"))
                 printf("%" PRIu64 "\n", l->seq);
         } else {
-            fprintf(stderr, "nexus: line %" PRIu64 ": %s%s\n", l->line, nexus_strerror(l->err),
+            fprintf(stderr, "nexus: line %" PRIu64 ": %s%s\n", l->line,
+                    l->why ? l->why : nexus_strerror(l->err),
                     l->err == NEXUS_ERR_TIMEOUT || l->err == NEXUS_ERR_CLOSED
                         ? " (it may or may not have been stored)"
                         : "");
@@ -528,6 +533,8 @@ static void s_lines_report(s_lines_t *L)
                 L->refused++;
         }
         l->done = false;
+        free(l->why);
+        l->why = NULL;
         L->reported++;
     }
     fflush(stdout);
@@ -564,7 +571,7 @@ static int s_lines_send(s_lines_t *L, char *text, size_t len, uint64_t line)
     }
     s_lines_report(L);
     s_line_t *l = &L->ring[L->sent % (2 * S_LINES_WINDOW)];
-    *l = (s_line_t){.line = line};
+    *l = (s_line_t){.line = line, .client = L->cli->client};
     nexus_err_t err = nexus_publish_async(L->cli->client, L->topic, data, size, s_line_done, l);
     free(data);
     if (err == NEXUS_ERR_TOO_LARGE) {

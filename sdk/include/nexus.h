@@ -364,7 +364,9 @@ NEXUS_EXPORT nexus_err_t nexus_publish_json_acked(nexus_client_t *self, const ch
     The outcome passed to fn: NEXUS_OK with seq and ts (the event is
     durable); an error the broker answered (NEXUS_ERR_TOO_LARGE,
     NEXUS_ERR_STORE_FULL, NEXUS_ERR_STORE, NEXUS_ERR_UNAUTHORIZED, ...:
-    the event was not stored); NEXUS_ERR_TIMEOUT when no answer came within
+    the event was not stored; during fn, nexus_client_errmsg gives the
+    broker's words, such as the primary a NEXUS_ERR_NOT_PRIMARY names);
+    NEXUS_ERR_TIMEOUT when no answer came within
     the client's timeout, or NEXUS_ERR_CLOSED when the client was
     destroyed first: then the event may or may not have been stored. A
     request unanswered for the timeout fails with every other one in

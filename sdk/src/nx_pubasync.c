@@ -46,6 +46,7 @@ typedef struct {
     nexus_err_t err;      /* DONE: the outcome                                */
     uint64_t seq;         /* DONE and ok: the event's seq                     */
     uint64_t ts;          /* ... and its broker time                          */
+    char *msg;            /* DONE and refused: the broker's words, or NULL    */
     int state;            /* S_FREE, S_SENT, S_DONE                           */
 } s_slot_t;
 
@@ -79,6 +80,7 @@ typedef struct {
     void *arg;
     nexus_err_t err;
     uint64_t seq, ts;
+    char *msg; /* owned                                                  */
 } s_done_t;
 
 /*  The client whose completion this thread is running, if any: nested
@@ -105,6 +107,8 @@ static void s_on_reply(nx_async_t *a, const uint8_t *data, size_t size)
     uint64_t id = 0, seq = 0, ts = 0;
     bool ok = false;
     char error[32] = "";
+    const char *message = NULL;
+    uint32_t message_len = 0;
     for (uint32_t i = 0; i < fields; i++) {
         const char *key, *str;
         uint32_t klen, len;
@@ -122,7 +126,9 @@ static void s_on_reply(nx_async_t *a, const uint8_t *data, size_t size)
         else if (klen == 5 && !memcmp(key, "error", 5) && nx_mpread_str(&r, &str, &len) == 0) {
             snprintf(error, sizeof error, "%.*s", (int)len, str);
             rc = 0;
-        } else
+        } else if (klen == 7 && !memcmp(key, "message", 7))
+            rc = nx_mpread_str(&r, &message, &message_len);
+        else
             rc = nx_mpread_skip(&r);
         if (rc != 0)
             return;
@@ -136,6 +142,11 @@ static void s_on_reply(nx_async_t *a, const uint8_t *data, size_t size)
         if (err == NEXUS_OK)
             err = NEXUS_ERR_INTERNAL;
         a->refused |= err == NEXUS_ERR_NOT_PRIMARY;
+        /*  The broker's words (the primary a not_primary names, the free
+            bytes of a full disk), for nexus_client_errmsg in the
+            completion; without them, a refusal said only its code.        */
+        if (message && message_len)
+            slot->msg = strndup(message, message_len < 1000 ? message_len : 1000);
     }
     s_slot_done(a, slot, err, seq, ts);
 }
@@ -208,7 +219,8 @@ static void s_run(nexus_client_t *c, nx_async_t *a)
             s_slot_t *slot = &a->slots[a->done[a->done_head]];
             a->done_head = (a->done_head + 1) % a->cap;
             a->done_count--;
-            run[n++] = (s_done_t){slot->fn, slot->arg, slot->err, slot->seq, slot->ts};
+            run[n++] = (s_done_t){slot->fn, slot->arg, slot->err, slot->seq, slot->ts, slot->msg};
+            slot->msg = NULL;
             a->used--;
             a->bytes -= slot->bytes;
             slot->state = S_FREE;
@@ -217,9 +229,13 @@ static void s_run(nexus_client_t *c, nx_async_t *a)
         pthread_mutex_unlock(&c->async_lock);
         nexus_client_t *outer = s_running_for; /* a completion of another client */
         s_running_for = c;
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
+            if (run[i].fn && run[i].msg)
+                nx_client_fail(c, run[i].err, "%s", run[i].msg);
             if (run[i].fn)
                 run[i].fn(run[i].err, run[i].seq, run[i].ts, run[i].arg);
+            free(run[i].msg);
+        }
         s_running_for = outer;
         pthread_mutex_lock(&c->async_lock);
         a->running = false;
@@ -613,6 +629,8 @@ void nx_async_destroy(nexus_client_t *self)
     pthread_mutex_unlock(&self->async_lock);
     zsock_destroy(&a->dealer);
     pthread_cond_destroy(&a->cond);
+    for (uint32_t i = 0; i < a->cap; i++)
+        free(a->slots[i].msg);
     free(a->slots);
     free(a->done);
     free(a);

@@ -604,6 +604,16 @@ try:
         finally:
             if sub.poll() is None:
                 sub.kill()
+    # ---- a line the broker refuses is reported in the broker's words (the
+    # async path said only the code's: "not allowed: outside ...").
+    tf = os.path.join(state, "tokens")
+    with open(tf, "w") as f:
+        f.write("T1 name=ci sessions=ci pub=build.> sub=build.>\nT2 *\n")
+    with Broker(token="T2", extra=["--tokens-file", tf]) as tb:
+        rc, out, err = run(["pub", "repo.x", "--lines", "--ack"], tb.control, stdin="1\n2\n",
+                           env={"NEXUS_TOKEN": "T1"})
+        t.check(rc == 1 and err.count("may not publish to 'repo.x': its pub= is 'build.>'") == 2,
+                "--lines: refusals in the broker's words: %r" % err)
 finally:
     shutil.rmtree(state, ignore_errors=True)
 
