@@ -71,6 +71,18 @@ static inline void nx_test_rm_tree(const char *dir)
     rmdir(dir);
 }
 
+/*  Writes text to path (a test's scratch file), a failed check if it
+    cannot.                                                                */
+static inline void nx_test_write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
 /*  Ends main: prints a summary and returns the exit code.                  */
 #define NX_TEST_DONE()                                                                             \
     do {                                                                                           \

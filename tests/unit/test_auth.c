@@ -66,15 +66,6 @@ static s_got_t *s_prefixes(nx_auth_t *auth, const void *h, const char *p)
 #define READ(h, t) nx_auth_may_read(file, h, t, strlen(t))
 #define SUB(h, t)  nx_auth_may_subscribe(file, h, t, strlen(t))
 
-static void s_write(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
 
 int main(void)
 {
@@ -99,7 +90,7 @@ int main(void)
     CHECK(mkdtemp(dir) != NULL);
     char path[300];
     snprintf(path, sizeof path, "%s/tokens", dir);
-    s_write(path, "# workers\nTOK1 w1,w2\n\nTOKANY *\nTOKMIX w3,*\n");
+    nx_test_write_file(path, "# workers\nTOK1 w1,w2\n\nTOKANY *\nTOKMIX w3,*\n");
     nx_auth_t *file = nx_auth_new(NULL, path, err, sizeof err);
     CHECK(file && nx_auth_enabled(file));
     const void *t1 = s_check(file, "TOK1", NEXUS_OK);
@@ -120,7 +111,7 @@ int main(void)
     CHECK(nx_auth_sole(file, t1) == NULL && nx_auth_sole(file, any) == NULL);
     CHECK(nx_auth_sole(file, mix) == NULL && nx_auth_sole(file, NULL) == NULL);
     nx_auth_destroy(&file);
-    s_write(path, "SOLO w9\nTWICE w8,w8\n");
+    nx_test_write_file(path, "SOLO w9\nTWICE w8,w8\n");
     file = nx_auth_new(NULL, path, err, sizeof err);
     CHECK(file != NULL);
     const char *sole = nx_auth_sole(file, s_check(file, "SOLO", NEXUS_OK));
@@ -130,7 +121,7 @@ int main(void)
     nx_auth_destroy(&file);
 
     /*  The second format, mixed with the first.                          */
-    s_write(path, "OLD w1,w2\n"
+    nx_test_write_file(path, "OLD w1,w2\n"
                   "ANY *\n"
                   "CI name=ci sessions=build-1 pub=build.>,work.> sub=build.>,work.claimed\n"
                   "MON name=mon sub=>,session.*.direct pub=\n"
@@ -276,7 +267,7 @@ int main(void)
     /*  The first format takes any text as a session: one that is not an
         id ("w.x", found by fuzz_tokens) owns no namespace, so its token
         never gets a prefix under session.w. (session w's).                */
-    s_write(path, "T w.x\n");
+    nx_test_write_file(path, "T w.x\n");
     file = nx_auth_new(NULL, path, err, sizeof err);
     CHECK(file != NULL);
     if (file) {
@@ -305,7 +296,7 @@ int main(void)
                              only: refused, naming the other line.        */
                          "T name=x pub=a.>\nT name=y pub=b.>\n"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        s_write(path, bad[i]);
+        nx_test_write_file(path, bad[i]);
         err[0] = 0;
         nx_auth_t *a = nx_auth_new(NULL, path, err, sizeof err);
         CHECK(a == NULL);
@@ -317,12 +308,12 @@ int main(void)
     }
     /*  A line whose token is the shared one: it would have every right,
         whatever the line says. Refused.                                   */
-    s_write(path, "s3cret name=lim pub=a.> sub=a.>\n");
+    nx_test_write_file(path, "s3cret name=lim pub=a.> sub=a.>\n");
     err[0] = 0;
     nx_auth_t *same = nx_auth_new("s3cret", path, err, sizeof err);
     CHECK(same == NULL && strstr(err, "shared token") != NULL);
     nx_auth_destroy(&same);
-    s_write(path, "T name=x pub=a.>\nT name=y pub=b.>\n");
+    nx_test_write_file(path, "T name=x pub=a.>\nT name=y pub=b.>\n");
     nx_auth_t *dup = nx_auth_new(NULL, path, err, sizeof err);
     CHECK(dup == NULL && strstr(err, ":2: this token is on line 1 too") != NULL);
     nx_auth_destroy(&dup);
@@ -342,7 +333,7 @@ int main(void)
     CHECK_EQ_STR(nx_auth_name(open, NULL), "");
     nx_auth_destroy(&open);
 
-    s_write(path, "TOK1 w1\nTOK2\n");
+    nx_test_write_file(path, "TOK1 w1\nTOK2\n");
     err[0] = 0;
     CHECK(nx_auth_new(NULL, path, err, sizeof err) == NULL);
     CHECK(strstr(err, ":2:") != NULL);
@@ -350,7 +341,7 @@ int main(void)
         believes it closed: refused, also beside a shared token.           */
     const char *empty[] = {"", "\n\n", "# all tokens revoked\n   \n# none yet\n"};
     for (size_t i = 0; i < sizeof empty / sizeof empty[0]; i++) {
-        s_write(path, empty[i]);
+        nx_test_write_file(path, empty[i]);
         err[0] = 0;
         nx_auth_t *a = nx_auth_new(NULL, path, err, sizeof err);
         CHECK(a == NULL && strstr(err, "holds no token") != NULL);
@@ -374,7 +365,7 @@ int main(void)
     memset(longline, 'a', 5000);
     longline[5000] = '\n';
     longline[5001] = 0;
-    s_write(path, longline);
+    nx_test_write_file(path, longline);
     err[0] = 0;
     CHECK(nx_auth_new(NULL, path, err, sizeof err) == NULL);
     CHECK(strstr(err, ":1: line longer than") != NULL);

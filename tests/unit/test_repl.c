@@ -523,15 +523,6 @@ static void s_test_base(const char *ep)
 
 /*  A second base copy keeps the store it replaces beside the one an
     earlier copy kept: each may hold the only copy of some changes.       */
-static void s_write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
 
 static char *s_read_file(const char *path)
 {
@@ -554,9 +545,9 @@ static void s_test_kept_stores(void)
     const char *stores[] = {"first", "second", "third"};
     for (int i = 0; i < 3; i++) {
         snprintf(path, sizeof path, "%s/data.mdb", dir);
-        s_write_file(path, stores[i]);
+        nx_test_write_file(path, stores[i]);
         snprintf(path, sizeof path, "%s/base.mdb", dir);
-        s_write_file(path, "copy");
+        nx_test_write_file(path, "copy");
         CHECK_EQ_U64(nx_repl_receiver_install(dir, err, sizeof err), 0);
     }
     snprintf(path, sizeof path, "%s/diverged/data.mdb", dir);

@@ -42,14 +42,6 @@ static void s_plain_try(zsock_t *server, const char *endpoint, const char *passw
     zsock_destroy(&client);
 }
 
-static void s_write(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
 
 int main(void)
 {
@@ -60,7 +52,7 @@ int main(void)
     snprintf(tokens, sizeof tokens, "%s/tokens", dir);
 
     /*  PLAIN                                                               */
-    s_write(tokens, "TOK-A name=alice sessions=alice\nTOK-B bob\n");
+    nx_test_write_file(tokens, "TOK-A name=alice sessions=alice\nTOK-B bob\n");
     nx_auth_t *auth = nx_auth_new("SHARED", tokens, err, sizeof err);
     CHECK(auth != NULL);
     nx_zap_counts_t counts = {0};
@@ -105,7 +97,7 @@ int main(void)
     zcert_save_public(plainkey, path);
     char line[200];
     snprintf(line, sizeof line, "TOK-SVC name=svc key=%s\n", zcert_public_txt(named));
-    s_write(tokens, line);
+    nx_test_write_file(tokens, line);
     nx_auth_t *auth2 = nx_auth_new(NULL, tokens, err, sizeof err);
     CHECK(auth2 != NULL);
     memset(&counts, 0, sizeof counts);
