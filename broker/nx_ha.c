@@ -294,10 +294,19 @@ nx_ha_t *nx_ha_new(nx_broker_t *b, char *err, size_t err_size)
             if (fepoch > epoch)
                 epoch = fepoch;
             snprintf(primary, sizeof primary, "%s", strcmp(fprimary, "-") ? fprimary : "");
-            nx_warn("%s/role says this broker is %s%s%s (a promotion or a fence decided it; it "
-                    "overrides replica_of: remove the file to take the role the settings give)",
-                    cfg->data_dir, role == NX_ROLE_PRIMARY ? "the primary" : "a standby of ",
-                    primary, role == NX_ROLE_PRIMARY ? "" : "");
+            /*  A warning only when the file says other than the settings;
+                when they agree, one line of information.                  */
+            bool agrees = role == NX_ROLE_PRIMARY
+                              ? !replica
+                              : replica && strcmp(primary, cfg->replica_of) == 0;
+            if (agrees)
+                nx_info("%s/role says this broker is %s%s, as its settings do", cfg->data_dir,
+                        role == NX_ROLE_PRIMARY ? "the primary" : "a standby of ", primary);
+            else
+                nx_warn("%s/role says this broker is %s%s (a promotion or a fence decided it; "
+                        "it overrides %s: remove the file to take the role the settings give)",
+                        cfg->data_dir, role == NX_ROLE_PRIMARY ? "the primary" : "a standby of ",
+                        primary, replica ? "replica_of" : "the settings, which make it a primary");
         } else if (replica) {
             role = NX_ROLE_STANDBY;
             snprintf(primary, sizeof primary, "%s", cfg->replica_of);

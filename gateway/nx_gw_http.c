@@ -1036,7 +1036,15 @@ static void s_route(s_req_t *r)
             continue;
         if (rt->body) {
             if (r->body_too_large) {
-                s_error(r, 413, "too_large", "request body over max_body", NULL);
+                char text[128];
+                snprintf(text, sizeof text,
+                         "request body over max_body (%" PRIu64 " bytes): not read",
+                         r->gw->cfg.max_body);
+                /*  /mcp's clients read JSON-RPC, whatever the status.     */
+                if (strcmp(r->path, "/mcp") == 0)
+                    s_answer(r, 413, nx_mcp_request_error(text));
+                else
+                    s_error(r, 413, "too_large", text, NULL);
                 return;
             }
             json_error_t jerr;

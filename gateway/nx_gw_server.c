@@ -717,13 +717,18 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     char token[256];
     s_token(wsi, token, sizeof token);
     pss->auth = NULL;
-    if (nx_auth_check(gw->auth, token[0] ? token : NULL, strlen(token), &pss->auth) ||
-        (!watcher && !nx_auth_allows(gw->auth, pss->auth, id, strlen(id)))) {
+    if (nx_auth_check(gw->auth, token[0] ? token : NULL, strlen(token), &pss->auth)) {
         __atomic_add_fetch(&gw->stats.auth_refused, 1, __ATOMIC_RELAXED);
         nx_info("websocket refused for session %s: %s", id,
-                token[0] ? "token not valid for it" : "no token");
-        return s_refuse(wsi, 401, "unauthorized",
-                        token[0] ? "token not valid for this session" : "token required");
+                token[0] ? "no such token" : "no token");
+        return s_refuse(wsi, 401, "unauthorized", token[0] ? "token not valid" : "token required");
+    }
+    /*  A valid token that names other sessions: who the client is is
+        known, what it asks is not allowed (403, as HTTP answers it).     */
+    if (!watcher && !nx_auth_allows(gw->auth, pss->auth, id, strlen(id))) {
+        __atomic_add_fetch(&gw->stats.auth_refused, 1, __ATOMIC_RELAXED);
+        nx_info("websocket refused for session %s: its token may not act as it", id);
+        return s_refuse(wsi, 403, "forbidden", "this token may not act as this session");
     }
     snprintf(pss->session, sizeof pss->session, "%s", id);
     /*  A since that is not a seq used to read as 0, a replay of the whole

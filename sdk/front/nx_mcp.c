@@ -968,6 +968,11 @@ json_t *nx_mcp_parse_error(const char *why)
     return s_rpc_error(NULL, -32700, why);
 }
 
+json_t *nx_mcp_request_error(const char *why)
+{
+    return s_rpc_error(NULL, -32600, why);
+}
+
 json_t *nx_mcp_unreadable(const char *text, size_t len, const char *why)
 {
     /*  Valid JSON but for a \u0000 in a string, which nothing here takes

@@ -111,6 +111,9 @@ const char *nx_mcp_session(nx_mcp_t *self);
 
 /*  The JSON-RPC error response for a message that could not be read.     */
 json_t *nx_mcp_parse_error(const char *why);
+/*  The JSON-RPC error response (-32600, invalid request, id null) for a
+    message refused unread (too large).                                    */
+json_t *nx_mcp_request_error(const char *why);
 /*  The same for text (len bytes), which jansson refused for why; the error
     answers the message's id when only a \u0000 in a string stood in the
     way (-32602, invalid params).                                          */

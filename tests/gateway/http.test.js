@@ -422,6 +422,13 @@ test('dashboard files, content types, 404, 405, traversal', withFabric(async (f)
   // A body over --max-body (1M default) is refused, not crashing the gateway.
   r = await call(f, 'POST', '/events', JSON.stringify({ event_type: 'big.x', payload: 'x'.repeat(2 * 1024 * 1024) }));
   assert.ok(r.status === 413 || r.status === 400, `oversized body: ${r.status}`);
+  // /mcp answers it as JSON-RPC (its clients read nothing else).
+  r = await call(f, 'POST', '/mcp', JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'ping', params: { x: 'x'.repeat(2 * 1024 * 1024) } }),
+    { Accept: 'application/json, text/event-stream' });
+  assert.equal(r.status, 413, r.text.slice(0, 300));
+  assert.equal(r.json && r.json.jsonrpc, '2.0', r.text.slice(0, 300));
+  assert.equal(r.json.error.code, -32600, r.text.slice(0, 300));
+  assert.match(r.json.error.message, /max_body/);
   assertJson(await call(f, 'GET', '/health'), 200);
 }));
 

@@ -45,6 +45,13 @@ function forbidden(r, mention) {
 }
 
 test('WebSocket: subscribe, publish and history outside a token\'s patterns are forbidden; nothing outside sub= is shown', withFabric({ gatewayArgs: ['--tokens-file', TOKENS], healthToken: 'tok-all' }, async (f) => {
+  // A valid token for another session is 403 (known, not allowed); a
+  // token that is no token is 401.
+  const { WsClient } = require('./lib');
+  const other = f.track(new WsClient(`${f.wsBase}/ws/session/ro?token=tok-ci`));
+  assert.equal(await other.unexpected, 403, 'tok-ci for session ro');
+  const wrong = f.track(new WsClient(`${f.wsBase}/ws/session/ro?token=tok-nope`));
+  assert.equal(await wrong.unexpected, 401, 'a token that is none');
   const ci = await f.connect('ci', 'token=tok-ci&recent=20');
   const ro = await f.connect('ro', 'token=tok-ro&recent=0');
   const all = await f.connect('all-1', 'token=tok-all&recent=0');
