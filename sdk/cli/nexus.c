@@ -1405,8 +1405,16 @@ static int s_cmd_sessions(s_cli_t *cli)
         char all[48] = "more";
         if (nexus_records_matched(recs))
             snprintf(all, sizeof all, "%" PRIu64, nexus_records_matched(recs));
-        fprintf(stderr, "nexus: %zu of %s matching sessions shown; the next page: --after '%s'\n",
-                n, all, nexus_records_str(recs, n - 1, "session"));
+        /*  matched counts them all, those before --after too.           */
+        if (s_opt(cli, "after"))
+            fprintf(stderr,
+                    "nexus: %zu shown (%s match in all, from the first); the next page: "
+                    "--after '%s'\n",
+                    n, all, nexus_records_str(recs, n - 1, "session"));
+        else
+            fprintf(stderr,
+                    "nexus: %zu of %s matching sessions shown; the next page: --after '%s'\n", n,
+                    all, nexus_records_str(recs, n - 1, "session"));
     }
     nexus_records_destroy(&recs);
     return NX_EXIT_OK;
@@ -1616,8 +1624,15 @@ static int s_cmd_claims(s_cli_t *cli)
         char all[48] = "more";
         if (nexus_records_matched(recs))
             snprintf(all, sizeof all, "%" PRIu64, nexus_records_matched(recs));
-        fprintf(stderr, "nexus: %zu of %s matching claims shown; the next page: --after '%s'\n", n,
-                all, nexus_records_str(recs, n - 1, "work_id"));
+        if (s_opt(cli, "after"))
+            fprintf(stderr,
+                    "nexus: %zu shown (%s match in all, from the first); the next page: "
+                    "--after '%s'\n",
+                    n, all, nexus_records_str(recs, n - 1, "work_id"));
+        else
+            fprintf(stderr,
+                    "nexus: %zu of %s matching claims shown; the next page: --after '%s'\n", n,
+                    all, nexus_records_str(recs, n - 1, "work_id"));
     }
     nexus_records_destroy(&recs);
     return NX_EXIT_OK;

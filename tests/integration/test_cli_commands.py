@@ -435,6 +435,10 @@ try:
                 "sessions --after: the last page: %r %r" % (out, err))
         rc, out, err = run(["sessions", "--json", "--limit", "1", "--after", "pg-s1"], ep)
         t.eq([r["session"] for r in lines(out)], ["pg-s2"], "sessions (list) --after --limit 1")
+        rc, out, err = run(["sessions", "--json", "--capability", "pg", "--limit", "1",
+                            "--after", "pg-s1"], ep)
+        t.check("1 shown (3 match in all, from the first)" in err and "--after 'pg-s2'" in err,
+                "with --after the count is not '1 of 3' (those before it match too): %r" % err)
         for bad in (["--limit", "0"], ["--limit", "100001"], ["--available", "--all"]):
             rc, out, err = run(["sessions"] + bad, ep)
             t.check(rc == 2 and err, "sessions %s: usage error: %r" % (" ".join(bad), err))
