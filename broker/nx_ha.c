@@ -65,6 +65,7 @@ struct _nx_ha_t {
     zsock_t *watch;                      /* DEALER to it                           */
     uint64_t watch_next;                 /* mono us of the next fence              */
     bool watch_follows;                  /* it said it takes no writes             */
+    bool watch_split;                    /* it said it is a primary too (logged)   */
 };
 
 /*  ---- Helpers ------------------------------------------------------------ */
@@ -313,6 +314,11 @@ nx_ha_t *nx_ha_new(nx_broker_t *b, char *err, size_t err_size)
         }
     }
     nx_role_init(&self->role, role, epoch, etcd, primary);
+    /*  A primary by its role file whose settings name another primary:
+        that one is the primary it was promoted over, fenced as after the
+        promotion (s_watch), also when this broker restarted since.        */
+    if (role == NX_ROLE_PRIMARY && !etcd && cfg->replica_of && *cfg->replica_of)
+        snprintf(self->watch_ep, sizeof self->watch_ep, "%s", cfg->replica_of);
     return self;
 }
 
@@ -552,13 +558,14 @@ static void s_watch_start(nx_broker_t *b, const char *endpoint)
     self->watch_follows = false;
 }
 
-/*  Sends fence with this broker's epoch. Not a ping first: a primary that
+/*  Sends fence with this broker's epoch; false when it could not go yet
+    (no connection: ZMQ_IMMEDIATE). Not a ping first: a primary that
     waits for its standby holds every reply, a ping's too, until the
     standby answers or replication_timeout lets it go; a fence acts as
     soon as it is read, before that wait ends and acknowledges anything.
     A broker at this epoch or newer refuses it (conflict), changing
     nothing.                                                               */
-static void s_watch_send(nx_broker_t *b)
+static bool s_watch_send(nx_broker_t *b)
 {
     nx_ha_t *self = b->ha;
     msgpack_sbuffer buf;
@@ -574,8 +581,9 @@ static void s_watch_send(nx_broker_t *b)
     nx_pack_kv_str(&pk, "peer", self->peer);
     if (auth)
         nx_pack_kv_str(&pk, "auth", s_token(b));
-    zmq_send(zsock_resolve(self->watch), buf.data, buf.size, ZMQ_DONTWAIT);
+    int rc = zmq_send(zsock_resolve(self->watch), buf.data, buf.size, ZMQ_DONTWAIT);
     msgpack_sbuffer_destroy(&buf);
+    return rc >= 0;
 }
 
 /*  Reads the old primary's answers; fences it again when due (loop
@@ -583,11 +591,21 @@ static void s_watch_send(nx_broker_t *b)
 static void s_watch(nx_broker_t *b, uint64_t now)
 {
     nx_ha_t *self = b->ha;
-    if (!self->watch)
+    if (!self->watch_ep[0] || self->etcd)
         return;
     if (self->role.role != NX_ROLE_PRIMARY || !s_writable(b)) {
         zsock_destroy(&self->watch); /* no longer the one who leads */
+        self->watch_ep[0] = 0;
         return;
+    }
+    if (!self->watch) {
+        char ep[NX_ROLE_ENDPOINT_MAX];
+        snprintf(ep, sizeof ep, "%s", self->watch_ep);
+        s_watch_start(b, ep);
+        if (!self->watch) {
+            self->watch_ep[0] = 0; /* said by s_watch_start */
+            return;
+        }
     }
     for (int i = 0; i < 16; i++) {
         zmq_msg_t msg;
@@ -611,7 +629,18 @@ static void s_watch(nx_broker_t *b, uint64_t now)
             nx_map_str(&u.data, "message", &text, &text_len, NULL);
         }
         bool newer_or_same = code && code_len == 8 && memcmp(code, "conflict", 8) == 0;
-        if (ok) {
+        bool primary = role && role_len == 7 && memcmp(role, "primary", 7) == 0;
+        if (newer_or_same && primary) {
+            /*  A primary at this epoch (or newer) does not step down for
+                it: two primaries that fencing cannot part.                */
+            if (!self->watch_split)
+                nx_error("the old primary at %s runs as a primary too and refuses to be fenced "
+                         "(%.*s): two brokers take writes; stop it, and start it with replica_of "
+                         "naming this broker (was its role file removed?)",
+                         self->watch_ep, (int)text_len, text ? text : "");
+            self->watch_split = true;
+            self->watch_follows = true; /* said; asked again every 5 s */
+        } else if (ok) {
             /*  It was a primary of an older epoch: paused through the
                 promotion, or started again with its old settings.       */
             if (self->watch_follows)
@@ -623,6 +652,10 @@ static void s_watch(nx_broker_t *b, uint64_t now)
                         "takes no writes",
                         self->watch_ep, self->role.epoch, (int)role_len, role ? role : "?");
             self->watch_follows = true;
+        } else if (newer_or_same && self->watch_split) {
+            nx_info("the old primary at %s takes no writes now: %.*s", self->watch_ep,
+                    (int)text_len, text ? text : "");
+            self->watch_split = false;
         } else if (newer_or_same && !self->watch_follows) {
             nx_info("the old primary at %s takes no writes: %.*s", self->watch_ep, (int)text_len,
                     text ? text : "");
@@ -633,10 +666,10 @@ static void s_watch(nx_broker_t *b, uint64_t now)
         msgpack_unpacked_destroy(&u);
         zmq_msg_close(&msg);
     }
-    if (now >= self->watch_next) {
-        s_watch_send(b);
+    /*  Not sent (no connection yet): again at the next tick (S_TICK_MS),
+        so that an old primary that is reachable has it at once.           */
+    if (now >= self->watch_next && s_watch_send(b))
         self->watch_next = now + (self->watch_follows ? S_WATCH_SLOW_US : S_WATCH_FAST_US);
-    }
 }
 
 /*  ---- Promotion ------------------------------------------------------------ */
@@ -1074,13 +1107,15 @@ int nx_op_promote(nx_broker_t *b, nx_request_t *rq)
     memset(&rs, 0, sizeof rs);
     if (self->rx)
         nx_repl_receiver_stats(self->rx, &rs, nx_mono_us());
-    /*  A store that never served a primary nor came whole from one (a
-        standby whose base copy never arrived) has reserved no seqs and no
-        fencing tokens: promoted, it would be another, empty store under
-        the pair's name, handing out again the seqs and tokens the primary
-        did. Not even with force.                                          */
-    if (b->last_seq == 0 && !s_meta_u64(b, S_META_SEQ_RESERVED) &&
-        !s_meta_u64(b, S_META_FENCE_BLOCK))
+    /*  A store that never served a primary nor came from one (a standby
+        whose base copy never arrived: nothing in its log, nothing in its
+        store, no seqs or fencing tokens reserved) would be promoted to
+        another, empty store under the pair's name, handing out again the
+        seqs and tokens the primary did. Not even with force. (The log
+        counts: what a standby streamed reaches its store only at the
+        checkpointer's next turn.)                                         */
+    if (!rs.sync && nx_wal_written(b->wal) == 0 && b->last_seq == 0 &&
+        !s_meta_u64(b, S_META_SEQ_RESERVED) && !s_meta_u64(b, S_META_FENCE_BLOCK))
         return nx_request_fail(
             rq, NEXUS_ERR_CONFLICT,
             "this standby (%s) never received a copy of its primary's store%s%s: "
@@ -1125,10 +1160,19 @@ int nx_op_fence(nx_broker_t *b, nx_request_t *rq)
     snprintf(ep, sizeof ep, "%.*s", (int)plen, primary ? primary : "");
     snprintf(self->follow_peer, sizeof self->follow_peer, "%.*s", (int)peer_len,
              peer && peer_len ? peer : ep);
-    if (epoch <= self->role.epoch)
-        return nx_request_fail(rq, NEXUS_ERR_CONFLICT,
-                               "epoch %" PRIu64 " is not newer than this broker's %" PRIu64, epoch,
-                               self->role.epoch);
+    if (epoch <= self->role.epoch) {
+        nx_request_fail(rq, NEXUS_ERR_CONFLICT,
+                        "epoch %" PRIu64 " is not newer than this broker's %" PRIu64, epoch,
+                        self->role.epoch);
+        /*  Who it is: the sender tells a standby from a primary that will
+            not step down.                                                  */
+        nx_pack_kv_str(nx_kv(rq), "role",
+                       self->role.role == NX_ROLE_PRIMARY && !s_writable(b)
+                           ? "fenced"
+                           : nx_role_name(self->role.role));
+        nx_pack_kv_u64(nx_kv(rq), "epoch", self->role.epoch);
+        return -1;
+    }
     char why[300];
     snprintf(why, sizeof why, "%s leads with epoch %" PRIu64, ep[0] ? ep : "another broker", epoch);
     nx_role_t before = self->role.role;

@@ -583,13 +583,13 @@ void nx_repl_receiver_tick(nx_repl_receiver_t *self, uint64_t now)
         now - self->asked_at > self->cfg.timeout_us)
         s_problem(self,
                   "%s has not answered the request for its log %s: is it running, and does "
-                  "it take this broker's token or key? (asking again every %" PRIu64 " ms)",
-                  self->primary, self->spoke_at ? "since it last spoke" : "yet",
-                  self->cfg.timeout_us / 1000);
+                  "it take this broker's token or key? (asking again)",
+                  self->primary, self->spoke_at ? "since it last spoke" : "yet");
     if (!self->asked_at || self->state == NX_REPL_RX_IDLE ||
         (self->state == NX_REPL_RX_HELLO && now - self->asked_at > self->cfg.timeout_us) ||
         (self->state != NX_REPL_RX_HELLO && silent)) {
-        if (self->asked_at && silent && self->state != NX_REPL_RX_IDLE)
+        if (self->asked_at && silent && self->state != NX_REPL_RX_IDLE &&
+            self->state != NX_REPL_RX_HELLO) /* said above */
             s_problem(self, "no word from %s for %" PRIu64 " ms: asking again", self->primary,
                       (now - self->heard_at) / 1000);
         /*  A new socket only when the primary was silent for long: a

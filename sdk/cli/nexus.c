@@ -175,7 +175,12 @@ static int s_client_make(s_cli_t *cli)
         rc = nexus_client_set_endpoint(cli->client, cli->endpoint);
     /*  Event ports that are not the control port + 1 and + 2.            */
     const char *in = getenv("NEXUS_EVENTS_IN"), *out = getenv("NEXUS_EVENTS_OUT");
-    if (!rc && ((in && *in) || (out && *out)))
+    const char *ep = cli->endpoint ? cli->endpoint : getenv("NEXUS_ENDPOINT");
+    bool pair = ep && strchr(ep, ',');
+    if (!rc && ((in && *in) || (out && *out)) && pair)
+        fprintf(stderr, "nexus: NEXUS_EVENTS_IN/OUT name one broker's event ports: ignored with "
+                        "a pair's list of endpoints\n");
+    else if (!rc && ((in && *in) || (out && *out)))
         rc = nexus_client_set_event_endpoints(cli->client, in && *in ? in : NULL,
                                               out && *out ? out : NULL);
     if (rc)
@@ -874,6 +879,23 @@ static int s_cmd_sub(s_cli_t *cli)
     nexus_history_destroy(&probe);
     if (perr == NEXUS_ERR_FORBIDDEN)
         return s_client_error(cli, perr);
+    /*  A standby given alone publishes no live events: said, not a stream
+        that stays empty with no word.                                     */
+    const char *ep = cli->endpoint ? cli->endpoint : getenv("NEXUS_ENDPOINT");
+    if (!ep || !strchr(ep, ',')) {
+        nexus_err_t herr = NEXUS_OK;
+        json_t *ping = s_call(cli, "{\"op\":\"ping\"}", &herr);
+        const char *role = json_string_value(json_object_get(ping, "role"));
+        const char *primary = json_string_value(json_object_get(ping, "primary"));
+        if (role && strcmp(role, "primary") != 0)
+            fprintf(stderr,
+                    "nexus: %s is a %s%s%s: it streams no live events (its history is there); "
+                    "subscribe at the primary, or give the pair's list (--endpoint "
+                    "PRIMARY,STANDBY)\n",
+                    nexus_client_endpoint(cli->client), role, primary && *primary ? " of " : "",
+                    primary && *primary ? primary : "");
+        json_decref(ping);
+    }
     uint64_t seen = 0;
     while (!s_interrupted && (count == 0 || seen < count)) {
         nexus_event_t *ev = NULL;
@@ -1432,7 +1454,7 @@ static int s_cmd_claim(s_cli_t *cli)
         lease of none would be granted 30s in silence.                     */
     if (v && ttl == 0)
         return s_usage_error(cli, "--ttl 0: a lease must last (at least 100ms); leave --ttl out "
-                                  "to keep the claim's own lease");
+                                  "for the broker's claim_ttl");
     int rc = s_connect(cli, true);
     if (rc)
         return rc;
@@ -1490,7 +1512,7 @@ static int s_cmd_renew(s_cli_t *cli)
         return s_usage_error(cli, "--ttl needs a duration such as 10m");
     if (v && ttl == 0)
         return s_usage_error(cli, "--ttl 0: a lease must last (at least 100ms); leave --ttl out "
-                                  "for the broker's claim_ttl");
+                                  "to keep the claim's own lease");
     int rc = s_connect(cli, true);
     if (!rc)
         rc = s_token(cli, &token);

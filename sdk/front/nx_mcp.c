@@ -978,7 +978,9 @@ json_t *nx_mcp_unreadable(const char *text, size_t len, const char *why)
     /*  Valid JSON but for a \u0000 in a string, which nothing here takes
         (ids, topics and names end at it): refused with the request's id,
         so that the client's call gets its answer.                        */
-    json_t *msg = text ? json_loadb(text, len, JSON_ALLOW_NUL, NULL) : NULL;
+    json_t *msg = text && memmem(text, len, "\\u0000", 6)
+                      ? json_loadb(text, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, NULL)
+                      : NULL;
     json_t *id = json_object_get(msg, "id");
     json_t *reply =
         json_is_string(id) || json_is_integer(id)

@@ -93,7 +93,8 @@ NEXUS_EXPORT int nexus_version(void);
     iterator and the asynchronous publishes (nexus_publish_async) have
     connections of their own: they neither wait for those calls nor hold
     them up. nexus_publish sends from the calling thread under a mutex of
-    its own, with no round trip. nexus_recv and nexus_recv_batch may be
+    its own, with no round trip (its first call waits for the broker's
+    subscription, see below). nexus_recv and nexus_recv_batch may be
     called from several threads; each event goes to exactly one of them.
     Event, history, records and reply objects are NOT thread-safe: use each
     from one thread at a time. Nothing here keeps global state besides what
@@ -320,7 +321,11 @@ NEXUS_EXPORT void nexus_client_stats(nexus_client_t *self, nexus_client_stats_t 
     NEXUS_ERR_TOO_LARGE (over 64 MiB), NEXUS_ERR_CLOSED, NEXUS_ERR_BUSY
     (the send queue to the broker is full: the broker is away or slow; the
     event was not sent). Events sent while the link is down are lost:
-    use nexus_publish_acked when that matters. Thread-safe.                 */
+    use nexus_publish_acked when that matters. Thread-safe. The first call
+    of a client waits (once, at most the client's timeout, other publishing
+    threads with it) for the broker's subscription to reach it, so that
+    the first events are not dropped by ZeroMQ: at once when the broker's
+    event port is there.                                                    */
 NEXUS_EXPORT nexus_err_t nexus_publish(nexus_client_t *self, const char *topic, const void *payload,
                                        size_t size);
 

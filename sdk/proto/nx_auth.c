@@ -312,7 +312,11 @@ static int s_load_file(nx_auth_t *self, const char *path, char *err_buf, size_t 
     while (rc == 0 && (len = getline(&line, &line_cap, f)) >= 0) {
         lineno++;
         char why[300] = "out of memory";
-        if (len > S_LINE_MAX - 2) {
+        /*  Counted without its line end, as the limit always was.        */
+        size_t text_len = (size_t)len;
+        while (text_len && (line[text_len - 1] == '\n' || line[text_len - 1] == '\r'))
+            text_len--;
+        if (text_len > S_LINE_MAX - 2) {
             snprintf(err_buf, err_size, "%s:%d: line longer than %d bytes", path, lineno,
                      S_LINE_MAX - 2);
             rc = -1;
@@ -378,8 +382,9 @@ static int s_load_file(nx_auth_t *self, const char *path, char *err_buf, size_t 
     fclose(f);
     /*  A file that says nothing (emptied, truncated, only comments) would
         leave the fabric open to anyone, while its operator believes it
-        closed: refused, as a file that cannot be read is.                 */
-    if (rc == 0 && self->n_entries == 0) {
+        closed: refused, as a file that cannot be read is. Beside a shared
+        token it closes nothing more (every per-session token revoked).    */
+    if (rc == 0 && self->n_entries == 0 && !self->shared_on) {
         snprintf(err_buf, err_size,
                  "tokens_file '%s' holds no token: that would leave the fabric open to anyone; "
                  "add a line 'TOKEN SESSION' (or name=), or unset tokens_file to run open",

@@ -230,8 +230,11 @@ static void s_run(nexus_client_t *c, nx_async_t *a)
         nexus_client_t *outer = s_running_for; /* a completion of another client */
         s_running_for = c;
         for (int i = 0; i < n; i++) {
-            if (run[i].fn && run[i].msg)
-                nx_client_fail(c, run[i].err, "%s", run[i].msg);
+            /*  Every failed completion has its own words (a timeout's
+                too), never the text of an earlier call.                  */
+            if (run[i].fn && run[i].err)
+                nx_client_fail(c, run[i].err, "%s",
+                               run[i].msg ? run[i].msg : nexus_strerror(run[i].err));
             if (run[i].fn)
                 run[i].fn(run[i].err, run[i].seq, run[i].ts, run[i].arg);
             free(run[i].msg);

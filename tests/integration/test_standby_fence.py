@@ -10,6 +10,9 @@
 2. The old primary, killed and started again with its old settings (no
    role file, no replica_of), is fenced by the new primary within seconds:
    it refuses writes with not_primary.
+   Started again once more, without the role file it had got by then (so
+   at the new primary's epoch), no fence can part them: the new primary
+   logs it as an error, once.
 3. A standby whose primary never answers says so in its log and in
    state's problem, and heard_ms counts from its start, not from its
    last request.
@@ -128,6 +131,30 @@ try:
         r = c.request({"op": "publish", "topic": "f.after", "payload": b"x"}, timeout=10)
     t.eq(r.get("error"), "not_primary", "and refuses writes: %r" % r)
     t.check("is fenced" in log_of(a), "a's log says it was fenced")
+    # `nexus sub` given the standby alone says it streams no live events.
+    import subprocess  # noqa: E402
+    cli = os.environ.get("NEXUS_CLI") or os.path.join(os.environ.get("NEXUS_BUILD_DIR", "build"),
+                                                      "sdk", "nexus")
+    wait(lambda: ping(a).get("role") == "standby", 15)
+    p = subprocess.Popen([cli, "sub", "f.>", "--endpoint", a.control], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, XDG_STATE_HOME=a.data_dir))
+    try:
+        _, err = p.communicate(timeout=4)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        _, err = p.communicate(timeout=10)
+    t.check("is a standby" in err and "no live events" in err,
+            "sub at the standby alone says so: %r" % err[-400:])
+    # The old primary, now at the new one's epoch, started again without
+    # its role file: a primary that a fence cannot part from the new one.
+    # The new primary says so, once, as an error.
+    a.kill()
+    os.remove(os.path.join(a.data_dir, "role"))
+    a.start()
+    t.check(wait(lambda: "runs as a primary too" in log_of(b), 15),
+            "b's log says two brokers take writes: %r" % ping(a))
+    t.eq(log_of(b).count("runs as a primary too"), 1, "said once")
 finally:
     b.cleanup()
     a.cleanup()
