@@ -66,6 +66,7 @@ struct _nx_ha_t {
     uint64_t watch_next;                 /* mono us of the next fence              */
     bool watch_follows;                  /* it said it takes no writes             */
     bool watch_split;                    /* it said it is a primary too (logged)   */
+    bool watch_refused;                  /* it refused otherwise (logged)          */
 };
 
 /*  ---- Helpers ------------------------------------------------------------ */
@@ -660,9 +661,12 @@ static void s_watch(nx_broker_t *b, uint64_t now)
             nx_info("the old primary at %s takes no writes: %.*s", self->watch_ep, (int)text_len,
                     text ? text : "");
             self->watch_follows = true;
-        } else if (!newer_or_same)
+        } else if (!newer_or_same && !self->watch_refused) {
+            /*  Once: it is asked again every second (its token rights?). */
             nx_warn("the old primary at %s refused to be fenced: %.*s", self->watch_ep,
                     (int)text_len, text ? text : "no reason");
+            self->watch_refused = true;
+        }
         msgpack_unpacked_destroy(&u);
         zmq_msg_close(&msg);
     }
