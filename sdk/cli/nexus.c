@@ -1152,6 +1152,28 @@ static int s_cmd_events(s_cli_t *cli)
     return err ? s_client_error(cli, err) : NX_EXIT_OK;
 }
 
+/*  Never a silent cut: when a list was cut at --limit, stderr says so and
+    names the --after of the next page. kind: "sessions"; key: the field
+    of a record that --after takes.                                         */
+static void s_page_note(s_cli_t *cli, nexus_records_t *recs, const char *kind, const char *key)
+{
+    size_t n = nexus_records_count(recs);
+    if (!nexus_records_truncated(recs) || !n)
+        return;
+    char all[48] = "more";
+    if (nexus_records_matched(recs))
+        snprintf(all, sizeof all, "%" PRIu64, nexus_records_matched(recs));
+    /*  matched counts them all, those before --after too.                 */
+    if (s_opt(cli, "after"))
+        fprintf(stderr,
+                "nexus: %zu shown (%s match in all, from the first); the next page: "
+                "--after '%s'\n",
+                n, all, nexus_records_str(recs, n - 1, key));
+    else
+        fprintf(stderr, "nexus: %zu of %s matching %s shown; the next page: --after '%s'\n", n,
+                all, kind, nexus_records_str(recs, n - 1, key));
+}
+
 /*  ---- nexus session ... -------------------------------------------------------*/
 
 static int s_cmd_session_register(s_cli_t *cli)
@@ -1421,23 +1443,7 @@ static int s_cmd_sessions(s_cli_t *cli)
     if (!cli->json)
         nx_table_print(t, stdout);
     nx_table_destroy(&t);
-    /*  Never a silent cut: the rest is one command away.                  */
-    size_t n = nexus_records_count(recs);
-    if (nexus_records_truncated(recs) && n) {
-        char all[48] = "more";
-        if (nexus_records_matched(recs))
-            snprintf(all, sizeof all, "%" PRIu64, nexus_records_matched(recs));
-        /*  matched counts them all, those before --after too.           */
-        if (s_opt(cli, "after"))
-            fprintf(stderr,
-                    "nexus: %zu shown (%s match in all, from the first); the next page: "
-                    "--after '%s'\n",
-                    n, all, nexus_records_str(recs, n - 1, "session"));
-        else
-            fprintf(stderr,
-                    "nexus: %zu of %s matching sessions shown; the next page: --after '%s'\n", n,
-                    all, nexus_records_str(recs, n - 1, "session"));
-    }
+    s_page_note(cli, recs, "sessions", "session");
     nexus_records_destroy(&recs);
     return NX_EXIT_OK;
 }
@@ -1640,22 +1646,7 @@ static int s_cmd_claims(s_cli_t *cli)
     if (!cli->json)
         nx_table_print(t, stdout);
     nx_table_destroy(&t);
-    /*  Never a silent cut: the rest is one command away.                  */
-    size_t n = nexus_records_count(recs);
-    if (nexus_records_truncated(recs) && n) {
-        char all[48] = "more";
-        if (nexus_records_matched(recs))
-            snprintf(all, sizeof all, "%" PRIu64, nexus_records_matched(recs));
-        if (s_opt(cli, "after"))
-            fprintf(stderr,
-                    "nexus: %zu shown (%s match in all, from the first); the next page: "
-                    "--after '%s'\n",
-                    n, all, nexus_records_str(recs, n - 1, "work_id"));
-        else
-            fprintf(stderr,
-                    "nexus: %zu of %s matching claims shown; the next page: --after '%s'\n", n,
-                    all, nexus_records_str(recs, n - 1, "work_id"));
-    }
+    s_page_note(cli, recs, "claims", "work_id");
     nexus_records_destroy(&recs);
     return NX_EXIT_OK;
 }
