@@ -535,24 +535,26 @@ long nx_ha_timeout(nx_broker_t *b)
 #define S_WATCH_FAST_US 1000000 /* until it says it follows                  */
 #define S_WATCH_SLOW_US 5000000 /* after: a restart of it is seen this soon  */
 
-static void s_watch_start(nx_broker_t *b, const char *endpoint)
+/*  Connects the DEALER to watch_ep (watch_ep "" when it cannot).         */
+static void s_watch_start(nx_broker_t *b)
 {
     nx_ha_t *self = b->ha;
-    zsock_destroy(&self->watch);
-    snprintf(self->watch_ep, sizeof self->watch_ep, "%s", endpoint);
     self->watch = zsock_new(ZMQ_DEALER);
+    if (self->watch) {
+        zsock_set_linger(self->watch, 0);
+        /*  Nothing queued for a broker that is not there (or paused
+            before its handshake): the next round asks afresh.            */
+        zsock_set_immediate(self->watch, 1);
+        zsock_set_sndhwm(self->watch, 4);
+        zsock_set_rcvhwm(self->watch, 16);
+        s_secure(self->watch, b);
+        if (zsock_connect(self->watch, "%s", self->watch_ep) != 0)
+            zsock_destroy(&self->watch);
+    }
     if (!self->watch)
-        return;
-    zsock_set_linger(self->watch, 0);
-    /*  Nothing queued for a broker that is not there (or paused before
-        its handshake): the next round asks afresh.                        */
-    zsock_set_immediate(self->watch, 1);
-    zsock_set_sndhwm(self->watch, 4);
-    zsock_set_rcvhwm(self->watch, 16);
-    s_secure(self->watch, b);
-    if (zsock_connect(self->watch, "%s", endpoint) != 0) {
-        nx_warn("promotion: cannot connect to the old primary at %s: it is not fenced", endpoint);
-        zsock_destroy(&self->watch);
+        nx_warn("cannot connect to the old primary at %s: it is not fenced", self->watch_ep);
+    if (!self->watch) {
+        self->watch_ep[0] = 0;
         return;
     }
     self->watch_next = 0;
@@ -599,15 +601,10 @@ static void s_watch(nx_broker_t *b, uint64_t now)
         self->watch_ep[0] = 0;
         return;
     }
-    if (!self->watch) {
-        char ep[NX_ROLE_ENDPOINT_MAX];
-        snprintf(ep, sizeof ep, "%s", self->watch_ep);
-        s_watch_start(b, ep);
-        if (!self->watch) {
-            self->watch_ep[0] = 0; /* said by s_watch_start */
-            return;
-        }
-    }
+    if (!self->watch)
+        s_watch_start(b);
+    if (!self->watch)
+        return;
     for (int i = 0; i < 16; i++) {
         zmq_msg_t msg;
         zmq_msg_init(&msg);
@@ -751,8 +748,11 @@ static int s_promote(nx_broker_t *b, uint64_t epoch)
                     b->cfg.data_dir, strerror(errno));
         /*  The old primary, if it still runs (or runs again), stops
             taking writes: s_watch fences it.                              */
-        if (old[0])
-            s_watch_start(b, old);
+        if (old[0]) {
+            zsock_destroy(&self->watch);
+            snprintf(self->watch_ep, sizeof self->watch_ep, "%s", old);
+            self->watch_follows = self->watch_split = self->watch_refused = false;
+        }
     }
     return 0;
 }
