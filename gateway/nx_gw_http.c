@@ -533,6 +533,10 @@ static void h_history(s_req_t *r)
         json_object_get(page, "store_id") ? json_object_get(page, "store_id") : json_null());
     if (reset)
         json_object_set_new(out, "reset", reset);
+    /*  Retention removed events past since (or the cursor): said.       */
+    json_t *gap = json_object_get(page, "gap");
+    if (gap)
+        json_object_set(out, "gap", gap);
     s_answer(r, 200, out);
     json_decref(page);
 }

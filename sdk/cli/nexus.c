@@ -24,6 +24,7 @@
 #include "nexus.h"
 #include "nx_cli.h"
 #include "nx_codec.h"
+#include "nx_front.h"
 #include "nx_jdump.h"
 #include "nx_topic.h"
 
@@ -1054,17 +1055,23 @@ static int s_cursor_follow(s_cli_t *cli, const char *name, const char *path, uin
     said as `sub` says it (never a silent skip).                           */
 static void s_events_gap(s_cli_t *cli, nexus_history_t *h, uint64_t since)
 {
-    uint64_t first = 0, last = 0;
+    uint64_t first = 0, last = 0, from, to;
     nexus_history_bounds(h, &first, &last);
-    if (!since || !first || first <= since + 1 || s_flag(cli, "desc"))
+    if (s_flag(cli, "desc") || !nx_front_gap(since, first, last, &from, &to))
         return;
-    fprintf(stderr,
-            "nexus: gap: events %" PRIu64 "..%" PRIu64 " are no longer in the history "
-            "(retention); this store's oldest is seq %" PRIu64 "\n",
-            since + 1, first - 1, first);
+    if (first)
+        fprintf(stderr,
+                "nexus: gap: events %" PRIu64 "..%" PRIu64 " are no longer in the history "
+                "(retention); this store's oldest is seq %" PRIu64 "\n",
+                from, to, first);
+    else
+        fprintf(stderr,
+                "nexus: gap: events %" PRIu64 "..%" PRIu64 " are no longer in the history "
+                "(retention); this store holds no events now\n",
+                from, to);
     if (cli->json)
-        s_print_json(json_pack("{s:{s:I,s:I}}", "gap", "from", (json_int_t)(since + 1), "to",
-                               (json_int_t)(first - 1)));
+        s_print_json(json_pack("{s:{s:I,s:I}}", "gap", "from", (json_int_t)from, "to",
+                               (json_int_t)to));
 }
 
 static int s_cmd_events(s_cli_t *cli)

@@ -261,9 +261,37 @@ json_t *nx_front_publish(nexus_client_t *client, json_t *msg, const char *source
                          err);
 }
 
+bool nx_front_gap(uint64_t after, uint64_t first, uint64_t last, uint64_t *from, uint64_t *to)
+{
+    if (!after || after >= last)
+        return false;
+    /*  Empty with a last seq above: retention removed every event.      */
+    uint64_t upto = first ? first - 1 : last;
+    if (upto <= after)
+        return false;
+    *from = after + 1;
+    *to = upto;
+    return true;
+}
+
+/*  The seq after which a history query reads on oldest first (0: none,
+    or newest first): since_seq, or the seq before its cursor.          */
+static uint64_t s_reads_after(json_t *fields)
+{
+    const char *order = json_string_value(json_object_get(fields, "order"));
+    if (order && strcmp(order, "asc") != 0)
+        return 0;
+    json_int_t cursor = json_integer_value(json_object_get(fields, "cursor"));
+    if (cursor > 0)
+        return (uint64_t)cursor - 1;
+    json_int_t since = json_integer_value(json_object_get(fields, "since_seq"));
+    return since > 0 ? (uint64_t)since : 0;
+}
+
 json_t *nx_front_history(nexus_client_t *client, json_t *fields, const char *viewer,
                          nx_front_err_t *err)
 {
+    uint64_t after = s_reads_after(fields);
     /*  Direct messages live on their targets' topics: a viewer that asks
         for message.direct asks the broker for those too (what it may see
         of them is left to nx_front_event_visible below).                  */
@@ -310,6 +338,11 @@ json_t *nx_front_history(nexus_client_t *client, json_t *fields, const char *vie
     json_t *first = json_object_get(rep, "first_seq");
     if (out && json_is_integer(first))
         json_object_set(out, "first_seq", first);
+    uint64_t from, to;
+    if (out && nx_front_gap(after, (uint64_t)json_integer_value(first),
+                            (uint64_t)json_integer_value(last), &from, &to))
+        json_object_set_new(out, "gap",
+                            json_pack("{s:I, s:I}", "from", (json_int_t)from, "to", (json_int_t)to));
     json_decref(rep);
     return out;
 }

@@ -81,9 +81,18 @@ json_t *nx_front_call(nexus_client_t *client, const char *op, json_t *fields, nx
 json_t *nx_front_publish(nexus_client_t *client, json_t *msg, const char *source,
                          nx_front_err_t *err);
 
+/*  The events that retention removed before a reader that stopped after
+    seq `after` could read them, from the store's bounds (first 0: the
+    store holds none): true with [*from, *to]. After 0 (from the start)
+    is never a gap.                                                        */
+bool nx_front_gap(uint64_t after, uint64_t first, uint64_t last, uint64_t *from, uint64_t *to);
+
 /*  history with fields (stolen), its events shaped as the clients'
     events (nx_front_event.h), those viewer may not see left out.
-    Returns {events, next_cursor, last_seq} or NULL with *err.             */
+    Returns {events, next_cursor, last_seq, store_id, first_seq} and,
+    when the query reads on oldest first after a seq (since_seq or
+    cursor) that retention has left behind, gap {from, to}; or NULL with
+    *err.                                                                  */
 json_t *nx_front_history(nexus_client_t *client, json_t *fields, const char *viewer,
                          nx_front_err_t *err);
 

@@ -1022,3 +1022,34 @@ test('the secret of an HTTP work call\'s session is kept while the session lives
   assert.equal((await ws.request({ action: 'status', state: 'busy' })).ok, true, 'the WebSocket session acts still');
   await ws.close();
 }));
+
+test('history says which events retention removed past since or the cursor (gap), over HTTP and WebSocket', withFabric({ brokerArgs: ['--retain-events', '5'] }, async (f) => {
+  const ws = await f.connect('gap-ws');
+  const seqs = [];
+  for (let i = 0; i < 20; i++) {
+    seqs.push(assertJson(await call(f, 'POST', '/events', { event_type: 'gap.e', payload: { i } }), 201).seq);
+  }
+  // The oldest event the store still holds (every topic counts toward the 5).
+  const first = assertJson(await call(f, 'GET', '/events/history?since=0&limit=1'), 200).events[0].seq;
+  assert.ok(first > seqs[2] + 1 && first <= seqs[15], `retention kept from ${first}`);
+  assert.equal(assertJson(await call(f, 'GET', '/events/history?since=0&limit=1'), 200).gap, undefined,
+    'since=0 reads from the start: never a gap');
+
+  let j = assertJson(await call(f, 'GET', `/events/history?since=${seqs[1]}&event_type=gap.*`), 200);
+  assert.deepEqual(j.gap, { from: seqs[1] + 1, to: first - 1 }, JSON.stringify(j));
+  assert.deepEqual(j.events.map((x) => x.seq), seqs.filter((s) => s >= first));
+  j = assertJson(await call(f, 'GET', `/events/history?since=${seqs[1]}&cursor=${seqs[2]}`), 200);
+  assert.deepEqual(j.gap, { from: seqs[2], to: first - 1 }, `a cursor is where the page starts: ${JSON.stringify(j)}`);
+  j = assertJson(await call(f, 'GET', `/events/history?since=${first - 1}`), 200);
+  assert.equal(j.gap, undefined, `nothing removed after ${first - 1}: ${JSON.stringify(j)}`);
+  j = assertJson(await call(f, 'GET', `/events/history?since=${seqs[1]}&order=desc`), 200);
+  assert.equal(j.gap, undefined, 'newest first reads no range after since');
+  j = assertJson(await call(f, 'GET', '/events/history'), 200);
+  assert.equal(j.gap, undefined, 'the newest events: no gap');
+
+  let r = await ws.request({ action: 'history', topics: ['gap.>'], since_seq: seqs[1] });
+  assert.ok(r.ok, JSON.stringify(r));
+  assert.deepEqual(r.gap, { from: seqs[1] + 1, to: first - 1 }, JSON.stringify(r));
+  r = await ws.request({ action: 'history', topics: ['gap.>'], since_seq: seqs[18] });
+  assert.ok(r.ok && r.gap === undefined && r.events.length === 1, JSON.stringify(r));
+}));

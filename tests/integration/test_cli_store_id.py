@@ -23,6 +23,8 @@ would:
 6. The same store, whose retention removed events the cursor had not
    reached: --resume (and --since N) say which are gone, on stderr and as
    a {"gap": {"from", "to"}} line with --json, then print the rest.
+7. Retention by age removed every event, the cursor's next ones too: the
+   store holds none, yet the gap is said (the oldest seq is 0 then).
 Every wait is bounded.
 """
 
@@ -32,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Broker, Checks, Client, free_ports, terminate  # noqa: E402
@@ -239,6 +242,28 @@ try:
         rc, out, err = nexus(["events", "--since", "15"], e)
         t.check(rc == 0 and "gap" not in err and len(out.splitlines()) == 5,
                 "--since 15 (the oldest is 16): no gap: %r %r" % (out, err))
+
+    # 7. retention by age emptied the store past the cursor
+    os.remove(cursor)
+    with Broker(data_dir=os.path.join(root, "g"), extra=["--retain-age", "1s"]) as g:
+        publish(g, 2, "g")
+        evs, _, err = events(g)
+        t.eq([x["seq"] for x in evs], [1, 2], "the first two")
+        publish(g, 3, "h")  # seqs 3..5, then every event ages out
+        left = None
+        for _ in range(100):
+            with Client(g) as c:
+                left = c.request({"op": "history", "limit": 10})
+            if left.get("ok") and not left.get("events"):
+                break
+            time.sleep(0.1)
+        t.check(left.get("ok") and not left.get("events") and left.get("last_seq") == 5,
+                "retention removed every event: %r" % left)
+        rc, out, err = nexus(["events", "--pattern", "cli.>", "--resume", "hook", "--json"], g)
+        lines = [json.loads(x) for x in out.splitlines() if x.strip()]
+        t.check(rc == 0 and lines == [{"gap": {"from": 3, "to": 5}}],
+                "an emptied store: the gap 3..5 and nothing else: %r %r" % (out, err))
+        t.check("gap: events 3..5" in err and "holds no events" in err, "said on stderr: %r" % err)
 finally:
     shutil.rmtree(root, ignore_errors=True)
 t.done()
