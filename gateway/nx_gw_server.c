@@ -48,6 +48,8 @@ body that follows is read and dropped     */
     bool close_after;   /* HTTP: a body we cannot skip follows: close */
     bool body_pending;  /* HTTP: body still arriving; answer after */
     bool dispatched;    /* HTTP: queued for the worker                */
+    bool completed;     /* HTTP: lws said its body is complete        */
+    bool dispatch_due;  /* HTTP: to be queued at the next writable    */
     /*  What the WebSocket handshake said, for LWS_CALLBACK_ESTABLISHED.     */
     char session[NX_GW_SESSION_MAX + 1];
     bool has_since;
@@ -389,6 +391,7 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
     /*  lws sends LWS_CALLBACK_HTTP_BODY_COMPLETION after a body of this
         length (for any method).                                            */
     pss->body_pending = s_content_length(wsi) > 0;
+    pss->completed = pss->dispatch_due = false;
     /*  lws keeps each name=value as a fragment of the header, already
         URL-decoded: they are kept as they are, one after the other, each
         ending with a NUL. Joined again, a decoded '&' or '%' would be read
@@ -542,6 +545,11 @@ static void s_http_body(nx_gw_t *gw, s_pss_t *pss, const void *in, size_t len)
 
 static int s_http_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 {
+    if (pss->dispatch_due) { /* its body is complete (BODY_COMPLETION) */
+        pss->dispatch_due = false;
+        s_http_dispatch(gw, wsi, pss);
+        return 0;
+    }
     nx_gw_conn_t *conn = pss->conn;
     /*  An answer given before the body is read waits for the body's end:
         the connection then reads the next request, not the body's rest.   */
@@ -1264,13 +1272,29 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         if (!pss || !pss->conn)
             return 0;
+        /*  lws 4.1 says it again and again, without returning to its
+            loop, for a request that came pipelined behind one answered
+            later (sent before that answer): the service thread spun for
+            every client, for good. Such a request is refused and its
+            connection closed, before anything of it is done: it is queued
+            for the worker only at the next writable callback, which a
+            second completion comes before.                                */
+        if (pss->completed) {
+            nx_debug("HTTP %s from %s came pipelined behind another request: refused, "
+                     "connection closed",
+                     pss->conn->path, pss->conn->peer);
+            s_refuse(wsi, 400, "bad_request",
+                     "a request with a body sent before the answer to the one before it "
+                     "(HTTP pipelining) is not taken: send it again after that answer");
+            return -1;
+        }
+        pss->completed = true;
         pss->body_pending = false;
         /*  Answered already (401, 405, 411...): the body is not acted on,
             the answer can go now.                                         */
-        if (pss->answered)
-            lws_callback_on_writable(wsi);
-        else
-            s_http_dispatch(gw, wsi, pss);
+        if (!pss->answered)
+            pss->dispatch_due = true;
+        lws_callback_on_writable(wsi);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return s_http_write(gw, wsi, pss);

@@ -1053,3 +1053,41 @@ test('history says which events retention removed past since or the cursor (gap)
   r = await ws.request({ action: 'history', topics: ['gap.>'], since_seq: seqs[18] });
   assert.ok(r.ok && r.gap === undefined && r.events.length === 1, JSON.stringify(r));
 }));
+
+test('HTTP pipelining: GETs are answered in order; a request with a body behind another is refused (400, closed), nothing of it done, and the gateway serves everyone', withFabric(async (f) => {
+  const get = (p) => `GET ${p} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
+  const post = (type) => {
+    const body = JSON.stringify({ event_type: type, payload: { n: 1 } });
+    return `POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+  };
+  const statuses = (out) => [...out.matchAll(/HTTP\/1\.1 (\d+)/g)].map((m) => Number(m[1]));
+  const pairs = [
+    // lws 4.1 spun its service thread for good on these (the first three).
+    [get('/health') + post('pipe.a'), [200, 400]],
+    [post('pipe.b') + post('pipe.c'), [400]],
+    [post('pipe.d') + get('/health'), [400]],
+    [get('/health') + get('/state'), [200, 200]],
+  ];
+  for (const [text, want] of pairs) {
+    const r = await rawSocket(f, text, 3000);
+    assert.deepEqual(statuses(r.out), want, r.out);
+    if (want.includes(400)) {
+      assert.ok(r.closed, 'the connection is closed after the refusal');
+      assert.match(r.out, /"code":"bad_request".*pipelining/, r.out);
+    }
+    // The gateway goes on answering every client (a bounded wait, not a timing bar).
+    const h = await call(f, 'GET', '/health');
+    assert.equal(h.status, 200, `after ${JSON.stringify(text.slice(0, 40))}: ${h.text}`);
+  }
+  // Nothing of a refused request was done.
+  const j = assertJson(await call(f, 'GET', '/events/history?since=0&event_type=pipe.*'), 200);
+  assert.deepEqual(j.events, [], JSON.stringify(j));
+  // A POST on a kept-alive connection after the answer to the one before is fine.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  for (let i = 0; i < 3; i++) {
+    const r = await rawBody(f, 'POST', '/events', JSON.stringify({ event_type: 'pipe.ok', payload: { i } }), { agent });
+    assert.equal(r.status, 201, r.text);
+  }
+  agent.destroy();
+  assert.equal(assertJson(await call(f, 'GET', '/events/history?since=0&event_type=pipe.ok'), 200).count, 3);
+}));
