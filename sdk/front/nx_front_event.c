@@ -207,7 +207,13 @@ const char *nx_front_direct_target(const char *type, json_t *msg, json_t *payloa
     if (!json_is_object(payload))
         return "a message.direct needs an object payload: its 'to' travels in it";
     json_t *to = json_object_get(msg, "to");
-    if (json_is_string(to) && !json_object_get(payload, "to"))
+    json_t *inner = json_object_get(payload, "to");
+    /*  Two addressees: which one was meant cannot be known, and taking
+        either delivers a private message to a session never named for
+        it. Refused.                                                       */
+    if (to && inner && !json_equal(to, inner))
+        return "field 'to' and the payload's 'to' name different sessions: give one";
+    if (json_is_string(to) && !inner)
         json_object_set(payload, "to", to);
     json_t *target_v = json_object_get(payload, "to");
     if (!target_v)

@@ -62,7 +62,8 @@ bool nx_front_event_text_visible(const char *text, size_t len, const char *sessi
     direct message's target travels in its payload, where every reader
     looks, so a top-level "to" is copied into its object payload. Returns
     NULL when the publish may go ahead, else the message of a bad_request:
-    a message.direct needs a payload object whose "to" is a session id.   */
+    a message.direct needs a payload object whose "to" is a session id,
+    and a top-level "to" that differs from it is refused.                  */
 const char *nx_front_direct_target(const char *type, json_t *msg, json_t *payload);
 
 #endif

@@ -1216,6 +1216,13 @@ test('message.direct without a target is refused with bad_request naming "to"', 
     assertError(await a.request(msg), 'bad_request', { action: 'publish', mentions: "'to'" });
   }
   assertError(await a.request({ action: 'publish', event_type: 'message.direct', to: 'bad id!', payload: {} }), 'bad_request', { mentions: "'to'" });
+  // Two addressees that differ: it went to the payload's one, never named
+  // by the caller's 'to'. Refused; the same one twice is fine.
+  assertError(await a.request({ action: 'publish', event_type: 'message.direct', to: 'dm-none-b', payload: { to: 'dm-none-c', text: 'for b only' } }),
+    'bad_request', { action: 'publish', mentions: "'to'" });
+  const same = await a.request({ action: 'publish', event_type: 'message.direct', to: 'dm-none-b', payload: { to: 'dm-none-b', text: 'twice named' } });
+  assertOk(same, 'publish');
+  assert.equal((await b.waitEvent((e) => e.seq === same.seq, 5000, 'named twice')).payload.text, 'twice named');
   // The connection carries on; with a target it is delivered.
   const ok = await a.request({ action: 'publish', event_type: 'message.direct', to: 'dm-none-b', payload: { message: 'hi' } });
   assertOk(ok, 'publish');
@@ -1239,6 +1246,9 @@ test('message.direct without a target is refused with bad_request naming "to"', 
   r = await post('/events', { event_type: 'message.direct', session_id: 'dm-http', to: 'dm-none-b', payload: 'y' });
   assert.equal(r.status, 400, JSON.stringify(r));
   assert.match(r.json.error.message, /object payload/);
+  r = await post('/events', { event_type: 'message.direct', session_id: 'dm-http', to: 'dm-none-b', payload: { to: 'dm-none-c', message: 'y' } });
+  assert.equal(r.status, 400, JSON.stringify(r));
+  assert.match(r.json.error.message, /different sessions/);
   r = await post('/events', { event_type: 'message.direct', session_id: 'dm-http', to: 'dm-none-b', payload: { message: 'y' } });
   assert.equal(r.status, 201, JSON.stringify(r));
   await b.waitEvent((e) => e.seq === r.json.seq, 5000, 'the HTTP direct message');
