@@ -105,11 +105,58 @@ static int s_derive(const char *endpoint, char *in, char *out)
 
 /*  ---- Life cycle ------------------------------------------------------- */
 
+/*  The clients not destroyed yet. A program that exits with one alive
+    (exit(1) on an error path, a return from main) met CZMQ's exit handler
+    closing the client's sockets under its background thread, which then
+    aborted the process. Ours runs first (registered after CZMQ's) and
+    stops every live client's thread and closes its sockets; the memory
+    stays, so that a nexus_client_destroy from a handler of the
+    program's that runs after ours still works.                            */
+static pthread_mutex_t s_live_lock = PTHREAD_MUTEX_INITIALIZER;
+static nexus_client_t *s_live;
+static pthread_once_t s_exit_once = PTHREAD_ONCE_INIT;
+
+static void s_shutdown(nexus_client_t *self);
+
+static void s_live_unlink(nexus_client_t *self)
+{
+    if (self->live_prev)
+        self->live_prev->live_next = self->live_next;
+    else if (s_live == self)
+        s_live = self->live_next;
+    if (self->live_next)
+        self->live_next->live_prev = self->live_prev;
+    self->live_prev = self->live_next = NULL;
+}
+
+static void s_at_exit(void)
+{
+    pthread_mutex_lock(&s_live_lock);
+    while (s_live) {
+        nexus_client_t *self = s_live;
+        s_live_unlink(self);
+        pthread_mutex_unlock(&s_live_lock);
+        /*  A forked child that exits has none of its parent's threads to
+            stop (asking one would wait for ever).                         */
+        if (self->pid == getpid())
+            s_shutdown(self);
+        pthread_mutex_lock(&s_live_lock);
+    }
+    pthread_mutex_unlock(&s_live_lock);
+}
+
+static void s_exit_register(void)
+{
+    zsys_init(); /* CZMQ's handler first, so that ours runs before it   */
+    atexit(s_at_exit);
+}
+
 nexus_client_t *nexus_client_new(void)
 {
     nexus_client_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
+    pthread_once(&s_exit_once, s_exit_register);
     self->source_gen = 1; /* the publish path copies the source first   */
     pthread_mutex_init(&self->lock, NULL);
     pthread_mutex_init(&self->ctl_lock, NULL);
@@ -146,19 +193,24 @@ nexus_client_t *nexus_client_new(void)
     if (((env && *env) || (cert_env && *cert_env)) &&
         nexus_client_set_curve(self, env, cert_env) != NEXUS_OK)
         self->curve_error = strdup(nexus_client_errmsg(self));
+    self->pid = getpid();
+    pthread_mutex_lock(&s_live_lock);
+    self->live_next = s_live;
+    if (s_live)
+        s_live->live_prev = self;
+    s_live = self;
+    pthread_mutex_unlock(&s_live_lock);
     return self;
 }
 
-void nexus_client_destroy(nexus_client_t **self_p)
+/*  Stops what runs on its own and closes the sockets: first what threads
+    may be waiting in (an asynchronous publish waiting for room, the
+    callback's, on the background thread, gives up, and nexus_recv returns
+    NEXUS_ERR_CLOSED; both are out before anything they use goes). Then
+    the background thread stops (no callback runs any more), and what is
+    still in flight completes, closed. Done again, it does nothing.        */
+static void s_shutdown(nexus_client_t *self)
 {
-    if (!self_p || !*self_p)
-        return;
-    nexus_client_t *self = *self_p;
-    /*  First what threads may be waiting in: an asynchronous publish waiting
-        for room (the callback's, on the background thread) gives up, and
-        nexus_recv returns NEXUS_ERR_CLOSED; both are out before anything
-        they use is freed. Then the background thread stops (no callback
-        runs any more), and what is still in flight completes, closed.    */
     nx_async_close(self);
     pthread_mutex_lock(&self->lock);
     self->closing = true;
@@ -175,6 +227,18 @@ void nexus_client_destroy(nexus_client_t **self_p)
     zsock_destroy(&self->dealer);
     for (size_t i = 0; i < self->n_spare; i++)
         zsock_destroy(&self->spare[i]);
+    self->n_spare = 0;
+}
+
+void nexus_client_destroy(nexus_client_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    nexus_client_t *self = *self_p;
+    pthread_mutex_lock(&s_live_lock);
+    s_live_unlink(self);
+    pthread_mutex_unlock(&s_live_lock);
+    s_shutdown(self);
     while (self->q_count) {
         nexus_event_destroy(&self->ring[self->q_head]);
         self->q_head = (self->q_head + 1) % self->queue_max;

@@ -226,6 +226,9 @@ struct _nexus_client_t {
     nexus_event_fn *cb;            /* callback mode handler or NULL      */
     void *cb_arg;                  /* its argument                       */
     bool started;                  /* connect was called                 */
+    nexus_client_t *live_prev;     /* the process's live clients (at exit) */
+    nexus_client_t *live_next;
+    pid_t pid;                     /* the process that made it            */
 
     /* state shared by threads, under lock                               */
     pthread_mutex_t lock;              /* guards everything below up to cond */
