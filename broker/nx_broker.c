@@ -430,9 +430,21 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
         until space returns (nx_readonly.h).                               */
     if (s_open_log(self, err_buf, err_size) && nx_readonly_enter(self, err_buf, err_size))
         goto fail;
-    if (!self->readonly)
+    if (!self->readonly) {
         nx_disk_init(&self->disk, self->cfg.data_dir, self->cfg.disk_reserve,
                      nx_wal_segment_size(self->wal), self->cfg.batch_bytes + S_TURN_REQUEST_BYTES);
+        /*  A disk smaller than what the broker keeps free refuses every
+            write from the first: said now, not at the first refusal.     */
+        uint64_t free_now = nx_disk_free(self->cfg.data_dir);
+        if (free_now < nx_disk_need(&self->disk, 0)) {
+            char parts[300];
+            nx_disk_explain(&self->disk, 0, parts, sizeof parts);
+            nx_warn("data disk has %" PRIu64 " bytes free on %s, less than the %" PRIu64
+                    " the broker keeps free (%s): writes will be refused (store_full) until "
+                    "space is freed; lower those settings for a small disk",
+                    free_now, self->cfg.data_dir, nx_disk_need(&self->disk, 0), parts);
+        }
+    }
     self->last_seq = nx_store_last_seq(self->store);
     self->last_ts = nx_store_last_ts(self->store);
     uint64_t seq_floor = s_meta_u64(self, S_META_SEQ_FLOOR);
@@ -1748,11 +1760,13 @@ static bool s_disk_full(nx_broker_t *self, uint64_t written, uint64_t lag)
     bool changed = false;
     bool full = nx_disk_full(&self->disk, nx_mono_us(), written, lag, &changed);
     if (full) {
+        char parts[300];
+        nx_disk_explain(&self->disk, lag, parts, sizeof parts);
         snprintf(self->disk_why, sizeof self->disk_why,
                  "data disk full: %" PRIu64 " bytes free on %s, the broker keeps %" PRIu64
-                 " (disk_reserve, the log and its next checkpoint): nothing was written; free "
-                 "space on that disk",
-                 self->disk.free, self->cfg.data_dir, self->disk.need);
+                 " free (%s): nothing was written; free space on that disk, or lower those "
+                 "settings",
+                 self->disk.free, self->cfg.data_dir, self->disk.need, parts);
         nx_broker_problem(self, "%s", self->disk_why);
     }
     if (changed && full)

@@ -197,7 +197,7 @@ struct _nx_broker_t {
     uint64_t accept_logged_us;        /* and when (mono us)                         */
     char accept_where[16];            /* the socket of the last failure             */
     nx_disk_t disk;                   /* the data disk's free-space reserve         */
-    char disk_why[320];               /* why writes are refused while it is short   */
+    char disk_why[640];               /* why writes are refused while it is short   */
     char *readonly;                   /* read-only, and why (nx_readonly.h), or NULL */
     uint64_t lag;                     /* read-only: log bytes recovery must apply   */
     zsock_t *mon_router;              /* socket monitor of the router (handshakes)  */
@@ -250,7 +250,7 @@ struct _nx_broker_t {
     uint64_t ckpt_woken;              /* durable position the checkpointer was
                                          last woken for                          */
     uint64_t problem_at;              /* mono us of the last store failure, 0: none  */
-    char problem[200];                /* what it was, for `health`                   */
+    char problem[640];                /* what it was, for `health`                   */
     uint64_t next_coord;              /* wall us of the next lease/session deadline */
     uint64_t sessions_due;            /* wall us by which the session table is
                                          scanned for timeouts (never late)     */

@@ -4,6 +4,7 @@
 */
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -21,7 +22,11 @@ uint64_t nx_disk_free(const char *dir)
 void nx_disk_init(nx_disk_t *self, const char *dir, uint64_t reserve, uint64_t segment,
                   uint64_t turn_bytes)
 {
-    *self = (nx_disk_t){.dir = dir, .reserve = reserve, .fixed = 3 * segment + turn_bytes};
+    *self = (nx_disk_t){.dir = dir,
+                        .reserve = reserve,
+                        .fixed = 3 * segment + turn_bytes,
+                        .segment = segment,
+                        .turn = turn_bytes};
     self->margin = reserve / 4 > segment ? reserve / 4 : segment;
 }
 
@@ -47,6 +52,32 @@ bool nx_disk_full(nx_disk_t *self, uint64_t now, uint64_t written, uint64_t lag,
     *changed = full != self->full;
     self->full = full;
     return full;
+}
+
+/*  n bytes in the largest binary unit that keeps it whole-ish: "64 MiB". */
+static void s_size(uint64_t n, char *buf, size_t size)
+{
+    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    double v = (double)n;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+void nx_disk_explain(const nx_disk_t *self, uint64_t lag, char *buf, size_t size)
+{
+    char r[32], s3[32], t[32], l[32];
+    s_size(self->reserve, r, sizeof r);
+    s_size(3 * self->segment, s3, sizeof s3);
+    s_size(self->turn, t, sizeof t);
+    s_size(2 * lag, l, sizeof l);
+    snprintf(buf, size,
+             "disk_reserve %s + three log segments %s (wal_segment) + a turn's records %s "
+             "(batch_bytes + 4 MiB) + twice the log not yet in the store %s",
+             r, s3, t, l);
 }
 
 int nx_disk_sync_dir(const char *dir)

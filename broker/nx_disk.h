@@ -35,6 +35,8 @@ typedef struct {
     const char *dir;  /* the data directory (not owned)                   */
     uint64_t reserve; /* disk_reserve                                     */
     uint64_t fixed;   /* three segments, a turn's records                 */
+    uint64_t segment; /* the log's segment size                           */
+    uint64_t turn;    /* the most one turn writes                         */
     uint64_t margin;  /* free beyond the need that ends a refusal         */
     uint64_t free;    /* bytes free at the last check                     */
     uint64_t need;    /* bytes that had to be free then                   */
@@ -64,5 +66,10 @@ uint64_t nx_disk_need(const nx_disk_t *self, uint64_t lag);
     bytes not in a checkpoint) and returns whether the disk is too full
     for writes. *changed is set when that differs from the last check.    */
 bool nx_disk_full(nx_disk_t *self, uint64_t now, uint64_t written, uint64_t lag, bool *changed);
+
+/*  Writes into buf (NUL-terminated, cut to size) what the need with lag
+    is made of, naming the settings behind each part, for the log and the
+    refusals: "disk_reserve 64 MiB + 3 log segments (wal_segment) ...".    */
+void nx_disk_explain(const nx_disk_t *self, uint64_t lag, char *buf, size_t size);
 
 #endif

@@ -121,6 +121,10 @@ def run(sync):
             t.eq(refused and refused.get("error"), "store_full", "%s: the error is store_full" % sync)
             t.check(refused and "data disk full" in refused.get("message", ""),
                     "%s: ... saying data disk full: %r" % (sync, refused and refused.get("message")))
+            # ... and naming the settings behind what it keeps free.
+            for part in ("disk_reserve", "wal_segment", "batch_bytes"):
+                t.check(refused and part in refused.get("message", ""),
+                        "%s: the refusal names %s: %r" % (sync, part, refused and refused.get("message")))
             print("%s: %d acknowledged publishes of 60 KB, then %r; %d bytes free" %
                   (sync, len(acked), refused and refused.get("message"), free_bytes()))
             t.check(free_bytes() > 0, "%s: refused while the disk still had room" % sync)
@@ -245,6 +249,19 @@ t.eq(b.stop(), 0, "the broker stops cleanly")
 t.check("AddressSanitizer" not in b.logs(), "no sanitizer report")
 b.cleanup()
 shutil.rmtree(data, ignore_errors=True)
+
+# The default settings keep more free than this 24 MiB disk has: said at
+# the start (the first write would be refused), naming the settings.
+small = os.path.join(mnt, "defaults")
+b = Broker(data_dir=small)
+b.start()
+start_log = b.logs()
+t.check("writes will be refused" in start_log and "batch_bytes" in start_log,
+        "a disk smaller than the reserve is said at the start: %r" %
+        [l for l in start_log.splitlines() if "disk" in l])
+t.eq(b.stop(), 0, "that broker stops cleanly")
+b.cleanup()
+shutil.rmtree(small, ignore_errors=True)
 subprocess.run(["umount", mnt])
 os.rmdir(mnt)
 t.done()

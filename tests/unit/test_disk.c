@@ -23,6 +23,17 @@ int main(void)
     CHECK_EQ_U64(nx_disk_need(&d, 7), 1000 + 3 * 100 + 50 + 14);
     CHECK_EQ_U64(d.margin, 250); /* a quarter of the reserve, at least a segment */
 
+    /*  What the need is made of, with the settings behind each part.      */
+    char why[300];
+    nx_disk_t big;
+    nx_disk_init(&big, dir, 64ull << 20, 16ull << 20, (64ull << 20) + (4ull << 20));
+    nx_disk_explain(&big, 1ull << 20, why, sizeof why);
+    CHECK_EQ_STR(why, "disk_reserve 64.0 MiB + three log segments 48.0 MiB (wal_segment) + a "
+                      "turn's records 68.0 MiB (batch_bytes + 4 MiB) + twice the log not yet in "
+                      "the store 2.0 MiB");
+    nx_disk_explain(&d, 0, why, 40); /* cut, terminated */
+    CHECK_EQ_U64(strlen(why), 39);
+
     /*  A small reserve: not full, and no change to report.                 */
     bool changed = true;
     CHECK(!nx_disk_full(&d, 1, 0, 0, &changed));
