@@ -335,10 +335,11 @@ static nx_session_t *s_authorize_id(nx_broker_t *self, const nx_request_t *rq, c
             return NULL;
         }
         /*  A session without a live connection (stale after a restart, or
-            a script's TTL session) is taken over by whoever has the secret
-            or its token, so that heartbeats from that connection work
-            without them.                                                   */
-        if (s->status == NX_SESSION_STALE || !s->peer_len)
+            a script's TTL session: its registering command exits, and a
+            ROUTER never says that a connection went) is taken over by
+            whoever has the secret or its token, so that heartbeats from
+            that connection work without them.                              */
+        if (s->status == NX_SESSION_STALE || !s->peer_len || s->ttl_ms)
             s_bind_peer(rq, s);
     }
     s_touch(self, s, nx_now_us());

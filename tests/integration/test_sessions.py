@@ -440,6 +440,12 @@ with Broker(extra=["--heartbeat", "200ms", "--snapshot-file", snap_path]) as b, 
                                   "secret": secret})
                 t.eq((rep.get("ok"), rep.get("status")), (True, "active"),
                      "script heartbeat from connection %d" % (i + 1))
+                # The connection that presented the secret took it over
+                # (coordination.md): it acts as it without the secret now.
+                rep = cs.request({"op": "session.heartbeat", "session": "script"})
+                t.eq((rep.get("ok"), rep.get("error")), (True, None),
+                     "connection %d acts as the TTL session it took over, without the secret"
+                     % (i + 1))
     t.eq(get(c, "script")["status"], "active", "ttl session alive after 2.5 s of short calls")
     t.eq(get(c, "noscript")["status"], "gone", "same heartbeat without ttl is gone")
     last = time.time()
