@@ -272,7 +272,9 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_callback(nexus_client_t *self, nexus_e
     keeps trying in the background, so a service may start before its
     broker. NEXUS_ERR_UNAUTHORIZED when the broker refused the handshake (a
     missing or wrong token, a CURVE key it does not list): returned at the
-    refusal, or with a list of brokers at the end of the timeout.
+    refusal, or with a list of brokers at the end of the timeout; every
+    call of this client then returns it at once, with connect's message
+    (make a new client with a token or key the broker takes).
     NEXUS_ERR_CLOSED when already connected; NEXUS_ERR_INVALID for a bad
     endpoint.                                                               */
 NEXUS_EXPORT nexus_err_t nexus_client_connect(nexus_client_t *self);

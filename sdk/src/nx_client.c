@@ -854,6 +854,15 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     else if (silent)
         rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE, "no answer from the broker at %s",
                             ep->control);
+    if (rc == NEXUS_ERR_UNAUTHORIZED) {
+        pthread_mutex_lock(&self->lock);
+        /*  (Cut to leave room for the advice: errmsg fills at most 400.) */
+        snprintf(self->refused_msg, sizeof self->refused_msg,
+                 "%.400s (at connect; make a new client with a token or key it takes)",
+                 self->errmsg);
+        pthread_mutex_unlock(&self->lock);
+        __atomic_store_n(&self->refused, true, __ATOMIC_RELEASE);
+    }
     if (rc)
         return rc;
     /*  The first nexus_publish waits for the broker's XSUB subscription
@@ -1280,11 +1289,25 @@ uint64_t nx_client_max_request(nexus_client_t *self, size_t size)
     return max && size > max ? max : 0;
 }
 
+nexus_err_t nx_client_usable(nexus_client_t *self)
+{
+    if (!self->started)
+        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+    if (!__atomic_load_n(&self->refused, __ATOMIC_ACQUIRE))
+        return NEXUS_OK;
+    char msg[NX_CLIENT_ERRMAX];
+    pthread_mutex_lock(&self->lock);
+    snprintf(msg, sizeof msg, "%s", self->refused_msg);
+    pthread_mutex_unlock(&self->lock);
+    return nx_client_fail(self, NEXUS_ERR_UNAUTHORIZED, "%s", msg);
+}
+
 nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep)
 {
     nx_reply_init(rep);
-    if (!self->started)
-        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+    nexus_err_t usable = nx_client_usable(self);
+    if (usable)
+        return usable;
     /*  A request that may have been done is never sent twice; one that
         only reads, or that a broker refused (not_primary: nothing done),
         goes to the next broker of the list within the same timeout.       */
@@ -1492,10 +1515,12 @@ nexus_err_t nexus_publish(nexus_client_t *self, const char *topic, const void *p
         return nx_client_bad_topic(self, NULL);
     if (size > (64u << 20))
         return nx_client_fail(self, NEXUS_ERR_TOO_LARGE, "payload of %zu bytes", size);
-    if (!self->started || !self->pub) {
+    if (!self->started || !self->pub || __atomic_load_n(&self->refused, __ATOMIC_RELAXED)) {
         if (!nx_topic_valid(topic, strlen(topic))) /* the errors in their usual order */
             return nx_client_bad_topic(self, topic);
-        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+        nexus_err_t usable = nx_client_usable(self);
+        return usable ? usable
+                      : nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
     }
     /*  One uncontended mutex and the zmq_sends: a topic is checked once
         (a publisher mostly repeats its last one), the source is copied
@@ -1734,7 +1759,10 @@ nexus_err_t nexus_recv_batch(nexus_client_t *self, int timeout_ms, nexus_event_t
 /*  Sends a command with one argument and waits for its status reply.      */
 static nexus_err_t s_command(nexus_client_t *self, const char *cmd, const char *arg)
 {
-    if (!self->started || !self->actor)
+    nexus_err_t usable = nx_client_usable(self);
+    if (usable)
+        return usable;
+    if (!self->actor)
         return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
     pthread_mutex_lock(&self->pipe_lock);
     zstr_sendx(self->actor, cmd, arg ? arg : "", NULL);

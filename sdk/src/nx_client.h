@@ -226,6 +226,8 @@ struct _nexus_client_t {
     nexus_event_fn *cb;            /* callback mode handler or NULL      */
     void *cb_arg;                  /* its argument                       */
     bool started;                  /* connect was called                 */
+    bool refused;                  /* connect was refused (unauthorized)  */
+    char refused_msg[NX_CLIENT_ERRMAX]; /* what connect said then          */
     nexus_client_t *live_prev;     /* the process's live clients (at exit) */
     nexus_client_t *live_next;
     pid_t pid;                     /* the process that made it            */
@@ -296,6 +298,12 @@ static inline uint32_t nx_client_timeout(const nexus_client_t *self)
 /*  Sets the client's error text (printf style) and returns err.           */
 nexus_err_t nx_client_fail(nexus_client_t *self, nexus_err_t err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/*  NEXUS_ERR_CLOSED before connect; NEXUS_ERR_UNAUTHORIZED, with what
+    connect said, after a connect the broker refused (a token or key it
+    does not take: every call would wait out its timeout and say the
+    broker is unreachable); else NEXUS_OK.                                 */
+nexus_err_t nx_client_usable(nexus_client_t *self);
 
 /*  NEXUS_ERR_BAD_TOPIC with why topic is not one; the topic is shown cut
     to 64 bytes, control bytes as '?'.                                      */

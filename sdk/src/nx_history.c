@@ -215,8 +215,9 @@ static uint64_t s_wanted(nexus_history_t *self)
 static nexus_err_t s_request(nexus_history_t *self, uint64_t cursor)
 {
     nexus_client_t *c = self->client;
-    if (!c->started)
-        return nx_client_fail(c, NEXUS_ERR_CLOSED, "the client is not connected");
+    nexus_err_t usable = nx_client_usable(c);
+    if (usable)
+        return usable;
     /*  The client moved to another broker of its list: so does the
         iterator (a standby serves the history too, from the same store). */
     if (self->dealer && self->dealer_gen != nx_client_gen(c))

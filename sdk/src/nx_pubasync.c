@@ -427,10 +427,10 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
     if (size > (64u << 20))
         return nx_client_fail(self, NEXUS_ERR_TOO_LARGE, "payload of %zu bytes", size);
     size_t tlen = strlen(topic);
-    if (!self->started) {
+    if (!self->started || __atomic_load_n(&self->refused, __ATOMIC_RELAXED)) {
         if (!nx_topic_valid(topic, tlen))
             return nx_client_bad_topic(self, topic);
-        return nx_client_fail(self, NEXUS_ERR_CLOSED, "the client is not connected");
+        return nx_client_usable(self);
     }
     bool nested = s_running_for == self;
     pthread_mutex_lock(&self->async_lock);
