@@ -102,7 +102,8 @@ NEXUS_EXPORT int nexus_version(void);
 
     Errors: functions returning nexus_err_t set a detail text that
     nexus_client_errmsg () returns (per client, last error of the calling
-    client, not per thread). The codes any control call can return besides
+    client, not per thread); a NEXUS_ERR_INVALID names the argument and its
+    bound. Only a NULL client has no text to set. The codes any control call can return besides
     those listed with it: NEXUS_ERR_INVALID (bad argument, nothing sent),
     NEXUS_ERR_TIMEOUT (no reply in time: the outcome is unknown),
     NEXUS_ERR_UNREACHABLE (no connection to the broker within the timeout:
@@ -677,7 +678,7 @@ NEXUS_EXPORT nexus_err_t nexus_session_register(nexus_client_t *self, int *resum
 /*  Sets the session's state: "available", "busy" or "away". current_work
     and text: NULL leaves the field as it is, "" clears it. Errors:
     NEXUS_ERR_NOT_FOUND, NEXUS_ERR_FORBIDDEN, NEXUS_ERR_BAD_REQUEST,
-    NEXUS_ERR_INVALID (no session configured).                             */
+    NEXUS_ERR_INVALID (state NULL, or no session configured).              */
 NEXUS_EXPORT nexus_err_t nexus_session_status(nexus_client_t *self, const char *state,
                                               const char *current_work, const char *text);
 
@@ -685,7 +686,8 @@ NEXUS_EXPORT nexus_err_t nexus_session_status(nexus_client_t *self, const char *
  *released (may be NULL) receives the number of claims released.        */
 NEXUS_EXPORT nexus_err_t nexus_session_unregister(nexus_client_t *self, uint64_t *released);
 
-/*  One session record by id (NEXUS_ERR_NOT_FOUND). *out: caller owns.     */
+/*  One session record by id (NEXUS_ERR_NOT_FOUND; NEXUS_ERR_INVALID when
+    session_id is NULL or "", or out is NULL). *out: caller owns.           */
 NEXUS_EXPORT nexus_err_t nexus_session_get(nexus_client_t *self, const char *session_id,
                                            nexus_records_t **out);
 
@@ -697,21 +699,24 @@ NEXUS_EXPORT nexus_err_t nexus_sessions_list(nexus_client_t *self, int all, nexu
 
 /*  A page of nexus_sessions_list: the sessions with ids after after (NULL
     or "": from the first), at most limit (1..100000; 0: the broker's
-    default, 1000). nexus_records_truncated: there are more.               */
+    default, 1000; above 100000: NEXUS_ERR_INVALID, nothing sent).
+    nexus_records_truncated: there are more.                                */
 NEXUS_EXPORT nexus_err_t nexus_sessions_list_after(nexus_client_t *self, int all,
                                                    const char *after, uint32_t limit,
                                                    nexus_records_t **out);
 
 /*  Sessions having every capability of the comma-separated list csv;
     available != 0 keeps only those in state "available" and status
-    "active" (csv may then be NULL or "": every available session). Up to
-    100 000, as nexus_sessions_list.                                        */
+    "active" (csv may then be NULL or "": every available session; with
+    available 0 an empty csv is NEXUS_ERR_INVALID). Up to 100 000, as
+    nexus_sessions_list.                                                    */
 NEXUS_EXPORT nexus_err_t nexus_sessions_find(nexus_client_t *self, const char *csv, int available,
                                              nexus_records_t **out);
 
 /*  A page of nexus_sessions_find, as nexus_sessions_list_after is of
     nexus_sessions_list: ids after after (NULL or ""), at most limit
-    (1..100000; 0: the broker's default, 1000).                             */
+    (1..100000; 0: the broker's default, 1000; above 100000:
+    NEXUS_ERR_INVALID, nothing sent).                                       */
 NEXUS_EXPORT nexus_err_t nexus_sessions_find_after(nexus_client_t *self, const char *csv,
                                                    int available, const char *after,
                                                    uint32_t limit, nexus_records_t **out);
@@ -756,8 +761,10 @@ NEXUS_EXPORT nexus_err_t nexus_complete(nexus_client_t *self, const char *work_i
                                         const char *result_json);
 
 /*  Claim records sorted by work id, filtered by holder session, state and
-    work id prefix (each may be NULL); limit 0 means the broker default
-    (1000). nexus_records_truncated tells when more matched.               */
+    work id prefix (each may be NULL); at most limit records (1..100000,
+    the most one reply holds; 0: the broker default, 1000; above 100000:
+    NEXUS_ERR_INVALID, nothing sent). nexus_records_truncated tells when
+    more matched.                                                           */
 NEXUS_EXPORT nexus_err_t nexus_claims_list(nexus_client_t *self, const char *holder,
                                            const char *state, const char *prefix, uint32_t limit,
                                            nexus_records_t **out);

@@ -1420,8 +1420,10 @@ nexus_err_t nexus_request_json(nexus_client_t *self, const char *request_json, c
 {
     if (reply_json)
         *reply_json = NULL;
-    if (!self || !request_json)
+    if (!self)
         return NEXUS_ERR_INVALID;
+    if (!request_json)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "request_json is NULL");
     json_error_t jerr;
     json_t *obj = json_loads(request_json, JSON_ALLOW_NUL, &jerr);
     const char *op = json_string_value(json_object_get(obj, "op"));
@@ -1706,8 +1708,10 @@ static nexus_err_t s_recv_check(nexus_client_t *self)
 
 nexus_err_t nexus_recv(nexus_client_t *self, int timeout_ms, nexus_event_t **event)
 {
-    if (!self || !event)
+    if (!self)
         return NEXUS_ERR_INVALID;
+    if (!event)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "event is NULL: nowhere to put the event");
     *event = NULL;
     nexus_err_t rc = s_recv_check(self);
     if (rc)
@@ -1733,8 +1737,13 @@ nexus_err_t nexus_recv_batch(nexus_client_t *self, int timeout_ms, nexus_event_t
 {
     if (count)
         *count = 0;
-    if (!self || !events || !count || max == 0)
+    if (!self)
         return NEXUS_ERR_INVALID;
+    if (!events || !count || max == 0)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "%s",
+                              !events  ? "events is NULL: nowhere to put the events"
+                              : !count ? "count is NULL: nowhere to say how many were taken"
+                                       : "max is 0: room for at least one event is needed");
     nexus_err_t rc = s_recv_check(self);
     if (rc)
         return rc;
@@ -1814,8 +1823,10 @@ nexus_err_t nexus_subscribe(nexus_client_t *self, const char *pattern)
 
 nexus_err_t nexus_unsubscribe(nexus_client_t *self, const char *pattern)
 {
-    if (!self || !pattern)
+    if (!self)
         return NEXUS_ERR_INVALID;
+    if (!pattern)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "pattern is NULL");
     nexus_err_t rc = s_command(self, "UNSUB", pattern);
     if (rc)
         return nx_client_fail(self, rc, "pattern '%.64s' is not subscribed", pattern);

@@ -4,6 +4,7 @@
     =========================================================================
 */
 
+#include <inttypes.h>
 #include <string.h>
 
 #include "nx_client.h"
@@ -172,8 +173,11 @@ static nexus_err_t s_call_records(nexus_client_t *self, nx_req_t *req, const cha
 nexus_err_t nexus_session_status(nexus_client_t *self, const char *state, const char *current_work,
                                  const char *text)
 {
-    if (!self || !state)
+    if (!self)
         return NEXUS_ERR_INVALID;
+    if (!state)
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "state is NULL: give \"available\", \"busy\" or \"away\"");
     nexus_err_t rc = s_need_session(self);
     if (rc)
         return rc;
@@ -221,8 +225,13 @@ nexus_err_t nexus_session_unregister(nexus_client_t *self, uint64_t *released)
 
 nexus_err_t nexus_session_get(nexus_client_t *self, const char *session_id, nexus_records_t **out)
 {
-    if (!self || !session_id || !out)
+    if (!self)
         return NEXUS_ERR_INVALID;
+    if (!out)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "out is NULL: nowhere to put the record");
+    *out = NULL;
+    if (!session_id || !*session_id)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "session_id is NULL or empty");
     nx_req_t req;
     nx_req_init(&req, "session.get");
     nx_req_str(&req, "session", session_id);
@@ -231,6 +240,22 @@ nexus_err_t nexus_session_get(nexus_client_t *self, const char *session_id, nexu
 
 /*  The most records one list reply holds (the ops' bound on limit).        */
 #define S_LIST_MAX 100000
+
+/*  The arguments every list call shares: out to take the records, limit
+    within what one reply holds. Refused here, with the bound named, since
+    nothing would be sent.                                                  */
+static nexus_err_t s_check_list(nexus_client_t *self, uint32_t limit, nexus_records_t **out)
+{
+    if (!out)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "out is NULL: nowhere to put the records");
+    *out = NULL;
+    if (limit > S_LIST_MAX)
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "limit %" PRIu32 " is over %d (the most one reply holds; 0: the "
+                              "broker's default)",
+                              limit, S_LIST_MAX);
+    return NEXUS_OK;
+}
 
 /*  A page asked for after an id must start past it: a broker older than
     the field ignores it and answers the first page again, which a caller
@@ -265,8 +290,11 @@ static nexus_err_t s_call_page(nexus_client_t *self, nx_req_t *req, const char *
 nexus_err_t nexus_sessions_list_after(nexus_client_t *self, int all, const char *after,
                                       uint32_t limit, nexus_records_t **out)
 {
-    if (!self || !out || limit > S_LIST_MAX)
+    if (!self)
         return NEXUS_ERR_INVALID;
+    nexus_err_t rc = s_check_list(self, limit, out);
+    if (rc)
+        return rc;
     nx_req_t req;
     nx_req_init(&req, "session.list");
     if (all)
@@ -290,9 +318,18 @@ nexus_err_t nexus_sessions_find(nexus_client_t *self, const char *csv, int avail
 nexus_err_t nexus_sessions_find_after(nexus_client_t *self, const char *csv, int available,
                                       const char *after, uint32_t limit, nexus_records_t **out)
 {
-    if (!self || !out || limit > S_LIST_MAX || ((!csv || !*csv) && !available))
+    if (!self)
         return NEXUS_ERR_INVALID;
+    nexus_err_t rc = s_check_list(self, limit, out);
+    if (rc)
+        return rc;
+    if ((!csv || !*csv) && !available)
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "csv is NULL or empty and available is 0: name a capability, or "
+                              "ask for the available sessions");
     char *copy = csv ? strdup(csv) : NULL;
+    if (csv && !copy)
+        return nx_client_fail(self, NEXUS_ERR_NOMEM, "out of memory");
     char *items[NX_PATTERNS_MAX];
     size_t n = 0;
     char *save = NULL;
@@ -433,8 +470,11 @@ nexus_err_t nexus_claims_list_after(nexus_client_t *self, const char *holder, co
                                     const char *prefix, const char *after, uint32_t limit,
                                     nexus_records_t **out)
 {
-    if (!self || !out || limit > S_LIST_MAX)
+    if (!self)
         return NEXUS_ERR_INVALID;
+    nexus_err_t rc = s_check_list(self, limit, out);
+    if (rc)
+        return rc;
     nx_req_t req;
     nx_req_init(&req, "work.list");
     nx_req_str(&req, "holder", holder);

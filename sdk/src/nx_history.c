@@ -162,7 +162,7 @@ nexus_err_t nexus_history_add_pattern(nexus_history_t *self, const char *pattern
                               NX_PATTERNS_MAX);
     self->patterns[self->n_patterns] = strdup(pattern);
     if (!self->patterns[self->n_patterns])
-        return NEXUS_ERR_NOMEM;
+        return nx_client_fail(self->client, NEXUS_ERR_NOMEM, "out of memory");
     self->n_patterns++;
     return NEXUS_OK;
 }
@@ -384,11 +384,13 @@ nexus_err_t nexus_history_fetch(nexus_history_t *self, size_t *count, int *more)
 
 nexus_err_t nexus_history_next_view(nexus_history_t *self, nexus_event_t **event)
 {
-    if (!event)
-        return NEXUS_ERR_INVALID;
-    *event = NULL;
+    if (event)
+        *event = NULL;
     if (!self)
         return NEXUS_ERR_INVALID;
+    if (!event)
+        return nx_client_fail(self->client, NEXUS_ERR_INVALID,
+                              "event is NULL: nowhere to put the event");
     for (int pages = 0; pages < 1000000; pages++) {
         if (self->index < self->count) {
             nx_event_msg_t m;
@@ -416,9 +418,13 @@ nexus_err_t nexus_history_next_view(nexus_history_t *self, nexus_event_t **event
 
 nexus_err_t nexus_history_next(nexus_history_t *self, nexus_event_t **event)
 {
+    if (event)
+        *event = NULL;
+    if (self && !event)
+        return nx_client_fail(self->client, NEXUS_ERR_INVALID,
+                              "event is NULL: nowhere to put the event");
     nexus_event_t *view = NULL;
     nexus_err_t rc = nexus_history_next_view(self, &view);
-    *event = NULL;
     if (rc || !view)
         return rc;
     *event = nexus_event_dup(view);

@@ -747,6 +747,71 @@ static void s_test_too_large(void)
     th_cleanup(&b, nx_test_failures > 0);
 }
 
+/*  Every NEXUS_ERR_INVALID of a live client says which argument and its
+    bound: the text is not the previous error's (a stale text is set just
+    before each call) nor empty.                                           */
+static const char s_stale[] = "timeout must be at least 1 ms";
+
+static void s_set_stale(nexus_client_t *c)
+{
+    CHECK_EQ_U64(nexus_client_set_timeout(c, 0), NEXUS_ERR_INVALID);
+    CHECK_EQ_STR(nexus_client_errmsg(c), s_stale);
+}
+
+#define CHECK_INVALID(c, call, words)                                                              \
+    do {                                                                                           \
+        s_set_stale(c);                                                                            \
+        CHECK_EQ_U64((call), NEXUS_ERR_INVALID);                                                   \
+        const char *nx_msg_ = nexus_client_errmsg(c);                                              \
+        if (!strstr(nx_msg_, (words)))                                                             \
+            fprintf(stderr, "  %s: errmsg \"%s\" lacks \"%s\"\n", #call, nx_msg_, (words));        \
+        CHECK(strstr(nx_msg_, (words)) != NULL);                                                   \
+    } while (0)
+
+static void s_test_invalid_errmsg(void)
+{
+    nexus_client_t *c = th_client(&s_broker);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    nexus_records_t *rec = NULL;
+    CHECK_INVALID(c, nexus_claims_list(c, NULL, NULL, NULL, 200000, &rec), "limit 200000");
+    CHECK(strstr(nexus_client_errmsg(c), "100000") != NULL);
+    CHECK(rec == NULL);
+    CHECK_INVALID(c, nexus_claims_list_after(c, NULL, NULL, NULL, "x", 100001, &rec),
+                  "limit 100001 is over 100000");
+    CHECK_INVALID(c, nexus_claims_list(c, NULL, NULL, NULL, 10, NULL), "out is NULL");
+    CHECK_INVALID(c, nexus_sessions_list_after(c, 0, NULL, 100001, &rec),
+                  "limit 100001 is over 100000");
+    CHECK_INVALID(c, nexus_sessions_list(c, 0, NULL), "out is NULL");
+    CHECK_INVALID(c, nexus_sessions_find(c, NULL, 0, &rec), "csv is NULL or empty");
+    CHECK_INVALID(c, nexus_sessions_find(c, "", 0, &rec), "csv is NULL or empty");
+    CHECK_INVALID(c, nexus_sessions_find_after(c, "build", 0, NULL, 100001, &rec),
+                  "limit 100001 is over 100000");
+    CHECK_INVALID(c, nexus_session_status(c, NULL, NULL, NULL), "state is NULL");
+    CHECK_INVALID(c, nexus_session_get(c, NULL, &rec), "session_id is NULL");
+    CHECK_INVALID(c, nexus_session_get(c, "s-1", NULL), "out is NULL");
+    CHECK_INVALID(c, nexus_request_json(c, NULL, NULL), "request_json is NULL");
+    CHECK_INVALID(c, nexus_recv(c, 0, NULL), "event is NULL");
+    nexus_event_t *evs[2];
+    size_t n = 0;
+    CHECK_INVALID(c, nexus_recv_batch(c, 0, NULL, 2, &n), "events is NULL");
+    CHECK_INVALID(c, nexus_recv_batch(c, 0, evs, 2, NULL), "count is NULL");
+    CHECK_INVALID(c, nexus_recv_batch(c, 0, evs, 0, &n), "max is 0");
+    CHECK_INVALID(c, nexus_unsubscribe(c, NULL), "pattern is NULL");
+    CHECK_INVALID(c, nexus_claim(c, NULL, 0, NULL, NULL), "work id must be 1..256 bytes");
+    CHECK_INVALID(c, nexus_claim(c, "w", 0, NULL, NULL), "no session");
+    nexus_history_t *h = nexus_history_new(c);
+    CHECK_INVALID(c, nexus_history_next_view(h, NULL), "event is NULL");
+    CHECK_INVALID(c, nexus_history_next(h, NULL), "event is NULL");
+    CHECK_INVALID(c, nexus_history_set_page(h, 0, 0), "page size must be 1..10000");
+    nexus_history_destroy(&h);
+    /*  Within the bound the call goes to the broker and succeeds.         */
+    CHECK_EQ_U64(nexus_claims_list(c, NULL, NULL, NULL, 100000, &rec), NEXUS_OK);
+    nexus_records_destroy(&rec);
+    CHECK_EQ_U64(nexus_sessions_list_after(c, 0, NULL, 100000, &rec), NEXUS_OK);
+    nexus_records_destroy(&rec);
+    nexus_client_destroy(&c);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -757,6 +822,7 @@ int main(void)
     s_test_history();
     s_test_callback_and_overflow();
     s_test_coordination();
+    s_test_invalid_errmsg();
     s_test_source_after_register();
     s_test_destroy_while_recv();
     s_test_gap();
