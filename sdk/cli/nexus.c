@@ -602,11 +602,21 @@ static int s_lines_send(s_lines_t *L, char *text, size_t len, uint64_t line)
     return 0;
 }
 
+/*  Gives the client --session (and its secret): an id the library refuses
+    is a usage error, not an event without a source (pub) nor a session
+    the broker names (session register).                                  */
+static int s_give_session(s_cli_t *cli, const char *secret)
+{
+    if (!cli->session || nexus_client_set_session(cli->client, cli->session, secret) == NEXUS_OK)
+        return 0;
+    return s_usage_error(cli, nexus_client_errmsg(cli->client));
+}
+
 static int s_pub_lines(s_cli_t *cli, const char *topic)
 {
     int rc = s_connect(cli, false);
-    if (cli->session && !rc)
-        nexus_client_set_session(cli->client, cli->session, NULL);
+    if (!rc)
+        rc = s_give_session(cli, NULL);
     if (rc)
         return rc;
     s_lines_t *L = calloc(1, sizeof *L);
@@ -738,8 +748,8 @@ static int s_cmd_pub(s_cli_t *cli)
         return s_usage_error(cli, why);
     }
     int rc = s_connect(cli, false);
-    if (cli->session && !rc)
-        nexus_client_set_session(cli->client, cli->session, NULL);
+    if (!rc)
+        rc = s_give_session(cli, NULL);
     uint64_t seq = 0;
     nexus_err_t err = rc ? NEXUS_OK : nexus_publish_json_acked(cli->client, topic, payload, &seq);
     free(payload);
@@ -1195,8 +1205,10 @@ static int s_cmd_session_register(s_cli_t *cli)
     nexus_client_t *c = cli->client;
     if (cli->session) {
         char *secret = nx_cli_session_secret(cli->session);
-        nexus_client_set_session(c, cli->session, secret);
+        rc = s_give_session(cli, secret);
         free(secret);
+        if (rc)
+            return rc;
     }
     /*  The client is connected, so configure through the register request
         itself: the setters are closed once connected.                     */

@@ -174,9 +174,12 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_event_endpoints(nexus_client_t *self,
                                                           const char *events_in,
                                                           const char *events_out);
 
-/*  The session this client acts as: its id (NULL: the broker assigns one
-    at nexus_session_register) and, to act as a session registered by some
-    other process (a script's earlier call), its secret (may be NULL).     */
+/*  The session this client acts as: its id (NULL or "": the broker
+    assigns one at nexus_session_register) and, to act as a session
+    registered by some other process (a script's earlier call), its secret
+    (may be NULL). An id is 1 to 64 of A-Z a-z 0-9 _ : @ - (the broker's
+    rule): another is NEXUS_ERR_INVALID, and the id and secret set before
+    stay.                                                                   */
 NEXUS_EXPORT nexus_err_t nexus_client_set_session(nexus_client_t *self, const char *session_id,
                                                   const char *secret);
 

@@ -352,9 +352,14 @@ nexus_err_t nexus_client_set_session(nexus_client_t *self, const char *session_i
 {
     if (!self)
         return NEXUS_ERR_INVALID;
-    if (session_id && strlen(session_id) >= NEXUS_ID_MAX)
-        return nx_client_fail(self, NEXUS_ERR_INVALID, "session id is over %d bytes",
-                              NEXUS_ID_MAX - 1);
+    /*  The broker's rule (nx_session_id_valid): an id it would refuse at
+        the first session op is refused here, where the caller gave it,
+        and the id in use stays.                                           */
+    if (session_id && *session_id && !nx_session_id_valid(session_id, strlen(session_id)))
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "session_id '%.80s%s' is no session id: 1 to %d of A-Z a-z 0-9 _ : "
+                              "@ -",
+                              session_id, strlen(session_id) > 80 ? "..." : "", NX_SESSION_ID_MAX);
     pthread_mutex_lock(&self->lock);
     free(self->session_id);
     free(self->secret);

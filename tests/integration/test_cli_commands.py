@@ -449,6 +449,15 @@ try:
         rc, out, err = run(["claim", "job-9", "--session", "bad id!"], ep)
         t.check(rc == 2 and "is no session id" in err,
                 "a session id that cannot be one: usage, said so (not 'register it'): %r" % err)
+        # pub --session is the source and session register --session the id:
+        # one the library refuses is usage, not an event without a source
+        # or a session the broker names.
+        for cmd in (["pub", "cli.src", "1", "--session", "bad id!"],
+                    ["pub", "cli.src", "--lines", "--session", "a.b"],
+                    ["session", "register", "--session", "bad id!"]):
+            rc, out, err = run(cmd, ep, stdin="1\n")
+            t.check(rc == 2 and "is no session id" in err,
+                    "%s with a bad --session: usage: %r %r" % (" ".join(cmd[:2]), out, err))
         for cmd in (["claim", "job-9"], ["renew", "job-9", "7"]):
             rc, out, err = run(cmd + ["--ttl", "0"], ep, env=env)
             t.check(rc == 2 and "--ttl 0" in err,

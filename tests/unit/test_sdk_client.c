@@ -812,6 +812,39 @@ static void s_test_invalid_errmsg(void)
     nexus_client_destroy(&c);
 }
 
+/*  nexus_client_set_session takes only what the broker takes as an id
+    (nx_session_id_valid): another is refused at once, with the id in use
+    kept, not sent to fail at the first session op.                       */
+static void s_test_set_session(void)
+{
+    nexus_client_t *c = th_client(&s_broker);
+    char id[NEXUS_ID_MAX];
+    CHECK_EQ_U64(nexus_client_set_session(c, "s-kept", NULL), NEXUS_OK);
+    char long_id[71];
+    memset(long_id, 'a', 70);
+    long_id[70] = 0;
+    const char *bad[] = {"bad id!", "a.b", long_id, "tab\there"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_EQ_U64(nexus_client_set_session(c, bad[i], "secret"), NEXUS_ERR_INVALID);
+        CHECK(strstr(nexus_client_errmsg(c), "is no session id") != NULL);
+        CHECK(strstr(nexus_client_errmsg(c), "1 to 64") != NULL);
+        CHECK_EQ_STR(nexus_client_session_id(c, id, sizeof id), "s-kept");
+    }
+    /*  64 characters is the longest id; NULL and "" still clear it.       */
+    CHECK_EQ_U64(nexus_client_set_session(c, long_id + 6, NULL), NEXUS_OK);
+    CHECK_EQ_STR(nexus_client_session_id(c, id, sizeof id), long_id + 6);
+    CHECK_EQ_U64(nexus_client_set_session(c, "", NULL), NEXUS_OK);
+    CHECK(nexus_client_session_id(c, id, sizeof id) == NULL);
+    CHECK_EQ_U64(nexus_client_set_session(c, "s-kept", NULL), NEXUS_OK);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    CHECK_EQ_U64(nexus_client_set_session(c, "a.b", NULL), NEXUS_ERR_INVALID);
+    /*  The kept id is the one registered.                                 */
+    CHECK_EQ_U64(nexus_session_register(c, NULL), NEXUS_OK);
+    CHECK_EQ_STR(nexus_client_session_id(c, id, sizeof id), "s-kept");
+    CHECK_EQ_U64(nexus_session_unregister(c, NULL), NEXUS_OK);
+    nexus_client_destroy(&c);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -823,6 +856,7 @@ int main(void)
     s_test_callback_and_overflow();
     s_test_coordination();
     s_test_invalid_errmsg();
+    s_test_set_session();
     s_test_source_after_register();
     s_test_destroy_while_recv();
     s_test_gap();
