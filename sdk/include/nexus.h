@@ -319,12 +319,15 @@ NEXUS_EXPORT void nexus_client_stats(nexus_client_t *self, nexus_client_stats_t 
 
 /*  ---- Publishing -------------------------------------------------------
     topic: a valid topic (dot-separated tokens, no wildcards, <= 255 bytes);
-    NEXUS_ERR_BAD_TOPIC otherwise. The event's source is the session id
-    when known, else the name, else empty (CURVE identities override it).  */
+    NEXUS_ERR_BAD_TOPIC otherwise. payload: size bytes; NULL only with size
+    0 (an empty payload): NULL with a size is NEXUS_ERR_INVALID, nothing
+    sent. The event's source is the session id when known, else the name,
+    else empty (CURVE identities override it).                              */
 
 /*  Fire-and-forget: queues the event to the broker and returns. The bytes
     of payload are copied. Returns NEXUS_OK, NEXUS_ERR_BAD_TOPIC,
-    NEXUS_ERR_TOO_LARGE (over 64 MiB), NEXUS_ERR_CLOSED, NEXUS_ERR_BUSY
+    NEXUS_ERR_INVALID (payload NULL with a size), NEXUS_ERR_TOO_LARGE (over
+    64 MiB), NEXUS_ERR_CLOSED, NEXUS_ERR_BUSY
     (the send queue to the broker is full: the broker is away or slow; the
     event was not sent). Events sent while the link is down are lost:
     use nexus_publish_acked when that matters. Thread-safe. The first call
@@ -791,7 +794,7 @@ NEXUS_EXPORT nexus_err_t nexus_request_json(nexus_client_t *self, const char *re
 
 /*  Converts one msgpack value (data, size) to compact JSON text as
     nexus_event_payload_json does; caller frees the result with free ().
-    NULL when out of memory.                                                */
+    NULL when out of memory or data is NULL with a size.                   */
 NEXUS_EXPORT char *nexus_msgpack_to_json(const void *data, size_t size);
 
 /*  The reverse: packs JSON text as one msgpack value, with the mapping of

@@ -1494,6 +1494,16 @@ nexus_err_t nx_client_bad_topic(nexus_client_t *self, const char *topic)
                           nx_topic_why(topic, strlen(topic), false));
 }
 
+nexus_err_t nx_client_check_payload(nexus_client_t *self, const void *payload, size_t size)
+{
+    /*  NULL with a size is a caller's mistake, not an empty event: sending
+        "" instead would store what the caller never meant.                */
+    if (!payload && size)
+        return nx_client_fail(self, NEXUS_ERR_INVALID,
+                              "payload is NULL but size is %zu (NULL goes with size 0)", size);
+    return NEXUS_OK;
+}
+
 /*  Waits once (bounded by the timeout) for the broker's XSUB subscription
     to reach the XPUB: fire-and-forget events sent before it would be
     dropped (pub_lock held).                                               */
@@ -1520,6 +1530,9 @@ nexus_err_t nexus_publish(nexus_client_t *self, const char *topic, const void *p
         return NEXUS_ERR_INVALID;
     if (!topic)
         return nx_client_bad_topic(self, NULL);
+    nexus_err_t bad = nx_client_check_payload(self, payload, size);
+    if (bad)
+        return bad;
     if (size > (64u << 20))
         return nx_client_fail(self, NEXUS_ERR_TOO_LARGE, "payload of %zu bytes", size);
     if (!self->started || !self->pub || __atomic_load_n(&self->refused, __ATOMIC_RELAXED)) {
@@ -1586,6 +1599,9 @@ nexus_err_t nexus_publish_acked(nexus_client_t *self, const char *topic, const v
         return nx_client_bad_topic(self, NULL);
     if (!nx_topic_valid(topic, strlen(topic)))
         return nx_client_bad_topic(self, topic);
+    nexus_err_t bad = nx_client_check_payload(self, payload, size);
+    if (bad)
+        return bad;
     char source[NX_SOURCE_MAX + 1];
     s_source(self, source, sizeof source);
     nx_req_t req;

@@ -309,6 +309,10 @@ nexus_err_t nx_client_usable(nexus_client_t *self);
     to 64 bytes, control bytes as '?'.                                      */
 nexus_err_t nx_client_bad_topic(nexus_client_t *self, const char *topic);
 
+/*  The check every publish shares: NEXUS_ERR_INVALID for NULL bytes of a
+    non-zero size; else NEXUS_OK.                                           */
+nexus_err_t nx_client_check_payload(nexus_client_t *self, const void *payload, size_t size);
+
 /*  Sends req and waits for its reply (into rep, initialized by the call).
     Returns the reply status; on an error reply rep still holds it.         */
 nexus_err_t nx_client_call(nexus_client_t *self, nx_req_t *req, nx_reply_t *rep);

@@ -204,6 +204,8 @@ char *nexus_msgpack_to_json(const void *data, size_t size)
 {
     if (size == 0)
         return strdup("null");
+    if (!data)
+        return NULL; /* no bytes to read the size from */
     msgpack_unpacked unp;
     msgpack_unpacked_init(&unp);
     size_t off = 0;

@@ -424,6 +424,9 @@ nexus_err_t nexus_publish_async(nexus_client_t *self, const char *topic, const v
         return NEXUS_ERR_INVALID;
     if (!topic)
         return nx_client_bad_topic(self, NULL);
+    nexus_err_t bad = nx_client_check_payload(self, payload, size);
+    if (bad)
+        return bad;
     if (size > (64u << 20))
         return nx_client_fail(self, NEXUS_ERR_TOO_LARGE, "payload of %zu bytes", size);
     size_t tlen = strlen(topic);

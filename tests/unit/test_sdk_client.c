@@ -845,6 +845,42 @@ static void s_test_set_session(void)
     nexus_client_destroy(&c);
 }
 
+/*  NULL payload bytes with a size are the caller's mistake: every publish
+    refuses them (nothing stored), while NULL with size 0 is the empty
+    payload.                                                              */
+static uint64_t s_last_seq(nexus_client_t *c)
+{
+    char *rep = NULL;
+    CHECK_EQ_U64(nexus_request_json(c, "{\"op\":\"health\"}", &rep), NEXUS_OK);
+    const char *at = rep ? strstr(rep, "\"last_seq\":") : NULL;
+    uint64_t n = at ? strtoull(at + strlen("\"last_seq\":"), NULL, 10) : 0;
+    free(rep);
+    return n;
+}
+
+static void s_test_null_payload(void)
+{
+    nexus_client_t *c = th_client(&s_broker);
+    CHECK_EQ_U64(nexus_client_connect(c), NEXUS_OK);
+    uint64_t before = s_last_seq(c);
+    CHECK(before > 0);
+    CHECK_EQ_U64(nexus_publish_acked(c, "a.b", NULL, 5, NULL, NULL), NEXUS_ERR_INVALID);
+    CHECK(strstr(nexus_client_errmsg(c), "payload is NULL but size is 5") != NULL);
+    CHECK_EQ_U64(nexus_publish(c, "a.b", NULL, 5), NEXUS_ERR_INVALID);
+    CHECK(strstr(nexus_client_errmsg(c), "payload is NULL") != NULL);
+    CHECK_EQ_U64(nexus_publish_async(c, "a.b", NULL, 5, NULL, NULL), NEXUS_ERR_INVALID);
+    CHECK(strstr(nexus_client_errmsg(c), "payload is NULL") != NULL);
+    CHECK_EQ_U64(nexus_publish_async_wait(c, 3000), NEXUS_OK);
+    CHECK(nexus_msgpack_to_json(NULL, 5) == NULL);
+    /*  A bad topic is still said first.                                   */
+    CHECK_EQ_U64(nexus_publish_acked(c, "a..b", NULL, 5, NULL, NULL), NEXUS_ERR_BAD_TOPIC);
+    CHECK_EQ_U64(s_last_seq(c), before); /* none of them was stored */
+    uint64_t seq = 0;
+    CHECK_EQ_U64(nexus_publish_acked(c, "a.b", NULL, 0, &seq, NULL), NEXUS_OK);
+    CHECK_EQ_U64(seq, before + 1);
+    nexus_client_destroy(&c);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -857,6 +893,7 @@ int main(void)
     s_test_coordination();
     s_test_invalid_errmsg();
     s_test_set_session();
+    s_test_null_payload();
     s_test_source_after_register();
     s_test_destroy_while_recv();
     s_test_gap();
