@@ -1,7 +1,8 @@
 /*  =========================================================================
     publisher - publishes N numbered events on a topic, acknowledged, and
     prints the seq of each. Usage: publisher [TOPIC] [COUNT]
-    Endpoint: NEXUS_ENDPOINT (default tcp://127.0.0.1:8451).
+    Endpoint: NEXUS_ENDPOINT (default tcp://127.0.0.1:8451). Exits 0 when
+    every event was stored, 1 when a publish failed, 3 without a broker.
     =========================================================================
 */
 
@@ -22,17 +23,19 @@ int main(int argc, char **argv)
         nexus_client_destroy(&client);
         return 3;
     }
-    for (int i = 0; i < count; i++) {
+    int failed = 0;
+    for (int i = 0; i < count && !failed; i++) {
         char json[64];
         snprintf(json, sizeof json, "{\"n\":%d}", i);
         uint64_t seq = 0;
         nexus_err_t rc = nexus_publish_json_acked(client, topic, json, &seq);
         if (rc != NEXUS_OK) {
             fprintf(stderr, "publisher: %s\n", nexus_client_errmsg(client));
-            break;
+            failed = 1; /* a script running us must see it */
+            continue;
         }
         printf("%" PRIu64 "\n", seq);
     }
     nexus_client_destroy(&client);
-    return 0;
+    return failed;
 }

@@ -1,7 +1,7 @@
 /*  =========================================================================
     subscriber - prints events matching the patterns given, as JSON lines,
     until COUNT events (when NEXUS_COUNT is set) or forever.
-    Usage: subscriber PATTERN...
+    Usage: subscriber PATTERN... (none: usage, exit 2)
     =========================================================================
 */
 
@@ -12,6 +12,12 @@
 
 int main(int argc, char **argv)
 {
+    if (argc < 2) {
+        /*  Without a pattern nothing can match: it would wait for ever.   */
+        fprintf(stderr, "usage: subscriber PATTERN... (e.g. 'example.>'; NEXUS_COUNT=N stops "
+                        "after N events)\n");
+        return 2;
+    }
     long limit = getenv("NEXUS_COUNT") ? atol(getenv("NEXUS_COUNT")) : 0;
     nexus_client_t *client = nexus_client_new();
     if (nexus_client_connect(client) != NEXUS_OK)

@@ -1,13 +1,15 @@
 /*  =========================================================================
     worker - registers a session with the capability "build", claims work
     items named on the command line, "does" them, and completes them with
-    a result. An item someone else holds is skipped.
+    a result. An item someone else holds, or one already completed, is
+    skipped.
     Usage: worker WORK_ID...
     =========================================================================
 */
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <nexus.h>
 
@@ -26,7 +28,12 @@ int main(int argc, char **argv)
         nexus_claim_result_t claim;
         nexus_err_t rc = nexus_claim(client, argv[i], 60000, "example work", &claim);
         if (rc == NEXUS_ERR_DENIED) {
-            printf("%s: held by %s\n", argv[i], claim.holder);
+            /*  Denied for two reasons: a completed item is closed for
+                good, a held one may come free when its lease ends.        */
+            if (strcmp(claim.state, "completed") == 0)
+                printf("%s: already completed by %s\n", argv[i], claim.holder);
+            else
+                printf("%s: held by %s\n", argv[i], claim.holder);
             continue;
         }
         if (rc != NEXUS_OK) {

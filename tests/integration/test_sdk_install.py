@@ -1,7 +1,7 @@
 """Installs libnexus into a temporary prefix (cmake --install) and builds
 the examples against it the way a user would: with pkg-config and with
-CMake find_package(nexus). Then runs the built subscriber and publisher
-against a real nexusd.
+CMake find_package(nexus). Then runs the built subscriber, publisher and
+worker against a real nexusd, their errors (exit codes, words) included.
 """
 
 import os
@@ -85,6 +85,24 @@ try:
         t.eq(len(out.splitlines()), 3, "subscriber got the three events: %r" % err)
         p = sh([os.path.join(proj, "b", "worker"), "item-1", "item-2"], env=env)
         t.check(p.returncode == 0 and "item-2: done" in p.stdout, "worker claims and completes")
+        # A completed item is said to be completed, not "held by".
+        p = sh([os.path.join(proj, "b", "worker"), "item-1"], env=env)
+        t.check(p.returncode == 1 and "item-1: already completed" in p.stdout
+                and "held by" not in p.stdout,
+                "worker on a completed item says so: %r" % p.stdout)
+        # A failed publish is a failed run, for a script that runs it.
+        p = sh([exe_pc, "bad..topic", "1"], env=env)
+        t.check(p.returncode != 0 and "invalid topic" in p.stderr,
+                "publisher with a bad topic exits non-zero: %d %r" % (p.returncode, p.stderr))
+        # Without a pattern nothing could arrive: usage, at once.
+        try:
+            p = subprocess.run([os.path.join(proj, "b", "subscriber")], env=env,
+                               capture_output=True, text=True, timeout=10)
+            t.check(p.returncode == 2 and "usage" in p.stderr,
+                    "subscriber without patterns: usage, exit 2: %d %r"
+                    % (p.returncode, p.stderr))
+        except subprocess.TimeoutExpired:
+            t.check(False, "subscriber without patterns waits instead of saying usage")
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
