@@ -503,6 +503,24 @@ static zconfig_t *s_zpl_parse(const char *text, char *why, size_t why_size)
     return root;
 }
 
+/*  The lines (1-based) of the first two top-level lines of text that set
+    key, in lines[0..1]; 0 where there is none. zconfig keeps no line
+    numbers: a top-level key is a line that starts in column 0 with
+    neither blank nor '#', its name running to a blank or '='.             */
+static void s_key_lines(const char *text, const nx_conf_key_t *key, size_t lines[2])
+{
+    lines[0] = lines[1] = 0;
+    size_t line = 1, found = 0;
+    for (const char *p = text; *p && found < 2; line++) {
+        size_t len = strcspn(p, " \t=\r\n");
+        if (len && *p != '#' && s_name_eq(key->name, p, len))
+            lines[found++] = line;
+        p += strcspn(p, "\n");
+        if (*p)
+            p++;
+    }
+}
+
 nexus_err_t nx_conf_load_file(const nx_conf_key_t *table, size_t count, void *settings,
                               const char *path, char *err_buf, size_t err_size)
 {
@@ -559,13 +577,21 @@ nexus_err_t nx_conf_load_file(const nx_conf_key_t *table, size_t count, void *se
     }
     char why[256];
     zconfig_t *root = s_zpl_parse(text, why, sizeof why);
-    free(text);
     if (!root) {
+        free(text);
         s_err(err_buf, err_size, "%s: not a valid ZPL file%s%s", path, why[0] ? ": " : "", why);
         return NEXUS_ERR_INVALID;
     }
+    /*  Keys this file set: a second one would win in silence over the
+        first, which its reader takes for the setting ("sync = full" on
+        line 3 and "sync = none" on line 40).                              */
+    bool *seen = calloc(count ? count : 1, sizeof *seen);
     nexus_err_t rc = NEXUS_OK;
-    for (zconfig_t *item = zconfig_child(root); item; item = zconfig_next(item)) {
+    if (!seen) {
+        s_err(err_buf, err_size, "%s: out of memory", path);
+        rc = NEXUS_ERR_NOMEM;
+    }
+    for (zconfig_t *item = seen ? zconfig_child(root) : NULL; item; item = zconfig_next(item)) {
         const char *name = zconfig_name(item);
         const char *value = zconfig_value(item);
         char detail[256];
@@ -577,12 +603,30 @@ nexus_err_t nx_conf_load_file(const nx_conf_key_t *table, size_t count, void *se
             rc = NEXUS_ERR_INVALID;
             break;
         }
+        const nx_conf_key_t *key = name ? s_find(table, count, name, strlen(name)) : NULL;
+        if (key && seen[key - table]) {
+            size_t lines[2];
+            s_key_lines(text, key, lines);
+            if (lines[1])
+                s_err(err_buf, err_size,
+                      "%s: '%s' is set twice (lines %zu and %zu): keep one of them", path,
+                      key->name, lines[0], lines[1]);
+            else
+                s_err(err_buf, err_size, "%s: '%s' is set twice: keep one of them", path,
+                      key->name);
+            rc = NEXUS_ERR_INVALID;
+            break;
+        }
         rc = nx_conf_set(table, count, settings, name, value ? value : "", detail, sizeof detail);
         if (rc != NEXUS_OK) {
             s_err(err_buf, err_size, "%s: %s", path, detail);
             break;
         }
+        if (key)
+            seen[key - table] = true;
     }
+    free(seen);
+    free(text);
     zconfig_destroy(&root);
     return rc;
 }

@@ -55,9 +55,10 @@ nexus_err_t nx_conf_defaults(const nx_conf_key_t *table, size_t count, void *set
 nexus_err_t nx_conf_set(const nx_conf_key_t *table, size_t count, void *settings, const char *name,
                         const char *value, char *err_buf, size_t err_size);
 
-/*  Loads a ZPL file. Every top-level key must be in the table. Returns
-    NEXUS_OK, NEXUS_ERR_NOT_FOUND (no such file / unknown key) or
-    NEXUS_ERR_INVALID.                                                      */
+/*  Loads a ZPL file. Every top-level key must be in the table, once: a key
+    set twice ('-' and '_' alike) is NEXUS_ERR_INVALID, and err_buf names
+    it and both lines. Returns NEXUS_OK, NEXUS_ERR_NOT_FOUND (no such file
+    / unknown key), NEXUS_ERR_INVALID or NEXUS_ERR_NOMEM.                  */
 nexus_err_t nx_conf_load_file(const nx_conf_key_t *table, size_t count, void *settings,
                               const char *path, char *err_buf, size_t err_size);
 

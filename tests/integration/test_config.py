@@ -2,7 +2,8 @@
 
 --help and --version; exit status 2 with a message naming the culprit for
 an unknown flag, a bad value, an out-of-bounds value, a missing value, a
-missing or bad config file and a bad environment value; -c FILE sets
+missing or bad config file, a key set twice in the file (nexusd and the
+gateway) and a bad environment value; -c FILE sets
 values, NEXUS_KEY overrides the file and a flag overrides both (checked
 with --print-config and by the running broker's behaviour); --print-config
 output is itself a valid config file; an endpoint already in use makes
@@ -121,6 +122,19 @@ try:
                 "bad value in the file")
     usage_error(["-c", write("nested.conf", "broker\n    sync = full\n")],
                 ["nested.conf", "broker", "nested"], "nested section in the file")
+    # A key given twice would be last-one-wins in silence: refused, naming
+    # the key and both lines, by nexusd and by the gateway (same parser).
+    dup = write("dup.conf", "# pair A\nsync = full\nmax_payload = 2k\nsync = none\n")
+    usage_error(["-c", dup], ["dup.conf", "'sync' is set twice (lines 2 and 4)"],
+                "a key set twice in the file")
+    if os.path.exists(GATEWAY):
+        gdup = write("gw-dup.conf", "port = %d\nbroker_timeout = 1s\nport = %d\n"
+                     % (free_port(), free_port()))
+        p = subprocess.run([os.path.abspath(GATEWAY), "-c", gdup], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=10, cwd=tmp, env=BASE_ENV)
+        gerr = p.stderr.decode(errors="replace")
+        t.check(p.returncode == 2 and "'port' is set twice (lines 1 and 3)" in gerr,
+                "nexus-gateway, a key set twice: exit 2 naming it: %d %r" % (p.returncode, gerr))
     # A file zconfig cannot parse: one message with the line and why, on
     # stderr only, and exit 2 (a leak in the failure path made the ASan
     # build exit 1).

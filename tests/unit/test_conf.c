@@ -313,6 +313,23 @@ static void test_file(void)
     CHECK(strstr(s_err, path) != NULL);
     unlink(path);
 
+    //  A key set twice is refused, naming it and both lines: the second
+    //  would otherwise win in silence over the one its reader sees first.
+    s_write_temp(path, "# settings\nsync = full\nmax_payload = 2M\n\nsync = none\n");
+    CHECK(nx_conf_load_file(s_table, S_COUNT, &s, path, s_err, sizeof s_err) == NEXUS_ERR_INVALID);
+    CHECK(strstr(s_err, "'sync' is set twice (lines 2 and 5)") != NULL);
+    CHECK(strstr(s_err, path) != NULL);
+    unlink(path);
+    //  '-' and '_' name the same key.
+    s_write_temp(path, "max_payload = 2M\nmax-payload = 3M\n");
+    CHECK(nx_conf_load_file(s_table, S_COUNT, &s, path, s_err, sizeof s_err) == NEXUS_ERR_INVALID);
+    CHECK(strstr(s_err, "'max_payload' is set twice (lines 1 and 2)") != NULL);
+    unlink(path);
+    //  A comment naming a key does not set it.
+    s_write_temp(path, "#sync = none\nsync = full\nworkers = 2\n");
+    CHECK(nx_conf_load_file(s_table, S_COUNT, &s, path, s_err, sizeof s_err) == NEXUS_OK);
+    unlink(path);
+
     s_write_temp(path, "workers = 1000\n");
     CHECK(nx_conf_load_file(s_table, S_COUNT, &s, path, s_err, sizeof s_err) == NEXUS_ERR_INVALID);
     CHECK(strstr(s_err, "workers") != NULL);
