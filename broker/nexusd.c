@@ -8,11 +8,13 @@
 #include <czmq.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "nx_auth.h"
 #include "nx_broker.h"
@@ -36,6 +38,35 @@ static void s_usage(FILE *out)
     nx_conf_print_help(nx_broker_conf_keys, nx_broker_conf_count, out);
     fprintf(out, "\nSizes take k/M/G suffixes (1024-based); durations ms/s/m/h/d.\n"
                  "Exit status: 0 clean stop, 1 runtime failure, 2 bad usage or settings.\n");
+}
+
+/*  The snapshot is written as PATH.tmp.PID beside PATH, then renamed over
+    it: the directory must be there and writable, and PATH no directory.
+    Found wrong later, each try (every second) would fail; here it is a
+    bad setting. Says what is wrong in bad (size bytes), or leaves it "". */
+static void s_check_snapshot_file(const char *path, char *bad, size_t size)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        snprintf(bad, size, "snapshot_file %.120s: directory %.120s: %s", path, dir,
+                 strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        snprintf(bad, size, "snapshot_file %.120s: %.120s is not a directory", path, dir);
+    else if (access(dir, W_OK | X_OK) != 0)
+        snprintf(bad, size,
+                 "snapshot_file %.120s: directory %.120s: %s (the file is written "
+                 "beside it and renamed)",
+                 path, dir, strerror(errno));
+    else if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        snprintf(bad, size, "snapshot_file %.200s is a directory: name a file", path);
 }
 
 int main(int argc, char **argv)
@@ -84,6 +115,8 @@ int main(int argc, char **argv)
         nx_auth_t *auth = nx_auth_new(cfg.token, cfg.tokens_file, bad, sizeof bad);
         nx_auth_destroy(&auth);
     }
+    if (!*bad && cfg.snapshot_file && *cfg.snapshot_file)
+        s_check_snapshot_file(cfg.snapshot_file, bad, sizeof bad);
     if (*bad) {
         fprintf(stderr, "nexusd: %s\n", bad);
         nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);

@@ -123,11 +123,13 @@ struct _nx_snapshot_t {
     uint64_t last_seq;
     bool has_pending;
     bool stop;
-    bool failed; /* the last write failed: the loop submits again      */
+    bool failed;  /* the last write failed: the loop submits again      */
+    int said_err; /* the writer's own: errno last logged, 0: it works   */
 };
 
 /*  Writes one state as JSON to a temporary file, flushes it and renames it
-    over the path. Returns 0 or -1.                                         */
+    over the path. Returns 0, or the errno of the step that failed (EIO
+    when it set none).                                                      */
 static int s_write(const char *path, const msgpack_sbuffer *buf, size_t sessions_len,
                    uint64_t last_seq)
 {
@@ -140,22 +142,22 @@ static int s_write(const char *path, const msgpack_sbuffer *buf, size_t sessions
                         s_packed_to_json(buf->data + sessions_len, buf->size - sessions_len));
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    errno = 0;
     FILE *f = fopen(tmp, "w");
-    int rc = -1;
+    int err = f ? 0 : errno;
     if (f) {
-        rc = json_dumpf(root, f, JSON_INDENT(2) | JSON_SORT_KEYS);
-        fputc('\n', f);
-        if (fflush(f) != 0 || fsync(fileno(f)) != 0)
-            rc = -1;
-        if (fclose(f) != 0)
-            rc = -1;
-        if (rc == 0 && rename(tmp, path) != 0)
-            rc = -1;
-        if (rc != 0)
+        if (json_dumpf(root, f, JSON_INDENT(2) | JSON_SORT_KEYS) != 0 || fputc('\n', f) == EOF ||
+            fflush(f) != 0 || fsync(fileno(f)) != 0)
+            err = errno ? errno : EIO;
+        if (fclose(f) != 0 && !err)
+            err = errno ? errno : EIO;
+        if (!err && rename(tmp, path) != 0)
+            err = errno;
+        if (err)
             unlink(tmp);
     }
     json_decref(root);
-    return rc;
+    return err ? err : 0;
 }
 
 /*  Turning the state into JSON and flushing the file take milliseconds per
@@ -177,14 +179,23 @@ static void *s_writer(void *arg)
         self->has_pending = false;
         pthread_mutex_unlock(&self->lock);
         uint64_t t0 = nx_mono_us();
-        int rc = s_write(self->path, &buf, sessions_len, last_seq);
+        int err = s_write(self->path, &buf, sessions_len, last_seq);
         nx_debug("snapshot: %zu packed bytes written as JSON in %.1f ms", buf.size,
                  (double)(nx_mono_us() - t0) / 1000.0);
         msgpack_sbuffer_destroy(&buf);
-        if (rc != 0)
-            nx_warn("cannot write snapshot_file %s: %s", self->path, strerror(errno));
+        /*  A failed write is retried every second until it works: said
+            when it starts failing (or fails otherwise), and when it works
+            again, not at every try (a missing directory logged a line a
+            second for ever).                                              */
+        if (err && err != self->said_err)
+            nx_warn("cannot write snapshot_file %s: %s (retried every second; said again when "
+                    "it works)",
+                    self->path, strerror(err));
+        else if (!err && self->said_err)
+            nx_info("snapshot_file %s written again", self->path);
+        self->said_err = err;
         pthread_mutex_lock(&self->lock);
-        self->failed = rc != 0;
+        self->failed = err != 0;
     }
     pthread_mutex_unlock(&self->lock);
     return NULL;

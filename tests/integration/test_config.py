@@ -3,8 +3,8 @@
 --help and --version; exit status 2 with a message naming the culprit for
 an unknown flag, a bad value, an out-of-bounds value, a missing value, a
 missing or bad config file, a key set twice in the file (nexusd and the
-gateway) and a bad environment value; -c FILE sets
-values, NEXUS_KEY overrides the file and a flag overrides both (checked
+gateway), a snapshot_file nexusd could not write and a bad environment
+value; -c FILE sets values, NEXUS_KEY overrides the file and a flag overrides both (checked
 with --print-config and by the running broker's behaviour); --print-config
 output is itself a valid config file; an endpoint already in use makes
 nexusd exit 1 with a message, and so does a data_dir that another nexusd
@@ -135,6 +135,16 @@ try:
         gerr = p.stderr.decode(errors="replace")
         t.check(p.returncode == 2 and "'port' is set twice (lines 1 and 3)" in gerr,
                 "nexus-gateway, a key set twice: exit 2 naming it: %d %r" % (p.returncode, gerr))
+    # A snapshot_file nexusd could never write (its directory missing, a
+    # file where the directory should be, a directory as the file): exit 2
+    # at start, not a warning every second for ever.
+    usage_error(["--snapshot-file", os.path.join(tmp, "no-such-dir", "state.json")],
+                ["snapshot_file", "no-such-dir", "No such file or directory"],
+                "snapshot_file in a missing directory")
+    usage_error(["--snapshot-file", os.path.join(dup, "state.json")],
+                ["snapshot_file", "is not a directory"], "snapshot_file under a file")
+    usage_error(["--snapshot-file", tmp], ["snapshot_file", "is a directory"],
+                "snapshot_file that is a directory")
     # A file zconfig cannot parse: one message with the line and why, on
     # stderr only, and exit 2 (a leak in the failure path made the ASan
     # build exit 1).

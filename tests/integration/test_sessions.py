@@ -7,8 +7,8 @@ nothing, replacement reuses the slot, gone sessions make room), script
 sessions kept alive by ttl_ms across short connections, fabric and
 per-session tokens (and replacement by a token that names the session),
 restart (stale, then active on heartbeat or gone on timeout), the JSON
-snapshot file, and bad input on every session op (bad_request naming the
-field, nothing changed).
+snapshot file (a failing write logged once, not every second), and bad
+input on every session op (bad_request naming the field, nothing changed).
 
 Every wait is bounded in time; the whole file runs in well under 60 s.
 """
@@ -843,6 +843,44 @@ with Client(b) as c:
 b.stop()
 b.cleanup()
 shutil.rmtree(snap_dir, ignore_errors=True)
+
+# The snapshot's directory goes away while nexusd runs: the write is tried
+# again every second, but the failure is logged once (not a line a
+# second), its end once, and a new failure once again.
+snap_dir = tempfile.mkdtemp(prefix="nexus-snap-")
+gone_dir = os.path.join(snap_dir, "gone")
+os.mkdir(gone_dir)
+snap_file = os.path.join(gone_dir, "state.json")
+data = os.path.join(snap_dir, "data")
+FAIL = "cannot write snapshot_file " + snap_file
+AGAIN = "snapshot_file %s written again" % snap_file
+b = Broker(data_dir=data, extra=["--snapshot-file", snap_file])
+b.start()
+try:
+    t.check(wait_until(lambda: os.path.exists(snap_file), 3.0), "the snapshot is written")
+    with Client(b) as c:
+        shutil.rmtree(gone_dir)
+        is_ok(c.request({"op": "session.register", "session": "snap-gone", "heartbeat_ms": LONG}),
+              "register while the snapshot's directory is gone")
+        t.check(wait_until(lambda: FAIL in b.logs(), 3.0), "the failed write is logged")
+        time.sleep(3.5)  # three more tries, at least
+        t.eq(b.logs().count(FAIL), 1, "a failing snapshot is logged once, not every second")
+        os.mkdir(gone_dir)
+        t.check(wait_until(lambda: AGAIN in b.logs() and os.path.exists(snap_file), 3.0),
+                "the snapshot is written again once the directory is back, and it says so")
+        t.check("snap-gone" in open(snap_file).read(), "with the change made meanwhile")
+        shutil.rmtree(gone_dir)
+        is_ok(c.request({"op": "session.status", "session": "snap-gone", "text": "again"}),
+              "a change while it is gone again")
+        t.check(wait_until(lambda: b.logs().count(FAIL) == 2, 3.0),
+                "a new failure after the recovery is logged again: %r" % b.logs()[-600:])
+        time.sleep(2.5)
+        t.eq(b.logs().count(FAIL), 2, "and once only")
+        t.eq(b.logs().count(AGAIN), 1, "the recovery is logged once")
+finally:
+    b.stop()
+    b.cleanup()
+    shutil.rmtree(snap_dir, ignore_errors=True)
 
 # A store that is full refuses the claim before anything changes; the
 # connection that registered a session still owns it afterwards.
