@@ -482,6 +482,8 @@ nx_broker_t *nx_broker_new(const nx_broker_config_t *cfg, char *err_buf, size_t 
                     : flush_failed
                         ? "the last run could not write or flush its log: pages it wrote may "
                           "be gone"
+                    : self->recovery.damaged_frames
+                        ? "the log is damaged, as said above: frames past the damage were left out"
                         : "the log ended in a torn write");
             self->last_seq = r;
             /*  Under sync=none a grant goes out before its flush: the
