@@ -1055,6 +1055,22 @@ static int s_turn(s_actor_t *self, long wait)
     return 0;
 }
 
+/*  The actor whose thread this is, NULL on every other thread.          */
+static __thread s_actor_t *s_current;
+
+bool nx_actor_is_current(nexus_client_t *client)
+{
+    return s_current && s_current->client == client;
+}
+
+void nx_actor_close_current(void)
+{
+    if (!s_current)
+        return;
+    s_sub_end(s_current);
+    zsock_destroy(&s_current->dealer);
+}
+
 void nx_actor_fn(zsock_t *pipe, void *args)
 {
     s_actor_t *self = calloc(1, sizeof *self);
@@ -1070,6 +1086,7 @@ void nx_actor_fn(zsock_t *pipe, void *args)
     }
     self->client = args;
     self->pipe = pipe;
+    s_current = self;
     self->callback = self->client->cb != NULL;
     nx_view_init(&self->view);
     self->next_id = nx_random_id();
@@ -1113,5 +1130,6 @@ void nx_actor_fn(zsock_t *pipe, void *args)
     for (size_t i = 0; i < self->n_patterns; i++)
         free(self->patterns[i].text);
     zsock_destroy(&self->dealer);
+    s_current = NULL;
     free(self);
 }

@@ -116,7 +116,9 @@ static pthread_mutex_t s_live_lock = PTHREAD_MUTEX_INITIALIZER;
 static nexus_client_t *s_live;
 static pthread_once_t s_exit_once = PTHREAD_ONCE_INIT;
 
+static pthread_cond_t s_live_cond = PTHREAD_COND_INITIALIZER;
 static void s_shutdown(nexus_client_t *self);
+static void s_close_sockets(nexus_client_t *self);
 
 static void s_live_unlink(nexus_client_t *self)
 {
@@ -135,12 +137,25 @@ static void s_at_exit(void)
     while (s_live) {
         nexus_client_t *self = s_live;
         s_live_unlink(self);
+        /*  A destroy on another thread meanwhile waits until this is
+            done with the client.                                          */
+        self->at_exit = true;
         pthread_mutex_unlock(&s_live_lock);
         /*  A forked child that exits has none of its parent's threads to
-            stop (asking one would wait for ever).                         */
-        if (self->pid == getpid())
+            stop (asking one would wait for ever). An exit() from one of
+            this client's event callbacks runs here on its background
+            thread, which cannot be joined from itself: its sockets close
+            here, and CZMQ's handler ends the rest.                         */
+        if (self->pid != getpid())
+            ;
+        else if (nx_actor_is_current(self)) {
+            nx_actor_close_current();
+            s_close_sockets(self);
+        } else
             s_shutdown(self);
         pthread_mutex_lock(&s_live_lock);
+        self->at_exit = false;
+        pthread_cond_broadcast(&s_live_cond);
     }
     pthread_mutex_unlock(&s_live_lock);
 }
@@ -203,6 +218,19 @@ nexus_client_t *nexus_client_new(void)
     return self;
 }
 
+/*  Closes the sockets the application's threads use.                    */
+static void s_close_sockets(nexus_client_t *self)
+{
+    if (self->pub) {
+        zsock_set_linger(self->pub, 200);
+        zsock_destroy(&self->pub);
+    }
+    zsock_destroy(&self->dealer);
+    for (size_t i = 0; i < self->n_spare; i++)
+        zsock_destroy(&self->spare[i]);
+    self->n_spare = 0;
+}
+
 /*  Stops what runs on its own and closes the sockets: first what threads
     may be waiting in (an asynchronous publish waiting for room, the
     callback's, on the background thread, gives up, and nexus_recv returns
@@ -220,14 +248,7 @@ static void s_shutdown(nexus_client_t *self)
     pthread_mutex_unlock(&self->lock);
     zactor_destroy(&self->actor);
     nx_async_destroy(self);
-    if (self->pub) {
-        zsock_set_linger(self->pub, 200);
-        zsock_destroy(&self->pub);
-    }
-    zsock_destroy(&self->dealer);
-    for (size_t i = 0; i < self->n_spare; i++)
-        zsock_destroy(&self->spare[i]);
-    self->n_spare = 0;
+    s_close_sockets(self);
 }
 
 void nexus_client_destroy(nexus_client_t **self_p)
@@ -236,6 +257,8 @@ void nexus_client_destroy(nexus_client_t **self_p)
         return;
     nexus_client_t *self = *self_p;
     pthread_mutex_lock(&s_live_lock);
+    while (self->at_exit)
+        pthread_cond_wait(&s_live_cond, &s_live_lock);
     s_live_unlink(self);
     pthread_mutex_unlock(&s_live_lock);
     s_shutdown(self);

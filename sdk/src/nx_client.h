@@ -231,6 +231,7 @@ struct _nexus_client_t {
     nexus_client_t *live_prev;     /* the process's live clients (at exit) */
     nexus_client_t *live_next;
     pid_t pid;                     /* the process that made it            */
+    bool at_exit;                  /* the exit handler has it (s_live_lock) */
 
     /* state shared by threads, under lock                               */
     pthread_mutex_t lock;              /* guards everything below up to cond */
@@ -381,6 +382,14 @@ void nx_async_destroy(nexus_client_t *self);
 
 /*  The background actor (nx_actor.c).                                      */
 void nx_actor_fn(zsock_t *pipe, void *args);
+
+/*  True when this thread is client's background thread (an exit() from
+    an event callback runs the exit handlers there).                       */
+bool nx_actor_is_current(nexus_client_t *client);
+
+/*  On a background thread: closes its own sockets (the process exits
+    from one of its callbacks, and nothing joins it).                      */
+void nx_actor_close_current(void);
 /*  Appends n owned events to the nexus_recv queue (the caller knows there
     is room) and adds delta to the counters, last_seq included, under one
     lock and with one wake-up. Returns the free slots left (SIZE_MAX in

@@ -40,6 +40,14 @@ static void s_done(nexus_err_t err, uint64_t seq, uint64_t ts, void *arg)
     (void)err, (void)seq, (void)ts, (void)arg;
 }
 
+/*  exit() from an event callback: on the client's own background
+    thread, which the exit handler cannot join.                            */
+static void s_exit_in_callback(nexus_event_t *ev, void *arg)
+{
+    (void)ev, (void)arg;
+    exit(5);
+}
+
 /*  The child: how it leaves is argv[2].                                   */
 static int s_child(const char *endpoint, const char *how)
 {
@@ -47,6 +55,17 @@ static int s_child(const char *endpoint, const char *how)
     s_kept[0] = c;
     nexus_client_set_endpoint(c, endpoint);
     nexus_client_set_timeout(c, 2000);
+    if (strcmp(how, "callback") == 0) {
+        nexus_client_set_callback(c, s_exit_in_callback, NULL);
+        if (nexus_client_connect(c) != NEXUS_OK || nexus_subscribe(c, "exit.cb") != NEXUS_OK)
+            return 10;
+        uint64_t seq;
+        for (int i = 0; i < 50; i++) { /* until the subscription is in */
+            nexus_publish_acked(c, "exit.cb", "1", 1, &seq, NULL);
+            usleep(100 * 1000);
+        }
+        return 12; /* the callback never ran */
+    }
     if (strcmp(how, "unreachable") != 0) {
         if (nexus_client_connect(c) != NEXUS_OK || nexus_subscribe(c, "exit.>") != NEXUS_OK)
             return 10;
@@ -110,7 +129,7 @@ int main(int argc, char **argv)
     struct {
         const char *how;
         int code;
-    } cases[] = {{"exit", 3}, {"return", 0}, {"unreachable", 3}};
+    } cases[] = {{"exit", 3}, {"return", 0}, {"unreachable", 3}, {"callback", 5}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *ep = strcmp(cases[i].how, "unreachable") ? s_broker.endpoint
                                                              : "tcp://127.0.0.1:9";
