@@ -44,7 +44,8 @@ static void s_usage(FILE *out)
     it: the directory must be there and writable, and PATH no directory.
     Found wrong later, each try (every second) would fail; here it is a
     bad setting. Says what is wrong in bad (size bytes), or leaves it "". */
-static void s_check_snapshot_file(const char *path, char *bad, size_t size)
+static void s_check_snapshot_file(const char *path, const char *data_dir, char *bad,
+                                  size_t size)
 {
     char dir[PATH_MAX];
     const char *slash = strrchr(path, '/');
@@ -55,9 +56,16 @@ static void s_check_snapshot_file(const char *path, char *bad, size_t size)
     else
         snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
     struct stat st;
-    if (stat(dir, &st) != 0)
-        snprintf(bad, size, "snapshot_file %.120s: directory %.120s: %s", path, dir,
-                 strerror(errno));
+    size_t dl = data_dir ? strlen(data_dir) : 0;
+    while (dl > 1 && data_dir[dl - 1] == '/')
+        dl--;
+    /*  In data_dir, which nexusd creates when it is missing.              */
+    bool in_data_dir = dl && strncmp(dir, data_dir, dl) == 0 && (dir[dl] == 0 || dir[dl] == '/');
+    if (stat(dir, &st) != 0) {
+        if (!(errno == ENOENT && in_data_dir))
+            snprintf(bad, size, "snapshot_file %.120s: directory %.120s: %s", path, dir,
+                     strerror(errno));
+    }
     else if (!S_ISDIR(st.st_mode))
         snprintf(bad, size, "snapshot_file %.120s: %.120s is not a directory", path, dir);
     else if (access(dir, W_OK | X_OK) != 0)
@@ -116,7 +124,7 @@ int main(int argc, char **argv)
         nx_auth_destroy(&auth);
     }
     if (!*bad && cfg.snapshot_file && *cfg.snapshot_file)
-        s_check_snapshot_file(cfg.snapshot_file, bad, sizeof bad);
+        s_check_snapshot_file(cfg.snapshot_file, cfg.data_dir, bad, sizeof bad);
     if (*bad) {
         fprintf(stderr, "nexusd: %s\n", bad);
         nx_conf_free(nx_broker_conf_keys, nx_broker_conf_count, &cfg);

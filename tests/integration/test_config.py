@@ -19,7 +19,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import GATEWAY, NEXUSD, Broker, Checks, Client, free_port, free_ports  # noqa: E402
+from harness import (GATEWAY, NEXUSD, Broker, Checks, Client, free_port, free_ports,  # noqa: E402
+                     wait_until)
 
 t = Checks()
 T0 = time.time()
@@ -230,6 +231,18 @@ try:
         t.eq(st["sync"], "full", "sync flag over the file")
     finally:
         b.cleanup()
+
+    # A snapshot_file in a data_dir that does not exist yet: nexusd creates
+    # data_dir, so the first start is no bad setting.
+    fresh = os.path.join(tmp, "fresh-data")
+    b = Broker(data_dir=fresh, extra=["--snapshot-file", os.path.join(fresh, "state.json")])
+    try:
+        b.start()
+        t.check(wait_until(lambda: os.path.exists(os.path.join(fresh, "state.json")), timeout=10),
+                "snapshot_file in a data_dir created at the first start is written")
+    finally:
+        b.stop()
+        shutil.rmtree(fresh, ignore_errors=True)
 
     # ---- runtime failures: exit 1 ---------------------------------------------
     with Broker() as a:
