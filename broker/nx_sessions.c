@@ -338,8 +338,12 @@ static nx_session_t *s_authorize_id(nx_broker_t *self, const nx_request_t *rq, c
             a script's TTL session: its registering command exits, and a
             ROUTER never says that a connection went) is taken over by
             whoever has the secret or its token, so that heartbeats from
-            that connection work without them.                              */
-        if (s->status == NX_SESSION_STALE || !s->peer_len || s->ttl_ms)
+            that connection work without them. A TTL session still heard
+            within its heartbeat interval keeps its connection (a gateway
+            heartbeats the sessions it hosts without their secrets: two
+            owners would take it from each other at every heartbeat).     */
+        bool quiet = nx_now_us() > s->last_seen + s->heartbeat_ms * 1000;
+        if (s->status == NX_SESSION_STALE || !s->peer_len || (s->ttl_ms && quiet))
             s_bind_peer(rq, s);
     }
     s_touch(self, s, nx_now_us());

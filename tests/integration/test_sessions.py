@@ -454,6 +454,17 @@ with Broker(extra=["--heartbeat", "200ms", "--snapshot-file", snap_path]) as b, 
             1.3 <= got[2] - last <= 2.2,
             "ttl session times out ~1.5 s after its last call (%r)" %
             ((got and (got[0], got[2] - last)),))
+    # A TTL session still heard within its heartbeat interval keeps its
+    # connection: another one with the secret acts as it, but does not
+    # take it (a gateway heartbeats hosted sessions without their secrets).
+    with fresh(b) as ca, fresh(b) as cb:
+        r = register(ca, "hosted", heartbeat_ms=5000, ttl_ms=600000)
+        rep = cb.request({"op": "session.heartbeat", "session": "hosted", "secret": r["secret"]})
+        t.eq(rep.get("ok"), True, "another connection with the secret acts as it: %r" % rep)
+        rep = cb.request({"op": "session.heartbeat", "session": "hosted"})
+        t.eq(rep.get("error"), "forbidden", "... but did not take it over: %r" % rep)
+        rep = ca.request({"op": "session.heartbeat", "session": "hosted"})
+        t.eq(rep.get("ok"), True, "its own connection keeps it: %r" % rep)
 
     # ---- bad input on every session op: bad_request naming the field
     register(c, "eve", heartbeat_ms=LONG)
