@@ -396,6 +396,10 @@ bool nx_gw_may_subscribe(nx_gw_t *gw, const void *auth, json_t *patterns, char *
     every event) stay within the token's sub=.                            */
 bool nx_gw_may_read_history(nx_gw_t *gw, const void *auth, json_t *fields, char *why,
                             size_t size);
+/*  The patterns it may subscribe to, as a JSON array (its sub=; [">"]
+    when it may read everything, [] when nothing): what a client needs to
+    subscribe within its rights. Caller owns the array; NULL: no memory.  */
+json_t *nx_gw_readable(nx_gw_t *gw, const void *auth);
 /*  Removes from events (client events) those it may not read.              */
 void nx_gw_filter_events(nx_gw_t *gw, const void *auth, json_t *events);
 

@@ -68,6 +68,28 @@ bool nx_gw_may_read_history(nx_gw_t *gw, const void *auth, json_t *fields, char 
     return ok;
 }
 
+json_t *nx_gw_readable(nx_gw_t *gw, const void *auth)
+{
+    json_t *list = json_array();
+    if (!list)
+        return NULL;
+    if (!nx_auth_enabled(gw->auth) || !nx_auth_sub_restricted(gw->auth, auth)) {
+        json_array_append_new(list, json_string(">"));
+        return list;
+    }
+    /*  A tokens-file line is at most 4096 bytes, so its sub= fits: the
+        list is never cut (a cut pattern would be a wrong one).            */
+    char sub[8192];
+    nx_auth_describe(gw->auth, auth, true, sub, sizeof sub);
+    char *save = NULL;
+    for (char *p = strtok_r(sub, ",", &save); p; p = strtok_r(NULL, ",", &save))
+        if (json_array_append_new(list, json_string(p))) {
+            json_decref(list);
+            return NULL;
+        }
+    return list;
+}
+
 void nx_gw_filter_events(nx_gw_t *gw, const void *auth, json_t *events)
 {
     if (!nx_auth_enabled(gw->auth))

@@ -566,6 +566,12 @@ static void s_open(nx_gw_t *gw, nx_gw_cmd_t *cmd)
         nx_gw_conn_unref(gw, &asking);
     pthread_mutex_unlock(&gw->lock);
     nx_gw_filter_events(gw, auth, recent);
+    /*  What it may subscribe to: a client limited by its token's sub=
+        (the dashboard) subscribes to these rather than to '>', which
+        would be refused.                                                   */
+    json_t *may_read = nx_gw_readable(gw, auth);
+    if (may_read)
+        json_object_set_new(welcome, "may_read", may_read);
     json_object_set_new(welcome, "recent_events", recent);
     json_object_set_new(welcome, "recent_omitted", json_integer(0));
     char *text = nx_json_dumps(welcome, JSON_COMPACT);

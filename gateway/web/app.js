@@ -253,10 +253,21 @@
     if (!resuming && Array.isArray(w.recent_events)) {
       for (const e of w.recent_events) onEvent(e, false);
     }
+    // What the token may read (the welcome's may_read): a token limited by
+    // sub= is refused '>', so the dashboard asks for its patterns instead.
+    // A gateway that does not say reads everything.
+    const topics = Array.isArray(w.may_read) ? w.may_read.filter((p) => typeof p === 'string') : ['>'];
+    if (topics.length === 0) {
+      setStatus('live', 'live · this token may read no events');
+      refreshSessions();
+      refreshClaims();
+      refreshStats();
+      return;
+    }
     try {
-      // Subscribing to everything starts the flow; on a ?since= connection
-      // the gateway replays history after since first, then live events.
-      await request({ action: 'subscribe', topics: ['>'] });
+      // Subscribing starts the flow; on a ?since= connection the gateway
+      // replays history after since first, then live events.
+      await request({ action: 'subscribe', topics });
       if (!resuming) {
         // Events published between the welcome and the subscription: replay
         // them from the welcome's last seq (duplicates are dropped by seq).

@@ -257,3 +257,39 @@ test('dashboard with a tokens file: ?token= and ?session= connect it', { timeout
     assert.equal(await page.evaluate(() => window.nexusDashboard.sessionId), 'dash-ops');
   });
 }));
+
+// A token whose sub= is not '>' may not subscribe to everything: the
+// dashboard subscribes to what the welcome's may_read says it may read
+// (it asked for '>' and showed "subscribe failed" with an empty stream).
+const CI_TOKENS = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-dash-tokens-')), 'tokens');
+fs.writeFileSync(CI_TOKENS, 'tok-ci name=ci sessions=ci-1 pub=build.>,work.> sub=build.>\ntok-probe *\n');
+
+test('dashboard with a token limited by sub=: it shows what the token may read, no error', { timeout: 60000 }, withFabric({ gatewayArgs: ['--tokens-file', CI_TOKENS], healthToken: 'tok-probe' }, async (f) => {
+  const pub = await f.connect('pub-1', 'token=tok-probe');
+  const early = (await pub.request({ action: 'publish', event_type: 'build.early', payload: {} })).seq;
+  await pub.request({ action: 'publish', event_type: 'other.early', payload: {} });
+  const ci = await f.connect('ci-1', 'token=tok-ci');
+  assert.deepEqual(ci.welcome.may_read, ['build.>']);
+  assert.deepEqual(pub.welcome.may_read, ['>']);
+  await withBrowser(async (page, problems) => {
+    await page.goto(`${f.http}/?token=tok-ci&session=ci-1`);
+    await page.waitForSelector('#status[data-state="live"]', { timeout: 15000 });
+    await page.locator(`#events [data-seq="${early}"]`).waitFor();
+    const seqs = [];
+    for (const t of ['build.started', 'other.thing', 'build.done', 'deploy.x']) {
+      seqs.push([t, (await pub.request({ action: 'publish', event_type: t, payload: { t } })).seq]);
+    }
+    const last = seqs[2][1];
+    await page.locator(`#events [data-seq="${last}"]`).waitFor();
+    // One more after the others: once it is shown, whatever came before it has come.
+    const fence = (await pub.request({ action: 'publish', event_type: 'build.fence', payload: {} })).seq;
+    await page.locator(`#events [data-seq="${fence}"]`).waitFor();
+    const types = await page.$$eval('#events [data-testid="event"]', (els) => els.map((e) => e.dataset.type));
+    assert.ok(types.includes('build.started') && types.includes('build.done'), `shown: ${types}`);
+    assert.ok(types.every((t) => t.startsWith('build.')), `only build.*: ${types}`);
+    const status = await page.locator('#status').innerText();
+    assert.doesNotMatch(status, /fail|error/i);
+    assert.equal(await page.getAttribute('#status', 'data-state'), 'live');
+    assert.deepEqual(problems, [], 'no page errors');
+  });
+}));
