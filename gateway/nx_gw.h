@@ -157,7 +157,7 @@ typedef struct _nx_gw_t {
     size_t http_bytes;          /* HTTP answer bytes held (response_charged) */
     volatile int stop;          /* set on SIGINT/SIGTERM                    */
     bool broker_up;             /* the worker's last look at the link, to
-                                   log when it changes                     */
+                                   log when it changes (nx_gw_broker_link) */
     uint64_t start_us;          /* wall clock at start                      */
     uint64_t start_mono;        /* mono clock at start                      */
     nx_gw_stats_t stats;        /* counters                                 */
@@ -313,6 +313,11 @@ bool nx_gw_addr_rate_ok(nx_gw_t *gw, const char *addr);
 
 int nx_gw_worker_start(nx_gw_t *gw);
 void nx_gw_worker_stop(nx_gw_t *gw);
+/*  What the worker has just seen of the broker link: up (a call answered,
+    the client's link flag) or down (a request refused or timed out for
+    want of it). Logs the change once per transition, when it happens:
+    "lost the broker" / "answers again". Worker thread.                   */
+void nx_gw_broker_link(nx_gw_t *gw, bool up);
 /*  Queues a command (takes ownership of cmd->text). Returns -1 when the
     queue is full (the caller answers "busy").                             */
 int nx_gw_command(nx_gw_t *gw, nx_gw_cmd_t *cmd);

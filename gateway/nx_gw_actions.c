@@ -108,6 +108,9 @@ bool nx_gw_broker_away(nx_gw_t *gw, nx_front_err_t *err)
 {
     if (nexus_client_is_connected(gw->client))
         return false;
+    /*  The link may be back before the worker looks again: this refusal
+        is logged as an outage all the same.                               */
+    nx_gw_broker_link(gw, false);
     nx_front_fail(err, "unavailable", 503,
                   "no connection to the broker at %s (the gateway reconnects by itself): "
                   "not sent, try again shortly",

@@ -681,6 +681,20 @@ static void s_heartbeat(nx_gw_t *gw)
     json_decref(rep);
 }
 
+void nx_gw_broker_link(nx_gw_t *gw, bool up)
+{
+    /*  The log says when the broker went and came back: requests fail
+        meanwhile (503), and an operator looks here first.                 */
+    if (up == gw->broker_up)
+        return;
+    if (up)
+        nx_info("the broker at %s answers again", gw->cfg.broker);
+    else
+        nx_warn("lost the broker at %s: requests fail (503 unavailable) until it answers again",
+                gw->cfg.broker);
+    gw->broker_up = up;
+}
+
 static void *s_worker(void *arg)
 {
     nx_gw_t *gw = arg;
@@ -721,21 +735,14 @@ static void *s_worker(void *arg)
             }
             free(cmd->text);
             free(cmd);
+            /*  A request that timed out has set the link down, one that
+                was answered up: said now, not at the next heartbeat (a
+                short outage would be over by then, and never logged).     */
+            nx_gw_broker_link(gw, nexus_client_is_connected(gw->client));
         }
         if (nx_gw_mono() >= next_hb) {
             s_heartbeat(gw);
-            /*  The log says when the broker went and came back: requests
-                fail meanwhile (503), and an operator looks here first.    */
-            bool up = nexus_client_is_connected(gw->client);
-            if (up != gw->broker_up) {
-                if (up)
-                    nx_info("the broker at %s answers again", gw->cfg.broker);
-                else
-                    nx_warn("lost the broker at %s: requests fail (503 unavailable) until it "
-                            "answers again",
-                            gw->cfg.broker);
-                gw->broker_up = up;
-            }
+            nx_gw_broker_link(gw, nexus_client_is_connected(gw->client));
             /*  The store the welcomes name: the broker may have been
                 started on another data directory since.                    */
             char store[40];

@@ -114,3 +114,63 @@ test('a WebSocket session opened while the broker is down is registered with its
   assert.equal(s.name, 'Late one', JSON.stringify(s));
   assert.deepEqual(s.capabilities, ['py', 'go'], JSON.stringify(s));
 }));
+
+// A short outage (kill -9, started again 0.3 s later) under clients that
+// POST every 0.1 s: some fail (503, the one in flight 504), and the log
+// says so at once, once each way. Before, the link was looked at only when
+// a heartbeat was due (5 s): the broker was back by then and the log said
+// nothing. (An outage in which no request happens to fail has nothing to
+// log: it is tried again, at most three times.)
+test('a short broker outage under load: the log says it lost the broker and that it answers again, once each, at once', { timeout: 120000 }, withFabric(async (f) => {
+  const LOST = /lost the broker at tcp:\/\/127\.0\.0\.1:\d+: requests fail \(503/g;
+  const BACK = /the broker at tcp:\/\/127\.0\.0\.1:\d+ answers again/g;
+  const count = (re) => (f.gateway.output.match(re) || []).length;
+  const statuses = [];
+  let firstFailure = null;
+  let running = true;
+  const poster = async (n) => {
+    for (let i = 0; running; i++) {
+      const t = Date.now();
+      const r = await fetch(`${f.http}/events`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, signal: AbortSignal.timeout(20000),
+        body: JSON.stringify({ event_type: 'outage.tick', payload: { n, i } }),
+      }).catch(() => null);
+      const status = r ? r.status : 0;
+      if (r) await r.text();
+      statuses.push(status);
+      if (status !== 201 && firstFailure === null) firstFailure = Date.now();
+      await sleep(Math.max(0, t + 100 - Date.now()));
+    }
+  };
+  const posters = [poster(1), poster(2), poster(3)];
+  try {
+    await sleep(500);
+    assert.strictEqual(count(LOST), 0, 'no outage yet');
+    for (let attempt = 1; firstFailure === null; attempt++) {
+      const [lost0, back0] = [count(LOST), count(BACK)];
+      await killAndRestartBroker(f, { downMs: 300 });
+      // Failed requests come within broker_timeout (5 s) of the kill.
+      await waitFor(() => firstFailure !== null, { timeout: 7000, what: 'a request failing' }).catch(() => {});
+      if (firstFailure === null) {
+        assert.strictEqual(count(LOST) - lost0, count(BACK) - back0, 'no request failed: the log is balanced');
+        assert.ok(attempt < 3, `no request failed in ${attempt} outages: ${statuses}`);
+        continue;
+      }
+      // Said within a second or so of the first failure, not at the next heartbeat.
+      await waitFor(() => count(LOST) > lost0, { timeout: 1500, what: 'the gateway to log the lost broker' });
+      await waitFor(() => statuses.length > 3 && statuses.slice(-3).every((x) => x === 201),
+        { timeout: 15000, what: 'POST /events to succeed again' });
+      await waitFor(() => count(BACK) > back0, { timeout: 1500, what: 'the gateway to log the broker back' });
+      await sleep(1000);
+      assert.strictEqual(count(LOST) - lost0, 1, `one "lost" line for one outage:\n${f.gateway.output}`);
+      assert.strictEqual(count(BACK) - back0, 1, `one "answers again" line:\n${f.gateway.output}`);
+    }
+  } finally {
+    running = false;
+    await Promise.all(posters);
+  }
+  const out = f.gateway.output;
+  assert.ok(out.lastIndexOf('lost the broker') < out.lastIndexOf('answers again'), 'lost, then back');
+  // (A request in flight at the kill waits out broker_timeout: 504.)
+  assert.ok(statuses.every((x) => [201, 503, 504].includes(x)), `only 201, 503 and 504: ${statuses}`);
+}));

@@ -446,13 +446,16 @@ async function restartOnFreshStore(fabric) {
 
 /**
  * Kills the fabric's broker with SIGKILL and starts it again on the same
- * data directory and endpoints (a crash and a restart). Resolves once it
- * listens; the new process is fabric.broker from then on.
+ * data directory and endpoints (a crash and a restart), downMs after the
+ * kill. Resolves once it listens; the new process is fabric.broker from
+ * then on.
  */
-async function killAndRestartBroker(fabric) {
+async function killAndRestartBroker(fabric, { downMs = 0 } = {}) {
   const old = fabric.broker;
+  const killed = Date.now();
   old.child.kill('SIGKILL');
   await old.exitPromise;
+  if (downMs > 0) await sleep(Math.max(0, killed + downMs - Date.now()));
   const [control, , evOut] = fabric.brokerPorts;
   const broker = new Proc('nexusd (restarted)', NEXUSD, brokerArgs(fabric.dataDir, fabric.brokerPorts));
   fabric.procs.splice(fabric.procs.indexOf(old) + 1, 0, broker);
