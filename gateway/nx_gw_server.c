@@ -65,6 +65,7 @@ body that follows is read and dropped     */
     char name[128];
     char caps[512];
     const void *auth;
+    bool unmasked_said; /* WebSocket: its unmasked frame was logged     */
 } s_pss_t;
 
 /*  The slow-client timer. Everything else wakes lws when it happens (a
@@ -822,12 +823,16 @@ static int s_ws_established(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 }
 
 /*  RFC 6455 5.1: a client frame without its mask closes the connection
-    with 1002 (nx_gw_rfc6455.c). Returns true when wsi is to be closed.    */
-static bool s_ws_unmasked(struct lws *wsi)
+    with 1002 (nx_gw_rfc6455.c). Returns true when wsi is to be closed.
+    Both the receive and the writable callback ask, and both may come
+    before the close: the log says it once per connection.                 */
+static bool s_ws_unmasked(struct lws *wsi, s_pss_t *pss)
 {
     if (!nx_gw_rfc6455_unmasked(lws_get_socket_fd(wsi)))
         return false;
-    nx_info("websocket closed: the client sent a frame without its mask (RFC 6455 5.1)");
+    if (!pss->unmasked_said)
+        nx_info("websocket closed: the client sent a frame without its mask (RFC 6455 5.1)");
+    pss->unmasked_said = true;
     lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)"frame not masked", 16);
     return true;
 }
@@ -875,7 +880,7 @@ static bool s_ws_rate_ok(nx_gw_t *gw, nx_gw_conn_t *conn, const char *text)
 static int s_ws_receive(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const void *in, size_t len)
 {
     nx_gw_conn_t *conn = pss->conn;
-    if (!conn || s_ws_unmasked(wsi))
+    if (!conn || s_ws_unmasked(wsi, pss))
         return -1;
     /*  The protocol is JSON text; a binary message is dropped as it comes
         (nothing of it is kept) and answered once it ends.                 */
@@ -966,7 +971,7 @@ static unsigned char *s_frame(unsigned char *p, int opcode, const void *data, si
 static int s_ws_write(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
 {
     nx_gw_conn_t *conn = pss->conn;
-    if (!conn || s_ws_unmasked(wsi))
+    if (!conn || s_ws_unmasked(wsi, pss))
         return -1;
     /*  Many small messages become one send: a fan-out of 100 k frames a
         second is otherwise 100 k syscalls from this one thread. The frames

@@ -1294,6 +1294,23 @@ test('a refused upgrade gets an HTTP status and a JSON error: 404 wrong path, 40
   assertOk(await ok.request({ action: 'ping' }), 'ping');
 }));
 
+// RFC 6455 5.1: an unmasked client frame closes the connection with 1002,
+// and the log says so once (the receive and the writable callback both
+// saw it, and both logged it).
+test('a frame without its mask closes with 1002, logged once for the connection', withFabric(async (f) => {
+  const LINE = /websocket closed: the client sent a frame without its mask/g;
+  const c = await f.connect('unmasked-1', 'recent=0');
+  c.ws.send(JSON.stringify({ action: 'ping', id: 'u1' }), { mask: false });
+  const closed = await c.waitClose(5000);
+  assert.equal(closed.code, 1002, JSON.stringify(closed));
+  assert.equal(c.messages.some((m) => m.type === 'reply' && m.id === 'u1'), false, 'not acted on');
+  await waitFor(() => LINE.test(f.gateway.output), { timeout: 3000, what: 'the log line' });
+  // Another connection, so that anything the first had left to log is out.
+  assertOk(await (await f.connect('unmasked-after')).request({ action: 'ping' }), 'ping');
+  await sleep(300);
+  assert.equal((f.gateway.output.match(LINE) || []).length, 1, f.gateway.output);
+}));
+
 test('a connection that stops answering pings is reaped within dead_timeout, and its session goes', withFabric({
   gatewayArgs: ['--ping-interval', '1s', '--dead-timeout', '3s'],
 }, async (f) => {
