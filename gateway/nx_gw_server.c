@@ -782,6 +782,12 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
         pss->name[0] = 0;
     if (!s_urlarg(wsi, "capabilities", pss->caps, sizeof pss->caps))
         pss->caps[0] = 0;
+    /*  Not UTF-8 (%ff%fe), they could not be put in JSON: the broker's
+        record lost them in silence (name null, a capability gone).       */
+    if (!nx_utf8_valid(pss->name, strlen(pss->name)))
+        return s_refuse(wsi, 400, "bad_request", "name is not UTF-8 (decoded)");
+    if (!nx_utf8_valid(pss->caps, strlen(pss->caps)))
+        return s_refuse(wsi, 400, "bad_request", "capabilities is not UTF-8 (decoded)");
     return 0;
 }
 

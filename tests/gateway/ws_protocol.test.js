@@ -1280,6 +1280,10 @@ test('a refused upgrade gets an HTTP status and a JSON error: 404 wrong path, 40
     // Cut, a capability list (or a name) would be stored wrong in silence.
     [`/ws/session/caps-id?capabilities=${Array.from({ length: 47 }, (_, i) => `skill${String(i).padStart(5, '0')}`).join(',')}`, 400, 'bad_request'],
     [`/ws/session/name-id?name=${'n'.repeat(128)}`, 400, 'bad_request'],
+    // Not UTF-8 once decoded: they were dropped in silence (name null, a
+    // capability gone).
+    ['/ws/session/utf-id?name=%ff%fe', 400, 'bad_request'],
+    ['/ws/session/utf-id?capabilities=%c3%28,py', 400, 'bad_request'],
   ]) {
     const r = await rawUpgrade(f, path, headers);
     assert.equal(r.status, status, `${path}: ${r.status} ${r.text}`);
@@ -1289,6 +1293,11 @@ test('a refused upgrade gets an HTTP status and a JSON error: 404 wrong path, 40
   }
   const c = new WsClient(`${f.wsBase}/ws/session/${'y'.repeat(65)}`);
   assert.equal(await c.unexpected, 400);
+  // UTF-8 that is valid is taken as it is.
+  await f.connect('utf-ok', `name=${encodeURIComponent('Zoë')}&capabilities=${encodeURIComponent('c++,python,日本')}`);
+  const rec = (await (await fetch(`${f.http}/sessions/active`)).json()).sessions.find((x) => x.session === 'utf-ok');
+  assert.equal(rec && rec.name, 'Zoë', JSON.stringify(rec));
+  assert.deepEqual(rec.capabilities, ['c++', 'python', '日本']);
   // The gateway carries on.
   const ok = await f.connect('after-refusals');
   assertOk(await ok.request({ action: 'ping' }), 'ping');
