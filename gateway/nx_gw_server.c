@@ -716,18 +716,24 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
         nx_info("websocket refused: bad session id");
         return s_refuse(wsi, 400, "bad_request", "the session id must be 1..64 of [A-Za-z0-9_:@-]");
     }
+    /*  What the log names: a watcher has no session (it read "session :"). */
+    char who[80];
+    if (watcher)
+        snprintf(who, sizeof who, "the watcher /ws/events");
+    else
+        snprintf(who, sizeof who, "session %s", id);
     char refused[256];
     if (!s_host_ok(gw, wsi, refused, sizeof refused)) {
-        nx_info("websocket refused for session %s: Host '%s' is not one of the gateway's", id,
-                refused);
+        nx_info("websocket refused for %s: Host '%s' is not one of the gateway's", who, refused);
         return s_refuse(wsi, 403, "forbidden_host", s_host_refusal(refused));
     }
     if (!s_origin_ok(gw, wsi)) {
-        nx_info("websocket refused for session %s: origin not allowed", id);
+        nx_info("websocket refused for %s: origin not allowed", who);
         return s_refuse(wsi, 403, "forbidden_origin", "origin not allowed");
     }
     if (__atomic_load_n(&gw->stats.ws_open, __ATOMIC_RELAXED) >= gw->cfg.max_clients) {
-        nx_warn("websocket refused for session %s: max_clients reached", id);
+        nx_warn("websocket refused for %s: max_clients (%" PRIu64 ") reached", who,
+                gw->cfg.max_clients);
         return s_refuse(wsi, 503, "busy", "too many connections");
     }
     char token[256];
@@ -735,15 +741,14 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
     pss->auth = NULL;
     if (nx_auth_check(gw->auth, token[0] ? token : NULL, strlen(token), &pss->auth)) {
         __atomic_add_fetch(&gw->stats.auth_refused, 1, __ATOMIC_RELAXED);
-        nx_info("websocket refused for session %s: %s", id,
-                token[0] ? "no such token" : "no token");
+        nx_info("websocket refused for %s: %s", who, token[0] ? "no such token" : "no token");
         return s_refuse(wsi, 401, "unauthorized", token[0] ? "token not valid" : "token required");
     }
     /*  A valid token that names other sessions: who the client is is
         known, what it asks is not allowed (403, as HTTP answers it).     */
     if (!watcher && !nx_auth_allows(gw->auth, pss->auth, id, strlen(id))) {
         __atomic_add_fetch(&gw->stats.auth_refused, 1, __ATOMIC_RELAXED);
-        nx_info("websocket refused for session %s: its token may not act as it", id);
+        nx_info("websocket refused for %s: its token may not act as it", who);
         return s_refuse(wsi, 403, "forbidden", "this token may not act as this session");
     }
     snprintf(pss->session, sizeof pss->session, "%s", id);

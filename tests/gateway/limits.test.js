@@ -159,3 +159,19 @@ test('finding 4: out of descriptors, the gateway stops accepting with one log li
     const h = await fetch(`${f.http}/health`);
     assert.equal(h.status, 200);
   }));
+
+// A refusal at max_clients names what was refused: a watcher (/ws/events)
+// has no session, and the log read "websocket refused for session : ...".
+test('max_clients refusals: 503 busy, and the log names the session or the watcher',
+  withFabric({ gatewayArgs: ['--max-clients', '1'] }, async (f) => {
+    const keeper = await f.connect('cap-one');
+    const watcher = new WsClient(`${f.wsBase}/ws/events`);
+    assert.equal(await watcher.unexpected, 503);
+    const other = new WsClient(`${f.wsBase}/ws/session/cap-two`);
+    assert.equal(await other.unexpected, 503);
+    await waitFor(() => /websocket refused for session cap-two: max_clients \(1\) reached/.test(f.gateway.output),
+      { timeout: 3000, what: 'the session refusal line' });
+    assert.match(f.gateway.output, /websocket refused for the watcher \/ws\/events: max_clients \(1\) reached/);
+    assert.doesNotMatch(f.gateway.output, /for session :/);
+    assert.equal((await keeper.request({ action: 'ping' })).ok, true);
+  }));
