@@ -438,17 +438,28 @@ static int s_http(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss, const char *uri)
             s_http_now(gw, wsi, pss, 405, "method_not_allowed", "static files are GET only", "GET");
             return 0;
         }
-        /*  Without dashboard files, / says so plainly (the API works).    */
+        /*  Without dashboard files, / says so plainly (the API works):
+            left out by choice (web_root none), it says that, not that the
+            files were not found.                                          */
         if (!gw->web_root[0] && strcmp(conn->path, "/") == 0) {
-            s_http_page(gw, wsi, pss, 404,
-                        "<!doctype html><meta charset=utf-8><title>nexus-gateway: no "
-                        "dashboard</title><h1>No dashboard here</h1><p>This nexus-gateway did "
-                        "not find its dashboard files (gateway/web: index.html and the rest), "
-                        "so it serves no page. Its API (<a href=/health>/health</a>, "
-                        "/events, /sessions/active, ...) and WebSockets (/ws/session/{id}, "
-                        "/ws/events) work as usual. Start it with <code>--web-root "
-                        "DIR</code> (the source tree's gateway/web, or the installed "
-                        "share/nexus/web) to get the dashboard.</p>\n");
+            bool by_choice = gw->cfg.web_root && strcmp(gw->cfg.web_root, "none") == 0;
+            const char *why =
+                by_choice ? "serves no dashboard, by choice (it was started with <code>web_root "
+                            "none</code>)"
+                          : "did not find its dashboard files (gateway/web: index.html and the "
+                            "rest), so it serves no page";
+            const char *fix = by_choice ? ""
+                                        : " Start it with <code>--web-root DIR</code> (the "
+                                          "source tree's gateway/web, or the installed "
+                                          "share/nexus/web) to get the dashboard.";
+            char page[1024];
+            snprintf(page, sizeof page,
+                     "<!doctype html><meta charset=utf-8><title>nexus-gateway: no "
+                     "dashboard</title><h1>No dashboard here</h1><p>This nexus-gateway %s. Its "
+                     "API (<a href=/health>/health</a>, /events, /sessions/active, ...) and "
+                     "WebSockets (/ws/session/{id}, /ws/events) work as usual.%s</p>\n",
+                     why, fix);
+            s_http_page(gw, wsi, pss, 404, page);
             return 0;
         }
         /*  The dashboard's files; lws has already removed ".." segments.  */

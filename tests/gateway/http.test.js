@@ -1111,3 +1111,23 @@ test('HTTP pipelining: answered in order; a request lws cannot read behind one w
   agent.destroy();
   assert.equal(await stored('pipe.ok'), 3);
 }));
+
+// With web_root none ("by choice") / said the gateway "did not find its
+// dashboard files" and told to start it with --web-root: it says it
+// serves none by choice. A web_root without the files still says that.
+test('no dashboard: / says "by choice" with web_root none, "did not find" when the files are missing', withFabric({ gatewayArgs: ['--web-root', 'none'] }, async (f) => {
+  const r = await raw(f, 'GET', '/');
+  assert.equal(r.status, 404, r.body);
+  assert.match(r.body, /serves no dashboard, by choice/);
+  assert.match(r.body, /web_root none/);
+  assert.doesNotMatch(r.body, /did not find|Start it with/);
+  assert.equal((await call(f, 'GET', '/health')).status, 200);
+  const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'nexus-gw-noweb-'));
+  await withFabric({ gatewayArgs: ['--web-root', empty] }, async (g) => {
+    const m = await raw(g, 'GET', '/');
+    assert.equal(m.status, 404, m.body);
+    assert.match(m.body, /did not find its dashboard files/);
+    assert.match(m.body, /--web-root DIR/);
+  })();
+  fs.rmSync(empty, { recursive: true, force: true });
+}));
