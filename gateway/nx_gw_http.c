@@ -287,19 +287,16 @@ static void h_health(s_req_t *r)
     s_answer(r, b ? 200 : 503, out);
 }
 
+static json_t *s_endpoints(void);
+
 static void h_capabilities(s_req_t *r)
 {
     s_answer(r, 200,
-             json_pack("{s:s, s:s, s:[s,s,s,s,s,s,s,s,s,s], "
-                       "s:[s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s,s]}",
-                       "service", "nexus-gateway", "version", NEXUS_VERSION_STRING, "features",
-                       "publish_subscribe", "topic_wildcards", "history", "resume", "work_claims",
-                       "fencing_tokens", "presence", "direct_messages", "metrics", "mcp",
-                       "endpoints", "/ws/session/{session_id}", "/ws/events", "/mcp", "/health",
-                       "/capabilities", "/state", "/dependencies", "/message", "/sessions/active",
-                       "/sessions/{id}", "/sessions/capabilities", "/events", "/events/history",
-                       "/events/recent", "/events/stats", "/work/claim", "/work/renew",
-                       "/work/release", "/work/complete", "/work/reopen", "/work/claimed"));
+             json_pack("{s:s, s:s, s:[s,s,s,s,s,s,s,s,s,s], s:o}", "service", "nexus-gateway",
+                       "version", NEXUS_VERSION_STRING, "features", "publish_subscribe",
+                       "topic_wildcards", "history", "resume", "work_claims", "fencing_tokens",
+                       "presence", "direct_messages", "metrics", "mcp", "endpoints",
+                       s_endpoints()));
 }
 
 static double s_rate(nx_gw_t *gw)
@@ -993,6 +990,26 @@ static const s_route_t s_routes[] = {
     {NX_GW_GET, "/metrics", h_metrics, false, NULL},
     {NX_GW_POST, "/mcp", h_mcp, true, NULL},
 };
+
+/*  What /capabilities lists: every path the gateway serves, read from the
+    table that routes them (a list of its own left out /metrics and the
+    newer /work calls), with the two WebSocket paths (nx_gw_server.c) and
+    /sessions/{id} (s_is_session_path), which are matched by prefix.
+    Caller owns the array.                                                  */
+static json_t *s_endpoints(void)
+{
+    json_t *list = json_pack("[s,s]", "/ws/session/{session_id}", "/ws/events");
+    for (size_t i = 0; list && i < sizeof s_routes / sizeof s_routes[0]; i++) {
+        bool listed = false;
+        for (size_t j = 0; j < i && !listed; j++)
+            listed = strcmp(s_routes[j].path, s_routes[i].path) == 0;
+        if (!listed)
+            json_array_append_new(list, json_string(s_routes[i].path));
+        if (strcmp(s_routes[i].path, "/sessions/active") == 0)
+            json_array_append_new(list, json_string("/sessions/{id}"));
+    }
+    return list;
+}
 
 /*  GET /sessions/{id}: one segment after the prefix.                      */
 static bool s_is_session_path(const char *path)

@@ -68,6 +68,20 @@ test('UDC endpoints: /health, /capabilities, /state, /dependencies', withFabric(
   j = assertJson(await call(f, 'GET', '/capabilities'), 200);
   for (const k of ['service', 'version', 'features', 'endpoints']) assert.ok(k in j, `capabilities.${k}: ${JSON.stringify(j)}`);
   assert.ok(Array.isArray(j.features) || typeof j.features === 'object');
+  // Every endpoint the gateway serves (its list left out /metrics and some
+  // /work calls): each one listed, and each listed one served.
+  for (const e of ['/ws/session/{session_id}', '/ws/events', '/mcp', '/health', '/capabilities', '/state',
+    '/dependencies', '/message', '/sessions/active', '/sessions/{id}', '/sessions/capabilities', '/events',
+    '/events/history', '/events/recent', '/events/stats', '/work/claim', '/work/renew', '/work/release',
+    '/work/complete', '/work/reopen', '/work/claimed', '/metrics']) {
+    assert.ok(j.endpoints.includes(e), `${e} in ${JSON.stringify(j.endpoints)}`);
+  }
+  assert.equal(new Set(j.endpoints).size, j.endpoints.length, `listed once each: ${j.endpoints}`);
+  // (A POST endpoint answers GET with 405; /sessions/{id} is templated.)
+  for (const e of j.endpoints.filter((x) => !x.startsWith('/ws/') && !x.includes('{'))) {
+    const r = await raw(f, 'GET', e);
+    assert.notEqual(r.status, 404, `${e} is served: ${r.body.slice(0, 200)}`);
+  }
 
   const ws = await f.connect('state-ws');
   j = assertJson(await call(f, 'GET', '/state'), 200);
