@@ -236,7 +236,13 @@ int main(int argc, char **argv)
     s_gw = &gw;
 
     gw.client = nexus_client_new();
+    /*  The token is broker_token here (libnexus takes NEXUS_TOKEN from
+        the environment only when broker_token is empty): a refusal names
+        the setting the operator has to fix.                               */
+    const char *env_token = getenv("NEXUS_TOKEN");
+    bool token_from_env = !(gw.cfg.broker_token && *gw.cfg.broker_token) && env_token && *env_token;
     if (!gw.client || nexus_client_set_endpoint(gw.client, gw.cfg.broker) ||
+        nexus_client_set_token_setting(gw.client, token_from_env ? NULL : "broker_token") ||
         (gw.cfg.broker_token && *gw.cfg.broker_token &&
          nexus_client_set_token(gw.client, gw.cfg.broker_token)) ||
         nexus_client_set_timeout(gw.client, (uint32_t)gw.cfg.broker_timeout) ||

@@ -205,6 +205,13 @@ NEXUS_EXPORT nexus_err_t nexus_client_set_metadata_msgpack(nexus_client_t *self,
     (nexus_client_connect says which).                                     */
 NEXUS_EXPORT nexus_err_t nexus_client_set_token(nexus_client_t *self, const char *token);
 
+/*  The name of the setting the token comes from, for the errors that
+    tell an operator what to fix ("refused this client's token (NAME)"):
+    NEXUS_TOKEN by default (the environment); a program that reads it from
+    a setting of its own names that (the gateway: broker_token). At most
+    63 bytes; NULL or "" restores the default.                             */
+NEXUS_EXPORT nexus_err_t nexus_client_set_token_setting(nexus_client_t *self, const char *name);
+
 /*  Session heartbeat interval (default 5000 ms; 100..3600000) and session
     ttl (0: none; keeps the session alive this long without heartbeats).   */
 NEXUS_EXPORT nexus_err_t nexus_client_set_heartbeat(nexus_client_t *self, uint32_t heartbeat_ms,

@@ -201,6 +201,7 @@ nexus_client_t *nexus_client_new(void)
     env = getenv("NEXUS_TOKEN");
     if (env && *env)
         self->token = strdup(env);
+    snprintf(self->token_setting, sizeof self->token_setting, "NEXUS_TOKEN");
     /*  A bad CURVE setting in the environment is reported by connect: a
         client meant to be encrypted must not quietly talk in the clear.  */
     env = getenv("NEXUS_CURVE_SERVER_KEY");
@@ -472,6 +473,17 @@ nexus_err_t nexus_client_set_token(nexus_client_t *self, const char *token)
     S_CONFIGURING(self);
     free(self->token);
     self->token = s_strdup_opt(token);
+    return s_ok(self);
+}
+
+nexus_err_t nexus_client_set_token_setting(nexus_client_t *self, const char *name)
+{
+    S_CONFIGURING(self);
+    if (name && strlen(name) >= sizeof self->token_setting)
+        return nx_client_fail(self, NEXUS_ERR_INVALID, "the token's setting name is over %zu bytes",
+                              sizeof self->token_setting - 1);
+    snprintf(self->token_setting, sizeof self->token_setting, "%s",
+             name && *name ? name : "NEXUS_TOKEN");
     return s_ok(self);
 }
 
@@ -855,20 +867,20 @@ nexus_err_t nexus_client_connect(nexus_client_t *self)
     bool silent = rc == NEXUS_ERR_TIMEOUT || rc == NEXUS_ERR_UNREACHABLE;
     if (silent && failed == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && !self->curve_cert)
         rc = nx_client_fail(self, NEXUS_ERR_UNAUTHORIZED,
-                            "the broker at %s refused this client's token (NEXUS_TOKEN): it is "
+                            "the broker at %s refused this client's token (%s): it is "
                             "neither its token nor in its tokens_file",
-                            ep->control);
+                            ep->control, self->token_setting);
     else if (silent && failed && self->token && !self->curve_cert)
         rc = nx_client_fail(self, NEXUS_ERR_UNREACHABLE,
-                            "the handshake with %s failed: a token (NEXUS_TOKEN) makes this "
+                            "the handshake with %s failed: a token (%s) makes this "
                             "client present it with PLAIN; does the broker have tokens configured "
                             "(and no CURVE)?",
-                            ep->control);
+                            ep->control, self->token_setting);
     else if (silent && failed && !self->curve_cert)
         rc = nx_client_fail(self, NEXUS_ERR_UNAUTHORIZED,
                             "the broker at %s refused the handshake: it wants a token "
-                            "(NEXUS_TOKEN) or a CURVE key (NEXUS_CURVE_SERVER_KEY)",
-                            ep->control);
+                            "(%s) or a CURVE key (NEXUS_CURVE_SERVER_KEY)",
+                            ep->control, self->token_setting);
     else if (silent && failed == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
         rc = nx_client_fail(self, NEXUS_ERR_UNAUTHORIZED,
                             "the broker at %s refused this client's CURVE key: its public "

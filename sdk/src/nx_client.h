@@ -209,6 +209,7 @@ struct _nexus_client_t {
     uint8_t *metadata;             /* msgpack map or NULL                */
     size_t metadata_len;           /* bytes in metadata                  */
     char *token;                   /* access token or NULL               */
+    char token_setting[64];        /* where it is set, named in errors   */
     char curve_server[41];         /* broker's public key (Z85), "": off */
     zcert_t *curve_cert;           /* this client's key pair, with CURVE */
     char *curve_error;             /* bad NEXUS_CURVE_* setting, or NULL */

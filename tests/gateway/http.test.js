@@ -1145,3 +1145,19 @@ test('no dashboard: / says "by choice" with web_root none, "did not find" when t
   })();
   fs.rmSync(empty, { recursive: true, force: true });
 }));
+
+// A gateway whose broker_token the broker refuses says which of its
+// settings is wrong: broker_token (it named NEXUS_TOKEN, libnexus's
+// environment variable, which the gateway does not read for it).
+test('a refused --broker-token names broker_token, not NEXUS_TOKEN', { timeout: 30000 }, withFabric({ brokerArgs: ['--token', 'btok-ok'], gatewayArgs: ['--broker-token', 'btok-ok'] }, async (f) => {
+  const { Proc, NEXUS_GATEWAY, freePort } = require('./lib');
+  const port = await freePort();
+  const gw = new Proc('nexus-gateway (wrong broker token)', NEXUS_GATEWAY, ['--port', String(port),
+    '--broker', `tcp://127.0.0.1:${f.brokerPorts[0]}`, '--broker-token', 'wrong', '--web-root', 'none']);
+  f.procs.push(gw);
+  const exited = await Promise.race([gw.exitPromise, sleep(15000).then(() => null)]);
+  await gw.stop();
+  assert.ok(exited && exited.code !== 0, `it stops: ${JSON.stringify(exited)}\n${gw.output}`);
+  assert.match(gw.output, /refused this client's token \(broker_token\)/, gw.output);
+  assert.doesNotMatch(gw.output, /NEXUS_TOKEN/, gw.output);
+}));
