@@ -70,6 +70,11 @@ typedef struct _nx_gw_conn_t {
     bool control_lost;               /* a reply was lost: slow for good   */
     uint64_t lost_from, lost_to;     /* seqs dropped while full (gap)     */
     uint64_t last_seq;               /* highest event seq queued          */
+    uint64_t got_from;               /* it got every event of its patterns
+                                        from here to last_seq (0: none):
+                                        a resume does not send them again */
+    uint64_t skip_from, skip_to;     /* a running resume's replay skips
+                                        these, got already (0: none)      */
     bool ready;                      /* welcome queued: live events flow  */
     bool replaying;                  /* live events are held meanwhile    */
     uint64_t resume_from;            /* ?since= waiting for a subscribe   */
@@ -273,6 +278,14 @@ void nx_gw_conn_full(nx_gw_t *gw, nx_gw_conn_t *conn);
     message marks conn slow for good, so that it is closed with 1008 after
     slow_timeout: never a silent loss).                                    */
 int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg);
+/*  What conn got is no longer one unbroken run of its patterns' events (a
+    gap, a pattern added, another store): a later resume sends what it
+    asks for, from the next event queued on (lock held).                   */
+void nx_gw_conn_got_reset(nx_gw_conn_t *conn);
+/*  A resume to since on conn (lock held): sets last_seq to since for the
+    replay, and the range it is to skip (what conn got already, after
+    since).                                                                 */
+void nx_gw_conn_resume_at(nx_gw_conn_t *conn, uint64_t since);
 /*  A reply or control message that could never fit a send queue (over
     half of queue_bytes) made to fit: a welcome leaves out its oldest
     recent events (recent_omitted says how many), anything else becomes a

@@ -332,14 +332,19 @@ static void a_subscribe(s_ctx_t *ctx)
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, ctx->conn);
     json_t *now = NULL;
     if (conn) {
+        size_t had = conn->n_patterns;
         refused = s_add_patterns(conn, topics);
+        /*  What it got so far lacks the new patterns' events: a resume
+            must send those (nx_gw_conn_resume_at).                         */
+        if (!refused && conn->n_patterns > had)
+            nx_gw_conn_got_reset(conn);
         /*  A connection opened with ?since= replays from there with its
             first subscription; live events are held until it catches up.   */
         if (!refused && conn->resume_from) {
             replay_from = conn->resume_from;
             conn->resume_from = 0;
             conn->replaying = true;
-            conn->last_seq = replay_from - 1;
+            nx_gw_conn_resume_at(conn, replay_from - 1);
         }
         now = s_current_topics(conn);
         nx_gw_conn_unref(gw, &conn);
@@ -532,7 +537,7 @@ static void a_resume(s_ctx_t *ctx)
             deferred = true;
         } else {
             conn->replaying = true;
-            conn->last_seq = since;
+            nx_gw_conn_resume_at(conn, since); /* not what it got again */
         }
         nx_gw_conn_unref(gw, &conn);
     }

@@ -223,6 +223,7 @@ static void s_control_lost(nx_gw_t *gw, nx_gw_conn_t *conn)
 static void s_lost(nx_gw_t *gw, nx_gw_conn_t *conn, const nx_gw_msg_t *msg)
 {
     if (msg->seq) {
+        nx_gw_conn_got_reset(conn); /* the gap is not got: resumed, it comes */
         if (!conn->lost_from)
             conn->lost_from = msg->seq;
         conn->lost_to = msg->seq;
@@ -289,9 +290,53 @@ int nx_gw_conn_push(nx_gw_t *gw, nx_gw_conn_t *conn, nx_gw_msg_t *msg)
     conn->queue[(conn->q_head + conn->q_count) % conn->q_cap] = msg;
     conn->q_count++;
     conn->q_bytes += msg->len;
-    if (msg->seq && msg->seq > conn->last_seq)
+    if (msg->seq && msg->seq > conn->last_seq) {
         conn->last_seq = msg->seq;
+        if (!conn->got_from)
+            conn->got_from = msg->seq;
+    }
     return 0;
+}
+
+void nx_gw_conn_got_reset(nx_gw_conn_t *conn)
+{
+    conn->got_from = conn->skip_from = conn->skip_to = 0;
+}
+
+/*  A client that subscribes, receives live events and then resumes from
+    an older seq got the events it had already received again, between
+    older ones (duplicates, out of order). What it got is one run,
+    got_from..last_seq, of every event of its patterns (a gap or a new
+    pattern ends the run): the replay skips that run, and sends the
+    events after since before it, then the ones after it. Cases:
+      1. since at or past last_seq, or nothing got: nothing to skip; the
+         events from last_seq to since were not sent here, so the run
+         starts again with the next event queued;
+      2. since inside the run: skip since + 1 .. last_seq (the replay
+         sends only what is newer);
+      3. since before the run: skip got_from .. last_seq, and once the
+         replay is past it every event from since + 1 on is got.
+    A resume while another runs keeps the run the first one had left to
+    skip only if it still joins on (else those events come again: never
+    lost, at worst sent twice).                                            */
+void nx_gw_conn_resume_at(nx_gw_conn_t *conn, uint64_t since)
+{
+    uint64_t got_from = conn->got_from, got_to = conn->last_seq;
+    /*  A replay running: what it had left to skip, when it joins on to
+        what was queued so far, is got as well.                            */
+    if (conn->skip_from && got_from && conn->skip_from <= got_to + 1)
+        got_to = conn->skip_to > got_to ? conn->skip_to : got_to;
+    else if (conn->skip_from)
+        got_from = 0;
+    conn->skip_from = conn->skip_to = 0;
+    conn->last_seq = since;
+    if (!got_from || since >= got_to) {
+        conn->got_from = 0; /* 1 */
+        return;
+    }
+    conn->skip_from = since + 1 > got_from ? since + 1 : got_from;
+    conn->skip_to = got_to;
+    conn->got_from = since + 1 < got_from ? since + 1 : got_from; /* 2, 3 */
 }
 
 /*  The fields of msg a too_large notice keeps: its id (when short enough

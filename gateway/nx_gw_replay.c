@@ -98,6 +98,9 @@ static void s_abandon(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
     pthread_mutex_lock(&gw->lock);
     nx_gw_conn_t *conn = nx_gw_conn_get(gw, conn_id);
     if (conn) {
+        /*  What it is told is a gap is not got (nor skipped: the gap may
+            cover what was to be skipped, told again rather than lost).    */
+        nx_gw_conn_got_reset(conn);
         uint64_t to = gw->last_seq;
         if (conn->n_held && !conn->held_overflow && conn->held[0]->seq > 0)
             to = conn->held[0]->seq - 1;
@@ -124,6 +127,17 @@ static void s_abandon(nx_gw_t *gw, uint64_t conn_id, uint64_t since)
     nx_gw_wake(gw);
 }
 
+/*  The replay is past what the connection got before its resume
+    (nx_gw_conn_resume_at): that run counts as sent (lock held).           */
+static void s_skip_over(nx_gw_conn_t *conn)
+{
+    if (!conn->skip_from)
+        return;
+    if (conn->skip_to > conn->last_seq)
+        conn->last_seq = conn->skip_to;
+    conn->skip_from = conn->skip_to = 0;
+}
+
 typedef enum { S_QUEUED, S_GONE, S_NO_ROOM } s_push_t;
 
 /*  Queues msg to the job's connection (lock held); a history event counts
@@ -136,6 +150,9 @@ static s_push_t s_push(nx_gw_t *gw, s_job_t *job, nx_gw_msg_t *msg, bool history
     if (!conn)
         return S_GONE;
     s_push_t result = S_QUEUED;
+    /*  Past the start of what the connection got already: skipped whole. */
+    if (conn->skip_from && msg->seq >= conn->skip_from)
+        s_skip_over(conn);
     if (conn->closed || conn->close_code)
         result = S_GONE;
     else if (msg->seq <= conn->last_seq)
@@ -174,6 +191,9 @@ static s_step_t s_catch_up(nx_gw_t *gw, s_job_t *job)
         job->tail = false;
         step = S_MORE;
     } else if (conn) {
+        /*  The history is read to its end: what the connection got before
+            the resume, and was to be skipped, is behind.                  */
+        s_skip_over(conn);
         size_t i = 0;
         for (; i < conn->n_held && step == S_DONE; i++) {
             nx_gw_msg_t *msg = conn->held[i];
@@ -304,7 +324,23 @@ static s_step_t s_slice(nx_gw_t *gw, s_job_t *job)
         job->not_before = nx_gw_mono() + S_RETRY_US;
         return S_LATER;
     }
-    nexus_history_set_seq_range(h, job->since, 0);
+    /*  What the connection got before the resume is not read at all: a
+        page stops before it, and the next one starts after it.            */
+    uint64_t until = 0;
+    pthread_mutex_lock(&gw->lock);
+    nx_gw_conn_t *conn = nx_gw_conn_get(gw, job->conn);
+    if (conn && conn->skip_from) {
+        if (job->since + 1 >= conn->skip_from) {
+            if (job->since < conn->skip_to)
+                job->since = conn->skip_to;
+            s_skip_over(conn);
+        } else
+            until = conn->skip_from - 1;
+    }
+    if (conn)
+        nx_gw_conn_unref(gw, &conn);
+    pthread_mutex_unlock(&gw->lock);
+    nexus_history_set_seq_range(h, job->since, until);
     nexus_history_set_page(h, S_SLICE, 0);
     /*  One request per slice: a page read ahead would be dropped with the
         iterator, read by the broker for nothing.                          */
@@ -372,6 +408,12 @@ static s_step_t s_slice(nx_gw_t *gw, s_job_t *job)
     job->failures = 0;
     if (more)
         return S_MORE;
+    if (until) {
+        /*  Read up to what it got: the next slice skips that.             */
+        if (job->since < until)
+            job->since = until;
+        return S_MORE;
+    }
     job->tail = true;
     return s_tail(gw, job);
 }

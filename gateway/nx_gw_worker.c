@@ -261,6 +261,7 @@ static void s_deliver_reset(nx_gw_t *gw, nexus_event_t *event)
     for (nx_gw_conn_t *c = zhashx_first(gw->conns); c; c = zhashx_next(gw->conns))
         if (c->kind == NX_GW_WS && c->ready) {
             c->last_seq = 0;
+            nx_gw_conn_got_reset(c); /* the old store's seqs */
             /*  Held for a replay: the old store's events.                  */
             for (size_t i = 0; i < c->n_held; i++)
                 nx_gw_msg_unref(&c->held[i]);

@@ -92,13 +92,15 @@ test('a replay to a client that reads slowly holds up no one, and the client get
 test('a client that reads at once replays a long history without holding up the others; the resume reply counts it and comes after it', { timeout: 240000 }, withFabric(async (f) => {
   const seqs = await fill(f, 'rp.x', 20000);
   const other = await f.connect('rp-other2', 'recent=0');
+  // The gateway may still be delivering the end of the fill live: once a
+  // marker has come, everything before it has too. (Waited for on another
+  // connection: what `fast` got live a resume would not send again.)
+  await other.request({ action: 'subscribe', topics: ['rp.>'] });
+  const marker = await other.request({ action: 'publish', event_type: 'rp.x', payload: { marker: true } });
+  await other.waitEvent((e) => e.seq === marker.seq, 30000, 'the marker');
+  seqs.push(marker.seq);
   const fast = await f.connect('rp-fast', 'recent=0');
   await fast.request({ action: 'subscribe', topics: ['rp.>'] });
-  // The gateway may still be delivering the end of the fill live: once a
-  // marker has come, everything before it has too.
-  const marker = await other.request({ action: 'publish', event_type: 'rp.x', payload: { marker: true } });
-  await fast.waitEvent((e) => e.seq === marker.seq, 30000, 'the marker');
-  seqs.push(marker.seq);
   fast.messages.length = 0;
   fast.send({ action: 'resume', since: 0, id: 'res' });
   const took = await pings(other, 8);
@@ -112,20 +114,32 @@ test('a client that reads at once replays a long history without holding up the 
   assertEvery(fast, seqs, 'fast reader');
   assert.ok(Math.max(...took) < 500, `pings waited ${took.join(' ')} ms behind a replay`);
 
-  // A resume while one runs replaces it: the first is answered with what it
-  // replayed (superseded), the second replays from its own since.
+  // What it got, a resume does not send again: all of it got, nothing.
   fast.messages.length = 0;
-  fast.raw.length = 0;
-  fast.send({ action: 'resume', since: 0, id: 'first' });
-  fast.send({ action: 'resume', since: seqs[seqs.length - 10], id: 'second' });
-  const first = await fast.waitFor((m) => m.type === 'reply' && m.id === 'first', 30000, 'the first resume reply');
-  const second = await fast.waitFor((m) => m.type === 'reply' && m.id === 'second', 30000, 'the second resume reply');
+  const again = await fast.request({ action: 'resume', since: 0 }, 30000);
+  assert.equal(again.ok, true, JSON.stringify(again));
+  assert.equal(again.replayed, 0, JSON.stringify(again));
+  assert.equal(fast.events().length, 0, 'nothing sent again');
+
+  // A resume while one runs replaces it: the first is answered with what it
+  // replayed (superseded), the second replays from its own since (less
+  // what the first sent already). On a connection that got none of them.
+  const fresh = await f.connect('rp-fresh', 'recent=0');
+  await fresh.request({ action: 'subscribe', topics: ['rp.>'] });
+  fresh.send({ action: 'resume', since: 0, id: 'first' });
+  fresh.send({ action: 'resume', since: seqs[seqs.length - 10], id: 'second' });
+  const first = await fresh.waitFor((m) => m.type === 'reply' && m.id === 'first', 30000, 'the first resume reply');
+  const second = await fresh.waitFor((m) => m.type === 'reply' && m.id === 'second', 30000, 'the second resume reply');
   assert.equal(first.ok, true, JSON.stringify(first));
   assert.ok(first.superseded === true || first.replayed === seqs.length, JSON.stringify(first));
   assert.equal(second.ok, true, JSON.stringify(second));
-  assert.equal(second.replayed, 9, JSON.stringify(second));
-  const tail = fast.events().slice(-9).map((e) => e.seq);
+  const beforeFirst = fresh.messages.slice(0, fresh.messages.indexOf(first)).filter((m) => m.type === 'event');
+  const firstTail = beforeFirst.filter((e) => e.seq > seqs[seqs.length - 10]).length;
+  assert.equal(second.replayed, 9 - firstTail, JSON.stringify(second));
+  const tail = fresh.events().slice(-9).map((e) => e.seq);
   assert.deepEqual(tail, seqs.slice(-9), 'the second resume ends with the events after its since');
+  const all = fresh.events().map((e) => e.seq);
+  assert.equal(new Set(all).size, all.length, 'no event twice');
 }));
 
 test('a replay whose client goes away ends with it, and the gateway carries on', withFabric({
@@ -193,10 +207,69 @@ test('a broker whose history pages are smaller than a slice (history_limit 40) s
   c.send({ action: 'subscribe', topics: ['rp.>'], id: 'sub' });
   await c.waitEvent((e) => e.seq === seqs[seqs.length - 1], 30000, 'the last replayed event');
   assertEvery(c, seqs, 'pages of 40');
-  c.messages.length = 0;
-  c.send({ action: 'resume', since: seqs[99], id: 'res' });
-  const reply = await c.waitFor((m) => m.type === 'reply' && m.id === 'res', 30000, 'the resume reply');
+  // The resume action over pages of 40, on a connection that got none of
+  // them (what c got, a resume would not send again).
+  const d = await f.connect('rp-small-2', 'recent=0');
+  await d.request({ action: 'subscribe', topics: ['rp.>'] });
+  d.send({ action: 'resume', since: seqs[99], id: 'res' });
+  const reply = await d.waitFor((m) => m.type === 'reply' && m.id === 'res', 30000, 'the resume reply');
   assert.equal(reply.ok, true, JSON.stringify(reply));
   assert.equal(reply.replayed, seqs.length - 100, JSON.stringify(reply));
-  assertEvery(c, seqs.slice(100), 'resume over pages of 40');
+  assertEvery(d, seqs.slice(100), 'resume over pages of 40');
+  // And c, which got them all, gets none again.
+  c.messages.length = 0;
+  const none = await c.request({ action: 'resume', since: seqs[99] }, 30000);
+  assert.equal(none.replayed, 0, JSON.stringify(none));
+  assert.equal(c.events().length, 0, 'nothing sent again');
+}));
+
+// A client that subscribes, receives live events and then resumes from an
+// older seq got the live ones again from the replay (duplicates, out of
+// order). The replay sends only what the connection did not get: the
+// events after since before its live run, then the newer ones.
+test('a resume after live events does not send again what the connection got live', { timeout: 60000 }, withFabric(async (f) => {
+  const pub = await f.connect('rl-pub', 'recent=0');
+  const publish = async (t, n) => {
+    const seqs = [];
+    for (let i = 0; i < n; i++) seqs.push((await pub.request({ action: 'publish', event_type: t, payload: { i } })).seq);
+    return seqs;
+  };
+  const before = await publish('rl.x', 5);
+  const c = await f.connect('rl-reader', 'recent=0');
+  assert.equal((await c.request({ action: 'subscribe', topics: ['rl.>'] })).ok, true);
+  const live = await publish('rl.x', 10);
+  await c.waitEvent((e) => e.seq === live[9], 5000, 'the live events');
+  const seqsOf = () => c.events().map((e) => e.seq);
+
+  // 1. Since before the live run: the five older events, once, none of the live ones again.
+  let r = await c.request({ action: 'resume', since: before[0] - 1 }, 10000);
+  assert.equal(r.ok, true, JSON.stringify(r));
+  assert.equal(r.replayed, 5, JSON.stringify(r));
+  let more = await publish('rl.x', 3);
+  await c.waitEvent((e) => e.seq === more[2], 5000, 'live events after the resume');
+  let seqs = seqsOf();
+  assert.equal(new Set(seqs).size, seqs.length, `no duplicate: ${seqs}`);
+  assert.deepEqual([...seqs].sort((a, b) => a - b), [...before, ...live, ...more]);
+  assert.deepEqual(seqs, [...live, ...before, ...more], 'live, then the older ones, then live');
+
+  // 2. Since inside what it got: nothing again.
+  r = await c.request({ action: 'resume', since: live[4] }, 10000);
+  assert.equal(r.ok, true, JSON.stringify(r));
+  assert.equal(r.replayed, 0, JSON.stringify(r));
+  more = await publish('rl.x', 2);
+  await c.waitEvent((e) => e.seq === more[1], 5000, 'live events after the second resume');
+  seqs = seqsOf();
+  assert.equal(new Set(seqs).size, seqs.length, `no duplicate: ${seqs}`);
+
+  // 3. A pattern added after live events: its older events were never
+  // sent here, and a resume sends them (never skipped with the others).
+  const other = await publish('rl2.y', 3);
+  assert.equal((await c.request({ action: 'subscribe', topics: ['rl2.>'] })).ok, true);
+  r = await c.request({ action: 'resume', since: before[0] - 1 }, 10000);
+  assert.equal(r.ok, true, JSON.stringify(r));
+  more = await publish('rl2.y', 1);
+  await c.waitEvent((e) => e.seq === more[0], 5000, 'live events after the third resume');
+  seqs = seqsOf();
+  for (const s of other) assert.ok(seqs.includes(s), `${s} of the added pattern was sent: ${seqs}`);
+  assert.equal(seqs.filter((s) => s === more[0]).length, 1, 'the new live event once');
 }));
