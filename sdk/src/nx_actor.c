@@ -1069,6 +1069,10 @@ void nx_actor_close_current(void)
         return;
     s_sub_end(s_current);
     zsock_destroy(&s_current->dealer);
+    /*  Its end of the actor's pipe too (nothing returns to zactor's
+        wrapper, which would close it): CZMQ's handler then finds no
+        socket left open.                                                  */
+    zsock_destroy(&s_current->pipe);
 }
 
 void nx_actor_fn(zsock_t *pipe, void *args)

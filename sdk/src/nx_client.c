@@ -117,6 +117,7 @@ static nexus_client_t *s_live;
 static pthread_once_t s_exit_once = PTHREAD_ONCE_INIT;
 
 static pthread_cond_t s_live_cond = PTHREAD_COND_INITIALIZER;
+static zactor_t *s_orphan; /* the actor of a client exited from its own thread */
 static void s_shutdown(nexus_client_t *self);
 static void s_close_sockets(nexus_client_t *self);
 
@@ -150,6 +151,12 @@ static void s_at_exit(void)
             ;
         else if (nx_actor_is_current(self)) {
             nx_actor_close_current();
+            /*  The pipe's other end: the zactor itself cannot be
+                destroyed (it would wait for this thread).                 */
+            zsock_t *pipe = self->actor ? zactor_sock(self->actor) : NULL;
+            zsock_destroy(&pipe);
+            s_orphan = self->actor; /* kept (a destroy later must not use it) */
+            self->actor = NULL;
             s_close_sockets(self);
         } else
             s_shutdown(self);

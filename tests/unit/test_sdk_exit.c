@@ -41,10 +41,17 @@ static void s_done(nexus_err_t err, uint64_t seq, uint64_t ts, void *arg)
 }
 
 /*  exit() from an event callback: on the client's own background
-    thread, which the exit handler cannot join.                            */
+    thread, which the exit handler cannot join. It waits until the main
+    thread no longer uses the client (a program whose other threads are
+    inside a library's calls when it exits has a race of its own).        */
+static volatile int s_cb_started, s_main_parked;
+
 static void s_exit_in_callback(nexus_event_t *ev, void *arg)
 {
     (void)ev, (void)arg;
+    __atomic_store_n(&s_cb_started, 1, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < 1000 && !__atomic_load_n(&s_main_parked, __ATOMIC_SEQ_CST); i++)
+        usleep(10 * 1000);
     exit(5);
 }
 
@@ -60,11 +67,15 @@ static int s_child(const char *endpoint, const char *how)
         if (nexus_client_connect(c) != NEXUS_OK || nexus_subscribe(c, "exit.cb") != NEXUS_OK)
             return 10;
         uint64_t seq;
-        for (int i = 0; i < 50; i++) { /* until the subscription is in */
-            nexus_publish_acked(c, "exit.cb", "1", 1, &seq, NULL);
+        for (int i = 0; i < 50 && !__atomic_load_n(&s_cb_started, __ATOMIC_SEQ_CST); i++) {
+            nexus_publish_acked(c, "exit.cb", "1", 1, &seq, NULL); /* until subscribed */
             usleep(100 * 1000);
         }
-        return 12; /* the callback never ran */
+        if (!__atomic_load_n(&s_cb_started, __ATOMIC_SEQ_CST))
+            return 12; /* the callback never ran */
+        __atomic_store_n(&s_main_parked, 1, __ATOMIC_SEQ_CST);
+        sleep(15); /* the callback's exit ends the process first */
+        return 13;
     }
     if (strcmp(how, "unreachable") != 0) {
         if (nexus_client_connect(c) != NEXUS_OK || nexus_subscribe(c, "exit.>") != NEXUS_OK)
@@ -97,6 +108,7 @@ static int s_run_child(const char *self, const char *endpoint, const char *how, 
     CHECK(fd >= 0);
     pid_t pid = fork();
     if (pid == 0) {
+        dup2(fd, 1); /* CZMQ logs to stdout */
         dup2(fd, 2);
         execl(self, self, endpoint, how, (char *)NULL);
         _exit(127);
