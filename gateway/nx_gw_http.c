@@ -507,7 +507,8 @@ static void h_history(s_req_t *r)
               "from a backup)";
     json_t *reset = NULL;
     if (why) {
-        reset = json_pack("{s:s, s:I, s:s?, s:s?, s:I, s:I}", "why", why, "cursor_seq",
+        reset = json_pack("{s:s, s:s, s:I, s:s?, s:s?, s:I, s:I}", "code",
+                          nx_front_reset_code(store, now), "why", why, "cursor_seq",
                           (json_int_t)asked, "cursor_store_id", store[0] ? store : NULL, "store_id",
                           now, "last_seq", (json_int_t)last, "since", (json_int_t)0);
         json_object_del(keep, "since_seq");

@@ -243,7 +243,8 @@ static void s_deliver_reset(nx_gw_t *gw, nexus_event_t *event)
     nx_warn("the broker serves store %s now (seqs %" PRIu64 "..%" PRIu64 "): %s; clients are "
             "told to start over",
             r.store_id, r.first_seq, r.last_seq, r.why);
-    json_t *msg = json_pack("{s:s, s:s, s:I, s:s?, s:s, s:I, s:I}", "type", "reset", "why", r.why,
+    json_t *msg = json_pack("{s:s, s:s, s:s, s:I, s:s?, s:s, s:I, s:I}", "type", "reset", "code",
+                            nx_front_reset_code(r.cursor_store_id, r.store_id), "why", r.why,
                             "cursor_seq", (json_int_t)r.cursor_seq, "cursor_store_id",
                             r.cursor_store_id[0] ? r.cursor_store_id : NULL, "store_id", r.store_id,
                             "last_seq", (json_int_t)r.last_seq, "since", (json_int_t)0);
@@ -442,7 +443,8 @@ void nx_gw_resume_check(nx_gw_t *gw, uint64_t since, const char *store, nx_gw_re
 
 char *nx_gw_reset_json(const nx_gw_resume_t *r, uint64_t since, const char *store)
 {
-    json_t *msg = json_pack("{s:s, s:s, s:I, s:s?, s:s, s:I, s:I}", "type", "reset", "why", r->why,
+    json_t *msg = json_pack("{s:s, s:s, s:s, s:I, s:s?, s:s, s:I, s:I}", "type", "reset", "code",
+                            nx_front_reset_code(store, r->store_id), "why", r->why,
                             "cursor_seq", (json_int_t)since, "cursor_store_id",
                             store && *store ? store : NULL, "store_id", r->store_id, "last_seq",
                             (json_int_t)r->last_seq, "since", (json_int_t)r->from);

@@ -274,6 +274,13 @@ bool nx_front_gap(uint64_t after, uint64_t first, uint64_t last, uint64_t *from,
     return true;
 }
 
+const char *nx_front_reset_code(const char *cursor_store, const char *store)
+{
+    return cursor_store && *cursor_store && store && strcmp(cursor_store, store) != 0
+               ? "another_store"
+               : "beyond_last_seq";
+}
+
 /*  The seq after which a history query reads on oldest first (0: none,
     or newest first): since_seq, or the seq before its cursor.          */
 static uint64_t s_reads_after(json_t *fields)

@@ -87,6 +87,11 @@ json_t *nx_front_publish(nexus_client_t *client, json_t *msg, const char *source
     is never a gap.                                                        */
 bool nx_front_gap(uint64_t after, uint64_t first, uint64_t last, uint64_t *from, uint64_t *to);
 
+/*  The code of a reset (a cursor that means nothing on the store served
+    now), for clients to branch on: "another_store" when the cursor names
+    another store than store, else "beyond_last_seq". MCP's `why`.        */
+const char *nx_front_reset_code(const char *cursor_store, const char *store);
+
 /*  history with fields (stolen), its events shaped as the clients'
     events (nx_front_event.h), those viewer may not see left out.
     Returns {events, next_cursor, last_seq, store_id, first_seq} and,

@@ -649,9 +649,9 @@ static json_t *s_events(nx_mcp_t *m, json_t *args, bool resume_default, nx_front
         const char *store = json_string_value(json_object_get(args, "store"));
         const char *here = json_string_value(json_object_get(page, "store_id"));
         uint64_t last_seq = (uint64_t)json_integer_value(json_object_get(page, "last_seq"));
-        const char *why = store && here && strcmp(store, here) ? "another_store"
-                          : since > last_seq                   ? "beyond_last_seq"
-                                                               : NULL;
+        const char *why = (store && here && strcmp(store, here)) || since > last_seq
+                              ? nx_front_reset_code(store, here)
+                              : NULL;
         if (why) {
             reset = json_pack("{s:s, s:I, s:s?, s:s?, s:I}", "why", why, "cursor_seq",
                               (json_int_t)since, "cursor_store_id", store, "store_id", here,

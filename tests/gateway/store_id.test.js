@@ -65,6 +65,7 @@ test('store identity: welcome, ?since=&store=, resume and /events/history across
     // the new store's events (their seqs are below what it saw), not nothing.
     const live = await b.waitFor((m) => m.type === 'reset', 15000, 'a reset on the open connection');
     assert.equal(live.cursor_store_id, s1, JSON.stringify(live));
+    assert.equal(live.code, 'another_store', 'a code to branch on, as MCP\'s why');
     assert.ok(live.cursor_seq >= last, JSON.stringify(live));
     assert.equal(live.store_id, s2);
     assert.equal(live.since, 0);
@@ -84,6 +85,7 @@ test('store identity: welcome, ?since=&store=, resume and /events/history across
     assert.equal(reset.since, 0);
     assert.ok(reset.last_seq >= news[1], JSON.stringify(reset));
     assert.equal(typeof reset.why, 'string');
+    assert.equal(reset.code, 'another_store');
     await d.request({ action: 'subscribe', topics: ['sid.>'] });
     await d.waitEvent((e) => e.seq === news[1], 5000, "the new store's events");
     assert.deepEqual(d.events().map((e) => e.payload.tag), ['two', 'two'], 'not skipped, not mixed');
@@ -94,6 +96,7 @@ test('store identity: welcome, ?since=&store=, resume and /events/history across
     const e = await f.connect('sid-e', `recent=0&since=${last + 1000}`);
     const r2 = await e.waitFor((m) => m.type === 'reset', 5000, 'the reset of a cursor beyond the store');
     assert.equal(r2.cursor_store_id, null, JSON.stringify(r2));
+    assert.equal(r2.code, 'beyond_last_seq');
     assert.equal(r2.store_id, s2);
 
     // The resume action with the old store's id.
@@ -115,6 +118,7 @@ test('store identity: welcome, ?since=&store=, resume and /events/history across
     assert.equal(h.store_id, s2, JSON.stringify(h));
     assert.ok(h.reset, JSON.stringify(h));
     assert.equal(h.reset.cursor_store_id, s1);
+    assert.equal(h.reset.code, 'another_store');
     assert.deepEqual(h.events.filter((x) => x.event_type === 'sid.t').map((x) => x.payload.tag), ['two', 'two'],
       JSON.stringify(h));
     const h2 = await (await fetch(`${f.http}/events/history?since=${news[0]}&store=${s2}`)).json();

@@ -15,15 +15,23 @@
 
 static th_broker_t s_broker;
 
+/*  A number field of the broker's answer to a request without fields.    */
+static uint64_t s_reply_u64(nexus_client_t *c, const char *op, const char *field)
+{
+    char req[64], key[64], *rep = NULL;
+    snprintf(req, sizeof req, "{\"op\":\"%s\"}", op);
+    snprintf(key, sizeof key, "\"%s\":", field);
+    CHECK_EQ_U64(nexus_request_json(c, req, &rep), NEXUS_OK);
+    const char *at = rep ? strstr(rep, key) : NULL;
+    uint64_t n = at ? strtoull(at + strlen(key), NULL, 10) : 0;
+    free(rep);
+    return n;
+}
+
 /*  The broker's count of requests read (state.requests), this one included. */
 static uint64_t s_requests(nexus_client_t *c)
 {
-    char *rep = NULL;
-    CHECK_EQ_U64(nexus_request_json(c, "{\"op\":\"state\"}", &rep), NEXUS_OK);
-    const char *at = rep ? strstr(rep, "\"requests\":") : NULL;
-    uint64_t n = at ? strtoull(at + strlen("\"requests\":"), NULL, 10) : 0;
-    free(rep);
-    return n;
+    return s_reply_u64(c, "state", "requests");
 }
 
 static void s_test_offline(void)
@@ -850,12 +858,7 @@ static void s_test_set_session(void)
     payload.                                                              */
 static uint64_t s_last_seq(nexus_client_t *c)
 {
-    char *rep = NULL;
-    CHECK_EQ_U64(nexus_request_json(c, "{\"op\":\"health\"}", &rep), NEXUS_OK);
-    const char *at = rep ? strstr(rep, "\"last_seq\":") : NULL;
-    uint64_t n = at ? strtoull(at + strlen("\"last_seq\":"), NULL, 10) : 0;
-    free(rep);
-    return n;
+    return s_reply_u64(c, "health", "last_seq");
 }
 
 static void s_test_null_payload(void)
