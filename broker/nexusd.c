@@ -44,8 +44,7 @@ static void s_usage(FILE *out)
     it: the directory must be there and writable, and PATH no directory.
     Found wrong later, each try (every second) would fail; here it is a
     bad setting. Says what is wrong in bad (size bytes), or leaves it "". */
-static void s_check_snapshot_file(const char *path, const char *data_dir, char *bad,
-                                  size_t size)
+static void s_check_snapshot_file(const char *path, const char *data_dir, char *bad, size_t size)
 {
     char dir[PATH_MAX];
     const char *slash = strrchr(path, '/');
@@ -65,8 +64,7 @@ static void s_check_snapshot_file(const char *path, const char *data_dir, char *
         if (!(errno == ENOENT && in_data_dir))
             snprintf(bad, size, "snapshot_file %.120s: directory %.120s: %s", path, dir,
                      strerror(errno));
-    }
-    else if (!S_ISDIR(st.st_mode))
+    } else if (!S_ISDIR(st.st_mode))
         snprintf(bad, size, "snapshot_file %.120s: %.120s is not a directory", path, dir);
     else if (access(dir, W_OK | X_OK) != 0)
         snprintf(bad, size,

@@ -443,11 +443,11 @@ void nx_gw_resume_check(nx_gw_t *gw, uint64_t since, const char *store, nx_gw_re
 
 char *nx_gw_reset_json(const nx_gw_resume_t *r, uint64_t since, const char *store)
 {
-    json_t *msg = json_pack("{s:s, s:s, s:s, s:I, s:s?, s:s, s:I, s:I}", "type", "reset", "code",
-                            nx_front_reset_code(store, r->store_id), "why", r->why,
-                            "cursor_seq", (json_int_t)since, "cursor_store_id",
-                            store && *store ? store : NULL, "store_id", r->store_id, "last_seq",
-                            (json_int_t)r->last_seq, "since", (json_int_t)r->from);
+    json_t *msg =
+        json_pack("{s:s, s:s, s:s, s:I, s:s?, s:s, s:I, s:I}", "type", "reset", "code",
+                  nx_front_reset_code(store, r->store_id), "why", r->why, "cursor_seq",
+                  (json_int_t)since, "cursor_store_id", store && *store ? store : NULL, "store_id",
+                  r->store_id, "last_seq", (json_int_t)r->last_seq, "since", (json_int_t)r->from);
     char *text = msg ? nx_json_dumps(msg, JSON_COMPACT) : NULL;
     json_decref(msg);
     return text;

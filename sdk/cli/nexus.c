@@ -1080,8 +1080,8 @@ static void s_events_gap(s_cli_t *cli, nexus_history_t *h, uint64_t since)
                 "(retention); this store holds no events now\n",
                 from, to);
     if (cli->json)
-        s_print_json(json_pack("{s:{s:I,s:I}}", "gap", "from", (json_int_t)from, "to",
-                               (json_int_t)to));
+        s_print_json(
+            json_pack("{s:{s:I,s:I}}", "gap", "from", (json_int_t)from, "to", (json_int_t)to));
 }
 
 static int s_cmd_events(s_cli_t *cli)

@@ -348,8 +348,8 @@ json_t *nx_front_history(nexus_client_t *client, json_t *fields, const char *vie
     uint64_t from, to;
     if (out && nx_front_gap(after, (uint64_t)json_integer_value(first),
                             (uint64_t)json_integer_value(last), &from, &to))
-        json_object_set_new(out, "gap",
-                            json_pack("{s:I, s:I}", "from", (json_int_t)from, "to", (json_int_t)to));
+        json_object_set_new(
+            out, "gap", json_pack("{s:I, s:I}", "from", (json_int_t)from, "to", (json_int_t)to));
     json_decref(rep);
     return out;
 }

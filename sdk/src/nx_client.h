@@ -229,10 +229,10 @@ struct _nexus_client_t {
     bool started;                  /* connect was called                 */
     bool refused;                  /* connect was refused (unauthorized)  */
     char refused_msg[NX_CLIENT_ERRMAX]; /* what connect said then          */
-    nexus_client_t *live_prev;     /* the process's live clients (at exit) */
+    nexus_client_t *live_prev;          /* the process's live clients (at exit) */
     nexus_client_t *live_next;
-    pid_t pid;                     /* the process that made it            */
-    bool at_exit;                  /* the exit handler has it (s_live_lock) */
+    pid_t pid;    /* the process that made it            */
+    bool at_exit; /* the exit handler has it (s_live_lock) */
 
     /* state shared by threads, under lock                               */
     pthread_mutex_t lock;              /* guards everything below up to cond */

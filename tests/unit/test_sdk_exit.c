@@ -143,8 +143,8 @@ int main(int argc, char **argv)
         int code;
     } cases[] = {{"exit", 3}, {"return", 0}, {"unreachable", 3}, {"callback", 5}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const char *ep = strcmp(cases[i].how, "unreachable") ? s_broker.endpoint
-                                                             : "tcp://127.0.0.1:9";
+        const char *ep =
+            strcmp(cases[i].how, "unreachable") ? s_broker.endpoint : "tcp://127.0.0.1:9";
         int status = s_run_child(argv[0], ep, cases[i].how, err, sizeof err);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != cases[i].code)
             fprintf(stderr, "child '%s': status %#x, stderr:\n%s\n", cases[i].how, status, err);
