@@ -62,13 +62,13 @@ static void s_check_snapshot_file(const char *path, const char *data_dir, char *
     bool in_data_dir = dl && strncmp(dir, data_dir, dl) == 0 && (dir[dl] == 0 || dir[dl] == '/');
     if (stat(dir, &st) != 0) {
         if (!(errno == ENOENT && in_data_dir))
-            snprintf(bad, size, "snapshot_file %.120s: directory %.120s: %s", path, dir,
+            snprintf(bad, size, "snapshot_file %.100s: directory %.100s: %s", path, dir,
                      strerror(errno));
     } else if (!S_ISDIR(st.st_mode))
-        snprintf(bad, size, "snapshot_file %.120s: %.120s is not a directory", path, dir);
+        snprintf(bad, size, "snapshot_file %.100s: %.100s is not a directory", path, dir);
     else if (access(dir, W_OK | X_OK) != 0)
         snprintf(bad, size,
-                 "snapshot_file %.120s: directory %.120s: %s (the file is written "
+                 "snapshot_file %.100s: directory %.100s: %s (the file is written "
                  "beside it and renamed)",
                  path, dir, strerror(errno));
     else if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
