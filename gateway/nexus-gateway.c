@@ -241,6 +241,10 @@ int main(int argc, char **argv)
         the setting the operator has to fix.                               */
     const char *env_token = getenv("NEXUS_TOKEN");
     bool token_from_env = !(gw.cfg.broker_token && *gw.cfg.broker_token) && env_token && *env_token;
+    /*  (--print-config shows broker_token empty then: the log says.)     */
+    if (token_from_env)
+        nx_info("the token presented to the broker is NEXUS_TOKEN from the environment "
+                "(broker_token is not set)");
     if (!gw.client || nexus_client_set_endpoint(gw.client, gw.cfg.broker) ||
         nexus_client_set_token_setting(gw.client, token_from_env ? NULL : "broker_token") ||
         (gw.cfg.broker_token && *gw.cfg.broker_token &&

@@ -781,7 +781,10 @@ static int s_ws_filter(nx_gw_t *gw, struct lws *wsi, s_pss_t *pss)
         (!pss->store[0] || strspn(pss->store, "0123456789abcdef") != strlen(pss->store)))
         return s_refuse(wsi, 400, "bad_request",
                         "store must be a store id (the welcome's store_id: lowercase hex)");
-    pss->recent = (int)gw->cfg.welcome_events;
+    /*  A resume (since) replays what comes after since: recent events in
+        its welcome would be had already (up to since) or sent again by the
+        replay. None, unless asked for.                                    */
+    pss->recent = pss->has_since ? 0 : (int)gw->cfg.welcome_events;
     if (s_urlarg(wsi, "recent", v, sizeof v)) {
         if (!s_decimal(v, 4) || atoi(v) > 1000)
             return s_refuse(wsi, 400, "bad_request", "recent must be a number 0..1000");

@@ -1160,4 +1160,19 @@ test('a refused --broker-token names broker_token, not NEXUS_TOKEN', { timeout: 
   assert.ok(exited && exited.code !== 0, `it stops: ${JSON.stringify(exited)}\n${gw.output}`);
   assert.match(gw.output, /refused this client's token \(broker_token\)/, gw.output);
   assert.doesNotMatch(gw.output, /NEXUS_TOKEN/, gw.output);
+  // Without broker_token, NEXUS_TOKEN from the environment is presented
+  // (operations.md): --print-config shows broker_token empty, the log says.
+  const port2 = await freePort();
+  process.env.NEXUS_TOKEN = 'btok-ok';
+  let gw2;
+  try {
+    gw2 = new Proc('nexus-gateway (NEXUS_TOKEN)', NEXUS_GATEWAY, ['--port', String(port2),
+      '--broker', `tcp://127.0.0.1:${f.brokerPorts[0]}`, '--web-root', 'none']);
+  } finally {
+    delete process.env.NEXUS_TOKEN;
+  }
+  f.procs.push(gw2);
+  await waitFor(() => /connected to the broker/.test(gw2.output), { timeout: 15000, what: 'the gateway with NEXUS_TOKEN connects' });
+  await gw2.stop();
+  assert.match(gw2.output, /the token presented to the broker is NEXUS_TOKEN from the environment/, gw2.output);
 }));

@@ -106,6 +106,19 @@ test('welcome (seed 003 connection message): session id, subscriber count, last 
 
   const d = await f.connect('welcome-d');
   assert.ok(d.welcome.recent_events.length >= 3 && d.welcome.recent_events.length <= 20, JSON.stringify(d.welcome));
+
+  // A resume (?since=) replays what comes after since: its welcome holds no
+  // recent event (each would be had already, or sent again by the replay),
+  // unless it asks for some.
+  const e = await f.connect('welcome-e', `since=${seqs[0]}`);
+  assert.deepEqual(e.welcome.recent_events, [], JSON.stringify(e.welcome));
+  await e.request({ action: 'subscribe', topics: ['>'] });
+  const replayed = await e.waitEvent((ev) => ev.seq === seqs[2], 5000, 'the replay');
+  assert.ok(replayed);
+  const got = e.events().map((ev) => ev.seq).filter((q) => seqs.includes(q));
+  assert.deepEqual(got, [seqs[1], seqs[2]], 'each event after since once, by the replay');
+  const g = await f.connect('welcome-g', `since=${seqs[0]}&recent=2`);
+  assert.equal(g.welcome.recent_events.length, 2, 'recent= still asks for some');
 }));
 
 test('subscribe, unsubscribe, publish, ping: with and without id', withFabric(async (f) => {
